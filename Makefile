@@ -1,0 +1,122 @@
+# lunakv - build, test, install. This Makefile is the only list of sources:
+# every c/engine/*.c (but *_test.c) is the engine, c/lua/*.c the binding.
+#
+#   make            build build/liblunakv.a and the Lua module build/lunakv/core.so
+#   make test       install missing Debian packages (as root), build, run the
+#                   C unit tests and every busted spec
+#   make shell      the same set-up, then open the shell on ./data
+#   make asan       the whole suite under AddressSanitizer + UBSan
+#   make bench      lunakv against LevelDB (BENCH_NUM=N, BENCH_JSON=FILE)
+#   make install    PREFIX=/usr/local DESTDIR= (module, Lua files, bin/lunakv)
+
+PREFIX      ?= /usr/local
+LUA_VERSION ?= 5.4
+LUA         ?= lua$(LUA_VERSION)
+LUA_INCDIR  ?= /usr/include/lua$(LUA_VERSION)
+INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+INST_BINDIR ?= $(PREFIX)/bin
+BUSTED      ?= /usr/bin/busted
+BUSTED_ARGS ?=
+
+CC       ?= cc
+OPT      ?= -O2
+CFLAGS   ?= $(OPT) -g
+WARN      = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread \
+             $(WARN) $(CFLAGS) $(SAN)
+LIBFLAG  ?= -shared
+LDLIBS    = -pthread
+
+BUILD ?= build
+
+ENGINE_SRC  = $(filter-out %_test.c,$(wildcard c/engine/*.c))
+ENGINE_OBJ  = $(ENGINE_SRC:c/engine/%.c=$(BUILD)/obj/engine/%.o)
+ENGINE_TEST = $(wildcard c/engine/*_test.c)
+TEST_BINS   = $(ENGINE_TEST:c/engine/%.c=$(BUILD)/test/%)
+LUA_SRC     = $(wildcard c/lua/*.c)
+LUA_OBJ     = $(LUA_SRC:c/lua/%.c=$(BUILD)/obj/lua/%.o)
+HEADERS     = $(wildcard c/engine/*.h)
+
+# Debian packages the project needs to build and test; `make deps` installs
+# the missing ones when run as root, else prints the apt-get line.
+DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
+           lua-busted lua-argparse
+BENCH_PKGS = libleveldb-dev
+
+.PHONY: all deps test ctest spec shell asan bench install uninstall clean
+
+all: $(BUILD)/liblunakv.a $(BUILD)/lunakv/core.so
+
+$(BUILD)/obj/engine/%.o: c/engine/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
+
+$(BUILD)/obj/lua/%.o: c/lua/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/engine -I$(LUA_INCDIR) -c $< -o $@
+
+$(BUILD)/liblunakv.a: $(ENGINE_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(BUILD)/lunakv/core.so: $(LUA_OBJ) $(BUILD)/liblunakv.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(LUA_OBJ) $(BUILD)/liblunakv.a $(LDLIBS)
+
+$(BUILD)/test/%: c/engine/%.c $(BUILD)/liblunakv.a c/engine/test.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/engine $< -o $@ $(BUILD)/liblunakv.a $(LDLIBS)
+
+deps:
+	@sh tools/deps.sh $(DEB_PKGS)
+
+ctest: $(TEST_BINS)
+	@set -e; for t in $(TEST_BINS); do echo "== $$t"; $$t; done
+
+spec: all
+	LUNAKV_BUILD=$(BUILD) $(LUA) $(BUSTED) $(BUSTED_ARGS) spec
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory ctest
+	@$(MAKE) --no-print-directory spec
+
+shell: deps
+	@$(MAKE) --no-print-directory all
+	$(LUA) bin/lunakv shell ./data
+
+# AddressSanitizer + UBSan. lua5.4 itself is not instrumented, so the ASan
+# runtime is preloaded; leak checking is off for the interpreter (it frees
+# its own state lazily at exit) but on for the C unit tests.
+ASAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all \
+             -fno-omit-frame-pointer
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 SAN="$(ASAN_FLAGS)" all ctest
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0 LUNAKV_BUILD=build-asan \
+	$(LUA) $(BUSTED) $(BUSTED_ARGS) spec
+
+BENCH_NUM ?= 1000000
+$(BUILD)/bench/lkv_bench: c/bench/lkv_bench.c $(BUILD)/liblunakv.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/engine $< -o $@ $(BUILD)/liblunakv.a -lleveldb $(LDLIBS)
+
+bench: deps
+	@sh tools/deps.sh $(BENCH_PKGS)
+	@$(MAKE) --no-print-directory $(BUILD)/bench/lkv_bench
+	$(BUILD)/bench/lkv_bench --num=$(BENCH_NUM) $(if $(BENCH_JSON),--json=$(BENCH_JSON))
+
+install: all
+	install -d $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_LUADIR)/lunakv \
+	           $(DESTDIR)$(INST_BINDIR)
+	install -m 0755 $(BUILD)/lunakv/core.so $(DESTDIR)$(INST_LIBDIR)/lunakv/core.so
+	install -m 0644 lua/lunakv/*.lua $(DESTDIR)$(INST_LUADIR)/lunakv/
+	install -m 0755 bin/lunakv $(DESTDIR)$(INST_BINDIR)/lunakv
+
+uninstall:
+	rm -rf $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_LUADIR)/lunakv \
+	       $(DESTDIR)$(INST_BINDIR)/lunakv
+
+clean:
+	rm -rf build build-asan

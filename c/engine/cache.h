@@ -1,0 +1,37 @@
+/* cache.h - the block cache: a sharded LRU of decoded data blocks, bounded
+ * in bytes, keyed by (file number, block offset). Shared by every table
+ * reader of a db; all functions are thread safe.
+ *
+ * Entries are reference counted: a lookup or insert returns a handle that
+ * pins the block until lkv_cache_release; eviction only frees unpinned
+ * entries (a pinned entry past capacity is freed on its last release). */
+#ifndef LKV_CACHE_H
+#define LKV_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lkv_cache lkv_cache;
+typedef struct lkv_cache_handle lkv_cache_handle;
+
+/* capacity_bytes 0 gives a cache that stores nothing (every lookup
+ * misses). NULL when out of memory. */
+lkv_cache *lkv_cache_new(size_t capacity_bytes);
+void lkv_cache_free(lkv_cache *c); /* REQUIRES: no handle is held */
+
+/* A pinned handle, or NULL on a miss. */
+lkv_cache_handle *lkv_cache_lookup(lkv_cache *c, uint64_t file, uint64_t off);
+/* Insert value (charge bytes; freed with free_fn(value) when evicted and
+ * unpinned) and return it pinned. If the key is present the new value
+ * replaces it for later lookups. NULL only when out of memory (then
+ * free_fn(value) has been called). */
+lkv_cache_handle *lkv_cache_insert(lkv_cache *c, uint64_t file, uint64_t off,
+                                   void *value, size_t charge,
+                                   void (*free_fn)(void *value));
+void *lkv_cache_value(lkv_cache_handle *h);
+void lkv_cache_release(lkv_cache *c, lkv_cache_handle *h);
+/* Drop every unpinned entry of one file (called when the file is deleted). */
+void lkv_cache_erase_file(lkv_cache *c, uint64_t file);
+size_t lkv_cache_usage(lkv_cache *c); /* bytes charged now */
+
+#endif

@@ -1,0 +1,40 @@
+/* env.h - every system call the engine makes on files goes through here,
+ * so errors are worded one way and faults can be injected in tests. */
+#ifndef LKV_ENV_H
+#define LKV_ENV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lunakv.h"
+
+/* open(2) with O_CLOEXEC added. *fd = -1 on failure. */
+int lkv_env_open(const char *path, int flags, int mode, int *fd, lkv_err *err);
+/* Write all n bytes (retrying short writes and EINTR). */
+int lkv_env_write(int fd, const void *buf, size_t n, const char *path,
+                  lkv_err *err);
+/* Read exactly n bytes at off. A short read (the file ends first) is
+ * LKV_CORRUPTION "truncated", an error of the read LKV_IOERROR. */
+int lkv_env_pread(int fd, void *buf, size_t n, uint64_t off, const char *path,
+                  lkv_err *err);
+int lkv_env_fsync(int fd, const char *path, lkv_err *err);     /* fsync */
+int lkv_env_fdatasync(int fd, const char *path, lkv_err *err); /* fdatasync */
+int lkv_env_file_size(int fd, const char *path, uint64_t *size, lkv_err *err);
+int lkv_env_truncate(int fd, uint64_t size, const char *path, lkv_err *err);
+int lkv_env_rename(const char *from, const char *to, lkv_err *err);
+int lkv_env_unlink(const char *path, lkv_err *err); /* ENOENT is not an error */
+/* fsync the directory so creations and renames in it are durable. */
+int lkv_env_sync_dir(const char *dir, lkv_err *err);
+/* mkdir -p for the last component (parent must exist or be creatable). */
+int lkv_env_mkdirs(const char *dir, lkv_err *err);
+/* Create/open dir/LOCK and take an exclusive lock on it; fails with
+ * LKV_BUSY naming the lock when another open holds it, in this process or
+ * another. */
+int lkv_env_lock(const char *dir, int *fd, lkv_err *err);
+void lkv_env_unlock(int fd);
+/* Join dir and name into buf (size n); INVALID when it does not fit. */
+int lkv_env_path(char *buf, size_t n, const char *dir, const char *name,
+                 lkv_err *err);
+uint64_t lkv_env_now_micros(void);
+
+#endif

@@ -1,0 +1,275 @@
+/* lunakv.h - the public C API of the lunakv storage engine.
+ *
+ * lunakv is an LSM-tree key-value store: a write-ahead log, a sorted
+ * memtable, immutable SSTables in levels, and background flush and
+ * compaction threads. This header is the whole contract; nothing else in
+ * c/engine/ is installed. It needs only C11 and pthreads.
+ *
+ * Conventions (read once, they hold for every function below):
+ *  1. Handles are opaque: lkv_db, lkv_batch, lkv_snapshot, lkv_iter.
+ *  2. Keys and values are (pointer, length) pairs of arbitrary bytes,
+ *     embedded zeros included. The engine never calls strlen on them and
+ *     copies whatever it keeps. An empty value is a value, not a delete.
+ *  3. Fallible functions return LKV_OK (0) or one LKV_* code. When the
+ *     trailing `lkv_err *err` is not NULL it receives the code and a
+ *     sentence saying what failed, on which object and why. No allocation
+ *     happens on the failure path.
+ *  4. Thread safety: every lkv_db_* function may be called from any number
+ *     of threads at once. An lkv_iter or lkv_batch belongs to one thread at
+ *     a time. Snapshots may be shared between threads.
+ *  5. Lifetime: every iterator and snapshot must be released before the
+ *     db they came from is closed (lkv_db_close refuses with LKV_BUSY
+ *     otherwise).
+ *  6. A failure in a background thread (flush, compaction) is kept and
+ *     returned by every later write; lkv_db_stats shows it.
+ */
+#ifndef LUNAKV_H
+#define LUNAKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define LKV_API __attribute__((visibility("default")))
+#else
+#define LKV_API
+#endif
+
+#define LKV_VERSION "0.1.0"
+
+/* ---- errors ---------------------------------------------------------- */
+
+enum {
+  LKV_OK = 0,
+  LKV_NOTFOUND = 1,   /* key absent (never carries a message) */
+  LKV_CORRUPTION = 2, /* bytes on disk fail a checksum or do not parse */
+  LKV_IOERROR = 3,    /* a system call failed */
+  LKV_INVALID = 4,    /* bad argument or option */
+  LKV_BUSY = 5,       /* LOCK held by another open, or handles still open */
+  LKV_CLOSED = 6,     /* the db is closed or closing */
+  LKV_NOMEM = 7,      /* allocation failed */
+  LKV_TOOBIG = 8      /* key or value over the documented limit */
+};
+
+#define LKV_ERR_MSG_LEN 256
+
+typedef struct lkv_err {
+  int code;                  /* the LKV_* kind */
+  char msg[LKV_ERR_MSG_LEN]; /* "corruption: 000012.sst offset 4096: ..." */
+} lkv_err;
+
+/* The kind's name: "ok", "not found", "corruption", "io error", "invalid
+ * argument", "busy", "closed", "out of memory", "too big". Static storage. */
+LKV_API const char *lkv_strerror(int code);
+
+/* ---- limits ---------------------------------------------------------- */
+
+#define LKV_MAX_KEY_BYTES (64u * 1024u)           /* keys: 0 .. 64 KiB */
+#define LKV_MAX_VALUE_BYTES (64u * 1024u * 1024u) /* values: 0 .. 64 MiB */
+#define LKV_MAX_LEVELS 7                          /* L0 .. L6 */
+#define LKV_SEQ_LATEST UINT64_MAX /* "read the newest visible version" */
+
+/* ---- options --------------------------------------------------------- */
+
+typedef enum lkv_sync_mode {
+  /* Each write is handed to the OS (write(2)) before it returns: survives
+   * the death of the process, not of the machine. */
+  LKV_SYNC_NONE = 0,
+  /* Writes are buffered in the process and written every wal_buffer_size
+   * writes and before any memtable flush (the seed's behaviour): a killed
+   * process may lose up to wal_buffer_size - 1 acknowledged writes. */
+  LKV_SYNC_BATCH = 1,
+  /* fdatasync before the write returns; concurrent writers share one
+   * sync (group commit). */
+  LKV_SYNC_ALWAYS = 2
+} lkv_sync_mode;
+
+typedef struct lkv_options {
+  size_t max_memtable_size; /* bytes before the memtable is frozen; 4 MiB */
+  int max_l0_files;         /* L0 tables that trigger compaction; 4 */
+  int l0_slowdown_files;    /* L0 tables at which writes are delayed; 8 */
+  int l0_stop_files;        /* L0 tables at which writes wait; 12 */
+  int bloom_bits_per_key;   /* Bloom filter bits per key; 10 */
+  int bloom_hash_functions; /* 0 = derived from bits per key (~0.69 * bpk) */
+  size_t bloom_min_bits;    /* smallest filter (seed's BLOOM_FILTER_SIZE); 0 */
+  int sparse_index_n;       /* a full key every Nth entry of a block; 16 */
+  size_t block_size;        /* target data block size in bytes; 4096 */
+  size_t table_size;        /* target SSTable size for compaction; 4 MiB */
+  uint64_t level1_max_bytes;/* L1 size before it spills to L2; 10 MiB */
+  int level_multiplier;     /* level n+1 holds this many times level n; 10 */
+  size_t block_cache_bytes; /* block cache capacity (0 = none); 8 MiB */
+  int wal_buffer_size;      /* writes per WAL write in LKV_SYNC_BATCH; 100 */
+  lkv_sync_mode sync;       /* LKV_SYNC_BATCH */
+  const char *log_file_name;/* WAL base name; "wal.log" (copied at open) */
+} lkv_options;
+
+/* Fill *o with the defaults listed above. */
+LKV_API void lkv_options_init(lkv_options *o);
+
+/* ---- the database ---------------------------------------------------- */
+
+typedef struct lkv_db lkv_db;
+
+/* Open (creating if needed) the database in directory `dir`, which is
+ * created when missing. `o` may be NULL for defaults. Takes the LOCK file:
+ * a second open of the same directory, in this process or another, fails
+ * with LKV_BUSY. Replays the WAL; a torn or corrupt record ends the replay
+ * and the tail is cut. A damaged manifest fails with LKV_CORRUPTION.
+ * On success *out owns the db until lkv_db_close. */
+LKV_API int lkv_db_open(const char *dir, const lkv_options *o, lkv_db **out,
+                        lkv_err *err);
+
+/* Wait for background work, write what is buffered, release the LOCK and
+ * free the db. REQUIRES: no live iterators or snapshots (else LKV_BUSY and
+ * the db stays open). The handle is freed even when the final WAL write
+ * fails (the error is reported). */
+LKV_API int lkv_db_close(lkv_db *db, lkv_err *err);
+
+/* Write one key. *seq (may be NULL) receives the write's sequence number.
+ * Keys over LKV_MAX_KEY_BYTES or values over LKV_MAX_VALUE_BYTES fail with
+ * LKV_TOOBIG. May wait while the background threads catch up. */
+LKV_API int lkv_db_set(lkv_db *db, const void *key, size_t klen,
+                       const void *val, size_t vlen, uint64_t *seq,
+                       lkv_err *err);
+
+/* Record a deletion (a tombstone) for key. */
+LKV_API int lkv_db_delete(lkv_db *db, const void *key, size_t klen,
+                          uint64_t *seq, lkv_err *err);
+
+/* A growable byte buffer the engine fills; the caller owns it, reuses it
+ * across calls, and frees it with lkv_buf_free. Start it zeroed. */
+typedef struct lkv_buf {
+  char *data;
+  size_t len;
+  size_t cap;
+} lkv_buf;
+
+LKV_API void lkv_buf_free(lkv_buf *b);
+
+/* Read the newest version of key with sequence number <= at
+ * (LKV_SEQ_LATEST: the newest). LKV_OK: the value is in val->data[0 ..
+ * val->len). LKV_NOTFOUND: absent or deleted as of `at`. An `at` older
+ * than every live snapshot is best effort: compaction may have dropped
+ * that history. */
+LKV_API int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
+                       lkv_buf *val, lkv_err *err);
+
+/* The sequence number of the newest visible write. */
+LKV_API uint64_t lkv_db_last_seq(lkv_db *db);
+
+/* ---- batches: atomic multi-key writes -------------------------------- */
+
+typedef struct lkv_batch lkv_batch;
+
+LKV_API lkv_batch *lkv_batch_new(void); /* NULL when out of memory */
+LKV_API int lkv_batch_set(lkv_batch *b, const void *key, size_t klen,
+                          const void *val, size_t vlen, lkv_err *err);
+LKV_API int lkv_batch_delete(lkv_batch *b, const void *key, size_t klen,
+                             lkv_err *err);
+LKV_API size_t lkv_batch_count(const lkv_batch *b);
+LKV_API void lkv_batch_clear(lkv_batch *b);
+LKV_API void lkv_batch_free(lkv_batch *b);
+
+/* Apply every operation of b atomically: one WAL record, consecutive
+ * sequence numbers, visible to readers all at once. *last_seq receives the
+ * last one. An empty batch writes nothing and returns the current seq.
+ * The batch is left unchanged (clear it to reuse). */
+LKV_API int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
+                         lkv_err *err);
+
+/* ---- snapshots ------------------------------------------------------- */
+
+typedef struct lkv_snapshot lkv_snapshot;
+
+/* Pin the current sequence number: every version visible at it stays
+ * readable through flushes and compactions until released. */
+LKV_API int lkv_snapshot_new(lkv_db *db, lkv_snapshot **out, lkv_err *err);
+LKV_API uint64_t lkv_snapshot_seq(const lkv_snapshot *s);
+LKV_API void lkv_snapshot_release(lkv_snapshot *s);
+
+/* ---- iterators ------------------------------------------------------- */
+
+typedef struct lkv_iter lkv_iter;
+
+/* An iterator over the live keys as of sequence `at` (LKV_SEQ_LATEST:
+ * now). It reads one consistent view: later writes, flushes and
+ * compactions neither appear in it nor disturb it, and the files it reads
+ * stay alive until it is freed. It starts unpositioned (not valid). */
+LKV_API int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out,
+                         lkv_err *err);
+LKV_API void lkv_iter_seek_first(lkv_iter *it);
+/* Position at the first key >= key. */
+LKV_API void lkv_iter_seek(lkv_iter *it, const void *key, size_t klen);
+LKV_API void lkv_iter_next(lkv_iter *it); /* REQUIRES: valid */
+LKV_API int lkv_iter_valid(const lkv_iter *it);
+/* Borrowed until the next move or free of the iterator. REQUIRES: valid */
+LKV_API const char *lkv_iter_key(const lkv_iter *it, size_t *klen);
+LKV_API const char *lkv_iter_value(const lkv_iter *it, size_t *vlen);
+/* LKV_OK, or the error (e.g. corruption) that stopped the iteration. An
+ * iterator that hits an error becomes invalid; check this after a loop. */
+LKV_API int lkv_iter_status(const lkv_iter *it, lkv_err *err);
+LKV_API void lkv_iter_free(lkv_iter *it);
+
+/* ---- maintenance ----------------------------------------------------- */
+
+/* Return once everything written so far is in an SSTable (the WAL it came
+ * from is then deleted). */
+LKV_API int lkv_db_flush(lkv_db *db, lkv_err *err);
+
+/* Flush, then merge every table into the last level, dropping versions
+ * and tombstones no snapshot can see. Returns when done. */
+LKV_API int lkv_db_compact(lkv_db *db, lkv_err *err);
+
+typedef struct lkv_stats {
+  uint64_t seq;                 /* newest visible sequence number */
+  uint64_t sstable_count;
+  uint64_t sstables_per_level[LKV_MAX_LEVELS];
+  uint64_t bytes_per_level[LKV_MAX_LEVELS];
+  uint64_t total_size_bytes;    /* bytes of all live SSTables */
+  uint64_t memtable_size_bytes; /* active + immutable memtable */
+  uint64_t memtable_keys;       /* entries (versions) in the active one */
+  uint64_t imm_memtables;       /* frozen memtables waiting for flush */
+  uint64_t wal_size_bytes;      /* bytes in the current WAL file */
+  uint64_t bytes_written_user;  /* key + value bytes given by callers */
+  uint64_t bytes_written_disk;  /* SSTable bytes written (flush+compaction) */
+  uint64_t bytes_written_wal;   /* WAL bytes written */
+  double write_amplification;   /* (disk + wal) / user */
+  uint64_t flushes;
+  uint64_t compactions;
+  uint64_t compaction_bytes_read;
+  uint64_t compaction_bytes_written;
+  uint64_t stall_slowdowns;     /* writes delayed by the L0 slowdown */
+  uint64_t stall_stops;         /* writes that waited for flush/compaction */
+  uint64_t stall_micros;        /* total time writers spent waiting */
+  uint64_t bloom_checks;        /* table lookups that asked a filter */
+  uint64_t bloom_negatives;     /* ... and were spared a block read */
+  uint64_t block_reads;         /* data blocks read from files */
+  uint64_t block_cache_hits;
+  uint64_t block_cache_bytes;   /* bytes held in the block cache */
+  uint64_t live_snapshots;
+  uint64_t live_iterators;
+  uint64_t wal_syncs;           /* fdatasync calls on the WAL */
+  int bg_error;                 /* sticky background failure code, or 0 */
+  char bg_error_msg[LKV_ERR_MSG_LEN];
+} lkv_stats;
+
+LKV_API void lkv_db_stats(lkv_db *db, lkv_stats *out);
+
+/* Describe the live tables: calls fn once per table, level by level (L0
+ * newest first), with its file number, size and user-key range (borrowed
+ * for the call). Returns the number of tables. For inspection and tests
+ * (e.g. "levels 1.. never overlap"). */
+typedef void (*lkv_table_fn)(void *ctx, int level, uint64_t number,
+                             uint64_t size, const char *smallest,
+                             size_t smallest_len, const char *largest,
+                             size_t largest_len);
+LKV_API int lkv_db_tables(lkv_db *db, lkv_table_fn fn, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LUNAKV_H */

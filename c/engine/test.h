@@ -1,0 +1,40 @@
+/* test.h - a tiny check harness for the C unit tests (<unit>_test.c).
+ * CHECK prints file:line and the expression and fails the test program. */
+#ifndef LKV_TEST_H
+#define LKV_TEST_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int lkv_test_failures;
+
+#define CHECK(e)                                                         \
+  do {                                                                   \
+    if (!(e)) {                                                          \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #e); \
+      lkv_test_failures++;                                               \
+    }                                                                    \
+  } while (0)
+
+/* CHECK_OK(call) for functions returning an lkv code with an lkv_err. */
+#define CHECK_OK(call, errp)                                             \
+  do {                                                                   \
+    int rc_ = (call);                                                    \
+    if (rc_ != 0) {                                                      \
+      fprintf(stderr, "%s:%d: %s -> %d (%s)\n", __FILE__, __LINE__, #call, \
+              rc_, (errp) ? (errp)->msg : "");                           \
+      lkv_test_failures++;                                               \
+    }                                                                    \
+  } while (0)
+
+#define TEST_MAIN_END()                                                  \
+  do {                                                                   \
+    if (lkv_test_failures) {                                             \
+      fprintf(stderr, "%d check(s) failed\n", lkv_test_failures);        \
+      return 1;                                                          \
+    }                                                                    \
+    printf("ok\n");                                                      \
+    return 0;                                                            \
+  } while (0)
+
+#endif
