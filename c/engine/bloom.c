@@ -1,0 +1,121 @@
+/* bloom.c - Bloom filters over user keys (see bloom.h, sst_format.md):
+ * one 64-bit hash per key, k probes by double hashing. */
+#include "bloom.h"
+
+#include "coding.h"
+
+#define K_MAX 30
+
+/* Largest filter: 2^29 bytes keeps every bit index below 2^32, which the
+ * probe's multiply-shift reduction relies on. */
+#define MAX_FILTER_BYTES ((size_t)1 << 29)
+
+static inline uint64_t rotl(uint64_t x, int r) {
+  return (x << r) | (x >> (64 - r));
+}
+
+/* Odd 64-bit constants with well-spread bits (golden ratio and friends). */
+#define M1 0x9e3779b97f4a7c15ULL
+#define M2 0xbf58476d1ce4e5b9ULL
+#define M3 0x94d049bb133111ebULL
+
+/* Folds one 8-byte word into the state: multiply spreads low bits up, the
+ * rotation brings high bits back down before the next multiply. */
+static inline uint64_t absorb(uint64_t h, uint64_t w) {
+  w *= M2;
+  w = rotl(w, 31);
+  w *= M1;
+  h ^= w;
+  return rotl(h, 29) * M1 + M3;
+}
+
+/* Final avalanche, so that keys differing in one bit (the common case:
+ * "user1" vs "user2") differ in about half the output bits. */
+static inline uint64_t finish(uint64_t h) {
+  h ^= h >> 31;
+  h *= M2;
+  h ^= h >> 29;
+  h *= M3;
+  h ^= h >> 32;
+  return h;
+}
+
+uint64_t lkv_bloom_hash(const char *key, size_t n) {
+  uint64_t h = M3 ^ ((uint64_t)n * M1);
+  while (n >= 8) {
+    h = absorb(h, lkv_get64(key));
+    key += 8;
+    n -= 8;
+  }
+  if (n > 0) {
+    /* Tail bytes little-endian; the length already went into the seed, so
+     * "a" and "a\0" still hash apart. */
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+      w |= (uint64_t)(unsigned char)key[i] << (8 * i);
+    h = absorb(h, w);
+  }
+  return finish(h);
+}
+
+int lkv_bloom_k(int bits_per_key, int hash_functions) {
+  int k = hash_functions > 0 ? hash_functions
+                             : (int)((double)bits_per_key * 0.69 + 0.5);
+  if (k < 1) k = 1;
+  if (k > K_MAX) k = K_MAX;
+  return k;
+}
+
+size_t lkv_bloom_filter_size(size_t nkeys, int bits_per_key, size_t min_bits) {
+  size_t bpk = bits_per_key > 0 ? (size_t)bits_per_key : 1;
+  size_t bits = nkeys > (SIZE_MAX / 8) / bpk ? SIZE_MAX / 8 : nkeys * bpk;
+  if (bits < min_bits) bits = min_bits;
+  if (bits < 64) bits = 64;
+  if (bits > SIZE_MAX - 7) bits = SIZE_MAX - 7;
+  size_t bytes = (bits + 7) / 8;
+  if (bytes > MAX_FILTER_BYTES) bytes = MAX_FILTER_BYTES;
+  return bytes + 1;
+}
+
+/* Bit index of a 32-bit probe value in a filter of nbits bits: the high
+ * half of x * nbits is uniform over [0, nbits) and needs no division. */
+static inline uint32_t reduce(uint32_t x, uint64_t nbits) {
+  return (uint32_t)(((uint64_t)x * nbits) >> 32);
+}
+
+void lkv_bloom_build(const uint64_t *hashes, size_t nkeys, int bits_per_key,
+                     int hash_functions, size_t min_bits, char *out) {
+  size_t bytes = lkv_bloom_filter_size(nkeys, bits_per_key, min_bits) - 1;
+  uint64_t nbits = (uint64_t)bytes * 8;
+  int k = lkv_bloom_k(bits_per_key, hash_functions);
+  unsigned char *bits = (unsigned char *)out;
+  for (size_t i = 0; i < bytes; i++) bits[i] = 0;
+  for (size_t i = 0; i < nkeys; i++) {
+    /* Double hashing: probe j is h1 + j*h2 (mod 2^32). h2 is forced odd
+     * so the k probe values are distinct. */
+    uint32_t h1 = (uint32_t)hashes[i];
+    uint32_t h2 = (uint32_t)(hashes[i] >> 32) | 1u;
+    for (int j = 0; j < k; j++) {
+      uint32_t b = reduce(h1, nbits);
+      bits[b >> 3] |= (unsigned char)(1u << (b & 7));
+      h1 += h2;
+    }
+  }
+  out[bytes] = (char)k;
+}
+
+int lkv_bloom_may_contain(const char *filter, size_t n, uint64_t hash) {
+  if (filter == NULL || n < 2 || n - 1 > MAX_FILTER_BYTES) return 1;
+  const unsigned char *bits = (const unsigned char *)filter;
+  int k = bits[n - 1];
+  if (k < 1 || k > K_MAX) return 1;
+  uint64_t nbits = (uint64_t)(n - 1) * 8;
+  uint32_t h1 = (uint32_t)hash;
+  uint32_t h2 = (uint32_t)(hash >> 32) | 1u;
+  for (int j = 0; j < k; j++) {
+    uint32_t b = reduce(h1, nbits);
+    if ((bits[b >> 3] & (1u << (b & 7))) == 0) return 0;
+    h1 += h2;
+  }
+  return 1;
+}

@@ -1,0 +1,112 @@
+/* bloom_test.c - Bloom filter: sizing, no false negatives, a false-positive
+ * rate near 1% at 10 bits per key, and malformed filters. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bloom.h"
+#include "test.h"
+
+static size_t key_of(char *buf, const char *prefix, unsigned i) {
+  return (size_t)snprintf(buf, 64, "%s%u", prefix, i);
+}
+
+static void test_sizing(void) {
+  CHECK(lkv_bloom_k(10, 0) == 7);
+  CHECK(lkv_bloom_k(1, 0) == 1);
+  CHECK(lkv_bloom_k(100, 0) == 30);
+  CHECK(lkv_bloom_k(10, 3) == 3);
+  CHECK(lkv_bloom_k(10, 99) == 30);
+  /* at least 64 bits, plus the k byte */
+  CHECK(lkv_bloom_filter_size(0, 10, 0) == 9);
+  CHECK(lkv_bloom_filter_size(1, 10, 0) == 9);
+  CHECK(lkv_bloom_filter_size(100, 10, 0) == 126); /* 1000 bits -> 125 B */
+  CHECK(lkv_bloom_filter_size(100, 10, 8000) == 1001);
+  CHECK(lkv_bloom_filter_size(100, 10, 1001) == 127); /* rounded up */
+}
+
+static void test_hash(void) {
+  /* The hash is part of the file format: it must never change. */
+  CHECK(lkv_bloom_hash("", 0) != lkv_bloom_hash("\0", 1));
+  CHECK(lkv_bloom_hash("a", 1) != lkv_bloom_hash("a\0", 2));
+  CHECK(lkv_bloom_hash("abcdefgh", 8) != lkv_bloom_hash("abcdefgi", 8));
+  CHECK(lkv_bloom_hash("lunakv", 6) == 0x1434640a287312c4ULL);
+  CHECK(lkv_bloom_hash("key0000012345678901", 19) == 0x54574ee58b198b21ULL);
+}
+
+static void test_rate(int bits_per_key, double max_rate) {
+  const unsigned n = 100000;
+  uint64_t *h = malloc(n * sizeof *h);
+  char k[64];
+  for (unsigned i = 0; i < n; i++) h[i] = lkv_bloom_hash(k, key_of(k, "key", i));
+  size_t sz = lkv_bloom_filter_size(n, bits_per_key, 0);
+  char *f = malloc(sz);
+  lkv_bloom_build(h, n, bits_per_key, 0, 0, f);
+  unsigned fn = 0, fp = 0;
+  for (unsigned i = 0; i < n; i++)
+    if (!lkv_bloom_may_contain(f, sz, lkv_bloom_hash(k, key_of(k, "key", i))))
+      fn++;
+  for (unsigned i = 0; i < n; i++)
+    if (lkv_bloom_may_contain(f, sz, lkv_bloom_hash(k, key_of(k, "absent", i))))
+      fp++;
+  double rate = (double)fp / n;
+  printf("bloom: %d bits/key: %zu bytes for %u keys, false positives %.3f%%\n",
+         bits_per_key, sz, n, rate * 100);
+  CHECK(fn == 0);
+  CHECK(rate < max_rate);
+  free(f);
+  free(h);
+}
+
+static void test_small_and_empty(void) {
+  char f[16];
+  size_t sz = lkv_bloom_filter_size(0, 10, 0);
+  lkv_bloom_build(NULL, 0, 10, 0, 0, f);
+  CHECK(sz == 9);
+  CHECK(!lkv_bloom_may_contain(f, sz, lkv_bloom_hash("x", 1)));
+  uint64_t h = lkv_bloom_hash("only", 4);
+  lkv_bloom_build(&h, 1, 10, 0, 0, f);
+  CHECK(lkv_bloom_may_contain(f, sz, h));
+  /* bloom_min_bits keeps a tiny table's filter from being all ones */
+  const unsigned n = 10;
+  uint64_t hs[10];
+  char k[64];
+  for (unsigned i = 0; i < n; i++) hs[i] = lkv_bloom_hash(k, key_of(k, "k", i));
+  size_t big = lkv_bloom_filter_size(n, 10, 1 << 14);
+  char *bf = malloc(big);
+  lkv_bloom_build(hs, n, 10, 0, 1 << 14, bf);
+  unsigned fp = 0;
+  for (unsigned i = 0; i < 10000; i++)
+    fp += (unsigned)lkv_bloom_may_contain(bf, big,
+                                          lkv_bloom_hash(k, key_of(k, "z", i)));
+  CHECK(fp < 10);
+  for (unsigned i = 0; i < n; i++) CHECK(lkv_bloom_may_contain(bf, big, hs[i]));
+  free(bf);
+}
+
+static void test_malformed(void) {
+  uint64_t h = lkv_bloom_hash("x", 1);
+  char f[9];
+  memset(f, 0, sizeof f);
+  f[8] = 7;
+  CHECK(!lkv_bloom_may_contain(f, 9, h)); /* well formed, empty */
+  CHECK(lkv_bloom_may_contain(NULL, 0, h));
+  CHECK(lkv_bloom_may_contain(f, 0, h));
+  CHECK(lkv_bloom_may_contain(f, 1, h)); /* only a k byte */
+  f[8] = 0;
+  CHECK(lkv_bloom_may_contain(f, 9, h)); /* k = 0 */
+  f[8] = 31;
+  CHECK(lkv_bloom_may_contain(f, 9, h)); /* k too large */
+  f[8] = (char)0xff;
+  CHECK(lkv_bloom_may_contain(f, 9, h));
+}
+
+int main(void) {
+  test_sizing();
+  test_hash();
+  test_rate(10, 0.0125);
+  test_rate(16, 0.002);
+  test_small_and_empty();
+  test_malformed();
+  TEST_MAIN_END();
+}

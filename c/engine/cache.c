@@ -1,0 +1,258 @@
+/* cache.c - the block cache of cache.h: 16 independently locked LRU shards,
+ * each a chained hash table plus a list of its unpinned entries. */
+#include "cache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#define SHARD_BITS 4
+#define NSHARDS (1 << SHARD_BITS)
+
+struct lkv_cache_handle {
+  uint64_t file, off;
+  void *value;
+  size_t charge;
+  void (*free_fn)(void *value);
+  struct lkv_cache_handle *chain;      /* next in the hash bucket */
+  struct lkv_cache_handle *prev, *next; /* LRU list, when unpinned */
+  uint32_t hash;
+  /* Pins held by callers, plus one while the entry is in the table. An
+   * entry sits on the LRU list exactly when refs == 1 and it is in the
+   * table, so eviction never has to skip pinned entries. */
+  uint32_t refs;
+  int in_table;
+};
+
+typedef struct shard {
+  pthread_mutex_t mu;
+  size_t capacity, usage; /* usage: charges of entries in the table */
+  struct lkv_cache_handle **buckets;
+  size_t nbuckets, count; /* nbuckets is a power of two */
+  struct lkv_cache_handle lru; /* sentinel: lru.next is the oldest */
+} shard;
+
+struct lkv_cache {
+  shard shards[NSHARDS];
+};
+
+/* Blocks sit at offsets that differ in their low bits and files are small
+ * consecutive numbers, so both are mixed through a multiply-xorshift. */
+static uint32_t hash_key(uint64_t file, uint64_t off) {
+  uint64_t h = off * 0x9e3779b97f4a7c15ULL ^ file * 0xc2b2ae3d27d4eb4fULL;
+  h ^= h >> 29;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 32;
+  return (uint32_t)h;
+}
+
+static shard *shard_of(lkv_cache *c, uint32_t hash) {
+  return &c->shards[hash >> (32 - SHARD_BITS)];
+}
+
+lkv_cache *lkv_cache_new(size_t capacity_bytes) {
+  lkv_cache *c = calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  size_t per = capacity_bytes / NSHARDS + (capacity_bytes % NSHARDS != 0);
+  for (int i = 0; i < NSHARDS; i++) {
+    shard *s = &c->shards[i];
+    s->capacity = per;
+    s->nbuckets = 16;
+    s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
+    if (s->buckets == NULL || pthread_mutex_init(&s->mu, NULL) != 0) {
+      free(s->buckets);
+      for (int j = 0; j < i; j++) {
+        pthread_mutex_destroy(&c->shards[j].mu);
+        free(c->shards[j].buckets);
+      }
+      free(c);
+      return NULL;
+    }
+    s->lru.prev = s->lru.next = &s->lru;
+  }
+  return c;
+}
+
+/* ---- LRU list and table (shard lock held) ----------------------------- */
+
+static void lru_remove(struct lkv_cache_handle *e) {
+  e->prev->next = e->next;
+  e->next->prev = e->prev;
+  e->prev = e->next = NULL;
+}
+
+static void lru_append(shard *s, struct lkv_cache_handle *e) {
+  e->next = &s->lru;
+  e->prev = s->lru.prev;
+  e->prev->next = e;
+  s->lru.prev = e;
+}
+
+static struct lkv_cache_handle **find(shard *s, uint64_t file, uint64_t off,
+                                      uint32_t hash) {
+  struct lkv_cache_handle **pp = &s->buckets[hash & (s->nbuckets - 1)];
+  while (*pp && ((*pp)->hash != hash || (*pp)->file != file ||
+                 (*pp)->off != off))
+    pp = &(*pp)->chain;
+  return pp;
+}
+
+/* Doubling keeps chains about one entry long. A failed allocation just
+ * leaves longer chains. */
+static void grow(shard *s) {
+  size_t n = s->nbuckets * 2;
+  struct lkv_cache_handle **b = calloc(n, sizeof *b);
+  if (b == NULL) return;
+  for (size_t i = 0; i < s->nbuckets; i++) {
+    struct lkv_cache_handle *e = s->buckets[i];
+    while (e) {
+      struct lkv_cache_handle *next = e->chain;
+      struct lkv_cache_handle **pp = &b[e->hash & (n - 1)];
+      e->chain = *pp;
+      *pp = e;
+      e = next;
+    }
+  }
+  free(s->buckets);
+  s->buckets = b;
+  s->nbuckets = n;
+}
+
+static void unref(shard *s, struct lkv_cache_handle *e) {
+  if (--e->refs == 0) {
+    e->free_fn(e->value);
+    free(e);
+  } else if (e->refs == 1 && e->in_table) {
+    lru_append(s, e);
+  }
+}
+
+/* Take e out of the table (found at *pp); freed now if unpinned, else on
+ * its last release. */
+static void detach(shard *s, struct lkv_cache_handle **pp) {
+  struct lkv_cache_handle *e = *pp;
+  *pp = e->chain;
+  e->chain = NULL;
+  e->in_table = 0;
+  s->count--;
+  s->usage -= e->charge;
+  if (e->refs == 1) lru_remove(e);
+  unref(s, e);
+}
+
+static void evict(shard *s) {
+  while (s->usage > s->capacity && s->lru.next != &s->lru) {
+    struct lkv_cache_handle *old = s->lru.next;
+    detach(s, find(s, old->file, old->off, old->hash));
+  }
+}
+
+/* ---- the interface ----------------------------------------------------- */
+
+lkv_cache_handle *lkv_cache_lookup(lkv_cache *c, uint64_t file, uint64_t off) {
+  uint32_t h = hash_key(file, off);
+  shard *s = shard_of(c, h);
+  pthread_mutex_lock(&s->mu);
+  struct lkv_cache_handle *e = *find(s, file, off, h);
+  if (e) {
+    if (e->refs == 1) lru_remove(e);
+    e->refs++;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return e;
+}
+
+lkv_cache_handle *lkv_cache_insert(lkv_cache *c, uint64_t file, uint64_t off,
+                                   void *value, size_t charge,
+                                   void (*free_fn)(void *value)) {
+  struct lkv_cache_handle *e = malloc(sizeof *e);
+  if (e == NULL) {
+    free_fn(value);
+    return NULL;
+  }
+  e->file = file;
+  e->off = off;
+  e->value = value;
+  e->charge = charge;
+  e->free_fn = free_fn;
+  e->chain = e->prev = e->next = NULL;
+  e->hash = hash_key(file, off);
+  e->refs = 1; /* the caller's pin */
+  e->in_table = 0;
+  shard *s = shard_of(c, e->hash);
+  pthread_mutex_lock(&s->mu);
+  /* Capacity 0 stores nothing: the handle lives only until released. */
+  if (s->capacity > 0) {
+    struct lkv_cache_handle **pp = find(s, file, off, e->hash);
+    if (*pp) detach(s, pp);
+    pp = find(s, file, off, e->hash);
+    e->chain = *pp;
+    *pp = e;
+    e->refs++;
+    e->in_table = 1;
+    s->count++;
+    s->usage += charge;
+    evict(s);
+    if (s->count > s->nbuckets) grow(s);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return e;
+}
+
+void *lkv_cache_value(lkv_cache_handle *h) { return h->value; }
+
+void lkv_cache_release(lkv_cache *c, lkv_cache_handle *h) {
+  shard *s = shard_of(c, h->hash);
+  pthread_mutex_lock(&s->mu);
+  unref(s, h);
+  /* An entry pinned while the shard was over capacity is evicted now that
+   * it is unpinned. */
+  evict(s);
+  pthread_mutex_unlock(&s->mu);
+}
+
+void lkv_cache_erase_file(lkv_cache *c, uint64_t file) {
+  for (int i = 0; i < NSHARDS; i++) {
+    shard *s = &c->shards[i];
+    pthread_mutex_lock(&s->mu);
+    for (size_t b = 0; b < s->nbuckets; b++) {
+      struct lkv_cache_handle **pp = &s->buckets[b];
+      while (*pp) {
+        if ((*pp)->file == file)
+          detach(s, pp); /* *pp is now the next entry */
+        else
+          pp = &(*pp)->chain;
+      }
+    }
+    pthread_mutex_unlock(&s->mu);
+  }
+}
+
+size_t lkv_cache_usage(lkv_cache *c) {
+  size_t total = 0;
+  for (int i = 0; i < NSHARDS; i++) {
+    shard *s = &c->shards[i];
+    pthread_mutex_lock(&s->mu);
+    total += s->usage;
+    pthread_mutex_unlock(&s->mu);
+  }
+  return total;
+}
+
+void lkv_cache_free(lkv_cache *c) {
+  if (c == NULL) return;
+  for (int i = 0; i < NSHARDS; i++) {
+    shard *s = &c->shards[i];
+    for (size_t b = 0; b < s->nbuckets; b++) {
+      struct lkv_cache_handle *e = s->buckets[b];
+      while (e) {
+        struct lkv_cache_handle *next = e->chain;
+        e->free_fn(e->value);
+        free(e);
+        e = next;
+      }
+    }
+    free(s->buckets);
+    pthread_mutex_destroy(&s->mu);
+  }
+  free(c);
+}

@@ -1,0 +1,523 @@
+/* sst_read.c - reading an SSTable (table.h, sst_format.md): the footer,
+ * filter and index are verified and kept in memory at open; point lookups
+ * read at most one data block, through the block cache when there is one. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block.h"
+#include "bloom.h"
+#include "crc32c.h"
+#include "env.h"
+#include "err.h"
+#include "table.h"
+
+/* One data block as the in-memory index sees it. */
+typedef struct ixent {
+  const char *key; /* the index key (>= every key of the block), in t->keys */
+  uint32_t klen;
+  uint32_t size;   /* block bytes, trailer excluded */
+  uint64_t off;
+} ixent;
+
+struct lkv_table {
+  int fd;
+  char *path;
+  const char *name;  /* basename of path: what error messages show */
+  uint64_t number;
+  lkv_cache *cache;
+  lkv_table_counters *counters;
+  uint64_t file_size;
+  uint64_t entries;
+  char *meta;        /* filter + index blocks as read at open */
+  const char *filter;
+  size_t filter_n;
+  ixent *ix;
+  size_t nblocks;
+  char *keys;        /* the decoded index keys, back to back */
+};
+
+/* A cached data block: the parsed view and its bytes in one allocation,
+ * so a cache miss costs one malloc and the pread lands in place. */
+typedef struct cblock {
+  lkv_block b;
+  char data[];
+} cblock;
+
+static inline void bump(lkv_table_counters *c, atomic_uint_fast64_t *n) {
+  if (c) atomic_fetch_add_explicit(n, 1, memory_order_relaxed);
+}
+
+static int corrupt(const lkv_table *t, uint64_t off, const char *why,
+                   lkv_err *err) {
+  return lkv_seterr(err, LKV_CORRUPTION, "%s offset %llu: %s", t->name,
+                    (unsigned long long)off, why);
+}
+
+/* Check the trailer after the n block bytes at p (the trailer follows
+ * them in memory). */
+static int check_trailer(const lkv_table *t, const char *p, size_t n,
+                         uint64_t off, const char *what, lkv_err *err) {
+  uint32_t want = lkv_get32(p + n + 1);
+  uint32_t got = lkv_crc32c(p, n + 1); /* the block bytes and type byte */
+  if (got != want) {
+    char why[64];
+    snprintf(why, sizeof why, "%s checksum mismatch", what);
+    return corrupt(t, off, why, err);
+  }
+  if (p[n] != LKV_BLOCK_TYPE_PLAIN) {
+    char why[64];
+    snprintf(why, sizeof why, "%s has unknown type %d", what,
+             (unsigned char)p[n]);
+    return corrupt(t, off, why, err);
+  }
+  return LKV_OK;
+}
+
+/* A pread whose "truncated" error names the file the way the rest of the
+ * reader's corruption messages do. */
+static int read_at(const lkv_table *t, char *buf, size_t n, uint64_t off,
+                   lkv_err *err) {
+  lkv_err e;
+  int rc = lkv_env_pread(t->fd, buf, n, off, t->path, &e);
+  if (rc == LKV_CORRUPTION)
+    return corrupt(t, off, "truncated: file ends inside a block", err);
+  if (rc) return lkv_errcopy(err, &e);
+  return LKV_OK;
+}
+
+/* ==== open ============================================================= */
+
+static void table_free(lkv_table *t) {
+  if (t->fd >= 0) close(t->fd);
+  free(t->ix);
+  free(t->keys);
+  free(t->meta);
+  free(t->path);
+  free(t);
+}
+
+/* Decode the index block into t->ix / t->keys, checking that the block
+ * handles tile the data region [0, data_end) exactly and the keys
+ * strictly increase: what the binary search and every later read trust. */
+static int load_index(lkv_table *t, const char *p, size_t n, uint64_t ioff,
+                      uint64_t data_end, lkv_err *err) {
+  lkv_block blk;
+  const char *why;
+  if (lkv_block_parse(&blk, p, n, &why)) return corrupt(t, ioff, why, err);
+  lkv_block_cursor c;
+  lkv_block_cursor_init(&c, &blk);
+  /* Pass 1 sizes the arrays, pass 2 fills them: no reallocation. */
+  size_t count = 0, key_bytes = 0;
+  for (lkv_block_cursor_seek_first(&c); c.valid; lkv_block_cursor_next(&c)) {
+    count++;
+    key_bytes += c.klen;
+  }
+  int rc = LKV_OK;
+  if (c.code) {
+    rc = c.code == LKV_NOMEM
+             ? lkv_seterr(err, LKV_NOMEM, "reading index of %s", t->name)
+             : corrupt(t, ioff, c.why, err);
+    goto out;
+  }
+  t->ix = malloc((count ? count : 1) * sizeof *t->ix);
+  t->keys = malloc(key_bytes ? key_bytes : 1);
+  if (t->ix == NULL || t->keys == NULL) {
+    rc = lkv_seterr(err, LKV_NOMEM, "reading index of %s", t->name);
+    goto out;
+  }
+  uint64_t expect = 0; /* data blocks are back to back from offset 0 */
+  size_t kpos = 0, i = 0;
+  for (lkv_block_cursor_seek_first(&c); c.valid && i < count;
+       lkv_block_cursor_next(&c), i++) {
+    uint64_t off, size;
+    const char *v = c.val, *vend = c.val + c.vlen;
+    if ((v = lkv_getv(v, vend, &off)) == NULL ||
+        (v = lkv_getv(v, vend, &size)) == NULL || v != vend) {
+      rc = corrupt(t, ioff, "bad block handle in index", err);
+      goto out;
+    }
+    if (off != expect || size > UINT32_MAX ||
+        size + LKV_BLOCK_TRAILER_BYTES > data_end - off) {
+      rc = corrupt(t, ioff, "index block handle outside the data region",
+                   err);
+      goto out;
+    }
+    expect = off + size + LKV_BLOCK_TRAILER_BYTES;
+    ixent *e = &t->ix[i];
+    memcpy(t->keys + kpos, c.key, c.klen);
+    e->key = t->keys + kpos;
+    e->klen = (uint32_t)c.klen;
+    e->off = off;
+    e->size = (uint32_t)size;
+    kpos += c.klen;
+    if (i > 0) {
+      lkv_slice a = {t->ix[i - 1].key, t->ix[i - 1].klen}, b = {e->key, e->klen};
+      if (lkv_icmp(a, b) >= 0) {
+        rc = corrupt(t, ioff, "index keys out of order", err);
+        goto out;
+      }
+    }
+  }
+  if (expect != data_end) {
+    rc = corrupt(t, ioff, "index does not cover the data region", err);
+    goto out;
+  }
+  t->nblocks = count;
+out:
+  lkv_block_cursor_free(&c);
+  return rc;
+}
+
+int lkv_table_open(const char *path, uint64_t file_number, lkv_cache *cache,
+                   lkv_table_counters *counters, lkv_table **out,
+                   lkv_err *err) {
+  *out = NULL;
+  lkv_table *t = calloc(1, sizeof *t);
+  size_t plen = strlen(path);
+  if (t == NULL || (t->path = malloc(plen + 1)) == NULL) {
+    free(t);
+    return lkv_seterr(err, LKV_NOMEM, "opening table %s", path);
+  }
+  memcpy(t->path, path, plen + 1);
+  const char *slash = strrchr(t->path, '/');
+  t->name = slash ? slash + 1 : t->path;
+  t->number = file_number;
+  t->cache = cache;
+  t->counters = counters;
+  int rc = lkv_env_open(path, O_RDONLY, 0, &t->fd, err);
+  if (rc == LKV_OK)
+    rc = lkv_env_file_size(t->fd, t->path, &t->file_size, err);
+  if (rc) goto fail;
+
+  uint64_t size = t->file_size;
+  if (size < LKV_SST_FOOTER_BYTES) {
+    rc = corrupt(t, 0, "file too short to hold a table footer", err);
+    goto fail;
+  }
+  uint64_t footer_off = size - LKV_SST_FOOTER_BYTES;
+  char f[LKV_SST_FOOTER_BYTES];
+  if ((rc = read_at(t, f, sizeof f, footer_off, err))) goto fail;
+  if (lkv_get64(f + 48) != LKV_SST_MAGIC) {
+    rc = corrupt(t, footer_off, "bad table magic number", err);
+    goto fail;
+  }
+  if (lkv_crc32c(f, 44) != lkv_get32(f + 44)) {
+    rc = corrupt(t, footer_off, "footer checksum mismatch", err);
+    goto fail;
+  }
+  uint32_t version = lkv_get32(f + 40);
+  if (version != LKV_SST_VERSION) {
+    char why[64];
+    snprintf(why, sizeof why, "unsupported table format version %u",
+             (unsigned)version);
+    rc = corrupt(t, footer_off, why, err);
+    goto fail;
+  }
+  uint64_t foff = lkv_get64(f), fsize = lkv_get64(f + 8);
+  uint64_t ioff = lkv_get64(f + 16), isize = lkv_get64(f + 24);
+  t->entries = lkv_get64(f + 32);
+  /* Filter then index, each with its trailer, end exactly at the footer.
+   * Checked before allocating: sizes come from the file. */
+  const uint64_t tr = LKV_BLOCK_TRAILER_BYTES;
+  if (foff > footer_off || fsize > footer_off - foff ||
+      tr > footer_off - foff - fsize || ioff != foff + fsize + tr ||
+      isize > footer_off - ioff || isize + tr != footer_off - ioff) {
+    rc = corrupt(t, footer_off, "footer block handles do not fit the file",
+                 err);
+    goto fail;
+  }
+  size_t mlen = (size_t)(footer_off - foff);
+  if ((t->meta = malloc(mlen)) == NULL) {
+    rc = lkv_seterr(err, LKV_NOMEM, "reading index of %s", t->name);
+    goto fail;
+  }
+  if ((rc = read_at(t, t->meta, mlen, foff, err))) goto fail;
+  const char *fp = t->meta, *ip = t->meta + (ioff - foff);
+  if ((rc = check_trailer(t, fp, (size_t)fsize, foff, "filter block", err)) ||
+      (rc = check_trailer(t, ip, (size_t)isize, ioff, "index block", err)))
+    goto fail;
+  t->filter = fp;
+  t->filter_n = (size_t)fsize;
+  if ((rc = load_index(t, ip, (size_t)isize, ioff, foff, err))) goto fail;
+  *out = t;
+  return LKV_OK;
+fail:
+  table_free(t);
+  return rc;
+}
+
+void lkv_table_close(lkv_table *t) {
+  if (t) table_free(t);
+}
+
+uint64_t lkv_table_entries(const lkv_table *t) { return t->entries; }
+uint64_t lkv_table_file_size(const lkv_table *t) { return t->file_size; }
+
+/* ==== data blocks ====================================================== */
+
+/* A data block being read: pinned in the cache (h) or held in a buffer
+ * of the caller. */
+typedef struct blockref {
+  lkv_block b;
+  lkv_cache_handle *h;
+} blockref;
+
+static void release(lkv_table *t, blockref *r) {
+  if (r->h) lkv_cache_release(t->cache, r->h);
+  r->h = NULL;
+}
+
+static int verify_parse(const lkv_table *t, const ixent *e, const char *p,
+                        lkv_block *b, lkv_err *err) {
+  int rc = check_trailer(t, p, e->size, e->off, "block", err);
+  if (rc) return rc;
+  const char *why;
+  if (lkv_block_parse(b, p, e->size, &why)) return corrupt(t, e->off, why, err);
+  return LKV_OK;
+}
+
+static void free_cblock(void *p) { free(p); }
+
+/* Make data block i readable in r. Without a cache its bytes land in
+ * scratch (for a lookup, the caller's value buffer), so the common path
+ * allocates nothing; with one, a miss reads straight into the new entry. */
+static int load_block(lkv_table *t, size_t i, blockref *r, lkv_buf *scratch,
+                      lkv_err *err) {
+  const ixent *e = &t->ix[i];
+  size_t n = (size_t)e->size + LKV_BLOCK_TRAILER_BYTES;
+  r->h = NULL;
+  int rc;
+  if (t->cache == NULL) {
+    if (lkv_buf_reserve(scratch, n))
+      return lkv_seterr(err, LKV_NOMEM, "reading block of %s", t->name);
+    if ((rc = read_at(t, scratch->data, n, e->off, err))) return rc;
+    if (t->counters) bump(t->counters, &t->counters->block_reads);
+    return verify_parse(t, e, scratch->data, &r->b, err);
+  }
+  r->h = lkv_cache_lookup(t->cache, t->number, e->off);
+  if (r->h) {
+    if (t->counters) bump(t->counters, &t->counters->cache_hits);
+    r->b = ((cblock *)lkv_cache_value(r->h))->b;
+    return LKV_OK;
+  }
+  cblock *cb = malloc(sizeof *cb + n);
+  if (cb == NULL)
+    return lkv_seterr(err, LKV_NOMEM, "reading block of %s", t->name);
+  if ((rc = read_at(t, cb->data, n, e->off, err)) == LKV_OK) {
+    if (t->counters) bump(t->counters, &t->counters->block_reads);
+    rc = verify_parse(t, e, cb->data, &cb->b, err);
+  }
+  if (rc) {
+    free(cb);
+    return rc;
+  }
+  r->h = lkv_cache_insert(t->cache, t->number, e->off, cb, sizeof *cb + n,
+                          free_cblock);
+  if (r->h == NULL)
+    return lkv_seterr(err, LKV_NOMEM, "caching block of %s", t->name);
+  r->b = cb->b;
+  return LKV_OK;
+}
+
+/* The first block whose index key is >= target: the only block that can
+ * hold the first entry >= target. nblocks when there is none. */
+static size_t find_block(const lkv_table *t, lkv_slice target) {
+  size_t lo = 0, hi = t->nblocks;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    lkv_slice k = {t->ix[mid].key, t->ix[mid].klen};
+    if (lkv_block_icmp(k, target) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+static int cursor_error(const lkv_table *t, const lkv_block_cursor *c,
+                        uint64_t off, lkv_err *err) {
+  if (c->code == LKV_NOMEM)
+    return lkv_seterr(err, LKV_NOMEM, "reading block of %s", t->name);
+  char why[96];
+  snprintf(why, sizeof why, "%s (entry at byte %u of the block)", c->why,
+           (unsigned)c->bad_off);
+  return corrupt(t, off, why, err);
+}
+
+/* ==== point lookups ==================================================== */
+
+int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
+                  lkv_err *err) {
+  if (target.n < LKV_TAG_BYTES)
+    return lkv_seterr(err, LKV_INVALID, "lookup in %s: not an internal key",
+                      t->name);
+  lkv_slice uk = lkv_ikey_user(target);
+  lkv_table_counters *cnt = t->counters;
+  if (cnt) bump(cnt, &cnt->bloom_checks);
+  if (!lkv_bloom_may_contain(t->filter, t->filter_n,
+                             lkv_bloom_hash(uk.p, uk.n))) {
+    if (cnt) bump(cnt, &cnt->bloom_negatives);
+    return LKV_NOTFOUND;
+  }
+  size_t i = find_block(t, target);
+  if (i == t->nblocks) return LKV_NOTFOUND;
+  blockref r;
+  int rc = load_block(t, i, &r, val, err);
+  if (rc) {
+    if (t->cache == NULL) val->len = 0;
+    return rc;
+  }
+  lkv_block_cursor c;
+  lkv_block_cursor_init(&c, &r.b);
+  lkv_block_cursor_seek(&c, target);
+  rc = LKV_NOTFOUND;
+  if (c.code) {
+    rc = cursor_error(t, &c, t->ix[i].off, err);
+  } else if (c.valid && lkv_ucmp(c.key, c.klen - LKV_TAG_BYTES, uk.p, uk.n) == 0) {
+    int ty = (int)(lkv_get64(c.key + c.klen - LKV_TAG_BYTES) & 0xff);
+    if (ty == LKV_TYPE_VALUE) {
+      *type = ty;
+      rc = LKV_OK;
+      if (t->cache == NULL) {
+        /* The block sits in val itself: slide the value to the front. */
+        memmove(val->data, c.val, c.vlen);
+        val->len = c.vlen;
+      } else if (lkv_buf_set(val, c.val, c.vlen)) {
+        rc = lkv_seterr(err, LKV_NOMEM, "value from %s", t->name);
+      }
+    } else if (ty == LKV_TYPE_DELETE) {
+      *type = ty;
+      rc = LKV_OK;
+      if (t->cache == NULL) val->len = 0;
+    } else {
+      rc = corrupt(t, t->ix[i].off, "entry of unknown type", err);
+    }
+  }
+  /* Without a cache val holds block bytes, not a value: say so. */
+  if (rc != LKV_OK && t->cache == NULL) val->len = 0;
+  lkv_block_cursor_free(&c);
+  release(t, &r);
+  return rc;
+}
+
+/* ==== the two-level iterator ========================================== */
+
+typedef struct table_iter {
+  lkv_iiter base;
+  lkv_table *t;
+  size_t i;          /* current data block; t->nblocks when none */
+  blockref r;
+  int loaded;        /* r holds block i */
+  lkv_buf scratch;   /* block bytes when there is no cache */
+  lkv_block_cursor c;
+  lkv_err err;       /* err.code != 0: stopped by this error */
+} table_iter;
+
+static void ti_unload(table_iter *ti) {
+  if (ti->loaded) release(ti->t, &ti->r);
+  ti->loaded = 0;
+  ti->c.valid = 0;
+}
+
+/* Load block i into the cursor (unpositioned). 0 on success. */
+static int ti_load(table_iter *ti, size_t i) {
+  ti_unload(ti);
+  ti->i = i;
+  if (i >= ti->t->nblocks) return -1;
+  if (load_block(ti->t, i, &ti->r, &ti->scratch, &ti->err)) return -1;
+  ti->loaded = 1;
+  lkv_block_cursor_reset(&ti->c, &ti->r.b);
+  return 0;
+}
+
+/* After a cursor move: on a cursor error record it; past the end of a
+ * block go on to the first entry of the next one. */
+static void ti_settle(table_iter *ti) {
+  for (;;) {
+    if (ti->c.code) {
+      cursor_error(ti->t, &ti->c, ti->t->ix[ti->i].off, &ti->err);
+      ti_unload(ti);
+      return;
+    }
+    if (ti->c.valid) return;
+    if (ti_load(ti, ti->i + 1)) return;
+    lkv_block_cursor_seek_first(&ti->c);
+  }
+}
+
+static void ti_seek_first(lkv_iiter *it) {
+  table_iter *ti = (table_iter *)it;
+  if (ti->err.code) return;
+  if (ti_load(ti, 0)) return;
+  lkv_block_cursor_seek_first(&ti->c);
+  ti_settle(ti);
+}
+
+static void ti_seek(lkv_iiter *it, lkv_slice target) {
+  table_iter *ti = (table_iter *)it;
+  if (ti->err.code) return;
+  if (target.n < LKV_TAG_BYTES) { /* shorter than any internal key */
+    ti_seek_first(it);
+    return;
+  }
+  if (ti_load(ti, find_block(ti->t, target))) return;
+  lkv_block_cursor_seek(&ti->c, target);
+  ti_settle(ti);
+}
+
+static void ti_next(lkv_iiter *it) {
+  table_iter *ti = (table_iter *)it;
+  if (!ti->loaded || !ti->c.valid) return;
+  lkv_block_cursor_next(&ti->c);
+  ti_settle(ti);
+}
+
+static int ti_valid(const lkv_iiter *it) {
+  const table_iter *ti = (const table_iter *)it;
+  return ti->loaded && ti->c.valid;
+}
+
+static lkv_slice ti_key(const lkv_iiter *it) {
+  const table_iter *ti = (const table_iter *)it;
+  lkv_slice s = {ti->c.key, ti->c.klen};
+  return s;
+}
+
+static lkv_slice ti_value(const lkv_iiter *it) {
+  const table_iter *ti = (const table_iter *)it;
+  lkv_slice s = {ti->c.val, ti->c.vlen};
+  return s;
+}
+
+static int ti_status(const lkv_iiter *it, lkv_err *err) {
+  const table_iter *ti = (const table_iter *)it;
+  if (ti->err.code == LKV_OK) return LKV_OK;
+  return lkv_errcopy(err, &ti->err);
+}
+
+static void ti_destroy(lkv_iiter *it) {
+  table_iter *ti = (table_iter *)it;
+  ti_unload(ti);
+  lkv_block_cursor_free(&ti->c);
+  lkv_buf_free(&ti->scratch);
+  free(ti);
+}
+
+static const lkv_iiter_ops table_iter_ops = {
+    ti_seek_first, ti_seek,  ti_next,   ti_valid,
+    ti_key,        ti_value, ti_status, ti_destroy};
+
+lkv_iiter *lkv_table_iter(lkv_table *t) {
+  table_iter *ti = calloc(1, sizeof *ti);
+  if (ti == NULL) return NULL;
+  ti->base.ops = &table_iter_ops;
+  ti->t = t;
+  ti->i = t->nblocks;
+  lkv_block empty;
+  memset(&empty, 0, sizeof empty);
+  lkv_block_cursor_init(&ti->c, &empty);
+  return &ti->base;
+}
