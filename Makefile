@@ -62,7 +62,8 @@ $(BUILD)/liblunakv.a: $(ENGINE_OBJ)
 
 $(BUILD)/lunakv/core.so: $(LUA_OBJ) $(BUILD)/liblunakv.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(LUA_OBJ) $(BUILD)/liblunakv.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(LUA_OBJ) $(BUILD)/liblunakv.a $(LDLIBS) \
+	  -Wl,--exclude-libs,ALL
 
 $(BUILD)/test/%: c/engine/%.c $(BUILD)/liblunakv.a c/engine/test.h
 	@mkdir -p $(@D)

@@ -8,6 +8,9 @@
 
 static int lkv_test_failures;
 
+#include "lunakv.h"
+static inline const char *lkv_test_msg(const lkv_err *e) { return e ? e->msg : ""; }
+
 #define CHECK(e)                                                         \
   do {                                                                   \
     if (!(e)) {                                                          \
@@ -22,7 +25,7 @@ static int lkv_test_failures;
     int rc_ = (call);                                                    \
     if (rc_ != 0) {                                                      \
       fprintf(stderr, "%s:%d: %s -> %d (%s)\n", __FILE__, __LINE__, #call, \
-              rc_, (errp) ? (errp)->msg : "");                           \
+              rc_, lkv_test_msg(errp));                           \
       lkv_test_failures++;                                               \
     }                                                                    \
   } while (0)

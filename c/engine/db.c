@@ -1,0 +1,1168 @@
+/* db.c - the database: open and recovery, the write path (a queue of
+ * writers whose leader commits a group with one WAL write and one sync),
+ * point reads, the flush thread, snapshots, stats and close.
+ * File names and the directory layout are described in layout.md. */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "db_impl.h"
+#include "env.h"
+#include "err.h"
+#include "manifest.h"
+
+struct lkv_writer {
+  const char *rep; /* encoded batch (batch.h); its seq field is ignored */
+  size_t len;
+  uint32_t count;
+  uint64_t user_bytes;
+  int force_flush; /* no data: freeze the memtable (lkv_db_flush) */
+  int done;
+  int rc;
+  lkv_err err;
+  uint64_t last_seq;
+  pthread_cond_t cv;
+  lkv_writer *next;
+};
+
+void lkv_options_init(lkv_options *o) {
+  memset(o, 0, sizeof *o);
+  o->max_memtable_size = 4u << 20;
+  o->max_l0_files = 4;
+  o->l0_slowdown_files = 8;
+  o->l0_stop_files = 12;
+  o->bloom_bits_per_key = 10;
+  o->bloom_hash_functions = 0;
+  o->bloom_min_bits = 0;
+  o->sparse_index_n = 16;
+  o->block_size = 4096;
+  o->table_size = 4u << 20;
+  o->level1_max_bytes = 10u << 20;
+  o->level_multiplier = 10;
+  o->block_cache_bytes = 8u << 20;
+  o->wal_buffer_size = 100;
+  o->sync = LKV_SYNC_BATCH;
+  o->log_file_name = "wal.log";
+}
+
+static int check_options(const lkv_options *o, lkv_err *err) {
+#define NEED(cond, what) \
+  if (!(cond)) return lkv_seterr(err, LKV_INVALID, "option %s", what)
+  NEED(o->max_memtable_size >= 1 && o->max_memtable_size <= (1ull << 32),
+       "max_memtable_size must be 1 .. 4 GiB");
+  NEED(o->max_l0_files >= 1 && o->max_l0_files <= 1000, "max_l0_files must be 1 .. 1000");
+  NEED(o->l0_slowdown_files >= o->max_l0_files,
+       "l0_slowdown_files must be >= max_l0_files");
+  NEED(o->l0_stop_files >= o->l0_slowdown_files,
+       "l0_stop_files must be >= l0_slowdown_files");
+  NEED(o->bloom_bits_per_key >= 1 && o->bloom_bits_per_key <= 64,
+       "bloom_bits_per_key must be 1 .. 64");
+  NEED(o->bloom_hash_functions >= 0 && o->bloom_hash_functions <= 30,
+       "bloom_hash_functions must be 0 (derived) .. 30");
+  NEED(o->bloom_min_bits <= (1u << 30), "bloom_min_bits must be <= 2^30");
+  NEED(o->sparse_index_n >= 1 && o->sparse_index_n <= 1024,
+       "sparse_index_n must be 1 .. 1024");
+  NEED(o->block_size >= 256 && o->block_size <= (4u << 20),
+       "block_size must be 256 B .. 4 MiB");
+  NEED(o->table_size >= 4096, "table_size must be >= 4096");
+  NEED(o->level1_max_bytes >= 4096, "level1_max_bytes must be >= 4096");
+  NEED(o->level_multiplier >= 2 && o->level_multiplier <= 100,
+       "level_multiplier must be 2 .. 100");
+  NEED(o->wal_buffer_size >= 1, "wal_buffer_size must be >= 1");
+  NEED(o->sync == LKV_SYNC_NONE || o->sync == LKV_SYNC_BATCH ||
+           o->sync == LKV_SYNC_ALWAYS,
+       "sync must be none, batch or always");
+  NEED(o->log_file_name && o->log_file_name[0] &&
+           strchr(o->log_file_name, '/') == NULL && strlen(o->log_file_name) < 200,
+       "log_file_name must be a plain file name");
+#undef NEED
+  return LKV_OK;
+}
+
+/* ---- names ----------------------------------------------------------- */
+
+void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
+  (void)db;
+  snprintf(buf, n, "%06" PRIu64 ".sst", number);
+}
+
+static void wal_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
+  snprintf(buf, n, "%s.%06" PRIu64, db->log_file_name, number);
+}
+
+/* Parse "NNNNNN.sst" or "<log_file_name>.NNNNNN"; 1 = table, 2 = wal. */
+static int parse_name(const lkv_db *db, const char *name, uint64_t *number) {
+  size_t ll = strlen(db->log_file_name), nl = strlen(name);
+  const char *digits = NULL, *end = NULL;
+  int kind = 0;
+  if (nl > 4 && strcmp(name + nl - 4, ".sst") == 0) {
+    digits = name;
+    end = name + nl - 4;
+    kind = 1;
+  } else if (nl > ll + 1 && memcmp(name, db->log_file_name, ll) == 0 &&
+             name[ll] == '.') {
+    digits = name + ll + 1;
+    end = name + nl;
+    kind = 2;
+  }
+  if (!kind || digits == end) return 0;
+  uint64_t v = 0;
+  for (const char *p = digits; p < end; p++) {
+    if (*p < '0' || *p > '9' || v > UINT64_MAX / 10) return 0;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  *number = v;
+  return kind;
+}
+
+static int dir_path(const lkv_db *db, const char *name, char *buf, size_t n,
+                    lkv_err *err) {
+  return lkv_env_path(buf, n, db->dir, name, err);
+}
+
+lkv_table_opts lkv_db_table_opts(const lkv_db *db) {
+  lkv_table_opts t;
+  t.bloom_bits_per_key = db->o.bloom_bits_per_key;
+  t.bloom_hash_functions = db->o.bloom_hash_functions;
+  t.bloom_min_bits = db->o.bloom_min_bits;
+  t.restart_interval = db->o.sparse_index_n;
+  t.block_size = db->o.block_size;
+  return t;
+}
+
+/* ---- background errors, superversions, manifest ---------------------- */
+
+void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err) {
+  if (db->bg_error || rc == LKV_OK || rc == LKV_CLOSED) return;
+  db->bg_error = rc;
+  if (err)
+    db->bg_err = *err;
+  else
+    lkv_seterr(&db->bg_err, rc, "background work failed");
+  pthread_cond_broadcast(&db->done_cv);
+}
+
+int lkv_db_install_sv(lkv_db *db) {
+  lkv_sv *s = calloc(1, sizeof *s);
+  if (s == NULL) return LKV_NOMEM;
+  atomic_init(&s->refs, 1);
+  s->mem = db->mem;
+  lkv_mem_ref(s->mem);
+  for (int i = db->nimm - 1; i >= 0; i--) { /* newest first for readers */
+    s->imm[s->nimm++] = db->imm[i];
+    lkv_mem_ref(db->imm[i]);
+  }
+  s->v = db->current;
+  lkv_version_ref(s->v);
+  lkv_sv *old = db->sv;
+  db->sv = s;
+  lkv_sv_unref(old);
+  return LKV_OK;
+}
+
+lkv_sv *lkv_db_sv(lkv_db *db) {
+  pthread_mutex_lock(&db->mu);
+  lkv_sv *s = db->sv;
+  lkv_sv_ref(s);
+  pthread_mutex_unlock(&db->mu);
+  return s;
+}
+
+/* Encode the manifest for version v. REQUIRES: mu held. */
+static int encode_manifest(lkv_db *db, const lkv_version *v, uint64_t wal_number,
+                           char **out, size_t *outlen, lkv_err *err) {
+  lkv_manifest m = {0};
+  int n = lkv_version_count(v);
+  m.files = calloc((size_t)(n ? n : 1), sizeof *m.files);
+  if (m.files == NULL) return lkv_seterr(err, LKV_NOMEM, "encoding the manifest");
+  for (int l = 0; l < LKV_MAX_LEVELS; l++)
+    for (int i = 0; i < v->n[l]; i++) {
+      lkv_fmeta *f = v->files[l][i];
+      lkv_mfile *mf = &m.files[m.nfiles++];
+      mf->level = l;
+      mf->number = f->number;
+      mf->size = f->size;
+      mf->smallest = f->smallest;
+      mf->smallest_len = f->smallest_len;
+      mf->largest = f->largest;
+      mf->largest_len = f->largest_len;
+    }
+  m.next_file = db->next_file;
+  m.last_seq = atomic_load(&db->last_seq);
+  m.wal_number = wal_number;
+  int rc = lkv_manifest_encode(&m, out, outlen, err);
+  free(m.files);
+  return rc;
+}
+
+/* The WAL number the manifest must keep: the oldest memtable's. (mu) */
+static uint64_t live_wal_number(const lkv_db *db) {
+  return db->nimm ? lkv_mem_wal_number(db->imm[0]) : db->wal_number;
+}
+
+int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err) {
+  char *bytes = NULL;
+  size_t n = 0;
+  pthread_mutex_lock(&db->mu);
+  lkv_version *v = lkv_version_apply(db->current, e);
+  uint64_t wal_number = drop_imm
+                            ? (db->nimm > 1 ? lkv_mem_wal_number(db->imm[1])
+                                            : db->wal_number)
+                            : live_wal_number(db);
+  int rc = v ? encode_manifest(db, v, wal_number, &bytes, &n, err)
+             : lkv_seterr(err, LKV_NOMEM, "new version");
+  pthread_mutex_unlock(&db->mu);
+  if (rc == LKV_OK) rc = lkv_manifest_write(db->dir, bytes, n, err);
+  free(bytes);
+  if (rc) {
+    lkv_version_unref(v);
+    return rc;
+  }
+  pthread_mutex_lock(&db->mu);
+  lkv_version *old = db->current;
+  db->current = v;
+  for (int i = 0; i < e->ndel; i++) { /* files gone from the current version */
+    int moved = 0; /* a trivial move deletes and adds the same file */
+    for (int j = 0; j < e->nadd && !moved; j++) moved = e->add[j]->number == e->del[i];
+    for (int j = 0; j < old->n[e->del_level[i]] && !moved; j++) {
+      lkv_fmeta *f = old->files[e->del_level[i]][j];
+      if (f->number == e->del[i]) atomic_store(&f->obsolete, 1);
+    }
+  }
+  if (drop_imm) {
+    lkv_mem_unref(db->imm[0]);
+    memmove(db->imm, db->imm + 1, (size_t)(db->nimm - 1) * sizeof db->imm[0]);
+    db->nimm--;
+  }
+  rc = lkv_db_install_sv(db);
+  if (rc) lkv_seterr(err, rc, "installing a new version");
+  pthread_mutex_unlock(&db->mu);
+  lkv_version_unref(old);
+  return rc;
+}
+
+/* ---- building tables ------------------------------------------------- */
+
+int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
+                       lkv_fmeta **out, lkv_err *err) {
+  char name[64], path[4096];
+  lkv_table_builder *b = NULL;
+  lkv_buf smallest = {0}, largest = {0};
+  lkv_table *t = NULL;
+  uint64_t size = 0;
+  int rc;
+  *out = NULL;
+  lkv_db_table_name(db, number, name, sizeof name);
+  if ((rc = dir_path(db, name, path, sizeof path, err))) return rc;
+  lkv_table_opts to = lkv_db_table_opts(db);
+  if ((rc = lkv_tb_new(path, &to, &b, err))) return rc;
+  for (; it->ops->valid(it); it->ops->next(it)) {
+    lkv_slice k = it->ops->key(it);
+    if (lkv_tb_entries(b) == 0 && lkv_buf_set(&smallest, k.p, k.n)) {
+      rc = lkv_seterr(err, LKV_NOMEM, "building %s", name);
+      break;
+    }
+    if ((rc = lkv_tb_add(b, k, it->ops->value(it), err))) break;
+    if (lkv_buf_set(&largest, k.p, k.n)) {
+      rc = lkv_seterr(err, LKV_NOMEM, "building %s", name);
+      break;
+    }
+  }
+  if (rc == LKV_OK) rc = it->ops->status(it, err);
+  if (rc || lkv_tb_entries(b) == 0) {
+    lkv_tb_abandon(b);
+  } else if ((rc = lkv_tb_finish(b, &size, err)) == LKV_OK &&
+             (rc = lkv_table_open(path, number, db->cache, &db->counters, &t,
+                                  err)) == LKV_OK) {
+    lkv_slice s = {smallest.data, smallest.len}, l = {largest.data, largest.len};
+    *out = lkv_fmeta_new(db, number, size, s, l, t);
+    if (*out == NULL) {
+      lkv_table_close(t);
+      rc = lkv_seterr(err, LKV_NOMEM, "building %s", name);
+    } else {
+      atomic_fetch_add(&db->bytes_disk, size);
+    }
+  }
+  if (rc) lkv_env_unlink(path, NULL);
+  lkv_buf_free(&smallest);
+  lkv_buf_free(&largest);
+  return rc;
+}
+
+/* ---- the flush thread ------------------------------------------------ */
+
+static void *flush_thread(void *arg) {
+  lkv_db *db = arg;
+  pthread_mutex_lock(&db->mu);
+  for (;;) {
+    while (db->nimm == 0 && !db->shutting_down)
+      pthread_cond_wait(&db->flush_cv, &db->mu);
+    /* on shutdown, drain: cheaper than replaying the WALs at next open */
+    if (db->nimm == 0 || db->bg_error) break;
+    lkv_mem *m = db->imm[0];
+    uint64_t number = db->next_file++;
+    /* read now: installing the table below drops the memtable */
+    uint64_t wal_number = lkv_mem_wal_number(m);
+    pthread_mutex_unlock(&db->mu);
+
+    lkv_err err = {0};
+    lkv_fmeta *f = NULL;
+    lkv_edit e = {0};
+    lkv_iiter *it = lkv_mem_iter(m);
+    int rc = it ? LKV_OK : lkv_seterr(&err, LKV_NOMEM, "flush iterator");
+    if (rc == LKV_OK) {
+      it->ops->seek_first(it);
+      rc = lkv_db_build_table(db, it, number, &f, &err);
+      it->ops->destroy(it);
+    }
+    pthread_mutex_lock(&db->manifest_mu);
+    int level = 0;
+    if (rc == LKV_OK && f) {
+      lkv_slice lo = {f->smallest, f->smallest_len - LKV_TAG_BYTES};
+      lkv_slice hi = {f->largest, f->largest_len - LKV_TAG_BYTES};
+      pthread_mutex_lock(&db->mu);
+      level = lkv_flush_level(db, lo, hi);
+      /* hold compaction off until this table is in the version, so it
+       * cannot write an overlapping table into the same level meanwhile */
+      if (level > 0) db->flush_placing = 1;
+      pthread_mutex_unlock(&db->mu);
+      rc = lkv_edit_add(&e, level, f) ? LKV_NOMEM : LKV_OK;
+    }
+    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, 1, &err);
+    pthread_mutex_unlock(&db->manifest_mu);
+    if (rc == LKV_OK) {
+      char name[256], path[4096];
+      wal_name(db, wal_number, name, sizeof name);
+      if (dir_path(db, name, path, sizeof path, NULL) == LKV_OK)
+        lkv_env_unlink(path, NULL); /* its writes are in the table now */
+      atomic_fetch_add(&db->flushes, 1);
+    } else if (f && e.nadd == 0) {
+      lkv_fmeta_unref(f);
+    }
+    lkv_edit_free(&e);
+    pthread_mutex_lock(&db->mu);
+    db->flush_placing = 0;
+    if (rc) lkv_db_set_bg_error(db, rc, &err);
+    pthread_cond_broadcast(&db->done_cv);
+    pthread_cond_signal(&db->compact_cv);
+  }
+  pthread_mutex_unlock(&db->mu);
+  return NULL;
+}
+
+/* ---- the write path -------------------------------------------------- */
+
+/* Freeze the memtable and start a new one with a new WAL. (mu, leader) */
+static int switch_memtable(lkv_db *db, lkv_err *err) {
+  char name[256], path[4096];
+  uint64_t number = db->next_file++;
+  lkv_wal *w = NULL;
+  lkv_mem *m = lkv_mem_new();
+  int rc = m ? LKV_OK : lkv_seterr(err, LKV_NOMEM, "new memtable");
+  wal_name(db, number, name, sizeof name);
+  if (rc == LKV_OK) rc = dir_path(db, name, path, sizeof path, err);
+  if (rc == LKV_OK) rc = lkv_wal_create(path, &w, err);
+  /* the old WAL must be complete on disk before its memtable is flushed */
+  if (rc == LKV_OK) {
+    uint64_t pending = lkv_wal_pending(db->wal);
+    rc = lkv_wal_close(db->wal, err);
+    db->wal = NULL;
+    atomic_fetch_add(&db->bytes_wal, pending);
+    db->unwritten = 0;
+  }
+  if (rc) {
+    lkv_mem_unref(m);
+    if (w) lkv_wal_close(w, NULL);
+    if (db->wal == NULL) { /* closing the old one failed: keep the new one */
+      db->wal = w;
+    }
+    lkv_db_set_bg_error(db, rc, err);
+    return rc;
+  }
+  db->wal = w;
+  db->wal_number = number;
+  lkv_mem_set_wal_number(m, number);
+  db->imm[db->nimm++] = db->mem;
+  db->mem = m;
+  rc = lkv_db_install_sv(db);
+  if (rc) return lkv_seterr(err, rc, "new memtable");
+  pthread_cond_signal(&db->flush_cv);
+  return LKV_OK;
+}
+
+/* Make sure the active memtable has room, waiting for the background
+ * threads when they are behind. (mu, leader) */
+static int make_room(lkv_db *db, int force, lkv_err *err) {
+  int allow_delay = !force;
+  for (;;) {
+    if (db->bg_error) return lkv_errcopy(err, &db->bg_err);
+    if (db->shutting_down) return lkv_seterr(err, LKV_CLOSED, "db is closing");
+    int l0 = db->current->n[0];
+    if (allow_delay && l0 >= db->o.l0_slowdown_files) {
+      /* a 1 ms pause per write lets compaction catch up smoothly instead
+       * of stopping every writer at once when L0 hits the stop mark */
+      uint64_t t0 = lkv_env_now_micros();
+      pthread_mutex_unlock(&db->mu);
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+      pthread_mutex_lock(&db->mu);
+      allow_delay = 0;
+      atomic_fetch_add(&db->stall_slowdowns, 1);
+      atomic_fetch_add(&db->stall_micros, lkv_env_now_micros() - t0);
+    } else if (!force && lkv_mem_usage(db->mem) < db->o.max_memtable_size) {
+      return LKV_OK;
+    } else if (force && lkv_mem_entries(db->mem) == 0) {
+      return LKV_OK;
+    } else if (db->nimm >= LKV_MAX_IMM || l0 >= db->o.l0_stop_files) {
+      uint64_t t0 = lkv_env_now_micros();
+      atomic_fetch_add(&db->stall_stops, 1);
+      pthread_cond_signal(&db->compact_cv);
+      pthread_cond_wait(&db->done_cv, &db->mu);
+      atomic_fetch_add(&db->stall_micros, lkv_env_now_micros() - t0);
+    } else {
+      return switch_memtable(db, err);
+    }
+  }
+}
+
+typedef struct insert_ctx {
+  lkv_mem *mem;
+} insert_ctx;
+
+static int insert_op(void *ctx, uint64_t seq, int type, const char *key,
+                     size_t klen, const char *val, size_t vlen) {
+  return lkv_mem_add(((insert_ctx *)ctx)->mem, seq, type, key, klen, val, vlen);
+}
+
+/* Write the group's records to the WAL per the sync mode. (leader, no mu) */
+static int wal_commit(lkv_db *db, lkv_writer *first, lkv_writer *last,
+                      uint64_t seq, int group_writes, lkv_err *err) {
+  char hdr[LKV_BATCH_HEADER];
+  int rc = LKV_OK;
+  for (lkv_writer *w = first;; w = w->next) {
+    if (w->count) {
+      /* the record is the writer's batch with the assigned seq in front */
+      lkv_put64(hdr, seq);
+      lkv_put32(hdr + 8, w->count);
+      rc = lkv_wal_add2(db->wal, hdr, sizeof hdr, w->rep + LKV_BATCH_HEADER,
+                        w->len - LKV_BATCH_HEADER, err);
+      if (rc) return rc;
+      seq += w->count;
+    }
+    if (w == last) break;
+  }
+  uint64_t pending = lkv_wal_pending(db->wal);
+  db->unwritten += group_writes;
+  if (db->o.sync == LKV_SYNC_ALWAYS) {
+    rc = lkv_wal_sync(db->wal, err);
+    atomic_fetch_add(&db->wal_syncs, 1);
+  } else if (db->o.sync == LKV_SYNC_NONE || db->unwritten >= db->o.wal_buffer_size) {
+    rc = lkv_wal_write_out(db->wal, err);
+  } else {
+    return LKV_OK;
+  }
+  if (rc == LKV_OK) {
+    db->unwritten = 0;
+    atomic_fetch_add(&db->bytes_wal, pending);
+  }
+  return rc;
+}
+
+/* Commit one writer (a batch or a forced flush) through the queue. */
+static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
+  pthread_cond_init(&w->cv, NULL);
+  pthread_mutex_lock(&db->mu);
+  if (db->shutting_down) {
+    pthread_mutex_unlock(&db->mu);
+    pthread_cond_destroy(&w->cv);
+    return lkv_seterr(err, LKV_CLOSED, "db is closed");
+  }
+  w->next = NULL;
+  if (db->wq_tail)
+    db->wq_tail->next = w;
+  else
+    db->wq_head = w;
+  db->wq_tail = w;
+  while (!w->done && w != db->wq_head) pthread_cond_wait(&w->cv, &db->mu);
+  if (w->done) {
+    pthread_mutex_unlock(&db->mu);
+    pthread_cond_destroy(&w->cv);
+    return w->rc ? lkv_errcopy(err, &w->err) : LKV_OK;
+  }
+
+  /* this writer leads: it commits itself and the writers queued behind */
+  lkv_err lerr = {0};
+  int rc = make_room(db, w->force_flush, &lerr);
+  lkv_writer *last = w;
+  uint64_t first_seq = atomic_load(&db->last_seq) + 1, seq = first_seq;
+  int group = 0;
+  if (rc == LKV_OK && !w->force_flush) {
+    /* bound the group so a small write does not wait behind a huge one */
+    size_t bytes = w->len, limit = w->len <= 128 * 1024 ? w->len + 128 * 1024 : 1 << 20;
+    seq += w->count;
+    group = 1;
+    for (lkv_writer *x = w->next; x && !x->force_flush; x = x->next) {
+      if (bytes + x->len > limit) break;
+      bytes += x->len;
+      seq += x->count;
+      last = x;
+      group++;
+    }
+    if (seq - 1 > LKV_MAX_SEQ)
+      rc = lkv_seterr(&lerr, LKV_INVALID, "sequence numbers exhausted");
+  }
+  if (rc == LKV_OK && group) {
+    lkv_mem *mem = db->mem; /* only a leader switches it: stable while we work */
+    pthread_mutex_unlock(&db->mu);
+    rc = wal_commit(db, w, last, first_seq, group, &lerr);
+    if (rc == LKV_OK) {
+      insert_ctx ic = {mem};
+      uint64_t s = first_seq, user = 0;
+      for (lkv_writer *x = w;; x = x->next) {
+        if (x->count) {
+          rc = lkv_batch_iterate_seq(x->rep, x->len, s, insert_op, &ic);
+          if (rc) {
+            lkv_seterr(&lerr, rc, "memtable insert");
+            break;
+          }
+          s += x->count;
+          user += x->user_bytes;
+        }
+        x->last_seq = s - 1;
+        if (x == last) break;
+      }
+      atomic_fetch_add(&db->bytes_user, user);
+    }
+    pthread_mutex_lock(&db->mu);
+    if (rc) {
+      /* the WAL or memtable may hold part of the group: stop all writes */
+      lkv_db_set_bg_error(db, rc, &lerr);
+    } else {
+      atomic_store_explicit(&db->last_seq, seq - 1, memory_order_release);
+    }
+  } else if (rc == LKV_OK && w->force_flush) {
+    w->last_seq = atomic_load(&db->last_seq);
+  }
+
+  /* hand results to the group and wake the next leader */
+  for (;;) {
+    lkv_writer *x = db->wq_head;
+    db->wq_head = x->next;
+    if (db->wq_head == NULL) db->wq_tail = NULL;
+    x->rc = rc;
+    if (rc) x->err = lerr;
+    if (x != w) {
+      x->done = 1;
+      pthread_cond_signal(&x->cv);
+    }
+    if (x == last) break;
+  }
+  if (db->wq_head) pthread_cond_signal(&db->wq_head->cv);
+  pthread_mutex_unlock(&db->mu);
+  pthread_cond_destroy(&w->cv);
+  return rc ? lkv_errcopy(err, &lerr) : LKV_OK;
+}
+
+static lkv_db *check_db(lkv_db *db, lkv_err *err) {
+  if (db == NULL) lkv_seterr(err, LKV_INVALID, "db is NULL");
+  return db;
+}
+
+int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
+                 lkv_err *err) {
+  if (!check_db(db, err)) return LKV_INVALID;
+  if (b == NULL) return lkv_seterr(err, LKV_INVALID, "batch is NULL");
+  if (b->count == 0) {
+    if (last_seq) *last_seq = lkv_db_last_seq(db);
+    return LKV_OK;
+  }
+  lkv_writer w = {0};
+  w.rep = b->rep;
+  w.len = b->len;
+  w.count = b->count;
+  w.user_bytes = b->user_bytes;
+  int rc = db_write(db, &w, err);
+  if (rc == LKV_OK && last_seq) *last_seq = w.last_seq;
+  return rc;
+}
+
+/* A one-operation batch encoded on the stack when it is small. */
+static int write_one(lkv_db *db, int type, const void *key, size_t klen,
+                     const void *val, size_t vlen, uint64_t *seq, lkv_err *err) {
+  if (!check_db(db, err)) return LKV_INVALID;
+  if (klen > LKV_MAX_KEY_BYTES)
+    return lkv_seterr(err, LKV_TOOBIG, "key of %zu bytes (limit %u)", klen,
+                      LKV_MAX_KEY_BYTES);
+  if (vlen > LKV_MAX_VALUE_BYTES)
+    return lkv_seterr(err, LKV_TOOBIG, "value of %zu bytes (limit %u)", vlen,
+                      LKV_MAX_VALUE_BYTES);
+  if ((klen && key == NULL) || (vlen && val == NULL))
+    return lkv_seterr(err, LKV_INVALID, "NULL key or value with a length");
+  char stack[512];
+  size_t need = LKV_BATCH_HEADER + 1 + 20 + klen + vlen;
+  char *rep = need <= sizeof stack ? stack : malloc(need);
+  if (rep == NULL) return lkv_seterr(err, LKV_NOMEM, "write of %zu bytes", need);
+  lkv_put64(rep, 0);
+  lkv_put32(rep + 8, 1);
+  char *p = rep + LKV_BATCH_HEADER;
+  *p++ = (char)type;
+  p = lkv_putv(p, klen);
+  if (klen) memcpy(p, key, klen);
+  p += klen;
+  if (type == LKV_TYPE_VALUE) {
+    p = lkv_putv(p, vlen);
+    if (vlen) memcpy(p, val, vlen);
+    p += vlen;
+  }
+  lkv_writer w = {0};
+  w.rep = rep;
+  w.len = (size_t)(p - rep);
+  w.count = 1;
+  w.user_bytes = klen + vlen;
+  int rc = db_write(db, &w, err);
+  if (rep != stack) free(rep);
+  if (rc == LKV_OK && seq) *seq = w.last_seq;
+  return rc;
+}
+
+int lkv_db_set(lkv_db *db, const void *key, size_t klen, const void *val,
+               size_t vlen, uint64_t *seq, lkv_err *err) {
+  return write_one(db, LKV_TYPE_VALUE, key, klen, val, vlen, seq, err);
+}
+
+int lkv_db_delete(lkv_db *db, const void *key, size_t klen, uint64_t *seq,
+                  lkv_err *err) {
+  return write_one(db, LKV_TYPE_DELETE, key, klen, NULL, 0, seq, err);
+}
+
+uint64_t lkv_db_last_seq(lkv_db *db) {
+  return atomic_load_explicit(&db->last_seq, memory_order_acquire);
+}
+
+/* ---- reads ----------------------------------------------------------- */
+
+int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
+               lkv_buf *val, lkv_err *err) {
+  if (!check_db(db, err)) return LKV_INVALID;
+  if (klen > LKV_MAX_KEY_BYTES)
+    return lkv_seterr(err, LKV_TOOBIG, "key of %zu bytes (limit %u)", klen,
+                      LKV_MAX_KEY_BYTES);
+  if (val == NULL) return lkv_seterr(err, LKV_INVALID, "value buffer is NULL");
+  char stack[256];
+  char *ik = klen + LKV_TAG_BYTES <= sizeof stack ? stack : malloc(klen + LKV_TAG_BYTES);
+  if (ik == NULL) return lkv_seterr(err, LKV_NOMEM, "get");
+  pthread_mutex_lock(&db->mu);
+  if (db->shutting_down) {
+    pthread_mutex_unlock(&db->mu);
+    if (ik != stack) free(ik);
+    return lkv_seterr(err, LKV_CLOSED, "db is closed");
+  }
+  lkv_sv *s = db->sv;
+  lkv_sv_ref(s);
+  pthread_mutex_unlock(&db->mu);
+
+  uint64_t last = lkv_db_last_seq(db);
+  if (at > last) at = last;
+  int type = LKV_TYPE_VALUE, rc;
+  if (klen) memcpy(ik, key, klen);
+  lkv_put64(ik + klen, lkv_tag(at, LKV_TYPE_SEEK));
+  lkv_slice target = {ik, klen + LKV_TAG_BYTES};
+  rc = lkv_mem_get(s->mem, key, klen, at, &type, val);
+  for (int i = 0; rc == LKV_NOTFOUND && i < s->nimm; i++)
+    rc = lkv_mem_get(s->imm[i], key, klen, at, &type, val);
+  if (rc == LKV_NOTFOUND) rc = lkv_version_get(s->v, target, &type, val, err);
+  if (rc == LKV_NOMEM) lkv_seterr(err, LKV_NOMEM, "get: value buffer");
+  lkv_sv_unref(s);
+  if (ik != stack) free(ik);
+  if (rc == LKV_OK && type == LKV_TYPE_DELETE) rc = LKV_NOTFOUND;
+  return rc;
+}
+
+/* ---- snapshots ------------------------------------------------------- */
+
+int lkv_snapshot_new(lkv_db *db, lkv_snapshot **out, lkv_err *err) {
+  if (!check_db(db, err)) return LKV_INVALID;
+  lkv_snapshot *s = calloc(1, sizeof *s);
+  if (s == NULL) return lkv_seterr(err, LKV_NOMEM, "snapshot");
+  pthread_mutex_lock(&db->mu);
+  if (db->shutting_down) {
+    pthread_mutex_unlock(&db->mu);
+    free(s);
+    return lkv_seterr(err, LKV_CLOSED, "db is closed");
+  }
+  s->db = db;
+  s->seq = lkv_db_last_seq(db);
+  /* sequence numbers only grow, so appending keeps the list oldest first */
+  s->prev = db->snap_list.prev;
+  s->next = &db->snap_list;
+  s->prev->next = s;
+  db->snap_list.prev = s;
+  db->live_snapshots++;
+  pthread_mutex_unlock(&db->mu);
+  *out = s;
+  return LKV_OK;
+}
+
+uint64_t lkv_snapshot_seq(const lkv_snapshot *s) { return s->seq; }
+
+void lkv_snapshot_release(lkv_snapshot *s) {
+  if (s == NULL) return;
+  lkv_db *db = s->db;
+  pthread_mutex_lock(&db->mu);
+  s->prev->next = s->next;
+  s->next->prev = s->prev;
+  db->live_snapshots--;
+  pthread_mutex_unlock(&db->mu);
+  free(s);
+}
+
+uint64_t lkv_db_oldest_snapshot(lkv_db *db) {
+  if (db->snap_list.next != &db->snap_list) return db->snap_list.next->seq;
+  return atomic_load(&db->last_seq);
+}
+
+/* ---- flush and compaction requests ----------------------------------- */
+
+int lkv_db_flush(lkv_db *db, lkv_err *err) {
+  if (!check_db(db, err)) return LKV_INVALID;
+  lkv_writer w = {0};
+  w.force_flush = 1;
+  int rc = db_write(db, &w, err);
+  if (rc) return rc;
+  pthread_mutex_lock(&db->mu);
+  /* batch mode may hold records in the WAL buffer of the new memtable:
+   * "flushed" promises they reach an SSTable or at least the OS */
+  while (db->nimm > 0 && !db->bg_error && !db->shutting_down)
+    pthread_cond_wait(&db->done_cv, &db->mu);
+  rc = db->bg_error ? lkv_errcopy(err, &db->bg_err) : LKV_OK;
+  pthread_mutex_unlock(&db->mu);
+  return rc;
+}
+
+int lkv_db_compact(lkv_db *db, lkv_err *err) {
+  int rc = lkv_db_flush(db, err);
+  if (rc) return rc;
+  pthread_mutex_lock(&db->mu);
+  uint64_t target = db->manual_done + 1;
+  db->manual_compact = 1;
+  pthread_cond_signal(&db->compact_cv);
+  while (db->manual_done < target && !db->bg_error && !db->shutting_down)
+    pthread_cond_wait(&db->done_cv, &db->mu);
+  if (db->bg_error)
+    rc = lkv_errcopy(err, &db->bg_err);
+  else if (db->manual_done < target)
+    rc = lkv_seterr(err, LKV_CLOSED, "db closed during compaction");
+  else if (db->manual_rc)
+    rc = lkv_errcopy(err, &db->manual_err);
+  pthread_mutex_unlock(&db->mu);
+  return rc;
+}
+
+/* ---- stats ----------------------------------------------------------- */
+
+void lkv_db_stats(lkv_db *db, lkv_stats *st) {
+  memset(st, 0, sizeof *st);
+  pthread_mutex_lock(&db->mu);
+  lkv_version *v = db->current;
+  for (int l = 0; l < LKV_MAX_LEVELS; l++) {
+    st->sstables_per_level[l] = (uint64_t)v->n[l];
+    st->bytes_per_level[l] = lkv_version_level_bytes(v, l);
+    st->sstable_count += (uint64_t)v->n[l];
+    st->total_size_bytes += st->bytes_per_level[l];
+  }
+  st->memtable_size_bytes = lkv_mem_usage(db->mem);
+  for (int i = 0; i < db->nimm; i++) st->memtable_size_bytes += lkv_mem_usage(db->imm[i]);
+  st->memtable_keys = lkv_mem_entries(db->mem);
+  st->imm_memtables = (uint64_t)db->nimm;
+  st->wal_size_bytes = db->wal ? lkv_wal_size(db->wal) : 0;
+  st->live_snapshots = (uint64_t)db->live_snapshots;
+  st->live_iterators = (uint64_t)db->live_iters;
+  st->bg_error = db->bg_error;
+  if (db->bg_error) memcpy(st->bg_error_msg, db->bg_err.msg, sizeof st->bg_error_msg);
+  pthread_mutex_unlock(&db->mu);
+  st->seq = lkv_db_last_seq(db);
+  st->bytes_written_user = atomic_load(&db->bytes_user);
+  st->bytes_written_disk = atomic_load(&db->bytes_disk);
+  st->bytes_written_wal = atomic_load(&db->bytes_wal);
+  st->write_amplification =
+      st->bytes_written_user
+          ? (double)st->bytes_written_disk / (double)st->bytes_written_user
+          : 0.0;
+  st->flushes = atomic_load(&db->flushes);
+  st->compactions = atomic_load(&db->compactions);
+  st->compaction_bytes_read = atomic_load(&db->comp_read);
+  st->compaction_bytes_written = atomic_load(&db->comp_written);
+  st->stall_slowdowns = atomic_load(&db->stall_slowdowns);
+  st->stall_stops = atomic_load(&db->stall_stops);
+  st->stall_micros = atomic_load(&db->stall_micros);
+  st->wal_syncs = atomic_load(&db->wal_syncs);
+  st->bloom_checks = atomic_load(&db->counters.bloom_checks);
+  st->bloom_negatives = atomic_load(&db->counters.bloom_negatives);
+  st->block_reads = atomic_load(&db->counters.block_reads);
+  st->block_cache_hits = atomic_load(&db->counters.cache_hits);
+  st->block_cache_bytes = db->cache ? lkv_cache_usage(db->cache) : 0;
+}
+
+int lkv_db_tables(lkv_db *db, lkv_table_fn fn, void *ctx) {
+  lkv_sv *s = lkv_db_sv(db);
+  int n = 0;
+  for (int l = 0; l < LKV_MAX_LEVELS; l++)
+    for (int i = 0; i < s->v->n[l]; i++, n++) {
+      lkv_fmeta *f = s->v->files[l][i];
+      if (fn)
+        fn(ctx, l, f->number, f->size, f->smallest,
+           f->smallest_len - LKV_TAG_BYTES, f->largest,
+           f->largest_len - LKV_TAG_BYTES);
+    }
+  lkv_sv_unref(s);
+  return n;
+}
+
+/* ---- open and recovery ----------------------------------------------- */
+
+typedef struct replay_ctx {
+  lkv_mem *mem;
+  uint64_t max_seq;
+} replay_ctx;
+
+static int replay_record(void *ctx, const char *rec, size_t n, lkv_err *err) {
+  replay_ctx *rc = ctx;
+  (void)err;
+  /* validate the whole record first: a batch applies all or nothing */
+  int r = lkv_batch_iterate(rec, n, NULL, NULL);
+  if (r) return LKV_CORRUPTION;
+  insert_ctx ic = {rc->mem};
+  r = lkv_batch_iterate(rec, n, insert_op, &ic);
+  if (r) return r == LKV_CORRUPTION ? LKV_CORRUPTION : LKV_NOMEM;
+  uint64_t last = lkv_get64(rec) + lkv_get32(rec + 8) - 1;
+  if (lkv_get32(rec + 8) && last > rc->max_seq) rc->max_seq = last;
+  return LKV_OK;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Load the manifest's tables into db->current. */
+static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
+  lkv_edit e = {0};
+  int rc = LKV_OK;
+  for (size_t i = 0; i < m->nfiles && rc == LKV_OK; i++) {
+    const lkv_mfile *mf = &m->files[i];
+    char name[64], path[4096];
+    lkv_table *t = NULL;
+    lkv_db_table_name(db, mf->number, name, sizeof name);
+    if ((rc = dir_path(db, name, path, sizeof path, err))) break;
+    if (access(path, F_OK) != 0) {
+      rc = lkv_seterr(err, LKV_CORRUPTION,
+                      "%s/MANIFEST lists %s but the file is missing", db->dir, name);
+      break;
+    }
+    if ((rc = lkv_table_open(path, mf->number, db->cache, &db->counters, &t, err)))
+      break;
+    if (lkv_table_file_size(t) != mf->size) {
+      lkv_table_close(t);
+      rc = lkv_seterr(err, LKV_CORRUPTION,
+                      "%s: size %llu differs from the %llu bytes in MANIFEST", name,
+                      (unsigned long long)lkv_table_file_size(t),
+                      (unsigned long long)mf->size);
+      break;
+    }
+    lkv_slice s = {mf->smallest, mf->smallest_len}, l = {mf->largest, mf->largest_len};
+    lkv_fmeta *f = lkv_fmeta_new(db, mf->number, mf->size, s, l, t);
+    if (f == NULL || lkv_edit_add(&e, mf->level, f)) {
+      if (f) lkv_fmeta_unref(f); else lkv_table_close(t);
+      rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
+    }
+  }
+  if (rc == LKV_OK) {
+    db->current = lkv_version_apply(NULL, &e);
+    if (db->current == NULL) rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
+  }
+  lkv_edit_free(&e);
+  return rc;
+}
+
+/* Read the directory: WAL numbers to replay (>= min_wal), orphan tables
+ * and stale WALs to delete, and the highest file number seen. */
+static int scan_dir(lkv_db *db, const lkv_manifest *m, uint64_t **wals,
+                    size_t *nwals, uint64_t *max_number, lkv_err *err) {
+  DIR *d = opendir(db->dir);
+  if (d == NULL) return lkv_seterrno(err, "opendir", db->dir);
+  size_t cap = 0;
+  struct dirent *de;
+  int rc = LKV_OK;
+  *nwals = 0;
+  *wals = NULL;
+  while ((de = readdir(d)) != NULL && rc == LKV_OK) {
+    uint64_t num;
+    int kind = parse_name(db, de->d_name, &num);
+    char path[4096];
+    if (strcmp(de->d_name, LKV_MANIFEST_TMP) == 0) { /* a crashed rewrite */
+      if (dir_path(db, de->d_name, path, sizeof path, NULL) == LKV_OK)
+        lkv_env_unlink(path, NULL);
+      continue;
+    }
+    if (!kind) continue;
+    if (num > *max_number) *max_number = num;
+    int live = 0;
+    if (kind == 1) {
+      for (size_t i = 0; i < m->nfiles && !live; i++) live = m->files[i].number == num;
+    } else if (num >= m->wal_number) {
+      if (*nwals == cap) {
+        cap = cap ? cap * 2 : 8;
+        uint64_t *p = realloc(*wals, cap * sizeof *p);
+        if (p == NULL) {
+          rc = lkv_seterr(err, LKV_NOMEM, "scanning %s", db->dir);
+          break;
+        }
+        *wals = p;
+      }
+      (*wals)[(*nwals)++] = num;
+      live = 1;
+    }
+    /* tables of an unfinished flush or compaction, WALs already flushed */
+    if (!live && dir_path(db, de->d_name, path, sizeof path, NULL) == LKV_OK)
+      lkv_env_unlink(path, NULL);
+  }
+  closedir(d);
+  if (*nwals) qsort(*wals, *nwals, sizeof **wals, cmp_u64);
+  return rc;
+}
+
+static int recover(lkv_db *db, lkv_err *err) {
+  lkv_manifest m;
+  int exists, rc;
+  uint64_t *wals = NULL;
+  size_t nwals = 0;
+  if ((rc = lkv_manifest_read(db->dir, &m, &exists, err))) return rc;
+  if (!exists) {
+    /* a new db: an empty manifest first, so every later file is covered */
+    m.next_file = 1;
+    m.wal_number = 0;
+    DIR *d = opendir(db->dir);
+    if (d == NULL) return lkv_seterrno(err, "opendir", db->dir);
+    struct dirent *de;
+    uint64_t num;
+    while ((de = readdir(d)) != NULL)
+      if (parse_name(db, de->d_name, &num) == 1) {
+        closedir(d);
+        return lkv_seterr(err, LKV_CORRUPTION,
+                          "%s/MANIFEST is missing but tables exist (%s)",
+                          db->dir, de->d_name);
+      }
+    closedir(d);
+  }
+  if ((rc = load_version(db, &m, err))) goto out;
+  uint64_t max_number = 0;
+  if ((rc = scan_dir(db, &m, &wals, &nwals, &max_number, err))) goto out;
+  db->next_file = m.next_file > max_number + 1 ? m.next_file : max_number + 1;
+  uint64_t last_seq = m.last_seq;
+
+  replay_ctx rctx = {db->mem, 0};
+  uint64_t valid_end = 0, dropped = 0;
+  size_t replayed = 0;
+  for (size_t i = 0; i < nwals; i++) {
+    char name[256], path[4096], why[160];
+    wal_name(db, wals[i], name, sizeof name);
+    if ((rc = dir_path(db, name, path, sizeof path, err))) goto out;
+    rc = lkv_wal_replay(path, replay_record, &rctx, &valid_end, &dropped, why,
+                        sizeof why, err);
+    if (rc == LKV_NOMEM) lkv_seterr(err, rc, "replaying %s", name);
+    if (rc) goto out;
+    replayed = i + 1;
+    if (dropped) {
+      fprintf(stderr, "lunakv: %s: %s; replay stops there\n", path, why);
+      break; /* later logs hold later writes: dropping them keeps a prefix */
+    }
+  }
+  if (rctx.max_seq > last_seq) last_seq = rctx.max_seq;
+  atomic_store(&db->last_seq, last_seq);
+
+  if (replayed == 1 && nwals == 1) {
+    /* the common case: keep appending to the log, cut after its last
+     * good record so new writes follow valid data */
+    char name[256], path[4096];
+    wal_name(db, wals[0], name, sizeof name);
+    if ((rc = dir_path(db, name, path, sizeof path, err)) ||
+        (rc = lkv_wal_reopen(path, valid_end, &db->wal, err)))
+      goto out;
+    db->wal_number = wals[0];
+    lkv_mem_set_wal_number(db->mem, wals[0]);
+    if ((rc = lkv_db_install_sv(db))) goto out;
+  } else {
+    /* several logs (a crash with a frozen memtable), or none: put what was
+     * replayed into a table, then start one fresh log */
+    lkv_edit e = {0};
+    db->wal_number = db->next_file++;
+    lkv_mem_set_wal_number(db->mem, db->wal_number);
+    char name[256], path[4096];
+    wal_name(db, db->wal_number, name, sizeof name);
+    if ((rc = dir_path(db, name, path, sizeof path, err)) ||
+        (rc = lkv_wal_create(path, &db->wal, err)))
+      goto out;
+    if ((rc = lkv_db_install_sv(db))) goto out;
+    if (lkv_mem_entries(db->mem) > 0) {
+      lkv_fmeta *f = NULL;
+      lkv_iiter *it = lkv_mem_iter(db->mem);
+      if (it == NULL) {
+        rc = lkv_seterr(err, LKV_NOMEM, "recovery");
+        goto out;
+      }
+      it->ops->seek_first(it);
+      rc = lkv_db_build_table(db, it, db->next_file++, &f, err);
+      it->ops->destroy(it);
+      if (rc == LKV_OK && f && lkv_edit_add(&e, 0, f)) {
+        lkv_fmeta_unref(f);
+        rc = lkv_seterr(err, LKV_NOMEM, "recovery");
+      }
+      if (rc) goto out;
+      lkv_mem *fresh = lkv_mem_new();
+      if (fresh == NULL) {
+        lkv_edit_free(&e);
+        rc = lkv_seterr(err, LKV_NOMEM, "recovery");
+        goto out;
+      }
+      lkv_mem_set_wal_number(fresh, db->wal_number);
+      lkv_mem_unref(db->mem);
+      db->mem = fresh;
+    }
+    pthread_mutex_lock(&db->manifest_mu);
+    rc = lkv_db_log_and_apply(db, &e, 0, err); /* records the new wal_number */
+    pthread_mutex_unlock(&db->manifest_mu);
+    lkv_edit_free(&e);
+    if (rc) goto out;
+    for (size_t i = 0; i < nwals; i++) {
+      char p2[4096];
+      wal_name(db, wals[i], name, sizeof name);
+      if (dir_path(db, name, p2, sizeof p2, NULL) == LKV_OK) lkv_env_unlink(p2, NULL);
+    }
+  }
+out:
+  free(wals);
+  lkv_manifest_free(&m);
+  return rc;
+}
+
+static void db_free(lkv_db *db) {
+  lkv_sv_unref(db->sv);
+  lkv_version_unref(db->current);
+  lkv_mem_unref(db->mem);
+  for (int i = 0; i < db->nimm; i++) lkv_mem_unref(db->imm[i]);
+  if (db->cache) lkv_cache_free(db->cache);
+  for (int l = 0; l < LKV_MAX_LEVELS; l++) free(db->compact_ptr[l]);
+  lkv_env_unlock(db->lock_fd);
+  pthread_mutex_destroy(&db->mu);
+  pthread_mutex_destroy(&db->manifest_mu);
+  pthread_cond_destroy(&db->flush_cv);
+  pthread_cond_destroy(&db->compact_cv);
+  pthread_cond_destroy(&db->done_cv);
+  free(db->dir);
+  free(db->log_file_name);
+  free(db);
+}
+
+int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
+                lkv_err *err) {
+  lkv_options o;
+  int rc;
+  if (out) *out = NULL;
+  if (dir == NULL || dir[0] == '\0' || out == NULL)
+    return lkv_seterr(err, LKV_INVALID, "open: directory name and out pointer are required");
+  if (opts)
+    o = *opts;
+  else
+    lkv_options_init(&o);
+  if ((rc = check_options(&o, err))) return rc;
+  if ((rc = lkv_env_mkdirs(dir, err))) return rc;
+
+  lkv_db *db = calloc(1, sizeof *db);
+  if (db == NULL) return lkv_seterr(err, LKV_NOMEM, "open %s", dir);
+  db->lock_fd = -1;
+  pthread_mutex_init(&db->mu, NULL);
+  pthread_mutex_init(&db->manifest_mu, NULL);
+  pthread_cond_init(&db->flush_cv, NULL);
+  pthread_cond_init(&db->compact_cv, NULL);
+  pthread_cond_init(&db->done_cv, NULL);
+  db->snap_list.next = db->snap_list.prev = &db->snap_list;
+  db->o = o;
+  db->dir = strdup(dir);
+  db->log_file_name = strdup(o.log_file_name);
+  db->o.log_file_name = db->log_file_name;
+  db->mem = lkv_mem_new();
+  if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
+  if (!db->dir || !db->log_file_name || !db->mem || (o.block_cache_bytes && !db->cache)) {
+    db_free(db);
+    return lkv_seterr(err, LKV_NOMEM, "open %s", dir);
+  }
+  if ((rc = lkv_env_lock(dir, &db->lock_fd, err)) || (rc = recover(db, err))) {
+    if (db->wal) lkv_wal_close(db->wal, NULL);
+    db_free(db);
+    return rc;
+  }
+  if (pthread_create(&db->flush_th, NULL, flush_thread, db) != 0) {
+    lkv_wal_close(db->wal, NULL);
+    db_free(db);
+    return lkv_seterr(err, LKV_IOERROR, "open %s: cannot start the flush thread", dir);
+  }
+  if (pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) != 0) {
+    pthread_mutex_lock(&db->mu);
+    db->shutting_down = 1;
+    pthread_cond_broadcast(&db->flush_cv);
+    pthread_mutex_unlock(&db->mu);
+    pthread_join(db->flush_th, NULL);
+    lkv_wal_close(db->wal, NULL);
+    db_free(db);
+    return lkv_seterr(err, LKV_IOERROR, "open %s: cannot start the compaction thread", dir);
+  }
+  db->threads_started = 1;
+  /* tables may already be due for compaction (e.g. after recovery) */
+  pthread_mutex_lock(&db->mu);
+  pthread_cond_signal(&db->compact_cv);
+  pthread_mutex_unlock(&db->mu);
+  *out = db;
+  return LKV_OK;
+}
+
+int lkv_db_close(lkv_db *db, lkv_err *err) {
+  if (db == NULL) return LKV_OK;
+  pthread_mutex_lock(&db->mu);
+  if (db->live_iters || db->live_snapshots) {
+    int it = db->live_iters, sn = db->live_snapshots;
+    pthread_mutex_unlock(&db->mu);
+    return lkv_seterr(err, LKV_BUSY,
+                      "close %s: %d iterator(s) and %d snapshot(s) still open",
+                      db->dir, it, sn);
+  }
+  /* let queued writers finish; new ones see shutting_down */
+  while (db->wq_head) {
+    pthread_mutex_unlock(&db->mu);
+    sched_yield();
+    pthread_mutex_lock(&db->mu);
+  }
+  db->shutting_down = 1;
+  pthread_cond_broadcast(&db->flush_cv);
+  pthread_cond_broadcast(&db->compact_cv);
+  pthread_cond_broadcast(&db->done_cv);
+  pthread_mutex_unlock(&db->mu);
+  if (db->threads_started) {
+    pthread_join(db->flush_th, NULL);
+    pthread_join(db->compact_th, NULL);
+  }
+  int rc = LKV_OK;
+  if (db->wal) {
+    uint64_t pending = lkv_wal_pending(db->wal);
+    rc = lkv_wal_close(db->wal, err); /* batch mode: the buffered writes */
+    db->wal = NULL;
+    if (rc == LKV_OK) atomic_fetch_add(&db->bytes_wal, pending);
+  }
+  db_free(db);
+  return rc;
+}

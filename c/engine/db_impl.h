@@ -1,0 +1,202 @@
+/* db_impl.h - the db's internal state, shared by db.c (open, write path,
+ * reads, flush), version.c (file sets), dbiter.c and compact.c.
+ *
+ * Lock discipline:
+ *  - mu guards everything marked (mu). Never held across disk I/O except
+ *    creating the next WAL file on a memtable switch.
+ *  - manifest_mu serialises version changes (flush and compaction
+ *    installs): taken before mu, held across the manifest write so the
+ *    edit is applied to the version it was computed from.
+ *  - Readers take mu only to reference the current superversion, then
+ *    read without locks: memtables are lock-free for readers, tables and
+ *    versions are immutable, and every one of them is reference counted.
+ */
+#ifndef LKV_DB_IMPL_H
+#define LKV_DB_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "cache.h"
+#include "dbformat.h"
+#include "iter.h"
+#include "lunakv.h"
+#include "memtable.h"
+#include "table.h"
+#include "wal.h"
+
+#define LKV_MAX_IMM 2 /* frozen memtables waiting for flush before writers wait */
+
+/* A live table file. Shared by every version that lists it. */
+typedef struct lkv_fmeta {
+  atomic_int refs;
+  atomic_int obsolete; /* removed from the current version: delete at refs 0 */
+  uint64_t number;
+  uint64_t size;
+  char *smallest; /* internal keys */
+  size_t smallest_len;
+  char *largest;
+  size_t largest_len;
+  lkv_table *table;
+  struct lkv_db *db;
+} lkv_fmeta;
+
+/* An immutable set of files per level. L0 is newest first; L1.. sorted by
+ * smallest key and never overlapping within a level. */
+typedef struct lkv_version {
+  atomic_int refs;
+  int n[LKV_MAX_LEVELS];
+  lkv_fmeta **files[LKV_MAX_LEVELS];
+} lkv_version;
+
+/* Everything a reader needs, referenced in one step. */
+typedef struct lkv_sv {
+  atomic_int refs;
+  lkv_mem *mem;
+  int nimm;
+  lkv_mem *imm[LKV_MAX_IMM]; /* newest first */
+  lkv_version *v;
+} lkv_sv;
+
+/* A version change: files added and removed, and the WAL cut-off. */
+typedef struct lkv_edit {
+  int nadd, ndel, cap_add, cap_del;
+  int *add_level;
+  lkv_fmeta **add; /* one reference each, released by lkv_edit_free */
+  int *del_level;
+  uint64_t *del;
+  uint64_t wal_number; /* 0 = unchanged */
+} lkv_edit;
+
+typedef struct lkv_writer lkv_writer;
+
+struct lkv_snapshot {
+  struct lkv_db *db;
+  uint64_t seq;
+  struct lkv_snapshot *prev, *next;
+};
+
+struct lkv_db {
+  char *dir;
+  char *log_file_name;
+  lkv_options o;
+  int lock_fd;
+
+  pthread_mutex_t mu;
+  pthread_mutex_t manifest_mu;
+  pthread_cond_t flush_cv;   /* flush thread: a memtable is frozen (mu) */
+  pthread_cond_t compact_cv; /* compaction thread: work may be due (mu) */
+  pthread_cond_t done_cv;    /* waiters: a flush or compaction finished (mu) */
+
+  /* write path (mu) */
+  lkv_writer *wq_head, *wq_tail;
+  lkv_mem *mem;
+  int nimm;
+  lkv_mem *imm[LKV_MAX_IMM]; /* oldest first */
+  lkv_wal *wal;
+  uint64_t wal_number;
+  int unwritten; /* writes buffered in the WAL since the last write_out */
+  uint64_t next_file;
+  _Atomic uint64_t last_seq; /* newest visible sequence number */
+
+  lkv_version *current; /* (mu) */
+  lkv_sv *sv;           /* (mu) */
+
+  lkv_snapshot snap_list; /* circular sentinel; oldest first (mu) */
+  int live_snapshots;     /* (mu) */
+  int live_iters;         /* (mu) */
+
+  pthread_t flush_th, compact_th;
+  int threads_started;
+  int shutting_down;  /* (mu) */
+  int bg_error;       /* sticky first background failure (mu) */
+  lkv_err bg_err;     /* (mu) */
+  int manual_compact; /* a full compaction is requested (mu) */
+  int compacting;     /* the compaction thread is busy (mu) */
+  int flush_placing;  /* a flush is installing a table below L0 (mu) */
+  uint64_t manual_done; /* full compactions finished (mu) */
+  int manual_rc;
+  lkv_err manual_err;
+  int compact_ptr_len[LKV_MAX_LEVELS];
+  char *compact_ptr[LKV_MAX_LEVELS]; /* round-robin position per level (mu) */
+
+  lkv_cache *cache;
+  lkv_table_counters counters;
+
+  /* statistics (atomics: bumped without mu) */
+  atomic_uint_fast64_t bytes_user, bytes_disk, bytes_wal;
+  atomic_uint_fast64_t flushes, compactions, comp_read, comp_written;
+  atomic_uint_fast64_t stall_slowdowns, stall_stops, stall_micros, wal_syncs;
+};
+
+/* ---- version.c ----------------------------------------------------- */
+
+lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
+                         lkv_slice smallest, lkv_slice largest,
+                         lkv_table *t);
+void lkv_fmeta_ref(lkv_fmeta *f);
+void lkv_fmeta_unref(lkv_fmeta *f);
+lkv_version *lkv_version_new(void);
+void lkv_version_ref(lkv_version *v);
+void lkv_version_unref(lkv_version *v);
+int lkv_edit_add(lkv_edit *e, int level, lkv_fmeta *f); /* takes f's ref */
+int lkv_edit_del(lkv_edit *e, int level, uint64_t number);
+void lkv_edit_free(lkv_edit *e); /* unrefs the added files */
+/* A new version: base with the edit applied (the version takes its own
+ * references). NULL when out of memory. */
+lkv_version *lkv_version_apply(const lkv_version *base, const lkv_edit *e);
+uint64_t lkv_version_level_bytes(const lkv_version *v, int level);
+/* Point lookup through the tables of v (target = (ukey, at, SEEK)). */
+int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
+                    lkv_err *err);
+/* Does any level deeper than `level` hold a table whose range covers ukey? */
+int lkv_version_deeper_overlaps(const lkv_version *v, int level,
+                                const char *ukey, size_t klen);
+/* Bytes of the tables in `level` whose user-key range meets [lo, hi];
+ * *any is set when at least one does. */
+uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
+                                   lkv_slice lo, lkv_slice hi, int *any);
+/* An iterator over the sorted, disjoint tables files[0..n) of one level
+ * >= 1; the files must outlive it (hold the version). */
+lkv_iiter *lkv_level_iter_new(lkv_fmeta *const *files, int n);
+/* Append iterators over v to its[]: one per L0 table, one per non-empty
+ * deeper level (room for lkv_version_count(v) entries is enough). */
+int lkv_version_add_iters(lkv_version *v, lkv_iiter **its, int *n);
+int lkv_version_count(const lkv_version *v);
+
+void lkv_sv_ref(lkv_sv *s);
+void lkv_sv_unref(lkv_sv *s);
+
+/* ---- db.c ---------------------------------------------------------- */
+
+/* The current superversion, referenced (takes mu briefly). */
+lkv_sv *lkv_db_sv(lkv_db *db);
+/* Rebuild db->sv from mem, imm and current. REQUIRES: mu held. */
+int lkv_db_install_sv(lkv_db *db);
+/* Apply the edit, write the manifest, make the result current. When
+ * drop_imm is set the oldest frozen memtable leaves the read path in the
+ * same step. REQUIRES: manifest_mu held, mu not held. */
+int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err);
+/* Build a table file from an iterator: every entry from where it stands.
+ * *out gets a new file meta (refs 1) or NULL when the input was empty. */
+int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
+                       lkv_fmeta **out, lkv_err *err);
+void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n);
+void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err); /* mu held */
+uint64_t lkv_db_oldest_snapshot(lkv_db *db); /* mu held */
+lkv_table_opts lkv_db_table_opts(const lkv_db *db);
+
+/* ---- compact.c ----------------------------------------------------- */
+
+void *lkv_compact_thread(void *arg);
+/* Is a compaction due? REQUIRES: mu held. */
+int lkv_compact_needed(lkv_db *db);
+uint64_t lkv_level_max_bytes(const lkv_db *db, int level);
+/* The level a new table with user keys [lo, hi] can go to directly: L0 if
+ * it overlaps anything there, else as deep as L2 while nothing it
+ * overlaps sits in the way (LevelDB's trick: sequential loads skip the
+ * L0 -> L1 rewrite). REQUIRES: mu held. */
+int lkv_flush_level(lkv_db *db, lkv_slice lo, lkv_slice hi);
+
+#endif

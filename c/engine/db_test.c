@@ -1,0 +1,178 @@
+/* db_test.c - end-to-end checks of the db through the public API: writes
+ * across many flushes and compactions, reopen, deletes, snapshots,
+ * iterators, batches, binary keys. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "lunakv.h"
+#include "test.h"
+
+static char dir[] = "/tmp/lkv_db_test_XXXXXX";
+
+static void rmrf(const char *d) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
+}
+
+static lkv_db *open_small(void) {
+  lkv_options o;
+  lkv_options_init(&o);
+  o.max_memtable_size = 64 * 1024; /* many flushes */
+  o.table_size = 64 * 1024;
+  o.level1_max_bytes = 256 * 1024;
+  o.sync = LKV_SYNC_NONE;
+  lkv_db *db = NULL;
+  lkv_err err = {0};
+  CHECK_OK(lkv_db_open(dir, &o, &db, &err), &err);
+  return db;
+}
+
+static void key_of(char *k, int i) { snprintf(k, 32, "key%08d", i); }
+
+/* sync=always with concurrent writers: they must share fdatasyncs */
+typedef struct gc_arg {
+  lkv_db *db;
+  int id;
+} gc_arg;
+
+static void *gc_writer(void *p) {
+  gc_arg *a = p;
+  lkv_err err = {0};
+  char k[32];
+  for (int i = 0; i < 100; i++) {
+    snprintf(k, sizeof k, "gc-%d-%d", a->id, i);
+    CHECK_OK(lkv_db_set(a->db, k, strlen(k), "v", 1, NULL, &err), &err);
+  }
+  return NULL;
+}
+
+static void group_commit(void) {
+  char gdir[] = "/tmp/lkv_gc_test_XXXXXX";
+  if (mkdtemp(gdir) == NULL) return;
+  lkv_options o;
+  lkv_options_init(&o);
+  o.sync = LKV_SYNC_ALWAYS;
+  lkv_db *db = NULL;
+  lkv_err err = {0};
+  CHECK_OK(lkv_db_open(gdir, &o, &db, &err), &err);
+  pthread_t th[8];
+  gc_arg args[8];
+  for (int i = 0; i < 8; i++) {
+    args[i].db = db;
+    args[i].id = i;
+    pthread_create(&th[i], NULL, gc_writer, &args[i]);
+  }
+  for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+  lkv_stats st;
+  lkv_db_stats(db, &st);
+  printf("group commit: 800 writes, %llu fdatasyncs\n", (unsigned long long)st.wal_syncs);
+  CHECK(st.wal_syncs < 800);
+  CHECK(st.seq == 800);
+  CHECK_OK(lkv_db_close(db, &err), &err);
+  rmrf(gdir);
+}
+
+int main(void) {
+  if (mkdtemp(dir) == NULL) return 2;
+  lkv_err err = {0};
+  lkv_buf v = {0};
+  char k[32], val[64];
+  const int N = 50000;
+  lkv_db *db = open_small();
+
+  /* writes spanning many flushes, read back in a scrambled order */
+  for (int i = 0; i < N; i++) {
+    key_of(k, i);
+    int n = snprintf(val, sizeof val, "value-%d", i);
+    CHECK_OK(lkv_db_set(db, k, strlen(k), val, (size_t)n, NULL, &err), &err);
+  }
+  for (int j = 0; j < N; j++) {
+    int i = (int)(((long long)j * 7919) % N);
+    key_of(k, i);
+    snprintf(val, sizeof val, "value-%d", i);
+    int rc = lkv_db_get(db, k, strlen(k), LKV_SEQ_LATEST, &v, &err);
+    CHECK(rc == LKV_OK);
+    if (rc == LKV_OK) CHECK(v.len == strlen(val) && memcmp(v.data, val, v.len) == 0);
+    if (rc != LKV_OK) { fprintf(stderr, "missing %s rc=%d %s\n", k, rc, err.msg); break; }
+  }
+  lkv_stats st;
+  lkv_db_stats(db, &st);
+  CHECK(st.flushes > 5);
+  printf("flushes %llu compactions %llu tables %llu\n", (unsigned long long)st.flushes,
+         (unsigned long long)st.compactions, (unsigned long long)st.sstable_count);
+
+  /* snapshot + overwrite + delete */
+  uint64_t s1 = lkv_db_last_seq(db);
+  lkv_snapshot *snap = NULL;
+  CHECK_OK(lkv_snapshot_new(db, &snap, &err), &err);
+  CHECK_OK(lkv_db_set(db, "key00000001", 11, "new", 3, NULL, &err), &err);
+  CHECK_OK(lkv_db_delete(db, "key00000002", 11, NULL, &err), &err);
+  CHECK(lkv_db_get(db, "key00000002", 11, LKV_SEQ_LATEST, &v, &err) == LKV_NOTFOUND);
+  CHECK(lkv_db_get(db, "key00000002", 11, s1, &v, &err) == LKV_OK);
+  CHECK_OK(lkv_db_compact(db, &err), &err);
+  CHECK(lkv_db_get(db, "key00000001", 11, s1, &v, &err) == LKV_OK &&
+        v.len == 7 && memcmp(v.data, "value-1", 7) == 0);
+  CHECK(lkv_db_get(db, "key00000001", 11, LKV_SEQ_LATEST, &v, &err) == LKV_OK &&
+        v.len == 3);
+  CHECK(lkv_db_get(db, "key00000002", 11, lkv_snapshot_seq(snap), &v, &err) == LKV_OK);
+  lkv_snapshot_release(snap);
+
+  /* iterate everything */
+  lkv_iter *it = NULL;
+  CHECK_OK(lkv_iter_new(db, LKV_SEQ_LATEST, &it, &err), &err);
+  int count = 0;
+  char prev[64] = "";
+  for (lkv_iter_seek_first(it); lkv_iter_valid(it); lkv_iter_next(it)) {
+    size_t kl;
+    const char *kk = lkv_iter_key(it, &kl);
+    CHECK(strncmp(prev, kk, kl) < 0 || count == 0);
+    memcpy(prev, kk, kl);
+    prev[kl] = 0;
+    count++;
+  }
+  CHECK(lkv_iter_status(it, &err) == LKV_OK);
+  CHECK(count == N - 1);
+  lkv_iter_free(it);
+
+  /* binary key with zeros, empty value */
+  CHECK_OK(lkv_db_set(db, "a\0b", 3, "", 0, NULL, &err), &err);
+  CHECK(lkv_db_get(db, "a\0b", 3, LKV_SEQ_LATEST, &v, &err) == LKV_OK && v.len == 0);
+  CHECK(lkv_db_get(db, "a\0c", 3, LKV_SEQ_LATEST, &v, &err) == LKV_NOTFOUND);
+
+  /* batch */
+  lkv_batch *b = lkv_batch_new();
+  lkv_batch_set(b, "bx", 2, "1", 1, &err);
+  lkv_batch_delete(b, "key00000003", 11, &err);
+  uint64_t bs = 0;
+  CHECK_OK(lkv_db_write(db, b, &bs, &err), &err);
+  CHECK(bs == lkv_db_last_seq(db));
+  lkv_batch_free(b);
+
+  /* second open fails on the lock */
+  lkv_db *db2 = NULL;
+  CHECK(lkv_db_open(dir, NULL, &db2, &err) == LKV_BUSY && strstr(err.msg, "LOCK"));
+
+  CHECK_OK(lkv_db_close(db, &err), &err);
+
+  /* reopen: everything is back */
+  db = open_small();
+  for (int i = 4; i < N; i += 97) {
+    key_of(k, i);
+    snprintf(val, sizeof val, "value-%d", i);
+    CHECK(lkv_db_get(db, k, strlen(k), LKV_SEQ_LATEST, &v, &err) == LKV_OK &&
+          v.len == strlen(val) && memcmp(v.data, val, v.len) == 0);
+  }
+  CHECK(lkv_db_get(db, "key00000003", 11, LKV_SEQ_LATEST, &v, &err) == LKV_NOTFOUND);
+  CHECK(lkv_db_get(db, "bx", 2, LKV_SEQ_LATEST, &v, &err) == LKV_OK);
+  CHECK(lkv_db_get(db, "a\0b", 3, LKV_SEQ_LATEST, &v, &err) == LKV_OK && v.len == 0);
+  CHECK(lkv_db_last_seq(db) >= bs);
+  CHECK_OK(lkv_db_close(db, &err), &err);
+  lkv_buf_free(&v);
+  rmrf(dir);
+  group_commit();
+  TEST_MAIN_END();
+}

@@ -1,0 +1,151 @@
+/* dbiter.c - the public iterator: a merge of every memtable and table of
+ * one superversion, showing for each user key its newest version with
+ * seq <= the iterator's sequence number, and hiding deleted keys. The
+ * superversion reference keeps every file it reads alive. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_impl.h"
+#include "err.h"
+
+struct lkv_iter {
+  lkv_db *db;
+  lkv_sv *sv;
+  lkv_iiter *m; /* the merge; positioned on the current entry when valid */
+  uint64_t seq;
+  int valid;
+  lkv_buf skip; /* user key whose older versions are hidden */
+  int rc;
+  lkv_err err;
+};
+
+int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
+  if (db == NULL || out == NULL) return lkv_seterr(err, LKV_INVALID, "iter: NULL argument");
+  lkv_iter *it = calloc(1, sizeof *it);
+  if (it == NULL) return lkv_seterr(err, LKV_NOMEM, "iterator");
+  pthread_mutex_lock(&db->mu);
+  if (db->shutting_down) {
+    pthread_mutex_unlock(&db->mu);
+    free(it);
+    return lkv_seterr(err, LKV_CLOSED, "db is closed");
+  }
+  it->sv = db->sv;
+  lkv_sv_ref(it->sv);
+  db->live_iters++;
+  pthread_mutex_unlock(&db->mu);
+  it->db = db;
+  uint64_t last = lkv_db_last_seq(db);
+  it->seq = at < last ? at : last;
+
+  lkv_sv *s = it->sv;
+  int n = 0, cap = 1 + s->nimm + lkv_version_count(s->v);
+  lkv_iiter **kids = calloc((size_t)cap, sizeof *kids);
+  int rc = kids ? LKV_OK : LKV_NOMEM;
+  if (rc == LKV_OK && (kids[n] = lkv_mem_iter(s->mem)) != NULL) n++; else rc = LKV_NOMEM;
+  for (int i = 0; rc == LKV_OK && i < s->nimm; i++)
+    if ((kids[n] = lkv_mem_iter(s->imm[i])) != NULL) n++; else rc = LKV_NOMEM;
+  if (rc == LKV_OK) rc = lkv_version_add_iters(s->v, kids, &n);
+  if (rc == LKV_OK) {
+    it->m = lkv_merge_iter_new(kids, n); /* owns the children, even on failure */
+    n = 0;
+    if (it->m == NULL) rc = LKV_NOMEM;
+  }
+  for (int i = 0; i < n; i++) kids[i]->ops->destroy(kids[i]);
+  free(kids);
+  if (rc) {
+    lkv_iter_free(it);
+    return lkv_seterr(err, rc, "iterator");
+  }
+  *out = it;
+  return LKV_OK;
+}
+
+/* Move forward from the merge's position to the next visible entry. */
+static void find_next(lkv_iter *it, int skipping) {
+  lkv_iiter *m = it->m;
+  it->valid = 0;
+  for (; m->ops->valid(m); m->ops->next(m)) {
+    lkv_slice k = m->ops->key(m);
+    uint64_t tag = lkv_ikey_tag(k);
+    if ((tag >> 8) > it->seq) continue; /* newer than our view */
+    lkv_slice u = lkv_ikey_user(k);
+    if (skipping && lkv_ucmp(u.p, u.n, it->skip.data, it->skip.len) <= 0)
+      continue; /* an older version of a key already shown or deleted */
+    if ((tag & 0xff) == LKV_TYPE_DELETE) {
+      if (lkv_buf_set(&it->skip, u.p, u.n)) {
+        it->rc = lkv_seterr(&it->err, LKV_NOMEM, "iterator");
+        return;
+      }
+      skipping = 1;
+      continue;
+    }
+    it->valid = 1;
+    return;
+  }
+  int rc = m->ops->status(m, &it->err);
+  if (rc) it->rc = rc;
+}
+
+void lkv_iter_seek_first(lkv_iter *it) {
+  if (it->rc) return;
+  it->m->ops->seek_first(it->m);
+  find_next(it, 0);
+}
+
+void lkv_iter_seek(lkv_iter *it, const void *key, size_t klen) {
+  if (it->rc) return;
+  char stack[256];
+  char *ik = klen + LKV_TAG_BYTES <= sizeof stack ? stack : malloc(klen + LKV_TAG_BYTES);
+  if (ik == NULL) {
+    it->valid = 0;
+    it->rc = lkv_seterr(&it->err, LKV_NOMEM, "iterator seek");
+    return;
+  }
+  if (klen) memcpy(ik, key, klen);
+  lkv_put64(ik + klen, lkv_tag(it->seq, LKV_TYPE_SEEK));
+  lkv_slice t = {ik, klen + LKV_TAG_BYTES};
+  it->m->ops->seek(it->m, t);
+  if (ik != stack) free(ik);
+  find_next(it, 0);
+}
+
+void lkv_iter_next(lkv_iter *it) {
+  if (!it->valid) return;
+  lkv_slice u = lkv_ikey_user(it->m->ops->key(it->m));
+  if (lkv_buf_set(&it->skip, u.p, u.n)) {
+    it->valid = 0;
+    it->rc = lkv_seterr(&it->err, LKV_NOMEM, "iterator");
+    return;
+  }
+  it->m->ops->next(it->m);
+  find_next(it, 1);
+}
+
+int lkv_iter_valid(const lkv_iter *it) { return it->valid; }
+
+const char *lkv_iter_key(const lkv_iter *it, size_t *klen) {
+  lkv_slice u = lkv_ikey_user(it->m->ops->key(it->m));
+  *klen = u.n;
+  return u.p;
+}
+
+const char *lkv_iter_value(const lkv_iter *it, size_t *vlen) {
+  lkv_slice v = it->m->ops->value(it->m);
+  *vlen = v.n;
+  return v.p;
+}
+
+int lkv_iter_status(const lkv_iter *it, lkv_err *err) {
+  return it->rc ? lkv_errcopy(err, &it->err) : LKV_OK;
+}
+
+void lkv_iter_free(lkv_iter *it) {
+  if (it == NULL) return;
+  if (it->m) it->m->ops->destroy(it->m);
+  lkv_sv_unref(it->sv);
+  lkv_buf_free(&it->skip);
+  pthread_mutex_lock(&it->db->mu);
+  it->db->live_iters--;
+  pthread_mutex_unlock(&it->db->mu);
+  free(it);
+}

@@ -1,0 +1,173 @@
+/* manifest.c - MANIFEST encoding and atomic replacement (manifest.h). */
+#include "manifest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coding.h"
+#include "crc32c.h"
+#include "dbformat.h"
+#include "env.h"
+#include "err.h"
+
+#define MAGIC "LKVMANI\x01"
+#define VERSION 1
+#define HEAD 16 /* magic 8, version u32, body length u32 */
+#define MAX_MANIFEST (256u << 20)
+
+int lkv_manifest_encode(const lkv_manifest *m, char **out, size_t *outlen,
+                        lkv_err *err) {
+  size_t n = HEAD + 28 + 4;
+  for (size_t i = 0; i < m->nfiles; i++)
+    n += 1 + 16 + 20 + m->files[i].smallest_len + m->files[i].largest_len;
+  char *buf = malloc(n), *p;
+  if (buf == NULL) return lkv_seterr(err, LKV_NOMEM, "encoding the manifest");
+  memcpy(buf, MAGIC, 8);
+  lkv_put32(buf + 8, VERSION);
+  p = buf + HEAD;
+  lkv_put64(p, m->next_file);
+  lkv_put64(p + 8, m->last_seq);
+  lkv_put64(p + 16, m->wal_number);
+  lkv_put32(p + 24, (uint32_t)m->nfiles);
+  p += 28;
+  for (size_t i = 0; i < m->nfiles; i++) {
+    const lkv_mfile *f = &m->files[i];
+    *p++ = (char)f->level;
+    lkv_put64(p, f->number);
+    lkv_put64(p + 8, f->size);
+    p += 16;
+    p = lkv_putv(p, f->smallest_len);
+    memcpy(p, f->smallest, f->smallest_len);
+    p += f->smallest_len;
+    p = lkv_putv(p, f->largest_len);
+    memcpy(p, f->largest, f->largest_len);
+    p += f->largest_len;
+  }
+  lkv_put32(buf + 12, (uint32_t)(p - buf - HEAD));
+  lkv_put32(p, lkv_crc32c(buf, (size_t)(p - buf)));
+  p += 4;
+  *out = buf;
+  *outlen = (size_t)(p - buf);
+  return LKV_OK;
+}
+
+int lkv_manifest_write(const char *dir, const char *bytes, size_t n,
+                       lkv_err *err) {
+  char tmp[4096], dst[4096];
+  int rc, fd = -1;
+  if ((rc = lkv_env_path(tmp, sizeof tmp, dir, LKV_MANIFEST_TMP, err)) ||
+      (rc = lkv_env_path(dst, sizeof dst, dir, LKV_MANIFEST_NAME, err)))
+    return rc;
+  if ((rc = lkv_env_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd, err)))
+    return rc;
+  if ((rc = lkv_env_write(fd, bytes, n, tmp, err)) == LKV_OK)
+    rc = lkv_env_fsync(fd, tmp, err);
+  close(fd);
+  /* rename is the commit point; the directory sync makes it durable */
+  if (rc == LKV_OK && (rc = lkv_env_rename(tmp, dst, err)) == LKV_OK)
+    rc = lkv_env_sync_dir(dir, err);
+  if (rc) lkv_env_unlink(tmp, NULL);
+  return rc;
+}
+
+#define BAD(what) \
+  do { why = what; goto corrupt; } while (0)
+
+int lkv_manifest_decode(char *raw, size_t n, const char *name,
+                        lkv_manifest *m, lkv_err *err) {
+  const char *why = NULL;
+  memset(m, 0, sizeof *m);
+  m->raw = raw;
+  if (n < HEAD + 28 + 4 || memcmp(raw, MAGIC, 8) != 0) BAD("bad magic or too short");
+  if (lkv_get32(raw + 8) != VERSION) BAD("unknown format version");
+  uint32_t blen = lkv_get32(raw + 12);
+  if ((size_t)blen + HEAD + 4 != n) BAD("length mismatch (truncated or extended)");
+  if (lkv_crc32c(raw, HEAD + blen) != lkv_get32(raw + HEAD + blen))
+    BAD("checksum mismatch");
+  const char *p = raw + HEAD, *end = raw + HEAD + blen;
+  m->next_file = lkv_get64(p);
+  m->last_seq = lkv_get64(p + 8);
+  m->wal_number = lkv_get64(p + 16);
+  uint32_t nf = lkv_get32(p + 24);
+  p += 28;
+  if (nf > blen / 20) BAD("file count beyond its size");
+  m->files = calloc(nf ? nf : 1, sizeof *m->files);
+  if (m->files == NULL) {
+    lkv_manifest_free(m);
+    return lkv_seterr(err, LKV_NOMEM, "reading %s", name);
+  }
+  for (uint32_t i = 0; i < nf; i++) {
+    lkv_mfile *f = &m->files[i];
+    uint64_t l;
+    if (end - p < 17) BAD("file entry truncated");
+    f->level = (unsigned char)*p++;
+    f->number = lkv_get64(p);
+    f->size = lkv_get64(p + 8);
+    p += 16;
+    if (f->level >= LKV_MAX_LEVELS) BAD("level out of range");
+    if ((p = lkv_getv(p, end, &l)) == NULL || l > (uint64_t)(end - p) ||
+        l < LKV_TAG_BYTES)
+      BAD("bad smallest key");
+    f->smallest = p;
+    f->smallest_len = (size_t)l;
+    p += l;
+    if ((p = lkv_getv(p, end, &l)) == NULL || l > (uint64_t)(end - p) ||
+        l < LKV_TAG_BYTES)
+      BAD("bad largest key");
+    f->largest = p;
+    f->largest_len = (size_t)l;
+    p += l;
+    m->nfiles++;
+  }
+  if (p != end) BAD("trailing bytes in the body");
+  return LKV_OK;
+corrupt:
+  lkv_manifest_free(m);
+  return lkv_seterr(err, LKV_CORRUPTION, "%s is damaged: %s", name, why);
+}
+
+int lkv_manifest_read(const char *dir, lkv_manifest *m, int *exists,
+                      lkv_err *err) {
+  char path[4096];
+  int rc, fd;
+  memset(m, 0, sizeof *m);
+  *exists = 0;
+  if ((rc = lkv_env_path(path, sizeof path, dir, LKV_MANIFEST_NAME, err))) return rc;
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return LKV_OK;
+    return lkv_seterrno(err, "open", path);
+  }
+  *exists = 1;
+  uint64_t size;
+  if ((rc = lkv_env_file_size(fd, path, &size, err))) {
+    close(fd);
+    return rc;
+  }
+  if (size > MAX_MANIFEST) {
+    close(fd);
+    return lkv_seterr(err, LKV_CORRUPTION, "%s is damaged: %llu bytes is too big",
+                      path, (unsigned long long)size);
+  }
+  char *raw = malloc(size ? size : 1);
+  if (raw == NULL) {
+    close(fd);
+    return lkv_seterr(err, LKV_NOMEM, "reading %s", path);
+  }
+  rc = lkv_env_pread(fd, raw, (size_t)size, 0, path, err);
+  close(fd);
+  if (rc) {
+    free(raw);
+    return rc;
+  }
+  return lkv_manifest_decode(raw, (size_t)size, path, m, err);
+}
+
+void lkv_manifest_free(lkv_manifest *m) {
+  free(m->files);
+  free(m->raw);
+  memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,382 @@
+/* version.c - table files, versions (immutable file sets per level),
+ * edits between them, and point lookups through a version. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_impl.h"
+#include "env.h"
+#include "err.h"
+
+/* ---- file metas ------------------------------------------------------ */
+
+lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
+                         lkv_slice smallest, lkv_slice largest, lkv_table *t) {
+  lkv_fmeta *f = calloc(1, sizeof *f);
+  if (f == NULL) return NULL;
+  f->smallest = malloc(smallest.n);
+  f->largest = malloc(largest.n);
+  if (f->smallest == NULL || f->largest == NULL) {
+    free(f->smallest);
+    free(f->largest);
+    free(f);
+    return NULL;
+  }
+  memcpy(f->smallest, smallest.p, smallest.n);
+  memcpy(f->largest, largest.p, largest.n);
+  f->smallest_len = smallest.n;
+  f->largest_len = largest.n;
+  atomic_init(&f->refs, 1);
+  atomic_init(&f->obsolete, 0);
+  f->number = number;
+  f->size = size;
+  f->table = t;
+  f->db = db;
+  return f;
+}
+
+void lkv_fmeta_ref(lkv_fmeta *f) {
+  atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+/* The last reference closes the table; a file that left the current
+ * version is deleted then, so a reader still on an old version (or an
+ * iterator) never loses a file under it. */
+void lkv_fmeta_unref(lkv_fmeta *f) {
+  if (f == NULL) return;
+  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+  if (f->table) lkv_table_close(f->table);
+  if (atomic_load(&f->obsolete)) {
+    char name[64], path[4096];
+    lkv_db_table_name(f->db, f->number, name, sizeof name);
+    if (lkv_env_path(path, sizeof path, f->db->dir, name, NULL) == LKV_OK)
+      lkv_env_unlink(path, NULL);
+    if (f->db->cache) lkv_cache_erase_file(f->db->cache, f->number);
+  }
+  free(f->smallest);
+  free(f->largest);
+  free(f);
+}
+
+/* ---- versions -------------------------------------------------------- */
+
+lkv_version *lkv_version_new(void) {
+  lkv_version *v = calloc(1, sizeof *v);
+  if (v) atomic_init(&v->refs, 1);
+  return v;
+}
+
+void lkv_version_ref(lkv_version *v) {
+  atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+}
+
+void lkv_version_unref(lkv_version *v) {
+  if (v == NULL) return;
+  if (atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1) return;
+  for (int l = 0; l < LKV_MAX_LEVELS; l++) {
+    for (int i = 0; i < v->n[l]; i++) lkv_fmeta_unref(v->files[l][i]);
+    free(v->files[l]);
+  }
+  free(v);
+}
+
+int lkv_version_count(const lkv_version *v) {
+  int n = 0;
+  for (int l = 0; l < LKV_MAX_LEVELS; l++) n += v->n[l];
+  return n;
+}
+
+uint64_t lkv_version_level_bytes(const lkv_version *v, int level) {
+  uint64_t b = 0;
+  for (int i = 0; i < v->n[level]; i++) b += v->files[level][i]->size;
+  return b;
+}
+
+/* ---- edits ----------------------------------------------------------- */
+
+int lkv_edit_add(lkv_edit *e, int level, lkv_fmeta *f) {
+  if (e->nadd == e->cap_add) {
+    int cap = e->cap_add ? e->cap_add * 2 : 16;
+    lkv_fmeta **a = realloc(e->add, (size_t)cap * sizeof *a);
+    if (a == NULL) return LKV_NOMEM;
+    e->add = a;
+    int *l = realloc(e->add_level, (size_t)cap * sizeof *l);
+    if (l == NULL) return LKV_NOMEM;
+    e->add_level = l;
+    e->cap_add = cap;
+  }
+  e->add[e->nadd] = f;
+  e->add_level[e->nadd++] = level;
+  return LKV_OK;
+}
+
+int lkv_edit_del(lkv_edit *e, int level, uint64_t number) {
+  if (e->ndel == e->cap_del) {
+    int cap = e->cap_del ? e->cap_del * 2 : 16;
+    uint64_t *d = realloc(e->del, (size_t)cap * sizeof *d);
+    if (d == NULL) return LKV_NOMEM;
+    e->del = d;
+    int *l = realloc(e->del_level, (size_t)cap * sizeof *l);
+    if (l == NULL) return LKV_NOMEM;
+    e->del_level = l;
+    e->cap_del = cap;
+  }
+  e->del[e->ndel] = number;
+  e->del_level[e->ndel++] = level;
+  return LKV_OK;
+}
+
+void lkv_edit_free(lkv_edit *e) {
+  for (int i = 0; i < e->nadd; i++) lkv_fmeta_unref(e->add[i]);
+  free(e->add);
+  free(e->add_level);
+  free(e->del);
+  free(e->del_level);
+  memset(e, 0, sizeof *e);
+}
+
+static int deleted(const lkv_edit *e, int level, uint64_t number) {
+  for (int i = 0; i < e->ndel; i++)
+    if (e->del[i] == number && e->del_level[i] == level) return 1;
+  return 0;
+}
+
+static int cmp_newest_first(const void *a, const void *b) {
+  const lkv_fmeta *x = *(lkv_fmeta *const *)a, *y = *(lkv_fmeta *const *)b;
+  return x->number < y->number ? 1 : x->number > y->number ? -1 : 0;
+}
+
+static int cmp_smallest(const void *a, const void *b) {
+  const lkv_fmeta *x = *(lkv_fmeta *const *)a, *y = *(lkv_fmeta *const *)b;
+  lkv_slice sx = {x->smallest, x->smallest_len}, sy = {y->smallest, y->smallest_len};
+  return lkv_icmp(sx, sy);
+}
+
+lkv_version *lkv_version_apply(const lkv_version *base, const lkv_edit *e) {
+  lkv_version *v = lkv_version_new();
+  if (v == NULL) return NULL;
+  for (int l = 0; l < LKV_MAX_LEVELS; l++) {
+    int cap = (base ? base->n[l] : 0);
+    for (int i = 0; i < e->nadd; i++) cap += e->add_level[i] == l;
+    if (cap == 0) continue;
+    v->files[l] = malloc((size_t)cap * sizeof(lkv_fmeta *));
+    if (v->files[l] == NULL) {
+      lkv_version_unref(v);
+      return NULL;
+    }
+    for (int i = 0; base && i < base->n[l]; i++) {
+      lkv_fmeta *f = base->files[l][i];
+      if (deleted(e, l, f->number)) continue;
+      lkv_fmeta_ref(f);
+      v->files[l][v->n[l]++] = f;
+    }
+    for (int i = 0; i < e->nadd; i++) {
+      if (e->add_level[i] != l) continue;
+      lkv_fmeta_ref(e->add[i]);
+      v->files[l][v->n[l]++] = e->add[i];
+    }
+    qsort(v->files[l], (size_t)v->n[l], sizeof(lkv_fmeta *),
+          l == 0 ? cmp_newest_first : cmp_smallest);
+  }
+  return v;
+}
+
+/* ---- lookups --------------------------------------------------------- */
+
+static int ukey_before_file(const char *k, size_t kn, const lkv_fmeta *f) {
+  return lkv_ucmp(k, kn, f->smallest, f->smallest_len - LKV_TAG_BYTES) < 0;
+}
+
+static int ukey_after_file(const char *k, size_t kn, const lkv_fmeta *f) {
+  return lkv_ucmp(k, kn, f->largest, f->largest_len - LKV_TAG_BYTES) > 0;
+}
+
+/* Index of the first file in a sorted level whose largest user key >= k. */
+static int find_file(lkv_fmeta *const *files, int n, const char *k, size_t kn) {
+  int lo = 0, hi = n;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (ukey_after_file(k, kn, files[mid]))
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
+                    lkv_err *err) {
+  const char *k = target.p;
+  size_t kn = target.n - LKV_TAG_BYTES;
+  for (int i = 0; i < v->n[0]; i++) { /* L0 ranges overlap: newest first */
+    lkv_fmeta *f = v->files[0][i];
+    if (ukey_before_file(k, kn, f) || ukey_after_file(k, kn, f)) continue;
+    int rc = lkv_table_get(f->table, target, type, val, err);
+    if (rc != LKV_NOTFOUND) return rc;
+  }
+  for (int l = 1; l < LKV_MAX_LEVELS; l++) {
+    int i = find_file(v->files[l], v->n[l], k, kn);
+    if (i >= v->n[l] || ukey_before_file(k, kn, v->files[l][i])) continue;
+    int rc = lkv_table_get(v->files[l][i]->table, target, type, val, err);
+    if (rc != LKV_NOTFOUND) return rc;
+  }
+  return LKV_NOTFOUND;
+}
+
+int lkv_version_deeper_overlaps(const lkv_version *v, int level,
+                                const char *ukey, size_t klen) {
+  for (int l = level + 1; l < LKV_MAX_LEVELS; l++) {
+    int i = find_file(v->files[l], v->n[l], ukey, klen);
+    if (i < v->n[l] && !ukey_before_file(ukey, klen, v->files[l][i])) return 1;
+  }
+  return 0;
+}
+
+/* A level iterator walks the tables of one level >= 1 in order, with one
+ * table iterator open at a time: a seek searches the file list (the ranges
+ * are disjoint) and touches one table, not all of them. */
+typedef struct level_iter {
+  lkv_iiter base;
+  lkv_fmeta *const *files;
+  int n;
+  int idx;          /* file of `cur`; n when exhausted */
+  lkv_iiter *cur;
+  int rc;
+  lkv_err err;
+} level_iter;
+
+static void li_open(level_iter *li, int idx) {
+  if (li->cur) {
+    if (li->rc == 0) li->rc = li->cur->ops->status(li->cur, &li->err);
+    li->cur->ops->destroy(li->cur);
+    li->cur = NULL;
+  }
+  li->idx = idx;
+  if (li->rc || idx >= li->n) return;
+  li->cur = lkv_table_iter(li->files[idx]->table);
+  if (li->cur == NULL) li->rc = lkv_seterr(&li->err, LKV_NOMEM, "level iterator");
+}
+
+/* Skip forward over tables whose iterator ended (errors stop the walk). */
+static void li_settle(level_iter *li) {
+  while (li->cur && !li->cur->ops->valid(li->cur)) {
+    int rc = li->cur->ops->status(li->cur, &li->err);
+    if (rc) {
+      li->rc = rc;
+      return;
+    }
+    li_open(li, li->idx + 1);
+    if (li->cur) li->cur->ops->seek_first(li->cur);
+  }
+}
+
+static void li_seek_first(lkv_iiter *it) {
+  level_iter *li = (level_iter *)it;
+  li_open(li, 0);
+  if (li->cur) li->cur->ops->seek_first(li->cur);
+  li_settle(li);
+}
+
+static void li_seek(lkv_iiter *it, lkv_slice target) {
+  level_iter *li = (level_iter *)it;
+  int lo = 0, hi = li->n; /* first file whose largest key >= target */
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    lkv_slice l = {li->files[mid]->largest, li->files[mid]->largest_len};
+    if (lkv_icmp(l, target) < 0) lo = mid + 1; else hi = mid;
+  }
+  if (li->cur == NULL || li->idx != lo || li->rc) li_open(li, lo);
+  if (li->cur) li->cur->ops->seek(li->cur, target);
+  li_settle(li);
+}
+
+static void li_next(lkv_iiter *it) {
+  level_iter *li = (level_iter *)it;
+  if (li->cur == NULL) return;
+  li->cur->ops->next(li->cur);
+  li_settle(li);
+}
+
+static int li_valid(const lkv_iiter *it) {
+  const level_iter *li = (const level_iter *)it;
+  return li->rc == 0 && li->cur && li->cur->ops->valid(li->cur);
+}
+
+static lkv_slice li_key(const lkv_iiter *it) {
+  const level_iter *li = (const level_iter *)it;
+  return li->cur->ops->key(li->cur);
+}
+
+static lkv_slice li_value(const lkv_iiter *it) {
+  const level_iter *li = (const level_iter *)it;
+  return li->cur->ops->value(li->cur);
+}
+
+static int li_status(const lkv_iiter *it, lkv_err *err) {
+  const level_iter *li = (const level_iter *)it;
+  if (li->rc) return lkv_errcopy(err, &li->err);
+  return li->cur ? li->cur->ops->status(li->cur, err) : LKV_OK;
+}
+
+static void li_destroy(lkv_iiter *it) {
+  level_iter *li = (level_iter *)it;
+  if (li->cur) li->cur->ops->destroy(li->cur);
+  free(li);
+}
+
+static const lkv_iiter_ops level_iter_ops = {li_seek_first, li_seek, li_next,
+                                             li_valid, li_key, li_value,
+                                             li_status, li_destroy};
+
+lkv_iiter *lkv_level_iter_new(lkv_fmeta *const *files, int n) {
+  level_iter *li = calloc(1, sizeof *li);
+  if (li == NULL) return NULL;
+  li->base.ops = &level_iter_ops;
+  li->files = files;
+  li->n = n;
+  li->idx = n;
+  return &li->base;
+}
+
+uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
+                                   lkv_slice lo, lkv_slice hi, int *any) {
+  uint64_t b = 0;
+  *any = 0;
+  for (int i = 0; i < v->n[level]; i++) {
+    const lkv_fmeta *f = v->files[level][i];
+    if (ukey_after_file(lo.p, lo.n, f) || ukey_before_file(hi.p, hi.n, f)) continue;
+    *any = 1;
+    b += f->size;
+  }
+  return b;
+}
+
+int lkv_version_add_iters(lkv_version *v, lkv_iiter **its, int *n) {
+  for (int i = 0; i < v->n[0]; i++) { /* L0 tables overlap: one each */
+    lkv_iiter *it = lkv_table_iter(v->files[0][i]->table);
+    if (it == NULL) return LKV_NOMEM;
+    its[(*n)++] = it;
+  }
+  for (int l = 1; l < LKV_MAX_LEVELS; l++) {
+    if (v->n[l] == 0) continue;
+    lkv_iiter *it = lkv_level_iter_new(v->files[l], v->n[l]);
+    if (it == NULL) return LKV_NOMEM;
+    its[(*n)++] = it;
+  }
+  return LKV_OK;
+}
+
+/* ---- superversions --------------------------------------------------- */
+
+void lkv_sv_ref(lkv_sv *s) {
+  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void lkv_sv_unref(lkv_sv *s) {
+  if (s == NULL) return;
+  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+  lkv_mem_unref(s->mem);
+  for (int i = 0; i < s->nimm; i++) lkv_mem_unref(s->imm[i]);
+  lkv_version_unref(s->v);
+  free(s);
+}
