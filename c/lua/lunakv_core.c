@@ -1,0 +1,1154 @@
+/* lunakv_core.c - the Lua 5.4 binding of lunakv.h: the module "lunakv.core".
+ *
+ * Shaped like Lua's liolib.c: one userdata type per engine handle
+ * ("lunakv.db", "lunakv.snapshot", "lunakv.iter", "lunakv.batch"), each
+ * created already closed before the handle is acquired, one accessor per
+ * type that raises on a closed handle, an idempotent close shared by
+ * close(), __close and __gc, and __tostring showing the state.
+ *
+ * Errors raise (STYLE.md, "At the Lua boundary: raise"): bad arguments are
+ * argument errors; engine failures raise "lunakv: <kind>: <detail>" with the
+ * engine's own sentence; closed handles raise "lunakv: <type> is closed".
+ * No error is ever raised while this file holds C memory or an engine
+ * handle that no userdata owns.
+ *
+ * Lifetime: a child (snapshot, iterator, batch) holds its db userdata in
+ * user value 1, so the db block outlives it whatever the collection order.
+ * The db keeps its open children on an intrusive list; db:close() closes
+ * them first, since lkv_db_close refuses while iterators or snapshots live.
+ */
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lauxlib.h"
+#include "lua.h"
+
+#include "lunakv.h"
+
+/* The one exported symbol (-fvisibility=hidden hides everything else). */
+__attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L);
+
+#define DB_MT "lunakv.db"
+#define SNAP_MT "lunakv.snapshot"
+#define ITER_MT "lunakv.iter"
+#define BATCH_MT "lunakv.batch"
+#define BOX_MT "lunakv.box" /* private: malloc'd scratch freed by __gc */
+
+/* A get keeps its value buffer for the next get unless it grew past this:
+ * one huge value must not pin its size for the life of the db. */
+#define GETBUF_KEEP_BYTES ((size_t)1 << 20)
+
+/* {======================================================================
+** Handles and their lists
+** ======================================================================= */
+
+typedef struct LDb LDb;
+typedef struct Child Child;
+
+/* The common head of every child userdata. */
+struct Child {
+  Child *prev, *next;         /* on owner->children while open */
+  LDb *owner;                 /* the db block; alive through user value 1 */
+  void (*release)(Child *c);  /* frees the engine handle; NULL = closed */
+};
+
+struct LDb {
+  lkv_db *db;       /* NULL once closed */
+  lkv_buf getbuf;   /* reused by every get, freed at close */
+  Child *children;  /* open snapshots, iterators and batches */
+};
+
+typedef struct LSnap {
+  Child c;
+  lkv_snapshot *snap; /* NULL once released */
+  uint64_t seq;       /* kept after release: s.seq stays readable */
+} LSnap;
+
+typedef struct LIter {
+  Child c;
+  lkv_iter *it; /* NULL once closed */
+  int started;  /* scan: the first step reads where the seek landed */
+  int done;     /* scan: ran to its end (closed by us, not by the user) */
+} LIter;
+
+typedef struct LBatch {
+  Child c;
+  lkv_batch *b; /* NULL once closed */
+} LBatch;
+
+static void child_link(LDb *d, Child *c, void (*release)(Child *)) {
+  c->release = release;
+  c->prev = NULL;
+  c->next = d->children;
+  if (d->children != NULL) d->children->prev = c;
+  d->children = c;
+}
+
+/* Unlink and free the engine handle; a no-op on a closed child. */
+static void child_close(Child *c) {
+  void (*release)(Child *) = c->release;
+  if (release == NULL) return;
+  c->release = NULL;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    c->owner->children = c->next;
+  if (c->next != NULL) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  release(c);
+}
+
+static void snap_free_handle(Child *c) {
+  LSnap *s = (LSnap *)c;
+  lkv_snapshot_release(s->snap);
+  s->snap = NULL;
+}
+
+static void iter_free_handle(Child *c) {
+  LIter *p = (LIter *)c;
+  lkv_iter_free(p->it);
+  p->it = NULL;
+}
+
+static void batch_free_handle(Child *c) {
+  LBatch *b = (LBatch *)c;
+  lkv_batch_free(b->b);
+  b->b = NULL;
+}
+
+/* Push a new, closed child of the db at stack index dbidx. */
+static void *newchild(lua_State *L, size_t size, const char *mt, int dbidx,
+                      LDb *d) {
+  Child *c = (Child *)lua_newuserdatauv(L, size, 1); /* +1 child */
+  memset(c, 0, size);
+  c->owner = d;
+  luaL_setmetatable(L, mt);
+  lua_pushvalue(L, dbidx); /* +1 db */
+  lua_setiuservalue(L, -2, 1); /* -1: the child keeps its db alive */
+  return c;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Errors and arguments
+** ======================================================================= */
+
+/* Raise the engine's sentence. err lives on the caller's C stack; luaL_error
+ * copies it into a Lua string before it jumps. */
+static int raise_err(lua_State *L, int rc, lkv_err *err) {
+  err->msg[LKV_ERR_MSG_LEN - 1] = '\0';
+  return luaL_error(L, "lunakv: %s",
+                    err->msg[0] != '\0' ? err->msg : lkv_strerror(rc));
+}
+
+static int closed_error(lua_State *L, const Child *c, const char *what) {
+  if (c->owner == NULL || c->owner->db == NULL)
+    return luaL_error(L, "lunakv: db is closed");
+  return luaL_error(L, "lunakv: %s is closed", what);
+}
+
+/* Keys and values are strings only: a number is refused, not coerced. */
+static const char *checkbytes(lua_State *L, int arg, size_t *len) {
+  luaL_argexpected(L, lua_type(L, arg) == LUA_TSTRING, arg, "string");
+  return lua_tolstring(L, arg, len);
+}
+
+/* An optional range bound: NULL when nil or absent (an open end). */
+static const char *optbytes(lua_State *L, int arg, size_t *len) {
+  if (lua_isnoneornil(L, arg)) return NULL;
+  return checkbytes(L, arg, len);
+}
+
+/* An optional sequence number: nil or absent reads the newest version. */
+static uint64_t optseq(lua_State *L, int arg) {
+  lua_Integer n;
+  if (lua_isnoneornil(L, arg)) return LKV_SEQ_LATEST;
+  n = luaL_checkinteger(L, arg);
+  luaL_argcheck(L, n >= 0, arg, "sequence number must be >= 0");
+  return (uint64_t)n;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Accessors: one per type, each raising on a closed handle
+** ======================================================================= */
+
+/* Every method and metamethod of a class has the class metatable as
+ * upvalue 1 (snapshot __index: upvalue 2). Comparing against it is
+ * luaL_checkudata without the registry lookup by name, which costs more
+ * than an engine get from the memtable. */
+#define SELF_MT lua_upvalueindex(1)
+
+static void *checkself(lua_State *L, int mtidx, const char *tname) {
+  void *p = lua_touserdata(L, 1);
+  if (p == NULL || !lua_getmetatable(L, 1)) /* +1 mt, when it has one */
+    luaL_typeerror(L, 1, tname);
+  if (!lua_rawequal(L, -1, mtidx)) luaL_typeerror(L, 1, tname);
+  lua_pop(L, 1); /* -1 mt */
+  return p;
+}
+
+static LDb *todb(lua_State *L) {
+  LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
+  if (d->db == NULL) luaL_error(L, "lunakv: db is closed");
+  return d;
+}
+
+static LSnap *tosnap(lua_State *L) {
+  LSnap *s = (LSnap *)checkself(L, SELF_MT, SNAP_MT);
+  if (s->snap == NULL) closed_error(L, &s->c, "snapshot");
+  return s;
+}
+
+static LIter *toiter(lua_State *L) {
+  LIter *p = (LIter *)checkself(L, SELF_MT, ITER_MT);
+  if (p->it == NULL) closed_error(L, &p->c, "iter");
+  return p;
+}
+
+static LBatch *tobatch(lua_State *L) {
+  LBatch *b = (LBatch *)checkself(L, SELF_MT, BATCH_MT);
+  if (b->b == NULL) closed_error(L, &b->c, "batch");
+  return b;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Reads shared by db and snapshot
+** ======================================================================= */
+
+/* key at arg 2; pushes the value or nil. */
+static int do_get(lua_State *L, LDb *d, uint64_t at) {
+  size_t klen;
+  const char *key = checkbytes(L, 2, &klen);
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_db_get(d->db, key, klen, at, &d->getbuf, &err);
+  if (rc == LKV_OK) {
+    lua_pushlstring(L, d->getbuf.data, d->getbuf.len); /* +1 copy */
+    if (d->getbuf.cap > GETBUF_KEEP_BYTES) lkv_buf_free(&d->getbuf);
+    return 1;
+  }
+  if (rc == LKV_NOTFOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  return raise_err(L, rc, &err);
+}
+
+/* Push a new open iterator at `at`, owned by the db at dbidx. */
+static LIter *newiter(lua_State *L, LDb *d, int dbidx, uint64_t at) {
+  LIter *p = (LIter *)newchild(L, sizeof *p, ITER_MT, dbidx, d); /* +1 */
+  lkv_iter *it = NULL;
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_iter_new(d->db, at, &it, &err);
+  if (rc != LKV_OK) raise_err(L, rc, &err);
+  p->it = it;
+  child_link(d, &p->c, iter_free_handle);
+  return p;
+}
+
+/* A scan has run out (or failed): free the iterator, raise its error. */
+static int scan_finish(lua_State *L, LIter *p) {
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_iter_status(p->it, &err);
+  p->done = 1;
+  child_close(&p->c);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_pushnil(L);
+  return 1;
+}
+
+/* The generic-for step of a scan. Upvalues: the iterator, the upper bound
+ * (a string, or nil for an open end). */
+static int scan_step(lua_State *L) {
+  LIter *p = (LIter *)lua_touserdata(L, lua_upvalueindex(1));
+  size_t klen, vlen, hilen;
+  const char *key, *val, *hi;
+  if (p->it == NULL) {
+    if (p->done) return 0;
+    return closed_error(L, &p->c, "iter");
+  }
+  /* the iterator is also the loop's fourth value: if the caller moved it
+   * past the end through its methods, do not step an invalid iterator */
+  if (!p->started)
+    p->started = 1;
+  else if (lkv_iter_valid(p->it))
+    lkv_iter_next(p->it);
+  if (!lkv_iter_valid(p->it)) return scan_finish(L, p);
+  key = lkv_iter_key(p->it, &klen);
+  hi = lua_tolstring(L, lua_upvalueindex(2), &hilen);
+  if (hi != NULL) {
+    size_t m = klen < hilen ? klen : hilen;
+    int c = m ? memcmp(key, hi, m) : 0;
+    if (c > 0 || (c == 0 && klen > hilen)) return scan_finish(L, p);
+  }
+  val = lkv_iter_value(p->it, &vlen);
+  lua_pushlstring(L, key, klen); /* +1 */
+  lua_pushlstring(L, val, vlen); /* +1 */
+  return 2;
+}
+
+/* lo at arg 2, hi at arg 3. Returns step, nil, nil, iter: the fourth value
+ * is the generic for's to-be-closed variable, so `break` or an error in the
+ * loop body frees the engine iterator at once. */
+static int do_scan(lua_State *L, LDb *d, int dbidx, uint64_t at) {
+  size_t lolen = 0, hilen = 0;
+  const char *lo = optbytes(L, 2, &lolen);
+  LIter *p;
+  (void)optbytes(L, 3, &hilen); /* checked now, read by each step */
+  p = newiter(L, d, dbidx, at); /* +1 iter */
+  if (lo != NULL)
+    lkv_iter_seek(p->it, lo, lolen);
+  else
+    lkv_iter_seek_first(p->it);
+  lua_pushvalue(L, -1); /* +1 iter (upvalue 1) */
+  if (lua_isnoneornil(L, 3))
+    lua_pushnil(L);
+  else
+    lua_pushvalue(L, 3);               /* +1 hi (upvalue 2) */
+  lua_pushcclosure(L, scan_step, 2);   /* -2 +1 step */
+  lua_pushnil(L);                      /* +1 state */
+  lua_pushnil(L);                      /* +1 control */
+  lua_pushvalue(L, -4);                /* +1 closing value: the iter */
+  return 4;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** lunakv.db
+** ======================================================================= */
+
+static int db_set(lua_State *L) {
+  LDb *d = todb(L);
+  size_t klen, vlen;
+  const char *key = checkbytes(L, 2, &klen);
+  const char *val = checkbytes(L, 3, &vlen);
+  uint64_t seq = 0;
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_db_set(d->db, key, klen, val, vlen, &seq, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_pushinteger(L, (lua_Integer)seq);
+  return 1;
+}
+
+static int db_get(lua_State *L) {
+  LDb *d = todb(L);
+  return do_get(L, d, optseq(L, 3));
+}
+
+static int db_delete(lua_State *L) {
+  LDb *d = todb(L);
+  size_t klen;
+  const char *key = checkbytes(L, 2, &klen);
+  uint64_t seq = 0;
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_db_delete(d->db, key, klen, &seq, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_pushinteger(L, (lua_Integer)seq);
+  return 1;
+}
+
+static int db_scan(lua_State *L) {
+  LDb *d = todb(L);
+  return do_scan(L, d, 1, optseq(L, 4));
+}
+
+static int db_iter(lua_State *L) {
+  LDb *d = todb(L);
+  newiter(L, d, 1, optseq(L, 2));
+  return 1;
+}
+
+static int db_snapshot(lua_State *L) {
+  LDb *d = todb(L);
+  LSnap *s = (LSnap *)newchild(L, sizeof *s, SNAP_MT, 1, d); /* +1 */
+  lkv_snapshot *snap = NULL;
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_snapshot_new(d->db, &snap, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  s->snap = snap;
+  s->seq = lkv_snapshot_seq(snap);
+  child_link(d, &s->c, snap_free_handle);
+  return 1;
+}
+
+static int db_batch(lua_State *L) {
+  LDb *d = todb(L);
+  LBatch *b = (LBatch *)newchild(L, sizeof *b, BATCH_MT, 1, d); /* +1 */
+  b->b = lkv_batch_new();
+  if (b->b == NULL) return luaL_error(L, "lunakv: out of memory: new batch");
+  child_link(d, &b->c, batch_free_handle);
+  return 1;
+}
+
+static int db_last_seq(lua_State *L) {
+  LDb *d = todb(L);
+  lua_pushinteger(L, (lua_Integer)lkv_db_last_seq(d->db));
+  return 1;
+}
+
+static int db_flush(lua_State *L) {
+  LDb *d = todb(L);
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_db_flush(d->db, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  return 0;
+}
+
+static int db_compact(lua_State *L) {
+  LDb *d = todb(L);
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_db_compact(d->db, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  return 0;
+}
+
+static void setint(lua_State *L, const char *name, uint64_t v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, name);
+}
+
+/* t[name] = { v[0], ..., v[LKV_MAX_LEVELS-1] }: index 1 is L0. */
+static void setlevels(lua_State *L, const char *name, const uint64_t *v) {
+  int i;
+  lua_createtable(L, LKV_MAX_LEVELS, 0); /* +1 */
+  for (i = 0; i < LKV_MAX_LEVELS; i++) {
+    lua_pushinteger(L, (lua_Integer)v[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, name); /* -1 */
+}
+
+static int db_stats(lua_State *L) {
+  LDb *d = todb(L);
+  lkv_stats st;
+  memset(&st, 0, sizeof st);
+  lkv_db_stats(d->db, &st);
+  lua_createtable(L, 0, 34);
+  setint(L, "seq", st.seq);
+  setint(L, "sstable_count", st.sstable_count);
+  setlevels(L, "sstables_per_level", st.sstables_per_level);
+  setlevels(L, "bytes_per_level", st.bytes_per_level);
+  setint(L, "total_size_bytes", st.total_size_bytes);
+  setint(L, "memtable_size_bytes", st.memtable_size_bytes);
+  setint(L, "memtable_keys", st.memtable_keys);
+  setint(L, "imm_memtables", st.imm_memtables);
+  setint(L, "wal_size_bytes", st.wal_size_bytes);
+  setint(L, "bytes_written_user", st.bytes_written_user);
+  setint(L, "bytes_written_disk", st.bytes_written_disk);
+  setint(L, "bytes_written_wal", st.bytes_written_wal);
+  lua_pushnumber(L, (lua_Number)st.write_amplification);
+  lua_setfield(L, -2, "write_amplification");
+  setint(L, "flushes", st.flushes);
+  setint(L, "compactions", st.compactions);
+  setint(L, "compaction_bytes_read", st.compaction_bytes_read);
+  setint(L, "compaction_bytes_written", st.compaction_bytes_written);
+  setint(L, "stall_slowdowns", st.stall_slowdowns);
+  setint(L, "stall_stops", st.stall_stops);
+  setint(L, "stall_micros", st.stall_micros);
+  setint(L, "bloom_checks", st.bloom_checks);
+  setint(L, "bloom_negatives", st.bloom_negatives);
+  setint(L, "block_reads", st.block_reads);
+  setint(L, "block_cache_hits", st.block_cache_hits);
+  setint(L, "block_cache_bytes", st.block_cache_bytes);
+  setint(L, "live_snapshots", st.live_snapshots);
+  setint(L, "live_iterators", st.live_iterators);
+  setint(L, "wal_syncs", st.wal_syncs);
+  if (st.bg_error != LKV_OK) {
+    st.bg_error_msg[LKV_ERR_MSG_LEN - 1] = '\0';
+    lua_pushstring(L, st.bg_error_msg[0] != '\0' ? st.bg_error_msg
+                                                 : lkv_strerror(st.bg_error));
+    lua_setfield(L, -2, "bg_error");
+  }
+  return 1;
+}
+
+/* db:tables() gathers the engine's callbacks into malloc'd scratch owned by
+ * a "lunakv.box" userdata (the callback may not call Lua: an error there
+ * would jump out of the engine), then builds the Lua tables from it. If
+ * building raises, the box's __gc frees the scratch. */
+typedef struct Box {
+  char *p;
+  size_t len, cap;
+  int oom;
+} Box;
+
+typedef struct TableRec {
+  int level;
+  uint64_t number, size;
+  size_t smallest_len, largest_len;
+} TableRec;
+
+static int box_gc(lua_State *L) {
+  Box *b = (Box *)luaL_checkudata(L, 1, BOX_MT);
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+  return 0;
+}
+
+static void box_put(Box *b, const void *src, size_t n) {
+  size_t cap;
+  char *p;
+  if (b->oom || n == 0) return;
+  if (b->cap - b->len < n) {
+    cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n) {
+      if (cap > SIZE_MAX / 2) {
+        b->oom = 1;
+        return;
+      }
+      cap *= 2;
+    }
+    p = (char *)realloc(b->p, cap);
+    if (p == NULL) {
+      b->oom = 1;
+      return;
+    }
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, src, n);
+  b->len += n;
+}
+
+static void tables_cb(void *ctx, int level, uint64_t number, uint64_t size,
+                      const char *smallest, size_t smallest_len,
+                      const char *largest, size_t largest_len) {
+  Box *b = (Box *)ctx;
+  TableRec r;
+  memset(&r, 0, sizeof r);
+  r.level = level;
+  r.number = number;
+  r.size = size;
+  r.smallest_len = smallest_len;
+  r.largest_len = largest_len;
+  box_put(b, &r, sizeof r);
+  box_put(b, smallest, smallest_len);
+  box_put(b, largest, largest_len);
+}
+
+static int db_tables(lua_State *L) {
+  LDb *d = todb(L);
+  Box *b = (Box *)lua_newuserdatauv(L, sizeof *b, 0); /* +1 box */
+  size_t off = 0;
+  int n = 0;
+  memset(b, 0, sizeof *b);
+  luaL_setmetatable(L, BOX_MT);
+  lkv_db_tables(d->db, tables_cb, b);
+  if (b->oom) {
+    free(b->p);
+    b->p = NULL;
+    return luaL_error(L, "lunakv: out of memory: listing tables");
+  }
+  lua_newtable(L); /* +1 result */
+  while (off < b->len) {
+    TableRec r;
+    memcpy(&r, b->p + off, sizeof r);
+    off += sizeof r;
+    lua_createtable(L, 0, 5); /* +1 entry */
+    lua_pushinteger(L, r.level);
+    lua_setfield(L, -2, "level");
+    lua_pushinteger(L, (lua_Integer)r.number);
+    lua_setfield(L, -2, "number");
+    lua_pushinteger(L, (lua_Integer)r.size);
+    lua_setfield(L, -2, "size");
+    lua_pushlstring(L, b->p + off, r.smallest_len);
+    lua_setfield(L, -2, "smallest");
+    off += r.smallest_len;
+    lua_pushlstring(L, b->p + off, r.largest_len);
+    lua_setfield(L, -2, "largest");
+    off += r.largest_len;
+    lua_rawseti(L, -2, ++n); /* -1 entry */
+  }
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+  return 1;
+}
+
+/* Close the children, then the db. LKV_BUSY leaves the db open (the engine
+ * still saw live handles); any other result frees it. */
+static int db_shutdown(LDb *d, lkv_err *err) {
+  int rc;
+  if (d->db == NULL) return LKV_OK;
+  while (d->children != NULL) child_close(d->children);
+  rc = lkv_db_close(d->db, err);
+  if (rc == LKV_BUSY) return rc;
+  d->db = NULL;
+  lkv_buf_free(&d->getbuf);
+  return rc;
+}
+
+static int db_close(lua_State *L) {
+  LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = db_shutdown(d, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  return 0;
+}
+
+/* __gc and __close. __gc is called with the object alone and must not
+ * raise; __close(db, nil) ends a scope normally and reports a failed close
+ * (a lost final WAL write must not pass silently); __close(db, errobj)
+ * runs while an error unwinds, and keeps that error. */
+static int db_gc(lua_State *L) {
+  LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = db_shutdown(d, &err);
+  if (rc != LKV_OK && lua_gettop(L) >= 2 && lua_isnil(L, 2))
+    return raise_err(L, rc, &err);
+  return 0;
+}
+
+static int db_tostring(lua_State *L) {
+  LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
+  const char *dir;
+  lua_getiuservalue(L, 1, 1); /* +1 dir */
+  dir = lua_tostring(L, -1);
+  lua_pushfstring(L, "lunakv.db (%s, %s)", dir ? dir : "?",
+                  d->db != NULL ? "open" : "closed");
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** lunakv.snapshot
+** ======================================================================= */
+
+static int snap_get(lua_State *L) {
+  LSnap *s = tosnap(L);
+  return do_get(L, s->c.owner, s->seq);
+}
+
+static int snap_scan(lua_State *L) {
+  LSnap *s = tosnap(L);
+  int dbidx;
+  lua_settop(L, 3);
+  lua_getiuservalue(L, 1, 1); /* +1 db */
+  dbidx = lua_gettop(L);
+  return do_scan(L, s->c.owner, dbidx, s->seq);
+}
+
+static int snap_iter(lua_State *L) {
+  LSnap *s = tosnap(L);
+  lua_getiuservalue(L, 1, 1); /* +1 db */
+  newiter(L, s->c.owner, lua_gettop(L), s->seq);
+  return 1;
+}
+
+static int snap_release(lua_State *L) {
+  LSnap *s = (LSnap *)checkself(L, SELF_MT, SNAP_MT);
+  child_close(&s->c);
+  return 0;
+}
+
+/* s.seq reads the pinned sequence number; other keys are methods. */
+static int snap_index(lua_State *L) {
+  LSnap *s = (LSnap *)checkself(L, lua_upvalueindex(2), SNAP_MT);
+  size_t len;
+  const char *k;
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    k = lua_tolstring(L, 2, &len);
+    if (len == 3 && memcmp(k, "seq", 3) == 0) {
+      lua_pushinteger(L, (lua_Integer)s->seq);
+      return 1;
+    }
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1)); /* methods[k] */
+  return 1;
+}
+
+static int snap_tostring(lua_State *L) {
+  LSnap *s = (LSnap *)checkself(L, SELF_MT, SNAP_MT);
+  if (s->snap == NULL)
+    lua_pushfstring(L, "lunakv.snapshot (seq %I, closed)", (lua_Integer)s->seq);
+  else
+    lua_pushfstring(L, "lunakv.snapshot (seq %I)", (lua_Integer)s->seq);
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** lunakv.iter
+** ======================================================================= */
+
+/* After a move: an iterator that stopped on an error raises it. Returns
+ * whether it is positioned on a key. */
+static int iter_moved(lua_State *L, LIter *p) {
+  lkv_err err;
+  int rc;
+  if (lkv_iter_valid(p->it)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  err.msg[0] = '\0';
+  rc = lkv_iter_status(p->it, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+static int iter_seek(lua_State *L) {
+  LIter *p = toiter(L);
+  size_t klen;
+  const char *key = checkbytes(L, 2, &klen);
+  lkv_iter_seek(p->it, key, klen);
+  return iter_moved(L, p);
+}
+
+static int iter_seek_first(lua_State *L) {
+  LIter *p = toiter(L);
+  lkv_iter_seek_first(p->it);
+  return iter_moved(L, p);
+}
+
+static int iter_next(lua_State *L) {
+  LIter *p = toiter(L);
+  if (!lkv_iter_valid(p->it))
+    return luaL_error(L, "lunakv: iter:next() needs a valid iterator "
+                         "(seek first, and stop when valid() is false)");
+  lkv_iter_next(p->it);
+  return iter_moved(L, p);
+}
+
+static int iter_valid(lua_State *L) {
+  LIter *p = toiter(L);
+  lua_pushboolean(L, lkv_iter_valid(p->it));
+  return 1;
+}
+
+static int iter_key(lua_State *L) {
+  LIter *p = toiter(L);
+  size_t len;
+  const char *k;
+  if (!lkv_iter_valid(p->it)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  k = lkv_iter_key(p->it, &len);
+  lua_pushlstring(L, k, len);
+  return 1;
+}
+
+static int iter_value(lua_State *L) {
+  LIter *p = toiter(L);
+  size_t len;
+  const char *v;
+  if (!lkv_iter_valid(p->it)) {
+    lua_pushnil(L);
+    return 1;
+  }
+  v = lkv_iter_value(p->it, &len);
+  lua_pushlstring(L, v, len);
+  return 1;
+}
+
+/* close(), __close and __gc. */
+static int iter_close(lua_State *L) {
+  LIter *p = (LIter *)checkself(L, SELF_MT, ITER_MT);
+  child_close(&p->c);
+  return 0;
+}
+
+static int iter_tostring(lua_State *L) {
+  LIter *p = (LIter *)checkself(L, SELF_MT, ITER_MT);
+  const char *state = p->it == NULL            ? "closed"
+                      : lkv_iter_valid(p->it) ? "valid"
+                                              : "not valid";
+  lua_pushfstring(L, "lunakv.iter (%s)", state);
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** lunakv.batch
+** ======================================================================= */
+
+static int batch_set(lua_State *L) {
+  LBatch *b = tobatch(L);
+  size_t klen, vlen;
+  const char *key = checkbytes(L, 2, &klen);
+  const char *val = checkbytes(L, 3, &vlen);
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_batch_set(b->b, key, klen, val, vlen, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_settop(L, 1);
+  return 1; /* the batch, for chaining */
+}
+
+static int batch_delete(lua_State *L) {
+  LBatch *b = tobatch(L);
+  size_t klen;
+  const char *key = checkbytes(L, 2, &klen);
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_batch_delete(b->b, key, klen, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int batch_count(lua_State *L) {
+  LBatch *b = tobatch(L);
+  lua_pushinteger(L, (lua_Integer)lkv_batch_count(b->b));
+  return 1;
+}
+
+static int batch_clear(lua_State *L) {
+  LBatch *b = tobatch(L);
+  lkv_batch_clear(b->b);
+  return 0;
+}
+
+/* Apply atomically; on success the batch is emptied for reuse, on failure
+ * it is left as it was so the caller may retry. */
+static int batch_commit(lua_State *L) {
+  LBatch *b = tobatch(L);
+  uint64_t seq = 0;
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  /* an open batch has an open db: db:close() closes its batches */
+  rc = lkv_db_write(b->c.owner->db, b->b, &seq, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lkv_batch_clear(b->b);
+  lua_pushinteger(L, (lua_Integer)seq);
+  return 1;
+}
+
+/* close(), __close and __gc. */
+static int batch_close(lua_State *L) {
+  LBatch *b = (LBatch *)checkself(L, SELF_MT, BATCH_MT);
+  child_close(&b->c);
+  return 0;
+}
+
+static int batch_tostring(lua_State *L) {
+  LBatch *b = (LBatch *)checkself(L, SELF_MT, BATCH_MT);
+  if (b->b == NULL)
+    lua_pushliteral(L, "lunakv.batch (closed)");
+  else
+    lua_pushfstring(L, "lunakv.batch (%I ops)",
+                    (lua_Integer)lkv_batch_count(b->b));
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The module
+** ======================================================================= */
+
+enum { OPT_SIZE, OPT_INT, OPT_U64 };
+
+static const struct {
+  const char *name;
+  int kind;
+  size_t offset;
+} optfields[] = {
+    {"max_memtable_size", OPT_SIZE, offsetof(lkv_options, max_memtable_size)},
+    {"max_l0_files", OPT_INT, offsetof(lkv_options, max_l0_files)},
+    {"l0_slowdown_files", OPT_INT, offsetof(lkv_options, l0_slowdown_files)},
+    {"l0_stop_files", OPT_INT, offsetof(lkv_options, l0_stop_files)},
+    {"bloom_bits_per_key", OPT_INT, offsetof(lkv_options, bloom_bits_per_key)},
+    {"bloom_hash_functions", OPT_INT,
+     offsetof(lkv_options, bloom_hash_functions)},
+    {"bloom_min_bits", OPT_SIZE, offsetof(lkv_options, bloom_min_bits)},
+    {"sparse_index_n", OPT_INT, offsetof(lkv_options, sparse_index_n)},
+    {"block_size", OPT_SIZE, offsetof(lkv_options, block_size)},
+    {"table_size", OPT_SIZE, offsetof(lkv_options, table_size)},
+    {"level1_max_bytes", OPT_U64, offsetof(lkv_options, level1_max_bytes)},
+    {"level_multiplier", OPT_INT, offsetof(lkv_options, level_multiplier)},
+    {"block_cache_bytes", OPT_SIZE, offsetof(lkv_options, block_cache_bytes)},
+    {"wal_buffer_size", OPT_INT, offsetof(lkv_options, wal_buffer_size)},
+};
+
+#define NOPTFIELDS (sizeof optfields / sizeof optfields[0])
+
+static const char *const syncnames[] = {"none", "batch", "always", NULL};
+
+static int opterror(lua_State *L, int arg, const char *key, const char *what) {
+  return luaL_argerror(L, arg,
+                       lua_pushfstring(L, "option '%s' %s", key, what));
+}
+
+/* Read the options table at arg into *o. The Lua facade has already
+ * checked them with friendlier messages; this is the last line. The key
+ * and value stay on the stack while read, so log_file_name may point into
+ * the table's string until lkv_db_open copies it. */
+static void readopts(lua_State *L, int arg, lkv_options *o) {
+  lua_pushnil(L); /* +1 first key */
+  while (lua_next(L, arg) != 0) { /* -1 +2 key, value */
+    const char *key;
+    size_t i;
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_argerror(L, arg, "option names must be strings");
+    key = lua_tostring(L, -2);
+    if (strcmp(key, "sync") == 0) {
+      if (lua_type(L, -1) != LUA_TSTRING)
+        opterror(L, arg, key, "must be \"none\", \"batch\" or \"always\"");
+      for (i = 0; syncnames[i] != NULL; i++)
+        if (strcmp(lua_tostring(L, -1), syncnames[i]) == 0) break;
+      if (syncnames[i] == NULL)
+        opterror(L, arg, key, "must be \"none\", \"batch\" or \"always\"");
+      o->sync = (lkv_sync_mode)i;
+    } else if (strcmp(key, "log_file_name") == 0) {
+      size_t len;
+      const char *s;
+      if (lua_type(L, -1) != LUA_TSTRING)
+        opterror(L, arg, key, "must be a string");
+      s = lua_tolstring(L, -1, &len);
+      if (len == 0 || strlen(s) != len)
+        opterror(L, arg, key, "must be a non-empty name without zero bytes");
+      o->log_file_name = s;
+    } else {
+      int isint;
+      lua_Integer n;
+      char *field;
+      for (i = 0; i < NOPTFIELDS; i++)
+        if (strcmp(key, optfields[i].name) == 0) break;
+      if (i == NOPTFIELDS) opterror(L, arg, key, "is unknown");
+      n = lua_tointegerx(L, -1, &isint);
+      if (!isint || lua_type(L, -1) != LUA_TNUMBER)
+        opterror(L, arg, key, "must be an integer");
+      if (n < 0) opterror(L, arg, key, "must be >= 0");
+      field = (char *)o + optfields[i].offset;
+      switch (optfields[i].kind) {
+      case OPT_INT:
+        if (n > INT_MAX) opterror(L, arg, key, "is too large");
+        *(int *)(void *)field = (int)n;
+        break;
+      case OPT_SIZE:
+        if ((uint64_t)n > SIZE_MAX) opterror(L, arg, key, "is too large");
+        *(size_t *)(void *)field = (size_t)n;
+        break;
+      default:
+        *(uint64_t *)(void *)field = (uint64_t)n;
+        break;
+      }
+    }
+    lua_pop(L, 1); /* -1 value; keep the key for lua_next */
+  }
+}
+
+/* core.open(dir [, opts]) -> db */
+static int core_open(lua_State *L) {
+  size_t dlen;
+  const char *dir = checkbytes(L, 1, &dlen);
+  lkv_options o;
+  LDb *d;
+  lkv_db *db = NULL;
+  lkv_err err;
+  int rc;
+  luaL_argcheck(L, dlen > 0 && strlen(dir) == dlen, 1,
+                "directory must be a non-empty path without zero bytes");
+  lkv_options_init(&o);
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    readopts(L, 2, &o);
+  }
+  d = (LDb *)lua_newuserdatauv(L, sizeof *d, 1); /* +1 db, closed */
+  memset(d, 0, sizeof *d);
+  luaL_setmetatable(L, DB_MT);
+  lua_pushvalue(L, 1);         /* +1 dir */
+  lua_setiuservalue(L, -2, 1); /* -1: shown by __tostring */
+  err.msg[0] = '\0';
+  rc = lkv_db_open(dir, &o, &db, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  d->db = db;
+  return 1;
+}
+
+/* core.defaults() -> the engine's default options, as core.open reads them. */
+static int core_defaults(lua_State *L) {
+  lkv_options o;
+  size_t i;
+  lkv_options_init(&o);
+  lua_createtable(L, 0, (int)NOPTFIELDS + 2);
+  for (i = 0; i < NOPTFIELDS; i++) {
+    const char *field = (const char *)&o + optfields[i].offset;
+    lua_Integer n;
+    switch (optfields[i].kind) {
+    case OPT_INT:
+      n = *(const int *)(const void *)field;
+      break;
+    case OPT_SIZE:
+      n = (lua_Integer) * (const size_t *)(const void *)field;
+      break;
+    default:
+      n = (lua_Integer) * (const uint64_t *)(const void *)field;
+      break;
+    }
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, optfields[i].name);
+  }
+  lua_pushstring(L, (unsigned)o.sync < 3 ? syncnames[o.sync] : "batch");
+  lua_setfield(L, -2, "sync");
+  lua_pushstring(L, o.log_file_name != NULL ? o.log_file_name : "wal.log");
+  lua_setfield(L, -2, "log_file_name");
+  return 1;
+}
+
+static const luaL_Reg db_methods[] = {
+    {"set", db_set},
+    {"get", db_get},
+    {"delete", db_delete},
+    {"scan", db_scan},
+    {"iter", db_iter},
+    {"snapshot", db_snapshot},
+    {"batch", db_batch},
+    {"last_seq", db_last_seq},
+    {"stats", db_stats},
+    {"tables", db_tables},
+    {"flush", db_flush},
+    {"compact", db_compact},
+    {"close", db_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg db_meta[] = {
+    {"__gc", db_gc},
+    {"__close", db_gc},
+    {"__tostring", db_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg snap_methods[] = {
+    {"get", snap_get},
+    {"scan", snap_scan},
+    {"iter", snap_iter},
+    {"release", snap_release},
+    {"close", snap_release},
+    {NULL, NULL},
+};
+
+static const luaL_Reg snap_meta[] = {
+    {"__gc", snap_release},
+    {"__close", snap_release},
+    {"__tostring", snap_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg iter_methods[] = {
+    {"seek", iter_seek},
+    {"seek_first", iter_seek_first},
+    {"next", iter_next},
+    {"valid", iter_valid},
+    {"key", iter_key},
+    {"value", iter_value},
+    {"close", iter_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg iter_meta[] = {
+    {"__gc", iter_close},
+    {"__close", iter_close},
+    {"__tostring", iter_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg batch_methods[] = {
+    {"set", batch_set},
+    {"delete", batch_delete},
+    {"count", batch_count},
+    {"clear", batch_clear},
+    {"commit", batch_commit},
+    {"close", batch_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg batch_meta[] = {
+    {"__gc", batch_close},
+    {"__close", batch_close},
+    {"__tostring", batch_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg box_meta[] = {
+    {"__gc", box_gc},
+    {"__close", box_gc},
+    {NULL, NULL},
+};
+
+static const luaL_Reg core_funcs[] = {
+    {"open", core_open},
+    {"defaults", core_defaults},
+    {NULL, NULL},
+};
+
+/* Create metatable `name` with its metamethods and, unless indexf is given,
+ * __index = the methods table. Methods and metamethods get the metatable as
+ * upvalue 1 (SELF_MT); indexf, when given, is a C function with upvalues
+ * methods table, metatable. */
+static void newclass(lua_State *L, const char *name, const luaL_Reg *meta,
+                     const luaL_Reg *methods, lua_CFunction indexf) {
+  luaL_newmetatable(L, name); /* +1 mt */
+  lua_pushvalue(L, -1);       /* +1 mt (upvalue) */
+  luaL_setfuncs(L, meta, 1);  /* -1 */
+  if (methods != NULL) {
+    lua_newtable(L);            /* +1 methods */
+    lua_pushvalue(L, -2);       /* +1 mt (upvalue) */
+    luaL_setfuncs(L, methods, 1); /* -1 */
+    if (indexf != NULL) {
+      lua_pushvalue(L, -2);                /* +1 mt */
+      lua_pushcclosure(L, indexf, 2);      /* -2 +1 __index */
+    }
+    lua_setfield(L, -2, "__index"); /* -1 */
+  }
+  lua_pop(L, 1); /* -1 mt */
+}
+
+__attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L) {
+  newclass(L, DB_MT, db_meta, db_methods, NULL);
+  newclass(L, SNAP_MT, snap_meta, snap_methods, snap_index);
+  newclass(L, ITER_MT, iter_meta, iter_methods, NULL);
+  newclass(L, BATCH_MT, batch_meta, batch_methods, NULL);
+  newclass(L, BOX_MT, box_meta, NULL, NULL);
+  luaL_newlib(L, core_funcs);
+  lua_pushliteral(L, LKV_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushinteger(L, (lua_Integer)LKV_MAX_KEY_BYTES);
+  lua_setfield(L, -2, "max_key_bytes");
+  lua_pushinteger(L, (lua_Integer)LKV_MAX_VALUE_BYTES);
+  lua_setfield(L, -2, "max_value_bytes");
+  lua_pushinteger(L, LKV_MAX_LEVELS);
+  lua_setfield(L, -2, "max_levels");
+  return 1;
+}
+
+/* }====================================================================== */

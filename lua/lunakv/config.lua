@@ -1,0 +1,309 @@
+-- lunakv.config - options from built-in defaults < a `.env` file <
+-- environment variables, keyed by the seed's names (LOG_FILE_NAME,
+-- MAX_MEMTABLE_SIZE, ...). Pure Lua: it needs no engine.
+--
+--   local opts, info = config.load([dir [, env]])
+--
+-- opts has one lowercase key per known variable (max_memtable_size, sync,
+-- bloom_filter_size, data_dir, ...), ready for lunakv.open(dir, opts).
+-- info = { file = path of the .env read or nil, warnings = { ... },
+--          sources = { key = "default" | "FILE:LINE" | "environment" } }.
+-- Unknown keys and unparsable lines in .env are warnings (file:line);
+-- a bad value for a known key raises an error naming key, value and source.
+
+local M = {}
+
+local INT_MAX = 0x7fffffff
+local MiB = 1024 * 1024
+
+-- Every option lunakv knows, in documentation order. Fields:
+--   key     the Lua name (lunakv.open option, config.load result key)
+--   env     the .env / environment variable name; nil = Lua-only option
+--   kind    "int", "string" or "sync"
+--   min/max the accepted integer range
+--   default the built-in default (= lkv_options_init for engine options)
+--   engine  the engine option it sets (lunakv.core), or false when the
+--           engine ignores it (kept for the seed's .env and later layers)
+M.schema = {
+  { key = "log_file_name", env = "LOG_FILE_NAME", kind = "string",
+    default = "wal.log", engine = "log_file_name",
+    doc = "WAL file name inside the data directory" },
+  { key = "max_memtable_size", env = "MAX_MEMTABLE_SIZE", kind = "int",
+    min = 1, default = 4 * MiB, engine = "max_memtable_size",
+    doc = "bytes before the memtable is frozen and flushed" },
+  { key = "max_l0_files", env = "MAX_L0_FILES", kind = "int", min = 1,
+    max = INT_MAX, default = 4, engine = "max_l0_files",
+    doc = "L0 tables that trigger a compaction" },
+  { key = "l0_slowdown_files", env = "L0_SLOWDOWN_FILES", kind = "int",
+    min = 1, max = INT_MAX, default = 8, engine = "l0_slowdown_files",
+    doc = "L0 tables at which writes are delayed" },
+  { key = "l0_stop_files", env = "L0_STOP_FILES", kind = "int", min = 1,
+    max = INT_MAX, default = 12, engine = "l0_stop_files",
+    doc = "L0 tables at which writes wait" },
+  { key = "bloom_filter_size", env = "BLOOM_FILTER_SIZE", kind = "int",
+    min = 0, default = 0, engine = "bloom_min_bits",
+    doc = "smallest Bloom filter in bits (seed name of bloom_min_bits)" },
+  { key = "hash_functions", env = "HASH_FUNCTIONS", kind = "int", min = 0,
+    max = INT_MAX, default = 0, engine = "bloom_hash_functions",
+    doc = "Bloom hash functions, 0 = derived from bits per key" },
+  { key = "bloom_bits_per_key", env = "BLOOM_BITS_PER_KEY", kind = "int",
+    min = 0, max = INT_MAX, default = 10, engine = "bloom_bits_per_key",
+    doc = "Bloom filter bits per key" },
+  { key = "bloom_min_bits", kind = "int", min = 0, default = 0,
+    engine = "bloom_min_bits", doc = "smallest Bloom filter in bits" },
+  { key = "bloom_hash_functions", kind = "int", min = 0, max = INT_MAX,
+    default = 0, engine = "bloom_hash_functions",
+    doc = "Bloom hash functions, 0 = derived from bits per key" },
+  { key = "sparse_index_n", env = "SPARSE_INDEX_N", kind = "int", min = 1,
+    max = INT_MAX, default = 16, engine = "sparse_index_n",
+    doc = "a full key every Nth entry of a block" },
+  { key = "block_size", env = "BLOCK_SIZE", kind = "int", min = 1,
+    default = 4096, engine = "block_size",
+    doc = "target data block size in bytes" },
+  { key = "table_size", env = "TABLE_SIZE", kind = "int", min = 1,
+    default = 4 * MiB, engine = "table_size",
+    doc = "target SSTable size for compaction output" },
+  { key = "level1_max_bytes", env = "LEVEL1_MAX_BYTES", kind = "int",
+    min = 1, default = 10 * MiB, engine = "level1_max_bytes",
+    doc = "L1 size before it spills into L2" },
+  { key = "level_multiplier", env = "LEVEL_MULTIPLIER", kind = "int",
+    min = 1, max = INT_MAX, default = 10, engine = "level_multiplier",
+    doc = "level n+1 holds this many times level n" },
+  { key = "block_cache_bytes", env = "BLOCK_CACHE_BYTES", kind = "int",
+    min = 0, default = 8 * MiB, engine = "block_cache_bytes",
+    doc = "block cache capacity, 0 = none" },
+  { key = "wal_buffer_size", env = "WAL_BUFFER_SIZE", kind = "int", min = 1,
+    max = INT_MAX, default = 100, engine = "wal_buffer_size",
+    doc = "writes per WAL write when sync = batch" },
+  { key = "sync", env = "SYNC", kind = "sync", default = "batch",
+    engine = "sync", doc = "none | batch | always" },
+  { key = "tombstone_value", env = "TOMBSTONE_VALUE", kind = "string",
+    default = "__TOMBSTONE__", engine = false,
+    doc = "ignored: lunakv deletes are typed, not a magic value" },
+  { key = "log_compaction_threshold", env = "LOG_COMPACTION_THRESHOLD",
+    kind = "int", min = 1, default = 10000, engine = false,
+    doc = "replication log entries before a snapshot (node layer)" },
+  { key = "benchmark_n", env = "BENCHMARK_N", kind = "int", min = 1,
+    default = 100000, engine = false,
+    doc = "operations per benchmark run" },
+  { key = "data_dir", env = "DATA_DIR", kind = "string", default = "data",
+    engine = false, doc = "data directory of the shell and nodes" },
+}
+
+M.SYNC_MODES = { "none", "batch", "always" }
+
+local by_key, by_env = {}, {}
+for _, spec in ipairs(M.schema) do
+  by_key[spec.key] = spec
+  if spec.env then by_env[spec.env] = spec end
+end
+M.by_key = by_key
+
+local function show(v)
+  if type(v) == "string" then return string.format("%q", v) end
+  return tostring(v)
+end
+M.show = show
+
+-- What values of spec are accepted, for messages.
+function M.expected(spec)
+  if spec.kind == "sync" then return '"none", "batch" or "always"' end
+  if spec.kind == "string" then return "a string" end
+  if spec.max then
+    return string.format("an integer from %d to %d", spec.min, spec.max)
+  end
+  return string.format("an integer >= %d", spec.min)
+end
+
+-- Check a Lua value against spec. Returns the value (integers normalised)
+-- or nil and the reason.
+function M.check(spec, v)
+  if spec.kind == "string" then
+    if type(v) ~= "string" then return nil, "expected a string" end
+    if spec.key == "log_file_name" and (v == "" or v:find("[/%z]")) then
+      return nil, "expected a file name (non-empty, no '/')"
+    end
+    return v
+  elseif spec.kind == "sync" then
+    for _, m in ipairs(M.SYNC_MODES) do
+      if v == m then return v end
+    end
+    return nil, 'expected "none", "batch" or "always"'
+  end
+  local n = math.type(v) and math.tointeger(v)
+  if not n then return nil, "expected " .. M.expected(spec) end
+  if n < spec.min or (spec.max and n > spec.max) then
+    if n < 0 then return nil, "must not be negative" end
+    return nil, "expected " .. M.expected(spec)
+  end
+  return n
+end
+
+-- Turn the text of a variable into a value of spec's kind, or raise.
+local function convert(spec, text, source)
+  local v = text
+  if spec.kind == "int" then
+    local t = text:match("^%s*(.-)%s*$")
+    if not t:match("^[+-]?%d+$") then
+      error(string.format("lunakv: %s=%s (%s): not an integer",
+        spec.env, show(text), source), 0)
+    end
+    v = math.tointeger(tonumber(t))
+    if not v then
+      error(string.format("lunakv: %s=%s (%s): too large",
+        spec.env, show(text), source), 0)
+    end
+  end
+  local ok, why = M.check(spec, v)
+  if ok == nil then
+    error(string.format("lunakv: %s=%s (%s): %s", spec.env, show(text),
+      source, why), 0)
+  end
+  return ok
+end
+
+local ESCAPES = { n = "\n", t = "\t", r = "\r", ['"'] = '"', ["\\"] = "\\" }
+
+-- Parse the text of a .env file. `name` labels messages ("path/.env").
+-- Returns entries { {key=, value=, line=}, ... } in file order and a list
+-- of warnings for lines that are not KEY=VALUE. Raises on a value whose
+-- quote is not closed or is followed by something other than a comment.
+function M.parse(text, name)
+  name = name or ".env"
+  local entries, warnings = {}, {}
+  local lineno = 0
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    lineno = lineno + 1
+    line = line:gsub("\r$", "")
+    if lineno == 1 then line = line:gsub("^\239\187\191", "") end -- BOM
+    if line:match("^%s*$") or line:match("^%s*#") then goto continue end
+    do
+      local body = line:gsub("^%s*export%s+", "", 1)
+      local key, raw = body:match("^%s*([%a_][%w_]*)%s*=(.*)$")
+      local where = name .. ":" .. lineno
+      if not key then
+        warnings[#warnings + 1] = string.format(
+          "%s: ignored line (expected KEY=VALUE): %s", where, line)
+        goto continue
+      end
+      local raw0 = raw
+      raw = raw:gsub("^%s+", "")
+      local q = raw:sub(1, 1)
+      local value, rest
+      if q == '"' then
+        local buf, i = {}, 2
+        while true do
+          local c = raw:sub(i, i)
+          if c == "" then
+            error(string.format("lunakv: %s: %s: missing closing quote",
+              where, key), 0)
+          elseif c == "\\" and ESCAPES[raw:sub(i + 1, i + 1)] then
+            buf[#buf + 1] = ESCAPES[raw:sub(i + 1, i + 1)]
+            i = i + 2
+          elseif c == '"' then
+            break
+          else
+            buf[#buf + 1] = c
+            i = i + 1
+          end
+        end
+        value, rest = table.concat(buf), raw:sub(i + 1)
+      elseif q == "'" then
+        local close = raw:find("'", 2, true)
+        if not close then
+          error(string.format("lunakv: %s: %s: missing closing quote",
+            where, key), 0)
+        end
+        value, rest = raw:sub(2, close - 1), raw:sub(close + 1)
+      else
+        -- unquoted: a comment starts at a '#' that follows whitespace;
+        -- surrounding whitespace is dropped ("a#b" keeps its '#')
+        value = raw0:gsub("%s+#.*$", ""):match("^%s*(.-)%s*$")
+        rest = ""
+      end
+      if not (rest:match("^%s*$") or rest:match("^%s+#")) then
+        error(string.format("lunakv: %s: %s: unexpected text after the "
+          .. "closing quote: %s", where, key, rest:match("^%s*(.-)%s*$")), 0)
+      end
+      entries[#entries + 1] = { key = key, value = value, line = lineno }
+    end
+    ::continue::
+  end
+  return entries, warnings
+end
+
+-- A fresh table of the defaults, keyed like config.load's result.
+function M.defaults()
+  local t = {}
+  for _, spec in ipairs(M.schema) do
+    if spec.env then t[spec.key] = spec.default end
+  end
+  return t
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  -- a .env is a few lines; refuse to swallow something that is not one
+  local text = f:read(1024 * 1024 + 1) or ""
+  f:close()
+  if #text > 1024 * 1024 then
+    error("lunakv: " .. path .. ": larger than 1 MiB, not a .env file", 0)
+  end
+  return text
+end
+
+-- config.load([dir [, env]]): dir holds the .env (default: the current
+-- directory); env replaces os.getenv for tests: a table name -> value or a
+-- function(name) -> value. Empty environment variables count as unset.
+function M.load(dir, env)
+  if dir ~= nil and type(dir) ~= "string" then
+    error("bad argument #1 to 'load' (string expected, got "
+      .. type(dir) .. ")", 2)
+  end
+  local getenv = os.getenv
+  if type(env) == "table" then
+    getenv = function(k) return env[k] end
+  elseif type(env) == "function" then
+    getenv = env
+  elseif env ~= nil then
+    error("bad argument #2 to 'load' (table or function expected, got "
+      .. type(env) .. ")", 2)
+  end
+
+  local opts, info = M.defaults(), { warnings = {}, sources = {} }
+  for k in pairs(opts) do info.sources[k] = "default" end
+
+  local path = (dir and dir ~= "") and (dir:gsub("/+$", "") .. "/.env")
+    or ".env"
+  local text = read_file(path)
+  if text then
+    info.file = path
+    local entries, warnings = M.parse(text, path)
+    for _, w in ipairs(warnings) do info.warnings[#info.warnings + 1] = w end
+    for _, e in ipairs(entries) do
+      local spec = by_env[e.key]
+      local where = path .. ":" .. e.line
+      if spec then
+        opts[spec.key] = convert(spec, e.value, where)
+        info.sources[spec.key] = where
+      else
+        info.warnings[#info.warnings + 1] =
+          string.format("%s: unknown key %s (ignored)", where, e.key)
+      end
+    end
+  end
+
+  for _, spec in ipairs(M.schema) do
+    if spec.env then
+      local v = getenv(spec.env)
+      if v ~= nil and v ~= "" then
+        opts[spec.key] = convert(spec, tostring(v), "environment")
+        info.sources[spec.key] = "environment"
+      end
+    end
+  end
+  return opts, info
+end
+
+return M
