@@ -49,7 +49,7 @@ int lkv_block_builder_add(lkv_block_builder *bb, lkv_slice key,
   }
   size_t unshared = key.n - shared;
   /* Reserve everything first so a failure leaves the builder unchanged. */
-  size_t need = bb->buf.len + 15 + unshared + value.n;
+  size_t need = bb->buf.len + 30 + unshared + value.n; /* 3 varints */
   if (lkv_buf_reserve(&bb->buf, need)) return LKV_NOMEM;
   if (lkv_buf_reserve(&bb->last, key.n ? key.n : 1)) return LKV_NOMEM;
   if (restart && bb->nrestarts == bb->restarts_cap) {

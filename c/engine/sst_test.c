@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -554,6 +556,45 @@ static void test_builder_errors(void) {
   CHECK(open_table("000099.sst", NULL, NULL, &t, &err) == LKV_IOERROR);
 }
 
+/* A write that fails (here: the file size limit, EFBIG) makes the builder
+ * fail for good, and finish removes the half-written file. */
+static void test_write_failure(void) {
+  char path[512];
+  path_of(path, "000050.sst");
+  struct rlimit old, small;
+  getrlimit(RLIMIT_FSIZE, &old);
+  small = old;
+  small.rlim_cur = 300 * 1024;
+  void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+  CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
+  lkv_table_opts o = default_opts();
+  lkv_table_builder *b;
+  lkv_err err;
+  CHECK_OK(lkv_tb_new(path, &o, &b, &err), &err);
+  char v[1000];
+  memset(v, 'v', sizeof v);
+  int rc = LKV_OK, adds = 0;
+  for (unsigned i = 0; i < 1000 && rc == LKV_OK; i++, adds++) {
+    char k[32];
+    int n = snprintf(k, sizeof k, "key%06u", i);
+    lkv_put64(k + n, lkv_tag(i + 1, LKV_TYPE_VALUE));
+    lkv_slice ks = {k, (size_t)n + 8}, vs = {v, sizeof v};
+    rc = lkv_tb_add(b, ks, vs, &err);
+  }
+  CHECK(rc == LKV_IOERROR);
+  CHECK(strstr(err.msg, "000050.sst") != NULL);
+  printf("sst: write failure after %d adds -> %s\n", adds, err.msg);
+  char k[32] = "zzz";
+  lkv_put64(k + 3, 1);
+  lkv_slice ks = {k, 11}, vs = {v, 1};
+  CHECK(lkv_tb_add(b, ks, vs, &err) == LKV_IOERROR); /* sticky */
+  uint64_t size = 0;
+  CHECK(lkv_tb_finish(b, &size, &err) == LKV_IOERROR);
+  CHECK(access(path, F_OK) != 0); /* removed */
+  CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+  signal(SIGXFSZ, prev);
+}
+
 /* Damage one byte, reopen: open fails with corruption, or it succeeds and
  * every lookup either answers right or reports corruption. */
 static void expect_open_corrupt(const char *name, const char *what) {
@@ -626,27 +667,37 @@ static void test_corruption(void) {
     lkv_table_close(t);
   }
 
-  /* filter, index, footer, each field of the footer: open refuses */
+  /* filter, index, footer, each byte of the footer: open refuses. A
+   * second flip of the same byte restores the file. */
   copy_file("000012.sst", name);
-  flip_byte(name, foff + fsize / 2);
-  expect_open_corrupt(name, "filter byte flipped");
-  copy_file("000012.sst", name);
-  flip_byte(name, foff + fsize + 2); /* filter trailer crc */
-  expect_open_corrupt(name, "filter crc flipped");
-  copy_file("000012.sst", name);
-  flip_byte(name, ioff + isize / 3);
-  expect_open_corrupt(name, "index byte flipped");
-  copy_file("000012.sst", name);
-  flip_byte(name, ioff + isize); /* index block type byte */
-  expect_open_corrupt(name, "index type flipped");
+  struct {
+    uint64_t off;
+    const char *what;
+  } flips[] = {
+      {foff + fsize / 2, "filter byte flipped"},
+      {foff + fsize + 2, "filter crc flipped"},
+      {ioff + isize / 3, "index byte flipped"},
+      {ioff + isize, "index type flipped"},
+  };
+  for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
+    flip_byte(name, flips[i].off);
+    expect_open_corrupt(name, flips[i].what);
+    flip_byte(name, flips[i].off);
+  }
   for (uint64_t off = fsz - 56; off < fsz; off++) {
-    copy_file("000012.sst", name);
     flip_byte(name, off);
     expect_open_corrupt(name, off == fsz - 56 + 40   ? "footer version flipped"
                               : off == fsz - 1       ? "footer magic flipped"
                               : off == fsz - 56 + 45 ? "footer crc flipped"
                               : off == fsz - 56      ? "footer handle flipped"
                                                      : "quiet");
+    flip_byte(name, off);
+  }
+  {
+    lkv_table *t;
+    lkv_err err;
+    CHECK_OK(open_table(name, NULL, NULL, &t, &err), &err); /* restored */
+    lkv_table_close(t);
   }
   /* truncations */
   uint64_t cuts[] = {0, 1, 55, 56, 57, fsz / 2, foff, ioff, fsz - 57,
@@ -795,6 +846,7 @@ int main(void) {
   test_shapes();
   test_empty_table();
   test_builder_errors();
+  test_write_failure();
   test_corruption();
   test_flip_everywhere();
   test_threads();
