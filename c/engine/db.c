@@ -149,8 +149,9 @@ void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err) {
 }
 
 int lkv_db_install_sv(lkv_db *db) {
-  lkv_sv *s = calloc(1, sizeof *s);
+  lkv_sv *s = aligned_alloc(64, sizeof *s);
   if (s == NULL) return LKV_NOMEM;
+  memset(s, 0, sizeof *s);
   atomic_init(&s->refs, 1);
   s->mem = db->mem;
   lkv_mem_ref(s->mem);
@@ -162,8 +163,47 @@ int lkv_db_install_sv(lkv_db *db) {
   lkv_version_ref(s->v);
   lkv_sv *old = db->sv;
   db->sv = s;
+  /* publish to every stripe; a stripe's old sv is dropped now if no point
+   * read uses it, else by its last reader */
+  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+    lkv_sv_stripe *st = &db->stripes[i];
+    lkv_sv_ref(s);
+    pthread_mutex_lock(&st->mu);
+    lkv_sv *prev = st->sv;
+    st->sv = s;
+    int drop = prev && prev->local[i].readers == 0;
+    if (prev && !drop) prev->local[i].retired = 1;
+    pthread_mutex_unlock(&st->mu);
+    if (drop) lkv_sv_unref(prev);
+  }
   lkv_sv_unref(old);
   return LKV_OK;
+}
+
+/* The calling thread's stripe, handed out round robin on first use. */
+static unsigned my_stripe(void) {
+  static atomic_uint next;
+  static _Thread_local unsigned mine = UINT32_MAX;
+  if (mine == UINT32_MAX)
+    mine = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % LKV_SV_STRIPES;
+  return mine;
+}
+
+static lkv_sv *sv_acquire(lkv_db *db, unsigned s) {
+  lkv_sv_stripe *st = &db->stripes[s];
+  pthread_mutex_lock(&st->mu);
+  lkv_sv *sv = st->sv;
+  sv->local[s].readers++;
+  pthread_mutex_unlock(&st->mu);
+  return sv;
+}
+
+static void sv_release(lkv_db *db, lkv_sv *sv, unsigned s) {
+  lkv_sv_stripe *st = &db->stripes[s];
+  pthread_mutex_lock(&st->mu);
+  int drop = --sv->local[s].readers == 0 && sv->local[s].retired;
+  pthread_mutex_unlock(&st->mu);
+  if (drop) lkv_sv_unref(sv);
 }
 
 lkv_sv *lkv_db_sv(lkv_db *db) {
@@ -657,15 +697,12 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
   char stack[256];
   char *ik = klen + LKV_TAG_BYTES <= sizeof stack ? stack : malloc(klen + LKV_TAG_BYTES);
   if (ik == NULL) return lkv_seterr(err, LKV_NOMEM, "get");
-  pthread_mutex_lock(&db->mu);
-  if (db->shutting_down) {
-    pthread_mutex_unlock(&db->mu);
+  if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
     if (ik != stack) free(ik);
     return lkv_seterr(err, LKV_CLOSED, "db is closed");
   }
-  lkv_sv *s = db->sv;
-  lkv_sv_ref(s);
-  pthread_mutex_unlock(&db->mu);
+  unsigned stripe = my_stripe();
+  lkv_sv *s = sv_acquire(db, stripe);
 
   uint64_t last = lkv_db_last_seq(db);
   if (at > last) at = last;
@@ -678,7 +715,7 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
     rc = lkv_mem_get(s->imm[i], key, klen, at, &type, val);
   if (rc == LKV_NOTFOUND) rc = lkv_version_get(s->v, target, &type, val, err);
   if (rc == LKV_NOMEM) lkv_seterr(err, LKV_NOMEM, "get: value buffer");
-  lkv_sv_unref(s);
+  sv_release(db, s, stripe);
   if (ik != stack) free(ik);
   if (rc == LKV_OK && type == LKV_TYPE_DELETE) rc = LKV_NOTFOUND;
   return rc;
@@ -1052,6 +1089,10 @@ out:
 }
 
 static void db_free(lkv_db *db) {
+  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+    lkv_sv_unref(db->stripes[i].sv);
+    pthread_mutex_destroy(&db->stripes[i].mu);
+  }
   lkv_sv_unref(db->sv);
   lkv_version_unref(db->current);
   lkv_mem_unref(db->mem);
@@ -1083,14 +1124,17 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   if ((rc = check_options(&o, err))) return rc;
   if ((rc = lkv_env_mkdirs(dir, err))) return rc;
 
-  lkv_db *db = calloc(1, sizeof *db);
+  /* aligned: the read stripes are cache-line aligned */
+  lkv_db *db = aligned_alloc(64, sizeof *db);
   if (db == NULL) return lkv_seterr(err, LKV_NOMEM, "open %s", dir);
+  memset(db, 0, sizeof *db);
   db->lock_fd = -1;
   pthread_mutex_init(&db->mu, NULL);
   pthread_mutex_init(&db->manifest_mu, NULL);
   pthread_cond_init(&db->flush_cv, NULL);
   pthread_cond_init(&db->compact_cv, NULL);
   pthread_cond_init(&db->done_cv, NULL);
+  for (int i = 0; i < LKV_SV_STRIPES; i++) pthread_mutex_init(&db->stripes[i].mu, NULL);
   db->snap_list.next = db->snap_list.prev = &db->snap_list;
   db->o = o;
   db->dir = strdup(dir);
@@ -1148,6 +1192,7 @@ int lkv_db_close(lkv_db *db, lkv_err *err) {
     pthread_mutex_lock(&db->mu);
   }
   db->shutting_down = 1;
+  atomic_store(&db->closing, 1);
   pthread_cond_broadcast(&db->flush_cv);
   pthread_cond_broadcast(&db->compact_cv);
   pthread_cond_broadcast(&db->done_cv);

@@ -50,14 +50,30 @@ typedef struct lkv_version {
   lkv_fmeta **files[LKV_MAX_LEVELS];
 } lkv_version;
 
-/* Everything a reader needs, referenced in one step. */
+/* Point reads are striped so that concurrent readers share no cache line:
+ * each thread uses one stripe (its own mutex and reader count). */
+#define LKV_SV_STRIPES 16
+
+/* Everything a reader needs, referenced in one step. Two kinds of
+ * reference: `refs` (atomic, for long holders such as iterators, and one
+ * per stripe that currently publishes this sv) and the per-stripe reader
+ * counts used by point reads, which touch only their own stripe. */
 typedef struct lkv_sv {
   atomic_int refs;
   lkv_mem *mem;
   int nimm;
   lkv_mem *imm[LKV_MAX_IMM]; /* newest first */
   lkv_version *v;
+  struct {
+    _Alignas(64) int readers; /* (the stripe's mutex) */
+    int retired; /* the stripe moved on; last reader drops its ref */
+  } local[LKV_SV_STRIPES];
 } lkv_sv;
+
+typedef struct lkv_sv_stripe {
+  _Alignas(64) pthread_mutex_t mu;
+  lkv_sv *sv; /* holds one reference */
+} lkv_sv_stripe;
 
 /* A version change: files added and removed, and the WAL cut-off. */
 typedef struct lkv_edit {
@@ -102,6 +118,8 @@ struct lkv_db {
 
   lkv_version *current; /* (mu) */
   lkv_sv *sv;           /* (mu) */
+  lkv_sv_stripe stripes[LKV_SV_STRIPES]; /* each under its own mutex */
+  atomic_int closing;   /* set once close begins: reads refuse */
 
   lkv_snapshot snap_list; /* circular sentinel; oldest first (mu) */
   int live_snapshots;     /* (mu) */
