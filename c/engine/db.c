@@ -180,15 +180,6 @@ int lkv_db_install_sv(lkv_db *db) {
   return LKV_OK;
 }
 
-/* The calling thread's stripe, handed out round robin on first use. */
-static unsigned my_stripe(void) {
-  static atomic_uint next;
-  static _Thread_local unsigned mine = UINT32_MAX;
-  if (mine == UINT32_MAX)
-    mine = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % LKV_SV_STRIPES;
-  return mine;
-}
-
 static lkv_sv *sv_acquire(lkv_db *db, unsigned s) {
   lkv_sv_stripe *st = &db->stripes[s];
   pthread_mutex_lock(&st->mu);
@@ -701,7 +692,7 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
     if (ik != stack) free(ik);
     return lkv_seterr(err, LKV_CLOSED, "db is closed");
   }
-  unsigned stripe = my_stripe();
+  unsigned stripe = lkv_thread_stripe() % LKV_SV_STRIPES;
   lkv_sv *s = sv_acquire(db, stripe);
 
   uint64_t last = lkv_db_last_seq(db);
@@ -839,10 +830,12 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   st->stall_stops = atomic_load(&db->stall_stops);
   st->stall_micros = atomic_load(&db->stall_micros);
   st->wal_syncs = atomic_load(&db->wal_syncs);
-  st->bloom_checks = atomic_load(&db->counters.bloom_checks);
-  st->bloom_negatives = atomic_load(&db->counters.bloom_negatives);
-  st->block_reads = atomic_load(&db->counters.block_reads);
-  st->block_cache_hits = atomic_load(&db->counters.cache_hits);
+  lkv_counter_totals ct;
+  lkv_table_counters_total(&db->counters, &ct);
+  st->bloom_checks = ct.bloom_checks;
+  st->bloom_negatives = ct.bloom_negatives;
+  st->block_reads = ct.block_reads;
+  st->block_cache_hits = ct.cache_hits;
   st->block_cache_bytes = db->cache ? lkv_cache_usage(db->cache) : 0;
 }
 

@@ -2,6 +2,7 @@
 #include "env.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -154,4 +155,12 @@ uint64_t lkv_env_now_micros(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+unsigned lkv_thread_stripe(void) {
+  static atomic_uint next;
+  static _Thread_local unsigned mine = UINT32_MAX;
+  if (mine == UINT32_MAX)
+    mine = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % 16u;
+  return mine;
 }

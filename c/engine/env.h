@@ -36,5 +36,9 @@ void lkv_env_unlock(int fd);
 int lkv_env_path(char *buf, size_t n, const char *dir, const char *name,
                  lkv_err *err);
 uint64_t lkv_env_now_micros(void);
+/* A small number naming the calling thread's stripe (0 .. 15), handed out
+ * round robin on first use: per-thread slots of striped counters and
+ * locks, so concurrent threads do not share a cache line. */
+unsigned lkv_thread_stripe(void);
 
 #endif

@@ -46,8 +46,23 @@ typedef struct cblock {
   char data[];
 } cblock;
 
-static inline void bump(lkv_table_counters *c, atomic_uint_fast64_t *n) {
-  if (c) atomic_fetch_add_explicit(n, 1, memory_order_relaxed);
+/* Bump one counter of the calling thread's stripe (no shared line). */
+#define bump(c, field)                                                    \
+  do {                                                                    \
+    if (c)                                                                \
+      atomic_fetch_add_explicit(&(c)->s[lkv_thread_stripe()].field, 1,    \
+                                memory_order_relaxed);                    \
+  } while (0)
+
+void lkv_table_counters_total(const lkv_table_counters *c, lkv_counter_totals *out) {
+  memset(out, 0, sizeof *out);
+  for (int i = 0; i < LKV_COUNTER_STRIPES; i++) {
+    lkv_counter_stripe *p = (lkv_counter_stripe *)&c->s[i];
+    out->bloom_checks += atomic_load_explicit(&p->bloom_checks, memory_order_relaxed);
+    out->bloom_negatives += atomic_load_explicit(&p->bloom_negatives, memory_order_relaxed);
+    out->block_reads += atomic_load_explicit(&p->block_reads, memory_order_relaxed);
+    out->cache_hits += atomic_load_explicit(&p->cache_hits, memory_order_relaxed);
+  }
 }
 
 static int corrupt(const lkv_table *t, uint64_t off, const char *why,
@@ -294,12 +309,12 @@ static int load_block(lkv_table *t, size_t i, blockref *r, lkv_buf *scratch,
     if (lkv_buf_reserve(scratch, n))
       return lkv_seterr(err, LKV_NOMEM, "reading block of %s", t->name);
     if ((rc = read_at(t, scratch->data, n, e->off, err))) return rc;
-    if (t->counters) bump(t->counters, &t->counters->block_reads);
+    if (t->counters) bump(t->counters, block_reads);
     return verify_parse(t, e, scratch->data, &r->b, err);
   }
   r->h = lkv_cache_lookup(t->cache, t->number, e->off);
   if (r->h) {
-    if (t->counters) bump(t->counters, &t->counters->cache_hits);
+    if (t->counters) bump(t->counters, cache_hits);
     r->b = ((cblock *)lkv_cache_value(r->h))->b;
     return LKV_OK;
   }
@@ -307,7 +322,7 @@ static int load_block(lkv_table *t, size_t i, blockref *r, lkv_buf *scratch,
   if (cb == NULL)
     return lkv_seterr(err, LKV_NOMEM, "reading block of %s", t->name);
   if ((rc = read_at(t, cb->data, n, e->off, err)) == LKV_OK) {
-    if (t->counters) bump(t->counters, &t->counters->block_reads);
+    if (t->counters) bump(t->counters, block_reads);
     rc = verify_parse(t, e, cb->data, &cb->b, err);
   }
   if (rc) {
@@ -356,10 +371,10 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
                       t->name);
   lkv_slice uk = lkv_ikey_user(target);
   lkv_table_counters *cnt = t->counters;
-  if (cnt) bump(cnt, &cnt->bloom_checks);
+  if (cnt) bump(cnt, bloom_checks);
   if (!lkv_bloom_may_contain(t->filter, t->filter_n,
                              lkv_bloom_hash(uk.p, uk.n))) {
-    if (cnt) bump(cnt, &cnt->bloom_negatives);
+    if (cnt) bump(cnt, bloom_negatives);
     return LKV_NOTFOUND;
   }
   size_t i = find_block(t, target);

@@ -26,13 +26,27 @@ typedef struct lkv_table_opts {
   size_t block_size;        /* target uncompressed data block size */
 } lkv_table_opts;
 
-/* Counters the reader bumps (relaxed atomics), owned by the db. */
-typedef struct lkv_table_counters {
-  atomic_uint_fast64_t bloom_checks;
+/* Counters the readers bump, striped so that threads reading at once do
+ * not share a cache line: a thread bumps the stripe lkv_thread_stripe()
+ * names. Owned by the db; read the sums with lkv_table_counters_total. */
+#define LKV_COUNTER_STRIPES 16
+
+typedef struct lkv_counter_stripe {
+  _Alignas(64) atomic_uint_fast64_t bloom_checks;
   atomic_uint_fast64_t bloom_negatives;
   atomic_uint_fast64_t block_reads;
   atomic_uint_fast64_t cache_hits;
+} lkv_counter_stripe;
+
+typedef struct lkv_table_counters {
+  lkv_counter_stripe s[LKV_COUNTER_STRIPES];
 } lkv_table_counters;
+
+typedef struct lkv_counter_totals {
+  uint64_t bloom_checks, bloom_negatives, block_reads, cache_hits;
+} lkv_counter_totals;
+
+void lkv_table_counters_total(const lkv_table_counters *c, lkv_counter_totals *out);
 
 /* ---- building -------------------------------------------------------- */
 
