@@ -3,6 +3,7 @@
 #include "cache.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #define SHARD_BITS 4
@@ -33,6 +34,11 @@ typedef struct shard {
 
 struct lkv_cache {
   shard shards[NSHARDS];
+  /* The admission filter (lkv_cache_admit): a direct-mapped table of the
+   * hashes of recently missed blocks. Racy by design: a lost update only
+   * changes one admission decision. */
+  size_t nghosts;
+  _Atomic uint64_t *ghosts;
 };
 
 /* Blocks sit at offsets that differ in their low bits and files are small
@@ -69,7 +75,31 @@ lkv_cache *lkv_cache_new(size_t capacity_bytes) {
     }
     s->lru.prev = s->lru.next = &s->lru;
   }
+  /* about half as many ghosts as blocks fit: 2Q's recommended A1out size */
+  c->nghosts = capacity_bytes / 8192 + 64;
+  c->ghosts = calloc(c->nghosts, sizeof *c->ghosts);
+  if (c->ghosts == NULL) {
+    for (int j = 0; j < NSHARDS; j++) {
+      pthread_mutex_destroy(&c->shards[j].mu);
+      free(c->shards[j].buckets);
+    }
+    free(c);
+    return NULL;
+  }
   return c;
+}
+
+int lkv_cache_admit(lkv_cache *c, uint64_t file, uint64_t off) {
+  uint64_t h = off * 0x9e3779b97f4a7c15ULL ^ (file + 1) * 0xc2b2ae3d27d4eb4fULL;
+  h ^= h >> 31;
+  h |= 1; /* 0 marks an empty slot */
+  _Atomic uint64_t *slot = &c->ghosts[h % c->nghosts];
+  if (atomic_load_explicit(slot, memory_order_relaxed) == h) {
+    atomic_store_explicit(slot, 0, memory_order_relaxed);
+    return 1;
+  }
+  atomic_store_explicit(slot, h, memory_order_relaxed);
+  return 0;
 }
 
 /* ---- LRU list and table (shard lock held) ----------------------------- */
@@ -240,6 +270,7 @@ size_t lkv_cache_usage(lkv_cache *c) {
 
 void lkv_cache_free(lkv_cache *c) {
   if (c == NULL) return;
+  free(c->ghosts);
   for (int i = 0; i < NSHARDS; i++) {
     shard *s = &c->shards[i];
     for (size_t b = 0; b < s->nbuckets; b++) {

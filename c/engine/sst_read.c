@@ -37,7 +37,24 @@ struct lkv_table {
   ixent *ix;
   size_t nblocks;
   char *keys;        /* the decoded index keys, back to back */
+  /* The search accelerator: every index key shares its first `cp` user-key
+   * bytes (the table's common prefix, e.g. the leading zeros of numeric
+   * keys), and win[i] holds the next 8 bytes of index key i, big-endian,
+   * zero-padded. The binary search runs on this dense array and only
+   * compares whole keys among equal windows: a few cache lines per lookup
+   * instead of two misses per step. */
+  uint32_t cp;
+  uint64_t *win;
 };
+
+/* Bytes [cp, cp + 8) of user key k, as a big-endian number. */
+static inline uint64_t key_window(const char *k, size_t kn, uint32_t cp) {
+  unsigned char b[8] = {0};
+  if (kn > cp) memcpy(b, k + cp, kn - cp < 8 ? kn - cp : 8);
+  uint64_t w = 0;
+  for (int i = 0; i < 8; i++) w = (w << 8) | b[i];
+  return w;
+}
 
 /* A cached data block: the parsed view and its bytes in one allocation,
  * so a cache miss costs one malloc and the pread lands in place. */
@@ -109,6 +126,7 @@ static void table_free(lkv_table *t) {
   if (t->fd >= 0) close(t->fd);
   free(t->ix);
   free(t->keys);
+  free(t->win);
   free(t->meta);
   free(t->path);
   free(t);
@@ -181,6 +199,20 @@ static int load_index(lkv_table *t, const char *p, size_t n, uint64_t ioff,
     goto out;
   }
   t->nblocks = count;
+  if (count > 0) {
+    const ixent *a = &t->ix[0], *z = &t->ix[count - 1];
+    size_t an = a->klen - LKV_TAG_BYTES, zn = z->klen - LKV_TAG_BYTES;
+    uint32_t cp = 0; /* keys are sorted: the first and last bound the prefix */
+    while (cp < an && cp < zn && a->key[cp] == z->key[cp]) cp++;
+    t->cp = cp;
+    t->win = malloc(count * sizeof *t->win);
+    if (t->win == NULL) {
+      rc = lkv_seterr(err, LKV_NOMEM, "reading index of %s", t->name);
+      goto out;
+    }
+    for (size_t j = 0; j < count; j++)
+      t->win[j] = key_window(t->ix[j].key, t->ix[j].klen - LKV_TAG_BYTES, cp);
+  }
 out:
   lkv_block_cursor_free(&c);
   return rc;
@@ -305,18 +337,22 @@ static int load_block(lkv_table *t, size_t i, blockref *r, lkv_buf *scratch,
   size_t n = (size_t)e->size + LKV_BLOCK_TRAILER_BYTES;
   r->h = NULL;
   int rc;
-  if (t->cache == NULL) {
+  if (t->cache) {
+    r->h = lkv_cache_lookup(t->cache, t->number, e->off);
+    if (r->h) {
+      if (t->counters) bump(t->counters, cache_hits);
+      r->b = ((cblock *)lkv_cache_value(r->h))->b;
+      return LKV_OK;
+    }
+  }
+  /* Not admitted to the cache: read into the caller's buffer (r->h stays
+   * NULL, which tells the caller where the block is). */
+  if (t->cache == NULL || !lkv_cache_admit(t->cache, t->number, e->off)) {
     if (lkv_buf_reserve(scratch, n))
       return lkv_seterr(err, LKV_NOMEM, "reading block of %s", t->name);
     if ((rc = read_at(t, scratch->data, n, e->off, err))) return rc;
     if (t->counters) bump(t->counters, block_reads);
     return verify_parse(t, e, scratch->data, &r->b, err);
-  }
-  r->h = lkv_cache_lookup(t->cache, t->number, e->off);
-  if (r->h) {
-    if (t->counters) bump(t->counters, cache_hits);
-    r->b = ((cblock *)lkv_cache_value(r->h))->b;
-    return LKV_OK;
   }
   cblock *cb = malloc(sizeof *cb + n);
   if (cb == NULL)
@@ -341,13 +377,26 @@ static int load_block(lkv_table *t, size_t i, blockref *r, lkv_buf *scratch,
  * hold the first entry >= target. nblocks when there is none. */
 static size_t find_block(const lkv_table *t, lkv_slice target) {
   size_t lo = 0, hi = t->nblocks;
+  if (hi == 0) return 0;
+  size_t tn = target.n - LKV_TAG_BYTES;
+  /* Outside the common prefix the answer is one of the two ends. */
+  size_t m = tn < t->cp ? tn : t->cp;
+  int c = m ? memcmp(target.p, t->ix[0].key, m) : 0;
+  if (c < 0 || (c == 0 && tn < t->cp)) return 0;
+  if (c > 0) return t->nblocks;
+  /* A smaller window means a smaller key; equal windows need a full
+   * comparison, done only inside the run of equal windows. */
+  uint64_t w = key_window(target.p, tn, t->cp);
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (t->win[mid] < w) lo = mid + 1; else hi = mid;
+  }
+  hi = lo;
+  while (hi < t->nblocks && t->win[hi] == w) hi++;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
     lkv_slice k = {t->ix[mid].key, t->ix[mid].klen};
-    if (lkv_block_icmp(k, target) < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
+    if (lkv_block_icmp(k, target) < 0) lo = mid + 1; else hi = mid;
   }
   return lo;
 }
@@ -382,7 +431,7 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
   blockref r;
   int rc = load_block(t, i, &r, val, err);
   if (rc) {
-    if (t->cache == NULL) val->len = 0;
+    val->len = 0;
     return rc;
   }
   lkv_block_cursor c;
@@ -396,7 +445,7 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
     if (ty == LKV_TYPE_VALUE) {
       *type = ty;
       rc = LKV_OK;
-      if (t->cache == NULL) {
+      if (r.h == NULL) {
         /* The block sits in val itself: slide the value to the front. */
         memmove(val->data, c.val, c.vlen);
         val->len = c.vlen;
@@ -406,13 +455,13 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
     } else if (ty == LKV_TYPE_DELETE) {
       *type = ty;
       rc = LKV_OK;
-      if (t->cache == NULL) val->len = 0;
+      if (r.h == NULL) val->len = 0;
     } else {
       rc = corrupt(t, t->ix[i].off, "entry of unknown type", err);
     }
   }
-  /* Without a cache val holds block bytes, not a value: say so. */
-  if (rc != LKV_OK && t->cache == NULL) val->len = 0;
+  /* When the block was read into val, val holds block bytes: say so. */
+  if (rc != LKV_OK && r.h == NULL) val->len = 0;
   lkv_block_cursor_free(&c);
   release(t, &r);
   return rc;
