@@ -1,5 +1,9 @@
 /* bloom.c - Bloom filters over user keys (see bloom.h, sst_format.md):
- * one 64-bit hash per key, k probes by double hashing. */
+ * one 64-bit hash per key; its high half picks a 64-byte block of the
+ * filter and all k probes of the key fall inside that block (a "blocked"
+ * Bloom filter). A query then costs one cache miss instead of k, for a
+ * false-positive rate a little above the classic layout's (about 1.1%
+ * instead of 0.85% at 10 bits per key). */
 #include "bloom.h"
 
 #include "coding.h"
@@ -66,56 +70,62 @@ int lkv_bloom_k(int bits_per_key, int hash_functions) {
   return k;
 }
 
+#define BLOCK_BYTES 64
+#define BLOCK_BITS 512
+
 size_t lkv_bloom_filter_size(size_t nkeys, int bits_per_key, size_t min_bits) {
   size_t bpk = bits_per_key > 0 ? (size_t)bits_per_key : 1;
   size_t bits = nkeys > (SIZE_MAX / 8) / bpk ? SIZE_MAX / 8 : nkeys * bpk;
   if (bits < min_bits) bits = min_bits;
-  if (bits < 64) bits = 64;
-  if (bits > SIZE_MAX - 7) bits = SIZE_MAX - 7;
-  size_t bytes = (bits + 7) / 8;
+  if (bits > SIZE_MAX - BLOCK_BITS) bits = SIZE_MAX - BLOCK_BITS;
+  size_t bytes = (bits + BLOCK_BITS - 1) / BLOCK_BITS * BLOCK_BYTES;
+  if (bytes < BLOCK_BYTES) bytes = BLOCK_BYTES;
   if (bytes > MAX_FILTER_BYTES) bytes = MAX_FILTER_BYTES;
   return bytes + 1;
 }
 
-/* Bit index of a 32-bit probe value in a filter of nbits bits: the high
- * half of x * nbits is uniform over [0, nbits) and needs no division. */
-static inline uint32_t reduce(uint32_t x, uint64_t nbits) {
-  return (uint32_t)(((uint64_t)x * nbits) >> 32);
+/* Index in [0, n) of a 32-bit value: the high half of x * n is uniform
+ * and needs no division. */
+static inline uint32_t reduce(uint32_t x, uint64_t n) {
+  return (uint32_t)(((uint64_t)x * n) >> 32);
 }
+
+/* Probe j of a key is bit (h + j * delta) mod 512 of its block; delta is a
+ * rotation of h, forced odd so the k probes are distinct. */
+#define PROBES(hash, body)                                              \
+  do {                                                                  \
+    uint32_t h_ = (uint32_t)(hash);                                     \
+    uint32_t d_ = ((h_ >> 17) | (h_ << 15)) | 1u;                       \
+    for (int j_ = 0; j_ < k; j_++) {                                    \
+      uint32_t bit = h_ & (BLOCK_BITS - 1);                             \
+      body;                                                             \
+      h_ += d_;                                                         \
+    }                                                                   \
+  } while (0)
 
 void lkv_bloom_build(const uint64_t *hashes, size_t nkeys, int bits_per_key,
                      int hash_functions, size_t min_bits, char *out) {
   size_t bytes = lkv_bloom_filter_size(nkeys, bits_per_key, min_bits) - 1;
-  uint64_t nbits = (uint64_t)bytes * 8;
+  uint64_t nblocks = bytes / BLOCK_BYTES;
   int k = lkv_bloom_k(bits_per_key, hash_functions);
   unsigned char *bits = (unsigned char *)out;
   for (size_t i = 0; i < bytes; i++) bits[i] = 0;
   for (size_t i = 0; i < nkeys; i++) {
-    /* Double hashing: probe j is h1 + j*h2 (mod 2^32). h2 is forced odd
-     * so the k probe values are distinct. */
-    uint32_t h1 = (uint32_t)hashes[i];
-    uint32_t h2 = (uint32_t)(hashes[i] >> 32) | 1u;
-    for (int j = 0; j < k; j++) {
-      uint32_t b = reduce(h1, nbits);
-      bits[b >> 3] |= (unsigned char)(1u << (b & 7));
-      h1 += h2;
-    }
+    unsigned char *blk = bits + (size_t)reduce((uint32_t)(hashes[i] >> 32), nblocks) * BLOCK_BYTES;
+    PROBES(hashes[i], blk[bit >> 3] |= (unsigned char)(1u << (bit & 7)));
   }
   out[bytes] = (char)k;
 }
 
 int lkv_bloom_may_contain(const char *filter, size_t n, uint64_t hash) {
-  if (filter == NULL || n < 2 || n - 1 > MAX_FILTER_BYTES) return 1;
+  if (filter == NULL || n < 2 || n - 1 > MAX_FILTER_BYTES ||
+      (n - 1) % BLOCK_BYTES != 0)
+    return 1;
   const unsigned char *bits = (const unsigned char *)filter;
   int k = bits[n - 1];
   if (k < 1 || k > K_MAX) return 1;
-  uint64_t nbits = (uint64_t)(n - 1) * 8;
-  uint32_t h1 = (uint32_t)hash;
-  uint32_t h2 = (uint32_t)(hash >> 32) | 1u;
-  for (int j = 0; j < k; j++) {
-    uint32_t b = reduce(h1, nbits);
-    if ((bits[b >> 3] & (1u << (b & 7))) == 0) return 0;
-    h1 += h2;
-  }
+  const unsigned char *blk =
+      bits + (size_t)reduce((uint32_t)(hash >> 32), (n - 1) / BLOCK_BYTES) * BLOCK_BYTES;
+  PROBES(hash, if ((blk[bit >> 3] & (1u << (bit & 7))) == 0) return 0);
   return 1;
 }

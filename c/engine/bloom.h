@@ -1,5 +1,6 @@
 /* bloom.h - the Bloom filter of an SSTable, over user keys (tags stripped):
- * a bit array followed by one byte holding the probe count k. The layout is
+ * 64-byte blocks of bits, each key's probes inside one block, followed by
+ * one byte holding the probe count k. The layout is
  * in sst_format.md. Pure functions, thread safe. */
 #ifndef LKV_BLOOM_H
 #define LKV_BLOOM_H
@@ -15,8 +16,8 @@ uint64_t lkv_bloom_hash(const char *key, size_t n);
 int lkv_bloom_k(int bits_per_key, int hash_functions);
 
 /* Bytes of the serialized filter for nkeys distinct keys: max(min_bits,
- * nkeys * bits_per_key) bits, at least 64, rounded up to whole bytes, plus
- * the k byte. */
+ * nkeys * bits_per_key) bits rounded up to whole 64-byte blocks (at least
+ * one), plus the k byte. */
 size_t lkv_bloom_filter_size(size_t nkeys, int bits_per_key, size_t min_bits);
 
 /* Write the filter of nkeys key hashes into out, which has

@@ -17,12 +17,12 @@ static void test_sizing(void) {
   CHECK(lkv_bloom_k(100, 0) == 30);
   CHECK(lkv_bloom_k(10, 3) == 3);
   CHECK(lkv_bloom_k(10, 99) == 30);
-  /* at least 64 bits, plus the k byte */
-  CHECK(lkv_bloom_filter_size(0, 10, 0) == 9);
-  CHECK(lkv_bloom_filter_size(1, 10, 0) == 9);
-  CHECK(lkv_bloom_filter_size(100, 10, 0) == 126); /* 1000 bits -> 125 B */
-  CHECK(lkv_bloom_filter_size(100, 10, 8000) == 1001);
-  CHECK(lkv_bloom_filter_size(100, 10, 1001) == 127); /* rounded up */
+  /* whole 64-byte blocks (at least one), plus the k byte */
+  CHECK(lkv_bloom_filter_size(0, 10, 0) == 65);
+  CHECK(lkv_bloom_filter_size(1, 10, 0) == 65);
+  CHECK(lkv_bloom_filter_size(100, 10, 0) == 129); /* 1000 bits -> 2 blocks */
+  CHECK(lkv_bloom_filter_size(100, 10, 8192) == 1025);
+  CHECK(lkv_bloom_filter_size(100, 10, 1025) == 193); /* rounded up */
 }
 
 static void test_hash(void) {
@@ -59,10 +59,10 @@ static void test_rate(int bits_per_key, double max_rate) {
 }
 
 static void test_small_and_empty(void) {
-  char f[16];
+  char f[65];
   size_t sz = lkv_bloom_filter_size(0, 10, 0);
   lkv_bloom_build(NULL, 0, 10, 0, 0, f);
-  CHECK(sz == 9);
+  CHECK(sz == 65);
   CHECK(!lkv_bloom_may_contain(f, sz, lkv_bloom_hash("x", 1)));
   uint64_t h = lkv_bloom_hash("only", 4);
   lkv_bloom_build(&h, 1, 10, 0, 0, f);
@@ -86,26 +86,27 @@ static void test_small_and_empty(void) {
 
 static void test_malformed(void) {
   uint64_t h = lkv_bloom_hash("x", 1);
-  char f[9];
+  char f[65];
   memset(f, 0, sizeof f);
-  f[8] = 7;
-  CHECK(!lkv_bloom_may_contain(f, 9, h)); /* well formed, empty */
+  f[64] = 7;
+  CHECK(!lkv_bloom_may_contain(f, 65, h)); /* well formed, empty */
+  CHECK(lkv_bloom_may_contain(f, 9, h)); /* not whole blocks */
   CHECK(lkv_bloom_may_contain(NULL, 0, h));
   CHECK(lkv_bloom_may_contain(f, 0, h));
   CHECK(lkv_bloom_may_contain(f, 1, h)); /* only a k byte */
-  f[8] = 0;
-  CHECK(lkv_bloom_may_contain(f, 9, h)); /* k = 0 */
-  f[8] = 31;
-  CHECK(lkv_bloom_may_contain(f, 9, h)); /* k too large */
-  f[8] = (char)0xff;
-  CHECK(lkv_bloom_may_contain(f, 9, h));
+  f[64] = 0;
+  CHECK(lkv_bloom_may_contain(f, 65, h)); /* k = 0 */
+  f[64] = 31;
+  CHECK(lkv_bloom_may_contain(f, 65, h)); /* k too large */
+  f[64] = (char)0xff;
+  CHECK(lkv_bloom_may_contain(f, 65, h));
 }
 
 int main(void) {
   test_sizing();
   test_hash();
-  test_rate(10, 0.0125);
-  test_rate(16, 0.002);
+  test_rate(10, 0.015); /* blocked layout: ~1.2% */
+  test_rate(16, 0.004);
   test_small_and_empty();
   test_malformed();
   TEST_MAIN_END();
