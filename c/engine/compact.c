@@ -244,6 +244,14 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
 
   int have_cur = 0;
   uint64_t last_seq_for_key = UINT64_MAX;
+  /* Grandparents: the tables one level below the output. An output table
+   * is cut early once its range covers too many of their bytes, so the
+   * compaction that later pushes it down stays small (LevelDB's rule). */
+  int gl = c->out_level + 1;
+  lkv_fmeta *const *gp = gl < LKV_MAX_LEVELS ? c->v->files[gl] : NULL;
+  int ngp = gl < LKV_MAX_LEVELS ? c->v->n[gl] : 0, gpi = 0;
+  uint64_t gp_bytes = 0;
+  int gp_seen = 0;
   char name[64], path[4096];
   if (m) m->ops->seek_first(m);
   while (rc == LKV_OK && m->ops->valid(m)) {
@@ -277,8 +285,19 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
     }
     last_seq_for_key = seq;
     if (!drop) {
+      int gp_cut = 0;
+      if (new_key) {
+        while (gpi < ngp && lkv_ucmp(u.p, u.n, gp[gpi]->largest,
+                                     gp[gpi]->largest_len - LKV_TAG_BYTES) > 0) {
+          if (gp_seen) gp_bytes += gp[gpi]->size;
+          gpi++;
+        }
+        gp_seen = 1;
+        gp_cut = gp_bytes > max_grandparent_bytes(db);
+        if (gp_cut) gp_bytes = 0;
+      }
       /* cut tables only between user keys, so levels never overlap */
-      if (b && new_key && lkv_tb_size(b) >= db->o.table_size) {
+      if (b && new_key && (gp_cut || lkv_tb_size(b) >= db->o.table_size)) {
         uint64_t size;
         lkv_table *t = NULL;
         rc = lkv_tb_finish(b, &size, err);

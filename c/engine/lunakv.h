@@ -98,7 +98,7 @@ typedef struct lkv_options {
   size_t bloom_min_bits;    /* smallest filter (seed's BLOOM_FILTER_SIZE); 0 */
   int sparse_index_n;       /* a full key every Nth entry of a block; 16 */
   size_t block_size;        /* target data block size in bytes; 4096 */
-  size_t table_size;        /* target SSTable size for compaction; 4 MiB */
+  size_t table_size;        /* target SSTable size for compaction; 2 MiB */
   uint64_t level1_max_bytes;/* L1 size before it spills to L2; 10 MiB */
   int level_multiplier;     /* level n+1 holds this many times level n; 10 */
   size_t block_cache_bytes; /* block cache capacity (0 = none); 8 MiB */

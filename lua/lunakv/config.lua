@@ -61,7 +61,7 @@ M.schema = {
     default = 4096, engine = "block_size",
     doc = "target data block size in bytes" },
   { key = "table_size", env = "TABLE_SIZE", kind = "int", min = 1,
-    default = 4 * MiB, engine = "table_size",
+    default = 2 * MiB, engine = "table_size",
     doc = "target SSTable size for compaction output" },
   { key = "level1_max_bytes", env = "LEVEL1_MAX_BYTES", kind = "int",
     min = 1, default = 10 * MiB, engine = "level1_max_bytes",
@@ -253,30 +253,24 @@ local function read_file(path)
   return text
 end
 
--- config.load([dir [, env]]): dir holds the .env (default: the current
--- directory); env replaces os.getenv for tests: a table name -> value or a
--- function(name) -> value. Empty environment variables count as unset.
-function M.load(dir, env)
-  if dir ~= nil and type(dir) ~= "string" then
-    error("bad argument #1 to 'load' (string expected, got "
-      .. type(dir) .. ")", 2)
-  end
-  local getenv = os.getenv
-  if type(env) == "table" then
-    getenv = function(k) return env[k] end
-  elseif type(env) == "function" then
-    getenv = env
-  elseif env ~= nil then
-    error("bad argument #2 to 'load' (table or function expected, got "
-      .. type(env) .. ")", 2)
-  end
+local function getenv_of(env, fname)
+  if env == nil then return os.getenv end
+  if type(env) == "table" then return function(k) return env[k] end end
+  if type(env) == "function" then return env end
+  error("bad argument #2 to '" .. fname .. "' (table or function expected, "
+    .. "got " .. type(env) .. ")", 3)
+end
 
+-- The three lower layers: defaults < the file at path (when it exists;
+-- required: it must) < environment.
+local function load_layers(path, required, getenv)
   local opts, info = M.defaults(), { warnings = {}, sources = {} }
   for k in pairs(opts) do info.sources[k] = "default" end
 
-  local path = (dir and dir ~= "") and (dir:gsub("/+$", "") .. "/.env")
-    or ".env"
   local text = read_file(path)
+  if not text and required then
+    error("lunakv: config file " .. path .. ": cannot be read", 0)
+  end
   if text then
     info.file = path
     local entries, warnings = M.parse(text, path)
@@ -301,6 +295,83 @@ function M.load(dir, env)
         opts[spec.key] = convert(spec, tostring(v), "environment")
         info.sources[spec.key] = "environment"
       end
+    end
+  end
+  return opts, info
+end
+
+-- config.load([dir [, env]]): dir holds the .env (default: the current
+-- directory); env replaces os.getenv for tests: a table name -> value or a
+-- function(name) -> value. Empty environment variables count as unset.
+function M.load(dir, env)
+  if dir ~= nil and type(dir) ~= "string" then
+    error("bad argument #1 to 'load' (string expected, got "
+      .. type(dir) .. ")", 2)
+  end
+  local getenv = getenv_of(env, "load")
+  local path = (dir and dir ~= "") and (dir:gsub("/+$", "") .. "/.env")
+    or ".env"
+  return load_layers(path, false, getenv)
+end
+
+-- config.load_file(path [, env]): like load, with the .env-format file at
+-- path (which must exist) in place of <dir>/.env.
+function M.load_file(path, env)
+  if type(path) ~= "string" or path == "" then
+    error("bad argument #1 to 'load_file' (file name expected, got "
+      .. (path == "" and "an empty string" or type(path)) .. ")", 2)
+  end
+  return load_layers(path, true, getenv_of(env, "load_file"))
+end
+
+-- The spec for a setting named either way: MAX_MEMTABLE_SIZE (its
+-- variable) or max_memtable_size (its option).
+function M.find(name)
+  return by_env[name] or by_key[name]
+end
+
+-- config.override(opts, info, settings [, source]): the top layer, flags.
+-- settings is a list of "KEY=VALUE" strings; KEY names a variable or an
+-- option (M.find). Changes opts and info in place (info.sources[key] =
+-- source, default "flag"). An unknown key or a bad value raises
+-- "lunakv: ..." naming it: a typo on the command line is an error, not a
+-- warning.
+function M.override(opts, info, settings, source)
+  source = source or "flag"
+  for _, s in ipairs(settings) do
+    local name, text = tostring(s):match("^%s*([%w_]+)%s*=(.*)$")
+    if not name then
+      error(string.format("lunakv: %s %s: expected KEY=VALUE", source,
+        show(s)), 0)
+    end
+    local spec = M.find(name)
+    if not spec then
+      local names = {}
+      for _, sp in ipairs(M.schema) do
+        if sp.env then names[#names + 1] = sp.env end
+      end
+      error(string.format("lunakv: %s %s: unknown key %s (known: %s)",
+        source, show(s), name, table.concat(names, ", ")), 0)
+    end
+    local label = spec.env or spec.key
+    local v = text
+    if spec.kind == "int" then
+      local t = text:match("^%s*(.-)%s*$")
+      v = t:match("^[+-]?%d+$") and math.tointeger(tonumber(t)) or nil
+      if v == nil then
+        error(string.format("lunakv: %s=%s (%s): not an integer", label,
+          show(text), source), 0)
+      end
+    end
+    local ok, why = M.check(spec, v)
+    if ok == nil then
+      error(string.format("lunakv: %s=%s (%s): %s", label, show(text),
+        source, why), 0)
+    end
+    opts[spec.key] = ok
+    if info then
+      info.sources = info.sources or {}
+      info.sources[spec.key] = source
     end
   end
   return opts, info
