@@ -811,6 +811,8 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   st->wal_size_bytes = db->wal ? lkv_wal_size(db->wal) : 0;
   st->live_snapshots = (uint64_t)db->live_snapshots;
   st->live_iterators = (uint64_t)db->live_iters;
+  st->wal_dropped_bytes = db->wal_dropped;
+  memcpy(st->recovery_msg, db->recovery_msg, sizeof st->recovery_msg);
   st->bg_error = db->bg_error;
   if (db->bg_error) memcpy(st->bg_error_msg, db->bg_err.msg, sizeof st->bg_error_msg);
   pthread_mutex_unlock(&db->mu);
@@ -1009,8 +1011,13 @@ static int recover(lkv_db *db, lkv_err *err) {
     if (rc) goto out;
     replayed = i + 1;
     if (dropped) {
-      fprintf(stderr, "lunakv: %s: %s; replay stops there\n", path, why);
-      break; /* later logs hold later writes: dropping them keeps a prefix */
+      /* kept for stats (the library prints nothing): later logs hold later
+       * writes, so replay stops here to keep a clean prefix */
+      db->wal_dropped = dropped;
+      int n = snprintf(db->recovery_msg, sizeof db->recovery_msg,
+                       "%.64s: %.150s; replay stopped there", name, why);
+      (void)n; /* bounded by the precisions above */
+      break;
     }
   }
   if (rctx.max_seq > last_seq) last_seq = rctx.max_seq;

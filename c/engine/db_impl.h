@@ -141,6 +141,8 @@ struct lkv_db {
 
   lkv_cache *cache;
   lkv_table_counters counters;
+  uint64_t wal_dropped;     /* bytes cut from the WAL at open */
+  char recovery_msg[LKV_ERR_MSG_LEN];
 
   /* statistics (atomics: bumped without mu) */
   atomic_uint_fast64_t bytes_user, bytes_disk, bytes_wal;

@@ -253,6 +253,8 @@ typedef struct lkv_stats {
   uint64_t live_snapshots;
   uint64_t live_iterators;
   uint64_t wal_syncs;           /* fdatasync calls on the WAL */
+  uint64_t wal_dropped_bytes;   /* WAL bytes cut at open (torn/corrupt tail) */
+  char recovery_msg[LKV_ERR_MSG_LEN]; /* what open cut and why, or "" */
   int bg_error;                 /* sticky background failure code, or 0 */
   char bg_error_msg[LKV_ERR_MSG_LEN];
 } lkv_stats;
