@@ -976,7 +976,8 @@ static int recover(lkv_db *db, lkv_err *err) {
   size_t nwals = 0;
   if ((rc = lkv_manifest_read(db->dir, &m, &exists, err))) return rc;
   if (!exists) {
-    /* a new db: an empty manifest first, so every later file is covered */
+    /* a new db, unless tables exist: then the manifest was lost, and an
+     * empty database would silently hide them */
     m.next_file = 1;
     m.wal_number = 0;
     DIR *d = opendir(db->dir);
@@ -985,10 +986,11 @@ static int recover(lkv_db *db, lkv_err *err) {
     uint64_t num;
     while ((de = readdir(d)) != NULL)
       if (parse_name(db, de->d_name, &num) == 1) {
-        closedir(d);
-        return lkv_seterr(err, LKV_CORRUPTION,
-                          "%s/MANIFEST is missing but tables exist (%s)",
-                          db->dir, de->d_name);
+        rc = lkv_seterr(err, LKV_CORRUPTION,
+                        "%s/MANIFEST is missing but tables exist (%s)",
+                        db->dir, de->d_name);
+        closedir(d); /* after the message: it frees de */
+        return rc;
       }
     closedir(d);
   }
