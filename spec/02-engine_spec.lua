@@ -1,0 +1,392 @@
+-- The engine through the Lua API: reads after many flushes, overwrites,
+-- deletes, binary data, history reads, scans, stats, compaction, levels.
+
+local h = require "spec.helpers"
+local lunakv = require "lunakv"
+
+local function key(i) return string.format("key%06d", i) end
+
+-- Keys in a random order (Fisher-Yates over 1..n).
+local function shuffled(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  for i = n, 2, -1 do
+    local j = math.random(i)
+    t[i], t[j] = t[j], t[i]
+  end
+  return t
+end
+
+describe("db", function()
+  local dir, db
+
+  before_each(function()
+    dir = h.tmpdir()
+  end)
+
+  after_each(function()
+    if db then pcall(db.close, db) end
+    db = nil
+    h.cleanup()
+  end)
+
+  describe("writes and reads", function()
+    it("reads back 20000 keys written across many flushes, in random order",
+      function()
+        db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+        local n = 20000
+        for _, i in ipairs(shuffled(n)) do db:set(key(i), h.value_for(key(i))) end
+        local st = db:stats()
+        assert.is_true(st.flushes >= 10, "expected many flushes, got " ..
+          st.flushes)
+        assert.is_true(#h.list(dir, "^%d+%.sst$") > 1)
+        local bad = 0
+        for _, i in ipairs(shuffled(n)) do
+          if db:get(key(i)) ~= h.value_for(key(i)) then bad = bad + 1 end
+        end
+        assert.equal(0, bad)
+        assert.is_nil(db:get(key(0)))
+        assert.is_nil(db:get(key(n + 1)))
+        assert.is_nil(db:get("key"))
+      end)
+
+    it("returns the newest value after overwrites, in memtable and tables",
+      function()
+        db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+        for round = 1, 4 do
+          for i = 1, 500 do db:set(key(i), "r" .. round .. "-" .. i) end
+          if round == 2 then db:flush() end
+        end
+        for i = 1, 500 do assert.equal("r4-" .. i, db:get(key(i))) end
+        db:flush()
+        db:set(key(7), "latest")
+        assert.equal("latest", db:get(key(7)))
+        assert.equal("r4-8", db:get(key(8)))
+      end)
+
+    it("returns nil for a deleted key, whether the value is flushed or not",
+      function()
+        db = lunakv.open(dir)
+        db:set("a", "1"); db:set("b", "2"); db:set("c", "3")
+        db:flush()
+        db:delete("a")
+        assert.is_nil(db:get("a"))
+        db:flush()
+        assert.is_nil(db:get("a"))
+        db:set("d", "4")
+        db:delete("d")
+        assert.is_nil(db:get("d"))
+        assert.equal("2", db:get("b"))
+        db:set("a", "again")
+        assert.equal("again", db:get("a"))
+      end)
+
+    it("returns integer sequence numbers that increase", function()
+      db = lunakv.open(dir)
+      local s1 = db:set("a", "1")
+      local s2 = db:delete("a")
+      local s3 = db:set("b", "2")
+      assert.equal("integer", math.type(s1))
+      assert.equal("integer", math.type(s2))
+      assert.is_true(s1 < s2 and s2 < s3)
+      assert.equal(s3, db:stats().seq)
+    end)
+
+    it("keeps an empty value as a value, not a delete", function()
+      db = lunakv.open(dir)
+      db:set("empty", "")
+      assert.equal("", db:get("empty"))
+      db:flush()
+      assert.equal("", db:get("empty"))
+      local seen = {}
+      for k, v in db:scan(nil, nil) do seen[k] = v end
+      assert.equal("", seen.empty)
+    end)
+
+    it("stores binary keys and values: embedded zeros, all 256 bytes",
+      function()
+        db = lunakv.open(dir)
+        local all = {}
+        for b = 0, 255 do all[#all + 1] = string.char(b) end
+        all = table.concat(all)
+        local pairs_ = {
+          { "a\0b", "x\0y\0" },
+          { "a\0c", "\0" },
+          { "\0", "zero key" },
+          { all, all:reverse() },
+          { "\255\254", all },
+        }
+        for b = 0, 255 do
+          pairs_[#pairs_ + 1] = { "byte" .. string.char(b), string.char(b):rep(3) }
+        end
+        for _, kv in ipairs(pairs_) do db:set(kv[1], kv[2]) end
+        for _, kv in ipairs(pairs_) do assert.equal(kv[2], db:get(kv[1])) end
+        assert.is_nil(db:get("a"))
+        db:flush()
+        for _, kv in ipairs(pairs_) do assert.equal(kv[2], db:get(kv[1])) end
+        -- "a\0b" sorts after "a" and before "a\1"
+        local got = h.collect(db.scan, db, "a", "a\1")
+        assert.same({ { "a\0b", "x\0y\0" }, { "a\0c", "\0" } }, got)
+        -- the byte keys come back in bytewise order
+        local prev
+        for k in db:scan("byte", "byte\255") do
+          if prev then assert.is_true(prev < k) end
+          prev = k
+        end
+        assert.equal("byte\255", prev)
+      end)
+
+    it("reads history with get(k, at) across flushes", function()
+      db = lunakv.open(dir) -- 3 flushes: under max_l0_files, no compaction
+      local before = db:set("other", "x")
+      local s1 = db:set("k", "v1")
+      db:flush()
+      local s2 = db:set("k", "v2")
+      db:flush()
+      local s3 = db:delete("k")
+      db:flush()
+      local s4 = db:set("k", "v4")
+      assert.is_nil(db:get("k", before))
+      assert.equal("v1", db:get("k", s1))
+      assert.equal("v1", db:get("k", s2 - 1))
+      assert.equal("v2", db:get("k", s2))
+      assert.is_nil(db:get("k", s3))
+      assert.equal("v4", db:get("k", s4))
+      assert.equal("v4", db:get("k"))
+      assert.is_nil(db:get("k", 0))
+    end)
+  end)
+
+  describe("scan", function()
+    before_each(function()
+      db = lunakv.open(dir, { max_memtable_size = 4096 })
+      for i = 1, 300 do db:set(key(i), "v" .. i) end
+    end)
+
+    it("is inclusive on both bounds and ascending", function()
+      local got = h.collect(db.scan, db, key(10), key(20))
+      assert.equal(11, #got)
+      for j, kv in ipairs(got) do
+        assert.equal(key(9 + j), kv[1])
+        assert.equal("v" .. (9 + j), kv[2])
+      end
+    end)
+
+    it("treats nil bounds as open", function()
+      local all = h.collect(db.scan, db, nil, nil)
+      assert.equal(300, #all)
+      assert.equal(key(1), all[1][1])
+      assert.equal(key(300), all[300][1])
+      local head = h.collect(db.scan, db, nil, key(5))
+      assert.equal(5, #head)
+      local tail = h.collect(db.scan, db, key(296), nil)
+      assert.equal(5, #tail)
+      assert.equal(key(300), tail[5][1])
+    end)
+
+    it("returns nothing for an empty or inverted range", function()
+      assert.same({}, h.collect(db.scan, db, "zzz", nil))
+      assert.same({}, h.collect(db.scan, db, key(20), key(10)))
+      assert.same({}, h.collect(db.scan, db, "key000010a", "key000010b"))
+    end)
+
+    it("merges memtable and tables without duplicates, in order", function()
+      db:flush()
+      for i = 1, 300, 3 do db:set(key(i), "new" .. i) end
+      local got = h.collect(db.scan, db, nil, nil)
+      assert.equal(300, #got)
+      for j, kv in ipairs(got) do
+        assert.equal(key(j), kv[1])
+        assert.equal(((j - 1) % 3 == 0) and ("new" .. j) or ("v" .. j), kv[2])
+      end
+    end)
+
+    it("hides deleted keys", function()
+      db:flush()
+      for i = 2, 300, 2 do db:delete(key(i)) end
+      local got = h.collect(db.scan, db, nil, nil)
+      assert.equal(150, #got)
+      for _, kv in ipairs(got) do
+        assert.equal(1, tonumber(kv[1]:match("%d+")) % 2)
+      end
+      db:flush()
+      assert.equal(150, #h.collect(db.scan, db, nil, nil))
+    end)
+
+    it("reads the state as of a sequence number", function()
+      local at = db:stats().seq
+      db:set(key(1), "changed")
+      db:delete(key(2))
+      db:set("key999999", "added")
+      db:flush()
+      local old = h.collect(db.scan, db, nil, nil, at)
+      assert.equal(300, #old)
+      assert.equal("v1", old[1][2])
+      assert.equal(key(2), old[2][1])
+      local now = h.collect(db.scan, db, nil, nil)
+      assert.equal(300, #now)
+      assert.equal("changed", now[1][2])
+      assert.equal(key(3), now[2][1])
+      assert.equal("key999999", now[300][1])
+    end)
+  end)
+
+  describe("iter", function()
+    it("seeks, steps and reports key and value", function()
+      db = lunakv.open(dir)
+      for _, k in ipairs { "b", "d", "f" } do db:set(k, k:upper()) end
+      local it_ = db:iter()
+      it_:seek("c")
+      assert.is_true(it_:valid())
+      assert.equal("d", it_:key())
+      assert.equal("D", it_:value())
+      it_:next()
+      assert.equal("f", it_:key())
+      it_:next()
+      assert.is_false(it_:valid())
+      it_:close()
+    end)
+  end)
+
+  describe("stats", function()
+    it("has the documented fields with sensible values", function()
+      db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+      local st0 = db:stats()
+      assert.equal(0, st0.flushes)
+      assert.equal(0, st0.sstable_count)
+      for i = 1, 2000 do db:set(key(i), h.value_for(key(i), 40)) end
+      local mid = db:stats()
+      assert.is_true(mid.memtable_keys > 0)
+      assert.is_true(mid.memtable_size_bytes > 0)
+      db:flush()
+      local st = db:stats()
+      for _, f in ipairs { "sstable_count", "total_size_bytes",
+                           "memtable_size_bytes", "memtable_keys",
+                           "bytes_written_disk", "bytes_written_user", "seq",
+                           "flushes", "compactions" } do
+        assert.equal("integer", math.type(st[f]), f)
+        assert.is_true(st[f] >= 0, f)
+      end
+      assert.equal("table", type(st.sstables_per_level))
+      assert.is_number(st.write_amplification)
+      assert.is_true(st.flushes > 0)
+      assert.is_true(st.sstable_count > 0)
+      local sum = 0
+      for _, n in ipairs(st.sstables_per_level) do sum = sum + n end
+      assert.equal(st.sstable_count, sum)
+      assert.is_true(st.bytes_written_user >= 2000 * (9 + 40))
+      assert.is_true(st.bytes_written_disk > 0)
+      assert.is_true(st.write_amplification > 0)
+      assert.is_true(st.total_size_bytes > 0)
+      assert.equal(2000, st.seq)
+      assert.equal(0, st.memtable_keys)
+    end)
+
+    it("agrees with db:tables() on counts and sizes", function()
+      db = lunakv.open(dir, { max_memtable_size = 8 * 1024 })
+      for i = 1, 3000 do db:set(key(math.random(5000)), h.value_for(key(i))) end
+      db:flush()
+      local got = h.wait_until(function()
+        local s, t = db:stats(), db:tables()
+        if #t ~= s.sstable_count then return false end
+        local per, size = {}, 0
+        for _, tb in ipairs(t) do
+          per[tb.level + 1] = (per[tb.level + 1] or 0) + 1
+          size = size + tb.size
+        end
+        for l, n in ipairs(s.sstables_per_level) do
+          if (per[l] or 0) ~= n then return false end
+        end
+        if size ~= s.total_size_bytes then return false end
+        return { s, t }
+      end, 20)
+      local st, tabs = got[1], got[2]
+      assert.is_true(#tabs > 0)
+      local files = {}
+      for _, name in ipairs(h.list(dir, "^%d+%.sst$")) do files[name] = true end
+      for _, tb in ipairs(tabs) do
+        assert.equal("integer", math.type(tb.number))
+        assert.is_true(tb.level >= 0 and tb.level < #st.sstables_per_level)
+        assert.is_true(tb.smallest <= tb.largest)
+        assert.is_true(files[string.format("%06d.sst", tb.number)],
+          "no file for table " .. tb.number)
+        assert.equal(h.file_size(dir .. "/" .. string.format("%06d.sst",
+          tb.number)), tb.size)
+      end
+    end)
+  end)
+
+  describe("compact", function()
+    it("drops shadowed versions and tombstones", function()
+      db = lunakv.open(dir, { max_memtable_size = 32 * 1024,
+                              max_l0_files = 1000, l0_slowdown_files = 1000,
+                              l0_stop_files = 1000 })
+      local n = 1000
+      for round = 1, 5 do
+        for i = 1, n do db:set(key(i), h.value_for(key(i) .. round, 100)) end
+        db:flush()
+      end
+      local before = db:stats()
+      assert.equal(0, before.compactions)
+      db:compact()
+      local after = db:stats()
+      assert.is_true(after.compactions > 0)
+      assert.is_true(after.total_size_bytes * 3 < before.total_size_bytes,
+        string.format("size %d -> %d", before.total_size_bytes,
+          after.total_size_bytes))
+      for i = 1, n do
+        assert.equal(h.value_for(key(i) .. 5, 100), db:get(key(i)))
+      end
+      for i = 1, n, 2 do db:delete(key(i)) end
+      db:flush()
+      local with_tombstones = db:stats().total_size_bytes
+      db:compact()
+      local final = db:stats().total_size_bytes
+      assert.is_true(final * 10 < with_tombstones * 6,
+        string.format("size %d -> %d", with_tombstones, final))
+      for i = 1, n do
+        local want = (i % 2 == 0) and h.value_for(key(i) .. 5, 100) or nil
+        assert.equal(want, db:get(key(i)))
+      end
+      assert.equal(n // 2, #h.collect(db.scan, db, nil, nil))
+    end)
+
+    it("keeps levels 1 and below free of overlapping tables", function()
+      db = lunakv.open(dir, { max_memtable_size = 8 * 1024, table_size = 8 * 1024,
+                              level1_max_bytes = 32 * 1024, max_l0_files = 2,
+                              level_multiplier = 2 })
+      local function check(where)
+        local by_level = {}
+        for _, tb in ipairs(db:tables()) do
+          if tb.level >= 1 then
+            by_level[tb.level] = by_level[tb.level] or {}
+            table.insert(by_level[tb.level], tb)
+          end
+        end
+        local deeper = 0
+        for level, tabs in pairs(by_level) do
+          table.sort(tabs, function(a, b) return a.smallest < b.smallest end)
+          for j = 2, #tabs do
+            assert.is_true(tabs[j - 1].largest < tabs[j].smallest, string.format(
+              "%s: L%d tables %d [%q..%q] and %d [%q..%q] overlap", where,
+              level, tabs[j - 1].number, tabs[j - 1].smallest,
+              tabs[j - 1].largest, tabs[j].number, tabs[j].smallest,
+              tabs[j].largest))
+          end
+          deeper = deeper + #tabs
+        end
+        return deeper
+      end
+      local ks = shuffled(6000)
+      for j, i in ipairs(ks) do
+        db:set(key(i), h.value_for(key(i), 60))
+        if j % 1000 == 0 then check("after " .. j .. " writes") end
+      end
+      db:flush()
+      assert.is_true(check("after flush") > 1, "expected several tables below L0")
+      db:compact()
+      assert.is_true(check("after compact") > 1)
+      for i = 1, 6000, 37 do assert.equal(h.value_for(key(i), 60), db:get(key(i))) end
+    end)
+  end)
+end)

@@ -1,0 +1,159 @@
+-- Recovery: what a closed, reopened or killed database keeps.
+
+local h = require "spec.helpers"
+local lunakv = require "lunakv"
+
+local function key(i) return string.format("key%06d", i) end
+
+-- A child script: opens arg[1] with sync = arg[2], writes key i = value
+-- for i = 1, 2, ... and prints each key once db:set has returned.
+local WRITER = h.prelude .. [[
+local lunakv = require "lunakv"
+io.stdout:setvbuf("line")
+local db = lunakv.open(arg[1], { sync = arg[2], max_memtable_size = 64 * 1024 })
+for i = 1, 10000000 do
+  local k = string.format("key%06d", i)
+  db:set(k, "value-of-" .. k .. string.rep("x", i % 50))
+  io.stdout:write(k, "\n")
+end
+]]
+
+local function writer_value(i)
+  local k = key(i)
+  return "value-of-" .. k .. string.rep("x", i % 50)
+end
+
+describe("recovery", function()
+  local dir, db
+
+  before_each(function()
+    dir = h.tmpdir() .. "/db"
+  end)
+
+  after_each(function()
+    if db then pcall(db.close, db) end
+    db = nil
+    h.cleanup()
+  end)
+
+  it("keeps flushed and unflushed data across close and reopen", function()
+    db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+    for i = 1, 3000 do db:set(key(i), h.value_for(key(i))) end
+    for i = 1, 3000, 10 do db:delete(key(i)) end
+    local seq = db:stats().seq
+    db:close()
+    db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+    for i = 1, 3000 do
+      if i % 10 == 1 then
+        assert.is_nil(db:get(key(i)))
+      else
+        assert.equal(h.value_for(key(i)), db:get(key(i)))
+      end
+    end
+    assert.equal(seq, db:stats().seq)
+    -- sequence numbers go on from where they were
+    assert.equal(seq + 1, db:set("next", "1"))
+  end)
+
+  it("recovers data that is only in the WAL", function()
+    db = lunakv.open(dir) -- 4 MiB memtable: nothing is flushed
+    for i = 1, 500 do db:set(key(i), h.value_for(key(i))) end
+    db:set("empty", "")
+    db:delete(key(3))
+    assert.equal(0, db:stats().flushes)
+    db:close()
+    assert.is_true(#h.list(dir, "^wal%.log%.%d%d%d%d%d%d$") >= 1)
+    db = lunakv.open(dir)
+    for i = 1, 500 do
+      if i == 3 then
+        assert.is_nil(db:get(key(i)))
+      else
+        assert.equal(h.value_for(key(i)), db:get(key(i)))
+      end
+    end
+    assert.equal("", db:get("empty"))
+  end)
+
+  it("uses the log_file_name option for the WAL", function()
+    db = lunakv.open(dir, { log_file_name = "journal", sync = "none" })
+    db:set("a", "1")
+    assert.is_true(#h.list(dir, "^journal%.%d%d%d%d%d%d$") >= 1)
+    assert.equal(0, #h.list(dir, "^wal%.log"))
+    db:close()
+    db = lunakv.open(dir, { log_file_name = "journal" })
+    assert.equal("1", db:get("a"))
+  end)
+
+  it("survives many reopen cycles without accumulating files", function()
+    local counts = {}
+    for round = 1, 25 do
+      db = lunakv.open(dir, { max_memtable_size = 8 * 1024 })
+      for i = 1, 100 do
+        db:set(key(round * 1000 + i), "r" .. round)
+      end
+      if round % 5 == 0 then db:flush() end
+      -- every earlier round is still there
+      for r = 1, round do
+        assert.equal("r" .. r, db:get(key(r * 1000 + 1)), "round " .. round)
+        assert.equal("r" .. r, db:get(key(r * 1000 + 100)), "round " .. round)
+      end
+      db:close()
+      db = nil
+      counts[round] = #h.list(dir, "^wal%.")
+    end
+    db = lunakv.open(dir)
+    assert.equal(2500, #h.collect(db.scan, db, nil, nil))
+    for round = 1, 25 do
+      assert.is_true(counts[round] <= 2, "WAL files after round " .. round ..
+        ": " .. counts[round])
+    end
+  end)
+
+  -- Kill -9 a writer and check that every key it reported is there.
+  local function kill_writer(sync, acked_wanted)
+    local work = h.tmpdir()
+    local script = work .. "/writer.lua"
+    h.write_file(script, WRITER)
+    local pid, p = h.spawn(h.lua .. " " .. h.quote(script) .. " " ..
+      h.quote(dir) .. " " .. sync, work)
+    h.wait_until(function() return #h.lines(p.out) >= acked_wanted end, 30,
+      function() return "writer stderr: " .. (h.exists(p.err) and
+        h.read_file(p.err) or "") end)
+    h.kill(pid, "KILL")
+    local _, how, code = h.wait(pid)
+    assert.equal("signal", how, "the writer ended before it was killed: " ..
+      tostring(how) .. " " .. tostring(code) .. " " .. h.read_file(p.err))
+    local acked = h.lines(p.out)
+    assert.is_true(#acked >= acked_wanted)
+    db = lunakv.open(dir)
+    local missing, wrong = {}, {}
+    for n, k in ipairs(acked) do
+      assert.equal(key(n), k)
+      local v = db:get(k)
+      if v == nil then missing[#missing + 1] = k
+      elseif v ~= writer_value(n) then wrong[#wrong + 1] = k end
+    end
+    assert.same({}, wrong)
+    assert.same({}, missing)
+    -- whatever got in after the last ack is a prefix continuation, no holes
+    local n = #acked
+    while db:get(key(n + 1)) do n = n + 1 end
+    assert.is_nil(db:get(key(n + 2)))
+    -- and the reopened db takes writes
+    db:set("after", "crash")
+    db:close()
+    db = lunakv.open(dir)
+    assert.equal("crash", db:get("after"))
+    assert.equal(writer_value(1), db:get(key(1)))
+  end
+
+  it("loses no acknowledged write when a sync=always writer is killed -9",
+    function()
+      kill_writer("always", 300)
+    end)
+
+  it("loses no acknowledged write when a sync=none writer is killed -9",
+    function()
+      kill_writer("none", 3000)
+    end)
+end)
