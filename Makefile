@@ -41,7 +41,7 @@ HEADERS     = $(wildcard c/engine/*.h)
 # Debian packages the project needs to build and test; `make deps` installs
 # the missing ones when run as root, else prints the apt-get line.
 DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
-           lua-busted lua-argparse
+           lua-busted lua-argparse lua-readline
 BENCH_PKGS = libleveldb-dev
 
 .PHONY: all deps test ctest spec shell asan bench install uninstall clean

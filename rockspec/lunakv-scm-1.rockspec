@@ -25,6 +25,9 @@ a shell, and a replicated HTTP server mode built on libevent.
 dependencies = {
   "lua >= 5.4",
   "lua-cjson",
+  "argparse", -- the lunakv command line (lua-argparse in Debian)
+  -- optional: "readline" (lua-readline) gives the shell line editing and
+  -- history on a terminal; without it the shell reads plain lines
 }
 
 external_dependencies = {

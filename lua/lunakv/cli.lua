@@ -1,30 +1,29 @@
--- lunakv.cli - the `lunakv` command: maps subcommands to the modules that
--- run them (loaded only when used) and turns their outcome into an exit
--- code: 0 ok, 1 an expected failure (one "lunakv: ..." line on stderr),
--- 2 a usage error, 99 a bug (traceback and a request to report it).
+-- lunakv.cli - the `lunakv` command. The arguments are parsed with
+-- lua-argparse; each subcommand runs from the module that owns it, loaded
+-- only when used (shell: lunakv.shell, bench: lunakv.bench). The outcome
+-- becomes the exit code: 0 ok, 1 an expected failure (one "lunakv: ..."
+-- line on stderr), 2 a usage error (one line and the usage), 99 a bug
+-- (traceback and a request to report it).
+--
+-- Settings, lowest priority first: built-in defaults < .env in the
+-- working directory (or the file given by --config) < environment
+-- variables < --set KEY=VALUE flags.
 
 local M = {}
 
-local USAGE = [==[
-usage: lunakv [COMMAND [ARGS...]]
+local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 99
+M.EXIT_OK, M.EXIT_FAIL, M.EXIT_USAGE, M.EXIT_BUG =
+  EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BUG
 
-commands:
-  shell [DIR]          open the shell on DIR (default: DATA_DIR or ./data)
-  run FILE [ARGS...]   run the Lua script FILE, with require "lunakv"
-                       available and arg[0] = FILE, arg[1..] = ARGS
-  help                 show this help
-  version              print the version
+local EPILOG = [[
+With no command, lunakv opens the shell on DATA_DIR (default ./data).
+Settings, lowest priority first: built-in defaults < .env in the current
+directory (or --config FILE) < environment variables < --set KEY=VALUE.
+`lunakv help COMMAND` shows a command's options.]]
 
-options:
-  -h, --help           show this help
-  -v, --version        print the version
-
-With no command, lunakv opens the shell. Settings come from defaults, a .env
-file in the current directory, then environment variables (see
-lua/lunakv/config.lua for every key).
-]==]
-
-M.USAGE = USAGE
+-- {======================================================================
+-- Messages
+-- =======================================================================
 
 -- Does this error come from lunakv (an expected failure, not a bug)?
 local function is_lunakv_error(e)
@@ -41,7 +40,7 @@ local function one_line(e, keep_where)
     if not where:find(":$") then where = where .. ":" end
     msg = where .. " " .. msg
   end
-  return (("lunakv: " .. msg):gsub("\n", " "))
+  return (("lunakv: " .. msg):gsub("\n.*", ""))
 end
 M.one_line = one_line
 
@@ -51,20 +50,162 @@ local function version_string()
   return nil, lunakv
 end
 
-local function usage_error(msg)
-  io.stderr:write("lunakv: ", msg, "\n", USAGE)
-  return 2
+-- }======================================================================
+
+-- {======================================================================
+-- The parser
+-- =======================================================================
+
+-- argparse's own --help and --version print and call os.exit. Ours note
+-- what was asked and stop the parse with this marker, so main() returns
+-- an exit code like every other path.
+local SIGNAL = "\0lunakv-cli-signal\0"
+
+-- The settings flags, on the main parser (target prefix "global_") and
+-- on each command that opens a db.
+local function add_config_options(p, prefix)
+  prefix = prefix or ""
+  p:option("-c --config", "Read settings from FILE (.env format) instead of "
+    .. "./.env.")
+    :argname("<file>"):target(prefix .. "config")
+  p:option("-s --set", "Set KEY=VALUE over every other layer (KEY as in "
+    .. ".env, e.g. MAX_MEMTABLE_SIZE, or lower case); repeatable.")
+    :argname("<key=value>"):count("*"):target(prefix .. "set")
 end
 
--- The subcommands. run(args, argv) gets the words after the command name
--- (and the whole original arg table) and returns true, or nil and a message
--- (an expected failure, exit 1), or 2 and a message (a usage error).
+-- Build the parser. Returns it and the table of command parsers by name,
+-- and a state table the --help/--version actions fill in.
+local function build_parser()
+  local argparse = require "argparse"
+  local state = {}
+  local function help_flag(p)
+    p:flag("-h --help", "Show this help and exit.")
+      :action(function()
+        state.help = p
+        error(SIGNAL, 0)
+      end)
+  end
+
+  local p = argparse("lunakv",
+    "lunakv: an LSM-tree key-value store in C, scripted from Lua 5.4.")
+    :add_help(false):require_command(false):command_target("command")
+    :epilog(EPILOG):help_max_width(79)
+  help_flag(p)
+  p:flag("-v --version", "Print the version and exit.")
+    :action(function()
+      state.version = true
+      error(SIGNAL, 0)
+    end)
+  add_config_options(p, "global_")
+
+  local cmds = {}
+  local function command(name, summary, description)
+    local c = p:command(name, description or summary):summary(summary)
+      :add_help(false)
+    help_flag(c)
+    cmds[name] = c
+    return c
+  end
+
+  local shell = command("shell",
+    "Open the shell on a data directory (the default command).",
+    "Open the shell on a data directory: SET, GET, SCAN, ... and Lua with "
+    .. "`db` in scope.\nType HELP in the shell for its commands. From a "
+    .. "pipe it prints only the\nanswers: printf 'SET a 1\\nGET a\\n' | "
+    .. "lunakv shell DIR")
+  shell:argument("dir", "Data directory (default: DATA_DIR, else ./data).")
+    :args("?")
+  shell:option("--url", "Connect to a running node instead (reserved: "
+    .. "arrives with the server).")
+    :argname("<url>")
+  add_config_options(shell)
+
+  local bench = command("bench",
+    "Measure the engine (C loop) and the Lua binding (Lua loop).",
+    "Run benchmark workloads and print ops/s and p50/p99 latency per "
+    .. "workload,\nfor the engine's own loop in C and for a plain Lua loop "
+    .. "calling db:set/db:get.")
+  require("lunakv.bench").add_to_parser(bench)
+  add_config_options(bench)
+
+  local run = command("run", "Run a Lua script with lunakv available.",
+    "Run the Lua script FILE with require \"lunakv\" available; arg[0] is "
+    .. "FILE and\narg[1..] its ARGS (passed through untouched, options "
+    .. "included).")
+  run:handle_options(false)
+  run:argument("file", "The script to run."):argname("<file>")
+  run:argument("args", "Arguments for the script."):args("*")
+    :argname("<args>")
+
+  local help = command("help", "Show the help of a command.")
+  help:argument("name", "The command."):args("?"):argname("<command>")
+
+  command("version", "Print the version.")
+  return p, cmds, state
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Settings
+-- =======================================================================
+
+-- defaults < .env (or --config) < environment < --set, global flags
+-- first. Returns opts, info; raises "lunakv: ..." on a bad file or value,
+-- or returns nil, message, true when a flag was wrong (a usage error).
+local function load_config(args)
+  local config = require "lunakv.config"
+  local file = args.config or args.global_config
+  local opts, info
+  if file then
+    opts, info = config.load_file(file)
+  else
+    opts, info = config.load()
+  end
+  local settings = {}
+  for _, s in ipairs(args.global_set or {}) do settings[#settings + 1] = s end
+  for _, s in ipairs(args.set or {}) do settings[#settings + 1] = s end
+  local ok, err = pcall(config.override, opts, info, settings, "--set")
+  if not ok then return nil, err, true end
+  return opts, info
+end
+M.load_config = load_config
+
+-- }======================================================================
+
+-- {======================================================================
+-- Commands
+-- =======================================================================
+
+-- Each run(args, argv) returns true, or nil and a message (exit 1), or
+-- EXIT_USAGE and a message.
 local commands = {}
 
 commands.shell = {
   run = function(args)
-    if #args > 1 then return 2, "shell takes at most one DIR" end
-    return require("lunakv.shell").main(args)
+    if args.url then
+      return EXIT_USAGE, "shell --url: not available yet (remote shells "
+        .. "arrive with the server)"
+    end
+    local opts, info, usage = load_config(args)
+    if not opts then
+      if usage then return EXIT_USAGE, info:gsub("^lunakv: ", "") end
+      return nil, info
+    end
+    return require("lunakv.shell").main {
+      dir = args.dir, opts = opts, info = info,
+    }
+  end,
+}
+
+commands.bench = {
+  run = function(args)
+    local opts, info, usage = load_config(args)
+    if not opts then
+      if usage then return EXIT_USAGE, info:gsub("^lunakv: ", "") end
+      return nil, info
+    end
+    return require("lunakv.bench").main(args, opts, info)
   end,
 }
 
@@ -73,18 +214,19 @@ commands.run = {
   -- traceback, exit 1 (they are the script's, not lunakv's, bugs).
   script = true,
   run = function(args, argv)
-    local file = args[1]
-    if not file then return 2, "run needs a FILE" end
+    local file = args.file
     local chunk, err = loadfile(file)
     if not chunk then return nil, err end
     -- arg as the standalone interpreter builds it: the script at 0, its
     -- arguments at 1.., everything before it (interpreter, bin/lunakv,
-    -- "run") at negative indices
+    -- options, "run") at negative indices
+    local at = 1
+    while argv[at] ~= nil and argv[at] ~= "run" do at = at + 1 end
     local newarg, first = {}, 0
     while argv[first - 1] ~= nil do first = first - 1 end
-    for i = first, #argv do newarg[i - 2] = argv[i] end
+    for i = first, #argv do newarg[i - at - 1] = argv[i] end
     _G.arg = newarg
-    chunk(table.unpack(args, 2))
+    chunk(table.unpack(args.args or {}))
     return true
   end,
 }
@@ -93,15 +235,15 @@ local function print_version()
   local v, err = version_string()
   if not v then
     io.stderr:write("lunakv: cannot load the lunakv module: ",
-      tostring(err):gsub("\n.*", ""), "\n")
-    return 1
+      (tostring(err):gsub("\n.*", "")), "\n")
+    return EXIT_FAIL
   end
   io.stdout:write(v, "\n")
-  return 0
+  return EXIT_OK
 end
 
 -- Run a subcommand under xpcall and turn what happened into an exit code.
-local function dispatch(cmd, args, argv)
+local function dispatch(cmd, args, argv, usage_of)
   local tb
   local ok, res, msg = xpcall(cmd.run, function(e)
     if not is_lunakv_error(e) then
@@ -114,49 +256,82 @@ local function dispatch(cmd, args, argv)
     return e
   end, args, argv)
   if ok then
-    if res == 2 then return usage_error(msg) end
-    if res or msg == nil then return 0 end
-    io.stderr:write(one_line("lunakv: " .. tostring(msg)), "\n")
-    return 1
+    if res == EXIT_USAGE then
+      io.stderr:write("lunakv: ", msg, "\n", usage_of(), "\n")
+      return EXIT_USAGE
+    end
+    if res or msg == nil then return EXIT_OK end
+    io.stderr:write(one_line("lunakv: " .. tostring(msg):gsub("^lunakv: ", "")), "\n")
+    return EXIT_FAIL
   end
   if is_lunakv_error(res) then
     io.stderr:write(one_line(res, cmd.script), "\n")
-    return 1
+    return EXIT_FAIL
   end
   if cmd.script then
     io.stderr:write("lunakv: ", tb or tostring(res), "\n")
-    return 1
+    return EXIT_FAIL
   end
   io.stderr:write("lunakv: internal error: ", tb or tostring(res), "\n",
     "lunakv: this is a bug; please report it with the lines above\n")
-  return 99
+  return EXIT_BUG
+end
+
+-- The parser of the command named in argv (for a usage line), or p.
+local function parser_for(argv, p, cmds)
+  for i = 1, #argv do
+    if cmds[argv[i]] then return cmds[argv[i]] end
+  end
+  return p
 end
 
 -- main(argv) -> exit code. argv is the script's `arg` table.
 function M.main(argv)
   argv = argv or {}
-  local name = argv[1]
-  if name == nil then name = "shell" end
-  if name == "-h" or name == "--help" or name == "help" then
-    io.stdout:write(USAGE)
-    return 0
-  elseif name == "-v" or name == "--version" or name == "version" then
-    return print_version()
-  end
-  local cmd = commands[name]
-  if not cmd then
-    if name:sub(1, 1) == "-" then
-      return usage_error("unknown option '" .. name .. "'")
+  local list = {}
+  for i = 1, #argv do list[i] = argv[i] end
+  local p, cmds, state = build_parser()
+  local pok, ok, res = pcall(p.pparse, p, list)
+  if not pok then
+    if state.help then
+      io.stdout:write(state.help:get_help(), "\n")
+      return EXIT_OK
+    elseif state.version then
+      return print_version()
     end
-    return usage_error("unknown command '" .. name .. "'")
+    error(ok, 0) -- a bug in the parser set-up
   end
-  local args = {}
-  for i = 2, #argv do args[#args + 1] = argv[i] end
-  if not cmd.script and (args[1] == "-h" or args[1] == "--help") then
-    io.stdout:write(USAGE)
-    return 0
+  if not ok then
+    local where = parser_for(list, p, cmds)
+    -- argparse may add a "Did you mean" line: one line is the rule
+    io.stderr:write("lunakv: ", (tostring(res):gsub("\n.*", "")), "\n",
+      where:get_usage(), "\n")
+    return EXIT_USAGE
   end
-  return dispatch(cmd, args, argv)
+  local args = res
+  local name = args.command or "shell"
+  if name == "help" then
+    if not args.name then
+      io.stdout:write(p:get_help(), "\n")
+      return EXIT_OK
+    end
+    local c = cmds[args.name]
+    if not c then
+      io.stderr:write("lunakv: help: unknown command '", args.name, "'\n",
+        p:get_usage(), "\n")
+      return EXIT_USAGE
+    end
+    io.stdout:write(c:get_help(), "\n")
+    return EXIT_OK
+  elseif name == "version" then
+    return print_version()
+  elseif name == "run" and (args.file == "-h" or args.file == "--help") then
+    io.stdout:write(cmds.run:get_help(), "\n") -- options are not parsed
+    return EXIT_OK                               -- after `run`
+  end
+  return dispatch(commands[name], args, argv, function()
+    return (cmds[name] or p):get_usage()
+  end)
 end
 
 return M

@@ -1,139 +1,978 @@
--- lunakv.shell - a minimal line shell over a db: SET, GET, DELETE, SCAN,
--- STATS, HELP, EXIT (command words in any case; keys keep theirs).
--- A placeholder: the full shell (quoting, Lua evaluation, history) is a
--- later issue. Answers go to stdout, errors to stderr; an error does not
--- end the session.
+-- lunakv.shell - the interactive shell: commands (SET, GET, SCAN, ...) and
+-- Lua at the same prompt, in the manner of lua.c: a line whose first word
+-- is not a command runs as Lua with `db` in scope, compiled as
+-- `return <line>` first and then as a statement, and a chunk cut short at
+-- <eof> asks for more lines. Line editing and history only on a terminal;
+-- from a pipe the shell prints nothing but its answers.
+--
+--   M.tokenize(line)        the pure tokeniser (tested on its own)
+--   M.show(s)               how keys and values are printed
+--   M.pretty(...)           how Lua results are printed
+--   M.new(db, opts)         a session object; sh:handle(line) runs one line
+--   M.run(db, opts)         the read-eval-print loop over stdin
+--   M.main(args)            `lunakv shell`: open, loop, close
+--
+-- Answers go to stdout, errors to stderr as one line; an error never ends
+-- the session. See HELP (below) or README.md for every command.
 
 local M = {}
 
-local HELP = [[
-SET key value    write value (the rest of the line, spaces included)
-GET key          print the value, or (nil)
-DELETE key       delete key
-SCAN lo hi       print "key<TAB>value" for lo <= key <= hi (- = open end)
-STATS            print the store's statistics
-EXIT             close the db and leave (also QUIT, or end of input)]]
+-- {======================================================================
+-- The tokeniser
+-- =======================================================================
 
--- Split a line into its blank-separated words. Pure: tested on its own.
-function M.split(line)
-  local words = {}
-  for w in line:gmatch("%S+") do words[#words + 1] = w end
-  return words
-end
+local ESCAPES = {
+  n = "\n", t = "\t", r = "\r", ["0"] = "\0", a = "\a", b = "\b", f = "\f",
+  v = "\v", e = "\27", ['"'] = '"', ["'"] = "'", ["\\"] = "\\",
+}
 
--- The text after the first n words of line, leading blanks removed.
-function M.rest(line, n)
-  local pos = 1
-  for _ = 1, n do
-    local _, e = line:find("^%s*%S+", pos)
-    if not e then return "" end
-    pos = e + 1
+-- Split a line into words. Returns a list of tokens
+--   { text = "...", quoted = bool, first = i, last = j }
+-- (first/last: byte positions of the word in line), or nil, message,
+-- incomplete. incomplete is true when more input could finish the line
+-- (an open quote, or a backslash at the very end inside quotes): the
+-- caller may read another line and retry with both joined by "\n".
+--
+-- Rules: blanks (space, tab) separate words. "double quotes" allow the
+-- escapes \n \t \r \0 \a \b \f \v \e \\ \" \' and \xHH; 'single quotes'
+-- take everything literally. Quoted and bare parts next to each other
+-- form one word (a"b c"d is `ab cd`). A bare word is literal: a backslash
+-- outside quotes is just a backslash.
+function M.tokenize(line)
+  if type(line) ~= "string" then
+    error("bad argument #1 to 'tokenize' (string expected, got "
+      .. type(line) .. ")", 2)
   end
-  return (line:sub(pos):gsub("^%s+", ""))
-end
-
-local function format_stats(st)
-  local keys, out = {}, {}
-  for k in pairs(st) do keys[#keys + 1] = k end
-  table.sort(keys)
-  for _, k in ipairs(keys) do
-    local v = st[k]
-    if type(v) == "table" then
-      local parts = {}
-      for i, x in ipairs(v) do parts[i] = "L" .. (i - 1) .. "=" .. x end
-      v = table.concat(parts, " ")
-    elseif math.type(v) == "float" then
-      v = string.format("%.3f", v)
+  local toks, i, n = {}, 1, #line
+  while true do
+    i = line:find("[^ \t]", i)
+    if not i then break end
+    local buf, first, quoted = {}, i, false
+    while i <= n do
+      local c = line:byte(i)
+      if c == 32 or c == 9 then -- blank: the word ends
+        break
+      elseif c == 34 then -- "
+        quoted = true
+        i = i + 1
+        while true do
+          local j = line:find('["\\]', i)
+          if not j then
+            return nil, "unfinished quoted string (no closing \")", true
+          end
+          buf[#buf + 1] = line:sub(i, j - 1)
+          if line:byte(j) == 34 then
+            i = j + 1
+            break
+          end
+          local e = line:sub(j + 1, j + 1)
+          if e == "" then
+            return nil, "unfinished quoted string (ends with \\)", true
+          elseif ESCAPES[e] then
+            buf[#buf + 1] = ESCAPES[e]
+            i = j + 2
+          elseif e == "x" then
+            local h = line:match("^%x%x", j + 2)
+            if not h then
+              return nil, string.format(
+                "bad escape at column %d: \\x needs two hex digits", j)
+            end
+            buf[#buf + 1] = string.char(tonumber(h, 16))
+            i = j + 4
+          else
+            return nil, string.format(
+              "unknown escape \\%s at column %d (use \\\\ for a backslash)",
+              e, j)
+          end
+        end
+      elseif c == 39 then -- '
+        quoted = true
+        local j = line:find("'", i + 1, true)
+        if not j then
+          return nil, "unfinished quoted string (no closing ')", true
+        end
+        buf[#buf + 1] = line:sub(i + 1, j - 1)
+        i = j + 1
+      else
+        local j = line:find("[ \t\"']", i) or n + 1
+        buf[#buf + 1] = line:sub(i, j - 1)
+        i = j
+      end
     end
-    out[#out + 1] = k .. ": " .. tostring(v)
+    toks[#toks + 1] = { text = table.concat(buf), quoted = quoted,
+      first = first, last = i - 1 }
   end
+  return toks
+end
+
+-- The words of line as plain strings (nil, message, incomplete as above).
+function M.words(line)
+  local toks, err, more = M.tokenize(line)
+  if not toks then return nil, err, more end
+  local w = {}
+  for k, t in ipairs(toks) do w[k] = t.text end
+  return w
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Printing keys, values and Lua results
+-- =======================================================================
+
+-- Is s printable text (UTF-8 without control characters)?
+local function printable(s)
+  if s:find("[%z\1-\31\127]") then return false end
+  return utf8.len(s) ~= nil
+end
+
+local RQUOTE = { ["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r",
+  ['"'] = '\\"', ["\\"] = "\\\\", ["\0"] = "\\0", ["\27"] = "\\e" }
+
+-- The quoted form of s, in the tokeniser's syntax (it reads back as s).
+function M.quote(s)
+  local out = s:gsub('[%c"\\\128-\255]', function(c)
+    if RQUOTE[c] then return RQUOTE[c] end
+    if c:byte() >= 128 then return c end -- kept; checked below
+    return string.format("\\x%02x", c:byte())
+  end)
+  if utf8.len(out) == nil then -- bytes that are not UTF-8: all as \xHH
+    out = s:gsub('[%c"\\\128-\255]', function(c)
+      return RQUOTE[c] or string.format("\\x%02x", c:byte())
+    end)
+  end
+  return '"' .. out .. '"'
+end
+
+-- How the shell prints a key or a value: as is when it is plain printable
+-- text, else quoted (M.quote). Quoted are: the empty string, text with a
+-- leading or trailing blank, text that starts with " or ( (so a value
+-- can never be mistaken for a quoted one or for the shell's own "(nil)"),
+-- control characters, and bytes that are not UTF-8.
+function M.show(s)
+  if s == "" or s:find("^[\"(%s]") or s:find("%s$") or not printable(s) then
+    return M.quote(s)
+  end
+  return s
+end
+
+local function is_identifier(k)
+  return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil
+end
+
+local function lua_string(s)
+  return (string.format("%q", s):gsub("\\\n", "\\n"):gsub("\r", "\\r"))
+end
+
+-- Render one Lua value readably: strings quoted, tables as constructors
+-- (keys sorted, nested up to depth levels, at most max_items entries each,
+-- cycles shown as <cycle>), other values by tostring.
+local function render(v, depth, seen, out)
+  local t = type(v)
+  if t == "string" then
+    out[#out + 1] = lua_string(v)
+  elseif t == "number" then
+    if math.type(v) == "float" and v == math.floor(v) and v > -1e15
+       and v < 1e15 then
+      out[#out + 1] = string.format("%.1f", v)
+    else
+      out[#out + 1] = tostring(v)
+    end
+  elseif t ~= "table" or getmetatable(v) ~= nil and getmetatable(v).__tostring
+  then
+    out[#out + 1] = tostring(v)
+  elseif seen[v] then
+    out[#out + 1] = "<cycle>"
+  elseif depth <= 0 then
+    out[#out + 1] = "{...}"
+  else
+    seen[v] = true
+    local keys, n = {}, #v
+    for k in pairs(v) do
+      if not (math.type(k) == "integer" and k >= 1 and k <= n) then
+        keys[#keys + 1] = k
+      end
+    end
+    table.sort(keys, function(a, b)
+      local ta, tb = type(a), type(b)
+      if ta ~= tb then return ta < tb end
+      if ta == "number" or ta == "string" then return a < b end
+      return tostring(a) < tostring(b)
+    end)
+    out[#out + 1] = "{"
+    local count, max_items = 0, 50
+    local function sep()
+      if count > 0 then out[#out + 1] = ", " end
+      count = count + 1
+    end
+    for i = 1, n do
+      if count >= max_items then break end
+      sep()
+      render(v[i], depth - 1, seen, out)
+    end
+    for _, k in ipairs(keys) do
+      if count >= max_items then break end
+      sep()
+      if is_identifier(k) then
+        out[#out + 1] = k
+      else
+        out[#out + 1] = "["
+        render(k, depth - 1, seen, out)
+        out[#out + 1] = "]"
+      end
+      out[#out + 1] = " = "
+      render(v[k], depth - 1, seen, out)
+    end
+    if n + #keys > count then
+      out[#out + 1] = string.format(", ... (%d more)", n + #keys - count)
+    end
+    out[#out + 1] = "}"
+    seen[v] = nil
+  end
+end
+
+-- The text for results ...: each rendered, separated by tabs (lua.c's
+-- layout); "" for no results.
+function M.pretty(...)
+  local parts = {}
+  for i = 1, select("#", ...) do
+    local out = {}
+    render((select(i, ...)), 3, {}, out)
+    parts[i] = table.concat(out)
+  end
+  return table.concat(parts, "\t")
+end
+
+local function human_bytes(n)
+  local units, u, x = { "B", "KiB", "MiB", "GiB", "TiB" }, 1, n
+  while x >= 1024 and u < #units do
+    x = x / 1024
+    u = u + 1
+  end
+  if u == 1 then return string.format("%d B", n) end
+  return string.format("%.1f %s", x, units[u])
+end
+M.human_bytes = human_bytes
+
+-- }======================================================================
+
+-- {======================================================================
+-- Commands
+-- =======================================================================
+
+-- text filled into lines of at most `width` characters, every line but
+-- the first starting with `indent` spaces.
+local function wrap(text, width, indent)
+  local lines, line = {}, ""
+  for word in text:gmatch("%S+") do
+    if line ~= "" and #line + 1 + #word > width then
+      lines[#lines + 1] = line
+      line = word
+    else
+      line = line == "" and word or (line .. " " .. word)
+    end
+  end
+  lines[#lines + 1] = line
+  return table.concat(lines, "\n" .. string.rep(" ", indent))
+end
+
+local Shell = {}
+Shell.__index = Shell
+
+-- An expected failure of a command: one line, no position.
+local function fail(fmt, ...)
+  error({ shell_error = string.format(fmt, ...) }, 0)
+end
+
+local function usage(cmd)
+  fail("usage: %s", cmd.usage)
+end
+
+-- Trailing keyword arguments, e.g. LIMIT 10 or AT_SEQ 5: when the last
+-- two tokens are an unquoted `word` (any case) and an integer, remove
+-- them and return the integer.
+local function take_keyword(args, words)
+  local n = #args
+  if n < 2 then return nil end
+  local kw, num = args[n - 1], args[n]
+  if kw.quoted or not words[kw.text:upper()] then return nil end
+  local v = math.tointeger(tonumber(num.text))
+  if not v or num.text:find("[^%d]") then
+    fail("%s needs a non-negative integer, got %s", kw.text:upper(),
+      M.show(num.text))
+  end
+  args[n], args[n - 1] = nil, nil
+  return v
+end
+
+-- A range bound: an unquoted "-" is an open end.
+local function bound(tok)
+  if tok == nil or (not tok.quoted and tok.text == "-") then return nil end
+  return tok.text
+end
+
+-- The reader GET, SCAN and COUNT use: the pinned snapshot if any.
+function Shell:reader()
+  return self.snap or self.db
+end
+
+function Shell:prompt()
+  if self.batch then
+    return string.format("lunakv(batch %d)> ", self.batch:count())
+  elseif self.snap then
+    return string.format("lunakv(snap %d)> ", self.snap.seq)
+  end
+  return "lunakv> "
+end
+
+local commands, order = {}, {}
+
+local function command(def)
+  commands[def.name] = def
+  order[#order + 1] = def
+  for _, a in ipairs(def.aliases or {}) do commands[a] = def end
+end
+
+command {
+  name = "SET", usage = "SET key value",
+  help = "write value under key; prints the write's sequence number (in a "
+    .. "BATCH: QUEUED). The value may be the rest of the line "
+    .. "(SET greeting hello world) or one quoted word",
+  run = function(sh, args, line)
+    if #args < 2 then usage(commands.SET) end
+    local key, value = args[1].text, nil
+    if #args == 2 then
+      value = args[2].text
+    else
+      for k = 2, #args do
+        if args[k].quoted then
+          fail("SET takes one value: quote all of it, or give it unquoted "
+            .. "as the rest of the line")
+        end
+      end
+      value = line:sub(args[2].first):gsub("[ \t]+$", "")
+    end
+    if sh.batch then
+      sh.batch:set(key, value)
+      return "QUEUED"
+    end
+    return tostring(sh.db:set(key, value))
+  end,
+}
+
+command {
+  name = "GET", usage = "GET key [AT_SEQ n]",
+  help = "print the value of key, or (nil) when absent; AT_SEQ n reads "
+    .. "the newest version with sequence number <= n. Inside a SNAPSHOT, "
+    .. "reads the snapshot",
+  run = function(sh, args)
+    local at = take_keyword(args, { AT_SEQ = true, AT = true })
+    if #args == 2 and at == nil then -- GET key n
+      at = math.tointeger(tonumber(args[2].text))
+      if not at or args[2].text:find("[^%d]") then usage(commands.GET) end
+      args[2] = nil
+    end
+    if #args ~= 1 then usage(commands.GET) end
+    local v
+    if at then
+      v = sh.db:get(args[1].text, at)
+    else
+      v = sh:reader():get(args[1].text)
+    end
+    return v == nil and "(nil)" or M.show(v)
+  end,
+}
+
+command {
+  name = "DELETE", aliases = { "DEL" }, usage = "DELETE key",
+  help = "delete key (a tombstone); prints the sequence number (in a "
+    .. "BATCH: QUEUED)",
+  run = function(sh, args)
+    if #args ~= 1 then usage(commands.DELETE) end
+    if sh.batch then
+      sh.batch:delete(args[1].text)
+      return "QUEUED"
+    end
+    return tostring(sh.db:delete(args[1].text))
+  end,
+}
+
+command {
+  name = "SCAN", usage = "SCAN [lo [hi]] [LIMIT n]",
+  help = "print key<TAB>value for every key with lo <= key <= hi, in "
+    .. "order; - or a missing bound is an open end. (empty) when none; "
+    .. "(more) when LIMIT cut the listing short",
+  run = function(sh, args)
+    local limit = take_keyword(args, { LIMIT = true })
+    if #args > 2 then usage(commands.SCAN) end
+    local lo, hi = bound(args[1]), bound(args[2])
+    if lo and hi and lo > hi then
+      fail("SCAN: lo %s is above hi %s", M.show(lo), M.show(hi))
+    end
+    local out, n = {}, 0
+    for k, v in sh:reader():scan(lo, hi) do
+      if limit and n >= limit then
+        out[#out + 1] = "(more)"
+        break
+      end
+      n = n + 1
+      out[#out + 1] = M.show(k) .. "\t" .. M.show(v)
+    end
+    if n == 0 and #out == 0 then return "(empty)" end
+    return table.concat(out, "\n")
+  end,
+}
+
+command {
+  name = "COUNT", usage = "COUNT [lo [hi]]",
+  help = "print how many keys lie in [lo, hi] (- or missing: open)",
+  run = function(sh, args)
+    if #args > 2 then usage(commands.COUNT) end
+    local n = 0
+    for _ in sh:reader():scan(bound(args[1]), bound(args[2])) do n = n + 1 end
+    return tostring(n)
+  end,
+}
+
+command {
+  name = "SNAPSHOT", usage = "SNAPSHOT",
+  help = "pin the current state: GET, SCAN and COUNT read it until "
+    .. "RELEASE; prints its sequence number",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.SNAPSHOT) end
+    if sh.snap then
+      fail("a snapshot is already pinned at seq %d; RELEASE it first",
+        sh.snap.seq)
+    end
+    sh.snap = sh.db:snapshot()
+    sh.env.snap = sh.snap
+    return tostring(sh.snap.seq)
+  end,
+}
+
+command {
+  name = "RELEASE", usage = "RELEASE",
+  help = "release the snapshot; reads see the latest data again",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.RELEASE) end
+    if not sh.snap then fail("no snapshot is pinned (SNAPSHOT pins one)") end
+    sh.snap:release()
+    sh.snap, sh.env.snap = nil, nil
+    return "OK"
+  end,
+}
+
+command {
+  name = "BATCH", aliases = { "BEGIN", "MULTI" }, usage = "BATCH",
+  help = "start an atomic batch: SET and DELETE are queued until COMMIT "
+    .. "(all at once) or ABORT (none); reads still see the db",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.BATCH) end
+    if sh.batch then
+      fail("a batch is already open (%d queued); COMMIT or ABORT it",
+        sh.batch:count())
+    end
+    sh.batch = sh.db:batch()
+    return "OK"
+  end,
+}
+
+command {
+  name = "COMMIT", aliases = { "EXEC" }, usage = "COMMIT",
+  help = "apply the batch atomically; prints its last sequence number",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.COMMIT) end
+    if not sh.batch then fail("no batch is open (BATCH opens one)") end
+    local seq = sh.batch:commit()
+    sh.batch:close()
+    sh.batch = nil
+    return tostring(seq)
+  end,
+}
+
+command {
+  name = "ABORT", aliases = { "DISCARD" }, usage = "ABORT",
+  help = "drop the batch without writing anything",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.ABORT) end
+    if not sh.batch then fail("no batch is open (BATCH opens one)") end
+    sh.batch:close()
+    sh.batch = nil
+    return "OK"
+  end,
+}
+
+command {
+  name = "FLUSH", usage = "FLUSH",
+  help = "write the memtable to an SSTable; returns when done",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.FLUSH) end
+    sh.db:flush()
+    return "OK"
+  end,
+}
+
+command {
+  name = "COMPACT", usage = "COMPACT",
+  help = "flush, then merge every table into the last level; returns when "
+    .. "done",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.COMPACT) end
+    sh.db:compact()
+    return "OK"
+  end,
+}
+
+-- STATS rows, in the order a reader wants them; anything else the engine
+-- reports follows, sorted.
+local STATS_ORDER = {
+  "seq", "sstable_count", "sstables_per_level", "bytes_per_level",
+  "total_size_bytes", "memtable_size_bytes", "memtable_keys",
+  "imm_memtables", "wal_size_bytes", "bytes_written_user",
+  "bytes_written_disk", "bytes_written_wal", "write_amplification",
+  "flushes", "compactions", "compaction_bytes_read",
+  "compaction_bytes_written", "stall_slowdowns", "stall_stops",
+  "stall_micros", "bloom_checks", "bloom_negatives", "block_reads",
+  "block_cache_hits", "block_cache_bytes", "live_snapshots",
+  "live_iterators", "wal_syncs", "bg_error",
+}
+
+local function stats_value(name, v)
+  if type(v) == "table" then
+    local last = 0
+    for i = 1, #v do if v[i] ~= 0 then last = i end end
+    if last == 0 then return "-" end
+    local parts = {}
+    for i = 1, last do
+      local x = v[i]
+      if name:find("bytes") then x = human_bytes(x) end
+      parts[#parts + 1] = string.format("L%d %s", i - 1, x)
+    end
+    return table.concat(parts, ", ")
+  elseif math.type(v) == "float" then
+    return string.format("%.2f", v)
+  elseif math.type(v) == "integer" and name:find("bytes") and v >= 1024 then
+    return string.format("%d (%s)", v, human_bytes(v))
+  end
+  return tostring(v)
+end
+
+-- The rows of STATS: { {name, text}, ... }.
+function Shell:stats_rows()
+  local st = self.db:stats()
+  local rows = {
+    { "data_dir", self.dir or "?" },
+    { "config_file", self.info and self.info.file
+      or "(none: defaults and environment)" },
+  }
+  if self.snap then rows[#rows + 1] = { "snapshot_seq", tostring(self.snap.seq) } end
+  if self.batch then
+    rows[#rows + 1] = { "batch_queued", tostring(self.batch:count()) }
+  end
+  local done = {}
+  for _, k in ipairs(STATS_ORDER) do
+    if st[k] ~= nil then
+      rows[#rows + 1] = { k, stats_value(k, st[k]) }
+      done[k] = true
+    end
+  end
+  local rest = {}
+  for k in pairs(st) do if not done[k] then rest[#rest + 1] = k end end
+  table.sort(rest)
+  for _, k in ipairs(rest) do rows[#rows + 1] = { k, stats_value(k, st[k]) } end
+  return rows
+end
+
+command {
+  name = "STATS", usage = "STATS",
+  help = "print the store's statistics as a table, with the data directory "
+    .. "and the config file in use",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.STATS) end
+    local rows, width = sh:stats_rows(), 0
+    for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
+    local out = {}
+    for _, r in ipairs(rows) do
+      out[#out + 1] = string.format("%-" .. width .. "s  %s", r[1], r[2])
+    end
+    return table.concat(out, "\n")
+  end,
+}
+
+local LUA_HELP = [[
+Anything else is Lua, run with `db` (this database), `lunakv`, and `snap`
+(the pinned snapshot, if any) in scope; results are printed readably:
+  =expr              print the value of expr (db:get("k"), #t, ...)
+  lua chunk          run chunk as Lua even if it starts with a command word
+  any other line     tried as `return <line>`, then as a statement
+A line that is unfinished Lua (or an unclosed quote) continues on the next
+(prompt >>). Globals you set stay for the session.]]
+
+local QUOTING_HELP = [[
+Quoting: "double quotes" take escapes \n \t \r \0 \e \\ \" \xHH;
+'single quotes' are literal. Command words are case-insensitive; keys and
+values keep their case. Keys and values that are not plain text are
+printed quoted the same way; a missing key prints (nil).]]
+
+command {
+  name = "HELP", aliases = { "?" }, usage = "HELP [command]",
+  help = "list the commands, or explain one",
+  run = function(_, args)
+    if #args == 1 then
+      local c = commands[args[1].text:upper()]
+      if not c then fail("no command %s (HELP lists them)", M.show(args[1].text)) end
+      local names = c.name
+      if c.aliases then names = names .. " (also " .. table.concat(c.aliases, ", ") .. ")" end
+      return c.usage .. "\n  " .. wrap(c.help, 74, 2)
+        .. (c.aliases and ("\n  " .. names) or "")
+    elseif #args > 1 then
+      usage(commands.HELP)
+    end
+    return M.help_text()
+  end,
+}
+
+command {
+  name = "EXIT", aliases = { "QUIT" }, usage = "EXIT",
+  help = "close the database and leave (so do Ctrl-D and the end of input)",
+  run = function(sh)
+    sh.done = true
+    return nil
+  end,
+}
+
+-- The full HELP text: every command with its usage and one paragraph.
+function M.help_text()
+  local out, width = {}, 0
+  for _, c in ipairs(order) do width = math.max(width, #c.usage) end
+  out[#out + 1] = "Commands:"
+  for _, c in ipairs(order) do
+    local text = c.help
+    if c.aliases then text = text .. " (also " .. table.concat(c.aliases, ", ") .. ")" end
+    out[#out + 1] = string.format("  %-" .. width .. "s  %s", c.usage,
+      wrap(text, 76 - width - 4, width + 4))
+  end
+  out[#out + 1] = ""
+  out[#out + 1] = QUOTING_HELP
+  out[#out + 1] = ""
+  out[#out + 1] = LUA_HELP
   return table.concat(out, "\n")
 end
 
-local function need(words, n, usage)
-  if #words ~= n then error("lunakv: usage: " .. usage, 0) end
+-- The command names (for completion and the specs).
+function M.command_names()
+  local t = {}
+  for _, c in ipairs(order) do t[#t + 1] = c.name end
+  return t
 end
 
--- Execute one line against db. Returns the text to print (or nil) and
--- true when the shell should stop. Raises on errors.
-function M.execute(db, line)
-  local words = M.split(line)
-  if #words == 0 then return nil end
-  local cmd = words[1]:upper()
-  if cmd == "SET" then
-    if #words < 3 then error("lunakv: usage: SET key value", 0) end
-    db:set(words[2], M.rest(line, 2))
-    return "OK"
-  elseif cmd == "GET" then
-    need(words, 2, "GET key")
-    local v = db:get(words[2])
-    return v == nil and "(nil)" or v
-  elseif cmd == "DELETE" or cmd == "DEL" then
-    need(words, 2, "DELETE key")
-    db:delete(words[2])
-    return "OK"
-  elseif cmd == "SCAN" then
-    need(words, 3, "SCAN lo hi")
-    local lo = words[2] ~= "-" and words[2] or nil
-    local hi = words[3] ~= "-" and words[3] or nil
-    local out = {}
-    for k, v in db:scan(lo, hi) do out[#out + 1] = k .. "\t" .. v end
-    if #out == 0 then return nil end
-    return table.concat(out, "\n")
-  elseif cmd == "STATS" then
-    need(words, 1, "STATS")
-    return format_stats(db:stats())
-  elseif cmd == "HELP" then
-    return HELP
-  elseif cmd == "EXIT" or cmd == "QUIT" then
-    return nil, true
+-- }======================================================================
+
+-- {======================================================================
+-- Sessions: one line at a time
+-- =======================================================================
+
+-- M.new(db, opts) -> a session. opts: dir, info (config.load's),
+-- lunakv (the module, put in the Lua scope), out, err (files; default
+-- io.stdout, io.stderr).
+function M.new(db, opts)
+  opts = opts or {}
+  local sh = setmetatable({
+    db = db, dir = opts.dir, info = opts.info,
+    out = opts.out or io.stdout, err = opts.err or io.stderr,
+    pending = nil, -- text of an unfinished line (quote or Lua chunk)
+    errors = 0,
+  }, Shell)
+  sh.env = setmetatable({ db = db, lunakv = opts.lunakv }, { __index = _G })
+  return sh
+end
+
+-- The one-line text of an error value.
+local function error_line(e)
+  local msg
+  if type(e) == "table" and e.shell_error then
+    msg = "lunakv: " .. e.shell_error
+  elseif type(e) == "string" then
+    local s = e:find("lunakv: ", 1, true)
+    msg = s and e:sub(s) or e
+  else
+    local mt = getmetatable(e)
+    msg = (mt and mt.__tostring) and tostring(e)
+      or ("(error object is a " .. type(e) .. " value)")
   end
-  error("lunakv: unknown command '" .. words[1]
-    .. "' (commands: SET, GET, DELETE, SCAN, STATS, HELP, EXIT)", 0)
+  msg = msg:gsub("\n.*", "")
+  return msg
 end
 
--- Read lines from input until EXIT or its end. Prompts only when asked
--- (a terminal). Returns when done; the caller closes db.
-function M.loop(db, input, output, errout, prompt)
-  while true do
-    if prompt then
-      output:write(prompt)
-      output:flush()
-    end
-    local line = input:read("l")
-    if line == nil then
-      if prompt then output:write("\n") end
-      return
-    end
-    local ok, text, done = pcall(M.execute, db, line)
-    if not ok then
-      local msg = tostring(text)
-      errout:write(msg:match("lunakv: .*") or ("lunakv: " .. msg), "\n")
+function Shell:report(e)
+  self.errors = self.errors + 1
+  self.out:flush()
+  self.err:write(error_line(e), "\n")
+  self.err:flush()
+end
+
+function Shell:answer(text)
+  if text ~= nil then self.out:write(text, "\n") end
+  self.out:flush()
+end
+
+-- Compile code as lua.c does: `return code` first, then code itself.
+-- Returns the function, or nil, message, incomplete.
+function Shell:compile(code)
+  local f = load("return " .. code, "=stdin", "t", self.env)
+  if f then return f end
+  local err
+  f, err = load(code, "=stdin", "t", self.env)
+  if f then return f end
+  return nil, err, err:sub(-5) == "<eof>"
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- Run Lua code; prints its results. Returns false when the chunk is
+-- unfinished (more lines wanted). word: the line's first word when it
+-- may have been meant as a command (named in a syntax error).
+function Shell:eval(code, word)
+  local f, err, more = self:compile(code)
+  if not f then
+    if more then return false end
+    if word then
+      err = string.format("unknown command '%s' (HELP lists them); as Lua: %s",
+        word, err)
+      self:report({ shell_error = err })
     else
-      if text then output:write(text, "\n") end
-      if done then return end
+      self:report(err)
     end
-    output:flush()
+    return true
   end
-end
-
--- `lunakv shell [DIR]`: returns true, or raises a lunakv error.
-function M.main(args)
-  local lunakv = require "lunakv"
-  local opts, info = lunakv.config.load()
-  for _, w in ipairs(info.warnings) do
-    io.stderr:write("lunakv: warning: ", w, "\n")
+  local r = pack(xpcall(f, debug.traceback))
+  if not r[1] then
+    self:report(r[2])
+  elseif r.n > 1 then
+    self:answer(M.pretty(table.unpack(r, 2, r.n)))
+  else
+    self.out:flush()
   end
-  local dir = args[1] or opts.data_dir
-  local db <close> = lunakv.open(dir, opts)
-  local tty = os.execute("test -t 0 && test -t 1") == true
-  if tty then
-    io.stderr:write(lunakv._VERSION, " shell on ", dir,
-      " (HELP for commands, EXIT to leave)\n")
-  end
-  M.loop(db, io.stdin, io.stdout, io.stderr, tty and "lunakv> " or nil)
-  db:close()
   return true
 end
+
+-- Is the first word of line a command? Returns its definition.
+local function command_of(toks)
+  local first = toks[1]
+  if not first or first.quoted then return nil end
+  return commands[first.text:upper()]
+end
+
+-- Handle one line of input (a line the user typed). Returns "more" when
+-- the line is unfinished and the next one continues it, nil otherwise;
+-- sh.done is set after EXIT.
+function Shell:handle(line)
+  local text = line
+  if self.pending then text = self.pending .. "\n" .. line end
+  self.pending = nil
+  local lua_mode = self.pending_lua
+  self.pending_lua = nil
+  local word
+
+  if not lua_mode then
+    local toks, err, more = M.tokenize(text)
+    if toks then
+      if #toks == 0 then return nil end
+      local cmd = command_of(toks)
+      if cmd then
+        local args = {}
+        for k = 2, #toks do args[k - 1] = toks[k] end
+        local ok, res = pcall(cmd.run, self, args, text)
+        if ok then self:answer(res) else self:report(res) end
+        return nil
+      end
+    else
+      -- a command whose quoting is wrong, or unfinished (an open quote
+      -- goes on on the next line); anything else is left to Lua
+      local first = text:match("^[ \t]*([^ \t\"']+)")
+      if first and commands[first:upper()] then
+        if more then
+          self.pending = text
+          return "more"
+        end
+        self:report({ shell_error = err })
+        return nil
+      end
+    end
+    -- not a command: Lua (a tokenising error does not matter to Lua)
+    local body = text:match("^%s*=(.*)$")
+    if body then
+      text = "return " .. body
+    else
+      body = text:match("^%s*[Ll][Uu][Aa]%s+(.*)$")
+        or (text:match("^%s*[Ll][Uu][Aa]%s*$") and "")
+      if body then
+        text = body
+      else
+        -- a lone name that means nothing is more likely a mistyped
+        -- command than a question about an unset global
+        local name = text:match("^%s*([%a_][%w_]*)%s*$")
+        if name and self.env[name] == nil then
+          self:report({ shell_error = string.format(
+            "unknown command or undefined variable '%s' (HELP lists the "
+            .. "commands)", name) })
+          return nil
+        end
+        -- "FOO bar" that is not Lua was most likely meant as a command
+        word = text:match("^%s*([%a_][%w_]*)[ \t]+[%w_\"'%-]")
+      end
+    end
+    if text:match("^%s*$") then return nil end
+  end
+  if self:eval(text, word) then return nil end
+  self.pending, self.pending_lua = text, true
+  return "more"
+end
+
+-- The end of input with a line still unfinished.
+function Shell:finish()
+  if self.pending then
+    local what = self.pending_lua and "Lua chunk" or "quoted string"
+    self.pending, self.pending_lua = nil, nil
+    self:report({ shell_error = "end of input inside an unfinished " .. what })
+  end
+  if self.batch then
+    self.err:write(string.format(
+      "lunakv: warning: uncommitted batch of %d operation(s) discarded\n",
+      self.batch:count()))
+    self.batch:close()
+    self.batch = nil
+  end
+  if self.snap then
+    self.snap:release()
+    self.snap, self.env.snap = nil, nil
+  end
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- The loop: terminal (readline, prompts, history) or pipe (bare answers)
+-- =======================================================================
+
+local function history_file()
+  local home = os.getenv("HOME")
+  if not home or home == "" then return nil end
+  return home .. "/.lunakv_history"
+end
+
+-- A line reader for a terminal: lua-readline when installed, else plain
+-- io.read with the prompt written to stdout.
+local function terminal_reader()
+  local ok, rl = pcall(require, "readline")
+  if ok and type(rl) == "table" and rl.readline then
+    local hist = history_file()
+    pcall(rl.set_options, {
+      histfile = hist or "", keeplines = 1000, ignoredups = true,
+      completion = true, auto_add = true, minlength = 1,
+    })
+    local words = {}
+    for _, name in ipairs(M.command_names()) do
+      words[#words + 1] = name
+      words[#words + 1] = name:lower()
+    end
+    words[#words + 1] = "db:"
+    pcall(rl.set_complete_list, words)
+    return function(prompt) return rl.readline(prompt) end,
+      function() if hist then pcall(rl.save_history) end end
+  end
+  return function(prompt)
+    io.stdout:write(prompt)
+    io.stdout:flush()
+    return io.stdin:read("l")
+  end, function() end
+end
+
+-- M.run(db, opts): the read-eval-print loop until EXIT or the end of
+-- input. opts as M.new, plus tty (prompts and line editing), read (a
+-- function(prompt) -> line or nil, replacing stdin), core (lunakv.core:
+-- when given, Ctrl-C interrupts the running command instead of the
+-- process). Returns the session (sh.errors counts failures).
+function M.run(db, opts)
+  opts = opts or {}
+  local sh = M.new(db, opts)
+  local tty = opts.tty
+  local read, save = opts.read, function() end
+  if read == nil then
+    if tty then
+      read, save = terminal_reader()
+    else
+      read = function() return io.stdin:read("l") end
+    end
+  end
+  local more = nil
+  -- one step: read a line and handle it. A Ctrl-C raises "interrupted!"
+  -- at the next Lua step (core.interrupts), which may fall anywhere in
+  -- here; the pcall around the step turns it into one line of output
+  local function step()
+    local prompt = tty and (more and ">> " or sh:prompt()) or nil
+    local line = read(prompt)
+    if line == nil then
+      if tty then sh.out:write("\n") end
+      return "eof"
+    end
+    more = sh:handle((line:gsub("\r$", "")))
+  end
+  local core = opts.core
+  local was = core and core.interrupts(true)
+  while not sh.done do
+    local ok, res = pcall(step)
+    if not ok then
+      more, sh.pending, sh.pending_lua = nil, nil, nil
+      if type(res) == "string" and res:find("interrupted!", 1, true) then
+        if not tty then -- from a pipe, Ctrl-C ends the session
+          sh:report({ shell_error = "interrupted" })
+          break
+        end
+        sh.out:write("(interrupted)\n")
+      else
+        sh:report(res)
+      end
+    elseif res == "eof" then
+      break
+    end
+  end
+  if core and not was then core.interrupts(false) end
+  sh:finish()
+  save()
+  sh.out:flush()
+  return sh
+end
+
+-- `lunakv shell [DIR]`. args: dir, opts (engine options, config.load's
+-- table with flags applied), info (config.load's info), url (reserved).
+-- Returns true, or nil and a message (exit 1).
+function M.main(args)
+  local lunakv = require "lunakv"
+  local core = require "lunakv.core"
+  local opts, info = args.opts, args.info
+  if not opts then opts, info = lunakv.config.load() end
+  for _, w in ipairs(info and info.warnings or {}) do
+    io.stderr:write("lunakv: warning: ", w, "\n")
+  end
+  local dir = args.dir or opts.data_dir
+  local tty = core.isatty(0) and core.isatty(1)
+  local db <close> = lunakv.open(dir, opts)
+  if tty then
+    io.stderr:write(string.format(
+      "%s shell on %s (config: %s). HELP for commands, EXIT or Ctrl-D to "
+      .. "leave.\n", lunakv._VERSION, dir, info and info.file
+      or "no .env file"))
+  end
+  local sh = M.run(db, { dir = dir, info = info, lunakv = lunakv, tty = tty,
+    core = core })
+  db:close()
+  if not tty and sh.errors > 0 then
+    return nil, string.format("%d command(s) failed", sh.errors)
+  end
+  return true
+end
+
+-- }======================================================================
 
 return M

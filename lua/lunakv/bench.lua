@@ -1,0 +1,694 @@
+-- lunakv.bench - `lunakv bench`: throughput and latency of named
+-- workloads, measured twice: the engine's own speed (a C loop on real
+-- pthreads, core.bench) and the speed a Lua script sees (a plain Lua loop
+-- calling db:set / db:get), so the cost of the binding is visible.
+--
+-- The default workloads are the seed's four (writes, reads, reads on 4
+-- threads, misses); the db_bench ones (fillseq, fillrandom, overwrite,
+-- readrandom, readmissing, readseq, seekrandom, fillsync) are chosen with
+-- --workloads. README.md ("Shell and bench") describes every workload
+-- and the output; `lunakv help bench` lists the options.
+
+local M = {}
+
+-- The workloads. kind: the core.bench name; fill: writes keys (a fresh db
+-- unless it is an overwrite); reads: may take a thread count suffix;
+-- expect: "all" (every op finds its key) or "none" (no op does).
+local WORKLOADS = {
+  writes = { kind = "writes", fill = "fresh",
+    doc = "set key 0, 1, ..., N-1 in order (the seed's writes)" },
+  reads = { kind = "reads", reads = true, expect = "all",
+    doc = "get key 0, 1, ..., N-1 in order (the seed's reads)" },
+  misses = { kind = "misses", reads = true, expect = "none",
+    doc = "get N absent keys, each inside the key range (the seed's misses)" },
+  fillseq = { kind = "fillseq", fill = "fresh",
+    doc = "set every key once in key order into a fresh db" },
+  fillrandom = { kind = "fillrandom", fill = "fresh",
+    doc = "set every key once in random order into a fresh db" },
+  overwrite = { kind = "overwrite", fill = "current",
+    doc = "set every key again, in another random order" },
+  fillsync = { kind = "fillrandom", fill = "sync",
+    doc = "fillrandom with SYNC=always (fdatasync per write) on N/100 keys" },
+  readrandom = { kind = "readrandom", reads = true, expect = "all",
+    doc = "get uniformly random existing keys" },
+  readmissing = { kind = "readmissing", reads = true, expect = "none",
+    doc = "get random absent keys (inside the key range)" },
+  readseq = { kind = "readseq", reads = true, expect = "all",
+    doc = "step a forward scan from the first key, one entry per op" },
+  seekrandom = { kind = "seekrandom", reads = true, expect = "all",
+    doc = "seek an iterator to a random existing key and read the entry" },
+}
+M.WORKLOADS = WORKLOADS
+
+M.DEFAULT_WORKLOADS = "writes,reads,reads4,misses"
+M.DB_BENCH_WORKLOADS =
+  "fillseq,fillrandom,overwrite,readrandom,readmissing,readseq,seekrandom,fillsync"
+
+local SAMPLE_EVERY = 8 -- time one operation in 8 (both layers)
+
+-- {======================================================================
+-- Options
+-- =======================================================================
+
+local function posint(name, min)
+  return function(s)
+    local n = math.tointeger(tonumber(s))
+    if not n or n < (min or 1) or tostring(s):find("[^%d]") then
+      return nil, string.format("%s must be an integer >= %d, got '%s'",
+        name, min or 1, s)
+    end
+    return n
+  end
+end
+
+-- Add the bench options to its argparse command.
+function M.add_to_parser(c)
+  c:option("-w --workloads", "Comma-separated workloads (default: the "
+    .. "seed's " .. M.DEFAULT_WORKLOADS .. "; db_bench's: "
+    .. M.DB_BENCH_WORKLOADS:gsub(",", ", ") .. ", or \"all\"). A read workload may end "
+    .. "with a thread count: readrandom4.")
+    :argname("<list>")
+  c:option("-n --num", "Keys and operations per workload (default "
+    .. "BENCHMARK_N, 100000).")
+    :argname("<n>"):convert(posint("--num"))
+  c:option("--value-size", "Value bytes (default 100).")
+    :argname("<bytes>"):convert(posint("--value-size", 0))
+  c:option("--key-size", "Key bytes (default 16).")
+    :argname("<bytes>"):convert(posint("--key-size", 2))
+  c:option("--layers", "Which loops: c, lua or c,lua (default).")
+    :argname("<list>")
+  c:option("--repeat", "Run everything R times and report medians "
+    .. "(default 1).")
+    :argname("<r>"):convert(posint("--repeat"))
+  c:option("--dir", "Put the databases under DIR (default: a temporary "
+    .. "directory, removed at the end).")
+    :argname("<dir>")
+  c:option("--seed", "Random seed (default 1).")
+    :argname("<n>"):convert(posint("--seed", 0))
+  c:flag("--json", "Print the results as one JSON object on stdout.")
+  c:flag("--progress", "Draw the progress bar even when stderr is not a "
+    .. "terminal.")
+  c:flag("-q --quiet", "No progress bar.")
+end
+
+-- Parse "writes,reads4" into { {name=, base=, threads=, def=}, ... }.
+-- Returns the list, or nil and a message.
+function M.parse_workloads(text)
+  if text == "all" then text = M.DB_BENCH_WORKLOADS end
+  local list = {}
+  for item in (text .. ","):gmatch("([^,]*),") do
+    item = item:match("^%s*(.-)%s*$")
+    if item ~= "" then
+      local base, digits = item:match("^(%a+)(%d*)$")
+      local def = base and WORKLOADS[base]
+      if not def then
+        local names = {}
+        for k in pairs(WORKLOADS) do names[#names + 1] = k end
+        table.sort(names)
+        return nil, string.format("unknown workload '%s' (known: %s)", item,
+          table.concat(names, ", "))
+      end
+      local threads = digits ~= "" and math.tointeger(tonumber(digits)) or 1
+      if digits ~= "" and not def.reads then
+        return nil, string.format("workload '%s': only read workloads take "
+          .. "a thread count", item)
+      end
+      if threads < 1 or threads > 256 then
+        return nil, string.format("workload '%s': threads must be 1 .. 256",
+          item)
+      end
+      list[#list + 1] = { name = item, base = base, threads = threads,
+        def = def }
+    end
+  end
+  if #list == 0 then return nil, "no workloads given" end
+  return list
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Machine, directories, formatting
+-- =======================================================================
+
+local function read_text(path, max)
+  local f = io.open(path, "r")
+  if not f then return nil end
+  local s = f:read(max or 65536)
+  f:close()
+  return s
+end
+
+-- { cores, cpu, kernel, ram_bytes } from /proc (unknown fields nil).
+function M.machine()
+  local core = require "lunakv.core"
+  local m = { cores = core.ncpu() }
+  local cpuinfo = read_text("/proc/cpuinfo", 1 << 20) or ""
+  m.cpu = cpuinfo:match("model name%s*:%s*([^\n]+)")
+    or cpuinfo:match("Model%s*:%s*([^\n]+)") or "unknown CPU"
+  m.cpu = m.cpu:gsub("%s+", " "):gsub("%s+$", "")
+  local rel = read_text("/proc/sys/kernel/osrelease")
+  m.kernel = rel and ("Linux " .. rel:gsub("%s+$", "")) or nil
+  local mem = read_text("/proc/meminfo")
+  local kb = mem and mem:match("MemTotal:%s*(%d+)")
+  m.ram_bytes = kb and math.tointeger(tonumber(kb) * 1024) or nil
+  return m
+end
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function remove_tree(path)
+  os.execute("rm -rf -- " .. shell_quote(path) .. " 2>/dev/null")
+end
+
+-- 1234567.8 -> "1,234,568"
+local function commas(n)
+  local s = string.format("%.0f", n)
+  local sign, digits = s:match("^(-?)(%d+)$")
+  if not digits then return s end
+  digits = digits:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+  return sign .. digits
+end
+M.commas = commas
+
+local function lat(p50, p99)
+  local function f(x)
+    if x >= 100 then return string.format("%.0f", x) end
+    if x >= 10 then return string.format("%.1f", x) end
+    return string.format("%.2f", x)
+  end
+  return f(p50) .. "/" .. f(p99)
+end
+
+local function median(xs)
+  local t = {}
+  for i, x in ipairs(xs) do t[i] = x end
+  table.sort(t)
+  local n = #t
+  if n == 0 then return nil end
+  if n % 2 == 1 then return t[(n + 1) // 2] end
+  return (t[n // 2] + t[n // 2 + 1]) / 2
+end
+
+-- Nearest-rank percentile of sorted samples (the same rule as C's).
+local function percentile(sorted, p)
+  local n = #sorted
+  if n == 0 then return 0 end
+  local k = math.ceil(p / 100 * n - 1e-9)
+  if k < 1 then k = 1 end
+  if k > n then k = n end
+  return sorted[k]
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Progress bar (stderr, only for a run past one second)
+-- =======================================================================
+
+-- progress_meter(enabled, label, total [, o]) -> draw(done), clear().
+-- draw is cheap to call often: it writes only once `after` seconds (o.after,
+-- default 1) have passed since the meter was made. o.out (default
+-- io.stderr) and o.clock (default core.clock) are for tests.
+local function progress_meter(enabled, label, total, o)
+  o = o or {}
+  local clock = o.clock or require("lunakv.core").clock
+  local out, after = o.out or io.stderr, o.after or 1
+  local t0, shown = clock(), false
+  local function draw(done)
+    if not enabled or total == 0 then return end
+    local el = clock() - t0
+    if el < after then return end
+    local frac = math.min(done / total, 1)
+    local width = 30
+    local fill = math.floor(frac * width + 0.5)
+    out:write(string.format("\r%-24s [%s%s] %3d%%  %s ops/s ",
+      label, string.rep("#", fill), string.rep(".", width - fill),
+      math.floor(frac * 100), el > 0 and commas(done / el) or "-"))
+    out:flush()
+    shown = true
+  end
+  local function clear()
+    if shown then
+      out:write("\r", string.rep(" ", 79), "\r")
+      out:flush()
+    end
+  end
+  return draw, clear
+end
+M.progress_meter = progress_meter
+
+-- }======================================================================
+
+-- {======================================================================
+-- The two layers
+-- =======================================================================
+
+-- The C layer: core.bench on `threads` pthreads, polled for progress.
+local function run_c(db, w, spec, show_progress, label)
+  local core = require "lunakv.core"
+  local job <close> = core.bench(db, spec)
+  local draw, clear = progress_meter(show_progress, label,
+    spec.ops or spec.num)
+  while true do
+    local done, n = job:wait(0.1)
+    if done then break end
+    draw(n)
+  end
+  clear()
+  local r = job:result()
+  job:close()
+  r.threads = spec.threads or 1
+  r.workload = w.name
+  return r
+end
+
+-- The Lua layer's loops are plain `for` loops, one per workload, built
+-- from this text with OP replaced by the workload's one operation (so
+-- each is the loop a user would write, with no extra call per op). Every
+-- 8th op is timed; every 16384th updates the progress bar.
+local LOOP = [[
+local db, it, fmt, kf, mf, val, perm, random, clock, samples, tick, n = ...
+local nm1, found, ns = n - 1, 0, 0
+for i = 0, n - 1 do
+  if i & 7 == 0 then
+    local t0 = clock()
+    OP
+    ns = ns + 1
+    samples[ns] = clock() - t0
+    if i & 16383 == 0 then tick(i) end
+  else
+    OP
+  end
+end
+return found
+]]
+
+local LUA_OPS = {
+  writes = "db:set(fmt(kf, i), val)",
+  fillseq = "db:set(fmt(kf, i), val)",
+  fillrandom = "db:set(fmt(kf, perm[i]), val)",
+  overwrite = "db:set(fmt(kf, perm[i]), val)",
+  reads = "if db:get(fmt(kf, i)) then found = found + 1 end",
+  readrandom = "if db:get(fmt(kf, random(0, nm1))) then found = found + 1 end",
+  misses = "if db:get(fmt(mf, i // 10)) then found = found + 1 end",
+  readmissing =
+    "if db:get(fmt(mf, random(0, nm1) // 10)) then found = found + 1 end",
+  seekrandom = "if it:seek(fmt(kf, random(0, nm1))) then "
+    .. "local k, v = it:key(), it:value(); found = found + 1 end",
+  readseq = "if not it:valid() then it:seek_first() end; "
+    .. "local k, v = it:key(), it:value(); it:next(); found = found + 1",
+}
+M.LUA_OPS = LUA_OPS
+
+local compiled = {}
+local function lua_loop(base)
+  if not compiled[base] then
+    local code = LOOP:gsub("OP", function() return LUA_OPS[base] end)
+    compiled[base] = assert(load(code, "=bench:" .. base, "t", {}))
+  end
+  return compiled[base]
+end
+M.lua_loop_source = function(base)
+  return (LOOP:gsub("OP", function() return LUA_OPS[base] end))
+end
+
+-- A 0-based random permutation of 0 .. n-1.
+local function permutation(n, seed)
+  local p = {}
+  for i = 0, n - 1 do p[i] = i end
+  math.randomseed(seed)
+  for i = n - 1, 1, -1 do
+    local j = math.random(0, i)
+    p[i], p[j] = p[j], p[i]
+  end
+  return p
+end
+
+local function run_lua(db, w, spec, show_progress, label)
+  local core = require "lunakv.core"
+  local base = w.base == "fillsync" and "fillrandom" or w.base
+  local n = spec.ops or spec.num
+  local ks = spec.key_size
+  local kf = "%0" .. ks .. "d"
+  local mf = "%0" .. (ks - 1) .. "d."
+  local val = string.rep("v", spec.value_size)
+  local perm
+  if base == "fillrandom" or base == "overwrite" then
+    perm = permutation(n, spec.seed + (base == "overwrite" and 229 or 0))
+  end
+  math.randomseed(spec.seed)
+  local it
+  if base == "readseq" or base == "seekrandom" then
+    it = db:iter()
+    if base == "readseq" then it:seek_first() end
+  end
+  local samples = {}
+  local draw, clear = progress_meter(show_progress, label, n)
+  local loop = lua_loop(base)
+  collectgarbage()
+  local t0 = core.clock()
+  local found = loop(db, it, string.format, kf, mf, val, perm, math.random,
+    core.clock, samples, draw, n)
+  local secs = core.clock() - t0
+  clear()
+  if it then it:close() end
+  table.sort(samples)
+  local r = {
+    workload = w.name, kind = w.def.kind, threads = 1, ops = n,
+    found = found, seconds = secs, samples = #samples,
+    ops_per_sec = secs > 0 and n / secs or 0,
+    p50_us = percentile(samples, 50) * 1e6,
+    p99_us = percentile(samples, 99) * 1e6,
+    p999_us = percentile(samples, 99.9) * 1e6,
+    max_us = (samples[#samples] or 0) * 1e6,
+  }
+  return r
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- A whole run
+-- =======================================================================
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+-- Run the plan once on one layer. ctx: opts, base dir, num, sizes, seed,
+-- progress, counter (for unique db names). Returns { [i] = result }.
+local function run_layer(layer, plan, ctx)
+  local lunakv = require "lunakv"
+  local cur -- { db =, dir = } the db the reads use
+  local function open(extra)
+    ctx.counter = ctx.counter + 1
+    local dir = string.format("%s/%s-%d", ctx.base, layer, ctx.counter)
+    local o = copy(ctx.opts)
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return { db = lunakv.open(dir, o), dir = dir }
+  end
+  local function drop(h)
+    if h then
+      h.db:close()
+      remove_tree(h.dir)
+    end
+  end
+  local function spec_for(w, ops)
+    return { kind = w.def.kind, num = ctx.num, ops = ops or ctx.num,
+      key_size = ctx.key_size, value_size = ctx.value_size,
+      threads = w.threads, seed = ctx.seed }
+  end
+  -- the untimed load a read or overwrite needs when no fill came first
+  local function ensure_loaded()
+    if cur then return end
+    cur = open()
+    run_c(cur.db, { name = "load", def = WORKLOADS.fillseq },
+      spec_for({ def = WORKLOADS.fillseq, threads = 1 }), ctx.progress,
+      "loading keys")
+  end
+  local results = {}
+  local ok, err = pcall(function()
+    for i, w in ipairs(plan) do
+      local label = string.format("%s (%s)", w.name, layer == "c" and "C"
+        or "Lua")
+      if layer == "lua" and w.threads > 1 then
+        results[i] = { workload = w.name, threads = w.threads,
+          skipped = "a Lua state runs on one thread" }
+      else
+        local run = layer == "c" and run_c or run_lua
+        if w.def.fill == "sync" then
+          local h = open { sync = "always" }
+          local ops = math.max(1, ctx.num // 100)
+          local ok2, r = pcall(run, h.db, w, spec_for(w, ops), ctx.progress,
+            label)
+          drop(h)
+          if not ok2 then error(r, 0) end
+          results[i] = r
+        else
+          if w.def.fill == "fresh" then
+            drop(cur)
+            cur = nil
+            cur = open()
+          elseif w.def.fill == "current" or w.def.reads then
+            ensure_loaded()
+          end
+          results[i] = run(cur.db, w, spec_for(w), ctx.progress, label)
+        end
+      end
+    end
+  end)
+  drop(cur)
+  if not ok then error(err, 0) end
+  return results
+end
+
+-- Median of each number across repeated results of one workload.
+local function combine(runs)
+  if #runs == 1 then return runs[1] end
+  if runs[1].skipped then return runs[1] end
+  local r = copy(runs[1])
+  for _, f in ipairs { "ops_per_sec", "p50_us", "p99_us", "p999_us",
+    "max_us", "seconds" } do
+    local xs = {}
+    for _, x in ipairs(runs) do xs[#xs + 1] = x[f] end
+    r[f] = median(xs)
+  end
+  r.runs = #runs
+  return r
+end
+
+-- What should have been found, and was it?
+local function check(w, r)
+  if r.skipped or not w.def.expect then return nil end
+  local want = w.def.expect == "all" and r.ops or 0
+  if w.def.expect == "none" and r.found > 0 then
+    return string.format("%s: %d of %d absent keys were found", w.name,
+      r.found, r.ops)
+  elseif w.def.expect == "all" and r.found ~= want then
+    return string.format("%s: found %d of %d keys", w.name, r.found, want)
+  end
+  return nil
+end
+
+-- The settings worth a line in the header: the main ones, and any that
+-- does not come from the defaults.
+local function config_line(opts, info)
+  local config = require "lunakv.config"
+  local parts = {}
+  for _, spec in ipairs(config.schema) do
+    if spec.env and opts[spec.key] ~= nil then
+      local src = info and info.sources and info.sources[spec.key]
+      local main = spec.key == "max_memtable_size" or spec.key == "sync"
+        or spec.key == "wal_buffer_size" or spec.key == "block_cache_bytes"
+        or spec.key == "bloom_bits_per_key"
+      if main or (src and src ~= "default") then
+        local s = spec.env .. "=" .. tostring(opts[spec.key])
+        if src and src ~= "default" then s = s .. " (" .. src .. ")" end
+        parts[#parts + 1] = s
+      end
+    end
+  end
+  return table.concat(parts, ", ")
+end
+
+-- `lunakv bench`: args from argparse, opts/info from the config layers.
+-- Returns true, or nil and a message, or 2 and a message (usage).
+function M.main(args, opts, info)
+  local lunakv = require "lunakv"
+  local core = require "lunakv.core"
+  local plan, err = M.parse_workloads(args.workloads or M.DEFAULT_WORKLOADS)
+  if not plan then return 2, err end
+  local layers = {}
+  for l in (args.layers or "c,lua"):gmatch("[^,%s]+") do
+    l = l:lower()
+    if l ~= "c" and l ~= "lua" then
+      return 2, "--layers: expected c, lua or c,lua, got '" .. l .. "'"
+    end
+    layers[#layers + 1] = l
+  end
+  if #layers == 0 then return 2, "--layers: no layer given" end
+  local num = args.num or opts.benchmark_n or 100000
+  local key_size = args.key_size or 16
+  local value_size = args.value_size or 100
+  if num > 10 ^ key_size then
+    return 2, string.format("--num %d needs keys longer than %d bytes", num,
+      key_size)
+  end
+  local temporary = args.dir == nil
+  local base = args.dir
+  if temporary then
+    base = os.tmpname()
+    os.remove(base)
+  end
+  local show_progress = not args.quiet
+    and (args.progress or core.isatty(2))
+  local machine = M.machine()
+  local ctx = {
+    opts = opts, base = base, num = num, key_size = key_size,
+    value_size = value_size, seed = args.seed or 1,
+    progress = show_progress, counter = 0,
+  }
+  local engine_opts = copy(opts)
+  engine_opts.data_dir = nil
+
+  if not args.json then
+    local ram = machine.ram_bytes and string.format(", %.1f GiB RAM",
+      machine.ram_bytes / 2 ^ 30) or ""
+    local out = {
+      string.format("%s bench (%s)", lunakv._VERSION, _VERSION),
+      string.format("machine   %d cores, %s%s%s", machine.cores,
+        machine.cpu, machine.kernel and (", " .. machine.kernel) or "", ram),
+      string.format("data dir  %s%s", base,
+        temporary and " (temporary, removed at the end)" or ""),
+      string.format("config    %s; %s", info and info.file or "no .env file",
+        config_line(opts, info)),
+      string.format("data      %s ops per workload, %d B keys, %d B values"
+        .. "%s", commas(num), key_size, value_size,
+        (args["repeat"] or 1) > 1
+          and (", medians of " .. args["repeat"] .. " runs") or ""),
+      "",
+    }
+    io.stdout:write(table.concat(out, "\n"), "\n")
+    io.stdout:flush()
+  end
+
+  local per_layer = {}
+  for _, l in ipairs(layers) do per_layer[l] = {} end
+  local ok, e = pcall(function()
+    for rep = 1, args["repeat"] or 1 do
+      -- alternate the layer order so machine drift falls on both
+      local order = {}
+      for i = 1, #layers do
+        order[i] = layers[rep % 2 == 1 and i or #layers + 1 - i]
+      end
+      for _, l in ipairs(order) do
+        local res = run_layer(l, plan, ctx)
+        for i, r in ipairs(res) do
+          per_layer[l][i] = per_layer[l][i] or {}
+          table.insert(per_layer[l][i], r)
+        end
+      end
+    end
+  end)
+  if temporary then remove_tree(base) end
+  if not ok then error(e, 0) end
+
+  local rows, notes = {}, {}
+  for i, w in ipairs(plan) do
+    local row = { workload = w.name, threads = w.threads, def = w.def }
+    for _, l in ipairs(layers) do
+      local r = combine(per_layer[l][i])
+      row[l] = r
+      local n = check(w, r)
+      if n then notes[#notes + 1] = (l == "c" and "C: " or "Lua: ") .. n end
+    end
+    rows[#rows + 1] = row
+  end
+
+  if args.json then
+    local cjson = require "cjson"
+    local results = {}
+    for _, row in ipairs(rows) do
+      for _, l in ipairs(layers) do
+        local r = row[l]
+        local o = { workload = row.workload, layer = l,
+          threads = row.threads }
+        if r.skipped then
+          o.skipped = r.skipped
+        else
+          o.ops, o.found, o.seconds = r.ops, r.found, r.seconds
+          o.ops_per_sec, o.p50_us, o.p99_us = r.ops_per_sec, r.p50_us,
+            r.p99_us
+          o.p999_us, o.max_us, o.runs = r.p999_us, r.max_us, r.runs or 1
+        end
+        results[#results + 1] = o
+      end
+    end
+    local sources = {}
+    for k, v in pairs(info and info.sources or {}) do
+      if v ~= "default" then sources[k] = v end
+    end
+    local doc = {
+      version = lunakv.version, lua = _VERSION, machine = machine,
+      dir = base, temporary_dir = temporary,
+      config = { file = info and info.file or cjson.null,
+        options = engine_opts, sources = sources },
+      num = num, key_size = key_size, value_size = value_size,
+      sample_every = SAMPLE_EVERY, ["repeat"] = args["repeat"] or 1,
+      results = results, notes = notes,
+    }
+    if #notes == 0 then doc.notes = cjson.empty_array or nil end
+    io.stdout:write(cjson.encode(doc), "\n")
+    return true
+  end
+
+  -- the table
+  local header = { "workload", "threads" }
+  for _, l in ipairs(layers) do
+    local L = l == "c" and "C" or "Lua"
+    header[#header + 1] = L .. " ops/s"
+    header[#header + 1] = L .. " p50/p99 us"
+  end
+  if #layers == 2 then header[#header + 1] = "Lua/C" end
+  local lines = { header }
+  for _, row in ipairs(rows) do
+    local line = { row.workload, tostring(row.threads) }
+    for _, l in ipairs(layers) do
+      local r = row[l]
+      if r.skipped then
+        line[#line + 1] = "-"
+        line[#line + 1] = "-"
+      else
+        line[#line + 1] = commas(r.ops_per_sec)
+        line[#line + 1] = lat(r.p50_us, r.p99_us)
+      end
+    end
+    if #layers == 2 then
+      local c, u = row.c, row.lua
+      line[#line + 1] = (c.skipped or u.skipped or c.ops_per_sec == 0)
+        and "-" or string.format("%.2f", u.ops_per_sec / c.ops_per_sec)
+    end
+    lines[#lines + 1] = line
+  end
+  local widths = {}
+  for _, line in ipairs(lines) do
+    for k, cell in ipairs(line) do
+      widths[k] = math.max(widths[k] or 0, #cell)
+    end
+  end
+  local out = {}
+  for _, line in ipairs(lines) do
+    local cells = {}
+    for k, cell in ipairs(line) do
+      if k == 1 then
+        cells[k] = string.format("%-" .. widths[k] .. "s", cell)
+      else
+        cells[k] = string.format("%" .. widths[k] .. "s", cell)
+      end
+    end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  io.stdout:write(table.concat(out, "\n"), "\n")
+  local fs = {}
+  for _, w in ipairs(plan) do
+    if w.def.fill == "sync" then
+      fs[#fs + 1] = string.format("%s ran %s ops (N/100)", w.name,
+        commas(math.max(1, num // 100)))
+    end
+  end
+  if #fs > 0 then io.stdout:write("\n", table.concat(fs, "; "), "\n") end
+  if #notes > 0 then
+    io.stdout:write("\nnotes:\n")
+    for _, n in ipairs(notes) do io.stdout:write("  ", n, "\n") end
+  end
+  return true
+end
+
+-- }======================================================================
+
+return M
