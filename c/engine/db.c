@@ -233,19 +233,14 @@ static int encode_manifest(lkv_db *db, const lkv_version *v, uint64_t wal_number
 }
 
 /* The WAL number the manifest must keep: the oldest memtable's. (mu) */
-static uint64_t live_wal_number(const lkv_db *db) {
-  return db->nimm ? lkv_mem_wal_number(db->imm[0]) : db->wal_number;
-}
-
 int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err) {
   char *bytes = NULL;
   size_t n = 0;
   pthread_mutex_lock(&db->mu);
   lkv_version *v = lkv_version_apply(db->current, e);
-  uint64_t wal_number = drop_imm
-                            ? (db->nimm > 1 ? lkv_mem_wal_number(db->imm[1])
-                                            : db->wal_number)
-                            : live_wal_number(db);
+  /* logs of the memtables this edit flushes are no longer needed */
+  uint64_t wal_number = db->nimm > drop_imm ? lkv_mem_wal_number(db->imm[drop_imm])
+                                            : db->wal_number;
   int rc = v ? encode_manifest(db, v, wal_number, &bytes, &n, err)
              : lkv_seterr(err, LKV_NOMEM, "new version");
   pthread_mutex_unlock(&db->mu);
@@ -267,9 +262,10 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err) {
     }
   }
   if (drop_imm) {
-    lkv_mem_unref(db->imm[0]);
-    memmove(db->imm, db->imm + 1, (size_t)(db->nimm - 1) * sizeof db->imm[0]);
-    db->nimm--;
+    for (int i = 0; i < drop_imm; i++) lkv_mem_unref(db->imm[i]);
+    memmove(db->imm, db->imm + drop_imm,
+            (size_t)(db->nimm - drop_imm) * sizeof db->imm[0]);
+    db->nimm -= drop_imm;
   }
   rc = lkv_db_install_sv(db);
   if (rc) lkv_seterr(err, rc, "installing a new version");
@@ -336,17 +332,34 @@ static void *flush_thread(void *arg) {
       pthread_cond_wait(&db->flush_cv, &db->mu);
     /* on shutdown, drain: cheaper than replaying the WALs at next open */
     if (db->nimm == 0 || db->bg_error) break;
-    lkv_mem *m = db->imm[0];
+    /* every memtable frozen so far goes into one table: with tiny
+     * memtables this keeps the fsyncs per flush from pacing the writers */
+    int k = db->nimm;
+    lkv_mem *ms[LKV_MAX_IMM];
+    uint64_t wals[LKV_MAX_IMM];
+    for (int i = 0; i < k; i++) {
+      ms[i] = db->imm[i];
+      lkv_mem_ref(ms[i]);
+      wals[i] = lkv_mem_wal_number(ms[i]);
+    }
     uint64_t number = db->next_file++;
-    /* read now: installing the table below drops the memtable */
-    uint64_t wal_number = lkv_mem_wal_number(m);
     pthread_mutex_unlock(&db->mu);
 
     lkv_err err = {0};
     lkv_fmeta *f = NULL;
     lkv_edit e = {0};
-    lkv_iiter *it = lkv_mem_iter(m);
-    int rc = it ? LKV_OK : lkv_seterr(&err, LKV_NOMEM, "flush iterator");
+    lkv_iiter *kids[LKV_MAX_IMM], *it = NULL;
+    int rc = LKV_OK, nk = 0;
+    for (int i = 0; i < k && rc == LKV_OK; i++)
+      if ((kids[nk] = lkv_mem_iter(ms[i])) != NULL) nk++; else rc = LKV_NOMEM;
+    if (rc == LKV_OK) {
+      it = k == 1 ? kids[0] : lkv_merge_iter_new(kids, nk);
+      nk = 0; /* owned by `it` now, even when the merge failed */
+      if (it == NULL) rc = LKV_NOMEM;
+    }
+    for (int i = 0; i < nk; i++) kids[i]->ops->destroy(kids[i]);
+    for (int i = 0; i < k; i++) lkv_mem_unref(ms[i]);
+    if (rc) lkv_seterr(&err, rc, "flush iterator");
     if (rc == LKV_OK) {
       it->ops->seek_first(it);
       rc = lkv_db_build_table(db, it, number, &f, &err);
@@ -365,13 +378,15 @@ static void *flush_thread(void *arg) {
       pthread_mutex_unlock(&db->mu);
       rc = lkv_edit_add(&e, level, f) ? LKV_NOMEM : LKV_OK;
     }
-    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, 1, &err);
+    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, &err);
     pthread_mutex_unlock(&db->manifest_mu);
     if (rc == LKV_OK) {
-      char name[256], path[4096];
-      wal_name(db, wal_number, name, sizeof name);
-      if (dir_path(db, name, path, sizeof path, NULL) == LKV_OK)
-        lkv_env_unlink(path, NULL); /* its writes are in the table now */
+      for (int i = 0; i < k; i++) { /* their writes are in the table now */
+        char name[256], path[4096];
+        wal_name(db, wals[i], name, sizeof name);
+        if (dir_path(db, name, path, sizeof path, NULL) == LKV_OK)
+          lkv_env_unlink(path, NULL);
+      }
       atomic_fetch_add(&db->flushes, 1);
     } else if (f && e.nadd == 0) {
       lkv_fmeta_unref(f);
@@ -450,7 +465,7 @@ static int make_room(lkv_db *db, int force, lkv_err *err) {
       return LKV_OK;
     } else if (force && lkv_mem_entries(db->mem) == 0) {
       return LKV_OK;
-    } else if (db->nimm >= LKV_MAX_IMM || l0 >= db->o.l0_stop_files) {
+    } else if (db->nimm >= db->max_imm || l0 >= db->o.l0_stop_files) {
       uint64_t t0 = lkv_env_now_micros();
       atomic_fetch_add(&db->stall_stops, 1);
       pthread_cond_signal(&db->compact_cv);
@@ -1139,6 +1154,10 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   for (int i = 0; i < LKV_SV_STRIPES; i++) pthread_mutex_init(&db->stripes[i].mu, NULL);
   db->snap_list.next = db->snap_list.prev = &db->snap_list;
   db->o = o;
+  size_t per = o.max_memtable_size ? o.max_memtable_size : 1;
+  db->max_imm = LKV_IMM_BUDGET_BYTES / per > LKV_MAX_IMM ? LKV_MAX_IMM
+                                                         : (int)(LKV_IMM_BUDGET_BYTES / per);
+  if (db->max_imm < 2) db->max_imm = 2;
   db->dir = strdup(dir);
   db->log_file_name = strdup(o.log_file_name);
   db->o.log_file_name = db->log_file_name;

@@ -26,7 +26,12 @@
 #include "table.h"
 #include "wal.h"
 
-#define LKV_MAX_IMM 2 /* frozen memtables waiting for flush before writers wait */
+/* Frozen memtables that may wait for flush before writers wait: the db's
+ * max_imm, between 2 and LKV_MAX_IMM, keeps them under about 16 MiB in
+ * all, so tiny memtables (the seed's 4 KiB) queue up instead of making
+ * every few writes wait for a flush with its fsyncs. */
+#define LKV_MAX_IMM 64
+#define LKV_IMM_BUDGET_BYTES (16u << 20)
 
 /* A live table file. Shared by every version that lists it. */
 typedef struct lkv_fmeta {
@@ -109,6 +114,7 @@ struct lkv_db {
   lkv_writer *wq_head, *wq_tail;
   lkv_mem *mem;
   int nimm;
+  int max_imm;
   lkv_mem *imm[LKV_MAX_IMM]; /* oldest first */
   lkv_wal *wal;
   uint64_t wal_number;
@@ -194,9 +200,9 @@ void lkv_sv_unref(lkv_sv *s);
 lkv_sv *lkv_db_sv(lkv_db *db);
 /* Rebuild db->sv from mem, imm and current. REQUIRES: mu held. */
 int lkv_db_install_sv(lkv_db *db);
-/* Apply the edit, write the manifest, make the result current. When
- * drop_imm is set the oldest frozen memtable leaves the read path in the
- * same step. REQUIRES: manifest_mu held, mu not held. */
+/* Apply the edit, write the manifest, make the result current. The
+ * drop_imm oldest frozen memtables (now in the edit's table) leave the
+ * read path in the same step. REQUIRES: manifest_mu held, mu not held. */
 int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err);
 /* Build a table file from an iterator: every entry from where it stands.
  * *out gets a new file meta (refs 1) or NULL when the input was empty. */
