@@ -52,6 +52,10 @@ describe("corruption", function()
     -- values, none from it on; then new writes survive another reopen.
     local function check_prefix(first_bad, n)
       db = lunakv.open(dir)
+      -- what was cut is reported, not printed: stats say where and how much
+      local st = db:stats()
+      assert.is_true(st.wal_dropped_bytes > 0)
+      assert.matches("wal%.log%.%d+: .* at offset %d+", st.recovery)
       for i = 1, first_bad - 1 do
         assert.equal(val(i), db:get(key(i)), key(i))
       end

@@ -485,6 +485,12 @@ static int db_stats(lua_State *L) {
   setint(L, "live_snapshots", st.live_snapshots);
   setint(L, "live_iterators", st.live_iterators);
   setint(L, "wal_syncs", st.wal_syncs);
+  setint(L, "wal_dropped_bytes", st.wal_dropped_bytes);
+  if (st.recovery_msg[0] != '\0') {
+    st.recovery_msg[LKV_ERR_MSG_LEN - 1] = '\0';
+    lua_pushstring(L, st.recovery_msg);
+    lua_setfield(L, -2, "recovery");
+  }
   if (st.bg_error != LKV_OK) {
     st.bg_error_msg[LKV_ERR_MSG_LEN - 1] = '\0';
     lua_pushstring(L, st.bg_error_msg[0] != '\0' ? st.bg_error_msg

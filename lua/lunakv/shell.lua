@@ -958,6 +958,8 @@ function M.main(args)
   local dir = args.dir or opts.data_dir
   local tty = core.isatty(0) and core.isatty(1)
   local db <close> = lunakv.open(dir, opts)
+  local recovery = db:stats().recovery -- the WAL tail open had to cut
+  if recovery then io.stderr:write("lunakv: warning: ", recovery, "\n") end
   if tty then
     io.stderr:write(string.format(
       "%s shell on %s (config: %s). HELP for commands, EXIT or Ctrl-D to "
