@@ -10,6 +10,9 @@
 /* Extend crc (0 to start) with n bytes. */
 uint32_t lkv_crc32c_extend(uint32_t crc, const void *data, size_t n);
 
+/* The same through the portable table code (for tests). */
+uint32_t lkv_crc32c_extend_portable(uint32_t crc, const void *data, size_t n);
+
 static inline uint32_t lkv_crc32c(const void *data, size_t n) {
   return lkv_crc32c_extend(0, data, n);
 }
