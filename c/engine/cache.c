@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define SHARD_BITS 4
 #define NSHARDS (1 << SHARD_BITS)
@@ -24,8 +25,10 @@ struct lkv_cache_handle {
   int in_table;
 };
 
+/* Aligned so two threads working in neighbouring shards do not share a
+ * cache line. */
 typedef struct shard {
-  pthread_mutex_t mu;
+  _Alignas(64) pthread_mutex_t mu;
   size_t capacity, usage; /* usage: charges of entries in the table */
   struct lkv_cache_handle **buckets;
   size_t nbuckets, count; /* nbuckets is a power of two */
@@ -56,8 +59,9 @@ static shard *shard_of(lkv_cache *c, uint32_t hash) {
 }
 
 lkv_cache *lkv_cache_new(size_t capacity_bytes) {
-  lkv_cache *c = calloc(1, sizeof *c);
+  lkv_cache *c = aligned_alloc(64, sizeof *c);
   if (c == NULL) return NULL;
+  memset(c, 0, sizeof *c);
   size_t per = capacity_bytes / NSHARDS + (capacity_bytes % NSHARDS != 0);
   for (int i = 0; i < NSHARDS; i++) {
     shard *s = &c->shards[i];
