@@ -37,24 +37,8 @@ void lkv_batch_clear(lkv_batch *b) {
 
 size_t lkv_batch_count(const lkv_batch *b) { return b->count; }
 
-int lkv_batch_put(lkv_batch *b, int type, const void *key, size_t klen,
-                  const void *val, size_t vlen, lkv_err *err) {
-  if (klen > LKV_MAX_KEY_BYTES)
-    return lkv_seterr(err, LKV_TOOBIG, "key of %zu bytes (limit %u)", klen,
-                      LKV_MAX_KEY_BYTES);
-  if (vlen > LKV_MAX_VALUE_BYTES)
-    return lkv_seterr(err, LKV_TOOBIG, "value of %zu bytes (limit %u)", vlen,
-                      LKV_MAX_VALUE_BYTES);
-  size_t need = b->len + 1 + 10 + klen + 10 + vlen;
-  if (need > b->cap) {
-    size_t cap = b->cap * 2;
-    while (cap < need) cap *= 2;
-    char *p = realloc(b->rep, cap);
-    if (p == NULL) return lkv_seterr(err, LKV_NOMEM, "batch of %zu bytes", need);
-    b->rep = p;
-    b->cap = cap;
-  }
-  char *p = b->rep + b->len;
+char *lkv_batch_encode_op(char *p, int type, const void *key, size_t klen,
+                          const void *val, size_t vlen) {
   *p++ = (char)type;
   p = lkv_putv(p, klen);
   if (klen) memcpy(p, key, klen);
@@ -64,6 +48,27 @@ int lkv_batch_put(lkv_batch *b, int type, const void *key, size_t klen,
     if (vlen) memcpy(p, val, vlen);
     p += vlen;
   }
+  return p;
+}
+
+int lkv_batch_put(lkv_batch *b, int type, const void *key, size_t klen,
+                  const void *val, size_t vlen, lkv_err *err) {
+  if (klen > LKV_MAX_KEY_BYTES)
+    return lkv_seterr(err, LKV_TOOBIG, "key of %zu bytes (limit %u)", klen,
+                      LKV_MAX_KEY_BYTES);
+  if (vlen > LKV_MAX_VALUE_BYTES)
+    return lkv_seterr(err, LKV_TOOBIG, "value of %zu bytes (limit %u)", vlen,
+                      LKV_MAX_VALUE_BYTES);
+  size_t need = b->len + lkv_batch_op_max(klen, vlen);
+  if (need > b->cap) {
+    size_t cap = b->cap * 2;
+    while (cap < need) cap *= 2;
+    char *p = realloc(b->rep, cap);
+    if (p == NULL) return lkv_seterr(err, LKV_NOMEM, "batch of %zu bytes", need);
+    b->rep = p;
+    b->cap = cap;
+  }
+  char *p = lkv_batch_encode_op(b->rep + b->len, type, key, klen, val, vlen);
   b->len = (size_t)(p - b->rep);
   b->count++;
   b->user_bytes += klen + vlen;

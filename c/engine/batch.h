@@ -20,6 +20,15 @@ struct lkv_batch {
   uint64_t user_bytes; /* key + value bytes, for write amplification */
 };
 
+/* Bytes one encoded operation can take, at most. */
+static inline size_t lkv_batch_op_max(size_t klen, size_t vlen) {
+  return 1 + 10 + klen + 10 + vlen;
+}
+
+/* Encode one operation at p (room for lkv_batch_op_max); returns its end. */
+char *lkv_batch_encode_op(char *p, int type, const void *key, size_t klen,
+                          const void *val, size_t vlen);
+
 /* Encode one operation into rep (growing it). */
 int lkv_batch_put(lkv_batch *b, int type, const void *key, size_t klen,
                   const void *val, size_t vlen, lkv_err *err);

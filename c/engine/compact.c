@@ -212,6 +212,24 @@ static int move(lkv_db *db, compaction *c, lkv_err *err) {
   return rc;
 }
 
+/* Close one output table and add it to the edit at the output level. */
+static int finish_output(lkv_db *db, const compaction *c, lkv_edit *e,
+                         lkv_table_builder *b, const char *path, uint64_t number,
+                         const lkv_buf *smallest, const lkv_buf *largest,
+                         uint64_t *out_bytes, lkv_err *err) {
+  lkv_slice s = {smallest->data, smallest->len}, l = {largest->data, largest->len};
+  lkv_fmeta *f = NULL;
+  int rc = lkv_db_finish_table(db, b, path, number, s, l, &f, err);
+  if (rc) return rc;
+  *out_bytes += f->size;
+  if (lkv_edit_add(e, c->out_level, f)) {
+    atomic_store(&f->obsolete, 1); /* never installed: remove the file */
+    lkv_fmeta_unref(f);
+    return lkv_seterr(err, LKV_NOMEM, "compaction");
+  }
+  return LKV_OK;
+}
+
 /* Merge the inputs into new tables at out_level and install them. */
 static int run(lkv_db *db, compaction *c, lkv_err *err) {
   lkv_edit e = {0};
@@ -298,20 +316,9 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
       }
       /* cut tables only between user keys, so levels never overlap */
       if (b && new_key && (gp_cut || lkv_tb_size(b) >= db->o.table_size)) {
-        uint64_t size;
-        lkv_table *t = NULL;
-        rc = lkv_tb_finish(b, &size, err);
+        rc = finish_output(db, c, &e, b, path, number, &smallest, &largest,
+                           &out_bytes, err);
         b = NULL;
-        if (rc == LKV_OK) rc = lkv_table_open(path, number, db->cache, &db->counters, &t, err);
-        if (rc == LKV_OK) {
-          lkv_slice s = {smallest.data, smallest.len}, l = {largest.data, largest.len};
-          lkv_fmeta *f = lkv_fmeta_new(db, number, size, s, l, t);
-          if (f == NULL || lkv_edit_add(&e, c->out_level, f)) {
-            if (f) lkv_fmeta_unref(f); else lkv_table_close(t);
-            rc = lkv_seterr(err, LKV_NOMEM, "compaction");
-          }
-          out_bytes += size;
-        }
         if (rc) break;
       }
       if (b == NULL) {
@@ -336,20 +343,9 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
   }
   if (rc == LKV_OK && m) rc = m->ops->status(m, err);
   if (rc == LKV_OK && b) {
-    uint64_t size;
-    lkv_table *t = NULL;
-    rc = lkv_tb_finish(b, &size, err);
+    rc = finish_output(db, c, &e, b, path, number, &smallest, &largest,
+                       &out_bytes, err);
     b = NULL;
-    if (rc == LKV_OK) rc = lkv_table_open(path, number, db->cache, &db->counters, &t, err);
-    if (rc == LKV_OK) {
-      lkv_slice s = {smallest.data, smallest.len}, l = {largest.data, largest.len};
-      lkv_fmeta *f = lkv_fmeta_new(db, number, size, s, l, t);
-      if (f == NULL || lkv_edit_add(&e, c->out_level, f)) {
-        if (f) lkv_fmeta_unref(f); else lkv_table_close(t);
-        rc = lkv_seterr(err, LKV_NOMEM, "compaction");
-      }
-      out_bytes += size;
-    }
   }
   if (b) lkv_tb_abandon(b);
   if (m) m->ops->destroy(m);

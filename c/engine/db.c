@@ -276,13 +276,31 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err) {
 
 /* ---- building tables ------------------------------------------------- */
 
+int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
+                        uint64_t number, lkv_slice smallest, lkv_slice largest,
+                        lkv_fmeta **out, lkv_err *err) {
+  uint64_t size = 0;
+  lkv_table *t = NULL;
+  *out = NULL;
+  int rc = lkv_tb_finish(b, &size, err);
+  if (rc == LKV_OK)
+    rc = lkv_table_open(path, number, db->cache, &db->counters, &t, err);
+  if (rc == LKV_OK) {
+    *out = lkv_fmeta_new(db, number, size, smallest, largest, t);
+    if (*out == NULL) {
+      lkv_table_close(t);
+      rc = lkv_seterr(err, LKV_NOMEM, "table %s", path);
+    }
+  }
+  if (rc) lkv_env_unlink(path, NULL);
+  return rc;
+}
+
 int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
                        lkv_fmeta **out, lkv_err *err) {
   char name[64], path[4096];
   lkv_table_builder *b = NULL;
   lkv_buf smallest = {0}, largest = {0};
-  lkv_table *t = NULL;
-  uint64_t size = 0;
   int rc;
   *out = NULL;
   lkv_db_table_name(db, number, name, sizeof name);
@@ -304,19 +322,11 @@ int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
   if (rc == LKV_OK) rc = it->ops->status(it, err);
   if (rc || lkv_tb_entries(b) == 0) {
     lkv_tb_abandon(b);
-  } else if ((rc = lkv_tb_finish(b, &size, err)) == LKV_OK &&
-             (rc = lkv_table_open(path, number, db->cache, &db->counters, &t,
-                                  err)) == LKV_OK) {
+  } else {
     lkv_slice s = {smallest.data, smallest.len}, l = {largest.data, largest.len};
-    *out = lkv_fmeta_new(db, number, size, s, l, t);
-    if (*out == NULL) {
-      lkv_table_close(t);
-      rc = lkv_seterr(err, LKV_NOMEM, "building %s", name);
-    } else {
-      atomic_fetch_add(&db->bytes_disk, size);
-    }
+    rc = lkv_db_finish_table(db, b, path, number, s, l, out, err);
+    if (rc == LKV_OK) atomic_fetch_add(&db->bytes_disk, (*out)->size);
   }
-  if (rc) lkv_env_unlink(path, NULL);
   lkv_buf_free(&smallest);
   lkv_buf_free(&largest);
   return rc;
@@ -651,21 +661,12 @@ static int write_one(lkv_db *db, int type, const void *key, size_t klen,
   if ((klen && key == NULL) || (vlen && val == NULL))
     return lkv_seterr(err, LKV_INVALID, "NULL key or value with a length");
   char stack[512];
-  size_t need = LKV_BATCH_HEADER + 1 + 20 + klen + vlen;
+  size_t need = LKV_BATCH_HEADER + lkv_batch_op_max(klen, vlen);
   char *rep = need <= sizeof stack ? stack : malloc(need);
   if (rep == NULL) return lkv_seterr(err, LKV_NOMEM, "write of %zu bytes", need);
   lkv_put64(rep, 0);
   lkv_put32(rep + 8, 1);
-  char *p = rep + LKV_BATCH_HEADER;
-  *p++ = (char)type;
-  p = lkv_putv(p, klen);
-  if (klen) memcpy(p, key, klen);
-  p += klen;
-  if (type == LKV_TYPE_VALUE) {
-    p = lkv_putv(p, vlen);
-    if (vlen) memcpy(p, val, vlen);
-    p += vlen;
-  }
+  char *p = lkv_batch_encode_op(rep + LKV_BATCH_HEADER, type, key, klen, val, vlen);
   lkv_writer w = {0};
   w.rep = rep;
   w.len = (size_t)(p - rep);
