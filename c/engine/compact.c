@@ -242,7 +242,7 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
   int nk = 0;
   for (int i = 0; rc == LKV_OK && i < c->n; i++) {
     in_bytes += c->in[i]->size;
-    if ((kids[nk] = lkv_table_iter(c->in[i]->table)) == NULL)
+    if ((kids[nk] = lkv_fmeta_iter(c->in[i])) == NULL)
       rc = lkv_seterr(err, LKV_NOMEM, "compaction");
     else
       nk++;

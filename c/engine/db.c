@@ -46,6 +46,7 @@ void lkv_options_init(lkv_options *o) {
   o->level1_max_bytes = 10u << 20;
   o->level_multiplier = 10;
   o->block_cache_bytes = 8u << 20;
+  o->max_open_files = 1000;
   o->wal_buffer_size = 100;
   o->sync = LKV_SYNC_BATCH;
   o->log_file_name = "wal.log";
@@ -75,6 +76,7 @@ static int check_options(const lkv_options *o, lkv_err *err) {
   NEED(o->level_multiplier >= 2 && o->level_multiplier <= 100,
        "level_multiplier must be 2 .. 100");
   NEED(o->wal_buffer_size >= 1, "wal_buffer_size must be >= 1");
+  NEED(o->max_open_files >= 16, "max_open_files must be >= 16");
   NEED(o->sync == LKV_SYNC_NONE || o->sync == LKV_SYNC_BATCH ||
            o->sync == LKV_SYNC_ALWAYS,
        "sync must be none, batch or always");
@@ -286,10 +288,12 @@ int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
   if (rc == LKV_OK)
     rc = lkv_table_open(path, number, db->cache, &db->counters, &t, err);
   if (rc == LKV_OK) {
-    *out = lkv_fmeta_new(db, number, size, smallest, largest, t);
+    *out = lkv_fmeta_new(db, number, size, smallest, largest);
     if (*out == NULL) {
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_NOMEM, "table %s", path);
+    } else {
+      lkv_db_table_cache_put(db, number, t);
     }
   }
   if (rc) lkv_env_unlink(path, NULL);
@@ -924,10 +928,16 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
       break;
     }
     lkv_slice s = {mf->smallest, mf->smallest_len}, l = {mf->largest, mf->largest_len};
-    lkv_fmeta *f = lkv_fmeta_new(db, mf->number, mf->size, s, l, t);
-    if (f == NULL || lkv_edit_add(&e, mf->level, f)) {
-      if (f) lkv_fmeta_unref(f); else lkv_table_close(t);
+    lkv_fmeta *f = lkv_fmeta_new(db, mf->number, mf->size, s, l);
+    if (f == NULL) {
+      lkv_table_close(t);
       rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
+    } else {
+      lkv_db_table_cache_put(db, mf->number, t); /* verified: keep it open */
+      if (lkv_edit_add(&e, mf->level, f)) {
+        lkv_fmeta_unref(f);
+        rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
+      }
     }
   }
   if (rc == LKV_OK) {
@@ -1115,6 +1125,8 @@ static void db_free(lkv_db *db) {
   lkv_version_unref(db->current);
   lkv_mem_unref(db->mem);
   for (int i = 0; i < db->nimm; i++) lkv_mem_unref(db->imm[i]);
+  /* after the versions: no table is pinned any more */
+  if (db->tcache) lkv_cache_free(db->tcache);
   if (db->cache) lkv_cache_free(db->cache);
   for (int l = 0; l < LKV_MAX_LEVELS; l++) free(db->compact_ptr[l]);
   lkv_env_unlock(db->lock_fd);
@@ -1164,7 +1176,9 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->o.log_file_name = db->log_file_name;
   db->mem = lkv_mem_new();
   if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
-  if (!db->dir || !db->log_file_name || !db->mem || (o.block_cache_bytes && !db->cache)) {
+  db->tcache = lkv_cache_new((size_t)o.max_open_files);
+  if (!db->dir || !db->log_file_name || !db->mem || !db->tcache ||
+      (o.block_cache_bytes && !db->cache)) {
     db_free(db);
     return lkv_seterr(err, LKV_NOMEM, "open %s", dir);
   }

@@ -43,8 +43,7 @@ typedef struct lkv_fmeta {
   size_t smallest_len;
   char *largest;
   size_t largest_len;
-  lkv_table *table;
-  struct lkv_db *db;
+  struct lkv_db *db; /* its open table lives in db->tcache */
 } lkv_fmeta;
 
 /* An immutable set of files per level. L0 is newest first; L1.. sorted by
@@ -145,7 +144,8 @@ struct lkv_db {
   int compact_ptr_len[LKV_MAX_LEVELS];
   char *compact_ptr[LKV_MAX_LEVELS]; /* round-robin position per level (mu) */
 
-  lkv_cache *cache;
+  lkv_cache *cache;  /* data blocks */
+  lkv_cache *tcache; /* open tables */
   lkv_table_counters counters;
   uint64_t wal_dropped;     /* bytes cut from the WAL at open */
   char recovery_msg[LKV_ERR_MSG_LEN];
@@ -159,8 +159,19 @@ struct lkv_db {
 /* ---- version.c ----------------------------------------------------- */
 
 lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
-                         lkv_slice smallest, lkv_slice largest,
-                         lkv_table *t);
+                         lkv_slice smallest, lkv_slice largest);
+/* The table cache: open tables (fd, index, filter) in an LRU bounded by
+ * max_open_files, keyed by file number; a table is pinned while in use
+ * and reopened on a miss. */
+int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
+                  lkv_err *err);
+void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h);
+/* Hand a just opened table to the table cache (it owns it now). */
+void lkv_db_table_cache_put(lkv_db *db, uint64_t number, lkv_table *t);
+/* An iterator over f's table that keeps it pinned until destroyed. An open
+ * failure gives an iterator that is not valid and reports the error; NULL
+ * only when out of memory. */
+lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f);
 void lkv_fmeta_ref(lkv_fmeta *f);
 void lkv_fmeta_unref(lkv_fmeta *f);
 lkv_version *lkv_version_new(void);

@@ -76,6 +76,64 @@ static void group_commit(void) {
   rmrf(gdir);
 }
 
+/* Open .sst files of this process, from /proc/self/fd. */
+static int open_tables(void) {
+  int n = 0;
+  char link[512], target[512];
+  for (int fd = 0; fd < 4096; fd++) {
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t len = readlink(link, target, sizeof target - 1);
+    if (len <= 0) continue;
+    target[len] = 0;
+    if (len > 4 && strcmp(target + len - 4, ".sst") == 0) n++;
+  }
+  return n;
+}
+
+/* max_open_files bounds the open tables, however many there are. */
+static void table_cache_bound(void) {
+  char tdir[] = "/tmp/lkv_tc_test_XXXXXX";
+  if (mkdtemp(tdir) == NULL) return;
+  lkv_options o;
+  lkv_options_init(&o);
+  o.max_memtable_size = 16 * 1024;
+  o.table_size = 4096;
+  o.level1_max_bytes = 64 * 1024 * 1024; /* keep many small L1 tables */
+  o.max_open_files = 16;
+  o.sync = LKV_SYNC_NONE;
+  lkv_db *db = NULL;
+  lkv_err err = {0};
+  lkv_buf v = {0};
+  char k[32], val[64];
+  CHECK_OK(lkv_db_open(tdir, &o, &db, &err), &err);
+  const int n = 20000;
+  for (int i = 0; i < n; i++) {
+    snprintf(k, sizeof k, "tc%07d", (i * 7919) % n);
+    int vl = snprintf(val, sizeof val, "v%d", (i * 7919) % n);
+    CHECK_OK(lkv_db_set(db, k, strlen(k), val, (size_t)vl, NULL, &err), &err);
+  }
+  CHECK_OK(lkv_db_compact(db, &err), &err);
+  lkv_stats st;
+  lkv_db_stats(db, &st);
+  int wrong = 0;
+  for (int i = 0; i < n; i++) {
+    snprintf(k, sizeof k, "tc%07d", i);
+    int vl = snprintf(val, sizeof val, "v%d", i);
+    if (lkv_db_get(db, k, strlen(k), LKV_SEQ_LATEST, &v, &err) != LKV_OK ||
+        v.len != (size_t)vl || memcmp(v.data, val, v.len) != 0)
+      wrong++;
+  }
+  int fds = open_tables();
+  printf("table cache: %llu tables, %d open files (max_open_files 16)\n",
+         (unsigned long long)st.sstable_count, fds);
+  CHECK(st.sstable_count > 40);
+  CHECK(wrong == 0);
+  CHECK(fds <= 16);
+  CHECK_OK(lkv_db_close(db, &err), &err);
+  lkv_buf_free(&v);
+  rmrf(tdir);
+}
+
 int main(void) {
   if (mkdtemp(dir) == NULL) return 2;
   lkv_err err = {0};
@@ -174,5 +232,6 @@ int main(void) {
   lkv_buf_free(&v);
   rmrf(dir);
   group_commit();
+  table_cache_bound();
   TEST_MAIN_END();
 }

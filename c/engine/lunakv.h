@@ -102,6 +102,7 @@ typedef struct lkv_options {
   uint64_t level1_max_bytes;/* L1 size before it spills to L2; 10 MiB */
   int level_multiplier;     /* level n+1 holds this many times level n; 10 */
   size_t block_cache_bytes; /* block cache capacity (0 = none); 8 MiB */
+  int max_open_files;       /* tables kept open (fd, index, filter); 1000 */
   int wal_buffer_size;      /* writes per WAL write in LKV_SYNC_BATCH; 100 */
   lkv_sync_mode sync;       /* LKV_SYNC_BATCH */
   const char *log_file_name;/* WAL base name; "wal.log" (copied at open) */

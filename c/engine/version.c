@@ -11,7 +11,7 @@
 /* ---- file metas ------------------------------------------------------ */
 
 lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
-                         lkv_slice smallest, lkv_slice largest, lkv_table *t) {
+                         lkv_slice smallest, lkv_slice largest) {
   lkv_fmeta *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
   f->smallest = malloc(smallest.n);
@@ -30,7 +30,6 @@ lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
   atomic_init(&f->obsolete, 0);
   f->number = number;
   f->size = size;
-  f->table = t;
   f->db = db;
   return f;
 }
@@ -45,9 +44,10 @@ void lkv_fmeta_ref(lkv_fmeta *f) {
 void lkv_fmeta_unref(lkv_fmeta *f) {
   if (f == NULL) return;
   if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
-  if (f->table) lkv_table_close(f->table);
   if (atomic_load(&f->obsolete)) {
     char name[64], path[4096];
+    /* an iterator may still pin the open table: it closes on release */
+    lkv_cache_erase_file(f->db->tcache, f->number);
     lkv_db_table_name(f->db, f->number, name, sizeof name);
     if (lkv_env_path(path, sizeof path, f->db->dir, name, NULL) == LKV_OK)
       lkv_env_unlink(path, NULL);
@@ -56,6 +56,107 @@ void lkv_fmeta_unref(lkv_fmeta *f) {
   free(f->smallest);
   free(f->largest);
   free(f);
+}
+
+/* ---- the table cache ------------------------------------------------- */
+
+static void table_free(void *t) { lkv_table_close(t); }
+
+void lkv_db_table_cache_put(lkv_db *db, uint64_t number, lkv_table *t) {
+  lkv_cache_handle *h = lkv_cache_insert(db->tcache, number, 0, t, 1, table_free);
+  if (h) lkv_cache_release(db->tcache, h); /* else insert closed it */
+}
+
+int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
+                  lkv_err *err) {
+  lkv_db *db = f->db;
+  *h = lkv_cache_lookup(db->tcache, f->number, 0);
+  if (*h == NULL) {
+    /* two threads missing at once both open it; the cache keeps one and
+     * the other closes when its user releases it */
+    char name[64], path[4096];
+    lkv_table *nt = NULL;
+    lkv_db_table_name(db, f->number, name, sizeof name);
+    int rc = lkv_env_path(path, sizeof path, db->dir, name, err);
+    if (rc == LKV_OK)
+      rc = lkv_table_open(path, f->number, db->cache, &db->counters, &nt, err);
+    if (rc) return rc;
+    *h = lkv_cache_insert(db->tcache, f->number, 0, nt, 1, table_free);
+    if (*h == NULL) return lkv_seterr(err, LKV_NOMEM, "opening %s", name);
+  }
+  *t = lkv_cache_value(*h);
+  return LKV_OK;
+}
+
+void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h) {
+  lkv_cache_release(f->db->tcache, h);
+}
+
+/* A table iterator plus the pin that keeps its table open. */
+typedef struct pin_iter {
+  lkv_iiter base;
+  lkv_iiter *in; /* NULL when the table could not be opened */
+  lkv_fmeta *f;
+  lkv_cache_handle *h;
+  int rc;
+  lkv_err err;
+} pin_iter;
+
+#define PIN(it) ((pin_iter *)(it))
+static void pi_seek_first(lkv_iiter *it) {
+  if (PIN(it)->in) PIN(it)->in->ops->seek_first(PIN(it)->in);
+}
+static void pi_seek(lkv_iiter *it, lkv_slice t) {
+  if (PIN(it)->in) PIN(it)->in->ops->seek(PIN(it)->in, t);
+}
+static void pi_next(lkv_iiter *it) {
+  if (PIN(it)->in) PIN(it)->in->ops->next(PIN(it)->in);
+}
+static int pi_valid(const lkv_iiter *it) {
+  const pin_iter *p = (const pin_iter *)it;
+  return p->in && p->in->ops->valid(p->in);
+}
+static lkv_slice pi_key(const lkv_iiter *it) {
+  const pin_iter *p = (const pin_iter *)it;
+  return p->in->ops->key(p->in);
+}
+static lkv_slice pi_value(const lkv_iiter *it) {
+  const pin_iter *p = (const pin_iter *)it;
+  return p->in->ops->value(p->in);
+}
+static int pi_status(const lkv_iiter *it, lkv_err *err) {
+  const pin_iter *p = (const pin_iter *)it;
+  if (p->rc) return lkv_errcopy(err, &p->err);
+  return p->in->ops->status(p->in, err);
+}
+static void pi_destroy(lkv_iiter *it) {
+  pin_iter *p = PIN(it);
+  if (p->in) p->in->ops->destroy(p->in);
+  if (p->h) lkv_fmeta_unpin(p->f, p->h);
+  free(p);
+}
+static const lkv_iiter_ops pin_iter_ops = {pi_seek_first, pi_seek, pi_next,
+                                           pi_valid, pi_key, pi_value,
+                                           pi_status, pi_destroy};
+
+lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f) {
+  pin_iter *p = calloc(1, sizeof *p);
+  if (p == NULL) return NULL;
+  p->base.ops = &pin_iter_ops;
+  p->f = f;
+  lkv_table *t;
+  p->rc = lkv_fmeta_pin(f, &t, &p->h, &p->err);
+  if (p->rc == LKV_OK) {
+    p->in = lkv_table_iter(t);
+    if (p->in == NULL) {
+      lkv_fmeta_unpin(f, p->h);
+      free(p);
+      return NULL;
+    }
+  } else {
+    p->h = NULL;
+  }
+  return &p->base;
 }
 
 /* ---- versions -------------------------------------------------------- */
@@ -204,6 +305,17 @@ static int find_file(lkv_fmeta *const *files, int n, const char *k, size_t kn) {
   return lo;
 }
 
+static int table_get(lkv_fmeta *f, lkv_slice target, int *type, lkv_buf *val,
+                     lkv_err *err) {
+  lkv_table *t;
+  lkv_cache_handle *h;
+  int rc = lkv_fmeta_pin(f, &t, &h, err);
+  if (rc) return rc;
+  rc = lkv_table_get(t, target, type, val, err);
+  lkv_fmeta_unpin(f, h);
+  return rc;
+}
+
 int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
                     lkv_err *err) {
   const char *k = target.p;
@@ -211,13 +323,13 @@ int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
   for (int i = 0; i < v->n[0]; i++) { /* L0 ranges overlap: newest first */
     lkv_fmeta *f = v->files[0][i];
     if (ukey_before_file(k, kn, f) || ukey_after_file(k, kn, f)) continue;
-    int rc = lkv_table_get(f->table, target, type, val, err);
+    int rc = table_get(f, target, type, val, err);
     if (rc != LKV_NOTFOUND) return rc;
   }
   for (int l = 1; l < LKV_MAX_LEVELS; l++) {
     int i = find_file(v->files[l], v->n[l], k, kn);
     if (i >= v->n[l] || ukey_before_file(k, kn, v->files[l][i])) continue;
-    int rc = lkv_table_get(v->files[l][i]->table, target, type, val, err);
+    int rc = table_get(v->files[l][i], target, type, val, err);
     if (rc != LKV_NOTFOUND) return rc;
   }
   return LKV_NOTFOUND;
@@ -253,7 +365,7 @@ static void li_open(level_iter *li, int idx) {
   }
   li->idx = idx;
   if (li->rc || idx >= li->n) return;
-  li->cur = lkv_table_iter(li->files[idx]->table);
+  li->cur = lkv_fmeta_iter(li->files[idx]);
   if (li->cur == NULL) li->rc = lkv_seterr(&li->err, LKV_NOMEM, "level iterator");
 }
 
@@ -353,7 +465,7 @@ uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
 
 int lkv_version_add_iters(lkv_version *v, lkv_iiter **its, int *n) {
   for (int i = 0; i < v->n[0]; i++) { /* L0 tables overlap: one each */
-    lkv_iiter *it = lkv_table_iter(v->files[0][i]->table);
+    lkv_iiter *it = lkv_fmeta_iter(v->files[0][i]);
     if (it == NULL) return LKV_NOMEM;
     its[(*n)++] = it;
   }
