@@ -38,6 +38,10 @@ struct lkv_mem {
   atomic_size_t usage;
   atomic_uint_fast64_t entries;
   uint64_t wal_number;
+  /* The writer's last insertion point per level: a key that lands right
+   * after the previous one (sequential loads) is linked without a search
+   * from the top. Used by the single writer only. */
+  node *splice[MAX_HEIGHT];
 };
 
 static void *arena_alloc(lkv_mem *m, size_t n) {
@@ -78,7 +82,10 @@ lkv_mem *lkv_mem_new(void) {
   }
   m->head->key = NULL;
   m->head->klen = m->head->vlen = 0;
-  for (int i = 0; i < MAX_HEIGHT; i++) atomic_init(&m->head->next[i], NULL);
+  for (int i = 0; i < MAX_HEIGHT; i++) {
+    atomic_init(&m->head->next[i], NULL);
+    m->splice[i] = m->head;
+  }
   return m;
 }
 
@@ -174,7 +181,17 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
 
   node *prev[MAX_HEIGHT];
   int cur = atomic_load_explicit(&m->height, memory_order_relaxed);
-  find_ge(m, key, klen, tag, prev);
+  /* the remembered splice is right when, on every level the new node
+   * uses, it sorts before the key and its successor does not */
+  int lo = h < cur ? h : cur, ok = m->splice[0] != NULL;
+  for (int i = 0; ok && i < lo; i++) {
+    node *p = m->splice[i];
+    node *nx = atomic_load_explicit(&p->next[i], memory_order_relaxed);
+    ok = (p == m->head || cmp_node(p, key, klen, tag) < 0) &&
+         (nx == NULL || cmp_node(nx, key, klen, tag) > 0);
+    prev[i] = p;
+  }
+  if (!ok) find_ge(m, key, klen, tag, prev);
   if (h > cur) {
     for (int i = cur; i < h; i++) prev[i] = m->head;
     /* readers seeing the new height before the links just find NULL from
@@ -186,7 +203,10 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
                 atomic_load_explicit(&prev[i]->next[i], memory_order_relaxed));
     /* release: x is complete before any reader can reach it */
     atomic_store_explicit(&prev[i]->next[i], x, memory_order_release);
+    m->splice[i] = x;
   }
+  if (!ok) /* a full search found the insertion point on every level */
+    for (int i = h; i < cur; i++) m->splice[i] = prev[i];
   atomic_fetch_add_explicit(&m->entries, 1, memory_order_relaxed);
   return LKV_OK;
 }
