@@ -7,6 +7,7 @@
 #   make shell      the same set-up, then open the shell on ./data
 #   make asan       the whole suite under AddressSanitizer + UBSan
 #   make bench      lunakv against LevelDB (BENCH_NUM=N, BENCH_JSON=FILE)
+#   make fuzz       libFuzzer on the WAL, SSTable and MANIFEST readers
 #   make install    PREFIX=/usr/local DESTDIR= (module, Lua files, bin/lunakv)
 
 PREFIX      ?= /usr/local
@@ -44,7 +45,7 @@ DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
            lua-busted lua-argparse lua-readline
 BENCH_PKGS = libleveldb-dev
 
-.PHONY: all deps test ctest spec shell asan bench install uninstall clean
+.PHONY: all deps test ctest spec shell asan bench fuzz install uninstall clean
 
 all: $(BUILD)/liblunakv.a $(BUILD)/lunakv/core.so
 
@@ -108,6 +109,30 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench/lkv_bench
 	$(BUILD)/bench/lkv_bench --num=$(BENCH_NUM) $(if $(BENCH_JSON),--json=$(BENCH_JSON))
 
+# libFuzzer targets for the readers of untrusted bytes (c/fuzz/): WAL
+# replay, SSTable open/read, MANIFEST decode. Seeds come from a small real
+# database; FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -g -O1 -pthread \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_TARGETS  = wal sst manifest
+fuzz: deps
+	@sh tools/deps.sh clang libclang-rt-14-dev
+	@$(MAKE) --no-print-directory all
+	@mkdir -p build-fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  $(FUZZ_CC) $(FUZZ_FLAGS) -Ic/engine c/fuzz/fuzz_$$t.c $(ENGINE_SRC) \
+	    -o build-fuzz/fuzz_$$t; done
+	rm -rf build-fuzz/seed && $(LUA) bin/lunakv run c/fuzz/seed.lua build-fuzz/seed
+	@set -e; for t in $(FUZZ_TARGETS); do mkdir -p build-fuzz/corpus_$$t; done
+	cp build-fuzz/seed/wal.log.* build-fuzz/corpus_wal/
+	cp build-fuzz/seed/*.sst build-fuzz/corpus_sst/
+	cp build-fuzz/seed/MANIFEST build-fuzz/corpus_manifest/
+	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
+	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    -print_final_stats=1 build-fuzz/corpus_$$t 2>&1 | tail -4; done
+
 install: all
 	install -d $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_LUADIR)/lunakv \
 	           $(DESTDIR)$(INST_BINDIR)
@@ -120,4 +145,4 @@ uninstall:
 	       $(DESTDIR)$(INST_BINDIR)/lunakv
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
