@@ -293,7 +293,7 @@ int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_NOMEM, "table %s", path);
     } else {
-      lkv_db_table_cache_put(db, number, t);
+      lkv_db_table_cache_put(db, *out, t);
     }
   }
   if (rc) lkv_env_unlink(path, NULL);
@@ -933,7 +933,7 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
     } else {
-      lkv_db_table_cache_put(db, mf->number, t); /* verified: keep it open */
+      lkv_db_table_cache_put(db, f, t); /* verified: keep it open */
       if (lkv_edit_add(&e, mf->level, f)) {
         lkv_fmeta_unref(f);
         rc = lkv_seterr(err, LKV_NOMEM, "loading tables");

@@ -44,6 +44,11 @@ typedef struct lkv_fmeta {
   char *largest;
   size_t largest_len;
   struct lkv_db *db; /* its open table lives in db->tcache */
+  /* While fewer than half of max_open_files tables are pinned this way,
+   * a new table stays pinned for its whole life and readers use `table`
+   * directly: no cache lookup (and no shared lock) on the read path. */
+  lkv_table *table;
+  lkv_cache_handle *pin;
 } lkv_fmeta;
 
 /* An immutable set of files per level. L0 is newest first; L1.. sorted by
@@ -146,6 +151,7 @@ struct lkv_db {
 
   lkv_cache *cache;  /* data blocks */
   lkv_cache *tcache; /* open tables */
+  atomic_int pinned_tables; /* tables pinned by their file meta */
   lkv_table_counters counters;
   uint64_t wal_dropped;     /* bytes cut from the WAL at open */
   char recovery_msg[LKV_ERR_MSG_LEN];
@@ -166,8 +172,8 @@ lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
 int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
                   lkv_err *err);
 void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h);
-/* Hand a just opened table to the table cache (it owns it now). */
-void lkv_db_table_cache_put(lkv_db *db, uint64_t number, lkv_table *t);
+/* Hand f's just opened table to the table cache (it owns it now). */
+void lkv_db_table_cache_put(lkv_db *db, lkv_fmeta *f, lkv_table *t);
 /* An iterator over f's table that keeps it pinned until destroyed. An open
  * failure gives an iterator that is not valid and reports the error; NULL
  * only when out of memory. */

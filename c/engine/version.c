@@ -44,6 +44,10 @@ void lkv_fmeta_ref(lkv_fmeta *f) {
 void lkv_fmeta_unref(lkv_fmeta *f) {
   if (f == NULL) return;
   if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+  if (f->pin) {
+    lkv_cache_release(f->db->tcache, f->pin);
+    atomic_fetch_sub(&f->db->pinned_tables, 1);
+  }
   if (atomic_load(&f->obsolete)) {
     char name[64], path[4096];
     /* an iterator may still pin the open table: it closes on release */
@@ -62,14 +66,26 @@ void lkv_fmeta_unref(lkv_fmeta *f) {
 
 static void table_free(void *t) { lkv_table_close(t); }
 
-void lkv_db_table_cache_put(lkv_db *db, uint64_t number, lkv_table *t) {
-  lkv_cache_handle *h = lkv_cache_insert(db->tcache, number, 0, t, 1, table_free);
-  if (h) lkv_cache_release(db->tcache, h); /* else insert closed it */
+void lkv_db_table_cache_put(lkv_db *db, lkv_fmeta *f, lkv_table *t) {
+  lkv_cache_handle *h = lkv_cache_insert(db->tcache, f->number, 0, t, 1, table_free);
+  if (h == NULL) return; /* out of memory: insert closed it */
+  if (atomic_fetch_add(&db->pinned_tables, 1) < db->o.max_open_files / 2) {
+    f->pin = h;
+    f->table = t;
+  } else {
+    atomic_fetch_sub(&db->pinned_tables, 1);
+    lkv_cache_release(db->tcache, h);
+  }
 }
 
 int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
                   lkv_err *err) {
   lkv_db *db = f->db;
+  if (f->table) { /* pinned for its life by f */
+    *t = f->table;
+    *h = NULL;
+    return LKV_OK;
+  }
   *h = lkv_cache_lookup(db->tcache, f->number, 0);
   if (*h == NULL) {
     /* two threads missing at once both open it; the cache keeps one and
@@ -89,7 +105,7 @@ int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
 }
 
 void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h) {
-  lkv_cache_release(f->db->tcache, h);
+  if (h) lkv_cache_release(f->db->tcache, h);
 }
 
 /* A table iterator plus the pin that keeps its table open. */
@@ -145,7 +161,7 @@ lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f) {
   p->base.ops = &pin_iter_ops;
   p->f = f;
   lkv_table *t;
-  p->rc = lkv_fmeta_pin(f, &t, &p->h, &p->err);
+  p->rc = lkv_fmeta_pin(f, &t, &p->h, &p->err); /* h NULL: f pins it */
   if (p->rc == LKV_OK) {
     p->in = lkv_table_iter(t);
     if (p->in == NULL) {
