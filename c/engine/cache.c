@@ -62,7 +62,9 @@ lkv_cache *lkv_cache_new(size_t capacity_bytes) {
   lkv_cache *c = aligned_alloc(64, sizeof *c);
   if (c == NULL) return NULL;
   memset(c, 0, sizeof *c);
-  size_t per = capacity_bytes / NSHARDS + (capacity_bytes % NSHARDS != 0);
+  /* rounded down, so the shards together never exceed the capacity (a
+   * bound callers rely on, e.g. open files) */
+  size_t per = capacity_bytes / NSHARDS;
   for (int i = 0; i < NSHARDS; i++) {
     shard *s = &c->shards[i];
     s->capacity = per;

@@ -14,8 +14,10 @@
 typedef struct lkv_cache lkv_cache;
 typedef struct lkv_cache_handle lkv_cache_handle;
 
-/* capacity_bytes 0 gives a cache that stores nothing (every lookup
- * misses). NULL when out of memory. */
+/* The capacity is split evenly over 16 shards, rounded down: the cache
+ * never holds more than capacity_bytes of unpinned entries, and a
+ * capacity under 16 stores nothing (every lookup misses; inserted entries
+ * live while pinned). NULL when out of memory. */
 lkv_cache *lkv_cache_new(size_t capacity_bytes);
 void lkv_cache_free(lkv_cache *c); /* REQUIRES: no handle is held */
 

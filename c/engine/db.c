@@ -1176,7 +1176,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->o.log_file_name = db->log_file_name;
   db->mem = lkv_mem_new();
   if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
-  db->tcache = lkv_cache_new((size_t)o.max_open_files);
+  db->tcache = lkv_cache_new((size_t)(o.max_open_files - o.max_open_files / 2));
   if (!db->dir || !db->log_file_name || !db->mem || !db->tcache ||
       (o.block_cache_bytes && !db->cache)) {
     db_free(db);

@@ -47,8 +47,7 @@ typedef struct lkv_fmeta {
   /* While fewer than half of max_open_files tables are pinned this way,
    * a new table stays pinned for its whole life and readers use `table`
    * directly: no cache lookup (and no shared lock) on the read path. */
-  lkv_table *table;
-  lkv_cache_handle *pin;
+  lkv_table *table; /* owned by f when set */
 } lkv_fmeta;
 
 /* An immutable set of files per level. L0 is newest first; L1.. sorted by
@@ -172,8 +171,10 @@ lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
 int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
                   lkv_err *err);
 void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h);
-/* Hand f's just opened table to the table cache (it owns it now). */
+/* Hand f's just opened table over: f keeps it (while under the pin limit)
+ * or the table cache takes it. */
 void lkv_db_table_cache_put(lkv_db *db, lkv_fmeta *f, lkv_table *t);
+int lkv_db_pin_limit(const lkv_db *db);
 /* An iterator over f's table that keeps it pinned until destroyed. An open
  * failure gives an iterator that is not valid and reports the error; NULL
  * only when out of memory. */

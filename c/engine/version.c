@@ -44,8 +44,8 @@ void lkv_fmeta_ref(lkv_fmeta *f) {
 void lkv_fmeta_unref(lkv_fmeta *f) {
   if (f == NULL) return;
   if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
-  if (f->pin) {
-    lkv_cache_release(f->db->tcache, f->pin);
+  if (f->table) { /* pinned by f, outside the LRU */
+    lkv_table_close(f->table);
     atomic_fetch_sub(&f->db->pinned_tables, 1);
   }
   if (atomic_load(&f->obsolete)) {
@@ -66,16 +66,19 @@ void lkv_fmeta_unref(lkv_fmeta *f) {
 
 static void table_free(void *t) { lkv_table_close(t); }
 
+/* Open tables: at most max_open_files / 2 pinned by their file metas for
+ * life, plus the LRU's max_open_files - that (shard capacities round
+ * down), plus what readers hold pinned for a moment. */
+int lkv_db_pin_limit(const lkv_db *db) { return db->o.max_open_files / 2; }
+
 void lkv_db_table_cache_put(lkv_db *db, lkv_fmeta *f, lkv_table *t) {
-  lkv_cache_handle *h = lkv_cache_insert(db->tcache, f->number, 0, t, 1, table_free);
-  if (h == NULL) return; /* out of memory: insert closed it */
-  if (atomic_fetch_add(&db->pinned_tables, 1) < db->o.max_open_files / 2) {
-    f->pin = h;
+  if (atomic_fetch_add(&db->pinned_tables, 1) < lkv_db_pin_limit(db)) {
     f->table = t;
-  } else {
-    atomic_fetch_sub(&db->pinned_tables, 1);
-    lkv_cache_release(db->tcache, h);
+    return;
   }
+  atomic_fetch_sub(&db->pinned_tables, 1);
+  lkv_cache_handle *h = lkv_cache_insert(db->tcache, f->number, 0, t, 1, table_free);
+  if (h) lkv_cache_release(db->tcache, h); /* else insert closed it */
 }
 
 int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
