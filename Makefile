@@ -1,9 +1,10 @@
 # lunakv - build, test, install. This Makefile is the only list of sources:
-# every c/engine/*.c (but *_test.c) is the engine, c/lua/*.c the binding.
+# every c/engine/*.c (but *_test.c) is the engine, c/net/*.c (but *_test.c)
+# the HTTP node on libevent, c/lua/*.c the binding.
 #
 #   make            build build/liblunakv.a and the Lua module build/lunakv/core.so
 #   make test       install missing Debian packages (as root), build, run the
-#                   C unit tests and every busted spec
+#                   C unit tests (c/engine, c/net) and every busted spec
 #   make shell      the same set-up, then open the shell on ./data
 #   make asan       the whole suite under AddressSanitizer + UBSan
 #   make bench      lunakv against LevelDB (BENCH_NUM=N, BENCH_JSON=FILE)
@@ -28,47 +29,68 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread \
              $(WARN) $(CFLAGS) $(SAN)
 LIBFLAG  ?= -shared
 LDLIBS    = -pthread
+NET_LDLIBS = -levent -lm
 
 BUILD ?= build
 
 ENGINE_SRC  = $(filter-out %_test.c,$(wildcard c/engine/*.c))
 ENGINE_OBJ  = $(ENGINE_SRC:c/engine/%.c=$(BUILD)/obj/engine/%.o)
 ENGINE_TEST = $(wildcard c/engine/*_test.c)
-TEST_BINS   = $(ENGINE_TEST:c/engine/%.c=$(BUILD)/test/%)
+NET_SRC     = $(filter-out %_test.c,$(wildcard c/net/*.c))
+NET_OBJ     = $(NET_SRC:c/net/%.c=$(BUILD)/obj/net/%.o)
+NET_TEST    = $(wildcard c/net/*_test.c)
+TEST_BINS   = $(ENGINE_TEST:c/engine/%.c=$(BUILD)/test/%) \
+              $(NET_TEST:c/net/%.c=$(BUILD)/test/net/%)
 LUA_SRC     = $(wildcard c/lua/*.c)
 LUA_OBJ     = $(LUA_SRC:c/lua/%.c=$(BUILD)/obj/lua/%.o)
 HEADERS     = $(wildcard c/engine/*.h)
+NET_HEADERS = $(wildcard c/net/*.h)
 
 # Debian packages the project needs to build and test; `make deps` installs
 # the missing ones when run as root, else prints the apt-get line.
 DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
-           lua-busted lua-argparse lua-readline
+           lua-busted lua-argparse lua-readline lua-socket
 BENCH_PKGS = libleveldb-dev
 
 .PHONY: all deps test ctest spec shell asan bench fuzz install uninstall clean
 
-all: $(BUILD)/liblunakv.a $(BUILD)/lunakv/core.so
+all: $(BUILD)/liblunakv.a $(BUILD)/liblunakvnet.a $(BUILD)/lunakv/core.so
 
 $(BUILD)/obj/engine/%.o: c/engine/%.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
 
-$(BUILD)/obj/lua/%.o: c/lua/%.c $(HEADERS)
+$(BUILD)/obj/net/%.o: c/net/%.c $(NET_HEADERS) c/engine/lunakv.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine -I$(LUA_INCDIR) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
+
+$(BUILD)/obj/lua/%.o: c/lua/%.c $(HEADERS) $(NET_HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/engine -Ic/net -I$(LUA_INCDIR) -c $< -o $@
 
 $(BUILD)/liblunakv.a: $(ENGINE_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && $(AR) rcs $@ $^
 
-$(BUILD)/lunakv/core.so: $(LUA_OBJ) $(BUILD)/liblunakv.a
+# the net room: its own library, so the engine stays free of libevent
+$(BUILD)/liblunakvnet.a: $(NET_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(LUA_OBJ) $(BUILD)/liblunakv.a $(LDLIBS) \
-	  -Wl,--exclude-libs,ALL
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(BUILD)/lunakv/core.so: $(LUA_OBJ) $(BUILD)/liblunakvnet.a $(BUILD)/liblunakv.a
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(LUA_OBJ) $(BUILD)/liblunakvnet.a \
+	  $(BUILD)/liblunakv.a $(NET_LDLIBS) $(LDLIBS) -Wl,--exclude-libs,ALL
 
 $(BUILD)/test/%: c/engine/%.c $(BUILD)/liblunakv.a c/engine/test.h
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Ic/engine $< -o $@ $(BUILD)/liblunakv.a $(LDLIBS)
+
+$(BUILD)/test/net/%: c/net/%.c $(BUILD)/liblunakvnet.a $(BUILD)/liblunakv.a \
+                     c/engine/test.h $(NET_HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/engine -Ic/net $< -o $@ $(BUILD)/liblunakvnet.a \
+	  $(BUILD)/liblunakv.a $(NET_LDLIBS) $(LDLIBS)
 
 deps:
 	@sh tools/deps.sh $(DEB_PKGS)

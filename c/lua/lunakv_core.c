@@ -34,6 +34,7 @@
 #include "lua.h"
 
 #include "lunakv.h"
+#include "lkvnet.h"
 
 /* The one exported symbol (-fvisibility=hidden hides everything else). */
 __attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L);
@@ -1637,6 +1638,109 @@ static int core_defaults(lua_State *L) {
   return 1;
 }
 
+/* {======================================================================
+** The HTTP node (lkvnet.h)
+** ======================================================================= */
+
+#define SERVE_MAX_NODES 64
+
+/* A string field of the table at t, or NULL when absent. Borrowed: the
+ * string stays in the table, which stays on the stack for the call. */
+static const char *optstring(lua_State *L, int t, const char *name) {
+  const char *s = NULL;
+  int ty = lua_getfield(L, t, name); /* +1 */
+  if (ty == LUA_TSTRING) {
+    size_t n;
+    s = lua_tolstring(L, -1, &n);
+    if (strlen(s) != n) opterror(L, t, name, "must not hold zero bytes");
+  } else if (ty != LUA_TNIL) {
+    opterror(L, t, name, "must be a string");
+  }
+  lua_pop(L, 1); /* -1: the table keeps the string alive */
+  return s;
+}
+
+static lua_Integer optinteger(lua_State *L, int t, const char *name,
+                              lua_Integer dflt, lua_Integer lo,
+                              lua_Integer hi) {
+  lua_Integer n = dflt;
+  int isint, ty = lua_getfield(L, t, name); /* +1 */
+  if (ty != LUA_TNIL) {
+    n = lua_tointegerx(L, -1, &isint);
+    if (!isint) opterror(L, t, name, "must be an integer");
+    if (n < lo || n > hi)
+      opterror(L, t, name, lua_pushfstring(L, "must be from %I to %I", lo, hi));
+  }
+  lua_pop(L, 1); /* -1 */
+  return n;
+}
+
+/* core.serve(dir, opts) -> true, once SIGTERM or SIGINT has stopped the
+ * node cleanly. opts: host, port, my_url, leader_url, nodes (array of
+ * URLs), max_body_bytes, write_timeout_ms, engine (core.open's options).
+ * Raises "lunakv: <kind>: ..." when the node cannot start or fails. The
+ * loop runs in C on this thread; no Lua runs until it returns, and every C
+ * resource is released before anything is raised. */
+static int core_serve(lua_State *L) {
+  size_t dlen, i, n = 0;
+  const char *dir = checkbytes(L, 1, &dlen);
+  const char *nodes[SERVE_MAX_NODES];
+  lkvnet_options o;
+  lkvnet_server *srv = NULL;
+  lkv_err err;
+  int rc;
+  luaL_argcheck(L, dlen > 0 && strlen(dir) == dlen, 1,
+                "directory must be a non-empty path without zero bytes");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lkvnet_options_init(&o);
+  o.data_dir = dir;
+  if (optstring(L, 2, "host") != NULL) o.host = optstring(L, 2, "host");
+  o.port = (int)optinteger(L, 2, "port", 0, 0, 65535);
+  o.my_url = optstring(L, 2, "my_url");
+  o.leader_url = optstring(L, 2, "leader_url");
+  o.max_body_bytes = (size_t)optinteger(L, 2, "max_body_bytes",
+                                        LKVNET_DEFAULT_MAX_BODY, 1,
+                                        (lua_Integer)LKV_MAX_VALUE_BYTES);
+  o.write_timeout_ms = (int)optinteger(L, 2, "write_timeout_ms",
+                                       LKVNET_DEFAULT_WRITE_TIMEOUT_MS, 1,
+                                       24 * 3600 * 1000);
+  if (lua_getfield(L, 2, "nodes") != LUA_TNIL) { /* +1 nodes */
+    luaL_argcheck(L, lua_istable(L, -1), 2, "option 'nodes' must be a table");
+    n = (size_t)luaL_len(L, -1);
+    luaL_argcheck(L, n <= SERVE_MAX_NODES, 2, "option 'nodes': too many");
+    for (i = 0; i < n; i++) {
+      lua_geti(L, -1, (lua_Integer)i + 1); /* +1 url */
+      if (lua_type(L, -1) != LUA_TSTRING)
+        opterror(L, 2, "nodes", "must hold URL strings");
+      nodes[i] = lua_tostring(L, -1);
+      lua_pop(L, 1); /* -1: the nodes table keeps it */
+    }
+    o.nodes = nodes;
+    o.nnodes = n;
+  }
+  lua_pop(L, 1); /* -1 nodes (kept alive by opts) */
+  if (lua_getfield(L, 2, "engine") != LUA_TNIL) { /* +1 engine opts */
+    luaL_argcheck(L, lua_istable(L, -1), 2, "option 'engine' must be a table");
+    readopts(L, lua_gettop(L), &o.engine);
+  }
+  /* engine opts stay on the stack: log_file_name may point into them */
+  err.msg[0] = '\0';
+  rc = lkvnet_server_open(&o, &srv, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  rc = lkvnet_server_run(srv, &err);
+  if (rc != LKV_OK) {
+    lkv_err e2;
+    lkvnet_server_close(srv, &e2);
+    return raise_err(L, rc, &err);
+  }
+  rc = lkvnet_server_close(srv, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* }====================================================================== */
+
 static const luaL_Reg db_methods[] = {
     {"set", db_set},
     {"get", db_get},
@@ -1740,6 +1844,7 @@ static const luaL_Reg core_funcs[] = {
     {"ncpu", core_ncpu},
     {"isatty", core_isatty},
     {"interrupts", core_interrupts},
+    {"serve", core_serve},
     {NULL, NULL},
 };
 

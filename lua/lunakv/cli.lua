@@ -1,6 +1,7 @@
 -- lunakv.cli - the `lunakv` command. The arguments are parsed with
 -- lua-argparse; each subcommand runs from the module that owns it, loaded
--- only when used (shell: lunakv.shell, bench: lunakv.bench). The outcome
+-- only when used (shell: lunakv.shell, bench: lunakv.bench, node:
+-- lunakv.node). The outcome
 -- becomes the exit code: 0 ok, 1 an expected failure (one "lunakv: ..."
 -- line on stderr), 2 a usage error (one line and the usage), 99 a bug
 -- (traceback and a request to report it).
@@ -128,6 +129,15 @@ local function build_parser()
   require("lunakv.bench").add_to_parser(bench)
   add_config_options(bench)
 
+  local node = command("node",
+    "Run an HTTP node: lunakv node PORT DATA_DIR LEADER_URL NODE_URLS.",
+    "Run an HTTP node (the seed's arguments) until SIGTERM or SIGINT. The "
+    .. "node whose\nURL is LEADER_URL takes writes; routes are in "
+    .. "docs/http_api.md. Example:\n  lunakv node 8000 data/node0 "
+    .. "http://localhost:8000 http://localhost:8000")
+  require("lunakv.node").add_to_parser(node)
+  add_config_options(node)
+
   local run = command("run", "Run a Lua script with lunakv available.",
     "Run the Lua script FILE with require \"lunakv\" available; arg[0] is "
     .. "FILE and\narg[1..] its ARGS (passed through untouched, options "
@@ -206,6 +216,17 @@ commands.bench = {
       return nil, info
     end
     return require("lunakv.bench").main(args, opts, info)
+  end,
+}
+
+commands.node = {
+  run = function(args)
+    local opts, info, usage = load_config(args)
+    if not opts then
+      if usage then return EXIT_USAGE, info:gsub("^lunakv: ", "") end
+      return nil, info
+    end
+    return require("lunakv.node").main(args, opts)
   end,
 }
 

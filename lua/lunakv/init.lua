@@ -64,6 +64,13 @@ local function engine_options(opts)
   return out
 end
 
+-- The engine's options table for a settings table (lunakv.config names);
+-- raises "lunakv: ..." on an unknown option or a bad value. Used by
+-- lunakv.node to hand the settings to core.serve.
+function M.engine_options(opts)
+  return engine_options(opts or {})
+end
+
 -- lunakv.open(dir [, opts]) -> db. opts keys are listed in
 -- lunakv.config.schema; the table config.load() returns fits as is. With
 -- dir nil, opts.data_dir names the directory.

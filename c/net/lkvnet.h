@@ -1,0 +1,82 @@
+/* lkvnet.h - the public C API of lunakv's net room: an HTTP node serving
+ * one engine db over libevent's evhttp, with every write going through the
+ * replication log (rlog.h) before it is applied. Routes and bodies:
+ * docs/http_api.md; the log and the commit path: docs/replication.md.
+ *
+ * Conventions are lunakv.h's: fallible functions return LKV_OK or an LKV_*
+ * code and fill the trailing lkv_err when it is not NULL.
+ *
+ * Threads: a server belongs to the thread that opened it; run it there.
+ * Internally the replication log's syncer thread does the fdatasync calls;
+ * it touches no server state but the log's own.
+ *
+ * Signals: while lkvnet_server_run runs, SIGTERM and SIGINT are events of
+ * its loop (the node stops accepting connections, answers what is in
+ * flight, then returns LKV_OK) and SIGPIPE is ignored; the previous
+ * dispositions are restored when it returns.
+ */
+#ifndef LKVNET_H
+#define LKVNET_H
+
+#include <stddef.h>
+
+#include "lunakv.h"
+
+#define LKVNET_DEFAULT_MAX_BODY (4u * 1024u * 1024u) /* 4 MiB */
+#define LKVNET_DEFAULT_WRITE_TIMEOUT_MS 5000
+#define LKVNET_SCAN_DEFAULT_LIMIT 100
+#define LKVNET_SCAN_MAX_LIMIT 1000
+#define LKVNET_SCAN_MAX_BYTES (8u * 1024u * 1024u) /* a scan reply's soft cap */
+/* The engine key under which the node keeps its last applied log index
+ * (8 bytes, little-endian). Keys starting with this prefix are refused by
+ * the HTTP API and left out of scans. */
+#define LKVNET_RESERVED_PREFIX "\xff\xfflunakv/"
+#define LKVNET_APPLIED_KEY LKVNET_RESERVED_PREFIX "applied_index"
+
+typedef void (*lkvnet_log_fn)(void *ctx, const char *line);
+
+typedef struct lkvnet_options {
+  const char *data_dir;   /* the node's directory: db/ and replication.log */
+  const char *host;       /* address to listen on; "127.0.0.1" */
+  int port;               /* 0 = any free port (see lkvnet_server_port) */
+  const char *my_url;     /* NULL: "http://HOST:PORT" once bound */
+  const char *leader_url; /* NULL or equal to my_url: this node leads */
+  const char *const *nodes; /* every node's URL (may be NULL: just me) */
+  size_t nnodes;
+  size_t max_body_bytes;  /* request bodies over this get 413; 4 MiB */
+  int write_timeout_ms;   /* a write not committed by then gets 503; 5000 */
+  lkv_options engine;     /* the engine's options; sync is set to none */
+  lkvnet_log_fn log;      /* one line per notable event; NULL: stderr */
+  void *log_ctx;
+} lkvnet_options;
+
+/* Fill *o with the defaults above (engine options from lkv_options_init). */
+void lkvnet_options_init(lkvnet_options *o);
+
+typedef struct lkvnet_server lkvnet_server;
+
+/* Open the engine in DATA_DIR/db, open the replication log, apply what
+ * the log holds past the engine's applied index (as far as it is
+ * committed), and bind the listening socket. Every string is copied.
+ * LKV_IOERROR names the address when the bind fails (e.g. "address
+ * already in use"). On success *out owns everything until
+ * lkvnet_server_close. */
+int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
+                       lkv_err *err);
+
+/* The bound port (the real one when the options said 0). */
+int lkvnet_server_port(const lkvnet_server *s);
+
+/* The node's URL (borrowed until close). */
+const char *lkvnet_server_url(const lkvnet_server *s);
+
+/* Serve until SIGTERM or SIGINT, then drain: stop accepting, answer every
+ * request in flight (writes get their commit or their failure), return
+ * LKV_OK. Returns an error only when the loop itself fails. */
+int lkvnet_server_run(lkvnet_server *s, lkv_err *err);
+
+/* Close connections, the replication log and the engine; free s. Returns
+ * the first failure (s is freed either way). */
+int lkvnet_server_close(lkvnet_server *s, lkv_err *err);
+
+#endif

@@ -1,0 +1,1317 @@
+/* server.c - the HTTP node (lkvnet.h): routes, the commit path and the
+ * metrics. Routes and bodies are docs/http_api.md; the commit path is
+ * docs/replication.md. Everything here runs on the event loop's thread;
+ * the only other thread is the replication log's syncer, which reports
+ * through a pipe (rlog.h).
+ *
+ * Every request ends in exactly one call of reply(): synchronously for
+ * reads and refusals, from the commit path (apply or timeout) for writes. */
+#include "lkvnet.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "json.h"
+#include "rlog.h"
+
+/* {======================================================================
+** State
+** ======================================================================= */
+
+enum { R_SET, R_DELETE, R_GET, R_SCAN, R_STATUS, R_STATS, R_HEALTH,
+       R_METRICS, R_KV, R_OTHER, NROUTES };
+static const char *const route_names[NROUTES] = {
+    "/set", "/delete", "/get", "/scan", "/status", "/stats", "/health",
+    "/metrics", "/kv", "other"};
+
+static const int status_codes[] = {200, 400, 404, 405, 413, 500, 503};
+#define NSTATUS (sizeof status_codes / sizeof status_codes[0])
+
+static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                 0.05,   0.1,   0.25,   0.5,   1,    2.5, 5};
+#define NBUCKETS (sizeof buckets / sizeof buckets[0])
+
+/* A log entry between append and apply, with the request waiting for it
+ * (NULL once answered by a timeout, or for entries found at start-up). */
+typedef struct Pending {
+  struct Pending *next;
+  uint64_t index;
+  int op;
+  char *key, *val;
+  size_t klen, vlen;
+  struct evhttp_request *req;
+  int route;
+  double start, deadline;
+} Pending;
+
+struct lkvnet_server {
+  char *data_dir, *host, *my_url, *leader_url;
+  char **nodes;
+  size_t nnodes;
+  size_t max_body;
+  int write_timeout_ms;
+  lkvnet_log_fn log;
+  void *log_ctx;
+  int port;
+  int leader;
+
+  lkv_db *db;
+  lkv_batch *batch;
+  lkv_buf getbuf;
+  lkvnet_rlog *rlog;
+  int pipefd[2];
+
+  struct event_base *base;
+  struct evhttp *http;
+  struct evhttp_bound_socket *sock;
+  struct event *notify_ev, *tick_ev, *sigterm_ev, *sigint_ev;
+
+  uint64_t term, commit_index, applied_index;
+  Pending *head, *tail; /* in index order */
+  size_t waiting;       /* pending entries with a request */
+  int draining;
+  lkv_err apply_err;    /* sticky: the engine refused an apply */
+
+  /* metrics */
+  uint64_t requests[NROUTES][NSTATUS + 1]; /* +1: any other status */
+  uint64_t hist[NROUTES][NBUCKETS];
+  double lat_sum[NROUTES];
+  uint64_t lat_count[NROUTES];
+};
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int seterr(lkv_err *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int seterr(lkv_err *err, int code, const char *fmt, ...) {
+  if (err != NULL) {
+    va_list ap;
+    int k;
+    err->code = code;
+    k = snprintf(err->msg, sizeof err->msg, "%s: ", lkv_strerror(code));
+    if (k < 0 || (size_t)k >= sizeof err->msg) k = 0;
+    va_start(ap, fmt);
+    vsnprintf(err->msg + k, sizeof err->msg - (size_t)k, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+static void logf_(lkvnet_server *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void logf_(lkvnet_server *s, const char *fmt, ...) {
+  char line[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (s->log != NULL) {
+    s->log(s->log_ctx, line);
+  } else {
+    char ts[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(stderr, "%s lunakv node %s: %s\n", ts,
+            s->my_url ? s->my_url : "-", line);
+  }
+}
+
+static int is_reserved(const char *k, size_t n) {
+  size_t p = sizeof LKVNET_RESERVED_PREFIX - 1;
+  return n >= p && memcmp(k, LKVNET_RESERVED_PREFIX, p) == 0;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Replies and metrics
+** ======================================================================= */
+
+static const char *reason(int code) {
+  switch (code) {
+  case 200: return "OK";
+  case 400: return "Bad Request";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 413: return "Payload Too Large";
+  case 503: return "Service Unavailable";
+  default: return "Internal Server Error";
+  }
+}
+
+static void count(lkvnet_server *s, int route, int code, double start) {
+  size_t i;
+  double d = now_sec() - start;
+  for (i = 0; i < NSTATUS; i++)
+    if (status_codes[i] == code) break;
+  s->requests[route][i]++;
+  for (i = 0; i < NBUCKETS; i++)
+    if (d <= buckets[i]) s->hist[route][i]++;
+  s->lat_sum[route] += d;
+  s->lat_count[route]++;
+}
+
+/* The one way out of every request. */
+static void reply(lkvnet_server *s, struct evhttp_request *req, int route,
+                  double start, int code, const char *ctype, const char *data,
+                  size_t len) {
+  struct evbuffer *out = evhttp_request_get_output_buffer(req);
+  struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+  evhttp_add_header(h, "Content-Type", ctype);
+  if (len > 0 && evbuffer_add(out, data, len) != 0) {
+    static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_add(out, oom, sizeof oom - 1);
+    code = 500;
+  }
+  count(s, route, code, start);
+  evhttp_send_reply(req, code, reason(code), NULL);
+}
+
+static void reply_json(lkvnet_server *s, struct evhttp_request *req,
+                       int route, double start, int code, lkvnet_jbuf *b) {
+  if (b->failed) {
+    static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
+    reply(s, req, route, start, 500, "application/json", oom, sizeof oom - 1);
+  } else {
+    lkvnet_jbuf_raw(b, "\n", 1);
+    reply(s, req, route, start, code, "application/json", b->data, b->len);
+  }
+  lkvnet_jbuf_free(b);
+}
+
+static void reply_error(lkvnet_server *s, struct evhttp_request *req,
+                        int route, double start, int code, const char *fmt,
+                        ...) __attribute__((format(printf, 6, 7)));
+static void reply_error(lkvnet_server *s, struct evhttp_request *req,
+                        int route, double start, int code, const char *fmt,
+                        ...) {
+  char msg[512];
+  lkvnet_jbuf b;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": ");
+  lkvnet_jbuf_str(&b, msg, strlen(msg));
+  lkvnet_jbuf_lit(&b, "}");
+  reply_json(s, req, route, start, code, &b);
+}
+
+static int http_status_of(int lkv_code) {
+  switch (lkv_code) {
+  case LKV_INVALID: return 400;
+  case LKV_TOOBIG: return 413;
+  case LKV_NOTFOUND: return 404;
+  default: return 500;
+  }
+}
+
+/* A JSON member "name": s, as a string when s is UTF-8, else base64 with
+ * "name_encoding": "base64" beside it (docs/http_api.md, "Encoding"). */
+static void put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
+                             size_t n) {
+  lkvnet_jbuf_lit(b, "\"");
+  lkvnet_jbuf_lit(b, name);
+  lkvnet_jbuf_lit(b, "\": ");
+  if (lkvnet_utf8_valid(v, n)) {
+    lkvnet_jbuf_str(b, v, n);
+  } else {
+    lkvnet_jbuf_lit(b, "\"");
+    lkvnet_jbuf_base64(b, v, n);
+    lkvnet_jbuf_lit(b, "\", \"");
+    lkvnet_jbuf_lit(b, name);
+    lkvnet_jbuf_lit(b, "_encoding\": \"base64\"");
+  }
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The commit path: append -> durable on a majority -> apply -> reply
+** ======================================================================= */
+
+static void pending_free(Pending *p) {
+  free(p->key);
+  free(p->val);
+  free(p);
+}
+
+static int pending_push(lkvnet_server *s, uint64_t index, int op,
+                        const char *key, size_t klen, const char *val,
+                        size_t vlen) {
+  Pending *p = calloc(1, sizeof *p);
+  if (p == NULL) return -1;
+  p->key = malloc(klen ? klen : 1);
+  p->val = malloc(vlen ? vlen : 1);
+  if (p->key == NULL || p->val == NULL) {
+    pending_free(p);
+    return -1;
+  }
+  if (klen) memcpy(p->key, key, klen);
+  if (vlen) memcpy(p->val, val, vlen);
+  p->index = index;
+  p->op = op;
+  p->klen = klen;
+  p->vlen = vlen;
+  if (s->tail) s->tail->next = p;
+  else s->head = p;
+  s->tail = p;
+  return 0;
+}
+
+/* The highest index durable on a majority of the nodes, counting this
+ * one. Followers do not replicate yet, so their match index is 0: a
+ * single node is its own majority, a leader of three commits nothing.
+ * The next slice fills in the followers' match indexes here and nowhere
+ * else. */
+static uint64_t majority_index(lkvnet_server *s) {
+  size_t n = s->nnodes ? s->nnodes : 1;
+  size_t need = n / 2 + 1; /* nodes that must hold an index */
+  uint64_t self = lkvnet_rlog_durable_index(s->rlog);
+  /* match indexes sorted descending: self, then n - 1 zeros */
+  return need <= 1 ? self : 0;
+}
+
+/* Apply one committed entry and the new applied index atomically. */
+static int apply_entry(lkvnet_server *s, const Pending *p, lkv_err *err) {
+  unsigned char idx[8];
+  int i, rc;
+  uint64_t seq;
+  for (i = 0; i < 8; i++) idx[i] = (unsigned char)(p->index >> (8 * i));
+  lkv_batch_clear(s->batch);
+  if (p->op == LKVNET_OP_SET)
+    rc = lkv_batch_set(s->batch, p->key, p->klen, p->val, p->vlen, err);
+  else
+    rc = lkv_batch_delete(s->batch, p->key, p->klen, err);
+  if (rc == LKV_OK)
+    rc = lkv_batch_set(s->batch, LKVNET_APPLIED_KEY,
+                       sizeof LKVNET_APPLIED_KEY - 1, idx, 8, err);
+  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
+  return rc;
+}
+
+static void apply_committed(lkvnet_server *s) {
+  while (s->head != NULL && s->head->index <= s->commit_index) {
+    Pending *p = s->head;
+    int rc = LKV_OK;
+    lkv_err err;
+    err.msg[0] = '\0';
+    if (s->apply_err.code != LKV_OK) break;
+    rc = apply_entry(s, p, &err);
+    if (rc != LKV_OK) {
+      /* the engine refused: the state machine cannot move past this
+       * entry; stop applying and refuse writes (a restart retries) */
+      s->apply_err = err;
+      logf_(s, "cannot apply index %llu: %s", (unsigned long long)p->index,
+            err.msg);
+      break;
+    }
+    s->applied_index = p->index;
+    s->head = p->next;
+    if (s->head == NULL) s->tail = NULL;
+    if (p->req != NULL) {
+      lkvnet_jbuf b;
+      memset(&b, 0, sizeof b);
+      lkvnet_jbuf_lit(&b, "{\"ok\": true, \"index\": ");
+      lkvnet_jbuf_u64(&b, p->index);
+      lkvnet_jbuf_lit(&b, "}");
+      s->waiting--;
+      reply_json(s, p->req, p->route, p->start, 200, &b);
+    }
+    pending_free(p);
+  }
+  /* whatever still waits after an apply failure gets its answer now */
+  if (s->apply_err.code != LKV_OK) {
+    Pending *p;
+    for (p = s->head; p != NULL; p = p->next)
+      if (p->req != NULL) {
+        s->waiting--;
+        reply_error(s, p->req, p->route, p->start, 500,
+                    "index %llu is durable in the log but the engine refused "
+                    "it: %s", (unsigned long long)p->index,
+                    s->apply_err.msg);
+        p->req = NULL;
+      }
+  }
+}
+
+static void advance_commit(lkvnet_server *s) {
+  uint64_t c = majority_index(s);
+  if (c > s->commit_index) s->commit_index = c;
+  apply_committed(s);
+}
+
+/* The syncer made more of the log durable (or failed). */
+static void on_notify(evutil_socket_t fd, short what, void *arg) {
+  lkvnet_server *s = arg;
+  char drain[64];
+  lkv_err err;
+  (void)what;
+  while (read(fd, drain, sizeof drain) > 0) {
+  }
+  if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
+    Pending *p;
+    for (p = s->head; p != NULL; p = p->next)
+      if (p->req != NULL && p->index > lkvnet_rlog_durable_index(s->rlog)) {
+        s->waiting--;
+        reply_error(s, p->req, p->route, p->start, 500,
+                    "the replication log failed: %s", err.msg);
+        p->req = NULL;
+      }
+  }
+  advance_commit(s);
+}
+
+/* Start a write: check it, append it, and leave the request waiting for
+ * its commit. Refusals answer at once and write nothing. */
+static void write_begin(lkvnet_server *s, struct evhttp_request *req,
+                        int route, double start, int op, const char *key,
+                        size_t klen, const char *val, size_t vlen) {
+  uint64_t index;
+  lkv_err err;
+  int rc;
+  if (!s->leader) {
+    reply_error(s, req, route, start, 503,
+                "replication not implemented yet: send writes to the leader "
+                "URL (%s)", s->leader_url);
+    return;
+  }
+  if (s->draining) {
+    reply_error(s, req, route, start, 503, "the node is shutting down");
+    return;
+  }
+  if (s->apply_err.code != LKV_OK) {
+    reply_error(s, req, route, start, 500, "writes are stopped: %s",
+                s->apply_err.msg);
+    return;
+  }
+  if (is_reserved(key, klen)) {
+    reply_error(s, req, route, start, 400,
+                "keys starting with \\xff\\xfflunakv/ are reserved");
+    return;
+  }
+  if (klen > LKV_MAX_KEY_BYTES) {
+    reply_error(s, req, route, start, 413, "key is %zu bytes; the limit is %u",
+                klen, (unsigned)LKV_MAX_KEY_BYTES);
+    return;
+  }
+  if (vlen > LKV_MAX_VALUE_BYTES) {
+    reply_error(s, req, route, start, 413,
+                "value is %zu bytes; the limit is %u", vlen,
+                (unsigned)LKV_MAX_VALUE_BYTES);
+    return;
+  }
+  err.msg[0] = '\0';
+  rc = lkvnet_rlog_append(s->rlog, s->term, op, key, klen, val, vlen, &index,
+                          &err);
+  if (rc != LKV_OK) {
+    reply_error(s, req, route, start, http_status_of(rc), "%s", err.msg);
+    return;
+  }
+  if (pending_push(s, index, op, key, klen, val, vlen) != 0) {
+    /* appended but untracked: it will be applied at the next start */
+    reply_error(s, req, route, start, 500, "out of memory after appending "
+                "index %llu", (unsigned long long)index);
+    return;
+  }
+  s->tail->req = req;
+  s->tail->route = route;
+  s->tail->start = start;
+  s->tail->deadline = start + s->write_timeout_ms / 1000.0;
+  s->waiting++;
+}
+
+/* Every 50 ms: answer writes that missed their deadline; finish a drain. */
+static void on_tick(evutil_socket_t fd, short what, void *arg) {
+  lkvnet_server *s = arg;
+  double t = now_sec();
+  Pending *p;
+  size_t n = s->nnodes ? s->nnodes : 1;
+  (void)fd;
+  (void)what;
+  for (p = s->head; p != NULL && s->waiting > 0; p = p->next) {
+    if (p->req == NULL || t < p->deadline) continue;
+    s->waiting--;
+    reply_error(s, p->req, p->route, p->start, 503,
+                "no quorum: index %llu is durable on 1 of %zu nodes after %d "
+                "ms (replication to followers is not implemented yet); the "
+                "write may still be applied later",
+                (unsigned long long)p->index, n, s->write_timeout_ms);
+    p->req = NULL;
+  }
+  if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+  lkvnet_server *s = arg;
+  (void)what;
+  if (s->draining) return;
+  s->draining = 1;
+  logf_(s, "received %s: stopping (%zu write(s) in flight)",
+        sig == SIGTERM ? "SIGTERM" : "SIGINT", s->waiting);
+  if (s->sock != NULL) {
+    evhttp_del_accept_socket(s->http, s->sock);
+    s->sock = NULL;
+  }
+  if (s->waiting == 0) event_base_loopexit(s->base, NULL);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Request parsing helpers
+** ======================================================================= */
+
+/* The value of query parameter name, URL-decoded ('+' is a space), in a
+ * malloc'd buffer the caller frees; NULL when absent. *found tells absent
+ * from out of memory. */
+static char *query_param(const char *query, const char *name, size_t *len,
+                         int *found) {
+  size_t nl = strlen(name);
+  const char *p = query;
+  *found = 0;
+  while (p != NULL && *p) {
+    const char *amp = strchr(p, '&');
+    const char *end = amp ? amp : p + strlen(p);
+    const char *eq = memchr(p, '=', (size_t)(end - p));
+    const char *kend = eq ? eq : end;
+    if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
+      size_t vl = eq ? (size_t)(end - eq - 1) : 0;
+      char *raw = malloc(vl + 1), *dec;
+      *found = 1;
+      if (raw == NULL) return NULL;
+      if (vl) memcpy(raw, eq + 1, vl);
+      raw[vl] = '\0';
+      dec = evhttp_uridecode(raw, 1, len);
+      free(raw);
+      return dec;
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+  return NULL;
+}
+
+/* Parse a limit: 1 .. LKVNET_SCAN_MAX_LIMIT decimal digits only. */
+static int parse_limit(const char *v, long *out) {
+  long n = 0;
+  if (*v == '\0') return -1;
+  for (; *v; v++) {
+    if (*v < '0' || *v > '9') return -1;
+    n = n * 10 + (*v - '0');
+    if (n > 1000000) return -1;
+  }
+  *out = n;
+  return 0;
+}
+
+static const lkvnet_json_member *need_string(lkvnet_server *s,
+                                             struct evhttp_request *req,
+                                             int route, double start,
+                                             const lkvnet_json_object *o,
+                                             const char *name) {
+  const lkvnet_json_member *m = lkvnet_json_get(o, name);
+  if (m == NULL) {
+    reply_error(s, req, route, start, 400, "missing member \"%s\"", name);
+    return NULL;
+  }
+  if (m->type != LKVNET_JSON_STRING) {
+    reply_error(s, req, route, start, 400,
+                "member \"%s\" must be a string, not %s", name,
+                lkvnet_json_type_name(m->type));
+    return NULL;
+  }
+  return m;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Routes
+** ======================================================================= */
+
+static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
+                             int route, double start) {
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(in);
+  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+  lkvnet_json_object o;
+  char jerr[LKVNET_JSON_ERR_LEN];
+  const lkvnet_json_member *k, *v = NULL;
+  memset(&o, 0, sizeof o);
+  if (body == NULL) {
+    reply_error(s, req, route, start, 500, "out of memory reading the body");
+    return;
+  }
+  if (lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
+    reply_error(s, req, route, start, 400, "malformed JSON: %s", jerr);
+    return;
+  }
+  if ((k = need_string(s, req, route, start, &o, "key")) != NULL &&
+      (route == R_DELETE ||
+       (v = need_string(s, req, route, start, &o, "value")) != NULL)) {
+    if (route == R_SET)
+      write_begin(s, req, route, start, LKVNET_OP_SET, k->str, k->len, v->str,
+                  v->len);
+    else
+      write_begin(s, req, route, start, LKVNET_OP_DELETE, k->str, k->len,
+                  NULL, 0);
+  }
+  lkvnet_json_free(&o);
+}
+
+static void route_get(lkvnet_server *s, struct evhttp_request *req,
+                      const char *query, double start) {
+  size_t klen;
+  int found, rc;
+  char *key = query_param(query, "key", &klen, &found);
+  lkv_err err;
+  lkvnet_jbuf b;
+  if (key == NULL) {
+    if (found) reply_error(s, req, R_GET, start, 500, "out of memory");
+    else reply_error(s, req, R_GET, start, 400,
+                     "missing query parameter \"key\"");
+    return;
+  }
+  if (is_reserved(key, klen)) {
+    free(key);
+    reply_error(s, req, R_GET, start, 400,
+                "keys starting with \\xff\\xfflunakv/ are reserved");
+    return;
+  }
+  err.msg[0] = '\0';
+  rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf, &err);
+  if (rc != LKV_OK && rc != LKV_NOTFOUND) {
+    free(key);
+    reply_error(s, req, R_GET, start, http_status_of(rc), "%s", err.msg);
+    return;
+  }
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{");
+  put_bytes_member(&b, "key", key, klen);
+  lkvnet_jbuf_lit(&b, ", ");
+  if (rc == LKV_NOTFOUND) lkvnet_jbuf_lit(&b, "\"value\": null");
+  else put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
+  lkvnet_jbuf_lit(&b, "}");
+  free(key);
+  reply_json(s, req, R_GET, start, 200, &b);
+}
+
+static int key_cmp(const char *a, size_t an, const char *b, size_t bn) {
+  int c = memcmp(a, b, an < bn ? an : bn);
+  if (c != 0) return c;
+  return an < bn ? -1 : an > bn;
+}
+
+static void route_scan(lkvnet_server *s, struct evhttp_request *req,
+                       const char *query, double start) {
+  size_t alen = 0, blen = 0, llen;
+  int fa, fb, fl, rc;
+  char *a = query_param(query, "start", &alen, &fa);
+  char *bnd = query_param(query, "end", &blen, &fb);
+  char *lim = query_param(query, "limit", &llen, &fl);
+  long limit = LKVNET_SCAN_DEFAULT_LIMIT, n = 0;
+  lkv_iter *it = NULL;
+  lkv_err err;
+  lkvnet_jbuf b;
+  int more = 0;
+  memset(&b, 0, sizeof b);
+  if ((fa && !a) || (fb && !bnd) || (fl && !lim)) {
+    reply_error(s, req, R_SCAN, start, 500, "out of memory");
+    goto done;
+  }
+  if (lim != NULL && (parse_limit(lim, &limit) != 0 || limit < 1 ||
+                      limit > LKVNET_SCAN_MAX_LIMIT)) {
+    reply_error(s, req, R_SCAN, start, 400,
+                "limit must be an integer from 1 to %d",
+                LKVNET_SCAN_MAX_LIMIT);
+    goto done;
+  }
+  err.msg[0] = '\0';
+  if ((rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, &err)) != LKV_OK) {
+    reply_error(s, req, R_SCAN, start, http_status_of(rc), "%s", err.msg);
+    goto done;
+  }
+  if (a != NULL) lkv_iter_seek(it, a, alen);
+  else lkv_iter_seek_first(it);
+  lkvnet_jbuf_lit(&b, "{\"items\": [");
+  for (; lkv_iter_valid(it); lkv_iter_next(it)) {
+    size_t kl, vl;
+    const char *k = lkv_iter_key(it, &kl), *v;
+    if (bnd != NULL && key_cmp(k, kl, bnd, blen) > 0) break;
+    if (is_reserved(k, kl)) continue;
+    if (n == limit || b.len >= LKVNET_SCAN_MAX_BYTES) {
+      more = 1;
+      break;
+    }
+    v = lkv_iter_value(it, &vl);
+    lkvnet_jbuf_lit(&b, n ? ", {" : "{");
+    put_bytes_member(&b, "key", k, kl);
+    lkvnet_jbuf_lit(&b, ", ");
+    put_bytes_member(&b, "value", v, vl);
+    lkvnet_jbuf_lit(&b, "}");
+    n++;
+  }
+  if ((rc = lkv_iter_status(it, &err)) != LKV_OK) {
+    lkvnet_jbuf_free(&b);
+    reply_error(s, req, R_SCAN, start, http_status_of(rc), "%s", err.msg);
+    goto done;
+  }
+  lkvnet_jbuf_lit(&b, more ? "], \"more\": true}" : "], \"more\": false}");
+  reply_json(s, req, R_SCAN, start, 200, &b);
+done:
+  if (it != NULL) lkv_iter_free(it);
+  free(a);
+  free(bnd);
+  free(lim);
+}
+
+static void route_status(lkvnet_server *s, struct evhttp_request *req,
+                         double start) {
+  lkvnet_jbuf b;
+  lkvnet_rlog_stats rs;
+  size_t i;
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{\"leader\": ");
+  lkvnet_jbuf_str(&b, s->leader_url, strlen(s->leader_url));
+  lkvnet_jbuf_lit(&b, ", \"term\": ");
+  lkvnet_jbuf_u64(&b, s->term);
+  lkvnet_jbuf_lit(&b, ", \"my_url\": ");
+  lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
+  lkvnet_jbuf_lit(&b, s->leader ? ", \"role\": \"leader\"" :
+                                  ", \"role\": \"follower\"");
+  lkvnet_jbuf_lit(&b, ", \"commit_index\": ");
+  lkvnet_jbuf_u64(&b, s->commit_index);
+  lkvnet_jbuf_lit(&b, ", \"last_index\": ");
+  lkvnet_jbuf_u64(&b, rs.last_index);
+  lkvnet_jbuf_lit(&b, ", \"applied_index\": ");
+  lkvnet_jbuf_u64(&b, s->applied_index);
+  lkvnet_jbuf_lit(&b, ", \"durable_index\": ");
+  lkvnet_jbuf_u64(&b, rs.durable_index);
+  lkvnet_jbuf_lit(&b, ", \"nodes\": [");
+  for (i = 0; i < s->nnodes; i++) {
+    if (i) lkvnet_jbuf_lit(&b, ", ");
+    lkvnet_jbuf_str(&b, s->nodes[i], strlen(s->nodes[i]));
+  }
+  lkvnet_jbuf_lit(&b, "]}");
+  reply_json(s, req, R_STATUS, start, 200, &b);
+}
+
+static void jfield(lkvnet_jbuf *b, const char *name, uint64_t v) {
+  lkvnet_jbuf_lit(b, ", \"");
+  lkvnet_jbuf_lit(b, name);
+  lkvnet_jbuf_lit(b, "\": ");
+  lkvnet_jbuf_u64(b, v);
+}
+
+static void jlevels(lkvnet_jbuf *b, const char *name, const uint64_t *v) {
+  int i;
+  lkvnet_jbuf_lit(b, ", \"");
+  lkvnet_jbuf_lit(b, name);
+  lkvnet_jbuf_lit(b, "\": [");
+  for (i = 0; i < LKV_MAX_LEVELS; i++) {
+    if (i) lkvnet_jbuf_lit(b, ", ");
+    lkvnet_jbuf_u64(b, v[i]);
+  }
+  lkvnet_jbuf_lit(b, "]");
+}
+
+static void route_stats(lkvnet_server *s, struct evhttp_request *req,
+                        double start) {
+  lkv_stats st;
+  lkvnet_rlog_stats rs;
+  lkvnet_jbuf b;
+  lkv_db_stats(s->db, &st);
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{\"seq\": ");
+  lkvnet_jbuf_u64(&b, st.seq);
+  jfield(&b, "sstable_count", st.sstable_count);
+  jlevels(&b, "sstables_per_level", st.sstables_per_level);
+  jlevels(&b, "bytes_per_level", st.bytes_per_level);
+  jfield(&b, "total_size_bytes", st.total_size_bytes);
+  jfield(&b, "memtable_size_bytes", st.memtable_size_bytes);
+  jfield(&b, "memtable_keys", st.memtable_keys);
+  jfield(&b, "imm_memtables", st.imm_memtables);
+  jfield(&b, "wal_size_bytes", st.wal_size_bytes);
+  jfield(&b, "bytes_written_user", st.bytes_written_user);
+  jfield(&b, "bytes_written_disk", st.bytes_written_disk);
+  jfield(&b, "bytes_written_wal", st.bytes_written_wal);
+  lkvnet_jbuf_lit(&b, ", \"write_amplification\": ");
+  lkvnet_jbuf_double(&b, st.write_amplification);
+  jfield(&b, "flushes", st.flushes);
+  jfield(&b, "compactions", st.compactions);
+  jfield(&b, "compaction_bytes_read", st.compaction_bytes_read);
+  jfield(&b, "compaction_bytes_written", st.compaction_bytes_written);
+  jfield(&b, "stall_slowdowns", st.stall_slowdowns);
+  jfield(&b, "stall_stops", st.stall_stops);
+  jfield(&b, "stall_micros", st.stall_micros);
+  jfield(&b, "bloom_checks", st.bloom_checks);
+  jfield(&b, "bloom_negatives", st.bloom_negatives);
+  jfield(&b, "block_reads", st.block_reads);
+  jfield(&b, "block_cache_hits", st.block_cache_hits);
+  jfield(&b, "block_cache_bytes", st.block_cache_bytes);
+  jfield(&b, "live_snapshots", st.live_snapshots);
+  jfield(&b, "live_iterators", st.live_iterators);
+  jfield(&b, "wal_syncs", st.wal_syncs);
+  jfield(&b, "wal_dropped_bytes", st.wal_dropped_bytes);
+  lkvnet_jbuf_lit(&b, ", \"recovery\": ");
+  lkvnet_jbuf_str(&b, st.recovery_msg, strlen(st.recovery_msg));
+  lkvnet_jbuf_lit(&b, ", \"bg_error\": ");
+  lkvnet_jbuf_str(&b, st.bg_error_msg, strlen(st.bg_error_msg));
+  lkvnet_jbuf_lit(&b, ", \"rlog\": {\"last_index\": ");
+  lkvnet_jbuf_u64(&b, rs.last_index);
+  jfield(&b, "last_term", rs.last_term);
+  jfield(&b, "durable_index", rs.durable_index);
+  jfield(&b, "appends", rs.appends);
+  jfield(&b, "syncs", rs.syncs);
+  jfield(&b, "bytes", rs.bytes);
+  jfield(&b, "dropped_bytes", rs.dropped_bytes);
+  lkvnet_jbuf_lit(&b, "}}");
+  reply_json(s, req, R_STATS, start, 200, &b);
+}
+
+static void route_health(lkvnet_server *s, struct evhttp_request *req,
+                         double start) {
+  lkvnet_jbuf b;
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, s->leader ? "{\"ok\": true, \"role\": \"leader\"}"
+                                : "{\"ok\": true, \"role\": \"follower\"}");
+  reply_json(s, req, R_HEALTH, start, 200, &b);
+}
+
+static void mline(lkvnet_jbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void mline(lkvnet_jbuf *b, const char *fmt, ...) {
+  char line[256];
+  va_list ap;
+  int k;
+  va_start(ap, fmt);
+  k = vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (k > 0) lkvnet_jbuf_raw(b, line, (size_t)k < sizeof line ? (size_t)k
+                                                              : sizeof line - 1);
+}
+
+static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
+                          double start) {
+  lkvnet_jbuf b;
+  lkv_stats st;
+  lkvnet_rlog_stats rs;
+  int r;
+  size_t i;
+  memset(&b, 0, sizeof b);
+  /* count this request first so a scrape sees itself */
+  lkv_db_stats(s->db, &st);
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  mline(&b, "# HELP lunakv_http_requests_total HTTP requests answered, by "
+            "route and status.\n# TYPE lunakv_http_requests_total counter\n");
+  for (r = 0; r < NROUTES; r++)
+    for (i = 0; i <= NSTATUS; i++)
+      if (s->requests[r][i])
+        mline(&b, "lunakv_http_requests_total{route=\"%s\",code=\"%s%d\"} "
+                  "%llu\n", route_names[r], i < NSTATUS ? "" : "other",
+              i < NSTATUS ? status_codes[i] : 0,
+              (unsigned long long)s->requests[r][i]);
+  mline(&b, "# HELP lunakv_http_request_duration_seconds Time from request "
+            "to reply (writes include the commit).\n"
+            "# TYPE lunakv_http_request_duration_seconds histogram\n");
+  for (r = 0; r < NROUTES; r++) {
+    if (s->lat_count[r] == 0) continue;
+    for (i = 0; i < NBUCKETS; i++)
+      mline(&b, "lunakv_http_request_duration_seconds_bucket{route=\"%s\","
+                "le=\"%g\"} %llu\n", route_names[r], buckets[i],
+            (unsigned long long)s->hist[r][i]);
+    mline(&b, "lunakv_http_request_duration_seconds_bucket{route=\"%s\","
+              "le=\"+Inf\"} %llu\n", route_names[r],
+          (unsigned long long)s->lat_count[r]);
+    mline(&b, "lunakv_http_request_duration_seconds_sum{route=\"%s\"} %.9f\n",
+          route_names[r], s->lat_sum[r]);
+    mline(&b, "lunakv_http_request_duration_seconds_count{route=\"%s\"} "
+              "%llu\n", route_names[r], (unsigned long long)s->lat_count[r]);
+  }
+#define GAUGE(name, help, v)                                                 \
+  mline(&b, "# HELP lunakv_" name " " help "\n# TYPE lunakv_" name           \
+            " gauge\nlunakv_" name " %llu\n", (unsigned long long)(v))
+#define COUNTER(name, help, v)                                               \
+  mline(&b, "# HELP lunakv_" name " " help "\n# TYPE lunakv_" name           \
+            " counter\nlunakv_" name " %llu\n", (unsigned long long)(v))
+  GAUGE("rlog_last_index", "Last index in the replication log.",
+        rs.last_index);
+  GAUGE("rlog_durable_index", "Last index fdatasync'ed.", rs.durable_index);
+  GAUGE("commit_index", "Last index durable on a majority.", s->commit_index);
+  GAUGE("applied_index", "Last index applied to the engine.",
+        s->applied_index);
+  COUNTER("rlog_syncs_total", "fdatasync calls on the replication log.",
+          rs.syncs);
+  COUNTER("rlog_bytes_total", "Bytes appended to the replication log.",
+          rs.bytes);
+  GAUGE("engine_seq", "Engine sequence number.", st.seq);
+  GAUGE("engine_sstables", "Live SSTables.", st.sstable_count);
+  GAUGE("engine_total_size_bytes", "Bytes in live SSTables.",
+        st.total_size_bytes);
+  GAUGE("engine_memtable_size_bytes", "Bytes in memtables.",
+        st.memtable_size_bytes);
+  COUNTER("engine_bytes_written_user_total", "Key and value bytes written.",
+          st.bytes_written_user);
+  COUNTER("engine_bytes_written_disk_total", "SSTable bytes written.",
+          st.bytes_written_disk);
+  COUNTER("engine_flushes_total", "Memtable flushes.", st.flushes);
+  COUNTER("engine_compactions_total", "Compactions.", st.compactions);
+  COUNTER("engine_stall_micros_total", "Time writers waited.",
+          st.stall_micros);
+  COUNTER("engine_block_reads_total", "Data blocks read.", st.block_reads);
+  COUNTER("engine_block_cache_hits_total", "Block cache hits.",
+          st.block_cache_hits);
+  COUNTER("engine_bloom_negatives_total", "Lookups a Bloom filter spared.",
+          st.bloom_negatives);
+#undef GAUGE
+#undef COUNTER
+  if (b.failed) {
+    lkvnet_jbuf_free(&b);
+    reply_error(s, req, R_METRICS, start, 500, "out of memory");
+    return;
+  }
+  reply(s, req, R_METRICS, start, 200, "text/plain; version=0.0.4",
+        b.data, b.len);
+  lkvnet_jbuf_free(&b);
+}
+
+static void route_kv(lkvnet_server *s, struct evhttp_request *req,
+                     const char *path, enum evhttp_cmd_type cmd,
+                     double start) {
+  size_t klen;
+  char *key = evhttp_uridecode(path + 4, 0, &klen);
+  if (key == NULL) {
+    reply_error(s, req, R_KV, start, 500, "out of memory");
+    return;
+  }
+  if (cmd == EVHTTP_REQ_GET) {
+    lkv_err err;
+    int rc;
+    err.msg[0] = '\0';
+    if (is_reserved(key, klen)) {
+      reply_error(s, req, R_KV, start, 400,
+                  "keys starting with \\xff\\xfflunakv/ are reserved");
+    } else if ((rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf,
+                                &err)) == LKV_OK) {
+      reply(s, req, R_KV, start, 200, "application/octet-stream",
+            s->getbuf.data, s->getbuf.len);
+    } else if (rc == LKV_NOTFOUND) {
+      reply_error(s, req, R_KV, start, 404, "key not found");
+    } else {
+      reply_error(s, req, R_KV, start, http_status_of(rc), "%s", err.msg);
+    }
+  } else if (cmd == EVHTTP_REQ_PUT) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    const char *v = n ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (v == NULL) reply_error(s, req, R_KV, start, 500, "out of memory");
+    else write_begin(s, req, R_KV, start, LKVNET_OP_SET, key, klen, v, n);
+  } else {
+    write_begin(s, req, R_KV, start, LKVNET_OP_DELETE, key, klen, NULL, 0);
+  }
+  free(key);
+}
+
+static const char *method_name(enum evhttp_cmd_type c) {
+  switch (c) {
+  case EVHTTP_REQ_GET: return "GET";
+  case EVHTTP_REQ_POST: return "POST";
+  case EVHTTP_REQ_HEAD: return "HEAD";
+  case EVHTTP_REQ_PUT: return "PUT";
+  case EVHTTP_REQ_DELETE: return "DELETE";
+  case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+  case EVHTTP_REQ_TRACE: return "TRACE";
+  case EVHTTP_REQ_CONNECT: return "CONNECT";
+  case EVHTTP_REQ_PATCH: return "PATCH";
+  default: return "?";
+  }
+}
+
+static const struct {
+  const char *path;
+  int route;
+  enum evhttp_cmd_type method;
+} routes[] = {
+    {"/set", R_SET, EVHTTP_REQ_POST},       {"/delete", R_DELETE, EVHTTP_REQ_POST},
+    {"/get", R_GET, EVHTTP_REQ_GET},        {"/scan", R_SCAN, EVHTTP_REQ_GET},
+    {"/status", R_STATUS, EVHTTP_REQ_GET},  {"/stats", R_STATS, EVHTTP_REQ_GET},
+    {"/health", R_HEALTH, EVHTTP_REQ_GET},  {"/metrics", R_METRICS, EVHTTP_REQ_GET},
+};
+
+static void on_request(struct evhttp_request *req, void *arg) {
+  lkvnet_server *s = arg;
+  double start = now_sec();
+  const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+  const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+  const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+  enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+  size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+  size_t i;
+  int route = R_OTHER;
+  if (path == NULL || *path == '\0') path = "/";
+  for (i = 0; i < sizeof routes / sizeof routes[0]; i++)
+    if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
+  if (route == R_OTHER && strncmp(path, "/kv/", 4) == 0) route = R_KV;
+  if (route == R_OTHER) {
+    reply_error(s, req, R_OTHER, start, 404, "no route %s %s",
+                method_name(cmd), path);
+    return;
+  }
+  if (route == R_KV) {
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_PUT &&
+        cmd != EVHTTP_REQ_DELETE) {
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                        "GET, PUT, DELETE");
+      reply_error(s, req, route, start, 405,
+                  "method %s not allowed on /kv/{key} (use GET, PUT or "
+                  "DELETE)", method_name(cmd));
+      return;
+    }
+  } else {
+    for (i = 0; routes[i].route != route; i++) {
+    }
+    if (cmd != routes[i].method) {
+      const char *m = method_name(routes[i].method);
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", m);
+      reply_error(s, req, route, start, 405,
+                  "method %s not allowed on %s (use %s)", method_name(cmd),
+                  path, m);
+      return;
+    }
+  }
+  if (body > s->max_body) {
+    reply_error(s, req, route, start, 413,
+                "request body is %zu bytes; the limit is %zu", body,
+                s->max_body);
+    return;
+  }
+  switch (route) {
+  case R_SET:
+  case R_DELETE: route_write_json(s, req, route, start); break;
+  case R_GET: route_get(s, req, query ? query : "", start); break;
+  case R_SCAN: route_scan(s, req, query ? query : "", start); break;
+  case R_STATUS: route_status(s, req, start); break;
+  case R_STATS: route_stats(s, req, start); break;
+  case R_HEALTH: route_health(s, req, start); break;
+  case R_METRICS: route_metrics(s, req, start); break;
+  default: route_kv(s, req, path, cmd, start); break;
+  }
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Open, run, close
+** ======================================================================= */
+
+void lkvnet_options_init(lkvnet_options *o) {
+  memset(o, 0, sizeof *o);
+  o->host = "127.0.0.1";
+  o->max_body_bytes = LKVNET_DEFAULT_MAX_BODY;
+  o->write_timeout_ms = LKVNET_DEFAULT_WRITE_TIMEOUT_MS;
+  lkv_options_init(&o->engine);
+}
+
+/* Start-up replay: entries past the applied index wait in the pending
+ * list for the commit index, like new ones. */
+static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
+  lkvnet_server *s = ctx;
+  if (e->index <= s->applied_index) return LKV_OK;
+  if (pending_push(s, e->index, e->op, e->key, e->klen, e->val, e->vlen) != 0)
+    return seterr(err, LKV_NOMEM, "replaying index %llu",
+                  (unsigned long long)e->index);
+  return LKV_OK;
+}
+
+static char *dupstr(const char *p) {
+  return p ? strdup(p) : NULL;
+}
+
+int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
+                       lkv_err *err) {
+  lkvnet_server *s;
+  lkv_options eo = o->engine;
+  char dbdir[4096];
+  lkv_err e;
+  int rc = LKV_OK;
+  size_t i;
+  uint64_t replayed_from;
+  lkvnet_rlog_stats rs;
+  *out = NULL;
+  e.code = LKV_OK;
+  e.msg[0] = '\0';
+  if (o->data_dir == NULL || o->host == NULL || o->port < 0 || o->port > 65535)
+    return seterr(err, LKV_INVALID, "server options need data_dir, host and "
+                  "a port from 0 to 65535");
+  if ((s = calloc(1, sizeof *s)) == NULL)
+    return seterr(err, LKV_NOMEM, "server");
+  s->pipefd[0] = s->pipefd[1] = -1;
+  s->max_body = o->max_body_bytes ? o->max_body_bytes : LKVNET_DEFAULT_MAX_BODY;
+  s->write_timeout_ms = o->write_timeout_ms > 0 ? o->write_timeout_ms
+                                                : LKVNET_DEFAULT_WRITE_TIMEOUT_MS;
+  s->log = o->log;
+  s->log_ctx = o->log_ctx;
+  s->data_dir = dupstr(o->data_dir);
+  s->host = dupstr(o->host);
+  s->nnodes = o->nodes ? o->nnodes : 0;
+  s->nodes = calloc(s->nnodes ? s->nnodes : 1, sizeof *s->nodes);
+  if (s->data_dir == NULL || s->host == NULL || s->nodes == NULL) {
+    rc = seterr(&e, LKV_NOMEM, "server");
+    goto fail;
+  }
+  for (i = 0; i < s->nnodes; i++)
+    if ((s->nodes[i] = dupstr(o->nodes[i])) == NULL) {
+      rc = seterr(&e, LKV_NOMEM, "server");
+      goto fail;
+    }
+
+  /* the engine; its WAL need not sync: the log is the durable record */
+  if (mkdir(s->data_dir, 0755) != 0 && errno != EEXIST) {
+    rc = seterr(&e, LKV_IOERROR, "mkdir %s: %s", s->data_dir, strerror(errno));
+    goto fail;
+  }
+  if ((size_t)snprintf(dbdir, sizeof dbdir, "%s/db", s->data_dir) >=
+      sizeof dbdir) {
+    rc = seterr(&e, LKV_INVALID, "data directory path is too long");
+    goto fail;
+  }
+  eo.sync = LKV_SYNC_NONE;
+  if ((rc = lkv_db_open(dbdir, &eo, &s->db, &e)) != LKV_OK) goto fail;
+  if ((s->batch = lkv_batch_new()) == NULL) {
+    rc = seterr(&e, LKV_NOMEM, "batch");
+    goto fail;
+  }
+  rc = lkv_db_get(s->db, LKVNET_APPLIED_KEY, sizeof LKVNET_APPLIED_KEY - 1,
+                  LKV_SEQ_LATEST, &s->getbuf, &e);
+  if (rc == LKV_OK && s->getbuf.len == 8) {
+    for (i = 0; i < 8; i++)
+      s->applied_index |= (uint64_t)(unsigned char)s->getbuf.data[i] << (8 * i);
+  } else if (rc != LKV_NOTFOUND) {
+    if (rc == LKV_OK)
+      rc = seterr(&e, LKV_CORRUPTION, "%s: the applied index is %zu bytes, "
+                  "not 8", dbdir, s->getbuf.len);
+    goto fail;
+  }
+  rc = LKV_OK;
+  s->commit_index = s->applied_index;
+  replayed_from = s->applied_index;
+
+  /* the log, and the pipe its syncer reports through */
+  if (pipe2(s->pipefd, O_NONBLOCK | O_CLOEXEC) != 0) {
+    rc = seterr(&e, LKV_IOERROR, "pipe: %s", strerror(errno));
+    goto fail;
+  }
+  if ((rc = lkvnet_rlog_open(s->data_dir, s->pipefd[1], replay_entry, s,
+                             &s->rlog, &e)) != LKV_OK)
+    goto fail;
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  if (rs.last_index < s->applied_index) {
+    rc = seterr(&e, LKV_CORRUPTION, "%s/%s ends at index %llu but the engine "
+                "has applied up to %llu", s->data_dir, LKVNET_RLOG_FILE,
+                (unsigned long long)rs.last_index,
+                (unsigned long long)s->applied_index);
+    goto fail;
+  }
+  s->term = rs.last_term ? rs.last_term : 1;
+
+  /* the loop and the listening socket */
+  if ((s->base = event_base_new()) == NULL ||
+      (s->http = evhttp_new(s->base)) == NULL) {
+    rc = seterr(&e, LKV_NOMEM, "event loop");
+    goto fail;
+  }
+  /* evhttp refuses bodies past its own cap with an HTML 413 before we see
+   * them; ours is higher so bodies up to twice the limit (at least 1 MiB
+   * over it) get our JSON 413 (docs/http_api.md, "Limits") */
+  evhttp_set_max_body_size(s->http,
+                           (ev_ssize_t)(s->max_body + (s->max_body > (1u << 20)
+                                                           ? s->max_body
+                                                           : (1u << 20))));
+  /* read and drop a refused body before answering, so the client sees the
+   * 413 instead of a reset connection */
+  evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
+  evhttp_set_allowed_methods(
+      s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                   EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                   EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+  evhttp_set_gencb(s->http, on_request, s);
+  s->sock = evhttp_bind_socket_with_handle(s->http, s->host,
+                                           (ev_uint16_t)o->port);
+  if (s->sock == NULL) {
+    rc = seterr(&e, LKV_IOERROR, "cannot listen on %s:%d: %s", s->host,
+                o->port, strerror(errno));
+    goto fail;
+  }
+  {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(s->sock);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+      if (ss.ss_family == AF_INET)
+        s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+      else if (ss.ss_family == AF_INET6)
+        s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+  }
+  if (o->my_url != NULL) {
+    s->my_url = dupstr(o->my_url);
+  } else {
+    char u[512];
+    snprintf(u, sizeof u, strchr(s->host, ':') ? "http://[%s]:%d"
+                                               : "http://%s:%d",
+             s->host, s->port);
+    s->my_url = dupstr(u);
+  }
+  s->leader_url = dupstr(o->leader_url ? o->leader_url : s->my_url);
+  if (s->my_url == NULL || s->leader_url == NULL) {
+    rc = seterr(&e, LKV_NOMEM, "server");
+    goto fail;
+  }
+  s->leader = strcmp(s->my_url, s->leader_url) == 0;
+  if (s->nnodes == 0) {
+    free(s->nodes);
+    if ((s->nodes = calloc(1, sizeof *s->nodes)) == NULL ||
+        (s->nodes[0] = dupstr(s->my_url)) == NULL) {
+      rc = seterr(&e, LKV_NOMEM, "server");
+      goto fail;
+    }
+    s->nnodes = 1;
+  }
+  s->notify_ev = event_new(s->base, s->pipefd[0], EV_READ | EV_PERSIST,
+                           on_notify, s);
+  s->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
+  if (s->notify_ev == NULL || s->tick_ev == NULL) {
+    rc = seterr(&e, LKV_NOMEM, "events");
+    goto fail;
+  }
+
+  /* apply what the log holds past the engine, as far as it is committed */
+  if (s->leader) advance_commit(s);
+  if (s->apply_err.code != LKV_OK) {
+    e = s->apply_err;
+    rc = e.code;
+    goto fail;
+  }
+  if (rs.dropped_bytes)
+    logf_(s, "replication log: cut %llu byte(s) at open (%s)",
+          (unsigned long long)rs.dropped_bytes, rs.dropped_why);
+  logf_(s, "replication log: %llu entries (last index %llu, term %llu); "
+        "applied %llu -> %llu", (unsigned long long)(rs.last_index -
+                                                     rs.base_index),
+        (unsigned long long)rs.last_index, (unsigned long long)s->term,
+        (unsigned long long)replayed_from,
+        (unsigned long long)s->applied_index);
+  *out = s;
+  return LKV_OK;
+fail:
+  if (err != NULL) *err = e;
+  lkvnet_server_close(s, NULL);
+  return rc;
+}
+
+int lkvnet_server_port(const lkvnet_server *s) { return s->port; }
+
+const char *lkvnet_server_url(const lkvnet_server *s) { return s->my_url; }
+
+int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
+  struct timeval tick = {0, 50 * 1000};
+  struct sigaction ign, old_pipe;
+  int rc = LKV_OK;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ign, &old_pipe);
+  s->sigterm_ev = evsignal_new(s->base, SIGTERM, on_signal, s);
+  s->sigint_ev = evsignal_new(s->base, SIGINT, on_signal, s);
+  if (s->sigterm_ev == NULL || s->sigint_ev == NULL ||
+      event_add(s->sigterm_ev, NULL) != 0 ||
+      event_add(s->sigint_ev, NULL) != 0 ||
+      event_add(s->notify_ev, NULL) != 0 ||
+      event_add(s->tick_ev, &tick) != 0) {
+    rc = seterr(err, LKV_IOERROR, "cannot register the loop's events");
+  } else {
+    logf_(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
+          s->host, s->port, s->my_url, s->leader ? "leader" : "follower",
+          s->leader_url, s->nnodes);
+    if (event_base_dispatch(s->base) < 0)
+      rc = seterr(err, LKV_IOERROR, "the event loop failed");
+  }
+  /* the signal events restore the previous handlers when freed */
+  if (s->sigterm_ev) event_free(s->sigterm_ev);
+  if (s->sigint_ev) event_free(s->sigint_ev);
+  s->sigterm_ev = s->sigint_ev = NULL;
+  sigaction(SIGPIPE, &old_pipe, NULL);
+  return rc;
+}
+
+int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
+  int rc = LKV_OK;
+  lkv_err e;
+  size_t i;
+  Pending *p;
+  if (s == NULL) return LKV_OK;
+  /* answer anything still waiting (a loop that failed, not a drain) */
+  for (p = s->head; p != NULL; p = p->next)
+    if (p->req != NULL) {
+      reply_error(s, p->req, p->route, p->start, 503,
+                  "the node is shutting down");
+      p->req = NULL;
+    }
+  if (s->http) evhttp_free(s->http);
+  if (s->notify_ev) event_free(s->notify_ev);
+  if (s->tick_ev) event_free(s->tick_ev);
+  if (s->sigterm_ev) event_free(s->sigterm_ev);
+  if (s->sigint_ev) event_free(s->sigint_ev);
+  if (s->base) event_base_free(s->base);
+  if (s->rlog && lkvnet_rlog_close(s->rlog, &e) != LKV_OK && rc == LKV_OK) {
+    rc = e.code;
+    if (err) *err = e;
+  }
+  while ((p = s->head) != NULL) {
+    s->head = p->next;
+    pending_free(p);
+  }
+  if (s->pipefd[0] >= 0) close(s->pipefd[0]);
+  if (s->pipefd[1] >= 0) close(s->pipefd[1]);
+  if (s->batch) lkv_batch_free(s->batch);
+  lkv_buf_free(&s->getbuf);
+  if (s->db && lkv_db_close(s->db, &e) != LKV_OK && rc == LKV_OK) {
+    rc = e.code;
+    if (err) *err = e;
+  }
+  for (i = 0; i < s->nnodes; i++) free(s->nodes[i]);
+  free(s->nodes);
+  free(s->data_dir);
+  free(s->host);
+  free(s->my_url);
+  free(s->leader_url);
+  free(s);
+  return rc;
+}
+
+/* }====================================================================== */

@@ -1,0 +1,138 @@
+-- lunakv.node - `lunakv node PORT DATA_DIR LEADER_URL NODE_URLS`: one HTTP
+-- node (the C server in c/net/, through core.serve) with the seed's
+-- positional arguments. This file turns the arguments into the server's
+-- options: which URL of NODE_URLS is this node's (the one with PORT), the
+-- address to listen on (that URL's host; loopback unless --host says
+-- otherwise) and whether this node leads. The server logs one line per
+-- notable event to stderr and returns when SIGTERM or SIGINT stops it.
+-- Routes: docs/http_api.md; the replication log: docs/replication.md.
+
+local M = {}
+
+function M.add_to_parser(p)
+  p:argument("port", "Port to listen on (0: any free port, printed at "
+    .. "start).")
+    :argname("<port>")
+  p:argument("data_dir", "The node's directory: db/ and replication.log.")
+    :argname("<data_dir>")
+  p:argument("leader_url", "The leader's URL (e.g. http://localhost:8000).")
+    :argname("<leader_url>")
+  p:argument("node_urls", "Every node's URL, comma-separated (this node's "
+    .. "is the one with PORT).")
+    :argname("<node_urls>")
+  p:option("--host", "Listen on this address instead of the host of this "
+    .. "node's URL (0.0.0.0 listens on every interface).")
+    :argname("<addr>")
+  p:option("--max-body-bytes", "Largest request body accepted (default "
+    .. "4194304).")
+    :argname("<n>"):convert(tonumber)
+  p:option("--write-timeout-ms", "A write not committed by then is "
+    .. "answered 503 (default 5000).")
+    :argname("<ms>"):convert(tonumber)
+end
+
+-- "http://Host:8000/" -> { scheme, host, port, url = "http://Host:8000" }
+-- or nil, why.
+local function parse_url(s)
+  local scheme, rest = s:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then return nil, "not a URL (expected http://HOST:PORT)" end
+  scheme = scheme:lower()
+  if scheme ~= "http" then return nil, "only http:// URLs are supported" end
+  rest = rest:gsub("/+$", "")
+  if rest:find("/", 1, true) then return nil, "a node URL has no path" end
+  local host, port = rest:match("^%[([%x:.]+)%]:(%d+)$")
+  if not host then host, port = rest:match("^([^:]+):(%d+)$") end
+  if not host then
+    host, port = rest:match("^([^:]+)$"), "80"
+    if not host then return nil, "expected http://HOST:PORT" end
+  end
+  port = tonumber(port)
+  if port < 1 or port > 65535 then return nil, "port out of range" end
+  return { scheme = scheme, host = host:lower(), port = port,
+           url = scheme .. "://" .. rest }
+end
+M.parse_url = parse_url
+
+local LOOPBACK = { localhost = true, ["127.0.0.1"] = true, ["::1"] = true }
+
+-- Do two parsed URLs name the same node? (localhost = 127.0.0.1)
+local function same_node(a, b)
+  if a.port ~= b.port then return false end
+  if a.host == b.host then return true end
+  return LOOPBACK[a.host] and LOOPBACK[b.host] or false
+end
+
+local function log(fmt, ...)
+  io.stderr:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " lunakv node: ",
+    string.format(fmt, ...), "\n")
+end
+
+-- Work out the server options from the arguments. Returns opts or nil, msg.
+function M.options(args)
+  local port = tonumber(args.port)
+  if not port or port ~= math.floor(port) or port < 0 or port > 65535 then
+    return nil, "PORT must be an integer from 0 to 65535, got '"
+      .. tostring(args.port) .. "'"
+  end
+  local leader, why = parse_url(args.leader_url)
+  if not leader then
+    return nil, "LEADER_URL '" .. args.leader_url .. "': " .. why
+  end
+  local nodes, me = {}, nil
+  for u in (args.node_urls .. ","):gmatch("([^,]*),") do
+    u = u:match("^%s*(.-)%s*$")
+    if u ~= "" then
+      local pu, err = parse_url(u)
+      if not pu then return nil, "NODE_URLS entry '" .. u .. "': " .. err end
+      nodes[#nodes + 1] = pu
+      if pu.port == port and not me then me = pu end
+    end
+  end
+  if #nodes == 0 then return nil, "NODE_URLS names no node" end
+  local in_list = false
+  for _, n in ipairs(nodes) do
+    if same_node(n, leader) then in_list = true end
+  end
+  if not in_list then
+    return nil, "LEADER_URL " .. leader.url .. " is not one of NODE_URLS"
+  end
+  if not me and port ~= 0 then
+    return nil, "no URL in NODE_URLS has port " .. port
+      .. " (this node's URL must be listed)"
+  end
+  local host = args.host
+  if not host then
+    host = me and me.host or "127.0.0.1"
+    if host == "localhost" then host = "127.0.0.1" end
+  end
+  local urls = {}
+  for i, n in ipairs(nodes) do urls[i] = n.url end
+  local leader_url = leader.url
+  if me and same_node(me, leader) then leader_url = me.url end
+  return {
+    host = host, port = port, my_url = me and me.url or nil,
+    leader_url = leader_url, nodes = urls,
+    max_body_bytes = args.max_body_bytes,
+    write_timeout_ms = args.write_timeout_ms,
+  }
+end
+
+-- Run the node; returns true after a clean stop, or nil, message.
+function M.main(args, settings)
+  local opts, err = M.options(args)
+  if not opts then return nil, err end
+  local lunakv = require "lunakv"
+  opts.engine = lunakv.engine_options(settings)
+  if opts.port == 0 then
+    -- with port 0 the server names itself after binding; a listed URL
+    -- cannot know that port, so the node runs alone and leads
+    opts.my_url, opts.leader_url, opts.nodes = nil, nil, nil
+  end
+  log("starting: data dir %s, %s, leader %s", args.data_dir,
+    opts.my_url or ("port " .. opts.port), opts.leader_url or "(this node)")
+  require("lunakv.core").serve(args.data_dir, opts)
+  log("stopped cleanly")
+  return true
+end
+
+return M

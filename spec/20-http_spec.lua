@@ -1,0 +1,363 @@
+-- spec/20-http_spec.lua - `lunakv node` over HTTP: every route and every
+-- documented status (docs/http_api.md), awkward keys and values, binary
+-- values through /kv, and the replication log across restarts and kill -9
+-- (docs/replication.md). Real node processes on 127.0.0.1.
+
+local h = require "spec.helpers"
+local hh = require "spec.http_helpers"
+local cjson = hh.json
+
+local node
+
+local function post(path, body) return hh.json_request("POST", node.url .. path, body) end
+local function get(path) return hh.json_request("GET", node.url .. path) end
+
+after_each(function()
+  if node and node.pid then hh.stop_node(node, "KILL") end
+  node = nil
+  h.cleanup()
+end)
+
+describe("lunakv node #http", function()
+  describe("POST /set, GET /get, POST /delete", function()
+    it("writes, reads and deletes a key, with the log index in each reply", function()
+      node = hh.start_node()
+      local code, doc = hh.set(node, "greeting", "hello world")
+      assert.equal(200, code)
+      assert.same({ ok = true, index = 1 }, doc)
+      code, doc = hh.get(node, "greeting")
+      assert.equal(200, code)
+      assert.same({ key = "greeting", value = "hello world" }, doc)
+      code, doc = post("/delete", '{"key": "greeting"}')
+      assert.equal(200, code)
+      assert.same({ ok = true, index = 2 }, doc)
+      code, doc = hh.get(node, "greeting")
+      assert.equal(200, code)
+      assert.equal(cjson.null, doc.value)
+      code, doc = hh.get(node, "never-set")
+      assert.equal(cjson.null, doc.value)
+    end)
+
+    it("keeps unicode and awkward characters in keys and values", function()
+      node = hh.start_node()
+      local cases = {
+        { "héllo wörld", "ünïcödé ✓" },
+        { "emoji 😀", "🎉 party" },
+        { "quote\"back\\slash/", "new\nline\ttab\r" },
+        { "zero\0byte", "v\0w" },
+        { "a&b=c?d#e%f+g h", "plus+space %20" },
+        { "", "empty key" },
+        { "empty value", "" },
+        { "\1\2\31", "control \127" },
+      }
+      for _, c in ipairs(cases) do
+        local code, doc = hh.set(node, c[1], c[2])
+        assert.equal(200, code, tostring(doc and doc.error))
+      end
+      for _, c in ipairs(cases) do
+        local code, doc = hh.get(node, c[1])
+        assert.equal(200, code)
+        assert.equal(c[1], doc.key)
+        assert.equal(c[2], doc.value)
+      end
+      -- escapes written by hand: \u00e9, a surrogate pair, \/ and \u0000
+      local code = post("/set",
+        '{"key": "esc\\u00e9\\uD83D\\uDE00\\/", "value": "\\u0000\\b\\f"}')
+      assert.equal(200, code)
+      local _, doc = hh.get(node, "escé😀/")
+      assert.equal("\0\b\f", doc.value)
+    end)
+  end)
+
+  describe("GET /scan", function()
+    it("lists [start, end] in order with a limit and says when there is more", function()
+      node = hh.start_node()
+      for i = 1, 12 do hh.set(node, string.format("k%02d", i), "v" .. i) end
+      hh.set(node, "z", "last")
+      local code, doc = get("/scan?start=k03&end=k07")
+      assert.equal(200, code)
+      assert.equal(5, #doc.items)
+      assert.same({ key = "k03", value = "v3" }, doc.items[1])
+      assert.same({ key = "k07", value = "v7" }, doc.items[5])
+      assert.is_false(doc.more)
+      code, doc = get("/scan?start=k01&limit=3")
+      assert.equal(3, #doc.items)
+      assert.is_true(doc.more)
+      code, doc = get("/scan?start=k11&limit=3")
+      assert.equal(3, #doc.items) -- k11, k12, z
+      assert.is_false(doc.more)
+      code, doc = get("/scan")
+      assert.equal(13, #doc.items) -- the internal applied-index key is hidden
+      assert.equal("z", doc.items[13].key)
+      code, doc = get("/scan?limit=1000")
+      assert.equal(200, code)
+    end)
+
+    it("returns non-UTF-8 bytes as base64 with an encoding field", function()
+      node = hh.start_node()
+      local code = hh.request("PUT", node.url .. "/kv/bin", "\255\0\1")
+      assert.equal(200, code)
+      local _, doc = get("/scan?start=bin&end=bin")
+      assert.same({ { key = "bin", value = "/wAB", value_encoding = "base64" } },
+        doc.items)
+      _, doc = hh.get(node, "bin")
+      assert.same({ key = "bin", value = "/wAB", value_encoding = "base64" }, doc)
+    end)
+  end)
+
+  describe("PUT, GET, DELETE /kv/{key}", function()
+    it("stores raw binary values under URL-decoded keys", function()
+      node = hh.start_node()
+      local bytes = {}
+      for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+      local value = table.concat(bytes):rep(64)
+      local path = node.url .. "/kv/" .. hh.urlencode("dir/fïle\0x")
+      local code, body = hh.request("PUT", path, value)
+      assert.equal(200, code)
+      assert.same({ ok = true, index = 1 }, cjson.decode(body))
+      local hdrs
+      code, body, hdrs = hh.request("GET", path)
+      assert.equal(200, code)
+      assert.equal("application/octet-stream", hdrs["content-type"])
+      assert.equal(value, body)
+      -- the same key through the JSON route
+      local _, doc = hh.get(node, "dir/fïle\0x")
+      assert.equal("dir/fïle\0x", doc.key)
+      code = hh.request("DELETE", path)
+      assert.equal(200, code)
+      code, body = hh.request("GET", path)
+      assert.equal(404, code)
+      assert.same({ ok = false, error = "key not found" }, cjson.decode(body))
+    end)
+  end)
+
+  describe("GET /status, /stats, /health, /metrics", function()
+    it("report role, indexes, engine stats and Prometheus counters", function()
+      node = hh.start_node()
+      hh.set(node, "a", "1")
+      local code, doc = get("/health")
+      assert.equal(200, code)
+      assert.same({ ok = true, role = "leader" }, doc)
+      doc = hh.status(node)
+      assert.equal(node.url, doc.leader)
+      assert.equal(node.url, doc.my_url)
+      assert.equal("leader", doc.role)
+      assert.equal(1, doc.term)
+      assert.equal(1, doc.commit_index)
+      assert.equal(1, doc.last_index)
+      assert.same({ node.url }, doc.nodes)
+      code, doc = get("/stats")
+      assert.equal(200, code)
+      assert.is_number(doc.seq)
+      assert.is_number(doc.memtable_keys)
+      assert.equal(7, #doc.sstables_per_level)
+      assert.equal(1, doc.rlog.last_index)
+      local text, hdrs
+      code, text, hdrs = hh.request("GET", node.url .. "/metrics")
+      assert.equal(200, code)
+      assert.matches("^text/plain", hdrs["content-type"])
+      assert.matches('lunakv_http_requests_total{route="/set",code="200"} 1',
+        text, 1, true)
+      assert.matches('lunakv_http_request_duration_seconds_count{route="/set"} 1',
+        text, 1, true)
+      assert.matches("lunakv_commit_index 1", text, 1, true)
+      assert.matches("lunakv_engine_seq %d+", text)
+    end)
+  end)
+
+  describe("bad input", function()
+    it("gets its 4xx with a JSON error naming the problem, and writes nothing", function()
+      node = hh.start_node { args = { "--max-body-bytes", "1024" } }
+      local cases = {
+        { "POST", "/set", "{not json", 400, "malformed JSON" },
+        { "POST", "/set", "", 400, "empty body" },
+        { "POST", "/set", "[]", 400, "expected a JSON object" },
+        { "POST", "/set", '{"key": "a", "value": "b",}', 400, "malformed JSON" },
+        { "POST", "/set", '{"key": "a", "value": "b"} x', 400, "trailing" },
+        { "POST", "/set", '{"key": "\\uD800", "value": "b"}', 400, "surrogate" },
+        { "POST", "/set", '{"key": "\255", "value": "b"}', 400, "UTF-8" },
+        { "POST", "/set", '{"value": "b"}', 400, 'missing member "key"' },
+        { "POST", "/set", '{"key": "a"}', 400, 'missing member "value"' },
+        { "POST", "/set", '{"key": 1, "value": "b"}', 400, "must be a string, not a number" },
+        { "POST", "/set", '{"key": "a", "value": null}', 400, "not null" },
+        { "POST", "/set", '{"key": "a", "value": ["b"]}', 400, "not an array" },
+        { "POST", "/set", '{"key": "a", "key": "b", "value": "c"}', 400, "duplicate" },
+        { "POST", "/delete", '{"key": true}', 400, "not a boolean" },
+        { "POST", "/delete", "{}", 400, 'missing member "key"' },
+        { "GET", "/get", nil, 400, 'missing query parameter "key"' },
+        { "GET", "/scan?limit=0", nil, 400, "limit must be" },
+        { "GET", "/scan?limit=1001", nil, 400, "limit must be" },
+        { "GET", "/scan?limit=ten", nil, 400, "limit must be" },
+        { "PUT", "/kv/%FF%FFlunakv/applied_index", "x", 400, "reserved" },
+        { "GET", "/nowhere", nil, 404, "no route GET /nowhere" },
+        { "POST", "/", "{}", 404, "no route" },
+        { "GET", "/set", nil, 405, "not allowed on /set (use POST)" },
+        { "PUT", "/get", "x", 405, "use GET" },
+        { "POST", "/kv/a", "x", 405, "use GET, PUT or DELETE" },
+        { "POST", "/set", '{"key": "a", "value": "' .. ("x"):rep(2000) .. '"}',
+          413, "limit is 1024" },
+        { "PUT", "/kv/big", ("x"):rep(1025), 413, "limit is 1024" },
+      }
+      for _, c in ipairs(cases) do
+        local code, doc, text = hh.json_request(c[1], node.url .. c[2], c[3])
+        local what = c[1] .. " " .. c[2] .. " " .. tostring(c[3]):sub(1, 60)
+        assert.equal(c[4], code, what .. " -> " .. tostring(text))
+        assert.is_table(doc, what .. ": not JSON: " .. tostring(text))
+        assert.is_false(doc.ok, what)
+        assert.matches(c[5], doc.error, 1, true)
+      end
+      local st = hh.status(node)
+      assert.equal(0, st.last_index)
+      local _, doc = get("/scan")
+      assert.same({}, doc.items)
+      local code, _, hdrs = hh.request("GET", node.url .. "/set")
+      assert.equal(405, code)
+      assert.equal("POST", hdrs.allow)
+    end)
+
+    it("answers a body over the default 4 MiB limit with 413", function()
+      node = hh.start_node()
+      local big = ("v"):rep(4 * 1024 * 1024 + 1)
+      local code, doc = hh.json_request("PUT", node.url .. "/kv/big", big)
+      assert.equal(413, code)
+      assert.matches("limit is 4194304", doc.error, 1, true)
+      code = hh.request("PUT", node.url .. "/kv/big", ("v"):rep(4 * 1024 * 1024))
+      assert.equal(200, code)
+      assert.equal(1, hh.status(node).last_index)
+    end)
+
+    it("answers a far larger body with 413 too (refused by evhttp)", function()
+      node = hh.start_node { args = { "--max-body-bytes", "1024" } }
+      local code = hh.request("PUT", node.url .. "/kv/huge", ("v"):rep(3 * 1024 * 1024))
+      assert.equal(413, code)
+      assert.equal(0, hh.status(node).last_index)
+    end)
+  end)
+
+  describe("a node that does not lead", function()
+    it("answers writes with 503 and serves reads", function()
+      local leader_url = "http://127.0.0.1:1" -- never contacted in this slice
+      node = hh.start_node { leader = leader_url, others = { leader_url } }
+      assert.equal("follower", hh.status(node).role)
+      for _, w in ipairs {
+        { "POST", "/set", '{"key": "a", "value": "b"}' },
+        { "POST", "/delete", '{"key": "a"}' },
+        { "PUT", "/kv/a", "b" },
+        { "DELETE", "/kv/a" },
+      } do
+        local code, doc = hh.json_request(w[1], node.url .. w[2], w[3])
+        assert.equal(503, code)
+        assert.is_false(doc.ok)
+        assert.matches("replication not implemented yet: send writes to the "
+          .. "leader URL", doc.error, 1, true)
+      end
+      assert.equal(0, hh.status(node).last_index)
+      local code, doc = hh.get(node, "a")
+      assert.equal(200, code)
+      assert.equal(cjson.null, doc.value)
+    end)
+
+    it("a leader without a majority answers 503, never success", function()
+      node = hh.start_node { others = { "http://127.0.0.1:1", "http://127.0.0.1:2" },
+                             args = { "--write-timeout-ms", "200" } }
+      local code, doc = hh.set(node, "a", "b")
+      assert.equal(503, code)
+      assert.matches("no quorum", doc.error, 1, true)
+      local st = hh.status(node)
+      assert.equal(1, st.last_index)   -- in the log ...
+      assert.equal(0, st.commit_index) -- ... but not committed
+      _, doc = hh.get(node, "a")
+      assert.equal(cjson.null, doc.value)
+    end)
+  end)
+
+  describe("the replication log", function()
+    it("survives a clean restart with the data", function()
+      node = hh.start_node()
+      for i = 1, 20 do hh.set(node, "k" .. i, "v" .. i) end
+      hh.request("DELETE", node.url .. "/kv/k3")
+      local ok, how, code = hh.stop_node(node, "TERM")
+      assert.is_true(ok, how .. " " .. tostring(code))
+      assert.matches("received SIGTERM", h.read_file(node.log), 1, true)
+      local size = h.file_size(node.dir .. "/replication.log")
+      assert.is_true(size > 40)
+      node = hh.restart(node)
+      local st = hh.status(node)
+      assert.equal(21, st.last_index)
+      assert.equal(21, st.commit_index)
+      assert.equal("v20", select(2, hh.get(node, "k20")).value)
+      assert.equal(cjson.null, select(2, hh.get(node, "k3")).value)
+      local code2, doc = hh.set(node, "after", "restart")
+      assert.equal(200, code2)
+      assert.equal(22, doc.index)
+    end)
+
+    it("keeps every acknowledged write through kill -9 #crash", function()
+      node = hh.start_node()
+      local acked = {}
+      for i = 1, 200 do
+        local code, doc = hh.set(node, "key" .. i, ("x"):rep(i))
+        if code == 200 then acked[#acked + 1] = { i, doc.index } end
+      end
+      assert.equal(200, #acked)
+      hh.stop_node(node, "KILL")
+      node = hh.restart(node)
+      assert.equal(200, hh.status(node).last_index)
+      for _, a in ipairs(acked) do
+        local _, doc = hh.get(node, "key" .. a[1])
+        assert.equal(("x"):rep(a[1]), doc.value)
+      end
+    end)
+
+    it("replays the log into an engine that lost its data", function()
+      node = hh.start_node()
+      for i = 1, 10 do hh.set(node, "r" .. i, tostring(i)) end
+      hh.stop_node(node, "TERM")
+      h.rm_rf(node.dir .. "/db") -- the log is the durable record
+      node = hh.restart(node)
+      assert.matches("applied 0 -> 10", h.read_file(node.log), 1, true)
+      assert.equal("7", select(2, hh.get(node, "r7")).value)
+    end)
+
+    it("cuts a torn tail at start-up and keeps what precedes it", function()
+      node = hh.start_node()
+      for i = 1, 5 do hh.set(node, "t" .. i, "v") end
+      hh.stop_node(node, "TERM")
+      local path = node.dir .. "/replication.log"
+      local good = h.file_size(path)
+      local f = assert(io.open(path, "ab"))
+      f:write("\40\0\0\0garbage") -- a frame header promising more bytes
+      f:close()
+      node = hh.restart(node)
+      assert.matches("cut 11 byte", h.read_file(node.log), 1, true)
+      assert.equal(good, h.file_size(path))
+      assert.equal(5, hh.status(node).last_index)
+      assert.equal(6, select(2, hh.set(node, "t6", "v")).index)
+    end)
+  end)
+
+  describe("start-up", function()
+    it("listens on port 0 and logs the port it got", function()
+      local dir = h.tmpdir()
+      local pid, p = h.spawn(table.concat({ h.lua, h.quote(h.bin), "node", "0",
+        h.quote(dir .. "/n"), "http://127.0.0.1:1", "http://127.0.0.1:1" }, " "))
+      local port = h.wait_until(function()
+        return hh.read_log(p.err):match("listening on 127%.0%.0%.1:(%d+)")
+      end, 20, function() return hh.read_log(p.err) end)
+      node = { pid = pid, url = "http://127.0.0.1:" .. port }
+      assert.equal(200, (hh.request("GET", node.url .. "/health")))
+      assert.equal("leader", hh.status(node).role)
+    end)
+
+    it("refuses arguments that name no node of its own", function()
+      local code, _, err = h.run(table.concat({ h.lua, h.quote(h.bin), "node",
+        "8123", "/tmp/x", "http://127.0.0.1:8000", "http://127.0.0.1:8000" }, " "))
+      assert.equal(1, code)
+      assert.matches("no URL in NODE_URLS has port 8123", err, 1, true)
+      code, _, err = h.run(table.concat({ h.lua, h.quote(h.bin), "node",
+        "8000", "/tmp/x", "http://127.0.0.1:9000", "http://127.0.0.1:8000" }, " "))
+      assert.equal(1, code)
+      assert.matches("is not one of NODE_URLS", err, 1, true)
+    end)
+  end)
+end)
