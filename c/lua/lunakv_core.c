@@ -1509,6 +1509,7 @@ static const struct {
     {"level1_max_bytes", OPT_U64, offsetof(lkv_options, level1_max_bytes)},
     {"level_multiplier", OPT_INT, offsetof(lkv_options, level_multiplier)},
     {"block_cache_bytes", OPT_SIZE, offsetof(lkv_options, block_cache_bytes)},
+    {"max_open_files", OPT_INT, offsetof(lkv_options, max_open_files)},
     {"wal_buffer_size", OPT_INT, offsetof(lkv_options, wal_buffer_size)},
 };
 
