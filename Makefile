@@ -132,25 +132,27 @@ bench: deps
 	$(BUILD)/bench/lkv_bench --num=$(BENCH_NUM) $(if $(BENCH_JSON),--json=$(BENCH_JSON))
 
 # libFuzzer targets for the readers of untrusted bytes (c/fuzz/): WAL
-# replay, SSTable open/read, MANIFEST decode. Seeds come from a small real
+# replay, SSTable open/read, MANIFEST decode, the HTTP JSON body reader. Seeds come from a small real
 # database; FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -g -O1 -pthread \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-FUZZ_TARGETS  = wal sst manifest
+FUZZ_TARGETS  = wal sst manifest json
 fuzz: deps
 	@sh tools/deps.sh clang libclang-rt-14-dev
 	@$(MAKE) --no-print-directory all
 	@mkdir -p build-fuzz
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	  $(FUZZ_CC) $(FUZZ_FLAGS) -Ic/engine c/fuzz/fuzz_$$t.c $(ENGINE_SRC) \
-	    -o build-fuzz/fuzz_$$t; done
+	  $(FUZZ_CC) $(FUZZ_FLAGS) -Ic/engine -Ic/net c/fuzz/fuzz_$$t.c $(ENGINE_SRC) \
+	    c/net/json.c -o build-fuzz/fuzz_$$t; done
 	rm -rf build-fuzz/seed && $(LUA) bin/lunakv run c/fuzz/seed.lua build-fuzz/seed
 	@set -e; for t in $(FUZZ_TARGETS); do mkdir -p build-fuzz/corpus_$$t; done
 	cp build-fuzz/seed/wal.log.* build-fuzz/corpus_wal/
 	cp build-fuzz/seed/*.sst build-fuzz/corpus_sst/
 	cp build-fuzz/seed/MANIFEST build-fuzz/corpus_manifest/
+	printf '{"key": "a\\u00e9\\ud83d\\ude00", "value": "v\\n", "n": [1, {"x": null}]}' \
+	  > build-fuzz/corpus_json/seed1
 	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
 	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 	    -print_final_stats=1 build-fuzz/corpus_$$t 2>&1 | tail -4; done
