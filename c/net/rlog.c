@@ -4,6 +4,7 @@
  * syncer thread turns "written" into "durable" with fdatasync, one sync
  * for everything written since the last one. Lock order: only r->mu. */
 #include "rlog.h"
+#include "neterr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,25 +40,10 @@ struct lkvnet_rlog {
 ** Helpers: errors, CRC-32C, little-endian coding
 ** ======================================================================= */
 
-static int seterr(lkv_err *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int seterr(lkv_err *err, int code, const char *fmt, ...) {
-  if (err != NULL) {
-    va_list ap;
-    int k;
-    err->code = code;
-    k = snprintf(err->msg, sizeof err->msg, "%s: ", lkv_strerror(code));
-    if (k < 0 || (size_t)k >= sizeof err->msg) k = 0;
-    va_start(ap, fmt);
-    vsnprintf(err->msg + k, sizeof err->msg - (size_t)k, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 static int seterrno(lkv_err *err, const char *what, const char *path) {
   int e = errno;
-  return seterr(err, LKV_IOERROR, "%s %s: %s", what, path, strerror(e));
+  return lkvnet_seterr(err, LKV_IOERROR, "%s %s: %s", what, path, strerror(e));
 }
 
 /* CRC-32C (Castagnoli), reflected, bytewise table: the log is written a
@@ -139,16 +125,16 @@ static int write_header(lkvnet_rlog *r, lkv_err *err) {
 static int read_header(lkvnet_rlog *r, FILE *f, lkv_err *err) {
   unsigned char h[LKVNET_RLOG_HEADER_SIZE];
   if (fread(h, 1, sizeof h, f) != sizeof h)
-    return seterr(err, LKV_CORRUPTION, "%s offset 0: header is truncated",
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 0: header is truncated",
                   r->path);
   if (memcmp(h, LKVNET_RLOG_MAGIC, 8) != 0)
-    return seterr(err, LKV_CORRUPTION, "%s offset 0: bad magic (not a "
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 0: bad magic (not a "
                   "lunakv replication log)", r->path);
   if (get32(h + 32) != crc32c(0, h, 32))
-    return seterr(err, LKV_CORRUPTION, "%s offset 32: header checksum "
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 32: header checksum "
                   "mismatch", r->path);
   if (get32(h + 8) != LKVNET_RLOG_VERSION)
-    return seterr(err, LKV_CORRUPTION, "%s offset 8: unsupported version %u",
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 8: unsupported version %u",
                   r->path, (unsigned)get32(h + 8));
   r->base_index = get64(h + 16);
   r->last_index = r->base_index;
@@ -187,7 +173,7 @@ static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
     if (len > cap) {
       unsigned char *nb = realloc(buf, len);
       if (nb == NULL) {
-        rc = seterr(err, LKV_NOMEM, "%s: record of %u bytes", r->path,
+        rc = lkvnet_seterr(err, LKV_NOMEM, "%s: record of %u bytes", r->path,
                     (unsigned)len);
         break;
       }
@@ -212,12 +198,12 @@ static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
     if ((uint64_t)klen + vlen + LKVNET_RLOG_FIXED_PAYLOAD != len ||
         (e.op != LKVNET_OP_SET && e.op != LKVNET_OP_DELETE) ||
         (e.op == LKVNET_OP_DELETE && vlen != 0)) {
-      rc = seterr(err, LKV_CORRUPTION, "%s offset %llu: malformed record "
+      rc = lkvnet_seterr(err, LKV_CORRUPTION, "%s offset %llu: malformed record "
                   "(checksum valid)", r->path, (unsigned long long)r->size);
       break;
     }
     if (e.index != r->last_index + 1 || e.term < r->last_term) {
-      rc = seterr(err, LKV_CORRUPTION, "%s offset %llu: entry (term %llu, "
+      rc = lkvnet_seterr(err, LKV_CORRUPTION, "%s offset %llu: entry (term %llu, "
                   "index %llu) does not follow (term %llu, index %llu)",
                   r->path, (unsigned long long)r->size,
                   (unsigned long long)e.term, (unsigned long long)e.index,
@@ -248,14 +234,14 @@ int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
   *out = NULL;
   pthread_once(&crc_once, crc_init);
   if ((r = calloc(1, sizeof *r)) == NULL)
-    return seterr(err, LKV_NOMEM, "replication log");
+    return lkvnet_seterr(err, LKV_NOMEM, "replication log");
   r->fd = -1;
   r->notify_fd = notify_fd;
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);
   if ((size_t)snprintf(r->path, sizeof r->path, "%s/%s", dir,
                        LKVNET_RLOG_FILE) >= sizeof r->path) {
-    rc = seterr(err, LKV_INVALID, "data directory path is too long");
+    rc = lkvnet_seterr(err, LKV_INVALID, "data directory path is too long");
     goto fail;
   }
   r->fd = open(r->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -306,7 +292,7 @@ int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
   }
   r->durable_index = r->last_index;
   if (pthread_create(&r->syncer, NULL, syncer_main, r) != 0) {
-    rc = seterr(err, LKV_IOERROR, "%s: cannot start the sync thread", r->path);
+    rc = lkvnet_seterr(err, LKV_IOERROR, "%s: cannot start the sync thread", r->path);
     goto fail;
   }
   r->started = 1;
@@ -342,7 +328,7 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   idx = r->last_index + 1;
   pthread_mutex_unlock(&r->mu);
   if (klen > LKV_MAX_KEY_BYTES || vlen > LKV_MAX_VALUE_BYTES)
-    return seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes", klen,
+    return lkvnet_seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes", klen,
                   vlen);
   if (op == LKVNET_OP_DELETE) vlen = 0;
   len = LKVNET_RLOG_FIXED_PAYLOAD + klen + vlen;
@@ -350,7 +336,7 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   if (total > r->scratch_cap) {
     unsigned char *nb = realloc(r->scratch, total);
     if (nb == NULL)
-      return seterr(err, LKV_NOMEM, "replication log record of %zu bytes",
+      return lkvnet_seterr(err, LKV_NOMEM, "replication log record of %zu bytes",
                     total);
     r->scratch = (char *)nb;
     r->scratch_cap = total;
@@ -408,7 +394,7 @@ static void *syncer_main(void *arg) {
       r->durable_index = target;
       r->syncs++;
     } else {
-      seterr(&r->sticky, LKV_IOERROR, "fdatasync %s: %s", r->path,
+      lkvnet_seterr(&r->sticky, LKV_IOERROR, "fdatasync %s: %s", r->path,
              strerror(e));
     }
     pthread_mutex_unlock(&r->mu);

@@ -28,6 +28,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "json.h"
+#include "neterr.h"
 #include "rlog.h"
 
 /* {======================================================================
@@ -101,21 +102,6 @@ static double now_sec(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int seterr(lkv_err *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int seterr(lkv_err *err, int code, const char *fmt, ...) {
-  if (err != NULL) {
-    va_list ap;
-    int k;
-    err->code = code;
-    k = snprintf(err->msg, sizeof err->msg, "%s: ", lkv_strerror(code));
-    if (k < 0 || (size_t)k >= sizeof err->msg) k = 0;
-    va_start(ap, fmt);
-    vsnprintf(err->msg + k, sizeof err->msg - (size_t)k, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
 
 static void logf_(lkvnet_server *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -1044,7 +1030,7 @@ static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
   lkvnet_server *s = ctx;
   if (e->index <= s->applied_index) return LKV_OK;
   if (pending_push(s, e->index, e->op, e->key, e->klen, e->val, e->vlen) != 0)
-    return seterr(err, LKV_NOMEM, "replaying index %llu",
+    return lkvnet_seterr(err, LKV_NOMEM, "replaying index %llu",
                   (unsigned long long)e->index);
   return LKV_OK;
 }
@@ -1067,10 +1053,10 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   e.code = LKV_OK;
   e.msg[0] = '\0';
   if (o->data_dir == NULL || o->host == NULL || o->port < 0 || o->port > 65535)
-    return seterr(err, LKV_INVALID, "server options need data_dir, host and "
+    return lkvnet_seterr(err, LKV_INVALID, "server options need data_dir, host and "
                   "a port from 0 to 65535");
   if ((s = calloc(1, sizeof *s)) == NULL)
-    return seterr(err, LKV_NOMEM, "server");
+    return lkvnet_seterr(err, LKV_NOMEM, "server");
   s->pipefd[0] = s->pipefd[1] = -1;
   s->max_body = o->max_body_bytes ? o->max_body_bytes : LKVNET_DEFAULT_MAX_BODY;
   s->write_timeout_ms = o->write_timeout_ms > 0 ? o->write_timeout_ms
@@ -1082,29 +1068,29 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->nnodes = o->nodes ? o->nnodes : 0;
   s->nodes = calloc(s->nnodes ? s->nnodes : 1, sizeof *s->nodes);
   if (s->data_dir == NULL || s->host == NULL || s->nodes == NULL) {
-    rc = seterr(&e, LKV_NOMEM, "server");
+    rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
     goto fail;
   }
   for (i = 0; i < s->nnodes; i++)
     if ((s->nodes[i] = dupstr(o->nodes[i])) == NULL) {
-      rc = seterr(&e, LKV_NOMEM, "server");
+      rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
       goto fail;
     }
 
   /* the engine; its WAL need not sync: the log is the durable record */
   if (mkdir(s->data_dir, 0755) != 0 && errno != EEXIST) {
-    rc = seterr(&e, LKV_IOERROR, "mkdir %s: %s", s->data_dir, strerror(errno));
+    rc = lkvnet_seterr(&e, LKV_IOERROR, "mkdir %s: %s", s->data_dir, strerror(errno));
     goto fail;
   }
   if ((size_t)snprintf(dbdir, sizeof dbdir, "%s/db", s->data_dir) >=
       sizeof dbdir) {
-    rc = seterr(&e, LKV_INVALID, "data directory path is too long");
+    rc = lkvnet_seterr(&e, LKV_INVALID, "data directory path is too long");
     goto fail;
   }
   eo.sync = LKV_SYNC_NONE;
   if ((rc = lkv_db_open(dbdir, &eo, &s->db, &e)) != LKV_OK) goto fail;
   if ((s->batch = lkv_batch_new()) == NULL) {
-    rc = seterr(&e, LKV_NOMEM, "batch");
+    rc = lkvnet_seterr(&e, LKV_NOMEM, "batch");
     goto fail;
   }
   rc = lkv_db_get(s->db, LKVNET_APPLIED_KEY, sizeof LKVNET_APPLIED_KEY - 1,
@@ -1114,7 +1100,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
       s->applied_index |= (uint64_t)(unsigned char)s->getbuf.data[i] << (8 * i);
   } else if (rc != LKV_NOTFOUND) {
     if (rc == LKV_OK)
-      rc = seterr(&e, LKV_CORRUPTION, "%s: the applied index is %zu bytes, "
+      rc = lkvnet_seterr(&e, LKV_CORRUPTION, "%s: the applied index is %zu bytes, "
                   "not 8", dbdir, s->getbuf.len);
     goto fail;
   }
@@ -1124,7 +1110,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
 
   /* the log, and the pipe its syncer reports through */
   if (pipe2(s->pipefd, O_NONBLOCK | O_CLOEXEC) != 0) {
-    rc = seterr(&e, LKV_IOERROR, "pipe: %s", strerror(errno));
+    rc = lkvnet_seterr(&e, LKV_IOERROR, "pipe: %s", strerror(errno));
     goto fail;
   }
   if ((rc = lkvnet_rlog_open(s->data_dir, s->pipefd[1], replay_entry, s,
@@ -1132,7 +1118,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     goto fail;
   lkvnet_rlog_stats_get(s->rlog, &rs);
   if (rs.last_index < s->applied_index) {
-    rc = seterr(&e, LKV_CORRUPTION, "%s/%s ends at index %llu but the engine "
+    rc = lkvnet_seterr(&e, LKV_CORRUPTION, "%s/%s ends at index %llu but the engine "
                 "has applied up to %llu", s->data_dir, LKVNET_RLOG_FILE,
                 (unsigned long long)rs.last_index,
                 (unsigned long long)s->applied_index);
@@ -1143,7 +1129,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   /* the loop and the listening socket */
   if ((s->base = event_base_new()) == NULL ||
       (s->http = evhttp_new(s->base)) == NULL) {
-    rc = seterr(&e, LKV_NOMEM, "event loop");
+    rc = lkvnet_seterr(&e, LKV_NOMEM, "event loop");
     goto fail;
   }
   /* evhttp refuses bodies past its own cap with an HTML 413 before we see
@@ -1164,7 +1150,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->sock = evhttp_bind_socket_with_handle(s->http, s->host,
                                            (ev_uint16_t)o->port);
   if (s->sock == NULL) {
-    rc = seterr(&e, LKV_IOERROR, "cannot listen on %s:%d: %s", s->host,
+    rc = lkvnet_seterr(&e, LKV_IOERROR, "cannot listen on %s:%d: %s", s->host,
                 o->port, strerror(errno));
     goto fail;
   }
@@ -1190,7 +1176,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   }
   s->leader_url = dupstr(o->leader_url ? o->leader_url : s->my_url);
   if (s->my_url == NULL || s->leader_url == NULL) {
-    rc = seterr(&e, LKV_NOMEM, "server");
+    rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
     goto fail;
   }
   s->leader = strcmp(s->my_url, s->leader_url) == 0;
@@ -1198,7 +1184,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     free(s->nodes);
     if ((s->nodes = calloc(1, sizeof *s->nodes)) == NULL ||
         (s->nodes[0] = dupstr(s->my_url)) == NULL) {
-      rc = seterr(&e, LKV_NOMEM, "server");
+      rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
       goto fail;
     }
     s->nnodes = 1;
@@ -1207,7 +1193,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                            on_notify, s);
   s->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
   if (s->notify_ev == NULL || s->tick_ev == NULL) {
-    rc = seterr(&e, LKV_NOMEM, "events");
+    rc = lkvnet_seterr(&e, LKV_NOMEM, "events");
     goto fail;
   }
 
@@ -1253,13 +1239,13 @@ int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
       event_add(s->sigint_ev, NULL) != 0 ||
       event_add(s->notify_ev, NULL) != 0 ||
       event_add(s->tick_ev, &tick) != 0) {
-    rc = seterr(err, LKV_IOERROR, "cannot register the loop's events");
+    rc = lkvnet_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {
     logf_(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
           s->host, s->port, s->my_url, s->leader ? "leader" : "follower",
           s->leader_url, s->nnodes);
     if (event_base_dispatch(s->base) < 0)
-      rc = seterr(err, LKV_IOERROR, "the event loop failed");
+      rc = lkvnet_seterr(err, LKV_IOERROR, "the event loop failed");
   }
   /* the signal events restore the previous handlers when freed */
   if (s->sigterm_ev) event_free(s->sigterm_ev);
