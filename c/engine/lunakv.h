@@ -96,7 +96,7 @@ typedef struct lkv_options {
   int bloom_bits_per_key;   /* Bloom filter bits per key; 10 */
   int bloom_hash_functions; /* 0 = derived from bits per key (~0.69 * bpk) */
   size_t bloom_min_bits;    /* smallest filter (seed's BLOOM_FILTER_SIZE); 0 */
-  int sparse_index_n;       /* a full key every Nth entry of a block; 16 */
+  int sparse_index_n;       /* a full key every Nth entry of a block; 8 */
   size_t block_size;        /* target data block size in bytes; 4096 */
   size_t table_size;        /* target SSTable size for compaction; 2 MiB */
   uint64_t level1_max_bytes;/* L1 size before it spills to L2; 10 MiB */
