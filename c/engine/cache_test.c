@@ -210,7 +210,22 @@ static void test_threads(void) {
   CHECK(atomic_load(&live) == 0);
 }
 
+/* Admission: a block gets in on its second miss, so a one-pass reader
+ * (every block missed once) is never admitted, and a block read twice is. */
+static void test_admission(void) {
+  lkv_cache *c = lkv_cache_new(1 << 20);
+  int admitted = 0;
+  for (uint64_t off = 0; off < 100000; off += 4096)
+    admitted += lkv_cache_admit(c, 7, off); /* a scan: one miss per block */
+  CHECK(admitted == 0);
+  CHECK(lkv_cache_admit(c, 9, 4096) == 0); /* first miss */
+  CHECK(lkv_cache_admit(c, 9, 4096) == 1); /* second miss: admit */
+  CHECK(lkv_cache_admit(c, 9, 4096) == 0); /* the window starts over */
+  lkv_cache_free(c);
+}
+
 int main(void) {
+  test_admission();
   test_basic();
   test_capacity_zero();
   test_lru_and_bytes();
