@@ -235,8 +235,9 @@ describe("lunakv node #http", function()
   end)
 
   describe("a node that does not lead", function()
-    it("answers writes with 503 and serves reads", function()
-      local leader_url = "http://127.0.0.1:1" -- never contacted in this slice
+    it("answers writes 503 when its leader is unreachable, and serves reads",
+       function()
+      local leader_url = "http://127.0.0.1:1" -- nothing listens there
       node = hh.start_node { leader = leader_url, others = { leader_url } }
       assert.equal("follower", hh.status(node).role)
       for _, w in ipairs {
@@ -248,8 +249,8 @@ describe("lunakv node #http", function()
         local code, doc = hh.json_request(w[1], node.url .. w[2], w[3])
         assert.equal(503, code)
         assert.is_false(doc.ok)
-        assert.matches("replication not implemented yet: send writes to the "
-          .. "leader URL", doc.error, 1, true)
+        assert.matches("the leader http://127.0.0.1:1 did not answer",
+          doc.error, 1, true)
       end
       assert.equal(0, hh.status(node).last_index)
       local code, doc = hh.get(node, "a")
@@ -264,8 +265,8 @@ describe("lunakv node #http", function()
       assert.equal(503, code)
       assert.matches("no quorum", doc.error, 1, true)
       local st = hh.status(node)
-      assert.equal(1, st.last_index)   -- in the log ...
-      assert.equal(0, st.commit_index) -- ... but not committed
+      assert.equal(2, st.last_index)   -- the term's no-op and the write ...
+      assert.equal(0, st.commit_index) -- ... are in the log, not committed
       _, doc = hh.get(node, "a")
       assert.equal(cjson.null, doc.value)
     end)

@@ -354,7 +354,7 @@ static int parse_top(Parser *p, lkvnet_json_object *o) {
     for (;;) {
       lkvnet_json_member *m;
       char *name;
-      size_t nlen;
+      size_t nlen, vstart;
       skip_ws(p);
       if (p->pos >= p->n || p->s[p->pos] != '"')
         return fail(p, "expected a member name (a string)");
@@ -371,11 +371,20 @@ static int parse_top(Parser *p, lkvnet_json_object *o) {
         return fail(p, "expected ':' after a member name");
       p->pos++;
       m = &o->m[o->n - 1];
+      skip_ws(p);
+      vstart = p->pos;
       if (parse_value(p, 2, &m->type) < 0) return -1; /* top object = 1 */
       if (m->type == LKVNET_JSON_STRING) {
         if ((m->str = dup_bytes(p->tmp, p->tlen)) == NULL)
           return fail(p, "out of memory");
         m->len = p->tlen;
+      } else if (m->type == LKVNET_JSON_NUMBER ||
+                 m->type == LKVNET_JSON_BOOL) {
+        /* the literal's text, for lkvnet_json_u64 and lkvnet_json_true */
+        if ((m->str = dup_bytes((const char *)p->s + vstart,
+                                p->pos - vstart)) == NULL)
+          return fail(p, "out of memory");
+        m->len = p->pos - vstart;
       }
       skip_ws(p);
       if (p->pos >= p->n) return fail(p, "unexpected end of input");
@@ -546,3 +555,24 @@ void lkvnet_jbuf_free(lkvnet_jbuf *b) {
 }
 
 /* }====================================================================== */
+
+int lkvnet_json_u64(const lkvnet_json_object *o, const char *name,
+                    uint64_t *out) {
+  const lkvnet_json_member *m = lkvnet_json_get(o, name);
+  uint64_t v = 0;
+  size_t i;
+  if (m == NULL || m->type != LKVNET_JSON_NUMBER || m->len == 0) return -1;
+  for (i = 0; i < m->len; i++) {
+    unsigned d = (unsigned char)m->str[i] - '0';
+    if (d > 9 || v > (UINT64_MAX - d) / 10) return -1;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return 0;
+}
+
+int lkvnet_json_true(const lkvnet_json_object *o, const char *name) {
+  const lkvnet_json_member *m = lkvnet_json_get(o, name);
+  return m != NULL && m->type == LKVNET_JSON_BOOL && m->str != NULL &&
+         m->str[0] == 't';
+}

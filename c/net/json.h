@@ -35,7 +35,8 @@ typedef enum lkvnet_json_type {
 
 /* One top-level member. name and str are decoded bytes, NUL-terminated for
  * convenience but binary safe by length (\u0000 gives an embedded zero).
- * str is set for strings only. */
+ * str is set for strings, and for numbers and booleans holds the literal
+ * as written ("42", "true"); NULL for null, arrays and objects. */
 typedef struct lkvnet_json_member {
   char *name;
   size_t name_len;
@@ -60,6 +61,14 @@ int lkvnet_json_parse_object(const char *text, size_t len,
 /* The member called name, or NULL. Borrowed from o. */
 const lkvnet_json_member *lkvnet_json_get(const lkvnet_json_object *o,
                                           const char *name);
+
+/* The member called name as an unsigned integer (digits only, no sign,
+ * fraction or exponent, at most UINT64_MAX): 0, else -1. */
+int lkvnet_json_u64(const lkvnet_json_object *o, const char *name,
+                    uint64_t *out);
+
+/* 1 when the member called name is the literal true. */
+int lkvnet_json_true(const lkvnet_json_object *o, const char *name);
 
 /* The type's name as an error message says it: "a string", "a number". */
 const char *lkvnet_json_type_name(lkvnet_json_type t);

@@ -19,6 +19,7 @@
 #define LKVNET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lunakv.h"
 
@@ -27,11 +28,23 @@
 #define LKVNET_SCAN_DEFAULT_LIMIT 100
 #define LKVNET_SCAN_MAX_LIMIT 1000
 #define LKVNET_SCAN_MAX_BYTES (8u * 1024u * 1024u) /* a scan reply's soft cap */
+#define LKVNET_DEFAULT_HEARTBEAT_MS 100
+#define LKVNET_DEFAULT_LOG_COMPACTION 10000 /* the seed's threshold */
+#define LKVNET_APPEND_MAX_BYTES (1u << 20)   /* frames per /append, soft */
+#define LKVNET_SNAPSHOT_CHUNK_BYTES (1u << 20) /* pairs per /snapshot, soft */
+#define LKVNET_SYNC_MAX_ENTRIES 1000         /* entries per /sync reply */
+#define LKVNET_FORWARD_CONNS 16    /* a follower's connections to the leader */
+/* The header that carries the cluster's shared secret on internal routes
+ * (/append, /snapshot, /sync). */
+#define LKVNET_TOKEN_HEADER "X-Lunakv-Token"
 /* The engine key under which the node keeps its last applied log index
  * (8 bytes, little-endian). Keys starting with this prefix are refused by
  * the HTTP API and left out of scans. */
 #define LKVNET_RESERVED_PREFIX "\xff\xfflunakv/"
 #define LKVNET_APPLIED_KEY LKVNET_RESERVED_PREFIX "applied_index"
+/* Present while a follower installs a snapshot (the index being installed):
+ * an engine with it is incomplete and asks for a new snapshot. */
+#define LKVNET_INSTALL_KEY LKVNET_RESERVED_PREFIX "installing"
 
 typedef void (*lkvnet_log_fn)(void *ctx, const char *line);
 
@@ -45,6 +58,10 @@ typedef struct lkvnet_options {
   size_t nnodes;
   size_t max_body_bytes;  /* request bodies over this get 413; 4 MiB */
   int write_timeout_ms;   /* a write not committed by then gets 503; 5000 */
+  const char *token;      /* shared secret for internal routes; NULL: none */
+  uint64_t log_compaction_threshold; /* entries past the last snapshot
+                                        before the log is cut; 0: never */
+  int heartbeat_ms;       /* an idle leader's /append to each follower; 100 */
   lkv_options engine;     /* the engine's options; sync is set to none */
   lkvnet_log_fn log;      /* one line per notable event; NULL: stderr */
   void *log_ctx;

@@ -16,20 +16,35 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Where each entry's frame starts, and its term: what /append needs
+ * (prev_term checks, reading a range of frames) without reading the file.
+ * ents[i] is entry base_index + 1 + i. */
+typedef struct Ent {
+  uint64_t off, term;
+} Ent;
+
 struct lkvnet_rlog {
   int fd;
   int notify_fd;
+  char dir[4096];
   char path[4096];
   uint64_t size; /* bytes in the file: header plus whole frames */
   char *scratch; /* encode buffer, owner thread only */
   size_t scratch_cap;
+  Ent *ents;     /* owner thread only */
+  size_t nents, ents_cap;
 
   pthread_mutex_t mu;
   pthread_cond_t cv;
   pthread_t syncer;
   int started, stop;
   /* guarded by mu */
-  uint64_t last_index, last_term, durable_index, base_index;
+  uint64_t last_index, last_term, durable_index, base_index, base_term;
+  /* gen moves whenever entries are cut or the file replaced: a sync that
+   * began before must not vouch for what is there now. busy: the syncer
+   * is inside fdatasync (a rewrite waits for it before closing fd). */
+  uint64_t gen;
+  int busy, paused;
   uint64_t appends, syncs, bytes;
   lkv_err sticky; /* code LKV_OK while healthy */
   uint64_t dropped_bytes;
@@ -100,21 +115,120 @@ static int write_all(int fd, const void *buf, size_t n) {
 /* }====================================================================== */
 
 /* {======================================================================
-** Open: header, replay, tail cut
+** Frames: encode, check, decode
 ** ======================================================================= */
 
 #define MAX_PAYLOAD                                                        \
   ((uint64_t)LKVNET_RLOG_FIXED_PAYLOAD + LKV_MAX_KEY_BYTES + LKV_MAX_VALUE_BYTES)
 
-static int write_header(lkvnet_rlog *r, lkv_err *err) {
-  unsigned char h[LKVNET_RLOG_HEADER_SIZE];
-  memset(h, 0, sizeof h);
+size_t lkvnet_rlog_frame_size(const lkvnet_entry *e) {
+  size_t vlen = e->op == LKVNET_OP_SET ? e->vlen : 0;
+  size_t klen = e->op == LKVNET_OP_NOOP ? 0 : e->klen;
+  return LKVNET_RLOG_FRAME_SIZE + LKVNET_RLOG_FIXED_PAYLOAD + klen + vlen;
+}
+
+void lkvnet_rlog_encode(unsigned char *p, const lkvnet_entry *e) {
+  size_t vlen = e->op == LKVNET_OP_SET ? e->vlen : 0;
+  size_t klen = e->op == LKVNET_OP_NOOP ? 0 : e->klen;
+  size_t len = LKVNET_RLOG_FIXED_PAYLOAD + klen + vlen;
+  pthread_once(&crc_once, crc_init);
+  put32(p, (uint32_t)len);
+  put64(p + 8, e->term);
+  put64(p + 16, e->index);
+  p[24] = (unsigned char)e->op;
+  put32(p + 25, (uint32_t)klen);
+  put32(p + 29, (uint32_t)vlen);
+  if (klen) memcpy(p + 8 + LKVNET_RLOG_FIXED_PAYLOAD, e->key, klen);
+  if (vlen) memcpy(p + 8 + LKVNET_RLOG_FIXED_PAYLOAD + klen, e->val, vlen);
+  put32(p + 4, crc32c(crc32c(0, p, 4), p + 8, len));
+}
+
+/* The fields of a payload whose checksum matched; -1 when they contradict
+ * its length or name no operation. */
+static int parse_payload(const unsigned char *buf, uint32_t len,
+                         lkvnet_entry *e) {
+  uint32_t klen = get32(buf + 17), vlen = get32(buf + 21);
+  e->term = get64(buf);
+  e->index = get64(buf + 8);
+  e->op = buf[16];
+  if ((uint64_t)klen + vlen + LKVNET_RLOG_FIXED_PAYLOAD != len ||
+      klen > LKV_MAX_KEY_BYTES || vlen > LKV_MAX_VALUE_BYTES ||
+      (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_DELETE &&
+       e->op != LKVNET_OP_NOOP) ||
+      (e->op != LKVNET_OP_SET && vlen != 0) ||
+      (e->op == LKVNET_OP_NOOP && klen != 0))
+    return -1;
+  e->key = (const char *)buf + LKVNET_RLOG_FIXED_PAYLOAD;
+  e->klen = klen;
+  e->val = vlen ? (const char *)buf + LKVNET_RLOG_FIXED_PAYLOAD + klen : NULL;
+  e->vlen = vlen;
+  return 0;
+}
+
+int lkvnet_rlog_decode(const unsigned char *buf, size_t len, size_t *off,
+                       lkvnet_entry *e, char *why, size_t whylen) {
+  size_t o = *off;
+  uint32_t plen;
+  pthread_once(&crc_once, crc_init);
+  if (o == len) return 0;
+  if (len - o < LKVNET_RLOG_FRAME_SIZE) {
+    snprintf(why, whylen, "byte %zu: torn frame header", o);
+    return -1;
+  }
+  plen = get32(buf + o);
+  if (plen < LKVNET_RLOG_FIXED_PAYLOAD || plen > MAX_PAYLOAD ||
+      plen > len - o - LKVNET_RLOG_FRAME_SIZE) {
+    snprintf(why, whylen, "byte %zu: impossible frame length %u", o,
+             (unsigned)plen);
+    return -1;
+  }
+  if (crc32c(crc32c(0, buf + o, 4), buf + o + LKVNET_RLOG_FRAME_SIZE, plen) !=
+      get32(buf + o + 4)) {
+    snprintf(why, whylen, "byte %zu: frame checksum mismatch", o);
+    return -1;
+  }
+  if (parse_payload(buf + o + LKVNET_RLOG_FRAME_SIZE, plen, e) != 0) {
+    snprintf(why, whylen, "byte %zu: malformed frame (checksum valid)", o);
+    return -1;
+  }
+  *off = o + LKVNET_RLOG_FRAME_SIZE + plen;
+  return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Open: header, replay, tail cut
+** ======================================================================= */
+
+static int push_ent(lkvnet_rlog *r, uint64_t off, uint64_t term) {
+  if (r->nents == r->ents_cap) {
+    size_t nc = r->ents_cap ? r->ents_cap * 2 : 1024;
+    Ent *n = realloc(r->ents, nc * sizeof *n);
+    if (n == NULL) return -1;
+    r->ents = n;
+    r->ents_cap = nc;
+  }
+  r->ents[r->nents].off = off;
+  r->ents[r->nents].term = term;
+  r->nents++;
+  return 0;
+}
+
+static void encode_header(unsigned char *h, uint64_t base_index,
+                          uint64_t base_term) {
+  memset(h, 0, LKVNET_RLOG_HEADER_SIZE);
   memcpy(h, LKVNET_RLOG_MAGIC, 8);
   put32(h + 8, LKVNET_RLOG_VERSION);
-  put32(h + 12, 0);         /* flags */
-  put64(h + 16, 0);         /* base_index: no snapshot yet */
-  put64(h + 24, 0);         /* base_term */
+  put32(h + 12, 0); /* flags */
+  put64(h + 16, base_index);
+  put64(h + 24, base_term);
   put32(h + 32, crc32c(0, h, 32));
+}
+
+static int write_header(lkvnet_rlog *r, lkv_err *err) {
+  unsigned char h[LKVNET_RLOG_HEADER_SIZE];
+  encode_header(h, 0, 0);
   if (pwrite(r->fd, h, sizeof h, 0) != (ssize_t)sizeof h)
     return seterrno(err, "write header of", r->path);
   if (fdatasync(r->fd) != 0) return seterrno(err, "fdatasync", r->path);
@@ -133,12 +247,16 @@ static int read_header(lkvnet_rlog *r, FILE *f, lkv_err *err) {
   if (get32(h + 32) != crc32c(0, h, 32))
     return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 32: header checksum "
                   "mismatch", r->path);
+  if (get32(h + 36) != 0)
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 36: reserved bytes "
+                         "are not zero", r->path);
   if (get32(h + 8) != LKVNET_RLOG_VERSION)
     return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 8: unsupported version %u",
                   r->path, (unsigned)get32(h + 8));
   r->base_index = get64(h + 16);
+  r->base_term = get64(h + 24);
   r->last_index = r->base_index;
-  r->last_term = get64(h + 24);
+  r->last_term = r->base_term;
   r->size = sizeof h;
   return LKV_OK;
 }
@@ -156,7 +274,6 @@ static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
     uint32_t len, crc;
     size_t got = fread(fr, 1, sizeof fr, f);
     lkvnet_entry e;
-    uint32_t klen, vlen;
     if (got == 0) break; /* clean end */
     if (got < sizeof fr) {
       snprintf(why, whylen, "offset %llu: torn frame header",
@@ -190,14 +307,7 @@ static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
                (unsigned long long)r->size);
       break;
     }
-    e.term = get64(buf);
-    e.index = get64(buf + 8);
-    e.op = buf[16];
-    klen = get32(buf + 17);
-    vlen = get32(buf + 21);
-    if ((uint64_t)klen + vlen + LKVNET_RLOG_FIXED_PAYLOAD != len ||
-        (e.op != LKVNET_OP_SET && e.op != LKVNET_OP_DELETE) ||
-        (e.op == LKVNET_OP_DELETE && vlen != 0)) {
+    if (parse_payload(buf, len, &e) != 0) {
       rc = lkvnet_seterr(err, LKV_CORRUPTION, "%s offset %llu: malformed record "
                   "(checksum valid)", r->path, (unsigned long long)r->size);
       break;
@@ -211,11 +321,11 @@ static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
                   (unsigned long long)r->last_index);
       break;
     }
-    e.key = (const char *)buf + LKVNET_RLOG_FIXED_PAYLOAD;
-    e.klen = klen;
-    e.val = vlen ? (const char *)buf + LKVNET_RLOG_FIXED_PAYLOAD + klen : NULL;
-    e.vlen = vlen;
     if (fn != NULL && (rc = fn(ctx, &e, err)) != LKV_OK) break;
+    if (push_ent(r, r->size, e.term) != 0) {
+      rc = lkvnet_seterr(err, LKV_NOMEM, "%s: entry index", r->path);
+      break;
+    }
     r->last_index = e.index;
     r->last_term = e.term;
     r->size += LKVNET_RLOG_FRAME_SIZE + len;
@@ -225,6 +335,14 @@ static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
 }
 
 static void *syncer_main(void *arg);
+
+static void fsync_dir(const char *dir) {
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)fsync(dfd);
+    close(dfd);
+  }
+}
 
 int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
                      void *ctx, lkvnet_rlog **out, lkv_err *err) {
@@ -244,6 +362,7 @@ int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
     rc = lkvnet_seterr(err, LKV_INVALID, "data directory path is too long");
     goto fail;
   }
+  snprintf(r->dir, sizeof r->dir, "%s", dir);
   r->fd = open(r->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (r->fd < 0 || fstat(r->fd, &st) != 0) {
     rc = seterrno(err, "open", r->path);
@@ -251,14 +370,7 @@ int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
   }
   if (st.st_size == 0) {
     if ((rc = write_header(r, err)) != LKV_OK) goto fail;
-    {
-      /* the new file's name must survive a crash too */
-      int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-      }
-    }
+    fsync_dir(dir); /* the new file's name must survive a crash too */
   } else {
     int fd2 = dup(r->fd);
     FILE *f = fd2 >= 0 ? fdopen(fd2, "rb") : NULL;
@@ -302,6 +414,7 @@ fail:
   if (r->fd >= 0) close(r->fd);
   pthread_mutex_destroy(&r->mu);
   pthread_cond_destroy(&r->cv);
+  free(r->ents);
   free(r);
   return rc;
 }
@@ -309,89 +422,312 @@ fail:
 /* }====================================================================== */
 
 /* {======================================================================
-** Append and the syncer
+** Append, truncate, rewrite, read
 ** ======================================================================= */
 
-int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
-                       size_t klen, const char *val, size_t vlen,
-                       uint64_t *index, lkv_err *err) {
-  size_t len, total;
-  unsigned char *p;
-  uint64_t idx;
+static int sticky_error(lkvnet_rlog *r, lkv_err *err) {
+  lkv_err copy;
   pthread_mutex_lock(&r->mu);
-  if (r->sticky.code != LKV_OK) {
-    lkv_err copy = r->sticky;
-    pthread_mutex_unlock(&r->mu);
-    if (err) *err = copy;
-    return copy.code;
-  }
-  idx = r->last_index + 1;
+  copy = r->sticky;
   pthread_mutex_unlock(&r->mu);
-  if (klen > LKV_MAX_KEY_BYTES || vlen > LKV_MAX_VALUE_BYTES)
-    return lkvnet_seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes", klen,
-                  vlen);
-  if (op == LKVNET_OP_DELETE) vlen = 0;
-  len = LKVNET_RLOG_FIXED_PAYLOAD + klen + vlen;
-  total = LKVNET_RLOG_FRAME_SIZE + len;
+  if (copy.code != LKV_OK && err) *err = copy;
+  return copy.code;
+}
+
+static void make_sticky(lkvnet_rlog *r, int rc, const lkv_err *err) {
+  pthread_mutex_lock(&r->mu);
+  if (r->sticky.code == LKV_OK) {
+    if (err) r->sticky = *err;
+    else r->sticky.code = rc;
+  }
+  pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* Write e (whose index is last_index + 1) as one frame. */
+static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
+  size_t total = lkvnet_rlog_frame_size(e);
+  int rc;
+  if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
+  if (e->klen > LKV_MAX_KEY_BYTES || e->vlen > LKV_MAX_VALUE_BYTES)
+    return lkvnet_seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes",
+                         e->klen, e->vlen);
   if (total > r->scratch_cap) {
-    unsigned char *nb = realloc(r->scratch, total);
+    char *nb = realloc(r->scratch, total);
     if (nb == NULL)
-      return lkvnet_seterr(err, LKV_NOMEM, "replication log record of %zu bytes",
-                    total);
-    r->scratch = (char *)nb;
+      return lkvnet_seterr(err, LKV_NOMEM, "replication log record of %zu "
+                           "bytes", total);
+    r->scratch = nb;
     r->scratch_cap = total;
   }
-  p = (unsigned char *)r->scratch;
-  put32(p, (uint32_t)len);
-  put64(p + 8, term);
-  put64(p + 16, idx);
-  p[24] = (unsigned char)op;
-  put32(p + 25, (uint32_t)klen);
-  put32(p + 29, (uint32_t)vlen);
-  if (klen) memcpy(p + 8 + LKVNET_RLOG_FIXED_PAYLOAD, key, klen);
-  if (vlen) memcpy(p + 8 + LKVNET_RLOG_FIXED_PAYLOAD + klen, val, vlen);
-  put32(p + 4, crc32c(crc32c(0, p, 4), p + 8, len));
-  if (write_all(r->fd, p, total) != 0) {
-    int rc = seterrno(err, "write", r->path);
+  if (push_ent(r, r->size, e->term) != 0)
+    return lkvnet_seterr(err, LKV_NOMEM, "replication log entry index");
+  lkvnet_rlog_encode((unsigned char *)r->scratch, e);
+  if (write_all(r->fd, r->scratch, total) != 0) {
+    rc = seterrno(err, "write", r->path);
+    r->nents--;
     /* never leave a partial record for a later append to follow */
     if (ftruncate(r->fd, (off_t)r->size) != 0 ||
-        lseek(r->fd, (off_t)r->size, SEEK_SET) < 0) {
-      pthread_mutex_lock(&r->mu);
-      if (err) r->sticky = *err;
-      else r->sticky.code = rc;
-      pthread_mutex_unlock(&r->mu);
-    }
+        lseek(r->fd, (off_t)r->size, SEEK_SET) < 0)
+      make_sticky(r, rc, err);
     return rc;
   }
   r->size += total;
   pthread_mutex_lock(&r->mu);
-  r->last_index = idx;
-  r->last_term = term;
+  r->last_index = e->index;
+  r->last_term = e->term;
   r->appends++;
   r->bytes += total;
   pthread_cond_signal(&r->cv);
   pthread_mutex_unlock(&r->mu);
-  *index = idx;
   return LKV_OK;
 }
+
+int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
+                       size_t klen, const char *val, size_t vlen,
+                       uint64_t *index, lkv_err *err) {
+  lkvnet_entry e;
+  int rc;
+  uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
+  if (term < lt || (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE &&
+                    op != LKVNET_OP_NOOP))
+    return lkvnet_seterr(err, LKV_INVALID, "cannot append op %d at term "
+                         "%llu after term %llu", op, (unsigned long long)term,
+                         (unsigned long long)lt);
+  e.term = term;
+  e.index = r->base_index + r->nents + 1;
+  e.op = op;
+  e.key = key;
+  e.klen = op == LKVNET_OP_NOOP ? 0 : klen;
+  e.val = val;
+  e.vlen = op == LKVNET_OP_SET ? vlen : 0;
+  if ((rc = append_frame(r, &e, err)) == LKV_OK) *index = e.index;
+  return rc;
+}
+
+int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
+                             lkv_err *err) {
+  uint64_t last = r->base_index + r->nents;
+  uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
+  if (e->index != last + 1 || e->term < lt)
+    return lkvnet_seterr(err, LKV_INVALID, "entry (term %llu, index %llu) "
+                         "does not follow (term %llu, index %llu)",
+                         (unsigned long long)e->term,
+                         (unsigned long long)e->index, (unsigned long long)lt,
+                         (unsigned long long)last);
+  return append_frame(r, e, err);
+}
+
+int lkvnet_rlog_term_at(lkvnet_rlog *r, uint64_t index, uint64_t *term) {
+  if (index == r->base_index) {
+    *term = r->base_term;
+    return LKV_OK;
+  }
+  if (index < r->base_index || index > r->base_index + r->nents)
+    return LKV_NOTFOUND;
+  *term = r->ents[index - r->base_index - 1].term;
+  return LKV_OK;
+}
+
+int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
+  uint64_t last = r->base_index + r->nents, size;
+  int rc;
+  if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
+  if (index < r->base_index || index > last)
+    return lkvnet_seterr(err, LKV_INVALID, "cannot cut the log after index "
+                         "%llu: it holds %llu .. %llu",
+                         (unsigned long long)index,
+                         (unsigned long long)r->base_index + 1,
+                         (unsigned long long)last);
+  if (index == last) return LKV_OK;
+  size = r->ents[index - r->base_index].off;
+  if (ftruncate(r->fd, (off_t)size) != 0 ||
+      lseek(r->fd, (off_t)size, SEEK_SET) < 0) {
+    rc = seterrno(err, "truncate", r->path);
+    make_sticky(r, rc, err);
+    return rc;
+  }
+  r->size = size;
+  r->nents = (size_t)(index - r->base_index);
+  pthread_mutex_lock(&r->mu);
+  r->last_index = index;
+  r->last_term = r->nents ? r->ents[r->nents - 1].term : r->base_term;
+  if (r->durable_index > index) r->durable_index = index;
+  r->gen++;
+  pthread_mutex_unlock(&r->mu);
+  return LKV_OK;
+}
+
+static int pread_all(int fd, void *buf, size_t n, uint64_t off) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t k = pread(fd, p, n, (off_t)off);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      if (k == 0) errno = EIO; /* the file is shorter than our index says */
+      return -1;
+    }
+    p += k;
+    n -= (size_t)k;
+    off += (uint64_t)k;
+  }
+  return 0;
+}
+
+int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
+                        uint64_t base_term, lkv_err *err) {
+  char tmp[4096 + 16];
+  unsigned char h[LKVNET_RLOG_HEADER_SIZE];
+  uint64_t last = r->base_index + r->nents, from_off = r->size;
+  size_t keep = 0, i;
+  int fd = -1, rc;
+  char *copy = NULL;
+  size_t copy_len = 0;
+  if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
+  if (base_index < r->base_index)
+    return lkvnet_seterr(err, LKV_INVALID, "the log already starts after %llu",
+                         (unsigned long long)r->base_index);
+  if (base_index < last) {
+    keep = (size_t)(last - base_index);
+    from_off = r->ents[base_index - r->base_index].off;
+  }
+  copy_len = (size_t)(r->size - from_off);
+  snprintf(tmp, sizeof tmp, "%s.tmp", r->path);
+  encode_header(h, base_index, base_term);
+  fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return seterrno(err, "create", tmp);
+  if (copy_len && (copy = malloc(copy_len)) == NULL) {
+    rc = lkvnet_seterr(err, LKV_NOMEM, "rewriting %s", r->path);
+    goto fail;
+  }
+  if (copy_len && pread_all(r->fd, copy, copy_len, from_off) != 0) {
+    rc = seterrno(err, "read", r->path);
+    goto fail;
+  }
+  if (write_all(fd, h, sizeof h) != 0 ||
+      (copy_len && write_all(fd, copy, copy_len) != 0)) {
+    rc = seterrno(err, "write", tmp);
+    goto fail;
+  }
+  if (fdatasync(fd) != 0) {
+    rc = seterrno(err, "fdatasync", tmp);
+    goto fail;
+  }
+  /* the syncer must not be inside fdatasync(old fd) when it closes */
+  pthread_mutex_lock(&r->mu);
+  r->paused = 1;
+  while (r->busy) pthread_cond_wait(&r->cv, &r->mu);
+  pthread_mutex_unlock(&r->mu);
+  if (rename(tmp, r->path) != 0) {
+    rc = seterrno(err, "rename", tmp);
+    pthread_mutex_lock(&r->mu);
+    r->paused = 0;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    goto fail;
+  }
+  fsync_dir(r->dir);
+  close(r->fd);
+  r->fd = fd;
+  fd = -1;
+  for (i = 0; i < keep; i++) {
+    r->ents[i].off = r->ents[r->nents - keep + i].off - from_off +
+                     LKVNET_RLOG_HEADER_SIZE;
+    r->ents[i].term = r->ents[r->nents - keep + i].term;
+  }
+  r->nents = keep;
+  r->size = LKVNET_RLOG_HEADER_SIZE + copy_len;
+  (void)lseek(r->fd, (off_t)r->size, SEEK_SET);
+  pthread_mutex_lock(&r->mu);
+  r->base_index = base_index;
+  r->base_term = base_term;
+  if (keep == 0) {
+    r->last_index = base_index;
+    r->last_term = base_term;
+  }
+  r->durable_index = r->last_index; /* the new file was synced whole */
+  r->gen++;
+  r->paused = 0;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  free(copy);
+  return LKV_OK;
+fail:
+  free(copy);
+  if (fd >= 0) close(fd);
+  unlink(tmp);
+  return rc;
+}
+
+int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
+                     unsigned char **buf, size_t *len, uint64_t *to,
+                     lkv_err *err) {
+  uint64_t last = r->base_index + r->nents, end_off, start_off;
+  uint64_t n = 0;
+  size_t first;
+  *buf = NULL;
+  *len = 0;
+  *to = from - 1;
+  if (from <= r->base_index)
+    return lkvnet_seterr(err, LKV_NOTFOUND, "index %llu is behind the "
+                         "log's snapshot (base index %llu)",
+                         (unsigned long long)from,
+                         (unsigned long long)r->base_index);
+  if (from > last) return LKV_OK;
+  first = (size_t)(from - r->base_index - 1);
+  start_off = r->ents[first].off;
+  /* whole frames: up to the first one that would pass max_bytes */
+  for (n = 1; first + n < r->nents; n++)
+    if (r->ents[first + n].off - start_off > max_bytes) break;
+  end_off = first + n < r->nents ? r->ents[first + n].off : r->size;
+  if (n > 1 && end_off - start_off > max_bytes) {
+    n--;
+    end_off = r->ents[first + n].off;
+  }
+  if ((*buf = malloc((size_t)(end_off - start_off))) == NULL)
+    return lkvnet_seterr(err, LKV_NOMEM, "reading %llu bytes of %s",
+                         (unsigned long long)(end_off - start_off), r->path);
+  if (pread_all(r->fd, *buf, (size_t)(end_off - start_off), start_off) != 0) {
+    free(*buf);
+    *buf = NULL;
+    return seterrno(err, "read", r->path);
+  }
+  *len = (size_t)(end_off - start_off);
+  *to = from + n - 1;
+  return LKV_OK;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The syncer
+** ======================================================================= */
 
 static void *syncer_main(void *arg) {
   lkvnet_rlog *r = arg;
   pthread_mutex_lock(&r->mu);
   for (;;) {
-    uint64_t target;
-    int rc, e;
-    while (!r->stop && r->durable_index == r->last_index &&
-           r->sticky.code == LKV_OK)
+    uint64_t target, gen;
+    int rc, e, fd;
+    while (!r->stop && (r->paused || (r->durable_index == r->last_index &&
+                                      r->sticky.code == LKV_OK)))
       pthread_cond_wait(&r->cv, &r->mu);
     if (r->stop || r->sticky.code != LKV_OK) break;
     target = r->last_index; /* every byte of it is already written */
+    gen = r->gen;
+    fd = r->fd;
+    r->busy = 1;
     pthread_mutex_unlock(&r->mu);
-    rc = fdatasync(r->fd);
+    rc = fdatasync(fd);
     e = errno;
     pthread_mutex_lock(&r->mu);
+    r->busy = 0;
+    pthread_cond_broadcast(&r->cv);
     if (rc == 0) {
-      r->durable_index = target;
+      /* entries cut (or the file replaced) meanwhile: this sync proves
+       * nothing about what is there now; the loop syncs again */
+      if (gen == r->gen && target > r->durable_index)
+        r->durable_index = target;
       r->syncs++;
     } else {
       lkvnet_seterr(&r->sticky, LKV_IOERROR, "fdatasync %s: %s", r->path,
@@ -418,17 +754,13 @@ uint64_t lkvnet_rlog_durable_index(lkvnet_rlog *r) {
 }
 
 int lkvnet_rlog_error(lkvnet_rlog *r, lkv_err *err) {
-  lkv_err copy;
-  pthread_mutex_lock(&r->mu);
-  copy = r->sticky;
-  pthread_mutex_unlock(&r->mu);
-  if (err != NULL && copy.code != LKV_OK) *err = copy;
-  return copy.code;
+  return sticky_error(r, err);
 }
 
 void lkvnet_rlog_stats_get(lkvnet_rlog *r, lkvnet_rlog_stats *out) {
   pthread_mutex_lock(&r->mu);
   out->base_index = r->base_index;
+  out->base_term = r->base_term;
   out->last_index = r->last_index;
   out->last_term = r->last_term;
   out->durable_index = r->durable_index;
@@ -445,7 +777,7 @@ int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
   if (r == NULL) return LKV_OK;
   pthread_mutex_lock(&r->mu);
   r->stop = 1;
-  pthread_cond_signal(&r->cv);
+  pthread_cond_broadcast(&r->cv);
   pthread_mutex_unlock(&r->mu);
   if (r->started) pthread_join(r->syncer, NULL);
   if (r->sticky.code == LKV_OK && fdatasync(r->fd) != 0)
@@ -454,8 +786,65 @@ int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
   pthread_mutex_destroy(&r->mu);
   pthread_cond_destroy(&r->cv);
   free(r->scratch);
+  free(r->ents);
   free(r);
   return rc;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The current term: DATA_DIR/term
+** ======================================================================= */
+
+#define TERM_FILE "term"
+#define TERM_MAGIC "LUNAKVTM"
+#define TERM_SIZE 20u /* magic 8, term 8, crc32c of the first 16 bytes 4 */
+
+int lkvnet_term_load(const char *dir, uint64_t *term, lkv_err *err) {
+  char path[4096 + 8];
+  unsigned char b[TERM_SIZE + 1];
+  ssize_t n;
+  int fd;
+  pthread_once(&crc_once, crc_init);
+  *term = 0;
+  snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
+  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+    if (errno == ENOENT) return LKV_OK;
+    return seterrno(err, "open", path);
+  }
+  n = read(fd, b, sizeof b);
+  close(fd);
+  if (n != (ssize_t)TERM_SIZE || memcmp(b, TERM_MAGIC, 8) != 0 ||
+      get32(b + 16) != crc32c(0, b, 16))
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s: not a valid term file "
+                         "(%zd bytes)", path, n);
+  *term = get64(b + 8);
+  return LKV_OK;
+}
+
+int lkvnet_term_store(const char *dir, uint64_t term, lkv_err *err) {
+  char path[4096 + 8], tmp[4096 + 16];
+  unsigned char b[TERM_SIZE];
+  int fd;
+  pthread_once(&crc_once, crc_init);
+  snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  memcpy(b, TERM_MAGIC, 8);
+  put64(b + 8, term);
+  put32(b + 16, crc32c(0, b, 16));
+  if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+    return seterrno(err, "create", tmp);
+  if (write_all(fd, b, sizeof b) != 0 || fdatasync(fd) != 0) {
+    int rc = seterrno(err, "write", tmp);
+    close(fd);
+    unlink(tmp);
+    return rc;
+  }
+  close(fd);
+  if (rename(tmp, path) != 0) return seterrno(err, "rename", tmp);
+  fsync_dir(dir);
+  return LKV_OK;
 }
 
 /* }====================================================================== */

@@ -12,8 +12,10 @@
  * disk flush.
  *
  * Errors: lkv_err and the LKV_* codes of the engine's public header. A
- * failed write or sync is sticky: every later append fails with it (after
- * a failed fsync nothing about the file's contents can be trusted).
+ * failed sync is sticky: every later append fails with it (after a failed
+ * fsync nothing about the file's contents can be trusted). A failed write
+ * is cut back out of the file and fails only its own append, unless the
+ * cut fails too, which is sticky.
  */
 #ifndef LKVNET_RLOG_H
 #define LKVNET_RLOG_H
@@ -33,7 +35,10 @@
 #define LKVNET_RLOG_FIXED_PAYLOAD 25u /* term 8, index 8, op 1, klen 4,
                                          vlen 4 (key and value follow) */
 
-enum { LKVNET_OP_SET = 1, LKVNET_OP_DELETE = 2 };
+/* NOOP: what a leader appends when its term starts, so entries of
+ * earlier terms commit through an entry of its own (Raft, section 5.4.2);
+ * applying it moves only the applied index. */
+enum { LKVNET_OP_SET = 1, LKVNET_OP_DELETE = 2, LKVNET_OP_NOOP = 3 };
 
 typedef struct lkvnet_entry {
   uint64_t term, index;
@@ -52,7 +57,8 @@ typedef int (*lkvnet_rlog_replay_fn)(void *ctx, const lkvnet_entry *e,
                                      lkv_err *err);
 
 typedef struct lkvnet_rlog_stats {
-  uint64_t base_index;    /* entries <= this are behind a snapshot (0 now) */
+  uint64_t base_index;    /* entries <= this are behind a snapshot */
+  uint64_t base_term;
   uint64_t last_index, last_term;
   uint64_t durable_index; /* fdatasync'ed through this index */
   uint64_t appends, syncs, bytes;
@@ -68,14 +74,69 @@ typedef struct lkvnet_rlog_stats {
 int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
                      void *ctx, lkvnet_rlog **out, lkv_err *err);
 
-/* Append one entry with the given term and index last_index + 1 (returned
- * in *index). The bytes reach the OS (write(2)) before it returns; they
+/* Append one entry with the given term (at least last_term; else
+ * LKV_INVALID) and index last_index + 1 (returned in *index). The bytes reach the OS (write(2)) before it returns; they
  * are durable once lkvnet_rlog_durable_index() >= *index. LKV_TOOBIG for
  * a key or value over the engine's limits; LKV_IOERROR (sticky) when the
  * write fails - the file is cut back so it never holds a partial record. */
 int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
                        size_t klen, const char *val, size_t vlen,
                        uint64_t *index, lkv_err *err);
+
+/* Append e as it is (a follower copying the leader's entries): e->index
+ * must be last_index + 1 and e->term at least last_term, else
+ * LKV_INVALID and nothing is written. */
+int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
+                             lkv_err *err);
+
+/* The term of the entry at index into *term: LKV_OK; LKV_NOTFOUND when
+ * index is past the last entry or behind base_index (compacted away;
+ * base_index itself answers base_term). */
+int lkvnet_rlog_term_at(lkvnet_rlog *r, uint64_t index, uint64_t *term);
+
+/* Drop every entry after index (base_index <= index <= last_index): a
+ * follower whose tail conflicts with the leader's log. The durable index
+ * comes down with it. */
+int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err);
+
+/* Rewrite the file so it starts after (base_index, base_term): entries
+ * up to base_index are dropped (they are in a snapshot of the engine),
+ * later ones kept. With base_index past last_index the log becomes empty
+ * and continues from base_index + 1 (a follower that installed a
+ * snapshot). The new file is written aside, fsync'ed and renamed over
+ * the old one, so a crash leaves one or the other. */
+int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
+                        uint64_t base_term, lkv_err *err);
+
+/* The frames of entries from .. (at most max_bytes of them, but at least
+ * one) exactly as the file holds them, into a malloc'd *buf the caller
+ * frees; *to receives the last index read. from past last_index reads
+ * nothing (*len 0, *to from - 1); from behind base_index is
+ * LKV_NOTFOUND. */
+int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
+                     unsigned char **buf, size_t *len, uint64_t *to,
+                     lkv_err *err);
+
+/* ---- frames in memory: what /append and /snapshot bodies carry ------- */
+
+/* Bytes one entry takes as a frame. */
+size_t lkvnet_rlog_frame_size(const lkvnet_entry *e);
+/* Encode e at dst (lkvnet_rlog_frame_size(e) bytes). */
+void lkvnet_rlog_encode(unsigned char *dst, const lkvnet_entry *e);
+/* Decode the frame at buf + *off into *e (borrowing buf) and advance *off:
+ * 1 for an entry, 0 at the end of buf, -1 for a bad frame (why says
+ * what and where). The checks are the file reader's: length, checksum,
+ * fields. */
+int lkvnet_rlog_decode(const unsigned char *buf, size_t len, size_t *off,
+                       lkvnet_entry *e, char *why, size_t whylen);
+
+/* ---- the node's current term (DATA_DIR/term) ------------------------- */
+
+/* Raft's currentTerm must survive restarts. 0 when the file is absent;
+ * LKV_CORRUPTION when it is damaged. */
+int lkvnet_term_load(const char *dir, uint64_t *term, lkv_err *err);
+/* Written aside, fsync'ed, renamed: a crash leaves the old or new term. */
+int lkvnet_term_store(const char *dir, uint64_t term, lkv_err *err);
 
 /* The highest index known durable. Any thread. */
 uint64_t lkvnet_rlog_durable_index(lkvnet_rlog *r);

@@ -36,37 +36,96 @@
 ** ======================================================================= */
 
 enum { R_SET, R_DELETE, R_GET, R_SCAN, R_STATUS, R_STATS, R_HEALTH,
-       R_METRICS, R_KV, R_OTHER, NROUTES };
+       R_METRICS, R_KV, R_APPEND, R_SNAPSHOT, R_SYNC, R_OTHER, NROUTES };
 static const char *const route_names[NROUTES] = {
     "/set", "/delete", "/get", "/scan", "/status", "/stats", "/health",
-    "/metrics", "/kv", "other"};
+    "/metrics", "/kv", "/append", "/snapshot", "/sync", "other"};
 
-static const int status_codes[] = {200, 400, 404, 405, 413, 500, 503};
+static const int status_codes[] = {200, 400, 401, 403, 404, 405,
+                                   409, 410, 413, 500, 503};
 #define NSTATUS (sizeof status_codes / sizeof status_codes[0])
 
 static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05,   0.1,   0.25,   0.5,   1,    2.5, 5};
 #define NBUCKETS (sizeof buckets / sizeof buckets[0])
 
-/* A log entry between append and apply, with the request waiting for it
- * (NULL once answered by a timeout, or for entries found at start-up). */
+/* Every request the node holds past its handler (a write waiting for its
+ * commit, a follower's /append waiting for its sync, a consistent read, a
+ * forwarded request) starts with this, so a drain knows how many answers
+ * are still owed (s->waiting). A client that hangs up meanwhile costs
+ * nothing special: libevent keeps the request until it is answered, and
+ * the answer then only frees it. */
+typedef struct Held {
+  struct evhttp_request *req; /* NULL once answered or gone */
+  lkvnet_server *s;
+  int route;
+  double start, deadline;
+} Held;
+
+/* A log entry between append and apply, with the write waiting for it (a
+ * leader's client request; none on followers or for entries found at
+ * start-up). */
 typedef struct Pending {
+  Held h;
   struct Pending *next;
   uint64_t index;
   int op;
   char *key, *val;
   size_t klen, vlen;
-  struct evhttp_request *req;
-  int route;
-  double start, deadline;
 } Pending;
 
+/* A request waiting for an index: a follower's /append for its fdatasync
+ * (target = the match index it will report), a leader's consistent read
+ * for its apply (target = the commit index when it came). */
+enum { W_APPEND, W_READ };
+typedef struct Waiter {
+  Held h;
+  struct Waiter *next;
+  int kind;
+  uint64_t target;
+  char *key; /* W_READ */
+  size_t klen;
+} Waiter;
+
+/* A request a follower passes to the leader, waiting for its answer. */
+typedef struct Fwd {
+  Held h;
+} Fwd;
+
+enum { PEER_UNKNOWN, PEER_UP, PEER_DOWN };
+static const char *const peer_states[] = {"unknown", "up", "down"};
+
+/* The leader's view of one follower (Raft's nextIndex/matchIndex). One
+ * request is in flight per follower at a time, carrying every entry
+ * appended since the last one (up to LKVNET_APPEND_MAX_BYTES): while it
+ * travels and the follower syncs, new writes gather for the next batch,
+ * so a batch grows with the load instead of the round trips. */
+typedef struct Peer {
+  lkvnet_server *s;
+  char *url, *host, *hostport;
+  int port;
+  struct evhttp_connection *conn;
+  uint64_t next_index, match_index;
+  uint64_t sent_to, sent_commit; /* what the request in flight carries */
+  int inflight, state;
+  double last_send, last_contact, retry_at, backoff;
+  char last_error[200];
+  uint64_t appends, entries_sent, failures;
+  /* a snapshot being streamed: an engine iterator (one consistent view)
+   * at applied index snap_index, snap_sent pairs so far */
+  lkv_iter *snap;
+  uint64_t snap_index, snap_term, snap_sent, snap_chunk;
+  int snap_done;
+  uint64_t snapshots_sent;
+} Peer;
+
 struct lkvnet_server {
-  char *data_dir, *host, *my_url, *leader_url;
+  char *data_dir, *host, *my_url, *leader_url, *token;
   char **nodes;
   size_t nnodes;
   size_t max_body;
-  int write_timeout_ms;
+  int write_timeout_ms, heartbeat_ms;
+  uint64_t compaction_threshold;
   lkvnet_log_fn log;
   void *log_ctx;
   int port;
@@ -84,10 +143,26 @@ struct lkvnet_server {
   struct event *notify_ev, *tick_ev, *sigterm_ev, *sigint_ev;
 
   uint64_t term, commit_index, applied_index;
+  uint64_t term_start; /* leader: index of its term's no-op (0: none) */
   Pending *head, *tail; /* in index order */
-  size_t waiting;       /* pending entries with a request */
+  Waiter *waiters;
+  size_t waiting;       /* Held requests not yet answered */
   int draining;
   lkv_err apply_err;    /* sticky: the engine refused an apply */
+
+  /* leader */
+  Peer *peers;
+  size_t npeers;
+  uint64_t compactions;
+  /* follower */
+  char *leader_hostport;
+  struct evhttp_connection *fwd[LKVNET_FORWARD_CONNS];
+  size_t fwd_next;
+  double leader_contact;
+  int needs_snapshot; /* the engine holds an unfinished install */
+  uint64_t install_index, install_term, install_got;
+  int installing;
+  uint64_t snapshots_installed;
 
   /* metrics */
   uint64_t requests[NROUTES][NSTATUS + 1]; /* +1: any other status */
@@ -237,6 +312,50 @@ static void put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
 /* }====================================================================== */
 
 /* {======================================================================
+** Held requests
+** ======================================================================= */
+
+static void hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
+                 int route, double start, double deadline) {
+  h->req = req;
+  h->s = s;
+  h->route = route;
+  h->start = start;
+  h->deadline = deadline;
+  s->waiting++;
+}
+
+/* Take the request back to answer it (NULL when it is gone already). */
+static struct evhttp_request *unhold(Held *h) {
+  struct evhttp_request *req = h->req;
+  if (req == NULL) return NULL;
+  h->req = NULL;
+  h->s->waiting--;
+  return req;
+}
+
+static void held_error(Held *h, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void held_error(Held *h, int code, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  struct evhttp_request *req = unhold(h);
+  if (req == NULL) return;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  reply_error(h->s, req, h->route, h->start, code, "%s", msg);
+}
+
+static void held_json(Held *h, int code, lkvnet_jbuf *b) {
+  struct evhttp_request *req = unhold(h);
+  if (req == NULL) lkvnet_jbuf_free(b);
+  else reply_json(h->s, req, h->route, h->start, code, b);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
 ** The commit path: append -> durable on a majority -> apply -> reply
 ** ======================================================================= */
 
@@ -269,29 +388,67 @@ static int pending_push(lkvnet_server *s, uint64_t index, int op,
   return 0;
 }
 
-/* The highest index durable on a majority of the nodes, counting this
- * one. Followers do not replicate yet, so their match index is 0: a
- * single node is its own majority, a leader of three commits nothing.
- * The next slice fills in the followers' match indexes here and nowhere
- * else. */
+/* Forget pending entries after index (a follower cut its log there). */
+static void pending_cut(lkvnet_server *s, uint64_t index) {
+  Pending **pp = &s->head, *p;
+  s->tail = NULL;
+  while ((p = *pp) != NULL && p->index <= index) {
+    s->tail = p;
+    pp = &p->next;
+  }
+  *pp = NULL;
+  while (p != NULL) {
+    Pending *next = p->next;
+    held_error(&p->h, 503, "index %llu was replaced by the leader's log",
+               (unsigned long long)p->index);
+    pending_free(p);
+    p = next;
+  }
+}
+
+static uint64_t last_index(lkvnet_server *s) {
+  lkvnet_rlog_stats rs;
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  return rs.last_index;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The leader's commit index: the highest index durable on a majority of
+ * the nodes, counting the leader, which must hold it itself: with a fixed
+ * leader there are no elections to keep a node that lacks an entry from
+ * leading, so the leader never counts an entry it could lose. As in Raft
+ * (section 5.4.2), only an entry of the leader's own term commits by
+ * counting; earlier ones commit with it (hence the no-op at term start).
+ * A node alone commits whatever it has synced. */
 static uint64_t majority_index(lkvnet_server *s) {
-  size_t n = s->nnodes ? s->nnodes : 1;
-  size_t need = n / 2 + 1; /* nodes that must hold an index */
-  uint64_t self = lkvnet_rlog_durable_index(s->rlog);
-  /* match indexes sorted descending: self, then n - 1 zeros */
-  return need <= 1 ? self : 0;
+  uint64_t self = lkvnet_rlog_durable_index(s->rlog), c, t;
+  size_t need = (s->npeers + 1) / 2 + 1, i; /* nodes that must hold it */
+  uint64_t m[64];
+  if (s->npeers == 0) return self;
+  for (i = 0; i < s->npeers && i < 64; i++) m[i] = s->peers[i].match_index;
+  qsort(m, i, sizeof m[0], cmp_desc);
+  c = m[need - 2]; /* the (need-1)-th best follower */
+  if (c > self) c = self;
+  if (c <= s->commit_index) return s->commit_index;
+  if (lkvnet_rlog_term_at(s->rlog, c, &t) != LKV_OK || t != s->term)
+    return s->commit_index;
+  return c;
 }
 
 /* Apply one committed entry and the new applied index atomically. */
 static int apply_entry(lkvnet_server *s, const Pending *p, lkv_err *err) {
   unsigned char idx[8];
-  int i, rc;
+  int i, rc = LKV_OK;
   uint64_t seq;
   for (i = 0; i < 8; i++) idx[i] = (unsigned char)(p->index >> (8 * i));
   lkv_batch_clear(s->batch);
   if (p->op == LKVNET_OP_SET)
     rc = lkv_batch_set(s->batch, p->key, p->klen, p->val, p->vlen, err);
-  else
+  else if (p->op == LKVNET_OP_DELETE)
     rc = lkv_batch_delete(s->batch, p->key, p->klen, err);
   if (rc == LKV_OK)
     rc = lkv_batch_set(s->batch, LKVNET_APPLIED_KEY,
@@ -300,8 +457,18 @@ static int apply_entry(lkvnet_server *s, const Pending *p, lkv_err *err) {
   return rc;
 }
 
+static void serve_reads(lkvnet_server *s);
+static void maybe_compact(lkvnet_server *s);
+
 static void apply_committed(lkvnet_server *s) {
-  while (s->head != NULL && s->head->index <= s->commit_index) {
+  /* a follower applies only what its own log holds durably: a machine
+   * crash must not leave the engine ahead of the log */
+  uint64_t limit = s->commit_index, durable;
+  if (!s->leader) {
+    durable = lkvnet_rlog_durable_index(s->rlog);
+    if (durable < limit) limit = durable;
+  }
+  while (s->head != NULL && s->head->index <= limit) {
     Pending *p = s->head;
     int rc = LKV_OK;
     lkv_err err;
@@ -319,14 +486,13 @@ static void apply_committed(lkvnet_server *s) {
     s->applied_index = p->index;
     s->head = p->next;
     if (s->head == NULL) s->tail = NULL;
-    if (p->req != NULL) {
+    if (p->h.req != NULL) {
       lkvnet_jbuf b;
       memset(&b, 0, sizeof b);
       lkvnet_jbuf_lit(&b, "{\"ok\": true, \"index\": ");
       lkvnet_jbuf_u64(&b, p->index);
       lkvnet_jbuf_lit(&b, "}");
-      s->waiting--;
-      reply_json(s, p->req, p->route, p->start, 200, &b);
+      held_json(&p->h, 200, &b);
     }
     pending_free(p);
   }
@@ -334,21 +500,103 @@ static void apply_committed(lkvnet_server *s) {
   if (s->apply_err.code != LKV_OK) {
     Pending *p;
     for (p = s->head; p != NULL; p = p->next)
-      if (p->req != NULL) {
-        s->waiting--;
-        reply_error(s, p->req, p->route, p->start, 500,
-                    "index %llu is durable in the log but the engine refused "
-                    "it: %s", (unsigned long long)p->index,
-                    s->apply_err.msg);
-        p->req = NULL;
-      }
+      held_error(&p->h, 500, "index %llu is durable in the log but the "
+                 "engine refused it: %s", (unsigned long long)p->index,
+                 s->apply_err.msg);
+  }
+  serve_reads(s);
+  maybe_compact(s);
+}
+
+static void peers_kick(lkvnet_server *s);
+
+static void advance_commit(lkvnet_server *s) {
+  uint64_t c = s->leader ? majority_index(s) : s->commit_index;
+  int moved = c > s->commit_index;
+  if (moved) s->commit_index = c;
+  apply_committed(s);
+  /* followers learn the new commit index with the next batch */
+  if (moved && s->leader) peers_kick(s);
+}
+
+/* Log compaction: once LOG_COMPACTION_THRESHOLD applied entries sit
+ * behind the log's start, cut them: they are in the engine, which is made
+ * durable first (its WAL runs without fsync; a flush puts everything in
+ * fsync'ed tables). A leader keeps what a live follower still needs, so
+ * only a follower that was away gets a snapshot instead. */
+static void maybe_compact(lkvnet_server *s) {
+  lkvnet_rlog_stats rs;
+  uint64_t target = s->applied_index, t;
+  size_t i;
+  lkv_err err;
+  if (s->compaction_threshold == 0 || s->installing) return;
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  for (i = 0; i < s->npeers; i++)
+    if (s->peers[i].state == PEER_UP && s->peers[i].match_index < target)
+      target = s->peers[i].match_index;
+  if (target <= rs.base_index ||
+      target - rs.base_index < s->compaction_threshold)
+    return;
+  err.msg[0] = '\0';
+  if (lkvnet_rlog_term_at(s->rlog, target, &t) != LKV_OK) return;
+  if (lkv_db_flush(s->db, &err) != LKV_OK ||
+      lkvnet_rlog_rewrite(s->rlog, target, t, &err) != LKV_OK) {
+    logf_(s, "log compaction at index %llu failed: %s",
+          (unsigned long long)target, err.msg);
+    return;
+  }
+  s->compactions++;
+  logf_(s, "log compacted: entries up to %llu (term %llu) are now only in "
+        "the engine", (unsigned long long)target, (unsigned long long)t);
+}
+
+/* Answer what waited for the log's sync (a follower's /append) or for an
+ * apply (a consistent read). */
+static void reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
+                         const char *error);
+static void read_local(lkvnet_server *s, struct evhttp_request *req,
+                       int route, double start, const char *key, size_t klen);
+
+static void serve_waiters(lkvnet_server *s) {
+  Waiter **pp = &s->waiters, *w;
+  uint64_t durable = lkvnet_rlog_durable_index(s->rlog);
+  while ((w = *pp) != NULL) {
+    int done = 0;
+    if (w->h.req == NULL) {
+      done = 1;
+    } else if (w->kind == W_APPEND && durable >= w->target) {
+      reply_append(s, &w->h, 200, w->target, NULL);
+      done = 1;
+    } else if (w->kind == W_READ && s->applied_index >= w->target) {
+      struct evhttp_request *req = unhold(&w->h);
+      if (req) read_local(s, req, w->h.route, w->h.start, w->key, w->klen);
+      done = 1;
+    }
+    if (done) {
+      *pp = w->next;
+      free(w->key);
+      free(w);
+    } else {
+      pp = &w->next;
+    }
   }
 }
 
-static void advance_commit(lkvnet_server *s) {
-  uint64_t c = majority_index(s);
-  if (c > s->commit_index) s->commit_index = c;
-  apply_committed(s);
+static void serve_reads(lkvnet_server *s) {
+  if (s->waiters != NULL) serve_waiters(s);
+}
+
+static Waiter *waiter_add(lkvnet_server *s, struct evhttp_request *req,
+                          int route, double start, int kind,
+                          uint64_t target) {
+  Waiter *w = calloc(1, sizeof *w);
+  if (w == NULL) return NULL;
+  w->kind = kind;
+  w->target = target;
+  hold(s, &w->h, req, route, start, start + s->write_timeout_ms / 1000.0);
+  w->next = s->waiters;
+  s->waiters = w;
+  return w;
 }
 
 /* The syncer made more of the log durable (or failed). */
@@ -361,31 +609,28 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
   }
   if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
     Pending *p;
+    Waiter *w;
+    uint64_t durable = lkvnet_rlog_durable_index(s->rlog);
     for (p = s->head; p != NULL; p = p->next)
-      if (p->req != NULL && p->index > lkvnet_rlog_durable_index(s->rlog)) {
-        s->waiting--;
-        reply_error(s, p->req, p->route, p->start, 500,
-                    "the replication log failed: %s", err.msg);
-        p->req = NULL;
-      }
+      if (p->index > durable)
+        held_error(&p->h, 500, "the replication log failed: %s", err.msg);
+    for (w = s->waiters; w != NULL; w = w->next)
+      if (w->kind == W_APPEND)
+        held_error(&w->h, 500, "the replication log failed: %s", err.msg);
   }
   advance_commit(s);
+  serve_waiters(s);
 }
 
-/* Start a write: check it, append it, and leave the request waiting for
- * its commit. Refusals answer at once and write nothing. */
+/* Start a write on the leader: check it, append it, send it to the
+ * followers, and leave the request waiting for its commit. Refusals
+ * answer at once and write nothing. */
 static void write_begin(lkvnet_server *s, struct evhttp_request *req,
                         int route, double start, int op, const char *key,
                         size_t klen, const char *val, size_t vlen) {
   uint64_t index;
   lkv_err err;
   int rc;
-  if (!s->leader) {
-    reply_error(s, req, route, start, 503,
-                "replication not implemented yet: send writes to the leader "
-                "URL (%s)", s->leader_url);
-    return;
-  }
   if (s->draining) {
     reply_error(s, req, route, start, 503, "the node is shutting down");
     return;
@@ -424,31 +669,49 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
                 "index %llu", (unsigned long long)index);
     return;
   }
-  s->tail->req = req;
-  s->tail->route = route;
-  s->tail->start = start;
-  s->tail->deadline = start + s->write_timeout_ms / 1000.0;
-  s->waiting++;
+  hold(s, &s->tail->h, req, route, start,
+       start + s->write_timeout_ms / 1000.0);
+  peers_kick(s);
 }
 
-/* Every 50 ms: answer writes that missed their deadline; finish a drain. */
+/* How many nodes hold index durably (the leader counted), for messages. */
+static size_t holders(lkvnet_server *s, uint64_t index) {
+  size_t n = lkvnet_rlog_durable_index(s->rlog) >= index, i;
+  for (i = 0; i < s->npeers; i++) n += s->peers[i].match_index >= index;
+  return n;
+}
+
+static void peers_tick(lkvnet_server *s);
+
+/* Every 50 ms: answer what missed its deadline; heartbeats and retries
+ * to followers; finish a drain. */
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_server *s = arg;
   double t = now_sec();
   Pending *p;
-  size_t n = s->nnodes ? s->nnodes : 1;
+  Waiter *w;
   (void)fd;
   (void)what;
   for (p = s->head; p != NULL && s->waiting > 0; p = p->next) {
-    if (p->req == NULL || t < p->deadline) continue;
-    s->waiting--;
-    reply_error(s, p->req, p->route, p->start, 503,
-                "no quorum: index %llu is durable on 1 of %zu nodes after %d "
-                "ms (replication to followers is not implemented yet); the "
-                "write may still be applied later",
-                (unsigned long long)p->index, n, s->write_timeout_ms);
-    p->req = NULL;
+    if (p->h.req == NULL || t < p->h.deadline) continue;
+    held_error(&p->h, 503,
+               "no quorum: index %llu is durable on %zu of %zu nodes after "
+               "%d ms; the write may still be applied later",
+               (unsigned long long)p->index, holders(s, p->index),
+               s->npeers + 1, s->write_timeout_ms);
   }
+  for (w = s->waiters; w != NULL; w = w->next) {
+    if (w->h.req == NULL || t < w->h.deadline) continue;
+    if (w->kind == W_READ)
+      held_error(&w->h, 503, "consistent read: index %llu not applied "
+                 "within %d ms", (unsigned long long)w->target,
+                 s->write_timeout_ms);
+    else
+      held_error(&w->h, 503, "the log did not sync index %llu within %d ms",
+                 (unsigned long long)w->target, s->write_timeout_ms);
+  }
+  serve_waiters(s); /* frees the answered */
+  peers_tick(s);
   if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
 }
 
@@ -457,13 +720,301 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   (void)what;
   if (s->draining) return;
   s->draining = 1;
-  logf_(s, "received %s: stopping (%zu write(s) in flight)",
+  logf_(s, "received %s: stopping (%zu request(s) in flight)",
         sig == SIGTERM ? "SIGTERM" : "SIGINT", s->waiting);
   if (s->sock != NULL) {
     evhttp_del_accept_socket(s->http, s->sock);
     s->sock = NULL;
   }
   if (s->waiting == 0) event_base_loopexit(s->base, NULL);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The leader's side of replication: /append and /snapshot to followers
+** ======================================================================= */
+
+static void peer_log_state(lkvnet_server *s, Peer *p, int state,
+                           const char *why) {
+  if (p->state == state) return;
+  if (state == PEER_UP)
+    logf_(s, "peer %s up (match index %llu)", p->url,
+          (unsigned long long)p->match_index);
+  else
+    logf_(s, "peer %s down: %s", p->url, why);
+  p->state = state;
+}
+
+static void peer_failed(lkvnet_server *s, Peer *p, const char *why) {
+  double t = now_sec();
+  p->failures++;
+  snprintf(p->last_error, sizeof p->last_error, "%s", why);
+  peer_log_state(s, p, PEER_DOWN, why);
+  /* back off: 50 ms doubling to 1 s, so a dead follower costs little */
+  p->backoff = p->backoff <= 0 ? 0.05 : p->backoff * 2;
+  if (p->backoff > 1.0) p->backoff = 1.0;
+  p->retry_at = t + p->backoff;
+  if (p->snap != NULL) { /* start the stream over when it comes back */
+    lkv_iter_free(p->snap);
+    p->snap = NULL;
+  }
+}
+
+static struct evhttp_request *peer_request(lkvnet_server *s, Peer *p,
+                                           void (*cb)(struct evhttp_request *,
+                                                      void *)) {
+  struct evhttp_request *r = evhttp_request_new(cb, p);
+  struct evkeyvalq *h;
+  if (r == NULL) return NULL;
+  h = evhttp_request_get_output_headers(r);
+  evhttp_add_header(h, "Host", p->hostport);
+  evhttp_add_header(h, "Content-Type", "application/octet-stream");
+  if (s->token != NULL) evhttp_add_header(h, LKVNET_TOKEN_HEADER, s->token);
+  return r;
+}
+
+/* The JSON answer of a follower: ok, its term, the index it matched (or
+ * its last index, when it refused), and its error. */
+typedef struct PeerAnswer {
+  int code, ok;
+  uint64_t term, match_index, last_index;
+  char error[200];
+} PeerAnswer;
+
+static int peer_answer(struct evhttp_request *r, PeerAnswer *a) {
+  lkvnet_json_object o;
+  char jerr[LKVNET_JSON_ERR_LEN];
+  struct evbuffer *in;
+  size_t n;
+  const char *body;
+  const lkvnet_json_member *m;
+  memset(a, 0, sizeof *a);
+  if (r == NULL || (a->code = evhttp_request_get_response_code(r)) == 0) {
+    snprintf(a->error, sizeof a->error, "no answer (connection refused, "
+             "reset or timed out)");
+    return -1;
+  }
+  in = evhttp_request_get_input_buffer(r);
+  n = evbuffer_get_length(in);
+  body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+  memset(&o, 0, sizeof o);
+  if (body == NULL || lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
+    snprintf(a->error, sizeof a->error, "HTTP %d with a body that is not "
+             "JSON", a->code);
+    lkvnet_json_free(&o);
+    return -1;
+  }
+  a->ok = lkvnet_json_true(&o, "ok");
+  lkvnet_json_u64(&o, "term", &a->term);
+  lkvnet_json_u64(&o, "match_index", &a->match_index);
+  lkvnet_json_u64(&o, "last_index", &a->last_index);
+  if ((m = lkvnet_json_get(&o, "error")) != NULL && m->str != NULL)
+    snprintf(a->error, sizeof a->error, "HTTP %d: %.180s", a->code, m->str);
+  lkvnet_json_free(&o);
+  return 0;
+}
+
+static void peer_send(lkvnet_server *s, Peer *p);
+
+/* A follower answered (or failed to answer) an /append. */
+static void on_append_reply(struct evhttp_request *r, void *arg) {
+  Peer *p = arg;
+  lkvnet_server *s = p->s;
+  PeerAnswer a;
+  p->inflight = 0;
+  if (peer_answer(r, &a) != 0 || (a.code != 200 && a.code != 409)) {
+    peer_failed(s, p, a.error[0] ? a.error : "refused");
+    return;
+  }
+  p->last_contact = now_sec();
+  p->backoff = 0;
+  if (a.ok) {
+    if (a.match_index > p->match_index) p->match_index = a.match_index;
+    p->next_index = a.match_index + 1;
+    peer_log_state(s, p, PEER_UP, NULL);
+    advance_commit(s);
+  } else {
+    /* a refusal: its log ends earlier or differs at prev_index; back up
+     * to just after its last index (or one entry before the probe) */
+    uint64_t nx = a.last_index + 1;
+    if (a.term > s->term)
+      logf_(s, "peer %s is at term %llu, past ours (%llu): is another node "
+            "leading?", p->url, (unsigned long long)a.term,
+            (unsigned long long)s->term);
+    if (nx >= p->next_index) nx = p->next_index > 1 ? p->next_index - 1 : 1;
+    if (nx <= p->match_index) nx = p->match_index + 1;
+    p->next_index = nx;
+    peer_log_state(s, p, PEER_UP, NULL);
+  }
+  peer_send(s, p);
+}
+
+static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
+  Peer *p = arg;
+  lkvnet_server *s = p->s;
+  PeerAnswer a;
+  p->inflight = 0;
+  if (peer_answer(r, &a) != 0 || a.code != 200 || !a.ok) {
+    peer_failed(s, p, a.error[0] ? a.error : "snapshot refused");
+    return;
+  }
+  p->last_contact = now_sec();
+  p->backoff = 0;
+  p->snap_sent += p->snap_chunk;
+  if (p->snap_done) {
+    lkv_iter_free(p->snap);
+    p->snap = NULL;
+    p->snapshots_sent++;
+    p->match_index = p->snap_index;
+    p->next_index = p->snap_index + 1;
+    logf_(s, "peer %s installed the snapshot at index %llu (%llu keys)",
+          p->url, (unsigned long long)p->snap_index,
+          (unsigned long long)p->snap_sent);
+    advance_commit(s);
+  }
+  peer_send(s, p);
+}
+
+/* The next chunk of the snapshot stream: pairs from the engine iterator,
+ * as log frames (op set, index = the pair's number in the stream). */
+static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
+  struct evhttp_request *r;
+  struct evbuffer *out;
+  char uri[256];
+  lkv_err err;
+  size_t bytes = 0;
+  lkvnet_entry e;
+  err.msg[0] = '\0';
+  if (p->snap == NULL) {
+    lkvnet_rlog_stats rs;
+    lkvnet_rlog_stats_get(s->rlog, &rs);
+    if (lkv_iter_new(s->db, LKV_SEQ_LATEST, &p->snap, &err) != LKV_OK) {
+      peer_failed(s, p, err.msg);
+      return;
+    }
+    /* the loop applies entries itself, so the engine is exactly at the
+     * applied index while it builds the view */
+    p->snap_index = s->applied_index;
+    if (lkvnet_rlog_term_at(s->rlog, p->snap_index, &p->snap_term) != LKV_OK)
+      p->snap_term = rs.base_term;
+    p->snap_sent = 0;
+    lkv_iter_seek_first(p->snap);
+    logf_(s, "peer %s needs index %llu, behind the log's start (%llu): "
+          "sending a snapshot at index %llu", p->url,
+          (unsigned long long)p->next_index,
+          (unsigned long long)rs.base_index + 1,
+          (unsigned long long)p->snap_index);
+  }
+  if ((r = peer_request(s, p, on_snapshot_reply)) == NULL) {
+    peer_failed(s, p, "out of memory");
+    return;
+  }
+  out = evhttp_request_get_output_buffer(r);
+  p->snap_chunk = 0;
+  e.term = p->snap_term;
+  e.op = LKVNET_OP_SET;
+  while (lkv_iter_valid(p->snap) && bytes < LKVNET_SNAPSHOT_CHUNK_BYTES) {
+    unsigned char stackbuf[512], *fb = stackbuf;
+    size_t fl;
+    e.key = lkv_iter_key(p->snap, &e.klen);
+    e.val = lkv_iter_value(p->snap, &e.vlen);
+    if (!is_reserved(e.key, e.klen)) {
+      e.index = p->snap_sent + p->snap_chunk + 1;
+      fl = lkvnet_rlog_frame_size(&e);
+      if (fl > sizeof stackbuf && (fb = malloc(fl)) == NULL) break;
+      lkvnet_rlog_encode(fb, &e);
+      evbuffer_add(out, fb, fl);
+      if (fb != stackbuf) free(fb);
+      bytes += fl;
+      p->snap_chunk++;
+    }
+    lkv_iter_next(p->snap);
+  }
+  if (lkv_iter_status(p->snap, &err) != LKV_OK) {
+    evhttp_request_free(r);
+    logf_(s, "snapshot for %s: the engine failed: %s", p->url, err.msg);
+    peer_failed(s, p, err.msg);
+    return;
+  }
+  p->snap_done = !lkv_iter_valid(p->snap);
+  snprintf(uri, sizeof uri, "/snapshot?term=%llu&index=%llu&snap_term=%llu"
+           "&offset=%llu&done=%d", (unsigned long long)s->term,
+           (unsigned long long)p->snap_index,
+           (unsigned long long)p->snap_term,
+           (unsigned long long)p->snap_sent, p->snap_done);
+  p->inflight = 1;
+  p->last_send = now_sec();
+  if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
+    p->inflight = 0;
+    peer_failed(s, p, "cannot send the request");
+  }
+}
+
+/* Send what the follower lacks, the commit index when it moved, or a
+ * heartbeat when it has been quiet; nothing while a request is out. */
+static void peer_send(lkvnet_server *s, Peer *p) {
+  lkvnet_rlog_stats rs;
+  struct evhttp_request *r;
+  unsigned char *frames = NULL;
+  size_t len = 0;
+  uint64_t to, prev_term = 0;
+  char uri[256];
+  lkv_err err;
+  double t = now_sec();
+  if (p->inflight || t < p->retry_at || s->draining) return;
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  if (p->snap != NULL ||
+      (p->next_index <= rs.base_index && p->state == PEER_UP)) {
+    peer_send_snapshot(s, p);
+    return;
+  }
+  if (p->next_index <= rs.base_index) {
+    /* not heard from yet: probe with what the log still has before
+     * building a snapshot for a follower that may not need one */
+    p->next_index = rs.base_index + 1;
+  }
+  if (p->next_index > rs.last_index && p->sent_commit >= s->commit_index &&
+      t - p->last_send < s->heartbeat_ms / 1000.0)
+    return;
+  err.msg[0] = '\0';
+  if (lkvnet_rlog_read(s->rlog, p->next_index, LKVNET_APPEND_MAX_BYTES,
+                       &frames, &len, &to, &err) != LKV_OK) {
+    peer_failed(s, p, err.msg);
+    return;
+  }
+  lkvnet_rlog_term_at(s->rlog, p->next_index - 1, &prev_term);
+  if ((r = peer_request(s, p, on_append_reply)) == NULL) {
+    free(frames);
+    peer_failed(s, p, "out of memory");
+    return;
+  }
+  if (len) evbuffer_add(evhttp_request_get_output_buffer(r), frames, len);
+  free(frames);
+  snprintf(uri, sizeof uri, "/append?term=%llu&prev_index=%llu&prev_term=%llu"
+           "&commit=%llu", (unsigned long long)s->term,
+           (unsigned long long)(p->next_index - 1),
+           (unsigned long long)prev_term,
+           (unsigned long long)s->commit_index);
+  p->inflight = 1;
+  p->sent_to = to;
+  p->sent_commit = s->commit_index;
+  p->last_send = t;
+  p->appends++;
+  if (to >= p->next_index) p->entries_sent += to - p->next_index + 1;
+  if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
+    p->inflight = 0;
+    peer_failed(s, p, "cannot send the request");
+  }
+}
+
+static void peers_kick(lkvnet_server *s) {
+  size_t i;
+  for (i = 0; i < s->npeers; i++) peer_send(s, &s->peers[i]);
+}
+
+static void peers_tick(lkvnet_server *s) {
+  if (s->leader) peers_kick(s);
 }
 
 /* }====================================================================== */
@@ -536,6 +1087,527 @@ static const lkvnet_json_member *need_string(lkvnet_server *s,
 /* }====================================================================== */
 
 /* {======================================================================
+** Internal routes: the follower's side, /sync, and the token
+** ======================================================================= */
+
+/* The shared secret, when one is set: 401 without it, 403 when wrong.
+ * The comparison does not stop at the first differing byte. */
+static int authorized(lkvnet_server *s, struct evhttp_request *req,
+                      int route, double start) {
+  const char *got;
+  size_t i, n, m;
+  unsigned diff = 0;
+  if (s->token == NULL) return 1;
+  got = evhttp_find_header(evhttp_request_get_input_headers(req),
+                           LKVNET_TOKEN_HEADER);
+  if (got == NULL) {
+    reply_error(s, req, route, start, 401, "this route needs the cluster "
+                "token in the " LKVNET_TOKEN_HEADER " header");
+    return 0;
+  }
+  n = strlen(got);
+  m = strlen(s->token);
+  for (i = 0; i < m; i++) diff |= (unsigned)(got[i < n ? i : 0] ^ s->token[i]);
+  if (diff != 0 || n != m) {
+    reply_error(s, req, route, start, 403, "wrong cluster token");
+    return 0;
+  }
+  return 1;
+}
+
+/* A decimal query parameter; -1 (and a 400) when absent or not a number. */
+static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
+                     double start, const char *query, const char *name,
+                     uint64_t *out) {
+  size_t len, i;
+  int found;
+  char *v = query_param(query, name, &len, &found);
+  uint64_t n = 0;
+  if (v == NULL) {
+    if (found) reply_error(s, req, route, start, 500, "out of memory");
+    else reply_error(s, req, route, start, 400,
+                     "missing query parameter \"%s\"", name);
+    return -1;
+  }
+  for (i = 0; i < len; i++) {
+    unsigned d = (unsigned char)v[i] - '0';
+    if (d > 9 || n > (UINT64_MAX - d) / 10) break;
+    n = n * 10 + d;
+  }
+  free(v);
+  if (len == 0 || i < len) {
+    reply_error(s, req, route, start, 400,
+                "query parameter \"%s\" must be an unsigned integer", name);
+    return -1;
+  }
+  *out = n;
+  return 0;
+}
+
+
+static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
+  lkvnet_jbuf_lit(b, ", \"term\": ");
+  lkvnet_jbuf_u64(b, s->term);
+  lkvnet_jbuf_lit(b, ", \"match_index\": ");
+  lkvnet_jbuf_u64(b, match);
+  lkvnet_jbuf_lit(b, ", \"last_index\": ");
+  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : last_index(s));
+}
+
+/* {"ok", "term", "match_index", "last_index"[, "error"]}: 200 when the
+ * entries are durable here, 409 when refused (stale term, a log that
+ * does not match at prev_index); the leader reads the numbers. */
+static void reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
+                         const char *error) {
+  lkvnet_jbuf b;
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, code == 200 ? "{\"ok\": true" : "{\"ok\": false");
+  status_fields(s, &b, match);
+  if (error != NULL) {
+    lkvnet_jbuf_lit(&b, ", \"error\": ");
+    lkvnet_jbuf_str(&b, error, strlen(error));
+  }
+  lkvnet_jbuf_lit(&b, "}");
+  held_json(h, code, &b);
+}
+
+/* Answer an internal request at once (not held). */
+static void answer_now(lkvnet_server *s, struct evhttp_request *req,
+                       int route, double start, int code, uint64_t match,
+                       const char *error) {
+  Held h;
+  hold(s, &h, req, route, start, start);
+  reply_append(s, &h, code, match, error);
+}
+
+/* A term seen in a leader's request: adopt a newer one, durably (Raft's
+ * currentTerm). Returns 0, or -1 after answering a stale one. */
+static int follow_term(lkvnet_server *s, struct evhttp_request *req,
+                       int route, double start, uint64_t term) {
+  lkv_err err;
+  if (s->leader) {
+    answer_now(s, req, route, start, 409, 0, "this node leads (it is "
+               "LEADER_URL); it takes no replication from another node");
+    return -1;
+  }
+  if (term < s->term) {
+    answer_now(s, req, route, start, 409, 0, "stale term");
+    return -1;
+  }
+  if (term > s->term) {
+    err.msg[0] = '\0';
+    if (lkvnet_term_store(s->data_dir, term, &err) != LKV_OK) {
+      reply_error(s, req, route, start, 500, "%s", err.msg);
+      return -1;
+    }
+    logf_(s, "term %llu (leader %s)", (unsigned long long)term,
+          s->leader_url);
+    s->term = term;
+  }
+  s->leader_contact = now_sec();
+  return 0;
+}
+
+/* POST /append?term&prev_index&prev_term&commit, body: log frames. */
+static void route_append(lkvnet_server *s, struct evhttp_request *req,
+                         const char *query, double start) {
+  uint64_t term, prev, prev_term, commit, t, match, base, expect;
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(in), off = 0;
+  const unsigned char *body;
+  lkvnet_rlog_stats rs;
+  lkvnet_entry e;
+  char why[160];
+  lkv_err err;
+  int rc;
+  Waiter *w;
+  if (query_u64(s, req, R_APPEND, start, query, "term", &term) != 0 ||
+      query_u64(s, req, R_APPEND, start, query, "prev_index", &prev) != 0 ||
+      query_u64(s, req, R_APPEND, start, query, "prev_term", &prev_term) != 0 ||
+      query_u64(s, req, R_APPEND, start, query, "commit", &commit) != 0)
+    return;
+  body = n ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
+  if (body == NULL) {
+    reply_error(s, req, R_APPEND, start, 500, "out of memory");
+    return;
+  }
+  /* check every frame before anything is written */
+  for (expect = prev + 1;; expect++) {
+    rc = lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why);
+    if (rc == 0) break;
+    if (rc < 0 || e.index != expect) {
+      reply_error(s, req, R_APPEND, start, 400, "bad frames: %s",
+                  rc < 0 ? why : "indexes do not follow prev_index");
+      return;
+    }
+  }
+  if (follow_term(s, req, R_APPEND, start, term) != 0) return;
+  if (s->installing) {
+    /* a new leader term, or the stream broke: the install starts over */
+    s->installing = 0;
+  }
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  base = rs.base_index;
+  if (s->needs_snapshot) {
+    answer_now(s, req, R_APPEND, start, 409, 0, "this node needs a snapshot");
+    return;
+  }
+  if (prev > rs.last_index) {
+    answer_now(s, req, R_APPEND, start, 409, 0, "log ends before prev_index");
+    return;
+  }
+  if (prev >= base && (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK ||
+                       t != prev_term)) {
+    /* Raft: refuse; the leader probes one entry back */
+    answer_now(s, req, R_APPEND, start, 409, 0,
+               "log does not match at prev_index");
+    return;
+  }
+  off = 0;
+  err.msg[0] = '\0';
+  while (lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
+    uint64_t last = last_index(s);
+    if (e.index <= base) continue; /* in our snapshot already */
+    if (e.index <= last) {
+      if (lkvnet_rlog_term_at(s->rlog, e.index, &t) == LKV_OK && t == e.term)
+        continue; /* have it */
+      if (e.index <= s->applied_index) {
+        reply_error(s, req, R_APPEND, start, 500, "the leader's entry %llu "
+                    "conflicts with one already applied here",
+                    (unsigned long long)e.index);
+        return;
+      }
+      logf_(s, "log conflict at index %llu: cutting %llu entries",
+            (unsigned long long)e.index,
+            (unsigned long long)(last - e.index + 1));
+      if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
+        reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
+        return;
+      }
+      pending_cut(s, e.index - 1);
+    }
+    if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
+      reply_error(s, req, R_APPEND, start, http_status_of(err.code), "%s",
+                  err.msg);
+      return;
+    }
+    if (pending_push(s, e.index, e.op, e.key, e.klen, e.val, e.vlen) != 0) {
+      reply_error(s, req, R_APPEND, start, 500, "out of memory");
+      return;
+    }
+  }
+  match = expect - 1 > base ? expect - 1 : base;
+  if (commit > match) commit = match;
+  if (commit > s->commit_index) s->commit_index = commit;
+  apply_committed(s);
+  if (lkvnet_rlog_durable_index(s->rlog) >= match) {
+    answer_now(s, req, R_APPEND, start, 200, match, NULL);
+    return;
+  }
+  if ((w = waiter_add(s, req, R_APPEND, start, W_APPEND, match)) == NULL)
+    reply_error(s, req, R_APPEND, start, 500, "out of memory");
+}
+
+/* Delete every key of the engine (reserved ones included) in batches. */
+static int wipe_engine(lkvnet_server *s, lkv_err *err) {
+  lkv_iter *it = NULL;
+  uint64_t seq;
+  int rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, err);
+  if (rc != LKV_OK) return rc;
+  lkv_batch_clear(s->batch);
+  for (lkv_iter_seek_first(it); lkv_iter_valid(it) && rc == LKV_OK;
+       lkv_iter_next(it)) {
+    size_t kl;
+    const char *k = lkv_iter_key(it, &kl);
+    rc = lkv_batch_delete(s->batch, k, kl, err);
+    if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
+      rc = lkv_db_write(s->db, s->batch, &seq, err);
+      lkv_batch_clear(s->batch);
+    }
+  }
+  if (rc == LKV_OK) rc = lkv_iter_status(it, err);
+  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
+  lkv_batch_clear(s->batch);
+  lkv_iter_free(it);
+  return rc;
+}
+
+static int set_marker(lkvnet_server *s, uint64_t v, int applied,
+                      lkv_err *err) {
+  unsigned char b[8];
+  uint64_t seq;
+  int i, rc;
+  for (i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
+  lkv_batch_clear(s->batch);
+  if (applied) {
+    rc = lkv_batch_delete(s->batch, LKVNET_INSTALL_KEY,
+                          sizeof LKVNET_INSTALL_KEY - 1, err);
+    if (rc == LKV_OK)
+      rc = lkv_batch_set(s->batch, LKVNET_APPLIED_KEY,
+                         sizeof LKVNET_APPLIED_KEY - 1, b, 8, err);
+  } else {
+    rc = lkv_batch_set(s->batch, LKVNET_INSTALL_KEY,
+                       sizeof LKVNET_INSTALL_KEY - 1, b, 8, err);
+  }
+  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
+  lkv_batch_clear(s->batch);
+  return rc;
+}
+
+/* POST /snapshot?term&index&snap_term&offset&done, body: (key, value)
+ * pairs as log frames numbered from offset + 1. The first chunk marks
+ * the engine as installing and empties it; the last one records the
+ * applied index and restarts the log after it. A crash in between leaves
+ * the mark, and the node asks for a new snapshot at its next start. */
+static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
+                           const char *query, double start) {
+  uint64_t term, index, sterm, offset, done, expect, seq;
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(in), off = 0;
+  const unsigned char *body;
+  lkvnet_entry e;
+  char why[160];
+  lkv_err err;
+  int rc;
+  if (query_u64(s, req, R_SNAPSHOT, start, query, "term", &term) != 0 ||
+      query_u64(s, req, R_SNAPSHOT, start, query, "index", &index) != 0 ||
+      query_u64(s, req, R_SNAPSHOT, start, query, "snap_term", &sterm) != 0 ||
+      query_u64(s, req, R_SNAPSHOT, start, query, "offset", &offset) != 0 ||
+      query_u64(s, req, R_SNAPSHOT, start, query, "done", &done) != 0)
+    return;
+  body = n ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
+  if (body == NULL) {
+    reply_error(s, req, R_SNAPSHOT, start, 500, "out of memory");
+    return;
+  }
+  for (expect = offset + 1;; expect++) {
+    rc = lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why);
+    if (rc == 0) break;
+    if (rc < 0 || e.index != expect || e.op != LKVNET_OP_SET) {
+      reply_error(s, req, R_SNAPSHOT, start, 400, "bad snapshot frames: %s",
+                  rc < 0 ? why : "pairs out of order");
+      return;
+    }
+  }
+  if (follow_term(s, req, R_SNAPSHOT, start, term) != 0) return;
+  err.msg[0] = '\0';
+  if (offset == 0) {
+    /* begin: nothing in the log past its start or in the engine is kept */
+    lkvnet_rlog_stats rs;
+    lkvnet_rlog_stats_get(s->rlog, &rs);
+    logf_(s, "installing a snapshot at index %llu from the leader",
+          (unsigned long long)index);
+    if (lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
+        set_marker(s, index, 0, &err) != LKV_OK ||
+        wipe_engine(s, &err) != LKV_OK ||
+        set_marker(s, index, 0, &err) != LKV_OK) {
+      reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      return;
+    }
+    pending_cut(s, 0);
+    s->needs_snapshot = 1;
+    s->applied_index = s->commit_index = 0;
+    s->installing = 1;
+    s->install_index = index;
+    s->install_term = sterm;
+    s->install_got = 0;
+  }
+  if (!s->installing || s->install_index != index || offset != s->install_got) {
+    answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot chunk out of "
+               "order; start again from offset 0");
+    return;
+  }
+  off = 0;
+  lkv_batch_clear(s->batch);
+  rc = LKV_OK;
+  while (rc == LKV_OK &&
+         lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
+    rc = lkv_batch_set(s->batch, e.key, e.klen, e.val, e.vlen, &err);
+    if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
+      rc = lkv_db_write(s->db, s->batch, &seq, &err);
+      lkv_batch_clear(s->batch);
+    }
+  }
+  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, &err);
+  lkv_batch_clear(s->batch);
+  if (rc != LKV_OK) {
+    reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+    return;
+  }
+  s->install_got = expect - 1;
+  if (done) {
+    /* the log first: a crash before the engine's mark goes leaves the
+     * mark, and a new install; the other order could leave an engine
+     * ahead of its log */
+    if (lkv_db_flush(s->db, &err) != LKV_OK ||
+        lkvnet_rlog_rewrite(s->rlog, index, sterm, &err) != LKV_OK ||
+        set_marker(s, index, 1, &err) != LKV_OK) {
+      reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      return;
+    }
+    s->applied_index = s->commit_index = index;
+    s->needs_snapshot = 0;
+    s->installing = 0;
+    s->snapshots_installed++;
+    logf_(s, "snapshot installed: index %llu, %llu keys",
+          (unsigned long long)index, (unsigned long long)s->install_got);
+  }
+  answer_now(s, req, R_SNAPSHOT, start, 200, done ? index : 0, NULL);
+}
+
+static const char *op_name(int op) {
+  return op == LKVNET_OP_SET ? "set" : op == LKVNET_OP_DELETE ? "delete"
+                                                              : "noop";
+}
+
+/* GET /sync?from_index=N[&limit=M]: the log from N as JSON (410 when N is
+ * behind the log's start: that history is only in snapshots now). */
+static void route_sync(lkvnet_server *s, struct evhttp_request *req,
+                       const char *query, double start) {
+  uint64_t from, limit = LKVNET_SYNC_MAX_ENTRIES, to, i = 0;
+  lkvnet_rlog_stats rs;
+  unsigned char *frames = NULL;
+  size_t len = 0, off = 0;
+  lkvnet_entry e;
+  char why[160];
+  lkvnet_jbuf b;
+  lkv_err err;
+  int rc, lfound;
+  size_t ll;
+  char *lim;
+  if (query_u64(s, req, R_SYNC, start, query, "from_index", &from) != 0)
+    return;
+  lim = query_param(query, "limit", &ll, &lfound);
+  if (lfound) {
+    long l;
+    if (lim == NULL || parse_limit(lim, &l) != 0 || l < 1 ||
+        l > LKVNET_SYNC_MAX_ENTRIES) {
+      free(lim);
+      reply_error(s, req, R_SYNC, start, 400, "limit must be an integer "
+                  "from 1 to %d", LKVNET_SYNC_MAX_ENTRIES);
+      return;
+    }
+    limit = (uint64_t)l;
+    free(lim);
+  }
+  if (from == 0) from = 1;
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  if (from <= rs.base_index) {
+    memset(&b, 0, sizeof b);
+    lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": \"entries up to the "
+                        "base index are compacted into a snapshot\", "
+                        "\"base_index\": ");
+    lkvnet_jbuf_u64(&b, rs.base_index);
+    lkvnet_jbuf_lit(&b, "}");
+    reply_json(s, req, R_SYNC, start, 410, &b);
+    return;
+  }
+  err.msg[0] = '\0';
+  rc = lkvnet_rlog_read(s->rlog, from, LKVNET_SCAN_MAX_BYTES, &frames, &len,
+                        &to, &err);
+  if (rc != LKV_OK) {
+    reply_error(s, req, R_SYNC, start, http_status_of(rc), "%s", err.msg);
+    return;
+  }
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{\"entries\": [");
+  while (i < limit &&
+         lkvnet_rlog_decode(frames, len, &off, &e, why, sizeof why) == 1) {
+    lkvnet_jbuf_lit(&b, i ? ", {\"term\": " : "{\"term\": ");
+    lkvnet_jbuf_u64(&b, e.term);
+    lkvnet_jbuf_lit(&b, ", \"index\": ");
+    lkvnet_jbuf_u64(&b, e.index);
+    lkvnet_jbuf_lit(&b, ", \"op\": \"");
+    lkvnet_jbuf_lit(&b, op_name(e.op));
+    lkvnet_jbuf_lit(&b, "\"");
+    if (e.op != LKVNET_OP_NOOP) {
+      lkvnet_jbuf_lit(&b, ", ");
+      put_bytes_member(&b, "key", e.key, e.klen);
+    }
+    if (e.op == LKVNET_OP_SET) {
+      lkvnet_jbuf_lit(&b, ", ");
+      put_bytes_member(&b, "value", e.val ? e.val : "", e.vlen);
+    }
+    lkvnet_jbuf_lit(&b, "}");
+    i++;
+  }
+  free(frames);
+  lkvnet_jbuf_lit(&b, "], \"base_index\": ");
+  lkvnet_jbuf_u64(&b, rs.base_index);
+  lkvnet_jbuf_lit(&b, ", \"last_index\": ");
+  lkvnet_jbuf_u64(&b, rs.last_index);
+  lkvnet_jbuf_lit(&b, ", \"commit_index\": ");
+  lkvnet_jbuf_u64(&b, s->commit_index);
+  lkvnet_jbuf_lit(&b, from + i <= rs.last_index ? ", \"more\": true}"
+                                                : ", \"more\": false}");
+  reply_json(s, req, R_SYNC, start, 200, &b);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Forwarding: a follower passes writes and consistent reads to the leader
+** ======================================================================= */
+
+static void on_forward_reply(struct evhttp_request *r, void *arg) {
+  Fwd *f = arg;
+  lkvnet_server *s = f->h.s;
+  struct evhttp_request *req;
+  int code = r ? evhttp_request_get_response_code(r) : 0;
+  if (code == 0) {
+    held_error(&f->h, 503, "the leader %s did not answer (down, or the "
+               "connection failed)", s->leader_url);
+  } else if ((req = unhold(&f->h)) != NULL) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(r);
+    size_t n = evbuffer_get_length(in);
+    const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(r),
+                                        "Content-Type");
+    reply(s, req, f->h.route, f->h.start, code,
+          ct ? ct : "application/json", body ? body : "", body ? n : 0);
+  }
+  free(f);
+}
+
+static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
+                    double start) {
+  struct evhttp_connection *c;
+  struct evhttp_request *r;
+  struct evkeyvalq *ih = evhttp_request_get_input_headers(req), *oh;
+  const char *ct = evhttp_find_header(ih, "Content-Type");
+  Fwd *f;
+  if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
+    reply_error(s, req, route, start, 503, "forwarded to a node that does "
+                "not lead: LEADER_URL differs between nodes");
+    return;
+  }
+  if (s->draining) {
+    reply_error(s, req, route, start, 503, "the node is shutting down");
+    return;
+  }
+  c = s->fwd[s->fwd_next++ % LKVNET_FORWARD_CONNS];
+  if ((f = calloc(1, sizeof *f)) == NULL ||
+      (r = evhttp_request_new(on_forward_reply, f)) == NULL) {
+    free(f);
+    reply_error(s, req, route, start, 500, "out of memory");
+    return;
+  }
+  oh = evhttp_request_get_output_headers(r);
+  evhttp_add_header(oh, "Host", s->leader_hostport);
+  evhttp_add_header(oh, "X-Lunakv-Forwarded-By", s->my_url);
+  if (ct) evhttp_add_header(oh, "Content-Type", ct);
+  evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
+                      evhttp_request_get_input_buffer(req));
+  hold(s, &f->h, req, route, start, 0);
+  if (evhttp_make_request(c, r, evhttp_request_get_command(req),
+                          evhttp_request_get_uri(req)) != 0)
+    /* f is left to the callback, which libevent may still make */
+    held_error(&f->h, 503, "cannot reach the leader %s", s->leader_url);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
 ** Routes
 ** ======================================================================= */
 
@@ -569,13 +1641,41 @@ static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_json_free(&o);
 }
 
-static void route_get(lkvnet_server *s, struct evhttp_request *req,
-                      const char *query, double start) {
-  size_t klen;
-  int found, rc;
-  char *key = query_param(query, "key", &klen, &found);
+/* Answer GET /get from this node's engine. */
+static void read_local(lkvnet_server *s, struct evhttp_request *req,
+                       int route, double start, const char *key,
+                       size_t klen) {
   lkv_err err;
   lkvnet_jbuf b;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf, &err);
+  if (rc != LKV_OK && rc != LKV_NOTFOUND) {
+    reply_error(s, req, route, start, http_status_of(rc), "%s", err.msg);
+    return;
+  }
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{");
+  put_bytes_member(&b, "key", key, klen);
+  lkvnet_jbuf_lit(&b, ", ");
+  if (rc == LKV_NOTFOUND) lkvnet_jbuf_lit(&b, "\"value\": null");
+  else put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
+  lkvnet_jbuf_lit(&b, "}");
+  reply_json(s, req, route, start, 200, &b);
+}
+
+/* GET /get?key=K[&consistent=true]. A consistent read on the leader waits
+ * until everything committed when it arrived is applied, and, after a
+ * restart, until an entry of the leader's own term has committed (before
+ * that, the leader cannot know what earlier terms committed); followers
+ * forward consistent reads (on_request). */
+static void route_get(lkvnet_server *s, struct evhttp_request *req,
+                      const char *query, double start, int consistent) {
+  size_t klen;
+  int found;
+  char *key = query_param(query, "key", &klen, &found);
+  uint64_t target = s->commit_index;
+  Waiter *w;
   if (key == NULL) {
     if (found) reply_error(s, req, R_GET, start, 500, "out of memory");
     else reply_error(s, req, R_GET, start, 400,
@@ -588,22 +1688,29 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
                 "keys starting with \\xff\\xfflunakv/ are reserved");
     return;
   }
-  err.msg[0] = '\0';
-  rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf, &err);
-  if (rc != LKV_OK && rc != LKV_NOTFOUND) {
+  if (consistent && s->term_start > target) target = s->term_start;
+  if (!consistent || s->applied_index >= target) {
+    read_local(s, req, R_GET, start, key, klen);
     free(key);
-    reply_error(s, req, R_GET, start, http_status_of(rc), "%s", err.msg);
     return;
   }
-  memset(&b, 0, sizeof b);
-  lkvnet_jbuf_lit(&b, "{");
-  put_bytes_member(&b, "key", key, klen);
-  lkvnet_jbuf_lit(&b, ", ");
-  if (rc == LKV_NOTFOUND) lkvnet_jbuf_lit(&b, "\"value\": null");
-  else put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
-  lkvnet_jbuf_lit(&b, "}");
-  free(key);
-  reply_json(s, req, R_GET, start, 200, &b);
+  if ((w = waiter_add(s, req, R_GET, start, W_READ, target)) == NULL) {
+    free(key);
+    reply_error(s, req, R_GET, start, 500, "out of memory");
+    return;
+  }
+  w->key = key;
+  w->klen = klen;
+}
+
+/* "true" or "1" turn a flag on. */
+static int query_flag(const char *query, const char *name) {
+  size_t n;
+  int found, on;
+  char *v = query_param(query, name, &n, &found);
+  on = v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+  free(v);
+  return on;
 }
 
 static int key_cmp(const char *a, size_t an, const char *b, size_t bn) {
@@ -675,6 +1782,13 @@ done:
   free(lim);
 }
 
+static void jfield(lkvnet_jbuf *b, const char *name, uint64_t v) {
+  lkvnet_jbuf_lit(b, ", \"");
+  lkvnet_jbuf_lit(b, name);
+  lkvnet_jbuf_lit(b, "\": ");
+  lkvnet_jbuf_u64(b, v);
+}
+
 static void route_status(lkvnet_server *s, struct evhttp_request *req,
                          double start) {
   lkvnet_jbuf b;
@@ -698,20 +1812,44 @@ static void route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_u64(&b, s->applied_index);
   lkvnet_jbuf_lit(&b, ", \"durable_index\": ");
   lkvnet_jbuf_u64(&b, rs.durable_index);
+  lkvnet_jbuf_lit(&b, ", \"base_index\": ");
+  lkvnet_jbuf_u64(&b, rs.base_index);
   lkvnet_jbuf_lit(&b, ", \"nodes\": [");
   for (i = 0; i < s->nnodes; i++) {
     if (i) lkvnet_jbuf_lit(&b, ", ");
     lkvnet_jbuf_str(&b, s->nodes[i], strlen(s->nodes[i]));
   }
-  lkvnet_jbuf_lit(&b, "]}");
+  lkvnet_jbuf_lit(&b, "]");
+  if (s->leader) {
+    double t = now_sec();
+    lkvnet_jbuf_lit(&b, ", \"followers\": [");
+    for (i = 0; i < s->npeers; i++) {
+      Peer *p = &s->peers[i];
+      lkvnet_jbuf_lit(&b, i ? ", {\"url\": " : "{\"url\": ");
+      lkvnet_jbuf_str(&b, p->url, strlen(p->url));
+      lkvnet_jbuf_lit(&b, ", \"state\": \"");
+      lkvnet_jbuf_lit(&b, p->snap ? "snapshot" : peer_states[p->state]);
+      lkvnet_jbuf_lit(&b, "\"");
+      jfield(&b, "match_index", p->match_index);
+      jfield(&b, "next_index", p->next_index);
+      jfield(&b, "lag", rs.last_index - (p->match_index < rs.last_index
+                                         ? p->match_index : rs.last_index));
+      jfield(&b, "last_contact_ms",
+             p->last_contact > 0 ? (uint64_t)((t - p->last_contact) * 1000)
+                                 : 0);
+      jfield(&b, "snapshots_sent", p->snapshots_sent);
+      if (p->state == PEER_DOWN) {
+        lkvnet_jbuf_lit(&b, ", \"error\": ");
+        lkvnet_jbuf_str(&b, p->last_error, strlen(p->last_error));
+      }
+      lkvnet_jbuf_lit(&b, "}");
+    }
+    lkvnet_jbuf_lit(&b, "]");
+  } else if (s->needs_snapshot) {
+    lkvnet_jbuf_lit(&b, ", \"needs_snapshot\": true");
+  }
+  lkvnet_jbuf_lit(&b, "}");
   reply_json(s, req, R_STATUS, start, 200, &b);
-}
-
-static void jfield(lkvnet_jbuf *b, const char *name, uint64_t v) {
-  lkvnet_jbuf_lit(b, ", \"");
-  lkvnet_jbuf_lit(b, name);
-  lkvnet_jbuf_lit(b, "\": ");
-  lkvnet_jbuf_u64(b, v);
 }
 
 static void jlevels(lkvnet_jbuf *b, const char *name, const uint64_t *v) {
@@ -852,6 +1990,34 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
   GAUGE("commit_index", "Last index durable on a majority.", s->commit_index);
   GAUGE("applied_index", "Last index applied to the engine.",
         s->applied_index);
+  GAUGE("rlog_base_index", "Entries up to this index are compacted into "
+        "the engine.", rs.base_index);
+  GAUGE("term", "The node's current term.", s->term);
+  COUNTER("rlog_compactions_total", "Log compactions.", s->compactions);
+  if (s->npeers > 0) {
+    mline(&b, "# HELP lunakv_replication_lag_entries Entries in the "
+              "leader's log that a follower does not hold yet.\n"
+              "# TYPE lunakv_replication_lag_entries gauge\n");
+    for (i = 0; i < s->npeers; i++)
+      mline(&b, "lunakv_replication_lag_entries{follower=\"%s\"} %llu\n",
+            s->peers[i].url,
+            (unsigned long long)(rs.last_index > s->peers[i].match_index
+                                     ? rs.last_index - s->peers[i].match_index
+                                     : 0));
+    mline(&b, "# HELP lunakv_replication_follower_up 1 when the follower "
+              "answered its last request.\n"
+              "# TYPE lunakv_replication_follower_up gauge\n");
+    for (i = 0; i < s->npeers; i++)
+      mline(&b, "lunakv_replication_follower_up{follower=\"%s\"} %d\n",
+            s->peers[i].url, s->peers[i].state == PEER_UP);
+    mline(&b, "# HELP lunakv_replication_entries_sent_total Entries sent "
+              "to a follower.\n"
+              "# TYPE lunakv_replication_entries_sent_total counter\n");
+    for (i = 0; i < s->npeers; i++)
+      mline(&b, "lunakv_replication_entries_sent_total{follower=\"%s\"} "
+                "%llu\n", s->peers[i].url,
+            (unsigned long long)s->peers[i].entries_sent);
+  }
   COUNTER("rlog_syncs_total", "fdatasync calls on the replication log.",
           rs.syncs);
   COUNTER("rlog_bytes_total", "Bytes appended to the replication log.",
@@ -948,6 +2114,8 @@ static const struct {
     {"/get", R_GET, EVHTTP_REQ_GET},        {"/scan", R_SCAN, EVHTTP_REQ_GET},
     {"/status", R_STATUS, EVHTTP_REQ_GET},  {"/stats", R_STATS, EVHTTP_REQ_GET},
     {"/health", R_HEALTH, EVHTTP_REQ_GET},  {"/metrics", R_METRICS, EVHTTP_REQ_GET},
+    {"/append", R_APPEND, EVHTTP_REQ_POST}, {"/snapshot", R_SNAPSHOT, EVHTTP_REQ_POST},
+    {"/sync", R_SYNC, EVHTTP_REQ_GET},
 };
 
 static void on_request(struct evhttp_request *req, void *arg) {
@@ -997,11 +2165,27 @@ static void on_request(struct evhttp_request *req, void *arg) {
                 s->max_body);
     return;
   }
+  if (!query) query = "";
+  if (route == R_APPEND || route == R_SNAPSHOT || route == R_SYNC) {
+    if (!authorized(s, req, route, start)) return;
+  } else if (!s->leader &&
+             (route == R_SET || route == R_DELETE ||
+              (route == R_KV && cmd != EVHTTP_REQ_GET) ||
+              (route == R_GET && query_flag(query, "consistent")))) {
+    forward(s, req, route, start);
+    return;
+  }
   switch (route) {
   case R_SET:
   case R_DELETE: route_write_json(s, req, route, start); break;
-  case R_GET: route_get(s, req, query ? query : "", start); break;
-  case R_SCAN: route_scan(s, req, query ? query : "", start); break;
+  case R_GET:
+    route_get(s, req, query, start, s->leader && query_flag(query,
+                                                            "consistent"));
+    break;
+  case R_APPEND: route_append(s, req, query, start); break;
+  case R_SNAPSHOT: route_snapshot(s, req, query, start); break;
+  case R_SYNC: route_sync(s, req, query, start); break;
+  case R_SCAN: route_scan(s, req, query, start); break;
   case R_STATUS: route_status(s, req, start); break;
   case R_STATS: route_stats(s, req, start); break;
   case R_HEALTH: route_health(s, req, start); break;
@@ -1021,6 +2205,8 @@ void lkvnet_options_init(lkvnet_options *o) {
   o->host = "127.0.0.1";
   o->max_body_bytes = LKVNET_DEFAULT_MAX_BODY;
   o->write_timeout_ms = LKVNET_DEFAULT_WRITE_TIMEOUT_MS;
+  o->heartbeat_ms = LKVNET_DEFAULT_HEARTBEAT_MS;
+  o->log_compaction_threshold = LKVNET_DEFAULT_LOG_COMPACTION;
   lkv_options_init(&o->engine);
 }
 
@@ -1037,6 +2223,83 @@ static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
 
 static char *dupstr(const char *p) {
   return p ? strdup(p) : NULL;
+}
+
+/* "http://host:port" -> a client connection of this loop, and the Host
+ * header to send. */
+static struct evhttp_connection *connect_url(lkvnet_server *s, const char *url,
+                                             char **hostport, lkv_err *err) {
+  struct evhttp_uri *u = evhttp_uri_parse(url);
+  const char *host = u ? evhttp_uri_get_host(u) : NULL;
+  int port = u ? evhttp_uri_get_port(u) : -1;
+  struct evhttp_connection *c = NULL;
+  char hp[300];
+  if (host == NULL) {
+    if (u) evhttp_uri_free(u);
+    lkvnet_seterr(err, LKV_INVALID, "not a node URL: %s", url);
+    return NULL;
+  }
+  if (port < 0) port = 80;
+  snprintf(hp, sizeof hp, "%s:%d", host, port);
+  c = evhttp_connection_base_new(s->base, NULL, host, (ev_uint16_t)port);
+  evhttp_uri_free(u);
+  if (c == NULL || (*hostport = strdup(hp)) == NULL) {
+    if (c) evhttp_connection_free(c);
+    lkvnet_seterr(err, LKV_NOMEM, "connection to %s", url);
+    return NULL;
+  }
+  evhttp_connection_set_retries(c, 0);
+  return c;
+}
+
+/* The leader: a new term (persisted before anything of it is written), a
+ * Peer per follower, and the term's no-op. A follower: its connections
+ * to the leader, for forwarding. */
+static int setup_cluster(lkvnet_server *s, lkv_err *err) {
+  size_t i;
+  int rc;
+  if (s->leader) {
+    uint64_t idx;
+    s->term++;
+    if ((rc = lkvnet_term_store(s->data_dir, s->term, err)) != LKV_OK)
+      return rc;
+    if ((s->peers = calloc(s->nnodes, sizeof *s->peers)) == NULL)
+      return lkvnet_seterr(err, LKV_NOMEM, "peers");
+    for (i = 0; i < s->nnodes; i++) {
+      Peer *p = &s->peers[s->npeers];
+      if (strcmp(s->nodes[i], s->my_url) == 0) continue;
+      if ((p->url = strdup(s->nodes[i])) == NULL)
+        return lkvnet_seterr(err, LKV_NOMEM, "peers");
+      s->npeers++;
+      p->s = s;
+      if ((p->conn = connect_url(s, p->url, &p->hostport, err)) == NULL)
+        return err ? err->code : LKV_INVALID;
+      /* a silent follower is down after this, not after TCP's minutes */
+      evhttp_connection_set_timeout(p->conn, 2);
+      p->next_index = last_index(s) + 1;
+    }
+    if (s->npeers > 0) {
+      /* entries of earlier terms commit once this one does (Raft 5.4.2);
+       * until then consistent reads wait */
+      if ((rc = lkvnet_rlog_append(s->rlog, s->term, LKVNET_OP_NOOP, NULL, 0,
+                                   NULL, 0, &idx, err)) != LKV_OK)
+        return rc;
+      if (pending_push(s, idx, LKVNET_OP_NOOP, NULL, 0, NULL, 0) != 0)
+        return lkvnet_seterr(err, LKV_NOMEM, "pending");
+      s->term_start = idx;
+    }
+  } else {
+    for (i = 0; i < LKVNET_FORWARD_CONNS; i++) {
+      char *hp = NULL;
+      if ((s->fwd[i] = connect_url(s, s->leader_url, &hp, err)) == NULL)
+        return err ? err->code : LKV_INVALID;
+      evhttp_connection_set_timeout(
+          s->fwd[i], (s->write_timeout_ms + 999) / 1000 + 2);
+      if (s->leader_hostport == NULL) s->leader_hostport = hp;
+      else free(hp);
+    }
+  }
+  return LKV_OK;
 }
 
 int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
@@ -1063,6 +2326,14 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                                                 : LKVNET_DEFAULT_WRITE_TIMEOUT_MS;
   s->log = o->log;
   s->log_ctx = o->log_ctx;
+  s->heartbeat_ms = o->heartbeat_ms > 0 ? o->heartbeat_ms
+                                        : LKVNET_DEFAULT_HEARTBEAT_MS;
+  s->compaction_threshold = o->log_compaction_threshold;
+  if (o->token != NULL && o->token[0] != '\0' &&
+      (s->token = strdup(o->token)) == NULL) {
+    rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+    goto fail;
+  }
   s->data_dir = dupstr(o->data_dir);
   s->host = dupstr(o->host);
   s->nnodes = o->nodes ? o->nnodes : 0;
@@ -1104,6 +2375,14 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                   "not 8", dbdir, s->getbuf.len);
     goto fail;
   }
+  rc = lkv_db_get(s->db, LKVNET_INSTALL_KEY, sizeof LKVNET_INSTALL_KEY - 1,
+                  LKV_SEQ_LATEST, &s->getbuf, &e);
+  if (rc == LKV_OK) {
+    s->needs_snapshot = 1; /* an install broke off: the engine is partial */
+    s->applied_index = 0;
+  } else if (rc != LKV_NOTFOUND) {
+    goto fail;
+  }
   rc = LKV_OK;
   s->commit_index = s->applied_index;
   replayed_from = s->applied_index;
@@ -1124,7 +2403,8 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                 (unsigned long long)s->applied_index);
     goto fail;
   }
-  s->term = rs.last_term ? rs.last_term : 1;
+  if ((rc = lkvnet_term_load(s->data_dir, &s->term, &e)) != LKV_OK) goto fail;
+  if (rs.last_term > s->term) s->term = rs.last_term;
 
   /* the loop and the listening socket */
   if ((s->base = event_base_new()) == NULL ||
@@ -1189,6 +2469,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     }
     s->nnodes = 1;
   }
+  if ((rc = setup_cluster(s, &e)) != LKV_OK) goto fail;
   s->notify_ev = event_new(s->base, s->pipefd[0], EV_READ | EV_PERSIST,
                            on_notify, s);
   s->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
@@ -1199,6 +2480,9 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
 
   /* apply what the log holds past the engine, as far as it is committed */
   if (s->leader) advance_commit(s);
+  if (s->needs_snapshot)
+    logf_(s, "the engine holds an unfinished snapshot install: waiting for "
+          "the leader to send a new one");
   if (s->apply_err.code != LKV_OK) {
     e = s->apply_err;
     rc = e.code;
@@ -1260,14 +2544,30 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   lkv_err e;
   size_t i;
   Pending *p;
+  Waiter *w;
   if (s == NULL) return LKV_OK;
   /* answer anything still waiting (a loop that failed, not a drain) */
   for (p = s->head; p != NULL; p = p->next)
-    if (p->req != NULL) {
-      reply_error(s, p->req, p->route, p->start, 503,
-                  "the node is shutting down");
-      p->req = NULL;
-    }
+    held_error(&p->h, 503, "the node is shutting down");
+  while ((w = s->waiters) != NULL) {
+    held_error(&w->h, 503, "the node is shutting down");
+    s->waiters = w->next;
+    free(w->key);
+    free(w);
+  }
+  for (i = 0; i < s->npeers; i++) {
+    Peer *pe = &s->peers[i];
+    if (pe->conn) evhttp_connection_free(pe->conn);
+    if (pe->snap) lkv_iter_free(pe->snap);
+    free(pe->url);
+    free(pe->host);
+    free(pe->hostport);
+  }
+  free(s->peers);
+  for (i = 0; i < LKVNET_FORWARD_CONNS; i++)
+    if (s->fwd[i]) evhttp_connection_free(s->fwd[i]);
+  free(s->leader_hostport);
+  free(s->token);
   if (s->http) evhttp_free(s->http);
   if (s->notify_ev) event_free(s->notify_ev);
   if (s->tick_ev) event_free(s->tick_ev);

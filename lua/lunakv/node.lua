@@ -29,6 +29,13 @@ function M.add_to_parser(p)
   p:option("--write-timeout-ms", "A write not committed by then is "
     .. "answered 503 (default 5000).")
     :argname("<ms>"):convert(tonumber)
+  p:option("--token", "Shared secret the nodes send each other on "
+    .. "/append, /snapshot and /sync (default: CLUSTER_TOKEN; empty: none). "
+    .. "Prefer CLUSTER_TOKEN: a flag shows in ps.")
+    :argname("<secret>")
+  p:option("--heartbeat-ms", "How often an idle leader contacts each "
+    .. "follower (default 100).")
+    :argname("<ms>"):convert(tonumber)
 end
 
 -- "http://Host:8000/" -> { scheme, host, port, url = "http://Host:8000" }
@@ -123,6 +130,10 @@ function M.main(args, settings)
   if not opts then return nil, err end
   local lunakv = require "lunakv"
   opts.engine = lunakv.engine_options(settings)
+  opts.log_compaction_threshold = settings.log_compaction_threshold
+  opts.token = args.token or settings.cluster_token
+  if opts.token == "" then opts.token = nil end
+  opts.heartbeat_ms = args.heartbeat_ms
   if opts.port == 0 then
     -- with port 0 the server names itself after binding; a listed URL
     -- cannot know that port, so the node runs alone and leads
