@@ -127,4 +127,256 @@ function M.get(node, k)
   return M.json_request("GET", node.url .. "/get?key=" .. M.urlencode(k))
 end
 
+
+-- ---- clusters of nodes -------------------------------------------------
+-- Several `bin/lunakv node` processes on 127.0.0.1 that share one
+-- NODE_URLS list (in the same order) and one LEADER_URL (the first URL).
+-- A member is { url, port, dir, pid, log, leader, urls, args, env, i }:
+-- pid is nil while it is not running.
+
+local function running(node)
+  return node.pid ~= nil and alive(node.pid)
+end
+M.running = running
+
+-- Distinct random ports in 20000..32000, below Linux's ephemeral range.
+-- From /dev/urandom: spec runs started in the same second share
+-- math.random's seed (os.time()) and would pick the same ports.
+local function pick_ports(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local ports, seen = {}, {}
+  while #ports < n do
+    local p = 20000 + string.unpack("<I4", f:read(4)) % 12001
+    if not seen[p] then seen[p] = true; ports[#ports + 1] = p end
+  end
+  f:close()
+  return ports
+end
+
+-- Spawn member node without waiting for it.
+local function spawn_member(node)
+  local envs = {}
+  for k, v in pairs(node.env or {}) do
+    envs[#envs + 1] = k .. "=" .. h.quote(v)
+  end
+  table.sort(envs)
+  local cmd = table.concat({
+    #envs > 0 and ("env " .. table.concat(envs, " ")) or "",
+    h.lua, h.quote(h.bin), "node", node.port, h.quote(node.dir),
+    h.quote(node.leader), h.quote(table.concat(node.urls, ",")),
+    table.concat(node.args or {}, " ") }, " ")
+  local pid, p = h.spawn(cmd)
+  node.pid, node.log = pid, p.err
+end
+
+-- Wait until a spawned member answers /health: "up", or "dead" when the
+-- process exited first (node.pid is then reaped and cleared). /health is
+-- asked only once the node has logged "listening on": until then another
+-- process (a parallel spec run) may hold the port and answer for it.
+local function wait_health(node, timeout)
+  local st = h.wait_until(function()
+    if not alive(node.pid) then return "dead" end
+    if not M.read_log(node.log):find("listening on", 1, true) then
+      return nil
+    end
+    local code = M.request("GET", node.url .. "/health")
+    return code == 200 and "up" or nil
+  end, timeout or 20, function()
+    return node.url .. " /health: " .. M.read_log(node.log)
+  end)
+  if st == "dead" then
+    h.wait(node.pid)
+    node.pid = nil
+  end
+  return st
+end
+
+-- Start (or restart: same port, same directory) member node and wait for
+-- /health. Raises with the node's log when it does not come up.
+function M.start_member(node)
+  assert(not running(node), node.url .. " is already running")
+  spawn_member(node)
+  if wait_health(node) ~= "up" then
+    error("node " .. node.url .. " did not start: " .. M.read_log(node.log))
+  end
+  return node
+end
+
+-- Stop member node with sig (default TERM) and reap it. A node that has
+-- not exited 15 s after TERM is killed (and the test fails elsewhere).
+-- Returns how it ended: ok, "exit"/"signal", code.
+function M.stop_member(node, sig)
+  if not node.pid then return nil end
+  sig = sig or "TERM"
+  h.kill(node.pid, sig)
+  if sig ~= "KILL" then
+    local gone = pcall(h.wait_until, function() return not alive(node.pid) end,
+      15)
+    if not gone then h.kill(node.pid, "KILL") end
+  end
+  local a, b, c = h.wait(node.pid)
+  node.pid = nil
+  return a, b, c
+end
+
+-- kill -9 a member (and reap it).
+function M.kill_member(node)
+  return M.stop_member(node, "KILL")
+end
+
+-- Stop every running member of nodes (TERM, then KILL when stuck).
+function M.stop_cluster(nodes, sig)
+  if not nodes then return end
+  for _, node in ipairs(nodes) do
+    if node.pid then h.kill(node.pid, sig or "TERM") end
+  end
+  for _, node in ipairs(nodes) do
+    if node.pid then M.stop_member(node, sig) end
+  end
+end
+
+-- start_cluster{ n = 3, args = { flags for every node }, env = { NAME =
+-- value for every node }, dirs = { data dir per member } (default fresh
+-- tmpdirs), down = { member numbers not to start now }, order = { member
+-- numbers in start order } (default 1..n), ready = false to skip waiting
+-- for the leader to see its followers up }. Every member is spawned before
+-- any is waited for; when one cannot listen (its port is taken) the whole
+-- cluster is stopped and started again on new ports. Returns nodes (an
+-- array, nodes.leader = nodes[1]) once every started member answers
+-- /health and (unless ready = false) the leader reports every started
+-- follower "up".
+function M.start_cluster(spec)
+  spec = spec or {}
+  local n = spec.n or 3
+  local down = {}
+  for _, i in ipairs(spec.down or {}) do down[i] = true end
+  local order = spec.order
+  if not order then
+    order = {}
+    for i = 1, n do order[i] = i end
+  end
+  local dirs = {}
+  for i = 1, n do
+    dirs[i] = (spec.dirs and spec.dirs[i]) or (h.tmpdir() .. "/node" .. i)
+  end
+  for _ = 1, 10 do
+    local ports, urls = pick_ports(n), {}
+    for i = 1, n do urls[i] = "http://127.0.0.1:" .. ports[i] end
+    local nodes = {}
+    for i = 1, n do
+      nodes[i] = { i = i, url = urls[i], port = ports[i], dir = dirs[i],
+                   leader = urls[1], urls = urls, args = spec.args or {},
+                   env = spec.env }
+    end
+    nodes.leader = nodes[1]
+    for _, i in ipairs(order) do
+      if not down[i] then spawn_member(nodes[i]) end
+    end
+    local retry, failed = false, nil
+    for _, i in ipairs(order) do
+      local node = nodes[i]
+      if node.pid and wait_health(node) ~= "up" then
+        local log = M.read_log(node.log)
+        if log:find("cannot listen", 1, true) then
+          retry = true
+        else
+          failed = "node " .. node.url .. " did not start: " .. log
+        end
+        break
+      end
+    end
+    if not retry and not failed then
+      if spec.ready ~= false then
+        local ok, err = pcall(M.wait_ready, nodes)
+        if not ok then
+          M.stop_cluster(nodes, "KILL")
+          error(err, 0)
+        end
+      end
+      return nodes
+    end
+    M.stop_cluster(nodes, "KILL")
+    if failed then error(failed, 2) end
+  end
+  error("start_cluster: no free ports after 10 tries", 2)
+end
+
+-- Wait until the leader's /status lists every running follower as "up".
+function M.wait_ready(nodes, timeout)
+  local leader = nodes.leader or nodes[1]
+  local last
+  h.wait_until(function()
+    local code, st = M.json_request("GET", leader.url .. "/status")
+    last = st
+    if code ~= 200 or type(st) ~= "table" then return false end
+    if type(st.followers) ~= "table" then
+      error("the leader's /status has no \"followers\" array: "
+        .. cjson.encode(st), 0)
+    end
+    local state = {}
+    for _, f in ipairs(st.followers) do state[f.url] = f.state end
+    for _, node in ipairs(nodes) do
+      if node ~= leader and running(node) and state[node.url] ~= "up" then
+        return false
+      end
+    end
+    return true
+  end, timeout or 20, function()
+    return "leader /status: " .. (last and cjson.encode(last) or "none")
+  end)
+end
+
+-- json_request with extra request headers.
+function M.json_call(method, url, body, headers)
+  local hdrs = {}
+  if body then hdrs["content-type"] = "application/json" end
+  for k, v in pairs(headers or {}) do hdrs[k] = v end
+  local code, text, rh = M.request(method, url, body, hdrs)
+  local okj, doc = pcall(cjson.decode, text or "")
+  return code, okj and doc or nil, text, rh
+end
+
+function M.delete(node, k)
+  return M.json_request("POST", node.url .. "/delete",
+    cjson.encode { key = k })
+end
+
+-- A read through the leader (GET /get?key=K&consistent=true).
+function M.consistent_get(node, k)
+  return M.json_request("GET", node.url .. "/get?key=" .. M.urlencode(k)
+    .. "&consistent=true")
+end
+
+-- Poll node's local /get until key has value (cjson.null: absent).
+function M.wait_value(node, k, v, timeout)
+  local last
+  return h.wait_until(function()
+    local code, doc, text = M.get(node, k)
+    last = tostring(code) .. " " .. tostring(text)
+    return code == 200 and doc and doc.value == v
+  end, timeout or 15, function()
+    return node.url .. " /get " .. string.format("%q", k):sub(1, 80)
+      .. ": " .. last:sub(1, 200)
+  end)
+end
+
+-- Poll until node's log and engine have caught up with the leader as it
+-- was when called: last_index >= the leader's last_index and
+-- applied_index >= its commit_index. Returns node's last /status.
+function M.wait_caught_up(node, leader, timeout)
+  local ls = M.status(leader)
+  local st
+  h.wait_until(function()
+    local code, doc = M.json_request("GET", node.url .. "/status")
+    if code ~= 200 or type(doc) ~= "table" then return false end
+    st = doc
+    return (doc.last_index or -1) >= ls.last_index
+      and (doc.applied_index or -1) >= ls.commit_index
+  end, timeout or 20, function()
+    return node.url .. " /status " .. (st and cjson.encode(st) or "none")
+      .. " vs the leader's " .. cjson.encode(ls)
+  end)
+  return st
+end
+
 return M

@@ -33,7 +33,8 @@
 #define LKVNET_APPEND_MAX_BYTES (1u << 20)   /* frames per /append, soft */
 #define LKVNET_SNAPSHOT_CHUNK_BYTES (1u << 20) /* pairs per /snapshot, soft */
 #define LKVNET_SYNC_MAX_ENTRIES 1000         /* entries per /sync reply */
-#define LKVNET_FORWARD_CONNS 16    /* a follower's connections to the leader */
+#define LKVNET_FORWARD_CONNS 256   /* a follower's connections to the leader,
+                                      at most (one request in flight each) */
 /* The header that carries the cluster's shared secret on internal routes
  * (/append, /snapshot, /sync). */
 #define LKVNET_TOKEN_HEADER "X-Lunakv-Token"

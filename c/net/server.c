@@ -90,6 +90,7 @@ typedef struct Waiter {
 /* A request a follower passes to the leader, waiting for its answer. */
 typedef struct Fwd {
   Held h;
+  size_t conn; /* index in s->fwd */
 } Fwd;
 
 enum { PEER_UNKNOWN, PEER_UP, PEER_DOWN };
@@ -156,8 +157,11 @@ struct lkvnet_server {
   uint64_t compactions;
   /* follower */
   char *leader_hostport;
+  /* connections to the leader, opened as concurrency needs them: evhttp
+   * sends one request at a time on each */
   struct evhttp_connection *fwd[LKVNET_FORWARD_CONNS];
-  size_t fwd_next;
+  int fwd_busy[LKVNET_FORWARD_CONNS];
+  size_t nfwd;
   double leader_contact;
   int needs_snapshot; /* the engine holds an unfinished install */
   uint64_t install_index, install_term, install_got;
@@ -731,6 +735,32 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
 
 /* }====================================================================== */
 
+/* Lead in term t: persist it before anything of it is written, then
+ * append its no-op, through which entries of earlier terms commit (Raft
+ * 5.4.2); consistent reads wait for it. A node alone needs no no-op. */
+static int start_term(lkvnet_server *s, uint64_t t) {
+  uint64_t idx;
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  if ((rc = lkvnet_term_store(s->data_dir, t, &err)) != LKV_OK) {
+    logf_(s, "cannot persist term %llu: %s", (unsigned long long)t, err.msg);
+    return rc;
+  }
+  s->term = t;
+  if (s->npeers == 0) return LKV_OK;
+  if ((rc = lkvnet_rlog_append(s->rlog, s->term, LKVNET_OP_NOOP, NULL, 0,
+                               NULL, 0, &idx, &err)) != LKV_OK) {
+    logf_(s, "cannot append the no-op of term %llu: %s",
+          (unsigned long long)t, err.msg);
+    return rc;
+  }
+  if (pending_push(s, idx, LKVNET_OP_NOOP, NULL, 0, NULL, 0) != 0)
+    return LKV_NOMEM;
+  s->term_start = idx;
+  return LKV_OK;
+}
+
 /* {======================================================================
 ** The leader's side of replication: /append and /snapshot to followers
 ** ======================================================================= */
@@ -838,10 +868,18 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
     /* a refusal: its log ends earlier or differs at prev_index; back up
      * to just after its last index (or one entry before the probe) */
     uint64_t nx = a.last_index + 1;
-    if (a.term > s->term)
-      logf_(s, "peer %s is at term %llu, past ours (%llu): is another node "
-            "leading?", p->url, (unsigned long long)a.term,
-            (unsigned long long)s->term);
+    if (a.term > s->term) {
+      /* the follower saw a later term (this node's state was lost or
+       * restored from an old copy): lead in a newer one, or it would
+       * refuse us forever */
+      logf_(s, "peer %s is at term %llu, past ours (%llu): starting term "
+            "%llu", p->url, (unsigned long long)a.term,
+            (unsigned long long)s->term, (unsigned long long)a.term + 1);
+      if (start_term(s, a.term + 1) != LKV_OK) {
+        peer_failed(s, p, "cannot start a new term");
+        return;
+      }
+    }
     if (nx >= p->next_index) nx = p->next_index > 1 ? p->next_index - 1 : 1;
     if (nx <= p->match_index) nx = p->match_index + 1;
     p->next_index = nx;
@@ -962,7 +1000,9 @@ static void peer_send(lkvnet_server *s, Peer *p) {
   char uri[256];
   lkv_err err;
   double t = now_sec();
-  if (p->inflight || t < p->retry_at || s->draining) return;
+  /* a draining leader keeps replicating: its writes in flight still
+   * need their majority */
+  if (p->inflight || t < p->retry_at) return;
   lkvnet_rlog_stats_get(s->rlog, &rs);
   if (p->snap != NULL ||
       (p->next_index <= rs.base_index && p->state == PEER_UP)) {
@@ -1549,11 +1589,39 @@ static void route_sync(lkvnet_server *s, struct evhttp_request *req,
 ** Forwarding: a follower passes writes and consistent reads to the leader
 ** ======================================================================= */
 
+static struct evhttp_connection *connect_url(lkvnet_server *s, const char *url,
+                                             char **hostport, lkv_err *err);
+
+/* An idle connection to the leader, a new one while under the cap, else
+ * the least busy; (size_t)-1 when none can be made. */
+static size_t fwd_conn(lkvnet_server *s) {
+  size_t i, best = 0;
+  char *hp = NULL;
+  for (i = 0; i < s->nfwd; i++) {
+    if (s->fwd_busy[i] == 0) return i;
+    if (s->fwd_busy[i] < s->fwd_busy[best]) best = i;
+  }
+  if (s->nfwd < LKVNET_FORWARD_CONNS) {
+    struct evhttp_connection *c = connect_url(s, s->leader_url, &hp, NULL);
+    if (c != NULL) {
+      evhttp_connection_set_timeout(c, (s->write_timeout_ms + 999) / 1000 +
+                                           2);
+      if (s->leader_hostport == NULL) s->leader_hostport = hp;
+      else free(hp);
+      s->fwd[s->nfwd] = c;
+      s->fwd_busy[s->nfwd] = 0;
+      return s->nfwd++;
+    }
+  }
+  return s->nfwd > 0 ? best : (size_t)-1;
+}
+
 static void on_forward_reply(struct evhttp_request *r, void *arg) {
   Fwd *f = arg;
   lkvnet_server *s = f->h.s;
   struct evhttp_request *req;
   int code = r ? evhttp_request_get_response_code(r) : 0;
+  s->fwd_busy[f->conn]--;
   if (code == 0) {
     held_error(&f->h, 503, "the leader %s did not answer (down, or the "
                "connection failed)", s->leader_url);
@@ -1575,6 +1643,7 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   struct evhttp_request *r;
   struct evkeyvalq *ih = evhttp_request_get_input_headers(req), *oh;
   const char *ct = evhttp_find_header(ih, "Content-Type");
+  size_t ci;
   Fwd *f;
   if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
     reply_error(s, req, route, start, 503, "forwarded to a node that does "
@@ -1585,7 +1654,11 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
     reply_error(s, req, route, start, 503, "the node is shutting down");
     return;
   }
-  c = s->fwd[s->fwd_next++ % LKVNET_FORWARD_CONNS];
+  if ((ci = fwd_conn(s)) == (size_t)-1) {
+    reply_error(s, req, route, start, 500, "out of memory");
+    return;
+  }
+  c = s->fwd[ci];
   if ((f = calloc(1, sizeof *f)) == NULL ||
       (r = evhttp_request_new(on_forward_reply, f)) == NULL) {
     free(f);
@@ -1599,6 +1672,8 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
                       evhttp_request_get_input_buffer(req));
   hold(s, &f->h, req, route, start, 0);
+  f->conn = ci;
+  s->fwd_busy[ci]++;
   if (evhttp_make_request(c, r, evhttp_request_get_command(req),
                           evhttp_request_get_uri(req)) != 0)
     /* f is left to the callback, which libevent may still make */
@@ -2259,10 +2334,6 @@ static int setup_cluster(lkvnet_server *s, lkv_err *err) {
   size_t i;
   int rc;
   if (s->leader) {
-    uint64_t idx;
-    s->term++;
-    if ((rc = lkvnet_term_store(s->data_dir, s->term, err)) != LKV_OK)
-      return rc;
     if ((s->peers = calloc(s->nnodes, sizeof *s->peers)) == NULL)
       return lkvnet_seterr(err, LKV_NOMEM, "peers");
     for (i = 0; i < s->nnodes; i++) {
@@ -2278,26 +2349,15 @@ static int setup_cluster(lkvnet_server *s, lkv_err *err) {
       evhttp_connection_set_timeout(p->conn, 2);
       p->next_index = last_index(s) + 1;
     }
-    if (s->npeers > 0) {
-      /* entries of earlier terms commit once this one does (Raft 5.4.2);
-       * until then consistent reads wait */
-      if ((rc = lkvnet_rlog_append(s->rlog, s->term, LKVNET_OP_NOOP, NULL, 0,
-                                   NULL, 0, &idx, err)) != LKV_OK)
-        return rc;
-      if (pending_push(s, idx, LKVNET_OP_NOOP, NULL, 0, NULL, 0) != 0)
-        return lkvnet_seterr(err, LKV_NOMEM, "pending");
-      s->term_start = idx;
-    }
+    if ((rc = start_term(s, s->term + 1)) != LKV_OK)
+      return lkvnet_seterr(err, rc, "cannot start term %llu in %s (see the "
+                           "log line above)",
+                           (unsigned long long)s->term + 1, s->data_dir);
   } else {
-    for (i = 0; i < LKVNET_FORWARD_CONNS; i++) {
-      char *hp = NULL;
-      if ((s->fwd[i] = connect_url(s, s->leader_url, &hp, err)) == NULL)
-        return err ? err->code : LKV_INVALID;
-      evhttp_connection_set_timeout(
-          s->fwd[i], (s->write_timeout_ms + 999) / 1000 + 2);
-      if (s->leader_hostport == NULL) s->leader_hostport = hp;
-      else free(hp);
-    }
+    /* check LEADER_URL now; connections open as forwarding needs them */
+    if (fwd_conn(s) == (size_t)-1)
+      return lkvnet_seterr(err, LKV_INVALID, "cannot connect to the leader "
+                           "URL %s", s->leader_url);
   }
   return LKV_OK;
 }
@@ -2564,8 +2624,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     free(pe->hostport);
   }
   free(s->peers);
-  for (i = 0; i < LKVNET_FORWARD_CONNS; i++)
-    if (s->fwd[i]) evhttp_connection_free(s->fwd[i]);
+  for (i = 0; i < s->nfwd; i++) evhttp_connection_free(s->fwd[i]);
   free(s->leader_hostport);
   free(s->token);
   if (s->http) evhttp_free(s->http);

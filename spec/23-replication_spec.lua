@@ -1,0 +1,644 @@
+-- spec/23-replication_spec.lua - three `lunakv node` processes on
+-- 127.0.0.1 replicating one log (docs/replication.md): every write reaches
+-- every node, followers forward writes, bad input writes nothing anywhere,
+-- a minority may die (kill -9) without losing acknowledged writes, killed
+-- and new followers catch up (from the log or from a snapshot), and the
+-- internal routes refuse a missing or wrong token. Issue 6, "Done means".
+
+local h = require "spec.helpers"
+local hh = require "spec.http_helpers"
+local cjson = hh.json
+
+local nodes -- the cluster of the running test; stopped in after_each
+
+after_each(function()
+  hh.stop_cluster(nodes)
+  nodes = nil
+  h.cleanup()
+end)
+
+-- Every write below must be acknowledged: 200 {"ok": true, "index": n}.
+local function acked(code, doc, text, what)
+  assert.equal(200, code, (what or "write") .. " -> " .. tostring(text))
+  assert.is_true(doc.ok)
+  assert.is_number(doc.index)
+  return doc.index
+end
+
+local function set_ok(node, k, v)
+  local code, doc, text = hh.set(node, k, v)
+  return acked(code, doc, text, "set " .. k .. " on " .. node.url)
+end
+
+local function delete_ok(node, k)
+  local code, doc, text = hh.delete(node, k)
+  return acked(code, doc, text, "delete " .. k .. " on " .. node.url)
+end
+
+-- The value of k in a local read of node (cjson.null when absent).
+local function local_value(node, k)
+  local code, doc, text = hh.get(node, k)
+  assert.equal(200, code, "get " .. k .. " on " .. node.url .. ": " ..
+    tostring(text))
+  return doc.value
+end
+
+local function consistent_value(node, k)
+  local code, doc, text = hh.consistent_get(node, k)
+  assert.equal(200, code, "consistent get " .. k .. " on " .. node.url ..
+    ": " .. tostring(text))
+  return doc.value
+end
+
+-- A refused write: 503 {"ok": false, "error": ...}.
+local function refused_503(code, doc, text, what)
+  assert.equal(503, code, what .. " -> " .. tostring(text))
+  assert.is_table(doc, what .. ": not JSON: " .. tostring(text))
+  assert.is_false(doc.ok)
+  assert.is_string(doc.error)
+end
+
+describe("a 3-node cluster #cluster", function()
+  describe("GET /status", function()
+    it("agrees on one leader, also when followers start before it", function()
+      nodes = hh.start_cluster { order = { 3, 2, 1 } }
+      local leader = nodes.leader
+      local index = set_ok(leader, "a", "1")
+      local term
+      for i, node in ipairs(nodes) do
+        local st = hh.status(node)
+        assert.equal(leader.url, st.leader)
+        assert.equal(node.url, st.my_url)
+        assert.equal(i == 1 and "leader" or "follower", st.role)
+        assert.same(node.urls, st.nodes)
+        assert.is_number(st.term)
+        term = term or st.term
+        for _, f in ipairs { "commit_index", "last_index", "applied_index",
+                             "durable_index", "base_index" } do
+          assert.is_number(st[f], node.url .. " " .. f)
+        end
+        local code, doc = hh.json_request("GET", node.url .. "/health")
+        assert.equal(200, code)
+        assert.is_true(doc.ok)
+        assert.equal(st.role, doc.role)
+      end
+      assert.is_true(term >= 1)
+      -- each follower's progress on the leader reaches the write
+      local st = h.wait_until(function()
+        local s = hh.status(leader)
+        for _, f in ipairs(s.followers) do
+          if f.match_index < index or f.lag ~= 0 then return false end
+        end
+        return s
+      end, 15, function() return cjson.encode(hh.status(leader)) end)
+      assert.equal(2, #st.followers)
+      local seen = {}
+      for _, f in ipairs(st.followers) do
+        seen[f.url] = true
+        assert.equal("up", f.state)
+        assert.is_number(f.next_index)
+        assert.is_true(f.next_index > f.match_index)
+        assert.equal(st.last_index, f.match_index)
+      end
+      assert.same({ [nodes[2].url] = true, [nodes[3].url] = true }, seen)
+      for _, node in ipairs(nodes) do
+        local s = hh.wait_caught_up(node, leader)
+        assert.equal(term, s.term)
+        assert.equal(st.last_index, s.last_index)
+      end
+    end)
+  end)
+
+  describe("replication", function()
+    it("puts every write and delete on every node, in index order", function()
+      nodes = hh.start_cluster()
+      local leader, last = nodes.leader, 0
+      for i = 1, 30 do
+        local index = set_ok(leader, "k" .. i, "v" .. i)
+        assert.is_true(index > last, "indexes must increase")
+        last = index
+        -- the leader applies before it answers
+        assert.equal("v" .. i, local_value(leader, "k" .. i))
+      end
+      for i = 1, 30, 3 do
+        local index = delete_ok(leader, "k" .. i)
+        assert.is_true(index > last)
+        last = index
+        assert.equal(cjson.null, local_value(leader, "k" .. i))
+      end
+      for _, node in ipairs(nodes) do
+        for i = 1, 30 do
+          hh.wait_value(node, "k" .. i, i % 3 == 1 and cjson.null or "v" .. i)
+        end
+        local st = hh.wait_caught_up(node, leader)
+        assert.equal(last, st.last_index)
+        assert.equal(last, st.applied_index)
+      end
+    end)
+
+    it("forwards /set, /delete and /kv writes sent to a follower", function()
+      nodes = hh.start_cluster()
+      local leader, f2, f3 = nodes[1], nodes[2], nodes[3]
+      local code, doc, text = hh.set(f2, "fwd", "from a follower")
+      assert.equal(200, code, text)
+      assert.same({ ok = true, index = doc.index }, doc)
+      assert.is_number(doc.index)
+      assert.equal("from a follower", local_value(leader, "fwd"))
+      hh.wait_value(f3, "fwd", "from a follower")
+      hh.wait_value(f2, "fwd", "from a follower")
+      local index = doc.index
+      code, doc, text = hh.delete(f3, "fwd")
+      assert.equal(200, code, text)
+      assert.same({ ok = true, index = doc.index }, doc)
+      assert.is_true(doc.index > index)
+      assert.equal(cjson.null, local_value(leader, "fwd"))
+      hh.wait_value(f2, "fwd", cjson.null)
+      -- raw bytes through /kv on followers
+      local bytes = {}
+      for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+      local value = table.concat(bytes):rep(16)
+      local path = "/kv/" .. hh.urlencode("raw/kéy")
+      local body
+      code, body = hh.request("PUT", f2.url .. path, value)
+      assert.equal(200, code, body)
+      doc = cjson.decode(body)
+      assert.same({ ok = true, index = doc.index }, doc)
+      code, body = hh.request("GET", leader.url .. path)
+      assert.equal(200, code)
+      assert.equal(value, body)
+      h.wait_until(function()
+        local c, b = hh.request("GET", f3.url .. path)
+        return c == 200 and b == value
+      end, 15)
+      code, body = hh.request("DELETE", f3.url .. path)
+      assert.equal(200, code, body)
+      assert.is_true(cjson.decode(body).ok)
+      assert.equal(404, (hh.request("GET", leader.url .. path)))
+      h.wait_until(function()
+        return hh.request("GET", f2.url .. path) == 404
+      end, 15)
+    end)
+
+    it("answers consistent reads on any node with every acknowledged write", function()
+      nodes = hh.start_cluster()
+      for i = 1, 20 do
+        local writer = nodes[(i % 3) + 1]
+        local reader = nodes[((i + 1) % 3) + 1]
+        set_ok(writer, "c" .. i, "v" .. i)
+        assert.equal("v" .. i, consistent_value(reader, "c" .. i))
+        if i % 4 == 0 then
+          delete_ok(reader, "c" .. i)
+          assert.equal(cjson.null, consistent_value(writer, "c" .. i))
+        end
+      end
+      for _, node in ipairs(nodes) do
+        assert.equal("v1", consistent_value(node, "c1"))
+        assert.equal(cjson.null, consistent_value(node, "c4"))
+        assert.equal(cjson.null, consistent_value(node, "never-written"))
+      end
+    end)
+
+    it("keeps unicode and awkward keys and values, up to 100 KiB, on every node", function()
+      nodes = hh.start_cluster()
+      local cases = {
+        { "héllo wörld", "ünïcödé ✓" },
+        { "emoji 😀🎉", "🎉 party 😀" },
+        { "quote\"back\\slash/", "new\nline\ttab\r" },
+        { "a/b/c", "slashes/in/values" },
+        { "50% off", "100%" },
+        { "a&b=c?d#e%f+g h", "plus+space %20 & = ?" },
+        { "zero\0byte", "v\0w" },
+        { "", "empty key" },
+        { "empty value", "" },
+        { "\1\2\31", "control \127" },
+        { "big", ("0123456789abcdé"):rep(100 * 1024 // 16) }, -- 100 KiB
+      }
+      for i, c in ipairs(cases) do
+        local via = nodes[(i % 3) + 1]
+        set_ok(via, c[1], c[2])
+      end
+      for _, node in ipairs(nodes) do
+        for _, c in ipairs(cases) do
+          hh.wait_value(node, c[1], c[2])
+          local _, doc = hh.get(node, c[1])
+          assert.equal(c[1], doc.key)
+        end
+      end
+      assert.equal(cases[11][2], consistent_value(nodes[3], "big"))
+    end)
+  end)
+
+  describe("bad input", function()
+    it("gets its 4xx from a follower or the leader and writes nothing on any node", function()
+      nodes = hh.start_cluster { args = { "--max-body-bytes", "1024" } }
+      for _, node in ipairs(nodes) do hh.wait_caught_up(node, nodes.leader) end
+      local before = {}
+      for i, node in ipairs(nodes) do before[i] = hh.status(node).last_index end
+      local cases = {
+        { "POST", "/set", "{not json", 400, "malformed JSON" },
+        { "POST", "/set", "", 400, "empty body" },
+        { "POST", "/set", "[]", 400, "expected a JSON object" },
+        { "POST", "/set", '{"key": "a", "value": "b",}', 400, "malformed JSON" },
+        { "POST", "/set", '{"value": "b"}', 400, 'missing member "key"' },
+        { "POST", "/set", '{"key": "a"}', 400, 'missing member "value"' },
+        { "POST", "/set", '{"key": 1, "value": "b"}', 400, "must be a string, not a number" },
+        { "POST", "/set", '{"key": "a", "value": 2}', 400, "must be a string, not a number" },
+        { "POST", "/set", '{"key": "a", "value": null}', 400, "not null" },
+        { "POST", "/delete", '{"key": true}', 400, "not a boolean" },
+        { "POST", "/delete", "{}", 400, 'missing member "key"' },
+        { "GET", "/get", nil, 400, 'missing query parameter "key"' },
+        { "PUT", "/kv/%FF%FFlunakv/applied_index", "x", 400, "reserved" },
+        { "GET", "/nowhere", nil, 404, "no route GET /nowhere" },
+        { "POST", "/", "{}", 404, "no route" },
+        { "GET", "/set", nil, 405, "not allowed on /set (use POST)" },
+        { "GET", "/delete", nil, 405, "not allowed on /delete (use POST)" },
+        { "PUT", "/get", "x", 405, "use GET" },
+        { "POST", "/kv/a", "x", 405, "use GET, PUT or DELETE" },
+        { "POST", "/set", '{"key": "a", "value": "' .. ("x"):rep(2000) .. '"}',
+          413, "limit is 1024" },
+        { "PUT", "/kv/a", ("x"):rep(1025), 413, "limit is 1024" },
+      }
+      for _, node in ipairs { nodes[2], nodes[1], nodes[3] } do
+        for _, c in ipairs(cases) do
+          local code, doc, text = hh.json_request(c[1], node.url .. c[2], c[3])
+          local what = node.url .. ": " .. c[1] .. " " .. c[2] .. " " ..
+            tostring(c[3]):sub(1, 60)
+          assert.equal(c[4], code, what .. " -> " .. tostring(text))
+          assert.is_table(doc, what .. ": not JSON: " .. tostring(text))
+          assert.is_false(doc.ok, what)
+          assert.matches(c[5], doc.error, 1, true)
+        end
+      end
+      for i, node in ipairs(nodes) do
+        assert.equal(before[i], hh.status(node).last_index, node.url)
+        assert.equal(cjson.null, local_value(node, "a"))
+      end
+      assert.equal(cjson.null, consistent_value(nodes[2], "a"))
+    end)
+  end)
+
+  describe("with followers killed", function()
+    it("takes writes with one of three nodes killed (kill -9)", function()
+      nodes = hh.start_cluster()
+      local leader, f2, f3 = nodes[1], nodes[2], nodes[3]
+      set_ok(leader, "before", "1")
+      hh.kill_member(f3)
+      for i = 1, 20 do set_ok(leader, "one-down" .. i, "v" .. i) end
+      for i = 21, 25 do set_ok(f2, "one-down" .. i, "v" .. i) end -- forwarded
+      delete_ok(leader, "before")
+      for i = 1, 25 do
+        assert.equal("v" .. i, consistent_value(f2, "one-down" .. i))
+        hh.wait_value(f2, "one-down" .. i, "v" .. i)
+      end
+      hh.wait_value(f2, "before", cjson.null)
+      h.wait_until(function()
+        for _, f in ipairs(hh.status(leader).followers) do
+          if f.url == f3.url then return f.state == "down" end
+        end
+      end, 20, function() return cjson.encode(hh.status(leader)) end)
+    end)
+
+    it("acknowledges no write with both followers killed, and takes writes again when they return", function()
+      nodes = hh.start_cluster { args = { "--write-timeout-ms", "1000" } }
+      local leader = nodes.leader
+      set_ok(leader, "k", "before")
+      hh.kill_member(nodes[2])
+      hh.kill_member(nodes[3])
+      local code, doc, text = hh.set(leader, "k", "while two are down")
+      refused_503(code, doc, text, "set with no majority")
+      code, doc, text = hh.delete(leader, "k")
+      refused_503(code, doc, text, "delete with no majority")
+      code, text = hh.request("PUT", leader.url .. "/kv/raw", "x")
+      local okj, d = pcall(cjson.decode, text or "")
+      refused_503(code, okj and d or nil, text, "PUT /kv with no majority")
+      code, text = hh.request("DELETE", leader.url .. "/kv/k")
+      okj, d = pcall(cjson.decode, text or "")
+      refused_503(code, okj and d or nil, text, "DELETE /kv with no majority")
+      -- nothing committed, so nothing applied
+      assert.equal("before", local_value(leader, "k"))
+      assert.equal(cjson.null, local_value(leader, "raw"))
+      -- the followers come back: the cluster takes writes again (whether
+      -- the refused entries commit later is not asserted)
+      hh.start_member(nodes[2])
+      hh.start_member(nodes[3])
+      h.wait_until(function()
+        return (hh.set(leader, "k", "after")) == 200
+      end, 30)
+      assert.equal("after", consistent_value(nodes[3], "k"))
+      hh.wait_value(nodes[2], "k", "after")
+      hh.wait_value(nodes[3], "k", "after")
+    end)
+
+    it("catches a restarted follower up with everything written while it was down", function()
+      nodes = hh.start_cluster()
+      local leader, f2 = nodes[1], nodes[2]
+      for i = 1, 10 do set_ok(leader, "old" .. i, "v" .. i) end
+      hh.wait_value(f2, "old10", "v10")
+      hh.kill_member(f2)
+      for i = 1, 60 do set_ok(leader, "new" .. i, h.value_for("new" .. i, i)) end
+      for i = 1, 10, 2 do delete_ok(leader, "old" .. i) end
+      set_ok(nodes[3], "old2", "changed") -- forwarded
+      hh.start_member(f2)
+      local ls = hh.status(leader)
+      local st = hh.wait_caught_up(f2, leader, 30)
+      assert.equal(ls.last_index, st.last_index)
+      assert.is_true(st.applied_index >= ls.commit_index)
+      for i = 1, 60 do
+        assert.equal(h.value_for("new" .. i, i), local_value(f2, "new" .. i))
+      end
+      for i = 1, 10 do
+        local want = i % 2 == 1 and cjson.null or "v" .. i
+        if i == 2 then want = "changed" end
+        assert.equal(want, local_value(f2, "old" .. i))
+      end
+      -- and it keeps replicating
+      set_ok(leader, "later", "x")
+      hh.wait_value(f2, "later", "x")
+    end)
+  end)
+
+  describe("the leader killed #crash", function()
+    -- A writer process: POST /set key PREFIX..i, value WRITER_VALUE(key, i)
+    -- to its URLs in turn, printing "i code index" per reply (line
+    -- buffered), until killed.
+    local WRITER = [[
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+local cjson = require "cjson"
+http.TIMEOUT = 10
+local urls, prefix = {}, arg[2]
+for u in arg[1]:gmatch("[^,]+") do urls[#urls + 1] = u end
+io.stdout:setvbuf("line")
+for i = 1, 1000000 do
+  local key = prefix .. i
+  local body = cjson.encode { key = key, value = key .. "=" .. ("x"):rep(i % 50) }
+  local out = {}
+  local ok, code = http.request {
+    method = "POST", url = urls[(i - 1) % #urls + 1] .. "/set",
+    headers = { ["content-type"] = "application/json",
+                ["content-length"] = tostring(#body) },
+    source = ltn12.source.string(body), sink = ltn12.sink.table(out) }
+  local text = table.concat(out)
+  local index = ok and code == 200 and text:match('"index":%s*(%d+)') or "-"
+  io.stdout:write(i, " ", tostring(ok and code or "err"), " ", index, "\n")
+  if not ok then os.execute("sleep 0.05") end
+end
+]]
+    local function writer_value(key, i) return key .. "=" .. ("x"):rep(i % 50) end
+
+    -- The acknowledged writes of a writer's output: { {key, value, index} }.
+    local function acks(path, prefix)
+      local out = {}
+      for _, line in ipairs(h.lines(path)) do
+        local i, code, index = line:match("^(%d+) (%S+) (%S+)$")
+        if code == "200" then
+          local key = prefix .. i
+          out[#out + 1] = { key, writer_value(key, tonumber(i)), tonumber(index) }
+        end
+      end
+      return out
+    end
+
+    it("keeps every acknowledged write through kill -9 of the leader during a stream of writes", function()
+      nodes = hh.start_cluster()
+      local leader = nodes.leader
+      local old_term = hh.status(leader).term
+      local script = h.tmpdir() .. "/writer.lua"
+      h.write_file(script, WRITER)
+      local writers = {}
+      for _, w in ipairs {
+        { prefix = "wa", urls = leader.url },
+        { prefix = "wb", urls = leader.url },
+        { prefix = "wc", urls = nodes[2].url .. "," .. leader.url },
+      } do
+        local pid, p = h.spawn(table.concat({ h.lua, h.quote(script),
+          h.quote(w.urls), w.prefix }, " "))
+        w.pid, w.out = pid, p.out
+        writers[#writers + 1] = w
+      end
+      h.wait_until(function()
+        for _, w in ipairs(writers) do
+          if #acks(w.out, w.prefix) < 30 then return false end
+        end
+        return true
+      end, 30, function()
+        local s = {}
+        for _, w in ipairs(writers) do
+          s[#s + 1] = w.prefix .. ": " .. #acks(w.out, w.prefix) .. " acks"
+        end
+        return table.concat(s, ", ")
+      end)
+      for _, w in ipairs(writers) do
+        assert.is_true(hh.alive(w.pid), "a writer stopped before the kill")
+      end
+      hh.kill_member(leader) -- in the middle of the stream
+      for _, w in ipairs(writers) do
+        h.kill(w.pid, "TERM")
+        h.wait(w.pid)
+      end
+      local all, max_index = {}, 0
+      for _, w in ipairs(writers) do
+        for _, a in ipairs(acks(w.out, w.prefix)) do
+          all[#all + 1] = a
+          max_index = math.max(max_index, a[3])
+        end
+      end
+      assert.is_true(#all >= 90)
+      hh.start_member(leader)
+      local st = hh.status(leader)
+      assert.is_true(st.term > old_term, "term " .. st.term .. " after " ..
+        old_term)
+      hh.wait_ready(nodes)
+      h.wait_until(function()
+        local s = hh.status(leader)
+        return s.commit_index >= max_index and s.applied_index >= max_index
+      end, 20, function() return cjson.encode(hh.status(leader)) end)
+      for _, node in ipairs(nodes) do
+        for _, a in ipairs(all) do
+          assert.equal(a[2], consistent_value(node, a[1]), a[1] .. " on " ..
+            node.url)
+        end
+      end
+      for _, node in ipairs(nodes) do
+        hh.wait_caught_up(node, leader)
+        h.wait_until(function() return hh.status(node).term == st.term end, 15)
+        for _, a in ipairs(all) do
+          assert.equal(a[2], local_value(node, a[1]), a[1] .. " on " .. node.url)
+        end
+      end
+      -- and the cluster goes on
+      set_ok(nodes[3], "after-crash", "yes")
+      hh.wait_value(nodes[2], "after-crash", "yes")
+    end)
+
+    it("keeps its log across a restart, so a brand-new follower receives all history", function()
+      nodes = hh.start_cluster { down = { 3 } }
+      local leader = nodes.leader
+      for i = 1, 50 do set_ok(leader, "h" .. i, "v" .. i) end
+      for i = 5, 50, 5 do delete_ok(leader, "h" .. i) end
+      local before = hh.status(leader)
+      hh.stop_member(leader)
+      hh.start_member(leader)
+      local st = hh.status(leader)
+      assert.is_true(st.last_index >= before.last_index)
+      assert.is_true(st.term > before.term)
+      assert.equal(0, st.base_index)
+      local code, doc, text = hh.json_request("GET", leader.url ..
+        "/sync?from_index=1")
+      assert.equal(200, code, text)
+      assert.equal(1, doc.entries[1].index)
+      hh.wait_ready(nodes)
+      -- node 3 starts with an empty directory
+      assert.is_false(h.exists(nodes[3].dir))
+      hh.start_member(nodes[3])
+      hh.wait_ready(nodes)
+      local s3 = hh.wait_caught_up(nodes[3], leader, 30)
+      assert.equal(hh.status(leader).last_index, s3.last_index)
+      for i = 1, 50 do
+        assert.equal(i % 5 == 0 and cjson.null or "v" .. i,
+          local_value(nodes[3], "h" .. i))
+      end
+      set_ok(nodes[3], "h-new", "new")
+      hh.wait_value(nodes[3], "h-new", "new")
+    end)
+  end)
+
+  describe("log compaction #slow", function()
+    it("catches a late follower up from a snapshot, deletes included, then keeps replicating", function()
+      nodes = hh.start_cluster { down = { 3 },
+                                 env = { LOG_COMPACTION_THRESHOLD = "50" } }
+      local leader = nodes.leader
+      local want = {}
+      for i = 1, 300 do
+        local k = "s" .. i
+        set_ok(leader, k, h.value_for(k, 10 + i % 40))
+        want[k] = h.value_for(k, 10 + i % 40)
+        if i % 10 == 0 then -- the first deletes land long before the cut
+          delete_ok(leader, "s" .. (i - 5))
+          want["s" .. (i - 5)] = cjson.null
+        end
+      end
+      local ls = h.wait_until(function()
+        local s = hh.status(leader)
+        return s.base_index > 0 and s
+      end, 15, function() return cjson.encode(hh.status(leader)) end)
+      -- "s5" is deleted at about index 12: the cut is past it
+      assert.is_true(ls.base_index > 20, "base_index " .. ls.base_index)
+      hh.start_member(nodes[3])
+      hh.wait_ready(nodes)
+      local s3 = hh.wait_caught_up(nodes[3], leader, 30)
+      assert.is_true(s3.base_index > 0, "node 3 started from a snapshot")
+      for i = 1, 300 do
+        local k = "s" .. i
+        assert.equal(want[k], local_value(nodes[3], k), k)
+      end
+      for i = 1, 20 do set_ok(leader, "after" .. i, "a" .. i) end
+      delete_ok(leader, "s1")
+      hh.wait_value(nodes[3], "after20", "a20")
+      hh.wait_value(nodes[3], "s1", cjson.null)
+      for i = 1, 20 do
+        assert.equal("a" .. i, local_value(nodes[3], "after" .. i))
+      end
+    end)
+  end)
+
+  describe("the cluster token", function()
+    local TOKEN = "s3cret"
+
+    -- A well-formed log frame (docs/replication.md), so only the token
+    -- stands between it and the log.
+    local crc_table = {}
+    for i = 0, 255 do
+      local c = i
+      for _ = 1, 8 do
+        c = (c & 1) ~= 0 and ((c >> 1) ~ 0x82F63B78) or (c >> 1)
+      end
+      crc_table[i] = c
+    end
+    local function crc32c(s)
+      local c = 0xFFFFFFFF
+      for i = 1, #s do c = crc_table[(c ~ s:byte(i)) & 0xFF] ~ (c >> 8) end
+      return c ~ 0xFFFFFFFF
+    end
+    local function frame(term, index, key, value)
+      local payload = string.pack("<I8I8BI4I4", term, index, 1, #key, #value)
+        .. key .. value
+      local len = string.pack("<I4", #payload)
+      return len .. string.pack("<I4", crc32c(len .. payload)) .. payload
+    end
+
+    it("refuses /append, /sync and /snapshot without it (401) or with a wrong one (403)", function()
+      nodes = hh.start_cluster { args = { "--token", TOKEN } }
+      local leader = nodes.leader
+      set_ok(leader, "secret-key", "secret-value")
+      for _, node in ipairs(nodes) do hh.wait_caught_up(node, leader) end
+      local before = {}
+      for i, node in ipairs(nodes) do before[i] = hh.status(node) end
+      local forged = frame(before[1].term + 5, before[1].last_index + 1,
+        "secret-key", "forged")
+      local q = string.format("?term=%d&prev_index=%d&prev_term=%d"
+        .. "&leader_commit=%d", before[1].term + 5, before[1].last_index,
+        before[1].term, before[1].last_index + 1)
+      for _, node in ipairs { nodes[2], nodes[1] } do
+        for _, r in ipairs {
+          { "POST", "/append" .. q, forged },
+          { "GET", "/sync?from_index=1", nil },
+          { "POST", "/snapshot", forged },
+        } do
+          for _, t in ipairs {
+            { nil, 401 },
+            { { ["x-lunakv-token"] = "wrong" }, 403 },
+            { { ["x-lunakv-token"] = TOKEN .. "x" }, 403 },
+          } do
+            local hdrs = { ["content-type"] = "application/octet-stream" }
+            for k, v in pairs(t[1] or {}) do hdrs[k] = v end
+            local code, doc, text = hh.json_call(r[1], node.url .. r[2], r[3],
+              hdrs)
+            local what = node.url .. " " .. r[1] .. " " .. r[2] .. " token " ..
+              tostring(t[1] and t[1]["x-lunakv-token"])
+            assert.equal(t[2], code, what .. " -> " .. tostring(text))
+            assert.is_table(doc, what .. ": not JSON: " .. tostring(text))
+            assert.is_false(doc.ok, what)
+            assert.is_string(doc.error, what)
+            assert.is_nil(doc.entries, what)
+            assert.is_nil(text:find("secret-value", 1, true), what)
+          end
+        end
+      end
+      for i, node in ipairs(nodes) do
+        local st = hh.status(node)
+        assert.equal(before[i].last_index, st.last_index, node.url)
+        assert.equal(before[i].term, st.term, node.url)
+        assert.equal("secret-value", local_value(node, "secret-key"))
+      end
+    end)
+
+    it("serves /sync with the right token while client routes need none", function()
+      nodes = hh.start_cluster { args = { "--token", TOKEN } }
+      local leader = nodes.leader
+      local index = set_ok(nodes[2], "t1", "one") -- forwarded, no token
+      delete_ok(leader, "t0")
+      hh.wait_value(nodes[3], "t1", "one")
+      local code, doc, text = hh.json_call("GET", leader.url ..
+        "/sync?from_index=1", nil, { ["x-lunakv-token"] = TOKEN })
+      assert.equal(200, code, text)
+      assert.is_table(doc.entries)
+      assert.is_number(doc.base_index)
+      assert.is_number(doc.last_index)
+      assert.is_number(doc.commit_index)
+      assert.is_boolean(doc.more)
+      assert.equal(1, doc.entries[1].index)
+      local found = {}
+      for n, e in ipairs(doc.entries) do
+        assert.equal(n, e.index)
+        assert.is_number(e.term)
+        assert.truthy(e.op == "set" or e.op == "delete" or e.op == "noop", e.op)
+        if e.op == "set" then assert.is_string(e.value) end
+        if e.op ~= "noop" then found[e.op .. " " .. e.key] = e.index end
+      end
+      assert.equal(index, found["set t1"])
+      assert.is_number(found["delete t0"])
+      assert.equal(200, (hh.consistent_get(nodes[3], "t1")))
+    end)
+  end)
+end)
