@@ -357,6 +357,75 @@ describe("a 3-node cluster #cluster", function()
     end)
   end)
 
+  describe("recovery of a follower", function()
+    it("resyncs a follower whose directory was wiped", function()
+      nodes = hh.start_cluster()
+      local leader, f2 = nodes[1], nodes[2]
+      for i = 1, 20 do set_ok(leader, "w" .. i, "v" .. i) end
+      hh.wait_value(f2, "w20", "v20")
+      hh.kill_member(f2)
+      h.rm_rf(f2.dir)
+      hh.start_member(f2)
+      local ls = hh.status(leader)
+      local st = hh.wait_caught_up(f2, leader, 30)
+      assert.equal(ls.last_index, st.last_index)
+      for i = 1, 20 do assert.equal("v" .. i, local_value(f2, "w" .. i)) end
+      assert.matches("now ends at index 0", h.read_file(leader.log), 1, true)
+    end)
+
+    it("replicates a value as large as the body limit, log and snapshot alike #slow",
+       function()
+      local limit = 3 * 1024 * 1024
+      nodes = hh.start_cluster { down = { 3 },
+        args = { "--max-body-bytes", tostring(limit) },
+        env = { LOG_COMPACTION_THRESHOLD = "20" } }
+      local leader = nodes.leader
+      local big = ("b"):rep(limit)
+      -- beside smaller values, so a snapshot chunk would pass the limit
+      for i = 1, 9 do set_ok(leader, "m" .. i, ("m"):rep(100 * 1024)) end
+      local code, doc, text = hh.json_request("PUT", leader.url .. "/kv/big", big)
+      acked(code, doc, text, "PUT big")
+      hh.wait_value(nodes[2], "m9", ("m"):rep(100 * 1024))
+      local got = h.wait_until(function()
+        local c, body = hh.request("GET", nodes[2].url .. "/kv/big")
+        return c == 200 and body
+      end, 20)
+      assert.equal(#big, #got)
+      for i = 1, 30 do set_ok(leader, "c" .. i, "x") end -- past the threshold
+      h.wait_until(function() return hh.status(leader).base_index > 0 end, 15)
+      hh.start_member(nodes[3]) -- behind the cut: a snapshot
+      hh.wait_ready(nodes)
+      hh.wait_caught_up(nodes[3], leader, 60)
+      local c, body = hh.request("GET", nodes[3].url .. "/kv/big")
+      assert.equal(200, c)
+      assert.equal(#big, #body)
+      set_ok(leader, "after", "snap")
+      hh.wait_value(nodes[3], "after", "snap")
+    end)
+
+    it("finishes a snapshot install that was killed half-way #slow #crash",
+       function()
+      nodes = hh.start_cluster { down = { 3 },
+                                 env = { LOG_COMPACTION_THRESHOLD = "50" } }
+      local leader, f3 = nodes.leader, nodes[3]
+      -- about 8 MiB of pairs: several chunks
+      for i = 1, 400 do set_ok(leader, "k" .. i, h.value_for("k" .. i, 20000)) end
+      h.wait_until(function() return hh.status(leader).base_index > 0 end, 15)
+      hh.start_member(f3)
+      h.wait_until(function()
+        return hh.read_log(f3.log):find("installing a snapshot", 1, true)
+      end, 20)
+      hh.kill_member(f3) -- mid-stream, or just after: either must recover
+      hh.start_member(f3)
+      hh.wait_ready(nodes)
+      hh.wait_caught_up(f3, leader, 60)
+      for i = 1, 400, 37 do
+        assert.equal(h.value_for("k" .. i, 20000), local_value(f3, "k" .. i))
+      end
+      assert.is_nil(hh.status(f3).needs_snapshot)
+    end)
+  end)
+
   describe("the leader killed #crash", function()
     -- A writer process: POST /set key PREFIX..i, value WRITER_VALUE(key, i)
     -- to its URLs in turn, printing "i code index" per reply (line

@@ -29,6 +29,7 @@
 #define LKVNET_SCAN_MAX_LIMIT 1000
 #define LKVNET_SCAN_MAX_BYTES (8u * 1024u * 1024u) /* a scan reply's soft cap */
 #define LKVNET_DEFAULT_HEARTBEAT_MS 100
+#define LKVNET_MAX_NODES 64
 #define LKVNET_DEFAULT_LOG_COMPACTION 10000 /* the seed's threshold */
 #define LKVNET_APPEND_MAX_BYTES (1u << 20)   /* frames per /append, soft */
 #define LKVNET_SNAPSHOT_CHUNK_BYTES (1u << 20) /* pairs per /snapshot, soft */

@@ -431,9 +431,9 @@ static int cmp_desc(const void *a, const void *b) {
 static uint64_t majority_index(lkvnet_server *s) {
   uint64_t self = lkvnet_rlog_durable_index(s->rlog), c, t;
   size_t need = (s->npeers + 1) / 2 + 1, i; /* nodes that must hold it */
-  uint64_t m[64];
+  uint64_t m[LKVNET_MAX_NODES];
   if (s->npeers == 0) return self;
-  for (i = 0; i < s->npeers && i < 64; i++) m[i] = s->peers[i].match_index;
+  for (i = 0; i < s->npeers; i++) m[i] = s->peers[i].match_index;
   qsort(m, i, sizeof m[0], cmp_desc);
   c = m[need - 2]; /* the (need-1)-th best follower */
   if (c > self) c = self;
@@ -668,9 +668,11 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   if (pending_push(s, index, op, key, klen, val, vlen) != 0) {
-    /* appended but untracked: it will be applied at the next start */
-    reply_error(s, req, route, start, 500, "out of memory after appending "
-                "index %llu", (unsigned long long)index);
+    /* appended but untracked: applying past it would skip it, so the
+     * node stops applying; a restart replays it from the log */
+    lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking index "
+                  "%llu", (unsigned long long)index);
+    reply_error(s, req, route, start, 500, "%s", s->apply_err.msg);
     return;
   }
   hold(s, &s->tail->h, req, route, start,
@@ -881,7 +883,15 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
       }
     }
     if (nx >= p->next_index) nx = p->next_index > 1 ? p->next_index - 1 : 1;
-    if (nx <= p->match_index) nx = p->match_index + 1;
+    if (a.last_index < p->match_index) {
+      /* it lost entries it had (its directory was wiped or restored):
+       * what it holds is what it says; entries committed with its help
+       * stay committed, on the leader's disk */
+      logf_(s, "peer %s now ends at index %llu (it had %llu)", p->url,
+            (unsigned long long)a.last_index,
+            (unsigned long long)p->match_index);
+      p->match_index = a.last_index;
+    }
     p->next_index = nx;
     peer_log_state(s, p, PEER_UP, NULL);
   }
@@ -960,6 +970,10 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
     if (!is_reserved(e.key, e.klen)) {
       e.index = p->snap_sent + p->snap_chunk + 1;
       fl = lkvnet_rlog_frame_size(&e);
+      /* whole pairs up to the chunk size, or one pair alone: a chunk stays
+       * within what the follower's HTTP layer takes */
+      if (p->snap_chunk > 0 && bytes + fl > LKVNET_SNAPSHOT_CHUNK_BYTES)
+        break;
       if (fl > sizeof stackbuf && (fb = malloc(fl)) == NULL) break;
       lkvnet_rlog_encode(fb, &e);
       evbuffer_add(out, fb, fl);
@@ -984,7 +998,8 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
   p->inflight = 1;
   p->last_send = now_sec();
   if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
-    p->inflight = 0;
+    p->inflight = 0; /* no callback will come (libevent 2.1) */
+    evhttp_request_free(r);
     peer_failed(s, p, "cannot send the request");
   }
 }
@@ -1043,7 +1058,8 @@ static void peer_send(lkvnet_server *s, Peer *p) {
   p->appends++;
   if (to >= p->next_index) p->entries_sent += to - p->next_index + 1;
   if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
-    p->inflight = 0;
+    p->inflight = 0; /* no callback will come (libevent 2.1) */
+    evhttp_request_free(r);
     peer_failed(s, p, "cannot send the request");
   }
 }
@@ -1248,6 +1264,10 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
   return 0;
 }
 
+static int wipe_engine(lkvnet_server *s, lkv_err *err);
+static int set_marker(lkvnet_server *s, uint64_t v, int applied,
+                      lkv_err *err);
+
 /* POST /append?term&prev_index&prev_term&commit, body: log frames. */
 static void route_append(lkvnet_server *s, struct evhttp_request *req,
                          const char *query, double start) {
@@ -1289,8 +1309,26 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_rlog_stats_get(s->rlog, &rs);
   base = rs.base_index;
   if (s->needs_snapshot) {
-    answer_now(s, req, R_APPEND, start, 409, 0, "this node needs a snapshot");
-    return;
+    if (prev != 0 || base != 0) {
+      answer_now(s, req, R_APPEND, start, 409, 0,
+                 "this node needs a snapshot");
+      return;
+    }
+    /* the leader offers its whole log instead (it never compacted): an
+     * empty engine and log can take it from index 1 */
+    err.msg[0] = '\0';
+    logf_(s, "unfinished snapshot install: rebuilding from the leader's "
+          "whole log");
+    if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
+        wipe_engine(s, &err) != LKV_OK ||
+        set_marker(s, 0, 1, &err) != LKV_OK) {
+      reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
+      return;
+    }
+    pending_cut(s, 0);
+    s->needs_snapshot = 0;
+    s->applied_index = s->commit_index = 0;
+    lkvnet_rlog_stats_get(s->rlog, &rs);
   }
   if (prev > rs.last_index) {
     answer_now(s, req, R_APPEND, start, 409, 0, "log ends before prev_index");
@@ -1332,7 +1370,10 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
       return;
     }
     if (pending_push(s, e.index, e.op, e.key, e.klen, e.val, e.vlen) != 0) {
-      reply_error(s, req, R_APPEND, start, 500, "out of memory");
+      /* as on the leader: never apply past an untracked entry */
+      lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
+                    "index %llu", (unsigned long long)e.index);
+      reply_error(s, req, R_APPEND, start, 500, "%s", s->apply_err.msg);
       return;
     }
   }
@@ -1348,7 +1389,8 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
     reply_error(s, req, R_APPEND, start, 500, "out of memory");
 }
 
-/* Delete every key of the engine (reserved ones included) in batches. */
+/* Delete every user key of the engine in batches (reserved keys, the
+ * install mark among them, stay). */
 static int wipe_engine(lkvnet_server *s, lkv_err *err) {
   lkv_iter *it = NULL;
   uint64_t seq;
@@ -1359,6 +1401,7 @@ static int wipe_engine(lkvnet_server *s, lkv_err *err) {
        lkv_iter_next(it)) {
     size_t kl;
     const char *k = lkv_iter_key(it, &kl);
+    if (is_reserved(k, kl)) continue; /* the install mark stays */
     rc = lkv_batch_delete(s->batch, k, kl, err);
     if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
       rc = lkv_db_write(s->db, s->batch, &seq, err);
@@ -1388,6 +1431,9 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
   } else {
     rc = lkv_batch_set(s->batch, LKVNET_INSTALL_KEY,
                        sizeof LKVNET_INSTALL_KEY - 1, b, 8, err);
+    if (rc == LKV_OK)
+      rc = lkv_batch_delete(s->batch, LKVNET_APPLIED_KEY,
+                            sizeof LKVNET_APPLIED_KEY - 1, err);
   }
   if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
   lkv_batch_clear(s->batch);
@@ -1396,9 +1442,12 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
 
 /* POST /snapshot?term&index&snap_term&offset&done, body: (key, value)
  * pairs as log frames numbered from offset + 1. The first chunk marks
- * the engine as installing and empties it; the last one records the
- * applied index and restarts the log after it. A crash in between leaves
- * the mark, and the node asks for a new snapshot at its next start. */
+ * the engine as installing (durably: the engine's WAL is not synced, so
+ * a flush) and empties it; the last one flushes the pairs, restarts the
+ * log after the snapshot's index, and only then swaps the mark for the
+ * applied index. A crash anywhere in between leaves the mark, and a node
+ * with the mark asks for a new snapshot: its log is never cut while its
+ * engine could still claim to follow it. */
 static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                            const char *query, double start) {
   uint64_t term, index, sterm, offset, done, expect, seq;
@@ -1435,18 +1484,26 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     /* begin: nothing in the log past its start or in the engine is kept */
     lkvnet_rlog_stats rs;
     lkvnet_rlog_stats_get(s->rlog, &rs);
+    if (index < rs.base_index) {
+      answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot older than "
+                 "this node's log start");
+      return;
+    }
     logf_(s, "installing a snapshot at index %llu from the leader",
           (unsigned long long)index);
-    if (lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
-        set_marker(s, index, 0, &err) != LKV_OK ||
-        wipe_engine(s, &err) != LKV_OK ||
-        set_marker(s, index, 0, &err) != LKV_OK) {
+    if (set_marker(s, index, 0, &err) != LKV_OK ||
+        lkv_db_flush(s->db, &err) != LKV_OK) {
       reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
       return;
     }
+    /* from here on the engine is partial until done */
     pending_cut(s, 0);
     s->needs_snapshot = 1;
     s->applied_index = s->commit_index = 0;
+    if (wipe_engine(s, &err) != LKV_OK) {
+      reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      return;
+    }
     s->installing = 1;
     s->install_index = index;
     s->install_term = sterm;
@@ -1479,7 +1536,10 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     /* the log first: a crash before the engine's mark goes leaves the
      * mark, and a new install; the other order could leave an engine
      * ahead of its log */
+    lkvnet_rlog_stats rs;
+    lkvnet_rlog_stats_get(s->rlog, &rs);
     if (lkv_db_flush(s->db, &err) != LKV_OK ||
+        lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
         lkvnet_rlog_rewrite(s->rlog, index, sterm, &err) != LKV_OK ||
         set_marker(s, index, 1, &err) != LKV_OK) {
       reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
@@ -1675,9 +1735,13 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   f->conn = ci;
   s->fwd_busy[ci]++;
   if (evhttp_make_request(c, r, evhttp_request_get_command(req),
-                          evhttp_request_get_uri(req)) != 0)
-    /* f is left to the callback, which libevent may still make */
+                          evhttp_request_get_uri(req)) != 0) {
+    /* libevent 2.1 does not call back after a refusal here */
+    s->fwd_busy[ci]--;
     held_error(&f->h, 503, "cannot reach the leader %s", s->leader_url);
+    evhttp_request_free(r);
+    free(f);
+  }
 }
 
 /* }====================================================================== */
@@ -2234,7 +2298,9 @@ static void on_request(struct evhttp_request *req, void *arg) {
       return;
     }
   }
-  if (body > s->max_body) {
+  /* internal bodies carry whole entries (each within the body limit when
+   * it was written) plus a batch; evhttp's own cap still bounds them */
+  if (body > s->max_body && route != R_APPEND && route != R_SNAPSHOT) {
     reply_error(s, req, route, start, 413,
                 "request body is %zu bytes; the limit is %zu", body,
                 s->max_body);
@@ -2397,6 +2463,12 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->data_dir = dupstr(o->data_dir);
   s->host = dupstr(o->host);
   s->nnodes = o->nodes ? o->nnodes : 0;
+  if (s->nnodes > LKVNET_MAX_NODES) {
+    rc = lkvnet_seterr(&e, LKV_INVALID, "%zu nodes; a cluster has at most %d",
+                       s->nnodes, LKVNET_MAX_NODES);
+    s->nnodes = 0;
+    goto fail;
+  }
   s->nodes = calloc(s->nnodes ? s->nnodes : 1, sizeof *s->nodes);
   if (s->data_dir == NULL || s->host == NULL || s->nodes == NULL) {
     rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
