@@ -81,8 +81,8 @@ describe("lunakv command line", function()
       { "--frobnicate", "unknown option '%-%-frobnicate'", "lunakv" },
       { "shell --frobnicate", "unknown option", "lunakv shell" },
       { "shell a b", "too many arguments", "lunakv shell" },
-      { "shell --url http://127.0.0.1:1 db", "shell %-%-url: not available "
-        .. "yet", "lunakv shell" },
+      { "shell --url http://127.0.0.1:1 db", "shell: give a data directory "
+        .. "or %-%-url, not both", "lunakv shell" },
       { "run", "missing argument 'file'", "lunakv run" },
       { "help frobnicate", "help: unknown command 'frobnicate'", "lunakv" },
       { "bench --num", "option '%-%-num' requires an argument",

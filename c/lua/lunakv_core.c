@@ -17,8 +17,14 @@
  * user value 1, so the db block outlives it whatever the collection order.
  * The db keeps its open children on an intrusive list; db:close() closes
  * them first, since lkv_db_close refuses while iterators or snapshots live.
+ *
+ * Beside the engine: core.serve (an HTTP node, lkvnet.h), the HTTP client
+ * core.http_request / core.http_bench (httpc.h), and the few process
+ * functions orchestration needs (core.spawn, kill, pid_alive, sleep,
+ * mkdir), so `lunakv cluster` runs no shell strings.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,7 +32,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +45,7 @@
 #include "lua.h"
 
 #include "lunakv.h"
+#include "httpc.h"
 #include "lkvnet.h"
 
 /* The one exported symbol (-fvisibility=hidden hides everything else). */
@@ -1705,6 +1717,12 @@ static int core_serve(lua_State *L) {
   o.write_timeout_ms = (int)optinteger(L, 2, "write_timeout_ms",
                                        LKVNET_DEFAULT_WRITE_TIMEOUT_MS, 1,
                                        24 * 3600 * 1000);
+  o.heartbeat_ms = (int)optinteger(L, 2, "heartbeat_ms",
+                                   LKVNET_DEFAULT_HEARTBEAT_MS, 1, 60000);
+  o.log_compaction_threshold = (uint64_t)optinteger(
+      L, 2, "log_compaction_threshold", LKVNET_DEFAULT_LOG_COMPACTION, 0,
+      LUA_MAXINTEGER);
+  o.token = optstring(L, 2, "token");
   if (lua_getfield(L, 2, "nodes") != LUA_TNIL) { /* +1 nodes */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'nodes' must be a table");
     n = (size_t)luaL_len(L, -1);
@@ -1738,6 +1756,531 @@ static int core_serve(lua_State *L) {
   if (rc != LKV_OK) return raise_err(L, rc, &err);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The HTTP client (httpc.h) and process control for orchestration
+** ======================================================================= */
+
+/* libevent writes with writev(), which raises SIGPIPE when a node resets
+ * the connection; a client must see that as a failed request, not die.
+ * The disposition is restored after each call, as lkvnet_server_run does. */
+typedef struct PipeGuard {
+  struct sigaction old;
+  int set;
+} PipeGuard;
+
+static void pipe_ignore(PipeGuard *g) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  g->set = sigaction(SIGPIPE, &sa, &g->old) == 0;
+}
+
+static void pipe_restore(PipeGuard *g) {
+  if (g->set) sigaction(SIGPIPE, &g->old, NULL);
+}
+
+/* core.http_request(method, url [, body [, headers [, timeout_ms]]])
+ *   -> status, body
+ * One blocking request (httpc.h). headers: { name = value, ... }. Any HTTP
+ * answer returns (4xx and 5xx included: the caller reads the status); a
+ * transport failure raises "lunakv: io error: cannot connect to URL:
+ * connection refused" and the like. */
+static int core_http_request(lua_State *L) {
+  const char *method = luaL_checkstring(L, 1);
+  const char *url = luaL_checkstring(L, 2);
+  size_t blen = 0, nh = 0;
+  const char *body = NULL;
+  lkvnet_header hs[LKVNET_HTTPC_MAX_HEADERS];
+  lua_Integer timeout = luaL_optinteger(L, 5, 10000);
+  lkvnet_response r;
+  lkv_err err;
+  PipeGuard g;
+  int rc;
+  if (!lua_isnoneornil(L, 3)) body = checkbytes(L, 3, &blen);
+  if (!lua_isnoneornil(L, 4)) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_pushnil(L); /* +1 first key */
+    while (lua_next(L, 4) != 0) { /* +1 value */
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+        return luaL_argerror(L, 4, "headers must map names to strings");
+      luaL_argcheck(L, nh < LKVNET_HTTPC_MAX_HEADERS, 4, "too many headers");
+      /* borrowed: the headers table keeps both strings for the call */
+      hs[nh].name = lua_tostring(L, -2);
+      hs[nh].value = lua_tostring(L, -1);
+      nh++;
+      lua_pop(L, 1); /* -1 value */
+    }
+  }
+  luaL_argcheck(L, timeout > 0 && timeout <= 24 * 3600 * 1000, 5,
+                "timeout must be 1 .. 86400000 ms");
+  err.msg[0] = '\0';
+  pipe_ignore(&g);
+  rc = lkvnet_http_request(method, url, hs, nh, body, blen, (int)timeout, &r,
+                           &err);
+  pipe_restore(&g);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_pushinteger(L, r.status);              /* +1 */
+  if (!lua_checkstack(L, 1)) {
+    lkvnet_response_free(&r);
+    return luaL_error(L, "lunakv: out of memory: Lua stack");
+  }
+  /* lua_pushlstring may raise on out-of-memory; the body would leak, so
+   * copy it through a box (freed by __gc) */
+  {
+    Box *bx = (Box *)lua_newuserdatauv(L, sizeof *bx, 0); /* +1 box */
+    memset(bx, 0, sizeof *bx);
+    luaL_setmetatable(L, BOX_MT);
+    bx->p = r.body;
+    bx->len = r.body_len;
+    lua_pushlstring(L, r.body, r.body_len); /* +1 body */
+    free(bx->p);                            /* copied: free it now */
+    bx->p = NULL;
+    lua_remove(L, -2); /* -1 box */
+  }
+  return 2;
+}
+
+static const char *const bench_keys[] = {
+    "url", "urls", "connections", "ops", "seconds", "write_pct", "key_size",
+    "value_size", "key_space", "key_offset", "sequential", "consistent",
+    "seed", "timeout_ms", "target", NULL};
+
+static int optbool(lua_State *L, int t, const char *name, int dflt) {
+  int v = dflt, ty = lua_getfield(L, t, name); /* +1 */
+  if (ty == LUA_TBOOLEAN)
+    v = lua_toboolean(L, -1);
+  else if (ty != LUA_TNIL)
+    opterror(L, t, name, "must be a boolean");
+  lua_pop(L, 1); /* -1 */
+  return v;
+}
+
+#define BENCH_MAX_URLS 64
+
+/* core.http_bench(opts) -> result. The load generator of httpc.h, run on
+ * this thread until done (no Lua runs meanwhile). opts: url (string) or
+ * urls (array), connections (32), ops and/or seconds (one is needed),
+ * write_pct (0 .. 100, 100), key_size (16), value_size (100), key_space
+ * (100000), key_offset (0), sequential (true: writes take keys in
+ * order), consistent (false), seed (1), timeout_ms (10000), target
+ * ("lunakv" or "etcd"). result: ops, writes, reads, errors,
+ * transport_errors, seconds, ops_per_sec (successful requests per
+ * second), p50_us, p90_us, p99_us, max_us (over successful requests) and
+ * first_error when any failed. Raises when every request fails to
+ * connect. */
+static int core_http_bench(lua_State *L) {
+  static const char *const targets[] = {"lunakv", "etcd", NULL};
+  lkvnet_bench_spec s;
+  lkvnet_bench_result r;
+  const char *urls[BENCH_MAX_URLS];
+  size_t nurls = 0, i;
+  lkv_err err;
+  PipeGuard g;
+  int rc;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lkvnet_bench_spec_init(&s);
+  /* every key must be known: a typo must not silently use a default */
+  lua_pushnil(L); /* +1 */
+  while (lua_next(L, 1) != 0) { /* +1 value */
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    int known = 0;
+    for (i = 0; bench_keys[i] != NULL; i++)
+      if (strcmp(k, bench_keys[i]) == 0) known = 1;
+    if (!known)
+      return luaL_argerror(
+          L, 1, lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL)));
+    lua_pop(L, 1); /* -1 value */
+  }
+  if (optstring(L, 1, "url") != NULL) urls[nurls++] = optstring(L, 1, "url");
+  if (lua_getfield(L, 1, "urls") != LUA_TNIL) { /* +1 urls */
+    size_t n;
+    luaL_argcheck(L, lua_istable(L, -1), 1, "option 'urls' must be a table");
+    n = (size_t)luaL_len(L, -1);
+    for (i = 0; i < n; i++) {
+      luaL_argcheck(L, nurls < BENCH_MAX_URLS, 1, "option 'urls': too many");
+      lua_geti(L, -1, (lua_Integer)i + 1); /* +1 */
+      if (lua_type(L, -1) != LUA_TSTRING)
+        opterror(L, 1, "urls", "must hold URL strings");
+      urls[nurls++] = lua_tostring(L, -1);
+      lua_pop(L, 1); /* -1: the urls table keeps it */
+    }
+  }
+  lua_pop(L, 1); /* -1 urls (kept alive by opts) */
+  luaL_argcheck(L, nurls > 0, 1, "option 'url' or 'urls' is required");
+  s.urls = urls;
+  s.nurls = nurls;
+  s.connections = (int)optinteger(L, 1, "connections", 32, 1,
+                                  LKVNET_BENCH_MAX_CONNECTIONS);
+  s.ops = (uint64_t)optinteger(L, 1, "ops", 0, 0, LUA_MAXINTEGER);
+  if (lua_getfield(L, 1, "seconds") != LUA_TNIL) { /* +1 */
+    int isnum;
+    lua_Number secs = lua_tonumberx(L, -1, &isnum);
+    if (!isnum || !(secs > 0 && secs <= 86400))
+      opterror(L, 1, "seconds", "must be a number from 0 to 86400");
+    s.duration_ms = (int)(secs * 1000 + 0.5);
+    if (s.duration_ms < 1) s.duration_ms = 1;
+  }
+  lua_pop(L, 1); /* -1 */
+  if (s.ops == 0 && s.duration_ms == 0)
+    return luaL_argerror(L, 1, "give 'ops' or 'seconds'");
+  s.write_pct = (int)optinteger(L, 1, "write_pct", 100, 0, 100);
+  s.key_size = (size_t)optinteger(L, 1, "key_size", 16, 1, 40);
+  s.value_size = (size_t)optinteger(L, 1, "value_size", 100, 0,
+                                    (lua_Integer)LKV_MAX_VALUE_BYTES / 2);
+  s.key_space = (uint64_t)optinteger(L, 1, "key_space", 100000, 1,
+                                     LUA_MAXINTEGER);
+  s.key_offset = (uint64_t)optinteger(L, 1, "key_offset", 0, 0,
+                                      LUA_MAXINTEGER);
+  s.sequential = optbool(L, 1, "sequential", 1);
+  s.consistent = optbool(L, 1, "consistent", 0);
+  s.seed = (uint64_t)optinteger(L, 1, "seed", 1, 0, LUA_MAXINTEGER);
+  s.timeout_ms = (int)optinteger(L, 1, "timeout_ms", 10000, 1,
+                                 24 * 3600 * 1000);
+  lua_getfield(L, 1, "target"); /* +1 */
+  if (!lua_isnil(L, -1)) {
+    const char *t = lua_tostring(L, -1);
+    for (i = 0; t != NULL && targets[i] != NULL; i++)
+      if (strcmp(t, targets[i]) == 0) break;
+    if (t == NULL || targets[i] == NULL)
+      opterror(L, 1, "target", "must be \"lunakv\" or \"etcd\"");
+    s.target = i == 1 ? LKVNET_TARGET_ETCD : LKVNET_TARGET_LUNAKV;
+  }
+  lua_pop(L, 1); /* -1 */
+  err.msg[0] = '\0';
+  pipe_ignore(&g);
+  rc = lkvnet_bench_run(&s, &r, &err);
+  pipe_restore(&g);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  lua_createtable(L, 0, 14); /* +1 result */
+  setint(L, "ops", r.ops);
+  setint(L, "writes", r.writes);
+  setint(L, "reads", r.reads);
+  setint(L, "errors", r.errors);
+  setint(L, "transport_errors", r.transport_errors);
+  setnum(L, "seconds", r.seconds);
+  setnum(L, "ops_per_sec", r.ops_per_sec);
+  setnum(L, "p50_us", r.p50_us);
+  setnum(L, "p90_us", r.p90_us);
+  setnum(L, "p99_us", r.p99_us);
+  setnum(L, "max_us", r.max_us);
+  if (r.first_error[0] != '\0') {
+    lua_pushstring(L, r.first_error);
+    lua_setfield(L, -2, "first_error");
+  }
+  return 1;
+}
+
+/* strerror(e) with a lower-case first letter, the way lunakv's sentences
+ * read ("no such file or directory"). */
+static const char *lowerror(int e, char *buf, size_t n) {
+  snprintf(buf, n, "%s", strerror(e));
+  if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+    buf[0] = (char)(buf[0] - 'A' + 'a');
+  return buf;
+}
+
+#define SPAWN_MAX_ARGS 4096
+
+/* Close every descriptor from lo up, but keep. close_range is one system
+ * call (Linux 5.9+); older kernels get the loop. Async-signal-safe: it
+ * runs between fork and exec. */
+static void close_from(int lo, int keep) {
+#ifdef SYS_close_range
+  if (keep >= lo) {
+    if ((keep == lo || syscall(SYS_close_range, lo, keep - 1, 0) == 0) &&
+        syscall(SYS_close_range, keep + 1, ~0U, 0) == 0)
+      return;
+  } else if (syscall(SYS_close_range, lo, ~0U, 0) == 0) {
+    return;
+  }
+#endif
+  {
+    long max = sysconf(_SC_OPEN_MAX);
+    int fd;
+    if (max < 0 || max > 65536) max = 65536;
+    for (fd = lo; fd < max; fd++)
+      if (fd != keep) close(fd);
+  }
+}
+
+/* core.spawn(argv, log_path [, env]) -> pid. Start argv[1] (searched in
+ * PATH) with
+ * arguments argv[2..] in the background: its own session (setsid, so a
+ * Ctrl-C at the terminal or the end of the spawning process does not reach
+ * it), stdin from /dev/null, stdout and stderr appended to log_path, no
+ * other descriptor inherited, default signal dispositions and mask. An
+ * exec failure is reported here ("lunakv: cannot run 'x': no such file or
+ * directory"), through a close-on-exec pipe, not discovered later. The
+ * child is ours to reap: core.pid_alive does it. env: { NAME = value }
+ * set in the child over this process's environment (a secret passed this
+ * way does not show in ps, as an argument would). */
+static int core_spawn(lua_State *L) {
+  const char *logpath = luaL_checkstring(L, 2);
+  char **argv, **envp = NULL;
+  size_t n, i;
+  int logfd, nullfd, p[2], e = 0;
+  ssize_t got;
+  pid_t pid;
+  char eb[128];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 3); /* env (or nil) at 3: what is pushed below goes above */
+  n = (size_t)luaL_len(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= SPAWN_MAX_ARGS, 1,
+                "argv must hold the program and its arguments");
+  /* a userdata, so an error below frees it with the GC */
+  argv = (char **)lua_newuserdatauv(L, (n + 1) * sizeof *argv, 0); /* +1 */
+  for (i = 0; i < n; i++) {
+    size_t len;
+    lua_geti(L, 1, (lua_Integer)i + 1); /* +1 */
+    if (lua_type(L, -1) != LUA_TSTRING)
+      return luaL_argerror(
+          L, 1, lua_pushfstring(L, "argv[%d] must be a string", (int)i + 1));
+    argv[i] = (char *)lua_tolstring(L, -1, &len);
+    if (strlen(argv[i]) != len || (i == 0 && len == 0))
+      return luaL_argerror(
+          L, 1, lua_pushfstring(L, "argv[%d] must be a non-empty string "
+                                   "without zero bytes", (int)i + 1));
+    lua_pop(L, 1); /* -1: the argv table keeps it */
+  }
+  argv[n] = NULL;
+  if (!lua_isnoneornil(L, 3)) {
+    extern char **environ;
+    size_t ne = 0, nx = 0, k;
+    int strs;
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_pushnil(L); /* +1 */
+    while (lua_next(L, 3) != 0) { /* +1 value */
+      size_t kl, vl;
+      const char *kk, *vv;
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+        return luaL_argerror(L, 3, "env must map names to strings");
+      kk = lua_tolstring(L, -2, &kl);
+      vv = lua_tolstring(L, -1, &vl);
+      if (kl == 0 || strlen(kk) != kl || strchr(kk, '=') != NULL ||
+          strlen(vv) != vl)
+        return luaL_argerror(L, 3, "env names must be non-empty without '=' "
+                                   "and no zero bytes in names or values");
+      nx++;
+      lua_pop(L, 1); /* -1 value */
+    }
+    while (environ[ne] != NULL) ne++;
+    envp = (char **)lua_newuserdatauv(L, (ne + nx + 1) * sizeof *envp,
+                                      0); /* +1 */
+    lua_createtable(L, (int)nx, 0); /* +1: keeps the NAME=value strings */
+    strs = lua_gettop(L);
+    n = 0;
+    for (k = 0; k < ne; k++) { /* the inherited ones not overridden */
+      const char *eq = strchr(environ[k], '=');
+      int over = 0;
+      if (eq != NULL) {
+        lua_pushlstring(L, environ[k], (size_t)(eq - environ[k])); /* +1 */
+        over = lua_rawget(L, 3) != LUA_TNIL; /* -1 +1 */
+        lua_pop(L, 1);                       /* -1 */
+      }
+      if (!over) envp[n++] = environ[k];
+    }
+    lua_pushnil(L); /* +1 */
+    while (lua_next(L, 3) != 0) { /* +1 value */
+      const char *kv = lua_pushfstring(L, "%s=%s", lua_tostring(L, -2),
+                                       lua_tostring(L, -1)); /* +1 */
+      lua_rawseti(L, strs, (lua_Integer)n + 1); /* -1: kept alive */
+      envp[n++] = (char *)kv;
+      lua_pop(L, 1); /* -1 value */
+    }
+    envp[n] = NULL;
+  }
+  logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (logfd < 0)
+    return luaL_error(L, "lunakv: io error: cannot open log file %s: %s",
+                      logpath, lowerror(errno, eb, sizeof eb));
+  nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (nullfd < 0 || pipe2(p, O_CLOEXEC) != 0) {
+    e = errno;
+    close(logfd);
+    if (nullfd >= 0) close(nullfd);
+    return luaL_error(L, "lunakv: io error: spawn: %s",
+                      lowerror(e, eb, sizeof eb));
+  }
+  pid = fork();
+  if (pid == 0) {
+    /* the child: async-signal-safe calls only until exec */
+    struct sigaction sa;
+    sigset_t all;
+    int sig;
+    close(p[0]);
+    setsid();
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_DFL;
+    for (sig = 1; sig < NSIG; sig++) sigaction(sig, &sa, NULL);
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0) {
+      e = errno;
+    } else {
+      close_from(3, p[1]);
+      if (envp != NULL)
+        execvpe(argv[0], argv, envp);
+      else
+        execvp(argv[0], argv);
+      e = errno;
+    }
+    while (write(p[1], &e, sizeof e) < 0 && errno == EINTR) {
+    }
+    _exit(127);
+  }
+  e = errno;
+  close(p[1]);
+  close(logfd);
+  close(nullfd);
+  if (pid < 0) {
+    close(p[0]);
+    return luaL_error(L, "lunakv: io error: fork: %s",
+                      lowerror(e, eb, sizeof eb));
+  }
+  /* the pipe closes at a successful exec (EOF) or carries the errno */
+  do {
+    got = read(p[0], &e, sizeof e);
+  } while (got < 0 && errno == EINTR);
+  close(p[0]);
+  if (got == (ssize_t)sizeof e) {
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    return luaL_error(L, "lunakv: cannot run '%s': %s", argv[0],
+                      lowerror(e, eb, sizeof eb));
+  }
+  lua_pushinteger(L, (lua_Integer)pid);
+  return 1;
+}
+
+static const struct {
+  const char *name;
+  int sig;
+} signames[] = {
+    {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT},
+    {"HUP", SIGHUP},   {"QUIT", SIGQUIT}, {"STOP", SIGSTOP},
+    {"CONT", SIGCONT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2},
+};
+
+static pid_t checkpid(lua_State *L, int arg) {
+  lua_Integer pid = luaL_checkinteger(L, arg);
+  /* 0 and negative numbers name process groups to kill(2): refused, a
+   * slip there would signal far more than one process */
+  luaL_argcheck(L, pid > 0 && pid <= INT_MAX, arg,
+                "process id must be a positive integer");
+  return (pid_t)pid;
+}
+
+/* core.kill(pid, sig) -> true, or nil, message, errno. sig: a name
+ * ("TERM", "SIGKILL", any case) or a number (0 checks existence). */
+static int core_kill(lua_State *L) {
+  pid_t pid = checkpid(L, 1);
+  int sig = -1;
+  char eb[128];
+  if (lua_type(L, 2) == LUA_TNUMBER) {
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0 && n < NSIG, 2, "signal number out of range");
+    sig = (int)n;
+  } else {
+    const char *s = luaL_checkstring(L, 2);
+    size_t i;
+    if (strncasecmp(s, "SIG", 3) == 0) s += 3;
+    for (i = 0; i < sizeof signames / sizeof signames[0]; i++)
+      if (strcasecmp(s, signames[i].name) == 0) sig = signames[i].sig;
+    if (sig < 0)
+      return luaL_argerror(
+          L, 2, lua_pushfstring(L, "unknown signal '%s' (TERM, KILL, INT, "
+                                   "HUP, QUIT, STOP, CONT, USR1, USR2 or a "
+                                   "number)", lua_tostring(L, 2)));
+  }
+  if (kill(pid, sig) != 0) {
+    int e = errno;
+    lua_pushnil(L);
+    lua_pushstring(L, lowerror(e, eb, sizeof eb));
+    lua_pushinteger(L, e);
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.pid_alive(pid) -> whether the process runs. A zombie (exited, not
+ * yet reaped) is not alive; a child of ours is reaped here (waitpid
+ * WNOHANG), which also keeps zombies from piling up while we poll. */
+static int core_pid_alive(lua_State *L) {
+  pid_t pid = checkpid(L, 1);
+  int st, alive;
+  pid_t r;
+  do {
+    r = waitpid(pid, &st, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == pid) {
+    alive = 0; /* it had exited; reaped now */
+  } else if (r == 0) {
+    alive = 1; /* our child, running */
+  } else if (kill(pid, 0) != 0 && errno != EPERM) {
+    alive = 0;
+  } else {
+    /* someone else's process (its parent reaps it): read its state */
+    char path[64], buf[512];
+    ssize_t got;
+    int fd;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    alive = 1;
+    if (fd >= 0) {
+      got = read(fd, buf, sizeof buf - 1);
+      close(fd);
+      if (got > 0) {
+        char *rp;
+        buf[got] = '\0';
+        rp = strrchr(buf, ')'); /* the name may hold anything but ends so */
+        if (rp != NULL && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'))
+          alive = 0;
+      }
+    }
+  }
+  lua_pushboolean(L, alive);
+  return 1;
+}
+
+/* core.mkdir(path) -> true, or nil, message, errno. One level, mode 0755;
+ * an existing directory is a success (orchestration re-runs). */
+static int core_mkdir(lua_State *L) {
+  size_t n;
+  const char *path = luaL_checklstring(L, 1, &n);
+  char eb[128];
+  struct stat st;
+  luaL_argcheck(L, n > 0 && strlen(path) == n, 1,
+                "path must be non-empty, without zero bytes");
+  if (mkdir(path, 0755) != 0 &&
+      !(errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+    int e = errno;
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot create directory %s: %s", path,
+                    lowerror(e, eb, sizeof eb));
+    lua_pushinteger(L, e);
+    return 3;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.sleep(seconds): Lua has no sleep of its own; polling loops with a
+ * deadline (cluster up, the specs) use this rather than os.execute. */
+static int core_sleep(lua_State *L) {
+  lua_Number secs = luaL_checknumber(L, 1);
+  struct timespec ts;
+  luaL_argcheck(L, secs >= 0 && secs <= 86400, 1, "seconds must be 0 .. 86400");
+  ts.tv_sec = (time_t)secs;
+  ts.tv_nsec = (long)((secs - (lua_Number)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+  return 0;
 }
 
 /* }====================================================================== */
@@ -1846,6 +2389,13 @@ static const luaL_Reg core_funcs[] = {
     {"isatty", core_isatty},
     {"interrupts", core_interrupts},
     {"serve", core_serve},
+    {"http_request", core_http_request},
+    {"http_bench", core_http_bench},
+    {"spawn", core_spawn},
+    {"kill", core_kill},
+    {"pid_alive", core_pid_alive},
+    {"sleep", core_sleep},
+    {"mkdir", core_mkdir},
     {NULL, NULL},
 };
 

@@ -8,6 +8,12 @@
 -- readrandom, readmissing, readseq, seekrandom, fillsync) are chosen with
 -- --workloads. README.md ("Shell and bench") describes every workload
 -- and the output; `lunakv help bench` lists the options.
+--
+-- With --url the bench drives running nodes over HTTP instead (M.main_http):
+-- the load generator is C (core.http_bench: keep-alive connections, one
+-- request in flight on each, one event loop), the workloads are write,
+-- read and mixNN (NN% writes), and the figures are ops/s and latency
+-- percentiles per workload.
 
 local M = {}
 
@@ -89,6 +95,41 @@ function M.add_to_parser(c)
   c:flag("--progress", "Draw the progress bar even when stderr is not a "
     .. "terminal.")
   c:flag("-q --quiet", "No progress bar.")
+  -- --workload is the spelling issue 6 uses; hidden so the help lists one
+  c:option("--workload"):target("workloads"):hidden(true)
+  -- over HTTP (M.main_http)
+  c:option("--url", "Drive running nodes over HTTP instead: a URL, or a "
+    .. "comma-separated list (writes go to the first; reads to every one, "
+    .. "see --read-from). Workloads are then write, read and mixNN (NN% "
+    .. "writes); default write,read.")
+    :argname("<url>")
+  c:option("--connections", "HTTP: keep-alive connections, one request in "
+    .. "flight on each (default 32).")
+    :argname("<n>"):convert(posint("--connections"))
+  c:option("--seconds", "HTTP: run each workload this long (default 5 "
+    .. "unless --num is given).")
+    :argname("<s>"):convert(function(x)
+      local n = tonumber(x)
+      if not n or n <= 0 or n > 86400 then
+        return nil, "--seconds must be a number from 0 to 86400, got '"
+          .. x .. "'"
+      end
+      return n
+    end)
+  c:option("--keys", "HTTP: the key space; writes take keys 0, 1, ... in "
+    .. "order, reads pick written keys at random (default 1000000).")
+    :argname("<n>"):convert(posint("--keys"))
+  c:option("--read-from", "HTTP: send reads to every URL given (all, the "
+    .. "default) or to the first only.")
+    :argname("<all|first>"):choices { "all", "first" }
+  c:flag("--consistent", "HTTP: reads through the leader "
+    .. "(/get?...&consistent=true).")
+  c:option("--target", "HTTP: what the URLs are: lunakv (default) or etcd "
+    .. "(its v3 JSON gateway: /v3/kv/put, /v3/kv/range).")
+    :argname("<lunakv|etcd>"):choices { "lunakv", "etcd" }
+  c:option("--timeout-ms", "HTTP: a request unanswered this long counts as "
+    .. "an error (default 10000).")
+    :argname("<ms>"):convert(posint("--timeout-ms"))
 end
 
 -- Parse "writes,reads4" into { {name=, base=, threads=, def=}, ... }.
@@ -501,6 +542,14 @@ end
 function M.main(args, opts, info)
   local lunakv = require "lunakv"
   local core = require "lunakv.core"
+  if args.url then return M.main_http(args, opts, info) end
+  for _, o in ipairs { "connections", "seconds", "keys", "read_from",
+    "target", "timeout_ms" } do
+    if args[o] ~= nil then
+      return 2, "--" .. o:gsub("_", "-") .. " is an option of bench --url"
+    end
+  end
+  if args.consistent then return 2, "--consistent is an option of bench --url" end
   local plan, err = M.parse_workloads(args.workloads or M.DEFAULT_WORKLOADS)
   if not plan then return 2, err end
   local layers = {}
@@ -686,6 +735,211 @@ function M.main(args, opts, info)
     io.stdout:write("\nnotes:\n")
     for _, n in ipairs(notes) do io.stdout:write("  ", n, "\n") end
   end
+  return true
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Over HTTP: lunakv bench --url
+-- =======================================================================
+
+M.HTTP_DEFAULT_WORKLOADS = "write,read"
+
+-- Parse "write,read,mix10" into { {name=, write_pct=}, ... }, or nil, why.
+function M.parse_http_workloads(text)
+  local list = {}
+  for item in (text .. ","):gmatch("([^,]*),") do
+    item = item:match("^%s*(.-)%s*$"):lower()
+    if item ~= "" then
+      local pct
+      if item == "write" or item == "writes" or item == "set" then
+        item, pct = "write", 100
+      elseif item == "read" or item == "reads" or item == "get" then
+        item, pct = "read", 0
+      else
+        local n = item:match("^mix(%d*)$")
+        if n then
+          pct = n == "" and 50 or math.tointeger(tonumber(n))
+          if pct > 100 then
+            return nil, "workload '" .. item .. "': at most 100% writes"
+          end
+        end
+      end
+      if not pct then
+        return nil, string.format("unknown HTTP workload '%s' (known: "
+          .. "write, read, mixNN with NN%% writes)", item)
+      end
+      list[#list + 1] = { name = item, write_pct = pct }
+    end
+  end
+  if #list == 0 then return nil, "no workloads given" end
+  return list
+end
+
+local function split_urls(text)
+  local remote = require "lunakv.remote"
+  local urls = {}
+  for u in (text .. ","):gmatch("([^,]*),") do
+    u = u:match("^%s*(.-)%s*$")
+    if u ~= "" then
+      local base, why = remote.base_url(u)
+      if not base then return nil, "--url: " .. why end
+      urls[#urls + 1] = base
+    end
+  end
+  if #urls == 0 then return nil, "--url: no URL given" end
+  return urls
+end
+
+local function ms(us)
+  local x = us / 1000
+  if x >= 100 then return string.format("%.0f", x) end
+  if x >= 10 then return string.format("%.1f", x) end
+  return string.format("%.2f", x)
+end
+
+-- Print rows (arrays of cells) as columns, the first left-aligned.
+local function columns(lines)
+  local widths = {}
+  for _, line in ipairs(lines) do
+    for k, cell in ipairs(line) do
+      widths[k] = math.max(widths[k] or 0, #cell)
+    end
+  end
+  local out = {}
+  for _, line in ipairs(lines) do
+    local cells = {}
+    for k, cell in ipairs(line) do
+      cells[k] = string.format("%" .. (k == 1 and "-" or "") .. widths[k]
+        .. "s", cell)
+    end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  return table.concat(out, "\n")
+end
+M.columns = columns
+
+-- `lunakv bench --url URL[,URL...]`: returns true, or nil and a message,
+-- or 2 and a message (usage).
+function M.main_http(args, opts)
+  local core = require "lunakv.core"
+  local urls, why = split_urls(args.url)
+  if not urls then return 2, why end
+  local plan
+  plan, why = M.parse_http_workloads(args.workloads
+    or M.HTTP_DEFAULT_WORKLOADS)
+  if not plan then return 2, why end
+  if args.layers or args["repeat"] or args.dir then
+    return 2, "--layers, --repeat and --dir do not apply to bench --url"
+  end
+  local target = args.target or "lunakv"
+  local conns = args.connections or 32
+  local seconds = args.seconds
+  local num = args.num
+  if not seconds and not num then seconds = 5 end
+  local keys = args.keys or 1000000
+  local key_size = args.key_size or 16
+  if keys > 10 ^ key_size then
+    return 2, string.format("--keys %d needs keys longer than %d bytes",
+      keys, key_size)
+  end
+  local read_urls = args.read_from == "first" and { urls[1] } or urls
+
+  -- every node must answer before the clock starts: a typo in a URL is
+  -- one clear line, not a table of errors
+  for _, u in ipairs(urls) do
+    local ok, err = pcall(core.http_request, "GET", u .. "/health", nil, nil,
+      5000)
+    if not ok then
+      return nil, (tostring(err):gsub("^.-lunakv: ", ""))
+    end
+  end
+
+  local machine = M.machine()
+  local what = string.format("%s%s, %d connections, %d B keys, %d B values, "
+    .. "%s per workload", urls[1],
+    #read_urls > 1 and string.format(" (reads: %d nodes)", #read_urls) or "",
+    conns, key_size, args.value_size or 100,
+    num and (commas(num) .. " ops" .. (seconds and (" or " .. seconds
+      .. " s") or "")) or (seconds .. " s"))
+  if not args.json then
+    io.stdout:write(string.format("lunakv bench --url (%s, target %s)\n",
+      _VERSION, target))
+    io.stdout:write(string.format("machine   %d cores, %s%s\n", machine.cores,
+      machine.cpu, machine.kernel and (", " .. machine.kernel) or ""))
+    io.stdout:write("load      ", what, "\n\n")
+    io.stdout:flush()
+  end
+
+  local results, written = {}, 0
+  for _, w in ipairs(plan) do
+    local space = keys
+    if w.write_pct == 0 and written > 0 then space = math.min(written, keys) end
+    if not args.quiet and core.isatty(2) then
+      io.stderr:write(string.format("running %s ...\r", w.name))
+      io.stderr:flush()
+    end
+    local r = core.http_bench {
+      urls = w.write_pct == 100 and { urls[1] } or read_urls,
+      connections = conns, ops = num, seconds = seconds,
+      write_pct = w.write_pct, key_size = key_size,
+      value_size = args.value_size or 100, key_space = space,
+      sequential = true, consistent = args.consistent or false,
+      seed = args.seed or 1, timeout_ms = args.timeout_ms or 10000,
+      target = target,
+    }
+    if not args.quiet and core.isatty(2) then
+      io.stderr:write(string.rep(" ", 30), "\r")
+    end
+    r.workload, r.write_pct = w.name, w.write_pct
+    written = math.max(written, math.min(r.writes, keys))
+    results[#results + 1] = r
+  end
+
+  local notes, all_failed = {}, true
+  for _, r in ipairs(results) do
+    if r.errors < r.ops then all_failed = false end
+    if r.errors > 0 then
+      notes[#notes + 1] = string.format("%s: %s of %s requests failed; the "
+        .. "first: %s", r.workload, commas(r.errors), commas(r.ops),
+        r.first_error or "?")
+    end
+  end
+
+  if args.json then
+    local cjson = require "cjson"
+    local out = {}
+    for i, r in ipairs(results) do
+      out[i] = { workload = r.workload, write_pct = r.write_pct, ops = r.ops,
+        writes = r.writes, reads = r.reads, errors = r.errors,
+        seconds = r.seconds, ops_per_sec = r.ops_per_sec, p50_us = r.p50_us,
+        p90_us = r.p90_us, p99_us = r.p99_us, max_us = r.max_us,
+        first_error = r.first_error }
+    end
+    io.stdout:write(cjson.encode {
+      version = require("lunakv").version, lua = _VERSION, machine = machine,
+      target = target, urls = urls, read_urls = read_urls,
+      connections = conns, key_size = key_size,
+      value_size = args.value_size or 100, keys = keys, num = num,
+      seconds = seconds, consistent = args.consistent or false,
+      results = out, notes = #notes > 0 and notes or nil,
+    }, "\n")
+  else
+    local lines = { { "workload", "ops", "errors", "ops/s", "p50 ms",
+      "p90 ms", "p99 ms", "max ms" } }
+    for _, r in ipairs(results) do
+      lines[#lines + 1] = { r.workload, commas(r.ops), commas(r.errors),
+        commas(r.ops_per_sec), ms(r.p50_us), ms(r.p90_us), ms(r.p99_us),
+        ms(r.max_us) }
+    end
+    io.stdout:write(columns(lines), "\n")
+    if #notes > 0 then
+      io.stdout:write("\nnotes:\n")
+      for _, n in ipairs(notes) do io.stdout:write("  ", n, "\n") end
+    end
+  end
+  if all_failed then return nil, "every request failed (see the notes)" end
   return true
 end
 

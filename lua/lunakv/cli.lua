@@ -1,7 +1,7 @@
 -- lunakv.cli - the `lunakv` command. The arguments are parsed with
 -- lua-argparse; each subcommand runs from the module that owns it, loaded
 -- only when used (shell: lunakv.shell, bench: lunakv.bench, node:
--- lunakv.node). The outcome
+-- lunakv.node, cluster: lunakv.cluster). The outcome
 -- becomes the exit code: 0 ok, 1 an expected failure (one "lunakv: ..."
 -- line on stderr), 2 a usage error (one line and the usage), 99 a bug
 -- (traceback and a request to report it).
@@ -116,8 +116,8 @@ local function build_parser()
     .. "lunakv shell DIR")
   shell:argument("dir", "Data directory (default: DATA_DIR, else ./data).")
     :args("?")
-  shell:option("--url", "Connect to a running node instead (reserved: "
-    .. "arrives with the server).")
+  shell:option("--url", "Talk to a running node over HTTP instead "
+    .. "(e.g. http://127.0.0.1:8000): the same commands, plus STATUS.")
     :argname("<url>")
   add_config_options(shell)
 
@@ -137,6 +137,15 @@ local function build_parser()
     .. "http://localhost:8000 http://localhost:8000")
   require("lunakv.node").add_to_parser(node)
   add_config_options(node)
+
+  local cluster = command("cluster",
+    "Start, inspect or stop local nodes: cluster up [N] | status | down.",
+    "Run a cluster of `lunakv node` processes on 127.0.0.1: `cluster up "
+    .. "[N]` starts N\n(default 3) and waits until they agree on a leader, "
+    .. "`cluster status` prints\nroles, indexes and lag, `cluster down` stops "
+    .. "them. State is kept in DIR/cluster.json.")
+  require("lunakv.cluster").add_to_parser(cluster, {
+    help_flag = help_flag, config_options = add_config_options })
 
   local run = command("run", "Run a Lua script with lunakv available.",
     "Run the Lua script FILE with require \"lunakv\" available; arg[0] is "
@@ -194,8 +203,10 @@ local commands = {}
 commands.shell = {
   run = function(args)
     if args.url then
-      return EXIT_USAGE, "shell --url: not available yet (remote shells "
-        .. "arrive with the server)"
+      if args.dir then
+        return EXIT_USAGE, "shell: give a data directory or --url, not both"
+      end
+      return require("lunakv.shell").main { url = args.url }
     end
     local opts, info, usage = load_config(args)
     if not opts then
@@ -227,6 +238,12 @@ commands.node = {
       return nil, info
     end
     return require("lunakv.node").main(args, opts)
+  end,
+}
+
+commands.cluster = {
+  run = function(args)
+    return require("lunakv.cluster").main(args)
   end,
 }
 

@@ -12,6 +12,11 @@
 --   M.run(db, opts)         the read-eval-print loop over stdin
 --   M.main(args)            `lunakv shell`: open, loop, close
 --
+-- `lunakv shell --url URL` runs the same loop on a node: `db` is then a
+-- lunakv.remote client (set/get/delete/scan/stats over HTTP), STATUS shows
+-- the node's replication state, and the commands with no HTTP route
+-- (SNAPSHOT, BATCH, FLUSH, ...) say so and change nothing.
+--
 -- Answers go to stdout, errors to stderr as one line; an error never ends
 -- the session. See HELP (below) or README.md for every command.
 
@@ -317,6 +322,9 @@ function Shell:reader()
 end
 
 function Shell:prompt()
+  if self.remote then
+    return "lunakv@" .. self.remote:gsub("^%a+://", "") .. "> "
+  end
   if self.batch then
     return string.format("lunakv(batch %d)> ", self.batch:count())
   elseif self.snap then
@@ -435,7 +443,7 @@ command {
 }
 
 command {
-  name = "SNAPSHOT", usage = "SNAPSHOT",
+  name = "SNAPSHOT", local_only = true, usage = "SNAPSHOT",
   help = "pin the current state: GET, SCAN and COUNT read it until "
     .. "RELEASE; prints its sequence number",
   run = function(sh, args)
@@ -451,7 +459,7 @@ command {
 }
 
 command {
-  name = "RELEASE", usage = "RELEASE",
+  name = "RELEASE", local_only = true, usage = "RELEASE",
   help = "release the snapshot; reads see the latest data again",
   run = function(sh, args)
     if #args ~= 0 then usage(commands.RELEASE) end
@@ -463,7 +471,7 @@ command {
 }
 
 command {
-  name = "BATCH", aliases = { "BEGIN", "MULTI" }, usage = "BATCH",
+  name = "BATCH", local_only = true, aliases = { "BEGIN", "MULTI" }, usage = "BATCH",
   help = "start an atomic batch: SET and DELETE are queued until COMMIT "
     .. "(all at once) or ABORT (none); reads still see the db",
   run = function(sh, args)
@@ -478,7 +486,7 @@ command {
 }
 
 command {
-  name = "COMMIT", aliases = { "EXEC" }, usage = "COMMIT",
+  name = "COMMIT", local_only = true, aliases = { "EXEC" }, usage = "COMMIT",
   help = "apply the batch atomically; prints its last sequence number",
   run = function(sh, args)
     if #args ~= 0 then usage(commands.COMMIT) end
@@ -491,7 +499,7 @@ command {
 }
 
 command {
-  name = "ABORT", aliases = { "DISCARD" }, usage = "ABORT",
+  name = "ABORT", local_only = true, aliases = { "DISCARD" }, usage = "ABORT",
   help = "drop the batch without writing anything",
   run = function(sh, args)
     if #args ~= 0 then usage(commands.ABORT) end
@@ -503,7 +511,7 @@ command {
 }
 
 command {
-  name = "FLUSH", usage = "FLUSH",
+  name = "FLUSH", local_only = true, usage = "FLUSH",
   help = "write the memtable to an SSTable; returns when done",
   run = function(sh, args)
     if #args ~= 0 then usage(commands.FLUSH) end
@@ -513,7 +521,7 @@ command {
 }
 
 command {
-  name = "COMPACT", usage = "COMPACT",
+  name = "COMPACT", local_only = true, usage = "COMPACT",
   help = "flush, then merge every table into the last level; returns when "
     .. "done",
   run = function(sh, args)
@@ -560,11 +568,29 @@ end
 -- The rows of STATS: { {name, text}, ... }.
 function Shell:stats_rows()
   local st = self.db:stats()
-  local rows = {
-    { "data_dir", self.dir or "?" },
-    { "config_file", self.info and self.info.file
-      or "(none: defaults and environment)" },
-  }
+  local rows
+  if self.remote then
+    -- a node's /stats: the engine's fields, plus tables such as rlog
+    -- whose members become rows of their own (rlog.syncs, ...)
+    rows = { { "node", self.remote } }
+    local flat = {}
+    for k, v in pairs(st) do
+      if type(v) == "table" and #v == 0 and next(v) ~= nil then
+        for k2, v2 in pairs(v) do flat[k .. "." .. k2] = v2 end
+      elseif (type(v) == "string" and v == "") or type(v) == "userdata" then
+        flat[k] = nil -- "" and null: no error, nothing cut
+      else
+        flat[k] = v
+      end
+    end
+    st = flat
+  else
+    rows = {
+      { "data_dir", self.dir or "?" },
+      { "config_file", self.info and self.info.file
+        or "(none: defaults and environment)" },
+    }
+  end
   if self.snap then rows[#rows + 1] = { "snapshot_seq", tostring(self.snap.seq) } end
   if self.batch then
     rows[#rows + 1] = { "batch_queued", tostring(self.batch:count()) }
@@ -596,6 +622,68 @@ command {
       out[#out + 1] = string.format("%-" .. width .. "s  %s", r[1], r[2])
     end
     return table.concat(out, "\n")
+  end,
+}
+
+-- The rows of STATUS: the node's /status, its followers (on a leader)
+-- one row each.
+local STATUS_ORDER = { "my_url", "role", "leader", "term", "commit_index",
+  "last_index", "applied_index", "durable_index" }
+
+function Shell:status_rows()
+  local st = self.db:status()
+  local rows, done = {}, { nodes = true, followers = true }
+  for _, k in ipairs(STATUS_ORDER) do
+    if st[k] ~= nil then
+      rows[#rows + 1] = { k, tostring(st[k]) }
+      done[k] = true
+    end
+  end
+  local rest = {}
+  for k, v in pairs(st) do
+    if not done[k] and type(v) ~= "table" then rest[#rest + 1] = k end
+  end
+  table.sort(rest)
+  for _, k in ipairs(rest) do rows[#rows + 1] = { k, tostring(st[k]) } end
+  if type(st.nodes) == "table" then
+    local n = {}
+    for i, u in ipairs(st.nodes) do n[i] = tostring(u) end
+    rows[#rows + 1] = { "nodes", table.concat(n, ", ") }
+  end
+  if type(st.followers) == "table" then
+    for _, f in ipairs(st.followers) do
+      local parts = {}
+      for _, k in ipairs { "state", "match_index", "next_index", "lag" } do
+        if f[k] ~= nil then parts[#parts + 1] = k .. " " .. tostring(f[k]) end
+      end
+      rows[#rows + 1] = { "follower " .. tostring(f.url),
+        table.concat(parts, ", ") }
+    end
+  end
+  return rows
+end
+
+local function aligned(rows)
+  local width = 0
+  for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
+  local out = {}
+  for _, r in ipairs(rows) do
+    out[#out + 1] = string.format("%-" .. width .. "s  %s", r[1], r[2])
+  end
+  return table.concat(out, "\n")
+end
+
+command {
+  name = "STATUS", usage = "STATUS",
+  help = "(over HTTP) print the node's replication state: role, leader, "
+    .. "term, commit/last/applied index, and each follower's progress on "
+    .. "a leader",
+  run = function(sh, args)
+    if #args ~= 0 then usage(commands.STATUS) end
+    if not sh.remote then
+      fail("STATUS is a node's state: connect with lunakv shell --url URL")
+    end
+    return aligned(sh:status_rows())
   end,
 }
 
@@ -678,7 +766,7 @@ end
 function M.new(db, opts)
   opts = opts or {}
   local sh = setmetatable({
-    db = db, dir = opts.dir, info = opts.info,
+    db = db, dir = opts.dir, info = opts.info, remote = opts.remote,
     out = opts.out or io.stdout, err = opts.err or io.stderr,
     pending = nil, -- text of an unfinished line (quote or Lua chunk)
     errors = 0,
@@ -779,6 +867,12 @@ function Shell:handle(line)
     if toks then
       if #toks == 0 then return nil end
       local cmd = command_of(toks)
+      if cmd and cmd.local_only and self.remote then
+        self:report({ shell_error = string.format(
+          "%s is not available over HTTP (a node has no route for it); "
+          .. "nothing was changed", cmd.name) })
+        return nil
+      end
       if cmd then
         local args = {}
         for k = 2, #toks do args[k - 1] = toks[k] end
@@ -950,6 +1044,7 @@ end
 function M.main(args)
   local lunakv = require "lunakv"
   local core = require "lunakv.core"
+  if args.url then return M.main_remote(args) end
   local opts, info = args.opts, args.info
   if not opts then opts, info = lunakv.config.load() end
   for _, w in ipairs(info and info.warnings or {}) do
@@ -969,6 +1064,38 @@ function M.main(args)
   local sh = M.run(db, { dir = dir, info = info, lunakv = lunakv, tty = tty,
     core = core })
   db:close()
+  if not tty and sh.errors > 0 then
+    return nil, string.format("%d command(s) failed", sh.errors)
+  end
+  return true
+end
+
+-- `lunakv shell --url URL`: the loop over HTTP. Fails (exit 1) when the
+-- node does not answer GET /health; after that, a failed request is one
+-- error line and the session goes on.
+function M.main_remote(args)
+  local lunakv = require "lunakv"
+  local core = require "lunakv.core"
+  local remote = require "lunakv.remote"
+  local base, why = remote.base_url(args.url)
+  if not base then return nil, "--url: " .. why end
+  local ok, node = pcall(remote.connect, base)
+  if not ok then
+    local msg = tostring(node)
+    msg = msg:sub((msg:find("lunakv: ", 1, true) or -7) + 8)
+    return nil, "cannot reach the node: " .. msg
+  end
+  local tty = core.isatty(0) and core.isatty(1)
+  if tty then
+    local role = ""
+    local sok, st = pcall(node.status, node)
+    if sok and st.role then role = " (" .. tostring(st.role) .. ")" end
+    io.stderr:write(string.format(
+      "%s shell on %s%s. HELP for commands, EXIT or Ctrl-D to leave.\n",
+      lunakv._VERSION, base, role))
+  end
+  local sh = M.run(node, { remote = base, lunakv = lunakv, tty = tty,
+    core = core })
   if not tty and sh.errors > 0 then
     return nil, string.format("%d command(s) failed", sh.errors)
   end

@@ -1,0 +1,767 @@
+/* httpc.c - the HTTP client (httpc.h): a blocking one-shot request and the
+ * load generator, both on evhttp connections in a private event_base.
+ *
+ * evhttp reports a failed request by calling the request callback with a
+ * NULL request or a response code of 0, without saying why (a refused
+ * connect is not even passed to the error callback in libevent 2.1). So a
+ * failure is diagnosed afterwards: a timeout is ours (a timer), anything
+ * else is probed with getaddrinfo and a connect of our own, which yields
+ * the sentence a person wants ("connection refused", "cannot resolve"). */
+#include "httpc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "json.h"
+#include "neterr.h"
+
+#define DEFAULT_TIMEOUT_MS 10000
+#define PROBE_TIMEOUT_MS 2000
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static struct timeval ms_tv(int ms) {
+  struct timeval tv;
+  tv.tv_sec = ms / 1000;
+  tv.tv_usec = (ms % 1000) * 1000;
+  return tv;
+}
+
+/* {======================================================================
+** URLs and diagnosis
+** ======================================================================= */
+
+/* A parsed http:// URL: host for connect(), the Host header, and the
+ * request target (path and query). */
+typedef struct Url {
+  char host[256];
+  int port;
+  char hostport[300]; /* the Host header */
+  char *target;       /* malloc'd "/path?query" */
+} Url;
+
+static int url_parse(const char *url, Url *u, lkv_err *err) {
+  struct evhttp_uri *p;
+  const char *scheme, *host, *path, *query;
+  size_t tlen;
+  memset(u, 0, sizeof *u);
+  if (url == NULL || strncasecmp(url, "http://", 7) != 0)
+    return lkvnet_seterr(err, LKV_INVALID,
+                         "'%s' is not an http:// URL (expected "
+                         "http://HOST:PORT[/path])",
+                         url != NULL ? url : "(null)");
+  p = evhttp_uri_parse_with_flags(url, 0);
+  if (p == NULL)
+    return lkvnet_seterr(err, LKV_INVALID, "'%s' is not a valid URL", url);
+  scheme = evhttp_uri_get_scheme(p);
+  host = evhttp_uri_get_host(p);
+  if (scheme == NULL || strcasecmp(scheme, "http") != 0 || host == NULL ||
+      host[0] == '\0' || strlen(host) >= sizeof u->host) {
+    evhttp_uri_free(p);
+    return lkvnet_seterr(err, LKV_INVALID, "'%s': expected http://HOST:PORT",
+                         url);
+  }
+  /* evhttp_uri keeps an IPv6 literal without its brackets */
+  snprintf(u->host, sizeof u->host, "%s", host);
+  u->port = evhttp_uri_get_port(p);
+  if (u->port < 0) u->port = 80;
+  if (u->port == 0 || u->port > 65535) {
+    evhttp_uri_free(p);
+    return lkvnet_seterr(err, LKV_INVALID, "'%s': port out of range", url);
+  }
+  snprintf(u->hostport, sizeof u->hostport,
+           strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d", host, u->port);
+  path = evhttp_uri_get_path(p);
+  query = evhttp_uri_get_query(p);
+  if (path == NULL || path[0] == '\0') path = "/";
+  tlen = strlen(path) + (query != NULL ? strlen(query) + 1 : 0) + 1;
+  u->target = malloc(tlen);
+  if (u->target == NULL) {
+    evhttp_uri_free(p);
+    return lkvnet_seterr(err, LKV_NOMEM, "URL of %zu bytes", tlen);
+  }
+  snprintf(u->target, tlen, "%s%s%s", path, query != NULL ? "?" : "",
+           query != NULL ? query : "");
+  evhttp_uri_free(p);
+  return LKV_OK;
+}
+
+static void url_free(Url *u) {
+  free(u->target);
+  u->target = NULL;
+}
+
+/* strerror with a lower-case first letter, as our sentences go. */
+static void lowerr(int e, char *buf, size_t n) {
+  snprintf(buf, n, "%s", strerror(e));
+  if (buf[0] >= 'A' && buf[0] <= 'Z' && !(buf[1] >= 'A' && buf[1] <= 'Z'))
+    buf[0] = (char)(buf[0] - 'A' + 'a');
+}
+
+/* Why did a request to u fail? Resolve and connect ourselves. Returns 0
+ * when a connection can be made (the failure came later), else -1 with
+ * the reason in why. */
+static int probe(const Url *u, char *why, size_t n) {
+  struct addrinfo hints, *ai = NULL, *a;
+  char port[16], e[128];
+  int rc, last = 0;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  snprintf(port, sizeof port, "%d", u->port);
+  rc = getaddrinfo(u->host, port, &hints, &ai);
+  if (rc != 0) {
+    snprintf(why, n, "cannot resolve host '%s': %s", u->host,
+             gai_strerror(rc));
+    return -1;
+  }
+  for (a = ai; a != NULL; a = a->ai_next) {
+    int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    a->ai_protocol);
+    if (fd < 0) {
+      last = errno;
+      continue;
+    }
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      close(fd);
+      freeaddrinfo(ai);
+      return 0;
+    }
+    if (errno == EINPROGRESS) {
+      struct pollfd pfd = {fd, POLLOUT, 0};
+      int so = 0;
+      socklen_t sl = sizeof so;
+      rc = poll(&pfd, 1, PROBE_TIMEOUT_MS);
+      if (rc == 0) {
+        last = ETIMEDOUT;
+      } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) == 0 &&
+                 so == 0) {
+        close(fd);
+        freeaddrinfo(ai);
+        return 0;
+      } else {
+        last = so != 0 ? so : errno;
+      }
+    } else {
+      last = errno;
+    }
+    close(fd);
+  }
+  freeaddrinfo(ai);
+  lowerr(last != 0 ? last : ECONNREFUSED, e, sizeof e);
+  snprintf(why, n, "%s", e);
+  return -1;
+}
+
+/* The sentence for a failed request to url. timed_out: our timer fired;
+ * kind: what evhttp's error callback said (-1: nothing). */
+static void diagnose(const char *url, const Url *u, int timed_out,
+                     int timeout_ms, int kind, char *out, size_t n) {
+  char why[300];
+  if (timed_out || kind == EVREQ_HTTP_TIMEOUT) {
+    if (probe(u, why, sizeof why) != 0)
+      snprintf(out, n, "cannot connect to http://%.120s: %.100s", u->hostport,
+               why);
+    else
+      snprintf(out, n, "no answer from %.120s within %d ms", url, timeout_ms);
+  } else if (kind == EVREQ_HTTP_DATA_TOO_LONG) {
+    snprintf(out, n, "the answer from %.120s is over %zu bytes", url,
+             LKVNET_HTTPC_MAX_BODY);
+  } else if (kind == EVREQ_HTTP_INVALID_HEADER) {
+    snprintf(out, n, "%.120s sent a malformed HTTP answer", url);
+  } else if (probe(u, why, sizeof why) != 0) {
+    /* the path plays no part in connecting: name the node only */
+    snprintf(out, n, "cannot connect to http://%.120s: %.100s", u->hostport,
+             why);
+  } else {
+    snprintf(out, n,
+             "the connection to %.120s closed before a complete answer", url);
+  }
+}
+
+static int method_of(const char *m, enum evhttp_cmd_type *t) {
+  static const struct {
+    const char *name;
+    enum evhttp_cmd_type type;
+  } methods[] = {
+      {"GET", EVHTTP_REQ_GET},       {"POST", EVHTTP_REQ_POST},
+      {"PUT", EVHTTP_REQ_PUT},       {"DELETE", EVHTTP_REQ_DELETE},
+      {"HEAD", EVHTTP_REQ_HEAD},     {"OPTIONS", EVHTTP_REQ_OPTIONS},
+      {"PATCH", EVHTTP_REQ_PATCH},
+  };
+  size_t i;
+  for (i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+    if (strcasecmp(m, methods[i].name) == 0) {
+      *t = methods[i].type;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** One request
+** ======================================================================= */
+
+typedef struct OneShot {
+  struct event_base *base;
+  int done, status, kind, nomem;
+  char *body;
+  size_t len;
+} OneShot;
+
+static void one_error_cb(enum evhttp_request_error e, void *arg) {
+  ((OneShot *)arg)->kind = (int)e;
+}
+
+static void one_done_cb(struct evhttp_request *req, void *arg) {
+  OneShot *o = arg;
+  o->done = 1;
+  if (req != NULL) o->status = evhttp_request_get_response_code(req);
+  if (req != NULL && o->status != 0) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    o->body = malloc(n + 1);
+    if (o->body == NULL) {
+      o->nomem = 1;
+    } else {
+      evbuffer_remove(in, o->body, n);
+      o->body[n] = '\0';
+      o->len = n;
+    }
+  }
+  event_base_loopbreak(o->base);
+}
+
+static void one_timeout_cb(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  event_base_loopbreak(arg);
+}
+
+void lkvnet_response_free(lkvnet_response *r) {
+  if (r == NULL) return;
+  free(r->body);
+  memset(r, 0, sizeof *r);
+}
+
+int lkvnet_http_request(const char *method, const char *url,
+                        const lkvnet_header *headers, size_t nheaders,
+                        const char *body, size_t body_len, int timeout_ms,
+                        lkvnet_response *out, lkv_err *err) {
+  enum evhttp_cmd_type type;
+  OneShot o;
+  Url u;
+  struct evhttp_connection *conn = NULL;
+  struct evhttp_request *req;
+  struct evkeyvalq *oh;
+  struct event *timer = NULL;
+  struct timeval tv;
+  size_t i;
+  int rc, has_length = 0;
+
+  memset(out, 0, sizeof *out);
+  memset(&o, 0, sizeof o);
+  o.kind = -1;
+  if (timeout_ms <= 0) timeout_ms = DEFAULT_TIMEOUT_MS;
+  if (method == NULL || method_of(method, &type) != 0)
+    return lkvnet_seterr(err, LKV_INVALID,
+                         "unsupported HTTP method '%s' (GET, HEAD, POST, "
+                         "PUT, DELETE, OPTIONS, PATCH)",
+                         method != NULL ? method : "(null)");
+  if (nheaders > LKVNET_HTTPC_MAX_HEADERS)
+    return lkvnet_seterr(err, LKV_INVALID, "%zu headers; at most %d",
+                         nheaders, LKVNET_HTTPC_MAX_HEADERS);
+  rc = url_parse(url, &u, err);
+  if (rc != LKV_OK) return rc;
+
+  o.base = event_base_new();
+  if (o.base == NULL) {
+    rc = lkvnet_seterr(err, LKV_NOMEM, "event_base_new failed");
+    goto done;
+  }
+  conn = evhttp_connection_base_new(o.base, NULL, u.host,
+                                    (unsigned short)u.port);
+  timer = evtimer_new(o.base, one_timeout_cb, o.base);
+  if (conn == NULL || timer == NULL) {
+    rc = lkvnet_seterr(err, LKV_NOMEM, "cannot set up a connection to %s",
+                       url);
+    goto done;
+  }
+  tv = ms_tv(timeout_ms);
+  evhttp_connection_set_timeout_tv(conn, &tv);
+  evhttp_connection_set_max_body_size(conn, (ev_ssize_t)LKVNET_HTTPC_MAX_BODY);
+  req = evhttp_request_new(one_done_cb, &o);
+  if (req == NULL) {
+    rc = lkvnet_seterr(err, LKV_NOMEM, "evhttp_request_new failed");
+    goto done;
+  }
+  evhttp_request_set_error_cb(req, one_error_cb);
+  oh = evhttp_request_get_output_headers(req);
+  evhttp_add_header(oh, "Host", u.hostport);
+  for (i = 0; i < nheaders; i++) {
+    const char *n = headers[i].name, *v = headers[i].value;
+    if (n == NULL || v == NULL || n[0] == '\0' || strpbrk(n, ":\r\n ") ||
+        evhttp_add_header(oh, n, v) != 0) {
+      evhttp_request_free(req); /* not yet handed to the connection */
+      rc = lkvnet_seterr(err, LKV_INVALID,
+                         "bad request header '%s' (a name without ':' or "
+                         "blanks, values without line breaks)",
+                         n != NULL ? n : "(null)");
+      goto done;
+    }
+    if (strcasecmp(n, "Content-Length") == 0) has_length = 1;
+  }
+  if (body_len > 0 || type == EVHTTP_REQ_POST || type == EVHTTP_REQ_PUT ||
+      type == EVHTTP_REQ_PATCH) {
+    char len[32];
+    if (!has_length) {
+      snprintf(len, sizeof len, "%zu", body_len);
+      evhttp_add_header(oh, "Content-Length", len);
+    }
+    if (body_len > 0 &&
+        evbuffer_add(evhttp_request_get_output_buffer(req), body, body_len)) {
+      evhttp_request_free(req);
+      rc = lkvnet_seterr(err, LKV_NOMEM, "request body of %zu bytes",
+                         body_len);
+      goto done;
+    }
+  }
+  /* evhttp owns req from here: it frees it after the callback, or with
+   * the connection when no answer came */
+  if (evhttp_make_request(conn, req, type, u.target) != 0) {
+    rc = lkvnet_seterr(err, LKV_IOERROR, "cannot send a request to %s", url);
+    goto done;
+  }
+  evtimer_add(timer, &tv);
+  event_base_dispatch(o.base);
+
+  if (o.nomem) {
+    rc = lkvnet_seterr(err, LKV_NOMEM, "the answer from %s", url);
+  } else if (o.done && o.status != 0) {
+    out->status = o.status;
+    out->body = o.body;
+    out->body_len = o.len;
+    o.body = NULL;
+    rc = LKV_OK;
+  } else {
+    char why[LKV_ERR_MSG_LEN];
+    diagnose(url, &u, !o.done, timeout_ms, o.kind, why, sizeof why);
+    rc = lkvnet_seterr(err,
+                       o.kind == EVREQ_HTTP_DATA_TOO_LONG ? LKV_TOOBIG
+                                                          : LKV_IOERROR,
+                       "%s", why);
+  }
+done:
+  free(o.body);
+  if (timer != NULL) event_free(timer);
+  if (conn != NULL) evhttp_connection_free(conn);
+  if (o.base != NULL) event_base_free(o.base);
+  url_free(&u);
+  return rc;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The load generator
+** ======================================================================= */
+
+void lkvnet_bench_spec_init(lkvnet_bench_spec *s) {
+  memset(s, 0, sizeof *s);
+  s->connections = 32;
+  s->write_pct = 100;
+  s->key_size = 16;
+  s->value_size = 100;
+  s->key_space = 100000;
+  s->sequential = 1;
+  s->seed = 1;
+  s->timeout_ms = DEFAULT_TIMEOUT_MS;
+  s->target = LKVNET_TARGET_LUNAKV;
+}
+
+typedef struct Bench Bench;
+
+typedef struct BConn {
+  Bench *b;
+  size_t url; /* index into b->urls */
+  struct evhttp_connection *evcon;
+  double t0;
+  int write;
+  int busy;
+} BConn;
+
+struct Bench {
+  const lkvnet_bench_spec *s;
+  lkvnet_bench_result *res;
+  struct event_base *base;
+  Url *urls;
+  BConn *conns;
+  size_t nconns;
+  char *value;   /* the value as it goes in a body (base64 for etcd) */
+  size_t vlen;
+  double *lat;   /* seconds, one per successful request */
+  size_t nlat, cap;
+  uint64_t issued, next_key, rng, ok;
+  size_t inflight;
+  double start, last;
+  int stopping, nomem, gave_up;
+};
+
+static uint64_t rnd(uint64_t *s) { /* splitmix64 */
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+static void bench_issue(BConn *c);
+
+static void bench_note_error(Bench *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void bench_note_error(Bench *b, const char *fmt, ...) {
+  va_list ap;
+  if (b->res->first_error[0] != '\0') return;
+  va_start(ap, fmt);
+  vsnprintf(b->res->first_error, sizeof b->res->first_error, fmt, ap);
+  va_end(ap);
+}
+
+/* Is there nothing left to issue? */
+static int bench_finished(const Bench *b) {
+  return b->stopping || b->nomem || b->gave_up ||
+         (b->s->ops != 0 && b->issued >= b->s->ops);
+}
+
+static void bench_done_cb(struct evhttp_request *req, void *arg) {
+  BConn *c = arg;
+  Bench *b = c->b;
+  double t = now_sec();
+  int status = req != NULL ? evhttp_request_get_response_code(req) : 0;
+  c->busy = 0;
+  b->inflight--;
+  b->last = t;
+  b->res->ops++;
+  if (c->write)
+    b->res->writes++;
+  else
+    b->res->reads++;
+  if (status >= 200 && status < 300) {
+    b->ok++;
+    if (b->nlat == b->cap) {
+      size_t ncap = b->cap != 0 ? b->cap * 2 : 65536;
+      double *nl = realloc(b->lat, ncap * sizeof *nl);
+      if (nl == NULL) {
+        b->nomem = 1;
+      } else {
+        b->lat = nl;
+        b->cap = ncap;
+      }
+    }
+    if (b->nlat < b->cap) b->lat[b->nlat++] = t - c->t0;
+  } else {
+    b->res->errors++;
+    if (status == 0) {
+      b->res->transport_errors++;
+      bench_note_error(b, "a request to http://%s failed in the transport",
+                       b->urls[c->url].hostport);
+      /* a target that refuses everything: stop rather than spin */
+      if (b->ok == 0 &&
+          b->res->transport_errors >= 200 + 4 * (uint64_t)b->nconns)
+        b->gave_up = 1;
+    } else {
+      struct evbuffer *in = evhttp_request_get_input_buffer(req);
+      char text[160];
+      size_t n = evbuffer_copyout(in, text, sizeof text - 1);
+      text[n > 0 ? n : 0] = '\0';
+      text[strcspn(text, "\r\n")] = '\0';
+      bench_note_error(b, "HTTP %d from http://%s: %s", status,
+                       b->urls[c->url].hostport, text);
+    }
+  }
+  if (!bench_finished(b)) {
+    bench_issue(c);
+  } else if (b->inflight == 0) {
+    event_base_loopbreak(b->base);
+  }
+}
+
+/* Append the key of number k (zero-padded to key_size) as text. */
+static void key_text(const Bench *b, uint64_t k, char *buf, size_t n) {
+  snprintf(buf, n, "%0*llu", (int)b->s->key_size, (unsigned long long)k);
+}
+
+static void bench_issue(BConn *c) {
+  Bench *b = c->b;
+  const lkvnet_bench_spec *s = b->s;
+  struct evhttp_request *req;
+  struct evkeyvalq *oh;
+  struct evbuffer *ob;
+  enum evhttp_cmd_type type;
+  char key[64], target[128];
+  uint64_t k;
+  int write = (int)(rnd(&b->rng) % 100) < s->write_pct;
+  const char *path;
+
+  if (write && s->sequential) {
+    k = b->next_key++ % s->key_space;
+  } else {
+    k = rnd(&b->rng) % s->key_space;
+  }
+  key_text(b, s->key_offset + k, key, sizeof key);
+  req = evhttp_request_new(bench_done_cb, c);
+  if (req == NULL) {
+    b->nomem = 1;
+    return;
+  }
+  oh = evhttp_request_get_output_headers(req);
+  ob = evhttp_request_get_output_buffer(req);
+  evhttp_add_header(oh, "Host", b->urls[c->url].hostport);
+  if (s->target == LKVNET_TARGET_ETCD) {
+    lkvnet_jbuf kb = {0};
+    lkvnet_jbuf_base64(&kb, key, s->key_size);
+    type = EVHTTP_REQ_POST;
+    path = write ? "/v3/kv/put" : "/v3/kv/range";
+    evbuffer_add(ob, "{\"key\":\"", 8);
+    if (kb.data != NULL) evbuffer_add(ob, kb.data, kb.len);
+    if (write) {
+      evbuffer_add(ob, "\",\"value\":\"", 11);
+      evbuffer_add(ob, b->value, b->vlen);
+    }
+    evbuffer_add(ob, "\"}", 2);
+    if (kb.failed) b->nomem = 1;
+    lkvnet_jbuf_free(&kb);
+  } else if (write) {
+    type = EVHTTP_REQ_POST;
+    path = "/set";
+    evbuffer_add_printf(ob, "{\"key\":\"%s\",\"value\":\"", key);
+    evbuffer_add(ob, b->value, b->vlen);
+    evbuffer_add(ob, "\"}", 2);
+  } else {
+    type = EVHTTP_REQ_GET;
+    snprintf(target, sizeof target, "/get?key=%s%s", key,
+             s->consistent ? "&consistent=true" : "");
+    path = target;
+  }
+  if (type == EVHTTP_REQ_POST) {
+    char len[32];
+    snprintf(len, sizeof len, "%zu", evbuffer_get_length(ob));
+    evhttp_add_header(oh, "Content-Type", "application/json");
+    evhttp_add_header(oh, "Content-Length", len);
+  }
+  c->write = write;
+  c->t0 = now_sec();
+  if (evhttp_make_request(c->evcon, req, type, path) != 0) {
+    /* evhttp freed req; count it as a failed request of this connection
+     * and do not retry from here (that could recurse) */
+    b->res->ops++;
+    b->res->errors++;
+    b->res->transport_errors++;
+    bench_note_error(b, "cannot send a request to http://%s",
+                     b->urls[c->url].hostport);
+    b->gave_up = 1;
+    if (b->inflight == 0) event_base_loopbreak(b->base);
+    return;
+  }
+  c->busy = 1;
+  b->issued++;
+  b->inflight++;
+}
+
+static void bench_stop_cb(evutil_socket_t fd, short what, void *arg) {
+  Bench *b = arg;
+  (void)fd;
+  (void)what;
+  b->stopping = 1;
+  if (b->inflight == 0) event_base_loopbreak(b->base);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Nearest-rank percentile of sorted v (the rule lunakv bench uses). */
+static double pct(const double *v, size_t n, double p) {
+  size_t k;
+  if (n == 0) return 0;
+  k = (size_t)(p / 100.0 * (double)n + 0.999999999);
+  if (k < 1) k = 1;
+  if (k > n) k = n;
+  return v[k - 1];
+}
+
+static int bench_check(const lkvnet_bench_spec *s, lkv_err *err) {
+  double space_max = 1;
+  size_t i;
+  if (s->urls == NULL || s->nurls == 0)
+    return lkvnet_seterr(err, LKV_INVALID, "no URL to send requests to");
+  if (s->connections < 1 || s->connections > LKVNET_BENCH_MAX_CONNECTIONS)
+    return lkvnet_seterr(err, LKV_INVALID, "connections must be 1 .. %d",
+                         LKVNET_BENCH_MAX_CONNECTIONS);
+  if (s->ops == 0 && s->duration_ms <= 0)
+    return lkvnet_seterr(err, LKV_INVALID,
+                         "give a number of operations or a duration");
+  if (s->write_pct < 0 || s->write_pct > 100)
+    return lkvnet_seterr(err, LKV_INVALID, "write share must be 0 .. 100");
+  if (s->key_size < 1 || s->key_size > 40)
+    return lkvnet_seterr(err, LKV_INVALID, "key size must be 1 .. 40");
+  if (s->value_size > LKV_MAX_VALUE_BYTES / 2)
+    return lkvnet_seterr(err, LKV_INVALID, "value size over %zu",
+                         (size_t)LKV_MAX_VALUE_BYTES / 2);
+  if (s->key_space == 0)
+    return lkvnet_seterr(err, LKV_INVALID, "the key space is empty");
+  for (i = 0; i < s->key_size && space_max < 1e19; i++) space_max *= 10;
+  if ((double)s->key_offset + (double)s->key_space > space_max)
+    return lkvnet_seterr(err, LKV_INVALID,
+                         "%llu keys from %llu do not fit in %zu digits",
+                         (unsigned long long)s->key_space,
+                         (unsigned long long)s->key_offset, s->key_size);
+  return LKV_OK;
+}
+
+static void bench_free(Bench *b) {
+  size_t i;
+  if (b->conns != NULL) {
+    for (i = 0; i < b->nconns; i++)
+      if (b->conns[i].evcon != NULL) evhttp_connection_free(b->conns[i].evcon);
+  }
+  if (b->urls != NULL) {
+    for (i = 0; i < b->s->nurls; i++) url_free(&b->urls[i]);
+  }
+  free(b->conns);
+  free(b->urls);
+  free(b->value);
+  free(b->lat);
+  if (b->base != NULL) event_base_free(b->base);
+}
+
+int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
+                     lkv_err *err) {
+  Bench b;
+  struct event *stop = NULL;
+  struct timeval tv;
+  size_t i;
+  int rc;
+
+  memset(res, 0, sizeof *res);
+  rc = bench_check(s, err);
+  if (rc != LKV_OK) return rc;
+  memset(&b, 0, sizeof b);
+  b.s = s;
+  b.res = res;
+  b.rng = s->seed * 0x2545F4914F6CDD1DULL + 1;
+  b.nconns = (size_t)s->connections;
+  b.urls = calloc(s->nurls, sizeof *b.urls);
+  b.conns = calloc(b.nconns, sizeof *b.conns);
+  b.base = event_base_new();
+  if (b.urls == NULL || b.conns == NULL || b.base == NULL) {
+    rc = lkvnet_seterr(err, LKV_NOMEM, "load generator state");
+    goto done;
+  }
+  for (i = 0; i < s->nurls; i++) {
+    rc = url_parse(s->urls[i], &b.urls[i], err);
+    if (rc != LKV_OK) goto done;
+  }
+  /* the value, printable letters so no JSON escaping is needed; etcd's
+   * gateway wants bytes fields in base64 */
+  {
+    char *raw = malloc(s->value_size + 1);
+    uint64_t vr = s->seed;
+    if (raw == NULL) {
+      rc = lkvnet_seterr(err, LKV_NOMEM, "value of %zu bytes", s->value_size);
+      goto done;
+    }
+    for (i = 0; i < s->value_size; i++)
+      raw[i] = (char)('a' + (int)(rnd(&vr) % 26));
+    raw[s->value_size] = '\0';
+    if (s->target == LKVNET_TARGET_ETCD) {
+      lkvnet_jbuf vb = {0};
+      lkvnet_jbuf_base64(&vb, raw, s->value_size);
+      free(raw);
+      if (vb.failed) {
+        lkvnet_jbuf_free(&vb);
+        rc = lkvnet_seterr(err, LKV_NOMEM, "value of %zu bytes",
+                           s->value_size);
+        goto done;
+      }
+      b.value = vb.data; /* the jbuf's memory is plain malloc'd bytes */
+      b.vlen = vb.len;
+      if (b.value == NULL) b.value = calloc(1, 1);
+    } else {
+      b.value = raw;
+      b.vlen = s->value_size;
+    }
+  }
+  tv = ms_tv(s->timeout_ms > 0 ? s->timeout_ms : DEFAULT_TIMEOUT_MS);
+  for (i = 0; i < b.nconns; i++) {
+    BConn *c = &b.conns[i];
+    c->b = &b;
+    c->url = i % s->nurls;
+    c->evcon = evhttp_connection_base_new(
+        b.base, NULL, b.urls[c->url].host, (unsigned short)b.urls[c->url].port);
+    if (c->evcon == NULL) {
+      rc = lkvnet_seterr(err, LKV_NOMEM, "connection %zu", i);
+      goto done;
+    }
+    evhttp_connection_set_timeout_tv(c->evcon, &tv);
+  }
+  if (s->duration_ms > 0) {
+    struct timeval dt = ms_tv(s->duration_ms);
+    stop = evtimer_new(b.base, bench_stop_cb, &b);
+    if (stop == NULL) {
+      rc = lkvnet_seterr(err, LKV_NOMEM, "timer");
+      goto done;
+    }
+    evtimer_add(stop, &dt);
+  }
+  b.start = b.last = now_sec();
+  for (i = 0; i < b.nconns && !bench_finished(&b); i++) bench_issue(&b.conns[i]);
+  if (b.inflight > 0) event_base_dispatch(b.base);
+
+  res->seconds = b.last - b.start;
+  res->ops_per_sec = res->seconds > 0 ? (double)b.ok / res->seconds : 0;
+  if (b.nlat > 0) qsort(b.lat, b.nlat, sizeof *b.lat, cmp_double);
+  res->p50_us = pct(b.lat, b.nlat, 50) * 1e6;
+  res->p90_us = pct(b.lat, b.nlat, 90) * 1e6;
+  res->p99_us = pct(b.lat, b.nlat, 99) * 1e6;
+  res->max_us = b.nlat > 0 ? b.lat[b.nlat - 1] * 1e6 : 0;
+  if (b.nomem) {
+    rc = lkvnet_seterr(err, LKV_NOMEM, "latency samples (%zu kept)", b.nlat);
+  } else if (b.gave_up && b.ok == 0) {
+    char why[LKV_ERR_MSG_LEN];
+    diagnose(s->urls[0], &b.urls[0], 0, 0, -1, why, sizeof why);
+    rc = lkvnet_seterr(err, LKV_IOERROR, "%s (%llu requests failed, none "
+                       "succeeded)", why,
+                       (unsigned long long)res->transport_errors);
+  } else {
+    rc = LKV_OK;
+  }
+done:
+  if (stop != NULL) event_free(stop);
+  bench_free(&b);
+  return rc;
+}
+
+/* }====================================================================== */

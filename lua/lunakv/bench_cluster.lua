@@ -1,0 +1,255 @@
+-- lunakv.bench_cluster - `make bench-cluster`: a 3-node lunakv cluster and,
+-- when etcd is installed (Debian etcd-server), a 3-member etcd cluster,
+-- both on 127.0.0.1 with their data in one temporary directory, driven by
+-- the same C load generator (core.http_bench) at the same concurrency:
+-- durable quorum writes, then linearizable reads. Prints ops/s, p50 and
+-- p99 for each and the ratio lunakv / etcd, then stops everything.
+--
+--   lua5.4 bin/lunakv run lua/lunakv/bench_cluster.lua [--seconds S]
+--       [--connections C] [--value-size B] [--json]
+--
+-- Writes go to the lunakv leader (a follower would forward them) and are
+-- spread over the etcd members (as etcd's own benchmark tool does; a
+-- member forwards to its leader). Reads are linearizable on both sides:
+-- lunakv's /get?consistent=true and etcd's default range, spread over
+-- every node.
+
+local core = require "lunakv.core"
+
+local M = {}
+
+local function log(fmt, ...)
+  io.stderr:write("bench-cluster: ", string.format(fmt, ...), "\n")
+  io.stderr:flush()
+end
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- The full path of a program in PATH, or nil.
+local function which(name)
+  for d in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
+    local p = d .. "/" .. name
+    local f = io.open(p, "rb")
+    if f then
+      f:close()
+      return p
+    end
+  end
+  return nil
+end
+
+local function wait_for(what, timeout, fn)
+  local deadline = core.clock() + timeout
+  while true do
+    local ok, why = fn()
+    if ok then return true end
+    if core.clock() > deadline then
+      error(string.format("lunakv: %s not ready within %d s: %s", what,
+        timeout, tostring(why)), 0)
+    end
+    core.sleep(0.1)
+  end
+end
+
+-- {======================================================================
+-- etcd
+-- =======================================================================
+
+-- Start n etcd members; returns { urls = client URLs, pids = {...} }.
+local function etcd_up(bin, dir, base, n)
+  local peers, members = {}, {}
+  for i = 1, n do
+    local m = { name = "e" .. (i - 1), client = base + 2 * (i - 1),
+      peer = base + 2 * (i - 1) + 1 }
+    m.url = "http://127.0.0.1:" .. m.client
+    m.peer_url = "http://127.0.0.1:" .. m.peer
+    members[i] = m
+    peers[i] = m.name .. "=" .. m.peer_url
+  end
+  local cluster = table.concat(peers, ",")
+  local token = "lunakv-bench-" .. tostring(os.time())
+  for _, m in ipairs(members) do
+    local data = dir .. "/etcd-" .. m.name
+    m.log = data .. ".log"
+    m.pid = core.spawn({ bin, "--name", m.name, "--data-dir", data,
+      "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
+      "--listen-peer-urls", m.peer_url,
+      "--initial-advertise-peer-urls", m.peer_url,
+      "--initial-cluster", cluster, "--initial-cluster-state", "new",
+      "--initial-cluster-token", token, "--logger", "zap",
+      "--log-level", "warn" }, m.log)
+  end
+  wait_for("etcd", 30, function()
+    for _, m in ipairs(members) do
+      if not core.pid_alive(m.pid) then
+        error("lunakv: etcd member " .. m.name .. " exited; its log:\n"
+          .. require("lunakv.cluster").tail(m.log, 15), 0)
+      end
+      local ok, status, body = pcall(core.http_request, "GET",
+        m.url .. "/health", nil, nil, 1000)
+      if not ok or status ~= 200 or not body:find('"true"', 1, true) then
+        return false, m.url .. ": " .. tostring(ok and body or status)
+      end
+    end
+    return true
+  end)
+  return members
+end
+
+local function stop_pids(pids)
+  for _, pid in ipairs(pids) do core.kill(pid, "TERM") end
+  local deadline = core.clock() + 10
+  for _, pid in ipairs(pids) do
+    while core.pid_alive(pid) and core.clock() < deadline do core.sleep(0.05) end
+    if core.pid_alive(pid) then core.kill(pid, "KILL") end
+  end
+  for _, pid in ipairs(pids) do
+    local d = core.clock() + 5
+    while core.pid_alive(pid) and core.clock() < d do core.sleep(0.05) end
+  end
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- The run
+-- =======================================================================
+
+local function parse_args(argv)
+  local o = { seconds = 10, connections = 32, value_size = 100 }
+  local i = 1
+  while argv[i] do
+    local a = argv[i]
+    if a == "--json" then
+      o.json = true
+    elseif a == "--seconds" or a == "--connections" or a == "--value-size" then
+      local v = tonumber(argv[i + 1])
+      if not v or v <= 0 then
+        error("lunakv: " .. a .. " needs a positive number", 0)
+      end
+      o[a:sub(3):gsub("-", "_")] = v
+      i = i + 1
+    else
+      error("lunakv: unknown argument '" .. a .. "' (--seconds S, "
+        .. "--connections C, --value-size B, --json)", 0)
+    end
+    i = i + 1
+  end
+  o.connections = math.tointeger(o.connections) or 32
+  o.value_size = math.tointeger(o.value_size) or 100
+  return o
+end
+
+-- Drive one system: writes, then linearizable reads of the keys written.
+local function drive(name, target, write_urls, read_urls, o)
+  local res = {}
+  log("%s: writes, %d connections, %g s", name, o.connections, o.seconds)
+  local w = core.http_bench { urls = write_urls, connections = o.connections,
+    seconds = o.seconds, write_pct = 100, value_size = o.value_size,
+    key_space = 10000000, target = target }
+  res.write = w
+  log("%s: linearizable reads", name)
+  local r = core.http_bench { urls = read_urls, connections = o.connections,
+    seconds = o.seconds, write_pct = 0, consistent = true,
+    key_space = math.max(1, math.min(w.writes, 10000000)), target = target }
+  res.read = r
+  return res
+end
+
+function M.main(argv)
+  local o = parse_args(argv or {})
+  local base = os.tmpname()
+  os.remove(base)
+  assert(core.mkdir(base))
+  local lk_base = math.random(20000, 25000)
+  local etcd_base = lk_base + 10 -- six ports: client and peer per member
+  local etcd = which("etcd")
+  local cluster = require "lunakv.cluster"
+  local results, members, lk_up = {}, nil, false
+
+  local ok, err = pcall(function()
+    log("lunakv: 3 nodes on ports %d..%d in %s", lk_base, lk_base + 2, base)
+    local up_ok, why = cluster.main { action = "up", n = 3,
+      base_port = lk_base, dir = base .. "/lunakv" }
+    if not up_ok then error("lunakv: " .. tostring(why), 0) end
+    lk_up = true
+    local urls = {}
+    for i = 0, 2 do urls[#urls + 1] = "http://127.0.0.1:" .. (lk_base + i) end
+    results.lunakv = drive("lunakv", "lunakv", { urls[1] }, urls, o)
+    -- stopped before etcd runs: the two never share the machine's cores
+    lk_up = false
+    local down_ok, dwhy = cluster.main { action = "down",
+      dir = base .. "/lunakv" }
+    if not down_ok then error("lunakv: " .. tostring(dwhy), 0) end
+    if etcd then
+      log("etcd: 3 members on ports %d..%d (%s)", etcd_base, etcd_base + 5,
+        etcd)
+      members = etcd_up(etcd, base, etcd_base, 3)
+      local eurls = {}
+      for i, m in ipairs(members) do eurls[i] = m.url end
+      results.etcd = drive("etcd", "etcd", eurls, eurls, o)
+    else
+      log("etcd is not installed (Debian: apt-get install etcd-server): "
+        .. "lunakv only")
+    end
+  end)
+  if members then
+    local pids = {}
+    for _, m in ipairs(members) do pids[#pids + 1] = m.pid end
+    stop_pids(pids)
+  end
+  if lk_up then
+    cluster.main { action = "down", dir = base .. "/lunakv" }
+  end
+  os.execute("rm -rf -- " .. shell_quote(base))
+  if not ok then
+    io.stderr:write(tostring(err), "\n")
+    return 1
+  end
+
+  local bench = require "lunakv.bench"
+  if o.json then
+    io.stdout:write(require("cjson").encode {
+      connections = o.connections, seconds = o.seconds,
+      value_size = o.value_size, machine = bench.machine(), results = results,
+    }, "\n")
+    return 0
+  end
+  local m = bench.machine()
+  io.stdout:write(string.format("\n3-node clusters on 127.0.0.1, %d "
+    .. "connections, %d B values, %g s per workload; %d cores, %s\n\n",
+    o.connections, o.value_size, o.seconds, m.cores, m.cpu))
+  local lines = { { "workload", "system", "ops/s", "p50 ms", "p99 ms",
+    "errors", "lunakv/etcd" } }
+  for _, wl in ipairs { "write", "read" } do
+    for _, sys in ipairs { "lunakv", "etcd" } do
+      local r = results[sys] and results[sys][wl]
+      if r then
+        local ratio = ""
+        if sys == "etcd" and results.lunakv and r.ops_per_sec > 0 then
+          ratio = string.format("%.2fx",
+            results.lunakv[wl].ops_per_sec / r.ops_per_sec)
+        end
+        lines[#lines + 1] = { wl == "write" and "durable writes"
+          or "linearizable reads", sys, bench.commas(r.ops_per_sec),
+          string.format("%.2f", r.p50_us / 1000),
+          string.format("%.2f", r.p99_us / 1000), bench.commas(r.errors),
+          ratio }
+      end
+    end
+  end
+  io.stdout:write(bench.columns(lines), "\n")
+  return 0
+end
+
+-- }======================================================================
+
+-- `bin/lunakv run lua/lunakv/bench_cluster.lua ARGS`: run; require: module
+if ... ~= "lunakv.bench_cluster" then
+  math.randomseed(os.time())
+  os.exit(M.main({ ... }), true)
+end
+
+return M

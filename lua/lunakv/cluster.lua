@@ -1,0 +1,466 @@
+-- lunakv.cluster - `lunakv cluster up|status|down`: a local cluster of
+-- `lunakv node` processes on 127.0.0.1, for trying replication and for
+-- benchmarks.
+--
+--   up [N] [--base-port P] [--dir D] [--token T]
+--       start N nodes (default 3) on ports P .. P+N-1 (default 8000), the
+--       first one leading; data in D/node0 .., logs in D/node0.log ..;
+--       wait until every node answers /health and all name the same
+--       leader; record pids and URLs in D/cluster.json
+--   status [--dir D]   one row per recorded node: process, role, indexes, lag
+--   down [--dir D]     SIGTERM every recorded node, SIGKILL after 10 s
+--
+-- Processes are started with core.spawn (fork + exec, their own session,
+-- output appended to the log) and watched with core.pid_alive / core.kill:
+-- no shell strings. D/cluster.json is the only state; a pid is trusted
+-- only while /proc says that process still runs with the node's data dir
+-- on its command line, so a recycled pid is never signalled.
+
+local M = {}
+
+local UP_TIMEOUT = 20    -- seconds for every node to be healthy and agree
+local DOWN_GRACE = 10    -- seconds between SIGTERM and SIGKILL
+local LOG_TAIL_LINES = 20
+
+-- {======================================================================
+-- Options
+-- =======================================================================
+
+local function port_arg(name)
+  return function(s)
+    local n = math.tointeger(tonumber(s))
+    if not n or n < 1 or n > 65535 or tostring(s):find("[^%d]") then
+      return nil, string.format("%s must be a port from 1 to 65535, got '%s'",
+        name, s)
+    end
+    return n
+  end
+end
+
+-- c: the `cluster` command's parser; h: { help_flag = f(p),
+-- config_options = f(p) } from lunakv.cli (our --help and -c/-s flags).
+function M.add_to_parser(c, h)
+  c:command_target("action"):require_command(true)
+  local function sub(name, summary)
+    local s = c:command(name, summary):summary(summary):add_help(false)
+    if h and h.help_flag then h.help_flag(s) end
+    s:option("--dir", "The cluster's directory: data, logs and "
+      .. "cluster.json (default ./cluster).")
+      :argname("<dir>")
+    return s
+  end
+  local up = sub("up", "Start N local nodes and wait until they agree on "
+    .. "a leader.")
+  up:argument("n", "How many nodes (default 3).")
+    :args("?"):argname("<n>")
+    :convert(function(s)
+      local n = math.tointeger(tonumber(s))
+      if not n or n < 1 or n > 64 then
+        return nil, "N must be an integer from 1 to 64, got '" .. s .. "'"
+      end
+      return n
+    end)
+  up:option("--base-port", "Port of the first node; the others follow "
+    .. "(default 8000).")
+    :argname("<port>"):convert(port_arg("--base-port"))
+  up:option("--token", "Shared secret for the cluster-internal routes, "
+    .. "given to every node as CLUSTER_TOKEN (default: CLUSTER_TOKEN "
+    .. "from .env or the environment, which the nodes read themselves).")
+    :argname("<token>")
+  up:option("--timeout", "Seconds to wait for the nodes (default 20).")
+    :argname("<s>"):convert(function(s)
+      local n = tonumber(s)
+      if not n or n <= 0 then
+        return nil, "--timeout must be a positive number, got '" .. s .. "'"
+      end
+      return n
+    end)
+  if h and h.config_options then h.config_options(up) end
+  sub("status", "Print every recorded node's role, indexes and lag.")
+  sub("down", "Stop every recorded node (SIGTERM, SIGKILL after 10 s).")
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- Files and processes
+-- =======================================================================
+
+local function core() return require "lunakv.core" end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Write path atomically: a reader sees the old file or the new one.
+local function write_file(path, data)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then return nil, err end
+  local ok, werr = f:write(data)
+  f:close()
+  if not ok then
+    os.remove(tmp)
+    return nil, werr
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then
+    os.remove(tmp)
+    return nil, rerr
+  end
+  return true
+end
+
+-- The last n lines of a file, as one string ("" when missing).
+local function tail(path, n)
+  local s = read_file(path) or ""
+  local lines = {}
+  for l in s:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  local from = math.max(1, #lines - n + 1)
+  return table.concat(lines, "\n", from)
+end
+M.tail = tail
+
+-- An absolute path (the nodes and cluster.json must not depend on the
+-- directory a later command runs from). Lua has no getcwd; $PWD is the
+-- shell's, right unless this process changed directory, which it does not.
+local function absolute(p)
+  if p:sub(1, 1) == "/" then return p end
+  local pwd = os.getenv("PWD")
+  if not pwd or pwd == "" then return p end
+  p = p:gsub("^%./", "")
+  if p == "." then return pwd end
+  return pwd .. "/" .. p
+end
+
+-- Is pid still the node we started? It must run, and its command line
+-- must hold the node's data dir (a pid recycled by the system would not).
+local function is_node(pid, node)
+  if type(pid) ~= "number" or pid <= 0 or not core().pid_alive(pid) then
+    return false
+  end
+  local cmd = read_file("/proc/" .. pid .. "/cmdline")
+  if cmd == nil then return true end -- no /proc: trust the record
+  for part in cmd:gmatch("[^%z]+") do
+    if part == node.dir then return true end
+  end
+  return false
+end
+M.is_node = is_node
+
+-- The command that runs lunakv itself: this interpreter and bin/lunakv,
+-- both as this process was started. The interpreter is arg's most negative
+-- entry; the script is arg[0], unless `lunakv run FILE` made FILE arg[0]:
+-- then it is the entry named lunakv before it.
+local function self_command()
+  local a = _G.arg or {}
+  local interp, i = nil, -1
+  while a[i] ~= nil do
+    interp = a[i]
+    i = i - 1
+  end
+  local bin = a[0] or "lunakv"
+  for j = i + 2, 0 do
+    if type(a[j]) == "string" and a[j]:match("^(.-/?)lunakv$") then
+      bin = a[j]
+      break
+    end
+  end
+  if bin:find("/", 1, true) then bin = absolute(bin) end
+  return interp or "lua5.4", bin
+end
+
+-- Signal every pid in the list, then wait for all to be gone: SIGTERM,
+-- up to grace seconds, then SIGKILL. Returns how many needed SIGKILL.
+local function stop_all(procs, grace)
+  local c = core()
+  local live = {}
+  for _, p in ipairs(procs) do
+    if is_node(p.pid, p) then
+      c.kill(p.pid, "TERM")
+      live[#live + 1] = p
+    end
+  end
+  local function wait(deadline)
+    while true do
+      local left = {}
+      for _, p in ipairs(live) do
+        if c.pid_alive(p.pid) then left[#left + 1] = p end
+      end
+      live = left
+      if #live == 0 or c.clock() > deadline then return end
+      c.sleep(0.05)
+    end
+  end
+  wait(c.clock() + grace)
+  local killed = #live
+  for _, p in ipairs(live) do c.kill(p.pid, "KILL") end
+  wait(c.clock() + 5)
+  return killed, live
+end
+
+local function load_record(dir)
+  local path = dir .. "/cluster.json"
+  local text = read_file(path)
+  if not text then return nil, path end
+  local ok, doc = pcall(require("cjson").decode, text)
+  if not ok or type(doc) ~= "table" or type(doc.nodes) ~= "table" then
+    error("lunakv: " .. path .. " is not a cluster record (malformed JSON); "
+      .. "remove it if no nodes run from " .. dir, 0)
+  end
+  for _, n in ipairs(doc.nodes) do
+    n.pid = math.tointeger(n.pid) or n.pid
+    n.port = math.tointeger(n.port) or n.port
+  end
+  return doc, path
+end
+
+-- GET url/path decoded as JSON, or nil and why (never raises).
+local function get_json(url, path, timeout_ms)
+  local ok, status, body = pcall(core().http_request, "GET", url .. path,
+    nil, nil, timeout_ms or 2000)
+  if not ok then
+    local msg = tostring(status)
+    return nil, msg:sub((msg:find("lunakv: ", 1, true) or -7) + 8)
+  end
+  if status ~= 200 then return nil, "HTTP " .. status end
+  local dok, doc = pcall(require("cjson").decode, body)
+  if not dok or type(doc) ~= "table" then return nil, "not JSON" end
+  for k, v in pairs(doc) do
+    if math.type(v) == "float" then doc[k] = math.tointeger(v) or v end
+  end
+  return doc
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- up
+-- =======================================================================
+
+local function up(args)
+  local c = core()
+  local n = args.n or 3
+  local base = args.base_port or 8000
+  if base + n - 1 > 65535 then
+    return nil, string.format("ports %d .. %d: past 65535", base, base + n - 1)
+  end
+  local dir = absolute(args.dir or "cluster")
+  local rec = load_record(dir)
+  if rec then
+    local live = {}
+    for _, node in ipairs(rec.nodes) do
+      if is_node(node.pid, node) then live[#live + 1] = tostring(node.pid) end
+    end
+    if #live > 0 then
+      return nil, string.format("a cluster is already running from %s (pids "
+        .. "%s); `lunakv cluster down --dir %s` stops it", dir,
+        table.concat(live, ", "), args.dir or "cluster")
+    end
+  end
+  local ok, err = c.mkdir(dir)
+  if not ok then return nil, err end
+
+  local nodes, urls = {}, {}
+  for i = 1, n do
+    local port = base + i - 1
+    nodes[i] = { name = "node" .. (i - 1), port = port,
+      url = "http://127.0.0.1:" .. port,
+      dir = dir .. "/node" .. (i - 1), log = dir .. "/node" .. (i - 1) .. ".log" }
+    urls[i] = nodes[i].url
+  end
+  local leader = urls[1]
+  local interp, bin = self_command()
+  local extra = {}
+  local cfg = args.config or args.global_config
+  if cfg then extra[#extra + 1] = "-c"; extra[#extra + 1] = absolute(cfg) end
+  for _, list in ipairs { args.global_set or {}, args.set or {} } do
+    for _, kv in ipairs(list) do
+      extra[#extra + 1] = "-s"
+      extra[#extra + 1] = kv
+    end
+  end
+  -- the token goes through the environment (CLUSTER_TOKEN), where ps
+  -- does not show it, rather than as --token
+  local env = args.token and { CLUSTER_TOKEN = args.token } or nil
+
+  local started = {}
+  local function fail(msg, node)
+    stop_all(started, 5)
+    os.remove(dir .. "/cluster.json")
+    if node then
+      local t = tail(node.log, LOG_TAIL_LINES)
+      io.stderr:write(string.format("lunakv: the last lines of %s:\n%s\n",
+        node.log, t ~= "" and t or "(empty)"))
+    end
+    return nil, msg
+  end
+
+  for _, node in ipairs(nodes) do
+    local argv = { interp, bin, "node", tostring(node.port), node.dir, leader,
+      table.concat(urls, ",") }
+    for _, x in ipairs(extra) do argv[#argv + 1] = x end
+    -- a mark between runs, so the log tail shows this start only
+    local f = io.open(node.log, "ab")
+    if f then
+      f:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " lunakv cluster: starting ",
+        node.name, " (", node.url, ")\n")
+      f:close()
+    end
+    local sok, pid = pcall(c.spawn, argv, node.log, env)
+    if not sok then
+      local msg = tostring(pid)
+      return fail(msg:sub((msg:find("lunakv: ", 1, true) or -7) + 8))
+    end
+    node.pid = pid
+    started[#started + 1] = node
+  end
+  local record = { version = 1, dir = dir, leader = leader,
+    started = os.date("!%Y-%m-%dT%H:%M:%SZ"), nodes = nodes }
+  local wok, werr = write_file(dir .. "/cluster.json",
+    require("cjson").encode(record))
+  if not wok then return fail("cannot write cluster.json: " .. tostring(werr)) end
+
+  -- wait for health and agreement
+  local deadline = c.clock() + (args.timeout or UP_TIMEOUT)
+  local why, culprit
+  while true do
+    local agreed, all = nil, true
+    for _, node in ipairs(nodes) do
+      if not c.pid_alive(node.pid) then
+        return fail(string.format("%s (%s) exited during start-up", node.name,
+          node.url), node)
+      end
+      local h, herr = get_json(node.url, "/health", 1000)
+      local st
+      if h then st, herr = get_json(node.url, "/status", 1000) end
+      if not st then
+        all, why, culprit = false, node.url .. ": " .. tostring(herr), node
+        break
+      end
+      local l = type(st.leader) == "string" and st.leader or ""
+      if l == "" or (agreed and l ~= agreed) then
+        all, culprit = false, node
+        why = string.format("%s names leader '%s'%s", node.url, l,
+          agreed and (", another node '" .. agreed .. "'") or "")
+        break
+      end
+      agreed = l
+    end
+    if all then
+      record.leader = agreed
+      write_file(dir .. "/cluster.json", require("cjson").encode(record))
+      break
+    end
+    if c.clock() > deadline then
+      return fail(string.format("the cluster was not ready within %g s: %s",
+        args.timeout or UP_TIMEOUT, why or "?"), culprit)
+    end
+    c.sleep(0.05)
+  end
+
+  io.stdout:write(string.format("cluster of %d node%s up in %s, leader %s\n",
+    n, n == 1 and "" or "s", dir, record.leader))
+  local lines = {}
+  for _, node in ipairs(nodes) do
+    lines[#lines + 1] = { node.url, node.url == record.leader and "leader"
+      or "follower", "pid " .. node.pid, node.log }
+  end
+  io.stdout:write(require("lunakv.bench").columns(lines), "\n")
+  return true
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- status and down
+-- =======================================================================
+
+local function no_record(path)
+  return nil, "no cluster recorded: " .. path .. " does not exist"
+end
+
+local function status(args)
+  local dir = absolute(args.dir or "cluster")
+  local rec, path = load_record(dir)
+  if not rec then return no_record(path) end
+  local rows, leader_last, followers = {}, nil, {}
+  for i, node in ipairs(rec.nodes) do
+    local alive = is_node(node.pid, node)
+    local st, err = get_json(node.url, "/status", 2000)
+    rows[i] = { node = node, alive = alive, st = st, err = err }
+    if st and st.role == "leader" then
+      leader_last = math.tointeger(st.last_index) or st.last_index
+      -- the leader's view of its followers, when it reports one
+      if type(st.followers) == "table" then
+        for _, f in ipairs(st.followers) do
+          if type(f) == "table" and f.url then followers[f.url] = f end
+        end
+      end
+    end
+  end
+  local lines = { { "url", "pid", "state", "role", "term", "commit", "last",
+    "applied", "lag" } }
+  local up_count = 0
+  for _, r in ipairs(rows) do
+    local st = r.st
+    local state = r.alive and (st and "up" or "unreachable")
+      or (st and "up (not ours)" or "stopped")
+    if st then up_count = up_count + 1 end
+    local lag = "-"
+    local f = followers[r.node.url]
+    if f and f.lag ~= nil then
+      lag = tostring(math.tointeger(f.lag) or f.lag)
+    elseif st and leader_last and st.last_index then
+      lag = tostring(leader_last - st.last_index)
+    end
+    lines[#lines + 1] = { r.node.url, tostring(r.node.pid), state,
+      st and tostring(st.role) or "-", st and tostring(st.term or "-") or "-",
+      st and tostring(st.commit_index or "-") or "-",
+      st and tostring(st.last_index or "-") or "-",
+      st and tostring(st.applied_index or "-") or "-", lag }
+  end
+  io.stdout:write(string.format("cluster in %s: %d of %d nodes answer\n", dir,
+    up_count, #rows))
+  io.stdout:write(require("lunakv.bench").columns(lines), "\n")
+  return true
+end
+
+local function down(args)
+  local dir = absolute(args.dir or "cluster")
+  local rec, path = load_record(dir)
+  if not rec then return no_record(path) end
+  local running = 0
+  for _, node in ipairs(rec.nodes) do
+    if is_node(node.pid, node) then running = running + 1 end
+  end
+  local killed, left = stop_all(rec.nodes, DOWN_GRACE)
+  if #left > 0 then
+    local pids = {}
+    for _, p in ipairs(left) do pids[#pids + 1] = tostring(p.pid) end
+    return nil, "pids " .. table.concat(pids, ", ")
+      .. " survived SIGKILL; cluster.json kept"
+  end
+  os.remove(path)
+  io.stdout:write(string.format("stopped %d node%s%s\n", running,
+    running == 1 and "" or "s",
+    killed > 0 and string.format(" (%d with SIGKILL after %d s)", killed,
+      DOWN_GRACE) or ""))
+  return true
+end
+
+-- }======================================================================
+
+-- `lunakv cluster ACTION`: true, or nil and a message.
+function M.main(args)
+  if args.action == "up" then return up(args) end
+  if args.action == "status" then return status(args) end
+  if args.action == "down" then return down(args) end
+  return 2, "cluster: expected up, status or down"
+end
+
+return M

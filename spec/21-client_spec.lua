@@ -1,0 +1,386 @@
+-- spec/21-client_spec.lua - the client side of the node: core.http_request
+-- and core.http_bench (c/net/httpc.c) against a real node, the process
+-- control functions orchestration uses (core.spawn, core.kill,
+-- core.pid_alive), `lunakv shell --url` and `lunakv bench --url` end to
+-- end. Timing is never asserted: figures only have to be there.
+
+local h = require "spec.helpers"
+local hh = require "spec.http_helpers"
+local core = require "lunakv.core"
+local cjson = require "cjson"
+
+local LUNAKV = h.lua .. " " .. h.quote(h.bin)
+
+-- A port nothing listens on: a node's, after the node stopped.
+local function dead_url()
+  local n = hh.start_node()
+  hh.stop_node(n, "KILL")
+  return n.url
+end
+
+local function wait_dead(pid)
+  h.wait_until(function() return not core.pid_alive(pid) end, 10)
+end
+
+describe("core.http_request #http", function()
+  local node
+  setup(function() node = hh.start_node() end)
+  teardown(function()
+    if node then hh.stop_node(node, "KILL") end
+    h.cleanup()
+  end)
+
+  it("returns the status and the body of any answer", function()
+    local status, body = core.http_request("GET", node.url .. "/health")
+    assert.equal(200, status)
+    assert.same({ ok = true, role = "leader" },
+      { ok = cjson.decode(body).ok, role = cjson.decode(body).role })
+    status, body = core.http_request("POST", node.url .. "/set", "{bad")
+    assert.equal(400, status)
+    assert.matches("malformed JSON", body)
+    status = core.http_request("GET", node.url .. "/nowhere")
+    assert.equal(404, status)
+  end)
+
+  it("sends a body and headers, and is binary safe both ways", function()
+    local status, body = core.http_request("POST", node.url .. "/set",
+      cjson.encode { key = "k1", value = "v1" },
+      { ["Content-Type"] = "application/json" })
+    assert.equal(200, status)
+    assert.is_true(cjson.decode(body).ok)
+    local value = "a\0b\255\1" .. string.rep("z", 70000)
+    status = core.http_request("PUT", node.url .. "/kv/bin%00key", value)
+    assert.equal(200, status)
+    status, body = core.http_request("get", node.url .. "/kv/bin%00key")
+    assert.equal(200, status)
+    assert.equal(value, body)
+    status, body = core.http_request("GET", node.url .. "/get?key=k1", nil,
+      nil, 5000)
+    assert.equal("v1", cjson.decode(body).value)
+  end)
+
+  it("raises a clear error when the connection is refused", function()
+    local url = dead_url()
+    local err = h.error_of(core.http_request, "GET", url .. "/health")
+    assert.matches("lunakv: io error: cannot connect to " .. url:gsub("%p", "%%%0")
+      .. ": connection refused", err)
+  end)
+
+  it("raises when no answer comes in time", function()
+    -- a listening socket that is never served: the connect succeeds (the
+    -- kernel's backlog), the answer never comes
+    local socket = require "socket"
+    local srv = assert(socket.bind("127.0.0.1", 0))
+    local _, port = srv:getsockname()
+    local ok, err = pcall(core.http_request, "GET",
+      "http://127.0.0.1:" .. port .. "/x", nil, nil, 200)
+    srv:close()
+    assert.is_false(ok)
+    assert.matches("no answer from http://127.0.0.1:" .. port
+      .. "/x within 200 ms", err)
+  end)
+
+  it("refuses bad arguments with clear errors", function()
+    for _, case in ipairs {
+      { { "FOO", node.url }, "unsupported HTTP method 'FOO'" },
+      { { "GET", "ftp://x/" }, "not an http:// URL" },
+      { { "GET", "http://" }, "expected http://HOST:PORT" },
+      { { "GET", node.url, 5 }, "bad argument #3" },
+      { { "GET", node.url, nil, "x" }, "bad argument #4" },
+      { { "GET", node.url, nil, { 1 } }, "headers must map names to strings" },
+      { { "GET", node.url, nil, { ["a b"] = "x" } }, "bad request header" },
+      { { "GET", node.url, nil, { X = "a\r\nb" } }, "bad request header" },
+      { { "GET", node.url, nil, nil, 0 }, "bad argument #5" },
+    } do
+      local err = h.error_of(core.http_request, table.unpack(case[1], 1, 5))
+      assert.is_string(err, case[2])
+      assert.matches(case[2], err, 1, true)
+    end
+  end)
+end)
+
+describe("core.http_bench #http", function()
+  local node
+  setup(function() node = hh.start_node() end)
+  teardown(function()
+    if node then hh.stop_node(node, "KILL") end
+    h.cleanup()
+  end)
+
+  it("runs N writes, then reads of what it wrote, with percentiles", function()
+    local r = core.http_bench { url = node.url, ops = 300, connections = 4,
+      key_space = 100, value_size = 50 }
+    assert.equal(300, r.ops)
+    assert.equal(300, r.writes)
+    assert.equal(0, r.errors)
+    assert.is_nil(r.first_error)
+    assert.is_true(r.ops_per_sec > 0 and r.seconds > 0)
+    assert.is_true(r.p50_us > 0 and r.p50_us <= r.p90_us
+      and r.p90_us <= r.p99_us and r.p99_us <= r.max_us)
+    -- sequential writes covered keys 0 .. 99: every read finds its key
+    local code, doc = hh.get(node, string.format("%016d", 99))
+    assert.equal(200, code)
+    assert.equal(50, #doc.value)
+    r = core.http_bench { urls = { node.url, node.url }, ops = 200,
+      connections = 3, write_pct = 0, key_space = 100 }
+    assert.equal(200, r.reads)
+    assert.equal(0, r.errors)
+  end)
+
+  it("stops after a duration", function()
+    local r = core.http_bench { url = node.url, seconds = 0.3, connections = 2,
+      write_pct = 50 }
+    assert.is_true(r.ops > 0)
+    assert.equal(r.ops, r.reads + r.writes)
+    assert.is_true(r.seconds >= 0.25)
+  end)
+
+  it("counts non-2xx answers as errors and keeps the first", function()
+    -- the etcd gateway's routes do not exist on a lunakv node
+    local r = core.http_bench { url = node.url, ops = 20, connections = 2,
+      target = "etcd" }
+    assert.equal(20, r.errors)
+    assert.matches("^HTTP 404 from http://127.0.0.1:%d+: ", r.first_error)
+  end)
+
+  it("raises when nothing can connect, and on bad options", function()
+    local url = dead_url()
+    assert.matches("cannot connect to .*connection refused",
+      h.error_of(core.http_bench, { url = url, seconds = 5 }))
+    for _, case in ipairs {
+      { { url = node.url, secs = 1 }, "unknown option 'secs'" },
+      { { url = node.url }, "give 'ops' or 'seconds'" },
+      { { ops = 1 }, "'url' or 'urls' is required" },
+      { { url = node.url, ops = 1, connections = 0 }, "option 'connections'" },
+      { { url = node.url, ops = 1, write_pct = 101 }, "option 'write_pct'" },
+      { { url = node.url, ops = 1, target = "redis" }, "option 'target'" },
+      { { url = "ftp://x", ops = 1 }, "not an http:// URL" },
+      { { url = node.url, ops = 1, key_size = 2, key_space = 1000 },
+        "do not fit in 2 digits" },
+    } do
+      local err = h.error_of(core.http_bench, case[1])
+      assert.is_string(err, case[2])
+      assert.matches(case[2], err, 1, true)
+    end
+  end)
+end)
+
+describe("core.spawn, core.kill, core.pid_alive", function()
+  local dir, pids
+  before_each(function()
+    dir = h.tmpdir()
+    pids = {}
+  end)
+  after_each(function()
+    for _, pid in ipairs(pids) do
+      core.kill(pid, "KILL")
+      wait_dead(pid)
+    end
+    h.cleanup()
+  end)
+  local function spawn(argv, env)
+    local pid = core.spawn(argv, dir .. "/log", env)
+    pids[#pids + 1] = pid
+    return pid
+  end
+
+  it("runs a program in the background with its output in the log", function()
+    local pid = spawn { "sh", "-c", "echo out; echo err >&2; cat; echo \"$FOO\"" }
+    wait_dead(pid) -- stdin is /dev/null: cat ends at once
+    assert.equal("out\nerr\n\n", h.read_file(dir .. "/log"))
+    pid = spawn({ "sh", "-c", "echo \"$FOO\"" }, { FOO = "bar=baz" })
+    wait_dead(pid)
+    assert.equal("out\nerr\n\nbar=baz\n", h.read_file(dir .. "/log"),
+      "the log is appended to")
+  end)
+
+  it("gives the child its own session and no inherited descriptors", function()
+    local keep = assert(io.open(dir .. "/open-file", "w")) -- an extra fd here
+    local pid = spawn { "sh", "-c", "ls /proc/$$/fd; exec sleep 30" }
+    keep:close()
+    h.wait_until(function() return h.read_file(dir .. "/log") ~= "" end, 10)
+    local fds = {}
+    for fd in h.read_file(dir .. "/log"):gmatch("%d+") do fds[#fds + 1] = fd end
+    table.sort(fds)
+    assert.same({ "0", "1", "2" }, fds)
+    local stat = h.read_file("/proc/" .. pid .. "/stat")
+    local session = stat:match("^%d+ %b() %a %d+ %d+ (%d+)")
+    assert.equal(tostring(pid), session)
+  end)
+
+  it("kills, and sees a process die", function()
+    local pid = spawn { "sleep", "30" }
+    assert.is_true(core.pid_alive(pid))
+    assert.is_true(core.kill(pid, 0))
+    assert.is_true(core.kill(pid, "SIGterm"))
+    wait_dead(pid)
+    local ok, msg = core.kill(pid, "TERM")
+    assert.is_nil(ok)
+    assert.equal("no such process", msg)
+    assert.is_false(core.pid_alive(pid))
+  end)
+
+  it("treats a zombie that is not its child as dead", function()
+    -- sh starts sleep 0.1 in the background and stops for 30 s without
+    -- reaping it: once it exits, that grandchild is a zombie
+    local sh = spawn { "sh", "-c", "sleep 0.1 & echo $!; exec sleep 30" }
+    h.wait_until(function() return h.read_file(dir .. "/log") ~= "" end, 10)
+    local child = tonumber(h.read_file(dir .. "/log"):match("%d+"))
+    h.wait_until(function()
+      local st = h.read_file("/proc/" .. child .. "/stat")
+      return st:match("^%d+ %b() (%a)") == "Z"
+    end, 10)
+    assert.is_false(core.pid_alive(child))
+    assert.is_true(core.pid_alive(sh))
+  end)
+
+  it("reports what cannot run, and refuses bad arguments", function()
+    assert.matches("lunakv: cannot run 'no%-such%-program%-xyz': no such file "
+      .. "or directory",
+      h.error_of(core.spawn, { "no-such-program-xyz" }, dir .. "/log"))
+    assert.matches("cannot open log file " .. dir .. "/no/such/log",
+      h.error_of(core.spawn, { "true" }, dir .. "/no/such/log"), 1, true)
+    for _, case in ipairs {
+      { core.spawn, { {}, "x" }, "argv must hold the program" },
+      { core.spawn, { { 1 }, "x" }, "argv[1] must be a string" },
+      { core.spawn, { { "" }, "x" }, "non-empty" },
+      { core.spawn, { { "true" }, "x", { ["A=B"] = "c" } }, "env names" },
+      { core.kill, { 0, "TERM" }, "process id must be a positive integer" },
+      { core.kill, { -1, "TERM" }, "process id must be a positive integer" },
+      { core.kill, { 1, "BOGUS" }, "unknown signal 'BOGUS'" },
+      { core.kill, { 1, 999 }, "signal number out of range" },
+      { core.pid_alive, { 0 }, "process id must be a positive integer" },
+    } do
+      local err = h.error_of(case[1], table.unpack(case[2], 1, 3))
+      assert.is_string(err, case[3])
+      assert.matches(case[3], err, 1, true)
+    end
+  end)
+end)
+
+describe("lunakv shell --url #http", function()
+  local node
+  setup(function() node = hh.start_node() end)
+  teardown(function()
+    if node then hh.stop_node(node, "KILL") end
+    h.cleanup()
+  end)
+  local function shell(input, url)
+    local f = os.tmpname()
+    h.write_file(f, input)
+    local code, out, err = h.run(LUNAKV .. " shell --url "
+      .. h.quote(url or node.url) .. " < " .. h.quote(f))
+    os.remove(f)
+    return code, out, err
+  end
+
+  it("runs SET, GET, DELETE, SCAN and COUNT against the node", function()
+    local code, out, err = shell(table.concat({
+      "SET s1 one", "SET s2 two words", 'SET s3 "\\x00\\xff"', "GET s1",
+      "GET s2", "GET s3", "GET missing", "DELETE s1", "GET s1",
+      "SCAN s1 s9", "SCAN s - LIMIT 1", "COUNT s1 s9",
+      "=db:get('s2')", "" }, "\n"))
+    assert.equal("", err)
+    assert.equal(0, code)
+    local lines = {}
+    for l in out:gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
+    assert.matches("^%d+$", lines[1])
+    assert.equal(tonumber(lines[1]) + 1, tonumber(lines[2]))
+    assert.same({ "one", "two words", '"\\0\\xff"', "(nil)" },
+      { lines[4], lines[5], lines[6], lines[7] })
+    assert.matches("^%d+$", lines[8])
+    assert.same({ "(nil)", "s2\ttwo words", 's3\t"\\0\\xff"',
+      "s2\ttwo words", "(more)", "2", '"two words"' },
+      { table.unpack(lines, 9, 15) })
+    -- the node has them
+    local _, doc = hh.get(node, "s2")
+    assert.equal("two words", doc.value)
+  end)
+
+  it("prints the node's STATUS and STATS", function()
+    local code, out = shell("STATUS\nSTATS\n")
+    assert.equal(0, code)
+    assert.matches("\nrole +leader\n", out)
+    assert.matches("\nleader +" .. node.url:gsub("%p", "%%%0") .. "\n", out)
+    assert.matches("\ncommit_index +%d+\n", out)
+    assert.matches("\nnode +" .. node.url:gsub("%p", "%%%0") .. "\n", out)
+    assert.matches("\nsstable_count +%d+\n", out)
+    assert.matches("\nrlog%.last_index +%d+\n", out)
+  end)
+
+  it("prints a node's refusal and a command without a route, and goes on", function()
+    local code, out, err = shell(table.concat({
+      'SET "\\xff\\xfflunakv/x" 1', "SNAPSHOT", "BATCH", "FLUSH",
+      "GET k AT_SEQ 1", "SET after ok", "GET after", "" }, "\n"))
+    assert.equal(1, code)
+    assert.matches("lunakv: " .. node.url:gsub("%p", "%%%0")
+      .. " answered 400: keys starting with", err)
+    assert.matches("lunakv: SNAPSHOT is not available over HTTP", err, 1, true)
+    assert.matches("lunakv: BATCH is not available over HTTP", err, 1, true)
+    assert.matches("lunakv: FLUSH is not available over HTTP", err, 1, true)
+    assert.matches("not available over HTTP", err)
+    assert.matches("lunakv: 5 command%(s%) failed", err)
+    assert.matches("\nok\n$", out)
+  end)
+
+  it("fails at once when the node cannot be reached", function()
+    local url = dead_url()
+    local code, out, err = shell("GET a\n", url)
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.matches("^lunakv: cannot reach the node: io error: cannot connect "
+      .. "to " .. url:gsub("%p", "%%%0") .. ": connection refused\n$", err)
+    code, _, err = h.run(LUNAKV .. " shell /tmp/x --url " .. h.quote(url))
+    assert.equal(2, code)
+    assert.matches("give a data directory or %-%-url, not both", err)
+    code, _, err = h.run(LUNAKV .. " shell --url ftp://x")
+    assert.equal(1, code)
+    assert.matches("not a node URL", err)
+  end)
+end)
+
+describe("lunakv bench --url #http", function()
+  local node
+  setup(function() node = hh.start_node() end)
+  teardown(function()
+    if node then hh.stop_node(node, "KILL") end
+    h.cleanup()
+  end)
+
+  it("prints ops/s and p50/p99 per workload", function()
+    local code, out, err = h.run(LUNAKV .. " bench --url " .. h.quote(node.url)
+      .. " -n 200 --connections 4 -q")
+    assert.equal("", err)
+    assert.equal(0, code)
+    assert.matches("workload +ops +errors +ops/s +p50 ms +p90 ms +p99 ms", out)
+    assert.matches("\nwrite +200 +0 +[%d,]+ +[%d.]+ +[%d.]+ +[%d.]+", out)
+    assert.matches("\nread +200 +0 +[%d,]+ +[%d.]+ +[%d.]+ +[%d.]+", out)
+  end)
+
+  it("prints one JSON object with --json", function()
+    local code, out = h.run(LUNAKV .. " bench --url " .. h.quote(node.url)
+      .. "," .. h.quote(node.url) .. " -n 100 --connections 2 -w mix30 --json")
+    assert.equal(0, code)
+    local doc = cjson.decode(out)
+    assert.equal(2, #doc.read_urls)
+    assert.equal(1, #doc.results)
+    local r = doc.results[1]
+    assert.same({ "mix30", 30, 100, 0 }, { r.workload, r.write_pct, r.ops,
+      r.errors })
+    assert.is_true(r.ops_per_sec > 0 and r.p99_us >= r.p50_us)
+  end)
+
+  it("refuses bad input", function()
+    local url = dead_url()
+    local code, _, err = h.run(LUNAKV .. " bench --url " .. h.quote(url))
+    assert.equal(1, code)
+    assert.matches("cannot connect to .*: connection refused", err)
+    code, _, err = h.run(LUNAKV .. " bench --url " .. h.quote(node.url)
+      .. " -w writes,nope")
+    assert.equal(2, code)
+    assert.matches("unknown HTTP workload 'nope'", err)
+    code, _, err = h.run(LUNAKV .. " bench --connections 4 -n 10")
+    assert.equal(2, code)
+    assert.matches("%-%-connections is an option of bench %-%-url", err)
+  end)
+end)

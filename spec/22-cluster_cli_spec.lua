@@ -1,0 +1,162 @@
+-- spec/22-cluster_cli_spec.lua - `lunakv cluster up|status|down`: real node
+-- processes on 127.0.0.1, on random ports from 20000 to 32000 (below the
+-- ephemeral range) so parallel runs do not collide, in a temporary
+-- directory. Every process a test starts is stopped after it, also when
+-- the test fails: the after_each kills whatever still runs from the
+-- test's directory.
+
+local h = require "spec.helpers"
+local core = require "lunakv.core"
+local cjson = require "cjson"
+
+local LUNAKV = h.lua .. " " .. h.quote(h.bin)
+
+-- Pids of the processes whose command line mentions dir.
+local function pids_under(dir)
+  local out = {}
+  for _, name in ipairs(h.list("/proc", "^%d+$")) do
+    local f = io.open("/proc/" .. name .. "/cmdline", "rb")
+    local cmd = f and f:read("a") or ""
+    if f then f:close() end
+    if cmd:find(dir, 1, true) and core.pid_alive(tonumber(name)) then
+      out[#out + 1] = tonumber(name)
+    end
+  end
+  return out
+end
+
+local function cluster(cmd)
+  return h.run(LUNAKV .. " cluster " .. cmd)
+end
+
+-- `cluster up N` on a random base port, retried on another one when a
+-- port was taken. Returns code, out, err, base port.
+local function up(n, dir, extra)
+  local code, out, err, base
+  for _ = 1, 10 do
+    base = math.random(20000, 32000 - n)
+    code, out, err = cluster(string.format("up %d --base-port %d --dir %s %s",
+      n, base, h.quote(dir), extra or ""))
+    if code == 0 or not err:find("cannot listen", 1, true) then break end
+  end
+  return code, out, err, base
+end
+
+describe("lunakv cluster #cluster", function()
+  local dir
+  before_each(function() dir = h.tmpdir() .. "/cl" end)
+  after_each(function()
+    for _ = 1, 2 do
+      for _, pid in ipairs(pids_under(dir)) do core.kill(pid, "KILL") end
+      h.wait_until(function() return #pids_under(dir) == 0 end, 10)
+    end
+    h.cleanup()
+  end)
+
+  it("starts 3 nodes that agree on a leader, shows them, and stops them", function()
+    local code, out, err, base = up(3, dir)
+    assert.equal(0, code, err)
+    local leader = "http://127.0.0.1:" .. base
+    assert.matches("cluster of 3 nodes up in " .. dir:gsub("%p", "%%%0")
+      .. ", leader " .. leader:gsub("%p", "%%%0"), out)
+    for i = 0, 2 do
+      assert.matches("http://127.0.0.1:" .. (base + i) .. " +%a+ +pid %d+", out)
+    end
+
+    local rec = cjson.decode(h.read_file(dir .. "/cluster.json"))
+    assert.equal(3, #rec.nodes)
+    assert.equal(leader, rec.leader)
+    for _, n in ipairs(rec.nodes) do
+      assert.is_true(core.pid_alive(math.tointeger(n.pid)), n.url)
+      assert.is_true(h.exists(n.log))
+    end
+
+    code, out = cluster("status --dir " .. h.quote(dir))
+    assert.equal(0, code)
+    assert.matches("3 of 3 nodes answer", out)
+    local leaders, followers = 0, 0
+    for line in out:gmatch("[^\n]+") do
+      if line:match("^http://127%.0%.0%.1:%d+ +%d+ +up +leader ") then
+        leaders = leaders + 1
+      elseif line:match("^http://127%.0%.0%.1:%d+ +%d+ +up +follower ") then
+        followers = followers + 1
+      end
+    end
+    assert.same({ 1, 2 }, { leaders, followers })
+
+    -- a second up on the same directory refuses and starts nothing
+    code, _, err = cluster("up 3 --base-port " .. (base + 10) .. " --dir "
+      .. h.quote(dir))
+    assert.equal(1, code)
+    assert.matches("a cluster is already running from", err)
+    assert.equal(3, #pids_under(dir))
+
+    code, out = cluster("down --dir " .. h.quote(dir))
+    assert.equal(0, code)
+    assert.matches("stopped 3 nodes", out)
+    for _, n in ipairs(rec.nodes) do
+      assert.is_false(core.pid_alive(math.tointeger(n.pid)), n.url)
+    end
+    assert.equal(0, #pids_under(dir))
+    assert.is_false(h.exists(dir .. "/cluster.json"))
+    -- the nodes stopped cleanly (SIGTERM, not SIGKILL)
+    assert.matches("stopped cleanly", h.read_file(rec.nodes[1].log))
+  end)
+
+  it("status marks a killed node as stopped", function()
+    local code, _, err = up(2, dir)
+    assert.equal(0, code, err)
+    local rec = cjson.decode(h.read_file(dir .. "/cluster.json"))
+    local pid = math.tointeger(rec.nodes[2].pid)
+    core.kill(pid, "KILL")
+    h.wait_until(function() return not core.pid_alive(pid) end, 10)
+    local out
+    code, out = cluster("status --dir " .. h.quote(dir))
+    assert.equal(0, code)
+    assert.matches("1 of 2 nodes answer", out)
+    assert.matches(rec.nodes[2].url:gsub("%p", "%%%0") .. " +" .. pid
+      .. " +stopped", out)
+    code, out = cluster("down --dir " .. h.quote(dir))
+    assert.equal(0, code)
+    assert.matches("stopped 1 node\n", out)
+  end)
+
+  it("stops what it started and shows the log when a node fails", function()
+    -- the second node's port is taken by a node outside the cluster
+    local socket = require "socket"
+    local srv, base
+    for _ = 1, 20 do
+      base = math.random(20000, 31000)
+      srv = socket.bind("127.0.0.1", base + 1)
+      if srv then break end
+    end
+    local code, out, err = cluster(string.format("up 3 --base-port %d --dir %s",
+      base, h.quote(dir)))
+    srv:close()
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.matches("the last lines of " .. dir:gsub("%p", "%%%0")
+      .. "/node1%.log", err)
+    assert.matches("cannot listen on 127%.0%.0%.1:" .. (base + 1), err)
+    assert.matches("lunakv: node1 %(http://127%.0%.0%.1:" .. (base + 1)
+      .. "%) exited during start%-up", err)
+    assert.equal(0, #pids_under(dir))
+    assert.is_false(h.exists(dir .. "/cluster.json"))
+  end)
+
+  it("refuses bad arguments and a missing record", function()
+    local code, _, err = cluster("status --dir " .. h.quote(dir))
+    assert.equal(1, code)
+    assert.matches("no cluster recorded: .*cluster%.json does not exist", err)
+    code, _, err = cluster("down --dir " .. h.quote(dir))
+    assert.equal(1, code)
+    code, _, err = cluster("up 0 --dir " .. h.quote(dir))
+    assert.equal(2, code)
+    assert.matches("N must be an integer from 1 to 64", err)
+    code, _, err = cluster("up --base-port 70000 --dir " .. h.quote(dir))
+    assert.equal(2, code)
+    assert.matches("%-%-base%-port must be a port", err)
+    code, _, err = cluster("")
+    assert.equal(2, code)
+  end)
+end)
