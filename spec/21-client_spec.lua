@@ -22,13 +22,27 @@ local function wait_dead(pid)
   h.wait_until(function() return not core.pid_alive(pid) end, 10)
 end
 
-describe("core.http_request #http", function()
-  local node
+-- The node of the running describe block: with_node() starts it before the
+-- block's tests and stops it after them.
+local node
+local function with_node()
   setup(function() node = hh.start_node() end)
   teardown(function()
     if node then hh.stop_node(node, "KILL") end
+    node = nil
     h.cleanup()
   end)
+end
+
+-- fn(...) raises an error that holds msg (plain text).
+local function assert_raises(msg, fn, ...)
+  local err = h.error_of(fn, ...)
+  assert.is_string(err, msg)
+  assert.matches(msg, err, 1, true)
+end
+
+describe("core.http_request #http", function()
+  with_node()
 
   it("returns the status and the body of any answer", function()
     local status, body = core.http_request("GET", node.url .. "/health")
@@ -92,20 +106,13 @@ describe("core.http_request #http", function()
       { { "GET", node.url, nil, { X = "a\r\nb" } }, "bad request header" },
       { { "GET", node.url, nil, nil, 0 }, "bad argument #5" },
     } do
-      local err = h.error_of(core.http_request, table.unpack(case[1], 1, 5))
-      assert.is_string(err, case[2])
-      assert.matches(case[2], err, 1, true)
+      assert_raises(case[2], core.http_request, table.unpack(case[1], 1, 5))
     end
   end)
 end)
 
 describe("core.http_bench #http", function()
-  local node
-  setup(function() node = hh.start_node() end)
-  teardown(function()
-    if node then hh.stop_node(node, "KILL") end
-    h.cleanup()
-  end)
+  with_node()
 
   it("runs N writes, then reads of what it wrote, with percentiles", function()
     local r = core.http_bench { url = node.url, ops = 300, connections = 4,
@@ -158,9 +165,7 @@ describe("core.http_bench #http", function()
       { { url = node.url, ops = 1, key_size = 2, key_space = 1000 },
         "do not fit in 2 digits" },
     } do
-      local err = h.error_of(core.http_bench, case[1])
-      assert.is_string(err, case[2])
-      assert.matches(case[2], err, 1, true)
+      assert_raises(case[2], core.http_bench, case[1])
     end
   end)
 end)
@@ -251,20 +256,13 @@ describe("core.spawn, core.kill, core.pid_alive", function()
       { core.kill, { 1, 999 }, "signal number out of range" },
       { core.pid_alive, { 0 }, "process id must be a positive integer" },
     } do
-      local err = h.error_of(case[1], table.unpack(case[2], 1, 3))
-      assert.is_string(err, case[3])
-      assert.matches(case[3], err, 1, true)
+      assert_raises(case[3], case[1], table.unpack(case[2], 1, 3))
     end
   end)
 end)
 
 describe("lunakv shell --url #http", function()
-  local node
-  setup(function() node = hh.start_node() end)
-  teardown(function()
-    if node then hh.stop_node(node, "KILL") end
-    h.cleanup()
-  end)
+  with_node()
   local function shell(input, url)
     local f = os.tmpname()
     h.write_file(f, input)
@@ -340,12 +338,7 @@ describe("lunakv shell --url #http", function()
 end)
 
 describe("lunakv bench --url #http", function()
-  local node
-  setup(function() node = hh.start_node() end)
-  teardown(function()
-    if node then hh.stop_node(node, "KILL") end
-    h.cleanup()
-  end)
+  with_node()
 
   it("prints ops/s and p50/p99 per workload", function()
     local code, out, err = h.run(LUNAKV .. " bench --url " .. h.quote(node.url)

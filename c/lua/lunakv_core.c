@@ -1984,6 +1984,21 @@ static const char *lowerror(int e, char *buf, size_t n) {
   return buf;
 }
 
+/* Return nil, message, errno for a call that failed with errno e, the way
+ * Lua's io library does. The message is lowerror's, after "what: " unless
+ * what is NULL (what may be a string on the stack: the three values are
+ * pushed above it). */
+static int push_oserror(lua_State *L, int e, const char *what) {
+  char eb[128];
+  lua_pushnil(L);
+  if (what != NULL)
+    lua_pushfstring(L, "%s: %s", what, lowerror(e, eb, sizeof eb));
+  else
+    lua_pushstring(L, lowerror(e, eb, sizeof eb));
+  lua_pushinteger(L, e);
+  return 3;
+}
+
 #define SPAWN_MAX_ARGS 4096
 
 /* Close every descriptor from lo up, but keep. close_range is one system
@@ -2180,7 +2195,6 @@ static pid_t checkpid(lua_State *L, int arg) {
 static int core_kill(lua_State *L) {
   pid_t pid = checkpid(L, 1);
   int sig = -1;
-  char eb[128];
   if (lua_type(L, 2) == LUA_TNUMBER) {
     lua_Integer n = luaL_checkinteger(L, 2);
     luaL_argcheck(L, n >= 0 && n < NSIG, 2, "signal number out of range");
@@ -2197,13 +2211,7 @@ static int core_kill(lua_State *L) {
                                    "HUP, QUIT, STOP, CONT, USR1, USR2 or a "
                                    "number)", lua_tostring(L, 2)));
   }
-  if (kill(pid, sig) != 0) {
-    int e = errno;
-    lua_pushnil(L);
-    lua_pushstring(L, lowerror(e, eb, sizeof eb));
-    lua_pushinteger(L, e);
-    return 3;
-  }
+  if (kill(pid, sig) != 0) return push_oserror(L, errno, NULL);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -2253,18 +2261,14 @@ static int core_pid_alive(lua_State *L) {
 static int core_mkdir(lua_State *L) {
   size_t n;
   const char *path = luaL_checklstring(L, 1, &n);
-  char eb[128];
   struct stat st;
   luaL_argcheck(L, n > 0 && strlen(path) == n, 1,
                 "path must be non-empty, without zero bytes");
   if (mkdir(path, 0755) != 0 &&
       !(errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
     int e = errno;
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot create directory %s: %s", path,
-                    lowerror(e, eb, sizeof eb));
-    lua_pushinteger(L, e);
-    return 3;
+    return push_oserror(L, e,
+                        lua_pushfstring(L, "cannot create directory %s", path));
   }
   lua_pushboolean(L, 1);
   return 1;

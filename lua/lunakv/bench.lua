@@ -132,35 +132,41 @@ function M.add_to_parser(c)
     :argname("<ms>"):convert(posint("--timeout-ms"))
 end
 
+-- The items of a comma-separated list, trimmed, the empty ones left out.
+local function comma_list(text)
+  local items = {}
+  for item in (text .. ","):gmatch("([^,]*),") do
+    item = item:match("^%s*(.-)%s*$")
+    if item ~= "" then items[#items + 1] = item end
+  end
+  return items
+end
+
 -- Parse "writes,reads4" into { {name=, base=, threads=, def=}, ... }.
 -- Returns the list, or nil and a message.
 function M.parse_workloads(text)
   if text == "all" then text = M.DB_BENCH_WORKLOADS end
   local list = {}
-  for item in (text .. ","):gmatch("([^,]*),") do
-    item = item:match("^%s*(.-)%s*$")
-    if item ~= "" then
-      local base, digits = item:match("^(%a+)(%d*)$")
-      local def = base and WORKLOADS[base]
-      if not def then
-        local names = {}
-        for k in pairs(WORKLOADS) do names[#names + 1] = k end
-        table.sort(names)
-        return nil, string.format("unknown workload '%s' (known: %s)", item,
-          table.concat(names, ", "))
-      end
-      local threads = digits ~= "" and math.tointeger(tonumber(digits)) or 1
-      if digits ~= "" and not def.reads then
-        return nil, string.format("workload '%s': only read workloads take "
-          .. "a thread count", item)
-      end
-      if threads < 1 or threads > 256 then
-        return nil, string.format("workload '%s': threads must be 1 .. 256",
-          item)
-      end
-      list[#list + 1] = { name = item, base = base, threads = threads,
-        def = def }
+  for _, item in ipairs(comma_list(text)) do
+    local base, digits = item:match("^(%a+)(%d*)$")
+    local def = base and WORKLOADS[base]
+    if not def then
+      local names = {}
+      for k in pairs(WORKLOADS) do names[#names + 1] = k end
+      table.sort(names)
+      return nil, string.format("unknown workload '%s' (known: %s)", item,
+        table.concat(names, ", "))
     end
+    local threads = digits ~= "" and math.tointeger(tonumber(digits)) or 1
+    if digits ~= "" and not def.reads then
+      return nil, string.format("workload '%s': only read workloads take "
+        .. "a thread count", item)
+    end
+    if threads < 1 or threads > 256 then
+      return nil, string.format("workload '%s': threads must be 1 .. 256",
+        item)
+    end
+    list[#list + 1] = { name = item, base = base, threads = threads, def = def }
   end
   if #list == 0 then return nil, "no workloads given" end
   return list
@@ -214,14 +220,37 @@ local function commas(n)
 end
 M.commas = commas
 
-local function lat(p50, p99)
-  local function f(x)
-    if x >= 100 then return string.format("%.0f", x) end
-    if x >= 10 then return string.format("%.1f", x) end
-    return string.format("%.2f", x)
-  end
-  return f(p50) .. "/" .. f(p99)
+-- A latency with three figures or so: 123, 12.3, 1.23.
+local function figure(x)
+  if x >= 100 then return string.format("%.0f", x) end
+  if x >= 10 then return string.format("%.1f", x) end
+  return string.format("%.2f", x)
 end
+
+local function lat(p50, p99)
+  return figure(p50) .. "/" .. figure(p99)
+end
+
+-- Rows (arrays of cells) as text in columns, the first left-aligned.
+local function columns(lines)
+  local widths = {}
+  for _, line in ipairs(lines) do
+    for k, cell in ipairs(line) do
+      widths[k] = math.max(widths[k] or 0, #cell)
+    end
+  end
+  local out = {}
+  for _, line in ipairs(lines) do
+    local cells = {}
+    for k, cell in ipairs(line) do
+      cells[k] = string.format("%" .. (k == 1 and "-" or "") .. widths[k]
+        .. "s", cell)
+    end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  return table.concat(out, "\n")
+end
+M.columns = columns
 
 local function median(xs)
   local t = {}
@@ -704,25 +733,7 @@ function M.main(args, opts, info)
     end
     lines[#lines + 1] = line
   end
-  local widths = {}
-  for _, line in ipairs(lines) do
-    for k, cell in ipairs(line) do
-      widths[k] = math.max(widths[k] or 0, #cell)
-    end
-  end
-  local out = {}
-  for _, line in ipairs(lines) do
-    local cells = {}
-    for k, cell in ipairs(line) do
-      if k == 1 then
-        cells[k] = string.format("%-" .. widths[k] .. "s", cell)
-      else
-        cells[k] = string.format("%" .. widths[k] .. "s", cell)
-      end
-    end
-    out[#out + 1] = table.concat(cells, "  ")
-  end
-  io.stdout:write(table.concat(out, "\n"), "\n")
+  io.stdout:write(columns(lines), "\n")
   local fs = {}
   for _, w in ipairs(plan) do
     if w.def.fill == "sync" then
@@ -749,29 +760,27 @@ M.HTTP_DEFAULT_WORKLOADS = "write,read"
 -- Parse "write,read,mix10" into { {name=, write_pct=}, ... }, or nil, why.
 function M.parse_http_workloads(text)
   local list = {}
-  for item in (text .. ","):gmatch("([^,]*),") do
-    item = item:match("^%s*(.-)%s*$"):lower()
-    if item ~= "" then
-      local pct
-      if item == "write" or item == "writes" or item == "set" then
-        item, pct = "write", 100
-      elseif item == "read" or item == "reads" or item == "get" then
-        item, pct = "read", 0
-      else
-        local n = item:match("^mix(%d*)$")
-        if n then
-          pct = n == "" and 50 or math.tointeger(tonumber(n))
-          if pct > 100 then
-            return nil, "workload '" .. item .. "': at most 100% writes"
-          end
+  for _, item in ipairs(comma_list(text)) do
+    item = item:lower()
+    local pct
+    if item == "write" or item == "writes" or item == "set" then
+      item, pct = "write", 100
+    elseif item == "read" or item == "reads" or item == "get" then
+      item, pct = "read", 0
+    else
+      local n = item:match("^mix(%d*)$")
+      if n then
+        pct = n == "" and 50 or math.tointeger(tonumber(n))
+        if pct > 100 then
+          return nil, "workload '" .. item .. "': at most 100% writes"
         end
       end
-      if not pct then
-        return nil, string.format("unknown HTTP workload '%s' (known: "
-          .. "write, read, mixNN with NN%% writes)", item)
-      end
-      list[#list + 1] = { name = item, write_pct = pct }
     end
+    if not pct then
+      return nil, string.format("unknown HTTP workload '%s' (known: "
+        .. "write, read, mixNN with NN%% writes)", item)
+    end
+    list[#list + 1] = { name = item, write_pct = pct }
   end
   if #list == 0 then return nil, "no workloads given" end
   return list
@@ -780,45 +789,18 @@ end
 local function split_urls(text)
   local remote = require "lunakv.remote"
   local urls = {}
-  for u in (text .. ","):gmatch("([^,]*),") do
-    u = u:match("^%s*(.-)%s*$")
-    if u ~= "" then
-      local base, why = remote.base_url(u)
-      if not base then return nil, "--url: " .. why end
-      urls[#urls + 1] = base
-    end
+  for _, u in ipairs(comma_list(text)) do
+    local base, why = remote.base_url(u)
+    if not base then return nil, "--url: " .. why end
+    urls[#urls + 1] = base
   end
   if #urls == 0 then return nil, "--url: no URL given" end
   return urls
 end
 
 local function ms(us)
-  local x = us / 1000
-  if x >= 100 then return string.format("%.0f", x) end
-  if x >= 10 then return string.format("%.1f", x) end
-  return string.format("%.2f", x)
+  return figure(us / 1000)
 end
-
--- Print rows (arrays of cells) as columns, the first left-aligned.
-local function columns(lines)
-  local widths = {}
-  for _, line in ipairs(lines) do
-    for k, cell in ipairs(line) do
-      widths[k] = math.max(widths[k] or 0, #cell)
-    end
-  end
-  local out = {}
-  for _, line in ipairs(lines) do
-    local cells = {}
-    for k, cell in ipairs(line) do
-      cells[k] = string.format("%" .. (k == 1 and "-" or "") .. widths[k]
-        .. "s", cell)
-    end
-    out[#out + 1] = table.concat(cells, "  ")
-  end
-  return table.concat(out, "\n")
-end
-M.columns = columns
 
 -- `lunakv bench --url URL[,URL...]`: returns true, or nil and a message,
 -- or 2 and a message (usage).

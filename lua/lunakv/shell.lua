@@ -565,6 +565,37 @@ local function stats_value(name, v)
   return tostring(v)
 end
 
+-- Append to rows one { key, value(key, t[key]) } per key of t: first the
+-- keys of order, then the others sorted; keys for which leave(key, v) is
+-- true are left out. Returns rows.
+local function keyed_rows(rows, t, order, value, leave)
+  local done = {}
+  for _, k in ipairs(order) do
+    if t[k] ~= nil then
+      rows[#rows + 1] = { k, value(k, t[k]) }
+      done[k] = true
+    end
+  end
+  local rest = {}
+  for k, v in pairs(t) do
+    if not done[k] and not (leave and leave(k, v)) then rest[#rest + 1] = k end
+  end
+  table.sort(rest)
+  for _, k in ipairs(rest) do rows[#rows + 1] = { k, value(k, t[k]) } end
+  return rows
+end
+
+-- Rows { {name, text}, ... } as lines, the names padded to one width.
+local function aligned(rows)
+  local width = 0
+  for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
+  local out = {}
+  for _, r in ipairs(rows) do
+    out[#out + 1] = string.format("%-" .. width .. "s  %s", r[1], r[2])
+  end
+  return table.concat(out, "\n")
+end
+
 -- The rows of STATS: { {name, text}, ... }.
 function Shell:stats_rows()
   local st = self.db:stats()
@@ -595,18 +626,7 @@ function Shell:stats_rows()
   if self.batch then
     rows[#rows + 1] = { "batch_queued", tostring(self.batch:count()) }
   end
-  local done = {}
-  for _, k in ipairs(STATS_ORDER) do
-    if st[k] ~= nil then
-      rows[#rows + 1] = { k, stats_value(k, st[k]) }
-      done[k] = true
-    end
-  end
-  local rest = {}
-  for k in pairs(st) do if not done[k] then rest[#rest + 1] = k end end
-  table.sort(rest)
-  for _, k in ipairs(rest) do rows[#rows + 1] = { k, stats_value(k, st[k]) } end
-  return rows
+  return keyed_rows(rows, st, STATS_ORDER, stats_value)
 end
 
 command {
@@ -615,13 +635,7 @@ command {
     .. "and the config file in use",
   run = function(sh, args)
     if #args ~= 0 then usage(commands.STATS) end
-    local rows, width = sh:stats_rows(), 0
-    for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
-    local out = {}
-    for _, r in ipairs(rows) do
-      out[#out + 1] = string.format("%-" .. width .. "s  %s", r[1], r[2])
-    end
-    return table.concat(out, "\n")
+    return aligned(sh:stats_rows())
   end,
 }
 
@@ -632,19 +646,11 @@ local STATUS_ORDER = { "my_url", "role", "leader", "term", "commit_index",
 
 function Shell:status_rows()
   local st = self.db:status()
-  local rows, done = {}, { nodes = true, followers = true }
-  for _, k in ipairs(STATUS_ORDER) do
-    if st[k] ~= nil then
-      rows[#rows + 1] = { k, tostring(st[k]) }
-      done[k] = true
-    end
-  end
-  local rest = {}
-  for k, v in pairs(st) do
-    if not done[k] and type(v) ~= "table" then rest[#rest + 1] = k end
-  end
-  table.sort(rest)
-  for _, k in ipairs(rest) do rows[#rows + 1] = { k, tostring(st[k]) } end
+  local rows = keyed_rows({}, st, STATUS_ORDER,
+    function(_, v) return tostring(v) end,
+    function(k, v)
+      return k == "nodes" or k == "followers" or type(v) == "table"
+    end)
   if type(st.nodes) == "table" then
     local n = {}
     for i, u in ipairs(st.nodes) do n[i] = tostring(u) end
@@ -661,16 +667,6 @@ function Shell:status_rows()
     end
   end
   return rows
-end
-
-local function aligned(rows)
-  local width = 0
-  for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
-  local out = {}
-  for _, r in ipairs(rows) do
-    out[#out + 1] = string.format("%-" .. width .. "s  %s", r[1], r[2])
-  end
-  return table.concat(out, "\n")
 end
 
 command {
