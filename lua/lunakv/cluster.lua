@@ -5,8 +5,9 @@
 --   up [N] [--base-port P] [--dir D] [--token T]
 --       start N nodes (default 3) on ports P .. P+N-1 (default 8000), the
 --       first one leading; data in D/node0 .., logs in D/node0.log ..;
---       wait until every node answers /health and all name the same
---       leader; record pids and URLs in D/cluster.json
+--       wait until every node answers /health, all name the same
+--       leader and are at its term (it has reached them); record pids
+--       and URLs in D/cluster.json
 --   status [--dir D]   one row per recorded node: process, role, indexes, lag
 --   down [--dir D]     SIGTERM every recorded node, SIGKILL after 10 s
 --
@@ -329,7 +330,9 @@ local function up(args)
   local deadline = c.clock() + (args.timeout or UP_TIMEOUT)
   local why, culprit
   while true do
-    local agreed, all = nil, true
+    -- agreed: the leader every node names; term: the leader's, which
+    -- every follower has once the leader's first /append reached it
+    local agreed, term, all = nil, nil, true
     for _, node in ipairs(nodes) do
       if not c.pid_alive(node.pid) then
         return fail(string.format("%s (%s) exited during start-up", node.name,
@@ -350,6 +353,13 @@ local function up(args)
         break
       end
       agreed = l
+      if term and st.term ~= term then
+        all, culprit = false, node
+        why = string.format("%s is at term %s, the leader at %s", node.url,
+          tostring(st.term), tostring(term))
+        break
+      end
+      term = term or st.term
     end
     if all then
       record.leader = agreed
