@@ -8,7 +8,10 @@
 #   make shell      the same set-up, then open the shell on ./data
 #   make asan       the whole suite under AddressSanitizer + UBSan
 #   make bench      lunakv against LevelDB (BENCH_NUM=N, BENCH_JSON=FILE)
-#   make fuzz       libFuzzer on the WAL, SSTable and MANIFEST readers
+#   make bench-cluster  3 lunakv nodes against 3 etcd members over HTTP
+#                   (BENCH_SECONDS=S per workload)
+#   make fuzz       libFuzzer on the WAL, SSTable, MANIFEST, JSON body and
+#                   replication log (file and /append frames) readers
 #   make install    PREFIX=/usr/local DESTDIR= (module, Lua files, bin/lunakv)
 
 PREFIX      ?= /usr/local
@@ -52,7 +55,8 @@ DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
            lua-busted lua-argparse lua-readline lua-socket
 BENCH_PKGS = libleveldb-dev
 
-.PHONY: all deps test ctest spec shell asan bench fuzz install uninstall clean
+.PHONY: all deps test ctest spec shell asan bench bench-cluster fuzz install \
+        uninstall clean
 
 all: $(BUILD)/liblunakv.a $(BUILD)/liblunakvnet.a $(BUILD)/lunakv/core.so
 
@@ -131,21 +135,37 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BUILD)/bench/lkv_bench
 	$(BUILD)/bench/lkv_bench --num=$(BENCH_NUM) $(if $(BENCH_JSON),--json=$(BENCH_JSON))
 
+# A 3-node lunakv cluster and a 3-member etcd cluster (Debian etcd-server,
+# installed when run as root; without it lunakv runs alone) on 127.0.0.1,
+# driven one after the other by the same C load generator at 32
+# connections: durable writes, then linearizable reads
+# (lua/lunakv/bench_cluster.lua). Everything started is stopped at the end.
+BENCH_SECONDS ?= 10
+bench-cluster: deps
+	-@sh tools/deps.sh etcd-server || echo "bench-cluster: no etcd: lunakv only" >&2
+	@$(MAKE) --no-print-directory all
+	$(LUA) bin/lunakv run lua/lunakv/bench_cluster.lua --seconds $(BENCH_SECONDS)
+
 # libFuzzer targets for the readers of untrusted bytes (c/fuzz/): WAL
-# replay, SSTable open/read, MANIFEST decode, the HTTP JSON body reader. Seeds come from a small real
-# database; FUZZ_SECONDS per target.
+# replay, SSTable open/read, MANIFEST decode, the HTTP JSON body reader, the
+# replication log at open (rlog) and its frames as an /append body (frames).
+# Seeds come from a small real database (seed.lua) and small real
+# replication logs (rlog_seed.c); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
-FUZZ_FLAGS    = -std=c11 -D_GNU_SOURCE -g -O1 -pthread \
-                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-FUZZ_TARGETS  = wal sst manifest json
+FUZZ_BASE     = -std=c11 -D_GNU_SOURCE -g -O1 -pthread -Ic/engine -Ic/net
+FUZZ_FLAGS    = $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_TARGETS  = wal sst manifest json rlog frames
+FUZZ_NET_SRC  = c/net/json.c c/net/rlog.c c/net/neterr.c
 fuzz: deps
 	@sh tools/deps.sh clang libclang-rt-14-dev
 	@$(MAKE) --no-print-directory all
 	@mkdir -p build-fuzz
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	  $(FUZZ_CC) $(FUZZ_FLAGS) -Ic/engine -Ic/net c/fuzz/fuzz_$$t.c $(ENGINE_SRC) \
-	    c/net/json.c -o build-fuzz/fuzz_$$t; done
+	  $(FUZZ_CC) $(FUZZ_FLAGS) c/fuzz/fuzz_$$t.c $(ENGINE_SRC) \
+	    $(FUZZ_NET_SRC) -o build-fuzz/fuzz_$$t; done
+	$(FUZZ_CC) $(FUZZ_BASE) -fsanitize=address,undefined c/fuzz/rlog_seed.c \
+	  $(ENGINE_SRC) $(FUZZ_NET_SRC) -o build-fuzz/rlog_seed
 	rm -rf build-fuzz/seed && $(LUA) bin/lunakv run c/fuzz/seed.lua build-fuzz/seed
 	@set -e; for t in $(FUZZ_TARGETS); do mkdir -p build-fuzz/corpus_$$t; done
 	cp build-fuzz/seed/wal.log.* build-fuzz/corpus_wal/
@@ -153,8 +173,11 @@ fuzz: deps
 	cp build-fuzz/seed/MANIFEST build-fuzz/corpus_manifest/
 	printf '{"key": "a\\u00e9\\ud83d\\ude00", "value": "v\\n", "n": [1, {"x": null}]}' \
 	  > build-fuzz/corpus_json/seed1
+	rm -rf build-fuzz/seed-rlog && build-fuzz/rlog_seed build-fuzz/seed-rlog \
+	  build-fuzz/corpus_rlog build-fuzz/corpus_frames
 	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
 	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    -artifact_prefix=build-fuzz/ \
 	    -print_final_stats=1 build-fuzz/corpus_$$t 2>&1 | tail -4; done
 
 install: all

@@ -253,6 +253,12 @@ static int read_header(lkvnet_rlog *r, FILE *f, lkv_err *err) {
   if (get32(h + 8) != LKVNET_RLOG_VERSION)
     return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 8: unsupported version %u",
                   r->path, (unsigned)get32(h + 8));
+  if (get32(h + 12) != 0)
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 12: unknown flags "
+                         "0x%x", r->path, (unsigned)get32(h + 12));
+  if (get64(h + 16) == UINT64_MAX) /* no entry could follow it */
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 16: impossible base "
+                         "index", r->path);
   r->base_index = get64(h + 16);
   r->base_term = get64(h + 24);
   r->last_index = r->base_index;
@@ -312,7 +318,8 @@ static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
                   "(checksum valid)", r->path, (unsigned long long)r->size);
       break;
     }
-    if (e.index != r->last_index + 1 || e.term < r->last_term) {
+    if (r->last_index == UINT64_MAX || e.index != r->last_index + 1 ||
+        e.term < r->last_term) {
       rc = lkvnet_seterr(err, LKV_CORRUPTION, "%s offset %llu: entry (term %llu, "
                   "index %llu) does not follow (term %llu, index %llu)",
                   r->path, (unsigned long long)r->size,
@@ -489,6 +496,8 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   lkvnet_entry e;
   int rc;
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
+  if (r->base_index + r->nents == UINT64_MAX)
+    return lkvnet_seterr(err, LKV_INVALID, "the log's index is exhausted");
   if (term < lt || (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE &&
                     op != LKVNET_OP_NOOP))
     return lkvnet_seterr(err, LKV_INVALID, "cannot append op %d at term "
@@ -509,7 +518,7 @@ int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
                              lkv_err *err) {
   uint64_t last = r->base_index + r->nents;
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
-  if (e->index != last + 1 || e->term < lt)
+  if (last == UINT64_MAX || e->index != last + 1 || e->term < lt)
     return lkvnet_seterr(err, LKV_INVALID, "entry (term %llu, index %llu) "
                          "does not follow (term %llu, index %llu)",
                          (unsigned long long)e->term,
@@ -584,8 +593,10 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   char *copy = NULL;
   size_t copy_len = 0;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
-  if (base_index < r->base_index)
-    return lkvnet_seterr(err, LKV_INVALID, "the log already starts after %llu",
+  if (base_index < r->base_index || base_index == UINT64_MAX)
+    return lkvnet_seterr(err, LKV_INVALID, "cannot start the log after "
+                         "%llu (it starts after %llu)",
+                         (unsigned long long)base_index,
                          (unsigned long long)r->base_index);
   if (base_index < last) {
     keep = (size_t)(last - base_index);
