@@ -359,6 +359,13 @@ describe("lunakv node #http", function()
         "8000", "/tmp/x", "http://127.0.0.1:9000", "http://127.0.0.1:8000" }, " "))
       assert.equal(1, code)
       assert.matches("is not one of NODE_URLS", err, 1, true)
+      -- one node per machine, all on port 8000: --host says which is this
+      code, _, err = h.run(table.concat({ h.lua, h.quote(h.bin), "node",
+        "8000", "/tmp/x", "http://10.0.0.1:8000",
+        "http://10.0.0.1:8000,http://10.0.0.2:8000" }, " "))
+      assert.equal(1, code)
+      assert.matches("several NODE_URLS have port 8000; say which is this "
+        .. "node with --host", err, 1, true)
     end)
   end)
 end)

@@ -92,10 +92,29 @@ function M.options(args)
       local pu, err = parse_url(u)
       if not pu then return nil, "NODE_URLS entry '" .. u .. "': " .. err end
       nodes[#nodes + 1] = pu
-      if pu.port == port and not me then me = pu end
     end
   end
   if #nodes == 0 then return nil, "NODE_URLS names no node" end
+  -- this node: the URL with PORT; when several hosts share the port
+  -- (one node per machine), the one whose host is --host
+  local candidates = {}
+  for _, n in ipairs(nodes) do
+    if n.port == port then candidates[#candidates + 1] = n end
+  end
+  if #candidates == 1 then
+    me = candidates[1]
+  elseif #candidates > 1 then
+    for _, n in ipairs(candidates) do
+      if args.host and (n.host == args.host:lower() or
+          same_node(n, { host = args.host:lower(), port = port })) then
+        me = n
+      end
+    end
+    if not me then
+      return nil, "several NODE_URLS have port " .. port
+        .. "; say which is this node with --host"
+    end
+  end
   local in_list = false
   for _, n in ipairs(nodes) do
     if same_node(n, leader) then in_list = true end
