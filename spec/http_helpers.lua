@@ -58,6 +58,20 @@ function M.read_log(path)
   return h.exists(path) and h.read_file(path) or ""
 end
 
+-- Distinct random ports in 20000..32000, below Linux's ephemeral range.
+-- From /dev/urandom: spec runs started in the same second share
+-- math.random's seed (os.time()) and would pick the same ports.
+local function pick_ports(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local ports, seen = {}, {}
+  while #ports < n do
+    local p = 20000 + string.unpack("<I4", f:read(4)) % 12001
+    if not seen[p] then seen[p] = true; ports[#ports + 1] = p end
+  end
+  f:close()
+  return ports
+end
+
 -- Start a node. spec: { dir = DATA_DIR (default a tmpdir), leader = "self"
 -- or a URL, others = { extra node URLs }, args = { extra flags },
 -- port = fixed port }. Returns node { url, port, dir, pid, log = stderr
@@ -67,7 +81,7 @@ function M.start_node(spec)
   local dir = spec.dir or (h.tmpdir() .. "/node")
   for _ = 1, 20 do
     -- below Linux's ephemeral range (32768..), where client sockets live
-    local port = spec.port or math.random(20000, 32000)
+    local port = spec.port or pick_ports(1)[1]
     local url = "http://127.0.0.1:" .. port
     local leader = (spec.leader == nil or spec.leader == "self") and url
       or spec.leader
@@ -81,6 +95,11 @@ function M.start_node(spec)
                    log = p.err, leader = leader }
     local up = h.wait_until(function()
       if not alive(pid) then return "dead" end
+      -- until it listens, another process (a parallel run) may hold the
+      -- port and answer for it
+      if not M.read_log(p.err):find("listening on", 1, true) then
+        return nil
+      end
       local code = M.request("GET", url .. "/health")
       return code == 200 and "up" or nil
     end, 20, function() return M.read_log(p.err) end)
@@ -138,20 +157,6 @@ local function running(node)
   return node.pid ~= nil and alive(node.pid)
 end
 M.running = running
-
--- Distinct random ports in 20000..32000, below Linux's ephemeral range.
--- From /dev/urandom: spec runs started in the same second share
--- math.random's seed (os.time()) and would pick the same ports.
-local function pick_ports(n)
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local ports, seen = {}, {}
-  while #ports < n do
-    local p = 20000 + string.unpack("<I4", f:read(4)) % 12001
-    if not seen[p] then seen[p] = true; ports[#ports + 1] = p end
-  end
-  f:close()
-  return ports
-end
 
 -- Spawn member node without waiting for it.
 local function spawn_member(node)
