@@ -270,6 +270,21 @@ describe("lunakv node #http", function()
       _, doc = hh.get(node, "a")
       assert.equal(cjson.null, doc.value)
     end)
+
+    it("refuses writes past --max-uncommitted-bytes without writing them",
+       function()
+      node = hh.start_node { others = { "http://127.0.0.1:1", "http://127.0.0.1:2" },
+                             args = { "--write-timeout-ms", "200",
+                                      "--max-uncommitted-bytes", "1000" } }
+      local code = hh.set(node, "a", ("x"):rep(600))
+      assert.equal(503, code) -- no quorum, but held: 601 bytes
+      local doc
+      code, doc = hh.set(node, "b", ("y"):rep(600))
+      assert.equal(503, code)
+      assert.matches("601 bytes of writes are waiting for a majority",
+        doc.error, 1, true)
+      assert.equal(2, hh.status(node).last_index) -- the no-op and "a" only
+    end)
   end)
 
   describe("the replication log", function()

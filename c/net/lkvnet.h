@@ -30,6 +30,9 @@
 #define LKVNET_SCAN_MAX_BYTES (8u * 1024u * 1024u) /* a scan reply's soft cap */
 #define LKVNET_DEFAULT_HEARTBEAT_MS 100
 #define LKVNET_MAX_NODES 64
+/* Keys and values of uncommitted writes a leader holds before it refuses
+ * new ones (503): what a leader without a majority keeps in memory. */
+#define LKVNET_MAX_UNCOMMITTED_BYTES (256u * 1024u * 1024u)
 #define LKVNET_DEFAULT_LOG_COMPACTION 10000 /* the seed's threshold */
 #define LKVNET_APPEND_MAX_BYTES (1u << 20)   /* frames per /append, soft */
 #define LKVNET_SNAPSHOT_CHUNK_BYTES (1u << 20) /* pairs per /snapshot, soft */
@@ -64,6 +67,8 @@ typedef struct lkvnet_options {
   uint64_t log_compaction_threshold; /* entries past the last snapshot
                                         before the log is cut; 0: never */
   int heartbeat_ms;       /* an idle leader's /append to each follower; 100 */
+  size_t max_uncommitted_bytes; /* uncommitted key+value bytes a leader
+                                   holds before refusing writes; 256 MiB */
   lkv_options engine;     /* the engine's options; sync is set to none */
   lkvnet_log_fn log;      /* one line per notable event; NULL: stderr */
   void *log_ctx;

@@ -146,6 +146,8 @@ struct lkvnet_server {
   uint64_t term, commit_index, applied_index;
   uint64_t term_start; /* leader: index of its term's no-op (0: none) */
   Pending *head, *tail; /* in index order */
+  size_t pending_bytes;  /* keys and values held in the pending list */
+  size_t max_uncommitted;
   Waiter *waiters;
   size_t waiting;       /* Held requests not yet answered */
   int draining;
@@ -363,7 +365,8 @@ static void held_json(Held *h, int code, lkvnet_jbuf *b) {
 ** The commit path: append -> durable on a majority -> apply -> reply
 ** ======================================================================= */
 
-static void pending_free(Pending *p) {
+static void pending_free(lkvnet_server *s, Pending *p) {
+  s->pending_bytes -= p->klen + p->vlen;
   free(p->key);
   free(p->val);
   free(p);
@@ -377,7 +380,9 @@ static int pending_push(lkvnet_server *s, uint64_t index, int op,
   p->key = malloc(klen ? klen : 1);
   p->val = malloc(vlen ? vlen : 1);
   if (p->key == NULL || p->val == NULL) {
-    pending_free(p);
+    free(p->key);
+    free(p->val);
+    free(p);
     return -1;
   }
   if (klen) memcpy(p->key, key, klen);
@@ -386,6 +391,7 @@ static int pending_push(lkvnet_server *s, uint64_t index, int op,
   p->op = op;
   p->klen = klen;
   p->vlen = vlen;
+  s->pending_bytes += klen + vlen;
   if (s->tail) s->tail->next = p;
   else s->head = p;
   s->tail = p;
@@ -405,7 +411,7 @@ static void pending_cut(lkvnet_server *s, uint64_t index) {
     Pending *next = p->next;
     held_error(&p->h, 503, "index %llu was replaced by the leader's log",
                (unsigned long long)p->index);
-    pending_free(p);
+    pending_free(s, p);
     p = next;
   }
 }
@@ -498,7 +504,7 @@ static void apply_committed(lkvnet_server *s) {
       lkvnet_jbuf_lit(&b, "}");
       held_json(&p->h, 200, &b);
     }
-    pending_free(p);
+    pending_free(s, p);
   }
   /* whatever still waits after an apply failure gets its answer now */
   if (s->apply_err.code != LKV_OK) {
@@ -642,6 +648,15 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
   if (s->apply_err.code != LKV_OK) {
     reply_error(s, req, route, start, 500, "writes are stopped: %s",
                 s->apply_err.msg);
+    return;
+  }
+  if (s->pending_bytes + klen + vlen > s->max_uncommitted) {
+    /* without a majority every refused write would still sit in memory
+     * (it is in the log and may commit later): past this, refuse them
+     * before they are written */
+    reply_error(s, req, route, start, 503, "%zu bytes of writes are waiting "
+                "for a majority; refusing more until it is back",
+                s->pending_bytes);
     return;
   }
   if (is_reserved(key, klen)) {
@@ -2347,6 +2362,7 @@ void lkvnet_options_init(lkvnet_options *o) {
   o->max_body_bytes = LKVNET_DEFAULT_MAX_BODY;
   o->write_timeout_ms = LKVNET_DEFAULT_WRITE_TIMEOUT_MS;
   o->heartbeat_ms = LKVNET_DEFAULT_HEARTBEAT_MS;
+  o->max_uncommitted_bytes = LKVNET_MAX_UNCOMMITTED_BYTES;
   o->log_compaction_threshold = LKVNET_DEFAULT_LOG_COMPACTION;
   lkv_options_init(&o->engine);
 }
@@ -2455,6 +2471,8 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->heartbeat_ms = o->heartbeat_ms > 0 ? o->heartbeat_ms
                                         : LKVNET_DEFAULT_HEARTBEAT_MS;
   s->compaction_threshold = o->log_compaction_threshold;
+  s->max_uncommitted = o->max_uncommitted_bytes ? o->max_uncommitted_bytes
+                                                : LKVNET_MAX_UNCOMMITTED_BYTES;
   if (o->token != NULL && o->token[0] != '\0' &&
       (s->token = strdup(o->token)) == NULL) {
     rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
@@ -2711,7 +2729,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   }
   while ((p = s->head) != NULL) {
     s->head = p->next;
-    pending_free(p);
+    pending_free(s, p);
   }
   if (s->pipefd[0] >= 0) close(s->pipefd[0]);
   if (s->pipefd[1] >= 0) close(s->pipefd[1]);

@@ -36,6 +36,10 @@ function M.add_to_parser(p)
   p:option("--heartbeat-ms", "How often an idle leader contacts each "
     .. "follower (default 100).")
     :argname("<ms>"):convert(tonumber)
+  p:option("--max-uncommitted-bytes", "Key and value bytes of writes a "
+    .. "leader holds while they wait for a majority before it refuses new "
+    .. "ones with 503 (default 268435456).")
+    :argname("<n>"):convert(tonumber)
 end
 
 -- "http://Host:8000/" -> { scheme, host, port, url = "http://Host:8000" }
@@ -153,6 +157,7 @@ function M.main(args, settings)
   opts.token = args.token or settings.cluster_token
   if opts.token == "" then opts.token = nil end
   opts.heartbeat_ms = args.heartbeat_ms
+  opts.max_uncommitted_bytes = args.max_uncommitted_bytes
   if opts.port == 0 then
     -- with port 0 the server names itself after binding; a listed URL
     -- cannot know that port, so the node runs alone and leads
