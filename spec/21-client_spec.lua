@@ -213,6 +213,33 @@ describe("core.spawn, core.kill, core.pid_alive", function()
     assert.equal(tostring(pid), session)
   end)
 
+  it("keeps the log and /dev/null apart when its own stdin/stdout are closed",
+    function()
+    -- open() hands out 0 and 1 then: the child's dup2s must not clobber
+    -- one with the other (the log would get nothing)
+    local script = h.prelude .. string.format([[
+      local core = require "lunakv.core"
+      local pid = core.spawn({ "sh", "-c", "echo out; echo err >&2; cat" },
+        %q)
+      while core.pid_alive(pid) do core.sleep(0.01) end
+    ]], dir .. "/log")
+    local f = dir .. "/closed.lua"
+    h.write_file(f, script)
+    local code, _, err = h.run(h.lua .. " " .. h.quote(f) .. " <&- >&-")
+    assert.equal(0, code, err)
+    assert.equal("out\nerr\n", h.read_file(dir .. "/log"))
+  end)
+
+  it("tells the working directory from the kernel, not $PWD", function()
+    local code, out, err = h.run("cd / && PWD=/nonexistent " .. h.lua
+      .. " -e " .. h.quote(h.prelude
+        .. "io.write(require('lunakv.core').getcwd())"))
+    assert.equal(0, code, err)
+    assert.equal("/", out)
+    local _, here = h.run("pwd -P")
+    assert.equal(here:gsub("\n$", ""), core.getcwd())
+  end)
+
   it("kills, and sees a process die", function()
     local pid = spawn { "sleep", "30" }
     assert.is_true(core.pid_alive(pid))
@@ -375,5 +402,14 @@ describe("lunakv bench --url #http", function()
     code, _, err = h.run(LUNAKV .. " bench --connections 4 -n 10")
     assert.equal(2, code)
     assert.matches("%-%-connections is an option of bench %-%-url", err)
+  end)
+
+  it("fails, naming the limit, with more connections than descriptors", function()
+    local code, _, err = h.run("ulimit -n 100 && " .. LUNAKV .. " bench --url "
+      .. h.quote(node.url) .. " --connections 50 -n 10 -q")
+    assert.equal(1, code)
+    assert.matches("lunakv: workload write: invalid argument: 50 connections "
+      .. "need as many file descriptors; the limit is 100 open files %(ulimit "
+      .. "%-n%).*use at most 36 connections", err)
   end)
 end)

@@ -21,7 +21,7 @@
  * Beside the engine: core.serve (an HTTP node, lkvnet.h), the HTTP client
  * core.http_request / core.http_bench (httpc.h), and the few process
  * functions orchestration needs (core.spawn, kill, pid_alive, sleep,
- * mkdir), so `lunakv cluster` runs no shell strings.
+ * mkdir, getcwd), so `lunakv cluster` runs no shell strings.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1723,6 +1723,9 @@ static int core_serve(lua_State *L) {
       L, 2, "log_compaction_threshold", LKVNET_DEFAULT_LOG_COMPACTION, 0,
       LUA_MAXINTEGER);
   o.token = optstring(L, 2, "token");
+  o.max_uncommitted_bytes = (size_t)optinteger(
+      L, 2, "max_uncommitted_bytes", LKVNET_MAX_UNCOMMITTED_BYTES, 1,
+      LUA_MAXINTEGER);
   if (lua_getfield(L, 2, "nodes") != LUA_TNIL) { /* +1 nodes */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'nodes' must be a table");
     n = (size_t)luaL_len(L, -1);
@@ -2023,6 +2026,21 @@ static void close_from(int lo, int keep) {
   }
 }
 
+/* fd, moved to a number above 2 (close-on-exec) when it is 0, 1 or 2:
+ * with this process's stdin or stdout closed, open() hands those out, and
+ * the child's dup2 onto 0, 1 and 2 would clobber one descriptor with
+ * another (or, dup2(1, 1), keep close-on-exec and lose its stdout).
+ * A negative fd passes through; on failure -1 with errno. */
+static int fd_above_stdio(int fd) {
+  int nfd, e;
+  if (fd < 0 || fd > 2) return fd;
+  nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  e = errno;
+  close(fd);
+  errno = e;
+  return nfd;
+}
+
 /* core.spawn(argv, log_path [, env]) -> pid. Start argv[1] (searched in
  * PATH) with
  * arguments argv[2..] in the background: its own session (setsid, so a
@@ -2109,15 +2127,20 @@ static int core_spawn(lua_State *L) {
     }
     envp[n] = NULL;
   }
-  logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  logfd = fd_above_stdio(
+      open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   if (logfd < 0)
     return luaL_error(L, "lunakv: io error: cannot open log file %s: %s",
                       logpath, lowerror(errno, eb, sizeof eb));
-  nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (nullfd < 0 || pipe2(p, O_CLOEXEC) != 0) {
+  nullfd = fd_above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  p[0] = p[1] = -1;
+  if (nullfd < 0 || pipe2(p, O_CLOEXEC) != 0 ||
+      (p[0] = fd_above_stdio(p[0])) < 0 || (p[1] = fd_above_stdio(p[1])) < 0) {
     e = errno;
     close(logfd);
     if (nullfd >= 0) close(nullfd);
+    if (p[0] >= 0) close(p[0]);
+    if (p[1] >= 0) close(p[1]);
     return luaL_error(L, "lunakv: io error: spawn: %s",
                       lowerror(e, eb, sizeof eb));
   }
@@ -2274,6 +2297,17 @@ static int core_mkdir(lua_State *L) {
   return 1;
 }
 
+/* core.getcwd() -> the absolute path of the working directory (the
+ * kernel's, not $PWD, which a parent may have left stale), or nil,
+ * message, errno. */
+static int core_getcwd(lua_State *L) {
+  char buf[PATH_MAX];
+  if (getcwd(buf, sizeof buf) == NULL)
+    return push_oserror(L, errno, "cannot read the working directory");
+  lua_pushstring(L, buf);
+  return 1;
+}
+
 /* core.sleep(seconds): Lua has no sleep of its own; polling loops with a
  * deadline (cluster up, the specs) use this rather than os.execute. */
 static int core_sleep(lua_State *L) {
@@ -2400,6 +2434,7 @@ static const luaL_Reg core_funcs[] = {
     {"pid_alive", core_pid_alive},
     {"sleep", core_sleep},
     {"mkdir", core_mkdir},
+    {"getcwd", core_getcwd},
     {NULL, NULL},
 };
 

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,8 +81,19 @@ static int url_parse(const char *url, Url *u, lkv_err *err) {
     return lkvnet_seterr(err, LKV_INVALID, "'%s': expected http://HOST:PORT",
                          url);
   }
-  /* evhttp_uri keeps an IPv6 literal without its brackets */
-  snprintf(u->host, sizeof u->host, "%s", host);
+  /* evhttp_uri keeps an IPv6 literal in its brackets ("[::1]"):
+   * connect() and getaddrinfo want the bare address, the Host header
+   * and our sentences the bracketed one */
+  if (host[0] == '[') {
+    size_t hl = strlen(host);
+    if (hl < 3 || host[hl - 1] != ']') {
+      evhttp_uri_free(p);
+      return lkvnet_seterr(err, LKV_INVALID, "'%s': bad IPv6 address", url);
+    }
+    snprintf(u->host, sizeof u->host, "%.*s", (int)(hl - 2), host + 1);
+  } else {
+    snprintf(u->host, sizeof u->host, "%s", host);
+  }
   u->port = evhttp_uri_get_port(p);
   if (u->port < 0) u->port = 80;
   if (u->port == 0 || u->port > 65535) {
@@ -89,7 +101,8 @@ static int url_parse(const char *url, Url *u, lkv_err *err) {
     return lkvnet_seterr(err, LKV_INVALID, "'%s': port out of range", url);
   }
   snprintf(u->hostport, sizeof u->hostport,
-           strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d", host, u->port);
+           strchr(u->host, ':') != NULL ? "[%s]:%d" : "%s:%d", u->host,
+           u->port);
   path = evhttp_uri_get_path(p);
   query = evhttp_uri_get_query(p);
   if (path == NULL || path[0] == '\0') path = "/";
@@ -354,8 +367,14 @@ int lkvnet_http_request(const char *method, const char *url,
     rc = lkvnet_seterr(err, LKV_IOERROR, "cannot send a request to %s", url);
     goto done;
   }
-  evtimer_add(timer, &tv);
-  event_base_dispatch(o.base);
+  /* a connection that fails at once (the name does not resolve, no
+   * descriptor left) runs one_done_cb inside evhttp_make_request: its
+   * loopbreak came before the loop, which would forget it and wait for
+   * the timer; there is nothing to wait for */
+  if (!o.done) {
+    evtimer_add(timer, &tv);
+    event_base_dispatch(o.base);
+  }
 
   if (o.nomem) {
     rc = lkvnet_seterr(err, LKV_NOMEM, "the answer from %s", url);
@@ -401,15 +420,102 @@ void lkvnet_bench_spec_init(lkvnet_bench_spec *s) {
   s->target = LKVNET_TARGET_LUNAKV;
 }
 
+/* {----------------------------------------------------------------------
+** The latency histogram: log-linear buckets, LATHIST_SUB per power of 2
+** ---------------------------------------------------------------------- */
+
+#define LATHIST_SUB_BITS 7
+#define LATHIST_SUB (1u << LATHIST_SUB_BITS)
+
+/* The bucket of v: values under 2 * LATHIST_SUB have one bucket each;
+ * above, a power of 2 is split in LATHIST_SUB equal buckets. */
+static size_t lathist_index(uint64_t v) {
+  int msb, shift;
+  if (v < LATHIST_SUB) return (size_t)v;
+  msb = 63 - __builtin_clzll(v);
+  shift = msb - LATHIST_SUB_BITS;
+  return (size_t)(shift + 1) * LATHIST_SUB +
+         (size_t)((v >> shift) - LATHIST_SUB);
+}
+
+int lkvnet_lathist_init(lkvnet_lathist *h) {
+  memset(h, 0, sizeof *h);
+  h->counts = calloc(LKVNET_LATHIST_BUCKETS, sizeof *h->counts);
+  return h->counts != NULL ? LKV_OK : LKV_NOMEM;
+}
+
+void lkvnet_lathist_add(lkvnet_lathist *h, uint64_t ns) {
+  if (h->n == 0 || ns < h->min_ns) h->min_ns = ns;
+  if (ns > h->max_ns) h->max_ns = ns;
+  h->n++;
+  h->counts[lathist_index(ns)]++;
+}
+
+double lkvnet_lathist_pct(const lkvnet_lathist *h, double p) {
+  uint64_t k, seen = 0;
+  size_t i;
+  if (h->n == 0 || h->counts == NULL) return 0;
+  /* nearest rank, the rule lunakv bench uses */
+  k = (uint64_t)(p / 100.0 * (double)h->n + 0.999999999);
+  if (k < 1) k = 1;
+  if (k > h->n) k = h->n;
+  /* the ends are known exactly */
+  if (k == h->n) return (double)h->max_ns;
+  if (k == 1) return (double)h->min_ns;
+  for (i = 0; i < LKVNET_LATHIST_BUCKETS; i++) {
+    seen += h->counts[i];
+    if (seen >= k) {
+      uint64_t low, width;
+      double mid;
+      if (i < 2 * LATHIST_SUB) {
+        low = i;
+        width = 1;
+      } else {
+        int shift = (int)(i / LATHIST_SUB) - 1;
+        low = (uint64_t)(i % LATHIST_SUB + LATHIST_SUB) << shift;
+        width = (uint64_t)1 << shift;
+      }
+      mid = (double)low + (double)(width - 1) / 2.0;
+      if (mid < (double)h->min_ns) mid = (double)h->min_ns;
+      if (mid > (double)h->max_ns) mid = (double)h->max_ns;
+      return mid;
+    }
+  }
+  return (double)h->max_ns;
+}
+
+void lkvnet_lathist_free(lkvnet_lathist *h) {
+  free(h->counts);
+  memset(h, 0, sizeof *h);
+}
+
+/* }---------------------------------------------------------------------- */
+
+/* After a transport error a connection waits before its next request,
+ * BACKOFF_MIN_MS doubling up to BACKOFF_MAX_MS: a dead node among live
+ * ones must not spin the one event thread. */
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+/* Give up when no request has succeeded yet and every connection has
+ * failed in the transport this many times in a row (50+100+200 ms of
+ * back-off in between): there is nothing to measure. */
+#define GIVE_UP_FAILS 4
+/* Descriptors kept for the rest of the process (the event base, a probe,
+ * whatever the caller holds open) when checking RLIMIT_NOFILE. */
+#define FD_MARGIN 64
+
 typedef struct Bench Bench;
 
 typedef struct BConn {
   Bench *b;
-  size_t url; /* index into b->urls */
+  size_t url;            /* index into b->urls */
   struct evhttp_connection *evcon;
+  struct event *next;    /* fires to issue this connection's next request */
   double t0;
   int write;
   int busy;
+  int backoff_ms;        /* the wait after the next transport error */
+  int fails;             /* transport errors in a row */
 } BConn;
 
 struct Bench {
@@ -421,12 +527,13 @@ struct Bench {
   size_t nconns;
   char *value;   /* the value as it goes in a body (base64 for etcd) */
   size_t vlen;
-  double *lat;   /* seconds, one per successful request */
-  size_t nlat, cap;
+  lkvnet_lathist hist; /* nanoseconds, one per successful request */
   uint64_t issued, next_key, rng, ok;
   size_t inflight;
+  size_t failing;      /* connections with fails >= GIVE_UP_FAILS */
+  long fail_url;       /* the URL of the first transport error (-1: none) */
   double start, last;
-  int stopping, nomem, gave_up;
+  int stopping, nomem, gave_up, send_failed;
 };
 
 static uint64_t rnd(uint64_t *s) { /* splitmix64 */
@@ -435,8 +542,6 @@ static uint64_t rnd(uint64_t *s) { /* splitmix64 */
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
 }
-
-static void bench_issue(BConn *c);
 
 static void bench_note_error(Bench *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -454,11 +559,30 @@ static int bench_finished(const Bench *b) {
          (b->s->ops != 0 && b->issued >= b->s->ops);
 }
 
+/* Issue c's next request after ms milliseconds (0: once this callback
+ * returns). Requests are only ever issued from c->next's callback, never
+ * from a request's callback: evhttp runs that inside evhttp_make_request
+ * when a connection fails at once, and issuing there would recurse. */
+static void bench_schedule(BConn *c, int ms) {
+  if (ms <= 0) {
+    event_active(c->next, EV_TIMEOUT, 1);
+  } else {
+    struct timeval tv = ms_tv(ms);
+    if (evtimer_add(c->next, &tv) != 0) c->b->nomem = 1;
+  }
+}
+
+/* Stop the loop when nothing is left to issue or wait for. */
+static void bench_maybe_end(Bench *b) {
+  if (bench_finished(b) && b->inflight == 0) event_base_loopbreak(b->base);
+}
+
 static void bench_done_cb(struct evhttp_request *req, void *arg) {
   BConn *c = arg;
   Bench *b = c->b;
   double t = now_sec();
   int status = req != NULL ? evhttp_request_get_response_code(req) : 0;
+  int wait_ms = 0;
   c->busy = 0;
   b->inflight--;
   b->last = t;
@@ -467,29 +591,29 @@ static void bench_done_cb(struct evhttp_request *req, void *arg) {
     b->res->writes++;
   else
     b->res->reads++;
+  if (status != 0) {
+    /* an answer: the transport works */
+    if (c->fails >= GIVE_UP_FAILS) b->failing--;
+    c->fails = 0;
+    c->backoff_ms = 0;
+  }
   if (status >= 200 && status < 300) {
+    double d = (t - c->t0) * 1e9;
     b->ok++;
-    if (b->nlat == b->cap) {
-      size_t ncap = b->cap != 0 ? b->cap * 2 : 65536;
-      double *nl = realloc(b->lat, ncap * sizeof *nl);
-      if (nl == NULL) {
-        b->nomem = 1;
-      } else {
-        b->lat = nl;
-        b->cap = ncap;
-      }
-    }
-    if (b->nlat < b->cap) b->lat[b->nlat++] = t - c->t0;
+    lkvnet_lathist_add(&b->hist, d > 0 ? (uint64_t)d : 0);
   } else {
     b->res->errors++;
     if (status == 0) {
       b->res->transport_errors++;
+      if (b->fail_url < 0) b->fail_url = (long)c->url;
       bench_note_error(b, "a request to http://%s failed in the transport",
                        b->urls[c->url].hostport);
-      /* a target that refuses everything: stop rather than spin */
-      if (b->ok == 0 &&
-          b->res->transport_errors >= 200 + 4 * (uint64_t)b->nconns)
-        b->gave_up = 1;
+      wait_ms = c->backoff_ms > 0 ? c->backoff_ms : BACKOFF_MIN_MS;
+      c->backoff_ms = wait_ms * 2 < BACKOFF_MAX_MS ? wait_ms * 2
+                                                   : BACKOFF_MAX_MS;
+      if (++c->fails == GIVE_UP_FAILS) b->failing++;
+      /* a target that refuses everything: stop rather than wait on */
+      if (b->ok == 0 && b->failing == b->nconns) b->gave_up = 1;
     } else {
       struct evbuffer *in = evhttp_request_get_input_buffer(req);
       char text[160];
@@ -500,11 +624,8 @@ static void bench_done_cb(struct evhttp_request *req, void *arg) {
                        b->urls[c->url].hostport, text);
     }
   }
-  if (!bench_finished(b)) {
-    bench_issue(c);
-  } else if (b->inflight == 0) {
-    event_base_loopbreak(b->base);
-  }
+  if (!bench_finished(b)) bench_schedule(c, wait_ms);
+  bench_maybe_end(b);
 }
 
 /* Append the key of number k (zero-padded to key_size) as text. */
@@ -533,6 +654,7 @@ static void bench_issue(BConn *c) {
   req = evhttp_request_new(bench_done_cb, c);
   if (req == NULL) {
     b->nomem = 1;
+    bench_maybe_end(b);
     return;
   }
   oh = evhttp_request_get_output_headers(req);
@@ -572,21 +694,41 @@ static void bench_issue(BConn *c) {
   }
   c->write = write;
   c->t0 = now_sec();
-  if (evhttp_make_request(c->evcon, req, type, path) != 0) {
-    /* evhttp freed req; count it as a failed request of this connection
-     * and do not retry from here (that could recurse) */
-    b->res->ops++;
-    b->res->errors++;
-    b->res->transport_errors++;
-    bench_note_error(b, "cannot send a request to http://%s",
-                     b->urls[c->url].hostport);
-    b->gave_up = 1;
-    if (b->inflight == 0) event_base_loopbreak(b->base);
-    return;
-  }
+  /* counted before the call: a connection that fails at once runs
+   * bench_done_cb inside evhttp_make_request, which takes them back */
   c->busy = 1;
   b->issued++;
   b->inflight++;
+  if (evhttp_make_request(c->evcon, req, type, path) != 0) {
+    /* not sent and no callback (evhttp could not even set up the
+     * connection): count it as a failed request and stop the run */
+    c->busy = 0;
+    b->inflight--;
+    b->res->ops++;
+    if (write)
+      b->res->writes++;
+    else
+      b->res->reads++;
+    b->res->errors++;
+    b->res->transport_errors++;
+    if (b->fail_url < 0) b->fail_url = (long)c->url;
+    bench_note_error(b, "cannot send a request to http://%s",
+                     b->urls[c->url].hostport);
+    b->send_failed = 1;
+    b->gave_up = 1;
+    bench_maybe_end(b);
+  }
+  /* nothing of c may be touched here: its request may be over already */
+}
+
+static void bench_next_cb(evutil_socket_t fd, short what, void *arg) {
+  BConn *c = arg;
+  (void)fd;
+  (void)what;
+  if (bench_finished(c->b))
+    bench_maybe_end(c->b);
+  else
+    bench_issue(c);
 }
 
 static void bench_stop_cb(evutil_socket_t fd, short what, void *arg) {
@@ -594,32 +736,31 @@ static void bench_stop_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   b->stopping = 1;
-  if (b->inflight == 0) event_base_loopbreak(b->base);
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of sorted v (the rule lunakv bench uses). */
-static double pct(const double *v, size_t n, double p) {
-  size_t k;
-  if (n == 0) return 0;
-  k = (size_t)(p / 100.0 * (double)n + 0.999999999);
-  if (k < 1) k = 1;
-  if (k > n) k = n;
-  return v[k - 1];
+  bench_maybe_end(b);
 }
 
 static int bench_check(const lkvnet_bench_spec *s, lkv_err *err) {
   double space_max = 1;
   size_t i;
+  struct rlimit rl;
   if (s->urls == NULL || s->nurls == 0)
     return lkvnet_seterr(err, LKV_INVALID, "no URL to send requests to");
   if (s->connections < 1 || s->connections > LKVNET_BENCH_MAX_CONNECTIONS)
     return lkvnet_seterr(err, LKV_INVALID, "connections must be 1 .. %d",
                          LKVNET_BENCH_MAX_CONNECTIONS);
+  /* every connection holds a descriptor: past the limit they would fail
+   * for want of one and measure nothing */
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      (rlim_t)s->connections + FD_MARGIN > rl.rlim_cur) {
+    long most = (long)rl.rlim_cur - FD_MARGIN;
+    return lkvnet_seterr(err, LKV_INVALID,
+                         "%d connections need as many file descriptors; the "
+                         "limit is %llu open files (ulimit -n), %d of them "
+                         "kept for the rest: use at most %ld connections or "
+                         "raise the limit",
+                         s->connections, (unsigned long long)rl.rlim_cur,
+                         FD_MARGIN, most > 0 ? most : 0);
+  }
   if (s->ops == 0 && s->duration_ms <= 0)
     return lkvnet_seterr(err, LKV_INVALID,
                          "give a number of operations or a duration");
@@ -644,8 +785,10 @@ static int bench_check(const lkvnet_bench_spec *s, lkv_err *err) {
 static void bench_free(Bench *b) {
   size_t i;
   if (b->conns != NULL) {
-    for (i = 0; i < b->nconns; i++)
+    for (i = 0; i < b->nconns; i++) {
       if (b->conns[i].evcon != NULL) evhttp_connection_free(b->conns[i].evcon);
+      if (b->conns[i].next != NULL) event_free(b->conns[i].next);
+    }
   }
   if (b->urls != NULL) {
     for (i = 0; i < b->s->nurls; i++) url_free(&b->urls[i]);
@@ -653,7 +796,7 @@ static void bench_free(Bench *b) {
   free(b->conns);
   free(b->urls);
   free(b->value);
-  free(b->lat);
+  lkvnet_lathist_free(&b->hist);
   if (b->base != NULL) event_base_free(b->base);
 }
 
@@ -673,10 +816,12 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
   b.res = res;
   b.rng = s->seed * 0x2545F4914F6CDD1DULL + 1;
   b.nconns = (size_t)s->connections;
+  b.fail_url = -1;
   b.urls = calloc(s->nurls, sizeof *b.urls);
   b.conns = calloc(b.nconns, sizeof *b.conns);
   b.base = event_base_new();
-  if (b.urls == NULL || b.conns == NULL || b.base == NULL) {
+  if (b.urls == NULL || b.conns == NULL || b.base == NULL ||
+      lkvnet_lathist_init(&b.hist) != LKV_OK) {
     rc = lkvnet_seterr(err, LKV_NOMEM, "load generator state");
     goto done;
   }
@@ -721,7 +866,8 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
     c->url = i % s->nurls;
     c->evcon = evhttp_connection_base_new(
         b.base, NULL, b.urls[c->url].host, (unsigned short)b.urls[c->url].port);
-    if (c->evcon == NULL) {
+    c->next = evtimer_new(b.base, bench_next_cb, c);
+    if (c->evcon == NULL || c->next == NULL) {
       rc = lkvnet_seterr(err, LKV_NOMEM, "connection %zu", i);
       goto done;
     }
@@ -737,24 +883,35 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
     evtimer_add(stop, &dt);
   }
   b.start = b.last = now_sec();
-  for (i = 0; i < b.nconns && !bench_finished(&b); i++) bench_issue(&b.conns[i]);
-  if (b.inflight > 0) event_base_dispatch(b.base);
+  /* every first request goes out from the loop, like the later ones */
+  for (i = 0; i < b.nconns; i++) bench_schedule(&b.conns[i], 0);
+  event_base_dispatch(b.base);
 
   res->seconds = b.last - b.start;
   res->ops_per_sec = res->seconds > 0 ? (double)b.ok / res->seconds : 0;
-  if (b.nlat > 0) qsort(b.lat, b.nlat, sizeof *b.lat, cmp_double);
-  res->p50_us = pct(b.lat, b.nlat, 50) * 1e6;
-  res->p90_us = pct(b.lat, b.nlat, 90) * 1e6;
-  res->p99_us = pct(b.lat, b.nlat, 99) * 1e6;
-  res->max_us = b.nlat > 0 ? b.lat[b.nlat - 1] * 1e6 : 0;
+  res->p50_us = lkvnet_lathist_pct(&b.hist, 50) / 1e3;
+  res->p90_us = lkvnet_lathist_pct(&b.hist, 90) / 1e3;
+  res->p99_us = lkvnet_lathist_pct(&b.hist, 99) / 1e3;
+  res->max_us = (double)b.hist.max_ns / 1e3;
   if (b.nomem) {
-    rc = lkvnet_seterr(err, LKV_NOMEM, "latency samples (%zu kept)", b.nlat);
-  } else if (b.gave_up && b.ok == 0) {
+    rc = lkvnet_seterr(err, LKV_NOMEM, "load generator (%llu of %llu "
+                       "requests made)", (unsigned long long)res->ops,
+                       (unsigned long long)s->ops);
+  } else if (b.gave_up) {
+    /* an aborted run is an error even when some answers came after the
+     * decision: the figures would measure a fraction of the load */
     char why[LKV_ERR_MSG_LEN];
-    diagnose(s->urls[0], &b.urls[0], 0, 0, -1, why, sizeof why);
-    rc = lkvnet_seterr(err, LKV_IOERROR, "%s (%llu requests failed, none "
-                       "succeeded)", why,
-                       (unsigned long long)res->transport_errors);
+    size_t u = b.fail_url >= 0 ? (size_t)b.fail_url : 0;
+    if (b.send_failed)
+      snprintf(why, sizeof why, "%s", res->first_error);
+    else
+      diagnose(s->urls[u], &b.urls[u], 0, 0, -1, why, sizeof why);
+    rc = lkvnet_seterr(err, LKV_IOERROR,
+                       "%s (the run stopped after %llu requests: %llu failed "
+                       "in the transport, %llu succeeded)",
+                       why, (unsigned long long)res->ops,
+                       (unsigned long long)res->transport_errors,
+                       (unsigned long long)b.ok);
   } else {
     rc = LKV_OK;
   }

@@ -3,12 +3,16 @@
  * refused connection, a timeout, bad arguments, and the load generator in
  * both target modes. Under `make asan` leaks are checked here (the specs
  * run the same code inside lua5.4, where they are not). */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -27,6 +31,7 @@ typedef struct Server {
   struct event_base *base;
   struct evhttp *http;
   int port;
+  int port6; /* on ::1, 0 when the host has no IPv6 loopback */
   pthread_t thread;
   unsigned long puts, ranges, sets, gets;
   struct evhttp_request *slow[64]; /* never answered */
@@ -40,6 +45,11 @@ static void route(struct evhttp_request *req, void *arg) {
   struct evbuffer *in = evhttp_request_get_input_buffer(req);
   if (strcmp(uri, "/health") == 0) {
     evbuffer_add_printf(out, "{\"ok\": true}");
+    evhttp_send_reply(req, 200, "OK", out);
+  } else if (strcmp(uri, "/host") == 0) {
+    const char *x = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                       "Host");
+    evbuffer_add_printf(out, "%s", x != NULL ? x : "(none)");
     evhttp_send_reply(req, 200, "OK", out);
   } else if (strcmp(uri, "/echo") == 0) {
     /* the body back, and the X-Test header in a header */
@@ -107,6 +117,14 @@ static void server_start(Server *s) {
   CHECK(sock != NULL);
   getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&sin, &len);
   s->port = ntohs(sin.sin_port);
+  sock = evhttp_bind_socket_with_handle(s->http, "::1", 0);
+  if (sock != NULL) {
+    struct sockaddr_in6 sin6;
+    len = sizeof sin6;
+    getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&sin6,
+                &len);
+    s->port6 = ntohs(sin6.sin6_port);
+  }
   pthread_create(&s->thread, NULL, serve, s);
 }
 
@@ -257,6 +275,203 @@ static void test_bench(Server *s) {
   CHECK(lkvnet_bench_run(&spec, &res, &err) == LKV_INVALID);
 }
 
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Use up every descriptor but `spare` under a soft limit of 256, so that
+ * the next connections fail inside evhttp_make_request (EMFILE). Returns
+ * how many were taken; fds_release gives them and the limit back. */
+static int fds[300], nfds;
+static struct rlimit saved_limit;
+
+static void fds_exhaust(int spare) {
+  struct rlimit rl;
+  int fd;
+  getrlimit(RLIMIT_NOFILE, &saved_limit);
+  rl = saved_limit;
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 256) rl.rlim_cur = 256;
+  CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+  nfds = 0;
+  while (nfds < 300 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+    fds[nfds++] = fd;
+  CHECK(nfds < 300 && errno == EMFILE);
+  while (spare-- > 0 && nfds > 0) close(fds[--nfds]);
+}
+
+static void fds_release(void) {
+  while (nfds > 0) close(fds[--nfds]);
+  setrlimit(RLIMIT_NOFILE, &saved_limit);
+}
+
+/* A connection that fails inside evhttp_make_request (no descriptor, a
+ * name that does not resolve) ends the call at once, not at the timeout. */
+static void test_sync_failures(Server *s) {
+  char url[128];
+  lkvnet_response r;
+  lkv_err err;
+  double t;
+  int rc;
+
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/health", s->port);
+  /* three for the event base (epoll, a signal socketpair), none to
+   * connect */
+  fds_exhaust(3);
+  t = now();
+  rc = lkvnet_http_request("GET", url, NULL, 0, NULL, 0, 3000, &r, &err);
+  t = now() - t;
+  fds_release();
+  CHECK(rc == LKV_IOERROR);
+  CHECK(strstr(err.msg, "too many open files") != NULL);
+  CHECK(t < 1.5);
+
+  rc = lkvnet_http_request("GET", "http://no-such-host.invalid/", NULL, 0,
+                           NULL, 0, 3000, &r, &err);
+  CHECK(rc == LKV_IOERROR);
+  CHECK(strstr(err.msg, "cannot resolve host 'no-such-host.invalid'") != NULL);
+}
+
+/* IPv6 literals: connect to the bare address, send Host: [addr]:port. */
+static void test_ipv6(Server *s) {
+  char url[128], want[64];
+  const char *urls[1];
+  lkvnet_response r;
+  lkvnet_bench_spec spec;
+  lkvnet_bench_result res;
+  lkv_err err;
+  if (s->port6 == 0) {
+    fprintf(stderr, "httpc_test: no IPv6 loopback, IPv6 checks skipped\n");
+    return;
+  }
+  snprintf(url, sizeof url, "http://[::1]:%d/host", s->port6);
+  CHECK_OK(lkvnet_http_request("GET", url, NULL, 0, NULL, 0, 2000, &r, &err),
+           &err);
+  snprintf(want, sizeof want, "[::1]:%d", s->port6);
+  CHECK(r.status == 200 && r.body != NULL && strcmp(r.body, want) == 0);
+  lkvnet_response_free(&r);
+
+  snprintf(url, sizeof url, "http://[::1]:%d", s->port6);
+  urls[0] = url;
+  lkvnet_bench_spec_init(&spec);
+  spec.urls = urls;
+  spec.nurls = 1;
+  spec.connections = 2;
+  spec.ops = 50;
+  CHECK_OK(lkvnet_bench_run(&spec, &res, &err), &err);
+  CHECK(res.ops == 50 && res.errors == 0);
+
+  /* a refusal names the node as it was given */
+  snprintf(url, sizeof url, "http://[::1]:%d/health", dead_port());
+  CHECK(lkvnet_http_request("GET", url, NULL, 0, NULL, 0, 2000, &r, &err) ==
+        LKV_IOERROR);
+  CHECK(strstr(err.msg, "cannot connect to http://[::1]:") != NULL);
+  CHECK(lkvnet_http_request("GET", "http://[::1/", NULL, 0, NULL, 0, 2000, &r,
+                            &err) == LKV_INVALID);
+}
+
+/* The histogram's percentiles against the exact ones. */
+static void test_lathist(void) {
+  enum { N = 200000 };
+  static uint64_t v[N];
+  lkvnet_lathist h;
+  uint64_t x = 12345;
+  size_t i, j;
+  static const double ps[] = {1, 50, 90, 99, 99.9, 100};
+  CHECK(lkvnet_lathist_init(&h) == LKV_OK);
+  CHECK(lkvnet_lathist_pct(&h, 50) == 0);
+  for (i = 0; i < N; i++) {
+    /* spread over 1 us .. 1 s, log-uniform-ish */
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    v[i] = (uint64_t)1000 << ((x >> 33) % 20);
+    v[i] += (x >> 7) % v[i];
+    lkvnet_lathist_add(&h, v[i]);
+  }
+  /* sort (insertion would be slow: a counting-free shell sort) */
+  for (j = N / 2; j > 0; j /= 2)
+    for (i = j; i < N; i++) {
+      uint64_t t = v[i];
+      size_t k = i;
+      while (k >= j && v[k - j] > t) {
+        v[k] = v[k - j];
+        k -= j;
+      }
+      v[k] = t;
+    }
+  for (i = 0; i < sizeof ps / sizeof ps[0]; i++) {
+    size_t k = (size_t)(ps[i] / 100.0 * N + 0.999999999);
+    double exact = (double)v[k - 1], got = lkvnet_lathist_pct(&h, ps[i]);
+    CHECK(got >= exact * 0.99 && got <= exact * 1.01);
+  }
+  CHECK(h.max_ns == v[N - 1] && lkvnet_lathist_pct(&h, 100) <= (double)v[N - 1]);
+  /* small values are exact */
+  lkvnet_lathist_free(&h);
+  CHECK(lkvnet_lathist_init(&h) == LKV_OK);
+  for (i = 1; i <= 100; i++) lkvnet_lathist_add(&h, i);
+  CHECK(lkvnet_lathist_pct(&h, 50) == 50 && lkvnet_lathist_pct(&h, 99) == 99);
+  lkvnet_lathist_add(&h, UINT64_MAX); /* the last bucket exists */
+  CHECK(lkvnet_lathist_pct(&h, 100) == (double)UINT64_MAX);
+  lkvnet_lathist_free(&h);
+}
+
+/* The load generator when connections fail at once or are too many, and
+ * with a dead node among live ones. */
+static void test_bench_failures(Server *s) {
+  char url[64], dead[64];
+  const char *urls[2];
+  lkvnet_bench_spec spec;
+  lkvnet_bench_result res;
+  lkv_err err;
+  int rc;
+  double t;
+
+  snprintf(url, sizeof url, "http://127.0.0.1:%d", s->port);
+  snprintf(dead, sizeof dead, "http://127.0.0.1:%d", dead_port());
+  lkvnet_bench_spec_init(&spec);
+  spec.urls = urls;
+  spec.nurls = 1;
+  urls[0] = url;
+
+  /* no descriptor left: every connection fails inside
+   * evhttp_make_request; the run ends with the reason, no recursion */
+  fds_exhaust(3);
+  spec.connections = 150;
+  spec.ops = 100000;
+  t = now();
+  rc = lkvnet_bench_run(&spec, &res, &err);
+  t = now() - t;
+  fds_release();
+  CHECK(rc == LKV_IOERROR);
+  CHECK(strstr(err.msg, "too many open files") != NULL);
+  CHECK(strstr(err.msg, "the run stopped after") != NULL);
+  CHECK(res.ops == res.transport_errors && res.ops >= 4 * 150);
+  CHECK(res.ops < 100000);
+  CHECK(t < 3);
+
+  /* more connections than descriptors: refused before anything runs */
+  fds_exhaust(200);
+  spec.connections = 250;
+  rc = lkvnet_bench_run(&spec, &res, &err);
+  fds_release();
+  CHECK(rc == LKV_INVALID);
+  CHECK(strstr(err.msg, "ulimit -n") != NULL);
+
+  /* a dead node among live ones: its connections back off, the live
+   * ones go on, the run is a success with the dead one's errors */
+  urls[0] = url;
+  urls[1] = dead;
+  spec.nurls = 2;
+  spec.connections = 4;
+  spec.ops = 0;
+  spec.duration_ms = 400;
+  CHECK_OK(lkvnet_bench_run(&spec, &res, &err), &err);
+  CHECK(res.ops > res.errors && res.errors == res.transport_errors);
+  /* 50 + 100 + 200 ms of back-off: at most 4 tries per dead connection */
+  CHECK(res.transport_errors >= 2 && res.transport_errors <= 2 * 5);
+  CHECK(strstr(res.first_error, dead + 7) != NULL);
+}
+
 int main(void) {
   Server s;
   signal(SIGPIPE, SIG_IGN);
@@ -264,6 +479,10 @@ int main(void) {
   test_request(&s);
   test_failures(&s);
   test_bench(&s);
+  test_sync_failures(&s);
+  test_ipv6(&s);
+  test_lathist();
+  test_bench_failures(&s);
   server_stop(&s);
   TEST_MAIN_END();
 }

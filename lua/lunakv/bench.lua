@@ -862,7 +862,7 @@ function M.main_http(args, opts)
       io.stderr:write(string.format("running %s ...\r", w.name))
       io.stderr:flush()
     end
-    local r = core.http_bench {
+    local ok, r = pcall(core.http_bench, {
       urls = w.write_pct == 100 and { urls[1] } or read_urls,
       connections = conns, ops = num, seconds = seconds,
       write_pct = w.write_pct, key_size = key_size,
@@ -870,9 +870,17 @@ function M.main_http(args, opts)
       sequential = true, consistent = args.consistent or false,
       seed = args.seed or 1, timeout_ms = args.timeout_ms or 10000,
       target = target,
-    }
+    })
     if not args.quiet and core.isatty(2) then
       io.stderr:write(string.rep(" ", 30), "\r")
+    end
+    if not ok then
+      -- a run the load generator aborted (every connection failing) or
+      -- refused (more connections than descriptors) measured nothing
+      -- worth printing: exit 1 with its reason
+      if not tostring(r):find("^lunakv: ") then error(r, 0) end
+      return nil, string.format("workload %s: %s", w.name,
+        (tostring(r):gsub("^lunakv: ", "")))
     end
     r.workload, r.write_pct = w.name, w.write_pct
     written = math.max(written, math.min(r.writes, keys))

@@ -57,20 +57,24 @@ end
 -- etcd
 -- =======================================================================
 
--- Start n etcd members; returns { urls = client URLs, pids = {...} }.
-local function etcd_up(bin, dir, base, n)
-  local peers, members = {}, {}
+-- Start n etcd members into the caller's list members (each { name, url,
+-- pid, log, ... }), and wait until all are healthy. A member goes into the
+-- list as soon as it is spawned, so the caller stops whatever was started
+-- also when this raises half-way (the members run in their own sessions:
+-- nothing else would ever stop them).
+local function etcd_up(bin, dir, base, n, members)
+  local peers, all = {}, {}
   for i = 1, n do
     local m = { name = "e" .. (i - 1), client = base + 2 * (i - 1),
       peer = base + 2 * (i - 1) + 1 }
     m.url = "http://127.0.0.1:" .. m.client
     m.peer_url = "http://127.0.0.1:" .. m.peer
-    members[i] = m
+    all[i] = m
     peers[i] = m.name .. "=" .. m.peer_url
   end
   local cluster = table.concat(peers, ",")
   local token = "lunakv-bench-" .. tostring(os.time())
-  for _, m in ipairs(members) do
+  for _, m in ipairs(all) do
     local data = dir .. "/etcd-" .. m.name
     m.log = data .. ".log"
     m.pid = core.spawn({ bin, "--name", m.name, "--data-dir", data,
@@ -80,13 +84,17 @@ local function etcd_up(bin, dir, base, n)
       "--initial-cluster", cluster, "--initial-cluster-state", "new",
       "--initial-cluster-token", token, "--logger", "zap",
       "--log-level", "warn" }, m.log)
+    members[#members + 1] = m
   end
   wait_for("etcd", 30, function()
-    for _, m in ipairs(members) do
+    for _, m in ipairs(all) do -- a dead member fails at once
       if not core.pid_alive(m.pid) then
+        m.dead = true -- reaped: its pid may go to another process now
         error("lunakv: etcd member " .. m.name .. " exited; its log:\n"
           .. require("lunakv.cluster").tail(m.log, 15), 0)
       end
+    end
+    for _, m in ipairs(all) do
       local ok, status, body = pcall(core.http_request, "GET",
         m.url .. "/health", nil, nil, 1000)
       if not ok or status ~= 200 or not body:find('"true"', 1, true) then
@@ -98,16 +106,26 @@ local function etcd_up(bin, dir, base, n)
   return members
 end
 
-local function stop_pids(pids)
-  for _, pid in ipairs(pids) do core.kill(pid, "TERM") end
-  local deadline = core.clock() + 10
-  for _, pid in ipairs(pids) do
-    while core.pid_alive(pid) and core.clock() < deadline do core.sleep(0.05) end
-    if core.pid_alive(pid) then core.kill(pid, "KILL") end
+-- Stop our children (etcd_up's members): SIGTERM, SIGKILL after 10 s. A
+-- child's pid stays ours until it is reaped (core.pid_alive reaps it), so
+-- one seen dead (m.dead) is never signalled again.
+local function stop_members(members)
+  local function alive(m)
+    if m.dead or not m.pid then return false end
+    if not core.pid_alive(m.pid) then m.dead = true end
+    return not m.dead
   end
-  for _, pid in ipairs(pids) do
+  for _, m in ipairs(members) do
+    if alive(m) then core.kill(m.pid, "TERM") end
+  end
+  local deadline = core.clock() + 10
+  for _, m in ipairs(members) do
+    while alive(m) and core.clock() < deadline do core.sleep(0.05) end
+    if alive(m) then core.kill(m.pid, "KILL") end
+  end
+  for _, m in ipairs(members) do
     local d = core.clock() + 5
-    while core.pid_alive(pid) and core.clock() < d do core.sleep(0.05) end
+    while alive(m) and core.clock() < d do core.sleep(0.05) end
   end
 end
 
@@ -167,14 +185,16 @@ function M.main(argv)
   local etcd_base = lk_base + 10 -- six ports: client and peer per member
   local etcd = which("etcd")
   local cluster = require "lunakv.cluster"
-  local results, members, lk_up = {}, nil, false
+  local results, members, lk_up = {}, {}, false
 
   local ok, err = pcall(function()
     log("lunakv: 3 nodes on ports %d..%d in %s", lk_base, lk_base + 2, base)
+    -- set before: whatever up leaves running is stopped below (`down`
+    -- of a directory without a record does nothing)
+    lk_up = true
     local up_ok, why = cluster.main { action = "up", n = 3,
       base_port = lk_base, dir = base .. "/lunakv" }
     if not up_ok then error("lunakv: " .. tostring(why), 0) end
-    lk_up = true
     local urls = {}
     for i = 0, 2 do urls[#urls + 1] = "http://127.0.0.1:" .. (lk_base + i) end
     results.lunakv = drive("lunakv", "lunakv", { urls[1] }, urls, o)
@@ -186,7 +206,7 @@ function M.main(argv)
     if etcd then
       log("etcd: 3 members on ports %d..%d (%s)", etcd_base, etcd_base + 5,
         etcd)
-      members = etcd_up(etcd, base, etcd_base, 3)
+      etcd_up(etcd, base, etcd_base, 3, members)
       local eurls = {}
       for i, m in ipairs(members) do eurls[i] = m.url end
       results.etcd = drive("etcd", "etcd", eurls, eurls, o)
@@ -195,13 +215,10 @@ function M.main(argv)
         .. "lunakv only")
     end
   end)
-  if members then
-    local pids = {}
-    for _, m in ipairs(members) do pids[#pids + 1] = m.pid end
-    stop_pids(pids)
-  end
+  -- every path comes here, the failed ones too
+  stop_members(members)
   if lk_up then
-    cluster.main { action = "down", dir = base .. "/lunakv" }
+    pcall(cluster.main, { action = "down", dir = base .. "/lunakv" })
   end
   os.execute("rm -rf -- " .. shell_quote(base))
   if not ok then

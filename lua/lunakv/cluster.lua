@@ -127,16 +127,18 @@ end
 M.tail = tail
 
 -- An absolute path (the nodes and cluster.json must not depend on the
--- directory a later command runs from). Lua has no getcwd; $PWD is the
--- shell's, right unless this process changed directory, which it does not.
+-- directory a later command runs from), from the kernel's working
+-- directory: $PWD is whatever the parent left, stale when it changed
+-- directory without a shell to update it.
 local function absolute(p)
   if p:sub(1, 1) == "/" then return p end
-  local pwd = os.getenv("PWD")
-  if not pwd or pwd == "" then return p end
+  local cwd = core().getcwd()
+  if not cwd then return p end
   p = p:gsub("^%./", "")
-  if p == "." then return pwd end
-  return pwd .. "/" .. p
+  if p == "." or p == "" then return cwd end
+  return (cwd == "/" and "" or cwd) .. "/" .. p
 end
+M.absolute = absolute
 
 -- Is pid still the node we started? It must run, and its command line
 -- must hold the node's data dir (a pid recycled by the system would not).
@@ -175,8 +177,11 @@ local function self_command()
   return interp or "lua5.4", bin
 end
 
--- Signal every pid in the list, then wait for all to be gone: SIGTERM,
--- up to grace seconds, then SIGKILL. Returns how many needed SIGKILL.
+-- Signal every node in the list, then wait for all to be gone: SIGTERM,
+-- up to grace seconds, then SIGKILL. A pid is signalled, and waited for,
+-- only while it is still that node (is_node): one that exited and whose
+-- number went to another process is left alone. Returns how many needed
+-- SIGKILL and the nodes still running after it.
 local function stop_all(procs, grace)
   local c = core()
   local live = {}
@@ -190,7 +195,7 @@ local function stop_all(procs, grace)
     while true do
       local left = {}
       for _, p in ipairs(live) do
-        if c.pid_alive(p.pid) then left[#left + 1] = p end
+        if is_node(p.pid, p) then left[#left + 1] = p end
       end
       live = left
       if #live == 0 or c.clock() > deadline then return end
@@ -198,8 +203,13 @@ local function stop_all(procs, grace)
     end
   end
   wait(c.clock() + grace)
-  local killed = #live
-  for _, p in ipairs(live) do c.kill(p.pid, "KILL") end
+  local killed = 0
+  for _, p in ipairs(live) do
+    if is_node(p.pid, p) then
+      c.kill(p.pid, "KILL")
+      killed = killed + 1
+    end
+  end
   wait(c.clock() + 5)
   return killed, live
 end
@@ -237,6 +247,27 @@ local function get_json(url, path, timeout_ms)
   return doc
 end
 
+-- Does something accept connections on 127.0.0.1:port? Any HTTP answer,
+-- and a connection that is accepted but answers nothing, say yes; only a
+-- failure to connect says no.
+local function port_in_use(port)
+  local ok, err = pcall(core().http_request, "GET",
+    "http://127.0.0.1:" .. port .. "/health", nil, nil, 1000)
+  if ok then return true end
+  return not tostring(err):find("cannot connect to", 1, true)
+end
+
+-- What node.log says since our start mark (at byte offset node.log_from;
+-- the log keeps every earlier run).
+local function log_since_start(node)
+  local f = io.open(node.log, "rb")
+  if not f then return "" end
+  f:seek("set", node.log_from or 0)
+  local s = f:read("a") or ""
+  f:close()
+  return s
+end
+
 -- }======================================================================
 
 -- {======================================================================
@@ -261,6 +292,15 @@ local function up(args)
       return nil, string.format("a cluster is already running from %s (pids "
         .. "%s); `lunakv cluster down --dir %s` stops it", dir,
         table.concat(live, ", "), args.dir or "cluster")
+    end
+  end
+  -- a port that already answers would pass for our node below (another
+  -- cluster on the same ports answers /health and /status just alike)
+  for port = base, base + n - 1 do
+    if port_in_use(port) then
+      return nil, string.format("port %d is already in use (something "
+        .. "accepts connections on 127.0.0.1:%d); stop it or choose another "
+        .. "--base-port", port, port)
     end
   end
   local ok, err = c.mkdir(dir)
@@ -290,9 +330,29 @@ local function up(args)
   local env = args.token and { CLUSTER_TOKEN = args.token } or nil
 
   local started = {}
+  local function record_of(list)
+    local copy = {}
+    for i, node in ipairs(list) do
+      copy[i] = { name = node.name, port = node.port, url = node.url,
+        dir = node.dir, log = node.log, pid = node.pid }
+    end
+    return { version = 1, dir = dir, leader = leader,
+      started = os.date("!%Y-%m-%dT%H:%M:%SZ"), nodes = copy }
+  end
   local function fail(msg, node)
-    stop_all(started, 5)
-    os.remove(dir .. "/cluster.json")
+    local _, left = stop_all(started, 5)
+    if #left > 0 then
+      -- what still runs stays recorded, so `cluster down` can find it
+      write_file(dir .. "/cluster.json",
+        require("cjson").encode(record_of(started)))
+      local pids = {}
+      for _, p in ipairs(left) do pids[#pids + 1] = tostring(p.pid) end
+      msg = string.format("%s; pids %s did not stop: cluster.json kept "
+        .. "(`lunakv cluster down --dir %s` tries again)", msg,
+        table.concat(pids, ", "), args.dir or "cluster")
+    else
+      os.remove(dir .. "/cluster.json")
+    end
     if node then
       local t = tail(node.log, LOG_TAIL_LINES)
       io.stderr:write(string.format("lunakv: the last lines of %s:\n%s\n",
@@ -310,6 +370,7 @@ local function up(args)
     if f then
       f:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " lunakv cluster: starting ",
         node.name, " (", node.url, ")\n")
+      node.log_from = f:seek("end")
       f:close()
     end
     local sok, pid = pcall(c.spawn, argv, node.log, env)
@@ -320,8 +381,7 @@ local function up(args)
     node.pid = pid
     started[#started + 1] = node
   end
-  local record = { version = 1, dir = dir, leader = leader,
-    started = os.date("!%Y-%m-%dT%H:%M:%SZ"), nodes = nodes }
+  local record = record_of(nodes)
   local wok, werr = write_file(dir .. "/cluster.json",
     require("cjson").encode(record))
   if not wok then return fail("cannot write cluster.json: " .. tostring(werr)) end
@@ -338,9 +398,25 @@ local function up(args)
         return fail(string.format("%s (%s) exited during start-up", node.name,
           node.url), node)
       end
-      local h, herr = get_json(node.url, "/health", 1000)
-      local st
-      if h then st, herr = get_json(node.url, "/status", 1000) end
+      -- the answers below must be our node's, not those of whatever else
+      -- took the port first: our process must say it listens there
+      local log = log_since_start(node)
+      if log:find("cannot listen on", 1, true) then
+        return fail(string.format("%s (%s) cannot listen on port %d",
+          node.name, node.url, node.port), node)
+      end
+      local h, herr, st
+      if not log:find("listening on 127.0.0.1:" .. node.port .. " as "
+          .. node.url, 1, true) then
+        herr = "not listening yet"
+      else
+        h, herr = get_json(node.url, "/health", 1000)
+        if h then st, herr = get_json(node.url, "/status", 1000) end
+        if st and st.my_url ~= node.url then
+          st, herr = nil, string.format("/status names it '%s'",
+            tostring(st.my_url))
+        end
+      end
       if not st then
         all, why, culprit = false, node.url .. ": " .. tostring(herr), node
         break
@@ -362,6 +438,13 @@ local function up(args)
       term = term or st.term
     end
     if all then
+      -- and still ours once they all agree (none died meanwhile)
+      for _, node in ipairs(nodes) do
+        if not is_node(node.pid, node) then
+          return fail(string.format("%s (%s) exited during start-up",
+            node.name, node.url), node)
+        end
+      end
       record.leader = agreed
       write_file(dir .. "/cluster.json", require("cjson").encode(record))
       break
