@@ -232,7 +232,11 @@ describe("lunakv command line", function()
           input[#input + 1] = string.format("SET key%03d %s", i,
             string.rep("v", 100))
         end
-        input[#input + 1] = "=db:stats().flushes > 0"
+        -- a frozen memtable is waiting for its flush or is a table now
+        -- (both read under one lock): the flush thread's progress does
+        -- not matter (asking for completed flushes made this flaky)
+        input[#input + 1] = "=(function(st) return st.imm_memtables + "
+          .. "st.sstable_count > 0 end)(db:stats())"
         input[#input + 1] = ""
         local code, out, err = lunakv("-s MAX_MEMTABLE_SIZE=4096 shell db",
           nil, table.concat(input, "\n"))
