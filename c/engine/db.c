@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "batch.h"
@@ -23,6 +24,7 @@ struct lkv_writer {
   uint32_t count;
   uint64_t user_bytes;
   int force_flush; /* no data: freeze the memtable (lkv_db_flush) */
+  int sync_wal;    /* no data: make the WALs durable (lkv_db_sync) */
   int done;
   int rc;
   lkv_err err;
@@ -534,6 +536,37 @@ static int wal_commit(lkv_db *db, lkv_writer *first, lkv_writer *last,
   return rc;
 }
 
+/* Make every write so far durable: the current WAL (only a leader
+ * touches it) and the WALs of frozen memtables still waiting for their
+ * flush, which were closed without a sync unless SYNC=always. A WAL that
+ * is gone meanwhile was flushed: its writes are in an fsync'ed table.
+ * (leader, mu held; dropped while syncing) */
+static int sync_wals(lkv_db *db, lkv_err *err) {
+  uint64_t wals[LKV_MAX_IMM];
+  int n = db->nimm, rc = LKV_OK;
+  for (int i = 0; i < n; i++) wals[i] = lkv_mem_wal_number(db->imm[i]);
+  pthread_mutex_unlock(&db->mu);
+  for (int i = 0; i < n && rc == LKV_OK; i++) {
+    char name[256], path[4096];
+    int fd;
+    wal_name(db, wals[i], name, sizeof name);
+    rc = dir_path(db, name, path, sizeof path, err);
+    if (rc != LKV_OK) break;
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+      rc = lkv_env_fdatasync(fd, path, err);
+      close(fd);
+    } else if (errno != ENOENT) {
+      rc = lkv_seterr(err, LKV_IOERROR, "open %s: %s", path, strerror(errno));
+    }
+  }
+  if (rc == LKV_OK) rc = lkv_wal_sync(db->wal, err);
+  /* the files' names too: a WAL created since the last sync of the dir */
+  if (rc == LKV_OK) rc = lkv_env_sync_dir(db->dir, err);
+  if (rc == LKV_OK) atomic_fetch_add(&db->wal_syncs, 1);
+  pthread_mutex_lock(&db->mu);
+  return rc;
+}
+
 /* Commit one writer (a batch or a forced flush) through the queue. */
 static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
   pthread_cond_init(&w->cv, NULL);
@@ -558,16 +591,17 @@ static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
 
   /* this writer leads: it commits itself and the writers queued behind */
   lkv_err lerr = {0};
-  int rc = make_room(db, w->force_flush, &lerr);
+  int rc = w->sync_wal ? LKV_OK : make_room(db, w->force_flush, &lerr);
   lkv_writer *last = w;
   uint64_t first_seq = atomic_load(&db->last_seq) + 1, seq = first_seq;
   int group = 0;
-  if (rc == LKV_OK && !w->force_flush) {
+  if (rc == LKV_OK && !w->force_flush && !w->sync_wal) {
     /* bound the group so a small write does not wait behind a huge one */
     size_t bytes = w->len, limit = w->len <= 128 * 1024 ? w->len + 128 * 1024 : 1 << 20;
     seq += w->count;
     group = 1;
-    for (lkv_writer *x = w->next; x && !x->force_flush; x = x->next) {
+    for (lkv_writer *x = w->next; x && !x->force_flush && !x->sync_wal;
+         x = x->next) {
       if (bytes + x->len > limit) break;
       bytes += x->len;
       seq += x->count;
@@ -608,6 +642,8 @@ static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
     }
   } else if (rc == LKV_OK && w->force_flush) {
     w->last_seq = atomic_load(&db->last_seq);
+  } else if (rc == LKV_OK && w->sync_wal) {
+    rc = sync_wals(db, &lerr);
   }
 
   /* hand results to the group and wake the next leader */
@@ -791,6 +827,13 @@ int lkv_db_flush(lkv_db *db, lkv_err *err) {
   rc = db->bg_error ? lkv_errcopy(err, &db->bg_err) : LKV_OK;
   pthread_mutex_unlock(&db->mu);
   return rc;
+}
+
+int lkv_db_sync(lkv_db *db, lkv_err *err) {
+  if (!check_db(db, err)) return LKV_INVALID;
+  lkv_writer w = {0};
+  w.sync_wal = 1;
+  return db_write(db, &w, err);
 }
 
 int lkv_db_compact(lkv_db *db, lkv_err *err) {

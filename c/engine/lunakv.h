@@ -221,6 +221,11 @@ LKV_API void lkv_iter_free(lkv_iter *it);
  * from is then deleted). */
 LKV_API int lkv_db_flush(lkv_db *db, lkv_err *err);
 
+/* Return once everything written so far is durable (fdatasync of the WAL
+ * files that hold writes not yet in tables), whatever the sync mode:
+ * RocksDB's SyncWAL. Cheaper than a flush: no table is written. */
+LKV_API int lkv_db_sync(lkv_db *db, lkv_err *err);
+
 /* Flush, then merge every table into the last level, dropping versions
  * and tombstones no snapshot can see. Returns when done. */
 LKV_API int lkv_db_compact(lkv_db *db, lkv_err *err);

@@ -531,8 +531,8 @@ static void advance_commit(lkvnet_server *s) {
 
 /* Log compaction: once LOG_COMPACTION_THRESHOLD applied entries sit
  * behind the log's start, cut them: they are in the engine, which is made
- * durable first (its WAL runs without fsync; a flush puts everything in
- * fsync'ed tables). A leader keeps what a live follower still needs, so
+ * durable first (its WAL runs without fsync; lkv_db_sync syncs it, which
+ * costs one fdatasync, not a table). A leader keeps what a live follower still needs, so
  * only a follower that was away gets a snapshot instead. */
 static void maybe_compact(lkvnet_server *s) {
   lkvnet_rlog_stats rs;
@@ -549,7 +549,7 @@ static void maybe_compact(lkvnet_server *s) {
     return;
   err.msg[0] = '\0';
   if (lkvnet_rlog_term_at(s->rlog, target, &t) != LKV_OK) return;
-  if (lkv_db_flush(s->db, &err) != LKV_OK ||
+  if (lkv_db_sync(s->db, &err) != LKV_OK ||
       lkvnet_rlog_rewrite(s->rlog, target, t, &err) != LKV_OK) {
     logf_(s, "log compaction at index %llu failed: %s",
           (unsigned long long)target, err.msg);
@@ -1458,7 +1458,7 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
 /* POST /snapshot?term&index&snap_term&offset&done, body: (key, value)
  * pairs as log frames numbered from offset + 1. The first chunk marks
  * the engine as installing (durably: the engine's WAL is not synced, so
- * a flush) and empties it; the last one flushes the pairs, restarts the
+ * lkv_db_sync) and empties it; the last one syncs the pairs, restarts the
  * log after the snapshot's index, and only then swaps the mark for the
  * applied index. A crash anywhere in between leaves the mark, and a node
  * with the mark asks for a new snapshot: its log is never cut while its
@@ -1507,7 +1507,7 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     logf_(s, "installing a snapshot at index %llu from the leader",
           (unsigned long long)index);
     if (set_marker(s, index, 0, &err) != LKV_OK ||
-        lkv_db_flush(s->db, &err) != LKV_OK) {
+        lkv_db_sync(s->db, &err) != LKV_OK) {
       reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
       return;
     }
@@ -1553,7 +1553,7 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
      * ahead of its log */
     lkvnet_rlog_stats rs;
     lkvnet_rlog_stats_get(s->rlog, &rs);
-    if (lkv_db_flush(s->db, &err) != LKV_OK ||
+    if (lkv_db_sync(s->db, &err) != LKV_OK ||
         lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
         lkvnet_rlog_rewrite(s->rlog, index, sterm, &err) != LKV_OK ||
         set_marker(s, index, 1, &err) != LKV_OK) {
