@@ -30,6 +30,23 @@ describe("db", function()
     h.cleanup()
   end)
 
+  describe("sync", function()
+    it("db:sync() makes writes durable with one fdatasync and no table",
+      function()
+        db = lunakv.open(dir, { sync = "none" })
+        for i = 1, 100 do db:set(key(i), "v") end
+        local before = db:stats()
+        assert.is_nil(db:sync())
+        local after = db:stats()
+        assert.equal(before.wal_syncs + 1, after.wal_syncs)
+        assert.equal(before.flushes, after.flushes)
+        assert.equal(0, after.sstable_count)
+        db:close()
+        db = lunakv.open(dir)
+        assert.equal("v", db:get(key(100)))
+      end)
+  end)
+
   describe("writes and reads", function()
     it("reads back 20000 keys written across many flushes, in random order",
       function()

@@ -104,7 +104,7 @@ describe("API errors", function()
     local methods = {
       { "set", "k", "v" }, { "get", "present" }, { "delete", "k" },
       { "scan", nil, nil }, { "iter" }, { "snapshot" }, { "batch" },
-      { "stats" }, { "flush" }, { "compact" }, { "tables" },
+      { "stats" }, { "flush" }, { "sync" }, { "compact" }, { "tables" },
     }
     for _, m in ipairs(methods) do
       it("raises 'closed' from db:" .. m[1], function()

@@ -437,6 +437,17 @@ static int db_flush(lua_State *L) {
   return 0;
 }
 
+/* db:sync(): every write so far durable (one fdatasync), whatever SYNC. */
+static int db_sync(lua_State *L) {
+  LDb *d = todb(L);
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_db_sync(d->db, &err);
+  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  return 0;
+}
+
 static int db_compact(lua_State *L) {
   LDb *d = todb(L);
   lkv_err err;
@@ -2335,6 +2346,7 @@ static const luaL_Reg db_methods[] = {
     {"stats", db_stats},
     {"tables", db_tables},
     {"flush", db_flush},
+    {"sync", db_sync},
     {"compact", db_compact},
     {"close", db_close},
     {NULL, NULL},
