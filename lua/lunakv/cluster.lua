@@ -157,8 +157,10 @@ M.is_node = is_node
 
 -- The command that runs lunakv itself: this interpreter and bin/lunakv,
 -- both as this process was started. The interpreter is arg's most negative
--- entry; the script is arg[0], unless `lunakv run FILE` made FILE arg[0]:
--- then it is the entry named lunakv before it.
+-- entry; the script is the one bin/lunakv recorded as lunakv.entry, or,
+-- when lunakv is used as a library, an arg entry named lunakv. Anything
+-- else is refused: starting another script as "a node" once made it
+-- spawn itself, thousands of times.
 local function self_command()
   local a = _G.arg or {}
   local interp, i = nil, -1
@@ -166,12 +168,19 @@ local function self_command()
     interp = a[i]
     i = i - 1
   end
-  local bin = a[0] or "lunakv"
-  for j = i + 2, 0 do
-    if type(a[j]) == "string" and a[j]:match("^(.-/?)lunakv$") then
-      bin = a[j]
-      break
+  local entry = package.loaded["lunakv.entry"]
+  local bin = type(entry) == "table" and entry.script or nil
+  if not bin then
+    for j = i + 1, 0 do
+      if type(a[j]) == "string" and a[j]:match("^(.-/?)lunakv$") then
+        bin = a[j]
+        break
+      end
     end
+  end
+  if not bin then
+    error("lunakv: cluster: cannot find the lunakv command to start nodes "
+      .. "with (run it as `lunakv cluster ...`)", 0)
   end
   if bin:find("/", 1, true) then bin = absolute(bin) end
   return interp or "lua5.4", bin
