@@ -8,6 +8,14 @@
 local h = require "spec.helpers"
 local core = require "lunakv.core"
 local cjson = require "cjson"
+local hh = require "spec.http_helpers"
+
+-- A base port from /dev/urandom (math.random is seeded with the second:
+-- parallel runs would collide), so that base .. base + span stays below
+-- 32000.
+local function random_base(span)
+  return 20000 + (hh.pick_ports(1)[1] - 20000) % (12000 - span)
+end
 
 local LUNAKV = h.lua .. " " .. h.quote(h.bin)
 
@@ -34,7 +42,7 @@ end
 local function up(n, dir, extra)
   local code, out, err, base
   for _ = 1, 10 do
-    base = math.random(20000, 32000 - n)
+    base = random_base(n)
     code, out, err = cluster(string.format("up %d --base-port %d --dir %s %s",
       n, base, h.quote(dir), extra or ""))
     if code == 0 or not (err:find("cannot listen", 1, true)
@@ -126,7 +134,7 @@ describe("lunakv cluster #cluster", function()
     local parent = dir:match("^(.*)/[^/]+$")
     local code, err
     for _ = 1, 10 do
-      local base = math.random(20000, 31998)
+      local base = random_base(2)
       code, _, err = h.run("cd " .. h.quote(parent) .. " && PWD=/nonexistent "
         .. LUNAKV .. " cluster up 2 --base-port " .. base .. " --dir cl")
       if code == 0 or not (err:find("cannot listen", 1, true)
@@ -157,7 +165,7 @@ describe("lunakv cluster #cluster", function()
     local socket = require "socket"
     local srv, base
     for _ = 1, 20 do
-      base = math.random(20000, 31000)
+      base = random_base(1000)
       srv = socket.bind("127.0.0.1", base + 1)
       if srv then break end
     end
@@ -178,7 +186,7 @@ describe("lunakv cluster #cluster", function()
     local socket = require "socket"
     local sock, base
     for _ = 1, 20 do
-      base = math.random(20000, 31000)
+      base = random_base(1000)
       sock = socket.tcp()
       if sock:bind("127.0.0.1", base + 1) then break end
       sock:close()

@@ -71,6 +71,7 @@ local function pick_ports(n)
   f:close()
   return ports
 end
+M.pick_ports = pick_ports
 
 -- Start a node. spec: { dir = DATA_DIR (default a tmpdir), leader = "self"
 -- or a URL, others = { extra node URLs }, args = { extra flags },
