@@ -756,6 +756,12 @@ static void *syncer_main(void *arg) {
   return NULL;
 }
 
+uint64_t lkvnet_rlog_base_index(const lkvnet_rlog *r) { return r->base_index; }
+
+uint64_t lkvnet_rlog_last_index(const lkvnet_rlog *r) {
+  return r->base_index + r->nents;
+}
+
 uint64_t lkvnet_rlog_durable_index(lkvnet_rlog *r) {
   uint64_t v;
   pthread_mutex_lock(&r->mu);

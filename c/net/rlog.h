@@ -138,6 +138,12 @@ int lkvnet_term_load(const char *dir, uint64_t *term, lkv_err *err);
 /* Written aside, fsync'ed, renamed: a crash leaves the old or new term. */
 int lkvnet_term_store(const char *dir, uint64_t term, lkv_err *err);
 
+/* The log's first and last index bounds, for the owner thread only (no
+ * lock: only the owner moves them): the hot paths' cheap reads, where
+ * lkvnet_rlog_stats_get copies everything under the lock. */
+uint64_t lkvnet_rlog_base_index(const lkvnet_rlog *r);
+uint64_t lkvnet_rlog_last_index(const lkvnet_rlog *r);
+
 /* The highest index known durable. Any thread. */
 uint64_t lkvnet_rlog_durable_index(lkvnet_rlog *r);
 

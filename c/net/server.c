@@ -103,8 +103,7 @@ static const char *const peer_states[] = {"unknown", "up", "down"};
  * so a batch grows with the load instead of the round trips. */
 typedef struct Peer {
   lkvnet_server *s;
-  char *url, *host, *hostport;
-  int port;
+  char *url, *hostport;
   struct evhttp_connection *conn;
   uint64_t next_index, match_index;
   uint64_t sent_to, sent_commit; /* what the request in flight carries */
@@ -164,11 +163,9 @@ struct lkvnet_server {
   struct evhttp_connection *fwd[LKVNET_FORWARD_CONNS];
   int fwd_busy[LKVNET_FORWARD_CONNS];
   size_t nfwd;
-  double leader_contact;
   int needs_snapshot; /* the engine holds an unfinished install */
-  uint64_t install_index, install_term, install_got;
+  uint64_t install_index, install_got;
   int installing;
-  uint64_t snapshots_installed;
 
   /* metrics */
   uint64_t requests[NROUTES][NSTATUS + 1]; /* +1: any other status */
@@ -417,9 +414,7 @@ static void pending_cut(lkvnet_server *s, uint64_t index) {
 }
 
 static uint64_t last_index(lkvnet_server *s) {
-  lkvnet_rlog_stats rs;
-  lkvnet_rlog_stats_get(s->rlog, &rs);
-  return rs.last_index;
+  return lkvnet_rlog_last_index(s->rlog);
 }
 
 static int cmp_desc(const void *a, const void *b) {
@@ -535,18 +530,16 @@ static void advance_commit(lkvnet_server *s) {
  * costs one fdatasync, not a table). A leader keeps what a live follower still needs, so
  * only a follower that was away gets a snapshot instead. */
 static void maybe_compact(lkvnet_server *s) {
-  lkvnet_rlog_stats rs;
-  uint64_t target = s->applied_index, t;
+  uint64_t target = s->applied_index, t, base;
   size_t i;
   lkv_err err;
   if (s->compaction_threshold == 0 || s->installing) return;
-  lkvnet_rlog_stats_get(s->rlog, &rs);
+  base = lkvnet_rlog_base_index(s->rlog);
+  if (target <= base || target - base < s->compaction_threshold) return;
   for (i = 0; i < s->npeers; i++)
     if (s->peers[i].state == PEER_UP && s->peers[i].match_index < target)
       target = s->peers[i].match_index;
-  if (target <= rs.base_index ||
-      target - rs.base_index < s->compaction_threshold)
-    return;
+  if (target <= base || target - base < s->compaction_threshold) return;
   err.msg[0] = '\0';
   if (lkvnet_rlog_term_at(s->rlog, target, &t) != LKV_OK) return;
   if (lkv_db_sync(s->db, &err) != LKV_OK ||
@@ -1022,7 +1015,7 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
 /* Send what the follower lacks, the commit index when it moved, or a
  * heartbeat when it has been quiet; nothing while a request is out. */
 static void peer_send(lkvnet_server *s, Peer *p) {
-  lkvnet_rlog_stats rs;
+  uint64_t base = lkvnet_rlog_base_index(s->rlog);
   struct evhttp_request *r;
   unsigned char *frames = NULL;
   size_t len = 0;
@@ -1033,18 +1026,17 @@ static void peer_send(lkvnet_server *s, Peer *p) {
   /* a draining leader keeps replicating: its writes in flight still
    * need their majority */
   if (p->inflight || t < p->retry_at) return;
-  lkvnet_rlog_stats_get(s->rlog, &rs);
   if (p->snap != NULL ||
-      (p->next_index <= rs.base_index && p->state == PEER_UP)) {
+      (p->next_index <= base && p->state == PEER_UP)) {
     peer_send_snapshot(s, p);
     return;
   }
-  if (p->next_index <= rs.base_index) {
+  if (p->next_index <= base) {
     /* not heard from yet: probe with what the log still has before
      * building a snapshot for a follower that may not need one */
-    p->next_index = rs.base_index + 1;
+    p->next_index = base + 1;
   }
-  if (p->next_index > rs.last_index && p->sent_commit >= s->commit_index &&
+  if (p->next_index > last_index(s) && p->sent_commit >= s->commit_index &&
       t - p->last_send < s->heartbeat_ms / 1000.0)
     return;
   err.msg[0] = '\0';
@@ -1275,8 +1267,43 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
           s->leader_url);
     s->term = term;
   }
-  s->leader_contact = now_sec();
   return 0;
+}
+
+/* The body of an /append or /snapshot: frames numbered after + 1,
+ * after + 2, ... (pairs: op set only), every one checked before anything
+ * is written; *last gets the last frame's number (after when none). NULL
+ * after answering 400 or 500. */
+static const unsigned char *check_frames(lkvnet_server *s,
+                                         struct evhttp_request *req,
+                                         int route, double start,
+                                         uint64_t after, int pairs,
+                                         size_t *n, uint64_t *last) {
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  const unsigned char *body;
+  size_t off = 0;
+  uint64_t expect;
+  lkvnet_entry e;
+  char why[160];
+  int rc;
+  *n = evbuffer_get_length(in);
+  body = *n ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
+  if (body == NULL) {
+    reply_error(s, req, route, start, 500, "out of memory");
+    return NULL;
+  }
+  for (expect = after + 1;; expect++) {
+    rc = lkvnet_rlog_decode(body, *n, &off, &e, why, sizeof why);
+    if (rc == 0) {
+      *last = expect - 1;
+      return body;
+    }
+    if (rc < 0 || e.index != expect || (pairs && e.op != LKVNET_OP_SET)) {
+      reply_error(s, req, route, start, 400, "bad frames: %s",
+                  rc < 0 ? why : "out of order (or not pairs)");
+      return NULL;
+    }
+  }
 }
 
 static int wipe_engine(lkvnet_server *s, lkv_err *err);
@@ -1286,43 +1313,27 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
 /* POST /append?term&prev_index&prev_term&commit, body: log frames. */
 static void route_append(lkvnet_server *s, struct evhttp_request *req,
                          const char *query, double start) {
-  uint64_t term, prev, prev_term, commit, t, match, base, expect;
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
-  size_t n = evbuffer_get_length(in), off = 0;
+  uint64_t term, prev, prev_term, commit, t, match, base, last;
+  size_t n, off = 0;
   const unsigned char *body;
-  lkvnet_rlog_stats rs;
   lkvnet_entry e;
   char why[160];
   lkv_err err;
-  int rc;
   Waiter *w;
   if (query_u64(s, req, R_APPEND, start, query, "term", &term) != 0 ||
       query_u64(s, req, R_APPEND, start, query, "prev_index", &prev) != 0 ||
       query_u64(s, req, R_APPEND, start, query, "prev_term", &prev_term) != 0 ||
       query_u64(s, req, R_APPEND, start, query, "commit", &commit) != 0)
     return;
-  body = n ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
-  if (body == NULL) {
-    reply_error(s, req, R_APPEND, start, 500, "out of memory");
+  if ((body = check_frames(s, req, R_APPEND, start, prev, 0, &n, &last)) ==
+      NULL)
     return;
-  }
-  /* check every frame before anything is written */
-  for (expect = prev + 1;; expect++) {
-    rc = lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why);
-    if (rc == 0) break;
-    if (rc < 0 || e.index != expect) {
-      reply_error(s, req, R_APPEND, start, 400, "bad frames: %s",
-                  rc < 0 ? why : "indexes do not follow prev_index");
-      return;
-    }
-  }
   if (follow_term(s, req, R_APPEND, start, term) != 0) return;
   if (s->installing) {
     /* a new leader term, or the stream broke: the install starts over */
     s->installing = 0;
   }
-  lkvnet_rlog_stats_get(s->rlog, &rs);
-  base = rs.base_index;
+  base = lkvnet_rlog_base_index(s->rlog);
   if (s->needs_snapshot) {
     if (prev != 0 || base != 0) {
       answer_now(s, req, R_APPEND, start, 409, 0,
@@ -1343,9 +1354,8 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
     pending_cut(s, 0);
     s->needs_snapshot = 0;
     s->applied_index = s->commit_index = 0;
-    lkvnet_rlog_stats_get(s->rlog, &rs);
   }
-  if (prev > rs.last_index) {
+  if (prev > last_index(s)) {
     answer_now(s, req, R_APPEND, start, 409, 0, "log ends before prev_index");
     return;
   }
@@ -1359,9 +1369,8 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
   off = 0;
   err.msg[0] = '\0';
   while (lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
-    uint64_t last = last_index(s);
     if (e.index <= base) continue; /* in our snapshot already */
-    if (e.index <= last) {
+    if (e.index <= last_index(s)) {
       if (lkvnet_rlog_term_at(s->rlog, e.index, &t) == LKV_OK && t == e.term)
         continue; /* have it */
       if (e.index <= s->applied_index) {
@@ -1372,7 +1381,7 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
       }
       logf_(s, "log conflict at index %llu: cutting %llu entries",
             (unsigned long long)e.index,
-            (unsigned long long)(last - e.index + 1));
+            (unsigned long long)(last_index(s) - e.index + 1));
       if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
         reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
         return;
@@ -1392,7 +1401,7 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
       return;
     }
   }
-  match = expect - 1 > base ? expect - 1 : base;
+  match = last > base ? last : base;
   if (commit > match) commit = match;
   if (commit > s->commit_index) s->commit_index = commit;
   apply_committed(s);
@@ -1465,9 +1474,8 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
  * engine could still claim to follow it. */
 static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                            const char *query, double start) {
-  uint64_t term, index, sterm, offset, done, expect, seq;
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
-  size_t n = evbuffer_get_length(in), off = 0;
+  uint64_t term, index, sterm, offset, done, last, seq;
+  size_t n, off = 0;
   const unsigned char *body;
   lkvnet_entry e;
   char why[160];
@@ -1479,20 +1487,9 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
       query_u64(s, req, R_SNAPSHOT, start, query, "offset", &offset) != 0 ||
       query_u64(s, req, R_SNAPSHOT, start, query, "done", &done) != 0)
     return;
-  body = n ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
-  if (body == NULL) {
-    reply_error(s, req, R_SNAPSHOT, start, 500, "out of memory");
+  if ((body = check_frames(s, req, R_SNAPSHOT, start, offset, 1, &n,
+                           &last)) == NULL)
     return;
-  }
-  for (expect = offset + 1;; expect++) {
-    rc = lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why);
-    if (rc == 0) break;
-    if (rc < 0 || e.index != expect || e.op != LKVNET_OP_SET) {
-      reply_error(s, req, R_SNAPSHOT, start, 400, "bad snapshot frames: %s",
-                  rc < 0 ? why : "pairs out of order");
-      return;
-    }
-  }
   if (follow_term(s, req, R_SNAPSHOT, start, term) != 0) return;
   err.msg[0] = '\0';
   if (offset == 0) {
@@ -1521,7 +1518,6 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     }
     s->installing = 1;
     s->install_index = index;
-    s->install_term = sterm;
     s->install_got = 0;
   }
   if (!s->installing || s->install_index != index || offset != s->install_got) {
@@ -1546,7 +1542,7 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
     return;
   }
-  s->install_got = expect - 1;
+  s->install_got = last;
   if (done) {
     /* the log first: a crash before the engine's mark goes leaves the
      * mark, and a new install; the other order could leave an engine
@@ -1563,7 +1559,6 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     s->applied_index = s->commit_index = index;
     s->needs_snapshot = 0;
     s->installing = 0;
-    s->snapshots_installed++;
     logf_(s, "snapshot installed: index %llu, %llu keys",
           (unsigned long long)index, (unsigned long long)s->install_got);
   }
@@ -2710,7 +2705,6 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     if (pe->conn) evhttp_connection_free(pe->conn);
     if (pe->snap) lkv_iter_free(pe->snap);
     free(pe->url);
-    free(pe->host);
     free(pe->hostport);
   }
   free(s->peers);
