@@ -228,6 +228,35 @@ describe("a 3-node cluster #cluster", function()
     end)
   end)
 
+  describe("batching", function()
+    it("sends concurrent writes in shared /append requests and fsyncs", function()
+      nodes = hh.start_cluster()
+      local leader = nodes.leader
+      -- 32 concurrent writers for a second, through the C load generator
+      local code, out, err = h.run(table.concat({ h.lua, h.quote(h.bin),
+        "bench", "--url", leader.url, "--connections", "32", "-n", "3000",
+        "-w", "write" }, " "))
+      assert.equal(0, code, tostring(out) .. tostring(err))
+      local _, metrics = hh.request("GET", leader.url .. "/metrics")
+      local function metric(name, follower)
+        local pat = name:gsub("_", "%%_") .. '{follower="' ..
+          follower:gsub("%p", "%%%0") .. '"} (%d+)'
+        return tonumber(metrics:match(pat))
+      end
+      for _, f in ipairs { nodes[2], nodes[3] } do
+        local sent = metric("lunakv_replication_entries_sent_total", f.url)
+        local appends = metric("lunakv_replication_appends_total", f.url)
+        assert.is_true(sent >= 3000, "entries sent " .. tostring(sent))
+        -- heartbeats included, still several entries per request
+        assert.is_true(appends * 3 < sent, string.format(
+          "%d /append requests carried %d entries", appends, sent))
+      end
+      local st = select(2, hh.json_request("GET", leader.url .. "/stats"))
+      assert.is_true(st.rlog.syncs * 3 < st.rlog.appends, string.format(
+        "%d fdatasyncs for %d log appends", st.rlog.syncs, st.rlog.appends))
+    end)
+  end)
+
   describe("bad input", function()
     it("gets its 4xx from a follower or the leader and writes nothing on any node", function()
       nodes = hh.start_cluster { args = { "--max-body-bytes", "1024" } }

@@ -2166,6 +2166,20 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
       mline(&b, "lunakv_replication_entries_sent_total{follower=\"%s\"} "
                 "%llu\n", s->peers[i].url,
             (unsigned long long)s->peers[i].entries_sent);
+    /* requests per entry: how much the batching saves */
+    mline(&b, "# HELP lunakv_replication_appends_total /append requests "
+              "sent to a follower (heartbeats included).\n"
+              "# TYPE lunakv_replication_appends_total counter\n");
+    for (i = 0; i < s->npeers; i++)
+      mline(&b, "lunakv_replication_appends_total{follower=\"%s\"} %llu\n",
+            s->peers[i].url, (unsigned long long)s->peers[i].appends);
+    mline(&b, "# HELP lunakv_replication_failures_total Requests to a "
+              "follower that got no usable answer.\n"
+              "# TYPE lunakv_replication_failures_total counter\n");
+    for (i = 0; i < s->npeers; i++)
+      mline(&b, "lunakv_replication_failures_total{follower=\"%s\"} "
+                "%llu\n", s->peers[i].url,
+            (unsigned long long)s->peers[i].failures);
   }
   COUNTER("rlog_syncs_total", "fdatasync calls on the replication log.",
           rs.syncs);
