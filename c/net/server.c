@@ -462,7 +462,7 @@ static int apply_entry(lkvnet_server *s, const Pending *p, lkv_err *err) {
   return rc;
 }
 
-static void serve_reads(lkvnet_server *s);
+static void serve_waiters(lkvnet_server *s);
 static void maybe_compact(lkvnet_server *s);
 
 static void apply_committed(lkvnet_server *s) {
@@ -509,7 +509,7 @@ static void apply_committed(lkvnet_server *s) {
                  "engine refused it: %s", (unsigned long long)p->index,
                  s->apply_err.msg);
   }
-  serve_reads(s);
+  serve_waiters(s);
   maybe_compact(s);
 }
 
@@ -562,7 +562,9 @@ static void read_local(lkvnet_server *s, struct evhttp_request *req,
 
 static void serve_waiters(lkvnet_server *s) {
   Waiter **pp = &s->waiters, *w;
-  uint64_t durable = lkvnet_rlog_durable_index(s->rlog);
+  uint64_t durable;
+  if (s->waiters == NULL) return; /* the usual case, on every apply */
+  durable = lkvnet_rlog_durable_index(s->rlog);
   while ((w = *pp) != NULL) {
     int done = 0;
     if (w->h.req == NULL) {
@@ -583,10 +585,6 @@ static void serve_waiters(lkvnet_server *s) {
       pp = &w->next;
     }
   }
-}
-
-static void serve_reads(lkvnet_server *s) {
-  if (s->waiters != NULL) serve_waiters(s);
 }
 
 static Waiter *waiter_add(lkvnet_server *s, struct evhttp_request *req,
