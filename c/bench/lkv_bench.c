@@ -557,6 +557,28 @@ static void wait_quiet(bdb *b) {
   }
 }
 
+/* Tables per level, as each engine reports them, on the progress line:
+ * after a read workload too, as reads may trigger compactions (LevelDB's
+ * and lunakv's seek compaction). */
+static void print_levels(bdb *b) {
+  progress("  (files per level:");
+  if (b->sys == SYS_LEVELDB && b->ldb) {
+    for (int l = 0; l < 7; l++) {
+      char prop[64], *v;
+      snprintf(prop, sizeof prop, "leveldb.num-files-at-level%d", l);
+      v = leveldb_property_value(b->ldb, prop);
+      progress(" %s", v ? v : "?");
+      if (v) leveldb_free(v);
+    }
+  } else if (b->sys == SYS_LUNAKV) {
+    lkv_stats st;
+    lkv_db_stats(b->lkv, &st);
+    for (int l = 0; l < LKV_MAX_LEVELS; l++)
+      progress(" %" PRIu64, st.sstables_per_level[l]);
+  }
+  progress(")");
+}
+
 /* Make everything written so far durable in tables and let background work
  * finish. lunakv: lkv_db_flush. LevelDB (no flush call in the C API, and
  * compact_range is not wanted): close and reopen, which writes the memtable
@@ -743,22 +765,7 @@ static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
     if (b->sys == SYS_LUNAKV)
       progress("  (engine WA %.2f, stalls %" PRIu64 " us)", out->engine_wa,
                s1.stall_micros - s0.stall_micros);
-    if (b->sys == SYS_LEVELDB && b->ldb) {
-      progress("  (files per level:");
-      for (int l = 0; l < 7; l++) {
-        char prop[64], *v;
-        snprintf(prop, sizeof prop, "leveldb.num-files-at-level%d", l);
-        v = leveldb_property_value(b->ldb, prop);
-        progress(" %s", v ? v : "?");
-        if (v) leveldb_free(v);
-      }
-      progress(")");
-    } else if (b->sys == SYS_LUNAKV) {
-      progress("  (files per level:");
-      for (int l = 0; l < LKV_MAX_LEVELS; l++)
-        progress(" %" PRIu64, s1.sstables_per_level[l]);
-      progress(")");
-    }
+    print_levels(b);
     progress("\n");
   }
   free(perm);
@@ -986,9 +993,11 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
     out->wrong = wrong;
     out->misordered = mis;
     progress("  %-8s %-11s %9.0f ops/s  p50 %.1f p99 %.1f us  threads %d  "
-             "found %" PRIu64 "/%" PRIu64 "\n",
+             "found %" PRIu64 "/%" PRIu64,
              sys_name[b->sys], kind_name[wl->kind], out->ops_per_sec,
              out->p50_us, out->p99_us, nt, found, expected);
+    print_levels(b);
+    progress("\n");
     if (wl->kind == W_READMISSING && found > 0)
       add_note("WARNING: %s readmissing (%d threads, run %d): %" PRIu64
                " of %" PRIu64 " never-written keys were found",

@@ -4,8 +4,10 @@
  * max_l0_files, all of L0 merges with the L1 tables it overlaps into new
  * L1 tables. Level n (n >= 1) may hold level1_max_bytes * multiplier^(n-1)
  * bytes; an overflowing level pushes one table (round robin over its key
- * space) into the next level, merged with what it overlaps there. A full
- * compaction (lkv_db_compact) is the same merge over every table.
+ * space) into the next level, merged with what it overlaps there. With no
+ * level over budget, a table that reads keep looking past (out of its
+ * allowed seeks, see lkv_db_charge_seek) is pushed down the same way. A
+ * full compaction (lkv_db_compact) is the same merge over every table.
  *
  * The merge drops a version when a newer version of the same key is
  * visible to every reader (seq <= oldest snapshot), and drops a tombstone
@@ -46,8 +48,25 @@ static int pick_level(lkv_db *db, double *score_out) {
   return level;
 }
 
+/* Is db->seek_file still in the current version at its level? (mu) */
+static int seek_file_live(const lkv_db *db) {
+  const lkv_version *v = db->current;
+  int l = db->seek_level;
+  for (int i = 0; db->seek_file && i < v->n[l]; i++)
+    if (v->files[l][i] == db->seek_file) return 1;
+  return 0;
+}
+
+/* Forget a seek candidate that a compaction already moved. (mu) */
+static void drop_seek_file(lkv_db *db) {
+  lkv_fmeta_unref(db->seek_file);
+  db->seek_file = NULL;
+}
+
 int lkv_compact_needed(lkv_db *db) {
-  return pick_level(db, NULL) >= 0;
+  if (pick_level(db, NULL) >= 0) return 1;
+  if (db->seek_file && !seek_file_live(db)) drop_seek_file(db);
+  return db->seek_file != NULL;
 }
 
 /* A table moved down must not overlap too much of the level below its
@@ -135,13 +154,22 @@ static int setup(lkv_db *db, compaction *c, int full) {
         if (add_input(c, v->files[l][i], l)) return LKV_NOMEM;
     return LKV_OK;
   }
+  /* size first: a level over its budget hurts every read and write; a
+   * table out of allowed seeks only the reads that pass through it */
   int level = pick_level(db, NULL);
+  lkv_fmeta *seek = NULL;
+  if (level < 0 && db->seek_file && seek_file_live(db)) {
+    level = db->seek_level;
+    seek = db->seek_file; /* the version holds it */
+    atomic_fetch_add(&db->seek_compactions, 1);
+  }
+  if (db->seek_file && (seek || !seek_file_live(db))) drop_seek_file(db);
   if (level < 0) return LKV_NOTFOUND;
   c->level = level;
   c->out_level = level + 1;
   /* the user-key range [lo, hi] of the chosen inputs at `level` */
   lkv_slice lo = {0}, hi = {0};
-  if (level == 0) {
+  if (level == 0) { /* overlapping: all of L0 together, whatever the reason */
     for (int i = 0; i < v->n[0]; i++) {
       lkv_fmeta *f = v->files[0][i];
       lkv_slice s = user_of(f->smallest, f->smallest_len);
@@ -150,6 +178,10 @@ static int setup(lkv_db *db, compaction *c, int full) {
       if (i == 0 || lkv_ucmp(l.p, l.n, hi.p, hi.n) > 0) hi = l;
       if (add_input(c, f, 0)) return LKV_NOMEM;
     }
+  } else if (seek) {
+    lo = user_of(seek->smallest, seek->smallest_len);
+    hi = user_of(seek->largest, seek->largest_len);
+    if (add_input(c, seek, level)) return LKV_NOMEM;
   } else {
     /* round robin: the first table after where this level last compacted */
     int pick = 0;

@@ -760,7 +760,11 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
   rc = lkv_mem_get(s->mem, key, klen, at, &type, val);
   for (int i = 0; rc == LKV_NOTFOUND && i < s->nimm; i++)
     rc = lkv_mem_get(s->imm[i], key, klen, at, &type, val);
-  if (rc == LKV_NOTFOUND) rc = lkv_version_get(s->v, target, &type, val, err);
+  if (rc == LKV_NOTFOUND) {
+    lkv_seek_charge c;
+    rc = lkv_version_get(s->v, target, &type, val, &c, err);
+    if (c.f) lkv_db_charge_seek(db, &c); /* s->v keeps c.f alive */
+  }
   if (rc == LKV_NOMEM) lkv_seterr(err, LKV_NOMEM, "get: value buffer");
   sv_release(db, s, stripe);
   if (ik != stack) free(ik);
@@ -812,6 +816,23 @@ uint64_t lkv_db_oldest_snapshot(lkv_db *db) {
 }
 
 /* ---- flush and compaction requests ----------------------------------- */
+
+void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c) {
+  int left = atomic_fetch_sub_explicit(&c->f->allowed_seeks, 1,
+                                       memory_order_relaxed) - 1;
+  /* At 0, and now and then after (the first request may have found the
+   * compaction thread holding another candidate), not at every read. */
+  if (left > 0 || (left < 0 && (left & 1023) != 0)) return;
+  if (c->level >= LKV_MAX_LEVELS - 1) return; /* nowhere to push it */
+  pthread_mutex_lock(&db->mu);
+  if (db->seek_file == NULL && !db->shutting_down) {
+    lkv_fmeta_ref(c->f);
+    db->seek_file = c->f;
+    db->seek_level = c->level;
+    pthread_cond_signal(&db->compact_cv);
+  }
+  pthread_mutex_unlock(&db->mu);
+}
 
 int lkv_db_flush(lkv_db *db, lkv_err *err) {
   if (!check_db(db, err)) return LKV_INVALID;
@@ -889,6 +910,7 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
           : 0.0;
   st->flushes = atomic_load(&db->flushes);
   st->compactions = atomic_load(&db->compactions);
+  st->seek_compactions = atomic_load(&db->seek_compactions);
   st->compaction_bytes_read = atomic_load(&db->comp_read);
   st->compaction_bytes_written = atomic_load(&db->comp_written);
   st->stall_slowdowns = atomic_load(&db->stall_slowdowns);
@@ -1164,6 +1186,7 @@ static void db_free(lkv_db *db) {
     lkv_sv_unref(db->stripes[i].sv);
     pthread_mutex_destroy(&db->stripes[i].mu);
   }
+  lkv_fmeta_unref(db->seek_file);
   lkv_sv_unref(db->sv);
   lkv_version_unref(db->current);
   lkv_mem_unref(db->mem);

@@ -48,7 +48,17 @@ typedef struct lkv_fmeta {
    * a new table stays pinned for its whole life and readers use `table`
    * directly: no cache lookup (and no shared lock) on the read path. */
   lkv_table *table; /* owned by f when set */
+  /* Lookups that had to look past this table before it is compacted
+   * (LevelDB's seek compaction): at 0 the table is pushed down, so
+   * read-heavy loads do not pay for an L0 or an upper level forever. */
+  atomic_int allowed_seeks;
 } lkv_fmeta;
+
+/* The first table a read consulted in vain, to be charged a seek. */
+typedef struct lkv_seek_charge {
+  lkv_fmeta *f; /* NULL: nothing to charge */
+  int level;
+} lkv_seek_charge;
 
 /* An immutable set of files per level. L0 is newest first; L1.. sorted by
  * smallest key and never overlapping within a level. */
@@ -147,6 +157,8 @@ struct lkv_db {
   lkv_err manual_err;
   int compact_ptr_len[LKV_MAX_LEVELS];
   char *compact_ptr[LKV_MAX_LEVELS]; /* round-robin position per level (mu) */
+  lkv_fmeta *seek_file; /* out of allowed seeks: compact it next (mu, ref) */
+  int seek_level;
 
   lkv_cache *cache;  /* data blocks */
   lkv_cache *tcache; /* open tables */
@@ -159,6 +171,8 @@ struct lkv_db {
   atomic_uint_fast64_t bytes_user, bytes_disk, bytes_wal;
   atomic_uint_fast64_t flushes, compactions, comp_read, comp_written;
   atomic_uint_fast64_t stall_slowdowns, stall_stops, stall_micros, wal_syncs;
+  atomic_uint_fast64_t seek_compactions;
+  atomic_uint_fast64_t iter_seeds; /* seeds iterators' read sampling */
 };
 
 /* ---- version.c ----------------------------------------------------- */
@@ -191,9 +205,14 @@ void lkv_edit_free(lkv_edit *e); /* unrefs the added files */
  * references). NULL when out of memory. */
 lkv_version *lkv_version_apply(const lkv_version *base, const lkv_edit *e);
 uint64_t lkv_version_level_bytes(const lkv_version *v, int level);
-/* Point lookup through the tables of v (target = (ukey, at, SEEK)). */
+/* Point lookup through the tables of v (target = (ukey, at, SEEK)).
+ * *charge names the first table consulted when a second one was needed. */
 int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
-                    lkv_err *err);
+                    lkv_seek_charge *charge, lkv_err *err);
+/* An iterator's read sample (LevelDB's RecordReadSample): when two or more
+ * tables cover ukey, set *charge to the first and return 1. */
+int lkv_version_sample(const lkv_version *v, const char *ukey, size_t klen,
+                       lkv_seek_charge *charge);
 /* Does any level deeper than `level` hold a table whose range covers ukey? */
 int lkv_version_deeper_overlaps(const lkv_version *v, int level,
                                 const char *ukey, size_t klen);
@@ -236,6 +255,9 @@ void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n);
 void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err); /* mu held */
 uint64_t lkv_db_oldest_snapshot(lkv_db *db); /* mu held */
 lkv_table_opts lkv_db_table_opts(const lkv_db *db);
+/* Charge c->f one seek; when its budget runs out, make it the next
+ * compaction's input. The caller holds a version listing c->f. */
+void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c);
 
 /* ---- compact.c ----------------------------------------------------- */
 

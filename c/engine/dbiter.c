@@ -15,9 +15,35 @@ struct lkv_iter {
   uint64_t seq;
   int valid;
   lkv_buf skip; /* user key whose older versions are hidden */
+  /* Read sampling (LevelDB's): about every MiB read, ask whether the
+   * key sits in two or more tables and if so charge the first a seek,
+   * so scan-heavy loads also get their overlapping tables compacted. */
+  uint64_t sample_left, rng;
   int rc;
   lkv_err err;
 };
+
+#define SAMPLE_BYTES (1u << 20)
+
+/* Uniform in [0, 2 MiB): the distance to the next read sample. */
+static uint64_t sample_period(lkv_iter *it) {
+  uint64_t x = it->rng; /* xorshift64 */
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  it->rng = x;
+  return x % (2 * SAMPLE_BYTES);
+}
+
+static void sample(lkv_iter *it, lkv_slice ukey, size_t bytes) {
+  while (it->sample_left < bytes) {
+    it->sample_left += sample_period(it);
+    lkv_seek_charge c;
+    if (lkv_version_sample(it->sv->v, ukey.p, ukey.n, &c))
+      lkv_db_charge_seek(it->db, &c);
+  }
+  it->sample_left -= bytes;
+}
 
 int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
   if (db == NULL || out == NULL) return lkv_seterr(err, LKV_INVALID, "iter: NULL argument");
@@ -34,6 +60,13 @@ int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
   db->live_iters++;
   pthread_mutex_unlock(&db->mu);
   it->db = db;
+  /* a new seed per iterator (LevelDB's too): short scans through fresh
+   * iterators must not all draw the same first period */
+  uint64_t z = atomic_fetch_add_explicit(&db->iter_seeds, 1, memory_order_relaxed) *
+               0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  it->rng = (z ^ (z >> 27)) | 1;
+  it->sample_left = sample_period(it);
   uint64_t last = lkv_db_last_seq(db);
   it->seq = at < last ? at : last;
 
@@ -80,6 +113,7 @@ static void find_next(lkv_iter *it, int skipping) {
       continue;
     }
     it->valid = 1;
+    sample(it, u, k.n + m->ops->value(m).n);
     return;
   }
   int rc = m->ops->status(m, &it->err);

@@ -246,6 +246,7 @@ typedef struct lkv_stats {
   double write_amplification;   /* (disk + wal) / user */
   uint64_t flushes;
   uint64_t compactions;
+  uint64_t seek_compactions;    /* ... of them started by wasted lookups */
   uint64_t compaction_bytes_read;
   uint64_t compaction_bytes_written;
   uint64_t stall_slowdowns;     /* writes delayed by the L0 slowdown */

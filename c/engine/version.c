@@ -31,6 +31,10 @@ lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
   f->number = number;
   f->size = size;
   f->db = db;
+  /* LevelDB's budget: one wasted lookup costs about what compacting
+   * 16 KiB does, so a table that keeps costing seeks is worth rewriting */
+  uint64_t seeks = size / 16384;
+  atomic_init(&f->allowed_seeks, seeks < 100 ? 100 : seeks > INT32_MAX ? INT32_MAX : (int)seeks);
   return f;
 }
 
@@ -335,23 +339,71 @@ static int table_get(lkv_fmeta *f, lkv_slice target, int *type, lkv_buf *val,
   return rc;
 }
 
+/* The table of `level` whose range covers ukey (at L0, the newest one
+ * at index >= *from, which is advanced past it), or NULL. */
+static lkv_fmeta *covering(const lkv_version *v, int level, const char *k,
+                           size_t kn, int *from) {
+  if (level == 0) {
+    for (int i = *from; i < v->n[0]; i++) { /* L0 ranges overlap: newest first */
+      lkv_fmeta *f = v->files[0][i];
+      if (ukey_before_file(k, kn, f) || ukey_after_file(k, kn, f)) continue;
+      *from = i + 1;
+      return f;
+    }
+    *from = v->n[0];
+    return NULL;
+  }
+  int i = find_file(v->files[level], v->n[level], k, kn);
+  if (i >= v->n[level] || ukey_before_file(k, kn, v->files[level][i]))
+    return NULL;
+  return v->files[level][i];
+}
+
 int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
-                    lkv_err *err) {
+                    lkv_seek_charge *charge, lkv_err *err) {
   const char *k = target.p;
   size_t kn = target.n - LKV_TAG_BYTES;
-  for (int i = 0; i < v->n[0]; i++) { /* L0 ranges overlap: newest first */
-    lkv_fmeta *f = v->files[0][i];
-    if (ukey_before_file(k, kn, f) || ukey_after_file(k, kn, f)) continue;
-    int rc = table_get(f, target, type, val, err);
-    if (rc != LKV_NOTFOUND) return rc;
-  }
-  for (int l = 1; l < LKV_MAX_LEVELS; l++) {
-    int i = find_file(v->files[l], v->n[l], k, kn);
-    if (i >= v->n[l] || ukey_before_file(k, kn, v->files[l][i])) continue;
-    int rc = table_get(v->files[l][i], target, type, val, err);
-    if (rc != LKV_NOTFOUND) return rc;
+  lkv_fmeta *first = NULL;
+  int first_level = 0;
+  charge->f = NULL;
+  for (int l = 0; l < LKV_MAX_LEVELS; l++) {
+    int from = 0;
+    lkv_fmeta *f;
+    while ((f = covering(v, l, k, kn, &from)) != NULL) {
+      if (first == NULL) {
+        first = f;
+        first_level = l;
+      } else if (charge->f == NULL) {
+        charge->f = first; /* a second table was needed: the first cost a seek */
+        charge->level = first_level;
+      }
+      int rc = table_get(f, target, type, val, err);
+      if (rc != LKV_NOTFOUND) return rc;
+      if (l > 0) break;
+    }
   }
   return LKV_NOTFOUND;
+}
+
+int lkv_version_sample(const lkv_version *v, const char *ukey, size_t klen,
+                       lkv_seek_charge *charge) {
+  int matches = 0;
+  charge->f = NULL;
+  for (int l = 0; l < LKV_MAX_LEVELS; l++) {
+    int from = 0;
+    lkv_fmeta *f;
+    while ((f = covering(v, l, ukey, klen, &from)) != NULL) {
+      if (++matches == 1) {
+        charge->f = f;
+        charge->level = l;
+      } else {
+        return 1;
+      }
+      if (l > 0) break;
+    }
+  }
+  charge->f = NULL;
+  return 0;
 }
 
 int lkv_version_deeper_overlaps(const lkv_version *v, int level,

@@ -538,7 +538,7 @@ local STATS_ORDER = {
   "total_size_bytes", "memtable_size_bytes", "memtable_keys",
   "imm_memtables", "wal_size_bytes", "bytes_written_user",
   "bytes_written_disk", "bytes_written_wal", "write_amplification",
-  "flushes", "compactions", "compaction_bytes_read",
+  "flushes", "compactions", "seek_compactions", "compaction_bytes_read",
   "compaction_bytes_written", "stall_slowdowns", "stall_stops",
   "stall_micros", "bloom_checks", "bloom_negatives", "block_reads",
   "block_cache_hits", "block_cache_bytes", "live_snapshots",
