@@ -129,6 +129,67 @@ static lkv_slice user_of(const char *ik, size_t n) {
   return s;
 }
 
+/* [*a, *b): the tables of sorted level `level` (>= 1) whose user-key range
+ * meets [lo, hi]; *a == *b when none does. */
+static void span(const lkv_version *v, int level, lkv_slice lo, lkv_slice hi,
+                 int *a, int *b) {
+  int i = 0, n = v->n[level];
+  while (i < n) {
+    const lkv_fmeta *f = v->files[level][i];
+    lkv_slice l = user_of(f->largest, f->largest_len);
+    if (lkv_ucmp(l.p, l.n, lo.p, lo.n) >= 0) break;
+    i++;
+  }
+  *a = i;
+  while (i < n) {
+    const lkv_fmeta *f = v->files[level][i];
+    lkv_slice s = user_of(f->smallest, f->smallest_len);
+    if (lkv_ucmp(s.p, s.n, hi.p, hi.n) > 0) break;
+    i++;
+  }
+  *b = i;
+}
+
+static uint64_t span_bytes(const lkv_version *v, int level, int a, int b) {
+  uint64_t n = 0;
+  for (int i = a; i < b; i++) n += v->files[level][i]->size;
+  return n;
+}
+
+/* LevelDB's expansion: the tables [*a, *b) of `level` are to be merged
+ * with what they overlap one level down; take in as well every table of
+ * `level` that fits in the range those lower tables cover, as long as the
+ * lower set stays the same and the whole stays under 25 tables' worth.
+ * The lower tables are rewritten once for more input, which is what
+ * keeps write amplification down while a level below is still sparse. */
+static void expand(const lkv_db *db, const lkv_version *v, int level, int *a,
+                   int *b) {
+  int nl = level + 1, a1, b1;
+  const lkv_fmeta *first = v->files[level][*a], *last = v->files[level][*b - 1];
+  lkv_slice lo = user_of(first->smallest, first->smallest_len);
+  lkv_slice hi = user_of(last->largest, last->largest_len);
+  span(v, nl, lo, hi, &a1, &b1);
+  if (a1 == b1) return; /* nothing below: a move or a plain rewrite */
+  const lkv_fmeta *f1 = v->files[nl][a1], *l1 = v->files[nl][b1 - 1];
+  lkv_slice s1 = user_of(f1->smallest, f1->smallest_len);
+  lkv_slice e1 = user_of(l1->largest, l1->largest_len);
+  if (lkv_ucmp(s1.p, s1.n, lo.p, lo.n) < 0) lo = s1;
+  if (lkv_ucmp(e1.p, e1.n, hi.p, hi.n) > 0) hi = e1;
+  int a0, b0;
+  span(v, level, lo, hi, &a0, &b0);
+  if (b0 - a0 <= *b - *a) return;
+  uint64_t limit = 25 * (uint64_t)db->o.table_size;
+  if (span_bytes(v, level, a0, b0) + span_bytes(v, nl, a1, b1) >= limit) return;
+  /* the grown set's own range must not reach further tables below */
+  const lkv_fmeta *f0 = v->files[level][a0], *l0 = v->files[level][b0 - 1];
+  int a2, b2;
+  span(v, nl, user_of(f0->smallest, f0->smallest_len),
+       user_of(l0->largest, l0->largest_len), &a2, &b2);
+  if (a2 != a1 || b2 != b1) return;
+  *a = a0;
+  *b = b0;
+}
+
 /* Choose the inputs. (mu) */
 static int setup(lkv_db *db, compaction *c, int full) {
   lkv_version *v = db->current;
@@ -178,14 +239,12 @@ static int setup(lkv_db *db, compaction *c, int full) {
       if (i == 0 || lkv_ucmp(l.p, l.n, hi.p, hi.n) > 0) hi = l;
       if (add_input(c, f, 0)) return LKV_NOMEM;
     }
-  } else if (seek) {
-    lo = user_of(seek->smallest, seek->smallest_len);
-    hi = user_of(seek->largest, seek->largest_len);
-    if (add_input(c, seek, level)) return LKV_NOMEM;
   } else {
-    /* round robin: the first table after where this level last compacted */
     int pick = 0;
-    if (db->compact_ptr[level]) {
+    if (seek) {
+      while (v->files[level][pick] != seek) pick++; /* seek_file_live: present */
+    } else if (db->compact_ptr[level]) {
+      /* round robin: the first table after where this level last compacted */
       for (pick = 0; pick < v->n[level]; pick++) {
         lkv_fmeta *f = v->files[level][pick];
         lkv_slice l = user_of(f->largest, f->largest_len);
@@ -195,10 +254,12 @@ static int setup(lkv_db *db, compaction *c, int full) {
       }
       if (pick == v->n[level]) pick = 0;
     }
-    lkv_fmeta *f = v->files[level][pick];
-    lo = user_of(f->smallest, f->smallest_len);
-    hi = user_of(f->largest, f->largest_len);
-    if (add_input(c, f, level)) return LKV_NOMEM;
+    int a0 = pick, b0 = pick + 1;
+    expand(db, v, level, &a0, &b0);
+    for (int i = a0; i < b0; i++)
+      if (add_input(c, v->files[level][i], level)) return LKV_NOMEM;
+    lo = user_of(v->files[level][a0]->smallest, v->files[level][a0]->smallest_len);
+    hi = user_of(v->files[level][b0 - 1]->largest, v->files[level][b0 - 1]->largest_len);
     char *p = malloc(hi.n ? hi.n : 1);
     if (p) {
       if (hi.n) memcpy(p, hi.p, hi.n);
