@@ -42,7 +42,7 @@ void lkv_options_init(lkv_options *o) {
   o->bloom_bits_per_key = 10;
   o->bloom_hash_functions = 0;
   o->bloom_min_bits = 0;
-  o->sparse_index_n = 8;
+  o->sparse_index_n = 16;
   o->block_size = 4096;
   o->table_size = 2u << 20;
   o->level1_max_bytes = 10u << 20;

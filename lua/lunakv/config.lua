@@ -55,7 +55,7 @@ M.schema = {
     default = 0, engine = "bloom_hash_functions",
     doc = "Bloom hash functions, 0 = derived from bits per key" },
   { key = "sparse_index_n", env = "SPARSE_INDEX_N", kind = "int", min = 1,
-    max = INT_MAX, default = 8, engine = "sparse_index_n",
+    max = INT_MAX, default = 16, engine = "sparse_index_n",
     doc = "a full key every Nth entry of a block" },
   { key = "block_size", env = "BLOCK_SIZE", kind = "int", min = 1,
     default = 4096, engine = "block_size",
