@@ -220,6 +220,9 @@ describe("lunakv bench", function()
     assert.matches("^reads4 +4 +" .. num .. " +" .. latency ..
       " +%- +%- +%-$", l[10])
     assert.is_nil(out:find("notes:", 1, true))
+    -- the fill's flush and compactions ran before the reads, and took
+    assert.matches("\nsettle after each fill %(flush %+ its compactions, not "
+      .. "in ops/s%): writes C [%d.]+ s, writes Lua [%d.]+ s\n", out)
     -- the temporary directory is gone
     local tmp = l[3]:match("^data dir +(%S+)")
     assert.is_false(h.exists(tmp))
@@ -254,6 +257,8 @@ describe("lunakv bench", function()
     end
     assert.equal(2, seen["readrandom2/c"].threads)
     assert.equal(1000, seen["readrandom2/c"].found)
+    assert.is_true(seen["writes/lua"].settle_s >= 0)
+    assert.is_nil(seen["seekrandom/c"].settle_s)
     assert.equal(0, seen["readmissing/lua"].found)
     assert.equal(1000, seen["seekrandom/lua"].found)
     assert.equal(1000, seen["readseq/c"].found)

@@ -897,6 +897,8 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   st->live_iterators = (uint64_t)db->live_iters;
   st->wal_dropped_bytes = db->wal_dropped;
   memcpy(st->recovery_msg, db->recovery_msg, sizeof st->recovery_msg);
+  st->compaction_pending =
+      db->compacting || db->manual_compact || (!db->bg_error && lkv_compact_needed(db));
   st->bg_error = db->bg_error;
   if (db->bg_error) memcpy(st->bg_error_msg, db->bg_err.msg, sizeof st->bg_error_msg);
   pthread_mutex_unlock(&db->mu);

@@ -247,6 +247,7 @@ typedef struct lkv_stats {
   uint64_t flushes;
   uint64_t compactions;
   uint64_t seek_compactions;    /* ... of them started by wasted lookups */
+  int compaction_pending;       /* 1 while a compaction runs or is due */
   uint64_t compaction_bytes_read;
   uint64_t compaction_bytes_written;
   uint64_t stall_slowdowns;     /* writes delayed by the L0 slowdown */

@@ -497,6 +497,7 @@ static int db_stats(lua_State *L) {
   setint(L, "flushes", st.flushes);
   setint(L, "compactions", st.compactions);
   setint(L, "seek_compactions", st.seek_compactions);
+  setint(L, "compaction_pending", st.compaction_pending);
   setint(L, "compaction_bytes_read", st.compaction_bytes_read);
   setint(L, "compaction_bytes_written", st.compaction_bytes_written);
   setint(L, "stall_slowdowns", st.stall_slowdowns);
