@@ -226,6 +226,7 @@ static void decode_at(lkv_block_cursor *c, uint32_t off) {
   c->klen = klen;
   c->val = p + unshared;
   c->vlen = vlen;
+  c->cur = off;
   c->next = (uint32_t)(c->val + vlen - c->b.data);
   c->valid = 1;
 }
@@ -300,6 +301,42 @@ void lkv_block_cursor_next(lkv_block_cursor *c) {
   if (c->valid) decode_at(c, c->next);
 }
 
+/* Decode forward from restart i up to the entry that ends at `end` (the
+ * block's end, or the entry the cursor was on). */
+static void scan_to(lkv_block_cursor *c, uint32_t i, uint32_t end) {
+  seek_restart(c, i);
+  while (c->valid && c->next < end) decode_at(c, c->next);
+  if (c->valid && c->next != end)
+    fail(c, LKV_CORRUPTION, "entries do not end where the next one starts",
+         c->cur);
+}
+
+void lkv_block_cursor_seek_last(lkv_block_cursor *c) {
+  if (c->code) return;
+  if (c->b.nrestarts == 0) {
+    c->valid = 0;
+    return;
+  }
+  scan_to(c, c->b.nrestarts - 1, c->b.size);
+}
+
+void lkv_block_cursor_prev(lkv_block_cursor *c) {
+  if (!c->valid) return;
+  uint32_t target = c->cur;
+  /* the last restart before the current entry: offsets increase */
+  uint32_t lo = 0, hi = c->b.nrestarts; /* answer in [lo, hi): first >= target */
+  while (lo < hi) {
+    uint32_t mid = lo + (hi - lo) / 2;
+    if (lkv_get32(c->b.restarts + 4 * (size_t)mid) < target) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo == 0) { /* the current entry is the first */
+    c->valid = 0;
+    return;
+  }
+  scan_to(c, lo - 1, target);
+}
+
 /* ==== lkv_iiter over one block ========================================= */
 
 typedef struct block_iter {
@@ -324,6 +361,14 @@ static void bi_seek(lkv_iiter *it, lkv_slice target) {
 
 static void bi_next(lkv_iiter *it) {
   lkv_block_cursor_next(&((block_iter *)it)->c);
+}
+
+static void bi_seek_last(lkv_iiter *it) {
+  lkv_block_cursor_seek_last(&((block_iter *)it)->c);
+}
+
+static void bi_prev(lkv_iiter *it) {
+  lkv_block_cursor_prev(&((block_iter *)it)->c);
 }
 
 static int bi_valid(const lkv_iiter *it) {
@@ -359,8 +404,8 @@ static void bi_destroy(lkv_iiter *it) {
 }
 
 static const lkv_iiter_ops block_iter_ops = {
-    bi_seek_first, bi_seek, bi_next, bi_valid,
-    bi_key,        bi_value, bi_status, bi_destroy};
+    bi_seek_first, bi_seek,   bi_next,    bi_valid,   bi_key,
+    bi_value,      bi_status, bi_destroy, bi_seek_last, bi_prev};
 
 lkv_iiter *lkv_block_iter_new(const lkv_block *b, const char *name,
                               uint64_t off) {

@@ -105,6 +105,7 @@ typedef struct lkv_block_cursor {
   int code;            /* LKV_OK, LKV_CORRUPTION or LKV_NOMEM */
   const char *why;     /* static reason when code != LKV_OK */
   uint32_t bad_off;    /* entry offset in the block where it failed */
+  uint32_t cur;        /* offset of the current entry */
   uint32_t next;       /* offset of the entry after the current one */
   char *key;           /* the current key, reconstructed */
   size_t klen, kcap;
@@ -119,6 +120,10 @@ void lkv_block_cursor_init(lkv_block_cursor *c, const lkv_block *b);
 void lkv_block_cursor_reset(lkv_block_cursor *c, const lkv_block *b);
 void lkv_block_cursor_free(lkv_block_cursor *c);
 void lkv_block_cursor_seek_first(lkv_block_cursor *c);
+void lkv_block_cursor_seek_last(lkv_block_cursor *c);
+/* The entry before the current one (REQUIRES: valid): entries only link
+ * forward, so this re-scans from the restart point before it. */
+void lkv_block_cursor_prev(lkv_block_cursor *c);
 /* First entry with internal key >= target (REQUIRES: target.n >= 8):
  * binary search over the restart keys, then a linear scan. */
 void lkv_block_cursor_seek(lkv_block_cursor *c, lkv_slice target);

@@ -84,6 +84,29 @@ static void test_roundtrip(int interval, int n) {
   CHECK(i == n);
   CHECK(it->ops->status(it, NULL) == LKV_OK);
 
+  /* Backward: the same entries in reverse, and prev from every position
+   * (restart points and between them) lands on the entry before. */
+  i = n - 1;
+  for (it->ops->seek_last(it); it->ops->valid(it); it->ops->prev(it), i--) {
+    CHECK(i >= 0);
+    if (i < 0) break;
+    CHECK(eq(it->ops->key(it), e[i].key, e[i].klen));
+    CHECK(eq(it->ops->value(it), e[i].val, e[i].vlen));
+  }
+  CHECK(i == -1);
+  CHECK(it->ops->status(it, NULL) == LKV_OK);
+  for (i = 0; i < n; i++) {
+    it->ops->seek(it, key_of(&e[i]));
+    it->ops->prev(it);
+    if (i == 0) {
+      CHECK(!it->ops->valid(it));
+    } else {
+      CHECK(it->ops->valid(it) && eq(it->ops->key(it), e[i - 1].key, e[i - 1].klen));
+      it->ops->next(it); /* and forward again */
+      CHECK(it->ops->valid(it) && eq(it->ops->key(it), e[i].key, e[i].klen));
+    }
+  }
+
   /* Seek to every key, and to a key just before each (same user key, a
    * newer tag): both land on entry i. */
   for (i = 0; i < n; i++) {
@@ -141,6 +164,8 @@ static void test_empty(void) {
   lkv_slice ks = {k, 8};
   it->ops->seek(it, ks);
   CHECK(!it->ops->valid(it));
+  it->ops->seek_last(it);
+  CHECK(!it->ops->valid(it));
   CHECK(it->ops->status(it, NULL) == LKV_OK);
   it->ops->destroy(it);
   lkv_block_builder_free(&bb);
@@ -172,6 +197,22 @@ static int exercise(const char *p, size_t n, const entry *e, int ne,
   lkv_err err;
   memset(&err, 0, sizeof err);
   int rc2 = it->ops->status(it, &err);
+  it->ops->destroy(it);
+  /* backward over the same bytes, on a fresh iterator */
+  it = lkv_block_iter_new(&b, "000007.sst", 4096);
+  int back = 0;
+  for (it->ops->seek_last(it); it->ops->valid(it) && back <= ne; it->ops->prev(it)) {
+    CHECK(it->ops->key(it).n >= 8);
+    back++;
+  }
+  CHECK(back <= ne + 1);
+  lkv_err err3;
+  memset(&err3, 0, sizeof err3);
+  int rc3 = it->ops->status(it, &err3);
+  if (rc3 != LKV_OK) {
+    CHECK(rc3 == LKV_CORRUPTION);
+    CHECK(strstr(err3.msg, "offset 4096") != NULL);
+  }
   if (rc2 != LKV_OK) {
     CHECK(rc2 == LKV_CORRUPTION);
     CHECK(strstr(err.msg, "corrupt") != NULL);

@@ -1,7 +1,13 @@
 /* dbiter.c - the public iterator: a merge of every memtable and table of
  * one superversion, showing for each user key its newest version with
  * seq <= the iterator's sequence number, and hiding deleted keys. The
- * superversion reference keeps every file it reads alive. */
+ * superversion reference keeps every file it reads alive.
+ *
+ * Going forward the merge sits on the entry shown. Going backward it
+ * sits just before the shown key's entries (LevelDB's DBIter): a key's
+ * versions come newest first, so walking back meets its newest visible
+ * version last, after the merge has left the key; the key and value
+ * shown are then copies (skip, val). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,7 +20,10 @@ struct lkv_iter {
   lkv_iiter *m; /* the merge; positioned on the current entry when valid */
   uint64_t seq;
   int valid;
-  lkv_buf skip; /* user key whose older versions are hidden */
+  lkv_buf skip; /* user key whose older versions are hidden; backward:
+                 * the key shown */
+  lkv_buf val;  /* backward: the value shown */
+  int reverse;
   /* Read sampling (LevelDB's): about every MiB read, ask whether the
    * key sits in two or more tables and if so charge the first a seek,
    * so scan-heavy loads also get their overlapping tables compacted. */
@@ -120,8 +129,84 @@ static void find_next(lkv_iter *it, int skipping) {
   if (rc) it->rc = rc;
 }
 
+/* From the merge's position, walk back to the newest visible version of
+ * the previous live user key; the merge ends just before that key. */
+static void find_prev(lkv_iter *it) {
+  lkv_iiter *m = it->m;
+  int type = LKV_TYPE_DELETE; /* nothing live found yet */
+  it->valid = 0;
+  for (; m->ops->valid(m); m->ops->prev(m)) {
+    lkv_slice k = m->ops->key(m);
+    uint64_t tag = lkv_ikey_tag(k);
+    if ((tag >> 8) > it->seq) continue; /* newer than our view */
+    lkv_slice u = lkv_ikey_user(k);
+    if (type != LKV_TYPE_DELETE &&
+        lkv_ucmp(u.p, u.n, it->skip.data, it->skip.len) < 0)
+      break; /* an earlier key, and a live one is in hand */
+    type = (int)(tag & 0xff);
+    if (type == LKV_TYPE_DELETE) {
+      it->skip.len = 0;
+      it->val.len = 0;
+    } else {
+      lkv_slice v = m->ops->value(m);
+      if (lkv_buf_set(&it->skip, u.p, u.n) || lkv_buf_set(&it->val, v.p, v.n)) {
+        it->rc = lkv_seterr(&it->err, LKV_NOMEM, "iterator");
+        return;
+      }
+      sample(it, u, k.n + v.n);
+    }
+  }
+  int rc = m->ops->status(m, &it->err);
+  if (rc) {
+    it->rc = rc;
+    return;
+  }
+  if (type == LKV_TYPE_DELETE) { /* ran off the start */
+    it->skip.len = 0;
+    it->reverse = 0;
+    return;
+  }
+  it->valid = 1;
+}
+
+void lkv_iter_seek_last(lkv_iter *it) {
+  if (it->rc) return;
+  it->reverse = 1;
+  it->m->ops->seek_last(it->m);
+  find_prev(it);
+}
+
+void lkv_iter_prev(lkv_iter *it) {
+  if (!it->valid) return;
+  lkv_iiter *m = it->m;
+  if (!it->reverse) {
+    /* back out of the current key's entries, then walk on as usual */
+    lkv_slice u = lkv_ikey_user(m->ops->key(m));
+    if (lkv_buf_set(&it->skip, u.p, u.n)) {
+      it->valid = 0;
+      it->rc = lkv_seterr(&it->err, LKV_NOMEM, "iterator");
+      return;
+    }
+    for (;;) {
+      m->ops->prev(m);
+      if (!m->ops->valid(m)) {
+        it->valid = 0;
+        it->skip.len = 0;
+        int rc = m->ops->status(m, &it->err);
+        if (rc) it->rc = rc;
+        return;
+      }
+      u = lkv_ikey_user(m->ops->key(m));
+      if (lkv_ucmp(u.p, u.n, it->skip.data, it->skip.len) < 0) break;
+    }
+    it->reverse = 1;
+  }
+  find_prev(it);
+}
+
 void lkv_iter_seek_first(lkv_iter *it) {
   if (it->rc) return;
+  it->reverse = 0;
   it->m->ops->seek_first(it->m);
   find_next(it, 0);
 }
@@ -138,6 +223,7 @@ void lkv_iter_seek(lkv_iter *it, const void *key, size_t klen) {
   if (klen) memcpy(ik, key, klen);
   lkv_put64(ik + klen, lkv_tag(it->seq, LKV_TYPE_SEEK));
   lkv_slice t = {ik, klen + LKV_TAG_BYTES};
+  it->reverse = 0;
   it->m->ops->seek(it->m, t);
   if (ik != stack) free(ik);
   find_next(it, 0);
@@ -145,6 +231,15 @@ void lkv_iter_seek(lkv_iter *it, const void *key, size_t klen) {
 
 void lkv_iter_next(lkv_iter *it) {
   if (!it->valid) return;
+  if (it->reverse) {
+    /* the merge is just before the shown key (skip): step into its
+     * entries, and the forward walk skips them */
+    it->reverse = 0;
+    if (it->m->ops->valid(it->m)) it->m->ops->next(it->m);
+    else it->m->ops->seek_first(it->m);
+    find_next(it, 1);
+    return;
+  }
   lkv_slice u = lkv_ikey_user(it->m->ops->key(it->m));
   if (lkv_buf_set(&it->skip, u.p, u.n)) {
     it->valid = 0;
@@ -158,12 +253,20 @@ void lkv_iter_next(lkv_iter *it) {
 int lkv_iter_valid(const lkv_iter *it) { return it->valid; }
 
 const char *lkv_iter_key(const lkv_iter *it, size_t *klen) {
+  if (it->reverse) {
+    *klen = it->skip.len;
+    return it->skip.data;
+  }
   lkv_slice u = lkv_ikey_user(it->m->ops->key(it->m));
   *klen = u.n;
   return u.p;
 }
 
 const char *lkv_iter_value(const lkv_iter *it, size_t *vlen) {
+  if (it->reverse) {
+    *vlen = it->val.len;
+    return it->val.data;
+  }
   lkv_slice v = it->m->ops->value(it->m);
   *vlen = v.n;
   return v.p;
@@ -178,6 +281,7 @@ void lkv_iter_free(lkv_iter *it) {
   if (it->m) it->m->ops->destroy(it->m);
   lkv_sv_unref(it->sv);
   lkv_buf_free(&it->skip);
+  lkv_buf_free(&it->val);
   pthread_mutex_lock(&it->db->mu);
   it->db->live_iters--;
   pthread_mutex_unlock(&it->db->mu);

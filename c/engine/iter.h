@@ -24,6 +24,9 @@ typedef struct lkv_iiter_ops {
   lkv_slice (*value)(const lkv_iiter *it);
   int (*status)(const lkv_iiter *it, lkv_err *err);
   void (*destroy)(lkv_iiter *it);
+  void (*seek_last)(lkv_iiter *it);
+  /* the entry before the current one (not valid before the first) */
+  void (*prev)(lkv_iiter *it);
 } lkv_iiter_ops;
 
 struct lkv_iiter {

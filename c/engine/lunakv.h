@@ -206,6 +206,12 @@ LKV_API void lkv_iter_seek_first(lkv_iter *it);
 /* Position at the first key >= key. */
 LKV_API void lkv_iter_seek(lkv_iter *it, const void *key, size_t klen);
 LKV_API void lkv_iter_next(lkv_iter *it); /* REQUIRES: valid */
+/* Position at the last key; step back (REQUIRES: valid). Either direction
+ * may follow the other. Going backward costs more than forward: blocks
+ * and the memtable's skiplist link only forward, so each step re-scans
+ * from the block's previous restart point or searches the skiplist. */
+LKV_API void lkv_iter_seek_last(lkv_iter *it);
+LKV_API void lkv_iter_prev(lkv_iter *it);
 LKV_API int lkv_iter_valid(const lkv_iter *it);
 /* Borrowed until the next move or free of the iterator. REQUIRES: valid */
 LKV_API const char *lkv_iter_key(const lkv_iter *it, size_t *klen);

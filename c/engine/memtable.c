@@ -257,6 +257,34 @@ static void mi_next(lkv_iiter *it) {
   if (mi->x) mi->x = atomic_load_explicit(&mi->x->next[0], memory_order_acquire);
 }
 
+/* The skiplist links only forward: the last node before t (or, t NULL,
+ * the last node) is found by a search from the head, O(log n). */
+static node *find_before(lkv_mem *m, const node *t) {
+  node *x = m->head;
+  int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
+  for (;;) {
+    node *nx = atomic_load_explicit(&x->next[level], memory_order_acquire);
+    if (nx != NULL &&
+        (t == NULL || cmp_node(nx, t->key, t->klen - LKV_TAG_BYTES,
+                               lkv_get64(t->key + t->klen - LKV_TAG_BYTES)) < 0)) {
+      x = nx;
+    } else {
+      if (level == 0) return x == m->head ? NULL : x;
+      level--;
+    }
+  }
+}
+
+static void mi_seek_last(lkv_iiter *it) {
+  mem_iter *mi = (mem_iter *)it;
+  mi->x = find_before(mi->m, NULL);
+}
+
+static void mi_prev(lkv_iiter *it) {
+  mem_iter *mi = (mem_iter *)it;
+  if (mi->x) mi->x = find_before(mi->m, mi->x);
+}
+
 static int mi_valid(const lkv_iiter *it) { return ((const mem_iter *)it)->x != NULL; }
 
 static lkv_slice mi_key(const lkv_iiter *it) {
@@ -283,9 +311,9 @@ static void mi_destroy(lkv_iiter *it) {
   free(mi);
 }
 
-static const lkv_iiter_ops mem_iter_ops = {mi_seek_first, mi_seek, mi_next,
-                                           mi_valid, mi_key, mi_value,
-                                           mi_status, mi_destroy};
+static const lkv_iiter_ops mem_iter_ops = {
+    mi_seek_first, mi_seek,   mi_next,    mi_valid,     mi_key,
+    mi_value,      mi_status, mi_destroy, mi_seek_last, mi_prev};
 
 lkv_iiter *lkv_mem_iter(lkv_mem *m) {
   mem_iter *mi = calloc(1, sizeof *mi);

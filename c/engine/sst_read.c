@@ -542,6 +542,45 @@ static void ti_next(lkv_iiter *it) {
   ti_settle(ti);
 }
 
+/* ti_settle backwards: before the start of a block go on to the last
+ * entry of the one before. */
+static void ti_settle_back(table_iter *ti) {
+  for (;;) {
+    if (ti->c.code) {
+      cursor_error(ti->t, &ti->c, ti->t->ix[ti->i].off, &ti->err);
+      ti_unload(ti);
+      return;
+    }
+    if (ti->c.valid) return;
+    if (ti->i == 0) {
+      ti_unload(ti);
+      ti->i = ti->t->nblocks;
+      return;
+    }
+    if (ti_load(ti, ti->i - 1)) return;
+    lkv_block_cursor_seek_last(&ti->c);
+  }
+}
+
+static void ti_seek_last(lkv_iiter *it) {
+  table_iter *ti = (table_iter *)it;
+  if (ti->err.code) return;
+  if (ti->t->nblocks == 0) {
+    ti_unload(ti);
+    return;
+  }
+  if (ti_load(ti, ti->t->nblocks - 1)) return;
+  lkv_block_cursor_seek_last(&ti->c);
+  ti_settle_back(ti);
+}
+
+static void ti_prev(lkv_iiter *it) {
+  table_iter *ti = (table_iter *)it;
+  if (!ti->loaded || !ti->c.valid) return;
+  lkv_block_cursor_prev(&ti->c);
+  ti_settle_back(ti);
+}
+
 static int ti_valid(const lkv_iiter *it) {
   const table_iter *ti = (const table_iter *)it;
   return ti->loaded && ti->c.valid;
@@ -574,8 +613,8 @@ static void ti_destroy(lkv_iiter *it) {
 }
 
 static const lkv_iiter_ops table_iter_ops = {
-    ti_seek_first, ti_seek,  ti_next,   ti_valid,
-    ti_key,        ti_value, ti_status, ti_destroy};
+    ti_seek_first, ti_seek,  ti_next,   ti_valid,     ti_key,
+    ti_value,      ti_status, ti_destroy, ti_seek_last, ti_prev};
 
 lkv_iiter *lkv_table_iter(lkv_table *t) {
   table_iter *ti = calloc(1, sizeof *ti);

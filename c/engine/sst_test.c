@@ -367,6 +367,17 @@ static int check_iteration(lkv_table *t, const model *m, int strict) {
     CHECK(i == m->n); /* no error: then every entry was seen */
   }
   CHECK(bad == 0);
+  if (strict) { /* the same entries backward */
+    size_t j = m->n;
+    for (it->ops->seek_last(it); it->ops->valid(it); it->ops->prev(it)) {
+      CHECK(j > 0);
+      if (j == 0) break;
+      j--;
+      CHECK(lkv_icmp(it->ops->key(it), ikey(m, j)) == 0);
+    }
+    CHECK(j == 0);
+    CHECK(it->ops->status(it, NULL) == LKV_OK);
+  }
   it->ops->destroy(it);
   return rc;
 }
@@ -406,6 +417,17 @@ static void check_seeks(lkv_table *t, const model *m, int n) {
       it->ops->next(it);
       CHECK(it->ops->valid(it) &&
             lkv_icmp(it->ops->key(it), ikey(m, lo + (size_t)s)) == 0);
+    }
+    /* and back, past where the seek landed (across block starts) */
+    it->ops->seek(it, tg);
+    for (int s = 1; s < 40; s++) {
+      it->ops->prev(it);
+      if (lo < (size_t)s) {
+        CHECK(!it->ops->valid(it));
+        break;
+      }
+      CHECK(it->ops->valid(it) &&
+            lkv_icmp(it->ops->key(it), ikey(m, lo - (size_t)s)) == 0);
     }
   }
   /* past the end */

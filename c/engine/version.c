@@ -158,9 +158,15 @@ static void pi_destroy(lkv_iiter *it) {
   if (p->h) lkv_fmeta_unpin(p->f, p->h);
   free(p);
 }
-static const lkv_iiter_ops pin_iter_ops = {pi_seek_first, pi_seek, pi_next,
-                                           pi_valid, pi_key, pi_value,
-                                           pi_status, pi_destroy};
+static void pi_seek_last(lkv_iiter *it) {
+  if (PIN(it)->in) PIN(it)->in->ops->seek_last(PIN(it)->in);
+}
+static void pi_prev(lkv_iiter *it) {
+  if (PIN(it)->in) PIN(it)->in->ops->prev(PIN(it)->in);
+}
+static const lkv_iiter_ops pin_iter_ops = {
+    pi_seek_first, pi_seek,   pi_next,    pi_valid,     pi_key,
+    pi_value,      pi_status, pi_destroy, pi_seek_last, pi_prev};
 
 lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f) {
   pin_iter *p = calloc(1, sizeof *p);
@@ -480,6 +486,37 @@ static void li_next(lkv_iiter *it) {
   li_settle(li);
 }
 
+/* li_settle backwards: over tables whose iterator ran off their start. */
+static void li_settle_back(level_iter *li) {
+  while (li->cur && !li->cur->ops->valid(li->cur)) {
+    int rc = li->cur->ops->status(li->cur, &li->err);
+    if (rc) {
+      li->rc = rc;
+      return;
+    }
+    if (li->idx == 0) {
+      li_open(li, li->n); /* before the first table: not valid */
+      return;
+    }
+    li_open(li, li->idx - 1);
+    if (li->cur) li->cur->ops->seek_last(li->cur);
+  }
+}
+
+static void li_seek_last(lkv_iiter *it) {
+  level_iter *li = (level_iter *)it;
+  li_open(li, li->n - 1);
+  if (li->cur) li->cur->ops->seek_last(li->cur);
+  li_settle_back(li);
+}
+
+static void li_prev(lkv_iiter *it) {
+  level_iter *li = (level_iter *)it;
+  if (li->cur == NULL) return;
+  li->cur->ops->prev(li->cur);
+  li_settle_back(li);
+}
+
 static int li_valid(const lkv_iiter *it) {
   const level_iter *li = (const level_iter *)it;
   return li->rc == 0 && li->cur && li->cur->ops->valid(li->cur);
@@ -507,9 +544,9 @@ static void li_destroy(lkv_iiter *it) {
   free(li);
 }
 
-static const lkv_iiter_ops level_iter_ops = {li_seek_first, li_seek, li_next,
-                                             li_valid, li_key, li_value,
-                                             li_status, li_destroy};
+static const lkv_iiter_ops level_iter_ops = {
+    li_seek_first, li_seek,   li_next,    li_valid,     li_key,
+    li_value,      li_status, li_destroy, li_seek_last, li_prev};
 
 lkv_iiter *lkv_level_iter_new(lkv_fmeta *const *files, int n) {
   level_iter *li = calloc(1, sizeof *li);

@@ -782,6 +782,21 @@ static int iter_next(lua_State *L) {
   return iter_moved(L, p);
 }
 
+static int iter_seek_last(lua_State *L) {
+  LIter *p = toiter(L);
+  lkv_iter_seek_last(p->it);
+  return iter_moved(L, p);
+}
+
+static int iter_prev(lua_State *L) {
+  LIter *p = toiter(L);
+  if (!lkv_iter_valid(p->it))
+    return luaL_error(L, "lunakv: iter:prev() needs a valid iterator "
+                         "(seek first, and stop when valid() is false)");
+  lkv_iter_prev(p->it);
+  return iter_moved(L, p);
+}
+
 static int iter_valid(lua_State *L) {
   LIter *p = toiter(L);
   lua_pushboolean(L, lkv_iter_valid(p->it));
@@ -2380,7 +2395,9 @@ static const luaL_Reg snap_meta[] = {
 static const luaL_Reg iter_methods[] = {
     {"seek", iter_seek},
     {"seek_first", iter_seek_first},
+    {"seek_last", iter_seek_last},
     {"next", iter_next},
+    {"prev", iter_prev},
     {"valid", iter_valid},
     {"key", iter_key},
     {"value", iter_value},
