@@ -252,6 +252,24 @@ describe("the shell through a pipe", function()
       "a\t1", "b\t2", "c\t3", "d\t4" }, out)
   end)
 
+  it("SCAN REVERSE lists from hi down, with LIMIT either side", function()
+    local input = "SET a 1\nSET b 2\nSET c 3\nSET d 4\nDELETE c\n" ..
+      "SCAN REVERSE\nSCAN b cc reverse\nSCAN - b REVERSE\n" ..
+      "SCAN a z LIMIT 2 REVERSE\nSCAN a z REVERSE LIMIT 1\nSCAN x z REVERSE\n"
+      .. "SNAPSHOT\nSET e 5\nSCAN REVERSE LIMIT 1\nRELEASE\nSCAN REVERSE LIMIT 1\n"
+    local code, out, err = run(input)
+    assert.equal(0, code, err)
+    assert.same({ "1", "2", "3", "4", "5",
+      "d\t4", "b\t2", "a\t1",
+      "b\t2",
+      "b\t2", "a\t1",
+      "d\t4", "b\t2", "(more)",
+      "d\t4", "(more)",
+      "(empty)",
+      "5", "6", "d\t4", "(more)", "OK", "e\t5", "(more)" },
+      out)
+  end)
+
   it("treats a quoted - or LIMIT as a key", function()
     local _, out = run('SET - dash\nSET LIMIT word\nSCAN "-" "-"\n' ..
       'SCAN "LIMIT" "LIMIT"\n')
@@ -344,10 +362,10 @@ describe("the shell through a pipe", function()
     assert.equal(0, code, err)
     local text = table.concat(out, "\n")
     assert.matches("SET key value", text, 1, true)
-    assert.matches("SCAN %[lo %[hi%]%] %[LIMIT n%]", text)
+    assert.matches("SCAN %[lo %[hi%]%] %[LIMIT n%] %[REVERSE%]", text)
     assert.matches("=expr", text, 1, true)
-    assert.matches("\nSCAN [lo [hi]] [LIMIT n]\n  print key<TAB>value", text,
-      1, true)
+    assert.matches("\nSCAN [lo [hi]] [LIMIT n] [REVERSE]\n  print key<TAB>value",
+      text, 1, true)
   end)
 
   it("EXIT ends the session; later lines are not run", function()

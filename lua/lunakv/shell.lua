@@ -310,6 +310,40 @@ local function take_keyword(args, words)
   return v
 end
 
+-- A trailing unquoted flag word (any case), e.g. REVERSE: removed when
+-- present.
+local function take_flag(args, word)
+  local t = args[#args]
+  if t and not t.quoted and t.text:upper() == word then
+    args[#args] = nil
+    return true
+  end
+  return false
+end
+
+-- The keys of [lo, hi] from the top down, through an iterator: seek to
+-- hi (one step back if hi itself is absent), then prev.
+local function scan_down(reader, lo, hi)
+  local it = reader:iter()
+  return coroutine.wrap(function()
+    local ok, e = pcall(function()
+      if hi and it:seek(hi) then
+        if it:key() > hi then it:prev() end
+      elseif not hi or not it:valid() then
+        it:seek_last()
+      end
+      while it:valid() do
+        local k = it:key()
+        if lo and k < lo then break end
+        coroutine.yield(k, it:value())
+        it:prev()
+      end
+    end)
+    it:close()
+    if not ok then error(e, 0) end
+  end)
+end
+
 -- A range bound: an unquoted "-" is an open end.
 local function bound(tok)
   if tok == nil or (not tok.quoted and tok.text == "-") then return nil end
@@ -406,19 +440,26 @@ command {
 }
 
 command {
-  name = "SCAN", usage = "SCAN [lo [hi]] [LIMIT n]",
+  name = "SCAN", usage = "SCAN [lo [hi]] [LIMIT n] [REVERSE]",
   help = "print key<TAB>value for every key with lo <= key <= hi, in "
-    .. "order; - or a missing bound is an open end. (empty) when none; "
-    .. "(more) when LIMIT cut the listing short",
+    .. "order (REVERSE: from hi down); - or a missing bound is an open "
+    .. "end. (empty) when none; (more) when LIMIT cut the listing short",
   run = function(sh, args)
+    local reverse = take_flag(args, "REVERSE")
     local limit = take_keyword(args, { LIMIT = true })
+    reverse = take_flag(args, "REVERSE") or reverse
     if #args > 2 then usage(commands.SCAN) end
     local lo, hi = bound(args[1]), bound(args[2])
     if lo and hi and lo > hi then
       fail("SCAN: lo %s is above hi %s", M.show(lo), M.show(hi))
     end
+    if reverse and sh.remote then
+      fail("SCAN REVERSE: the HTTP API scans forward only")
+    end
     local out, n = {}, 0
-    for k, v in sh:reader():scan(lo, hi) do
+    local rows = reverse and scan_down(sh:reader(), lo, hi)
+      or sh:reader():scan(lo, hi)
+    for k, v in rows do
       if limit and n >= limit then
         out[#out + 1] = "(more)"
         break
