@@ -500,9 +500,10 @@ static int ti_load(table_iter *ti, size_t i) {
   return 0;
 }
 
-/* After a cursor move: on a cursor error record it; past the end of a
- * block go on to the first entry of the next one. */
-static void ti_settle(table_iter *ti) {
+/* After a cursor move: on a cursor error record it; off the end of a
+ * block (forward) or its start (backward) go on to the first entry of the
+ * next block or the last of the previous one. */
+static void ti_settle(table_iter *ti, int forward) {
   for (;;) {
     if (ti->c.code) {
       cursor_error(ti->t, &ti->c, ti->t->ix[ti->i].off, &ti->err);
@@ -510,8 +511,14 @@ static void ti_settle(table_iter *ti) {
       return;
     }
     if (ti->c.valid) return;
-    if (ti_load(ti, ti->i + 1)) return;
-    lkv_block_cursor_seek_first(&ti->c);
+    if (!forward && ti->i == 0) { /* before the first block: not valid */
+      ti_unload(ti);
+      ti->i = ti->t->nblocks;
+      return;
+    }
+    if (ti_load(ti, forward ? ti->i + 1 : ti->i - 1)) return;
+    if (forward) lkv_block_cursor_seek_first(&ti->c);
+    else lkv_block_cursor_seek_last(&ti->c);
   }
 }
 
@@ -520,7 +527,7 @@ static void ti_seek_first(lkv_iiter *it) {
   if (ti->err.code) return;
   if (ti_load(ti, 0)) return;
   lkv_block_cursor_seek_first(&ti->c);
-  ti_settle(ti);
+  ti_settle(ti, 1);
 }
 
 static void ti_seek(lkv_iiter *it, lkv_slice target) {
@@ -532,34 +539,14 @@ static void ti_seek(lkv_iiter *it, lkv_slice target) {
   }
   if (ti_load(ti, find_block(ti->t, target))) return;
   lkv_block_cursor_seek(&ti->c, target);
-  ti_settle(ti);
+  ti_settle(ti, 1);
 }
 
 static void ti_next(lkv_iiter *it) {
   table_iter *ti = (table_iter *)it;
   if (!ti->loaded || !ti->c.valid) return;
   lkv_block_cursor_next(&ti->c);
-  ti_settle(ti);
-}
-
-/* ti_settle backwards: before the start of a block go on to the last
- * entry of the one before. */
-static void ti_settle_back(table_iter *ti) {
-  for (;;) {
-    if (ti->c.code) {
-      cursor_error(ti->t, &ti->c, ti->t->ix[ti->i].off, &ti->err);
-      ti_unload(ti);
-      return;
-    }
-    if (ti->c.valid) return;
-    if (ti->i == 0) {
-      ti_unload(ti);
-      ti->i = ti->t->nblocks;
-      return;
-    }
-    if (ti_load(ti, ti->i - 1)) return;
-    lkv_block_cursor_seek_last(&ti->c);
-  }
+  ti_settle(ti, 1);
 }
 
 static void ti_seek_last(lkv_iiter *it) {
@@ -571,14 +558,14 @@ static void ti_seek_last(lkv_iiter *it) {
   }
   if (ti_load(ti, ti->t->nblocks - 1)) return;
   lkv_block_cursor_seek_last(&ti->c);
-  ti_settle_back(ti);
+  ti_settle(ti, 0);
 }
 
 static void ti_prev(lkv_iiter *it) {
   table_iter *ti = (table_iter *)it;
   if (!ti->loaded || !ti->c.valid) return;
   lkv_block_cursor_prev(&ti->c);
-  ti_settle_back(ti);
+  ti_settle(ti, 0);
 }
 
 static int ti_valid(const lkv_iiter *it) {

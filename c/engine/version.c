@@ -446,16 +446,23 @@ static void li_open(level_iter *li, int idx) {
   if (li->cur == NULL) li->rc = lkv_seterr(&li->err, LKV_NOMEM, "level iterator");
 }
 
-/* Skip forward over tables whose iterator ended (errors stop the walk). */
-static void li_settle(level_iter *li) {
+/* Step over tables whose iterator ran off its end (forward) or its start
+ * (backward) into the next or previous table; errors stop the walk. */
+static void li_settle(level_iter *li, int forward) {
   while (li->cur && !li->cur->ops->valid(li->cur)) {
     int rc = li->cur->ops->status(li->cur, &li->err);
     if (rc) {
       li->rc = rc;
       return;
     }
-    li_open(li, li->idx + 1);
-    if (li->cur) li->cur->ops->seek_first(li->cur);
+    if (!forward && li->idx == 0) {
+      li_open(li, li->n); /* before the first table: not valid */
+      return;
+    }
+    li_open(li, forward ? li->idx + 1 : li->idx - 1);
+    if (li->cur == NULL) return;
+    if (forward) li->cur->ops->seek_first(li->cur);
+    else li->cur->ops->seek_last(li->cur);
   }
 }
 
@@ -463,7 +470,7 @@ static void li_seek_first(lkv_iiter *it) {
   level_iter *li = (level_iter *)it;
   li_open(li, 0);
   if (li->cur) li->cur->ops->seek_first(li->cur);
-  li_settle(li);
+  li_settle(li, 1);
 }
 
 static void li_seek(lkv_iiter *it, lkv_slice target) {
@@ -476,45 +483,28 @@ static void li_seek(lkv_iiter *it, lkv_slice target) {
   }
   if (li->cur == NULL || li->idx != lo || li->rc) li_open(li, lo);
   if (li->cur) li->cur->ops->seek(li->cur, target);
-  li_settle(li);
+  li_settle(li, 1);
 }
 
 static void li_next(lkv_iiter *it) {
   level_iter *li = (level_iter *)it;
   if (li->cur == NULL) return;
   li->cur->ops->next(li->cur);
-  li_settle(li);
-}
-
-/* li_settle backwards: over tables whose iterator ran off their start. */
-static void li_settle_back(level_iter *li) {
-  while (li->cur && !li->cur->ops->valid(li->cur)) {
-    int rc = li->cur->ops->status(li->cur, &li->err);
-    if (rc) {
-      li->rc = rc;
-      return;
-    }
-    if (li->idx == 0) {
-      li_open(li, li->n); /* before the first table: not valid */
-      return;
-    }
-    li_open(li, li->idx - 1);
-    if (li->cur) li->cur->ops->seek_last(li->cur);
-  }
+  li_settle(li, 1);
 }
 
 static void li_seek_last(lkv_iiter *it) {
   level_iter *li = (level_iter *)it;
   li_open(li, li->n - 1);
   if (li->cur) li->cur->ops->seek_last(li->cur);
-  li_settle_back(li);
+  li_settle(li, 0);
 }
 
 static void li_prev(lkv_iiter *it) {
   level_iter *li = (level_iter *)it;
   if (li->cur == NULL) return;
   li->cur->ops->prev(li->cur);
-  li_settle_back(li);
+  li_settle(li, 0);
 }
 
 static int li_valid(const lkv_iiter *it) {
