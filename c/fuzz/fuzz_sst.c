@@ -1,6 +1,6 @@
 /* fuzz_sst.c - libFuzzer target: opening and reading an SSTable made of
- * arbitrary bytes either fails with a clean error or serves lookups and a
- * full scan without crashing or reading out of bounds. */
+ * arbitrary bytes either fails with a clean error or serves lookups and
+ * full scans both ways without crashing or reading out of bounds. */
 #include <stdint.h>
 
 #include "fuzz_util.h"
@@ -23,6 +23,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       /* look every key up again: it must be found or be an error */
       if (k.n >= LKV_TAG_BYTES) lkv_table_get(t, k, &type, &val, &err);
     }
+    it->ops->status(it, &err);
+    it->ops->destroy(it);
+  }
+  /* and backward, on a fresh iterator (prev re-scans inside a block) */
+  if ((it = lkv_table_iter(t)) != NULL) {
+    steps = 0;
+    for (it->ops->seek_last(it); it->ops->valid(it) && steps < 10000;
+         it->ops->prev(it), steps++)
+      (void)it->ops->key(it);
     it->ops->status(it, &err);
     it->ops->destroy(it);
   }
