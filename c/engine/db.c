@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -27,11 +28,19 @@ struct lkv_writer {
   int sync_wal;    /* no data: make the WALs durable (lkv_db_sync) */
   int done;
   int rc;
-  lkv_err err;
   uint64_t last_seq;
-  pthread_cond_t cv;
   lkv_writer *next;
+  /* Set up only when needed (writer_init leaves them alone): err when
+   * the write fails, cv when the writer has to wait for a leader. A lone
+   * writer, the common case, leads at once and never waits. */
+  int waiting; /* cv is initialised (mu) */
+  pthread_cond_t cv;
+  lkv_err err;
 };
+
+static void writer_init(lkv_writer *w) {
+  memset(w, 0, offsetof(lkv_writer, cv));
+}
 
 void lkv_options_init(lkv_options *o) {
   memset(o, 0, sizeof *o);
@@ -569,11 +578,9 @@ static int sync_wals(lkv_db *db, lkv_err *err) {
 
 /* Commit one writer (a batch or a forced flush) through the queue. */
 static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
-  pthread_cond_init(&w->cv, NULL);
   pthread_mutex_lock(&db->mu);
   if (db->shutting_down) {
     pthread_mutex_unlock(&db->mu);
-    pthread_cond_destroy(&w->cv);
     return lkv_seterr(err, LKV_CLOSED, "db is closed");
   }
   w->next = NULL;
@@ -582,15 +589,21 @@ static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
   else
     db->wq_head = w;
   db->wq_tail = w;
-  while (!w->done && w != db->wq_head) pthread_cond_wait(&w->cv, &db->mu);
+  if (!w->done && w != db->wq_head) {
+    pthread_cond_init(&w->cv, NULL);
+    w->waiting = 1;
+    while (!w->done && w != db->wq_head) pthread_cond_wait(&w->cv, &db->mu);
+  }
   if (w->done) {
     pthread_mutex_unlock(&db->mu);
-    pthread_cond_destroy(&w->cv);
+    if (w->waiting) pthread_cond_destroy(&w->cv);
     return w->rc ? lkv_errcopy(err, &w->err) : LKV_OK;
   }
 
   /* this writer leads: it commits itself and the writers queued behind */
-  lkv_err lerr = {0};
+  lkv_err lerr; /* read only when rc != 0, which sets it */
+  lerr.code = LKV_OK;
+  lerr.msg[0] = '\0';
   int rc = w->sync_wal ? LKV_OK : make_room(db, w->force_flush, &lerr);
   lkv_writer *last = w;
   uint64_t first_seq = atomic_load(&db->last_seq) + 1, seq = first_seq;
@@ -655,13 +668,13 @@ static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
     if (rc) x->err = lerr;
     if (x != w) {
       x->done = 1;
-      pthread_cond_signal(&x->cv);
+      if (x->waiting) pthread_cond_signal(&x->cv); /* it is: it queued behind us */
     }
     if (x == last) break;
   }
-  if (db->wq_head) pthread_cond_signal(&db->wq_head->cv);
+  if (db->wq_head && db->wq_head->waiting) pthread_cond_signal(&db->wq_head->cv);
   pthread_mutex_unlock(&db->mu);
-  pthread_cond_destroy(&w->cv);
+  if (w->waiting) pthread_cond_destroy(&w->cv);
   return rc ? lkv_errcopy(err, &lerr) : LKV_OK;
 }
 
@@ -678,7 +691,8 @@ int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
     if (last_seq) *last_seq = lkv_db_last_seq(db);
     return LKV_OK;
   }
-  lkv_writer w = {0};
+  lkv_writer w;
+  writer_init(&w);
   w.rep = b->rep;
   w.len = b->len;
   w.count = b->count;
@@ -707,7 +721,8 @@ static int write_one(lkv_db *db, int type, const void *key, size_t klen,
   lkv_put64(rep, 0);
   lkv_put32(rep + 8, 1);
   char *p = lkv_batch_encode_op(rep + LKV_BATCH_HEADER, type, key, klen, val, vlen);
-  lkv_writer w = {0};
+  lkv_writer w;
+  writer_init(&w);
   w.rep = rep;
   w.len = (size_t)(p - rep);
   w.count = 1;
@@ -836,7 +851,8 @@ void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c) {
 
 int lkv_db_flush(lkv_db *db, lkv_err *err) {
   if (!check_db(db, err)) return LKV_INVALID;
-  lkv_writer w = {0};
+  lkv_writer w;
+  writer_init(&w);
   w.force_flush = 1;
   int rc = db_write(db, &w, err);
   if (rc) return rc;
@@ -852,7 +868,8 @@ int lkv_db_flush(lkv_db *db, lkv_err *err) {
 
 int lkv_db_sync(lkv_db *db, lkv_err *err) {
   if (!check_db(db, err)) return LKV_INVALID;
-  lkv_writer w = {0};
+  lkv_writer w;
+  writer_init(&w);
   w.sync_wal = 1;
   return db_write(db, &w, err);
 }
