@@ -32,7 +32,8 @@ static uint32_t extend_table(uint32_t crc, const unsigned char *p, size_t n) {
  *   crc(c, A|B|C) = Z(Z(crc(c, A)) ^ crc(0, B)) ^ crc(0, C)
  * where Z(r) is r advanced over SEG zero bytes, read from four tables. */
 #define SEG 512
-static uint32_t ztab[4][256];
+#define SEG2 128 /* the tail of a 4 KiB block: rounds of 3 x 128 bytes */
+static uint32_t ztab[4][256], ztab2[4][256];
 
 __attribute__((target("sse4.2"))) static uint32_t
 chain(uint32_t r, const unsigned char *p, size_t n) {
@@ -51,32 +52,38 @@ chain(uint32_t r, const unsigned char *p, size_t n) {
 static void init_ztab(void) {
   static const unsigned char zeros[SEG];
   for (int j = 0; j < 4; j++)
-    for (uint32_t v = 0; v < 256; v++) ztab[j][v] = chain(v << (8 * j), zeros, SEG);
+    for (uint32_t v = 0; v < 256; v++) {
+      ztab[j][v] = chain(v << (8 * j), zeros, SEG);
+      ztab2[j][v] = chain(v << (8 * j), zeros, SEG2);
+    }
 }
 
-static inline uint32_t zshift(uint32_t r) {
-  return ztab[0][r & 0xff] ^ ztab[1][(r >> 8) & 0xff] ^
-         ztab[2][(r >> 16) & 0xff] ^ ztab[3][r >> 24];
+static inline uint32_t zshift_by(uint32_t (*z)[256], uint32_t r) {
+  return z[0][r & 0xff] ^ z[1][(r >> 8) & 0xff] ^ z[2][(r >> 16) & 0xff] ^
+         z[3][r >> 24];
+}
+
+/* Three lanes of seg bytes each, side by side, combined (see above). */
+__attribute__((target("sse4.2"))) static inline uint32_t
+round3(uint32_t r, const unsigned char *p, size_t seg, uint32_t (*z)[256]) {
+  uint64_t c0 = r, c1 = 0, c2 = 0;
+  for (size_t i = 0; i < seg; i += 8) {
+    uint64_t a, b, c;
+    memcpy(&a, p + i, 8);
+    memcpy(&b, p + seg + i, 8);
+    memcpy(&c, p + 2 * seg + i, 8);
+    c0 = __builtin_ia32_crc32di(c0, a);
+    c1 = __builtin_ia32_crc32di(c1, b);
+    c2 = __builtin_ia32_crc32di(c2, c);
+  }
+  return zshift_by(z, zshift_by(z, (uint32_t)c0) ^ (uint32_t)c1) ^ (uint32_t)c2;
 }
 
 __attribute__((target("sse4.2"))) static uint32_t
 extend_hw(uint32_t crc, const unsigned char *p, size_t n) {
   uint32_t r = ~crc;
-  while (n >= 3 * SEG) {
-    uint64_t c0 = r, c1 = 0, c2 = 0;
-    for (size_t i = 0; i < SEG; i += 8) {
-      uint64_t a, b, c;
-      memcpy(&a, p + i, 8);
-      memcpy(&b, p + SEG + i, 8);
-      memcpy(&c, p + 2 * SEG + i, 8);
-      c0 = __builtin_ia32_crc32di(c0, a);
-      c1 = __builtin_ia32_crc32di(c1, b);
-      c2 = __builtin_ia32_crc32di(c2, c);
-    }
-    r = zshift(zshift((uint32_t)c0) ^ (uint32_t)c1) ^ (uint32_t)c2;
-    p += 3 * SEG;
-    n -= 3 * SEG;
-  }
+  for (; n >= 3 * SEG; p += 3 * SEG, n -= 3 * SEG) r = round3(r, p, SEG, ztab);
+  for (; n >= 3 * SEG2; p += 3 * SEG2, n -= 3 * SEG2) r = round3(r, p, SEG2, ztab2);
   return ~chain(r, p, n);
 }
 static int have_hw(void) { return __builtin_cpu_supports("sse4.2"); }
