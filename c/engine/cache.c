@@ -42,7 +42,18 @@ struct lkv_cache {
    * changes one admission decision. */
   size_t nghosts;
   _Atomic uint64_t *ghosts;
+  /* Entries in the table per hash slot, so that most misses (the usual
+   * outcome when the data is many times the cache) are answered without
+   * taking a shard lock or touching a bucket. Updated under the shard
+   * lock, read without it: a lookup racing an insert may miss the new
+   * entry, which a cache may always do. */
+  size_t npresent; /* a power of two */
+  _Atomic uint32_t *present;
 };
+
+static _Atomic uint32_t *presence(lkv_cache *c, uint32_t hash) {
+  return &c->present[hash & (c->npresent - 1)];
+}
 
 /* Blocks sit at offsets that differ in their low bits and files are small
  * consecutive numbers, so both are mixed through a multiply-xorshift. */
@@ -84,7 +95,13 @@ lkv_cache *lkv_cache_new(size_t capacity_bytes) {
   /* about half as many ghosts as blocks fit: 2Q's recommended A1out size */
   c->nghosts = capacity_bytes / 8192 + 64;
   c->ghosts = calloc(c->nghosts, sizeof *c->ghosts);
-  if (c->ghosts == NULL) {
+  /* about 8 slots per 4 KiB entry the capacity can hold */
+  c->npresent = 1024;
+  while (c->npresent < capacity_bytes / 512 && c->npresent < (1u << 20)) c->npresent *= 2;
+  c->present = calloc(c->npresent, sizeof *c->present);
+  if (c->ghosts == NULL || c->present == NULL) {
+    free(c->ghosts);
+    free(c->present);
     for (int j = 0; j < NSHARDS; j++) {
       pthread_mutex_destroy(&c->shards[j].mu);
       free(c->shards[j].buckets);
@@ -164,21 +181,22 @@ static void unref(shard *s, struct lkv_cache_handle *e) {
 
 /* Take e out of the table (found at *pp); freed now if unpinned, else on
  * its last release. */
-static void detach(shard *s, struct lkv_cache_handle **pp) {
+static void detach(lkv_cache *c, shard *s, struct lkv_cache_handle **pp) {
   struct lkv_cache_handle *e = *pp;
   *pp = e->chain;
   e->chain = NULL;
   e->in_table = 0;
   s->count--;
+  atomic_fetch_sub_explicit(presence(c, e->hash), 1, memory_order_relaxed);
   s->usage -= e->charge;
   if (e->refs == 1) lru_remove(e);
   unref(s, e);
 }
 
-static void evict(shard *s) {
+static void evict(lkv_cache *c, shard *s) {
   while (s->usage > s->capacity && s->lru.next != &s->lru) {
     struct lkv_cache_handle *old = s->lru.next;
-    detach(s, find(s, old->file, old->off, old->hash));
+    detach(c, s, find(s, old->file, old->off, old->hash));
   }
 }
 
@@ -186,6 +204,7 @@ static void evict(shard *s) {
 
 lkv_cache_handle *lkv_cache_lookup(lkv_cache *c, uint64_t file, uint64_t off) {
   uint32_t h = hash_key(file, off);
+  if (atomic_load_explicit(presence(c, h), memory_order_relaxed) == 0) return NULL;
   shard *s = shard_of(c, h);
   pthread_mutex_lock(&s->mu);
   struct lkv_cache_handle *e = *find(s, file, off, h);
@@ -219,15 +238,16 @@ lkv_cache_handle *lkv_cache_insert(lkv_cache *c, uint64_t file, uint64_t off,
   /* Capacity 0 stores nothing: the handle lives only until released. */
   if (s->capacity > 0) {
     struct lkv_cache_handle **pp = find(s, file, off, e->hash);
-    if (*pp) detach(s, pp);
+    if (*pp) detach(c, s, pp);
     pp = find(s, file, off, e->hash);
     e->chain = *pp;
     *pp = e;
     e->refs++;
     e->in_table = 1;
     s->count++;
+    atomic_fetch_add_explicit(presence(c, e->hash), 1, memory_order_relaxed);
     s->usage += charge;
-    evict(s);
+    evict(c, s);
     if (s->count > s->nbuckets) grow(s);
   }
   pthread_mutex_unlock(&s->mu);
@@ -242,7 +262,7 @@ void lkv_cache_release(lkv_cache *c, lkv_cache_handle *h) {
   unref(s, h);
   /* An entry pinned while the shard was over capacity is evicted now that
    * it is unpinned. */
-  evict(s);
+  evict(c, s);
   pthread_mutex_unlock(&s->mu);
 }
 
@@ -254,7 +274,7 @@ void lkv_cache_erase_file(lkv_cache *c, uint64_t file) {
       struct lkv_cache_handle **pp = &s->buckets[b];
       while (*pp) {
         if ((*pp)->file == file)
-          detach(s, pp); /* *pp is now the next entry */
+          detach(c, s, pp); /* *pp is now the next entry */
         else
           pp = &(*pp)->chain;
       }
@@ -277,6 +297,7 @@ size_t lkv_cache_usage(lkv_cache *c) {
 void lkv_cache_free(lkv_cache *c) {
   if (c == NULL) return;
   free(c->ghosts);
+  free(c->present);
   for (int i = 0; i < NSHARDS; i++) {
     shard *s = &c->shards[i];
     for (size_t b = 0; b < s->nbuckets; b++) {
