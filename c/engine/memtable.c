@@ -1,6 +1,6 @@
 /* memtable.c - skiplist memtable over an arena (see memtable.h).
  *
- * Each write is one arena allocation: the node (key pointer, lengths and
+ * Each write is one arena allocation: the node (lengths, height and
  * `height` next pointers) followed by the internal key (user key + 8-byte
  * tag) and the value. Nothing is freed until the whole arena goes. */
 #include "memtable.h"
@@ -15,12 +15,22 @@
 #define MAX_HEIGHT 12
 #define ARENA_BLOCK (256 * 1024)
 
+/* 8 bytes of header: the key is found after the next pointers rather
+ * than through a pointer of its own, so a 4 MiB memtable holds ~5% more
+ * small entries (fewer flushes, fewer L0 tables to compact). */
 typedef struct node {
-  const char *key; /* internal key, then the value right after it */
-  uint32_t klen;   /* internal key length */
   uint32_t vlen;
-  _Atomic(struct node *) next[]; /* `height` entries */
+  uint32_t kh; /* internal key length (low 24 bits: keys are <= 64 KiB) and
+                * height (high 8) */
+  _Atomic(struct node *) next[]; /* `height` entries, then key, value */
 } node;
+
+static inline uint32_t node_klen(const node *x) { return x->kh & 0xffffffu; }
+
+/* The internal key, then the value right after it. */
+static inline const char *node_key(const node *x) {
+  return (const char *)&x->next[x->kh >> 24];
+}
 
 typedef struct arena_block {
   struct arena_block *prev;
@@ -80,8 +90,8 @@ lkv_mem *lkv_mem_new(void) {
     free(m);
     return NULL;
   }
-  m->head->key = NULL;
-  m->head->klen = m->head->vlen = 0;
+  m->head->vlen = 0;
+  m->head->kh = (uint32_t)MAX_HEIGHT << 24;
   for (int i = 0; i < MAX_HEIGHT; i++) {
     atomic_init(&m->head->next[i], NULL);
     m->splice[i] = m->head;
@@ -141,9 +151,11 @@ static inline int ucmp_fast(const char *a, size_t an, const char *b, size_t bn) 
 /* Compare node x's internal key with (ukey, tag): <0, 0, >0. */
 static inline int cmp_node(const node *x, const char *ukey, size_t klen,
                            uint64_t tag) {
-  int r = ucmp_fast(x->key, x->klen - LKV_TAG_BYTES, ukey, klen);
+  const char *k = node_key(x);
+  uint32_t kl = node_klen(x);
+  int r = ucmp_fast(k, kl - LKV_TAG_BYTES, ukey, klen);
   if (r) return r;
-  uint64_t t = lkv_get64(x->key + x->klen - LKV_TAG_BYTES);
+  uint64_t t = lkv_get64(k + kl - LKV_TAG_BYTES);
   return t > tag ? -1 : t < tag; /* higher tag (newer) sorts first */
 }
 
@@ -175,8 +187,7 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
   uint64_t tag = lkv_tag(seq, type);
   lkv_put64(kp + klen, tag);
   if (vlen) memcpy(kp + ik, val, vlen);
-  x->key = kp;
-  x->klen = (uint32_t)ik;
+  x->kh = (uint32_t)ik | ((uint32_t)h << 24);
   x->vlen = (uint32_t)vlen;
 
   node *prev[MAX_HEIGHT];
@@ -214,11 +225,12 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
 int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t at,
                 int *type, lkv_buf *val) {
   node *x = find_ge(m, ukey, klen, lkv_tag(at, LKV_TYPE_SEEK), NULL);
-  if (x == NULL || ucmp_fast(x->key, x->klen - LKV_TAG_BYTES, ukey, klen) != 0)
-    return LKV_NOTFOUND;
-  *type = (int)(lkv_get64(x->key + x->klen - LKV_TAG_BYTES) & 0xff);
-  if (*type == LKV_TYPE_VALUE)
-    return lkv_buf_set(val, x->key + x->klen, x->vlen);
+  if (x == NULL) return LKV_NOTFOUND;
+  const char *k = node_key(x);
+  uint32_t kl = node_klen(x);
+  if (ucmp_fast(k, kl - LKV_TAG_BYTES, ukey, klen) != 0) return LKV_NOTFOUND;
+  *type = (int)(lkv_get64(k + kl - LKV_TAG_BYTES) & 0xff);
+  if (*type == LKV_TYPE_VALUE) return lkv_buf_set(val, k + kl, x->vlen);
   return LKV_OK;
 }
 
@@ -265,8 +277,8 @@ static node *find_before(lkv_mem *m, const node *t) {
   for (;;) {
     node *nx = atomic_load_explicit(&x->next[level], memory_order_acquire);
     if (nx != NULL &&
-        (t == NULL || cmp_node(nx, t->key, t->klen - LKV_TAG_BYTES,
-                               lkv_get64(t->key + t->klen - LKV_TAG_BYTES)) < 0)) {
+        (t == NULL || cmp_node(nx, node_key(t), node_klen(t) - LKV_TAG_BYTES,
+                               lkv_get64(node_key(t) + node_klen(t) - LKV_TAG_BYTES)) < 0)) {
       x = nx;
     } else {
       if (level == 0) return x == m->head ? NULL : x;
@@ -289,13 +301,13 @@ static int mi_valid(const lkv_iiter *it) { return ((const mem_iter *)it)->x != N
 
 static lkv_slice mi_key(const lkv_iiter *it) {
   const node *x = ((const mem_iter *)it)->x;
-  lkv_slice s = {x->key, x->klen};
+  lkv_slice s = {node_key(x), node_klen(x)};
   return s;
 }
 
 static lkv_slice mi_value(const lkv_iiter *it) {
   const node *x = ((const mem_iter *)it)->x;
-  lkv_slice s = {x->key + x->klen, x->vlen};
+  lkv_slice s = {node_key(x) + node_klen(x), x->vlen};
   return s;
 }
 
