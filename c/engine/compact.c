@@ -57,16 +57,19 @@ static int seek_file_live(const lkv_db *db) {
   return 0;
 }
 
-/* Forget a seek candidate that a compaction already moved. (mu) */
-static void drop_seek_file(lkv_db *db) {
-  lkv_fmeta_unref(db->seek_file);
+/* Take the seek candidate's reference out of the db. (mu) The caller
+ * drops it after unlocking: if a compaction already removed the table,
+ * this is its last reference, and the unref deletes the file, which must
+ * not happen under mu. */
+static lkv_fmeta *take_seek_file(lkv_db *db) {
+  lkv_fmeta *f = db->seek_file;
   db->seek_file = NULL;
+  return f;
 }
 
 int lkv_compact_needed(lkv_db *db) {
   if (pick_level(db, NULL) >= 0) return 1;
-  if (db->seek_file && !seek_file_live(db)) drop_seek_file(db);
-  return db->seek_file != NULL;
+  return db->seek_file != NULL && seek_file_live(db);
 }
 
 /* A table moved down must not overlap too much of the level below its
@@ -101,6 +104,7 @@ typedef struct compaction {
   lkv_fmeta **in;   /* referenced */
   int *in_level;
   lkv_version *v;   /* the version the inputs were picked from */
+  lkv_fmeta *stale_seek; /* a spent seek candidate, released with c */
 } compaction;
 
 static int add_input(compaction *c, lkv_fmeta *f, int level) {
@@ -117,6 +121,7 @@ static int add_input(compaction *c, lkv_fmeta *f, int level) {
 }
 
 static void free_compaction(compaction *c) {
+  lkv_fmeta_unref(c->stale_seek);
   for (int i = 0; i < c->n; i++) lkv_fmeta_unref(c->in[i]);
   free(c->in);
   free(c->in_level);
@@ -224,7 +229,7 @@ static int setup(lkv_db *db, compaction *c, int full) {
     seek = db->seek_file; /* the version holds it */
     atomic_fetch_add(&db->seek_compactions, 1);
   }
-  if (db->seek_file && (seek || !seek_file_live(db))) drop_seek_file(db);
+  if (db->seek_file && (seek || !seek_file_live(db))) c->stale_seek = take_seek_file(db);
   if (level < 0) return LKV_NOTFOUND;
   c->level = level;
   c->out_level = level + 1;
@@ -291,6 +296,8 @@ static int setup(lkv_db *db, compaction *c, int full) {
 static int move(lkv_db *db, compaction *c, lkv_err *err) {
   lkv_edit e = {0};
   int rc = LKV_OK;
+  /* a fresh seek budget at its new level, as a rewritten table gets */
+  atomic_store(&c->in[0]->allowed_seeks, lkv_fmeta_seek_budget(c->in[0]->size));
   lkv_fmeta_ref(c->in[0]);
   if (lkv_edit_add(&e, c->out_level, c->in[0]) ||
       lkv_edit_del(&e, c->in_level[0], c->in[0]->number))
@@ -473,8 +480,16 @@ void *lkv_compact_thread(void *arg) {
   for (;;) {
     while (!db->shutting_down &&
            (db->flush_placing ||
-            (!db->manual_compact && (db->bg_error || !lkv_compact_needed(db)))))
+            (!db->manual_compact && (db->bg_error || !lkv_compact_needed(db))))) {
+      if (db->seek_file && !seek_file_live(db)) { /* moved on meanwhile */
+        lkv_fmeta *f = take_seek_file(db);
+        pthread_mutex_unlock(&db->mu);
+        lkv_fmeta_unref(f);
+        pthread_mutex_lock(&db->mu);
+        continue;
+      }
       pthread_cond_wait(&db->compact_cv, &db->mu);
+    }
     if (db->shutting_down) break;
     int full = db->manual_compact;
     db->manual_compact = 0;

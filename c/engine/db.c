@@ -833,12 +833,16 @@ uint64_t lkv_db_oldest_snapshot(lkv_db *db) {
 /* ---- flush and compaction requests ----------------------------------- */
 
 void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c) {
+  if (c->level >= LKV_MAX_LEVELS - 1) return; /* nowhere to push it */
+  /* long spent (compactions stopped by an error, say): stop counting
+   * well before the int could wrap */
+  if (atomic_load_explicit(&c->f->allowed_seeks, memory_order_relaxed) < -(1 << 30))
+    return;
   int left = atomic_fetch_sub_explicit(&c->f->allowed_seeks, 1,
                                        memory_order_relaxed) - 1;
   /* At 0, and now and then after (the first request may have found the
    * compaction thread holding another candidate), not at every read. */
   if (left > 0 || (left < 0 && (left & 1023) != 0)) return;
-  if (c->level >= LKV_MAX_LEVELS - 1) return; /* nowhere to push it */
   pthread_mutex_lock(&db->mu);
   if (db->seek_file == NULL && !db->shutting_down) {
     lkv_fmeta_ref(c->f);

@@ -179,6 +179,7 @@ struct lkv_db {
 
 lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
                          lkv_slice smallest, lkv_slice largest);
+int lkv_fmeta_seek_budget(uint64_t size); /* initial allowed_seeks */
 /* The table cache: open tables (fd, index, filter) in an LRU bounded by
  * max_open_files, keyed by file number; a table is pinned while in use
  * and reopened on a miss. */

@@ -253,9 +253,9 @@ void lkv_iter_next(lkv_iter *it) {
 int lkv_iter_valid(const lkv_iter *it) { return it->valid; }
 
 const char *lkv_iter_key(const lkv_iter *it, size_t *klen) {
-  if (it->reverse) {
+  if (it->reverse) { /* an empty key may have left the buffer unallocated */
     *klen = it->skip.len;
-    return it->skip.data;
+    return it->skip.data ? it->skip.data : "";
   }
   lkv_slice u = lkv_ikey_user(it->m->ops->key(it->m));
   *klen = u.n;
@@ -265,7 +265,7 @@ const char *lkv_iter_key(const lkv_iter *it, size_t *klen) {
 const char *lkv_iter_value(const lkv_iter *it, size_t *vlen) {
   if (it->reverse) {
     *vlen = it->val.len;
-    return it->val.data;
+    return it->val.data ? it->val.data : "";
   }
   lkv_slice v = it->m->ops->value(it->m);
   *vlen = v.n;

@@ -31,11 +31,15 @@ lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
   f->number = number;
   f->size = size;
   f->db = db;
-  /* LevelDB's budget: one wasted lookup costs about what compacting
-   * 16 KiB does, so a table that keeps costing seeks is worth rewriting */
-  uint64_t seeks = size / 16384;
-  atomic_init(&f->allowed_seeks, seeks < 100 ? 100 : seeks > INT32_MAX ? INT32_MAX : (int)seeks);
+  atomic_init(&f->allowed_seeks, lkv_fmeta_seek_budget(size));
   return f;
+}
+
+/* LevelDB's budget: one wasted lookup costs about what compacting 16 KiB
+ * does, so a table that keeps costing seeks is worth rewriting. */
+int lkv_fmeta_seek_budget(uint64_t size) {
+  uint64_t seeks = size / 16384;
+  return seeks < 100 ? 100 : seeks > (1u << 30) ? (1 << 30) : (int)seeks;
 }
 
 void lkv_fmeta_ref(lkv_fmeta *f) {
