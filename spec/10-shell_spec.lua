@@ -257,6 +257,7 @@ describe("the shell through a pipe", function()
       "SCAN REVERSE\nSCAN b cc reverse\nSCAN - b REVERSE\n" ..
       "SCAN a z LIMIT 2 REVERSE\nSCAN a z REVERSE LIMIT 1\nSCAN x z REVERSE\n"
       .. "SNAPSHOT\nSET e 5\nSCAN REVERSE LIMIT 1\nRELEASE\nSCAN REVERSE LIMIT 1\n"
+      .. "=db:stats().live_iterators\n" -- a LIMIT stop frees the iterator
     local code, out, err = run(input)
     assert.equal(0, code, err)
     assert.same({ "1", "2", "3", "4", "5",
@@ -266,7 +267,7 @@ describe("the shell through a pipe", function()
       "d\t4", "b\t2", "(more)",
       "d\t4", "(more)",
       "(empty)",
-      "5", "6", "d\t4", "(more)", "OK", "e\t5", "(more)" },
+      "5", "6", "d\t4", "(more)", "OK", "e\t5", "(more)", "0" },
       out)
   end)
 

@@ -322,7 +322,9 @@ local function take_flag(args, word)
 end
 
 -- The keys of [lo, hi] from the top down, through an iterator: seek to
--- hi (one step back if hi itself is absent), then prev.
+-- hi (one step back if hi itself is absent), then prev. Returns what a
+-- generic for takes, the iterator last as its to-be-closed value, so a
+-- loop that stops early (LIMIT) frees it at once, as reader:scan does.
 local function scan_down(reader, lo, hi)
   local it = reader:iter()
   return coroutine.wrap(function()
@@ -341,7 +343,12 @@ local function scan_down(reader, lo, hi)
     end)
     it:close()
     if not ok then error(e, 0) end
-  end)
+  end), nil, nil, it
+end
+
+local function scan_rows(reader, lo, hi, reverse)
+  if reverse then return scan_down(reader, lo, hi) end
+  return reader:scan(lo, hi)
 end
 
 -- A range bound: an unquoted "-" is an open end.
@@ -457,9 +464,7 @@ command {
       fail("SCAN REVERSE: the HTTP API scans forward only")
     end
     local out, n = {}, 0
-    local rows = reverse and scan_down(sh:reader(), lo, hi)
-      or sh:reader():scan(lo, hi)
-    for k, v in rows do
+    for k, v in scan_rows(sh:reader(), lo, hi, reverse) do
       if limit and n >= limit then
         out[#out + 1] = "(more)"
         break
