@@ -853,6 +853,12 @@ static int peer_answer(struct evhttp_request *r, PeerAnswer *a) {
   return 0;
 }
 
+static void free_frames(const void *data, size_t len, void *extra) {
+  (void)len;
+  (void)extra;
+  free((void *)data);
+}
+
 static void peer_send(lkvnet_server *s, Peer *p);
 
 /* A follower answered (or failed to answer) an /append. */
@@ -1049,8 +1055,17 @@ static void peer_send(lkvnet_server *s, Peer *p) {
     peer_failed(s, p, "out of memory");
     return;
   }
-  if (len) evbuffer_add(evhttp_request_get_output_buffer(r), frames, len);
-  free(frames);
+  /* the body takes the frames over (freed once sent): no copy of a
+   * batch of up to LKVNET_APPEND_MAX_BYTES per follower per round */
+  if (len == 0) {
+    free(frames);
+  } else if (evbuffer_add_reference(evhttp_request_get_output_buffer(r),
+                                    frames, len, free_frames, NULL) != 0) {
+    free(frames);
+    evhttp_request_free(r);
+    peer_failed(s, p, "out of memory");
+    return;
+  }
   snprintf(uri, sizeof uri, "/append?term=%llu&prev_index=%llu&prev_term=%llu"
            "&commit=%llu", (unsigned long long)s->term,
            (unsigned long long)(p->next_index - 1),
