@@ -273,15 +273,10 @@ static int setup(lkv_db *db, compaction *c, int full) {
       db->compact_ptr_len[level] = (int)hi.n;
     }
   }
-  int nl = level + 1;
-  for (int i = 0; i < v->n[nl]; i++) {
-    lkv_fmeta *f = v->files[nl][i];
-    lkv_slice s = user_of(f->smallest, f->smallest_len);
-    lkv_slice l = user_of(f->largest, f->largest_len);
-    if (lkv_ucmp(l.p, l.n, lo.p, lo.n) < 0 || lkv_ucmp(s.p, s.n, hi.p, hi.n) > 0)
-      continue;
-    if (add_input(c, f, nl)) return LKV_NOMEM;
-  }
+  int nl = level + 1, a1, b1;
+  span(v, nl, lo, hi, &a1, &b1); /* the same set expand() kept unchanged */
+  for (int i = a1; i < b1; i++)
+    if (add_input(c, v->files[nl][i], nl)) return LKV_NOMEM;
   if (c->n == 1) {
     int any;
     uint64_t gp = nl + 1 < LKV_MAX_LEVELS
