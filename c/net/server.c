@@ -2103,6 +2103,20 @@ static void mline(lkvnet_jbuf *b, const char *fmt, ...) {
                                                               : sizeof line - 1);
 }
 
+/* One per-follower counter family: lunakv_replication_<name>_total
+ * {follower="url"}, read from the uint64_t at `field` in each Peer. */
+static void peer_counters(lkvnet_jbuf *b, const lkvnet_server *s,
+                          const char *name, const char *help, size_t field) {
+  size_t i;
+  mline(b, "# HELP lunakv_replication_%s_total %s\n"
+           "# TYPE lunakv_replication_%s_total counter\n", name, help, name);
+  for (i = 0; i < s->npeers; i++)
+    mline(b, "lunakv_replication_%s_total{follower=\"%s\"} %llu\n", name,
+          s->peers[i].url,
+          (unsigned long long)*(const uint64_t *)((const char *)&s->peers[i] +
+                                                 field));
+}
+
 static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
                           double start) {
   lkvnet_jbuf b;
@@ -2172,27 +2186,13 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
     for (i = 0; i < s->npeers; i++)
       mline(&b, "lunakv_replication_follower_up{follower=\"%s\"} %d\n",
             s->peers[i].url, s->peers[i].state == PEER_UP);
-    mline(&b, "# HELP lunakv_replication_entries_sent_total Entries sent "
-              "to a follower.\n"
-              "# TYPE lunakv_replication_entries_sent_total counter\n");
-    for (i = 0; i < s->npeers; i++)
-      mline(&b, "lunakv_replication_entries_sent_total{follower=\"%s\"} "
-                "%llu\n", s->peers[i].url,
-            (unsigned long long)s->peers[i].entries_sent);
-    /* requests per entry: how much the batching saves */
-    mline(&b, "# HELP lunakv_replication_appends_total /append requests "
-              "sent to a follower (heartbeats included).\n"
-              "# TYPE lunakv_replication_appends_total counter\n");
-    for (i = 0; i < s->npeers; i++)
-      mline(&b, "lunakv_replication_appends_total{follower=\"%s\"} %llu\n",
-            s->peers[i].url, (unsigned long long)s->peers[i].appends);
-    mline(&b, "# HELP lunakv_replication_failures_total Requests to a "
-              "follower that got no usable answer.\n"
-              "# TYPE lunakv_replication_failures_total counter\n");
-    for (i = 0; i < s->npeers; i++)
-      mline(&b, "lunakv_replication_failures_total{follower=\"%s\"} "
-                "%llu\n", s->peers[i].url,
-            (unsigned long long)s->peers[i].failures);
+    /* appends per entry sent: how much the batching saves */
+    peer_counters(&b, s, "entries_sent", "Entries sent to a follower.",
+                  offsetof(Peer, entries_sent));
+    peer_counters(&b, s, "appends", "/append requests sent to a follower "
+                  "(heartbeats included).", offsetof(Peer, appends));
+    peer_counters(&b, s, "failures", "Requests to a follower that got no "
+                  "usable answer.", offsetof(Peer, failures));
   }
   COUNTER("rlog_syncs_total", "fdatasync calls on the replication log.",
           rs.syncs);
