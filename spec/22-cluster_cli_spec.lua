@@ -53,6 +53,25 @@ local function up(n, dir, extra)
   return code, out, err, base
 end
 
+-- A random base port whose base + 1 this process holds: listening (as
+-- another server would) or only bound (free-looking, yet no node can
+-- listen there). Returns the base and the socket to close.
+local function hold_port(listen)
+  local socket = require "socket"
+  for _ = 1, 20 do
+    local base = random_base(1000)
+    if listen then
+      local srv = socket.bind("127.0.0.1", base + 1)
+      if srv then return base, srv end
+    else
+      local sock = socket.tcp()
+      if sock:bind("127.0.0.1", base + 1) then return base, sock end
+      sock:close()
+    end
+  end
+  error("no free port found in 20 tries")
+end
+
 describe("lunakv cluster #cluster", function()
   local dir
   before_each(function() dir = h.tmpdir() .. "/cl" end)
@@ -162,13 +181,7 @@ describe("lunakv cluster #cluster", function()
   end)
 
   it("refuses ports where something already listens, starting nothing", function()
-    local socket = require "socket"
-    local srv, base
-    for _ = 1, 20 do
-      base = random_base(1000)
-      srv = socket.bind("127.0.0.1", base + 1)
-      if srv then break end
-    end
+    local base, srv = hold_port(true)
     local code, out, err = cluster(string.format("up 3 --base-port %d --dir %s",
       base, h.quote(dir)))
     srv:close()
@@ -183,15 +196,7 @@ describe("lunakv cluster #cluster", function()
   it("stops what it started and shows the log when a node fails", function()
     -- the second node's port is bound, not listening, by a socket outside
     -- the cluster: it looks free, and the node cannot listen there
-    local socket = require "socket"
-    local sock, base
-    for _ = 1, 20 do
-      base = random_base(1000)
-      sock = socket.tcp()
-      if sock:bind("127.0.0.1", base + 1) then break end
-      sock:close()
-      sock = nil
-    end
+    local base, sock = hold_port(false)
     local code, out, err = cluster(string.format("up 3 --base-port %d --dir %s",
       base, h.quote(dir)))
     sock:close()
