@@ -773,27 +773,22 @@ static int iter_seek_first(lua_State *L) {
   return iter_moved(L, p);
 }
 
-static int iter_next(lua_State *L) {
+/* next() and prev(): one step from a valid position. */
+static int iter_step(lua_State *L, void (*step)(lkv_iter *), const char *name) {
   LIter *p = toiter(L);
   if (!lkv_iter_valid(p->it))
-    return luaL_error(L, "lunakv: iter:next() needs a valid iterator "
-                         "(seek first, and stop when valid() is false)");
-  lkv_iter_next(p->it);
+    return luaL_error(L, "lunakv: iter:%s() needs a valid iterator "
+                         "(seek first, and stop when valid() is false)", name);
+  step(p->it);
   return iter_moved(L, p);
 }
+
+static int iter_next(lua_State *L) { return iter_step(L, lkv_iter_next, "next"); }
+static int iter_prev(lua_State *L) { return iter_step(L, lkv_iter_prev, "prev"); }
 
 static int iter_seek_last(lua_State *L) {
   LIter *p = toiter(L);
   lkv_iter_seek_last(p->it);
-  return iter_moved(L, p);
-}
-
-static int iter_prev(lua_State *L) {
-  LIter *p = toiter(L);
-  if (!lkv_iter_valid(p->it))
-    return luaL_error(L, "lunakv: iter:prev() needs a valid iterator "
-                         "(seek first, and stop when valid() is false)");
-  lkv_iter_prev(p->it);
   return iter_moved(L, p);
 }
 
