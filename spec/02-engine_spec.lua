@@ -24,16 +24,12 @@ describe("db", function()
     dir = h.tmpdir()
   end)
 
-  after_each(function()
-    if db then pcall(db.close, db) end
-    db = nil
-    h.cleanup()
-  end)
+  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   describe("sync", function()
     it("db:sync() makes writes durable with one fdatasync and no table",
       function()
-        db = lunakv.open(dir, { sync = "none" })
+        db = h.open(dir, { sync = "none" })
         for i = 1, 100 do db:set(key(i), "v") end
         local before = db:stats()
         assert.is_nil(db:sync())
@@ -42,7 +38,7 @@ describe("db", function()
         assert.equal(before.flushes, after.flushes)
         assert.equal(0, after.sstable_count)
         db:close()
-        db = lunakv.open(dir)
+        db = h.open(dir)
         assert.equal("v", db:get(key(100)))
       end)
   end)
@@ -50,7 +46,7 @@ describe("db", function()
   describe("writes and reads", function()
     it("reads back 20000 keys written across many flushes, in random order",
       function()
-        db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+        db = h.open(dir, { max_memtable_size = 16 * 1024 })
         local n = 20000
         for _, i in ipairs(shuffled(n)) do db:set(key(i), h.value_for(key(i))) end
         local st = db:stats()
@@ -69,7 +65,7 @@ describe("db", function()
 
     it("returns the newest value after overwrites, in memtable and tables",
       function()
-        db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+        db = h.open(dir, { max_memtable_size = 16 * 1024 })
         for round = 1, 4 do
           for i = 1, 500 do db:set(key(i), "r" .. round .. "-" .. i) end
           if round == 2 then db:flush() end
@@ -83,7 +79,7 @@ describe("db", function()
 
     it("returns nil for a deleted key, whether the value is flushed or not",
       function()
-        db = lunakv.open(dir)
+        db = h.open(dir)
         db:set("a", "1"); db:set("b", "2"); db:set("c", "3")
         db:flush()
         db:delete("a")
@@ -99,7 +95,7 @@ describe("db", function()
       end)
 
     it("returns integer sequence numbers that increase", function()
-      db = lunakv.open(dir)
+      db = h.open(dir)
       local s1 = db:set("a", "1")
       local s2 = db:delete("a")
       local s3 = db:set("b", "2")
@@ -110,7 +106,7 @@ describe("db", function()
     end)
 
     it("keeps an empty value as a value, not a delete", function()
-      db = lunakv.open(dir)
+      db = h.open(dir)
       db:set("empty", "")
       assert.equal("", db:get("empty"))
       db:flush()
@@ -122,7 +118,7 @@ describe("db", function()
 
     it("stores binary keys and values: embedded zeros, all 256 bytes",
       function()
-        db = lunakv.open(dir)
+        db = h.open(dir)
         local all = {}
         for b = 0, 255 do all[#all + 1] = string.char(b) end
         all = table.concat(all)
@@ -154,7 +150,7 @@ describe("db", function()
       end)
 
     it("reads history with get(k, at) across flushes", function()
-      db = lunakv.open(dir) -- 3 flushes: under max_l0_files, no compaction
+      db = h.open(dir) -- 3 flushes: under max_l0_files, no compaction
       local before = db:set("other", "x")
       local s1 = db:set("k", "v1")
       db:flush()
@@ -176,7 +172,7 @@ describe("db", function()
 
   describe("scan", function()
     before_each(function()
-      db = lunakv.open(dir, { max_memtable_size = 4096 })
+      db = h.open(dir, { max_memtable_size = 4096 })
       for i = 1, 300 do db:set(key(i), "v" .. i) end
     end)
 
@@ -250,7 +246,7 @@ describe("db", function()
 
   describe("iter", function()
     it("seeks, steps and reports key and value", function()
-      db = lunakv.open(dir)
+      db = h.open(dir)
       for _, k in ipairs { "b", "d", "f" } do db:set(k, k:upper()) end
       local it_ = db:iter()
       it_:seek("c")
@@ -267,7 +263,7 @@ describe("db", function()
 
   describe("stats", function()
     it("has the documented fields with sensible values", function()
-      db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+      db = h.open(dir, { max_memtable_size = 16 * 1024 })
       local st0 = db:stats()
       assert.equal(0, st0.flushes)
       assert.equal(0, st0.sstable_count)
@@ -300,7 +296,7 @@ describe("db", function()
     end)
 
     it("agrees with db:tables() on counts and sizes", function()
-      db = lunakv.open(dir, { max_memtable_size = 8 * 1024 })
+      db = h.open(dir, { max_memtable_size = 8 * 1024 })
       for i = 1, 3000 do db:set(key(math.random(5000)), h.value_for(key(i))) end
       db:flush()
       local got = h.wait_until(function()
@@ -336,7 +332,7 @@ describe("db", function()
 
   describe("compact", function()
     it("drops shadowed versions and tombstones", function()
-      db = lunakv.open(dir, { max_memtable_size = 32 * 1024,
+      db = h.open(dir, { max_memtable_size = 32 * 1024,
                               max_l0_files = 1000, l0_slowdown_files = 1000,
                               l0_stop_files = 1000 })
       local n = 1000
@@ -370,7 +366,7 @@ describe("db", function()
     end)
 
     it("keeps levels 1 and below free of overlapping tables", function()
-      db = lunakv.open(dir, { max_memtable_size = 8 * 1024, table_size = 8 * 1024,
+      db = h.open(dir, { max_memtable_size = 8 * 1024, table_size = 8 * 1024,
                               level1_max_bytes = 32 * 1024, max_l0_files = 2,
                               level_multiplier = 2 })
       local function check(where)

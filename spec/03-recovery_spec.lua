@@ -30,19 +30,15 @@ describe("recovery", function()
     dir = h.tmpdir() .. "/db"
   end)
 
-  after_each(function()
-    if db then pcall(db.close, db) end
-    db = nil
-    h.cleanup()
-  end)
+  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   it("keeps flushed and unflushed data across close and reopen", function()
-    db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+    db = h.open(dir, { max_memtable_size = 16 * 1024 })
     for i = 1, 3000 do db:set(key(i), h.value_for(key(i))) end
     for i = 1, 3000, 10 do db:delete(key(i)) end
     local seq = db:stats().seq
     db:close()
-    db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+    db = h.open(dir, { max_memtable_size = 16 * 1024 })
     for i = 1, 3000 do
       if i % 10 == 1 then
         assert.is_nil(db:get(key(i)))
@@ -56,14 +52,14 @@ describe("recovery", function()
   end)
 
   it("recovers data that is only in the WAL", function()
-    db = lunakv.open(dir) -- 4 MiB memtable: nothing is flushed
+    db = h.open(dir) -- 4 MiB memtable: nothing is flushed
     for i = 1, 500 do db:set(key(i), h.value_for(key(i))) end
     db:set("empty", "")
     db:delete(key(3))
     assert.equal(0, db:stats().flushes)
     db:close()
     assert.is_true(#h.list(dir, "^wal%.log%.%d%d%d%d%d%d$") >= 1)
-    db = lunakv.open(dir)
+    db = h.open(dir)
     for i = 1, 500 do
       if i == 3 then
         assert.is_nil(db:get(key(i)))
@@ -75,19 +71,19 @@ describe("recovery", function()
   end)
 
   it("uses the log_file_name option for the WAL", function()
-    db = lunakv.open(dir, { log_file_name = "journal", sync = "none" })
+    db = h.open(dir, { log_file_name = "journal", sync = "none" })
     db:set("a", "1")
     assert.is_true(#h.list(dir, "^journal%.%d%d%d%d%d%d$") >= 1)
     assert.equal(0, #h.list(dir, "^wal%.log"))
     db:close()
-    db = lunakv.open(dir, { log_file_name = "journal" })
+    db = h.open(dir, { log_file_name = "journal" })
     assert.equal("1", db:get("a"))
   end)
 
   it("survives many reopen cycles without accumulating files", function()
     local counts = {}
     for round = 1, 25 do
-      db = lunakv.open(dir, { max_memtable_size = 8 * 1024 })
+      db = h.open(dir, { max_memtable_size = 8 * 1024 })
       for i = 1, 100 do
         db:set(key(round * 1000 + i), "r" .. round)
       end
@@ -101,7 +97,7 @@ describe("recovery", function()
       db = nil
       counts[round] = #h.list(dir, "^wal%.")
     end
-    db = lunakv.open(dir)
+    db = h.open(dir)
     assert.equal(2500, #h.collect(db.scan, db, nil, nil))
     for round = 1, 25 do
       assert.is_true(counts[round] <= 2, "WAL files after round " .. round ..
@@ -125,7 +121,7 @@ describe("recovery", function()
       tostring(how) .. " " .. tostring(code) .. " " .. h.read_file(p.err))
     local acked = h.lines(p.out)
     assert.is_true(#acked >= acked_wanted)
-    db = lunakv.open(dir)
+    db = h.open(dir)
     local missing, wrong = {}, {}
     for n, k in ipairs(acked) do
       assert.equal(key(n), k)
@@ -142,7 +138,7 @@ describe("recovery", function()
     -- and the reopened db takes writes
     db:set("after", "crash")
     db:close()
-    db = lunakv.open(dir)
+    db = h.open(dir)
     assert.equal("crash", db:get("after"))
     assert.equal(writer_value(1), db:get(key(1)))
   end

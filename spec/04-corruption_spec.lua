@@ -24,17 +24,13 @@ describe("corruption", function()
     dir = h.tmpdir() .. "/db"
   end)
 
-  after_each(function()
-    if db then pcall(db.close, db) end
-    db = nil
-    h.cleanup()
-  end)
+  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   describe("of the WAL", function()
     -- 100 keys, one WAL record each, only in the WAL. Returns the log's path
     -- and its records.
     local function wal_only(n)
-      db = lunakv.open(dir, { sync = "none" })
+      db = h.open(dir, { sync = "none" })
       for i = 1, n do db:set(key(i), val(i)) end
       db:close()
       db = nil
@@ -51,7 +47,7 @@ describe("corruption", function()
     -- After damage at record `first_bad`: keys before it present with their
     -- values, none from it on; then new writes survive another reopen.
     local function check_prefix(first_bad, n)
-      db = lunakv.open(dir)
+      db = h.open(dir)
       -- what was cut is reported, not printed: stats say where and how much
       local st = db:stats()
       assert.is_true(st.wal_dropped_bytes > 0)
@@ -65,7 +61,7 @@ describe("corruption", function()
       assert.equal(first_bad - 1, #h.collect(db.scan, db, nil, nil))
       for i = 1, 20 do db:set("new" .. i, "after-" .. i) end
       db:close()
-      db = lunakv.open(dir)
+      db = h.open(dir)
       for i = 1, 20 do assert.equal("after-" .. i, db:get("new" .. i)) end
       for i = 1, first_bad - 1 do assert.equal(val(i), db:get(key(i))) end
       for i = first_bad, n do assert.is_nil(db:get(key(i))) end
@@ -104,7 +100,7 @@ describe("corruption", function()
 
     -- One table holding N keys in many blocks; returns its name and path.
     local function one_table()
-      db = lunakv.open(dir, { block_cache_bytes = 0 })
+      db = h.open(dir, { block_cache_bytes = 0 })
       for i = 1, N do db:set(key(i), val(i)) end
       db:flush()
       db:close()
@@ -217,7 +213,7 @@ describe("corruption", function()
   describe("of the MANIFEST", function()
     -- A db with tables and a MANIFEST; returns the table names.
     local function with_tables()
-      db = lunakv.open(dir, { max_memtable_size = 16 * 1024 })
+      db = h.open(dir, { max_memtable_size = 16 * 1024 })
       for i = 1, 1000 do db:set(key(i), val(i)) end
       db:flush()
       db:close()
@@ -286,7 +282,7 @@ describe("corruption", function()
       h.flip_byte(dir .. "/MANIFEST", 20)
       assert_open_fails("MANIFEST", tables)
       h.write_file(dir .. "/MANIFEST", saved)
-      db = lunakv.open(dir)
+      db = h.open(dir)
       for i = 1, 1000, 13 do assert.equal(val(i), db:get(key(i))) end
     end)
   end)
@@ -294,7 +290,7 @@ describe("corruption", function()
   describe("LOCK", function()
     it("refuses a second open of the same directory in this process",
       function()
-        db = lunakv.open(dir)
+        db = h.open(dir)
         db:set("a", "1")
         local err = h.error_of(lunakv.open, dir)
         assert.is_string(err, "second open succeeded")
@@ -303,7 +299,7 @@ describe("corruption", function()
         -- the first handle is unharmed, and after close the dir opens again
         assert.equal("1", db:get("a"))
         db:close()
-        db = lunakv.open(dir)
+        db = h.open(dir)
         assert.equal("1", db:get("a"))
       end)
 
@@ -332,7 +328,7 @@ print("closed")
       h.wait_until(function() return h.lines(p.out)[2] == "closed" end, 15,
         function() return h.read_file(p.err) end)
       h.wait(pid)
-      db = lunakv.open(dir)
+      db = h.open(dir)
       assert.equal("yes", db:get("holder"))
     end)
 
@@ -354,7 +350,7 @@ while true do os.execute("sleep 0.05") end
       assert.matches("lock", (h.error_of(lunakv.open, dir) or ""):lower())
       h.kill(pid, "KILL")
       h.wait(pid)
-      db = lunakv.open(dir)
+      db = h.open(dir)
       assert.equal("yes", db:get("holder"))
     end)
   end)

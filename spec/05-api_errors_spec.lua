@@ -18,15 +18,11 @@ describe("API errors", function()
 
   before_each(function()
     dir = h.tmpdir()
-    db = lunakv.open(dir .. "/db")
+    db = h.open(dir .. "/db")
     db:set("present", "yes")
   end)
 
-  after_each(function()
-    if db then pcall(db.close, db) end
-    db = nil
-    h.cleanup()
-  end)
+  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   describe("bad arguments", function()
     -- name, function(bad) calling the API with bad where a string belongs
@@ -128,19 +124,19 @@ describe("API errors", function()
       local d2 = dir .. "/scoped"
       local held
       do
-        local scoped <close> = lunakv.open(d2)
+        local scoped <close> = h.open(d2)
         scoped:set("a", "1")
         held = scoped
       end
       assert.matches("closed", h.error_of(held.get, held, "a"))
-      local again = lunakv.open(d2) -- the LOCK was released
+      local again = h.open(d2) -- the LOCK was released
       assert.equal("1", again:get("a"))
       again:close()
     end)
 
     it("is released for another open by close", function()
       db:close()
-      local again = lunakv.open(dir .. "/db")
+      local again = h.open(dir .. "/db")
       assert.equal("yes", again:get("present"))
       again:close()
     end)
@@ -182,7 +178,7 @@ describe("API errors", function()
 
     it("accepts every documented option with a good value", function()
       local target = dir .. "/good"
-      local d <close> = lunakv.open(target, {
+      local d <close> = h.open(target, {
         max_memtable_size = 64 * 1024, max_l0_files = 4, wal_buffer_size = 10,
         sparse_index_n = 8, log_file_name = "mylog", bloom_filter_size = 128,
         hash_functions = 3, bloom_bits_per_key = 12, block_size = 1024,
@@ -192,7 +188,7 @@ describe("API errors", function()
       d:set("a", "1")
       assert.equal("1", d:get("a"))
       for _, mode in ipairs { "none", "batch" } do
-        local t = lunakv.open(target .. mode, { sync = mode })
+        local t = h.open(target .. mode, { sync = mode })
         t:set("a", mode)
         assert.equal(mode, t:get("a"))
         t:close()

@@ -11,14 +11,10 @@ describe("snapshot", function()
 
   before_each(function()
     dir = h.tmpdir()
-    db = lunakv.open(dir .. "/db", { max_memtable_size = 16 * 1024 })
+    db = h.open(dir .. "/db", { max_memtable_size = 16 * 1024 })
   end)
 
-  after_each(function()
-    if db then pcall(db.close, db) end
-    db = nil
-    h.cleanup()
-  end)
+  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   it("has an integer seq equal to the last write's", function()
     db:set("a", "1")
@@ -124,14 +120,10 @@ describe("batch", function()
 
   before_each(function()
     dir = h.tmpdir()
-    db = lunakv.open(dir .. "/db")
+    db = h.open(dir .. "/db")
   end)
 
-  after_each(function()
-    if db then pcall(db.close, db) end
-    db = nil
-    h.cleanup()
-  end)
+  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   it("is invisible before commit", function()
     db:set("x", "old")
@@ -187,7 +179,7 @@ describe("batch", function()
     b:delete(key(3))
     b:commit()
     db:close()
-    db = lunakv.open(dir .. "/db")
+    db = h.open(dir .. "/db")
     assert.equal("v1", db:get(key(1)))
     assert.equal("v50", db:get(key(50)))
     assert.is_nil(db:get(key(3)))
@@ -196,7 +188,7 @@ describe("batch", function()
   it("is atomic across a crash: a torn batch record leaves none of it",
     function()
       db:close()
-      db = lunakv.open(dir .. "/db", { sync = "none" })
+      db = h.open(dir .. "/db", { sync = "none" })
       db:set("before", "1")
       local b = db:batch()
       for i = 1, 50 do b:set(key(i), "v" .. i) end
@@ -209,7 +201,7 @@ describe("batch", function()
       local recs = h.wal_records(path)
       assert.equal(2, #recs)
       h.truncate(path, recs[2].offset + recs[2].size - 1)
-      db = lunakv.open(dir .. "/db")
+      db = h.open(dir .. "/db")
       assert.equal("1", db:get("before"))
       assert.same({ { "before", "1" } }, h.collect(db.scan, db, nil, nil))
     end)

@@ -64,17 +64,13 @@ describe("reverse iteration", function()
 
   before_each(function()
     dir = h.tmpdir()
-    db = lunakv.open(dir .. "/db", { max_memtable_size = 16 * 1024,
+    db = h.open(dir .. "/db", { max_memtable_size = 16 * 1024,
                                      table_size = 16 * 1024,
                                      level1_max_bytes = 64 * 1024,
                                      sync = "none" })
   end)
 
-  after_each(function()
-    if db then pcall(db.close, db) end
-    db = nil
-    h.cleanup()
-  end)
+  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   it("walks the reverse of the forward walk, through deletes, overwrites, "
      .. "flush and compact", function()

@@ -123,6 +123,18 @@ end
 
 -- ---- processes ---------------------------------------------------------
 
+-- ---- databases ---------------------------------------------------------
+
+local opened = {}
+
+-- lunakv.open, with the db closed by M.cleanup() (a spec's after_each),
+-- whatever state the test left it in.
+function M.open(dir, opts)
+  local db = require("lunakv").open(dir, opts)
+  opened[#opened + 1] = db
+  return db
+end
+
 local procs = {} -- pid -> popen handle (its close reaps the process)
 
 -- Start `cmd` (a shell command line) in the background with its output
@@ -196,6 +208,10 @@ end
 
 -- Kill and reap every process spawned and remove every tmpdir made.
 function M.cleanup()
+  for i = #opened, 1, -1 do -- before their directories go
+    pcall(opened[i].close, opened[i])
+    opened[i] = nil
+  end
   for pid in pairs(procs) do
     M.kill(pid, "KILL")
     M.wait(pid)
