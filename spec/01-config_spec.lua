@@ -117,6 +117,15 @@ describe("lunakv.config.load", function()
       assert.equal(" spaced ", opts.log_file_name)
     end)
 
+    it("reads MMAP_READS as a boolean, in the usual spellings", function()
+      assert.is_false(config.load(dir).mmap_reads) -- default: pread
+      for text, want in pairs { ["true"] = true, ON = true, ["1"] = true,
+        yes = true, ["false"] = false, Off = false, ["0"] = false } do
+        h.write_file(dir .. "/.env", "MMAP_READS=" .. text .. "\n")
+        assert.equal(want, config.load(dir).mmap_reads, text)
+      end
+    end)
+
     it("reads CRLF line endings", function()
       h.write_file(dir .. "/.env", "MAX_L0_FILES=6\r\nSYNC=none\r\n")
       local opts = config.load(dir)
@@ -141,6 +150,7 @@ describe("lunakv.config.load", function()
       { "SPARSE_INDEX_N", "1.5" },
       { "SYNC", "sometimes" },
       { "WAL_BUFFER_SIZE", "0" },
+      { "MMAP_READS", "maybe" },
       { "HASH_FUNCTIONS", "99999999999999999999999" },
     }
     for _, case in ipairs(bad) do

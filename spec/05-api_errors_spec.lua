@@ -164,6 +164,8 @@ describe("API errors", function()
       { "log_file_name", "a/b" },
       { "sync", "sometimes" },
       { "sync", true },
+      { "mmap_reads", 1 },
+      { "mmap_reads", "yes" },
     }
     for _, case in ipairs(bad) do
       it("refuses " .. case[1] .. " = " .. tostring(case[2]) ..
@@ -183,7 +185,7 @@ describe("API errors", function()
         sparse_index_n = 8, log_file_name = "mylog", bloom_filter_size = 128,
         hash_functions = 3, bloom_bits_per_key = 12, block_size = 1024,
         table_size = 1024 * 1024, block_cache_bytes = 0,
-        level1_max_bytes = 1024 * 1024, sync = "always",
+        level1_max_bytes = 1024 * 1024, sync = "always", mmap_reads = true,
       })
       d:set("a", "1")
       assert.equal("1", d:get("a"))

@@ -86,6 +86,7 @@ static struct {
   int nwl;
   int wa_write_bytes; /* 1: /proc/self/io write_bytes, 0: wchar */
   int missing_above;  /* readmissing keys above the range, not inside it */
+  int mmap_reads;     /* lunakv's mmap_reads option */
 } cfg;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -315,6 +316,7 @@ static int db_open(bdb *b) {
     o.bloom_bits_per_key = BLOOM_BITS_PER_KEY;
     o.block_cache_bytes = BLOCK_CACHE_BYTES;
     o.sync = LKV_SYNC_NONE; /* WAL on, write(2) per write, no fsync */
+    o.mmap_reads = cfg.mmap_reads;
     rc = lkv_db_open(b->dir, &o, &b->lkv, &e);
     if (rc != LKV_OK) {
       b->lkv = NULL;
@@ -1191,6 +1193,10 @@ static void print_header(int argc, char **argv) {
          "LKV_SYNC_NONE), block size 4 KiB,\n"
          "           max_open_files default; other options engine defaults\n",
          WRITE_BUFFER_BYTES >> 20, BLOOM_BITS_PER_KEY, BLOCK_CACHE_BYTES >> 20);
+  printf("table reads: leveldb mmap (its default on 64-bit), lunakv %s\n",
+         cfg.mmap_reads ? "mmap (mmap_reads=1; its default is pread: "
+                          "--mmap-reads=0)"
+                        : "pread + block cache (its default)");
   printf("settle:    after each fill: lunakv lkv_db_flush, leveldb "
          "close+reopen; then wait until no bytes are written for %.1f s\n",
          QUIET_POLLS * QUIET_POLL_MS / 1000.0);
@@ -1326,6 +1332,7 @@ static void usage(FILE *f) {
           "[--threads=1]\n"
           "                 [--repeat=R] [--dir=DIR] [--json=FILE] "
           "[--missing=inside|above]\n"
+          "                 [--mmap-reads=1|0]\n"
           "workloads: fillseq fillrandom overwrite readrandom readmissing "
           "readseq seekrandom;\n"
           "  a read workload name may end in a thread count: readrandom2 = "
@@ -1403,6 +1410,7 @@ static void parse_args(int argc, char **argv) {
   cfg.value_size = 100;
   cfg.threads = 1;
   cfg.repeat = 1;
+  cfg.mmap_reads = 1;
   for (int i = 1; i < argc; i++) {
     char name[64], *eq;
     const char *a = argv[i], *val;
@@ -1435,6 +1443,10 @@ static void parse_args(int argc, char **argv) {
     else if (strcmp(name, "systems") == 0) systems = val;
     else if (strcmp(name, "dir") == 0 || strcmp(name, "db") == 0) dir = val;
     else if (strcmp(name, "json") == 0) cfg.json = val[0] ? val : NULL;
+    else if (strcmp(name, "mmap-reads") == 0) {
+      if (strcmp(val, "0") && strcmp(val, "1")) die("--mmap-reads is 0 or 1");
+      cfg.mmap_reads = val[0] == '1';
+    }
     else if (strcmp(name, "missing") == 0) {
       if (strcmp(val, "inside") == 0) cfg.missing_above = 0;
       else if (strcmp(val, "above") == 0) cfg.missing_above = 1;

@@ -58,6 +58,7 @@ void lkv_options_init(lkv_options *o) {
   o->level_multiplier = 10;
   o->block_cache_bytes = 8u << 20;
   o->max_open_files = 1000;
+  o->mmap_reads = 0;
   o->wal_buffer_size = 100;
   o->sync = LKV_SYNC_BATCH;
   o->log_file_name = "wal.log";
@@ -88,6 +89,7 @@ static int check_options(const lkv_options *o, lkv_err *err) {
        "level_multiplier must be 2 .. 100");
   NEED(o->wal_buffer_size >= 1, "wal_buffer_size must be >= 1");
   NEED(o->max_open_files >= 16, "max_open_files must be >= 16");
+  NEED(o->mmap_reads == 0 || o->mmap_reads == 1, "mmap_reads must be 0 or 1");
   NEED(o->sync == LKV_SYNC_NONE || o->sync == LKV_SYNC_BATCH ||
            o->sync == LKV_SYNC_ALWAYS,
        "sync must be none, batch or always");
@@ -297,7 +299,8 @@ int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
   *out = NULL;
   int rc = lkv_tb_finish(b, &size, err);
   if (rc == LKV_OK)
-    rc = lkv_table_open(path, number, db->cache, &db->counters, &t, err);
+    rc = lkv_table_open(path, number, db->cache, &db->counters,
+                        db->o.mmap_reads, &t, err);
   if (rc == LKV_OK) {
     *out = lkv_fmeta_new(db, number, size, smallest, largest);
     if (*out == NULL) {
@@ -1005,7 +1008,8 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
                       "%s/MANIFEST lists %s but the file is missing", db->dir, name);
       break;
     }
-    if ((rc = lkv_table_open(path, mf->number, db->cache, &db->counters, &t, err)))
+    if ((rc = lkv_table_open(path, mf->number, db->cache, &db->counters,
+                             db->o.mmap_reads, &t, err)))
       break;
     if (lkv_table_file_size(t) != mf->size) {
       lkv_table_close(t);

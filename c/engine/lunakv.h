@@ -96,13 +96,20 @@ typedef struct lkv_options {
   int bloom_bits_per_key;   /* Bloom filter bits per key; 10 */
   int bloom_hash_functions; /* 0 = derived from bits per key (~0.69 * bpk) */
   size_t bloom_min_bits;    /* smallest filter (seed's BLOOM_FILTER_SIZE); 0 */
-  int sparse_index_n;       /* a full key every Nth entry of a block; 8 */
+  int sparse_index_n;       /* a full key every Nth entry of a block; 16 */
   size_t block_size;        /* target data block size in bytes; 4096 */
   size_t table_size;        /* target SSTable size for compaction; 2 MiB */
   uint64_t level1_max_bytes;/* L1 size before it spills to L2; 10 MiB */
   int level_multiplier;     /* level n+1 holds this many times level n; 10 */
   size_t block_cache_bytes; /* block cache capacity (0 = none); 8 MiB */
   int max_open_files;       /* tables kept open (fd, index, filter); 1000 */
+  /* Read data blocks through a read-only mmap of each open table (up to
+   * 1000 tables) instead of pread + the block cache; each block's checksum
+   * is verified on its first read after the table opens. Faster when the
+   * data sits in the page cache (no system call or copy per read), but
+   * an I/O error or a table truncated by another program while open
+   * kills the process with SIGBUS instead of returning LKV_IOERROR. 0 */
+  int mmap_reads;
   int wal_buffer_size;      /* writes per WAL write in LKV_SYNC_BATCH; 100 */
   lkv_sync_mode sync;       /* LKV_SYNC_BATCH */
   const char *log_file_name;/* WAL base name; "wal.log" (copied at open) */

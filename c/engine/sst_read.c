@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "block.h"
@@ -45,7 +46,18 @@ struct lkv_table {
    * instead of two misses per step. */
   uint32_t cp;
   uint64_t *win;
+  /* With mmap reads: the whole file mapped read-only, and one bit per data
+   * block set once its checksum has passed, so a block is verified on its
+   * first use after open rather than on every read. */
+  const char *map;
+  _Atomic uint64_t *verified;
 };
+
+/* Mappings held at once, process-wide: past this tables fall back to
+ * pread (LevelDB's limit too), so a database of many thousands of tables
+ * stays far from the kernel's map count limit. */
+#define MMAP_LIMIT 1000
+static atomic_int mmap_count;
 
 /* Bytes [cp, cp + 8) of user key k, as a big-endian number. */
 static inline uint64_t key_window(const char *k, size_t kn, uint32_t cp) {
@@ -123,6 +135,11 @@ static int read_at(const lkv_table *t, char *buf, size_t n, uint64_t off,
 /* ==== open ============================================================= */
 
 static void table_free(lkv_table *t) {
+  if (t->map) {
+    munmap((void *)t->map, (size_t)t->file_size);
+    atomic_fetch_sub(&mmap_count, 1);
+  }
+  free(t->verified);
   if (t->fd >= 0) close(t->fd);
   free(t->ix);
   free(t->keys);
@@ -218,9 +235,30 @@ out:
   return rc;
 }
 
+/* Map the file for reading, when a slot is free; a table that cannot be
+ * mapped reads with pread instead, which answers the same. */
+static void map_file(lkv_table *t) {
+  if (t->nblocks == 0 || t->file_size > SIZE_MAX) return;
+  if (atomic_fetch_add(&mmap_count, 1) >= MMAP_LIMIT) {
+    atomic_fetch_sub(&mmap_count, 1);
+    return;
+  }
+  t->verified = calloc((t->nblocks + 63) / 64, sizeof *t->verified);
+  void *m = t->verified ? mmap(NULL, (size_t)t->file_size, PROT_READ,
+                               MAP_SHARED, t->fd, 0)
+                        : MAP_FAILED;
+  if (m == MAP_FAILED) {
+    free(t->verified);
+    t->verified = NULL;
+    atomic_fetch_sub(&mmap_count, 1);
+    return;
+  }
+  t->map = m;
+}
+
 int lkv_table_open(const char *path, uint64_t file_number, lkv_cache *cache,
-                   lkv_table_counters *counters, lkv_table **out,
-                   lkv_err *err) {
+                   lkv_table_counters *counters, int use_mmap,
+                   lkv_table **out, lkv_err *err) {
   *out = NULL;
   lkv_table *t = calloc(1, sizeof *t);
   size_t plen = strlen(path);
@@ -292,6 +330,7 @@ int lkv_table_open(const char *path, uint64_t file_number, lkv_cache *cache,
   t->filter = fp;
   t->filter_n = (size_t)fsize;
   if ((rc = load_index(t, ip, (size_t)isize, ioff, foff, err))) goto fail;
+  if (use_mmap) map_file(t);
   *out = t;
   return LKV_OK;
 fail:
@@ -308,11 +347,12 @@ uint64_t lkv_table_file_size(const lkv_table *t) { return t->file_size; }
 
 /* ==== data blocks ====================================================== */
 
-/* A data block being read: pinned in the cache (h) or held in a buffer
- * of the caller. */
+/* A data block being read: pinned in the cache (h), in the file's
+ * mapping, or held in a buffer of the caller (neither). */
 typedef struct blockref {
   lkv_block b;
   lkv_cache_handle *h;
+  int mapped;
 } blockref;
 
 static void release(lkv_table *t, blockref *r) {
@@ -339,7 +379,25 @@ static int load_block(lkv_table *t, size_t i, blockref *r, lkv_buf *scratch,
   const ixent *e = &t->ix[i];
   size_t n = (size_t)e->size + LKV_BLOCK_TRAILER_BYTES;
   r->h = NULL;
+  r->mapped = 0;
   int rc;
+  if (t->map) {
+    /* The page cache is the block cache: nothing to copy or pin. */
+    const char *p = t->map + e->off;
+    uint64_t bit = (uint64_t)1 << (i % 64);
+    _Atomic uint64_t *w = &t->verified[i / 64];
+    if (t->counters) bump(t->counters, block_reads);
+    if (atomic_load_explicit(w, memory_order_acquire) & bit) {
+      const char *why;
+      if (lkv_block_parse(&r->b, p, e->size, &why))
+        return corrupt(t, e->off, why, err);
+    } else {
+      if ((rc = verify_parse(t, e, p, &r->b, err))) return rc;
+      atomic_fetch_or_explicit(w, bit, memory_order_release);
+    }
+    r->mapped = 1;
+    return LKV_OK;
+  }
   if (t->cache) {
     r->h = lkv_cache_lookup(t->cache, t->number, e->off);
     if (r->h) {
@@ -448,7 +506,7 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
     if (ty == LKV_TYPE_VALUE) {
       *type = ty;
       rc = LKV_OK;
-      if (r.h == NULL) {
+      if (r.h == NULL && !r.mapped) {
         /* The block sits in val itself: slide the value to the front. */
         memmove(val->data, c.val, c.vlen);
         val->len = c.vlen;
@@ -458,13 +516,13 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
     } else if (ty == LKV_TYPE_DELETE) {
       *type = ty;
       rc = LKV_OK;
-      if (r.h == NULL) val->len = 0;
+      if (r.h == NULL && !r.mapped) val->len = 0;
     } else {
       rc = corrupt(t, t->ix[i].off, "entry of unknown type", err);
     }
   }
   /* When the block was read into val, val holds block bytes: say so. */
-  if (rc != LKV_OK && r.h == NULL) val->len = 0;
+  if (rc != LKV_OK && r.h == NULL && !r.mapped) val->len = 0;
   lkv_block_cursor_free(&c);
   release(t, &r);
   return rc;

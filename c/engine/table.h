@@ -3,8 +3,9 @@
  * lookups with at most one data-block read (Bloom filter first, then the
  * in-memory index picks the block) and iterates in internal-key order.
  *
- * Thread safety: a reader (lkv_table) is immutable after open and may be
- * used by many threads at once (lookups use pread). A builder and an
+ * Thread safety: a reader (lkv_table) is immutable after open (but for
+ * the atomic bits of verified mapped blocks) and may be used by many
+ * threads at once (lookups use pread or the mapping). A builder and an
  * iterator belong to one thread. */
 #ifndef LKV_TABLE_H
 #define LKV_TABLE_H
@@ -75,10 +76,13 @@ typedef struct lkv_table lkv_table;
  * messages), read and verify the footer, the index and the filter. Any
  * mismatch is LKV_CORRUPTION naming the file and offset. `file_number`
  * keys the block cache (may be NULL for no cache); `counters` may be NULL.
- * Both must outlive the table. */
+ * Both must outlive the table. With use_mmap the data blocks are read
+ * through a read-only mapping of the file (while fewer than 1000 tables
+ * are mapped; pread past that) instead of pread and the cache: each
+ * block's checksum is still verified, once per open, on first use. */
 int lkv_table_open(const char *path, uint64_t file_number, lkv_cache *cache,
-                   lkv_table_counters *counters, lkv_table **out,
-                   lkv_err *err);
+                   lkv_table_counters *counters, int use_mmap,
+                   lkv_table **out, lkv_err *err);
 void lkv_table_close(lkv_table *t);
 
 /* Find the first entry with internal key >= target whose user key equals

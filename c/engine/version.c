@@ -106,7 +106,8 @@ int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
     lkv_db_table_name(db, f->number, name, sizeof name);
     int rc = lkv_env_path(path, sizeof path, db->dir, name, err);
     if (rc == LKV_OK)
-      rc = lkv_table_open(path, f->number, db->cache, &db->counters, &nt, err);
+      rc = lkv_table_open(path, f->number, db->cache, &db->counters,
+                          db->o.mmap_reads, &nt, err);
     if (rc) return rc;
     *h = lkv_cache_insert(db->tcache, f->number, 0, nt, 1, table_free);
     if (*h == NULL) return lkv_seterr(err, LKV_NOMEM, "opening %s", name);

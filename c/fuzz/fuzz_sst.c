@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   const char *path = fuzz_file("000001.sst", data, n);
   lkv_table *t = NULL;
   lkv_err err;
-  if (lkv_table_open(path, 1, NULL, NULL, &t, &err) != LKV_OK) return 0;
+  if (lkv_table_open(path, 1, NULL, NULL, 0, &t, &err) != LKV_OK) return 0;
   lkv_iiter *it = lkv_table_iter(t);
   lkv_buf val = {0};
   int steps = 0;

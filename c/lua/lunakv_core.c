@@ -1577,6 +1577,10 @@ static void readopts(lua_State *L, int arg, lkv_options *o) {
       if (syncnames[i] == NULL)
         opterror(L, arg, key, "must be \"none\", \"batch\" or \"always\"");
       o->sync = (lkv_sync_mode)i;
+    } else if (strcmp(key, "mmap_reads") == 0) {
+      if (lua_type(L, -1) != LUA_TBOOLEAN)
+        opterror(L, arg, key, "must be true or false");
+      o->mmap_reads = lua_toboolean(L, -1);
     } else if (strcmp(key, "log_file_name") == 0) {
       size_t len;
       const char *s;
@@ -1649,7 +1653,7 @@ static int core_defaults(lua_State *L) {
   lkv_options o;
   size_t i;
   lkv_options_init(&o);
-  lua_createtable(L, 0, (int)NOPTFIELDS + 2);
+  lua_createtable(L, 0, (int)NOPTFIELDS + 3);
   for (i = 0; i < NOPTFIELDS; i++) {
     const char *field = (const char *)&o + optfields[i].offset;
     lua_Integer n;
@@ -1671,6 +1675,8 @@ static int core_defaults(lua_State *L) {
   lua_setfield(L, -2, "sync");
   lua_pushstring(L, o.log_file_name != NULL ? o.log_file_name : "wal.log");
   lua_setfield(L, -2, "log_file_name");
+  lua_pushboolean(L, o.mmap_reads);
+  lua_setfield(L, -2, "mmap_reads");
   return 1;
 }
 

@@ -75,6 +75,9 @@ M.schema = {
   { key = "max_open_files", env = "MAX_OPEN_FILES", kind = "int", min = 16,
     max = INT_MAX, default = 1000, engine = "max_open_files",
     doc = "tables kept open (file, index and filter)" },
+  { key = "mmap_reads", env = "MMAP_READS", kind = "bool", default = false,
+    engine = "mmap_reads",
+    doc = "read tables through mmap, not pread + block cache" },
   { key = "wal_buffer_size", env = "WAL_BUFFER_SIZE", kind = "int", min = 1,
     max = INT_MAX, default = 100, engine = "wal_buffer_size",
     doc = "writes per WAL write when sync = batch" },
@@ -115,6 +118,7 @@ M.show = show
 function M.expected(spec)
   if spec.kind == "sync" then return '"none", "batch" or "always"' end
   if spec.kind == "string" then return "a string" end
+  if spec.kind == "bool" then return "true or false" end
   if spec.max then
     return string.format("an integer from %d to %d", spec.min, spec.max)
   end
@@ -135,6 +139,9 @@ function M.check(spec, v)
       if v == m then return v end
     end
     return nil, 'expected "none", "batch" or "always"'
+  elseif spec.kind == "bool" then
+    if type(v) ~= "boolean" then return nil, "expected true or false" end
+    return v
   end
   local n = math.type(v) and math.tointeger(v)
   if not n then return nil, "expected " .. M.expected(spec) end
@@ -145,10 +152,20 @@ function M.check(spec, v)
   return n
 end
 
+-- The words a .env or the environment may use for a boolean.
+local BOOL_WORDS = { ["true"] = true, ["1"] = true, yes = true, on = true,
+  ["false"] = false, ["0"] = false, no = false, off = false }
+
 -- Turn the text of a variable into a value of spec's kind, or raise.
 local function convert(spec, text, source)
   local v = text
-  if spec.kind == "int" then
+  if spec.kind == "bool" then
+    v = BOOL_WORDS[text:match("^%s*(.-)%s*$"):lower()]
+    if v == nil then
+      error(string.format("lunakv: %s=%s (%s): expected true or false "
+        .. "(or 1/0, yes/no, on/off)", spec.env, show(text), source), 0)
+    end
+  elseif spec.kind == "int" then
     local t = text:match("^%s*(.-)%s*$")
     if not t:match("^[+-]?%d+$") then
       error(string.format("lunakv: %s=%s (%s): not an integer",
