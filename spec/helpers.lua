@@ -237,11 +237,6 @@ end
 
 M.lunakv = require "lunakv"
 
--- Open a db with pcall semantics kept outside: returns the db.
-function M.open(dir, opts)
-  return M.lunakv.open(dir, opts)
-end
-
 -- A deterministic value for key k, of about n bytes.
 function M.value_for(k, n)
   local base = "value-of-" .. k .. ";"
