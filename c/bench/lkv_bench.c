@@ -1316,6 +1316,9 @@ static void write_json(void) {
         fprintf(f, ",\"found\":%" PRIu64 ",\"expected\":%" PRIu64, m.found,
                 m.expected);
       }
+      /* both read through mmap unless lunakv was told otherwise */
+      fprintf(f, ",\"mmap_reads\":%s",
+              s != SYS_LUNAKV || cfg.mmap_reads ? "true" : "false");
       fprintf(f, "}\n");
     }
   }
