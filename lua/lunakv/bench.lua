@@ -502,6 +502,7 @@ local function run_layer(layer, plan, ctx)
     run_c(cur.db, { name = "load", def = WORKLOADS.fillseq },
       spec_for({ def = WORKLOADS.fillseq, threads = 1 }), ctx.progress,
       "loading keys")
+    settle(cur.db) -- like a timed fill: reads must not race the load
   end
   local results = {}
   local ok, err = pcall(function()
