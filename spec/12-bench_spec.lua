@@ -312,3 +312,21 @@ describe("lunakv bench", function()
     end
   end)
 end)
+
+describe("bench.settle", function()
+  after_each(h.cleanup)
+
+  it("returns only when nothing is flushing, compacting or due", function()
+    local db = h.open(h.tmpdir() .. "/db", { max_memtable_size = 8 * 1024,
+      max_l0_files = 2, table_size = 8 * 1024, level1_max_bytes = 32 * 1024,
+      sync = "none" })
+    local v = string.rep("s", 100)
+    for i = 1, 20000 do db:set(string.format("k%06d", i * 7919 % 20000), v) end
+    local secs = bench.settle(db)
+    assert.is_true(secs >= 0)
+    local st = db:stats()
+    assert.equal(0, st.imm_memtables)
+    assert.equal(0, st.compaction_pending)
+    assert.equal(0, st.memtable_keys)
+  end)
+end)

@@ -463,7 +463,7 @@ local function settle(db)
   db:flush()
   while core.clock() - t0 < SETTLE_LIMIT_S do
     local st = db:stats()
-    if st.bg_error ~= 0 or (st.imm_memtables == 0 and st.compaction_pending == 0) then
+    if st.bg_error or (st.imm_memtables == 0 and st.compaction_pending == 0) then
       break
     end
     core.sleep(0.01)
