@@ -187,9 +187,10 @@ static void rmrf(const char *d) {
   if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
 }
 
-/* Tables are read through mmap here (mmap_reads): the rest of the suite
- * reads with pread, and sst_test walks a table both ways in both modes. */
-static lkv_db *open_small(const char *d) {
+/* Tiny memtables, tables and levels: many flushes and compactions. Tables
+ * are read through mmap here (mmap_reads): the rest of the suite reads
+ * with pread, and sst_test walks a table both ways in both modes. */
+static lkv_options small_options(void) {
   lkv_options o;
   lkv_options_init(&o);
   o.mmap_reads = 1;
@@ -197,9 +198,20 @@ static lkv_db *open_small(const char *d) {
   o.table_size = 16 * 1024;
   o.level1_max_bytes = 64 * 1024;
   o.sync = LKV_SYNC_NONE;
+  return o;
+}
+
+/* Make the directory from the template d (mkdtemp) and open a db in it;
+ * NULL, with the failure counted, when either fails. */
+static lkv_db *open_fresh(char *d, const lkv_options *o) {
+  if (mkdtemp(d) == NULL) {
+    perror("mkdtemp");
+    CHECK(0);
+    return NULL;
+  }
   lkv_db *db = NULL;
   lkv_err err = {0};
-  CHECK_OK(lkv_db_open(d, &o, &db, &err), &err);
+  CHECK_OK(lkv_db_open(d, o, &db, &err), &err);
   return db;
 }
 
@@ -507,20 +519,11 @@ static void check_all(lkv_db *db, const char *phase) {
  * step through the skiplist would meet them. */
 static void writes_while_walking(int big_memtable) {
   char d[] = "/tmp/lkv_iter_test_writes_XXXXXX";
-  if (mkdtemp(d) == NULL) {
-    CHECK(0);
-    return;
-  }
-  lkv_options o;
-  lkv_options_init(&o);
-  o.max_memtable_size = big_memtable ? 8 * 1024 * 1024 : 16 * 1024;
-  o.table_size = 16 * 1024;
-  o.level1_max_bytes = 64 * 1024;
-  o.sync = LKV_SYNC_NONE;
-  lkv_db *db = NULL;
-  lkv_err err = {0};
-  CHECK_OK(lkv_db_open(d, &o, &db, &err), &err);
+  lkv_options o = small_options();
+  if (big_memtable) o.max_memtable_size = 8 * 1024 * 1024;
+  lkv_db *db = open_fresh(d, &o);
   if (db == NULL) return;
+  lkv_err err = {0};
   model *cur = calloc(1, sizeof *cur), *frozen = malloc(sizeof *frozen);
   if (cur == NULL || frozen == NULL) abort();
   for (int i = 0; i < nkeys; i++) {
@@ -573,19 +576,15 @@ static void writes_while_walking(int big_memtable) {
  * block boundaries, with snapshots pinning some of them. */
 static void many_versions(void) {
   char d[] = "/tmp/lkv_iter_test_versions_XXXXXX";
-  if (mkdtemp(d) == NULL) {
-    CHECK(0);
-    return;
-  }
-  lkv_options o;
+  lkv_options o; /* default table and level sizes: one table, few blocks */
   lkv_options_init(&o);
+  o.mmap_reads = 1;
   o.max_memtable_size = 512 * 1024;
   o.block_size = 1024;
   o.sync = LKV_SYNC_NONE;
-  lkv_db *db = NULL;
-  lkv_err err = {0};
-  CHECK_OK(lkv_db_open(d, &o, &db, &err), &err);
+  lkv_db *db = open_fresh(d, &o);
   if (db == NULL) return;
+  lkv_err err = {0};
   enum { NPICK = 12, NVSNAP = 3 };
   const int pick[NPICK] = {0, 1, 2, nkeys / 4, nkeys / 4 + 1, nkeys / 2,
                            nkeys / 2 + 1, 3 * nkeys / 4, nkeys - 3,
@@ -655,11 +654,8 @@ static void many_versions(void) {
  * with the tombstones in the memtable, then in tables. */
 static void all_deleted(void) {
   char d[] = "/tmp/lkv_iter_test_empty_XXXXXX";
-  if (mkdtemp(d) == NULL) {
-    CHECK(0);
-    return;
-  }
-  lkv_db *db = open_small(d);
+  lkv_options o = small_options();
+  lkv_db *db = open_fresh(d, &o);
   if (db == NULL) return;
   lkv_err err = {0};
   lkv_iter *it = NULL;
@@ -698,11 +694,8 @@ static void all_deleted(void) {
 int main(void) {
   make_keys();
   char d[] = "/tmp/lkv_iter_test_XXXXXX";
-  if (mkdtemp(d) == NULL) {
-    perror("mkdtemp");
-    return 1;
-  }
-  lkv_db *db = open_small(d);
+  lkv_options o = small_options();
+  lkv_db *db = open_fresh(d, &o);
   if (db == NULL) return 1;
   lkv_err err = {0};
 
