@@ -284,7 +284,7 @@ void lkv_block_cursor_seek(lkv_block_cursor *c, lkv_slice target) {
     uint32_t mid = lo + (hi - lo + 1) / 2;
     lkv_slice k;
     if (restart_key(c, mid, &k)) return;
-    if (lkv_block_icmp(k, target) < 0)
+    if (lkv_icmp(k, target) < 0)
       lo = mid;
     else
       hi = mid - 1;
@@ -292,7 +292,7 @@ void lkv_block_cursor_seek(lkv_block_cursor *c, lkv_slice target) {
   seek_restart(c, lo);
   while (c->valid) {
     lkv_slice k = {c->key, c->klen};
-    if (lkv_block_icmp(k, target) >= 0) break;
+    if (lkv_icmp(k, target) >= 0) break;
     decode_at(c, c->next);
   }
 }

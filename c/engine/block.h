@@ -23,37 +23,6 @@
 #define LKV_SST_VERSION 1u
 #define LKV_SST_MAGIC 0x454c424154766b6cULL /* bytes "lkvTABLE" */
 
-/* lkv_icmp with the user-key comparison done 8 bytes at a time inline:
- * block scans and index searches compare short keys constantly, and a
- * memcmp call per comparison dominated them. Same order as lkv_icmp.
- * REQUIRES: a.n, b.n >= LKV_TAG_BYTES */
-static inline int lkv_block_icmp(lkv_slice a, lkv_slice b) {
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  size_t an = a.n - LKV_TAG_BYTES, bn = b.n - LKV_TAG_BYTES;
-  size_t m = an < bn ? an : bn, i = 0;
-  for (; i + 8 <= m; i += 8) {
-    uint64_t x, y;
-    memcpy(&x, a.p + i, 8);
-    memcpy(&y, b.p + i, 8);
-    if (x != y) {
-      x = __builtin_bswap64(x); /* big-endian order = bytewise order */
-      y = __builtin_bswap64(y);
-      return x < y ? -1 : 1;
-    }
-  }
-  for (; i < m; i++) {
-    unsigned char x = (unsigned char)a.p[i], y = (unsigned char)b.p[i];
-    if (x != y) return x < y ? -1 : 1;
-  }
-  if (an != bn) return an < bn ? -1 : 1;
-  uint64_t ta = lkv_get64(a.p + an), tb = lkv_get64(b.p + bn);
-  return ta > tb ? -1 : ta < tb;
-#else
-  return lkv_icmp(a, b);
-#endif
-}
-
 /* ---- building -------------------------------------------------------- */
 
 /* Builds one block in memory. Keys must be internal keys (>= 8 bytes) added

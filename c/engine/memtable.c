@@ -127,33 +127,12 @@ static int random_height(lkv_mem *m) {
   return h;
 }
 
-/* Bytewise comparison of two user keys, 8 bytes at a time (a memcmp call
- * per skiplist step was the largest cost of memtable reads and writes). */
-static inline int ucmp_fast(const char *a, size_t an, const char *b, size_t bn) {
-  size_t m = an < bn ? an : bn, i = 0;
-  for (; i + 8 <= m; i += 8) {
-    uint64_t x, y;
-    memcpy(&x, a + i, 8);
-    memcpy(&y, b + i, 8);
-    if (x != y) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-      x = __builtin_bswap64(x); /* big-endian order is bytewise order */
-      y = __builtin_bswap64(y);
-#endif
-      return x < y ? -1 : 1;
-    }
-  }
-  for (; i < m; i++)
-    if (a[i] != b[i]) return (unsigned char)a[i] < (unsigned char)b[i] ? -1 : 1;
-  return an < bn ? -1 : an > bn;
-}
-
 /* Compare node x's internal key with (ukey, tag): <0, 0, >0. */
 static inline int cmp_node(const node *x, const char *ukey, size_t klen,
                            uint64_t tag) {
   const char *k = node_key(x);
   uint32_t kl = node_klen(x);
-  int r = ucmp_fast(k, kl - LKV_TAG_BYTES, ukey, klen);
+  int r = lkv_ucmp(k, kl - LKV_TAG_BYTES, ukey, klen);
   if (r) return r;
   uint64_t t = lkv_get64(k + kl - LKV_TAG_BYTES);
   return t > tag ? -1 : t < tag; /* higher tag (newer) sorts first */
@@ -228,7 +207,7 @@ int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t at,
   if (x == NULL) return LKV_NOTFOUND;
   const char *k = node_key(x);
   uint32_t kl = node_klen(x);
-  if (ucmp_fast(k, kl - LKV_TAG_BYTES, ukey, klen) != 0) return LKV_NOTFOUND;
+  if (lkv_ucmp(k, kl - LKV_TAG_BYTES, ukey, klen) != 0) return LKV_NOTFOUND;
   *type = (int)(lkv_get64(k + kl - LKV_TAG_BYTES) & 0xff);
   if (*type == LKV_TYPE_VALUE) return lkv_buf_set(val, k + kl, x->vlen);
   return LKV_OK;

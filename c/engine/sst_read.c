@@ -457,7 +457,7 @@ static size_t find_block(const lkv_table *t, lkv_slice target) {
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
     lkv_slice k = {t->ix[mid].key, t->ix[mid].klen};
-    if (lkv_block_icmp(k, target) < 0) lo = mid + 1; else hi = mid;
+    if (lkv_icmp(k, target) < 0) lo = mid + 1; else hi = mid;
   }
   return lo;
 }
