@@ -216,9 +216,13 @@ static void decode_at(lkv_block_cursor *c, uint32_t off) {
     c->key = k;
     c->kcap = cap;
   }
-  /* Between restarts the new part of a key is usually a few bytes: a
-   * loop beats a memcpy call there. */
-  if (unshared <= 16) {
+  /* Between restarts the new part of a key is usually a few bytes plus
+   * the 8-byte tag. When the block and the key buffer both have room,
+   * copy a fixed 16 bytes (two moves, no length-dependent branch); the
+   * bytes past `unshared` are overwritten or ignored. */
+  if (unshared <= 16 && end - p >= 16 && shared + 16 <= c->kcap) {
+    memcpy(c->key + shared, p, 16);
+  } else if (unshared <= 16) {
     for (uint32_t j = 0; j < unshared; j++) c->key[shared + j] = p[j];
   } else {
     memcpy(c->key + shared, p, unshared);
