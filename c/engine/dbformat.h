@@ -48,7 +48,16 @@ static inline uint64_t lkv_ikey_tag(lkv_slice ikey) {
  * index, block scan) compares them constantly: up to 64 bytes are
  * compared 8 at a time inline, which beats a memcmp call there; longer
  * keys go to memcmp, which is faster over long runs. */
-static inline int lkv_ucmp(const char *a, size_t an, const char *b, size_t bn) {
+/* The comparisons run inside every search loop; a call per comparison
+ * (GCC declines to inline them in block.c, with its many call sites)
+ * costs as much as the comparison. */
+#if defined(__GNUC__)
+#define LKV_HOT_INLINE static inline __attribute__((always_inline))
+#else
+#define LKV_HOT_INLINE static inline
+#endif
+
+LKV_HOT_INLINE int lkv_ucmp(const char *a, size_t an, const char *b, size_t bn) {
   size_t m = an < bn ? an : bn;
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && \
     __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -77,7 +86,7 @@ static inline int lkv_ucmp(const char *a, size_t an, const char *b, size_t bn) {
 }
 
 /* REQUIRES: a.n, b.n >= LKV_TAG_BYTES */
-static inline int lkv_icmp(lkv_slice a, lkv_slice b) {
+LKV_HOT_INLINE int lkv_icmp(lkv_slice a, lkv_slice b) {
   int r = lkv_ucmp(a.p, a.n - LKV_TAG_BYTES, b.p, b.n - LKV_TAG_BYTES);
   if (r) return r;
   uint64_t ta = lkv_ikey_tag(a), tb = lkv_ikey_tag(b);
