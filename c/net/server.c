@@ -1,6 +1,7 @@
-/* server.c - the HTTP node (lkvnet.h): routes, the commit path and the
- * metrics. Routes and bodies are docs/http_api.md; the commit path is
- * docs/replication.md. Everything here runs on the event loop's thread;
+/* server.c - the HTTP node (lkvnet.h): routes, the commit path, the
+ * follower's side of replication and the metrics; the leader's side of
+ * replication is repl.c, the state both share node.h. Routes and bodies
+ * are docs/http_api.md; the commit path is docs/replication.md. Everything here runs on the event loop's thread;
  * the only other thread is the replication log's syncer, which reports
  * through a pipe (rlog.h).
  *
@@ -30,160 +31,35 @@
 #include "json.h"
 #include "neterr.h"
 #include "rlog.h"
+#include "node.h"
 
 /* {======================================================================
-** State
+** State (the types are in node.h)
 ** ======================================================================= */
 
-enum { R_SET, R_DELETE, R_GET, R_SCAN, R_STATUS, R_STATS, R_HEALTH,
-       R_METRICS, R_KV, R_APPEND, R_SNAPSHOT, R_SYNC, R_OTHER, NROUTES };
 static const char *const route_names[NROUTES] = {
     "/set", "/delete", "/get", "/scan", "/status", "/stats", "/health",
     "/metrics", "/kv", "/append", "/snapshot", "/sync", "other"};
 
 static const int status_codes[] = {200, 400, 401, 403, 404, 405,
                                    409, 410, 413, 500, 503};
-#define NSTATUS (sizeof status_codes / sizeof status_codes[0])
+_Static_assert(sizeof status_codes / sizeof status_codes[0] == NSTATUS,
+               "NSTATUS in node.h");
 
 static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05,   0.1,   0.25,   0.5,   1,    2.5, 5};
-#define NBUCKETS (sizeof buckets / sizeof buckets[0])
+_Static_assert(sizeof buckets / sizeof buckets[0] == NBUCKETS,
+               "NBUCKETS in node.h");
 
-/* Every request the node holds past its handler (a write waiting for its
- * commit, a follower's /append waiting for its sync, a consistent read, a
- * forwarded request) starts with this, so a drain knows how many answers
- * are still owed (s->waiting). A client that hangs up meanwhile costs
- * nothing special: libevent keeps the request until it is answered, and
- * the answer then only frees it. */
-typedef struct Held {
-  struct evhttp_request *req; /* NULL once answered or gone */
-  lkvnet_server *s;
-  int route;
-  double start, deadline;
-} Held;
-
-/* A log entry between append and apply, with the write waiting for it (a
- * leader's client request; none on followers or for entries found at
- * start-up). */
-typedef struct Pending {
-  Held h;
-  struct Pending *next;
-  uint64_t index;
-  int op;
-  char *key, *val;
-  size_t klen, vlen;
-} Pending;
-
-/* A request waiting for an index: a follower's /append for its fdatasync
- * (target = the match index it will report), a leader's consistent read
- * for its apply (target = the commit index when it came). */
-enum { W_APPEND, W_READ };
-typedef struct Waiter {
-  Held h;
-  struct Waiter *next;
-  int kind;
-  uint64_t target;
-  char *key; /* W_READ */
-  size_t klen;
-} Waiter;
-
-/* A request a follower passes to the leader, waiting for its answer. */
-typedef struct Fwd {
-  Held h;
-  size_t conn; /* index in s->fwd */
-} Fwd;
-
-enum { PEER_UNKNOWN, PEER_UP, PEER_DOWN };
 static const char *const peer_states[] = {"unknown", "up", "down"};
 
-/* The leader's view of one follower (Raft's nextIndex/matchIndex). One
- * request is in flight per follower at a time, carrying every entry
- * appended since the last one (up to LKVNET_APPEND_MAX_BYTES): while it
- * travels and the follower syncs, new writes gather for the next batch,
- * so a batch grows with the load instead of the round trips. */
-typedef struct Peer {
-  lkvnet_server *s;
-  char *url, *hostport;
-  struct evhttp_connection *conn;
-  uint64_t next_index, match_index;
-  uint64_t sent_to, sent_commit; /* what the request in flight carries */
-  int inflight, state;
-  double last_send, last_contact, retry_at, backoff;
-  char last_error[200];
-  uint64_t appends, entries_sent, failures;
-  /* a snapshot being streamed: an engine iterator (one consistent view)
-   * at applied index snap_index, snap_sent pairs so far */
-  lkv_iter *snap;
-  uint64_t snap_index, snap_term, snap_sent, snap_chunk;
-  int snap_done;
-  uint64_t snapshots_sent;
-} Peer;
-
-struct lkvnet_server {
-  char *data_dir, *host, *my_url, *leader_url, *token;
-  char **nodes;
-  size_t nnodes;
-  size_t max_body;
-  int write_timeout_ms, heartbeat_ms;
-  uint64_t compaction_threshold;
-  lkvnet_log_fn log;
-  void *log_ctx;
-  int port;
-  int leader;
-
-  lkv_db *db;
-  lkv_batch *batch;
-  lkv_buf getbuf;
-  lkvnet_rlog *rlog;
-  int pipefd[2];
-
-  struct event_base *base;
-  struct evhttp *http;
-  struct evhttp_bound_socket *sock;
-  struct event *notify_ev, *tick_ev, *sigterm_ev, *sigint_ev;
-
-  uint64_t term, commit_index, applied_index;
-  uint64_t term_start; /* leader: index of its term's no-op (0: none) */
-  Pending *head, *tail; /* in index order */
-  size_t pending_bytes;  /* keys and values held in the pending list */
-  size_t max_uncommitted;
-  Waiter *waiters;
-  size_t waiting;       /* Held requests not yet answered */
-  int draining;
-  lkv_err apply_err;    /* sticky: the engine refused an apply */
-
-  /* leader */
-  Peer *peers;
-  size_t npeers;
-  uint64_t compactions;
-  /* follower */
-  char *leader_hostport;
-  /* connections to the leader, opened as concurrency needs them: evhttp
-   * sends one request at a time on each */
-  struct evhttp_connection *fwd[LKVNET_FORWARD_CONNS];
-  int fwd_busy[LKVNET_FORWARD_CONNS];
-  size_t nfwd;
-  int needs_snapshot; /* the engine holds an unfinished install */
-  uint64_t install_index, install_got;
-  int installing;
-
-  /* metrics */
-  uint64_t requests[NROUTES][NSTATUS + 1]; /* +1: any other status */
-  uint64_t hist[NROUTES][NBUCKETS];
-  double lat_sum[NROUTES];
-  uint64_t lat_count[NROUTES];
-};
-
-static double now_sec(void) {
+double node_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-
-static void logf_(lkvnet_server *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void logf_(lkvnet_server *s, const char *fmt, ...) {
+void node_log(lkvnet_server *s, const char *fmt, ...) {
   char line[768];
   va_list ap;
   va_start(ap, fmt);
@@ -202,7 +78,7 @@ static void logf_(lkvnet_server *s, const char *fmt, ...) {
   }
 }
 
-static int is_reserved(const char *k, size_t n) {
+int node_is_reserved(const char *k, size_t n) {
   size_t p = sizeof LKVNET_RESERVED_PREFIX - 1;
   return n >= p && memcmp(k, LKVNET_RESERVED_PREFIX, p) == 0;
 }
@@ -227,7 +103,7 @@ static const char *reason(int code) {
 
 static void count(lkvnet_server *s, int route, int code, double start) {
   size_t i;
-  double d = now_sec() - start;
+  double d = node_now() - start;
   for (i = 0; i < NSTATUS; i++)
     if (status_codes[i] == code) break;
   s->requests[route][i]++;
@@ -413,7 +289,7 @@ static void pending_cut(lkvnet_server *s, uint64_t index) {
   }
 }
 
-static uint64_t last_index(lkvnet_server *s) {
+uint64_t node_last_index(lkvnet_server *s) {
   return lkvnet_rlog_last_index(s->rlog);
 }
 
@@ -484,7 +360,7 @@ static void apply_committed(lkvnet_server *s) {
       /* the engine refused: the state machine cannot move past this
        * entry; stop applying and refuse writes (a restart retries) */
       s->apply_err = err;
-      logf_(s, "cannot apply index %llu: %s", (unsigned long long)p->index,
+      node_log(s, "cannot apply index %llu: %s", (unsigned long long)p->index,
             err.msg);
       break;
     }
@@ -513,15 +389,14 @@ static void apply_committed(lkvnet_server *s) {
   maybe_compact(s);
 }
 
-static void peers_kick(lkvnet_server *s);
 
-static void advance_commit(lkvnet_server *s) {
+void node_advance_commit(lkvnet_server *s) {
   uint64_t c = s->leader ? majority_index(s) : s->commit_index;
   int moved = c > s->commit_index;
   if (moved) s->commit_index = c;
   apply_committed(s);
   /* followers learn the new commit index with the next batch */
-  if (moved && s->leader) peers_kick(s);
+  if (moved && s->leader) node_peers_kick(s);
 }
 
 /* Log compaction: once LOG_COMPACTION_THRESHOLD applied entries sit
@@ -544,12 +419,12 @@ static void maybe_compact(lkvnet_server *s) {
   if (lkvnet_rlog_term_at(s->rlog, target, &t) != LKV_OK) return;
   if (lkv_db_sync(s->db, &err) != LKV_OK ||
       lkvnet_rlog_rewrite(s->rlog, target, t, &err) != LKV_OK) {
-    logf_(s, "log compaction at index %llu failed: %s",
+    node_log(s, "log compaction at index %llu failed: %s",
           (unsigned long long)target, err.msg);
     return;
   }
   s->compactions++;
-  logf_(s, "log compacted: entries up to %llu (term %llu) are now only in "
+  node_log(s, "log compacted: entries up to %llu (term %llu) are now only in "
         "the engine", (unsigned long long)target, (unsigned long long)t);
 }
 
@@ -619,7 +494,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
       if (w->kind == W_APPEND)
         held_error(&w->h, 500, "the replication log failed: %s", err.msg);
   }
-  advance_commit(s);
+  node_advance_commit(s);
   serve_waiters(s);
 }
 
@@ -650,7 +525,7 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
                 s->pending_bytes);
     return;
   }
-  if (is_reserved(key, klen)) {
+  if (node_is_reserved(key, klen)) {
     reply_error(s, req, route, start, 400,
                 "keys starting with \\xff\\xfflunakv/ are reserved");
     return;
@@ -683,7 +558,7 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
   }
   hold(s, &s->tail->h, req, route, start,
        start + s->write_timeout_ms / 1000.0);
-  peers_kick(s);
+  node_peers_kick(s);
 }
 
 /* How many nodes hold index durably (the leader counted), for messages. */
@@ -693,13 +568,12 @@ static size_t holders(lkvnet_server *s, uint64_t index) {
   return n;
 }
 
-static void peers_tick(lkvnet_server *s);
 
 /* Every 50 ms: answer what missed its deadline; heartbeats and retries
  * to followers; finish a drain. */
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_server *s = arg;
-  double t = now_sec();
+  double t = node_now();
   Pending *p;
   Waiter *w;
   (void)fd;
@@ -723,7 +597,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
                  (unsigned long long)w->target, s->write_timeout_ms);
   }
   serve_waiters(s); /* frees the answered */
-  peers_tick(s);
+  node_peers_tick(s);
   if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
 }
 
@@ -732,7 +606,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   (void)what;
   if (s->draining) return;
   s->draining = 1;
-  logf_(s, "received %s: stopping (%zu request(s) in flight)",
+  node_log(s, "received %s: stopping (%zu request(s) in flight)",
         sig == SIGTERM ? "SIGTERM" : "SIGINT", s->waiting);
   if (s->sock != NULL) {
     evhttp_del_accept_socket(s->http, s->sock);
@@ -746,20 +620,20 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
 /* Lead in term t: persist it before anything of it is written, then
  * append its no-op, through which entries of earlier terms commit (Raft
  * 5.4.2); consistent reads wait for it. A node alone needs no no-op. */
-static int start_term(lkvnet_server *s, uint64_t t) {
+int node_start_term(lkvnet_server *s, uint64_t t) {
   uint64_t idx;
   lkv_err err;
   int rc;
   err.msg[0] = '\0';
   if ((rc = lkvnet_term_store(s->data_dir, t, &err)) != LKV_OK) {
-    logf_(s, "cannot persist term %llu: %s", (unsigned long long)t, err.msg);
+    node_log(s, "cannot persist term %llu: %s", (unsigned long long)t, err.msg);
     return rc;
   }
   s->term = t;
   if (s->npeers == 0) return LKV_OK;
   if ((rc = lkvnet_rlog_append(s->rlog, s->term, LKVNET_OP_NOOP, NULL, 0,
                                NULL, 0, &idx, &err)) != LKV_OK) {
-    logf_(s, "cannot append the no-op of term %llu: %s",
+    node_log(s, "cannot append the no-op of term %llu: %s",
           (unsigned long long)t, err.msg);
     return rc;
   }
@@ -769,331 +643,6 @@ static int start_term(lkvnet_server *s, uint64_t t) {
   return LKV_OK;
 }
 
-/* {======================================================================
-** The leader's side of replication: /append and /snapshot to followers
-** ======================================================================= */
-
-static void peer_log_state(lkvnet_server *s, Peer *p, int state,
-                           const char *why) {
-  if (p->state == state) return;
-  if (state == PEER_UP)
-    logf_(s, "peer %s up (match index %llu)", p->url,
-          (unsigned long long)p->match_index);
-  else
-    logf_(s, "peer %s down: %s", p->url, why);
-  p->state = state;
-}
-
-static void peer_failed(lkvnet_server *s, Peer *p, const char *why) {
-  double t = now_sec();
-  p->failures++;
-  snprintf(p->last_error, sizeof p->last_error, "%s", why);
-  peer_log_state(s, p, PEER_DOWN, why);
-  /* back off: 50 ms doubling to 1 s, so a dead follower costs little */
-  p->backoff = p->backoff <= 0 ? 0.05 : p->backoff * 2;
-  if (p->backoff > 1.0) p->backoff = 1.0;
-  p->retry_at = t + p->backoff;
-  if (p->snap != NULL) { /* start the stream over when it comes back */
-    lkv_iter_free(p->snap);
-    p->snap = NULL;
-  }
-}
-
-static struct evhttp_request *peer_request(lkvnet_server *s, Peer *p,
-                                           void (*cb)(struct evhttp_request *,
-                                                      void *)) {
-  struct evhttp_request *r = evhttp_request_new(cb, p);
-  struct evkeyvalq *h;
-  if (r == NULL) return NULL;
-  h = evhttp_request_get_output_headers(r);
-  evhttp_add_header(h, "Host", p->hostport);
-  evhttp_add_header(h, "Content-Type", "application/octet-stream");
-  if (s->token != NULL) evhttp_add_header(h, LKVNET_TOKEN_HEADER, s->token);
-  return r;
-}
-
-/* The JSON answer of a follower: ok, its term, the index it matched (or
- * its last index, when it refused), and its error. */
-typedef struct PeerAnswer {
-  int code, ok;
-  uint64_t term, match_index, last_index;
-  char error[200];
-} PeerAnswer;
-
-static int peer_answer(struct evhttp_request *r, PeerAnswer *a) {
-  lkvnet_json_object o;
-  char jerr[LKVNET_JSON_ERR_LEN];
-  struct evbuffer *in;
-  size_t n;
-  const char *body;
-  const lkvnet_json_member *m;
-  memset(a, 0, sizeof *a);
-  if (r == NULL || (a->code = evhttp_request_get_response_code(r)) == 0) {
-    snprintf(a->error, sizeof a->error, "no answer (connection refused, "
-             "reset or timed out)");
-    return -1;
-  }
-  in = evhttp_request_get_input_buffer(r);
-  n = evbuffer_get_length(in);
-  body = n ? (const char *)evbuffer_pullup(in, -1) : "";
-  memset(&o, 0, sizeof o);
-  if (body == NULL || lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
-    snprintf(a->error, sizeof a->error, "HTTP %d with a body that is not "
-             "JSON", a->code);
-    lkvnet_json_free(&o);
-    return -1;
-  }
-  a->ok = lkvnet_json_true(&o, "ok");
-  lkvnet_json_u64(&o, "term", &a->term);
-  lkvnet_json_u64(&o, "match_index", &a->match_index);
-  lkvnet_json_u64(&o, "last_index", &a->last_index);
-  if ((m = lkvnet_json_get(&o, "error")) != NULL && m->str != NULL)
-    snprintf(a->error, sizeof a->error, "HTTP %d: %.180s", a->code, m->str);
-  lkvnet_json_free(&o);
-  return 0;
-}
-
-static void free_frames(const void *data, size_t len, void *extra) {
-  (void)len;
-  (void)extra;
-  free((void *)data);
-}
-
-static void peer_send(lkvnet_server *s, Peer *p);
-
-/* A follower answered (or failed to answer) an /append. */
-static void on_append_reply(struct evhttp_request *r, void *arg) {
-  Peer *p = arg;
-  lkvnet_server *s = p->s;
-  PeerAnswer a;
-  p->inflight = 0;
-  if (peer_answer(r, &a) != 0 || (a.code != 200 && a.code != 409)) {
-    peer_failed(s, p, a.error[0] ? a.error : "refused");
-    return;
-  }
-  p->last_contact = now_sec();
-  p->backoff = 0;
-  if (a.ok) {
-    if (a.match_index > p->match_index) p->match_index = a.match_index;
-    p->next_index = a.match_index + 1;
-    peer_log_state(s, p, PEER_UP, NULL);
-    advance_commit(s);
-  } else {
-    /* a refusal: its log ends earlier or differs at prev_index; back up
-     * to just after its last index (or one entry before the probe) */
-    uint64_t nx = a.last_index + 1;
-    if (a.term > s->term) {
-      /* the follower saw a later term (this node's state was lost or
-       * restored from an old copy): lead in a newer one, or it would
-       * refuse us forever */
-      logf_(s, "peer %s is at term %llu, past ours (%llu): starting term "
-            "%llu", p->url, (unsigned long long)a.term,
-            (unsigned long long)s->term, (unsigned long long)a.term + 1);
-      if (start_term(s, a.term + 1) != LKV_OK) {
-        peer_failed(s, p, "cannot start a new term");
-        return;
-      }
-    }
-    if (nx >= p->next_index) nx = p->next_index > 1 ? p->next_index - 1 : 1;
-    if (a.last_index < p->match_index) {
-      /* it lost entries it had (its directory was wiped or restored):
-       * what it holds is what it says; entries committed with its help
-       * stay committed, on the leader's disk */
-      logf_(s, "peer %s now ends at index %llu (it had %llu)", p->url,
-            (unsigned long long)a.last_index,
-            (unsigned long long)p->match_index);
-      p->match_index = a.last_index;
-    }
-    p->next_index = nx;
-    peer_log_state(s, p, PEER_UP, NULL);
-  }
-  peer_send(s, p);
-}
-
-static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
-  Peer *p = arg;
-  lkvnet_server *s = p->s;
-  PeerAnswer a;
-  p->inflight = 0;
-  if (peer_answer(r, &a) != 0 || a.code != 200 || !a.ok) {
-    peer_failed(s, p, a.error[0] ? a.error : "snapshot refused");
-    return;
-  }
-  p->last_contact = now_sec();
-  p->backoff = 0;
-  p->snap_sent += p->snap_chunk;
-  if (p->snap_done) {
-    lkv_iter_free(p->snap);
-    p->snap = NULL;
-    p->snapshots_sent++;
-    p->match_index = p->snap_index;
-    p->next_index = p->snap_index + 1;
-    logf_(s, "peer %s installed the snapshot at index %llu (%llu keys)",
-          p->url, (unsigned long long)p->snap_index,
-          (unsigned long long)p->snap_sent);
-    advance_commit(s);
-  }
-  peer_send(s, p);
-}
-
-/* The next chunk of the snapshot stream: pairs from the engine iterator,
- * as log frames (op set, index = the pair's number in the stream). */
-static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
-  struct evhttp_request *r;
-  struct evbuffer *out;
-  char uri[256];
-  lkv_err err;
-  size_t bytes = 0;
-  lkvnet_entry e;
-  err.msg[0] = '\0';
-  if (p->snap == NULL) {
-    lkvnet_rlog_stats rs;
-    lkvnet_rlog_stats_get(s->rlog, &rs);
-    if (lkv_iter_new(s->db, LKV_SEQ_LATEST, &p->snap, &err) != LKV_OK) {
-      peer_failed(s, p, err.msg);
-      return;
-    }
-    /* the loop applies entries itself, so the engine is exactly at the
-     * applied index while it builds the view */
-    p->snap_index = s->applied_index;
-    if (lkvnet_rlog_term_at(s->rlog, p->snap_index, &p->snap_term) != LKV_OK)
-      p->snap_term = rs.base_term;
-    p->snap_sent = 0;
-    lkv_iter_seek_first(p->snap);
-    logf_(s, "peer %s needs index %llu, behind the log's start (%llu): "
-          "sending a snapshot at index %llu", p->url,
-          (unsigned long long)p->next_index,
-          (unsigned long long)rs.base_index + 1,
-          (unsigned long long)p->snap_index);
-  }
-  if ((r = peer_request(s, p, on_snapshot_reply)) == NULL) {
-    peer_failed(s, p, "out of memory");
-    return;
-  }
-  out = evhttp_request_get_output_buffer(r);
-  p->snap_chunk = 0;
-  e.term = p->snap_term;
-  e.op = LKVNET_OP_SET;
-  while (lkv_iter_valid(p->snap) && bytes < LKVNET_SNAPSHOT_CHUNK_BYTES) {
-    unsigned char stackbuf[512], *fb = stackbuf;
-    size_t fl;
-    e.key = lkv_iter_key(p->snap, &e.klen);
-    e.val = lkv_iter_value(p->snap, &e.vlen);
-    if (!is_reserved(e.key, e.klen)) {
-      e.index = p->snap_sent + p->snap_chunk + 1;
-      fl = lkvnet_rlog_frame_size(&e);
-      /* whole pairs up to the chunk size, or one pair alone: a chunk stays
-       * within what the follower's HTTP layer takes */
-      if (p->snap_chunk > 0 && bytes + fl > LKVNET_SNAPSHOT_CHUNK_BYTES)
-        break;
-      if (fl > sizeof stackbuf && (fb = malloc(fl)) == NULL) break;
-      lkvnet_rlog_encode(fb, &e);
-      evbuffer_add(out, fb, fl);
-      if (fb != stackbuf) free(fb);
-      bytes += fl;
-      p->snap_chunk++;
-    }
-    lkv_iter_next(p->snap);
-  }
-  if (lkv_iter_status(p->snap, &err) != LKV_OK) {
-    evhttp_request_free(r);
-    logf_(s, "snapshot for %s: the engine failed: %s", p->url, err.msg);
-    peer_failed(s, p, err.msg);
-    return;
-  }
-  p->snap_done = !lkv_iter_valid(p->snap);
-  snprintf(uri, sizeof uri, "/snapshot?term=%llu&index=%llu&snap_term=%llu"
-           "&offset=%llu&done=%d", (unsigned long long)s->term,
-           (unsigned long long)p->snap_index,
-           (unsigned long long)p->snap_term,
-           (unsigned long long)p->snap_sent, p->snap_done);
-  p->inflight = 1;
-  p->last_send = now_sec();
-  if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
-    p->inflight = 0; /* no callback will come (libevent 2.1) */
-    evhttp_request_free(r);
-    peer_failed(s, p, "cannot send the request");
-  }
-}
-
-/* Send what the follower lacks, the commit index when it moved, or a
- * heartbeat when it has been quiet; nothing while a request is out. */
-static void peer_send(lkvnet_server *s, Peer *p) {
-  uint64_t base = lkvnet_rlog_base_index(s->rlog);
-  struct evhttp_request *r;
-  unsigned char *frames = NULL;
-  size_t len = 0;
-  uint64_t to, prev_term = 0;
-  char uri[256];
-  lkv_err err;
-  double t = now_sec();
-  /* a draining leader keeps replicating: its writes in flight still
-   * need their majority */
-  if (p->inflight || t < p->retry_at) return;
-  if (p->snap != NULL ||
-      (p->next_index <= base && p->state == PEER_UP)) {
-    peer_send_snapshot(s, p);
-    return;
-  }
-  if (p->next_index <= base) {
-    /* not heard from yet: probe with what the log still has before
-     * building a snapshot for a follower that may not need one */
-    p->next_index = base + 1;
-  }
-  if (p->next_index > last_index(s) && p->sent_commit >= s->commit_index &&
-      t - p->last_send < s->heartbeat_ms / 1000.0)
-    return;
-  err.msg[0] = '\0';
-  if (lkvnet_rlog_read(s->rlog, p->next_index, LKVNET_APPEND_MAX_BYTES,
-                       &frames, &len, &to, &err) != LKV_OK) {
-    peer_failed(s, p, err.msg);
-    return;
-  }
-  lkvnet_rlog_term_at(s->rlog, p->next_index - 1, &prev_term);
-  if ((r = peer_request(s, p, on_append_reply)) == NULL) {
-    free(frames);
-    peer_failed(s, p, "out of memory");
-    return;
-  }
-  /* the body takes the frames over (freed once sent): no copy of a
-   * batch of up to LKVNET_APPEND_MAX_BYTES per follower per round */
-  if (len == 0) {
-    free(frames);
-  } else if (evbuffer_add_reference(evhttp_request_get_output_buffer(r),
-                                    frames, len, free_frames, NULL) != 0) {
-    free(frames);
-    evhttp_request_free(r);
-    peer_failed(s, p, "out of memory");
-    return;
-  }
-  snprintf(uri, sizeof uri, "/append?term=%llu&prev_index=%llu&prev_term=%llu"
-           "&commit=%llu", (unsigned long long)s->term,
-           (unsigned long long)(p->next_index - 1),
-           (unsigned long long)prev_term,
-           (unsigned long long)s->commit_index);
-  p->inflight = 1;
-  p->sent_to = to;
-  p->sent_commit = s->commit_index;
-  p->last_send = t;
-  p->appends++;
-  if (to >= p->next_index) p->entries_sent += to - p->next_index + 1;
-  if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
-    p->inflight = 0; /* no callback will come (libevent 2.1) */
-    evhttp_request_free(r);
-    peer_failed(s, p, "cannot send the request");
-  }
-}
-
-static void peers_kick(lkvnet_server *s) {
-  size_t i;
-  for (i = 0; i < s->npeers; i++) peer_send(s, &s->peers[i]);
-}
-
-static void peers_tick(lkvnet_server *s) {
-  if (s->leader) peers_kick(s);
-}
-
-/* }====================================================================== */
 
 /* {======================================================================
 ** Request parsing helpers
@@ -1227,7 +776,7 @@ static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
   lkvnet_jbuf_lit(b, ", \"match_index\": ");
   lkvnet_jbuf_u64(b, match);
   lkvnet_jbuf_lit(b, ", \"last_index\": ");
-  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : last_index(s));
+  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : node_last_index(s));
 }
 
 /* {"ok", "term", "match_index", "last_index"[, "error"]}: 200 when the
@@ -1276,7 +825,7 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
       reply_error(s, req, route, start, 500, "%s", err.msg);
       return -1;
     }
-    logf_(s, "term %llu (leader %s)", (unsigned long long)term,
+    node_log(s, "term %llu (leader %s)", (unsigned long long)term,
           s->leader_url);
     s->term = term;
   }
@@ -1356,7 +905,7 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
     /* the leader offers its whole log instead (it never compacted): an
      * empty engine and log can take it from index 1 */
     err.msg[0] = '\0';
-    logf_(s, "unfinished snapshot install: rebuilding from the leader's "
+    node_log(s, "unfinished snapshot install: rebuilding from the leader's "
           "whole log");
     if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
         wipe_engine(s, &err) != LKV_OK ||
@@ -1368,7 +917,7 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
     s->needs_snapshot = 0;
     s->applied_index = s->commit_index = 0;
   }
-  if (prev > last_index(s)) {
+  if (prev > node_last_index(s)) {
     answer_now(s, req, R_APPEND, start, 409, 0, "log ends before prev_index");
     return;
   }
@@ -1383,7 +932,7 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
   err.msg[0] = '\0';
   while (lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
     if (e.index <= base) continue; /* in our snapshot already */
-    if (e.index <= last_index(s)) {
+    if (e.index <= node_last_index(s)) {
       if (lkvnet_rlog_term_at(s->rlog, e.index, &t) == LKV_OK && t == e.term)
         continue; /* have it */
       if (e.index <= s->applied_index) {
@@ -1392,9 +941,9 @@ static void route_append(lkvnet_server *s, struct evhttp_request *req,
                     (unsigned long long)e.index);
         return;
       }
-      logf_(s, "log conflict at index %llu: cutting %llu entries",
+      node_log(s, "log conflict at index %llu: cutting %llu entries",
             (unsigned long long)e.index,
-            (unsigned long long)(last_index(s) - e.index + 1));
+            (unsigned long long)(node_last_index(s) - e.index + 1));
       if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
         reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
         return;
@@ -1438,7 +987,7 @@ static int wipe_engine(lkvnet_server *s, lkv_err *err) {
        lkv_iter_next(it)) {
     size_t kl;
     const char *k = lkv_iter_key(it, &kl);
-    if (is_reserved(k, kl)) continue; /* the install mark stays */
+    if (node_is_reserved(k, kl)) continue; /* the install mark stays */
     rc = lkv_batch_delete(s->batch, k, kl, err);
     if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
       rc = lkv_db_write(s->db, s->batch, &seq, err);
@@ -1514,7 +1063,7 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                  "this node's log start");
       return;
     }
-    logf_(s, "installing a snapshot at index %llu from the leader",
+    node_log(s, "installing a snapshot at index %llu from the leader",
           (unsigned long long)index);
     if (set_marker(s, index, 0, &err) != LKV_OK ||
         lkv_db_sync(s->db, &err) != LKV_OK) {
@@ -1572,7 +1121,7 @@ static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     s->applied_index = s->commit_index = index;
     s->needs_snapshot = 0;
     s->installing = 0;
-    logf_(s, "snapshot installed: index %llu, %llu keys",
+    node_log(s, "snapshot installed: index %llu, %llu keys",
           (unsigned long long)index, (unsigned long long)s->install_got);
   }
   answer_now(s, req, R_SNAPSHOT, start, 200, done ? index : 0, NULL);
@@ -1844,7 +1393,7 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
                      "missing query parameter \"key\"");
     return;
   }
-  if (is_reserved(key, klen)) {
+  if (node_is_reserved(key, klen)) {
     free(key);
     reply_error(s, req, R_GET, start, 400,
                 "keys starting with \\xff\\xfflunakv/ are reserved");
@@ -1917,7 +1466,7 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
     size_t kl, vl;
     const char *k = lkv_iter_key(it, &kl), *v;
     if (bnd != NULL && key_cmp(k, kl, bnd, blen) > 0) break;
-    if (is_reserved(k, kl)) continue;
+    if (node_is_reserved(k, kl)) continue;
     if (n == limit || b.len >= LKVNET_SCAN_MAX_BYTES) {
       more = 1;
       break;
@@ -1983,7 +1532,7 @@ static void route_status(lkvnet_server *s, struct evhttp_request *req,
   }
   lkvnet_jbuf_lit(&b, "]");
   if (s->leader) {
-    double t = now_sec();
+    double t = node_now();
     lkvnet_jbuf_lit(&b, ", \"followers\": [");
     for (i = 0; i < s->npeers; i++) {
       Peer *p = &s->peers[i];
@@ -2242,7 +1791,7 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
     lkv_err err;
     int rc;
     err.msg[0] = '\0';
-    if (is_reserved(key, klen)) {
+    if (node_is_reserved(key, klen)) {
       reply_error(s, req, R_KV, start, 400,
                   "keys starting with \\xff\\xfflunakv/ are reserved");
     } else if ((rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf,
@@ -2296,7 +1845,7 @@ static const struct {
 
 static void on_request(struct evhttp_request *req, void *arg) {
   lkvnet_server *s = arg;
-  double start = now_sec();
+  double start = node_now();
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
   const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
@@ -2451,9 +2000,9 @@ static int setup_cluster(lkvnet_server *s, lkv_err *err) {
         return err ? err->code : LKV_INVALID;
       /* a silent follower is down after this, not after TCP's minutes */
       evhttp_connection_set_timeout(p->conn, 2);
-      p->next_index = last_index(s) + 1;
+      p->next_index = node_last_index(s) + 1;
     }
-    if ((rc = start_term(s, s->term + 1)) != LKV_OK)
+    if ((rc = node_start_term(s, s->term + 1)) != LKV_OK)
       return lkvnet_seterr(err, rc, "cannot start term %llu in %s (see the "
                            "log line above)",
                            (unsigned long long)s->term + 1, s->data_dir);
@@ -2651,9 +2200,9 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   }
 
   /* apply what the log holds past the engine, as far as it is committed */
-  if (s->leader) advance_commit(s);
+  if (s->leader) node_advance_commit(s);
   if (s->needs_snapshot)
-    logf_(s, "the engine holds an unfinished snapshot install: waiting for "
+    node_log(s, "the engine holds an unfinished snapshot install: waiting for "
           "the leader to send a new one");
   if (s->apply_err.code != LKV_OK) {
     e = s->apply_err;
@@ -2661,9 +2210,9 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     goto fail;
   }
   if (rs.dropped_bytes)
-    logf_(s, "replication log: cut %llu byte(s) at open (%s)",
+    node_log(s, "replication log: cut %llu byte(s) at open (%s)",
           (unsigned long long)rs.dropped_bytes, rs.dropped_why);
-  logf_(s, "replication log: %llu entries (last index %llu, term %llu); "
+  node_log(s, "replication log: %llu entries (last index %llu, term %llu); "
         "applied %llu -> %llu", (unsigned long long)(rs.last_index -
                                                      rs.base_index),
         (unsigned long long)rs.last_index, (unsigned long long)s->term,
@@ -2697,7 +2246,7 @@ int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
       event_add(s->tick_ev, &tick) != 0) {
     rc = lkvnet_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {
-    logf_(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
+    node_log(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
           s->host, s->port, s->my_url, s->leader ? "leader" : "follower",
           s->leader_url, s->nnodes);
     if (event_base_dispatch(s->base) < 0)
