@@ -336,3 +336,82 @@ describe("reverse iteration", function()
     assert.has_no.errors(function() it:close() end)
   end)
 end)
+
+describe("db:rscan and snapshot:rscan", function()
+  local db
+
+  before_each(function()
+    db = h.open(h.tmpdir() .. "/db", { max_memtable_size = 16 * 1024,
+                                         table_size = 16 * 1024,
+                                         level1_max_bytes = 64 * 1024,
+                                         sync = "none" })
+  end)
+
+  after_each(h.cleanup)
+
+  local function rows(...)
+    local out = {}
+    for k, v in ... do out[#out + 1] = { k, v } end
+    return out
+  end
+
+  it("gives exactly the reverse of scan for any bounds, through tables",
+    function()
+      math.randomseed(11)
+      local model = {}
+      for i = 1, 3000 do
+        local k = key(math.random(0, 999))
+        if math.random() < 0.2 then
+          db:delete(k); model[k] = nil
+        else
+          local v = "v" .. i; db:set(k, v); model[k] = v
+        end
+      end
+      db:flush()
+      db:set(key(500), "in the memtable"); model[key(500)] = "in the memtable"
+      -- bounds on keys, between keys, outside the range, open, inverted
+      local probes = { nil, key(0), key(1), key(500), key(500) .. "x",
+        key(999), "a", "z", "key0002", "" }
+      for i = 1, 10 do
+        for j = 1, 10 do
+          local lo, hi = probes[i], probes[j]
+          assert.same(reversed(rows(db:scan(lo, hi))), rows(db:rscan(lo, hi)),
+            string.format("rscan(%s, %s)", tostring(lo), tostring(hi)))
+        end
+      end
+      assert.same(reversed(sorted_rows(model)), rows(db:rscan()))
+    end)
+
+  it("reads the state as of a sequence number and through a snapshot",
+    function()
+      db:set("a", "1"); db:set("b", "1")
+      local at = db:set("c", "1")
+      local snap <close> = db:snapshot()
+      db:delete("b"); db:set("d", "2"); db:set("a", "2")
+      local old = { { "c", "1" }, { "b", "1" }, { "a", "1" } }
+      assert.same(old, rows(db:rscan(nil, nil, at)))
+      assert.same(old, rows(snap:rscan()))
+      assert.same({ { "c", "1" }, { "b", "1" } }, rows(snap:rscan("b", "c")))
+      assert.same({ { "d", "2" }, { "c", "1" }, { "a", "2" } },
+        rows(db:rscan()))
+    end)
+
+  it("frees its iterator when the loop breaks, and refuses bad bounds",
+    function()
+      for i = 1, 50 do db:set(key(i), "v") end
+      for k in db:rscan() do
+        assert.equal(key(50), k)
+        break
+      end
+      assert.equal(0, db:stats().live_iterators)
+      for _, bad in ipairs { 42, {}, false } do
+        assert.matches("bad argument", h.error_of(function()
+          for _ in db:rscan(bad) do end
+        end))
+        assert.matches("bad argument", h.error_of(function()
+          for _ in db:rscan(nil, bad) do end
+        end))
+      end
+      assert.equal(0, db:stats().live_iterators)
+    end)
+end)

@@ -291,12 +291,21 @@ static int scan_finish(lua_State *L, LIter *p) {
   return 1;
 }
 
-/* The generic-for step of a scan. Upvalues: the iterator, the upper bound
- * (a string, or nil for an open end). */
+/* Bytewise order of two keys: <0, 0, >0. */
+static int keycmp(const char *a, size_t an, const char *b, size_t bn) {
+  size_t m = an < bn ? an : bn;
+  int c = m ? memcmp(a, b, m) : 0;
+  return c ? c : (an > bn) - (an < bn);
+}
+
+/* The generic-for step of a scan. Upvalues: the iterator, the bound where
+ * the scan ends (a string, or nil for an open end) and whether it runs
+ * downward (rscan: the bound is lo) or upward (scan: the bound is hi). */
 static int scan_step(lua_State *L) {
   LIter *p = (LIter *)lua_touserdata(L, lua_upvalueindex(1));
-  size_t klen, vlen, hilen;
-  const char *key, *val, *hi;
+  int down = lua_toboolean(L, lua_upvalueindex(3));
+  size_t klen, vlen, blen;
+  const char *key, *val, *bound;
   if (p->it == NULL) {
     if (p->done) return 0;
     return closed_error(L, &p->c, "iter");
@@ -305,15 +314,16 @@ static int scan_step(lua_State *L) {
    * past the end through its methods, do not step an invalid iterator */
   if (!p->started)
     p->started = 1;
+  else if (lkv_iter_valid(p->it) && down)
+    lkv_iter_prev(p->it);
   else if (lkv_iter_valid(p->it))
     lkv_iter_next(p->it);
   if (!lkv_iter_valid(p->it)) return scan_finish(L, p);
   key = lkv_iter_key(p->it, &klen);
-  hi = lua_tolstring(L, lua_upvalueindex(2), &hilen);
-  if (hi != NULL) {
-    size_t m = klen < hilen ? klen : hilen;
-    int c = m ? memcmp(key, hi, m) : 0;
-    if (c > 0 || (c == 0 && klen > hilen)) return scan_finish(L, p);
+  bound = lua_tolstring(L, lua_upvalueindex(2), &blen);
+  if (bound != NULL) {
+    int c = keycmp(key, klen, bound, blen);
+    if (down ? c < 0 : c > 0) return scan_finish(L, p);
   }
   val = lkv_iter_value(p->it, &vlen);
   lua_pushlstring(L, key, klen); /* +1 */
@@ -321,25 +331,48 @@ static int scan_step(lua_State *L) {
   return 2;
 }
 
-/* lo at arg 2, hi at arg 3. Returns step, nil, nil, iter: the fourth value
- * is the generic for's to-be-closed variable, so `break` or an error in the
- * loop body frees the engine iterator at once. */
-static int do_scan(lua_State *L, LDb *d, int dbidx, uint64_t at) {
+/* The last key <= hi, or the last key when hi is NULL (LevelDB's
+ * SeekForPrev): where a downward scan starts. */
+static void seek_at_or_before(lkv_iter *it, const char *hi, size_t hilen) {
+  size_t klen;
+  const char *k;
+  if (hi == NULL) {
+    lkv_iter_seek_last(it);
+    return;
+  }
+  lkv_iter_seek(it, hi, hilen); /* the first key >= hi */
+  if (!lkv_iter_valid(it)) { /* every key is below hi */
+    lkv_iter_seek_last(it);
+    return;
+  }
+  k = lkv_iter_key(it, &klen);
+  if (keycmp(k, klen, hi, hilen) > 0) lkv_iter_prev(it); /* past hi */
+}
+
+/* lo at arg 2, hi at arg 3; upward from lo (scan) or downward from hi
+ * (rscan). Returns step, nil, nil, iter: the fourth value is the generic
+ * for's to-be-closed variable, so `break` or an error in the loop body
+ * frees the engine iterator at once. */
+static int do_scan(lua_State *L, LDb *d, int dbidx, uint64_t at, int down) {
   size_t lolen = 0, hilen = 0;
   const char *lo = optbytes(L, 2, &lolen);
+  const char *hi = optbytes(L, 3, &hilen);
+  int end = down ? 2 : 3; /* the argument holding the bound that ends it */
   LIter *p;
-  (void)optbytes(L, 3, &hilen); /* checked now, read by each step */
   p = newiter(L, d, dbidx, at); /* +1 iter */
-  if (lo != NULL)
+  if (down)
+    seek_at_or_before(p->it, hi, hilen);
+  else if (lo != NULL)
     lkv_iter_seek(p->it, lo, lolen);
   else
     lkv_iter_seek_first(p->it);
   lua_pushvalue(L, -1); /* +1 iter (upvalue 1) */
-  if (lua_isnoneornil(L, 3))
+  if (lua_isnoneornil(L, end))
     lua_pushnil(L);
   else
-    lua_pushvalue(L, 3);               /* +1 hi (upvalue 2) */
-  lua_pushcclosure(L, scan_step, 2);   /* -2 +1 step */
+    lua_pushvalue(L, end);             /* +1 bound (upvalue 2) */
+  lua_pushboolean(L, down);            /* +1 direction (upvalue 3) */
+  lua_pushcclosure(L, scan_step, 3);   /* -3 +1 step */
   lua_pushnil(L);                      /* +1 state */
   lua_pushnil(L);                      /* +1 control */
   lua_pushvalue(L, -4);                /* +1 closing value: the iter */
@@ -388,7 +421,12 @@ static int db_delete(lua_State *L) {
 
 static int db_scan(lua_State *L) {
   LDb *d = todb(L);
-  return do_scan(L, d, 1, optseq(L, 4));
+  return do_scan(L, d, 1, optseq(L, 4), 0);
+}
+
+static int db_rscan(lua_State *L) {
+  LDb *d = todb(L);
+  return do_scan(L, d, 1, optseq(L, 4), 1);
 }
 
 static int db_iter(lua_State *L) {
@@ -689,14 +727,17 @@ static int snap_get(lua_State *L) {
   return do_get(L, s->c.owner, s->seq);
 }
 
-static int snap_scan(lua_State *L) {
+static int snap_scan_dir(lua_State *L, int down) {
   LSnap *s = tosnap(L);
   int dbidx;
   lua_settop(L, 3);
   lua_getiuservalue(L, 1, 1); /* +1 db */
   dbidx = lua_gettop(L);
-  return do_scan(L, s->c.owner, dbidx, s->seq);
+  return do_scan(L, s->c.owner, dbidx, s->seq, down);
 }
+
+static int snap_scan(lua_State *L) { return snap_scan_dir(L, 0); }
+static int snap_rscan(lua_State *L) { return snap_scan_dir(L, 1); }
 
 static int snap_iter(lua_State *L) {
   LSnap *s = tosnap(L);
@@ -2357,6 +2398,7 @@ static const luaL_Reg db_methods[] = {
     {"get", db_get},
     {"delete", db_delete},
     {"scan", db_scan},
+    {"rscan", db_rscan},
     {"iter", db_iter},
     {"snapshot", db_snapshot},
     {"batch", db_batch},
@@ -2380,6 +2422,7 @@ static const luaL_Reg db_meta[] = {
 static const luaL_Reg snap_methods[] = {
     {"get", snap_get},
     {"scan", snap_scan},
+    {"rscan", snap_rscan},
     {"iter", snap_iter},
     {"release", snap_release},
     {"close", snap_release},

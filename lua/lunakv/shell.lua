@@ -321,33 +321,8 @@ local function take_flag(args, word)
   return false
 end
 
--- The keys of [lo, hi] from the top down, through an iterator: seek to
--- hi (one step back if hi itself is absent), then prev. Returns what a
--- generic for takes, the iterator last as its to-be-closed value, so a
--- loop that stops early (LIMIT) frees it at once, as reader:scan does.
-local function scan_down(reader, lo, hi)
-  local it = reader:iter()
-  return coroutine.wrap(function()
-    local ok, e = pcall(function()
-      if hi and it:seek(hi) then
-        if it:key() > hi then it:prev() end
-      elseif not hi or not it:valid() then
-        it:seek_last()
-      end
-      while it:valid() do
-        local k = it:key()
-        if lo and k < lo then break end
-        coroutine.yield(k, it:value())
-        it:prev()
-      end
-    end)
-    it:close()
-    if not ok then error(e, 0) end
-  end), nil, nil, it
-end
-
 local function scan_rows(reader, lo, hi, reverse)
-  if reverse then return scan_down(reader, lo, hi) end
+  if reverse then return reader:rscan(lo, hi) end
   return reader:scan(lo, hi)
 end
 
