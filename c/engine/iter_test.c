@@ -187,13 +187,14 @@ static void rmrf(const char *d) {
   if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
 }
 
-/* Tiny memtables, tables and levels: many flushes and compactions. Tables
- * are read through mmap here (mmap_reads): the rest of the suite reads
+/* Tiny memtables, tables and levels: many flushes and compactions, over
+ * more tables than stay open. Tables are read through mmap here (mmap_reads): the rest of the suite reads
  * with pread, and sst_test walks a table both ways in both modes. */
 static lkv_options small_options(void) {
   lkv_options o;
   lkv_options_init(&o);
   o.mmap_reads = 1;
+  o.max_open_files = 16; /* tables open and close (and unmap) all the time */
   o.max_memtable_size = 16 * 1024;
   o.table_size = 16 * 1024;
   o.level1_max_bytes = 64 * 1024;
