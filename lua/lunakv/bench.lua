@@ -83,8 +83,8 @@ function M.add_to_parser(c)
     :argname("<bytes>"):convert(posint("--key-size", 2))
   c:option("--layers", "Which loops: c, lua or c,lua (default).")
     :argname("<list>")
-  c:option("--repeat", "Run everything R times and report medians "
-    .. "(default 1).")
+  c:option("--repeat", "Run everything R times, each time in a new "
+    .. "process, and report medians (default 1).")
     :argname("<r>"):convert(posint("--repeat"))
   c:option("--dir", "Put the databases under DIR (default: a temporary "
     .. "directory, removed at the end).")
@@ -590,6 +590,41 @@ local function config_line(opts, info)
   return table.concat(parts, ", ")
 end
 
+-- One repetition of a --repeat run, in a new `lunakv bench` process with
+-- the same settings and --json: its per-layer results, by plan index.
+-- A Lua loop's speed on some machines depends on the process's address
+-- layout (string.format alone runs at one of two speeds per process), so
+-- repetitions inside one process would all share that process's luck.
+local function run_child(args, layers, ctx)
+  local cjson = require "cjson"
+  local interp, bin = require("lunakv.cluster").self_command()
+  local cmd = { interp, bin, "bench", "--json", "--quiet", "--repeat", "1",
+    "-w", args.workloads or M.DEFAULT_WORKLOADS, "-n", tostring(ctx.num),
+    "--key-size", tostring(ctx.key_size), "--value-size",
+    tostring(ctx.value_size), "--seed", tostring(ctx.seed),
+    "--layers", table.concat(layers, ","), "--dir", ctx.base }
+  if args.config then cmd[#cmd + 1] = "-c"; cmd[#cmd + 1] = args.config end
+  for _, set in ipairs(args.set or {}) do
+    cmd[#cmd + 1] = "-s"; cmd[#cmd + 1] = set
+  end
+  for i, a in ipairs(cmd) do cmd[i] = shell_quote(a) end
+  local p = assert(io.popen(table.concat(cmd, " ") .. " 2>&1"))
+  local out = p:read("a")
+  p:close()
+  local ok, doc = pcall(cjson.decode, out)
+  if not ok or type(doc) ~= "table" or type(doc.results) ~= "table" then
+    error("lunakv: bench: a repetition failed: " .. (out:match("[^\n]+")
+      or "no output"), 0)
+  end
+  local by_layer, index = {}, {}
+  for _, r in ipairs(doc.results) do
+    index[r.layer] = (index[r.layer] or 0) + 1
+    by_layer[r.layer] = by_layer[r.layer] or {}
+    by_layer[r.layer][index[r.layer]] = r
+  end
+  return by_layer
+end
+
 -- `lunakv bench`: args from argparse, opts/info from the config layers.
 -- Returns true, or nil and a message, or 2 and a message (usage).
 function M.main(args, opts, info)
@@ -652,7 +687,8 @@ function M.main(args, opts, info)
       string.format("data      %s ops per workload, %d B keys, %d B values"
         .. "%s", commas(num), key_size, value_size,
         (args["repeat"] or 1) > 1
-          and (", medians of " .. args["repeat"] .. " runs") or ""),
+          and (", medians of " .. args["repeat"] .. " runs (one process "
+            .. "each)") or ""),
       "",
     }
     io.stdout:write(table.concat(out, "\n"), "\n")
@@ -668,11 +704,25 @@ function M.main(args, opts, info)
       for i = 1, #layers do
         order[i] = layers[rep % 2 == 1 and i or #layers + 1 - i]
       end
-      for _, l in ipairs(order) do
-        local res = run_layer(l, plan, ctx)
-        for i, r in ipairs(res) do
-          per_layer[l][i] = per_layer[l][i] or {}
-          table.insert(per_layer[l][i], r)
+      if (args["repeat"] or 1) > 1 then
+        local res = run_child(args, order, ctx)
+        for _, l in ipairs(order) do
+          for i in ipairs(plan) do
+            per_layer[l][i] = per_layer[l][i] or {}
+            local r = res[l] and res[l][i]
+            if not r then
+              error("lunakv: bench: a repetition returned too few results", 0)
+            end
+            table.insert(per_layer[l][i], r)
+          end
+        end
+      else
+        for _, l in ipairs(order) do
+          local res = run_layer(l, plan, ctx)
+          for i, r in ipairs(res) do
+            per_layer[l][i] = per_layer[l][i] or {}
+            table.insert(per_layer[l][i], r)
+          end
         end
       end
     end

@@ -185,6 +185,7 @@ local function self_command()
   if bin:find("/", 1, true) then bin = absolute(bin) end
   return interp or "lua5.4", bin
 end
+M.self_command = self_command
 
 -- Signal every node in the list, then wait for all to be gone: SIGTERM,
 -- up to grace seconds, then SIGKILL. A pid is signalled, and waited for,
