@@ -291,6 +291,12 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err) {
 
 /* ---- building tables ------------------------------------------------- */
 
+int lkv_db_open_table(lkv_db *db, const char *path, uint64_t number,
+                      lkv_table **t, lkv_err *err) {
+  return lkv_table_open(path, number, db->cache, &db->counters,
+                        db->o.mmap_reads, t, err);
+}
+
 int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
                         uint64_t number, lkv_slice smallest, lkv_slice largest,
                         lkv_fmeta **out, lkv_err *err) {
@@ -299,8 +305,7 @@ int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
   *out = NULL;
   int rc = lkv_tb_finish(b, &size, err);
   if (rc == LKV_OK)
-    rc = lkv_table_open(path, number, db->cache, &db->counters,
-                        db->o.mmap_reads, &t, err);
+    rc = lkv_db_open_table(db, path, number, &t, err);
   if (rc == LKV_OK) {
     *out = lkv_fmeta_new(db, number, size, smallest, largest);
     if (*out == NULL) {
@@ -1008,8 +1013,7 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
                       "%s/MANIFEST lists %s but the file is missing", db->dir, name);
       break;
     }
-    if ((rc = lkv_table_open(path, mf->number, db->cache, &db->counters,
-                             db->o.mmap_reads, &t, err)))
+    if ((rc = lkv_db_open_table(db, path, mf->number, &t, err)))
       break;
     if (lkv_table_file_size(t) != mf->size) {
       lkv_table_close(t);

@@ -253,6 +253,10 @@ int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
                         uint64_t number, lkv_slice smallest, lkv_slice largest,
                         lkv_fmeta **out, lkv_err *err);
 void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n);
+/* Open table `number` at path with the db's block cache, counters and
+ * read mode (mmap_reads): every table reader of a db is made here. */
+int lkv_db_open_table(lkv_db *db, const char *path, uint64_t number,
+                      lkv_table **t, lkv_err *err);
 void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err); /* mu held */
 uint64_t lkv_db_oldest_snapshot(lkv_db *db); /* mu held */
 lkv_table_opts lkv_db_table_opts(const lkv_db *db);

@@ -44,10 +44,6 @@ static inline uint64_t lkv_ikey_tag(lkv_slice ikey) {
   return lkv_get64(ikey.p + ikey.n - LKV_TAG_BYTES);
 }
 
-/* Bytewise order. Keys are mostly short, and every search (memtable,
- * index, block scan) compares them constantly: up to 64 bytes are
- * compared 8 at a time inline, which beats a memcmp call there; longer
- * keys go to memcmp, which is faster over long runs. */
 /* The comparisons run inside every search loop; a call per comparison
  * (GCC declines to inline them in block.c, with its many call sites)
  * costs as much as the comparison. */
@@ -57,6 +53,10 @@ static inline uint64_t lkv_ikey_tag(lkv_slice ikey) {
 #define LKV_HOT_INLINE static inline
 #endif
 
+/* Bytewise order. Keys are mostly short, and every search (memtable,
+ * index, block scan) compares them constantly: up to 64 bytes are
+ * compared 8 at a time inline, which beats a memcmp call there; longer
+ * keys go to memcmp, which is faster over long runs. */
 LKV_HOT_INLINE int lkv_ucmp(const char *a, size_t an, const char *b, size_t bn) {
   size_t m = an < bn ? an : bn;
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && \

@@ -355,6 +355,9 @@ typedef struct blockref {
   int mapped;
 } blockref;
 
+/* Does the block sit in the caller's buffer (neither cached nor mapped)? */
+static int in_buffer(const blockref *r) { return r->h == NULL && !r->mapped; }
+
 static void release(lkv_table *t, blockref *r) {
   if (r->h) lkv_cache_release(t->cache, r->h);
   r->h = NULL;
@@ -506,7 +509,7 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
     if (ty == LKV_TYPE_VALUE) {
       *type = ty;
       rc = LKV_OK;
-      if (r.h == NULL && !r.mapped) {
+      if (in_buffer(&r)) {
         /* The block sits in val itself: slide the value to the front. */
         memmove(val->data, c.val, c.vlen);
         val->len = c.vlen;
@@ -516,13 +519,13 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
     } else if (ty == LKV_TYPE_DELETE) {
       *type = ty;
       rc = LKV_OK;
-      if (r.h == NULL && !r.mapped) val->len = 0;
+      if (in_buffer(&r)) val->len = 0;
     } else {
       rc = corrupt(t, t->ix[i].off, "entry of unknown type", err);
     }
   }
   /* When the block was read into val, val holds block bytes: say so. */
-  if (rc != LKV_OK && r.h == NULL && !r.mapped) val->len = 0;
+  if (rc != LKV_OK && in_buffer(&r)) val->len = 0;
   lkv_block_cursor_free(&c);
   release(t, &r);
   return rc;

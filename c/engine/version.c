@@ -106,8 +106,7 @@ int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
     lkv_db_table_name(db, f->number, name, sizeof name);
     int rc = lkv_env_path(path, sizeof path, db->dir, name, err);
     if (rc == LKV_OK)
-      rc = lkv_table_open(path, f->number, db->cache, &db->counters,
-                          db->o.mmap_reads, &nt, err);
+      rc = lkv_db_open_table(db, path, f->number, &nt, err);
     if (rc) return rc;
     *h = lkv_cache_insert(db->tcache, f->number, 0, nt, 1, table_free);
     if (*h == NULL) return lkv_seterr(err, LKV_NOMEM, "opening %s", name);
@@ -446,7 +445,7 @@ static void li_open(level_iter *li, int idx) {
     li->cur = NULL;
   }
   li->idx = idx;
-  if (li->rc || idx >= li->n) return;
+  if (li->rc || idx < 0 || idx >= li->n) return; /* idx -1: seek_last of none */
   li->cur = lkv_fmeta_iter(li->files[idx]);
   if (li->cur == NULL) li->rc = lkv_seterr(&li->err, LKV_NOMEM, "level iterator");
 }
