@@ -248,32 +248,30 @@ static void mi_next(lkv_iiter *it) {
   if (mi->x) mi->x = atomic_load_explicit(&mi->x->next[0], memory_order_acquire);
 }
 
-/* The skiplist links only forward: the last node before t (or, t NULL,
- * the last node) is found by a search from the head, O(log n). */
-static node *find_before(lkv_mem *m, const node *t) {
-  node *x = m->head;
-  int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
-  for (;;) {
-    node *nx = atomic_load_explicit(&x->next[level], memory_order_acquire);
-    if (nx != NULL &&
-        (t == NULL || cmp_node(nx, node_key(t), node_klen(t) - LKV_TAG_BYTES,
-                               lkv_get64(node_key(t) + node_klen(t) - LKV_TAG_BYTES)) < 0)) {
-      x = nx;
-    } else {
-      if (level == 0) return x == m->head ? NULL : x;
-      level--;
-    }
-  }
-}
-
-static void mi_seek_last(lkv_iiter *it) {
-  mem_iter *mi = (mem_iter *)it;
-  mi->x = find_before(mi->m, NULL);
-}
-
+/* The skiplist links only forward, so a step back is a search from the
+ * head, O(log n): the predecessor is what find_ge leaves in prev[0]. */
 static void mi_prev(lkv_iiter *it) {
   mem_iter *mi = (mem_iter *)it;
-  if (mi->x) mi->x = find_before(mi->m, mi->x);
+  if (mi->x == NULL) return;
+  const char *k = node_key(mi->x);
+  uint32_t kl = node_klen(mi->x);
+  node *prev[MAX_HEIGHT];
+  find_ge(mi->m, k, kl - LKV_TAG_BYTES, lkv_get64(k + kl - LKV_TAG_BYTES),
+          prev);
+  mi->x = prev[0] == mi->m->head ? NULL : prev[0];
+}
+
+/* The last node: follow each level to its end, then go down. */
+static void mi_seek_last(lkv_iiter *it) {
+  mem_iter *mi = (mem_iter *)it;
+  node *x = mi->m->head;
+  for (int level = atomic_load_explicit(&mi->m->height, memory_order_relaxed) - 1;
+       level >= 0; level--) {
+    node *nx;
+    while ((nx = atomic_load_explicit(&x->next[level], memory_order_acquire)))
+      x = nx;
+  }
+  mi->x = x == mi->m->head ? NULL : x;
 }
 
 static int mi_valid(const lkv_iiter *it) { return ((const mem_iter *)it)->x != NULL; }
