@@ -289,6 +289,30 @@ describe("lunakv bench", function()
       assert.same({ "keep.txt" }, h.list(dir))
     end)
 
+  it("runs each --repeat repetition in a process of its own", function()
+    -- LUA_INIT runs in every lua5.4 started: each leaves a file in marks
+    local marks = h.tmpdir()
+    local init = "local f = io.open(" .. string.format("%q", marks)
+      .. " .. '/' .. math.random(1 << 40), 'w') if f then f:close() end"
+    local function run(extra)
+      return h.run("cd " .. h.quote(dir) .. " && LUA_INIT=" .. h.quote(init)
+        .. " " .. h.lua .. " " .. h.quote(h.bin) .. " bench -n 300 -w writes "
+        .. "--layers lua,c -s MAX_MEMTABLE_SIZE=65536 " .. extra)
+    end
+    local code, out, err = run("--repeat 3 --json")
+    assert.equal(0, code, err)
+    assert.equal(4, #h.list(marks)) -- this bench and three repetitions
+    local doc = require("cjson").decode(out)
+    assert.equal(3, doc["repeat"])
+    for _, r in ipairs(doc.results) do
+      assert.equal(3, r.runs, r.layer)
+      assert.is_true(r.ops_per_sec > 0)
+    end
+    code, out, err = run("--repeat 1")
+    assert.equal(0, code, err)
+    assert.equal(5, #h.list(marks)) -- one run: no child process
+  end)
+
   it("shows settings from .env, the environment and --set", function()
     h.write_file(dir .. "/.env", "MAX_MEMTABLE_SIZE=65536\nWAL_BUFFER_SIZE=7\n")
     local code, out, err = h.run("cd " .. h.quote(dir) .. " && SYNC=none " ..

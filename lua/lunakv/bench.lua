@@ -704,25 +704,21 @@ function M.main(args, opts, info)
       for i = 1, #layers do
         order[i] = layers[rep % 2 == 1 and i or #layers + 1 - i]
       end
+      local res
       if (args["repeat"] or 1) > 1 then
-        local res = run_child(args, order, ctx)
-        for _, l in ipairs(order) do
-          for i in ipairs(plan) do
-            per_layer[l][i] = per_layer[l][i] or {}
-            local r = res[l] and res[l][i]
-            if not r then
-              error("lunakv: bench: a repetition returned too few results", 0)
-            end
-            table.insert(per_layer[l][i], r)
-          end
-        end
+        res = run_child(args, order, ctx)
       else
-        for _, l in ipairs(order) do
-          local res = run_layer(l, plan, ctx)
-          for i, r in ipairs(res) do
-            per_layer[l][i] = per_layer[l][i] or {}
-            table.insert(per_layer[l][i], r)
+        res = {}
+        for _, l in ipairs(order) do res[l] = run_layer(l, plan, ctx) end
+      end
+      for _, l in ipairs(order) do
+        for i in ipairs(plan) do
+          local r = res[l] and res[l][i]
+          if not r then
+            error("lunakv: bench: a repetition returned too few results", 0)
           end
+          per_layer[l][i] = per_layer[l][i] or {}
+          table.insert(per_layer[l][i], r)
         end
       end
     end
