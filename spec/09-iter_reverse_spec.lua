@@ -7,31 +7,22 @@ local lunakv = require "lunakv"
 
 local function key(i) return string.format("key%06d", i) end
 
--- Every { key, value } from seek_first + next.
-local function forward(it)
+-- Every { key, value } from it:start() and it:step() until not valid, in
+-- the order visited.
+local function walk(it, start, step)
   local out = {}
-  local ok = it:seek_first()
+  local ok = it[start](it)
   while ok do
     assert.is_true(it:valid())
     out[#out + 1] = { it:key(), it:value() }
-    ok = it:next()
+    ok = it[step](it)
   end
   assert.is_false(it:valid())
   return out
 end
 
--- Every { key, value } from seek_last + prev, in the order visited.
-local function backward(it)
-  local out = {}
-  local ok = it:seek_last()
-  while ok do
-    assert.is_true(it:valid())
-    out[#out + 1] = { it:key(), it:value() }
-    ok = it:prev()
-  end
-  assert.is_false(it:valid())
-  return out
-end
+local function forward(it) return walk(it, "seek_first", "next") end
+local function backward(it) return walk(it, "seek_last", "prev") end
 
 local function reversed(t)
   local out = {}
