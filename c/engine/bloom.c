@@ -6,6 +6,9 @@
  * instead of 0.85% at 10 bits per key). */
 #include "bloom.h"
 
+#include <stdatomic.h>
+#include <stdlib.h>
+
 #include "coding.h"
 
 #define K_MAX 30
@@ -127,5 +130,60 @@ int lkv_bloom_may_contain(const char *filter, size_t n, uint64_t hash) {
   const unsigned char *blk =
       bits + (size_t)reduce((uint32_t)(hash >> 32), (n - 1) / BLOCK_BYTES) * BLOCK_BYTES;
   PROBES(hash, if ((blk[bit >> 3] & (1u << (bit & 7))) == 0) return 0);
+  return 1;
+}
+
+/* ---- live filters ---------------------------------------------------- */
+
+/* A live filter's number of probes: it is sized to about 8 bits per key
+ * for the smallest entries a memtable holds, far more for typical ones, so
+ * 6 probes sit near the optimum for the first and cost little for the
+ * rest. */
+#define LIVE_K 6
+#define WORDS_PER_BLOCK (BLOCK_BYTES / 8)
+
+int lkv_live_bloom_init(lkv_live_bloom *f, size_t bytes) {
+  uint64_t nblocks = (bytes + BLOCK_BYTES - 1) / BLOCK_BYTES;
+  if (nblocks == 0) nblocks = 1;
+  if (nblocks > MAX_FILTER_BYTES / BLOCK_BYTES)
+    nblocks = MAX_FILTER_BYTES / BLOCK_BYTES;
+  /* calloc: a big filter comes as fresh zero pages, touched only where
+   * keys land */
+  f->words = calloc((size_t)nblocks * WORDS_PER_BLOCK, sizeof *f->words);
+  f->nblocks = f->words ? nblocks : 0;
+  return f->words ? 0 : -1;
+}
+
+void lkv_live_bloom_free(lkv_live_bloom *f) {
+  free(f->words);
+  f->words = NULL;
+  f->nblocks = 0;
+}
+
+static inline _Atomic uint64_t *live_block(const lkv_live_bloom *f,
+                                           uint64_t hash) {
+  return f->words +
+         (size_t)reduce((uint32_t)(hash >> 32), f->nblocks) * WORDS_PER_BLOCK;
+}
+
+void lkv_live_bloom_add(lkv_live_bloom *f, uint64_t hash) {
+  _Atomic uint64_t *blk = live_block(f, hash);
+  int k = LIVE_K;
+  /* one writer: a load and a store per probe, no read-modify-write */
+  PROBES(hash, {
+    _Atomic uint64_t *w = &blk[bit >> 6];
+    uint64_t old = atomic_load_explicit(w, memory_order_relaxed);
+    atomic_store_explicit(w, old | (uint64_t)1 << (bit & 63),
+                          memory_order_relaxed);
+  });
+}
+
+int lkv_live_bloom_may_contain(const lkv_live_bloom *f, uint64_t hash) {
+  _Atomic uint64_t *blk = live_block(f, hash);
+  int k = LIVE_K;
+  PROBES(hash, {
+    uint64_t w = atomic_load_explicit(&blk[bit >> 6], memory_order_relaxed);
+    if ((w >> (bit & 63) & 1) == 0) return 0;
+  });
   return 1;
 }

@@ -30,4 +30,22 @@ void lkv_bloom_build(const uint64_t *hashes, size_t nkeys, int bits_per_key,
  * filter must cost a block read, never a wrong answer. */
 int lkv_bloom_may_contain(const char *filter, size_t n, uint64_t hash);
 
+/* A filter in memory that grows while it is read: the memtable's (RocksDB's
+ * memtable whole-key filtering). Same hash and block layout as a table's
+ * filter, over 64-bit words. One thread adds at a time; any number query
+ * at once. Both use relaxed atomics, so the caller orders them: a key's
+ * bits must be set before the store that publishes the key (for the db,
+ * the last sequence number), and a reader must query after loading it. */
+typedef struct lkv_live_bloom {
+  _Atomic uint64_t *words;
+  uint64_t nblocks;
+} lkv_live_bloom;
+
+/* About `bytes` of filter, rounded up to whole 64-byte blocks (at least
+ * one). 0, or -1 when out of memory. */
+int lkv_live_bloom_init(lkv_live_bloom *f, size_t bytes);
+void lkv_live_bloom_free(lkv_live_bloom *f);
+void lkv_live_bloom_add(lkv_live_bloom *f, uint64_t hash);
+int lkv_live_bloom_may_contain(const lkv_live_bloom *f, uint64_t hash);
+
 #endif

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "bloom.h"
 #include "db_impl.h"
 #include "env.h"
 #include "err.h"
@@ -442,7 +443,7 @@ static int switch_memtable(lkv_db *db, lkv_err *err) {
   char name[256], path[4096];
   uint64_t number = db->next_file++;
   lkv_wal *w = NULL;
-  lkv_mem *m = lkv_mem_new();
+  lkv_mem *m = lkv_mem_new(db->o.max_memtable_size);
   int rc = m ? LKV_OK : lkv_seterr(err, LKV_NOMEM, "new memtable");
   wal_name(db, number, name, sizeof name);
   if (rc == LKV_OK) rc = dir_path(db, name, path, sizeof path, err);
@@ -780,12 +781,13 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
   if (klen) memcpy(ik, key, klen);
   lkv_put64(ik + klen, lkv_tag(at, LKV_TYPE_SEEK));
   lkv_slice target = {ik, klen + LKV_TAG_BYTES};
-  rc = lkv_mem_get(s->mem, key, klen, at, &type, val);
+  uint64_t hash = lkv_bloom_hash(key, klen);
+  rc = lkv_mem_get(s->mem, key, klen, hash, at, &type, val);
   for (int i = 0; rc == LKV_NOTFOUND && i < s->nimm; i++)
-    rc = lkv_mem_get(s->imm[i], key, klen, at, &type, val);
+    rc = lkv_mem_get(s->imm[i], key, klen, hash, at, &type, val);
   if (rc == LKV_NOTFOUND) {
     lkv_seek_charge c;
-    rc = lkv_version_get(s->v, target, &type, val, &c, err);
+    rc = lkv_version_get(s->v, target, hash, &type, val, &c, err);
     if (c.f) lkv_db_charge_seek(db, &c); /* s->v keeps c.f alive */
   }
   if (rc == LKV_NOMEM) lkv_seterr(err, LKV_NOMEM, "get: value buffer");
@@ -1185,7 +1187,7 @@ static int recover(lkv_db *db, lkv_err *err) {
         rc = lkv_seterr(err, LKV_NOMEM, "recovery");
       }
       if (rc) goto out;
-      lkv_mem *fresh = lkv_mem_new();
+      lkv_mem *fresh = lkv_mem_new(db->o.max_memtable_size);
       if (fresh == NULL) {
         lkv_edit_free(&e);
         rc = lkv_seterr(err, LKV_NOMEM, "recovery");
@@ -1271,7 +1273,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->dir = strdup(dir);
   db->log_file_name = strdup(o.log_file_name);
   db->o.log_file_name = db->log_file_name;
-  db->mem = lkv_mem_new();
+  db->mem = lkv_mem_new(db->o.max_memtable_size);
   if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
   db->tcache = lkv_cache_new((size_t)(o.max_open_files - o.max_open_files / 2));
   if (!db->dir || !db->log_file_name || !db->mem || !db->tcache ||

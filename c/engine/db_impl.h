@@ -206,10 +206,12 @@ void lkv_edit_free(lkv_edit *e); /* unrefs the added files */
  * references). NULL when out of memory. */
 lkv_version *lkv_version_apply(const lkv_version *base, const lkv_edit *e);
 uint64_t lkv_version_level_bytes(const lkv_version *v, int level);
-/* Point lookup through the tables of v (target = (ukey, at, SEEK)).
- * *charge names the first table consulted when a second one was needed. */
-int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
-                    lkv_seek_charge *charge, lkv_err *err);
+/* Point lookup through the tables of v (target = (ukey, at, SEEK); hash =
+ * lkv_bloom_hash(ukey)). *charge names the first table consulted when a
+ * second one was needed. */
+int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash,
+                    int *type, lkv_buf *val, lkv_seek_charge *charge,
+                    lkv_err *err);
 /* An iterator's read sample (LevelDB's RecordReadSample): when two or more
  * tables cover ukey, set *charge to the first and return 1. */
 int lkv_version_sample(const lkv_version *v, const char *ukey, size_t klen,

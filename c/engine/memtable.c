@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bloom.h"
 #include "table.h"
 
 /* 12 levels with branching 4 index 4^12 = 16M entries without degrading. */
@@ -48,6 +49,7 @@ struct lkv_mem {
   atomic_size_t usage;
   atomic_uint_fast64_t entries;
   uint64_t wal_number;
+  lkv_live_bloom filter;
   /* The writer's last insertion point per level: a key that lands right
    * after the previous one (sequential loads) is linked without a search
    * from the top. Used by the single writer only. */
@@ -79,14 +81,24 @@ static void *arena_alloc(lkv_mem *m, size_t n) {
   return p;
 }
 
-lkv_mem *lkv_mem_new(void) {
+/* Filter bytes per byte of memtable limit: 1/32 gives 8 bits per key to
+ * the smallest entries (a node of ~32 bytes) and ~35 to the seed's 16-byte
+ * keys with 100-byte values, 128 KiB for a 4 MiB memtable. */
+#define FILTER_SHARE 32
+
+lkv_mem *lkv_mem_new(size_t limit) {
   lkv_mem *m = calloc(1, sizeof *m);
   if (m == NULL) return NULL;
+  if (lkv_live_bloom_init(&m->filter, limit / FILTER_SHARE)) {
+    free(m);
+    return NULL;
+  }
   atomic_init(&m->refs, 1);
   atomic_init(&m->height, 1);
   m->rnd = 0x2545F4914F6CDD1DULL;
   m->head = arena_alloc(m, sizeof(node) + MAX_HEIGHT * sizeof(node *));
   if (m->head == NULL) {
+    lkv_live_bloom_free(&m->filter);
     free(m);
     return NULL;
   }
@@ -112,6 +124,7 @@ void lkv_mem_unref(lkv_mem *m) {
     free(b);
     b = p;
   }
+  lkv_live_bloom_free(&m->filter);
   free(m);
 }
 
@@ -168,6 +181,9 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
   if (vlen) memcpy(kp + ik, val, vlen);
   x->kh = (uint32_t)ik | ((uint32_t)h << 24);
   x->vlen = (uint32_t)vlen;
+  /* set before the db publishes this write's sequence number, which a
+   * reader loads before it asks the filter */
+  lkv_live_bloom_add(&m->filter, lkv_bloom_hash(key, klen));
 
   node *prev[MAX_HEIGHT];
   int cur = atomic_load_explicit(&m->height, memory_order_relaxed);
@@ -201,8 +217,9 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
   return LKV_OK;
 }
 
-int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t at,
-                int *type, lkv_buf *val) {
+int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t hash,
+                uint64_t at, int *type, lkv_buf *val) {
+  if (!lkv_live_bloom_may_contain(&m->filter, hash)) return LKV_NOTFOUND;
   node *x = find_ge(m, ukey, klen, lkv_tag(at, LKV_TYPE_SEEK), NULL);
   if (x == NULL) return LKV_NOTFOUND;
   const char *k = node_key(x);

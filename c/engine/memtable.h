@@ -4,7 +4,11 @@
  * Thread safety: one writer at a time (the db's write leader), any number
  * of concurrent readers without locks: a node is fully written before it
  * is linked with a release store, readers follow links with acquire loads.
- * The memtable is reference counted; the last unref frees the arena. */
+ * The memtable is reference counted; the last unref frees the arena.
+ *
+ * A Bloom filter over the user keys (bloom.h's live filter) answers most
+ * lookups of keys the memtable does not hold without walking the
+ * skiplist: the usual case once the data outgrows the memtable. */
 #ifndef LKV_MEMTABLE_H
 #define LKV_MEMTABLE_H
 
@@ -17,7 +21,9 @@
 
 typedef struct lkv_mem lkv_mem;
 
-lkv_mem *lkv_mem_new(void); /* refs = 1; NULL when out of memory */
+/* refs = 1; NULL when out of memory. limit: the bytes at which the db
+ * freezes it (max_memtable_size), which sizes its filter. */
+lkv_mem *lkv_mem_new(size_t limit);
 void lkv_mem_ref(lkv_mem *m);
 void lkv_mem_unref(lkv_mem *m);
 
@@ -26,9 +32,12 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
                 size_t klen, const char *val, size_t vlen);
 
 /* Newest entry for ukey with seq <= at. LKV_OK with *type (value copied
- * into val when LKV_TYPE_VALUE), LKV_NOTFOUND, or LKV_NOMEM. */
-int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t at,
-                int *type, lkv_buf *val);
+ * into val when LKV_TYPE_VALUE), LKV_NOTFOUND, or LKV_NOMEM. hash is
+ * lkv_bloom_hash(ukey, klen), computed once by a caller that asks several
+ * memtables and tables. A writer's entry is found once its add has
+ * returned and the caller has seen that (the db: through last_seq). */
+int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t hash,
+                uint64_t at, int *type, lkv_buf *val);
 
 size_t lkv_mem_usage(const lkv_mem *m);    /* arena bytes */
 uint64_t lkv_mem_entries(const lkv_mem *m); /* versions stored */

@@ -483,10 +483,19 @@ int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
     return lkv_seterr(err, LKV_INVALID, "lookup in %s: not an internal key",
                       t->name);
   lkv_slice uk = lkv_ikey_user(target);
+  return lkv_table_get_hashed(t, target, lkv_bloom_hash(uk.p, uk.n), type, val,
+                              err);
+}
+
+int lkv_table_get_hashed(lkv_table *t, lkv_slice target, uint64_t hash,
+                         int *type, lkv_buf *val, lkv_err *err) {
+  if (target.n < LKV_TAG_BYTES)
+    return lkv_seterr(err, LKV_INVALID, "lookup in %s: not an internal key",
+                      t->name);
+  lkv_slice uk = lkv_ikey_user(target);
   lkv_table_counters *cnt = t->counters;
   if (cnt) bump(cnt, bloom_checks);
-  if (!lkv_bloom_may_contain(t->filter, t->filter_n,
-                             lkv_bloom_hash(uk.p, uk.n))) {
+  if (!lkv_bloom_may_contain(t->filter, t->filter_n, hash)) {
     if (cnt) bump(cnt, bloom_negatives);
     return LKV_NOTFOUND;
   }

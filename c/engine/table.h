@@ -92,6 +92,10 @@ void lkv_table_close(lkv_table *t);
  * LKV_TYPE_DELETE. LKV_NOTFOUND: no such entry in this table. */
 int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
                   lkv_err *err);
+/* The same with hash = lkv_bloom_hash(target's user key), for a caller
+ * that asks several tables about one key and hashes it once. */
+int lkv_table_get_hashed(lkv_table *t, lkv_slice target, uint64_t hash,
+                         int *type, lkv_buf *val, lkv_err *err);
 
 /* An iterator over all entries (internal keys, every version). The table
  * must stay open until the iterator is destroyed. */

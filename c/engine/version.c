@@ -338,13 +338,13 @@ static int find_file(lkv_fmeta *const *files, int n, const char *k, size_t kn) {
   return lo;
 }
 
-static int table_get(lkv_fmeta *f, lkv_slice target, int *type, lkv_buf *val,
-                     lkv_err *err) {
+static int table_get(lkv_fmeta *f, lkv_slice target, uint64_t hash,
+                     int *type, lkv_buf *val, lkv_err *err) {
   lkv_table *t;
   lkv_cache_handle *h;
   int rc = lkv_fmeta_pin(f, &t, &h, err);
   if (rc) return rc;
-  rc = lkv_table_get(t, target, type, val, err);
+  rc = lkv_table_get_hashed(t, target, hash, type, val, err);
   lkv_fmeta_unpin(f, h);
   return rc;
 }
@@ -369,8 +369,9 @@ static lkv_fmeta *covering(const lkv_version *v, int level, const char *k,
   return v->files[level][i];
 }
 
-int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
-                    lkv_seek_charge *charge, lkv_err *err) {
+int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash,
+                    int *type, lkv_buf *val, lkv_seek_charge *charge,
+                    lkv_err *err) {
   const char *k = target.p;
   size_t kn = target.n - LKV_TAG_BYTES;
   lkv_fmeta *first = NULL;
@@ -387,7 +388,7 @@ int lkv_version_get(lkv_version *v, lkv_slice target, int *type, lkv_buf *val,
         charge->f = first; /* a second table was needed: the first cost a seek */
         charge->level = first_level;
       }
-      int rc = table_get(f, target, type, val, err);
+      int rc = table_get(f, target, hash, type, val, err);
       if (rc != LKV_NOTFOUND) return rc;
       if (l > 0) break;
     }
