@@ -275,6 +275,53 @@ static int restart_key(lkv_block_cursor *c, uint32_t i, lkv_slice *key) {
   return 0;
 }
 
+/* The linear part of a seek, for the common entry: one-byte lengths and a
+ * new key part of at most 16 bytes (decode_at's fixed copy). The cursor's
+ * state lives in locals here: stores through c->key may alias *c, so
+ * decode_at must reload its fields after every copy. Starts after the
+ * current entry, which is < target. Returns 1 when it stopped on the
+ * first entry >= target or ran off the block; 0 with the cursor on the
+ * last entry it passed (< target) when the next one needs decode_at. */
+static int scan_fast(lkv_block_cursor *c, lkv_slice target) {
+  const char *data = c->b.data, *end = data + c->b.size;
+  char *key = c->key;
+  size_t klen = c->klen, kcap = c->kcap;
+  uint32_t cur = c->cur, next = c->next, vlen = (uint32_t)c->vlen;
+  const char *val = c->val;
+  int found = 0;
+  while (next < c->b.size) {
+    const char *p = data + next;
+    if (end - p < 3 + 16) break;
+    unsigned a = (unsigned char)p[0], b = (unsigned char)p[1],
+             d = (unsigned char)p[2];
+    /* the checks of decode_at, for this shape of entry */
+    if ((a | b | d) >= 0x80 || b > 16 || a > klen || a + 16 > kcap ||
+        a + b < LKV_TAG_BYTES || (ptrdiff_t)(b + d) > end - p - 3)
+      break;
+    memcpy(key + a, p + 3, 16);
+    klen = a + b;
+    val = p + 3 + b;
+    vlen = d;
+    cur = next;
+    next = (uint32_t)(val + d - data);
+    lkv_slice k = {key, klen};
+    if (lkv_icmp(k, target) >= 0) {
+      found = 1;
+      break;
+    }
+  }
+  if (!found && next >= c->b.size) { /* past the last entry */
+    c->valid = 0;
+    return 1;
+  }
+  c->klen = klen;
+  c->val = val;
+  c->vlen = vlen;
+  c->cur = cur;
+  c->next = next;
+  return found;
+}
+
 void lkv_block_cursor_seek(lkv_block_cursor *c, lkv_slice target) {
   if (c->code) return;
   if (c->b.nrestarts == 0) {
@@ -297,6 +344,7 @@ void lkv_block_cursor_seek(lkv_block_cursor *c, lkv_slice target) {
   while (c->valid) {
     lkv_slice k = {c->key, c->klen};
     if (lkv_icmp(k, target) >= 0) break;
+    if (scan_fast(c, target)) break;
     decode_at(c, c->next);
   }
 }
