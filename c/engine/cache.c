@@ -29,7 +29,10 @@ struct lkv_cache_handle {
  * cache line. */
 typedef struct shard {
   _Alignas(64) pthread_mutex_t mu;
-  size_t capacity, usage; /* usage: charges of entries in the table */
+  size_t capacity;
+  /* charges of entries in the table: written under mu, read without it by
+   * lkv_cache_admit (a stale value changes one admission decision) */
+  atomic_size_t usage;
   struct lkv_cache_handle **buckets;
   size_t nbuckets, count; /* nbuckets is a power of two */
   struct lkv_cache_handle lru; /* sentinel: lru.next is the oldest */
@@ -112,7 +115,21 @@ lkv_cache *lkv_cache_new(size_t capacity_bytes) {
   return c;
 }
 
-int lkv_cache_admit(lkv_cache *c, uint64_t file, uint64_t off) {
+static size_t usage_of(shard *s) {
+  return atomic_load_explicit(&s->usage, memory_order_relaxed);
+}
+
+/* (mu held: no other writer, so a load and a store, not an atomic add) */
+static void charge_usage(shard *s, size_t add, size_t sub) {
+  atomic_store_explicit(&s->usage, usage_of(s) + add - sub,
+                        memory_order_relaxed);
+}
+
+int lkv_cache_admit(lkv_cache *c, uint64_t file, uint64_t off, size_t charge) {
+  /* With room, an insert evicts nothing: there is no resident block for
+   * the filter to protect. */
+  shard *s = shard_of(c, hash_key(file, off));
+  if (usage_of(s) + charge <= s->capacity) return 1;
   uint64_t h = off * 0x9e3779b97f4a7c15ULL ^ (file + 1) * 0xc2b2ae3d27d4eb4fULL;
   h ^= h >> 31;
   h |= 1; /* 0 marks an empty slot */
@@ -188,13 +205,13 @@ static void detach(lkv_cache *c, shard *s, struct lkv_cache_handle **pp) {
   e->in_table = 0;
   s->count--;
   atomic_fetch_sub_explicit(presence(c, e->hash), 1, memory_order_relaxed);
-  s->usage -= e->charge;
+  charge_usage(s, 0, e->charge);
   if (e->refs == 1) lru_remove(e);
   unref(s, e);
 }
 
 static void evict(lkv_cache *c, shard *s) {
-  while (s->usage > s->capacity && s->lru.next != &s->lru) {
+  while (usage_of(s) > s->capacity && s->lru.next != &s->lru) {
     struct lkv_cache_handle *old = s->lru.next;
     detach(c, s, find(s, old->file, old->off, old->hash));
   }
@@ -246,7 +263,7 @@ lkv_cache_handle *lkv_cache_insert(lkv_cache *c, uint64_t file, uint64_t off,
     e->in_table = 1;
     s->count++;
     atomic_fetch_add_explicit(presence(c, e->hash), 1, memory_order_relaxed);
-    s->usage += charge;
+    charge_usage(s, charge, 0);
     evict(c, s);
     if (s->count > s->nbuckets) grow(s);
   }
@@ -288,7 +305,7 @@ size_t lkv_cache_usage(lkv_cache *c) {
   for (int i = 0; i < NSHARDS; i++) {
     shard *s = &c->shards[i];
     pthread_mutex_lock(&s->mu);
-    total += s->usage;
+    total += usage_of(s);
     pthread_mutex_unlock(&s->mu);
   }
   return total;

@@ -30,13 +30,15 @@ lkv_cache_handle *lkv_cache_lookup(lkv_cache *c, uint64_t file, uint64_t off);
 lkv_cache_handle *lkv_cache_insert(lkv_cache *c, uint64_t file, uint64_t off,
                                    void *value, size_t charge,
                                    void (*free_fn)(void *value));
-/* Should a block that just missed be inserted? Yes on its second miss
- * within a short window (a 2Q-style ghost list about half the cache's
- * block count): uniform reads over data far larger than the cache then
- * stop churning it (allocating and evicting a block per read), while
- * blocks read again soon, the hot ones, still get in. One-pass readers
- * (scans, compactions) rarely admit, so they do not flush the cache. */
-int lkv_cache_admit(lkv_cache *c, uint64_t file, uint64_t off);
+/* Should a block of `charge` bytes that just missed be inserted? Yes
+ * while its shard has room for it (nothing would be evicted). Once full,
+ * yes on its second miss within a short window (a 2Q-style ghost list
+ * about half the cache's block count): uniform reads over data far larger
+ * than the cache then stop churning it (allocating and evicting a block
+ * per read), while blocks read again soon, the hot ones, still get in.
+ * One-pass readers (scans, compactions) rarely admit, so they do not
+ * flush a full cache. */
+int lkv_cache_admit(lkv_cache *c, uint64_t file, uint64_t off, size_t charge);
 void *lkv_cache_value(lkv_cache_handle *h);
 void lkv_cache_release(lkv_cache *c, lkv_cache_handle *h);
 /* Drop every unpinned entry of one file (called when the file is deleted). */

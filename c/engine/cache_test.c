@@ -210,17 +210,31 @@ static void test_threads(void) {
   CHECK(atomic_load(&live) == 0);
 }
 
-/* Admission: a block gets in on its second miss, so a one-pass reader
- * (every block missed once) is never admitted, and a block read twice is. */
+static void free_nothing(void *v) { (void)v; }
+
+/* Admission: while a shard has room every block gets in (nothing is
+ * evicted). Once the cache is full a block gets in on its second miss, so
+ * a one-pass reader (every block missed once) is never admitted, and a
+ * block read twice is. */
 static void test_admission(void) {
   lkv_cache *c = lkv_cache_new(1 << 20);
+  CHECK(lkv_cache_admit(c, 7, 0, 4096) == 1); /* empty: room */
+  CHECK(lkv_cache_admit(c, 7, 0, 4096) == 1);
+  /* fill every shard past its share (entries of 4 KiB over many keys) */
+  static char v;
+  for (uint64_t off = 0; off < 2048; off++) {
+    lkv_cache_handle *h = lkv_cache_insert(c, 1, off, &v, 4096, free_nothing);
+    CHECK(h != NULL);
+    lkv_cache_release(c, h);
+  }
+  CHECK(lkv_cache_usage(c) > (1 << 20) - 16 * 4096);
   int admitted = 0;
   for (uint64_t off = 0; off < 100000; off += 4096)
-    admitted += lkv_cache_admit(c, 7, off); /* a scan: one miss per block */
+    admitted += lkv_cache_admit(c, 7, off, 4096); /* a scan: one miss per block */
   CHECK(admitted == 0);
-  CHECK(lkv_cache_admit(c, 9, 4096) == 0); /* first miss */
-  CHECK(lkv_cache_admit(c, 9, 4096) == 1); /* second miss: admit */
-  CHECK(lkv_cache_admit(c, 9, 4096) == 0); /* the window starts over */
+  CHECK(lkv_cache_admit(c, 9, 4096, 4096) == 0); /* first miss */
+  CHECK(lkv_cache_admit(c, 9, 4096, 4096) == 1); /* second miss: admit */
+  CHECK(lkv_cache_admit(c, 9, 4096, 4096) == 0); /* the window starts over */
   lkv_cache_free(c);
 }
 

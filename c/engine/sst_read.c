@@ -411,7 +411,8 @@ static int load_block(lkv_table *t, size_t i, blockref *r, lkv_buf *scratch,
   }
   /* Not admitted to the cache: read into the caller's buffer (r->h stays
    * NULL, which tells the caller where the block is). */
-  if (t->cache == NULL || !lkv_cache_admit(t->cache, t->number, e->off)) {
+  if (t->cache == NULL ||
+      !lkv_cache_admit(t->cache, t->number, e->off, sizeof(cblock) + n)) {
     if (lkv_buf_reserve(scratch, n))
       return lkv_seterr(err, LKV_NOMEM, "reading block of %s", t->name);
     if ((rc = read_at(t, scratch->data, n, e->off, err))) return rc;
