@@ -157,10 +157,11 @@ uint64_t lkv_env_now_micros(void) {
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-unsigned lkv_thread_stripe(void) {
+_Thread_local unsigned lkv_stripe_of_thread LKV_TLS_FAST = UINT32_MAX;
+
+unsigned lkv_thread_stripe_assign(void) {
   static atomic_uint next;
-  static _Thread_local unsigned mine = UINT32_MAX;
-  if (mine == UINT32_MAX)
-    mine = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % 16u;
-  return mine;
+  lkv_stripe_of_thread =
+      atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % 16u;
+  return lkv_stripe_of_thread;
 }

@@ -38,7 +38,21 @@ int lkv_env_path(char *buf, size_t n, const char *dir, const char *name,
 uint64_t lkv_env_now_micros(void);
 /* A small number naming the calling thread's stripe (0 .. 15), handed out
  * round robin on first use: per-thread slots of striped counters and
- * locks, so concurrent threads do not share a cache line. */
-unsigned lkv_thread_stripe(void);
+ * locks, so concurrent threads do not share a cache line. A get asks for
+ * it several times, so it is inline, and the variable uses the
+ * initial-exec TLS model: in a shared object (the Lua module) the default
+ * model calls __tls_get_addr on every access. The price is 4 bytes of
+ * the static TLS surplus that glibc keeps for dlopen'ed objects. */
+#if defined(__GNUC__)
+#define LKV_TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define LKV_TLS_FAST
+#endif
+extern _Thread_local unsigned lkv_stripe_of_thread LKV_TLS_FAST;
+unsigned lkv_thread_stripe_assign(void);
+static inline unsigned lkv_thread_stripe(void) {
+  unsigned s = lkv_stripe_of_thread;
+  return s < 16u ? s : lkv_thread_stripe_assign();
+}
 
 #endif
