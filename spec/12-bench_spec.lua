@@ -208,17 +208,20 @@ describe("lunakv bench", function()
       l[5])
     assert.equal("", l[6])
     assert.matches("^workload +threads +C ops/s +C p50/p99 us +Lua ops/s +"
-      .. "Lua p50/p99 us +Lua/C$", l[7])
+      .. "Lua p50/p99 us +of bare +Lua/C$", l[7])
     local num = "[%d,]+"
     local latency = "[%d.]+/[%d.]+"
     for i, w in ipairs { "writes", "reads", "misses" } do
       local row = l[7 + (i == 3 and 4 or i)]
       assert.matches("^" .. w .. " +1 +" .. num .. " +" .. latency .. " +" ..
-        num .. " +" .. latency .. " +[%d.]+$", row)
+        num .. " +" .. latency .. " +0%.%d%d%d +[%d.]+$", row)
     end
     -- a Lua state is one thread: reads4 has no Lua figures
     assert.matches("^reads4 +4 +" .. num .. " +" .. latency ..
-      " +%- +%- +%-$", l[10])
+      " +%- +%- +%- +%-$", l[10])
+    -- what "of bare" divides by, and how fast it ran
+    assert.matches("\nof bare: Lua ops/s over a bare loop's %(.-%), run just "
+      .. "before each workload: [%d,]+%-[%d,]+ ops/s here\n", out)
     assert.is_nil(out:find("notes:", 1, true))
     -- the fill's flush and compactions ran before the reads, and took
     assert.matches("\nsettle after each fill %(flush %+ its compactions, not "
@@ -253,6 +256,11 @@ describe("lunakv bench", function()
         assert.is_true(r.ops_per_sec > 0, r.workload)
         assert.is_true(r.p99_us >= r.p50_us, r.workload)
         assert.equal(1000, r.ops)
+      end
+      if r.layer == "lua" and not r.skipped then
+        -- each Lua row carries the bare loop it is compared with
+        assert.is_true(r.bare_ops_per_sec > 0, r.workload)
+        assert.near(r.ops_per_sec / r.bare_ops_per_sec, r.of_bare, 1e-9)
       end
     end
     assert.equal(2, seen["readrandom2/c"].threads)

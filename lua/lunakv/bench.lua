@@ -340,7 +340,7 @@ end
 -- each is the loop a user would write, with no extra call per op). Every
 -- 8th op is timed; every 16384th updates the progress bar.
 local LOOP = [[
-local db, it, fmt, kf, mf, val, perm, random, clock, samples, tick, n = ...
+local db, it, fmt, kf, mf, val, perm, random, clock, samples, tick, n, call = ...
 local nm1, found, ns = n - 1, 0, 0
 for i = 0, n - 1 do
   if i & 7 == 0 then
@@ -357,6 +357,9 @@ return found
 ]]
 
 local LUA_OPS = {
+  -- The reference each Lua row is compared with: the same loop making one
+  -- C call that does nothing with the key (type).
+  bare = "if call(fmt(kf, i)) then found = found + 1 end",
   writes = "db:set(fmt(kf, i), val)",
   fillseq = "db:set(fmt(kf, i), val)",
   fillrandom = "db:set(fmt(kf, perm[i]), val)",
@@ -415,11 +418,21 @@ local function run_lua(db, w, spec, show_progress, label)
     it = db:iter()
     if base == "readseq" then it:seek_first() end
   end
+  local function nothing() end
+  -- The bare loop runs just before the workload: this VM's speed drifts by
+  -- up to 1.7x over seconds, and the ratio of the two moves far less than
+  -- either figure.
+  local bare_n = math.min(n, 100000)
+  collectgarbage()
+  local t0 = core.clock()
+  lua_loop("bare")(nil, nil, string.format, kf, mf, val, nil, math.random,
+    core.clock, {}, nothing, bare_n, type)
+  local bare_secs = core.clock() - t0
   local samples = {}
   local draw, clear = progress_meter(show_progress, label, n)
   local loop = lua_loop(base)
   collectgarbage()
-  local t0 = core.clock()
+  t0 = core.clock()
   local found = loop(db, it, string.format, kf, mf, val, perm, math.random,
     core.clock, samples, draw, n)
   local secs = core.clock() - t0
@@ -434,7 +447,10 @@ local function run_lua(db, w, spec, show_progress, label)
     p99_us = percentile(samples, 99) * 1e6,
     p999_us = percentile(samples, 99.9) * 1e6,
     max_us = (samples[#samples] or 0) * 1e6,
+    bare_ops_per_sec = bare_secs > 0 and bare_n / bare_secs or 0,
   }
+  r.of_bare = r.bare_ops_per_sec > 0 and r.ops_per_sec / r.bare_ops_per_sec
+    or 0
   return r
 end
 
@@ -547,7 +563,7 @@ local function combine(runs)
   if runs[1].skipped then return runs[1] end
   local r = copy(runs[1])
   for _, f in ipairs { "ops_per_sec", "p50_us", "p99_us", "p999_us",
-    "max_us", "seconds", "settle_s" } do
+    "max_us", "seconds", "settle_s", "bare_ops_per_sec", "of_bare" } do
     local xs = {}
     for _, x in ipairs(runs) do xs[#xs + 1] = x[f] end
     if #xs > 0 then r[f] = median(xs) end
@@ -754,6 +770,7 @@ function M.main(args, opts, info)
             r.p99_us
           o.p999_us, o.max_us, o.runs = r.p999_us, r.max_us, r.runs or 1
           o.settle_s = r.settle_s
+          o.bare_ops_per_sec, o.of_bare = r.bare_ops_per_sec, r.of_bare
         end
         results[#results + 1] = o
       end
@@ -782,6 +799,7 @@ function M.main(args, opts, info)
     local L = l == "c" and "C" or "Lua"
     header[#header + 1] = L .. " ops/s"
     header[#header + 1] = L .. " p50/p99 us"
+    if l == "lua" then header[#header + 1] = "of bare" end
   end
   if #layers == 2 then header[#header + 1] = "Lua/C" end
   local lines = { header }
@@ -796,6 +814,10 @@ function M.main(args, opts, info)
         line[#line + 1] = commas(r.ops_per_sec)
         line[#line + 1] = lat(r.p50_us, r.p99_us)
       end
+      if l == "lua" then
+        line[#line + 1] = (r.skipped or not r.of_bare) and "-"
+          or string.format("%.3f", r.of_bare)
+      end
     end
     if #layers == 2 then
       local c, u = row.c, row.lua
@@ -806,6 +828,20 @@ function M.main(args, opts, info)
   end
   io.stdout:write(columns(lines), "\n")
   local fs = {}
+  local bares = {}
+  for _, row in ipairs(rows) do
+    local r = row.lua
+    if r and not r.skipped and r.bare_ops_per_sec then
+      bares[#bares + 1] = r.bare_ops_per_sec
+    end
+  end
+  if #bares > 0 then
+    table.sort(bares)
+    fs[#fs + 1] = string.format("of bare: Lua ops/s over a bare loop's (the "
+      .. "same loop, its operation replaced by one C call that ignores the "
+      .. "key), run just before each workload: %s-%s ops/s here",
+      commas(bares[1]), commas(bares[#bares]))
+  end
   for _, w in ipairs(plan) do
     if w.def.fill == "sync" then
       fs[#fs + 1] = string.format("%s ran %s ops (N/100)", w.name,
@@ -826,7 +862,7 @@ function M.main(args, opts, info)
     fs[#fs + 1] = "settle after each fill (flush + its compactions, not "
       .. "in ops/s): " .. table.concat(settles, ", ")
   end
-  if #fs > 0 then io.stdout:write("\n", table.concat(fs, "; "), "\n") end
+  if #fs > 0 then io.stdout:write("\n", table.concat(fs, "\n"), "\n") end
   if #notes > 0 then
     io.stdout:write("\nnotes:\n")
     for _, n in ipairs(notes) do io.stdout:write("  ", n, "\n") end
