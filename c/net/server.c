@@ -1,9 +1,10 @@
-/* server.c - the HTTP node (lkvnet.h): routes, the commit path, the
- * follower's side of replication and the metrics; the leader's side of
- * replication is repl.c, the state both share node.h. Routes and bodies
- * are docs/http_api.md; the commit path is docs/replication.md. Everything here runs on the event loop's thread;
- * the only other thread is the replication log's syncer, which reports
- * through a pipe (rlog.h).
+/* server.c - the HTTP node (lkvnet.h): routes, the commit path,
+ * forwarding and the metrics; the leader's side of replication is repl.c,
+ * the follower's side (and the other internal routes) follow.c, the state
+ * they share node.h. Routes and bodies are docs/http_api.md; the commit
+ * path is docs/replication.md. Everything here runs on the event loop's
+ * thread; the only other thread is the replication log's syncer, which
+ * reports through a pipe (rlog.h).
  *
  * Every request ends in exactly one call of reply(): synchronously for
  * reads and refusals, from the commit path (apply or timeout) for writes. */
@@ -130,8 +131,8 @@ static void reply(lkvnet_server *s, struct evhttp_request *req, int route,
   evhttp_send_reply(req, code, reason(code), NULL);
 }
 
-static void reply_json(lkvnet_server *s, struct evhttp_request *req,
-                       int route, double start, int code, lkvnet_jbuf *b) {
+void node_reply_json(lkvnet_server *s, struct evhttp_request *req,
+                     int route, double start, int code, lkvnet_jbuf *b) {
   if (b->failed) {
     static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
     reply(s, req, route, start, 500, "application/json", oom, sizeof oom - 1);
@@ -142,12 +143,9 @@ static void reply_json(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_free(b);
 }
 
-static void reply_error(lkvnet_server *s, struct evhttp_request *req,
-                        int route, double start, int code, const char *fmt,
-                        ...) __attribute__((format(printf, 6, 7)));
-static void reply_error(lkvnet_server *s, struct evhttp_request *req,
-                        int route, double start, int code, const char *fmt,
-                        ...) {
+void node_reply_error(lkvnet_server *s, struct evhttp_request *req,
+                      int route, double start, int code, const char *fmt,
+                      ...) {
   char msg[512];
   lkvnet_jbuf b;
   va_list ap;
@@ -158,10 +156,10 @@ static void reply_error(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": ");
   lkvnet_jbuf_str(&b, msg, strlen(msg));
   lkvnet_jbuf_lit(&b, "}");
-  reply_json(s, req, route, start, code, &b);
+  node_reply_json(s, req, route, start, code, &b);
 }
 
-static int http_status_of(int lkv_code) {
+int node_http_status_of(int lkv_code) {
   switch (lkv_code) {
   case LKV_INVALID: return 400;
   case LKV_TOOBIG: return 413;
@@ -172,8 +170,8 @@ static int http_status_of(int lkv_code) {
 
 /* A JSON member "name": s, as a string when s is UTF-8, else base64 with
  * "name_encoding": "base64" beside it (docs/http_api.md, "Encoding"). */
-static void put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
-                             size_t n) {
+void node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
+                           size_t n) {
   lkvnet_jbuf_lit(b, "\"");
   lkvnet_jbuf_lit(b, name);
   lkvnet_jbuf_lit(b, "\": ");
@@ -194,8 +192,8 @@ static void put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
 ** Held requests
 ** ======================================================================= */
 
-static void hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
-                 int route, double start, double deadline) {
+void node_hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
+               int route, double start, double deadline) {
   h->req = req;
   h->s = s;
   h->route = route;
@@ -223,13 +221,13 @@ static void held_error(Held *h, int code, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  reply_error(h->s, req, h->route, h->start, code, "%s", msg);
+  node_reply_error(h->s, req, h->route, h->start, code, "%s", msg);
 }
 
-static void held_json(Held *h, int code, lkvnet_jbuf *b) {
+void node_held_json(Held *h, int code, lkvnet_jbuf *b) {
   struct evhttp_request *req = unhold(h);
   if (req == NULL) lkvnet_jbuf_free(b);
-  else reply_json(h->s, req, h->route, h->start, code, b);
+  else node_reply_json(h->s, req, h->route, h->start, code, b);
 }
 
 /* }====================================================================== */
@@ -245,9 +243,9 @@ static void pending_free(lkvnet_server *s, Pending *p) {
   free(p);
 }
 
-static int pending_push(lkvnet_server *s, uint64_t index, int op,
-                        const char *key, size_t klen, const char *val,
-                        size_t vlen) {
+int node_pending_push(lkvnet_server *s, uint64_t index, int op,
+                      const char *key, size_t klen, const char *val,
+                      size_t vlen) {
   Pending *p = calloc(1, sizeof *p);
   if (p == NULL) return -1;
   p->key = malloc(klen ? klen : 1);
@@ -272,7 +270,7 @@ static int pending_push(lkvnet_server *s, uint64_t index, int op,
 }
 
 /* Forget pending entries after index (a follower cut its log there). */
-static void pending_cut(lkvnet_server *s, uint64_t index) {
+void node_pending_cut(lkvnet_server *s, uint64_t index) {
   Pending **pp = &s->head, *p;
   s->tail = NULL;
   while ((p = *pp) != NULL && p->index <= index) {
@@ -341,7 +339,7 @@ static int apply_entry(lkvnet_server *s, const Pending *p, lkv_err *err) {
 static void serve_waiters(lkvnet_server *s);
 static void maybe_compact(lkvnet_server *s);
 
-static void apply_committed(lkvnet_server *s) {
+void node_apply_committed(lkvnet_server *s) {
   /* a follower applies only what its own log holds durably: a machine
    * crash must not leave the engine ahead of the log */
   uint64_t limit = s->commit_index, durable;
@@ -373,7 +371,7 @@ static void apply_committed(lkvnet_server *s) {
       lkvnet_jbuf_lit(&b, "{\"ok\": true, \"index\": ");
       lkvnet_jbuf_u64(&b, p->index);
       lkvnet_jbuf_lit(&b, "}");
-      held_json(&p->h, 200, &b);
+      node_held_json(&p->h, 200, &b);
     }
     pending_free(s, p);
   }
@@ -394,7 +392,7 @@ void node_advance_commit(lkvnet_server *s) {
   uint64_t c = s->leader ? majority_index(s) : s->commit_index;
   int moved = c > s->commit_index;
   if (moved) s->commit_index = c;
-  apply_committed(s);
+  node_apply_committed(s);
   /* followers learn the new commit index with the next batch */
   if (moved && s->leader) node_peers_kick(s);
 }
@@ -430,8 +428,6 @@ static void maybe_compact(lkvnet_server *s) {
 
 /* Answer what waited for the log's sync (a follower's /append) or for an
  * apply (a consistent read). */
-static void reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
-                         const char *error);
 static void read_local(lkvnet_server *s, struct evhttp_request *req,
                        int route, double start, const char *key, size_t klen);
 
@@ -445,7 +441,7 @@ static void serve_waiters(lkvnet_server *s) {
     if (w->h.req == NULL) {
       done = 1;
     } else if (w->kind == W_APPEND && durable >= w->target) {
-      reply_append(s, &w->h, 200, w->target, NULL);
+      node_reply_append(s, &w->h, 200, w->target, NULL);
       done = 1;
     } else if (w->kind == W_READ && s->applied_index >= w->target) {
       struct evhttp_request *req = unhold(&w->h);
@@ -462,14 +458,14 @@ static void serve_waiters(lkvnet_server *s) {
   }
 }
 
-static Waiter *waiter_add(lkvnet_server *s, struct evhttp_request *req,
-                          int route, double start, int kind,
-                          uint64_t target) {
+Waiter *node_waiter_add(lkvnet_server *s, struct evhttp_request *req,
+                        int route, double start, int kind,
+                        uint64_t target) {
   Waiter *w = calloc(1, sizeof *w);
   if (w == NULL) return NULL;
   w->kind = kind;
   w->target = target;
-  hold(s, &w->h, req, route, start, start + s->write_timeout_ms / 1000.0);
+  node_hold(s, &w->h, req, route, start, start + s->write_timeout_ms / 1000.0);
   w->next = s->waiters;
   s->waiters = w;
   return w;
@@ -508,56 +504,59 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
   lkv_err err;
   int rc;
   if (s->draining) {
-    reply_error(s, req, route, start, 503, "the node is shutting down");
+    node_reply_error(s, req, route, start, 503, "the node is shutting down");
     return;
   }
   if (s->apply_err.code != LKV_OK) {
-    reply_error(s, req, route, start, 500, "writes are stopped: %s",
-                s->apply_err.msg);
+    node_reply_error(s, req, route, start, 500, "writes are stopped: %s",
+                     s->apply_err.msg);
     return;
   }
   if (s->pending_bytes + klen + vlen > s->max_uncommitted) {
     /* without a majority every refused write would still sit in memory
      * (it is in the log and may commit later): past this, refuse them
      * before they are written */
-    reply_error(s, req, route, start, 503, "%zu bytes of writes are waiting "
-                "for a majority; refusing more until it is back",
-                s->pending_bytes);
+    node_reply_error(s, req, route, start, 503,
+                     "%zu bytes of writes are waiting "
+                     "for a majority; refusing more until it is back",
+                     s->pending_bytes);
     return;
   }
   if (node_is_reserved(key, klen)) {
-    reply_error(s, req, route, start, 400,
-                "keys starting with \\xff\\xfflunakv/ are reserved");
+    node_reply_error(s, req, route, start, 400,
+                     "keys starting with \\xff\\xfflunakv/ are reserved");
     return;
   }
   if (klen > LKV_MAX_KEY_BYTES) {
-    reply_error(s, req, route, start, 413, "key is %zu bytes; the limit is %u",
-                klen, (unsigned)LKV_MAX_KEY_BYTES);
+    node_reply_error(s, req, route, start, 413,
+                     "key is %zu bytes; the limit is %u",
+                     klen, (unsigned)LKV_MAX_KEY_BYTES);
     return;
   }
   if (vlen > LKV_MAX_VALUE_BYTES) {
-    reply_error(s, req, route, start, 413,
-                "value is %zu bytes; the limit is %u", vlen,
-                (unsigned)LKV_MAX_VALUE_BYTES);
+    node_reply_error(s, req, route, start, 413,
+                     "value is %zu bytes; the limit is %u", vlen,
+                     (unsigned)LKV_MAX_VALUE_BYTES);
     return;
   }
   err.msg[0] = '\0';
   rc = lkvnet_rlog_append(s->rlog, s->term, op, key, klen, val, vlen, &index,
                           &err);
   if (rc != LKV_OK) {
-    reply_error(s, req, route, start, http_status_of(rc), "%s", err.msg);
+    node_reply_error(s, req, route, start, node_http_status_of(rc), "%s",
+                     err.msg);
     return;
   }
-  if (pending_push(s, index, op, key, klen, val, vlen) != 0) {
+  if (node_pending_push(s, index, op, key, klen, val, vlen) != 0) {
     /* appended but untracked: applying past it would skip it, so the
      * node stops applying; a restart replays it from the log */
     lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking index "
                   "%llu", (unsigned long long)index);
-    reply_error(s, req, route, start, 500, "%s", s->apply_err.msg);
+    node_reply_error(s, req, route, start, 500, "%s", s->apply_err.msg);
     return;
   }
-  hold(s, &s->tail->h, req, route, start,
-       start + s->write_timeout_ms / 1000.0);
+  node_hold(s, &s->tail->h, req, route, start,
+            start + s->write_timeout_ms / 1000.0);
   node_peers_kick(s);
 }
 
@@ -637,7 +636,7 @@ int node_start_term(lkvnet_server *s, uint64_t t) {
           (unsigned long long)t, err.msg);
     return rc;
   }
-  if (pending_push(s, idx, LKVNET_OP_NOOP, NULL, 0, NULL, 0) != 0)
+  if (node_pending_push(s, idx, LKVNET_OP_NOOP, NULL, 0, NULL, 0) != 0)
     return LKV_NOMEM;
   s->term_start = idx;
   return LKV_OK;
@@ -651,8 +650,8 @@ int node_start_term(lkvnet_server *s, uint64_t t) {
 /* The value of query parameter name, URL-decoded ('+' is a space), in a
  * malloc'd buffer the caller frees; NULL when absent. *found tells absent
  * from out of memory. */
-static char *query_param(const char *query, const char *name, size_t *len,
-                         int *found) {
+char *node_query_param(const char *query, const char *name, size_t *len,
+                       int *found) {
   size_t nl = strlen(name);
   const char *p = query;
   *found = 0;
@@ -678,7 +677,7 @@ static char *query_param(const char *query, const char *name, size_t *len,
 }
 
 /* Parse a limit: 1 .. LKVNET_SCAN_MAX_LIMIT decimal digits only. */
-static int parse_limit(const char *v, long *out) {
+int node_parse_limit(const char *v, long *out) {
   long n = 0;
   if (*v == '\0') return -1;
   for (; *v; v++) {
@@ -697,522 +696,16 @@ static const lkvnet_json_member *need_string(lkvnet_server *s,
                                              const char *name) {
   const lkvnet_json_member *m = lkvnet_json_get(o, name);
   if (m == NULL) {
-    reply_error(s, req, route, start, 400, "missing member \"%s\"", name);
+    node_reply_error(s, req, route, start, 400, "missing member \"%s\"", name);
     return NULL;
   }
   if (m->type != LKVNET_JSON_STRING) {
-    reply_error(s, req, route, start, 400,
-                "member \"%s\" must be a string, not %s", name,
-                lkvnet_json_type_name(m->type));
+    node_reply_error(s, req, route, start, 400,
+                     "member \"%s\" must be a string, not %s", name,
+                     lkvnet_json_type_name(m->type));
     return NULL;
   }
   return m;
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
-** Internal routes: the follower's side, /sync, and the token
-** ======================================================================= */
-
-/* The shared secret, when one is set: 401 without it, 403 when wrong.
- * The comparison does not stop at the first differing byte. */
-static int authorized(lkvnet_server *s, struct evhttp_request *req,
-                      int route, double start) {
-  const char *got;
-  size_t i, n, m;
-  unsigned diff = 0;
-  if (s->token == NULL) return 1;
-  got = evhttp_find_header(evhttp_request_get_input_headers(req),
-                           LKVNET_TOKEN_HEADER);
-  if (got == NULL) {
-    reply_error(s, req, route, start, 401, "this route needs the cluster "
-                "token in the " LKVNET_TOKEN_HEADER " header");
-    return 0;
-  }
-  n = strlen(got);
-  m = strlen(s->token);
-  for (i = 0; i < m; i++) diff |= (unsigned)(got[i < n ? i : 0] ^ s->token[i]);
-  if (diff != 0 || n != m) {
-    reply_error(s, req, route, start, 403, "wrong cluster token");
-    return 0;
-  }
-  return 1;
-}
-
-/* A decimal query parameter; -1 (and a 400) when absent or not a number. */
-static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
-                     double start, const char *query, const char *name,
-                     uint64_t *out) {
-  size_t len, i;
-  int found;
-  char *v = query_param(query, name, &len, &found);
-  uint64_t n = 0;
-  if (v == NULL) {
-    if (found) reply_error(s, req, route, start, 500, "out of memory");
-    else reply_error(s, req, route, start, 400,
-                     "missing query parameter \"%s\"", name);
-    return -1;
-  }
-  for (i = 0; i < len; i++) {
-    unsigned d = (unsigned char)v[i] - '0';
-    if (d > 9 || n > (UINT64_MAX - d) / 10) break;
-    n = n * 10 + d;
-  }
-  free(v);
-  if (len == 0 || i < len) {
-    reply_error(s, req, route, start, 400,
-                "query parameter \"%s\" must be an unsigned integer", name);
-    return -1;
-  }
-  *out = n;
-  return 0;
-}
-
-
-static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
-  lkvnet_jbuf_lit(b, ", \"term\": ");
-  lkvnet_jbuf_u64(b, s->term);
-  lkvnet_jbuf_lit(b, ", \"match_index\": ");
-  lkvnet_jbuf_u64(b, match);
-  lkvnet_jbuf_lit(b, ", \"last_index\": ");
-  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : node_last_index(s));
-}
-
-/* {"ok", "term", "match_index", "last_index"[, "error"]}: 200 when the
- * entries are durable here, 409 when refused (stale term, a log that
- * does not match at prev_index); the leader reads the numbers. */
-static void reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
-                         const char *error) {
-  lkvnet_jbuf b;
-  memset(&b, 0, sizeof b);
-  lkvnet_jbuf_lit(&b, code == 200 ? "{\"ok\": true" : "{\"ok\": false");
-  status_fields(s, &b, match);
-  if (error != NULL) {
-    lkvnet_jbuf_lit(&b, ", \"error\": ");
-    lkvnet_jbuf_str(&b, error, strlen(error));
-  }
-  lkvnet_jbuf_lit(&b, "}");
-  held_json(h, code, &b);
-}
-
-/* Answer an internal request at once (not held). */
-static void answer_now(lkvnet_server *s, struct evhttp_request *req,
-                       int route, double start, int code, uint64_t match,
-                       const char *error) {
-  Held h;
-  hold(s, &h, req, route, start, start);
-  reply_append(s, &h, code, match, error);
-}
-
-/* A term seen in a leader's request: adopt a newer one, durably (Raft's
- * currentTerm). Returns 0, or -1 after answering a stale one. */
-static int follow_term(lkvnet_server *s, struct evhttp_request *req,
-                       int route, double start, uint64_t term) {
-  lkv_err err;
-  if (s->leader) {
-    answer_now(s, req, route, start, 409, 0, "this node leads (it is "
-               "LEADER_URL); it takes no replication from another node");
-    return -1;
-  }
-  if (term < s->term) {
-    answer_now(s, req, route, start, 409, 0, "stale term");
-    return -1;
-  }
-  if (term > s->term) {
-    err.msg[0] = '\0';
-    if (lkvnet_term_store(s->data_dir, term, &err) != LKV_OK) {
-      reply_error(s, req, route, start, 500, "%s", err.msg);
-      return -1;
-    }
-    node_log(s, "term %llu (leader %s)", (unsigned long long)term,
-          s->leader_url);
-    s->term = term;
-  }
-  return 0;
-}
-
-/* The body of an /append or /snapshot: frames numbered after + 1,
- * after + 2, ... (pairs: op set only), every one checked before anything
- * is written; *last gets the last frame's number (after when none). NULL
- * after answering 400 or 500. */
-static const unsigned char *check_frames(lkvnet_server *s,
-                                         struct evhttp_request *req,
-                                         int route, double start,
-                                         uint64_t after, int pairs,
-                                         size_t *n, uint64_t *last) {
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
-  const unsigned char *body;
-  size_t off = 0;
-  uint64_t expect;
-  lkvnet_entry e;
-  char why[160];
-  int rc;
-  *n = evbuffer_get_length(in);
-  body = *n ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
-  if (body == NULL) {
-    reply_error(s, req, route, start, 500, "out of memory");
-    return NULL;
-  }
-  for (expect = after + 1;; expect++) {
-    rc = lkvnet_rlog_decode(body, *n, &off, &e, why, sizeof why);
-    if (rc == 0) {
-      *last = expect - 1;
-      return body;
-    }
-    if (rc < 0 || e.index != expect || (pairs && e.op != LKVNET_OP_SET)) {
-      reply_error(s, req, route, start, 400, "bad frames: %s",
-                  rc < 0 ? why : "out of order (or not pairs)");
-      return NULL;
-    }
-  }
-}
-
-static int wipe_engine(lkvnet_server *s, lkv_err *err);
-static int set_marker(lkvnet_server *s, uint64_t v, int applied,
-                      lkv_err *err);
-
-/* POST /append?term&prev_index&prev_term&commit, body: log frames. */
-static void route_append(lkvnet_server *s, struct evhttp_request *req,
-                         const char *query, double start) {
-  uint64_t term, prev, prev_term, commit, t, match, base, last;
-  size_t n, off = 0;
-  const unsigned char *body;
-  lkvnet_entry e;
-  char why[160];
-  lkv_err err;
-  Waiter *w;
-  if (query_u64(s, req, R_APPEND, start, query, "term", &term) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "prev_index", &prev) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "prev_term", &prev_term) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "commit", &commit) != 0)
-    return;
-  if ((body = check_frames(s, req, R_APPEND, start, prev, 0, &n, &last)) ==
-      NULL)
-    return;
-  if (follow_term(s, req, R_APPEND, start, term) != 0) return;
-  if (s->installing) {
-    /* a new leader term, or the stream broke: the install starts over */
-    s->installing = 0;
-  }
-  base = lkvnet_rlog_base_index(s->rlog);
-  if (s->needs_snapshot) {
-    if (prev != 0 || base != 0) {
-      answer_now(s, req, R_APPEND, start, 409, 0,
-                 "this node needs a snapshot");
-      return;
-    }
-    /* the leader offers its whole log instead (it never compacted): an
-     * empty engine and log can take it from index 1 */
-    err.msg[0] = '\0';
-    node_log(s, "unfinished snapshot install: rebuilding from the leader's "
-          "whole log");
-    if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
-        wipe_engine(s, &err) != LKV_OK ||
-        set_marker(s, 0, 1, &err) != LKV_OK) {
-      reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
-      return;
-    }
-    pending_cut(s, 0);
-    s->needs_snapshot = 0;
-    s->applied_index = s->commit_index = 0;
-  }
-  if (prev > node_last_index(s)) {
-    answer_now(s, req, R_APPEND, start, 409, 0, "log ends before prev_index");
-    return;
-  }
-  if (prev >= base && (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK ||
-                       t != prev_term)) {
-    /* Raft: refuse; the leader probes one entry back */
-    answer_now(s, req, R_APPEND, start, 409, 0,
-               "log does not match at prev_index");
-    return;
-  }
-  off = 0;
-  err.msg[0] = '\0';
-  while (lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
-    if (e.index <= base) continue; /* in our snapshot already */
-    if (e.index <= node_last_index(s)) {
-      if (lkvnet_rlog_term_at(s->rlog, e.index, &t) == LKV_OK && t == e.term)
-        continue; /* have it */
-      if (e.index <= s->applied_index) {
-        reply_error(s, req, R_APPEND, start, 500, "the leader's entry %llu "
-                    "conflicts with one already applied here",
-                    (unsigned long long)e.index);
-        return;
-      }
-      node_log(s, "log conflict at index %llu: cutting %llu entries",
-            (unsigned long long)e.index,
-            (unsigned long long)(node_last_index(s) - e.index + 1));
-      if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
-        reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
-        return;
-      }
-      pending_cut(s, e.index - 1);
-    }
-    if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
-      reply_error(s, req, R_APPEND, start, http_status_of(err.code), "%s",
-                  err.msg);
-      return;
-    }
-    if (pending_push(s, e.index, e.op, e.key, e.klen, e.val, e.vlen) != 0) {
-      /* as on the leader: never apply past an untracked entry */
-      lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
-                    "index %llu", (unsigned long long)e.index);
-      reply_error(s, req, R_APPEND, start, 500, "%s", s->apply_err.msg);
-      return;
-    }
-  }
-  match = last > base ? last : base;
-  if (commit > match) commit = match;
-  if (commit > s->commit_index) s->commit_index = commit;
-  apply_committed(s);
-  if (lkvnet_rlog_durable_index(s->rlog) >= match) {
-    answer_now(s, req, R_APPEND, start, 200, match, NULL);
-    return;
-  }
-  if ((w = waiter_add(s, req, R_APPEND, start, W_APPEND, match)) == NULL)
-    reply_error(s, req, R_APPEND, start, 500, "out of memory");
-}
-
-/* Delete every user key of the engine in batches (reserved keys, the
- * install mark among them, stay). */
-static int wipe_engine(lkvnet_server *s, lkv_err *err) {
-  lkv_iter *it = NULL;
-  uint64_t seq;
-  int rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, err);
-  if (rc != LKV_OK) return rc;
-  lkv_batch_clear(s->batch);
-  for (lkv_iter_seek_first(it); lkv_iter_valid(it) && rc == LKV_OK;
-       lkv_iter_next(it)) {
-    size_t kl;
-    const char *k = lkv_iter_key(it, &kl);
-    if (node_is_reserved(k, kl)) continue; /* the install mark stays */
-    rc = lkv_batch_delete(s->batch, k, kl, err);
-    if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
-      rc = lkv_db_write(s->db, s->batch, &seq, err);
-      lkv_batch_clear(s->batch);
-    }
-  }
-  if (rc == LKV_OK) rc = lkv_iter_status(it, err);
-  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
-  lkv_batch_clear(s->batch);
-  lkv_iter_free(it);
-  return rc;
-}
-
-static int set_marker(lkvnet_server *s, uint64_t v, int applied,
-                      lkv_err *err) {
-  unsigned char b[8];
-  uint64_t seq;
-  int i, rc;
-  for (i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
-  lkv_batch_clear(s->batch);
-  if (applied) {
-    rc = lkv_batch_delete(s->batch, LKVNET_INSTALL_KEY,
-                          sizeof LKVNET_INSTALL_KEY - 1, err);
-    if (rc == LKV_OK)
-      rc = lkv_batch_set(s->batch, LKVNET_APPLIED_KEY,
-                         sizeof LKVNET_APPLIED_KEY - 1, b, 8, err);
-  } else {
-    rc = lkv_batch_set(s->batch, LKVNET_INSTALL_KEY,
-                       sizeof LKVNET_INSTALL_KEY - 1, b, 8, err);
-    if (rc == LKV_OK)
-      rc = lkv_batch_delete(s->batch, LKVNET_APPLIED_KEY,
-                            sizeof LKVNET_APPLIED_KEY - 1, err);
-  }
-  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
-  lkv_batch_clear(s->batch);
-  return rc;
-}
-
-/* POST /snapshot?term&index&snap_term&offset&done, body: (key, value)
- * pairs as log frames numbered from offset + 1. The first chunk marks
- * the engine as installing (durably: the engine's WAL is not synced, so
- * lkv_db_sync) and empties it; the last one syncs the pairs, restarts the
- * log after the snapshot's index, and only then swaps the mark for the
- * applied index. A crash anywhere in between leaves the mark, and a node
- * with the mark asks for a new snapshot: its log is never cut while its
- * engine could still claim to follow it. */
-static void route_snapshot(lkvnet_server *s, struct evhttp_request *req,
-                           const char *query, double start) {
-  uint64_t term, index, sterm, offset, done, last, seq;
-  size_t n, off = 0;
-  const unsigned char *body;
-  lkvnet_entry e;
-  char why[160];
-  lkv_err err;
-  int rc;
-  if (query_u64(s, req, R_SNAPSHOT, start, query, "term", &term) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "index", &index) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "snap_term", &sterm) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "offset", &offset) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "done", &done) != 0)
-    return;
-  if ((body = check_frames(s, req, R_SNAPSHOT, start, offset, 1, &n,
-                           &last)) == NULL)
-    return;
-  if (follow_term(s, req, R_SNAPSHOT, start, term) != 0) return;
-  err.msg[0] = '\0';
-  if (offset == 0) {
-    /* begin: nothing in the log past its start or in the engine is kept */
-    lkvnet_rlog_stats rs;
-    lkvnet_rlog_stats_get(s->rlog, &rs);
-    if (index < rs.base_index) {
-      answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot older than "
-                 "this node's log start");
-      return;
-    }
-    node_log(s, "installing a snapshot at index %llu from the leader",
-          (unsigned long long)index);
-    if (set_marker(s, index, 0, &err) != LKV_OK ||
-        lkv_db_sync(s->db, &err) != LKV_OK) {
-      reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
-      return;
-    }
-    /* from here on the engine is partial until done */
-    pending_cut(s, 0);
-    s->needs_snapshot = 1;
-    s->applied_index = s->commit_index = 0;
-    if (wipe_engine(s, &err) != LKV_OK) {
-      reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
-      return;
-    }
-    s->installing = 1;
-    s->install_index = index;
-    s->install_got = 0;
-  }
-  if (!s->installing || s->install_index != index || offset != s->install_got) {
-    answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot chunk out of "
-               "order; start again from offset 0");
-    return;
-  }
-  off = 0;
-  lkv_batch_clear(s->batch);
-  rc = LKV_OK;
-  while (rc == LKV_OK &&
-         lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
-    rc = lkv_batch_set(s->batch, e.key, e.klen, e.val, e.vlen, &err);
-    if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
-      rc = lkv_db_write(s->db, s->batch, &seq, &err);
-      lkv_batch_clear(s->batch);
-    }
-  }
-  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, &err);
-  lkv_batch_clear(s->batch);
-  if (rc != LKV_OK) {
-    reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
-    return;
-  }
-  s->install_got = last;
-  if (done) {
-    /* the log first: a crash before the engine's mark goes leaves the
-     * mark, and a new install; the other order could leave an engine
-     * ahead of its log */
-    lkvnet_rlog_stats rs;
-    lkvnet_rlog_stats_get(s->rlog, &rs);
-    if (lkv_db_sync(s->db, &err) != LKV_OK ||
-        lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
-        lkvnet_rlog_rewrite(s->rlog, index, sterm, &err) != LKV_OK ||
-        set_marker(s, index, 1, &err) != LKV_OK) {
-      reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
-      return;
-    }
-    s->applied_index = s->commit_index = index;
-    s->needs_snapshot = 0;
-    s->installing = 0;
-    node_log(s, "snapshot installed: index %llu, %llu keys",
-          (unsigned long long)index, (unsigned long long)s->install_got);
-  }
-  answer_now(s, req, R_SNAPSHOT, start, 200, done ? index : 0, NULL);
-}
-
-static const char *op_name(int op) {
-  return op == LKVNET_OP_SET ? "set" : op == LKVNET_OP_DELETE ? "delete"
-                                                              : "noop";
-}
-
-/* GET /sync?from_index=N[&limit=M]: the log from N as JSON (410 when N is
- * behind the log's start: that history is only in snapshots now). */
-static void route_sync(lkvnet_server *s, struct evhttp_request *req,
-                       const char *query, double start) {
-  uint64_t from, limit = LKVNET_SYNC_MAX_ENTRIES, to, i = 0;
-  lkvnet_rlog_stats rs;
-  unsigned char *frames = NULL;
-  size_t len = 0, off = 0;
-  lkvnet_entry e;
-  char why[160];
-  lkvnet_jbuf b;
-  lkv_err err;
-  int rc, lfound;
-  size_t ll;
-  char *lim;
-  if (query_u64(s, req, R_SYNC, start, query, "from_index", &from) != 0)
-    return;
-  lim = query_param(query, "limit", &ll, &lfound);
-  if (lfound) {
-    long l;
-    if (lim == NULL || parse_limit(lim, &l) != 0 || l < 1 ||
-        l > LKVNET_SYNC_MAX_ENTRIES) {
-      free(lim);
-      reply_error(s, req, R_SYNC, start, 400, "limit must be an integer "
-                  "from 1 to %d", LKVNET_SYNC_MAX_ENTRIES);
-      return;
-    }
-    limit = (uint64_t)l;
-    free(lim);
-  }
-  if (from == 0) from = 1;
-  lkvnet_rlog_stats_get(s->rlog, &rs);
-  if (from <= rs.base_index) {
-    memset(&b, 0, sizeof b);
-    lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": \"entries up to the "
-                        "base index are compacted into a snapshot\", "
-                        "\"base_index\": ");
-    lkvnet_jbuf_u64(&b, rs.base_index);
-    lkvnet_jbuf_lit(&b, "}");
-    reply_json(s, req, R_SYNC, start, 410, &b);
-    return;
-  }
-  err.msg[0] = '\0';
-  rc = lkvnet_rlog_read(s->rlog, from, LKVNET_SCAN_MAX_BYTES, &frames, &len,
-                        &to, &err);
-  if (rc != LKV_OK) {
-    reply_error(s, req, R_SYNC, start, http_status_of(rc), "%s", err.msg);
-    return;
-  }
-  memset(&b, 0, sizeof b);
-  lkvnet_jbuf_lit(&b, "{\"entries\": [");
-  while (i < limit &&
-         lkvnet_rlog_decode(frames, len, &off, &e, why, sizeof why) == 1) {
-    lkvnet_jbuf_lit(&b, i ? ", {\"term\": " : "{\"term\": ");
-    lkvnet_jbuf_u64(&b, e.term);
-    lkvnet_jbuf_lit(&b, ", \"index\": ");
-    lkvnet_jbuf_u64(&b, e.index);
-    lkvnet_jbuf_lit(&b, ", \"op\": \"");
-    lkvnet_jbuf_lit(&b, op_name(e.op));
-    lkvnet_jbuf_lit(&b, "\"");
-    if (e.op != LKVNET_OP_NOOP) {
-      lkvnet_jbuf_lit(&b, ", ");
-      put_bytes_member(&b, "key", e.key, e.klen);
-    }
-    if (e.op == LKVNET_OP_SET) {
-      lkvnet_jbuf_lit(&b, ", ");
-      put_bytes_member(&b, "value", e.val ? e.val : "", e.vlen);
-    }
-    lkvnet_jbuf_lit(&b, "}");
-    i++;
-  }
-  free(frames);
-  lkvnet_jbuf_lit(&b, "], \"base_index\": ");
-  lkvnet_jbuf_u64(&b, rs.base_index);
-  lkvnet_jbuf_lit(&b, ", \"last_index\": ");
-  lkvnet_jbuf_u64(&b, rs.last_index);
-  lkvnet_jbuf_lit(&b, ", \"commit_index\": ");
-  lkvnet_jbuf_u64(&b, s->commit_index);
-  lkvnet_jbuf_lit(&b, from + i <= rs.last_index ? ", \"more\": true}"
-                                                : ", \"more\": false}");
-  reply_json(s, req, R_SYNC, start, 200, &b);
 }
 
 /* }====================================================================== */
@@ -1278,23 +771,23 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   size_t ci;
   Fwd *f;
   if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
-    reply_error(s, req, route, start, 503, "forwarded to a node that does "
-                "not lead: LEADER_URL differs between nodes");
+    node_reply_error(s, req, route, start, 503, "forwarded to a node that does "
+                     "not lead: LEADER_URL differs between nodes");
     return;
   }
   if (s->draining) {
-    reply_error(s, req, route, start, 503, "the node is shutting down");
+    node_reply_error(s, req, route, start, 503, "the node is shutting down");
     return;
   }
   if ((ci = fwd_conn(s)) == (size_t)-1) {
-    reply_error(s, req, route, start, 500, "out of memory");
+    node_reply_error(s, req, route, start, 500, "out of memory");
     return;
   }
   c = s->fwd[ci];
   if ((f = calloc(1, sizeof *f)) == NULL ||
       (r = evhttp_request_new(on_forward_reply, f)) == NULL) {
     free(f);
-    reply_error(s, req, route, start, 500, "out of memory");
+    node_reply_error(s, req, route, start, 500, "out of memory");
     return;
   }
   oh = evhttp_request_get_output_headers(r);
@@ -1303,7 +796,7 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   if (ct) evhttp_add_header(oh, "Content-Type", ct);
   evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
                       evhttp_request_get_input_buffer(req));
-  hold(s, &f->h, req, route, start, 0);
+  node_hold(s, &f->h, req, route, start, 0);
   f->conn = ci;
   s->fwd_busy[ci]++;
   if (evhttp_make_request(c, r, evhttp_request_get_command(req),
@@ -1332,11 +825,12 @@ static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
   const lkvnet_json_member *k, *v = NULL;
   memset(&o, 0, sizeof o);
   if (body == NULL) {
-    reply_error(s, req, route, start, 500, "out of memory reading the body");
+    node_reply_error(s, req, route, start, 500,
+                     "out of memory reading the body");
     return;
   }
   if (lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
-    reply_error(s, req, route, start, 400, "malformed JSON: %s", jerr);
+    node_reply_error(s, req, route, start, 400, "malformed JSON: %s", jerr);
     return;
   }
   if ((k = need_string(s, req, route, start, &o, "key")) != NULL &&
@@ -1362,17 +856,18 @@ static void read_local(lkvnet_server *s, struct evhttp_request *req,
   err.msg[0] = '\0';
   rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf, &err);
   if (rc != LKV_OK && rc != LKV_NOTFOUND) {
-    reply_error(s, req, route, start, http_status_of(rc), "%s", err.msg);
+    node_reply_error(s, req, route, start, node_http_status_of(rc), "%s",
+                     err.msg);
     return;
   }
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, "{");
-  put_bytes_member(&b, "key", key, klen);
+  node_put_bytes_member(&b, "key", key, klen);
   lkvnet_jbuf_lit(&b, ", ");
   if (rc == LKV_NOTFOUND) lkvnet_jbuf_lit(&b, "\"value\": null");
-  else put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
+  else node_put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
   lkvnet_jbuf_lit(&b, "}");
-  reply_json(s, req, route, start, 200, &b);
+  node_reply_json(s, req, route, start, 200, &b);
 }
 
 /* GET /get?key=K[&consistent=true]. A consistent read on the leader waits
@@ -1384,19 +879,19 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
                       const char *query, double start, int consistent) {
   size_t klen;
   int found;
-  char *key = query_param(query, "key", &klen, &found);
+  char *key = node_query_param(query, "key", &klen, &found);
   uint64_t target = s->commit_index;
   Waiter *w;
   if (key == NULL) {
-    if (found) reply_error(s, req, R_GET, start, 500, "out of memory");
-    else reply_error(s, req, R_GET, start, 400,
-                     "missing query parameter \"key\"");
+    if (found) node_reply_error(s, req, R_GET, start, 500, "out of memory");
+    else node_reply_error(s, req, R_GET, start, 400,
+                          "missing query parameter \"key\"");
     return;
   }
   if (node_is_reserved(key, klen)) {
     free(key);
-    reply_error(s, req, R_GET, start, 400,
-                "keys starting with \\xff\\xfflunakv/ are reserved");
+    node_reply_error(s, req, R_GET, start, 400,
+                     "keys starting with \\xff\\xfflunakv/ are reserved");
     return;
   }
   if (consistent && s->term_start > target) target = s->term_start;
@@ -1405,9 +900,9 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
     free(key);
     return;
   }
-  if ((w = waiter_add(s, req, R_GET, start, W_READ, target)) == NULL) {
+  if ((w = node_waiter_add(s, req, R_GET, start, W_READ, target)) == NULL) {
     free(key);
-    reply_error(s, req, R_GET, start, 500, "out of memory");
+    node_reply_error(s, req, R_GET, start, 500, "out of memory");
     return;
   }
   w->key = key;
@@ -1418,7 +913,7 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
 static int query_flag(const char *query, const char *name) {
   size_t n;
   int found, on;
-  char *v = query_param(query, name, &n, &found);
+  char *v = node_query_param(query, name, &n, &found);
   on = v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
   free(v);
   return on;
@@ -1434,9 +929,9 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
                        const char *query, double start) {
   size_t alen = 0, blen = 0, llen;
   int fa, fb, fl, rc;
-  char *a = query_param(query, "start", &alen, &fa);
-  char *bnd = query_param(query, "end", &blen, &fb);
-  char *lim = query_param(query, "limit", &llen, &fl);
+  char *a = node_query_param(query, "start", &alen, &fa);
+  char *bnd = node_query_param(query, "end", &blen, &fb);
+  char *lim = node_query_param(query, "limit", &llen, &fl);
   long limit = LKVNET_SCAN_DEFAULT_LIMIT, n = 0;
   lkv_iter *it = NULL;
   lkv_err err;
@@ -1444,19 +939,20 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
   int more = 0;
   memset(&b, 0, sizeof b);
   if ((fa && !a) || (fb && !bnd) || (fl && !lim)) {
-    reply_error(s, req, R_SCAN, start, 500, "out of memory");
+    node_reply_error(s, req, R_SCAN, start, 500, "out of memory");
     goto done;
   }
-  if (lim != NULL && (parse_limit(lim, &limit) != 0 || limit < 1 ||
+  if (lim != NULL && (node_parse_limit(lim, &limit) != 0 || limit < 1 ||
                       limit > LKVNET_SCAN_MAX_LIMIT)) {
-    reply_error(s, req, R_SCAN, start, 400,
-                "limit must be an integer from 1 to %d",
-                LKVNET_SCAN_MAX_LIMIT);
+    node_reply_error(s, req, R_SCAN, start, 400,
+                     "limit must be an integer from 1 to %d",
+                     LKVNET_SCAN_MAX_LIMIT);
     goto done;
   }
   err.msg[0] = '\0';
   if ((rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, &err)) != LKV_OK) {
-    reply_error(s, req, R_SCAN, start, http_status_of(rc), "%s", err.msg);
+    node_reply_error(s, req, R_SCAN, start, node_http_status_of(rc), "%s",
+                     err.msg);
     goto done;
   }
   if (a != NULL) lkv_iter_seek(it, a, alen);
@@ -1473,19 +969,20 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
     }
     v = lkv_iter_value(it, &vl);
     lkvnet_jbuf_lit(&b, n ? ", {" : "{");
-    put_bytes_member(&b, "key", k, kl);
+    node_put_bytes_member(&b, "key", k, kl);
     lkvnet_jbuf_lit(&b, ", ");
-    put_bytes_member(&b, "value", v, vl);
+    node_put_bytes_member(&b, "value", v, vl);
     lkvnet_jbuf_lit(&b, "}");
     n++;
   }
   if ((rc = lkv_iter_status(it, &err)) != LKV_OK) {
     lkvnet_jbuf_free(&b);
-    reply_error(s, req, R_SCAN, start, http_status_of(rc), "%s", err.msg);
+    node_reply_error(s, req, R_SCAN, start, node_http_status_of(rc), "%s",
+                     err.msg);
     goto done;
   }
   lkvnet_jbuf_lit(&b, more ? "], \"more\": true}" : "], \"more\": false}");
-  reply_json(s, req, R_SCAN, start, 200, &b);
+  node_reply_json(s, req, R_SCAN, start, 200, &b);
 done:
   if (it != NULL) lkv_iter_free(it);
   free(a);
@@ -1560,7 +1057,7 @@ static void route_status(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_jbuf_lit(&b, ", \"needs_snapshot\": true");
   }
   lkvnet_jbuf_lit(&b, "}");
-  reply_json(s, req, R_STATUS, start, 200, &b);
+  node_reply_json(s, req, R_STATUS, start, 200, &b);
 }
 
 static void jlevels(lkvnet_jbuf *b, const char *name, const uint64_t *v) {
@@ -1627,7 +1124,7 @@ static void route_stats(lkvnet_server *s, struct evhttp_request *req,
   jfield(&b, "bytes", rs.bytes);
   jfield(&b, "dropped_bytes", rs.dropped_bytes);
   lkvnet_jbuf_lit(&b, "}}");
-  reply_json(s, req, R_STATS, start, 200, &b);
+  node_reply_json(s, req, R_STATS, start, 200, &b);
 }
 
 static void route_health(lkvnet_server *s, struct evhttp_request *req,
@@ -1636,7 +1133,7 @@ static void route_health(lkvnet_server *s, struct evhttp_request *req,
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, s->leader ? "{\"ok\": true, \"role\": \"leader\"}"
                                 : "{\"ok\": true, \"role\": \"follower\"}");
-  reply_json(s, req, R_HEALTH, start, 200, &b);
+  node_reply_json(s, req, R_HEALTH, start, 200, &b);
 }
 
 static void mline(lkvnet_jbuf *b, const char *fmt, ...)
@@ -1770,7 +1267,7 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
 #undef COUNTER
   if (b.failed) {
     lkvnet_jbuf_free(&b);
-    reply_error(s, req, R_METRICS, start, 500, "out of memory");
+    node_reply_error(s, req, R_METRICS, start, 500, "out of memory");
     return;
   }
   reply(s, req, R_METRICS, start, 200, "text/plain; version=0.0.4",
@@ -1784,7 +1281,7 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
   size_t klen;
   char *key = evhttp_uridecode(path + 4, 0, &klen);
   if (key == NULL) {
-    reply_error(s, req, R_KV, start, 500, "out of memory");
+    node_reply_error(s, req, R_KV, start, 500, "out of memory");
     return;
   }
   if (cmd == EVHTTP_REQ_GET) {
@@ -1792,22 +1289,23 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
     int rc;
     err.msg[0] = '\0';
     if (node_is_reserved(key, klen)) {
-      reply_error(s, req, R_KV, start, 400,
-                  "keys starting with \\xff\\xfflunakv/ are reserved");
+      node_reply_error(s, req, R_KV, start, 400,
+                       "keys starting with \\xff\\xfflunakv/ are reserved");
     } else if ((rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf,
                                 &err)) == LKV_OK) {
       reply(s, req, R_KV, start, 200, "application/octet-stream",
             s->getbuf.data, s->getbuf.len);
     } else if (rc == LKV_NOTFOUND) {
-      reply_error(s, req, R_KV, start, 404, "key not found");
+      node_reply_error(s, req, R_KV, start, 404, "key not found");
     } else {
-      reply_error(s, req, R_KV, start, http_status_of(rc), "%s", err.msg);
+      node_reply_error(s, req, R_KV, start, node_http_status_of(rc), "%s",
+                       err.msg);
     }
   } else if (cmd == EVHTTP_REQ_PUT) {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t n = evbuffer_get_length(in);
     const char *v = n ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (v == NULL) reply_error(s, req, R_KV, start, 500, "out of memory");
+    if (v == NULL) node_reply_error(s, req, R_KV, start, 500, "out of memory");
     else write_begin(s, req, R_KV, start, LKVNET_OP_SET, key, klen, v, n);
   } else {
     write_begin(s, req, R_KV, start, LKVNET_OP_DELETE, key, klen, NULL, 0);
@@ -1858,8 +1356,8 @@ static void on_request(struct evhttp_request *req, void *arg) {
     if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
   if (route == R_OTHER && strncmp(path, "/kv/", 4) == 0) route = R_KV;
   if (route == R_OTHER) {
-    reply_error(s, req, R_OTHER, start, 404, "no route %s %s",
-                method_name(cmd), path);
+    node_reply_error(s, req, R_OTHER, start, 404, "no route %s %s",
+                     method_name(cmd), path);
     return;
   }
   if (route == R_KV) {
@@ -1867,9 +1365,9 @@ static void on_request(struct evhttp_request *req, void *arg) {
         cmd != EVHTTP_REQ_DELETE) {
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                         "GET, PUT, DELETE");
-      reply_error(s, req, route, start, 405,
-                  "method %s not allowed on /kv/{key} (use GET, PUT or "
-                  "DELETE)", method_name(cmd));
+      node_reply_error(s, req, route, start, 405,
+                       "method %s not allowed on /kv/{key} (use GET, PUT or "
+                       "DELETE)", method_name(cmd));
       return;
     }
   } else {
@@ -1878,23 +1376,23 @@ static void on_request(struct evhttp_request *req, void *arg) {
     if (cmd != routes[i].method) {
       const char *m = method_name(routes[i].method);
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", m);
-      reply_error(s, req, route, start, 405,
-                  "method %s not allowed on %s (use %s)", method_name(cmd),
-                  path, m);
+      node_reply_error(s, req, route, start, 405,
+                       "method %s not allowed on %s (use %s)", method_name(cmd),
+                       path, m);
       return;
     }
   }
   /* internal bodies carry whole entries (each within the body limit when
    * it was written) plus a batch; evhttp's own cap still bounds them */
   if (body > s->max_body && route != R_APPEND && route != R_SNAPSHOT) {
-    reply_error(s, req, route, start, 413,
-                "request body is %zu bytes; the limit is %zu", body,
-                s->max_body);
+    node_reply_error(s, req, route, start, 413,
+                     "request body is %zu bytes; the limit is %zu", body,
+                     s->max_body);
     return;
   }
   if (!query) query = "";
   if (route == R_APPEND || route == R_SNAPSHOT || route == R_SYNC) {
-    if (!authorized(s, req, route, start)) return;
+    if (!node_authorized(s, req, route, start)) return;
   } else if (!s->leader &&
              (route == R_SET || route == R_DELETE ||
               (route == R_KV && cmd != EVHTTP_REQ_GET) ||
@@ -1909,9 +1407,9 @@ static void on_request(struct evhttp_request *req, void *arg) {
     route_get(s, req, query, start, s->leader && query_flag(query,
                                                             "consistent"));
     break;
-  case R_APPEND: route_append(s, req, query, start); break;
-  case R_SNAPSHOT: route_snapshot(s, req, query, start); break;
-  case R_SYNC: route_sync(s, req, query, start); break;
+  case R_APPEND: node_route_append(s, req, query, start); break;
+  case R_SNAPSHOT: node_route_snapshot(s, req, query, start); break;
+  case R_SYNC: node_route_sync(s, req, query, start); break;
   case R_SCAN: route_scan(s, req, query, start); break;
   case R_STATUS: route_status(s, req, start); break;
   case R_STATS: route_stats(s, req, start); break;
@@ -1943,7 +1441,8 @@ void lkvnet_options_init(lkvnet_options *o) {
 static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
   lkvnet_server *s = ctx;
   if (e->index <= s->applied_index) return LKV_OK;
-  if (pending_push(s, e->index, e->op, e->key, e->klen, e->val, e->vlen) != 0)
+  if (node_pending_push(s, e->index, e->op, e->key, e->klen, e->val,
+                        e->vlen) != 0)
     return lkvnet_seterr(err, LKV_NOMEM, "replaying index %llu",
                   (unsigned long long)e->index);
   return LKV_OK;
