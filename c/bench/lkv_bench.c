@@ -72,6 +72,7 @@ typedef struct wl_t {
 static struct {
   uint64_t num;
   uint64_t reads; /* operations of a read workload (all threads); 0 = num */
+  uint64_t writes; /* operations of overwrite (db_bench's --writes); 0 = num */
   size_t key_size;
   size_t value_size;
   int threads; /* threads of a read workload without a digit suffix */
@@ -692,10 +693,15 @@ static void shuffle(uint64_t *perm, uint64_t n, uint64_t seed) {
 }
 
 /* Write every key once: in order (fillseq) or in a random permutation
- * (fillrandom, overwrite). Then settle and measure bytes written / disk. */
+ * (fillrandom, overwrite; overwrite: --writes operations when given).
+ * Then settle and measure bytes written / disk. */
 static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
                     int report) {
-  uint64_t n = cfg.num, i;
+  /* fills write each key once; overwrite may write more: pass after pass
+   * over the keys, each pass in a new random order, so one phase can be
+   * long enough that where it ends in the compaction cycle matters less */
+  uint64_t keys = cfg.num, i;
+  uint64_t n = kind == W_OVERWRITE && cfg.writes ? cfg.writes : keys;
   uint64_t *perm = NULL;
   uint32_t *lat = xmalloc((size_t)(n / LAT_EVERY + 1) * sizeof *lat);
   size_t nlat = 0;
@@ -707,8 +713,8 @@ static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
   double settle = 0;
 
   if (kind != W_FILLSEQ) {
-    perm = xmalloc((size_t)n * sizeof *perm);
-    shuffle(perm, n, seed);
+    perm = xmalloc((size_t)keys * sizeof *perm);
+    shuffle(perm, keys, seed);
   }
   memset(&s0, 0, sizeof s0);
   memset(&s1, 0, sizeof s1);
@@ -716,7 +722,8 @@ static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
   read_io(&io0);
   t0 = now_ns();
   for (i = 0; i < n; i++) {
-    uint64_t idx = perm ? perm[i] : i;
+    if (perm && i > 0 && i % keys == 0) shuffle(perm, keys, seed + i / keys);
+    uint64_t idx = perm ? perm[i % keys] : i;
     const char *v = value_for(idx, phase);
     make_key(key, idx);
     SAMPLE(i, lat, nlat, rc = db_put(b, key, cfg.key_size, v, cfg.value_size));
@@ -1187,6 +1194,10 @@ static void print_header(int argc, char **argv) {
          cfg.missing_above
              ? "above the key range (index + 10*num)"
              : "inside the key range (last byte '.'): Bloom filters decide");
+  if (cfg.writes)
+    printf("writes:    overwrite does %" PRIu64 " ops (%.2f passes over the "
+           "keys, each in a new random order)\n",
+           cfg.writes, (double)cfg.writes / (double)cfg.num);
   printf("settings:  no compression, write buffer/memtable %zu MiB, Bloom %d "
          "bits/key, block cache %zu MiB,\n"
          "           WAL on without fsync (leveldb sync=false, lunakv "
@@ -1267,11 +1278,12 @@ static void print_tables(void) {
         snprintf(y, sizeof y, ok[1] ? "%.1f" : "-", m[1].settle_secs);
         snprintf(st, sizeof st, "%s/%s", x, y);
       }
+      uint64_t user = ok[0]   ? m[0].user_bytes
+                      : ok[1] ? m[1].user_bytes
+                              : cfg.num * (uint64_t)(cfg.key_size + cfg.value_size);
       printf("%-12s %9.1f %10s %11s %13s %14s %10s %15s\n",
-             kind_name[cfg.wl[w].kind],
-             (double)(cfg.num * (uint64_t)(cfg.key_size + cfg.value_size)) /
-                 1048576.0,
-             a, b, da, db, ew, st);
+             kind_name[cfg.wl[w].kind], (double)user / 1048576.0, a, b, da,
+             db, ew, st);
     }
     printf("(WA: bytes written (%s) / user bytes over the phase and its "
            "settle; MiB: "
@@ -1329,7 +1341,7 @@ static void write_json(void) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: lkv_bench [--num=N] [--reads=N] [--key-size=16] "
+          "usage: lkv_bench [--num=N] [--reads=N] [--writes=N] [--key-size=16] "
           "[--value-size=100]\n"
           "                 [--workloads=a,b,...] [--systems=lunakv,leveldb] "
           "[--threads=1]\n"
@@ -1433,6 +1445,7 @@ static void parse_args(int argc, char **argv) {
     val = eq + 1;
     if (strcmp(name, "num") == 0) cfg.num = parse_u64(name, val);
     else if (strcmp(name, "reads") == 0) cfg.reads = parse_u64(name, val);
+    else if (strcmp(name, "writes") == 0) cfg.writes = parse_u64(name, val);
     else if (strcmp(name, "value-size") == 0)
       cfg.value_size = (size_t)parse_u64(name, val);
     else if (strcmp(name, "key-size") == 0)
