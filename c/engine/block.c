@@ -310,15 +310,17 @@ static int scan_fast(lkv_block_cursor *c, lkv_slice target) {
       break;
     }
   }
-  if (!found && next >= c->b.size) { /* past the last entry */
-    c->valid = 0;
-    return 1;
-  }
+  /* the last entry decoded, as decode_at would leave it (c->key already
+   * holds its bytes) */
   c->klen = klen;
   c->val = val;
   c->vlen = vlen;
   c->cur = cur;
   c->next = next;
+  if (!found && next >= c->b.size) { /* past the last entry */
+    c->valid = 0;
+    return 1;
+  }
   return found;
 }
 
