@@ -304,7 +304,118 @@ static void test_parse_errors(void) {
   lkv_block_cursor_free(&c);
 }
 
+/* ---- seek against a walk ------------------------------------------- */
+
+static uint64_t rng = 0x9E3779B97F4A7C15ULL;
+static uint64_t rnd(void) {
+  rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+  return rng;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+  const entry *x = a, *y = b;
+  lkv_slice kx = {x->key, x->klen}, ky = {y->key, y->klen};
+  return lkv_icmp(kx, ky);
+}
+
+/* Where a seek must land: the first entry >= target, found by stepping
+ * from the first entry (next() decodes with decode_at only). */
+static void walk_to(lkv_block_cursor *c, lkv_slice target) {
+  for (lkv_block_cursor_seek_first(c); c->valid; lkv_block_cursor_next(c)) {
+    lkv_slice k = {c->key, c->klen};
+    if (lkv_icmp(k, target) >= 0) break;
+  }
+}
+
+/* The seek's fast linear scan (scan_fast) and its hand-backs to decode_at
+ * must leave the cursor exactly where and as the plain walk does: random
+ * blocks (shared prefixes short and long, keys past the inline buffer,
+ * several versions of a key, empty values), every restart interval from
+ * 1 to 32, targets at, between, before and after the keys. */
+static void test_seek_matches_walk(void) {
+  enum { N = 120 };
+  static entry e[N];
+  static const char alpha[4] = {'a', 'a', 'b', 0}; /* zero bytes too */
+  int mismatches = 0, seeks = 0;
+  for (int round = 0; round < 64; round++) {
+    int n = 1 + (int)(rnd() % N);
+    for (int i = 0; i < n; i++) {
+      /* a long shared stem on most keys, so shared lengths vary */
+      size_t ul = rnd() % 8 == 0 ? 200 + rnd() % 180 : 1 + rnd() % 40;
+      for (size_t j = 0; j < ul; j++)
+        e[i].key[j] = j < ul / 2 && rnd() % 4 ? 'k' : alpha[rnd() % 4];
+      if (i > 0 && rnd() % 3 == 0) { /* another version of a key */
+        ul = e[i - 1].klen - 8;
+        memcpy(e[i].key, e[i - 1].key, ul);
+      }
+      lkv_put64(e[i].key + ul, lkv_tag(rnd() % 1000, rnd() % 4 ? LKV_TYPE_VALUE
+                                                               : LKV_TYPE_DELETE));
+      e[i].klen = ul + 8;
+      e[i].vlen = rnd() % 3 ? rnd() % 64 : 0;
+      memset(e[i].val, 'v', e[i].vlen);
+    }
+    qsort(e, (size_t)n, sizeof e[0], cmp_entry);
+    int m = 0; /* drop exact duplicates: a block holds each key once */
+    for (int i = 0; i < n; i++)
+      if (m == 0 || cmp_entry(&e[m - 1], &e[i]) != 0) e[m++] = e[i];
+    n = m;
+    lkv_block_builder bb;
+    lkv_block_builder_init(&bb, 1 + round % 32);
+    lkv_slice raw;
+    build(&bb, e, n, &raw);
+    lkv_block b;
+    const char *why;
+    CHECK(lkv_block_parse(&b, raw.p, raw.n, &why) == LKV_OK);
+    lkv_block_cursor c, w;
+    lkv_block_cursor_init(&c, &b);
+    lkv_block_cursor_init(&w, &b);
+    for (int i = 0; i < 4 * n + 2; i++) {
+      char t[400];
+      size_t tl;
+      if (i < n) { /* each key */
+        memcpy(t, e[i].key, tl = e[i].klen);
+      } else if (i < 2 * n) { /* its user key at another seq */
+        const entry *x = &e[i - n];
+        memcpy(t, x->key, tl = x->klen);
+        lkv_put64(t + tl - 8, lkv_tag(rnd() % 1000, LKV_TYPE_SEEK));
+      } else if (i < 4 * n) { /* a user key a byte longer or cut short */
+        const entry *x = &e[(i - 2 * n) / 2];
+        size_t ul = x->klen - 8;
+        memcpy(t, x->key, ul);
+        if (i % 2) t[ul++] = (char)(rnd() % 256);
+        else if (ul > 0) ul--;
+        lkv_put64(t + ul, lkv_tag(LKV_MAX_SEQ, LKV_TYPE_SEEK));
+        tl = ul + 8;
+      } else { /* before everything, after everything */
+        tl = 8;
+        lkv_put64(t, lkv_tag(i % 2 ? 0 : LKV_MAX_SEQ, LKV_TYPE_SEEK));
+        if (i % 2) {
+          memset(t, 0xff, 300);
+          lkv_put64(t + 300, lkv_tag(0, LKV_TYPE_SEEK));
+          tl = 308;
+        }
+      }
+      lkv_slice target = {t, tl};
+      lkv_block_cursor_seek(&c, target);
+      walk_to(&w, target);
+      seeks++;
+      int same = c.valid == w.valid && c.code == LKV_OK && w.code == LKV_OK;
+      if (same && c.valid)
+        same = c.klen == w.klen && memcmp(c.key, w.key, c.klen) == 0 &&
+               c.val == w.val && c.vlen == w.vlen && c.cur == w.cur &&
+               c.next == w.next;
+      mismatches += !same;
+    }
+    lkv_block_cursor_free(&c);
+    lkv_block_cursor_free(&w);
+    lkv_block_builder_free(&bb);
+  }
+  printf("block: %d seeks, %d differ from a walk\n", seeks, mismatches);
+  CHECK(mismatches == 0);
+}
+
 int main(void) {
+  test_seek_matches_walk();
   test_roundtrip(1, 1);
   test_roundtrip(1, 200);
   test_roundtrip(2, 201);
