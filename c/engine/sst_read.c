@@ -480,12 +480,11 @@ static int cursor_error(const lkv_table *t, const lkv_block_cursor *c,
 
 int lkv_table_get(lkv_table *t, lkv_slice target, int *type, lkv_buf *val,
                   lkv_err *err) {
-  if (target.n < LKV_TAG_BYTES)
-    return lkv_seterr(err, LKV_INVALID, "lookup in %s: not an internal key",
-                      t->name);
-  lkv_slice uk = lkv_ikey_user(target);
-  return lkv_table_get_hashed(t, target, lkv_bloom_hash(uk.p, uk.n), type, val,
-                              err);
+  /* a target too short to hold a tag is refused by the call below */
+  uint64_t hash = target.n >= LKV_TAG_BYTES
+                      ? lkv_bloom_hash(target.p, target.n - LKV_TAG_BYTES)
+                      : 0;
+  return lkv_table_get_hashed(t, target, hash, type, val, err);
 }
 
 int lkv_table_get_hashed(lkv_table *t, lkv_slice target, uint64_t hash,
