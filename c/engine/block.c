@@ -179,6 +179,17 @@ static inline const char *entry_header(const char *p, const char *end,
   return lkv_getv32(p, end, vlen);
 }
 
+/* Between restarts the new part of a key is usually a few bytes plus the
+ * 8-byte tag. When that part is at most 16 bytes and both the block (from
+ * p, its first byte) and the key buffer have room for 16, it is copied as
+ * one fixed 16-byte move (no length-dependent branch); the bytes past it
+ * are overwritten or ignored. */
+static inline int fixed_copy_fits(size_t shared, size_t unshared,
+                                  const char *p, const char *end,
+                                  size_t kcap) {
+  return unshared <= 16 && end - p >= 16 && shared + 16 <= kcap;
+}
+
 /* Decode the entry at off on top of the current key (klen 0 at a restart,
  * so an entry there claiming a shared prefix is caught). Past the last
  * entry the cursor becomes invalid without error. */
@@ -216,11 +227,7 @@ static void decode_at(lkv_block_cursor *c, uint32_t off) {
     c->key = k;
     c->kcap = cap;
   }
-  /* Between restarts the new part of a key is usually a few bytes plus
-   * the 8-byte tag. When the block and the key buffer both have room,
-   * copy a fixed 16 bytes (two moves, no length-dependent branch); the
-   * bytes past `unshared` are overwritten or ignored. */
-  if (unshared <= 16 && end - p >= 16 && shared + 16 <= c->kcap) {
+  if (fixed_copy_fits(shared, unshared, p, end, c->kcap)) {
     memcpy(c->key + shared, p, 16);
   } else if (unshared <= 16) {
     for (uint32_t j = 0; j < unshared; j++) c->key[shared + j] = p[j];
@@ -291,12 +298,12 @@ static int scan_fast(lkv_block_cursor *c, lkv_slice target) {
   int found = 0;
   while (next < c->b.size) {
     const char *p = data + next;
-    if (end - p < 3 + 16) break;
+    if (end - p < 3) break;
     unsigned a = (unsigned char)p[0], b = (unsigned char)p[1],
              d = (unsigned char)p[2];
-    /* the checks of decode_at, for this shape of entry */
-    if ((a | b | d) >= 0x80 || b > 16 || a > klen || a + 16 > kcap ||
-        a + b < LKV_TAG_BYTES || (ptrdiff_t)(b + d) > end - p - 3)
+    /* decode_at's checks, for one-byte lengths and a fixed copy */
+    if ((a | b | d) >= 0x80 || !fixed_copy_fits(a, b, p + 3, end, kcap) ||
+        a > klen || a + b < LKV_TAG_BYTES || (ptrdiff_t)(b + d) > end - p - 3)
       break;
     memcpy(key + a, p + 3, 16);
     klen = a + b;
