@@ -217,9 +217,13 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
   return LKV_OK;
 }
 
+int lkv_mem_may_hold(const lkv_mem *m, uint64_t hash) {
+  return lkv_live_bloom_may_contain(&m->filter, hash);
+}
+
 int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t hash,
                 uint64_t at, int *type, lkv_buf *val) {
-  if (!lkv_live_bloom_may_contain(&m->filter, hash)) return LKV_NOTFOUND;
+  if (!lkv_mem_may_hold(m, hash)) return LKV_NOTFOUND;
   node *x = find_ge(m, ukey, klen, lkv_tag(at, LKV_TYPE_SEEK), NULL);
   if (x == NULL) return LKV_NOTFOUND;
   const char *k = node_key(x);

@@ -39,6 +39,10 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
 int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t hash,
                 uint64_t at, int *type, lkv_buf *val);
 
+/* The filter's answer, which lkv_mem_get asks first: 0 when no entry for
+ * the user key with this hash was added, 1 when one may have been. */
+int lkv_mem_may_hold(const lkv_mem *m, uint64_t hash);
+
 size_t lkv_mem_usage(const lkv_mem *m);    /* arena bytes */
 uint64_t lkv_mem_entries(const lkv_mem *m); /* versions stored */
 
