@@ -692,23 +692,27 @@ static void shuffle(uint64_t *perm, uint64_t n, uint64_t seed) {
   }
 }
 
-/* Write every key once: in order (fillseq) or in a random permutation
- * (fillrandom, overwrite; overwrite: --writes operations when given).
- * Then settle and measure bytes written / disk. */
+/* Operations of a fill phase: every key once, except overwrite with
+ * --writes (>= num): pass after pass over the keys, so one phase can be
+ * long enough that where it ends in the compaction cycle matters less. */
+static uint64_t fill_ops(int kind) {
+  return kind == W_OVERWRITE && cfg.writes ? cfg.writes : cfg.num;
+}
+
+/* Write every key: in order (fillseq) or in a random permutation
+ * (fillrandom, overwrite; each further overwrite pass in a new one, made
+ * with the clock stopped). Then settle and measure bytes written / disk. */
 static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
                     int report) {
-  /* fills write each key once; overwrite may write more: pass after pass
-   * over the keys, each pass in a new random order, so one phase can be
-   * long enough that where it ends in the compaction cycle matters less */
-  uint64_t keys = cfg.num, i;
-  uint64_t n = kind == W_OVERWRITE && cfg.writes ? cfg.writes : keys;
+  uint64_t keys = cfg.num, i = 0;
+  uint64_t n = fill_ops(kind);
   uint64_t *perm = NULL;
   uint32_t *lat = xmalloc((size_t)(n / LAT_EVERY + 1) * sizeof *lat);
   size_t nlat = 0;
   char *key = xmalloc(cfg.key_size);
   iostat io0, io1;
   lkv_stats s0, s1;
-  uint64_t t0, t1;
+  uint64_t t0, t1, elapsed = 0;
   int rc = 0;
   double settle = 0;
 
@@ -720,16 +724,20 @@ static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
   memset(&s1, 0, sizeof s1);
   if (b->sys == SYS_LUNAKV) lkv_db_stats(b->lkv, &s0);
   read_io(&io0);
-  t0 = now_ns();
-  for (i = 0; i < n; i++) {
-    if (perm && i > 0 && i % keys == 0) shuffle(perm, keys, seed + i / keys);
-    uint64_t idx = perm ? perm[i % keys] : i;
-    const char *v = value_for(idx, phase);
-    make_key(key, idx);
-    SAMPLE(i, lat, nlat, rc = db_put(b, key, cfg.key_size, v, cfg.value_size));
-    if (rc != 0) break;
+  for (uint64_t pass = 0; i < n && rc == 0; pass++) {
+    if (pass > 0) shuffle(perm, keys, seed + pass);
+    t0 = now_ns();
+    for (uint64_t j = 0; j < keys && i < n; j++, i++) {
+      uint64_t idx = perm ? perm[j] : j;
+      const char *v = value_for(idx, phase);
+      make_key(key, idx);
+      SAMPLE(i, lat, nlat,
+             rc = db_put(b, key, cfg.key_size, v, cfg.value_size));
+      if (rc != 0) break;
+    }
+    t1 = now_ns();
+    elapsed += t1 - t0;
   }
-  t1 = now_ns();
   if (rc == 0) rc = db_settle(b, &settle);
   read_io(&io1);
   if (rc != 0) {
@@ -746,7 +754,7 @@ static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
     out->valid = 1;
     out->threads = 1;
     out->ops = n;
-    out->secs = (double)(t1 - t0) / 1e9;
+    out->secs = (double)elapsed / 1e9;
     out->ops_per_sec = out->secs > 0 ? (double)n / out->secs : 0;
     percentiles(lat, nlat, &out->p50_us, &out->p99_us);
     out->has_wa = 1;
@@ -1278,9 +1286,8 @@ static void print_tables(void) {
         snprintf(y, sizeof y, ok[1] ? "%.1f" : "-", m[1].settle_secs);
         snprintf(st, sizeof st, "%s/%s", x, y);
       }
-      uint64_t user = ok[0]   ? m[0].user_bytes
-                      : ok[1] ? m[1].user_bytes
-                              : cfg.num * (uint64_t)(cfg.key_size + cfg.value_size);
+      uint64_t user =
+          fill_ops(cfg.wl[w].kind) * (uint64_t)(cfg.key_size + cfg.value_size);
       printf("%-12s %9.1f %10s %11s %13s %14s %10s %15s\n",
              kind_name[cfg.wl[w].kind], (double)user / 1048576.0, a, b, da,
              db, ew, st);
@@ -1474,6 +1481,8 @@ static void parse_args(int argc, char **argv) {
     }
   }
   if (cfg.num == 0) die("--num must be > 0");
+  /* reads after an overwrite expect every key to hold its new value */
+  if (cfg.writes && cfg.writes < cfg.num) die("--writes must be >= --num");
   if (cfg.threads < 1 || cfg.threads > 1024) die("--threads must be 1..1024");
   if (cfg.repeat < 1 || cfg.repeat > 255) die("--repeat must be 1..255");
   if (cfg.value_size > LKV_MAX_VALUE_BYTES)
