@@ -422,11 +422,11 @@ local function run_lua(db, w, spec, show_progress, label)
   -- The bare loop runs just before the workload: this VM's speed drifts by
   -- up to 1.7x over seconds, and the ratio of the two moves far less than
   -- either figure.
-  local bare_n = math.min(n, 100000)
+  local bare_n, bare = math.min(n, 100000), lua_loop("bare")
   collectgarbage()
   local t0 = core.clock()
-  lua_loop("bare")(nil, nil, string.format, kf, mf, val, nil, math.random,
-    core.clock, {}, nothing, bare_n, type)
+  bare(nil, nil, string.format, kf, mf, val, nil, math.random, core.clock, {},
+    nothing, bare_n, type)
   local bare_secs = core.clock() - t0
   local samples = {}
   local draw, clear = progress_meter(show_progress, label, n)
@@ -447,11 +447,16 @@ local function run_lua(db, w, spec, show_progress, label)
     p99_us = percentile(samples, 99) * 1e6,
     p999_us = percentile(samples, 99.9) * 1e6,
     max_us = (samples[#samples] or 0) * 1e6,
-    bare_ops_per_sec = bare_secs > 0 and bare_n / bare_secs or 0,
+    bare_ops_per_sec = bare_secs > 0 and bare_n / bare_secs or nil,
   }
-  r.of_bare = r.bare_ops_per_sec > 0 and r.ops_per_sec / r.bare_ops_per_sec
-    or 0
   return r
+end
+
+-- A Lua row's ops/s over its bare loop's (nil when there is none), from
+-- the same medians the row prints.
+local function of_bare(r)
+  local b = r.bare_ops_per_sec
+  return b and b > 0 and r.ops_per_sec / b or nil
 end
 
 -- }======================================================================
@@ -563,7 +568,7 @@ local function combine(runs)
   if runs[1].skipped then return runs[1] end
   local r = copy(runs[1])
   for _, f in ipairs { "ops_per_sec", "p50_us", "p99_us", "p999_us",
-    "max_us", "seconds", "settle_s", "bare_ops_per_sec", "of_bare" } do
+    "max_us", "seconds", "settle_s", "bare_ops_per_sec" } do
     local xs = {}
     for _, x in ipairs(runs) do xs[#xs + 1] = x[f] end
     if #xs > 0 then r[f] = median(xs) end
@@ -608,9 +613,9 @@ end
 
 -- One repetition of a --repeat run, in a new `lunakv bench` process with
 -- the same settings and --json: its per-layer results, by plan index.
--- A Lua loop's speed on some machines depends on the process's address
--- layout (string.format alone runs at one of two speeds per process), so
--- repetitions inside one process would all share that process's luck.
+-- A Lua loop's speed here drifts in phases of seconds and differs from
+-- process to process, so repetitions in new processes sample more of it
+-- than repetitions inside one.
 local function run_child(args, layers, ctx)
   local cjson = require "cjson"
   local interp, bin = require("lunakv.cluster").self_command()
@@ -770,7 +775,7 @@ function M.main(args, opts, info)
             r.p99_us
           o.p999_us, o.max_us, o.runs = r.p999_us, r.max_us, r.runs or 1
           o.settle_s = r.settle_s
-          o.bare_ops_per_sec, o.of_bare = r.bare_ops_per_sec, r.of_bare
+          o.bare_ops_per_sec, o.of_bare = r.bare_ops_per_sec, of_bare(r)
         end
         results[#results + 1] = o
       end
@@ -815,8 +820,8 @@ function M.main(args, opts, info)
         line[#line + 1] = lat(r.p50_us, r.p99_us)
       end
       if l == "lua" then
-        line[#line + 1] = (r.skipped or not r.of_bare) and "-"
-          or string.format("%.3f", r.of_bare)
+        local share = not r.skipped and of_bare(r)
+        line[#line + 1] = share and string.format("%.3f", share) or "-"
       end
     end
     if #layers == 2 then
@@ -831,7 +836,7 @@ function M.main(args, opts, info)
   local bares = {}
   for _, row in ipairs(rows) do
     local r = row.lua
-    if r and not r.skipped and r.bare_ops_per_sec then
+    if r and r.bare_ops_per_sec then
       bares[#bares + 1] = r.bare_ops_per_sec
     end
   end
