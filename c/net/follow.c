@@ -72,7 +72,6 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
   return 0;
 }
 
-
 static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
   lkvnet_jbuf_lit(b, ", \"term\": ");
   lkvnet_jbuf_u64(b, s->term);

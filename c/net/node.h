@@ -59,12 +59,6 @@ typedef struct Waiter {
   size_t klen;
 } Waiter;
 
-/* A request a follower passes to the leader, waiting for its answer. */
-typedef struct Fwd {
-  Held h;
-  size_t conn; /* index in s->fwd */
-} Fwd;
-
 enum { PEER_UNKNOWN, PEER_UP, PEER_DOWN };
 
 /* The leader's view of one follower (Raft's nextIndex/matchIndex). One
@@ -195,10 +189,9 @@ char *node_query_param(const char *query, const char *name, size_t *len,
 int node_parse_limit(const char *v, long *out);
 
 /* repl.c: send each follower what it lacks (/append, or /snapshot when
- * the log no longer holds it); the tick also retries followers that are
- * down and sends heartbeats. */
+ * the log no longer holds it); on the tick this also retries followers
+ * that are down and sends heartbeats. */
 void node_peers_kick(lkvnet_server *s);
-void node_peers_tick(lkvnet_server *s);
 
 /* follow.c: the internal routes on_request dispatches to, once
  * node_authorized has checked the cluster token (it answers 401 or 403

@@ -9,10 +9,8 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 
 #include "json.h"
-#include "neterr.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -330,8 +328,4 @@ static void peer_send(lkvnet_server *s, Peer *p) {
 void node_peers_kick(lkvnet_server *s) {
   size_t i;
   for (i = 0; i < s->npeers; i++) peer_send(s, &s->peers[i]);
-}
-
-void node_peers_tick(lkvnet_server *s) {
-  if (s->leader) node_peers_kick(s);
 }

@@ -53,6 +53,14 @@ _Static_assert(sizeof buckets / sizeof buckets[0] == NBUCKETS,
                "NBUCKETS in node.h");
 
 static const char *const peer_states[] = {"unknown", "up", "down"};
+_Static_assert(sizeof peer_states / sizeof *peer_states == PEER_DOWN + 1,
+               "a name for every peer state of node.h");
+
+/* A request a follower passes to the leader, waiting for its answer. */
+typedef struct Fwd {
+  Held h;
+  size_t conn; /* index in s->fwd */
+} Fwd;
 
 double node_now(void) {
   struct timespec ts;
@@ -387,7 +395,6 @@ void node_apply_committed(lkvnet_server *s) {
   maybe_compact(s);
 }
 
-
 void node_advance_commit(lkvnet_server *s) {
   uint64_t c = s->leader ? majority_index(s) : s->commit_index;
   int moved = c > s->commit_index;
@@ -426,11 +433,11 @@ static void maybe_compact(lkvnet_server *s) {
         "the engine", (unsigned long long)target, (unsigned long long)t);
 }
 
-/* Answer what waited for the log's sync (a follower's /append) or for an
- * apply (a consistent read). */
 static void read_local(lkvnet_server *s, struct evhttp_request *req,
                        int route, double start, const char *key, size_t klen);
 
+/* Answer what waited for the log's sync (a follower's /append) or for an
+ * apply (a consistent read). */
 static void serve_waiters(lkvnet_server *s) {
   Waiter **pp = &s->waiters, *w;
   uint64_t durable;
@@ -567,7 +574,6 @@ static size_t holders(lkvnet_server *s, uint64_t index) {
   return n;
 }
 
-
 /* Every 50 ms: answer what missed its deadline; heartbeats and retries
  * to followers; finish a drain. */
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
@@ -596,7 +602,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
                  (unsigned long long)w->target, s->write_timeout_ms);
   }
   serve_waiters(s); /* frees the answered */
-  node_peers_tick(s);
+  node_peers_kick(s); /* retries and heartbeats; followers have no peers */
   if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
 }
 
@@ -642,7 +648,6 @@ int node_start_term(lkvnet_server *s, uint64_t t) {
   return LKV_OK;
 }
 
-
 /* {======================================================================
 ** Request parsing helpers
 ** ======================================================================= */
@@ -676,7 +681,8 @@ char *node_query_param(const char *query, const char *name, size_t *len,
   return NULL;
 }
 
-/* Parse a limit: 1 .. LKVNET_SCAN_MAX_LIMIT decimal digits only. */
+/* A limit: decimal digits only, at most 1000000 (/scan then caps it at
+ * LKVNET_SCAN_MAX_LIMIT; /sync takes it as is). 0, or -1. */
 int node_parse_limit(const char *v, long *out) {
   long n = 0;
   if (*v == '\0') return -1;
