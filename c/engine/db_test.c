@@ -222,7 +222,26 @@ static void seek_compaction(int by_scan) {
   rmrf(sdir);
 }
 
+/* lkv_key_compare is the order scans return: bytewise (unsigned), a
+ * prefix before its extensions, zero bytes ordinary, past 64 bytes too. */
+static void test_key_compare(void) {
+  CHECK(lkv_key_compare("a", 1, "ab", 2) < 0);
+  CHECK(lkv_key_compare("ab", 2, "b", 1) < 0);
+  CHECK(lkv_key_compare("b", 1, "a\xff", 2) > 0);
+  CHECK(lkv_key_compare("a\0", 2, "a", 1) > 0);
+  CHECK(lkv_key_compare("\x80", 1, "\x7f", 1) > 0);
+  CHECK(lkv_key_compare("", 0, "", 0) == 0);
+  char x[100], y[100];
+  memset(x, 'k', sizeof x);
+  memcpy(y, x, sizeof y);
+  y[90] = 'l';
+  CHECK(lkv_key_compare(x, sizeof x, y, sizeof y) < 0);
+  CHECK(lkv_key_compare(y, sizeof y, x, 90) > 0);
+  CHECK(lkv_key_compare(x, sizeof x, x, sizeof x) == 0);
+}
+
 int main(void) {
+  test_key_compare();
   if (mkdtemp(dir) == NULL) return 2;
   lkv_err err = {0};
   lkv_buf v = {0};

@@ -252,6 +252,10 @@ void lkv_iter_next(lkv_iter *it) {
 
 int lkv_iter_valid(const lkv_iter *it) { return it->valid; }
 
+int lkv_key_compare(const void *a, size_t alen, const void *b, size_t blen) {
+  return lkv_ucmp(a, alen, b, blen);
+}
+
 const char *lkv_iter_key(const lkv_iter *it, size_t *klen) {
   if (it->reverse) { /* an empty key may have left the buffer unallocated */
     *klen = it->skip.len;

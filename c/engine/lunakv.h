@@ -228,6 +228,11 @@ LKV_API const char *lkv_iter_value(const lkv_iter *it, size_t *vlen);
 LKV_API int lkv_iter_status(const lkv_iter *it, lkv_err *err);
 LKV_API void lkv_iter_free(lkv_iter *it);
 
+/* The order keys sort in (bytewise, a shorter key before its extensions):
+ * <0, 0 or >0. For callers that bound a scan themselves. */
+LKV_API int lkv_key_compare(const void *a, size_t alen, const void *b,
+                            size_t blen);
+
 /* ---- maintenance ----------------------------------------------------- */
 
 /* Return once everything written so far is in an SSTable (the WAL it came

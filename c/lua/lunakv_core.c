@@ -291,13 +291,6 @@ static int scan_finish(lua_State *L, LIter *p) {
   return 1;
 }
 
-/* Bytewise order of two keys: <0, 0, >0. */
-static int keycmp(const char *a, size_t an, const char *b, size_t bn) {
-  size_t m = an < bn ? an : bn;
-  int c = m ? memcmp(a, b, m) : 0;
-  return c ? c : (an > bn) - (an < bn);
-}
-
 /* The generic-for step of a scan. Upvalues: the iterator, the bound where
  * the scan ends (a string, or nil for an open end) and whether it runs
  * downward (rscan: the bound is lo) or upward (scan: the bound is hi). */
@@ -314,15 +307,17 @@ static int scan_step(lua_State *L) {
    * past the end through its methods, do not step an invalid iterator */
   if (!p->started)
     p->started = 1;
-  else if (lkv_iter_valid(p->it) && down)
-    lkv_iter_prev(p->it);
-  else if (lkv_iter_valid(p->it))
-    lkv_iter_next(p->it);
+  else if (lkv_iter_valid(p->it)) {
+    if (down)
+      lkv_iter_prev(p->it);
+    else
+      lkv_iter_next(p->it);
+  }
   if (!lkv_iter_valid(p->it)) return scan_finish(L, p);
   key = lkv_iter_key(p->it, &klen);
   bound = lua_tolstring(L, lua_upvalueindex(2), &blen);
   if (bound != NULL) {
-    int c = keycmp(key, klen, bound, blen);
+    int c = lkv_key_compare(key, klen, bound, blen);
     if (down ? c < 0 : c > 0) return scan_finish(L, p);
   }
   val = lkv_iter_value(p->it, &vlen);
@@ -346,7 +341,7 @@ static void seek_at_or_before(lkv_iter *it, const char *hi, size_t hilen) {
     return;
   }
   k = lkv_iter_key(it, &klen);
-  if (keycmp(k, klen, hi, hilen) > 0) lkv_iter_prev(it); /* past hi */
+  if (lkv_key_compare(k, klen, hi, hilen) > 0) lkv_iter_prev(it); /* past hi */
 }
 
 /* lo at arg 2, hi at arg 3; upward from lo (scan) or downward from hi

@@ -925,12 +925,6 @@ static int query_flag(const char *query, const char *name) {
   return on;
 }
 
-static int key_cmp(const char *a, size_t an, const char *b, size_t bn) {
-  int c = memcmp(a, b, an < bn ? an : bn);
-  if (c != 0) return c;
-  return an < bn ? -1 : an > bn;
-}
-
 static void route_scan(lkvnet_server *s, struct evhttp_request *req,
                        const char *query, double start) {
   size_t alen = 0, blen = 0, llen;
@@ -967,7 +961,7 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
   for (; lkv_iter_valid(it); lkv_iter_next(it)) {
     size_t kl, vl;
     const char *k = lkv_iter_key(it, &kl), *v;
-    if (bnd != NULL && key_cmp(k, kl, bnd, blen) > 0) break;
+    if (bnd != NULL && lkv_key_compare(k, kl, bnd, blen) > 0) break;
     if (node_is_reserved(k, kl)) continue;
     if (n == limit || b.len >= LKVNET_SCAN_MAX_BYTES) {
       more = 1;
