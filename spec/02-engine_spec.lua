@@ -295,6 +295,41 @@ describe("db", function()
       assert.equal(0, st.memtable_keys)
     end)
 
+    it("splits the table bytes written by level", function()
+      db = h.open(dir, { max_memtable_size = 8 * 1024 })
+      for i = 1, 3000 do db:set(key(math.random(5000)), h.value_for(key(i))) end
+      db:flush()
+      local function level_sum(st)
+        local n = 0
+        for _, b in ipairs(st.bytes_written_per_level) do n = n + b end
+        return n
+      end
+      -- background compactions would add to levels the full one skips
+      local before = h.wait_until(function()
+        local st = db:stats()
+        return st.compaction_pending == 0 and st
+      end, 20)
+      assert.equal(before.bytes_written_disk, level_sum(before))
+      assert.is_true(before.bytes_written_per_level[1] > 0) -- flushes
+      db:compact()
+      local after = db:stats()
+      assert.equal(after.bytes_written_disk, level_sum(after))
+      -- a full compaction rewrites everything into one level: that level
+      -- received at least the bytes it holds now
+      local grew = 0
+      for l, b in ipairs(after.bytes_written_per_level) do
+        local d = b - before.bytes_written_per_level[l]
+        if d > 0 then
+          grew = grew + 1
+          assert.is_true(d >= after.bytes_per_level[l])
+          assert.equal(after.total_size_bytes, after.bytes_per_level[l])
+        end
+      end
+      assert.equal(1, grew)
+      assert.equal(after.compaction_bytes_written - before.compaction_bytes_written,
+                   level_sum(after) - level_sum(before))
+    end)
+
     it("agrees with db:tables() on counts and sizes", function()
       db = h.open(dir, { max_memtable_size = 8 * 1024 })
       for i = 1, 3000 do db:set(key(math.random(5000)), h.value_for(key(i))) end

@@ -285,6 +285,7 @@ typedef struct bdb {
   leveldb_writeoptions_t *lwopt;
   leveldb_readoptions_t *lropt;
   char err[LKV_ERR_MSG_LEN + 64];
+  double ldb_level_mib[LKV_MAX_LEVELS]; /* written before LevelDB's last open */
 } bdb;
 
 static void lkv_errmsg(char *dst, size_t n, const char *what, int rc,
@@ -352,6 +353,38 @@ static int db_open(bdb *b) {
 
 static int db_is_open(const bdb *b) { return b->lkv || b->ldb; }
 
+/* LevelDB's per-level "Write(MB)" column of leveldb.stats, added to mib:
+ * table bytes its flushes and compactions wrote into each level since it
+ * was opened. */
+static void ldb_add_level_mib(bdb *b, double mib[LKV_MAX_LEVELS]) {
+  char *st = leveldb_property_value(b->ldb, "leveldb.stats");
+  const char *p = st ? strstr(st, "----\n") : NULL;
+  while (p && (p = strchr(p, '\n')) != NULL) {
+    int level, files;
+    double size, secs, rd, wr;
+    p++;
+    if (sscanf(p, "%d %d %lf %lf %lf %lf", &level, &files, &size, &secs, &rd,
+               &wr) == 6 &&
+        level >= 0 && level < LKV_MAX_LEVELS)
+      mib[level] += wr;
+  }
+  if (st) leveldb_free(st);
+}
+
+/* MiB of table bytes each level received since b was first opened. */
+static void level_written_mib(bdb *b, double mib[LKV_MAX_LEVELS]) {
+  memset(mib, 0, LKV_MAX_LEVELS * sizeof *mib);
+  if (b->sys == SYS_LUNAKV && b->lkv) {
+    lkv_stats st;
+    lkv_db_stats(b->lkv, &st);
+    for (int l = 0; l < LKV_MAX_LEVELS; l++)
+      mib[l] = (double)st.bytes_written_per_level[l] / 1048576.0;
+  } else if (b->sys == SYS_LEVELDB && b->ldb) {
+    memcpy(mib, b->ldb_level_mib, LKV_MAX_LEVELS * sizeof *mib);
+    ldb_add_level_mib(b, mib);
+  }
+}
+
 static int db_close(bdb *b) {
   int ret = 0;
   if (b->lkv) {
@@ -367,6 +400,7 @@ static int db_close(bdb *b) {
     b->lkv = NULL;
   }
   if (b->ldb) {
+    ldb_add_level_mib(b, b->ldb_level_mib); /* the counts end with the db */
     leveldb_close(b->ldb);
     b->ldb = NULL;
   }
@@ -720,9 +754,11 @@ static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
     perm = xmalloc((size_t)keys * sizeof *perm);
     shuffle(perm, keys, seed);
   }
+  double lw0[LKV_MAX_LEVELS], lw1[LKV_MAX_LEVELS];
   memset(&s0, 0, sizeof s0);
   memset(&s1, 0, sizeof s1);
   if (b->sys == SYS_LUNAKV) lkv_db_stats(b->lkv, &s0);
+  level_written_mib(b, lw0);
   read_io(&io0);
   for (uint64_t pass = 0; i < n && rc == 0; pass++) {
     if (pass > 0) shuffle(perm, keys, seed + pass);
@@ -783,7 +819,11 @@ static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
       progress("  (engine WA %.2f, stalls %" PRIu64 " us)", out->engine_wa,
                s1.stall_micros - s0.stall_micros);
     print_levels(b);
-    progress("\n");
+    /* where the written bytes went: compare the engines level by level */
+    level_written_mib(b, lw1);
+    progress("  (MiB written per level:");
+    for (int l = 0; l < LKV_MAX_LEVELS; l++) progress(" %.0f", lw1[l] - lw0[l]);
+    progress(")\n");
   }
   free(perm);
   free(lat);

@@ -460,6 +460,7 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
     atomic_fetch_add(&db->compactions, 1);
     atomic_fetch_add(&db->comp_read, in_bytes);
     atomic_fetch_add(&db->comp_written, out_bytes);
+    atomic_fetch_add(&db->level_written[c->out_level], out_bytes);
     atomic_fetch_add(&db->bytes_disk, out_bytes);
   } else {
     /* outputs never made it into a version: remove their files */

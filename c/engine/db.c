@@ -411,6 +411,9 @@ static void *flush_thread(void *arg) {
       if (level > 0) db->flush_placing = 1;
       pthread_mutex_unlock(&db->mu);
       rc = lkv_edit_add(&e, level, f) ? LKV_NOMEM : LKV_OK;
+      /* counted before the table goes live, as its bytes_disk was: a
+       * caller woken by the flush sees both */
+      atomic_fetch_add(&db->level_written[level], f->size);
     }
     if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, &err);
     pthread_mutex_unlock(&db->manifest_mu);
@@ -946,6 +949,8 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   st->seek_compactions = atomic_load(&db->seek_compactions);
   st->compaction_bytes_read = atomic_load(&db->comp_read);
   st->compaction_bytes_written = atomic_load(&db->comp_written);
+  for (int l = 0; l < LKV_MAX_LEVELS; l++)
+    st->bytes_written_per_level[l] = atomic_load(&db->level_written[l]);
   st->stall_slowdowns = atomic_load(&db->stall_slowdowns);
   st->stall_stops = atomic_load(&db->stall_stops);
   st->stall_micros = atomic_load(&db->stall_micros);
@@ -1187,6 +1192,7 @@ static int recover(lkv_db *db, lkv_err *err) {
         rc = lkv_seterr(err, LKV_NOMEM, "recovery");
       }
       if (rc) goto out;
+      if (f) atomic_fetch_add(&db->level_written[0], f->size);
       lkv_mem *fresh = lkv_mem_new(db->o.max_memtable_size);
       if (fresh == NULL) {
         lkv_edit_free(&e);

@@ -172,6 +172,7 @@ struct lkv_db {
   atomic_uint_fast64_t flushes, compactions, comp_read, comp_written;
   atomic_uint_fast64_t stall_slowdowns, stall_stops, stall_micros, wal_syncs;
   atomic_uint_fast64_t seek_compactions;
+  atomic_uint_fast64_t level_written[LKV_MAX_LEVELS];
   atomic_uint_fast64_t iter_seeds; /* seeds iterators' read sampling */
 };
 

@@ -261,13 +261,16 @@ typedef struct lkv_stats {
   uint64_t bytes_written_user;  /* key + value bytes given by callers */
   uint64_t bytes_written_disk;  /* SSTable bytes written (flush+compaction) */
   uint64_t bytes_written_wal;   /* WAL bytes written */
-  double write_amplification;   /* (disk + wal) / user */
+  double write_amplification;   /* disk / user (the WAL's bytes not counted) */
   uint64_t flushes;
   uint64_t compactions;
   uint64_t seek_compactions;    /* ... of them started by wasted lookups */
   int compaction_pending;       /* 1 while a compaction runs or is due */
   uint64_t compaction_bytes_read;
   uint64_t compaction_bytes_written;
+  /* table bytes written into each level, by flushes and compactions
+   * (LevelDB's "Write(MB)" column); a table moved down writes nothing */
+  uint64_t bytes_written_per_level[LKV_MAX_LEVELS];
   uint64_t stall_slowdowns;     /* writes delayed by the L0 slowdown */
   uint64_t stall_stops;         /* writes that waited for flush/compaction */
   uint64_t stall_micros;        /* total time writers spent waiting */

@@ -512,7 +512,7 @@ static int db_stats(lua_State *L) {
   lkv_stats st;
   memset(&st, 0, sizeof st);
   lkv_db_stats(d->db, &st);
-  lua_createtable(L, 0, 34);
+  lua_createtable(L, 0, 35);
   setint(L, "seq", st.seq);
   setint(L, "sstable_count", st.sstable_count);
   setlevels(L, "sstables_per_level", st.sstables_per_level);
@@ -533,6 +533,7 @@ static int db_stats(lua_State *L) {
   setint(L, "compaction_pending", st.compaction_pending);
   setint(L, "compaction_bytes_read", st.compaction_bytes_read);
   setint(L, "compaction_bytes_written", st.compaction_bytes_written);
+  setlevels(L, "bytes_written_per_level", st.bytes_written_per_level);
   setint(L, "stall_slowdowns", st.stall_slowdowns);
   setint(L, "stall_stops", st.stall_stops);
   setint(L, "stall_micros", st.stall_micros);

@@ -1099,6 +1099,7 @@ static void route_stats(lkvnet_server *s, struct evhttp_request *req,
   jfield(&b, "compactions", st.compactions);
   jfield(&b, "compaction_bytes_read", st.compaction_bytes_read);
   jfield(&b, "compaction_bytes_written", st.compaction_bytes_written);
+  jlevels(&b, "bytes_written_per_level", st.bytes_written_per_level);
   jfield(&b, "stall_slowdowns", st.stall_slowdowns);
   jfield(&b, "stall_stops", st.stall_stops);
   jfield(&b, "stall_micros", st.stall_micros);

@@ -561,7 +561,7 @@ local STATS_ORDER = {
   "bytes_written_disk", "bytes_written_wal", "write_amplification",
   "flushes", "compactions", "seek_compactions", "compaction_pending",
   "compaction_bytes_read",
-  "compaction_bytes_written", "stall_slowdowns", "stall_stops",
+  "compaction_bytes_written", "bytes_written_per_level", "stall_slowdowns", "stall_stops",
   "stall_micros", "bloom_checks", "bloom_negatives", "block_reads",
   "block_cache_hits", "block_cache_bytes", "live_snapshots",
   "live_iterators", "wal_syncs", "bg_error",
