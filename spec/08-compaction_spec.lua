@@ -165,6 +165,46 @@ describe("compaction", function()
       for j = 1, 1000 do assert.equal(key(j) .. "=a" .. j, seen[j]) end
     end)
 
+  it("cuts its output tables where the tables a level further down end",
+    function()
+      -- 2000 keys, fully compacted into L2 (too big for a 32 KiB L1)
+      local opts = { max_memtable_size = 1024 * 1024, table_size = 8 * 1024,
+                     level1_max_bytes = 32 * 1024, sync = "none" }
+      db = lunakv.open(dir, opts)
+      for i = 1, 2000 do db:set(key(i), h.value_for(key(i), 100)) end
+      db:flush()
+      db:compact()
+      for _, t in ipairs(db:tables()) do assert.equal(2, t.level) end
+      db:close()
+      -- every 5th key anew, as one L0 table that a compaction merges into
+      -- L1 with L2 below it (an L1 this big never pushes down)
+      opts.level1_max_bytes = 64 * 1024 * 1024
+      opts.max_l0_files = 1
+      db = lunakv.open(dir, opts)
+      for i = 5, 2000, 5 do db:set(key(i), h.value_for(key(i), 101)) end
+      db:flush()
+      h.wait_until(function() return db:stats().compaction_pending == 0 end, 20)
+      local l1, l2 = {}, {}
+      for _, t in ipairs(db:tables()) do
+        table.insert(t.level == 1 and l1 or l2, t)
+      end
+      table.sort(l1, function(a, b) return a.smallest < b.smallest end)
+      assert.is_true(#l1 >= 3, #l1 .. " L1 tables")
+      -- no L2 table spans a gap between two L1 tables: pushing any one L1
+      -- table down later merges it with whole L2 tables only
+      for i = 2, #l1 do
+        local a, b = l1[i - 1], l1[i]
+        for _, t in ipairs(l2) do
+          assert.is_false(t.smallest <= a.largest and t.largest >= b.smallest,
+            string.format("L2 [%s..%s] spans the cut between L1 ..%s and %s..",
+                          t.smallest, t.largest, a.largest, b.smallest))
+        end
+      end
+      for i = 1, 2000 do
+        assert.equal(h.value_for(key(i), i % 5 == 0 and 101 or 100), db:get(key(i)))
+      end
+    end)
+
   it("reads history with get(k, at) across every level", function()
     db = lunakv.open(dir, SMALL)
     local seqs = {}

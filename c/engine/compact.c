@@ -325,6 +325,18 @@ static int finish_output(lkv_db *db, const compaction *c, lkv_edit *e,
   return LKV_OK;
 }
 
+/* An output table that has reached this size is cut where a grandparent
+ * table ends, when it can be: a table that ends where the tables below it
+ * end is later merged down with whole tables only, not with one more it
+ * shares a boundary with (RocksDB's dynamic output file size). The more
+ * grandparent ends the output has already passed, the likelier another
+ * comes before the full size, so the threshold rises with them: from half
+ * the table size to nine tenths. */
+static uint64_t aligned_cut_bytes(const lkv_db *db, int bounds_passed) {
+  int pct = 50 + (bounds_passed < 8 ? bounds_passed * 5 : 40);
+  return db->o.table_size / 100 * (uint64_t)pct;
+}
+
 /* Merge the inputs into new tables at out_level and install them. */
 static int run(lkv_db *db, compaction *c, lkv_err *err) {
   lkv_edit e = {0};
@@ -364,7 +376,7 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
   lkv_fmeta *const *gp = gl < LKV_MAX_LEVELS ? c->v->files[gl] : NULL;
   int ngp = gl < LKV_MAX_LEVELS ? c->v->n[gl] : 0, gpi = 0;
   uint64_t gp_bytes = 0;
-  int gp_seen = 0;
+  int gp_seen = 0, gp_bounds = 0; /* grandparent ends the output has passed */
   char name[64], path[4096];
   if (m) m->ops->seek_first(m);
   while (rc == LKV_OK && m->ops->valid(m)) {
@@ -398,22 +410,32 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
     }
     last_seq_for_key = seq;
     if (!drop) {
-      int gp_cut = 0;
+      int cut = 0;
       if (new_key) {
+        int crossed = 0;
         while (gpi < ngp && lkv_ucmp(u.p, u.n, gp[gpi]->largest,
                                      gp[gpi]->largest_len - LKV_TAG_BYTES) > 0) {
-          if (gp_seen) gp_bytes += gp[gpi]->size;
+          if (gp_seen) {
+            gp_bytes += gp[gpi]->size;
+            crossed++;
+          }
           gpi++;
         }
         gp_seen = 1;
-        gp_cut = gp_bytes > max_grandparent_bytes(db);
-        if (gp_cut) gp_bytes = 0;
+        if (b) {
+          uint64_t size = lkv_tb_size(b);
+          /* cut tables only between user keys, so levels never overlap */
+          cut = size >= db->o.table_size || gp_bytes > max_grandparent_bytes(db) ||
+                (crossed && size >= aligned_cut_bytes(db, gp_bounds));
+          gp_bounds += crossed;
+        }
       }
-      /* cut tables only between user keys, so levels never overlap */
-      if (b && new_key && (gp_cut || lkv_tb_size(b) >= db->o.table_size)) {
+      if (cut) {
         rc = finish_output(db, c, &e, b, path, number, &smallest, &largest,
                            &out_bytes, err);
         b = NULL;
+        gp_bytes = 0;
+        gp_bounds = 0;
         if (rc) break;
       }
       if (b == NULL) {
