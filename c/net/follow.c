@@ -19,7 +19,7 @@
 
 /* The shared secret, when one is set: 401 without it, 403 when wrong.
  * The comparison does not stop at the first differing byte. */
-int node_authorized(lkvnet_server *s, struct evhttp_request *req,
+int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
                     int route, double start) {
   const char *got;
   size_t i, n, m;
@@ -28,7 +28,7 @@ int node_authorized(lkvnet_server *s, struct evhttp_request *req,
   got = evhttp_find_header(evhttp_request_get_input_headers(req),
                            LKVNET_TOKEN_HEADER);
   if (got == NULL) {
-    node_reply_error(s, req, route, start, 401, "this route needs the cluster "
+    lkvnet_node_reply_error(s, req, route, start, 401, "this route needs the cluster "
                      "token in the " LKVNET_TOKEN_HEADER " header");
     return 0;
   }
@@ -36,7 +36,7 @@ int node_authorized(lkvnet_server *s, struct evhttp_request *req,
   m = strlen(s->token);
   for (i = 0; i < m; i++) diff |= (unsigned)(got[i < n ? i : 0] ^ s->token[i]);
   if (diff != 0 || n != m) {
-    node_reply_error(s, req, route, start, 403, "wrong cluster token");
+    lkvnet_node_reply_error(s, req, route, start, 403, "wrong cluster token");
     return 0;
   }
   return 1;
@@ -48,11 +48,11 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
                      uint64_t *out) {
   size_t len, i;
   int found;
-  char *v = node_query_param(query, name, &len, &found);
+  char *v = lkvnet_node_query_param(query, name, &len, &found);
   uint64_t n = 0;
   if (v == NULL) {
-    if (found) node_reply_error(s, req, route, start, 500, "out of memory");
-    else node_reply_error(s, req, route, start, 400,
+    if (found) lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    else lkvnet_node_reply_error(s, req, route, start, 400,
                           "missing query parameter \"%s\"", name);
     return -1;
   }
@@ -63,7 +63,7 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
   }
   free(v);
   if (len == 0 || i < len) {
-    node_reply_error(s, req, route, start, 400,
+    lkvnet_node_reply_error(s, req, route, start, 400,
                      "query parameter \"%s\" must be an unsigned integer",
                      name);
     return -1;
@@ -78,13 +78,13 @@ static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
   lkvnet_jbuf_lit(b, ", \"match_index\": ");
   lkvnet_jbuf_u64(b, match);
   lkvnet_jbuf_lit(b, ", \"last_index\": ");
-  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : node_last_index(s));
+  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : lkvnet_node_last_index(s));
 }
 
 /* {"ok", "term", "match_index", "last_index"[, "error"]}: 200 when the
  * entries are durable here, 409 when refused (stale term, a log that
  * does not match at prev_index); the leader reads the numbers. */
-void node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
+void lkvnet_node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
                        const char *error) {
   lkvnet_jbuf b;
   memset(&b, 0, sizeof b);
@@ -95,7 +95,7 @@ void node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
     lkvnet_jbuf_str(&b, error, strlen(error));
   }
   lkvnet_jbuf_lit(&b, "}");
-  node_held_json(h, code, &b);
+  lkvnet_node_held_json(h, code, &b);
 }
 
 /* Answer an internal request at once (not held). */
@@ -103,8 +103,8 @@ static void answer_now(lkvnet_server *s, struct evhttp_request *req,
                        int route, double start, int code, uint64_t match,
                        const char *error) {
   Held h;
-  node_hold(s, &h, req, route, start, start);
-  node_reply_append(s, &h, code, match, error);
+  lkvnet_node_hold(s, &h, req, route, start, start);
+  lkvnet_node_reply_append(s, &h, code, match, error);
 }
 
 /* A term seen in a leader's request: adopt a newer one, durably (Raft's
@@ -124,10 +124,10 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
   if (term > s->term) {
     err.msg[0] = '\0';
     if (lkvnet_term_store(s->data_dir, term, &err) != LKV_OK) {
-      node_reply_error(s, req, route, start, 500, "%s", err.msg);
+      lkvnet_node_reply_error(s, req, route, start, 500, "%s", err.msg);
       return -1;
     }
-    node_log(s, "term %llu (leader %s)", (unsigned long long)term,
+    lkvnet_node_log(s, "term %llu (leader %s)", (unsigned long long)term,
           s->leader_url);
     s->term = term;
   }
@@ -153,7 +153,7 @@ static const unsigned char *check_frames(lkvnet_server *s,
   *n = evbuffer_get_length(in);
   body = *n ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
   if (body == NULL) {
-    node_reply_error(s, req, route, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
     return NULL;
   }
   for (expect = after + 1;; expect++) {
@@ -163,7 +163,7 @@ static const unsigned char *check_frames(lkvnet_server *s,
       return body;
     }
     if (rc < 0 || e.index != expect || (pairs && e.op != LKVNET_OP_SET)) {
-      node_reply_error(s, req, route, start, 400, "bad frames: %s",
+      lkvnet_node_reply_error(s, req, route, start, 400, "bad frames: %s",
                        rc < 0 ? why : "out of order (or not pairs)");
       return NULL;
     }
@@ -175,7 +175,7 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
                       lkv_err *err);
 
 /* POST /append?term&prev_index&prev_term&commit, body: log frames. */
-void node_route_append(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
                        const char *query, double start) {
   uint64_t term, prev, prev_term, commit, t, match, base, last;
   size_t n, off = 0;
@@ -207,19 +207,19 @@ void node_route_append(lkvnet_server *s, struct evhttp_request *req,
     /* the leader offers its whole log instead (it never compacted): an
      * empty engine and log can take it from index 1 */
     err.msg[0] = '\0';
-    node_log(s, "unfinished snapshot install: rebuilding from the leader's "
+    lkvnet_node_log(s, "unfinished snapshot install: rebuilding from the leader's "
           "whole log");
     if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
         wipe_engine(s, &err) != LKV_OK ||
         set_marker(s, 0, 1, &err) != LKV_OK) {
-      node_reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
+      lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
       return;
     }
-    node_pending_cut(s, 0);
+    lkvnet_node_pending_cut(s, 0);
     s->needs_snapshot = 0;
     s->applied_index = s->commit_index = 0;
   }
-  if (prev > node_last_index(s)) {
+  if (prev > lkvnet_node_last_index(s)) {
     answer_now(s, req, R_APPEND, start, 409, 0, "log ends before prev_index");
     return;
   }
@@ -234,49 +234,49 @@ void node_route_append(lkvnet_server *s, struct evhttp_request *req,
   err.msg[0] = '\0';
   while (lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
     if (e.index <= base) continue; /* in our snapshot already */
-    if (e.index <= node_last_index(s)) {
+    if (e.index <= lkvnet_node_last_index(s)) {
       if (lkvnet_rlog_term_at(s->rlog, e.index, &t) == LKV_OK && t == e.term)
         continue; /* have it */
       if (e.index <= s->applied_index) {
-        node_reply_error(s, req, R_APPEND, start, 500,
+        lkvnet_node_reply_error(s, req, R_APPEND, start, 500,
                          "the leader's entry %llu "
                          "conflicts with one already applied here",
                          (unsigned long long)e.index);
         return;
       }
-      node_log(s, "log conflict at index %llu: cutting %llu entries",
+      lkvnet_node_log(s, "log conflict at index %llu: cutting %llu entries",
             (unsigned long long)e.index,
-            (unsigned long long)(node_last_index(s) - e.index + 1));
+            (unsigned long long)(lkvnet_node_last_index(s) - e.index + 1));
       if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
-        node_reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
+        lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
         return;
       }
-      node_pending_cut(s, e.index - 1);
+      lkvnet_node_pending_cut(s, e.index - 1);
     }
     if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
-      node_reply_error(s, req, R_APPEND, start,
-                       node_http_status_of(err.code), "%s", err.msg);
+      lkvnet_node_reply_error(s, req, R_APPEND, start,
+                       lkvnet_node_http_status_of(err.code), "%s", err.msg);
       return;
     }
-    if (node_pending_push(s, e.index, e.op, e.key, e.klen, e.val,
+    if (lkvnet_node_pending_push(s, e.index, e.op, e.key, e.klen, e.val,
                           e.vlen) != 0) {
       /* as on the leader: never apply past an untracked entry */
       lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
                     "index %llu", (unsigned long long)e.index);
-      node_reply_error(s, req, R_APPEND, start, 500, "%s", s->apply_err.msg);
+      lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", s->apply_err.msg);
       return;
     }
   }
   match = last > base ? last : base;
   if (commit > match) commit = match;
   if (commit > s->commit_index) s->commit_index = commit;
-  node_apply_committed(s);
+  lkvnet_node_apply_committed(s);
   if (lkvnet_rlog_durable_index(s->rlog) >= match) {
     answer_now(s, req, R_APPEND, start, 200, match, NULL);
     return;
   }
-  if ((w = node_waiter_add(s, req, R_APPEND, start, W_APPEND, match)) == NULL)
-    node_reply_error(s, req, R_APPEND, start, 500, "out of memory");
+  if ((w = lkvnet_node_waiter_add(s, req, R_APPEND, start, W_APPEND, match)) == NULL)
+    lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "out of memory");
 }
 
 /* Delete every user key of the engine in batches (reserved keys, the
@@ -291,7 +291,7 @@ static int wipe_engine(lkvnet_server *s, lkv_err *err) {
        lkv_iter_next(it)) {
     size_t kl;
     const char *k = lkv_iter_key(it, &kl);
-    if (node_is_reserved(k, kl)) continue; /* the install mark stays */
+    if (lkvnet_node_is_reserved(k, kl)) continue; /* the install mark stays */
     rc = lkv_batch_delete(s->batch, k, kl, err);
     if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
       rc = lkv_db_write(s->db, s->batch, &seq, err);
@@ -338,7 +338,7 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
  * applied index. A crash anywhere in between leaves the mark, and a node
  * with the mark asks for a new snapshot: its log is never cut while its
  * engine could still claim to follow it. */
-void node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                          const char *query, double start) {
   uint64_t term, index, sterm, offset, done, last, seq;
   size_t n, off = 0;
@@ -367,19 +367,19 @@ void node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                  "this node's log start");
       return;
     }
-    node_log(s, "installing a snapshot at index %llu from the leader",
+    lkvnet_node_log(s, "installing a snapshot at index %llu from the leader",
           (unsigned long long)index);
     if (set_marker(s, index, 0, &err) != LKV_OK ||
         lkv_db_sync(s->db, &err) != LKV_OK) {
-      node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
       return;
     }
     /* from here on the engine is partial until done */
-    node_pending_cut(s, 0);
+    lkvnet_node_pending_cut(s, 0);
     s->needs_snapshot = 1;
     s->applied_index = s->commit_index = 0;
     if (wipe_engine(s, &err) != LKV_OK) {
-      node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
       return;
     }
     s->installing = 1;
@@ -405,7 +405,7 @@ void node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, &err);
   lkv_batch_clear(s->batch);
   if (rc != LKV_OK) {
-    node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+    lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
     return;
   }
   s->install_got = last;
@@ -419,13 +419,13 @@ void node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
         lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
         lkvnet_rlog_rewrite(s->rlog, index, sterm, &err) != LKV_OK ||
         set_marker(s, index, 1, &err) != LKV_OK) {
-      node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
       return;
     }
     s->applied_index = s->commit_index = index;
     s->needs_snapshot = 0;
     s->installing = 0;
-    node_log(s, "snapshot installed: index %llu, %llu keys",
+    lkvnet_node_log(s, "snapshot installed: index %llu, %llu keys",
           (unsigned long long)index, (unsigned long long)s->install_got);
   }
   answer_now(s, req, R_SNAPSHOT, start, 200, done ? index : 0, NULL);
@@ -438,7 +438,7 @@ static const char *op_name(int op) {
 
 /* GET /sync?from_index=N[&limit=M]: the log from N as JSON (410 when N is
  * behind the log's start: that history is only in snapshots now). */
-void node_route_sync(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
                      const char *query, double start) {
   uint64_t from, limit = LKVNET_SYNC_MAX_ENTRIES, to, i = 0;
   lkvnet_rlog_stats rs;
@@ -453,13 +453,13 @@ void node_route_sync(lkvnet_server *s, struct evhttp_request *req,
   char *lim;
   if (query_u64(s, req, R_SYNC, start, query, "from_index", &from) != 0)
     return;
-  lim = node_query_param(query, "limit", &ll, &lfound);
+  lim = lkvnet_node_query_param(query, "limit", &ll, &lfound);
   if (lfound) {
     long l;
-    if (lim == NULL || node_parse_limit(lim, &l) != 0 || l < 1 ||
+    if (lim == NULL || lkvnet_node_parse_limit(lim, &l) != 0 || l < 1 ||
         l > LKVNET_SYNC_MAX_ENTRIES) {
       free(lim);
-      node_reply_error(s, req, R_SYNC, start, 400, "limit must be an integer "
+      lkvnet_node_reply_error(s, req, R_SYNC, start, 400, "limit must be an integer "
                        "from 1 to %d", LKVNET_SYNC_MAX_ENTRIES);
       return;
     }
@@ -475,14 +475,14 @@ void node_route_sync(lkvnet_server *s, struct evhttp_request *req,
                         "\"base_index\": ");
     lkvnet_jbuf_u64(&b, rs.base_index);
     lkvnet_jbuf_lit(&b, "}");
-    node_reply_json(s, req, R_SYNC, start, 410, &b);
+    lkvnet_node_reply_json(s, req, R_SYNC, start, 410, &b);
     return;
   }
   err.msg[0] = '\0';
   rc = lkvnet_rlog_read(s->rlog, from, LKVNET_SCAN_MAX_BYTES, &frames, &len,
                         &to, &err);
   if (rc != LKV_OK) {
-    node_reply_error(s, req, R_SYNC, start, node_http_status_of(rc), "%s",
+    lkvnet_node_reply_error(s, req, R_SYNC, start, lkvnet_node_http_status_of(rc), "%s",
                      err.msg);
     return;
   }
@@ -499,11 +499,11 @@ void node_route_sync(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_jbuf_lit(&b, "\"");
     if (e.op != LKVNET_OP_NOOP) {
       lkvnet_jbuf_lit(&b, ", ");
-      node_put_bytes_member(&b, "key", e.key, e.klen);
+      lkvnet_node_put_bytes_member(&b, "key", e.key, e.klen);
     }
     if (e.op == LKVNET_OP_SET) {
       lkvnet_jbuf_lit(&b, ", ");
-      node_put_bytes_member(&b, "value", e.val ? e.val : "", e.vlen);
+      lkvnet_node_put_bytes_member(&b, "value", e.val ? e.val : "", e.vlen);
     }
     lkvnet_jbuf_lit(&b, "}");
     i++;
@@ -517,5 +517,5 @@ void node_route_sync(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_u64(&b, s->commit_index);
   lkvnet_jbuf_lit(&b, from + i <= rs.last_index ? ", \"more\": true}"
                                                 : ", \"more\": false}");
-  node_reply_json(s, req, R_SYNC, start, 200, &b);
+  lkvnet_node_reply_json(s, req, R_SYNC, start, 200, &b);
 }

@@ -141,71 +141,71 @@ struct lkvnet_server {
 
 /* ---- server.c, for repl.c and follow.c -------------------------------- */
 
-double node_now(void); /* CLOCK_MONOTONIC seconds */
+double lkvnet_node_now(void); /* CLOCK_MONOTONIC seconds */
 /* A line to the node's log callback (stderr, timestamped, without one). */
-void node_log(lkvnet_server *s, const char *fmt, ...)
+void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Keys under LKVNET_RESERVED_PREFIX belong to the node, not to clients. */
-int node_is_reserved(const char *k, size_t n);
-uint64_t node_last_index(lkvnet_server *s); /* of the replication log */
+int lkvnet_node_is_reserved(const char *k, size_t n);
+uint64_t lkvnet_node_last_index(lkvnet_server *s); /* of the replication log */
 /* Recompute the commit index (leader: from the followers' match indexes)
  * and apply what it covers. */
-void node_advance_commit(lkvnet_server *s);
+void lkvnet_node_advance_commit(lkvnet_server *s);
 /* Begin term t: the leader appends its no-op entry. 0 on success. */
-int node_start_term(lkvnet_server *s, uint64_t t);
+int lkvnet_node_start_term(lkvnet_server *s, uint64_t t);
 
-/* Replies: a request ends in exactly one (a held one: node_held_json). */
-void node_reply_json(lkvnet_server *s, struct evhttp_request *req, int route,
+/* Replies: a request ends in exactly one (a held one: lkvnet_node_held_json). */
+void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req, int route,
                      double start, int code, lkvnet_jbuf *b); /* frees b */
 /* {"ok": false, "error": the message} */
-void node_reply_error(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
                       int route, double start, int code, const char *fmt,
                       ...) __attribute__((format(printf, 6, 7)));
-int node_http_status_of(int lkv_code); /* an LKV_* code's HTTP status */
+int lkvnet_node_http_status_of(int lkv_code); /* an LKV_* code's HTTP status */
 /* "name": v, as a string when UTF-8, else base64 beside name_encoding. */
-void node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
+void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
                            size_t n);
 /* Hold a request past its handler (s->waiting counts it until answered). */
-void node_hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
+void lkvnet_node_hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
                int route, double start, double deadline);
-void node_held_json(Held *h, int code, lkvnet_jbuf *b); /* answer, free b */
+void lkvnet_node_held_json(Held *h, int code, lkvnet_jbuf *b); /* answer, free b */
 /* Track a log entry until it is applied; 0, or -1 when out of memory. */
-int node_pending_push(lkvnet_server *s, uint64_t index, int op,
+int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
                       const char *key, size_t klen, const char *val,
                       size_t vlen);
 /* Forget pending entries after index (a follower cut its log there). */
-void node_pending_cut(lkvnet_server *s, uint64_t index);
+void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index);
 /* Apply the committed entries (a follower: only those durable here). */
-void node_apply_committed(lkvnet_server *s);
+void lkvnet_node_apply_committed(lkvnet_server *s);
 /* Hold a request until index target (W_APPEND: durable; W_READ: applied);
  * NULL when out of memory. */
-Waiter *node_waiter_add(lkvnet_server *s, struct evhttp_request *req,
+Waiter *lkvnet_node_waiter_add(lkvnet_server *s, struct evhttp_request *req,
                         int route, double start, int kind, uint64_t target);
 /* Query parameter name, URL-decoded, malloc'd (NULL: absent, or out of
  * memory when *found). */
-char *node_query_param(const char *query, const char *name, size_t *len,
+char *lkvnet_node_query_param(const char *query, const char *name, size_t *len,
                        int *found);
 /* A limit: decimal digits only, at most 1000000. 0, or -1. */
-int node_parse_limit(const char *v, long *out);
+int lkvnet_node_parse_limit(const char *v, long *out);
 
 /* repl.c: send each follower what it lacks (/append, or /snapshot when
  * the log no longer holds it); on the tick this also retries followers
  * that are down and sends heartbeats. */
-void node_peers_kick(lkvnet_server *s);
+void lkvnet_node_peers_kick(lkvnet_server *s);
 
 /* follow.c: the internal routes on_request dispatches to, once
- * node_authorized has checked the cluster token (it answers 401 or 403
- * and returns 0 when wrong); node_reply_append answers a follower's
+ * lkvnet_node_authorized has checked the cluster token (it answers 401 or 403
+ * and returns 0 when wrong); lkvnet_node_reply_append answers a follower's
  * /append (serve_waiters, once its entries are durable). */
-int node_authorized(lkvnet_server *s, struct evhttp_request *req, int route,
+int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req, int route,
                     double start);
-void node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
+void lkvnet_node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
                        const char *error);
-void node_route_append(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
                        const char *query, double start);
-void node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                          const char *query, double start);
-void node_route_sync(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
                      const char *query, double start);
 
 #endif

@@ -18,15 +18,15 @@ static void peer_log_state(lkvnet_server *s, Peer *p, int state,
                            const char *why) {
   if (p->state == state) return;
   if (state == PEER_UP)
-    node_log(s, "peer %s up (match index %llu)", p->url,
+    lkvnet_node_log(s, "peer %s up (match index %llu)", p->url,
           (unsigned long long)p->match_index);
   else
-    node_log(s, "peer %s down: %s", p->url, why);
+    lkvnet_node_log(s, "peer %s down: %s", p->url, why);
   p->state = state;
 }
 
 static void peer_failed(lkvnet_server *s, Peer *p, const char *why) {
-  double t = node_now();
+  double t = lkvnet_node_now();
   p->failures++;
   snprintf(p->last_error, sizeof p->last_error, "%s", why);
   peer_log_state(s, p, PEER_DOWN, why);
@@ -112,13 +112,13 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
     peer_failed(s, p, a.error[0] ? a.error : "refused");
     return;
   }
-  p->last_contact = node_now();
+  p->last_contact = lkvnet_node_now();
   p->backoff = 0;
   if (a.ok) {
     if (a.match_index > p->match_index) p->match_index = a.match_index;
     p->next_index = a.match_index + 1;
     peer_log_state(s, p, PEER_UP, NULL);
-    node_advance_commit(s);
+    lkvnet_node_advance_commit(s);
   } else {
     /* a refusal: its log ends earlier or differs at prev_index; back up
      * to just after its last index (or one entry before the probe) */
@@ -127,10 +127,10 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
       /* the follower saw a later term (this node's state was lost or
        * restored from an old copy): lead in a newer one, or it would
        * refuse us forever */
-      node_log(s, "peer %s is at term %llu, past ours (%llu): starting term "
+      lkvnet_node_log(s, "peer %s is at term %llu, past ours (%llu): starting term "
             "%llu", p->url, (unsigned long long)a.term,
             (unsigned long long)s->term, (unsigned long long)a.term + 1);
-      if (node_start_term(s, a.term + 1) != LKV_OK) {
+      if (lkvnet_node_start_term(s, a.term + 1) != LKV_OK) {
         peer_failed(s, p, "cannot start a new term");
         return;
       }
@@ -140,7 +140,7 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
       /* it lost entries it had (its directory was wiped or restored):
        * what it holds is what it says; entries committed with its help
        * stay committed, on the leader's disk */
-      node_log(s, "peer %s now ends at index %llu (it had %llu)", p->url,
+      lkvnet_node_log(s, "peer %s now ends at index %llu (it had %llu)", p->url,
             (unsigned long long)a.last_index,
             (unsigned long long)p->match_index);
       p->match_index = a.last_index;
@@ -160,7 +160,7 @@ static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
     peer_failed(s, p, a.error[0] ? a.error : "snapshot refused");
     return;
   }
-  p->last_contact = node_now();
+  p->last_contact = lkvnet_node_now();
   p->backoff = 0;
   p->snap_sent += p->snap_chunk;
   if (p->snap_done) {
@@ -169,10 +169,10 @@ static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
     p->snapshots_sent++;
     p->match_index = p->snap_index;
     p->next_index = p->snap_index + 1;
-    node_log(s, "peer %s installed the snapshot at index %llu (%llu keys)",
+    lkvnet_node_log(s, "peer %s installed the snapshot at index %llu (%llu keys)",
           p->url, (unsigned long long)p->snap_index,
           (unsigned long long)p->snap_sent);
-    node_advance_commit(s);
+    lkvnet_node_advance_commit(s);
   }
   peer_send(s, p);
 }
@@ -201,7 +201,7 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
       p->snap_term = rs.base_term;
     p->snap_sent = 0;
     lkv_iter_seek_first(p->snap);
-    node_log(s, "peer %s needs index %llu, behind the log's start (%llu): "
+    lkvnet_node_log(s, "peer %s needs index %llu, behind the log's start (%llu): "
           "sending a snapshot at index %llu", p->url,
           (unsigned long long)p->next_index,
           (unsigned long long)rs.base_index + 1,
@@ -220,7 +220,7 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
     size_t fl;
     e.key = lkv_iter_key(p->snap, &e.klen);
     e.val = lkv_iter_value(p->snap, &e.vlen);
-    if (!node_is_reserved(e.key, e.klen)) {
+    if (!lkvnet_node_is_reserved(e.key, e.klen)) {
       e.index = p->snap_sent + p->snap_chunk + 1;
       fl = lkvnet_rlog_frame_size(&e);
       /* whole pairs up to the chunk size, or one pair alone: a chunk stays
@@ -238,7 +238,7 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
   }
   if (lkv_iter_status(p->snap, &err) != LKV_OK) {
     evhttp_request_free(r);
-    node_log(s, "snapshot for %s: the engine failed: %s", p->url, err.msg);
+    lkvnet_node_log(s, "snapshot for %s: the engine failed: %s", p->url, err.msg);
     peer_failed(s, p, err.msg);
     return;
   }
@@ -249,7 +249,7 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
            (unsigned long long)p->snap_term,
            (unsigned long long)p->snap_sent, p->snap_done);
   p->inflight = 1;
-  p->last_send = node_now();
+  p->last_send = lkvnet_node_now();
   if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
     p->inflight = 0; /* no callback will come (libevent 2.1) */
     evhttp_request_free(r);
@@ -267,7 +267,7 @@ static void peer_send(lkvnet_server *s, Peer *p) {
   uint64_t to, prev_term = 0;
   char uri[256];
   lkv_err err;
-  double t = node_now();
+  double t = lkvnet_node_now();
   /* a draining leader keeps replicating: its writes in flight still
    * need their majority */
   if (p->inflight || t < p->retry_at) return;
@@ -281,7 +281,7 @@ static void peer_send(lkvnet_server *s, Peer *p) {
      * building a snapshot for a follower that may not need one */
     p->next_index = base + 1;
   }
-  if (p->next_index > node_last_index(s) && p->sent_commit >= s->commit_index &&
+  if (p->next_index > lkvnet_node_last_index(s) && p->sent_commit >= s->commit_index &&
       t - p->last_send < s->heartbeat_ms / 1000.0)
     return;
   err.msg[0] = '\0';
@@ -325,7 +325,7 @@ static void peer_send(lkvnet_server *s, Peer *p) {
   }
 }
 
-void node_peers_kick(lkvnet_server *s) {
+void lkvnet_node_peers_kick(lkvnet_server *s) {
   size_t i;
   for (i = 0; i < s->npeers; i++) peer_send(s, &s->peers[i]);
 }

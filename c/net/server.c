@@ -62,13 +62,13 @@ typedef struct Fwd {
   size_t conn; /* index in s->fwd */
 } Fwd;
 
-double node_now(void) {
+double lkvnet_node_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void node_log(lkvnet_server *s, const char *fmt, ...) {
+void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...) {
   char line[768];
   va_list ap;
   va_start(ap, fmt);
@@ -87,7 +87,7 @@ void node_log(lkvnet_server *s, const char *fmt, ...) {
   }
 }
 
-int node_is_reserved(const char *k, size_t n) {
+int lkvnet_node_is_reserved(const char *k, size_t n) {
   size_t p = sizeof LKVNET_RESERVED_PREFIX - 1;
   return n >= p && memcmp(k, LKVNET_RESERVED_PREFIX, p) == 0;
 }
@@ -112,7 +112,7 @@ static const char *reason(int code) {
 
 static void count(lkvnet_server *s, int route, int code, double start) {
   size_t i;
-  double d = node_now() - start;
+  double d = lkvnet_node_now() - start;
   for (i = 0; i < NSTATUS; i++)
     if (status_codes[i] == code) break;
   s->requests[route][i]++;
@@ -139,7 +139,7 @@ static void reply(lkvnet_server *s, struct evhttp_request *req, int route,
   evhttp_send_reply(req, code, reason(code), NULL);
 }
 
-void node_reply_json(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req,
                      int route, double start, int code, lkvnet_jbuf *b) {
   if (b->failed) {
     static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
@@ -151,7 +151,7 @@ void node_reply_json(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_free(b);
 }
 
-void node_reply_error(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
                       int route, double start, int code, const char *fmt,
                       ...) {
   char msg[512];
@@ -164,10 +164,10 @@ void node_reply_error(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": ");
   lkvnet_jbuf_str(&b, msg, strlen(msg));
   lkvnet_jbuf_lit(&b, "}");
-  node_reply_json(s, req, route, start, code, &b);
+  lkvnet_node_reply_json(s, req, route, start, code, &b);
 }
 
-int node_http_status_of(int lkv_code) {
+int lkvnet_node_http_status_of(int lkv_code) {
   switch (lkv_code) {
   case LKV_INVALID: return 400;
   case LKV_TOOBIG: return 413;
@@ -178,7 +178,7 @@ int node_http_status_of(int lkv_code) {
 
 /* A JSON member "name": s, as a string when s is UTF-8, else base64 with
  * "name_encoding": "base64" beside it (docs/http_api.md, "Encoding"). */
-void node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
+void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
                            size_t n) {
   lkvnet_jbuf_lit(b, "\"");
   lkvnet_jbuf_lit(b, name);
@@ -200,7 +200,7 @@ void node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
 ** Held requests
 ** ======================================================================= */
 
-void node_hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
+void lkvnet_node_hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
                int route, double start, double deadline) {
   h->req = req;
   h->s = s;
@@ -229,13 +229,13 @@ static void held_error(Held *h, int code, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  node_reply_error(h->s, req, h->route, h->start, code, "%s", msg);
+  lkvnet_node_reply_error(h->s, req, h->route, h->start, code, "%s", msg);
 }
 
-void node_held_json(Held *h, int code, lkvnet_jbuf *b) {
+void lkvnet_node_held_json(Held *h, int code, lkvnet_jbuf *b) {
   struct evhttp_request *req = unhold(h);
   if (req == NULL) lkvnet_jbuf_free(b);
-  else node_reply_json(h->s, req, h->route, h->start, code, b);
+  else lkvnet_node_reply_json(h->s, req, h->route, h->start, code, b);
 }
 
 /* }====================================================================== */
@@ -251,7 +251,7 @@ static void pending_free(lkvnet_server *s, Pending *p) {
   free(p);
 }
 
-int node_pending_push(lkvnet_server *s, uint64_t index, int op,
+int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
                       const char *key, size_t klen, const char *val,
                       size_t vlen) {
   Pending *p = calloc(1, sizeof *p);
@@ -278,7 +278,7 @@ int node_pending_push(lkvnet_server *s, uint64_t index, int op,
 }
 
 /* Forget pending entries after index (a follower cut its log there). */
-void node_pending_cut(lkvnet_server *s, uint64_t index) {
+void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index) {
   Pending **pp = &s->head, *p;
   s->tail = NULL;
   while ((p = *pp) != NULL && p->index <= index) {
@@ -295,7 +295,7 @@ void node_pending_cut(lkvnet_server *s, uint64_t index) {
   }
 }
 
-uint64_t node_last_index(lkvnet_server *s) {
+uint64_t lkvnet_node_last_index(lkvnet_server *s) {
   return lkvnet_rlog_last_index(s->rlog);
 }
 
@@ -347,7 +347,7 @@ static int apply_entry(lkvnet_server *s, const Pending *p, lkv_err *err) {
 static void serve_waiters(lkvnet_server *s);
 static void maybe_compact(lkvnet_server *s);
 
-void node_apply_committed(lkvnet_server *s) {
+void lkvnet_node_apply_committed(lkvnet_server *s) {
   /* a follower applies only what its own log holds durably: a machine
    * crash must not leave the engine ahead of the log */
   uint64_t limit = s->commit_index, durable;
@@ -366,7 +366,7 @@ void node_apply_committed(lkvnet_server *s) {
       /* the engine refused: the state machine cannot move past this
        * entry; stop applying and refuse writes (a restart retries) */
       s->apply_err = err;
-      node_log(s, "cannot apply index %llu: %s", (unsigned long long)p->index,
+      lkvnet_node_log(s, "cannot apply index %llu: %s", (unsigned long long)p->index,
             err.msg);
       break;
     }
@@ -379,7 +379,7 @@ void node_apply_committed(lkvnet_server *s) {
       lkvnet_jbuf_lit(&b, "{\"ok\": true, \"index\": ");
       lkvnet_jbuf_u64(&b, p->index);
       lkvnet_jbuf_lit(&b, "}");
-      node_held_json(&p->h, 200, &b);
+      lkvnet_node_held_json(&p->h, 200, &b);
     }
     pending_free(s, p);
   }
@@ -395,13 +395,13 @@ void node_apply_committed(lkvnet_server *s) {
   maybe_compact(s);
 }
 
-void node_advance_commit(lkvnet_server *s) {
+void lkvnet_node_advance_commit(lkvnet_server *s) {
   uint64_t c = s->leader ? majority_index(s) : s->commit_index;
   int moved = c > s->commit_index;
   if (moved) s->commit_index = c;
-  node_apply_committed(s);
+  lkvnet_node_apply_committed(s);
   /* followers learn the new commit index with the next batch */
-  if (moved && s->leader) node_peers_kick(s);
+  if (moved && s->leader) lkvnet_node_peers_kick(s);
 }
 
 /* Log compaction: once LOG_COMPACTION_THRESHOLD applied entries sit
@@ -424,12 +424,12 @@ static void maybe_compact(lkvnet_server *s) {
   if (lkvnet_rlog_term_at(s->rlog, target, &t) != LKV_OK) return;
   if (lkv_db_sync(s->db, &err) != LKV_OK ||
       lkvnet_rlog_rewrite(s->rlog, target, t, &err) != LKV_OK) {
-    node_log(s, "log compaction at index %llu failed: %s",
+    lkvnet_node_log(s, "log compaction at index %llu failed: %s",
           (unsigned long long)target, err.msg);
     return;
   }
   s->compactions++;
-  node_log(s, "log compacted: entries up to %llu (term %llu) are now only in "
+  lkvnet_node_log(s, "log compacted: entries up to %llu (term %llu) are now only in "
         "the engine", (unsigned long long)target, (unsigned long long)t);
 }
 
@@ -448,7 +448,7 @@ static void serve_waiters(lkvnet_server *s) {
     if (w->h.req == NULL) {
       done = 1;
     } else if (w->kind == W_APPEND && durable >= w->target) {
-      node_reply_append(s, &w->h, 200, w->target, NULL);
+      lkvnet_node_reply_append(s, &w->h, 200, w->target, NULL);
       done = 1;
     } else if (w->kind == W_READ && s->applied_index >= w->target) {
       struct evhttp_request *req = unhold(&w->h);
@@ -465,14 +465,14 @@ static void serve_waiters(lkvnet_server *s) {
   }
 }
 
-Waiter *node_waiter_add(lkvnet_server *s, struct evhttp_request *req,
+Waiter *lkvnet_node_waiter_add(lkvnet_server *s, struct evhttp_request *req,
                         int route, double start, int kind,
                         uint64_t target) {
   Waiter *w = calloc(1, sizeof *w);
   if (w == NULL) return NULL;
   w->kind = kind;
   w->target = target;
-  node_hold(s, &w->h, req, route, start, start + s->write_timeout_ms / 1000.0);
+  lkvnet_node_hold(s, &w->h, req, route, start, start + s->write_timeout_ms / 1000.0);
   w->next = s->waiters;
   s->waiters = w;
   return w;
@@ -497,7 +497,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
       if (w->kind == W_APPEND)
         held_error(&w->h, 500, "the replication log failed: %s", err.msg);
   }
-  node_advance_commit(s);
+  lkvnet_node_advance_commit(s);
   serve_waiters(s);
 }
 
@@ -511,11 +511,11 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
   lkv_err err;
   int rc;
   if (s->draining) {
-    node_reply_error(s, req, route, start, 503, "the node is shutting down");
+    lkvnet_node_reply_error(s, req, route, start, 503, "the node is shutting down");
     return;
   }
   if (s->apply_err.code != LKV_OK) {
-    node_reply_error(s, req, route, start, 500, "writes are stopped: %s",
+    lkvnet_node_reply_error(s, req, route, start, 500, "writes are stopped: %s",
                      s->apply_err.msg);
     return;
   }
@@ -523,25 +523,25 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
     /* without a majority every refused write would still sit in memory
      * (it is in the log and may commit later): past this, refuse them
      * before they are written */
-    node_reply_error(s, req, route, start, 503,
+    lkvnet_node_reply_error(s, req, route, start, 503,
                      "%zu bytes of writes are waiting "
                      "for a majority; refusing more until it is back",
                      s->pending_bytes);
     return;
   }
-  if (node_is_reserved(key, klen)) {
-    node_reply_error(s, req, route, start, 400,
+  if (lkvnet_node_is_reserved(key, klen)) {
+    lkvnet_node_reply_error(s, req, route, start, 400,
                      "keys starting with \\xff\\xfflunakv/ are reserved");
     return;
   }
   if (klen > LKV_MAX_KEY_BYTES) {
-    node_reply_error(s, req, route, start, 413,
+    lkvnet_node_reply_error(s, req, route, start, 413,
                      "key is %zu bytes; the limit is %u",
                      klen, (unsigned)LKV_MAX_KEY_BYTES);
     return;
   }
   if (vlen > LKV_MAX_VALUE_BYTES) {
-    node_reply_error(s, req, route, start, 413,
+    lkvnet_node_reply_error(s, req, route, start, 413,
                      "value is %zu bytes; the limit is %u", vlen,
                      (unsigned)LKV_MAX_VALUE_BYTES);
     return;
@@ -550,21 +550,21 @@ static void write_begin(lkvnet_server *s, struct evhttp_request *req,
   rc = lkvnet_rlog_append(s->rlog, s->term, op, key, klen, val, vlen, &index,
                           &err);
   if (rc != LKV_OK) {
-    node_reply_error(s, req, route, start, node_http_status_of(rc), "%s",
+    lkvnet_node_reply_error(s, req, route, start, lkvnet_node_http_status_of(rc), "%s",
                      err.msg);
     return;
   }
-  if (node_pending_push(s, index, op, key, klen, val, vlen) != 0) {
+  if (lkvnet_node_pending_push(s, index, op, key, klen, val, vlen) != 0) {
     /* appended but untracked: applying past it would skip it, so the
      * node stops applying; a restart replays it from the log */
     lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking index "
                   "%llu", (unsigned long long)index);
-    node_reply_error(s, req, route, start, 500, "%s", s->apply_err.msg);
+    lkvnet_node_reply_error(s, req, route, start, 500, "%s", s->apply_err.msg);
     return;
   }
-  node_hold(s, &s->tail->h, req, route, start,
+  lkvnet_node_hold(s, &s->tail->h, req, route, start,
             start + s->write_timeout_ms / 1000.0);
-  node_peers_kick(s);
+  lkvnet_node_peers_kick(s);
 }
 
 /* How many nodes hold index durably (the leader counted), for messages. */
@@ -578,7 +578,7 @@ static size_t holders(lkvnet_server *s, uint64_t index) {
  * to followers; finish a drain. */
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_server *s = arg;
-  double t = node_now();
+  double t = lkvnet_node_now();
   Pending *p;
   Waiter *w;
   (void)fd;
@@ -602,7 +602,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
                  (unsigned long long)w->target, s->write_timeout_ms);
   }
   serve_waiters(s); /* frees the answered */
-  node_peers_kick(s); /* retries and heartbeats; followers have no peers */
+  lkvnet_node_peers_kick(s); /* retries and heartbeats; followers have no peers */
   if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
 }
 
@@ -611,7 +611,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   (void)what;
   if (s->draining) return;
   s->draining = 1;
-  node_log(s, "received %s: stopping (%zu request(s) in flight)",
+  lkvnet_node_log(s, "received %s: stopping (%zu request(s) in flight)",
         sig == SIGTERM ? "SIGTERM" : "SIGINT", s->waiting);
   if (s->sock != NULL) {
     evhttp_del_accept_socket(s->http, s->sock);
@@ -625,24 +625,24 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
 /* Lead in term t: persist it before anything of it is written, then
  * append its no-op, through which entries of earlier terms commit (Raft
  * 5.4.2); consistent reads wait for it. A node alone needs no no-op. */
-int node_start_term(lkvnet_server *s, uint64_t t) {
+int lkvnet_node_start_term(lkvnet_server *s, uint64_t t) {
   uint64_t idx;
   lkv_err err;
   int rc;
   err.msg[0] = '\0';
   if ((rc = lkvnet_term_store(s->data_dir, t, &err)) != LKV_OK) {
-    node_log(s, "cannot persist term %llu: %s", (unsigned long long)t, err.msg);
+    lkvnet_node_log(s, "cannot persist term %llu: %s", (unsigned long long)t, err.msg);
     return rc;
   }
   s->term = t;
   if (s->npeers == 0) return LKV_OK;
   if ((rc = lkvnet_rlog_append(s->rlog, s->term, LKVNET_OP_NOOP, NULL, 0,
                                NULL, 0, &idx, &err)) != LKV_OK) {
-    node_log(s, "cannot append the no-op of term %llu: %s",
+    lkvnet_node_log(s, "cannot append the no-op of term %llu: %s",
           (unsigned long long)t, err.msg);
     return rc;
   }
-  if (node_pending_push(s, idx, LKVNET_OP_NOOP, NULL, 0, NULL, 0) != 0)
+  if (lkvnet_node_pending_push(s, idx, LKVNET_OP_NOOP, NULL, 0, NULL, 0) != 0)
     return LKV_NOMEM;
   s->term_start = idx;
   return LKV_OK;
@@ -655,7 +655,7 @@ int node_start_term(lkvnet_server *s, uint64_t t) {
 /* The value of query parameter name, URL-decoded ('+' is a space), in a
  * malloc'd buffer the caller frees; NULL when absent. *found tells absent
  * from out of memory. */
-char *node_query_param(const char *query, const char *name, size_t *len,
+char *lkvnet_node_query_param(const char *query, const char *name, size_t *len,
                        int *found) {
   size_t nl = strlen(name);
   const char *p = query;
@@ -683,7 +683,7 @@ char *node_query_param(const char *query, const char *name, size_t *len,
 
 /* A limit: decimal digits only, at most 1000000 (/scan then caps it at
  * LKVNET_SCAN_MAX_LIMIT; /sync takes it as is). 0, or -1. */
-int node_parse_limit(const char *v, long *out) {
+int lkvnet_node_parse_limit(const char *v, long *out) {
   long n = 0;
   if (*v == '\0') return -1;
   for (; *v; v++) {
@@ -702,11 +702,11 @@ static const lkvnet_json_member *need_string(lkvnet_server *s,
                                              const char *name) {
   const lkvnet_json_member *m = lkvnet_json_get(o, name);
   if (m == NULL) {
-    node_reply_error(s, req, route, start, 400, "missing member \"%s\"", name);
+    lkvnet_node_reply_error(s, req, route, start, 400, "missing member \"%s\"", name);
     return NULL;
   }
   if (m->type != LKVNET_JSON_STRING) {
-    node_reply_error(s, req, route, start, 400,
+    lkvnet_node_reply_error(s, req, route, start, 400,
                      "member \"%s\" must be a string, not %s", name,
                      lkvnet_json_type_name(m->type));
     return NULL;
@@ -777,23 +777,23 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   size_t ci;
   Fwd *f;
   if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
-    node_reply_error(s, req, route, start, 503, "forwarded to a node that does "
+    lkvnet_node_reply_error(s, req, route, start, 503, "forwarded to a node that does "
                      "not lead: LEADER_URL differs between nodes");
     return;
   }
   if (s->draining) {
-    node_reply_error(s, req, route, start, 503, "the node is shutting down");
+    lkvnet_node_reply_error(s, req, route, start, 503, "the node is shutting down");
     return;
   }
   if ((ci = fwd_conn(s)) == (size_t)-1) {
-    node_reply_error(s, req, route, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
     return;
   }
   c = s->fwd[ci];
   if ((f = calloc(1, sizeof *f)) == NULL ||
       (r = evhttp_request_new(on_forward_reply, f)) == NULL) {
     free(f);
-    node_reply_error(s, req, route, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
     return;
   }
   oh = evhttp_request_get_output_headers(r);
@@ -802,7 +802,7 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   if (ct) evhttp_add_header(oh, "Content-Type", ct);
   evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
                       evhttp_request_get_input_buffer(req));
-  node_hold(s, &f->h, req, route, start, 0);
+  lkvnet_node_hold(s, &f->h, req, route, start, 0);
   f->conn = ci;
   s->fwd_busy[ci]++;
   if (evhttp_make_request(c, r, evhttp_request_get_command(req),
@@ -831,12 +831,12 @@ static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
   const lkvnet_json_member *k, *v = NULL;
   memset(&o, 0, sizeof o);
   if (body == NULL) {
-    node_reply_error(s, req, route, start, 500,
+    lkvnet_node_reply_error(s, req, route, start, 500,
                      "out of memory reading the body");
     return;
   }
   if (lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
-    node_reply_error(s, req, route, start, 400, "malformed JSON: %s", jerr);
+    lkvnet_node_reply_error(s, req, route, start, 400, "malformed JSON: %s", jerr);
     return;
   }
   if ((k = need_string(s, req, route, start, &o, "key")) != NULL &&
@@ -862,18 +862,18 @@ static void read_local(lkvnet_server *s, struct evhttp_request *req,
   err.msg[0] = '\0';
   rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf, &err);
   if (rc != LKV_OK && rc != LKV_NOTFOUND) {
-    node_reply_error(s, req, route, start, node_http_status_of(rc), "%s",
+    lkvnet_node_reply_error(s, req, route, start, lkvnet_node_http_status_of(rc), "%s",
                      err.msg);
     return;
   }
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, "{");
-  node_put_bytes_member(&b, "key", key, klen);
+  lkvnet_node_put_bytes_member(&b, "key", key, klen);
   lkvnet_jbuf_lit(&b, ", ");
   if (rc == LKV_NOTFOUND) lkvnet_jbuf_lit(&b, "\"value\": null");
-  else node_put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
+  else lkvnet_node_put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
   lkvnet_jbuf_lit(&b, "}");
-  node_reply_json(s, req, route, start, 200, &b);
+  lkvnet_node_reply_json(s, req, route, start, 200, &b);
 }
 
 /* GET /get?key=K[&consistent=true]. A consistent read on the leader waits
@@ -885,18 +885,18 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
                       const char *query, double start, int consistent) {
   size_t klen;
   int found;
-  char *key = node_query_param(query, "key", &klen, &found);
+  char *key = lkvnet_node_query_param(query, "key", &klen, &found);
   uint64_t target = s->commit_index;
   Waiter *w;
   if (key == NULL) {
-    if (found) node_reply_error(s, req, R_GET, start, 500, "out of memory");
-    else node_reply_error(s, req, R_GET, start, 400,
+    if (found) lkvnet_node_reply_error(s, req, R_GET, start, 500, "out of memory");
+    else lkvnet_node_reply_error(s, req, R_GET, start, 400,
                           "missing query parameter \"key\"");
     return;
   }
-  if (node_is_reserved(key, klen)) {
+  if (lkvnet_node_is_reserved(key, klen)) {
     free(key);
-    node_reply_error(s, req, R_GET, start, 400,
+    lkvnet_node_reply_error(s, req, R_GET, start, 400,
                      "keys starting with \\xff\\xfflunakv/ are reserved");
     return;
   }
@@ -906,9 +906,9 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
     free(key);
     return;
   }
-  if ((w = node_waiter_add(s, req, R_GET, start, W_READ, target)) == NULL) {
+  if ((w = lkvnet_node_waiter_add(s, req, R_GET, start, W_READ, target)) == NULL) {
     free(key);
-    node_reply_error(s, req, R_GET, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, R_GET, start, 500, "out of memory");
     return;
   }
   w->key = key;
@@ -919,7 +919,7 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
 static int query_flag(const char *query, const char *name) {
   size_t n;
   int found, on;
-  char *v = node_query_param(query, name, &n, &found);
+  char *v = lkvnet_node_query_param(query, name, &n, &found);
   on = v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
   free(v);
   return on;
@@ -929,9 +929,9 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
                        const char *query, double start) {
   size_t alen = 0, blen = 0, llen;
   int fa, fb, fl, rc;
-  char *a = node_query_param(query, "start", &alen, &fa);
-  char *bnd = node_query_param(query, "end", &blen, &fb);
-  char *lim = node_query_param(query, "limit", &llen, &fl);
+  char *a = lkvnet_node_query_param(query, "start", &alen, &fa);
+  char *bnd = lkvnet_node_query_param(query, "end", &blen, &fb);
+  char *lim = lkvnet_node_query_param(query, "limit", &llen, &fl);
   long limit = LKVNET_SCAN_DEFAULT_LIMIT, n = 0;
   lkv_iter *it = NULL;
   lkv_err err;
@@ -939,19 +939,19 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
   int more = 0;
   memset(&b, 0, sizeof b);
   if ((fa && !a) || (fb && !bnd) || (fl && !lim)) {
-    node_reply_error(s, req, R_SCAN, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, R_SCAN, start, 500, "out of memory");
     goto done;
   }
-  if (lim != NULL && (node_parse_limit(lim, &limit) != 0 || limit < 1 ||
+  if (lim != NULL && (lkvnet_node_parse_limit(lim, &limit) != 0 || limit < 1 ||
                       limit > LKVNET_SCAN_MAX_LIMIT)) {
-    node_reply_error(s, req, R_SCAN, start, 400,
+    lkvnet_node_reply_error(s, req, R_SCAN, start, 400,
                      "limit must be an integer from 1 to %d",
                      LKVNET_SCAN_MAX_LIMIT);
     goto done;
   }
   err.msg[0] = '\0';
   if ((rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, &err)) != LKV_OK) {
-    node_reply_error(s, req, R_SCAN, start, node_http_status_of(rc), "%s",
+    lkvnet_node_reply_error(s, req, R_SCAN, start, lkvnet_node_http_status_of(rc), "%s",
                      err.msg);
     goto done;
   }
@@ -962,27 +962,27 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
     size_t kl, vl;
     const char *k = lkv_iter_key(it, &kl), *v;
     if (bnd != NULL && lkv_key_compare(k, kl, bnd, blen) > 0) break;
-    if (node_is_reserved(k, kl)) continue;
+    if (lkvnet_node_is_reserved(k, kl)) continue;
     if (n == limit || b.len >= LKVNET_SCAN_MAX_BYTES) {
       more = 1;
       break;
     }
     v = lkv_iter_value(it, &vl);
     lkvnet_jbuf_lit(&b, n ? ", {" : "{");
-    node_put_bytes_member(&b, "key", k, kl);
+    lkvnet_node_put_bytes_member(&b, "key", k, kl);
     lkvnet_jbuf_lit(&b, ", ");
-    node_put_bytes_member(&b, "value", v, vl);
+    lkvnet_node_put_bytes_member(&b, "value", v, vl);
     lkvnet_jbuf_lit(&b, "}");
     n++;
   }
   if ((rc = lkv_iter_status(it, &err)) != LKV_OK) {
     lkvnet_jbuf_free(&b);
-    node_reply_error(s, req, R_SCAN, start, node_http_status_of(rc), "%s",
+    lkvnet_node_reply_error(s, req, R_SCAN, start, lkvnet_node_http_status_of(rc), "%s",
                      err.msg);
     goto done;
   }
   lkvnet_jbuf_lit(&b, more ? "], \"more\": true}" : "], \"more\": false}");
-  node_reply_json(s, req, R_SCAN, start, 200, &b);
+  lkvnet_node_reply_json(s, req, R_SCAN, start, 200, &b);
 done:
   if (it != NULL) lkv_iter_free(it);
   free(a);
@@ -1029,7 +1029,7 @@ static void route_status(lkvnet_server *s, struct evhttp_request *req,
   }
   lkvnet_jbuf_lit(&b, "]");
   if (s->leader) {
-    double t = node_now();
+    double t = lkvnet_node_now();
     lkvnet_jbuf_lit(&b, ", \"followers\": [");
     for (i = 0; i < s->npeers; i++) {
       Peer *p = &s->peers[i];
@@ -1057,7 +1057,7 @@ static void route_status(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_jbuf_lit(&b, ", \"needs_snapshot\": true");
   }
   lkvnet_jbuf_lit(&b, "}");
-  node_reply_json(s, req, R_STATUS, start, 200, &b);
+  lkvnet_node_reply_json(s, req, R_STATUS, start, 200, &b);
 }
 
 static void jlevels(lkvnet_jbuf *b, const char *name, const uint64_t *v) {
@@ -1125,7 +1125,7 @@ static void route_stats(lkvnet_server *s, struct evhttp_request *req,
   jfield(&b, "bytes", rs.bytes);
   jfield(&b, "dropped_bytes", rs.dropped_bytes);
   lkvnet_jbuf_lit(&b, "}}");
-  node_reply_json(s, req, R_STATS, start, 200, &b);
+  lkvnet_node_reply_json(s, req, R_STATS, start, 200, &b);
 }
 
 static void route_health(lkvnet_server *s, struct evhttp_request *req,
@@ -1134,7 +1134,7 @@ static void route_health(lkvnet_server *s, struct evhttp_request *req,
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, s->leader ? "{\"ok\": true, \"role\": \"leader\"}"
                                 : "{\"ok\": true, \"role\": \"follower\"}");
-  node_reply_json(s, req, R_HEALTH, start, 200, &b);
+  lkvnet_node_reply_json(s, req, R_HEALTH, start, 200, &b);
 }
 
 static void mline(lkvnet_jbuf *b, const char *fmt, ...)
@@ -1268,7 +1268,7 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
 #undef COUNTER
   if (b.failed) {
     lkvnet_jbuf_free(&b);
-    node_reply_error(s, req, R_METRICS, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, R_METRICS, start, 500, "out of memory");
     return;
   }
   reply(s, req, R_METRICS, start, 200, "text/plain; version=0.0.4",
@@ -1282,31 +1282,31 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
   size_t klen;
   char *key = evhttp_uridecode(path + 4, 0, &klen);
   if (key == NULL) {
-    node_reply_error(s, req, R_KV, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, R_KV, start, 500, "out of memory");
     return;
   }
   if (cmd == EVHTTP_REQ_GET) {
     lkv_err err;
     int rc;
     err.msg[0] = '\0';
-    if (node_is_reserved(key, klen)) {
-      node_reply_error(s, req, R_KV, start, 400,
+    if (lkvnet_node_is_reserved(key, klen)) {
+      lkvnet_node_reply_error(s, req, R_KV, start, 400,
                        "keys starting with \\xff\\xfflunakv/ are reserved");
     } else if ((rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf,
                                 &err)) == LKV_OK) {
       reply(s, req, R_KV, start, 200, "application/octet-stream",
             s->getbuf.data, s->getbuf.len);
     } else if (rc == LKV_NOTFOUND) {
-      node_reply_error(s, req, R_KV, start, 404, "key not found");
+      lkvnet_node_reply_error(s, req, R_KV, start, 404, "key not found");
     } else {
-      node_reply_error(s, req, R_KV, start, node_http_status_of(rc), "%s",
+      lkvnet_node_reply_error(s, req, R_KV, start, lkvnet_node_http_status_of(rc), "%s",
                        err.msg);
     }
   } else if (cmd == EVHTTP_REQ_PUT) {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t n = evbuffer_get_length(in);
     const char *v = n ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (v == NULL) node_reply_error(s, req, R_KV, start, 500, "out of memory");
+    if (v == NULL) lkvnet_node_reply_error(s, req, R_KV, start, 500, "out of memory");
     else write_begin(s, req, R_KV, start, LKVNET_OP_SET, key, klen, v, n);
   } else {
     write_begin(s, req, R_KV, start, LKVNET_OP_DELETE, key, klen, NULL, 0);
@@ -1344,7 +1344,7 @@ static const struct {
 
 static void on_request(struct evhttp_request *req, void *arg) {
   lkvnet_server *s = arg;
-  double start = node_now();
+  double start = lkvnet_node_now();
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
   const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
@@ -1357,7 +1357,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
     if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
   if (route == R_OTHER && strncmp(path, "/kv/", 4) == 0) route = R_KV;
   if (route == R_OTHER) {
-    node_reply_error(s, req, R_OTHER, start, 404, "no route %s %s",
+    lkvnet_node_reply_error(s, req, R_OTHER, start, 404, "no route %s %s",
                      method_name(cmd), path);
     return;
   }
@@ -1366,7 +1366,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
         cmd != EVHTTP_REQ_DELETE) {
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                         "GET, PUT, DELETE");
-      node_reply_error(s, req, route, start, 405,
+      lkvnet_node_reply_error(s, req, route, start, 405,
                        "method %s not allowed on /kv/{key} (use GET, PUT or "
                        "DELETE)", method_name(cmd));
       return;
@@ -1377,7 +1377,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
     if (cmd != routes[i].method) {
       const char *m = method_name(routes[i].method);
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", m);
-      node_reply_error(s, req, route, start, 405,
+      lkvnet_node_reply_error(s, req, route, start, 405,
                        "method %s not allowed on %s (use %s)", method_name(cmd),
                        path, m);
       return;
@@ -1386,14 +1386,14 @@ static void on_request(struct evhttp_request *req, void *arg) {
   /* internal bodies carry whole entries (each within the body limit when
    * it was written) plus a batch; evhttp's own cap still bounds them */
   if (body > s->max_body && route != R_APPEND && route != R_SNAPSHOT) {
-    node_reply_error(s, req, route, start, 413,
+    lkvnet_node_reply_error(s, req, route, start, 413,
                      "request body is %zu bytes; the limit is %zu", body,
                      s->max_body);
     return;
   }
   if (!query) query = "";
   if (route == R_APPEND || route == R_SNAPSHOT || route == R_SYNC) {
-    if (!node_authorized(s, req, route, start)) return;
+    if (!lkvnet_node_authorized(s, req, route, start)) return;
   } else if (!s->leader &&
              (route == R_SET || route == R_DELETE ||
               (route == R_KV && cmd != EVHTTP_REQ_GET) ||
@@ -1408,9 +1408,9 @@ static void on_request(struct evhttp_request *req, void *arg) {
     route_get(s, req, query, start, s->leader && query_flag(query,
                                                             "consistent"));
     break;
-  case R_APPEND: node_route_append(s, req, query, start); break;
-  case R_SNAPSHOT: node_route_snapshot(s, req, query, start); break;
-  case R_SYNC: node_route_sync(s, req, query, start); break;
+  case R_APPEND: lkvnet_node_route_append(s, req, query, start); break;
+  case R_SNAPSHOT: lkvnet_node_route_snapshot(s, req, query, start); break;
+  case R_SYNC: lkvnet_node_route_sync(s, req, query, start); break;
   case R_SCAN: route_scan(s, req, query, start); break;
   case R_STATUS: route_status(s, req, start); break;
   case R_STATS: route_stats(s, req, start); break;
@@ -1442,7 +1442,7 @@ void lkvnet_options_init(lkvnet_options *o) {
 static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
   lkvnet_server *s = ctx;
   if (e->index <= s->applied_index) return LKV_OK;
-  if (node_pending_push(s, e->index, e->op, e->key, e->klen, e->val,
+  if (lkvnet_node_pending_push(s, e->index, e->op, e->key, e->klen, e->val,
                         e->vlen) != 0)
     return lkvnet_seterr(err, LKV_NOMEM, "replaying index %llu",
                   (unsigned long long)e->index);
@@ -1500,9 +1500,9 @@ static int setup_cluster(lkvnet_server *s, lkv_err *err) {
         return err ? err->code : LKV_INVALID;
       /* a silent follower is down after this, not after TCP's minutes */
       evhttp_connection_set_timeout(p->conn, 2);
-      p->next_index = node_last_index(s) + 1;
+      p->next_index = lkvnet_node_last_index(s) + 1;
     }
-    if ((rc = node_start_term(s, s->term + 1)) != LKV_OK)
+    if ((rc = lkvnet_node_start_term(s, s->term + 1)) != LKV_OK)
       return lkvnet_seterr(err, rc, "cannot start term %llu in %s (see the "
                            "log line above)",
                            (unsigned long long)s->term + 1, s->data_dir);
@@ -1700,9 +1700,9 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   }
 
   /* apply what the log holds past the engine, as far as it is committed */
-  if (s->leader) node_advance_commit(s);
+  if (s->leader) lkvnet_node_advance_commit(s);
   if (s->needs_snapshot)
-    node_log(s, "the engine holds an unfinished snapshot install: waiting for "
+    lkvnet_node_log(s, "the engine holds an unfinished snapshot install: waiting for "
           "the leader to send a new one");
   if (s->apply_err.code != LKV_OK) {
     e = s->apply_err;
@@ -1710,9 +1710,9 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     goto fail;
   }
   if (rs.dropped_bytes)
-    node_log(s, "replication log: cut %llu byte(s) at open (%s)",
+    lkvnet_node_log(s, "replication log: cut %llu byte(s) at open (%s)",
           (unsigned long long)rs.dropped_bytes, rs.dropped_why);
-  node_log(s, "replication log: %llu entries (last index %llu, term %llu); "
+  lkvnet_node_log(s, "replication log: %llu entries (last index %llu, term %llu); "
         "applied %llu -> %llu", (unsigned long long)(rs.last_index -
                                                      rs.base_index),
         (unsigned long long)rs.last_index, (unsigned long long)s->term,
@@ -1746,7 +1746,7 @@ int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
       event_add(s->tick_ev, &tick) != 0) {
     rc = lkvnet_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {
-    node_log(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
+    lkvnet_node_log(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
           s->host, s->port, s->my_url, s->leader ? "leader" : "follower",
           s->leader_url, s->nnodes);
     if (event_base_dispatch(s->base) < 0)
