@@ -282,37 +282,83 @@ static int restart_key(lkv_block_cursor *c, uint32_t i, lkv_slice *key) {
   return 0;
 }
 
+/* The first index in [from, lim) where a and b differ, or lim. */
+static inline size_t mismatch_from(const char *a, const char *b, size_t from,
+                                   size_t lim) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  for (; from + 8 <= lim; from += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + from, 8);
+    memcpy(&y, b + from, 8);
+    if (x != y) return from + (size_t)__builtin_ctzll(x ^ y) / 8;
+  }
+#endif
+  while (from < lim && a[from] == b[from]) from++;
+  return from;
+}
+
 /* The linear part of a seek, for the common entry: one-byte lengths and a
  * new key part of at most 16 bytes (decode_at's fixed copy). The cursor's
  * state lives in locals here: stores through c->key may alias *c, so
  * decode_at must reload its fields after every copy. Starts after the
  * current entry, which is < target. Returns 1 when it stopped on the
  * first entry >= target or ran off the block; 0 with the cursor on the
- * last entry it passed (< target) when the next one needs decode_at. */
+ * last entry it passed (< target) when the next one needs decode_at.
+ *
+ * Each key is compared with the target from where the two are known to
+ * agree: if the previous key shares m bytes with the target's user key
+ * and the new key keeps `shared` bytes of the previous one, their first
+ * min(m, shared) bytes are the target's. The outcome is lkv_icmp's
+ * (bytewise user keys, then tags), whatever order the block is in; for
+ * keys that share long prefixes it is usually one byte compared. */
 static int scan_fast(lkv_block_cursor *c, lkv_slice target) {
-  const char *data = c->b.data, *end = data + c->b.size;
+  const char *data = c->b.data;
   char *key = c->key;
   size_t klen = c->klen, kcap = c->kcap;
   uint32_t cur = c->cur, next = c->next, vlen = (uint32_t)c->vlen;
   const char *val = c->val;
+  const char *t = target.p;
+  size_t tn = target.n - LKV_TAG_BYTES, kn = klen - LKV_TAG_BYTES;
+  uint64_t ttag = lkv_get64(t + tn);
+  size_t m = mismatch_from(key, t, 0, kn < tn ? kn : tn);
   int found = 0;
-  while (next < c->b.size) {
+  /* kcap >= sizeof c->small: the key buffer has room for a 16-byte copy
+   * after any shared prefix up to kcap - 16 */
+  size_t kroom = kcap - 16;
+  /* an entry starting at or before `last` has its 3-byte header and the
+   * 16 bytes the fixed copy reads inside the block */
+  uint32_t last = c->b.size >= 19 ? c->b.size - 19 : 0;
+  while (c->b.size >= 19 && next <= last) {
     const char *p = data + next;
-    if (end - p < 3) break;
     unsigned a = (unsigned char)p[0], b = (unsigned char)p[1],
              d = (unsigned char)p[2];
-    /* decode_at's checks, for one-byte lengths and a fixed copy */
-    if ((a | b | d) >= 0x80 || !fixed_copy_fits(a, b, p + 3, end, kcap) ||
-        a > klen || a + b < LKV_TAG_BYTES || (ptrdiff_t)(b + d) > end - p - 3)
+    /* decode_at's checks for one-byte lengths and fixed_copy_fits, the
+     * block's room for the copy being given by `last` (b <= 16 also
+     * makes b a one-byte length) */
+    size_t amax = klen < kroom ? klen : kroom;
+    if ((a | d) >= 0x80 || b > 16 || a > amax || a + b < LKV_TAG_BYTES ||
+        next + 3 + b + d > c->b.size)
       break;
     memcpy(key + a, p + 3, 16);
     klen = a + b;
     val = p + 3 + b;
     vlen = d;
     cur = next;
-    next = (uint32_t)(val + d - data);
-    lkv_slice k = {key, klen};
-    if (lkv_icmp(k, target) >= 0) {
+    next += 3 + b + d;
+    kn = klen - LKV_TAG_BYTES;
+    size_t lim = kn < tn ? kn : tn, q = a < m ? a : m;
+    m = mismatch_from(key, t, q < lim ? q : lim, lim);
+    int cmp;
+    if (m < lim) {
+      cmp = (unsigned char)key[m] < (unsigned char)t[m] ? -1 : 1;
+    } else if (kn != tn) {
+      cmp = kn < tn ? -1 : 1;
+    } else { /* one user key: the newer version (larger tag) sorts first */
+      uint64_t tag = lkv_get64(key + kn);
+      cmp = tag > ttag ? -1 : tag < ttag;
+    }
+    if (cmp >= 0) {
       found = 1;
       break;
     }
@@ -350,9 +396,12 @@ void lkv_block_cursor_seek(lkv_block_cursor *c, lkv_slice target) {
       hi = mid - 1;
   }
   seek_restart(c, lo);
+  /* restart lo > 0 was found < target above: no need to ask again */
+  int less = lo > 0;
   while (c->valid) {
     lkv_slice k = {c->key, c->klen};
-    if (lkv_icmp(k, target) >= 0) break;
+    if (!less && lkv_icmp(k, target) >= 0) break;
+    less = 0;
     if (scan_fast(c, target)) break;
     decode_at(c, c->next);
   }

@@ -335,7 +335,8 @@ static void walk_to(lkv_block_cursor *c, lkv_slice target) {
 static void test_seek_matches_walk(void) {
   enum { N = 120 };
   static entry e[N];
-  static const char alpha[4] = {'a', 'a', 'b', 0}; /* zero bytes too */
+  /* zero bytes and bytes >= 0x80 too (keys compare as unsigned bytes) */
+  static const char alpha[5] = {'a', 'a', 'b', 0, (char)0xc8};
   int mismatches = 0, seeks = 0;
   for (int round = 0; round < 64; round++) {
     int n = 1 + (int)(rnd() % N);
@@ -343,7 +344,7 @@ static void test_seek_matches_walk(void) {
       /* a long shared stem on most keys, so shared lengths vary */
       size_t ul = rnd() % 8 == 0 ? 200 + rnd() % 180 : 1 + rnd() % 40;
       for (size_t j = 0; j < ul; j++)
-        e[i].key[j] = j < ul / 2 && rnd() % 4 ? 'k' : alpha[rnd() % 4];
+        e[i].key[j] = j < ul / 2 && rnd() % 4 ? 'k' : alpha[rnd() % 5];
       if (i > 0 && rnd() % 3 == 0) { /* another version of a key */
         ul = e[i - 1].klen - 8;
         memcpy(e[i].key, e[i - 1].key, ul);

@@ -62,10 +62,20 @@ static atomic_int mmap_count;
 /* Bytes [cp, cp + 8) of user key k, as a big-endian number. */
 static inline uint64_t key_window(const char *k, size_t kn, uint32_t cp) {
   unsigned char b[8] = {0};
-  if (kn > cp) memcpy(b, k + cp, kn - cp < 8 ? kn - cp : 8);
+  if (kn >= (size_t)cp + 8)
+    memcpy(b, k + cp, 8); /* the usual case: one load, no call */
+  else if (kn > cp)
+    memcpy(b, k + cp, kn - cp);
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t w;
+  memcpy(&w, b, 8);
+  return __builtin_bswap64(w);
+#else
   uint64_t w = 0;
   for (int i = 0; i < 8; i++) w = (w << 8) | b[i];
   return w;
+#endif
 }
 
 /* A cached data block: the parsed view and its bytes in one allocation,
