@@ -184,12 +184,12 @@ int lkv_db_install_sv(lkv_db *db) {
   for (int i = 0; i < LKV_SV_STRIPES; i++) {
     lkv_sv_stripe *st = &db->stripes[i];
     lkv_sv_ref(s);
-    pthread_mutex_lock(&st->mu);
+    lkv_spin_lock(&st->mu);
     lkv_sv *prev = st->sv;
     st->sv = s;
     int drop = prev && prev->local[i].readers == 0;
     if (prev && !drop) prev->local[i].retired = 1;
-    pthread_mutex_unlock(&st->mu);
+    lkv_spin_unlock(&st->mu);
     if (drop) lkv_sv_unref(prev);
   }
   lkv_sv_unref(old);
@@ -198,18 +198,18 @@ int lkv_db_install_sv(lkv_db *db) {
 
 static lkv_sv *sv_acquire(lkv_db *db, unsigned s) {
   lkv_sv_stripe *st = &db->stripes[s];
-  pthread_mutex_lock(&st->mu);
+  lkv_spin_lock(&st->mu);
   lkv_sv *sv = st->sv;
   sv->local[s].readers++;
-  pthread_mutex_unlock(&st->mu);
+  lkv_spin_unlock(&st->mu);
   return sv;
 }
 
 static void sv_release(lkv_db *db, lkv_sv *sv, unsigned s) {
   lkv_sv_stripe *st = &db->stripes[s];
-  pthread_mutex_lock(&st->mu);
+  lkv_spin_lock(&st->mu);
   int drop = --sv->local[s].readers == 0 && sv->local[s].retired;
-  pthread_mutex_unlock(&st->mu);
+  lkv_spin_unlock(&st->mu);
   if (drop) lkv_sv_unref(sv);
 }
 
@@ -1223,7 +1223,6 @@ out:
 static void db_free(lkv_db *db) {
   for (int i = 0; i < LKV_SV_STRIPES; i++) {
     lkv_sv_unref(db->stripes[i].sv);
-    pthread_mutex_destroy(&db->stripes[i].mu);
   }
   lkv_fmeta_unref(db->seek_file);
   lkv_sv_unref(db->sv);
@@ -1269,7 +1268,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   pthread_cond_init(&db->flush_cv, NULL);
   pthread_cond_init(&db->compact_cv, NULL);
   pthread_cond_init(&db->done_cv, NULL);
-  for (int i = 0; i < LKV_SV_STRIPES; i++) pthread_mutex_init(&db->stripes[i].mu, NULL);
+  for (int i = 0; i < LKV_SV_STRIPES; i++) atomic_init(&db->stripes[i].mu.held, 0);
   db->snap_list.next = db->snap_list.prev = &db->snap_list;
   db->o = o;
   size_t per = o.max_memtable_size ? o.max_memtable_size : 1;

@@ -20,6 +20,7 @@
 
 #include "cache.h"
 #include "dbformat.h"
+#include "env.h" /* lkv_spin */
 #include "iter.h"
 #include "lunakv.h"
 #include "memtable.h"
@@ -83,13 +84,13 @@ typedef struct lkv_sv {
   lkv_mem *imm[LKV_MAX_IMM]; /* newest first */
   lkv_version *v;
   struct {
-    _Alignas(64) int readers; /* (the stripe's mutex) */
+    _Alignas(64) int readers; /* (the stripe's lock) */
     int retired; /* the stripe moved on; last reader drops its ref */
   } local[LKV_SV_STRIPES];
 } lkv_sv;
 
 typedef struct lkv_sv_stripe {
-  _Alignas(64) pthread_mutex_t mu;
+  _Alignas(64) lkv_spin mu;
   lkv_sv *sv; /* holds one reference */
 } lkv_sv_stripe;
 
@@ -137,7 +138,7 @@ struct lkv_db {
 
   lkv_version *current; /* (mu) */
   lkv_sv *sv;           /* (mu) */
-  lkv_sv_stripe stripes[LKV_SV_STRIPES]; /* each under its own mutex */
+  lkv_sv_stripe stripes[LKV_SV_STRIPES]; /* each under its own lock */
   atomic_int closing;   /* set once close begins: reads refuse */
 
   lkv_snapshot snap_list; /* circular sentinel; oldest first (mu) */
