@@ -364,3 +364,20 @@ describe("bench.settle", function()
     assert.equal(0, st.memtable_keys)
   end)
 end)
+
+describe("tools/plain_loops.lua", function()
+  it("prints each seed-profile row as ops/s and a share of the bare loop",
+    function()
+      local code, out, err = h.run(h.quote(h.lua) .. " " .. h.quote(h.bin)
+        .. " run " .. h.quote(h.root .. "/tools/plain_loops.lua") .. " 1")
+      assert.equal(0, code, err)
+      local t = lines(out)
+      assert.equal(4, #t, out)
+      assert.matches("^1 rounds of 100000 ops, medians %(bare loop: %d+ ops/s%)$", t[1])
+      for i, name in ipairs { "writes", "reads", "misses" } do
+        local ops, share = t[i + 1]:match("^" .. name .. " +(%d+) ops/s  ([%d.]+) of bare$")
+        assert.is_truthy(ops, t[i + 1])
+        assert.is_true(tonumber(ops) > 0 and tonumber(share) > 0)
+      end
+    end)
+end)
