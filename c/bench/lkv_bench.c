@@ -355,7 +355,8 @@ static int db_is_open(const bdb *b) { return b->lkv || b->ldb; }
 
 /* LevelDB's per-level "Write(MB)" column of leveldb.stats, added to mib:
  * table bytes its flushes and compactions wrote into each level since it
- * was opened. */
+ * was opened. It prints whole MiB, so each level's figure is within about
+ * a MiB per open (the C API has no exact counter). */
 static void ldb_add_level_mib(bdb *b, double mib[LKV_MAX_LEVELS]) {
   char *st = leveldb_property_value(b->ldb, "leveldb.stats");
   const char *p = st ? strstr(st, "----\n") : NULL;

@@ -3,7 +3,7 @@
  * once the entries are durable here), /snapshot (the install, with its
  * crash-safe mark in the engine) and the term a leader's request brings;
  * also the other internal routes, /sync (the log as JSON) and the cluster
- * token check. server.c dispatches to the node_route_* functions here.
+ * token check. server.c dispatches to the lkvnet_node_route_* functions here.
  * Runs on the event loop's thread; the node's state is node.h. */
 #include <stdint.h>
 #include <stdlib.h>
