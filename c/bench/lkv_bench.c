@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,11 +54,12 @@ enum {
   W_READMISSING,
   W_READSEQ,
   W_SEEKRANDOM,
+  W_READWHILEWRITING,
   W_NKINDS
 };
 static const char *const kind_name[W_NKINDS] = {
     "fillseq",     "fillrandom", "overwrite", "readrandom",
-    "readmissing", "readseq",    "seekrandom"};
+    "readmissing", "readseq",    "seekrandom", "readwhilewriting"};
 
 static int kind_is_fill(int k) { return k <= W_OVERWRITE; }
 
@@ -660,6 +662,7 @@ typedef struct result {
   double settle_secs;
   /* reads */
   uint64_t expected, found, wrong, misordered;
+  double writer_ops_per_sec; /* readwhilewriting: the writer's puts/s */
 } result;
 
 static result *results; /* [repeat][NSYS][nwl] */
@@ -973,8 +976,42 @@ static void *worker_main(void *arg) {
   case W_READMISSING: worker_readrandom(w, 1); break;
   case W_READSEQ: worker_readseq(w); break;
   case W_SEEKRANDOM: worker_seekrandom(w); break;
+  case W_READWHILEWRITING: worker_readrandom(w, 0); break;
   default: break;
   }
+  return NULL;
+}
+
+/* readwhilewriting's writer (db_bench's): puts random keys, as fast as it
+ * can, until the readers are done. Each put writes the value the key
+ * already holds, so the readers' checks stand while the writes still
+ * fill memtables and drive flushes and compactions. */
+typedef struct writer {
+  bdb *b;
+  int phase;
+  uint64_t seed;
+  atomic_int stop;
+  uint64_t puts, t0, t1;
+  int failed;
+} writer;
+
+static void *writer_main(void *arg) {
+  writer *wr = arg;
+  uint64_t rng = wr->seed;
+  char *key = xmalloc(cfg.key_size);
+  wr->t0 = now_ns();
+  while (!atomic_load_explicit(&wr->stop, memory_order_relaxed)) {
+    uint64_t idx = splitmix64(&rng) % cfg.num;
+    make_key(key, idx);
+    if (db_put(wr->b, key, cfg.key_size, value_for(idx, wr->phase),
+               cfg.value_size) != 0) {
+      wr->failed = 1; /* db_put left the reason in b->err */
+      break;
+    }
+    wr->puts++;
+  }
+  wr->t1 = now_ns();
+  free(key);
   return NULL;
 }
 
@@ -1003,12 +1040,34 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
     w->bar = &bar;
     w->lat = xmalloc((size_t)(w->ops / LAT_EVERY + 1) * sizeof *w->lat);
   }
+  writer wr;
+  pthread_t wtid;
+  memset(&wr, 0, sizeof wr);
+  if (wl->kind == W_READWHILEWRITING) {
+    wr.b = b;
+    wr.phase = phase;
+    wr.seed = mix64(0x3A17E5ull + (uint64_t)rep * 7u + (uint64_t)widx);
+    atomic_init(&wr.stop, 0);
+    int e = pthread_create(&wtid, NULL, writer_main, &wr);
+    if (e != 0) die("pthread_create: %s", strerror(e));
+  }
   for (int t = 0; t < nt; t++) {
     int e = pthread_create(&tids[t], NULL, worker_main, &ws[t]);
     if (e != 0) die("pthread_create: %s", strerror(e));
   }
   for (int t = 0; t < nt; t++) pthread_join(tids[t], NULL);
   pthread_barrier_destroy(&bar);
+  if (wl->kind == W_READWHILEWRITING) {
+    atomic_store(&wr.stop, 1);
+    pthread_join(wtid, NULL);
+    if (wr.failed) {
+      failed = 1;
+      progress("lkv_bench: %s %s writer: %s\n", sys_name[b->sys], wl->label,
+               b->err);
+      add_note("%s %s writer failed: %s", sys_name[b->sys],
+               kind_name[wl->kind], b->err);
+    }
+  }
 
   for (int t = 0; t < nt; t++) {
     worker *w = &ws[t];
@@ -1050,10 +1109,14 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
     out->found = found;
     out->wrong = wrong;
     out->misordered = mis;
+    if (wr.t1 > wr.t0)
+      out->writer_ops_per_sec = (double)wr.puts / ((double)(wr.t1 - wr.t0) / 1e9);
     progress("  %-8s %-11s %9.0f ops/s  p50 %.1f p99 %.1f us  threads %d  "
              "found %" PRIu64 "/%" PRIu64,
              sys_name[b->sys], kind_name[wl->kind], out->ops_per_sec,
              out->p50_us, out->p99_us, nt, found, expected);
+    if (wl->kind == W_READWHILEWRITING)
+      progress("  writer %.0f puts/s", out->writer_ops_per_sec);
     print_levels(b);
     progress("\n");
     if (wl->kind == W_READMISSING && found > 0)
@@ -1284,7 +1347,7 @@ static void print_tables(void) {
   int ok[NSYS];
   int any_fill = 0;
 
-  printf("%-12s %7s %13s %14s %7s %19s %19s\n", "workload", "threads",
+  printf("%-16s %7s %13s %14s %7s %19s %19s\n", "workload", "threads",
          "lunakv ops/s", "leveldb ops/s", "ratio", "lunakv p50/p99 \xc2\xb5s",
          "leveldb p50/p99 \xc2\xb5s");
   for (int w = 0; w < cfg.nwl; w++) {
@@ -1300,7 +1363,7 @@ static void print_tables(void) {
       snprintf(r, sizeof r, "-");
     fmt_lat(la, sizeof la, &m[0], ok[0]);
     fmt_lat(lb, sizeof lb, &m[1], ok[1]);
-    printf("%-12s %7d %13s %14s %7s %18s %18s\n", kind_name[cfg.wl[w].kind],
+    printf("%-16s %7d %13s %14s %7s %18s %18s\n", kind_name[cfg.wl[w].kind],
            cfg.wl[w].threads, a, b, r, la, lb);
   }
   if (any_fill) {
@@ -1375,6 +1438,8 @@ static void write_json(void) {
       } else {
         fprintf(f, ",\"found\":%" PRIu64 ",\"expected\":%" PRIu64, m.found,
                 m.expected);
+        if (cfg.wl[w].kind == W_READWHILEWRITING)
+          fprintf(f, ",\"writer_ops_per_sec\":%.1f", m.writer_ops_per_sec);
       }
       /* both read through mmap unless lunakv was told otherwise */
       fprintf(f, ",\"mmap_reads\":%s",
@@ -1397,11 +1462,13 @@ static void usage(FILE *f) {
           "[--missing=inside|above]\n"
           "                 [--mmap-reads=1|0]\n"
           "workloads: fillseq fillrandom overwrite readrandom readmissing "
-          "readseq seekrandom;\n"
+          "readseq seekrandom\n"
+          "           readwhilewriting (readrandom while one more thread "
+          "overwrites keys);\n"
           "  a read workload name may end in a thread count: readrandom2 = "
           "readrandom on 2 threads\n"
           "default: --workloads=fillseq,fillrandom,overwrite,readrandom,"
-          "readrandom2,readmissing,readseq,seekrandom\n");
+          "readrandom2,readmissing,readseq,seekrandom,readwhilewriting\n");
 }
 
 static uint64_t parse_u64(const char *flag, const char *v) {
@@ -1464,7 +1531,7 @@ static void parse_systems(const char *list) {
 static void parse_args(int argc, char **argv) {
   const char *workloads =
       "fillseq,fillrandom,overwrite,readrandom,readrandom2,readmissing,"
-      "readseq,seekrandom";
+      "readseq,seekrandom,readwhilewriting";
   const char *systems = "lunakv,leveldb";
   const char *dir = NULL;
 
