@@ -483,7 +483,6 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
     atomic_fetch_add(&db->comp_read, in_bytes);
     atomic_fetch_add(&db->comp_written, out_bytes);
     atomic_fetch_add(&db->level_written[c->out_level], out_bytes);
-    atomic_fetch_add(&db->bytes_disk, out_bytes);
   } else {
     /* outputs never made it into a version: remove their files */
     for (int i = 0; i < e.nadd; i++) atomic_store(&e.add[i]->obsolete, 1);

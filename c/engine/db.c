@@ -349,7 +349,6 @@ int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
   } else {
     lkv_slice s = {smallest.data, smallest.len}, l = {largest.data, largest.len};
     rc = lkv_db_finish_table(db, b, path, number, s, l, out, err);
-    if (rc == LKV_OK) atomic_fetch_add(&db->bytes_disk, (*out)->size);
   }
   lkv_buf_free(&smallest);
   lkv_buf_free(&largest);
@@ -411,8 +410,8 @@ static void *flush_thread(void *arg) {
       if (level > 0) db->flush_placing = 1;
       pthread_mutex_unlock(&db->mu);
       rc = lkv_edit_add(&e, level, f) ? LKV_NOMEM : LKV_OK;
-      /* counted before the table goes live, as its bytes_disk was: a
-       * caller woken by the flush sees both */
+      /* counted before the table goes live: a caller woken by the flush
+       * sees its bytes */
       atomic_fetch_add(&db->level_written[level], f->size);
     }
     if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, &err);
@@ -938,7 +937,11 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   pthread_mutex_unlock(&db->mu);
   st->seq = lkv_db_last_seq(db);
   st->bytes_written_user = atomic_load(&db->bytes_user);
-  st->bytes_written_disk = atomic_load(&db->bytes_disk);
+  /* one set of counters, so the total and its split always agree */
+  for (int l = 0; l < LKV_MAX_LEVELS; l++) {
+    st->bytes_written_per_level[l] = atomic_load(&db->level_written[l]);
+    st->bytes_written_disk += st->bytes_written_per_level[l];
+  }
   st->bytes_written_wal = atomic_load(&db->bytes_wal);
   st->write_amplification =
       st->bytes_written_user
@@ -949,8 +952,6 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   st->seek_compactions = atomic_load(&db->seek_compactions);
   st->compaction_bytes_read = atomic_load(&db->comp_read);
   st->compaction_bytes_written = atomic_load(&db->comp_written);
-  for (int l = 0; l < LKV_MAX_LEVELS; l++)
-    st->bytes_written_per_level[l] = atomic_load(&db->level_written[l]);
   st->stall_slowdowns = atomic_load(&db->stall_slowdowns);
   st->stall_stops = atomic_load(&db->stall_stops);
   st->stall_micros = atomic_load(&db->stall_micros);
@@ -1187,12 +1188,12 @@ static int recover(lkv_db *db, lkv_err *err) {
       it->ops->seek_first(it);
       rc = lkv_db_build_table(db, it, db->next_file++, &f, err);
       it->ops->destroy(it);
+      if (rc == LKV_OK && f) atomic_fetch_add(&db->level_written[0], f->size);
       if (rc == LKV_OK && f && lkv_edit_add(&e, 0, f)) {
         lkv_fmeta_unref(f);
         rc = lkv_seterr(err, LKV_NOMEM, "recovery");
       }
       if (rc) goto out;
-      if (f) atomic_fetch_add(&db->level_written[0], f->size);
       lkv_mem *fresh = lkv_mem_new(db->o.max_memtable_size);
       if (fresh == NULL) {
         lkv_edit_free(&e);

@@ -169,10 +169,12 @@ struct lkv_db {
   char recovery_msg[LKV_ERR_MSG_LEN];
 
   /* statistics (atomics: bumped without mu) */
-  atomic_uint_fast64_t bytes_user, bytes_disk, bytes_wal;
+  atomic_uint_fast64_t bytes_user, bytes_wal;
   atomic_uint_fast64_t flushes, compactions, comp_read, comp_written;
   atomic_uint_fast64_t stall_slowdowns, stall_stops, stall_micros, wal_syncs;
   atomic_uint_fast64_t seek_compactions;
+  /* table bytes flushes, recovery and compactions wrote into each level;
+   * their sum is bytes_written_disk */
   atomic_uint_fast64_t level_written[LKV_MAX_LEVELS];
   atomic_uint_fast64_t iter_seeds; /* seeds iterators' read sampling */
 };
