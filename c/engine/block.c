@@ -15,6 +15,22 @@
 
 /* ==== building ========================================================== */
 
+/* The first index in [from, lim) where a and b differ, or lim. */
+static inline size_t mismatch_from(const char *a, const char *b, size_t from,
+                                   size_t lim) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  for (; from + 8 <= lim; from += 8) {
+    uint64_t x, y;
+    memcpy(&x, a + from, 8);
+    memcpy(&y, b + from, 8);
+    if (x != y) return from + (size_t)__builtin_ctzll(x ^ y) / 8;
+  }
+#endif
+  while (from < lim && a[from] == b[from]) from++;
+  return from;
+}
+
 void lkv_block_builder_init(lkv_block_builder *bb, int restart_interval) {
   memset(bb, 0, sizeof *bb);
   bb->interval = restart_interval >= 1 ? restart_interval : 1;
@@ -43,10 +59,9 @@ int lkv_block_builder_add(lkv_block_builder *bb, lkv_slice key,
                           lkv_slice value) {
   size_t shared = 0;
   int restart = bb->entries == 0 || bb->since_restart >= bb->interval;
-  if (!restart) {
-    size_t m = key.n < bb->last.len ? key.n : bb->last.len;
-    while (shared < m && key.p[shared] == bb->last.data[shared]) shared++;
-  }
+  if (!restart)
+    shared = mismatch_from(key.p, bb->last.data, 0,
+                           key.n < bb->last.len ? key.n : bb->last.len);
   size_t unshared = key.n - shared;
   /* Reserve everything first so a failure leaves the builder unchanged. */
   size_t need = bb->buf.len + 30 + unshared + value.n; /* 3 varints */
@@ -282,22 +297,6 @@ static int restart_key(lkv_block_cursor *c, uint32_t i, lkv_slice *key) {
   return 0;
 }
 
-/* The first index in [from, lim) where a and b differ, or lim. */
-static inline size_t mismatch_from(const char *a, const char *b, size_t from,
-                                   size_t lim) {
-#if defined(__GNUC__) && defined(__BYTE_ORDER__) && \
-    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  for (; from + 8 <= lim; from += 8) {
-    uint64_t x, y;
-    memcpy(&x, a + from, 8);
-    memcpy(&y, b + from, 8);
-    if (x != y) return from + (size_t)__builtin_ctzll(x ^ y) / 8;
-  }
-#endif
-  while (from < lim && a[from] == b[from]) from++;
-  return from;
-}
-
 /* The linear part of a seek, for the common entry: one-byte lengths and a
  * new key part of at most 16 bytes (decode_at's fixed copy). The cursor's
  * state lives in locals here: stores through c->key may alias *c, so
@@ -314,6 +313,9 @@ static inline size_t mismatch_from(const char *a, const char *b, size_t from,
  * keys that share long prefixes it is usually one byte compared. */
 static int scan_fast(lkv_block_cursor *c, lkv_slice target) {
   const char *data = c->b.data;
+  /* in a local: stores through key may alias *c, and would make the
+   * compiler reload c->b.size on every entry */
+  const uint32_t size = c->b.size;
   char *key = c->key;
   size_t klen = c->klen, kcap = c->kcap;
   uint32_t cur = c->cur, next = c->next, vlen = (uint32_t)c->vlen;
@@ -328,8 +330,8 @@ static int scan_fast(lkv_block_cursor *c, lkv_slice target) {
   size_t kroom = kcap - 16;
   /* an entry starting at or before `last` has its 3-byte header and the
    * 16 bytes the fixed copy reads inside the block */
-  uint32_t last = c->b.size >= 19 ? c->b.size - 19 : 0;
-  while (c->b.size >= 19 && next <= last) {
+  uint32_t last = size >= 19 ? size - 19 : 0;
+  while (size >= 19 && next <= last) {
     const char *p = data + next;
     unsigned a = (unsigned char)p[0], b = (unsigned char)p[1],
              d = (unsigned char)p[2];
@@ -338,7 +340,7 @@ static int scan_fast(lkv_block_cursor *c, lkv_slice target) {
      * makes b a one-byte length) */
     size_t amax = klen < kroom ? klen : kroom;
     if ((a | d) >= 0x80 || b > 16 || a > amax || a + b < LKV_TAG_BYTES ||
-        next + 3 + b + d > c->b.size)
+        next + 3 + b + d > size)
       break;
     memcpy(key + a, p + 3, 16);
     klen = a + b;
@@ -370,7 +372,7 @@ static int scan_fast(lkv_block_cursor *c, lkv_slice target) {
   c->vlen = vlen;
   c->cur = cur;
   c->next = next;
-  if (!found && next >= c->b.size) { /* past the last entry */
+  if (!found && next >= size) { /* past the last entry */
     c->valid = 0;
     return 1;
   }
