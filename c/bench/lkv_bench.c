@@ -63,6 +63,10 @@ static const char *const kind_name[W_NKINDS] = {
 
 static int kind_is_fill(int k) { return k <= W_OVERWRITE; }
 
+#define DEFAULT_WORKLOADS                                                  \
+  "fillseq,fillrandom,overwrite,readrandom,readrandom2,readmissing,"       \
+  "readseq,seekrandom,readwhilewriting"
+
 #define MAX_WL 64
 
 typedef struct wl_t {
@@ -1222,7 +1226,7 @@ static double median(double *v, int n) {
 /* The median over the valid repetitions of every field (each field on its
  * own). Returns 0 when no repetition is valid. */
 static int summarize(int sys, int w, result *m) {
-  double v[7][256];
+  double v[8][256];
   int n = 0;
   memset(m, 0, sizeof *m);
   for (int r = 0; r < cfg.repeat && n < 256; r++) {
@@ -1236,6 +1240,7 @@ static int summarize(int sys, int w, result *m) {
     v[4][n] = (double)x->disk_bytes;
     v[5][n] = x->engine_wa;
     v[6][n] = x->settle_secs;
+    v[7][n] = x->writer_ops_per_sec;
     n++;
   }
   if (n == 0) return 0;
@@ -1246,6 +1251,7 @@ static int summarize(int sys, int w, result *m) {
   m->disk_bytes = (uint64_t)median(v[4], n);
   m->engine_wa = median(v[5], n);
   m->settle_secs = median(v[6], n);
+  m->writer_ops_per_sec = median(v[7], n);
   return n;
 }
 
@@ -1467,8 +1473,7 @@ static void usage(FILE *f) {
           "overwrites keys);\n"
           "  a read workload name may end in a thread count: readrandom2 = "
           "readrandom on 2 threads\n"
-          "default: --workloads=fillseq,fillrandom,overwrite,readrandom,"
-          "readrandom2,readmissing,readseq,seekrandom,readwhilewriting\n");
+          "default: --workloads=" DEFAULT_WORKLOADS "\n");
 }
 
 static uint64_t parse_u64(const char *flag, const char *v) {
@@ -1529,9 +1534,7 @@ static void parse_systems(const char *list) {
 }
 
 static void parse_args(int argc, char **argv) {
-  const char *workloads =
-      "fillseq,fillrandom,overwrite,readrandom,readrandom2,readmissing,"
-      "readseq,seekrandom,readwhilewriting";
+  const char *workloads = DEFAULT_WORKLOADS;
   const char *systems = "lunakv,leveldb";
   const char *dir = NULL;
 
