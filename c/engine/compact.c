@@ -299,7 +299,7 @@ static int move(lkv_db *db, compaction *c, lkv_err *err) {
     rc = lkv_seterr(err, LKV_NOMEM, "compaction");
   if (rc == LKV_OK) {
     pthread_mutex_lock(&db->manifest_mu);
-    rc = lkv_db_log_and_apply(db, &e, 0, err);
+    rc = lkv_db_log_and_apply(db, &e, 0, NULL, err);
     pthread_mutex_unlock(&db->manifest_mu);
   }
   lkv_edit_free(&e);
@@ -473,9 +473,10 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
   for (int i = 0; rc == LKV_OK && i < c->n; i++)
     if (lkv_edit_del(&e, c->in_level[i], c->in[i]->number))
       rc = lkv_seterr(err, LKV_NOMEM, "compaction");
+  int maybe_committed = 0;
   if (rc == LKV_OK) {
     pthread_mutex_lock(&db->manifest_mu);
-    rc = lkv_db_log_and_apply(db, &e, 0, err);
+    rc = lkv_db_log_and_apply(db, &e, 0, &maybe_committed, err);
     pthread_mutex_unlock(&db->manifest_mu);
   }
   if (rc == LKV_OK) {
@@ -483,8 +484,9 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
     atomic_fetch_add(&db->comp_read, in_bytes);
     atomic_fetch_add(&db->comp_written, out_bytes);
     atomic_fetch_add(&db->level_written[c->out_level], out_bytes);
-  } else {
-    /* outputs never made it into a version: remove their files */
+  } else if (!maybe_committed) {
+    /* outputs never made it into a version: remove their files (unless
+     * the MANIFEST on disk may list them: then open sorts it out) */
     for (int i = 0; i < e.nadd; i++) atomic_store(&e.add[i]->obsolete, 1);
   }
   lkv_edit_free(&e);

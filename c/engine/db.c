@@ -2,16 +2,15 @@
  * writers whose leader commits a group with one WAL write and one sync),
  * point reads, the flush thread, snapshots, stats and close.
  * File names and the directory layout are described in layout.md. */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <fcntl.h>
-#include <unistd.h>
+#include <sched.h>
+#include <time.h>
 
 #include "batch.h"
 #include "bloom.h"
@@ -91,6 +90,7 @@ static int check_options(const lkv_options *o, lkv_err *err) {
   NEED(o->wal_buffer_size >= 1, "wal_buffer_size must be >= 1");
   NEED(o->max_open_files >= 16, "max_open_files must be >= 16");
   NEED(o->mmap_reads == 0 || o->mmap_reads == 1, "mmap_reads must be 0 or 1");
+  NEED(o->read_only == 0 || o->read_only == 1, "read_only must be 0 or 1");
   NEED(o->sync == LKV_SYNC_NONE || o->sync == LKV_SYNC_BATCH ||
            o->sync == LKV_SYNC_ALWAYS,
        "sync must be none, batch or always");
@@ -108,38 +108,54 @@ void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
   snprintf(buf, n, "%06" PRIu64 ".sst", number);
 }
 
-static void wal_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
-  snprintf(buf, n, "%s.%06" PRIu64, db->log_file_name, number);
+static void log_name(const char *base, uint64_t number, char *buf, size_t n) {
+  snprintf(buf, n, "%s.%06" PRIu64, base, number);
 }
 
-/* Parse "NNNNNN.sst" or "<log_file_name>.NNNNNN"; 1 = table, 2 = wal. */
-static int parse_name(const lkv_db *db, const char *name, uint64_t *number) {
-  size_t ll = strlen(db->log_file_name), nl = strlen(name);
-  const char *digits = NULL, *end = NULL;
-  int kind = 0;
-  if (nl > 4 && strcmp(name + nl - 4, ".sst") == 0) {
-    digits = name;
-    end = name + nl - 4;
-    kind = 1;
-  } else if (nl > ll + 1 && memcmp(name, db->log_file_name, ll) == 0 &&
-             name[ll] == '.') {
-    digits = name + ll + 1;
-    end = name + nl;
-    kind = 2;
-  }
-  if (!kind || digits == end) return 0;
+static void wal_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
+  log_name(db->log_file_name, number, buf, n);
+}
+
+/* The number in digits [p, end), or 0 when they are not all digits. */
+static int parse_number(const char *p, const char *end, uint64_t *number) {
   uint64_t v = 0;
-  for (const char *p = digits; p < end; p++) {
+  if (p == end) return 0;
+  for (; p < end; p++) {
     if (*p < '0' || *p > '9' || v > UINT64_MAX / 10) return 0;
     v = v * 10 + (uint64_t)(*p - '0');
   }
   *number = v;
-  return kind;
+  return 1;
+}
+
+enum { NAME_OTHER, NAME_TABLE, NAME_LOG };
+
+/* "NNNNNN.sst" is a table; "<base>.NNNNNN" a log, its base (borrowed from
+ * name) in *base, *base_len. */
+static int parse_name(const char *name, uint64_t *number, const char **base,
+                      size_t *base_len) {
+  size_t nl = strlen(name);
+  if (nl > 4 && strcmp(name + nl - 4, ".sst") == 0)
+    return parse_number(name, name + nl - 4, number) ? NAME_TABLE : NAME_OTHER;
+  const char *dot = strrchr(name, '.');
+  if (dot == NULL || dot == name || !parse_number(dot + 1, name + nl, number))
+    return NAME_OTHER;
+  *base = name;
+  *base_len = (size_t)(dot - name);
+  return NAME_LOG;
 }
 
 static int dir_path(const lkv_db *db, const char *name, char *buf, size_t n,
                     lkv_err *err) {
   return lkv_env_path(buf, n, db->dir, name, err);
+}
+
+/* Delete the file called name in the db's directory; best effort (what is
+ * left is found and deleted again at the next open). */
+static void remove_file(const lkv_db *db, const char *name) {
+  char path[4096];
+  if (dir_path(db, name, path, sizeof path, NULL) == LKV_OK)
+    lkv_env_unlink(db->env, path, NULL);
 }
 
 lkv_table_opts lkv_db_table_opts(const lkv_db *db) {
@@ -149,6 +165,7 @@ lkv_table_opts lkv_db_table_opts(const lkv_db *db) {
   t.bloom_min_bits = db->o.bloom_min_bits;
   t.restart_interval = db->o.sparse_index_n;
   t.block_size = db->o.block_size;
+  t.env = db->env;
   return t;
 }
 
@@ -196,11 +213,17 @@ int lkv_db_install_sv(lkv_db *db) {
   return LKV_OK;
 }
 
+/* A point read's entry: the stripe's sv, or NULL once close has begun.
+ * The stripe counts the read in flight under the same lock close takes
+ * to mark it closed, so close waits for every read that got in. */
 static lkv_sv *sv_acquire(lkv_db *db, unsigned s) {
   lkv_sv_stripe *st = &db->stripes[s];
   lkv_spin_lock(&st->mu);
-  lkv_sv *sv = st->sv;
-  sv->local[s].readers++;
+  lkv_sv *sv = st->closed ? NULL : st->sv;
+  if (sv) {
+    sv->local[s].readers++;
+    st->inflight++;
+  }
   lkv_spin_unlock(&st->mu);
   return sv;
 }
@@ -209,8 +232,45 @@ static void sv_release(lkv_db *db, lkv_sv *sv, unsigned s) {
   lkv_sv_stripe *st = &db->stripes[s];
   lkv_spin_lock(&st->mu);
   int drop = --sv->local[s].readers == 0 && sv->local[s].retired;
+  st->inflight--;
   lkv_spin_unlock(&st->mu);
   if (drop) lkv_sv_unref(sv);
+}
+
+int lkv_db_call_begin(lkv_db *db, lkv_err *err) {
+  atomic_fetch_add(&db->calls, 1);
+  if (atomic_load(&db->closing)) {
+    atomic_fetch_sub(&db->calls, 1);
+    return lkv_seterr(err, LKV_CLOSED, "db is closed");
+  }
+  return LKV_OK;
+}
+
+void lkv_db_call_end(lkv_db *db) {
+  atomic_fetch_sub_explicit(&db->calls, 1, memory_order_release);
+}
+
+/* Close's half of the above: no call gets in from now, then wait for the
+ * ones inside to leave. */
+static void drain_calls(lkv_db *db) {
+  atomic_store(&db->closing, 1);
+  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+    lkv_sv_stripe *st = &db->stripes[i];
+    lkv_spin_lock(&st->mu);
+    st->closed = 1;
+    lkv_spin_unlock(&st->mu);
+  }
+  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+    lkv_sv_stripe *st = &db->stripes[i];
+    for (;;) {
+      lkv_spin_lock(&st->mu);
+      int n = st->inflight;
+      lkv_spin_unlock(&st->mu);
+      if (n == 0) break;
+      sched_yield();
+    }
+  }
+  while (atomic_load_explicit(&db->calls, memory_order_acquire) > 0) sched_yield();
 }
 
 lkv_sv *lkv_db_sv(lkv_db *db) {
@@ -243,15 +303,20 @@ static int encode_manifest(lkv_db *db, const lkv_version *v, uint64_t wal_number
   m.next_file = db->next_file;
   m.last_seq = atomic_load(&db->last_seq);
   m.wal_number = wal_number;
+  m.wal_name = db->log_file_name;
+  m.wal_name_len = strlen(db->log_file_name);
   int rc = lkv_manifest_encode(&m, out, outlen, err);
   free(m.files);
   return rc;
 }
 
 /* The WAL number the manifest must keep: the oldest memtable's. (mu) */
-int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err) {
+int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
+                         int *maybe_committed, lkv_err *err) {
   char *bytes = NULL;
   size_t n = 0;
+  int renamed = 0;
+  if (maybe_committed) *maybe_committed = 0;
   pthread_mutex_lock(&db->mu);
   lkv_version *v = lkv_version_apply(db->current, e);
   /* logs of the memtables this edit flushes are no longer needed */
@@ -260,9 +325,10 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err) {
   int rc = v ? encode_manifest(db, v, wal_number, &bytes, &n, err)
              : lkv_seterr(err, LKV_NOMEM, "new version");
   pthread_mutex_unlock(&db->mu);
-  if (rc == LKV_OK) rc = lkv_manifest_write(db->dir, bytes, n, err);
+  if (rc == LKV_OK) rc = lkv_manifest_write(db->env, db->dir, bytes, n, &renamed, err);
   free(bytes);
   if (rc) {
+    if (maybe_committed) *maybe_committed = renamed;
     lkv_version_unref(v);
     return rc;
   }
@@ -294,7 +360,7 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err) {
 
 int lkv_db_open_table(lkv_db *db, const char *path, uint64_t number,
                       lkv_table **t, lkv_err *err) {
-  return lkv_table_open(path, number, db->cache, &db->counters,
+  return lkv_table_open(db->env, path, number, db->cache, &db->counters,
                         db->o.mmap_reads, t, err);
 }
 
@@ -316,7 +382,7 @@ int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
       lkv_db_table_cache_put(db, *out, t);
     }
   }
-  if (rc) lkv_env_unlink(path, NULL);
+  if (rc) lkv_env_unlink(db->env, path, NULL);
   return rc;
 }
 
@@ -414,14 +480,13 @@ static void *flush_thread(void *arg) {
        * sees its bytes */
       atomic_fetch_add(&db->level_written[level], f->size);
     }
-    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, &err);
+    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);
     pthread_mutex_unlock(&db->manifest_mu);
     if (rc == LKV_OK) {
       for (int i = 0; i < k; i++) { /* their writes are in the table now */
-        char name[256], path[4096];
+        char name[256];
         wal_name(db, wals[i], name, sizeof name);
-        if (dir_path(db, name, path, sizeof path, NULL) == LKV_OK)
-          lkv_env_unlink(path, NULL);
+        remove_file(db, name);
       }
       atomic_fetch_add(&db->flushes, 1);
     } else if (f && e.nadd == 0) {
@@ -449,25 +514,32 @@ static int switch_memtable(lkv_db *db, lkv_err *err) {
   int rc = m ? LKV_OK : lkv_seterr(err, LKV_NOMEM, "new memtable");
   wal_name(db, number, name, sizeof name);
   if (rc == LKV_OK) rc = dir_path(db, name, path, sizeof path, err);
-  if (rc == LKV_OK) rc = lkv_wal_create(path, &w, err);
-  /* the old WAL must be complete on disk before its memtable is flushed */
+  if (rc == LKV_OK) rc = lkv_wal_create(db->env, path, &w, err);
+  /* the old WAL must be complete on disk before its memtable is flushed:
+   * write out what it buffers while it is still the db's log */
   if (rc == LKV_OK) {
     uint64_t pending = lkv_wal_pending(db->wal);
-    rc = lkv_wal_close(db->wal, err);
-    db->wal = NULL;
-    atomic_fetch_add(&db->bytes_wal, pending);
-    db->unwritten = 0;
+    rc = lkv_wal_write_out(db->wal, err);
+    if (rc == LKV_OK) {
+      atomic_fetch_add(&db->bytes_wal, pending);
+      db->unwritten = 0;
+    }
   }
   if (rc) {
+    /* the old log stays the db's (close writes what it can); the new one,
+     * empty and never used, goes */
     lkv_mem_unref(m);
-    if (w) lkv_wal_close(w, NULL);
-    if (db->wal == NULL) { /* closing the old one failed: keep the new one */
-      db->wal = w;
+    if (w) {
+      lkv_wal_close(w, NULL);
+      remove_file(db, name);
     }
     lkv_db_set_bg_error(db, rc, err);
     return rc;
   }
+  /* its bytes are written: only the close is left, which loses nothing */
+  lkv_wal_close(db->wal, NULL);
   db->wal = w;
+  atomic_store(&db->wal_bytes, 0);
   db->wal_number = number;
   lkv_mem_set_wal_number(m, number);
   db->imm[db->nimm++] = db->mem;
@@ -540,6 +612,8 @@ static int wal_commit(lkv_db *db, lkv_writer *first, lkv_writer *last,
     if (w == last) break;
   }
   uint64_t pending = lkv_wal_pending(db->wal);
+  atomic_store_explicit(&db->wal_bytes, lkv_wal_size(db->wal),
+                        memory_order_relaxed);
   db->unwritten += group_writes;
   if (db->o.sync == LKV_SYNC_ALWAYS) {
     rc = lkv_wal_sync(db->wal, err);
@@ -569,26 +643,39 @@ static int sync_wals(lkv_db *db, lkv_err *err) {
   for (int i = 0; i < n && rc == LKV_OK; i++) {
     char name[256], path[4096];
     int fd;
+    lkv_env_info st;
     wal_name(db, wals[i], name, sizeof name);
     rc = dir_path(db, name, path, sizeof path, err);
     if (rc != LKV_OK) break;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
-      rc = lkv_env_fdatasync(fd, path, err);
-      close(fd);
-    } else if (errno != ENOENT) {
-      rc = lkv_seterr(err, LKV_IOERROR, "open %s: %s", path, strerror(errno));
+    if ((rc = lkv_env_open(db->env, path, O_RDONLY, 0, &fd, err)) == LKV_OK) {
+      rc = lkv_env_fdatasync(db->env, fd, path, err);
+      lkv_env_close(db->env, fd, path, NULL);
+    } else if (lkv_env_stat(db->env, path, &st, NULL) == LKV_NOTFOUND) {
+      rc = LKV_OK; /* flushed meanwhile */
     }
   }
   if (rc == LKV_OK) rc = lkv_wal_sync(db->wal, err);
   /* the files' names too: a WAL created since the last sync of the dir */
-  if (rc == LKV_OK) rc = lkv_env_sync_dir(db->dir, err);
+  if (rc == LKV_OK) rc = lkv_env_sync_dir(db->env, db->dir, err);
   if (rc == LKV_OK) atomic_fetch_add(&db->wal_syncs, 1);
   pthread_mutex_lock(&db->mu);
   return rc;
 }
 
+static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err);
+
 /* Commit one writer (a batch or a forced flush) through the queue. */
 static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
+  if (db->o.read_only)
+    return lkv_seterr(err, LKV_INVALID, "%s is open read-only", db->dir);
+  int rc = lkv_db_call_begin(db, err);
+  if (rc) return rc;
+  rc = db_write_queued(db, w, err);
+  lkv_db_call_end(db);
+  return rc;
+}
+
+static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err) {
   pthread_mutex_lock(&db->mu);
   if (db->shutting_down) {
     pthread_mutex_unlock(&db->mu);
@@ -668,6 +755,9 @@ static int db_write(lkv_db *db, lkv_writer *w, lkv_err *err) {
     w->last_seq = atomic_load(&db->last_seq);
   } else if (rc == LKV_OK && w->sync_wal) {
     rc = sync_wals(db, &lerr);
+    /* after a failed fsync the kernel may have dropped the dirty pages:
+     * what was acknowledged may be gone, so nothing more is accepted */
+    if (rc) lkv_db_set_bg_error(db, rc, &lerr);
   }
 
   /* hand results to the group and wake the next leader */
@@ -699,7 +789,7 @@ int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
   if (!check_db(db, err)) return LKV_INVALID;
   if (b == NULL) return lkv_seterr(err, LKV_INVALID, "batch is NULL");
   if (b->count == 0) {
-    if (last_seq) *last_seq = lkv_db_last_seq(db);
+    if (last_seq) *last_seq = lkv_db_seq(db);
     return LKV_OK;
   }
   lkv_writer w;
@@ -755,7 +845,10 @@ int lkv_db_delete(lkv_db *db, const void *key, size_t klen, uint64_t *seq,
 }
 
 uint64_t lkv_db_last_seq(lkv_db *db) {
-  return atomic_load_explicit(&db->last_seq, memory_order_acquire);
+  if (lkv_db_call_begin(db, NULL)) return 0;
+  uint64_t seq = lkv_db_seq(db);
+  lkv_db_call_end(db);
+  return seq;
 }
 
 /* ---- reads ----------------------------------------------------------- */
@@ -770,14 +863,14 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
   char stack[256];
   char *ik = klen + LKV_TAG_BYTES <= sizeof stack ? stack : malloc(klen + LKV_TAG_BYTES);
   if (ik == NULL) return lkv_seterr(err, LKV_NOMEM, "get");
-  if (atomic_load_explicit(&db->closing, memory_order_relaxed)) {
+  unsigned stripe = lkv_thread_stripe() % LKV_SV_STRIPES;
+  lkv_sv *s = sv_acquire(db, stripe);
+  if (s == NULL) {
     if (ik != stack) free(ik);
     return lkv_seterr(err, LKV_CLOSED, "db is closed");
   }
-  unsigned stripe = lkv_thread_stripe() % LKV_SV_STRIPES;
-  lkv_sv *s = sv_acquire(db, stripe);
 
-  uint64_t last = lkv_db_last_seq(db);
+  uint64_t last = lkv_db_seq(db);
   if (at > last) at = last;
   int type = LKV_TYPE_VALUE, rc;
   if (klen) memcpy(ik, key, klen);
@@ -805,14 +898,20 @@ int lkv_snapshot_new(lkv_db *db, lkv_snapshot **out, lkv_err *err) {
   if (!check_db(db, err)) return LKV_INVALID;
   lkv_snapshot *s = calloc(1, sizeof *s);
   if (s == NULL) return lkv_seterr(err, LKV_NOMEM, "snapshot");
+  int rc = lkv_db_call_begin(db, err);
+  if (rc) {
+    free(s);
+    return rc;
+  }
   pthread_mutex_lock(&db->mu);
   if (db->shutting_down) {
     pthread_mutex_unlock(&db->mu);
+    lkv_db_call_end(db);
     free(s);
     return lkv_seterr(err, LKV_CLOSED, "db is closed");
   }
   s->db = db;
-  s->seq = lkv_db_last_seq(db);
+  s->seq = lkv_db_seq(db);
   /* sequence numbers only grow, so appending keeps the list oldest first */
   s->prev = db->snap_list.prev;
   s->next = &db->snap_list;
@@ -820,6 +919,7 @@ int lkv_snapshot_new(lkv_db *db, lkv_snapshot **out, lkv_err *err) {
   db->snap_list.prev = s;
   db->live_snapshots++;
   pthread_mutex_unlock(&db->mu);
+  lkv_db_call_end(db);
   *out = s;
   return LKV_OK;
 }
@@ -872,13 +972,17 @@ int lkv_db_flush(lkv_db *db, lkv_err *err) {
   w.force_flush = 1;
   int rc = db_write(db, &w, err);
   if (rc) return rc;
+  if ((rc = lkv_db_call_begin(db, err))) return rc;
   pthread_mutex_lock(&db->mu);
   /* batch mode may hold records in the WAL buffer of the new memtable:
    * "flushed" promises they reach an SSTable or at least the OS */
   while (db->nimm > 0 && !db->bg_error && !db->shutting_down)
     pthread_cond_wait(&db->done_cv, &db->mu);
-  rc = db->bg_error ? lkv_errcopy(err, &db->bg_err) : LKV_OK;
+  rc = db->bg_error          ? lkv_errcopy(err, &db->bg_err)
+       : db->nimm > 0 ? lkv_seterr(err, LKV_CLOSED, "db closed during a flush")
+                           : LKV_OK;
   pthread_mutex_unlock(&db->mu);
+  lkv_db_call_end(db);
   return rc;
 }
 
@@ -893,6 +997,7 @@ int lkv_db_sync(lkv_db *db, lkv_err *err) {
 int lkv_db_compact(lkv_db *db, lkv_err *err) {
   int rc = lkv_db_flush(db, err);
   if (rc) return rc;
+  if ((rc = lkv_db_call_begin(db, err))) return rc;
   pthread_mutex_lock(&db->mu);
   uint64_t target = db->manual_done + 1;
   db->manual_compact = 1;
@@ -906,13 +1011,26 @@ int lkv_db_compact(lkv_db *db, lkv_err *err) {
   else if (db->manual_rc)
     rc = lkv_errcopy(err, &db->manual_err);
   pthread_mutex_unlock(&db->mu);
+  lkv_db_call_end(db);
   return rc;
 }
 
 /* ---- stats ----------------------------------------------------------- */
 
+static void db_stats(lkv_db *db, lkv_stats *st);
+
 void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   memset(st, 0, sizeof *st);
+  if (lkv_db_call_begin(db, NULL)) {
+    st->bg_error = LKV_CLOSED;
+    snprintf(st->bg_error_msg, sizeof st->bg_error_msg, "closed: db is closed");
+    return;
+  }
+  db_stats(db, st);
+  lkv_db_call_end(db);
+}
+
+static void db_stats(lkv_db *db, lkv_stats *st) {
   pthread_mutex_lock(&db->mu);
   lkv_version *v = db->current;
   for (int l = 0; l < LKV_MAX_LEVELS; l++) {
@@ -925,7 +1043,7 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   for (int i = 0; i < db->nimm; i++) st->memtable_size_bytes += lkv_mem_usage(db->imm[i]);
   st->memtable_keys = lkv_mem_entries(db->mem);
   st->imm_memtables = (uint64_t)db->nimm;
-  st->wal_size_bytes = db->wal ? lkv_wal_size(db->wal) : 0;
+  st->wal_size_bytes = atomic_load_explicit(&db->wal_bytes, memory_order_relaxed);
   st->live_snapshots = (uint64_t)db->live_snapshots;
   st->live_iterators = (uint64_t)db->live_iters;
   st->wal_dropped_bytes = db->wal_dropped;
@@ -935,7 +1053,7 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
   st->bg_error = db->bg_error;
   if (db->bg_error) memcpy(st->bg_error_msg, db->bg_err.msg, sizeof st->bg_error_msg);
   pthread_mutex_unlock(&db->mu);
-  st->seq = lkv_db_last_seq(db);
+  st->seq = lkv_db_seq(db);
   st->bytes_written_user = atomic_load(&db->bytes_user);
   /* one set of counters, so the total and its split always agree */
   for (int l = 0; l < LKV_MAX_LEVELS; l++) {
@@ -966,6 +1084,7 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
 }
 
 int lkv_db_tables(lkv_db *db, lkv_table_fn fn, void *ctx) {
+  if (lkv_db_call_begin(db, NULL)) return 0;
   lkv_sv *s = lkv_db_sv(db);
   int n = 0;
   for (int l = 0; l < LKV_MAX_LEVELS; l++)
@@ -977,6 +1096,7 @@ int lkv_db_tables(lkv_db *db, lkv_table_fn fn, void *ctx) {
            f->largest_len - LKV_TAG_BYTES);
     }
   lkv_sv_unref(s);
+  lkv_db_call_end(db);
   return n;
 }
 
@@ -1001,11 +1121,6 @@ static int replay_record(void *ctx, const char *rec, size_t n, lkv_err *err) {
   return LKV_OK;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return x < y ? -1 : x > y;
-}
-
 /* Load the manifest's tables into db->current. */
 static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
   lkv_edit e = {0};
@@ -1014,21 +1129,21 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
     const lkv_mfile *mf = &m->files[i];
     char name[64], path[4096];
     lkv_table *t = NULL;
+    lkv_env_info st;
     lkv_db_table_name(db, mf->number, name, sizeof name);
     if ((rc = dir_path(db, name, path, sizeof path, err))) break;
-    if (access(path, F_OK) != 0) {
+    if ((rc = lkv_env_stat(db->env, path, &st, err)) == LKV_NOTFOUND) {
       rc = lkv_seterr(err, LKV_CORRUPTION,
                       "%s/MANIFEST lists %s but the file is missing", db->dir, name);
       break;
     }
-    if ((rc = lkv_db_open_table(db, path, mf->number, &t, err)))
-      break;
-    if (lkv_table_file_size(t) != mf->size) {
+    if (rc || (rc = lkv_db_open_table(db, path, mf->number, &t, err))) break;
+    uint64_t size = lkv_table_file_size(t);
+    if (size != mf->size) {
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_CORRUPTION,
                       "%s: size %llu differs from the %llu bytes in MANIFEST", name,
-                      (unsigned long long)lkv_table_file_size(t),
-                      (unsigned long long)mf->size);
+                      (unsigned long long)size, (unsigned long long)mf->size);
       break;
     }
     lkv_slice s = {mf->smallest, mf->smallest_len}, l = {mf->largest, mf->largest_len};
@@ -1052,81 +1167,229 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
   return rc;
 }
 
-/* Read the directory: WAL numbers to replay (>= min_wal), orphan tables
- * and stale WALs to delete, and the highest file number seen. */
-static int scan_dir(lkv_db *db, const lkv_manifest *m, uint64_t **wals,
-                    size_t *nwals, uint64_t *max_number, lkv_err *err) {
-  DIR *d = opendir(db->dir);
-  if (d == NULL) return lkv_seterrno(err, "opendir", db->dir);
-  size_t cap = 0;
-  struct dirent *de;
-  int rc = LKV_OK;
-  *nwals = 0;
-  *wals = NULL;
-  while ((de = readdir(d)) != NULL && rc == LKV_OK) {
-    uint64_t num;
-    int kind = parse_name(db, de->d_name, &num);
-    char path[4096];
-    if (strcmp(de->d_name, LKV_MANIFEST_TMP) == 0) { /* a crashed rewrite */
-      if (dir_path(db, de->d_name, path, sizeof path, NULL) == LKV_OK)
-        lkv_env_unlink(path, NULL);
-      continue;
-    }
-    if (!kind) continue;
-    if (num > *max_number) *max_number = num;
-    int live = 0;
-    if (kind == 1) {
-      for (size_t i = 0; i < m->nfiles && !live; i++) live = m->files[i].number == num;
-    } else if (num >= m->wal_number) {
-      if (*nwals == cap) {
-        cap = cap ? cap * 2 : 8;
-        uint64_t *p = realloc(*wals, cap * sizeof *p);
-        if (p == NULL) {
-          rc = lkv_seterr(err, LKV_NOMEM, "scanning %s", db->dir);
-          break;
-        }
-        *wals = p;
-      }
-      (*wals)[(*nwals)++] = num;
-      live = 1;
-    }
-    /* tables of an unfinished flush or compaction, WALs already flushed */
-    if (!live && dir_path(db, de->d_name, path, sizeof path, NULL) == LKV_OK)
-      lkv_env_unlink(path, NULL);
+/* A file of the directory, as open sorts it. */
+typedef struct dir_entry {
+  int kind; /* NAME_TABLE, NAME_LOG, NAME_OTHER */
+  uint64_t number;
+  size_t base_len; /* logs: the base is name[0 .. base_len) */
+  char name[];
+} dir_entry;
+
+typedef struct dir_scan {
+  dir_entry **e;
+  size_t n, cap;
+  int nomem;
+} dir_scan;
+
+static int scan_add(void *arg, const char *name) {
+  dir_scan *sc = arg;
+  size_t nl = strlen(name);
+  if (sc->n == sc->cap) {
+    size_t cap = sc->cap ? sc->cap * 2 : 32;
+    dir_entry **p = realloc(sc->e, cap * sizeof *p);
+    if (p == NULL) return sc->nomem = 1;
+    sc->e = p;
+    sc->cap = cap;
   }
-  closedir(d);
+  dir_entry *d = malloc(sizeof *d + nl + 1);
+  if (d == NULL) return sc->nomem = 1;
+  memcpy(d->name, name, nl + 1);
+  const char *base = NULL;
+  d->base_len = 0;
+  d->kind = parse_name(d->name, &d->number, &base, &d->base_len);
+  sc->e[sc->n++] = d;
+  return 0;
+}
+
+static void scan_free(dir_scan *sc) {
+  for (size_t i = 0; i < sc->n; i++) free(sc->e[i]);
+  free(sc->e);
+  memset(sc, 0, sizeof *sc);
+}
+
+static int scan_dir(lkv_db *db, dir_scan *sc, lkv_err *err) {
+  memset(sc, 0, sizeof *sc);
+  int rc = lkv_env_list_dir(db->env, db->dir, scan_add, sc, err);
+  if (rc == LKV_OK && sc->nomem) rc = lkv_seterr(err, LKV_NOMEM, "scanning %s", db->dir);
+  if (rc) scan_free(sc);
+  return rc;
+}
+
+static int is_log_of(const dir_entry *d, const char *base) {
+  return d->kind == NAME_LOG && strlen(base) == d->base_len &&
+         memcmp(d->name, base, d->base_len) == 0;
+}
+
+/* A directory without a MANIFEST is a new database only when it holds
+ * nothing but what an interrupted first open leaves (LOCK, MANIFEST.tmp,
+ * an empty log): anything else is someone's data, refused untouched. */
+static int check_fresh(lkv_db *db, const dir_scan *sc, lkv_err *err) {
+  for (size_t i = 0; i < sc->n; i++) {
+    const dir_entry *d = sc->e[i];
+    if (d->kind == NAME_TABLE)
+      return lkv_seterr(err, LKV_CORRUPTION,
+                        "%s/MANIFEST is missing but tables exist (%s)",
+                        db->dir, d->name);
+    if (strcmp(d->name, "LOCK") == 0 || strcmp(d->name, LKV_MANIFEST_TMP) == 0)
+      continue;
+    if (is_log_of(d, db->log_file_name)) {
+      char path[4096];
+      lkv_env_info st;
+      if (dir_path(db, d->name, path, sizeof path, NULL) == LKV_OK &&
+          lkv_env_stat(db->env, path, &st, NULL) == LKV_OK && st.size == 0)
+        continue;
+    }
+    return lkv_seterr(err, LKV_INVALID,
+                      "%s is not a lunakv database: it holds %s but no "
+                      "MANIFEST (open an empty or new directory)",
+                      db->dir, d->name);
+  }
+  return LKV_OK;
+}
+
+/* The base name of the logs to replay. A version 2 MANIFEST records it;
+ * a version 1 MANIFEST did not (the logs were named after the option at
+ * the time), so the live logs tell: the configured name's, else the one
+ * other name they carry. */
+static int replay_base(lkv_db *db, const lkv_manifest *m, const dir_scan *sc,
+                       char *base, size_t n, lkv_err *err) {
+  if (m->wal_name) {
+    snprintf(base, n, "%.*s", (int)m->wal_name_len, m->wal_name);
+    return LKV_OK;
+  }
+  const dir_entry *found = NULL;
+  for (size_t i = 0; i < sc->n; i++) {
+    const dir_entry *d = sc->e[i];
+    if (d->kind != NAME_LOG || d->number < m->wal_number) continue;
+    if (is_log_of(d, db->log_file_name)) {
+      found = NULL;
+      break;
+    }
+    if (found && (found->base_len != d->base_len ||
+                  memcmp(found->name, d->name, d->base_len) != 0))
+      return lkv_seterr(err, LKV_INVALID,
+                        "%s holds logs under two names (%s, %s) and its "
+                        "MANIFEST does not say which is live: set "
+                        "log_file_name to the one it was written with",
+                        db->dir, found->name, d->name);
+    found = d;
+  }
+  if (found)
+    snprintf(base, n, "%.*s", (int)found->base_len, found->name);
+  else
+    snprintf(base, n, "%s", db->log_file_name);
+  return LKV_OK;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The live logs of base (numbered from the MANIFEST's wal_number), in
+ * order, into *wals; deletes what no one needs (unless read-only): tables
+ * the MANIFEST does not list (an interrupted flush or compaction), older
+ * logs of base (already flushed), MANIFEST.tmp. Logs under another name
+ * are left alone: they are not this database's. */
+static int sort_files(lkv_db *db, const lkv_manifest *m, const dir_scan *sc,
+                      const char *base, uint64_t **wals, size_t *nwals,
+                      uint64_t *max_number, lkv_err *err) {
+  *nwals = 0;
+  *wals = malloc((sc->n ? sc->n : 1) * sizeof **wals);
+  if (*wals == NULL) return lkv_seterr(err, LKV_NOMEM, "scanning %s", db->dir);
+  for (size_t i = 0; i < sc->n; i++) {
+    const dir_entry *d = sc->e[i];
+    int dead = strcmp(d->name, LKV_MANIFEST_TMP) == 0;
+    if (d->kind == NAME_TABLE) {
+      int live = 0;
+      for (size_t j = 0; j < m->nfiles && !live; j++) live = m->files[j].number == d->number;
+      dead = !live;
+    } else if (is_log_of(d, base)) {
+      if (d->number >= m->wal_number)
+        (*wals)[(*nwals)++] = d->number;
+      else
+        dead = 1;
+    }
+    if ((d->kind == NAME_TABLE || is_log_of(d, base)) && d->number > *max_number)
+      *max_number = d->number;
+    if (dead && !db->o.read_only) remove_file(db, d->name);
+  }
   if (*nwals) qsort(*wals, *nwals, sizeof **wals, cmp_u64);
+  return LKV_OK;
+}
+
+/* Write the replayed memtable as an L0 table, record it with a fresh log
+ * number in the MANIFEST, then create that log: the MANIFEST goes first,
+ * so a crash between the two leaves a log number with no file (nothing to
+ * replay) rather than a log no MANIFEST knows. */
+static int restart_log(lkv_db *db, lkv_err *err) {
+  lkv_edit e = {0};
+  int rc = LKV_OK;
+  char name[256], path[4096];
+  db->wal_number = db->next_file++;
+  lkv_mem_set_wal_number(db->mem, db->wal_number);
+  if (lkv_mem_entries(db->mem) > 0) {
+    lkv_fmeta *f = NULL;
+    lkv_iiter *it = lkv_mem_iter(db->mem);
+    if (it == NULL) return lkv_seterr(err, LKV_NOMEM, "recovery");
+    it->ops->seek_first(it);
+    rc = lkv_db_build_table(db, it, db->next_file++, &f, err);
+    it->ops->destroy(it);
+    if (rc == LKV_OK && f) atomic_fetch_add(&db->level_written[0], f->size);
+    if (rc == LKV_OK && f && lkv_edit_add(&e, 0, f)) {
+      lkv_fmeta_unref(f);
+      rc = lkv_seterr(err, LKV_NOMEM, "recovery");
+    }
+    lkv_mem *fresh = rc ? NULL : lkv_mem_new(db->o.max_memtable_size);
+    if (rc == LKV_OK && fresh == NULL) rc = lkv_seterr(err, LKV_NOMEM, "recovery");
+    if (rc) {
+      lkv_edit_free(&e);
+      return rc;
+    }
+    lkv_mem_set_wal_number(fresh, db->wal_number);
+    lkv_mem_unref(db->mem);
+    db->mem = fresh;
+  }
+  if ((rc = lkv_db_install_sv(db))) {
+    lkv_edit_free(&e);
+    return lkv_seterr(err, rc, "recovery");
+  }
+  pthread_mutex_lock(&db->manifest_mu);
+  rc = lkv_db_log_and_apply(db, &e, 0, NULL, err); /* the new wal_number */
+  pthread_mutex_unlock(&db->manifest_mu);
+  lkv_edit_free(&e);
+  wal_name(db, db->wal_number, name, sizeof name);
+  if (rc == LKV_OK && (rc = dir_path(db, name, path, sizeof path, err)) == LKV_OK)
+    rc = lkv_wal_create(db->env, path, &db->wal, err);
   return rc;
 }
 
 static int recover(lkv_db *db, lkv_err *err) {
   lkv_manifest m;
+  dir_scan sc;
   int exists, rc;
   uint64_t *wals = NULL;
   size_t nwals = 0;
-  if ((rc = lkv_manifest_read(db->dir, &m, &exists, err))) return rc;
+  char base[256];
+  if ((rc = lkv_manifest_read(db->env, db->dir, &m, &exists, err))) return rc;
+  if ((rc = scan_dir(db, &sc, err))) {
+    lkv_manifest_free(&m);
+    return rc;
+  }
   if (!exists) {
-    /* a new db, unless tables exist: then the manifest was lost, and an
-     * empty database would silently hide them */
     m.next_file = 1;
     m.wal_number = 0;
-    DIR *d = opendir(db->dir);
-    if (d == NULL) return lkv_seterrno(err, "opendir", db->dir);
-    struct dirent *de;
-    uint64_t num;
-    while ((de = readdir(d)) != NULL)
-      if (parse_name(db, de->d_name, &num) == 1) {
-        rc = lkv_seterr(err, LKV_CORRUPTION,
-                        "%s/MANIFEST is missing but tables exist (%s)",
-                        db->dir, de->d_name);
-        closedir(d); /* after the message: it frees de */
-        return rc;
-      }
-    closedir(d);
+    if ((rc = check_fresh(db, &sc, err))) goto out;
+    if (db->o.read_only) {
+      rc = lkv_seterr(err, LKV_INVALID, "%s holds no lunakv database (no MANIFEST)",
+                      db->dir);
+      goto out;
+    }
   }
+  if ((rc = replay_base(db, &m, &sc, base, sizeof base, err))) goto out;
   if ((rc = load_version(db, &m, err))) goto out;
   uint64_t max_number = 0;
-  if ((rc = scan_dir(db, &m, &wals, &nwals, &max_number, err))) goto out;
+  if ((rc = sort_files(db, &m, &sc, base, &wals, &nwals, &max_number, err))) goto out;
   db->next_file = m.next_file > max_number + 1 ? m.next_file : max_number + 1;
   uint64_t last_seq = m.last_seq;
 
@@ -1135,10 +1398,10 @@ static int recover(lkv_db *db, lkv_err *err) {
   size_t replayed = 0;
   for (size_t i = 0; i < nwals; i++) {
     char name[256], path[4096], why[160];
-    wal_name(db, wals[i], name, sizeof name);
+    log_name(base, wals[i], name, sizeof name);
     if ((rc = dir_path(db, name, path, sizeof path, err))) goto out;
-    rc = lkv_wal_replay(path, replay_record, &rctx, &valid_end, &dropped, why,
-                        sizeof why, err);
+    rc = lkv_wal_replay(db->env, path, replay_record, &rctx, &valid_end, &dropped,
+                        why, sizeof why, err);
     if (rc == LKV_NOMEM) lkv_seterr(err, rc, "replaying %s", name);
     if (rc) goto out;
     replayed = i + 1;
@@ -1155,68 +1418,36 @@ static int recover(lkv_db *db, lkv_err *err) {
   if (rctx.max_seq > last_seq) last_seq = rctx.max_seq;
   atomic_store(&db->last_seq, last_seq);
 
-  if (replayed == 1 && nwals == 1) {
+  if (db->o.read_only) {
+    /* the replayed writes stay in memory: nothing on disk changes */
+    rc = lkv_db_install_sv(db);
+  } else if (replayed == 1 && nwals == 1 && strcmp(base, db->log_file_name) == 0) {
     /* the common case: keep appending to the log, cut after its last
      * good record so new writes follow valid data */
     char name[256], path[4096];
     wal_name(db, wals[0], name, sizeof name);
     if ((rc = dir_path(db, name, path, sizeof path, err)) ||
-        (rc = lkv_wal_reopen(path, valid_end, &db->wal, err)))
+        (rc = lkv_wal_reopen(db->env, path, valid_end, &db->wal, err)))
       goto out;
     db->wal_number = wals[0];
+    atomic_store(&db->wal_bytes, valid_end);
     lkv_mem_set_wal_number(db->mem, wals[0]);
-    if ((rc = lkv_db_install_sv(db))) goto out;
+    rc = lkv_db_install_sv(db);
   } else {
-    /* several logs (a crash with a frozen memtable), or none: put what was
-     * replayed into a table, then start one fresh log */
-    lkv_edit e = {0};
-    db->wal_number = db->next_file++;
-    lkv_mem_set_wal_number(db->mem, db->wal_number);
-    char name[256], path[4096];
-    wal_name(db, db->wal_number, name, sizeof name);
-    if ((rc = dir_path(db, name, path, sizeof path, err)) ||
-        (rc = lkv_wal_create(path, &db->wal, err)))
-      goto out;
-    if ((rc = lkv_db_install_sv(db))) goto out;
-    if (lkv_mem_entries(db->mem) > 0) {
-      lkv_fmeta *f = NULL;
-      lkv_iiter *it = lkv_mem_iter(db->mem);
-      if (it == NULL) {
-        rc = lkv_seterr(err, LKV_NOMEM, "recovery");
-        goto out;
-      }
-      it->ops->seek_first(it);
-      rc = lkv_db_build_table(db, it, db->next_file++, &f, err);
-      it->ops->destroy(it);
-      if (rc == LKV_OK && f) atomic_fetch_add(&db->level_written[0], f->size);
-      if (rc == LKV_OK && f && lkv_edit_add(&e, 0, f)) {
-        lkv_fmeta_unref(f);
-        rc = lkv_seterr(err, LKV_NOMEM, "recovery");
-      }
-      if (rc) goto out;
-      lkv_mem *fresh = lkv_mem_new(db->o.max_memtable_size);
-      if (fresh == NULL) {
-        lkv_edit_free(&e);
-        rc = lkv_seterr(err, LKV_NOMEM, "recovery");
-        goto out;
-      }
-      lkv_mem_set_wal_number(fresh, db->wal_number);
-      lkv_mem_unref(db->mem);
-      db->mem = fresh;
-    }
-    pthread_mutex_lock(&db->manifest_mu);
-    rc = lkv_db_log_and_apply(db, &e, 0, err); /* records the new wal_number */
-    pthread_mutex_unlock(&db->manifest_mu);
-    lkv_edit_free(&e);
-    if (rc) goto out;
+    /* several logs (a crash with a frozen memtable), logs under another
+     * name than the one configured, or none: what was replayed goes into
+     * a table and one fresh log starts; the old logs go once the MANIFEST
+     * no longer needs them */
+    if ((rc = restart_log(db, err))) goto out;
     for (size_t i = 0; i < nwals; i++) {
-      char p2[4096];
-      wal_name(db, wals[i], name, sizeof name);
-      if (dir_path(db, name, p2, sizeof p2, NULL) == LKV_OK) lkv_env_unlink(p2, NULL);
+      char name[256];
+      log_name(base, wals[i], name, sizeof name);
+      remove_file(db, name);
     }
   }
 out:
   free(wals);
+  scan_free(&sc);
   lkv_manifest_free(&m);
   return rc;
 }
@@ -1230,19 +1461,59 @@ static void db_free(lkv_db *db) {
   lkv_version_unref(db->current);
   lkv_mem_unref(db->mem);
   for (int i = 0; i < db->nimm; i++) lkv_mem_unref(db->imm[i]);
+  /* the files the versions above were the last to hold */
+  lkv_db_bury_dead(db);
   /* after the versions: no table is pinned any more */
   if (db->tcache) lkv_cache_free(db->tcache);
   if (db->cache) lkv_cache_free(db->cache);
   for (int l = 0; l < LKV_MAX_LEVELS; l++) free(db->compact_ptr[l]);
-  lkv_env_unlock(db->lock_fd);
+  lkv_env_unlock(db->env, db->lock_fd);
   pthread_mutex_destroy(&db->mu);
   pthread_mutex_destroy(&db->manifest_mu);
+  pthread_mutex_destroy(&db->dead_mu);
   pthread_cond_destroy(&db->flush_cv);
   pthread_cond_destroy(&db->compact_cv);
   pthread_cond_destroy(&db->done_cv);
+  pthread_cond_destroy(&db->dead_cv);
   free(db->dir);
   free(db->log_file_name);
   free(db);
+}
+
+/* Closes and deletes the table files readers let go of (see
+ * lkv_fmeta_unref). */
+static void *janitor_thread(void *arg) {
+  lkv_db *db = arg;
+  pthread_mutex_lock(&db->dead_mu);
+  for (;;) {
+    while (db->dead == NULL && !db->janitor_stop)
+      pthread_cond_wait(&db->dead_cv, &db->dead_mu);
+    if (db->dead == NULL) break;
+    pthread_mutex_unlock(&db->dead_mu);
+    lkv_db_bury_dead(db);
+    pthread_mutex_lock(&db->dead_mu);
+  }
+  pthread_mutex_unlock(&db->dead_mu);
+  return NULL;
+}
+
+/* Stop the background threads that were started (mu not held). */
+static void stop_threads(lkv_db *db, int started) {
+  pthread_mutex_lock(&db->mu);
+  db->shutting_down = 1;
+  pthread_cond_broadcast(&db->flush_cv);
+  pthread_cond_broadcast(&db->compact_cv);
+  pthread_cond_broadcast(&db->done_cv);
+  pthread_mutex_unlock(&db->mu);
+  if (started > 0) pthread_join(db->flush_th, NULL);
+  if (started > 1) pthread_join(db->compact_th, NULL);
+  if (started > 2) {
+    pthread_mutex_lock(&db->dead_mu);
+    db->janitor_stop = 1;
+    pthread_cond_signal(&db->dead_cv);
+    pthread_mutex_unlock(&db->dead_mu);
+    pthread_join(db->janitor_th, NULL);
+  }
 }
 
 int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
@@ -1257,7 +1528,17 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   else
     lkv_options_init(&o);
   if ((rc = check_options(&o, err))) return rc;
-  if ((rc = lkv_env_mkdirs(dir, err))) return rc;
+  const lkv_env *env = o.env ? o.env : lkv_env_posix();
+  if (o.read_only) {
+    lkv_env_info st;
+    rc = lkv_env_stat(env, dir, &st, err);
+    if (rc == LKV_NOTFOUND)
+      return lkv_seterr(err, LKV_INVALID, "%s does not exist (opening read-only)", dir);
+    if (rc) return rc;
+    if (!st.is_dir) return lkv_seterr(err, LKV_INVALID, "%s is not a directory", dir);
+  } else if ((rc = lkv_env_mkdirs(env, dir, err))) {
+    return rc;
+  }
 
   /* aligned: the read stripes are cache-line aligned */
   lkv_db *db = aligned_alloc(64, sizeof *db);
@@ -1266,12 +1547,16 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->lock_fd = -1;
   pthread_mutex_init(&db->mu, NULL);
   pthread_mutex_init(&db->manifest_mu, NULL);
+  pthread_mutex_init(&db->dead_mu, NULL);
   pthread_cond_init(&db->flush_cv, NULL);
   pthread_cond_init(&db->compact_cv, NULL);
   pthread_cond_init(&db->done_cv, NULL);
+  pthread_cond_init(&db->dead_cv, NULL);
   for (int i = 0; i < LKV_SV_STRIPES; i++) atomic_init(&db->stripes[i].mu.held, 0);
   db->snap_list.next = db->snap_list.prev = &db->snap_list;
   db->o = o;
+  db->env = env;
+  db->o.env = env;
   size_t per = o.max_memtable_size ? o.max_memtable_size : 1;
   db->max_imm = LKV_IMM_BUDGET_BYTES / per > LKV_MAX_IMM ? LKV_MAX_IMM
                                                          : (int)(LKV_IMM_BUDGET_BYTES / per);
@@ -1287,25 +1572,44 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
     db_free(db);
     return lkv_seterr(err, LKV_NOMEM, "open %s", dir);
   }
-  if ((rc = lkv_env_lock(dir, &db->lock_fd, err)) || (rc = recover(db, err))) {
+  /* a directory that is someone else's is refused before LOCK is made in
+   * it (recover checks again under the lock) */
+  {
+    lkv_env_info st;
+    char mpath[4096];
+    dir_scan sc;
+    if ((rc = dir_path(db, LKV_MANIFEST_NAME, mpath, sizeof mpath, err)) == LKV_OK &&
+        lkv_env_stat(env, mpath, &st, NULL) == LKV_NOTFOUND &&
+        (rc = scan_dir(db, &sc, err)) == LKV_OK) {
+      rc = check_fresh(db, &sc, err);
+      scan_free(&sc);
+    }
+    if (rc) {
+      db_free(db);
+      return rc;
+    }
+  }
+  if ((rc = lkv_env_lock(env, dir, !o.read_only, &db->lock_fd, err)) ||
+      (rc = recover(db, err))) {
     if (db->wal) lkv_wal_close(db->wal, NULL);
     db_free(db);
     return rc;
   }
-  if (pthread_create(&db->flush_th, NULL, flush_thread, db) != 0) {
-    lkv_wal_close(db->wal, NULL);
-    db_free(db);
-    return lkv_seterr(err, LKV_IOERROR, "open %s: cannot start the flush thread", dir);
+  if (o.read_only) {
+    *out = db;
+    return LKV_OK;
   }
-  if (pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) != 0) {
-    pthread_mutex_lock(&db->mu);
-    db->shutting_down = 1;
-    pthread_cond_broadcast(&db->flush_cv);
-    pthread_mutex_unlock(&db->mu);
-    pthread_join(db->flush_th, NULL);
+  int started = 0;
+  if (pthread_create(&db->flush_th, NULL, flush_thread, db) == 0) started++;
+  if (started == 1 && pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) == 0)
+    started++;
+  if (started == 2 && pthread_create(&db->janitor_th, NULL, janitor_thread, db) == 0)
+    started++;
+  if (started < 3) {
+    stop_threads(db, started);
     lkv_wal_close(db->wal, NULL);
     db_free(db);
-    return lkv_seterr(err, LKV_IOERROR, "open %s: cannot start the compaction thread", dir);
+    return lkv_seterr(err, LKV_IOERROR, "open %s: cannot start a background thread", dir);
   }
   db->threads_started = 1;
   /* tables may already be due for compaction (e.g. after recovery) */
@@ -1326,22 +1630,17 @@ int lkv_db_close(lkv_db *db, lkv_err *err) {
                       "close %s: %d iterator(s) and %d snapshot(s) still open",
                       db->dir, it, sn);
   }
-  /* let queued writers finish; new ones see shutting_down */
-  while (db->wq_head) {
-    pthread_mutex_unlock(&db->mu);
-    sched_yield();
-    pthread_mutex_lock(&db->mu);
-  }
+  /* From here no call gets in (new iterators and snapshots see
+   * shutting_down under this same lock); calls already inside either
+   * finish or, if they wait for background work, return LKV_CLOSED. */
   db->shutting_down = 1;
   atomic_store(&db->closing, 1);
   pthread_cond_broadcast(&db->flush_cv);
   pthread_cond_broadcast(&db->compact_cv);
   pthread_cond_broadcast(&db->done_cv);
   pthread_mutex_unlock(&db->mu);
-  if (db->threads_started) {
-    pthread_join(db->flush_th, NULL);
-    pthread_join(db->compact_th, NULL);
-  }
+  drain_calls(db);
+  if (db->threads_started) stop_threads(db, 3);
   int rc = LKV_OK;
   if (db->wal) {
     uint64_t pending = lkv_wal_pending(db->wal);

@@ -45,6 +45,7 @@ typedef struct lkv_fmeta {
   char *largest;
   size_t largest_len;
   struct lkv_db *db; /* its open table lives in db->tcache */
+  struct lkv_fmeta *next_dead; /* on db->dead, waiting for the janitor */
   /* While fewer than half of max_open_files tables are pinned this way,
    * a new table stays pinned for its whole life and readers use `table`
    * directly: no cache lookup (and no shared lock) on the read path. */
@@ -92,6 +93,8 @@ typedef struct lkv_sv {
 typedef struct lkv_sv_stripe {
   _Alignas(64) lkv_spin mu;
   lkv_sv *sv; /* holds one reference */
+  int inflight; /* point reads of this stripe running now */
+  int closed;   /* close has begun: reads refuse */
 } lkv_sv_stripe;
 
 /* A version change: files added and removed, and the WAL cut-off. */
@@ -114,9 +117,13 @@ struct lkv_snapshot {
 
 struct lkv_db {
   char *dir;
-  char *log_file_name;
+  char *log_file_name; /* the base name of the logs this db writes */
   lkv_options o;
+  const lkv_env *env;  /* o.env, or the POSIX env */
   int lock_fd;
+  /* calls in flight other than point reads (which count per stripe):
+   * close waits for both to drain before it frees anything */
+  atomic_int calls;
 
   pthread_mutex_t mu;
   pthread_mutex_t manifest_mu;
@@ -132,6 +139,8 @@ struct lkv_db {
   lkv_mem *imm[LKV_MAX_IMM]; /* oldest first */
   lkv_wal *wal;
   uint64_t wal_number;
+  _Atomic uint64_t wal_bytes; /* lkv_wal_size(wal) after the last commit,
+                                 for stats (the leader writes it unlocked) */
   int unwritten; /* writes buffered in the WAL since the last write_out */
   uint64_t next_file;
   _Atomic uint64_t last_seq; /* newest visible sequence number */
@@ -145,8 +154,15 @@ struct lkv_db {
   int live_snapshots;     /* (mu) */
   int live_iters;         /* (mu) */
 
-  pthread_t flush_th, compact_th;
+  pthread_t flush_th, compact_th, janitor_th;
   int threads_started;
+  /* Table files whose last reference is gone (the janitor closes, evicts
+   * and deletes them, so the reader that drops the last reference never
+   * pays for a close and an unlink). Under dead_mu. */
+  pthread_mutex_t dead_mu;
+  pthread_cond_t dead_cv;
+  lkv_fmeta *dead;
+  int janitor_stop;
   int shutting_down;  /* (mu) */
   int bg_error;       /* sticky first background failure (mu) */
   lkv_err bg_err;     /* (mu) */
@@ -199,7 +215,12 @@ int lkv_db_pin_limit(const lkv_db *db);
  * only when out of memory. */
 lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f);
 void lkv_fmeta_ref(lkv_fmeta *f);
+/* The last reference of a file that left the current version queues it
+ * for the janitor thread; any other last reference frees it at once. */
 void lkv_fmeta_unref(lkv_fmeta *f);
+/* Close, evict and delete the files queued so far (the janitor's work;
+ * also done at close). */
+void lkv_db_bury_dead(lkv_db *db);
 lkv_version *lkv_version_new(void);
 void lkv_version_ref(lkv_version *v);
 void lkv_version_unref(lkv_version *v);
@@ -240,14 +261,28 @@ void lkv_sv_unref(lkv_sv *s);
 
 /* ---- db.c ---------------------------------------------------------- */
 
+/* Every public call but a point read enters with call_begin (LKV_CLOSED
+ * once close has begun) and leaves with call_end; close waits for the
+ * calls inside before it frees anything. */
+int lkv_db_call_begin(lkv_db *db, lkv_err *err);
+void lkv_db_call_end(lkv_db *db);
+/* The newest visible sequence number (lkv_db_last_seq without the call
+ * accounting, for the engine's own use). */
+static inline uint64_t lkv_db_seq(lkv_db *db) {
+  return atomic_load_explicit(&db->last_seq, memory_order_acquire);
+}
 /* The current superversion, referenced (takes mu briefly). */
 lkv_sv *lkv_db_sv(lkv_db *db);
 /* Rebuild db->sv from mem, imm and current. REQUIRES: mu held. */
 int lkv_db_install_sv(lkv_db *db);
 /* Apply the edit, write the manifest, make the result current. The
  * drop_imm oldest frozen memtables (now in the edit's table) leave the
- * read path in the same step. REQUIRES: manifest_mu held, mu not held. */
-int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm, lkv_err *err);
+ * read path in the same step. On failure *maybe_committed (may be NULL)
+ * says the new MANIFEST may be the one on disk (its directory sync
+ * failed): the files it adds must not be deleted. REQUIRES: manifest_mu
+ * held, mu not held. */
+int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
+                         int *maybe_committed, lkv_err *err);
 /* Build a table file from an iterator: every entry from where it stands.
  * *out gets a new file meta (refs 1) or NULL when the input was empty. */
 int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,

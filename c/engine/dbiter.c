@@ -54,8 +54,18 @@ static void sample(lkv_iter *it, lkv_slice ukey, size_t bytes) {
   it->sample_left -= bytes;
 }
 
+static int iter_open(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err);
+
 int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
   if (db == NULL || out == NULL) return lkv_seterr(err, LKV_INVALID, "iter: NULL argument");
+  int rc = lkv_db_call_begin(db, err);
+  if (rc) return rc;
+  rc = iter_open(db, at, out, err);
+  lkv_db_call_end(db);
+  return rc;
+}
+
+static int iter_open(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
   lkv_iter *it = calloc(1, sizeof *it);
   if (it == NULL) return lkv_seterr(err, LKV_NOMEM, "iterator");
   pthread_mutex_lock(&db->mu);
@@ -76,7 +86,7 @@ int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   it->rng = (z ^ (z >> 27)) | 1;
   it->sample_left = sample_period(it);
-  uint64_t last = lkv_db_last_seq(db);
+  uint64_t last = lkv_db_seq(db);
   it->seq = at < last ? at : last;
 
   lkv_sv *s = it->sv;

@@ -10,30 +10,58 @@
 
 #include "lunakv.h"
 
+/* The engine's calls on an lkv_env (lunakv.h): each returns LKV_OK or an
+ * LKV_* code with a sentence naming the call and the file ("write
+ * 000012.sst: No space left on device"). `e` may be NULL: the POSIX env. */
+
 /* open(2) with O_CLOEXEC added. *fd = -1 on failure. */
-int lkv_env_open(const char *path, int flags, int mode, int *fd, lkv_err *err);
-/* Write all n bytes (retrying short writes and EINTR). */
-int lkv_env_write(int fd, const void *buf, size_t n, const char *path,
-                  lkv_err *err);
+int lkv_env_open(const lkv_env *e, const char *path, int flags, int mode,
+                 int *fd, lkv_err *err);
+/* Close fd (a close error is reported, the fd is gone either way). */
+int lkv_env_close(const lkv_env *e, int fd, const char *path, lkv_err *err);
+/* Write all n bytes at the file offset (retrying short writes). */
+int lkv_env_write(const lkv_env *e, int fd, const void *buf, size_t n,
+                  const char *path, lkv_err *err);
+/* Write all n bytes at off. */
+int lkv_env_pwrite(const lkv_env *e, int fd, const void *buf, size_t n,
+                   uint64_t off, const char *path, lkv_err *err);
 /* Read exactly n bytes at off. A short read (the file ends first) is
  * LKV_CORRUPTION "truncated", an error of the read LKV_IOERROR. */
-int lkv_env_pread(int fd, void *buf, size_t n, uint64_t off, const char *path,
-                  lkv_err *err);
-int lkv_env_fsync(int fd, const char *path, lkv_err *err);     /* fsync */
-int lkv_env_fdatasync(int fd, const char *path, lkv_err *err); /* fdatasync */
-int lkv_env_file_size(int fd, const char *path, uint64_t *size, lkv_err *err);
-int lkv_env_truncate(int fd, uint64_t size, const char *path, lkv_err *err);
-int lkv_env_rename(const char *from, const char *to, lkv_err *err);
-int lkv_env_unlink(const char *path, lkv_err *err); /* ENOENT is not an error */
+int lkv_env_pread(const lkv_env *e, int fd, void *buf, size_t n, uint64_t off,
+                  const char *path, lkv_err *err);
+int lkv_env_fsync(const lkv_env *e, int fd, const char *path, lkv_err *err);
+int lkv_env_fdatasync(const lkv_env *e, int fd, const char *path,
+                      lkv_err *err);
+int lkv_env_file_size(const lkv_env *e, int fd, const char *path,
+                      uint64_t *size, lkv_err *err);
+int lkv_env_truncate(const lkv_env *e, int fd, uint64_t size, const char *path,
+                     lkv_err *err);
+/* stat path: LKV_NOTFOUND (no message) when it does not exist. */
+int lkv_env_stat(const lkv_env *e, const char *path, lkv_env_info *st,
+                 lkv_err *err);
+int lkv_env_rename(const lkv_env *e, const char *from, const char *to,
+                   lkv_err *err);
+/* ENOENT is not an error. */
+int lkv_env_unlink(const lkv_env *e, const char *path, lkv_err *err);
 /* fsync the directory so creations and renames in it are durable. */
-int lkv_env_sync_dir(const char *dir, lkv_err *err);
+int lkv_env_sync_dir(const lkv_env *e, const char *dir, lkv_err *err);
 /* mkdir -p for the last component (parent must exist or be creatable). */
-int lkv_env_mkdirs(const char *dir, lkv_err *err);
-/* Create/open dir/LOCK and take an exclusive lock on it; fails with
- * LKV_BUSY naming the lock when another open holds it, in this process or
- * another. */
-int lkv_env_lock(const char *dir, int *fd, lkv_err *err);
-void lkv_env_unlock(int fd);
+int lkv_env_mkdirs(const lkv_env *e, const char *dir, lkv_err *err);
+/* Call fn for each entry of dir. */
+int lkv_env_list_dir(const lkv_env *e, const char *dir, lkv_env_dir_fn fn,
+                     void *arg, lkv_err *err);
+/* Open dir/LOCK and lock it: exclusive (creating the file) or shared.
+ * Another open holding it exclusively, in this process or another, fails
+ * with LKV_BUSY naming the lock. A shared lock on a LOCK that is missing
+ * or cannot be opened (a read-only copy of a database) gives *fd = -1 and
+ * LKV_OK: nobody can be writing there through us. */
+int lkv_env_lock(const lkv_env *e, const char *dir, int exclusive, int *fd,
+                 lkv_err *err);
+void lkv_env_unlock(const lkv_env *e, int fd);
+/* A read-only mapping of a file's first size bytes; NULL when it cannot be
+ * made (the caller reads with pread instead). */
+const void *lkv_env_mmap(const lkv_env *e, int fd, size_t size);
+void lkv_env_munmap(const lkv_env *e, const void *addr, size_t size);
 /* Join dir and name into buf (size n); INVALID when it does not fit. */
 int lkv_env_path(char *buf, size_t n, const char *dir, const char *name,
                  lkv_err *err);

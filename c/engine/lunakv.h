@@ -73,6 +73,61 @@ LKV_API const char *lkv_strerror(int code);
 #define LKV_MAX_LEVELS 7                          /* L0 .. L6 */
 #define LKV_SEQ_LATEST UINT64_MAX /* "read the newest visible version" */
 
+/* ---- the file system ------------------------------------------------- */
+
+/* Every system call the engine (and the node's replication log) makes on
+ * files goes through an lkv_env: the POSIX one by default, a
+ * fault-injecting one in tests (faultenv.h), in the manner of LevelDB's
+ * Env. Paths and open flags are POSIX's. Each function returns 0 or an
+ * errno value (never -1); pread and write return the bytes moved (a short
+ * count is retried by the caller) or a negated errno value. All of them
+ * may be called from any thread at once. `env` is the table itself, so an
+ * implementation finds its state through `ctx` or a struct it is the first
+ * member of. */
+typedef struct lkv_env_info {
+  uint64_t size;
+  int is_dir;
+} lkv_env_info;
+
+/* Called once per directory entry (not "." or ".."); non-zero stops. */
+typedef int (*lkv_env_dir_fn)(void *arg, const char *name);
+
+typedef struct lkv_env lkv_env;
+struct lkv_env {
+  int (*open)(const lkv_env *env, const char *path, int flags, int mode,
+              int *fd);
+  int (*close)(const lkv_env *env, int fd);
+  long long (*pread)(const lkv_env *env, int fd, void *buf, size_t n,
+                     uint64_t off);
+  /* At the file offset (the end with O_APPEND). */
+  long long (*write)(const lkv_env *env, int fd, const void *buf, size_t n);
+  long long (*pwrite)(const lkv_env *env, int fd, const void *buf, size_t n,
+                      uint64_t off);
+  int (*sync)(const lkv_env *env, int fd, int data_only); /* fsync/fdatasync */
+  int (*size)(const lkv_env *env, int fd, uint64_t *size);
+  int (*truncate)(const lkv_env *env, int fd, uint64_t size);
+  int (*stat)(const lkv_env *env, const char *path, lkv_env_info *st);
+  int (*rename)(const lkv_env *env, const char *from, const char *to);
+  int (*unlink)(const lkv_env *env, const char *path);
+  int (*mkdir)(const lkv_env *env, const char *path);
+  int (*list_dir)(const lkv_env *env, const char *dir, lkv_env_dir_fn fn,
+                  void *arg);
+  /* fsync the directory: creations, renames and removals in it durable */
+  int (*sync_dir)(const lkv_env *env, const char *dir);
+  /* Open path (creating it) and take an exclusive lock on it that a second
+   * lock of the same file fails with EWOULDBLOCK, in this process too;
+   * exclusive = 0 takes a shared lock (read-only opens). */
+  int (*lock)(const lkv_env *env, const char *path, int exclusive, int *fd);
+  int (*unlock)(const lkv_env *env, int fd);
+  /* A read-only shared mapping of the first `size` bytes; 0 or errno. */
+  int (*mmap)(const lkv_env *env, int fd, size_t size, const void **addr);
+  void (*munmap)(const lkv_env *env, const void *addr, size_t size);
+  void *ctx; /* the implementation's */
+};
+
+/* The POSIX file system (static storage). */
+LKV_API const lkv_env *lkv_env_posix(void);
+
 /* ---- options --------------------------------------------------------- */
 
 typedef enum lkv_sync_mode {
@@ -112,7 +167,18 @@ typedef struct lkv_options {
   int mmap_reads;
   int wal_buffer_size;      /* writes per WAL write in LKV_SYNC_BATCH; 100 */
   lkv_sync_mode sync;       /* LKV_SYNC_BATCH */
-  const char *log_file_name;/* WAL base name; "wal.log" (copied at open) */
+  /* WAL base name for a new database; "wal.log" (copied at open). An
+   * existing database keeps finding its logs under the name its MANIFEST
+   * records; when this differs, open moves their data into a table and
+   * names new logs with this one. */
+  const char *log_file_name;
+  /* Open without changing anything (RocksDB's OpenForReadOnly): a shared
+   * lock instead of the exclusive one, the WALs replayed into memory but
+   * never cut or rewritten, no background threads, and every write, flush
+   * or compaction refused with LKV_INVALID. A directory that holds no
+   * database is an error, not a new one. 0 */
+  int read_only;
+  const lkv_env *env;       /* the file system; NULL = lkv_env_posix() */
 } lkv_options;
 
 /* Fill *o with the defaults listed above. */

@@ -74,7 +74,8 @@ int lkv_tb_new(const char *path, const lkv_table_opts *o,
   b->name = slash ? slash + 1 : b->path;
   lkv_block_builder_init(&b->data, o->restart_interval);
   lkv_block_builder_init(&b->index, o->restart_interval);
-  int rc = lkv_env_open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644, &b->fd, err);
+  int rc = lkv_env_open(o->env, path, O_WRONLY | O_CREAT | O_TRUNC, 0644,
+                        &b->fd, err);
   if (rc) {
     lkv_block_builder_free(&b->data);
     lkv_block_builder_free(&b->index);
@@ -91,7 +92,7 @@ int lkv_tb_new(const char *path, const lkv_table_opts *o,
 
 static int flush_wbuf(lkv_table_builder *b) {
   if (b->wlen == 0) return LKV_OK;
-  int rc = lkv_env_write(b->fd, b->wbuf, b->wlen, b->path, &b->err);
+  int rc = lkv_env_write(b->o.env, b->fd, b->wbuf, b->wlen, b->path, &b->err);
   b->wlen = 0;
   return rc;
 }
@@ -100,7 +101,8 @@ static int emit(lkv_table_builder *b, const char *p, size_t n) {
   if (b->wlen + n > WBUF_BYTES) {
     if (flush_wbuf(b)) return b->err.code;
     if (n >= WBUF_BYTES) { /* too big to buffer: straight to the file */
-      if (lkv_env_write(b->fd, p, n, b->path, &b->err)) return b->err.code;
+      if (lkv_env_write(b->o.env, b->fd, p, n, b->path, &b->err))
+        return b->err.code;
       b->offset += n;
       return LKV_OK;
     }
@@ -227,8 +229,8 @@ uint64_t lkv_tb_size(const lkv_table_builder *b) {
 }
 
 static void destroy(lkv_table_builder *b, int remove_file) {
-  if (b->fd >= 0) close(b->fd);
-  if (remove_file) lkv_env_unlink(b->path, NULL);
+  lkv_env_close(b->o.env, b->fd, b->path, NULL);
+  if (remove_file) lkv_env_unlink(b->o.env, b->path, NULL);
   lkv_block_builder_free(&b->data);
   lkv_block_builder_free(&b->index);
   lkv_buf_free(&b->sep);
@@ -274,7 +276,7 @@ static int write_tail(lkv_table_builder *b) {
   lkv_put64(f + 48, LKV_SST_MAGIC);
   if ((rc = emit(b, f, sizeof f))) return rc;
   if ((rc = flush_wbuf(b))) return rc;
-  return lkv_env_fsync(b->fd, b->path, &b->err);
+  return lkv_env_fsync(b->o.env, b->fd, b->path, &b->err);
 }
 
 int lkv_tb_finish(lkv_table_builder *b, uint64_t *file_size, lkv_err *err) {

@@ -24,6 +24,7 @@ typedef struct ixent {
 } ixent;
 
 struct lkv_table {
+  const lkv_env *env;
   int fd;
   char *path;
   const char *name;  /* basename of path: what error messages show */
@@ -135,7 +136,7 @@ static int check_trailer(const lkv_table *t, const char *p, size_t n,
 static int read_at(const lkv_table *t, char *buf, size_t n, uint64_t off,
                    lkv_err *err) {
   lkv_err e;
-  int rc = lkv_env_pread(t->fd, buf, n, off, t->path, &e);
+  int rc = lkv_env_pread(t->env, t->fd, buf, n, off, t->path, &e);
   if (rc == LKV_CORRUPTION)
     return corrupt(t, off, "truncated: file ends inside a block", err);
   if (rc) return lkv_errcopy(err, &e);
@@ -146,11 +147,11 @@ static int read_at(const lkv_table *t, char *buf, size_t n, uint64_t off,
 
 static void table_free(lkv_table *t) {
   if (t->map) {
-    munmap((void *)t->map, (size_t)t->file_size);
+    lkv_env_munmap(t->env, t->map, (size_t)t->file_size);
     atomic_fetch_sub(&mmap_count, 1);
   }
   free(t->verified);
-  if (t->fd >= 0) close(t->fd);
+  lkv_env_close(t->env, t->fd, t->path, NULL);
   free(t->ix);
   free(t->keys);
   free(t->win);
@@ -254,10 +255,9 @@ static void map_file(lkv_table *t) {
     return;
   }
   t->verified = calloc((t->nblocks + 63) / 64, sizeof *t->verified);
-  void *m = t->verified ? mmap(NULL, (size_t)t->file_size, PROT_READ,
-                               MAP_SHARED, t->fd, 0)
-                        : MAP_FAILED;
-  if (m == MAP_FAILED) {
+  const void *m =
+      t->verified ? lkv_env_mmap(t->env, t->fd, (size_t)t->file_size) : NULL;
+  if (m == NULL) {
     free(t->verified);
     t->verified = NULL;
     atomic_fetch_sub(&mmap_count, 1);
@@ -266,7 +266,8 @@ static void map_file(lkv_table *t) {
   t->map = m;
 }
 
-int lkv_table_open(const char *path, uint64_t file_number, lkv_cache *cache,
+int lkv_table_open(const lkv_env *env, const char *path, uint64_t file_number,
+                   lkv_cache *cache,
                    lkv_table_counters *counters, int use_mmap,
                    lkv_table **out, lkv_err *err) {
   *out = NULL;
@@ -284,10 +285,12 @@ int lkv_table_open(const char *path, uint64_t file_number, lkv_cache *cache,
   t->counters = counters;
   /* O_NOATIME spares every read an inode update check (refused with EPERM
    * when we do not own the file: then open without it) */
-  int rc = lkv_env_open(path, O_RDONLY | O_NOATIME, 0, &t->fd, NULL);
-  if (rc) rc = lkv_env_open(path, O_RDONLY, 0, &t->fd, err);
+  t->env = env;
+  t->fd = -1;
+  int rc = lkv_env_open(env, path, O_RDONLY | O_NOATIME, 0, &t->fd, NULL);
+  if (rc) rc = lkv_env_open(env, path, O_RDONLY, 0, &t->fd, err);
   if (rc == LKV_OK)
-    rc = lkv_env_file_size(t->fd, t->path, &t->file_size, err);
+    rc = lkv_env_file_size(env, t->fd, t->path, &t->file_size, err);
   if (rc) goto fail;
 
   uint64_t size = t->file_size;

@@ -150,7 +150,7 @@ static void path_of(char *buf, const char *name) {
 }
 
 static lkv_table_opts default_opts(void) {
-  lkv_table_opts o = {10, 0, 0, 16, 4096};
+  lkv_table_opts o = {10, 0, 0, 16, 4096, NULL};
   return o;
 }
 
@@ -230,7 +230,7 @@ static int open_table(const char *name, lkv_cache *cache,
   char path[512];
   path_of(path, name);
   memset(err, 0, sizeof *err);
-  return lkv_table_open(path, 12, cache, cnt, use_mmap, t, err);
+  return lkv_table_open(NULL, path, 12, cache, cnt, use_mmap, t, err);
 }
 
 /* ---- lookups against the model ----------------------------------------- */
@@ -508,8 +508,8 @@ static void test_shapes(void) {
   model m;
   make_model(&m, 3000);
   lkv_table_opts shapes[] = {
-      {10, 0, 0, 1, 1},      {10, 0, 0, 1, 64},    {10, 0, 0, 3, 200},
-      {6, 2, 4096, 16, 4096}, {10, 0, 0, 16, 1 << 20}, {1, 0, 0, 128, 32768},
+      {10, 0, 0, 1, 1, NULL},      {10, 0, 0, 1, 64, NULL},    {10, 0, 0, 3, 200, NULL},
+      {6, 2, 4096, 16, 4096, NULL}, {10, 0, 0, 16, 1 << 20, NULL}, {1, 0, 0, 128, 32768, NULL},
   };
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     build_table("000020.sst", &m, &shapes[s]);
@@ -767,7 +767,7 @@ static void test_corruption(void) {
 static void test_flip_everywhere(void) {
   model m;
   make_model(&m, 400);
-  lkv_table_opts o = {10, 0, 0, 4, 512};
+  lkv_table_opts o = {10, 0, 0, 4, 512, NULL};
   uint64_t size = build_table("000040.sst", &m, &o);
   unsigned opened = 0, refused = 0;
   for (uint64_t off = 0; off < size; off += 1 + off / 97) {

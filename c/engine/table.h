@@ -25,6 +25,7 @@ typedef struct lkv_table_opts {
   size_t bloom_min_bits;    /* a filter has at least this many bits */
   int restart_interval;     /* a full key every Nth entry in a block (>= 1) */
   size_t block_size;        /* target uncompressed data block size */
+  const lkv_env *env;       /* the file system; NULL = POSIX */
 } lkv_table_opts;
 
 /* Counters the readers bump, striped so that threads reading at once do
@@ -80,7 +81,8 @@ typedef struct lkv_table lkv_table;
  * through a read-only mapping of the file (while fewer than 1000 tables
  * are mapped; pread past that) instead of pread and the cache: each
  * block's checksum is still verified, once per open, on first use. */
-int lkv_table_open(const char *path, uint64_t file_number, lkv_cache *cache,
+int lkv_table_open(const lkv_env *env, const char *path, uint64_t file_number,
+                   lkv_cache *cache,
                    lkv_table_counters *counters, int use_mmap,
                    lkv_table **out, lkv_err *err);
 void lkv_table_close(lkv_table *t);

@@ -1,5 +1,6 @@
 /* version.c - table files, versions (immutable file sets per level),
  * edits between them, and point lookups through a version. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,28 +47,53 @@ void lkv_fmeta_ref(lkv_fmeta *f) {
   atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
 }
 
-/* The last reference closes the table; a file that left the current
- * version is deleted then, so a reader still on an old version (or an
- * iterator) never loses a file under it. */
-void lkv_fmeta_unref(lkv_fmeta *f) {
-  if (f == NULL) return;
-  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+static void fmeta_free(lkv_fmeta *f) {
   if (f->table) { /* pinned by f, outside the LRU */
     lkv_table_close(f->table);
     atomic_fetch_sub(&f->db->pinned_tables, 1);
   }
-  if (atomic_load(&f->obsolete)) {
-    char name[64], path[4096];
-    /* an iterator may still pin the open table: it closes on release */
-    lkv_cache_erase_file(f->db->tcache, f->number);
-    lkv_db_table_name(f->db, f->number, name, sizeof name);
-    if (lkv_env_path(path, sizeof path, f->db->dir, name, NULL) == LKV_OK)
-      lkv_env_unlink(path, NULL);
-    if (f->db->cache) lkv_cache_erase_file(f->db->cache, f->number);
-  }
   free(f->smallest);
   free(f->largest);
   free(f);
+}
+
+/* The last reference frees the meta; a file that left the current version
+ * goes to the janitor, which closes and deletes it, so a reader still on
+ * an old version (or an iterator) never loses a file under it, and the
+ * read that drops the last reference pays for neither. */
+void lkv_fmeta_unref(lkv_fmeta *f) {
+  if (f == NULL) return;
+  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+  if (!atomic_load(&f->obsolete)) {
+    fmeta_free(f);
+    return;
+  }
+  lkv_db *db = f->db;
+  pthread_mutex_lock(&db->dead_mu);
+  f->next_dead = db->dead;
+  db->dead = f;
+  pthread_cond_signal(&db->dead_cv);
+  pthread_mutex_unlock(&db->dead_mu);
+}
+
+void lkv_db_bury_dead(lkv_db *db) {
+  pthread_mutex_lock(&db->dead_mu);
+  lkv_fmeta *f = db->dead;
+  db->dead = NULL;
+  pthread_mutex_unlock(&db->dead_mu);
+  while (f) {
+    lkv_fmeta *next = f->next_dead;
+    char name[64], path[4096];
+    uint64_t number = f->number;
+    fmeta_free(f);
+    /* an iterator may still pin the open table: it closes on release */
+    lkv_cache_erase_file(db->tcache, number);
+    lkv_db_table_name(db, number, name, sizeof name);
+    if (lkv_env_path(path, sizeof path, db->dir, name, NULL) == LKV_OK)
+      lkv_env_unlink(db->env, path, NULL);
+    if (db->cache) lkv_cache_erase_file(db->cache, number);
+    f = next;
+  }
 }
 
 /* ---- the table cache ------------------------------------------------- */

@@ -13,48 +13,54 @@
 #include "err.h"
 
 struct lkv_wal {
+  const lkv_env *env;
   int fd;
+  int failed;       /* a write_out failed: the file's tail is unknown */
   uint64_t written; /* bytes handed to the OS */
   char *buf;
   size_t len, cap;
   char path[];
 };
 
-static int wal_alloc(const char *path, int fd, uint64_t written, lkv_wal **out,
-                     lkv_err *err) {
+static int wal_alloc(const lkv_env *env, const char *path, int fd,
+                     uint64_t written, lkv_wal **out, lkv_err *err) {
   size_t pl = strlen(path) + 1;
   lkv_wal *w = calloc(1, sizeof *w + pl);
   if (w == NULL) {
-    close(fd);
+    lkv_env_close(env, fd, path, NULL);
     return lkv_seterr(err, LKV_NOMEM, "wal %s", path);
   }
   memcpy(w->path, path, pl);
+  w->env = env;
   w->fd = fd;
   w->written = written;
   *out = w;
   return LKV_OK;
 }
 
-int lkv_wal_create(const char *path, lkv_wal **out, lkv_err *err) {
-  int fd;
-  int rc = lkv_env_open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644, &fd, err);
-  if (rc) return rc;
-  return wal_alloc(path, fd, 0, out, err);
-}
-
-int lkv_wal_reopen(const char *path, uint64_t valid_end, lkv_wal **out,
+int lkv_wal_create(const lkv_env *env, const char *path, lkv_wal **out,
                    lkv_err *err) {
   int fd;
-  int rc = lkv_env_open(path, O_WRONLY | O_APPEND, 0644, &fd, err);
+  int rc = lkv_env_open(env, path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND,
+                        0644, &fd, err);
+  if (rc) return rc;
+  return wal_alloc(env, path, fd, 0, out, err);
+}
+
+int lkv_wal_reopen(const lkv_env *env, const char *path, uint64_t valid_end,
+                   lkv_wal **out, lkv_err *err) {
+  int fd;
+  int rc = lkv_env_open(env, path, O_WRONLY | O_APPEND, 0644, &fd, err);
   if (rc) return rc;
   uint64_t size;
-  if ((rc = lkv_env_file_size(fd, path, &size, err)) == LKV_OK && size > valid_end)
-    rc = lkv_env_truncate(fd, valid_end, path, err);
+  if ((rc = lkv_env_file_size(env, fd, path, &size, err)) == LKV_OK &&
+      size > valid_end)
+    rc = lkv_env_truncate(env, fd, valid_end, path, err);
   if (rc) {
-    close(fd);
+    lkv_env_close(env, fd, path, NULL);
     return rc;
   }
-  return wal_alloc(path, fd, valid_end, out, err);
+  return wal_alloc(env, path, fd, valid_end, out, err);
 }
 
 int lkv_wal_add(lkv_wal *w, const char *rec, size_t n, lkv_err *err) {
@@ -86,9 +92,16 @@ int lkv_wal_add2(lkv_wal *w, const char *a, size_t an, const char *b,
 }
 
 int lkv_wal_write_out(lkv_wal *w, lkv_err *err) {
+  if (w->failed)
+    return lkv_seterr(err, LKV_IOERROR, "%s: an earlier write failed", w->path);
   if (w->len == 0) return LKV_OK;
-  int rc = lkv_env_write(w->fd, w->buf, w->len, w->path, err);
-  if (rc) return rc;
+  int rc = lkv_env_write(w->env, w->fd, w->buf, w->len, w->path, err);
+  if (rc) {
+    /* part of the buffer may be in the file: writing it again would put
+     * a record after a torn copy of itself */
+    w->failed = 1;
+    return rc;
+  }
   w->written += w->len;
   w->len = 0;
   if (w->cap > 4 * 1024 * 1024) { /* do not keep a huge value's buffer */
@@ -101,7 +114,10 @@ int lkv_wal_write_out(lkv_wal *w, lkv_err *err) {
 
 int lkv_wal_sync(lkv_wal *w, lkv_err *err) {
   int rc = lkv_wal_write_out(w, err);
-  return rc ? rc : lkv_env_fdatasync(w->fd, w->path, err);
+  if (rc == LKV_OK && (rc = lkv_env_fdatasync(w->env, w->fd, w->path, err)))
+    w->failed = 1; /* after a failed fsync the page cache may have lost
+                      the bytes (Linux marks them clean): never trust it */
+  return rc;
 }
 
 uint64_t lkv_wal_size(const lkv_wal *w) { return w->written + w->len; }
@@ -110,30 +126,31 @@ uint64_t lkv_wal_pending(const lkv_wal *w) { return w->len; }
 int lkv_wal_close(lkv_wal *w, lkv_err *err) {
   if (w == NULL) return LKV_OK;
   int rc = lkv_wal_write_out(w, err);
-  close(w->fd);
+  int rc2 = lkv_env_close(w->env, w->fd, w->path, rc ? NULL : err);
+  if (rc == LKV_OK) rc = rc2;
   free(w->buf);
   free(w);
   return rc;
 }
 
-int lkv_wal_replay(const char *path, lkv_wal_fn fn, void *ctx,
-                   uint64_t *valid_end, uint64_t *dropped, char *why,
+int lkv_wal_replay(const lkv_env *env, const char *path, lkv_wal_fn fn,
+                   void *ctx, uint64_t *valid_end, uint64_t *dropped, char *why,
                    size_t whylen, lkv_err *err) {
   int fd;
   *valid_end = *dropped = 0;
   if (why && whylen) why[0] = '\0';
-  int rc = lkv_env_open(path, O_RDONLY, 0, &fd, err);
+  int rc = lkv_env_open(env, path, O_RDONLY, 0, &fd, err);
   if (rc) return rc;
   uint64_t size;
-  if ((rc = lkv_env_file_size(fd, path, &size, err))) {
-    close(fd);
+  if ((rc = lkv_env_file_size(env, fd, path, &size, err))) {
+    lkv_env_close(env, fd, path, NULL);
     return rc;
   }
   /* Read in large chunks; a record may span chunks, so keep a window. */
   size_t cap = 1 << 20, have = 0, pos = 0;
   char *buf = malloc(cap);
   if (buf == NULL) {
-    close(fd);
+    lkv_env_close(env, fd, path, NULL);
     return lkv_seterr(err, LKV_NOMEM, "replaying %s", path);
   }
   uint64_t off = 0;      /* file offset of buf[0] */
@@ -169,7 +186,7 @@ int lkv_wal_replay(const char *path, lkv_wal_fn fn, void *ctx,
       }
       size_t want = cap - have;
       if (want > size - file_pos) want = (size_t)(size - file_pos);
-      if ((rc = lkv_env_pread(fd, buf + have, want, file_pos, path, err))) break;
+      if ((rc = lkv_env_pread(env, fd, buf + have, want, file_pos, path, err))) break;
       have += want;
       file_pos += want;
       continue;
@@ -196,6 +213,6 @@ int lkv_wal_replay(const char *path, lkv_wal_fn fn, void *ctx,
                (unsigned long long)*valid_end, (unsigned long long)*dropped);
   }
   free(buf);
-  close(fd);
+  lkv_env_close(env, fd, path, NULL);
   return rc;
 }

@@ -16,12 +16,13 @@
 
 typedef struct lkv_wal lkv_wal;
 
-/* Create path (truncating) for appending. */
-int lkv_wal_create(const char *path, lkv_wal **out, lkv_err *err);
+/* Create path (truncating) for appending, through env (NULL: POSIX). */
+int lkv_wal_create(const lkv_env *env, const char *path, lkv_wal **out,
+                   lkv_err *err);
 /* Open an existing log for appending after cutting it to valid_end (the
  * end of its last valid record), so new records follow valid data. */
-int lkv_wal_reopen(const char *path, uint64_t valid_end, lkv_wal **out,
-                   lkv_err *err);
+int lkv_wal_reopen(const lkv_env *env, const char *path, uint64_t valid_end,
+                   lkv_wal **out, lkv_err *err);
 /* Frame and buffer one record in memory (no system call). */
 int lkv_wal_add(lkv_wal *w, const char *rec, size_t n, lkv_err *err);
 /* The same for a record given in two pieces (a header and a body). */
@@ -33,7 +34,9 @@ int lkv_wal_write_out(lkv_wal *w, lkv_err *err);
 int lkv_wal_sync(lkv_wal *w, lkv_err *err);
 uint64_t lkv_wal_size(const lkv_wal *w);     /* bytes, buffered included */
 uint64_t lkv_wal_pending(const lkv_wal *w);  /* bytes not yet written out */
-/* write_out and close; frees w even on error. */
+/* write_out and close; frees w even on error. A write_out that failed
+ * before leaves part of its bytes in the file: they are not written again
+ * (replay cuts the torn tail), so a log never holds a record twice. */
 int lkv_wal_close(lkv_wal *w, lkv_err *err);
 
 /* Replay the log at path: fn is called with each valid record in order.
@@ -42,7 +45,8 @@ int lkv_wal_close(lkv_wal *w, lkv_err *err);
  * log ended cleanly); *why describes the bad record (may be NULL). fn
  * returning non-zero stops with that code. */
 typedef int (*lkv_wal_fn)(void *ctx, const char *rec, size_t n, lkv_err *err);
-int lkv_wal_replay(const char *path, lkv_wal_fn fn, void *ctx,
+int lkv_wal_replay(const lkv_env *env, const char *path, lkv_wal_fn fn,
+                   void *ctx,
                    uint64_t *valid_end, uint64_t *dropped, char *why,
                    size_t whylen, lkv_err *err);
 

@@ -10,7 +10,7 @@
 static void read_table(const char *path, int use_mmap) {
   lkv_table *t = NULL;
   lkv_err err;
-  if (lkv_table_open(path, 1, NULL, NULL, use_mmap, &t, &err) != LKV_OK)
+  if (lkv_table_open(NULL, path, 1, NULL, NULL, use_mmap, &t, &err) != LKV_OK)
     return;
   lkv_iiter *it = lkv_table_iter(t);
   lkv_buf val = {0};

@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   uint64_t end, dropped;
   char why[128];
   lkv_err err;
-  if (lkv_wal_replay(path, record, NULL, &end, &dropped, why, sizeof why, &err) == LKV_OK &&
+  if (lkv_wal_replay(NULL, path, record, NULL, &end, &dropped, why, sizeof why, &err) == LKV_OK &&
       end + dropped != n)
     abort(); /* the prefix and the dropped tail must cover the file */
   return 0;
