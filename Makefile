@@ -68,7 +68,7 @@ $(BUILD)/obj/net/%.o: c/net/%.c $(NET_HEADERS) c/engine/lunakv.h
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
 
-$(BUILD)/obj/lua/%.o: c/lua/%.c $(HEADERS) $(NET_HEADERS)
+$(BUILD)/obj/lua/%.o: c/lua/%.c $(HEADERS) $(NET_HEADERS) $(wildcard c/lua/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Ic/engine -Ic/net -I$(LUA_INCDIR) -c $< -o $@
 

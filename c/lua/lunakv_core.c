@@ -44,6 +44,7 @@
 #include "lauxlib.h"
 #include "lua.h"
 
+#include "lkvlua.h"
 #include "lunakv.h"
 #include "httpc.h"
 #include "lkvnet.h"
@@ -1614,10 +1615,18 @@ static void readopts(lua_State *L, int arg, lkv_options *o) {
       if (syncnames[i] == NULL)
         opterror(L, arg, key, "must be \"none\", \"batch\" or \"always\"");
       o->sync = (lkv_sync_mode)i;
-    } else if (strcmp(key, "mmap_reads") == 0) {
+    } else if (strcmp(key, "mmap_reads") == 0 || strcmp(key, "read_only") == 0) {
       if (lua_type(L, -1) != LUA_TBOOLEAN)
         opterror(L, arg, key, "must be true or false");
-      o->mmap_reads = lua_toboolean(L, -1);
+      if (key[0] == 'm')
+        o->mmap_reads = lua_toboolean(L, -1);
+      else
+        o->read_only = lua_toboolean(L, -1);
+    } else if (strcmp(key, "env") == 0) {
+      /* a fault env (core.fault_env); the caller keeps it alive */
+      if (luaL_testudata(L, -1, FAULTENV_MT) == NULL)
+        opterror(L, arg, key, "must be a fault env (core.fault_env())");
+      o->env = lkvlua_faultenv_env(L, lua_gettop(L));
     } else if (strcmp(key, "log_file_name") == 0) {
       size_t len;
       const char *s;
@@ -1673,11 +1682,15 @@ static int core_open(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     readopts(L, 2, &o);
   }
-  d = (LDb *)lua_newuserdatauv(L, sizeof *d, 1); /* +1 db, closed */
+  d = (LDb *)lua_newuserdatauv(L, sizeof *d, 2); /* +1 db, closed */
   memset(d, 0, sizeof *d);
   luaL_setmetatable(L, DB_MT);
   lua_pushvalue(L, 1);         /* +1 dir */
   lua_setiuservalue(L, -2, 1); /* -1: shown by __tostring */
+  if (o.env != NULL) {         /* the db's file system lives as long as it */
+    lua_getfield(L, 2, "env"); /* +1 */
+    lua_setiuservalue(L, -2, 2); /* -1 */
+  }
   err.msg[0] = '\0';
   rc = lkv_db_open(dir, &o, &db, &err);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
@@ -2539,6 +2552,7 @@ __attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L) {
   newclass(L, BENCH_MT, job_meta, job_methods, NULL);
   newclass(L, BOX_MT, box_meta, NULL, NULL);
   luaL_newlib(L, core_funcs);
+  lkvlua_faultenv_register(L);
   lua_pushliteral(L, LKV_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushinteger(L, (lua_Integer)LKV_MAX_KEY_BYTES);

@@ -73,7 +73,9 @@ end
 
 -- lunakv.open(dir [, opts]) -> db. opts keys are listed in
 -- lunakv.config.schema; the table config.load() returns fits as is. With
--- dir nil, opts.data_dir names the directory.
+-- dir nil, opts.data_dir names the directory. Two more keys shape this
+-- open only: read_only = true (change nothing on disk; writes raise) and
+-- env = core.fault_env() (a file system that fails on demand, for tests).
 function M.open(dir, opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #2 to 'open' (table expected, got " .. type(opts)
@@ -84,7 +86,26 @@ function M.open(dir, opts)
     error("bad argument #1 to 'open' (directory name expected, got "
       .. (dir == "" and "an empty string" or type(dir)) .. ")", 2)
   end
+  -- read_only and env are how this open behaves, not settings a .env
+  -- file or lunakv.config carries: they pass beside the checked ones
+  local read_only, env
+  if opts and (opts.read_only ~= nil or opts.env ~= nil) then
+    read_only, env = opts.read_only, opts.env
+    if read_only ~= nil and type(read_only) ~= "boolean" then
+      error("lunakv: option read_only = " .. config.show(read_only)
+        .. ": must be true or false", 2)
+    end
+    local rest = {}
+    for k, v in pairs(opts) do
+      if k ~= "read_only" and k ~= "env" then rest[k] = v end
+    end
+    opts = rest
+  end
   local eopts = opts and engine_options(opts) or nil
+  if read_only ~= nil or env ~= nil then
+    eopts = eopts or {}
+    eopts.read_only, eopts.env = read_only, env
+  end
   -- called through pcall, core.open's message carries no position (its
   -- caller is C); re-raised at level 2 it names the caller's line
   local ok, db = pcall(core.open, dir, eopts)
