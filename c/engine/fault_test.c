@@ -15,7 +15,6 @@
  * the operations reaching every one acknowledged as durable (a sync, a
  * flush, or any write under SYNC=always). */
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,86 +208,20 @@ static void test_walk(uint64_t seed) {
 
 /* ==== power loss ======================================================== */
 
-typedef struct crash_at {
-  lkv_faultenv *fe;
-  atomic_long left; /* calls until the machine stops; < 0: off */
-} crash_at;
-
-static void crash_hook(void *ctx, int op, const char *path) {
-  crash_at *c = ctx;
-  (void)op;
-  (void)path;
-  if (atomic_fetch_sub(&c->left, 1) == 1) lkv_faultenv_crash(c->fe);
-}
-
 static void test_power(uint64_t seed, int cycles) {
-  lkv_err err = {0};
+  wl_power_stats st;
+  char why[1024];
   rmrf(dir);
-  lkv_faultenv *fe = lkv_faultenv_new();
-  crash_at ca = {fe, -1};
-  lkv_faultenv_set_hook(fe, crash_hook, &ca);
-  wl_state base;
-  memset(&base, 0, sizeof base);
-  uint64_t first = 1, lost = 0, mid_op = 0;
-  for (int c = 0; c < cycles; c++) {
-    uint64_t r = wl_mix(seed * 31 + (uint64_t)c);
-    uint64_t opt_seed = r;
-    lkv_options o;
-    wl_options(&o, opt_seed, NULL);
-    wl_run run;
-    memset(&run, 0, sizeof run);
-    run.seed = seed;
-    run.sync = o.sync;
-    run.wal_buffer_size = o.wal_buffer_size;
-    run.next = first;
-    run.acked = run.durable = first - 1;
-    run.state = base;
-    if (open_db(fe, opt_seed, &run.db, &err)) {
-      fprintf(stderr, "power cycle %d: open failed: %s\n", c, err.msg);
-      CHECK(0);
-      break;
-    }
-    /* the machine stops at a random call within about the next 2,000 */
-    atomic_store(&ca.left, (long)(1 + (r >> 16) % 2000));
-    uint64_t ops = 20 + (r >> 32) % 300;
-    while (run.next < first + ops && wl_step(&run) == 0) {}
-    if (run.bad) fprintf(stderr, "power cycle %d: %s\n", c, run.why);
-    CHECK(!run.bad);
-    if (atomic_load(&ca.left) > 0) lkv_faultenv_crash(fe); /* between calls */
-    else mid_op++;
-    atomic_store(&ca.left, -1);
-    wl_snap_drop(&run);
-    lkv_db_close(run.db, NULL); /* fails: the machine is off */
-    lkv_loss_mode mode = (lkv_loss_mode)((r >> 40) % 4);
-    CHECK_OK(lkv_faultenv_power_loss(fe, mode, r, &err), &err);
-    lkv_db *db = NULL;
-    if (open_db(fe, opt_seed, &db, &err)) {
-      fprintf(stderr, "power cycle %d (mode %d): reopen failed: %s\n", c, mode,
-              err.msg);
-      CHECK(0);
-      break;
-    }
-    uint64_t done = 0;
-    char why[512];
-    if (wl_verify(db, seed, &base, first, run.durable, run.next, &done, why,
-                  sizeof why)) {
-      fprintf(stderr, "power cycle %d (mode %d, sync %d): %s (durable %llu, acked %llu)\n",
-              c, mode, o.sync, why, (unsigned long long)run.durable,
-              (unsigned long long)run.acked);
-      CHECK(0);
-      lkv_db_close(db, NULL);
-      break;
-    }
-    lost += run.acked - done;
-    first = done + 1;
-    CHECK_OK(lkv_db_close(db, &err), &err);
+  if (wl_power_cycles(dir, seed, cycles, &st, why, sizeof why)) {
+    fprintf(stderr, "%s\n", why);
+    CHECK(0);
   }
-  printf("power loss (seed %llu): %d cycles, %llu stopped inside the "
+  printf("power loss (seed %llu): %llu cycles, %llu stopped inside the "
          "workload's calls, %llu acknowledged but not durable operations "
          "lost, %llu operations survive\n",
-         (unsigned long long)seed, cycles, (unsigned long long)mid_op,
-         (unsigned long long)lost, (unsigned long long)(first - 1));
-  lkv_faultenv_free(fe);
+         (unsigned long long)seed, (unsigned long long)st.cycles,
+         (unsigned long long)st.mid_op, (unsigned long long)st.lost,
+         (unsigned long long)st.survive);
 }
 
 /* FAULT_ONLY=seed:kind:n runs one case of the walk and keeps its
