@@ -27,16 +27,8 @@ local LOG_TAIL_LINES = 20
 -- Options
 -- =======================================================================
 
-local function port_arg(name)
-  return function(s)
-    local n = math.tointeger(tonumber(s))
-    if not n or n < 1 or n > 65535 or tostring(s):find("[^%d]") then
-      return nil, string.format("%s must be a port from 1 to 65535, got '%s'",
-        name, s)
-    end
-    return n
-  end
-end
+local MAX_NODES = 64
+local MAX_TIMEOUT = 86400
 
 -- c: the `cluster` command's parser; h: { help_flag = f(p),
 -- config_options = f(p) } from lunakv.cli (our --help and -c/-s flags).
@@ -52,30 +44,19 @@ function M.add_to_parser(c, h)
   end
   local up = sub("up", "Start N local nodes and wait until they agree on "
     .. "a leader.")
-  up:argument("n", "How many nodes (default 3).")
-    :args("?"):argname("<n>")
-    :convert(function(s)
-      local n = math.tointeger(tonumber(s))
-      if not n or n < 1 or n > 64 then
-        return nil, "N must be an integer from 1 to 64, got '" .. s .. "'"
-      end
-      return n
-    end)
+  local config = require "lunakv.config"
+  up:argument("n", "How many nodes (default 3; 1 to " .. MAX_NODES .. ").")
+    :args("?"):argname("<n>"):convert(config.int_arg("N", 1, MAX_NODES))
   up:option("--base-port", "Port of the first node; the others follow "
-    .. "(default 8000).")
-    :argname("<port>"):convert(port_arg("--base-port"))
+    .. "(default 8000; 1 to 65535, and the last node's port too).")
+    :argname("<port>"):convert(config.int_arg("--base-port", 1, 65535))
   up:option("--token", "Shared secret for the cluster-internal routes, "
     .. "given to every node as CLUSTER_TOKEN (default: CLUSTER_TOKEN "
     .. "from .env or the environment, which the nodes read themselves).")
     :argname("<token>")
-  up:option("--timeout", "Seconds to wait for the nodes (default 20).")
-    :argname("<s>"):convert(function(s)
-      local n = tonumber(s)
-      if not n or n <= 0 then
-        return nil, "--timeout must be a positive number, got '" .. s .. "'"
-      end
-      return n
-    end)
+  up:option("--timeout", "Seconds to wait for the nodes (default "
+    .. UP_TIMEOUT .. "; > 0 and <= " .. MAX_TIMEOUT .. ").")
+    :argname("<s>"):convert(config.seconds_arg("--timeout", MAX_TIMEOUT))
   if h and h.config_options then h.config_options(up) end
   sub("status", "Print every recorded node's role, indexes and lag.")
   sub("down", "Stop every recorded node (SIGTERM, SIGKILL after 10 s).")
@@ -289,7 +270,10 @@ local function up(args)
   local n = args.n or 3
   local base = args.base_port or 8000
   if base + n - 1 > 65535 then
-    return nil, string.format("ports %d .. %d: past 65535", base, base + n - 1)
+    return 2, string.format("--base-port must be %s for %d nodes, got '%d' "
+      .. "(the last node's port would be %d)",
+      require("lunakv.config").int_range(1, 65536 - n), n, base,
+      base + n - 1)
   end
   local dir = absolute(args.dir or "cluster")
   local rec = load_record(dir)

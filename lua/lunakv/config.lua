@@ -93,7 +93,7 @@ M.schema = {
     default = "", engine = false,
     doc = "shared secret of a node's internal routes (empty: none)" },
   { key = "benchmark_n", env = "BENCHMARK_N", kind = "int", min = 1,
-    default = 100000, engine = false,
+    max = 1 << 40, default = 100000, engine = false,
     doc = "operations per benchmark run" },
   { key = "data_dir", env = "DATA_DIR", kind = "string", default = "data",
     engine = false, doc = "data directory of the shell and nodes" },
@@ -114,15 +114,72 @@ local function show(v)
 end
 M.show = show
 
+-- {======================================================================
+-- Numbers in text: one reading of "an integer from lo to hi" for every
+-- layer that takes one (.env, the environment, --set, the command line's
+-- numeric options, the shell's LIMIT and AT_SEQ)
+-- =======================================================================
+
+-- "an integer from lo to hi", or "an integer >= lo" when hi is nil or
+-- math.maxinteger (no upper end worth printing).
+function M.int_range(lo, hi)
+  if hi == nil or hi == math.maxinteger then
+    return string.format("an integer >= %d", lo)
+  end
+  return string.format("an integer from %d to %d", lo, hi)
+end
+
+-- The integer written in text (decimal digits, an optional sign, blanks
+-- around), when it lies in [lo, hi] (hi nil: no upper end). Returns it,
+-- or nil and why: "not an integer" or "out of range" (also for digits
+-- past 64 bits, which Lua would read as a float).
+function M.parse_int(text, lo, hi)
+  local t = tostring(text):match("^%s*(.-)%s*$")
+  if not t:match("^[+-]?%d+$") then return nil, "not an integer" end
+  local n = math.tointeger(tonumber(t))
+  if n == nil or n < lo or (hi ~= nil and n > hi) then
+    return nil, "out of range"
+  end
+  return n
+end
+
+-- An argparse converter for an integer option or argument named name
+-- (as the user writes it: "--num", "N"): the integer, or nil and
+-- "NAME must be an integer from LO to HI, got 'TEXT'" (a usage error).
+-- The same range belongs in the option's help text (M.int_range).
+function M.int_arg(name, lo, hi)
+  return function(text)
+    local n = M.parse_int(text, lo, hi)
+    if n == nil then
+      return nil, string.format("%s must be %s, got '%s'", name,
+        M.int_range(lo, hi), text)
+    end
+    return n
+  end
+end
+
+-- An argparse converter for a positive number (a duration) at most hi:
+-- the number, or nil and "NAME must be a number > 0 and <= HI, got 'TEXT'".
+function M.seconds_arg(name, hi)
+  return function(text)
+    local t = tostring(text):match("^%s*(.-)%s*$")
+    local n = t:match("^[+-]?[%d.]+[eE]?[+-]?%d*$") and tonumber(t)
+    if not n or not (n > 0 and n <= hi) then
+      return nil, string.format("%s must be a number > 0 and <= %g, got "
+        .. "'%s'", name, hi, text)
+    end
+    return n
+  end
+end
+
+-- }======================================================================
+
 -- What values of spec are accepted, for messages.
 function M.expected(spec)
   if spec.kind == "sync" then return '"none", "batch" or "always"' end
   if spec.kind == "string" then return "a string" end
   if spec.kind == "bool" then return "true or false" end
-  if spec.max then
-    return string.format("an integer from %d to %d", spec.min, spec.max)
-  end
-  return string.format("an integer >= %d", spec.min)
+  return M.int_range(spec.min, spec.max)
 end
 
 -- Check a Lua value against spec. Returns the value (integers normalised)
