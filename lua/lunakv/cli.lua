@@ -253,6 +253,10 @@ local function load_config(args)
   local config = require "lunakv.config"
   local file = args.config or args.global_config
   local opts, info
+  if file and config.is_directory(file) then
+    return nil, "--config " .. file .. ": a directory, not a file of "
+      .. "KEY=VALUE lines", true
+  end
   if file then
     opts, info = config.load_file(file)
   else
