@@ -132,6 +132,19 @@ describe("numeric options #ranges", function()
     assert.equal("-n -5 --x -1 -- -2\n", out)
   end)
 
+  it("hands a negative number only to converters that check ranges",
+    function()
+      -- lunakv node's options convert with tonumber: a -5 there stays
+      -- argparse's unknown option (exit 2), it never reaches core.serve
+      -- (exit 99) and no node starts
+      local code, out, err = lunakv("node 0 " .. h.quote(dir .. "/n")
+        .. " http://127.0.0.1:1 http://127.0.0.1:1 --heartbeat-ms -5")
+      assert.equal(2, code, err)
+      assert.equal("", out)
+      assert.is_nil(err:find("internal error", 1, true))
+      assert.is_false(h.exists(dir .. "/n"))
+    end)
+
   it("prints each option's range in --help", function()
     local code, out = lunakv("bench --help")
     assert.equal(0, code)

@@ -105,11 +105,13 @@ end
 local function size_arg(name, key)
   local a, b = LIMITS[key], LIMITS["http_" .. key]
   local lo, hi = math.min(a[1], b[1]), math.max(a[2], b[2])
-  return function(text)
+  local function convert(text)
     local n = config.parse_int(text, lo, hi)
     if n == nil then return nil, size_message(name, key, text) end
     return n
   end
+  config.range_checked[convert] = true
+  return convert
 end
 
 -- Add the bench options to its argparse command.

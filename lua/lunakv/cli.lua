@@ -166,13 +166,15 @@ end
 -- argparse takes every word that starts with '-' for an option, so in
 -- `bench -n -5` it reports "unknown option '-5'" instead of handing -5 to
 -- --num, whose converter names the range. Before the parse, a negative
--- number is attached to the option before it when that option takes a
--- value (`--num=-5`, `-n-5`: argparse's own spellings); one where a
--- positional argument is expected (`cluster up -5 --dir D`) goes, with
--- the positional words after it, behind a "--" at the end (`cluster up
--- --dir D -- -5`), where argparse takes words as they are. The parsers
--- are read, not changed; the words after `run` (the script's) and after
--- a "--" of the user's are left alone.
+-- number is attached to the option before it when that option's
+-- converter checks ranges (config.range_checked: config.int_arg and its
+-- kin) (`--num=-5`, `-n-5`: argparse's own spellings); one where such an
+-- argument is expected (`cluster up -5 --dir D`) goes, with the
+-- positional words after it, behind a "--" at the end (`cluster up --dir
+-- D -- -5`), where argparse takes words as they are. Options and
+-- arguments whose converters do not check ranges are left as they were.
+-- The parsers are read, not changed; the words after `run` (the
+-- script's) and after a "--" of the user's are left alone.
 local function is_negative_number(s)
   return s:match("^%-%.?%d") ~= nil
 end
@@ -197,6 +199,14 @@ local function attach_negative_numbers(list, p)
     end
     return nil
   end
+  local checked = require("lunakv.config").range_checked
+  -- does the command being parsed take a range-checked argument?
+  local function checked_argument()
+    for _, a in ipairs(path[#path]._arguments or {}) do
+      if a._convert and checked[a._convert] then return true end
+    end
+    return false
+  end
   local out, tail, i = {}, nil, 1
   while i <= #list do
     local a = list[i]
@@ -211,7 +221,8 @@ local function attach_negative_numbers(list, p)
     local o = a:sub(1, 1) == "-" and not a:find("=", 1, true)
       and option_of(a)
     local takes_value = o and (o._maxargs or 0) > 0 and list[i + 1] ~= nil
-    if takes_value and is_negative_number(list[i + 1]) then
+    if takes_value and is_negative_number(list[i + 1])
+        and o._convert and checked[o._convert] then
       out[#out + 1] = a:sub(1, 2) == "--" and (a .. "=" .. list[i + 1])
         or (a .. list[i + 1])
       i = i + 2
@@ -221,7 +232,7 @@ local function attach_negative_numbers(list, p)
     elseif o or (a:sub(1, 1) == "-" and not is_negative_number(a)) then
       out[#out + 1] = a -- a flag, or argparse says what it makes of it
       i = i + 1
-    elseif tail or is_negative_number(a) then
+    elseif tail or (is_negative_number(a) and checked_argument()) then
       tail = tail or {}
       tail[#tail + 1] = a
       i = i + 1

@@ -158,12 +158,17 @@ function M.parse_int(text, lo, hi)
   return n
 end
 
+-- The converters made below: they read a negative number and name the
+-- range, so lunakv.cli hands them one (`-n -5`) rather than letting
+-- argparse take it for an option. Weak keys: the parsers own them.
+M.range_checked = setmetatable({}, { __mode = "k" })
+
 -- An argparse converter for an integer option or argument named name
 -- (as the user writes it: "--num", "N"): the integer, or nil and
 -- "NAME must be an integer from LO to HI, got 'TEXT'" (a usage error).
 -- The same range belongs in the option's help text (M.int_range).
 function M.int_arg(name, lo, hi)
-  return function(text)
+  local function convert(text)
     local n = M.parse_int(text, lo, hi)
     if n == nil then
       return nil, string.format("%s must be %s, got '%s'", name,
@@ -171,12 +176,14 @@ function M.int_arg(name, lo, hi)
     end
     return n
   end
+  M.range_checked[convert] = true
+  return convert
 end
 
 -- An argparse converter for a positive number (a duration) at most hi:
 -- the number, or nil and "NAME must be a number > 0 and <= HI, got 'TEXT'".
 function M.seconds_arg(name, hi)
-  return function(text)
+  local function convert(text)
     local t = tostring(text):match("^%s*(.-)%s*$")
     local n = t:match("^[+-]?[%d.]+[eE]?[+-]?%d*$") and tonumber(t)
     if not n or not (n > 0 and n <= hi) then
@@ -185,6 +192,8 @@ function M.seconds_arg(name, hi)
     end
     return n
   end
+  M.range_checked[convert] = true
+  return convert
 end
 
 -- }======================================================================
