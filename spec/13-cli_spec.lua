@@ -247,6 +247,20 @@ describe("lunakv command line", function()
       assert.is_nil(src.max_l0_files) -- defaults are not listed
     end)
 
+    it("reads a --set value as .env and the environment do", function()
+      for _, args in ipairs { "-s MMAP_READS=true", "-s mmap_reads=on" } do
+        local code, out, err = lunakv("bench -n 100 -w writes --layers c "
+          .. "--json " .. args)
+        assert.equal(0, code, args .. ": " .. err)
+        assert.is_true(cjson.decode(out).config.options.mmap_reads, args)
+      end
+      h.write_file(dir .. "/.env", "MMAP_READS=yes\n")
+      local code, out, err = lunakv("bench -n 100 -w writes --layers c "
+        .. "--json")
+      assert.equal(0, code, err)
+      assert.is_true(cjson.decode(out).config.options.mmap_reads)
+    end)
+
     it("uses the settings in the shell's db: a tiny memtable flushes",
       function()
         local input = {}

@@ -249,15 +249,11 @@ local function convert(spec, text, source, name)
         .. "(or 1/0, yes/no, on/off)", label, show(text), source), 0)
     end
   elseif spec.kind == "int" then
-    local t = text:match("^%s*(.-)%s*$")
-    if not t:match("^[+-]?%d+$") then
-      error(string.format("lunakv: %s=%s (%s): not an integer",
-        label, show(text), source), 0)
-    end
-    v = math.tointeger(tonumber(t))
+    local why
+    v, why = M.parse_int(text, math.mininteger) -- its range: M.check
     if not v then
-      error(string.format("lunakv: %s=%s (%s): too large",
-        label, show(text), source), 0)
+      error(string.format("lunakv: %s=%s (%s): %s", label, show(text),
+        source, why == "out of range" and "too large" or why), 0)
     end
   end
   local ok, why = M.check(spec, v)
@@ -466,8 +462,8 @@ end
 
 -- config.override(opts, info, settings [, source]): the top layer, flags.
 -- settings is a list of "KEY=VALUE" strings; KEY names a variable in
--- upper or lower case (M.find). Changes opts and info in place (info.sources[key] =
--- source, default "flag"). An unknown key or a bad value raises
+-- upper or lower case (M.find), VALUE is read as in .env. Changes opts
+-- and info in place (info.sources[key] = source, default "flag"). An unknown key or a bad value raises
 -- "lunakv: ..." naming it: a typo on the command line is an error, not a
 -- warning.
 function M.override(opts, info, settings, source)
@@ -487,22 +483,8 @@ function M.override(opts, info, settings, source)
       error(string.format("lunakv: %s %s: unknown key %s (known: %s)",
         source, show(s), name, table.concat(names, ", ")), 0)
     end
-    local label = name
-    local v = text
-    if spec.kind == "int" then
-      local t = text:match("^%s*(.-)%s*$")
-      v = t:match("^[+-]?%d+$") and math.tointeger(tonumber(t)) or nil
-      if v == nil then
-        error(string.format("lunakv: %s=%s (%s): not an integer", label,
-          show(text), source), 0)
-      end
-    end
-    local ok, why = M.check(spec, v)
-    if ok == nil then
-      error(string.format("lunakv: %s=%s (%s): %s", label, show(text),
-        source, why), 0)
-    end
-    opts[spec.key] = ok
+    -- the value is read as in .env and the environment (MMAP_READS=on)
+    opts[spec.key] = convert(spec, text, source, name)
     if info then
       info.sources = info.sources or {}
       info.sources[spec.key] = source
