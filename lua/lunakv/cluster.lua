@@ -62,7 +62,9 @@ function M.add_to_parser(c, h)
     :argname("<s>"):convert(config.seconds_arg("--timeout", MAX_TIMEOUT))
   if h and h.config_options then h.config_options(up) end
   sub("status", "Print every recorded node's role, indexes and lag.")
-  sub("down", "Stop every recorded node (SIGTERM, SIGKILL after 10 s).")
+  sub("down", "Stop every recorded node (SIGTERM, SIGKILL after 10 s), "
+    .. "also one restarted by hand; keep cluster.json while any still "
+    .. "answers.")
 end
 
 -- }======================================================================
