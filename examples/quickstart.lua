@@ -52,9 +52,39 @@ print("after delete, fruit:banana = " .. tostring(db:get("fruit:banana")))
 -- Push the memtable into an SSTable and look at the numbers.
 db:flush()
 local st = db:stats()
-print(("seq %d, %d sstable(s), %d bytes on disk, L0 has %d table(s)")
-  :format(st.seq, st.sstable_count, st.total_size_bytes,
-          st.sstables_per_level[1]))
+print(("seq %d, %d sstable(s), %d bytes on disk")
+  :format(st.seq, st.sstable_count, st.total_size_bytes))
+
+-- Where did the flush put its table? db:tables() lists every table with
+-- its level; the newest (highest number) is the one the flush wrote. Not
+-- necessarily L0: like LevelDB, the engine puts a flushed table as deep
+-- as L2 when no table in the levels above overlaps its keys.
+local newest
+for _, t in ipairs(db:tables()) do
+  if not newest or t.number > newest.number then newest = t end
+end
+-- Why there: the engine's rule (lkv_flush_level in c/engine/compact.c).
+local why = {
+  [0] = ":\n  its keys overlap a table in L0 or L1, so the flush starts at the top",
+  [1] = ", not L0:\n  its keys overlap no table in L0 or L1 but one in L2, so it went one level\n"
+    .. "  down (a flushed table goes down to L2 when nothing is in its way)",
+  [2] = ", not L0:\n  its keys overlap no table in L0 or L1, so it went down to L2 at once\n"
+    .. "  (as in LevelDB): no compaction has to move it there later",
+}
+if newest then
+  print(("the flush wrote table %d (%d bytes) into L%d%s"):format(
+    newest.number, newest.size, newest.level, why[newest.level] or ""))
+end
+-- stats() counts the tables of every level (index 1 is L0)
+local levels, deepest = {}, 1
+for level, n in ipairs(st.sstables_per_level) do
+  if n > 0 then deepest = level end
+end
+for level = 1, math.max(deepest, 3) do
+  levels[#levels + 1] = ("L%d %d"):format(level - 1,
+    st.sstables_per_level[level])
+end
+print("tables per level: " .. table.concat(levels, ", "))
 
 db:close() -- also done by the garbage collector or a <close> variable
 

@@ -165,6 +165,64 @@ describe("lunakv.config.load", function()
         end)
     end
 
+    it("warns about a key set twice, naming both lines; the last wins",
+      function()
+        h.write_file(dir .. "/.env",
+          "MAX_L0_FILES=5\nSYNC=none\n# again\nMAX_L0_FILES=6\n")
+        local opts, info = config.load(dir)
+        assert.equal(6, opts.max_l0_files)
+        assert.equal(dir .. "/.env:4", info.sources.max_l0_files)
+        assert.same({ dir .. "/.env:4: MAX_L0_FILES is set again (first at "
+          .. dir .. "/.env:1); the value of line 4 is used" }, info.warnings)
+      end)
+
+    it("takes lower-case keys in .env as --set does, and warns about "
+      .. "mixed case", function()
+        h.write_file(dir .. "/.env",
+          "max_l0_files=5\nsync=none\nMax_Memtable_Size=1\n")
+        local opts, info = config.load(dir)
+        assert.equal(5, opts.max_l0_files)
+        assert.equal("none", opts.sync)
+        assert.equal(dir .. "/.env:1", info.sources.max_l0_files)
+        assert.equal(4 * 1024 * 1024, opts.max_memtable_size)
+        assert.same({ dir .. "/.env:3: unknown key Max_Memtable_Size "
+          .. "(ignored)" }, info.warnings)
+        -- one setting, two spellings: set twice
+        h.write_file(dir .. "/.env", "SYNC=always\nsync=none\n")
+        opts, info = config.load(dir)
+        assert.equal("none", opts.sync)
+        assert.equal(1, #info.warnings)
+        assert.matches("%.env:2: sync is set again %(first at .*%.env:1%)",
+          info.warnings[1])
+      end)
+
+    it("takes lower-case keys from the environment too", function()
+      local opts, info = config.load(dir, { max_l0_files = "7",
+        SYNC = "none" })
+      assert.equal(7, opts.max_l0_files)
+      assert.equal("environment", info.sources.max_l0_files)
+      assert.equal("none", opts.sync)
+      -- both spellings with different values: which one was meant?
+      local err = h.error_of(config.load, dir, { MAX_L0_FILES = "5",
+        max_l0_files = "6" })
+      assert.matches("MAX_L0_FILES=\"5\" and max_l0_files=\"6\" "
+        .. "%(environment%): give one", err)
+      -- the same value twice is fine
+      opts = config.load(dir, { MAX_L0_FILES = "5", max_l0_files = "5" })
+      assert.equal(5, opts.max_l0_files)
+    end)
+
+    it("refuses a directory as the settings file", function()
+      local err = h.error_of(config.load_file, dir)
+      assert.equal("lunakv: config file " .. dir .. ": is a directory, not "
+        .. "a file of KEY=VALUE lines", err)
+      h.rm_rf(dir .. "/.env")
+      os.execute("mkdir " .. h.quote(dir .. "/.env"))
+      err = h.error_of(config.load, dir)
+      assert.equal("lunakv: config file " .. dir .. "/.env: is a directory, "
+        .. "not a file of KEY=VALUE lines", err)
+    end)
+
     it("gives options that lunakv.open takes as they are", function()
       h.write_file(dir .. "/.env",
         "LOG_FILE_NAME=journal\nSYNC=none\nMAX_MEMTABLE_SIZE=65536\n" ..

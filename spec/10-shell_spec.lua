@@ -271,6 +271,33 @@ describe("the shell through a pipe", function()
       out)
   end)
 
+  it("prints an empty range for lo above hi, as COUNT and db:scan do",
+    function()
+      local code, out, err = run("SET a 1\nSET z 2\nSCAN z a\n"
+        .. "SCAN z a REVERSE\nSCAN z a LIMIT 1\nCOUNT z a\n"
+        .. "=select('#', db:scan('z', 'a')())\nSCAN a z\n")
+      assert.equal(0, code, err)
+      assert.equal("", err)
+      assert.same({ "1", "2", "(empty)", "(empty)", "(empty)", "0", "1",
+        "a\t1", "z\t2" }, out)
+    end)
+
+  it("refuses LIMIT 0 and other counts out of range, naming the range",
+    function()
+      local code, out, err = run("SET a 1\nSCAN LIMIT 0\nSCAN a z LIMIT -1\n"
+        .. "SCAN LIMIT 99999999999999999999 REVERSE\nGET a AT_SEQ -1\n"
+        .. "SCAN LIMIT 1\n")
+      assert.equal(1, code)
+      assert.same({ "1", "a\t1" }, out)
+      assert.same({
+        "lunakv: SCAN: LIMIT must be an integer >= 1, got 0",
+        "lunakv: SCAN: LIMIT must be an integer >= 1, got -1",
+        "lunakv: SCAN: LIMIT must be an integer >= 1, got "
+          .. "99999999999999999999",
+        "lunakv: GET: AT_SEQ must be an integer >= 0, got -1",
+        "lunakv: 4 command(s) failed" }, lines(err))
+    end)
+
   it("treats a quoted - or LIMIT as a key", function()
     local _, out = run('SET - dash\nSET LIMIT word\nSCAN "-" "-"\n' ..
       'SCAN "LIMIT" "LIMIT"\n')
@@ -394,7 +421,7 @@ describe("the shell through a pipe", function()
 
   it("reports each error on one line and goes on", function()
     local code, out, err = run(table.concat({
-      "GET", "SET onlykey", "BOGUS thing here", "SCAN z a",
+      "GET", "SET onlykey", "BOGUS thing here", "SCAN LIMIT 0",
       'SET k "bad \\q"', "RELEASE", "COMMIT", "ABORT", "HELP NOPE",
       "GET k AT_SEQ x", "SNAPSHOT", "SNAPSHOT", "BATCH", "BATCH", "ABORT",
       "SET ok yes", "GET ok", "",
@@ -408,13 +435,13 @@ describe("the shell through a pipe", function()
     assert.matches("^lunakv: usage: GET", errs[1])
     assert.matches("^lunakv: usage: SET", errs[2])
     assert.matches("unknown command 'BOGUS'", errs[3])
-    assert.matches("above hi", errs[4])
+    assert.matches("LIMIT must be an integer >= 1, got 0", errs[4])
     assert.matches("unknown escape", errs[5])
     assert.matches("no snapshot", errs[6])
     assert.matches("no batch", errs[7])
     assert.matches("no batch", errs[8])
     assert.matches("no command", errs[9])
-    assert.matches("AT_SEQ needs", errs[10])
+    assert.matches("AT_SEQ must be an integer >= 0, got x", errs[10])
     assert.matches("already pinned", errs[11])
     assert.matches("already open", errs[12])
     assert.matches("12 command%(s%) failed", errs[13])
@@ -501,5 +528,94 @@ describe("the shell through a pipe", function()
       assert.same({ "1" }, out)
       assert.matches("end of input inside an unfinished Lua chunk", err)
     end)
+  end)
+end)
+
+-- Ctrl-C, sent by the test to its own process while shell.run runs a
+-- line: wherever it lands (Lua at the top of a line, inside a function,
+-- a command, the read of the next line) the shell prints the same one
+-- line, and on a terminal goes on.
+describe("the shell and Ctrl-C", function()
+  local core = require "lunakv.core"
+  local dir, db
+  local pid = math.tointeger(tonumber(
+    h.read_file("/proc/self/stat"):match("^(%d+)")))
+  local KILL = string.format("require('lunakv.core').kill(%d, 'INT')", pid)
+
+  before_each(function()
+    dir = h.tmpdir()
+    db = h.open(dir .. "/db")
+  end)
+  after_each(function() h.cleanup() end)
+
+  -- Run lines through shell.run with a Ctrl-C handler; reader(line) may
+  -- replace the plain read. Returns stdout and stderr lines.
+  local function session(input, tty, hooks)
+    hooks = hooks or {}
+    local out, err = io.tmpfile(), io.tmpfile()
+    local i = 0
+    local reader = db
+    if hooks.scan then
+      -- a db whose scans are interrupted half-way: SCAN runs its loop
+      reader = setmetatable({ scan = hooks.scan }, { __index = function(_, k)
+        local f = db[k]
+        return function(_, ...) return f(db, ...) end
+      end })
+    end
+    local sh = shell.run(reader, { tty = tty, core = core, out = out,
+      err = err, read = function()
+        i = i + 1
+        if input[i] == "<ctrl-c while reading>" then
+          core.kill(pid, "INT")
+          local spin = 0
+          for _ = 1, 1e8 do spin = spin + 1 end -- the hook fires here
+          return "=0"
+        end
+        return input[i]
+      end })
+    local function text(f)
+      f:seek("set")
+      return lines(f:read("a"))
+    end
+    return text(out), text(err), sh
+  end
+
+  local LINES = {
+    KILL .. " while true do end",                       -- the line's chunk
+    "(function() " .. KILL .. " while true do end end)()", -- a function
+    "SCAN",                                             -- a command
+    "<ctrl-c while reading>",                            -- the read
+  }
+
+  it("prints one line, the same wherever it lands, and goes on", function()
+    local input = {}
+    for _, l in ipairs(LINES) do
+      input[#input + 1] = l
+      input[#input + 1] = "=1 + 1"
+    end
+    local out, err = session(input, true, { scan = function()
+      return function()
+        core.kill(pid, "INT")
+        while true do end
+      end
+    end })
+    assert.same({ "2", "2", "2", "2", "" }, out) -- "": the newline at EOF
+    assert.same({ "lunakv: interrupted", "lunakv: interrupted",
+      "lunakv: interrupted", "lunakv: interrupted" }, err)
+  end)
+
+  it("ends a session from a pipe, wherever it lands", function()
+    for _, l in ipairs(LINES) do
+      local out, err, sh = session({ "=1", l, "=2" }, false,
+        { scan = function()
+          return function()
+            core.kill(pid, "INT")
+            while true do end
+          end
+        end })
+      assert.same({ "1" }, out, l)
+      assert.same({ "lunakv: interrupted" }, err, l)
+      assert.equal(1, sh.errors, l)
+    end
   end)
 end)

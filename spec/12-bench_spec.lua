@@ -213,8 +213,11 @@ describe("lunakv bench", function()
     local latency = "[%d.]+/[%d.]+"
     for i, w in ipairs { "writes", "reads", "misses" } do
       local row = l[7 + (i == 3 and 4 or i)]
+      -- "of bare" is a ratio of two timings: usually below 1, but a
+      -- bare loop that ran in a slow moment of a shared machine (or
+      -- under make asan) can put it above: its shape only
       assert.matches("^" .. w .. " +1 +" .. num .. " +" .. latency .. " +" ..
-        num .. " +" .. latency .. " +0%.%d%d%d +[%d.]+$", row)
+        num .. " +" .. latency .. " +%d+%.%d%d%d +[%d.]+$", row)
     end
     -- a Lua state is one thread: reads4 has no Lua figures
     assert.matches("^reads4 +4 +" .. num .. " +" .. latency ..

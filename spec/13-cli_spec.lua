@@ -98,6 +98,15 @@ describe("lunakv command line", function()
         .. "\"always\"", "lunakv shell" },
       { "shell -s oops db", "%-%-set \"oops\": expected KEY=VALUE",
         "lunakv shell" },
+      { "shell -c /tmp db", "%-%-config /tmp: a directory, not a file of "
+        .. "KEY=VALUE lines", "lunakv shell" },
+      { "--config . shell db", "%-%-config %.: a directory", "lunakv shell" },
+      { "bench -c / -n 10", "%-%-config /: a directory", "lunakv bench" },
+      { "shell --set Max_L0_Files=5 db", "%-%-set \"Max_L0_Files=5\": "
+        .. "unknown key Max_L0_Files", "lunakv shell" },
+      -- lunakv.open's own names are not settings (it raised at open)
+      { "shell --set bloom_min_bits=256 db", "%-%-set \"bloom_min_bits=256\": "
+        .. "unknown key bloom_min_bits", "lunakv shell" },
     }
     for _, c in ipairs(cases) do
       it("exits 2 for `lunakv " .. c[1] .. "` with one line and the usage",
@@ -136,6 +145,15 @@ describe("lunakv command line", function()
       assert.equal("1\n", out)
       assert.equal("lunakv: warning: .env:1: unknown key NOT_A_SETTING "
         .. "(ignored)\n", err)
+    end)
+
+    it("warns about a key set twice in .env, naming both lines", function()
+      h.write_file(dir .. "/.env", "SYNC=none\nMAX_L0_FILES=5\nsync=always\n")
+      local code, out, err = lunakv("shell db", nil, "SET a 1\n")
+      assert.equal(0, code, err)
+      assert.equal("1\n", out)
+      assert.equal("lunakv: warning: .env:3: sync is set again (first at "
+        .. ".env:1); the value of line 3 is used\n", err)
     end)
 
     it("exits 1 when the --config file cannot be read", function()
@@ -186,6 +204,10 @@ describe("lunakv command line", function()
           .. "DATA_DIR=after"))
         -- lower-case option names work too
         assert.equal("lower", data_dir("-s data_dir=lower"))
+        -- and in .env and the environment
+        h.write_file(dir .. "/.env", "data_dir=lower-dotenv\n")
+        assert.equal("lower-dotenv", data_dir())
+        assert.equal("lower-env", data_dir(nil, "data_dir=lower-env "))
         -- a DIR argument names the directory outright
         assert.equal("arg", data_dir("shell arg", "DATA_DIR=from-env "))
       end)
@@ -223,6 +245,20 @@ describe("lunakv command line", function()
       assert.equal("--set", src.block_size)
       assert.equal(4, o.max_l0_files)
       assert.is_nil(src.max_l0_files) -- defaults are not listed
+    end)
+
+    it("reads a --set value as .env and the environment do", function()
+      for _, args in ipairs { "-s MMAP_READS=true", "-s mmap_reads=on" } do
+        local code, out, err = lunakv("bench -n 100 -w writes --layers c "
+          .. "--json " .. args)
+        assert.equal(0, code, args .. ": " .. err)
+        assert.is_true(cjson.decode(out).config.options.mmap_reads, args)
+      end
+      h.write_file(dir .. "/.env", "MMAP_READS=yes\n")
+      local code, out, err = lunakv("bench -n 100 -w writes --layers c "
+        .. "--json")
+      assert.equal(0, code, err)
+      assert.is_true(cjson.decode(out).config.options.mmap_reads)
     end)
 
     it("uses the settings in the shell's db: a tiny memtable flushes",

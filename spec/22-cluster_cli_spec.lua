@@ -180,6 +180,106 @@ describe("lunakv cluster #cluster", function()
     assert.matches("stopped 1 node\n", out)
   end)
 
+  -- The argument list of a running process, from /proc.
+  local function cmdline(pid)
+    local parts = {}
+    for part in h.read_file("/proc/" .. pid .. "/cmdline"):gmatch("[^%z]+") do
+      parts[#parts + 1] = part
+    end
+    return parts
+  end
+
+  local function answers(url)
+    return (pcall(core.http_request, "GET", url .. "/health", nil, nil, 1000))
+  end
+
+  -- Kill node i of the record with SIGKILL and start it again by hand
+  -- with the same arguments (from another directory, when cwd is given,
+  -- with its data dir relative to it); wait until it answers. Returns the
+  -- new pid.
+  local function restart_by_hand(rec, i, cwd)
+    local node = rec.nodes[i]
+    local pid = math.tointeger(node.pid)
+    local argv = cmdline(pid)
+    core.kill(pid, "KILL")
+    h.wait_until(function() return not core.pid_alive(pid) end, 10)
+    h.wait_until(function() return not answers(node.url) end, 10)
+    for k, a in ipairs(argv) do
+      if cwd and a == node.dir then
+        argv[k] = node.dir:sub(#cwd + 2)
+      end
+      argv[k] = h.quote(argv[k])
+    end
+    local cmd = table.concat(argv, " ")
+    if cwd then
+      cmd = "sh -c " .. h.quote("cd " .. h.quote(cwd) .. " && exec " .. cmd)
+    end
+    local npid = h.spawn(cmd)
+    h.wait_until(function() return answers(node.url) end, 20,
+      function() return node.url .. " does not answer" end)
+    return npid
+  end
+
+  it("down stops a node that was restarted by hand, or keeps cluster.json",
+    function()
+      local code, out, err = up(3, dir)
+      assert.equal(0, code, err)
+      local rec = cjson.decode(h.read_file(dir .. "/cluster.json"))
+      restart_by_hand(rec, 2)
+      code, out = cluster("status --dir " .. h.quote(dir))
+      assert.equal(0, code)
+      assert.matches("3 of 3 nodes answer", out)
+      assert.matches(rec.nodes[2].url:gsub("%p", "%%%0") .. " +%d+ +up "
+        .. "%(not ours%)", out)
+
+      code, out, err = cluster("down --dir " .. h.quote(dir))
+      local left = {}
+      for _, n in ipairs(rec.nodes) do
+        if answers(n.url) then left[#left + 1] = n.url end
+      end
+      -- the rule: nothing answers afterwards, or down fails and keeps
+      -- the record that lets it try again
+      if code == 0 then
+        assert.same({}, left)
+        assert.is_false(h.exists(dir .. "/cluster.json"))
+      else
+        assert.is_true(h.exists(dir .. "/cluster.json"))
+        assert.matches(left[1]:gsub("%p", "%%%0"), err)
+      end
+      -- and what it does here: it finds the node by its data dir
+      assert.equal(0, code, err)
+      assert.matches("^stopped 3 nodes %(node1 restarted by hand: pid %d+%)\n",
+        out)
+      assert.equal(0, #pids_under(dir))
+    end)
+
+  it("down refuses to forget a node it cannot match, naming its URL",
+    function()
+      local code, _, err = up(2, dir)
+      assert.equal(0, code, err)
+      local rec = cjson.decode(h.read_file(dir .. "/cluster.json"))
+      -- started from the cluster's parent with a relative data dir: its
+      -- command line does not hold the recorded one
+      local parent = dir:match("^(.*)/[^/]+$")
+      local npid = restart_by_hand(rec, 2, parent)
+      local out
+      code, out, err = cluster("down --dir " .. h.quote(dir))
+      assert.equal(1, code)
+      assert.matches("^stopped 1 node\n", out)
+      assert.matches("^lunakv: " .. rec.nodes[2].url:gsub("%p", "%%%0")
+        .. " %(node1%) still answers", err)
+      assert.matches("cluster%.json kept\n$", err)
+      assert.is_true(h.exists(dir .. "/cluster.json"))
+      assert.is_true(answers(rec.nodes[2].url))
+      -- stopped by hand, the next down forgets the cluster
+      h.kill(npid, "TERM")
+      h.wait(npid)
+      code, out, err = cluster("down --dir " .. h.quote(dir))
+      assert.equal(0, code, err)
+      assert.equal("stopped 0 nodes\n", out)
+      assert.is_false(h.exists(dir .. "/cluster.json"))
+    end)
+
   it("refuses ports where something already listens, starting nothing", function()
     local base, srv = hold_port(true)
     local code, out, err = cluster(string.format("up 3 --base-port %d --dir %s",
@@ -225,7 +325,7 @@ describe("lunakv cluster #cluster", function()
     assert.matches("N must be an integer from 1 to 64", err)
     code, _, err = cluster("up --base-port 70000 --dir " .. h.quote(dir))
     assert.equal(2, code)
-    assert.matches("%-%-base%-port must be a port", err)
+    assert.matches("%-%-base%-port must be an integer from 1 to 65535", err)
     code, _, err = cluster("")
     assert.equal(2, code)
   end)

@@ -56,41 +56,95 @@ local SAMPLE_EVERY = 8 -- time one operation in 8 (both layers)
 -- Options
 -- =======================================================================
 
-local function posint(name, min)
-  return function(s)
-    local n = math.tointeger(tonumber(s))
-    if not n or n < (min or 1) or tostring(s):find("[^%d]") then
-      return nil, string.format("%s must be an integer >= %d, got '%s'",
-        name, min or 1, s)
-    end
+-- The ranges of the numeric options, { lo, hi }: the C layer's own
+-- limits (core.bench: BENCH_MAX_KEY, BENCH_MAX_VALUE, BENCH_MAX_THREADS
+-- and its num cap; core.http_bench: LKVNET_BENCH_MAX_CONNECTIONS, its key
+-- and value sizes, timeout and write share, in c/lua/lunakv_core.c), so
+-- a value out of range is a usage error here rather than an error from C.
+-- spec/14-option_ranges_spec.lua reads them back from the C messages.
+-- key_size starts at 2: an absent key of the Lua loops is a present one
+-- with its last digit replaced by '.', and needs one digit left.
+local LIMITS = {
+  num = { 1, 1 << 40 },
+  key_size = { 2, 1024 },
+  value_size = { 0, 1 << 20 },
+  threads = { 1, 256 },
+  ["repeat"] = { 1, math.maxinteger },
+  seed = { 0, math.maxinteger },
+  -- over HTTP (--url)
+  connections = { 1, 4096 },
+  http_key_size = { 1, 40 },
+  http_value_size = { 0, 32 << 20 },
+  keys = { 1, math.maxinteger },
+  timeout_ms = { 1, 24 * 3600 * 1000 },
+  write_pct = { 0, 100 },
+  seconds = 86400,
+}
+M.LIMITS = LIMITS
+
+local config = require "lunakv.config"
+local int_arg, int_range = config.int_arg, config.int_range
+
+-- "LO to HI" / ">= LO" for a help text.
+local function range_note(r)
+  if r[2] == math.maxinteger then return string.format(">= %d", r[1]) end
+  return string.format("%d to %d", r[1], r[2])
+end
+
+-- --key-size and --value-size have one range for the local bench and
+-- another with --url. The parser takes what either mode takes (it does
+-- not know the mode yet); the mode then checks its own
+-- (check_mode_ranges). Both say the same: "--key-size must be an integer
+-- from 2 to 1024 (from 1 to 40 with --url), got '0'".
+local function size_message(name, key, text)
+  local a, b = LIMITS[key], LIMITS["http_" .. key]
+  return string.format("%s must be %s (from %d to %d with --url), got '%s'",
+    name, int_range(a[1], a[2]), b[1], b[2], text)
+end
+
+local function size_arg(name, key)
+  local a, b = LIMITS[key], LIMITS["http_" .. key]
+  local lo, hi = math.min(a[1], b[1]), math.max(a[2], b[2])
+  local function convert(text)
+    local n = config.parse_int(text, lo, hi)
+    if n == nil then return nil, size_message(name, key, text) end
     return n
   end
+  config.range_checked[convert] = true
+  return convert
 end
 
 -- Add the bench options to its argparse command.
 function M.add_to_parser(c)
+  local L = LIMITS
   c:option("-w --workloads", "Comma-separated workloads (default: the "
     .. "seed's " .. M.DEFAULT_WORKLOADS .. "; db_bench's: "
     .. M.DB_BENCH_WORKLOADS:gsub(",", ", ") .. ", or \"all\"). A read workload may end "
-    .. "with a thread count: readrandom4.")
+    .. "with a thread count (" .. range_note(L.threads) .. "): readrandom4.")
     :argname("<list>")
   c:option("-n --num", "Keys and operations per workload (default "
-    .. "BENCHMARK_N, 100000).")
-    :argname("<n>"):convert(posint("--num"))
-  c:option("--value-size", "Value bytes (default 100).")
-    :argname("<bytes>"):convert(posint("--value-size", 0))
-  c:option("--key-size", "Key bytes (default 16).")
-    :argname("<bytes>"):convert(posint("--key-size", 2))
+    .. "BENCHMARK_N, 100000; " .. range_note(L.num) .. ").")
+    :argname("<n>"):convert(int_arg("--num", L.num[1], L.num[2]))
+  c:option("--value-size", "Value bytes (default 100; "
+    .. string.format("%d to %d, with --url %d to %d).", L.value_size[1],
+      L.value_size[2], L.http_value_size[1], L.http_value_size[2]))
+    :argname("<bytes>"):convert(size_arg("--value-size", "value_size"))
+  c:option("--key-size", "Key bytes (default 16; "
+    .. string.format("%d to %d, with --url %d to %d).", L.key_size[1],
+      L.key_size[2], L.http_key_size[1], L.http_key_size[2]))
+    :argname("<bytes>"):convert(size_arg("--key-size", "key_size"))
   c:option("--layers", "Which loops: c, lua or c,lua (default).")
     :argname("<list>")
   c:option("--repeat", "Run everything R times, each time in a new "
-    .. "process, and report medians (default 1).")
-    :argname("<r>"):convert(posint("--repeat"))
+    .. "process, and report medians (default 1; " .. range_note(L["repeat"])
+    .. ").")
+    :argname("<r>"):convert(int_arg("--repeat", L["repeat"][1],
+      L["repeat"][2]))
   c:option("--dir", "Put the databases under DIR (default: a temporary "
     .. "directory, removed at the end).")
     :argname("<dir>")
-  c:option("--seed", "Random seed (default 1).")
-    :argname("<n>"):convert(posint("--seed", 0))
+  c:option("--seed", "Random seed (default 1; " .. range_note(L.seed) .. ").")
+    :argname("<n>"):convert(int_arg("--seed", L.seed[1], L.seed[2]))
   c:flag("--json", "Print the results as one JSON object on stdout.")
   c:flag("--progress", "Draw the progress bar even when stderr is not a "
     .. "terminal.")
@@ -101,24 +155,20 @@ function M.add_to_parser(c)
   c:option("--url", "Drive running nodes over HTTP instead: a URL, or a "
     .. "comma-separated list (writes go to the first; reads to every one, "
     .. "see --read-from). Workloads are then write, read and mixNN (NN% "
-    .. "writes); default write,read.")
+    .. "writes, " .. L.write_pct[1] .. " to " .. L.write_pct[2]
+    .. "); default write,read.")
     :argname("<url>")
   c:option("--connections", "HTTP: keep-alive connections, one request in "
-    .. "flight on each (default 32).")
-    :argname("<n>"):convert(posint("--connections"))
+    .. "flight on each (default 32; " .. range_note(L.connections) .. ").")
+    :argname("<n>"):convert(int_arg("--connections", L.connections[1],
+      L.connections[2]))
   c:option("--seconds", "HTTP: run each workload this long (default 5 "
-    .. "unless --num is given).")
-    :argname("<s>"):convert(function(x)
-      local n = tonumber(x)
-      if not n or n <= 0 or n > 86400 then
-        return nil, "--seconds must be a number from 0 to 86400, got '"
-          .. x .. "'"
-      end
-      return n
-    end)
+    .. "unless --num is given; > 0 and <= " .. L.seconds .. ").")
+    :argname("<s>"):convert(config.seconds_arg("--seconds", L.seconds))
   c:option("--keys", "HTTP: the key space; writes take keys 0, 1, ... in "
-    .. "order, reads pick written keys at random (default 1000000).")
-    :argname("<n>"):convert(posint("--keys"))
+    .. "order, reads pick written keys at random (default 1000000; "
+    .. range_note(L.keys) .. ").")
+    :argname("<n>"):convert(int_arg("--keys", L.keys[1], L.keys[2]))
   c:option("--read-from", "HTTP: send reads to every URL given (all, the "
     .. "default) or to the first only.")
     :argname("<all|first>"):choices { "all", "first" }
@@ -128,8 +178,24 @@ function M.add_to_parser(c)
     .. "(its v3 JSON gateway: /v3/kv/put, /v3/kv/range).")
     :argname("<lunakv|etcd>"):choices { "lunakv", "etcd" }
   c:option("--timeout-ms", "HTTP: a request unanswered this long counts as "
-    .. "an error (default 10000).")
-    :argname("<ms>"):convert(posint("--timeout-ms"))
+    .. "an error (default 10000; " .. range_note(L.timeout_ms) .. ").")
+    :argname("<ms>"):convert(int_arg("--timeout-ms", L.timeout_ms[1],
+      L.timeout_ms[2]))
+end
+
+-- The options whose range depends on the mode (local, or --url): the
+-- parser took either mode's range. Returns nil, or the message of a
+-- usage error in the parser's words.
+local function check_mode_ranges(args, http)
+  for _, o in ipairs { { "key_size", "--key-size" },
+    { "value_size", "--value-size" } } do
+    local v = args[o[1]]
+    local r = LIMITS[(http and "http_" or "") .. o[1]]
+    if v ~= nil and (v < r[1] or v > r[2]) then
+      return size_message(o[2], o[1], tostring(v))
+    end
+  end
+  return nil
 end
 
 -- The items of a comma-separated list, trimmed, the empty ones left out.
@@ -157,14 +223,18 @@ function M.parse_workloads(text)
       return nil, string.format("unknown workload '%s' (known: %s)", item,
         table.concat(names, ", "))
     end
-    local threads = digits ~= "" and math.tointeger(tonumber(digits)) or 1
     if digits ~= "" and not def.reads then
       return nil, string.format("workload '%s': only read workloads take "
         .. "a thread count", item)
     end
-    if threads < 1 or threads > 256 then
-      return nil, string.format("workload '%s': threads must be 1 .. 256",
-        item)
+    local r = LIMITS.threads
+    local threads = 1
+    if digits ~= "" then
+      threads = config.parse_int(digits, r[1], r[2])
+      if not threads then
+        return nil, string.format("workload '%s': the thread count must be "
+          .. "%s, got %s", item, int_range(r[1], r[2]), digits)
+      end
     end
     list[#list + 1] = { name = item, base = base, threads = threads, def = def }
   end
@@ -674,8 +744,11 @@ function M.main(args, opts, info)
     end
   end
   if args.consistent then return 2, "--consistent is an option of bench --url" end
-  local plan, err = M.parse_workloads(args.workloads or M.DEFAULT_WORKLOADS)
-  if not plan then return 2, err end
+  local err = check_mode_ranges(args, false)
+  if err then return 2, err end
+  local plan
+  plan, err = M.parse_workloads(args.workloads or M.DEFAULT_WORKLOADS)
+  if not plan then return 2, "--workloads: " .. err end
   local layers = {}
   for l in (args.layers or "c,lua"):gmatch("[^,%s]+") do
     l = l:lower()
@@ -911,9 +984,11 @@ function M.parse_http_workloads(text)
     else
       local n = item:match("^mix(%d*)$")
       if n then
-        pct = n == "" and 50 or math.tointeger(tonumber(n))
-        if pct > 100 then
-          return nil, "workload '" .. item .. "': at most 100% writes"
+        local r = LIMITS.write_pct
+        pct = n == "" and 50 or config.parse_int(n, r[1], r[2])
+        if not pct then
+          return nil, string.format("workload '%s': the write share NN must "
+            .. "be %s, got %s", item, int_range(r[1], r[2]), n)
         end
       end
     end
@@ -949,10 +1024,12 @@ function M.main_http(args, opts)
   local core = require "lunakv.core"
   local urls, why = split_urls(args.url)
   if not urls then return 2, why end
+  why = check_mode_ranges(args, true)
+  if why then return 2, why end
   local plan
   plan, why = M.parse_http_workloads(args.workloads
     or M.HTTP_DEFAULT_WORKLOADS)
-  if not plan then return 2, why end
+  if not plan then return 2, "--workloads: " .. why end
   if args.layers or args["repeat"] or args.dir then
     return 2, "--layers, --repeat and --dir do not apply to bench --url"
   end

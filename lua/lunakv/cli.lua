@@ -163,6 +163,94 @@ local function build_parser()
   return p, cmds, state
 end
 
+-- argparse takes every word that starts with '-' for an option, so in
+-- `bench -n -5` it reports "unknown option '-5'" instead of handing -5 to
+-- --num, whose converter names the range. Before the parse, a negative
+-- number is attached to the option before it when that option's
+-- converter checks ranges (config.range_checked: config.int_arg and its
+-- kin) (`--num=-5`, `-n-5`: argparse's own spellings); one where such an
+-- argument is expected (`cluster up -5 --dir D`) goes, with the
+-- positional words after it, behind a "--" at the end (`cluster up --dir
+-- D -- -5`), where argparse takes words as they are. Options and
+-- arguments whose converters do not check ranges are left as they were.
+-- The parsers are read, not changed; the words after `run` (the
+-- script's) and after a "--" of the user's are left alone.
+local function is_negative_number(s)
+  return s:match("^%-%.?%d") ~= nil
+end
+
+local function attach_negative_numbers(list, p)
+  local path = { p } -- the parsers of the commands named so far
+  local function option_of(name)
+    for i = #path, 1, -1 do
+      for _, o in ipairs(path[i]._options or {}) do
+        for _, alias in ipairs(o._aliases or {}) do
+          if alias == name then return o end
+        end
+      end
+    end
+    return nil
+  end
+  local function command_of(name)
+    for _, c in ipairs(path[#path]._commands or {}) do
+      for _, alias in ipairs(c._aliases or {}) do
+        if alias == name then return c end
+      end
+    end
+    return nil
+  end
+  local checked = require("lunakv.config").range_checked
+  -- does the command being parsed take a range-checked argument?
+  local function checked_argument()
+    for _, a in ipairs(path[#path]._arguments or {}) do
+      if a._convert and checked[a._convert] then return true end
+    end
+    return false
+  end
+  local out, tail, i = {}, nil, 1
+  while i <= #list do
+    local a = list[i]
+    if a == "--" or path[#path]._handle_options == false then
+      if tail then -- the user's "--": the rest are positional words too
+        table.move(list, i + (a == "--" and 1 or 0), #list, #tail + 1, tail)
+      else
+        table.move(list, i, #list, #out + 1, out)
+      end
+      break
+    end
+    local o = a:sub(1, 1) == "-" and not a:find("=", 1, true)
+      and option_of(a)
+    local takes_value = o and (o._maxargs or 0) > 0 and list[i + 1] ~= nil
+    if takes_value and is_negative_number(list[i + 1])
+        and o._convert and checked[o._convert] then
+      out[#out + 1] = a:sub(1, 2) == "--" and (a .. "=" .. list[i + 1])
+        or (a .. list[i + 1])
+      i = i + 2
+    elseif takes_value then
+      out[#out + 1], out[#out + 2] = a, list[i + 1]
+      i = i + 2
+    elseif o or (a:sub(1, 1) == "-" and not is_negative_number(a)) then
+      out[#out + 1] = a -- a flag, or argparse says what it makes of it
+      i = i + 1
+    elseif tail or (is_negative_number(a) and checked_argument()) then
+      tail = tail or {}
+      tail[#tail + 1] = a
+      i = i + 1
+    else
+      local c = command_of(a)
+      if c then path[#path + 1] = c end
+      out[#out + 1] = a
+      i = i + 1
+    end
+  end
+  if tail then
+    out[#out + 1] = "--"
+    table.move(tail, 1, #tail, #out + 1, out)
+  end
+  return out
+end
+M.attach_negative_numbers = attach_negative_numbers
+
 -- }======================================================================
 
 -- {======================================================================
@@ -176,6 +264,10 @@ local function load_config(args)
   local config = require "lunakv.config"
   local file = args.config or args.global_config
   local opts, info
+  if file and config.is_directory(file) then
+    return nil, "--config " .. file .. ": a directory, not a file of "
+      .. "KEY=VALUE lines", true
+  end
   if file then
     opts, info = config.load_file(file)
   else
@@ -329,6 +421,7 @@ function M.main(argv)
   local list = {}
   for i = 1, #argv do list[i] = argv[i] end
   local p, cmds, state = build_parser()
+  list = attach_negative_numbers(list, p)
   local pok, ok, res = pcall(p.pparse, p, list)
   if not pok then
     if state.help then

@@ -9,7 +9,10 @@
 --       leader and are at its term (it has reached them); record pids
 --       and URLs in D/cluster.json
 --   status [--dir D]   one row per recorded node: process, role, indexes, lag
---   down [--dir D]     SIGTERM every recorded node, SIGKILL after 10 s
+--   down [--dir D]     SIGTERM every recorded node, SIGKILL after 10 s;
+--                      also a node restarted by hand on a recorded URL
+--                      (found by its data dir); D/cluster.json is removed
+--                      only when no recorded URL answers any more
 --
 -- Processes are started with core.spawn (fork + exec, their own session,
 -- output appended to the log) and watched with core.pid_alive / core.kill:
@@ -27,16 +30,8 @@ local LOG_TAIL_LINES = 20
 -- Options
 -- =======================================================================
 
-local function port_arg(name)
-  return function(s)
-    local n = math.tointeger(tonumber(s))
-    if not n or n < 1 or n > 65535 or tostring(s):find("[^%d]") then
-      return nil, string.format("%s must be a port from 1 to 65535, got '%s'",
-        name, s)
-    end
-    return n
-  end
-end
+local MAX_NODES = 64
+local MAX_TIMEOUT = 86400
 
 -- c: the `cluster` command's parser; h: { help_flag = f(p),
 -- config_options = f(p) } from lunakv.cli (our --help and -c/-s flags).
@@ -52,33 +47,24 @@ function M.add_to_parser(c, h)
   end
   local up = sub("up", "Start N local nodes and wait until they agree on "
     .. "a leader.")
-  up:argument("n", "How many nodes (default 3).")
-    :args("?"):argname("<n>")
-    :convert(function(s)
-      local n = math.tointeger(tonumber(s))
-      if not n or n < 1 or n > 64 then
-        return nil, "N must be an integer from 1 to 64, got '" .. s .. "'"
-      end
-      return n
-    end)
+  local config = require "lunakv.config"
+  up:argument("n", "How many nodes (default 3; 1 to " .. MAX_NODES .. ").")
+    :args("?"):argname("<n>"):convert(config.int_arg("N", 1, MAX_NODES))
   up:option("--base-port", "Port of the first node; the others follow "
-    .. "(default 8000).")
-    :argname("<port>"):convert(port_arg("--base-port"))
+    .. "(default 8000; 1 to 65535, and the last node's port too).")
+    :argname("<port>"):convert(config.int_arg("--base-port", 1, 65535))
   up:option("--token", "Shared secret for the cluster-internal routes, "
     .. "given to every node as CLUSTER_TOKEN (default: CLUSTER_TOKEN "
     .. "from .env or the environment, which the nodes read themselves).")
     :argname("<token>")
-  up:option("--timeout", "Seconds to wait for the nodes (default 20).")
-    :argname("<s>"):convert(function(s)
-      local n = tonumber(s)
-      if not n or n <= 0 then
-        return nil, "--timeout must be a positive number, got '" .. s .. "'"
-      end
-      return n
-    end)
+  up:option("--timeout", "Seconds to wait for the nodes (default "
+    .. UP_TIMEOUT .. "; > 0 and <= " .. MAX_TIMEOUT .. ").")
+    :argname("<s>"):convert(config.seconds_arg("--timeout", MAX_TIMEOUT))
   if h and h.config_options then h.config_options(up) end
   sub("status", "Print every recorded node's role, indexes and lag.")
-  sub("down", "Stop every recorded node (SIGTERM, SIGKILL after 10 s).")
+  sub("down", "Stop every recorded node (SIGTERM, SIGKILL after 10 s), "
+    .. "also one restarted by hand; keep cluster.json while any still "
+    .. "answers.")
 end
 
 -- }======================================================================
@@ -154,6 +140,37 @@ local function is_node(pid, node)
   return false
 end
 M.is_node = is_node
+
+-- Processes of node that we did not start: a node killed and started
+-- again by hand answers on its recorded URL under a pid the record does
+-- not know. /status does not give a pid, so it is found without asking
+-- the node: every open db holds a lock on its LOCK file, and
+-- /proc/locks lists the holders' pids; a holder is this node when it is
+-- a `lunakv node` on the node's port with the node's data dir on its
+-- command line (is_node: the same test as for a recorded pid, so a node
+-- of another cluster that took these ports is never touched). A node
+-- started with its data dir spelled otherwise (a relative path) is not
+-- found. Returns a list of pids (empty without /proc).
+local function unrecorded_pids(node)
+  local locks = read_file("/proc/locks") or ""
+  local found, seen = {}, {}
+  -- "1: FLOCK  ADVISORY  WRITE 4242 00:1f:1234567 0 EOF"; waiters for a
+  -- lock ("1: -> FLOCK ...") hold nothing and do not match
+  for pid in locks:gmatch("%d+:%s+%u+%s+%u+%s+%u+%s+(%d+)%s") do
+    pid = math.tointeger(tonumber(pid))
+    if pid and not seen[pid] and pid ~= node.pid then
+      seen[pid] = true
+      local cmd = read_file("/proc/" .. pid .. "/cmdline") or ""
+      local args = {}
+      for part in cmd:gmatch("[^%z]+") do args[part] = true end
+      if args.node and args[tostring(node.port)] and is_node(pid, node) then
+        found[#found + 1] = pid
+      end
+    end
+  end
+  return found
+end
+M.unrecorded_pids = unrecorded_pids
 
 -- The command that runs lunakv itself: this interpreter and bin/lunakv,
 -- both as this process was started. The interpreter is arg's most negative
@@ -289,7 +306,10 @@ local function up(args)
   local n = args.n or 3
   local base = args.base_port or 8000
   if base + n - 1 > 65535 then
-    return nil, string.format("ports %d .. %d: past 65535", base, base + n - 1)
+    return 2, string.format("--base-port must be %s for %d nodes, got '%d' "
+      .. "(the last node's port would be %d)",
+      require("lunakv.config").int_range(1, 65536 - n), n, base,
+      base + n - 1)
   end
   local dir = absolute(args.dir or "cluster")
   local rec = load_record(dir)
@@ -533,26 +553,70 @@ local function status(args)
   return true
 end
 
+-- Does a lunakv node answer as node on its recorded URL?
+local function node_answers(node)
+  local st = get_json(node.url, "/status", 2000)
+  return st ~= nil and st.my_url == node.url
+end
+
+-- Stop every node of the record: the processes we started, and those
+-- that answer on a recorded URL after a restart by hand (unrecorded_pids).
+-- The record is removed only when no recorded URL answers as its node
+-- afterwards; otherwise it is kept, so that `down` can be run again once
+-- the rest is stopped, and down fails naming what still answers.
 local function down(args)
   local dir = absolute(args.dir or "cluster")
   local rec, path = load_record(dir)
   if not rec then return no_record(path) end
-  local running = 0
+  local procs, by_hand = {}, {}
   for _, node in ipairs(rec.nodes) do
-    if is_node(node.pid, node) then running = running + 1 end
+    if is_node(node.pid, node) then
+      procs[#procs + 1] = node
+    elseif node_answers(node) then
+      for _, pid in ipairs(unrecorded_pids(node)) do
+        local p = { name = node.name, url = node.url, dir = node.dir,
+          pid = pid }
+        procs[#procs + 1] = p
+        by_hand[#by_hand + 1] = p
+      end
+    end
   end
-  local killed, left = stop_all(rec.nodes, DOWN_GRACE)
+  local killed, left = stop_all(procs, DOWN_GRACE)
   if #left > 0 then
     local pids = {}
     for _, p in ipairs(left) do pids[#pids + 1] = tostring(p.pid) end
     return nil, "pids " .. table.concat(pids, ", ")
       .. " survived SIGKILL; cluster.json kept"
   end
+  local stopped = #procs
+  local notes = {}
+  for _, p in ipairs(by_hand) do
+    notes[#notes + 1] = string.format("%s restarted by hand: pid %d", p.name,
+      p.pid)
+  end
+  if killed > 0 then
+    notes[#notes + 1] = string.format("%d with SIGKILL after %d s", killed,
+      DOWN_GRACE)
+  end
+  io.stdout:write(string.format("stopped %d node%s%s\n", stopped,
+    stopped == 1 and "" or "s",
+    #notes > 0 and (" (" .. table.concat(notes, "; ") .. ")") or ""))
+  local answering = {}
+  for _, node in ipairs(rec.nodes) do
+    if node_answers(node) then
+      answering[#answering + 1] = string.format("%s (%s)", node.url,
+        node.name)
+    end
+  end
+  if #answering > 0 then
+    return nil, string.format("%s still answer%s, from no process with the "
+      .. "recorded data dir on its command line (started with the dir "
+      .. "spelled another way? another cluster on these ports?): stop %s, "
+      .. "then run `lunakv cluster down --dir %s` again; cluster.json kept",
+      table.concat(answering, ", "), #answering == 1 and "s" or "",
+      #answering == 1 and "it" or "them", args.dir or "cluster")
+  end
   os.remove(path)
-  io.stdout:write(string.format("stopped %d node%s%s\n", running,
-    running == 1 and "" or "s",
-    killed > 0 and string.format(" (%d with SIGKILL after %d s)", killed,
-      DOWN_GRACE) or ""))
   return true
 end
 

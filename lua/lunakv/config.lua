@@ -8,8 +8,12 @@
 -- bloom_filter_size, data_dir, ...), ready for lunakv.open(dir, opts).
 -- info = { file = path of the .env read or nil, warnings = { ... },
 --          sources = { key = "default" | "FILE:LINE" | "environment" } }.
--- Unknown keys and unparsable lines in .env are warnings (file:line);
--- a bad value for a known key raises an error naming key, value and source.
+-- A key is its variable in upper or lower case (MAX_MEMTABLE_SIZE or
+-- max_memtable_size), the same in .env, the environment and --set
+-- (M.find). Unknown keys, keys set twice and unparsable lines in .env are
+-- warnings (file:line); a bad value for a known key raises an error
+-- naming key, value and source, and so does a directory given as the
+-- file.
 
 local M = {}
 
@@ -93,7 +97,7 @@ M.schema = {
     default = "", engine = false,
     doc = "shared secret of a node's internal routes (empty: none)" },
   { key = "benchmark_n", env = "BENCHMARK_N", kind = "int", min = 1,
-    default = 100000, engine = false,
+    max = 1 << 40, default = 100000, engine = false,
     doc = "operations per benchmark run" },
   { key = "data_dir", env = "DATA_DIR", kind = "string", default = "data",
     engine = false, doc = "data directory of the shell and nodes" },
@@ -108,21 +112,98 @@ for _, spec in ipairs(M.schema) do
 end
 M.by_key = by_key
 
+-- The spec of the setting a name means, in .env, the environment and
+-- --set alike: its variable in upper or in lower case (MAX_MEMTABLE_SIZE
+-- or max_memtable_size), never mixed (Max_Memtable_Size is unknown: the
+-- environment could not be read that way). nil for an unknown name.
+function M.find(name)
+  if type(name) ~= "string" then return nil end
+  if name == name:upper() then return by_env[name] end
+  if name == name:lower() then return by_env[name:upper()] end
+  return nil
+end
+
 local function show(v)
   if type(v) == "string" then return string.format("%q", v) end
   return tostring(v)
 end
 M.show = show
 
+-- {======================================================================
+-- Numbers in text: one reading of "an integer from lo to hi" for every
+-- layer that takes one (.env, the environment, --set, the command line's
+-- numeric options, the shell's LIMIT and AT_SEQ)
+-- =======================================================================
+
+-- "an integer from lo to hi", or "an integer >= lo" when hi is nil or
+-- math.maxinteger (no upper end worth printing).
+function M.int_range(lo, hi)
+  if hi == nil or hi == math.maxinteger then
+    return string.format("an integer >= %d", lo)
+  end
+  return string.format("an integer from %d to %d", lo, hi)
+end
+
+-- The integer written in text (decimal digits, an optional sign, blanks
+-- around), when it lies in [lo, hi] (hi nil: no upper end). Returns it,
+-- or nil and why: "not an integer" or "out of range" (also for digits
+-- past 64 bits, which Lua would read as a float).
+function M.parse_int(text, lo, hi)
+  local t = tostring(text):match("^%s*(.-)%s*$")
+  if not t:match("^[+-]?%d+$") then return nil, "not an integer" end
+  local n = math.tointeger(tonumber(t))
+  if n == nil or n < lo or (hi ~= nil and n > hi) then
+    return nil, "out of range"
+  end
+  return n
+end
+
+-- The converters made below: they read a negative number and name the
+-- range, so lunakv.cli hands them one (`-n -5`) rather than letting
+-- argparse take it for an option. Weak keys: the parsers own them.
+M.range_checked = setmetatable({}, { __mode = "k" })
+
+-- An argparse converter for an integer option or argument named name
+-- (as the user writes it: "--num", "N"): the integer, or nil and
+-- "NAME must be an integer from LO to HI, got 'TEXT'" (a usage error).
+-- The same range belongs in the option's help text (M.int_range).
+function M.int_arg(name, lo, hi)
+  local function convert(text)
+    local n = M.parse_int(text, lo, hi)
+    if n == nil then
+      return nil, string.format("%s must be %s, got '%s'", name,
+        M.int_range(lo, hi), text)
+    end
+    return n
+  end
+  M.range_checked[convert] = true
+  return convert
+end
+
+-- An argparse converter for a positive number (a duration) at most hi:
+-- the number, or nil and "NAME must be a number > 0 and <= HI, got 'TEXT'".
+function M.seconds_arg(name, hi)
+  local function convert(text)
+    local t = tostring(text):match("^%s*(.-)%s*$")
+    local n = t:match("^[+-]?[%d.]+[eE]?[+-]?%d*$") and tonumber(t)
+    if not n or not (n > 0 and n <= hi) then
+      return nil, string.format("%s must be a number > 0 and <= %g, got "
+        .. "'%s'", name, hi, text)
+    end
+    return n
+  end
+  M.range_checked[convert] = true
+  return convert
+end
+
+-- }======================================================================
+
 -- What values of spec are accepted, for messages.
 function M.expected(spec)
   if spec.kind == "sync" then return '"none", "batch" or "always"' end
   if spec.kind == "string" then return "a string" end
   if spec.kind == "bool" then return "true or false" end
-  if spec.max then
-    return string.format("an integer from %d to %d", spec.min, spec.max)
-  end
-  return string.format("an integer >= %d", spec.min)
+  return M.int_range(spec.min, spec.max)
 end
 
 -- Check a Lua value against spec. Returns the value (integers normalised)
@@ -157,29 +238,27 @@ local BOOL_WORDS = { ["true"] = true, ["1"] = true, yes = true, on = true,
   ["false"] = false, ["0"] = false, no = false, off = false }
 
 -- Turn the text of a variable into a value of spec's kind, or raise.
-local function convert(spec, text, source)
+-- Messages name the variable as given (name, default spec.env).
+local function convert(spec, text, source, name)
+  local label = name or spec.env
   local v = text
   if spec.kind == "bool" then
     v = BOOL_WORDS[text:match("^%s*(.-)%s*$"):lower()]
     if v == nil then
       error(string.format("lunakv: %s=%s (%s): expected true or false "
-        .. "(or 1/0, yes/no, on/off)", spec.env, show(text), source), 0)
+        .. "(or 1/0, yes/no, on/off)", label, show(text), source), 0)
     end
   elseif spec.kind == "int" then
-    local t = text:match("^%s*(.-)%s*$")
-    if not t:match("^[+-]?%d+$") then
-      error(string.format("lunakv: %s=%s (%s): not an integer",
-        spec.env, show(text), source), 0)
-    end
-    v = math.tointeger(tonumber(t))
+    local why
+    v, why = M.parse_int(text, math.mininteger) -- its range: M.check
     if not v then
-      error(string.format("lunakv: %s=%s (%s): too large",
-        spec.env, show(text), source), 0)
+      error(string.format("lunakv: %s=%s (%s): %s", label, show(text),
+        source, why == "out of range" and "too large" or why), 0)
     end
   end
   local ok, why = M.check(spec, v)
   if ok == nil then
-    error(string.format("lunakv: %s=%s (%s): %s", spec.env, show(text),
+    error(string.format("lunakv: %s=%s (%s): %s", label, show(text),
       source, why), 0)
   end
   return ok
@@ -264,7 +343,21 @@ function M.defaults()
   return t
 end
 
+-- Is path a directory? (io.open opens one; reading it fails with EISDIR.)
+local function is_directory(path)
+  local f = io.open(path, "rb")
+  if not f then return false end
+  local ok, _, code = f:read(0)
+  f:close()
+  return ok == nil and code == 21
+end
+M.is_directory = is_directory
+
 local function read_file(path)
+  if is_directory(path) then
+    error("lunakv: config file " .. path .. ": is a directory, not a file "
+      .. "of KEY=VALUE lines", 0)
+  end
   local f = io.open(path, "rb")
   if not f then return nil end
   -- a .env is a few lines; refuse to swallow something that is not one
@@ -298,11 +391,21 @@ local function load_layers(path, required, getenv)
     info.file = path
     local entries, warnings = M.parse(text, path)
     for _, w in ipairs(warnings) do info.warnings[#info.warnings + 1] = w end
+    local first = {} -- spec.key -> the line that set it first
     for _, e in ipairs(entries) do
-      local spec = by_env[e.key]
+      local spec = M.find(e.key)
       local where = path .. ":" .. e.line
       if spec then
-        opts[spec.key] = convert(spec, e.value, where)
+        -- the last one wins, as in a shell; the earlier one was most
+        -- likely forgotten, so say where both are
+        if first[spec.key] then
+          info.warnings[#info.warnings + 1] = string.format(
+            "%s: %s is set again (first at %s:%d); the value of line %d "
+            .. "is used", where, e.key, path, first[spec.key], e.line)
+        else
+          first[spec.key] = e.line
+        end
+        opts[spec.key] = convert(spec, e.value, where, e.key)
         info.sources[spec.key] = where
       else
         info.warnings[#info.warnings + 1] =
@@ -313,9 +416,19 @@ local function load_layers(path, required, getenv)
 
   for _, spec in ipairs(M.schema) do
     if spec.env then
-      local v = getenv(spec.env)
+      -- the variable in upper or lower case (M.find); both set to
+      -- different values is refused rather than one picked
+      local name, v = spec.env, getenv(spec.env)
+      local lower = getenv(spec.env:lower())
+      if v == nil or v == "" then
+        name, v = spec.env:lower(), lower
+      elseif lower ~= nil and lower ~= "" and lower ~= v then
+        error(string.format("lunakv: %s=%s and %s=%s (environment): give "
+          .. "one", spec.env, show(tostring(v)), spec.env:lower(),
+          show(tostring(lower))), 0)
+      end
       if v ~= nil and v ~= "" then
-        opts[spec.key] = convert(spec, tostring(v), "environment")
+        opts[spec.key] = convert(spec, tostring(v), "environment", name)
         info.sources[spec.key] = "environment"
       end
     end
@@ -347,16 +460,10 @@ function M.load_file(path, env)
   return load_layers(path, true, getenv_of(env, "load_file"))
 end
 
--- The spec for a setting named either way: MAX_MEMTABLE_SIZE (its
--- variable) or max_memtable_size (its option).
-function M.find(name)
-  return by_env[name] or by_key[name]
-end
-
 -- config.override(opts, info, settings [, source]): the top layer, flags.
--- settings is a list of "KEY=VALUE" strings; KEY names a variable or an
--- option (M.find). Changes opts and info in place (info.sources[key] =
--- source, default "flag"). An unknown key or a bad value raises
+-- settings is a list of "KEY=VALUE" strings; KEY names a variable in
+-- upper or lower case (M.find), VALUE is read as in .env. Changes opts
+-- and info in place (info.sources[key] = source, default "flag"). An unknown key or a bad value raises
 -- "lunakv: ..." naming it: a typo on the command line is an error, not a
 -- warning.
 function M.override(opts, info, settings, source)
@@ -376,22 +483,8 @@ function M.override(opts, info, settings, source)
       error(string.format("lunakv: %s %s: unknown key %s (known: %s)",
         source, show(s), name, table.concat(names, ", ")), 0)
     end
-    local label = spec.env or spec.key
-    local v = text
-    if spec.kind == "int" then
-      local t = text:match("^%s*(.-)%s*$")
-      v = t:match("^[+-]?%d+$") and math.tointeger(tonumber(t)) or nil
-      if v == nil then
-        error(string.format("lunakv: %s=%s (%s): not an integer", label,
-          show(text), source), 0)
-      end
-    end
-    local ok, why = M.check(spec, v)
-    if ok == nil then
-      error(string.format("lunakv: %s=%s (%s): %s", label, show(text),
-        source, why), 0)
-    end
-    opts[spec.key] = ok
+    -- the value is read as in .env and the environment (MMAP_READS=on)
+    opts[spec.key] = convert(spec, text, source, name)
     if info then
       info.sources = info.sources or {}
       info.sources[spec.key] = source

@@ -294,21 +294,28 @@ local function usage(cmd)
 end
 
 -- Trailing keyword arguments, e.g. LIMIT 10 or AT_SEQ 5: when the last
--- two tokens are an unquoted `word` (any case) and an integer, remove
--- them and return the integer.
-local function take_keyword(args, words)
+-- two tokens are an unquoted `word` (any case, a key of words) and a
+-- number, remove them and return the number, which must be an integer in
+-- [lo, hi] (words[WORD] = { lo, hi }); cmd names the command in the
+-- message (config.parse_int: the command line's reading of integers).
+local function take_keyword(cmd, args, words)
   local n = #args
   if n < 2 then return nil end
   local kw, num = args[n - 1], args[n]
-  if kw.quoted or not words[kw.text:upper()] then return nil end
-  local v = math.tointeger(tonumber(num.text))
-  if not v or num.text:find("[^%d]") then
-    fail("%s needs a non-negative integer, got %s", kw.text:upper(),
-      M.show(num.text))
+  local range = not kw.quoted and words[kw.text:upper()]
+  if not range then return nil end
+  local config = require "lunakv.config"
+  local v = config.parse_int(num.text, range[1], range[2])
+  if not v then
+    fail("%s: %s must be %s, got %s", cmd, kw.text:upper(),
+      config.int_range(range[1], range[2]), M.show(num.text))
   end
   args[n], args[n - 1] = nil, nil
   return v
 end
+
+local SEQ_RANGE = { 0, math.maxinteger }   -- AT_SEQ n, GET key n
+local LIMIT_RANGE = { 1, math.maxinteger } -- SCAN ... LIMIT n (0: refused)
 
 -- A trailing unquoted flag word (any case), e.g. REVERSE: removed when
 -- present.
@@ -390,10 +397,17 @@ command {
     .. "the newest version with sequence number <= n. Inside a SNAPSHOT, "
     .. "reads the snapshot",
   run = function(sh, args)
-    local at = take_keyword(args, { AT_SEQ = true, AT = true })
+    local at = take_keyword("GET", args, { AT_SEQ = SEQ_RANGE,
+      AT = SEQ_RANGE })
     if #args == 2 and at == nil then -- GET key n
-      at = math.tointeger(tonumber(args[2].text))
-      if not at or args[2].text:find("[^%d]") then usage(commands.GET) end
+      local config = require "lunakv.config"
+      local why
+      at, why = config.parse_int(args[2].text, SEQ_RANGE[1], SEQ_RANGE[2])
+      if why == "not an integer" then usage(commands.GET) end
+      if not at then
+        fail("GET: the seq must be %s, got %s", config.int_range(
+          SEQ_RANGE[1], SEQ_RANGE[2]), M.show(args[2].text))
+      end
       args[2] = nil
     end
     if #args ~= 1 then usage(commands.GET) end
@@ -425,16 +439,15 @@ command {
   name = "SCAN", usage = "SCAN [lo [hi]] [LIMIT n] [REVERSE]",
   help = "print key<TAB>value for every key with lo <= key <= hi, in "
     .. "order (REVERSE: from hi down); - or a missing bound is an open "
-    .. "end. (empty) when none; (more) when LIMIT cut the listing short",
+    .. "end. (empty) when none (also when lo is above hi); (more) when "
+    .. "LIMIT n (n >= 1) cut the listing short",
   run = function(sh, args)
     local reverse = take_flag(args, "REVERSE")
-    local limit = take_keyword(args, { LIMIT = true })
+    local limit = take_keyword("SCAN", args, { LIMIT = LIMIT_RANGE })
     reverse = take_flag(args, "REVERSE") or reverse
     if #args > 2 then usage(commands.SCAN) end
+    -- lo above hi is an empty range, as for COUNT, db:scan and /scan
     local lo, hi = bound(args[1]), bound(args[2])
-    if lo and hi and lo > hi then
-      fail("SCAN: lo %s is above hi %s", M.show(lo), M.show(hi))
-    end
     if reverse and sh.remote then
       fail("SCAN REVERSE: the HTTP API scans forward only")
     end
@@ -454,7 +467,8 @@ command {
 
 command {
   name = "COUNT", usage = "COUNT [lo [hi]]",
-  help = "print how many keys lie in [lo, hi] (- or missing: open)",
+  help = "print how many keys lie in [lo, hi] (- or missing: open; 0 "
+    .. "when lo is above hi)",
   run = function(sh, args)
     if #args > 2 then usage(commands.COUNT) end
     local n = 0
@@ -793,10 +807,24 @@ function M.new(db, opts)
   return sh
 end
 
+-- Is e the error a Ctrl-C raises (core.interrupts)? Its text is
+-- "interrupted!" after whatever position luaL_error found where the Lua
+-- code was stopped: none at the top of a line's chunk, "stdin:1: " in a
+-- function the line called, a shell.lua line in a command. The shell
+-- prints every one the same way: INTERRUPTED.
+local function is_interrupt(e)
+  if type(e) ~= "string" then return false end
+  local first = e:match("^[^\n]*") -- a traceback may follow
+  return first:sub(-#"interrupted!") == "interrupted!"
+end
+local INTERRUPTED = "lunakv: interrupted"
+
 -- The one-line text of an error value.
 local function error_line(e)
   local msg
-  if type(e) == "table" and e.shell_error then
+  if is_interrupt(e) then
+    return INTERRUPTED
+  elseif type(e) == "table" and e.shell_error then
     msg = "lunakv: " .. e.shell_error
   elseif type(e) == "string" then
     local s = e:find("lunakv: ", 1, true)
@@ -811,6 +839,8 @@ local function error_line(e)
 end
 
 function Shell:report(e)
+  -- from a pipe a Ctrl-C ends the session (M.run looks at this)
+  if is_interrupt(e) then self.interrupted = true end
   self.errors = self.errors + 1
   self.out:flush()
   self.err:write(error_line(e), "\n")
@@ -1035,18 +1065,17 @@ function M.run(db, opts)
   while not sh.done do
     local ok, res = pcall(step)
     if not ok then
+      -- a Ctrl-C outside a command or a line's Lua (reading, printing):
+      -- reported like one inside (Shell:report), and what was read so
+      -- far of an unfinished line is dropped
       more, sh.pending, sh.pending_lua = nil, nil, nil
-      if type(res) == "string" and res:find("interrupted!", 1, true) then
-        if not tty then -- from a pipe, Ctrl-C ends the session
-          sh:report({ shell_error = "interrupted" })
-          break
-        end
-        sh.out:write("(interrupted)\n")
-      else
-        sh:report(res)
-      end
+      sh:report(res)
     elseif res == "eof" then
       break
+    end
+    if sh.interrupted then
+      if not tty then break end -- from a pipe, Ctrl-C ends the session
+      sh.interrupted = false
     end
   end
   if core and not was then core.interrupts(false) end
