@@ -15,8 +15,12 @@
  *     sentence saying what failed, on which object and why. No allocation
  *     happens on the failure path.
  *  4. Thread safety: every lkv_db_* function may be called from any number
- *     of threads at once. An lkv_iter or lkv_batch belongs to one thread at
- *     a time. Snapshots may be shared between threads.
+ *     of threads at once, lkv_db_close included: close lets no new call
+ *     in (they get LKV_CLOSED) and waits for the calls in flight to
+ *     return before it frees anything. A call that starts after close has
+ *     returned uses freed memory, as after any free: the caller must make
+ *     that impossible. An lkv_iter or lkv_batch belongs to one thread at a
+ *     time. Snapshots may be shared between threads.
  *  5. Lifetime: every iterator and snapshot must be released before the
  *     db they came from is closed (lkv_db_close refuses with LKV_BUSY
  *     otherwise).
@@ -192,15 +196,19 @@ typedef struct lkv_db lkv_db;
  * created when missing. `o` may be NULL for defaults. Takes the LOCK file:
  * a second open of the same directory, in this process or another, fails
  * with LKV_BUSY. Replays the WAL; a torn or corrupt record ends the replay
- * and the tail is cut. A damaged manifest fails with LKV_CORRUPTION.
- * On success *out owns the db until lkv_db_close. */
+ * and the tail is cut. A damaged manifest fails with LKV_CORRUPTION. A
+ * directory with no MANIFEST that holds anything but what an interrupted
+ * first open leaves is not a database: LKV_INVALID, and nothing in it is
+ * touched. On success *out owns the db until lkv_db_close. */
 LKV_API int lkv_db_open(const char *dir, const lkv_options *o, lkv_db **out,
                         lkv_err *err);
 
-/* Wait for background work, write what is buffered, release the LOCK and
- * free the db. REQUIRES: no live iterators or snapshots (else LKV_BUSY and
- * the db stays open). The handle is freed even when the final WAL write
- * fails (the error is reported). */
+/* Refuse new calls, wait for the calls in flight (a call waiting for a
+ * flush or compaction returns LKV_CLOSED), stop the background threads,
+ * write what is buffered, release the LOCK and free the db. REQUIRES: no
+ * live iterators or snapshots (else LKV_BUSY and the db stays open). The
+ * handle is freed even when the final WAL write fails (the error is
+ * reported). */
 LKV_API int lkv_db_close(lkv_db *db, lkv_err *err);
 
 /* Write one key. *seq (may be NULL) receives the write's sequence number.

@@ -119,6 +119,9 @@ local function build_parser()
   shell:option("--url", "Talk to a running node over HTTP instead "
     .. "(e.g. http://127.0.0.1:8000): the same commands, plus STATUS.")
     :argname("<url>")
+  shell:flag("--read-only", "Open the database without changing it (a "
+    .. "shared lock,\nno WAL cut): reads work, writes are refused. For a "
+    .. "copy, a read-only\nmedium, or a database other readers have open.")
   add_config_options(shell)
 
   local bench = command("bench",
@@ -146,6 +149,13 @@ local function build_parser()
     .. "them. State is kept in DIR/cluster.json.")
   require("lunakv.cluster").add_to_parser(cluster, {
     help_flag = help_flag, config_options = add_config_options })
+
+  local inspect = command("inspect",
+    "Show what a database holds, without changing it.",
+    "Open DIR read-only (nothing on disk changes: safe on a copy or a "
+    .. "read-only\nmedium) and print its sequence number, its tables level "
+    .. "by level with their\nkey ranges, and what the WAL replay found.")
+  require("lunakv.inspect").add_to_parser(inspect)
 
   local run = command("run", "Run a Lua script with lunakv available.",
     "Run the Lua script FILE with require \"lunakv\" available; arg[0] is "
@@ -305,9 +315,16 @@ commands.shell = {
       if usage then return EXIT_USAGE, info:gsub("^lunakv: ", "") end
       return nil, info
     end
+    if args.read_only then opts.read_only = true end
     return require("lunakv.shell").main {
       dir = args.dir, opts = opts, info = info,
     }
+  end,
+}
+
+commands.inspect = {
+  run = function(args)
+    return require("lunakv.inspect").main(args)
   end,
 }
 

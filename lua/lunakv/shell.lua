@@ -1099,7 +1099,16 @@ function M.main(args)
   end
   local dir = args.dir or opts.data_dir
   local tty = core.isatty(0) and core.isatty(1)
-  local db <close> = lunakv.open(dir, opts)
+  local ok, db = pcall(lunakv.open, dir, opts)
+  if not ok then
+    local e = tostring(db)
+    if not opts.read_only and (e:find("Permission denied", 1, true)
+        or e:find("Read-only file system", 1, true)) then
+      e = e .. " (lunakv shell --read-only opens it without writing)"
+    end
+    return nil, e
+  end
+  local _ <close> = db
   local recovery = db:stats().recovery -- the WAL tail open had to cut
   if recovery then io.stderr:write("lunakv: warning: ", recovery, "\n") end
   if tty then
