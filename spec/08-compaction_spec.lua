@@ -76,29 +76,45 @@ describe("compaction", function()
     for k, v in pairs(want) do assert.equal(v, db:get(k)) end
   end)
 
-  it("reports compaction_pending while work is due, 0 once it is done",
+  -- Deterministic: the compaction thread is held inside its first output
+  -- table's creation (the fault env's pause) while stats() is asked.
+  it("reports compaction_pending while a compaction runs, 0 once it is done",
     function()
-      db = lunakv.open(dir, SMALL)
-      -- with two-table L0s a compaction is due or running most of the time
-      -- under writes: some stats() call must see it
-      local seen, i = false, 0
-      while not seen and i < 200000 do
-        i = i + 1
-        db:set(key(i % 3000), string.rep("p", 64))
-        if i % 10 == 0 then seen = db:stats().compaction_pending == 1 end
+      local core = require "lunakv.core"
+      local fe = core.fault_env()
+      -- overlapping tables while L0 may hold many: flushes place the
+      -- first three in L2, L1 and L0 (each overlaps the one below), the
+      -- fourth in L0
+      local roomy = { max_memtable_size = 64 * 1024, max_l0_files = 50,
+        l0_slowdown_files = 60, l0_stop_files = 70, sync = "none", env = fe }
+      db = lunakv.open(dir, roomy)
+      for round = 1, 4 do
+        for i = 1, 300 do db:set(key(i), "r" .. round) end
+        db:flush()
       end
-      assert.is_true(seen, "compaction_pending never 1 in 200000 writes")
-      db:flush()
-      local core, st = require "lunakv.core", nil
-      local t0 = core.clock()
-      repeat
-        st = db:stats()
-        if st.compaction_pending ~= 0 then core.sleep(0.01) end
-      until st.compaction_pending == 0 or core.clock() - t0 > 30
-      assert.equal(0, st.compaction_pending)
+      assert.equal(2, db:stats().sstables_per_level[1])
+      assert.equal(0, db:stats().compaction_pending)
+      db:close()
+      -- reopened with max_l0_files = 2, a compaction is due at once
+      fe:pause("create", ".sst")
+      local small = {}
+      for k, v in pairs(SMALL) do small[k] = v end
+      small.env = fe
+      db = lunakv.open(dir, small)
+      finally(function() fe:resume() end)
+      assert.is_true(fe:wait_paused(10), "no compaction started")
+      local st = db:stats()
+      assert.equal(1, st.compaction_pending)
+      fe:resume()
+      st = h.wait_until(function()
+        local s = db:stats()
+        return s.compaction_pending == 0 and s
+      end, 30)
+      assert.is_true(st.compactions >= 1)
       assert.is_nil(st.bg_error) -- a string only after a failure
       -- idle means idle: nothing is due in the tree that is left
       assert.is_true(st.sstables_per_level[1] < SMALL.max_l0_files)
+      assert.equal("r4", db:get(key(1)))
     end)
 
   it("keeps what a snapshot sees through flush and full compaction", function()
@@ -139,9 +155,8 @@ describe("compaction", function()
       for round = 1, 6 do
         assert.equal(string.rep(tostring(round), 60), snaps[round]:get(key(7)))
       end
-      for round = 2, 6 do snaps[round]:release() end
-      local snap = snaps[1]
-      snap:release()
+      local first_seq = snaps[1].seq
+      for round = 1, 6 do snaps[round]:release() end
       db:compact()
       local after = total_bytes(db)
       assert.is_true(after * 4 < pinned, string.format(
@@ -149,7 +164,9 @@ describe("compaction", function()
       assert.is_nil(db:get(key(1)))
       assert.equal(string.rep("6", 60), db:get(key(300)))
       assert.equal(200, #h.collect(db.scan, db, nil, nil))
-      -- the history is gone: reading at an old sequence finds nothing older
+      -- the history is gone: at round 1's sequence no version is left
+      -- (key 300's only version is round 6's, written after)
+      assert.is_nil(db:get(key(300), first_seq))
       assert_levels_disjoint(db)
     end)
 
@@ -211,24 +228,37 @@ describe("compaction", function()
       end
     end)
 
-  it("reads history with get(k, at) across every level", function()
-    db = lunakv.open(dir, SMALL)
-    local seqs = {}
-    for round = 1, 5 do
-      for i = 1, 200 do db:set(key(i), "r" .. round) end
-      seqs[round] = db:last_seq()
-      local s = db:snapshot() -- keep history alive until the end
-      seqs["snap" .. round] = s
-      db:flush()
-    end
-    db:compact()
-    for round = 1, 5 do
-      for i = 1, 200, 37 do
-        assert.equal("r" .. round, db:get(key(i), seqs[round]))
+  -- The versions of a round end up in the memtable, in L0 and in deeper
+  -- levels; get(k, at) must find each round's wherever it lies, before
+  -- and after a full compaction merges them into one level.
+  it("reads pinned history with get(k, at) from every level it sits in, and after a full compaction",
+    function()
+      db = lunakv.open(dir, SMALL)
+      local seqs, snaps = {}, {}
+      for round = 1, 5 do
+        for i = 1, 200 do db:set(key(i), "r" .. round) end
+        seqs[round] = db:last_seq()
+        snaps[round] = db:snapshot() -- keep history alive until the end
+        if round < 5 then db:flush() end -- round 5 stays in the memtable
       end
-    end
-    for round = 1, 5 do seqs["snap" .. round]:release() end
-  end)
+      local function check()
+        for round = 1, 5 do
+          for i = 1, 200, 37 do
+            assert.equal("r" .. round, db:get(key(i), seqs[round]))
+          end
+        end
+      end
+      local levels = {}
+      for _, t in ipairs(db:tables()) do levels[t.level] = true end
+      assert.is_true(next(levels) ~= nil and db:stats().memtable_keys > 0)
+      check()
+      db:compact()
+      local deepest = 0
+      for _, t in ipairs(db:tables()) do deepest = math.max(deepest, t.level) end
+      for _, t in ipairs(db:tables()) do assert.equal(deepest, t.level) end
+      check()
+      for round = 1, 5 do snaps[round]:release() end
+    end)
 end)
 
 -- A writer that cycles over 500 keys with tiny memtables (so flushes and

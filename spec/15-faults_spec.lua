@@ -41,7 +41,7 @@ describe("the fault env", function()
     { "syncdir", nil, "sync", "io error: fsync " },
     { "write", ".sst", "flush", "io error: write .*%.sst" },
     { "sync", ".sst", "flush", "io error: fsync .*%.sst" },
-    { "open", "MANIFEST.tmp", "flush", "io error: open .*MANIFEST%.tmp" },
+    { "create", "MANIFEST.tmp", "flush", "io error: open .*MANIFEST%.tmp" },
     { "rename", "MANIFEST", "flush", "io error: rename .*MANIFEST" },
     { "sync", "MANIFEST", "flush", "io error: fsync .*MANIFEST" },
     { "write", ".sst", "compact", "io error: write .*%.sst" },

@@ -82,7 +82,7 @@ struct lkv_faultenv {
 #define FE(e) ((lkv_faultenv *)(e))
 
 static const char *const op_names[LKV_FOP_COUNT] = {
-    "open",   "close",  "read",  "write",   "sync",    "size",
+    "open",   "create", "close",  "read",   "write",   "sync",    "size",
     "truncate", "stat", "rename", "unlink", "mkdir",   "listdir",
     "syncdir", "lock",  "mmap"};
 
@@ -319,7 +319,7 @@ static int fe_open(const lkv_env *env, const char *path, int flags, int mode,
                    int *fd) {
   lkv_faultenv *f = FE(env);
   int writes = (flags & (O_WRONLY | O_RDWR)) != 0;
-  int e = enter(f, LKV_FOP_OPEN, path, -1);
+  int e = enter(f, flags & O_CREAT ? LKV_FOP_CREATE : LKV_FOP_OPEN, path, -1);
   if (e == 0 && f->crashed && (writes || (flags & (O_CREAT | O_TRUNC)))) e = EIO;
   if (e) {
     pthread_mutex_unlock(&f->mu);

@@ -26,7 +26,8 @@ typedef struct lkv_faultenv lkv_faultenv;
 
 /* The kinds of call a fault can be aimed at. */
 typedef enum lkv_fault_op {
-  LKV_FOP_OPEN,
+  LKV_FOP_OPEN,   /* an open that does not create (O_CREAT not given) */
+  LKV_FOP_CREATE, /* an open with O_CREAT */
   LKV_FOP_CLOSE,
   LKV_FOP_READ,
   LKV_FOP_WRITE, /* write and pwrite */

@@ -201,6 +201,84 @@ static void janitor(void) {
   lkv_faultenv_free(fe);
 }
 
+/* ==== a batch becomes visible all at once ============================== */
+
+#define VIS_KEYS 8
+
+typedef struct vis_arg {
+  lkv_db *db;
+  atomic_int stop;
+  long reads, torn;
+} vis_arg;
+
+/* Snapshot, then read the batch's keys at it: one batch wrote them all,
+ * so they must agree. A reader that sees the batch's sequence number
+ * before its inserts are in the memtable sees some keys old, some new. */
+static void *vis_reader(void *p) {
+  vis_arg *a = p;
+  lkv_buf v = {0};
+  lkv_err err = {0};
+  while (!atomic_load(&a->stop)) {
+    lkv_snapshot *s = NULL;
+    if (lkv_snapshot_new(a->db, &s, &err)) break;
+    char first[32] = "";
+    int agree = 1;
+    for (int k = 0; k < VIS_KEYS; k++) {
+      char key[16];
+      snprintf(key, sizeof key, "vis%d", k);
+      int rc = lkv_db_get(a->db, key, strlen(key), lkv_snapshot_seq(s), &v, &err);
+      char got[32] = "";
+      if (rc == LKV_OK) snprintf(got, sizeof got, "%.*s", (int)v.len, v.data);
+      if (k == 0) memcpy(first, got, sizeof first);
+      else if (strcmp(first, got) != 0) agree = 0;
+    }
+    lkv_snapshot_release(s);
+    a->reads++;
+    if (!agree) a->torn++;
+  }
+  lkv_buf_free(&v);
+  return NULL;
+}
+
+static void batch_visibility(void) {
+  rmrf(dir);
+  lkv_err err = {0};
+  lkv_db *db = open_db(NULL, LKV_SYNC_NONE);
+  vis_arg a[2];
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) {
+    a[i].db = db;
+    atomic_init(&a[i].stop, 0);
+    a[i].reads = a[i].torn = 0;
+    pthread_create(&th[i], NULL, vis_reader, &a[i]);
+  }
+  lkv_batch *b = lkv_batch_new();
+  for (int n = 1; n <= 20000; n++) {
+    char val[16];
+    snprintf(val, sizeof val, "%d", n);
+    lkv_batch_clear(b);
+    for (int k = 0; k < VIS_KEYS; k++) {
+      char key[16];
+      snprintf(key, sizeof key, "vis%d", k);
+      lkv_batch_set(b, key, strlen(key), val, strlen(val), &err);
+    }
+    CHECK_OK(lkv_db_write(db, b, NULL, &err), &err);
+  }
+  lkv_batch_free(b);
+  long reads = 0, torn = 0;
+  for (int i = 0; i < 2; i++) {
+    atomic_store(&a[i].stop, 1);
+    pthread_join(th[i], NULL);
+    reads += a[i].reads;
+    torn += a[i].torn;
+  }
+  printf("batch visibility: %ld snapshot reads of %d keys, %ld torn\n", reads,
+         VIS_KEYS, torn);
+  CHECK(reads > 1000);
+  CHECK(torn == 0);
+  CHECK_OK(lkv_db_close(db, &err), &err);
+}
+
 int main(void) {
   if (mkdtemp(dir) == NULL) {
     perror("mkdtemp");
@@ -210,6 +288,7 @@ int main(void) {
   close_waits(1);
   stats_race();
   janitor();
+  batch_visibility();
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);

@@ -6,18 +6,58 @@
  *   fe:fail("write", 3, "ENOSPC", "wal.log", { sticky = true, short = true })
  *   fe:seen(); fe:fired(); fe:calls("sync"); fe:clear()
  *   fe:crash(); fe:power_loss("drop" | "partial" | "torn" | "random", seed)
+ *   fe:pause("create", ".sst"); fe:wait_paused(10); ...; fe:resume()
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 
 #include "faultenv.h"
 #include "lkvlua.h"
 
+/* A pause: the nth call of kind op on a path containing match (in
+ * whatever thread makes it) waits inside the hook until resumed, so a
+ * spec can look at the db while, say, a compaction is in the middle of
+ * its work. Guarded by mu. */
+typedef struct LPause {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int op;          /* -1: none armed */
+  char match[256];
+  long left;       /* matching calls until the one that waits */
+  int waiting;     /* a thread waits now */
+  int release;     /* resume() was called */
+} LPause;
+
 typedef struct LFault {
   lkv_faultenv *f; /* NULL once freed */
+  LPause *pause;   /* malloc'd: threads may still leave it after __gc */
 } LFault;
+
+static void pause_hook(void *ctx, int op, const char *path) {
+  LPause *p = (LPause *)ctx;
+  pthread_mutex_lock(&p->mu);
+  if (p->op == op && strstr(path, p->match) != NULL && --p->left == 0) {
+    p->op = -1;
+    p->waiting = 1;
+    p->release = 0;
+    pthread_cond_broadcast(&p->cv);
+    /* never forever: a spec that fails before its resume() must not leave
+     * a thread (and the close that joins it) stuck */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 30;
+    while (!p->release)
+      if (pthread_cond_timedwait(&p->cv, &p->mu, &ts) != 0) break;
+    p->waiting = 0;
+    pthread_cond_broadcast(&p->cv);
+  }
+  pthread_mutex_unlock(&p->mu);
+}
 
 static LFault *tofault(lua_State *L) {
   LFault *p = (LFault *)luaL_checkudata(L, 1, FAULTENV_MT);
@@ -116,11 +156,73 @@ static int fault_power_loss(lua_State *L) {
   return 0;
 }
 
-/* __gc: a db that uses the env holds it (user value), so it goes first. */
+/* fe:pause(op, match [, nth]): the nth (default 1st) such call waits. */
+static int fault_pause(lua_State *L) {
+  LFault *p = tofault(L);
+  int op = checkop(L, 2);
+  size_t ml;
+  const char *match = luaL_checklstring(L, 3, &ml);
+  lua_Integer nth = luaL_optinteger(L, 4, 1);
+  luaL_argcheck(L, ml < sizeof p->pause->match, 3, "too long");
+  luaL_argcheck(L, nth >= 1, 4, "must be >= 1");
+  pthread_mutex_lock(&p->pause->mu);
+  if (p->pause->waiting) {
+    pthread_mutex_unlock(&p->pause->mu);
+    return luaL_error(L, "lunakv: a call is paused already: resume() it first");
+  }
+  memcpy(p->pause->match, match, ml + 1);
+  p->pause->left = (long)nth;
+  p->pause->op = op;
+  pthread_mutex_unlock(&p->pause->mu);
+  return 0;
+}
+
+/* fe:wait_paused([timeout_s]) -> true once a call waits in the pause,
+ * false when timeout_s (default 10) passed first. */
+static int fault_wait_paused(lua_State *L) {
+  LFault *p = tofault(L);
+  double t = luaL_optnumber(L, 2, 10.0);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += (time_t)t;
+  ts.tv_nsec += (long)((t - (double)(time_t)t) * 1e9);
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&p->pause->mu);
+  while (!p->pause->waiting)
+    if (pthread_cond_timedwait(&p->pause->cv, &p->pause->mu, &ts) != 0) break;
+  lua_pushboolean(L, p->pause->waiting);
+  pthread_mutex_unlock(&p->pause->mu);
+  return 1;
+}
+
+/* fe:resume(): the paused call goes on (and a pause not yet hit is
+ * disarmed). */
+static int fault_resume(lua_State *L) {
+  LFault *p = tofault(L);
+  pthread_mutex_lock(&p->pause->mu);
+  p->pause->op = -1;
+  p->pause->release = 1;
+  pthread_cond_broadcast(&p->pause->cv);
+  pthread_mutex_unlock(&p->pause->mu);
+  return 0;
+}
+
+/* __gc: a db that uses the env holds it (user value), so it goes first;
+ * its threads are gone by then. */
 static int fault_gc(lua_State *L) {
   LFault *p = (LFault *)luaL_checkudata(L, 1, FAULTENV_MT);
+  if (p->f) lkv_faultenv_set_hook(p->f, NULL, NULL);
   lkv_faultenv_free(p->f);
   p->f = NULL;
+  if (p->pause) {
+    pthread_mutex_destroy(&p->pause->mu);
+    pthread_cond_destroy(&p->pause->cv);
+    free(p->pause);
+    p->pause = NULL;
+  }
   return 0;
 }
 
@@ -134,9 +236,16 @@ static int fault_tostring(lua_State *L) {
 static int core_fault_env(lua_State *L) {
   LFault *p = (LFault *)lua_newuserdatauv(L, sizeof *p, 0); /* +1 */
   p->f = NULL;
+  p->pause = NULL;
   luaL_setmetatable(L, FAULTENV_MT);
+  if ((p->pause = (LPause *)calloc(1, sizeof *p->pause)) == NULL)
+    return luaL_error(L, "lunakv: out of memory: fault env");
+  pthread_mutex_init(&p->pause->mu, NULL);
+  pthread_cond_init(&p->pause->cv, NULL);
+  p->pause->op = -1;
   if ((p->f = lkv_faultenv_new()) == NULL)
     return luaL_error(L, "lunakv: out of memory: fault env");
+  lkv_faultenv_set_hook(p->f, pause_hook, p->pause);
   return 1;
 }
 
@@ -145,7 +254,8 @@ static const luaL_Reg fault_methods[] = {
     {"seen", fault_seen},         {"fired", fault_fired},
     {"calls", fault_calls},       {"crash", fault_crash},
     {"power_loss", fault_power_loss}, {"unsynced_bytes", fault_unsynced},
-    {NULL, NULL}};
+    {"pause", fault_pause},       {"wait_paused", fault_wait_paused},
+    {"resume", fault_resume},     {NULL, NULL}};
 
 void lkvlua_faultenv_register(lua_State *L) {
   luaL_newmetatable(L, FAULTENV_MT); /* +1 mt */
