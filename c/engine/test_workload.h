@@ -460,6 +460,11 @@ static int wl_power_cycles(const char *dir, uint64_t seed, int cycles,
     }
     lkv_db *db = NULL;
     o.env = lkv_faultenv_env(fe);
+    if (getenv("WL_KEEP")) { /* debugging: the files as the loss left them */
+      char cmd[1024];
+      snprintf(cmd, sizeof cmd, "rm -rf '%s.lost' && cp -a '%s' '%s.lost'", dir, dir, dir);
+      if (system(cmd) != 0) fprintf(stderr, "copy of %s failed\n", dir);
+    }
     if (lkv_db_open(dir, &o, &db, &err)) {
       snprintf(why, wn, "power cycle %d (loss mode %d): reopen failed: %s", c,
                mode, err.msg);

@@ -53,9 +53,13 @@ int lkv_wal_reopen(const lkv_env *env, const char *path, uint64_t valid_end,
   int rc = lkv_env_open(env, path, O_WRONLY | O_APPEND, 0644, &fd, err);
   if (rc) return rc;
   uint64_t size;
+  /* The cut is made durable at once: were it lost in a power cut while a
+   * later log's synced records survived, replay would stop at the torn
+   * tail coming back here and drop those records with it. */
   if ((rc = lkv_env_file_size(env, fd, path, &size, err)) == LKV_OK &&
-      size > valid_end)
-    rc = lkv_env_truncate(env, fd, valid_end, path, err);
+      size > valid_end &&
+      (rc = lkv_env_truncate(env, fd, valid_end, path, err)) == LKV_OK)
+    rc = lkv_env_fdatasync(env, fd, path, err);
   if (rc) {
     lkv_env_close(env, fd, path, NULL);
     return rc;
