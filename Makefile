@@ -8,6 +8,7 @@
 #   make shell      the same set-up, then open the shell on ./data
 #   make asan       the whole suite under AddressSanitizer + UBSan
 #   make crashtest  SIGKILL and simulated power-loss cycles (CYCLES=N)
+#   make mutate     break each guarantee on purpose: its test must fail
 #   make bench      lunakv against LevelDB (BENCH_NUM=N, BENCH_JSON=FILE)
 #   make bench-cluster  3 lunakv nodes against 3 etcd members over HTTP
 #                   (BENCH_SECONDS=S per workload)
@@ -56,7 +57,7 @@ DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
            lua-busted lua-argparse lua-readline lua-socket
 BENCH_PKGS = libleveldb-dev
 
-.PHONY: all deps test ctest spec shell asan tsan crashtest bench bench-cluster fuzz install \
+.PHONY: all deps test ctest spec shell asan tsan crashtest mutate bench bench-cluster fuzz install \
         uninstall clean
 
 all: $(BUILD)/liblunakv.a $(BUILD)/liblunakvnet.a $(BUILD)/lunakv/core.so
@@ -147,6 +148,13 @@ $(BUILD)/crash/crashtest: c/crash/crashtest.c $(BUILD)/liblunakv.a $(HEADERS)
 crashtest: deps
 	@$(MAKE) --no-print-directory $(BUILD)/crash/crashtest
 	$(BUILD)/crash/crashtest $(CRASH_DIR) kill $(CYCLES) power $$(( $(CYCLES) * 10 ))
+
+# Mutation testing (tools/mutate.lua): each mutation in tools/mutations.lua
+# breaks one documented guarantee in a scratch copy, and the test named
+# for it must fail. MUTATE=word,... picks by name, MUTATE_SAMPLE=n picks n.
+mutate: deps
+	@MUTATE="$(MUTATE)" MUTATE_SAMPLE="$(MUTATE_SAMPLE)" MUTATE_SEED="$(MUTATE_SEED)" \
+	  $(LUA) tools/mutate.lua
 
 BENCH_NUM ?= 1000000
 $(BUILD)/bench/lkv_bench: c/bench/lkv_bench.c $(BUILD)/liblunakv.a

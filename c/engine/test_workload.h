@@ -442,7 +442,8 @@ static int wl_power_cycles(const char *dir, uint64_t seed, int cycles,
     atomic_store(&ca.left, (long)(1 + (r >> 16) % 2000));
     uint64_t ops = 20 + (r >> 32) % 300;
     while (run.next < first + ops && wl_step(&run) == 0) {}
-    if (atomic_load(&ca.left) > 0) lkv_faultenv_crash(fe); /* between calls */
+    int mid = atomic_load(&ca.left) <= 0;
+    if (!mid) lkv_faultenv_crash(fe); /* between calls */
     else st->mid_op++;
     atomic_store(&ca.left, -1);
     wl_snap_drop(&run);
@@ -475,10 +476,18 @@ static int wl_power_cycles(const char *dir, uint64_t seed, int cycles,
     char vwhy[512];
     if (wl_verify(db, seed, &base, first, run.durable, run.next, &done, vwhy,
                   sizeof vwhy)) {
+      char kinds[128] = "";
+      for (uint64_t j = first; j < run.next && j < first + 40; j++) {
+        wl_op op;
+        wl_gen(seed, j, &op);
+        size_t kl = strlen(kinds);
+        snprintf(kinds + kl, sizeof kinds - kl, "%s%d", kl ? "," : "", op.kind);
+      }
       snprintf(why, wn,
-               "power cycle %d (loss mode %d, sync %d): %s (durable %" PRIu64
-               ", acked %" PRIu64 ")",
-               c, mode, o.sync, vwhy, run.durable, run.acked);
+               "power cycle %d (loss mode %d, sync %d, %s): %s (durable %" PRIu64
+               ", acked %" PRIu64 "; op kinds from %" PRIu64 ": %s)",
+               c, mode, o.sync, mid ? "mid-call" : "between",
+               vwhy, run.durable, run.acked, first, kinds);
       rc = -1;
     } else {
       st->lost += run.acked - done;

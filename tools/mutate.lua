@@ -1,0 +1,110 @@
+-- tools/mutate.lua - mutation testing, in the manner of SQLite's: break
+-- the code on purpose, one named mutation at a time, and check that the
+-- test said to defend that guarantee fails. The mutations are listed in
+-- tools/mutations.lua (a source edit each, and the test expected to catch
+-- it). Run by `make mutate` (every one) or `make mutate MUTATE=name,...`
+-- (those whose name contains one of the words) or MUTATE_SAMPLE=n (n of
+-- them, picked by MUTATE_SEED).
+--
+-- Works on a scratch copy of the tracked files (never the checkout): each
+-- mutation is applied, the test command runs there (it builds what it
+-- needs), then the file is restored. Prints a table of caught / SURVIVED /
+-- stale (the original text is no longer in the file: the list needs
+-- mending) and exits 1 unless every one was caught.
+
+local list = dofile(arg[0]:gsub("mutate%.lua$", "mutations.lua"))
+
+local function sh(cmd)
+  local ok, how, code = os.execute(cmd)
+  return ok == true, how, code
+end
+
+local function capture(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local s = p:read("a")
+  p:close()
+  return s
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function count(hay, needle)
+  local n, at = 0, 1
+  while true do
+    local i = hay:find(needle, at, true)
+    if not i then return n end
+    n, at = n + 1, i + #needle
+  end
+end
+
+-- which mutations
+local want = os.getenv("MUTATE") or ""
+local chosen = {}
+for _, m in ipairs(list) do
+  local pick = want == ""
+  for word in want:gmatch("[^,]+") do
+    if m.name:find(word, 1, true) then pick = true end
+  end
+  if pick then chosen[#chosen + 1] = m end
+end
+local sample = tonumber(os.getenv("MUTATE_SAMPLE") or "")
+if sample and sample < #chosen then
+  math.randomseed(tonumber(os.getenv("MUTATE_SEED") or "") or os.time())
+  for i = #chosen, 2, -1 do
+    local j = math.random(i)
+    chosen[i], chosen[j] = chosen[j], chosen[i]
+  end
+  for i = #chosen, sample + 1, -1 do chosen[i] = nil end
+end
+
+local root = capture("git rev-parse --show-toplevel"):gsub("\n$", "")
+local scratch = os.getenv("MUTATE_DIR") or ("/tmp/lunakv-mutate-" ..
+  capture("id -u"):gsub("\n$", ""))
+assert(scratch:match("^/tmp/lunakv%-mutate") or os.getenv("MUTATE_DIR"),
+  "refusing scratch dir " .. scratch)
+io.stderr:write("mutate: ", #chosen, " mutation(s) in ", scratch, "\n")
+sh("rm -rf '" .. scratch .. "' && mkdir -p '" .. scratch .. "'")
+assert(sh("cd '" .. root .. "' && git ls-files -z | xargs -0 tar -cf - | " ..
+  "tar -xf - -C '" .. scratch .. "'"), "copying the tree failed")
+assert(sh("cd '" .. scratch .. "' && make -s all >/dev/null"),
+  "the unmutated tree does not build")
+
+local rows, survived = {}, 0
+for i, m in ipairs(chosen) do
+  local path = scratch .. "/" .. m.file
+  local orig = read(path)
+  local status
+  if count(orig, m.from) ~= 1 then
+    status = "stale"
+  else
+    local s, e = orig:find(m.from, 1, true)
+    write(path, orig:sub(1, s - 1) .. m.to .. orig:sub(e + 1))
+    io.stderr:write(string.format("mutate: [%d/%d] %s\n", i, #chosen, m.name))
+    local log = scratch .. "/mutate.log"
+    local ok = sh("cd '" .. scratch .. "' && timeout " .. (m.timeout or 600) ..
+      " sh -c " .. string.format("%q", m.test) .. " >'" .. log .. "' 2>&1")
+    status = ok and "SURVIVED" or "caught"
+    write(path, orig)
+  end
+  if status ~= "caught" then survived = survived + 1 end
+  rows[#rows + 1] = { m.name, status, m.test }
+end
+
+print(string.format("%-62s %-9s %s", "mutation", "result", "test"))
+for _, r in ipairs(rows) do
+  print(string.format("%-62s %-9s %s", r[1]:sub(1, 62), r[2], r[3]))
+end
+print(string.format("%d of %d caught", #rows - survived, #rows))
+sh("rm -rf '" .. scratch .. "'")
+os.exit(survived == 0 and 0 or 1)

@@ -1,0 +1,129 @@
+-- tools/mutations.lua - the named mutations `make mutate` applies (see
+-- tools/mutate.lua): each breaks one guarantee the docs state, and names
+-- the test that must then fail. `from` must occur exactly once in `file`
+-- (else the row is reported stale: mend it with the code). Tests run in
+-- the scratch copy's root and build what they need.
+
+local function ctest(name, args)
+  return "make -s build/test/" .. name .. " >/dev/null && build/test/" .. name ..
+    (args and (" " .. args) or "")
+end
+
+local function spec(file, filter)
+  return "make -s all >/dev/null && LUNAKV_BUILD=build lua5.4 /usr/bin/busted " ..
+    (filter and ("--filter=" .. string.format("%q", filter) .. " ") or "") ..
+    "spec/" .. file
+end
+
+local function crash(args)
+  return "make -s build/crash/crashtest >/dev/null && build/crash/crashtest " ..
+    "/tmp/lunakv-mutate-crash " .. args
+end
+
+return {
+  -- ---- the write path ------------------------------------------------
+  { name = "batch: sequence visible before its memtable inserts",
+    file = "c/engine/db.c",
+    from = "    rc = wal_commit(db, w, last, first_seq, group, &lerr);\n",
+    to = "    rc = wal_commit(db, w, last, first_seq, group, &lerr);\n" ..
+      "    atomic_store_explicit(&db->last_seq, seq - 1, memory_order_release);\n",
+    test = ctest("lifecycle_test") },
+  { name = "SYNC=always: no fdatasync before the write returns",
+    file = "c/engine/db.c",
+    from = "    rc = lkv_wal_sync(db->wal, err);\n    atomic_fetch_add(&db->wal_syncs, 1);",
+    to = "    rc = lkv_wal_write_out(db->wal, err);\n    atomic_fetch_add(&db->wal_syncs, 1);",
+    test = ctest("fault_test") },
+  { name = "SYNC=batch: the log never written out by count",
+    file = "c/engine/db.c",
+    from = "db->o.sync == LKV_SYNC_NONE || db->unwritten >= db->o.wal_buffer_size",
+    to = "db->o.sync == LKV_SYNC_NONE",
+    test = spec("03-recovery_spec.lua", "sync=batch writer") },
+  { name = "group commit: every writer commits alone",
+    file = "c/engine/db.c",
+    from = "for (lkv_writer *x = w->next; x && !x->force_flush",
+    to = "for (lkv_writer *x = NULL; x && !x->force_flush",
+    test = ctest("db_test") },
+  { name = "memtable switch: old log not synced before the new one",
+    file = "c/engine/db.c",
+    from = ": lkv_wal_sync(db->wal, err);",
+    to = ": lkv_wal_write_out(db->wal, err);",
+    test = ctest("fault_test") },
+  { name = "memtable switch: a failed write-out keeps a closed log (the old UAF)",
+    file = "c/engine/db.c",
+    from = "    if (w) {\n      lkv_wal_close(w, NULL);\n      remove_file(db, name);\n    }",
+    to = "    lkv_wal_close(db->wal, NULL);\n    if (w) lkv_wal_close(w, NULL);\n" ..
+      "    db->wal = w;",
+    test = ctest("fault_test") },
+  { name = "WAL reopen: the cut of a torn tail not synced",
+    file = "c/engine/wal.c",
+    from = "== LKV_OK)\n    rc = lkv_env_fdatasync(env, fd, path, err);",
+    to = "== LKV_OK)\n    rc = LKV_OK;",
+    test = spec("15-faults_spec.lua", "torn log tail") },
+  { name = "WAL replay: goes on past a record with a bad checksum",
+    file = "c/engine/wal.c",
+    from = "      bad = \"record checksum mismatch\";\n      break;",
+    to = "      pos += LKV_WAL_HEADER + n;\n      continue;",
+    test = spec("04-corruption_spec.lua") },
+  -- ---- flush, compaction, MANIFEST ----------------------------------
+  { name = "table: not fsynced before the MANIFEST names it",
+    file = "c/engine/sst_build.c",
+    from = "  return lkv_env_fsync(b->o.env, b->fd, b->path, &b->err);",
+    to = "  return LKV_OK;",
+    test = ctest("fault_test") },
+  { name = "MANIFEST: temp file not fsynced before the rename",
+    file = "c/engine/manifest.c",
+    from = "    rc = lkv_env_fsync(env, fd, tmp, err);",
+    to = "    rc = LKV_OK;",
+    test = ctest("fault_test") },
+  { name = "MANIFEST: directory not synced after the rename",
+    file = "c/engine/manifest.c",
+    from = "      return lkv_env_sync_dir(env, dir, err);",
+    to = "      return LKV_OK;",
+    test = ctest("fault_test") },
+  { name = "flush: logs deleted before the MANIFEST drops them",
+    file = "c/engine/db.c",
+    from = "    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);",
+    to = "    for (int i = 0; i < k; i++) {\n      char nm[256];\n" ..
+      "      wal_name(db, wals[i], nm, sizeof nm);\n      remove_file(db, nm);\n    }\n" ..
+      "    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);",
+    test = ctest("fault_test") },
+  { name = "compaction: ignores live snapshots",
+    file = "c/engine/compact.c",
+    from = "uint64_t smallest_snap = lkv_db_oldest_snapshot(db);",
+    to = "uint64_t smallest_snap = lkv_db_seq(db);",
+    test = spec("08-compaction_spec.lua", "snapshot") },
+  { name = "compaction: drops a tombstone while a deeper level holds the key",
+    file = "c/engine/compact.c",
+    from = "!lkv_version_deeper_overlaps(c->v, c->out_level, u.p, u.n)",
+    to = "1",
+    test = spec("08-compaction_spec.lua") },
+  -- ---- open, close, lifetime ----------------------------------------
+  { name = "close: frees the db under calls in flight",
+    file = "c/engine/db.c",
+    from = "  drain_calls(db);\n  if (db->threads_started)",
+    to = "  (void)drain_calls;\n  if (db->threads_started)",
+    test = ctest("lifecycle_test") },
+  { name = "dead tables deleted on the reader's thread",
+    file = "c/engine/version.c",
+    from = "  pthread_cond_signal(&db->dead_cv);\n  pthread_mutex_unlock(&db->dead_mu);\n}",
+    to = "  pthread_cond_signal(&db->dead_cv);\n  pthread_mutex_unlock(&db->dead_mu);\n" ..
+      "  lkv_db_bury_dead(db);\n}",
+    test = ctest("lifecycle_test") },
+  { name = "open: the WAL name from the option, not the MANIFEST",
+    file = "c/engine/db.c",
+    from = "  if (m->wal_name) {\n",
+    to = "  snprintf(base, n, \"%s\", db->log_file_name);\n  return LKV_OK;\n" ..
+      "  if (m->wal_name) {\n",
+    test = spec("15-faults_spec.lua", "WAL name") },
+  { name = "open: adopts a directory that is not a database",
+    file = "c/engine/db.c",
+    from = "static int check_fresh(lkv_db *db, const dir_scan *sc, lkv_err *err) {\n",
+    to = "static int check_fresh(lkv_db *db, const dir_scan *sc, lkv_err *err) {\n" ..
+      "  if (db) return LKV_OK;\n",
+    test = spec("15-faults_spec.lua", "opening a directory") },
+  { name = "read_only: writes are let through",
+    file = "c/engine/db.c",
+    from = "  if (db->o.read_only)\n    return lkv_seterr(err, LKV_INVALID, \"%s is open read-only\", db->dir);",
+    to = "",
+    test = spec("15-faults_spec.lua", "read_only") },
+}
