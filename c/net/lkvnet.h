@@ -7,8 +7,10 @@
  * code and fill the trailing lkv_err when it is not NULL.
  *
  * Threads: a server belongs to the thread that opened it; run it there.
- * Internally the replication log's syncer thread does the fdatasync calls;
- * it touches no server state but the log's own.
+ * Internally the replication log's syncer thread does the fdatasync calls,
+ * and a log compaction runs its engine sync and file rewrite on a thread
+ * of its own (rlog.h); they touch no server state but the log's own and
+ * the engine (whose functions are thread-safe).
  *
  * Signals: while lkvnet_server_run runs, SIGTERM and SIGINT are events of
  * its loop (the node stops accepting connections, answers what is in

@@ -90,6 +90,10 @@ struct lkvnet_server {
   size_t nnodes;
   size_t max_body;
   int write_timeout_ms, heartbeat_ms;
+  /* test hook (LUNAKV_TEST_COMPACTION_GATE): a log compaction waits while
+   * this file exists, before it touches the disk; NULL: none. Fixed at
+   * open: the compaction's thread reads it too. */
+  char *test_gate;
   uint64_t compaction_threshold;
   lkvnet_log_fn log;
   void *log_ctx;
@@ -121,6 +125,7 @@ struct lkvnet_server {
   Peer *peers;
   size_t npeers;
   uint64_t compactions;
+  uint64_t compact_index, compact_term; /* of the compaction running */
   /* follower */
   char *leader_hostport;
   /* connections to the leader, opened as concurrency needs them: evhttp

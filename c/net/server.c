@@ -407,13 +407,34 @@ void lkvnet_node_advance_commit(lkvnet_server *s) {
 /* Log compaction: once LOG_COMPACTION_THRESHOLD applied entries sit
  * behind the log's start, cut them: they are in the engine, which is made
  * durable first (its WAL runs without fsync; lkv_db_sync syncs it, which
- * costs one fdatasync, not a table). A leader keeps what a live follower still needs, so
- * only a follower that was away gets a snapshot instead. */
+ * costs one fdatasync, not a table). A leader keeps what a live follower
+ * still needs, so only a follower that was away gets a snapshot instead.
+ *
+ * The engine sync and the rewrite run off the loop
+ * (lkvnet_rlog_compact_begin): requests, appends and heartbeats go on
+ * meanwhile, and on_notify reports the outcome (compaction_poll). Entries
+ * up to the applied index are never cut from the log again (a follower
+ * cuts only entries it has not applied), which is what the rewrite may
+ * copy while the loop appends. */
+static int compaction_prepare(void *ctx, lkv_err *err) {
+  /* on the compaction's thread: only the engine (thread-safe) and the
+   * test hook's path, fixed at open, are touched */
+  lkvnet_server *s = ctx;
+  if (s->test_gate != NULL) {
+    int i;
+    for (i = 0; i < 6000 && access(s->test_gate, F_OK) == 0; i++)
+      usleep(10 * 1000); /* 60 s at most */
+  }
+  return lkv_db_sync(s->db, err);
+}
+
 static void maybe_compact(lkvnet_server *s) {
   uint64_t target = s->applied_index, t, base;
   size_t i;
   lkv_err err;
-  if (s->compaction_threshold == 0 || s->installing) return;
+  if (s->compaction_threshold == 0 || s->installing ||
+      lkvnet_rlog_compacting(s->rlog))
+    return;
   base = lkvnet_rlog_base_index(s->rlog);
   if (target <= base || target - base < s->compaction_threshold) return;
   for (i = 0; i < s->npeers; i++)
@@ -422,15 +443,36 @@ static void maybe_compact(lkvnet_server *s) {
   if (target <= base || target - base < s->compaction_threshold) return;
   err.msg[0] = '\0';
   if (lkvnet_rlog_term_at(s->rlog, target, &t) != LKV_OK) return;
-  if (lkv_db_sync(s->db, &err) != LKV_OK ||
-      lkvnet_rlog_rewrite(s->rlog, target, t, &err) != LKV_OK) {
+  if (lkvnet_rlog_compact_begin(s->rlog, target, t, s->applied_index,
+                                compaction_prepare, s, &err) != LKV_OK) {
     lkvnet_node_log(s, "log compaction at index %llu failed: %s",
           (unsigned long long)target, err.msg);
     return;
   }
-  s->compactions++;
-  lkvnet_node_log(s, "log compacted: entries up to %llu (term %llu) are now only in "
-        "the engine", (unsigned long long)target, (unsigned long long)t);
+  s->compact_index = target;
+  s->compact_term = t;
+  lkvnet_node_log(s, "log compaction: cutting the log after index %llu "
+                  "(term %llu) in the background", (unsigned long long)target,
+                  (unsigned long long)t);
+}
+
+/* A compaction moved on (or ended): report how it ended. */
+static void compaction_poll(lkvnet_server *s) {
+  lkv_err err;
+  err.msg[0] = '\0';
+  switch (lkvnet_rlog_compact_poll(s->rlog, &err)) {
+  case LKVNET_COMPACT_DONE:
+    s->compactions++;
+    lkvnet_node_log(s, "log compacted: entries up to %llu (term %llu) are now "
+          "only in the engine", (unsigned long long)s->compact_index,
+          (unsigned long long)s->compact_term);
+    break;
+  case LKVNET_COMPACT_FAILED:
+    lkvnet_node_log(s, "log compaction at index %llu failed: %s",
+          (unsigned long long)s->compact_index, err.msg);
+    break;
+  default: break;
+  }
 }
 
 static void read_local(lkvnet_server *s, struct evhttp_request *req,
@@ -486,6 +528,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   while (read(fd, drain, sizeof drain) > 0) {
   }
+  compaction_poll(s);
   if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
     Pending *p;
     Waiter *w;
@@ -602,6 +645,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
                  (unsigned long long)w->target, s->write_timeout_ms);
   }
   serve_waiters(s); /* frees the answered */
+  compaction_poll(s); /* what a truncate or an install finished */
   lkvnet_node_peers_kick(s); /* retries and heartbeats; followers have no peers */
   if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
 }
@@ -1549,6 +1593,15 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
     goto fail;
   }
+  {
+    /* the test hook of compaction_prepare, read once (spec/24) */
+    const char *gate = getenv("LUNAKV_TEST_COMPACTION_GATE");
+    if (gate != NULL && gate[0] != '\0' &&
+        (s->test_gate = strdup(gate)) == NULL) {
+      rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+      goto fail;
+    }
+  }
   s->data_dir = dupstr(o->data_dir);
   s->host = dupstr(o->host);
   s->nnodes = o->nodes ? o->nnodes : 0;
@@ -1787,6 +1840,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   for (i = 0; i < s->nfwd; i++) evhttp_connection_free(s->fwd[i]);
   free(s->leader_hostport);
   free(s->token);
+  free(s->test_gate);
   if (s->http) evhttp_free(s->http);
   if (s->notify_ev) event_free(s->notify_ev);
   if (s->tick_ev) event_free(s->tick_ev);
