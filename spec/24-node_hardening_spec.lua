@@ -1,6 +1,7 @@
 -- spec/24-node_hardening_spec.lua - `lunakv node` against clients that
--- misbehave and settings that are out of range. Here: log compaction
--- running off the event loop (docs/replication.md, "Log compaction").
+-- misbehave and settings that are out of range. Here: HEAD on every
+-- kind of route, and log compaction running off the event loop
+-- (docs/replication.md, "Log compaction").
 -- Real node processes on 127.0.0.1; raw sockets (luasocket) where the
 -- HTTP client would hide what is on the wire.
 
@@ -68,6 +69,61 @@ after_each(function()
   if node and node.pid then hh.stop_node(node, "KILL") end
   node = nil
   h.cleanup()
+end)
+
+describe("HEAD #http", function()
+  it("answers HEAD on a GET route as GET without the body, on a keep-alive "
+    .. "connection", function()
+    node = hh.start_node()
+    assert.equal(200, (hh.set(node, "k", "value of k")))
+    local c = connect(node.port)
+    local paths = { "/health", "/get?key=k", "/get?key=absent", "/status",
+                    "/scan", "/metrics", "/kv/k", "/kv/absent", "/nowhere" }
+    for _, path in ipairs(paths) do
+      assert(c:send("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local gcode, ghdrs, gbody = read_response(c)
+      assert.is_number(gcode, ghdrs)
+      assert(c:send("HEAD " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local code, hdrs = read_response(c, true)
+      assert.equal(gcode, code, path)
+      assert.equal(ghdrs["content-type"], hdrs["content-type"], path)
+      -- the length of the GET's body (/metrics and /status change between
+      -- the two; a 404 names the method it refuses)
+      if path ~= "/metrics" and path ~= "/status" and path ~= "/nowhere" then
+        assert.equal(tostring(#gbody), hdrs["content-length"], path)
+      end
+      -- nothing of a body may follow: the next answer parses
+      assert(c:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local ncode, why = read_response(c)
+      assert.equal(200, ncode, path .. ": " .. tostring(why))
+    end
+  end)
+
+  it("answers HEAD on a POST route 405 with Allow and no body", function()
+    node = hh.start_node()
+    local c = connect(node.port)
+    -- pipelined: the second request is on the wire before the first answer
+    assert(c:send("HEAD /set HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+    local code, hdrs = read_response(c, true)
+    assert.equal(405, code, hdrs)
+    assert.equal("POST", hdrs.allow)
+    local ncode, why = read_response(c)
+    assert.equal(200, ncode, why)
+    for _, path in ipairs({ "/delete", "/append", "/snapshot" }) do
+      assert(c:send("HEAD " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+      code, hdrs = read_response(c, true)
+      assert.equal(405, code, path)
+      assert.equal("POST", hdrs.allow, path)
+    end
+    assert(c:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert.equal(200, (read_response(c)))
+    -- the Allow of a GET route names HEAD too
+    assert(c:send("POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"))
+    code, hdrs = read_response(c)
+    assert.equal(405, code)
+    assert.equal("GET, HEAD", hdrs.allow)
+  end)
 end)
 
 describe("log compaction on a node #slow", function()

@@ -122,15 +122,23 @@ static void count(lkvnet_server *s, int route, int code, double start) {
   s->lat_count[route]++;
 }
 
-/* The one way out of every request. */
+/* The one way out of every request. A HEAD gets the headers a GET would
+ * (RFC 9110 9.3.2), Content-Length included, and no body: libevent 2.1
+ * writes whatever is in the output buffer, and leaves Content-Length out
+ * for HEAD, so a body there would be read as the start of the next
+ * response on a keep-alive connection. */
 static void reply(lkvnet_server *s, struct evhttp_request *req, int route,
                   double start, int code, const char *ctype, const char *data,
                   size_t len) {
+  static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
   struct evbuffer *out = evhttp_request_get_output_buffer(req);
   struct evkeyvalq *h = evhttp_request_get_output_headers(req);
   evhttp_add_header(h, "Content-Type", ctype);
-  if (len > 0 && evbuffer_add(out, data, len) != 0) {
-    static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+    char n[32];
+    snprintf(n, sizeof n, "%zu", len);
+    evhttp_add_header(h, "Content-Length", n);
+  } else if (len > 0 && evbuffer_add(out, data, len) != 0) {
     evbuffer_drain(out, evbuffer_get_length(out));
     evbuffer_add(out, oom, sizeof oom - 1);
     code = 500;
@@ -818,6 +826,7 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   struct evhttp_request *r;
   struct evkeyvalq *ih = evhttp_request_get_input_headers(req), *oh;
   const char *ct = evhttp_find_header(ih, "Content-Type");
+  enum evhttp_cmd_type cmd;
   size_t ci;
   Fwd *f;
   if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
@@ -849,8 +858,11 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   lkvnet_node_hold(s, &f->h, req, route, start, 0);
   f->conn = ci;
   s->fwd_busy[ci]++;
-  if (evhttp_make_request(c, r, evhttp_request_get_command(req),
-                          evhttp_request_get_uri(req)) != 0) {
+  /* a HEAD goes as a GET: reply() leaves the body out and keeps its
+   * length, which a HEAD answer from the leader would not carry */
+  cmd = evhttp_request_get_command(req);
+  if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
+  if (evhttp_make_request(c, r, cmd, evhttp_request_get_uri(req)) != 0) {
     /* libevent 2.1 does not call back after a refusal here */
     s->fwd_busy[ci]--;
     held_error(&f->h, 503, "cannot reach the leader %s", s->leader_url);
@@ -1396,23 +1408,25 @@ static void on_request(struct evhttp_request *req, void *arg) {
   size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
   size_t i;
   int route = R_OTHER;
+  /* HEAD is GET without the body (reply() leaves it out) */
+  if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
   if (path == NULL || *path == '\0') path = "/";
   for (i = 0; i < sizeof routes / sizeof routes[0]; i++)
     if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
   if (route == R_OTHER && strncmp(path, "/kv/", 4) == 0) route = R_KV;
   if (route == R_OTHER) {
     lkvnet_node_reply_error(s, req, R_OTHER, start, 404, "no route %s %s",
-                     method_name(cmd), path);
+                     method_name(evhttp_request_get_command(req)), path);
     return;
   }
   if (route == R_KV) {
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_PUT &&
         cmd != EVHTTP_REQ_DELETE) {
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                        "GET, PUT, DELETE");
+                        "GET, HEAD, PUT, DELETE");
       lkvnet_node_reply_error(s, req, route, start, 405,
                        "method %s not allowed on /kv/{key} (use GET, PUT or "
-                       "DELETE)", method_name(cmd));
+                       "DELETE)", method_name(evhttp_request_get_command(req)));
       return;
     }
   } else {
@@ -1420,10 +1434,11 @@ static void on_request(struct evhttp_request *req, void *arg) {
     }
     if (cmd != routes[i].method) {
       const char *m = method_name(routes[i].method);
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", m);
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                        routes[i].method == EVHTTP_REQ_GET ? "GET, HEAD" : m);
       lkvnet_node_reply_error(s, req, route, start, 405,
-                       "method %s not allowed on %s (use %s)", method_name(cmd),
-                       path, m);
+                       "method %s not allowed on %s (use %s)",
+                       method_name(evhttp_request_get_command(req)), path, m);
       return;
     }
   }
