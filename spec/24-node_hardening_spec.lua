@@ -1,7 +1,7 @@
 -- spec/24-node_hardening_spec.lua - `lunakv node` against clients that
 -- misbehave and settings that are out of range. Here: HEAD on every
--- kind of route, and log compaction running off the event loop
--- (docs/replication.md, "Log compaction").
+-- kind of route; the range of every numeric node flag; and log compaction
+-- running off the event loop (docs/replication.md, "Log compaction").
 -- Real node processes on 127.0.0.1; raw sockets (luasocket) where the
 -- HTTP client would hide what is on the wire.
 
@@ -123,6 +123,79 @@ describe("HEAD #http", function()
     code, hdrs = read_response(c)
     assert.equal(405, code)
     assert.equal("GET, HEAD", hdrs.allow)
+  end)
+end)
+
+describe("lunakv node's numeric options", function()
+  -- flag, smallest, largest (docs/http_api.md, "Starting and stopping")
+  local FLAGS = {
+    { "--max-body-bytes", 1, 67108864 },
+    { "--write-timeout-ms", 1, 86400000 },
+    { "--heartbeat-ms", 1, 60000 },
+    { "--max-uncommitted-bytes", 1, 1099511627776 },
+  }
+
+  local function run_node(port, ...)
+    local dir = h.tmpdir()
+    local argv = { h.lua, h.quote(h.bin), "node", h.quote(port),
+      h.quote(dir .. "/n"), "http://127.0.0.1:1", "http://127.0.0.1:1" }
+    for _, a in ipairs({ ... }) do argv[#argv + 1] = h.quote(a) end
+    return h.run(table.concat(argv, " "))
+  end
+
+  it("refuses a bad value of any of them with a usage error naming the "
+    .. "range, before starting anything", function()
+    for _, f in ipairs(FLAGS) do
+      local flag, lo, hi = f[1], f[2], f[3]
+      for _, bad in ipairs({ tostring(lo - 1), "-1", tostring(hi + 1),
+                             "99999999999999999999", "1e3", "1.5", "abc",
+                             "" }) do
+        local code, out, err = run_node("0", flag .. "=" .. bad)
+        local what = flag .. "=" .. bad .. ": " .. err
+        assert.equal(2, code, what)
+        assert.equal("", out, what)
+        assert.equal(string.format("lunakv: %s must be an integer from %d to "
+          .. "%d, got '%s'", flag, lo, hi, bad), err:match("^[^\n]*"), what)
+        assert.not_matches("starting:", err, 1, true)
+        assert.not_matches("internal error", err, 1, true)
+      end
+      -- the value as the next argument: argparse takes "-1" for a flag
+      local code, _, err = run_node("0", flag, "-1")
+      assert.equal(2, code, err)
+    end
+    for _, bad in ipairs({ "65536", "abc", "1.5", "99999999999999999999" }) do
+      local code, _, err = run_node(bad)
+      assert.equal(2, code, err)
+      assert.equal("lunakv: PORT must be an integer from 0 to 65535, got '"
+        .. bad .. "'", err:match("^[^\n]*"), err)
+      assert.not_matches("starting:", err, 1, true)
+    end
+  end)
+
+  it("lists every range and default in --help", function()
+    local code, out = h.run(h.lua .. " " .. h.quote(h.bin) .. " node --help")
+    assert.equal(0, code)
+    out = out:gsub("%s+", " ")
+    for _, f in ipairs(FLAGS) do
+      assert.matches(string.format("from %d to %d; default", f[2], f[3]), out,
+        1, true)
+    end
+  end)
+
+  it("starts with every one of them at its smallest and at its largest",
+    function()
+    for _, at in ipairs({ 2, 3 }) do
+      local args = {}
+      for _, f in ipairs(FLAGS) do
+        args[#args + 1] = f[1]
+        args[#args + 1] = tostring(f[at])
+      end
+      node = hh.start_node { args = args }
+      assert.equal(200, (hh.request("GET", node.url .. "/health")))
+      assert.equal(200, (hh.get(node, "k")))
+      hh.stop_node(node)
+      node = nil
+    end
   end)
 end)
 

@@ -41,6 +41,17 @@
 #define LKVNET_SYNC_MAX_ENTRIES 1000         /* entries per /sync reply */
 #define LKVNET_FORWARD_CONNS 256   /* a follower's connections to the leader,
                                       at most (one request in flight each) */
+/* The ranges lkvnet_server_open accepts (outside: LKV_INVALID naming the
+ * option); `lunakv node` checks the same ones when it parses its flags. */
+#define LKVNET_MIN_MAX_BODY 1
+#define LKVNET_MAX_MAX_BODY LKV_MAX_VALUE_BYTES
+#define LKVNET_MIN_WRITE_TIMEOUT_MS 1
+#define LKVNET_MAX_WRITE_TIMEOUT_MS (24 * 3600 * 1000) /* a day */
+#define LKVNET_MIN_HEARTBEAT_MS 1
+#define LKVNET_MAX_HEARTBEAT_MS 60000
+#define LKVNET_MIN_MAX_UNCOMMITTED 1
+#define LKVNET_MAX_MAX_UNCOMMITTED ((uint64_t)1 << 40) /* 1 TiB */
+
 /* The header that carries the cluster's shared secret on internal routes
  * (/append, /snapshot, /sync). */
 #define LKVNET_TOKEN_HEADER "X-Lunakv-Token"
@@ -84,6 +95,8 @@ typedef struct lkvnet_server lkvnet_server;
 /* Open the engine in DATA_DIR/db, open the replication log, apply what
  * the log holds past the engine's applied index (as far as it is
  * committed), and bind the listening socket. Every string is copied.
+ * LKV_INVALID, before anything is opened, for an option outside its range
+ * above (the message names the option, its value and the range).
  * LKV_IOERROR names the address when the bind fails (e.g. "address
  * already in use"). On success *out owns everything until
  * lkvnet_server_close. */

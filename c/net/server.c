@@ -1496,6 +1496,49 @@ void lkvnet_options_init(lkvnet_options *o) {
   lkv_options_init(&o->engine);
 }
 
+/* Every numeric option within its range (lkvnet.h), checked before
+ * anything is opened: a value the node cannot run with is the caller's
+ * mistake, named, never a crash or a silent default. */
+static int check_options(const lkvnet_options *o, lkv_err *err) {
+  static const struct {
+    const char *name;
+    size_t offset;
+    int is_size; /* size_t, else int */
+    uint64_t lo, hi;
+  } ranges[] = {
+      {"max_body_bytes", offsetof(lkvnet_options, max_body_bytes), 1,
+       LKVNET_MIN_MAX_BODY, LKVNET_MAX_MAX_BODY},
+      {"write_timeout_ms", offsetof(lkvnet_options, write_timeout_ms), 0,
+       LKVNET_MIN_WRITE_TIMEOUT_MS, LKVNET_MAX_WRITE_TIMEOUT_MS},
+      {"heartbeat_ms", offsetof(lkvnet_options, heartbeat_ms), 0,
+       LKVNET_MIN_HEARTBEAT_MS, LKVNET_MAX_HEARTBEAT_MS},
+      {"max_uncommitted_bytes", offsetof(lkvnet_options, max_uncommitted_bytes),
+       1, LKVNET_MIN_MAX_UNCOMMITTED, LKVNET_MAX_MAX_UNCOMMITTED},
+  };
+  size_t i;
+  if (o->data_dir == NULL || o->data_dir[0] == '\0')
+    return lkvnet_seterr(err, LKV_INVALID, "option data_dir is missing");
+  if (o->host == NULL)
+    return lkvnet_seterr(err, LKV_INVALID, "option host is missing");
+  if (o->port < 0 || o->port > 65535)
+    return lkvnet_seterr(err, LKV_INVALID, "option port is %d; it must be "
+                         "from 0 to 65535", o->port);
+  for (i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+    const char *p = (const char *)o + ranges[i].offset;
+    long long v;
+    if (ranges[i].is_size)
+      v = (long long)*(const size_t *)(const void *)p;
+    else
+      v = *(const int *)(const void *)p;
+    if (v < 0 || (uint64_t)v < ranges[i].lo || (uint64_t)v > ranges[i].hi)
+      return lkvnet_seterr(err, LKV_INVALID, "option %s is %lld; it must be "
+                           "from %llu to %llu", ranges[i].name, v,
+                           (unsigned long long)ranges[i].lo,
+                           (unsigned long long)ranges[i].hi);
+  }
+  return LKV_OK;
+}
+
 /* Start-up replay: entries past the applied index wait in the pending
  * list for the commit index, like new ones. */
 static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
@@ -1587,22 +1630,17 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   *out = NULL;
   e.code = LKV_OK;
   e.msg[0] = '\0';
-  if (o->data_dir == NULL || o->host == NULL || o->port < 0 || o->port > 65535)
-    return lkvnet_seterr(err, LKV_INVALID, "server options need data_dir, host and "
-                  "a port from 0 to 65535");
+  if ((rc = check_options(o, err)) != LKV_OK) return rc;
   if ((s = calloc(1, sizeof *s)) == NULL)
     return lkvnet_seterr(err, LKV_NOMEM, "server");
   s->pipefd[0] = s->pipefd[1] = -1;
-  s->max_body = o->max_body_bytes ? o->max_body_bytes : LKVNET_DEFAULT_MAX_BODY;
-  s->write_timeout_ms = o->write_timeout_ms > 0 ? o->write_timeout_ms
-                                                : LKVNET_DEFAULT_WRITE_TIMEOUT_MS;
+  s->max_body = o->max_body_bytes;
+  s->write_timeout_ms = o->write_timeout_ms;
   s->log = o->log;
   s->log_ctx = o->log_ctx;
-  s->heartbeat_ms = o->heartbeat_ms > 0 ? o->heartbeat_ms
-                                        : LKVNET_DEFAULT_HEARTBEAT_MS;
+  s->heartbeat_ms = o->heartbeat_ms;
   s->compaction_threshold = o->log_compaction_threshold;
-  s->max_uncommitted = o->max_uncommitted_bytes ? o->max_uncommitted_bytes
-                                                : LKVNET_MAX_UNCOMMITTED_BYTES;
+  s->max_uncommitted = o->max_uncommitted_bytes;
   if (o->token != NULL && o->token[0] != '\0' &&
       (s->token = strdup(o->token)) == NULL) {
     rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
