@@ -1,9 +1,11 @@
 -- spec/24-node_hardening_spec.lua - `lunakv node` against clients that
--- misbehave and settings that are out of range. Here: HEAD on every
--- kind of route; the range of every numeric node flag; and log compaction
--- running off the event loop (docs/replication.md, "Log compaction").
--- Real node processes on 127.0.0.1; raw sockets (luasocket) where the
--- HTTP client would hide what is on the wire.
+-- misbehave and settings that are out of range: the HTTP listener's read
+-- and idle timeouts, its connection cap and its back-off when accept()
+-- fails (docs/http_api.md, "Connections"); HEAD on every kind of route;
+-- the range of every numeric node flag; and log compaction running off
+-- the event loop (docs/replication.md, "Log compaction"). Real node
+-- processes on 127.0.0.1; raw sockets (luasocket) where the HTTP client
+-- would hide what is on the wire.
 
 local h = require "spec.helpers"
 local hh = require "spec.http_helpers"
@@ -71,6 +73,104 @@ after_each(function()
   h.cleanup()
 end)
 
+describe("lunakv node's HTTP listener #http", function()
+  it("closes a request that is not whole within --read-timeout-ms, "
+    .. "also when it trickles in a byte at a time", function()
+    node = hh.start_node { args = { "--read-timeout-ms", "1000" } }
+    -- nothing after the request line
+    local quiet = connect(node.port)
+    assert(quiet:send("GET /health HTTP/1.1\r\nHost: x\r\n"))
+    -- a header that never ends, one byte every 200 ms: each read is
+    -- recent, but the request as a whole is late
+    local drip = connect(node.port)
+    assert(drip:send("GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: "))
+    local cut = false
+    for _ = 1, 50 do -- 10 s, ten times the timeout
+      socket.sleep(0.2)
+      drip:settimeout(0)
+      local _, err = drip:receive(1)
+      if err == "closed" or not drip:send("a") then
+        cut = true
+        break
+      end
+    end
+    assert.is_true(cut, "the trickling request was never cut")
+    assert.is_true(closed_by_server(quiet))
+    -- the node is fine, and counted both
+    local code, text = hh.request("GET", node.url .. "/metrics")
+    assert.equal(200, code)
+    local n = tonumber(text:match(
+      'lunakv_http_connections_closed_total{reason="read_timeout"} (%d+)'))
+    assert.is_true(n ~= nil and n >= 2, text)
+  end)
+
+  it("closes a keep-alive connection idle for --idle-timeout-ms", function()
+    node = hh.start_node { args = { "--idle-timeout-ms", "1000",
+                                    "--read-timeout-ms", "30000" } }
+    local c = connect(node.port)
+    for _ = 1, 2 do -- the connection serves requests until it idles
+      assert(c:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local code, why = read_response(c)
+      assert.equal(200, code, why)
+    end
+    assert.is_true(closed_by_server(c))
+    local _, text = hh.request("GET", node.url .. "/metrics")
+    assert.matches('lunakv_http_connections_closed_total{reason="idle_timeout"} 1',
+      text, 1, true)
+  end)
+
+  it("keeps answering /health with more half-open connections than "
+    .. "--max-connections, and closes them after the read timeout", function()
+    node = hh.start_node { args = { "--max-connections", "4",
+                                    "--read-timeout-ms", "1000" } }
+    local half = {}
+    for i = 1, 10 do
+      half[i] = connect(node.port)
+      assert(half[i]:send("POST /set HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"))
+    end
+    -- past the cap, connections wait in the listen queue until one of the
+    -- four open ones is closed; /health is among them
+    local code, doc = hh.json_request("GET", node.url .. "/health")
+    assert.equal(200, code)
+    assert.is_true(doc.ok)
+    for i = 1, 10 do
+      assert.is_true(closed_by_server(half[i], 20), "connection " .. i)
+    end
+    local _, text = hh.request("GET", node.url .. "/metrics")
+    assert.matches("lunakv_http_connections_open 1\n", text, 1, true)
+    assert.equal(0, lines_matching(node.log, "internal error"))
+    assert.matches("not accepting more until one closes",
+      hh.read_log(node.log), 1, true)
+  end)
+
+  it("logs a failing accept() once, not once per attempt, and serves again "
+    .. "once descriptors are free", function()
+    -- 48 descriptors: the node uses about 15; 80 connections run it out
+    node = hh.start_node { ulimit_n = 48 }
+    local conns = {}
+    for i = 1, 80 do
+      conns[i] = connect(node.port)
+      conns[i]:send("GET /health HTTP/1.1\r\nHost: x\r\n")
+    end
+    h.wait_until(function()
+      return hh.read_log(node.log):find("Too many open files", 1, true)
+    end, 20, function() return hh.read_log(node.log) end)
+    socket.sleep(2) -- libevent's default retries accept() in a loop
+    local n = lines_matching(node.log, "accept")
+    assert.is_true(n >= 1 and n <= 4,
+      n .. " lines about accept() in 2 s:\n"
+      .. hh.read_log(node.log):sub(1, 2000))
+    for i = #socks, 1, -1 do
+      socks[i]:close()
+      socks[i] = nil
+    end
+    local code = h.wait_until(function()
+      return (hh.request("GET", node.url .. "/health"))
+    end, 20)
+    assert.equal(200, code)
+  end)
+end)
+
 describe("HEAD #http", function()
   it("answers HEAD on a GET route as GET without the body, on a keep-alive "
     .. "connection", function()
@@ -133,6 +233,9 @@ describe("lunakv node's numeric options", function()
     { "--write-timeout-ms", 1, 86400000 },
     { "--heartbeat-ms", 1, 60000 },
     { "--max-uncommitted-bytes", 1, 1099511627776 },
+    { "--read-timeout-ms", 100, 3600000 },
+    { "--idle-timeout-ms", 100, 86400000 },
+    { "--max-connections", 1, 1048576 },
   }
 
   local function run_node(port, ...)

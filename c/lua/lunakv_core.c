@@ -1757,9 +1757,9 @@ static lua_Integer optinteger(lua_State *L, int t, const char *name,
 /* core.serve(dir, opts) -> true, once SIGTERM or SIGINT has stopped the
  * node cleanly. opts: host, port, my_url, leader_url, nodes (array of
  * URLs), max_body_bytes, write_timeout_ms, heartbeat_ms,
- * log_compaction_threshold, token, max_uncommitted_bytes (ranges:
- * lkvnet.h; outside one is an argument error), engine (core.open's
- * options).
+ * log_compaction_threshold, token, max_uncommitted_bytes,
+ * read_timeout_ms, idle_timeout_ms, max_connections (ranges: lkvnet.h;
+ * outside one is an argument error), engine (core.open's options).
  * Raises "lunakv: <kind>: ..." when the node cannot start or fails. The
  * loop runs in C on this thread; no Lua runs until it returns, and every C
  * resource is released before anything is raised. */
@@ -1799,6 +1799,18 @@ static int core_serve(lua_State *L) {
   o.max_uncommitted_bytes = (size_t)optinteger(
       L, 2, "max_uncommitted_bytes", LKVNET_MAX_UNCOMMITTED_BYTES,
       LKVNET_MIN_MAX_UNCOMMITTED, (lua_Integer)LKVNET_MAX_MAX_UNCOMMITTED);
+  o.read_timeout_ms = (int)optinteger(L, 2, "read_timeout_ms",
+                                      LKVNET_DEFAULT_READ_TIMEOUT_MS,
+                                      LKVNET_MIN_READ_TIMEOUT_MS,
+                                      LKVNET_MAX_READ_TIMEOUT_MS);
+  o.idle_timeout_ms = (int)optinteger(L, 2, "idle_timeout_ms",
+                                      LKVNET_DEFAULT_IDLE_TIMEOUT_MS,
+                                      LKVNET_MIN_IDLE_TIMEOUT_MS,
+                                      LKVNET_MAX_IDLE_TIMEOUT_MS);
+  o.max_connections = (int)optinteger(L, 2, "max_connections",
+                                      LKVNET_DEFAULT_MAX_CONNECTIONS,
+                                      LKVNET_MIN_MAX_CONNECTIONS,
+                                      LKVNET_MAX_MAX_CONNECTIONS);
   if (lua_getfield(L, 2, "nodes") != LUA_TNIL) { /* +1 nodes */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'nodes' must be a table");
     n = (size_t)luaL_len(L, -1);

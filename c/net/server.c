@@ -1273,6 +1273,16 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
         "the engine.", rs.base_index);
   GAUGE("term", "The node's current term.", s->term);
   COUNTER("rlog_compactions_total", "Log compactions.", s->compactions);
+  GAUGE("http_connections_open", "Client connections open.", s->conns.open);
+  mline(&b, "# HELP lunakv_http_connections_closed_total Client connections "
+            "the node closed, by reason.\n"
+            "# TYPE lunakv_http_connections_closed_total counter\n");
+  mline(&b, "lunakv_http_connections_closed_total{reason=\"read_timeout\"} "
+            "%llu\n", (unsigned long long)s->conns.read_timeouts);
+  mline(&b, "lunakv_http_connections_closed_total{reason=\"idle_timeout\"} "
+            "%llu\n", (unsigned long long)s->conns.idle_timeouts);
+  COUNTER("http_accept_errors_total", "accept() calls that failed (each "
+          "pauses accepting).", s->conns.accept_errors);
   if (s->npeers > 0) {
     mline(&b, "# HELP lunakv_replication_lag_entries Entries in the "
               "leader's log that a follower does not hold yet.\n"
@@ -1408,6 +1418,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
   size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
   size_t i;
   int route = R_OTHER;
+  lkvnet_node_conns_request(s, req);
   /* HEAD is GET without the body (reply() leaves it out) */
   if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
   if (path == NULL || *path == '\0') path = "/";
@@ -1493,6 +1504,9 @@ void lkvnet_options_init(lkvnet_options *o) {
   o->heartbeat_ms = LKVNET_DEFAULT_HEARTBEAT_MS;
   o->max_uncommitted_bytes = LKVNET_MAX_UNCOMMITTED_BYTES;
   o->log_compaction_threshold = LKVNET_DEFAULT_LOG_COMPACTION;
+  o->read_timeout_ms = LKVNET_DEFAULT_READ_TIMEOUT_MS;
+  o->idle_timeout_ms = LKVNET_DEFAULT_IDLE_TIMEOUT_MS;
+  o->max_connections = LKVNET_DEFAULT_MAX_CONNECTIONS;
   lkv_options_init(&o->engine);
 }
 
@@ -1514,6 +1528,12 @@ static int check_options(const lkvnet_options *o, lkv_err *err) {
        LKVNET_MIN_HEARTBEAT_MS, LKVNET_MAX_HEARTBEAT_MS},
       {"max_uncommitted_bytes", offsetof(lkvnet_options, max_uncommitted_bytes),
        1, LKVNET_MIN_MAX_UNCOMMITTED, LKVNET_MAX_MAX_UNCOMMITTED},
+      {"read_timeout_ms", offsetof(lkvnet_options, read_timeout_ms), 0,
+       LKVNET_MIN_READ_TIMEOUT_MS, LKVNET_MAX_READ_TIMEOUT_MS},
+      {"idle_timeout_ms", offsetof(lkvnet_options, idle_timeout_ms), 0,
+       LKVNET_MIN_IDLE_TIMEOUT_MS, LKVNET_MAX_IDLE_TIMEOUT_MS},
+      {"max_connections", offsetof(lkvnet_options, max_connections), 0,
+       LKVNET_MIN_MAX_CONNECTIONS, LKVNET_MAX_MAX_CONNECTIONS},
   };
   size_t i;
   if (o->data_dir == NULL || o->data_dir[0] == '\0')
@@ -1641,6 +1661,9 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->heartbeat_ms = o->heartbeat_ms;
   s->compaction_threshold = o->log_compaction_threshold;
   s->max_uncommitted = o->max_uncommitted_bytes;
+  s->read_timeout_ms = o->read_timeout_ms;
+  s->idle_timeout_ms = o->idle_timeout_ms;
+  s->max_conns = (size_t)o->max_connections;
   if (o->token != NULL && o->token[0] != '\0' &&
       (s->token = strdup(o->token)) == NULL) {
     rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
@@ -1761,6 +1784,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                 o->port, strerror(errno));
     goto fail;
   }
+  if ((rc = lkvnet_node_conns_open(s, &e)) != LKV_OK) goto fail;
   {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -1849,7 +1873,8 @@ int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
       event_add(s->sigterm_ev, NULL) != 0 ||
       event_add(s->sigint_ev, NULL) != 0 ||
       event_add(s->notify_ev, NULL) != 0 ||
-      event_add(s->tick_ev, &tick) != 0) {
+      event_add(s->tick_ev, &tick) != 0 ||
+      lkvnet_node_conns_start(s) != 0) {
     rc = lkvnet_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {
     lkvnet_node_log(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
@@ -1894,7 +1919,10 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   free(s->leader_hostport);
   free(s->token);
   free(s->test_gate);
+  s->sock = NULL; /* evhttp_free frees the listener first */
+  lkvnet_node_conns_close(s);
   if (s->http) evhttp_free(s->http);
+  lkvnet_node_conns_free(s);
   if (s->notify_ev) event_free(s->notify_ev);
   if (s->tick_ev) event_free(s->tick_ev);
   if (s->sigterm_ev) event_free(s->sigterm_ev);

@@ -29,6 +29,15 @@ static void set_heartbeat(lkvnet_options *o, long long v) {
 static void set_max_uncommitted(lkvnet_options *o, long long v) {
   o->max_uncommitted_bytes = (size_t)v;
 }
+static void set_read_timeout(lkvnet_options *o, long long v) {
+  o->read_timeout_ms = (int)v;
+}
+static void set_idle_timeout(lkvnet_options *o, long long v) {
+  o->idle_timeout_ms = (int)v;
+}
+static void set_max_connections(lkvnet_options *o, long long v) {
+  o->max_connections = (int)v;
+}
 static void set_port(lkvnet_options *o, long long v) { o->port = (int)v; }
 
 static const Case cases[] = {
@@ -39,6 +48,12 @@ static const Case cases[] = {
      LKVNET_MAX_HEARTBEAT_MS},
     {"max_uncommitted_bytes", set_max_uncommitted, LKVNET_MIN_MAX_UNCOMMITTED,
      (long long)LKVNET_MAX_MAX_UNCOMMITTED},
+    {"read_timeout_ms", set_read_timeout, LKVNET_MIN_READ_TIMEOUT_MS,
+     LKVNET_MAX_READ_TIMEOUT_MS},
+    {"idle_timeout_ms", set_idle_timeout, LKVNET_MIN_IDLE_TIMEOUT_MS,
+     LKVNET_MAX_IDLE_TIMEOUT_MS},
+    {"max_connections", set_max_connections, LKVNET_MIN_MAX_CONNECTIONS,
+     LKVNET_MAX_MAX_CONNECTIONS},
     {"port", set_port, 0, 65535},
 };
 

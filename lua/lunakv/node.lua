@@ -23,6 +23,15 @@ local NUMERIC = {
   { "--max-uncommitted-bytes", "<n>", 1, 1099511627776, 268435456,
     "Key and value bytes of writes a leader holds while they wait for a "
     .. "majority before it refuses new ones with 503" },
+  { "--read-timeout-ms", "<ms>", 100, 3600000, 10000,
+    "A request (line, headers and body) not whole this long after its "
+    .. "first byte, or after the connection was accepted, is dropped with "
+    .. "its connection" },
+  { "--idle-timeout-ms", "<ms>", 100, 86400000, 60000,
+    "A keep-alive connection with no request for this long is closed" },
+  { "--max-connections", "<n>", 1, 1048576, 1024,
+    "Open client connections; past this the node accepts no more until "
+    .. "one closes (they wait in the listen queue)" },
 }
 M.NUMERIC = NUMERIC
 
@@ -169,6 +178,9 @@ function M.options(args)
     write_timeout_ms = args.write_timeout_ms,
     heartbeat_ms = args.heartbeat_ms,
     max_uncommitted_bytes = args.max_uncommitted_bytes,
+    read_timeout_ms = args.read_timeout_ms,
+    idle_timeout_ms = args.idle_timeout_ms,
+    max_connections = args.max_connections,
   }
 end
 
