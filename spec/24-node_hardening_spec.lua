@@ -47,12 +47,14 @@ local function read_response(c, head)
 end
 
 -- True once the server has closed c: a read returns the end of the stream
--- (whatever it sent before is dropped) within timeout seconds.
+-- (whatever it sent before is dropped), or a reset (bytes the server had
+-- not read when it closed), within timeout seconds.
 local function closed_by_server(c, timeout)
   c:settimeout(timeout or 10)
   local data, err, partial = c:receive("*a")
   if data ~= nil then return true end
-  return err == "closed", err, partial
+  return err == "closed" or tostring(err):find("reset", 1, true) ~= nil,
+    err, partial
 end
 
 local function lines_matching(path, pattern)
