@@ -73,9 +73,25 @@ local function pick_ports(n)
 end
 M.pick_ports = pick_ports
 
+-- The command line of a node process: env NAME=value ... when env is
+-- given, under `ulimit -n N` when ulimit_n is (a shell wrapper, so the
+-- limit is the node's own, not the spec runner's).
+local function node_command(argv, env, ulimit_n)
+  local envs = {}
+  for k, v in pairs(env or {}) do envs[#envs + 1] = k .. "=" .. h.quote(v) end
+  table.sort(envs)
+  local cmd = table.concat(argv, " ")
+  if #envs > 0 then cmd = "env " .. table.concat(envs, " ") .. " " .. cmd end
+  if ulimit_n then
+    cmd = "sh -c " .. h.quote("ulimit -n " .. ulimit_n .. " && exec " .. cmd)
+  end
+  return cmd
+end
+
 -- Start a node. spec: { dir = DATA_DIR (default a tmpdir), leader = "self"
 -- or a URL, others = { extra node URLs }, args = { extra flags },
--- port = fixed port }. Returns node { url, port, dir, pid, log = stderr
+-- port = fixed port, env = { NAME = value }, ulimit_n = the node's limit
+-- of open files }. Returns node { url, port, dir, pid, log = stderr
 -- path } once /health answers.
 function M.start_node(spec)
   spec = spec or {}
@@ -88,9 +104,9 @@ function M.start_node(spec)
       or spec.leader
     local nodes = { url }
     for _, u in ipairs(spec.others or {}) do nodes[#nodes + 1] = u end
-    local cmd = table.concat({ h.lua, h.quote(h.bin), "node", port,
+    local cmd = node_command({ h.lua, h.quote(h.bin), "node", port,
       h.quote(dir), h.quote(leader), h.quote(table.concat(nodes, ",")),
-      table.concat(spec.args or {}, " ") }, " ")
+      table.concat(spec.args or {}, " ") }, spec.env, spec.ulimit_n)
     local pid, p = h.spawn(cmd)
     local node = { url = url, port = port, dir = dir, pid = pid,
                    log = p.err, leader = leader }

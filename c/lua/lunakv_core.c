@@ -1769,7 +1769,10 @@ static lua_Integer optinteger(lua_State *L, int t, const char *name,
 
 /* core.serve(dir, opts) -> true, once SIGTERM or SIGINT has stopped the
  * node cleanly. opts: host, port, my_url, leader_url, nodes (array of
- * URLs), max_body_bytes, write_timeout_ms, engine (core.open's options).
+ * URLs), max_body_bytes, write_timeout_ms, heartbeat_ms,
+ * log_compaction_threshold, token, max_uncommitted_bytes,
+ * read_timeout_ms, idle_timeout_ms, max_connections (ranges: lkvnet.h;
+ * outside one is an argument error), engine (core.open's options).
  * Raises "lunakv: <kind>: ..." when the node cannot start or fails. The
  * loop runs in C on this thread; no Lua runs until it returns, and every C
  * resource is released before anything is raised. */
@@ -1791,20 +1794,36 @@ static int core_serve(lua_State *L) {
   o.my_url = optstring(L, 2, "my_url");
   o.leader_url = optstring(L, 2, "leader_url");
   o.max_body_bytes = (size_t)optinteger(L, 2, "max_body_bytes",
-                                        LKVNET_DEFAULT_MAX_BODY, 1,
-                                        (lua_Integer)LKV_MAX_VALUE_BYTES);
+                                        LKVNET_DEFAULT_MAX_BODY,
+                                        LKVNET_MIN_MAX_BODY,
+                                        (lua_Integer)LKVNET_MAX_MAX_BODY);
   o.write_timeout_ms = (int)optinteger(L, 2, "write_timeout_ms",
-                                       LKVNET_DEFAULT_WRITE_TIMEOUT_MS, 1,
-                                       24 * 3600 * 1000);
+                                       LKVNET_DEFAULT_WRITE_TIMEOUT_MS,
+                                       LKVNET_MIN_WRITE_TIMEOUT_MS,
+                                       LKVNET_MAX_WRITE_TIMEOUT_MS);
   o.heartbeat_ms = (int)optinteger(L, 2, "heartbeat_ms",
-                                   LKVNET_DEFAULT_HEARTBEAT_MS, 1, 60000);
+                                   LKVNET_DEFAULT_HEARTBEAT_MS,
+                                   LKVNET_MIN_HEARTBEAT_MS,
+                                   LKVNET_MAX_HEARTBEAT_MS);
   o.log_compaction_threshold = (uint64_t)optinteger(
       L, 2, "log_compaction_threshold", LKVNET_DEFAULT_LOG_COMPACTION, 0,
       LUA_MAXINTEGER);
   o.token = optstring(L, 2, "token");
   o.max_uncommitted_bytes = (size_t)optinteger(
-      L, 2, "max_uncommitted_bytes", LKVNET_MAX_UNCOMMITTED_BYTES, 1,
-      LUA_MAXINTEGER);
+      L, 2, "max_uncommitted_bytes", LKVNET_MAX_UNCOMMITTED_BYTES,
+      LKVNET_MIN_MAX_UNCOMMITTED, (lua_Integer)LKVNET_MAX_MAX_UNCOMMITTED);
+  o.read_timeout_ms = (int)optinteger(L, 2, "read_timeout_ms",
+                                      LKVNET_DEFAULT_READ_TIMEOUT_MS,
+                                      LKVNET_MIN_READ_TIMEOUT_MS,
+                                      LKVNET_MAX_READ_TIMEOUT_MS);
+  o.idle_timeout_ms = (int)optinteger(L, 2, "idle_timeout_ms",
+                                      LKVNET_DEFAULT_IDLE_TIMEOUT_MS,
+                                      LKVNET_MIN_IDLE_TIMEOUT_MS,
+                                      LKVNET_MAX_IDLE_TIMEOUT_MS);
+  o.max_connections = (int)optinteger(L, 2, "max_connections",
+                                      LKVNET_DEFAULT_MAX_CONNECTIONS,
+                                      LKVNET_MIN_MAX_CONNECTIONS,
+                                      LKVNET_MAX_MAX_CONNECTIONS);
   if (lua_getfield(L, 2, "nodes") != LUA_TNIL) { /* +1 nodes */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'nodes' must be a table");
     n = (size_t)luaL_len(L, -1);

@@ -197,6 +197,10 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     /* a new leader term, or the stream broke: the install starts over */
     s->installing = 0;
   }
+  /* rebuilding from the whole log cuts it to nothing: let a compaction
+   * begun before the engine lost its state finish first (rare: it waits
+   * for the disk, on the loop) so base_index is the log's real start */
+  if (s->needs_snapshot) lkvnet_rlog_compact_wait(s->rlog);
   base = lkvnet_rlog_base_index(s->rlog);
   if (s->needs_snapshot) {
     if (prev != 0 || base != 0) {
@@ -359,8 +363,11 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   if (follow_term(s, req, R_SNAPSHOT, start, term) != 0) return;
   err.msg[0] = '\0';
   if (offset == 0) {
-    /* begin: nothing in the log past its start or in the engine is kept */
+    /* begin: nothing in the log past its start or in the engine is kept.
+     * A compaction of this node's own log still running finishes first
+     * (waiting on the loop: installs are rare), so the start is final. */
     lkvnet_rlog_stats rs;
+    lkvnet_rlog_compact_wait(s->rlog);
     lkvnet_rlog_stats_get(s->rlog, &rs);
     if (index < rs.base_index) {
       answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot older than "

@@ -7,8 +7,10 @@
  * code and fill the trailing lkv_err when it is not NULL.
  *
  * Threads: a server belongs to the thread that opened it; run it there.
- * Internally the replication log's syncer thread does the fdatasync calls;
- * it touches no server state but the log's own.
+ * Internally the replication log's syncer thread does the fdatasync calls,
+ * and a log compaction runs its engine sync and file rewrite on a thread
+ * of its own (rlog.h); they touch no server state but the log's own and
+ * the engine (whose functions are thread-safe).
  *
  * Signals: while lkvnet_server_run runs, SIGTERM and SIGINT are events of
  * its loop (the node stops accepting connections, answers what is in
@@ -25,6 +27,24 @@
 
 #define LKVNET_DEFAULT_MAX_BODY (4u * 1024u * 1024u) /* 4 MiB */
 #define LKVNET_DEFAULT_WRITE_TIMEOUT_MS 5000
+/* A request (request line, headers and body) must arrive whole within
+ * this long of its first byte, or of the accept for a connection's first
+ * request: a client that sends half a request, or one byte now and then,
+ * holds a connection at most this long. 10 s: nginx's and Go's header
+ * timeouts are of this order, and a 4 MiB body in 10 s needs 3.4 Mbit/s,
+ * far below what a node's clients (servers, other nodes) have. */
+#define LKVNET_DEFAULT_READ_TIMEOUT_MS 10000
+/* A keep-alive connection with no request for this long is closed (also
+ * the bound on a reply the client does not read). 60 s: nginx's send and
+ * body timeouts and the usual load balancer idle timeout (AWS ALB 60 s);
+ * nginx keeps idle connections 75 s. Clients reconnect as needed. */
+#define LKVNET_DEFAULT_IDLE_TIMEOUT_MS 60000
+/* Open client connections; past this the node stops accepting (new ones
+ * wait in the kernel's listen queue) until one closes. 1024: Debian's
+ * default open-file limit, room for the 256 forwarding connections each
+ * follower may open (LKVNET_FORWARD_CONNS) in a 3-node cluster plus 512
+ * clients. */
+#define LKVNET_DEFAULT_MAX_CONNECTIONS 1024
 #define LKVNET_SCAN_DEFAULT_LIMIT 100
 #define LKVNET_SCAN_MAX_LIMIT 1000
 #define LKVNET_SCAN_MAX_BYTES (8u * 1024u * 1024u) /* a scan reply's soft cap */
@@ -39,6 +59,23 @@
 #define LKVNET_SYNC_MAX_ENTRIES 1000         /* entries per /sync reply */
 #define LKVNET_FORWARD_CONNS 256   /* a follower's connections to the leader,
                                       at most (one request in flight each) */
+/* The ranges lkvnet_server_open accepts (outside: LKV_INVALID naming the
+ * option); `lunakv node` checks the same ones when it parses its flags. */
+#define LKVNET_MIN_MAX_BODY 1
+#define LKVNET_MAX_MAX_BODY LKV_MAX_VALUE_BYTES
+#define LKVNET_MIN_WRITE_TIMEOUT_MS 1
+#define LKVNET_MAX_WRITE_TIMEOUT_MS (24 * 3600 * 1000) /* a day */
+#define LKVNET_MIN_HEARTBEAT_MS 1
+#define LKVNET_MAX_HEARTBEAT_MS 60000
+#define LKVNET_MIN_MAX_UNCOMMITTED 1
+#define LKVNET_MAX_MAX_UNCOMMITTED ((uint64_t)1 << 40) /* 1 TiB */
+#define LKVNET_MIN_READ_TIMEOUT_MS 100 /* the timeouts are checked every 50 ms */
+#define LKVNET_MAX_READ_TIMEOUT_MS (3600 * 1000)       /* an hour */
+#define LKVNET_MIN_IDLE_TIMEOUT_MS 100
+#define LKVNET_MAX_IDLE_TIMEOUT_MS (24 * 3600 * 1000)  /* a day */
+#define LKVNET_MIN_MAX_CONNECTIONS 1
+#define LKVNET_MAX_MAX_CONNECTIONS (1 << 20) /* Linux's default nr_open */
+
 /* The header that carries the cluster's shared secret on internal routes
  * (/append, /snapshot, /sync). */
 #define LKVNET_TOKEN_HEADER "X-Lunakv-Token"
@@ -69,6 +106,12 @@ typedef struct lkvnet_options {
   int heartbeat_ms;       /* an idle leader's /append to each follower; 100 */
   size_t max_uncommitted_bytes; /* uncommitted key+value bytes a leader
                                    holds before refusing writes; 256 MiB */
+  int read_timeout_ms;    /* a request not whole by then: the connection
+                             is closed; 10000 */
+  int idle_timeout_ms;    /* a keep-alive connection idle this long is
+                             closed; 60000 */
+  int max_connections;    /* open client connections before the node
+                             stops accepting; 1024 */
   lkv_options engine;     /* the engine's options; sync is set to none */
   lkvnet_log_fn log;      /* one line per notable event; NULL: stderr */
   void *log_ctx;
@@ -82,6 +125,8 @@ typedef struct lkvnet_server lkvnet_server;
 /* Open the engine in DATA_DIR/db, open the replication log, apply what
  * the log holds past the engine's applied index (as far as it is
  * committed), and bind the listening socket. Every string is copied.
+ * LKV_INVALID, before anything is opened, for an option outside its range
+ * above (the message names the option, its value and the range).
  * LKV_IOERROR names the address when the bind fails (e.g. "address
  * already in use"). On success *out owns everything until
  * lkvnet_server_close. */

@@ -84,12 +84,48 @@ typedef struct Peer {
   uint64_t snapshots_sent;
 } Peer;
 
+/* The client connections (conns.c): each is in the list of its phase,
+ * oldest first. NEW: accepted, not yet set up by evhttp; READING: its
+ * request has begun (or it was just accepted), read_timeout_ms applies;
+ * HANDLING: the node has the request (held or being answered); IDLE: a
+ * keep-alive connection between requests, idle_timeout_ms applies. */
+enum { CONN_NEW, CONN_READING, CONN_HANDLING, CONN_IDLE, NCONNPHASES };
+typedef struct Conn Conn;
+typedef struct ConnList {
+  Conn *head, *tail;
+} ConnList;
+typedef struct NodeConns {
+  ConnList lists[NCONNPHASES];
+  Conn **by_fd;          /* open connections by descriptor */
+  size_t by_fd_cap;
+  size_t open;           /* accepted and not yet closed (the cap's count) */
+  struct event *resolve_ev, *retry_ev, *tick_ev;
+  int accepting;         /* the listener is enabled */
+  int full;              /* at max_conns: not accepting */
+  int paused;            /* accept() failed: not accepting until retry_ev */
+  int closing;
+  double backoff;        /* the current pause, seconds */
+  uint64_t accept_failures; /* since accept() last went LOG_EVERY s
+                               without failing */
+  uint64_t unlogged;        /* failures since the last log line */
+  double failing_since, last_failure, last_log, full_logged;
+  /* metrics */
+  uint64_t accept_errors, read_timeouts, idle_timeouts;
+} NodeConns;
+
 struct lkvnet_server {
   char *data_dir, *host, *my_url, *leader_url, *token;
   char **nodes;
   size_t nnodes;
   size_t max_body;
   int write_timeout_ms, heartbeat_ms;
+  int read_timeout_ms, idle_timeout_ms;
+  size_t max_conns;
+  NodeConns conns;
+  /* test hook (LUNAKV_TEST_COMPACTION_GATE): a log compaction waits while
+   * this file exists, before it touches the disk; NULL: none. Fixed at
+   * open: the compaction's thread reads it too. */
+  char *test_gate;
   uint64_t compaction_threshold;
   lkvnet_log_fn log;
   void *log_ctx;
@@ -121,6 +157,7 @@ struct lkvnet_server {
   Peer *peers;
   size_t npeers;
   uint64_t compactions;
+  uint64_t compact_index, compact_term; /* of the compaction running */
   /* follower */
   char *leader_hostport;
   /* connections to the leader, opened as concurrency needs them: evhttp
@@ -187,6 +224,17 @@ char *lkvnet_node_query_param(const char *query, const char *name, size_t *len,
                        int *found);
 /* A limit: decimal digits only, at most 1000000. 0, or -1. */
 int lkvnet_node_parse_limit(const char *v, long *out);
+
+/* conns.c: the client connections' deadlines, cap and accept() pause.
+ * open: once the socket is bound (hooks evhttp and the listener); start:
+ * when the loop runs (the deadline timer); request: on_request, first
+ * thing (the request is whole); close: before evhttp_free (every
+ * connection then reports its close); free: after it. */
+int lkvnet_node_conns_open(lkvnet_server *s, lkv_err *err);
+int lkvnet_node_conns_start(lkvnet_server *s);
+void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req);
+void lkvnet_node_conns_close(lkvnet_server *s);
+void lkvnet_node_conns_free(lkvnet_server *s);
 
 /* repl.c: send each follower what it lacks (/append, or /snapshot when
  * the log no longer holds it); on the tick this also retries followers

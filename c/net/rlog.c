@@ -2,7 +2,9 @@
  *
  * Append writes a whole frame with write(2) from the owner's thread; the
  * syncer thread turns "written" into "durable" with fdatasync, one sync
- * for everything written since the last one. Lock order: only r->mu. */
+ * for everything written since the last one. A background compaction
+ * (lkvnet_rlog_compact_begin) adds a third thread for its bulk copy and
+ * hands the final sync and rename to the syncer. Lock order: only r->mu. */
 #include "rlog.h"
 #include "neterr.h"
 
@@ -49,7 +51,32 @@ struct lkvnet_rlog {
   lkv_err sticky; /* code LKV_OK while healthy */
   uint64_t dropped_bytes;
   char dropped_why[LKV_ERR_MSG_LEN];
+
+  /* A background compaction (lkvnet_rlog_compact_begin). cp_state is
+   * guarded by mu; it moves COPYING -> COPIED (the copier thread) ->
+   * RENAMING (the owner's switch) -> RENAMED (the syncer) -> IDLE (the
+   * owner), or COPYING -> COPY_FAILED -> IDLE. The other cp_ fields belong
+   * to whichever thread the state names: the copier in COPYING, the owner
+   * in COPIED, the syncer in RENAMING. */
+  int cp_state;
+  lkv_err cp_err;          /* why it failed */
+  uint64_t cp_base, cp_base_term, cp_stable;
+  uint64_t cp_from_off;    /* old file: the first kept frame */
+  uint64_t cp_stable_off;  /* old file: the first frame past stable */
+  int cp_srcfd;            /* the old file, for the copier */
+  int cp_fd;               /* the new file (replication.log.tmp) */
+  int cp_oldfd;            /* the old file after the switch, until renamed */
+  lkvnet_rlog_prepare_fn cp_prepare;
+  void *cp_ctx;
+  pthread_t cp_thread;
+  int cp_report;           /* LKVNET_COMPACT_DONE/FAILED not yet polled */
+  lkv_err cp_report_err;
 };
+
+enum { CP_IDLE, CP_COPYING, CP_COPIED, CP_COPY_FAILED, CP_RENAMING,
+       CP_RENAMED };
+
+static void compact_finish(lkvnet_rlog *r);
 
 /* {======================================================================
 ** Helpers: errors, CRC-32C, little-endian coding
@@ -361,6 +388,7 @@ int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
   if ((r = calloc(1, sizeof *r)) == NULL)
     return lkvnet_seterr(err, LKV_NOMEM, "replication log");
   r->fd = -1;
+  r->cp_fd = r->cp_oldfd = r->cp_srcfd = -1;
   r->notify_fd = notify_fd;
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);
@@ -539,8 +567,11 @@ int lkvnet_rlog_term_at(lkvnet_rlog *r, uint64_t index, uint64_t *term) {
 }
 
 int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
-  uint64_t last = r->base_index + r->nents, size;
+  uint64_t last, size;
   int rc;
+  /* the copier reads the old file up to cp_stable: never cut under it */
+  if (lkvnet_rlog_compacting(r) && index < r->cp_stable) compact_finish(r);
+  last = r->base_index + r->nents;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (index < r->base_index || index > last)
     return lkvnet_seterr(err, LKV_INVALID, "cannot cut the log after index "
@@ -587,11 +618,14 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
                         uint64_t base_term, lkv_err *err) {
   char tmp[4096 + 16];
   unsigned char h[LKVNET_RLOG_HEADER_SIZE];
-  uint64_t last = r->base_index + r->nents, from_off = r->size;
+  uint64_t last, from_off;
   size_t keep = 0, i;
   int fd = -1, rc;
   char *copy = NULL;
   size_t copy_len = 0;
+  compact_finish(r); /* one rewrite at a time */
+  last = r->base_index + r->nents;
+  from_off = r->size;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (base_index < r->base_index || base_index == UINT64_MAX)
     return lkvnet_seterr(err, LKV_INVALID, "cannot start the log after "
@@ -711,6 +745,299 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
 /* }====================================================================== */
 
 /* {======================================================================
+** Compaction in the background
+** ======================================================================= */
+
+static void notify(lkvnet_rlog *r) {
+  if (r->notify_fd >= 0) {
+    char b = 1;
+    ssize_t k = write(r->notify_fd, &b, 1); /* EAGAIN: already pending */
+    (void)k;
+  }
+}
+
+static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t k = pwrite(fd, p, n, (off_t)off);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += k;
+    n -= (size_t)k;
+    off += (uint64_t)k;
+  }
+  return 0;
+}
+
+/* Copy n bytes at from in src to to in dst, a MiB at a time (a log may be
+ * far larger than what is worth holding in memory at once). */
+static int copy_range(lkvnet_rlog *r, int src, uint64_t from, int dst,
+                      uint64_t to, uint64_t n, const char *tmp,
+                      lkv_err *err) {
+  size_t cap = n < (1u << 20) ? (size_t)n : (1u << 20);
+  char *buf;
+  if (n == 0) return LKV_OK;
+  if ((buf = malloc(cap)) == NULL)
+    return lkvnet_seterr(err, LKV_NOMEM, "compacting %s", r->path);
+  while (n > 0) {
+    size_t k = n < cap ? (size_t)n : cap;
+    if (pread_all(src, buf, k, from) != 0) {
+      free(buf);
+      return seterrno(err, "read", r->path);
+    }
+    if (pwrite_all(dst, buf, k, to) != 0) {
+      free(buf);
+      return seterrno(err, "write", tmp);
+    }
+    from += k;
+    to += k;
+    n -= k;
+  }
+  free(buf);
+  return LKV_OK;
+}
+
+static void tmp_path(const lkvnet_rlog *r, char *out, size_t n) {
+  snprintf(out, n, "%s.tmp", r->path);
+}
+
+/* The copier thread: prepare (the engine's sync), then the new file's
+ * header and the entries (cp_base, cp_stable], fdatasync'ed. Those bytes
+ * of the old file are never cut or rewritten while it reads them. */
+static void *copier_main(void *arg) {
+  lkvnet_rlog *r = arg;
+  char tmp[4096 + 16];
+  unsigned char h[LKVNET_RLOG_HEADER_SIZE];
+  lkv_err e;
+  int rc = LKV_OK, fd = -1;
+  e.code = LKV_OK;
+  e.msg[0] = '\0';
+  tmp_path(r, tmp, sizeof tmp);
+  if (r->cp_prepare != NULL) rc = r->cp_prepare(r->cp_ctx, &e);
+  if (rc == LKV_OK &&
+      (fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+    rc = seterrno(&e, "create", tmp);
+  if (rc == LKV_OK) {
+    encode_header(h, r->cp_base, r->cp_base_term);
+    if (pwrite_all(fd, h, sizeof h, 0) != 0) rc = seterrno(&e, "write", tmp);
+  }
+  if (rc == LKV_OK)
+    rc = copy_range(r, r->cp_srcfd, r->cp_from_off, fd,
+                    LKVNET_RLOG_HEADER_SIZE, r->cp_stable_off - r->cp_from_off,
+                    tmp, &e);
+  if (rc == LKV_OK && fdatasync(fd) != 0) rc = seterrno(&e, "fdatasync", tmp);
+  if (rc != LKV_OK && fd >= 0) {
+    close(fd);
+    unlink(tmp);
+    fd = -1;
+  }
+  if (rc != LKV_OK && e.code == LKV_OK) e.code = rc;
+  pthread_mutex_lock(&r->mu);
+  r->cp_fd = fd;
+  r->cp_err = e;
+  r->cp_state = rc == LKV_OK ? CP_COPIED : CP_COPY_FAILED;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  notify(r);
+  return NULL;
+}
+
+int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
+                              uint64_t base_term, uint64_t stable_index,
+                              lkvnet_rlog_prepare_fn prepare, void *ctx,
+                              lkv_err *err) {
+  uint64_t last = r->base_index + r->nents;
+  int rc;
+  if (lkvnet_rlog_compacting(r))
+    return lkvnet_seterr(err, LKV_BUSY, "%s: a compaction is running",
+                         r->path);
+  if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
+  if (base_index < r->base_index || base_index > stable_index ||
+      stable_index > last)
+    return lkvnet_seterr(err, LKV_INVALID, "cannot compact %s at %llu "
+                         "(stable %llu): it holds %llu .. %llu", r->path,
+                         (unsigned long long)base_index,
+                         (unsigned long long)stable_index,
+                         (unsigned long long)r->base_index + 1,
+                         (unsigned long long)last);
+  r->cp_base = base_index;
+  r->cp_base_term = base_term;
+  r->cp_stable = stable_index;
+  r->cp_from_off = base_index < last ? r->ents[base_index - r->base_index].off
+                                     : r->size;
+  r->cp_stable_off = stable_index < last
+                         ? r->ents[stable_index - r->base_index].off
+                         : r->size;
+  r->cp_srcfd = r->fd;
+  r->cp_prepare = prepare;
+  r->cp_ctx = ctx;
+  r->cp_report = LKVNET_COMPACT_IDLE;
+  pthread_mutex_lock(&r->mu);
+  r->cp_state = CP_COPYING;
+  pthread_mutex_unlock(&r->mu);
+  if (pthread_create(&r->cp_thread, NULL, copier_main, r) != 0) {
+    pthread_mutex_lock(&r->mu);
+    r->cp_state = CP_IDLE;
+    pthread_mutex_unlock(&r->mu);
+    return lkvnet_seterr(err, LKV_IOERROR, "%s: cannot start the "
+                         "compaction thread", r->path);
+  }
+  return LKV_OK;
+}
+
+/* The owner's part, once the copier is done: append what was written
+ * past cp_stable meanwhile (still only in the page cache, as appends are)
+ * and make the new file the one appends go to. From here until the syncer
+ * has renamed it, nothing new counts as durable: a crash would leave the
+ * old file under the name. Returns LKV_OK, or a failure that left the old
+ * file in place (the new one removed). */
+static int compact_switch(lkvnet_rlog *r, lkv_err *err) {
+  char tmp[4096 + 16];
+  uint64_t last = r->base_index + r->nents, tail = r->size - r->cp_stable_off;
+  uint64_t newsize = LKVNET_RLOG_HEADER_SIZE + (r->size - r->cp_from_off);
+  size_t keep = (size_t)(last > r->cp_base ? last - r->cp_base : 0), i;
+  int rc;
+  tmp_path(r, tmp, sizeof tmp);
+  rc = copy_range(r, r->fd, r->cp_stable_off, r->cp_fd,
+                  LKVNET_RLOG_HEADER_SIZE + (r->cp_stable_off - r->cp_from_off),
+                  tail, tmp, err);
+  if (rc == LKV_OK && lseek(r->cp_fd, (off_t)newsize, SEEK_SET) < 0)
+    rc = seterrno(err, "seek", tmp);
+  if (rc != LKV_OK) {
+    close(r->cp_fd);
+    r->cp_fd = -1;
+    unlink(tmp);
+    return rc;
+  }
+  for (i = 0; i < keep; i++) {
+    r->ents[i].off = r->ents[r->nents - keep + i].off - r->cp_from_off +
+                     LKVNET_RLOG_HEADER_SIZE;
+    r->ents[i].term = r->ents[r->nents - keep + i].term;
+  }
+  r->nents = keep;
+  r->size = newsize;
+  pthread_mutex_lock(&r->mu);
+  r->cp_oldfd = r->fd;
+  r->fd = r->cp_fd;
+  r->cp_fd = -1;
+  r->base_index = r->cp_base;
+  r->base_term = r->cp_base_term;
+  if (keep == 0) {
+    r->last_index = r->cp_base;
+    r->last_term = r->cp_base_term;
+  }
+  /* a sync of the old file still running proves nothing now */
+  r->gen++;
+  r->cp_state = CP_RENAMING;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  return LKV_OK;
+}
+
+/* One step for the owner: COPIED -> switch, COPY_FAILED or RENAMED ->
+ * IDLE with the outcome in cp_report. Returns the state it left. */
+static int compact_step(lkvnet_rlog *r) {
+  int st;
+  lkv_err e;
+  pthread_mutex_lock(&r->mu);
+  st = r->cp_state;
+  e = r->cp_err;
+  pthread_mutex_unlock(&r->mu);
+  if (st == CP_COPIED || st == CP_COPY_FAILED) {
+    pthread_join(r->cp_thread, NULL);
+    if (st == CP_COPIED) {
+      e.code = LKV_OK;
+      e.msg[0] = '\0';
+      if (compact_switch(r, &e) == LKV_OK) return CP_RENAMING;
+    }
+    pthread_mutex_lock(&r->mu);
+    r->cp_state = st = CP_IDLE;
+    pthread_mutex_unlock(&r->mu);
+    r->cp_report = LKVNET_COMPACT_FAILED;
+    r->cp_report_err = e;
+  } else if (st == CP_RENAMED) {
+    pthread_mutex_lock(&r->mu);
+    r->cp_state = st = CP_IDLE;
+    pthread_mutex_unlock(&r->mu);
+    r->cp_report = e.code == LKV_OK ? LKVNET_COMPACT_DONE
+                                    : LKVNET_COMPACT_FAILED;
+    r->cp_report_err = e;
+  }
+  return st;
+}
+
+int lkvnet_rlog_compact_poll(lkvnet_rlog *r, lkv_err *err) {
+  int st = compact_step(r), rep = r->cp_report;
+  if (st != CP_IDLE) return LKVNET_COMPACT_RUNNING;
+  r->cp_report = LKVNET_COMPACT_IDLE;
+  if (rep == LKVNET_COMPACT_FAILED && err != NULL) *err = r->cp_report_err;
+  return rep;
+}
+
+static void compact_finish(lkvnet_rlog *r) {
+  for (;;) {
+    int st;
+    pthread_mutex_lock(&r->mu);
+    while (r->cp_state == CP_COPYING || r->cp_state == CP_RENAMING)
+      pthread_cond_wait(&r->cv, &r->mu);
+    st = r->cp_state;
+    pthread_mutex_unlock(&r->mu);
+    if (st == CP_IDLE) return;
+    compact_step(r);
+  }
+}
+
+void lkvnet_rlog_compact_wait(lkvnet_rlog *r) { compact_finish(r); }
+
+int lkvnet_rlog_compacting(lkvnet_rlog *r) {
+  int st;
+  pthread_mutex_lock(&r->mu);
+  st = r->cp_state;
+  pthread_mutex_unlock(&r->mu);
+  return st != CP_IDLE;
+}
+
+/* The syncer's part (called with mu held, returns with it held): make the
+ * new file durable, name it, sync the directory, close the old file (no
+ * sync of it can be running: this is the syncer). Only then is what was
+ * appended to the new file durable. A failure here is sticky: the name
+ * holds the old file, which lacks what was appended since the switch. */
+static void compact_rename(lkvnet_rlog *r) {
+  char tmp[4096 + 16];
+  uint64_t target = r->last_index, gen = r->gen;
+  int fd = r->fd, oldfd = r->cp_oldfd;
+  lkv_err e;
+  e.code = LKV_OK;
+  e.msg[0] = '\0';
+  r->busy = 1;
+  pthread_mutex_unlock(&r->mu);
+  tmp_path(r, tmp, sizeof tmp);
+  if (fdatasync(fd) != 0) seterrno(&e, "fdatasync", tmp);
+  else if (rename(tmp, r->path) != 0) seterrno(&e, "rename", tmp);
+  else fsync_dir(r->dir);
+  close(oldfd);
+  pthread_mutex_lock(&r->mu);
+  r->busy = 0;
+  r->cp_oldfd = -1;
+  if (e.code == LKV_OK) {
+    if (gen == r->gen && target > r->durable_index) r->durable_index = target;
+    r->syncs++;
+  } else if (r->sticky.code == LKV_OK) {
+    r->sticky = e;
+  }
+  r->cp_err = e;
+  r->cp_state = CP_RENAMED;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  notify(r);
+  pthread_mutex_lock(&r->mu);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
 ** The syncer
 ** ======================================================================= */
 
@@ -720,9 +1047,15 @@ static void *syncer_main(void *arg) {
   for (;;) {
     uint64_t target, gen;
     int rc, e, fd;
-    while (!r->stop && (r->paused || (r->durable_index == r->last_index &&
-                                      r->sticky.code == LKV_OK)))
+    while (!r->stop && r->cp_state != CP_RENAMING &&
+           (r->paused || (r->durable_index == r->last_index &&
+                          r->sticky.code == LKV_OK)))
       pthread_cond_wait(&r->cv, &r->mu);
+    if (r->cp_state == CP_RENAMING) {
+      /* a compaction's switch: nothing syncs until its file is named */
+      compact_rename(r);
+      continue;
+    }
     if (r->stop || r->sticky.code != LKV_OK) break;
     target = r->last_index; /* every byte of it is already written */
     gen = r->gen;
@@ -745,11 +1078,7 @@ static void *syncer_main(void *arg) {
              strerror(e));
     }
     pthread_mutex_unlock(&r->mu);
-    if (r->notify_fd >= 0) {
-      char b = 1;
-      ssize_t k = write(r->notify_fd, &b, 1); /* EAGAIN: already pending */
-      (void)k;
-    }
+    notify(r);
     pthread_mutex_lock(&r->mu);
   }
   pthread_mutex_unlock(&r->mu);
@@ -792,6 +1121,7 @@ void lkvnet_rlog_stats_get(lkvnet_rlog *r, lkvnet_rlog_stats *out) {
 int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
   int rc = LKV_OK;
   if (r == NULL) return LKV_OK;
+  if (r->started) compact_finish(r); /* needs the syncer for its rename */
   pthread_mutex_lock(&r->mu);
   r->stop = 1;
   pthread_cond_broadcast(&r->cv);

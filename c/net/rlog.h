@@ -9,7 +9,15 @@
  * durable; entries appended while a sync runs share the next one (group
  * commit). After every sync it writes one byte to notify_fd (non-blocking;
  * a full pipe already means "look again"), so the loop never waits on a
- * disk flush.
+ * disk flush. A compaction started with lkvnet_rlog_compact_begin runs on
+ * a thread of its own and on the syncer, and reports through notify_fd
+ * the same way (see there).
+ *
+ * Memory: the log keeps 16 bytes per entry it holds (the offset of its
+ * frame and its term: what term_at and read look up without reading the
+ * file), so about 16 MB per million entries. A compacted log holds the
+ * entries since the last cut; with compaction off it grows with every
+ * write (docs/replication.md, "Log compaction").
  *
  * Errors: lkv_err and the LKV_* codes of the engine's public header. A
  * failed sync is sticky: every later append fails with it (after a failed
@@ -108,6 +116,61 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err);
 int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
                         uint64_t base_term, lkv_err *err);
 
+/* ---- compaction in the background ------------------------------------ */
+
+/* Runs on the compaction's thread before anything is rewritten: what must
+ * be durable before entries up to base_index leave the log (the node
+ * syncs its engine, which holds them). Non-zero fails the compaction with
+ * err; the log is left as it was. */
+typedef int (*lkvnet_rlog_prepare_fn)(void *ctx, lkv_err *err);
+
+/* lkvnet_rlog_rewrite(base_index, base_term) without blocking the owner.
+ * A thread of the log's own runs prepare, writes the entries
+ * (base_index, stable_index] to DIR/replication.log.tmp after a new
+ * header and fdatasyncs them, then notifies. lkvnet_rlog_compact_poll
+ * then copies, on the owner's thread, what was appended past stable_index
+ * meanwhile (a copy within the page cache, no sync) and switches appends
+ * to the new file; the syncer fdatasyncs it, renames it over the old one
+ * and syncs the directory, and only then counts anything appended after
+ * the switch as durable. A crash at any point leaves the old file or the
+ * new one under the name, either with every entry that was durable.
+ *
+ * While it runs, appends, reads and term_at go on as usual, base_index
+ * moves at the switch, and lkvnet_rlog_truncate may cut entries past
+ * stable_index; a truncate at or before it, lkvnet_rlog_rewrite and
+ * lkvnet_rlog_close first wait for the compaction to finish
+ * (lkvnet_rlog_compact_wait). REQUIRES: base_index <= stable_index <=
+ * last_index, and no entry up to stable_index will be cut (the node
+ * passes its applied index). LKV_BUSY when a compaction runs already,
+ * LKV_INVALID for bad indexes, LKV_IOERROR when the thread cannot start;
+ * nothing has started then. */
+int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
+                              uint64_t base_term, uint64_t stable_index,
+                              lkvnet_rlog_prepare_fn prepare, void *ctx,
+                              lkv_err *err);
+
+enum {
+  LKVNET_COMPACT_IDLE,    /* none running, nothing to report */
+  LKVNET_COMPACT_RUNNING, /* still going */
+  LKVNET_COMPACT_DONE,    /* finished: the log starts after its base index */
+  LKVNET_COMPACT_FAILED   /* gave up (err): see lkvnet_rlog_compact_poll */
+};
+
+/* Move a compaction on; the owner calls this whenever notify_fd fires (and
+ * may at any time). Returns RUNNING while it goes on; DONE or FAILED once
+ * each, when it ends; IDLE otherwise. A failure before the switch leaves
+ * the log as it was (a new compaction may be tried); one after it (the
+ * new file could not be synced or renamed) is sticky, as a failed sync. */
+int lkvnet_rlog_compact_poll(lkvnet_rlog *r, lkv_err *err);
+
+/* Finish a running compaction, waiting for its disk work: for the rare
+ * paths that rewrite the log themselves (a snapshot install). Its outcome
+ * is still reported by the next lkvnet_rlog_compact_poll. */
+void lkvnet_rlog_compact_wait(lkvnet_rlog *r);
+
+/* 1 from lkvnet_rlog_compact_begin until the compaction has ended. */
+int lkvnet_rlog_compacting(lkvnet_rlog *r);
+
 /* The frames of entries from .. (at most max_bytes of them, but at least
  * one) exactly as the file holds them, into a malloc'd *buf the caller
  * frees; *to receives the last index read. from past last_index reads
@@ -152,8 +215,9 @@ int lkvnet_rlog_error(lkvnet_rlog *r, lkv_err *err);
 
 void lkvnet_rlog_stats_get(lkvnet_rlog *r, lkvnet_rlog_stats *out);
 
-/* Stop the syncer, sync what is left, close the file and free r. Returns
- * the final sync's failure, if any (r is freed either way). */
+/* Finish a running compaction, stop the syncer, sync what is left, close
+ * the file and free r. Returns the final sync's failure, if any (r is
+ * freed either way). */
 int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err);
 
 #endif

@@ -3,7 +3,8 @@
  * term_at, reading and decoding ranges of frames, a follower's
  * append_entry, truncate, rewrite (compaction), torn and corrupt tails, the
  * term file, and the syncer under concurrent appends, truncates and
- * rewrites, a failed write. Each test runs in its own directory under /tmp. */
+ * rewrites, a failed write, and compaction in the background. Each test
+ * runs in its own directory under /tmp. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "neterr.h"
 #include "rlog.h"
 #include "test.h"
 
@@ -1071,6 +1073,17 @@ static void test_concurrency(void) {
       last = cut;
       if (lkvnet_rlog_durable_index(r) > last) bad++;
     }
+    if (round % 25 == 3 && !lkvnet_rlog_compacting(r)) {
+      /* and compactions in the background, cut into by the truncates */
+      uint64_t base = last > 15 ? last - 15 : 0;
+      lkvnet_rlog_stats_get(r, &st);
+      if (base < st.base_index) base = st.base_index;
+      CHECK(lkvnet_rlog_term_at(r, base, &t) == LKV_OK);
+      CHECK_OK(lkvnet_rlog_compact_begin(r, base, t, last > base + 5
+                                         ? last - 5 : base, NULL, NULL, &err),
+               &err);
+    }
+    if (lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_FAILED) bad++;
     if (round % 50 == 49) {
       uint64_t base = last > 10 ? last - 10 : 0;
       lkvnet_rlog_stats_get(r, &st);
@@ -1084,6 +1097,8 @@ static void test_concurrency(void) {
       if (d > last) bad++;
     }
   }
+  lkvnet_rlog_compact_wait(r);
+  if (lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_FAILED) bad++;
   CHECK(bad == 0);
   CHECK(wait_durable(r, last));
   CHECK(lkvnet_rlog_durable_index(r) == last);
@@ -1112,6 +1127,246 @@ out:
   recs_free(&rs);
   close(pfd[0]);
   close(pfd[1]);
+  rmrf(dir);
+}
+
+/* 11. compaction in the background: the owner goes on appending,
+ * reading and cutting entries past the stable index while the copier is
+ * held in prepare; a second compaction is refused; the outcome is polled
+ * once; the cut log and the appended entries survive a reopen. The prepare
+ * waits for a release that comes only after lkvnet_rlog_compact_begin
+ * has returned and the appends are made: a compaction that ran on the
+ * caller's thread would time out here (and fail the checks) instead. */
+typedef struct Gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int open, entered, timed_out, fail;
+} Gate;
+
+static void gate_open(Gate *g);
+
+/* A thread: open the gate once the copier waits at it, and a little
+ * later (the owner is in close by then). */
+static void *gate_open_later(void *arg) {
+  Gate *g = arg;
+  int i, in = 0;
+  for (i = 0; i < 10000 && !in; i++) {
+    pthread_mutex_lock(&g->mu);
+    in = g->entered;
+    pthread_mutex_unlock(&g->mu);
+    if (!in) sleep_ms(1);
+  }
+  sleep_ms(50);
+  gate_open(g);
+  return NULL;
+}
+
+static int gate_prepare(void *ctx, lkv_err *err) {
+  Gate *g = ctx;
+  struct timespec until;
+  int fail;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10;
+  pthread_mutex_lock(&g->mu);
+  g->entered = 1;
+  pthread_cond_broadcast(&g->cv);
+  while (!g->open && !g->timed_out)
+    if (pthread_cond_timedwait(&g->cv, &g->mu, &until) != 0) g->timed_out = 1;
+  fail = g->fail;
+  pthread_mutex_unlock(&g->mu);
+  if (fail) return lkvnet_seterr(err, LKV_IOERROR, "the engine refused");
+  return LKV_OK;
+}
+
+static void gate_init(Gate *g) {
+  memset(g, 0, sizeof *g);
+  pthread_mutex_init(&g->mu, NULL);
+  pthread_cond_init(&g->cv, NULL);
+}
+
+static void gate_open(Gate *g) {
+  pthread_mutex_lock(&g->mu);
+  g->open = 1;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_destroy(Gate *g) {
+  pthread_mutex_destroy(&g->mu);
+  pthread_cond_destroy(&g->cv);
+}
+
+/* Poll until the compaction reports (at most ~20 s); its outcome. */
+static int poll_until_done(lkvnet_rlog *r, lkv_err *err) {
+  int i, rc = LKVNET_COMPACT_RUNNING;
+  for (i = 0; i < 20000 && rc == LKVNET_COMPACT_RUNNING; i++) {
+    rc = lkvnet_rlog_compact_poll(r, err);
+    if (rc == LKVNET_COMPACT_RUNNING) sleep_ms(1);
+  }
+  return rc;
+}
+
+static void test_compact_background(void) {
+  char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512], tmp[600], k[16];
+  lkvnet_rlog *r;
+  lkvnet_rlog_stats st;
+  lkv_err err = {0};
+  Recs rs = {0};
+  Gate g;
+  uint64_t i, t, t60 = 0, to;
+  unsigned char *buf = NULL;
+  size_t len, off;
+  lkvnet_entry e;
+  char why[256];
+  int entered;
+  if (make_dir(dir) != 0) return;
+  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  gate_init(&g);
+  r = open_log(dir, NULL);
+  if (r == NULL) goto out;
+  for (i = 1; i <= 100; i++) {
+    snprintf(k, sizeof k, "key%03llu", (unsigned long long)i);
+    CHECK(app(r, i <= 50 ? 1 : 3, LKVNET_OP_SET, k, 6, k, 6) == i);
+  }
+  CHECK(wait_durable(r, 100));
+  CHECK(lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_IDLE);
+  CHECK(lkvnet_rlog_compacting(r) == 0);
+  CHECK(lkvnet_rlog_term_at(r, 60, &t60) == LKV_OK && t60 == 3);
+  CHECK(lkvnet_rlog_compact_begin(r, 60, t60, 101, gate_prepare, &g, &err) ==
+        LKV_INVALID);
+  CHECK(lkvnet_rlog_compact_begin(r, 60, t60, 59, gate_prepare, &g, &err) ==
+        LKV_INVALID);
+  CHECK_OK(lkvnet_rlog_compact_begin(r, 60, t60, 80, gate_prepare, &g, &err),
+           &err);
+  CHECK(lkvnet_rlog_compacting(r) == 1);
+  CHECK(lkvnet_rlog_compact_begin(r, 70, 3, 80, gate_prepare, &g, &err) ==
+        LKV_BUSY);
+  /* held in prepare: the log is the old one, and it takes appends */
+  for (i = 101; i <= 120; i++) {
+    snprintf(k, sizeof k, "key%03llu", (unsigned long long)i);
+    CHECK(app(r, 4, LKVNET_OP_SET, k, 6, k, 6) == i);
+  }
+  CHECK(wait_durable(r, 120));
+  CHECK(lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_RUNNING);
+  CHECK(lkvnet_rlog_base_index(r) == 0);
+  CHECK(lkvnet_rlog_term_at(r, 10, &t) == LKV_OK && t == 1);
+  CHECK_OK(lkvnet_rlog_read(r, 1, SIZE_MAX, &buf, &len, &to, &err), &err);
+  CHECK(to == 120);
+  free(buf);
+  buf = NULL;
+  /* past the stable index, a follower may cut its log meanwhile */
+  CHECK_OK(lkvnet_rlog_truncate(r, 110, &err), &err);
+  for (i = 111; i <= 115; i++) {
+    snprintf(k, sizeof k, "new%03llu", (unsigned long long)i);
+    CHECK(app(r, 5, LKVNET_OP_SET, k, 6, k, 6) == i);
+  }
+  for (i = 0, entered = 0; i < 10000 && !entered; i++) {
+    pthread_mutex_lock(&g.mu);
+    entered = g.entered;
+    pthread_mutex_unlock(&g.mu);
+    if (!entered) sleep_ms(1);
+  }
+  CHECK(entered == 1);
+  CHECK(lkvnet_rlog_base_index(r) == 0); /* still: it waits at the gate */
+  gate_open(&g);
+  CHECK(poll_until_done(r, &err) == LKVNET_COMPACT_DONE);
+  CHECK(lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_IDLE); /* once */
+  CHECK(lkvnet_rlog_compacting(r) == 0);
+  CHECK(g.timed_out == 0);
+  CHECK(!exists(tmp));
+  CHECK(wait_durable(r, 115));
+  lkvnet_rlog_stats_get(r, &st);
+  CHECK(st.base_index == 60 && st.base_term == 3);
+  CHECK(st.last_index == 115 && st.last_term == 5 && st.durable_index == 115);
+  CHECK(lkvnet_rlog_term_at(r, 59, &t) == LKV_NOTFOUND);
+  CHECK(lkvnet_rlog_term_at(r, 60, &t) == LKV_OK && t == 3);
+  CHECK(lkvnet_rlog_term_at(r, 101, &t) == LKV_OK && t == 4);
+  CHECK(lkvnet_rlog_term_at(r, 111, &t) == LKV_OK && t == 5);
+  CHECK(lkvnet_rlog_read(r, 60, 1000, &buf, &len, &to, &err) == LKV_NOTFOUND);
+  free(buf);
+  buf = NULL;
+  CHECK_OK(lkvnet_rlog_read(r, 61, SIZE_MAX, &buf, &len, &to, &err), &err);
+  CHECK(to == 115);
+  off = 0;
+  for (i = 61; buf && lkvnet_rlog_decode(buf, len, &off, &e, why,
+                                         sizeof why) == 1; i++)
+    CHECK(e.index == i && memcmp(e.key, i > 110 ? "new" : "key", 3) == 0);
+  CHECK(i == 116 && off == len);
+  free(buf);
+  buf = NULL;
+  CHECK(app(r, 5, LKVNET_OP_SET, "key116", 6, "v", 1) == 116);
+  close_log(r);
+
+  r = open_log(dir, &rs);
+  if (r == NULL) goto out;
+  CHECK(rs.n == 56);
+  for (i = 0; i < rs.n; i++)
+    CHECK(rs.v[i].index == 61 + i &&
+          rs.v[i].term == (i < 40 ? 3u : i < 50 ? 4u : 5u));
+  lkvnet_rlog_stats_get(r, &st);
+  CHECK(st.base_index == 60 && st.last_index == 116 && st.dropped_bytes == 0);
+
+  /* a cut at or before the stable index waits for the compaction */
+  gate_destroy(&g);
+  gate_init(&g);
+  g.open = 1;
+  CHECK(lkvnet_rlog_term_at(r, 100, &t) == LKV_OK);
+  CHECK_OK(lkvnet_rlog_compact_begin(r, 100, t, 110, gate_prepare, &g, &err),
+           &err);
+  CHECK_OK(lkvnet_rlog_truncate(r, 105, &err), &err);
+  CHECK(lkvnet_rlog_compacting(r) == 0);
+  CHECK(lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_DONE);
+  lkvnet_rlog_stats_get(r, &st);
+  CHECK(st.base_index == 100 && st.last_index == 105);
+
+  /* a failed prepare leaves the log as it was; the next one may try */
+  gate_destroy(&g);
+  gate_init(&g);
+  g.open = 1;
+  g.fail = 1;
+  CHECK_OK(lkvnet_rlog_compact_begin(r, 103, 5, 105, gate_prepare, &g, &err),
+           &err);
+  err.msg[0] = '\0';
+  CHECK(poll_until_done(r, &err) == LKVNET_COMPACT_FAILED);
+  CHECK(strstr(err.msg, "the engine refused") != NULL);
+  CHECK(!exists(tmp));
+  lkvnet_rlog_stats_get(r, &st);
+  CHECK(st.base_index == 100 && st.last_index == 105);
+  CHECK(lkvnet_rlog_error(r, &err) == LKV_OK);
+  g.fail = 0;
+  /* cut everything: the log continues after its base */
+  CHECK_OK(lkvnet_rlog_compact_begin(r, 105, 5, 105, gate_prepare, &g, &err),
+           &err);
+  CHECK(poll_until_done(r, &err) == LKVNET_COMPACT_DONE);
+  CHECK(file_size(path) == LKVNET_RLOG_HEADER_SIZE);
+  CHECK(app(r, 6, LKVNET_OP_SET, "k", 1, "v", 1) == 106);
+
+  /* close while the copier is held: close waits, the cut is kept */
+  gate_destroy(&g);
+  gate_init(&g);
+  CHECK_OK(lkvnet_rlog_compact_begin(r, 105, 5, 106, gate_prepare, &g, &err),
+           &err);
+  {
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, gate_open_later, &g) ==
+          0);
+    close_log(r);
+    pthread_join(th, NULL);
+  }
+  CHECK(g.timed_out == 0);
+  recs_free(&rs);
+  r = open_log(dir, &rs);
+  CHECK(rs.n == 1 && rs.v != NULL && rs.v[0].index == 106);
+  if (r != NULL) {
+    lkvnet_rlog_stats_get(r, &st);
+    CHECK(st.base_index == 105 && st.last_index == 106);
+  }
+  close_log(r);
+  CHECK(!exists(tmp));
+out:
+  gate_destroy(&g);
+  recs_free(&rs);
   rmrf(dir);
 }
 
@@ -1180,5 +1435,6 @@ int main(void) {
   test_term_file();
   test_concurrency();
   test_write_failure();
+  test_compact_background();
   TEST_MAIN_END();
 }

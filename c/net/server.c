@@ -122,15 +122,23 @@ static void count(lkvnet_server *s, int route, int code, double start) {
   s->lat_count[route]++;
 }
 
-/* The one way out of every request. */
+/* The one way out of every request. A HEAD gets the headers a GET would
+ * (RFC 9110 9.3.2), Content-Length included, and no body: libevent 2.1
+ * writes whatever is in the output buffer, and leaves Content-Length out
+ * for HEAD, so a body there would be read as the start of the next
+ * response on a keep-alive connection. */
 static void reply(lkvnet_server *s, struct evhttp_request *req, int route,
                   double start, int code, const char *ctype, const char *data,
                   size_t len) {
+  static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
   struct evbuffer *out = evhttp_request_get_output_buffer(req);
   struct evkeyvalq *h = evhttp_request_get_output_headers(req);
   evhttp_add_header(h, "Content-Type", ctype);
-  if (len > 0 && evbuffer_add(out, data, len) != 0) {
-    static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+    char n[32];
+    snprintf(n, sizeof n, "%zu", len);
+    evhttp_add_header(h, "Content-Length", n);
+  } else if (len > 0 && evbuffer_add(out, data, len) != 0) {
     evbuffer_drain(out, evbuffer_get_length(out));
     evbuffer_add(out, oom, sizeof oom - 1);
     code = 500;
@@ -407,13 +415,34 @@ void lkvnet_node_advance_commit(lkvnet_server *s) {
 /* Log compaction: once LOG_COMPACTION_THRESHOLD applied entries sit
  * behind the log's start, cut them: they are in the engine, which is made
  * durable first (its WAL runs without fsync; lkv_db_sync syncs it, which
- * costs one fdatasync, not a table). A leader keeps what a live follower still needs, so
- * only a follower that was away gets a snapshot instead. */
+ * costs one fdatasync, not a table). A leader keeps what a live follower
+ * still needs, so only a follower that was away gets a snapshot instead.
+ *
+ * The engine sync and the rewrite run off the loop
+ * (lkvnet_rlog_compact_begin): requests, appends and heartbeats go on
+ * meanwhile, and on_notify reports the outcome (compaction_poll). Entries
+ * up to the applied index are never cut from the log again (a follower
+ * cuts only entries it has not applied), which is what the rewrite may
+ * copy while the loop appends. */
+static int compaction_prepare(void *ctx, lkv_err *err) {
+  /* on the compaction's thread: only the engine (thread-safe) and the
+   * test hook's path, fixed at open, are touched */
+  lkvnet_server *s = ctx;
+  if (s->test_gate != NULL) {
+    int i;
+    for (i = 0; i < 6000 && access(s->test_gate, F_OK) == 0; i++)
+      usleep(10 * 1000); /* 60 s at most */
+  }
+  return lkv_db_sync(s->db, err);
+}
+
 static void maybe_compact(lkvnet_server *s) {
   uint64_t target = s->applied_index, t, base;
   size_t i;
   lkv_err err;
-  if (s->compaction_threshold == 0 || s->installing) return;
+  if (s->compaction_threshold == 0 || s->installing ||
+      lkvnet_rlog_compacting(s->rlog))
+    return;
   base = lkvnet_rlog_base_index(s->rlog);
   if (target <= base || target - base < s->compaction_threshold) return;
   for (i = 0; i < s->npeers; i++)
@@ -422,15 +451,36 @@ static void maybe_compact(lkvnet_server *s) {
   if (target <= base || target - base < s->compaction_threshold) return;
   err.msg[0] = '\0';
   if (lkvnet_rlog_term_at(s->rlog, target, &t) != LKV_OK) return;
-  if (lkv_db_sync(s->db, &err) != LKV_OK ||
-      lkvnet_rlog_rewrite(s->rlog, target, t, &err) != LKV_OK) {
+  if (lkvnet_rlog_compact_begin(s->rlog, target, t, s->applied_index,
+                                compaction_prepare, s, &err) != LKV_OK) {
     lkvnet_node_log(s, "log compaction at index %llu failed: %s",
           (unsigned long long)target, err.msg);
     return;
   }
-  s->compactions++;
-  lkvnet_node_log(s, "log compacted: entries up to %llu (term %llu) are now only in "
-        "the engine", (unsigned long long)target, (unsigned long long)t);
+  s->compact_index = target;
+  s->compact_term = t;
+  lkvnet_node_log(s, "log compaction: cutting the log after index %llu "
+                  "(term %llu) in the background", (unsigned long long)target,
+                  (unsigned long long)t);
+}
+
+/* A compaction moved on (or ended): report how it ended. */
+static void compaction_poll(lkvnet_server *s) {
+  lkv_err err;
+  err.msg[0] = '\0';
+  switch (lkvnet_rlog_compact_poll(s->rlog, &err)) {
+  case LKVNET_COMPACT_DONE:
+    s->compactions++;
+    lkvnet_node_log(s, "log compacted: entries up to %llu (term %llu) are now "
+          "only in the engine", (unsigned long long)s->compact_index,
+          (unsigned long long)s->compact_term);
+    break;
+  case LKVNET_COMPACT_FAILED:
+    lkvnet_node_log(s, "log compaction at index %llu failed: %s",
+          (unsigned long long)s->compact_index, err.msg);
+    break;
+  default: break;
+  }
 }
 
 static void read_local(lkvnet_server *s, struct evhttp_request *req,
@@ -486,6 +536,7 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   while (read(fd, drain, sizeof drain) > 0) {
   }
+  compaction_poll(s);
   if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
     Pending *p;
     Waiter *w;
@@ -602,6 +653,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
                  (unsigned long long)w->target, s->write_timeout_ms);
   }
   serve_waiters(s); /* frees the answered */
+  compaction_poll(s); /* what a truncate or an install finished */
   lkvnet_node_peers_kick(s); /* retries and heartbeats; followers have no peers */
   if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
 }
@@ -774,6 +826,7 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   struct evhttp_request *r;
   struct evkeyvalq *ih = evhttp_request_get_input_headers(req), *oh;
   const char *ct = evhttp_find_header(ih, "Content-Type");
+  enum evhttp_cmd_type cmd;
   size_t ci;
   Fwd *f;
   if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
@@ -805,8 +858,11 @@ static void forward(lkvnet_server *s, struct evhttp_request *req, int route,
   lkvnet_node_hold(s, &f->h, req, route, start, 0);
   f->conn = ci;
   s->fwd_busy[ci]++;
-  if (evhttp_make_request(c, r, evhttp_request_get_command(req),
-                          evhttp_request_get_uri(req)) != 0) {
+  /* a HEAD goes as a GET: reply() leaves the body out and keeps its
+   * length, which a HEAD answer from the leader would not carry */
+  cmd = evhttp_request_get_command(req);
+  if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
+  if (evhttp_make_request(c, r, cmd, evhttp_request_get_uri(req)) != 0) {
     /* libevent 2.1 does not call back after a refusal here */
     s->fwd_busy[ci]--;
     held_error(&f->h, 503, "cannot reach the leader %s", s->leader_url);
@@ -1217,6 +1273,16 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
         "the engine.", rs.base_index);
   GAUGE("term", "The node's current term.", s->term);
   COUNTER("rlog_compactions_total", "Log compactions.", s->compactions);
+  GAUGE("http_connections_open", "Client connections open.", s->conns.open);
+  mline(&b, "# HELP lunakv_http_connections_closed_total Client connections "
+            "the node closed, by reason.\n"
+            "# TYPE lunakv_http_connections_closed_total counter\n");
+  mline(&b, "lunakv_http_connections_closed_total{reason=\"read_timeout\"} "
+            "%llu\n", (unsigned long long)s->conns.read_timeouts);
+  mline(&b, "lunakv_http_connections_closed_total{reason=\"idle_timeout\"} "
+            "%llu\n", (unsigned long long)s->conns.idle_timeouts);
+  COUNTER("http_accept_errors_total", "accept() calls that failed (each "
+          "pauses accepting).", s->conns.accept_errors);
   if (s->npeers > 0) {
     mline(&b, "# HELP lunakv_replication_lag_entries Entries in the "
               "leader's log that a follower does not hold yet.\n"
@@ -1352,23 +1418,26 @@ static void on_request(struct evhttp_request *req, void *arg) {
   size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
   size_t i;
   int route = R_OTHER;
+  lkvnet_node_conns_request(s, req);
+  /* HEAD is GET without the body (reply() leaves it out) */
+  if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
   if (path == NULL || *path == '\0') path = "/";
   for (i = 0; i < sizeof routes / sizeof routes[0]; i++)
     if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
   if (route == R_OTHER && strncmp(path, "/kv/", 4) == 0) route = R_KV;
   if (route == R_OTHER) {
     lkvnet_node_reply_error(s, req, R_OTHER, start, 404, "no route %s %s",
-                     method_name(cmd), path);
+                     method_name(evhttp_request_get_command(req)), path);
     return;
   }
   if (route == R_KV) {
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_PUT &&
         cmd != EVHTTP_REQ_DELETE) {
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                        "GET, PUT, DELETE");
+                        "GET, HEAD, PUT, DELETE");
       lkvnet_node_reply_error(s, req, route, start, 405,
                        "method %s not allowed on /kv/{key} (use GET, PUT or "
-                       "DELETE)", method_name(cmd));
+                       "DELETE)", method_name(evhttp_request_get_command(req)));
       return;
     }
   } else {
@@ -1376,10 +1445,11 @@ static void on_request(struct evhttp_request *req, void *arg) {
     }
     if (cmd != routes[i].method) {
       const char *m = method_name(routes[i].method);
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", m);
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                        routes[i].method == EVHTTP_REQ_GET ? "GET, HEAD" : m);
       lkvnet_node_reply_error(s, req, route, start, 405,
-                       "method %s not allowed on %s (use %s)", method_name(cmd),
-                       path, m);
+                       "method %s not allowed on %s (use %s)",
+                       method_name(evhttp_request_get_command(req)), path, m);
       return;
     }
   }
@@ -1434,7 +1504,59 @@ void lkvnet_options_init(lkvnet_options *o) {
   o->heartbeat_ms = LKVNET_DEFAULT_HEARTBEAT_MS;
   o->max_uncommitted_bytes = LKVNET_MAX_UNCOMMITTED_BYTES;
   o->log_compaction_threshold = LKVNET_DEFAULT_LOG_COMPACTION;
+  o->read_timeout_ms = LKVNET_DEFAULT_READ_TIMEOUT_MS;
+  o->idle_timeout_ms = LKVNET_DEFAULT_IDLE_TIMEOUT_MS;
+  o->max_connections = LKVNET_DEFAULT_MAX_CONNECTIONS;
   lkv_options_init(&o->engine);
+}
+
+/* Every numeric option within its range (lkvnet.h), checked before
+ * anything is opened: a value the node cannot run with is the caller's
+ * mistake, named, never a crash or a silent default. */
+static int check_options(const lkvnet_options *o, lkv_err *err) {
+  static const struct {
+    const char *name;
+    size_t offset;
+    int is_size; /* size_t, else int */
+    uint64_t lo, hi;
+  } ranges[] = {
+      {"max_body_bytes", offsetof(lkvnet_options, max_body_bytes), 1,
+       LKVNET_MIN_MAX_BODY, LKVNET_MAX_MAX_BODY},
+      {"write_timeout_ms", offsetof(lkvnet_options, write_timeout_ms), 0,
+       LKVNET_MIN_WRITE_TIMEOUT_MS, LKVNET_MAX_WRITE_TIMEOUT_MS},
+      {"heartbeat_ms", offsetof(lkvnet_options, heartbeat_ms), 0,
+       LKVNET_MIN_HEARTBEAT_MS, LKVNET_MAX_HEARTBEAT_MS},
+      {"max_uncommitted_bytes", offsetof(lkvnet_options, max_uncommitted_bytes),
+       1, LKVNET_MIN_MAX_UNCOMMITTED, LKVNET_MAX_MAX_UNCOMMITTED},
+      {"read_timeout_ms", offsetof(lkvnet_options, read_timeout_ms), 0,
+       LKVNET_MIN_READ_TIMEOUT_MS, LKVNET_MAX_READ_TIMEOUT_MS},
+      {"idle_timeout_ms", offsetof(lkvnet_options, idle_timeout_ms), 0,
+       LKVNET_MIN_IDLE_TIMEOUT_MS, LKVNET_MAX_IDLE_TIMEOUT_MS},
+      {"max_connections", offsetof(lkvnet_options, max_connections), 0,
+       LKVNET_MIN_MAX_CONNECTIONS, LKVNET_MAX_MAX_CONNECTIONS},
+  };
+  size_t i;
+  if (o->data_dir == NULL || o->data_dir[0] == '\0')
+    return lkvnet_seterr(err, LKV_INVALID, "option data_dir is missing");
+  if (o->host == NULL)
+    return lkvnet_seterr(err, LKV_INVALID, "option host is missing");
+  if (o->port < 0 || o->port > 65535)
+    return lkvnet_seterr(err, LKV_INVALID, "option port is %d; it must be "
+                         "from 0 to 65535", o->port);
+  for (i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+    const char *p = (const char *)o + ranges[i].offset;
+    long long v;
+    if (ranges[i].is_size)
+      v = (long long)*(const size_t *)(const void *)p;
+    else
+      v = *(const int *)(const void *)p;
+    if (v < 0 || (uint64_t)v < ranges[i].lo || (uint64_t)v > ranges[i].hi)
+      return lkvnet_seterr(err, LKV_INVALID, "option %s is %lld; it must be "
+                           "from %llu to %llu", ranges[i].name, v,
+                           (unsigned long long)ranges[i].lo,
+                           (unsigned long long)ranges[i].hi);
+  }
+  return LKV_OK;
 }
 
 /* Start-up replay: entries past the applied index wait in the pending
@@ -1528,26 +1650,33 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   *out = NULL;
   e.code = LKV_OK;
   e.msg[0] = '\0';
-  if (o->data_dir == NULL || o->host == NULL || o->port < 0 || o->port > 65535)
-    return lkvnet_seterr(err, LKV_INVALID, "server options need data_dir, host and "
-                  "a port from 0 to 65535");
+  if ((rc = check_options(o, err)) != LKV_OK) return rc;
   if ((s = calloc(1, sizeof *s)) == NULL)
     return lkvnet_seterr(err, LKV_NOMEM, "server");
   s->pipefd[0] = s->pipefd[1] = -1;
-  s->max_body = o->max_body_bytes ? o->max_body_bytes : LKVNET_DEFAULT_MAX_BODY;
-  s->write_timeout_ms = o->write_timeout_ms > 0 ? o->write_timeout_ms
-                                                : LKVNET_DEFAULT_WRITE_TIMEOUT_MS;
+  s->max_body = o->max_body_bytes;
+  s->write_timeout_ms = o->write_timeout_ms;
   s->log = o->log;
   s->log_ctx = o->log_ctx;
-  s->heartbeat_ms = o->heartbeat_ms > 0 ? o->heartbeat_ms
-                                        : LKVNET_DEFAULT_HEARTBEAT_MS;
+  s->heartbeat_ms = o->heartbeat_ms;
   s->compaction_threshold = o->log_compaction_threshold;
-  s->max_uncommitted = o->max_uncommitted_bytes ? o->max_uncommitted_bytes
-                                                : LKVNET_MAX_UNCOMMITTED_BYTES;
+  s->max_uncommitted = o->max_uncommitted_bytes;
+  s->read_timeout_ms = o->read_timeout_ms;
+  s->idle_timeout_ms = o->idle_timeout_ms;
+  s->max_conns = (size_t)o->max_connections;
   if (o->token != NULL && o->token[0] != '\0' &&
       (s->token = strdup(o->token)) == NULL) {
     rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
     goto fail;
+  }
+  {
+    /* the test hook of compaction_prepare, read once (spec/24) */
+    const char *gate = getenv("LUNAKV_TEST_COMPACTION_GATE");
+    if (gate != NULL && gate[0] != '\0' &&
+        (s->test_gate = strdup(gate)) == NULL) {
+      rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+      goto fail;
+    }
   }
   s->data_dir = dupstr(o->data_dir);
   s->host = dupstr(o->host);
@@ -1655,6 +1784,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                 o->port, strerror(errno));
     goto fail;
   }
+  if ((rc = lkvnet_node_conns_open(s, &e)) != LKV_OK) goto fail;
   {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -1743,7 +1873,8 @@ int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
       event_add(s->sigterm_ev, NULL) != 0 ||
       event_add(s->sigint_ev, NULL) != 0 ||
       event_add(s->notify_ev, NULL) != 0 ||
-      event_add(s->tick_ev, &tick) != 0) {
+      event_add(s->tick_ev, &tick) != 0 ||
+      lkvnet_node_conns_start(s) != 0) {
     rc = lkvnet_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {
     lkvnet_node_log(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
@@ -1787,7 +1918,11 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   for (i = 0; i < s->nfwd; i++) evhttp_connection_free(s->fwd[i]);
   free(s->leader_hostport);
   free(s->token);
+  free(s->test_gate);
+  s->sock = NULL; /* evhttp_free frees the listener first */
+  lkvnet_node_conns_close(s);
   if (s->http) evhttp_free(s->http);
+  lkvnet_node_conns_free(s);
   if (s->notify_ev) event_free(s->notify_ev);
   if (s->tick_ev) event_free(s->tick_ev);
   if (s->sigterm_ev) event_free(s->sigterm_ev);

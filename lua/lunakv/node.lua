@@ -9,10 +9,49 @@
 
 local M = {}
 
+-- The numeric flags: flag, argname, smallest, largest, default, help.
+-- The ranges are lkvnet.h's (LKVNET_MIN_* .. LKVNET_MAX_*), checked here,
+-- where the flags are parsed, so that a bad value is a usage error before
+-- anything starts; the C server refuses them as well.
+local NUMERIC = {
+  { "--max-body-bytes", "<n>", 1, 67108864, 4194304,
+    "Largest request body accepted" },
+  { "--write-timeout-ms", "<ms>", 1, 86400000, 5000,
+    "A write not committed by then is answered 503" },
+  { "--heartbeat-ms", "<ms>", 1, 60000, 100,
+    "How often an idle leader contacts each follower" },
+  { "--max-uncommitted-bytes", "<n>", 1, 1099511627776, 268435456,
+    "Key and value bytes of writes a leader holds while they wait for a "
+    .. "majority before it refuses new ones with 503" },
+  { "--read-timeout-ms", "<ms>", 100, 3600000, 10000,
+    "A request (line, headers and body) not whole this long after its "
+    .. "first byte, or after the connection was accepted, is dropped with "
+    .. "its connection" },
+  { "--idle-timeout-ms", "<ms>", 100, 86400000, 60000,
+    "A keep-alive connection with no request for this long is closed" },
+  { "--max-connections", "<n>", 1, 1048576, 1024,
+    "Open client connections; past this the node accepts no more until "
+    .. "one closes (they wait in the listen queue)" },
+}
+M.NUMERIC = NUMERIC
+
+-- A converter for argparse: a decimal integer in [lo, hi], or nil and
+-- the message argparse reports as a usage error.
+local function ranged(name, lo, hi)
+  return function(s)
+    local n = s:match("^%d+$") and math.tointeger(tonumber(s))
+    if not n or n < lo or n > hi then
+      return nil, string.format("%s must be an integer from %d to %d, got '%s'",
+        name, lo, hi, s)
+    end
+    return n
+  end
+end
+
 function M.add_to_parser(p)
   p:argument("port", "Port to listen on (0: any free port, printed at "
     .. "start).")
-    :argname("<port>")
+    :argname("<port>"):convert(ranged("PORT", 0, 65535))
   p:argument("data_dir", "The node's directory: db/ and replication.log.")
     :argname("<data_dir>")
   p:argument("leader_url", "The leader's URL (e.g. http://localhost:8000).")
@@ -23,23 +62,16 @@ function M.add_to_parser(p)
   p:option("--host", "Listen on this address instead of the host of this "
     .. "node's URL (0.0.0.0 listens on every interface).")
     :argname("<addr>")
-  p:option("--max-body-bytes", "Largest request body accepted (default "
-    .. "4194304).")
-    :argname("<n>"):convert(tonumber)
-  p:option("--write-timeout-ms", "A write not committed by then is "
-    .. "answered 503 (default 5000).")
-    :argname("<ms>"):convert(tonumber)
   p:option("--token", "Shared secret the nodes send each other on "
     .. "/append, /snapshot and /sync (default: CLUSTER_TOKEN; empty: none). "
     .. "Prefer CLUSTER_TOKEN: a flag shows in ps.")
     :argname("<secret>")
-  p:option("--heartbeat-ms", "How often an idle leader contacts each "
-    .. "follower (default 100).")
-    :argname("<ms>"):convert(tonumber)
-  p:option("--max-uncommitted-bytes", "Key and value bytes of writes a "
-    .. "leader holds while they wait for a majority before it refuses new "
-    .. "ones with 503 (default 268435456).")
-    :argname("<n>"):convert(tonumber)
+  for _, f in ipairs(NUMERIC) do
+    local flag, argname, lo, hi, default, help = table.unpack(f)
+    p:option(flag, string.format("%s (from %d to %d; default %d).", help, lo,
+      hi, default))
+      :argname(argname):convert(ranged(flag, lo, hi))
+  end
 end
 
 -- "http://Host:8000/" -> { scheme, host, port, url = "http://Host:8000" }
@@ -144,6 +176,11 @@ function M.options(args)
     leader_url = leader_url, nodes = urls,
     max_body_bytes = args.max_body_bytes,
     write_timeout_ms = args.write_timeout_ms,
+    heartbeat_ms = args.heartbeat_ms,
+    max_uncommitted_bytes = args.max_uncommitted_bytes,
+    read_timeout_ms = args.read_timeout_ms,
+    idle_timeout_ms = args.idle_timeout_ms,
+    max_connections = args.max_connections,
   }
 end
 
@@ -156,8 +193,6 @@ function M.main(args, settings)
   opts.log_compaction_threshold = settings.log_compaction_threshold
   opts.token = args.token or settings.cluster_token
   if opts.token == "" then opts.token = nil end
-  opts.heartbeat_ms = args.heartbeat_ms
-  opts.max_uncommitted_bytes = args.max_uncommitted_bytes
   if opts.port == 0 then
     -- with port 0 the server names itself after binding; a listed URL
     -- cannot know that port, so the node runs alone and leads

@@ -1,0 +1,142 @@
+/* server_test.c - lkvnet_server_open's option checks (lkvnet.h): every
+ * numeric option outside its range is refused with LKV_INVALID naming the
+ * option, before anything is created; the ends of every range open. The
+ * routes are tested over HTTP by spec/20, 23 and 24. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lkvnet.h"
+#include "test.h"
+
+typedef struct Case {
+  const char *name; /* as the message names it */
+  void (*set)(lkvnet_options *o, long long v);
+  long long lo, hi;
+} Case;
+
+static void set_max_body(lkvnet_options *o, long long v) {
+  o->max_body_bytes = (size_t)v;
+}
+static void set_write_timeout(lkvnet_options *o, long long v) {
+  o->write_timeout_ms = (int)v;
+}
+static void set_heartbeat(lkvnet_options *o, long long v) {
+  o->heartbeat_ms = (int)v;
+}
+static void set_max_uncommitted(lkvnet_options *o, long long v) {
+  o->max_uncommitted_bytes = (size_t)v;
+}
+static void set_read_timeout(lkvnet_options *o, long long v) {
+  o->read_timeout_ms = (int)v;
+}
+static void set_idle_timeout(lkvnet_options *o, long long v) {
+  o->idle_timeout_ms = (int)v;
+}
+static void set_max_connections(lkvnet_options *o, long long v) {
+  o->max_connections = (int)v;
+}
+static void set_port(lkvnet_options *o, long long v) { o->port = (int)v; }
+
+static const Case cases[] = {
+    {"max_body_bytes", set_max_body, LKVNET_MIN_MAX_BODY, LKVNET_MAX_MAX_BODY},
+    {"write_timeout_ms", set_write_timeout, LKVNET_MIN_WRITE_TIMEOUT_MS,
+     LKVNET_MAX_WRITE_TIMEOUT_MS},
+    {"heartbeat_ms", set_heartbeat, LKVNET_MIN_HEARTBEAT_MS,
+     LKVNET_MAX_HEARTBEAT_MS},
+    {"max_uncommitted_bytes", set_max_uncommitted, LKVNET_MIN_MAX_UNCOMMITTED,
+     (long long)LKVNET_MAX_MAX_UNCOMMITTED},
+    {"read_timeout_ms", set_read_timeout, LKVNET_MIN_READ_TIMEOUT_MS,
+     LKVNET_MAX_READ_TIMEOUT_MS},
+    {"idle_timeout_ms", set_idle_timeout, LKVNET_MIN_IDLE_TIMEOUT_MS,
+     LKVNET_MAX_IDLE_TIMEOUT_MS},
+    {"max_connections", set_max_connections, LKVNET_MIN_MAX_CONNECTIONS,
+     LKVNET_MAX_MAX_CONNECTIONS},
+    {"port", set_port, 0, 65535},
+};
+
+static void quiet(void *ctx, const char *line) {
+  (void)ctx;
+  (void)line;
+}
+
+/* Open with o; LKV_OK closes the server again. */
+static int try_open(const lkvnet_options *o, lkv_err *err) {
+  lkvnet_server *s = (lkvnet_server *)(uintptr_t)1; /* must become NULL */
+  int rc;
+  err->code = LKV_OK;
+  err->msg[0] = '\0';
+  rc = lkvnet_server_open(o, &s, err);
+  if (rc == LKV_OK) {
+    lkv_err e2;
+    CHECK(s != NULL);
+    CHECK_OK(lkvnet_server_close(s, &e2), &e2);
+  } else {
+    CHECK(s == NULL);
+  }
+  return rc;
+}
+
+static void options_for(lkvnet_options *o, const char *dir) {
+  lkvnet_options_init(o);
+  o->data_dir = dir;
+  o->port = 0;
+  o->log = quiet;
+}
+
+int main(void) {
+  char dir[] = "/tmp/lkv_server_test_XXXXXX", missing[600], cmd[700];
+  lkvnet_options o;
+  lkv_err err;
+  size_t i;
+  struct stat st;
+  if (mkdtemp(dir) == NULL) {
+    perror("mkdtemp");
+    return 1;
+  }
+  /* refused values never create the data directory */
+  snprintf(missing, sizeof missing, "%s/never", dir);
+  for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const long long bad[] = {cases[i].lo - 1, cases[i].hi + 1, -1,
+                             cases[i].lo - 1000};
+    size_t j;
+    for (j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+      if (bad[j] >= cases[i].lo && bad[j] <= cases[i].hi) continue;
+      if ((cases[i].set == set_max_body || cases[i].set == set_max_uncommitted)
+          && bad[j] < 0)
+        continue; /* a size_t cannot say it */
+      options_for(&o, missing);
+      cases[i].set(&o, bad[j]);
+      CHECK(try_open(&o, &err) == LKV_INVALID);
+      if (strstr(err.msg, cases[i].name) == NULL ||
+          strstr(err.msg, "must be from") == NULL)
+        fprintf(stderr, "%s = %lld: \"%s\"\n", cases[i].name, bad[j], err.msg);
+      CHECK(strstr(err.msg, cases[i].name) != NULL);
+      CHECK(strstr(err.msg, "must be from") != NULL);
+      CHECK(stat(missing, &st) != 0);
+    }
+  }
+  options_for(&o, NULL);
+  CHECK(try_open(&o, &err) == LKV_INVALID);
+  CHECK(strstr(err.msg, "data_dir") != NULL);
+  options_for(&o, missing);
+  o.host = NULL;
+  CHECK(try_open(&o, &err) == LKV_INVALID);
+  CHECK(strstr(err.msg, "host") != NULL);
+
+  /* the ends of every range are accepted (port 0 stands for both: a
+   * fixed port could be taken) */
+  for (i = 0; i < 2; i++) {
+    size_t j;
+    options_for(&o, dir);
+    for (j = 0; j < sizeof cases / sizeof cases[0]; j++)
+      if (cases[j].set != set_port)
+        cases[j].set(&o, i == 0 ? cases[j].lo : cases[j].hi);
+    CHECK_OK(try_open(&o, &err), &err);
+  }
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+  TEST_MAIN_END();
+}

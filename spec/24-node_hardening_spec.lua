@@ -1,0 +1,351 @@
+-- spec/24-node_hardening_spec.lua - `lunakv node` against clients that
+-- misbehave and settings that are out of range: the HTTP listener's read
+-- and idle timeouts, its connection cap and its back-off when accept()
+-- fails (docs/http_api.md, "Connections"); HEAD on every kind of route;
+-- the range of every numeric node flag; and log compaction running off
+-- the event loop (docs/replication.md, "Log compaction"). Real node
+-- processes on 127.0.0.1; raw sockets (luasocket) where the HTTP client
+-- would hide what is on the wire.
+
+local h = require "spec.helpers"
+local hh = require "spec.http_helpers"
+local socket = require "socket"
+
+local node
+local socks = {}
+
+-- A raw connection to the node (closed in after_each).
+local function connect(port)
+  local c = assert(socket.tcp())
+  c:settimeout(10)
+  assert(c:connect("127.0.0.1", port))
+  socks[#socks + 1] = c
+  return c
+end
+
+-- Read one HTTP/1.1 response: status, headers (lower-case names), body
+-- (Content-Length bytes; none for a HEAD). nil, why when the bytes are
+-- not a response.
+local function read_response(c, head)
+  local line, err = c:receive("*l")
+  if not line then return nil, "no status line: " .. tostring(err) end
+  local code = tonumber(line:match("^HTTP/1%.%d (%d%d%d) "))
+  if not code then return nil, "not a status line: " .. line end
+  local hdrs = {}
+  while true do
+    local l = c:receive("*l")
+    if l == nil then return nil, "connection ended in the headers" end
+    if l == "" then break end
+    local k, v = l:match("^([^:]+):%s*(.-)%s*$")
+    if not k then return nil, "not a header line: " .. l end
+    hdrs[k:lower()] = v
+  end
+  local body = ""
+  local n = tonumber(hdrs["content-length"])
+  if not head and n and n > 0 then body = assert(c:receive(n)) end
+  return code, hdrs, body
+end
+
+-- True once the server has closed c: a read returns the end of the stream
+-- (whatever it sent before is dropped), or a reset (bytes the server had
+-- not read when it closed), within timeout seconds.
+local function closed_by_server(c, timeout)
+  c:settimeout(timeout or 10)
+  local data, err, partial = c:receive("*a")
+  if data ~= nil then return true end
+  return err == "closed" or tostring(err):find("reset", 1, true) ~= nil,
+    err, partial
+end
+
+local function lines_matching(path, pattern)
+  local n = 0
+  for _, l in ipairs(h.lines(path)) do
+    if l:lower():find(pattern, 1, true) then n = n + 1 end
+  end
+  return n
+end
+
+after_each(function()
+  for i = #socks, 1, -1 do
+    socks[i]:close()
+    socks[i] = nil
+  end
+  if node and node.pid then hh.stop_node(node, "KILL") end
+  node = nil
+  h.cleanup()
+end)
+
+describe("lunakv node's HTTP listener #http", function()
+  it("closes a request that is not whole within --read-timeout-ms, "
+    .. "also when it trickles in a byte at a time", function()
+    node = hh.start_node { args = { "--read-timeout-ms", "1000" } }
+    -- nothing after the request line
+    local quiet = connect(node.port)
+    assert(quiet:send("GET /health HTTP/1.1\r\nHost: x\r\n"))
+    -- a header that never ends, one byte every 200 ms: each read is
+    -- recent, but the request as a whole is late
+    local drip = connect(node.port)
+    assert(drip:send("GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: "))
+    local cut = false
+    for _ = 1, 50 do -- 10 s, ten times the timeout
+      socket.sleep(0.2)
+      drip:settimeout(0)
+      local _, err = drip:receive(1)
+      if err == "closed" or not drip:send("a") then
+        cut = true
+        break
+      end
+    end
+    assert.is_true(cut, "the trickling request was never cut")
+    assert.is_true(closed_by_server(quiet))
+    -- the node is fine, and counted both
+    local code, text = hh.request("GET", node.url .. "/metrics")
+    assert.equal(200, code)
+    local n = tonumber(text:match(
+      'lunakv_http_connections_closed_total{reason="read_timeout"} (%d+)'))
+    assert.is_true(n ~= nil and n >= 2, text)
+  end)
+
+  it("closes a keep-alive connection idle for --idle-timeout-ms", function()
+    node = hh.start_node { args = { "--idle-timeout-ms", "1000",
+                                    "--read-timeout-ms", "30000" } }
+    local c = connect(node.port)
+    for _ = 1, 2 do -- the connection serves requests until it idles
+      assert(c:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local code, why = read_response(c)
+      assert.equal(200, code, why)
+    end
+    assert.is_true(closed_by_server(c))
+    local _, text = hh.request("GET", node.url .. "/metrics")
+    assert.matches('lunakv_http_connections_closed_total{reason="idle_timeout"} 1',
+      text, 1, true)
+  end)
+
+  it("keeps answering /health with more half-open connections than "
+    .. "--max-connections, and closes them after the read timeout", function()
+    node = hh.start_node { args = { "--max-connections", "4",
+                                    "--read-timeout-ms", "1000" } }
+    local half = {}
+    for i = 1, 10 do
+      half[i] = connect(node.port)
+      assert(half[i]:send("POST /set HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"))
+    end
+    -- past the cap, connections wait in the listen queue until one of the
+    -- four open ones is closed; /health is among them
+    local code, doc = hh.json_request("GET", node.url .. "/health")
+    assert.equal(200, code)
+    assert.is_true(doc.ok)
+    for i = 1, 10 do
+      assert.is_true(closed_by_server(half[i], 20), "connection " .. i)
+    end
+    local _, text = hh.request("GET", node.url .. "/metrics")
+    assert.matches("lunakv_http_connections_open 1\n", text, 1, true)
+    assert.equal(0, lines_matching(node.log, "internal error"))
+    assert.matches("not accepting more until one closes",
+      hh.read_log(node.log), 1, true)
+  end)
+
+  it("logs a failing accept() once, not once per attempt, and serves again "
+    .. "once descriptors are free", function()
+    -- 48 descriptors: the node uses about 15; 80 connections run it out
+    node = hh.start_node { ulimit_n = 48 }
+    local conns = {}
+    for i = 1, 80 do
+      conns[i] = connect(node.port)
+      conns[i]:send("GET /health HTTP/1.1\r\nHost: x\r\n")
+    end
+    h.wait_until(function()
+      return hh.read_log(node.log):find("Too many open files", 1, true)
+    end, 20, function() return hh.read_log(node.log) end)
+    socket.sleep(2) -- libevent's default retries accept() in a loop
+    local n = lines_matching(node.log, "accept")
+    assert.is_true(n >= 1 and n <= 4,
+      n .. " lines about accept() in 2 s:\n"
+      .. hh.read_log(node.log):sub(1, 2000))
+    for i = #socks, 1, -1 do
+      socks[i]:close()
+      socks[i] = nil
+    end
+    local code = h.wait_until(function()
+      return (hh.request("GET", node.url .. "/health"))
+    end, 20)
+    assert.equal(200, code)
+  end)
+end)
+
+describe("HEAD #http", function()
+  it("answers HEAD on a GET route as GET without the body, on a keep-alive "
+    .. "connection", function()
+    node = hh.start_node()
+    assert.equal(200, (hh.set(node, "k", "value of k")))
+    local c = connect(node.port)
+    local paths = { "/health", "/get?key=k", "/get?key=absent", "/status",
+                    "/scan", "/metrics", "/kv/k", "/kv/absent", "/nowhere" }
+    for _, path in ipairs(paths) do
+      assert(c:send("GET " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local gcode, ghdrs, gbody = read_response(c)
+      assert.is_number(gcode, ghdrs)
+      assert(c:send("HEAD " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local code, hdrs = read_response(c, true)
+      assert.equal(gcode, code, path)
+      assert.equal(ghdrs["content-type"], hdrs["content-type"], path)
+      -- the length of the GET's body (/metrics and /status change between
+      -- the two; a 404 names the method it refuses)
+      if path ~= "/metrics" and path ~= "/status" and path ~= "/nowhere" then
+        assert.equal(tostring(#gbody), hdrs["content-length"], path)
+      end
+      -- nothing of a body may follow: the next answer parses
+      assert(c:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+      local ncode, why = read_response(c)
+      assert.equal(200, ncode, path .. ": " .. tostring(why))
+    end
+  end)
+
+  it("answers HEAD on a POST route 405 with Allow and no body", function()
+    node = hh.start_node()
+    local c = connect(node.port)
+    -- pipelined: the second request is on the wire before the first answer
+    assert(c:send("HEAD /set HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+    local code, hdrs = read_response(c, true)
+    assert.equal(405, code, hdrs)
+    assert.equal("POST", hdrs.allow)
+    local ncode, why = read_response(c)
+    assert.equal(200, ncode, why)
+    for _, path in ipairs({ "/delete", "/append", "/snapshot" }) do
+      assert(c:send("HEAD " .. path .. " HTTP/1.1\r\nHost: x\r\n\r\n"))
+      code, hdrs = read_response(c, true)
+      assert.equal(405, code, path)
+      assert.equal("POST", hdrs.allow, path)
+    end
+    assert(c:send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert.equal(200, (read_response(c)))
+    -- the Allow of a GET route names HEAD too
+    assert(c:send("POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"))
+    code, hdrs = read_response(c)
+    assert.equal(405, code)
+    assert.equal("GET, HEAD", hdrs.allow)
+  end)
+end)
+
+describe("lunakv node's numeric options", function()
+  -- flag, smallest, largest (docs/http_api.md, "Starting and stopping")
+  local FLAGS = {
+    { "--max-body-bytes", 1, 67108864 },
+    { "--write-timeout-ms", 1, 86400000 },
+    { "--heartbeat-ms", 1, 60000 },
+    { "--max-uncommitted-bytes", 1, 1099511627776 },
+    { "--read-timeout-ms", 100, 3600000 },
+    { "--idle-timeout-ms", 100, 86400000 },
+    { "--max-connections", 1, 1048576 },
+  }
+
+  local function run_node(port, ...)
+    local dir = h.tmpdir()
+    local argv = { h.lua, h.quote(h.bin), "node", h.quote(port),
+      h.quote(dir .. "/n"), "http://127.0.0.1:1", "http://127.0.0.1:1" }
+    for _, a in ipairs({ ... }) do argv[#argv + 1] = h.quote(a) end
+    return h.run(table.concat(argv, " "))
+  end
+
+  it("refuses a bad value of any of them with a usage error naming the "
+    .. "range, before starting anything", function()
+    for _, f in ipairs(FLAGS) do
+      local flag, lo, hi = f[1], f[2], f[3]
+      for _, bad in ipairs({ tostring(lo - 1), "-1", tostring(hi + 1),
+                             "99999999999999999999", "1e3", "1.5", "abc",
+                             "" }) do
+        local code, out, err = run_node("0", flag .. "=" .. bad)
+        local what = flag .. "=" .. bad .. ": " .. err
+        assert.equal(2, code, what)
+        assert.equal("", out, what)
+        assert.equal(string.format("lunakv: %s must be an integer from %d to "
+          .. "%d, got '%s'", flag, lo, hi, bad), err:match("^[^\n]*"), what)
+        assert.not_matches("starting:", err, 1, true)
+        assert.not_matches("internal error", err, 1, true)
+      end
+      -- the value as the next argument: argparse takes "-1" for a flag
+      local code, _, err = run_node("0", flag, "-1")
+      assert.equal(2, code, err)
+    end
+    for _, bad in ipairs({ "65536", "abc", "1.5", "99999999999999999999" }) do
+      local code, _, err = run_node(bad)
+      assert.equal(2, code, err)
+      assert.equal("lunakv: PORT must be an integer from 0 to 65535, got '"
+        .. bad .. "'", err:match("^[^\n]*"), err)
+      assert.not_matches("starting:", err, 1, true)
+    end
+  end)
+
+  it("lists every range and default in --help", function()
+    local code, out = h.run(h.lua .. " " .. h.quote(h.bin) .. " node --help")
+    assert.equal(0, code)
+    out = out:gsub("%s+", " ")
+    for _, f in ipairs(FLAGS) do
+      assert.matches(string.format("from %d to %d; default", f[2], f[3]), out,
+        1, true)
+    end
+  end)
+
+  it("starts with every one of them at its smallest and at its largest",
+    function()
+    for _, at in ipairs({ 2, 3 }) do
+      local args = {}
+      for _, f in ipairs(FLAGS) do
+        args[#args + 1] = f[1]
+        args[#args + 1] = tostring(f[at])
+      end
+      node = hh.start_node { args = args }
+      assert.equal(200, (hh.request("GET", node.url .. "/health")))
+      assert.equal(200, (hh.get(node, "k")))
+      hh.stop_node(node)
+      node = nil
+    end
+  end)
+end)
+
+describe("log compaction on a node #slow", function()
+  it("runs off the event loop: requests are answered while the log is cut",
+    function()
+    local dir = h.tmpdir()
+    -- a test hook: the compaction waits while this file exists, after it
+    -- has begun and before it syncs the engine and rewrites the log
+    local gate = dir .. "/gate"
+    h.write_file(gate, "")
+    node = hh.start_node { dir = dir .. "/node",
+      args = { "-s", "LOG_COMPACTION_THRESHOLD=20" },
+      env = { LUNAKV_TEST_COMPACTION_GATE = gate } }
+    for i = 1, 20 do
+      assert.equal(200, (hh.set(node, "k" .. i, "v" .. i)))
+    end
+    h.wait_until(function()
+      return hh.read_log(node.log):find("log compaction: cutting", 1, true)
+    end, 20, function() return hh.read_log(node.log) end)
+    -- the compaction is held at the gate: the loop still answers
+    assert.equal(200, (hh.request("GET", node.url .. "/health")))
+    for i = 21, 30 do
+      local code, doc = hh.set(node, "k" .. i, "v" .. i)
+      assert.equal(200, code)
+      assert.equal(i, doc.index)
+    end
+    local code, doc = hh.get(node, "k25")
+    assert.equal(200, code)
+    assert.equal("v25", doc.value)
+    assert.equal(0, hh.status(node).base_index)
+    os.remove(gate)
+    h.wait_until(function()
+      return hh.read_log(node.log):find("log compacted", 1, true)
+    end, 20, function() return hh.read_log(node.log) end)
+    assert.equal(20, hh.status(node).base_index)
+    assert.equal(30, hh.status(node).last_index)
+    -- the cut log and the engine agree after a restart
+    hh.stop_node(node)
+    node = hh.restart(node)
+    for i = 1, 30 do
+      local _, d = hh.get(node, "k" .. i)
+      assert.equal("v" .. i, d.value)
+    end
+    assert.equal(200, (hh.set(node, "after", "restart")))
+    assert.equal(31, hh.status(node).last_index)
+  end)
+end)
