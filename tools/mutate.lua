@@ -12,7 +12,16 @@
 -- stale (the original text is no longer in the file: the list needs
 -- mending) and exits 1 unless every one was caught.
 
+-- the engine's list and the node's (tools/mutations_net.lua, when present)
 local list = dofile(arg[0]:gsub("mutate%.lua$", "mutations.lua"))
+do
+  local net = arg[0]:gsub("mutate%.lua$", "mutations_net.lua")
+  local f = io.open(net, "r")
+  if f then
+    f:close()
+    for _, m in ipairs(dofile(net)) do list[#list + 1] = m end
+  end
+end
 
 local function sh(cmd)
   local ok, how, code = os.execute(cmd)
