@@ -138,6 +138,24 @@ describe("the fault env", function()
       assert.equal(50, count(db) - 1)
     end)
 
+  -- Also found by the crash test: a log created by an open under
+  -- SYNC=none (no directory sync) and then reopened under SYNC=always
+  -- took acknowledged writes while a power cut could still take the
+  -- file's name, and with it the writes.
+  it("keeps SYNC=always writes in a log an earlier open created under SYNC=none",
+    function()
+      local fe = core.fault_env()
+      local db = h.open(dir, { env = fe, sync = "none" })
+      db:close()
+      db = h.open(dir, { env = fe, sync = "always" })
+      db:set("acked", "durable")
+      fe:crash()
+      pcall(db.close, db)
+      fe:power_loss("drop")
+      db = h.open(dir, { env = fe })
+      assert.equal("durable", db:get("acked"))
+    end)
+
   it("refuses a bad call kind, errno name or mode", function()
     local fe = core.fault_env()
     assert.matches("unknown call kind 'writes'",

@@ -1452,6 +1452,11 @@ static int recover(lkv_db *db, lkv_err *err) {
     atomic_store(&db->wal_bytes, valid_end);
     lkv_mem_set_wal_number(db->mem, wals[0]);
     rc = lkv_db_install_sv(db);
+    /* The log may have been created by an earlier open in another sync
+     * mode, its directory entry never synced: under SYNC=always writes
+     * acknowledged in it must not vanish with it. */
+    if (rc == LKV_OK && db->o.sync == LKV_SYNC_ALWAYS)
+      rc = lkv_env_sync_dir(db->env, db->dir, err);
   } else {
     /* several logs (a crash with a frozen memtable), logs under another
      * name than the one configured, or none: what was replayed goes into

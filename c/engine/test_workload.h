@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "faultenv.h"
 #include "lunakv.h"
@@ -192,6 +193,7 @@ static int wl_verify(lkv_db *db, uint64_t seed, wl_state *base, uint64_t first,
   wl_state got, s = *base;
   if (wl_read(db, LKV_SEQ_LATEST, &got, why, wn)) return -1;
   int mism = 0;
+  int64_t any_prefix = -1; /* the last prefix that matched, whatever min */
   for (int k = 0; k < WL_KEYS; k++) mism += s.k[k] != got.k[k];
   for (uint64_t j = first - 1;; j++) {
     if (j >= first) {
@@ -204,6 +206,7 @@ static int wl_verify(lkv_db *db, uint64_t seed, wl_state *base, uint64_t first,
         mism += s.k[k] != got.k[k];
       }
     }
+    if (mism == 0) any_prefix = (int64_t)j;
     if (mism == 0 && j >= min_done) {
       *done = j;
       *base = s;
@@ -218,13 +221,20 @@ static int wl_verify(lkv_db *db, uint64_t seed, wl_state *base, uint64_t first,
     wl_gen(seed, j, &op);
     wl_apply(&s, j, &op);
   }
-  for (int k = 0; k < WL_KEYS && k0 < 0; k++)
-    if (s.k[k] != got.k[k]) k0 = k;
+  int nbad = 0;
+  for (int k = 0; k < WL_KEYS; k++)
+    if (s.k[k] != got.k[k]) {
+      if (k0 < 0) k0 = k;
+      nbad++;
+    }
+  char pre[64] = "none";
+  if (any_prefix >= 0) snprintf(pre, sizeof pre, "%" PRId64, any_prefix);
   snprintf(why, wn,
            "no prefix of operations %" PRIu64 "..%" PRIu64 " that reaches %" PRIu64
-           " matches: e.g. key%05d holds op %" PRIu64 ", op %" PRIu64 " expected",
-           first, max_done, min_done, k0, k0 >= 0 ? got.k[k0] : 0,
-           k0 >= 0 ? s.k[k0] : 0);
+           " matches: %d keys differ, e.g. key%05d holds op %" PRIu64 ", op %" PRIu64
+           " expected; the longest prefix that matches ends at %s",
+           first, max_done, min_done, nbad, k0, k0 >= 0 ? got.k[k0] : 0,
+           k0 >= 0 ? s.k[k0] : 0, pre);
   return -1;
 }
 
@@ -417,8 +427,45 @@ static void wl_crash_hook(void *ctx, int op, const char *path) {
  * database holds a prefix of the operations reaching every one
  * acknowledged as durable (a sync, a flush, a compaction, or any write
  * under SYNC=always) and nothing else. Returns 0, or -1 with why. */
+typedef struct wl_copy_ctx {
+  const char *from, *to;
+} wl_copy_ctx;
+
+static int wl_copy_one(void *arg, const char *name) {
+  wl_copy_ctx *c = arg;
+  char a[1024], b[1024], buf[65536];
+  snprintf(a, sizeof a, "%s/%s", c->from, name);
+  snprintf(b, sizeof b, "%s/%s", c->to, name);
+  FILE *in = fopen(a, "rb"), *out = in ? fopen(b, "wb") : NULL;
+  size_t n;
+  while (in && out && (n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, out);
+  if (in) fclose(in);
+  if (out) fclose(out);
+  return 0;
+}
+
+static int wl_remove_one(void *arg, const char *name) {
+  char p[1024];
+  snprintf(p, sizeof p, "%s/%s", (const char *)arg, name);
+  unlink(p);
+  return 0;
+}
+
+/* Copy dir's files to dir.lost, in this process (no fork). */
+static void wl_copy_dir(const char *dir) {
+  char to[1024];
+  snprintf(to, sizeof to, "%s.lost", dir);
+  wl_copy_ctx c = {dir, to};
+  lkv_env_info st;
+  const lkv_env *px = lkv_env_posix();
+  if (px->stat(px, to, &st) == 0) px->list_dir(px, to, wl_remove_one, to);
+  px->mkdir(px, to);
+  px->list_dir(px, dir, wl_copy_one, &c);
+}
+
 static int wl_power_cycles(const char *dir, uint64_t seed, int cycles,
                            wl_power_stats *st, char *why, size_t wn) {
+  int keep = getenv("WL_KEEP") != NULL;
   lkv_err err = {0};
   lkv_faultenv *fe = lkv_faultenv_new();
   wl_crash_at ca = {fe, -1};
@@ -461,11 +508,7 @@ static int wl_power_cycles(const char *dir, uint64_t seed, int cycles,
     }
     lkv_db *db = NULL;
     o.env = lkv_faultenv_env(fe);
-    if (getenv("WL_KEEP")) { /* debugging: the files as the loss left them */
-      char cmd[1024];
-      snprintf(cmd, sizeof cmd, "rm -rf '%s.lost' && cp -a '%s' '%s.lost'", dir, dir, dir);
-      if (system(cmd) != 0) fprintf(stderr, "copy of %s failed\n", dir);
-    }
+    if (keep) wl_copy_dir(dir); /* debugging: the files as the loss left them */
     if (lkv_db_open(dir, &o, &db, &err)) {
       snprintf(why, wn, "power cycle %d (loss mode %d): reopen failed: %s", c,
                mode, err.msg);
