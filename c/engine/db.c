@@ -1308,11 +1308,11 @@ static int cmp_u64(const void *a, const void *b) {
 /* The live logs of base (numbered from the MANIFEST's wal_number), in
  * order, into *wals; deletes what no one needs (unless read-only): tables
  * the MANIFEST does not list (an interrupted flush or compaction), older
- * logs of base (already flushed), MANIFEST.tmp. Logs under another name
- * are left alone: they are not this database's. */
+ * logs of base (already flushed) when the base is known, MANIFEST.tmp.
+ * Logs under another name are left alone: they are not this database's. */
 static int sort_files(lkv_db *db, const lkv_manifest *m, const dir_scan *sc,
-                      const char *base, uint64_t **wals, size_t *nwals,
-                      uint64_t *max_number, lkv_err *err) {
+                      const char *base, int base_known, uint64_t **wals,
+                      size_t *nwals, uint64_t *max_number, lkv_err *err) {
   *nwals = 0;
   *wals = malloc((sc->n ? sc->n : 1) * sizeof **wals);
   if (*wals == NULL) return lkv_seterr(err, LKV_NOMEM, "scanning %s", db->dir);
@@ -1327,7 +1327,7 @@ static int sort_files(lkv_db *db, const lkv_manifest *m, const dir_scan *sc,
       if (d->number >= m->wal_number)
         (*wals)[(*nwals)++] = d->number;
       else
-        dead = 1;
+        dead = base_known; /* a guessed name deletes nothing */
     }
     if ((d->kind == NAME_TABLE || is_log_of(d, base)) && d->number > *max_number)
       *max_number = d->number;
@@ -1406,9 +1406,12 @@ static int recover(lkv_db *db, lkv_err *err) {
     }
   }
   if ((rc = replay_base(db, &m, &sc, base, sizeof base, err))) goto out;
+  int base_known = m.wal_name != NULL || strcmp(base, db->log_file_name) == 0;
   if ((rc = load_version(db, &m, err))) goto out;
   uint64_t max_number = 0;
-  if ((rc = sort_files(db, &m, &sc, base, &wals, &nwals, &max_number, err))) goto out;
+  if ((rc = sort_files(db, &m, &sc, base, base_known, &wals, &nwals, &max_number,
+                       err)))
+    goto out;
   db->next_file = m.next_file > max_number + 1 ? m.next_file : max_number + 1;
   uint64_t last_seq = m.last_seq;
 
@@ -1463,7 +1466,10 @@ static int recover(lkv_db *db, lkv_err *err) {
      * a table and one fresh log starts; the old logs go once the MANIFEST
      * no longer needs them */
     if ((rc = restart_log(db, err))) goto out;
-    for (size_t i = 0; i < nwals; i++) {
+    /* (logs whose name was only guessed, for a version 1 MANIFEST, are
+     * left in place: the new MANIFEST names others, so they are never
+     * read again, and a guess must not delete what may be a user's file) */
+    for (size_t i = 0; i < nwals && base_known; i++) {
       char name[256];
       log_name(base, wals[i], name, sizeof name);
       remove_file(db, name);
