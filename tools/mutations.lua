@@ -106,7 +106,7 @@ return {
     file = "c/engine/compact.c",
     from = "!lkv_version_deeper_overlaps(c->v, c->out_level, u.p, u.n)",
     to = "1",
-    test = spec("08-compaction_spec.lua") },
+    test = ctest("compact_test") },
   -- ---- open, close, lifetime ----------------------------------------
   { name = "close: frees the db under calls in flight",
     file = "c/engine/db.c",
