@@ -283,7 +283,8 @@ lkv_sv *lkv_db_sv(lkv_db *db) {
 
 /* Encode the manifest for version v. REQUIRES: mu held. */
 static int encode_manifest(lkv_db *db, const lkv_version *v, uint64_t wal_number,
-                           char **out, size_t *outlen, lkv_err *err) {
+                           uint64_t wal_start, char **out, size_t *outlen,
+                           lkv_err *err) {
   lkv_manifest m = {0};
   int n = lkv_version_count(v);
   m.files = calloc((size_t)(n ? n : 1), sizeof *m.files);
@@ -305,6 +306,7 @@ static int encode_manifest(lkv_db *db, const lkv_version *v, uint64_t wal_number
   m.wal_number = wal_number;
   m.wal_name = db->log_file_name;
   m.wal_name_len = strlen(db->log_file_name);
+  m.wal_start_seq = wal_start;
   int rc = lkv_manifest_encode(&m, out, outlen, err);
   free(m.files);
   return rc;
@@ -320,9 +322,10 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
   pthread_mutex_lock(&db->mu);
   lkv_version *v = lkv_version_apply(db->current, e);
   /* logs of the memtables this edit flushes are no longer needed */
-  uint64_t wal_number = db->nimm > drop_imm ? lkv_mem_wal_number(db->imm[drop_imm])
-                                            : db->wal_number;
-  int rc = v ? encode_manifest(db, v, wal_number, &bytes, &n, err)
+  lkv_mem *oldest = db->nimm > drop_imm ? db->imm[drop_imm] : db->mem;
+  uint64_t wal_number = lkv_mem_wal_number(oldest);
+  int rc = v ? encode_manifest(db, v, wal_number, lkv_mem_wal_start(oldest), &bytes,
+                               &n, err)
              : lkv_seterr(err, LKV_NOMEM, "new version");
   pthread_mutex_unlock(&db->mu);
   if (rc == LKV_OK) rc = lkv_manifest_write(db->env, db->dir, bytes, n, &renamed, err);
@@ -505,13 +508,20 @@ static void *flush_thread(void *arg) {
 
 /* ---- the write path -------------------------------------------------- */
 
-/* A new log at path. With SYNC=always its directory entry is made durable
- * before any write is acknowledged from it (a synced record in a file
- * whose name a power cut takes away is lost all the same). */
-static int create_wal(lkv_db *db, const char *path, lkv_wal **w, lkv_err *err) {
+/* A new log at path, starting at start_seq. With SYNC=always its marker
+ * and directory entry are made durable before any write is acknowledged
+ * from it (a synced record in a file whose name a power cut takes away is
+ * lost all the same). */
+static int create_wal(lkv_db *db, const char *path, uint64_t start_seq,
+                      lkv_wal **w, lkv_err *err) {
   int rc = lkv_wal_create(db->env, path, w, err);
+  if (rc) return rc;
+  /* the log's first record says where it starts (wal_format.md) */
+  rc = lkv_wal_add_marker(*w, start_seq, err);
   if (rc == LKV_OK && db->o.sync == LKV_SYNC_ALWAYS &&
-      (rc = lkv_env_sync_dir(db->env, db->dir, err))) {
+      (rc = lkv_wal_sync(*w, err)) == LKV_OK)
+    rc = lkv_env_sync_dir(db->env, db->dir, err);
+  if (rc) {
     lkv_wal_close(*w, NULL);
     *w = NULL;
     lkv_env_unlink(db->env, path, NULL);
@@ -528,22 +538,21 @@ static int switch_memtable(lkv_db *db, lkv_err *err) {
   int rc = m ? LKV_OK : lkv_seterr(err, LKV_NOMEM, "new memtable");
   wal_name(db, number, name, sizeof name);
   if (rc == LKV_OK) rc = dir_path(db, name, path, sizeof path, err);
-  /* The old WAL is made durable before the new one takes a write: were
-   * its unsynced tail lost in a power cut while the new log's first
-   * records survived, replay would apply later writes without earlier
-   * ones. (SYNC=always has synced every record already; a switch costs
-   * one fdatasync in the other modes, next to a flush's three fsyncs.) */
+  /* The old WAL is written out (not synced) before the new one takes a
+   * write. A power cut may still keep the new log's first records and
+   * lose the old one's tail: replay then stops at the gap in sequence
+   * numbers between the two (see replay_ctx), so later writes never
+   * come back without earlier ones. */
   if (rc == LKV_OK) {
     uint64_t pending = lkv_wal_pending(db->wal);
-    rc = db->o.sync == LKV_SYNC_ALWAYS ? lkv_wal_write_out(db->wal, err)
-                                       : lkv_wal_sync(db->wal, err);
+    rc = lkv_wal_write_out(db->wal, err);
     if (rc == LKV_OK) {
       atomic_fetch_add(&db->bytes_wal, pending);
-      if (db->o.sync != LKV_SYNC_ALWAYS) atomic_fetch_add(&db->wal_syncs, 1);
       db->unwritten = 0;
     }
   }
-  if (rc == LKV_OK) rc = create_wal(db, path, &w, err);
+  uint64_t start = lkv_db_seq(db) + 1; /* the leader's: stable here */
+  if (rc == LKV_OK) rc = create_wal(db, path, start, &w, err);
   if (rc) {
     /* the old log stays the db's (close writes what it can); the new one,
      * empty and never used, goes */
@@ -560,7 +569,7 @@ static int switch_memtable(lkv_db *db, lkv_err *err) {
   db->wal = w;
   atomic_store(&db->wal_bytes, 0);
   db->wal_number = number;
-  lkv_mem_set_wal_number(m, number);
+  lkv_mem_set_wal(m, number, start);
   db->imm[db->nimm++] = db->mem;
   db->mem = m;
   rc = lkv_db_install_sv(db);
@@ -1124,6 +1133,13 @@ int lkv_db_tables(lkv_db *db, lkv_table_fn fn, void *ctx) {
 typedef struct replay_ctx {
   lkv_mem *mem;
   uint64_t max_seq;
+  /* The chain of sequence numbers (wal_format.md): every record carries
+   * the number the one before left off at. A record that does not follow
+   * on ends the replay: a power cut kept a later log's records and lost
+   * an earlier log's tail. */
+  uint64_t next;      /* the number the next record must carry; 0: any */
+  int log_start;      /* no record of the current log seen yet */
+  uint64_t log_first; /* the current log's first record's number */
 } replay_ctx;
 
 static int replay_record(void *ctx, const char *rec, size_t n, lkv_err *err) {
@@ -1132,11 +1148,20 @@ static int replay_record(void *ctx, const char *rec, size_t n, lkv_err *err) {
   /* validate the whole record first: a batch applies all or nothing */
   int r = lkv_batch_iterate(rec, n, NULL, NULL);
   if (r) return LKV_CORRUPTION;
+  uint64_t seq = lkv_get64(rec);
+  uint32_t count = lkv_get32(rec + 8);
+  if (rc->next && seq != rc->next) return LKV_NOTFOUND;
+  if (rc->log_start) rc->log_first = seq;
+  rc->log_start = 0;
+  if (count == 0) { /* a marker */
+    rc->next = seq;
+    return LKV_OK;
+  }
   insert_ctx ic = {rc->mem};
   r = lkv_batch_iterate(rec, n, insert_op, &ic);
   if (r) return r == LKV_CORRUPTION ? LKV_CORRUPTION : LKV_NOMEM;
-  uint64_t last = lkv_get64(rec) + lkv_get32(rec + 8) - 1;
-  if (lkv_get32(rec + 8) && last > rc->max_seq) rc->max_seq = last;
+  if (seq + count - 1 > rc->max_seq) rc->max_seq = seq + count - 1;
+  rc->next = seq + count;
   return LKV_OK;
 }
 
@@ -1346,7 +1371,8 @@ static int restart_log(lkv_db *db, lkv_err *err) {
   int rc = LKV_OK;
   char name[256], path[4096];
   db->wal_number = db->next_file++;
-  lkv_mem_set_wal_number(db->mem, db->wal_number);
+  uint64_t start = lkv_db_seq(db) + 1;
+  lkv_mem_set_wal(db->mem, db->wal_number, start);
   if (lkv_mem_entries(db->mem) > 0) {
     lkv_fmeta *f = NULL;
     lkv_iiter *it = lkv_mem_iter(db->mem);
@@ -1365,7 +1391,7 @@ static int restart_log(lkv_db *db, lkv_err *err) {
       lkv_edit_free(&e);
       return rc;
     }
-    lkv_mem_set_wal_number(fresh, db->wal_number);
+    lkv_mem_set_wal(fresh, db->wal_number, start);
     lkv_mem_unref(db->mem);
     db->mem = fresh;
   }
@@ -1379,7 +1405,7 @@ static int restart_log(lkv_db *db, lkv_err *err) {
   lkv_edit_free(&e);
   wal_name(db, db->wal_number, name, sizeof name);
   if (rc == LKV_OK && (rc = dir_path(db, name, path, sizeof path, err)) == LKV_OK)
-    rc = create_wal(db, path, &db->wal, err);
+    rc = create_wal(db, path, start, &db->wal, err);
   return rc;
 }
 
@@ -1415,13 +1441,16 @@ static int recover(lkv_db *db, lkv_err *err) {
   db->next_file = m.next_file > max_number + 1 ? m.next_file : max_number + 1;
   uint64_t last_seq = m.last_seq;
 
-  replay_ctx rctx = {db->mem, 0};
+  /* the chain starts where the MANIFEST says its oldest live log does
+   * (unknown for a version 1 MANIFEST) */
+  replay_ctx rctx = {db->mem, 0, m.wal_start_seq, 0, 0};
   uint64_t valid_end = 0, dropped = 0;
   size_t replayed = 0;
   for (size_t i = 0; i < nwals; i++) {
     char name[256], path[4096], why[160];
     log_name(base, wals[i], name, sizeof name);
     if ((rc = dir_path(db, name, path, sizeof path, err))) goto out;
+    rctx.log_start = 1;
     rc = lkv_wal_replay(db->env, path, replay_record, &rctx, &valid_end, &dropped,
                         why, sizeof why, err);
     if (rc == LKV_NOMEM) lkv_seterr(err, rc, "replaying %s", name);
@@ -1443,9 +1472,13 @@ static int recover(lkv_db *db, lkv_err *err) {
   if (db->o.read_only) {
     /* the replayed writes stay in memory: nothing on disk changes */
     rc = lkv_db_install_sv(db);
-  } else if (replayed == 1 && nwals == 1 && strcmp(base, db->log_file_name) == 0) {
+  } else if (replayed == 1 && nwals == 1 && m.wal_name != NULL &&
+             strcmp(base, db->log_file_name) == 0 && rctx.next == last_seq + 1) {
     /* the common case: keep appending to the log, cut after its last
-     * good record so new writes follow valid data */
+     * good record so new writes follow valid data. Only when the log ends
+     * where the sequence numbers go on: after a crash that lost writes
+     * the MANIFEST counted, new writes start past a gap, and a fresh log
+     * (below) starts the chain there. */
     char name[256], path[4096];
     wal_name(db, wals[0], name, sizeof name);
     if ((rc = dir_path(db, name, path, sizeof path, err)) ||
@@ -1453,7 +1486,10 @@ static int recover(lkv_db *db, lkv_err *err) {
       goto out;
     db->wal_number = wals[0];
     atomic_store(&db->wal_bytes, valid_end);
-    lkv_mem_set_wal_number(db->mem, wals[0]);
+    uint64_t start = m.wal_number == wals[0] && m.wal_start_seq ? m.wal_start_seq
+                     : rctx.log_first ? rctx.log_first
+                                      : last_seq + 1;
+    lkv_mem_set_wal(db->mem, wals[0], start);
     rc = lkv_db_install_sv(db);
     /* The log may have been created by an earlier open in another sync
      * mode, its directory entry never synced: under SYNC=always writes
@@ -1462,9 +1498,9 @@ static int recover(lkv_db *db, lkv_err *err) {
       rc = lkv_env_sync_dir(db->env, db->dir, err);
   } else {
     /* several logs (a crash with a frozen memtable), logs under another
-     * name than the one configured, or none: what was replayed goes into
-     * a table and one fresh log starts; the old logs go once the MANIFEST
-     * no longer needs them */
+     * name than the one configured, writes lost, or none: what was
+     * replayed goes into a table and one fresh log starts; the old logs go
+     * once the MANIFEST no longer needs them */
     if ((rc = restart_log(db, err))) goto out;
     /* (logs whose name was only guessed, for a version 1 MANIFEST, are
      * left in place: the new MANIFEST names others, so they are never

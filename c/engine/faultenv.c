@@ -662,6 +662,31 @@ uint64_t lkv_faultenv_unsynced_bytes(lkv_faultenv *f) {
   return n;
 }
 
+int lkv_faultenv_writeback(lkv_faultenv *f, const char *path) {
+  struct stat st;
+  fnode **pp;
+  int e = 0;
+  pthread_mutex_lock(&f->mu);
+  if (stat(path, &st) < 0) {
+    e = errno;
+  } else {
+    if (node_find(f, st.st_dev, st.st_ino, &pp)) {
+      fnode *n = *pp;
+      *pp = n->next;
+      node_free(n);
+    }
+    size_t k = 0; /* its creation is durable too */
+    for (size_t i = 0; i < f->nops; i++) {
+      dirop *o = &f->ops[i];
+      if (o->kind == OP_CREATE && strcmp(o->a, path) == 0) op_free(o);
+      else f->ops[k++] = *o;
+    }
+    f->nops = k;
+  }
+  pthread_mutex_unlock(&f->mu);
+  return e;
+}
+
 static uint64_t next_rand(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;

@@ -98,6 +98,11 @@ typedef enum lkv_loss_mode {
 int lkv_faultenv_power_loss(lkv_faultenv *f, lkv_loss_mode mode, uint64_t seed,
                             lkv_err *err);
 
+/* The kernel wrote this file back on its own: its contents so far and
+ * its creation count as durable, whatever happens to other files (page
+ * writeback keeps no order between files). 0, or an errno value. */
+int lkv_faultenv_writeback(lkv_faultenv *f, const char *path);
+
 /* Bytes written but not yet synced, over every file (for tests that want
  * to know a loss is possible). */
 uint64_t lkv_faultenv_unsynced_bytes(lkv_faultenv *f);

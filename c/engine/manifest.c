@@ -20,7 +20,7 @@
 
 int lkv_manifest_encode(const lkv_manifest *m, char **out, size_t *outlen,
                         lkv_err *err) {
-  size_t n = HEAD + 28 + 10 + m->wal_name_len + 4;
+  size_t n = HEAD + 28 + 10 + m->wal_name_len + 8 + 4;
   for (size_t i = 0; i < m->nfiles; i++)
     n += 1 + 16 + 20 + m->files[i].smallest_len + m->files[i].largest_len;
   char *buf = malloc(n), *p;
@@ -36,6 +36,8 @@ int lkv_manifest_encode(const lkv_manifest *m, char **out, size_t *outlen,
   p = lkv_putv(p, m->wal_name_len);
   if (m->wal_name_len) memcpy(p, m->wal_name, m->wal_name_len);
   p += m->wal_name_len;
+  lkv_put64(p, m->wal_start_seq);
+  p += 8;
   for (size_t i = 0; i < m->nfiles; i++) {
     const lkv_mfile *f = &m->files[i];
     *p++ = (char)f->level;
@@ -114,6 +116,9 @@ int lkv_manifest_decode(char *raw, size_t n, const char *name,
     m->wal_name = p;
     m->wal_name_len = (size_t)l;
     p += l;
+    if (end - p < 8) BAD("WAL start truncated");
+    m->wal_start_seq = lkv_get64(p);
+    p += 8;
   }
   if (nf > blen / 20) BAD("file count beyond its size");
   m->files = calloc(nf ? nf : 1, sizeof *m->files);

@@ -31,6 +31,9 @@ typedef struct lkv_manifest {
    * NULL in a version 1 MANIFEST, which did not record it. */
   const char *wal_name;
   size_t wal_name_len;
+  /* The sequence number log wal_number starts at: replay checks that the
+   * logs go on from it without a gap. 0 in version 1 (unknown). */
+  uint64_t wal_start_seq;
   size_t nfiles;
   lkv_mfile *files;
   char *raw; /* the encoded bytes the key pointers point into */

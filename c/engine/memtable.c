@@ -48,7 +48,7 @@ struct lkv_mem {
   size_t left;
   atomic_size_t usage;
   atomic_uint_fast64_t entries;
-  uint64_t wal_number;
+  uint64_t wal_number, wal_start;
   lkv_live_bloom filter;
   /* The writer's last insertion point per level: a key that lands right
    * after the previous one (sequential loads) is linked without a search
@@ -243,7 +243,11 @@ uint64_t lkv_mem_entries(const lkv_mem *m) {
 }
 
 uint64_t lkv_mem_wal_number(const lkv_mem *m) { return m->wal_number; }
-void lkv_mem_set_wal_number(lkv_mem *m, uint64_t n) { m->wal_number = n; }
+uint64_t lkv_mem_wal_start(const lkv_mem *m) { return m->wal_start; }
+void lkv_mem_set_wal(lkv_mem *m, uint64_t number, uint64_t start_seq) {
+  m->wal_number = number;
+  m->wal_start = start_seq;
+}
 
 /* ---- iterator -------------------------------------------------------- */
 

@@ -50,7 +50,10 @@ uint64_t lkv_mem_entries(const lkv_mem *m); /* versions stored */
 lkv_iiter *lkv_mem_iter(lkv_mem *m);
 
 /* The number of the WAL file that holds this memtable's writes. */
+/* The log that holds this memtable's writes, and the sequence number
+ * that log starts at (its first record's). */
 uint64_t lkv_mem_wal_number(const lkv_mem *m);
-void lkv_mem_set_wal_number(lkv_mem *m, uint64_t n);
+uint64_t lkv_mem_wal_start(const lkv_mem *m);
+void lkv_mem_set_wal(lkv_mem *m, uint64_t number, uint64_t start_seq);
 
 #endif

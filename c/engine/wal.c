@@ -71,6 +71,13 @@ int lkv_wal_add(lkv_wal *w, const char *rec, size_t n, lkv_err *err) {
   return lkv_wal_add2(w, rec, n, NULL, 0, err);
 }
 
+int lkv_wal_add_marker(lkv_wal *w, uint64_t seq, lkv_err *err) {
+  char rec[12];
+  lkv_put64(rec, seq);
+  lkv_put32(rec + 8, 0);
+  return lkv_wal_add2(w, rec, sizeof rec, NULL, 0, err);
+}
+
 int lkv_wal_add2(lkv_wal *w, const char *a, size_t an, const char *b,
                  size_t bn, lkv_err *err) {
   size_t n = an + bn;
@@ -204,6 +211,10 @@ int lkv_wal_replay(const lkv_env *env, const char *path, lkv_wal_fn fn,
       if (rc == LKV_CORRUPTION) { /* a record that does not decode */
         rc = LKV_OK;
         bad = "record does not decode";
+      } else if (rc == LKV_NOTFOUND) { /* the caller's: it does not follow */
+        rc = LKV_OK;
+        bad = "record's sequence number does not follow on (earlier writes "
+              "were lost)";
       }
       break;
     }

@@ -28,6 +28,9 @@ int lkv_wal_add(lkv_wal *w, const char *rec, size_t n, lkv_err *err);
 /* The same for a record given in two pieces (a header and a body). */
 int lkv_wal_add2(lkv_wal *w, const char *a, size_t an, const char *b,
                  size_t bn, lkv_err *err);
+/* Buffer a marker: a batch of no operations whose seq says where the log
+ * goes on (wal_format.md, "Sequence numbers"). */
+int lkv_wal_add_marker(lkv_wal *w, uint64_t seq, lkv_err *err);
 /* Hand the buffered bytes to the OS (write(2)). */
 int lkv_wal_write_out(lkv_wal *w, lkv_err *err);
 /* write_out, then fdatasync. */
@@ -43,7 +46,9 @@ int lkv_wal_close(lkv_wal *w, lkv_err *err);
  * A torn or corrupt record ends the replay: *valid_end is the offset just
  * after the last good record and *dropped the bytes after it (0 when the
  * log ended cleanly); *why describes the bad record (may be NULL). fn
- * returning non-zero stops with that code. */
+ * returning LKV_CORRUPTION (the payload does not decode) or LKV_NOTFOUND
+ * (the record does not follow on from the one before) ends the replay the
+ * same way; any other non-zero code stops it with that code. */
 typedef int (*lkv_wal_fn)(void *ctx, const char *rec, size_t n, lkv_err *err);
 int lkv_wal_replay(const lkv_env *env, const char *path, lkv_wal_fn fn,
                    void *ctx,

@@ -156,6 +156,15 @@ static int fault_power_loss(lua_State *L) {
   return 0;
 }
 
+/* fe:writeback(path): the kernel wrote that file (and its name) back. */
+static int fault_writeback(lua_State *L) {
+  LFault *p = tofault(L);
+  const char *path = luaL_checkstring(L, 2);
+  int e = lkv_faultenv_writeback(p->f, path);
+  if (e) return luaL_error(L, "lunakv: writeback %s: %s", path, strerror(e));
+  return 0;
+}
+
 /* fe:pause(op, match [, nth]): the nth (default 1st) such call waits. */
 static int fault_pause(lua_State *L) {
   LFault *p = tofault(L);
@@ -255,7 +264,8 @@ static const luaL_Reg fault_methods[] = {
     {"calls", fault_calls},       {"crash", fault_crash},
     {"power_loss", fault_power_loss}, {"unsynced_bytes", fault_unsynced},
     {"pause", fault_pause},       {"wait_paused", fault_wait_paused},
-    {"resume", fault_resume},     {NULL, NULL}};
+    {"resume", fault_resume},     {"writeback", fault_writeback},
+    {NULL, NULL}};
 
 void lkvlua_faultenv_register(lua_State *L) {
   luaL_newmetatable(L, FAULTENV_MT); /* +1 mt */
