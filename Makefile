@@ -57,7 +57,8 @@ DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
            lua-busted lua-argparse lua-readline lua-socket
 BENCH_PKGS = libleveldb-dev
 
-.PHONY: all deps test ctest spec shell asan tsan crashtest mutate bench bench-cluster fuzz install \
+.PHONY: all deps test ctest spec shell asan tsan crashtest mutate bench bench-build bench-cluster fuzz \
+        fuzz-build fuzz-corpus install \
         uninstall clean
 
 all: $(BUILD)/liblunakv.a $(BUILD)/liblunakvnet.a $(BUILD)/lunakv/core.so
@@ -161,9 +162,12 @@ $(BUILD)/bench/lkv_bench: c/bench/lkv_bench.c $(BUILD)/liblunakv.a
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Ic/engine $< -o $@ $(BUILD)/liblunakv.a -lleveldb $(LDLIBS)
 
-bench: deps
+# the benchmark's binary alone (CI builds it so it keeps compiling)
+bench-build: deps
 	@sh tools/deps.sh $(BENCH_PKGS)
 	@$(MAKE) --no-print-directory $(BUILD)/bench/lkv_bench
+
+bench: bench-build
 	$(BUILD)/bench/lkv_bench --num=$(BENCH_NUM) $(if $(BENCH_JSON),--json=$(BENCH_JSON))
 
 # A 3-node lunakv cluster and a 3-member etcd cluster (Debian etcd-server,
@@ -188,7 +192,8 @@ FUZZ_BASE     = -std=c11 -D_GNU_SOURCE -g -O1 -pthread -Ic/engine -Ic/net
 FUZZ_FLAGS    = $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_TARGETS  = wal sst block manifest json rlog frames
 FUZZ_NET_SRC  = c/net/json.c c/net/rlog.c c/net/neterr.c
-fuzz: deps
+FUZZ_CORPUS   = c/fuzz/corpus
+fuzz-build: deps
 	@sh tools/deps.sh clang libclang-rt-14-dev
 	@$(MAKE) --no-print-directory all
 	@mkdir -p build-fuzz
@@ -206,10 +211,31 @@ fuzz: deps
 	  > build-fuzz/corpus_json/seed1
 	rm -rf build-fuzz/seed-rlog && build-fuzz/rlog_seed build-fuzz/seed-rlog \
 	  build-fuzz/corpus_rlog build-fuzz/corpus_frames
+
+# Each target reads the seeds made above and its committed corpus
+# (c/fuzz/corpus/TARGET: minimized inputs, and every input that once
+# crashed it, kept as a regression test); new inputs go to build-fuzz. A
+# crash fails the target and names the input to add to the corpus.
+fuzz: fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
-	  build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
-	    -artifact_prefix=build-fuzz/ \
-	    -print_final_stats=1 build-fuzz/corpus_$$t 2>&1 | tail -4; done
+	  mkdir -p $(FUZZ_CORPUS)/$$t; \
+	  if ! build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	      -artifact_prefix=build-fuzz/fuzz_$$t- -print_final_stats=1 \
+	      build-fuzz/corpus_$$t $(FUZZ_CORPUS)/$$t > build-fuzz/fuzz_$$t.log 2>&1; then \
+	    tail -40 build-fuzz/fuzz_$$t.log; \
+	    echo "fuzz_$$t crashed: add its input (build-fuzz/fuzz_$$t-*) to $(FUZZ_CORPUS)/$$t/ once fixed" >&2; \
+	    exit 1; fi; \
+	  tail -4 build-fuzz/fuzz_$$t.log; done
+
+# Fold what the last fuzz runs found into the committed corpora, minimized
+# (libFuzzer's -merge keeps the inputs that add coverage).
+fuzz-corpus: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  rm -rf $(FUZZ_CORPUS)/$$t.new && mkdir -p $(FUZZ_CORPUS)/$$t.new $(FUZZ_CORPUS)/$$t; \
+	  build-fuzz/fuzz_$$t -merge=1 -max_len=65536 $(FUZZ_CORPUS)/$$t.new \
+	    $(FUZZ_CORPUS)/$$t build-fuzz/corpus_$$t > build-fuzz/merge_$$t.log 2>&1; \
+	  rm -rf $(FUZZ_CORPUS)/$$t && mv $(FUZZ_CORPUS)/$$t.new $(FUZZ_CORPUS)/$$t; \
+	  echo "$$t: $$(ls $(FUZZ_CORPUS)/$$t | wc -l) inputs"; done
 
 install: all
 	install -d $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_LUADIR)/lunakv \
