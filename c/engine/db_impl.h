@@ -1,5 +1,6 @@
 /* db_impl.h - the db's internal state, shared by db.c (open, write path,
- * reads, flush), version.c (file sets), dbiter.c and compact.c.
+ * reads, flush), recover.c (what open finds on disk), version.c (file
+ * sets), dbiter.c and compact.c.
  *
  * Lock discipline:
  *  - mu guards everything marked (mu). Never held across disk I/O except
@@ -21,6 +22,7 @@
 #include "cache.h"
 #include "dbformat.h"
 #include "env.h" /* lkv_spin */
+#include "err.h"
 #include "iter.h"
 #include "lunakv.h"
 #include "memtable.h"
@@ -261,6 +263,11 @@ void lkv_sv_unref(lkv_sv *s);
 
 /* ---- db.c ---------------------------------------------------------- */
 
+/* The db a public call was given, or NULL (err set) when it is NULL. */
+static inline lkv_db *lkv_db_check(lkv_db *db, lkv_err *err) {
+  if (db == NULL) lkv_seterr(err, LKV_INVALID, "db is NULL");
+  return db;
+}
 /* Every public call but a point read enters with call_begin (LKV_CLOSED
  * once close has begun) and leaves with call_end; close waits for the
  * calls inside before it frees anything. */
@@ -304,6 +311,30 @@ lkv_table_opts lkv_db_table_opts(const lkv_db *db);
 /* Charge c->f one seek; when its budget runs out, make it the next
  * compaction's input. The caller holds a version listing c->f. */
 void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c);
+
+/* Names and files of the db's directory. */
+void lkv_db_log_name(const char *base, uint64_t number, char *buf, size_t n);
+int lkv_db_path(const lkv_db *db, const char *name, char *buf, size_t n,
+                lkv_err *err);
+/* Delete dir/name; best effort (what is left is found and deleted again at
+ * the next open). */
+void lkv_db_remove_file(const lkv_db *db, const char *name);
+/* Create the log at path, its first record a marker at start_seq (the
+ * chain of sequence numbers, wal_format.md); the file is removed on
+ * failure. */
+int lkv_db_create_wal(lkv_db *db, const char *path, uint64_t start_seq,
+                      lkv_wal **w, lkv_err *err);
+
+/* ---- recover.c ----------------------------------------------------- */
+
+/* A directory without a MANIFEST must hold nothing but what an
+ * interrupted first open leaves: LKV_INVALID (or corruption, for tables)
+ * otherwise, and nothing is touched. */
+int lkv_db_check_dir(lkv_db *db, lkv_err *err);
+/* Load the MANIFEST's tables, replay the live logs and leave db->wal and
+ * db->mem ready for writes (or, read-only, only the memtable). REQUIRES:
+ * the LOCK held. */
+int lkv_db_recover(lkv_db *db, lkv_err *err);
 
 /* ---- compact.c ----------------------------------------------------- */
 
