@@ -123,7 +123,7 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
   }
   if (term > s->term) {
     err.msg[0] = '\0';
-    if (lkvnet_term_store(s->data_dir, term, &err) != LKV_OK) {
+    if (lkvnet_term_store(s->data_dir, s->env, term, &err) != LKV_OK) {
       lkvnet_node_reply_error(s, req, route, start, 500, "%s", err.msg);
       return -1;
     }

@@ -115,6 +115,10 @@ typedef struct NodeConns {
 
 struct lkvnet_server {
   char *data_dir, *host, *my_url, *leader_url, *token;
+  /* the file system of DATA_DIR (the engine's env, lkv_env_posix() when
+   * none was given): the log, the term file and the directory go through
+   * it; the caller keeps it alive until lkvnet_server_close */
+  const lkv_env *env;
   char **nodes;
   size_t nnodes;
   size_t max_body;

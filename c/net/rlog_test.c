@@ -144,7 +144,7 @@ static int same_entry(const lkvnet_entry *a, const lkvnet_entry *b) {
 static lkvnet_rlog *open_log(const char *dir, Recs *rs) {
   lkvnet_rlog *r = NULL;
   lkv_err err = {0};
-  CHECK_OK(lkvnet_rlog_open(dir, -1, rs ? record : NULL, rs, &r, &err), &err);
+  CHECK_OK(lkvnet_rlog_open(dir, NULL, -1, rs ? record : NULL, rs, &r, &err), &err);
   return r;
 }
 
@@ -863,7 +863,7 @@ static void test_torn_tail(void) {
     flip_byte(path, header_spots[s]);
     err.code = LKV_OK;
     err.msg[0] = '\0';
-    rc = lkvnet_rlog_open(dir, -1, record, &rs, &r, &err);
+    rc = lkvnet_rlog_open(dir, NULL, -1, record, &rs, &r, &err);
     if (rc != LKV_CORRUPTION)
       fprintf(stderr, "header byte %lld flipped: open -> %d\n",
               header_spots[s], rc);
@@ -885,7 +885,7 @@ static void test_torn_tail(void) {
       CHECK(fd >= 0 && write(fd, "LUNAKVRL\1\0", 10) == 10);
       if (fd >= 0) close(fd);
       r = NULL;
-      CHECK(lkvnet_rlog_open(dir2, -1, NULL, NULL, &r, &err) == LKV_CORRUPTION);
+      CHECK(lkvnet_rlog_open(dir2, NULL, -1, NULL, NULL, &r, &err) == LKV_CORRUPTION);
       CHECK(r == NULL);
       if (r != NULL) close_log(r);
       rmrf(dir2);
@@ -916,7 +916,7 @@ static void test_torn_tail(void) {
                            (ssize_t)lkvnet_rlog_frame_size(&bad[b]));
       if (fd >= 0) close(fd);
       r = NULL;
-      rc = lkvnet_rlog_open(dir2, -1, NULL, NULL, &r, &err);
+      rc = lkvnet_rlog_open(dir2, NULL, -1, NULL, NULL, &r, &err);
       CHECK(rc == LKV_CORRUPTION && r == NULL);
       if (r != NULL) close_log(r);
       rmrf(dir2);
@@ -936,18 +936,18 @@ static void test_term_file(void) {
   if (make_dir(dir) != 0) return;
   log_path(path, sizeof path, dir, "term");
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  CHECK_OK(lkvnet_term_load(dir, &t, &err), &err);
+  CHECK_OK(lkvnet_term_load(dir, NULL, &t, &err), &err);
   CHECK(t == 0);
-  CHECK_OK(lkvnet_term_store(dir, 5, &err), &err);
-  CHECK_OK(lkvnet_term_load(dir, &t, &err), &err);
+  CHECK_OK(lkvnet_term_store(dir, NULL, 5, &err), &err);
+  CHECK_OK(lkvnet_term_load(dir, NULL, &t, &err), &err);
   CHECK(t == 5);
-  CHECK_OK(lkvnet_term_store(dir, 9, &err), &err);
-  CHECK_OK(lkvnet_term_load(dir, &t, &err), &err);
+  CHECK_OK(lkvnet_term_store(dir, NULL, 9, &err), &err);
+  CHECK_OK(lkvnet_term_load(dir, NULL, &t, &err), &err);
   CHECK(t == 9);
-  CHECK_OK(lkvnet_term_store(dir, UINT64_MAX - 1, &err), &err);
-  CHECK_OK(lkvnet_term_load(dir, &t, &err), &err);
+  CHECK_OK(lkvnet_term_store(dir, NULL, UINT64_MAX - 1, &err), &err);
+  CHECK_OK(lkvnet_term_load(dir, NULL, &t, &err), &err);
   CHECK(t == UINT64_MAX - 1);
-  CHECK_OK(lkvnet_term_store(dir, 9, &err), &err);
+  CHECK_OK(lkvnet_term_store(dir, NULL, 9, &err), &err);
   CHECK(!exists(tmp));
   {
     long long sz = file_size(path), off;
@@ -955,18 +955,18 @@ static void test_term_file(void) {
     for (off = 0; off < sz; off++) { /* every byte is checked */
       flip_byte(path, off);
       t = 1234;
-      CHECK(lkvnet_term_load(dir, &t, &err) == LKV_CORRUPTION);
+      CHECK(lkvnet_term_load(dir, NULL, &t, &err) == LKV_CORRUPTION);
       flip_byte(path, off);
     }
-    CHECK_OK(lkvnet_term_load(dir, &t, &err), &err);
+    CHECK_OK(lkvnet_term_load(dir, NULL, &t, &err), &err);
     CHECK(t == 9);
     chop(path, 1); /* short */
-    CHECK(lkvnet_term_load(dir, &t, &err) == LKV_CORRUPTION);
+    CHECK(lkvnet_term_load(dir, NULL, &t, &err) == LKV_CORRUPTION);
     CHECK(err.msg[0] != '\0');
   }
   /* a store over a damaged file repairs it */
-  CHECK_OK(lkvnet_term_store(dir, 10, &err), &err);
-  CHECK_OK(lkvnet_term_load(dir, &t, &err), &err);
+  CHECK_OK(lkvnet_term_store(dir, NULL, 10, &err), &err);
+  CHECK_OK(lkvnet_term_load(dir, NULL, &t, &err), &err);
   CHECK(t == 10);
   CHECK(!exists(tmp));
   rmrf(dir);
@@ -1015,7 +1015,7 @@ static void test_concurrency(void) {
   CHECK(pipe(pfd) == 0);
   CHECK(fcntl(pfd[0], F_SETFL, O_NONBLOCK) == 0);
   CHECK(fcntl(pfd[1], F_SETFL, O_NONBLOCK) == 0);
-  CHECK_OK(lkvnet_rlog_open(dir, pfd[1], NULL, NULL, &r, &err), &err);
+  CHECK_OK(lkvnet_rlog_open(dir, NULL, pfd[1], NULL, NULL, &r, &err), &err);
   if (r == NULL) goto out;
 
   /* phase 1: appends only; a reader thread watches the durable index */
