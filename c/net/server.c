@@ -625,6 +625,21 @@ static size_t holders(lkvnet_server *s, uint64_t index) {
   return n;
 }
 
+/* A drain ends once every request held is answered and every answer is
+ * written out (the loop writes them: stopping it first would drop them
+ * unsent), or DRAIN_FLUSH_S after the last answer for a client that does
+ * not read its own. */
+#define DRAIN_FLUSH_S 5.0
+
+static void drain_step(lkvnet_server *s) {
+  double t;
+  if (!s->draining || s->waiting > 0) return;
+  t = lkvnet_node_now();
+  if (s->drained_at == 0) s->drained_at = t;
+  if (lkvnet_node_conns_answering(s) == 0 || t - s->drained_at >= DRAIN_FLUSH_S)
+    event_base_loopexit(s->base, NULL);
+}
+
 /* Every 50 ms: answer what missed its deadline; heartbeats and retries
  * to followers; finish a drain. */
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
@@ -655,7 +670,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   serve_waiters(s); /* frees the answered */
   compaction_poll(s); /* what a truncate or an install finished */
   lkvnet_node_peers_kick(s); /* retries and heartbeats; followers have no peers */
-  if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
+  drain_step(s);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
@@ -669,7 +684,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     evhttp_del_accept_socket(s->http, s->sock);
     s->sock = NULL;
   }
-  if (s->waiting == 0) event_base_loopexit(s->base, NULL);
+  drain_step(s);
 }
 
 /* }====================================================================== */
