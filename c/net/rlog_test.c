@@ -1787,6 +1787,47 @@ static void test_read_failure(void) {
   rmrf(dir);
 }
 
+/* 15. what a process that stopped (here: a log stuck on a failed sync)
+ * left unsynced is synced by the next open before the log calls it
+ * durable: a power loss after that open keeps it */
+static void test_open_syncs(void) {
+  char dir[256];
+  lkv_faultenv *f = lkv_faultenv_new();
+  const lkv_env *env = f != NULL ? lkv_faultenv_env(f) : NULL;
+  lkvnet_rlog *r = NULL;
+  lkv_err err = {0};
+  Recs rs = {0};
+  int i;
+  if (f == NULL || make_fault_dir(dir, sizeof dir) != 0) {
+    lkv_faultenv_free(f);
+    return;
+  }
+  CHECK_OK(lkvnet_rlog_open(dir, env, -1, NULL, NULL, &r, &err), &err);
+  lkv_faultenv_fail(f, LKV_FOP_SYNC, 1, EIO, LKVNET_RLOG_FILE,
+                    LKV_FAULT_STICKY);
+  for (i = 1; r != NULL && i <= 5; i++)
+    CHECK(app(r, 1, LKVNET_OP_SET, "k", 1, "v", 1) == (uint64_t)i);
+  for (i = 0; r != NULL && i < 10000 && lkvnet_rlog_error(r, NULL) == LKV_OK;
+       i++)
+    sleep_ms(1);
+  CHECK(r != NULL && lkvnet_rlog_durable_index(r) == 0);
+  if (r != NULL) CHECK(lkvnet_rlog_close(r, &err) == LKV_IOERROR);
+  CHECK(lkv_faultenv_unsynced_bytes(f) > 0);
+  lkv_faultenv_clear(f);
+  r = NULL;
+  CHECK_OK(lkvnet_rlog_open(dir, env, -1, NULL, NULL, &r, &err), &err);
+  CHECK(r != NULL && lkvnet_rlog_durable_index(r) == 5);
+  lkv_faultenv_crash(f); /* the machine stops: no close can sync them */
+  if (r != NULL) (void)lkvnet_rlog_close(r, &err);
+  CHECK_OK(lkv_faultenv_power_loss(f, LKV_LOSS_DROP, 1, &err), &err);
+  r = open_log(dir, &rs);
+  CHECK(rs.n == 5);
+  close_log(r);
+  recs_free(&rs);
+  lkv_faultenv_free(f);
+  rmrf(dir);
+}
+
 /* 12. every call kind failed in turn: the nth call of the kind (n = 1, 2,
  * ... until the workload makes fewer) fails once with EIO (writes: with
  * ENOSPC, half of them landing). */
@@ -1909,10 +1950,14 @@ static void test_power_loss(void) {
     lkv_faultenv *f = lkv_faultenv_new();
     Model *m = calloc(1, sizeof *m);
     if (f != NULL && m != NULL && make_fault_dir(dir, sizeof dir) == 0) {
+      lkv_err err = {0};
       f_workload(m, dir, lkv_faultenv_env(f));
       total = lkv_faultenv_calls(f, LKV_FOP_ANY);
       CHECK(m->failures == 0);
-      f_check(m, dir, "clean run");
+      /* and the power goes once all is done: the term and the log's
+       * last state must have been made durable, names included */
+      CHECK_OK(lkv_faultenv_power_loss(f, LKV_LOSS_DROP, 1, &err), &err);
+      f_check(m, dir, "clean run, then a power loss");
       rmrf(dir);
     }
     lkv_faultenv_free(f);
@@ -1950,5 +1995,6 @@ int main(void) {
   test_fault_walk();
   test_power_loss();
   test_read_failure();
+  test_open_syncs();
   TEST_MAIN_END();
 }
