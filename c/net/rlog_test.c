@@ -111,6 +111,8 @@ static int record(void *ctx, const lkvnet_entry *e, lkv_err *err) {
   if (k == NULL || val == NULL) abort();
   if (e->klen) memcpy(k, e->key, e->klen);
   if (e->vlen) memcpy(val, e->val, e->vlen);
+  k[e->klen] = '\0'; /* the checks read keys as strings */
+  val[e->vlen] = '\0';
   c.key = k;
   c.val = val;
   rs->v[rs->n++] = c;
