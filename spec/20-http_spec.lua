@@ -506,7 +506,7 @@ describe("lunakv node #http", function()
     it("answers 503 \"shutting down\" to a write that arrives while it "
       .. "drains, and answers the write in flight", function()
       node = hh.start_node { others = { DEAD, "http://127.0.0.1:2" },
-                             args = { "--write-timeout-ms", "2000" } }
+                             args = { "--write-timeout-ms", "4000" } }
       local idle = raw_connect(node.port)
       raw_send(idle, "GET", "/health")
       assert.equal(200, (raw_read(idle)))
