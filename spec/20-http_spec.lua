@@ -1,22 +1,71 @@
 -- spec/20-http_spec.lua - `lunakv node` over HTTP: every route and every
--- documented status (docs/http_api.md), awkward keys and values, binary
--- values through /kv, and the replication log across restarts and kill -9
--- (docs/replication.md). Real node processes on 127.0.0.1.
+-- documented status (docs/http_api.md; 409, 410, 500 and the 503s too,
+-- each provoked), awkward keys and values, binary values through /kv, and
+-- the replication log across restarts and kill -9 (docs/replication.md).
+-- Real node processes on 127.0.0.1; the 500s through a fault env.
 
 local h = require "spec.helpers"
 local hh = require "spec.http_helpers"
 local cjson = hh.json
 
+local socket = require "socket"
+
 local node
+local more = {} -- other nodes a test started
 
 local function post(path, body) return hh.json_request("POST", node.url .. path, body) end
 local function get(path) return hh.json_request("GET", node.url .. path) end
 
 after_each(function()
   if node and node.pid then hh.stop_node(node, "KILL") end
+  for i = #more, 1, -1 do
+    if more[i].pid then hh.stop_node(more[i], "KILL") end
+    more[i] = nil
+  end
   node = nil
   h.cleanup()
 end)
+
+-- Nothing listens there (port 1 is privileged and unused on test hosts).
+local DEAD = "http://127.0.0.1:1"
+
+-- An error answer: code, {"ok": false, "error": ...} naming `want`.
+local function refused(code, doc, text, want_code, want, what)
+  assert.equal(want_code, code, what .. " -> " .. tostring(text))
+  assert.is_table(doc, what .. ": not JSON: " .. tostring(text))
+  assert.is_false(doc.ok, what)
+  assert.matches(want, doc.error, 1, true)
+end
+
+-- A raw keep-alive connection: send a request, read its response.
+local function raw_connect(port)
+  local c = assert(socket.tcp())
+  c:settimeout(20)
+  assert(c:connect("127.0.0.1", port))
+  return c
+end
+
+local function raw_send(c, method, path, body)
+  body = body or ""
+  assert(c:send(string.format("%s %s HTTP/1.1\r\nHost: x\r\n"
+    .. "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
+    method, path, #body, body)))
+end
+
+local function raw_read(c)
+  local line = assert(c:receive("*l"))
+  local code = tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
+  local len = 0
+  while true do
+    local l = assert(c:receive("*l"))
+    if l == "" then break end
+    local n = l:lower():match("^content%-length:%s*(%d+)")
+    if n then len = tonumber(n) end
+  end
+  local body = len > 0 and assert(c:receive(len)) or ""
+  local okj, doc = pcall(cjson.decode, body)
+  return code, okj and doc or nil, body
+end
 
 describe("lunakv node #http", function()
   describe("POST /set, GET /get, POST /delete", function()
@@ -258,6 +307,30 @@ describe("lunakv node #http", function()
       assert.equal(cjson.null, doc.value)
     end)
 
+    it("answers 503 to a forwarded request instead of forwarding it again "
+      .. "(LEADER_URL differs between nodes)", function()
+      -- two followers, each naming the other as the leader
+      local pa, pb = table.unpack(hh.pick_ports(2))
+      local ua, ub = "http://127.0.0.1:" .. pa, "http://127.0.0.1:" .. pb
+      node = hh.start_node { port = pa, leader = ub, others = { ub } }
+      more[1] = hh.start_node { port = pb, leader = ua, others = { ua } }
+      for _, w in ipairs {
+        { "POST", "/set", '{"key": "a", "value": "b"}' },
+        { "PUT", "/kv/a", "b" },
+        { "GET", "/get?key=a&consistent=true" },
+      } do
+        local code, doc, text = hh.json_request(w[1], node.url .. w[2], w[3])
+        refused(code, doc, text, 503, "forwarded to a node that does not "
+          .. "lead: LEADER_URL differs between nodes", w[1] .. " " .. w[2])
+      end
+      -- and sent straight to the second node with the mark, the same
+      local code, doc, text = hh.json_call("POST", more[1].url .. "/set",
+        '{"key": "a", "value": "b"}', { ["x-lunakv-forwarded-by"] = ua })
+      refused(code, doc, text, 503, "LEADER_URL differs", "a marked request")
+      assert.equal(0, hh.status(node).last_index)
+      assert.equal(0, hh.status(more[1]).last_index)
+    end)
+
     it("a leader without a majority answers 503, never success", function()
       node = hh.start_node { others = { "http://127.0.0.1:1", "http://127.0.0.1:2" },
                              args = { "--write-timeout-ms", "200" } }
@@ -349,6 +422,114 @@ describe("lunakv node #http", function()
       assert.equal(good, h.file_size(path))
       assert.equal(5, hh.status(node).last_index)
       assert.equal(6, select(2, hh.set(node, "t6", "v")).index)
+    end)
+  end)
+
+  describe("the internal routes", function()
+    it("answers /append on the leader 409: it takes no replication", function()
+      node = hh.start_node()
+      hh.set(node, "a", "1")
+      local code, doc, text = hh.internal(node, "/append", {
+        { "term", 9 }, { "prev_index", 1 }, { "prev_term", 1 }, { "commit", 2 } },
+        hh.frame(9, 2, "a", "forged"))
+      refused(code, doc, text, 409, "this node leads", "/append to a leader")
+      assert.equal(1, doc.term) -- its own term, not the request's
+      assert.is_number(doc.last_index)
+      local st = hh.status(node)
+      assert.equal(1, st.last_index)
+      assert.equal(1, st.term)
+      assert.equal("1", select(2, hh.get(node, "a")).value)
+    end)
+
+    it("answers /sync 410 for entries compacted into a snapshot", function()
+      node = hh.start_node { args = { "-s", "LOG_COMPACTION_THRESHOLD=5" } }
+      for i = 1, 12 do assert.equal(200, (hh.set(node, "k" .. i, "v"))) end
+      local st = h.wait_until(function()
+        local s = hh.status(node)
+        return s.base_index > 0 and s
+      end, 20, function() return hh.read_log(node.log) end)
+      local code, doc, text = hh.json_request("GET", node.url ..
+        "/sync?from_index=1")
+      refused(code, doc, text, 410, "compacted into a snapshot", "/sync")
+      assert.equal(st.base_index, doc.base_index)
+      code, doc = hh.json_request("GET", node.url ..
+        string.format("/sync?from_index=%d", st.base_index + 1))
+      assert.equal(200, code)
+      assert.equal(st.base_index + 1, doc.entries[1].index)
+    end)
+  end)
+
+  describe("a failing replication log (through a fault env)", function()
+    it("answers 500 when the log's fdatasync fails, and every write after it, "
+      .. "applying none", function()
+      -- the log's second fdatasync: the first is its header's, at start
+      node = hh.start_node { fault = "sync 2 EIO replication.log" }
+      local code, doc, text = hh.set(node, "a", "1")
+      refused(code, doc, text, 500, "the replication log failed: io error: "
+        .. "fdatasync", "the write whose sync failed")
+      assert.matches("replication.log", doc.error, 1, true)
+      -- sticky: nothing later is written or acknowledged
+      for i, w in ipairs {
+        { "POST", "/set", '{"key": "b", "value": "2"}' },
+        { "POST", "/delete", '{"key": "a"}' },
+        { "PUT", "/kv/c", "3" },
+      } do
+        code, doc, text = hh.json_request(w[1], node.url .. w[2], w[3])
+        refused(code, doc, text, 500, "fdatasync", "write " .. i .. " after it")
+      end
+      local st = hh.status(node)
+      assert.equal(0, st.commit_index)
+      assert.equal(0, st.applied_index)
+      assert.equal(0, st.durable_index)
+      for _, k in ipairs { "a", "b", "c" } do
+        assert.equal(cjson.null, select(2, hh.get(node, k)).value)
+      end
+      assert.equal(200, (hh.request("GET", node.url .. "/health")))
+    end)
+
+    it("answers 500 for a write the log could not write, and takes the next "
+      .. "(a failed write is not sticky)", function()
+      -- the log's second write: the first is its header's, at start
+      node = hh.start_node { fault = "write 2 ENOSPC replication.log" }
+      local code, doc, text = hh.set(node, "a", "1")
+      refused(code, doc, text, 500, "io error: write", "the failed write")
+      assert.matches("No space left on device", doc.error, 1, true)
+      code, doc, text = hh.set(node, "b", "2")
+      assert.equal(200, code, text)
+      assert.same({ ok = true, index = 1 }, doc) -- index 1 was not used up
+      assert.equal(cjson.null, select(2, hh.get(node, "a")).value)
+      assert.equal("2", select(2, hh.get(node, "b")).value)
+    end)
+  end)
+
+  describe("stopping", function()
+    it("answers 503 \"shutting down\" to a write that arrives while it "
+      .. "drains, and answers the write in flight", function()
+      node = hh.start_node { others = { DEAD, "http://127.0.0.1:2" },
+                             args = { "--write-timeout-ms", "4000" } }
+      local idle = raw_connect(node.port)
+      raw_send(idle, "GET", "/health")
+      assert.equal(200, (raw_read(idle)))
+      -- a write that waits for a majority that never comes
+      local held = raw_connect(node.port)
+      raw_send(held, "POST", "/set", '{"key": "held", "value": "1"}')
+      h.wait_until(function()
+        return hh.metric(node, "lunakv_rlog_last_index") >= 2 -- no-op, held
+      end, 10)
+      h.kill(node.pid, "TERM")
+      h.wait_until(function()
+        return hh.read_log(node.log):find("received SIGTERM", 1, true)
+      end, 10, function() return hh.read_log(node.log) end)
+      -- the listener is gone; a connection already open is still served
+      raw_send(idle, "POST", "/set", '{"key": "late", "value": "1"}')
+      local code, doc, text = raw_read(idle)
+      refused(code, doc, text, 503, "the node is shutting down", "a late write")
+      code, doc, text = raw_read(held)
+      refused(code, doc, text, 503, "no quorum", "the write in flight")
+      idle:close()
+      held:close()
+      local ok, how, exit = hh.stop_node(node, "TERM")
+      assert.is_true(ok, tostring(how) .. " " .. tostring(exit))
     end)
   end)
 

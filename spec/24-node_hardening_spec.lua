@@ -1,11 +1,14 @@
 -- spec/24-node_hardening_spec.lua - `lunakv node` against clients that
--- misbehave and settings that are out of range: the HTTP listener's read
--- and idle timeouts, its connection cap and its back-off when accept()
--- fails (docs/http_api.md, "Connections"); HEAD on every kind of route;
--- the range of every numeric node flag; and log compaction running off
--- the event loop (docs/replication.md, "Log compaction"). Real node
--- processes on 127.0.0.1; raw sockets (luasocket) where the HTTP client
--- would hide what is on the wire.
+-- misbehave, settings that are out of range and a file system that
+-- fails: the HTTP listener's read and idle timeouts, its connection cap
+-- and its back-off when accept() fails (docs/http_api.md,
+-- "Connections"); HEAD on every kind of route; the range of every numeric
+-- node flag; log compaction running off the event loop
+-- (docs/replication.md, "Log compaction"); and nodes whose data dir goes
+-- through a fault env (a failing fsync of the leader's log, a follower's
+-- engine failing during a snapshot install). Real node processes on
+-- 127.0.0.1; raw sockets (luasocket) where the HTTP client would hide
+-- what is on the wire.
 
 local h = require "spec.helpers"
 local hh = require "spec.http_helpers"
@@ -65,6 +68,8 @@ local function lines_matching(path, pattern)
   return n
 end
 
+local nodes -- a cluster a test started
+
 after_each(function()
   for i = #socks, 1, -1 do
     socks[i]:close()
@@ -72,7 +77,10 @@ after_each(function()
   end
   if node and node.pid then hh.stop_node(node, "KILL") end
   node = nil
+  local ok, err = pcall(hh.stop_cluster, nodes)
+  nodes = nil
   h.cleanup()
+  if not ok then error(err, 0) end
 end)
 
 describe("lunakv node's HTTP listener #http", function()
@@ -347,5 +355,136 @@ describe("log compaction on a node #slow", function()
     end
     assert.equal(200, (hh.set(node, "after", "restart")))
     assert.equal(31, hh.status(node).last_index)
+  end)
+end)
+
+describe("a node on a failing file system (a fault env) #faults", function()
+  local cjson = hh.json
+
+  local function set_ok(n, k, v)
+    local code, doc, text = hh.set(n, k, v)
+    assert.equal(200, code, "set " .. k .. " on " .. n.url .. " -> "
+      .. tostring(text))
+    return doc.index
+  end
+
+  local function local_value(n, k)
+    local code, doc, text = hh.get(n, k)
+    assert.equal(200, code, tostring(text))
+    return doc.value
+  end
+
+  it("answers 5xx, never 200, when the leader's log cannot be synced, "
+    .. "though the followers have the entry; acknowledges nothing after; "
+    .. "and loses no acknowledged write", function()
+    nodes = hh.start_cluster { down = { 1 }, ready = false }
+    local leader = nodes.leader
+    -- the leader's third fdatasync of its log: the first is the new log's
+    -- header, the second its term's no-op; the third is the first write's
+    leader.fault = "sync 3 EIO replication.log"
+    leader.loss = "drop" -- and at exit, a power loss: unsynced bytes go
+    hh.start_member(leader)
+    hh.wait_ready(nodes)
+    local code, doc, text = hh.set(leader, "lost", "1")
+    assert.equal(500, code, text)
+    assert.matches("the replication log failed: io error: fdatasync",
+      doc.error, 1, true)
+    -- the followers hold it durably: counting them alone would have
+    -- acknowledged it
+    h.wait_until(function()
+      for _, f in ipairs(hh.status(leader).followers) do
+        if f.match_index < hh.status(leader).last_index then return false end
+      end
+      return true
+    end, 10)
+    for i, w in ipairs {
+      function() return hh.set(leader, "later", "x") end,
+      function() return hh.delete(leader, "lost") end,
+      function() return hh.set(nodes[2], "forwarded", "x") end,
+    } do
+      code, doc, text = w()
+      assert.equal(500, code, "write " .. i .. " -> " .. tostring(text))
+      assert.matches("fdatasync", doc.error, 1, true)
+    end
+    -- alive, answering, and nothing applied anywhere
+    assert.equal(200, (hh.request("GET", leader.url .. "/health")))
+    local st = hh.status(leader)
+    assert.is_true(st.durable_index < st.last_index)
+    assert.is_true(st.commit_index < st.last_index)
+    for _, n in ipairs(nodes) do
+      assert.equal(cjson.null, local_value(n, "lost"))
+      assert.equal(cjson.null, local_value(n, "later"))
+    end
+    -- it stops (reporting the stuck log), loses what it never synced,
+    -- and comes back without the fault: the entry it never acknowledged
+    -- is gone everywhere, and the cluster takes writes
+    hh.stop_member(leader)
+    assert.matches("fault env: %d+ matching call%(s%), 1 failed",
+      hh.read_log(leader.log))
+    assert.matches("fault env: power loss", hh.read_log(leader.log), 1, true)
+    leader.fault, leader.loss = nil, nil
+    hh.start_member(leader)
+    hh.wait_ready(nodes)
+    set_ok(leader, "after", "restart")
+    for _, n in ipairs(nodes) do
+      hh.wait_value(n, "after", "restart")
+      hh.wait_caught_up(n, leader)
+      assert.equal(cjson.null, local_value(n, "lost"))
+    end
+  end)
+
+  it("answers the leader 500 when its engine fails during a snapshot "
+    .. "install, keeps its install mark through a power loss, and installs "
+    .. "whole once restarted without the fault", function()
+    nodes = hh.start_cluster { down = { 3 },
+                               env = { LOG_COMPACTION_THRESHOLD = "20" } }
+    local leader, f3 = nodes.leader, nodes[3]
+    local want = {}
+    for i = 1, 60 do
+      local k = "k" .. i
+      want[k] = h.value_for(k, 100 + i)
+      set_ok(leader, k, want[k])
+    end
+    h.wait_until(function() return hh.status(leader).base_index > 0 end, 20)
+    -- node 3's engine: the install's first sync (its mark) works, the
+    -- second (the pairs, before the log is cut) fails
+    f3.fault = "sync 2 EIO wal.log"
+    f3.loss = "drop"
+    hh.start_member(f3)
+    local refused = '{route="/snapshot",code="500"}'
+    h.wait_until(function()
+      return hh.metric(f3, "lunakv_http_requests_total", refused) >= 1
+    end, 30, function() return hh.read_log(f3.log) end)
+    assert.matches("installing a snapshot", hh.read_log(f3.log), 1, true)
+    assert.matches("snapshot install at index %d+ failed: io error: "
+      .. "fdatasync [^\n]*wal%.log", hh.read_log(f3.log))
+    local st = hh.status(f3)
+    assert.is_true(st.needs_snapshot)
+    assert.equal(0, st.applied_index)
+    assert.is_nil(hh.read_log(f3.log):find("snapshot installed", 1, true))
+    -- the leader saw the refusal, not an install
+    h.wait_until(function()
+      for _, f in ipairs(hh.status(leader).followers) do
+        if f.url == f3.url then
+          return f.snapshots_sent == 0 and f.state == "down" and
+            (f.error or ""):find("HTTP 500", 1, true)
+        end
+      end
+    end, 10, function() return cjson.encode(hh.status(leader)) end)
+    hh.stop_member(f3)
+    assert.matches("fault env: %d+ matching call%(s%), 1 failed",
+      hh.read_log(f3.log))
+    assert.matches("fault env: power loss", hh.read_log(f3.log), 1, true)
+    f3.fault, f3.loss = nil, nil
+    hh.start_member(f3)
+    -- the mark was durable: it starts knowing its engine is partial
+    assert.matches("the engine holds an unfinished snapshot install",
+      hh.read_log(f3.log), 1, true)
+    hh.wait_ready(nodes)
+    hh.wait_caught_up(f3, leader, 30)
+    for k, v in pairs(want) do assert.equal(v, local_value(f3, k), k) end
+    assert.is_nil(hh.status(f3).needs_snapshot)
+    set_ok(leader, "after", "install")
+    hh.wait_value(f3, "after", "install")
   end)
 end)

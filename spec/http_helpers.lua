@@ -88,10 +88,58 @@ local function node_command(argv, env, ulimit_n)
   return cmd
 end
 
+-- ---- a node on a fault env ----------------------------------------------
+-- A `lunakv node` whose whole data dir (engine, replication log, term
+-- file) goes through core.fault_env(): the script builds the env, arms it
+-- from its first argument, hands it to core.serve as the engine's `env`,
+-- and after the node has stopped reports what the rule matched and
+-- applies a power loss when its second argument names a mode. The rest
+-- are `lunakv node`'s arguments.
+local RUNNER = [==[
+local core = require "lunakv.core"
+local fault, loss = arg[1], arg[2]
+local fe = core.fault_env()
+if fault ~= "-" then -- "KIND NTH ERRNO [PATH_PART [sticky]]"
+  local w = {}
+  for x in fault:gmatch("%S+") do w[#w + 1] = x end
+  fe:fail(w[1], math.tointeger(tonumber(w[2])), w[3], w[4],
+    { sticky = w[5] == "sticky" })
+end
+local serve = core.serve
+core.serve = function(dir, opts)
+  opts.engine = opts.engine or {}
+  opts.engine.env = fe
+  local ok, err = pcall(serve, dir, opts)
+  io.stderr:write(string.format("fault env: %d matching call(s), %d failed\n",
+    fe:seen(), fe:fired()))
+  if loss ~= "-" then
+    fe:power_loss(loss, 7)
+    io.stderr:write("fault env: power loss (" .. loss .. ")\n")
+  end
+  if not ok then error(err, 0) end
+  return true
+end
+local argv = { "node" }
+for i = 3, #arg do argv[#argv + 1] = arg[i] end
+os.exit(require("lunakv.cli").main(argv), true)
+]==]
+
+-- The command words that start a node: bin/lunakv node, or the fault-env
+-- script when fault (its first argument: "-" or "KIND NTH ERRNO
+-- [PATH_PART [sticky]]") or loss (a power loss mode at exit) is given.
+local function node_program(fault, loss)
+  if not fault and not loss then return { h.lua, h.quote(h.bin), "node" } end
+  local path = h.tmpdir() .. "/fault_node.lua"
+  h.write_file(path, h.prelude .. RUNNER)
+  return { h.lua, h.quote(path), h.quote(fault or "-"), h.quote(loss or "-") }
+end
+M.node_program = node_program
+
 -- Start a node. spec: { dir = DATA_DIR (default a tmpdir), leader = "self"
 -- or a URL, others = { extra node URLs }, args = { extra flags },
 -- port = fixed port, env = { NAME = value }, ulimit_n = the node's limit
--- of open files }. Returns node { url, port, dir, pid, log = stderr
+-- of open files, fault = a fault env rule, loss = a power loss mode at
+-- exit (node_program) }. Returns node { url, port, dir, pid, log = stderr
 -- path } once /health answers.
 function M.start_node(spec)
   spec = spec or {}
@@ -104,9 +152,13 @@ function M.start_node(spec)
       or spec.leader
     local nodes = { url }
     for _, u in ipairs(spec.others or {}) do nodes[#nodes + 1] = u end
-    local cmd = node_command({ h.lua, h.quote(h.bin), "node", port,
-      h.quote(dir), h.quote(leader), h.quote(table.concat(nodes, ",")),
-      table.concat(spec.args or {}, " ") }, spec.env, spec.ulimit_n)
+    local argv = node_program(spec.fault, spec.loss)
+    for _, a in ipairs { port, h.quote(dir), h.quote(leader),
+                         h.quote(table.concat(nodes, ",")),
+                         table.concat(spec.args or {}, " ") } do
+      argv[#argv + 1] = a
+    end
+    local cmd = node_command(argv, spec.env, spec.ulimit_n)
     local pid, p = h.spawn(cmd)
     local node = { url = url, port = port, dir = dir, pid = pid,
                    log = p.err, leader = leader }
@@ -130,14 +182,37 @@ function M.start_node(spec)
   error("no free port after 20 tries")
 end
 
--- Stop a node with sig (default TERM) and reap it; returns how it ended:
--- ok, "exit"/"signal", code.
-function M.stop_node(node, sig)
-  if not node.pid then return nil end
-  h.kill(node.pid, sig or "TERM")
+-- How long a node may take to stop after SIGTERM: it answers what is in
+-- flight (a write waits at most its --write-timeout-ms) and closes.
+M.STOP_TIMEOUT = 15
+
+-- Stop a process with sig (default TERM) and reap it. One that has not
+-- exited STOP_TIMEOUT s after TERM is killed, reaped, and then the test
+-- fails: a node must stop on SIGTERM. Returns ok, "exit"/"signal", code.
+local function stop_pid(node, sig)
+  sig = sig or "TERM"
+  h.kill(node.pid, sig)
+  local hung = false
+  if sig ~= "KILL" then
+    hung = not pcall(h.wait_until, function() return not alive(node.pid) end,
+      M.STOP_TIMEOUT)
+    if hung then h.kill(node.pid, "KILL") end
+  end
   local a, b, c = h.wait(node.pid)
   node.pid = nil
+  if hung then
+    error(string.format("node %s did not stop within %d s of SIG%s: %s",
+      tostring(node.url), M.STOP_TIMEOUT, sig,
+      M.read_log(node.log or ""):sub(-2000)), 0)
+  end
   return a, b, c
+end
+
+-- Stop a node with sig (default TERM) and reap it; returns how it ended:
+-- ok, "exit"/"signal", code. Raises when it hangs (stop_pid).
+function M.stop_node(node, sig)
+  if not node.pid then return nil end
+  return stop_pid(node, sig)
 end
 
 -- Restart a stopped node on the same port and directory.
@@ -175,19 +250,24 @@ local function running(node)
 end
 M.running = running
 
--- Spawn member node without waiting for it.
+-- Spawn member node without waiting for it (through the fault env when
+-- node.fault or node.loss is set: node_program).
 local function spawn_member(node)
   local envs = {}
   for k, v in pairs(node.env or {}) do
     envs[#envs + 1] = k .. "=" .. h.quote(v)
   end
   table.sort(envs)
-  local cmd = table.concat({
-    #envs > 0 and ("env " .. table.concat(envs, " ")) or "",
-    h.lua, h.quote(h.bin), "node", node.port, h.quote(node.dir),
-    h.quote(node.leader), h.quote(table.concat(node.urls, ",")),
-    table.concat(node.args or {}, " ") }, " ")
-  local pid, p = h.spawn(cmd)
+  local words = { #envs > 0 and ("env " .. table.concat(envs, " ")) or "" }
+  for _, w in ipairs(node_program(node.fault, node.loss)) do
+    words[#words + 1] = w
+  end
+  for _, w in ipairs { node.port, h.quote(node.dir), h.quote(node.leader),
+                       h.quote(table.concat(node.urls, ",")),
+                       table.concat(node.args or {}, " ") } do
+    words[#words + 1] = w
+  end
+  local pid, p = h.spawn(table.concat(words, " "))
   node.pid, node.log = pid, p.err
 end
 
@@ -225,20 +305,11 @@ function M.start_member(node)
 end
 
 -- Stop member node with sig (default TERM) and reap it. A node that has
--- not exited 15 s after TERM is killed (and the test fails elsewhere).
--- Returns how it ended: ok, "exit"/"signal", code.
+-- not exited STOP_TIMEOUT s after TERM is killed, and then this raises:
+-- the test fails. Returns how it ended: ok, "exit"/"signal", code.
 function M.stop_member(node, sig)
   if not node.pid then return nil end
-  sig = sig or "TERM"
-  h.kill(node.pid, sig)
-  if sig ~= "KILL" then
-    local gone = pcall(h.wait_until, function() return not alive(node.pid) end,
-      15)
-    if not gone then h.kill(node.pid, "KILL") end
-  end
-  local a, b, c = h.wait(node.pid)
-  node.pid = nil
-  return a, b, c
+  return stop_pid(node, sig)
 end
 
 -- kill -9 a member (and reap it).
@@ -246,15 +317,21 @@ function M.kill_member(node)
   return M.stop_member(node, "KILL")
 end
 
--- Stop every running member of nodes (TERM, then KILL when stuck).
+-- Stop every running member of nodes (TERM, then KILL when stuck). Every
+-- member is stopped and reaped; then the first that hung fails the test.
 function M.stop_cluster(nodes, sig)
   if not nodes then return end
   for _, node in ipairs(nodes) do
     if node.pid then h.kill(node.pid, sig or "TERM") end
   end
+  local first
   for _, node in ipairs(nodes) do
-    if node.pid then M.stop_member(node, sig) end
+    if node.pid then
+      local ok, err = pcall(M.stop_member, node, sig)
+      if not ok then first = first or err end
+    end
   end
+  if first then error(first, 0) end
 end
 
 -- start_cluster{ n = 3, args = { flags for every node }, env = { NAME =
@@ -356,6 +433,74 @@ function M.json_call(method, url, body, headers)
   local code, text, rh = M.request(method, url, body, hdrs)
   local okj, doc = pcall(cjson.decode, text or "")
   return code, okj and doc or nil, text, rh
+end
+
+-- ---- hand-built replication traffic --------------------------------------
+-- A log frame (docs/replication.md, "The log file"): what /append and
+-- /snapshot bodies are made of. op: 1 set (default), 2 delete, 3 no-op.
+local crc_table = {}
+for i = 0, 255 do
+  local c = i
+  for _ = 1, 8 do c = (c & 1) ~= 0 and ((c >> 1) ~ 0x82F63B78) or (c >> 1) end
+  crc_table[i] = c
+end
+local function crc32c(s)
+  local c = 0xFFFFFFFF
+  for i = 1, #s do c = crc_table[(c ~ s:byte(i)) & 0xFF] ~ (c >> 8) end
+  return c ~ 0xFFFFFFFF
+end
+
+function M.frame(term, index, key, value, op)
+  op = op or 1
+  key = op == 3 and "" or (key or "")
+  value = op == 1 and (value or "") or ""
+  local payload = string.pack("<I8I8BI4I4", term, index, op, #key, #value)
+    .. key .. value
+  local len = string.pack("<I4", #payload)
+  return len .. string.pack("<I4", crc32c(len .. payload)) .. payload
+end
+
+-- A number as a query parameter: JSON gives integers back as floats.
+local function qnum(v)
+  if type(v) == "number" and v == math.floor(v) then
+    return string.format("%d", v)
+  end
+  return tostring(v)
+end
+
+-- POST an internal route (/append or /snapshot) with query q (a table,
+-- in the order given as { {name, value}, ... }) and a body of frames.
+function M.internal(node, route, q, body, token)
+  local parts = {}
+  for _, kv in ipairs(q) do parts[#parts + 1] = kv[1] .. "=" .. qnum(kv[2]) end
+  local hdrs = { ["content-type"] = "application/octet-stream" }
+  if token then hdrs["x-lunakv-token"] = token end
+  return M.json_call("POST", node.url .. route .. "?" .. table.concat(parts, "&"),
+    body or "", hdrs)
+end
+
+-- The entries of node's log from index from (GET /sync), as a table by
+-- index.
+function M.log_entries(node, from, token)
+  local code, doc, text = M.json_call("GET", node.url .. "/sync?from_index="
+    .. qnum(from or 1), nil, token and { ["x-lunakv-token"] = token } or nil)
+  assert(code == 200, "/sync: " .. tostring(code) .. " " .. tostring(text))
+  local by = {}
+  for _, e in ipairs(doc.entries) do by[e.index] = e end
+  return by, doc
+end
+
+-- A sample of node's /metrics: the value of the line starting with name
+-- and then labels (exactly as printed, e.g. '{route="/get",code="200"}';
+-- "" for none), 0 when absent.
+function M.metric(node, name, labels)
+  local code, text = M.request("GET", node.url .. "/metrics")
+  assert(code == 200, "/metrics: " .. tostring(code))
+  local line = name .. (labels or "") .. " "
+  for l in text:gmatch("[^\n]+") do
+    if l:sub(1, #line) == line then return tonumber(l:sub(#line + 1)) end
+  end
+  return 0
 end
 
 function M.delete(node, k)

@@ -120,7 +120,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   }
   err.code = LKV_OK;
   err.msg[0] = '\0';
-  int rc = lkvnet_rlog_open(fuzz_dir, -1, on_entry, &c, &r, &err);
+  int rc = lkvnet_rlog_open(fuzz_dir, NULL, -1, on_entry, &c, &r, &err);
   if (rc != LKV_OK) {
     size_t m;
     if (rc != LKV_CORRUPTION || err.code != rc || err.msg[0] == '\0' ||
@@ -239,7 +239,7 @@ reopen:
   c2.off = LKVNET_RLOG_HEADER_SIZE;
   c2.prev_index = st.base_index;
   c2.prev_term = st.base_term;
-  if (lkvnet_rlog_open(fuzz_dir, -1, on_entry, &c2, &r, &err) != LKV_OK)
+  if (lkvnet_rlog_open(fuzz_dir, NULL, -1, on_entry, &c2, &r, &err) != LKV_OK)
     abort();
   lkvnet_rlog_stats_get(r, &st);
   if (c2.nv != c.nv || st.dropped_bytes != 0 || c2.off != len) abort();

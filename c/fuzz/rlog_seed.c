@@ -48,7 +48,7 @@ static lkvnet_rlog *open_log(const char *name, char *dir, size_t dirlen) {
   lkv_err err;
   snprintf(dir, dirlen, "%s/%s", work, name);
   if (mkdir(dir, 0755) != 0 && errno != EEXIST) die(dir, NULL);
-  if (lkvnet_rlog_open(dir, -1, NULL, NULL, &r, &err) != LKV_OK)
+  if (lkvnet_rlog_open(dir, NULL, -1, NULL, NULL, &r, &err) != LKV_OK)
     die("open", &err);
   return r;
 }

@@ -1772,7 +1772,9 @@ static lua_Integer optinteger(lua_State *L, int t, const char *name,
  * URLs), max_body_bytes, write_timeout_ms, heartbeat_ms,
  * log_compaction_threshold, token, max_uncommitted_bytes,
  * read_timeout_ms, idle_timeout_ms, max_connections (ranges: lkvnet.h;
- * outside one is an argument error), engine (core.open's options).
+ * outside one is an argument error), engine (core.open's options; its
+ * env, a core.fault_env(), serves the log and the term file as well, and
+ * is kept alive while the node runs).
  * Raises "lunakv: <kind>: ..." when the node cannot start or fails. The
  * loop runs in C on this thread; no Lua runs until it returns, and every C
  * resource is released before anything is raised. */
@@ -1842,6 +1844,11 @@ static int core_serve(lua_State *L) {
   if (lua_getfield(L, 2, "engine") != LUA_TNIL) { /* +1 engine opts */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'engine' must be a table");
     readopts(L, lua_gettop(L), &o.engine);
+    /* a fault env (core.fault_env) is the file system of the whole data
+     * dir: the db, the replication log, the term file. Its userdata stays
+     * on the stack until the node has closed, so no change to the table
+     * can let it be collected under the running node. */
+    lua_getfield(L, -1, "env"); /* +1 env (or nil) */
   }
   /* engine opts stay on the stack: log_file_name may point into them */
   err.msg[0] = '\0';

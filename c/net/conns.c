@@ -338,6 +338,13 @@ void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req) {
   evhttp_request_set_on_complete_cb(req, on_reply_sent, s);
 }
 
+size_t lkvnet_node_conns_answering(lkvnet_server *s) {
+  size_t n = 0;
+  const Conn *cn;
+  for (cn = s->conns.lists[CONN_HANDLING].head; cn != NULL; cn = cn->next) n++;
+  return n;
+}
+
 /* Close the connections at the head of list phase that are past limit
  * seconds in it; the Conn goes first, so evhttp's close callback (now
  * cleared) cannot meet it. */

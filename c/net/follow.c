@@ -123,7 +123,7 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
   }
   if (term > s->term) {
     err.msg[0] = '\0';
-    if (lkvnet_term_store(s->data_dir, term, &err) != LKV_OK) {
+    if (lkvnet_term_store(s->data_dir, s->env, term, &err) != LKV_OK) {
       lkvnet_node_reply_error(s, req, route, start, 500, "%s", err.msg);
       return -1;
     }
@@ -242,6 +242,12 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
       if (lkvnet_rlog_term_at(s->rlog, e.index, &t) == LKV_OK && t == e.term)
         continue; /* have it */
       if (e.index <= s->applied_index) {
+        /* a leader that lost what it had committed: this node will not
+         * unapply it (logged: someone must look) */
+        lkvnet_node_log(s, "refusing the leader's entry %llu (term %llu): "
+                        "it conflicts with one already applied here",
+                        (unsigned long long)e.index,
+                        (unsigned long long)e.term);
         lkvnet_node_reply_error(s, req, R_APPEND, start, 500,
                          "the leader's entry %llu "
                          "conflicts with one already applied here",
@@ -334,6 +340,16 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
   return rc;
 }
 
+/* An install step failed (the engine or the log): logged, answered 500.
+ * Whatever mark the engine holds stays: a node with one asks for a new
+ * snapshot, now or after a restart. */
+static void install_failed(lkvnet_server *s, struct evhttp_request *req,
+                           double start, uint64_t index, const lkv_err *err) {
+  lkvnet_node_log(s, "snapshot install at index %llu failed: %s",
+                  (unsigned long long)index, err->msg);
+  lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err->msg);
+}
+
 /* POST /snapshot?term&index&snap_term&offset&done, body: (key, value)
  * pairs as log frames numbered from offset + 1. The first chunk marks
  * the engine as installing (durably: the engine's WAL is not synced, so
@@ -378,7 +394,7 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
           (unsigned long long)index);
     if (set_marker(s, index, 0, &err) != LKV_OK ||
         lkv_db_sync(s->db, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      install_failed(s, req, start, index, &err);
       return;
     }
     /* from here on the engine is partial until done */
@@ -386,7 +402,7 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     s->needs_snapshot = 1;
     s->applied_index = s->commit_index = 0;
     if (wipe_engine(s, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      install_failed(s, req, start, index, &err);
       return;
     }
     s->installing = 1;
@@ -412,7 +428,7 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, &err);
   lkv_batch_clear(s->batch);
   if (rc != LKV_OK) {
-    lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+    install_failed(s, req, start, index, &err);
     return;
   }
   s->install_got = last;
@@ -426,7 +442,7 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
         lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
         lkvnet_rlog_rewrite(s->rlog, index, sterm, &err) != LKV_OK ||
         set_marker(s, index, 1, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err.msg);
+      install_failed(s, req, start, index, &err);
       return;
     }
     s->applied_index = s->commit_index = index;

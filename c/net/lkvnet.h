@@ -112,7 +112,12 @@ typedef struct lkvnet_options {
                              closed; 60000 */
   int max_connections;    /* open client connections before the node
                              stops accepting; 1024 */
-  lkv_options engine;     /* the engine's options; sync is set to none */
+  lkv_options engine;     /* the engine's options; sync is set to none.
+                             engine.env (NULL: POSIX) is the file system
+                             of the whole DATA_DIR: the node makes the
+                             directory, keeps its replication log and
+                             term file through it too; it must outlive
+                             the server */
   lkvnet_log_fn log;      /* one line per notable event; NULL: stderr */
   void *log_ctx;
 } lkvnet_options;

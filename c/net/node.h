@@ -115,6 +115,10 @@ typedef struct NodeConns {
 
 struct lkvnet_server {
   char *data_dir, *host, *my_url, *leader_url, *token;
+  /* the file system of DATA_DIR (the engine's env, lkv_env_posix() when
+   * none was given): the log, the term file and the directory go through
+   * it; the caller keeps it alive until lkvnet_server_close */
+  const lkv_env *env;
   char **nodes;
   size_t nnodes;
   size_t max_body;
@@ -151,6 +155,7 @@ struct lkvnet_server {
   Waiter *waiters;
   size_t waiting;       /* Held requests not yet answered */
   int draining;
+  double drained_at;    /* when a drain's last held request was answered */
   lkv_err apply_err;    /* sticky: the engine refused an apply */
 
   /* leader */
@@ -235,6 +240,10 @@ int lkvnet_node_conns_start(lkvnet_server *s);
 void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req);
 void lkvnet_node_conns_close(lkvnet_server *s);
 void lkvnet_node_conns_free(lkvnet_server *s);
+/* Connections whose request the node has and whose reply is not yet
+ * written out whole (a drain waits for them: an answer queued but not
+ * sent when the loop stops would be lost). */
+size_t lkvnet_node_conns_answering(lkvnet_server *s);
 
 /* repl.c: send each follower what it lacks (/append, or /snapshot when
  * the log no longer holds it); on the tick this also retries followers

@@ -1,10 +1,13 @@
 /* rlog.c - the replication log (rlog.h); format in docs/replication.md.
  *
- * Append writes a whole frame with write(2) from the owner's thread; the
+ * Append writes a whole frame with one pwrite from the owner's thread; the
  * syncer thread turns "written" into "durable" with fdatasync, one sync
  * for everything written since the last one. A background compaction
  * (lkvnet_rlog_compact_begin) adds a third thread for its bulk copy and
- * hands the final sync and rename to the syncer. Lock order: only r->mu. */
+ * hands the final sync and rename to the syncer. Every call on a file or
+ * a directory goes through the lkv_env the log was opened with (lunakv.h;
+ * the POSIX one by default), so tests can fail any of them or lose what
+ * was not synced (c/engine/faultenv.h). Lock order: only r->mu. */
 #include "rlog.h"
 #include "neterr.h"
 
@@ -15,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* Where each entry's frame starts, and its term: what /append needs
@@ -26,6 +28,7 @@ typedef struct Ent {
 } Ent;
 
 struct lkvnet_rlog {
+  const lkv_env *env; /* the file system (never NULL) */
   int fd;
   int notify_fd;
   char dir[4096];
@@ -82,10 +85,10 @@ static void compact_finish(lkvnet_rlog *r);
 ** Helpers: errors, CRC-32C, little-endian coding
 ** ======================================================================= */
 
-
-static int seterrno(lkv_err *err, const char *what, const char *path) {
-  int e = errno;
-  return lkvnet_seterr(err, LKV_IOERROR, "%s %s: %s", what, path, strerror(e));
+/* The log's failures: what failed, on which file, and the errno's text. */
+static int ioerr(lkv_err *err, int e, const char *what, const char *path) {
+  return lkvnet_seterr(err, e == ENOMEM ? LKV_NOMEM : LKV_IOERROR, "%s %s: %s",
+                       what, path, strerror(e));
 }
 
 /* CRC-32C (Castagnoli), reflected, bytewise table: the log is written a
@@ -125,18 +128,55 @@ static uint64_t get64(const unsigned char *p) {
   return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
 }
 
-static int write_all(int fd, const void *buf, size_t n) {
+/* }====================================================================== */
+
+/* {======================================================================
+** The file system: small wrappers over the env (lunakv.h), each returning
+** 0 or an errno value, so callers word the failure (ioerr)
+** ======================================================================= */
+
+static const lkv_env *env_or_posix(const lkv_env *env) {
+  return env != NULL ? env : lkv_env_posix();
+}
+
+/* n bytes at off, retrying short writes; a write that makes no progress
+ * is EIO. */
+static int pwrite_all(const lkv_env *env, int fd, const void *buf, size_t n,
+                      uint64_t off) {
   const char *p = buf;
   while (n > 0) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
+    long long k = env->pwrite(env, fd, p, n, off);
+    if (k < 0) return (int)-k;
+    if (k == 0) return EIO;
     p += k;
     n -= (size_t)k;
+    off += (uint64_t)k;
   }
   return 0;
+}
+
+/* n bytes at off; a file that ends first is EIO (the log's index says the
+ * bytes are there). */
+static int pread_all(const lkv_env *env, int fd, void *buf, size_t n,
+                     uint64_t off) {
+  char *p = buf;
+  while (n > 0) {
+    long long k = env->pread(env, fd, p, n, off);
+    if (k < 0) return (int)-k;
+    if (k == 0) return EIO;
+    p += k;
+    n -= (size_t)k;
+    off += (uint64_t)k;
+  }
+  return 0;
+}
+
+static int f_sync(const lkv_env *env, int fd) { return env->sync(env, fd, 1); }
+
+static void f_close(const lkv_env *env, int fd) {
+  /* Linux frees the descriptor whatever close says; what was written is
+   * vouched for by the syncs, never by close */
+  if (fd >= 0) (void)env->close(env, fd);
 }
 
 /* }====================================================================== */
@@ -253,21 +293,52 @@ static void encode_header(unsigned char *h, uint64_t base_index,
   put32(h + 32, crc32c(0, h, 32));
 }
 
-static int write_header(lkvnet_rlog *r, lkv_err *err) {
+/* A new log: a header with base 0, written aside, synced and renamed to
+ * the log's name, then the directory synced. A crash at any point leaves
+ * no log (a new one is made at the next start) or a whole header, never a
+ * torn one that would fail every start after it. */
+static int create_log(lkvnet_rlog *r, lkv_err *err) {
+  const lkv_env *env = r->env;
+  char tmp[4096 + 16];
   unsigned char h[LKVNET_RLOG_HEADER_SIZE];
+  const char *what = "create";
+  int fd = -1, e;
+  snprintf(tmp, sizeof tmp, "%s.tmp", r->path);
   encode_header(h, 0, 0);
-  if (pwrite(r->fd, h, sizeof h, 0) != (ssize_t)sizeof h)
-    return seterrno(err, "write header of", r->path);
-  if (fdatasync(r->fd) != 0) return seterrno(err, "fdatasync", r->path);
-  r->size = sizeof h;
+  if ((e = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
+    return ioerr(err, e, what, tmp);
+  if ((e = pwrite_all(env, fd, h, sizeof h, 0)) != 0) {
+    what = "write";
+    goto fail;
+  }
+  if ((e = f_sync(env, fd)) != 0) {
+    what = "fdatasync";
+    goto fail;
+  }
+  e = env->close(env, fd);
+  fd = -1; /* gone, whatever close said */
+  if (e != 0) {
+    what = "close";
+    goto fail;
+  }
+  if ((e = env->rename(env, tmp, r->path)) != 0) {
+    what = "rename";
+    goto fail;
+  }
+  /* until the directory is synced the name may not survive a crash:
+   * nothing may be acknowledged under it before */
+  if ((e = env->sync_dir(env, r->dir)) != 0)
+    return ioerr(err, e, "fsync directory", r->dir);
   return LKV_OK;
+fail: {
+  int rc = ioerr(err, e, what, tmp);
+  f_close(env, fd);
+  (void)env->unlink(env, tmp);
+  return rc;
+}
 }
 
-static int read_header(lkvnet_rlog *r, FILE *f, lkv_err *err) {
-  unsigned char h[LKVNET_RLOG_HEADER_SIZE];
-  if (fread(h, 1, sizeof h, f) != sizeof h)
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 0: header is truncated",
-                  r->path);
+static int read_header(lkvnet_rlog *r, const unsigned char *h, lkv_err *err) {
   if (memcmp(h, LKVNET_RLOG_MAGIC, 8) != 0)
     return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 0: bad magic (not a "
                   "lunakv replication log)", r->path);
@@ -290,27 +361,69 @@ static int read_header(lkvnet_rlog *r, FILE *f, lkv_err *err) {
   r->base_term = get64(h + 24);
   r->last_index = r->base_index;
   r->last_term = r->base_term;
-  r->size = sizeof h;
+  r->size = LKVNET_RLOG_HEADER_SIZE;
   return LKV_OK;
 }
 
-/* Read frames from f until the end or the first bad one. Sets r->size to
- * the end of the last good frame; *why describes a bad tail. */
-static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
+/* The file read at open through a buffer of READ_CHUNK bytes (or one
+ * frame, when larger): a pread per chunk, not two per frame. */
+#define READ_CHUNK (1u << 20)
+
+typedef struct Reader {
+  const lkv_env *env;
+  int fd;
+  uint64_t fsize;     /* the file's size at open */
+  unsigned char *buf; /* holds [at, at + len) of the file */
+  size_t cap, len;
+  uint64_t at;
+} Reader;
+
+/* Make bytes [off, off + n) of the file available at *p. REQUIRES: off +
+ * n <= fsize. 0, or an errno value (ENOMEM included). */
+static int rd_get(Reader *rd, uint64_t off, size_t n,
+                  const unsigned char **p) {
+  size_t want;
+  int e;
+  if (off >= rd->at && off + n <= rd->at + rd->len) {
+    *p = rd->buf + (off - rd->at);
+    return 0;
+  }
+  want = n > READ_CHUNK ? n : READ_CHUNK;
+  if (want > rd->fsize - off) want = (size_t)(rd->fsize - off);
+  if (want > rd->cap) {
+    unsigned char *nb = realloc(rd->buf, want);
+    if (nb == NULL) return ENOMEM;
+    rd->buf = nb;
+    rd->cap = want;
+  }
+  rd->len = 0;
+  if ((e = pread_all(rd->env, rd->fd, rd->buf, want, off)) != 0) return e;
+  rd->at = off;
+  rd->len = want;
+  *p = rd->buf;
+  return 0;
+}
+
+/* Read frames from r->size (just past the header) to the end of the file
+ * or the first bad one. Sets r->size to the end of the last good frame;
+ * *why describes a bad tail. A failed read fails the open: it is not a
+ * torn tail, and cutting there could drop acknowledged entries. */
+static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
                   void *ctx, char *why, size_t whylen, lkv_err *err) {
-  unsigned char *buf = NULL;
-  size_t cap = 0;
-  int rc = LKV_OK;
+  int rc = LKV_OK, e;
   why[0] = '\0';
-  for (;;) {
-    unsigned char fr[LKVNET_RLOG_FRAME_SIZE];
+  while (r->size < rd->fsize) {
+    const unsigned char *fr, *buf;
+    uint64_t left = rd->fsize - r->size;
     uint32_t len, crc;
-    size_t got = fread(fr, 1, sizeof fr, f);
-    lkvnet_entry e;
-    if (got == 0) break; /* clean end */
-    if (got < sizeof fr) {
+    lkvnet_entry en;
+    if (left < LKVNET_RLOG_FRAME_SIZE) {
       snprintf(why, whylen, "offset %llu: torn frame header",
                (unsigned long long)r->size);
+      break;
+    }
+    if ((e = rd_get(rd, r->size, LKVNET_RLOG_FRAME_SIZE, &fr)) != 0) {
+      rc = ioerr(err, e, "read", r->path);
       break;
     }
     len = get32(fr);
@@ -320,73 +433,111 @@ static int replay(lkvnet_rlog *r, FILE *f, lkvnet_rlog_replay_fn fn,
                (unsigned long long)r->size, (unsigned)len);
       break;
     }
-    if (len > cap) {
-      unsigned char *nb = realloc(buf, len);
-      if (nb == NULL) {
-        rc = lkvnet_seterr(err, LKV_NOMEM, "%s: record of %u bytes", r->path,
-                    (unsigned)len);
-        break;
-      }
-      buf = nb;
-      cap = len;
-    }
-    if (fread(buf, 1, len, f) != len) {
+    if (left - LKVNET_RLOG_FRAME_SIZE < len) {
       snprintf(why, whylen, "offset %llu: torn record",
                (unsigned long long)r->size);
       break;
     }
+    /* the frame whole (its header again: the buffer may move) */
+    if ((e = rd_get(rd, r->size, LKVNET_RLOG_FRAME_SIZE + (size_t)len,
+                    &fr)) != 0) {
+      rc = ioerr(err, e, "read", r->path);
+      break;
+    }
+    buf = fr + LKVNET_RLOG_FRAME_SIZE;
     if (crc32c(crc32c(0, fr, 4), buf, len) != crc) {
       snprintf(why, whylen, "offset %llu: record checksum mismatch",
                (unsigned long long)r->size);
       break;
     }
-    if (parse_payload(buf, len, &e) != 0) {
+    if (parse_payload(buf, len, &en) != 0) {
       rc = lkvnet_seterr(err, LKV_CORRUPTION, "%s offset %llu: malformed record "
                   "(checksum valid)", r->path, (unsigned long long)r->size);
       break;
     }
-    if (r->last_index == UINT64_MAX || e.index != r->last_index + 1 ||
-        e.term < r->last_term) {
+    if (r->last_index == UINT64_MAX || en.index != r->last_index + 1 ||
+        en.term < r->last_term) {
       rc = lkvnet_seterr(err, LKV_CORRUPTION, "%s offset %llu: entry (term %llu, "
                   "index %llu) does not follow (term %llu, index %llu)",
                   r->path, (unsigned long long)r->size,
-                  (unsigned long long)e.term, (unsigned long long)e.index,
+                  (unsigned long long)en.term, (unsigned long long)en.index,
                   (unsigned long long)r->last_term,
                   (unsigned long long)r->last_index);
       break;
     }
-    if (fn != NULL && (rc = fn(ctx, &e, err)) != LKV_OK) break;
-    if (push_ent(r, r->size, e.term) != 0) {
+    if (fn != NULL && (rc = fn(ctx, &en, err)) != LKV_OK) break;
+    if (push_ent(r, r->size, en.term) != 0) {
       rc = lkvnet_seterr(err, LKV_NOMEM, "%s: entry index", r->path);
       break;
     }
-    r->last_index = e.index;
-    r->last_term = e.term;
+    r->last_index = en.index;
+    r->last_term = en.term;
     r->size += LKVNET_RLOG_FRAME_SIZE + len;
   }
-  free(buf);
   return rc;
 }
 
 static void *syncer_main(void *arg);
 
-static void fsync_dir(const char *dir) {
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)fsync(dfd);
-    close(dfd);
+/* An existing log: its header, its entries, the cut of a bad tail, and a
+ * sync of what is left. */
+static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
+                    lkv_err *err) {
+  const lkv_env *env = r->env;
+  Reader rd;
+  const unsigned char *h;
+  int rc, e;
+  memset(&rd, 0, sizeof rd);
+  rd.env = env;
+  rd.fd = r->fd;
+  if ((e = env->size(env, r->fd, &rd.fsize)) != 0)
+    return ioerr(err, e, "stat", r->path);
+  if (rd.fsize == 0) {
+    /* made by an older version that wrote its header in place: nothing
+     * was ever appended to it */
+    unsigned char hb[LKVNET_RLOG_HEADER_SIZE];
+    encode_header(hb, 0, 0);
+    if ((e = pwrite_all(env, r->fd, hb, sizeof hb, 0)) != 0)
+      return ioerr(err, e, "write", r->path);
+    if ((e = f_sync(env, r->fd)) != 0)
+      return ioerr(err, e, "fdatasync", r->path);
+    r->size = sizeof hb;
+    return LKV_OK;
   }
+  if (rd.fsize < LKVNET_RLOG_HEADER_SIZE)
+    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 0: header is "
+                         "truncated", r->path);
+  if ((e = rd_get(&rd, 0, LKVNET_RLOG_HEADER_SIZE, &h)) != 0) {
+    rc = ioerr(err, e, "read", r->path);
+  } else {
+    rc = read_header(r, h, err);
+    if (rc == LKV_OK)
+      rc = replay(r, &rd, fn, ctx, r->dropped_why, sizeof r->dropped_why, err);
+  }
+  free(rd.buf);
+  if (rc != LKV_OK) return rc;
+  if (rd.fsize > r->size) {
+    r->dropped_bytes = rd.fsize - r->size;
+    if ((e = env->truncate(env, r->fd, r->size)) != 0)
+      return ioerr(err, e, "truncate", r->path);
+  }
+  /* what was replayed may have been only in the page cache (a killed
+   * process), and a cut tail must stay cut: make it durable before anyone
+   * relies on it */
+  if ((e = f_sync(env, r->fd)) != 0) return ioerr(err, e, "fdatasync", r->path);
+  return LKV_OK;
 }
 
-int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
-                     void *ctx, lkvnet_rlog **out, lkv_err *err) {
+int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
+                     lkvnet_rlog_replay_fn fn, void *ctx, lkvnet_rlog **out,
+                     lkv_err *err) {
   lkvnet_rlog *r;
-  struct stat st;
-  int rc = LKV_OK;
+  int rc = LKV_OK, e;
   *out = NULL;
   pthread_once(&crc_once, crc_init);
   if ((r = calloc(1, sizeof *r)) == NULL)
     return lkvnet_seterr(err, LKV_NOMEM, "replication log");
+  r->env = env_or_posix(env);
   r->fd = -1;
   r->cp_fd = r->cp_oldfd = r->cp_srcfd = -1;
   r->notify_fd = notify_fd;
@@ -398,43 +549,17 @@ int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
     goto fail;
   }
   snprintf(r->dir, sizeof r->dir, "%s", dir);
-  r->fd = open(r->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (r->fd < 0 || fstat(r->fd, &st) != 0) {
-    rc = seterrno(err, "open", r->path);
-    goto fail;
+  e = r->env->open(r->env, r->path, O_RDWR, 0644, &r->fd);
+  if (e == ENOENT) {
+    if ((rc = create_log(r, err)) != LKV_OK) goto fail;
+    e = r->env->open(r->env, r->path, O_RDWR, 0644, &r->fd);
+    r->size = LKVNET_RLOG_HEADER_SIZE; /* synced before its rename */
+  } else if (e == 0) {
+    if ((rc = load_log(r, fn, ctx, err)) != LKV_OK) goto fail;
   }
-  if (st.st_size == 0) {
-    if ((rc = write_header(r, err)) != LKV_OK) goto fail;
-    fsync_dir(dir); /* the new file's name must survive a crash too */
-  } else {
-    int fd2 = dup(r->fd);
-    FILE *f = fd2 >= 0 ? fdopen(fd2, "rb") : NULL;
-    if (f == NULL) {
-      if (fd2 >= 0) close(fd2);
-      rc = seterrno(err, "read", r->path);
-      goto fail;
-    }
-    rc = read_header(r, f, err);
-    if (rc == LKV_OK)
-      rc = replay(r, f, fn, ctx, r->dropped_why, sizeof r->dropped_why, err);
-    fclose(f);
-    if (rc != LKV_OK) goto fail;
-    if ((uint64_t)st.st_size > r->size) {
-      r->dropped_bytes = (uint64_t)st.st_size - r->size;
-      if (ftruncate(r->fd, (off_t)r->size) != 0) {
-        rc = seterrno(err, "truncate", r->path);
-        goto fail;
-      }
-    }
-    /* what was replayed may have been only in the page cache (a killed
-     * process): make it durable before anyone relies on it */
-    if (fdatasync(r->fd) != 0) {
-      rc = seterrno(err, "fdatasync", r->path);
-      goto fail;
-    }
-  }
-  if (lseek(r->fd, (off_t)r->size, SEEK_SET) < 0) {
-    rc = seterrno(err, "seek", r->path);
+  if (e != 0) {
+    r->fd = -1;
+    rc = ioerr(err, e, "open", r->path);
     goto fail;
   }
   r->durable_index = r->last_index;
@@ -446,7 +571,7 @@ int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
   *out = r;
   return LKV_OK;
 fail:
-  if (r->fd >= 0) close(r->fd);
+  f_close(r->env, r->fd);
   pthread_mutex_destroy(&r->mu);
   pthread_cond_destroy(&r->cv);
   free(r->ents);
@@ -482,7 +607,7 @@ static void make_sticky(lkvnet_rlog *r, int rc, const lkv_err *err) {
 /* Write e (whose index is last_index + 1) as one frame. */
 static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
   size_t total = lkvnet_rlog_frame_size(e);
-  int rc;
+  int rc, ec;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (e->klen > LKV_MAX_KEY_BYTES || e->vlen > LKV_MAX_VALUE_BYTES)
     return lkvnet_seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes",
@@ -498,13 +623,21 @@ static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
   if (push_ent(r, r->size, e->term) != 0)
     return lkvnet_seterr(err, LKV_NOMEM, "replication log entry index");
   lkvnet_rlog_encode((unsigned char *)r->scratch, e);
-  if (write_all(r->fd, r->scratch, total) != 0) {
-    rc = seterrno(err, "write", r->path);
+  if ((ec = pwrite_all(r->env, r->fd, r->scratch, total, r->size)) != 0) {
+    rc = ioerr(err, ec, "write", r->path);
     r->nents--;
-    /* never leave a partial record for a later append to follow */
-    if (ftruncate(r->fd, (off_t)r->size) != 0 ||
-        lseek(r->fd, (off_t)r->size, SEEK_SET) < 0)
-      make_sticky(r, rc, err);
+    /* never leave a partial record for a later append to follow: cut it
+     * back (durably: the syncer may have synced half a frame meanwhile),
+     * and the failure is this append's alone; when the cut fails too, the
+     * file's tail is unknown and every later append fails */
+    if ((ec = r->env->truncate(r->env, r->fd, r->size)) != 0 ||
+        (ec = f_sync(r->env, r->fd)) != 0) {
+      lkv_err cut;
+      ioerr(&cut, ec, "cut back", r->path);
+      make_sticky(r, cut.code, &cut);
+      if (err != NULL) *err = cut;
+      rc = cut.code;
+    }
     return rc;
   }
   r->size += total;
@@ -568,7 +701,7 @@ int lkvnet_rlog_term_at(lkvnet_rlog *r, uint64_t index, uint64_t *term) {
 
 int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
   uint64_t last, size;
-  int rc;
+  int rc, ec;
   /* the copier reads the old file up to cp_stable: never cut under it */
   if (lkvnet_rlog_compacting(r) && index < r->cp_stable) compact_finish(r);
   last = r->base_index + r->nents;
@@ -581,12 +714,10 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
                          (unsigned long long)last);
   if (index == last) return LKV_OK;
   size = r->ents[index - r->base_index].off;
-  if (ftruncate(r->fd, (off_t)size) != 0 ||
-      lseek(r->fd, (off_t)size, SEEK_SET) < 0) {
-    rc = seterrno(err, "truncate", r->path);
-    make_sticky(r, rc, err);
-    return rc;
-  }
+  /* a failed cut leaves the file as it was, and the log with it: the
+   * caller may try again (not sticky) */
+  if ((ec = r->env->truncate(r->env, r->fd, size)) != 0)
+    return ioerr(err, ec, "truncate", r->path);
   r->size = size;
   r->nents = (size_t)(index - r->base_index);
   pthread_mutex_lock(&r->mu);
@@ -595,32 +726,35 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
   if (r->durable_index > index) r->durable_index = index;
   r->gen++;
   pthread_mutex_unlock(&r->mu);
+  /* The cut is made durable before anything is appended after it: else a
+   * crash could keep some of the new entries' bytes and bring back some
+   * of the old ones in between, a log no leader ever sent. Conflicts are
+   * rare; one fdatasync on the loop each is cheap. A failure is sticky. */
+  if ((ec = f_sync(r->env, r->fd)) != 0) {
+    rc = ioerr(err, ec, "fdatasync", r->path);
+    make_sticky(r, rc, err);
+    return rc;
+  }
   return LKV_OK;
 }
 
-static int pread_all(int fd, void *buf, size_t n, uint64_t off) {
-  char *p = buf;
-  while (n > 0) {
-    ssize_t k = pread(fd, p, n, (off_t)off);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      if (k == 0) errno = EIO; /* the file is shorter than our index says */
-      return -1;
-    }
-    p += k;
-    n -= (size_t)k;
-    off += (uint64_t)k;
-  }
-  return 0;
+/* Let the syncer run again (after a rewrite paused it). */
+static void unpause(lkvnet_rlog *r) {
+  pthread_mutex_lock(&r->mu);
+  r->paused = 0;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
 }
 
 int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
                         uint64_t base_term, lkv_err *err) {
+  const lkv_env *env = r->env;
   char tmp[4096 + 16];
   unsigned char h[LKVNET_RLOG_HEADER_SIZE];
   uint64_t last, from_off;
   size_t keep = 0, i;
-  int fd = -1, rc;
+  int fd = -1, rc, e, named;
+  lkv_err dirr;
   char *copy = NULL;
   size_t copy_len = 0;
   compact_finish(r); /* one rewrite at a time */
@@ -639,23 +773,23 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   copy_len = (size_t)(r->size - from_off);
   snprintf(tmp, sizeof tmp, "%s.tmp", r->path);
   encode_header(h, base_index, base_term);
-  fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return seterrno(err, "create", tmp);
+  if ((e = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
+    return ioerr(err, e, "create", tmp);
   if (copy_len && (copy = malloc(copy_len)) == NULL) {
     rc = lkvnet_seterr(err, LKV_NOMEM, "rewriting %s", r->path);
     goto fail;
   }
-  if (copy_len && pread_all(r->fd, copy, copy_len, from_off) != 0) {
-    rc = seterrno(err, "read", r->path);
+  if (copy_len && (e = pread_all(env, r->fd, copy, copy_len, from_off)) != 0) {
+    rc = ioerr(err, e, "read", r->path);
     goto fail;
   }
-  if (write_all(fd, h, sizeof h) != 0 ||
-      (copy_len && write_all(fd, copy, copy_len) != 0)) {
-    rc = seterrno(err, "write", tmp);
+  if ((e = pwrite_all(env, fd, h, sizeof h, 0)) != 0 ||
+      (copy_len && (e = pwrite_all(env, fd, copy, copy_len, sizeof h)) != 0)) {
+    rc = ioerr(err, e, "write", tmp);
     goto fail;
   }
-  if (fdatasync(fd) != 0) {
-    rc = seterrno(err, "fdatasync", tmp);
+  if ((e = f_sync(env, fd)) != 0) {
+    rc = ioerr(err, e, "fdatasync", tmp);
     goto fail;
   }
   /* the syncer must not be inside fdatasync(old fd) when it closes */
@@ -663,16 +797,15 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   r->paused = 1;
   while (r->busy) pthread_cond_wait(&r->cv, &r->mu);
   pthread_mutex_unlock(&r->mu);
-  if (rename(tmp, r->path) != 0) {
-    rc = seterrno(err, "rename", tmp);
-    pthread_mutex_lock(&r->mu);
-    r->paused = 0;
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    goto fail;
+  if ((e = env->rename(env, tmp, r->path)) != 0) {
+    rc = ioerr(err, e, "rename", tmp);
+    unpause(r);
+    goto fail; /* the old file keeps the name: nothing lost */
   }
-  fsync_dir(r->dir);
-  close(r->fd);
+  /* the name holds the new file now, whatever follows */
+  named = (e = env->sync_dir(env, r->dir)) == 0;
+  if (!named) rc = ioerr(&dirr, e, "fsync directory", r->dir);
+  f_close(env, r->fd);
   r->fd = fd;
   fd = -1;
   for (i = 0; i < keep; i++) {
@@ -682,7 +815,6 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   }
   r->nents = keep;
   r->size = LKVNET_RLOG_HEADER_SIZE + copy_len;
-  (void)lseek(r->fd, (off_t)r->size, SEEK_SET);
   pthread_mutex_lock(&r->mu);
   r->base_index = base_index;
   r->base_term = base_term;
@@ -690,17 +822,24 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
     r->last_index = base_index;
     r->last_term = base_term;
   }
-  r->durable_index = r->last_index; /* the new file was synced whole */
+  if (named) {
+    r->durable_index = r->last_index; /* the new file was synced whole */
+  } else {
+    /* a crash may bring the old file back: sticky, as a failed sync */
+    if (r->durable_index > r->last_index) r->durable_index = r->last_index;
+    if (r->sticky.code == LKV_OK) r->sticky = dirr;
+    if (err != NULL) *err = dirr;
+  }
   r->gen++;
   r->paused = 0;
   pthread_cond_broadcast(&r->cv);
   pthread_mutex_unlock(&r->mu);
   free(copy);
-  return LKV_OK;
+  return named ? LKV_OK : rc;
 fail:
   free(copy);
-  if (fd >= 0) close(fd);
-  unlink(tmp);
+  f_close(env, fd);
+  (void)env->unlink(env, tmp);
   return rc;
 }
 
@@ -710,6 +849,7 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
   uint64_t last = r->base_index + r->nents, end_off, start_off;
   uint64_t n = 0;
   size_t first;
+  int e;
   *buf = NULL;
   *len = 0;
   *to = from - 1;
@@ -732,10 +872,11 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
   if ((*buf = malloc((size_t)(end_off - start_off))) == NULL)
     return lkvnet_seterr(err, LKV_NOMEM, "reading %llu bytes of %s",
                          (unsigned long long)(end_off - start_off), r->path);
-  if (pread_all(r->fd, *buf, (size_t)(end_off - start_off), start_off) != 0) {
+  if ((e = pread_all(r->env, r->fd, *buf, (size_t)(end_off - start_off),
+                     start_off)) != 0) {
     free(*buf);
     *buf = NULL;
-    return seterrno(err, "read", r->path);
+    return ioerr(err, e, "read", r->path);
   }
   *len = (size_t)(end_off - start_off);
   *to = from + n - 1;
@@ -756,21 +897,6 @@ static void notify(lkvnet_rlog *r) {
   }
 }
 
-static int pwrite_all(int fd, const void *buf, size_t n, uint64_t off) {
-  const char *p = buf;
-  while (n > 0) {
-    ssize_t k = pwrite(fd, p, n, (off_t)off);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    p += k;
-    n -= (size_t)k;
-    off += (uint64_t)k;
-  }
-  return 0;
-}
-
 /* Copy n bytes at from in src to to in dst, a MiB at a time (a log may be
  * far larger than what is worth holding in memory at once). */
 static int copy_range(lkvnet_rlog *r, int src, uint64_t from, int dst,
@@ -778,18 +904,19 @@ static int copy_range(lkvnet_rlog *r, int src, uint64_t from, int dst,
                       lkv_err *err) {
   size_t cap = n < (1u << 20) ? (size_t)n : (1u << 20);
   char *buf;
+  int e;
   if (n == 0) return LKV_OK;
   if ((buf = malloc(cap)) == NULL)
     return lkvnet_seterr(err, LKV_NOMEM, "compacting %s", r->path);
   while (n > 0) {
     size_t k = n < cap ? (size_t)n : cap;
-    if (pread_all(src, buf, k, from) != 0) {
+    if ((e = pread_all(r->env, src, buf, k, from)) != 0) {
       free(buf);
-      return seterrno(err, "read", r->path);
+      return ioerr(err, e, "read", r->path);
     }
-    if (pwrite_all(dst, buf, k, to) != 0) {
+    if ((e = pwrite_all(r->env, dst, buf, k, to)) != 0) {
       free(buf);
-      return seterrno(err, "write", tmp);
+      return ioerr(err, e, "write", tmp);
     }
     from += k;
     to += k;
@@ -803,34 +930,45 @@ static void tmp_path(const lkvnet_rlog *r, char *out, size_t n) {
   snprintf(out, n, "%s.tmp", r->path);
 }
 
+static void drop_tmp(lkvnet_rlog *r) {
+  char tmp[4096 + 16];
+  tmp_path(r, tmp, sizeof tmp);
+  (void)r->env->unlink(r->env, tmp);
+}
+
 /* The copier thread: prepare (the engine's sync), then the new file's
  * header and the entries (cp_base, cp_stable], fdatasync'ed. Those bytes
  * of the old file are never cut or rewritten while it reads them. */
 static void *copier_main(void *arg) {
   lkvnet_rlog *r = arg;
+  const lkv_env *env = r->env;
   char tmp[4096 + 16];
   unsigned char h[LKVNET_RLOG_HEADER_SIZE];
   lkv_err e;
-  int rc = LKV_OK, fd = -1;
+  int rc = LKV_OK, fd = -1, ec;
   e.code = LKV_OK;
   e.msg[0] = '\0';
   tmp_path(r, tmp, sizeof tmp);
   if (r->cp_prepare != NULL) rc = r->cp_prepare(r->cp_ctx, &e);
   if (rc == LKV_OK &&
-      (fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
-    rc = seterrno(&e, "create", tmp);
+      (ec = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0) {
+    fd = -1;
+    rc = ioerr(&e, ec, "create", tmp);
+  }
   if (rc == LKV_OK) {
     encode_header(h, r->cp_base, r->cp_base_term);
-    if (pwrite_all(fd, h, sizeof h, 0) != 0) rc = seterrno(&e, "write", tmp);
+    if ((ec = pwrite_all(env, fd, h, sizeof h, 0)) != 0)
+      rc = ioerr(&e, ec, "write", tmp);
   }
   if (rc == LKV_OK)
     rc = copy_range(r, r->cp_srcfd, r->cp_from_off, fd,
                     LKVNET_RLOG_HEADER_SIZE, r->cp_stable_off - r->cp_from_off,
                     tmp, &e);
-  if (rc == LKV_OK && fdatasync(fd) != 0) rc = seterrno(&e, "fdatasync", tmp);
+  if (rc == LKV_OK && (ec = f_sync(env, fd)) != 0)
+    rc = ioerr(&e, ec, "fdatasync", tmp);
   if (rc != LKV_OK && fd >= 0) {
-    close(fd);
-    unlink(tmp);
+    f_close(env, fd);
+    (void)env->unlink(env, tmp);
     fd = -1;
   }
   if (rc != LKV_OK && e.code == LKV_OK) e.code = rc;
@@ -903,12 +1041,10 @@ static int compact_switch(lkvnet_rlog *r, lkv_err *err) {
   rc = copy_range(r, r->fd, r->cp_stable_off, r->cp_fd,
                   LKVNET_RLOG_HEADER_SIZE + (r->cp_stable_off - r->cp_from_off),
                   tail, tmp, err);
-  if (rc == LKV_OK && lseek(r->cp_fd, (off_t)newsize, SEEK_SET) < 0)
-    rc = seterrno(err, "seek", tmp);
   if (rc != LKV_OK) {
-    close(r->cp_fd);
+    f_close(r->env, r->cp_fd);
     r->cp_fd = -1;
-    unlink(tmp);
+    (void)r->env->unlink(r->env, tmp);
     return rc;
   }
   for (i = 0; i < keep; i++) {
@@ -950,7 +1086,14 @@ static int compact_step(lkvnet_rlog *r) {
     if (st == CP_COPIED) {
       e.code = LKV_OK;
       e.msg[0] = '\0';
-      if (compact_switch(r, &e) == LKV_OK) return CP_RENAMING;
+      /* a stuck log switches to nothing: the copy is dropped */
+      if (sticky_error(r, &e) != LKV_OK) {
+        f_close(r->env, r->cp_fd);
+        r->cp_fd = -1;
+        drop_tmp(r);
+      } else if (compact_switch(r, &e) == LKV_OK) {
+        return CP_RENAMING;
+      }
     }
     pthread_mutex_lock(&r->mu);
     r->cp_state = st = CP_IDLE;
@@ -1005,19 +1148,30 @@ int lkvnet_rlog_compacting(lkvnet_rlog *r) {
  * appended to the new file durable. A failure here is sticky: the name
  * holds the old file, which lacks what was appended since the switch. */
 static void compact_rename(lkvnet_rlog *r) {
+  const lkv_env *env = r->env;
   char tmp[4096 + 16];
   uint64_t target = r->last_index, gen = r->gen;
-  int fd = r->fd, oldfd = r->cp_oldfd;
+  int fd = r->fd, oldfd = r->cp_oldfd, ec;
   lkv_err e;
   e.code = LKV_OK;
   e.msg[0] = '\0';
+  if (r->sticky.code != LKV_OK) {
+    /* stuck since the switch: the old file keeps the name, and nothing
+     * appended since counts as durable */
+    e = r->sticky;
+    fd = -1;
+  }
   r->busy = 1;
   pthread_mutex_unlock(&r->mu);
   tmp_path(r, tmp, sizeof tmp);
-  if (fdatasync(fd) != 0) seterrno(&e, "fdatasync", tmp);
-  else if (rename(tmp, r->path) != 0) seterrno(&e, "rename", tmp);
-  else fsync_dir(r->dir);
-  close(oldfd);
+  if (fd >= 0) {
+    if ((ec = f_sync(env, fd)) != 0) ioerr(&e, ec, "fdatasync", tmp);
+    else if ((ec = env->rename(env, tmp, r->path)) != 0)
+      ioerr(&e, ec, "rename", tmp);
+    else if ((ec = env->sync_dir(env, r->dir)) != 0)
+      ioerr(&e, ec, "fsync directory", r->dir);
+  }
+  f_close(env, oldfd);
   pthread_mutex_lock(&r->mu);
   r->busy = 0;
   r->cp_oldfd = -1;
@@ -1047,23 +1201,24 @@ static void *syncer_main(void *arg) {
   for (;;) {
     uint64_t target, gen;
     int rc, e, fd;
+    /* stuck (sticky): nothing more is synced, but a compaction's switch
+     * is still finished (as a failure) and close still stops this */
     while (!r->stop && r->cp_state != CP_RENAMING &&
-           (r->paused || (r->durable_index == r->last_index &&
-                          r->sticky.code == LKV_OK)))
+           (r->paused || r->sticky.code != LKV_OK ||
+            r->durable_index == r->last_index))
       pthread_cond_wait(&r->cv, &r->mu);
     if (r->cp_state == CP_RENAMING) {
       /* a compaction's switch: nothing syncs until its file is named */
       compact_rename(r);
       continue;
     }
-    if (r->stop || r->sticky.code != LKV_OK) break;
+    if (r->stop) break;
     target = r->last_index; /* every byte of it is already written */
     gen = r->gen;
     fd = r->fd;
     r->busy = 1;
     pthread_mutex_unlock(&r->mu);
-    rc = fdatasync(fd);
-    e = errno;
+    rc = e = f_sync(r->env, fd);
     pthread_mutex_lock(&r->mu);
     r->busy = 0;
     pthread_cond_broadcast(&r->cv);
@@ -1074,8 +1229,7 @@ static void *syncer_main(void *arg) {
         r->durable_index = target;
       r->syncs++;
     } else {
-      lkvnet_seterr(&r->sticky, LKV_IOERROR, "fdatasync %s: %s", r->path,
-             strerror(e));
+      ioerr(&r->sticky, e, "fdatasync", r->path);
     }
     pthread_mutex_unlock(&r->mu);
     notify(r);
@@ -1119,7 +1273,7 @@ void lkvnet_rlog_stats_get(lkvnet_rlog *r, lkvnet_rlog_stats *out) {
 }
 
 int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
-  int rc = LKV_OK;
+  int rc = LKV_OK, e;
   if (r == NULL) return LKV_OK;
   if (r->started) compact_finish(r); /* needs the syncer for its rename */
   pthread_mutex_lock(&r->mu);
@@ -1127,9 +1281,14 @@ int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
   pthread_cond_broadcast(&r->cv);
   pthread_mutex_unlock(&r->mu);
   if (r->started) pthread_join(r->syncer, NULL);
-  if (r->sticky.code == LKV_OK && fdatasync(r->fd) != 0)
-    rc = seterrno(err, "fdatasync", r->path);
-  if (close(r->fd) != 0 && rc == LKV_OK) rc = seterrno(err, "close", r->path);
+  if (r->sticky.code != LKV_OK) { /* stuck: what was not synced may be lost */
+    rc = r->sticky.code;
+    if (err != NULL) *err = r->sticky;
+  } else if ((e = f_sync(r->env, r->fd)) != 0) {
+    rc = ioerr(err, e, "fdatasync", r->path);
+  }
+  if ((e = r->env->close(r->env, r->fd)) != 0 && rc == LKV_OK)
+    rc = ioerr(err, e, "close", r->path);
   pthread_mutex_destroy(&r->mu);
   pthread_cond_destroy(&r->cv);
   free(r->scratch);
@@ -1148,49 +1307,69 @@ int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
 #define TERM_MAGIC "LUNAKVTM"
 #define TERM_SIZE 20u /* magic 8, term 8, crc32c of the first 16 bytes 4 */
 
-int lkvnet_term_load(const char *dir, uint64_t *term, lkv_err *err) {
+int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
+                     lkv_err *err) {
   char path[4096 + 8];
   unsigned char b[TERM_SIZE + 1];
-  ssize_t n;
-  int fd;
+  long long n;
+  int fd, e;
   pthread_once(&crc_once, crc_init);
+  env = env_or_posix(env);
   *term = 0;
   snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
-  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-    if (errno == ENOENT) return LKV_OK;
-    return seterrno(err, "open", path);
+  if ((e = env->open(env, path, O_RDONLY, 0, &fd)) != 0) {
+    if (e == ENOENT) return LKV_OK;
+    return ioerr(err, e, "open", path);
   }
-  n = read(fd, b, sizeof b);
-  close(fd);
-  if (n != (ssize_t)TERM_SIZE || memcmp(b, TERM_MAGIC, 8) != 0 ||
+  n = env->pread(env, fd, b, sizeof b, 0);
+  f_close(env, fd);
+  if (n < 0) return ioerr(err, (int)-n, "read", path);
+  if (n != (long long)TERM_SIZE || memcmp(b, TERM_MAGIC, 8) != 0 ||
       get32(b + 16) != crc32c(0, b, 16))
     return lkvnet_seterr(err, LKV_CORRUPTION, "%s: not a valid term file "
-                         "(%zd bytes)", path, n);
+                         "(%lld bytes)", path, n);
   *term = get64(b + 8);
   return LKV_OK;
 }
 
-int lkvnet_term_store(const char *dir, uint64_t term, lkv_err *err) {
+int lkvnet_term_store(const char *dir, const lkv_env *env, uint64_t term,
+                      lkv_err *err) {
   char path[4096 + 8], tmp[4096 + 16];
   unsigned char b[TERM_SIZE];
-  int fd;
+  const char *what;
+  int fd, e;
   pthread_once(&crc_once, crc_init);
+  env = env_or_posix(env);
   snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   memcpy(b, TERM_MAGIC, 8);
   put64(b + 8, term);
   put32(b + 16, crc32c(0, b, 16));
-  if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
-    return seterrno(err, "create", tmp);
-  if (write_all(fd, b, sizeof b) != 0 || fdatasync(fd) != 0) {
-    int rc = seterrno(err, "write", tmp);
-    close(fd);
-    unlink(tmp);
+  if ((e = env->open(env, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
+    return ioerr(err, e, "create", tmp);
+  if ((e = pwrite_all(env, fd, b, sizeof b, 0)) != 0) {
+    what = "write";
+  } else if ((e = f_sync(env, fd)) != 0) {
+    what = "fdatasync";
+  } else {
+    e = env->close(env, fd);
+    fd = -1;
+    what = "close";
+  }
+  if (e != 0) {
+    int rc = ioerr(err, e, what, tmp);
+    f_close(env, fd);
+    (void)env->unlink(env, tmp);
     return rc;
   }
-  close(fd);
-  if (rename(tmp, path) != 0) return seterrno(err, "rename", tmp);
-  fsync_dir(dir);
+  if ((e = env->rename(env, tmp, path)) != 0) {
+    int rc = ioerr(err, e, "rename", tmp);
+    (void)env->unlink(env, tmp);
+    return rc;
+  }
+  /* the term counts once its name survives a crash */
+  if ((e = env->sync_dir(env, dir)) != 0)
+    return ioerr(err, e, "fsync directory", dir);
   return LKV_OK;
 }
 

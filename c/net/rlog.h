@@ -19,11 +19,31 @@
  * entries since the last cut; with compaction off it grows with every
  * write (docs/replication.md, "Log compaction").
  *
- * Errors: lkv_err and the LKV_* codes of the engine's public header. A
- * failed sync is sticky: every later append fails with it (after a failed
- * fsync nothing about the file's contents can be trusted). A failed write
- * is cut back out of the file and fails only its own append, unless the
- * cut fails too, which is sticky.
+ * Files: every call on a file or directory (the log, its replay at open,
+ * truncate, rewrite and compaction, the syncer's fdatasync, the term
+ * file) goes through the lkv_env given to lkvnet_rlog_open and the term
+ * functions (lunakv.h; NULL = lkv_env_posix()), so tests can fail any of
+ * them and simulate a power loss (c/engine/faultenv.h).
+ *
+ * Errors: lkv_err and the LKV_* codes of the engine's public header.
+ * The stickiness rule: a failure is sticky - every later append, truncate,
+ * rewrite and compaction fails with it, and nothing more becomes durable,
+ * until the log is closed and opened again - exactly when the file may no
+ * longer hold what the log says it holds:
+ *  - a failed fdatasync of the log (the syncer's, a truncate's, or a
+ *    compaction's last one): after a failed fsync nothing about the file
+ *    can be trusted;
+ *  - a failed cut-back of a failed append, or of its sync (the file may
+ *    end in half a frame);
+ *  - a failed rename or directory sync after a rewrite or compaction has
+ *    switched to its new file (a crash may bring the old one back).
+ * Everything else fails only its own call and leaves the log as it was:
+ * a failed append write, cut back out of the file (no partial frame, its
+ * index not used up: the next append may succeed); a failed truncate (the
+ * file is left whole); a rewrite or compaction that fails before its
+ * switch (the old file keeps the name, the new one is removed); and
+ * refusals (LKV_INVALID, LKV_TOOBIG, LKV_NOMEM). lkvnet_rlog_error says
+ * whether the log is stuck.
  */
 #ifndef LKVNET_RLOG_H
 #define LKVNET_RLOG_H
@@ -74,19 +94,27 @@ typedef struct lkvnet_rlog_stats {
   char dropped_why[LKV_ERR_MSG_LEN]; /* "" or what was cut and why */
 } lkvnet_rlog_stats;
 
-/* Open or create dir/replication.log, replay every valid entry through fn
- * (may be NULL), cut a torn or corrupt tail (reported in the stats), make
- * what is left durable, and start the syncer. A bad header, or a valid
- * record out of index order, fails with LKV_CORRUPTION naming the offset.
- * On success *out owns the file until lkvnet_rlog_close. */
-int lkvnet_rlog_open(const char *dir, int notify_fd, lkvnet_rlog_replay_fn fn,
-                     void *ctx, lkvnet_rlog **out, lkv_err *err);
+/* Open or create dir/replication.log through env (NULL: POSIX), replay
+ * every valid entry through fn (may be NULL), cut a torn or corrupt tail
+ * (reported in the stats), make what is left durable, and start the
+ * syncer. A new log's header is written aside, synced and renamed into
+ * place, then the directory synced. A bad header, or a valid record out
+ * of index order, fails with LKV_CORRUPTION naming the offset; a failed
+ * read fails with LKV_IOERROR (never taken for a torn tail: nothing is
+ * cut). On success *out owns the file until lkvnet_rlog_close; env must
+ * outlive it. */
+int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
+                     lkvnet_rlog_replay_fn fn, void *ctx, lkvnet_rlog **out,
+                     lkv_err *err);
 
 /* Append one entry with the given term (at least last_term; else
- * LKV_INVALID) and index last_index + 1 (returned in *index). The bytes reach the OS (write(2)) before it returns; they
- * are durable once lkvnet_rlog_durable_index() >= *index. LKV_TOOBIG for
- * a key or value over the engine's limits; LKV_IOERROR (sticky) when the
- * write fails - the file is cut back so it never holds a partial record. */
+ * LKV_INVALID) and index last_index + 1 (returned in *index). The bytes
+ * reach the OS (one pwrite) before it returns; they are durable once
+ * lkvnet_rlog_durable_index() >= *index. LKV_TOOBIG for a key or value
+ * over the engine's limits. LKV_IOERROR when the write fails: the file is
+ * cut back so it never holds a partial record, and the failure is this
+ * append's only (not sticky) unless the cut fails too (sticky); the
+ * sticky failure, when there is one. */
 int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
                        size_t klen, const char *val, size_t vlen,
                        uint64_t *index, lkv_err *err);
@@ -104,7 +132,10 @@ int lkvnet_rlog_term_at(lkvnet_rlog *r, uint64_t index, uint64_t *term);
 
 /* Drop every entry after index (base_index <= index <= last_index): a
  * follower whose tail conflicts with the leader's log. The durable index
- * comes down with it. */
+ * comes down with it. The cut is fdatasync'ed before this returns (on the
+ * caller's thread), so nothing appended after it can sit on disk beside
+ * what it cut. A failed cut (LKV_IOERROR) leaves the log whole and is not
+ * sticky; a failed sync of it is. */
 int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err);
 
 /* Rewrite the file so it starts after (base_index, base_term): entries
@@ -112,7 +143,9 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err);
  * later ones kept. With base_index past last_index the log becomes empty
  * and continues from base_index + 1 (a follower that installed a
  * snapshot). The new file is written aside, fsync'ed and renamed over
- * the old one, so a crash leaves one or the other. */
+ * the old one, and the directory synced, so a crash leaves one or the
+ * other. A failure before the rename leaves the log as it was (not
+ * sticky); a failed directory sync after it is sticky. */
 int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
                         uint64_t base_term, lkv_err *err);
 
@@ -195,11 +228,16 @@ int lkvnet_rlog_decode(const unsigned char *buf, size_t len, size_t *off,
 
 /* ---- the node's current term (DATA_DIR/term) ------------------------- */
 
-/* Raft's currentTerm must survive restarts. 0 when the file is absent;
- * LKV_CORRUPTION when it is damaged. */
-int lkvnet_term_load(const char *dir, uint64_t *term, lkv_err *err);
-/* Written aside, fsync'ed, renamed: a crash leaves the old or new term. */
-int lkvnet_term_store(const char *dir, uint64_t term, lkv_err *err);
+/* Raft's currentTerm must survive restarts. Both go through env (NULL:
+ * POSIX). 0 when the file is absent; LKV_CORRUPTION when it is damaged;
+ * LKV_IOERROR when it cannot be read. */
+int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
+                     lkv_err *err);
+/* Written aside, fsync'ed, renamed, the directory synced: a crash leaves
+ * the old or new term. LKV_IOERROR when any step fails (the term must
+ * then not be used: it may not survive a crash). */
+int lkvnet_term_store(const char *dir, const lkv_env *env, uint64_t term,
+                      lkv_err *err);
 
 /* The log's first and last index bounds, for the owner thread only (no
  * lock: only the owner moves them): the hot paths' cheap reads, where
@@ -216,8 +254,9 @@ int lkvnet_rlog_error(lkvnet_rlog *r, lkv_err *err);
 void lkvnet_rlog_stats_get(lkvnet_rlog *r, lkvnet_rlog_stats *out);
 
 /* Finish a running compaction, stop the syncer, sync what is left, close
- * the file and free r. Returns the final sync's failure, if any (r is
- * freed either way). */
+ * the file and free r. Returns the sticky failure when the log is stuck
+ * (what was not synced may be lost), else the final sync's or the close's
+ * failure, if any (r is freed either way). */
 int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err);
 
 #endif

@@ -625,6 +625,21 @@ static size_t holders(lkvnet_server *s, uint64_t index) {
   return n;
 }
 
+/* A drain ends once every request held is answered and every answer is
+ * written out (the loop writes them: stopping it first would drop them
+ * unsent), or DRAIN_FLUSH_S after the last answer for a client that does
+ * not read its own. */
+#define DRAIN_FLUSH_S 5.0
+
+static void drain_step(lkvnet_server *s) {
+  double t;
+  if (!s->draining || s->waiting > 0) return;
+  t = lkvnet_node_now();
+  if (s->drained_at == 0) s->drained_at = t;
+  if (lkvnet_node_conns_answering(s) == 0 || t - s->drained_at >= DRAIN_FLUSH_S)
+    event_base_loopexit(s->base, NULL);
+}
+
 /* Every 50 ms: answer what missed its deadline; heartbeats and retries
  * to followers; finish a drain. */
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
@@ -655,7 +670,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   serve_waiters(s); /* frees the answered */
   compaction_poll(s); /* what a truncate or an install finished */
   lkvnet_node_peers_kick(s); /* retries and heartbeats; followers have no peers */
-  if (s->draining && s->waiting == 0) event_base_loopexit(s->base, NULL);
+  drain_step(s);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg) {
@@ -669,7 +684,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     evhttp_del_accept_socket(s->http, s->sock);
     s->sock = NULL;
   }
-  if (s->waiting == 0) event_base_loopexit(s->base, NULL);
+  drain_step(s);
 }
 
 /* }====================================================================== */
@@ -682,7 +697,7 @@ int lkvnet_node_start_term(lkvnet_server *s, uint64_t t) {
   lkv_err err;
   int rc;
   err.msg[0] = '\0';
-  if ((rc = lkvnet_term_store(s->data_dir, t, &err)) != LKV_OK) {
+  if ((rc = lkvnet_term_store(s->data_dir, s->env, t, &err)) != LKV_OK) {
     lkvnet_node_log(s, "cannot persist term %llu: %s", (unsigned long long)t, err.msg);
     return rc;
   }
@@ -1575,6 +1590,38 @@ static char *dupstr(const char *p) {
   return p ? strdup(p) : NULL;
 }
 
+/* DATA_DIR through the env: made when missing, and then its parent
+ * synced, so the new directory (and the log inside it) survives a crash. */
+static int make_data_dir(const lkv_env *env, const char *dir, lkv_err *err) {
+  char parent[4096];
+  const char *slash;
+  lkv_env_info st;
+  int e = env->mkdir(env, dir);
+  if (e == EEXIST) {
+    if ((e = env->stat(env, dir, &st)) != 0)
+      return lkvnet_seterr(err, LKV_IOERROR, "stat %s: %s", dir, strerror(e));
+    if (!st.is_dir)
+      return lkvnet_seterr(err, LKV_INVALID, "%s exists and is not a "
+                           "directory", dir);
+    return LKV_OK;
+  }
+  if (e != 0)
+    return lkvnet_seterr(err, LKV_IOERROR, "mkdir %s: %s", dir, strerror(e));
+  slash = strrchr(dir, '/');
+  while (slash != NULL && slash > dir && slash[1] == '\0') /* "a/b/" */
+    slash = memrchr(dir, '/', (size_t)(slash - dir));
+  if (slash == NULL)
+    snprintf(parent, sizeof parent, ".");
+  else if (slash == dir)
+    snprintf(parent, sizeof parent, "/");
+  else
+    snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir), dir);
+  if ((e = env->sync_dir(env, parent)) != 0)
+    return lkvnet_seterr(err, LKV_IOERROR, "fsync directory %s: %s", parent,
+                         strerror(e));
+  return LKV_OK;
+}
+
 /* "http://host:port" -> a client connection of this loop, and the Host
  * header to send. */
 static struct evhttp_connection *connect_url(lkvnet_server *s, const char *url,
@@ -1654,6 +1701,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   if ((s = calloc(1, sizeof *s)) == NULL)
     return lkvnet_seterr(err, LKV_NOMEM, "server");
   s->pipefd[0] = s->pipefd[1] = -1;
+  s->env = o->engine.env != NULL ? o->engine.env : lkv_env_posix();
   s->max_body = o->max_body_bytes;
   s->write_timeout_ms = o->write_timeout_ms;
   s->log = o->log;
@@ -1699,10 +1747,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     }
 
   /* the engine; its WAL need not sync: the log is the durable record */
-  if (mkdir(s->data_dir, 0755) != 0 && errno != EEXIST) {
-    rc = lkvnet_seterr(&e, LKV_IOERROR, "mkdir %s: %s", s->data_dir, strerror(errno));
-    goto fail;
-  }
+  if ((rc = make_data_dir(s->env, s->data_dir, &e)) != LKV_OK) goto fail;
   if ((size_t)snprintf(dbdir, sizeof dbdir, "%s/db", s->data_dir) >=
       sizeof dbdir) {
     rc = lkvnet_seterr(&e, LKV_INVALID, "data directory path is too long");
@@ -1742,8 +1787,8 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     rc = lkvnet_seterr(&e, LKV_IOERROR, "pipe: %s", strerror(errno));
     goto fail;
   }
-  if ((rc = lkvnet_rlog_open(s->data_dir, s->pipefd[1], replay_entry, s,
-                             &s->rlog, &e)) != LKV_OK)
+  if ((rc = lkvnet_rlog_open(s->data_dir, s->env, s->pipefd[1],
+                             replay_entry, s, &s->rlog, &e)) != LKV_OK)
     goto fail;
   lkvnet_rlog_stats_get(s->rlog, &rs);
   if (rs.last_index < s->applied_index) {
@@ -1753,7 +1798,8 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                 (unsigned long long)s->applied_index);
     goto fail;
   }
-  if ((rc = lkvnet_term_load(s->data_dir, &s->term, &e)) != LKV_OK) goto fail;
+  if ((rc = lkvnet_term_load(s->data_dir, s->env, &s->term, &e)) != LKV_OK)
+    goto fail;
   if (rs.last_term > s->term) s->term = rs.last_term;
 
   /* the loop and the listening socket */
