@@ -9,6 +9,7 @@
 -- Works on a scratch copy of the tracked files (never the checkout): each
 -- mutation is applied, the test command runs there (it builds what it
 -- needs), then the file is restored. Prints a table of caught / SURVIVED /
+-- no-build (the mutated file does not compile: the row proves nothing) /
 -- stale (the original text is no longer in the file: the list needs
 -- mending) and exits 1 unless every one was caught.
 
@@ -78,9 +79,15 @@ if sample and sample < #chosen then
 end
 
 local root = capture("git rev-parse --show-toplevel"):gsub("\n$", "")
+-- one scratch copy per user and checkout, so two checkouts never share one
+local function hash(str)
+  local h = 5381
+  for i = 1, #str do h = (h * 33 + str:byte(i)) % 4294967296 end
+  return string.format("%08x", h)
+end
 local scratch = os.getenv("MUTATE_DIR") or ("/tmp/lunakv-mutate-" ..
-  capture("id -u"):gsub("\n$", ""))
-assert(scratch:match("^/tmp/lunakv%-mutate") or os.getenv("MUTATE_DIR"),
+  capture("id -u"):gsub("\n$", "") .. "-" .. hash(root))
+assert(scratch:match("^/tmp/lunakv%-mutate%-") or os.getenv("MUTATE_DIR"),
   "refusing scratch dir " .. scratch)
 io.stderr:write("mutate: ", #chosen, " mutation(s) in ", scratch, "\n")
 sh("rm -rf '" .. scratch .. "' && mkdir -p '" .. scratch .. "'")
@@ -101,9 +108,18 @@ for i, m in ipairs(chosen) do
     write(path, orig:sub(1, s - 1) .. m.to .. orig:sub(e + 1))
     io.stderr:write(string.format("mutate: [%d/%d] %s\n", i, #chosen, m.name))
     local log = scratch .. "/mutate.log"
-    local ok = sh("cd '" .. scratch .. "' && timeout " .. (m.timeout or 600) ..
-      " sh -c " .. string.format("%q", m.test) .. " >'" .. log .. "' 2>&1")
-    status = ok and "SURVIVED" or "caught"
+    -- a mutation that does not compile proves nothing: it is reported as
+    -- such, not as caught
+    local builds = not m.file:match("%.c$") or sh("cd '" .. scratch ..
+      "' && ${CC:-cc} -std=c11 -D_GNU_SOURCE -fsyntax-only -Ic/engine -Ic/net " ..
+      "-Ic/lua -I/usr/include/lua5.4 '" .. m.file .. "' >'" .. log .. "' 2>&1")
+    if not builds then
+      status = "no-build"
+    else
+      local ok = sh("cd '" .. scratch .. "' && timeout " .. (m.timeout or 600) ..
+        " sh -c " .. string.format("%q", m.test) .. " >'" .. log .. "' 2>&1")
+      status = ok and "SURVIVED" or "caught"
+    end
     write(path, orig)
   end
   if status ~= "caught" then survived = survived + 1 end
