@@ -197,6 +197,21 @@ describe("the fault env", function()
       assert.matches("sequence number does not follow on", db:stats().recovery)
     end)
 
+  -- A directory made for a new database is an entry of its parent: a
+  -- power cut takes it, and all its files, unless the parent is synced.
+  it("keeps SYNC=always writes of a database made in a new directory",
+    function()
+      local fe = core.fault_env()
+      local nested = dir .. "/new/db"
+      local db = h.open(nested, { env = fe, sync = "always" })
+      db:set("first", "write")
+      fe:crash()
+      pcall(db.close, db)
+      fe:power_loss("drop")
+      db = h.open(nested, { env = fe })
+      assert.equal("write", db:get("first"))
+    end)
+
   it("refuses a bad call kind, errno name or mode", function()
     local fe = core.fault_env()
     assert.matches("unknown call kind 'writes'",

@@ -76,6 +76,11 @@ return {
     test = crash("power 1000 seed 13") },
   -- (skipping a bad record is no longer a single point of failure: the
   -- sequence chain stops the replay at the record after it)
+  { name = "open: a new database's directory not synced into its parent",
+    file = "c/engine/env.c",
+    from = "        if ((rc = ENV(e)->sync_dir(ENV(e), parent))) return ioerr(err, rc, \"fsync\", parent);",
+    to = "        (void)parent;",
+    test = spec("15-faults_spec.lua", "new directory") },
   { name = "WAL replay: a record's checksum not checked",
     file = "c/engine/wal.c",
     from = "    if (lkv_crc32c(buf + pos + 4, 4 + (size_t)n) != lkv_get32(buf + pos)) {",

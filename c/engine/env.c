@@ -287,13 +287,27 @@ int lkv_env_mkdirs(const lkv_env *e, const char *dir, lkv_err *err) {
   if (n == 0 || n >= sizeof buf)
     return lkv_seterr(err, LKV_INVALID, "bad directory name '%s'", dir);
   memcpy(buf, dir, n + 1);
+  size_t parent_end = 0; /* buf[0 .. parent_end) names the parent; 0: "." */
   for (size_t i = 1; i <= n; i++) {
     if (buf[i] == '/' || buf[i] == '\0') {
       char c = buf[i];
       buf[i] = '\0';
       int rc = ENV(e)->mkdir(ENV(e), buf);
       if (rc && rc != EEXIST) return ioerr(err, rc, "mkdir", buf);
+      if (rc == 0) {
+        /* a directory created is durable only once its parent is synced:
+         * a power cut could otherwise take the whole database with it */
+        char parent[4096];
+        if (parent_end == 0) {
+          snprintf(parent, sizeof parent, "%s", buf[0] == '/' ? "/" : ".");
+        } else {
+          memcpy(parent, buf, parent_end);
+          parent[parent_end] = '\0';
+        }
+        if ((rc = ENV(e)->sync_dir(ENV(e), parent))) return ioerr(err, rc, "fsync", parent);
+      }
       buf[i] = c;
+      if (c == '/') parent_end = i;
     }
   }
   lkv_env_info st;

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,7 @@ typedef struct fnode {
   struct fnode *next;
 } fnode;
 
-enum { OP_CREATE, OP_RENAME, OP_UNLINK };
+enum { OP_CREATE, OP_RENAME, OP_UNLINK, OP_MKDIR };
 
 typedef struct dirop {
   int kind;
@@ -482,8 +483,12 @@ static int fe_unlink(const lkv_env *env, const char *path) {
 static int fe_mkdir(const lkv_env *env, const char *path) {
   lkv_faultenv *f = FE(env);
   int e = enter_op(f, LKV_FOP_MKDIR, path, -1);
+  if (e == 0) e = lkv_env_posix()->mkdir(lkv_env_posix(), path);
+  /* a new directory is a change of its parent, lost with everything in it
+   * unless the parent is synced */
+  if (e == 0) e = add_op(f, OP_MKDIR, path, NULL, NULL);
   pthread_mutex_unlock(&f->mu);
-  return e ? e : lkv_env_posix()->mkdir(lkv_env_posix(), path);
+  return e;
 }
 
 typedef struct list_ctx {
@@ -699,10 +704,22 @@ static uint64_t rand_upto(uint64_t *s, uint64_t n) {
   return n == UINT64_MAX ? next_rand(s) : next_rand(s) % (n + 1);
 }
 
+static int remove_tree(const char *path, const struct stat *st, int flag,
+                       struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path) < 0 ? errno : 0;
+}
+
 static int undo_op(const dirop *o) {
   switch (o->kind) {
   case OP_CREATE:
     return unlink(o->a) < 0 && errno != ENOENT ? errno : 0;
+  case OP_MKDIR: /* the directory never reached the disk, nor its files */
+    return nftw(o->a, remove_tree, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT
+               ? errno
+               : 0;
   case OP_RENAME:
     if (rename(o->b, o->a) < 0) return errno;
     return o->backup && rename(o->backup, o->b) < 0 ? errno : 0;

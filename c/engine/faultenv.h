@@ -9,7 +9,11 @@
  *    old contents are saved first), may be lost;
  *  - creations, renames and removals of directory entries until the
  *    directory is synced (a removed or replaced file is kept under a
- *    hidden name, ".faultenv.N", which directory listings do not show).
+ *    hidden name, ".faultenv.N", which directory listings do not show);
+ *    a directory made but whose parent was not synced goes with all it
+ *    holds.
+ * A truncation is undone as one block: a power cut cannot mix the bytes
+ * before and after a cut.
  * lkv_faultenv_power_loss() rolls the files back to such a state.
  *
  * Thread safety: every function may be called from any thread; the env's
