@@ -4,21 +4,8 @@
 -- (else the row is reported stale: mend it with the code). Tests run in
 -- the scratch copy's root and build what they need.
 
-local function ctest(name, args)
-  return "make -s build/test/" .. name .. " >/dev/null && build/test/" .. name ..
-    (args and (" " .. args) or "")
-end
-
-local function spec(file, filter)
-  return "make -s all >/dev/null && LUNAKV_BUILD=build lua5.4 /usr/bin/busted " ..
-    (filter and ("--filter=" .. string.format("%q", filter) .. " ") or "") ..
-    "spec/" .. file
-end
-
-local function crash(args)
-  return "make -s build/crash/crashtest >/dev/null && build/crash/crashtest " ..
-    "/tmp/lunakv-mutate-crash " .. args
-end
+local t = dofile("tools/mutation_tests.lua")
+local ctest, spec, crash = t.ctest, t.spec, t.crash
 
 return {
   -- ---- the write path ------------------------------------------------

@@ -7,16 +7,8 @@
 -- need. `make mutate MUTATE=node:` runs the node's server rows,
 -- `MUTATE=rlog:` the log's, `MUTATE=follower:` the follower's.
 
-local function ctest(name)
-  return "make -s build/test/" .. name .. " >/dev/null && build/test/" .. name
-end
-
--- filter: a Lua pattern over the test's full name (busted --filter)
-local function spec(file, filter)
-  return "make -s all >/dev/null && LUNAKV_BUILD=build lua5.4 /usr/bin/busted " ..
-    (filter and ("--filter=" .. string.format("%q", filter) .. " ") or "") ..
-    "spec/" .. file
-end
+local t = dofile("tools/mutation_tests.lua")
+local ctest, spec = t.ctest, t.spec
 
 return {
   -- ---- issue 16's rows: the commit rule, the token, the follower --------
