@@ -310,7 +310,13 @@ describe("db", function()
         return st.compaction_pending == 0 and st
       end, 20)
       assert.equal(before.bytes_written_disk, level_sum(before))
-      assert.is_true(before.bytes_written_per_level[1] > 0) -- flushes
+      -- flushes write into L0, or as deep as L2 when a table overlaps
+      -- nothing above (LevelDB's placement): their bytes are in the split
+      -- (it was "L0 > 0", which failed now and then under load, when the
+      -- flush thread merged every frozen memtable into a table L0 did
+      -- not need to hold)
+      local wp = before.bytes_written_per_level
+      assert.is_true(before.flushes > 0 and wp[1] + wp[2] + wp[3] > 0)
       db:compact()
       local after = db:stats()
       assert.equal(after.bytes_written_disk, level_sum(after))
