@@ -75,20 +75,7 @@ local CASES = {
   { "cluster up --timeout 1e9", "--timeout", "> 0 and <= 86400" },
 }
 
--- Pids of the processes whose command line mentions dir: a case that
--- got through (before its fix) may have started nodes.
-local function pids_under(dir)
-  local out = {}
-  for _, name in ipairs(h.list("/proc", "^%d+$")) do
-    local f = io.open("/proc/" .. name .. "/cmdline", "rb")
-    local cmd = f and f:read("a") or ""
-    if f then f:close() end
-    if cmd:find(dir, 1, true) and core.pid_alive(tonumber(name)) then
-      out[#out + 1] = tonumber(name)
-    end
-  end
-  return out
-end
+local pids_under = h.pids_under
 
 describe("numeric options #ranges", function()
   local dir

@@ -19,19 +19,7 @@ end
 
 local LUNAKV = h.lua .. " " .. h.quote(h.bin)
 
--- Pids of the processes whose command line mentions dir.
-local function pids_under(dir)
-  local out = {}
-  for _, name in ipairs(h.list("/proc", "^%d+$")) do
-    local f = io.open("/proc/" .. name .. "/cmdline", "rb")
-    local cmd = f and f:read("a") or ""
-    if f then f:close() end
-    if cmd:find(dir, 1, true) and core.pid_alive(tonumber(name)) then
-      out[#out + 1] = tonumber(name)
-    end
-  end
-  return out
-end
+local pids_under = h.pids_under
 
 local function cluster(cmd)
   return h.run(LUNAKV .. " cluster " .. cmd)

@@ -222,6 +222,21 @@ function M.cleanup()
   end
 end
 
+-- Pids of the live processes whose command line mentions s (e.g. a data
+-- dir: the nodes a test started there).
+function M.pids_under(s)
+  local out = {}
+  for _, name in ipairs(M.list("/proc", "^%d+$")) do
+    local f = io.open("/proc/" .. name .. "/cmdline", "rb")
+    local cmd = f and f:read("a") or ""
+    if f then f:close() end
+    if cmd:find(s, 1, true) and require("lunakv.core").pid_alive(tonumber(name)) then
+      out[#out + 1] = tonumber(name)
+    end
+  end
+  return out
+end
+
 -- Complete lines (ending in "\n") of a file; a torn last line is left out.
 function M.lines(path)
   local f = io.open(path, "rb")
