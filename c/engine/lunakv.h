@@ -240,7 +240,8 @@ LKV_API void lkv_buf_free(lkv_buf *b);
 LKV_API int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
                        lkv_buf *val, lkv_err *err);
 
-/* The sequence number of the newest visible write. */
+/* The sequence number of the newest visible write (0 once close has
+ * begun). */
 LKV_API uint64_t lkv_db_last_seq(lkv_db *db);
 
 /* ---- batches: atomic multi-key writes -------------------------------- */
@@ -362,12 +363,13 @@ typedef struct lkv_stats {
   char bg_error_msg[LKV_ERR_MSG_LEN];
 } lkv_stats;
 
+/* Once close has begun: all zero but bg_error = LKV_CLOSED. */
 LKV_API void lkv_db_stats(lkv_db *db, lkv_stats *out);
 
 /* Describe the live tables: calls fn once per table, level by level (L0
  * newest first), with its file number, size and user-key range (borrowed
- * for the call). Returns the number of tables. For inspection and tests
- * (e.g. "levels 1.. never overlap"). */
+ * for the call). Returns the number of tables (0 once close has begun).
+ * For inspection and tests (e.g. "levels 1.. never overlap"). */
 typedef void (*lkv_table_fn)(void *ctx, int level, uint64_t number,
                              uint64_t size, const char *smallest,
                              size_t smallest_len, const char *largest,
