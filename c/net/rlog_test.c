@@ -1789,6 +1789,17 @@ static void test_read_failure(void) {
   rmrf(dir);
 }
 
+/* The hook of test 15: every fsync waits at the gate (appends then all
+ * land before the syncer's first, failing, sync). */
+static void sync_gate_hook(void *ctx, int op, const char *path) {
+  Gate *g = ctx;
+  (void)path;
+  if (op != LKV_FOP_SYNC) return;
+  pthread_mutex_lock(&g->mu);
+  while (!g->open) pthread_cond_wait(&g->cv, &g->mu);
+  pthread_mutex_unlock(&g->mu);
+}
+
 /* 15. what a process that stopped (here: a log stuck on a failed sync)
  * left unsynced is synced by the next open before the log calls it
  * durable: a power loss after that open keeps it */
@@ -1799,22 +1810,29 @@ static void test_open_syncs(void) {
   lkvnet_rlog *r = NULL;
   lkv_err err = {0};
   Recs rs = {0};
+  Gate gate;
   int i;
   if (f == NULL || make_fault_dir(dir, sizeof dir) != 0) {
     lkv_faultenv_free(f);
     return;
   }
+  gate_init(&gate);
   CHECK_OK(lkvnet_rlog_open(dir, env, -1, NULL, NULL, &r, &err), &err);
   lkv_faultenv_fail(f, LKV_FOP_SYNC, 1, EIO, LKVNET_RLOG_FILE,
                     LKV_FAULT_STICKY);
+  /* the syncer may wake after the first append: its failing sync would
+   * then refuse the later ones, so every sync waits for the fifth */
+  lkv_faultenv_set_hook(f, sync_gate_hook, &gate);
   for (i = 1; r != NULL && i <= 5; i++)
     CHECK(app(r, 1, LKVNET_OP_SET, "k", 1, "v", 1) == (uint64_t)i);
+  gate_open(&gate);
   for (i = 0; r != NULL && i < 10000 && lkvnet_rlog_error(r, NULL) == LKV_OK;
        i++)
     sleep_ms(1);
   CHECK(r != NULL && lkvnet_rlog_durable_index(r) == 0);
   if (r != NULL) CHECK(lkvnet_rlog_close(r, &err) == LKV_IOERROR);
   CHECK(lkv_faultenv_unsynced_bytes(f) > 0);
+  lkv_faultenv_set_hook(f, NULL, NULL);
   lkv_faultenv_clear(f);
   r = NULL;
   CHECK_OK(lkvnet_rlog_open(dir, env, -1, NULL, NULL, &r, &err), &err);
@@ -1827,6 +1845,7 @@ static void test_open_syncs(void) {
   close_log(r);
   recs_free(&rs);
   lkv_faultenv_free(f);
+  gate_destroy(&gate);
   rmrf(dir);
 }
 
