@@ -174,12 +174,12 @@ bench: bench-build
 # installed when run as root; without it lunakv runs alone) on 127.0.0.1,
 # driven one after the other by the same C load generator at 32
 # connections: durable writes, then linearizable reads
-# (lua/lunakv/bench_cluster.lua). Everything started is stopped at the end.
+# (tools/bench_cluster.lua). Everything started is stopped at the end.
 BENCH_SECONDS ?= 10
 bench-cluster: deps
 	-@sh tools/deps.sh etcd-server || echo "bench-cluster: no etcd: lunakv only" >&2
 	@$(MAKE) --no-print-directory all
-	$(LUA) bin/lunakv run lua/lunakv/bench_cluster.lua --seconds $(BENCH_SECONDS)
+	$(LUA) bin/lunakv run tools/bench_cluster.lua --seconds $(BENCH_SECONDS)
 
 # libFuzzer targets for the readers of untrusted bytes (c/fuzz/): WAL
 # replay, SSTable open/read, MANIFEST decode, the HTTP JSON body reader, the

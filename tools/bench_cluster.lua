@@ -1,11 +1,11 @@
--- lunakv.bench_cluster - `make bench-cluster`: a 3-node lunakv cluster and,
+-- tools/bench_cluster.lua - `make bench-cluster`: a 3-node lunakv cluster and,
 -- when etcd is installed (Debian etcd-server), a 3-member etcd cluster,
 -- both on 127.0.0.1 with their data in one temporary directory, driven by
 -- the same C load generator (core.http_bench) at the same concurrency:
 -- durable quorum writes, then linearizable reads. Prints ops/s, p50 and
 -- p99 for each and the ratio lunakv / etcd, then stops everything.
 --
---   lua5.4 bin/lunakv run lua/lunakv/bench_cluster.lua [--seconds S]
+--   lua5.4 bin/lunakv run tools/bench_cluster.lua [--seconds S]
 --       [--connections C] [--value-size B] [--json]
 --
 -- Writes go to the lunakv leader (a follower would forward them) and are
@@ -13,6 +13,9 @@
 -- member forwards to its leader). Reads are linearizable on both sides:
 -- lunakv's /get?consistent=true and etcd's default range, spread over
 -- every node.
+--
+-- A make target's script, not part of the installed module: it lives here
+-- beside the other tools and runs only through `lunakv run`.
 
 local core = require "lunakv.core"
 
@@ -263,10 +266,5 @@ end
 
 -- }======================================================================
 
--- `bin/lunakv run lua/lunakv/bench_cluster.lua ARGS`: run; require: module
-if ... ~= "lunakv.bench_cluster" then
-  math.randomseed(os.time())
-  os.exit(M.main({ ... }), true)
-end
-
-return M
+math.randomseed(os.time())
+os.exit(M.main({ ... }), true)
