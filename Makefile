@@ -237,11 +237,16 @@ fuzz-corpus: fuzz-build
 	  rm -rf $(FUZZ_CORPUS)/$$t && mv $(FUZZ_CORPUS)/$$t.new $(FUZZ_CORPUS)/$$t; \
 	  echo "$$t: $$(ls $(FUZZ_CORPUS)/$$t | wc -l) inputs"; done
 
+# the Lua package's directories (lunakv, lunakv/cmd, ...): every *.lua in
+# them is installed, so a new module file needs no line here
+LUA_PKG_DIRS = $(patsubst lua/%/,%,$(sort $(dir $(wildcard lua/lunakv/*.lua lua/lunakv/*/*.lua))))
+
 install: all
-	install -d $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_LUADIR)/lunakv \
-	           $(DESTDIR)$(INST_BINDIR)
+	install -d $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_BINDIR) \
+	           $(LUA_PKG_DIRS:%=$(DESTDIR)$(INST_LUADIR)/%)
 	install -m 0755 $(BUILD)/lunakv/core.so $(DESTDIR)$(INST_LIBDIR)/lunakv/core.so
-	install -m 0644 lua/lunakv/*.lua $(DESTDIR)$(INST_LUADIR)/lunakv/
+	set -e; for d in $(LUA_PKG_DIRS); do \
+	  install -m 0644 lua/$$d/*.lua $(DESTDIR)$(INST_LUADIR)/$$d/; done
 	install -m 0755 bin/lunakv $(DESTDIR)$(INST_BINDIR)/lunakv
 
 uninstall:

@@ -85,13 +85,4 @@ function M.run_local(setup, args, opts, info)
   return true
 end
 
--- `lunakv bench` as lunakv.cli calls it: the options' parser, then a run.
-function M.add_to_parser(c)
-  return require("lunakv.cmd.bench").add_to_parser(c)
-end
-
-function M.main(args, opts, info)
-  return require("lunakv.cmd.bench").run(args, opts, info)
-end
-
 return M

@@ -18,7 +18,8 @@
 -- output appended to the log) and watched with core.pid_alive / core.kill:
 -- no shell strings. D/cluster.json is the only state; a pid is trusted
 -- only while /proc says that process still runs with the node's data dir
--- on its command line, so a recycled pid is never signalled.
+-- on its command line, so a recycled pid is never signalled. The command
+-- line's side (actions, arguments, help) is lunakv.cmd.cluster.
 
 local M = {}
 
@@ -26,49 +27,6 @@ local UP_TIMEOUT = 20    -- seconds for every node to be healthy and agree
 local DOWN_GRACE = 10    -- seconds between SIGTERM and SIGKILL
 local LOG_TAIL_LINES = 20
 M.UP_TIMEOUT, M.DOWN_GRACE = UP_TIMEOUT, DOWN_GRACE
-
--- {======================================================================
--- Options
--- =======================================================================
-
-local MAX_NODES = 64
-local MAX_TIMEOUT = 86400
-
--- c: the `cluster` command's parser; h: { help_flag = f(p),
--- config_options = f(p) } from lunakv.cli (our --help and -c/-s flags).
-function M.add_to_parser(c, h)
-  c:command_target("action"):require_command(true)
-  local function sub(name, summary)
-    local s = c:command(name, summary):summary(summary):add_help(false)
-    if h and h.help_flag then h.help_flag(s) end
-    s:option("--dir", "The cluster's directory: data, logs and "
-      .. "cluster.json (default ./cluster).")
-      :argname("<dir>")
-    return s
-  end
-  local up = sub("up", "Start N local nodes and wait until they agree on "
-    .. "a leader.")
-  local config = require "lunakv.config"
-  up:argument("n", "How many nodes (default 3; 1 to " .. MAX_NODES .. ").")
-    :args("?"):argname("<n>"):convert(config.int_arg("N", 1, MAX_NODES))
-  up:option("--base-port", "Port of the first node; the others follow "
-    .. "(default 8000; 1 to 65535, and the last node's port too).")
-    :argname("<port>"):convert(config.int_arg("--base-port", 1, 65535))
-  up:option("--token", "Shared secret for the cluster-internal routes, "
-    .. "given to every node as CLUSTER_TOKEN (default: CLUSTER_TOKEN "
-    .. "from .env or the environment, which the nodes read themselves).")
-    :argname("<token>")
-  up:option("--timeout", "Seconds to wait for the nodes (default "
-    .. UP_TIMEOUT .. "; > 0 and <= " .. MAX_TIMEOUT .. ").")
-    :argname("<s>"):convert(config.seconds_arg("--timeout", MAX_TIMEOUT))
-  if h and h.config_options then h.config_options(up) end
-  sub("status", "Print every recorded node's role, indexes and lag.")
-  sub("down", "Stop every recorded node (SIGTERM, SIGKILL after 10 s), "
-    .. "also one restarted by hand; keep cluster.json while any still "
-    .. "answers.")
-end
-
--- }======================================================================
 
 -- {======================================================================
 -- Files and processes
@@ -355,7 +313,10 @@ local function plan(args, dir, n, base)
   s.interp, s.bin = self_command()
   s.flags = {}
   local cfg = args.config or args.global_config
-  if cfg then s.flags[#s.flags + 1] = "-c"; s.flags[#s.flags + 1] = absolute(cfg) end
+  if cfg then
+    s.flags[#s.flags + 1] = "-c"
+    s.flags[#s.flags + 1] = absolute(cfg)
+  end
   for _, list in ipairs { args.global_set or {}, args.set or {} } do
     for _, kv in ipairs(list) do
       s.flags[#s.flags + 1] = "-s"
@@ -670,13 +631,5 @@ function M.down(args)
 end
 
 -- }======================================================================
-
--- `lunakv cluster ACTION`: true, or nil and a message.
-function M.main(args)
-  if args.action == "up" then return M.up(args) end
-  if args.action == "status" then return M.status(args) end
-  if args.action == "down" then return M.down(args) end
-  return 2, "cluster: expected up, status or down"
-end
 
 return M
