@@ -355,6 +355,7 @@ describe("lunakv shell --url #http", function()
     assert.equal("", out)
     assert.matches("^lunakv: cannot reach the node: io error: cannot connect "
       .. "to " .. url:gsub("%p", "%%%0") .. ": connection refused\n$", err)
+    local _
     code, _, err = h.run(LUNAKV .. " shell /tmp/x --url " .. h.quote(url))
     assert.equal(2, code)
     assert.matches("give a data directory or %-%-url, not both", err)

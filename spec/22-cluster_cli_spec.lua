@@ -103,6 +103,7 @@ describe("lunakv cluster #cluster", function()
     assert.same({ 1, 2 }, { leaders, followers })
 
     -- a second up on the same directory refuses and starts nothing
+    local _
     code, _, err = cluster("up 3 --base-port " .. (base + 10) .. " --dir "
       .. h.quote(dir))
     assert.equal(1, code)
