@@ -3,13 +3,9 @@
 local h = require "spec.helpers"
 local lunakv = require "lunakv"
 
-local function plain(s) return (s:gsub("%p", "%%%0")) end
+local plain = h.plain
 
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
-  return t
-end
+local lines = h.lines_of
 
 describe("bin/lunakv", function()
   local dir
@@ -23,8 +19,7 @@ describe("bin/lunakv", function()
   end)
 
   local function lunakv_cmd(args, cwd)
-    return h.run("cd " .. h.quote(cwd or dir) .. " && " .. h.lua .. " " ..
-      h.quote(h.bin) .. " " .. args)
+    return h.lunakv_in(cwd or dir, args)
   end
 
   describe("run", function()
@@ -157,7 +152,7 @@ end]], dir .. "/tmpname")
   describe("shell", function()
     local function shell(input, db)
       return h.run("cd " .. h.quote(dir) .. " && printf " .. h.quote(input) ..
-        " | " .. h.lua .. " " .. h.quote(h.bin) .. " shell " .. h.quote(db))
+        " | " .. h.lunakv_cmd .. " shell " .. h.quote(db))
     end
 
     it("answers piped commands with just the answers", function()

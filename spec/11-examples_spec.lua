@@ -37,9 +37,8 @@ describe("examples/", function()
   after_each(function() h.cleanup() end)
 
   local function run_example(name, args)
-    return h.run("cd " .. h.quote(dir) .. " && " .. h.lua .. " " ..
-      h.quote(h.bin) .. " run " .. h.quote(h.root .. "/examples/" .. name) ..
-      (args and (" " .. args) or ""))
+    return h.lunakv_in(dir, "run " .. h.quote(h.root .. "/examples/" .. name)
+      .. (args and (" " .. args) or ""))
   end
 
   local names = h.list(h.root .. "/examples", "%.lua$")

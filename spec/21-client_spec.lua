@@ -9,7 +9,7 @@ local hh = require "spec.http_helpers"
 local core = require "lunakv.core"
 local cjson = require "cjson"
 
-local LUNAKV = h.lua .. " " .. h.quote(h.bin)
+local LUNAKV = h.lunakv_cmd
 
 -- A port nothing listens on: a node's, after the node stopped.
 local function dead_url()

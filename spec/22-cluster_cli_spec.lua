@@ -17,7 +17,7 @@ local function random_base(span)
   return 20000 + (hh.pick_ports(1)[1] - 20000) % (12000 - span)
 end
 
-local LUNAKV = h.lua .. " " .. h.quote(h.bin)
+local LUNAKV = h.lunakv_cmd
 
 local pids_under = h.pids_under
 
