@@ -74,26 +74,18 @@ db:close()
       assert.is_true(#examples >= 1)
     end)
     -- Examples run without arguments: their documented default is a
-    -- temporary store from os.tmpname(), removed at their end. os.tmpname
-    -- is redirected into this test's directory (lua5.4 -e runs before
-    -- bin/lunakv), so nothing lands in /tmp, however the example ends.
+    -- temporary store from mktemp -d (examples/lib/store_dir.lua), removed
+    -- at their end. TMPDIR points it into this test's directory, so
+    -- nothing lands in /tmp, however the example ends.
     for _, ex in ipairs(examples) do
       it("runs examples/" .. ex .. " successfully", function()
-        local tmpname = string.format([[
-local n = 0
-os.tmpname = function()
-  n = n + 1
-  local p = %q .. n
-  assert(io.open(p, "w")):close()
-  return p
-end]], dir .. "/tmpname")
-        local code, out, err = h.run("cd " .. h.quote(dir) .. " && " .. h.lua ..
-          " -e " .. h.quote(tmpname) .. " " .. h.quote(h.bin) .. " run " ..
-          h.quote(h.root .. "/examples/" .. ex))
+        local tmp = dir .. "/tmp"
+        assert(require("lunakv.core").mkdir(tmp))
+        local code, out, err = h.lunakv_in(dir, "run "
+          .. h.quote(h.root .. "/examples/" .. ex), "TMPDIR=" .. h.quote(tmp))
         assert.equal(0, code, "stdout:\n" .. out .. "\nstderr:\n" .. err)
         assert.is_true(#out > 0)
-        assert.same({}, h.list(dir, "^tmpname"),
-          "the example left its temporary store")
+        assert.same({}, h.list(tmp), "the example left its temporary store")
       end)
     end
 

@@ -185,11 +185,12 @@ function M.run(cmd)
   return code, out, err
 end
 
--- Run bin/lunakv with args (shell words, redirections allowed) in dir.
--- Returns exit code, stdout, stderr.
-function M.lunakv_in(dir, args)
-  return M.run("cd " .. shell_quote(dir) .. " && " .. M.lunakv_cmd .. " "
-    .. args)
+-- Run bin/lunakv with args (shell words, redirections allowed) in dir;
+-- env: assignments ("K=V K2=V2") for its environment, optional. Returns
+-- exit code, stdout, stderr.
+function M.lunakv_in(dir, args, env)
+  return M.run("cd " .. shell_quote(dir) .. " && "
+    .. (env and (env .. " ") or "") .. M.lunakv_cmd .. " " .. args)
 end
 
 -- Sleep a little, between polls (Lua has no sleep of its own).
