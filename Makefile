@@ -174,12 +174,12 @@ bench: bench-build
 # installed when run as root; without it lunakv runs alone) on 127.0.0.1,
 # driven one after the other by the same C load generator at 32
 # connections: durable writes, then linearizable reads
-# (lua/lunakv/bench_cluster.lua). Everything started is stopped at the end.
+# (tools/bench_cluster.lua). Everything started is stopped at the end.
 BENCH_SECONDS ?= 10
 bench-cluster: deps
 	-@sh tools/deps.sh etcd-server || echo "bench-cluster: no etcd: lunakv only" >&2
 	@$(MAKE) --no-print-directory all
-	$(LUA) bin/lunakv run lua/lunakv/bench_cluster.lua --seconds $(BENCH_SECONDS)
+	$(LUA) bin/lunakv run tools/bench_cluster.lua --seconds $(BENCH_SECONDS)
 
 # libFuzzer targets for the readers of untrusted bytes (c/fuzz/): WAL
 # replay, SSTable open/read, MANIFEST decode, the HTTP JSON body reader, the
@@ -237,11 +237,16 @@ fuzz-corpus: fuzz-build
 	  rm -rf $(FUZZ_CORPUS)/$$t && mv $(FUZZ_CORPUS)/$$t.new $(FUZZ_CORPUS)/$$t; \
 	  echo "$$t: $$(ls $(FUZZ_CORPUS)/$$t | wc -l) inputs"; done
 
+# the Lua package's directories (lunakv, lunakv/cmd, ...): every *.lua in
+# them is installed, so a new module file needs no line here
+LUA_PKG_DIRS = $(patsubst lua/%/,%,$(sort $(dir $(wildcard lua/lunakv/*.lua lua/lunakv/*/*.lua))))
+
 install: all
-	install -d $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_LUADIR)/lunakv \
-	           $(DESTDIR)$(INST_BINDIR)
+	install -d $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_BINDIR) \
+	           $(LUA_PKG_DIRS:%=$(DESTDIR)$(INST_LUADIR)/%)
 	install -m 0755 $(BUILD)/lunakv/core.so $(DESTDIR)$(INST_LIBDIR)/lunakv/core.so
-	install -m 0644 lua/lunakv/*.lua $(DESTDIR)$(INST_LUADIR)/lunakv/
+	set -e; for d in $(LUA_PKG_DIRS); do \
+	  install -m 0644 lua/$$d/*.lua $(DESTDIR)$(INST_LUADIR)/$$d/; done
 	install -m 0755 bin/lunakv $(DESTDIR)$(INST_BINDIR)/lunakv
 
 uninstall:

@@ -6,13 +6,11 @@
 --
 -- Without DIR a temporary directory is used and removed at the end.
 local lunakv = require "lunakv"
+-- examples/lib/store_dir.lua: the directory named, or a temporary one
+package.path = arg[0]:gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
+local store_dir = require "store_dir"
 
-local dir, temporary = arg[1], false
-if not dir then
-  dir = os.tmpname()
-  os.remove(dir)
-  temporary = true
-end
+local dir, remove_dir = store_dir(arg[1])
 
 local db <close> = lunakv.open(dir)
 
@@ -101,6 +99,4 @@ print("orders: " .. n)
 assert(n == 5)
 
 db:close()
-if temporary then
-  os.execute("rm -rf '" .. dir:gsub("'", "'\\''") .. "'")
-end
+remove_dir()

@@ -6,14 +6,11 @@
 -- removed at the end; with DIR it is kept (run it twice and the keys are
 -- still there).
 local lunakv = require "lunakv"
+-- examples/lib/store_dir.lua: the directory named, or a temporary one
+package.path = arg[0]:gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
+local store_dir = require "store_dir"
 
-local dir, temporary = arg[1], false
-if not dir then
-  -- os.tmpname() creates a unique file; reuse its name for our directory
-  dir = os.tmpname()
-  os.remove(dir)
-  temporary = true
-end
+local dir, remove_dir = store_dir(arg[1])
 
 -- Options are checked by name: a typo such as { max_memtable_sise = 1 }
 -- raises an error listing the valid names.
@@ -88,6 +85,4 @@ print("tables per level: " .. table.concat(levels, ", "))
 
 db:close() -- also done by the garbage collector or a <close> variable
 
-if temporary then
-  os.execute("rm -rf '" .. dir:gsub("'", "'\\''") .. "'")
-end
+remove_dir()

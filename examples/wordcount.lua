@@ -9,6 +9,9 @@
 -- "line:<nnnnnn>" -> the line itself (so the text can be read back in
 -- order with a scan).
 local lunakv = require "lunakv"
+-- examples/lib/store_dir.lua: the directory named, or a temporary one
+package.path = arg[0]:gsub("[^/]*$", "") .. "lib/?.lua;" .. package.path
+local store_dir = require "store_dir"
 
 local TEXT = [[
 The write-ahead log takes every write first, then the memtable.
@@ -20,7 +23,7 @@ versions that no snapshot can see. The log, the memtable and the tables
 are the whole of the store.
 ]]
 
-local dir, file = arg[1], arg[2]
+local file = arg[2]
 local text = TEXT
 if file then
   local f = assert(io.open(file, "r"))
@@ -28,12 +31,7 @@ if file then
   f:close()
 end
 
-local temporary = false
-if not dir then
-  dir = os.tmpname()
-  os.remove(dir)
-  temporary = true
-end
+local dir, remove_dir = store_dir(arg[1])
 
 local db <close> = lunakv.open(dir)
 local expected = {} -- the same counts, kept in Lua, to check the store
@@ -96,6 +94,4 @@ if counts[1] then
 end
 
 db:close()
-if temporary then
-  os.execute("rm -rf '" .. dir:gsub("'", "'\\''") .. "'")
-end
+remove_dir()

@@ -12,7 +12,7 @@ local SEED_KEYS = {
   "LOG_COMPACTION_THRESHOLD", "BENCHMARK_N", "SYNC",
 }
 
-local function plain(s) return (s:gsub("%p", "%%%0")) end
+local plain = h.plain
 
 -- Run config.load in a child with cwd `cwd`, a clean environment for the
 -- seed keys plus `env` (name -> value), loading `load_dir` (nil: no

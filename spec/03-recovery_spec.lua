@@ -3,7 +3,7 @@
 local h = require "spec.helpers"
 local lunakv = require "lunakv"
 
-local function key(i) return string.format("key%06d", i) end
+local key = h.key
 
 -- A child script: opens arg[1] with sync = arg[2], writes key i = value
 -- for i = 1, 2, ... and prints each key once db:set has returned.

@@ -5,10 +5,10 @@
 local h = require "spec.helpers"
 local lunakv = require "lunakv"
 
-local function key(i) return string.format("key%06d", i) end
+local key = h.key
 local function val(i) return h.value_for(key(i), 100) end
 
-local function plain(s) return (s:gsub("%p", "%%%0")) end
+local plain = h.plain
 
 -- Assert that err is a corruption report naming file.
 local function assert_corrupt(err, file)

@@ -4,7 +4,7 @@
 local h = require "spec.helpers"
 local lunakv = require "lunakv"
 
-local function key(i) return string.format("key%06d", i) end
+local key = h.key
 
 describe("snapshot", function()
   local dir, db

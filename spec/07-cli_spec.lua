@@ -3,13 +3,9 @@
 local h = require "spec.helpers"
 local lunakv = require "lunakv"
 
-local function plain(s) return (s:gsub("%p", "%%%0")) end
+local plain = h.plain
 
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
-  return t
-end
+local lines = h.lines_of
 
 describe("bin/lunakv", function()
   local dir
@@ -23,8 +19,7 @@ describe("bin/lunakv", function()
   end)
 
   local function lunakv_cmd(args, cwd)
-    return h.run("cd " .. h.quote(cwd or dir) .. " && " .. h.lua .. " " ..
-      h.quote(h.bin) .. " " .. args)
+    return h.lunakv_in(cwd or dir, args)
   end
 
   describe("run", function()
@@ -79,26 +74,18 @@ db:close()
       assert.is_true(#examples >= 1)
     end)
     -- Examples run without arguments: their documented default is a
-    -- temporary store from os.tmpname(), removed at their end. os.tmpname
-    -- is redirected into this test's directory (lua5.4 -e runs before
-    -- bin/lunakv), so nothing lands in /tmp, however the example ends.
+    -- temporary store from mktemp -d (examples/lib/store_dir.lua), removed
+    -- at their end. TMPDIR points it into this test's directory, so
+    -- nothing lands in /tmp, however the example ends.
     for _, ex in ipairs(examples) do
       it("runs examples/" .. ex .. " successfully", function()
-        local tmpname = string.format([[
-local n = 0
-os.tmpname = function()
-  n = n + 1
-  local p = %q .. n
-  assert(io.open(p, "w")):close()
-  return p
-end]], dir .. "/tmpname")
-        local code, out, err = h.run("cd " .. h.quote(dir) .. " && " .. h.lua ..
-          " -e " .. h.quote(tmpname) .. " " .. h.quote(h.bin) .. " run " ..
-          h.quote(h.root .. "/examples/" .. ex))
+        local tmp = dir .. "/tmp"
+        assert(require("lunakv.core").mkdir(tmp))
+        local code, out, err = h.lunakv_in(dir, "run "
+          .. h.quote(h.root .. "/examples/" .. ex), "TMPDIR=" .. h.quote(tmp))
         assert.equal(0, code, "stdout:\n" .. out .. "\nstderr:\n" .. err)
         assert.is_true(#out > 0)
-        assert.same({}, h.list(dir, "^tmpname"),
-          "the example left its temporary store")
+        assert.same({}, h.list(tmp), "the example left its temporary store")
       end)
     end
 
@@ -157,7 +144,7 @@ end]], dir .. "/tmpname")
   describe("shell", function()
     local function shell(input, db)
       return h.run("cd " .. h.quote(dir) .. " && printf " .. h.quote(input) ..
-        " | " .. h.lua .. " " .. h.quote(h.bin) .. " shell " .. h.quote(db))
+        " | " .. h.lunakv_cmd .. " shell " .. h.quote(db))
     end
 
     it("answers piped commands with just the answers", function()

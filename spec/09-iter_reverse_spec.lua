@@ -5,7 +5,7 @@
 local h = require "spec.helpers"
 local lunakv = require "lunakv"
 
-local function key(i) return string.format("key%06d", i) end
+local key = h.key
 
 -- Every { key, value } from it:start() and it:step() until not valid, in
 -- the order visited.

@@ -5,11 +5,7 @@
 local h = require "spec.helpers"
 local shell = require "lunakv.shell"
 
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
-  return t
-end
+local lines = h.lines_of
 
 describe("shell.tokenize", function()
   local function words(line) return assert(shell.words(line)) end
@@ -169,7 +165,7 @@ describe("the shell through a pipe", function()
   local function run(input, env)
     h.write_file(dir .. "/input.txt", input)
     local code, out, err = h.run("cd " .. h.quote(dir) .. " && " ..
-      (env or "") .. h.lua .. " " .. h.quote(h.bin) .. " shell db < input.txt")
+      (env or "") .. h.lunakv_cmd .. " shell db < input.txt")
     return code, lines(out), err, out
   end
 

@@ -36,10 +36,11 @@ describe("examples/", function()
   before_each(function() dir = h.tmpdir() end)
   after_each(function() h.cleanup() end)
 
+  -- TMPDIR is the test's directory too, so the check that nothing is
+  -- left there covers an example's temporary store.
   local function run_example(name, args)
-    return h.run("cd " .. h.quote(dir) .. " && " .. h.lua .. " " ..
-      h.quote(h.bin) .. " run " .. h.quote(h.root .. "/examples/" .. name) ..
-      (args and (" " .. args) or ""))
+    return h.lunakv_in(dir, "run " .. h.quote(h.root .. "/examples/" .. name)
+      .. (args and (" " .. args) or ""), "TMPDIR=" .. h.quote(dir))
   end
 
   local names = h.list(h.root .. "/examples", "%.lua$")

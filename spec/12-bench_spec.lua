@@ -7,11 +7,7 @@ local core = require "lunakv.core"
 local bench = require "lunakv.bench"
 local cjson = require "cjson"
 
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
-  return t
-end
+local lines = h.lines_of
 
 describe("core.bench", function()
   local dir, db
@@ -191,8 +187,7 @@ describe("lunakv bench", function()
   after_each(function() h.cleanup() end)
 
   local function lunakv(args)
-    return h.run("cd " .. h.quote(dir) .. " && " .. h.lua .. " " ..
-      h.quote(h.bin) .. " bench " .. args)
+    return h.lunakv_in(dir, "bench " .. args)
   end
 
   it("runs the seed's four workloads on both layers", function()
@@ -310,7 +305,7 @@ describe("lunakv bench", function()
     local function started() return #h.lines(log) end
     local function run(extra)
       return h.run("cd " .. h.quote(dir) .. " && LUA_INIT=" .. h.quote(init)
-        .. " " .. h.lua .. " " .. h.quote(h.bin) .. " bench -n 300 -w writes "
+        .. " " .. h.lunakv_cmd .. " bench -n 300 -w writes "
         .. "--layers lua,c -s MAX_MEMTABLE_SIZE=65536 " .. extra)
     end
     local code, out, err = run("--repeat 3 --json")
@@ -330,7 +325,7 @@ describe("lunakv bench", function()
   it("shows settings from .env, the environment and --set", function()
     h.write_file(dir .. "/.env", "MAX_MEMTABLE_SIZE=65536\nWAL_BUFFER_SIZE=7\n")
     local code, out, err = h.run("cd " .. h.quote(dir) .. " && SYNC=none " ..
-      h.lua .. " " .. h.quote(h.bin) .. " bench -n 200 -w writes " ..
+      h.lunakv_cmd .. " bench -n 200 -w writes " ..
       "--layers c -s MAX_MEMTABLE_SIZE=4096")
     assert.equal(0, code, err)
     local config = out:match("\nconfig +([^\n]+)")
@@ -371,8 +366,8 @@ end)
 describe("tools/plain_loops.lua", function()
   it("prints each seed-profile row as ops/s and a share of the bare loop",
     function()
-      local code, out, err = h.run(h.quote(h.lua) .. " " .. h.quote(h.bin)
-        .. " run " .. h.quote(h.root .. "/tools/plain_loops.lua") .. " 1")
+      local code, out, err = h.run(h.lunakv_cmd .. " run "
+        .. h.quote(h.root .. "/tools/plain_loops.lua") .. " 1")
       assert.equal(0, code, err)
       local t = lines(out)
       assert.equal(4, #t, out)

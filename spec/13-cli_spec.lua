@@ -5,11 +5,7 @@
 local h = require "spec.helpers"
 local cjson = require "cjson"
 
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
-  return t
-end
+local lines = h.lines_of
 
 describe("lunakv command line", function()
   local dir
@@ -26,8 +22,8 @@ describe("lunakv command line", function()
       redirect = " <stdin.txt"
     end
     return h.run("cd " .. h.quote(dir) .. " && env -u DATA_DIR -u SYNC " ..
-      "-u MAX_MEMTABLE_SIZE " .. (env or "") .. h.lua .. " " ..
-      h.quote(h.bin) .. " " .. args .. redirect)
+      "-u MAX_MEMTABLE_SIZE " .. (env or "") .. h.lunakv_cmd .. " " ..
+      args .. redirect)
   end
 
   describe("help and version", function()

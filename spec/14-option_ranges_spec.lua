@@ -8,13 +8,9 @@ local h = require "spec.helpers"
 local core = require "lunakv.core"
 local bench = require "lunakv.bench"
 
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("([^\n]*)\n") do t[#t + 1] = l end
-  return t
-end
+local lines = h.lines_of
 
-local function plain(s) return (s:gsub("%p", "%%%0")) end
+local plain = h.plain
 
 -- Nothing listens on port 1: a run that got past the checks would fail
 -- to connect (exit 1), not pass.
@@ -86,8 +82,7 @@ describe("numeric options #ranges", function()
   end)
 
   local function lunakv(args)
-    return h.run("cd " .. h.quote(dir) .. " && " .. h.lua .. " "
-      .. h.quote(h.bin) .. " " .. args .. " </dev/null")
+    return h.lunakv_in(dir, args .. " </dev/null")
   end
 
   for _, c in ipairs(CASES) do

@@ -7,7 +7,7 @@ local h = require "spec.helpers"
 local lunakv = require "lunakv"
 local core = require "lunakv.core"
 
-local function key(i) return string.format("key%06d", i) end
+local key = h.key
 
 -- CRC-32C (Castagnoli, reflected), bit by bit: small inputs only.
 local function crc32c(s)
@@ -410,7 +410,7 @@ describe("read_only", function()
   it("backs lunakv shell --read-only and lunakv inspect", function()
     write_some({ sync = "none" })
     local before = snapshot_files()
-    local lk = h.lua .. " " .. h.quote(h.bin)
+    local lk = h.lunakv_cmd
     local code, out, err = h.run("printf 'GET " .. key(250) .. "\\nSET a b\\n' | "
       .. lk .. " shell --read-only " .. h.quote(dir))
     assert.equal(1, code)

@@ -340,6 +340,7 @@ describe("lunakv node #http", function()
       local st = hh.status(node)
       assert.equal(2, st.last_index)   -- the term's no-op and the write ...
       assert.equal(0, st.commit_index) -- ... are in the log, not committed
+      local _
       _, doc = hh.get(node, "a")
       assert.equal(cjson.null, doc.value)
     end)

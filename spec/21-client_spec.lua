@@ -9,7 +9,7 @@ local hh = require "spec.http_helpers"
 local core = require "lunakv.core"
 local cjson = require "cjson"
 
-local LUNAKV = h.lua .. " " .. h.quote(h.bin)
+local LUNAKV = h.lunakv_cmd
 
 -- A port nothing listens on: a node's, after the node stopped.
 local function dead_url()
@@ -355,6 +355,7 @@ describe("lunakv shell --url #http", function()
     assert.equal("", out)
     assert.matches("^lunakv: cannot reach the node: io error: cannot connect "
       .. "to " .. url:gsub("%p", "%%%0") .. ": connection refused\n$", err)
+    local _
     code, _, err = h.run(LUNAKV .. " shell /tmp/x --url " .. h.quote(url))
     assert.equal(2, code)
     assert.matches("give a data directory or %-%-url, not both", err)

@@ -17,7 +17,7 @@ local function random_base(span)
   return 20000 + (hh.pick_ports(1)[1] - 20000) % (12000 - span)
 end
 
-local LUNAKV = h.lua .. " " .. h.quote(h.bin)
+local LUNAKV = h.lunakv_cmd
 
 local pids_under = h.pids_under
 
@@ -103,6 +103,7 @@ describe("lunakv cluster #cluster", function()
     assert.same({ 1, 2 }, { leaders, followers })
 
     -- a second up on the same directory refuses and starts nothing
+    local _
     code, _, err = cluster("up 3 --base-port " .. (base + 10) .. " --dir "
       .. h.quote(dir))
     assert.equal(1, code)

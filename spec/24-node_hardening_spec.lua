@@ -286,7 +286,7 @@ describe("lunakv node's numeric options", function()
   end)
 
   it("lists every range and default in --help", function()
-    local code, out = h.run(h.lua .. " " .. h.quote(h.bin) .. " node --help")
+    local code, out = h.run(h.lunakv_cmd .. " node --help")
     assert.equal(0, code)
     out = out:gsub("%s+", " ")
     for _, f in ipairs(FLAGS) do

@@ -30,6 +30,8 @@ local function under_root(p)
 end
 M.build_dir = under_root(M.build)
 M.bin = M.root .. "/bin/lunakv"
+-- the shell words that run bin/lunakv (append its arguments)
+M.lunakv_cmd = M.lua .. " " .. shell_quote(M.bin)
 
 if not package.path:find("./lua/?.lua;", 1, true) then
   package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
@@ -183,6 +185,14 @@ function M.run(cmd)
   return code, out, err
 end
 
+-- Run bin/lunakv with args (shell words, redirections allowed) in dir;
+-- env: assignments ("K=V K2=V2") for its environment, optional. Returns
+-- exit code, stdout, stderr.
+function M.lunakv_in(dir, args, env)
+  return M.run("cd " .. shell_quote(dir) .. " && "
+    .. (env and (env .. " ") or "") .. M.lunakv_cmd .. " " .. args)
+end
+
 -- Sleep a little, between polls (Lua has no sleep of its own).
 function M.sleep(seconds)
   os.execute("sleep " .. tostring(seconds))
@@ -237,20 +247,36 @@ function M.pids_under(s)
   return out
 end
 
+-- The complete lines (each ending in "\n") of a string, as a list; text
+-- after the last "\n" is left out.
+function M.lines_of(s)
+  local out = {}
+  for l in s:gmatch("([^\n]*)\n") do out[#out + 1] = l end
+  return out
+end
+
 -- Complete lines (ending in "\n") of a file; a torn last line is left out.
 function M.lines(path)
   local f = io.open(path, "rb")
   if not f then return {} end
   local s = f:read("a")
   f:close()
-  local out = {}
-  for l in s:gmatch("([^\n]*)\n") do out[#out + 1] = l end
-  return out
+  return M.lines_of(s)
+end
+
+-- s as a Lua pattern that matches s itself (every punctuation escaped).
+function M.plain(s)
+  return (s:gsub("%p", "%%%0"))
 end
 
 -- ---- lunakv-specific ---------------------------------------------------
 
 M.lunakv = require "lunakv"
+
+-- The i-th key of the specs' usual key space: "key000042".
+function M.key(i)
+  return string.format("key%06d", i)
+end
 
 -- A deterministic value for key k, of about n bytes.
 function M.value_for(k, n)

@@ -1,10 +1,19 @@
--- lunakv.cli - the `lunakv` command. The arguments are parsed with
--- lua-argparse; each subcommand runs from the module that owns it, loaded
--- only when used (shell: lunakv.shell, bench: lunakv.bench, node:
--- lunakv.node, cluster: lunakv.cluster). The outcome
--- becomes the exit code: 0 ok, 1 an expected failure (one "lunakv: ..."
--- line on stderr), 2 a usage error (one line and the usage), 99 a bug
--- (traceback and a request to report it).
+-- lunakv.cli - the `lunakv` command: a table from subcommand to module,
+-- in the manner of luarocks' cmd/. The arguments are parsed with
+-- lua-argparse; each subcommand is the module lunakv.cmd.<name>, loaded
+-- here, whose run loads what does the work only when it is used. This
+-- file owns what the commands share: the settings flags and their
+-- layers, --help and --version, and the exit code: 0 ok, 1 an expected
+-- failure (one "lunakv: ..." line on stderr), 2 a usage error (one line
+-- and the usage), 99 a bug (traceback and a request to report it).
+--
+-- A command module has: summary (its line in the command list),
+-- description (its help's text; default the summary), add_to_parser(c, h)
+-- (its arguments and options; h.help_flag and h.config_options add ours),
+-- settings (true, or f(args) -> boolean: the settings layers are loaded
+-- before run, and the command takes -c/-s), script (true: errors are the
+-- script's, reported as lua5.4 does), and run(args, opts, info, argv)
+-- returning true, or nil and a message, or EXIT_USAGE and a message.
 --
 -- Settings, lowest priority first: built-in defaults < .env in the
 -- working directory (or the file given by --config) < environment
@@ -15,6 +24,10 @@ local M = {}
 local EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 99
 M.EXIT_OK, M.EXIT_FAIL, M.EXIT_USAGE, M.EXIT_BUG =
   EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_BUG
+
+-- The subcommands, in the order the help lists them; `help` and
+-- `version` are this file's own.
+local COMMANDS = { "shell", "bench", "node", "cluster", "inspect", "run" }
 
 local EPILOG = [[
 With no command, lunakv opens the shell on DATA_DIR (default ./data).
@@ -108,63 +121,15 @@ local function build_parser()
     return c
   end
 
-  local shell = command("shell",
-    "Open the shell on a data directory (the default command).",
-    "Open the shell on a data directory: SET, GET, SCAN, ... and Lua with "
-    .. "`db` in scope.\nType HELP in the shell for its commands. From a "
-    .. "pipe it prints only the\nanswers: printf 'SET a 1\\nGET a\\n' | "
-    .. "lunakv shell DIR")
-  shell:argument("dir", "Data directory (default: DATA_DIR, else ./data).")
-    :args("?")
-  shell:option("--url", "Talk to a running node over HTTP instead "
-    .. "(e.g. http://127.0.0.1:8000): the same commands, plus STATUS.")
-    :argname("<url>")
-  shell:flag("--read-only", "Open the database without changing it (a "
-    .. "shared lock,\nno WAL cut): reads work, writes are refused. For a "
-    .. "copy, a read-only\nmedium, or a database other readers have open.")
-  add_config_options(shell)
-
-  local bench = command("bench",
-    "Measure the engine (C loop) and the Lua binding (Lua loop).",
-    "Run benchmark workloads and print ops/s and p50/p99 latency per "
-    .. "workload,\nfor the engine's own loop in C and for a plain Lua loop "
-    .. "calling db:set/db:get.")
-  require("lunakv.bench").add_to_parser(bench)
-  add_config_options(bench)
-
-  local node = command("node",
-    "Run an HTTP node: lunakv node PORT DATA_DIR LEADER_URL NODE_URLS.",
-    "Run an HTTP node (the seed's arguments) until SIGTERM or SIGINT. The "
-    .. "node whose\nURL is LEADER_URL takes writes; routes are in "
-    .. "docs/http_api.md. Example:\n  lunakv node 8000 data/node0 "
-    .. "http://localhost:8000 http://localhost:8000")
-  require("lunakv.node").add_to_parser(node)
-  add_config_options(node)
-
-  local cluster = command("cluster",
-    "Start, inspect or stop local nodes: cluster up [N] | status | down.",
-    "Run a cluster of `lunakv node` processes on 127.0.0.1: `cluster up "
-    .. "[N]` starts N\n(default 3) and waits until they agree on a leader, "
-    .. "`cluster status` prints\nroles, indexes and lag, `cluster down` stops "
-    .. "them. State is kept in DIR/cluster.json.")
-  require("lunakv.cluster").add_to_parser(cluster, {
-    help_flag = help_flag, config_options = add_config_options })
-
-  local inspect = command("inspect",
-    "Show what a database holds, without changing it.",
-    "Open DIR read-only (nothing on disk changes: safe on a copy or a "
-    .. "read-only\nmedium) and print its sequence number, its tables level "
-    .. "by level with their\nkey ranges, and what the WAL replay found.")
-  require("lunakv.inspect").add_to_parser(inspect)
-
-  local run = command("run", "Run a Lua script with lunakv available.",
-    "Run the Lua script FILE with require \"lunakv\" available; arg[0] is "
-    .. "FILE and\narg[1..] its ARGS (passed through untouched, options "
-    .. "included).")
-  run:handle_options(false)
-  run:argument("file", "The script to run."):argname("<file>")
-  run:argument("args", "Arguments for the script."):args("*")
-    :argname("<args>")
+  local helpers = { help_flag = help_flag,
+    config_options = add_config_options }
+  for _, name in ipairs(COMMANDS) do
+    local mod = require("lunakv.cmd." .. name)
+    local c = command(name, mod.summary, mod.description)
+    mod.add_to_parser(c, helpers)
+    -- a command that reads the settings takes the flags that set them
+    if mod.settings then add_config_options(c) end
+  end
 
   local help = command("help", "Show the help of a command.")
   help:argument("name", "The command."):args("?"):argname("<command>")
@@ -295,88 +260,30 @@ M.load_config = load_config
 -- }======================================================================
 
 -- {======================================================================
--- Commands
+-- Running a command
 -- =======================================================================
 
--- Each run(args, argv) returns true, or nil and a message (exit 1), or
--- EXIT_USAGE and a message.
-local commands = {}
+-- Does cmd read the settings layers for these arguments?
+local function wants_settings(cmd, args)
+  if type(cmd.settings) == "function" then return cmd.settings(args) end
+  return cmd.settings == true
+end
 
-commands.shell = {
-  run = function(args)
-    if args.url then
-      if args.dir then
-        return EXIT_USAGE, "shell: give a data directory or --url, not both"
-      end
-      return require("lunakv.shell").main { url = args.url }
-    end
-    local opts, info, usage = load_config(args)
+-- The settings (when the command reads them), then the command itself.
+-- Returns what the command's run returns: true, or nil and a message
+-- (exit 1), or EXIT_USAGE and a message.
+local function run_command(cmd, args, argv)
+  local opts, info
+  if wants_settings(cmd, args) then
+    local usage
+    opts, info, usage = load_config(args)
     if not opts then
       if usage then return EXIT_USAGE, info:gsub("^lunakv: ", "") end
       return nil, info
     end
-    if args.read_only then opts.read_only = true end
-    return require("lunakv.shell").main {
-      dir = args.dir, opts = opts, info = info,
-    }
-  end,
-}
-
-commands.inspect = {
-  run = function(args)
-    return require("lunakv.inspect").main(args)
-  end,
-}
-
-commands.bench = {
-  run = function(args)
-    local opts, info, usage = load_config(args)
-    if not opts then
-      if usage then return EXIT_USAGE, info:gsub("^lunakv: ", "") end
-      return nil, info
-    end
-    return require("lunakv.bench").main(args, opts, info)
-  end,
-}
-
-commands.node = {
-  run = function(args)
-    local opts, info, usage = load_config(args)
-    if not opts then
-      if usage then return EXIT_USAGE, info:gsub("^lunakv: ", "") end
-      return nil, info
-    end
-    return require("lunakv.node").main(args, opts)
-  end,
-}
-
-commands.cluster = {
-  run = function(args)
-    return require("lunakv.cluster").main(args)
-  end,
-}
-
-commands.run = {
-  -- A script's own errors are reported like lua5.4 does: message and
-  -- traceback, exit 1 (they are the script's, not lunakv's, bugs).
-  script = true,
-  run = function(args, argv)
-    local file = args.file
-    local chunk, err = loadfile(file)
-    if not chunk then return nil, err end
-    -- arg as the standalone interpreter builds it: the script at 0, its
-    -- arguments at 1.., everything before it (interpreter, bin/lunakv,
-    -- options, "run") at negative indices
-    local at = 1
-    while argv[at] ~= nil and argv[at] ~= "run" do at = at + 1 end
-    local newarg, first = {}, 0
-    while argv[first - 1] ~= nil do first = first - 1 end
-    for i = first, #argv do newarg[i - at - 1] = argv[i] end
-    _G.arg = newarg
-    chunk(table.unpack(args.args or {}))
-    return true
-  end,
-}
+  end
+  return cmd.run(args, opts, info, argv)
+end
 
 local function print_version()
   local v, err = version_string()
@@ -392,16 +299,16 @@ end
 -- Run a subcommand under xpcall and turn what happened into an exit code.
 local function dispatch(cmd, args, argv, usage_of)
   local tb
-  local ok, res, msg = xpcall(cmd.run, function(e)
+  local ok, res, msg = xpcall(run_command, function(e)
     if not is_lunakv_error(e) then
       tb = debug.traceback(tostring(e), 2)
       if cmd.script then
-        -- the frames below the script are this file's: leave them out
-        tb = tb:gsub("\n[^\n]*lunakv/cli%.lua:.*$", "")
+        -- the frames below the script are lunakv's own: leave them out
+        tb = tb:gsub("\n[^\n]*lunakv/cmd/run%.lua:.*$", "")
       end
     end
     return e
-  end, args, argv)
+  end, cmd, args, argv)
   if ok then
     if res == EXIT_USAGE then
       io.stderr:write("lunakv: ", msg, "\n", usage_of(), "\n")
@@ -477,7 +384,7 @@ function M.main(argv)
     io.stdout:write(cmds.run:get_help(), "\n") -- options are not parsed
     return EXIT_OK                               -- after `run`
   end
-  return dispatch(commands[name], args, argv, function()
+  return dispatch(require("lunakv.cmd." .. name), args, argv, function()
     return (cmds[name] or p):get_usage()
   end)
 end

@@ -18,56 +18,15 @@
 -- output appended to the log) and watched with core.pid_alive / core.kill:
 -- no shell strings. D/cluster.json is the only state; a pid is trusted
 -- only while /proc says that process still runs with the node's data dir
--- on its command line, so a recycled pid is never signalled.
+-- on its command line, so a recycled pid is never signalled. The command
+-- line's side (actions, arguments, help) is lunakv.cmd.cluster.
 
 local M = {}
 
 local UP_TIMEOUT = 20    -- seconds for every node to be healthy and agree
 local DOWN_GRACE = 10    -- seconds between SIGTERM and SIGKILL
 local LOG_TAIL_LINES = 20
-
--- {======================================================================
--- Options
--- =======================================================================
-
-local MAX_NODES = 64
-local MAX_TIMEOUT = 86400
-
--- c: the `cluster` command's parser; h: { help_flag = f(p),
--- config_options = f(p) } from lunakv.cli (our --help and -c/-s flags).
-function M.add_to_parser(c, h)
-  c:command_target("action"):require_command(true)
-  local function sub(name, summary)
-    local s = c:command(name, summary):summary(summary):add_help(false)
-    if h and h.help_flag then h.help_flag(s) end
-    s:option("--dir", "The cluster's directory: data, logs and "
-      .. "cluster.json (default ./cluster).")
-      :argname("<dir>")
-    return s
-  end
-  local up = sub("up", "Start N local nodes and wait until they agree on "
-    .. "a leader.")
-  local config = require "lunakv.config"
-  up:argument("n", "How many nodes (default 3; 1 to " .. MAX_NODES .. ").")
-    :args("?"):argname("<n>"):convert(config.int_arg("N", 1, MAX_NODES))
-  up:option("--base-port", "Port of the first node; the others follow "
-    .. "(default 8000; 1 to 65535, and the last node's port too).")
-    :argname("<port>"):convert(config.int_arg("--base-port", 1, 65535))
-  up:option("--token", "Shared secret for the cluster-internal routes, "
-    .. "given to every node as CLUSTER_TOKEN (default: CLUSTER_TOKEN "
-    .. "from .env or the environment, which the nodes read themselves).")
-    :argname("<token>")
-  up:option("--timeout", "Seconds to wait for the nodes (default "
-    .. UP_TIMEOUT .. "; > 0 and <= " .. MAX_TIMEOUT .. ").")
-    :argname("<s>"):convert(config.seconds_arg("--timeout", MAX_TIMEOUT))
-  if h and h.config_options then h.config_options(up) end
-  sub("status", "Print every recorded node's role, indexes and lag.")
-  sub("down", "Stop every recorded node (SIGTERM, SIGKILL after 10 s), "
-    .. "also one restarted by hand; keep cluster.json while any still "
-    .. "answers.")
-end
-
--- }======================================================================
+M.UP_TIMEOUT, M.DOWN_GRACE = UP_TIMEOUT, DOWN_GRACE
 
 -- {======================================================================
 -- Files and processes
@@ -301,17 +260,17 @@ end
 -- up
 -- =======================================================================
 
-local function up(args)
-  local c = core()
-  local n = args.n or 3
-  local base = args.base_port or 8000
+-- Why a cluster cannot start here, before anything is touched: its ports
+-- past 65535 (a usage error: 2, message), a cluster already running from
+-- dir, or a port something else answers on (nil, message). Nothing when
+-- it can start.
+local function refusal(args, n, base, dir)
   if base + n - 1 > 65535 then
     return 2, string.format("--base-port must be %s for %d nodes, got '%d' "
       .. "(the last node's port would be %d)",
       require("lunakv.config").int_range(1, 65536 - n), n, base,
       base + n - 1)
   end
-  local dir = absolute(args.dir or "cluster")
   local rec = load_record(dir)
   if rec then
     local live = {}
@@ -333,68 +292,84 @@ local function up(args)
         .. "--base-port", port, port)
     end
   end
-  local ok, err = c.mkdir(dir)
-  if not ok then return nil, err end
+  return nil
+end
 
-  local nodes, urls = {}, {}
+-- What a start needs: the nodes (name, port, url, dir, log of each; pid
+-- once spawned), the leader's URL (the first node's), the command that
+-- runs lunakv, the flags every node gets after its positional arguments
+-- (our -c and -s, as given), its environment, and the nodes started so
+-- far (what a failure must stop).
+local function plan(args, dir, n, base)
+  local s = { args = args, dir = dir, nodes = {}, urls = {}, started = {} }
   for i = 1, n do
     local port = base + i - 1
-    nodes[i] = { name = "node" .. (i - 1), port = port,
+    s.nodes[i] = { name = "node" .. (i - 1), port = port,
       url = "http://127.0.0.1:" .. port,
       dir = dir .. "/node" .. (i - 1), log = dir .. "/node" .. (i - 1) .. ".log" }
-    urls[i] = nodes[i].url
+    s.urls[i] = s.nodes[i].url
   end
-  local leader = urls[1]
-  local interp, bin = self_command()
-  local extra = {}
+  s.leader = s.urls[1]
+  s.interp, s.bin = self_command()
+  s.flags = {}
   local cfg = args.config or args.global_config
-  if cfg then extra[#extra + 1] = "-c"; extra[#extra + 1] = absolute(cfg) end
+  if cfg then
+    s.flags[#s.flags + 1] = "-c"
+    s.flags[#s.flags + 1] = absolute(cfg)
+  end
   for _, list in ipairs { args.global_set or {}, args.set or {} } do
     for _, kv in ipairs(list) do
-      extra[#extra + 1] = "-s"
-      extra[#extra + 1] = kv
+      s.flags[#s.flags + 1] = "-s"
+      s.flags[#s.flags + 1] = kv
     end
   end
   -- the token goes through the environment (CLUSTER_TOKEN), where ps
   -- does not show it, rather than as --token
-  local env = args.token and { CLUSTER_TOKEN = args.token } or nil
+  s.env = args.token and { CLUSTER_TOKEN = args.token } or nil
+  return s
+end
 
-  local started = {}
-  local function record_of(list)
-    local copy = {}
-    for i, node in ipairs(list) do
-      copy[i] = { name = node.name, port = node.port, url = node.url,
-        dir = node.dir, log = node.log, pid = node.pid }
-    end
-    return { version = 1, dir = dir, leader = leader,
-      started = os.date("!%Y-%m-%dT%H:%M:%SZ"), nodes = copy }
+-- The cluster.json record of the nodes in list.
+local function record_of(s, list)
+  local copy = {}
+  for i, node in ipairs(list) do
+    copy[i] = { name = node.name, port = node.port, url = node.url,
+      dir = node.dir, log = node.log, pid = node.pid }
   end
-  local function fail(msg, node)
-    local _, left = stop_all(started, 5)
-    if #left > 0 then
-      -- what still runs stays recorded, so `cluster down` can find it
-      write_file(dir .. "/cluster.json",
-        require("cjson").encode(record_of(started)))
-      local pids = {}
-      for _, p in ipairs(left) do pids[#pids + 1] = tostring(p.pid) end
-      msg = string.format("%s; pids %s did not stop: cluster.json kept "
-        .. "(`lunakv cluster down --dir %s` tries again)", msg,
-        table.concat(pids, ", "), args.dir or "cluster")
-    else
-      os.remove(dir .. "/cluster.json")
-    end
-    if node then
-      local t = tail(node.log, LOG_TAIL_LINES)
-      io.stderr:write(string.format("lunakv: the last lines of %s:\n%s\n",
-        node.log, t ~= "" and t or "(empty)"))
-    end
-    return nil, msg
-  end
+  return { version = 1, dir = s.dir, leader = s.leader,
+    started = os.date("!%Y-%m-%dT%H:%M:%SZ"), nodes = copy }
+end
 
-  for _, node in ipairs(nodes) do
-    local argv = { interp, bin, "node", tostring(node.port), node.dir, leader,
-      table.concat(urls, ",") }
-    for _, x in ipairs(extra) do argv[#argv + 1] = x end
+-- A start that failed: stop what was started; keep the record of what
+-- would not stop, for `cluster down`; show the log of the node at fault,
+-- if one is. Returns nil and the message.
+local function abandon(s, msg, node)
+  local _, left = stop_all(s.started, 5)
+  if #left > 0 then
+    write_file(s.dir .. "/cluster.json",
+      require("cjson").encode(record_of(s, s.started)))
+    local pids = {}
+    for _, p in ipairs(left) do pids[#pids + 1] = tostring(p.pid) end
+    msg = string.format("%s; pids %s did not stop: cluster.json kept "
+      .. "(`lunakv cluster down --dir %s` tries again)", msg,
+      table.concat(pids, ", "), s.args.dir or "cluster")
+  else
+    os.remove(s.dir .. "/cluster.json")
+  end
+  if node then
+    local t = tail(node.log, LOG_TAIL_LINES)
+    io.stderr:write(string.format("lunakv: the last lines of %s:\n%s\n",
+      node.log, t ~= "" and t or "(empty)"))
+  end
+  return nil, msg
+end
+
+-- Spawn every node. Returns true, or nil and a message (abandoned).
+local function start_nodes(s)
+  for _, node in ipairs(s.nodes) do
+    local argv = { s.interp, s.bin, "node", tostring(node.port), node.dir,
+      s.leader, table.concat(s.urls, ",") }
+    for _, x in ipairs(s.flags) do argv[#argv + 1] = x end
     -- a mark between runs, so the log tail shows this start only
     local f = io.open(node.log, "ab")
     if f then
@@ -403,97 +378,131 @@ local function up(args)
       node.log_from = f:seek("end")
       f:close()
     end
-    local sok, pid = pcall(c.spawn, argv, node.log, env)
+    local sok, pid = pcall(core().spawn, argv, node.log, s.env)
     if not sok then
       local msg = tostring(pid)
-      return fail(msg:sub((msg:find("lunakv: ", 1, true) or -7) + 8))
+      return abandon(s, msg:sub((msg:find("lunakv: ", 1, true) or -7) + 8))
     end
     node.pid = pid
-    started[#started + 1] = node
+    s.started[#s.started + 1] = node
   end
-  local record = record_of(nodes)
-  local wok, werr = write_file(dir .. "/cluster.json",
-    require("cjson").encode(record))
-  if not wok then return fail("cannot write cluster.json: " .. tostring(werr)) end
+  return true
+end
 
-  -- wait for health and agreement
-  local deadline = c.clock() + (args.timeout or UP_TIMEOUT)
-  local why, culprit
-  while true do
-    -- agreed: the leader every node names; term: the leader's, which
-    -- every follower has once the leader's first /append reached it
-    local agreed, term, all = nil, nil, true
-    for _, node in ipairs(nodes) do
-      if not c.pid_alive(node.pid) then
-        return fail(string.format("%s (%s) exited during start-up", node.name,
-          node.url), node)
-      end
-      -- the answers below must be our node's, not those of whatever else
-      -- took the port first: our process must say it listens there
-      local log = log_since_start(node)
-      if log:find("cannot listen on", 1, true) then
-        return fail(string.format("%s (%s) cannot listen on port %d",
-          node.name, node.url, node.port), node)
-      end
-      local h, herr, st
-      if not log:find("listening on 127.0.0.1:" .. node.port .. " as "
-          .. node.url, 1, true) then
-        herr = "not listening yet"
-      else
-        h, herr = get_json(node.url, "/health", 1000)
-        if h then st, herr = get_json(node.url, "/status", 1000) end
-        if st and st.my_url ~= node.url then
-          st, herr = nil, string.format("/status names it '%s'",
-            tostring(st.my_url))
-        end
-      end
-      if not st then
-        all, why, culprit = false, node.url .. ": " .. tostring(herr), node
-        break
-      end
-      local l = type(st.leader) == "string" and st.leader or ""
-      if l == "" or (agreed and l ~= agreed) then
-        all, culprit = false, node
-        why = string.format("%s names leader '%s'%s", node.url, l,
-          agreed and (", another node '" .. agreed .. "'") or "")
-        break
-      end
-      agreed = l
-      if term and st.term ~= term then
-        all, culprit = false, node
-        why = string.format("%s is at term %s, the leader at %s", node.url,
-          tostring(st.term), tostring(term))
-        break
-      end
-      term = term or st.term
+-- One look at a starting node: its /status once it listens, or nil and
+-- why not yet; nil, why, true when it never will (it exited, or could not
+-- listen). The answers must be our node's, not those of whatever else
+-- took the port first: our process must say it listens there.
+local function look_at(node)
+  if not core().pid_alive(node.pid) then
+    return nil, string.format("%s (%s) exited during start-up", node.name,
+      node.url), true
+  end
+  local log = log_since_start(node)
+  if log:find("cannot listen on", 1, true) then
+    return nil, string.format("%s (%s) cannot listen on port %d",
+      node.name, node.url, node.port), true
+  end
+  if not log:find("listening on 127.0.0.1:" .. node.port .. " as "
+      .. node.url, 1, true) then
+    return nil, "not listening yet"
+  end
+  local h, herr = get_json(node.url, "/health", 1000)
+  if not h then return nil, herr end
+  local st, serr = get_json(node.url, "/status", 1000)
+  if st and st.my_url ~= node.url then
+    return nil, string.format("/status names it '%s'", tostring(st.my_url))
+  end
+  return st, serr
+end
+
+-- Do the nodes agree? They do when every one answers, all name the same
+-- leader and are at its term (which a follower has once the leader's
+-- first /append reached it). Returns that leader's URL, or nil, why, the
+-- node that holds things up, and true when that node never will.
+local function agreement(nodes)
+  local agreed, term
+  for _, node in ipairs(nodes) do
+    local st, why, fatal = look_at(node)
+    if fatal then return nil, why, node, true end
+    if not st then return nil, node.url .. ": " .. tostring(why), node end
+    local l = type(st.leader) == "string" and st.leader or ""
+    if l == "" or (agreed and l ~= agreed) then
+      return nil, string.format("%s names leader '%s'%s", node.url, l,
+        agreed and (", another node '" .. agreed .. "'") or ""), node
     end
-    if all then
-      -- and still ours once they all agree (none died meanwhile)
-      for _, node in ipairs(nodes) do
+    agreed = l
+    if term and st.term ~= term then
+      return nil, string.format("%s is at term %s, the leader at %s",
+        node.url, tostring(st.term), tostring(term)), node
+    end
+    term = term or st.term
+  end
+  return agreed
+end
+
+-- Poll until the nodes agree, and are still ours once they do (none died
+-- meanwhile). Returns the leader's URL, or nil and a message (abandoned).
+local function wait_ready(s)
+  local c = core()
+  local timeout = s.args.timeout or UP_TIMEOUT
+  local deadline = c.clock() + timeout
+  while true do
+    local leader, why, culprit, fatal = agreement(s.nodes)
+    if fatal then return abandon(s, why, culprit) end
+    if leader then
+      for _, node in ipairs(s.nodes) do
         if not is_node(node.pid, node) then
-          return fail(string.format("%s (%s) exited during start-up",
+          return abandon(s, string.format("%s (%s) exited during start-up",
             node.name, node.url), node)
         end
       end
-      record.leader = agreed
-      write_file(dir .. "/cluster.json", require("cjson").encode(record))
-      break
+      return leader
     end
     if c.clock() > deadline then
-      return fail(string.format("the cluster was not ready within %g s: %s",
-        args.timeout or UP_TIMEOUT, why or "?"), culprit)
+      return abandon(s, string.format("the cluster was not ready within "
+        .. "%g s: %s", timeout, why or "?"), culprit)
     end
     c.sleep(0.05)
   end
+end
 
+local function print_started(s, leader)
+  local n = #s.nodes
   io.stdout:write(string.format("cluster of %d node%s up in %s, leader %s\n",
-    n, n == 1 and "" or "s", dir, record.leader))
+    n, n == 1 and "" or "s", s.dir, leader))
   local lines = {}
-  for _, node in ipairs(nodes) do
-    lines[#lines + 1] = { node.url, node.url == record.leader and "leader"
+  for _, node in ipairs(s.nodes) do
+    lines[#lines + 1] = { node.url, node.url == leader and "leader"
       or "follower", "pid " .. node.pid, node.log }
   end
-  io.stdout:write(require("lunakv.bench").columns(lines), "\n")
+  io.stdout:write(require("lunakv.bench.report").columns(lines), "\n")
+end
+
+-- `cluster up`: true, or nil and a message, or 2 and a message (usage).
+function M.up(args)
+  local n = args.n or 3
+  local base = args.base_port or 8000
+  local dir = absolute(args.dir or "cluster")
+  local code, why = refusal(args, n, base, dir)
+  if why then return code, why end
+  local ok, err = core().mkdir(dir)
+  if not ok then return nil, err end
+  local s = plan(args, dir, n, base)
+  ok, err = start_nodes(s)
+  if not ok then return nil, err end
+  local record = record_of(s, s.nodes)
+  local wok, werr = write_file(dir .. "/cluster.json",
+    require("cjson").encode(record))
+  if not wok then
+    return abandon(s, "cannot write cluster.json: " .. tostring(werr))
+  end
+  local leader
+  leader, err = wait_ready(s)
+  if not leader then return nil, err end
+  record.leader = leader
+  write_file(dir .. "/cluster.json", require("cjson").encode(record))
+  print_started(s, leader)
   return true
 end
 
@@ -507,7 +516,8 @@ local function no_record(path)
   return nil, "no cluster recorded: " .. path .. " does not exist"
 end
 
-local function status(args)
+-- `cluster status`: true, or nil and a message.
+function M.status(args)
   local dir = absolute(args.dir or "cluster")
   local rec, path = load_record(dir)
   if not rec then return no_record(path) end
@@ -549,7 +559,7 @@ local function status(args)
   end
   io.stdout:write(string.format("cluster in %s: %d of %d nodes answer\n", dir,
     up_count, #rows))
-  io.stdout:write(require("lunakv.bench").columns(lines), "\n")
+  io.stdout:write(require("lunakv.bench.report").columns(lines), "\n")
   return true
 end
 
@@ -564,7 +574,7 @@ end
 -- The record is removed only when no recorded URL answers as its node
 -- afterwards; otherwise it is kept, so that `down` can be run again once
 -- the rest is stopped, and down fails naming what still answers.
-local function down(args)
+function M.down(args)
   local dir = absolute(args.dir or "cluster")
   local rec, path = load_record(dir)
   if not rec then return no_record(path) end
@@ -621,13 +631,5 @@ local function down(args)
 end
 
 -- }======================================================================
-
--- `lunakv cluster ACTION`: true, or nil and a message.
-function M.main(args)
-  if args.action == "up" then return up(args) end
-  if args.action == "status" then return status(args) end
-  if args.action == "down" then return down(args) end
-  return 2, "cluster: expected up, status or down"
-end
 
 return M

@@ -5,12 +5,9 @@
 -- level by level with their key ranges, what the WAL replay found, and
 -- the entry count (with --count, which reads every key).
 
-local M = {}
+-- The command line's side (arguments, help) is lunakv.cmd.inspect.
 
-function M.add_to_parser(p)
-  p:argument("dir", "The database directory."):argname("<dir>")
-  p:flag("--count", "Also count the live keys (reads the whole database).")
-end
+local M = {}
 
 -- A key as printed: printable ASCII as is, anything else escaped.
 local function show(k)

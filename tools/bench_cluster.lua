@@ -1,11 +1,11 @@
--- lunakv.bench_cluster - `make bench-cluster`: a 3-node lunakv cluster and,
+-- tools/bench_cluster.lua - `make bench-cluster`: a 3-node lunakv cluster and,
 -- when etcd is installed (Debian etcd-server), a 3-member etcd cluster,
 -- both on 127.0.0.1 with their data in one temporary directory, driven by
 -- the same C load generator (core.http_bench) at the same concurrency:
 -- durable quorum writes, then linearizable reads. Prints ops/s, p50 and
 -- p99 for each and the ratio lunakv / etcd, then stops everything.
 --
---   lua5.4 bin/lunakv run lua/lunakv/bench_cluster.lua [--seconds S]
+--   lua5.4 bin/lunakv run tools/bench_cluster.lua [--seconds S]
 --       [--connections C] [--value-size B] [--json]
 --
 -- Writes go to the lunakv leader (a follower would forward them) and are
@@ -13,6 +13,9 @@
 -- member forwards to its leader). Reads are linearizable on both sides:
 -- lunakv's /get?consistent=true and etcd's default range, spread over
 -- every node.
+--
+-- A make target's script, not part of the installed module: it lives here
+-- beside the other tools and runs only through `lunakv run`.
 
 local core = require "lunakv.core"
 
@@ -192,16 +195,15 @@ function M.main(argv)
     -- set before: whatever up leaves running is stopped below (`down`
     -- of a directory without a record does nothing)
     lk_up = true
-    local up_ok, why = cluster.main { action = "up", n = 3,
-      base_port = lk_base, dir = base .. "/lunakv" }
+    local up_ok, why = cluster.up { n = 3, base_port = lk_base,
+      dir = base .. "/lunakv" }
     if not up_ok then error("lunakv: " .. tostring(why), 0) end
     local urls = {}
     for i = 0, 2 do urls[#urls + 1] = "http://127.0.0.1:" .. (lk_base + i) end
     results.lunakv = drive("lunakv", "lunakv", { urls[1] }, urls, o)
     -- stopped before etcd runs: the two never share the machine's cores
     lk_up = false
-    local down_ok, dwhy = cluster.main { action = "down",
-      dir = base .. "/lunakv" }
+    local down_ok, dwhy = cluster.down { dir = base .. "/lunakv" }
     if not down_ok then error("lunakv: " .. tostring(dwhy), 0) end
     if etcd then
       log("etcd: 3 members on ports %d..%d (%s)", etcd_base, etcd_base + 5,
@@ -218,7 +220,7 @@ function M.main(argv)
   -- every path comes here, the failed ones too
   stop_members(members)
   if lk_up then
-    pcall(cluster.main, { action = "down", dir = base .. "/lunakv" })
+    pcall(cluster.down, { dir = base .. "/lunakv" })
   end
   os.execute("rm -rf -- " .. shell_quote(base))
   if not ok then
@@ -263,10 +265,5 @@ end
 
 -- }======================================================================
 
--- `bin/lunakv run lua/lunakv/bench_cluster.lua ARGS`: run; require: module
-if ... ~= "lunakv.bench_cluster" then
-  math.randomseed(os.time())
-  os.exit(M.main({ ... }), true)
-end
-
-return M
+math.randomseed(os.time())
+os.exit(M.main({ ... }), true)

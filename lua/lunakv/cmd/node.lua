@@ -1,0 +1,86 @@
+-- lunakv.cmd.node - `lunakv node PORT DATA_DIR LEADER_URL NODE_URLS`: the
+-- seed's positional arguments and the server's flags, checked where they
+-- are parsed; lunakv.node turns them into the server's options and runs it.
+
+local M = {}
+
+M.summary = "Run an HTTP node: lunakv node PORT DATA_DIR LEADER_URL "
+  .. "NODE_URLS."
+M.description = "Run an HTTP node (the seed's arguments) until SIGTERM or "
+  .. "SIGINT. The node whose\nURL is LEADER_URL takes writes; routes are in "
+  .. "docs/http_api.md. Example:\n  lunakv node 8000 data/node0 "
+  .. "http://localhost:8000 http://localhost:8000"
+
+-- The engine's settings come from the settings layers, as for a shell.
+M.settings = true
+
+-- The numeric flags: flag, argname, smallest, largest, default, help.
+-- The ranges are lkvnet.h's (LKVNET_MIN_* .. LKVNET_MAX_*), checked here,
+-- where the flags are parsed, so that a bad value is a usage error before
+-- anything starts; the C server refuses them as well.
+local NUMERIC = {
+  { "--max-body-bytes", "<n>", 1, 67108864, 4194304,
+    "Largest request body accepted" },
+  { "--write-timeout-ms", "<ms>", 1, 86400000, 5000,
+    "A write not committed by then is answered 503" },
+  { "--heartbeat-ms", "<ms>", 1, 60000, 100,
+    "How often an idle leader contacts each follower" },
+  { "--max-uncommitted-bytes", "<n>", 1, 1099511627776, 268435456,
+    "Key and value bytes of writes a leader holds while they wait for a "
+    .. "majority before it refuses new ones with 503" },
+  { "--read-timeout-ms", "<ms>", 100, 3600000, 10000,
+    "A request (line, headers and body) not whole this long after its "
+    .. "first byte, or after the connection was accepted, is dropped with "
+    .. "its connection" },
+  { "--idle-timeout-ms", "<ms>", 100, 86400000, 60000,
+    "A keep-alive connection with no request for this long is closed" },
+  { "--max-connections", "<n>", 1, 1048576, 1024,
+    "Open client connections; past this the node accepts no more until "
+    .. "one closes (they wait in the listen queue)" },
+}
+
+-- A converter for argparse: a decimal integer in [lo, hi], or nil and
+-- the message argparse reports as a usage error.
+local function ranged(name, lo, hi)
+  return function(s)
+    local n = s:match("^%d+$") and math.tointeger(tonumber(s))
+    if not n or n < lo or n > hi then
+      return nil, string.format("%s must be an integer from %d to %d, got '%s'",
+        name, lo, hi, s)
+    end
+    return n
+  end
+end
+
+function M.add_to_parser(p)
+  p:argument("port", "Port to listen on (0: any free port, printed at "
+    .. "start).")
+    :argname("<port>"):convert(ranged("PORT", 0, 65535))
+  p:argument("data_dir", "The node's directory: db/ and replication.log.")
+    :argname("<data_dir>")
+  p:argument("leader_url", "The leader's URL (e.g. http://localhost:8000).")
+    :argname("<leader_url>")
+  p:argument("node_urls", "Every node's URL, comma-separated (this node's "
+    .. "is the one with PORT).")
+    :argname("<node_urls>")
+  p:option("--host", "Listen on this address instead of the host of this "
+    .. "node's URL (0.0.0.0 listens on every interface).")
+    :argname("<addr>")
+  p:option("--token", "Shared secret the nodes send each other on "
+    .. "/append, /snapshot and /sync (default: CLUSTER_TOKEN; empty: none). "
+    .. "Prefer CLUSTER_TOKEN: a flag shows in ps.")
+    :argname("<secret>")
+  for _, f in ipairs(NUMERIC) do
+    local flag, argname, lo, hi, default, help = table.unpack(f)
+    p:option(flag, string.format("%s (from %d to %d; default %d).", help, lo,
+      hi, default))
+      :argname(argname):convert(ranged(flag, lo, hi))
+  end
+end
+
+-- Returns true after a clean stop, or nil and a message.
+function M.run(args, opts)
+  return require("lunakv.node").main(args, opts)
+end
+
+return M
