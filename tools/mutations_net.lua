@@ -76,7 +76,7 @@ return {
     to = "      lkvnet_jbuf_u64(&b, p->index + 1);",
     test = spec("23-replication_spec.lua", "forwards /set") },
   { name = "node: core.serve drops the engine's env (a fault env unused)",
-    file = "c/lua/lunakv_core.c",
+    file = "c/lua/lunakv_node.c",
     from = "    lua_getfield(L, -1, \"env\"); /* +1 env (or nil) */",
     to = "    lua_getfield(L, -1, \"env\"); /* +1 env (or nil) */\n    o.engine.env = NULL;",
     test = spec("24-node_hardening_spec.lua", "cannot be synced") },

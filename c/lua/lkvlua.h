@@ -1,19 +1,206 @@
 /* lkvlua.h - what the binding's files share (c/lua/): each file registers
  * its classes and functions into the module table luaopen_lunakv_core
- * builds. */
+ * builds (lunakv_core.c).
+ *
+ * Calls go one way: lunakv_core.c calls each file's register function;
+ * lunakv_db.c calls lunakv_iter.c and lunakv_options.c; lunakv_node.c
+ * calls lunakv_options.c, which calls lunakv_faultenv.c; every file may
+ * call lunakv_util.c and the inline helpers below, which call no other
+ * file of the binding.
+ *
+ * The helpers are inline here, not in lunakv_util.c, because db:get and
+ * the bench's latency samples run through them on every call: they stay
+ * as cheap as when the binding was one file. */
 #ifndef LKVLUA_H
 #define LKVLUA_H
 
+#include <stdint.h>
+#include <time.h>
+
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "lunakv.h"
 
+#define DB_MT "lunakv.db"
+#define SNAP_MT "lunakv.snapshot"
+#define ITER_MT "lunakv.iter"
+#define BATCH_MT "lunakv.batch"
+#define BENCH_MT "lunakv.bench"
+#define BOX_MT "lunakv.box" /* private: malloc'd scratch freed by __gc */
 #define FAULTENV_MT "lunakv.faultenv"
 
-/* Register the "lunakv.faultenv" class and core.fault_env into the table
- * on top of the stack (lunakv_faultenv.c). */
-void lkvlua_faultenv_register(lua_State *L);
-/* The env of the fault env userdata at idx (raises when it is not one). */
+/* {======================================================================
+** Handles and their lists (lunakv_util.c)
+**
+** A child (snapshot, iterator, batch, bench job) holds its db userdata in
+** user value 1, so the db block outlives it whatever the collection order.
+** The db keeps its open children on an intrusive list; db:close() closes
+** them first, since lkv_db_close refuses while iterators or snapshots live.
+** ======================================================================= */
+
+typedef struct LDb LDb;
+typedef struct Child Child;
+
+/* The common head of every child userdata. */
+struct Child {
+  Child *prev, *next;         /* on owner->children while open */
+  LDb *owner;                 /* the db block; alive through user value 1 */
+  void (*release)(Child *c);  /* frees the engine handle; NULL = closed */
+};
+
+struct LDb {
+  lkv_db *db;       /* NULL once closed */
+  lkv_buf getbuf;   /* reused by every get, freed at close */
+  Child *children;  /* open snapshots, iterators and batches */
+};
+
+void lkvlua_child_link(LDb *d, Child *c, void (*release)(Child *));
+/* Unlink and free the engine handle; a no-op on a closed child. */
+void lkvlua_child_close(Child *c);
+/* Push a new, closed child of the db at stack index dbidx. */
+void *lkvlua_newchild(lua_State *L, size_t size, const char *mt, int dbidx,
+                      LDb *d);
+
+/* Malloc'd scratch owned by a "lunakv.box" userdata: what C gathers
+ * before it may call Lua (an error would leak it) lives in one, and the
+ * box's __gc frees it if building the Lua values raises. */
+typedef struct Box {
+  char *p;
+  size_t len, cap;
+  int oom;
+} Box;
+
+/* Create metatable `name` with its metamethods and, unless indexf is given,
+ * __index = the methods table. Methods and metamethods get the metatable as
+ * upvalue 1 (SELF_MT); indexf, when given, is a C function with upvalues
+ * methods table, metatable. */
+void lkvlua_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
+                     const luaL_Reg *methods, lua_CFunction indexf);
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Registration: each registers its classes, and its functions into the
+** module table on top of the stack
+** ======================================================================= */
+
+void lkvlua_util_register(lua_State *L);     /* lunakv_util.c: the box */
+void lkvlua_db_register(lua_State *L);       /* lunakv_db.c */
+void lkvlua_iter_register(lua_State *L);     /* lunakv_iter.c */
+void lkvlua_options_register(lua_State *L);  /* lunakv_options.c */
+void lkvlua_bench_register(lua_State *L);    /* lunakv_bench.c */
+void lkvlua_proc_register(lua_State *L);     /* lunakv_proc.c */
+void lkvlua_node_register(lua_State *L);     /* lunakv_node.c */
+void lkvlua_faultenv_register(lua_State *L); /* lunakv_faultenv.c */
+
+/* }====================================================================== */
+
+/* {======================================================================
+** What one file offers another
+** ======================================================================= */
+
+typedef struct LIter LIter;
+
+/* lunakv_iter.c: push a new open iterator at `at`, owned by the db at
+ * dbidx. */
+LIter *lkvlua_newiter(lua_State *L, LDb *d, int dbidx, uint64_t at);
+/* lunakv_iter.c: lo at arg 2, hi at arg 3; upward from lo (scan) or
+ * downward from hi (rscan). Returns step, nil, nil, iter. */
+int lkvlua_scan(lua_State *L, LDb *d, int dbidx, uint64_t at, int down);
+
+/* lunakv_options.c: read the options table at arg into *o. */
+void lkvlua_readopts(lua_State *L, int arg, lkv_options *o);
+
+/* lunakv_faultenv.c: the env of the fault env userdata at idx (raises when
+ * it is not one). */
 const lkv_env *lkvlua_faultenv_env(lua_State *L, int idx);
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Errors and arguments
+** ======================================================================= */
+
+/* Raise the engine's sentence. err lives on the caller's C stack; luaL_error
+ * copies it into a Lua string before it jumps. */
+static inline int raise_err(lua_State *L, int rc, lkv_err *err) {
+  err->msg[LKV_ERR_MSG_LEN - 1] = '\0';
+  return luaL_error(L, "lunakv: %s",
+                    err->msg[0] != '\0' ? err->msg : lkv_strerror(rc));
+}
+
+static inline int closed_error(lua_State *L, const Child *c,
+                               const char *what) {
+  if (c->owner == NULL || c->owner->db == NULL)
+    return luaL_error(L, "lunakv: db is closed");
+  return luaL_error(L, "lunakv: %s is closed", what);
+}
+
+/* Keys and values are strings only: a number is refused, not coerced. */
+static inline const char *checkbytes(lua_State *L, int arg, size_t *len) {
+  luaL_argexpected(L, lua_type(L, arg) == LUA_TSTRING, arg, "string");
+  return lua_tolstring(L, arg, len);
+}
+
+/* An optional range bound: NULL when nil or absent (an open end). */
+static inline const char *optbytes(lua_State *L, int arg, size_t *len) {
+  if (lua_isnoneornil(L, arg)) return NULL;
+  return checkbytes(L, arg, len);
+}
+
+/* An optional sequence number: nil or absent reads the newest version. */
+static inline uint64_t optseq(lua_State *L, int arg) {
+  lua_Integer n;
+  if (lua_isnoneornil(L, arg)) return LKV_SEQ_LATEST;
+  n = luaL_checkinteger(L, arg);
+  luaL_argcheck(L, n >= 0, arg, "sequence number must be >= 0");
+  return (uint64_t)n;
+}
+
+static inline int opterror(lua_State *L, int arg, const char *key,
+                           const char *what) {
+  return luaL_argerror(L, arg,
+                       lua_pushfstring(L, "option '%s' %s", key, what));
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Accessors and results
+** ======================================================================= */
+
+/* Every method and metamethod of a class has the class metatable as
+ * upvalue 1 (snapshot __index: upvalue 2). Comparing against it is
+ * luaL_checkudata without the registry lookup by name, which costs more
+ * than an engine get from the memtable. */
+#define SELF_MT lua_upvalueindex(1)
+
+static inline void *checkself(lua_State *L, int mtidx, const char *tname) {
+  void *p = lua_touserdata(L, 1);
+  if (p == NULL || !lua_getmetatable(L, 1)) /* +1 mt, when it has one */
+    luaL_typeerror(L, 1, tname);
+  if (!lua_rawequal(L, -1, mtidx)) luaL_typeerror(L, 1, tname);
+  lua_pop(L, 1); /* -1 mt */
+  return p;
+}
+
+static inline void setint(lua_State *L, const char *name, uint64_t v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, name);
+}
+
+static inline void setnum(lua_State *L, const char *name, double v) {
+  lua_pushnumber(L, (lua_Number)v);
+  lua_setfield(L, -2, name);
+}
+
+static inline double mono_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* }====================================================================== */
 
 #endif

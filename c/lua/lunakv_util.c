@@ -1,0 +1,96 @@
+/* lunakv_util.c - what several of the binding's files use and that calls
+ * none of them back: the list of a db's open children, the "lunakv.box"
+ * scratch userdata, and the class builder. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lauxlib.h"
+#include "lua.h"
+
+#include "lkvlua.h"
+
+/* {======================================================================
+** Handles and their lists
+** ======================================================================= */
+
+void lkvlua_child_link(LDb *d, Child *c, void (*release)(Child *)) {
+  c->release = release;
+  c->prev = NULL;
+  c->next = d->children;
+  if (d->children != NULL) d->children->prev = c;
+  d->children = c;
+}
+
+/* Unlink and free the engine handle; a no-op on a closed child. */
+void lkvlua_child_close(Child *c) {
+  void (*release)(Child *) = c->release;
+  if (release == NULL) return;
+  c->release = NULL;
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    c->owner->children = c->next;
+  if (c->next != NULL) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+  release(c);
+}
+
+/* Push a new, closed child of the db at stack index dbidx. */
+void *lkvlua_newchild(lua_State *L, size_t size, const char *mt, int dbidx,
+                      LDb *d) {
+  Child *c = (Child *)lua_newuserdatauv(L, size, 1); /* +1 child */
+  memset(c, 0, size);
+  c->owner = d;
+  luaL_setmetatable(L, mt);
+  lua_pushvalue(L, dbidx); /* +1 db */
+  lua_setiuservalue(L, -2, 1); /* -1: the child keeps its db alive */
+  return c;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The box and the classes
+** ======================================================================= */
+
+static int box_gc(lua_State *L) {
+  Box *b = (Box *)luaL_checkudata(L, 1, BOX_MT);
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+  return 0;
+}
+
+static const luaL_Reg box_meta[] = {
+    {"__gc", box_gc},
+    {"__close", box_gc},
+    {NULL, NULL},
+};
+
+/* Create metatable `name` with its metamethods and, unless indexf is given,
+ * __index = the methods table. Methods and metamethods get the metatable as
+ * upvalue 1 (SELF_MT); indexf, when given, is a C function with upvalues
+ * methods table, metatable. */
+void lkvlua_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
+                     const luaL_Reg *methods, lua_CFunction indexf) {
+  luaL_newmetatable(L, name); /* +1 mt */
+  lua_pushvalue(L, -1);       /* +1 mt (upvalue) */
+  luaL_setfuncs(L, meta, 1);  /* -1 */
+  if (methods != NULL) {
+    lua_newtable(L);            /* +1 methods */
+    lua_pushvalue(L, -2);       /* +1 mt (upvalue) */
+    luaL_setfuncs(L, methods, 1); /* -1 */
+    if (indexf != NULL) {
+      lua_pushvalue(L, -2);                /* +1 mt */
+      lua_pushcclosure(L, indexf, 2);      /* -2 +1 __index */
+    }
+    lua_setfield(L, -2, "__index"); /* -1 */
+  }
+  lua_pop(L, 1); /* -1 mt */
+}
+
+void lkvlua_util_register(lua_State *L) {
+  lkvlua_newclass(L, BOX_MT, box_meta, NULL, NULL);
+}
+
+/* }====================================================================== */
