@@ -1561,109 +1561,9 @@ static int core_interrupts(lua_State *L) {
 ** The module
 ** ======================================================================= */
 
-enum { OPT_SIZE, OPT_INT, OPT_U64 };
-
-static const struct {
-  const char *name;
-  int kind;
-  size_t offset;
-} optfields[] = {
-    {"max_memtable_size", OPT_SIZE, offsetof(lkv_options, max_memtable_size)},
-    {"max_l0_files", OPT_INT, offsetof(lkv_options, max_l0_files)},
-    {"l0_slowdown_files", OPT_INT, offsetof(lkv_options, l0_slowdown_files)},
-    {"l0_stop_files", OPT_INT, offsetof(lkv_options, l0_stop_files)},
-    {"bloom_bits_per_key", OPT_INT, offsetof(lkv_options, bloom_bits_per_key)},
-    {"bloom_hash_functions", OPT_INT,
-     offsetof(lkv_options, bloom_hash_functions)},
-    {"bloom_min_bits", OPT_SIZE, offsetof(lkv_options, bloom_min_bits)},
-    {"sparse_index_n", OPT_INT, offsetof(lkv_options, sparse_index_n)},
-    {"block_size", OPT_SIZE, offsetof(lkv_options, block_size)},
-    {"table_size", OPT_SIZE, offsetof(lkv_options, table_size)},
-    {"level1_max_bytes", OPT_U64, offsetof(lkv_options, level1_max_bytes)},
-    {"level_multiplier", OPT_INT, offsetof(lkv_options, level_multiplier)},
-    {"block_cache_bytes", OPT_SIZE, offsetof(lkv_options, block_cache_bytes)},
-    {"max_open_files", OPT_INT, offsetof(lkv_options, max_open_files)},
-    {"wal_buffer_size", OPT_INT, offsetof(lkv_options, wal_buffer_size)},
-};
-
-#define NOPTFIELDS (sizeof optfields / sizeof optfields[0])
-
-static const char *const syncnames[] = {"none", "batch", "always", NULL};
-
 static int opterror(lua_State *L, int arg, const char *key, const char *what) {
   return luaL_argerror(L, arg,
                        lua_pushfstring(L, "option '%s' %s", key, what));
-}
-
-/* Read the options table at arg into *o. The Lua facade has already
- * checked them with friendlier messages; this is the last line. The key
- * and value stay on the stack while read, so log_file_name may point into
- * the table's string until lkv_db_open copies it. */
-static void readopts(lua_State *L, int arg, lkv_options *o) {
-  lua_pushnil(L); /* +1 first key */
-  while (lua_next(L, arg) != 0) { /* -1 +2 key, value */
-    const char *key;
-    size_t i;
-    if (lua_type(L, -2) != LUA_TSTRING)
-      luaL_argerror(L, arg, "option names must be strings");
-    key = lua_tostring(L, -2);
-    if (strcmp(key, "sync") == 0) {
-      if (lua_type(L, -1) != LUA_TSTRING)
-        opterror(L, arg, key, "must be \"none\", \"batch\" or \"always\"");
-      for (i = 0; syncnames[i] != NULL; i++)
-        if (strcmp(lua_tostring(L, -1), syncnames[i]) == 0) break;
-      if (syncnames[i] == NULL)
-        opterror(L, arg, key, "must be \"none\", \"batch\" or \"always\"");
-      o->sync = (lkv_sync_mode)i;
-    } else if (strcmp(key, "mmap_reads") == 0 || strcmp(key, "read_only") == 0) {
-      if (lua_type(L, -1) != LUA_TBOOLEAN)
-        opterror(L, arg, key, "must be true or false");
-      if (key[0] == 'm')
-        o->mmap_reads = lua_toboolean(L, -1);
-      else
-        o->read_only = lua_toboolean(L, -1);
-    } else if (strcmp(key, "env") == 0) {
-      /* a fault env (core.fault_env); the caller keeps it alive */
-      if (luaL_testudata(L, -1, FAULTENV_MT) == NULL)
-        opterror(L, arg, key, "must be a fault env (core.fault_env())");
-      o->env = lkvlua_faultenv_env(L, lua_gettop(L));
-    } else if (strcmp(key, "log_file_name") == 0) {
-      size_t len;
-      const char *s;
-      if (lua_type(L, -1) != LUA_TSTRING)
-        opterror(L, arg, key, "must be a string");
-      s = lua_tolstring(L, -1, &len);
-      if (len == 0 || strlen(s) != len)
-        opterror(L, arg, key, "must be a non-empty name without zero bytes");
-      o->log_file_name = s;
-    } else {
-      int isint;
-      lua_Integer n;
-      char *field;
-      for (i = 0; i < NOPTFIELDS; i++)
-        if (strcmp(key, optfields[i].name) == 0) break;
-      if (i == NOPTFIELDS) opterror(L, arg, key, "is unknown");
-      n = lua_tointegerx(L, -1, &isint);
-      if (!isint || lua_type(L, -1) != LUA_TNUMBER)
-        opterror(L, arg, key, "must be an integer");
-      if (n < 0) opterror(L, arg, key, "must be >= 0");
-      field = (char *)o + optfields[i].offset;
-      switch (optfields[i].kind) {
-      case OPT_INT:
-        if (n > INT_MAX) opterror(L, arg, key, "is too large");
-        *(int *)(void *)field = (int)n;
-        break;
-      case OPT_SIZE:
-        if ((uint64_t)n > SIZE_MAX) opterror(L, arg, key, "is too large");
-        *(size_t *)(void *)field = (size_t)n;
-        break;
-      default:
-        *(uint64_t *)(void *)field = (uint64_t)n;
-        break;
-      }
-    }
-    lua_pop(L, 1); /* -1 value; keep the key for lua_next */
-  }
 }
 
 /* core.open(dir [, opts]) -> db */
@@ -1680,7 +1580,7 @@ static int core_open(lua_State *L) {
   lkv_options_init(&o);
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
-    readopts(L, 2, &o);
+    lkvlua_engine_options(L, 2, &o);
   }
   d = (LDb *)lua_newuserdatauv(L, sizeof *d, 2); /* +1 db, closed */
   memset(d, 0, sizeof *d);
@@ -1695,38 +1595,6 @@ static int core_open(lua_State *L) {
   rc = lkv_db_open(dir, &o, &db, &err);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
   d->db = db;
-  return 1;
-}
-
-/* core.defaults() -> the engine's default options, as core.open reads them. */
-static int core_defaults(lua_State *L) {
-  lkv_options o;
-  size_t i;
-  lkv_options_init(&o);
-  lua_createtable(L, 0, (int)NOPTFIELDS + 3);
-  for (i = 0; i < NOPTFIELDS; i++) {
-    const char *field = (const char *)&o + optfields[i].offset;
-    lua_Integer n;
-    switch (optfields[i].kind) {
-    case OPT_INT:
-      n = *(const int *)(const void *)field;
-      break;
-    case OPT_SIZE:
-      n = (lua_Integer) * (const size_t *)(const void *)field;
-      break;
-    default:
-      n = (lua_Integer) * (const uint64_t *)(const void *)field;
-      break;
-    }
-    lua_pushinteger(L, n);
-    lua_setfield(L, -2, optfields[i].name);
-  }
-  lua_pushstring(L, (unsigned)o.sync < 3 ? syncnames[o.sync] : "batch");
-  lua_setfield(L, -2, "sync");
-  lua_pushstring(L, o.log_file_name != NULL ? o.log_file_name : "wal.log");
-  lua_setfield(L, -2, "log_file_name");
-  lua_pushboolean(L, o.mmap_reads);
-  lua_setfield(L, -2, "mmap_reads");
   return 1;
 }
 
@@ -1771,10 +1639,10 @@ static lua_Integer optinteger(lua_State *L, int t, const char *name,
  * node cleanly. opts: host, port, my_url, leader_url, nodes (array of
  * URLs), max_body_bytes, write_timeout_ms, heartbeat_ms,
  * log_compaction_threshold, token, max_uncommitted_bytes,
- * read_timeout_ms, idle_timeout_ms, max_connections (ranges: lkvnet.h;
- * outside one is an argument error), engine (core.open's options; its
- * env, a core.fault_env(), serves the log and the term file as well, and
- * is kept alive while the node runs).
+ * read_timeout_ms, idle_timeout_ms, max_connections (ranges:
+ * lkvnet_options_schema; outside one is an argument error), engine
+ * (core.open's options; its env, a core.fault_env(), serves the log and
+ * the term file as well, and is kept alive while the node runs).
  * Raises "lunakv: <kind>: ..." when the node cannot start or fails. The
  * loop runs in C on this thread; no Lua runs until it returns, and every C
  * resource is released before anything is raised. */
@@ -1791,41 +1659,9 @@ static int core_serve(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   lkvnet_options_init(&o);
   o.data_dir = dir;
-  if (optstring(L, 2, "host") != NULL) o.host = optstring(L, 2, "host");
-  o.port = (int)optinteger(L, 2, "port", 0, 0, 65535);
+  lkvlua_node_options(L, 2, &o);
   o.my_url = optstring(L, 2, "my_url");
   o.leader_url = optstring(L, 2, "leader_url");
-  o.max_body_bytes = (size_t)optinteger(L, 2, "max_body_bytes",
-                                        LKVNET_DEFAULT_MAX_BODY,
-                                        LKVNET_MIN_MAX_BODY,
-                                        (lua_Integer)LKVNET_MAX_MAX_BODY);
-  o.write_timeout_ms = (int)optinteger(L, 2, "write_timeout_ms",
-                                       LKVNET_DEFAULT_WRITE_TIMEOUT_MS,
-                                       LKVNET_MIN_WRITE_TIMEOUT_MS,
-                                       LKVNET_MAX_WRITE_TIMEOUT_MS);
-  o.heartbeat_ms = (int)optinteger(L, 2, "heartbeat_ms",
-                                   LKVNET_DEFAULT_HEARTBEAT_MS,
-                                   LKVNET_MIN_HEARTBEAT_MS,
-                                   LKVNET_MAX_HEARTBEAT_MS);
-  o.log_compaction_threshold = (uint64_t)optinteger(
-      L, 2, "log_compaction_threshold", LKVNET_DEFAULT_LOG_COMPACTION, 0,
-      LUA_MAXINTEGER);
-  o.token = optstring(L, 2, "token");
-  o.max_uncommitted_bytes = (size_t)optinteger(
-      L, 2, "max_uncommitted_bytes", LKVNET_MAX_UNCOMMITTED_BYTES,
-      LKVNET_MIN_MAX_UNCOMMITTED, (lua_Integer)LKVNET_MAX_MAX_UNCOMMITTED);
-  o.read_timeout_ms = (int)optinteger(L, 2, "read_timeout_ms",
-                                      LKVNET_DEFAULT_READ_TIMEOUT_MS,
-                                      LKVNET_MIN_READ_TIMEOUT_MS,
-                                      LKVNET_MAX_READ_TIMEOUT_MS);
-  o.idle_timeout_ms = (int)optinteger(L, 2, "idle_timeout_ms",
-                                      LKVNET_DEFAULT_IDLE_TIMEOUT_MS,
-                                      LKVNET_MIN_IDLE_TIMEOUT_MS,
-                                      LKVNET_MAX_IDLE_TIMEOUT_MS);
-  o.max_connections = (int)optinteger(L, 2, "max_connections",
-                                      LKVNET_DEFAULT_MAX_CONNECTIONS,
-                                      LKVNET_MIN_MAX_CONNECTIONS,
-                                      LKVNET_MAX_MAX_CONNECTIONS);
   if (lua_getfield(L, 2, "nodes") != LUA_TNIL) { /* +1 nodes */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'nodes' must be a table");
     n = (size_t)luaL_len(L, -1);
@@ -1843,7 +1679,7 @@ static int core_serve(lua_State *L) {
   lua_pop(L, 1); /* -1 nodes (kept alive by opts) */
   if (lua_getfield(L, 2, "engine") != LUA_TNIL) { /* +1 engine opts */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'engine' must be a table");
-    readopts(L, lua_gettop(L), &o.engine);
+    lkvlua_engine_options(L, lua_gettop(L), &o.engine);
     /* a fault env (core.fault_env) is the file system of the whole data
      * dir: the db, the replication log, the term file. Its userdata stays
      * on the stack until the node has closed, so no change to the table
@@ -2530,7 +2366,6 @@ static const luaL_Reg box_meta[] = {
 
 static const luaL_Reg core_funcs[] = {
     {"open", core_open},
-    {"defaults", core_defaults},
     {"bench", core_bench},
     {"clock", core_clock},
     {"ncpu", core_ncpu},
@@ -2579,6 +2414,7 @@ __attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L) {
   newclass(L, BOX_MT, box_meta, NULL, NULL);
   luaL_newlib(L, core_funcs);
   lkvlua_faultenv_register(L);
+  lkvlua_options_register(L);
   lua_pushliteral(L, LKV_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushinteger(L, (lua_Integer)LKV_MAX_KEY_BYTES);
