@@ -68,17 +68,17 @@ local function readme_table()
   for line in (section .. "\n"):gmatch("([^\n]*)\n") do
     if line:match("^| key | default | range | meaning |") then
       in_table = true
-    elseif in_table and line:match("^|%-") then
-      -- the rule under the header
     elseif in_table and line:match("^|") then
-      local cells = {}
-      for c in line:gmatch("|([^|]*)") do
-        cells[#cells + 1] = c:gsub("`", ""):match("^%s*(.-)%s*$")
+      if not line:match("^|%-") then -- not the rule under the header
+        local cells = {}
+        for c in line:gmatch("|([^|]*)") do
+          cells[#cells + 1] = c:gsub("`", ""):match("^%s*(.-)%s*$")
+        end
+        local key = cells[1]
+        assert(rows[key] == nil, "README lists " .. key .. " twice")
+        rows[key] = { default = cells[2], range = cells[3] }
+        n = n + 1
       end
-      local key = cells[1]
-      assert(rows[key] == nil, "README lists " .. key .. " twice")
-      rows[key] = { default = cells[2], range = cells[3] }
-      n = n + 1
     elseif in_table then
       break
     end
@@ -392,7 +392,9 @@ describe("the options schema", function()
             end
             local outside = {}
             if r.min > 0 then outside[#outside + 1] = r.min - 1 end
-            if r.max < math.maxinteger then outside[#outside + 1] = r.max + 1 end
+            if r.max < math.maxinteger then
+              outside[#outside + 1] = r.max + 1
+            end
             for _, v in ipairs(outside) do
               -- an int field past INT_MAX cannot even reach the engine
               local err = h.error_of(core.open, target, opts_for(r.name, v))

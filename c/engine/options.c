@@ -13,13 +13,16 @@
 #include "lunakv.h"
 
 /* An ENUM field is read and written as an int. */
-_Static_assert(sizeof(lkv_sync_mode) == sizeof(int), "lkv_sync_mode is int-sized");
+_Static_assert(sizeof(lkv_sync_mode) == sizeof(int),
+               "lkv_sync_mode is int-sized");
 
 static const char *const sync_names[] = {"none", "batch", "always", NULL};
 
-/* Rows in the order the README and .env.example list them. The seed's
- * variable names are kept for the Bloom options (BLOOM_FILTER_SIZE,
- * HASH_FUNCTIONS) so a seed's .env still reads. */
+/* lunakv.config lists the keys in this order (its messages, the bench
+ * header). The seed's variable names are kept for two Bloom options
+ * (BLOOM_FILTER_SIZE, HASH_FUNCTIONS) so a seed's .env still reads. A log
+ * name stays under 200 bytes: with its ".NNNNNN" suffix it must fit the
+ * engine's 256-byte file name buffers. */
 static const lkv_option_spec engine_schema[] = {
     {.name = "log_file_name", .offset = offsetof(lkv_options, log_file_name),
      .env = "LOG_FILE_NAME", .type = LKV_OPT_FILENAME, .min = 1, .max = 199,
@@ -88,7 +91,8 @@ static const lkv_option_spec engine_schema[] = {
      .dflt = 100, .doc = "writes per WAL write when sync is batch"},
     {.name = "sync", .offset = offsetof(lkv_options, sync), .env = "SYNC",
      .type = LKV_OPT_ENUM, .min = 0, .max = 2, .dflt = LKV_SYNC_BATCH,
-     .choices = sync_names, .doc = "durability of a write: none, batch or always"},
+     .choices = sync_names,
+     .doc = "durability of a write: none, batch or always"},
     /* how one open behaves, not a setting: no variable */
     {.name = "read_only", .offset = offsetof(lkv_options, read_only),
      .type = LKV_OPT_BOOL, .min = 0, .max = 1, .dflt = 0,
