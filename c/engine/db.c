@@ -19,65 +19,6 @@
 #include "err.h"
 #include "manifest.h"
 
-void lkv_options_init(lkv_options *o) {
-  memset(o, 0, sizeof *o);
-  o->max_memtable_size = 4u << 20;
-  o->max_l0_files = 4;
-  o->l0_slowdown_files = 8;
-  o->l0_stop_files = 12;
-  o->bloom_bits_per_key = 10;
-  o->bloom_hash_functions = 0;
-  o->bloom_min_bits = 0;
-  o->sparse_index_n = 16;
-  o->block_size = 4096;
-  o->table_size = 2u << 20;
-  o->level1_max_bytes = 10u << 20;
-  o->level_multiplier = 10;
-  o->block_cache_bytes = 8u << 20;
-  o->max_open_files = 1000;
-  o->mmap_reads = 0;
-  o->wal_buffer_size = 100;
-  o->sync = LKV_SYNC_BATCH;
-  o->log_file_name = "wal.log";
-}
-
-static int check_options(const lkv_options *o, lkv_err *err) {
-#define NEED(cond, what) \
-  if (!(cond)) return lkv_seterr(err, LKV_INVALID, "option %s", what)
-  NEED(o->max_memtable_size >= 1 && o->max_memtable_size <= (1ull << 32),
-       "max_memtable_size must be 1 .. 4 GiB");
-  NEED(o->max_l0_files >= 1 && o->max_l0_files <= 1000, "max_l0_files must be 1 .. 1000");
-  NEED(o->l0_slowdown_files >= o->max_l0_files,
-       "l0_slowdown_files must be >= max_l0_files");
-  NEED(o->l0_stop_files >= o->l0_slowdown_files,
-       "l0_stop_files must be >= l0_slowdown_files");
-  NEED(o->bloom_bits_per_key >= 1 && o->bloom_bits_per_key <= 64,
-       "bloom_bits_per_key must be 1 .. 64");
-  NEED(o->bloom_hash_functions >= 0 && o->bloom_hash_functions <= 30,
-       "bloom_hash_functions must be 0 (derived) .. 30");
-  NEED(o->bloom_min_bits <= (1u << 30), "bloom_min_bits must be <= 2^30");
-  NEED(o->sparse_index_n >= 1 && o->sparse_index_n <= 1024,
-       "sparse_index_n must be 1 .. 1024");
-  NEED(o->block_size >= 256 && o->block_size <= (4u << 20),
-       "block_size must be 256 B .. 4 MiB");
-  NEED(o->table_size >= 4096, "table_size must be >= 4096");
-  NEED(o->level1_max_bytes >= 4096, "level1_max_bytes must be >= 4096");
-  NEED(o->level_multiplier >= 2 && o->level_multiplier <= 100,
-       "level_multiplier must be 2 .. 100");
-  NEED(o->wal_buffer_size >= 1, "wal_buffer_size must be >= 1");
-  NEED(o->max_open_files >= 16, "max_open_files must be >= 16");
-  NEED(o->mmap_reads == 0 || o->mmap_reads == 1, "mmap_reads must be 0 or 1");
-  NEED(o->read_only == 0 || o->read_only == 1, "read_only must be 0 or 1");
-  NEED(o->sync == LKV_SYNC_NONE || o->sync == LKV_SYNC_BATCH ||
-           o->sync == LKV_SYNC_ALWAYS,
-       "sync must be none, batch or always");
-  NEED(o->log_file_name && o->log_file_name[0] &&
-           strchr(o->log_file_name, '/') == NULL && strlen(o->log_file_name) < 200,
-       "log_file_name must be a plain file name");
-#undef NEED
-  return LKV_OK;
-}
-
 /* ---- names ----------------------------------------------------------- */
 
 void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
@@ -756,7 +697,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
     o = *opts;
   else
     lkv_options_init(&o);
-  if ((rc = check_options(&o, err))) return rc;
+  if ((rc = lkv_options_check(&o, err))) return rc;
   const lkv_env *env = o.env ? o.env : lkv_env_posix();
   if (o.read_only) {
     lkv_env_info st;

@@ -185,8 +185,70 @@ typedef struct lkv_options {
   const lkv_env *env;       /* the file system; NULL = lkv_env_posix() */
 } lkv_options;
 
-/* Fill *o with the defaults listed above. */
+/* Fill *o with the defaults: the schema's (lkv_options_schema), which the
+ * comments above repeat. */
 LKV_API void lkv_options_init(lkv_options *o);
+
+/* LKV_OK, or LKV_INVALID naming the first option of *o outside the
+ * schema's range, its value and the range: the check lkv_db_open makes
+ * before it touches anything. */
+LKV_API int lkv_options_check(const lkv_options *o, lkv_err *err);
+
+/* ---- the options schema ---------------------------------------------- */
+
+/* Every option is described once, in a table (options.c): its name, type,
+ * default, range and a line of documentation. lkv_options_init and
+ * lkv_options_check read it, and so do the Lua binding (core.open, and
+ * core.options_schema, from which lunakv.config builds its checks) and the
+ * HTTP node for its own options (lkvnet_options_schema), so a range is
+ * written in one place. */
+typedef enum lkv_option_type {
+  LKV_OPT_INT,     /* int */
+  LKV_OPT_SIZE,    /* size_t */
+  LKV_OPT_U64,     /* uint64_t */
+  LKV_OPT_BOOL,    /* int, 0 or 1 */
+  LKV_OPT_ENUM,    /* an enum (int-sized): the index of one of choices */
+  LKV_OPT_STRING,  /* const char *, any text; NULL allowed */
+  LKV_OPT_FILENAME /* const char *, a file name of min .. max bytes, no '/' */
+} lkv_option_type;
+
+typedef struct lkv_option_spec {
+  const char *name;     /* the struct field; also the Lua option's name */
+  const char *env;      /* its variable in .env and the environment; NULL:
+                           none (set from Lua or C only) */
+  lkv_option_type type;
+  size_t offset;        /* of the field in the struct the schema describes */
+  uint64_t min, max;    /* numbers: the accepted range; FILENAME: length */
+  uint64_t dflt;        /* the default of a number, BOOL or ENUM */
+  const char *dflt_str; /* the default of a STRING or FILENAME */
+  const char *const *choices; /* ENUM: its names, NULL-terminated */
+  const char *at_least; /* another option of the same schema this one must
+                           not be below; NULL: none */
+  const char *doc;      /* one line */
+} lkv_option_spec;
+
+/* The engine's options (the fields of lkv_options but env), in the order
+ * the documentation lists them; *n receives their number. Static storage. */
+LKV_API const lkv_option_spec *lkv_options_schema(size_t *n);
+
+/* For any struct that schema[0 .. n) describes (lkv_options, or
+ * lkvnet_options with the node's schema): set every field to its default
+ * (the others are left as they are). */
+LKV_API void lkv_schema_defaults(const lkv_option_spec *schema, size_t n,
+                                 void *base);
+
+/* Check every field of the struct at base against schema[0 .. n): LKV_OK,
+ * or LKV_INVALID with "option NAME is VALUE; it must be from MIN to MAX"
+ * (or the rule of a BOOL, ENUM, FILENAME or at_least) for the first one
+ * that is not. STRING fields are not checked. */
+LKV_API int lkv_schema_check(const lkv_option_spec *schema, size_t n,
+                             const void *base, lkv_err *err);
+
+/* Store v into the number, BOOL or ENUM field s names in the struct at
+ * base, converted to the field's C type. REQUIRES: v fits that type (an
+ * int field takes at most INT_MAX); the range is lkv_schema_check's. */
+LKV_API void lkv_option_set(const lkv_option_spec *s, void *base,
+                            uint64_t v);
 
 /* ---- the database ---------------------------------------------------- */
 

@@ -109,8 +109,18 @@ LIter *lkvlua_newiter(lua_State *L, LDb *d, int dbidx, uint64_t at);
  * downward from hi (rscan). Returns step, nil, nil, iter. */
 int lkvlua_scan(lua_State *L, LDb *d, int dbidx, uint64_t at, int down);
 
-/* lunakv_options.c: read the options table at arg into *o. */
-void lkvlua_readopts(lua_State *L, int arg, lkv_options *o);
+/* lunakv_options.c: read the options table at arg (names of
+ * lkv_options_schema, and env, a fault env) into *o, raising an argument
+ * error for an unknown name or a value of the wrong type; ranges are left
+ * to the engine's check. Strings stay borrowed from the table, which must
+ * outlive their use. */
+void lkvlua_engine_options(lua_State *L, int arg, lkv_options *o);
+/* lunakv_options.c: read the fields of table t that lkvnet_options_schema
+ * names into *o (absent ones keep their value), raising an argument error
+ * for a value of the wrong type or out of its range. Strings stay
+ * borrowed. */
+struct lkvnet_options;
+void lkvlua_node_options(lua_State *L, int t, struct lkvnet_options *o);
 
 /* lunakv_faultenv.c: the env of the fault env userdata at idx (raises when
  * it is not one). */

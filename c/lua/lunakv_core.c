@@ -4,7 +4,8 @@
  *   lunakv_db.c        "lunakv.db", "lunakv.snapshot", "lunakv.batch",
  *                      core.open
  *   lunakv_iter.c      "lunakv.iter" and the scans
- *   lunakv_options.c   the engine options a Lua table gives, core.defaults
+ *   lunakv_options.c   engine and node options read through their schemas,
+ *                      core.options_schema, core.defaults
  *   lunakv_bench.c     "lunakv.bench" jobs, core.bench
  *   lunakv_node.c      core.serve, core.http_request, core.http_bench
  *   lunakv_proc.c      core.clock, ncpu, isatty, interrupts, spawn, kill,

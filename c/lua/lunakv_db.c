@@ -425,7 +425,7 @@ static int core_open(lua_State *L) {
   lkv_options_init(&o);
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
-    lkvlua_readopts(L, 2, &o);
+    lkvlua_engine_options(L, 2, &o);
   }
   d = (LDb *)lua_newuserdatauv(L, sizeof *d, 2); /* +1 db, closed */
   memset(d, 0, sizeof *d);

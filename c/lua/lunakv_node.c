@@ -56,10 +56,10 @@ static lua_Integer optinteger(lua_State *L, int t, const char *name,
  * node cleanly. opts: host, port, my_url, leader_url, nodes (array of
  * URLs), max_body_bytes, write_timeout_ms, heartbeat_ms,
  * log_compaction_threshold, token, max_uncommitted_bytes,
- * read_timeout_ms, idle_timeout_ms, max_connections (ranges: lkvnet.h;
- * outside one is an argument error), engine (core.open's options; its
- * env, a core.fault_env(), serves the log and the term file as well, and
- * is kept alive while the node runs).
+ * read_timeout_ms, idle_timeout_ms, max_connections (ranges:
+ * lkvnet_options_schema; outside one is an argument error), engine
+ * (core.open's options; its env, a core.fault_env(), serves the log and
+ * the term file as well, and is kept alive while the node runs).
  * Raises "lunakv: <kind>: ..." when the node cannot start or fails. The
  * loop runs in C on this thread; no Lua runs until it returns, and every C
  * resource is released before anything is raised. */
@@ -76,41 +76,9 @@ static int core_serve(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   lkvnet_options_init(&o);
   o.data_dir = dir;
-  if (optstring(L, 2, "host") != NULL) o.host = optstring(L, 2, "host");
-  o.port = (int)optinteger(L, 2, "port", 0, 0, 65535);
+  lkvlua_node_options(L, 2, &o);
   o.my_url = optstring(L, 2, "my_url");
   o.leader_url = optstring(L, 2, "leader_url");
-  o.max_body_bytes = (size_t)optinteger(L, 2, "max_body_bytes",
-                                        LKVNET_DEFAULT_MAX_BODY,
-                                        LKVNET_MIN_MAX_BODY,
-                                        (lua_Integer)LKVNET_MAX_MAX_BODY);
-  o.write_timeout_ms = (int)optinteger(L, 2, "write_timeout_ms",
-                                       LKVNET_DEFAULT_WRITE_TIMEOUT_MS,
-                                       LKVNET_MIN_WRITE_TIMEOUT_MS,
-                                       LKVNET_MAX_WRITE_TIMEOUT_MS);
-  o.heartbeat_ms = (int)optinteger(L, 2, "heartbeat_ms",
-                                   LKVNET_DEFAULT_HEARTBEAT_MS,
-                                   LKVNET_MIN_HEARTBEAT_MS,
-                                   LKVNET_MAX_HEARTBEAT_MS);
-  o.log_compaction_threshold = (uint64_t)optinteger(
-      L, 2, "log_compaction_threshold", LKVNET_DEFAULT_LOG_COMPACTION, 0,
-      LUA_MAXINTEGER);
-  o.token = optstring(L, 2, "token");
-  o.max_uncommitted_bytes = (size_t)optinteger(
-      L, 2, "max_uncommitted_bytes", LKVNET_MAX_UNCOMMITTED_BYTES,
-      LKVNET_MIN_MAX_UNCOMMITTED, (lua_Integer)LKVNET_MAX_MAX_UNCOMMITTED);
-  o.read_timeout_ms = (int)optinteger(L, 2, "read_timeout_ms",
-                                      LKVNET_DEFAULT_READ_TIMEOUT_MS,
-                                      LKVNET_MIN_READ_TIMEOUT_MS,
-                                      LKVNET_MAX_READ_TIMEOUT_MS);
-  o.idle_timeout_ms = (int)optinteger(L, 2, "idle_timeout_ms",
-                                      LKVNET_DEFAULT_IDLE_TIMEOUT_MS,
-                                      LKVNET_MIN_IDLE_TIMEOUT_MS,
-                                      LKVNET_MAX_IDLE_TIMEOUT_MS);
-  o.max_connections = (int)optinteger(L, 2, "max_connections",
-                                      LKVNET_DEFAULT_MAX_CONNECTIONS,
-                                      LKVNET_MIN_MAX_CONNECTIONS,
-                                      LKVNET_MAX_MAX_CONNECTIONS);
   if (lua_getfield(L, 2, "nodes") != LUA_TNIL) { /* +1 nodes */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'nodes' must be a table");
     n = (size_t)luaL_len(L, -1);
@@ -128,7 +96,7 @@ static int core_serve(lua_State *L) {
   lua_pop(L, 1); /* -1 nodes (kept alive by opts) */
   if (lua_getfield(L, 2, "engine") != LUA_TNIL) { /* +1 engine opts */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'engine' must be a table");
-    lkvlua_readopts(L, lua_gettop(L), &o.engine);
+    lkvlua_engine_options(L, lua_gettop(L), &o.engine);
     /* a fault env (core.fault_env) is the file system of the whole data
      * dir: the db, the replication log, the term file. Its userdata stays
      * on the stack until the node has closed, so no change to the table

@@ -100,7 +100,8 @@ typedef struct lkvnet_options {
   size_t nnodes;
   size_t max_body_bytes;  /* request bodies over this get 413; 4 MiB */
   int write_timeout_ms;   /* a write not committed by then gets 503; 5000 */
-  const char *token;      /* shared secret for internal routes; NULL: none */
+  const char *token;      /* shared secret for internal routes; NULL or
+                             "": none */
   uint64_t log_compaction_threshold; /* entries past the last snapshot
                                         before the log is cut; 0: never */
   int heartbeat_ms;       /* an idle leader's /append to each follower; 100 */
@@ -124,6 +125,12 @@ typedef struct lkvnet_options {
 
 /* Fill *o with the defaults above (engine options from lkv_options_init). */
 void lkvnet_options_init(lkvnet_options *o);
+
+/* The node's settings in lkvnet_options (host, port, token and the
+ * numeric ones above, not the topology: data_dir, my_url, leader_url,
+ * nodes) as a schema in lunakv.h's format, with the defaults and ranges
+ * above; *n receives their number. Static storage (nodeopts.c). */
+const lkv_option_spec *lkvnet_options_schema(size_t *n);
 
 typedef struct lkvnet_server lkvnet_server;
 

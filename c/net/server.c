@@ -1512,66 +1512,24 @@ static void on_request(struct evhttp_request *req, void *arg) {
 ** ======================================================================= */
 
 void lkvnet_options_init(lkvnet_options *o) {
+  size_t n;
+  const lkv_option_spec *schema = lkvnet_options_schema(&n);
   memset(o, 0, sizeof *o);
-  o->host = "127.0.0.1";
-  o->max_body_bytes = LKVNET_DEFAULT_MAX_BODY;
-  o->write_timeout_ms = LKVNET_DEFAULT_WRITE_TIMEOUT_MS;
-  o->heartbeat_ms = LKVNET_DEFAULT_HEARTBEAT_MS;
-  o->max_uncommitted_bytes = LKVNET_MAX_UNCOMMITTED_BYTES;
-  o->log_compaction_threshold = LKVNET_DEFAULT_LOG_COMPACTION;
-  o->read_timeout_ms = LKVNET_DEFAULT_READ_TIMEOUT_MS;
-  o->idle_timeout_ms = LKVNET_DEFAULT_IDLE_TIMEOUT_MS;
-  o->max_connections = LKVNET_DEFAULT_MAX_CONNECTIONS;
+  lkv_schema_defaults(schema, n, o);
   lkv_options_init(&o->engine);
 }
 
-/* Every numeric option within its range (lkvnet.h), checked before
+/* Every setting within its range (lkvnet_options_schema), checked before
  * anything is opened: a value the node cannot run with is the caller's
  * mistake, named, never a crash or a silent default. */
 static int check_options(const lkvnet_options *o, lkv_err *err) {
-  static const struct {
-    const char *name;
-    size_t offset;
-    int is_size; /* size_t, else int */
-    uint64_t lo, hi;
-  } ranges[] = {
-      {"max_body_bytes", offsetof(lkvnet_options, max_body_bytes), 1,
-       LKVNET_MIN_MAX_BODY, LKVNET_MAX_MAX_BODY},
-      {"write_timeout_ms", offsetof(lkvnet_options, write_timeout_ms), 0,
-       LKVNET_MIN_WRITE_TIMEOUT_MS, LKVNET_MAX_WRITE_TIMEOUT_MS},
-      {"heartbeat_ms", offsetof(lkvnet_options, heartbeat_ms), 0,
-       LKVNET_MIN_HEARTBEAT_MS, LKVNET_MAX_HEARTBEAT_MS},
-      {"max_uncommitted_bytes", offsetof(lkvnet_options, max_uncommitted_bytes),
-       1, LKVNET_MIN_MAX_UNCOMMITTED, LKVNET_MAX_MAX_UNCOMMITTED},
-      {"read_timeout_ms", offsetof(lkvnet_options, read_timeout_ms), 0,
-       LKVNET_MIN_READ_TIMEOUT_MS, LKVNET_MAX_READ_TIMEOUT_MS},
-      {"idle_timeout_ms", offsetof(lkvnet_options, idle_timeout_ms), 0,
-       LKVNET_MIN_IDLE_TIMEOUT_MS, LKVNET_MAX_IDLE_TIMEOUT_MS},
-      {"max_connections", offsetof(lkvnet_options, max_connections), 0,
-       LKVNET_MIN_MAX_CONNECTIONS, LKVNET_MAX_MAX_CONNECTIONS},
-  };
-  size_t i;
+  size_t n;
+  const lkv_option_spec *schema = lkvnet_options_schema(&n);
   if (o->data_dir == NULL || o->data_dir[0] == '\0')
     return lkvnet_seterr(err, LKV_INVALID, "option data_dir is missing");
   if (o->host == NULL)
     return lkvnet_seterr(err, LKV_INVALID, "option host is missing");
-  if (o->port < 0 || o->port > 65535)
-    return lkvnet_seterr(err, LKV_INVALID, "option port is %d; it must be "
-                         "from 0 to 65535", o->port);
-  for (i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
-    const char *p = (const char *)o + ranges[i].offset;
-    long long v;
-    if (ranges[i].is_size)
-      v = (long long)*(const size_t *)(const void *)p;
-    else
-      v = *(const int *)(const void *)p;
-    if (v < 0 || (uint64_t)v < ranges[i].lo || (uint64_t)v > ranges[i].hi)
-      return lkvnet_seterr(err, LKV_INVALID, "option %s is %lld; it must be "
-                           "from %llu to %llu", ranges[i].name, v,
-                           (unsigned long long)ranges[i].lo,
-                           (unsigned long long)ranges[i].hi);
-  }
-  return LKV_OK;
+  return lkv_schema_check(schema, n, o, err);
 }
 
 /* Start-up replay: entries past the applied index wait in the pending

@@ -1,6 +1,8 @@
 -- lunakv.config - options from built-in defaults < a `.env` file <
 -- environment variables, keyed by the seed's names (LOG_FILE_NAME,
--- MAX_MEMTABLE_SIZE, ...). Pure Lua: it needs no engine.
+-- MAX_MEMTABLE_SIZE, ...). The keys, their defaults and ranges are the C
+-- schema's (core.options_schema), so a value refused here is exactly one
+-- the engine or the node would refuse.
 --
 --   local opts, info = config.load([dir [, env]])
 --
@@ -15,95 +17,47 @@
 -- naming key, value and source, and so does a directory given as the
 -- file.
 
+local core = require "lunakv.core"
+
 local M = {}
 
-local INT_MAX = 0x7fffffff
-local MiB = 1024 * 1024
+-- The kinds of value, by the schema's type names.
+local KINDS = { integer = "int", boolean = "bool", enum = "enum",
+  string = "string", filename = "filename" }
 
--- Every option lunakv knows, in documentation order. Fields:
---   key     the Lua name (lunakv.open option, config.load result key)
---   env     the .env / environment variable name; nil = Lua-only option
---   kind    "int", "string" or "sync"
---   min/max the accepted integer range
+-- Every option lunakv knows, in documentation order, made from
+-- core.options_schema: its rows live in c/engine/options.c (the engine),
+-- c/net/nodeopts.c (the node) and c/lua/lunakv_options.c (keys only Lua
+-- reads). Fields:
+--   key     the Lua name (lunakv.open option, config.load result key): the
+--           variable in lower case; an engine option is also known by its
+--           engine name when that differs (bloom_min_bits for
+--           BLOOM_FILTER_SIZE) or when it has no variable (read_only)
+--   env     the .env / environment variable; nil = Lua-only spelling
+--   kind    "int", "bool", "enum", "string" or "filename"
+--   min/max the accepted integer range (a file name's length in bytes)
+--   values  the names an "enum" takes
 --   default the built-in default (= lkv_options_init for engine options)
 --   engine  the engine option it sets (lunakv.core), or false when the
---           engine ignores it (kept for the seed's .env and later layers)
-M.schema = {
-  { key = "log_file_name", env = "LOG_FILE_NAME", kind = "string",
-    default = "wal.log", engine = "log_file_name",
-    doc = "WAL file name inside the data directory" },
-  { key = "max_memtable_size", env = "MAX_MEMTABLE_SIZE", kind = "int",
-    min = 1, default = 4 * MiB, engine = "max_memtable_size",
-    doc = "bytes before the memtable is frozen and flushed" },
-  { key = "max_l0_files", env = "MAX_L0_FILES", kind = "int", min = 1,
-    max = INT_MAX, default = 4, engine = "max_l0_files",
-    doc = "L0 tables that trigger a compaction" },
-  { key = "l0_slowdown_files", env = "L0_SLOWDOWN_FILES", kind = "int",
-    min = 1, max = INT_MAX, default = 8, engine = "l0_slowdown_files",
-    doc = "L0 tables at which writes are delayed" },
-  { key = "l0_stop_files", env = "L0_STOP_FILES", kind = "int", min = 1,
-    max = INT_MAX, default = 12, engine = "l0_stop_files",
-    doc = "L0 tables at which writes wait" },
-  { key = "bloom_filter_size", env = "BLOOM_FILTER_SIZE", kind = "int",
-    min = 0, default = 0, engine = "bloom_min_bits",
-    doc = "smallest Bloom filter in bits (seed name of bloom_min_bits)" },
-  { key = "hash_functions", env = "HASH_FUNCTIONS", kind = "int", min = 0,
-    max = INT_MAX, default = 0, engine = "bloom_hash_functions",
-    doc = "Bloom hash functions, 0 = derived from bits per key" },
-  { key = "bloom_bits_per_key", env = "BLOOM_BITS_PER_KEY", kind = "int",
-    min = 0, max = INT_MAX, default = 10, engine = "bloom_bits_per_key",
-    doc = "Bloom filter bits per key" },
-  { key = "bloom_min_bits", kind = "int", min = 0, default = 0,
-    engine = "bloom_min_bits", doc = "smallest Bloom filter in bits" },
-  { key = "bloom_hash_functions", kind = "int", min = 0, max = INT_MAX,
-    default = 0, engine = "bloom_hash_functions",
-    doc = "Bloom hash functions, 0 = derived from bits per key" },
-  { key = "sparse_index_n", env = "SPARSE_INDEX_N", kind = "int", min = 1,
-    max = INT_MAX, default = 16, engine = "sparse_index_n",
-    doc = "a full key every Nth entry of a block" },
-  { key = "block_size", env = "BLOCK_SIZE", kind = "int", min = 1,
-    default = 4096, engine = "block_size",
-    doc = "target data block size in bytes" },
-  { key = "table_size", env = "TABLE_SIZE", kind = "int", min = 1,
-    default = 2 * MiB, engine = "table_size",
-    doc = "target SSTable size for compaction output" },
-  { key = "level1_max_bytes", env = "LEVEL1_MAX_BYTES", kind = "int",
-    min = 1, default = 10 * MiB, engine = "level1_max_bytes",
-    doc = "L1 size before it spills into L2" },
-  { key = "level_multiplier", env = "LEVEL_MULTIPLIER", kind = "int",
-    min = 1, max = INT_MAX, default = 10, engine = "level_multiplier",
-    doc = "level n+1 holds this many times level n" },
-  { key = "block_cache_bytes", env = "BLOCK_CACHE_BYTES", kind = "int",
-    min = 0, default = 8 * MiB, engine = "block_cache_bytes",
-    doc = "block cache capacity, 0 = none" },
-  { key = "max_open_files", env = "MAX_OPEN_FILES", kind = "int", min = 16,
-    max = INT_MAX, default = 1000, engine = "max_open_files",
-    doc = "tables kept open (file, index and filter)" },
-  { key = "mmap_reads", env = "MMAP_READS", kind = "bool", default = false,
-    engine = "mmap_reads",
-    doc = "read tables through mmap, not pread + block cache" },
-  { key = "wal_buffer_size", env = "WAL_BUFFER_SIZE", kind = "int", min = 1,
-    max = INT_MAX, default = 100, engine = "wal_buffer_size",
-    doc = "writes per WAL write when sync = batch" },
-  { key = "sync", env = "SYNC", kind = "sync", default = "batch",
-    engine = "sync", doc = "none | batch | always" },
-  { key = "tombstone_value", env = "TOMBSTONE_VALUE", kind = "string",
-    default = "__TOMBSTONE__", engine = false,
-    doc = "ignored: lunakv deletes are typed, not a magic value" },
-  { key = "log_compaction_threshold", env = "LOG_COMPACTION_THRESHOLD",
-    kind = "int", min = 0, default = 10000, engine = false,
-    doc = "replication log entries before a snapshot (node layer; 0: never)" },
-  { key = "cluster_token", env = "CLUSTER_TOKEN", kind = "string",
-    default = "", engine = false,
-    doc = "shared secret of a node's internal routes (empty: none)" },
-  { key = "benchmark_n", env = "BENCHMARK_N", kind = "int", min = 1,
-    max = 1 << 40, default = 100000, engine = false,
-    doc = "operations per benchmark run" },
-  { key = "data_dir", env = "DATA_DIR", kind = "string", default = "data",
-    engine = false, doc = "data directory of the shell and nodes" },
-}
-
-M.SYNC_MODES = { "none", "batch", "always" }
+--           engine ignores it (node settings, and the seed's leftovers)
+--   room    who reads it: "engine", "node" or "lua"
+M.schema = {}
+for _, row in ipairs(core.options_schema) do
+  local function add(key, env)
+    M.schema[#M.schema + 1] = {
+      key = key, env = env, kind = assert(KINDS[row.type], row.type),
+      min = row.min, max = row.max, values = row.values,
+      default = row.default, doc = row.doc, room = row.room,
+      engine = row.room == "engine" and row.name or false,
+    }
+  end
+  -- a node setting without a variable is a flag of `lunakv node`, not a
+  -- key here
+  if row.env then add(row.env:lower(), row.env) end
+  if row.room == "engine" and row.env ~= row.name:upper() then
+    add(row.name, nil)
+  end
+end
 
 local by_key, by_env = {}, {}
 for _, spec in ipairs(M.schema) do
@@ -111,6 +65,8 @@ for _, spec in ipairs(M.schema) do
   if spec.env then by_env[spec.env] = spec end
 end
 M.by_key = by_key
+
+M.SYNC_MODES = by_key.sync.values
 
 -- The spec of the setting a name means, in .env, the environment and
 -- --set alike: its variable in upper or in lower case (MAX_MEMTABLE_SIZE
@@ -198,10 +154,22 @@ end
 
 -- }======================================================================
 
+-- "a", "b" or "c" for a list of names.
+local function one_of(values)
+  local q = {}
+  for i, v in ipairs(values) do q[i] = string.format("%q", v) end
+  if #q < 2 then return q[1] or "" end
+  return table.concat(q, ", ", 1, #q - 1) .. " or " .. q[#q]
+end
+
 -- What values of spec are accepted, for messages.
 function M.expected(spec)
-  if spec.kind == "sync" then return '"none", "batch" or "always"' end
+  if spec.kind == "enum" then return one_of(spec.values) end
   if spec.kind == "string" then return "a string" end
+  if spec.kind == "filename" then
+    return string.format("a file name of %d to %d bytes, without '/'",
+      spec.min, spec.max)
+  end
   if spec.kind == "bool" then return "true or false" end
   return M.int_range(spec.min, spec.max)
 end
@@ -211,15 +179,18 @@ end
 function M.check(spec, v)
   if spec.kind == "string" then
     if type(v) ~= "string" then return nil, "expected a string" end
-    if spec.key == "log_file_name" and (v == "" or v:find("[/%z]")) then
-      return nil, "expected a file name (non-empty, no '/')"
+    return v
+  elseif spec.kind == "filename" then
+    if type(v) ~= "string" or #v < spec.min or #v > spec.max
+        or v:find("[/%z]") then
+      return nil, "expected " .. M.expected(spec)
     end
     return v
-  elseif spec.kind == "sync" then
-    for _, m in ipairs(M.SYNC_MODES) do
+  elseif spec.kind == "enum" then
+    for _, m in ipairs(spec.values) do
       if v == m then return v end
     end
-    return nil, 'expected "none", "batch" or "always"'
+    return nil, "expected " .. M.expected(spec)
   elseif spec.kind == "bool" then
     if type(v) ~= "boolean" then return nil, "expected true or false" end
     return v

@@ -14,30 +14,47 @@ M.description = "Run an HTTP node (the seed's arguments) until SIGTERM or "
 -- The engine's settings come from the settings layers, as for a shell.
 M.settings = true
 
--- The numeric flags: flag, argname, smallest, largest, default, help.
--- The ranges are lkvnet.h's (LKVNET_MIN_* .. LKVNET_MAX_*), checked here,
--- where the flags are parsed, so that a bad value is a usage error before
--- anything starts; the C server refuses them as well.
-local NUMERIC = {
-  { "--max-body-bytes", "<n>", 1, 67108864, 4194304,
-    "Largest request body accepted" },
-  { "--write-timeout-ms", "<ms>", 1, 86400000, 5000,
+-- The numeric flags: flag, argname, help. Their ranges and defaults are
+-- the node's schema rows (core.options_schema, room "node": the C server
+-- checks the same rows), checked here, where the flags are parsed, so
+-- that a bad value is a usage error before anything starts.
+local FLAGS = {
+  { "--max-body-bytes", "<n>", "Largest request body accepted" },
+  { "--write-timeout-ms", "<ms>",
     "A write not committed by then is answered 503" },
-  { "--heartbeat-ms", "<ms>", 1, 60000, 100,
+  { "--heartbeat-ms", "<ms>",
     "How often an idle leader contacts each follower" },
-  { "--max-uncommitted-bytes", "<n>", 1, 1099511627776, 268435456,
+  { "--max-uncommitted-bytes", "<n>",
     "Key and value bytes of writes a leader holds while they wait for a "
     .. "majority before it refuses new ones with 503" },
-  { "--read-timeout-ms", "<ms>", 100, 3600000, 10000,
+  { "--read-timeout-ms", "<ms>",
     "A request (line, headers and body) not whole this long after its "
     .. "first byte, or after the connection was accepted, is dropped with "
     .. "its connection" },
-  { "--idle-timeout-ms", "<ms>", 100, 86400000, 60000,
+  { "--idle-timeout-ms", "<ms>",
     "A keep-alive connection with no request for this long is closed" },
-  { "--max-connections", "<n>", 1, 1048576, 1024,
+  { "--max-connections", "<n>",
     "Open client connections; past this the node accepts no more until "
     .. "one closes (they wait in the listen queue)" },
 }
+
+-- flag, argname, smallest, largest, default, help: FLAGS with the
+-- schema's numbers.
+local function numeric_flags()
+  local rows = {}
+  for _, r in ipairs(require("lunakv.core").options_schema) do
+    if r.room == "node" then rows[r.name] = r end
+  end
+  local out = {}
+  for _, f in ipairs(FLAGS) do
+    local flag, argname, help = table.unpack(f)
+    local r = assert(rows[flag:gsub("^%-%-", ""):gsub("%-", "_")],
+      flag .. " is not in the node's schema")
+    out[#out + 1] = { flag, argname, r.min, r.max, r.default, help }
+  end
+  return out
+end
+M.NUMERIC = numeric_flags()
 
 -- A converter for argparse: a decimal integer in [lo, hi], or nil and
 -- the message argparse reports as a usage error.
@@ -70,7 +87,7 @@ function M.add_to_parser(p)
     .. "/append, /snapshot and /sync (default: CLUSTER_TOKEN; empty: none). "
     .. "Prefer CLUSTER_TOKEN: a flag shows in ps.")
     :argname("<secret>")
-  for _, f in ipairs(NUMERIC) do
+  for _, f in ipairs(M.NUMERIC) do
     local flag, argname, lo, hi, default, help = table.unpack(f)
     p:option(flag, string.format("%s (from %d to %d; default %d).", help, lo,
       hi, default))
