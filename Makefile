@@ -1,6 +1,7 @@
 # lunakv - build, test, install. This Makefile is the only list of sources:
 # every c/engine/*.c (but *_test.c) is the engine, c/net/*.c (but *_test.c)
-# the HTTP node on libevent, c/lua/*.c the binding.
+# the HTTP node on libevent, c/lua/*.c and c/bench/workload.c the binding,
+# c/bench/*.c the benchmark lkv_bench.
 #
 #   make            build build/liblunakv.a and the Lua module build/lunakv/core.so
 #   make test       install missing Debian packages (as root), build, run the
@@ -47,7 +48,10 @@ NET_TEST    = $(wildcard c/net/*_test.c)
 TEST_BINS   = $(ENGINE_TEST:c/engine/%.c=$(BUILD)/test/%) \
               $(NET_TEST:c/net/%.c=$(BUILD)/test/net/%)
 LUA_SRC     = $(wildcard c/lua/*.c)
-LUA_OBJ     = $(LUA_SRC:c/lua/%.c=$(BUILD)/obj/lua/%.o)
+LUA_OBJ     = $(LUA_SRC:c/lua/%.c=$(BUILD)/obj/lua/%.o) \
+              $(BUILD)/obj/bench/workload.o
+BENCH_SRC   = $(wildcard c/bench/*.c)
+BENCH_HEADERS = $(wildcard c/bench/*.h)
 HEADERS     = $(wildcard c/engine/*.h)
 NET_HEADERS = $(wildcard c/net/*.h)
 
@@ -71,9 +75,15 @@ $(BUILD)/obj/net/%.o: c/net/%.c $(NET_HEADERS) c/engine/lunakv.h
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
 
-$(BUILD)/obj/lua/%.o: c/lua/%.c $(HEADERS) $(NET_HEADERS) $(wildcard c/lua/*.h)
+$(BUILD)/obj/lua/%.o: c/lua/%.c $(HEADERS) $(NET_HEADERS) $(wildcard c/lua/*.h) \
+                     c/bench/workload.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine -Ic/net -I$(LUA_INCDIR) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Ic/engine -Ic/net -Ic/bench -I$(LUA_INCDIR) -c $< -o $@
+
+# the bench's workloads (c/bench/workload.c), which core.bench runs too
+$(BUILD)/obj/bench/workload.o: c/bench/workload.c c/bench/workload.h $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
 
 $(BUILD)/liblunakv.a: $(ENGINE_OBJ)
 	@mkdir -p $(@D)
@@ -158,9 +168,9 @@ mutate: deps
 	  $(LUA) tools/mutate.lua
 
 BENCH_NUM ?= 1000000
-$(BUILD)/bench/lkv_bench: c/bench/lkv_bench.c $(BUILD)/liblunakv.a
+$(BUILD)/bench/lkv_bench: $(BENCH_SRC) $(BENCH_HEADERS) $(BUILD)/liblunakv.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine $< -o $@ $(BUILD)/liblunakv.a -lleveldb $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Ic/engine $(BENCH_SRC) -o $@ $(BUILD)/liblunakv.a -lleveldb $(LDLIBS)
 
 # the benchmark's binary alone (CI builds it so it keeps compiling)
 bench-build: deps

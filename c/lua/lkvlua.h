@@ -4,18 +4,18 @@
  *
  * Calls go one way: lunakv_core.c calls each file's register function;
  * lunakv_db.c calls lunakv_iter.c and lunakv_options.c; lunakv_node.c
- * calls lunakv_options.c, which calls lunakv_faultenv.c; every file may
+ * calls lunakv_options.c, which calls lunakv_faultenv.c; lunakv_bench.c
+ * calls the bench's workload runner (c/bench/workload.h); every file may
  * call lunakv_util.c and the inline helpers below, which call no other
  * file of the binding.
  *
- * The helpers are inline here, not in lunakv_util.c, because db:get and
- * the bench's latency samples run through them on every call: they stay
- * as cheap as when the binding was one file. */
+ * The helpers are inline here, not in lunakv_util.c, because db:get runs
+ * through them on every call: they stay as cheap as when the binding was
+ * one file. */
 #ifndef LKVLUA_H
 #define LKVLUA_H
 
 #include <stdint.h>
-#include <time.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -203,12 +203,6 @@ static inline void setint(lua_State *L, const char *name, uint64_t v) {
 static inline void setnum(lua_State *L, const char *name, double v) {
   lua_pushnumber(L, (lua_Number)v);
   lua_setfield(L, -2, name);
-}
-
-static inline double mono_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* }====================================================================== */

@@ -1,17 +1,16 @@
 /* lunakv_bench.c - core.bench: the engine's workloads run on real threads
- * from Lua (`lunakv bench`), as jobs of the class "lunakv.bench". */
-#include <pthread.h>
-#include <stdatomic.h>
+ * from Lua (`lunakv bench`), as jobs of the class "lunakv.bench". The
+ * workloads and the threads that run them are c/bench/workload.c's; this
+ * file reads the spec, owns the job, and gives its figures to Lua. */
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "lauxlib.h"
 #include "lua.h"
 
 #include "lkvlua.h"
 #include "lunakv.h"
+#include "workload.h"
 
 /* {======================================================================
 ** Benchmark jobs: core.bench
@@ -26,238 +25,14 @@
 ** userdata, so raising with a job alive leaks nothing (__gc joins, frees).
 ** ======================================================================= */
 
-#define BENCH_MAX_THREADS 256
-#define BENCH_MAX_KEY 1024
-#define BENCH_MAX_VALUE ((size_t)1 << 20)
-#define BENCH_SEEK_NEXTS 0 /* seekrandom reads the entry it lands on */
-#define BENCH_COUNT_EVERY 1024 /* ops between updates of the shared count */
-
-enum {
-  BK_FILLSEQ,
-  BK_FILLRANDOM,
-  BK_OVERWRITE,
-  BK_READRANDOM,
-  BK_READMISSING,
-  BK_READSEQ,
-  BK_SEEKRANDOM,
-  BK_WRITES,
-  BK_READS,
-  BK_MISSES
-};
-
-static const char *const bench_kinds[] = {
-    "fillseq",    "fillrandom", "overwrite", "readrandom", "readmissing",
-    "readseq",    "seekrandom", "writes",    "reads",      "misses", NULL};
-
-typedef struct BJob BJob;
-
-typedef struct BWorker {
-  BJob *job;
-  pthread_t tid;
-  uint64_t from, to;   /* operation indexes [from, to) */
-  uint64_t found;      /* reads that found their key */
-  uint64_t done;       /* operations finished */
-  uint64_t rng;        /* splitmix64 state */
-  double *samples;     /* latencies in µs: a slice of job->samples */
-  size_t nsamples;
-  lkv_iter *it;        /* readseq, seekrandom: created before the start */
-} BWorker;
-
-struct BJob {
-  lkv_db *db;
-  int kind;
-  uint64_t num, ops;
-  size_t key_size, value_size;
-  int threads, started; /* threads asked for / created */
-  unsigned sample_every;
-  uint64_t seed;
-  char *value;          /* value_size random bytes */
-  uint64_t *perm;       /* fillrandom, overwrite: key order */
-  double *samples;      /* every worker's samples, one block */
-  size_t nsamples_max;
-  BWorker *w;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;    /* signalled on go and when the last worker ends */
-  int go;               /* guarded by mu: 0 wait, 1 run, -1 give up */
-  int running;          /* guarded by mu: workers not yet finished */
-  int rc;               /* guarded by mu: first failure, LKV_OK if none */
-  lkv_err err;          /* guarded by mu */
-  double t_start, t_end;/* t_end written by the last worker, under mu */
-  atomic_int stop;
-  atomic_uint_fast64_t progress;
-};
-
 typedef struct LJob {
   Child c;
-  BJob *job; /* NULL once closed */
+  lkvwl_job *job; /* NULL once closed */
 } LJob;
-
-static uint64_t splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-/* Key i: the decimal i, zero-padded to ks bytes (lkv_bench's keys). */
-static void bench_key(char *buf, size_t ks, uint64_t i) {
-  size_t p = ks;
-  while (p > 0) {
-    buf[--p] = (char)('0' + i % 10);
-    i /= 10;
-  }
-}
-
-/* A key never written: key i with its last byte '.', which sorts between
- * key i-1 and key i, inside every table's key range (the Bloom filter,
- * not the range check, has to reject it). */
-static void bench_missing(char *buf, size_t ks, uint64_t i) {
-  bench_key(buf, ks, i);
-  buf[ks - 1] = '.';
-}
-
-static void bench_fail(BJob *j, int rc, const lkv_err *err) {
-  pthread_mutex_lock(&j->mu);
-  if (j->rc == LKV_OK) {
-    j->rc = rc;
-    j->err = *err;
-  }
-  pthread_mutex_unlock(&j->mu);
-  atomic_store(&j->stop, 1);
-}
-
-/* One operation of worker w, index i. Returns LKV_OK or a failure. */
-static int bench_op(BWorker *w, uint64_t i, char *key, lkv_buf *buf,
-                    lkv_err *err) {
-  BJob *j = w->job;
-  size_t ks = j->key_size, len;
-  int rc;
-  switch (j->kind) {
-  case BK_FILLSEQ:
-  case BK_WRITES:
-    bench_key(key, ks, i % j->num);
-    return lkv_db_set(j->db, key, ks, j->value, j->value_size, NULL, err);
-  case BK_FILLRANDOM:
-  case BK_OVERWRITE:
-    bench_key(key, ks, j->perm[i % j->num]);
-    return lkv_db_set(j->db, key, ks, j->value, j->value_size, NULL, err);
-  case BK_READRANDOM:
-  case BK_READS:
-    bench_key(key, ks,
-              j->kind == BK_READS ? i % j->num : splitmix64(&w->rng) % j->num);
-    break;
-  case BK_READMISSING:
-  case BK_MISSES:
-    bench_missing(key, ks,
-                  j->kind == BK_MISSES ? i % j->num
-                                       : splitmix64(&w->rng) % j->num);
-    break;
-  case BK_READSEQ:
-    if (!lkv_iter_valid(w->it)) {
-      if ((rc = lkv_iter_status(w->it, err)) != LKV_OK) return rc;
-      lkv_iter_seek_first(w->it); /* wrap around */
-      if (!lkv_iter_valid(w->it)) return lkv_iter_status(w->it, err);
-    }
-    (void)lkv_iter_key(w->it, &len);
-    (void)lkv_iter_value(w->it, &len);
-    w->found++;
-    lkv_iter_next(w->it);
-    return LKV_OK;
-  case BK_SEEKRANDOM:
-    bench_key(key, ks, splitmix64(&w->rng) % j->num);
-    lkv_iter_seek(w->it, key, ks);
-    if (lkv_iter_valid(w->it)) {
-      (void)lkv_iter_key(w->it, &len);
-      (void)lkv_iter_value(w->it, &len);
-      w->found++;
-      return LKV_OK;
-    }
-    return lkv_iter_status(w->it, err);
-  default:
-    return LKV_INVALID;
-  }
-  rc = lkv_db_get(j->db, key, ks, LKV_SEQ_LATEST, buf, err);
-  if (rc == LKV_OK) w->found++;
-  return rc == LKV_NOTFOUND ? LKV_OK : rc;
-}
-
-static void *bench_worker(void *arg) {
-  BWorker *w = (BWorker *)arg;
-  BJob *j = w->job;
-  char key[BENCH_MAX_KEY];
-  lkv_buf buf = {NULL, 0, 0};
-  lkv_err err;
-  uint64_t i, n = 0, reported = 0;
-  int rc = LKV_OK, go;
-  err.msg[0] = '\0';
-  if (j->kind == BK_READSEQ || j->kind == BK_SEEKRANDOM) {
-    rc = lkv_iter_new(j->db, LKV_SEQ_LATEST, &w->it, &err);
-    if (rc == LKV_OK && j->kind == BK_READSEQ) lkv_iter_seek_first(w->it);
-  }
-  if (rc != LKV_OK) bench_fail(j, rc, &err);
-  pthread_mutex_lock(&j->mu);
-  while (j->go == 0) pthread_cond_wait(&j->cv, &j->mu);
-  go = j->go;
-  pthread_mutex_unlock(&j->mu);
-  for (i = w->from; go > 0 && rc == LKV_OK && i < w->to; i++) {
-    if (n - reported >= BENCH_COUNT_EVERY) {
-      atomic_fetch_add_explicit(&j->progress, n - reported,
-                                memory_order_relaxed);
-      reported = n;
-      if (atomic_load_explicit(&j->stop, memory_order_relaxed)) break;
-    }
-    if (n % j->sample_every == 0 && w->nsamples < j->nsamples_max) {
-      double t0 = mono_seconds();
-      rc = bench_op(w, i, key, &buf, &err);
-      w->samples[w->nsamples++] = (mono_seconds() - t0) * 1e6;
-    } else {
-      rc = bench_op(w, i, key, &buf, &err);
-    }
-    n++;
-  }
-  if (rc != LKV_OK) bench_fail(j, rc, &err);
-  atomic_fetch_add_explicit(&j->progress, n - reported, memory_order_relaxed);
-  w->done = n;
-  if (w->it != NULL) {
-    lkv_iter_free(w->it);
-    w->it = NULL;
-  }
-  lkv_buf_free(&buf);
-  pthread_mutex_lock(&j->mu);
-  if (--j->running == 0) {
-    j->t_end = mono_seconds();
-    pthread_cond_broadcast(&j->cv);
-  }
-  pthread_mutex_unlock(&j->mu);
-  return NULL;
-}
-
-static void bench_free(BJob *j) {
-  if (j == NULL) return;
-  free(j->value);
-  free(j->perm);
-  free(j->samples);
-  free(j->w);
-  pthread_cond_destroy(&j->cv);
-  pthread_mutex_destroy(&j->mu);
-  free(j);
-}
-
-/* Stop the workers, wait for them, free everything. Lua thread only. */
-static void bench_stop(BJob *j) {
-  int t;
-  atomic_store(&j->stop, 1);
-  pthread_mutex_lock(&j->mu);
-  if (j->go == 0) j->go = -1;
-  pthread_cond_broadcast(&j->cv);
-  pthread_mutex_unlock(&j->mu);
-  for (t = 0; t < j->started; t++) pthread_join(j->w[t].tid, NULL);
-  bench_free(j);
-}
 
 static void job_free_handle(Child *c) {
   LJob *p = (LJob *)c;
-  bench_stop(p->job);
+  lkvwl_job_free(p->job);
   p->job = NULL;
 }
 
@@ -290,18 +65,17 @@ static void readspec(lua_State *L, int t, BSpec *s) {
   luaL_checktype(L, t, LUA_TTABLE);
   lua_getfield(L, t, "kind"); /* +1 */
   kind = lua_tostring(L, -1);
-  for (i = 0; kind != NULL && bench_kinds[i] != NULL; i++)
-    if (strcmp(kind, bench_kinds[i]) == 0) break;
-  if (kind == NULL || bench_kinds[i] == NULL)
+  i = kind != NULL ? lkvwl_parse(kind, strlen(kind), LKVWL_IN_CORE) : -1;
+  if (i < 0)
     luaL_error(L, "bad spec field 'kind' to 'bench' (a workload name "
                   "expected, got %s)", kind ? kind : luaL_typename(L, -1));
   s->kind = i;
   lua_pop(L, 1); /* -1 */
   s->num = specint(L, t, "num", 100000, 1, (lua_Integer)1 << 40);
   s->ops = specint(L, t, "ops", s->num, 0, (lua_Integer)1 << 40);
-  s->key_size = specint(L, t, "key_size", 16, 1, BENCH_MAX_KEY);
-  s->value_size = specint(L, t, "value_size", 100, 0, BENCH_MAX_VALUE);
-  s->threads = (int)specint(L, t, "threads", 1, 1, BENCH_MAX_THREADS);
+  s->key_size = specint(L, t, "key_size", 16, 1, LKVWL_MAX_KEY);
+  s->value_size = specint(L, t, "value_size", 100, 0, LKVWL_MAX_VALUE);
+  s->threads = (int)specint(L, t, "threads", 1, 1, LKVWL_MAX_THREADS);
   s->seed = specint(L, t, "seed", 1, LUA_MININTEGER, LUA_MAXINTEGER);
   s->sample_every = specint(L, t, "sample_every", 8, 1, 1 << 20);
   /* every key index must fit in key_size decimal digits */
@@ -311,88 +85,29 @@ static void readspec(lua_State *L, int t, BSpec *s) {
                   "bytes)", s->num, s->key_size);
 }
 
-/* Allocate the job for spec s; NULL when out of memory. */
-static BJob *bench_new(lkv_db *db, const BSpec *s) {
-  BJob *j = (BJob *)calloc(1, sizeof *j);
-  uint64_t ops = (uint64_t)s->ops, per, i, k, r;
-  size_t b;
-  int t;
-  if (j == NULL) return NULL;
-  pthread_mutex_init(&j->mu, NULL);
-  pthread_cond_init(&j->cv, NULL);
-  atomic_init(&j->stop, 0);
-  atomic_init(&j->progress, 0);
-  j->db = db;
-  j->kind = s->kind;
-  j->num = (uint64_t)s->num;
-  j->ops = ops;
-  j->key_size = (size_t)s->key_size;
-  j->value_size = (size_t)s->value_size;
-  j->threads = s->threads;
-  j->sample_every = (unsigned)s->sample_every;
-  j->seed = (uint64_t)s->seed;
-  j->rc = LKV_OK;
-  j->w = (BWorker *)calloc((size_t)s->threads, sizeof *j->w);
-  j->value = (char *)malloc(j->value_size + 1);
-  per = ops / (uint64_t)s->threads + 1;
-  j->nsamples_max = (size_t)(per / j->sample_every + 1);
-  j->samples = (double *)malloc((size_t)s->threads * j->nsamples_max *
-                                sizeof *j->samples);
-  if (j->w == NULL || j->value == NULL || j->samples == NULL) goto oom;
-  r = j->seed ^ 0x5eed;
-  for (b = 0; b < j->value_size; b++)
-    j->value[b] = (char)(' ' + splitmix64(&r) % 95); /* printable */
-  if (j->kind == BK_FILLRANDOM || j->kind == BK_OVERWRITE) {
-    j->perm = (uint64_t *)malloc(j->num * sizeof *j->perm);
-    if (j->perm == NULL) goto oom;
-    for (i = 0; i < j->num; i++) j->perm[i] = i;
-    r = j->seed + (j->kind == BK_OVERWRITE ? 0x0e5 : 0);
-    for (i = j->num - 1; i > 0; i--) { /* Fisher-Yates */
-      uint64_t tmp;
-      k = splitmix64(&r) % (i + 1);
-      tmp = j->perm[i];
-      j->perm[i] = j->perm[k];
-      j->perm[k] = tmp;
-    }
-  }
-  for (t = 0; t < s->threads; t++) {
-    BWorker *w = &j->w[t];
-    w->job = j;
-    w->from = ops * (uint64_t)t / (uint64_t)s->threads;
-    w->to = ops * (uint64_t)(t + 1) / (uint64_t)s->threads;
-    w->rng = j->seed * 0x100000001b3ull + (uint64_t)t + 1;
-    w->samples = j->samples + (size_t)t * j->nsamples_max;
-  }
-  return j;
-oom:
-  bench_free(j);
-  return NULL;
-}
-
 /* core.bench(db, spec) -> job, its workers already running. */
 static int core_bench(lua_State *L) {
   LDb *d = (LDb *)luaL_checkudata(L, 1, DB_MT);
   BSpec s;
+  lkvwl_spec ws;
   LJob *p;
-  int t, rc = 0;
+  int t, rc;
   if (d->db == NULL) return luaL_error(L, "lunakv: db is closed");
   readspec(L, 2, &s);
+  ws.kind = s.kind;
+  ws.threads = s.threads;
+  ws.num = (uint64_t)s.num;
+  ws.ops = (uint64_t)s.ops;
+  ws.key_size = (size_t)s.key_size;
+  ws.value_size = (size_t)s.value_size;
+  ws.seed = (uint64_t)s.seed;
+  ws.sample_every = (unsigned)s.sample_every;
   /* +1 job, closed */
   p = (LJob *)lkvlua_newchild(L, sizeof *p, BENCH_MT, 1, d);
-  p->job = bench_new(d->db, &s);
+  p->job = lkvwl_job_new(d->db, &ws);
   if (p->job == NULL) return luaL_error(L, "lunakv: out of memory: bench");
   lkvlua_child_link(d, &p->c, job_free_handle);
-  for (t = 0; t < s.threads; t++) {
-    rc = pthread_create(&p->job->w[t].tid, NULL, bench_worker, &p->job->w[t]);
-    if (rc != 0) break;
-    p->job->started++;
-  }
-  pthread_mutex_lock(&p->job->mu);
-  p->job->running = p->job->started;
-  p->job->go = rc == 0 ? 1 : -1;
-  p->job->t_start = mono_seconds();
-  pthread_cond_broadcast(&p->job->cv);
-  pthread_mutex_unlock(&p->job->mu);
+  rc = lkvwl_job_start(p->job, &t);
   if (rc != 0) {
     lkvlua_child_close(&p->c); /* joins the started workers, frees the job */
     return luaL_error(L, "lunakv: io error: bench: cannot start thread %d: %s",
@@ -411,40 +126,17 @@ static LJob *tojob(lua_State *L) {
  * returns when every worker has ended. */
 static int job_wait(lua_State *L) {
   LJob *p = tojob(L);
-  BJob *j = p->job;
   int done;
   if (lua_isnoneornil(L, 2)) {
-    pthread_mutex_lock(&j->mu);
-    while (j->running > 0) pthread_cond_wait(&j->cv, &j->mu);
-    pthread_mutex_unlock(&j->mu);
+    done = lkvwl_job_wait(p->job, -1);
   } else {
     lua_Number secs = luaL_checknumber(L, 2);
-    struct timespec ts;
     luaL_argcheck(L, secs >= 0, 2, "timeout must be >= 0");
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (secs > 1e6) secs = 1e6;
-    ts.tv_sec += (time_t)secs;
-    ts.tv_nsec += (long)((secs - (lua_Number)(time_t)secs) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&j->mu);
-    while (j->running > 0)
-      if (pthread_cond_timedwait(&j->cv, &j->mu, &ts) != 0) break;
-    pthread_mutex_unlock(&j->mu);
+    done = lkvwl_job_wait(p->job, (double)secs);
   }
-  pthread_mutex_lock(&j->mu);
-  done = j->running == 0;
-  pthread_mutex_unlock(&j->mu);
   lua_pushboolean(L, done);
-  lua_pushinteger(L, (lua_Integer)atomic_load(&j->progress));
+  lua_pushinteger(L, (lua_Integer)lkvwl_job_progress(p->job));
   return 2;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 /* Sorted samples -> the p-th percentile (0 < p < 100), nearest rank. */
@@ -462,43 +154,26 @@ static double percentile(const double *v, size_t n, double p) {
  * failure of any worker. */
 static int job_result(lua_State *L) {
   LJob *p = tojob(L);
-  BJob *j = p->job;
+  lkvwl_result r;
   lkv_err err;
-  uint64_t ops = 0, found = 0;
-  size_t n = 0;
-  int t, running, rc;
-  double secs;
-  pthread_mutex_lock(&j->mu);
-  running = j->running;
-  rc = j->rc;
-  err = j->err;
-  pthread_mutex_unlock(&j->mu);
-  if (running > 0) return luaL_error(L, "lunakv: bench: still running");
+  int rc;
+  if (!lkvwl_job_done(p->job, &rc, &err))
+    return luaL_error(L, "lunakv: bench: still running");
   if (rc != LKV_OK) return raise_err(L, rc, &err);
-  /* gather every worker's samples at the front of the block */
-  for (t = 0; t < j->started; t++) {
-    BWorker *w = &j->w[t];
-    memmove(j->samples + n, w->samples, w->nsamples * sizeof *j->samples);
-    w->samples = j->samples + n;
-    n += w->nsamples;
-    ops += w->done;
-    found += w->found;
-  }
-  qsort(j->samples, n, sizeof *j->samples, cmp_double);
-  secs = j->t_end - j->t_start;
+  lkvwl_job_result(p->job, &r);
   lua_createtable(L, 0, 12);
-  lua_pushstring(L, bench_kinds[j->kind]);
+  lua_pushstring(L, lkvwl_name(lkvwl_job_kind(p->job)));
   lua_setfield(L, -2, "kind");
-  setint(L, "threads", (uint64_t)j->started);
-  setint(L, "ops", ops);
-  setint(L, "found", found);
-  setint(L, "samples", (uint64_t)n);
-  setnum(L, "seconds", secs);
-  setnum(L, "ops_per_sec", secs > 0 ? (double)ops / secs : 0);
-  setnum(L, "p50_us", percentile(j->samples, n, 50));
-  setnum(L, "p99_us", percentile(j->samples, n, 99));
-  setnum(L, "p999_us", percentile(j->samples, n, 99.9));
-  setnum(L, "max_us", n ? j->samples[n - 1] : 0);
+  setint(L, "threads", (uint64_t)r.threads);
+  setint(L, "ops", r.ops);
+  setint(L, "found", r.found);
+  setint(L, "samples", (uint64_t)r.nsamples);
+  setnum(L, "seconds", r.seconds);
+  setnum(L, "ops_per_sec", r.seconds > 0 ? (double)r.ops / r.seconds : 0);
+  setnum(L, "p50_us", percentile(r.samples, r.nsamples, 50));
+  setnum(L, "p99_us", percentile(r.samples, r.nsamples, 99));
+  setnum(L, "p999_us", percentile(r.samples, r.nsamples, 99.9));
+  setnum(L, "max_us", r.nsamples ? r.samples[r.nsamples - 1] : 0);
   return 1;
 }
 
@@ -515,7 +190,8 @@ static int job_tostring(lua_State *L) {
     lua_pushliteral(L, "lunakv.bench (closed)");
   else
     lua_pushfstring(L, "lunakv.bench (%s, %d threads)",
-                    bench_kinds[p->job->kind], p->job->threads);
+                    lkvwl_name(lkvwl_job_kind(p->job)),
+                    lkvwl_job_threads(p->job));
   return 1;
 }
 

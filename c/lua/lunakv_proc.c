@@ -29,6 +29,12 @@
 ** core.isatty, core.interrupts
 ** ======================================================================= */
 
+static double mono_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 /* core.clock() -> seconds on the monotonic clock, as a float. */
 static int core_clock(lua_State *L) {
   lua_pushnumber(L, (lua_Number)mono_seconds());
