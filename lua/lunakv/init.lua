@@ -6,7 +6,7 @@
 --
 -- This file checks options (by name, with the list of valid ones) and maps
 -- the seed's names onto the engine's; everything else is lunakv.core, the
--- C binding (c/lua/lunakv_core.c). Errors raise "lunakv: ...".
+-- C binding (c/lua/, built by lunakv_core.c). Errors raise "lunakv: ...".
 
 local core = require "lunakv.core"
 local config = require "lunakv.config"

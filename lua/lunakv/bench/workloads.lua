@@ -46,9 +46,10 @@ M.SAMPLE_EVERY = SAMPLE_EVERY
 M.HTTP_DEFAULT_WORKLOADS = "write,read" -- with --url
 
 -- The ranges of the numeric options, { lo, hi }: the C layer's own
--- limits (core.bench: BENCH_MAX_KEY, BENCH_MAX_VALUE, BENCH_MAX_THREADS
--- and its num cap; core.http_bench: LKVNET_BENCH_MAX_CONNECTIONS, its key
--- and value sizes, timeout and write share, in c/lua/lunakv_core.c), so
+-- limits (core.bench: LKVWL_MAX_KEY, LKVWL_MAX_VALUE, LKVWL_MAX_THREADS
+-- in c/bench/workload.h, and its num cap; core.http_bench:
+-- LKVNET_BENCH_MAX_CONNECTIONS, its key and value sizes, timeout and
+-- write share, in c/lua/lunakv_node.c), so
 -- a value out of range is a usage error where lunakv.cmd.bench parses the
 -- options rather than an error from C.
 -- spec/14-option_ranges_spec.lua reads them back from the C messages.
