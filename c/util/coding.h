@@ -36,12 +36,6 @@ static inline char *lkv_putv(char *p, uint64_t v) {
   return (char *)u;
 }
 
-static inline int lkv_varint_len(uint64_t v) {
-  int n = 1;
-  while (v >= 0x80) { v >>= 7; n++; }
-  return n;
-}
-
 /* Reads a varint from [p, end). Returns the byte after it, or NULL when it
  * is truncated or longer than 64 bits: callers treat NULL as corruption. */
 static inline const char *lkv_getv(const char *p, const char *end, uint64_t *v) {
