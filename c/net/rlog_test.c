@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "faultenv.h"
-#include "neterr.h"
+#include "err.h"
 #include "rlog.h"
 #include "test.h"
 
@@ -1177,7 +1177,7 @@ static int gate_prepare(void *ctx, lkv_err *err) {
     if (pthread_cond_timedwait(&g->cv, &g->mu, &until) != 0) g->timed_out = 1;
   fail = g->fail;
   pthread_mutex_unlock(&g->mu);
-  if (fail) return lkvnet_seterr(err, LKV_IOERROR, "the engine refused");
+  if (fail) return lkv_seterr(err, LKV_IOERROR, "the engine refused");
   return LKV_OK;
 }
 
