@@ -281,6 +281,39 @@ static double now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Open descriptors of this process (the server's included). */
+static int fds_open(void) {
+  int fd, n = 0;
+  for (fd = 0; fd < 1024; fd++)
+    if (fcntl(fd, F_GETFD) != -1) n++;
+  return n;
+}
+
+/* Before a test uses up every descriptor, let the server close the
+ * connections earlier tests left: it runs in this process, so each one it
+ * closes later would hand the test a descriptor back mid-run. A request
+ * answered after their clients closed shows the server has read their
+ * ends; then the count must hold still for 100 ms (10 s at most). */
+static void server_settle(Server *s) {
+  char url[64];
+  lkvnet_response r;
+  lkv_err err;
+  struct timespec tick = {0, 10000000};
+  int n, still = 0, waited;
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/health", s->port);
+  CHECK_OK(lkvnet_http_request("GET", url, NULL, 0, NULL, 0, 2000, &r, &err),
+           &err);
+  lkvnet_response_free(&r);
+  n = fds_open();
+  for (waited = 0; still < 10 && waited < 1000; waited++) {
+    int m;
+    nanosleep(&tick, NULL);
+    m = fds_open();
+    still = m == n ? still + 1 : 0;
+    n = m;
+  }
+}
+
 /* Use up every descriptor but `spare` under a soft limit of 256, so that
  * the next connections fail inside evhttp_make_request (EMFILE). Returns
  * how many were taken; fds_release gives them and the limit back. */
@@ -321,6 +354,7 @@ static void test_sync_failures(Server *s) {
   int rc;
 
   snprintf(url, sizeof url, "http://127.0.0.1:%d/health", s->port);
+  server_settle(s);
   /* three for the event base (epoll, a signal socketpair), none to
    * connect */
   fds_exhaust(3);
@@ -441,6 +475,7 @@ static void test_bench_failures(Server *s) {
 
   /* no descriptor left: every connection fails inside
    * evhttp_make_request; the run ends with the reason, no recursion */
+  server_settle(s);
   fds_exhaust(3);
   spec.connections = 150;
   spec.ops = 100000;
