@@ -30,6 +30,7 @@
 
 #include "json.h"
 #include "err.h"
+#include "hist.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define PROBE_TIMEOUT_MS 2000
@@ -420,77 +421,6 @@ void lkvnet_bench_spec_init(lkvnet_bench_spec *s) {
   s->target = LKVNET_TARGET_LUNAKV;
 }
 
-/* {----------------------------------------------------------------------
-** The latency histogram: log-linear buckets, LATHIST_SUB per power of 2
-** ---------------------------------------------------------------------- */
-
-#define LATHIST_SUB_BITS 7
-#define LATHIST_SUB (1u << LATHIST_SUB_BITS)
-
-/* The bucket of v: values under 2 * LATHIST_SUB have one bucket each;
- * above, a power of 2 is split in LATHIST_SUB equal buckets. */
-static size_t lathist_index(uint64_t v) {
-  int msb, shift;
-  if (v < LATHIST_SUB) return (size_t)v;
-  msb = 63 - __builtin_clzll(v);
-  shift = msb - LATHIST_SUB_BITS;
-  return (size_t)(shift + 1) * LATHIST_SUB +
-         (size_t)((v >> shift) - LATHIST_SUB);
-}
-
-int lkvnet_lathist_init(lkvnet_lathist *h) {
-  memset(h, 0, sizeof *h);
-  h->counts = calloc(LKVNET_LATHIST_BUCKETS, sizeof *h->counts);
-  return h->counts != NULL ? LKV_OK : LKV_NOMEM;
-}
-
-void lkvnet_lathist_add(lkvnet_lathist *h, uint64_t ns) {
-  if (h->n == 0 || ns < h->min_ns) h->min_ns = ns;
-  if (ns > h->max_ns) h->max_ns = ns;
-  h->n++;
-  h->counts[lathist_index(ns)]++;
-}
-
-double lkvnet_lathist_pct(const lkvnet_lathist *h, double p) {
-  uint64_t k, seen = 0;
-  size_t i;
-  if (h->n == 0 || h->counts == NULL) return 0;
-  /* nearest rank, the rule lunakv bench uses */
-  k = (uint64_t)(p / 100.0 * (double)h->n + 0.999999999);
-  if (k < 1) k = 1;
-  if (k > h->n) k = h->n;
-  /* the ends are known exactly */
-  if (k == h->n) return (double)h->max_ns;
-  if (k == 1) return (double)h->min_ns;
-  for (i = 0; i < LKVNET_LATHIST_BUCKETS; i++) {
-    seen += h->counts[i];
-    if (seen >= k) {
-      uint64_t low, width;
-      double mid;
-      if (i < 2 * LATHIST_SUB) {
-        low = i;
-        width = 1;
-      } else {
-        int shift = (int)(i / LATHIST_SUB) - 1;
-        low = (uint64_t)(i % LATHIST_SUB + LATHIST_SUB) << shift;
-        width = (uint64_t)1 << shift;
-      }
-      mid = (double)low + (double)(width - 1) / 2.0;
-      if (mid < (double)h->min_ns) mid = (double)h->min_ns;
-      if (mid > (double)h->max_ns) mid = (double)h->max_ns;
-      return mid;
-    }
-  }
-  return (double)h->max_ns;
-}
-
-void lkvnet_lathist_free(lkvnet_lathist *h) {
-  free(h->counts);
-  memset(h, 0, sizeof *h);
-}
-
-/* }---------------------------------------------------------------------- */
-
 /* After a transport error a connection waits before its next request,
  * BACKOFF_MIN_MS doubling up to BACKOFF_MAX_MS: a dead node among live
  * ones must not spin the one event thread. */
@@ -527,7 +457,7 @@ struct Bench {
   size_t nconns;
   char *value;   /* the value as it goes in a body (base64 for etcd) */
   size_t vlen;
-  lkvnet_lathist hist; /* nanoseconds, one per successful request */
+  lkv_hist hist;       /* nanoseconds, one per successful request */
   uint64_t issued, next_key, rng, ok;
   size_t inflight;
   size_t failing;      /* connections with fails >= GIVE_UP_FAILS */
@@ -600,7 +530,7 @@ static void bench_done_cb(struct evhttp_request *req, void *arg) {
   if (status >= 200 && status < 300) {
     double d = (t - c->t0) * 1e9;
     b->ok++;
-    lkvnet_lathist_add(&b->hist, d > 0 ? (uint64_t)d : 0);
+    lkv_hist_add(&b->hist, d > 0 ? (uint64_t)d : 0);
   } else {
     b->res->errors++;
     if (status == 0) {
@@ -796,7 +726,7 @@ static void bench_free(Bench *b) {
   free(b->conns);
   free(b->urls);
   free(b->value);
-  lkvnet_lathist_free(&b->hist);
+  lkv_hist_free(&b->hist);
   if (b->base != NULL) event_base_free(b->base);
 }
 
@@ -821,7 +751,7 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
   b.conns = calloc(b.nconns, sizeof *b.conns);
   b.base = event_base_new();
   if (b.urls == NULL || b.conns == NULL || b.base == NULL ||
-      lkvnet_lathist_init(&b.hist) != LKV_OK) {
+      lkv_hist_init(&b.hist) != LKV_OK) {
     rc = lkv_seterr(err, LKV_NOMEM, "load generator state");
     goto done;
   }
@@ -889,10 +819,10 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
 
   res->seconds = b.last - b.start;
   res->ops_per_sec = res->seconds > 0 ? (double)b.ok / res->seconds : 0;
-  res->p50_us = lkvnet_lathist_pct(&b.hist, 50) / 1e3;
-  res->p90_us = lkvnet_lathist_pct(&b.hist, 90) / 1e3;
-  res->p99_us = lkvnet_lathist_pct(&b.hist, 99) / 1e3;
-  res->max_us = (double)b.hist.max_ns / 1e3;
+  res->p50_us = lkv_hist_pct(&b.hist, 50) / 1e3;
+  res->p90_us = lkv_hist_pct(&b.hist, 90) / 1e3;
+  res->p99_us = lkv_hist_pct(&b.hist, 99) / 1e3;
+  res->max_us = (double)b.hist.max / 1e3;
   if (b.nomem) {
     rc = lkv_seterr(err, LKV_NOMEM, "load generator (%llu of %llu "
                     "requests made)", (unsigned long long)res->ops,
