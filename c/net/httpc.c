@@ -31,6 +31,7 @@
 #include "json.h"
 #include "err.h"
 #include "hist.h"
+#include "rng.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define PROBE_TIMEOUT_MS 2000
@@ -466,13 +467,6 @@ struct Bench {
   int stopping, nomem, gave_up, send_failed;
 };
 
-static uint64_t rnd(uint64_t *s) { /* splitmix64 */
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 static void bench_note_error(Bench *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void bench_note_error(Bench *b, const char *fmt, ...) {
@@ -572,13 +566,13 @@ static void bench_issue(BConn *c) {
   enum evhttp_cmd_type type;
   char key[64], target[128];
   uint64_t k;
-  int write = (int)(rnd(&b->rng) % 100) < s->write_pct;
+  int write = (int)(lkv_splitmix64(&b->rng) % 100) < s->write_pct;
   const char *path;
 
   if (write && s->sequential) {
     k = b->next_key++ % s->key_space;
   } else {
-    k = rnd(&b->rng) % s->key_space;
+    k = lkv_splitmix64(&b->rng) % s->key_space;
   }
   key_text(b, s->key_offset + k, key, sizeof key);
   req = evhttp_request_new(bench_done_cb, c);
@@ -769,7 +763,7 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
       goto done;
     }
     for (i = 0; i < s->value_size; i++)
-      raw[i] = (char)('a' + (int)(rnd(&vr) % 26));
+      raw[i] = (char)('a' + (int)(lkv_splitmix64(&vr) % 26));
     raw[s->value_size] = '\0';
     if (s->target == LKVNET_TARGET_ETCD) {
       lkvnet_jbuf vb = {0};

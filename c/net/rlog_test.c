@@ -21,6 +21,7 @@
 #include "faultenv.h"
 #include "err.h"
 #include "rlog.h"
+#include "rng.h"
 #include "test.h"
 
 /* {======================================================================
@@ -1997,9 +1998,7 @@ static void test_power_loss(void) {
     runs += 2;
   }
   for (c = 0; c < extra && total > 0; c++) {
-    uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z ^= z >> 31;
+    uint64_t z = lkv_splitmix64(&seed);
     power_loss_at(1 + z % total, total, (int)((z >> 40) % 4), z);
     runs++;
   }
