@@ -52,6 +52,9 @@ extern "C" {
  * INVALID, BUSY, CLOSED, NOMEM, TOOBIG) and lkv_strerror: every room
  * reports failures in these words, so they live in c/util/err.h. */
 #include "err.h"
+#ifndef LKV_ERR_H /* the C library has an err.h of its own */
+#error "lunakv.h needs c/util on the include path (-Ic/util)"
+#endif
 
 /* ---- limits ---------------------------------------------------------- */
 
