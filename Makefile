@@ -1,11 +1,13 @@
 # lunakv - build, test, install. This Makefile is the only list of sources:
-# every c/engine/*.c (but *_test.c) is the engine, c/net/*.c (but *_test.c)
+# every c/util/*.c (but *_test.c) is the shared leaf (CRC-32C, byte coding,
+# errors, latency histograms, random numbers), built into the engine's
+# library; c/engine/*.c (but *_test.c) the engine, c/net/*.c (but *_test.c)
 # the HTTP node on libevent, c/lua/*.c and c/bench/workload.c the binding,
 # c/bench/*.c the benchmark lkv_bench.
 #
 #   make            build build/liblunakv.a and the Lua module build/lunakv/core.so
 #   make test       install missing Debian packages (as root), build, run the
-#                   C unit tests (c/engine, c/net) and every busted spec
+#                   C unit tests (c/util, c/engine, c/net) and every busted spec
 #   make shell      the same set-up, then open the shell on ./data
 #   make asan       the whole suite under AddressSanitizer + UBSan
 #   make crashtest  SIGKILL and simulated power-loss cycles (CYCLES=N)
@@ -39,20 +41,25 @@ NET_LDLIBS = -levent -lm
 
 BUILD ?= build
 
+UTIL_SRC    = $(filter-out %_test.c,$(wildcard c/util/*.c))
+UTIL_OBJ    = $(UTIL_SRC:c/util/%.c=$(BUILD)/obj/util/%.o)
+UTIL_TEST   = $(wildcard c/util/*_test.c)
 ENGINE_SRC  = $(filter-out %_test.c,$(wildcard c/engine/*.c))
 ENGINE_OBJ  = $(ENGINE_SRC:c/engine/%.c=$(BUILD)/obj/engine/%.o)
 ENGINE_TEST = $(wildcard c/engine/*_test.c)
 NET_SRC     = $(filter-out %_test.c,$(wildcard c/net/*.c))
 NET_OBJ     = $(NET_SRC:c/net/%.c=$(BUILD)/obj/net/%.o)
 NET_TEST    = $(wildcard c/net/*_test.c)
-TEST_BINS   = $(ENGINE_TEST:c/engine/%.c=$(BUILD)/test/%) \
+TEST_BINS   = $(UTIL_TEST:c/util/%.c=$(BUILD)/test/util/%) \
+              $(ENGINE_TEST:c/engine/%.c=$(BUILD)/test/%) \
               $(NET_TEST:c/net/%.c=$(BUILD)/test/net/%)
 LUA_SRC     = $(wildcard c/lua/*.c)
 LUA_OBJ     = $(LUA_SRC:c/lua/%.c=$(BUILD)/obj/lua/%.o) \
               $(BUILD)/obj/bench/workload.o
 BENCH_SRC   = $(wildcard c/bench/*.c)
 BENCH_HEADERS = $(wildcard c/bench/*.h)
-HEADERS     = $(wildcard c/engine/*.h)
+UTIL_HEADERS = $(wildcard c/util/*.h)
+HEADERS     = $(wildcard c/engine/*.h) $(UTIL_HEADERS)
 NET_HEADERS = $(wildcard c/net/*.h)
 
 # Debian packages the project needs to build and test; `make deps` installs
@@ -67,25 +74,32 @@ BENCH_PKGS = libleveldb-dev
 
 all: $(BUILD)/liblunakv.a $(BUILD)/liblunakvnet.a $(BUILD)/lunakv/core.so
 
+# the leaf: sees only its own headers, so nothing of another room creeps in
+$(BUILD)/obj/util/%.o: c/util/%.c $(UTIL_HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/util -c $< -o $@
+
 $(BUILD)/obj/engine/%.o: c/engine/%.c $(HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine -c $< -o $@
 
-$(BUILD)/obj/net/%.o: c/net/%.c $(NET_HEADERS) c/engine/lunakv.h
+$(BUILD)/obj/net/%.o: c/net/%.c $(NET_HEADERS) c/engine/lunakv.h $(UTIL_HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine -c $< -o $@
 
 $(BUILD)/obj/lua/%.o: c/lua/%.c $(HEADERS) $(NET_HEADERS) $(wildcard c/lua/*.h) \
                      c/bench/workload.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine -Ic/net -Ic/bench -I$(LUA_INCDIR) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine -Ic/net -Ic/bench -I$(LUA_INCDIR) -c $< -o $@
 
 # the bench's workloads (c/bench/workload.c), which core.bench runs too
 $(BUILD)/obj/bench/workload.o: c/bench/workload.c c/bench/workload.h $(HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine -c $< -o $@
 
-$(BUILD)/liblunakv.a: $(ENGINE_OBJ)
+# c/util rides in the engine's library: everything that links lunakv links
+# the engine, and the leaf needs no more than libc and pthreads
+$(BUILD)/liblunakv.a: $(ENGINE_OBJ) $(UTIL_OBJ)
 	@mkdir -p $(@D)
 	rm -f $@ && $(AR) rcs $@ $^
 
@@ -99,14 +113,19 @@ $(BUILD)/lunakv/core.so: $(LUA_OBJ) $(BUILD)/liblunakvnet.a $(BUILD)/liblunakv.a
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(LUA_OBJ) $(BUILD)/liblunakvnet.a \
 	  $(BUILD)/liblunakv.a $(NET_LDLIBS) $(LDLIBS) -Wl,--exclude-libs,ALL
 
+$(BUILD)/test/util/%: c/util/%.c $(BUILD)/liblunakv.a c/engine/test.h \
+                      $(UTIL_HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine $< -o $@ $(BUILD)/liblunakv.a $(LDLIBS)
+
 $(BUILD)/test/%: c/engine/%.c $(BUILD)/liblunakv.a c/engine/test.h
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine $< -o $@ $(BUILD)/liblunakv.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine $< -o $@ $(BUILD)/liblunakv.a $(LDLIBS)
 
 $(BUILD)/test/net/%: c/net/%.c $(BUILD)/liblunakvnet.a $(BUILD)/liblunakv.a \
                      c/engine/test.h $(NET_HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine -Ic/net $< -o $@ $(BUILD)/liblunakvnet.a \
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine -Ic/net $< -o $@ $(BUILD)/liblunakvnet.a \
 	  $(BUILD)/liblunakv.a $(NET_LDLIBS) $(LDLIBS)
 
 deps:
@@ -154,7 +173,7 @@ CYCLES    ?= 20
 CRASH_DIR ?= $(if $(wildcard /dev/shm),/dev/shm,/tmp)/lunakv-crashtest-$(shell id -u)
 $(BUILD)/crash/crashtest: c/crash/crashtest.c $(BUILD)/liblunakv.a $(HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine $< -o $@ $(BUILD)/liblunakv.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine $< -o $@ $(BUILD)/liblunakv.a $(LDLIBS)
 
 crashtest: deps
 	@$(MAKE) --no-print-directory $(BUILD)/crash/crashtest
@@ -170,7 +189,7 @@ mutate: deps
 BENCH_NUM ?= 1000000
 $(BUILD)/bench/lkv_bench: $(BENCH_SRC) $(BENCH_HEADERS) $(BUILD)/liblunakv.a
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Ic/engine $(BENCH_SRC) -o $@ $(BUILD)/liblunakv.a -lleveldb $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -Ic/util -Ic/engine $(BENCH_SRC) -o $@ $(BUILD)/liblunakv.a -lleveldb $(LDLIBS)
 
 # the benchmark's binary alone (CI builds it so it keeps compiling)
 bench-build: deps
@@ -198,20 +217,20 @@ bench-cluster: deps
 # replication logs (rlog_seed.c); FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
-FUZZ_BASE     = -std=c11 -D_GNU_SOURCE -g -O1 -pthread -Ic/engine -Ic/net
+FUZZ_BASE     = -std=c11 -D_GNU_SOURCE -g -O1 -pthread -Ic/util -Ic/engine -Ic/net
 FUZZ_FLAGS    = $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_TARGETS  = wal sst block manifest json rlog frames
-FUZZ_NET_SRC  = c/net/json.c c/net/rlog.c c/net/neterr.c
+FUZZ_NET_SRC  = c/net/json.c c/net/rlog.c
 FUZZ_CORPUS   = c/fuzz/corpus
 fuzz-build: deps
 	@sh tools/deps.sh clang libclang-rt-14-dev
 	@$(MAKE) --no-print-directory all
 	@mkdir -p build-fuzz
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	  $(FUZZ_CC) $(FUZZ_FLAGS) c/fuzz/fuzz_$$t.c $(ENGINE_SRC) \
+	  $(FUZZ_CC) $(FUZZ_FLAGS) c/fuzz/fuzz_$$t.c $(UTIL_SRC) $(ENGINE_SRC) \
 	    $(FUZZ_NET_SRC) -o build-fuzz/fuzz_$$t; done
 	$(FUZZ_CC) $(FUZZ_BASE) -fsanitize=address,undefined c/fuzz/rlog_seed.c \
-	  $(ENGINE_SRC) $(FUZZ_NET_SRC) -o build-fuzz/rlog_seed
+	  $(UTIL_SRC) $(ENGINE_SRC) $(FUZZ_NET_SRC) -o build-fuzz/rlog_seed
 	rm -rf build-fuzz/seed && $(LUA) bin/lunakv run c/fuzz/seed.lua build-fuzz/seed
 	@set -e; for t in $(FUZZ_TARGETS); do mkdir -p build-fuzz/corpus_$$t; done
 	cp build-fuzz/seed/wal.log.* build-fuzz/corpus_wal/

@@ -111,7 +111,7 @@ for i, m in ipairs(chosen) do
     -- a mutation that does not compile proves nothing: it is reported as
     -- such, not as caught
     local builds = not m.file:match("%.c$") or sh("cd '" .. scratch ..
-      "' && ${CC:-cc} -std=c11 -D_GNU_SOURCE -fsyntax-only -Ic/engine -Ic/net " ..
+      "' && ${CC:-cc} -std=c11 -D_GNU_SOURCE -fsyntax-only -Ic/util -Ic/engine -Ic/net " ..
       "-Ic/lua -I/usr/include/lua5.4 '" .. m.file .. "' >'" .. log .. "' 2>&1")
     if not builds then
       status = "no-build"

@@ -2,8 +2,9 @@
  *
  * lunakv is an LSM-tree key-value store: a write-ahead log, a sorted
  * memtable, immutable SSTables in levels, and background flush and
- * compaction threads. This header is the whole contract; nothing else in
- * c/engine/ is installed. It needs only C11 and pthreads.
+ * compaction threads. This header, with the error vocabulary it includes
+ * (c/util/err.h), is the whole contract; nothing else in c/engine/ is
+ * installed. It needs only C11 and pthreads.
  *
  * Conventions (read once, they hold for every function below):
  *  1. Handles are opaque: lkv_db, lkv_batch, lkv_snapshot, lkv_iter.
@@ -47,28 +48,13 @@ extern "C" {
 
 /* ---- errors ---------------------------------------------------------- */
 
-enum {
-  LKV_OK = 0,
-  LKV_NOTFOUND = 1,   /* key absent (never carries a message) */
-  LKV_CORRUPTION = 2, /* bytes on disk fail a checksum or do not parse */
-  LKV_IOERROR = 3,    /* a system call failed */
-  LKV_INVALID = 4,    /* bad argument or option */
-  LKV_BUSY = 5,       /* LOCK held by another open, or handles still open */
-  LKV_CLOSED = 6,     /* the db is closed or closing */
-  LKV_NOMEM = 7,      /* allocation failed */
-  LKV_TOOBIG = 8      /* key or value over the documented limit */
-};
-
-#define LKV_ERR_MSG_LEN 256
-
-typedef struct lkv_err {
-  int code;                  /* the LKV_* kind */
-  char msg[LKV_ERR_MSG_LEN]; /* "corruption: 000012.sst offset 4096: ..." */
-} lkv_err;
-
-/* The kind's name: "ok", "not found", "corruption", "io error", "invalid
- * argument", "busy", "closed", "out of memory", "too big". Static storage. */
-LKV_API const char *lkv_strerror(int code);
+/* lkv_err, the LKV_* kinds (LKV_OK = 0, NOTFOUND, CORRUPTION, IOERROR,
+ * INVALID, BUSY, CLOSED, NOMEM, TOOBIG) and lkv_strerror: every room
+ * reports failures in these words, so they live in c/util/err.h. */
+#include "err.h"
+#ifndef LKV_ERR_H /* the C library has an err.h of its own */
+#error "lunakv.h needs c/util on the include path (-Ic/util)"
+#endif
 
 /* ---- limits ---------------------------------------------------------- */
 

@@ -29,7 +29,9 @@
 #include <event2/keyvalq_struct.h>
 
 #include "json.h"
-#include "neterr.h"
+#include "err.h"
+#include "hist.h"
+#include "rng.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
 #define PROBE_TIMEOUT_MS 2000
@@ -66,20 +68,20 @@ static int url_parse(const char *url, Url *u, lkv_err *err) {
   size_t tlen;
   memset(u, 0, sizeof *u);
   if (url == NULL || strncasecmp(url, "http://", 7) != 0)
-    return lkvnet_seterr(err, LKV_INVALID,
-                         "'%s' is not an http:// URL (expected "
-                         "http://HOST:PORT[/path])",
-                         url != NULL ? url : "(null)");
+    return lkv_seterr(err, LKV_INVALID,
+                      "'%s' is not an http:// URL (expected "
+                      "http://HOST:PORT[/path])",
+                      url != NULL ? url : "(null)");
   p = evhttp_uri_parse_with_flags(url, 0);
   if (p == NULL)
-    return lkvnet_seterr(err, LKV_INVALID, "'%s' is not a valid URL", url);
+    return lkv_seterr(err, LKV_INVALID, "'%s' is not a valid URL", url);
   scheme = evhttp_uri_get_scheme(p);
   host = evhttp_uri_get_host(p);
   if (scheme == NULL || strcasecmp(scheme, "http") != 0 || host == NULL ||
       host[0] == '\0' || strlen(host) >= sizeof u->host) {
     evhttp_uri_free(p);
-    return lkvnet_seterr(err, LKV_INVALID, "'%s': expected http://HOST:PORT",
-                         url);
+    return lkv_seterr(err, LKV_INVALID, "'%s': expected http://HOST:PORT",
+                      url);
   }
   /* evhttp_uri keeps an IPv6 literal in its brackets ("[::1]"):
    * connect() and getaddrinfo want the bare address, the Host header
@@ -88,7 +90,7 @@ static int url_parse(const char *url, Url *u, lkv_err *err) {
     size_t hl = strlen(host);
     if (hl < 3 || host[hl - 1] != ']') {
       evhttp_uri_free(p);
-      return lkvnet_seterr(err, LKV_INVALID, "'%s': bad IPv6 address", url);
+      return lkv_seterr(err, LKV_INVALID, "'%s': bad IPv6 address", url);
     }
     snprintf(u->host, sizeof u->host, "%.*s", (int)(hl - 2), host + 1);
   } else {
@@ -98,7 +100,7 @@ static int url_parse(const char *url, Url *u, lkv_err *err) {
   if (u->port < 0) u->port = 80;
   if (u->port == 0 || u->port > 65535) {
     evhttp_uri_free(p);
-    return lkvnet_seterr(err, LKV_INVALID, "'%s': port out of range", url);
+    return lkv_seterr(err, LKV_INVALID, "'%s': port out of range", url);
   }
   snprintf(u->hostport, sizeof u->hostport,
            strchr(u->host, ':') != NULL ? "[%s]:%d" : "%s:%d", u->host,
@@ -110,7 +112,7 @@ static int url_parse(const char *url, Url *u, lkv_err *err) {
   u->target = malloc(tlen);
   if (u->target == NULL) {
     evhttp_uri_free(p);
-    return lkvnet_seterr(err, LKV_NOMEM, "URL of %zu bytes", tlen);
+    return lkv_seterr(err, LKV_NOMEM, "URL of %zu bytes", tlen);
   }
   snprintf(u->target, tlen, "%s%s%s", path, query != NULL ? "?" : "",
            query != NULL ? query : "");
@@ -299,27 +301,27 @@ int lkvnet_http_request(const char *method, const char *url,
   o.kind = -1;
   if (timeout_ms <= 0) timeout_ms = DEFAULT_TIMEOUT_MS;
   if (method == NULL || method_of(method, &type) != 0)
-    return lkvnet_seterr(err, LKV_INVALID,
-                         "unsupported HTTP method '%s' (GET, HEAD, POST, "
-                         "PUT, DELETE, OPTIONS, PATCH)",
-                         method != NULL ? method : "(null)");
+    return lkv_seterr(err, LKV_INVALID,
+                      "unsupported HTTP method '%s' (GET, HEAD, POST, "
+                      "PUT, DELETE, OPTIONS, PATCH)",
+                      method != NULL ? method : "(null)");
   if (nheaders > LKVNET_HTTPC_MAX_HEADERS)
-    return lkvnet_seterr(err, LKV_INVALID, "%zu headers; at most %d",
-                         nheaders, LKVNET_HTTPC_MAX_HEADERS);
+    return lkv_seterr(err, LKV_INVALID, "%zu headers; at most %d",
+                      nheaders, LKVNET_HTTPC_MAX_HEADERS);
   rc = url_parse(url, &u, err);
   if (rc != LKV_OK) return rc;
 
   o.base = event_base_new();
   if (o.base == NULL) {
-    rc = lkvnet_seterr(err, LKV_NOMEM, "event_base_new failed");
+    rc = lkv_seterr(err, LKV_NOMEM, "event_base_new failed");
     goto done;
   }
   conn = evhttp_connection_base_new(o.base, NULL, u.host,
                                     (unsigned short)u.port);
   timer = evtimer_new(o.base, one_timeout_cb, o.base);
   if (conn == NULL || timer == NULL) {
-    rc = lkvnet_seterr(err, LKV_NOMEM, "cannot set up a connection to %s",
-                       url);
+    rc = lkv_seterr(err, LKV_NOMEM, "cannot set up a connection to %s",
+                    url);
     goto done;
   }
   tv = ms_tv(timeout_ms);
@@ -327,7 +329,7 @@ int lkvnet_http_request(const char *method, const char *url,
   evhttp_connection_set_max_body_size(conn, (ev_ssize_t)LKVNET_HTTPC_MAX_BODY);
   req = evhttp_request_new(one_done_cb, &o);
   if (req == NULL) {
-    rc = lkvnet_seterr(err, LKV_NOMEM, "evhttp_request_new failed");
+    rc = lkv_seterr(err, LKV_NOMEM, "evhttp_request_new failed");
     goto done;
   }
   evhttp_request_set_error_cb(req, one_error_cb);
@@ -338,10 +340,10 @@ int lkvnet_http_request(const char *method, const char *url,
     if (n == NULL || v == NULL || n[0] == '\0' || strpbrk(n, ":\r\n ") ||
         evhttp_add_header(oh, n, v) != 0) {
       evhttp_request_free(req); /* not yet handed to the connection */
-      rc = lkvnet_seterr(err, LKV_INVALID,
-                         "bad request header '%s' (a name without ':' or "
-                         "blanks, values without line breaks)",
-                         n != NULL ? n : "(null)");
+      rc = lkv_seterr(err, LKV_INVALID,
+                      "bad request header '%s' (a name without ':' or "
+                      "blanks, values without line breaks)",
+                      n != NULL ? n : "(null)");
       goto done;
     }
     if (strcasecmp(n, "Content-Length") == 0) has_length = 1;
@@ -356,15 +358,15 @@ int lkvnet_http_request(const char *method, const char *url,
     if (body_len > 0 &&
         evbuffer_add(evhttp_request_get_output_buffer(req), body, body_len)) {
       evhttp_request_free(req);
-      rc = lkvnet_seterr(err, LKV_NOMEM, "request body of %zu bytes",
-                         body_len);
+      rc = lkv_seterr(err, LKV_NOMEM, "request body of %zu bytes",
+                      body_len);
       goto done;
     }
   }
   /* evhttp owns req from here: it frees it after the callback, or with
    * the connection when no answer came */
   if (evhttp_make_request(conn, req, type, u.target) != 0) {
-    rc = lkvnet_seterr(err, LKV_IOERROR, "cannot send a request to %s", url);
+    rc = lkv_seterr(err, LKV_IOERROR, "cannot send a request to %s", url);
     goto done;
   }
   /* a connection that fails at once (the name does not resolve, no
@@ -377,7 +379,7 @@ int lkvnet_http_request(const char *method, const char *url,
   }
 
   if (o.nomem) {
-    rc = lkvnet_seterr(err, LKV_NOMEM, "the answer from %s", url);
+    rc = lkv_seterr(err, LKV_NOMEM, "the answer from %s", url);
   } else if (o.done && o.status != 0) {
     out->status = o.status;
     out->body = o.body;
@@ -387,10 +389,10 @@ int lkvnet_http_request(const char *method, const char *url,
   } else {
     char why[LKV_ERR_MSG_LEN];
     diagnose(url, &u, !o.done, timeout_ms, o.kind, why, sizeof why);
-    rc = lkvnet_seterr(err,
-                       o.kind == EVREQ_HTTP_DATA_TOO_LONG ? LKV_TOOBIG
-                                                          : LKV_IOERROR,
-                       "%s", why);
+    rc = lkv_seterr(err,
+                    o.kind == EVREQ_HTTP_DATA_TOO_LONG ? LKV_TOOBIG
+                                                       : LKV_IOERROR,
+                    "%s", why);
   }
 done:
   free(o.body);
@@ -419,77 +421,6 @@ void lkvnet_bench_spec_init(lkvnet_bench_spec *s) {
   s->timeout_ms = DEFAULT_TIMEOUT_MS;
   s->target = LKVNET_TARGET_LUNAKV;
 }
-
-/* {----------------------------------------------------------------------
-** The latency histogram: log-linear buckets, LATHIST_SUB per power of 2
-** ---------------------------------------------------------------------- */
-
-#define LATHIST_SUB_BITS 7
-#define LATHIST_SUB (1u << LATHIST_SUB_BITS)
-
-/* The bucket of v: values under 2 * LATHIST_SUB have one bucket each;
- * above, a power of 2 is split in LATHIST_SUB equal buckets. */
-static size_t lathist_index(uint64_t v) {
-  int msb, shift;
-  if (v < LATHIST_SUB) return (size_t)v;
-  msb = 63 - __builtin_clzll(v);
-  shift = msb - LATHIST_SUB_BITS;
-  return (size_t)(shift + 1) * LATHIST_SUB +
-         (size_t)((v >> shift) - LATHIST_SUB);
-}
-
-int lkvnet_lathist_init(lkvnet_lathist *h) {
-  memset(h, 0, sizeof *h);
-  h->counts = calloc(LKVNET_LATHIST_BUCKETS, sizeof *h->counts);
-  return h->counts != NULL ? LKV_OK : LKV_NOMEM;
-}
-
-void lkvnet_lathist_add(lkvnet_lathist *h, uint64_t ns) {
-  if (h->n == 0 || ns < h->min_ns) h->min_ns = ns;
-  if (ns > h->max_ns) h->max_ns = ns;
-  h->n++;
-  h->counts[lathist_index(ns)]++;
-}
-
-double lkvnet_lathist_pct(const lkvnet_lathist *h, double p) {
-  uint64_t k, seen = 0;
-  size_t i;
-  if (h->n == 0 || h->counts == NULL) return 0;
-  /* nearest rank, the rule lunakv bench uses */
-  k = (uint64_t)(p / 100.0 * (double)h->n + 0.999999999);
-  if (k < 1) k = 1;
-  if (k > h->n) k = h->n;
-  /* the ends are known exactly */
-  if (k == h->n) return (double)h->max_ns;
-  if (k == 1) return (double)h->min_ns;
-  for (i = 0; i < LKVNET_LATHIST_BUCKETS; i++) {
-    seen += h->counts[i];
-    if (seen >= k) {
-      uint64_t low, width;
-      double mid;
-      if (i < 2 * LATHIST_SUB) {
-        low = i;
-        width = 1;
-      } else {
-        int shift = (int)(i / LATHIST_SUB) - 1;
-        low = (uint64_t)(i % LATHIST_SUB + LATHIST_SUB) << shift;
-        width = (uint64_t)1 << shift;
-      }
-      mid = (double)low + (double)(width - 1) / 2.0;
-      if (mid < (double)h->min_ns) mid = (double)h->min_ns;
-      if (mid > (double)h->max_ns) mid = (double)h->max_ns;
-      return mid;
-    }
-  }
-  return (double)h->max_ns;
-}
-
-void lkvnet_lathist_free(lkvnet_lathist *h) {
-  free(h->counts);
-  memset(h, 0, sizeof *h);
-}
-
-/* }---------------------------------------------------------------------- */
 
 /* After a transport error a connection waits before its next request,
  * BACKOFF_MIN_MS doubling up to BACKOFF_MAX_MS: a dead node among live
@@ -527,7 +458,7 @@ struct Bench {
   size_t nconns;
   char *value;   /* the value as it goes in a body (base64 for etcd) */
   size_t vlen;
-  lkvnet_lathist hist; /* nanoseconds, one per successful request */
+  lkv_hist hist;       /* nanoseconds, one per successful request */
   uint64_t issued, next_key, rng, ok;
   size_t inflight;
   size_t failing;      /* connections with fails >= GIVE_UP_FAILS */
@@ -535,13 +466,6 @@ struct Bench {
   double start, last;
   int stopping, nomem, gave_up, send_failed;
 };
-
-static uint64_t rnd(uint64_t *s) { /* splitmix64 */
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 static void bench_note_error(Bench *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -600,7 +524,7 @@ static void bench_done_cb(struct evhttp_request *req, void *arg) {
   if (status >= 200 && status < 300) {
     double d = (t - c->t0) * 1e9;
     b->ok++;
-    lkvnet_lathist_add(&b->hist, d > 0 ? (uint64_t)d : 0);
+    lkv_hist_add(&b->hist, d > 0 ? (uint64_t)d : 0);
   } else {
     b->res->errors++;
     if (status == 0) {
@@ -642,13 +566,13 @@ static void bench_issue(BConn *c) {
   enum evhttp_cmd_type type;
   char key[64], target[128];
   uint64_t k;
-  int write = (int)(rnd(&b->rng) % 100) < s->write_pct;
+  int write = (int)(lkv_splitmix64(&b->rng) % 100) < s->write_pct;
   const char *path;
 
   if (write && s->sequential) {
     k = b->next_key++ % s->key_space;
   } else {
-    k = rnd(&b->rng) % s->key_space;
+    k = lkv_splitmix64(&b->rng) % s->key_space;
   }
   key_text(b, s->key_offset + k, key, sizeof key);
   req = evhttp_request_new(bench_done_cb, c);
@@ -744,41 +668,41 @@ static int bench_check(const lkvnet_bench_spec *s, lkv_err *err) {
   size_t i;
   struct rlimit rl;
   if (s->urls == NULL || s->nurls == 0)
-    return lkvnet_seterr(err, LKV_INVALID, "no URL to send requests to");
+    return lkv_seterr(err, LKV_INVALID, "no URL to send requests to");
   if (s->connections < 1 || s->connections > LKVNET_BENCH_MAX_CONNECTIONS)
-    return lkvnet_seterr(err, LKV_INVALID, "connections must be 1 .. %d",
-                         LKVNET_BENCH_MAX_CONNECTIONS);
+    return lkv_seterr(err, LKV_INVALID, "connections must be 1 .. %d",
+                      LKVNET_BENCH_MAX_CONNECTIONS);
   /* every connection holds a descriptor: past the limit they would fail
    * for want of one and measure nothing */
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
       (rlim_t)s->connections + FD_MARGIN > rl.rlim_cur) {
     long most = (long)rl.rlim_cur - FD_MARGIN;
-    return lkvnet_seterr(err, LKV_INVALID,
-                         "%d connections need as many file descriptors; the "
-                         "limit is %llu open files (ulimit -n), %d of them "
-                         "kept for the rest: use at most %ld connections or "
-                         "raise the limit",
-                         s->connections, (unsigned long long)rl.rlim_cur,
-                         FD_MARGIN, most > 0 ? most : 0);
+    return lkv_seterr(err, LKV_INVALID,
+                      "%d connections need as many file descriptors; the "
+                      "limit is %llu open files (ulimit -n), %d of them "
+                      "kept for the rest: use at most %ld connections or "
+                      "raise the limit",
+                      s->connections, (unsigned long long)rl.rlim_cur,
+                      FD_MARGIN, most > 0 ? most : 0);
   }
   if (s->ops == 0 && s->duration_ms <= 0)
-    return lkvnet_seterr(err, LKV_INVALID,
-                         "give a number of operations or a duration");
+    return lkv_seterr(err, LKV_INVALID,
+                      "give a number of operations or a duration");
   if (s->write_pct < 0 || s->write_pct > 100)
-    return lkvnet_seterr(err, LKV_INVALID, "write share must be 0 .. 100");
+    return lkv_seterr(err, LKV_INVALID, "write share must be 0 .. 100");
   if (s->key_size < 1 || s->key_size > 40)
-    return lkvnet_seterr(err, LKV_INVALID, "key size must be 1 .. 40");
+    return lkv_seterr(err, LKV_INVALID, "key size must be 1 .. 40");
   if (s->value_size > LKV_MAX_VALUE_BYTES / 2)
-    return lkvnet_seterr(err, LKV_INVALID, "value size over %zu",
-                         (size_t)LKV_MAX_VALUE_BYTES / 2);
+    return lkv_seterr(err, LKV_INVALID, "value size over %zu",
+                      (size_t)LKV_MAX_VALUE_BYTES / 2);
   if (s->key_space == 0)
-    return lkvnet_seterr(err, LKV_INVALID, "the key space is empty");
+    return lkv_seterr(err, LKV_INVALID, "the key space is empty");
   for (i = 0; i < s->key_size && space_max < 1e19; i++) space_max *= 10;
   if ((double)s->key_offset + (double)s->key_space > space_max)
-    return lkvnet_seterr(err, LKV_INVALID,
-                         "%llu keys from %llu do not fit in %zu digits",
-                         (unsigned long long)s->key_space,
-                         (unsigned long long)s->key_offset, s->key_size);
+    return lkv_seterr(err, LKV_INVALID,
+                      "%llu keys from %llu do not fit in %zu digits",
+                      (unsigned long long)s->key_space,
+                      (unsigned long long)s->key_offset, s->key_size);
   return LKV_OK;
 }
 
@@ -796,7 +720,7 @@ static void bench_free(Bench *b) {
   free(b->conns);
   free(b->urls);
   free(b->value);
-  lkvnet_lathist_free(&b->hist);
+  lkv_hist_free(&b->hist);
   if (b->base != NULL) event_base_free(b->base);
 }
 
@@ -821,8 +745,8 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
   b.conns = calloc(b.nconns, sizeof *b.conns);
   b.base = event_base_new();
   if (b.urls == NULL || b.conns == NULL || b.base == NULL ||
-      lkvnet_lathist_init(&b.hist) != LKV_OK) {
-    rc = lkvnet_seterr(err, LKV_NOMEM, "load generator state");
+      lkv_hist_init(&b.hist) != LKV_OK) {
+    rc = lkv_seterr(err, LKV_NOMEM, "load generator state");
     goto done;
   }
   for (i = 0; i < s->nurls; i++) {
@@ -835,11 +759,11 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
     char *raw = malloc(s->value_size + 1);
     uint64_t vr = s->seed;
     if (raw == NULL) {
-      rc = lkvnet_seterr(err, LKV_NOMEM, "value of %zu bytes", s->value_size);
+      rc = lkv_seterr(err, LKV_NOMEM, "value of %zu bytes", s->value_size);
       goto done;
     }
     for (i = 0; i < s->value_size; i++)
-      raw[i] = (char)('a' + (int)(rnd(&vr) % 26));
+      raw[i] = (char)('a' + (int)(lkv_splitmix64(&vr) % 26));
     raw[s->value_size] = '\0';
     if (s->target == LKVNET_TARGET_ETCD) {
       lkvnet_jbuf vb = {0};
@@ -847,8 +771,8 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
       free(raw);
       if (vb.failed) {
         lkvnet_jbuf_free(&vb);
-        rc = lkvnet_seterr(err, LKV_NOMEM, "value of %zu bytes",
-                           s->value_size);
+        rc = lkv_seterr(err, LKV_NOMEM, "value of %zu bytes",
+                        s->value_size);
         goto done;
       }
       b.value = vb.data; /* the jbuf's memory is plain malloc'd bytes */
@@ -868,7 +792,7 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
         b.base, NULL, b.urls[c->url].host, (unsigned short)b.urls[c->url].port);
     c->next = evtimer_new(b.base, bench_next_cb, c);
     if (c->evcon == NULL || c->next == NULL) {
-      rc = lkvnet_seterr(err, LKV_NOMEM, "connection %zu", i);
+      rc = lkv_seterr(err, LKV_NOMEM, "connection %zu", i);
       goto done;
     }
     evhttp_connection_set_timeout_tv(c->evcon, &tv);
@@ -877,7 +801,7 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
     struct timeval dt = ms_tv(s->duration_ms);
     stop = evtimer_new(b.base, bench_stop_cb, &b);
     if (stop == NULL) {
-      rc = lkvnet_seterr(err, LKV_NOMEM, "timer");
+      rc = lkv_seterr(err, LKV_NOMEM, "timer");
       goto done;
     }
     evtimer_add(stop, &dt);
@@ -889,14 +813,14 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
 
   res->seconds = b.last - b.start;
   res->ops_per_sec = res->seconds > 0 ? (double)b.ok / res->seconds : 0;
-  res->p50_us = lkvnet_lathist_pct(&b.hist, 50) / 1e3;
-  res->p90_us = lkvnet_lathist_pct(&b.hist, 90) / 1e3;
-  res->p99_us = lkvnet_lathist_pct(&b.hist, 99) / 1e3;
-  res->max_us = (double)b.hist.max_ns / 1e3;
+  res->p50_us = lkv_hist_pct(&b.hist, 50) / 1e3;
+  res->p90_us = lkv_hist_pct(&b.hist, 90) / 1e3;
+  res->p99_us = lkv_hist_pct(&b.hist, 99) / 1e3;
+  res->max_us = (double)b.hist.max / 1e3;
   if (b.nomem) {
-    rc = lkvnet_seterr(err, LKV_NOMEM, "load generator (%llu of %llu "
-                       "requests made)", (unsigned long long)res->ops,
-                       (unsigned long long)s->ops);
+    rc = lkv_seterr(err, LKV_NOMEM, "load generator (%llu of %llu "
+                    "requests made)", (unsigned long long)res->ops,
+                    (unsigned long long)s->ops);
   } else if (b.gave_up) {
     /* an aborted run is an error even when some answers came after the
      * decision: the figures would measure a fraction of the load */
@@ -906,12 +830,12 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
       snprintf(why, sizeof why, "%s", res->first_error);
     else
       diagnose(s->urls[u], &b.urls[u], 0, 0, -1, why, sizeof why);
-    rc = lkvnet_seterr(err, LKV_IOERROR,
-                       "%s (the run stopped after %llu requests: %llu failed "
-                       "in the transport, %llu succeeded)",
-                       why, (unsigned long long)res->ops,
-                       (unsigned long long)res->transport_errors,
-                       (unsigned long long)b.ok);
+    rc = lkv_seterr(err, LKV_IOERROR,
+                    "%s (the run stopped after %llu requests: %llu failed "
+                    "in the transport, %llu succeeded)",
+                    why, (unsigned long long)res->ops,
+                    (unsigned long long)res->transport_errors,
+                    (unsigned long long)b.ok);
   } else {
     rc = LKV_OK;
   }

@@ -128,24 +128,4 @@ typedef struct lkvnet_bench_result {
 int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
                      lkv_err *err);
 
-/* ---- the latency histogram the load generator keeps ------------------ */
-
-/* Log-linear buckets of nanoseconds: one per value under 256, above that
- * 128 per power of 2, so a bucket is at most 1/128 of its values wide and
- * a percentile read from it (the bucket's middle) is within 0.4% of the
- * exact one. Fixed memory (58 KiB) however many samples go in. */
-#define LKVNET_LATHIST_BUCKETS ((size_t)58 * 128)
-
-typedef struct lkvnet_lathist {
-  uint64_t *counts; /* LKVNET_LATHIST_BUCKETS counters */
-  uint64_t n, min_ns, max_ns;
-} lkvnet_lathist;
-
-/* LKV_OK, or LKV_NOMEM (then *h is zeroed; free is still safe). */
-int lkvnet_lathist_init(lkvnet_lathist *h);
-void lkvnet_lathist_add(lkvnet_lathist *h, uint64_t ns);
-/* The nearest-rank p-th percentile (0 < p <= 100) in ns; 0 when empty. */
-double lkvnet_lathist_pct(const lkvnet_lathist *h, double p);
-void lkvnet_lathist_free(lkvnet_lathist *h);
-
 #endif

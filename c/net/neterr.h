@@ -1,12 +1,13 @@
-/* neterr.h - filling an lkv_err from the net room, which sees only the
- * engine's public header: the same "kind: detail" sentences as the engine. */
+/* neterr.h - the net room fills an lkv_err with c/util's lkv_seterr, as
+ * the engine does. lkvnet_seterr is the name its files used when they kept
+ * their own copy; it stays an alias until those files are next edited, so
+ * that the restructuring of c/net need not touch every error line at once. */
 #ifndef LKVNET_NETERR_H
 #define LKVNET_NETERR_H
 
+#include "err.h"
 #include "lunakv.h"
 
-/* Format the message into err (when not NULL) and return code. */
-int lkvnet_seterr(lkv_err *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#define lkvnet_seterr lkv_seterr
 
 #endif

@@ -9,7 +9,9 @@
  * the POSIX one by default), so tests can fail any of them or lose what
  * was not synced (c/engine/faultenv.h). Lock order: only r->mu. */
 #include "rlog.h"
-#include "neterr.h"
+#include "coding.h"
+#include "crc32c.h"
+#include "err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -82,50 +84,13 @@ enum { CP_IDLE, CP_COPYING, CP_COPIED, CP_COPY_FAILED, CP_RENAMING,
 static void compact_finish(lkvnet_rlog *r);
 
 /* {======================================================================
-** Helpers: errors, CRC-32C, little-endian coding
+** Helpers: errors
 ** ======================================================================= */
 
 /* The log's failures: what failed, on which file, and the errno's text. */
 static int ioerr(lkv_err *err, int e, const char *what, const char *path) {
-  return lkvnet_seterr(err, e == ENOMEM ? LKV_NOMEM : LKV_IOERROR, "%s %s: %s",
-                       what, path, strerror(e));
-}
-
-/* CRC-32C (Castagnoli), reflected, bytewise table: the log is written a
- * frame at a time, so this is not on any hot loop worth lanes. */
-static uint32_t crc_table[256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void) {
-  uint32_t i, j;
-  for (i = 0; i < 256; i++) {
-    uint32_t c = i;
-    for (j = 0; j < 8; j++) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-    crc_table[i] = c;
-  }
-}
-
-static uint32_t crc32c(uint32_t crc, const void *data, size_t n) {
-  const unsigned char *p = data;
-  crc = ~crc;
-  while (n--) crc = crc_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
-
-static void put32(unsigned char *p, uint32_t v) {
-  p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8);
-  p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
-}
-static void put64(unsigned char *p, uint64_t v) {
-  put32(p, (uint32_t)v);
-  put32(p + 4, (uint32_t)(v >> 32));
-}
-static uint32_t get32(const unsigned char *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const unsigned char *p) {
-  return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+  return lkv_seterr(err, e == ENOMEM ? LKV_NOMEM : LKV_IOERROR, "%s %s: %s",
+                    what, path, strerror(e));
 }
 
 /* }====================================================================== */
@@ -198,25 +163,24 @@ void lkvnet_rlog_encode(unsigned char *p, const lkvnet_entry *e) {
   size_t vlen = e->op == LKVNET_OP_SET ? e->vlen : 0;
   size_t klen = e->op == LKVNET_OP_NOOP ? 0 : e->klen;
   size_t len = LKVNET_RLOG_FIXED_PAYLOAD + klen + vlen;
-  pthread_once(&crc_once, crc_init);
-  put32(p, (uint32_t)len);
-  put64(p + 8, e->term);
-  put64(p + 16, e->index);
+  lkv_put32(p, (uint32_t)len);
+  lkv_put64(p + 8, e->term);
+  lkv_put64(p + 16, e->index);
   p[24] = (unsigned char)e->op;
-  put32(p + 25, (uint32_t)klen);
-  put32(p + 29, (uint32_t)vlen);
+  lkv_put32(p + 25, (uint32_t)klen);
+  lkv_put32(p + 29, (uint32_t)vlen);
   if (klen) memcpy(p + 8 + LKVNET_RLOG_FIXED_PAYLOAD, e->key, klen);
   if (vlen) memcpy(p + 8 + LKVNET_RLOG_FIXED_PAYLOAD + klen, e->val, vlen);
-  put32(p + 4, crc32c(crc32c(0, p, 4), p + 8, len));
+  lkv_put32(p + 4, lkv_crc32c_extend(lkv_crc32c(p, 4), p + 8, len));
 }
 
 /* The fields of a payload whose checksum matched; -1 when they contradict
  * its length or name no operation. */
 static int parse_payload(const unsigned char *buf, uint32_t len,
                          lkvnet_entry *e) {
-  uint32_t klen = get32(buf + 17), vlen = get32(buf + 21);
-  e->term = get64(buf);
-  e->index = get64(buf + 8);
+  uint32_t klen = lkv_get32(buf + 17), vlen = lkv_get32(buf + 21);
+  e->term = lkv_get64(buf);
+  e->index = lkv_get64(buf + 8);
   e->op = buf[16];
   if ((uint64_t)klen + vlen + LKVNET_RLOG_FIXED_PAYLOAD != len ||
       klen > LKV_MAX_KEY_BYTES || vlen > LKV_MAX_VALUE_BYTES ||
@@ -236,21 +200,21 @@ int lkvnet_rlog_decode(const unsigned char *buf, size_t len, size_t *off,
                        lkvnet_entry *e, char *why, size_t whylen) {
   size_t o = *off;
   uint32_t plen;
-  pthread_once(&crc_once, crc_init);
   if (o == len) return 0;
   if (len - o < LKVNET_RLOG_FRAME_SIZE) {
     snprintf(why, whylen, "byte %zu: torn frame header", o);
     return -1;
   }
-  plen = get32(buf + o);
+  plen = lkv_get32(buf + o);
   if (plen < LKVNET_RLOG_FIXED_PAYLOAD || plen > MAX_PAYLOAD ||
       plen > len - o - LKVNET_RLOG_FRAME_SIZE) {
     snprintf(why, whylen, "byte %zu: impossible frame length %u", o,
              (unsigned)plen);
     return -1;
   }
-  if (crc32c(crc32c(0, buf + o, 4), buf + o + LKVNET_RLOG_FRAME_SIZE, plen) !=
-      get32(buf + o + 4)) {
+  if (lkv_crc32c_extend(lkv_crc32c(buf + o, 4),
+                        buf + o + LKVNET_RLOG_FRAME_SIZE,
+                        plen) != lkv_get32(buf + o + 4)) {
     snprintf(why, whylen, "byte %zu: frame checksum mismatch", o);
     return -1;
   }
@@ -286,11 +250,11 @@ static void encode_header(unsigned char *h, uint64_t base_index,
                           uint64_t base_term) {
   memset(h, 0, LKVNET_RLOG_HEADER_SIZE);
   memcpy(h, LKVNET_RLOG_MAGIC, 8);
-  put32(h + 8, LKVNET_RLOG_VERSION);
-  put32(h + 12, 0); /* flags */
-  put64(h + 16, base_index);
-  put64(h + 24, base_term);
-  put32(h + 32, crc32c(0, h, 32));
+  lkv_put32(h + 8, LKVNET_RLOG_VERSION);
+  lkv_put32(h + 12, 0); /* flags */
+  lkv_put64(h + 16, base_index);
+  lkv_put64(h + 24, base_term);
+  lkv_put32(h + 32, lkv_crc32c(h, 32));
 }
 
 /* A new log: a header with base 0, written aside, synced and renamed to
@@ -340,25 +304,25 @@ fail: {
 
 static int read_header(lkvnet_rlog *r, const unsigned char *h, lkv_err *err) {
   if (memcmp(h, LKVNET_RLOG_MAGIC, 8) != 0)
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 0: bad magic (not a "
+    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 0: bad magic (not a "
                   "lunakv replication log)", r->path);
-  if (get32(h + 32) != crc32c(0, h, 32))
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 32: header checksum "
+  if (lkv_get32(h + 32) != lkv_crc32c(h, 32))
+    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 32: header checksum "
                   "mismatch", r->path);
-  if (get32(h + 36) != 0)
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 36: reserved bytes "
-                         "are not zero", r->path);
-  if (get32(h + 8) != LKVNET_RLOG_VERSION)
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 8: unsupported version %u",
-                  r->path, (unsigned)get32(h + 8));
-  if (get32(h + 12) != 0)
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 12: unknown flags "
-                         "0x%x", r->path, (unsigned)get32(h + 12));
-  if (get64(h + 16) == UINT64_MAX) /* no entry could follow it */
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 16: impossible base "
-                         "index", r->path);
-  r->base_index = get64(h + 16);
-  r->base_term = get64(h + 24);
+  if (lkv_get32(h + 36) != 0)
+    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 36: reserved bytes "
+                      "are not zero", r->path);
+  if (lkv_get32(h + 8) != LKVNET_RLOG_VERSION)
+    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 8: unsupported version %u",
+                  r->path, (unsigned)lkv_get32(h + 8));
+  if (lkv_get32(h + 12) != 0)
+    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 12: unknown flags "
+                      "0x%x", r->path, (unsigned)lkv_get32(h + 12));
+  if (lkv_get64(h + 16) == UINT64_MAX) /* no entry could follow it */
+    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 16: impossible base "
+                      "index", r->path);
+  r->base_index = lkv_get64(h + 16);
+  r->base_term = lkv_get64(h + 24);
   r->last_index = r->base_index;
   r->last_term = r->base_term;
   r->size = LKVNET_RLOG_HEADER_SIZE;
@@ -426,8 +390,8 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
       rc = ioerr(err, e, "read", r->path);
       break;
     }
-    len = get32(fr);
-    crc = get32(fr + 4);
+    len = lkv_get32(fr);
+    crc = lkv_get32(fr + 4);
     if (len < LKVNET_RLOG_FIXED_PAYLOAD || len > MAX_PAYLOAD) {
       snprintf(why, whylen, "offset %llu: impossible record length %u",
                (unsigned long long)r->size, (unsigned)len);
@@ -445,19 +409,19 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
       break;
     }
     buf = fr + LKVNET_RLOG_FRAME_SIZE;
-    if (crc32c(crc32c(0, fr, 4), buf, len) != crc) {
+    if (lkv_crc32c_extend(lkv_crc32c(fr, 4), buf, len) != crc) {
       snprintf(why, whylen, "offset %llu: record checksum mismatch",
                (unsigned long long)r->size);
       break;
     }
     if (parse_payload(buf, len, &en) != 0) {
-      rc = lkvnet_seterr(err, LKV_CORRUPTION, "%s offset %llu: malformed record "
+      rc = lkv_seterr(err, LKV_CORRUPTION, "%s offset %llu: malformed record "
                   "(checksum valid)", r->path, (unsigned long long)r->size);
       break;
     }
     if (r->last_index == UINT64_MAX || en.index != r->last_index + 1 ||
         en.term < r->last_term) {
-      rc = lkvnet_seterr(err, LKV_CORRUPTION, "%s offset %llu: entry (term %llu, "
+      rc = lkv_seterr(err, LKV_CORRUPTION, "%s offset %llu: entry (term %llu, "
                   "index %llu) does not follow (term %llu, index %llu)",
                   r->path, (unsigned long long)r->size,
                   (unsigned long long)en.term, (unsigned long long)en.index,
@@ -467,7 +431,7 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
     }
     if (fn != NULL && (rc = fn(ctx, &en, err)) != LKV_OK) break;
     if (push_ent(r, r->size, en.term) != 0) {
-      rc = lkvnet_seterr(err, LKV_NOMEM, "%s: entry index", r->path);
+      rc = lkv_seterr(err, LKV_NOMEM, "%s: entry index", r->path);
       break;
     }
     r->last_index = en.index;
@@ -505,8 +469,8 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
     return LKV_OK;
   }
   if (rd.fsize < LKVNET_RLOG_HEADER_SIZE)
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s offset 0: header is "
-                         "truncated", r->path);
+    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 0: header is "
+                      "truncated", r->path);
   if ((e = rd_get(&rd, 0, LKVNET_RLOG_HEADER_SIZE, &h)) != 0) {
     rc = ioerr(err, e, "read", r->path);
   } else {
@@ -534,9 +498,8 @@ int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
   lkvnet_rlog *r;
   int rc = LKV_OK, e;
   *out = NULL;
-  pthread_once(&crc_once, crc_init);
   if ((r = calloc(1, sizeof *r)) == NULL)
-    return lkvnet_seterr(err, LKV_NOMEM, "replication log");
+    return lkv_seterr(err, LKV_NOMEM, "replication log");
   r->env = env_or_posix(env);
   r->fd = -1;
   r->cp_fd = r->cp_oldfd = r->cp_srcfd = -1;
@@ -545,7 +508,7 @@ int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
   pthread_cond_init(&r->cv, NULL);
   if ((size_t)snprintf(r->path, sizeof r->path, "%s/%s", dir,
                        LKVNET_RLOG_FILE) >= sizeof r->path) {
-    rc = lkvnet_seterr(err, LKV_INVALID, "data directory path is too long");
+    rc = lkv_seterr(err, LKV_INVALID, "data directory path is too long");
     goto fail;
   }
   snprintf(r->dir, sizeof r->dir, "%s", dir);
@@ -564,7 +527,7 @@ int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
   }
   r->durable_index = r->last_index;
   if (pthread_create(&r->syncer, NULL, syncer_main, r) != 0) {
-    rc = lkvnet_seterr(err, LKV_IOERROR, "%s: cannot start the sync thread", r->path);
+    rc = lkv_seterr(err, LKV_IOERROR, "%s: cannot start the sync thread", r->path);
     goto fail;
   }
   r->started = 1;
@@ -610,18 +573,18 @@ static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
   int rc, ec;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (e->klen > LKV_MAX_KEY_BYTES || e->vlen > LKV_MAX_VALUE_BYTES)
-    return lkvnet_seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes",
-                         e->klen, e->vlen);
+    return lkv_seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes",
+                      e->klen, e->vlen);
   if (total > r->scratch_cap) {
     char *nb = realloc(r->scratch, total);
     if (nb == NULL)
-      return lkvnet_seterr(err, LKV_NOMEM, "replication log record of %zu "
-                           "bytes", total);
+      return lkv_seterr(err, LKV_NOMEM, "replication log record of %zu "
+                        "bytes", total);
     r->scratch = nb;
     r->scratch_cap = total;
   }
   if (push_ent(r, r->size, e->term) != 0)
-    return lkvnet_seterr(err, LKV_NOMEM, "replication log entry index");
+    return lkv_seterr(err, LKV_NOMEM, "replication log entry index");
   lkvnet_rlog_encode((unsigned char *)r->scratch, e);
   if ((ec = pwrite_all(r->env, r->fd, r->scratch, total, r->size)) != 0) {
     rc = ioerr(err, ec, "write", r->path);
@@ -658,12 +621,12 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   int rc;
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
   if (r->base_index + r->nents == UINT64_MAX)
-    return lkvnet_seterr(err, LKV_INVALID, "the log's index is exhausted");
+    return lkv_seterr(err, LKV_INVALID, "the log's index is exhausted");
   if (term < lt || (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE &&
                     op != LKVNET_OP_NOOP))
-    return lkvnet_seterr(err, LKV_INVALID, "cannot append op %d at term "
-                         "%llu after term %llu", op, (unsigned long long)term,
-                         (unsigned long long)lt);
+    return lkv_seterr(err, LKV_INVALID, "cannot append op %d at term "
+                      "%llu after term %llu", op, (unsigned long long)term,
+                      (unsigned long long)lt);
   e.term = term;
   e.index = r->base_index + r->nents + 1;
   e.op = op;
@@ -680,11 +643,11 @@ int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
   uint64_t last = r->base_index + r->nents;
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
   if (last == UINT64_MAX || e->index != last + 1 || e->term < lt)
-    return lkvnet_seterr(err, LKV_INVALID, "entry (term %llu, index %llu) "
-                         "does not follow (term %llu, index %llu)",
-                         (unsigned long long)e->term,
-                         (unsigned long long)e->index, (unsigned long long)lt,
-                         (unsigned long long)last);
+    return lkv_seterr(err, LKV_INVALID, "entry (term %llu, index %llu) "
+                      "does not follow (term %llu, index %llu)",
+                      (unsigned long long)e->term,
+                      (unsigned long long)e->index, (unsigned long long)lt,
+                      (unsigned long long)last);
   return append_frame(r, e, err);
 }
 
@@ -707,11 +670,11 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
   last = r->base_index + r->nents;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (index < r->base_index || index > last)
-    return lkvnet_seterr(err, LKV_INVALID, "cannot cut the log after index "
-                         "%llu: it holds %llu .. %llu",
-                         (unsigned long long)index,
-                         (unsigned long long)r->base_index + 1,
-                         (unsigned long long)last);
+    return lkv_seterr(err, LKV_INVALID, "cannot cut the log after index "
+                      "%llu: it holds %llu .. %llu",
+                      (unsigned long long)index,
+                      (unsigned long long)r->base_index + 1,
+                      (unsigned long long)last);
   if (index == last) return LKV_OK;
   size = r->ents[index - r->base_index].off;
   /* a failed cut leaves the file as it was, and the log with it: the
@@ -762,10 +725,10 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   from_off = r->size;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (base_index < r->base_index || base_index == UINT64_MAX)
-    return lkvnet_seterr(err, LKV_INVALID, "cannot start the log after "
-                         "%llu (it starts after %llu)",
-                         (unsigned long long)base_index,
-                         (unsigned long long)r->base_index);
+    return lkv_seterr(err, LKV_INVALID, "cannot start the log after "
+                      "%llu (it starts after %llu)",
+                      (unsigned long long)base_index,
+                      (unsigned long long)r->base_index);
   if (base_index < last) {
     keep = (size_t)(last - base_index);
     from_off = r->ents[base_index - r->base_index].off;
@@ -776,7 +739,7 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   if ((e = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
     return ioerr(err, e, "create", tmp);
   if (copy_len && (copy = malloc(copy_len)) == NULL) {
-    rc = lkvnet_seterr(err, LKV_NOMEM, "rewriting %s", r->path);
+    rc = lkv_seterr(err, LKV_NOMEM, "rewriting %s", r->path);
     goto fail;
   }
   if (copy_len && (e = pread_all(env, r->fd, copy, copy_len, from_off)) != 0) {
@@ -854,10 +817,10 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
   *len = 0;
   *to = from - 1;
   if (from <= r->base_index)
-    return lkvnet_seterr(err, LKV_NOTFOUND, "index %llu is behind the "
-                         "log's snapshot (base index %llu)",
-                         (unsigned long long)from,
-                         (unsigned long long)r->base_index);
+    return lkv_seterr(err, LKV_NOTFOUND, "index %llu is behind the "
+                      "log's snapshot (base index %llu)",
+                      (unsigned long long)from,
+                      (unsigned long long)r->base_index);
   if (from > last) return LKV_OK;
   first = (size_t)(from - r->base_index - 1);
   start_off = r->ents[first].off;
@@ -870,8 +833,8 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
     end_off = r->ents[first + n].off;
   }
   if ((*buf = malloc((size_t)(end_off - start_off))) == NULL)
-    return lkvnet_seterr(err, LKV_NOMEM, "reading %llu bytes of %s",
-                         (unsigned long long)(end_off - start_off), r->path);
+    return lkv_seterr(err, LKV_NOMEM, "reading %llu bytes of %s",
+                      (unsigned long long)(end_off - start_off), r->path);
   if ((e = pread_all(r->env, r->fd, *buf, (size_t)(end_off - start_off),
                      start_off)) != 0) {
     free(*buf);
@@ -907,7 +870,7 @@ static int copy_range(lkvnet_rlog *r, int src, uint64_t from, int dst,
   int e;
   if (n == 0) return LKV_OK;
   if ((buf = malloc(cap)) == NULL)
-    return lkvnet_seterr(err, LKV_NOMEM, "compacting %s", r->path);
+    return lkv_seterr(err, LKV_NOMEM, "compacting %s", r->path);
   while (n > 0) {
     size_t k = n < cap ? (size_t)n : cap;
     if ((e = pread_all(r->env, src, buf, k, from)) != 0) {
@@ -989,17 +952,17 @@ int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
   uint64_t last = r->base_index + r->nents;
   int rc;
   if (lkvnet_rlog_compacting(r))
-    return lkvnet_seterr(err, LKV_BUSY, "%s: a compaction is running",
-                         r->path);
+    return lkv_seterr(err, LKV_BUSY, "%s: a compaction is running",
+                      r->path);
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (base_index < r->base_index || base_index > stable_index ||
       stable_index > last)
-    return lkvnet_seterr(err, LKV_INVALID, "cannot compact %s at %llu "
-                         "(stable %llu): it holds %llu .. %llu", r->path,
-                         (unsigned long long)base_index,
-                         (unsigned long long)stable_index,
-                         (unsigned long long)r->base_index + 1,
-                         (unsigned long long)last);
+    return lkv_seterr(err, LKV_INVALID, "cannot compact %s at %llu "
+                      "(stable %llu): it holds %llu .. %llu", r->path,
+                      (unsigned long long)base_index,
+                      (unsigned long long)stable_index,
+                      (unsigned long long)r->base_index + 1,
+                      (unsigned long long)last);
   r->cp_base = base_index;
   r->cp_base_term = base_term;
   r->cp_stable = stable_index;
@@ -1019,8 +982,8 @@ int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
     pthread_mutex_lock(&r->mu);
     r->cp_state = CP_IDLE;
     pthread_mutex_unlock(&r->mu);
-    return lkvnet_seterr(err, LKV_IOERROR, "%s: cannot start the "
-                         "compaction thread", r->path);
+    return lkv_seterr(err, LKV_IOERROR, "%s: cannot start the "
+                      "compaction thread", r->path);
   }
   return LKV_OK;
 }
@@ -1313,7 +1276,6 @@ int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
   unsigned char b[TERM_SIZE + 1];
   long long n;
   int fd, e;
-  pthread_once(&crc_once, crc_init);
   env = env_or_posix(env);
   *term = 0;
   snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
@@ -1325,10 +1287,10 @@ int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
   f_close(env, fd);
   if (n < 0) return ioerr(err, (int)-n, "read", path);
   if (n != (long long)TERM_SIZE || memcmp(b, TERM_MAGIC, 8) != 0 ||
-      get32(b + 16) != crc32c(0, b, 16))
-    return lkvnet_seterr(err, LKV_CORRUPTION, "%s: not a valid term file "
-                         "(%lld bytes)", path, n);
-  *term = get64(b + 8);
+      lkv_get32(b + 16) != lkv_crc32c(b, 16))
+    return lkv_seterr(err, LKV_CORRUPTION, "%s: not a valid term file "
+                      "(%lld bytes)", path, n);
+  *term = lkv_get64(b + 8);
   return LKV_OK;
 }
 
@@ -1338,13 +1300,12 @@ int lkvnet_term_store(const char *dir, const lkv_env *env, uint64_t term,
   unsigned char b[TERM_SIZE];
   const char *what;
   int fd, e;
-  pthread_once(&crc_once, crc_init);
   env = env_or_posix(env);
   snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   memcpy(b, TERM_MAGIC, 8);
-  put64(b + 8, term);
-  put32(b + 16, crc32c(0, b, 16));
+  lkv_put64(b + 8, term);
+  lkv_put32(b + 16, lkv_crc32c(b, 16));
   if ((e = env->open(env, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
     return ioerr(err, e, "create", tmp);
   if ((e = pwrite_all(env, fd, b, sizeof b, 0)) != 0) {

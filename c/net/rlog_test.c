@@ -19,8 +19,9 @@
 #include <unistd.h>
 
 #include "faultenv.h"
-#include "neterr.h"
+#include "err.h"
 #include "rlog.h"
+#include "rng.h"
 #include "test.h"
 
 /* {======================================================================
@@ -1177,7 +1178,7 @@ static int gate_prepare(void *ctx, lkv_err *err) {
     if (pthread_cond_timedwait(&g->cv, &g->mu, &until) != 0) g->timed_out = 1;
   fail = g->fail;
   pthread_mutex_unlock(&g->mu);
-  if (fail) return lkvnet_seterr(err, LKV_IOERROR, "the engine refused");
+  if (fail) return lkv_seterr(err, LKV_IOERROR, "the engine refused");
   return LKV_OK;
 }
 
@@ -1997,9 +1998,7 @@ static void test_power_loss(void) {
     runs += 2;
   }
   for (c = 0; c < extra && total > 0; c++) {
-    uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z ^= z >> 31;
+    uint64_t z = lkv_splitmix64(&seed);
     power_loss_at(1 + z % total, total, (int)((z >> 40) % 4), z);
     runs++;
   }
