@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hist.h"
 #include "lkv_bench.h"
 #include "lunakv.h"
 #include "workload.h"
@@ -102,8 +103,8 @@ static void percentiles(uint32_t *lat, size_t n, double *p50, double *p99) {
     return;
   }
   qsort(lat, n, sizeof *lat, cmp_u32);
-  *p50 = lat[n / 2] / 1000.0;
-  *p99 = lat[n * 99 / 100 < n ? n * 99 / 100 : n - 1] / 1000.0;
+  *p50 = lat[lkv_pct_rank(n, 50) - 1] / 1000.0;
+  *p99 = lat[lkv_pct_rank(n, 99) - 1] / 1000.0;
 }
 
 static uint32_t clamp_u32(uint64_t v) {
@@ -255,7 +256,7 @@ static void worker_readrandom(worker *w, int missing) {
   pthread_barrier_wait(w->bar);
   w->t0 = now_ns();
   for (i = 0; i < w->ops; i++) {
-    uint64_t idx = lkvwl_splitmix64(&rng) % cfg.num;
+    uint64_t idx = lkv_splitmix64(&rng) % cfg.num;
     const char *expect = NULL;
     int wrong = 0;
     if (missing) {
@@ -345,7 +346,7 @@ static void worker_seekrandom(worker *w) {
   w->t0 = now_ns();
   if (ok) {
     for (i = 0; i < w->ops; i++) {
-      uint64_t idx = lkvwl_splitmix64(&rng) % cfg.num;
+      uint64_t idx = lkv_splitmix64(&rng) % cfg.num;
       int hit = 0;
       lkvwl_key(key, cfg.key_size, idx);
       SAMPLE(i, w->lat, w->nlat, hit = seek_once(&it, key));
@@ -395,7 +396,7 @@ static void *writer_main(void *arg) {
   char *key = xmalloc(cfg.key_size);
   wr->t0 = now_ns();
   while (!atomic_load_explicit(&wr->stop, memory_order_relaxed)) {
-    uint64_t idx = lkvwl_splitmix64(&rng) % cfg.num;
+    uint64_t idx = lkv_splitmix64(&rng) % cfg.num;
     lkvwl_key(key, cfg.key_size, idx);
     if (bdb_put(wr->b, key, cfg.key_size,
                 lkvwl_value_for(&values, idx, wr->phase),
@@ -430,7 +431,7 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
     w->kind = wl->kind;
     w->phase = phase;
     w->ops = total / (uint64_t)nt + ((uint64_t)t < total % (uint64_t)nt);
-    w->seed = lkvwl_mix64(0xBE7Cull + (uint64_t)rep * 1000003u +
+    w->seed = lkv_mix64(0xBE7Cull + (uint64_t)rep * 1000003u +
                     (uint64_t)widx * 1009u + (uint64_t)t);
     w->bar = &bar;
     w->lat = xmalloc((size_t)(w->ops / LAT_EVERY + 1) * sizeof *w->lat);
@@ -441,7 +442,7 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
   if (wl->kind == LKVWL_READWHILEWRITING) {
     wr.b = b;
     wr.phase = phase;
-    wr.seed = lkvwl_mix64(0x3A17E5ull + (uint64_t)rep * 7u + (uint64_t)widx);
+    wr.seed = lkv_mix64(0x3A17E5ull + (uint64_t)rep * 7u + (uint64_t)widx);
     atomic_init(&wr.stop, 0);
     int e = pthread_create(&wtid, NULL, writer_main, &wr);
     if (e != 0) die("pthread_create: %s", strerror(e));
@@ -572,7 +573,7 @@ static void run_system(int sys, int rep) {
         if (fresh_db(&b, rep, lkvwl_name(kind)) != 0) goto out;
       phase++;
       if (run_fill(&b, kind, phase,
-                   lkvwl_mix64((uint64_t)kind * 7919u +
+                   lkv_mix64((uint64_t)kind * 7919u +
                                (uint64_t)rep * 104729u),
                    res_at(rep, sys, w), 1) != 0)
         goto out;
@@ -589,7 +590,7 @@ static void run_system(int sys, int rep) {
     progress("  %-8s (untimed load of %" PRIu64 " keys)\n", sys_name[sys],
              cfg.num);
     if (run_fill(&b, LKVWL_FILLRANDOM, phase,
-                 lkvwl_mix64(0x10ADull + (uint64_t)rep), NULL, 0) != 0)
+                 lkv_mix64(0x10ADull + (uint64_t)rep), NULL, 0) != 0)
       goto out;
     db_phase = phase;
   }

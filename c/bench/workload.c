@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hist.h"
 #include "lunakv.h"
 #include "workload.h"
 
@@ -55,7 +56,7 @@ void lkvwl_shuffle(uint64_t *perm, uint64_t n, uint64_t seed) {
   uint64_t s = seed;
   for (uint64_t i = 0; i < n; i++) perm[i] = i;
   for (uint64_t i = n; i > 1; i--) {
-    uint64_t j = lkvwl_splitmix64(&s) % i;
+    uint64_t j = lkv_splitmix64(&s) % i;
     uint64_t t = perm[i - 1];
     perm[i - 1] = perm[j];
     perm[j] = t;
@@ -76,7 +77,7 @@ void lkvwl_values_init(lkvwl_values *v, char *buf, size_t value_size) {
   v->len = value_size + VALUES_SPAN;
   v->value_size = value_size;
   for (size_t i = 0; i < v->len; i += 8) {
-    uint64_t r = lkvwl_splitmix64(&s);
+    uint64_t r = lkv_splitmix64(&s);
     memcpy(v->buf + i, &r, 8);
   }
 }
@@ -163,14 +164,14 @@ static int bench_op(BWorker *w, uint64_t i, char *key, lkv_buf *buf,
   case LKVWL_READS:
     lkvwl_key(key, ks,
               j->kind == LKVWL_READS ? i % j->num
-                                     : lkvwl_splitmix64(&w->rng) % j->num);
+                                     : lkv_splitmix64(&w->rng) % j->num);
     break;
   case LKVWL_READMISSING:
   case LKVWL_MISSES:
     lkvwl_missing_key(key, ks,
                       j->kind == LKVWL_MISSES
                           ? i % j->num
-                          : lkvwl_splitmix64(&w->rng) % j->num);
+                          : lkv_splitmix64(&w->rng) % j->num);
     break;
   case LKVWL_READSEQ:
     if (!lkv_iter_valid(w->it)) {
@@ -184,7 +185,7 @@ static int bench_op(BWorker *w, uint64_t i, char *key, lkv_buf *buf,
     lkv_iter_next(w->it);
     return LKV_OK;
   case LKVWL_SEEKRANDOM:
-    lkvwl_key(key, ks, lkvwl_splitmix64(&w->rng) % j->num);
+    lkvwl_key(key, ks, lkv_splitmix64(&w->rng) % j->num);
     lkv_iter_seek(w->it, key, ks);
     if (lkv_iter_valid(w->it)) {
       (void)lkv_iter_key(w->it, &len);
@@ -304,7 +305,7 @@ lkvwl_job *lkvwl_job_new(lkv_db *db, const lkvwl_spec *s) {
   if (j->w == NULL || j->value == NULL || j->samples == NULL) goto oom;
   r = j->seed ^ 0x5eed;
   for (b = 0; b < j->value_size; b++)
-    j->value[b] = (char)(' ' + lkvwl_splitmix64(&r) % 95); /* printable */
+    j->value[b] = (char)(' ' + lkv_splitmix64(&r) % 95); /* printable */
   if (j->kind == LKVWL_FILLRANDOM || j->kind == LKVWL_OVERWRITE) {
     j->perm = (uint64_t *)malloc(j->num * sizeof *j->perm);
     if (j->perm == NULL) goto oom;
@@ -383,11 +384,6 @@ int lkvwl_job_done(lkvwl_job *j, int *rc, lkv_err *err) {
   return running == 0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 void lkvwl_job_result(lkvwl_job *j, lkvwl_result *r) {
   uint64_t ops = 0, found = 0;
   size_t n = 0;
@@ -401,7 +397,7 @@ void lkvwl_job_result(lkvwl_job *j, lkvwl_result *r) {
     ops += w->done;
     found += w->found;
   }
-  qsort(j->samples, n, sizeof *j->samples, cmp_double);
+  lkv_pct_sort(j->samples, n);
   r->threads = j->started;
   r->ops = ops;
   r->found = found;

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "lunakv.h"
+#include "rng.h"
 
 /* {======================================================================
 ** Workload names
@@ -57,17 +58,6 @@ int lkvwl_is_fill(int kind);
 /* {======================================================================
 ** Keys, key order and random numbers
 ** ======================================================================= */
-
-/* splitmix64: one 64-bit state, advanced by every call. */
-static inline uint64_t lkvwl_splitmix64(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-/* A hash of x: splitmix64's output for state x. */
-static inline uint64_t lkvwl_mix64(uint64_t x) { return lkvwl_splitmix64(&x); }
 
 /* Key i: the decimal i, zero-padded to ks bytes ("%016llu" for 16; no
  * NUL is written). The Lua loop of `lunakv bench` formats the same. */
@@ -118,7 +108,7 @@ void lkvwl_values_init(lkvwl_values *v, char *buf, size_t value_size);
 static inline const char *lkvwl_value_for(const lkvwl_values *v,
                                           uint64_t idx, int phase) {
   uint64_t off =
-      lkvwl_mix64(idx * 0x100000001B3ull + (uint64_t)phase * 0x9E37ull) %
+      lkv_mix64(idx * 0x100000001B3ull + (uint64_t)phase * 0x9E37ull) %
       (v->len - v->value_size + 1);
   return v->buf + off;
 }

@@ -26,6 +26,7 @@
 
 #include "env.h"
 #include "err.h"
+#include "rng.h"
 
 #define HIDDEN_PREFIX ".faultenv."
 
@@ -692,12 +693,7 @@ int lkv_faultenv_writeback(lkv_faultenv *f, const char *path) {
   return e;
 }
 
-static uint64_t next_rand(uint64_t *s) {
-  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+static uint64_t next_rand(uint64_t *s) { return lkv_splitmix64(s); }
 
 /* [0, n] */
 static uint64_t rand_upto(uint64_t *s, uint64_t n) {

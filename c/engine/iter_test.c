@@ -30,18 +30,14 @@
 #include <string.h>
 
 #include "lunakv.h"
+#include "rng.h"
 #include "test.h"
 
 /* ---- deterministic PRNG (splitmix64) ----------------------------------- */
 
 static uint64_t rng_state = 0x1f2e3d4c5b6a7988ull;
 
-static uint64_t rnd(void) {
-  uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+static uint64_t rnd(void) { return lkv_splitmix64(&rng_state); }
 
 static unsigned rn(unsigned n) { return (unsigned)(rnd() % n); } /* [0, n) */
 

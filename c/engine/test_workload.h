@@ -28,6 +28,7 @@
 
 #include "faultenv.h"
 #include "lunakv.h"
+#include "rng.h"
 
 #define WL_KEYS 400      /* the key space */
 #define WL_MAX_BATCH 6
@@ -46,12 +47,7 @@ typedef struct wl_op {
   wl_write w[WL_MAX_BATCH];
 } wl_op;
 
-static uint64_t wl_mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+static uint64_t wl_mix(uint64_t x) { return lkv_mix64(x); }
 
 /* Operation j (from 1) of the run with this seed. */
 static void wl_gen(uint64_t seed, uint64_t j, wl_op *op) {

@@ -8,6 +8,7 @@
 #include "lauxlib.h"
 #include "lua.h"
 
+#include "hist.h"
 #include "lkvlua.h"
 #include "lunakv.h"
 #include "workload.h"
@@ -139,16 +140,6 @@ static int job_wait(lua_State *L) {
   return 2;
 }
 
-/* Sorted samples -> the p-th percentile (0 < p < 100), nearest rank. */
-static double percentile(const double *v, size_t n, double p) {
-  size_t k;
-  if (n == 0) return 0;
-  k = (size_t)(p / 100.0 * (double)n + 0.999999);
-  if (k < 1) k = 1;
-  if (k > n) k = n;
-  return v[k - 1];
-}
-
 /* job:result() -> { kind, threads, ops, found, seconds, ops_per_sec,
  * p50_us, p99_us, p999_us, max_us }, once done. Raises the first engine
  * failure of any worker. */
@@ -170,10 +161,10 @@ static int job_result(lua_State *L) {
   setint(L, "samples", (uint64_t)r.nsamples);
   setnum(L, "seconds", r.seconds);
   setnum(L, "ops_per_sec", r.seconds > 0 ? (double)r.ops / r.seconds : 0);
-  setnum(L, "p50_us", percentile(r.samples, r.nsamples, 50));
-  setnum(L, "p99_us", percentile(r.samples, r.nsamples, 99));
-  setnum(L, "p999_us", percentile(r.samples, r.nsamples, 99.9));
-  setnum(L, "max_us", r.nsamples ? r.samples[r.nsamples - 1] : 0);
+  setnum(L, "p50_us", lkv_pct_sorted(r.samples, r.nsamples, 50));
+  setnum(L, "p99_us", lkv_pct_sorted(r.samples, r.nsamples, 99));
+  setnum(L, "p999_us", lkv_pct_sorted(r.samples, r.nsamples, 99.9));
+  setnum(L, "max_us", lkv_pct_sorted(r.samples, r.nsamples, 100));
   return 1;
 }
 
