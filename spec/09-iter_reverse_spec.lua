@@ -3,7 +3,6 @@
 -- overwrites, deletes, flushes and compactions.
 
 local h = require "spec.helpers"
-local lunakv = require "lunakv"
 
 local key = h.key
 
