@@ -377,17 +377,17 @@ describe("db", function()
     -- The same reads, twice over, with each read mode: pread fills the
     -- block cache, mmap never uses it.
     local function read_twice(mmap)
-      local db = h.open(dir .. (mmap and "/mapped" or "/pread"),
+      local store = h.open(dir .. (mmap and "/mapped" or "/pread"),
         { mmap_reads = mmap, sync = "none" })
-      for i = 1, 2000 do db:set(key(i), h.value_for(key(i), 100)) end
-      db:flush()
+      for i = 1, 2000 do store:set(key(i), h.value_for(key(i), 100)) end
+      store:flush()
       for _ = 1, 3 do
         for i = 1, 2000, 7 do
-          assert.equal(h.value_for(key(i), 100), db:get(key(i)))
+          assert.equal(h.value_for(key(i), 100), store:get(key(i)))
         end
       end
-      for k, v in db:scan() do assert.equal(h.value_for(k, 100), v) end
-      return db:stats()
+      for k, v in store:scan() do assert.equal(h.value_for(k, 100), v) end
+      return store:stats()
     end
 
     it("reads every value right and leaves the block cache alone", function()

@@ -1,7 +1,6 @@
 -- Recovery: what a closed, reopened or killed database keeps.
 
 local h = require "spec.helpers"
-local lunakv = require "lunakv"
 
 local key = h.key
 

@@ -92,7 +92,7 @@ describe("corruption", function()
 
     it("keeps everything when the tail is torn inside a record header",
       function()
-        local path, recs = wal_only(100)
+        local path = wal_only(100)
         h.write_file(path, h.read_file(path) .. "\1\2\3")
         check_prefix(101, 100)
       end)

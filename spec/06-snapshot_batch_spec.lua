@@ -2,7 +2,6 @@
 -- compactions) and batches (atomic, invisible until commit).
 
 local h = require "spec.helpers"
-local lunakv = require "lunakv"
 
 local key = h.key
 

@@ -62,6 +62,7 @@ describe("shell.tokenize", function()
     assert.is_true(more)
     t, err, more = shell.tokenize('SET k "ends with \\')
     assert.is_nil(t)
+    assert.matches("unfinished quoted string %(ends with \\%)", err)
     assert.is_true(more)
     -- with the next line joined, it is one value with a newline
     assert.same({ "SET", "k", "open\nquote" },
@@ -170,7 +171,7 @@ describe("the shell through a pipe", function()
   end
 
   it("prints exactly the answers of a piped session", function()
-    local code, out, err, raw = run("SET a 1\nGET a\n")
+    local code, _, err, raw = run("SET a 1\nGET a\n")
     assert.equal(0, code, err)
     assert.equal("1\n1\n", raw)
     assert.equal("", err)

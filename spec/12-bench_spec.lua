@@ -320,6 +320,8 @@ describe("lunakv bench", function()
     code, out, err = run("--repeat 1")
     assert.equal(0, code, err)
     assert.equal(5, started()) -- one run: no child process
+    assert.matches("\nwrites +1 ", out)
+    assert.not_matches("medians of", out)
   end)
 
   it("shows settings from .env, the environment and --set", function()

@@ -426,6 +426,7 @@ describe("read_only", function()
     assert.same(before, snapshot_files())
     code, out, err = h.run(lk .. " inspect " .. h.quote(dir .. "/nope"))
     assert.equal(1, code)
+    assert.equal("", out)
     assert.matches("does not exist", err)
   end)
 

@@ -70,6 +70,7 @@ describe("core.http_request #http", function()
     assert.equal(value, body)
     status, body = core.http_request("GET", node.url .. "/get?key=k1", nil,
       nil, 5000)
+    assert.equal(200, status)
     assert.equal("v1", cjson.decode(body).value)
   end)
 

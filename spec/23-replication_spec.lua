@@ -545,6 +545,7 @@ describe("a 3-node cluster #cluster", function()
       -- committed through 3: applied
       code, doc, text = append(f, 6, 3, 6, 3, "")
       assert.equal(200, code, text)
+      assert.equal(3, doc.match_index)
       h.wait_until(function() return hh.status(f).applied_index == 3 end, 10)
       assert.equal("2", local_value(f, "b"))
       -- a leader whose entry 2 differs from one applied here: refused
@@ -568,6 +569,7 @@ describe("a 3-node cluster #cluster", function()
       local code, doc, text = append(f, 2, 0, 0, 2,
         F(2, 1, "old1", "x") .. F(2, 2, "old2", "x"))
       assert.equal(200, code, text)
+      assert.equal(2, doc.match_index)
       h.wait_until(function() return hh.status(f).applied_index == 2 end, 10)
       -- the first chunk of a snapshot at index 10: the mark, then pairs
       local function snap(offset, done, body)
@@ -576,6 +578,9 @@ describe("a 3-node cluster #cluster", function()
       end
       code, doc, text = snap(0, 0, F(2, 1, "s1", "a") .. F(2, 2, "s2", "b"))
       assert.equal(200, code, text)
+      -- taken, but nothing matches until the last chunk
+      assert.equal(0, doc.match_index)
+      assert.equal(0, doc.last_index)
       assert.is_true(hh.status(f).needs_snapshot)
       hh.kill_member(f) -- before the last chunk
       local again = hh.restart(f, { leader = DEAD, others = { DEAD } })
@@ -914,7 +919,8 @@ end
   describe("the cluster token", function()
     local TOKEN = "s3cret"
 
-    it("refuses /append, /sync and /snapshot without it (401) or with a wrong one (403): empty, a prefix, one byte off", function()
+    it("refuses /append, /sync and /snapshot without it (401) or with a "
+      .. "wrong one (403): empty, a prefix, one byte off", function()
       nodes = hh.start_cluster { args = { "--token", TOKEN } }
       local leader = nodes.leader
       set_ok(leader, "secret-key", "secret-value")

@@ -53,7 +53,8 @@ return {
     test = crash("power 1500 seed 13") },
   { name = "WAL reopen under SYNC=always: its directory entry not synced",
     file = "c/engine/recover.c",
-    from = "    if (rc == LKV_OK && db->o.sync == LKV_SYNC_ALWAYS)\n      rc = lkv_env_sync_dir(db->env, db->dir, err);",
+    from = "    if (rc == LKV_OK && db->o.sync == LKV_SYNC_ALWAYS)\n" ..
+      "      rc = lkv_env_sync_dir(db->env, db->dir, err);",
     to = "    if (0)\n      rc = lkv_env_sync_dir(db->env, db->dir, err);",
     test = spec("15-faults_spec.lua", "earlier open created") },
   { name = "new log under SYNC=always: its directory entry not synced",

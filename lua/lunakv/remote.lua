@@ -248,7 +248,9 @@ function Client:stats() return self:request("GET", "/stats") end
 function Client:status() return self:request("GET", "/status") end
 function Client:health() return self:request("GET", "/health") end
 
-function Client:close() end -- nothing held between requests
+-- Nothing is held between requests; close exists so a client can stand
+-- where a local db is closed.
+function Client.close(_self) end
 
 Client.__tostring = function(c) return "lunakv.remote (" .. c.url .. ")" end
 Client.__close = function() end

@@ -79,7 +79,7 @@ command {
     .. "(SET greeting hello world) or one quoted word",
   run = function(sh, args, line)
     if #args < 2 then usage(commands.SET) end
-    local key, value = args[1].text, nil
+    local key, value = args[1].text
     if #args == 2 then
       value = args[2].text
     else
