@@ -12,6 +12,8 @@
 #   make asan       the whole suite under AddressSanitizer + UBSan
 #   make crashtest  SIGKILL and simulated power-loss cycles (CYCLES=N)
 #   make mutate     break each guarantee on purpose: its test must fail
+#   make lint       clang-format check, luacheck, warnings as errors (CI)
+#   make format     lay out every C file as .clang-format says
 #   make bench      lunakv against LevelDB (BENCH_NUM=N, BENCH_JSON=FILE)
 #   make bench-cluster  3 lunakv nodes against 3 etcd members over HTTP
 #                   (BENCH_SECONDS=S per workload)
@@ -68,7 +70,8 @@ DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
            lua-busted lua-argparse lua-readline lua-socket
 BENCH_PKGS = libleveldb-dev
 
-.PHONY: all deps test ctest spec shell asan tsan crashtest mutate bench bench-build bench-cluster fuzz \
+.PHONY: all deps test ctest ctest-build spec shell asan tsan crashtest mutate bench bench-build bench-cluster fuzz \
+        lint format \
         fuzz-build fuzz-corpus install \
         uninstall clean
 
@@ -130,6 +133,8 @@ $(BUILD)/test/net/%: c/net/%.c $(BUILD)/liblunakvnet.a $(BUILD)/liblunakv.a \
 
 deps:
 	@sh tools/deps.sh $(DEB_PKGS)
+
+ctest-build: $(TEST_BINS)
 
 ctest: $(TEST_BINS)
 	@set -e; for t in $(TEST_BINS); do echo "== $$t"; $$t; done
@@ -282,5 +287,22 @@ uninstall:
 	rm -rf $(DESTDIR)$(INST_LIBDIR)/lunakv $(DESTDIR)$(INST_LUADIR)/lunakv \
 	       $(DESTDIR)$(INST_BINDIR)/lunakv
 
+# The habits, checked: every C file as .clang-format lays it out (make
+# format applies it), luacheck over every Lua file (.luacheckrc), and the
+# whole C tree (module, tests, crash test) built with warnings as errors.
+LINT_PKGS = clang-format lua-check
+C_FILES   = $(wildcard c/*/*.c c/*/*.h)
+LUA_FILES = lua spec bin tools examples
+lint:
+	@sh tools/deps.sh $(LINT_PKGS)
+	clang-format --dry-run --Werror $(C_FILES)
+	luacheck -q $(LUA_FILES)
+	@$(MAKE) --no-print-directory BUILD=build-lint CFLAGS="-O2 -Werror" \
+	  all ctest-build build-lint/crash/crashtest
+
+format:
+	@sh tools/deps.sh clang-format
+	clang-format -i $(C_FILES)
+
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-lint
