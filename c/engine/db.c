@@ -144,7 +144,7 @@ int lkv_db_install_sv(lkv_db *db) {
   db->sv = s;
   /* publish to every stripe; a stripe's old sv is dropped now if no point
    * read uses it, else by its last reader */
-  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_stripe *st = &db->stripes[i];
     lkv_sv_ref(s);
     lkv_spin_lock(&st->mu);
@@ -200,13 +200,13 @@ void lkv_db_call_end(lkv_db *db) {
  * ones inside to leave. */
 static void drain_calls(lkv_db *db) {
   atomic_store(&db->closing, 1);
-  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_stripe *st = &db->stripes[i];
     lkv_spin_lock(&st->mu);
     st->closed = 1;
     lkv_spin_unlock(&st->mu);
   }
-  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_stripe *st = &db->stripes[i];
     for (;;) {
       lkv_spin_lock(&st->mu);
@@ -471,7 +471,7 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
   char stack[256];
   char *ik = klen + LKV_TAG_BYTES <= sizeof stack ? stack : malloc(klen + LKV_TAG_BYTES);
   if (ik == NULL) return lkv_seterr(err, LKV_NOMEM, "get");
-  unsigned stripe = lkv_thread_stripe() % LKV_SV_STRIPES;
+  unsigned stripe = lkv_thread_stripe();
   lkv_sv *s = sv_acquire(db, stripe);
   if (s == NULL) {
     if (ik != stack) free(ik);
@@ -682,7 +682,7 @@ int lkv_db_tables(lkv_db *db, lkv_table_fn fn, void *ctx) {
 /* ---- open and close (recovery is recover.c) ---------------------------- */
 
 static void db_free(lkv_db *db) {
-  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_unref(db->stripes[i].sv);
   }
   lkv_fmeta_unref(db->seek_file);
@@ -781,7 +781,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   pthread_cond_init(&db->compact_cv, NULL);
   pthread_cond_init(&db->done_cv, NULL);
   pthread_cond_init(&db->dead_cv, NULL);
-  for (int i = 0; i < LKV_SV_STRIPES; i++) atomic_init(&db->stripes[i].mu.held, 0);
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) atomic_init(&db->stripes[i].mu.held, 0);
   db->snap_list.next = db->snap_list.prev = &db->snap_list;
   db->o = o;
   db->env = env;

@@ -72,14 +72,13 @@ typedef struct lkv_version {
   lkv_fmeta **files[LKV_MAX_LEVELS];
 } lkv_version;
 
-/* Point reads are striped so that concurrent readers share no cache line:
- * each thread uses one stripe (its own mutex and reader count). */
-#define LKV_SV_STRIPES 16
-
 /* Everything a reader needs, referenced in one step. Two kinds of
  * reference: `refs` (atomic, for long holders such as iterators, and one
  * per stripe that currently publishes this sv) and the per-stripe reader
- * counts used by point reads, which touch only their own stripe. */
+ * counts used by point reads, which touch only their own stripe. Point
+ * reads are striped by thread (lkv_thread_stripe, env.h) so that
+ * concurrent readers share no cache line: each thread uses one stripe
+ * (its own lock and reader count). */
 typedef struct lkv_sv {
   atomic_int refs;
   lkv_mem *mem;
@@ -89,7 +88,7 @@ typedef struct lkv_sv {
   struct {
     _Alignas(64) int readers; /* (the stripe's lock) */
     int retired; /* the stripe moved on; last reader drops its ref */
-  } local[LKV_SV_STRIPES];
+  } local[LKV_THREAD_STRIPES];
 } lkv_sv;
 
 typedef struct lkv_sv_stripe {
@@ -149,7 +148,7 @@ struct lkv_db {
 
   lkv_version *current; /* (mu) */
   lkv_sv *sv;           /* (mu) */
-  lkv_sv_stripe stripes[LKV_SV_STRIPES]; /* each under its own lock */
+  lkv_sv_stripe stripes[LKV_THREAD_STRIPES]; /* each under its own lock */
   atomic_int closing;   /* set once close begins: reads refuse */
 
   lkv_snapshot snap_list; /* circular sentinel; oldest first (mu) */

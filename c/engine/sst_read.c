@@ -96,7 +96,7 @@ typedef struct cblock {
 
 void lkv_table_counters_total(const lkv_table_counters *c, lkv_counter_totals *out) {
   memset(out, 0, sizeof *out);
-  for (int i = 0; i < LKV_COUNTER_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_counter_stripe *p = (lkv_counter_stripe *)&c->s[i];
     out->bloom_checks += atomic_load_explicit(&p->bloom_checks, memory_order_relaxed);
     out->bloom_negatives += atomic_load_explicit(&p->bloom_negatives, memory_order_relaxed);

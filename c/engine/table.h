@@ -16,6 +16,7 @@
 
 #include "cache.h"
 #include "dbformat.h"
+#include "env.h" /* LKV_THREAD_STRIPES */
 #include "iter.h"
 #include "lunakv.h"
 
@@ -30,9 +31,8 @@ typedef struct lkv_table_opts {
 
 /* Counters the readers bump, striped so that threads reading at once do
  * not share a cache line: a thread bumps the stripe lkv_thread_stripe()
- * names. Owned by the db; read the sums with lkv_table_counters_total. */
-#define LKV_COUNTER_STRIPES 16
-
+ * names (env.h). Owned by the db; read the sums with
+ * lkv_table_counters_total. */
 typedef struct lkv_counter_stripe {
   _Alignas(64) atomic_uint_fast64_t bloom_checks;
   atomic_uint_fast64_t bloom_negatives;
@@ -41,7 +41,7 @@ typedef struct lkv_counter_stripe {
 } lkv_counter_stripe;
 
 typedef struct lkv_table_counters {
-  lkv_counter_stripe s[LKV_COUNTER_STRIPES];
+  lkv_counter_stripe s[LKV_THREAD_STRIPES];
 } lkv_table_counters;
 
 typedef struct lkv_counter_totals {
