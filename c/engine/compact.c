@@ -442,7 +442,7 @@ static int run(lkv_db *db, compaction *c, lkv_err *err) {
         pthread_mutex_lock(&db->mu);
         number = db->next_file++;
         pthread_mutex_unlock(&db->mu);
-        lkv_db_table_name(db, number, name, sizeof name);
+        lkv_table_file_name(number, name, sizeof name);
         if ((rc = lkv_env_path(path, sizeof path, db->dir, name, err))) break;
         if ((rc = lkv_tb_new(path, &to, &b, err))) break;
         if (lkv_buf_set(&smallest, k.p, k.n)) {

@@ -80,11 +80,6 @@ static int check_options(const lkv_options *o, lkv_err *err) {
 
 /* ---- names ----------------------------------------------------------- */
 
-void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
-  (void)db;
-  snprintf(buf, n, "%06" PRIu64 ".sst", number);
-}
-
 void lkv_db_log_name(const char *base, uint64_t number, char *buf, size_t n) {
   snprintf(buf, n, "%s.%06" PRIu64, base, number);
 }
@@ -307,12 +302,6 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
 
 /* ---- building tables ------------------------------------------------- */
 
-int lkv_db_open_table(lkv_db *db, const char *path, uint64_t number,
-                      lkv_table **t, lkv_err *err) {
-  return lkv_table_open(db->env, path, number, db->cache, &db->counters,
-                        db->o.mmap_reads, t, err);
-}
-
 int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
                         uint64_t number, lkv_slice smallest, lkv_slice largest,
                         lkv_fmeta **out, lkv_err *err) {
@@ -321,14 +310,14 @@ int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
   *out = NULL;
   int rc = lkv_tb_finish(b, &size, err);
   if (rc == LKV_OK)
-    rc = lkv_db_open_table(db, path, number, &t, err);
+    rc = lkv_tcache_open(db->tcache, number, &t, err);
   if (rc == LKV_OK) {
     *out = lkv_fmeta_new(db, number, size, smallest, largest);
     if (*out == NULL) {
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_NOMEM, "table %s", path);
     } else {
-      lkv_db_table_cache_put(db, *out, t);
+      lkv_fmeta_keep_table(*out, t);
     }
   }
   if (rc) lkv_env_unlink(db->env, path, NULL);
@@ -342,7 +331,7 @@ int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
   lkv_buf smallest = {0}, largest = {0};
   int rc;
   *out = NULL;
-  lkv_db_table_name(db, number, name, sizeof name);
+  lkv_table_file_name(number, name, sizeof name);
   if ((rc = lkv_db_path(db, name, path, sizeof path, err))) return rc;
   lkv_table_opts to = lkv_db_table_opts(db);
   if ((rc = lkv_tb_new(path, &to, &b, err))) return rc;
@@ -693,7 +682,7 @@ static void db_free(lkv_db *db) {
   /* the files the versions above were the last to hold */
   lkv_db_bury_dead(db);
   /* after the versions: no table is pinned any more */
-  if (db->tcache) lkv_cache_free(db->tcache);
+  lkv_tcache_free(db->tcache);
   if (db->cache) lkv_cache_free(db->cache);
   for (int l = 0; l < LKV_MAX_LEVELS; l++) free(db->compact_ptr[l]);
   lkv_env_unlock(db->env, db->lock_fd);
@@ -795,7 +784,8 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->o.log_file_name = db->log_file_name;
   db->mem = lkv_mem_new(db->o.max_memtable_size);
   if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
-  db->tcache = lkv_cache_new((size_t)(o.max_open_files - o.max_open_files / 2));
+  db->tcache = lkv_tcache_new(env, db->dir, o.max_open_files, db->cache,
+                              &db->counters, o.mmap_reads);
   if (!db->dir || !db->log_file_name || !db->mem || !db->tcache ||
       (o.block_cache_bytes && !db->cache)) {
     db_free(db);

@@ -27,6 +27,7 @@
 #include "lunakv.h"
 #include "memtable.h"
 #include "table.h"
+#include "tcache.h"
 #include "wal.h"
 
 /* Frozen memtables that may wait for flush before writers wait: the db's
@@ -48,9 +49,9 @@ typedef struct lkv_fmeta {
   size_t largest_len;
   struct lkv_db *db; /* its open table lives in db->tcache */
   struct lkv_fmeta *next_dead; /* on db->dead, waiting for the janitor */
-  /* While fewer than half of max_open_files tables are pinned this way,
-   * a new table stays pinned for its whole life and readers use `table`
-   * directly: no cache lookup (and no shared lock) on the read path. */
+  /* The table kept open for f's whole life, while the table cache allows
+   * (tcache.h): readers then use it directly, with no cache lookup (and
+   * no shared lock) on the read path. NULL: look it up in the cache. */
   lkv_table *table; /* owned by f when set */
   /* Lookups that had to look past this table before it is compacted
    * (LevelDB's seek compaction): at 0 the table is pushed down, so
@@ -178,9 +179,8 @@ struct lkv_db {
   lkv_fmeta *seek_file; /* out of allowed seeks: compact it next (mu, ref) */
   int seek_level;
 
-  lkv_cache *cache;  /* data blocks */
-  lkv_cache *tcache; /* open tables */
-  atomic_int pinned_tables; /* tables pinned by their file meta */
+  lkv_cache *cache;   /* data blocks */
+  lkv_tcache *tcache; /* open tables */
   lkv_table_counters counters;
   uint64_t wal_dropped;     /* bytes cut from the WAL at open */
   char recovery_msg[LKV_ERR_MSG_LEN];
@@ -201,16 +201,14 @@ struct lkv_db {
 lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
                          lkv_slice smallest, lkv_slice largest);
 int lkv_fmeta_seek_budget(uint64_t size); /* initial allowed_seeks */
-/* The table cache: open tables (fd, index, filter) in an LRU bounded by
- * max_open_files, keyed by file number; a table is pinned while in use
- * and reopened on a miss. */
+/* f's open table, from f itself or the table cache; *h (NULL when f keeps
+ * the table) pins it until lkv_fmeta_unpin. */
 int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
                   lkv_err *err);
 void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h);
-/* Hand f's just opened table over: f keeps it (while under the pin limit)
- * or the table cache takes it. */
-void lkv_db_table_cache_put(lkv_db *db, lkv_fmeta *f, lkv_table *t);
-int lkv_db_pin_limit(const lkv_db *db);
+/* Hand f's just opened table over: f keeps it (while the table cache
+ * allows) or the table cache takes it. */
+void lkv_fmeta_keep_table(lkv_fmeta *f, lkv_table *t);
 /* An iterator over f's table that keeps it pinned until destroyed. An open
  * failure gives an iterator that is not valid and reports the error; NULL
  * only when out of memory. */
@@ -299,11 +297,6 @@ int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
 int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
                         uint64_t number, lkv_slice smallest, lkv_slice largest,
                         lkv_fmeta **out, lkv_err *err);
-void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n);
-/* Open table `number` at path with the db's block cache, counters and
- * read mode (mmap_reads): every table reader of a db is made here. */
-int lkv_db_open_table(lkv_db *db, const char *path, uint64_t number,
-                      lkv_table **t, lkv_err *err);
 void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err); /* mu held */
 uint64_t lkv_db_oldest_snapshot(lkv_db *db); /* mu held */
 lkv_table_opts lkv_db_table_opts(const lkv_db *db);

@@ -92,14 +92,14 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
     char name[64], path[4096];
     lkv_table *t = NULL;
     lkv_env_info st;
-    lkv_db_table_name(db, mf->number, name, sizeof name);
+    lkv_table_file_name(mf->number, name, sizeof name);
     if ((rc = lkv_db_path(db, name, path, sizeof path, err))) break;
     if ((rc = lkv_env_stat(db->env, path, &st, err)) == LKV_NOTFOUND) {
       rc = lkv_seterr(err, LKV_CORRUPTION,
                       "%s/MANIFEST lists %s but the file is missing", db->dir, name);
       break;
     }
-    if (rc || (rc = lkv_db_open_table(db, path, mf->number, &t, err))) break;
+    if (rc || (rc = lkv_tcache_open(db->tcache, mf->number, &t, err))) break;
     uint64_t size = lkv_table_file_size(t);
     if (size != mf->size) {
       lkv_table_close(t);
@@ -114,7 +114,7 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
     } else {
-      lkv_db_table_cache_put(db, f, t); /* verified: keep it open */
+      lkv_fmeta_keep_table(f, t); /* verified: keep it open */
       if (lkv_edit_add(&e, mf->level, f)) {
         lkv_fmeta_unref(f);
         rc = lkv_seterr(err, LKV_NOMEM, "loading tables");

@@ -8,6 +8,7 @@
 #include "db_impl.h"
 #include "env.h"
 #include "err.h"
+#include "tcache.h"
 
 /* ---- file metas ------------------------------------------------------ */
 
@@ -48,10 +49,7 @@ void lkv_fmeta_ref(lkv_fmeta *f) {
 }
 
 static void fmeta_free(lkv_fmeta *f) {
-  if (f->table) { /* pinned by f, outside the LRU */
-    lkv_table_close(f->table);
-    atomic_fetch_sub(&f->db->pinned_tables, 1);
-  }
+  if (f->table) lkv_tcache_close_kept(f->db->tcache, f->table);
   free(f->smallest);
   free(f->largest);
   free(f);
@@ -83,66 +81,35 @@ void lkv_db_bury_dead(lkv_db *db) {
   pthread_mutex_unlock(&db->dead_mu);
   while (f) {
     lkv_fmeta *next = f->next_dead;
-    char name[64], path[4096];
     uint64_t number = f->number;
     fmeta_free(f);
-    /* an iterator may still pin the open table: it closes on release */
-    lkv_cache_erase_file(db->tcache, number);
-    lkv_db_table_name(db, number, name, sizeof name);
-    if (lkv_env_path(path, sizeof path, db->dir, name, NULL) == LKV_OK)
-      lkv_env_unlink(db->env, path, NULL);
-    if (db->cache) lkv_cache_erase_file(db->cache, number);
+    lkv_tcache_delete(db->tcache, number);
     f = next;
   }
 }
 
-/* ---- the table cache ------------------------------------------------- */
+/* ---- open tables ----------------------------------------------------- */
 
-static void table_free(void *t) { lkv_table_close(t); }
-
-/* Open tables: at most max_open_files / 2 pinned by their file metas for
- * life, plus the LRU's max_open_files - that (shard capacities round
- * down), plus what readers hold pinned for a moment. */
-int lkv_db_pin_limit(const lkv_db *db) { return db->o.max_open_files / 2; }
-
-void lkv_db_table_cache_put(lkv_db *db, lkv_fmeta *f, lkv_table *t) {
-  if (atomic_fetch_add(&db->pinned_tables, 1) < lkv_db_pin_limit(db)) {
+void lkv_fmeta_keep_table(lkv_fmeta *f, lkv_table *t) {
+  lkv_tcache *tc = f->db->tcache;
+  if (lkv_tcache_try_keep(tc))
     f->table = t;
-    return;
-  }
-  atomic_fetch_sub(&db->pinned_tables, 1);
-  lkv_cache_handle *h = lkv_cache_insert(db->tcache, f->number, 0, t, 1, table_free);
-  if (h) lkv_cache_release(db->tcache, h); /* else insert closed it */
+  else
+    lkv_tcache_insert(tc, f->number, t);
 }
 
 int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
                   lkv_err *err) {
-  lkv_db *db = f->db;
-  if (f->table) { /* pinned for its life by f */
+  if (f->table) { /* kept open for its life by f */
     *t = f->table;
     *h = NULL;
     return LKV_OK;
   }
-  *h = lkv_cache_lookup(db->tcache, f->number, 0);
-  if (*h == NULL) {
-    /* two threads missing at once both open it; the cache keeps one and
-     * the other closes when its user releases it */
-    char name[64], path[4096];
-    lkv_table *nt = NULL;
-    lkv_db_table_name(db, f->number, name, sizeof name);
-    int rc = lkv_env_path(path, sizeof path, db->dir, name, err);
-    if (rc == LKV_OK)
-      rc = lkv_db_open_table(db, path, f->number, &nt, err);
-    if (rc) return rc;
-    *h = lkv_cache_insert(db->tcache, f->number, 0, nt, 1, table_free);
-    if (*h == NULL) return lkv_seterr(err, LKV_NOMEM, "opening %s", name);
-  }
-  *t = lkv_cache_value(*h);
-  return LKV_OK;
+  return lkv_tcache_get(f->db->tcache, f->number, t, h, err);
 }
 
 void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h) {
-  if (h) lkv_cache_release(f->db->tcache, h);
+  if (h) lkv_tcache_release(f->db->tcache, h);
 }
 
 /* A table iterator plus the pin that keeps its table open. */
