@@ -100,8 +100,14 @@ int lkv_table_get_hashed(lkv_table *t, lkv_slice target, uint64_t hash,
                          int *type, lkv_buf *val, lkv_err *err);
 
 /* An iterator over all entries (internal keys, every version). The table
- * must stay open until the iterator is destroyed. */
+ * must stay open until the iterator is destroyed. NULL when out of
+ * memory. */
 lkv_iiter *lkv_table_iter(lkv_table *t);
+/* The same, calling done(a, b) once the iterator is destroyed: whatever
+ * keeps t open (a table cache pin) is let go with the iterator. NULL when
+ * out of memory (done is not called). */
+lkv_iiter *lkv_table_iter_pinned(lkv_table *t, void (*done)(void *, void *),
+                                 void *a, void *b);
 
 uint64_t lkv_table_entries(const lkv_table *t);
 uint64_t lkv_table_file_size(const lkv_table *t);
