@@ -640,7 +640,8 @@ static const lkv_iiter_ops block_iter_ops = {
     bi_value,      bi_status, bi_destroy, bi_seek_last, bi_prev};
 
 /* The index side: entry i is data block i. */
-static size_t index_find(void *arg, lkv_slice target) {
+static size_t index_find(void *arg, size_t n, lkv_slice target) {
+  (void)n; /* the table's nblocks */
   if (target.n < LKV_TAG_BYTES) return 0; /* before every key */
   return find_block(arg, target);
 }

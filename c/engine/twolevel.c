@@ -80,7 +80,7 @@ static void tl_seek_first(lkv_iiter *it) {
 static void tl_seek(lkv_iiter *it, lkv_slice target) {
   twolevel *tl = TL(it);
   if (tl->rc) return;
-  size_t i = tl->ix->find(tl->arg, target);
+  size_t i = tl->ix->find(tl->arg, tl->n, target);
   if (!tl->keep_on_seek || tl->data == NULL || tl->i != i) set_data(tl, i);
   if (tl->data) tl->data->ops->seek(tl->data, target);
   settle(tl, 1);

@@ -17,9 +17,9 @@
 #include "lunakv.h"
 
 typedef struct lkv_twolevel_index {
-  /* The first entry whose run may hold a key >= target (the first whose
-   * last key is >= target); n when none does. */
-  size_t (*find)(void *arg, lkv_slice target);
+  /* The first of the n entries whose run may hold a key >= target (the
+   * first whose last key is >= target); n when none does. */
+  size_t (*find)(void *arg, size_t n, lkv_slice target);
   /* A data iterator over entry i, not positioned yet. prev, when not
    * NULL, is a data iterator this index opened before, with no error and
    * no longer used: the function reuses it or destroys it. An entry whose

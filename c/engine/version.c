@@ -9,6 +9,7 @@
 #include "env.h"
 #include "err.h"
 #include "tcache.h"
+#include "twolevel.h"
 
 /* ---- file metas ------------------------------------------------------ */
 
@@ -112,77 +113,17 @@ void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h) {
   if (h) lkv_tcache_release(f->db->tcache, h);
 }
 
-/* A table iterator plus the pin that keeps its table open. */
-typedef struct pin_iter {
-  lkv_iiter base;
-  lkv_iiter *in; /* NULL when the table could not be opened */
-  lkv_fmeta *f;
-  lkv_cache_handle *h;
-  int rc;
-  lkv_err err;
-} pin_iter;
-
-#define PIN(it) ((pin_iter *)(it))
-static void pi_seek_first(lkv_iiter *it) {
-  if (PIN(it)->in) PIN(it)->in->ops->seek_first(PIN(it)->in);
-}
-static void pi_seek(lkv_iiter *it, lkv_slice t) {
-  if (PIN(it)->in) PIN(it)->in->ops->seek(PIN(it)->in, t);
-}
-static void pi_next(lkv_iiter *it) {
-  if (PIN(it)->in) PIN(it)->in->ops->next(PIN(it)->in);
-}
-static int pi_valid(const lkv_iiter *it) {
-  const pin_iter *p = (const pin_iter *)it;
-  return p->in && p->in->ops->valid(p->in);
-}
-static lkv_slice pi_key(const lkv_iiter *it) {
-  const pin_iter *p = (const pin_iter *)it;
-  return p->in->ops->key(p->in);
-}
-static lkv_slice pi_value(const lkv_iiter *it) {
-  const pin_iter *p = (const pin_iter *)it;
-  return p->in->ops->value(p->in);
-}
-static int pi_status(const lkv_iiter *it, lkv_err *err) {
-  const pin_iter *p = (const pin_iter *)it;
-  if (p->rc) return lkv_errcopy(err, &p->err);
-  return p->in->ops->status(p->in, err);
-}
-static void pi_destroy(lkv_iiter *it) {
-  pin_iter *p = PIN(it);
-  if (p->in) p->in->ops->destroy(p->in);
-  if (p->h) lkv_fmeta_unpin(p->f, p->h);
-  free(p);
-}
-static void pi_seek_last(lkv_iiter *it) {
-  if (PIN(it)->in) PIN(it)->in->ops->seek_last(PIN(it)->in);
-}
-static void pi_prev(lkv_iiter *it) {
-  if (PIN(it)->in) PIN(it)->in->ops->prev(PIN(it)->in);
-}
-static const lkv_iiter_ops pin_iter_ops = {
-    pi_seek_first, pi_seek,   pi_next,    pi_valid,     pi_key,
-    pi_value,      pi_status, pi_destroy, pi_seek_last, pi_prev};
+static void unpin_done(void *f, void *h) { lkv_fmeta_unpin(f, h); }
 
 lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f) {
-  pin_iter *p = calloc(1, sizeof *p);
-  if (p == NULL) return NULL;
-  p->base.ops = &pin_iter_ops;
-  p->f = f;
   lkv_table *t;
-  p->rc = lkv_fmeta_pin(f, &t, &p->h, &p->err); /* h NULL: f pins it */
-  if (p->rc == LKV_OK) {
-    p->in = lkv_table_iter(t);
-    if (p->in == NULL) {
-      lkv_fmeta_unpin(f, p->h);
-      free(p);
-      return NULL;
-    }
-  } else {
-    p->h = NULL;
-  }
-  return &p->base;
+  lkv_cache_handle *h; /* NULL: f keeps the table open itself */
+  lkv_err err = {0};
+  int rc = lkv_fmeta_pin(f, &t, &h, &err);
+  if (rc) return lkv_error_iter_new(rc, &err);
+  lkv_iiter *it = lkv_table_iter_pinned(t, h ? unpin_done : NULL, f, h);
+  if (it == NULL) lkv_fmeta_unpin(f, h);
+  return it;
 }
 
 /* ---- versions -------------------------------------------------------- */
@@ -419,131 +360,34 @@ int lkv_version_deeper_overlaps(const lkv_version *v, int level,
   return 0;
 }
 
-/* A level iterator walks the tables of one level >= 1 in order, with one
- * table iterator open at a time: a seek searches the file list (the ranges
- * are disjoint) and touches one table, not all of them. */
-typedef struct level_iter {
-  lkv_iiter base;
-  lkv_fmeta *const *files;
-  int n;
-  int idx;          /* file of `cur`; n when exhausted */
-  lkv_iiter *cur;
-  int rc;
-  lkv_err err;
-} level_iter;
-
-static void li_open(level_iter *li, int idx) {
-  if (li->cur) {
-    if (li->rc == 0) li->rc = li->cur->ops->status(li->cur, &li->err);
-    li->cur->ops->destroy(li->cur);
-    li->cur = NULL;
-  }
-  li->idx = idx;
-  if (li->rc || idx < 0 || idx >= li->n) return; /* idx -1: seek_last of none */
-  li->cur = lkv_fmeta_iter(li->files[idx]);
-  if (li->cur == NULL) li->rc = lkv_seterr(&li->err, LKV_NOMEM, "level iterator");
-}
-
-/* Step over tables whose iterator ran off its end (forward) or its start
- * (backward) into the next or previous table; errors stop the walk. */
-static void li_settle(level_iter *li, int forward) {
-  while (li->cur && !li->cur->ops->valid(li->cur)) {
-    int rc = li->cur->ops->status(li->cur, &li->err);
-    if (rc) {
-      li->rc = rc;
-      return;
-    }
-    if (!forward && li->idx == 0) {
-      li_open(li, li->n); /* before the first table: not valid */
-      return;
-    }
-    li_open(li, forward ? li->idx + 1 : li->idx - 1);
-    if (li->cur == NULL) return;
-    if (forward) li->cur->ops->seek_first(li->cur);
-    else li->cur->ops->seek_last(li->cur);
-  }
-}
-
-static void li_seek_first(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  li_open(li, 0);
-  if (li->cur) li->cur->ops->seek_first(li->cur);
-  li_settle(li, 1);
-}
-
-static void li_seek(lkv_iiter *it, lkv_slice target) {
-  level_iter *li = (level_iter *)it;
-  int lo = 0, hi = li->n; /* first file whose largest key >= target */
+/* A level iterator is a two-level iterator (twolevel.h) over the sorted,
+ * disjoint tables of one level >= 1, with one table open at a time: a seek
+ * searches the file list and touches one table, not all of them, and a
+ * seek that stays in the open table keeps it (and its pin). */
+static size_t level_find(void *arg, size_t n, lkv_slice target) {
+  lkv_fmeta *const *files = arg;
+  size_t lo = 0, hi = n; /* the first file whose largest key >= target */
   while (lo < hi) {
-    int mid = lo + (hi - lo) / 2;
-    lkv_slice l = {li->files[mid]->largest, li->files[mid]->largest_len};
+    size_t mid = lo + (hi - lo) / 2;
+    lkv_slice l = {files[mid]->largest, files[mid]->largest_len};
     if (lkv_icmp(l, target) < 0) lo = mid + 1; else hi = mid;
   }
-  if (li->cur == NULL || li->idx != lo || li->rc) li_open(li, lo);
-  if (li->cur) li->cur->ops->seek(li->cur, target);
-  li_settle(li, 1);
+  return lo;
 }
 
-static void li_next(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  if (li->cur == NULL) return;
-  li->cur->ops->next(li->cur);
-  li_settle(li, 1);
+static lkv_iiter *level_open(void *arg, size_t i, lkv_iiter *prev) {
+  lkv_fmeta *const *files = arg;
+  if (prev) prev->ops->destroy(prev); /* unpins its table first */
+  return lkv_fmeta_iter(files[i]);
 }
 
-static void li_seek_last(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  li_open(li, li->n - 1);
-  if (li->cur) li->cur->ops->seek_last(li->cur);
-  li_settle(li, 0);
-}
-
-static void li_prev(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  if (li->cur == NULL) return;
-  li->cur->ops->prev(li->cur);
-  li_settle(li, 0);
-}
-
-static int li_valid(const lkv_iiter *it) {
-  const level_iter *li = (const level_iter *)it;
-  return li->rc == 0 && li->cur && li->cur->ops->valid(li->cur);
-}
-
-static lkv_slice li_key(const lkv_iiter *it) {
-  const level_iter *li = (const level_iter *)it;
-  return li->cur->ops->key(li->cur);
-}
-
-static lkv_slice li_value(const lkv_iiter *it) {
-  const level_iter *li = (const level_iter *)it;
-  return li->cur->ops->value(li->cur);
-}
-
-static int li_status(const lkv_iiter *it, lkv_err *err) {
-  const level_iter *li = (const level_iter *)it;
-  if (li->rc) return lkv_errcopy(err, &li->err);
-  return li->cur ? li->cur->ops->status(li->cur, err) : LKV_OK;
-}
-
-static void li_destroy(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  if (li->cur) li->cur->ops->destroy(li->cur);
-  free(li);
-}
-
-static const lkv_iiter_ops level_iter_ops = {
-    li_seek_first, li_seek,   li_next,    li_valid,     li_key,
-    li_value,      li_status, li_destroy, li_seek_last, li_prev};
+static const lkv_twolevel_index level_index = {level_find, level_open, NULL,
+                                               "level iterator"};
 
 lkv_iiter *lkv_level_iter_new(lkv_fmeta *const *files, int n) {
-  level_iter *li = calloc(1, sizeof *li);
-  if (li == NULL) return NULL;
-  li->base.ops = &level_iter_ops;
-  li->files = files;
-  li->n = n;
-  li->idx = n;
-  return &li->base;
+  /* the files array is read, never written, through arg */
+  return lkv_twolevel_new(&level_index, (void *)files, (size_t)n,
+                          LKV_TWOLEVEL_KEEP_ON_SEEK, NULL, NULL, NULL);
 }
 
 uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
