@@ -122,6 +122,19 @@ void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err) {
   pthread_cond_broadcast(&db->done_cv);
 }
 
+void lkv_sv_ref(lkv_sv *s) {
+  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void lkv_sv_unref(lkv_sv *s) {
+  if (s == NULL) return;
+  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
+  lkv_mem_unref(s->mem);
+  for (int i = 0; i < s->nimm; i++) lkv_mem_unref(s->imm[i]);
+  lkv_version_unref(s->v);
+  free(s);
+}
+
 int lkv_db_install_sv(lkv_db *db) {
   lkv_sv *s = aligned_alloc(64, sizeof *s);
   if (s == NULL) return LKV_NOMEM;
@@ -310,9 +323,9 @@ int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
   *out = NULL;
   int rc = lkv_tb_finish(b, &size, err);
   if (rc == LKV_OK)
-    rc = lkv_tcache_open(db->tcache, number, &t, err);
+    rc = lkv_tcache_open(db->files.tc, number, &t, err);
   if (rc == LKV_OK) {
-    *out = lkv_fmeta_new(db, number, size, smallest, largest);
+    *out = lkv_fmeta_new(&db->files, number, size, smallest, largest);
     if (*out == NULL) {
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_NOMEM, "table %s", path);
@@ -680,39 +693,21 @@ static void db_free(lkv_db *db) {
   lkv_mem_unref(db->mem);
   for (int i = 0; i < db->nimm; i++) lkv_mem_unref(db->imm[i]);
   /* the files the versions above were the last to hold */
-  lkv_db_bury_dead(db);
+  lkv_files_bury(&db->files);
   /* after the versions: no table is pinned any more */
-  lkv_tcache_free(db->tcache);
+  lkv_tcache_free(db->files.tc);
   if (db->cache) lkv_cache_free(db->cache);
   for (int l = 0; l < LKV_MAX_LEVELS; l++) free(db->compact_ptr[l]);
   lkv_env_unlock(db->env, db->lock_fd);
   pthread_mutex_destroy(&db->mu);
   pthread_mutex_destroy(&db->manifest_mu);
-  pthread_mutex_destroy(&db->dead_mu);
   pthread_cond_destroy(&db->flush_cv);
   pthread_cond_destroy(&db->compact_cv);
   pthread_cond_destroy(&db->done_cv);
-  pthread_cond_destroy(&db->dead_cv);
+  lkv_files_destroy(&db->files);
   free(db->dir);
   free(db->log_file_name);
   free(db);
-}
-
-/* Closes and deletes the table files readers let go of (see
- * lkv_fmeta_unref). */
-static void *janitor_thread(void *arg) {
-  lkv_db *db = arg;
-  pthread_mutex_lock(&db->dead_mu);
-  for (;;) {
-    while (db->dead == NULL && !db->janitor_stop)
-      pthread_cond_wait(&db->dead_cv, &db->dead_mu);
-    if (db->dead == NULL) break;
-    pthread_mutex_unlock(&db->dead_mu);
-    lkv_db_bury_dead(db);
-    pthread_mutex_lock(&db->dead_mu);
-  }
-  pthread_mutex_unlock(&db->dead_mu);
-  return NULL;
 }
 
 /* Stop the background threads that were started (mu not held). */
@@ -726,10 +721,7 @@ static void stop_threads(lkv_db *db, int started) {
   if (started > 0) pthread_join(db->flush_th, NULL);
   if (started > 1) pthread_join(db->compact_th, NULL);
   if (started > 2) {
-    pthread_mutex_lock(&db->dead_mu);
-    db->janitor_stop = 1;
-    pthread_cond_signal(&db->dead_cv);
-    pthread_mutex_unlock(&db->dead_mu);
+    lkv_files_stop(&db->files);
     pthread_join(db->janitor_th, NULL);
   }
 }
@@ -765,11 +757,10 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->lock_fd = -1;
   pthread_mutex_init(&db->mu, NULL);
   pthread_mutex_init(&db->manifest_mu, NULL);
-  pthread_mutex_init(&db->dead_mu, NULL);
+  lkv_files_init(&db->files);
   pthread_cond_init(&db->flush_cv, NULL);
   pthread_cond_init(&db->compact_cv, NULL);
   pthread_cond_init(&db->done_cv, NULL);
-  pthread_cond_init(&db->dead_cv, NULL);
   for (int i = 0; i < LKV_THREAD_STRIPES; i++) atomic_init(&db->stripes[i].mu.held, 0);
   db->snap_list.next = db->snap_list.prev = &db->snap_list;
   db->o = o;
@@ -784,9 +775,9 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->o.log_file_name = db->log_file_name;
   db->mem = lkv_mem_new(db->o.max_memtable_size);
   if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
-  db->tcache = lkv_tcache_new(env, db->dir, o.max_open_files, db->cache,
+  db->files.tc = lkv_tcache_new(env, db->dir, o.max_open_files, db->cache,
                               &db->counters, o.mmap_reads);
-  if (!db->dir || !db->log_file_name || !db->mem || !db->tcache ||
+  if (!db->dir || !db->log_file_name || !db->mem || !db->files.tc ||
       (o.block_cache_bytes && !db->cache)) {
     db_free(db);
     return lkv_seterr(err, LKV_NOMEM, "open %s", dir);
@@ -811,7 +802,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   if (pthread_create(&db->flush_th, NULL, flush_thread, db) == 0) started++;
   if (started == 1 && pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) == 0)
     started++;
-  if (started == 2 && pthread_create(&db->janitor_th, NULL, janitor_thread, db) == 0)
+  if (started == 2 && pthread_create(&db->janitor_th, NULL, lkv_files_janitor, &db->files) == 0)
     started++;
   if (started < 3) {
     stop_threads(db, started);

@@ -28,6 +28,7 @@
 #include "memtable.h"
 #include "table.h"
 #include "tcache.h"
+#include "version.h"
 #include "wal.h"
 
 /* Frozen memtables that may wait for flush before writers wait: the db's
@@ -36,42 +37,6 @@
  * every few writes wait for a flush with its fsyncs. */
 #define LKV_MAX_IMM 64
 #define LKV_IMM_BUDGET_BYTES (16u << 20)
-
-/* A live table file. Shared by every version that lists it. */
-typedef struct lkv_fmeta {
-  atomic_int refs;
-  atomic_int obsolete; /* removed from the current version: delete at refs 0 */
-  uint64_t number;
-  uint64_t size;
-  char *smallest; /* internal keys */
-  size_t smallest_len;
-  char *largest;
-  size_t largest_len;
-  struct lkv_db *db; /* its open table lives in db->tcache */
-  struct lkv_fmeta *next_dead; /* on db->dead, waiting for the janitor */
-  /* The table kept open for f's whole life, while the table cache allows
-   * (tcache.h): readers then use it directly, with no cache lookup (and
-   * no shared lock) on the read path. NULL: look it up in the cache. */
-  lkv_table *table; /* owned by f when set */
-  /* Lookups that had to look past this table before it is compacted
-   * (LevelDB's seek compaction): at 0 the table is pushed down, so
-   * read-heavy loads do not pay for an L0 or an upper level forever. */
-  atomic_int allowed_seeks;
-} lkv_fmeta;
-
-/* The first table a read consulted in vain, to be charged a seek. */
-typedef struct lkv_seek_charge {
-  lkv_fmeta *f; /* NULL: nothing to charge */
-  int level;
-} lkv_seek_charge;
-
-/* An immutable set of files per level. L0 is newest first; L1.. sorted by
- * smallest key and never overlapping within a level. */
-typedef struct lkv_version {
-  atomic_int refs;
-  int n[LKV_MAX_LEVELS];
-  lkv_fmeta **files[LKV_MAX_LEVELS];
-} lkv_version;
 
 /* Everything a reader needs, referenced in one step. Two kinds of
  * reference: `refs` (atomic, for long holders such as iterators, and one
@@ -98,16 +63,6 @@ typedef struct lkv_sv_stripe {
   int inflight; /* point reads of this stripe running now */
   int closed;   /* close has begun: reads refuse */
 } lkv_sv_stripe;
-
-/* A version change: files added and removed, and the WAL cut-off. */
-typedef struct lkv_edit {
-  int nadd, ndel, cap_add, cap_del;
-  int *add_level;
-  lkv_fmeta **add; /* one reference each, released by lkv_edit_free */
-  int *del_level;
-  uint64_t *del;
-  uint64_t wal_number; /* 0 = unchanged */
-} lkv_edit;
 
 typedef struct lkv_writer lkv_writer;
 
@@ -158,13 +113,7 @@ struct lkv_db {
 
   pthread_t flush_th, compact_th, janitor_th;
   int threads_started;
-  /* Table files whose last reference is gone (the janitor closes, evicts
-   * and deletes them, so the reader that drops the last reference never
-   * pays for a close and an unlink). Under dead_mu. */
-  pthread_mutex_t dead_mu;
-  pthread_cond_t dead_cv;
-  lkv_fmeta *dead;
-  int janitor_stop;
+  lkv_files files; /* the table cache and the dead files (version.h) */
   int shutting_down;  /* (mu) */
   int bg_error;       /* sticky first background failure (mu) */
   lkv_err bg_err;     /* (mu) */
@@ -180,7 +129,6 @@ struct lkv_db {
   int seek_level;
 
   lkv_cache *cache;   /* data blocks */
-  lkv_tcache *tcache; /* open tables */
   lkv_table_counters counters;
   uint64_t wal_dropped;     /* bytes cut from the WAL at open */
   char recovery_msg[LKV_ERR_MSG_LEN];
@@ -196,64 +144,7 @@ struct lkv_db {
   atomic_uint_fast64_t iter_seeds; /* seeds iterators' read sampling */
 };
 
-/* ---- version.c ----------------------------------------------------- */
-
-lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
-                         lkv_slice smallest, lkv_slice largest);
-int lkv_fmeta_seek_budget(uint64_t size); /* initial allowed_seeks */
-/* f's open table, from f itself or the table cache; *h (NULL when f keeps
- * the table) pins it until lkv_fmeta_unpin. */
-int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
-                  lkv_err *err);
-void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h);
-/* Hand f's just opened table over: f keeps it (while the table cache
- * allows) or the table cache takes it. */
-void lkv_fmeta_keep_table(lkv_fmeta *f, lkv_table *t);
-/* An iterator over f's table that keeps it pinned until destroyed. An open
- * failure gives an iterator that is not valid and reports the error; NULL
- * only when out of memory. */
-lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f);
-void lkv_fmeta_ref(lkv_fmeta *f);
-/* The last reference of a file that left the current version queues it
- * for the janitor thread; any other last reference frees it at once. */
-void lkv_fmeta_unref(lkv_fmeta *f);
-/* Close, evict and delete the files queued so far (the janitor's work;
- * also done at close). */
-void lkv_db_bury_dead(lkv_db *db);
-lkv_version *lkv_version_new(void);
-void lkv_version_ref(lkv_version *v);
-void lkv_version_unref(lkv_version *v);
-int lkv_edit_add(lkv_edit *e, int level, lkv_fmeta *f); /* takes f's ref */
-int lkv_edit_del(lkv_edit *e, int level, uint64_t number);
-void lkv_edit_free(lkv_edit *e); /* unrefs the added files */
-/* A new version: base with the edit applied (the version takes its own
- * references). NULL when out of memory. */
-lkv_version *lkv_version_apply(const lkv_version *base, const lkv_edit *e);
-uint64_t lkv_version_level_bytes(const lkv_version *v, int level);
-/* Point lookup through the tables of v (target = (ukey, at, SEEK); hash =
- * lkv_bloom_hash(ukey)). *charge names the first table consulted when a
- * second one was needed. */
-int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash,
-                    int *type, lkv_buf *val, lkv_seek_charge *charge,
-                    lkv_err *err);
-/* An iterator's read sample (LevelDB's RecordReadSample): when two or more
- * tables cover ukey, set *charge to the first and return 1. */
-int lkv_version_sample(const lkv_version *v, const char *ukey, size_t klen,
-                       lkv_seek_charge *charge);
-/* Does any level deeper than `level` hold a table whose range covers ukey? */
-int lkv_version_deeper_overlaps(const lkv_version *v, int level,
-                                const char *ukey, size_t klen);
-/* Bytes of the tables in `level` whose user-key range meets [lo, hi];
- * *any is set when at least one does. */
-uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
-                                   lkv_slice lo, lkv_slice hi, int *any);
-/* An iterator over the sorted, disjoint tables files[0..n) of one level
- * >= 1; the files must outlive it (hold the version). */
-lkv_iiter *lkv_level_iter_new(lkv_fmeta *const *files, int n);
-/* Append iterators over v to its[]: one per L0 table, one per non-empty
- * deeper level (room for lkv_version_count(v) entries is enough). */
-int lkv_version_add_iters(lkv_version *v, lkv_iiter **its, int *n);
-int lkv_version_count(const lkv_version *v);
+/* ---- superversions (db.c) ------------------------------------------ */
 
 void lkv_sv_ref(lkv_sv *s);
 void lkv_sv_unref(lkv_sv *s);

@@ -99,7 +99,7 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
                       "%s/MANIFEST lists %s but the file is missing", db->dir, name);
       break;
     }
-    if (rc || (rc = lkv_tcache_open(db->tcache, mf->number, &t, err))) break;
+    if (rc || (rc = lkv_tcache_open(db->files.tc, mf->number, &t, err))) break;
     uint64_t size = lkv_table_file_size(t);
     if (size != mf->size) {
       lkv_table_close(t);
@@ -109,7 +109,7 @@ static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
       break;
     }
     lkv_slice s = {mf->smallest, mf->smallest_len}, l = {mf->largest, mf->largest_len};
-    lkv_fmeta *f = lkv_fmeta_new(db, mf->number, mf->size, s, l);
+    lkv_fmeta *f = lkv_fmeta_new(&db->files, mf->number, mf->size, s, l);
     if (f == NULL) {
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_NOMEM, "loading tables");

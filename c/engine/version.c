@@ -1,19 +1,17 @@
 /* version.c - table files, versions (immutable file sets per level),
- * edits between them, and point lookups through a version. */
+ * edits between them, and reads through a version (version.h). */
+#include "version.h"
+
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "db_impl.h"
-#include "env.h"
 #include "err.h"
-#include "tcache.h"
 #include "twolevel.h"
 
 /* ---- file metas ------------------------------------------------------ */
 
-lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
+lkv_fmeta *lkv_fmeta_new(lkv_files *fs, uint64_t number, uint64_t size,
                          lkv_slice smallest, lkv_slice largest) {
   lkv_fmeta *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
@@ -33,7 +31,7 @@ lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
   atomic_init(&f->obsolete, 0);
   f->number = number;
   f->size = size;
-  f->db = db;
+  f->files = fs;
   atomic_init(&f->allowed_seeks, lkv_fmeta_seek_budget(size));
   return f;
 }
@@ -50,7 +48,7 @@ void lkv_fmeta_ref(lkv_fmeta *f) {
 }
 
 static void fmeta_free(lkv_fmeta *f) {
-  if (f->table) lkv_tcache_close_kept(f->db->tcache, f->table);
+  if (f->table) lkv_tcache_close_kept(f->files->tc, f->table);
   free(f->smallest);
   free(f->largest);
   free(f);
@@ -67,32 +65,66 @@ void lkv_fmeta_unref(lkv_fmeta *f) {
     fmeta_free(f);
     return;
   }
-  lkv_db *db = f->db;
-  pthread_mutex_lock(&db->dead_mu);
-  f->next_dead = db->dead;
-  db->dead = f;
-  pthread_cond_signal(&db->dead_cv);
-  pthread_mutex_unlock(&db->dead_mu);
+  lkv_files *fs = f->files;
+  pthread_mutex_lock(&fs->mu);
+  f->next_dead = fs->dead;
+  fs->dead = f;
+  pthread_cond_signal(&fs->cv);
+  pthread_mutex_unlock(&fs->mu);
 }
 
-void lkv_db_bury_dead(lkv_db *db) {
-  pthread_mutex_lock(&db->dead_mu);
-  lkv_fmeta *f = db->dead;
-  db->dead = NULL;
-  pthread_mutex_unlock(&db->dead_mu);
+/* ---- the dead files and their janitor -------------------------------- */
+
+void lkv_files_init(lkv_files *fs) {
+  memset(fs, 0, sizeof *fs);
+  pthread_mutex_init(&fs->mu, NULL);
+  pthread_cond_init(&fs->cv, NULL);
+}
+
+void lkv_files_destroy(lkv_files *fs) {
+  pthread_mutex_destroy(&fs->mu);
+  pthread_cond_destroy(&fs->cv);
+}
+
+void lkv_files_bury(lkv_files *fs) {
+  pthread_mutex_lock(&fs->mu);
+  lkv_fmeta *f = fs->dead;
+  fs->dead = NULL;
+  pthread_mutex_unlock(&fs->mu);
   while (f) {
     lkv_fmeta *next = f->next_dead;
     uint64_t number = f->number;
     fmeta_free(f);
-    lkv_tcache_delete(db->tcache, number);
+    lkv_tcache_delete(fs->tc, number);
     f = next;
   }
+}
+
+void *lkv_files_janitor(void *arg) {
+  lkv_files *fs = arg;
+  pthread_mutex_lock(&fs->mu);
+  for (;;) {
+    while (fs->dead == NULL && !fs->stop) pthread_cond_wait(&fs->cv, &fs->mu);
+    if (fs->dead == NULL) break;
+    pthread_mutex_unlock(&fs->mu);
+    lkv_files_bury(fs);
+    pthread_mutex_lock(&fs->mu);
+  }
+  pthread_mutex_unlock(&fs->mu);
+  return NULL;
+}
+
+void lkv_files_stop(lkv_files *fs) {
+  pthread_mutex_lock(&fs->mu);
+  fs->stop = 1;
+  pthread_cond_signal(&fs->cv);
+  pthread_mutex_unlock(&fs->mu);
 }
 
 /* ---- open tables ----------------------------------------------------- */
 
 void lkv_fmeta_keep_table(lkv_fmeta *f, lkv_table *t) {
-  lkv_tcache *tc = f->db->tcache;
+  lkv_tcache *tc = f->files->tc;
   if (lkv_tcache_try_keep(tc))
     f->table = t;
   else
@@ -106,11 +138,11 @@ int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
     *h = NULL;
     return LKV_OK;
   }
-  return lkv_tcache_get(f->db->tcache, f->number, t, h, err);
+  return lkv_tcache_get(f->files->tc, f->number, t, h, err);
 }
 
 void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h) {
-  if (h) lkv_tcache_release(f->db->tcache, h);
+  if (h) lkv_tcache_release(f->files->tc, h);
 }
 
 static void unpin_done(void *f, void *h) { lkv_fmeta_unpin(f, h); }
@@ -416,19 +448,4 @@ int lkv_version_add_iters(lkv_version *v, lkv_iiter **its, int *n) {
     its[(*n)++] = it;
   }
   return LKV_OK;
-}
-
-/* ---- superversions --------------------------------------------------- */
-
-void lkv_sv_ref(lkv_sv *s) {
-  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-}
-
-void lkv_sv_unref(lkv_sv *s) {
-  if (s == NULL) return;
-  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
-  lkv_mem_unref(s->mem);
-  for (int i = 0; i < s->nimm; i++) lkv_mem_unref(s->imm[i]);
-  lkv_version_unref(s->v);
-  free(s);
 }
