@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "builder.h"
 #include "db_impl.h"
 #include "env.h"
 #include "err.h"
@@ -314,7 +315,7 @@ static int finish_output(lkv_db *db, const compaction *c, lkv_edit *e,
                          uint64_t *out_bytes, lkv_err *err) {
   lkv_slice s = {smallest->data, smallest->len}, l = {largest->data, largest->len};
   lkv_fmeta *f = NULL;
-  int rc = lkv_db_finish_table(db, b, path, number, s, l, &f, err);
+  int rc = lkv_finish_table(&db->files, b, path, number, s, l, &f, err);
   if (rc) return rc;
   *out_bytes += f->size;
   if (lkv_edit_add(e, c->out_level, f)) {

@@ -14,6 +14,7 @@
 
 #include "batch.h"
 #include "bloom.h"
+#include "builder.h"
 #include "db_impl.h"
 #include "env.h"
 #include "err.h"
@@ -313,65 +314,6 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
   return rc;
 }
 
-/* ---- building tables ------------------------------------------------- */
-
-int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
-                        uint64_t number, lkv_slice smallest, lkv_slice largest,
-                        lkv_fmeta **out, lkv_err *err) {
-  uint64_t size = 0;
-  lkv_table *t = NULL;
-  *out = NULL;
-  int rc = lkv_tb_finish(b, &size, err);
-  if (rc == LKV_OK)
-    rc = lkv_tcache_open(db->files.tc, number, &t, err);
-  if (rc == LKV_OK) {
-    *out = lkv_fmeta_new(&db->files, number, size, smallest, largest);
-    if (*out == NULL) {
-      lkv_table_close(t);
-      rc = lkv_seterr(err, LKV_NOMEM, "table %s", path);
-    } else {
-      lkv_fmeta_keep_table(*out, t);
-    }
-  }
-  if (rc) lkv_env_unlink(db->env, path, NULL);
-  return rc;
-}
-
-int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
-                       lkv_fmeta **out, lkv_err *err) {
-  char name[64], path[4096];
-  lkv_table_builder *b = NULL;
-  lkv_buf smallest = {0}, largest = {0};
-  int rc;
-  *out = NULL;
-  lkv_table_file_name(number, name, sizeof name);
-  if ((rc = lkv_db_path(db, name, path, sizeof path, err))) return rc;
-  lkv_table_opts to = lkv_db_table_opts(db);
-  if ((rc = lkv_tb_new(path, &to, &b, err))) return rc;
-  for (; it->ops->valid(it); it->ops->next(it)) {
-    lkv_slice k = it->ops->key(it);
-    if (lkv_tb_entries(b) == 0 && lkv_buf_set(&smallest, k.p, k.n)) {
-      rc = lkv_seterr(err, LKV_NOMEM, "building %s", name);
-      break;
-    }
-    if ((rc = lkv_tb_add(b, k, it->ops->value(it), err))) break;
-    if (lkv_buf_set(&largest, k.p, k.n)) {
-      rc = lkv_seterr(err, LKV_NOMEM, "building %s", name);
-      break;
-    }
-  }
-  if (rc == LKV_OK) rc = it->ops->status(it, err);
-  if (rc || lkv_tb_entries(b) == 0) {
-    lkv_tb_abandon(b);
-  } else {
-    lkv_slice s = {smallest.data, smallest.len}, l = {largest.data, largest.len};
-    rc = lkv_db_finish_table(db, b, path, number, s, l, out, err);
-  }
-  lkv_buf_free(&smallest);
-  lkv_buf_free(&largest);
-  return rc;
-}
-
 /* ---- the flush thread ------------------------------------------------ */
 
 static void *flush_thread(void *arg) {
@@ -412,7 +354,8 @@ static void *flush_thread(void *arg) {
     if (rc) lkv_seterr(&err, rc, "flush iterator");
     if (rc == LKV_OK) {
       it->ops->seek_first(it);
-      rc = lkv_db_build_table(db, it, number, &f, &err);
+      lkv_table_opts to = lkv_db_table_opts(db);
+      rc = lkv_build_table(&db->files, &to, it, number, &f, &err);
       it->ops->destroy(it);
     }
     pthread_mutex_lock(&db->manifest_mu);

@@ -178,16 +178,6 @@ int lkv_db_install_sv(lkv_db *db);
  * held, mu not held. */
 int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
                          int *maybe_committed, lkv_err *err);
-/* Build a table file from an iterator: every entry from where it stands.
- * *out gets a new file meta (refs 1) or NULL when the input was empty. */
-int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
-                       lkv_fmeta **out, lkv_err *err);
-/* Finish builder b (frees it), open the table and make its file meta
- * (refs 1) with the given internal-key range; the file is removed on
- * failure. */
-int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
-                        uint64_t number, lkv_slice smallest, lkv_slice largest,
-                        lkv_fmeta **out, lkv_err *err);
 void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err); /* mu held */
 uint64_t lkv_db_oldest_snapshot(lkv_db *db); /* mu held */
 lkv_table_opts lkv_db_table_opts(const lkv_db *db);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "builder.h"
 #include "coding.h"
 #include "db_impl.h"
 #include "env.h"
@@ -296,7 +297,8 @@ static int restart_log(lkv_db *db, lkv_err *err) {
     lkv_iiter *it = lkv_mem_iter(db->mem);
     if (it == NULL) return lkv_seterr(err, LKV_NOMEM, "recovery");
     it->ops->seek_first(it);
-    rc = lkv_db_build_table(db, it, db->next_file++, &f, err);
+    lkv_table_opts to = lkv_db_table_opts(db);
+    rc = lkv_build_table(&db->files, &to, it, db->next_file++, &f, err);
     it->ops->destroy(it);
     if (rc == LKV_OK && f) atomic_fetch_add(&db->level_written[0], f->size);
     if (rc == LKV_OK && f && lkv_edit_add(&e, 0, f)) {

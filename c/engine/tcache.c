@@ -110,11 +110,15 @@ void lkv_tcache_release(lkv_tcache *tc, lkv_cache_handle *h) {
   lkv_cache_release(tc->lru, h);
 }
 
-void lkv_tcache_delete(lkv_tcache *tc, uint64_t number) {
+void lkv_tcache_remove_file(lkv_tcache *tc, uint64_t number) {
   char path[4096];
-  /* an iterator may still pin the open table: it closes on release */
-  lkv_cache_erase_file(tc->lru, number);
   if (lkv_tcache_path(tc, number, path, sizeof path, NULL) == LKV_OK)
     lkv_env_unlink(tc->env, path, NULL);
+}
+
+void lkv_tcache_delete(lkv_tcache *tc, uint64_t number) {
+  /* an iterator may still pin the open table: it closes on release */
+  lkv_cache_erase_file(tc->lru, number);
+  lkv_tcache_remove_file(tc, number);
   if (tc->blocks) lkv_cache_erase_file(tc->blocks, number);
 }

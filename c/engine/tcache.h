@@ -58,6 +58,9 @@ int lkv_tcache_get(lkv_tcache *tc, uint64_t number, lkv_table **t,
                    lkv_cache_handle **h, lkv_err *err);
 void lkv_tcache_release(lkv_tcache *tc, lkv_cache_handle *h);
 
+/* Delete table `number`'s file, which never got into a version (best
+ * effort: what is left is deleted at the next open). */
+void lkv_tcache_remove_file(lkv_tcache *tc, uint64_t number);
 /* Table `number` left every version: evict it (a reader still holding a
  * handle closes it on release), delete its file (best effort: what is
  * left is deleted at the next open) and drop its cached blocks. */
