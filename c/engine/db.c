@@ -19,6 +19,7 @@
 #include "env.h"
 #include "err.h"
 #include "manifest.h"
+#include "vset.h"
 
 void lkv_options_init(lkv_options *o) {
   memset(o, 0, sizeof *o);
@@ -147,7 +148,7 @@ int lkv_db_install_sv(lkv_db *db) {
     s->imm[s->nimm++] = db->imm[i];
     lkv_mem_ref(db->imm[i]);
   }
-  s->v = db->current;
+  s->v = db->vs.current;
   lkv_version_ref(s->v);
   lkv_sv *old = db->sv;
   db->sv = s;
@@ -236,79 +237,26 @@ lkv_sv *lkv_db_sv(lkv_db *db) {
   return s;
 }
 
-/* Encode the manifest for version v. REQUIRES: mu held. */
-static int encode_manifest(lkv_db *db, const lkv_version *v, uint64_t wal_number,
-                           uint64_t wal_start, char **out, size_t *outlen,
-                           lkv_err *err) {
-  lkv_manifest m = {0};
-  int n = lkv_version_count(v);
-  m.files = calloc((size_t)(n ? n : 1), sizeof *m.files);
-  if (m.files == NULL) return lkv_seterr(err, LKV_NOMEM, "encoding the manifest");
-  for (int l = 0; l < LKV_MAX_LEVELS; l++)
-    for (int i = 0; i < v->n[l]; i++) {
-      lkv_fmeta *f = v->files[l][i];
-      lkv_mfile *mf = &m.files[m.nfiles++];
-      mf->level = l;
-      mf->number = f->number;
-      mf->size = f->size;
-      mf->smallest = f->smallest;
-      mf->smallest_len = f->smallest_len;
-      mf->largest = f->largest;
-      mf->largest_len = f->largest_len;
-    }
-  m.next_file = db->next_file;
-  m.last_seq = atomic_load(&db->last_seq);
-  m.wal_number = wal_number;
-  m.wal_name = db->log_file_name;
-  m.wal_name_len = strlen(db->log_file_name);
-  m.wal_start_seq = wal_start;
-  int rc = lkv_manifest_encode(&m, out, outlen, err);
-  free(m.files);
-  return rc;
-}
-
-/* The WAL number the manifest must keep: the oldest memtable's. (mu) */
 int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
                          int *maybe_committed, lkv_err *err) {
-  char *bytes = NULL;
-  size_t n = 0;
-  int renamed = 0;
-  if (maybe_committed) *maybe_committed = 0;
+  lkv_version *old = NULL;
   pthread_mutex_lock(&db->mu);
-  lkv_version *v = lkv_version_apply(db->current, e);
-  /* logs of the memtables this edit flushes are no longer needed */
+  /* logs of the memtables this edit flushes are no longer needed: the
+   * MANIFEST keeps the oldest memtable's on */
   lkv_mem *oldest = db->nimm > drop_imm ? db->imm[drop_imm] : db->mem;
-  uint64_t wal_number = lkv_mem_wal_number(oldest);
-  int rc = v ? encode_manifest(db, v, wal_number, lkv_mem_wal_start(oldest), &bytes,
-                               &n, err)
-             : lkv_seterr(err, LKV_NOMEM, "new version");
-  pthread_mutex_unlock(&db->mu);
-  if (rc == LKV_OK) rc = lkv_manifest_write(db->env, db->dir, bytes, n, &renamed, err);
-  free(bytes);
-  if (rc) {
-    if (maybe_committed) *maybe_committed = renamed;
-    lkv_version_unref(v);
-    return rc;
-  }
-  pthread_mutex_lock(&db->mu);
-  lkv_version *old = db->current;
-  db->current = v;
-  for (int i = 0; i < e->ndel; i++) { /* files gone from the current version */
-    int moved = 0; /* a trivial move deletes and adds the same file */
-    for (int j = 0; j < e->nadd && !moved; j++) moved = e->add[j]->number == e->del[i];
-    for (int j = 0; j < old->n[e->del_level[i]] && !moved; j++) {
-      lkv_fmeta *f = old->files[e->del_level[i]][j];
-      if (f->number == e->del[i]) atomic_store(&f->obsolete, 1);
+  e->wal_number = lkv_mem_wal_number(oldest);
+  e->wal_start = lkv_mem_wal_start(oldest);
+  int rc = lkv_vset_log_and_apply(&db->vs, e, &db->mu, &old, maybe_committed, err);
+  if (rc == LKV_OK) {
+    if (drop_imm) {
+      for (int i = 0; i < drop_imm; i++) lkv_mem_unref(db->imm[i]);
+      memmove(db->imm, db->imm + drop_imm,
+              (size_t)(db->nimm - drop_imm) * sizeof db->imm[0]);
+      db->nimm -= drop_imm;
     }
+    rc = lkv_db_install_sv(db);
+    if (rc) lkv_seterr(err, rc, "installing a new version");
   }
-  if (drop_imm) {
-    for (int i = 0; i < drop_imm; i++) lkv_mem_unref(db->imm[i]);
-    memmove(db->imm, db->imm + drop_imm,
-            (size_t)(db->nimm - drop_imm) * sizeof db->imm[0]);
-    db->nimm -= drop_imm;
-  }
-  rc = lkv_db_install_sv(db);
-  if (rc) lkv_seterr(err, rc, "installing a new version");
   pthread_mutex_unlock(&db->mu);
   lkv_version_unref(old);
   return rc;
@@ -334,7 +282,7 @@ static void *flush_thread(void *arg) {
       lkv_mem_ref(ms[i]);
       wals[i] = lkv_mem_wal_number(ms[i]);
     }
-    uint64_t number = db->next_file++;
+    uint64_t number = lkv_vset_new_file(&db->vs);
     pthread_mutex_unlock(&db->mu);
 
     lkv_err err = {0};
@@ -355,7 +303,7 @@ static void *flush_thread(void *arg) {
     if (rc == LKV_OK) {
       it->ops->seek_first(it);
       lkv_table_opts to = lkv_db_table_opts(db);
-      rc = lkv_build_table(&db->files, &to, it, number, &f, &err);
+      rc = lkv_build_table(&db->vs.files, &to, it, number, &f, &err);
       it->ops->destroy(it);
     }
     pthread_mutex_lock(&db->manifest_mu);
@@ -364,7 +312,8 @@ static void *flush_thread(void *arg) {
       lkv_slice lo = {f->smallest, f->smallest_len - LKV_TAG_BYTES};
       lkv_slice hi = {f->largest, f->largest_len - LKV_TAG_BYTES};
       pthread_mutex_lock(&db->mu);
-      level = lkv_flush_level(db, lo, hi);
+      /* a running compaction's outputs are not in the version yet */
+      level = db->compacting ? 0 : lkv_vset_flush_level(&db->vs, lo, hi);
       /* hold compaction off until this table is in the version, so it
        * cannot write an overlapping table into the same level meanwhile */
       if (level > 0) db->flush_placing = 1;
@@ -492,7 +441,7 @@ void lkv_snapshot_release(lkv_snapshot *s) {
 
 uint64_t lkv_db_oldest_snapshot(lkv_db *db) {
   if (db->snap_list.next != &db->snap_list) return db->snap_list.next->seq;
-  return atomic_load(&db->last_seq);
+  return atomic_load(&db->vs.last_seq);
 }
 
 /* ---- flush and compaction requests ----------------------------------- */
@@ -509,12 +458,8 @@ void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c) {
    * compaction thread holding another candidate), not at every read. */
   if (left > 0 || (left < 0 && (left & 1023) != 0)) return;
   pthread_mutex_lock(&db->mu);
-  if (db->seek_file == NULL && !db->shutting_down) {
-    lkv_fmeta_ref(c->f);
-    db->seek_file = c->f;
-    db->seek_level = c->level;
+  if (!db->shutting_down && lkv_vset_offer_seek(&db->vs, c->f, c->level))
     pthread_cond_signal(&db->compact_cv);
-  }
   pthread_mutex_unlock(&db->mu);
 }
 
@@ -556,7 +501,7 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
 
 static void db_stats(lkv_db *db, lkv_stats *st) {
   pthread_mutex_lock(&db->mu);
-  lkv_version *v = db->current;
+  lkv_version *v = db->vs.current;
   for (int l = 0; l < LKV_MAX_LEVELS; l++) {
     st->sstables_per_level[l] = (uint64_t)v->n[l];
     st->bytes_per_level[l] = lkv_version_level_bytes(v, l);
@@ -573,7 +518,7 @@ static void db_stats(lkv_db *db, lkv_stats *st) {
   st->wal_dropped_bytes = db->wal_dropped;
   memcpy(st->recovery_msg, db->recovery_msg, sizeof st->recovery_msg);
   st->compaction_pending =
-      db->compacting || db->manual_compact || (!db->bg_error && lkv_compact_needed(db));
+      db->compacting || db->manual_compact || (!db->bg_error && lkv_vset_compact_needed(&db->vs));
   st->bg_error = db->bg_error;
   if (db->bg_error) memcpy(st->bg_error_msg, db->bg_err.msg, sizeof st->bg_error_msg);
   pthread_mutex_unlock(&db->mu);
@@ -630,24 +575,18 @@ static void db_free(lkv_db *db) {
   for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_unref(db->stripes[i].sv);
   }
-  lkv_fmeta_unref(db->seek_file);
   lkv_sv_unref(db->sv);
-  lkv_version_unref(db->current);
   lkv_mem_unref(db->mem);
   for (int i = 0; i < db->nimm; i++) lkv_mem_unref(db->imm[i]);
-  /* the files the versions above were the last to hold */
-  lkv_files_bury(&db->files);
-  /* after the versions: no table is pinned any more */
-  lkv_tcache_free(db->files.tc);
+  /* the versions, then the files they were the last to hold */
+  lkv_vset_destroy(&db->vs);
   if (db->cache) lkv_cache_free(db->cache);
-  for (int l = 0; l < LKV_MAX_LEVELS; l++) free(db->compact_ptr[l]);
   lkv_env_unlock(db->env, db->lock_fd);
   pthread_mutex_destroy(&db->mu);
   pthread_mutex_destroy(&db->manifest_mu);
   pthread_cond_destroy(&db->flush_cv);
   pthread_cond_destroy(&db->compact_cv);
   pthread_cond_destroy(&db->done_cv);
-  lkv_files_destroy(&db->files);
   free(db->dir);
   free(db->log_file_name);
   free(db);
@@ -664,7 +603,7 @@ static void stop_threads(lkv_db *db, int started) {
   if (started > 0) pthread_join(db->flush_th, NULL);
   if (started > 1) pthread_join(db->compact_th, NULL);
   if (started > 2) {
-    lkv_files_stop(&db->files);
+    lkv_files_stop(&db->vs.files);
     pthread_join(db->janitor_th, NULL);
   }
 }
@@ -700,7 +639,6 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->lock_fd = -1;
   pthread_mutex_init(&db->mu, NULL);
   pthread_mutex_init(&db->manifest_mu, NULL);
-  lkv_files_init(&db->files);
   pthread_cond_init(&db->flush_cv, NULL);
   pthread_cond_init(&db->compact_cv, NULL);
   pthread_cond_init(&db->done_cv, NULL);
@@ -716,11 +654,12 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->dir = strdup(dir);
   db->log_file_name = strdup(o.log_file_name);
   db->o.log_file_name = db->log_file_name;
+  lkv_vset_init(&db->vs, &db->o, db->dir, db->log_file_name);
   db->mem = lkv_mem_new(db->o.max_memtable_size);
   if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
-  db->files.tc = lkv_tcache_new(env, db->dir, o.max_open_files, db->cache,
+  db->vs.files.tc = lkv_tcache_new(env, db->dir, o.max_open_files, db->cache,
                               &db->counters, o.mmap_reads);
-  if (!db->dir || !db->log_file_name || !db->mem || !db->files.tc ||
+  if (!db->dir || !db->log_file_name || !db->mem || !db->vs.files.tc ||
       (o.block_cache_bytes && !db->cache)) {
     db_free(db);
     return lkv_seterr(err, LKV_NOMEM, "open %s", dir);
@@ -745,7 +684,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   if (pthread_create(&db->flush_th, NULL, flush_thread, db) == 0) started++;
   if (started == 1 && pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) == 0)
     started++;
-  if (started == 2 && pthread_create(&db->janitor_th, NULL, lkv_files_janitor, &db->files) == 0)
+  if (started == 2 && pthread_create(&db->janitor_th, NULL, lkv_files_janitor, &db->vs.files) == 0)
     started++;
   if (started < 3) {
     stop_threads(db, started);

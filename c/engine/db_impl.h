@@ -29,6 +29,7 @@
 #include "table.h"
 #include "tcache.h"
 #include "version.h"
+#include "vset.h"
 #include "wal.h"
 
 /* Frozen memtables that may wait for flush before writers wait: the db's
@@ -99,10 +100,8 @@ struct lkv_db {
   _Atomic uint64_t wal_bytes; /* lkv_wal_size(wal) after the last commit,
                                  for stats (the leader writes it unlocked) */
   int unwritten; /* writes buffered in the WAL since the last write_out */
-  uint64_t next_file;
-  _Atomic uint64_t last_seq; /* newest visible sequence number */
 
-  lkv_version *current; /* (mu) */
+  lkv_vset vs; /* the current version, file numbers, last_seq (vset.h) */
   lkv_sv *sv;           /* (mu) */
   lkv_sv_stripe stripes[LKV_THREAD_STRIPES]; /* each under its own lock */
   atomic_int closing;   /* set once close begins: reads refuse */
@@ -113,7 +112,6 @@ struct lkv_db {
 
   pthread_t flush_th, compact_th, janitor_th;
   int threads_started;
-  lkv_files files; /* the table cache and the dead files (version.h) */
   int shutting_down;  /* (mu) */
   int bg_error;       /* sticky first background failure (mu) */
   lkv_err bg_err;     /* (mu) */
@@ -123,10 +121,6 @@ struct lkv_db {
   uint64_t manual_done; /* full compactions finished (mu) */
   int manual_rc;
   lkv_err manual_err;
-  int compact_ptr_len[LKV_MAX_LEVELS];
-  char *compact_ptr[LKV_MAX_LEVELS]; /* round-robin position per level (mu) */
-  lkv_fmeta *seek_file; /* out of allowed seeks: compact it next (mu, ref) */
-  int seek_level;
 
   lkv_cache *cache;   /* data blocks */
   lkv_table_counters counters;
@@ -164,7 +158,7 @@ void lkv_db_call_end(lkv_db *db);
 /* The newest visible sequence number (lkv_db_last_seq without the call
  * accounting, for the engine's own use). */
 static inline uint64_t lkv_db_seq(lkv_db *db) {
-  return atomic_load_explicit(&db->last_seq, memory_order_acquire);
+  return lkv_vset_last_seq(&db->vs);
 }
 /* The current superversion, referenced (takes mu briefly). */
 lkv_sv *lkv_db_sv(lkv_db *db);
@@ -211,14 +205,8 @@ int lkv_db_recover(lkv_db *db, lkv_err *err);
 
 /* ---- compact.c ----------------------------------------------------- */
 
+/* The compaction thread's body (arg: the db): runs what the version set
+ * chooses until the db shuts down. */
 void *lkv_compact_thread(void *arg);
-/* Is a compaction due? REQUIRES: mu held. */
-int lkv_compact_needed(lkv_db *db);
-uint64_t lkv_level_max_bytes(const lkv_db *db, int level);
-/* The level a new table with user keys [lo, hi] can go to directly: L0 if
- * it overlaps anything there, else as deep as L2 while nothing it
- * overlaps sits in the way (LevelDB's trick: sequential loads skip the
- * L0 -> L1 rewrite). REQUIRES: mu held. */
-int lkv_flush_level(lkv_db *db, lkv_slice lo, lkv_slice hi);
 
 #endif
