@@ -1,7 +1,9 @@
-/* db.c - the database: the write path (a queue of writers whose leader
- * commits a group with one WAL write and one sync), point reads, the
- * flush thread, snapshots, stats, open and close (recovery itself is
- * recover.c). File names and the directory layout are in layout.md. */
+/* db.c - the database's entry points: open and close, point reads,
+ * snapshots, compaction requests, stats and the table listing. They call
+ * down into the rest (db_impl.h draws the order): the write path is
+ * write.c, iterators dbiter.c, recovery recover.c, the background threads
+ * flush.c and compact.c. File names and the directory layout are in
+ * layout.md. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -80,95 +82,6 @@ static int check_options(const lkv_options *o, lkv_err *err) {
   return LKV_OK;
 }
 
-/* ---- names ----------------------------------------------------------- */
-
-void lkv_db_log_name(const char *base, uint64_t number, char *buf, size_t n) {
-  snprintf(buf, n, "%s.%06" PRIu64, base, number);
-}
-
-static void wal_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
-  lkv_db_log_name(db->log_file_name, number, buf, n);
-}
-
-int lkv_db_path(const lkv_db *db, const char *name, char *buf, size_t n,
-                lkv_err *err) {
-  return lkv_env_path(buf, n, db->dir, name, err);
-}
-
-void lkv_db_remove_file(const lkv_db *db, const char *name) {
-  char path[4096];
-  if (lkv_db_path(db, name, path, sizeof path, NULL) == LKV_OK)
-    lkv_env_unlink(db->env, path, NULL);
-}
-
-lkv_table_opts lkv_db_table_opts(const lkv_db *db) {
-  lkv_table_opts t;
-  t.bloom_bits_per_key = db->o.bloom_bits_per_key;
-  t.bloom_hash_functions = db->o.bloom_hash_functions;
-  t.bloom_min_bits = db->o.bloom_min_bits;
-  t.restart_interval = db->o.sparse_index_n;
-  t.block_size = db->o.block_size;
-  t.env = db->env;
-  return t;
-}
-
-/* ---- background errors, superversions, manifest ---------------------- */
-
-void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err) {
-  if (db->bg_error || rc == LKV_OK || rc == LKV_CLOSED) return;
-  db->bg_error = rc;
-  if (err)
-    db->bg_err = *err;
-  else
-    lkv_seterr(&db->bg_err, rc, "background work failed");
-  pthread_cond_broadcast(&db->done_cv);
-}
-
-void lkv_sv_ref(lkv_sv *s) {
-  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-}
-
-void lkv_sv_unref(lkv_sv *s) {
-  if (s == NULL) return;
-  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
-  lkv_mem_unref(s->mem);
-  for (int i = 0; i < s->nimm; i++) lkv_mem_unref(s->imm[i]);
-  lkv_version_unref(s->v);
-  free(s);
-}
-
-int lkv_db_install_sv(lkv_db *db) {
-  lkv_sv *s = aligned_alloc(64, sizeof *s);
-  if (s == NULL) return LKV_NOMEM;
-  memset(s, 0, sizeof *s);
-  atomic_init(&s->refs, 1);
-  s->mem = db->mem;
-  lkv_mem_ref(s->mem);
-  for (int i = db->nimm - 1; i >= 0; i--) { /* newest first for readers */
-    s->imm[s->nimm++] = db->imm[i];
-    lkv_mem_ref(db->imm[i]);
-  }
-  s->v = db->vs.current;
-  lkv_version_ref(s->v);
-  lkv_sv *old = db->sv;
-  db->sv = s;
-  /* publish to every stripe; a stripe's old sv is dropped now if no point
-   * read uses it, else by its last reader */
-  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
-    lkv_sv_stripe *st = &db->stripes[i];
-    lkv_sv_ref(s);
-    lkv_spin_lock(&st->mu);
-    lkv_sv *prev = st->sv;
-    st->sv = s;
-    int drop = prev && prev->local[i].readers == 0;
-    if (prev && !drop) prev->local[i].retired = 1;
-    lkv_spin_unlock(&st->mu);
-    if (drop) lkv_sv_unref(prev);
-  }
-  lkv_sv_unref(old);
-  return LKV_OK;
-}
-
 /* A point read's entry: the stripe's sv, or NULL once close has begun.
  * The stripe counts the read in flight under the same lock close takes
  * to mark it closed, so close waits for every read that got in. */
@@ -193,21 +106,8 @@ static void sv_release(lkv_db *db, lkv_sv *sv, unsigned s) {
   if (drop) lkv_sv_unref(sv);
 }
 
-int lkv_db_call_begin(lkv_db *db, lkv_err *err) {
-  atomic_fetch_add(&db->calls, 1);
-  if (atomic_load(&db->closing)) {
-    atomic_fetch_sub(&db->calls, 1);
-    return lkv_seterr(err, LKV_CLOSED, "db is closed");
-  }
-  return LKV_OK;
-}
-
-void lkv_db_call_end(lkv_db *db) {
-  atomic_fetch_sub_explicit(&db->calls, 1, memory_order_release);
-}
-
-/* Close's half of the above: no call gets in from now, then wait for the
- * ones inside to leave. */
+/* Close's half of sv_acquire and lkv_db_call_begin: no call gets in from
+ * now, then wait for the ones inside to leave. */
 static void drain_calls(lkv_db *db) {
   atomic_store(&db->closing, 1);
   for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
@@ -227,123 +127,6 @@ static void drain_calls(lkv_db *db) {
     }
   }
   while (atomic_load_explicit(&db->calls, memory_order_acquire) > 0) sched_yield();
-}
-
-lkv_sv *lkv_db_sv(lkv_db *db) {
-  pthread_mutex_lock(&db->mu);
-  lkv_sv *s = db->sv;
-  lkv_sv_ref(s);
-  pthread_mutex_unlock(&db->mu);
-  return s;
-}
-
-int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
-                         int *maybe_committed, lkv_err *err) {
-  lkv_version *old = NULL;
-  pthread_mutex_lock(&db->mu);
-  /* logs of the memtables this edit flushes are no longer needed: the
-   * MANIFEST keeps the oldest memtable's on */
-  lkv_mem *oldest = db->nimm > drop_imm ? db->imm[drop_imm] : db->mem;
-  e->wal_number = lkv_mem_wal_number(oldest);
-  e->wal_start = lkv_mem_wal_start(oldest);
-  int rc = lkv_vset_log_and_apply(&db->vs, e, &db->mu, &old, maybe_committed, err);
-  if (rc == LKV_OK) {
-    if (drop_imm) {
-      for (int i = 0; i < drop_imm; i++) lkv_mem_unref(db->imm[i]);
-      memmove(db->imm, db->imm + drop_imm,
-              (size_t)(db->nimm - drop_imm) * sizeof db->imm[0]);
-      db->nimm -= drop_imm;
-    }
-    rc = lkv_db_install_sv(db);
-    if (rc) lkv_seterr(err, rc, "installing a new version");
-  }
-  pthread_mutex_unlock(&db->mu);
-  lkv_version_unref(old);
-  return rc;
-}
-
-/* ---- the flush thread ------------------------------------------------ */
-
-static void *flush_thread(void *arg) {
-  lkv_db *db = arg;
-  pthread_mutex_lock(&db->mu);
-  for (;;) {
-    while (db->nimm == 0 && !db->shutting_down)
-      pthread_cond_wait(&db->flush_cv, &db->mu);
-    /* on shutdown, drain: cheaper than replaying the WALs at next open */
-    if (db->nimm == 0 || db->bg_error) break;
-    /* every memtable frozen so far goes into one table: with tiny
-     * memtables this keeps the fsyncs per flush from pacing the writers */
-    int k = db->nimm;
-    lkv_mem *ms[LKV_MAX_IMM];
-    uint64_t wals[LKV_MAX_IMM];
-    for (int i = 0; i < k; i++) {
-      ms[i] = db->imm[i];
-      lkv_mem_ref(ms[i]);
-      wals[i] = lkv_mem_wal_number(ms[i]);
-    }
-    uint64_t number = lkv_vset_new_file(&db->vs);
-    pthread_mutex_unlock(&db->mu);
-
-    lkv_err err = {0};
-    lkv_fmeta *f = NULL;
-    lkv_edit e = {0};
-    lkv_iiter *kids[LKV_MAX_IMM], *it = NULL;
-    int rc = LKV_OK, nk = 0;
-    for (int i = 0; i < k && rc == LKV_OK; i++)
-      if ((kids[nk] = lkv_mem_iter(ms[i])) != NULL) nk++; else rc = LKV_NOMEM;
-    if (rc == LKV_OK) {
-      it = k == 1 ? kids[0] : lkv_merge_iter_new(kids, nk);
-      nk = 0; /* owned by `it` now, even when the merge failed */
-      if (it == NULL) rc = LKV_NOMEM;
-    }
-    for (int i = 0; i < nk; i++) kids[i]->ops->destroy(kids[i]);
-    for (int i = 0; i < k; i++) lkv_mem_unref(ms[i]);
-    if (rc) lkv_seterr(&err, rc, "flush iterator");
-    if (rc == LKV_OK) {
-      it->ops->seek_first(it);
-      lkv_table_opts to = lkv_db_table_opts(db);
-      rc = lkv_build_table(&db->vs.files, &to, it, number, &f, &err);
-      it->ops->destroy(it);
-    }
-    pthread_mutex_lock(&db->manifest_mu);
-    int level = 0;
-    if (rc == LKV_OK && f) {
-      lkv_slice lo = {f->smallest, f->smallest_len - LKV_TAG_BYTES};
-      lkv_slice hi = {f->largest, f->largest_len - LKV_TAG_BYTES};
-      pthread_mutex_lock(&db->mu);
-      /* a running compaction's outputs are not in the version yet */
-      level = db->compacting ? 0 : lkv_vset_flush_level(&db->vs, lo, hi);
-      /* hold compaction off until this table is in the version, so it
-       * cannot write an overlapping table into the same level meanwhile */
-      if (level > 0) db->flush_placing = 1;
-      pthread_mutex_unlock(&db->mu);
-      rc = lkv_edit_add(&e, level, f) ? LKV_NOMEM : LKV_OK;
-      /* counted before the table goes live: a caller woken by the flush
-       * sees its bytes */
-      atomic_fetch_add(&db->level_written[level], f->size);
-    }
-    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);
-    pthread_mutex_unlock(&db->manifest_mu);
-    if (rc == LKV_OK) {
-      for (int i = 0; i < k; i++) { /* their writes are in the table now */
-        char name[256];
-        wal_name(db, wals[i], name, sizeof name);
-        lkv_db_remove_file(db, name);
-      }
-      atomic_fetch_add(&db->flushes, 1);
-    } else if (f && e.nadd == 0) {
-      lkv_fmeta_unref(f);
-    }
-    lkv_edit_free(&e);
-    pthread_mutex_lock(&db->mu);
-    db->flush_placing = 0;
-    if (rc) lkv_db_set_bg_error(db, rc, &err);
-    pthread_cond_broadcast(&db->done_cv);
-    pthread_cond_signal(&db->compact_cv);
-  }
-  pthread_mutex_unlock(&db->mu);
-  return NULL;
 }
 
 uint64_t lkv_db_last_seq(lkv_db *db) {
@@ -439,29 +222,7 @@ void lkv_snapshot_release(lkv_snapshot *s) {
   free(s);
 }
 
-uint64_t lkv_db_oldest_snapshot(lkv_db *db) {
-  if (db->snap_list.next != &db->snap_list) return db->snap_list.next->seq;
-  return atomic_load(&db->vs.last_seq);
-}
-
 /* ---- flush and compaction requests ----------------------------------- */
-
-void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c) {
-  if (c->level >= LKV_MAX_LEVELS - 1) return; /* nowhere to push it */
-  /* long spent (compactions stopped by an error, say): stop counting
-   * well before the int could wrap */
-  if (atomic_load_explicit(&c->f->allowed_seeks, memory_order_relaxed) < -(1 << 30))
-    return;
-  int left = atomic_fetch_sub_explicit(&c->f->allowed_seeks, 1,
-                                       memory_order_relaxed) - 1;
-  /* At 0, and now and then after (the first request may have found the
-   * compaction thread holding another candidate), not at every read. */
-  if (left > 0 || (left < 0 && (left & 1023) != 0)) return;
-  pthread_mutex_lock(&db->mu);
-  if (!db->shutting_down && lkv_vset_offer_seek(&db->vs, c->f, c->level))
-    pthread_cond_signal(&db->compact_cv);
-  pthread_mutex_unlock(&db->mu);
-}
 
 int lkv_db_compact(lkv_db *db, lkv_err *err) {
   int rc = lkv_db_flush(db, err);
@@ -681,7 +442,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
     return LKV_OK;
   }
   int started = 0;
-  if (pthread_create(&db->flush_th, NULL, flush_thread, db) == 0) started++;
+  if (pthread_create(&db->flush_th, NULL, lkv_flush_thread, db) == 0) started++;
   if (started == 1 && pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) == 0)
     started++;
   if (started == 2 && pthread_create(&db->janitor_th, NULL, lkv_files_janitor, &db->vs.files) == 0)

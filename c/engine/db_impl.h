@@ -1,6 +1,17 @@
-/* db_impl.h - the db's internal state, shared by db.c (open, write path,
- * reads, flush), recover.c (what open finds on disk), version.c (file
- * sets), dbiter.c and compact.c.
+/* db_impl.h - the db's internal state, shared by the files that carry
+ * out its calls. Calls go one way, down this list (tools/callgraph.sh
+ * checks that no file calls back up):
+ *   db.c      the public lkv_db_* / lkv_snapshot_* entry points: open,
+ *             close, reads, snapshots, stats; starts the threads
+ *   dbiter.c  the public iterator        write.c    the write path
+ *   recover.c what open finds on disk    flush.c    the flush thread
+ *   compact.c the compaction thread, executing what the version set picks
+ *   dbstate.c state all of the above share (calls, background error,
+ *             superversions, version installs, names of files)
+ *   vset.c    the version set: current version, MANIFEST, compaction
+ *             choice; builder.c makes tables; version.c reads versions;
+ *             tcache.c keeps tables open; then the tables, memtables,
+ *             logs and utilities beneath.
  *
  * Lock discipline:
  *  - mu guards everything marked (mu). Never held across disk I/O except
@@ -138,12 +149,7 @@ struct lkv_db {
   atomic_uint_fast64_t iter_seeds; /* seeds iterators' read sampling */
 };
 
-/* ---- superversions (db.c) ------------------------------------------ */
-
-void lkv_sv_ref(lkv_sv *s);
-void lkv_sv_unref(lkv_sv *s);
-
-/* ---- db.c ---------------------------------------------------------- */
+/* ---- dbstate.c ------------------------------------------------------ */
 
 /* The db a public call was given, or NULL (err set) when it is NULL. */
 static inline lkv_db *lkv_db_check(lkv_db *db, lkv_err *err) {
@@ -160,16 +166,19 @@ void lkv_db_call_end(lkv_db *db);
 static inline uint64_t lkv_db_seq(lkv_db *db) {
   return lkv_vset_last_seq(&db->vs);
 }
+void lkv_sv_ref(lkv_sv *s);
+void lkv_sv_unref(lkv_sv *s);
 /* The current superversion, referenced (takes mu briefly). */
 lkv_sv *lkv_db_sv(lkv_db *db);
 /* Rebuild db->sv from mem, imm and current. REQUIRES: mu held. */
 int lkv_db_install_sv(lkv_db *db);
-/* Apply the edit, write the manifest, make the result current. The
- * drop_imm oldest frozen memtables (now in the edit's table) leave the
- * read path in the same step. On failure *maybe_committed (may be NULL)
- * says the new MANIFEST may be the one on disk (its directory sync
- * failed): the files it adds must not be deleted. REQUIRES: manifest_mu
- * held, mu not held. */
+/* Apply the edit, write the manifest, make the result current
+ * (lkv_vset_log_and_apply); the MANIFEST keeps the logs of the memtables
+ * still in memory, and the drop_imm oldest frozen memtables (now in the
+ * edit's table) leave the read path in the same step. On failure
+ * *maybe_committed (may be NULL) says the new MANIFEST may be the one on
+ * disk (its directory sync failed): the files it adds must not be
+ * deleted. REQUIRES: manifest_mu held, mu not held. */
 int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
                          int *maybe_committed, lkv_err *err);
 void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err); /* mu held */
@@ -186,6 +195,9 @@ int lkv_db_path(const lkv_db *db, const char *name, char *buf, size_t n,
 /* Delete dir/name; best effort (what is left is found and deleted again at
  * the next open). */
 void lkv_db_remove_file(const lkv_db *db, const char *name);
+
+/* ---- write.c --------------------------------------------------------- */
+
 /* Create the log at path, its first record a marker at start_seq (the
  * chain of sequence numbers, wal_format.md); the file is removed on
  * failure. */
@@ -202,6 +214,12 @@ int lkv_db_check_dir(lkv_db *db, lkv_err *err);
  * db->mem ready for writes (or, read-only, only the memtable). REQUIRES:
  * the LOCK held. */
 int lkv_db_recover(lkv_db *db, lkv_err *err);
+
+/* ---- flush.c --------------------------------------------------------- */
+
+/* The flush thread's body (arg: the db): flushes frozen memtables until
+ * the db shuts down, draining them first. */
+void *lkv_flush_thread(void *arg);
 
 /* ---- compact.c ----------------------------------------------------- */
 
