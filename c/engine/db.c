@@ -419,7 +419,7 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->mem = lkv_mem_new(db->o.max_memtable_size);
   if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
   db->vs.files.tc = lkv_tcache_new(env, db->dir, o.max_open_files, db->cache,
-                              &db->counters, o.mmap_reads);
+                                   &db->counters, o.mmap_reads);
   if (!db->dir || !db->log_file_name || !db->mem || !db->vs.files.tc ||
       (o.block_cache_bytes && !db->cache)) {
     db_free(db);
@@ -445,7 +445,8 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   if (pthread_create(&db->flush_th, NULL, lkv_flush_thread, db) == 0) started++;
   if (started == 1 && pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) == 0)
     started++;
-  if (started == 2 && pthread_create(&db->janitor_th, NULL, lkv_files_janitor, &db->vs.files) == 0)
+  if (started == 2 &&
+      pthread_create(&db->janitor_th, NULL, lkv_files_janitor, &db->vs.files) == 0)
     started++;
   if (started < 3) {
     stop_threads(db, started);

@@ -1,10 +1,10 @@
 /* dbstate.c - the db's shared state below its entry points: what the
- * write path (write.c), recovery (recover.c), flushes and compactions
- * (db.c, compact.c) and iterators (dbiter.c) all need. The call
- * accounting close waits on, the sticky background error, superversions,
- * installing a new version with the memtables it replaces, the oldest
- * snapshot, seek charges, and the names of the directory's files. Nothing
- * here calls up into those files. */
+ * entry points (db.c, dbiter.c), the write path (write.c), recovery
+ * (recover.c) and the background threads (flush.c, compact.c) all need.
+ * The call accounting close waits on, the sticky background error,
+ * superversions, installing a new version with the memtables it
+ * replaces, the oldest snapshot, seek charges, and the names of the
+ * directory's files. Nothing here calls up into those files. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
