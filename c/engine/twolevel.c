@@ -27,15 +27,15 @@ typedef struct twolevel {
 
 #define TL(it) ((twolevel *)(it))
 
-/* Make entry i (n: none) the open one. The data iterator left behind is
- * asked for its status first, so an error it met is not lost. */
+/* Make entry i (n: none) the open one. Only called while there is no
+ * error, and the data iterator left behind has none to report: it is
+ * valid (a seek leaves it), or settle() has just asked it for its status. */
 static void set_data(twolevel *tl, size_t i) {
   lkv_iiter *prev = tl->data ? tl->data : tl->parked;
-  if (tl->data && tl->rc == 0) tl->rc = tl->data->ops->status(tl->data, &tl->err);
   tl->data = tl->parked = NULL;
   tl->i = i;
-  if (tl->rc || i >= tl->n) {
-    if (prev && tl->rc == 0 && tl->ix->park) {
+  if (i >= tl->n) {
+    if (prev && tl->ix->park) {
       tl->ix->park(prev);
       tl->parked = prev;
     } else if (prev) {
