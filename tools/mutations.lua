@@ -13,7 +13,7 @@ return {
     file = "c/engine/write.c",
     from = "    rc = wal_commit(db, w, last, first_seq, group, &lerr);\n",
     to = "    rc = wal_commit(db, w, last, first_seq, group, &lerr);\n" ..
-      "    atomic_store_explicit(&db->last_seq, seq - 1, memory_order_release);\n",
+      "    lkv_vset_set_last_seq(&db->vs, seq - 1);\n",
     test = ctest("lifecycle_test") },
   { name = "SYNC=always: no fdatasync before the write returns",
     file = "c/engine/write.c",
@@ -91,10 +91,10 @@ return {
     to = "      return LKV_OK;",
     test = ctest("fault_test") },
   { name = "flush: logs deleted before the MANIFEST drops them",
-    file = "c/engine/db.c",
+    file = "c/engine/flush.c",
     from = "    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);",
     to = "    for (int i = 0; i < k; i++) {\n      char nm[256];\n" ..
-      "      wal_name(db, wals[i], nm, sizeof nm);\n      remove_file(db, nm);\n    }\n" ..
+      "      wal_name(db, wals[i], nm, sizeof nm);\n      lkv_db_remove_file(db, nm);\n    }\n" ..
       "    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);",
     test = ctest("fault_test") },
   { name = "compaction: ignores live snapshots",
@@ -115,9 +115,9 @@ return {
     test = ctest("lifecycle_test") },
   { name = "dead tables deleted on the reader's thread",
     file = "c/engine/version.c",
-    from = "  pthread_cond_signal(&db->dead_cv);\n  pthread_mutex_unlock(&db->dead_mu);\n}",
-    to = "  pthread_cond_signal(&db->dead_cv);\n  pthread_mutex_unlock(&db->dead_mu);\n" ..
-      "  lkv_db_bury_dead(db);\n}",
+    from = "  fs->dead = f;\n  pthread_cond_signal(&fs->cv);\n  pthread_mutex_unlock(&fs->mu);\n}",
+    to = "  fs->dead = f;\n  pthread_cond_signal(&fs->cv);\n  pthread_mutex_unlock(&fs->mu);\n" ..
+      "  lkv_files_bury(fs);\n}",
     test = ctest("lifecycle_test") },
   { name = "open: the WAL name from the option, not the MANIFEST",
     file = "c/engine/recover.c",

@@ -1,5 +1,6 @@
-/* cache.c - the block cache of cache.h: 16 independently locked LRU shards,
- * each a chained hash table plus a list of its unpinned entries. */
+/* cache.c - the block cache of cache.h: LKV_CACHE_SHARDS independently
+ * locked LRU shards, each a chained hash table plus a list of its unpinned
+ * entries. */
 #include "cache.h"
 
 #include <pthread.h>
@@ -7,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SHARD_BITS 4
-#define NSHARDS (1 << SHARD_BITS)
+#define SHARD_BITS LKV_CACHE_SHARD_BITS
+#define NSHARDS LKV_CACHE_SHARDS
 
 struct lkv_cache_handle {
   uint64_t file, off;

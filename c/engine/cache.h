@@ -14,10 +14,18 @@
 typedef struct lkv_cache lkv_cache;
 typedef struct lkv_cache_handle lkv_cache_handle;
 
-/* The capacity is split evenly over 16 shards, rounded down: the cache
- * never holds more than capacity_bytes of unpinned entries, and a
- * capacity under 16 stores nothing (every lookup misses; inserted entries
- * live while pinned). NULL when out of memory. */
+/* Shards, each with its own lock and LRU list; an entry's shard is picked
+ * by the hash of its key. A tunable of its own: it has nothing to do with
+ * LKV_THREAD_STRIPES (env.h), which slots counters per thread, although
+ * both happen to be 16. */
+#define LKV_CACHE_SHARD_BITS 4
+#define LKV_CACHE_SHARDS (1 << LKV_CACHE_SHARD_BITS)
+
+/* The capacity is split evenly over the LKV_CACHE_SHARDS shards, rounded
+ * down: the cache never holds more than capacity_bytes of unpinned
+ * entries, and a capacity under LKV_CACHE_SHARDS stores nothing (every
+ * lookup misses; inserted entries live while pinned). NULL when out of
+ * memory. */
 lkv_cache *lkv_cache_new(size_t capacity_bytes);
 void lkv_cache_free(lkv_cache *c); /* REQUIRES: no handle is held */
 

@@ -1,7 +1,9 @@
-/* db.c - the database: the write path (a queue of writers whose leader
- * commits a group with one WAL write and one sync), point reads, the
- * flush thread, snapshots, stats, open and close (recovery itself is
- * recover.c). File names and the directory layout are in layout.md. */
+/* db.c - the database's entry points: open and close, point reads,
+ * snapshots, compaction requests, stats and the table listing. They call
+ * down into the rest (db_impl.h draws the order): the write path is
+ * write.c, iterators dbiter.c, recovery recover.c, the background threads
+ * flush.c and compact.c. File names and the directory layout are in
+ * layout.md. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -14,91 +16,12 @@
 
 #include "batch.h"
 #include "bloom.h"
+#include "builder.h"
 #include "db_impl.h"
 #include "env.h"
 #include "err.h"
 #include "manifest.h"
-
-/* ---- names ----------------------------------------------------------- */
-
-void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
-  (void)db;
-  snprintf(buf, n, "%06" PRIu64 ".sst", number);
-}
-
-void lkv_db_log_name(const char *base, uint64_t number, char *buf, size_t n) {
-  snprintf(buf, n, "%s.%06" PRIu64, base, number);
-}
-
-static void wal_name(const lkv_db *db, uint64_t number, char *buf, size_t n) {
-  lkv_db_log_name(db->log_file_name, number, buf, n);
-}
-
-int lkv_db_path(const lkv_db *db, const char *name, char *buf, size_t n,
-                lkv_err *err) {
-  return lkv_env_path(buf, n, db->dir, name, err);
-}
-
-void lkv_db_remove_file(const lkv_db *db, const char *name) {
-  char path[4096];
-  if (lkv_db_path(db, name, path, sizeof path, NULL) == LKV_OK)
-    lkv_env_unlink(db->env, path, NULL);
-}
-
-lkv_table_opts lkv_db_table_opts(const lkv_db *db) {
-  lkv_table_opts t;
-  t.bloom_bits_per_key = db->o.bloom_bits_per_key;
-  t.bloom_hash_functions = db->o.bloom_hash_functions;
-  t.bloom_min_bits = db->o.bloom_min_bits;
-  t.restart_interval = db->o.sparse_index_n;
-  t.block_size = db->o.block_size;
-  t.env = db->env;
-  return t;
-}
-
-/* ---- background errors, superversions, manifest ---------------------- */
-
-void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err) {
-  if (db->bg_error || rc == LKV_OK || rc == LKV_CLOSED) return;
-  db->bg_error = rc;
-  if (err)
-    db->bg_err = *err;
-  else
-    lkv_seterr(&db->bg_err, rc, "background work failed");
-  pthread_cond_broadcast(&db->done_cv);
-}
-
-int lkv_db_install_sv(lkv_db *db) {
-  lkv_sv *s = aligned_alloc(64, sizeof *s);
-  if (s == NULL) return LKV_NOMEM;
-  memset(s, 0, sizeof *s);
-  atomic_init(&s->refs, 1);
-  s->mem = db->mem;
-  lkv_mem_ref(s->mem);
-  for (int i = db->nimm - 1; i >= 0; i--) { /* newest first for readers */
-    s->imm[s->nimm++] = db->imm[i];
-    lkv_mem_ref(db->imm[i]);
-  }
-  s->v = db->current;
-  lkv_version_ref(s->v);
-  lkv_sv *old = db->sv;
-  db->sv = s;
-  /* publish to every stripe; a stripe's old sv is dropped now if no point
-   * read uses it, else by its last reader */
-  for (int i = 0; i < LKV_SV_STRIPES; i++) {
-    lkv_sv_stripe *st = &db->stripes[i];
-    lkv_sv_ref(s);
-    lkv_spin_lock(&st->mu);
-    lkv_sv *prev = st->sv;
-    st->sv = s;
-    int drop = prev && prev->local[i].readers == 0;
-    if (prev && !drop) prev->local[i].retired = 1;
-    lkv_spin_unlock(&st->mu);
-    if (drop) lkv_sv_unref(prev);
-  }
-  lkv_sv_unref(old);
-  return LKV_OK;
-}
+#include "vset.h"
 
 /* A point read's entry: the stripe's sv, or NULL once close has begun.
  * The stripe counts the read in flight under the same lock close takes
@@ -124,30 +47,17 @@ static void sv_release(lkv_db *db, lkv_sv *sv, unsigned s) {
   if (drop) lkv_sv_unref(sv);
 }
 
-int lkv_db_call_begin(lkv_db *db, lkv_err *err) {
-  atomic_fetch_add(&db->calls, 1);
-  if (atomic_load(&db->closing)) {
-    atomic_fetch_sub(&db->calls, 1);
-    return lkv_seterr(err, LKV_CLOSED, "db is closed");
-  }
-  return LKV_OK;
-}
-
-void lkv_db_call_end(lkv_db *db) {
-  atomic_fetch_sub_explicit(&db->calls, 1, memory_order_release);
-}
-
-/* Close's half of the above: no call gets in from now, then wait for the
- * ones inside to leave. */
+/* Close's half of sv_acquire and lkv_db_call_begin: no call gets in from
+ * now, then wait for the ones inside to leave. */
 static void drain_calls(lkv_db *db) {
   atomic_store(&db->closing, 1);
-  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_stripe *st = &db->stripes[i];
     lkv_spin_lock(&st->mu);
     st->closed = 1;
     lkv_spin_unlock(&st->mu);
   }
-  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_stripe *st = &db->stripes[i];
     for (;;) {
       lkv_spin_lock(&st->mu);
@@ -158,239 +68,6 @@ static void drain_calls(lkv_db *db) {
     }
   }
   while (atomic_load_explicit(&db->calls, memory_order_acquire) > 0) sched_yield();
-}
-
-lkv_sv *lkv_db_sv(lkv_db *db) {
-  pthread_mutex_lock(&db->mu);
-  lkv_sv *s = db->sv;
-  lkv_sv_ref(s);
-  pthread_mutex_unlock(&db->mu);
-  return s;
-}
-
-/* Encode the manifest for version v. REQUIRES: mu held. */
-static int encode_manifest(lkv_db *db, const lkv_version *v, uint64_t wal_number,
-                           uint64_t wal_start, char **out, size_t *outlen,
-                           lkv_err *err) {
-  lkv_manifest m = {0};
-  int n = lkv_version_count(v);
-  m.files = calloc((size_t)(n ? n : 1), sizeof *m.files);
-  if (m.files == NULL) return lkv_seterr(err, LKV_NOMEM, "encoding the manifest");
-  for (int l = 0; l < LKV_MAX_LEVELS; l++)
-    for (int i = 0; i < v->n[l]; i++) {
-      lkv_fmeta *f = v->files[l][i];
-      lkv_mfile *mf = &m.files[m.nfiles++];
-      mf->level = l;
-      mf->number = f->number;
-      mf->size = f->size;
-      mf->smallest = f->smallest;
-      mf->smallest_len = f->smallest_len;
-      mf->largest = f->largest;
-      mf->largest_len = f->largest_len;
-    }
-  m.next_file = db->next_file;
-  m.last_seq = atomic_load(&db->last_seq);
-  m.wal_number = wal_number;
-  m.wal_name = db->log_file_name;
-  m.wal_name_len = strlen(db->log_file_name);
-  m.wal_start_seq = wal_start;
-  int rc = lkv_manifest_encode(&m, out, outlen, err);
-  free(m.files);
-  return rc;
-}
-
-/* The WAL number the manifest must keep: the oldest memtable's. (mu) */
-int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
-                         int *maybe_committed, lkv_err *err) {
-  char *bytes = NULL;
-  size_t n = 0;
-  int renamed = 0;
-  if (maybe_committed) *maybe_committed = 0;
-  pthread_mutex_lock(&db->mu);
-  lkv_version *v = lkv_version_apply(db->current, e);
-  /* logs of the memtables this edit flushes are no longer needed */
-  lkv_mem *oldest = db->nimm > drop_imm ? db->imm[drop_imm] : db->mem;
-  uint64_t wal_number = lkv_mem_wal_number(oldest);
-  int rc = v ? encode_manifest(db, v, wal_number, lkv_mem_wal_start(oldest), &bytes,
-                               &n, err)
-             : lkv_seterr(err, LKV_NOMEM, "new version");
-  pthread_mutex_unlock(&db->mu);
-  if (rc == LKV_OK) rc = lkv_manifest_write(db->env, db->dir, bytes, n, &renamed, err);
-  free(bytes);
-  if (rc) {
-    if (maybe_committed) *maybe_committed = renamed;
-    lkv_version_unref(v);
-    return rc;
-  }
-  pthread_mutex_lock(&db->mu);
-  lkv_version *old = db->current;
-  db->current = v;
-  for (int i = 0; i < e->ndel; i++) { /* files gone from the current version */
-    int moved = 0; /* a trivial move deletes and adds the same file */
-    for (int j = 0; j < e->nadd && !moved; j++) moved = e->add[j]->number == e->del[i];
-    for (int j = 0; j < old->n[e->del_level[i]] && !moved; j++) {
-      lkv_fmeta *f = old->files[e->del_level[i]][j];
-      if (f->number == e->del[i]) atomic_store(&f->obsolete, 1);
-    }
-  }
-  if (drop_imm) {
-    for (int i = 0; i < drop_imm; i++) lkv_mem_unref(db->imm[i]);
-    memmove(db->imm, db->imm + drop_imm,
-            (size_t)(db->nimm - drop_imm) * sizeof db->imm[0]);
-    db->nimm -= drop_imm;
-  }
-  rc = lkv_db_install_sv(db);
-  if (rc) lkv_seterr(err, rc, "installing a new version");
-  pthread_mutex_unlock(&db->mu);
-  lkv_version_unref(old);
-  return rc;
-}
-
-/* ---- building tables ------------------------------------------------- */
-
-int lkv_db_open_table(lkv_db *db, const char *path, uint64_t number,
-                      lkv_table **t, lkv_err *err) {
-  return lkv_table_open(db->env, path, number, db->cache, &db->counters,
-                        db->o.mmap_reads, t, err);
-}
-
-int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
-                        uint64_t number, lkv_slice smallest, lkv_slice largest,
-                        lkv_fmeta **out, lkv_err *err) {
-  uint64_t size = 0;
-  lkv_table *t = NULL;
-  *out = NULL;
-  int rc = lkv_tb_finish(b, &size, err);
-  if (rc == LKV_OK)
-    rc = lkv_db_open_table(db, path, number, &t, err);
-  if (rc == LKV_OK) {
-    *out = lkv_fmeta_new(db, number, size, smallest, largest);
-    if (*out == NULL) {
-      lkv_table_close(t);
-      rc = lkv_seterr(err, LKV_NOMEM, "table %s", path);
-    } else {
-      lkv_db_table_cache_put(db, *out, t);
-    }
-  }
-  if (rc) lkv_env_unlink(db->env, path, NULL);
-  return rc;
-}
-
-int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
-                       lkv_fmeta **out, lkv_err *err) {
-  char name[64], path[4096];
-  lkv_table_builder *b = NULL;
-  lkv_buf smallest = {0}, largest = {0};
-  int rc;
-  *out = NULL;
-  lkv_db_table_name(db, number, name, sizeof name);
-  if ((rc = lkv_db_path(db, name, path, sizeof path, err))) return rc;
-  lkv_table_opts to = lkv_db_table_opts(db);
-  if ((rc = lkv_tb_new(path, &to, &b, err))) return rc;
-  for (; it->ops->valid(it); it->ops->next(it)) {
-    lkv_slice k = it->ops->key(it);
-    if (lkv_tb_entries(b) == 0 && lkv_buf_set(&smallest, k.p, k.n)) {
-      rc = lkv_seterr(err, LKV_NOMEM, "building %s", name);
-      break;
-    }
-    if ((rc = lkv_tb_add(b, k, it->ops->value(it), err))) break;
-    if (lkv_buf_set(&largest, k.p, k.n)) {
-      rc = lkv_seterr(err, LKV_NOMEM, "building %s", name);
-      break;
-    }
-  }
-  if (rc == LKV_OK) rc = it->ops->status(it, err);
-  if (rc || lkv_tb_entries(b) == 0) {
-    lkv_tb_abandon(b);
-  } else {
-    lkv_slice s = {smallest.data, smallest.len}, l = {largest.data, largest.len};
-    rc = lkv_db_finish_table(db, b, path, number, s, l, out, err);
-  }
-  lkv_buf_free(&smallest);
-  lkv_buf_free(&largest);
-  return rc;
-}
-
-/* ---- the flush thread ------------------------------------------------ */
-
-static void *flush_thread(void *arg) {
-  lkv_db *db = arg;
-  pthread_mutex_lock(&db->mu);
-  for (;;) {
-    while (db->nimm == 0 && !db->shutting_down)
-      pthread_cond_wait(&db->flush_cv, &db->mu);
-    /* on shutdown, drain: cheaper than replaying the WALs at next open */
-    if (db->nimm == 0 || db->bg_error) break;
-    /* every memtable frozen so far goes into one table: with tiny
-     * memtables this keeps the fsyncs per flush from pacing the writers */
-    int k = db->nimm;
-    lkv_mem *ms[LKV_MAX_IMM];
-    uint64_t wals[LKV_MAX_IMM];
-    for (int i = 0; i < k; i++) {
-      ms[i] = db->imm[i];
-      lkv_mem_ref(ms[i]);
-      wals[i] = lkv_mem_wal_number(ms[i]);
-    }
-    uint64_t number = db->next_file++;
-    pthread_mutex_unlock(&db->mu);
-
-    lkv_err err = {0};
-    lkv_fmeta *f = NULL;
-    lkv_edit e = {0};
-    lkv_iiter *kids[LKV_MAX_IMM], *it = NULL;
-    int rc = LKV_OK, nk = 0;
-    for (int i = 0; i < k && rc == LKV_OK; i++)
-      if ((kids[nk] = lkv_mem_iter(ms[i])) != NULL) nk++; else rc = LKV_NOMEM;
-    if (rc == LKV_OK) {
-      it = k == 1 ? kids[0] : lkv_merge_iter_new(kids, nk);
-      nk = 0; /* owned by `it` now, even when the merge failed */
-      if (it == NULL) rc = LKV_NOMEM;
-    }
-    for (int i = 0; i < nk; i++) kids[i]->ops->destroy(kids[i]);
-    for (int i = 0; i < k; i++) lkv_mem_unref(ms[i]);
-    if (rc) lkv_seterr(&err, rc, "flush iterator");
-    if (rc == LKV_OK) {
-      it->ops->seek_first(it);
-      rc = lkv_db_build_table(db, it, number, &f, &err);
-      it->ops->destroy(it);
-    }
-    pthread_mutex_lock(&db->manifest_mu);
-    int level = 0;
-    if (rc == LKV_OK && f) {
-      lkv_slice lo = {f->smallest, f->smallest_len - LKV_TAG_BYTES};
-      lkv_slice hi = {f->largest, f->largest_len - LKV_TAG_BYTES};
-      pthread_mutex_lock(&db->mu);
-      level = lkv_flush_level(db, lo, hi);
-      /* hold compaction off until this table is in the version, so it
-       * cannot write an overlapping table into the same level meanwhile */
-      if (level > 0) db->flush_placing = 1;
-      pthread_mutex_unlock(&db->mu);
-      rc = lkv_edit_add(&e, level, f) ? LKV_NOMEM : LKV_OK;
-      /* counted before the table goes live: a caller woken by the flush
-       * sees its bytes */
-      atomic_fetch_add(&db->level_written[level], f->size);
-    }
-    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);
-    pthread_mutex_unlock(&db->manifest_mu);
-    if (rc == LKV_OK) {
-      for (int i = 0; i < k; i++) { /* their writes are in the table now */
-        char name[256];
-        wal_name(db, wals[i], name, sizeof name);
-        lkv_db_remove_file(db, name);
-      }
-      atomic_fetch_add(&db->flushes, 1);
-    } else if (f && e.nadd == 0) {
-      lkv_fmeta_unref(f);
-    }
-    lkv_edit_free(&e);
-    pthread_mutex_lock(&db->mu);
-    db->flush_placing = 0;
-    if (rc) lkv_db_set_bg_error(db, rc, &err);
-    pthread_cond_broadcast(&db->done_cv);
-    pthread_cond_signal(&db->compact_cv);
-  }
-  pthread_mutex_unlock(&db->mu);
-  return NULL;
 }
 
 uint64_t lkv_db_last_seq(lkv_db *db) {
@@ -412,7 +89,7 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
   char stack[256];
   char *ik = klen + LKV_TAG_BYTES <= sizeof stack ? stack : malloc(klen + LKV_TAG_BYTES);
   if (ik == NULL) return lkv_seterr(err, LKV_NOMEM, "get");
-  unsigned stripe = lkv_thread_stripe() % LKV_SV_STRIPES;
+  unsigned stripe = lkv_thread_stripe();
   lkv_sv *s = sv_acquire(db, stripe);
   if (s == NULL) {
     if (ik != stack) free(ik);
@@ -486,33 +163,7 @@ void lkv_snapshot_release(lkv_snapshot *s) {
   free(s);
 }
 
-uint64_t lkv_db_oldest_snapshot(lkv_db *db) {
-  if (db->snap_list.next != &db->snap_list) return db->snap_list.next->seq;
-  return atomic_load(&db->last_seq);
-}
-
 /* ---- flush and compaction requests ----------------------------------- */
-
-void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c) {
-  if (c->level >= LKV_MAX_LEVELS - 1) return; /* nowhere to push it */
-  /* long spent (compactions stopped by an error, say): stop counting
-   * well before the int could wrap */
-  if (atomic_load_explicit(&c->f->allowed_seeks, memory_order_relaxed) < -(1 << 30))
-    return;
-  int left = atomic_fetch_sub_explicit(&c->f->allowed_seeks, 1,
-                                       memory_order_relaxed) - 1;
-  /* At 0, and now and then after (the first request may have found the
-   * compaction thread holding another candidate), not at every read. */
-  if (left > 0 || (left < 0 && (left & 1023) != 0)) return;
-  pthread_mutex_lock(&db->mu);
-  if (db->seek_file == NULL && !db->shutting_down) {
-    lkv_fmeta_ref(c->f);
-    db->seek_file = c->f;
-    db->seek_level = c->level;
-    pthread_cond_signal(&db->compact_cv);
-  }
-  pthread_mutex_unlock(&db->mu);
-}
 
 int lkv_db_compact(lkv_db *db, lkv_err *err) {
   int rc = lkv_db_flush(db, err);
@@ -552,7 +203,7 @@ void lkv_db_stats(lkv_db *db, lkv_stats *st) {
 
 static void db_stats(lkv_db *db, lkv_stats *st) {
   pthread_mutex_lock(&db->mu);
-  lkv_version *v = db->current;
+  lkv_version *v = db->vs.current;
   for (int l = 0; l < LKV_MAX_LEVELS; l++) {
     st->sstables_per_level[l] = (uint64_t)v->n[l];
     st->bytes_per_level[l] = lkv_version_level_bytes(v, l);
@@ -569,7 +220,7 @@ static void db_stats(lkv_db *db, lkv_stats *st) {
   st->wal_dropped_bytes = db->wal_dropped;
   memcpy(st->recovery_msg, db->recovery_msg, sizeof st->recovery_msg);
   st->compaction_pending =
-      db->compacting || db->manual_compact || (!db->bg_error && lkv_compact_needed(db));
+      db->compacting || db->manual_compact || (!db->bg_error && lkv_vset_compact_needed(&db->vs));
   st->bg_error = db->bg_error;
   if (db->bg_error) memcpy(st->bg_error_msg, db->bg_err.msg, sizeof st->bg_error_msg);
   pthread_mutex_unlock(&db->mu);
@@ -623,48 +274,24 @@ int lkv_db_tables(lkv_db *db, lkv_table_fn fn, void *ctx) {
 /* ---- open and close (recovery is recover.c) ---------------------------- */
 
 static void db_free(lkv_db *db) {
-  for (int i = 0; i < LKV_SV_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_unref(db->stripes[i].sv);
   }
-  lkv_fmeta_unref(db->seek_file);
   lkv_sv_unref(db->sv);
-  lkv_version_unref(db->current);
   lkv_mem_unref(db->mem);
   for (int i = 0; i < db->nimm; i++) lkv_mem_unref(db->imm[i]);
-  /* the files the versions above were the last to hold */
-  lkv_db_bury_dead(db);
-  /* after the versions: no table is pinned any more */
-  if (db->tcache) lkv_cache_free(db->tcache);
+  /* the versions, then the files they were the last to hold */
+  lkv_vset_destroy(&db->vs);
   if (db->cache) lkv_cache_free(db->cache);
-  for (int l = 0; l < LKV_MAX_LEVELS; l++) free(db->compact_ptr[l]);
   lkv_env_unlock(db->env, db->lock_fd);
   pthread_mutex_destroy(&db->mu);
   pthread_mutex_destroy(&db->manifest_mu);
-  pthread_mutex_destroy(&db->dead_mu);
   pthread_cond_destroy(&db->flush_cv);
   pthread_cond_destroy(&db->compact_cv);
   pthread_cond_destroy(&db->done_cv);
-  pthread_cond_destroy(&db->dead_cv);
   free(db->dir);
   free(db->log_file_name);
   free(db);
-}
-
-/* Closes and deletes the table files readers let go of (see
- * lkv_fmeta_unref). */
-static void *janitor_thread(void *arg) {
-  lkv_db *db = arg;
-  pthread_mutex_lock(&db->dead_mu);
-  for (;;) {
-    while (db->dead == NULL && !db->janitor_stop)
-      pthread_cond_wait(&db->dead_cv, &db->dead_mu);
-    if (db->dead == NULL) break;
-    pthread_mutex_unlock(&db->dead_mu);
-    lkv_db_bury_dead(db);
-    pthread_mutex_lock(&db->dead_mu);
-  }
-  pthread_mutex_unlock(&db->dead_mu);
-  return NULL;
 }
 
 /* Stop the background threads that were started (mu not held). */
@@ -678,10 +305,7 @@ static void stop_threads(lkv_db *db, int started) {
   if (started > 0) pthread_join(db->flush_th, NULL);
   if (started > 1) pthread_join(db->compact_th, NULL);
   if (started > 2) {
-    pthread_mutex_lock(&db->dead_mu);
-    db->janitor_stop = 1;
-    pthread_cond_signal(&db->dead_cv);
-    pthread_mutex_unlock(&db->dead_mu);
+    lkv_files_stop(&db->vs.files);
     pthread_join(db->janitor_th, NULL);
   }
 }
@@ -717,12 +341,10 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->lock_fd = -1;
   pthread_mutex_init(&db->mu, NULL);
   pthread_mutex_init(&db->manifest_mu, NULL);
-  pthread_mutex_init(&db->dead_mu, NULL);
   pthread_cond_init(&db->flush_cv, NULL);
   pthread_cond_init(&db->compact_cv, NULL);
   pthread_cond_init(&db->done_cv, NULL);
-  pthread_cond_init(&db->dead_cv, NULL);
-  for (int i = 0; i < LKV_SV_STRIPES; i++) atomic_init(&db->stripes[i].mu.held, 0);
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) atomic_init(&db->stripes[i].mu.held, 0);
   db->snap_list.next = db->snap_list.prev = &db->snap_list;
   db->o = o;
   db->env = env;
@@ -734,10 +356,12 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   db->dir = strdup(dir);
   db->log_file_name = strdup(o.log_file_name);
   db->o.log_file_name = db->log_file_name;
+  lkv_vset_init(&db->vs, &db->o, db->dir, db->log_file_name);
   db->mem = lkv_mem_new(db->o.max_memtable_size);
   if (o.block_cache_bytes) db->cache = lkv_cache_new(o.block_cache_bytes);
-  db->tcache = lkv_cache_new((size_t)(o.max_open_files - o.max_open_files / 2));
-  if (!db->dir || !db->log_file_name || !db->mem || !db->tcache ||
+  db->vs.files.tc = lkv_tcache_new(env, db->dir, o.max_open_files, db->cache,
+                                   &db->counters, o.mmap_reads);
+  if (!db->dir || !db->log_file_name || !db->mem || !db->vs.files.tc ||
       (o.block_cache_bytes && !db->cache)) {
     db_free(db);
     return lkv_seterr(err, LKV_NOMEM, "open %s", dir);
@@ -759,10 +383,11 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
     return LKV_OK;
   }
   int started = 0;
-  if (pthread_create(&db->flush_th, NULL, flush_thread, db) == 0) started++;
+  if (pthread_create(&db->flush_th, NULL, lkv_flush_thread, db) == 0) started++;
   if (started == 1 && pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) == 0)
     started++;
-  if (started == 2 && pthread_create(&db->janitor_th, NULL, janitor_thread, db) == 0)
+  if (started == 2 &&
+      pthread_create(&db->janitor_th, NULL, lkv_files_janitor, &db->vs.files) == 0)
     started++;
   if (started < 3) {
     stop_threads(db, started);

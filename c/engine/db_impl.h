@@ -1,6 +1,17 @@
-/* db_impl.h - the db's internal state, shared by db.c (open, write path,
- * reads, flush), recover.c (what open finds on disk), version.c (file
- * sets), dbiter.c and compact.c.
+/* db_impl.h - the db's internal state, shared by the files that carry
+ * out its calls. Calls go one way, down this list (tools/callgraph.sh
+ * checks that no file calls back up):
+ *   db.c      the public lkv_db_* / lkv_snapshot_* entry points: open,
+ *             close, reads, snapshots, stats; starts the threads
+ *   dbiter.c  the public iterator        write.c    the write path
+ *   recover.c what open finds on disk    flush.c    the flush thread
+ *   compact.c the compaction thread, executing what the version set picks
+ *   dbstate.c state all of the above share (calls, background error,
+ *             superversions, version installs, names of files)
+ *   vset.c    the version set: current version, MANIFEST, compaction
+ *             choice; builder.c makes tables; version.c reads versions;
+ *             tcache.c keeps tables open; then the tables, memtables,
+ *             logs and utilities beneath.
  *
  * Lock discipline:
  *  - mu guards everything marked (mu). Never held across disk I/O except
@@ -27,6 +38,9 @@
 #include "lunakv.h"
 #include "memtable.h"
 #include "table.h"
+#include "tcache.h"
+#include "version.h"
+#include "vset.h"
 #include "wal.h"
 
 /* Frozen memtables that may wait for flush before writers wait: the db's
@@ -36,50 +50,13 @@
 #define LKV_MAX_IMM 64
 #define LKV_IMM_BUDGET_BYTES (16u << 20)
 
-/* A live table file. Shared by every version that lists it. */
-typedef struct lkv_fmeta {
-  atomic_int refs;
-  atomic_int obsolete; /* removed from the current version: delete at refs 0 */
-  uint64_t number;
-  uint64_t size;
-  char *smallest; /* internal keys */
-  size_t smallest_len;
-  char *largest;
-  size_t largest_len;
-  struct lkv_db *db; /* its open table lives in db->tcache */
-  struct lkv_fmeta *next_dead; /* on db->dead, waiting for the janitor */
-  /* While fewer than half of max_open_files tables are pinned this way,
-   * a new table stays pinned for its whole life and readers use `table`
-   * directly: no cache lookup (and no shared lock) on the read path. */
-  lkv_table *table; /* owned by f when set */
-  /* Lookups that had to look past this table before it is compacted
-   * (LevelDB's seek compaction): at 0 the table is pushed down, so
-   * read-heavy loads do not pay for an L0 or an upper level forever. */
-  atomic_int allowed_seeks;
-} lkv_fmeta;
-
-/* The first table a read consulted in vain, to be charged a seek. */
-typedef struct lkv_seek_charge {
-  lkv_fmeta *f; /* NULL: nothing to charge */
-  int level;
-} lkv_seek_charge;
-
-/* An immutable set of files per level. L0 is newest first; L1.. sorted by
- * smallest key and never overlapping within a level. */
-typedef struct lkv_version {
-  atomic_int refs;
-  int n[LKV_MAX_LEVELS];
-  lkv_fmeta **files[LKV_MAX_LEVELS];
-} lkv_version;
-
-/* Point reads are striped so that concurrent readers share no cache line:
- * each thread uses one stripe (its own mutex and reader count). */
-#define LKV_SV_STRIPES 16
-
 /* Everything a reader needs, referenced in one step. Two kinds of
  * reference: `refs` (atomic, for long holders such as iterators, and one
  * per stripe that currently publishes this sv) and the per-stripe reader
- * counts used by point reads, which touch only their own stripe. */
+ * counts used by point reads, which touch only their own stripe. Point
+ * reads are striped by thread (lkv_thread_stripe, env.h) so that
+ * concurrent readers share no cache line: each thread uses one stripe
+ * (its own lock and reader count). */
 typedef struct lkv_sv {
   atomic_int refs;
   lkv_mem *mem;
@@ -89,7 +66,7 @@ typedef struct lkv_sv {
   struct {
     _Alignas(64) int readers; /* (the stripe's lock) */
     int retired; /* the stripe moved on; last reader drops its ref */
-  } local[LKV_SV_STRIPES];
+  } local[LKV_THREAD_STRIPES];
 } lkv_sv;
 
 typedef struct lkv_sv_stripe {
@@ -98,16 +75,6 @@ typedef struct lkv_sv_stripe {
   int inflight; /* point reads of this stripe running now */
   int closed;   /* close has begun: reads refuse */
 } lkv_sv_stripe;
-
-/* A version change: files added and removed, and the WAL cut-off. */
-typedef struct lkv_edit {
-  int nadd, ndel, cap_add, cap_del;
-  int *add_level;
-  lkv_fmeta **add; /* one reference each, released by lkv_edit_free */
-  int *del_level;
-  uint64_t *del;
-  uint64_t wal_number; /* 0 = unchanged */
-} lkv_edit;
 
 typedef struct lkv_writer lkv_writer;
 
@@ -144,12 +111,10 @@ struct lkv_db {
   _Atomic uint64_t wal_bytes; /* lkv_wal_size(wal) after the last commit,
                                  for stats (the leader writes it unlocked) */
   int unwritten; /* writes buffered in the WAL since the last write_out */
-  uint64_t next_file;
-  _Atomic uint64_t last_seq; /* newest visible sequence number */
 
-  lkv_version *current; /* (mu) */
+  lkv_vset vs; /* the current version, file numbers, last_seq (vset.h) */
   lkv_sv *sv;           /* (mu) */
-  lkv_sv_stripe stripes[LKV_SV_STRIPES]; /* each under its own lock */
+  lkv_sv_stripe stripes[LKV_THREAD_STRIPES]; /* each under its own lock */
   atomic_int closing;   /* set once close begins: reads refuse */
 
   lkv_snapshot snap_list; /* circular sentinel; oldest first (mu) */
@@ -158,13 +123,6 @@ struct lkv_db {
 
   pthread_t flush_th, compact_th, janitor_th;
   int threads_started;
-  /* Table files whose last reference is gone (the janitor closes, evicts
-   * and deletes them, so the reader that drops the last reference never
-   * pays for a close and an unlink). Under dead_mu. */
-  pthread_mutex_t dead_mu;
-  pthread_cond_t dead_cv;
-  lkv_fmeta *dead;
-  int janitor_stop;
   int shutting_down;  /* (mu) */
   int bg_error;       /* sticky first background failure (mu) */
   lkv_err bg_err;     /* (mu) */
@@ -174,14 +132,8 @@ struct lkv_db {
   uint64_t manual_done; /* full compactions finished (mu) */
   int manual_rc;
   lkv_err manual_err;
-  int compact_ptr_len[LKV_MAX_LEVELS];
-  char *compact_ptr[LKV_MAX_LEVELS]; /* round-robin position per level (mu) */
-  lkv_fmeta *seek_file; /* out of allowed seeks: compact it next (mu, ref) */
-  int seek_level;
 
-  lkv_cache *cache;  /* data blocks */
-  lkv_cache *tcache; /* open tables */
-  atomic_int pinned_tables; /* tables pinned by their file meta */
+  lkv_cache *cache;   /* data blocks */
   lkv_table_counters counters;
   uint64_t wal_dropped;     /* bytes cut from the WAL at open */
   char recovery_msg[LKV_ERR_MSG_LEN];
@@ -197,71 +149,7 @@ struct lkv_db {
   atomic_uint_fast64_t iter_seeds; /* seeds iterators' read sampling */
 };
 
-/* ---- version.c ----------------------------------------------------- */
-
-lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
-                         lkv_slice smallest, lkv_slice largest);
-int lkv_fmeta_seek_budget(uint64_t size); /* initial allowed_seeks */
-/* The table cache: open tables (fd, index, filter) in an LRU bounded by
- * max_open_files, keyed by file number; a table is pinned while in use
- * and reopened on a miss. */
-int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
-                  lkv_err *err);
-void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h);
-/* Hand f's just opened table over: f keeps it (while under the pin limit)
- * or the table cache takes it. */
-void lkv_db_table_cache_put(lkv_db *db, lkv_fmeta *f, lkv_table *t);
-int lkv_db_pin_limit(const lkv_db *db);
-/* An iterator over f's table that keeps it pinned until destroyed. An open
- * failure gives an iterator that is not valid and reports the error; NULL
- * only when out of memory. */
-lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f);
-void lkv_fmeta_ref(lkv_fmeta *f);
-/* The last reference of a file that left the current version queues it
- * for the janitor thread; any other last reference frees it at once. */
-void lkv_fmeta_unref(lkv_fmeta *f);
-/* Close, evict and delete the files queued so far (the janitor's work;
- * also done at close). */
-void lkv_db_bury_dead(lkv_db *db);
-lkv_version *lkv_version_new(void);
-void lkv_version_ref(lkv_version *v);
-void lkv_version_unref(lkv_version *v);
-int lkv_edit_add(lkv_edit *e, int level, lkv_fmeta *f); /* takes f's ref */
-int lkv_edit_del(lkv_edit *e, int level, uint64_t number);
-void lkv_edit_free(lkv_edit *e); /* unrefs the added files */
-/* A new version: base with the edit applied (the version takes its own
- * references). NULL when out of memory. */
-lkv_version *lkv_version_apply(const lkv_version *base, const lkv_edit *e);
-uint64_t lkv_version_level_bytes(const lkv_version *v, int level);
-/* Point lookup through the tables of v (target = (ukey, at, SEEK); hash =
- * lkv_bloom_hash(ukey)). *charge names the first table consulted when a
- * second one was needed. */
-int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash,
-                    int *type, lkv_buf *val, lkv_seek_charge *charge,
-                    lkv_err *err);
-/* An iterator's read sample (LevelDB's RecordReadSample): when two or more
- * tables cover ukey, set *charge to the first and return 1. */
-int lkv_version_sample(const lkv_version *v, const char *ukey, size_t klen,
-                       lkv_seek_charge *charge);
-/* Does any level deeper than `level` hold a table whose range covers ukey? */
-int lkv_version_deeper_overlaps(const lkv_version *v, int level,
-                                const char *ukey, size_t klen);
-/* Bytes of the tables in `level` whose user-key range meets [lo, hi];
- * *any is set when at least one does. */
-uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
-                                   lkv_slice lo, lkv_slice hi, int *any);
-/* An iterator over the sorted, disjoint tables files[0..n) of one level
- * >= 1; the files must outlive it (hold the version). */
-lkv_iiter *lkv_level_iter_new(lkv_fmeta *const *files, int n);
-/* Append iterators over v to its[]: one per L0 table, one per non-empty
- * deeper level (room for lkv_version_count(v) entries is enough). */
-int lkv_version_add_iters(lkv_version *v, lkv_iiter **its, int *n);
-int lkv_version_count(const lkv_version *v);
-
-void lkv_sv_ref(lkv_sv *s);
-void lkv_sv_unref(lkv_sv *s);
-
-/* ---- db.c ---------------------------------------------------------- */
+/* ---- dbstate.c ------------------------------------------------------ */
 
 /* The db a public call was given, or NULL (err set) when it is NULL. */
 static inline lkv_db *lkv_db_check(lkv_db *db, lkv_err *err) {
@@ -276,35 +164,23 @@ void lkv_db_call_end(lkv_db *db);
 /* The newest visible sequence number (lkv_db_last_seq without the call
  * accounting, for the engine's own use). */
 static inline uint64_t lkv_db_seq(lkv_db *db) {
-  return atomic_load_explicit(&db->last_seq, memory_order_acquire);
+  return lkv_vset_last_seq(&db->vs);
 }
+void lkv_sv_ref(lkv_sv *s);
+void lkv_sv_unref(lkv_sv *s);
 /* The current superversion, referenced (takes mu briefly). */
 lkv_sv *lkv_db_sv(lkv_db *db);
 /* Rebuild db->sv from mem, imm and current. REQUIRES: mu held. */
 int lkv_db_install_sv(lkv_db *db);
-/* Apply the edit, write the manifest, make the result current. The
- * drop_imm oldest frozen memtables (now in the edit's table) leave the
- * read path in the same step. On failure *maybe_committed (may be NULL)
- * says the new MANIFEST may be the one on disk (its directory sync
- * failed): the files it adds must not be deleted. REQUIRES: manifest_mu
- * held, mu not held. */
+/* Apply the edit, write the manifest, make the result current
+ * (lkv_vset_log_and_apply); the MANIFEST keeps the logs of the memtables
+ * still in memory, and the drop_imm oldest frozen memtables (now in the
+ * edit's table) leave the read path in the same step. On failure
+ * *maybe_committed (may be NULL) says the new MANIFEST may be the one on
+ * disk (its directory sync failed): the files it adds must not be
+ * deleted. REQUIRES: manifest_mu held, mu not held. */
 int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
                          int *maybe_committed, lkv_err *err);
-/* Build a table file from an iterator: every entry from where it stands.
- * *out gets a new file meta (refs 1) or NULL when the input was empty. */
-int lkv_db_build_table(lkv_db *db, lkv_iiter *it, uint64_t number,
-                       lkv_fmeta **out, lkv_err *err);
-/* Finish builder b (frees it), open the table and make its file meta
- * (refs 1) with the given internal-key range; the file is removed on
- * failure. */
-int lkv_db_finish_table(lkv_db *db, lkv_table_builder *b, const char *path,
-                        uint64_t number, lkv_slice smallest, lkv_slice largest,
-                        lkv_fmeta **out, lkv_err *err);
-void lkv_db_table_name(const lkv_db *db, uint64_t number, char *buf, size_t n);
-/* Open table `number` at path with the db's block cache, counters and
- * read mode (mmap_reads): every table reader of a db is made here. */
-int lkv_db_open_table(lkv_db *db, const char *path, uint64_t number,
-                      lkv_table **t, lkv_err *err);
 void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err); /* mu held */
 uint64_t lkv_db_oldest_snapshot(lkv_db *db); /* mu held */
 lkv_table_opts lkv_db_table_opts(const lkv_db *db);
@@ -319,6 +195,9 @@ int lkv_db_path(const lkv_db *db, const char *name, char *buf, size_t n,
 /* Delete dir/name; best effort (what is left is found and deleted again at
  * the next open). */
 void lkv_db_remove_file(const lkv_db *db, const char *name);
+
+/* ---- write.c --------------------------------------------------------- */
+
 /* Create the log at path, its first record a marker at start_seq (the
  * chain of sequence numbers, wal_format.md); the file is removed on
  * failure. */
@@ -336,16 +215,16 @@ int lkv_db_check_dir(lkv_db *db, lkv_err *err);
  * the LOCK held. */
 int lkv_db_recover(lkv_db *db, lkv_err *err);
 
+/* ---- flush.c --------------------------------------------------------- */
+
+/* The flush thread's body (arg: the db): flushes frozen memtables until
+ * the db shuts down, draining them first. */
+void *lkv_flush_thread(void *arg);
+
 /* ---- compact.c ----------------------------------------------------- */
 
+/* The compaction thread's body (arg: the db): runs what the version set
+ * chooses until the db shuts down. */
 void *lkv_compact_thread(void *arg);
-/* Is a compaction due? REQUIRES: mu held. */
-int lkv_compact_needed(lkv_db *db);
-uint64_t lkv_level_max_bytes(const lkv_db *db, int level);
-/* The level a new table with user keys [lo, hi] can go to directly: L0 if
- * it overlaps anything there, else as deep as L2 while nothing it
- * overlaps sits in the way (LevelDB's trick: sequential loads skip the
- * L0 -> L1 rewrite). REQUIRES: mu held. */
-int lkv_flush_level(lkv_db *db, lkv_slice lo, lkv_slice hi);
 
 #endif

@@ -383,6 +383,6 @@ _Thread_local unsigned lkv_stripe_of_thread LKV_TLS_FAST = UINT32_MAX;
 unsigned lkv_thread_stripe_assign(void) {
   static atomic_uint next;
   lkv_stripe_of_thread =
-      atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % 16u;
+      atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % LKV_THREAD_STRIPES;
   return lkv_stripe_of_thread;
 }

@@ -66,9 +66,12 @@ void lkv_env_munmap(const lkv_env *e, const void *addr, size_t size);
 int lkv_env_path(char *buf, size_t n, const char *dir, const char *name,
                  lkv_err *err);
 uint64_t lkv_env_now_micros(void);
-/* A small number naming the calling thread's stripe (0 .. 15), handed out
- * round robin on first use: per-thread slots of striped counters and
- * locks, so concurrent threads do not share a cache line. A get asks for
+/* A small number naming the calling thread's stripe (0 ..
+ * LKV_THREAD_STRIPES - 1), handed out round robin on first use: the index
+ * of per-thread slots of striped counters and locks (the table readers'
+ * counters, the snapshot-view stripes), so concurrent threads do not share
+ * a cache line. More stripes than cores would only spread the slots
+ * thinner; fewer would make threads share them. A get asks for
  * it several times, so it is inline, and the variable uses the
  * initial-exec TLS model: in a shared object (the Lua module) the default
  * model calls __tls_get_addr on every access. The price is 4 bytes of
@@ -78,11 +81,12 @@ uint64_t lkv_env_now_micros(void);
 #else
 #define LKV_TLS_FAST
 #endif
+#define LKV_THREAD_STRIPES 16
 extern _Thread_local unsigned lkv_stripe_of_thread LKV_TLS_FAST;
 unsigned lkv_thread_stripe_assign(void);
 static inline unsigned lkv_thread_stripe(void) {
   unsigned s = lkv_stripe_of_thread;
-  return s < 16u ? s : lkv_thread_stripe_assign();
+  return s < LKV_THREAD_STRIPES ? s : lkv_thread_stripe_assign();
 }
 
 /* A lock for critical sections of a few instructions that threads seldom

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "builder.h"
 #include "coding.h"
 #include "db_impl.h"
 #include "env.h"
@@ -81,52 +82,6 @@ static int replay_record(void *ctx, const char *rec, size_t n, lkv_err *err) {
   if (seq + count - 1 > rc->max_seq) rc->max_seq = seq + count - 1;
   rc->next = seq + count;
   return LKV_OK;
-}
-
-/* Load the manifest's tables into db->current. */
-static int load_version(lkv_db *db, const lkv_manifest *m, lkv_err *err) {
-  lkv_edit e = {0};
-  int rc = LKV_OK;
-  for (size_t i = 0; i < m->nfiles && rc == LKV_OK; i++) {
-    const lkv_mfile *mf = &m->files[i];
-    char name[64], path[4096];
-    lkv_table *t = NULL;
-    lkv_env_info st;
-    lkv_db_table_name(db, mf->number, name, sizeof name);
-    if ((rc = lkv_db_path(db, name, path, sizeof path, err))) break;
-    if ((rc = lkv_env_stat(db->env, path, &st, err)) == LKV_NOTFOUND) {
-      rc = lkv_seterr(err, LKV_CORRUPTION,
-                      "%s/MANIFEST lists %s but the file is missing", db->dir, name);
-      break;
-    }
-    if (rc || (rc = lkv_db_open_table(db, path, mf->number, &t, err))) break;
-    uint64_t size = lkv_table_file_size(t);
-    if (size != mf->size) {
-      lkv_table_close(t);
-      rc = lkv_seterr(err, LKV_CORRUPTION,
-                      "%s: size %llu differs from the %llu bytes in MANIFEST", name,
-                      (unsigned long long)size, (unsigned long long)mf->size);
-      break;
-    }
-    lkv_slice s = {mf->smallest, mf->smallest_len}, l = {mf->largest, mf->largest_len};
-    lkv_fmeta *f = lkv_fmeta_new(db, mf->number, mf->size, s, l);
-    if (f == NULL) {
-      lkv_table_close(t);
-      rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
-    } else {
-      lkv_db_table_cache_put(db, f, t); /* verified: keep it open */
-      if (lkv_edit_add(&e, mf->level, f)) {
-        lkv_fmeta_unref(f);
-        rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
-      }
-    }
-  }
-  if (rc == LKV_OK) {
-    db->current = lkv_version_apply(NULL, &e);
-    if (db->current == NULL) rc = lkv_seterr(err, LKV_NOMEM, "loading tables");
-  }
-  lkv_edit_free(&e);
-  return rc;
 }
 
 /* A file of the directory, as open sorts it. */
@@ -288,7 +243,7 @@ static int restart_log(lkv_db *db, lkv_err *err) {
   lkv_edit e = {0};
   int rc = LKV_OK;
   char name[256], path[4096];
-  db->wal_number = db->next_file++;
+  db->wal_number = lkv_vset_new_file(&db->vs);
   uint64_t start = lkv_db_seq(db) + 1;
   lkv_mem_set_wal(db->mem, db->wal_number, start);
   if (lkv_mem_entries(db->mem) > 0) {
@@ -296,7 +251,9 @@ static int restart_log(lkv_db *db, lkv_err *err) {
     lkv_iiter *it = lkv_mem_iter(db->mem);
     if (it == NULL) return lkv_seterr(err, LKV_NOMEM, "recovery");
     it->ops->seek_first(it);
-    rc = lkv_db_build_table(db, it, db->next_file++, &f, err);
+    lkv_table_opts to = lkv_db_table_opts(db);
+    rc = lkv_build_table(&db->vs.files, &to, it, lkv_vset_new_file(&db->vs), &f,
+                         err);
     it->ops->destroy(it);
     if (rc == LKV_OK && f) atomic_fetch_add(&db->level_written[0], f->size);
     if (rc == LKV_OK && f && lkv_edit_add(&e, 0, f)) {
@@ -351,12 +308,12 @@ int lkv_db_recover(lkv_db *db, lkv_err *err) {
   }
   if ((rc = replay_base(db, &m, &sc, base, sizeof base, err))) goto out;
   int base_known = m.wal_name != NULL || strcmp(base, db->log_file_name) == 0;
-  if ((rc = load_version(db, &m, err))) goto out;
+  if ((rc = lkv_vset_load(&db->vs, &m, err))) goto out;
   uint64_t max_number = 0;
   if ((rc = sort_files(db, &m, &sc, base, base_known, &wals, &nwals, &max_number,
                        err)))
     goto out;
-  db->next_file = m.next_file > max_number + 1 ? m.next_file : max_number + 1;
+  db->vs.next_file = m.next_file > max_number + 1 ? m.next_file : max_number + 1;
   uint64_t last_seq = m.last_seq;
 
   /* the chain starts where the MANIFEST says its oldest live log does
@@ -385,7 +342,7 @@ int lkv_db_recover(lkv_db *db, lkv_err *err) {
     }
   }
   if (rctx.max_seq > last_seq) last_seq = rctx.max_seq;
-  atomic_store(&db->last_seq, last_seq);
+  lkv_vset_set_last_seq(&db->vs, last_seq);
 
   if (db->o.read_only) {
     /* the replayed writes stay in memory: nothing on disk changes */

@@ -14,6 +14,7 @@
 #include "env.h"
 #include "err.h"
 #include "table.h"
+#include "twolevel.h"
 
 /* One data block as the in-memory index sees it. */
 typedef struct ixent {
@@ -96,7 +97,7 @@ typedef struct cblock {
 
 void lkv_table_counters_total(const lkv_table_counters *c, lkv_counter_totals *out) {
   memset(out, 0, sizeof *out);
-  for (int i = 0; i < LKV_COUNTER_STRIPES; i++) {
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_counter_stripe *p = (lkv_counter_stripe *)&c->s[i];
     out->bloom_checks += atomic_load_explicit(&p->bloom_checks, memory_order_relaxed);
     out->bloom_negatives += atomic_load_explicit(&p->bloom_negatives, memory_order_relaxed);
@@ -553,147 +554,129 @@ int lkv_table_get_hashed(lkv_table *t, lkv_slice target, uint64_t hash,
   return rc;
 }
 
-/* ==== the two-level iterator ========================================== */
+/* ==== iterating ========================================================= */
 
-typedef struct table_iter {
+/* A table iterator is a two-level iterator (twolevel.h) over the block
+ * index; its data iterators are block iterators, one reused for every
+ * block the table iterator visits: its cursor's key buffer and its
+ * scratch bytes outlive the blocks. The block it is on stays loaded
+ * (pinned in the cache, mapped, or in scratch) until it moves to another. */
+typedef struct block_iter {
   lkv_iiter base;
   lkv_table *t;
-  size_t i;          /* current data block; t->nblocks when none */
+  size_t i;          /* the block */
   blockref r;
   int loaded;        /* r holds block i */
   lkv_buf scratch;   /* block bytes when there is no cache */
   lkv_block_cursor c;
-  lkv_err err;       /* err.code != 0: stopped by this error */
-} table_iter;
+  lkv_err err;       /* err.code != 0: the block could not be loaded */
+} block_iter;
 
-static void ti_unload(table_iter *ti) {
-  if (ti->loaded) release(ti->t, &ti->r);
-  ti->loaded = 0;
-  ti->c.valid = 0;
+#define BI(it) ((block_iter *)(it))
+#define CBI(it) ((const block_iter *)(it))
+
+static void bi_unload(block_iter *bi) {
+  if (bi->loaded) release(bi->t, &bi->r);
+  bi->loaded = 0;
+  bi->c.valid = 0;
 }
 
-/* Load block i into the cursor (unpositioned). 0 on success. */
-static int ti_load(table_iter *ti, size_t i) {
-  ti_unload(ti);
-  ti->i = i;
-  if (i >= ti->t->nblocks) return -1;
-  if (load_block(ti->t, i, &ti->r, &ti->scratch, &ti->err)) return -1;
-  ti->loaded = 1;
-  lkv_block_cursor_reset(&ti->c, &ti->r.b);
-  return 0;
+static void bi_seek_first(lkv_iiter *it) {
+  if (BI(it)->loaded) lkv_block_cursor_seek_first(&BI(it)->c);
 }
 
-/* After a cursor move: on a cursor error record it; off the end of a
- * block (forward) or its start (backward) go on to the first entry of the
- * next block or the last of the previous one. */
-static void ti_settle(table_iter *ti, int forward) {
-  for (;;) {
-    if (ti->c.code) {
-      cursor_error(ti->t, &ti->c, ti->t->ix[ti->i].off, &ti->err);
-      ti_unload(ti);
-      return;
-    }
-    if (ti->c.valid) return;
-    if (!forward && ti->i == 0) { /* before the first block: not valid */
-      ti_unload(ti);
-      ti->i = ti->t->nblocks;
-      return;
-    }
-    if (ti_load(ti, forward ? ti->i + 1 : ti->i - 1)) return;
-    if (forward) lkv_block_cursor_seek_first(&ti->c);
-    else lkv_block_cursor_seek_last(&ti->c);
-  }
+static void bi_seek(lkv_iiter *it, lkv_slice target) {
+  block_iter *bi = BI(it);
+  if (!bi->loaded) return;
+  if (target.n < LKV_TAG_BYTES) /* shorter than any internal key */
+    lkv_block_cursor_seek_first(&bi->c);
+  else
+    lkv_block_cursor_seek(&bi->c, target);
 }
 
-static void ti_seek_first(lkv_iiter *it) {
-  table_iter *ti = (table_iter *)it;
-  if (ti->err.code) return;
-  if (ti_load(ti, 0)) return;
-  lkv_block_cursor_seek_first(&ti->c);
-  ti_settle(ti, 1);
+static void bi_next(lkv_iiter *it) {
+  if (BI(it)->loaded) lkv_block_cursor_next(&BI(it)->c);
 }
 
-static void ti_seek(lkv_iiter *it, lkv_slice target) {
-  table_iter *ti = (table_iter *)it;
-  if (ti->err.code) return;
-  if (target.n < LKV_TAG_BYTES) { /* shorter than any internal key */
-    ti_seek_first(it);
-    return;
-  }
-  if (ti_load(ti, find_block(ti->t, target))) return;
-  lkv_block_cursor_seek(&ti->c, target);
-  ti_settle(ti, 1);
+static void bi_seek_last(lkv_iiter *it) {
+  if (BI(it)->loaded) lkv_block_cursor_seek_last(&BI(it)->c);
 }
 
-static void ti_next(lkv_iiter *it) {
-  table_iter *ti = (table_iter *)it;
-  if (!ti->loaded || !ti->c.valid) return;
-  lkv_block_cursor_next(&ti->c);
-  ti_settle(ti, 1);
+static void bi_prev(lkv_iiter *it) {
+  if (BI(it)->loaded) lkv_block_cursor_prev(&BI(it)->c);
 }
 
-static void ti_seek_last(lkv_iiter *it) {
-  table_iter *ti = (table_iter *)it;
-  if (ti->err.code) return;
-  if (ti->t->nblocks == 0) {
-    ti_unload(ti);
-    return;
-  }
-  if (ti_load(ti, ti->t->nblocks - 1)) return;
-  lkv_block_cursor_seek_last(&ti->c);
-  ti_settle(ti, 0);
+static int bi_valid(const lkv_iiter *it) {
+  return CBI(it)->loaded && CBI(it)->c.valid;
 }
 
-static void ti_prev(lkv_iiter *it) {
-  table_iter *ti = (table_iter *)it;
-  if (!ti->loaded || !ti->c.valid) return;
-  lkv_block_cursor_prev(&ti->c);
-  ti_settle(ti, 0);
-}
-
-static int ti_valid(const lkv_iiter *it) {
-  const table_iter *ti = (const table_iter *)it;
-  return ti->loaded && ti->c.valid;
-}
-
-static lkv_slice ti_key(const lkv_iiter *it) {
-  const table_iter *ti = (const table_iter *)it;
-  lkv_slice s = {ti->c.key, ti->c.klen};
+static lkv_slice bi_key(const lkv_iiter *it) {
+  lkv_slice s = {CBI(it)->c.key, CBI(it)->c.klen};
   return s;
 }
 
-static lkv_slice ti_value(const lkv_iiter *it) {
-  const table_iter *ti = (const table_iter *)it;
-  lkv_slice s = {ti->c.val, ti->c.vlen};
+static lkv_slice bi_value(const lkv_iiter *it) {
+  lkv_slice s = {CBI(it)->c.val, CBI(it)->c.vlen};
   return s;
 }
 
-static int ti_status(const lkv_iiter *it, lkv_err *err) {
-  const table_iter *ti = (const table_iter *)it;
-  if (ti->err.code == LKV_OK) return LKV_OK;
-  return lkv_errcopy(err, &ti->err);
+static int bi_status(const lkv_iiter *it, lkv_err *err) {
+  const block_iter *bi = CBI(it);
+  if (bi->err.code) return lkv_errcopy(err, &bi->err);
+  if (bi->c.code) return cursor_error(bi->t, &bi->c, bi->t->ix[bi->i].off, err);
+  return LKV_OK;
 }
 
-static void ti_destroy(lkv_iiter *it) {
-  table_iter *ti = (table_iter *)it;
-  ti_unload(ti);
-  lkv_block_cursor_free(&ti->c);
-  lkv_buf_free(&ti->scratch);
-  free(ti);
+static void bi_destroy(lkv_iiter *it) {
+  block_iter *bi = BI(it);
+  bi_unload(bi);
+  lkv_block_cursor_free(&bi->c);
+  lkv_buf_free(&bi->scratch);
+  free(bi);
 }
 
-static const lkv_iiter_ops table_iter_ops = {
-    ti_seek_first, ti_seek,  ti_next,   ti_valid,     ti_key,
-    ti_value,      ti_status, ti_destroy, ti_seek_last, ti_prev};
+static const lkv_iiter_ops block_iter_ops = {
+    bi_seek_first, bi_seek,   bi_next,    bi_valid,     bi_key,
+    bi_value,      bi_status, bi_destroy, bi_seek_last, bi_prev};
+
+/* The index side: entry i is data block i. */
+static size_t index_find(void *arg, size_t n, lkv_slice target) {
+  (void)n; /* the table's nblocks */
+  if (target.n < LKV_TAG_BYTES) return 0; /* before every key */
+  return find_block(arg, target);
+}
+
+static lkv_iiter *index_open(void *arg, size_t i, lkv_iiter *prev) {
+  lkv_table *t = arg;
+  block_iter *bi = BI(prev);
+  if (bi == NULL) {
+    if ((bi = calloc(1, sizeof *bi)) == NULL) return NULL;
+    bi->base.ops = &block_iter_ops;
+    bi->t = t;
+    lkv_block empty;
+    memset(&empty, 0, sizeof empty);
+    lkv_block_cursor_init(&bi->c, &empty);
+  } else {
+    bi_unload(bi);
+  }
+  bi->i = i;
+  if (load_block(t, i, &bi->r, &bi->scratch, &bi->err) == LKV_OK) {
+    bi->loaded = 1;
+    lkv_block_cursor_reset(&bi->c, &bi->r.b);
+  }
+  return &bi->base;
+}
+
+static void index_park(lkv_iiter *d) { bi_unload(BI(d)); }
+
+static const lkv_twolevel_index table_index = {index_find, index_open,
+                                               index_park, "table iterator"};
+
+lkv_iiter *lkv_table_iter_pinned(lkv_table *t, void (*done)(void *, void *),
+                                 void *a, void *b) {
+  return lkv_twolevel_new(&table_index, t, t->nblocks, 0, done, a, b);
+}
 
 lkv_iiter *lkv_table_iter(lkv_table *t) {
-  table_iter *ti = calloc(1, sizeof *ti);
-  if (ti == NULL) return NULL;
-  ti->base.ops = &table_iter_ops;
-  ti->t = t;
-  ti->i = t->nblocks;
-  lkv_block empty;
-  memset(&empty, 0, sizeof empty);
-  lkv_block_cursor_init(&ti->c, &empty);
-  return &ti->base;
+  return lkv_table_iter_pinned(t, NULL, NULL, NULL);
 }

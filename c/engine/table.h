@@ -16,6 +16,7 @@
 
 #include "cache.h"
 #include "dbformat.h"
+#include "env.h" /* LKV_THREAD_STRIPES */
 #include "iter.h"
 #include "lunakv.h"
 
@@ -30,9 +31,8 @@ typedef struct lkv_table_opts {
 
 /* Counters the readers bump, striped so that threads reading at once do
  * not share a cache line: a thread bumps the stripe lkv_thread_stripe()
- * names. Owned by the db; read the sums with lkv_table_counters_total. */
-#define LKV_COUNTER_STRIPES 16
-
+ * names (env.h). Owned by the db; read the sums with
+ * lkv_table_counters_total. */
 typedef struct lkv_counter_stripe {
   _Alignas(64) atomic_uint_fast64_t bloom_checks;
   atomic_uint_fast64_t bloom_negatives;
@@ -41,7 +41,7 @@ typedef struct lkv_counter_stripe {
 } lkv_counter_stripe;
 
 typedef struct lkv_table_counters {
-  lkv_counter_stripe s[LKV_COUNTER_STRIPES];
+  lkv_counter_stripe s[LKV_THREAD_STRIPES];
 } lkv_table_counters;
 
 typedef struct lkv_counter_totals {
@@ -100,8 +100,14 @@ int lkv_table_get_hashed(lkv_table *t, lkv_slice target, uint64_t hash,
                          int *type, lkv_buf *val, lkv_err *err);
 
 /* An iterator over all entries (internal keys, every version). The table
- * must stay open until the iterator is destroyed. */
+ * must stay open until the iterator is destroyed. NULL when out of
+ * memory. */
 lkv_iiter *lkv_table_iter(lkv_table *t);
+/* The same, calling done(a, b) once the iterator is destroyed: whatever
+ * keeps t open (a table cache pin) is let go with the iterator. NULL when
+ * out of memory (done is not called). */
+lkv_iiter *lkv_table_iter_pinned(lkv_table *t, void (*done)(void *, void *),
+                                 void *a, void *b);
 
 uint64_t lkv_table_entries(const lkv_table *t);
 uint64_t lkv_table_file_size(const lkv_table *t);

@@ -1,17 +1,17 @@
 /* version.c - table files, versions (immutable file sets per level),
- * edits between them, and point lookups through a version. */
+ * edits between them, and reads through a version (version.h). */
+#include "version.h"
+
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "db_impl.h"
-#include "env.h"
 #include "err.h"
+#include "twolevel.h"
 
 /* ---- file metas ------------------------------------------------------ */
 
-lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
+lkv_fmeta *lkv_fmeta_new(lkv_files *fs, uint64_t number, uint64_t size,
                          lkv_slice smallest, lkv_slice largest) {
   lkv_fmeta *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
@@ -31,7 +31,7 @@ lkv_fmeta *lkv_fmeta_new(lkv_db *db, uint64_t number, uint64_t size,
   atomic_init(&f->obsolete, 0);
   f->number = number;
   f->size = size;
-  f->db = db;
+  f->files = fs;
   atomic_init(&f->allowed_seeks, lkv_fmeta_seek_budget(size));
   return f;
 }
@@ -48,10 +48,7 @@ void lkv_fmeta_ref(lkv_fmeta *f) {
 }
 
 static void fmeta_free(lkv_fmeta *f) {
-  if (f->table) { /* pinned by f, outside the LRU */
-    lkv_table_close(f->table);
-    atomic_fetch_sub(&f->db->pinned_tables, 1);
-  }
+  if (f->table) lkv_tcache_close_kept(f->files->tc, f->table);
   free(f->smallest);
   free(f->largest);
   free(f);
@@ -68,154 +65,97 @@ void lkv_fmeta_unref(lkv_fmeta *f) {
     fmeta_free(f);
     return;
   }
-  lkv_db *db = f->db;
-  pthread_mutex_lock(&db->dead_mu);
-  f->next_dead = db->dead;
-  db->dead = f;
-  pthread_cond_signal(&db->dead_cv);
-  pthread_mutex_unlock(&db->dead_mu);
+  lkv_files *fs = f->files;
+  pthread_mutex_lock(&fs->mu);
+  f->next_dead = fs->dead;
+  fs->dead = f;
+  pthread_cond_signal(&fs->cv);
+  pthread_mutex_unlock(&fs->mu);
 }
 
-void lkv_db_bury_dead(lkv_db *db) {
-  pthread_mutex_lock(&db->dead_mu);
-  lkv_fmeta *f = db->dead;
-  db->dead = NULL;
-  pthread_mutex_unlock(&db->dead_mu);
+/* ---- the dead files and their janitor -------------------------------- */
+
+void lkv_files_init(lkv_files *fs) {
+  memset(fs, 0, sizeof *fs);
+  pthread_mutex_init(&fs->mu, NULL);
+  pthread_cond_init(&fs->cv, NULL);
+}
+
+void lkv_files_destroy(lkv_files *fs) {
+  pthread_mutex_destroy(&fs->mu);
+  pthread_cond_destroy(&fs->cv);
+}
+
+void lkv_files_bury(lkv_files *fs) {
+  pthread_mutex_lock(&fs->mu);
+  lkv_fmeta *f = fs->dead;
+  fs->dead = NULL;
+  pthread_mutex_unlock(&fs->mu);
   while (f) {
     lkv_fmeta *next = f->next_dead;
-    char name[64], path[4096];
     uint64_t number = f->number;
     fmeta_free(f);
-    /* an iterator may still pin the open table: it closes on release */
-    lkv_cache_erase_file(db->tcache, number);
-    lkv_db_table_name(db, number, name, sizeof name);
-    if (lkv_env_path(path, sizeof path, db->dir, name, NULL) == LKV_OK)
-      lkv_env_unlink(db->env, path, NULL);
-    if (db->cache) lkv_cache_erase_file(db->cache, number);
+    lkv_tcache_delete(fs->tc, number);
     f = next;
   }
 }
 
-/* ---- the table cache ------------------------------------------------- */
-
-static void table_free(void *t) { lkv_table_close(t); }
-
-/* Open tables: at most max_open_files / 2 pinned by their file metas for
- * life, plus the LRU's max_open_files - that (shard capacities round
- * down), plus what readers hold pinned for a moment. */
-int lkv_db_pin_limit(const lkv_db *db) { return db->o.max_open_files / 2; }
-
-void lkv_db_table_cache_put(lkv_db *db, lkv_fmeta *f, lkv_table *t) {
-  if (atomic_fetch_add(&db->pinned_tables, 1) < lkv_db_pin_limit(db)) {
-    f->table = t;
-    return;
+void *lkv_files_janitor(void *arg) {
+  lkv_files *fs = arg;
+  pthread_mutex_lock(&fs->mu);
+  for (;;) {
+    while (fs->dead == NULL && !fs->stop) pthread_cond_wait(&fs->cv, &fs->mu);
+    if (fs->dead == NULL) break;
+    pthread_mutex_unlock(&fs->mu);
+    lkv_files_bury(fs);
+    pthread_mutex_lock(&fs->mu);
   }
-  atomic_fetch_sub(&db->pinned_tables, 1);
-  lkv_cache_handle *h = lkv_cache_insert(db->tcache, f->number, 0, t, 1, table_free);
-  if (h) lkv_cache_release(db->tcache, h); /* else insert closed it */
+  pthread_mutex_unlock(&fs->mu);
+  return NULL;
+}
+
+void lkv_files_stop(lkv_files *fs) {
+  pthread_mutex_lock(&fs->mu);
+  fs->stop = 1;
+  pthread_cond_signal(&fs->cv);
+  pthread_mutex_unlock(&fs->mu);
+}
+
+/* ---- open tables ----------------------------------------------------- */
+
+void lkv_fmeta_keep_table(lkv_fmeta *f, lkv_table *t) {
+  lkv_tcache *tc = f->files->tc;
+  if (lkv_tcache_try_keep(tc))
+    f->table = t;
+  else
+    lkv_tcache_insert(tc, f->number, t);
 }
 
 int lkv_fmeta_pin(lkv_fmeta *f, lkv_table **t, lkv_cache_handle **h,
                   lkv_err *err) {
-  lkv_db *db = f->db;
-  if (f->table) { /* pinned for its life by f */
+  if (f->table) { /* kept open for its life by f */
     *t = f->table;
     *h = NULL;
     return LKV_OK;
   }
-  *h = lkv_cache_lookup(db->tcache, f->number, 0);
-  if (*h == NULL) {
-    /* two threads missing at once both open it; the cache keeps one and
-     * the other closes when its user releases it */
-    char name[64], path[4096];
-    lkv_table *nt = NULL;
-    lkv_db_table_name(db, f->number, name, sizeof name);
-    int rc = lkv_env_path(path, sizeof path, db->dir, name, err);
-    if (rc == LKV_OK)
-      rc = lkv_db_open_table(db, path, f->number, &nt, err);
-    if (rc) return rc;
-    *h = lkv_cache_insert(db->tcache, f->number, 0, nt, 1, table_free);
-    if (*h == NULL) return lkv_seterr(err, LKV_NOMEM, "opening %s", name);
-  }
-  *t = lkv_cache_value(*h);
-  return LKV_OK;
+  return lkv_tcache_get(f->files->tc, f->number, t, h, err);
 }
 
 void lkv_fmeta_unpin(lkv_fmeta *f, lkv_cache_handle *h) {
-  if (h) lkv_cache_release(f->db->tcache, h);
+  if (h) lkv_tcache_release(f->files->tc, h);
 }
 
-/* A table iterator plus the pin that keeps its table open. */
-typedef struct pin_iter {
-  lkv_iiter base;
-  lkv_iiter *in; /* NULL when the table could not be opened */
-  lkv_fmeta *f;
-  lkv_cache_handle *h;
-  int rc;
-  lkv_err err;
-} pin_iter;
-
-#define PIN(it) ((pin_iter *)(it))
-static void pi_seek_first(lkv_iiter *it) {
-  if (PIN(it)->in) PIN(it)->in->ops->seek_first(PIN(it)->in);
-}
-static void pi_seek(lkv_iiter *it, lkv_slice t) {
-  if (PIN(it)->in) PIN(it)->in->ops->seek(PIN(it)->in, t);
-}
-static void pi_next(lkv_iiter *it) {
-  if (PIN(it)->in) PIN(it)->in->ops->next(PIN(it)->in);
-}
-static int pi_valid(const lkv_iiter *it) {
-  const pin_iter *p = (const pin_iter *)it;
-  return p->in && p->in->ops->valid(p->in);
-}
-static lkv_slice pi_key(const lkv_iiter *it) {
-  const pin_iter *p = (const pin_iter *)it;
-  return p->in->ops->key(p->in);
-}
-static lkv_slice pi_value(const lkv_iiter *it) {
-  const pin_iter *p = (const pin_iter *)it;
-  return p->in->ops->value(p->in);
-}
-static int pi_status(const lkv_iiter *it, lkv_err *err) {
-  const pin_iter *p = (const pin_iter *)it;
-  if (p->rc) return lkv_errcopy(err, &p->err);
-  return p->in->ops->status(p->in, err);
-}
-static void pi_destroy(lkv_iiter *it) {
-  pin_iter *p = PIN(it);
-  if (p->in) p->in->ops->destroy(p->in);
-  if (p->h) lkv_fmeta_unpin(p->f, p->h);
-  free(p);
-}
-static void pi_seek_last(lkv_iiter *it) {
-  if (PIN(it)->in) PIN(it)->in->ops->seek_last(PIN(it)->in);
-}
-static void pi_prev(lkv_iiter *it) {
-  if (PIN(it)->in) PIN(it)->in->ops->prev(PIN(it)->in);
-}
-static const lkv_iiter_ops pin_iter_ops = {
-    pi_seek_first, pi_seek,   pi_next,    pi_valid,     pi_key,
-    pi_value,      pi_status, pi_destroy, pi_seek_last, pi_prev};
+static void unpin_done(void *f, void *h) { lkv_fmeta_unpin(f, h); }
 
 lkv_iiter *lkv_fmeta_iter(lkv_fmeta *f) {
-  pin_iter *p = calloc(1, sizeof *p);
-  if (p == NULL) return NULL;
-  p->base.ops = &pin_iter_ops;
-  p->f = f;
   lkv_table *t;
-  p->rc = lkv_fmeta_pin(f, &t, &p->h, &p->err); /* h NULL: f pins it */
-  if (p->rc == LKV_OK) {
-    p->in = lkv_table_iter(t);
-    if (p->in == NULL) {
-      lkv_fmeta_unpin(f, p->h);
-      free(p);
-      return NULL;
-    }
-  } else {
-    p->h = NULL;
-  }
-  return &p->base;
+  lkv_cache_handle *h; /* NULL: f keeps the table open itself */
+  lkv_err err = {0};
+  int rc = lkv_fmeta_pin(f, &t, &h, &err);
+  if (rc) return lkv_error_iter_new(rc, &err);
+  lkv_iiter *it = lkv_table_iter_pinned(t, h ? unpin_done : NULL, f, h);
+  if (it == NULL) lkv_fmeta_unpin(f, h);
+  return it;
 }
 
 /* ---- versions -------------------------------------------------------- */
@@ -452,131 +392,34 @@ int lkv_version_deeper_overlaps(const lkv_version *v, int level,
   return 0;
 }
 
-/* A level iterator walks the tables of one level >= 1 in order, with one
- * table iterator open at a time: a seek searches the file list (the ranges
- * are disjoint) and touches one table, not all of them. */
-typedef struct level_iter {
-  lkv_iiter base;
-  lkv_fmeta *const *files;
-  int n;
-  int idx;          /* file of `cur`; n when exhausted */
-  lkv_iiter *cur;
-  int rc;
-  lkv_err err;
-} level_iter;
-
-static void li_open(level_iter *li, int idx) {
-  if (li->cur) {
-    if (li->rc == 0) li->rc = li->cur->ops->status(li->cur, &li->err);
-    li->cur->ops->destroy(li->cur);
-    li->cur = NULL;
-  }
-  li->idx = idx;
-  if (li->rc || idx < 0 || idx >= li->n) return; /* idx -1: seek_last of none */
-  li->cur = lkv_fmeta_iter(li->files[idx]);
-  if (li->cur == NULL) li->rc = lkv_seterr(&li->err, LKV_NOMEM, "level iterator");
-}
-
-/* Step over tables whose iterator ran off its end (forward) or its start
- * (backward) into the next or previous table; errors stop the walk. */
-static void li_settle(level_iter *li, int forward) {
-  while (li->cur && !li->cur->ops->valid(li->cur)) {
-    int rc = li->cur->ops->status(li->cur, &li->err);
-    if (rc) {
-      li->rc = rc;
-      return;
-    }
-    if (!forward && li->idx == 0) {
-      li_open(li, li->n); /* before the first table: not valid */
-      return;
-    }
-    li_open(li, forward ? li->idx + 1 : li->idx - 1);
-    if (li->cur == NULL) return;
-    if (forward) li->cur->ops->seek_first(li->cur);
-    else li->cur->ops->seek_last(li->cur);
-  }
-}
-
-static void li_seek_first(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  li_open(li, 0);
-  if (li->cur) li->cur->ops->seek_first(li->cur);
-  li_settle(li, 1);
-}
-
-static void li_seek(lkv_iiter *it, lkv_slice target) {
-  level_iter *li = (level_iter *)it;
-  int lo = 0, hi = li->n; /* first file whose largest key >= target */
+/* A level iterator is a two-level iterator (twolevel.h) over the sorted,
+ * disjoint tables of one level >= 1, with one table open at a time: a seek
+ * searches the file list and touches one table, not all of them, and a
+ * seek that stays in the open table keeps it (and its pin). */
+static size_t level_find(void *arg, size_t n, lkv_slice target) {
+  lkv_fmeta *const *files = arg;
+  size_t lo = 0, hi = n; /* the first file whose largest key >= target */
   while (lo < hi) {
-    int mid = lo + (hi - lo) / 2;
-    lkv_slice l = {li->files[mid]->largest, li->files[mid]->largest_len};
+    size_t mid = lo + (hi - lo) / 2;
+    lkv_slice l = {files[mid]->largest, files[mid]->largest_len};
     if (lkv_icmp(l, target) < 0) lo = mid + 1; else hi = mid;
   }
-  if (li->cur == NULL || li->idx != lo || li->rc) li_open(li, lo);
-  if (li->cur) li->cur->ops->seek(li->cur, target);
-  li_settle(li, 1);
+  return lo;
 }
 
-static void li_next(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  if (li->cur == NULL) return;
-  li->cur->ops->next(li->cur);
-  li_settle(li, 1);
+static lkv_iiter *level_open(void *arg, size_t i, lkv_iiter *prev) {
+  lkv_fmeta *const *files = arg;
+  if (prev) prev->ops->destroy(prev); /* unpins its table first */
+  return lkv_fmeta_iter(files[i]);
 }
 
-static void li_seek_last(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  li_open(li, li->n - 1);
-  if (li->cur) li->cur->ops->seek_last(li->cur);
-  li_settle(li, 0);
-}
-
-static void li_prev(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  if (li->cur == NULL) return;
-  li->cur->ops->prev(li->cur);
-  li_settle(li, 0);
-}
-
-static int li_valid(const lkv_iiter *it) {
-  const level_iter *li = (const level_iter *)it;
-  return li->rc == 0 && li->cur && li->cur->ops->valid(li->cur);
-}
-
-static lkv_slice li_key(const lkv_iiter *it) {
-  const level_iter *li = (const level_iter *)it;
-  return li->cur->ops->key(li->cur);
-}
-
-static lkv_slice li_value(const lkv_iiter *it) {
-  const level_iter *li = (const level_iter *)it;
-  return li->cur->ops->value(li->cur);
-}
-
-static int li_status(const lkv_iiter *it, lkv_err *err) {
-  const level_iter *li = (const level_iter *)it;
-  if (li->rc) return lkv_errcopy(err, &li->err);
-  return li->cur ? li->cur->ops->status(li->cur, err) : LKV_OK;
-}
-
-static void li_destroy(lkv_iiter *it) {
-  level_iter *li = (level_iter *)it;
-  if (li->cur) li->cur->ops->destroy(li->cur);
-  free(li);
-}
-
-static const lkv_iiter_ops level_iter_ops = {
-    li_seek_first, li_seek,   li_next,    li_valid,     li_key,
-    li_value,      li_status, li_destroy, li_seek_last, li_prev};
+static const lkv_twolevel_index level_index = {level_find, level_open, NULL,
+                                               "level iterator"};
 
 lkv_iiter *lkv_level_iter_new(lkv_fmeta *const *files, int n) {
-  level_iter *li = calloc(1, sizeof *li);
-  if (li == NULL) return NULL;
-  li->base.ops = &level_iter_ops;
-  li->files = files;
-  li->n = n;
-  li->idx = n;
-  return &li->base;
+  /* the files array is read, never written, through arg */
+  return lkv_twolevel_new(&level_index, (void *)files, (size_t)n,
+                          LKV_TWOLEVEL_KEEP_ON_SEEK, NULL, NULL, NULL);
 }
 
 uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
@@ -605,19 +448,4 @@ int lkv_version_add_iters(lkv_version *v, lkv_iiter **its, int *n) {
     its[(*n)++] = it;
   }
   return LKV_OK;
-}
-
-/* ---- superversions --------------------------------------------------- */
-
-void lkv_sv_ref(lkv_sv *s) {
-  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
-}
-
-void lkv_sv_unref(lkv_sv *s) {
-  if (s == NULL) return;
-  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1) return;
-  lkv_mem_unref(s->mem);
-  for (int i = 0; i < s->nimm; i++) lkv_mem_unref(s->imm[i]);
-  lkv_version_unref(s->v);
-  free(s);
 }

@@ -67,10 +67,6 @@ int lkv_wal_reopen(const lkv_env *env, const char *path, uint64_t valid_end,
   return wal_alloc(env, path, fd, valid_end, out, err);
 }
 
-int lkv_wal_add(lkv_wal *w, const char *rec, size_t n, lkv_err *err) {
-  return lkv_wal_add2(w, rec, n, NULL, 0, err);
-}
-
 int lkv_wal_add_marker(lkv_wal *w, uint64_t seq, lkv_err *err) {
   char rec[12];
   lkv_put64(rec, seq);

@@ -23,9 +23,8 @@ int lkv_wal_create(const lkv_env *env, const char *path, lkv_wal **out,
  * end of its last valid record), so new records follow valid data. */
 int lkv_wal_reopen(const lkv_env *env, const char *path, uint64_t valid_end,
                    lkv_wal **out, lkv_err *err);
-/* Frame and buffer one record in memory (no system call). */
-int lkv_wal_add(lkv_wal *w, const char *rec, size_t n, lkv_err *err);
-/* The same for a record given in two pieces (a header and a body). */
+/* Frame and buffer one record, given in two pieces (a header and a body;
+ * either may be empty), in memory: no system call. */
 int lkv_wal_add2(lkv_wal *w, const char *a, size_t an, const char *b,
                  size_t bn, lkv_err *err);
 /* Buffer a marker: a batch of no operations whose seq says where the log

@@ -63,7 +63,7 @@ int lkv_db_create_wal(lkv_db *db, const char *path, uint64_t start_seq,
 /* Freeze the memtable and start a new one with a new WAL. (mu, leader) */
 static int switch_memtable(lkv_db *db, lkv_err *err) {
   char name[256], path[4096];
-  uint64_t number = db->next_file++;
+  uint64_t number = lkv_vset_new_file(&db->vs);
   lkv_wal *w = NULL;
   lkv_mem *m = lkv_mem_new(db->o.max_memtable_size);
   int rc = m ? LKV_OK : lkv_seterr(err, LKV_NOMEM, "new memtable");
@@ -116,7 +116,7 @@ static int make_room(lkv_db *db, int force, lkv_err *err) {
   for (;;) {
     if (db->bg_error) return lkv_errcopy(err, &db->bg_err);
     if (db->shutting_down) return lkv_seterr(err, LKV_CLOSED, "db is closing");
-    int l0 = db->current->n[0];
+    int l0 = db->vs.current->n[0];
     if (allow_delay && l0 >= db->o.l0_slowdown_files) {
       /* a 1 ms pause per write lets compaction catch up smoothly instead
        * of stopping every writer at once when L0 hits the stop mark */
@@ -263,7 +263,7 @@ static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err) {
   lerr.msg[0] = '\0';
   int rc = w->sync_wal ? LKV_OK : make_room(db, w->force_flush, &lerr);
   lkv_writer *last = w;
-  uint64_t first_seq = atomic_load(&db->last_seq) + 1, seq = first_seq;
+  uint64_t first_seq = lkv_vset_last_seq(&db->vs) + 1, seq = first_seq;
   int group = 0;
   if (rc == LKV_OK && !w->force_flush && !w->sync_wal) {
     /* bound the group so a small write does not wait behind a huge one */
@@ -308,10 +308,10 @@ static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err) {
       /* the WAL or memtable may hold part of the group: stop all writes */
       lkv_db_set_bg_error(db, rc, &lerr);
     } else {
-      atomic_store_explicit(&db->last_seq, seq - 1, memory_order_release);
+      lkv_vset_set_last_seq(&db->vs, seq - 1);
     }
   } else if (rc == LKV_OK && w->force_flush) {
-    w->last_seq = atomic_load(&db->last_seq);
+    w->last_seq = lkv_vset_last_seq(&db->vs);
   } else if (rc == LKV_OK && w->sync_wal) {
     rc = sync_wals(db, &lerr);
     /* after a failed fsync the kernel may have dropped the dirty pages:
