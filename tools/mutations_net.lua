@@ -31,8 +31,9 @@ return {
     test = spec("23-replication_spec.lua", "one byte off") },
   { name = "token: /sync served without it",
     file = "c/net/server.c",
-    from = "  if (route == R_APPEND || route == R_SNAPSHOT || route == R_SYNC) {",
-    to = "  if (route == R_APPEND || route == R_SNAPSHOT) {",
+    from = "  if (route == LKVNET_ROUTE_APPEND || route == LKVNET_ROUTE_SNAPSHOT ||\n" ..
+      "      route == LKVNET_ROUTE_SYNC) {",
+    to = "  if (route == LKVNET_ROUTE_APPEND || route == LKVNET_ROUTE_SNAPSHOT) {",
     test = spec("23-replication_spec.lua", "one byte off") },
   { name = "follower: accepts a lower term",
     file = "c/net/follow.c",
@@ -62,12 +63,14 @@ return {
     test = spec("23-replication_spec.lua", "unfinished snapshot install") },
   { name = "node: log compaction ignores live followers' progress",
     file = "c/net/server.c",
-    from = "    if (s->peers[i].state == PEER_UP && s->peers[i].match_index < target)",
+    from = "    if (s->peers[i].state == LKVNET_PEER_UP &&\n" ..
+      "        s->peers[i].match_index < target)",
     to = "    if (0)",
     test = spec("23-replication_spec.lua", "only slow") },
   { name = "node: followers stop forwarding consistent reads",
     file = "c/net/server.c",
-    from = "              (route == R_GET && query_flag(query, \"consistent\")))) {",
+    from = "              (route == LKVNET_ROUTE_GET &&\n" ..
+      "               query_flag(query, \"consistent\")))) {",
     to = "              0)) {",
     test = spec("23-replication_spec.lua", "consistent reads to the leader") },
   { name = "node: a write's reply names another index than its entry's",

@@ -84,8 +84,8 @@ static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
 /* {"ok", "term", "match_index", "last_index"[, "error"]}: 200 when the
  * entries are durable here, 409 when refused (stale term, a log that
  * does not match at prev_index); the leader reads the numbers. */
-void lkvnet_node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
-                       const char *error) {
+void lkvnet_node_reply_append(lkvnet_server *s, lkvnet_held *h, int code,
+                              uint64_t match, const char *error) {
   lkvnet_jbuf b;
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, code == 200 ? "{\"ok\": true" : "{\"ok\": false");
@@ -102,7 +102,7 @@ void lkvnet_node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t matc
 static void answer_now(lkvnet_server *s, struct evhttp_request *req,
                        int route, double start, int code, uint64_t match,
                        const char *error) {
-  Held h;
+  lkvnet_held h;
   lkvnet_node_hold(s, &h, req, route, start, start);
   lkvnet_node_reply_append(s, &h, code, match, error);
 }
@@ -183,16 +183,20 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_entry e;
   char why[160];
   lkv_err err;
-  Waiter *w;
-  if (query_u64(s, req, R_APPEND, start, query, "term", &term) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "prev_index", &prev) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "prev_term", &prev_term) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "commit", &commit) != 0)
+  lkvnet_waiter *w;
+  if (query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "term",
+                &term) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "prev_index",
+                &prev) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "prev_term",
+                &prev_term) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "commit",
+                &commit) != 0)
     return;
-  if ((body = check_frames(s, req, R_APPEND, start, prev, 0, &n, &last)) ==
-      NULL)
+  if ((body = check_frames(s, req, LKVNET_ROUTE_APPEND, start, prev, 0, &n,
+                           &last)) == NULL)
     return;
-  if (follow_term(s, req, R_APPEND, start, term) != 0) return;
+  if (follow_term(s, req, LKVNET_ROUTE_APPEND, start, term) != 0) return;
   if (s->installing) {
     /* a new leader term, or the stream broke: the install starts over */
     s->installing = 0;
@@ -204,7 +208,7 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
   base = lkvnet_rlog_base_index(s->rlog);
   if (s->needs_snapshot) {
     if (prev != 0 || base != 0) {
-      answer_now(s, req, R_APPEND, start, 409, 0,
+      answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
                  "this node needs a snapshot");
       return;
     }
@@ -216,7 +220,8 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
         wipe_engine(s, &err) != LKV_OK ||
         set_marker(s, 0, 1, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
+                              err.msg);
       return;
     }
     lkvnet_node_pending_cut(s, 0);
@@ -224,13 +229,14 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     s->applied_index = s->commit_index = 0;
   }
   if (prev > lkvnet_node_last_index(s)) {
-    answer_now(s, req, R_APPEND, start, 409, 0, "log ends before prev_index");
+    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
+               "log ends before prev_index");
     return;
   }
   if (prev >= base && (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK ||
                        t != prev_term)) {
     /* Raft: refuse; the leader probes one entry back */
-    answer_now(s, req, R_APPEND, start, 409, 0,
+    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
                "log does not match at prev_index");
     return;
   }
@@ -248,7 +254,7 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
                         "it conflicts with one already applied here",
                         (unsigned long long)e.index,
                         (unsigned long long)e.term);
-        lkvnet_node_reply_error(s, req, R_APPEND, start, 500,
+        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500,
                          "the leader's entry %llu "
                          "conflicts with one already applied here",
                          (unsigned long long)e.index);
@@ -258,13 +264,14 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
             (unsigned long long)e.index,
             (unsigned long long)(lkvnet_node_last_index(s) - e.index + 1));
       if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
-        lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
+        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
+                                err.msg);
         return;
       }
       lkvnet_node_pending_cut(s, e.index - 1);
     }
     if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, R_APPEND, start,
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start,
                        lkvnet_node_http_status_of(err.code), "%s", err.msg);
       return;
     }
@@ -273,7 +280,8 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
       /* as on the leader: never apply past an untracked entry */
       lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
                     "index %llu", (unsigned long long)e.index);
-      lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", s->apply_err.msg);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
+                              s->apply_err.msg);
       return;
     }
   }
@@ -282,11 +290,13 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
   if (commit > s->commit_index) s->commit_index = commit;
   lkvnet_node_apply_committed(s);
   if (lkvnet_rlog_durable_index(s->rlog) >= match) {
-    answer_now(s, req, R_APPEND, start, 200, match, NULL);
+    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 200, match, NULL);
     return;
   }
-  if ((w = lkvnet_node_waiter_add(s, req, R_APPEND, start, W_APPEND, match)) == NULL)
-    lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "out of memory");
+  if ((w = lkvnet_node_waiter_add(s, req, LKVNET_ROUTE_APPEND, start,
+                                  LKVNET_WAIT_APPEND, match)) == NULL)
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500,
+                            "out of memory");
 }
 
 /* Delete every user key of the engine in batches (reserved keys, the
@@ -347,7 +357,8 @@ static void install_failed(lkvnet_server *s, struct evhttp_request *req,
                            double start, uint64_t index, const lkv_err *err) {
   lkvnet_node_log(s, "snapshot install at index %llu failed: %s",
                   (unsigned long long)index, err->msg);
-  lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err->msg);
+  lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 500, "%s",
+                          err->msg);
 }
 
 /* POST /snapshot?term&index&snap_term&offset&done, body: (key, value)
@@ -367,16 +378,21 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   char why[160];
   lkv_err err;
   int rc;
-  if (query_u64(s, req, R_SNAPSHOT, start, query, "term", &term) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "index", &index) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "snap_term", &sterm) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "offset", &offset) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "done", &done) != 0)
+  if (query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "term",
+                &term) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "index",
+                &index) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "snap_term",
+                &sterm) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "offset",
+                &offset) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "done",
+                &done) != 0)
     return;
-  if ((body = check_frames(s, req, R_SNAPSHOT, start, offset, 1, &n,
+  if ((body = check_frames(s, req, LKVNET_ROUTE_SNAPSHOT, start, offset, 1, &n,
                            &last)) == NULL)
     return;
-  if (follow_term(s, req, R_SNAPSHOT, start, term) != 0) return;
+  if (follow_term(s, req, LKVNET_ROUTE_SNAPSHOT, start, term) != 0) return;
   err.msg[0] = '\0';
   if (offset == 0) {
     /* begin: nothing in the log past its start or in the engine is kept.
@@ -386,7 +402,8 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_rlog_compact_wait(s->rlog);
     lkvnet_rlog_stats_get(s->rlog, &rs);
     if (index < rs.base_index) {
-      answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot older than "
+      answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409, 0,
+                 "snapshot older than "
                  "this node's log start");
       return;
     }
@@ -410,7 +427,8 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     s->install_got = 0;
   }
   if (!s->installing || s->install_index != index || offset != s->install_got) {
-    answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot chunk out of "
+    answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409, 0,
+               "snapshot chunk out of "
                "order; start again from offset 0");
     return;
   }
@@ -451,7 +469,7 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_node_log(s, "snapshot installed: index %llu, %llu keys",
           (unsigned long long)index, (unsigned long long)s->install_got);
   }
-  answer_now(s, req, R_SNAPSHOT, start, 200, done ? index : 0, NULL);
+  answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 200, done ? index : 0, NULL);
 }
 
 static const char *op_name(int op) {
@@ -474,7 +492,8 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
   int rc, lfound;
   size_t ll;
   char *lim;
-  if (query_u64(s, req, R_SYNC, start, query, "from_index", &from) != 0)
+  if (query_u64(s, req, LKVNET_ROUTE_SYNC, start, query, "from_index",
+                &from) != 0)
     return;
   lim = lkvnet_node_query_param(query, "limit", &ll, &lfound);
   if (lfound) {
@@ -482,8 +501,10 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
     if (lim == NULL || lkvnet_node_parse_limit(lim, &l) != 0 || l < 1 ||
         l > LKVNET_SYNC_MAX_ENTRIES) {
       free(lim);
-      lkvnet_node_reply_error(s, req, R_SYNC, start, 400, "limit must be an integer "
-                       "from 1 to %d", LKVNET_SYNC_MAX_ENTRIES);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SYNC, start, 400,
+                              "limit must be an integer "
+                              "from 1 to %d",
+                              LKVNET_SYNC_MAX_ENTRIES);
       return;
     }
     limit = (uint64_t)l;
@@ -498,15 +519,15 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
                         "\"base_index\": ");
     lkvnet_jbuf_u64(&b, rs.base_index);
     lkvnet_jbuf_lit(&b, "}");
-    lkvnet_node_reply_json(s, req, R_SYNC, start, 410, &b);
+    lkvnet_node_reply_json(s, req, LKVNET_ROUTE_SYNC, start, 410, &b);
     return;
   }
   err.msg[0] = '\0';
   rc = lkvnet_rlog_read(s->rlog, from, LKVNET_SCAN_MAX_BYTES, &frames, &len,
                         &to, &err);
   if (rc != LKV_OK) {
-    lkvnet_node_reply_error(s, req, R_SYNC, start, lkvnet_node_http_status_of(rc), "%s",
-                     err.msg);
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SYNC, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
     return;
   }
   memset(&b, 0, sizeof b);
@@ -540,5 +561,5 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_u64(&b, s->commit_index);
   lkvnet_jbuf_lit(&b, from + i <= rs.last_index ? ", \"more\": true}"
                                                 : ", \"more\": false}");
-  lkvnet_node_reply_json(s, req, R_SYNC, start, 200, &b);
+  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_SYNC, start, 200, &b);
 }

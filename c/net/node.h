@@ -15,11 +15,15 @@
 #include "lkvnet.h"
 #include "rlog.h"
 
-enum { R_SET, R_DELETE, R_GET, R_SCAN, R_STATUS, R_STATS, R_HEALTH,
-       R_METRICS, R_KV, R_APPEND, R_SNAPSHOT, R_SYNC, R_OTHER, NROUTES };
+enum {
+  LKVNET_ROUTE_SET, LKVNET_ROUTE_DELETE, LKVNET_ROUTE_GET, LKVNET_ROUTE_SCAN,
+  LKVNET_ROUTE_STATUS, LKVNET_ROUTE_STATS, LKVNET_ROUTE_HEALTH,
+  LKVNET_ROUTE_METRICS, LKVNET_ROUTE_KV, LKVNET_ROUTE_APPEND,
+  LKVNET_ROUTE_SNAPSHOT, LKVNET_ROUTE_SYNC, LKVNET_ROUTE_OTHER, LKVNET_NROUTES
+};
 /* The metrics' shape (the tables are in server.c) */
-#define NSTATUS 11  /* status codes counted one by one */
-#define NBUCKETS 13 /* latency histogram buckets */
+#define LKVNET_NSTATUS 11  /* status codes counted one by one */
+#define LKVNET_NBUCKETS 13 /* latency histogram buckets */
 
 /* Every request the node holds past its handler (a write waiting for its
  * commit, a follower's /append waiting for its sync, a consistent read, a
@@ -27,46 +31,46 @@ enum { R_SET, R_DELETE, R_GET, R_SCAN, R_STATUS, R_STATS, R_HEALTH,
  * are still owed (s->waiting). A client that hangs up meanwhile costs
  * nothing special: libevent keeps the request until it is answered, and
  * the answer then only frees it. */
-typedef struct Held {
+typedef struct lkvnet_held {
   struct evhttp_request *req; /* NULL once answered or gone */
   lkvnet_server *s;
   int route;
   double start, deadline;
-} Held;
+} lkvnet_held;
 
 /* A log entry between append and apply, with the write waiting for it (a
  * leader's client request; none on followers or for entries found at
  * start-up). */
-typedef struct Pending {
-  Held h;
-  struct Pending *next;
+typedef struct lkvnet_pending {
+  lkvnet_held h;
+  struct lkvnet_pending *next;
   uint64_t index;
   int op;
   char *key, *val;
   size_t klen, vlen;
-} Pending;
+} lkvnet_pending;
 
 /* A request waiting for an index: a follower's /append for its fdatasync
  * (target = the match index it will report), a leader's consistent read
  * for its apply (target = the commit index when it came). */
-enum { W_APPEND, W_READ };
-typedef struct Waiter {
-  Held h;
-  struct Waiter *next;
+enum { LKVNET_WAIT_APPEND, LKVNET_WAIT_READ };
+typedef struct lkvnet_waiter {
+  lkvnet_held h;
+  struct lkvnet_waiter *next;
   int kind;
   uint64_t target;
-  char *key; /* W_READ */
+  char *key; /* LKVNET_WAIT_READ */
   size_t klen;
-} Waiter;
+} lkvnet_waiter;
 
-enum { PEER_UNKNOWN, PEER_UP, PEER_DOWN };
+enum { LKVNET_PEER_UNKNOWN, LKVNET_PEER_UP, LKVNET_PEER_DOWN };
 
 /* The leader's view of one follower (Raft's nextIndex/matchIndex). One
  * request is in flight per follower at a time, carrying every entry
  * appended since the last one (up to LKVNET_APPEND_MAX_BYTES): while it
  * travels and the follower syncs, new writes gather for the next batch,
  * so a batch grows with the load instead of the round trips. */
-typedef struct Peer {
+typedef struct lkvnet_peer {
   lkvnet_server *s;
   char *url, *hostport;
   struct evhttp_connection *conn;
@@ -82,21 +86,22 @@ typedef struct Peer {
   uint64_t snap_index, snap_term, snap_sent, snap_chunk;
   int snap_done;
   uint64_t snapshots_sent;
-} Peer;
+} lkvnet_peer;
 
 /* The client connections (conns.c): each is in the list of its phase,
  * oldest first. NEW: accepted, not yet set up by evhttp; READING: its
  * request has begun (or it was just accepted), read_timeout_ms applies;
  * HANDLING: the node has the request (held or being answered); IDLE: a
  * keep-alive connection between requests, idle_timeout_ms applies. */
-enum { CONN_NEW, CONN_READING, CONN_HANDLING, CONN_IDLE, NCONNPHASES };
-typedef struct Conn Conn;
-typedef struct ConnList {
-  Conn *head, *tail;
-} ConnList;
-typedef struct NodeConns {
-  ConnList lists[NCONNPHASES];
-  Conn **by_fd;          /* open connections by descriptor */
+enum { LKVNET_CONN_NEW, LKVNET_CONN_READING, LKVNET_CONN_HANDLING,
+       LKVNET_CONN_IDLE, LKVNET_NCONN_PHASES };
+typedef struct lkvnet_conn lkvnet_conn;
+typedef struct lkvnet_conn_list {
+  lkvnet_conn *head, *tail;
+} lkvnet_conn_list;
+typedef struct lkvnet_conns {
+  lkvnet_conn_list lists[LKVNET_NCONN_PHASES];
+  lkvnet_conn **by_fd;   /* open connections by descriptor */
   size_t by_fd_cap;
   size_t open;           /* accepted and not yet closed (the cap's count) */
   struct event *resolve_ev, *retry_ev, *tick_ev;
@@ -111,7 +116,7 @@ typedef struct NodeConns {
   double failing_since, last_failure, last_log, full_logged;
   /* metrics */
   uint64_t accept_errors, read_timeouts, idle_timeouts;
-} NodeConns;
+} lkvnet_conns;
 
 struct lkvnet_server {
   char *data_dir, *host, *my_url, *leader_url, *token;
@@ -125,7 +130,7 @@ struct lkvnet_server {
   int write_timeout_ms, heartbeat_ms;
   int read_timeout_ms, idle_timeout_ms;
   size_t max_conns;
-  NodeConns conns;
+  lkvnet_conns conns;
   /* test hook (LUNAKV_TEST_COMPACTION_GATE): a log compaction waits while
    * this file exists, before it touches the disk; NULL: none. Fixed at
    * open: the compaction's thread reads it too. */
@@ -149,17 +154,17 @@ struct lkvnet_server {
 
   uint64_t term, commit_index, applied_index;
   uint64_t term_start; /* leader: index of its term's no-op (0: none) */
-  Pending *head, *tail; /* in index order */
-  size_t pending_bytes;  /* keys and values held in the pending list */
+  lkvnet_pending *head, *tail; /* in index order */
+  size_t pending_bytes; /* keys and values held in the pending list */
   size_t max_uncommitted;
-  Waiter *waiters;
-  size_t waiting;       /* Held requests not yet answered */
+  lkvnet_waiter *waiters;
+  size_t waiting;       /* held requests not yet answered */
   int draining;
   double drained_at;    /* when a drain's last held request was answered */
   lkv_err apply_err;    /* sticky: the engine refused an apply */
 
   /* leader */
-  Peer *peers;
+  lkvnet_peer *peers;
   size_t npeers;
   uint64_t compactions;
   uint64_t compact_index, compact_term; /* of the compaction running */
@@ -175,10 +180,11 @@ struct lkvnet_server {
   int installing;
 
   /* metrics */
-  uint64_t requests[NROUTES][NSTATUS + 1]; /* +1: any other status */
-  uint64_t hist[NROUTES][NBUCKETS];
-  double lat_sum[NROUTES];
-  uint64_t lat_count[NROUTES];
+  /* +1: any other status */
+  uint64_t requests[LKVNET_NROUTES][LKVNET_NSTATUS + 1];
+  uint64_t hist[LKVNET_NROUTES][LKVNET_NBUCKETS];
+  double lat_sum[LKVNET_NROUTES];
+  uint64_t lat_count[LKVNET_NROUTES];
 };
 
 /* ---- server.c, for repl.c and follow.c -------------------------------- */
@@ -208,9 +214,11 @@ int lkvnet_node_http_status_of(int lkv_code); /* an LKV_* code's HTTP status */
 void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
                            size_t n);
 /* Hold a request past its handler (s->waiting counts it until answered). */
-void lkvnet_node_hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
-               int route, double start, double deadline);
-void lkvnet_node_held_json(Held *h, int code, lkvnet_jbuf *b); /* answer, free b */
+void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h,
+                      struct evhttp_request *req, int route, double start,
+                      double deadline);
+/* Answer a held request (unless it is gone); frees b either way. */
+void lkvnet_node_held_json(lkvnet_held *h, int code, lkvnet_jbuf *b);
 /* Track a log entry until it is applied; 0, or -1 when out of memory. */
 int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
                       const char *key, size_t klen, const char *val,
@@ -219,10 +227,11 @@ int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
 void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index);
 /* Apply the committed entries (a follower: only those durable here). */
 void lkvnet_node_apply_committed(lkvnet_server *s);
-/* Hold a request until index target (W_APPEND: durable; W_READ: applied);
- * NULL when out of memory. */
-Waiter *lkvnet_node_waiter_add(lkvnet_server *s, struct evhttp_request *req,
-                        int route, double start, int kind, uint64_t target);
+/* Hold a request until index target (LKVNET_WAIT_APPEND: durable;
+ * LKVNET_WAIT_READ: applied); NULL when out of memory. */
+lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s,
+                                      struct evhttp_request *req, int route,
+                                      double start, int kind, uint64_t target);
 /* Query parameter name, URL-decoded, malloc'd (NULL: absent, or out of
  * memory when *found). */
 char *lkvnet_node_query_param(const char *query, const char *name, size_t *len,
@@ -256,8 +265,8 @@ void lkvnet_node_peers_kick(lkvnet_server *s);
  * /append (serve_waiters, once its entries are durable). */
 int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req, int route,
                     double start);
-void lkvnet_node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
-                       const char *error);
+void lkvnet_node_reply_append(lkvnet_server *s, lkvnet_held *h, int code,
+                              uint64_t match, const char *error);
 void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
                        const char *query, double start);
 void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,

@@ -14,10 +14,10 @@
 #include "node.h"
 #include "rlog.h"
 
-static void peer_log_state(lkvnet_server *s, Peer *p, int state,
+static void peer_log_state(lkvnet_server *s, lkvnet_peer *p, int state,
                            const char *why) {
   if (p->state == state) return;
-  if (state == PEER_UP)
+  if (state == LKVNET_PEER_UP)
     lkvnet_node_log(s, "peer %s up (match index %llu)", p->url,
           (unsigned long long)p->match_index);
   else
@@ -25,11 +25,11 @@ static void peer_log_state(lkvnet_server *s, Peer *p, int state,
   p->state = state;
 }
 
-static void peer_failed(lkvnet_server *s, Peer *p, const char *why) {
+static void peer_failed(lkvnet_server *s, lkvnet_peer *p, const char *why) {
   double t = lkvnet_node_now();
   p->failures++;
   snprintf(p->last_error, sizeof p->last_error, "%s", why);
-  peer_log_state(s, p, PEER_DOWN, why);
+  peer_log_state(s, p, LKVNET_PEER_DOWN, why);
   /* back off: 50 ms doubling to 1 s, so a dead follower costs little */
   p->backoff = p->backoff <= 0 ? 0.05 : p->backoff * 2;
   if (p->backoff > 1.0) p->backoff = 1.0;
@@ -40,7 +40,7 @@ static void peer_failed(lkvnet_server *s, Peer *p, const char *why) {
   }
 }
 
-static struct evhttp_request *peer_request(lkvnet_server *s, Peer *p,
+static struct evhttp_request *peer_request(lkvnet_server *s, lkvnet_peer *p,
                                            void (*cb)(struct evhttp_request *,
                                                       void *)) {
   struct evhttp_request *r = evhttp_request_new(cb, p);
@@ -100,11 +100,11 @@ static void free_frames(const void *data, size_t len, void *extra) {
   free((void *)data);
 }
 
-static void peer_send(lkvnet_server *s, Peer *p);
+static void peer_send(lkvnet_server *s, lkvnet_peer *p);
 
 /* A follower answered (or failed to answer) an /append. */
 static void on_append_reply(struct evhttp_request *r, void *arg) {
-  Peer *p = arg;
+  lkvnet_peer *p = arg;
   lkvnet_server *s = p->s;
   PeerAnswer a;
   p->inflight = 0;
@@ -117,7 +117,7 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
   if (a.ok) {
     if (a.match_index > p->match_index) p->match_index = a.match_index;
     p->next_index = a.match_index + 1;
-    peer_log_state(s, p, PEER_UP, NULL);
+    peer_log_state(s, p, LKVNET_PEER_UP, NULL);
     lkvnet_node_advance_commit(s);
   } else {
     /* a refusal: its log ends earlier or differs at prev_index; back up
@@ -146,13 +146,13 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
       p->match_index = a.last_index;
     }
     p->next_index = nx;
-    peer_log_state(s, p, PEER_UP, NULL);
+    peer_log_state(s, p, LKVNET_PEER_UP, NULL);
   }
   peer_send(s, p);
 }
 
 static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
-  Peer *p = arg;
+  lkvnet_peer *p = arg;
   lkvnet_server *s = p->s;
   PeerAnswer a;
   p->inflight = 0;
@@ -179,7 +179,7 @@ static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
 
 /* The next chunk of the snapshot stream: pairs from the engine iterator,
  * as log frames (op set, index = the pair's number in the stream). */
-static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
+static void peer_send_snapshot(lkvnet_server *s, lkvnet_peer *p) {
   struct evhttp_request *r;
   struct evbuffer *out;
   char uri[256];
@@ -259,7 +259,7 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
 
 /* Send what the follower lacks, the commit index when it moved, or a
  * heartbeat when it has been quiet; nothing while a request is out. */
-static void peer_send(lkvnet_server *s, Peer *p) {
+static void peer_send(lkvnet_server *s, lkvnet_peer *p) {
   uint64_t base = lkvnet_rlog_base_index(s->rlog);
   struct evhttp_request *r;
   unsigned char *frames = NULL;
@@ -272,7 +272,7 @@ static void peer_send(lkvnet_server *s, Peer *p) {
    * need their majority */
   if (p->inflight || t < p->retry_at) return;
   if (p->snap != NULL ||
-      (p->next_index <= base && p->state == PEER_UP)) {
+      (p->next_index <= base && p->state == LKVNET_PEER_UP)) {
     peer_send_snapshot(s, p);
     return;
   }

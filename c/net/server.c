@@ -38,27 +38,27 @@
 ** State (the types are in node.h)
 ** ======================================================================= */
 
-static const char *const route_names[NROUTES] = {
+static const char *const route_names[LKVNET_NROUTES] = {
     "/set", "/delete", "/get", "/scan", "/status", "/stats", "/health",
     "/metrics", "/kv", "/append", "/snapshot", "/sync", "other"};
 
 static const int status_codes[] = {200, 400, 401, 403, 404, 405,
                                    409, 410, 413, 500, 503};
-_Static_assert(sizeof status_codes / sizeof status_codes[0] == NSTATUS,
-               "NSTATUS in node.h");
+_Static_assert(sizeof status_codes / sizeof status_codes[0] == LKVNET_NSTATUS,
+               "LKVNET_NSTATUS in node.h");
 
 static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                  0.05,   0.1,   0.25,   0.5,   1,    2.5, 5};
-_Static_assert(sizeof buckets / sizeof buckets[0] == NBUCKETS,
-               "NBUCKETS in node.h");
+_Static_assert(sizeof buckets / sizeof buckets[0] == LKVNET_NBUCKETS,
+               "LKVNET_NBUCKETS in node.h");
 
 static const char *const peer_states[] = {"unknown", "up", "down"};
-_Static_assert(sizeof peer_states / sizeof *peer_states == PEER_DOWN + 1,
+_Static_assert(sizeof peer_states / sizeof *peer_states == LKVNET_PEER_DOWN + 1,
                "a name for every peer state of node.h");
 
 /* A request a follower passes to the leader, waiting for its answer. */
 typedef struct Fwd {
-  Held h;
+  lkvnet_held h;
   size_t conn; /* index in s->fwd */
 } Fwd;
 
@@ -113,10 +113,10 @@ static const char *reason(int code) {
 static void count(lkvnet_server *s, int route, int code, double start) {
   size_t i;
   double d = lkvnet_node_now() - start;
-  for (i = 0; i < NSTATUS; i++)
+  for (i = 0; i < LKVNET_NSTATUS; i++)
     if (status_codes[i] == code) break;
   s->requests[route][i]++;
-  for (i = 0; i < NBUCKETS; i++)
+  for (i = 0; i < LKVNET_NBUCKETS; i++)
     if (d <= buckets[i]) s->hist[route][i]++;
   s->lat_sum[route] += d;
   s->lat_count[route]++;
@@ -208,8 +208,9 @@ void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *
 ** Held requests
 ** ======================================================================= */
 
-void lkvnet_node_hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
-               int route, double start, double deadline) {
+void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h,
+                      struct evhttp_request *req, int route, double start,
+                      double deadline) {
   h->req = req;
   h->s = s;
   h->route = route;
@@ -219,7 +220,7 @@ void lkvnet_node_hold(lkvnet_server *s, Held *h, struct evhttp_request *req,
 }
 
 /* Take the request back to answer it (NULL when it is gone already). */
-static struct evhttp_request *unhold(Held *h) {
+static struct evhttp_request *unhold(lkvnet_held *h) {
   struct evhttp_request *req = h->req;
   if (req == NULL) return NULL;
   h->req = NULL;
@@ -227,9 +228,9 @@ static struct evhttp_request *unhold(Held *h) {
   return req;
 }
 
-static void held_error(Held *h, int code, const char *fmt, ...)
+static void held_error(lkvnet_held *h, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void held_error(Held *h, int code, const char *fmt, ...) {
+static void held_error(lkvnet_held *h, int code, const char *fmt, ...) {
   char msg[512];
   va_list ap;
   struct evhttp_request *req = unhold(h);
@@ -240,7 +241,7 @@ static void held_error(Held *h, int code, const char *fmt, ...) {
   lkvnet_node_reply_error(h->s, req, h->route, h->start, code, "%s", msg);
 }
 
-void lkvnet_node_held_json(Held *h, int code, lkvnet_jbuf *b) {
+void lkvnet_node_held_json(lkvnet_held *h, int code, lkvnet_jbuf *b) {
   struct evhttp_request *req = unhold(h);
   if (req == NULL) lkvnet_jbuf_free(b);
   else lkvnet_node_reply_json(h->s, req, h->route, h->start, code, b);
@@ -252,7 +253,7 @@ void lkvnet_node_held_json(Held *h, int code, lkvnet_jbuf *b) {
 ** The commit path: append -> durable on a majority -> apply -> reply
 ** ======================================================================= */
 
-static void pending_free(lkvnet_server *s, Pending *p) {
+static void pending_free(lkvnet_server *s, lkvnet_pending *p) {
   s->pending_bytes -= p->klen + p->vlen;
   free(p->key);
   free(p->val);
@@ -262,7 +263,7 @@ static void pending_free(lkvnet_server *s, Pending *p) {
 int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
                       const char *key, size_t klen, const char *val,
                       size_t vlen) {
-  Pending *p = calloc(1, sizeof *p);
+  lkvnet_pending *p = calloc(1, sizeof *p);
   if (p == NULL) return -1;
   p->key = malloc(klen ? klen : 1);
   p->val = malloc(vlen ? vlen : 1);
@@ -287,7 +288,7 @@ int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
 
 /* Forget pending entries after index (a follower cut its log there). */
 void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index) {
-  Pending **pp = &s->head, *p;
+  lkvnet_pending **pp = &s->head, *p;
   s->tail = NULL;
   while ((p = *pp) != NULL && p->index <= index) {
     s->tail = p;
@@ -295,7 +296,7 @@ void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index) {
   }
   *pp = NULL;
   while (p != NULL) {
-    Pending *next = p->next;
+    lkvnet_pending *next = p->next;
     held_error(&p->h, 503, "index %llu was replaced by the leader's log",
                (unsigned long long)p->index);
     pending_free(s, p);
@@ -335,7 +336,8 @@ static uint64_t majority_index(lkvnet_server *s) {
 }
 
 /* Apply one committed entry and the new applied index atomically. */
-static int apply_entry(lkvnet_server *s, const Pending *p, lkv_err *err) {
+static int apply_entry(lkvnet_server *s, const lkvnet_pending *p,
+                       lkv_err *err) {
   unsigned char idx[8];
   int i, rc = LKV_OK;
   uint64_t seq;
@@ -364,7 +366,7 @@ void lkvnet_node_apply_committed(lkvnet_server *s) {
     if (durable < limit) limit = durable;
   }
   while (s->head != NULL && s->head->index <= limit) {
-    Pending *p = s->head;
+    lkvnet_pending *p = s->head;
     int rc = LKV_OK;
     lkv_err err;
     err.msg[0] = '\0';
@@ -393,7 +395,7 @@ void lkvnet_node_apply_committed(lkvnet_server *s) {
   }
   /* whatever still waits after an apply failure gets its answer now */
   if (s->apply_err.code != LKV_OK) {
-    Pending *p;
+    lkvnet_pending *p;
     for (p = s->head; p != NULL; p = p->next)
       held_error(&p->h, 500, "index %llu is durable in the log but the "
                  "engine refused it: %s", (unsigned long long)p->index,
@@ -446,7 +448,8 @@ static void maybe_compact(lkvnet_server *s) {
   base = lkvnet_rlog_base_index(s->rlog);
   if (target <= base || target - base < s->compaction_threshold) return;
   for (i = 0; i < s->npeers; i++)
-    if (s->peers[i].state == PEER_UP && s->peers[i].match_index < target)
+    if (s->peers[i].state == LKVNET_PEER_UP &&
+        s->peers[i].match_index < target)
       target = s->peers[i].match_index;
   if (target <= base || target - base < s->compaction_threshold) return;
   err.msg[0] = '\0';
@@ -489,7 +492,7 @@ static void read_local(lkvnet_server *s, struct evhttp_request *req,
 /* Answer what waited for the log's sync (a follower's /append) or for an
  * apply (a consistent read). */
 static void serve_waiters(lkvnet_server *s) {
-  Waiter **pp = &s->waiters, *w;
+  lkvnet_waiter **pp = &s->waiters, *w;
   uint64_t durable;
   if (s->waiters == NULL) return; /* the usual case, on every apply */
   durable = lkvnet_rlog_durable_index(s->rlog);
@@ -497,10 +500,10 @@ static void serve_waiters(lkvnet_server *s) {
     int done = 0;
     if (w->h.req == NULL) {
       done = 1;
-    } else if (w->kind == W_APPEND && durable >= w->target) {
+    } else if (w->kind == LKVNET_WAIT_APPEND && durable >= w->target) {
       lkvnet_node_reply_append(s, &w->h, 200, w->target, NULL);
       done = 1;
-    } else if (w->kind == W_READ && s->applied_index >= w->target) {
+    } else if (w->kind == LKVNET_WAIT_READ && s->applied_index >= w->target) {
       struct evhttp_request *req = unhold(&w->h);
       if (req) read_local(s, req, w->h.route, w->h.start, w->key, w->klen);
       done = 1;
@@ -515,10 +518,10 @@ static void serve_waiters(lkvnet_server *s) {
   }
 }
 
-Waiter *lkvnet_node_waiter_add(lkvnet_server *s, struct evhttp_request *req,
-                        int route, double start, int kind,
-                        uint64_t target) {
-  Waiter *w = calloc(1, sizeof *w);
+lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s,
+                                      struct evhttp_request *req, int route,
+                                      double start, int kind, uint64_t target) {
+  lkvnet_waiter *w = calloc(1, sizeof *w);
   if (w == NULL) return NULL;
   w->kind = kind;
   w->target = target;
@@ -538,14 +541,14 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
   }
   compaction_poll(s);
   if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
-    Pending *p;
-    Waiter *w;
+    lkvnet_pending *p;
+    lkvnet_waiter *w;
     uint64_t durable = lkvnet_rlog_durable_index(s->rlog);
     for (p = s->head; p != NULL; p = p->next)
       if (p->index > durable)
         held_error(&p->h, 500, "the replication log failed: %s", err.msg);
     for (w = s->waiters; w != NULL; w = w->next)
-      if (w->kind == W_APPEND)
+      if (w->kind == LKVNET_WAIT_APPEND)
         held_error(&w->h, 500, "the replication log failed: %s", err.msg);
   }
   lkvnet_node_advance_commit(s);
@@ -645,8 +648,8 @@ static void drain_step(lkvnet_server *s) {
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_server *s = arg;
   double t = lkvnet_node_now();
-  Pending *p;
-  Waiter *w;
+  lkvnet_pending *p;
+  lkvnet_waiter *w;
   (void)fd;
   (void)what;
   for (p = s->head; p != NULL && s->waiting > 0; p = p->next) {
@@ -659,7 +662,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   }
   for (w = s->waiters; w != NULL; w = w->next) {
     if (w->h.req == NULL || t < w->h.deadline) continue;
-    if (w->kind == W_READ)
+    if (w->kind == LKVNET_WAIT_READ)
       held_error(&w->h, 503, "consistent read: index %llu not applied "
                  "within %d ms", (unsigned long long)w->target,
                  s->write_timeout_ms);
@@ -911,9 +914,9 @@ static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   if ((k = need_string(s, req, route, start, &o, "key")) != NULL &&
-      (route == R_DELETE ||
+      (route == LKVNET_ROUTE_DELETE ||
        (v = need_string(s, req, route, start, &o, "value")) != NULL)) {
-    if (route == R_SET)
+    if (route == LKVNET_ROUTE_SET)
       write_begin(s, req, route, start, LKVNET_OP_SET, k->str, k->len, v->str,
                   v->len);
     else
@@ -958,28 +961,32 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
   int found;
   char *key = lkvnet_node_query_param(query, "key", &klen, &found);
   uint64_t target = s->commit_index;
-  Waiter *w;
+  lkvnet_waiter *w;
   if (key == NULL) {
-    if (found) lkvnet_node_reply_error(s, req, R_GET, start, 500, "out of memory");
-    else lkvnet_node_reply_error(s, req, R_GET, start, 400,
+    if (found)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 500,
+                              "out of memory");
+    else lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 400,
                           "missing query parameter \"key\"");
     return;
   }
   if (lkvnet_node_is_reserved(key, klen)) {
     free(key);
-    lkvnet_node_reply_error(s, req, R_GET, start, 400,
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 400,
                      "keys starting with \\xff\\xfflunakv/ are reserved");
     return;
   }
   if (consistent && s->term_start > target) target = s->term_start;
   if (!consistent || s->applied_index >= target) {
-    read_local(s, req, R_GET, start, key, klen);
+    read_local(s, req, LKVNET_ROUTE_GET, start, key, klen);
     free(key);
     return;
   }
-  if ((w = lkvnet_node_waiter_add(s, req, R_GET, start, W_READ, target)) == NULL) {
+  if ((w = lkvnet_node_waiter_add(s, req, LKVNET_ROUTE_GET, start,
+                                  LKVNET_WAIT_READ, target)) == NULL) {
     free(key);
-    lkvnet_node_reply_error(s, req, R_GET, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 500,
+                            "out of memory");
     return;
   }
   w->key = key;
@@ -1010,20 +1017,21 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
   int more = 0;
   memset(&b, 0, sizeof b);
   if ((fa && !a) || (fb && !bnd) || (fl && !lim)) {
-    lkvnet_node_reply_error(s, req, R_SCAN, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SCAN, start, 500,
+                            "out of memory");
     goto done;
   }
   if (lim != NULL && (lkvnet_node_parse_limit(lim, &limit) != 0 || limit < 1 ||
                       limit > LKVNET_SCAN_MAX_LIMIT)) {
-    lkvnet_node_reply_error(s, req, R_SCAN, start, 400,
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SCAN, start, 400,
                      "limit must be an integer from 1 to %d",
                      LKVNET_SCAN_MAX_LIMIT);
     goto done;
   }
   err.msg[0] = '\0';
   if ((rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, &err)) != LKV_OK) {
-    lkvnet_node_reply_error(s, req, R_SCAN, start, lkvnet_node_http_status_of(rc), "%s",
-                     err.msg);
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SCAN, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
     goto done;
   }
   if (a != NULL) lkv_iter_seek(it, a, alen);
@@ -1048,12 +1056,12 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
   }
   if ((rc = lkv_iter_status(it, &err)) != LKV_OK) {
     lkvnet_jbuf_free(&b);
-    lkvnet_node_reply_error(s, req, R_SCAN, start, lkvnet_node_http_status_of(rc), "%s",
-                     err.msg);
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SCAN, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
     goto done;
   }
   lkvnet_jbuf_lit(&b, more ? "], \"more\": true}" : "], \"more\": false}");
-  lkvnet_node_reply_json(s, req, R_SCAN, start, 200, &b);
+  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_SCAN, start, 200, &b);
 done:
   if (it != NULL) lkv_iter_free(it);
   free(a);
@@ -1103,7 +1111,7 @@ static void route_status(lkvnet_server *s, struct evhttp_request *req,
     double t = lkvnet_node_now();
     lkvnet_jbuf_lit(&b, ", \"followers\": [");
     for (i = 0; i < s->npeers; i++) {
-      Peer *p = &s->peers[i];
+      lkvnet_peer *p = &s->peers[i];
       lkvnet_jbuf_lit(&b, i ? ", {\"url\": " : "{\"url\": ");
       lkvnet_jbuf_str(&b, p->url, strlen(p->url));
       lkvnet_jbuf_lit(&b, ", \"state\": \"");
@@ -1117,7 +1125,7 @@ static void route_status(lkvnet_server *s, struct evhttp_request *req,
              p->last_contact > 0 ? (uint64_t)((t - p->last_contact) * 1000)
                                  : 0);
       jfield(&b, "snapshots_sent", p->snapshots_sent);
-      if (p->state == PEER_DOWN) {
+      if (p->state == LKVNET_PEER_DOWN) {
         lkvnet_jbuf_lit(&b, ", \"error\": ");
         lkvnet_jbuf_str(&b, p->last_error, strlen(p->last_error));
       }
@@ -1128,7 +1136,7 @@ static void route_status(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_jbuf_lit(&b, ", \"needs_snapshot\": true");
   }
   lkvnet_jbuf_lit(&b, "}");
-  lkvnet_node_reply_json(s, req, R_STATUS, start, 200, &b);
+  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_STATUS, start, 200, &b);
 }
 
 static void jlevels(lkvnet_jbuf *b, const char *name, const uint64_t *v) {
@@ -1196,7 +1204,7 @@ static void route_stats(lkvnet_server *s, struct evhttp_request *req,
   jfield(&b, "bytes", rs.bytes);
   jfield(&b, "dropped_bytes", rs.dropped_bytes);
   lkvnet_jbuf_lit(&b, "}}");
-  lkvnet_node_reply_json(s, req, R_STATS, start, 200, &b);
+  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_STATS, start, 200, &b);
 }
 
 static void route_health(lkvnet_server *s, struct evhttp_request *req,
@@ -1205,7 +1213,7 @@ static void route_health(lkvnet_server *s, struct evhttp_request *req,
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, s->leader ? "{\"ok\": true, \"role\": \"leader\"}"
                                 : "{\"ok\": true, \"role\": \"follower\"}");
-  lkvnet_node_reply_json(s, req, R_HEALTH, start, 200, &b);
+  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_HEALTH, start, 200, &b);
 }
 
 static void mline(lkvnet_jbuf *b, const char *fmt, ...)
@@ -1222,7 +1230,7 @@ static void mline(lkvnet_jbuf *b, const char *fmt, ...) {
 }
 
 /* One per-follower counter family: lunakv_replication_<name>_total
- * {follower="url"}, read from the uint64_t at `field` in each Peer. */
+ * {follower="url"}, read from the uint64_t at `field` in each lkvnet_peer. */
 static void peer_counters(lkvnet_jbuf *b, const lkvnet_server *s,
                           const char *name, const char *help, size_t field) {
   size_t i;
@@ -1248,19 +1256,19 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_rlog_stats_get(s->rlog, &rs);
   mline(&b, "# HELP lunakv_http_requests_total HTTP requests answered, by "
             "route and status.\n# TYPE lunakv_http_requests_total counter\n");
-  for (r = 0; r < NROUTES; r++)
-    for (i = 0; i <= NSTATUS; i++)
+  for (r = 0; r < LKVNET_NROUTES; r++)
+    for (i = 0; i <= LKVNET_NSTATUS; i++)
       if (s->requests[r][i])
         mline(&b, "lunakv_http_requests_total{route=\"%s\",code=\"%s%d\"} "
-                  "%llu\n", route_names[r], i < NSTATUS ? "" : "other",
-              i < NSTATUS ? status_codes[i] : 0,
+                  "%llu\n", route_names[r], i < LKVNET_NSTATUS ? "" : "other",
+              i < LKVNET_NSTATUS ? status_codes[i] : 0,
               (unsigned long long)s->requests[r][i]);
   mline(&b, "# HELP lunakv_http_request_duration_seconds Time from request "
             "to reply (writes include the commit).\n"
             "# TYPE lunakv_http_request_duration_seconds histogram\n");
-  for (r = 0; r < NROUTES; r++) {
+  for (r = 0; r < LKVNET_NROUTES; r++) {
     if (s->lat_count[r] == 0) continue;
-    for (i = 0; i < NBUCKETS; i++)
+    for (i = 0; i < LKVNET_NBUCKETS; i++)
       mline(&b, "lunakv_http_request_duration_seconds_bucket{route=\"%s\","
                 "le=\"%g\"} %llu\n", route_names[r], buckets[i],
             (unsigned long long)s->hist[r][i]);
@@ -1313,14 +1321,14 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
               "# TYPE lunakv_replication_follower_up gauge\n");
     for (i = 0; i < s->npeers; i++)
       mline(&b, "lunakv_replication_follower_up{follower=\"%s\"} %d\n",
-            s->peers[i].url, s->peers[i].state == PEER_UP);
+            s->peers[i].url, s->peers[i].state == LKVNET_PEER_UP);
     /* appends per entry sent: how much the batching saves */
     peer_counters(&b, s, "entries_sent", "Entries sent to a follower.",
-                  offsetof(Peer, entries_sent));
+                  offsetof(lkvnet_peer, entries_sent));
     peer_counters(&b, s, "appends", "/append requests sent to a follower "
-                  "(heartbeats included).", offsetof(Peer, appends));
+                  "(heartbeats included).", offsetof(lkvnet_peer, appends));
     peer_counters(&b, s, "failures", "Requests to a follower that got no "
-                  "usable answer.", offsetof(Peer, failures));
+                  "usable answer.", offsetof(lkvnet_peer, failures));
   }
   COUNTER("rlog_syncs_total", "fdatasync calls on the replication log.",
           rs.syncs);
@@ -1349,10 +1357,11 @@ static void route_metrics(lkvnet_server *s, struct evhttp_request *req,
 #undef COUNTER
   if (b.failed) {
     lkvnet_jbuf_free(&b);
-    lkvnet_node_reply_error(s, req, R_METRICS, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_METRICS, start, 500,
+                            "out of memory");
     return;
   }
-  reply(s, req, R_METRICS, start, 200, "text/plain; version=0.0.4",
+  reply(s, req, LKVNET_ROUTE_METRICS, start, 200, "text/plain; version=0.0.4",
         b.data, b.len);
   lkvnet_jbuf_free(&b);
 }
@@ -1363,7 +1372,8 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
   size_t klen;
   char *key = evhttp_uridecode(path + 4, 0, &klen);
   if (key == NULL) {
-    lkvnet_node_reply_error(s, req, R_KV, start, 500, "out of memory");
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start, 500,
+                            "out of memory");
     return;
   }
   if (cmd == EVHTTP_REQ_GET) {
@@ -1371,26 +1381,32 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
     int rc;
     err.msg[0] = '\0';
     if (lkvnet_node_is_reserved(key, klen)) {
-      lkvnet_node_reply_error(s, req, R_KV, start, 400,
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start, 400,
                        "keys starting with \\xff\\xfflunakv/ are reserved");
     } else if ((rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf,
                                 &err)) == LKV_OK) {
-      reply(s, req, R_KV, start, 200, "application/octet-stream",
+      reply(s, req, LKVNET_ROUTE_KV, start, 200, "application/octet-stream",
             s->getbuf.data, s->getbuf.len);
     } else if (rc == LKV_NOTFOUND) {
-      lkvnet_node_reply_error(s, req, R_KV, start, 404, "key not found");
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start, 404,
+                              "key not found");
     } else {
-      lkvnet_node_reply_error(s, req, R_KV, start, lkvnet_node_http_status_of(rc), "%s",
-                       err.msg);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start,
+                              lkvnet_node_http_status_of(rc), "%s", err.msg);
     }
   } else if (cmd == EVHTTP_REQ_PUT) {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t n = evbuffer_get_length(in);
     const char *v = n ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (v == NULL) lkvnet_node_reply_error(s, req, R_KV, start, 500, "out of memory");
-    else write_begin(s, req, R_KV, start, LKVNET_OP_SET, key, klen, v, n);
+    if (v == NULL)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start, 500,
+                              "out of memory");
+    else
+      write_begin(s, req, LKVNET_ROUTE_KV, start, LKVNET_OP_SET, key, klen, v,
+                  n);
   } else {
-    write_begin(s, req, R_KV, start, LKVNET_OP_DELETE, key, klen, NULL, 0);
+    write_begin(s, req, LKVNET_ROUTE_KV, start, LKVNET_OP_DELETE, key, klen,
+                NULL, 0);
   }
   free(key);
 }
@@ -1415,12 +1431,17 @@ static const struct {
   int route;
   enum evhttp_cmd_type method;
 } routes[] = {
-    {"/set", R_SET, EVHTTP_REQ_POST},       {"/delete", R_DELETE, EVHTTP_REQ_POST},
-    {"/get", R_GET, EVHTTP_REQ_GET},        {"/scan", R_SCAN, EVHTTP_REQ_GET},
-    {"/status", R_STATUS, EVHTTP_REQ_GET},  {"/stats", R_STATS, EVHTTP_REQ_GET},
-    {"/health", R_HEALTH, EVHTTP_REQ_GET},  {"/metrics", R_METRICS, EVHTTP_REQ_GET},
-    {"/append", R_APPEND, EVHTTP_REQ_POST}, {"/snapshot", R_SNAPSHOT, EVHTTP_REQ_POST},
-    {"/sync", R_SYNC, EVHTTP_REQ_GET},
+    {"/set", LKVNET_ROUTE_SET, EVHTTP_REQ_POST},
+    {"/delete", LKVNET_ROUTE_DELETE, EVHTTP_REQ_POST},
+    {"/get", LKVNET_ROUTE_GET, EVHTTP_REQ_GET},
+    {"/scan", LKVNET_ROUTE_SCAN, EVHTTP_REQ_GET},
+    {"/status", LKVNET_ROUTE_STATUS, EVHTTP_REQ_GET},
+    {"/stats", LKVNET_ROUTE_STATS, EVHTTP_REQ_GET},
+    {"/health", LKVNET_ROUTE_HEALTH, EVHTTP_REQ_GET},
+    {"/metrics", LKVNET_ROUTE_METRICS, EVHTTP_REQ_GET},
+    {"/append", LKVNET_ROUTE_APPEND, EVHTTP_REQ_POST},
+    {"/snapshot", LKVNET_ROUTE_SNAPSHOT, EVHTTP_REQ_POST},
+    {"/sync", LKVNET_ROUTE_SYNC, EVHTTP_REQ_GET},
 };
 
 static void on_request(struct evhttp_request *req, void *arg) {
@@ -1432,20 +1453,22 @@ static void on_request(struct evhttp_request *req, void *arg) {
   enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
   size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
   size_t i;
-  int route = R_OTHER;
+  int route = LKVNET_ROUTE_OTHER;
   lkvnet_node_conns_request(s, req);
   /* HEAD is GET without the body (reply() leaves it out) */
   if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
   if (path == NULL || *path == '\0') path = "/";
   for (i = 0; i < sizeof routes / sizeof routes[0]; i++)
     if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
-  if (route == R_OTHER && strncmp(path, "/kv/", 4) == 0) route = R_KV;
-  if (route == R_OTHER) {
-    lkvnet_node_reply_error(s, req, R_OTHER, start, 404, "no route %s %s",
-                     method_name(evhttp_request_get_command(req)), path);
+  if (route == LKVNET_ROUTE_OTHER && strncmp(path, "/kv/", 4) == 0)
+    route = LKVNET_ROUTE_KV;
+  if (route == LKVNET_ROUTE_OTHER) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_OTHER, start, 404,
+                            "no route %s %s",
+                            method_name(evhttp_request_get_command(req)), path);
     return;
   }
-  if (route == R_KV) {
+  if (route == LKVNET_ROUTE_KV) {
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_PUT &&
         cmd != EVHTTP_REQ_DELETE) {
       evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
@@ -1470,37 +1493,44 @@ static void on_request(struct evhttp_request *req, void *arg) {
   }
   /* internal bodies carry whole entries (each within the body limit when
    * it was written) plus a batch; evhttp's own cap still bounds them */
-  if (body > s->max_body && route != R_APPEND && route != R_SNAPSHOT) {
+  if (body > s->max_body && route != LKVNET_ROUTE_APPEND &&
+      route != LKVNET_ROUTE_SNAPSHOT) {
     lkvnet_node_reply_error(s, req, route, start, 413,
                      "request body is %zu bytes; the limit is %zu", body,
                      s->max_body);
     return;
   }
   if (!query) query = "";
-  if (route == R_APPEND || route == R_SNAPSHOT || route == R_SYNC) {
+  if (route == LKVNET_ROUTE_APPEND || route == LKVNET_ROUTE_SNAPSHOT ||
+      route == LKVNET_ROUTE_SYNC) {
     if (!lkvnet_node_authorized(s, req, route, start)) return;
   } else if (!s->leader &&
-             (route == R_SET || route == R_DELETE ||
-              (route == R_KV && cmd != EVHTTP_REQ_GET) ||
-              (route == R_GET && query_flag(query, "consistent")))) {
+             (route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
+              (route == LKVNET_ROUTE_KV && cmd != EVHTTP_REQ_GET) ||
+              (route == LKVNET_ROUTE_GET &&
+               query_flag(query, "consistent")))) {
     forward(s, req, route, start);
     return;
   }
   switch (route) {
-  case R_SET:
-  case R_DELETE: route_write_json(s, req, route, start); break;
-  case R_GET:
+  case LKVNET_ROUTE_SET:
+  case LKVNET_ROUTE_DELETE: route_write_json(s, req, route, start); break;
+  case LKVNET_ROUTE_GET:
     route_get(s, req, query, start, s->leader && query_flag(query,
                                                             "consistent"));
     break;
-  case R_APPEND: lkvnet_node_route_append(s, req, query, start); break;
-  case R_SNAPSHOT: lkvnet_node_route_snapshot(s, req, query, start); break;
-  case R_SYNC: lkvnet_node_route_sync(s, req, query, start); break;
-  case R_SCAN: route_scan(s, req, query, start); break;
-  case R_STATUS: route_status(s, req, start); break;
-  case R_STATS: route_stats(s, req, start); break;
-  case R_HEALTH: route_health(s, req, start); break;
-  case R_METRICS: route_metrics(s, req, start); break;
+  case LKVNET_ROUTE_APPEND:
+    lkvnet_node_route_append(s, req, query, start);
+    break;
+  case LKVNET_ROUTE_SNAPSHOT:
+    lkvnet_node_route_snapshot(s, req, query, start);
+    break;
+  case LKVNET_ROUTE_SYNC: lkvnet_node_route_sync(s, req, query, start); break;
+  case LKVNET_ROUTE_SCAN: route_scan(s, req, query, start); break;
+  case LKVNET_ROUTE_STATUS: route_status(s, req, start); break;
+  case LKVNET_ROUTE_STATS: route_stats(s, req, start); break;
+  case LKVNET_ROUTE_HEALTH: route_health(s, req, start); break;
+  case LKVNET_ROUTE_METRICS: route_metrics(s, req, start); break;
   default: route_kv(s, req, path, cmd, start); break;
   }
 }
@@ -1650,8 +1680,8 @@ static struct evhttp_connection *connect_url(lkvnet_server *s, const char *url,
 }
 
 /* The leader: a new term (persisted before anything of it is written), a
- * Peer per follower, and the term's no-op. A follower: its connections
- * to the leader, for forwarding. */
+ * peer (lkvnet_peer) per follower, and the term's no-op. A follower: its
+ * connections to the leader, for forwarding. */
 static int setup_cluster(lkvnet_server *s, lkv_err *err) {
   size_t i;
   int rc;
@@ -1659,7 +1689,7 @@ static int setup_cluster(lkvnet_server *s, lkv_err *err) {
     if ((s->peers = calloc(s->nnodes, sizeof *s->peers)) == NULL)
       return lkvnet_seterr(err, LKV_NOMEM, "peers");
     for (i = 0; i < s->nnodes; i++) {
-      Peer *p = &s->peers[s->npeers];
+      lkvnet_peer *p = &s->peers[s->npeers];
       if (strcmp(s->nodes[i], s->my_url) == 0) continue;
       if ((p->url = strdup(s->nodes[i])) == NULL)
         return lkvnet_seterr(err, LKV_NOMEM, "peers");
@@ -1941,8 +1971,8 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   int rc = LKV_OK;
   lkv_err e;
   size_t i;
-  Pending *p;
-  Waiter *w;
+  lkvnet_pending *p;
+  lkvnet_waiter *w;
   if (s == NULL) return LKV_OK;
   /* answer anything still waiting (a loop that failed, not a drain) */
   for (p = s->head; p != NULL; p = p->next)
@@ -1954,7 +1984,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     free(w);
   }
   for (i = 0; i < s->npeers; i++) {
-    Peer *pe = &s->peers[i];
+    lkvnet_peer *pe = &s->peers[i];
     if (pe->conn) evhttp_connection_free(pe->conn);
     if (pe->snap) lkv_iter_free(pe->snap);
     free(pe->url);
