@@ -136,7 +136,7 @@ static void listener_update(lkvnet_server *s) {
   lkvnet_conns *c = &s->conns;
   int want = !c->full && !c->paused;
   struct evconnlistener *l;
-  if (s->sock == NULL || c->closing || want == c->accepting) return;
+  if (s->draining || want == c->accepting) return; /* no listener left */
   l = evhttp_bound_socket_get_listener(s->sock);
   if (want ? evconnlistener_enable(l) == 0 : evconnlistener_disable(l) == 0)
     c->accepting = want;
@@ -429,7 +429,6 @@ int lkvnet_node_conns_start(lkvnet_server *s) {
 
 void lkvnet_node_conns_close(lkvnet_server *s) {
   lkvnet_conns *c = &s->conns;
-  c->closing = 1; /* the listener goes first in evhttp_free */
   if (c->resolve_ev != NULL) on_resolve(-1, 0, s); /* all get on_close */
 }
 

@@ -108,7 +108,6 @@ typedef struct lkvnet_conns {
   int accepting;         /* the listener is enabled */
   int full;              /* at max_conns: not accepting */
   int paused;            /* accept() failed: not accepting until retry_ev */
-  int closing;
   double backoff;        /* the current pause, seconds */
   uint64_t accept_failures; /* since accept() last went LOG_EVERY s
                                without failing */
@@ -159,6 +158,9 @@ struct lkvnet_server {
   size_t max_uncommitted;
   lkvnet_waiter *waiters;
   size_t waiting;       /* held requests not yet answered */
+  /* The node is shutting down: SIGTERM or SIGINT began a drain, or
+   * lkvnet_server_close runs. New writes and forwards get 503, and the
+   * listener is gone for good (removed by the drain, freed by close). */
   int draining;
   double drained_at;    /* when a drain's last held request was answered */
   lkv_err apply_err;    /* sticky: the engine refused an apply */
@@ -242,8 +244,9 @@ int lkvnet_node_parse_limit(const char *v, long *out);
 /* conns.c: the client connections' deadlines, cap and accept() pause.
  * open: once the socket is bound (hooks evhttp and the listener); start:
  * when the loop runs (the deadline timer); request: on_request, first
- * thing (the request is whole); close: before evhttp_free (every
- * connection then reports its close); free: after it. */
+ * thing (the request is whole); close: before evhttp_free, once
+ * s->draining is set (every connection then reports its close); free:
+ * after it. */
 int lkvnet_node_conns_open(lkvnet_server *s, lkv_err *err);
 int lkvnet_node_conns_start(lkvnet_server *s);
 void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req);

@@ -1995,7 +1995,10 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   free(s->leader_hostport);
   free(s->token);
   free(s->test_gate);
-  s->sock = NULL; /* evhttp_free frees the listener first */
+  /* evhttp_free frees the listener first, then closes the connections,
+   * whose close callbacks must not enable it again */
+  s->draining = 1;
+  s->sock = NULL;
   lkvnet_node_conns_close(s);
   if (s->http) evhttp_free(s->http);
   lkvnet_node_conns_free(s);
