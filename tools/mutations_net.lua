@@ -13,12 +13,12 @@ local ctest, spec = t.ctest, t.spec
 return {
   -- ---- issue 16's rows: the commit rule, the token, the follower --------
   { name = "node: the leader counts only its best follower as a majority",
-    file = "c/net/server.c",
+    file = "c/net/repl.c",
     from = "  c = m[need - 2]; /* the (need-1)-th best follower */",
     to = "  c = m[0]; (void)need; /* the best follower alone */",
     test = spec("23-replication_spec.lua", "3 of 5") },
   { name = "node: the leader commits what it has not synced itself",
-    file = "c/net/server.c",
+    file = "c/net/repl.c",
     from = "  if (c > self) c = self;\n",
     to = "",
     test = spec("24-node_hardening_spec.lua", "cannot be synced") },
@@ -30,7 +30,7 @@ return {
       "  if (diff != 0) {",
     test = spec("23-replication_spec.lua", "one byte off") },
   { name = "token: /sync served without it",
-    file = "c/net/server.c",
+    file = "c/net/routes.c",
     from = "  if (route == LKVNET_ROUTE_APPEND || route == LKVNET_ROUTE_SNAPSHOT ||\n" ..
       "      route == LKVNET_ROUTE_SYNC) {",
     to = "  if (route == LKVNET_ROUTE_APPEND || route == LKVNET_ROUTE_SNAPSHOT) {",
@@ -62,19 +62,19 @@ return {
     to = "  if (0) {\n    s->needs_snapshot = 1;",
     test = spec("23-replication_spec.lua", "unfinished snapshot install") },
   { name = "node: log compaction ignores live followers' progress",
-    file = "c/net/server.c",
+    file = "c/net/logcompact.c",
     from = "    if (s->peers[i].state == LKVNET_PEER_UP &&\n" ..
       "        s->peers[i].match_index < target)",
     to = "    if (0)",
     test = spec("23-replication_spec.lua", "only slow") },
   { name = "node: followers stop forwarding consistent reads",
-    file = "c/net/server.c",
+    file = "c/net/routes.c",
     from = "              (route == LKVNET_ROUTE_GET &&\n" ..
       "               query_flag(query, \"consistent\")))) {",
     to = "              0)) {",
     test = spec("23-replication_spec.lua", "consistent reads to the leader") },
   { name = "node: a write's reply names another index than its entry's",
-    file = "c/net/server.c",
+    file = "c/net/apply.c",
     from = "      lkvnet_jbuf_u64(&b, p->index);",
     to = "      lkvnet_jbuf_u64(&b, p->index + 1);",
     test = spec("23-replication_spec.lua", "forwards /set") },
@@ -85,7 +85,7 @@ return {
     test = spec("24-node_hardening_spec.lua", "cannot be synced") },
   -- ---- forwarding and the statuses of docs/http_api.md ------------------
   { name = "node: a forwarded request is forwarded again (no loop check)",
-    file = "c/net/server.c",
+    file = "c/net/forward.c",
     from = "  if (evhttp_find_header(ih, \"X-Lunakv-Forwarded-By\") != NULL) {",
     to = "  if (0) {",
     timeout = 300,
@@ -101,9 +101,10 @@ return {
     to = "  if (0) {",
     test = spec("20-http_spec.lua", "compacted into a snapshot") },
   { name = "node: writes taken while it drains",
-    file = "c/net/server.c",
-    from = "  if (s->draining) {\n    lkvnet_node_reply_error(s, req, route, start, 503, " ..
-      "\"the node is shutting down\");\n    return;\n  }\n  if (s->apply_err.code",
+    file = "c/net/repl.c",
+    from = "  if (s->draining) {\n    lkvnet_node_reply_error(s, req, route, start, 503,\n" ..
+      "                            \"the node is shutting down\");\n    return;\n" ..
+      "  }\n  if (s->apply_err.code",
     to = "  if (s->apply_err.code",
     test = spec("20-http_spec.lua", "while it drains") },
   { name = "node: a drain stops before its answers are written",

@@ -22,7 +22,7 @@
  *                        callback argument is then its evhttp_connection,
  *                        which gets our close callback;
  *   an input evbuffer callback   an idle connection's next request begins;
- *   lkvnet_node_conns_request    (on_request) the request is whole;
+ *   lkvnet_node_conns_request    (lkvnet_node_on_request) the request is whole;
  *   evhttp_request_set_on_complete_cb   its reply is written: idle again;
  *   evhttp_connection_set_closecb       gone, whoever closed it.
  *

@@ -1,10 +1,11 @@
 /* follow.c - the follower's side of replication (docs/replication.md):
  * /append (the prev-entry check, cutting a conflicting suffix, the answer
- * once the entries are durable here), /snapshot (the install, with its
+ * once the entries are durable here: lkvnet_node_reply_append, apply.c's,
+ * as the wait for the sync is), /snapshot (the install, with its
  * crash-safe mark in the engine) and the term a leader's request brings;
  * also the other internal routes, /sync (the log as JSON) and the cluster
- * token check. server.c dispatches to the lkvnet_node_route_* functions here.
- * Runs on the event loop's thread; the node's state is node.h. */
+ * token check. routes.c dispatches to the lkvnet_node_route_* functions
+ * here. Runs on the event loop's thread; the node's state is node.h. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 /* The shared secret, when one is set: 401 without it, 403 when wrong.
  * The comparison does not stop at the first differing byte. */
 int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
-                    int route, double start) {
+                           int route, double start) {
   const char *got;
   size_t i, n, m;
   unsigned diff = 0;
@@ -28,8 +29,9 @@ int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
   got = evhttp_find_header(evhttp_request_get_input_headers(req),
                            LKVNET_TOKEN_HEADER);
   if (got == NULL) {
-    lkvnet_node_reply_error(s, req, route, start, 401, "this route needs the cluster "
-                     "token in the " LKVNET_TOKEN_HEADER " header");
+    lkvnet_node_reply_error(s, req, route, start, 401, "this route needs "
+                            "the cluster token in the " LKVNET_TOKEN_HEADER
+                            " header");
     return 0;
   }
   n = strlen(got);
@@ -51,9 +53,11 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
   char *v = lkvnet_node_query_param(query, name, &len, &found);
   uint64_t n = 0;
   if (v == NULL) {
-    if (found) lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
-    else lkvnet_node_reply_error(s, req, route, start, 400,
-                          "missing query parameter \"%s\"", name);
+    if (found)
+      lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    else
+      lkvnet_node_reply_error(s, req, route, start, 400,
+                              "missing query parameter \"%s\"", name);
     return -1;
   }
   for (i = 0; i < len; i++) {
@@ -63,39 +67,13 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
   }
   free(v);
   if (len == 0 || i < len) {
-    lkvnet_node_reply_error(s, req, route, start, 400,
-                     "query parameter \"%s\" must be an unsigned integer",
-                     name);
+    lkvnet_node_reply_error(
+        s, req, route, start, 400,
+        "query parameter \"%s\" must be an unsigned integer", name);
     return -1;
   }
   *out = n;
   return 0;
-}
-
-static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
-  lkvnet_jbuf_lit(b, ", \"term\": ");
-  lkvnet_jbuf_u64(b, s->term);
-  lkvnet_jbuf_lit(b, ", \"match_index\": ");
-  lkvnet_jbuf_u64(b, match);
-  lkvnet_jbuf_lit(b, ", \"last_index\": ");
-  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : lkvnet_node_last_index(s));
-}
-
-/* {"ok", "term", "match_index", "last_index"[, "error"]}: 200 when the
- * entries are durable here, 409 when refused (stale term, a log that
- * does not match at prev_index); the leader reads the numbers. */
-void lkvnet_node_reply_append(lkvnet_server *s, lkvnet_held *h, int code,
-                              uint64_t match, const char *error) {
-  lkvnet_jbuf b;
-  memset(&b, 0, sizeof b);
-  lkvnet_jbuf_lit(&b, code == 200 ? "{\"ok\": true" : "{\"ok\": false");
-  status_fields(s, &b, match);
-  if (error != NULL) {
-    lkvnet_jbuf_lit(&b, ", \"error\": ");
-    lkvnet_jbuf_str(&b, error, strlen(error));
-  }
-  lkvnet_jbuf_lit(&b, "}");
-  lkvnet_node_held_json(h, code, &b);
 }
 
 /* Answer an internal request at once (not held). */
@@ -128,7 +106,7 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
       return -1;
     }
     lkvnet_node_log(s, "term %llu (leader %s)", (unsigned long long)term,
-          s->leader_url);
+                    s->leader_url);
     s->term = term;
   }
   return 0;
@@ -164,7 +142,7 @@ static const unsigned char *check_frames(lkvnet_server *s,
     }
     if (rc < 0 || e.index != expect || (pairs && e.op != LKVNET_OP_SET)) {
       lkvnet_node_reply_error(s, req, route, start, 400, "bad frames: %s",
-                       rc < 0 ? why : "out of order (or not pairs)");
+                              rc < 0 ? why : "out of order (or not pairs)");
       return NULL;
     }
   }
@@ -176,7 +154,7 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
 
 /* POST /append?term&prev_index&prev_term&commit, body: log frames. */
 void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
-                       const char *query, double start) {
+                              const char *query, double start) {
   uint64_t term, prev, prev_term, commit, t, match, base, last;
   size_t n, off = 0;
   const unsigned char *body;
@@ -215,8 +193,8 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     /* the leader offers its whole log instead (it never compacted): an
      * empty engine and log can take it from index 1 */
     err.msg[0] = '\0';
-    lkvnet_node_log(s, "unfinished snapshot install: rebuilding from the leader's "
-          "whole log");
+    lkvnet_node_log(s, "unfinished snapshot install: rebuilding from the "
+                    "leader's whole log");
     if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
         wipe_engine(s, &err) != LKV_OK ||
         set_marker(s, 0, 1, &err) != LKV_OK) {
@@ -255,14 +233,15 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
                         (unsigned long long)e.index,
                         (unsigned long long)e.term);
         lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500,
-                         "the leader's entry %llu "
-                         "conflicts with one already applied here",
-                         (unsigned long long)e.index);
+                                "the leader's entry %llu "
+                                "conflicts with one already applied here",
+                                (unsigned long long)e.index);
         return;
       }
-      lkvnet_node_log(s, "log conflict at index %llu: cutting %llu entries",
-            (unsigned long long)e.index,
-            (unsigned long long)(lkvnet_node_last_index(s) - e.index + 1));
+      lkvnet_node_log(
+          s, "log conflict at index %llu: cutting %llu entries",
+          (unsigned long long)e.index,
+          (unsigned long long)(lkvnet_node_last_index(s) - e.index + 1));
       if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
         lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
                                 err.msg);
@@ -272,11 +251,12 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     }
     if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start,
-                       lkvnet_node_http_status_of(err.code), "%s", err.msg);
+                              lkvnet_node_http_status_of(err.code), "%s",
+                              err.msg);
       return;
     }
     if (lkvnet_node_pending_push(s, e.index, e.op, e.key, e.klen, e.val,
-                          e.vlen) != 0) {
+                                 e.vlen) != 0) {
       /* as on the leader: never apply past an untracked entry */
       lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
                     "index %llu", (unsigned long long)e.index);
@@ -370,7 +350,7 @@ static void install_failed(lkvnet_server *s, struct evhttp_request *req,
  * with the mark asks for a new snapshot: its log is never cut while its
  * engine could still claim to follow it. */
 void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
-                         const char *query, double start) {
+                                const char *query, double start) {
   uint64_t term, index, sterm, offset, done, last, seq;
   size_t n, off = 0;
   const unsigned char *body;
@@ -408,7 +388,7 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
       return;
     }
     lkvnet_node_log(s, "installing a snapshot at index %llu from the leader",
-          (unsigned long long)index);
+                    (unsigned long long)index);
     if (set_marker(s, index, 0, &err) != LKV_OK ||
         lkv_db_sync(s->db, &err) != LKV_OK) {
       install_failed(s, req, start, index, &err);
@@ -467,7 +447,8 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     s->needs_snapshot = 0;
     s->installing = 0;
     lkvnet_node_log(s, "snapshot installed: index %llu, %llu keys",
-          (unsigned long long)index, (unsigned long long)s->install_got);
+                    (unsigned long long)index,
+                    (unsigned long long)s->install_got);
   }
   answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 200, done ? index : 0, NULL);
 }
@@ -480,7 +461,7 @@ static const char *op_name(int op) {
 /* GET /sync?from_index=N[&limit=M]: the log from N as JSON (410 when N is
  * behind the log's start: that history is only in snapshots now). */
 void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
-                     const char *query, double start) {
+                            const char *query, double start) {
   uint64_t from, limit = LKVNET_SYNC_MAX_ENTRIES, to, i = 0;
   lkvnet_rlog_stats rs;
   unsigned char *frames = NULL;

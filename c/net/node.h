@@ -1,8 +1,27 @@
-/* node.h - the HTTP node's state, shared by server.c (routes, the commit
- * path, metrics), repl.c (the leader's side of replication) and follow.c
- * (the follower's side, and the other internal routes). Private to c/net:
- * the public interface is lkvnet.h. Everything here is used on the event
- * loop's thread only. */
+/* node.h - the HTTP node's state, and the functions its files share.
+ * Private to c/net: the public interface is lkvnet.h. Everything here is
+ * used on the event loop's thread only.
+ *
+ * The node's files, each calling only files listed above it (so none
+ * calls back into a caller):
+ *
+ *   node.c        the clock, the log line, reserved keys, replies and their
+ *                 counts, held requests, query parsing, connections of the
+ *                 loop
+ *   conns.c       the client connections: deadlines, the cap, accept()
+ *                 pauses
+ *   logcompact.c  when to cut the replication log
+ *   apply.c       the pending entries, their apply, and the requests
+ *                 waiting for an index
+ *   repl.c        the leader: taking a write, the commit index, the term,
+ *                 sending to followers
+ *   follow.c      a follower: /append, /snapshot, the terms it adopts; also
+ *                 /sync and the token check
+ *   forward.c     a follower passing requests to the leader
+ *   metrics.c     /status, /stats, /health, /metrics
+ *   routes.c      a request's way in, and the client routes
+ *   server.c      open, the loop's events (syncer, tick, signals), close
+ */
 #ifndef LKV_NODE_H
 #define LKV_NODE_H
 
@@ -21,7 +40,7 @@ enum {
   LKVNET_ROUTE_METRICS, LKVNET_ROUTE_KV, LKVNET_ROUTE_APPEND,
   LKVNET_ROUTE_SNAPSHOT, LKVNET_ROUTE_SYNC, LKVNET_ROUTE_OTHER, LKVNET_NROUTES
 };
-/* The metrics' shape (the tables are in server.c) */
+/* The metrics' shape (the tables are in node.c) */
 #define LKVNET_NSTATUS 11  /* status codes counted one by one */
 #define LKVNET_NBUCKETS 13 /* latency histogram buckets */
 
@@ -189,7 +208,13 @@ struct lkvnet_server {
   uint64_t lat_count[LKVNET_NROUTES];
 };
 
-/* ---- server.c, for repl.c and follow.c -------------------------------- */
+/* ---- node.c ----------------------------------------------------------- */
+
+/* The metrics' status codes (LKVNET_NSTATUS) and latency buckets
+ * (LKVNET_NBUCKETS, upper bounds in seconds), for the counts of every
+ * reply and for /metrics. */
+extern const int lkvnet_node_status_codes[];
+extern const double lkvnet_node_latency_buckets[];
 
 double lkvnet_node_now(void); /* CLOCK_MONOTONIC seconds */
 /* A line to the node's log callback (stderr, timestamped, without one). */
@@ -198,52 +223,56 @@ void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...)
 /* Keys under LKVNET_RESERVED_PREFIX belong to the node, not to clients. */
 int lkvnet_node_is_reserved(const char *k, size_t n);
 uint64_t lkvnet_node_last_index(lkvnet_server *s); /* of the replication log */
-/* Recompute the commit index (leader: from the followers' match indexes)
- * and apply what it covers. */
-void lkvnet_node_advance_commit(lkvnet_server *s);
-/* Begin term t: the leader appends its no-op entry. 0 on success. */
-int lkvnet_node_start_term(lkvnet_server *s, uint64_t t);
 
-/* Replies: a request ends in exactly one (a held one: lkvnet_node_held_json). */
-void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req, int route,
-                     double start, int code, lkvnet_jbuf *b); /* frees b */
+/* Replies: a request ends in exactly one (a held one: through
+ * lkvnet_node_unhold, or lkvnet_node_held_json and _held_error). Each is
+ * counted for /metrics under route, with its latency from start. */
+void lkvnet_node_reply(lkvnet_server *s, struct evhttp_request *req, int route,
+                       double start, int code, const char *ctype,
+                       const char *data, size_t len);
+void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req,
+                            int route, double start, int code,
+                            lkvnet_jbuf *b); /* frees b */
 /* {"ok": false, "error": the message} */
 void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
-                      int route, double start, int code, const char *fmt,
-                      ...) __attribute__((format(printf, 6, 7)));
+                             int route, double start, int code,
+                             const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 int lkvnet_node_http_status_of(int lkv_code); /* an LKV_* code's HTTP status */
 /* "name": v, as a string when UTF-8, else base64 beside name_encoding. */
-void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name, const char *v,
-                           size_t n);
+void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name,
+                                  const char *v, size_t n);
+
 /* Hold a request past its handler (s->waiting counts it until answered). */
 void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h,
                       struct evhttp_request *req, int route, double start,
                       double deadline);
+/* Take a held request back to answer it (NULL when it is gone already). */
+struct evhttp_request *lkvnet_node_unhold(lkvnet_held *h);
+/* Answer a held request (unless it is gone) with an error. */
+void lkvnet_node_held_error(lkvnet_held *h, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Answer a held request (unless it is gone); frees b either way. */
 void lkvnet_node_held_json(lkvnet_held *h, int code, lkvnet_jbuf *b);
-/* Track a log entry until it is applied; 0, or -1 when out of memory. */
-int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
-                      const char *key, size_t klen, const char *val,
-                      size_t vlen);
-/* Forget pending entries after index (a follower cut its log there). */
-void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index);
-/* Apply the committed entries (a follower: only those durable here). */
-void lkvnet_node_apply_committed(lkvnet_server *s);
-/* Hold a request until index target (LKVNET_WAIT_APPEND: durable;
- * LKVNET_WAIT_READ: applied); NULL when out of memory. */
-lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s,
-                                      struct evhttp_request *req, int route,
-                                      double start, int kind, uint64_t target);
+
 /* Query parameter name, URL-decoded, malloc'd (NULL: absent, or out of
  * memory when *found). */
-char *lkvnet_node_query_param(const char *query, const char *name, size_t *len,
-                       int *found);
+char *lkvnet_node_query_param(const char *query, const char *name,
+                              size_t *len, int *found);
 /* A limit: decimal digits only, at most 1000000. 0, or -1. */
 int lkvnet_node_parse_limit(const char *v, long *out);
+/* "http://host:port": a client connection of this loop, and the Host
+ * header to send (*hostport, malloc'd); NULL on failure (err says why). */
+struct evhttp_connection *lkvnet_node_connect_url(lkvnet_server *s,
+                                                  const char *url,
+                                                  char **hostport,
+                                                  lkv_err *err);
 
-/* conns.c: the client connections' deadlines, cap and accept() pause.
- * open: once the socket is bound (hooks evhttp and the listener); start:
- * when the loop runs (the deadline timer); request: on_request, first
+/* ---- conns.c ---------------------------------------------------------- */
+
+/* The client connections' deadlines, cap and accept() pause. open: once
+ * the socket is bound (hooks evhttp and the listener); start: when the
+ * loop runs (the deadline timer); request: lkvnet_node_on_request, first
  * thing (the request is whole); close: before evhttp_free, once
  * s->draining is set (every connection then reports its close); free:
  * after it. */
@@ -257,24 +286,101 @@ void lkvnet_node_conns_free(lkvnet_server *s);
  * sent when the loop stops would be lost). */
 size_t lkvnet_node_conns_answering(lkvnet_server *s);
 
-/* repl.c: send each follower what it lacks (/append, or /snapshot when
- * the log no longer holds it); on the tick this also retries followers
- * that are down and sends heartbeats. */
-void lkvnet_node_peers_kick(lkvnet_server *s);
+/* ---- logcompact.c ----------------------------------------------------- */
 
-/* follow.c: the internal routes on_request dispatches to, once
- * lkvnet_node_authorized has checked the cluster token (it answers 401 or 403
- * and returns 0 when wrong); lkvnet_node_reply_append answers a follower's
- * /append (serve_waiters, once its entries are durable). */
-int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req, int route,
-                    double start);
+/* After an apply: begin a log compaction in the background when enough
+ * applied entries sit behind the log's start. */
+void lkvnet_node_maybe_compact(lkvnet_server *s);
+/* Log how a compaction ended, once it has (on the syncer's reports and
+ * on the tick). */
+void lkvnet_node_compaction_poll(lkvnet_server *s);
+
+/* ---- apply.c ---------------------------------------------------------- */
+
+/* Track a log entry until it is applied; 0, or -1 when out of memory. */
+int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
+                             const char *key, size_t klen, const char *val,
+                             size_t vlen);
+/* Forget pending entries after index (a follower cut its log there). */
+void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index);
+/* Free one entry the caller has taken off the list. */
+void lkvnet_node_pending_free(lkvnet_server *s, lkvnet_pending *p);
+/* Apply the committed entries (a follower: only those durable here), then
+ * answer the waiters and consider a log compaction. */
+void lkvnet_node_apply_committed(lkvnet_server *s);
+/* Answer a follower's /append: {"ok", "term", "match_index",
+ * "last_index"[, "error"]} (at once from follow.c, or from
+ * lkvnet_node_serve_waiters once its entries are durable). */
 void lkvnet_node_reply_append(lkvnet_server *s, lkvnet_held *h, int code,
                               uint64_t match, const char *error);
+/* Answer GET /get from this node's engine. */
+void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
+                            int route, double start, const char *key,
+                            size_t klen);
+/* Hold a request until index target (LKVNET_WAIT_APPEND: durable;
+ * LKVNET_WAIT_READ: applied); NULL when out of memory. */
+lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s,
+                                      struct evhttp_request *req, int route,
+                                      double start, int kind, uint64_t target);
+/* Answer the waiters whose index is reached; free the answered. */
+void lkvnet_node_serve_waiters(lkvnet_server *s);
+
+/* ---- repl.c ----------------------------------------------------------- */
+
+/* Start a write on the leader (check, append, hold, send); a refusal is
+ * answered at once. */
+void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
+                             int route, double start, int op,
+                             const char *key, size_t klen, const char *val,
+                             size_t vlen);
+/* Recompute the commit index (leader: from the followers' match indexes)
+ * and apply what it covers. */
+void lkvnet_node_advance_commit(lkvnet_server *s);
+/* Begin term t: the leader appends its no-op entry. 0 on success. */
+int lkvnet_node_start_term(lkvnet_server *s, uint64_t t);
+/* Send each follower what it lacks (/append, or /snapshot when the log no
+ * longer holds it); on the tick this also retries followers that are
+ * down and sends heartbeats. */
+void lkvnet_node_peers_kick(lkvnet_server *s);
+
+/* ---- follow.c --------------------------------------------------------- */
+
+/* The internal routes lkvnet_node_on_request dispatches to, once
+ * lkvnet_node_authorized has checked the cluster token (it answers 401 or
+ * 403 and returns 0 when wrong). */
+int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
+                           int route, double start);
 void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
-                       const char *query, double start);
+                              const char *query, double start);
 void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
-                         const char *query, double start);
+                                const char *query, double start);
 void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
-                     const char *query, double start);
+                            const char *query, double start);
+
+/* ---- forward.c -------------------------------------------------------- */
+
+/* An idle connection to the leader, a new one while under the cap, else
+ * the least busy: its index in s->fwd, or (size_t)-1 when none can be
+ * made. */
+size_t lkvnet_node_forward_conn(lkvnet_server *s);
+/* Pass a request to the leader and answer with its reply. */
+void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
+                         int route, double start);
+
+/* ---- metrics.c -------------------------------------------------------- */
+
+void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
+                              double start);
+void lkvnet_node_route_stats(lkvnet_server *s, struct evhttp_request *req,
+                             double start);
+void lkvnet_node_route_health(lkvnet_server *s, struct evhttp_request *req,
+                              double start);
+void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
+                               double start);
+
+/* ---- routes.c --------------------------------------------------------- */
+
+/* evhttp's callback for every request (the argument is the server). */
+void lkvnet_node_on_request(struct evhttp_request *req, void *arg);
 
 #endif
