@@ -22,8 +22,8 @@
  *   routes.c      a request's way in, and the client routes
  *   server.c      open, the loop's events (syncer, tick, signals), close
  */
-#ifndef LKV_NODE_H
-#define LKV_NODE_H
+#ifndef LKVNET_NODE_H
+#define LKVNET_NODE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +34,7 @@
 #include "lkvnet.h"
 #include "rlog.h"
 
+/* A request's route, which the metrics count by (its names: metrics.c). */
 enum {
   LKVNET_ROUTE_SET, LKVNET_ROUTE_DELETE, LKVNET_ROUTE_GET, LKVNET_ROUTE_SCAN,
   LKVNET_ROUTE_STATUS, LKVNET_ROUTE_STATS, LKVNET_ROUTE_HEALTH,
