@@ -22,7 +22,7 @@
  *                        callback argument is then its evhttp_connection,
  *                        which gets our close callback;
  *   an input evbuffer callback   an idle connection's next request begins;
- *   lkvnet_node_conns_request    (on_request) the request is whole;
+ *   lkvnet_node_conns_request    (lkvnet_node_on_request) the request is whole;
  *   evhttp_request_set_on_complete_cb   its reply is written: idle again;
  *   evhttp_connection_set_closecb       gone, whoever closed it.
  *
@@ -52,23 +52,23 @@
 #define LOG_EVERY 10.0       /* a still failing accept(): one line per, s */
 #define FULL_LOG_EVERY 60.0  /* at the cap: one line per, s */
 
-struct Conn {
+struct lkvnet_conn {
   lkvnet_server *s;
   struct bufferevent *bev;
   struct evhttp_connection *evcon; /* NULL while NEW */
   struct evbuffer_cb_entry *input_cb;
   evutil_socket_t fd;
-  int phase;                      /* CONN_* */
-  double since;                   /* when the phase began */
-  struct Conn *prev, *next;       /* in s->conns.lists[phase] */
+  int phase;                       /* LKVNET_CONN_* */
+  double since;                    /* when the phase began */
+  struct lkvnet_conn *prev, *next; /* in s->conns.lists[phase] */
 };
 
 /* {======================================================================
 ** Lists and the fd table
 ** ======================================================================= */
 
-static void list_remove(NodeConns *c, Conn *cn) {
-  ConnList *l = &c->lists[cn->phase];
+static void list_remove(lkvnet_conns *c, lkvnet_conn *cn) {
+  lkvnet_conn_list *l = &c->lists[cn->phase];
   if (cn->prev) cn->prev->next = cn->next;
   else l->head = cn->next;
   if (cn->next) cn->next->prev = cn->prev;
@@ -76,8 +76,9 @@ static void list_remove(NodeConns *c, Conn *cn) {
   cn->prev = cn->next = NULL;
 }
 
-static void list_append(NodeConns *c, Conn *cn, int phase, double now) {
-  ConnList *l = &c->lists[phase];
+static void list_append(lkvnet_conns *c, lkvnet_conn *cn, int phase,
+                        double now) {
+  lkvnet_conn_list *l = &c->lists[phase];
   cn->phase = phase;
   cn->since = now;
   cn->prev = l->tail;
@@ -87,20 +88,20 @@ static void list_append(NodeConns *c, Conn *cn, int phase, double now) {
   l->tail = cn;
 }
 
-static void move(NodeConns *c, Conn *cn, int phase, double now) {
+static void move(lkvnet_conns *c, lkvnet_conn *cn, int phase, double now) {
   list_remove(c, cn);
   list_append(c, cn, phase, now);
 }
 
-/* The fd table finds a connection's Conn from evhttp's objects (which
- * have no user pointer); fds of open connections are distinct and
+/* The fd table finds a connection's lkvnet_conn from evhttp's objects
+ * (which have no user pointer); fds of open connections are distinct and
  * small. 0, or -1 when out of memory. */
-static int by_fd_put(NodeConns *c, Conn *cn) {
+static int by_fd_put(lkvnet_conns *c, lkvnet_conn *cn) {
   size_t fd = (size_t)cn->fd;
   if (cn->fd < 0) return -1;
   if (fd >= c->by_fd_cap) {
     size_t nc = c->by_fd_cap ? c->by_fd_cap : 256;
-    Conn **n;
+    lkvnet_conn **n;
     while (nc <= fd) nc *= 2;
     if ((n = realloc(c->by_fd, nc * sizeof *n)) == NULL) return -1;
     memset(n + c->by_fd_cap, 0, (nc - c->by_fd_cap) * sizeof *n);
@@ -111,10 +112,10 @@ static int by_fd_put(NodeConns *c, Conn *cn) {
   return 0;
 }
 
-static Conn *by_evcon(NodeConns *c, struct evhttp_connection *evcon) {
+static lkvnet_conn *by_evcon(lkvnet_conns *c, struct evhttp_connection *evcon) {
   struct bufferevent *bev;
   evutil_socket_t fd;
-  Conn *cn;
+  lkvnet_conn *cn;
   if (evcon == NULL || (bev = evhttp_connection_get_bufferevent(evcon)) ==
                            NULL)
     return NULL;
@@ -132,18 +133,18 @@ static Conn *by_evcon(NodeConns *c, struct evhttp_connection *evcon) {
 
 /* Enable or disable accepting as the cap and the pause say. */
 static void listener_update(lkvnet_server *s) {
-  NodeConns *c = &s->conns;
+  lkvnet_conns *c = &s->conns;
   int want = !c->full && !c->paused;
   struct evconnlistener *l;
-  if (s->sock == NULL || c->closing || want == c->accepting) return;
+  if (s->draining || want == c->accepting) return; /* no listener left */
   l = evhttp_bound_socket_get_listener(s->sock);
   if (want ? evconnlistener_enable(l) == 0 : evconnlistener_disable(l) == 0)
     c->accepting = want;
 }
 
 /* A connection closed: room under the cap again. */
-static void conn_forget(lkvnet_server *s, Conn *cn) {
-  NodeConns *c = &s->conns;
+static void conn_forget(lkvnet_server *s, lkvnet_conn *cn) {
+  lkvnet_conns *c = &s->conns;
   if (cn->input_cb != NULL)
     evbuffer_remove_cb_entry(bufferevent_get_input(cn->bev), cn->input_cb);
   if (cn->fd >= 0 && (size_t)cn->fd < c->by_fd_cap && c->by_fd[cn->fd] == cn)
@@ -161,7 +162,7 @@ static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info,
                      void *arg);
 
 static void on_close(struct evhttp_connection *evcon, void *arg) {
-  Conn *cn = arg;
+  lkvnet_conn *cn = arg;
   (void)evcon;
   conn_forget(cn->s, cn);
 }
@@ -172,16 +173,16 @@ static void on_close(struct evhttp_connection *evcon, void *arg) {
  * that connection goes untracked, which only costs it the deadlines. */
 static struct bufferevent *on_accept(struct event_base *base, void *arg) {
   lkvnet_server *s = arg;
-  NodeConns *c = &s->conns;
+  lkvnet_conns *c = &s->conns;
   struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
   double now = lkvnet_node_now();
-  Conn *cn;
+  lkvnet_conn *cn;
   c->backoff = 0; /* accept() works: the next failure pauses briefly */
   if (bev == NULL || (cn = calloc(1, sizeof *cn)) == NULL) return bev;
   cn->s = s;
   cn->bev = bev;
   cn->fd = -1;
-  list_append(c, cn, CONN_NEW, now);
+  list_append(c, cn, LKVNET_CONN_NEW, now);
   c->open++;
   event_active(c->resolve_ev, EV_TIMEOUT, 0);
   if (c->open >= s->max_conns) {
@@ -207,11 +208,11 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg) {
  * libevent 2.1 queues behind this event, which was activated first. */
 static void on_resolve(evutil_socket_t fd, short what, void *arg) {
   lkvnet_server *s = arg;
-  NodeConns *c = &s->conns;
-  Conn *cn;
+  lkvnet_conns *c = &s->conns;
+  lkvnet_conn *cn;
   (void)fd;
   (void)what;
-  while ((cn = c->lists[CONN_NEW].head) != NULL) {
+  while ((cn = c->lists[LKVNET_CONN_NEW].head) != NULL) {
     void *evcon = NULL;
     bufferevent_getcb(cn->bev, NULL, NULL, NULL, &evcon);
     if (evcon == NULL) {
@@ -225,12 +226,13 @@ static void on_resolve(evutil_socket_t fd, short what, void *arg) {
     if (by_fd_put(c, cn) != 0) {
       /* unfindable from its requests: never timed out (HANDLING), but
        * still counted until it closes */
-      move(c, cn, CONN_HANDLING, cn->since);
+      move(c, cn, LKVNET_CONN_HANDLING, cn->since);
       continue;
     }
     cn->input_cb = evbuffer_add_cb(bufferevent_get_input(cn->bev),
                                    on_input, cn);
-    move(c, cn, CONN_READING, cn->since); /* the deadline runs from accept */
+    /* the deadline runs from accept */
+    move(c, cn, LKVNET_CONN_READING, cn->since);
   }
 }
 
@@ -258,7 +260,7 @@ static int find_server(const struct event_base *base, const struct event *ev,
 static void on_accept_error(struct evconnlistener *l, void *arg) {
   int e = EVUTIL_SOCKET_ERROR();
   lkvnet_server *s = NULL;
-  NodeConns *c;
+  lkvnet_conns *c;
   double now = lkvnet_node_now();
   struct timeval tv;
   (void)arg;
@@ -313,45 +315,47 @@ static void on_retry(evutil_socket_t fd, short what, void *arg) {
  * next request beginning: its deadline starts. */
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info,
                      void *arg) {
-  Conn *cn = arg;
+  lkvnet_conn *cn = arg;
   (void)buf;
-  if (info->n_added > 0 && cn->phase == CONN_IDLE)
-    move(&cn->s->conns, cn, CONN_READING, lkvnet_node_now());
+  if (info->n_added > 0 && cn->phase == LKVNET_CONN_IDLE)
+    move(&cn->s->conns, cn, LKVNET_CONN_READING, lkvnet_node_now());
 }
 
 /* The reply is written; evhttp reads the connection's next request,
  * which may be there already (pipelined): then it has begun. */
 static void on_reply_sent(struct evhttp_request *req, void *arg) {
   lkvnet_server *s = arg;
-  Conn *cn = by_evcon(&s->conns, evhttp_request_get_connection(req));
+  lkvnet_conn *cn = by_evcon(&s->conns, evhttp_request_get_connection(req));
   if (cn != NULL)
     move(&s->conns, cn,
          evbuffer_get_length(bufferevent_get_input(cn->bev)) > 0
-             ? CONN_READING : CONN_IDLE,
+             ? LKVNET_CONN_READING : LKVNET_CONN_IDLE,
          lkvnet_node_now());
 }
 
 void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req) {
-  Conn *cn = by_evcon(&s->conns, evhttp_request_get_connection(req));
+  lkvnet_conn *cn = by_evcon(&s->conns, evhttp_request_get_connection(req));
   if (cn == NULL) return;
-  move(&s->conns, cn, CONN_HANDLING, lkvnet_node_now());
+  move(&s->conns, cn, LKVNET_CONN_HANDLING, lkvnet_node_now());
   evhttp_request_set_on_complete_cb(req, on_reply_sent, s);
 }
 
 size_t lkvnet_node_conns_answering(lkvnet_server *s) {
   size_t n = 0;
-  const Conn *cn;
-  for (cn = s->conns.lists[CONN_HANDLING].head; cn != NULL; cn = cn->next) n++;
+  const lkvnet_conn *cn;
+  for (cn = s->conns.lists[LKVNET_CONN_HANDLING].head; cn != NULL;
+       cn = cn->next)
+    n++;
   return n;
 }
 
 /* Close the connections at the head of list phase that are past limit
- * seconds in it; the Conn goes first, so evhttp's close callback (now
- * cleared) cannot meet it. */
+ * seconds in it; the lkvnet_conn goes first, so evhttp's close callback
+ * (now cleared) cannot meet it. */
 static void expire(lkvnet_server *s, int phase, double limit, double now,
                    uint64_t *counter) {
-  NodeConns *c = &s->conns;
-  Conn *cn;
+  lkvnet_conns *c = &s->conns;
+  lkvnet_conn *cn;
   while ((cn = c->lists[phase].head) != NULL && now - cn->since >= limit) {
     struct evhttp_connection *evcon = cn->evcon;
     evhttp_connection_set_closecb(evcon, NULL, NULL);
@@ -366,13 +370,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   double now = lkvnet_node_now();
   (void)fd;
   (void)what;
-  expire(s, CONN_READING, s->read_timeout_ms / 1000.0, now,
+  expire(s, LKVNET_CONN_READING, s->read_timeout_ms / 1000.0, now,
          &s->conns.read_timeouts);
-  expire(s, CONN_IDLE, s->idle_timeout_ms / 1000.0, now,
+  expire(s, LKVNET_CONN_IDLE, s->idle_timeout_ms / 1000.0, now,
          &s->conns.idle_timeouts);
   if (s->conns.accept_failures > 0 &&
       now - s->conns.last_failure >= LOG_EVERY) {
-    NodeConns *c = &s->conns;
+    lkvnet_conns *c = &s->conns;
     lkvnet_node_log(s, "accept() has not failed for %.0f s (it failed %llu "
                     "times in %.1f s before)", LOG_EVERY,
                     (unsigned long long)c->accept_failures,
@@ -389,7 +393,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
 ** ======================================================================= */
 
 int lkvnet_node_conns_open(lkvnet_server *s, lkv_err *err) {
-  NodeConns *c = &s->conns;
+  lkvnet_conns *c = &s->conns;
   struct evconnlistener *l = evhttp_bound_socket_get_listener(s->sock);
   int backstop = s->read_timeout_ms > s->idle_timeout_ms ? s->read_timeout_ms
                                                          : s->idle_timeout_ms;
@@ -424,19 +428,18 @@ int lkvnet_node_conns_start(lkvnet_server *s) {
 }
 
 void lkvnet_node_conns_close(lkvnet_server *s) {
-  NodeConns *c = &s->conns;
-  c->closing = 1; /* the listener goes first in evhttp_free */
+  lkvnet_conns *c = &s->conns;
   if (c->resolve_ev != NULL) on_resolve(-1, 0, s); /* all get on_close */
 }
 
 void lkvnet_node_conns_free(lkvnet_server *s) {
-  NodeConns *c = &s->conns;
+  lkvnet_conns *c = &s->conns;
   int p;
   /* evhttp_free closed every connection through on_close; anything left
    * was never set up, and its bufferevent went with evhttp */
-  for (p = 0; p < NCONNPHASES; p++)
+  for (p = 0; p < LKVNET_NCONN_PHASES; p++)
     while (c->lists[p].head != NULL) {
-      Conn *cn = c->lists[p].head;
+      lkvnet_conn *cn = c->lists[p].head;
       cn->input_cb = NULL;
       list_remove(c, cn);
       free(cn);

@@ -1,10 +1,11 @@
 /* follow.c - the follower's side of replication (docs/replication.md):
  * /append (the prev-entry check, cutting a conflicting suffix, the answer
- * once the entries are durable here), /snapshot (the install, with its
+ * once the entries are durable here: lkvnet_node_reply_append, apply.c's,
+ * as the wait for the sync is), /snapshot (the install, with its
  * crash-safe mark in the engine) and the term a leader's request brings;
  * also the other internal routes, /sync (the log as JSON) and the cluster
- * token check. server.c dispatches to the lkvnet_node_route_* functions here.
- * Runs on the event loop's thread; the node's state is node.h. */
+ * token check. routes.c dispatches to the lkvnet_node_route_* functions
+ * here. Runs on the event loop's thread; the node's state is node.h. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 /* The shared secret, when one is set: 401 without it, 403 when wrong.
  * The comparison does not stop at the first differing byte. */
 int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
-                    int route, double start) {
+                           int route, double start) {
   const char *got;
   size_t i, n, m;
   unsigned diff = 0;
@@ -28,8 +29,9 @@ int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
   got = evhttp_find_header(evhttp_request_get_input_headers(req),
                            LKVNET_TOKEN_HEADER);
   if (got == NULL) {
-    lkvnet_node_reply_error(s, req, route, start, 401, "this route needs the cluster "
-                     "token in the " LKVNET_TOKEN_HEADER " header");
+    lkvnet_node_reply_error(s, req, route, start, 401, "this route needs "
+                            "the cluster token in the " LKVNET_TOKEN_HEADER
+                            " header");
     return 0;
   }
   n = strlen(got);
@@ -51,9 +53,11 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
   char *v = lkvnet_node_query_param(query, name, &len, &found);
   uint64_t n = 0;
   if (v == NULL) {
-    if (found) lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
-    else lkvnet_node_reply_error(s, req, route, start, 400,
-                          "missing query parameter \"%s\"", name);
+    if (found)
+      lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    else
+      lkvnet_node_reply_error(s, req, route, start, 400,
+                              "missing query parameter \"%s\"", name);
     return -1;
   }
   for (i = 0; i < len; i++) {
@@ -63,46 +67,20 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
   }
   free(v);
   if (len == 0 || i < len) {
-    lkvnet_node_reply_error(s, req, route, start, 400,
-                     "query parameter \"%s\" must be an unsigned integer",
-                     name);
+    lkvnet_node_reply_error(
+        s, req, route, start, 400,
+        "query parameter \"%s\" must be an unsigned integer", name);
     return -1;
   }
   *out = n;
   return 0;
 }
 
-static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
-  lkvnet_jbuf_lit(b, ", \"term\": ");
-  lkvnet_jbuf_u64(b, s->term);
-  lkvnet_jbuf_lit(b, ", \"match_index\": ");
-  lkvnet_jbuf_u64(b, match);
-  lkvnet_jbuf_lit(b, ", \"last_index\": ");
-  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : lkvnet_node_last_index(s));
-}
-
-/* {"ok", "term", "match_index", "last_index"[, "error"]}: 200 when the
- * entries are durable here, 409 when refused (stale term, a log that
- * does not match at prev_index); the leader reads the numbers. */
-void lkvnet_node_reply_append(lkvnet_server *s, Held *h, int code, uint64_t match,
-                       const char *error) {
-  lkvnet_jbuf b;
-  memset(&b, 0, sizeof b);
-  lkvnet_jbuf_lit(&b, code == 200 ? "{\"ok\": true" : "{\"ok\": false");
-  status_fields(s, &b, match);
-  if (error != NULL) {
-    lkvnet_jbuf_lit(&b, ", \"error\": ");
-    lkvnet_jbuf_str(&b, error, strlen(error));
-  }
-  lkvnet_jbuf_lit(&b, "}");
-  lkvnet_node_held_json(h, code, &b);
-}
-
 /* Answer an internal request at once (not held). */
 static void answer_now(lkvnet_server *s, struct evhttp_request *req,
                        int route, double start, int code, uint64_t match,
                        const char *error) {
-  Held h;
+  lkvnet_held h;
   lkvnet_node_hold(s, &h, req, route, start, start);
   lkvnet_node_reply_append(s, &h, code, match, error);
 }
@@ -128,7 +106,7 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
       return -1;
     }
     lkvnet_node_log(s, "term %llu (leader %s)", (unsigned long long)term,
-          s->leader_url);
+                    s->leader_url);
     s->term = term;
   }
   return 0;
@@ -164,7 +142,7 @@ static const unsigned char *check_frames(lkvnet_server *s,
     }
     if (rc < 0 || e.index != expect || (pairs && e.op != LKVNET_OP_SET)) {
       lkvnet_node_reply_error(s, req, route, start, 400, "bad frames: %s",
-                       rc < 0 ? why : "out of order (or not pairs)");
+                              rc < 0 ? why : "out of order (or not pairs)");
       return NULL;
     }
   }
@@ -176,23 +154,27 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied,
 
 /* POST /append?term&prev_index&prev_term&commit, body: log frames. */
 void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
-                       const char *query, double start) {
+                              const char *query, double start) {
   uint64_t term, prev, prev_term, commit, t, match, base, last;
   size_t n, off = 0;
   const unsigned char *body;
   lkvnet_entry e;
   char why[160];
   lkv_err err;
-  Waiter *w;
-  if (query_u64(s, req, R_APPEND, start, query, "term", &term) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "prev_index", &prev) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "prev_term", &prev_term) != 0 ||
-      query_u64(s, req, R_APPEND, start, query, "commit", &commit) != 0)
+  lkvnet_waiter *w;
+  if (query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "term",
+                &term) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "prev_index",
+                &prev) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "prev_term",
+                &prev_term) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "commit",
+                &commit) != 0)
     return;
-  if ((body = check_frames(s, req, R_APPEND, start, prev, 0, &n, &last)) ==
-      NULL)
+  if ((body = check_frames(s, req, LKVNET_ROUTE_APPEND, start, prev, 0, &n,
+                           &last)) == NULL)
     return;
-  if (follow_term(s, req, R_APPEND, start, term) != 0) return;
+  if (follow_term(s, req, LKVNET_ROUTE_APPEND, start, term) != 0) return;
   if (s->installing) {
     /* a new leader term, or the stream broke: the install starts over */
     s->installing = 0;
@@ -204,19 +186,20 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
   base = lkvnet_rlog_base_index(s->rlog);
   if (s->needs_snapshot) {
     if (prev != 0 || base != 0) {
-      answer_now(s, req, R_APPEND, start, 409, 0,
+      answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
                  "this node needs a snapshot");
       return;
     }
     /* the leader offers its whole log instead (it never compacted): an
      * empty engine and log can take it from index 1 */
     err.msg[0] = '\0';
-    lkvnet_node_log(s, "unfinished snapshot install: rebuilding from the leader's "
-          "whole log");
+    lkvnet_node_log(s, "unfinished snapshot install: rebuilding from the "
+                    "leader's whole log");
     if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
         wipe_engine(s, &err) != LKV_OK ||
         set_marker(s, 0, 1, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
+                              err.msg);
       return;
     }
     lkvnet_node_pending_cut(s, 0);
@@ -224,13 +207,14 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     s->applied_index = s->commit_index = 0;
   }
   if (prev > lkvnet_node_last_index(s)) {
-    answer_now(s, req, R_APPEND, start, 409, 0, "log ends before prev_index");
+    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
+               "log ends before prev_index");
     return;
   }
   if (prev >= base && (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK ||
                        t != prev_term)) {
     /* Raft: refuse; the leader probes one entry back */
-    answer_now(s, req, R_APPEND, start, 409, 0,
+    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
                "log does not match at prev_index");
     return;
   }
@@ -248,32 +232,36 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
                         "it conflicts with one already applied here",
                         (unsigned long long)e.index,
                         (unsigned long long)e.term);
-        lkvnet_node_reply_error(s, req, R_APPEND, start, 500,
-                         "the leader's entry %llu "
-                         "conflicts with one already applied here",
-                         (unsigned long long)e.index);
+        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500,
+                                "the leader's entry %llu "
+                                "conflicts with one already applied here",
+                                (unsigned long long)e.index);
         return;
       }
-      lkvnet_node_log(s, "log conflict at index %llu: cutting %llu entries",
-            (unsigned long long)e.index,
-            (unsigned long long)(lkvnet_node_last_index(s) - e.index + 1));
+      lkvnet_node_log(
+          s, "log conflict at index %llu: cutting %llu entries",
+          (unsigned long long)e.index,
+          (unsigned long long)(lkvnet_node_last_index(s) - e.index + 1));
       if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
-        lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", err.msg);
+        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
+                                err.msg);
         return;
       }
       lkvnet_node_pending_cut(s, e.index - 1);
     }
     if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, R_APPEND, start,
-                       lkvnet_node_http_status_of(err.code), "%s", err.msg);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start,
+                              lkvnet_node_http_status_of(err.code), "%s",
+                              err.msg);
       return;
     }
     if (lkvnet_node_pending_push(s, e.index, e.op, e.key, e.klen, e.val,
-                          e.vlen) != 0) {
+                                 e.vlen) != 0) {
       /* as on the leader: never apply past an untracked entry */
       lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
                     "index %llu", (unsigned long long)e.index);
-      lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "%s", s->apply_err.msg);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
+                              s->apply_err.msg);
       return;
     }
   }
@@ -282,11 +270,13 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
   if (commit > s->commit_index) s->commit_index = commit;
   lkvnet_node_apply_committed(s);
   if (lkvnet_rlog_durable_index(s->rlog) >= match) {
-    answer_now(s, req, R_APPEND, start, 200, match, NULL);
+    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 200, match, NULL);
     return;
   }
-  if ((w = lkvnet_node_waiter_add(s, req, R_APPEND, start, W_APPEND, match)) == NULL)
-    lkvnet_node_reply_error(s, req, R_APPEND, start, 500, "out of memory");
+  if ((w = lkvnet_node_waiter_add(s, req, LKVNET_ROUTE_APPEND, start,
+                                  LKVNET_WAIT_APPEND, match)) == NULL)
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500,
+                            "out of memory");
 }
 
 /* Delete every user key of the engine in batches (reserved keys, the
@@ -347,7 +337,8 @@ static void install_failed(lkvnet_server *s, struct evhttp_request *req,
                            double start, uint64_t index, const lkv_err *err) {
   lkvnet_node_log(s, "snapshot install at index %llu failed: %s",
                   (unsigned long long)index, err->msg);
-  lkvnet_node_reply_error(s, req, R_SNAPSHOT, start, 500, "%s", err->msg);
+  lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 500, "%s",
+                          err->msg);
 }
 
 /* POST /snapshot?term&index&snap_term&offset&done, body: (key, value)
@@ -359,7 +350,7 @@ static void install_failed(lkvnet_server *s, struct evhttp_request *req,
  * with the mark asks for a new snapshot: its log is never cut while its
  * engine could still claim to follow it. */
 void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
-                         const char *query, double start) {
+                                const char *query, double start) {
   uint64_t term, index, sterm, offset, done, last, seq;
   size_t n, off = 0;
   const unsigned char *body;
@@ -367,16 +358,21 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   char why[160];
   lkv_err err;
   int rc;
-  if (query_u64(s, req, R_SNAPSHOT, start, query, "term", &term) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "index", &index) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "snap_term", &sterm) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "offset", &offset) != 0 ||
-      query_u64(s, req, R_SNAPSHOT, start, query, "done", &done) != 0)
+  if (query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "term",
+                &term) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "index",
+                &index) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "snap_term",
+                &sterm) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "offset",
+                &offset) != 0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "done",
+                &done) != 0)
     return;
-  if ((body = check_frames(s, req, R_SNAPSHOT, start, offset, 1, &n,
+  if ((body = check_frames(s, req, LKVNET_ROUTE_SNAPSHOT, start, offset, 1, &n,
                            &last)) == NULL)
     return;
-  if (follow_term(s, req, R_SNAPSHOT, start, term) != 0) return;
+  if (follow_term(s, req, LKVNET_ROUTE_SNAPSHOT, start, term) != 0) return;
   err.msg[0] = '\0';
   if (offset == 0) {
     /* begin: nothing in the log past its start or in the engine is kept.
@@ -386,12 +382,13 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_rlog_compact_wait(s->rlog);
     lkvnet_rlog_stats_get(s->rlog, &rs);
     if (index < rs.base_index) {
-      answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot older than "
+      answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409, 0,
+                 "snapshot older than "
                  "this node's log start");
       return;
     }
     lkvnet_node_log(s, "installing a snapshot at index %llu from the leader",
-          (unsigned long long)index);
+                    (unsigned long long)index);
     if (set_marker(s, index, 0, &err) != LKV_OK ||
         lkv_db_sync(s->db, &err) != LKV_OK) {
       install_failed(s, req, start, index, &err);
@@ -410,7 +407,8 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     s->install_got = 0;
   }
   if (!s->installing || s->install_index != index || offset != s->install_got) {
-    answer_now(s, req, R_SNAPSHOT, start, 409, 0, "snapshot chunk out of "
+    answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409, 0,
+               "snapshot chunk out of "
                "order; start again from offset 0");
     return;
   }
@@ -449,9 +447,10 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     s->needs_snapshot = 0;
     s->installing = 0;
     lkvnet_node_log(s, "snapshot installed: index %llu, %llu keys",
-          (unsigned long long)index, (unsigned long long)s->install_got);
+                    (unsigned long long)index,
+                    (unsigned long long)s->install_got);
   }
-  answer_now(s, req, R_SNAPSHOT, start, 200, done ? index : 0, NULL);
+  answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 200, done ? index : 0, NULL);
 }
 
 static const char *op_name(int op) {
@@ -462,7 +461,7 @@ static const char *op_name(int op) {
 /* GET /sync?from_index=N[&limit=M]: the log from N as JSON (410 when N is
  * behind the log's start: that history is only in snapshots now). */
 void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
-                     const char *query, double start) {
+                            const char *query, double start) {
   uint64_t from, limit = LKVNET_SYNC_MAX_ENTRIES, to, i = 0;
   lkvnet_rlog_stats rs;
   unsigned char *frames = NULL;
@@ -474,7 +473,8 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
   int rc, lfound;
   size_t ll;
   char *lim;
-  if (query_u64(s, req, R_SYNC, start, query, "from_index", &from) != 0)
+  if (query_u64(s, req, LKVNET_ROUTE_SYNC, start, query, "from_index",
+                &from) != 0)
     return;
   lim = lkvnet_node_query_param(query, "limit", &ll, &lfound);
   if (lfound) {
@@ -482,8 +482,10 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
     if (lim == NULL || lkvnet_node_parse_limit(lim, &l) != 0 || l < 1 ||
         l > LKVNET_SYNC_MAX_ENTRIES) {
       free(lim);
-      lkvnet_node_reply_error(s, req, R_SYNC, start, 400, "limit must be an integer "
-                       "from 1 to %d", LKVNET_SYNC_MAX_ENTRIES);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SYNC, start, 400,
+                              "limit must be an integer "
+                              "from 1 to %d",
+                              LKVNET_SYNC_MAX_ENTRIES);
       return;
     }
     limit = (uint64_t)l;
@@ -498,15 +500,15 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
                         "\"base_index\": ");
     lkvnet_jbuf_u64(&b, rs.base_index);
     lkvnet_jbuf_lit(&b, "}");
-    lkvnet_node_reply_json(s, req, R_SYNC, start, 410, &b);
+    lkvnet_node_reply_json(s, req, LKVNET_ROUTE_SYNC, start, 410, &b);
     return;
   }
   err.msg[0] = '\0';
   rc = lkvnet_rlog_read(s->rlog, from, LKVNET_SCAN_MAX_BYTES, &frames, &len,
                         &to, &err);
   if (rc != LKV_OK) {
-    lkvnet_node_reply_error(s, req, R_SYNC, start, lkvnet_node_http_status_of(rc), "%s",
-                     err.msg);
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SYNC, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
     return;
   }
   memset(&b, 0, sizeof b);
@@ -540,5 +542,5 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_u64(&b, s->commit_index);
   lkvnet_jbuf_lit(&b, from + i <= rs.last_index ? ", \"more\": true}"
                                                 : ", \"more\": false}");
-  lkvnet_node_reply_json(s, req, R_SYNC, start, 200, &b);
+  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_SYNC, start, 200, &b);
 }

@@ -1,8 +1,11 @@
-/* repl.c - the leader's side of replication (docs/replication.md): one
- * /append in flight per follower carrying every entry it lacks, a
- * /snapshot stream when the log was cut behind it, and the bookkeeping of
- * each follower's state (up, down, backoff). Runs on the event loop's
- * thread; the node's state is node.h. */
+/* repl.c - the leader's side of replication (docs/replication.md): a
+ * client's write checked, appended and held for its commit; the commit
+ * index, counted from the followers' match indexes; a new term and its
+ * no-op; one /append in flight per follower carrying every entry it
+ * lacks, a /snapshot stream when the log was cut behind it, and the
+ * bookkeeping of each follower's state (up, down, backoff). The apply of
+ * what commits is apply.c's. Runs on the event loop's thread; the node's
+ * state is node.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,25 +14,173 @@
 #include <event2/http.h>
 
 #include "json.h"
+#include "neterr.h"
 #include "node.h"
 #include "rlog.h"
 
-static void peer_log_state(lkvnet_server *s, Peer *p, int state,
+/* {======================================================================
+** Taking a write: check, append, hold, send
+** ======================================================================= */
+
+/* Start a write on the leader: check it, append it, send it to the
+ * followers, and leave the request waiting for its commit. Refusals
+ * answer at once and write nothing. */
+void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
+                             int route, double start, int op, const char *key,
+                             size_t klen, const char *val, size_t vlen) {
+  uint64_t index;
+  lkv_err err;
+  int rc;
+  if (s->draining) {
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "the node is shutting down");
+    return;
+  }
+  if (s->apply_err.code != LKV_OK) {
+    lkvnet_node_reply_error(s, req, route, start, 500, "writes are stopped: %s",
+                            s->apply_err.msg);
+    return;
+  }
+  if (s->pending_bytes + klen + vlen > s->max_uncommitted) {
+    /* without a majority every refused write would still sit in memory
+     * (it is in the log and may commit later): past this, refuse them
+     * before they are written */
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "%zu bytes of writes are waiting "
+                            "for a majority; refusing more until it is back",
+                            s->pending_bytes);
+    return;
+  }
+  if (lkvnet_node_is_reserved(key, klen)) {
+    lkvnet_node_reply_error(
+        s, req, route, start, 400,
+        "keys starting with \\xff\\xfflunakv/ are reserved");
+    return;
+  }
+  if (klen > LKV_MAX_KEY_BYTES) {
+    lkvnet_node_reply_error(s, req, route, start, 413,
+                            "key is %zu bytes; the limit is %u",
+                            klen, (unsigned)LKV_MAX_KEY_BYTES);
+    return;
+  }
+  if (vlen > LKV_MAX_VALUE_BYTES) {
+    lkvnet_node_reply_error(s, req, route, start, 413,
+                            "value is %zu bytes; the limit is %u", vlen,
+                            (unsigned)LKV_MAX_VALUE_BYTES);
+    return;
+  }
+  err.msg[0] = '\0';
+  rc = lkvnet_rlog_append(s->rlog, s->term, op, key, klen, val, vlen, &index,
+                          &err);
+  if (rc != LKV_OK) {
+    lkvnet_node_reply_error(s, req, route, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
+    return;
+  }
+  if (lkvnet_node_pending_push(s, index, op, key, klen, val, vlen) != 0) {
+    /* appended but untracked: applying past it would skip it, so the
+     * node stops applying; a restart replays it from the log */
+    lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking index "
+                  "%llu", (unsigned long long)index);
+    lkvnet_node_reply_error(s, req, route, start, 500, "%s", s->apply_err.msg);
+    return;
+  }
+  lkvnet_node_hold(s, &s->tail->h, req, route, start,
+                   start + s->write_timeout_ms / 1000.0);
+  lkvnet_node_peers_kick(s);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The commit index and the term
+** ======================================================================= */
+
+static int cmp_desc(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* The leader's commit index: the highest index durable on a majority of
+ * the nodes, counting the leader, which must hold it itself: with a fixed
+ * leader there are no elections to keep a node that lacks an entry from
+ * leading, so the leader never counts an entry it could lose. As in Raft
+ * (section 5.4.2), only an entry of the leader's own term commits by
+ * counting; earlier ones commit with it (hence the no-op at term start).
+ * A node alone commits whatever it has synced. */
+static uint64_t majority_index(lkvnet_server *s) {
+  uint64_t self = lkvnet_rlog_durable_index(s->rlog), c, t;
+  size_t need = (s->npeers + 1) / 2 + 1, i; /* nodes that must hold it */
+  uint64_t m[LKVNET_MAX_NODES];
+  if (s->npeers == 0) return self;
+  for (i = 0; i < s->npeers; i++) m[i] = s->peers[i].match_index;
+  qsort(m, i, sizeof m[0], cmp_desc);
+  c = m[need - 2]; /* the (need-1)-th best follower */
+  if (c > self) c = self;
+  if (c <= s->commit_index) return s->commit_index;
+  if (lkvnet_rlog_term_at(s->rlog, c, &t) != LKV_OK || t != s->term)
+    return s->commit_index;
+  return c;
+}
+
+void lkvnet_node_advance_commit(lkvnet_server *s) {
+  uint64_t c = s->leader ? majority_index(s) : s->commit_index;
+  int moved = c > s->commit_index;
+  if (moved) s->commit_index = c;
+  lkvnet_node_apply_committed(s);
+  /* followers learn the new commit index with the next batch */
+  if (moved && s->leader) lkvnet_node_peers_kick(s);
+}
+
+/* Lead in term t: persist it before anything of it is written, then
+ * append its no-op, through which entries of earlier terms commit (Raft
+ * 5.4.2); consistent reads wait for it. A node alone needs no no-op. */
+int lkvnet_node_start_term(lkvnet_server *s, uint64_t t) {
+  uint64_t idx;
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  if ((rc = lkvnet_term_store(s->data_dir, s->env, t, &err)) != LKV_OK) {
+    lkvnet_node_log(s, "cannot persist term %llu: %s", (unsigned long long)t,
+                    err.msg);
+    return rc;
+  }
+  s->term = t;
+  if (s->npeers == 0) return LKV_OK;
+  if ((rc = lkvnet_rlog_append(s->rlog, s->term, LKVNET_OP_NOOP, NULL, 0,
+                               NULL, 0, &idx, &err)) != LKV_OK) {
+    lkvnet_node_log(s, "cannot append the no-op of term %llu: %s",
+                    (unsigned long long)t, err.msg);
+    return rc;
+  }
+  if (lkvnet_node_pending_push(s, idx, LKVNET_OP_NOOP, NULL, 0, NULL, 0) != 0)
+    return LKV_NOMEM;
+  s->term_start = idx;
+  return LKV_OK;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Sending to followers
+** ======================================================================= */
+
+static void peer_log_state(lkvnet_server *s, lkvnet_peer *p, int state,
                            const char *why) {
   if (p->state == state) return;
-  if (state == PEER_UP)
+  if (state == LKVNET_PEER_UP)
     lkvnet_node_log(s, "peer %s up (match index %llu)", p->url,
-          (unsigned long long)p->match_index);
+                    (unsigned long long)p->match_index);
   else
     lkvnet_node_log(s, "peer %s down: %s", p->url, why);
   p->state = state;
 }
 
-static void peer_failed(lkvnet_server *s, Peer *p, const char *why) {
+static void peer_failed(lkvnet_server *s, lkvnet_peer *p, const char *why) {
   double t = lkvnet_node_now();
   p->failures++;
   snprintf(p->last_error, sizeof p->last_error, "%s", why);
-  peer_log_state(s, p, PEER_DOWN, why);
+  peer_log_state(s, p, LKVNET_PEER_DOWN, why);
   /* back off: 50 ms doubling to 1 s, so a dead follower costs little */
   p->backoff = p->backoff <= 0 ? 0.05 : p->backoff * 2;
   if (p->backoff > 1.0) p->backoff = 1.0;
@@ -40,7 +191,7 @@ static void peer_failed(lkvnet_server *s, Peer *p, const char *why) {
   }
 }
 
-static struct evhttp_request *peer_request(lkvnet_server *s, Peer *p,
+static struct evhttp_request *peer_request(lkvnet_server *s, lkvnet_peer *p,
                                            void (*cb)(struct evhttp_request *,
                                                       void *)) {
   struct evhttp_request *r = evhttp_request_new(cb, p);
@@ -100,11 +251,11 @@ static void free_frames(const void *data, size_t len, void *extra) {
   free((void *)data);
 }
 
-static void peer_send(lkvnet_server *s, Peer *p);
+static void peer_send(lkvnet_server *s, lkvnet_peer *p);
 
 /* A follower answered (or failed to answer) an /append. */
 static void on_append_reply(struct evhttp_request *r, void *arg) {
-  Peer *p = arg;
+  lkvnet_peer *p = arg;
   lkvnet_server *s = p->s;
   PeerAnswer a;
   p->inflight = 0;
@@ -117,7 +268,7 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
   if (a.ok) {
     if (a.match_index > p->match_index) p->match_index = a.match_index;
     p->next_index = a.match_index + 1;
-    peer_log_state(s, p, PEER_UP, NULL);
+    peer_log_state(s, p, LKVNET_PEER_UP, NULL);
     lkvnet_node_advance_commit(s);
   } else {
     /* a refusal: its log ends earlier or differs at prev_index; back up
@@ -127,9 +278,10 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
       /* the follower saw a later term (this node's state was lost or
        * restored from an old copy): lead in a newer one, or it would
        * refuse us forever */
-      lkvnet_node_log(s, "peer %s is at term %llu, past ours (%llu): starting term "
-            "%llu", p->url, (unsigned long long)a.term,
-            (unsigned long long)s->term, (unsigned long long)a.term + 1);
+      lkvnet_node_log(s, "peer %s is at term %llu, past ours (%llu): "
+                      "starting term %llu", p->url,
+                      (unsigned long long)a.term, (unsigned long long)s->term,
+                      (unsigned long long)a.term + 1);
       if (lkvnet_node_start_term(s, a.term + 1) != LKV_OK) {
         peer_failed(s, p, "cannot start a new term");
         return;
@@ -141,18 +293,18 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
        * what it holds is what it says; entries committed with its help
        * stay committed, on the leader's disk */
       lkvnet_node_log(s, "peer %s now ends at index %llu (it had %llu)", p->url,
-            (unsigned long long)a.last_index,
-            (unsigned long long)p->match_index);
+                      (unsigned long long)a.last_index,
+                      (unsigned long long)p->match_index);
       p->match_index = a.last_index;
     }
     p->next_index = nx;
-    peer_log_state(s, p, PEER_UP, NULL);
+    peer_log_state(s, p, LKVNET_PEER_UP, NULL);
   }
   peer_send(s, p);
 }
 
 static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
-  Peer *p = arg;
+  lkvnet_peer *p = arg;
   lkvnet_server *s = p->s;
   PeerAnswer a;
   p->inflight = 0;
@@ -169,9 +321,9 @@ static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
     p->snapshots_sent++;
     p->match_index = p->snap_index;
     p->next_index = p->snap_index + 1;
-    lkvnet_node_log(s, "peer %s installed the snapshot at index %llu (%llu keys)",
-          p->url, (unsigned long long)p->snap_index,
-          (unsigned long long)p->snap_sent);
+    lkvnet_node_log(s, "peer %s installed the snapshot at index %llu "
+                    "(%llu keys)", p->url, (unsigned long long)p->snap_index,
+                    (unsigned long long)p->snap_sent);
     lkvnet_node_advance_commit(s);
   }
   peer_send(s, p);
@@ -179,7 +331,7 @@ static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
 
 /* The next chunk of the snapshot stream: pairs from the engine iterator,
  * as log frames (op set, index = the pair's number in the stream). */
-static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
+static void peer_send_snapshot(lkvnet_server *s, lkvnet_peer *p) {
   struct evhttp_request *r;
   struct evbuffer *out;
   char uri[256];
@@ -201,11 +353,12 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
       p->snap_term = rs.base_term;
     p->snap_sent = 0;
     lkv_iter_seek_first(p->snap);
-    lkvnet_node_log(s, "peer %s needs index %llu, behind the log's start (%llu): "
-          "sending a snapshot at index %llu", p->url,
-          (unsigned long long)p->next_index,
-          (unsigned long long)rs.base_index + 1,
-          (unsigned long long)p->snap_index);
+    lkvnet_node_log(s,
+                    "peer %s needs index %llu, behind the log's start "
+                    "(%llu): sending a snapshot at index %llu",
+                    p->url, (unsigned long long)p->next_index,
+                    (unsigned long long)rs.base_index + 1,
+                    (unsigned long long)p->snap_index);
   }
   if ((r = peer_request(s, p, on_snapshot_reply)) == NULL) {
     peer_failed(s, p, "out of memory");
@@ -238,7 +391,8 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
   }
   if (lkv_iter_status(p->snap, &err) != LKV_OK) {
     evhttp_request_free(r);
-    lkvnet_node_log(s, "snapshot for %s: the engine failed: %s", p->url, err.msg);
+    lkvnet_node_log(s, "snapshot for %s: the engine failed: %s", p->url,
+                    err.msg);
     peer_failed(s, p, err.msg);
     return;
   }
@@ -259,7 +413,7 @@ static void peer_send_snapshot(lkvnet_server *s, Peer *p) {
 
 /* Send what the follower lacks, the commit index when it moved, or a
  * heartbeat when it has been quiet; nothing while a request is out. */
-static void peer_send(lkvnet_server *s, Peer *p) {
+static void peer_send(lkvnet_server *s, lkvnet_peer *p) {
   uint64_t base = lkvnet_rlog_base_index(s->rlog);
   struct evhttp_request *r;
   unsigned char *frames = NULL;
@@ -272,7 +426,7 @@ static void peer_send(lkvnet_server *s, Peer *p) {
    * need their majority */
   if (p->inflight || t < p->retry_at) return;
   if (p->snap != NULL ||
-      (p->next_index <= base && p->state == PEER_UP)) {
+      (p->next_index <= base && p->state == LKVNET_PEER_UP)) {
     peer_send_snapshot(s, p);
     return;
   }
@@ -281,7 +435,8 @@ static void peer_send(lkvnet_server *s, Peer *p) {
      * building a snapshot for a follower that may not need one */
     p->next_index = base + 1;
   }
-  if (p->next_index > lkvnet_node_last_index(s) && p->sent_commit >= s->commit_index &&
+  if (p->next_index > lkvnet_node_last_index(s) &&
+      p->sent_commit >= s->commit_index &&
       t - p->last_send < s->heartbeat_ms / 1000.0)
     return;
   err.msg[0] = '\0';
@@ -329,3 +484,5 @@ void lkvnet_node_peers_kick(lkvnet_server *s) {
   size_t i;
   for (i = 0; i < s->npeers; i++) peer_send(s, &s->peers[i]);
 }
+
+/* }====================================================================== */

@@ -1,0 +1,117 @@
+/* forward.c - a follower passes writes and consistent reads to the
+ * leader (docs/replication.md, "Forwarding") over connections it opens
+ * as concurrency needs them, and answers with the leader's reply. Runs on
+ * the event loop's thread; the node's state is node.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "node.h"
+
+/* A request a follower passes to the leader, waiting for its answer. */
+typedef struct Fwd {
+  lkvnet_held h;
+  size_t conn; /* index in s->fwd */
+} Fwd;
+
+size_t lkvnet_node_forward_conn(lkvnet_server *s) {
+  size_t i, best = 0;
+  char *hp = NULL;
+  for (i = 0; i < s->nfwd; i++) {
+    if (s->fwd_busy[i] == 0) return i;
+    if (s->fwd_busy[i] < s->fwd_busy[best]) best = i;
+  }
+  if (s->nfwd < LKVNET_FORWARD_CONNS) {
+    struct evhttp_connection *c =
+        lkvnet_node_connect_url(s, s->leader_url, &hp, NULL);
+    if (c != NULL) {
+      evhttp_connection_set_timeout(c, (s->write_timeout_ms + 999) / 1000 +
+                                           2);
+      if (s->leader_hostport == NULL) s->leader_hostport = hp;
+      else free(hp);
+      s->fwd[s->nfwd] = c;
+      s->fwd_busy[s->nfwd] = 0;
+      return s->nfwd++;
+    }
+  }
+  return s->nfwd > 0 ? best : (size_t)-1;
+}
+
+static void on_forward_reply(struct evhttp_request *r, void *arg) {
+  Fwd *f = arg;
+  lkvnet_server *s = f->h.s;
+  struct evhttp_request *req;
+  int code = r ? evhttp_request_get_response_code(r) : 0;
+  s->fwd_busy[f->conn]--;
+  if (code == 0) {
+    lkvnet_node_held_error(&f->h, 503, "the leader %s did not answer "
+                           "(down, or the connection failed)", s->leader_url);
+  } else if ((req = lkvnet_node_unhold(&f->h)) != NULL) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(r);
+    size_t n = evbuffer_get_length(in);
+    const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(r),
+                                        "Content-Type");
+    lkvnet_node_reply(s, req, f->h.route, f->h.start, code,
+                      ct ? ct : "application/json", body ? body : "",
+                      body ? n : 0);
+  }
+  free(f);
+}
+
+void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
+                         int route, double start) {
+  struct evhttp_connection *c;
+  struct evhttp_request *r;
+  struct evkeyvalq *ih = evhttp_request_get_input_headers(req), *oh;
+  const char *ct = evhttp_find_header(ih, "Content-Type");
+  enum evhttp_cmd_type cmd;
+  size_t ci;
+  Fwd *f;
+  if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
+    lkvnet_node_reply_error(s, req, route, start, 503, "forwarded to a node "
+                            "that does not lead: LEADER_URL differs "
+                            "between nodes");
+    return;
+  }
+  if (s->draining) {
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "the node is shutting down");
+    return;
+  }
+  if ((ci = lkvnet_node_forward_conn(s)) == (size_t)-1) {
+    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    return;
+  }
+  c = s->fwd[ci];
+  if ((f = calloc(1, sizeof *f)) == NULL ||
+      (r = evhttp_request_new(on_forward_reply, f)) == NULL) {
+    free(f);
+    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    return;
+  }
+  oh = evhttp_request_get_output_headers(r);
+  evhttp_add_header(oh, "Host", s->leader_hostport);
+  evhttp_add_header(oh, "X-Lunakv-Forwarded-By", s->my_url);
+  if (ct) evhttp_add_header(oh, "Content-Type", ct);
+  evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
+                      evhttp_request_get_input_buffer(req));
+  lkvnet_node_hold(s, &f->h, req, route, start, 0);
+  f->conn = ci;
+  s->fwd_busy[ci]++;
+  /* a HEAD goes as a GET: lkvnet_node_reply() leaves the body out and
+   * keeps its length, which a HEAD answer from the leader would not carry */
+  cmd = evhttp_request_get_command(req);
+  if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
+  if (evhttp_make_request(c, r, cmd, evhttp_request_get_uri(req)) != 0) {
+    /* libevent 2.1 does not call back after a refusal here */
+    s->fwd_busy[ci]--;
+    lkvnet_node_held_error(&f->h, 503, "cannot reach the leader %s",
+                           s->leader_url);
+    evhttp_request_free(r);
+    free(f);
+  }
+}

@@ -1,0 +1,311 @@
+/* node.c - the node's small shared services, called by every other file
+ * of the node and calling none of them: the clock and the log line,
+ * reserved keys, the replies (each counted for /metrics), requests held
+ * past their handler, query parameters and client connections of the
+ * loop. The state is node.h; everything here runs on the event loop's
+ * thread.
+ *
+ * Every request ends in exactly one call of lkvnet_node_reply():
+ * synchronously for reads and refusals, from the commit path (apply or
+ * timeout) for writes. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "json.h"
+#include "neterr.h"
+#include "node.h"
+#include "rlog.h"
+
+/* {======================================================================
+** The clock, the log line, reserved keys
+** ======================================================================= */
+
+double lkvnet_node_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...) {
+  char line[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (s->log != NULL) {
+    s->log(s->log_ctx, line);
+  } else {
+    char ts[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(stderr, "%s lunakv node %s: %s\n", ts,
+            s->my_url ? s->my_url : "-", line);
+  }
+}
+
+int lkvnet_node_is_reserved(const char *k, size_t n) {
+  size_t p = sizeof LKVNET_RESERVED_PREFIX - 1;
+  return n >= p && memcmp(k, LKVNET_RESERVED_PREFIX, p) == 0;
+}
+
+uint64_t lkvnet_node_last_index(lkvnet_server *s) {
+  return lkvnet_rlog_last_index(s->rlog);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Replies and their counts
+** ======================================================================= */
+
+/* unsized here, so that the asserts below see the initializers' length */
+const int lkvnet_node_status_codes[] = {200, 400, 401, 403, 404, 405,
+                                        409, 410, 413, 500, 503};
+_Static_assert(sizeof lkvnet_node_status_codes /
+                       sizeof lkvnet_node_status_codes[0] == LKVNET_NSTATUS,
+               "LKVNET_NSTATUS in node.h");
+
+const double lkvnet_node_latency_buckets[] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1,    0.25,  0.5,    1,     2.5,  5};
+_Static_assert(sizeof lkvnet_node_latency_buckets /
+                       sizeof lkvnet_node_latency_buckets[0] == LKVNET_NBUCKETS,
+               "LKVNET_NBUCKETS in node.h");
+
+static const char *reason(int code) {
+  switch (code) {
+  case 200: return "OK";
+  case 400: return "Bad Request";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 413: return "Payload Too Large";
+  case 503: return "Service Unavailable";
+  default: return "Internal Server Error";
+  }
+}
+
+static void count(lkvnet_server *s, int route, int code, double start) {
+  size_t i;
+  double d = lkvnet_node_now() - start;
+  for (i = 0; i < LKVNET_NSTATUS; i++)
+    if (lkvnet_node_status_codes[i] == code) break;
+  s->requests[route][i]++;
+  for (i = 0; i < LKVNET_NBUCKETS; i++)
+    if (d <= lkvnet_node_latency_buckets[i]) s->hist[route][i]++;
+  s->lat_sum[route] += d;
+  s->lat_count[route]++;
+}
+
+/* The one way out of every request. A HEAD gets the headers a GET would
+ * (RFC 9110 9.3.2), Content-Length included, and no body: libevent 2.1
+ * writes whatever is in the output buffer, and leaves Content-Length out
+ * for HEAD, so a body there would be read as the start of the next
+ * response on a keep-alive connection. */
+void lkvnet_node_reply(lkvnet_server *s, struct evhttp_request *req, int route,
+                       double start, int code, const char *ctype,
+                       const char *data, size_t len) {
+  static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
+  struct evbuffer *out = evhttp_request_get_output_buffer(req);
+  struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+  evhttp_add_header(h, "Content-Type", ctype);
+  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+    char n[32];
+    snprintf(n, sizeof n, "%zu", len);
+    evhttp_add_header(h, "Content-Length", n);
+  } else if (len > 0 && evbuffer_add(out, data, len) != 0) {
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_add(out, oom, sizeof oom - 1);
+    code = 500;
+  }
+  count(s, route, code, start);
+  evhttp_send_reply(req, code, reason(code), NULL);
+}
+
+void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req,
+                            int route, double start, int code, lkvnet_jbuf *b) {
+  if (b->failed) {
+    static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
+    lkvnet_node_reply(s, req, route, start, 500, "application/json", oom,
+                      sizeof oom - 1);
+  } else {
+    lkvnet_jbuf_raw(b, "\n", 1);
+    lkvnet_node_reply(s, req, route, start, code, "application/json", b->data,
+                      b->len);
+  }
+  lkvnet_jbuf_free(b);
+}
+
+void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
+                             int route, double start, int code, const char *fmt,
+                             ...) {
+  char msg[512];
+  lkvnet_jbuf b;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": ");
+  lkvnet_jbuf_str(&b, msg, strlen(msg));
+  lkvnet_jbuf_lit(&b, "}");
+  lkvnet_node_reply_json(s, req, route, start, code, &b);
+}
+
+int lkvnet_node_http_status_of(int lkv_code) {
+  switch (lkv_code) {
+  case LKV_INVALID: return 400;
+  case LKV_TOOBIG: return 413;
+  case LKV_NOTFOUND: return 404;
+  default: return 500;
+  }
+}
+
+/* A JSON member "name": s, as a string when s is UTF-8, else base64 with
+ * "name_encoding": "base64" beside it (docs/http_api.md, "Encoding"). */
+void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name,
+                                  const char *v, size_t n) {
+  lkvnet_jbuf_lit(b, "\"");
+  lkvnet_jbuf_lit(b, name);
+  lkvnet_jbuf_lit(b, "\": ");
+  if (lkvnet_utf8_valid(v, n)) {
+    lkvnet_jbuf_str(b, v, n);
+  } else {
+    lkvnet_jbuf_lit(b, "\"");
+    lkvnet_jbuf_base64(b, v, n);
+    lkvnet_jbuf_lit(b, "\", \"");
+    lkvnet_jbuf_lit(b, name);
+    lkvnet_jbuf_lit(b, "_encoding\": \"base64\"");
+  }
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Held requests
+** ======================================================================= */
+
+void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h,
+                      struct evhttp_request *req, int route, double start,
+                      double deadline) {
+  h->req = req;
+  h->s = s;
+  h->route = route;
+  h->start = start;
+  h->deadline = deadline;
+  s->waiting++;
+}
+
+/* Take the request back to answer it (NULL when it is gone already). */
+struct evhttp_request *lkvnet_node_unhold(lkvnet_held *h) {
+  struct evhttp_request *req = h->req;
+  if (req == NULL) return NULL;
+  h->req = NULL;
+  h->s->waiting--;
+  return req;
+}
+
+void lkvnet_node_held_error(lkvnet_held *h, int code, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  struct evhttp_request *req = lkvnet_node_unhold(h);
+  if (req == NULL) return;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  lkvnet_node_reply_error(h->s, req, h->route, h->start, code, "%s", msg);
+}
+
+void lkvnet_node_held_json(lkvnet_held *h, int code, lkvnet_jbuf *b) {
+  struct evhttp_request *req = lkvnet_node_unhold(h);
+  if (req == NULL) lkvnet_jbuf_free(b);
+  else lkvnet_node_reply_json(h->s, req, h->route, h->start, code, b);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Request parsing, and connections of this loop
+** ======================================================================= */
+
+/* The value of query parameter name, URL-decoded ('+' is a space), in a
+ * malloc'd buffer the caller frees; NULL when absent. *found tells absent
+ * from out of memory. */
+char *lkvnet_node_query_param(const char *query, const char *name, size_t *len,
+                              int *found) {
+  size_t nl = strlen(name);
+  const char *p = query;
+  *found = 0;
+  while (p != NULL && *p) {
+    const char *amp = strchr(p, '&');
+    const char *end = amp ? amp : p + strlen(p);
+    const char *eq = memchr(p, '=', (size_t)(end - p));
+    const char *kend = eq ? eq : end;
+    if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
+      size_t vl = eq ? (size_t)(end - eq - 1) : 0;
+      char *raw = malloc(vl + 1), *dec;
+      *found = 1;
+      if (raw == NULL) return NULL;
+      if (vl) memcpy(raw, eq + 1, vl);
+      raw[vl] = '\0';
+      dec = evhttp_uridecode(raw, 1, len);
+      free(raw);
+      return dec;
+    }
+    p = amp ? amp + 1 : NULL;
+  }
+  return NULL;
+}
+
+/* A limit: decimal digits only, at most 1000000 (/scan then caps it at
+ * LKVNET_SCAN_MAX_LIMIT; /sync takes it as is). 0, or -1. */
+int lkvnet_node_parse_limit(const char *v, long *out) {
+  long n = 0;
+  if (*v == '\0') return -1;
+  for (; *v; v++) {
+    if (*v < '0' || *v > '9') return -1;
+    n = n * 10 + (*v - '0');
+    if (n > 1000000) return -1;
+  }
+  *out = n;
+  return 0;
+}
+
+/* "http://host:port" -> a client connection of this loop, and the Host
+ * header to send. */
+struct evhttp_connection *lkvnet_node_connect_url(lkvnet_server *s,
+                                                  const char *url,
+                                                  char **hostport,
+                                                  lkv_err *err) {
+  struct evhttp_uri *u = evhttp_uri_parse(url);
+  const char *host = u ? evhttp_uri_get_host(u) : NULL;
+  int port = u ? evhttp_uri_get_port(u) : -1;
+  struct evhttp_connection *c = NULL;
+  char hp[300];
+  if (host == NULL) {
+    if (u) evhttp_uri_free(u);
+    lkvnet_seterr(err, LKV_INVALID, "not a node URL: %s", url);
+    return NULL;
+  }
+  if (port < 0) port = 80;
+  snprintf(hp, sizeof hp, "%s:%d", host, port);
+  c = evhttp_connection_base_new(s->base, NULL, host, (ev_uint16_t)port);
+  evhttp_uri_free(u);
+  if (c == NULL || (*hostport = strdup(hp)) == NULL) {
+    if (c) evhttp_connection_free(c);
+    lkvnet_seterr(err, LKV_NOMEM, "connection to %s", url);
+    return NULL;
+  }
+  evhttp_connection_set_retries(c, 0);
+  return c;
+}
+
+/* }====================================================================== */

@@ -1,0 +1,173 @@
+/* rlog_test_util.h - what the replication log's tests share
+ * (rlog_test.c, rlog_compact_test.c, rlog_fault_test.c): scratch
+ * directories and files, a log opened with a replay recorder, appends that
+ * check themselves, and a gate that holds a thread of the log until the
+ * test opens it. Everything is static inline: each test program uses a
+ * part of it. */
+#ifndef LKVNET_RLOG_TEST_UTIL_H
+#define LKVNET_RLOG_TEST_UTIL_H
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rlog.h"
+#include "test.h"
+
+static inline int make_dir(char *tmpl) {
+  if (mkdtemp(tmpl) == NULL) {
+    perror("mkdtemp");
+    lkv_test_failures++;
+    return -1;
+  }
+  return 0;
+}
+
+static inline void rmrf(const char *d) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
+}
+
+static inline void log_path(char *out, size_t n, const char *dir,
+                            const char *name) {
+  snprintf(out, n, "%s/%s", dir, name);
+}
+
+static inline long long file_size(const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0) return -1;
+  return (long long)st.st_size;
+}
+
+static inline int exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+static inline void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Poll until the durable index reaches idx (at most ~20 s). */
+static inline int wait_durable(lkvnet_rlog *r, uint64_t idx) {
+  int i;
+  for (i = 0; i < 20000; i++) {
+    if (lkvnet_rlog_durable_index(r) >= idx) return 1;
+    sleep_ms(1);
+  }
+  fprintf(stderr, "durable index stuck at %llu, want %llu\n",
+          (unsigned long long)lkvnet_rlog_durable_index(r),
+          (unsigned long long)idx);
+  return 0;
+}
+
+/* Entries the replay callback saw, with copies of their bytes. */
+typedef struct Recs {
+  lkvnet_entry *v;
+  size_t n, cap;
+} Recs;
+
+static inline int record(void *ctx, const lkvnet_entry *e, lkv_err *err) {
+  Recs *rs = ctx;
+  lkvnet_entry c = *e;
+  char *k = malloc(e->klen + 1), *val = malloc(e->vlen + 1);
+  (void)err;
+  if (rs->n == rs->cap) {
+    size_t nc = rs->cap ? rs->cap * 2 : 64;
+    lkvnet_entry *nv = realloc(rs->v, nc * sizeof *nv);
+    if (nv == NULL) abort();
+    rs->v = nv;
+    rs->cap = nc;
+  }
+  if (k == NULL || val == NULL) abort();
+  if (e->klen) memcpy(k, e->key, e->klen);
+  if (e->vlen) memcpy(val, e->val, e->vlen);
+  k[e->klen] = '\0'; /* the checks read keys as strings */
+  val[e->vlen] = '\0';
+  c.key = k;
+  c.val = val;
+  rs->v[rs->n++] = c;
+  return LKV_OK;
+}
+
+static inline void recs_free(Recs *rs) {
+  size_t i;
+  for (i = 0; i < rs->n; i++) {
+    free((char *)rs->v[i].key);
+    free((char *)rs->v[i].val);
+  }
+  free(rs->v);
+  memset(rs, 0, sizeof *rs);
+}
+
+static inline lkvnet_rlog *open_log(const char *dir, Recs *rs) {
+  lkvnet_rlog *r = NULL;
+  lkv_err err = {0};
+  CHECK_OK(lkvnet_rlog_open(dir, NULL, -1, rs ? record : NULL, rs, &r, &err),
+           &err);
+  return r;
+}
+
+static inline void close_log(lkvnet_rlog *r) {
+  lkv_err err = {0};
+  if (r != NULL) CHECK_OK(lkvnet_rlog_close(r, &err), &err);
+}
+
+/* Append and return the index (0 on failure). */
+static inline uint64_t app(lkvnet_rlog *r, uint64_t term, int op, const char *k,
+                           size_t kl, const char *v, size_t vl) {
+  uint64_t idx = 0;
+  lkv_err err = {0};
+  CHECK_OK(lkvnet_rlog_append(r, term, op, k, kl, v, vl, &idx, &err), &err);
+  return idx;
+}
+
+static inline lkvnet_entry mk(uint64_t term, uint64_t index, int op,
+                              const char *k, size_t kl, const char *v,
+                              size_t vl) {
+  lkvnet_entry e;
+  e.term = term;
+  e.index = index;
+  e.op = op;
+  e.key = k;
+  e.klen = kl;
+  e.val = v;
+  e.vlen = vl;
+  return e;
+}
+
+/* A gate a thread of the log waits at (a compaction's prepare, a hooked
+ * fsync) until the test opens it. */
+typedef struct Gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int open, entered, timed_out, fail;
+} Gate;
+
+static inline void gate_init(Gate *g) {
+  memset(g, 0, sizeof *g);
+  pthread_mutex_init(&g->mu, NULL);
+  pthread_cond_init(&g->cv, NULL);
+}
+
+static inline void gate_open(Gate *g) {
+  pthread_mutex_lock(&g->mu);
+  g->open = 1;
+  pthread_cond_broadcast(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+}
+
+static inline void gate_destroy(Gate *g) {
+  pthread_mutex_destroy(&g->mu);
+  pthread_cond_destroy(&g->cv);
+}
+
+#endif

@@ -1,0 +1,360 @@
+/* routes.c - a request's way in (docs/http_api.md): the route and method
+ * checks, the body limit, the token check of internal routes, forwarding
+ * on a follower, then the route: the client routes are here, the
+ * internal ones in follow.c, the reports in metrics.c. Runs on the event
+ * loop's thread; the node's state is node.h. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "json.h"
+#include "node.h"
+
+static const lkvnet_json_member *need_string(lkvnet_server *s,
+                                             struct evhttp_request *req,
+                                             int route, double start,
+                                             const lkvnet_json_object *o,
+                                             const char *name) {
+  const lkvnet_json_member *m = lkvnet_json_get(o, name);
+  if (m == NULL) {
+    lkvnet_node_reply_error(s, req, route, start, 400, "missing member \"%s\"",
+                            name);
+    return NULL;
+  }
+  if (m->type != LKVNET_JSON_STRING) {
+    lkvnet_node_reply_error(s, req, route, start, 400,
+                            "member \"%s\" must be a string, not %s", name,
+                            lkvnet_json_type_name(m->type));
+    return NULL;
+  }
+  return m;
+}
+
+static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
+                             int route, double start) {
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(in);
+  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+  lkvnet_json_object o;
+  char jerr[LKVNET_JSON_ERR_LEN];
+  const lkvnet_json_member *k, *v = NULL;
+  memset(&o, 0, sizeof o);
+  if (body == NULL) {
+    lkvnet_node_reply_error(s, req, route, start, 500,
+                            "out of memory reading the body");
+    return;
+  }
+  if (lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
+    lkvnet_node_reply_error(s, req, route, start, 400, "malformed JSON: %s",
+                            jerr);
+    return;
+  }
+  if ((k = need_string(s, req, route, start, &o, "key")) != NULL &&
+      (route == LKVNET_ROUTE_DELETE ||
+       (v = need_string(s, req, route, start, &o, "value")) != NULL)) {
+    if (route == LKVNET_ROUTE_SET)
+      lkvnet_node_write_begin(s, req, route, start, LKVNET_OP_SET, k->str,
+                              k->len, v->str, v->len);
+    else
+      lkvnet_node_write_begin(s, req, route, start, LKVNET_OP_DELETE, k->str,
+                              k->len, NULL, 0);
+  }
+  lkvnet_json_free(&o);
+}
+
+/* GET /get?key=K[&consistent=true]. A consistent read on the leader waits
+ * until everything committed when it arrived is applied, and, after a
+ * restart, until an entry of the leader's own term has committed (before
+ * that, the leader cannot know what earlier terms committed); followers
+ * forward consistent reads (lkvnet_node_on_request). */
+static void route_get(lkvnet_server *s, struct evhttp_request *req,
+                      const char *query, double start, int consistent) {
+  size_t klen;
+  int found;
+  char *key = lkvnet_node_query_param(query, "key", &klen, &found);
+  uint64_t target = s->commit_index;
+  lkvnet_waiter *w;
+  if (key == NULL) {
+    if (found)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 500,
+                              "out of memory");
+    else
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 400,
+                              "missing query parameter \"key\"");
+    return;
+  }
+  if (lkvnet_node_is_reserved(key, klen)) {
+    free(key);
+    lkvnet_node_reply_error(
+        s, req, LKVNET_ROUTE_GET, start, 400,
+        "keys starting with \\xff\\xfflunakv/ are reserved");
+    return;
+  }
+  if (consistent && s->term_start > target) target = s->term_start;
+  if (!consistent || s->applied_index >= target) {
+    lkvnet_node_read_local(s, req, LKVNET_ROUTE_GET, start, key, klen);
+    free(key);
+    return;
+  }
+  if ((w = lkvnet_node_waiter_add(s, req, LKVNET_ROUTE_GET, start,
+                                  LKVNET_WAIT_READ, target)) == NULL) {
+    free(key);
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 500,
+                            "out of memory");
+    return;
+  }
+  w->key = key;
+  w->klen = klen;
+}
+
+/* "true" or "1" turn a flag on. */
+static int query_flag(const char *query, const char *name) {
+  size_t n;
+  int found, on;
+  char *v = lkvnet_node_query_param(query, name, &n, &found);
+  on = v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+  free(v);
+  return on;
+}
+
+static void route_scan(lkvnet_server *s, struct evhttp_request *req,
+                       const char *query, double start) {
+  size_t alen = 0, blen = 0, llen;
+  int fa, fb, fl, rc;
+  char *a = lkvnet_node_query_param(query, "start", &alen, &fa);
+  char *bnd = lkvnet_node_query_param(query, "end", &blen, &fb);
+  char *lim = lkvnet_node_query_param(query, "limit", &llen, &fl);
+  long limit = LKVNET_SCAN_DEFAULT_LIMIT, n = 0;
+  lkv_iter *it = NULL;
+  lkv_err err;
+  lkvnet_jbuf b;
+  int more = 0;
+  memset(&b, 0, sizeof b);
+  if ((fa && !a) || (fb && !bnd) || (fl && !lim)) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SCAN, start, 500,
+                            "out of memory");
+    goto done;
+  }
+  if (lim != NULL && (lkvnet_node_parse_limit(lim, &limit) != 0 || limit < 1 ||
+                      limit > LKVNET_SCAN_MAX_LIMIT)) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SCAN, start, 400,
+                            "limit must be an integer from 1 to %d",
+                            LKVNET_SCAN_MAX_LIMIT);
+    goto done;
+  }
+  err.msg[0] = '\0';
+  if ((rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, &err)) != LKV_OK) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SCAN, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
+    goto done;
+  }
+  if (a != NULL) lkv_iter_seek(it, a, alen);
+  else lkv_iter_seek_first(it);
+  lkvnet_jbuf_lit(&b, "{\"items\": [");
+  for (; lkv_iter_valid(it); lkv_iter_next(it)) {
+    size_t kl, vl;
+    const char *k = lkv_iter_key(it, &kl), *v;
+    if (bnd != NULL && lkv_key_compare(k, kl, bnd, blen) > 0) break;
+    if (lkvnet_node_is_reserved(k, kl)) continue;
+    if (n == limit || b.len >= LKVNET_SCAN_MAX_BYTES) {
+      more = 1;
+      break;
+    }
+    v = lkv_iter_value(it, &vl);
+    lkvnet_jbuf_lit(&b, n ? ", {" : "{");
+    lkvnet_node_put_bytes_member(&b, "key", k, kl);
+    lkvnet_jbuf_lit(&b, ", ");
+    lkvnet_node_put_bytes_member(&b, "value", v, vl);
+    lkvnet_jbuf_lit(&b, "}");
+    n++;
+  }
+  if ((rc = lkv_iter_status(it, &err)) != LKV_OK) {
+    lkvnet_jbuf_free(&b);
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SCAN, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
+    goto done;
+  }
+  lkvnet_jbuf_lit(&b, more ? "], \"more\": true}" : "], \"more\": false}");
+  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_SCAN, start, 200, &b);
+done:
+  if (it != NULL) lkv_iter_free(it);
+  free(a);
+  free(bnd);
+  free(lim);
+}
+
+static void route_kv(lkvnet_server *s, struct evhttp_request *req,
+                     const char *path, enum evhttp_cmd_type cmd,
+                     double start) {
+  size_t klen;
+  char *key = evhttp_uridecode(path + 4, 0, &klen);
+  if (key == NULL) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start, 500,
+                            "out of memory");
+    return;
+  }
+  if (cmd == EVHTTP_REQ_GET) {
+    lkv_err err;
+    int rc;
+    err.msg[0] = '\0';
+    if (lkvnet_node_is_reserved(key, klen)) {
+      lkvnet_node_reply_error(
+          s, req, LKVNET_ROUTE_KV, start, 400,
+          "keys starting with \\xff\\xfflunakv/ are reserved");
+    } else if ((rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf,
+                                &err)) == LKV_OK) {
+      lkvnet_node_reply(s, req, LKVNET_ROUTE_KV, start, 200,
+                        "application/octet-stream", s->getbuf.data,
+                        s->getbuf.len);
+    } else if (rc == LKV_NOTFOUND) {
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start, 404,
+                              "key not found");
+    } else {
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start,
+                              lkvnet_node_http_status_of(rc), "%s", err.msg);
+    }
+  } else if (cmd == EVHTTP_REQ_PUT) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t n = evbuffer_get_length(in);
+    const char *v = n ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (v == NULL)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start, 500,
+                              "out of memory");
+    else
+      lkvnet_node_write_begin(s, req, LKVNET_ROUTE_KV, start, LKVNET_OP_SET,
+                              key, klen, v, n);
+  } else {
+    lkvnet_node_write_begin(s, req, LKVNET_ROUTE_KV, start, LKVNET_OP_DELETE,
+                            key, klen, NULL, 0);
+  }
+  free(key);
+}
+
+static const char *method_name(enum evhttp_cmd_type c) {
+  switch (c) {
+  case EVHTTP_REQ_GET: return "GET";
+  case EVHTTP_REQ_POST: return "POST";
+  case EVHTTP_REQ_HEAD: return "HEAD";
+  case EVHTTP_REQ_PUT: return "PUT";
+  case EVHTTP_REQ_DELETE: return "DELETE";
+  case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+  case EVHTTP_REQ_TRACE: return "TRACE";
+  case EVHTTP_REQ_CONNECT: return "CONNECT";
+  case EVHTTP_REQ_PATCH: return "PATCH";
+  default: return "?";
+  }
+}
+
+static const struct {
+  const char *path;
+  int route;
+  enum evhttp_cmd_type method;
+} routes[] = {
+    {"/set", LKVNET_ROUTE_SET, EVHTTP_REQ_POST},
+    {"/delete", LKVNET_ROUTE_DELETE, EVHTTP_REQ_POST},
+    {"/get", LKVNET_ROUTE_GET, EVHTTP_REQ_GET},
+    {"/scan", LKVNET_ROUTE_SCAN, EVHTTP_REQ_GET},
+    {"/status", LKVNET_ROUTE_STATUS, EVHTTP_REQ_GET},
+    {"/stats", LKVNET_ROUTE_STATS, EVHTTP_REQ_GET},
+    {"/health", LKVNET_ROUTE_HEALTH, EVHTTP_REQ_GET},
+    {"/metrics", LKVNET_ROUTE_METRICS, EVHTTP_REQ_GET},
+    {"/append", LKVNET_ROUTE_APPEND, EVHTTP_REQ_POST},
+    {"/snapshot", LKVNET_ROUTE_SNAPSHOT, EVHTTP_REQ_POST},
+    {"/sync", LKVNET_ROUTE_SYNC, EVHTTP_REQ_GET},
+};
+
+void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
+  lkvnet_server *s = arg;
+  double start = lkvnet_node_now();
+  const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+  const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+  const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+  enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+  size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+  size_t i;
+  int route = LKVNET_ROUTE_OTHER;
+  lkvnet_node_conns_request(s, req);
+  /* HEAD is GET without the body (lkvnet_node_reply() leaves it out) */
+  if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
+  if (path == NULL || *path == '\0') path = "/";
+  for (i = 0; i < sizeof routes / sizeof routes[0]; i++)
+    if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
+  if (route == LKVNET_ROUTE_OTHER && strncmp(path, "/kv/", 4) == 0)
+    route = LKVNET_ROUTE_KV;
+  if (route == LKVNET_ROUTE_OTHER) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_OTHER, start, 404,
+                            "no route %s %s",
+                            method_name(evhttp_request_get_command(req)), path);
+    return;
+  }
+  if (route == LKVNET_ROUTE_KV) {
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_PUT &&
+        cmd != EVHTTP_REQ_DELETE) {
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                        "GET, HEAD, PUT, DELETE");
+      lkvnet_node_reply_error(
+          s, req, route, start, 405,
+          "method %s not allowed on /kv/{key} (use GET, PUT or DELETE)",
+          method_name(evhttp_request_get_command(req)));
+      return;
+    }
+  } else {
+    for (i = 0; routes[i].route != route; i++) {
+    }
+    if (cmd != routes[i].method) {
+      const char *m = method_name(routes[i].method);
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+                        routes[i].method == EVHTTP_REQ_GET ? "GET, HEAD" : m);
+      lkvnet_node_reply_error(
+          s, req, route, start, 405, "method %s not allowed on %s (use %s)",
+          method_name(evhttp_request_get_command(req)), path, m);
+      return;
+    }
+  }
+  /* internal bodies carry whole entries (each within the body limit when
+   * it was written) plus a batch; evhttp's own cap still bounds them */
+  if (body > s->max_body && route != LKVNET_ROUTE_APPEND &&
+      route != LKVNET_ROUTE_SNAPSHOT) {
+    lkvnet_node_reply_error(s, req, route, start, 413,
+                            "request body is %zu bytes; the limit is %zu", body,
+                            s->max_body);
+    return;
+  }
+  if (!query) query = "";
+  if (route == LKVNET_ROUTE_APPEND || route == LKVNET_ROUTE_SNAPSHOT ||
+      route == LKVNET_ROUTE_SYNC) {
+    if (!lkvnet_node_authorized(s, req, route, start)) return;
+  } else if (!s->leader &&
+             (route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
+              (route == LKVNET_ROUTE_KV && cmd != EVHTTP_REQ_GET) ||
+              (route == LKVNET_ROUTE_GET &&
+               query_flag(query, "consistent")))) {
+    lkvnet_node_forward(s, req, route, start);
+    return;
+  }
+  switch (route) {
+  case LKVNET_ROUTE_SET:
+  case LKVNET_ROUTE_DELETE: route_write_json(s, req, route, start); break;
+  case LKVNET_ROUTE_GET:
+    route_get(s, req, query, start, s->leader && query_flag(query,
+                                                            "consistent"));
+    break;
+  case LKVNET_ROUTE_APPEND:
+    lkvnet_node_route_append(s, req, query, start);
+    break;
+  case LKVNET_ROUTE_SNAPSHOT:
+    lkvnet_node_route_snapshot(s, req, query, start);
+    break;
+  case LKVNET_ROUTE_SYNC: lkvnet_node_route_sync(s, req, query, start); break;
+  case LKVNET_ROUTE_SCAN: route_scan(s, req, query, start); break;
+  case LKVNET_ROUTE_STATUS: lkvnet_node_route_status(s, req, start); break;
+  case LKVNET_ROUTE_STATS: lkvnet_node_route_stats(s, req, start); break;
+  case LKVNET_ROUTE_HEALTH: lkvnet_node_route_health(s, req, start); break;
+  case LKVNET_ROUTE_METRICS: lkvnet_node_route_metrics(s, req, start); break;
+  default: route_kv(s, req, path, cmd, start); break;
+  }
+}
