@@ -43,7 +43,7 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
-#include "neterr.h"
+#include "err.h"
 #include "node.h"
 
 #define TICK_MS 50           /* how often the deadlines are checked */
@@ -402,7 +402,7 @@ int lkvnet_node_conns_open(lkvnet_server *s, lkv_err *err) {
   c->retry_ev = evtimer_new(s->base, on_retry, s);
   c->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
   if (c->resolve_ev == NULL || c->retry_ev == NULL || c->tick_ev == NULL)
-    return lkvnet_seterr(err, LKV_NOMEM, "connection events");
+    return lkv_seterr(err, LKV_NOMEM, "connection events");
   c->accepting = 1;
   evhttp_set_bevcb(s->http, on_accept, s);
   evconnlistener_set_error_cb(l, on_accept_error);

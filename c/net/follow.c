@@ -14,7 +14,7 @@
 #include <event2/http.h>
 
 #include "json.h"
-#include "neterr.h"
+#include "err.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -258,7 +258,7 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     if (lkvnet_node_pending_push(s, e.index, e.op, e.key, e.klen, e.val,
                                  e.vlen) != 0) {
       /* as on the leader: never apply past an untracked entry */
-      lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
+      lkv_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
                     "index %llu", (unsigned long long)e.index);
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
                               s->apply_err.msg);

@@ -19,7 +19,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "json.h"
-#include "neterr.h"
+#include "err.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -292,7 +292,7 @@ struct evhttp_connection *lkvnet_node_connect_url(lkvnet_server *s,
   char hp[300];
   if (host == NULL) {
     if (u) evhttp_uri_free(u);
-    lkvnet_seterr(err, LKV_INVALID, "not a node URL: %s", url);
+    lkv_seterr(err, LKV_INVALID, "not a node URL: %s", url);
     return NULL;
   }
   if (port < 0) port = 80;
@@ -301,7 +301,7 @@ struct evhttp_connection *lkvnet_node_connect_url(lkvnet_server *s,
   evhttp_uri_free(u);
   if (c == NULL || (*hostport = strdup(hp)) == NULL) {
     if (c) evhttp_connection_free(c);
-    lkvnet_seterr(err, LKV_NOMEM, "connection to %s", url);
+    lkv_seterr(err, LKV_NOMEM, "connection to %s", url);
     return NULL;
   }
   evhttp_connection_set_retries(c, 0);

@@ -14,7 +14,7 @@
 #include <event2/http.h>
 
 #include "json.h"
-#include "neterr.h"
+#include "err.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -80,7 +80,7 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
   if (lkvnet_node_pending_push(s, index, op, key, klen, val, vlen) != 0) {
     /* appended but untracked: applying past it would skip it, so the
      * node stops applying; a restart replays it from the log */
-    lkvnet_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking index "
+    lkv_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking index "
                   "%llu", (unsigned long long)index);
     lkvnet_node_reply_error(s, req, route, start, 500, "%s", s->apply_err.msg);
     return;

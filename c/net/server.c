@@ -23,7 +23,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
-#include "neterr.h"
+#include "err.h"
 #include "rlog.h"
 #include "node.h"
 
@@ -151,9 +151,9 @@ static int check_options(const lkvnet_options *o, lkv_err *err) {
   size_t n;
   const lkv_option_spec *schema = lkvnet_options_schema(&n);
   if (o->data_dir == NULL || o->data_dir[0] == '\0')
-    return lkvnet_seterr(err, LKV_INVALID, "option data_dir is missing");
+    return lkv_seterr(err, LKV_INVALID, "option data_dir is missing");
   if (o->host == NULL)
-    return lkvnet_seterr(err, LKV_INVALID, "option host is missing");
+    return lkv_seterr(err, LKV_INVALID, "option host is missing");
   return lkv_schema_check(schema, n, o, err);
 }
 
@@ -164,7 +164,7 @@ static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
   if (e->index <= s->applied_index) return LKV_OK;
   if (lkvnet_node_pending_push(s, e->index, e->op, e->key, e->klen, e->val,
                                e->vlen) != 0)
-    return lkvnet_seterr(err, LKV_NOMEM, "replaying index %llu",
+    return lkv_seterr(err, LKV_NOMEM, "replaying index %llu",
                   (unsigned long long)e->index);
   return LKV_OK;
 }
@@ -182,14 +182,14 @@ static int make_data_dir(const lkv_env *env, const char *dir, lkv_err *err) {
   int e = env->mkdir(env, dir);
   if (e == EEXIST) {
     if ((e = env->stat(env, dir, &st)) != 0)
-      return lkvnet_seterr(err, LKV_IOERROR, "stat %s: %s", dir, strerror(e));
+      return lkv_seterr(err, LKV_IOERROR, "stat %s: %s", dir, strerror(e));
     if (!st.is_dir)
-      return lkvnet_seterr(err, LKV_INVALID, "%s exists and is not a "
+      return lkv_seterr(err, LKV_INVALID, "%s exists and is not a "
                            "directory", dir);
     return LKV_OK;
   }
   if (e != 0)
-    return lkvnet_seterr(err, LKV_IOERROR, "mkdir %s: %s", dir, strerror(e));
+    return lkv_seterr(err, LKV_IOERROR, "mkdir %s: %s", dir, strerror(e));
   slash = strrchr(dir, '/');
   while (slash != NULL && slash > dir && slash[1] == '\0') /* "a/b/" */
     slash = memrchr(dir, '/', (size_t)(slash - dir));
@@ -200,7 +200,7 @@ static int make_data_dir(const lkv_env *env, const char *dir, lkv_err *err) {
   else
     snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir), dir);
   if ((e = env->sync_dir(env, parent)) != 0)
-    return lkvnet_seterr(err, LKV_IOERROR, "fsync directory %s: %s", parent,
+    return lkv_seterr(err, LKV_IOERROR, "fsync directory %s: %s", parent,
                          strerror(e));
   return LKV_OK;
 }
@@ -213,12 +213,12 @@ static int setup_cluster(lkvnet_server *s, lkv_err *err) {
   int rc;
   if (s->leader) {
     if ((s->peers = calloc(s->nnodes, sizeof *s->peers)) == NULL)
-      return lkvnet_seterr(err, LKV_NOMEM, "peers");
+      return lkv_seterr(err, LKV_NOMEM, "peers");
     for (i = 0; i < s->nnodes; i++) {
       lkvnet_peer *p = &s->peers[s->npeers];
       if (strcmp(s->nodes[i], s->my_url) == 0) continue;
       if ((p->url = strdup(s->nodes[i])) == NULL)
-        return lkvnet_seterr(err, LKV_NOMEM, "peers");
+        return lkv_seterr(err, LKV_NOMEM, "peers");
       s->npeers++;
       p->s = s;
       if ((p->conn = lkvnet_node_connect_url(s, p->url, &p->hostport, err)) ==
@@ -229,13 +229,13 @@ static int setup_cluster(lkvnet_server *s, lkv_err *err) {
       p->next_index = lkvnet_node_last_index(s) + 1;
     }
     if ((rc = lkvnet_node_start_term(s, s->term + 1)) != LKV_OK)
-      return lkvnet_seterr(err, rc, "cannot start term %llu in %s (see the "
+      return lkv_seterr(err, rc, "cannot start term %llu in %s (see the "
                            "log line above)",
                            (unsigned long long)s->term + 1, s->data_dir);
   } else {
     /* check LEADER_URL now; connections open as forwarding needs them */
     if (lkvnet_node_forward_conn(s) == (size_t)-1)
-      return lkvnet_seterr(err, LKV_INVALID, "cannot connect to the leader "
+      return lkv_seterr(err, LKV_INVALID, "cannot connect to the leader "
                            "URL %s", s->leader_url);
   }
   return LKV_OK;
@@ -256,7 +256,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   e.msg[0] = '\0';
   if ((rc = check_options(o, err)) != LKV_OK) return rc;
   if ((s = calloc(1, sizeof *s)) == NULL)
-    return lkvnet_seterr(err, LKV_NOMEM, "server");
+    return lkv_seterr(err, LKV_NOMEM, "server");
   s->pipefd[0] = s->pipefd[1] = -1;
   s->env = o->engine.env != NULL ? o->engine.env : lkv_env_posix();
   s->max_body = o->max_body_bytes;
@@ -271,7 +271,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->max_conns = (size_t)o->max_connections;
   if (o->token != NULL && o->token[0] != '\0' &&
       (s->token = strdup(o->token)) == NULL) {
-    rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+    rc = lkv_seterr(&e, LKV_NOMEM, "server");
     goto fail;
   }
   {
@@ -279,7 +279,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     const char *gate = getenv("LUNAKV_TEST_COMPACTION_GATE");
     if (gate != NULL && gate[0] != '\0' &&
         (s->test_gate = strdup(gate)) == NULL) {
-      rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+      rc = lkv_seterr(&e, LKV_NOMEM, "server");
       goto fail;
     }
   }
@@ -287,19 +287,19 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->host = dupstr(o->host);
   s->nnodes = o->nodes ? o->nnodes : 0;
   if (s->nnodes > LKVNET_MAX_NODES) {
-    rc = lkvnet_seterr(&e, LKV_INVALID, "%zu nodes; a cluster has at most %d",
+    rc = lkv_seterr(&e, LKV_INVALID, "%zu nodes; a cluster has at most %d",
                        s->nnodes, LKVNET_MAX_NODES);
     s->nnodes = 0;
     goto fail;
   }
   s->nodes = calloc(s->nnodes ? s->nnodes : 1, sizeof *s->nodes);
   if (s->data_dir == NULL || s->host == NULL || s->nodes == NULL) {
-    rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+    rc = lkv_seterr(&e, LKV_NOMEM, "server");
     goto fail;
   }
   for (i = 0; i < s->nnodes; i++)
     if ((s->nodes[i] = dupstr(o->nodes[i])) == NULL) {
-      rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+      rc = lkv_seterr(&e, LKV_NOMEM, "server");
       goto fail;
     }
 
@@ -307,13 +307,13 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   if ((rc = make_data_dir(s->env, s->data_dir, &e)) != LKV_OK) goto fail;
   if ((size_t)snprintf(dbdir, sizeof dbdir, "%s/db", s->data_dir) >=
       sizeof dbdir) {
-    rc = lkvnet_seterr(&e, LKV_INVALID, "data directory path is too long");
+    rc = lkv_seterr(&e, LKV_INVALID, "data directory path is too long");
     goto fail;
   }
   eo.sync = LKV_SYNC_NONE;
   if ((rc = lkv_db_open(dbdir, &eo, &s->db, &e)) != LKV_OK) goto fail;
   if ((s->batch = lkv_batch_new()) == NULL) {
-    rc = lkvnet_seterr(&e, LKV_NOMEM, "batch");
+    rc = lkv_seterr(&e, LKV_NOMEM, "batch");
     goto fail;
   }
   rc = lkv_db_get(s->db, LKVNET_APPLIED_KEY, sizeof LKVNET_APPLIED_KEY - 1,
@@ -323,7 +323,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
       s->applied_index |= (uint64_t)(unsigned char)s->getbuf.data[i] << (8 * i);
   } else if (rc != LKV_NOTFOUND) {
     if (rc == LKV_OK)
-      rc = lkvnet_seterr(&e, LKV_CORRUPTION, "%s: the applied index is "
+      rc = lkv_seterr(&e, LKV_CORRUPTION, "%s: the applied index is "
                          "%zu bytes, not 8", dbdir, s->getbuf.len);
     goto fail;
   }
@@ -341,7 +341,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
 
   /* the log, and the pipe its syncer reports through */
   if (pipe2(s->pipefd, O_NONBLOCK | O_CLOEXEC) != 0) {
-    rc = lkvnet_seterr(&e, LKV_IOERROR, "pipe: %s", strerror(errno));
+    rc = lkv_seterr(&e, LKV_IOERROR, "pipe: %s", strerror(errno));
     goto fail;
   }
   if ((rc = lkvnet_rlog_open(s->data_dir, s->env, s->pipefd[1],
@@ -349,7 +349,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     goto fail;
   lkvnet_rlog_stats_get(s->rlog, &rs);
   if (rs.last_index < s->applied_index) {
-    rc = lkvnet_seterr(&e, LKV_CORRUPTION, "%s/%s ends at index %llu but "
+    rc = lkv_seterr(&e, LKV_CORRUPTION, "%s/%s ends at index %llu but "
                        "the engine has applied up to %llu",
                        s->data_dir, LKVNET_RLOG_FILE,
                        (unsigned long long)rs.last_index,
@@ -363,7 +363,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   /* the loop and the listening socket */
   if ((s->base = event_base_new()) == NULL ||
       (s->http = evhttp_new(s->base)) == NULL) {
-    rc = lkvnet_seterr(&e, LKV_NOMEM, "event loop");
+    rc = lkv_seterr(&e, LKV_NOMEM, "event loop");
     goto fail;
   }
   /* evhttp refuses bodies past its own cap with an HTML 413 before we see
@@ -384,7 +384,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->sock = evhttp_bind_socket_with_handle(s->http, s->host,
                                            (ev_uint16_t)o->port);
   if (s->sock == NULL) {
-    rc = lkvnet_seterr(&e, LKV_IOERROR, "cannot listen on %s:%d: %s", s->host,
+    rc = lkv_seterr(&e, LKV_IOERROR, "cannot listen on %s:%d: %s", s->host,
                        o->port, strerror(errno));
     goto fail;
   }
@@ -411,7 +411,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   }
   s->leader_url = dupstr(o->leader_url ? o->leader_url : s->my_url);
   if (s->my_url == NULL || s->leader_url == NULL) {
-    rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+    rc = lkv_seterr(&e, LKV_NOMEM, "server");
     goto fail;
   }
   s->leader = strcmp(s->my_url, s->leader_url) == 0;
@@ -419,7 +419,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     free(s->nodes);
     if ((s->nodes = calloc(1, sizeof *s->nodes)) == NULL ||
         (s->nodes[0] = dupstr(s->my_url)) == NULL) {
-      rc = lkvnet_seterr(&e, LKV_NOMEM, "server");
+      rc = lkv_seterr(&e, LKV_NOMEM, "server");
       goto fail;
     }
     s->nnodes = 1;
@@ -429,7 +429,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                            on_notify, s);
   s->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
   if (s->notify_ev == NULL || s->tick_ev == NULL) {
-    rc = lkvnet_seterr(&e, LKV_NOMEM, "events");
+    rc = lkv_seterr(&e, LKV_NOMEM, "events");
     goto fail;
   }
 
@@ -480,14 +480,14 @@ int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
       event_add(s->notify_ev, NULL) != 0 ||
       event_add(s->tick_ev, &tick) != 0 ||
       lkvnet_node_conns_start(s) != 0) {
-    rc = lkvnet_seterr(err, LKV_IOERROR, "cannot register the loop's events");
+    rc = lkv_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {
     lkvnet_node_log(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
                     s->host, s->port, s->my_url,
                     s->leader ? "leader" : "follower", s->leader_url,
                     s->nnodes);
     if (event_base_dispatch(s->base) < 0)
-      rc = lkvnet_seterr(err, LKV_IOERROR, "the event loop failed");
+      rc = lkv_seterr(err, LKV_IOERROR, "the event loop failed");
   }
   /* the signal events restore the previous handlers when freed */
   if (s->sigterm_ev) event_free(s->sigterm_ev);
