@@ -181,7 +181,7 @@ return {
     to = "",
     test = ctest("net/rlog_fault_test") },
   { name = "rlog: log compaction renames without syncing the directory",
-    file = "c/net/rlog.c",
+    file = "c/net/rlog_compact.c",
     from = "    else if ((ec = env->sync_dir(env, r->dir)) != 0)\n" ..
       "      ioerr(&e, ec, \"fsync directory\", r->dir);",
     to = "",
@@ -192,7 +192,7 @@ return {
     to = "  named = 1;",
     test = ctest("net/rlog_fault_test") },
   { name = "rlog: the term file renamed without syncing its directory",
-    file = "c/net/rlog.c",
+    file = "c/net/rlog_term.c",
     from = "  if ((e = env->sync_dir(env, dir)) != 0)\n" ..
       "    return ioerr(err, e, \"fsync directory\", dir);",
     to = "",

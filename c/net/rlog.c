@@ -7,11 +7,14 @@
  * hands the final sync and rename to the syncer. Every call on a file or
  * a directory goes through the lkv_env the log was opened with (lunakv.h;
  * the POSIX one by default), so tests can fail any of them or lose what
- * was not synced (c/engine/faultenv.h). Lock order: only r->mu. */
-#include "rlog.h"
+ * was not synced (c/engine/faultenv.h). Lock order: only r->mu.
+ *
+ * The compaction in the background is rlog_compact.c, the frames and the
+ * header rlog_frame.c, the term file rlog_term.c; the struct and the
+ * helpers they share are rlog_impl.h, which says which way calls go. */
+#include "rlog_impl.h"
 #include "coding.h"
 #include "crc32c.h"
-#include "err.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,212 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* Where each entry's frame starts, and its term: what /append needs
- * (prev_term checks, reading a range of frames) without reading the file.
- * ents[i] is entry base_index + 1 + i. */
-typedef struct Ent {
-  uint64_t off, term;
-} Ent;
-
-struct lkvnet_rlog {
-  const lkv_env *env; /* the file system (never NULL) */
-  int fd;
-  int notify_fd;
-  char dir[4096];
-  char path[4096];
-  uint64_t size; /* bytes in the file: header plus whole frames */
-  char *scratch; /* encode buffer, owner thread only */
-  size_t scratch_cap;
-  Ent *ents;     /* owner thread only */
-  size_t nents, ents_cap;
-
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  pthread_t syncer;
-  int started, stop;
-  /* guarded by mu */
-  uint64_t last_index, last_term, durable_index, base_index, base_term;
-  /* gen moves whenever entries are cut or the file replaced: a sync that
-   * began before must not vouch for what is there now. busy: the syncer
-   * is inside fdatasync (a rewrite waits for it before closing fd). */
-  uint64_t gen;
-  int busy, paused;
-  uint64_t appends, syncs, bytes;
-  lkv_err sticky; /* code LKV_OK while healthy */
-  uint64_t dropped_bytes;
-  char dropped_why[LKV_ERR_MSG_LEN];
-
-  /* A background compaction (lkvnet_rlog_compact_begin). cp_state is
-   * guarded by mu; it moves COPYING -> COPIED (the copier thread) ->
-   * RENAMING (the owner's switch) -> RENAMED (the syncer) -> IDLE (the
-   * owner), or COPYING -> COPY_FAILED -> IDLE. The other cp_ fields belong
-   * to whichever thread the state names: the copier in COPYING, the owner
-   * in COPIED, the syncer in RENAMING. */
-  int cp_state;
-  lkv_err cp_err;          /* why it failed */
-  uint64_t cp_base, cp_base_term, cp_stable;
-  uint64_t cp_from_off;    /* old file: the first kept frame */
-  uint64_t cp_stable_off;  /* old file: the first frame past stable */
-  int cp_srcfd;            /* the old file, for the copier */
-  int cp_fd;               /* the new file (replication.log.tmp) */
-  int cp_oldfd;            /* the old file after the switch, until renamed */
-  lkvnet_rlog_prepare_fn cp_prepare;
-  void *cp_ctx;
-  pthread_t cp_thread;
-  int cp_report;           /* LKVNET_COMPACT_DONE/FAILED not yet polled */
-  lkv_err cp_report_err;
-};
-
-enum { CP_IDLE, CP_COPYING, CP_COPIED, CP_COPY_FAILED, CP_RENAMING,
-       CP_RENAMED };
-
-static void compact_finish(lkvnet_rlog *r);
-
-/* {======================================================================
-** Helpers: errors
-** ======================================================================= */
-
-/* The log's failures: what failed, on which file, and the errno's text. */
-static int ioerr(lkv_err *err, int e, const char *what, const char *path) {
-  return lkv_seterr(err, e == ENOMEM ? LKV_NOMEM : LKV_IOERROR, "%s %s: %s",
-                    what, path, strerror(e));
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
-** The file system: small wrappers over the env (lunakv.h), each returning
-** 0 or an errno value, so callers word the failure (ioerr)
-** ======================================================================= */
-
-static const lkv_env *env_or_posix(const lkv_env *env) {
-  return env != NULL ? env : lkv_env_posix();
-}
-
-/* n bytes at off, retrying short writes; a write that makes no progress
- * is EIO. */
-static int pwrite_all(const lkv_env *env, int fd, const void *buf, size_t n,
-                      uint64_t off) {
-  const char *p = buf;
-  while (n > 0) {
-    long long k = env->pwrite(env, fd, p, n, off);
-    if (k < 0) return (int)-k;
-    if (k == 0) return EIO;
-    p += k;
-    n -= (size_t)k;
-    off += (uint64_t)k;
-  }
-  return 0;
-}
-
-/* n bytes at off; a file that ends first is EIO (the log's index says the
- * bytes are there). */
-static int pread_all(const lkv_env *env, int fd, void *buf, size_t n,
-                     uint64_t off) {
-  char *p = buf;
-  while (n > 0) {
-    long long k = env->pread(env, fd, p, n, off);
-    if (k < 0) return (int)-k;
-    if (k == 0) return EIO;
-    p += k;
-    n -= (size_t)k;
-    off += (uint64_t)k;
-  }
-  return 0;
-}
-
-static int f_sync(const lkv_env *env, int fd) { return env->sync(env, fd, 1); }
-
-static void f_close(const lkv_env *env, int fd) {
-  /* Linux frees the descriptor whatever close says; what was written is
-   * vouched for by the syncs, never by close */
-  if (fd >= 0) (void)env->close(env, fd);
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
-** Frames: encode, check, decode
-** ======================================================================= */
-
-#define MAX_PAYLOAD                                                        \
-  ((uint64_t)LKVNET_RLOG_FIXED_PAYLOAD + LKV_MAX_KEY_BYTES + LKV_MAX_VALUE_BYTES)
-
-size_t lkvnet_rlog_frame_size(const lkvnet_entry *e) {
-  size_t vlen = e->op == LKVNET_OP_SET ? e->vlen : 0;
-  size_t klen = e->op == LKVNET_OP_NOOP ? 0 : e->klen;
-  return LKVNET_RLOG_FRAME_SIZE + LKVNET_RLOG_FIXED_PAYLOAD + klen + vlen;
-}
-
-void lkvnet_rlog_encode(unsigned char *p, const lkvnet_entry *e) {
-  size_t vlen = e->op == LKVNET_OP_SET ? e->vlen : 0;
-  size_t klen = e->op == LKVNET_OP_NOOP ? 0 : e->klen;
-  size_t len = LKVNET_RLOG_FIXED_PAYLOAD + klen + vlen;
-  lkv_put32(p, (uint32_t)len);
-  lkv_put64(p + 8, e->term);
-  lkv_put64(p + 16, e->index);
-  p[24] = (unsigned char)e->op;
-  lkv_put32(p + 25, (uint32_t)klen);
-  lkv_put32(p + 29, (uint32_t)vlen);
-  if (klen) memcpy(p + 8 + LKVNET_RLOG_FIXED_PAYLOAD, e->key, klen);
-  if (vlen) memcpy(p + 8 + LKVNET_RLOG_FIXED_PAYLOAD + klen, e->val, vlen);
-  lkv_put32(p + 4, lkv_crc32c_extend(lkv_crc32c(p, 4), p + 8, len));
-}
-
-/* The fields of a payload whose checksum matched; -1 when they contradict
- * its length or name no operation. */
-static int parse_payload(const unsigned char *buf, uint32_t len,
-                         lkvnet_entry *e) {
-  uint32_t klen = lkv_get32(buf + 17), vlen = lkv_get32(buf + 21);
-  e->term = lkv_get64(buf);
-  e->index = lkv_get64(buf + 8);
-  e->op = buf[16];
-  if ((uint64_t)klen + vlen + LKVNET_RLOG_FIXED_PAYLOAD != len ||
-      klen > LKV_MAX_KEY_BYTES || vlen > LKV_MAX_VALUE_BYTES ||
-      (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_DELETE &&
-       e->op != LKVNET_OP_NOOP) ||
-      (e->op != LKVNET_OP_SET && vlen != 0) ||
-      (e->op == LKVNET_OP_NOOP && klen != 0))
-    return -1;
-  e->key = (const char *)buf + LKVNET_RLOG_FIXED_PAYLOAD;
-  e->klen = klen;
-  e->val = vlen ? (const char *)buf + LKVNET_RLOG_FIXED_PAYLOAD + klen : NULL;
-  e->vlen = vlen;
-  return 0;
-}
-
-int lkvnet_rlog_decode(const unsigned char *buf, size_t len, size_t *off,
-                       lkvnet_entry *e, char *why, size_t whylen) {
-  size_t o = *off;
-  uint32_t plen;
-  if (o == len) return 0;
-  if (len - o < LKVNET_RLOG_FRAME_SIZE) {
-    snprintf(why, whylen, "byte %zu: torn frame header", o);
-    return -1;
-  }
-  plen = lkv_get32(buf + o);
-  if (plen < LKVNET_RLOG_FIXED_PAYLOAD || plen > MAX_PAYLOAD ||
-      plen > len - o - LKVNET_RLOG_FRAME_SIZE) {
-    snprintf(why, whylen, "byte %zu: impossible frame length %u", o,
-             (unsigned)plen);
-    return -1;
-  }
-  if (lkv_crc32c_extend(lkv_crc32c(buf + o, 4),
-                        buf + o + LKVNET_RLOG_FRAME_SIZE,
-                        plen) != lkv_get32(buf + o + 4)) {
-    snprintf(why, whylen, "byte %zu: frame checksum mismatch", o);
-    return -1;
-  }
-  if (parse_payload(buf + o + LKVNET_RLOG_FRAME_SIZE, plen, e) != 0) {
-    snprintf(why, whylen, "byte %zu: malformed frame (checksum valid)", o);
-    return -1;
-  }
-  *off = o + LKVNET_RLOG_FRAME_SIZE + plen;
-  return 1;
-}
-
-/* }====================================================================== */
 
 /* {======================================================================
 ** Open: header, replay, tail cut
@@ -246,17 +43,6 @@ static int push_ent(lkvnet_rlog *r, uint64_t off, uint64_t term) {
   return 0;
 }
 
-static void encode_header(unsigned char *h, uint64_t base_index,
-                          uint64_t base_term) {
-  memset(h, 0, LKVNET_RLOG_HEADER_SIZE);
-  memcpy(h, LKVNET_RLOG_MAGIC, 8);
-  lkv_put32(h + 8, LKVNET_RLOG_VERSION);
-  lkv_put32(h + 12, 0); /* flags */
-  lkv_put64(h + 16, base_index);
-  lkv_put64(h + 24, base_term);
-  lkv_put32(h + 32, lkv_crc32c(h, 32));
-}
-
 /* A new log: a header with base 0, written aside, synced and renamed to
  * the log's name, then the directory synced. A crash at any point leaves
  * no log (a new one is made at the next start) or a whole header, never a
@@ -268,7 +54,7 @@ static int create_log(lkvnet_rlog *r, lkv_err *err) {
   const char *what = "create";
   int fd = -1, e;
   snprintf(tmp, sizeof tmp, "%s.tmp", r->path);
-  encode_header(h, 0, 0);
+  lkvnet_rlog_encode_header(h, 0, 0);
   if ((e = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
     return ioerr(err, e, what, tmp);
   if ((e = pwrite_all(env, fd, h, sizeof h, 0)) != 0) {
@@ -414,7 +200,7 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
                (unsigned long long)r->size);
       break;
     }
-    if (parse_payload(buf, len, &en) != 0) {
+    if (lkvnet_rlog_parse_payload(buf, len, &en) != 0) {
       rc = lkv_seterr(err, LKV_CORRUPTION, "%s offset %llu: malformed record "
                   "(checksum valid)", r->path, (unsigned long long)r->size);
       break;
@@ -460,7 +246,7 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
     /* made by an older version that wrote its header in place: nothing
      * was ever appended to it */
     unsigned char hb[LKVNET_RLOG_HEADER_SIZE];
-    encode_header(hb, 0, 0);
+    lkvnet_rlog_encode_header(hb, 0, 0);
     if ((e = pwrite_all(env, r->fd, hb, sizeof hb, 0)) != 0)
       return ioerr(err, e, "write", r->path);
     if ((e = f_sync(env, r->fd)) != 0)
@@ -547,25 +333,6 @@ fail:
 /* {======================================================================
 ** Append, truncate, rewrite, read
 ** ======================================================================= */
-
-static int sticky_error(lkvnet_rlog *r, lkv_err *err) {
-  lkv_err copy;
-  pthread_mutex_lock(&r->mu);
-  copy = r->sticky;
-  pthread_mutex_unlock(&r->mu);
-  if (copy.code != LKV_OK && err) *err = copy;
-  return copy.code;
-}
-
-static void make_sticky(lkvnet_rlog *r, int rc, const lkv_err *err) {
-  pthread_mutex_lock(&r->mu);
-  if (r->sticky.code == LKV_OK) {
-    if (err) r->sticky = *err;
-    else r->sticky.code = rc;
-  }
-  pthread_cond_signal(&r->cv);
-  pthread_mutex_unlock(&r->mu);
-}
 
 /* Write e (whose index is last_index + 1) as one frame. */
 static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
@@ -666,7 +433,8 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
   uint64_t last, size;
   int rc, ec;
   /* the copier reads the old file up to cp_stable: never cut under it */
-  if (lkvnet_rlog_compacting(r) && index < r->cp_stable) compact_finish(r);
+  if (lkvnet_rlog_compacting(r) && index < r->cp_stable)
+    lkvnet_rlog_compact_wait(r);
   last = r->base_index + r->nents;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (index < r->base_index || index > last)
@@ -720,7 +488,7 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   lkv_err dirr;
   char *copy = NULL;
   size_t copy_len = 0;
-  compact_finish(r); /* one rewrite at a time */
+  lkvnet_rlog_compact_wait(r); /* one rewrite at a time */
   last = r->base_index + r->nents;
   from_off = r->size;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
@@ -735,7 +503,7 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   }
   copy_len = (size_t)(r->size - from_off);
   snprintf(tmp, sizeof tmp, "%s.tmp", r->path);
-  encode_header(h, base_index, base_term);
+  lkvnet_rlog_encode_header(h, base_index, base_term);
   if ((e = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
     return ioerr(err, e, "create", tmp);
   if (copy_len && (copy = malloc(copy_len)) == NULL) {
@@ -849,312 +617,6 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
 /* }====================================================================== */
 
 /* {======================================================================
-** Compaction in the background
-** ======================================================================= */
-
-static void notify(lkvnet_rlog *r) {
-  if (r->notify_fd >= 0) {
-    char b = 1;
-    ssize_t k = write(r->notify_fd, &b, 1); /* EAGAIN: already pending */
-    (void)k;
-  }
-}
-
-/* Copy n bytes at from in src to to in dst, a MiB at a time (a log may be
- * far larger than what is worth holding in memory at once). */
-static int copy_range(lkvnet_rlog *r, int src, uint64_t from, int dst,
-                      uint64_t to, uint64_t n, const char *tmp,
-                      lkv_err *err) {
-  size_t cap = n < (1u << 20) ? (size_t)n : (1u << 20);
-  char *buf;
-  int e;
-  if (n == 0) return LKV_OK;
-  if ((buf = malloc(cap)) == NULL)
-    return lkv_seterr(err, LKV_NOMEM, "compacting %s", r->path);
-  while (n > 0) {
-    size_t k = n < cap ? (size_t)n : cap;
-    if ((e = pread_all(r->env, src, buf, k, from)) != 0) {
-      free(buf);
-      return ioerr(err, e, "read", r->path);
-    }
-    if ((e = pwrite_all(r->env, dst, buf, k, to)) != 0) {
-      free(buf);
-      return ioerr(err, e, "write", tmp);
-    }
-    from += k;
-    to += k;
-    n -= k;
-  }
-  free(buf);
-  return LKV_OK;
-}
-
-static void tmp_path(const lkvnet_rlog *r, char *out, size_t n) {
-  snprintf(out, n, "%s.tmp", r->path);
-}
-
-static void drop_tmp(lkvnet_rlog *r) {
-  char tmp[4096 + 16];
-  tmp_path(r, tmp, sizeof tmp);
-  (void)r->env->unlink(r->env, tmp);
-}
-
-/* The copier thread: prepare (the engine's sync), then the new file's
- * header and the entries (cp_base, cp_stable], fdatasync'ed. Those bytes
- * of the old file are never cut or rewritten while it reads them. */
-static void *copier_main(void *arg) {
-  lkvnet_rlog *r = arg;
-  const lkv_env *env = r->env;
-  char tmp[4096 + 16];
-  unsigned char h[LKVNET_RLOG_HEADER_SIZE];
-  lkv_err e;
-  int rc = LKV_OK, fd = -1, ec;
-  e.code = LKV_OK;
-  e.msg[0] = '\0';
-  tmp_path(r, tmp, sizeof tmp);
-  if (r->cp_prepare != NULL) rc = r->cp_prepare(r->cp_ctx, &e);
-  if (rc == LKV_OK &&
-      (ec = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0) {
-    fd = -1;
-    rc = ioerr(&e, ec, "create", tmp);
-  }
-  if (rc == LKV_OK) {
-    encode_header(h, r->cp_base, r->cp_base_term);
-    if ((ec = pwrite_all(env, fd, h, sizeof h, 0)) != 0)
-      rc = ioerr(&e, ec, "write", tmp);
-  }
-  if (rc == LKV_OK)
-    rc = copy_range(r, r->cp_srcfd, r->cp_from_off, fd,
-                    LKVNET_RLOG_HEADER_SIZE, r->cp_stable_off - r->cp_from_off,
-                    tmp, &e);
-  if (rc == LKV_OK && (ec = f_sync(env, fd)) != 0)
-    rc = ioerr(&e, ec, "fdatasync", tmp);
-  if (rc != LKV_OK && fd >= 0) {
-    f_close(env, fd);
-    (void)env->unlink(env, tmp);
-    fd = -1;
-  }
-  if (rc != LKV_OK && e.code == LKV_OK) e.code = rc;
-  pthread_mutex_lock(&r->mu);
-  r->cp_fd = fd;
-  r->cp_err = e;
-  r->cp_state = rc == LKV_OK ? CP_COPIED : CP_COPY_FAILED;
-  pthread_cond_broadcast(&r->cv);
-  pthread_mutex_unlock(&r->mu);
-  notify(r);
-  return NULL;
-}
-
-int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
-                              uint64_t base_term, uint64_t stable_index,
-                              lkvnet_rlog_prepare_fn prepare, void *ctx,
-                              lkv_err *err) {
-  uint64_t last = r->base_index + r->nents;
-  int rc;
-  if (lkvnet_rlog_compacting(r))
-    return lkv_seterr(err, LKV_BUSY, "%s: a compaction is running",
-                      r->path);
-  if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
-  if (base_index < r->base_index || base_index > stable_index ||
-      stable_index > last)
-    return lkv_seterr(err, LKV_INVALID, "cannot compact %s at %llu "
-                      "(stable %llu): it holds %llu .. %llu", r->path,
-                      (unsigned long long)base_index,
-                      (unsigned long long)stable_index,
-                      (unsigned long long)r->base_index + 1,
-                      (unsigned long long)last);
-  r->cp_base = base_index;
-  r->cp_base_term = base_term;
-  r->cp_stable = stable_index;
-  r->cp_from_off = base_index < last ? r->ents[base_index - r->base_index].off
-                                     : r->size;
-  r->cp_stable_off = stable_index < last
-                         ? r->ents[stable_index - r->base_index].off
-                         : r->size;
-  r->cp_srcfd = r->fd;
-  r->cp_prepare = prepare;
-  r->cp_ctx = ctx;
-  r->cp_report = LKVNET_COMPACT_IDLE;
-  pthread_mutex_lock(&r->mu);
-  r->cp_state = CP_COPYING;
-  pthread_mutex_unlock(&r->mu);
-  if (pthread_create(&r->cp_thread, NULL, copier_main, r) != 0) {
-    pthread_mutex_lock(&r->mu);
-    r->cp_state = CP_IDLE;
-    pthread_mutex_unlock(&r->mu);
-    return lkv_seterr(err, LKV_IOERROR, "%s: cannot start the "
-                      "compaction thread", r->path);
-  }
-  return LKV_OK;
-}
-
-/* The owner's part, once the copier is done: append what was written
- * past cp_stable meanwhile (still only in the page cache, as appends are)
- * and make the new file the one appends go to. From here until the syncer
- * has renamed it, nothing new counts as durable: a crash would leave the
- * old file under the name. Returns LKV_OK, or a failure that left the old
- * file in place (the new one removed). */
-static int compact_switch(lkvnet_rlog *r, lkv_err *err) {
-  char tmp[4096 + 16];
-  uint64_t last = r->base_index + r->nents, tail = r->size - r->cp_stable_off;
-  uint64_t newsize = LKVNET_RLOG_HEADER_SIZE + (r->size - r->cp_from_off);
-  size_t keep = (size_t)(last > r->cp_base ? last - r->cp_base : 0), i;
-  int rc;
-  tmp_path(r, tmp, sizeof tmp);
-  rc = copy_range(r, r->fd, r->cp_stable_off, r->cp_fd,
-                  LKVNET_RLOG_HEADER_SIZE + (r->cp_stable_off - r->cp_from_off),
-                  tail, tmp, err);
-  if (rc != LKV_OK) {
-    f_close(r->env, r->cp_fd);
-    r->cp_fd = -1;
-    (void)r->env->unlink(r->env, tmp);
-    return rc;
-  }
-  for (i = 0; i < keep; i++) {
-    r->ents[i].off = r->ents[r->nents - keep + i].off - r->cp_from_off +
-                     LKVNET_RLOG_HEADER_SIZE;
-    r->ents[i].term = r->ents[r->nents - keep + i].term;
-  }
-  r->nents = keep;
-  r->size = newsize;
-  pthread_mutex_lock(&r->mu);
-  r->cp_oldfd = r->fd;
-  r->fd = r->cp_fd;
-  r->cp_fd = -1;
-  r->base_index = r->cp_base;
-  r->base_term = r->cp_base_term;
-  if (keep == 0) {
-    r->last_index = r->cp_base;
-    r->last_term = r->cp_base_term;
-  }
-  /* a sync of the old file still running proves nothing now */
-  r->gen++;
-  r->cp_state = CP_RENAMING;
-  pthread_cond_broadcast(&r->cv);
-  pthread_mutex_unlock(&r->mu);
-  return LKV_OK;
-}
-
-/* One step for the owner: COPIED -> switch, COPY_FAILED or RENAMED ->
- * IDLE with the outcome in cp_report. Returns the state it left. */
-static int compact_step(lkvnet_rlog *r) {
-  int st;
-  lkv_err e;
-  pthread_mutex_lock(&r->mu);
-  st = r->cp_state;
-  e = r->cp_err;
-  pthread_mutex_unlock(&r->mu);
-  if (st == CP_COPIED || st == CP_COPY_FAILED) {
-    pthread_join(r->cp_thread, NULL);
-    if (st == CP_COPIED) {
-      e.code = LKV_OK;
-      e.msg[0] = '\0';
-      /* a stuck log switches to nothing: the copy is dropped */
-      if (sticky_error(r, &e) != LKV_OK) {
-        f_close(r->env, r->cp_fd);
-        r->cp_fd = -1;
-        drop_tmp(r);
-      } else if (compact_switch(r, &e) == LKV_OK) {
-        return CP_RENAMING;
-      }
-    }
-    pthread_mutex_lock(&r->mu);
-    r->cp_state = st = CP_IDLE;
-    pthread_mutex_unlock(&r->mu);
-    r->cp_report = LKVNET_COMPACT_FAILED;
-    r->cp_report_err = e;
-  } else if (st == CP_RENAMED) {
-    pthread_mutex_lock(&r->mu);
-    r->cp_state = st = CP_IDLE;
-    pthread_mutex_unlock(&r->mu);
-    r->cp_report = e.code == LKV_OK ? LKVNET_COMPACT_DONE
-                                    : LKVNET_COMPACT_FAILED;
-    r->cp_report_err = e;
-  }
-  return st;
-}
-
-int lkvnet_rlog_compact_poll(lkvnet_rlog *r, lkv_err *err) {
-  int st = compact_step(r), rep = r->cp_report;
-  if (st != CP_IDLE) return LKVNET_COMPACT_RUNNING;
-  r->cp_report = LKVNET_COMPACT_IDLE;
-  if (rep == LKVNET_COMPACT_FAILED && err != NULL) *err = r->cp_report_err;
-  return rep;
-}
-
-static void compact_finish(lkvnet_rlog *r) {
-  for (;;) {
-    int st;
-    pthread_mutex_lock(&r->mu);
-    while (r->cp_state == CP_COPYING || r->cp_state == CP_RENAMING)
-      pthread_cond_wait(&r->cv, &r->mu);
-    st = r->cp_state;
-    pthread_mutex_unlock(&r->mu);
-    if (st == CP_IDLE) return;
-    compact_step(r);
-  }
-}
-
-void lkvnet_rlog_compact_wait(lkvnet_rlog *r) { compact_finish(r); }
-
-int lkvnet_rlog_compacting(lkvnet_rlog *r) {
-  int st;
-  pthread_mutex_lock(&r->mu);
-  st = r->cp_state;
-  pthread_mutex_unlock(&r->mu);
-  return st != CP_IDLE;
-}
-
-/* The syncer's part (called with mu held, returns with it held): make the
- * new file durable, name it, sync the directory, close the old file (no
- * sync of it can be running: this is the syncer). Only then is what was
- * appended to the new file durable. A failure here is sticky: the name
- * holds the old file, which lacks what was appended since the switch. */
-static void compact_rename(lkvnet_rlog *r) {
-  const lkv_env *env = r->env;
-  char tmp[4096 + 16];
-  uint64_t target = r->last_index, gen = r->gen;
-  int fd = r->fd, oldfd = r->cp_oldfd, ec;
-  lkv_err e;
-  e.code = LKV_OK;
-  e.msg[0] = '\0';
-  if (r->sticky.code != LKV_OK) {
-    /* stuck since the switch: the old file keeps the name, and nothing
-     * appended since counts as durable */
-    e = r->sticky;
-    fd = -1;
-  }
-  r->busy = 1;
-  pthread_mutex_unlock(&r->mu);
-  tmp_path(r, tmp, sizeof tmp);
-  if (fd >= 0) {
-    if ((ec = f_sync(env, fd)) != 0) ioerr(&e, ec, "fdatasync", tmp);
-    else if ((ec = env->rename(env, tmp, r->path)) != 0)
-      ioerr(&e, ec, "rename", tmp);
-    else if ((ec = env->sync_dir(env, r->dir)) != 0)
-      ioerr(&e, ec, "fsync directory", r->dir);
-  }
-  f_close(env, oldfd);
-  pthread_mutex_lock(&r->mu);
-  r->busy = 0;
-  r->cp_oldfd = -1;
-  if (e.code == LKV_OK) {
-    if (gen == r->gen && target > r->durable_index) r->durable_index = target;
-    r->syncs++;
-  } else if (r->sticky.code == LKV_OK) {
-    r->sticky = e;
-  }
-  r->cp_err = e;
-  r->cp_state = CP_RENAMED;
-  pthread_cond_broadcast(&r->cv);
-  pthread_mutex_unlock(&r->mu);
-  notify(r);
-  pthread_mutex_lock(&r->mu);
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
 ** The syncer
 ** ======================================================================= */
 
@@ -1172,7 +634,7 @@ static void *syncer_main(void *arg) {
       pthread_cond_wait(&r->cv, &r->mu);
     if (r->cp_state == CP_RENAMING) {
       /* a compaction's switch: nothing syncs until its file is named */
-      compact_rename(r);
+      lkvnet_rlog_compact_rename(r);
       continue;
     }
     if (r->stop) break;
@@ -1238,7 +700,8 @@ void lkvnet_rlog_stats_get(lkvnet_rlog *r, lkvnet_rlog_stats *out) {
 int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
   int rc = LKV_OK, e;
   if (r == NULL) return LKV_OK;
-  if (r->started) compact_finish(r); /* needs the syncer for its rename */
+  /* a compaction's rename needs the syncer: it ends first */
+  if (r->started) lkvnet_rlog_compact_wait(r);
   pthread_mutex_lock(&r->mu);
   r->stop = 1;
   pthread_cond_broadcast(&r->cv);
@@ -1258,80 +721,6 @@ int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
   free(r->ents);
   free(r);
   return rc;
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
-** The current term: DATA_DIR/term
-** ======================================================================= */
-
-#define TERM_FILE "term"
-#define TERM_MAGIC "LUNAKVTM"
-#define TERM_SIZE 20u /* magic 8, term 8, crc32c of the first 16 bytes 4 */
-
-int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
-                     lkv_err *err) {
-  char path[4096 + 8];
-  unsigned char b[TERM_SIZE + 1];
-  long long n;
-  int fd, e;
-  env = env_or_posix(env);
-  *term = 0;
-  snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
-  if ((e = env->open(env, path, O_RDONLY, 0, &fd)) != 0) {
-    if (e == ENOENT) return LKV_OK;
-    return ioerr(err, e, "open", path);
-  }
-  n = env->pread(env, fd, b, sizeof b, 0);
-  f_close(env, fd);
-  if (n < 0) return ioerr(err, (int)-n, "read", path);
-  if (n != (long long)TERM_SIZE || memcmp(b, TERM_MAGIC, 8) != 0 ||
-      lkv_get32(b + 16) != lkv_crc32c(b, 16))
-    return lkv_seterr(err, LKV_CORRUPTION, "%s: not a valid term file "
-                      "(%lld bytes)", path, n);
-  *term = lkv_get64(b + 8);
-  return LKV_OK;
-}
-
-int lkvnet_term_store(const char *dir, const lkv_env *env, uint64_t term,
-                      lkv_err *err) {
-  char path[4096 + 8], tmp[4096 + 16];
-  unsigned char b[TERM_SIZE];
-  const char *what;
-  int fd, e;
-  env = env_or_posix(env);
-  snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  memcpy(b, TERM_MAGIC, 8);
-  lkv_put64(b + 8, term);
-  lkv_put32(b + 16, lkv_crc32c(b, 16));
-  if ((e = env->open(env, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
-    return ioerr(err, e, "create", tmp);
-  if ((e = pwrite_all(env, fd, b, sizeof b, 0)) != 0) {
-    what = "write";
-  } else if ((e = f_sync(env, fd)) != 0) {
-    what = "fdatasync";
-  } else {
-    e = env->close(env, fd);
-    fd = -1;
-    what = "close";
-  }
-  if (e != 0) {
-    int rc = ioerr(err, e, what, tmp);
-    f_close(env, fd);
-    (void)env->unlink(env, tmp);
-    return rc;
-  }
-  if ((e = env->rename(env, tmp, path)) != 0) {
-    int rc = ioerr(err, e, "rename", tmp);
-    (void)env->unlink(env, tmp);
-    return rc;
-  }
-  /* the term counts once its name survives a crash */
-  if ((e = env->sync_dir(env, dir)) != 0)
-    return ioerr(err, e, "fsync directory", dir);
-  return LKV_OK;
 }
 
 /* }====================================================================== */

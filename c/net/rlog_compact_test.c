@@ -1,8 +1,8 @@
-/* rlog_compact_test.c - compaction of the replication log (rlog.c):
- * rewrite behind a snapshot and a follower's reset (test 6), and a
+/* rlog_compact_test.c - compaction of the replication log: rewrite
+ * behind a snapshot and a follower's reset (test 6, rlog.c), and a
  * compaction in the background while the owner goes on appending (test
- * 11). The helpers are rlog_test_util.h. Each test runs in its own
- * directory under /tmp. */
+ * 11, rlog_compact.c). The helpers are rlog_test_util.h. Each test runs
+ * in its own directory under /tmp. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>

@@ -1,0 +1,85 @@
+/* rlog_term.c - the node's current term in DATA_DIR/term
+ * (lkvnet_term_load, lkvnet_term_store; rlog.h): 20 bytes, replaced whole
+ * by a rename, through the lkv_env given (NULL = POSIX). Calls no other
+ * rlog file. */
+#include "rlog_impl.h"
+#include "coding.h"
+#include "crc32c.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+
+/* {======================================================================
+** The current term: DATA_DIR/term
+** ======================================================================= */
+
+#define TERM_FILE "term"
+#define TERM_MAGIC "LUNAKVTM"
+#define TERM_SIZE 20u /* magic 8, term 8, crc32c of the first 16 bytes 4 */
+
+int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
+                     lkv_err *err) {
+  char path[4096 + 8];
+  unsigned char b[TERM_SIZE + 1];
+  long long n;
+  int fd, e;
+  env = env_or_posix(env);
+  *term = 0;
+  snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
+  if ((e = env->open(env, path, O_RDONLY, 0, &fd)) != 0) {
+    if (e == ENOENT) return LKV_OK;
+    return ioerr(err, e, "open", path);
+  }
+  n = env->pread(env, fd, b, sizeof b, 0);
+  f_close(env, fd);
+  if (n < 0) return ioerr(err, (int)-n, "read", path);
+  if (n != (long long)TERM_SIZE || memcmp(b, TERM_MAGIC, 8) != 0 ||
+      lkv_get32(b + 16) != lkv_crc32c(b, 16))
+    return lkv_seterr(err, LKV_CORRUPTION, "%s: not a valid term file "
+                      "(%lld bytes)", path, n);
+  *term = lkv_get64(b + 8);
+  return LKV_OK;
+}
+
+int lkvnet_term_store(const char *dir, const lkv_env *env, uint64_t term,
+                      lkv_err *err) {
+  char path[4096 + 8], tmp[4096 + 16];
+  unsigned char b[TERM_SIZE];
+  const char *what;
+  int fd, e;
+  env = env_or_posix(env);
+  snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  memcpy(b, TERM_MAGIC, 8);
+  lkv_put64(b + 8, term);
+  lkv_put32(b + 16, lkv_crc32c(b, 16));
+  if ((e = env->open(env, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
+    return ioerr(err, e, "create", tmp);
+  if ((e = pwrite_all(env, fd, b, sizeof b, 0)) != 0) {
+    what = "write";
+  } else if ((e = f_sync(env, fd)) != 0) {
+    what = "fdatasync";
+  } else {
+    e = env->close(env, fd);
+    fd = -1;
+    what = "close";
+  }
+  if (e != 0) {
+    int rc = ioerr(err, e, what, tmp);
+    f_close(env, fd);
+    (void)env->unlink(env, tmp);
+    return rc;
+  }
+  if ((e = env->rename(env, tmp, path)) != 0) {
+    int rc = ioerr(err, e, "rename", tmp);
+    (void)env->unlink(env, tmp);
+    return rc;
+  }
+  /* the term counts once its name survives a crash */
+  if ((e = env->sync_dir(env, dir)) != 0)
+    return ioerr(err, e, "fsync directory", dir);
+  return LKV_OK;
+}
+
+/* }====================================================================== */
