@@ -225,7 +225,7 @@ FUZZ_CC      ?= clang
 FUZZ_BASE     = -std=c11 -D_GNU_SOURCE -g -O1 -pthread -Ic/util -Ic/engine -Ic/net
 FUZZ_FLAGS    = $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_TARGETS  = wal sst block manifest json rlog frames
-FUZZ_NET_SRC  = c/net/json.c c/net/rlog.c
+FUZZ_NET_SRC  = c/net/json.c $(filter-out %_test.c,$(wildcard c/net/rlog*.c))
 FUZZ_CORPUS   = c/fuzz/corpus
 fuzz-build: deps
 	@sh tools/deps.sh clang libclang-rt-14-dev

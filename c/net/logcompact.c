@@ -1,7 +1,7 @@
 /* logcompact.c - when the node cuts its replication log
  * (docs/replication.md, "Log compaction and snapshots"): the decision,
  * taken after each apply, the engine sync the cut waits for, and the
- * report of how a compaction ended. The cut itself is rlog.c's. Runs on
+ * report of how a compaction ended. The cut itself is rlog_compact.c's. Runs on
  * the event loop's thread but for compaction_prepare; the node's state
  * is node.h. */
 #include <stdint.h>

@@ -55,7 +55,7 @@ static int same_entry(const lkvnet_entry *a, const lkvnet_entry *b) {
   return ok;
 }
 
-/* A reference CRC-32C, bitwise, independent of rlog.c's table. */
+/* A reference CRC-32C, bitwise, independent of c/util's table-driven one. */
 static uint32_t ref_crc(uint32_t crc, const unsigned char *p, size_t n) {
   int j;
   crc = ~crc;
