@@ -50,14 +50,7 @@ end
 
 describe("lunakv.config.load", function()
   local dir
-
-  before_each(function()
-    dir = h.tmpdir()
-  end)
-
-  after_each(function()
-    h.cleanup()
-  end)
+  h.tmpdir_each(function(d) dir = d end)
 
   describe("in this process", function()
     -- these cases read this process's environment: it must not set them

@@ -19,12 +19,7 @@ end
 
 describe("db", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
-  end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
+  h.tmpdir_each(function(d) dir = d end)
 
   describe("sync", function()
     it("db:sync() makes writes durable with one fdatasync and no table",

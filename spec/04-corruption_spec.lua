@@ -19,12 +19,7 @@ end
 
 describe("corruption", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir() .. "/db"
-  end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   describe("of the WAL", function()
     -- 100 keys, one WAL record each, only in the WAL. Returns the log's path

@@ -7,13 +7,10 @@ local key = h.key
 
 describe("snapshot", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
+  h.tmpdir_each(function(d)
+    dir = d
     db = h.open(dir .. "/db", { max_memtable_size = 16 * 1024 })
   end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   it("has an integer seq equal to the last write's", function()
     db:set("a", "1")
@@ -116,13 +113,10 @@ end)
 
 describe("batch", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
+  h.tmpdir_each(function(d)
+    dir = d
     db = h.open(dir .. "/db")
   end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   it("is invisible before commit", function()
     db:set("x", "old")

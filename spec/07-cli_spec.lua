@@ -9,14 +9,7 @@ local lines = h.lines_of
 
 describe("bin/lunakv", function()
   local dir
-
-  before_each(function()
-    dir = h.tmpdir()
-  end)
-
-  after_each(function()
-    h.cleanup()
-  end)
+  h.tmpdir_each(function(d) dir = d end)
 
   local function lunakv_cmd(args, cwd)
     return h.lunakv_in(cwd or dir, args)

@@ -49,18 +49,17 @@ local function sorted_rows(model)
   return out
 end
 
+-- A db in dir with small tables: a few thousand writes make several levels.
+local function open_small(dir)
+  return h.open(dir .. "/db", { max_memtable_size = 16 * 1024,
+                                table_size = 16 * 1024,
+                                level1_max_bytes = 64 * 1024,
+                                sync = "none" })
+end
+
 describe("reverse iteration", function()
-  local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
-    db = h.open(dir .. "/db", { max_memtable_size = 16 * 1024,
-                                     table_size = 16 * 1024,
-                                     level1_max_bytes = 64 * 1024,
-                                     sync = "none" })
-  end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
+  local db
+  h.tmpdir_each(function(d) db = open_small(d) end)
 
   it("walks the reverse of the forward walk, through deletes, overwrites, "
      .. "flush and compact", function()
@@ -329,15 +328,7 @@ end)
 
 describe("db:rscan and snapshot:rscan", function()
   local db
-
-  before_each(function()
-    db = h.open(h.tmpdir() .. "/db", { max_memtable_size = 16 * 1024,
-                                         table_size = 16 * 1024,
-                                         level1_max_bytes = 64 * 1024,
-                                         sync = "none" })
-  end)
-
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) db = open_small(d) end)
 
   local function rows(...)
     local out = {}

@@ -157,9 +157,7 @@ end)
 
 describe("the shell through a pipe", function()
   local dir
-
-  before_each(function() dir = h.tmpdir() end)
-  after_each(function() h.cleanup() end)
+  h.tmpdir_each(function(d) dir = d end)
 
   -- Feed input to `lunakv shell DIR`; returns exit code, stdout lines,
   -- stderr text. env: extra "K=V " assignments for the command line.
@@ -539,11 +537,10 @@ describe("the shell and Ctrl-C", function()
     h.read_file("/proc/self/stat"):match("^(%d+)")))
   local KILL = string.format("require('lunakv.core').kill(%d, 'INT')", pid)
 
-  before_each(function()
-    dir = h.tmpdir()
+  h.tmpdir_each(function(d)
+    dir = d
     db = h.open(dir .. "/db")
   end)
-  after_each(function() h.cleanup() end)
 
   -- Run lines through shell.run with a Ctrl-C handler; reader(line) may
   -- replace the plain read. Returns stdout and stderr lines.

@@ -32,9 +32,7 @@ local expect = {
 
 describe("examples/", function()
   local dir
-
-  before_each(function() dir = h.tmpdir() end)
-  after_each(function() h.cleanup() end)
+  h.tmpdir_each(function(d) dir = d end)
 
   -- TMPDIR is the test's directory too, so the check that nothing is
   -- left there covers an example's temporary store.

@@ -9,9 +9,7 @@ local lines = h.lines_of
 
 describe("lunakv command line", function()
   local dir
-
-  before_each(function() dir = h.tmpdir() end)
-  after_each(function() h.cleanup() end)
+  h.tmpdir_each(function(d) dir = d end)
 
   -- Run bin/lunakv ARGS in dir, with environment assignments env
   -- ("K=V " ...) and stdin from input (default: nothing).

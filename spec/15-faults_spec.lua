@@ -29,8 +29,7 @@ end
 
 describe("the fault env", function()
   local dir
-  before_each(function() dir = h.tmpdir() .. "/db" end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   -- Each case: a call kind and a path part to fail, and what to do; the
   -- failure must raise a worded lunakv error (never crash), and the db
@@ -227,8 +226,7 @@ end)
 
 describe("the WAL name", function()
   local dir
-  before_each(function() dir = h.tmpdir() .. "/db" end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   -- Before: the default name opened an empty database, and writing to it
   -- and reopening with custom.log lost both the old writes and the new.
@@ -295,8 +293,7 @@ end)
 
 describe("opening a directory", function()
   local dir
-  before_each(function() dir = h.tmpdir() .. "/db" end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   it("refuses one that holds other files but no MANIFEST, untouched", function()
     os.execute("mkdir -p " .. h.quote(dir))
@@ -340,8 +337,7 @@ end)
 
 describe("read_only", function()
   local dir
-  before_each(function() dir = h.tmpdir() .. "/db" end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   local function write_some(opts)
     local db = h.open(dir, opts)

@@ -123,6 +123,15 @@ function M.tmpdir()
   return d
 end
 
+-- The fixture of most describe blocks: before each test a fresh M.tmpdir()
+-- is handed to set (which keeps it, and may open a db in it); after each,
+-- M.cleanup() closes what M.open opened and removes every dir made.
+function M.tmpdir_each(set)
+  local busted = require "busted"
+  busted.before_each(function() set(M.tmpdir()) end)
+  busted.after_each(function() M.cleanup() end)
+end
+
 -- ---- processes ---------------------------------------------------------
 
 -- ---- databases ---------------------------------------------------------
