@@ -146,6 +146,17 @@ function M.open(dir, opts)
   return db
 end
 
+-- The values of the keys in the db at dir, read by opening it and closing
+-- it again (what a process that has ended left there). The close must
+-- succeed: it frees the lock for the next open.
+function M.stored(dir, ...)
+  local db = M.open(dir)
+  local n, out = select("#", ...), {}
+  for i = 1, n do out[i] = db:get((select(i, ...))) end
+  db:close()
+  return table.unpack(out, 1, n)
+end
+
 local procs = {} -- pid -> popen handle (its close reaps the process)
 
 -- Start `cmd` (a shell command line) in the background with its output
