@@ -23,11 +23,7 @@ describe("snapshot", function()
   end)
 
   it("sees old values after overwrite, delete, flush and compact", function()
-    for i = 1, 500 do db:set(key(i), "old" .. i) end
-    local s <close> = db:snapshot()
-    for i = 1, 500 do
-      if i % 2 == 0 then db:delete(key(i)) else db:set(key(i), "new" .. i) end
-    end
+    local s <close> = h.snapshot_then_rewrite(db, 500)
     db:set("later", "x")
     db:flush()
     db:compact()

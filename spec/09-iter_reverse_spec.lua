@@ -233,11 +233,7 @@ describe("reverse iteration", function()
   end)
 
   it("over a snapshot does not see later writes", function()
-    for i = 1, 400 do db:set(key(i), "old" .. i) end
-    local s <close> = db:snapshot()
-    for i = 1, 400 do
-      if i % 2 == 0 then db:delete(key(i)) else db:set(key(i), "new" .. i) end
-    end
+    local s <close> = h.snapshot_then_rewrite(db, 400)
     db:set(key(0), "before all")
     db:set(key(999), "after all")
     db:flush()

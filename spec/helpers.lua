@@ -331,6 +331,43 @@ function M.sst_footer(path)
            footer_offset = #data - 56, size = #data }
 end
 
+-- Set keys 1..n (M.key) to "old"..i, pin a snapshot, then delete the even
+-- keys and set the odd ones to "new"..i. Returns the snapshot, which still
+-- sees every old value.
+function M.snapshot_then_rewrite(db, n)
+  for i = 1, n do db:set(M.key(i), "old" .. i) end
+  local s = db:snapshot()
+  for i = 1, n do
+    if i % 2 == 0 then db:delete(M.key(i)) else db:set(M.key(i), "new" .. i) end
+  end
+  return s
+end
+
+-- Assert that no two tables of a level >= 1 of db overlap (where, when
+-- given, heads the message). Returns how many tables those levels hold.
+function M.assert_levels_disjoint(db, where)
+  local by_level = {}
+  for _, t in ipairs(db:tables()) do
+    if t.level >= 1 then
+      by_level[t.level] = by_level[t.level] or {}
+      table.insert(by_level[t.level], t)
+    end
+  end
+  local n = 0
+  for level, ts in pairs(by_level) do
+    table.sort(ts, function(a, b) return a.smallest < b.smallest end)
+    for i = 2, #ts do
+      require("luassert").is_true(ts[i - 1].largest < ts[i].smallest,
+        (where and (where .. ": ") or "") .. string.format(
+        "L%d tables %d [%q..%q] and %d [%q..%q] overlap", level,
+        ts[i - 1].number, ts[i - 1].smallest, ts[i - 1].largest,
+        ts[i].number, ts[i].smallest, ts[i].largest))
+    end
+    n = n + #ts
+  end
+  return n
+end
+
 -- Every (k, v) of an iterator-style scan as an array of pairs.
 function M.collect(iterfn, ...)
   local out = {}
