@@ -375,6 +375,14 @@ function M.collect(iterfn, ...)
   return out
 end
 
+-- The entries of t under the keys of like, as a new table (compared with
+-- like, it checks those keys and no others).
+function M.pick(t, like)
+  local out = {}
+  for k in pairs(like) do out[k] = t[k] end
+  return out
+end
+
 -- The error text of a failed pcall, or nil when fn succeeded.
 function M.error_of(fn, ...)
   local ok, e = pcall(fn, ...)
