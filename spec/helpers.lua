@@ -13,12 +13,14 @@ local function shell_quote(s)
 end
 M.quote = shell_quote
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  p:close()
-  return out
+-- All that is left to read of f (a file or a pipe), which is then closed.
+local function drain(f)
+  local s = f:read("a")
+  f:close()
+  return s
 end
+
+local function capture(cmd) return drain(assert(io.popen(cmd, "r"))) end
 
 M.root = capture("pwd"):gsub("\n$", "")
 M.lua = "lua5.4"
@@ -52,12 +54,7 @@ M.prelude = string.format(
 
 -- ---- files -------------------------------------------------------------
 
-function M.read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+function M.read_file(path) return drain(assert(io.open(path, "rb"))) end
 
 function M.write_file(path, data)
   local f = assert(io.open(path, "wb"))
@@ -258,8 +255,7 @@ function M.pids_under(s)
   local out = {}
   for _, name in ipairs(M.list("/proc", "^%d+$")) do
     local f = io.open("/proc/" .. name .. "/cmdline", "rb")
-    local cmd = f and f:read("a") or ""
-    if f then f:close() end
+    local cmd = f and drain(f) or ""
     if cmd:find(s, 1, true) and require("lunakv.core").pid_alive(tonumber(name)) then
       out[#out + 1] = tonumber(name)
     end
@@ -279,9 +275,7 @@ end
 function M.lines(path)
   local f = io.open(path, "rb")
   if not f then return {} end
-  local s = f:read("a")
-  f:close()
-  return M.lines_of(s)
+  return M.lines_of(drain(f))
 end
 
 -- s as a Lua pattern that matches s itself (every punctuation escaped).
