@@ -71,6 +71,27 @@ local function consistent_value(node, k)
   return doc.value
 end
 
+-- Write prefix..i = "v"..i (i = 1..n) on the leader, cluster[1]; wait
+-- until cluster[2] has them all, and kill it. Returns the two.
+local function write_then_kill_follower(cluster, prefix, n)
+  local leader, f = cluster[1], cluster[2]
+  for i = 1, n do set_ok(leader, prefix .. i, "v" .. i) end
+  hh.wait_value(f, prefix .. n, "v" .. n)
+  hh.kill_member(f)
+  return leader, f
+end
+
+-- Start follower f again and wait until it has caught up: its log ends
+-- where the leader's ended when it started. Returns its status and the
+-- leader's.
+local function restart_caught_up(f, leader)
+  hh.start_member(f)
+  local ls = hh.status(leader)
+  local st = hh.wait_caught_up(f, leader, 30)
+  assert.equal(ls.last_index, st.last_index)
+  return st, ls
+end
+
 -- A refused write: 503 {"ok": false, "error": ...}.
 local function refused_503(code, doc, text, what)
   assert.equal(503, code, what .. " -> " .. tostring(text))
@@ -436,17 +457,11 @@ describe("a 3-node cluster #cluster", function()
 
     it("catches a restarted follower up with everything written while it was down", function()
       nodes = hh.start_cluster()
-      local leader, f2 = nodes[1], nodes[2]
-      for i = 1, 10 do set_ok(leader, "old" .. i, "v" .. i) end
-      hh.wait_value(f2, "old10", "v10")
-      hh.kill_member(f2)
+      local leader, f2 = write_then_kill_follower(nodes, "old", 10)
       for i = 1, 60 do set_ok(leader, "new" .. i, h.value_for("new" .. i, i)) end
       for i = 1, 10, 2 do delete_ok(leader, "old" .. i) end
       set_ok(nodes[3], "old2", "changed") -- forwarded
-      hh.start_member(f2)
-      local ls = hh.status(leader)
-      local st = hh.wait_caught_up(f2, leader, 30)
-      assert.equal(ls.last_index, st.last_index)
+      local st, ls = restart_caught_up(f2, leader)
       assert.is_true(st.applied_index >= ls.commit_index)
       for i = 1, 60 do
         assert.equal(h.value_for("new" .. i, i), local_value(f2, "new" .. i))
@@ -613,15 +628,9 @@ describe("a 3-node cluster #cluster", function()
   describe("recovery of a follower", function()
     it("resyncs a follower whose directory was wiped", function()
       nodes = hh.start_cluster()
-      local leader, f2 = nodes[1], nodes[2]
-      for i = 1, 20 do set_ok(leader, "w" .. i, "v" .. i) end
-      hh.wait_value(f2, "w20", "v20")
-      hh.kill_member(f2)
+      local leader, f2 = write_then_kill_follower(nodes, "w", 20)
       h.rm_rf(f2.dir)
-      hh.start_member(f2)
-      local ls = hh.status(leader)
-      local st = hh.wait_caught_up(f2, leader, 30)
-      assert.equal(ls.last_index, st.last_index)
+      restart_caught_up(f2, leader)
       for i = 1, 20 do assert.equal("v" .. i, local_value(f2, "w" .. i)) end
       assert.matches("now ends at index 0", h.read_file(leader.log), 1, true)
     end)
