@@ -431,6 +431,23 @@ describe("the shell through a pipe", function()
     assert.matches("12 command%(s%) failed", errs[13])
   end)
 
+  it("refuses arguments to the commands that take none, with their usage",
+    function()
+      local words = { "SNAPSHOT", "RELEASE", "BATCH", "COMMIT", "ABORT",
+        "FLUSH", "COMPACT", "STATS", "STATUS" }
+      local input = {}
+      for i, w in ipairs(words) do input[i] = w .. " extra" end
+      local code, out, err = run(table.concat(input, "\n") .. "\n")
+      assert.equal(1, code)
+      assert.same({}, out)
+      local errs = lines(err)
+      assert.equal(#words + 1, #errs, err)
+      for i, w in ipairs(words) do
+        assert.equal("lunakv: usage: " .. w, errs[i])
+      end
+      assert.matches(#words .. " command%(s%) failed", errs[#words + 1])
+    end)
+
   it("reports engine errors and goes on", function()
     local big = string.rep("k", 70000)
     local _, out, err = run("SET " .. big .. " v\nSET a 1\n")
