@@ -202,6 +202,16 @@ function M.run(cmd)
   return code, out, err
 end
 
+-- Assert that a command ended with exit code want and that its stderr
+-- matches pattern; code, out, err: what M.run (or a spec's wrapper of it)
+-- returned. Returns err.
+function M.assert_exit(want, pattern, code, _, err)
+  local luassert = require "luassert"
+  luassert.equal(want, code, err)
+  luassert.matches(pattern, err)
+  return err
+end
+
 -- Run bin/lunakv with args (shell words, redirections allowed) in dir;
 -- env: assignments ("K=V K2=V2") for its environment, optional. Returns
 -- exit code, stdout, stderr.
