@@ -50,14 +50,7 @@ end
 
 describe("lunakv.config.load", function()
   local dir
-
-  before_each(function()
-    dir = h.tmpdir()
-  end)
-
-  after_each(function()
-    h.cleanup()
-  end)
+  h.tmpdir_each(function(d) dir = d end)
 
   describe("in this process", function()
     -- these cases read this process's environment: it must not set them
@@ -264,25 +257,10 @@ describe("lunakv.config.load", function()
       }
       local rc, opts, _, err = load_in_child(dir, env, dir)
       assert.equal(0, rc, err)
-      assert.same({
-        max_memtable_size = "65536", max_l0_files = "3",
-        bloom_filter_size = "512", hash_functions = "4", sparse_index_n = "8",
-        wal_buffer_size = "10", log_file_name = "envlog",
-        tombstone_value = "<gone>", log_compaction_threshold = "77",
-        benchmark_n = "1234", sync = "none",
-      }, {
-        max_memtable_size = opts.max_memtable_size,
-        max_l0_files = opts.max_l0_files,
-        bloom_filter_size = opts.bloom_filter_size,
-        hash_functions = opts.hash_functions,
-        sparse_index_n = opts.sparse_index_n,
-        wal_buffer_size = opts.wal_buffer_size,
-        log_file_name = opts.log_file_name,
-        tombstone_value = opts.tombstone_value,
-        log_compaction_threshold = opts.log_compaction_threshold,
-        benchmark_n = opts.benchmark_n,
-        sync = opts.sync,
-      })
+      -- each under its key's name in lower case, with the value given
+      local want = {}
+      for k, v in pairs(env) do want[k:lower()] = v end
+      assert.same(want, h.pick(opts, want))
     end)
 
     it("reads the .env of the working directory by default", function()

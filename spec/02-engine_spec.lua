@@ -19,12 +19,7 @@ end
 
 describe("db", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
-  end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
+  h.tmpdir_each(function(d) dir = d end)
 
   describe("sync", function()
     it("db:sync() makes writes durable with one fdatasync and no table",
@@ -476,28 +471,7 @@ describe("db", function()
       db = h.open(dir, { max_memtable_size = 8 * 1024, table_size = 8 * 1024,
                               level1_max_bytes = 32 * 1024, max_l0_files = 2,
                               level_multiplier = 2 })
-      local function check(where)
-        local by_level = {}
-        for _, tb in ipairs(db:tables()) do
-          if tb.level >= 1 then
-            by_level[tb.level] = by_level[tb.level] or {}
-            table.insert(by_level[tb.level], tb)
-          end
-        end
-        local deeper = 0
-        for level, tabs in pairs(by_level) do
-          table.sort(tabs, function(a, b) return a.smallest < b.smallest end)
-          for j = 2, #tabs do
-            assert.is_true(tabs[j - 1].largest < tabs[j].smallest, string.format(
-              "%s: L%d tables %d [%q..%q] and %d [%q..%q] overlap", where,
-              level, tabs[j - 1].number, tabs[j - 1].smallest,
-              tabs[j - 1].largest, tabs[j].number, tabs[j].smallest,
-              tabs[j].largest))
-          end
-          deeper = deeper + #tabs
-        end
-        return deeper
-      end
+      local function check(where) return h.assert_levels_disjoint(db, where) end
       local ks = shuffled(6000)
       for j, i in ipairs(ks) do
         db:set(key(i), h.value_for(key(i), 60))

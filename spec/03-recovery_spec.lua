@@ -25,12 +25,7 @@ end
 
 describe("recovery", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir() .. "/db"
-  end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   it("keeps flushed and unflushed data across close and reopen", function()
     db = h.open(dir, { max_memtable_size = 16 * 1024 })

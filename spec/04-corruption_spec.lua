@@ -19,12 +19,7 @@ end
 
 describe("corruption", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir() .. "/db"
-  end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   describe("of the WAL", function()
     -- 100 keys, one WAL record each, only in the WAL. Returns the log's path
@@ -308,11 +303,24 @@ describe("corruption", function()
         assert.equal("1", db:get("a"))
       end)
 
-    it("refuses an open while another process holds the db", function()
+    -- Run script (Lua, after h.prelude) in a child process with the
+    -- arguments given, from a fresh directory; returns its pid and output
+    -- files once it has printed "ready".
+    local function start_holder(script, ...)
       local work = h.tmpdir()
-      local stop = work .. "/stop"
-      local script = work .. "/holder.lua"
-      h.write_file(script, h.prelude .. [[
+      local path = work .. "/holder.lua"
+      h.write_file(path, h.prelude .. script)
+      local cmd = h.lua .. " " .. h.quote(path)
+      for _, a in ipairs { ... } do cmd = cmd .. " " .. h.quote(a) end
+      local pid, p = h.spawn(cmd, work)
+      h.wait_until(function() return h.lines(p.out)[1] == "ready" end, 15,
+        function() return h.read_file(p.err) end)
+      return pid, p
+    end
+
+    it("refuses an open while another process holds the db", function()
+      local stop = h.tmpdir() .. "/stop"
+      local pid, p = start_holder([[
 local lunakv = require "lunakv"
 io.stdout:setvbuf("line")
 local db = lunakv.open(arg[1])
@@ -321,11 +329,7 @@ print("ready")
 while not io.open(arg[2]) do os.execute("sleep 0.02") end
 db:close()
 print("closed")
-]])
-      local pid, p = h.spawn(h.lua .. " " .. h.quote(script) .. " " ..
-        h.quote(dir) .. " " .. h.quote(stop), work)
-      h.wait_until(function() return h.lines(p.out)[1] == "ready" end, 15,
-        function() return h.read_file(p.err) end)
+]], dir, stop)
       local err = h.error_of(lunakv.open, dir)
       assert.is_string(err, "open succeeded while another process holds it")
       assert.matches("lock", err:lower())
@@ -338,20 +342,14 @@ print("closed")
     end)
 
     it("is released when the holding process is killed -9", function()
-      local work = h.tmpdir()
-      local script = work .. "/holder.lua"
-      h.write_file(script, h.prelude .. [[
+      local pid = start_holder([[
 local lunakv = require "lunakv"
 io.stdout:setvbuf("line")
 local db = lunakv.open(arg[1], { sync = "none" })
 db:set("holder", "yes")
 print("ready")
 while true do os.execute("sleep 0.05") end
-]])
-      local pid, p = h.spawn(h.lua .. " " .. h.quote(script) .. " " ..
-        h.quote(dir), work)
-      h.wait_until(function() return h.lines(p.out)[1] == "ready" end, 15,
-        function() return h.read_file(p.err) end)
+]], dir)
       assert.matches("lock", (h.error_of(lunakv.open, dir) or ""):lower())
       h.kill(pid, "KILL")
       h.wait(pid)

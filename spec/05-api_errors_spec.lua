@@ -15,14 +15,11 @@ local NOT_STRINGS = {
 
 describe("API errors", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
+  h.tmpdir_each(function(d)
+    dir = d
     db = h.open(dir .. "/db")
     db:set("present", "yes")
   end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   describe("bad arguments", function()
     -- name, function(bad) calling the API with bad where a string belongs

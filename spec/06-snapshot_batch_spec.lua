@@ -7,13 +7,10 @@ local key = h.key
 
 describe("snapshot", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
+  h.tmpdir_each(function(d)
+    dir = d
     db = h.open(dir .. "/db", { max_memtable_size = 16 * 1024 })
   end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   it("has an integer seq equal to the last write's", function()
     db:set("a", "1")
@@ -26,11 +23,7 @@ describe("snapshot", function()
   end)
 
   it("sees old values after overwrite, delete, flush and compact", function()
-    for i = 1, 500 do db:set(key(i), "old" .. i) end
-    local s <close> = db:snapshot()
-    for i = 1, 500 do
-      if i % 2 == 0 then db:delete(key(i)) else db:set(key(i), "new" .. i) end
-    end
+    local s <close> = h.snapshot_then_rewrite(db, 500)
     db:set("later", "x")
     db:flush()
     db:compact()
@@ -116,13 +109,10 @@ end)
 
 describe("batch", function()
   local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
+  h.tmpdir_each(function(d)
+    dir = d
     db = h.open(dir .. "/db")
   end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
 
   it("is invisible before commit", function()
     db:set("x", "old")

@@ -9,14 +9,7 @@ local lines = h.lines_of
 
 describe("bin/lunakv", function()
   local dir
-
-  before_each(function()
-    dir = h.tmpdir()
-  end)
-
-  after_each(function()
-    h.cleanup()
-  end)
+  h.tmpdir_each(function(d) dir = d end)
 
   local function lunakv_cmd(args, cwd)
     return h.lunakv_in(cwd or dir, args)
@@ -45,10 +38,7 @@ db:close()
         assert.equal("arg0=script.lua", l[2])
         assert.equal("dots=2:x", l[3])
         assert.equal("got=script", l[4])
-        local db = lunakv.open(dir .. "/db")
-        local v = db:get("from")
-        db:close()
-        assert.equal("script", v)
+        assert.equal("script", h.stored(dir .. "/db", "from"))
       end)
 
     it("runs a script given by absolute path from /", function()
@@ -156,10 +146,7 @@ db:close()
       assert.is_nil(out:find("lunakv>", 1, true))
       assert.equal("", err)
       -- the write is in the db once the shell has ended
-      local db = lunakv.open(dir .. "/db")
-      local v = db:get("a")
-      db:close()
-      assert.equal("1", v)
+      assert.equal("1", h.stored(dir .. "/db", "a"))
     end)
 
     it("answers a missing key, deletes and scans", function()

@@ -16,25 +16,7 @@ local SMALL = {
 
 local function key(i) return string.format("k%05d", i) end
 
--- Check that no two tables of a level >= 1 overlap.
-local function assert_levels_disjoint(db)
-  local by_level = {}
-  for _, t in ipairs(db:tables()) do
-    if t.level >= 1 then
-      by_level[t.level] = by_level[t.level] or {}
-      table.insert(by_level[t.level], t)
-    end
-  end
-  for level, ts in pairs(by_level) do
-    table.sort(ts, function(a, b) return a.smallest < b.smallest end)
-    for i = 2, #ts do
-      assert.is_true(ts[i - 1].largest < ts[i].smallest, string.format(
-        "L%d tables %d [%q..%q] and %d [%q..%q] overlap", level,
-        ts[i - 1].number, ts[i - 1].smallest, ts[i - 1].largest,
-        ts[i].number, ts[i].smallest, ts[i].largest))
-    end
-  end
-end
+local assert_levels_disjoint = h.assert_levels_disjoint
 
 local function total_bytes(db)
   local n = 0

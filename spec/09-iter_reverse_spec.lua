@@ -49,18 +49,17 @@ local function sorted_rows(model)
   return out
 end
 
+-- A db in dir with small tables: a few thousand writes make several levels.
+local function open_small(dir)
+  return h.open(dir .. "/db", { max_memtable_size = 16 * 1024,
+                                table_size = 16 * 1024,
+                                level1_max_bytes = 64 * 1024,
+                                sync = "none" })
+end
+
 describe("reverse iteration", function()
-  local dir, db
-
-  before_each(function()
-    dir = h.tmpdir()
-    db = h.open(dir .. "/db", { max_memtable_size = 16 * 1024,
-                                     table_size = 16 * 1024,
-                                     level1_max_bytes = 64 * 1024,
-                                     sync = "none" })
-  end)
-
-  after_each(h.cleanup) -- closes what h.open opened, removes the dirs
+  local db
+  h.tmpdir_each(function(d) db = open_small(d) end)
 
   it("walks the reverse of the forward walk, through deletes, overwrites, "
      .. "flush and compact", function()
@@ -234,11 +233,7 @@ describe("reverse iteration", function()
   end)
 
   it("over a snapshot does not see later writes", function()
-    for i = 1, 400 do db:set(key(i), "old" .. i) end
-    local s <close> = db:snapshot()
-    for i = 1, 400 do
-      if i % 2 == 0 then db:delete(key(i)) else db:set(key(i), "new" .. i) end
-    end
+    local s <close> = h.snapshot_then_rewrite(db, 400)
     db:set(key(0), "before all")
     db:set(key(999), "after all")
     db:flush()
@@ -329,15 +324,7 @@ end)
 
 describe("db:rscan and snapshot:rscan", function()
   local db
-
-  before_each(function()
-    db = h.open(h.tmpdir() .. "/db", { max_memtable_size = 16 * 1024,
-                                         table_size = 16 * 1024,
-                                         level1_max_bytes = 64 * 1024,
-                                         sync = "none" })
-  end)
-
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) db = open_small(d) end)
 
   local function rows(...)
     local out = {}

@@ -157,9 +157,7 @@ end)
 
 describe("the shell through a pipe", function()
   local dir
-
-  before_each(function() dir = h.tmpdir() end)
-  after_each(function() h.cleanup() end)
+  h.tmpdir_each(function(d) dir = d end)
 
   -- Feed input to `lunakv shell DIR`; returns exit code, stdout lines,
   -- stderr text. env: extra "K=V " assignments for the command line.
@@ -216,10 +214,7 @@ describe("the shell through a pipe", function()
   it("stores binary values given with \\x escapes", function()
     local _, out = run('SET bin "\\x00\\xff\\x41"\nGET bin\n')
     assert.same({ "1", '"\\0\\xffA"' }, out)
-    local db = h.open(dir .. "/db")
-    local v = db:get("bin")
-    db:close()
-    assert.equal("\0\255A", v)
+    assert.equal("\0\255A", h.stored(dir .. "/db", "bin"))
   end)
 
   it("DELETE and DEL print the sequence number of the tombstone", function()
@@ -334,9 +329,7 @@ describe("the shell through a pipe", function()
       local _, out, err = run("BATCH\nSET x 1\nABORT\nGET x\nBATCH\nSET y 2\n")
       assert.same({ "OK", "QUEUED", "OK", "(nil)", "OK", "QUEUED" }, out)
       assert.matches("uncommitted batch of 1 operation", err)
-      local db = h.open(dir .. "/db")
-      local x, y = db:get("x"), db:get("y")
-      db:close()
+      local x, y = h.stored(dir .. "/db", "x", "y")
       assert.is_nil(x)
       assert.is_nil(y)
     end)
@@ -397,10 +390,7 @@ describe("the shell through a pipe", function()
     local code, out, err = run("SET a 1\nEXIT\nSET b 2\n")
     assert.equal(0, code, err)
     assert.same({ "1" }, out)
-    local db = h.open(dir .. "/db")
-    local b = db:get("b")
-    db:close()
-    assert.is_nil(b)
+    assert.is_nil(h.stored(dir .. "/db", "b"))
   end)
 
   it("QUIT and the end of input close the db so it reopens at once",
@@ -409,10 +399,7 @@ describe("the shell through a pipe", function()
         local code, _, err = run(input)
         assert.equal(0, code, err)
         -- the LOCK is free and every write is there
-        local db = h.open(dir .. "/db")
-        local v = db:get("k")
-        db:close()
-        assert.equal(input:match("SET k (%d)"), v)
+        assert.equal(input:match("SET k (%d)"), h.stored(dir .. "/db", "k"))
       end
     end)
 
@@ -443,6 +430,23 @@ describe("the shell through a pipe", function()
     assert.matches("already open", errs[12])
     assert.matches("12 command%(s%) failed", errs[13])
   end)
+
+  it("refuses arguments to the commands that take none, with their usage",
+    function()
+      local words = { "SNAPSHOT", "RELEASE", "BATCH", "COMMIT", "ABORT",
+        "FLUSH", "COMPACT", "STATS", "STATUS" }
+      local input = {}
+      for i, w in ipairs(words) do input[i] = w .. " extra" end
+      local code, out, err = run(table.concat(input, "\n") .. "\n")
+      assert.equal(1, code)
+      assert.same({}, out)
+      local errs = lines(err)
+      assert.equal(#words + 1, #errs, err)
+      for i, w in ipairs(words) do
+        assert.equal("lunakv: usage: " .. w, errs[i])
+      end
+      assert.matches(#words .. " command%(s%) failed", errs[#words + 1])
+    end)
 
   it("reports engine errors and goes on", function()
     local big = string.rep("k", 70000)
@@ -539,11 +543,10 @@ describe("the shell and Ctrl-C", function()
     h.read_file("/proc/self/stat"):match("^(%d+)")))
   local KILL = string.format("require('lunakv.core').kill(%d, 'INT')", pid)
 
-  before_each(function()
-    dir = h.tmpdir()
+  h.tmpdir_each(function(d)
+    dir = d
     db = h.open(dir .. "/db")
   end)
-  after_each(function() h.cleanup() end)
 
   -- Run lines through shell.run with a Ctrl-C handler; reader(line) may
   -- replace the plain read. Returns stdout and stderr lines.

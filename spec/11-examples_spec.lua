@@ -32,9 +32,7 @@ local expect = {
 
 describe("examples/", function()
   local dir
-
-  before_each(function() dir = h.tmpdir() end)
-  after_each(function() h.cleanup() end)
+  h.tmpdir_each(function(d) dir = d end)
 
   -- TMPDIR is the test's directory too, so the check that nothing is
   -- left there covers an example's temporary store.
@@ -89,9 +87,7 @@ describe("examples/", function()
     assert.matches("ingested 2 lines, 6 words", out)
     assert.matches("3 distinct words", out)
     assert.matches("  b +3\n  a +2\n  c +1\n", out)
-    local db = h.open(dir .. "/db")
-    local b, line2 = db:get("count:b"), db:get("line:000002")
-    db:close()
+    local b, line2 = h.stored(dir .. "/db", "count:b", "line:000002")
     assert.equal("3", b)
     assert.equal("c b a", line2)
   end)

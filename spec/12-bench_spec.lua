@@ -182,9 +182,7 @@ end)
 
 describe("lunakv bench", function()
   local dir
-
-  before_each(function() dir = h.tmpdir() end)
-  after_each(function() h.cleanup() end)
+  h.tmpdir_each(function(d) dir = d end)
 
   local function lunakv(args)
     return h.lunakv_in(dir, "bench " .. args)

@@ -9,9 +9,7 @@ local lines = h.lines_of
 
 describe("lunakv command line", function()
   local dir
-
-  before_each(function() dir = h.tmpdir() end)
-  after_each(function() h.cleanup() end)
+  h.tmpdir_each(function(d) dir = d end)
 
   -- Run bin/lunakv ARGS in dir, with environment assignments env
   -- ("K=V " ...) and stdin from input (default: nothing).
@@ -125,32 +123,30 @@ describe("lunakv command line", function()
   end)
 
   describe("expected failures", function()
-    it("exits 1 naming a bad value in .env, its file and line", function()
-      h.write_file(dir .. "/.env", "# settings\nMAX_L0_FILES=many\n")
-      local code, out, err = lunakv("shell db", nil, "SET a 1\n")
-      assert.equal(1, code)
-      assert.equal("", out)
-      assert.equal("lunakv: MAX_L0_FILES=\"many\" (.env:2): not an "
-        .. "integer\n", err)
-    end)
-
-    it("warns about an unknown key in .env and goes on", function()
-      h.write_file(dir .. "/.env", "NOT_A_SETTING=1\n")
-      local code, out, err = lunakv("shell db", nil, "SET a 1\n")
-      assert.equal(0, code, err)
-      assert.equal("1\n", out)
-      assert.equal("lunakv: warning: .env:1: unknown key NOT_A_SETTING "
-        .. "(ignored)\n", err)
-    end)
-
-    it("warns about a key set twice in .env, naming both lines", function()
-      h.write_file(dir .. "/.env", "SYNC=none\nMAX_L0_FILES=5\nsync=always\n")
-      local code, out, err = lunakv("shell db", nil, "SET a 1\n")
-      assert.equal(0, code, err)
-      assert.equal("1\n", out)
-      assert.equal("lunakv: warning: .env:3: sync is set again (first at "
-        .. ".env:1); the value of line 3 is used\n", err)
-    end)
+    -- A .env, and what `lunakv shell db` fed "SET a 1" then does: exit
+    -- code, stdout, stderr.
+    local env_cases = {
+      { "exits 1 naming a bad value in .env, its file and line",
+        "# settings\nMAX_L0_FILES=many\n", 1, "",
+        "lunakv: MAX_L0_FILES=\"many\" (.env:2): not an integer\n" },
+      { "warns about an unknown key in .env and goes on",
+        "NOT_A_SETTING=1\n", 0, "1\n",
+        "lunakv: warning: .env:1: unknown key NOT_A_SETTING (ignored)\n" },
+      { "warns about a key set twice in .env, naming both lines",
+        "SYNC=none\nMAX_L0_FILES=5\nsync=always\n", 0, "1\n",
+        "lunakv: warning: .env:3: sync is set again (first at .env:1); the "
+        .. "value of line 3 is used\n" },
+    }
+    for _, c in ipairs(env_cases) do
+      local name, env, want_code, want_out, want_err = table.unpack(c)
+      it(name, function()
+        h.write_file(dir .. "/.env", env)
+        local code, out, err = lunakv("shell db", nil, "SET a 1\n")
+        assert.equal(want_code, code, err)
+        assert.equal(want_out, out)
+        assert.equal(want_err, err)
+      end)
+    end
 
     it("exits 1 when the --config file cannot be read", function()
       local code, out, err = lunakv("shell --config nope.env db")

@@ -29,8 +29,19 @@ end
 
 describe("the fault env", function()
   local dir
-  before_each(function() dir = h.tmpdir() .. "/db" end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
+
+  -- Open the db at path through fe under SYNC=always and write k = v, then
+  -- crash and cut the power: reopened, the acknowledged write is there.
+  local function assert_acked_write_survives(fe, path, k, v)
+    local db = h.open(path, { env = fe, sync = "always" })
+    db:set(k, v)
+    fe:crash()
+    pcall(db.close, db)
+    fe:power_loss("drop")
+    db = h.open(path, { env = fe })
+    assert.equal(v, db:get(k))
+  end
 
   -- Each case: a call kind and a path part to fail, and what to do; the
   -- failure must raise a worded lunakv error (never crash), and the db
@@ -147,13 +158,7 @@ describe("the fault env", function()
       local fe = core.fault_env()
       local db = h.open(dir, { env = fe, sync = "none" })
       db:close()
-      db = h.open(dir, { env = fe, sync = "always" })
-      db:set("acked", "durable")
-      fe:crash()
-      pcall(db.close, db)
-      fe:power_loss("drop")
-      db = h.open(dir, { env = fe })
-      assert.equal("durable", db:get("acked"))
+      assert_acked_write_survives(fe, dir, "acked", "durable")
     end)
 
   -- The kernel writes pages back in no order between files: a power cut
@@ -201,15 +206,8 @@ describe("the fault env", function()
   -- power cut takes it, and all its files, unless the parent is synced.
   it("keeps SYNC=always writes of a database made in a new directory",
     function()
-      local fe = core.fault_env()
-      local nested = dir .. "/new/db"
-      local db = h.open(nested, { env = fe, sync = "always" })
-      db:set("first", "write")
-      fe:crash()
-      pcall(db.close, db)
-      fe:power_loss("drop")
-      db = h.open(nested, { env = fe })
-      assert.equal("write", db:get("first"))
+      assert_acked_write_survives(core.fault_env(), dir .. "/new/db", "first",
+        "write")
     end)
 
   it("refuses a bad call kind, errno name or mode", function()
@@ -227,8 +225,7 @@ end)
 
 describe("the WAL name", function()
   local dir
-  before_each(function() dir = h.tmpdir() .. "/db" end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   -- Before: the default name opened an empty database, and writing to it
   -- and reopening with custom.log lost both the old writes and the new.
@@ -295,8 +292,7 @@ end)
 
 describe("opening a directory", function()
   local dir
-  before_each(function() dir = h.tmpdir() .. "/db" end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   it("refuses one that holds other files but no MANIFEST, untouched", function()
     os.execute("mkdir -p " .. h.quote(dir))
@@ -340,8 +336,7 @@ end)
 
 describe("read_only", function()
   local dir
-  before_each(function() dir = h.tmpdir() .. "/db" end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d .. "/db" end)
 
   local function write_some(opts)
     local db = h.open(dir, opts)

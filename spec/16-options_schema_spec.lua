@@ -126,8 +126,7 @@ end
 
 describe("the options schema", function()
   local dir
-  before_each(function() dir = h.tmpdir() end)
-  after_each(h.cleanup)
+  h.tmpdir_each(function(d) dir = d end)
 
   describe("core.options_schema", function()
     it("describes each option with its type, default, range and doc",

@@ -90,15 +90,9 @@ describe("lunakv node #http", function()
 
     it("keeps unicode and awkward characters in keys and values", function()
       node = hh.start_node()
-      local cases = {
-        { "héllo wörld", "ünïcödé ✓" },
+      local cases = hh.awkward_pairs {
         { "emoji 😀", "🎉 party" },
-        { "quote\"back\\slash/", "new\nline\ttab\r" },
-        { "zero\0byte", "v\0w" },
         { "a&b=c?d#e%f+g h", "plus+space %20" },
-        { "", "empty key" },
-        { "empty value", "" },
-        { "\1\2\31", "control \127" },
       }
       for _, c in ipairs(cases) do
         local code, doc = hh.set(node, c[1], c[2])
@@ -223,44 +217,18 @@ describe("lunakv node #http", function()
   describe("bad input", function()
     it("gets its 4xx with a JSON error naming the problem, and writes nothing", function()
       node = hh.start_node { args = { "--max-body-bytes", "1024" } }
-      local cases = {
-        { "POST", "/set", "{not json", 400, "malformed JSON" },
-        { "POST", "/set", "", 400, "empty body" },
-        { "POST", "/set", "[]", 400, "expected a JSON object" },
-        { "POST", "/set", '{"key": "a", "value": "b",}', 400, "malformed JSON" },
+      local cases = hh.bad_requests {
         { "POST", "/set", '{"key": "a", "value": "b"} x', 400, "trailing" },
         { "POST", "/set", '{"key": "\\uD800", "value": "b"}', 400, "surrogate" },
         { "POST", "/set", '{"key": "\255", "value": "b"}', 400, "UTF-8" },
-        { "POST", "/set", '{"value": "b"}', 400, 'missing member "key"' },
-        { "POST", "/set", '{"key": "a"}', 400, 'missing member "value"' },
-        { "POST", "/set", '{"key": 1, "value": "b"}', 400, "must be a string, not a number" },
-        { "POST", "/set", '{"key": "a", "value": null}', 400, "not null" },
         { "POST", "/set", '{"key": "a", "value": ["b"]}', 400, "not an array" },
         { "POST", "/set", '{"key": "a", "key": "b", "value": "c"}', 400, "duplicate" },
-        { "POST", "/delete", '{"key": true}', 400, "not a boolean" },
-        { "POST", "/delete", "{}", 400, 'missing member "key"' },
-        { "GET", "/get", nil, 400, 'missing query parameter "key"' },
         { "GET", "/scan?limit=0", nil, 400, "limit must be" },
         { "GET", "/scan?limit=1001", nil, 400, "limit must be" },
         { "GET", "/scan?limit=ten", nil, 400, "limit must be" },
-        { "PUT", "/kv/%FF%FFlunakv/applied_index", "x", 400, "reserved" },
-        { "GET", "/nowhere", nil, 404, "no route GET /nowhere" },
-        { "POST", "/", "{}", 404, "no route" },
-        { "GET", "/set", nil, 405, "not allowed on /set (use POST)" },
-        { "PUT", "/get", "x", 405, "use GET" },
-        { "POST", "/kv/a", "x", 405, "use GET, PUT or DELETE" },
-        { "POST", "/set", '{"key": "a", "value": "' .. ("x"):rep(2000) .. '"}',
-          413, "limit is 1024" },
         { "PUT", "/kv/big", ("x"):rep(1025), 413, "limit is 1024" },
       }
-      for _, c in ipairs(cases) do
-        local code, doc, text = hh.json_request(c[1], node.url .. c[2], c[3])
-        local what = c[1] .. " " .. c[2] .. " " .. tostring(c[3]):sub(1, 60)
-        assert.equal(c[4], code, what .. " -> " .. tostring(text))
-        assert.is_table(doc, what .. ": not JSON: " .. tostring(text))
-        assert.is_false(doc.ok, what)
-        assert.matches(c[5], doc.error, 1, true)
-      end
+      for _, c in ipairs(cases) do hh.assert_refused(node, c) end
       local st = hh.status(node)
       assert.equal(0, st.last_index)
       local _, doc = get("/scan")

@@ -356,13 +356,9 @@ describe("lunakv shell --url #http", function()
     assert.equal("", out)
     assert.matches("^lunakv: cannot reach the node: io error: cannot connect "
       .. "to " .. url:gsub("%p", "%%%0") .. ": connection refused\n$", err)
-    local _
-    code, _, err = h.run(LUNAKV .. " shell /tmp/x --url " .. h.quote(url))
-    assert.equal(2, code)
-    assert.matches("give a data directory or %-%-url, not both", err)
-    code, _, err = h.run(LUNAKV .. " shell --url ftp://x")
-    assert.equal(1, code)
-    assert.matches("not a node URL", err)
+    h.assert_exit(2, "give a data directory or %-%-url, not both",
+      h.run(LUNAKV .. " shell /tmp/x --url " .. h.quote(url)))
+    h.assert_exit(1, "not a node URL", h.run(LUNAKV .. " shell --url ftp://x"))
   end)
 end)
 
@@ -394,16 +390,12 @@ describe("lunakv bench --url #http", function()
 
   it("refuses bad input", function()
     local url = dead_url()
-    local code, _, err = h.run(LUNAKV .. " bench --url " .. h.quote(url))
-    assert.equal(1, code)
-    assert.matches("cannot connect to .*: connection refused", err)
-    code, _, err = h.run(LUNAKV .. " bench --url " .. h.quote(node.url)
-      .. " -w writes,nope")
-    assert.equal(2, code)
-    assert.matches("unknown HTTP workload 'nope'", err)
-    code, _, err = h.run(LUNAKV .. " bench --connections 4 -n 10")
-    assert.equal(2, code)
-    assert.matches("%-%-connections is an option of bench %-%-url", err)
+    h.assert_exit(1, "cannot connect to .*: connection refused",
+      h.run(LUNAKV .. " bench --url " .. h.quote(url)))
+    h.assert_exit(2, "unknown HTTP workload 'nope'", h.run(LUNAKV
+      .. " bench --url " .. h.quote(node.url) .. " -w writes,nope"))
+    h.assert_exit(2, "%-%-connections is an option of bench %-%-url",
+      h.run(LUNAKV .. " bench --connections 4 -n 10"))
   end)
 
   it("fails, naming the limit, with more connections than descriptors", function()

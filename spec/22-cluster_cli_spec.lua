@@ -270,28 +270,31 @@ describe("lunakv cluster #cluster", function()
       assert.is_false(h.exists(dir .. "/cluster.json"))
     end)
 
-  it("refuses ports where something already listens, starting nothing", function()
-    local base, srv = hold_port(true)
-    local code, out, err = cluster(string.format("up 3 --base-port %d --dir %s",
-      base, h.quote(dir)))
-    srv:close()
-    assert.equal(1, code)
-    assert.equal("", out)
-    assert.matches("^lunakv: port " .. (base + 1) .. " is already in use", err)
-    assert.equal(0, #pids_under(dir))
-    assert.is_false(h.exists(dir .. "/node0.log"))
-    assert.is_false(h.exists(dir .. "/cluster.json"))
-  end)
-
-  it("stops what it started and shows the log when a node fails", function()
-    -- the second node's port is bound, not listening, by a socket outside
-    -- the cluster: it looks free, and the node cannot listen there
-    local base, sock = hold_port(false)
+  -- `cluster up 3` on a base port whose base + 1 this process holds
+  -- (hold_port), let go after; it must fail, print nothing on stdout and
+  -- leave no node running and no record. Returns its stderr and the base.
+  local function up_fails_on_held_port(listen)
+    local base, sock = hold_port(listen)
     local code, out, err = cluster(string.format("up 3 --base-port %d --dir %s",
       base, h.quote(dir)))
     sock:close()
     assert.equal(1, code)
     assert.equal("", out)
+    assert.equal(0, #pids_under(dir))
+    assert.is_false(h.exists(dir .. "/cluster.json"))
+    return err, base
+  end
+
+  it("refuses ports where something already listens, starting nothing", function()
+    local err, base = up_fails_on_held_port(true)
+    assert.matches("^lunakv: port " .. (base + 1) .. " is already in use", err)
+    assert.is_false(h.exists(dir .. "/node0.log"))
+  end)
+
+  it("stops what it started and shows the log when a node fails", function()
+    -- the second node's port is bound, not listening, by a socket outside
+    -- the cluster: it looks free, and the node cannot listen there
+    local err, base = up_fails_on_held_port(false)
     assert.matches("the last lines of " .. dir:gsub("%p", "%%%0")
       .. "/node1%.log", err)
     assert.matches("cannot listen on 127%.0%.0%.1:" .. (base + 1), err)
@@ -300,25 +303,16 @@ describe("lunakv cluster #cluster", function()
       .. "%) [^\n]*", err)
     assert.is_truthy(err:find("exited during start-up", 1, true)
       or err:find("cannot listen on port " .. (base + 1), 1, true))
-    assert.equal(0, #pids_under(dir))
-    assert.is_false(h.exists(dir .. "/cluster.json"))
   end)
 
   it("refuses bad arguments and a missing record", function()
-    local code, _, err = cluster("status --dir " .. h.quote(dir))
-    assert.equal(1, code)
-    assert.matches("no cluster recorded: .*cluster%.json does not exist", err)
-    code, _, err = cluster("down --dir " .. h.quote(dir))
-    assert.equal(1, code)
-    assert.matches("no cluster recorded: .*cluster%.json does not exist", err)
-    code, _, err = cluster("up 0 --dir " .. h.quote(dir))
-    assert.equal(2, code)
-    assert.matches("N must be an integer from 1 to 64", err)
-    code, _, err = cluster("up --base-port 70000 --dir " .. h.quote(dir))
-    assert.equal(2, code)
-    assert.matches("%-%-base%-port must be an integer from 1 to 65535", err)
-    code, _, err = cluster("")
-    assert.equal(2, code)
-    assert.matches("a command is required", err)
+    local missing = "no cluster recorded: .*cluster%.json does not exist"
+    h.assert_exit(1, missing, cluster("status --dir " .. h.quote(dir)))
+    h.assert_exit(1, missing, cluster("down --dir " .. h.quote(dir)))
+    h.assert_exit(2, "N must be an integer from 1 to 64",
+      cluster("up 0 --dir " .. h.quote(dir)))
+    h.assert_exit(2, "%-%-base%-port must be an integer from 1 to 65535",
+      cluster("up --base-port 70000 --dir " .. h.quote(dir)))
+    h.assert_exit(2, "a command is required", cluster(""))
   end)
 end)

@@ -374,6 +374,17 @@ describe("a node on a failing file system (a fault env) #faults", function()
     return doc.value
   end
 
+  -- Stop m, which ran with one failing call and a power loss at its exit;
+  -- check its log says both happened; start it again without them.
+  local function restart_without_fault(m)
+    hh.stop_member(m)
+    assert.matches("fault env: %d+ matching call%(s%), 1 failed",
+      hh.read_log(m.log))
+    assert.matches("fault env: power loss", hh.read_log(m.log), 1, true)
+    m.fault, m.loss = nil, nil
+    hh.start_member(m)
+  end
+
   it("answers 5xx, never 200, when the leader's log cannot be synced, "
     .. "though the followers have the entry; acknowledges nothing after; "
     .. "and loses no acknowledged write", function()
@@ -418,12 +429,7 @@ describe("a node on a failing file system (a fault env) #faults", function()
     -- it stops (reporting the stuck log), loses what it never synced,
     -- and comes back without the fault: the entry it never acknowledged
     -- is gone everywhere, and the cluster takes writes
-    hh.stop_member(leader)
-    assert.matches("fault env: %d+ matching call%(s%), 1 failed",
-      hh.read_log(leader.log))
-    assert.matches("fault env: power loss", hh.read_log(leader.log), 1, true)
-    leader.fault, leader.loss = nil, nil
-    hh.start_member(leader)
+    restart_without_fault(leader)
     hh.wait_ready(nodes)
     set_ok(leader, "after", "restart")
     for _, n in ipairs(nodes) do
@@ -471,12 +477,7 @@ describe("a node on a failing file system (a fault env) #faults", function()
         end
       end
     end, 10, function() return cjson.encode(hh.status(leader)) end)
-    hh.stop_member(f3)
-    assert.matches("fault env: %d+ matching call%(s%), 1 failed",
-      hh.read_log(f3.log))
-    assert.matches("fault env: power loss", hh.read_log(f3.log), 1, true)
-    f3.fault, f3.loss = nil, nil
-    hh.start_member(f3)
+    restart_without_fault(f3)
     -- the mark was durable: it starts knowing its engine is partial
     assert.matches("the engine holds an unfinished snapshot install",
       hh.read_log(f3.log), 1, true)

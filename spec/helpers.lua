@@ -13,12 +13,14 @@ local function shell_quote(s)
 end
 M.quote = shell_quote
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  p:close()
-  return out
+-- All that is left to read of f (a file or a pipe), which is then closed.
+local function drain(f)
+  local s = f:read("a")
+  f:close()
+  return s
 end
+
+local function capture(cmd) return drain(assert(io.popen(cmd, "r"))) end
 
 M.root = capture("pwd"):gsub("\n$", "")
 M.lua = "lua5.4"
@@ -52,12 +54,7 @@ M.prelude = string.format(
 
 -- ---- files -------------------------------------------------------------
 
-function M.read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+function M.read_file(path) return drain(assert(io.open(path, "rb"))) end
 
 function M.write_file(path, data)
   local f = assert(io.open(path, "wb"))
@@ -123,6 +120,15 @@ function M.tmpdir()
   return d
 end
 
+-- The fixture of most describe blocks: before each test a fresh M.tmpdir()
+-- is handed to set (which keeps it, and may open a db in it); after each,
+-- M.cleanup() closes what M.open opened and removes every dir made.
+function M.tmpdir_each(set)
+  local busted = require "busted"
+  busted.before_each(function() set(M.tmpdir()) end)
+  busted.after_each(function() M.cleanup() end)
+end
+
 -- ---- processes ---------------------------------------------------------
 
 -- ---- databases ---------------------------------------------------------
@@ -135,6 +141,17 @@ function M.open(dir, opts)
   local db = require("lunakv").open(dir, opts)
   opened[#opened + 1] = db
   return db
+end
+
+-- The values of the keys in the db at dir, read by opening it and closing
+-- it again (what a process that has ended left there). The close must
+-- succeed: it frees the lock for the next open.
+function M.stored(dir, ...)
+  local db = M.open(dir)
+  local n, out = select("#", ...), {}
+  for i = 1, n do out[i] = db:get((select(i, ...))) end
+  db:close()
+  return table.unpack(out, 1, n)
 end
 
 local procs = {} -- pid -> popen handle (its close reaps the process)
@@ -183,6 +200,16 @@ function M.run(cmd)
   os.remove(errf)
   if how == "signal" then code = 128 + code end
   return code, out, err
+end
+
+-- Assert that a command ended with exit code want and that its stderr
+-- matches pattern; code, out, err: what M.run (or a spec's wrapper of it)
+-- returned. Returns err.
+function M.assert_exit(want, pattern, code, _, err)
+  local luassert = require "luassert"
+  luassert.equal(want, code, err)
+  luassert.matches(pattern, err)
+  return err
 end
 
 -- Run bin/lunakv with args (shell words, redirections allowed) in dir;
@@ -238,8 +265,7 @@ function M.pids_under(s)
   local out = {}
   for _, name in ipairs(M.list("/proc", "^%d+$")) do
     local f = io.open("/proc/" .. name .. "/cmdline", "rb")
-    local cmd = f and f:read("a") or ""
-    if f then f:close() end
+    local cmd = f and drain(f) or ""
     if cmd:find(s, 1, true) and require("lunakv.core").pid_alive(tonumber(name)) then
       out[#out + 1] = tonumber(name)
     end
@@ -259,9 +285,7 @@ end
 function M.lines(path)
   local f = io.open(path, "rb")
   if not f then return {} end
-  local s = f:read("a")
-  f:close()
-  return M.lines_of(s)
+  return M.lines_of(drain(f))
 end
 
 -- s as a Lua pattern that matches s itself (every punctuation escaped).
@@ -311,10 +335,55 @@ function M.sst_footer(path)
            footer_offset = #data - 56, size = #data }
 end
 
+-- Set keys 1..n (M.key) to "old"..i, pin a snapshot, then delete the even
+-- keys and set the odd ones to "new"..i. Returns the snapshot, which still
+-- sees every old value.
+function M.snapshot_then_rewrite(db, n)
+  for i = 1, n do db:set(M.key(i), "old" .. i) end
+  local s = db:snapshot()
+  for i = 1, n do
+    if i % 2 == 0 then db:delete(M.key(i)) else db:set(M.key(i), "new" .. i) end
+  end
+  return s
+end
+
+-- Assert that no two tables of a level >= 1 of db overlap (where, when
+-- given, heads the message). Returns how many tables those levels hold.
+function M.assert_levels_disjoint(db, where)
+  local by_level = {}
+  for _, t in ipairs(db:tables()) do
+    if t.level >= 1 then
+      by_level[t.level] = by_level[t.level] or {}
+      table.insert(by_level[t.level], t)
+    end
+  end
+  local n = 0
+  for level, ts in pairs(by_level) do
+    table.sort(ts, function(a, b) return a.smallest < b.smallest end)
+    for i = 2, #ts do
+      require("luassert").is_true(ts[i - 1].largest < ts[i].smallest,
+        (where and (where .. ": ") or "") .. string.format(
+        "L%d tables %d [%q..%q] and %d [%q..%q] overlap", level,
+        ts[i - 1].number, ts[i - 1].smallest, ts[i - 1].largest,
+        ts[i].number, ts[i].smallest, ts[i].largest))
+    end
+    n = n + #ts
+  end
+  return n
+end
+
 -- Every (k, v) of an iterator-style scan as an array of pairs.
 function M.collect(iterfn, ...)
   local out = {}
   for k, v in iterfn(...) do out[#out + 1] = { k, v } end
+  return out
+end
+
+-- The entries of t under the keys of like, as a new table (compared with
+-- like, it checks those keys and no others).
+function M.pick(t, like)
+  local out = {}
+  for k in pairs(like) do out[k] = t[k] end
   return out
 end
 

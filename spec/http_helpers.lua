@@ -36,6 +36,65 @@ function M.json_request(method, url, body)
   return code, okj and doc or nil, text, hdrs
 end
 
+-- Keys and values the HTTP API must keep byte for byte, { key, value }
+-- each: UTF-8, what JSON escapes, a 0 byte, control bytes, an empty key
+-- and an empty value; then a spec's own pairs, more.
+function M.awkward_pairs(more)
+  local t = {
+    { "héllo wörld", "ünïcödé ✓" },
+    { "quote\"back\\slash/", "new\nline\ttab\r" },
+    { "zero\0byte", "v\0w" },
+    { "", "empty key" },
+    { "empty value", "" },
+    { "\1\2\31", "control \127" },
+  }
+  for _, p in ipairs(more or {}) do t[#t + 1] = p end
+  return t
+end
+
+-- Requests every node refuses, { method, path, body, status, words of
+-- the error } each, from a node whose --max-body-bytes is 1024; then a
+-- spec's own, more.
+function M.bad_requests(more)
+  local t = {
+    { "POST", "/set", "{not json", 400, "malformed JSON" },
+    { "POST", "/set", "", 400, "empty body" },
+    { "POST", "/set", "[]", 400, "expected a JSON object" },
+    { "POST", "/set", '{"key": "a", "value": "b",}', 400, "malformed JSON" },
+    { "POST", "/set", '{"value": "b"}', 400, 'missing member "key"' },
+    { "POST", "/set", '{"key": "a"}', 400, 'missing member "value"' },
+    { "POST", "/set", '{"key": 1, "value": "b"}', 400, "must be a string, not a number" },
+    { "POST", "/set", '{"key": "a", "value": null}', 400, "not null" },
+    { "POST", "/delete", '{"key": true}', 400, "not a boolean" },
+    { "POST", "/delete", "{}", 400, 'missing member "key"' },
+    { "GET", "/get", nil, 400, 'missing query parameter "key"' },
+    { "PUT", "/kv/%FF%FFlunakv/applied_index", "x", 400, "reserved" },
+    { "GET", "/nowhere", nil, 404, "no route GET /nowhere" },
+    { "POST", "/", "{}", 404, "no route" },
+    { "GET", "/set", nil, 405, "not allowed on /set (use POST)" },
+    { "PUT", "/get", "x", 405, "use GET" },
+    { "POST", "/kv/a", "x", 405, "use GET, PUT or DELETE" },
+    { "POST", "/set", '{"key": "a", "value": "' .. ("x"):rep(2000) .. '"}',
+      413, "limit is 1024" },
+  }
+  for _, r in ipairs(more or {}) do t[#t + 1] = r end
+  return t
+end
+
+-- Send r (a row of M.bad_requests) to node and check the refusal: its
+-- status, a JSON body with ok false, and an error holding its words.
+-- where, when given, heads the failure messages.
+function M.assert_refused(node, r, where)
+  local luassert = require "luassert"
+  local code, doc, text = M.json_request(r[1], node.url .. r[2], r[3])
+  local what = (where or "") .. r[1] .. " " .. r[2] .. " " ..
+    tostring(r[3]):sub(1, 60)
+  luassert.equal(r[4], code, what .. " -> " .. tostring(text))
+  luassert.is_table(doc, what .. ": not JSON: " .. tostring(text))
+  luassert.is_false(doc.ok, what)
+  luassert.matches(r[5], doc.error, 1, true)
+end
+
 -- URL-encode every byte but unreserved ones.
 function M.urlencode(s)
   return (s:gsub("[^%w%-%._~]", function(c)

@@ -29,19 +29,16 @@ local function sh(cmd)
   return ok == true, how, code
 end
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
-  local s = p:read("a")
-  p:close()
-  return s
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
+-- All that is left to read of f (a file or a pipe), which is then closed.
+local function drain(f)
   local s = f:read("a")
   f:close()
   return s
 end
+
+local function capture(cmd) return drain(assert(io.popen(cmd, "r"))) end
+
+local function read(path) return drain(assert(io.open(path, "rb"))) end
 
 local function write(path, s)
   local f = assert(io.open(path, "wb"))

@@ -119,37 +119,41 @@ end
 -- argparse take it for an option. Weak keys: the parsers own them.
 M.range_checked = setmetatable({}, { __mode = "k" })
 
--- An argparse converter for an integer option or argument named name
--- (as the user writes it: "--num", "N"): the integer, or nil and
--- "NAME must be an integer from LO to HI, got 'TEXT'" (a usage error).
--- The same range belongs in the option's help text (M.int_range).
-function M.int_arg(name, lo, hi)
+-- One of those converters: value(text) is the value, or nil when text is
+-- not one; then the converter returns nil and "NAME must be MUST, got
+-- 'TEXT'" (a usage error).
+local function range_converter(name, must, value)
   local function convert(text)
-    local n = M.parse_int(text, lo, hi)
-    if n == nil then
-      return nil, string.format("%s must be %s, got '%s'", name,
-        M.int_range(lo, hi), text)
+    local v = value(text)
+    if v == nil then
+      return nil, string.format("%s must be %s, got '%s'", name, must, text)
     end
-    return n
+    return v
   end
   M.range_checked[convert] = true
   return convert
 end
 
+-- An argparse converter for an integer option or argument named name
+-- (as the user writes it: "--num", "N"): the integer, or nil and
+-- "NAME must be an integer from LO to HI, got 'TEXT'" (a usage error).
+-- The same range belongs in the option's help text (M.int_range).
+function M.int_arg(name, lo, hi)
+  return range_converter(name, M.int_range(lo, hi), function(text)
+    return (M.parse_int(text, lo, hi))
+  end)
+end
+
 -- An argparse converter for a positive number (a duration) at most hi:
 -- the number, or nil and "NAME must be a number > 0 and <= HI, got 'TEXT'".
 function M.seconds_arg(name, hi)
-  local function convert(text)
-    local t = tostring(text):match("^%s*(.-)%s*$")
-    local n = t:match("^[+-]?[%d.]+[eE]?[+-]?%d*$") and tonumber(t)
-    if not n or not (n > 0 and n <= hi) then
-      return nil, string.format("%s must be a number > 0 and <= %g, got "
-        .. "'%s'", name, hi, text)
-    end
-    return n
-  end
-  M.range_checked[convert] = true
-  return convert
+  return range_converter(name, string.format("a number > 0 and <= %g", hi),
+    function(text)
+      local t = tostring(text):match("^%s*(.-)%s*$")
+      local n = t:match("^[+-]?[%d.]+[eE]?[+-]?%d*$") and tonumber(t)
+      if n and n > 0 and n <= hi then return n end
+      return nil
+    end)
 end
 
 -- }======================================================================

@@ -47,6 +47,14 @@ local function log(fmt, ...)
     string.format(fmt, ...), "\n")
 end
 
+-- The numeric flags (lunakv.cmd.node has checked their ranges) that the
+-- server takes as they are.
+local PASSED_THROUGH = {
+  "max_body_bytes", "write_timeout_ms", "heartbeat_ms",
+  "max_uncommitted_bytes", "read_timeout_ms", "idle_timeout_ms",
+  "max_connections",
+}
+
 -- Work out the server options from the arguments. Returns opts or nil, msg.
 function M.options(args)
   local port = tonumber(args.port)
@@ -108,17 +116,12 @@ function M.options(args)
   for i, n in ipairs(nodes) do urls[i] = n.url end
   local leader_url = leader.url
   if me and same_node(me, leader) then leader_url = me.url end
-  return {
+  local opts = {
     host = host, port = port, my_url = me and me.url or nil,
     leader_url = leader_url, nodes = urls,
-    max_body_bytes = args.max_body_bytes,
-    write_timeout_ms = args.write_timeout_ms,
-    heartbeat_ms = args.heartbeat_ms,
-    max_uncommitted_bytes = args.max_uncommitted_bytes,
-    read_timeout_ms = args.read_timeout_ms,
-    idle_timeout_ms = args.idle_timeout_ms,
-    max_connections = args.max_connections,
   }
+  for _, k in ipairs(PASSED_THROUGH) do opts[k] = args[k] end
+  return opts
 end
 
 -- Run the node; returns true after a clean stop, or nil, message.

@@ -133,6 +133,15 @@ local function check_mode_ranges(args, http)
   return nil
 end
 
+-- nil, or the usage error when n distinct keys (counted by the option
+-- opt) cannot be written in key_size decimal digits.
+local function key_space_error(opt, n, key_size)
+  if n > 10 ^ key_size then
+    return string.format("%s %d needs keys longer than %d bytes", opt, n,
+      key_size)
+  end
+end
+
 local function split_urls(text)
   local remote = require "lunakv.remote"
   local urls = {}
@@ -176,10 +185,8 @@ local function local_setup(args, opts)
   local num = args.num or opts.benchmark_n or 100000
   local key_size = args.key_size or 16
   local value_size = args.value_size or 100
-  if num > 10 ^ key_size then
-    return nil, string.format("--num %d needs keys longer than %d bytes",
-      num, key_size)
-  end
+  err = key_space_error("--num", num, key_size)
+  if err then return nil, err end
   return { plan = plan, layers = layers, num = num, key_size = key_size,
     value_size = value_size }
 end
@@ -202,10 +209,8 @@ local function http_setup(args)
   if not seconds and not num then seconds = 5 end
   local keys = args.keys or 1000000
   local key_size = args.key_size or 16
-  if keys > 10 ^ key_size then
-    return nil, string.format("--keys %d needs keys longer than %d bytes",
-      keys, key_size)
-  end
+  why = key_space_error("--keys", keys, key_size)
+  if why then return nil, why end
   return { urls = urls, plan = plan, target = args.target or "lunakv",
     conns = args.connections or 32, seconds = seconds, num = num,
     keys = keys, key_size = key_size, value_size = args.value_size or 100,

@@ -1,9 +1,10 @@
 -- lunakv.shell.commands - the shell's commands (SET, GET, SCAN, ...): each
--- a table { name, aliases, usage, help, local_only, run(sh, args, line) }
--- where args are the tokeniser's words after the command's and sh the
--- session (lunakv.shell). run returns the answer's text (nil: none) or
--- raises { shell_error = "..." } for an expected failure (one line, no
--- position). HELP's text is built from the same tables.
+-- a table { name, aliases, usage, help, local_only, no_args,
+-- run(sh, args, line) } where args are the tokeniser's words after the
+-- command's and sh the session (lunakv.shell). run returns the answer's
+-- text (nil: none) or raises { shell_error = "..." } for an expected
+-- failure (one line, no position). HELP's text is built from the same
+-- tables.
 
 local format = require "lunakv.shell.format"
 
@@ -66,7 +67,16 @@ end
 
 local commands, order = {}, {}
 
+-- A definition with no_args = true takes no arguments: with any, the
+-- command fails with its usage before run is called.
 local function command(def)
+  if def.no_args then
+    local run = def.run
+    def.run = function(sh, args, line)
+      if #args ~= 0 then usage(def) end
+      return run(sh, args, line)
+    end
+  end
   commands[def.name] = def
   order[#order + 1] = def
   for _, a in ipairs(def.aliases or {}) do commands[a] = def end
@@ -186,11 +196,10 @@ command {
 }
 
 command {
-  name = "SNAPSHOT", local_only = true, usage = "SNAPSHOT",
+  name = "SNAPSHOT", local_only = true, usage = "SNAPSHOT", no_args = true,
   help = "pin the current state: GET, SCAN and COUNT read it until "
     .. "RELEASE; prints its sequence number",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.SNAPSHOT) end
+  run = function(sh)
     if sh.snap then
       fail("a snapshot is already pinned at seq %d; RELEASE it first",
         sh.snap.seq)
@@ -202,10 +211,9 @@ command {
 }
 
 command {
-  name = "RELEASE", local_only = true, usage = "RELEASE",
+  name = "RELEASE", local_only = true, usage = "RELEASE", no_args = true,
   help = "release the snapshot; reads see the latest data again",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.RELEASE) end
+  run = function(sh)
     if not sh.snap then fail("no snapshot is pinned (SNAPSHOT pins one)") end
     sh.snap:release()
     sh.snap, sh.env.snap = nil, nil
@@ -214,11 +222,10 @@ command {
 }
 
 command {
-  name = "BATCH", local_only = true, aliases = { "BEGIN", "MULTI" }, usage = "BATCH",
+  name = "BATCH", local_only = true, aliases = { "BEGIN", "MULTI" }, usage = "BATCH", no_args = true,
   help = "start an atomic batch: SET and DELETE are queued until COMMIT "
     .. "(all at once) or ABORT (none); reads still see the db",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.BATCH) end
+  run = function(sh)
     if sh.batch then
       fail("a batch is already open (%d queued); COMMIT or ABORT it",
         sh.batch:count())
@@ -229,10 +236,9 @@ command {
 }
 
 command {
-  name = "COMMIT", local_only = true, aliases = { "EXEC" }, usage = "COMMIT",
+  name = "COMMIT", local_only = true, aliases = { "EXEC" }, usage = "COMMIT", no_args = true,
   help = "apply the batch atomically; prints its last sequence number",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.COMMIT) end
+  run = function(sh)
     if not sh.batch then fail("no batch is open (BATCH opens one)") end
     local seq = sh.batch:commit()
     sh.batch:close()
@@ -242,10 +248,9 @@ command {
 }
 
 command {
-  name = "ABORT", local_only = true, aliases = { "DISCARD" }, usage = "ABORT",
+  name = "ABORT", local_only = true, aliases = { "DISCARD" }, usage = "ABORT", no_args = true,
   help = "drop the batch without writing anything",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.ABORT) end
+  run = function(sh)
     if not sh.batch then fail("no batch is open (BATCH opens one)") end
     sh.batch:close()
     sh.batch = nil
@@ -254,21 +259,19 @@ command {
 }
 
 command {
-  name = "FLUSH", local_only = true, usage = "FLUSH",
+  name = "FLUSH", local_only = true, usage = "FLUSH", no_args = true,
   help = "write the memtable to an SSTable; returns when done",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.FLUSH) end
+  run = function(sh)
     sh.db:flush()
     return "OK"
   end,
 }
 
 command {
-  name = "COMPACT", local_only = true, usage = "COMPACT",
+  name = "COMPACT", local_only = true, usage = "COMPACT", no_args = true,
   help = "flush, then merge every table into the last level; returns when "
     .. "done",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.COMPACT) end
+  run = function(sh)
     sh.db:compact()
     return "OK"
   end,
@@ -322,11 +325,10 @@ local function stats_rows(sh)
 end
 
 command {
-  name = "STATS", usage = "STATS",
+  name = "STATS", usage = "STATS", no_args = true,
   help = "print the store's statistics as a table, with the data directory "
     .. "and the config file in use",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.STATS) end
+  run = function(sh)
     return format.aligned(stats_rows(sh))
   end,
 }
@@ -362,12 +364,11 @@ local function status_rows(sh)
 end
 
 command {
-  name = "STATUS", usage = "STATUS",
+  name = "STATUS", usage = "STATUS", no_args = true,
   help = "(over HTTP) print the node's replication state: role, leader, "
     .. "term, commit/last/applied index, and each follower's progress on "
     .. "a leader",
-  run = function(sh, args)
-    if #args ~= 0 then usage(commands.STATUS) end
+  run = function(sh)
     if not sh.remote then
       fail("STATUS is a node's state: connect with lunakv shell --url URL")
     end
