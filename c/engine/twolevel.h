@@ -39,6 +39,10 @@ typedef struct lkv_twolevel_index {
  * it every seek opens its entry afresh (a table: the block is loaded
  * again, through the cache, and counted as a read). */
 #define LKV_TWOLEVEL_KEEP_ON_SEEK 1
+/* The data iterators are two-level iterators themselves (a level over
+ * tables): they are called directly rather than through their ops, so
+ * the two depths share no indirect call (twolevel.c says why). */
+#define LKV_TWOLEVEL_OUTER 2
 
 /* A two-level iterator over the n entries of ix (arg is passed to its
  * functions and must outlive the iterator). done(done_a, done_b), when

@@ -419,7 +419,8 @@ static const lkv_twolevel_index level_index = {level_find, level_open, NULL,
 lkv_iiter *lkv_level_iter_new(lkv_fmeta *const *files, int n) {
   /* the files array is read, never written, through arg */
   return lkv_twolevel_new(&level_index, (void *)files, (size_t)n,
-                          LKV_TWOLEVEL_KEEP_ON_SEEK, NULL, NULL, NULL);
+                          LKV_TWOLEVEL_KEEP_ON_SEEK | LKV_TWOLEVEL_OUTER, NULL,
+                          NULL, NULL);
 }
 
 uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
