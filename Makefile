@@ -288,8 +288,10 @@ uninstall:
 	       $(DESTDIR)$(INST_BINDIR)/lunakv
 
 # The habits, checked: every C file as .clang-format lays it out (make
-# format applies it), luacheck over every Lua file (.luacheckrc), and the
-# whole C tree (module, tests, crash test) built with warnings as errors.
+# format applies it), luacheck over every Lua file (.luacheckrc), the
+# whole C tree (module, tests, crash test) built with warnings as errors,
+# no circle of files calling each other in a C room (tools/callgraph.sh),
+# and every row of the mutation test still applying to the code.
 LINT_PKGS = clang-format lua-check
 C_FILES   = $(wildcard c/*/*.c c/*/*.h)
 LUA_FILES = lua spec bin tools examples
@@ -299,6 +301,9 @@ lint:
 	luacheck -q $(LUA_FILES)
 	@$(MAKE) --no-print-directory BUILD=build-lint CFLAGS="-O2 -Werror" \
 	  all ctest-build build-lint/crash/crashtest
+	@for room in util engine net lua; do \
+	  sh tools/callgraph.sh build-lint/obj/$$room >/dev/null || exit 1; done
+	MUTATE_CHECK=1 $(LUA) tools/mutate.lua
 
 format:
 	@sh tools/deps.sh clang-format
