@@ -50,7 +50,7 @@ static void sv_release(lkv_db *db, lkv_sv *sv, unsigned s) {
 /* Close's half of sv_acquire and lkv_db_call_begin: no call gets in from
  * now, then wait for the ones inside to leave. */
 static void drain_calls(lkv_db *db) {
-  atomic_store(&db->closing, 1);
+  atomic_store(&db->shutting_down, 1);
   for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_sv_stripe *st = &db->stripes[i];
     lkv_spin_lock(&st->mu);
@@ -418,7 +418,6 @@ int lkv_db_close(lkv_db *db, lkv_err *err) {
    * shutting_down under this same lock); calls already inside either
    * finish or, if they wait for background work, return LKV_CLOSED. */
   db->shutting_down = 1;
-  atomic_store(&db->closing, 1);
   pthread_cond_broadcast(&db->flush_cv);
   pthread_cond_broadcast(&db->compact_cv);
   pthread_cond_broadcast(&db->done_cv);

@@ -115,7 +115,6 @@ struct lkv_db {
   lkv_vset vs; /* the current version, file numbers, last_seq (vset.h) */
   lkv_sv *sv;           /* (mu) */
   lkv_sv_stripe stripes[LKV_THREAD_STRIPES]; /* each under its own lock */
-  atomic_int closing;   /* set once close begins: reads refuse */
 
   lkv_snapshot snap_list; /* circular sentinel; oldest first (mu) */
   int live_snapshots;     /* (mu) */
@@ -123,7 +122,13 @@ struct lkv_db {
 
   pthread_t flush_th, compact_th, janitor_th;
   int threads_started;
-  int shutting_down;  /* (mu) */
+  /* Set once close begins (or a failed open stops its threads): written
+   * under mu, so threads waiting on its condition variables see it, and
+   * read lock-free by lkv_db_call_begin, so calls refuse at once. One
+   * flag: a seq_cst store here and the load after call_begin's
+   * increment make close's wait for calls == 0 see every call that got
+   * in. */
+  atomic_int shutting_down;
   int bg_error;       /* sticky first background failure (mu) */
   lkv_err bg_err;     /* (mu) */
   int manual_compact; /* a full compaction is requested (mu) */

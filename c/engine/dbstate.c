@@ -18,7 +18,7 @@
 
 int lkv_db_call_begin(lkv_db *db, lkv_err *err) {
   atomic_fetch_add(&db->calls, 1);
-  if (atomic_load(&db->closing)) {
+  if (atomic_load(&db->shutting_down)) {
     atomic_fetch_sub(&db->calls, 1);
     return lkv_seterr(err, LKV_CLOSED, "db is closed");
   }
