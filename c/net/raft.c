@@ -526,8 +526,10 @@ void lkvnet_raft_tick(lkvnet_raft *r) {
     return;
   }
   r->elapsed++;
-  if (r->elapsed >= r->rand_timeout && lkvnet_raft_self_voter(r))
-    lkvnet_raft_campaign_now(r, 0);
+  if (r->elapsed >= r->rand_timeout) {
+    r->elapsed = 0;
+    lkvnet_raft_campaign_now(r, 0); /* a voter only */
+  }
 }
 
 void lkvnet_raft_durable(lkvnet_raft *r, uint64_t index, uint64_t term) {

@@ -35,8 +35,8 @@
  *     proposal/read/transfer calls for clients.
  *  3. After any of these, while lkvnet_raft_has_ready: take the Ready,
  *     handle it in this order, then lkvnet_raft_advance. Between
- *     lkvnet_raft_ready and lkvnet_raft_advance call nothing else on the
- *     core (the Ready borrows its memory):
+ *     lkvnet_raft_ready_get and lkvnet_raft_advance call nothing on the
+ *     core but lkvnet_raft_status_get (the Ready borrows its memory):
  *       a. snapshot: when has_snapshot, install the snapshot received with
  *          the MSG_SNAP just stepped, durably: the state machine at
  *          snap_index, the log emptied after (snap_index, snap_term), the
