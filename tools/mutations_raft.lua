@@ -1,0 +1,111 @@
+-- tools/mutations_raft.lua - the Raft core's named mutations for `make
+-- mutate` (tools/mutate.lua reads them after tools/mutations.lua): each
+-- breaks one rule of c/net/raft*.c, and the deterministic simulation
+-- (c/net/raft_sim_test.c) must then fail within SIM_SEEDS seeds.
+-- docs/raft_core.md lists how many seeds each took. `from` must occur
+-- exactly once in `file`. `make mutate MUTATE=raft:` runs these rows.
+
+local function sim(seeds)
+  return "make -s build/test/net/raft_sim_test >/dev/null && SIM_SEEDS=" ..
+    seeds .. " build/test/net/raft_sim_test"
+end
+
+return {
+  -- ---- safety: each breaks a property the simulation checks ---------------
+  { name = "raft: commit by counting entries of an older term (5.4.2)",
+    file = "c/net/raft_leader.c",
+    from = "  if (lkvnet_raft_term_at(r, idx, &t) != LKV_OK || t != r->term) return;",
+    to = "  if (lkvnet_raft_term_at(r, idx, &t) != LKV_OK) return;",
+    test = sim(2000) },
+  { name = "raft: vote without the up-to-date check",
+    file = "c/net/raft.c",
+    from = "  int up_to_date = m->log_term > lt || (m->log_term == lt && m->index >= li);",
+    to = "  int up_to_date = 1; (void)li; (void)lt;",
+    test = sim(500) },
+  { name = "raft: a granted vote not synced before the grant is sent",
+    file = "c/net/raft.c",
+    from = "  rd->must_sync = r->term != r->prev_hs.term || r->vote != r->prev_hs.vote;",
+    to = "  rd->must_sync = r->term != r->prev_hs.term;",
+    test = sim(200) },
+  { name = "raft: a new term not synced before messages of it",
+    file = "c/net/raft.c",
+    from = "  rd->must_sync = r->term != r->prev_hs.term || r->vote != r->prev_hs.vote;",
+    to = "  rd->must_sync = r->vote != r->prev_hs.vote && r->vote != LKVNET_RAFT_NONE;",
+    test = sim(200) },
+  { name = "raft: the leader counts entries its disk does not hold",
+    file = "c/net/raft_leader.c",
+    from = "    m[n++] = r->durable < last ? r->durable : last;",
+    to = "    m[n++] = last;",
+    test = sim(2000) },
+  { name = "raft: a follower acknowledges entries before they are durable",
+    file = "c/net/raft.c",
+    from = "  return r->ack_matched < r->durable ? r->ack_matched : r->durable;",
+    to = "  return r->ack_matched;",
+    test = sim(200) },
+  { name = "raft: a heartbeat's commit index not capped at the match",
+    file = "c/net/raft_leader.c",
+    from = "    m->commit = p->match < r->commit ? p->match : r->commit;",
+    to = "    m->commit = r->commit;",
+    test = sim(2000) },
+  { name = "raft: the follower skips the log matching check",
+    file = "c/net/raft.c",
+    from = "    if (lkvnet_raft_term_at(r, m->index, &t) != LKV_OK || t != m->log_term) {",
+    to = "    if (lkvnet_raft_term_at(r, m->index, &t) != LKV_OK) {",
+    test = sim(500) },
+  { name = "raft: a durability report believed without its term",
+    file = "c/net/raft.c",
+    from = "  if (lkvnet_raft_term_at(r, index, &t) != LKV_OK || t != term) return;",
+    to = "  (void)t; (void)term;",
+    test = sim(2000) },
+  { name = "raft: a learner or a removed node campaigns",
+    file = "c/net/raft.c",
+    from = "  if (!lkvnet_raft_self_voter(r) || r->role == LKVNET_RAFT_LEADER) return;",
+    to = "  if (r->role == LKVNET_RAFT_LEADER) return;",
+    test = sim(2000) },
+  -- ---- ReadIndex: stale reads show in the linearizability check ----------
+  { name = "raft: ReadIndex released without a heartbeat round",
+    file = "c/net/raft_leader.c",
+    from = "  uint64_t done = acks[q - 1];",
+    to = "  uint64_t done = UINT64_MAX;",
+    test = sim(2000) },
+  { name = "raft: ReadIndex before the leader's no-op is committed",
+    file = "c/net/raft_leader.c",
+    from = "  q->wait_noop = !committed_in_term(r);",
+    to = "  q->wait_noop = 0;",
+    test = sim(2000) },
+  -- ---- elections: the probes at the end of each seed ------------------
+  { name = "raft: no Pre-Vote (campaign with a new term at once)",
+    file = "c/net/raft.c",
+    from = "  if (r->cfg.pre_vote && !transfer)",
+    to = "  if (0)",
+    test = sim(200) },
+  { name = "raft: a pre-vote's term adopted by its receiver",
+    file = "c/net/raft.c",
+    from = "    if (t == LKVNET_RAFT_MSG_PREVOTE ||\n" ..
+      "        (t == LKVNET_RAFT_MSG_PREVOTE_RESP && !m->reject)) {",
+    to = "    if (t == LKVNET_RAFT_MSG_PREVOTE_RESP && !m->reject) {",
+    test = sim(2000) },
+  { name = "raft: no leader lease (votes heeded while a leader is heard)",
+    file = "c/net/raft.c",
+    from = "        r->lead != LKVNET_RAFT_NONE && r->elapsed < r->cfg.election_ticks) {",
+    to = "        r->lead != LKVNET_RAFT_NONE && 0) {",
+    test = sim(200) },
+  { name = "raft: no CheckQuorum step-down",
+    file = "c/net/raft_leader.c",
+    from = "      if (!quorum_active(r)) {",
+    to = "      if (0) {",
+    test = sim(200) },
+  -- ---- membership --------------------------------------------------------
+  { name = "raft: a second configuration change while one is pending",
+    file = "c/net/raft_leader.c",
+    from = "  if (r->n_confs && r->confs[r->n_confs - 1].index > r->commit)\n" ..
+      "    return lkv_seterr(err, LKV_BUSY,",
+    to = "  if (0)\n    return lkv_seterr(err, LKV_BUSY,",
+    test = sim(2000) },
+  { name = "raft: a configuration change before the term's first commit",
+    file = "c/net/raft_leader.c",
+    from = "  if (!committed_in_term(r))\n    return lkv_seterr(err, LKV_BUSY,\n" ..
+      "                      \"raft: this term's first entry is not yet committed\");",
+    to = "",
+    test = sim(2000) },
+}
