@@ -26,10 +26,14 @@ void lkvnet_raft_config_init(lkvnet_raft_config *c) {
 
 const char *lkvnet_raft_role_name(int role) {
   switch (role) {
-  case LKVNET_RAFT_FOLLOWER: return "follower";
-  case LKVNET_RAFT_PRECANDIDATE: return "precandidate";
-  case LKVNET_RAFT_CANDIDATE: return "candidate";
-  case LKVNET_RAFT_LEADER: return "leader";
+    case LKVNET_RAFT_FOLLOWER:
+      return "follower";
+    case LKVNET_RAFT_PRECANDIDATE:
+      return "precandidate";
+    case LKVNET_RAFT_CANDIDATE:
+      return "candidate";
+    case LKVNET_RAFT_LEADER:
+      return "leader";
   }
   return "unknown";
 }
@@ -204,8 +208,7 @@ lkvnet_raft_msg *lkvnet_raft_send(lkvnet_raft *r, int type, uint64_t to) {
   return m;
 }
 
-void lkvnet_raft_become_follower(lkvnet_raft *r, uint64_t term,
-                                 uint64_t lead) {
+void lkvnet_raft_become_follower(lkvnet_raft *r, uint64_t term, uint64_t lead) {
   if (r->role == LKVNET_RAFT_LEADER) lkvnet_raft_reads_fail(r);
   if (term != r->term) {
     r->term = term;
@@ -364,7 +367,8 @@ static void commit_to(lkvnet_raft *r, uint64_t c) {
 }
 
 static void reject_append(lkvnet_raft *r, const lkvnet_raft_msg *m) {
-  lkvnet_raft_msg *resp = lkvnet_raft_send(r, LKVNET_RAFT_MSG_APP_RESP, m->from);
+  lkvnet_raft_msg *resp =
+      lkvnet_raft_send(r, LKVNET_RAFT_MSG_APP_RESP, m->from);
   if (!resp) return;
   uint64_t last = lkvnet_raft_last_index(r);
   uint64_t hi = m->index < last ? m->index : last;
@@ -382,8 +386,7 @@ static int handle_append(lkvnet_raft *r, const lkvnet_raft_msg *m) {
   for (size_t i = 0; i < m->n_entries; i++) {
     const lkvnet_raft_entry *e = &m->entries[i];
     if (e->index != m->index + 1 + i || e->term > m->term ||
-        (i > 0 && e->term < m->entries[i - 1].term) ||
-        e->term < m->log_term)
+        (i > 0 && e->term < m->entries[i - 1].term) || e->term < m->log_term)
       return LKV_OK;
   }
   /* the log matching check (Raft 5.3); an entry at or before the commit
@@ -551,8 +554,7 @@ static uint64_t ackable(const lkvnet_raft *r) {
 }
 
 static int ack_due(const lkvnet_raft *r) {
-  if (r->role != LKVNET_RAFT_FOLLOWER || r->lead == LKVNET_RAFT_NONE)
-    return 0;
+  if (r->role != LKVNET_RAFT_FOLLOWER || r->lead == LKVNET_RAFT_NONE) return 0;
   uint64_t a = ackable(r);
   return a > r->ack_sent || (r->ack_pending && a >= r->ack_need);
 }
@@ -605,8 +607,8 @@ void lkvnet_raft_ready_get(lkvnet_raft *r, lkvnet_raft_ready *rd) {
     if (es) {
       for (size_t i = 0; i < r->u_n; i++) {
         const raft_ent *u = &r->u[i];
-        es[i] = (lkvnet_raft_entry){u->term, u->index, u->type, u->data,
-                                    u->len};
+        es[i] =
+            (lkvnet_raft_entry){u->term, u->index, u->type, u->data, u->len};
       }
       rd->entries = es;
       rd->n_entries = r->u_n;

@@ -101,7 +101,7 @@ enum {
 
 typedef struct lkvnet_raft_entry {
   uint64_t term, index;
-  int type; /* LKVNET_RAFT_ENTRY_* */
+  int type;                  /* LKVNET_RAFT_ENTRY_* */
   const unsigned char *data; /* borrowed: see who hands the entry out */
   size_t len;
 } lkvnet_raft_entry;
@@ -173,8 +173,7 @@ typedef struct lkvnet_raft_storage {
    * LKV_NOTFOUND when lo is at or before snap_index (compacted); another
    * code when the read fails (the core retries later). */
   int (*entries)(void *ctx, uint64_t lo, uint64_t hi,
-                 int (*emit)(void *arg, const lkvnet_raft_entry *e),
-                 void *arg);
+                 int (*emit)(void *arg, const lkvnet_raft_entry *e), void *arg);
 } lkvnet_raft_storage;
 
 /* ---- messages ---------------------------------------------------------- */
@@ -250,7 +249,7 @@ typedef struct lkvnet_raft_read {
 
 typedef struct lkvnet_raft_ready {
   /* The soft state, for the driver's routing and /status. */
-  int role; /* LKVNET_RAFT_FOLLOWER... */
+  int role;        /* LKVNET_RAFT_FOLLOWER... */
   uint64_t leader; /* LKVNET_RAFT_NONE when unknown */
   /* The hard state: write it when hs_changed, sync it when must_sync. */
   lkvnet_raft_hardstate hs;
@@ -283,23 +282,23 @@ typedef struct lkvnet_raft_config {
    * 10 and 1 (etcd's, with a 100 ms tick: 1 s and 100 ms). REQUIRES
    * heartbeat_ticks < election_ticks. */
   int election_ticks, heartbeat_ticks;
-  uint64_t seed;    /* the randomized timeouts (splitmix64) */
-  int pre_vote;     /* 1 (default): Pre-Vote before every election */
-  int check_quorum; /* 1 (default): a leader that has not heard from a
-                       majority within an election timeout steps down,
-                       and followers ignore votes while they hear from a
-                       leader (the leader lease) */
-  int campaign_first; /* a hint for a fresh cluster: with term 0 and an
-                         empty log, campaign at the first tick */
-  size_t max_msg_bytes;  /* entry bytes per MSG_APP, soft (default 1 MiB) */
-  size_t max_inflight;   /* MSG_APPs in flight per follower (default 64,
-                            at most LKVNET_RAFT_MAX_INFLIGHT) */
+  uint64_t seed;          /* the randomized timeouts (splitmix64) */
+  int pre_vote;           /* 1 (default): Pre-Vote before every election */
+  int check_quorum;       /* 1 (default): a leader that has not heard from a
+                             majority within an election timeout steps down,
+                             and followers ignore votes while they hear from a
+                             leader (the leader lease) */
+  int campaign_first;     /* a hint for a fresh cluster: with term 0 and an
+                             empty log, campaign at the first tick */
+  size_t max_msg_bytes;   /* entry bytes per MSG_APP, soft (default 1 MiB) */
+  size_t max_inflight;    /* MSG_APPs in flight per follower (default 64,
+                             at most LKVNET_RAFT_MAX_INFLIGHT) */
   size_t max_apply_bytes; /* committed bytes per Ready, soft (default 8 MiB) */
   lkvnet_raft_storage storage;
   lkvnet_raft_hardstate hs; /* as persisted ({0,0,0} when fresh) */
-  uint64_t applied; /* the state machine has applied through this;
-                       REQUIRES snapshot index <= applied <= hs.commit
-                       (commit is raised to it otherwise) */
+  uint64_t applied;         /* the state machine has applied through this;
+                               REQUIRES snapshot index <= applied <= hs.commit
+                               (commit is raised to it otherwise) */
   /* The configuration of a cluster that has none yet: used when the
    * storage holds neither a snapshot nor a CONF entry. Every founding
    * member is given the same voters; a node that joins a running cluster
@@ -355,8 +354,8 @@ int lkvnet_raft_propose(lkvnet_raft *r, const void *data, size_t len,
  * without counting itself, then hands over to the most caught-up voter
  * and steps down. */
 int lkvnet_raft_propose_conf(lkvnet_raft *r, int op, uint64_t node,
-                             const void *ctx, size_t ctx_len,
-                             uint64_t *index, uint64_t *term, lkv_err *err);
+                             const void *ctx, size_t ctx_len, uint64_t *index,
+                             uint64_t *term, lkv_err *err);
 
 /* Ask for a linearizable read (ReadIndex). The leader notes its commit
  * index, confirms that it still leads with a round of heartbeats and
@@ -411,8 +410,8 @@ typedef struct lkvnet_raft_counters {
   uint64_t prevote_rounds;
   uint64_t leader_changes; /* a different leader seen (or became one) */
   uint64_t read_index_rounds;
-  uint64_t transfers; /* MSG_TIMEOUT_NOW sent */
-  uint64_t quorum_lost; /* stepped down by CheckQuorum */
+  uint64_t transfers;    /* MSG_TIMEOUT_NOW sent */
+  uint64_t quorum_lost;  /* stepped down by CheckQuorum */
   uint64_t dropped_msgs; /* messages not sent for want of memory */
   uint64_t storage_errors;
   uint64_t bad_conflicts; /* a leader's append contradicting committed
@@ -427,7 +426,7 @@ typedef struct lkvnet_raft_status {
                          not a member (removed, or not yet added) */
   uint64_t term, vote, leader;
   uint64_t commit, applied, last_index, durable;
-  uint64_t transferee; /* a transfer under way to it, or NONE */
+  uint64_t transferee;         /* a transfer under way to it, or NONE */
   uint64_t pending_conf_index; /* an uncommitted CONF entry, or 0 */
   lkvnet_raft_conf conf;
   lkvnet_raft_progress progress[LKVNET_RAFT_MAX_MEMBERS]; /* leader only */

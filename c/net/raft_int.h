@@ -34,19 +34,19 @@ typedef struct raft_arena {
 typedef struct raft_peer {
   uint64_t id;
   int voter;
-  int state;       /* LKVNET_RAFT_PROBE... */
-  int probe_sent;  /* probing: one append out, wait for its answer */
+  int state;      /* LKVNET_RAFT_PROBE... */
+  int probe_sent; /* probing: one append out, wait for its answer */
   uint64_t match, next;
-  uint64_t pending_snap; /* SNAPSHOT: the index sent */
-  uint64_t sent_commit; /* the commit index the last append carried */
+  uint64_t pending_snap;     /* SNAPSHOT: the index sent */
+  uint64_t sent_commit;      /* the commit index the last append carried */
   size_t infl_start, infl_n; /* REPLICATE: appends in flight, a ring */
-  int recent_active; /* heard from since the last CheckQuorum */
-  int need_send;     /* new entries or commit to carry */
-  int force_empty;   /* send an append even with nothing new: an answer
-                        may have been lost (match < last after a
-                        heartbeat's answer) */
-  uint64_t hb_ack;   /* the highest read round it has answered */
-  int vote;          /* election tally: 0 none, 1 granted, -1 refused */
+  int recent_active;         /* heard from since the last CheckQuorum */
+  int need_send;             /* new entries or commit to carry */
+  int force_empty;           /* send an append even with nothing new: an answer
+                                may have been lost (match < last after a
+                                heartbeat's answer) */
+  uint64_t hb_ack;           /* the highest read round it has answered */
+  int vote;                  /* election tally: 0 none, 1 granted, -1 refused */
   /* last, so that peer_init clears everything above it cheaply */
   uint64_t infl[LKVNET_RAFT_MAX_INFLIGHT]; /* each one's last index */
 } raft_peer;
@@ -76,7 +76,7 @@ struct lkvnet_raft {
   int role;
   uint64_t lead;
   uint64_t commit, applied;
-  uint64_t durable;  /* the log is durable through this (of this log) */
+  uint64_t durable; /* the log is durable through this (of this log) */
   int elapsed, hb_elapsed, rand_timeout;
   uint64_t transferee;
   int transfer_elapsed;
@@ -87,7 +87,7 @@ struct lkvnet_raft {
   raft_ent *u;                    /* unstable tail: u_off .. u_off+u_n-1 */
   size_t u_n, u_cap;
   uint64_t u_off;
-  int restore;                    /* a snapshot to hand out (install) */
+  int restore; /* a snapshot to hand out (install) */
   lkvnet_raft_conf restore_conf;
 
   /* ---- configuration: the base, then every CONF entry past it ---- */
@@ -110,7 +110,7 @@ struct lkvnet_raft {
   /* ---- ReadIndex ---- */
   raft_readreq *reads;
   size_t n_reads, cap_reads;
-  uint64_t read_round; /* the last round of heartbeats numbered */
+  uint64_t read_round;          /* the last round of heartbeats numbered */
   lkvnet_raft_read *done_reads; /* released, for the next Ready */
   size_t n_done, cap_done;
 
@@ -118,14 +118,14 @@ struct lkvnet_raft {
   lkvnet_raft_msg *out;
   size_t n_out, cap_out;
   raft_arena arena;
-  int dirty;         /* peers may have something to send */
-  int transfer_sent; /* MSG_TIMEOUT_NOW sent for this transfer */
+  int dirty;          /* peers may have something to send */
+  int transfer_sent;  /* MSG_TIMEOUT_NOW sent for this transfer */
   uint64_t seen_lead; /* the last leader seen, for leader_changes */
-  int apply_stalled; /* the storage failed a read of committed entries */
+  int apply_stalled;  /* the storage failed a read of committed entries */
 
   /* ---- the Ready handed out, until advance ---- */
   int in_ready;
-  size_t handed_u;      /* unstable entries handed */
+  size_t handed_u;         /* unstable entries handed */
   uint64_t handed_applied; /* applied once its committed are applied */
   int handed_restore;
 
@@ -156,8 +156,8 @@ int lkvnet_raft_slice(lkvnet_raft *r, uint64_t lo, uint64_t hi,
 int lkvnet_raft_log_append(lkvnet_raft *r, const lkvnet_raft_entry *es,
                            size_t n);
 /* The largest index <= index whose term is <= term (fast backtracking). */
-uint64_t lkvnet_raft_find_conflict_by_term(const lkvnet_raft *r,
-                                           uint64_t index, uint64_t term);
+uint64_t lkvnet_raft_find_conflict_by_term(const lkvnet_raft *r, uint64_t index,
+                                           uint64_t term);
 /* The log becomes empty after (index, term) with configuration conf. */
 void lkvnet_raft_log_restore(lkvnet_raft *r, uint64_t index, uint64_t term,
                              const lkvnet_raft_conf *conf);
@@ -172,16 +172,15 @@ void lkvnet_raft_conf_compact(lkvnet_raft *r, uint64_t index);
 /* Scan the storage's log for CONF entries (at open). */
 int lkvnet_raft_conf_load(lkvnet_raft *r, lkv_err *err);
 /* Encode a CONF entry's data into a malloc'd buffer (caller frees). */
-int lkvnet_raft_conf_encode(int op, uint64_t node,
-                            const lkvnet_raft_conf *conf, const void *ctx,
-                            size_t ctx_len, unsigned char **out, size_t *len);
+int lkvnet_raft_conf_encode(int op, uint64_t node, const lkvnet_raft_conf *conf,
+                            const void *ctx, size_t ctx_len,
+                            unsigned char **out, size_t *len);
 int lkvnet_raft_conf_index_of(const lkvnet_raft_conf *c, uint64_t id);
 
 /* ---- raft.c: shared by the role code ---- */
 /* Queue a message (entries and conf already in the arena or static). */
 lkvnet_raft_msg *lkvnet_raft_send(lkvnet_raft *r, int type, uint64_t to);
-void lkvnet_raft_become_follower(lkvnet_raft *r, uint64_t term,
-                                 uint64_t lead);
+void lkvnet_raft_become_follower(lkvnet_raft *r, uint64_t term, uint64_t lead);
 void lkvnet_raft_campaign_now(lkvnet_raft *r, int transfer);
 int lkvnet_raft_quorum(const lkvnet_raft *r); /* voters / 2 + 1 */
 int lkvnet_raft_self_voter(const lkvnet_raft *r);
@@ -193,7 +192,7 @@ void lkvnet_raft_become_leader(lkvnet_raft *r);
 void lkvnet_raft_leader_tick(lkvnet_raft *r);
 void lkvnet_raft_leader_step(lkvnet_raft *r, const lkvnet_raft_msg *m);
 void lkvnet_raft_maybe_commit(lkvnet_raft *r);
-void lkvnet_raft_flush(lkvnet_raft *r); /* send what peers are owed */
+void lkvnet_raft_flush(lkvnet_raft *r);      /* send what peers are owed */
 void lkvnet_raft_reads_fail(lkvnet_raft *r); /* leadership lost */
 void lkvnet_raft_bcast_heartbeat(lkvnet_raft *r);
 

@@ -135,8 +135,8 @@ static int send_append(lkvnet_raft *r, raft_peer *p) {
   }
   lkvnet_raft_entry *es = NULL;
   size_t n = 0;
-  int rc = lkvnet_raft_slice(r, p->next, last + 1, r->cfg.max_msg_bytes, &es,
-                             &n);
+  int rc =
+      lkvnet_raft_slice(r, p->next, last + 1, r->cfg.max_msg_bytes, &es, &n);
   if (rc == LKV_NOTFOUND) {
     send_snapshot(r, p);
     return 1;
@@ -315,13 +315,11 @@ void lkvnet_raft_leader_step(lkvnet_raft *r, const lkvnet_raft_msg *m) {
     p->probe_sent = 0;
     /* a follower whose answers were lost keeps its window full forever;
      * a heartbeat answer proves it alive: let one more append go */
-    if (p->state == LKVNET_RAFT_REPLICATE &&
-        p->infl_n >= r->cfg.max_inflight) {
+    if (p->state == LKVNET_RAFT_REPLICATE && p->infl_n >= r->cfg.max_inflight) {
       p->infl_start = (p->infl_start + 1) % LKVNET_RAFT_MAX_INFLIGHT;
       p->infl_n--;
     }
-    if (p->match < lkvnet_raft_last_index(r) ||
-        p->state == LKVNET_RAFT_PROBE) {
+    if (p->match < lkvnet_raft_last_index(r) || p->state == LKVNET_RAFT_PROBE) {
       p->need_send = 1;
       p->force_empty = 1;
       r->dirty = 1;
@@ -505,9 +503,8 @@ void lkvnet_raft_flush(lkvnet_raft *r) {
 ** Proposals, membership, transfer, reports
 ** ======================================================================= */
 
-static int leader_append(lkvnet_raft *r, int type, const void *data,
-                         size_t len, uint64_t *index, uint64_t *term,
-                         lkv_err *err) {
+static int leader_append(lkvnet_raft *r, int type, const void *data, size_t len,
+                         uint64_t *index, uint64_t *term, lkv_err *err) {
   lkvnet_raft_entry e = {r->term, lkvnet_raft_last_index(r) + 1, type, data,
                          len};
   if (lkvnet_raft_log_append(r, &e, 1) != LKV_OK)
@@ -550,8 +547,8 @@ static int remove_id(uint64_t *ids, size_t *n, uint64_t id) {
 }
 
 int lkvnet_raft_propose_conf(lkvnet_raft *r, int op, uint64_t node,
-                             const void *ctx, size_t ctx_len,
-                             uint64_t *index, uint64_t *term, lkv_err *err) {
+                             const void *ctx, size_t ctx_len, uint64_t *index,
+                             uint64_t *term, lkv_err *err) {
   int rc = check_leader(r, err);
   if (rc != LKV_OK) return rc;
   if (r->n_confs && r->confs[r->n_confs - 1].index > r->commit)
@@ -568,37 +565,38 @@ int lkvnet_raft_propose_conf(lkvnet_raft *r, int op, uint64_t node,
   int learner = lkvnet_raft_conf_is_learner(&c, node);
   size_t members = c.n_voters + c.n_learners;
   switch (op) {
-  case LKVNET_RAFT_CONF_ADD_VOTER:
-    if (voter)
-      return lkv_seterr(err, LKV_INVALID, "raft: %llu is already a voter",
-                        (unsigned long long)node);
-    if (learner)
-      remove_id(c.learners, &c.n_learners, node);
-    else if (members >= LKVNET_RAFT_MAX_MEMBERS)
-      return lkv_seterr(err, LKV_INVALID, "raft: %d members already",
-                        LKVNET_RAFT_MAX_MEMBERS);
-    c.voters[c.n_voters++] = node;
-    break;
-  case LKVNET_RAFT_CONF_ADD_LEARNER:
-    if (voter || learner)
-      return lkv_seterr(err, LKV_INVALID, "raft: %llu is already a %s",
-                        (unsigned long long)node, voter ? "voter" : "learner");
-    if (members >= LKVNET_RAFT_MAX_MEMBERS)
-      return lkv_seterr(err, LKV_INVALID, "raft: %d members already",
-                        LKVNET_RAFT_MAX_MEMBERS);
-    c.learners[c.n_learners++] = node;
-    break;
-  case LKVNET_RAFT_CONF_REMOVE:
-    if (voter && c.n_voters == 1)
-      return lkv_seterr(err, LKV_INVALID,
-                        "raft: %llu is the last voter", (unsigned long long)node);
-    if (!remove_id(c.voters, &c.n_voters, node) &&
-        !remove_id(c.learners, &c.n_learners, node))
-      return lkv_seterr(err, LKV_INVALID, "raft: %llu is not a member",
-                        (unsigned long long)node);
-    break;
-  default:
-    return lkv_seterr(err, LKV_INVALID, "raft: unknown change %d", op);
+    case LKVNET_RAFT_CONF_ADD_VOTER:
+      if (voter)
+        return lkv_seterr(err, LKV_INVALID, "raft: %llu is already a voter",
+                          (unsigned long long)node);
+      if (learner)
+        remove_id(c.learners, &c.n_learners, node);
+      else if (members >= LKVNET_RAFT_MAX_MEMBERS)
+        return lkv_seterr(err, LKV_INVALID, "raft: %d members already",
+                          LKVNET_RAFT_MAX_MEMBERS);
+      c.voters[c.n_voters++] = node;
+      break;
+    case LKVNET_RAFT_CONF_ADD_LEARNER:
+      if (voter || learner)
+        return lkv_seterr(err, LKV_INVALID, "raft: %llu is already a %s",
+                          (unsigned long long)node,
+                          voter ? "voter" : "learner");
+      if (members >= LKVNET_RAFT_MAX_MEMBERS)
+        return lkv_seterr(err, LKV_INVALID, "raft: %d members already",
+                          LKVNET_RAFT_MAX_MEMBERS);
+      c.learners[c.n_learners++] = node;
+      break;
+    case LKVNET_RAFT_CONF_REMOVE:
+      if (voter && c.n_voters == 1)
+        return lkv_seterr(err, LKV_INVALID, "raft: %llu is the last voter",
+                          (unsigned long long)node);
+      if (!remove_id(c.voters, &c.n_voters, node) &&
+          !remove_id(c.learners, &c.n_learners, node))
+        return lkv_seterr(err, LKV_INVALID, "raft: %llu is not a member",
+                          (unsigned long long)node);
+      break;
+    default:
+      return lkv_seterr(err, LKV_INVALID, "raft: unknown change %d", op);
   }
   unsigned char *data;
   size_t len;
@@ -614,8 +612,7 @@ int lkvnet_raft_transfer(lkvnet_raft *r, uint64_t target, lkv_err *err) {
     return lkv_seterr(err, LKV_BUSY, "raft: not the leader");
   raft_peer *p = lkvnet_raft_peer(r, target);
   if (target == r->id || !p || !p->voter)
-    return lkv_seterr(err, LKV_INVALID,
-                      "raft: %llu is not another voter",
+    return lkv_seterr(err, LKV_INVALID, "raft: %llu is not another voter",
                       (unsigned long long)target);
   if (r->transferee == target) return LKV_OK;
   r->transferee = target;

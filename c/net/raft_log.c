@@ -154,9 +154,12 @@ int lkvnet_raft_slice(lkvnet_raft *r, uint64_t lo, uint64_t hi,
   if (hi > last + 1) hi = last + 1;
   if (lo >= hi) return LKV_OK;
   uint64_t want = hi - lo;
-  slice_ctx s = {r, NULL, 0, want < SLICE_MAX_ENTRIES ? (size_t)want
-                                                       : SLICE_MAX_ENTRIES,
-                 0, max_bytes, lo, LKV_OK, 0};
+  slice_ctx s = {
+      r,  NULL,
+      0,  want < SLICE_MAX_ENTRIES ? (size_t)want : SLICE_MAX_ENTRIES,
+      0,  max_bytes,
+      lo, LKV_OK,
+      0};
   s.es = lkvnet_raft_arena_alloc(&r->arena, s.cap * sizeof(*s.es));
   if (!s.es) return LKV_NOMEM;
   if (lo < r->u_off) {
@@ -281,8 +284,8 @@ int lkvnet_raft_log_append(lkvnet_raft *r, const lkvnet_raft_entry *es,
   return LKV_OK;
 }
 
-uint64_t lkvnet_raft_find_conflict_by_term(const lkvnet_raft *r,
-                                           uint64_t index, uint64_t term) {
+uint64_t lkvnet_raft_find_conflict_by_term(const lkvnet_raft *r, uint64_t index,
+                                           uint64_t term) {
   uint64_t last = lkvnet_raft_last_index(r);
   if (index > last) index = last;
   for (;;) {
@@ -381,11 +384,11 @@ int lkvnet_raft_conf_load(lkvnet_raft *r, lkv_err *err) {
   uint64_t last = r->stable_last;
   if (last <= r->snap_index) return LKV_OK;
   load_ctx l = {r, LKV_OK};
-  int rc = r->st.entries(r->st.ctx, r->snap_index + 1, last + 1, load_emit,
-                         &l);
+  int rc = r->st.entries(r->st.ctx, r->snap_index + 1, last + 1, load_emit, &l);
   if (rc == LKV_OK) rc = l.rc;
   if (rc != LKV_OK)
-    return lkv_seterr(err, rc, "raft: reading the log for its configuration "
+    return lkv_seterr(err, rc,
+                      "raft: reading the log for its configuration "
                       "(%llu..%llu) failed",
                       (unsigned long long)r->snap_index + 1,
                       (unsigned long long)last);
@@ -405,9 +408,9 @@ int lkvnet_raft_conf_load(lkvnet_raft *r, lkv_err *err) {
 #define CONF_VERSION 1u
 #define CONF_FIXED 12u
 
-int lkvnet_raft_conf_encode(int op, uint64_t node,
-                            const lkvnet_raft_conf *conf, const void *ctx,
-                            size_t ctx_len, unsigned char **out, size_t *len) {
+int lkvnet_raft_conf_encode(int op, uint64_t node, const lkvnet_raft_conf *conf,
+                            const void *ctx, size_t ctx_len,
+                            unsigned char **out, size_t *len) {
   size_t ids = conf->n_voters + conf->n_learners;
   size_t n = CONF_FIXED + ids * 8u + 4u + ctx_len;
   unsigned char *b = malloc(n);
@@ -439,8 +442,9 @@ int lkvnet_raft_conf_decode(const unsigned char *data, size_t len,
   out->op = data[1];
   out->node = lkv_get64(data + 2);
   size_t nv = data[10], nl = data[11];
-  if (out->op < LKVNET_RAFT_CONF_ADD_VOTER || out->op > LKVNET_RAFT_CONF_REMOVE ||
-      out->node == LKVNET_RAFT_NONE || nv + nl > LKVNET_RAFT_MAX_MEMBERS ||
+  if (out->op < LKVNET_RAFT_CONF_ADD_VOTER ||
+      out->op > LKVNET_RAFT_CONF_REMOVE || out->node == LKVNET_RAFT_NONE ||
+      nv + nl > LKVNET_RAFT_MAX_MEMBERS ||
       len < CONF_FIXED + (nv + nl) * 8u + 4u)
     return lkv_seterr(err, LKV_CORRUPTION,
                       "raft: configuration entry: bad op %d, node or counts "
@@ -456,7 +460,8 @@ int lkvnet_raft_conf_decode(const unsigned char *data, size_t len,
     if (id == LKVNET_RAFT_NONE)
       return lkv_seterr(err, LKV_CORRUPTION,
                         "raft: configuration entry: member %zu is 0 or "
-                        "repeated", i);
+                        "repeated",
+                        i);
     if (i < nv)
       out->conf.voters[out->conf.n_voters++] = id;
     else

@@ -32,16 +32,17 @@
 #include "raft.h"
 #include "rng.h"
 
-#define MAXN 9          /* node slots: ids 1..MAXN, never reused */
-#define NK 4            /* keys of the state machine */
-#define NC 4            /* clients */
-#define MAX_OPS 240     /* client operations per seed: the WGL search
-                           stays small */
+#define MAXN 9 /* node slots: ids 1..MAXN, never reused */
+#define NK 4   /* keys of the state machine */
+#define NC 4   /* clients */
+#define MAX_OPS                                     \
+  240 /* client operations per seed: the WGL search \
+         stays small */
 #define MAX_PENDING 64
-#define DEFAULT_SEEDS 150
+#define DEFAULT_SEEDS 500
 #define SCENARIO_SEEDS 8 /* each scripted scenario, under varied timing */
 #define INF UINT64_MAX
-#define MS 1000ull      /* the clock counts microseconds */
+#define MS 1000ull /* the clock counts microseconds */
 
 /* {======================================================================
 ** Memory for one seed, freed at its end: message copies and entry bytes
@@ -153,7 +154,8 @@ static void slog_push(slog *l, const sent *s) {
   l->e[l->n++] = *s;
 }
 
-static void slog_compact(slog *l, uint64_t index, const lkvnet_raft_conf *conf) {
+static void slog_compact(slog *l, uint64_t index,
+                         const lkvnet_raft_conf *conf) {
   if (index <= l->snap_index) return;
   uint64_t term = slog_term(l, index), chain = slog_chain(l, index);
   size_t drop = (size_t)(index - l->snap_index);
@@ -198,21 +200,21 @@ typedef struct sop {
 typedef struct snode {
   int exists, up, founding, epoch, restarts;
   lkvnet_raft *core;
-  slog W, D;                     /* written (readable) and durable */
+  slog W, D; /* written (readable) and durable */
   lkvnet_raft_hardstate hs_w, hs_d;
-  uint64_t snap_kv[NK];          /* the snapshot's state, durable */
-  uint64_t kv[NK], applied;      /* the state machine (memory) */
-  lkvnet_raft_conf sm_conf;      /* the configuration as of applied */
+  uint64_t snap_kv[NK];     /* the snapshot's state, durable */
+  uint64_t kv[NK], applied; /* the state machine (memory) */
+  lkvnet_raft_conf sm_conf; /* the configuration as of applied */
   int fsync_pending, unsynced;
-  slog F;                        /* what the fsync under way covers */
+  slog F; /* what the fsync under way covers */
   lkvnet_raft_hardstate hs_f;
-  int slow_disk;                 /* fsyncs of 2..40 ms, not 0.2..4 */
+  int slow_disk; /* fsyncs of 2..40 ms, not 0.2..4 */
   uint64_t tick_us;
-  uint64_t bad_conflicts;        /* counted over every incarnation */
+  uint64_t bad_conflicts; /* counted over every incarnation */
   /* a snapshot received with a MSG_SNAP, for the install it may ask */
   int stash;
   uint64_t st_index, st_term, st_chain, st_kv[NK];
-  int pend[MAX_PENDING];         /* client ops waiting on this node */
+  int pend[MAX_PENDING]; /* client ops waiting on this node */
   int n_pend;
 } snode;
 
@@ -222,8 +224,17 @@ typedef struct smsg { /* a message in flight, deep-copied */
   uint64_t snap_chain, snap_kv[NK];
 } smsg;
 
-enum { EV_DELIVER, EV_TICK, EV_FSYNC, EV_CLIENT, EV_OPTIMEOUT, EV_FAULT,
-       EV_RESTART, EV_HEAL, EV_NET };
+enum {
+  EV_DELIVER,
+  EV_TICK,
+  EV_FSYNC,
+  EV_CLIENT,
+  EV_OPTIMEOUT,
+  EV_FAULT,
+  EV_RESTART,
+  EV_HEAL,
+  EV_NET
+};
 
 typedef struct ev {
   uint64_t t, seq;
@@ -259,7 +270,7 @@ static struct sim {
   sop ops[MAX_OPS];
   int n_ops;
   int clients_on, faults_on;
-  int probe_read;        /* a read asked of an isolated leader */
+  int probe_read; /* a read asked of an isolated leader */
   uint64_t probe_ctx;
   /* what the checks remember */
   uint64_t *leader_of; /* term -> leader id (election safety) */
@@ -277,8 +288,8 @@ static struct sim {
  * nothing proves nothing, so the summary shows it. */
 static struct totals {
   uint64_t events, msgs, ops, writes_ok, writes_unknown, writes_failed,
-      reads_ok, installs, crashes, partitions, leaders, transfers,
-      conf_changes, elections, prevotes, read_rounds, quorum_lost, lin_states;
+      reads_ok, installs, crashes, partitions, leaders, transfers, conf_changes,
+      elections, prevotes, read_rounds, quorum_lost, lin_states;
 } G;
 
 static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -287,24 +298,27 @@ static void failf(const char *fmt, ...) {
   S.failed = 1;
   va_list ap;
   va_start(ap, fmt);
-  int k = snprintf(S.why, sizeof(S.why), "t=%" PRIu64 ".%03" PRIu64 "s: ",
-                   S.now / 1000000, (S.now / 1000) % 1000);
+  int k = snprintf(S.why, sizeof(S.why),
+                   "t=%" PRIu64 ".%03" PRIu64 "s: ", S.now / 1000000,
+                   (S.now / 1000) % 1000);
   vsnprintf(S.why + k, sizeof(S.why) - (size_t)k, fmt, ap);
   va_end(ap);
 }
 
-#define TRACE(...)                                                       \
-  do {                                                                   \
-    if (S.verbose) {                                                     \
-      printf("%8.3f ", (double)S.now / 1e6);                             \
-      printf(__VA_ARGS__);                                               \
-      printf("\n");                                                      \
-    }                                                                    \
+#define TRACE(...)                           \
+  do {                                       \
+    if (S.verbose) {                         \
+      printf("%8.3f ", (double)S.now / 1e6); \
+      printf(__VA_ARGS__);                   \
+      printf("\n");                          \
+    }                                        \
   } while (0)
 
 static uint64_t rnd(void) { return lkv_splitmix64(&S.rng); }
 static uint64_t rndn(uint64_t n) { return n ? rnd() % n : 0; }
-static uint64_t rndr(uint64_t lo, uint64_t hi) { return lo + rndn(hi - lo + 1); }
+static uint64_t rndr(uint64_t lo, uint64_t hi) {
+  return lo + rndn(hi - lo + 1);
+}
 static int chance(double p) {
   return (double)(rnd() >> 11) * (1.0 / 9007199254740992.0) < p;
 }
@@ -367,8 +381,10 @@ static void check_leader(int id, uint64_t term) {
     lkvnet_raft_status st;
     lkvnet_raft_status_get(S.nodes[id].core, &st);
     if (!st.voter)
-      failf("n%d leads term %" PRIu64 " without being a voter of its "
-            "configuration", id, term);
+      failf("n%d leads term %" PRIu64
+            " without being a voter of its "
+            "configuration",
+            id, term);
     TRACE("n%d leads term %" PRIu64, id, term);
     /* leader completeness: every entry committed so far is in the new
      * leader's log (its chain at the highest commit is the same) */
@@ -396,8 +412,8 @@ static void lm_insert(uint64_t i, uint64_t t, uint64_t chain, int id) {
     if (!ki || !kt || !kv) exit(2);
     for (size_t j = 0; j < oc; j++) {
       if (!S.lm_key_i[j]) continue;
-      size_t h = mix(S.lm_key_i[j] * 0x9e3779b97f4a7c15ull ^ S.lm_key_t[j]) &
-                 (nc - 1);
+      size_t h =
+          mix(S.lm_key_i[j] * 0x9e3779b97f4a7c15ull ^ S.lm_key_t[j]) & (nc - 1);
       while (ki[h]) h = (h + 1) & (nc - 1);
       ki[h] = S.lm_key_i[j];
       kt[h] = S.lm_key_t[j];
@@ -445,8 +461,8 @@ static void note_commit(int id, uint64_t c) {
   snode *n = &S.nodes[id];
   if (c <= n->W.snap_index) return;
   if (c > slog_last(&n->W)) {
-    failf("n%d's commit index %" PRIu64 " is past its log (%" PRIu64 ")", id,
-          c, slog_last(&n->W));
+    failf("n%d's commit index %" PRIu64 " is past its log (%" PRIu64 ")", id, c,
+          slog_last(&n->W));
     return;
   }
   cchain_grow(c);
@@ -462,7 +478,8 @@ static void note_commit(int id, uint64_t c) {
       uint64_t x = slog_chain(&n->W, i);
       if (S.cchain[i] && S.cchain[i] != x) {
         failf("state machine safety: n%d's committed entry %" PRIu64
-              " differs from one committed before", id, i);
+              " differs from one committed before",
+              id, i);
         return;
       }
       S.cchain[i] = x;
@@ -536,8 +553,8 @@ static void node_start(int id) {
   c.max_msg_bytes = S.max_msg;
   c.max_inflight = S.max_infl;
   c.max_apply_bytes = S.max_apply;
-  c.storage = (lkvnet_raft_storage){n, st_snapshot, st_last, st_term,
-                                    st_entries};
+  c.storage =
+      (lkvnet_raft_storage){n, st_snapshot, st_last, st_term, st_entries};
   c.hs = n->hs_d;
   c.applied = n->W.snap_index;
   if (n->founding) c.bootstrap = initial_conf();
@@ -556,8 +573,8 @@ static void node_start(int id) {
   n->epoch++;
   n->fsync_pending = 0;
   n->stash = 0;
-  TRACE("n%d starts (incarnation %d, log %" PRIu64 "..%" PRIu64 ", term %" PRIu64
-        ")",
+  TRACE("n%d starts (incarnation %d, log %" PRIu64 "..%" PRIu64
+        ", term %" PRIu64 ")",
         id, n->restarts, n->W.snap_index, slog_last(&n->W), n->hs_d.term);
   schedule(S.now + rndn(n->tick_us) + 1, EV_TICK, id, n->epoch, NULL);
 }
@@ -579,7 +596,9 @@ static void op_finish(int o, int status) {
     schedule(S.now + rndr(1 * MS, 30 * MS), EV_CLIENT, op->client, 0, NULL);
   }
   TRACE("op %d (%s k%d) -> %s", o, op->write ? "write" : "read", op->key,
-        status == OP_OK ? "ok" : status == OP_FAILED ? "failed" : "unknown");
+        status == OP_OK       ? "ok"
+        : status == OP_FAILED ? "failed"
+                              : "unknown");
 }
 
 static void count_core(const lkvnet_raft_status *st) {
@@ -711,8 +730,8 @@ static void check_send(snode *n, const lkvnet_raft_msg *m) {
   int pre = m->type == LKVNET_RAFT_MSG_PREVOTE ||
             m->type == LKVNET_RAFT_MSG_PREVOTE_RESP;
   if (!pre && m->term > n->hs_d.term)
-    failf("contract: n%d sends a message of term %" PRIu64
-          " with term %" PRIu64 " on disk",
+    failf("contract: n%d sends a message of term %" PRIu64 " with term %" PRIu64
+          " on disk",
           id, m->term, n->hs_d.term);
   if (m->type == LKVNET_RAFT_MSG_VOTE &&
       (n->hs_d.vote != (uint64_t)id || n->hs_d.term != m->term))
@@ -746,7 +765,8 @@ static void handle_ready(snode *n, const lkvnet_raft_ready *rd) {
       return;
     }
     if (rd->snap_index <= n->applied) {
-      failf("n%d is asked to install snapshot %" PRIu64 " behind applied %" PRIu64,
+      failf("n%d is asked to install snapshot %" PRIu64
+            " behind applied %" PRIu64,
             id, rd->snap_index, n->applied);
       return;
     }
@@ -871,7 +891,8 @@ static void drive(int id) {
     failf("n%d: the core's last index %" PRIu64 " is not the log's %" PRIu64,
           id, st.last_index, slog_last(&n->W));
   if (st.applied != n->applied)
-    failf("n%d: the core's applied %" PRIu64 " is not the state machine's %" PRIu64,
+    failf("n%d: the core's applied %" PRIu64
+          " is not the state machine's %" PRIu64,
           id, st.applied, n->applied);
   if (st.role == LKVNET_RAFT_LEADER) check_leader(id, st.term);
   note_commit(id, st.commit);
@@ -961,9 +982,9 @@ static void net_send(int from, const lkvnet_raft_msg *m) {
 }
 
 static const char *msg_name(int t) {
-  static const char *names[] = {"?",    "app",     "app_resp", "hb",
-                                "hb_resp", "vote", "vote_resp", "prevote",
-                                "prevote_resp", "snap", "timeout_now"};
+  static const char *names[] = {
+      "?",         "app",     "app_resp",     "hb",   "hb_resp",    "vote",
+      "vote_resp", "prevote", "prevote_resp", "snap", "timeout_now"};
   return t >= 1 && t <= 10 ? names[t] : "?";
 }
 
@@ -1051,8 +1072,8 @@ static void client_step(int c) {
   lkvnet_raft_status_get(n->core, &st);
   if (st.role != LKVNET_RAFT_LEADER || n->n_pend >= MAX_PENDING) {
     /* what a follower would say: try the leader it knows */
-    cl->guess = st.leader && st.leader != (uint64_t)id ? (int)st.leader
-                                                        : random_up();
+    cl->guess =
+        st.leader && st.leader != (uint64_t)id ? (int)st.leader : random_up();
     schedule(S.now + rndr(2 * MS, 20 * MS), EV_CLIENT, c, 0, NULL);
     return;
   }
@@ -1074,8 +1095,8 @@ static void client_step(int c) {
     memcpy(d, &opid, 8);
     d[8] = (unsigned char)op->key;
     memcpy(d + 9, &opid, 8);
-    rc = lkvnet_raft_propose(n->core, d, sizeof(d), &op->index, &op->term,
-                             &err);
+    rc =
+        lkvnet_raft_propose(n->core, d, sizeof(d), &op->index, &op->term, &err);
   } else {
     rc = lkvnet_raft_read_index(n->core, (uint64_t)o + 1, &err);
   }
@@ -1264,37 +1285,37 @@ static void run_until(uint64_t t_end) {
     S.stats_events++;
     snode *n = e.a >= 1 && e.a <= MAXN ? &S.nodes[e.a] : NULL;
     switch (e.type) {
-    case EV_DELIVER:
-      deliver(e.p);
-      break;
-    case EV_TICK:
-      if (!n->up || n->epoch != e.epoch) break;
-      lkvnet_raft_tick(n->core);
-      drive(e.a);
-      schedule(S.now + n->tick_us, EV_TICK, e.a, n->epoch, NULL);
-      break;
-    case EV_FSYNC:
-      if (n->up && n->epoch == e.epoch) fsync_done(e.a);
-      break;
-    case EV_CLIENT:
-      client_step(e.a);
-      break;
-    case EV_OPTIMEOUT:
-      if (S.ops[e.a].status == OP_PENDING)
-        op_finish(e.a, S.ops[e.a].write ? OP_UNKNOWN : OP_ABANDONED);
-      break;
-    case EV_FAULT:
-      fault();
-      break;
-    case EV_RESTART:
-      if (!n->up) node_start(e.a);
-      break;
-    case EV_HEAL:
-      if (S.faults_on) heal();
-      break;
-    case EV_NET: /* a snapshot stream that failed */
-      snap_report(e.a, e.epoch, 0);
-      break;
+      case EV_DELIVER:
+        deliver(e.p);
+        break;
+      case EV_TICK:
+        if (!n->up || n->epoch != e.epoch) break;
+        lkvnet_raft_tick(n->core);
+        drive(e.a);
+        schedule(S.now + n->tick_us, EV_TICK, e.a, n->epoch, NULL);
+        break;
+      case EV_FSYNC:
+        if (n->up && n->epoch == e.epoch) fsync_done(e.a);
+        break;
+      case EV_CLIENT:
+        client_step(e.a);
+        break;
+      case EV_OPTIMEOUT:
+        if (S.ops[e.a].status == OP_PENDING)
+          op_finish(e.a, S.ops[e.a].write ? OP_UNKNOWN : OP_ABANDONED);
+        break;
+      case EV_FAULT:
+        fault();
+        break;
+      case EV_RESTART:
+        if (!n->up) node_start(e.a);
+        break;
+      case EV_HEAL:
+        if (S.faults_on) heal();
+        break;
+      case EV_NET: /* a snapshot stream that failed */
+        snap_report(e.a, e.epoch, 0);
+        break;
     }
   }
   if (!S.failed && S.now < t_end) S.now = t_end;
@@ -1339,8 +1360,9 @@ static void dump_nodes(void) {
             st.conf.n_learners, st.voter ? " voter" : "",
             st.learner ? " learner" : "", st.pending_conf_index);
     for (size_t k = 0; k < st.n_progress; k++)
-      fprintf(stderr, "    -> n%" PRIu64 " %s state %d match %" PRIu64
-              " next %" PRIu64 " active %d\n",
+      fprintf(stderr,
+              "    -> n%" PRIu64 " %s state %d match %" PRIu64 " next %" PRIu64
+              " active %d\n",
               st.progress[k].id, st.progress[k].voter ? "voter" : "learner",
               st.progress[k].state, st.progress[k].match, st.progress[k].next,
               st.progress[k].recent_active);
@@ -1539,9 +1561,10 @@ static void check_history(void) {
     }
     int rc = lin_check(ops, n, &explored);
     if (rc == 0)
-      failf("linearizability: the history of key %d (%d operations) has no "
-            "legal order",
-            k, n);
+      failf(
+          "linearizability: the history of key %d (%d operations) has no "
+          "legal order",
+          k, n);
     else if (rc < 0)
       failf("linearizability: the search for key %d gave up", k);
   }
@@ -1609,8 +1632,8 @@ static void probes(int l) {
           node_term(f, NULL, NULL));
   heal();
   run_until(S.now + 6 * et);
-  if (!S.failed && (node_term(l, &role, NULL) != tl ||
-                    role != LKVNET_RAFT_LEADER))
+  if (!S.failed &&
+      (node_term(l, &role, NULL) != tl || role != LKVNET_RAFT_LEADER))
     failf("pre-vote: n%d's return deposed leader n%d of term %d (now term %d)",
           f, l, tl, node_term(l, NULL, NULL));
   if (!S.failed && (node_term(f, NULL, &lead) != tl || lead != (uint64_t)l))
@@ -1628,9 +1651,10 @@ static void probes(int l) {
   if (!S.failed && S.nodes[l].up) {
     node_term(l, &role, NULL);
     if (role == LKVNET_RAFT_LEADER)
-      failf("check quorum: n%d, cut off, still leads after 3 election "
-            "timeouts",
-            l);
+      failf(
+          "check quorum: n%d, cut off, still leads after 3 election "
+          "timeouts",
+          l);
   }
   run_until(S.now + 5 * et);
   int nl = leader_node();
@@ -1852,7 +1876,8 @@ static int scenario_end(void) {
   heal();
   for (int i = 1; i <= MAXN; i++)
     if (S.nodes[i].exists && !S.nodes[i].up) node_start(i);
-  int l = S.failed ? 0 : run_to_convergence(20 * 1000 * MS, "after the scenario");
+  int l =
+      S.failed ? 0 : run_to_convergence(20 * 1000 * MS, "after the scenario");
   if (!S.failed) final_checks(l);
   int failed = S.failed;
   tally_ops();
@@ -2009,8 +2034,9 @@ int main(int argc, char **argv) {
   const char *many = getenv("SIM_SEEDS");
   const char *start = getenv("SIM_START");
   int verbose = getenv("SIM_VERBOSE") ? atoi(getenv("SIM_VERBOSE")) : 0;
-  uint64_t first = one ? strtoull(one, NULL, 10)
-                       : start ? strtoull(start, NULL, 10) : 1;
+  uint64_t first = one     ? strtoull(one, NULL, 10)
+                   : start ? strtoull(start, NULL, 10)
+                           : 1;
   uint64_t count = one ? 1 : many ? strtoull(many, NULL, 10) : DEFAULT_SEEDS;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -2049,8 +2075,8 @@ int main(int argc, char **argv) {
     }
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  double secs = (double)(t1.tv_sec - t0.tv_sec) +
-                (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  double secs =
+      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
   printf("raft_sim: %" PRIu64 " seed(s) from %" PRIu64 ", %" PRIu64
          " failed, %.1f s (%.1f seeds/s)\n",
          count, first, failures, secs, secs > 0 ? (double)count / secs : 0.0);
