@@ -1662,7 +1662,52 @@ static void probes(int l) {
     failf("check quorum: no new leader while n%d was cut off", l);
   S.probe_read = 0;
   heal();
-  if (!S.failed) run_to_convergence(20 * 1000 * MS, "after the probes");
+  if (!S.failed) l = run_to_convergence(20 * 1000 * MS, "after CheckQuorum");
+  if (S.failed) return;
+  /* Transfer: the leader refuses writes while it hands over, and a
+   * caught-up target leads within an election timeout */
+  lkvnet_raft_status_get(S.nodes[l].core, &ls);
+  uint64_t t = 0;
+  for (size_t i = 0; i < ls.conf.n_voters && !t; i++)
+    if (ls.conf.voters[i] != (uint64_t)l) t = ls.conf.voters[i];
+  snode *ln = &S.nodes[l];
+  int rc = lkvnet_raft_transfer(ln->core, t, &err);
+  unsigned char d[17] = {0};
+  if (rc == LKV_OK &&
+      lkvnet_raft_propose(ln->core, d, sizeof(d), NULL, NULL, &err) != LKV_BUSY)
+    failf("transfer: n%d took a write while handing over to n%" PRIu64, l, t);
+  if (rc != LKV_OK)
+    failf("transfer: n%d refused to hand over to n%" PRIu64 ": %s", l, t,
+          err.msg);
+  drive(l);
+  run_until(S.now + et);
+  if (!S.failed && leader_node() != (int)t)
+    failf("transfer: n%" PRIu64
+          " does not lead an election timeout after "
+          "n%d handed over (leader n%d)",
+          t, l, leader_node());
+  if (!S.failed) l = run_to_convergence(20 * 1000 * MS, "after a transfer");
+  if (S.failed) return;
+  /* Removing the leader: it commits its removal, hands over, steps
+   * down, and the others go on without it */
+  ln = &S.nodes[l];
+  rc = lkvnet_raft_propose_conf(ln->core, LKVNET_RAFT_CONF_REMOVE, (uint64_t)l,
+                                NULL, 0, NULL, NULL, &err);
+  if (rc != LKV_OK) {
+    failf("remove: n%d refused to remove itself: %s", l, err.msg);
+    return;
+  }
+  drive(l);
+  run_until(S.now + 2 * et);
+  lkvnet_raft_status_get(ln->core, &ls);
+  int nl2 = leader_node();
+  if (!S.failed && (ls.role == LKVNET_RAFT_LEADER || ls.voter))
+    failf("remove: n%d still %s two election timeouts after removing itself", l,
+          ls.voter ? "a voter" : "leads");
+  if (!S.failed && (!nl2 || nl2 == l))
+    failf("remove: no leader two election timeouts after n%d left", l);
+  if (!S.failed) l = run_to_convergence(20 * 1000 * MS, "after a removal");
+  if (!S.failed) final_checks(l);
 }
 
 static void seed_params(void) {
