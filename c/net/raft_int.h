@@ -70,7 +70,6 @@ struct lkvnet_raft {
   /* ---- persistent state (what the hard state carries) ---- */
   uint64_t term, vote;
   lkvnet_raft_hardstate prev_hs; /* as last handed out */
-  int must_sync;                 /* term or vote moved since then */
 
   /* ---- volatile state ---- */
   int role;
@@ -142,8 +141,6 @@ uint64_t lkvnet_raft_last_index(const lkvnet_raft *r);
 uint64_t lkvnet_raft_last_term(const lkvnet_raft *r);
 /* LKV_OK with *term, or LKV_NOTFOUND (compacted, or past the end). */
 int lkvnet_raft_term_at(const lkvnet_raft *r, uint64_t index, uint64_t *term);
-/* The first index the core can read (storage's, or after a restore). */
-uint64_t lkvnet_raft_first_index(const lkvnet_raft *r);
 /* Copies of the entries [lo, hi) into the arena, at most max_bytes of
  * them but at least one: *out and *n. LKV_NOTFOUND when lo is compacted;
  * LKV_NOMEM; the storage's failure. */
@@ -175,7 +172,6 @@ int lkvnet_raft_conf_load(lkvnet_raft *r, lkv_err *err);
 int lkvnet_raft_conf_encode(int op, uint64_t node, const lkvnet_raft_conf *conf,
                             const void *ctx, size_t ctx_len,
                             unsigned char **out, size_t *len);
-int lkvnet_raft_conf_index_of(const lkvnet_raft_conf *c, uint64_t id);
 
 /* ---- raft.c: shared by the role code ---- */
 /* Queue a message (entries and conf already in the arena or static). */
@@ -194,6 +190,5 @@ void lkvnet_raft_leader_step(lkvnet_raft *r, const lkvnet_raft_msg *m);
 void lkvnet_raft_maybe_commit(lkvnet_raft *r);
 void lkvnet_raft_flush(lkvnet_raft *r);      /* send what peers are owed */
 void lkvnet_raft_reads_fail(lkvnet_raft *r); /* leadership lost */
-void lkvnet_raft_bcast_heartbeat(lkvnet_raft *r);
 
 #endif

@@ -167,7 +167,7 @@ static int send_append(lkvnet_raft *r, raft_peer *p) {
   return 1;
 }
 
-void lkvnet_raft_bcast_heartbeat(lkvnet_raft *r) {
+static void bcast_heartbeat(lkvnet_raft *r) {
   for (size_t i = 0; i < r->n_peers; i++) {
     raft_peer *p = &r->peers[i];
     lkvnet_raft_msg *m = lkvnet_raft_send(r, LKVNET_RAFT_MSG_HEARTBEAT, p->id);
@@ -250,7 +250,7 @@ void lkvnet_raft_leader_tick(lkvnet_raft *r) {
   }
   if (r->hb_elapsed >= r->cfg.heartbeat_ticks) {
     r->hb_elapsed = 0;
-    lkvnet_raft_bcast_heartbeat(r);
+    bcast_heartbeat(r);
   }
 }
 
@@ -481,7 +481,7 @@ void lkvnet_raft_flush(lkvnet_raft *r) {
     for (size_t i = 0; i < r->n_reads; i++)
       if (!r->reads[i].round && !r->reads[i].wait_noop)
         r->reads[i].round = r->read_round;
-    lkvnet_raft_bcast_heartbeat(r);
+    bcast_heartbeat(r);
     release_reads(r); /* alone, this node is its own majority */
   }
   if (!r->dirty) return;

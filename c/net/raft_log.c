@@ -97,10 +97,6 @@ int lkvnet_raft_term_at(const lkvnet_raft *r, uint64_t index, uint64_t *term) {
   return r->st.term(r->st.ctx, index, term);
 }
 
-uint64_t lkvnet_raft_first_index(const lkvnet_raft *r) {
-  return r->snap_index + 1;
-}
-
 /* Per MSG_APP or Ready: a bound on the array a slice allocates up front,
  * so a follower far behind costs one bounded message per round trip even
  * when its missing entries are empty no-ops. */
@@ -329,14 +325,14 @@ void lkvnet_raft_log_free(lkvnet_raft *r) {
 ** Configurations
 ** ======================================================================= */
 
-int lkvnet_raft_conf_index_of(const lkvnet_raft_conf *c, uint64_t id) {
+static int conf_index_of(const lkvnet_raft_conf *c, uint64_t id) {
   for (size_t i = 0; i < c->n_voters; i++)
     if (c->voters[i] == id) return (int)i;
   return -1;
 }
 
 int lkvnet_raft_conf_is_voter(const lkvnet_raft_conf *c, uint64_t id) {
-  return id != LKVNET_RAFT_NONE && lkvnet_raft_conf_index_of(c, id) >= 0;
+  return id != LKVNET_RAFT_NONE && conf_index_of(c, id) >= 0;
 }
 
 int lkvnet_raft_conf_is_learner(const lkvnet_raft_conf *c, uint64_t id) {
