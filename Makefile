@@ -184,6 +184,16 @@ crashtest: deps
 	@$(MAKE) --no-print-directory $(BUILD)/crash/crashtest
 	$(BUILD)/crash/crashtest $(CRASH_DIR) kill $(CYCLES) power $$(( $(CYCLES) * 10 ))
 
+# The Raft core's deterministic simulation (c/net/raft_sim_test.c, which
+# `make ctest` runs with its short default): the scripted scenarios, then
+# SEEDS random seeds from SIM_START (1). A failing seed prints the command
+# that replays it; SEEDS=100000 is the long run.
+.PHONY: sim
+SEEDS     ?= 2000
+SIM_START ?= 1
+sim: $(BUILD)/test/net/raft_sim_test
+	SIM_SEEDS=$(SEEDS) SIM_START=$(SIM_START) $(BUILD)/test/net/raft_sim_test
+
 # Mutation testing (tools/mutate.lua): each mutation in tools/mutations.lua
 # breaks one documented guarantee in a scratch copy, and the test named
 # for it must fail. MUTATE=word,... picks by name, MUTATE_SAMPLE=n picks n.

@@ -13,14 +13,15 @@
 -- stale (the original text is no longer in the file: the list needs
 -- mending) and exits 1 unless every one was caught.
 
--- the engine's list and the node's (tools/mutations_net.lua, when present)
+-- the engine's list, the node's (tools/mutations_net.lua) and the Raft
+-- core's (tools/mutations_raft.lua), each when present
 local list = dofile(arg[0]:gsub("mutate%.lua$", "mutations.lua"))
-do
-  local net = arg[0]:gsub("mutate%.lua$", "mutations_net.lua")
-  local f = io.open(net, "r")
+for _, more in ipairs({ "mutations_net.lua", "mutations_raft.lua" }) do
+  local path = arg[0]:gsub("mutate%.lua$", more)
+  local f = io.open(path, "r")
   if f then
     f:close()
-    for _, m in ipairs(dofile(net)) do list[#list + 1] = m end
+    for _, m in ipairs(dofile(path)) do list[#list + 1] = m end
   end
 end
 
