@@ -12,12 +12,6 @@
 
 static char dir[] = "/tmp/lkv_db_test_XXXXXX";
 
-static void rmrf(const char *d) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
-}
-
 static lkv_db *open_small(void) {
   lkv_options o;
   lkv_options_init(&o);

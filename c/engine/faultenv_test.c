@@ -257,8 +257,6 @@ int main(void) {
   test_overwrite();
   test_partial();
   test_rules();
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+  rmrf(dir);
   TEST_MAIN_END();
 }

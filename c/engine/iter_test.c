@@ -177,12 +177,6 @@ static uint32_t value_len(void) {
 
 /* ---- the db ----------------------------------------------------------- */
 
-static void rmrf(const char *d) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
-}
-
 /* Tiny memtables, tables and levels: many flushes and compactions, over
  * more tables than stay open. Tables are read through mmap here (mmap_reads): the rest of the suite reads
  * with pread, and sst_test walks a table both ways in both modes. */

@@ -30,6 +30,14 @@ static inline const char *lkv_test_msg(const lkv_err *e) { return e ? e->msg : "
     }                                                                    \
   } while (0)
 
+/* Remove a scratch directory and everything in it; a failure is only
+ * reported (the test's verdict does not depend on its cleanup). */
+static inline void rmrf(const char *d) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
+}
+
 #define TEST_MAIN_END()                                                  \
   do {                                                                   \
     if (lkv_test_failures) {                                             \

@@ -29,12 +29,6 @@ static inline int make_dir(char *tmpl) {
   return 0;
 }
 
-static inline void rmrf(const char *d) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
-}
-
 static inline void log_path(char *out, size_t n, const char *dir,
                             const char *name) {
   snprintf(out, n, "%s/%s", dir, name);

@@ -87,7 +87,7 @@ static void options_for(lkvnet_options *o, const char *dir) {
 }
 
 int main(void) {
-  char dir[] = "/tmp/lkv_server_test_XXXXXX", missing[600], cmd[700];
+  char dir[] = "/tmp/lkv_server_test_XXXXXX", missing[600];
   lkvnet_options o;
   lkv_err err;
   size_t i;
@@ -136,7 +136,6 @@ int main(void) {
         cases[j].set(&o, i == 0 ? cases[j].lo : cases[j].hi);
     CHECK_OK(try_open(&o, &err), &err);
   }
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+  rmrf(dir);
   TEST_MAIN_END();
 }
