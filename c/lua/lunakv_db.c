@@ -178,36 +178,24 @@ static int db_last_seq(lua_State *L) {
   return 1;
 }
 
-static int db_flush(lua_State *L) {
+/* A method that runs one engine call on the whole db and returns nothing
+ * but its failure, raised. */
+static int db_run(lua_State *L, int (*call)(lkv_db *, lkv_err *)) {
   LDb *d = todb(L);
   lkv_err err;
   int rc;
   err.msg[0] = '\0';
-  rc = lkv_db_flush(d->db, &err);
+  rc = call(d->db, &err);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
   return 0;
 }
+
+static int db_flush(lua_State *L) { return db_run(L, lkv_db_flush); }
 
 /* db:sync(): every write so far durable (one fdatasync), whatever SYNC. */
-static int db_sync(lua_State *L) {
-  LDb *d = todb(L);
-  lkv_err err;
-  int rc;
-  err.msg[0] = '\0';
-  rc = lkv_db_sync(d->db, &err);
-  if (rc != LKV_OK) return raise_err(L, rc, &err);
-  return 0;
-}
+static int db_sync(lua_State *L) { return db_run(L, lkv_db_sync); }
 
-static int db_compact(lua_State *L) {
-  LDb *d = todb(L);
-  lkv_err err;
-  int rc;
-  err.msg[0] = '\0';
-  rc = lkv_db_compact(d->db, &err);
-  if (rc != LKV_OK) return raise_err(L, rc, &err);
-  return 0;
-}
+static int db_compact(lua_State *L) { return db_run(L, lkv_db_compact); }
 
 /* t[name] = { v[0], ..., v[LKV_MAX_LEVELS-1] }: index 1 is L0. */
 static void setlevels(lua_State *L, const char *name, const uint64_t *v) {
