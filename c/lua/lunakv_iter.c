@@ -205,31 +205,24 @@ static int iter_valid(lua_State *L) {
   return 1;
 }
 
-static int iter_key(lua_State *L) {
+/* key() and value(): the current entry's bytes, or nil when the iterator
+ * is not valid. */
+static inline int iter_bytes(lua_State *L,
+                             const char *(*get)(const lkv_iter *, size_t *)) {
   LIter *p = toiter(L);
   size_t len;
-  const char *k;
+  const char *b;
   if (!lkv_iter_valid(p->it)) {
     lua_pushnil(L);
     return 1;
   }
-  k = lkv_iter_key(p->it, &len);
-  lua_pushlstring(L, k, len);
+  b = get(p->it, &len);
+  lua_pushlstring(L, b, len);
   return 1;
 }
 
-static int iter_value(lua_State *L) {
-  LIter *p = toiter(L);
-  size_t len;
-  const char *v;
-  if (!lkv_iter_valid(p->it)) {
-    lua_pushnil(L);
-    return 1;
-  }
-  v = lkv_iter_value(p->it, &len);
-  lua_pushlstring(L, v, len);
-  return 1;
-}
+static int iter_key(lua_State *L) { return iter_bytes(L, lkv_iter_key); }
+static int iter_value(lua_State *L) { return iter_bytes(L, lkv_iter_value); }
 
 /* close(), __close and __gc. */
 static int iter_close(lua_State *L) {
