@@ -461,12 +461,6 @@ static int snap_iter(lua_State *L) {
   return 1;
 }
 
-static int snap_release(lua_State *L) {
-  LSnap *s = (LSnap *)checkself(L, SELF_MT, SNAP_MT);
-  lkvlua_child_close(&s->c);
-  return 0;
-}
-
 /* s.seq reads the pinned sequence number; other keys are methods. */
 static int snap_index(lua_State *L) {
   LSnap *s = (LSnap *)checkself(L, lua_upvalueindex(2), SNAP_MT);
@@ -554,13 +548,6 @@ static int batch_commit(lua_State *L) {
   return 1;
 }
 
-/* close(), __close and __gc. */
-static int batch_close(lua_State *L) {
-  LBatch *b = (LBatch *)checkself(L, SELF_MT, BATCH_MT);
-  lkvlua_child_close(&b->c);
-  return 0;
-}
-
 static int batch_tostring(lua_State *L) {
   LBatch *b = (LBatch *)checkself(L, SELF_MT, BATCH_MT);
   if (b->b == NULL)
@@ -592,27 +579,13 @@ static const luaL_Reg db_methods[] = {
     {NULL, NULL},
 };
 
-static const luaL_Reg db_meta[] = {
-    {"__gc", db_gc},
-    {"__close", db_gc},
-    {"__tostring", db_tostring},
-    {NULL, NULL},
-};
-
 static const luaL_Reg snap_methods[] = {
     {"get", snap_get},
     {"scan", snap_scan},
     {"rscan", snap_rscan},
     {"iter", snap_iter},
-    {"release", snap_release},
-    {"close", snap_release},
-    {NULL, NULL},
-};
-
-static const luaL_Reg snap_meta[] = {
-    {"__gc", snap_release},
-    {"__close", snap_release},
-    {"__tostring", snap_tostring},
+    {"release", lkvlua_child_close_method},
+    {"close", lkvlua_child_close_method},
     {NULL, NULL},
 };
 
@@ -622,14 +595,7 @@ static const luaL_Reg batch_methods[] = {
     {"count", batch_count},
     {"clear", batch_clear},
     {"commit", batch_commit},
-    {"close", batch_close},
-    {NULL, NULL},
-};
-
-static const luaL_Reg batch_meta[] = {
-    {"__gc", batch_close},
-    {"__close", batch_close},
-    {"__tostring", batch_tostring},
+    {"close", lkvlua_child_close_method},
     {NULL, NULL},
 };
 
@@ -639,8 +605,10 @@ static const luaL_Reg db_funcs[] = {
 };
 
 void lkvlua_db_register(lua_State *L) {
-  lkvlua_newclass(L, DB_MT, db_meta, db_methods, NULL);
-  lkvlua_newclass(L, SNAP_MT, snap_meta, snap_methods, snap_index);
-  lkvlua_newclass(L, BATCH_MT, batch_meta, batch_methods, NULL);
+  lkvlua_newclass(L, DB_MT, db_gc, db_tostring, db_methods, NULL);
+  lkvlua_newclass(L, SNAP_MT, lkvlua_child_close_method, snap_tostring,
+                  snap_methods, snap_index);
+  lkvlua_newclass(L, BATCH_MT, lkvlua_child_close_method, batch_tostring,
+                  batch_methods, NULL);
   luaL_setfuncs(L, db_funcs, 0);
 }

@@ -224,13 +224,6 @@ static inline int iter_bytes(lua_State *L,
 static int iter_key(lua_State *L) { return iter_bytes(L, lkv_iter_key); }
 static int iter_value(lua_State *L) { return iter_bytes(L, lkv_iter_value); }
 
-/* close(), __close and __gc. */
-static int iter_close(lua_State *L) {
-  LIter *p = (LIter *)checkself(L, SELF_MT, ITER_MT);
-  lkvlua_child_close(&p->c);
-  return 0;
-}
-
 static int iter_tostring(lua_State *L) {
   LIter *p = (LIter *)checkself(L, SELF_MT, ITER_MT);
   const char *state = p->it == NULL            ? "closed"
@@ -251,17 +244,11 @@ static const luaL_Reg iter_methods[] = {
     {"valid", iter_valid},
     {"key", iter_key},
     {"value", iter_value},
-    {"close", iter_close},
-    {NULL, NULL},
-};
-
-static const luaL_Reg iter_meta[] = {
-    {"__gc", iter_close},
-    {"__close", iter_close},
-    {"__tostring", iter_tostring},
+    {"close", lkvlua_child_close_method},
     {NULL, NULL},
 };
 
 void lkvlua_iter_register(lua_State *L) {
-  lkvlua_newclass(L, ITER_MT, iter_meta, iter_methods, NULL);
+  lkvlua_newclass(L, ITER_MT, lkvlua_child_close_method, iter_tostring,
+                  iter_methods, NULL);
 }
