@@ -19,24 +19,24 @@ typedef struct Case {
   long long lo, hi;
 } Case;
 
-#define FIELD(f) offsetof(lkvnet_options, f), sizeof ((lkvnet_options *)0)->f
+/* A case for the field f of lkvnet_options, named as f. */
+#define CASE(f, lo, hi) \
+  {#f, offsetof(lkvnet_options, f), sizeof ((lkvnet_options *)0)->f, lo, hi}
 
 static const Case cases[] = {
-    {"max_body_bytes", FIELD(max_body_bytes), LKVNET_MIN_MAX_BODY,
-     LKVNET_MAX_MAX_BODY},
-    {"write_timeout_ms", FIELD(write_timeout_ms), LKVNET_MIN_WRITE_TIMEOUT_MS,
-     LKVNET_MAX_WRITE_TIMEOUT_MS},
-    {"heartbeat_ms", FIELD(heartbeat_ms), LKVNET_MIN_HEARTBEAT_MS,
-     LKVNET_MAX_HEARTBEAT_MS},
-    {"max_uncommitted_bytes", FIELD(max_uncommitted_bytes),
-     LKVNET_MIN_MAX_UNCOMMITTED, (long long)LKVNET_MAX_MAX_UNCOMMITTED},
-    {"read_timeout_ms", FIELD(read_timeout_ms), LKVNET_MIN_READ_TIMEOUT_MS,
-     LKVNET_MAX_READ_TIMEOUT_MS},
-    {"idle_timeout_ms", FIELD(idle_timeout_ms), LKVNET_MIN_IDLE_TIMEOUT_MS,
-     LKVNET_MAX_IDLE_TIMEOUT_MS},
-    {"max_connections", FIELD(max_connections), LKVNET_MIN_MAX_CONNECTIONS,
-     LKVNET_MAX_MAX_CONNECTIONS},
-    {"port", FIELD(port), 0, 65535},
+    CASE(max_body_bytes, LKVNET_MIN_MAX_BODY, LKVNET_MAX_MAX_BODY),
+    CASE(write_timeout_ms, LKVNET_MIN_WRITE_TIMEOUT_MS,
+         LKVNET_MAX_WRITE_TIMEOUT_MS),
+    CASE(heartbeat_ms, LKVNET_MIN_HEARTBEAT_MS, LKVNET_MAX_HEARTBEAT_MS),
+    CASE(max_uncommitted_bytes, LKVNET_MIN_MAX_UNCOMMITTED,
+         (long long)LKVNET_MAX_MAX_UNCOMMITTED),
+    CASE(read_timeout_ms, LKVNET_MIN_READ_TIMEOUT_MS,
+         LKVNET_MAX_READ_TIMEOUT_MS),
+    CASE(idle_timeout_ms, LKVNET_MIN_IDLE_TIMEOUT_MS,
+         LKVNET_MAX_IDLE_TIMEOUT_MS),
+    CASE(max_connections, LKVNET_MIN_MAX_CONNECTIONS,
+         LKVNET_MAX_MAX_CONNECTIONS),
+    CASE(port, 0, 65535),
 };
 
 /* The case's field of o = v, cast to the field's type as a caller's
