@@ -364,29 +364,25 @@ static int db_shutdown(LDb *d, lkv_err *err) {
   return rc;
 }
 
-static int db_close(lua_State *L) {
+/* Shut the db at arg 1 down; a failure is raised when report is set. */
+static int db_end(lua_State *L, int report) {
   LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
   lkv_err err;
   int rc;
   err.msg[0] = '\0';
   rc = db_shutdown(d, &err);
-  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  if (rc != LKV_OK && report) return raise_err(L, rc, &err);
   return 0;
 }
+
+static int db_close(lua_State *L) { return db_end(L, 1); }
 
 /* __gc and __close. __gc is called with the object alone and must not
  * raise; __close(db, nil) ends a scope normally and reports a failed close
  * (a lost final WAL write must not pass silently); __close(db, errobj)
  * runs while an error unwinds, and keeps that error. */
 static int db_gc(lua_State *L) {
-  LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
-  lkv_err err;
-  int rc;
-  err.msg[0] = '\0';
-  rc = db_shutdown(d, &err);
-  if (rc != LKV_OK && lua_gettop(L) >= 2 && lua_isnil(L, 2))
-    return raise_err(L, rc, &err);
-  return 0;
+  return db_end(L, lua_gettop(L) >= 2 && lua_isnil(L, 2));
 }
 
 static int db_tostring(lua_State *L) {
