@@ -362,8 +362,7 @@ static void test_append_entry(void) {
   Recs rs = {0};
   char *hugek;
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  r = open_log(dir, NULL);
+  r = open_new_log(dir, path, sizeof path);
   if (r == NULL) goto out;
   CHECK(app(r, 2, LKVNET_OP_SET, "a", 1, "1", 1) == 1);
   CHECK(app(r, 2, LKVNET_OP_SET, "b", 1, "2", 1) == 2);
@@ -434,8 +433,7 @@ static void test_truncate(void) {
   Recs rs = {0};
   uint64_t i, t;
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  r = open_log(dir, NULL);
+  r = open_new_log(dir, path, sizeof path);
   if (r == NULL) goto out;
   sizes[0] = file_size(path);
   for (i = 1; i <= 10; i++) {
@@ -512,8 +510,7 @@ static void test_torn_tail(void) {
   uint64_t i;
   size_t s;
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  r = open_log(dir, NULL);
+  r = open_new_log(dir, path, sizeof path);
   if (r == NULL) goto out;
   for (i = 1; i <= 5; i++) {
     snprintf(k, sizeof k, "key%llu", (unsigned long long)i);

@@ -110,6 +110,14 @@ static inline lkvnet_rlog *open_log(const char *dir, Recs *rs) {
   return r;
 }
 
+/* A log opened in the new scratch directory dir, nothing to replay, with
+ * its file's name in path (n bytes). */
+static inline lkvnet_rlog *open_new_log(const char *dir, char *path,
+                                        size_t n) {
+  log_path(path, n, dir, LKVNET_RLOG_FILE);
+  return open_log(dir, NULL);
+}
+
 static inline void close_log(lkvnet_rlog *r) {
   lkv_err err = {0};
   if (r != NULL) CHECK_OK(lkvnet_rlog_close(r, &err), &err);
