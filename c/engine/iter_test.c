@@ -192,20 +192,6 @@ static lkv_options small_options(void) {
   return o;
 }
 
-/* Make the directory from the template d (mkdtemp) and open a db in it;
- * NULL, with the failure counted, when either fails. */
-static lkv_db *open_fresh(char *d, const lkv_options *o) {
-  if (mkdtemp(d) == NULL) {
-    perror("mkdtemp");
-    CHECK(0);
-    return NULL;
-  }
-  lkv_db *db = NULL;
-  lkv_err err = {0};
-  CHECK_OK(lkv_db_open(d, o, &db, &err), &err);
-  return db;
-}
-
 static uint32_t next_ver = 1;
 
 static void do_set(lkv_db *db, model *m, int i) {
