@@ -281,6 +281,20 @@ static void worker_readrandom(worker *w, int missing) {
   free(key);
 }
 
+/* An iterating worker's end, after its timed loop: the time, the count,
+ * and the iterator's status (ok: it opened; one that did not fails the
+ * worker, its reason already in w->err). */
+static void iter_worker_end(worker *w, bit *it, int ok, uint64_t done) {
+  w->t1 = now_ns();
+  w->done = done;
+  if (ok) {
+    if (bit_status(it, w->err, sizeof w->err) != 0) w->failed = 1;
+    bit_free(it);
+  } else {
+    w->failed = 1;
+  }
+}
+
 static void worker_readseq(worker *w) {
   bit it;
   uint64_t i = 0;
@@ -309,14 +323,7 @@ static void worker_readseq(worker *w) {
       SAMPLE(i, w->lat, w->nlat, bit_next(&it));
     }
   }
-  w->t1 = now_ns();
-  w->done = i;
-  if (ok) {
-    if (bit_status(&it, w->err, sizeof w->err) != 0) w->failed = 1;
-    bit_free(&it);
-  } else {
-    w->failed = 1;
-  }
+  iter_worker_end(w, &it, ok, i);
   free(prev);
 }
 
@@ -353,14 +360,7 @@ static void worker_seekrandom(worker *w) {
       w->found += (uint64_t)hit;
     }
   }
-  w->t1 = now_ns();
-  w->done = i;
-  if (ok) {
-    if (bit_status(&it, w->err, sizeof w->err) != 0) w->failed = 1;
-    bit_free(&it);
-  } else {
-    w->failed = 1;
-  }
+  iter_worker_end(w, &it, ok, i);
   free(key);
 }
 

@@ -53,12 +53,8 @@ char *lkv_batch_encode_op(char *p, int type, const void *key, size_t klen,
 
 int lkv_batch_put(lkv_batch *b, int type, const void *key, size_t klen,
                   const void *val, size_t vlen, lkv_err *err) {
-  if (klen > LKV_MAX_KEY_BYTES)
-    return lkv_seterr(err, LKV_TOOBIG, "key of %zu bytes (limit %u)", klen,
-                      LKV_MAX_KEY_BYTES);
-  if (vlen > LKV_MAX_VALUE_BYTES)
-    return lkv_seterr(err, LKV_TOOBIG, "value of %zu bytes (limit %u)", vlen,
-                      LKV_MAX_VALUE_BYTES);
+  int rc = lkv_batch_check_sizes(klen, vlen, err);
+  if (rc != LKV_OK) return rc;
   size_t need = b->len + lkv_batch_op_max(klen, vlen);
   if (need > b->cap) {
     size_t cap = b->cap * 2;

@@ -25,6 +25,20 @@ static inline size_t lkv_batch_op_max(size_t klen, size_t vlen) {
   return 1 + 10 + klen + 10 + vlen;
 }
 
+/* LKV_OK when an operation's key and value are within lunakv.h's limits,
+ * else LKV_TOOBIG naming the one over. Every way into the write path
+ * checks here: an operation put into a batch, a single set or delete. */
+static inline int lkv_batch_check_sizes(size_t klen, size_t vlen,
+                                        lkv_err *err) {
+  if (klen > LKV_MAX_KEY_BYTES)
+    return lkv_seterr(err, LKV_TOOBIG, "key of %zu bytes (limit %u)", klen,
+                      LKV_MAX_KEY_BYTES);
+  if (vlen > LKV_MAX_VALUE_BYTES)
+    return lkv_seterr(err, LKV_TOOBIG, "value of %zu bytes (limit %u)", vlen,
+                      LKV_MAX_VALUE_BYTES);
+  return LKV_OK;
+}
+
 /* Encode one operation at p (room for lkv_batch_op_max); returns its end. */
 char *lkv_batch_encode_op(char *p, int type, const void *key, size_t klen,
                           const void *val, size_t vlen);

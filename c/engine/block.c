@@ -137,15 +137,12 @@ int lkv_block_parse(lkv_block *b, const char *p, size_t n, const char **why) {
   return LKV_OK;
 }
 
+/* A reset that also gives the cursor its own small key buffer. */
 void lkv_block_cursor_init(lkv_block_cursor *c, const lkv_block *b) {
-  c->b = *b;
-  c->valid = 0;
-  c->code = LKV_OK;
-  c->why = NULL;
+  lkv_block_cursor_reset(c, b);
   c->bad_off = 0;
   c->next = 0;
   c->key = c->small;
-  c->klen = 0;
   c->kcap = sizeof c->small;
   c->val = NULL;
   c->vlen = 0;

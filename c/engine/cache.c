@@ -73,6 +73,18 @@ static shard *shard_of(lkv_cache *c, uint32_t hash) {
   return &c->shards[hash >> (32 - SHARD_BITS)];
 }
 
+/* Free a cache lkv_cache_new could not finish: its first n shards are
+ * set up (and hold nothing yet). */
+static void cache_unbuild(lkv_cache *c, int n) {
+  for (int j = 0; j < n; j++) {
+    pthread_mutex_destroy(&c->shards[j].mu);
+    free(c->shards[j].buckets);
+  }
+  free(c->ghosts);
+  free(c->present);
+  free(c);
+}
+
 lkv_cache *lkv_cache_new(size_t capacity_bytes) {
   lkv_cache *c = aligned_alloc(64, sizeof *c);
   if (c == NULL) return NULL;
@@ -87,11 +99,7 @@ lkv_cache *lkv_cache_new(size_t capacity_bytes) {
     s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
     if (s->buckets == NULL || pthread_mutex_init(&s->mu, NULL) != 0) {
       free(s->buckets);
-      for (int j = 0; j < i; j++) {
-        pthread_mutex_destroy(&c->shards[j].mu);
-        free(c->shards[j].buckets);
-      }
-      free(c);
+      cache_unbuild(c, i);
       return NULL;
     }
     s->lru.prev = s->lru.next = &s->lru;
@@ -104,13 +112,7 @@ lkv_cache *lkv_cache_new(size_t capacity_bytes) {
   while (c->npresent < capacity_bytes / 512 && c->npresent < (1u << 20)) c->npresent *= 2;
   c->present = calloc(c->npresent, sizeof *c->present);
   if (c->ghosts == NULL || c->present == NULL) {
-    free(c->ghosts);
-    free(c->present);
-    for (int j = 0; j < NSHARDS; j++) {
-      pthread_mutex_destroy(&c->shards[j].mu);
-      free(c->shards[j].buckets);
-    }
-    free(c);
+    cache_unbuild(c, NSHARDS);
     return NULL;
   }
   return c;

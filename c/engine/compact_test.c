@@ -113,8 +113,6 @@ int main(void) {
     return 1;
   }
   tombstone_over_deeper_value();
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+  rmrf(dir);
   TEST_MAIN_END();
 }

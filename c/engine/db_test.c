@@ -12,12 +12,6 @@
 
 static char dir[] = "/tmp/lkv_db_test_XXXXXX";
 
-static void rmrf(const char *d) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
-}
-
 static lkv_db *open_small(void) {
   lkv_options o;
   lkv_options_init(&o);
@@ -52,13 +46,12 @@ static void *gc_writer(void *p) {
 
 static void group_commit(void) {
   char gdir[] = "/tmp/lkv_gc_test_XXXXXX";
-  if (mkdtemp(gdir) == NULL) return;
   lkv_options o;
   lkv_options_init(&o);
   o.sync = LKV_SYNC_ALWAYS;
-  lkv_db *db = NULL;
+  lkv_db *db = open_fresh(gdir, &o);
+  if (db == NULL) return;
   lkv_err err = {0};
-  CHECK_OK(lkv_db_open(gdir, &o, &db, &err), &err);
   pthread_t th[8];
   gc_arg args[8];
   for (int i = 0; i < 8; i++) {
@@ -93,7 +86,6 @@ static int open_tables(void) {
 /* max_open_files bounds the open tables, however many there are. */
 static void table_cache_bound(void) {
   char tdir[] = "/tmp/lkv_tc_test_XXXXXX";
-  if (mkdtemp(tdir) == NULL) return;
   lkv_options o;
   lkv_options_init(&o);
   o.max_memtable_size = 16 * 1024;
@@ -101,11 +93,11 @@ static void table_cache_bound(void) {
   o.level1_max_bytes = 64 * 1024 * 1024; /* keep many small L1 tables */
   o.max_open_files = 16;
   o.sync = LKV_SYNC_NONE;
-  lkv_db *db = NULL;
+  lkv_db *db = open_fresh(tdir, &o);
+  if (db == NULL) return;
   lkv_err err = {0};
   lkv_buf v = {0};
   char k[32], val[64];
-  CHECK_OK(lkv_db_open(tdir, &o, &db, &err), &err);
   const int n = 20000;
   for (int i = 0; i < n; i++) {
     snprintf(k, sizeof k, "tc%07d", (i * 7919) % n);
@@ -176,13 +168,12 @@ static void wait_levels(lkv_db *db, int level, uint64_t want) {
 
 static void seek_compaction(int by_scan) {
   char sdir[] = "/tmp/lkv_seek_test_XXXXXX";
-  if (mkdtemp(sdir) == NULL) return;
   lkv_options o;
   lkv_options_init(&o);
   o.sync = LKV_SYNC_NONE;
-  lkv_db *db = NULL;
+  lkv_db *db = open_fresh(sdir, &o);
+  if (db == NULL) return;
   lkv_err err = {0};
-  CHECK_OK(lkv_db_open(sdir, &o, &db, &err), &err);
   put_range(db, 0, 2, 2000); /* overlaps nothing: placed below L0 */
   put_range(db, 1, 2, 2000); /* covers the same range: one level above */
   lkv_stats st;

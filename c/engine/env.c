@@ -32,30 +32,28 @@ static int px_close(const lkv_env *e, int fd) {
   return close(fd) < 0 && errno != EINTR ? errno : 0;
 }
 
+/* A read's or write's result as the env returns it: the byte count, or
+ * -errno. The call is retried while a signal interrupts it
+ * (TEMP_FAILURE_RETRY), so errno is still the call's own here. */
+static long long px_count(ssize_t r) {
+  return r < 0 ? -(long long)errno : (long long)r;
+}
+
 static long long px_pread(const lkv_env *e, int fd, void *buf, size_t n,
                           uint64_t off) {
   (void)e;
-  ssize_t r;
-  do r = pread(fd, buf, n, (off_t)off);
-  while (r < 0 && errno == EINTR);
-  return r < 0 ? -(long long)errno : (long long)r;
+  return px_count(TEMP_FAILURE_RETRY(pread(fd, buf, n, (off_t)off)));
 }
 
 static long long px_write(const lkv_env *e, int fd, const void *buf, size_t n) {
   (void)e;
-  ssize_t w;
-  do w = write(fd, buf, n);
-  while (w < 0 && errno == EINTR);
-  return w < 0 ? -(long long)errno : (long long)w;
+  return px_count(TEMP_FAILURE_RETRY(write(fd, buf, n)));
 }
 
 static long long px_pwrite(const lkv_env *e, int fd, const void *buf, size_t n,
                            uint64_t off) {
   (void)e;
-  ssize_t w;
-  do w = pwrite(fd, buf, n, (off_t)off);
-  while (w < 0 && errno == EINTR);
-  return w < 0 ? -(long long)errno : (long long)w;
+  return px_count(TEMP_FAILURE_RETRY(pwrite(fd, buf, n, (off_t)off)));
 }
 
 static int px_sync(const lkv_env *e, int fd, int data_only) {

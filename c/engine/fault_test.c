@@ -27,12 +27,6 @@
 
 static char dir[256];
 
-static void rmrf(const char *d) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
-}
-
 /* A scratch directory on tmpfs when there is one: fsyncs cost nothing
  * there, and the fault env decides what a power loss keeps anyway. */
 static void make_dir(void) {

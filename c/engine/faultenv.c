@@ -619,18 +619,20 @@ void lkv_faultenv_clear(lkv_faultenv *f) {
   pthread_mutex_unlock(&f->mu);
 }
 
-uint64_t lkv_faultenv_seen(lkv_faultenv *f) {
+/* One of f's counters, read under its lock. */
+static uint64_t read_locked(lkv_faultenv *f, const uint64_t *counter) {
   pthread_mutex_lock(&f->mu);
-  uint64_t n = f->rule_seen;
+  uint64_t n = *counter;
   pthread_mutex_unlock(&f->mu);
   return n;
 }
 
+uint64_t lkv_faultenv_seen(lkv_faultenv *f) {
+  return read_locked(f, &f->rule_seen);
+}
+
 uint64_t lkv_faultenv_fired(lkv_faultenv *f) {
-  pthread_mutex_lock(&f->mu);
-  uint64_t n = f->rule_fired;
-  pthread_mutex_unlock(&f->mu);
-  return n;
+  return read_locked(f, &f->rule_fired);
 }
 
 uint64_t lkv_faultenv_calls(lkv_faultenv *f, int op) {

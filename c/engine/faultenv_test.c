@@ -48,6 +48,17 @@ static int create(const lkv_env *e, const char *name, int flags) {
   return fd;
 }
 
+/* A file name holding s, its data synced (its name is durable only once
+ * the directory is), closed. */
+static void write_synced(const lkv_env *e, const char *name, int flags,
+                         const char *s) {
+  lkv_err err;
+  int fd = create(e, name, flags);
+  put(e, fd, s);
+  CHECK_OK(lkv_env_fsync(e, fd, name, &err), &err);
+  lkv_env_close(e, fd, name, NULL);
+}
+
 static void loss(lkv_faultenv *f, lkv_loss_mode m, uint64_t seed) {
   lkv_err err;
   CHECK_OK(lkv_faultenv_power_loss(f, m, seed, &err), &err);
@@ -81,11 +92,7 @@ static void test_data(void) {
 static void test_create(void) {
   lkv_faultenv *f = lkv_faultenv_new();
   const lkv_env *e = lkv_faultenv_env(f);
-  lkv_err err;
-  int fd = create(e, "b", O_WRONLY);
-  put(e, fd, "data");
-  CHECK_OK(lkv_env_fsync(e, fd, "b", &err), &err);
-  lkv_env_close(e, fd, "b", NULL);
+  write_synced(e, "b", O_WRONLY, "data");
   loss(f, LKV_LOSS_DROP, 1);
   CHECK(!exists("b"));
   lkv_faultenv_free(f);
@@ -101,16 +108,10 @@ static void test_rename(void) {
   path_of(tmp, "M.tmp");
   path_of(dst, "M");
   for (int synced = 0; synced < 2; synced++) {
-    int fd = create(e, "M", O_WRONLY | O_TRUNC);
-    put(e, fd, "old");
-    CHECK_OK(lkv_env_fsync(e, fd, "M", &err), &err);
-    lkv_env_close(e, fd, "M", NULL);
+    write_synced(e, "M", O_WRONLY | O_TRUNC, "old");
     CHECK_OK(lkv_env_sync_dir(e, dir, &err), &err);
     for (int round = 0; round < 2; round++) { /* two rewrites, one loss */
-      fd = create(e, "M.tmp", O_WRONLY | O_TRUNC);
-      put(e, fd, round ? "new2" : "new1");
-      CHECK_OK(lkv_env_fsync(e, fd, "M.tmp", &err), &err);
-      lkv_env_close(e, fd, "M.tmp", NULL);
+      write_synced(e, "M.tmp", O_WRONLY | O_TRUNC, round ? "new2" : "new1");
       CHECK_OK(lkv_env_rename(e, tmp, dst, &err), &err);
     }
     if (synced) CHECK_OK(lkv_env_sync_dir(e, dir, &err), &err);
@@ -135,10 +136,7 @@ static void test_unlink(void) {
   lkv_err err;
   char p[4096];
   path_of(p, "c");
-  int fd = create(e, "c", O_WRONLY);
-  put(e, fd, "keep");
-  CHECK_OK(lkv_env_fsync(e, fd, "c", &err), &err);
-  lkv_env_close(e, fd, "c", NULL);
+  write_synced(e, "c", O_WRONLY, "keep");
   CHECK_OK(lkv_env_sync_dir(e, dir, &err), &err);
   CHECK_OK(lkv_env_unlink(e, p, &err), &err);
   int n = 0;
@@ -257,8 +255,6 @@ int main(void) {
   test_overwrite();
   test_partial();
   test_rules();
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+  rmrf(dir);
   TEST_MAIN_END();
 }

@@ -177,12 +177,6 @@ static uint32_t value_len(void) {
 
 /* ---- the db ----------------------------------------------------------- */
 
-static void rmrf(const char *d) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
-}
-
 /* Tiny memtables, tables and levels: many flushes and compactions, over
  * more tables than stay open. Tables are read through mmap here (mmap_reads): the rest of the suite reads
  * with pread, and sst_test walks a table both ways in both modes. */
@@ -196,20 +190,6 @@ static lkv_options small_options(void) {
   o.level1_max_bytes = 64 * 1024;
   o.sync = LKV_SYNC_NONE;
   return o;
-}
-
-/* Make the directory from the template d (mkdtemp) and open a db in it;
- * NULL, with the failure counted, when either fails. */
-static lkv_db *open_fresh(char *d, const lkv_options *o) {
-  if (mkdtemp(d) == NULL) {
-    perror("mkdtemp");
-    CHECK(0);
-    return NULL;
-  }
-  lkv_db *db = NULL;
-  lkv_err err = {0};
-  CHECK_OK(lkv_db_open(d, o, &db, &err), &err);
-  return db;
 }
 
 static uint32_t next_ver = 1;

@@ -16,7 +16,8 @@
 
 static char dir[] = "/tmp/lkv_lifecycle_test_XXXXXX";
 
-static void rmrf(const char *d) {
+/* Remove what dir holds, keeping dir: each test starts from it empty. */
+static void empty_dir(const char *d) {
   char cmd[512];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'/*", d);
   if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
@@ -94,7 +95,7 @@ static void *one_call(void *p) {
  * finish with its answer. Before, close freed the db under the paused
  * call. */
 static void close_waits(int write) {
-  rmrf(dir);
+  empty_dir(dir);
   lkv_err err = {0};
   lkv_faultenv *fe = lkv_faultenv_new();
   lkv_db *db = open_db(fe, write ? LKV_SYNC_ALWAYS : LKV_SYNC_NONE);
@@ -138,7 +139,7 @@ static void *writer(void *p) {
 /* TSan reported the WAL's size read under the mutex while the leader
  * wrote it without: stats now read an atomic. */
 static void stats_race(void) {
-  rmrf(dir);
+  empty_dir(dir);
   lkv_db *db = open_db(NULL, LKV_SYNC_BATCH);
   pthread_t th;
   pthread_create(&th, NULL, writer, db);
@@ -174,7 +175,7 @@ static void unlink_hook(void *ctx, int op, const char *path) {
  * thread that frees it drops their last reference. Their files must go,
  * but not on that thread (a read must not pay for unlinks). */
 static void janitor(void) {
-  rmrf(dir);
+  empty_dir(dir);
   lkv_err err = {0};
   lkv_faultenv *fe = lkv_faultenv_new();
   lkv_db *db = open_db(fe, LKV_SYNC_NONE);
@@ -241,7 +242,7 @@ static void *vis_reader(void *p) {
 }
 
 static void batch_visibility(void) {
-  rmrf(dir);
+  empty_dir(dir);
   lkv_err err = {0};
   lkv_db *db = open_db(NULL, LKV_SYNC_NONE);
   vis_arg a[2];
@@ -289,8 +290,6 @@ int main(void) {
   stats_race();
   janitor();
   batch_visibility();
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", dir);
+  rmrf(dir);
   TEST_MAIN_END();
 }

@@ -87,6 +87,20 @@ int lkv_manifest_write(const lkv_env *env, const char *dir, const char *bytes,
   return rc;
 }
 
+/* A file entry's bound at p: a varint length, then an internal key (at
+ * least its tag). Sets *key and *len and returns the end, or NULL when it
+ * does not fit before end. */
+static const char *get_bound(const char *p, const char *end, const char **key,
+                             size_t *len) {
+  uint64_t l;
+  if ((p = lkv_getv(p, end, &l)) == NULL || l > (uint64_t)(end - p) ||
+      l < LKV_TAG_BYTES)
+    return NULL;
+  *key = p;
+  *len = (size_t)l;
+  return p + l;
+}
+
 #define BAD(what) \
   do { why = what; goto corrupt; } while (0)
 
@@ -128,25 +142,16 @@ int lkv_manifest_decode(char *raw, size_t n, const char *name,
   }
   for (uint32_t i = 0; i < nf; i++) {
     lkv_mfile *f = &m->files[i];
-    uint64_t l;
     if (end - p < 17) BAD("file entry truncated");
     f->level = (unsigned char)*p++;
     f->number = lkv_get64(p);
     f->size = lkv_get64(p + 8);
     p += 16;
     if (f->level >= LKV_MAX_LEVELS) BAD("level out of range");
-    if ((p = lkv_getv(p, end, &l)) == NULL || l > (uint64_t)(end - p) ||
-        l < LKV_TAG_BYTES)
+    if ((p = get_bound(p, end, &f->smallest, &f->smallest_len)) == NULL)
       BAD("bad smallest key");
-    f->smallest = p;
-    f->smallest_len = (size_t)l;
-    p += l;
-    if ((p = lkv_getv(p, end, &l)) == NULL || l > (uint64_t)(end - p) ||
-        l < LKV_TAG_BYTES)
+    if ((p = get_bound(p, end, &f->largest, &f->largest_len)) == NULL)
       BAD("bad largest key");
-    f->largest = p;
-    f->largest_len = (size_t)l;
-    p += l;
     m->nfiles++;
   }
   if (p != end) BAD("trailing bytes in the body");

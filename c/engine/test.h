@@ -30,6 +30,28 @@ static inline const char *lkv_test_msg(const lkv_err *e) { return e ? e->msg : "
     }                                                                    \
   } while (0)
 
+/* Remove a scratch directory and everything in it; a failure is only
+ * reported (the test's verdict does not depend on its cleanup). */
+static inline void rmrf(const char *d) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
+}
+
+/* Make the directory from the template d (mkdtemp) and open a db in it;
+ * NULL, with the failure counted, when either fails. */
+static inline lkv_db *open_fresh(char *d, const lkv_options *o) {
+  if (mkdtemp(d) == NULL) {
+    perror("mkdtemp");
+    CHECK(0);
+    return NULL;
+  }
+  lkv_db *db = NULL;
+  lkv_err err = {0};
+  CHECK_OK(lkv_db_open(d, o, &db, &err), &err);
+  return db;
+}
+
 #define TEST_MAIN_END()                                                  \
   do {                                                                   \
     if (lkv_test_failures) {                                             \

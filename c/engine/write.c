@@ -361,12 +361,8 @@ int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
 static int write_one(lkv_db *db, int type, const void *key, size_t klen,
                      const void *val, size_t vlen, uint64_t *seq, lkv_err *err) {
   if (!lkv_db_check(db, err)) return LKV_INVALID;
-  if (klen > LKV_MAX_KEY_BYTES)
-    return lkv_seterr(err, LKV_TOOBIG, "key of %zu bytes (limit %u)", klen,
-                      LKV_MAX_KEY_BYTES);
-  if (vlen > LKV_MAX_VALUE_BYTES)
-    return lkv_seterr(err, LKV_TOOBIG, "value of %zu bytes (limit %u)", vlen,
-                      LKV_MAX_VALUE_BYTES);
+  int rc = lkv_batch_check_sizes(klen, vlen, err);
+  if (rc != LKV_OK) return rc;
   if ((klen && key == NULL) || (vlen && val == NULL))
     return lkv_seterr(err, LKV_INVALID, "NULL key or value with a length");
   char stack[512];
@@ -382,7 +378,7 @@ static int write_one(lkv_db *db, int type, const void *key, size_t klen,
   w.len = (size_t)(p - rep);
   w.count = 1;
   w.user_bytes = klen + vlen;
-  int rc = db_write(db, &w, err);
+  rc = db_write(db, &w, err);
   if (rep != stack) free(rep);
   if (rc == LKV_OK && seq) *seq = w.last_seq;
   return rc;

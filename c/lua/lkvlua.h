@@ -58,6 +58,9 @@ struct LDb {
 void lkvlua_child_link(LDb *d, Child *c, void (*release)(Child *));
 /* Unlink and free the engine handle; a no-op on a closed child. */
 void lkvlua_child_close(Child *c);
+/* close(), __close and __gc of every child class: lkvlua_child_close on
+ * the userdata at arg 1, which must be of the class (SELF_MT). */
+int lkvlua_child_close_method(lua_State *L);
 /* Push a new, closed child of the db at stack index dbidx. */
 void *lkvlua_newchild(lua_State *L, size_t size, const char *mt, int dbidx,
                       LDb *d);
@@ -71,12 +74,14 @@ typedef struct Box {
   int oom;
 } Box;
 
-/* Create metatable `name` with its metamethods and, unless indexf is given,
- * __index = the methods table. Methods and metamethods get the metatable as
- * upvalue 1 (SELF_MT); indexf, when given, is a C function with upvalues
- * methods table, metatable. */
-void lkvlua_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
-                     const luaL_Reg *methods, lua_CFunction indexf);
+/* Create metatable `name`: __gc and __close call close, __tostring calls
+ * tostring (when not NULL) and, unless indexf is given, __index = the
+ * methods table. Methods and metamethods get the metatable as upvalue 1
+ * (SELF_MT); indexf, when given, is a C function with upvalues methods
+ * table, metatable. */
+void lkvlua_newclass(lua_State *L, const char *name, lua_CFunction close,
+                     lua_CFunction tostring, const luaL_Reg *methods,
+                     lua_CFunction indexf);
 
 /* }====================================================================== */
 

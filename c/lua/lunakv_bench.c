@@ -31,6 +31,8 @@ typedef struct LJob {
   lkvwl_job *job; /* NULL once closed */
 } LJob;
 
+/* What close(), __close and __gc do to a job: stop the workers, join
+ * them, free. */
 static void job_free_handle(Child *c) {
   LJob *p = (LJob *)c;
   lkvwl_job_free(p->job);
@@ -168,13 +170,6 @@ static int job_result(lua_State *L) {
   return 1;
 }
 
-/* close(), __close and __gc: stop the workers, join them, free. */
-static int job_close(lua_State *L) {
-  LJob *p = (LJob *)checkself(L, SELF_MT, BENCH_MT);
-  lkvlua_child_close(&p->c);
-  return 0;
-}
-
 static int job_tostring(lua_State *L) {
   LJob *p = (LJob *)checkself(L, SELF_MT, BENCH_MT);
   if (p->job == NULL)
@@ -191,14 +186,7 @@ static int job_tostring(lua_State *L) {
 static const luaL_Reg job_methods[] = {
     {"wait", job_wait},
     {"result", job_result},
-    {"close", job_close},
-    {NULL, NULL},
-};
-
-static const luaL_Reg job_meta[] = {
-    {"__gc", job_close},
-    {"__close", job_close},
-    {"__tostring", job_tostring},
+    {"close", lkvlua_child_close_method},
     {NULL, NULL},
 };
 
@@ -208,6 +196,7 @@ static const luaL_Reg bench_funcs[] = {
 };
 
 void lkvlua_bench_register(lua_State *L) {
-  lkvlua_newclass(L, BENCH_MT, job_meta, job_methods, NULL);
+  lkvlua_newclass(L, BENCH_MT, lkvlua_child_close_method, job_tostring,
+                  job_methods, NULL);
   luaL_setfuncs(L, bench_funcs, 0);
 }

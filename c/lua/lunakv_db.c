@@ -178,36 +178,24 @@ static int db_last_seq(lua_State *L) {
   return 1;
 }
 
-static int db_flush(lua_State *L) {
+/* A method that runs one engine call on the whole db and returns nothing
+ * but its failure, raised. */
+static int db_run(lua_State *L, int (*call)(lkv_db *, lkv_err *)) {
   LDb *d = todb(L);
   lkv_err err;
   int rc;
   err.msg[0] = '\0';
-  rc = lkv_db_flush(d->db, &err);
+  rc = call(d->db, &err);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
   return 0;
 }
+
+static int db_flush(lua_State *L) { return db_run(L, lkv_db_flush); }
 
 /* db:sync(): every write so far durable (one fdatasync), whatever SYNC. */
-static int db_sync(lua_State *L) {
-  LDb *d = todb(L);
-  lkv_err err;
-  int rc;
-  err.msg[0] = '\0';
-  rc = lkv_db_sync(d->db, &err);
-  if (rc != LKV_OK) return raise_err(L, rc, &err);
-  return 0;
-}
+static int db_sync(lua_State *L) { return db_run(L, lkv_db_sync); }
 
-static int db_compact(lua_State *L) {
-  LDb *d = todb(L);
-  lkv_err err;
-  int rc;
-  err.msg[0] = '\0';
-  rc = lkv_db_compact(d->db, &err);
-  if (rc != LKV_OK) return raise_err(L, rc, &err);
-  return 0;
-}
+static int db_compact(lua_State *L) { return db_run(L, lkv_db_compact); }
 
 /* t[name] = { v[0], ..., v[LKV_MAX_LEVELS-1] }: index 1 is L0. */
 static void setlevels(lua_State *L, const char *name, const uint64_t *v) {
@@ -376,29 +364,25 @@ static int db_shutdown(LDb *d, lkv_err *err) {
   return rc;
 }
 
-static int db_close(lua_State *L) {
+/* Shut the db at arg 1 down; a failure is raised when report is set. */
+static int db_end(lua_State *L, int report) {
   LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
   lkv_err err;
   int rc;
   err.msg[0] = '\0';
   rc = db_shutdown(d, &err);
-  if (rc != LKV_OK) return raise_err(L, rc, &err);
+  if (rc != LKV_OK && report) return raise_err(L, rc, &err);
   return 0;
 }
+
+static int db_close(lua_State *L) { return db_end(L, 1); }
 
 /* __gc and __close. __gc is called with the object alone and must not
  * raise; __close(db, nil) ends a scope normally and reports a failed close
  * (a lost final WAL write must not pass silently); __close(db, errobj)
  * runs while an error unwinds, and keeps that error. */
 static int db_gc(lua_State *L) {
-  LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
-  lkv_err err;
-  int rc;
-  err.msg[0] = '\0';
-  rc = db_shutdown(d, &err);
-  if (rc != LKV_OK && lua_gettop(L) >= 2 && lua_isnil(L, 2))
-    return raise_err(L, rc, &err);
-  return 0;
+  return db_end(L, lua_gettop(L) >= 2 && lua_isnil(L, 2));
 }
 
 static int db_tostring(lua_State *L) {
@@ -471,12 +455,6 @@ static int snap_iter(lua_State *L) {
   lua_getiuservalue(L, 1, 1); /* +1 db */
   lkvlua_newiter(L, s->c.owner, lua_gettop(L), s->seq);
   return 1;
-}
-
-static int snap_release(lua_State *L) {
-  LSnap *s = (LSnap *)checkself(L, SELF_MT, SNAP_MT);
-  lkvlua_child_close(&s->c);
-  return 0;
 }
 
 /* s.seq reads the pinned sequence number; other keys are methods. */
@@ -566,13 +544,6 @@ static int batch_commit(lua_State *L) {
   return 1;
 }
 
-/* close(), __close and __gc. */
-static int batch_close(lua_State *L) {
-  LBatch *b = (LBatch *)checkself(L, SELF_MT, BATCH_MT);
-  lkvlua_child_close(&b->c);
-  return 0;
-}
-
 static int batch_tostring(lua_State *L) {
   LBatch *b = (LBatch *)checkself(L, SELF_MT, BATCH_MT);
   if (b->b == NULL)
@@ -604,27 +575,13 @@ static const luaL_Reg db_methods[] = {
     {NULL, NULL},
 };
 
-static const luaL_Reg db_meta[] = {
-    {"__gc", db_gc},
-    {"__close", db_gc},
-    {"__tostring", db_tostring},
-    {NULL, NULL},
-};
-
 static const luaL_Reg snap_methods[] = {
     {"get", snap_get},
     {"scan", snap_scan},
     {"rscan", snap_rscan},
     {"iter", snap_iter},
-    {"release", snap_release},
-    {"close", snap_release},
-    {NULL, NULL},
-};
-
-static const luaL_Reg snap_meta[] = {
-    {"__gc", snap_release},
-    {"__close", snap_release},
-    {"__tostring", snap_tostring},
+    {"release", lkvlua_child_close_method},
+    {"close", lkvlua_child_close_method},
     {NULL, NULL},
 };
 
@@ -634,14 +591,7 @@ static const luaL_Reg batch_methods[] = {
     {"count", batch_count},
     {"clear", batch_clear},
     {"commit", batch_commit},
-    {"close", batch_close},
-    {NULL, NULL},
-};
-
-static const luaL_Reg batch_meta[] = {
-    {"__gc", batch_close},
-    {"__close", batch_close},
-    {"__tostring", batch_tostring},
+    {"close", lkvlua_child_close_method},
     {NULL, NULL},
 };
 
@@ -651,8 +601,10 @@ static const luaL_Reg db_funcs[] = {
 };
 
 void lkvlua_db_register(lua_State *L) {
-  lkvlua_newclass(L, DB_MT, db_meta, db_methods, NULL);
-  lkvlua_newclass(L, SNAP_MT, snap_meta, snap_methods, snap_index);
-  lkvlua_newclass(L, BATCH_MT, batch_meta, batch_methods, NULL);
+  lkvlua_newclass(L, DB_MT, db_gc, db_tostring, db_methods, NULL);
+  lkvlua_newclass(L, SNAP_MT, lkvlua_child_close_method, snap_tostring,
+                  snap_methods, snap_index);
+  lkvlua_newclass(L, BATCH_MT, lkvlua_child_close_method, batch_tostring,
+                  batch_methods, NULL);
   luaL_setfuncs(L, db_funcs, 0);
 }

@@ -205,38 +205,24 @@ static int iter_valid(lua_State *L) {
   return 1;
 }
 
-static int iter_key(lua_State *L) {
+/* key() and value(): the current entry's bytes, or nil when the iterator
+ * is not valid. */
+static inline int iter_bytes(lua_State *L,
+                             const char *(*get)(const lkv_iter *, size_t *)) {
   LIter *p = toiter(L);
   size_t len;
-  const char *k;
+  const char *b;
   if (!lkv_iter_valid(p->it)) {
     lua_pushnil(L);
     return 1;
   }
-  k = lkv_iter_key(p->it, &len);
-  lua_pushlstring(L, k, len);
+  b = get(p->it, &len);
+  lua_pushlstring(L, b, len);
   return 1;
 }
 
-static int iter_value(lua_State *L) {
-  LIter *p = toiter(L);
-  size_t len;
-  const char *v;
-  if (!lkv_iter_valid(p->it)) {
-    lua_pushnil(L);
-    return 1;
-  }
-  v = lkv_iter_value(p->it, &len);
-  lua_pushlstring(L, v, len);
-  return 1;
-}
-
-/* close(), __close and __gc. */
-static int iter_close(lua_State *L) {
-  LIter *p = (LIter *)checkself(L, SELF_MT, ITER_MT);
-  lkvlua_child_close(&p->c);
-  return 0;
-}
+static int iter_key(lua_State *L) { return iter_bytes(L, lkv_iter_key); }
+static int iter_value(lua_State *L) { return iter_bytes(L, lkv_iter_value); }
 
 static int iter_tostring(lua_State *L) {
   LIter *p = (LIter *)checkself(L, SELF_MT, ITER_MT);
@@ -258,17 +244,11 @@ static const luaL_Reg iter_methods[] = {
     {"valid", iter_valid},
     {"key", iter_key},
     {"value", iter_value},
-    {"close", iter_close},
-    {NULL, NULL},
-};
-
-static const luaL_Reg iter_meta[] = {
-    {"__gc", iter_close},
-    {"__close", iter_close},
-    {"__tostring", iter_tostring},
+    {"close", lkvlua_child_close_method},
     {NULL, NULL},
 };
 
 void lkvlua_iter_register(lua_State *L) {
-  lkvlua_newclass(L, ITER_MT, iter_meta, iter_methods, NULL);
+  lkvlua_newclass(L, ITER_MT, lkvlua_child_close_method, iter_tostring,
+                  iter_methods, NULL);
 }

@@ -35,6 +35,20 @@ void lkvlua_child_close(Child *c) {
   release(c);
 }
 
+/* A wrong self is refused as checkself does, naming the class by its
+ * metatable's __name (set by luaL_newmetatable), so one function serves
+ * every class. */
+int lkvlua_child_close_method(lua_State *L) {
+  Child *c = (Child *)lua_touserdata(L, 1);
+  if (c == NULL || !lua_getmetatable(L, 1) || !lua_rawequal(L, -1, SELF_MT)) {
+    lua_getfield(L, SELF_MT, "__name");
+    return luaL_typeerror(L, 1, lua_tostring(L, -1));
+  }
+  lua_pop(L, 1); /* -1 mt */
+  lkvlua_child_close(c);
+  return 0;
+}
+
 /* Push a new, closed child of the db at stack index dbidx. */
 void *lkvlua_newchild(lua_State *L, size_t size, const char *mt, int dbidx,
                       LDb *d) {
@@ -61,18 +75,19 @@ static int box_gc(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg box_meta[] = {
-    {"__gc", box_gc},
-    {"__close", box_gc},
-    {NULL, NULL},
-};
-
-/* Create metatable `name` with its metamethods and, unless indexf is given,
- * __index = the methods table. Methods and metamethods get the metatable as
- * upvalue 1 (SELF_MT); indexf, when given, is a C function with upvalues
- * methods table, metatable. */
-void lkvlua_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
-                     const luaL_Reg *methods, lua_CFunction indexf) {
+/* Create metatable `name`: __gc and __close call close, __tostring calls
+ * tostring (when not NULL) and, unless indexf is given, __index = the
+ * methods table. Methods and metamethods get the metatable as upvalue 1
+ * (SELF_MT); indexf, when given, is a C function with upvalues methods
+ * table, metatable. */
+void lkvlua_newclass(lua_State *L, const char *name, lua_CFunction close,
+                     lua_CFunction tostring, const luaL_Reg *methods,
+                     lua_CFunction indexf) {
+  luaL_Reg meta[] = {{"__gc", close},
+                     {"__close", close},
+                     {"__tostring", tostring}, /* ends here when NULL */
+                     {NULL, NULL}};
+  if (tostring == NULL) meta[2].name = NULL;
   luaL_newmetatable(L, name); /* +1 mt */
   lua_pushvalue(L, -1);       /* +1 mt (upvalue) */
   luaL_setfuncs(L, meta, 1);  /* -1 */
@@ -90,7 +105,7 @@ void lkvlua_newclass(lua_State *L, const char *name, const luaL_Reg *meta,
 }
 
 void lkvlua_util_register(lua_State *L) {
-  lkvlua_newclass(L, BOX_MT, box_meta, NULL, NULL);
+  lkvlua_newclass(L, BOX_MT, box_gc, NULL, NULL, NULL);
 }
 
 /* }====================================================================== */

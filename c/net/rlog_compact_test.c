@@ -18,6 +18,38 @@
 #include "rlog_test_util.h"
 #include "test.h"
 
+/* Both tests start from a log in the new scratch directory dir holding
+ * key001 .. key100, the first 50 in term 1 and the rest in term 3, all
+ * durable; path gets the log file's name and tmp the name of the file a
+ * compaction writes. NULL, the failure counted, when it does not open. */
+static lkvnet_rlog *open_hundred(const char *dir, char *path, size_t pn,
+                                 char *tmp, size_t tn) {
+  lkvnet_rlog *r = open_new_log(dir, path, pn);
+  char k[16];
+  uint64_t i;
+  snprintf(tmp, tn, "%s.tmp", path);
+  if (r == NULL) return NULL;
+  for (i = 1; i <= 100; i++) {
+    snprintf(k, sizeof k, "key%03llu", (unsigned long long)i);
+    CHECK(app(r, i <= 50 ? 1 : 3, LKVNET_OP_SET, k, 6, k, 6) == i);
+  }
+  CHECK(wait_durable(r, 100));
+  return r;
+}
+
+/* The base and last index of the log r, when it opened. */
+static void check_bounds(lkvnet_rlog *r, uint64_t base, uint64_t last) {
+  lkvnet_rlog_stats st;
+  if (r == NULL) return;
+  lkvnet_rlog_stats_get(r, &st);
+  if (st.base_index != base || st.last_index != last)
+    fprintf(stderr, "log bounds %llu .. %llu, want %llu .. %llu\n",
+            (unsigned long long)st.base_index,
+            (unsigned long long)st.last_index, (unsigned long long)base,
+            (unsigned long long)last);
+  CHECK(st.base_index == base && st.last_index == last);
+}
+
 /* 6. rewrite: compaction behind a snapshot, and a follower's reset */
 static void test_rewrite(void) {
   char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512], tmp[600], k[16];
@@ -32,15 +64,8 @@ static void test_rewrite(void) {
   lkvnet_entry e;
   char why[256];
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  r = open_log(dir, NULL);
+  r = open_hundred(dir, path, sizeof path, tmp, sizeof tmp);
   if (r == NULL) goto out;
-  for (i = 1; i <= 100; i++) {
-    snprintf(k, sizeof k, "key%03llu", (unsigned long long)i);
-    CHECK(app(r, i <= 50 ? 1 : 3, LKVNET_OP_SET, k, 6, k, 6) == i);
-  }
-  CHECK(wait_durable(r, 100));
   CHECK(lkvnet_rlog_term_at(r, 60, &t60) == LKV_OK && t60 == 3);
   CHECK_OK(lkvnet_rlog_rewrite(r, 60, t60, &err), &err);
   CHECK(!exists(tmp));
@@ -141,10 +166,7 @@ static void test_rewrite(void) {
   r = open_log(dir, &rs);
   CHECK(rs.n == 1 && rs.n > 0 && rs.v[0].index == 501 && rs.v[0].term == 7 &&
         rs.v[0].klen == 5 && memcmp(rs.v[0].key, "after", 5) == 0);
-  if (r != NULL) {
-    lkvnet_rlog_stats_get(r, &st);
-    CHECK(st.base_index == 500 && st.last_index == 501);
-  }
+  check_bounds(r, 500, 501);
   close_log(r);
   CHECK(!exists(tmp));
 out:
@@ -216,16 +238,9 @@ static void test_compact_background(void) {
   char why[256];
   int entered;
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
   gate_init(&g);
-  r = open_log(dir, NULL);
+  r = open_hundred(dir, path, sizeof path, tmp, sizeof tmp);
   if (r == NULL) goto out;
-  for (i = 1; i <= 100; i++) {
-    snprintf(k, sizeof k, "key%03llu", (unsigned long long)i);
-    CHECK(app(r, i <= 50 ? 1 : 3, LKVNET_OP_SET, k, 6, k, 6) == i);
-  }
-  CHECK(wait_durable(r, 100));
   CHECK(lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_IDLE);
   CHECK(lkvnet_rlog_compacting(r) == 0);
   CHECK(lkvnet_rlog_term_at(r, 60, &t60) == LKV_OK && t60 == 3);
@@ -313,8 +328,7 @@ static void test_compact_background(void) {
   CHECK_OK(lkvnet_rlog_truncate(r, 105, &err), &err);
   CHECK(lkvnet_rlog_compacting(r) == 0);
   CHECK(lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_DONE);
-  lkvnet_rlog_stats_get(r, &st);
-  CHECK(st.base_index == 100 && st.last_index == 105);
+  check_bounds(r, 100, 105);
 
   /* a failed prepare leaves the log as it was; the next one may try */
   gate_destroy(&g);
@@ -327,8 +341,7 @@ static void test_compact_background(void) {
   CHECK(poll_until_done(r, &err) == LKVNET_COMPACT_FAILED);
   CHECK(strstr(err.msg, "the engine refused") != NULL);
   CHECK(!exists(tmp));
-  lkvnet_rlog_stats_get(r, &st);
-  CHECK(st.base_index == 100 && st.last_index == 105);
+  check_bounds(r, 100, 105);
   CHECK(lkvnet_rlog_error(r, &err) == LKV_OK);
   g.fail = 0;
   /* cut everything: the log continues after its base */
@@ -354,10 +367,7 @@ static void test_compact_background(void) {
   recs_free(&rs);
   r = open_log(dir, &rs);
   CHECK(rs.n == 1 && rs.v != NULL && rs.v[0].index == 106);
-  if (r != NULL) {
-    lkvnet_rlog_stats_get(r, &st);
-    CHECK(st.base_index == 105 && st.last_index == 106);
-  }
+  check_bounds(r, 105, 106);
   close_log(r);
   CHECK(!exists(tmp));
 out:

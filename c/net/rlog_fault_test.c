@@ -38,8 +38,7 @@ static void test_write_failure(void) {
   uint64_t idx = 0;
   int rc;
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  r = open_log(dir, NULL);
+  r = open_new_log(dir, path, sizeof path);
   if (r == NULL) goto out;
   CHECK(app(r, 1, LKVNET_OP_SET, "a", 1, "1", 1) == 1);
   CHECK(app(r, 1, LKVNET_OP_SET, "b", 1, "2", 1) == 2);
@@ -409,9 +408,8 @@ static void test_read_failure(void) {
     lkv_faultenv_free(f);
     return;
   }
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
   memset(val, 'v', sizeof val);
-  r = open_log(dir, NULL);
+  r = open_new_log(dir, path, sizeof path);
   for (i = 1; r != NULL && i <= 40; i++) /* 4 MiB: several chunks */
     CHECK(app(r, 1, LKVNET_OP_SET, "k", 1, val, sizeof val) == (uint64_t)i);
   close_log(r);

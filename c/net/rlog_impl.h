@@ -107,13 +107,14 @@ static inline const lkv_env *env_or_posix(const lkv_env *env) {
   return env != NULL ? env : lkv_env_posix();
 }
 
-/* n bytes at off, retrying short writes; a write that makes no progress
- * is EIO. */
-static inline int pwrite_all(const lkv_env *env, int fd, const void *buf,
-                             size_t n, uint64_t off) {
-  const char *p = buf;
+/* n bytes at off through the env's pwrite (is_write) or pread, retrying short
+ * transfers; a call that makes no progress is EIO. Inline with is_write a
+ * constant, each caller gets the one loop it asks for. */
+static inline int transfer_all(const lkv_env *env, int fd, char *p, size_t n,
+                               uint64_t off, int is_write) {
   while (n > 0) {
-    long long k = env->pwrite(env, fd, p, n, off);
+    long long k = is_write ? env->pwrite(env, fd, p, n, off)
+                           : env->pread(env, fd, p, n, off);
     if (k < 0) return (int)-k;
     if (k == 0) return EIO;
     p += k;
@@ -123,20 +124,18 @@ static inline int pwrite_all(const lkv_env *env, int fd, const void *buf,
   return 0;
 }
 
+/* n bytes at off, retrying short writes; a write that makes no progress
+ * is EIO. */
+static inline int pwrite_all(const lkv_env *env, int fd, const void *buf,
+                             size_t n, uint64_t off) {
+  return transfer_all(env, fd, (char *)buf, n, off, 1); /* only read from */
+}
+
 /* n bytes at off; a file that ends first is EIO (the log's index says the
  * bytes are there). */
 static inline int pread_all(const lkv_env *env, int fd, void *buf, size_t n,
                             uint64_t off) {
-  char *p = buf;
-  while (n > 0) {
-    long long k = env->pread(env, fd, p, n, off);
-    if (k < 0) return (int)-k;
-    if (k == 0) return EIO;
-    p += k;
-    n -= (size_t)k;
-    off += (uint64_t)k;
-  }
-  return 0;
+  return transfer_all(env, fd, buf, n, off, 0);
 }
 
 static inline int f_sync(const lkv_env *env, int fd) {

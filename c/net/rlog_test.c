@@ -40,6 +40,43 @@ static void chop(const char *path, long long by) {
   CHECK(truncate(path, (off_t)(file_size(path) - by)) == 0);
 }
 
+/* The log in dir reopened: the replay must give n entries, and *st holds
+ * the log's stats when it opened. */
+static lkvnet_rlog *reopen(const char *dir, Recs *rs, size_t n,
+                           lkvnet_rlog_stats *st) {
+  lkvnet_rlog *r = open_log(dir, rs);
+  CHECK(rs->n == n);
+  if (r != NULL) lkvnet_rlog_stats_get(r, st);
+  return r;
+}
+
+/* Close the log r and reopen it: the replay gives n entries, the last at
+ * index n in term; then close it again. */
+static void check_reopened(lkvnet_rlog *r, const char *dir, Recs *rs,
+                           uint64_t n, uint64_t term) {
+  close_log(r);
+  recs_free(rs);
+  r = open_log(dir, rs);
+  CHECK(rs->n == n && n > 0 && rs->v[n - 1].index == n &&
+        rs->v[n - 1].term == term);
+  close_log(r);
+}
+
+/* The torn-tail test's last entry appended again, in term 2, where a cut
+ * tail left its index free. */
+static void reappend_key5(lkvnet_rlog *r) {
+  if (r != NULL)
+    CHECK(app(r, 2, LKVNET_OP_SET, "key5", 4, "some value bytes", 16) == 5);
+}
+
+/* Close the log and its replay; the file is whole again (full bytes). */
+static void close_full(lkvnet_rlog *r, Recs *rs, const char *path,
+                       long long full) {
+  close_log(r);
+  recs_free(rs);
+  CHECK(file_size(path) == full);
+}
+
 /* a equals b: term, index, op and the key and value bytes. */
 static int same_entry(const lkvnet_entry *a, const lkvnet_entry *b) {
   int ok = a->term == b->term && a->index == b->index && a->op == b->op &&
@@ -169,11 +206,7 @@ static void test_append_replay(void) {
   CHECK(st.dropped_bytes == 0 && st.dropped_why[0] == '\0');
   /* appends continue after a reopen */
   CHECK(app(r, 3, LKVNET_OP_SET, "x", 1, "y", 1) == 7);
-  close_log(r);
-  recs_free(&rs);
-  r = open_log(dir, &rs);
-  CHECK(rs.n == 7 && rs.n > 6 && rs.v[6].index == 7 && rs.v[6].term == 3);
-  close_log(r);
+  check_reopened(r, dir, &rs, 7, 3);
 out:
   recs_free(&rs);
   free(big);
@@ -362,8 +395,7 @@ static void test_append_entry(void) {
   Recs rs = {0};
   char *hugek;
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  r = open_log(dir, NULL);
+  r = open_new_log(dir, path, sizeof path);
   if (r == NULL) goto out;
   CHECK(app(r, 2, LKVNET_OP_SET, "a", 1, "1", 1) == 1);
   CHECK(app(r, 2, LKVNET_OP_SET, "b", 1, "2", 1) == 2);
@@ -434,8 +466,7 @@ static void test_truncate(void) {
   Recs rs = {0};
   uint64_t i, t;
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  r = open_log(dir, NULL);
+  r = open_new_log(dir, path, sizeof path);
   if (r == NULL) goto out;
   sizes[0] = file_size(path);
   for (i = 1; i <= 10; i++) {
@@ -489,11 +520,7 @@ static void test_truncate(void) {
   lkvnet_rlog_stats_get(r, &st);
   CHECK(st.last_index == 0 && st.last_term == 0);
   CHECK(app(r, 4, LKVNET_OP_SET, "fresh", 5, "1", 1) == 1);
-  close_log(r);
-  recs_free(&rs);
-  r = open_log(dir, &rs);
-  CHECK(rs.n == 1 && rs.n > 0 && rs.v[0].index == 1 && rs.v[0].term == 4);
-  close_log(r);
+  check_reopened(r, dir, &rs, 1, 4);
 out:
   recs_free(&rs);
   rmrf(dir);
@@ -512,8 +539,7 @@ static void test_torn_tail(void) {
   uint64_t i;
   size_t s;
   if (make_dir(dir) != 0) return;
-  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
-  r = open_log(dir, NULL);
+  r = open_new_log(dir, path, sizeof path);
   if (r == NULL) goto out;
   for (i = 1; i <= 5; i++) {
     snprintf(k, sizeof k, "key%llu", (unsigned long long)i);
@@ -528,62 +554,42 @@ static void test_torn_tail(void) {
 
   /* chopped in the last frame's payload */
   chop(path, 3);
-  r = open_log(dir, &rs);
+  r = reopen(dir, &rs, 4, &st);
   if (r == NULL) goto out;
-  CHECK(rs.n == 4 && rs.n > 0 && rs.v[rs.n - 1].index == 4);
-  lkvnet_rlog_stats_get(r, &st);
+  CHECK(rs.n > 0 && rs.v[rs.n - 1].index == 4);
   CHECK(st.dropped_bytes == (uint64_t)(f5 - 3) && st.dropped_why[0] != '\0');
   CHECK(st.last_index == 4 && st.durable_index == 4);
   CHECK(file_size(path) == full - f5);
-  CHECK(app(r, 2, LKVNET_OP_SET, "key5", 4, "some value bytes", 16) == 5);
+  reappend_key5(r);
   close_log(r);
   recs_free(&rs);
-  r = open_log(dir, &rs);
-  CHECK(rs.n == 5 && rs.n > 4 && rs.v[4].term == 2);
-  if (r != NULL) {
-    lkvnet_rlog_stats_get(r, &st);
-    CHECK(st.dropped_bytes == 0);
-  }
-  close_log(r);
-  recs_free(&rs);
-  CHECK(file_size(path) == full);
+  r = reopen(dir, &rs, 5, &st);
+  CHECK(rs.n > 4 && rs.v[4].term == 2);
+  if (r != NULL) CHECK(st.dropped_bytes == 0);
+  close_full(r, &rs, path, full);
 
   /* chopped inside the last frame's 8-byte header */
   chop(path, f5 - 3);
-  r = open_log(dir, &rs);
-  CHECK(rs.n == 4);
-  if (r != NULL) {
-    lkvnet_rlog_stats_get(r, &st);
-    CHECK(st.dropped_bytes == 3 && st.last_index == 4);
-    CHECK(app(r, 2, LKVNET_OP_SET, "key5", 4, "some value bytes", 16) == 5);
-  }
-  close_log(r);
-  recs_free(&rs);
-  CHECK(file_size(path) == full);
+  r = reopen(dir, &rs, 4, &st);
+  if (r != NULL) CHECK(st.dropped_bytes == 3 && st.last_index == 4);
+  reappend_key5(r);
+  close_full(r, &rs, path, full);
 
   /* a flipped byte in the last frame's payload, then in its length */
   flip_byte(path, full - 5);
-  r = open_log(dir, &rs);
-  CHECK(rs.n == 4);
+  r = reopen(dir, &rs, 4, &st);
   if (r != NULL) {
-    lkvnet_rlog_stats_get(r, &st);
     CHECK(st.dropped_bytes == (uint64_t)f5 && st.dropped_why[0] != '\0');
     CHECK(file_size(path) == full - f5);
-    CHECK(app(r, 2, LKVNET_OP_SET, "key5", 4, "some value bytes", 16) == 5);
   }
+  reappend_key5(r);
   close_log(r);
   recs_free(&rs);
   flip_byte(path, full - f5 + 1); /* length field: 0x20 << 8 more bytes */
-  r = open_log(dir, &rs);
-  CHECK(rs.n == 4);
-  if (r != NULL) {
-    lkvnet_rlog_stats_get(r, &st);
-    CHECK(st.dropped_bytes == (uint64_t)f5);
-    CHECK(app(r, 2, LKVNET_OP_SET, "key5", 4, "some value bytes", 16) == 5);
-  }
-  close_log(r);
-  recs_free(&rs);
-  CHECK(file_size(path) == full);
+  r = reopen(dir, &rs, 4, &st);
+  if (r != NULL) CHECK(st.dropped_bytes == (uint64_t)f5);
+  reappend_key5(r);
+  close_full(r, &rs, path, full);
 
   /* garbage after the last frame (e.g. zeros from a preallocation) */
   {
@@ -592,15 +598,9 @@ static void test_torn_tail(void) {
     CHECK(fd >= 0 && write(fd, zeros, sizeof zeros) == (ssize_t)sizeof zeros);
     if (fd >= 0) close(fd);
   }
-  r = open_log(dir, &rs);
-  CHECK(rs.n == 5);
-  if (r != NULL) {
-    lkvnet_rlog_stats_get(r, &st);
-    CHECK(st.dropped_bytes == 100 && st.last_index == 5);
-  }
-  close_log(r);
-  recs_free(&rs);
-  CHECK(file_size(path) == full);
+  r = reopen(dir, &rs, 5, &st);
+  if (r != NULL) CHECK(st.dropped_bytes == 100 && st.last_index == 5);
+  close_full(r, &rs, path, full);
 
   /* any flipped byte of the checksummed header fails the open */
   for (s = 0; s < sizeof header_spots / sizeof header_spots[0]; s++) {

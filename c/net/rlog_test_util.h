@@ -29,12 +29,6 @@ static inline int make_dir(char *tmpl) {
   return 0;
 }
 
-static inline void rmrf(const char *d) {
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-  if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", d);
-}
-
 static inline void log_path(char *out, size_t n, const char *dir,
                             const char *name) {
   snprintf(out, n, "%s/%s", dir, name);
@@ -114,6 +108,14 @@ static inline lkvnet_rlog *open_log(const char *dir, Recs *rs) {
   CHECK_OK(lkvnet_rlog_open(dir, NULL, -1, rs ? record : NULL, rs, &r, &err),
            &err);
   return r;
+}
+
+/* A log opened in the new scratch directory dir, nothing to replay, with
+ * its file's name in path (n bytes). */
+static inline lkvnet_rlog *open_new_log(const char *dir, char *path,
+                                        size_t n) {
+  log_path(path, n, dir, LKVNET_RLOG_FILE);
+  return open_log(dir, NULL);
 }
 
 static inline void close_log(lkvnet_rlog *r) {
