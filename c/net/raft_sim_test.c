@@ -281,6 +281,20 @@ static int scenario_end(void) {
   return failed;
 }
 
+/* Every scenario's opening: n nodes with the scenario's settings, n1
+ * leading with everything applied, then the partition groups g. Returns
+ * 0 when n1 does not lead in time (the failure is recorded). */
+static int scenario_begin(uint64_t seed, int verbose, int n, const int *g) {
+  world_reset(seed, verbose);
+  scenario_params(n);
+  world_start();
+  sc_a = 1;
+  sc_i = 1;
+  if (!step_until("n1 leads", p_leads_all_applied, 2000 * MS)) return 0;
+  set_groups(g);
+  return 1;
+}
+
 /* Raft's figure 8: entries of an old term, once on a majority, can still
  * be overwritten; only counting entries of the leader's own term is safe.
  * Five nodes. n1's writes (term t1) reach n2 only; a leader L2 of {3,4,5}
@@ -289,15 +303,8 @@ static int scenario_end(void) {
  * append. A core that commits the first of them on that majority (before
  * its own no-op gets there) has L2 overwrite it once L2, X and Y meet. */
 static int scenario_figure8(uint64_t seed, int verbose) {
-  world_reset(seed, verbose);
-  scenario_params(5);
-  world_start();
-  sc_a = 1;
-  sc_i = 1;
-  if (!step_until("n1 leads", p_leads_all_applied, 2000 * MS))
-    return scenario_end();
   int g[MAXN + 1] = {0, 1, 1, 2, 2, 2, 9, 9, 9, 9};
-  set_groups(g);
+  if (!scenario_begin(seed, verbose, 5, g)) return scenario_end();
   uint64_t i = slog_last(&S.nodes[1].W) + 1;
   for (int k = 0; k < 3; k++) scenario_write(1);
   sc_mask = 1 << 1 | 1 << 2;
@@ -339,15 +346,8 @@ static int scenario_figure8(uint64_t seed, int verbose) {
  * change in lives under {1,2,3}, where n1 and n2 are a majority, and
  * commits while 3, 4, 5 elect a leader under {1..5} and commit too. */
 static int scenario_two_changes(uint64_t seed, int verbose) {
-  world_reset(seed, verbose);
-  scenario_params(5);
-  world_start();
-  sc_a = 1;
-  sc_i = 1;
-  if (!step_until("n1 leads", p_leads_all_applied, 2000 * MS))
-    return scenario_end();
   int g[MAXN + 1] = {0, 1, 1, 2, 2, 2, 9, 9, 9, 9};
-  set_groups(g);
+  if (!scenario_begin(seed, verbose, 5, g)) return scenario_end();
   lkv_err err;
   snode *n = &S.nodes[1];
   (void)lkvnet_raft_propose_conf(n->core, LKVNET_RAFT_CONF_REMOVE, 5, NULL, 0,
@@ -370,15 +370,8 @@ static int scenario_two_changes(uint64_t seed, int verbose) {
  * and commits it under {2,3,4} with one follower F, G cut off; n1 returns
  * with 5 and G, a majority of {1..5}, and commits over it. */
 static int scenario_change_first(uint64_t seed, int verbose) {
-  world_reset(seed, verbose);
-  scenario_params(4);
-  world_start();
-  sc_a = 1;
-  sc_i = 1;
-  if (!step_until("n1 leads", p_leads_all_applied, 2000 * MS))
-    return scenario_end();
   int g[MAXN + 1] = {0, 1, 2, 2, 2, 1, 9, 9, 9, 9};
-  set_groups(g);
+  if (!scenario_begin(seed, verbose, 4, g)) return scenario_end();
   snode *n5 = &S.nodes[5];
   n5->founding = 0;
   n5->tick_us = S.tick_us;
