@@ -22,7 +22,8 @@ return {
     test = ctest("fault_test") },
   { name = "SYNC=batch: the log never written out by count",
     file = "c/engine/write.c",
-    from = "db->o.sync == LKV_SYNC_NONE || db->unwritten >= db->o.wal_buffer_size",
+    from = "db->o.sync == LKV_SYNC_NONE ||\n" ..
+      "             db->unwritten >= db->o.wal_buffer_size",
     to = "db->o.sync == LKV_SYNC_NONE",
     test = spec("03-recovery_spec.lua", "sync=batch writer") },
   { name = "group commit: every writer commits alone",
@@ -48,7 +49,8 @@ return {
     test = spec("15-faults_spec.lua", "torn log tail") },
   { name = "WAL reopen: appends after lost writes instead of a fresh log",
     file = "c/engine/recover.c",
-    from = "strcmp(base, db->log_file_name) == 0 && rctx.next == last_seq + 1) {",
+    from = "strcmp(base, db->log_file_name) == 0 &&\n" ..
+      "             rctx.next == last_seq + 1) {",
     to = "strcmp(base, db->log_file_name) == 0) {",
     test = crash("power 1500 seed 13") },
   { name = "WAL reopen under SYNC=always: its directory entry not synced",
@@ -66,7 +68,8 @@ return {
   -- sequence chain stops the replay at the record after it)
   { name = "open: a new database's directory not synced into its parent",
     file = "c/engine/env.c",
-    from = "        if ((rc = ENV(e)->sync_dir(ENV(e), parent))) return ioerr(err, rc, \"fsync\", parent);",
+    from = "        if ((rc = ENV(e)->sync_dir(ENV(e), parent)))\n" ..
+      "          return ioerr(err, rc, \"fsync\", parent);",
     to = "        (void)parent;",
     test = spec("15-faults_spec.lua", "new directory") },
   { name = "WAL replay: a record's checksum not checked",

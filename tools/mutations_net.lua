@@ -47,8 +47,8 @@ return {
     test = spec("23-replication_spec.lua", "driven by hand") },
   { name = "follower: the prev_index/prev_term check skipped",
     file = "c/net/follow.c",
-    from = "  if (prev >= base && (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK ||\n" ..
-      "                       t != prev_term)) {",
+    from = "  if (prev >= base &&\n" ..
+      "      (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK || t != prev_term)) {",
     to = "  if (0) {",
     test = spec("23-replication_spec.lua", "driven by hand") },
   { name = "follower: cuts entries it has already applied",
@@ -63,14 +63,12 @@ return {
     test = spec("23-replication_spec.lua", "unfinished snapshot install") },
   { name = "node: log compaction ignores live followers' progress",
     file = "c/net/logcompact.c",
-    from = "    if (s->peers[i].state == LKVNET_PEER_UP &&\n" ..
-      "        s->peers[i].match_index < target)",
+    from = "    if (s->peers[i].state == LKVNET_PEER_UP && s->peers[i].match_index < target)",
     to = "    if (0)",
     test = spec("23-replication_spec.lua", "only slow") },
   { name = "node: followers stop forwarding consistent reads",
     file = "c/net/routes.c",
-    from = "              (route == LKVNET_ROUTE_GET &&\n" ..
-      "               query_flag(query, \"consistent\")))) {",
+    from = "              (route == LKVNET_ROUTE_GET && query_flag(query, \"consistent\")))) {",
     to = "              0)) {",
     test = spec("23-replication_spec.lua", "consistent reads to the leader") },
   { name = "node: a write's reply names another index than its entry's",
@@ -166,8 +164,8 @@ return {
     test = ctest("net/rlog_fault_test") },
   { name = "rlog: a failed read at open taken for a torn tail (cut there)",
     file = "c/net/rlog.c",
-    from = "                    &fr)) != 0) {\n      rc = ioerr(err, e, \"read\", r->path);",
-    to = "                    &fr)) != 0) {\n      snprintf(why, whylen, \"unreadable\");",
+    from = "&fr)) !=\n        0) {\n      rc = ioerr(err, e, \"read\", r->path);",
+    to = "&fr)) !=\n        0) {\n      snprintf(why, whylen, \"unreadable\");",
     test = ctest("net/rlog_fault_test") },
   { name = "rlog: a new log's header not synced before its rename",
     file = "c/net/rlog.c",

@@ -15,8 +15,8 @@
 #include "lunakv.h"
 #include "workload.h"
 
-#define DEFAULT_WORKLOADS                                                  \
-  "fillseq,fillrandom,overwrite,readrandom,readrandom2,readmissing,"       \
+#define DEFAULT_WORKLOADS                                            \
+  "fillseq,fillrandom,overwrite,readrandom,readrandom2,readmissing," \
   "readseq,seekrandom,readwhilewriting"
 
 static void usage(FILE *f) {
@@ -51,7 +51,8 @@ static void parse_workloads(const char *list) {
   char *copy = strdup(list), *save = NULL, *tok;
   if (!copy) die("out of memory");
   cfg.nwl = 0;
-  for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+  for (tok = strtok_r(copy, ",", &save); tok;
+       tok = strtok_r(NULL, ",", &save)) {
     wl_t *w;
     size_t len = strlen(tok), base = len;
     int kind, threads;
@@ -79,7 +80,8 @@ static void parse_systems(const char *list) {
   if (!copy) die("out of memory");
   memset(cfg.use_sys, 0, sizeof cfg.use_sys);
   cfg.nsys = 0;
-  for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+  for (tok = strtok_r(copy, ",", &save); tok;
+       tok = strtok_r(NULL, ",", &save)) {
     int found = 0;
     for (int s = 0; s < NSYS; s++)
       if (strcmp(tok, sys_name[s]) == 0) {
@@ -120,9 +122,12 @@ void parse_args(int argc, char **argv) {
     for (char *p = name; *p; p++)
       if (*p == '_') *p = '-';
     val = eq + 1;
-    if (strcmp(name, "num") == 0) cfg.num = parse_u64(name, val);
-    else if (strcmp(name, "reads") == 0) cfg.reads = parse_u64(name, val);
-    else if (strcmp(name, "writes") == 0) cfg.writes = parse_u64(name, val);
+    if (strcmp(name, "num") == 0)
+      cfg.num = parse_u64(name, val);
+    else if (strcmp(name, "reads") == 0)
+      cfg.reads = parse_u64(name, val);
+    else if (strcmp(name, "writes") == 0)
+      cfg.writes = parse_u64(name, val);
     else if (strcmp(name, "value-size") == 0)
       cfg.value_size = (size_t)parse_u64(name, val);
     else if (strcmp(name, "key-size") == 0)
@@ -133,19 +138,23 @@ void parse_args(int argc, char **argv) {
       cfg.repeat = (int)parse_u64(name, val);
     else if (strcmp(name, "workloads") == 0 || strcmp(name, "benchmarks") == 0)
       workloads = val;
-    else if (strcmp(name, "systems") == 0) systems = val;
-    else if (strcmp(name, "dir") == 0 || strcmp(name, "db") == 0) dir = val;
-    else if (strcmp(name, "json") == 0) cfg.json = val[0] ? val : NULL;
+    else if (strcmp(name, "systems") == 0)
+      systems = val;
+    else if (strcmp(name, "dir") == 0 || strcmp(name, "db") == 0)
+      dir = val;
+    else if (strcmp(name, "json") == 0)
+      cfg.json = val[0] ? val : NULL;
     else if (strcmp(name, "mmap-reads") == 0) {
       if (strcmp(val, "0") && strcmp(val, "1")) die("--mmap-reads is 0 or 1");
       cfg.mmap_reads = val[0] == '1';
-    }
-    else if (strcmp(name, "missing") == 0) {
-      if (strcmp(val, "inside") == 0) cfg.missing_above = 0;
-      else if (strcmp(val, "above") == 0) cfg.missing_above = 1;
-      else die("--missing is inside or above");
-    }
-    else {
+    } else if (strcmp(name, "missing") == 0) {
+      if (strcmp(val, "inside") == 0)
+        cfg.missing_above = 0;
+      else if (strcmp(val, "above") == 0)
+        cfg.missing_above = 1;
+      else
+        die("--missing is inside or above");
+    } else {
       usage(stderr);
       die("unknown flag --%s", name);
     }
@@ -157,7 +166,8 @@ void parse_args(int argc, char **argv) {
   if (cfg.repeat < 1 || cfg.repeat > 255) die("--repeat must be 1..255");
   if (cfg.value_size > LKV_MAX_VALUE_BYTES)
     die("--value-size over %u", LKV_MAX_VALUE_BYTES);
-  if (cfg.key_size < 2 || cfg.key_size > 4096) die("--key-size must be 2..4096");
+  if (cfg.key_size < 2 || cfg.key_size > 4096)
+    die("--key-size must be 2..4096");
   {
     /* every index in [0, num) (and [10 num, 11 num) for --missing=above)
      * must fit in key_size digits */
@@ -165,8 +175,7 @@ void parse_args(int argc, char **argv) {
     uint64_t top = cfg.missing_above ? cfg.num * 11 - 1 : cfg.num - 1;
     for (uint64_t x = top; x >= 10; x /= 10) digits++;
     if (digits > cfg.key_size)
-      die("--key-size=%zu too small for --num=%" PRIu64, cfg.key_size,
-          cfg.num);
+      die("--key-size=%zu too small for --num=%" PRIu64, cfg.key_size, cfg.num);
   }
   parse_workloads(workloads);
   parse_systems(systems);

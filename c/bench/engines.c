@@ -9,13 +9,12 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <leveldb/c.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <leveldb/c.h>
 
 #include "lkv_bench.h"
 #include "lunakv.h"
@@ -35,8 +34,10 @@ void read_io(iostat *s) {
   if (!f) return;
   while (fgets(line, sizeof line, f)) {
     unsigned long long v;
-    if (sscanf(line, "wchar: %llu", &v) == 1) s->wchar = v;
-    else if (sscanf(line, "write_bytes: %llu", &v) == 1) s->write_bytes = v;
+    if (sscanf(line, "wchar: %llu", &v) == 1)
+      s->wchar = v;
+    else if (sscanf(line, "write_bytes: %llu", &v) == 1)
+      s->write_bytes = v;
     else if (sscanf(line, "cancelled_write_bytes: %llu", &v) == 1)
       s->cancelled = v;
   }
@@ -225,8 +226,7 @@ int bdb_close(bdb *b) {
   return ret;
 }
 
-int bdb_put(bdb *b, const char *k, size_t kn, const char *v,
-                  size_t vn) {
+int bdb_put(bdb *b, const char *k, size_t kn, const char *v, size_t vn) {
   if (b->sys == SYS_LUNAKV) {
     lkv_err e;
     int rc;
@@ -251,8 +251,8 @@ int bdb_put(bdb *b, const char *k, size_t kn, const char *v,
 /* Per-thread read state. */
 /* 1 found, 0 absent, -1 error (r->err). When expect is not NULL, *wrong
  * is set if the value is not value_size bytes equal to expect. */
-int bdb_get(bdb *b, rdctx *r, const char *k, size_t kn,
-                  const char *expect, int *wrong) {
+int bdb_get(bdb *b, rdctx *r, const char *k, size_t kn, const char *expect,
+            int *wrong) {
   if (b->sys == SYS_LUNAKV) {
     int rc = lkv_db_get(b->lkv, k, kn, LKV_SEQ_LATEST, &r->buf, &r->e);
     if (rc == LKV_OK) {
@@ -414,4 +414,3 @@ int bdb_settle(bdb *b, double *secs) {
   *secs = (double)(now_ns() - t0) / 1e9;
   return 0;
 }
-

@@ -13,6 +13,8 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "lkv_bench.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -24,7 +26,6 @@
 #include <string.h>
 
 #include "hist.h"
-#include "lkv_bench.h"
 #include "lunakv.h"
 #include "workload.h"
 
@@ -112,15 +113,15 @@ static uint32_t clamp_u32(uint64_t v) {
 }
 
 /* Time operation i when it is a multiple of LAT_EVERY. */
-#define SAMPLE(i, lat, nlat, stmt)                     \
-  do {                                                 \
-    if (((i) % LAT_EVERY) == 0) {                      \
-      uint64_t t_ = now_ns();                          \
-      stmt;                                            \
-      (lat)[(nlat)++] = clamp_u32(now_ns() - t_);      \
-    } else {                                           \
-      stmt;                                            \
-    }                                                  \
+#define SAMPLE(i, lat, nlat, stmt)                \
+  do {                                            \
+    if (((i) % LAT_EVERY) == 0) {                 \
+      uint64_t t_ = now_ns();                     \
+      stmt;                                       \
+      (lat)[(nlat)++] = clamp_u32(now_ns() - t_); \
+    } else {                                      \
+      stmt;                                       \
+    }                                             \
   } while (0)
 
 /* ---- fill workloads ------------------------------------------------------ */
@@ -209,11 +210,12 @@ static int run_fill(bdb *b, int kind, int phase, uint64_t seed, result *out,
         add_note("lunakv background error after %s: %s", lkvwl_name(kind),
                  s1.bg_error_msg);
     }
-    progress("  %-8s %-11s %9.0f ops/s  p50 %.1f p99 %.1f us  "
-             "WA %.2f  disk %.1f MiB  settle %.1f s",
-             sys_name[b->sys], lkvwl_name(kind), out->ops_per_sec,
-             out->p50_us, out->p99_us, out->write_amp,
-             (double)out->disk_bytes / 1048576.0, settle);
+    progress(
+        "  %-8s %-11s %9.0f ops/s  p50 %.1f p99 %.1f us  "
+        "WA %.2f  disk %.1f MiB  settle %.1f s",
+        sys_name[b->sys], lkvwl_name(kind), out->ops_per_sec, out->p50_us,
+        out->p99_us, out->write_amp, (double)out->disk_bytes / 1048576.0,
+        settle);
     if (b->sys == SYS_LUNAKV)
       progress("  (engine WA %.2f, stalls %" PRIu64 " us)", out->engine_wa,
                s1.stall_micros - s0.stall_micros);
@@ -367,12 +369,23 @@ static void worker_seekrandom(worker *w) {
 static void *worker_main(void *arg) {
   worker *w = arg;
   switch (w->kind) {
-  case LKVWL_READRANDOM: worker_readrandom(w, 0); break;
-  case LKVWL_READMISSING: worker_readrandom(w, 1); break;
-  case LKVWL_READSEQ: worker_readseq(w); break;
-  case LKVWL_SEEKRANDOM: worker_seekrandom(w); break;
-  case LKVWL_READWHILEWRITING: worker_readrandom(w, 0); break;
-  default: break;
+    case LKVWL_READRANDOM:
+      worker_readrandom(w, 0);
+      break;
+    case LKVWL_READMISSING:
+      worker_readrandom(w, 1);
+      break;
+    case LKVWL_READSEQ:
+      worker_readseq(w);
+      break;
+    case LKVWL_SEEKRANDOM:
+      worker_seekrandom(w);
+      break;
+    case LKVWL_READWHILEWRITING:
+      worker_readrandom(w, 0);
+      break;
+    default:
+      break;
   }
   return NULL;
 }
@@ -418,8 +431,8 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
   worker *ws = xcalloc((size_t)nt, sizeof *ws);
   pthread_t *tids = xcalloc((size_t)nt, sizeof *tids);
   pthread_barrier_t bar;
-  uint64_t tmin = UINT64_MAX, tmax = 0, done = 0, found = 0, wrong = 0,
-           mis = 0, expected = 0;
+  uint64_t tmin = UINT64_MAX, tmax = 0, done = 0, found = 0, wrong = 0, mis = 0,
+           expected = 0;
   size_t nlat = 0;
   uint32_t *lat;
   int failed = 0;
@@ -432,7 +445,7 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
     w->phase = phase;
     w->ops = total / (uint64_t)nt + ((uint64_t)t < total % (uint64_t)nt);
     w->seed = lkv_mix64(0xBE7Cull + (uint64_t)rep * 1000003u +
-                    (uint64_t)widx * 1009u + (uint64_t)t);
+                        (uint64_t)widx * 1009u + (uint64_t)t);
     w->bar = &bar;
     w->lat = xmalloc((size_t)(w->ops / LAT_EVERY + 1) * sizeof *w->lat);
   }
@@ -480,8 +493,7 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
       expected += w->ops;
     if (w->failed && !failed) {
       failed = 1;
-      progress("lkv_bench: %s %s: %s\n", sys_name[b->sys], wl->label,
-               w->err);
+      progress("lkv_bench: %s %s: %s\n", sys_name[b->sys], wl->label, w->err);
       add_note("%s %s (%d threads) failed: %s", sys_name[b->sys],
                lkvwl_name(wl->kind), nt, w->err);
     }
@@ -506,11 +518,13 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
     out->wrong = wrong;
     out->misordered = mis;
     if (wr.t1 > wr.t0)
-      out->writer_ops_per_sec = (double)wr.puts / ((double)(wr.t1 - wr.t0) / 1e9);
-    progress("  %-8s %-11s %9.0f ops/s  p50 %.1f p99 %.1f us  threads %d  "
-             "found %" PRIu64 "/%" PRIu64,
-             sys_name[b->sys], lkvwl_name(wl->kind), out->ops_per_sec,
-             out->p50_us, out->p99_us, nt, found, expected);
+      out->writer_ops_per_sec =
+          (double)wr.puts / ((double)(wr.t1 - wr.t0) / 1e9);
+    progress(
+        "  %-8s %-11s %9.0f ops/s  p50 %.1f p99 %.1f us  threads %d  "
+        "found %" PRIu64 "/%" PRIu64,
+        sys_name[b->sys], lkvwl_name(wl->kind), out->ops_per_sec, out->p50_us,
+        out->p99_us, nt, found, expected);
     if (wl->kind == LKVWL_READWHILEWRITING)
       progress("  writer %.0f puts/s", out->writer_ops_per_sec);
     print_levels(b);
@@ -529,8 +543,7 @@ static int run_read(bdb *b, const wl_t *wl, int widx, int phase, int rep,
                " reads returned a wrong value",
                sys_name[b->sys], lkvwl_name(wl->kind), nt, rep + 1, wrong);
     if (mis)
-      add_note("WARNING: %s readseq (run %d): %" PRIu64
-               " keys out of order",
+      add_note("WARNING: %s readseq (run %d): %" PRIu64 " keys out of order",
                sys_name[b->sys], rep + 1, mis);
   }
   free(lat);
@@ -573,8 +586,7 @@ static void run_system(int sys, int rep) {
         if (fresh_db(&b, rep, lkvwl_name(kind)) != 0) goto out;
       phase++;
       if (run_fill(&b, kind, phase,
-                   lkv_mix64((uint64_t)kind * 7919u +
-                               (uint64_t)rep * 104729u),
+                   lkv_mix64((uint64_t)kind * 7919u + (uint64_t)rep * 104729u),
                    res_at(rep, sys, w), 1) != 0)
         goto out;
       db_phase = phase;
@@ -606,8 +618,8 @@ out:
 
 int main(int argc, char **argv) {
   parse_args(argc, argv);
-  results = xcalloc((size_t)cfg.repeat * NSYS * (size_t)cfg.nwl,
-                    sizeof *results);
+  results =
+      xcalloc((size_t)cfg.repeat * NSYS * (size_t)cfg.nwl, sizeof *results);
   probe_io_accounting();
   lkvwl_values_init(&values, xmalloc(lkvwl_values_bytes(cfg.value_size)),
                     cfg.value_size);

@@ -5,12 +5,11 @@
 #ifndef LKV_BENCH_H
 #define LKV_BENCH_H
 
+#include <leveldb/c.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
-
-#include <leveldb/c.h>
 
 #include "lunakv.h"
 #include "workload.h"
@@ -20,11 +19,11 @@
 #define WRITE_BUFFER_BYTES ((size_t)4 << 20) /* memtable / write buffer */
 #define BLOCK_CACHE_BYTES ((size_t)8 << 20)
 #define BLOOM_BITS_PER_KEY 10
-#define SEEK_NEXTS 10          /* seekrandom: nexts after each seek */
-#define LAT_EVERY 8            /* time every 8th operation */
-#define QUIET_POLL_MS 100      /* settle: poll interval */
-#define QUIET_POLLS 10         /* ... this many unchanged polls = quiet */
-#define SETTLE_MAX_S 600       /* ... give up (with a warning) after this */
+#define SEEK_NEXTS 10     /* seekrandom: nexts after each seek */
+#define LAT_EVERY 8       /* time every 8th operation */
+#define QUIET_POLL_MS 100 /* settle: poll interval */
+#define QUIET_POLLS 10    /* ... this many unchanged polls = quiet */
+#define SETTLE_MAX_S 600  /* ... give up (with a warning) after this */
 
 enum { SYS_LUNAKV, SYS_LEVELDB, NSYS };
 extern const char *const sys_name[NSYS];
@@ -39,7 +38,7 @@ typedef struct wl_t {
 
 typedef struct bench_config {
   uint64_t num;
-  uint64_t reads; /* operations of a read workload (all threads); 0 = num */
+  uint64_t reads;  /* operations of a read workload (all threads); 0 = num */
   uint64_t writes; /* operations of overwrite (db_bench's --writes); 0 = num */
   size_t key_size;
   size_t value_size;
@@ -152,13 +151,17 @@ int bit_status(const bit *it, char *err, size_t n);
 void bit_free(bit *it);
 
 static inline void bit_seek_first(bit *it) {
-  if (it->sys == SYS_LUNAKV) lkv_iter_seek_first(it->li);
-  else leveldb_iter_seek_to_first(it->di);
+  if (it->sys == SYS_LUNAKV)
+    lkv_iter_seek_first(it->li);
+  else
+    leveldb_iter_seek_to_first(it->di);
 }
 
 static inline void bit_seek(bit *it, const char *k, size_t kn) {
-  if (it->sys == SYS_LUNAKV) lkv_iter_seek(it->li, k, kn);
-  else leveldb_iter_seek(it->di, k, kn);
+  if (it->sys == SYS_LUNAKV)
+    lkv_iter_seek(it->li, k, kn);
+  else
+    leveldb_iter_seek(it->di, k, kn);
 }
 
 static inline int bit_valid(const bit *it) {
@@ -167,8 +170,10 @@ static inline int bit_valid(const bit *it) {
 }
 
 static inline void bit_next(bit *it) {
-  if (it->sys == SYS_LUNAKV) lkv_iter_next(it->li);
-  else leveldb_iter_next(it->di);
+  if (it->sys == SYS_LUNAKV)
+    lkv_iter_next(it->li);
+  else
+    leveldb_iter_next(it->di);
 }
 
 static inline const char *bit_key(const bit *it, size_t *n) {
@@ -192,8 +197,8 @@ typedef struct result {
   double p50_us, p99_us;
   /* fills only */
   int has_wa;
-  double write_amp;  /* io bytes written (phase + settle) / user bytes */
-  double engine_wa;  /* lunakv's own counters over the phase; <0 = none */
+  double write_amp; /* io bytes written (phase + settle) / user bytes */
+  double engine_wa; /* lunakv's own counters over the phase; <0 = none */
   uint64_t disk_bytes;
   uint64_t written;
   uint64_t user_bytes;

@@ -5,6 +5,7 @@
 #endif
 #include <errno.h>
 #include <inttypes.h>
+#include <leveldb/c.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +13,6 @@
 #include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
-
-#include <leveldb/c.h>
 
 #include "lkv_bench.h"
 #include "lunakv.h"
@@ -96,14 +95,22 @@ static const char *fs_name(const char *dir) {
   struct statfs s;
   if (statfs(dir, &s) != 0) return "?";
   switch ((unsigned long)s.f_type) {
-  case 0xEF53: return "ext4";
-  case 0x58465342: return "xfs";
-  case 0x9123683E: return "btrfs";
-  case 0x01021994: return "tmpfs";
-  case 0x794C7630: return "overlayfs";
-  case 0x2FC12FC1: return "zfs";
-  case 0xF2F52010: return "f2fs";
-  default: return "other";
+    case 0xEF53:
+      return "ext4";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683E:
+      return "btrfs";
+    case 0x01021994:
+      return "tmpfs";
+    case 0x794C7630:
+      return "overlayfs";
+    case 0x2FC12FC1:
+      return "zfs";
+    case 0xF2F52010:
+      return "f2fs";
+    default:
+      return "other";
   }
 }
 
@@ -122,10 +129,12 @@ void print_header(int argc, char **argv) {
   printf("machine:   %ld CPUs, %s, %s %s (%s), %.1f GiB RAM\n",
          sysconf(_SC_NPROCESSORS_ONLN), cpu, u.sysname, u.release, u.machine,
          mem / 1073741824.0);
-  printf("data:      num=%" PRIu64 " keys, key %zu B (zero-padded decimal), "
+  printf("data:      num=%" PRIu64
+         " keys, key %zu B (zero-padded decimal), "
          "value %zu B (random bytes), %.1f MiB raw\n",
          cfg.num, cfg.key_size, cfg.value_size, (double)raw / 1048576.0);
-  printf("reads:     %" PRIu64 " ops per read workload (split over its "
+  printf("reads:     %" PRIu64
+         " ops per read workload (split over its "
          "threads); seekrandom = seek + %d nexts;\n"
          "           readmissing keys %s\n",
          cfg.reads ? cfg.reads : cfg.num, SEEK_NEXTS,
@@ -133,39 +142,47 @@ void print_header(int argc, char **argv) {
              ? "above the key range (index + 10*num)"
              : "inside the key range (last byte '.'): Bloom filters decide");
   if (cfg.writes)
-    printf("writes:    overwrite does %" PRIu64 " ops (%.2f passes over the "
+    printf("writes:    overwrite does %" PRIu64
+           " ops (%.2f passes over the "
            "keys, each in a new random order)\n",
            cfg.writes, (double)cfg.writes / (double)cfg.num);
-  printf("settings:  no compression, write buffer/memtable %zu MiB, Bloom %d "
-         "bits/key, block cache %zu MiB,\n"
-         "           WAL on without fsync (leveldb sync=false, lunakv "
-         "LKV_SYNC_NONE), block size 4 KiB,\n"
-         "           max_open_files default; other options engine defaults\n",
-         WRITE_BUFFER_BYTES >> 20, BLOOM_BITS_PER_KEY, BLOCK_CACHE_BYTES >> 20);
+  printf(
+      "settings:  no compression, write buffer/memtable %zu MiB, Bloom %d "
+      "bits/key, block cache %zu MiB,\n"
+      "           WAL on without fsync (leveldb sync=false, lunakv "
+      "LKV_SYNC_NONE), block size 4 KiB,\n"
+      "           max_open_files default; other options engine defaults\n",
+      WRITE_BUFFER_BYTES >> 20, BLOOM_BITS_PER_KEY, BLOCK_CACHE_BYTES >> 20);
   printf("table reads: leveldb mmap (its default on 64-bit), lunakv %s\n",
          cfg.mmap_reads ? "mmap (mmap_reads=1; its default is pread: "
                           "--mmap-reads=0)"
                         : "pread + block cache (its default)");
-  printf("settle:    after each fill: lunakv lkv_db_flush, leveldb "
-         "close+reopen; then wait until no bytes are written for %.1f s\n",
-         QUIET_POLLS * QUIET_POLL_MS / 1000.0);
-  printf("write amp: bytes written by the process during the fill and its "
-         "settle (%s) / user bytes (key+value)\n",
-         cfg.wa_write_bytes ? "/proc/self/io write_bytes"
-                            : "/proc/self/io wchar: write_bytes unavailable");
-  printf("latency:   every %dth op timed with clock_gettime(MONOTONIC); "
-         "p50/p99 in microseconds\n",
-         LAT_EVERY);
+  printf(
+      "settle:    after each fill: lunakv lkv_db_flush, leveldb "
+      "close+reopen; then wait until no bytes are written for %.1f s\n",
+      QUIET_POLLS * QUIET_POLL_MS / 1000.0);
+  printf(
+      "write amp: bytes written by the process during the fill and its "
+      "settle (%s) / user bytes (key+value)\n",
+      cfg.wa_write_bytes ? "/proc/self/io write_bytes"
+                         : "/proc/self/io wchar: write_bytes unavailable");
+  printf(
+      "latency:   every %dth op timed with clock_gettime(MONOTONIC); "
+      "p50/p99 in microseconds\n",
+      LAT_EVERY);
   printf("dir:       %s (%s)\n", cfg.dir, fs_name(cfg.dir));
-  printf("repeat:    %d (each figure is the median over the runs; system "
-         "order alternates per run)\n\n",
-         cfg.repeat);
+  printf(
+      "repeat:    %d (each figure is the median over the runs; system "
+      "order alternates per run)\n\n",
+      cfg.repeat);
   fflush(stdout);
 }
 
 static void fmt_lat(char *d, size_t n, const result *r, int ok) {
-  if (ok) snprintf(d, n, "%.1f/%.1f", r->p50_us, r->p99_us);
-  else snprintf(d, n, "-");
+  if (ok)
+    snprintf(d, n, "%.1f/%.1f", r->p50_us, r->p99_us);
+  else
+    snprintf(d, n, "-");
 }
 
 void print_tables(void) {
@@ -193,9 +210,9 @@ void print_tables(void) {
            cfg.wl[w].threads, a, b, r, la, lb);
   }
   if (any_fill) {
-    printf("\n%-12s %9s %10s %11s %13s %14s %10s %15s\n", "phase",
-           "user MiB", "lunakv WA", "leveldb WA", "lunakv MiB",
-           "leveldb MiB", "engine WA", "settle s l/L");
+    printf("\n%-12s %9s %10s %11s %13s %14s %10s %15s\n", "phase", "user MiB",
+           "lunakv WA", "leveldb WA", "lunakv MiB", "leveldb MiB", "engine WA",
+           "settle s l/L");
     for (int w = 0; w < cfg.nwl; w++) {
       char a[32], b[32], da[32], db[32], ew[32], st[48];
       if (!lkvwl_is_fill(cfg.wl[w].kind)) continue;
@@ -219,15 +236,16 @@ void print_tables(void) {
       uint64_t user =
           fill_ops(cfg.wl[w].kind) * (uint64_t)(cfg.key_size + cfg.value_size);
       printf("%-12s %9.1f %10s %11s %13s %14s %10s %15s\n",
-             lkvwl_name(cfg.wl[w].kind), (double)user / 1048576.0, a, b, da,
-             db, ew, st);
+             lkvwl_name(cfg.wl[w].kind), (double)user / 1048576.0, a, b, da, db,
+             ew, st);
     }
-    printf("(WA: bytes written (%s) / user bytes over the phase and its "
-           "settle; MiB: "
-           "files in the db dir after settling;\n engine WA: lunakv's own "
-           "(sstable + wal bytes) / user bytes from lkv_db_stats; settle s: "
-           "lunakv/leveldb)\n",
-           cfg.wa_write_bytes ? "write_bytes" : "wchar");
+    printf(
+        "(WA: bytes written (%s) / user bytes over the phase and its "
+        "settle; MiB: "
+        "files in the db dir after settling;\n engine WA: lunakv's own "
+        "(sstable + wal bytes) / user bytes from lkv_db_stats; settle s: "
+        "lunakv/leveldb)\n",
+        cfg.wa_write_bytes ? "write_bytes" : "wchar");
   }
   if (nnotes) {
     printf("\nnotes:\n");
@@ -250,12 +268,13 @@ void write_json(void) {
       if (!n) continue;
       fprintf(f,
               "{\"system\":\"%s\",\"workload\":\"%s\",\"threads\":%d,"
-              "\"num\":%" PRIu64 ",\"key_size\":%zu,\"value_size\":%zu,"
+              "\"num\":%" PRIu64
+              ",\"key_size\":%zu,\"value_size\":%zu,"
               "\"runs\":%d,\"ops_per_sec\":%.1f,\"p50_us\":%.2f,"
               "\"p99_us\":%.2f",
               sys_name[s], lkvwl_name(cfg.wl[w].kind), cfg.wl[w].threads,
-              cfg.num, cfg.key_size, cfg.value_size, n, m.ops_per_sec,
-              m.p50_us, m.p99_us);
+              cfg.num, cfg.key_size, cfg.value_size, n, m.ops_per_sec, m.p50_us,
+              m.p99_us);
       if (m.has_wa) {
         fprintf(f, ",\"write_amp\":%.3f,\"disk_bytes\":%" PRIu64, m.write_amp,
                 m.disk_bytes);

@@ -1,5 +1,7 @@
 /* workload.c - the bench's workload vocabulary and core.bench's runner
  * (workload.h). */
+#include "workload.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -9,7 +11,6 @@
 
 #include "hist.h"
 #include "lunakv.h"
-#include "workload.h"
 
 /* {======================================================================
 ** Workload names
@@ -88,7 +89,7 @@ void lkvwl_values_init(lkvwl_values *v, char *buf, size_t value_size) {
 ** core.bench's runner
 ** ======================================================================= */
 
-#define SEEK_NEXTS 0 /* seekrandom reads the entry it lands on */
+#define SEEK_NEXTS 0     /* seekrandom reads the entry it lands on */
 #define COUNT_EVERY 1024 /* ops between updates of the shared count */
 
 typedef struct lkvwl_job BJob;
@@ -96,13 +97,13 @@ typedef struct lkvwl_job BJob;
 typedef struct BWorker {
   BJob *job;
   pthread_t tid;
-  uint64_t from, to;   /* operation indexes [from, to) */
-  uint64_t found;      /* reads that found their key */
-  uint64_t done;       /* operations finished */
-  uint64_t rng;        /* splitmix64 state */
-  double *samples;     /* latencies in µs: a slice of job->samples */
+  uint64_t from, to; /* operation indexes [from, to) */
+  uint64_t found;    /* reads that found their key */
+  uint64_t done;     /* operations finished */
+  uint64_t rng;      /* splitmix64 state */
+  double *samples;   /* latencies in µs: a slice of job->samples */
   size_t nsamples;
-  lkv_iter *it;        /* readseq, seekrandom: created before the start */
+  lkv_iter *it; /* readseq, seekrandom: created before the start */
 } BWorker;
 
 struct lkvwl_job {
@@ -113,18 +114,18 @@ struct lkvwl_job {
   int threads, started; /* threads asked for / created */
   unsigned sample_every;
   uint64_t seed;
-  char *value;          /* value_size random bytes */
-  uint64_t *perm;       /* fillrandom, overwrite: key order */
-  double *samples;      /* every worker's samples, one block */
+  char *value;     /* value_size random bytes */
+  uint64_t *perm;  /* fillrandom, overwrite: key order */
+  double *samples; /* every worker's samples, one block */
   size_t nsamples_max;
   BWorker *w;
   pthread_mutex_t mu;
-  pthread_cond_t cv;    /* signalled on go and when the last worker ends */
-  int go;               /* guarded by mu: 0 wait, 1 run, -1 give up */
-  int running;          /* guarded by mu: workers not yet finished */
-  int rc;               /* guarded by mu: first failure, LKV_OK if none */
-  lkv_err err;          /* guarded by mu */
-  double t_start, t_end;/* t_end written by the last worker, under mu */
+  pthread_cond_t cv;     /* signalled on go and when the last worker ends */
+  int go;                /* guarded by mu: 0 wait, 1 run, -1 give up */
+  int running;           /* guarded by mu: workers not yet finished */
+  int rc;                /* guarded by mu: first failure, LKV_OK if none */
+  lkv_err err;           /* guarded by mu */
+  double t_start, t_end; /* t_end written by the last worker, under mu */
   atomic_int stop;
   atomic_uint_fast64_t progress;
 };
@@ -152,50 +153,50 @@ static int bench_op(BWorker *w, uint64_t i, char *key, lkv_buf *buf,
   size_t ks = j->key_size, len;
   int rc;
   switch (j->kind) {
-  case LKVWL_FILLSEQ:
-  case LKVWL_WRITES:
-    lkvwl_key(key, ks, i % j->num);
-    return lkv_db_set(j->db, key, ks, j->value, j->value_size, NULL, err);
-  case LKVWL_FILLRANDOM:
-  case LKVWL_OVERWRITE:
-    lkvwl_key(key, ks, j->perm[i % j->num]);
-    return lkv_db_set(j->db, key, ks, j->value, j->value_size, NULL, err);
-  case LKVWL_READRANDOM:
-  case LKVWL_READS:
-    lkvwl_key(key, ks,
-              j->kind == LKVWL_READS ? i % j->num
-                                     : lkv_splitmix64(&w->rng) % j->num);
-    break;
-  case LKVWL_READMISSING:
-  case LKVWL_MISSES:
-    lkvwl_missing_key(key, ks,
-                      j->kind == LKVWL_MISSES
-                          ? i % j->num
-                          : lkv_splitmix64(&w->rng) % j->num);
-    break;
-  case LKVWL_READSEQ:
-    if (!lkv_iter_valid(w->it)) {
-      if ((rc = lkv_iter_status(w->it, err)) != LKV_OK) return rc;
-      lkv_iter_seek_first(w->it); /* wrap around */
-      if (!lkv_iter_valid(w->it)) return lkv_iter_status(w->it, err);
-    }
-    (void)lkv_iter_key(w->it, &len);
-    (void)lkv_iter_value(w->it, &len);
-    w->found++;
-    lkv_iter_next(w->it);
-    return LKV_OK;
-  case LKVWL_SEEKRANDOM:
-    lkvwl_key(key, ks, lkv_splitmix64(&w->rng) % j->num);
-    lkv_iter_seek(w->it, key, ks);
-    if (lkv_iter_valid(w->it)) {
+    case LKVWL_FILLSEQ:
+    case LKVWL_WRITES:
+      lkvwl_key(key, ks, i % j->num);
+      return lkv_db_set(j->db, key, ks, j->value, j->value_size, NULL, err);
+    case LKVWL_FILLRANDOM:
+    case LKVWL_OVERWRITE:
+      lkvwl_key(key, ks, j->perm[i % j->num]);
+      return lkv_db_set(j->db, key, ks, j->value, j->value_size, NULL, err);
+    case LKVWL_READRANDOM:
+    case LKVWL_READS:
+      lkvwl_key(key, ks,
+                j->kind == LKVWL_READS ? i % j->num
+                                       : lkv_splitmix64(&w->rng) % j->num);
+      break;
+    case LKVWL_READMISSING:
+    case LKVWL_MISSES:
+      lkvwl_missing_key(key, ks,
+                        j->kind == LKVWL_MISSES
+                            ? i % j->num
+                            : lkv_splitmix64(&w->rng) % j->num);
+      break;
+    case LKVWL_READSEQ:
+      if (!lkv_iter_valid(w->it)) {
+        if ((rc = lkv_iter_status(w->it, err)) != LKV_OK) return rc;
+        lkv_iter_seek_first(w->it); /* wrap around */
+        if (!lkv_iter_valid(w->it)) return lkv_iter_status(w->it, err);
+      }
       (void)lkv_iter_key(w->it, &len);
       (void)lkv_iter_value(w->it, &len);
       w->found++;
+      lkv_iter_next(w->it);
       return LKV_OK;
-    }
-    return lkv_iter_status(w->it, err);
-  default:
-    return LKV_INVALID;
+    case LKVWL_SEEKRANDOM:
+      lkvwl_key(key, ks, lkv_splitmix64(&w->rng) % j->num);
+      lkv_iter_seek(w->it, key, ks);
+      if (lkv_iter_valid(w->it)) {
+        (void)lkv_iter_key(w->it, &len);
+        (void)lkv_iter_value(w->it, &len);
+        w->found++;
+        return LKV_OK;
+      }
+      return lkv_iter_status(w->it, err);
+    default:
+      return LKV_INVALID;
   }
   rc = lkv_db_get(j->db, key, ks, LKV_SEQ_LATEST, buf, err);
   if (rc == LKV_OK) w->found++;

@@ -93,7 +93,7 @@ void lkvwl_shuffle(uint64_t *perm, uint64_t n, uint64_t seed);
 ** ======================================================================= */
 
 typedef struct lkvwl_values {
-  char *buf;         /* len random bytes (and 8 to spare); owned by caller */
+  char *buf; /* len random bytes (and 8 to spare); owned by caller */
   size_t len;
   size_t value_size;
 } lkvwl_values;
@@ -105,8 +105,8 @@ void lkvwl_values_init(lkvwl_values *v, char *buf, size_t value_size);
 
 /* The value written for key idx by fill phase `phase` (value_size bytes,
  * borrowed from v->buf). */
-static inline const char *lkvwl_value_for(const lkvwl_values *v,
-                                          uint64_t idx, int phase) {
+static inline const char *lkvwl_value_for(const lkvwl_values *v, uint64_t idx,
+                                          int phase) {
   uint64_t off =
       lkv_mix64(idx * 0x100000001B3ull + (uint64_t)phase * 0x9E37ull) %
       (v->len - v->value_size + 1);
@@ -128,12 +128,12 @@ static inline const char *lkvwl_value_for(const lkvwl_values *v,
 #define LKVWL_MAX_VALUE ((size_t)1 << 20)
 
 typedef struct lkvwl_spec {
-  int kind;              /* LKVWL_*, one core.bench runs */
-  int threads;           /* 1 .. LKVWL_MAX_THREADS */
-  uint64_t num;          /* distinct keys, each fitting key_size digits */
-  uint64_t ops;          /* operations, split over the threads */
-  size_t key_size;       /* 1 .. LKVWL_MAX_KEY */
-  size_t value_size;     /* 0 .. LKVWL_MAX_VALUE */
+  int kind;          /* LKVWL_*, one core.bench runs */
+  int threads;       /* 1 .. LKVWL_MAX_THREADS */
+  uint64_t num;      /* distinct keys, each fitting key_size digits */
+  uint64_t ops;      /* operations, split over the threads */
+  size_t key_size;   /* 1 .. LKVWL_MAX_KEY */
+  size_t value_size; /* 0 .. LKVWL_MAX_VALUE */
   uint64_t seed;
   unsigned sample_every; /* time one operation in this many (>= 1) */
 } lkvwl_spec;
@@ -145,7 +145,7 @@ typedef struct lkvwl_result {
   uint64_t ops, found;   /* operations finished; reads that found a key */
   const double *samples; /* latencies in µs, sorted; borrowed from the job */
   size_t nsamples;
-  double seconds;        /* from the start to the last worker's end */
+  double seconds; /* from the start to the last worker's end */
 } lkvwl_result;
 
 /* A job for spec s (checked by the caller) against db, which must stay

@@ -73,13 +73,15 @@ static void *reader(void *p) {
       uint64_t j = wl_decode(k, b.data, b.len);
       if (j == 0 || j > limit) {
         snprintf(a->sh->why, sizeof a->sh->why,
-                 "reader: %s holds a value no operation up to %" PRIu64 " wrote",
+                 "reader: %s holds a value no operation up to %" PRIu64
+                 " wrote",
                  key, limit);
         atomic_store(&a->sh->failed, 1);
         break;
       }
     } else if (rc != LKV_NOTFOUND) {
-      snprintf(a->sh->why, sizeof a->sh->why, "reader: get %s: %s", key, err.msg);
+      snprintf(a->sh->why, sizeof a->sh->why, "reader: get %s: %s", key,
+               err.msg);
       atomic_store(&a->sh->failed, 1);
       break;
     }
@@ -147,7 +149,8 @@ static int kill_cycles(const char *dir, uint64_t seed, int cycles) {
       return 1;
     }
     if (!WIFSIGNALED(status)) {
-      printf("kill cycle %d: the child ended by itself (status %d)\n", c, status);
+      printf("kill cycle %d: the child ended by itself (status %d)\n", c,
+             status);
       return 1;
     }
     lkv_options o;
@@ -158,11 +161,12 @@ static int kill_cycles(const char *dir, uint64_t seed, int cycles) {
       printf("kill cycle %d: reopen failed: %s\n", c, err.msg);
       return 1;
     }
-    uint64_t done = 0, safe = atomic_load(&sh->kill_safe), next = atomic_load(&sh->next);
+    uint64_t done = 0, safe = atomic_load(&sh->kill_safe),
+             next = atomic_load(&sh->next);
     char why[512];
     if (wl_verify(db, seed, &base, first, safe, next, &done, why, sizeof why)) {
-      printf("kill cycle %d (sync %d): %s (must survive: up to %" PRIu64 ")\n", c,
-             o.sync, why, safe);
+      printf("kill cycle %d (sync %d): %s (must survive: up to %" PRIu64 ")\n",
+             c, o.sync, why, safe);
       lkv_db_close(db, NULL);
       return 1;
     }
@@ -175,11 +179,13 @@ static int kill_cycles(const char *dir, uint64_t seed, int cycles) {
     first = done + 1;
     if ((c + 1) % 100 == 0) printf("  kill: %d cycles\n", c + 1);
   }
-  printf("kill: %d SIGKILL cycles passed: 0 acknowledged writes lost beyond the "
-         "sync mode's bound, 0 failed opens; %" PRIu64 " operations survive, %" PRIu64
-         " ran after the last acknowledged-safe point and were lost, %" PRIu64
-         " concurrent reads checked\n",
-         cycles, first - 1, lost, reads);
+  printf(
+      "kill: %d SIGKILL cycles passed: 0 acknowledged writes lost beyond the "
+      "sync mode's bound, 0 failed opens; %" PRIu64
+      " operations survive, %" PRIu64
+      " ran after the last acknowledged-safe point and were lost, %" PRIu64
+      " concurrent reads checked\n",
+      cycles, first - 1, lost, reads);
   munmap(sh, sizeof *sh);
   return 0;
 }
@@ -204,8 +210,10 @@ static int power(const char *dir, uint64_t seed, int cycles) {
     mid += st.mid_op;
     printf("  power: %d cycles\n", done);
   }
-  printf("power: %d simulated power losses passed (%" PRIu64 " in the middle of a "
-         "call): 0 durable writes lost, 0 failed opens; %" PRIu64 " acknowledged "
+  printf("power: %d simulated power losses passed (%" PRIu64
+         " in the middle of a "
+         "call): 0 durable writes lost, 0 failed opens; %" PRIu64
+         " acknowledged "
          "but not yet durable operations were lost, as the sync modes allow\n",
          cycles, mid, lost);
   return 0;
@@ -213,7 +221,8 @@ static int power(const char *dir, uint64_t seed, int cycles) {
 
 int main(int argc, char **argv) {
   if (argc < 2 || argc % 2 != 0) {
-    fprintf(stderr, "usage: crashtest DIR [kill CYCLES] [power CYCLES] [seed S]\n");
+    fprintf(stderr,
+            "usage: crashtest DIR [kill CYCLES] [power CYCLES] [seed S]\n");
     return 2;
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -221,16 +230,19 @@ int main(int argc, char **argv) {
   int kills = 0, powers = 0;
   uint64_t seed = (uint64_t)time(NULL);
   for (int i = 2; i + 1 < argc; i += 2) {
-    if (strcmp(argv[i], "kill") == 0) kills = atoi(argv[i + 1]);
-    else if (strcmp(argv[i], "power") == 0) powers = atoi(argv[i + 1]);
-    else if (strcmp(argv[i], "seed") == 0) seed = strtoull(argv[i + 1], NULL, 10);
+    if (strcmp(argv[i], "kill") == 0)
+      kills = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "power") == 0)
+      powers = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "seed") == 0)
+      seed = strtoull(argv[i + 1], NULL, 10);
     else {
       fprintf(stderr, "crashtest: unknown argument '%s'\n", argv[i]);
       return 2;
     }
   }
-  printf("crashtest: %s, seed %" PRIu64 " (rerun with: seed %" PRIu64 ")\n", dir,
-         seed, seed);
+  printf("crashtest: %s, seed %" PRIu64 " (rerun with: seed %" PRIu64 ")\n",
+         dir, seed, seed);
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) return 1;

@@ -60,7 +60,8 @@ int lkv_batch_put(lkv_batch *b, int type, const void *key, size_t klen,
     size_t cap = b->cap * 2;
     while (cap < need) cap *= 2;
     char *p = realloc(b->rep, cap);
-    if (p == NULL) return lkv_seterr(err, LKV_NOMEM, "batch of %zu bytes", need);
+    if (p == NULL)
+      return lkv_seterr(err, LKV_NOMEM, "batch of %zu bytes", need);
     b->rep = p;
     b->cap = cap;
   }
@@ -95,7 +96,8 @@ int lkv_batch_iterate_seq(const char *rep, size_t n, uint64_t seq,
     if (p >= end) return LKV_CORRUPTION;
     int type = (unsigned char)*p++;
     uint64_t klen, vlen = 0;
-    if (type != LKV_TYPE_VALUE && type != LKV_TYPE_DELETE) return LKV_CORRUPTION;
+    if (type != LKV_TYPE_VALUE && type != LKV_TYPE_DELETE)
+      return LKV_CORRUPTION;
     if ((p = lkv_getv(p, end, &klen)) == NULL || klen > LKV_MAX_KEY_BYTES ||
         klen > (uint64_t)(end - p))
       return LKV_CORRUPTION;

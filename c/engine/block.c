@@ -163,8 +163,7 @@ void lkv_block_cursor_free(lkv_block_cursor *c) {
   c->valid = 0;
 }
 
-static void fail(lkv_block_cursor *c, int code, const char *why,
-                 uint32_t off) {
+static void fail(lkv_block_cursor *c, int code, const char *why, uint32_t off) {
   c->valid = 0;
   c->code = code;
   c->why = why;
@@ -196,9 +195,8 @@ static inline const char *entry_header(const char *p, const char *end,
  * p, its first byte) and the key buffer have room for 16, it is copied as
  * one fixed 16-byte move (no length-dependent branch); the bytes past it
  * are overwritten or ignored. */
-static inline int fixed_copy_fits(size_t shared, size_t unshared,
-                                  const char *p, const char *end,
-                                  size_t kcap) {
+static inline int fixed_copy_fits(size_t shared, size_t unshared, const char *p,
+                                  const char *end, size_t kcap) {
   return unshared <= 16 && end - p >= 16 && shared + 16 <= kcap;
 }
 
@@ -433,11 +431,14 @@ void lkv_block_cursor_prev(lkv_block_cursor *c) {
   if (!c->valid) return;
   uint32_t target = c->cur;
   /* the last restart before the current entry: offsets increase */
-  uint32_t lo = 0, hi = c->b.nrestarts; /* answer in [lo, hi): first >= target */
+  uint32_t lo = 0,
+           hi = c->b.nrestarts; /* answer in [lo, hi): first >= target */
   while (lo < hi) {
     uint32_t mid = lo + (hi - lo) / 2;
-    if (lkv_get32(c->b.restarts + 4 * (size_t)mid) < target) lo = mid + 1;
-    else hi = mid;
+    if (lkv_get32(c->b.restarts + 4 * (size_t)mid) < target)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   if (lo == 0) { /* the current entry is the first */
     c->valid = 0;
@@ -513,7 +514,7 @@ static void bi_destroy(lkv_iiter *it) {
 }
 
 static const lkv_iiter_ops block_iter_ops = {
-    bi_seek_first, bi_seek,   bi_next,    bi_valid,   bi_key,
+    bi_seek_first, bi_seek,   bi_next,    bi_valid,     bi_key,
     bi_value,      bi_status, bi_destroy, bi_seek_last, bi_prev};
 
 lkv_iiter *lkv_block_iter_new(const lkv_block *b, const char *name,

@@ -28,13 +28,13 @@
 /* Builds one block in memory. Keys must be internal keys (>= 8 bytes) added
  * in increasing internal-key order; the builder does not check. */
 typedef struct lkv_block_builder {
-  lkv_buf buf;          /* entries so far; the trailer is added by finish */
-  uint32_t *restarts;   /* offsets of the entries stored with a full key */
+  lkv_buf buf;        /* entries so far; the trailer is added by finish */
+  uint32_t *restarts; /* offsets of the entries stored with a full key */
   size_t nrestarts, restarts_cap;
-  int interval;         /* a restart every `interval` entries */
-  int since_restart;    /* entries added since the last restart */
-  lkv_buf last;         /* the last key added (kept across reset) */
-  uint64_t entries;     /* entries in the current block */
+  int interval;      /* a restart every `interval` entries */
+  int since_restart; /* entries added since the last restart */
+  lkv_buf last;      /* the last key added (kept across reset) */
+  uint64_t entries;  /* entries in the current block */
 } lkv_block_builder;
 
 void lkv_block_builder_init(lkv_block_builder *bb, int restart_interval);
@@ -54,8 +54,8 @@ int lkv_block_builder_finish(lkv_block_builder *bb, lkv_slice *out);
 
 /* A parsed block: pointers into bytes the caller keeps alive. */
 typedef struct lkv_block {
-  const char *data;     /* the entries */
-  uint32_t size;        /* bytes of entries (the restart array follows) */
+  const char *data; /* the entries */
+  uint32_t size;    /* bytes of entries (the restart array follows) */
   uint32_t nrestarts;
   const char *restarts; /* nrestarts little-endian u32 offsets */
 } lkv_block;
@@ -71,14 +71,14 @@ int lkv_block_parse(lkv_block *b, const char *p, size_t n, const char **why);
 typedef struct lkv_block_cursor {
   lkv_block b;
   int valid;
-  int code;            /* LKV_OK, LKV_CORRUPTION or LKV_NOMEM */
-  const char *why;     /* static reason when code != LKV_OK */
-  uint32_t bad_off;    /* entry offset in the block where it failed */
-  uint32_t cur;        /* offset of the current entry */
-  uint32_t next;       /* offset of the entry after the current one */
-  char *key;           /* the current key, reconstructed */
+  int code;         /* LKV_OK, LKV_CORRUPTION or LKV_NOMEM */
+  const char *why;  /* static reason when code != LKV_OK */
+  uint32_t bad_off; /* entry offset in the block where it failed */
+  uint32_t cur;     /* offset of the current entry */
+  uint32_t next;    /* offset of the entry after the current one */
+  char *key;        /* the current key, reconstructed */
   size_t klen, kcap;
-  const char *val;     /* the current value, inside the block */
+  const char *val; /* the current value, inside the block */
   size_t vlen;
   char small[240];
 } lkv_block_cursor;

@@ -1,11 +1,12 @@
 /* block_test.c - blocks: round trips at several restart intervals, seeks,
  * long and binary keys, and corrupt or truncated blocks, which must fail
  * with LKV_CORRUPTION and never read outside the block (run under ASan). */
+#include "block.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "block.h"
 #include "table.h"
 #include "test.h"
 
@@ -35,8 +36,8 @@ static void make_entries(entry *e, int n) {
       }
     }
     uint64_t seq = (uint64_t)(n - i) * 10;
-    lkv_put64(e[i].key + kl, lkv_tag(seq, (i % 3 == 0) ? LKV_TYPE_DELETE
-                                                        : LKV_TYPE_VALUE));
+    lkv_put64(e[i].key + kl,
+              lkv_tag(seq, (i % 3 == 0) ? LKV_TYPE_DELETE : LKV_TYPE_VALUE));
     e[i].klen = kl + 8;
     e[i].vlen = (size_t)(i % 4 == 0 ? 0 : snprintf(e[i].val, 64, "v%d", i));
   }
@@ -51,7 +52,8 @@ static int eq(lkv_slice a, const char *p, size_t n) {
   return a.n == n && (n == 0 || memcmp(a.p, p, n) == 0);
 }
 
-static void build(lkv_block_builder *bb, const entry *e, int n, lkv_slice *out) {
+static void build(lkv_block_builder *bb, const entry *e, int n,
+                  lkv_slice *out) {
   for (int i = 0; i < n; i++) {
     lkv_slice v = {e[i].val, e[i].vlen};
     CHECK(lkv_block_builder_add(bb, key_of(&e[i]), v) == LKV_OK);
@@ -101,7 +103,8 @@ static void test_roundtrip(int interval, int n) {
     if (i == 0) {
       CHECK(!it->ops->valid(it));
     } else {
-      CHECK(it->ops->valid(it) && eq(it->ops->key(it), e[i - 1].key, e[i - 1].klen));
+      CHECK(it->ops->valid(it) &&
+            eq(it->ops->key(it), e[i - 1].key, e[i - 1].klen));
       it->ops->next(it); /* and forward again */
       CHECK(it->ops->valid(it) && eq(it->ops->key(it), e[i].key, e[i].klen));
     }
@@ -142,7 +145,8 @@ static void test_roundtrip(int interval, int n) {
 
   /* The builder is reusable after reset, and keeps the last key. */
   lkv_block_builder_reset(&bb);
-  CHECK(eq((lkv_slice){bb.last.data, bb.last.len}, e[n - 1].key, e[n - 1].klen));
+  CHECK(
+      eq((lkv_slice){bb.last.data, bb.last.len}, e[n - 1].key, e[n - 1].klen));
   CHECK(lkv_block_builder_size(&bb) == 4);
   lkv_block_builder_free(&bb);
   free(e);
@@ -213,7 +217,8 @@ static int exercise(const char *p, size_t n, const entry *e, int ne,
   /* backward over the same bytes, on a fresh iterator */
   it = lkv_block_iter_new(&b, "000007.sst", 4096);
   int back = 0;
-  for (it->ops->seek_last(it); it->ops->valid(it) && back <= ne; it->ops->prev(it)) {
+  for (it->ops->seek_last(it); it->ops->valid(it) && back <= ne;
+       it->ops->prev(it)) {
     CHECK(it->ops->key(it).n >= 8);
     back++;
   }
@@ -255,9 +260,10 @@ static void test_corruption(void) {
       free(p);
     }
   }
-  printf("block: %d of %zu single-bit flips detected by decoding alone "
-         "(the rest is the table's checksum's job)\n",
-         detected, raw.n * 3);
+  printf(
+      "block: %d of %zu single-bit flips detected by decoding alone "
+      "(the rest is the table's checksum's job)\n",
+      detected, raw.n * 3);
   /* every truncation */
   for (size_t len = 0; len < raw.n; len++) {
     char *p = malloc(len ? len : 1);
@@ -272,11 +278,14 @@ static void test_corruption(void) {
     size_t len = (size_t)(round % 300);
     char *p = malloc(len ? len : 1);
     for (size_t j = 0; j < len; j++) {
-      x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
       p[j] = (char)x;
     }
     /* a plausible trailer half the time, so decoding gets going */
-    if (len >= 8 && round % 2) lkv_put32(p + len - 4, 1), lkv_put32(p + len - 8, 0);
+    if (len >= 8 && round % 2)
+      lkv_put32(p + len - 4, 1), lkv_put32(p + len - 8, 0);
     int rc = exercise(p, len, e, n, &seen);
     CHECK(rc == LKV_OK || rc == LKV_CORRUPTION);
     free(p);
@@ -349,8 +358,9 @@ static void test_seek_matches_walk(void) {
         ul = e[i - 1].klen - 8;
         memcpy(e[i].key, e[i - 1].key, ul);
       }
-      lkv_put64(e[i].key + ul, lkv_tag(rnd() % 1000, rnd() % 4 ? LKV_TYPE_VALUE
-                                                               : LKV_TYPE_DELETE));
+      lkv_put64(
+          e[i].key + ul,
+          lkv_tag(rnd() % 1000, rnd() % 4 ? LKV_TYPE_VALUE : LKV_TYPE_DELETE));
       e[i].klen = ul + 8;
       e[i].vlen = rnd() % 3 ? rnd() % 64 : 0;
       memset(e[i].val, 'v', e[i].vlen);
@@ -383,8 +393,10 @@ static void test_seek_matches_walk(void) {
         const entry *x = &e[(i - 2 * n) / 2];
         size_t ul = x->klen - 8;
         memcpy(t, x->key, ul);
-        if (i % 2) t[ul++] = (char)(rnd() % 256);
-        else if (ul > 0) ul--;
+        if (i % 2)
+          t[ul++] = (char)(rnd() % 256);
+        else if (ul > 0)
+          ul--;
         lkv_put64(t + ul, lkv_tag(LKV_MAX_SEQ, LKV_TYPE_SEEK));
         tl = ul + 8;
       } else { /* before everything, after everything */

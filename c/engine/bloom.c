@@ -95,15 +95,15 @@ static inline uint32_t reduce(uint32_t x, uint64_t n) {
 
 /* Probe j of a key is bit (h + j * delta) mod 512 of its block; delta is a
  * rotation of h, forced odd so the k probes are distinct. */
-#define PROBES(hash, body)                                              \
-  do {                                                                  \
-    uint32_t h_ = (uint32_t)(hash);                                     \
-    uint32_t d_ = ((h_ >> 17) | (h_ << 15)) | 1u;                       \
-    for (int j_ = 0; j_ < k; j_++) {                                    \
-      uint32_t bit = h_ & (BLOCK_BITS - 1);                             \
-      body;                                                             \
-      h_ += d_;                                                         \
-    }                                                                   \
+#define PROBES(hash, body)                        \
+  do {                                            \
+    uint32_t h_ = (uint32_t)(hash);               \
+    uint32_t d_ = ((h_ >> 17) | (h_ << 15)) | 1u; \
+    for (int j_ = 0; j_ < k; j_++) {              \
+      uint32_t bit = h_ & (BLOCK_BITS - 1);       \
+      body;                                       \
+      h_ += d_;                                   \
+    }                                             \
   } while (0)
 
 void lkv_bloom_build(const uint64_t *hashes, size_t nkeys, int bits_per_key,
@@ -114,7 +114,9 @@ void lkv_bloom_build(const uint64_t *hashes, size_t nkeys, int bits_per_key,
   unsigned char *bits = (unsigned char *)out;
   for (size_t i = 0; i < bytes; i++) bits[i] = 0;
   for (size_t i = 0; i < nkeys; i++) {
-    unsigned char *blk = bits + (size_t)reduce((uint32_t)(hashes[i] >> 32), nblocks) * BLOCK_BYTES;
+    unsigned char *blk =
+        bits +
+        (size_t)reduce((uint32_t)(hashes[i] >> 32), nblocks) * BLOCK_BYTES;
     PROBES(hashes[i], blk[bit >> 3] |= (unsigned char)(1u << (bit & 7)));
   }
   out[bytes] = (char)k;
@@ -128,7 +130,8 @@ int lkv_bloom_may_contain(const char *filter, size_t n, uint64_t hash) {
   int k = bits[n - 1];
   if (k < 1 || k > K_MAX) return 1;
   const unsigned char *blk =
-      bits + (size_t)reduce((uint32_t)(hash >> 32), (n - 1) / BLOCK_BYTES) * BLOCK_BYTES;
+      bits + (size_t)reduce((uint32_t)(hash >> 32), (n - 1) / BLOCK_BYTES) *
+                 BLOCK_BYTES;
   PROBES(hash, if ((blk[bit >> 3] & (1u << (bit & 7))) == 0) return 0);
   return 1;
 }

@@ -1,10 +1,11 @@
 /* bloom_test.c - Bloom filter: sizing, no false negatives, a false-positive
  * rate near 1% at 10 bits per key, and malformed filters. */
+#include "bloom.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bloom.h"
 #include "test.h"
 
 static size_t key_of(char *buf, const char *prefix, unsigned i) {
@@ -38,7 +39,8 @@ static void test_rate(int bits_per_key, double max_rate) {
   const unsigned n = 100000;
   uint64_t *h = malloc(n * sizeof *h);
   char k[64];
-  for (unsigned i = 0; i < n; i++) h[i] = lkv_bloom_hash(k, key_of(k, "key", i));
+  for (unsigned i = 0; i < n; i++)
+    h[i] = lkv_bloom_hash(k, key_of(k, "key", i));
   size_t sz = lkv_bloom_filter_size(n, bits_per_key, 0);
   char *f = malloc(sz);
   lkv_bloom_build(h, n, bits_per_key, 0, 0, f);
@@ -90,7 +92,7 @@ static void test_malformed(void) {
   memset(f, 0, sizeof f);
   f[64] = 7;
   CHECK(!lkv_bloom_may_contain(f, 65, h)); /* well formed, empty */
-  CHECK(lkv_bloom_may_contain(f, 9, h)); /* not whole blocks */
+  CHECK(lkv_bloom_may_contain(f, 9, h));   /* not whole blocks */
   CHECK(lkv_bloom_may_contain(NULL, 0, h));
   CHECK(lkv_bloom_may_contain(f, 0, h));
   CHECK(lkv_bloom_may_contain(f, 1, h)); /* only a k byte */
@@ -115,7 +117,8 @@ static void test_live(void) {
     lkv_live_bloom_add(&f, lkv_bloom_hash(k, key_of(k, "key", i)));
   unsigned fn = 0, fp = 0;
   for (unsigned i = 0; i < n; i++)
-    fn += !lkv_live_bloom_may_contain(&f, lkv_bloom_hash(k, key_of(k, "key", i)));
+    fn +=
+        !lkv_live_bloom_may_contain(&f, lkv_bloom_hash(k, key_of(k, "key", i)));
   for (unsigned i = 0; i < n; i++)
     fp += (unsigned)lkv_live_bloom_may_contain(
         &f, lkv_bloom_hash(k, key_of(k, "absent", i)));

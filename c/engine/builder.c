@@ -51,7 +51,8 @@ int lkv_build_table(lkv_files *fs, const lkv_table_opts *o, lkv_iiter *it,
   if (rc || lkv_tb_entries(b) == 0) {
     lkv_tb_abandon(b);
   } else {
-    lkv_slice s = {smallest.data, smallest.len}, l = {largest.data, largest.len};
+    lkv_slice s = {smallest.data, smallest.len},
+              l = {largest.data, largest.len};
     rc = lkv_finish_table(fs, b, path, number, s, l, out, err);
   }
   lkv_buf_free(&smallest);

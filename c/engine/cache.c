@@ -16,7 +16,7 @@ struct lkv_cache_handle {
   void *value;
   size_t charge;
   void (*free_fn)(void *value);
-  struct lkv_cache_handle *chain;      /* next in the hash bucket */
+  struct lkv_cache_handle *chain;       /* next in the hash bucket */
   struct lkv_cache_handle *prev, *next; /* LRU list, when unpinned */
   uint32_t hash;
   /* Pins held by callers, plus one while the entry is in the table. An
@@ -35,7 +35,7 @@ typedef struct shard {
    * lkv_cache_admit (a stale value changes one admission decision) */
   atomic_size_t usage;
   struct lkv_cache_handle **buckets;
-  size_t nbuckets, count; /* nbuckets is a power of two */
+  size_t nbuckets, count;      /* nbuckets is a power of two */
   struct lkv_cache_handle lru; /* sentinel: lru.next is the oldest */
 } shard;
 
@@ -109,7 +109,8 @@ lkv_cache *lkv_cache_new(size_t capacity_bytes) {
   c->ghosts = calloc(c->nghosts, sizeof *c->ghosts);
   /* about 8 slots per 4 KiB entry the capacity can hold */
   c->npresent = 1024;
-  while (c->npresent < capacity_bytes / 512 && c->npresent < (1u << 20)) c->npresent *= 2;
+  while (c->npresent < capacity_bytes / 512 && c->npresent < (1u << 20))
+    c->npresent *= 2;
   c->present = calloc(c->npresent, sizeof *c->present);
   if (c->ghosts == NULL || c->present == NULL) {
     cache_unbuild(c, NSHARDS);
@@ -163,8 +164,8 @@ static void lru_append(shard *s, struct lkv_cache_handle *e) {
 static struct lkv_cache_handle **find(shard *s, uint64_t file, uint64_t off,
                                       uint32_t hash) {
   struct lkv_cache_handle **pp = &s->buckets[hash & (s->nbuckets - 1)];
-  while (*pp && ((*pp)->hash != hash || (*pp)->file != file ||
-                 (*pp)->off != off))
+  while (*pp &&
+         ((*pp)->hash != hash || (*pp)->file != file || (*pp)->off != off))
     pp = &(*pp)->chain;
   return pp;
 }
@@ -224,7 +225,8 @@ static void evict(lkv_cache *c, shard *s) {
 
 lkv_cache_handle *lkv_cache_lookup(lkv_cache *c, uint64_t file, uint64_t off) {
   uint32_t h = hash_key(file, off);
-  if (atomic_load_explicit(presence(c, h), memory_order_relaxed) == 0) return NULL;
+  if (atomic_load_explicit(presence(c, h), memory_order_relaxed) == 0)
+    return NULL;
   shard *s = shard_of(c, h);
   pthread_mutex_lock(&s->mu);
   struct lkv_cache_handle *e = *find(s, file, off, h);

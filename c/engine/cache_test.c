@@ -1,13 +1,14 @@
 /* cache_test.c - the block cache: hits and misses, eviction by bytes in
  * LRU order, pinning, replacement, erase by file, capacity 0, and many
  * threads at once. Values are counted so every free is accounted for. */
+#include "cache.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "cache.h"
 #include "test.h"
 
 static atomic_int live; /* values allocated and not yet freed */
@@ -49,7 +50,8 @@ static void test_basic(void) {
   lkv_cache_release(c, h2);
   CHECK(lkv_cache_lookup(c, 1, 4096) == NULL); /* other offset */
   CHECK(lkv_cache_lookup(c, 2, 0) == NULL);    /* other file */
-  for (int i = 0; i < 5000; i++) put(c, (uint64_t)(i % 3), (uint64_t)i * 4096, i, 10);
+  for (int i = 0; i < 5000; i++)
+    put(c, (uint64_t)(i % 3), (uint64_t)i * 4096, i, 10);
   for (int i = 0; i < 5000; i++) {
     h = lkv_cache_lookup(c, (uint64_t)(i % 3), (uint64_t)i * 4096);
     CHECK(h && id_of(h) == i);
@@ -172,7 +174,8 @@ static void test_erase_file(void) {
   CHECK(pinned != NULL);
   lkv_cache_erase_file(c, 1);
   CHECK(lkv_cache_usage(c) == 200 * 10);
-  for (int i = 0; i < 300; i++) CHECK(has(c, (uint64_t)(i % 3), (uint64_t)i) == (i % 3 != 1));
+  for (int i = 0; i < 300; i++)
+    CHECK(has(c, (uint64_t)(i % 3), (uint64_t)i) == (i % 3 != 1));
   CHECK(atomic_load(&live) == 201); /* the pinned one waits for release */
   CHECK(id_of(pinned) == 1);
   lkv_cache_release(c, pinned);
@@ -186,7 +189,9 @@ static lkv_cache *shared;
 static void *worker(void *arg) {
   uint64_t x = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ULL + 1;
   for (int i = 0; i < 100000; i++) {
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
     uint64_t f = x % 4, off = (x >> 8) % 2000;
     lkv_cache_handle *h = lkv_cache_lookup(shared, f, off);
     if (h == NULL)
@@ -230,7 +235,8 @@ static void test_admission(void) {
   CHECK(lkv_cache_usage(c) > (1 << 20) - 16 * 4096);
   int admitted = 0;
   for (uint64_t off = 0; off < 100000; off += 4096)
-    admitted += lkv_cache_admit(c, 7, off, 4096); /* a scan: one miss per block */
+    admitted +=
+        lkv_cache_admit(c, 7, off, 4096); /* a scan: one miss per block */
   CHECK(admitted == 0);
   CHECK(lkv_cache_admit(c, 9, 4096, 4096) == 0); /* first miss */
   CHECK(lkv_cache_admit(c, 9, 4096, 4096) == 1); /* second miss: admit */

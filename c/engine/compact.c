@@ -39,10 +39,12 @@ static int move(lkv_db *db, lkv_compaction *c, lkv_err *err) {
 
 /* Close one output table and add it to the edit at the output level. */
 static int finish_output(lkv_db *db, const lkv_compaction *c, lkv_edit *e,
-                         lkv_table_builder *b, const char *path, uint64_t number,
-                         const lkv_buf *smallest, const lkv_buf *largest,
-                         uint64_t *out_bytes, lkv_err *err) {
-  lkv_slice s = {smallest->data, smallest->len}, l = {largest->data, largest->len};
+                         lkv_table_builder *b, const char *path,
+                         uint64_t number, const lkv_buf *smallest,
+                         const lkv_buf *largest, uint64_t *out_bytes,
+                         lkv_err *err) {
+  lkv_slice s = {smallest->data, smallest->len},
+            l = {largest->data, largest->len};
   lkv_fmeta *f = NULL;
   int rc = lkv_finish_table(&db->vs.files, b, path, number, s, l, &f, err);
   if (rc) return rc;
@@ -143,8 +145,9 @@ static int run(lkv_db *db, lkv_compaction *c, lkv_err *err) {
       int cut = 0;
       if (new_key) {
         int crossed = 0;
-        while (gpi < ngp && lkv_ucmp(u.p, u.n, gp[gpi]->largest,
-                                     gp[gpi]->largest_len - LKV_TAG_BYTES) > 0) {
+        while (gpi < ngp &&
+               lkv_ucmp(u.p, u.n, gp[gpi]->largest,
+                        gp[gpi]->largest_len - LKV_TAG_BYTES) > 0) {
           if (gp_seen) {
             gp_bytes += gp[gpi]->size;
             crossed++;
@@ -173,7 +176,8 @@ static int run(lkv_db *db, lkv_compaction *c, lkv_err *err) {
         pthread_mutex_lock(&db->mu);
         number = lkv_vset_new_file(&db->vs);
         pthread_mutex_unlock(&db->mu);
-        if ((rc = lkv_tcache_path(db->vs.files.tc, number, path, sizeof path, err)))
+        if ((rc = lkv_tcache_path(db->vs.files.tc, number, path, sizeof path,
+                                  err)))
           break;
         if ((rc = lkv_tb_new(path, &to, &b, err))) break;
         if (lkv_buf_set(&smallest, k.p, k.n)) {
@@ -251,8 +255,10 @@ void *lkv_compact_thread(void *arg) {
     if (rc == LKV_NOMEM) lkv_seterr(&err, rc, "compaction setup");
     db->compacting = 1;
     pthread_mutex_unlock(&db->mu);
-    if (rc == LKV_OK && c.trivial) rc = move(db, &c, &err);
-    else if (rc == LKV_OK && c.n > 0) rc = run(db, &c, &err);
+    if (rc == LKV_OK && c.trivial)
+      rc = move(db, &c, &err);
+    else if (rc == LKV_OK && c.n > 0)
+      rc = run(db, &c, &err);
     if (rc == LKV_NOTFOUND) rc = LKV_OK;
     lkv_compaction_free(&c);
     pthread_mutex_lock(&db->mu);

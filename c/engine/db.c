@@ -5,13 +5,13 @@
  * flush.c and compact.c. File names and the directory layout are in
  * layout.md. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
-#include <stdio.h>
+#include <sched.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <sched.h>
 #include <time.h>
 
 #include "batch.h"
@@ -67,7 +67,8 @@ static void drain_calls(lkv_db *db) {
       sched_yield();
     }
   }
-  while (atomic_load_explicit(&db->calls, memory_order_acquire) > 0) sched_yield();
+  while (atomic_load_explicit(&db->calls, memory_order_acquire) > 0)
+    sched_yield();
 }
 
 uint64_t lkv_db_last_seq(lkv_db *db) {
@@ -87,7 +88,9 @@ int lkv_db_get(lkv_db *db, const void *key, size_t klen, uint64_t at,
                       LKV_MAX_KEY_BYTES);
   if (val == NULL) return lkv_seterr(err, LKV_INVALID, "value buffer is NULL");
   char stack[256];
-  char *ik = klen + LKV_TAG_BYTES <= sizeof stack ? stack : malloc(klen + LKV_TAG_BYTES);
+  char *ik = klen + LKV_TAG_BYTES <= sizeof stack
+                 ? stack
+                 : malloc(klen + LKV_TAG_BYTES);
   if (ik == NULL) return lkv_seterr(err, LKV_NOMEM, "get");
   unsigned stripe = lkv_thread_stripe();
   lkv_sv *s = sv_acquire(db, stripe);
@@ -211,18 +214,21 @@ static void db_stats(lkv_db *db, lkv_stats *st) {
     st->total_size_bytes += st->bytes_per_level[l];
   }
   st->memtable_size_bytes = lkv_mem_usage(db->mem);
-  for (int i = 0; i < db->nimm; i++) st->memtable_size_bytes += lkv_mem_usage(db->imm[i]);
+  for (int i = 0; i < db->nimm; i++)
+    st->memtable_size_bytes += lkv_mem_usage(db->imm[i]);
   st->memtable_keys = lkv_mem_entries(db->mem);
   st->imm_memtables = (uint64_t)db->nimm;
-  st->wal_size_bytes = atomic_load_explicit(&db->wal_bytes, memory_order_relaxed);
+  st->wal_size_bytes =
+      atomic_load_explicit(&db->wal_bytes, memory_order_relaxed);
   st->live_snapshots = (uint64_t)db->live_snapshots;
   st->live_iterators = (uint64_t)db->live_iters;
   st->wal_dropped_bytes = db->wal_dropped;
   memcpy(st->recovery_msg, db->recovery_msg, sizeof st->recovery_msg);
-  st->compaction_pending =
-      db->compacting || db->manual_compact || (!db->bg_error && lkv_vset_compact_needed(&db->vs));
+  st->compaction_pending = db->compacting || db->manual_compact ||
+                           (!db->bg_error && lkv_vset_compact_needed(&db->vs));
   st->bg_error = db->bg_error;
-  if (db->bg_error) memcpy(st->bg_error_msg, db->bg_err.msg, sizeof st->bg_error_msg);
+  if (db->bg_error)
+    memcpy(st->bg_error_msg, db->bg_err.msg, sizeof st->bg_error_msg);
   pthread_mutex_unlock(&db->mu);
   st->seq = lkv_db_seq(db);
   st->bytes_written_user = atomic_load(&db->bytes_user);
@@ -316,7 +322,8 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   int rc;
   if (out) *out = NULL;
   if (dir == NULL || dir[0] == '\0' || out == NULL)
-    return lkv_seterr(err, LKV_INVALID, "open: directory name and out pointer are required");
+    return lkv_seterr(err, LKV_INVALID,
+                      "open: directory name and out pointer are required");
   if (opts)
     o = *opts;
   else
@@ -327,9 +334,11 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
     lkv_env_info st;
     rc = lkv_env_stat(env, dir, &st, err);
     if (rc == LKV_NOTFOUND)
-      return lkv_seterr(err, LKV_INVALID, "%s does not exist (opening read-only)", dir);
+      return lkv_seterr(err, LKV_INVALID,
+                        "%s does not exist (opening read-only)", dir);
     if (rc) return rc;
-    if (!st.is_dir) return lkv_seterr(err, LKV_INVALID, "%s is not a directory", dir);
+    if (!st.is_dir)
+      return lkv_seterr(err, LKV_INVALID, "%s is not a directory", dir);
   } else if ((rc = lkv_env_mkdirs(env, dir, err))) {
     return rc;
   }
@@ -344,14 +353,16 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   pthread_cond_init(&db->flush_cv, NULL);
   pthread_cond_init(&db->compact_cv, NULL);
   pthread_cond_init(&db->done_cv, NULL);
-  for (int i = 0; i < LKV_THREAD_STRIPES; i++) atomic_init(&db->stripes[i].mu.held, 0);
+  for (int i = 0; i < LKV_THREAD_STRIPES; i++)
+    atomic_init(&db->stripes[i].mu.held, 0);
   db->snap_list.next = db->snap_list.prev = &db->snap_list;
   db->o = o;
   db->env = env;
   db->o.env = env;
   size_t per = o.max_memtable_size ? o.max_memtable_size : 1;
-  db->max_imm = LKV_IMM_BUDGET_BYTES / per > LKV_MAX_IMM ? LKV_MAX_IMM
-                                                         : (int)(LKV_IMM_BUDGET_BYTES / per);
+  db->max_imm = LKV_IMM_BUDGET_BYTES / per > LKV_MAX_IMM
+                    ? LKV_MAX_IMM
+                    : (int)(LKV_IMM_BUDGET_BYTES / per);
   if (db->max_imm < 2) db->max_imm = 2;
   db->dir = strdup(dir);
   db->log_file_name = strdup(o.log_file_name);
@@ -384,16 +395,18 @@ int lkv_db_open(const char *dir, const lkv_options *opts, lkv_db **out,
   }
   int started = 0;
   if (pthread_create(&db->flush_th, NULL, lkv_flush_thread, db) == 0) started++;
-  if (started == 1 && pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) == 0)
+  if (started == 1 &&
+      pthread_create(&db->compact_th, NULL, lkv_compact_thread, db) == 0)
     started++;
-  if (started == 2 &&
-      pthread_create(&db->janitor_th, NULL, lkv_files_janitor, &db->vs.files) == 0)
+  if (started == 2 && pthread_create(&db->janitor_th, NULL, lkv_files_janitor,
+                                     &db->vs.files) == 0)
     started++;
   if (started < 3) {
     stop_threads(db, started);
     lkv_wal_close(db->wal, NULL);
     db_free(db);
-    return lkv_seterr(err, LKV_IOERROR, "open %s: cannot start a background thread", dir);
+    return lkv_seterr(err, LKV_IOERROR,
+                      "open %s: cannot start a background thread", dir);
   }
   db->threads_started = 1;
   /* tables may already be due for compaction (e.g. after recovery) */

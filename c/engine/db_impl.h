@@ -71,7 +71,7 @@ typedef struct lkv_sv {
 
 typedef struct lkv_sv_stripe {
   _Alignas(64) lkv_spin mu;
-  lkv_sv *sv; /* holds one reference */
+  lkv_sv *sv;   /* holds one reference */
   int inflight; /* point reads of this stripe running now */
   int closed;   /* close has begun: reads refuse */
 } lkv_sv_stripe;
@@ -88,7 +88,7 @@ struct lkv_db {
   char *dir;
   char *log_file_name; /* the base name of the logs this db writes */
   lkv_options o;
-  const lkv_env *env;  /* o.env, or the POSIX env */
+  const lkv_env *env; /* o.env, or the POSIX env */
   int lock_fd;
   /* calls in flight other than point reads (which count per stripe):
    * close waits for both to drain before it frees anything */
@@ -113,7 +113,7 @@ struct lkv_db {
   int unwritten; /* writes buffered in the WAL since the last write_out */
 
   lkv_vset vs; /* the current version, file numbers, last_seq (vset.h) */
-  lkv_sv *sv;           /* (mu) */
+  lkv_sv *sv;  /* (mu) */
   lkv_sv_stripe stripes[LKV_THREAD_STRIPES]; /* each under its own lock */
 
   lkv_snapshot snap_list; /* circular sentinel; oldest first (mu) */
@@ -129,18 +129,18 @@ struct lkv_db {
    * increment make close's wait for calls == 0 see every call that got
    * in. */
   atomic_int shutting_down;
-  int bg_error;       /* sticky first background failure (mu) */
-  lkv_err bg_err;     /* (mu) */
-  int manual_compact; /* a full compaction is requested (mu) */
-  int compacting;     /* the compaction thread is busy (mu) */
-  int flush_placing;  /* a flush is installing a table below L0 (mu) */
+  int bg_error;         /* sticky first background failure (mu) */
+  lkv_err bg_err;       /* (mu) */
+  int manual_compact;   /* a full compaction is requested (mu) */
+  int compacting;       /* the compaction thread is busy (mu) */
+  int flush_placing;    /* a flush is installing a table below L0 (mu) */
   uint64_t manual_done; /* full compactions finished (mu) */
   int manual_rc;
   lkv_err manual_err;
 
-  lkv_cache *cache;   /* data blocks */
+  lkv_cache *cache; /* data blocks */
   lkv_table_counters counters;
-  uint64_t wal_dropped;     /* bytes cut from the WAL at open */
+  uint64_t wal_dropped; /* bytes cut from the WAL at open */
   char recovery_msg[LKV_ERR_MSG_LEN];
 
   /* statistics (atomics: bumped without mu) */
@@ -187,7 +187,7 @@ int lkv_db_install_sv(lkv_db *db);
 int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
                          int *maybe_committed, lkv_err *err);
 void lkv_db_set_bg_error(lkv_db *db, int rc, const lkv_err *err); /* mu held */
-uint64_t lkv_db_oldest_snapshot(lkv_db *db); /* mu held */
+uint64_t lkv_db_oldest_snapshot(lkv_db *db);                      /* mu held */
 lkv_table_opts lkv_db_table_opts(const lkv_db *db);
 /* Charge c->f one seek; when its budget runs out, make it the next
  * compaction's input. The caller holds a version listing c->f. */

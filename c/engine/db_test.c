@@ -1,10 +1,10 @@
 /* db_test.c - end-to-end checks of the db through the public API: writes
  * across many flushes and compactions, reopen, deletes, snapshots,
  * iterators, batches, binary keys. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 #include <unistd.h>
 
 #include "lunakv.h"
@@ -62,7 +62,8 @@ static void group_commit(void) {
   for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
   lkv_stats st;
   lkv_db_stats(db, &st);
-  printf("group commit: 800 writes, %llu fdatasyncs\n", (unsigned long long)st.wal_syncs);
+  printf("group commit: 800 writes, %llu fdatasyncs\n",
+         (unsigned long long)st.wal_syncs);
   CHECK(st.wal_syncs < 800);
   CHECK(st.seq == 800);
   CHECK_OK(lkv_db_close(db, &err), &err);
@@ -252,14 +253,19 @@ int main(void) {
     snprintf(val, sizeof val, "value-%d", i);
     int rc = lkv_db_get(db, k, strlen(k), LKV_SEQ_LATEST, &v, &err);
     CHECK(rc == LKV_OK);
-    if (rc == LKV_OK) CHECK(v.len == strlen(val) && memcmp(v.data, val, v.len) == 0);
-    if (rc != LKV_OK) { fprintf(stderr, "missing %s rc=%d %s\n", k, rc, err.msg); break; }
+    if (rc == LKV_OK)
+      CHECK(v.len == strlen(val) && memcmp(v.data, val, v.len) == 0);
+    if (rc != LKV_OK) {
+      fprintf(stderr, "missing %s rc=%d %s\n", k, rc, err.msg);
+      break;
+    }
   }
   lkv_stats st;
   lkv_db_stats(db, &st);
   CHECK(st.flushes > 5);
-  printf("flushes %llu compactions %llu tables %llu\n", (unsigned long long)st.flushes,
-         (unsigned long long)st.compactions, (unsigned long long)st.sstable_count);
+  printf("flushes %llu compactions %llu tables %llu\n",
+         (unsigned long long)st.flushes, (unsigned long long)st.compactions,
+         (unsigned long long)st.sstable_count);
 
   /* snapshot + overwrite + delete */
   uint64_t s1 = lkv_db_last_seq(db);
@@ -267,14 +273,16 @@ int main(void) {
   CHECK_OK(lkv_snapshot_new(db, &snap, &err), &err);
   CHECK_OK(lkv_db_set(db, "key00000001", 11, "new", 3, NULL, &err), &err);
   CHECK_OK(lkv_db_delete(db, "key00000002", 11, NULL, &err), &err);
-  CHECK(lkv_db_get(db, "key00000002", 11, LKV_SEQ_LATEST, &v, &err) == LKV_NOTFOUND);
+  CHECK(lkv_db_get(db, "key00000002", 11, LKV_SEQ_LATEST, &v, &err) ==
+        LKV_NOTFOUND);
   CHECK(lkv_db_get(db, "key00000002", 11, s1, &v, &err) == LKV_OK);
   CHECK_OK(lkv_db_compact(db, &err), &err);
   CHECK(lkv_db_get(db, "key00000001", 11, s1, &v, &err) == LKV_OK &&
         v.len == 7 && memcmp(v.data, "value-1", 7) == 0);
   CHECK(lkv_db_get(db, "key00000001", 11, LKV_SEQ_LATEST, &v, &err) == LKV_OK &&
         v.len == 3);
-  CHECK(lkv_db_get(db, "key00000002", 11, lkv_snapshot_seq(snap), &v, &err) == LKV_OK);
+  CHECK(lkv_db_get(db, "key00000002", 11, lkv_snapshot_seq(snap), &v, &err) ==
+        LKV_OK);
   lkv_snapshot_release(snap);
 
   /* iterate everything */
@@ -296,7 +304,8 @@ int main(void) {
 
   /* binary key with zeros, empty value */
   CHECK_OK(lkv_db_set(db, "a\0b", 3, "", 0, NULL, &err), &err);
-  CHECK(lkv_db_get(db, "a\0b", 3, LKV_SEQ_LATEST, &v, &err) == LKV_OK && v.len == 0);
+  CHECK(lkv_db_get(db, "a\0b", 3, LKV_SEQ_LATEST, &v, &err) == LKV_OK &&
+        v.len == 0);
   CHECK(lkv_db_get(db, "a\0c", 3, LKV_SEQ_LATEST, &v, &err) == LKV_NOTFOUND);
 
   /* batch */
@@ -322,12 +331,14 @@ int main(void) {
     CHECK_OK(lkv_db_sync(db, &err), &err);
     lkv_db_stats(db, &s9);
     CHECK(s9.wal_syncs == s0.wal_syncs + 51);
-    CHECK(lkv_db_get(db, "sync-w-19999", 12, LKV_SEQ_LATEST, &v, &err) == LKV_OK);
+    CHECK(lkv_db_get(db, "sync-w-19999", 12, LKV_SEQ_LATEST, &v, &err) ==
+          LKV_OK);
   }
 
   /* second open fails on the lock */
   lkv_db *db2 = NULL;
-  CHECK(lkv_db_open(dir, NULL, &db2, &err) == LKV_BUSY && strstr(err.msg, "LOCK"));
+  CHECK(lkv_db_open(dir, NULL, &db2, &err) == LKV_BUSY &&
+        strstr(err.msg, "LOCK"));
 
   CHECK_OK(lkv_db_close(db, &err), &err);
 
@@ -339,9 +350,11 @@ int main(void) {
     CHECK(lkv_db_get(db, k, strlen(k), LKV_SEQ_LATEST, &v, &err) == LKV_OK &&
           v.len == strlen(val) && memcmp(v.data, val, v.len) == 0);
   }
-  CHECK(lkv_db_get(db, "key00000003", 11, LKV_SEQ_LATEST, &v, &err) == LKV_NOTFOUND);
+  CHECK(lkv_db_get(db, "key00000003", 11, LKV_SEQ_LATEST, &v, &err) ==
+        LKV_NOTFOUND);
   CHECK(lkv_db_get(db, "bx", 2, LKV_SEQ_LATEST, &v, &err) == LKV_OK);
-  CHECK(lkv_db_get(db, "a\0b", 3, LKV_SEQ_LATEST, &v, &err) == LKV_OK && v.len == 0);
+  CHECK(lkv_db_get(db, "a\0b", 3, LKV_SEQ_LATEST, &v, &err) == LKV_OK &&
+        v.len == 0);
   CHECK(lkv_db_last_seq(db) >= bs);
   CHECK_OK(lkv_db_close(db, &err), &err);
   lkv_buf_free(&v);

@@ -57,7 +57,8 @@ static inline uint64_t lkv_ikey_tag(lkv_slice ikey) {
  * index, block scan) compares them constantly: up to 64 bytes are
  * compared 8 at a time inline, which beats a memcmp call there; longer
  * keys go to memcmp, which is faster over long runs. */
-LKV_HOT_INLINE int lkv_ucmp(const char *a, size_t an, const char *b, size_t bn) {
+LKV_HOT_INLINE int lkv_ucmp(const char *a, size_t an, const char *b,
+                            size_t bn) {
   size_t m = an < bn ? an : bn;
 #if defined(__GNUC__) && defined(__BYTE_ORDER__) && \
     __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__

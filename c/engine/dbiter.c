@@ -57,7 +57,8 @@ static void sample(lkv_iter *it, lkv_slice ukey, size_t bytes) {
 static int iter_open(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err);
 
 int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
-  if (db == NULL || out == NULL) return lkv_seterr(err, LKV_INVALID, "iter: NULL argument");
+  if (db == NULL || out == NULL)
+    return lkv_seterr(err, LKV_INVALID, "iter: NULL argument");
   int rc = lkv_db_call_begin(db, err);
   if (rc) return rc;
   rc = iter_open(db, at, out, err);
@@ -81,8 +82,9 @@ static int iter_open(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
   it->db = db;
   /* a new seed per iterator (LevelDB's too): short scans through fresh
    * iterators must not all draw the same first period */
-  uint64_t z = atomic_fetch_add_explicit(&db->iter_seeds, 1, memory_order_relaxed) *
-               0x9e3779b97f4a7c15ull;
+  uint64_t z =
+      atomic_fetch_add_explicit(&db->iter_seeds, 1, memory_order_relaxed) *
+      0x9e3779b97f4a7c15ull;
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   it->rng = (z ^ (z >> 27)) | 1;
   it->sample_left = sample_period(it);
@@ -93,12 +95,19 @@ static int iter_open(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err) {
   int n = 0, cap = 1 + s->nimm + lkv_version_count(s->v);
   lkv_iiter **kids = calloc((size_t)cap, sizeof *kids);
   int rc = kids ? LKV_OK : LKV_NOMEM;
-  if (rc == LKV_OK && (kids[n] = lkv_mem_iter(s->mem)) != NULL) n++; else rc = LKV_NOMEM;
+  if (rc == LKV_OK && (kids[n] = lkv_mem_iter(s->mem)) != NULL)
+    n++;
+  else
+    rc = LKV_NOMEM;
   for (int i = 0; rc == LKV_OK && i < s->nimm; i++)
-    if ((kids[n] = lkv_mem_iter(s->imm[i])) != NULL) n++; else rc = LKV_NOMEM;
+    if ((kids[n] = lkv_mem_iter(s->imm[i])) != NULL)
+      n++;
+    else
+      rc = LKV_NOMEM;
   if (rc == LKV_OK) rc = lkv_version_add_iters(s->v, kids, &n);
   if (rc == LKV_OK) {
-    it->m = lkv_merge_iter_new(kids, n); /* owns the children, even on failure */
+    it->m =
+        lkv_merge_iter_new(kids, n); /* owns the children, even on failure */
     n = 0;
     if (it->m == NULL) rc = LKV_NOMEM;
   }
@@ -224,7 +233,9 @@ void lkv_iter_seek_first(lkv_iter *it) {
 void lkv_iter_seek(lkv_iter *it, const void *key, size_t klen) {
   if (it->rc) return;
   char stack[256];
-  char *ik = klen + LKV_TAG_BYTES <= sizeof stack ? stack : malloc(klen + LKV_TAG_BYTES);
+  char *ik = klen + LKV_TAG_BYTES <= sizeof stack
+                 ? stack
+                 : malloc(klen + LKV_TAG_BYTES);
   if (ik == NULL) {
     it->valid = 0;
     it->rc = lkv_seterr(&it->err, LKV_NOMEM, "iterator seek");
@@ -245,8 +256,10 @@ void lkv_iter_next(lkv_iter *it) {
     /* the merge is just before the shown key (skip): step into its
      * entries, and the forward walk skips them */
     it->reverse = 0;
-    if (it->m->ops->valid(it->m)) it->m->ops->next(it->m);
-    else it->m->ops->seek_first(it->m);
+    if (it->m->ops->valid(it->m))
+      it->m->ops->next(it->m);
+    else
+      it->m->ops->seek_first(it->m);
     find_next(it, 1);
     return;
   }

@@ -105,7 +105,8 @@ int lkv_db_log_and_apply(lkv_db *db, lkv_edit *e, int drop_imm,
   lkv_mem *oldest = db->nimm > drop_imm ? db->imm[drop_imm] : db->mem;
   e->wal_number = lkv_mem_wal_number(oldest);
   e->wal_start = lkv_mem_wal_start(oldest);
-  int rc = lkv_vset_log_and_apply(&db->vs, e, &db->mu, &old, maybe_committed, err);
+  int rc =
+      lkv_vset_log_and_apply(&db->vs, e, &db->mu, &old, maybe_committed, err);
   if (rc == LKV_OK) {
     if (drop_imm) {
       for (int i = 0; i < drop_imm; i++) lkv_mem_unref(db->imm[i]);
@@ -132,10 +133,12 @@ void lkv_db_charge_seek(lkv_db *db, const lkv_seek_charge *c) {
   if (c->level >= LKV_MAX_LEVELS - 1) return; /* nowhere to push it */
   /* long spent (compactions stopped by an error, say): stop counting
    * well before the int could wrap */
-  if (atomic_load_explicit(&c->f->allowed_seeks, memory_order_relaxed) < -(1 << 30))
+  if (atomic_load_explicit(&c->f->allowed_seeks, memory_order_relaxed) <
+      -(1 << 30))
     return;
-  int left = atomic_fetch_sub_explicit(&c->f->allowed_seeks, 1,
-                                       memory_order_relaxed) - 1;
+  int left =
+      atomic_fetch_sub_explicit(&c->f->allowed_seeks, 1, memory_order_relaxed) -
+      1;
   /* At 0, and now and then after (the first request may have found the
    * compaction thread holding another candidate), not at every read. */
   if (left > 0 || (left < 0 && (left & 1023) != 0)) return;

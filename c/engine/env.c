@@ -2,12 +2,12 @@
  * uniform error messages (see env.h). */
 #include "env.h"
 
+#include <dirent.h>
 #include <errno.h>
-#include <stdatomic.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -156,10 +156,10 @@ static void px_munmap(const lkv_env *e, const void *addr, size_t size) {
 }
 
 static const lkv_env posix_env = {
-    px_open,   px_close,  px_pread,  px_write,    px_pwrite,
-    px_sync,   px_size,   px_truncate, px_stat,   px_rename,
-    px_unlink, px_mkdir,  px_list_dir, px_sync_dir, px_lock,
-    px_unlock, px_mmap,   px_munmap, NULL};
+    px_open,   px_close, px_pread,    px_write,    px_pwrite,
+    px_sync,   px_size,  px_truncate, px_stat,     px_rename,
+    px_unlink, px_mkdir, px_list_dir, px_sync_dir, px_lock,
+    px_unlock, px_mmap,  px_munmap,   NULL};
 
 const lkv_env *lkv_env_posix(void) { return &posix_env; }
 
@@ -302,7 +302,8 @@ int lkv_env_mkdirs(const lkv_env *e, const char *dir, lkv_err *err) {
           memcpy(parent, buf, parent_end);
           parent[parent_end] = '\0';
         }
-        if ((rc = ENV(e)->sync_dir(ENV(e), parent))) return ioerr(err, rc, "fsync", parent);
+        if ((rc = ENV(e)->sync_dir(ENV(e), parent)))
+          return ioerr(err, rc, "fsync", parent);
       }
       buf[i] = c;
       if (c == '/') parent_end = i;
@@ -312,7 +313,8 @@ int lkv_env_mkdirs(const lkv_env *e, const char *dir, lkv_err *err) {
   int rc = ENV(e)->stat(ENV(e), dir, &st);
   if (rc) return ioerr(err, rc, "stat", dir);
   if (!st.is_dir)
-    return lkv_seterr(err, LKV_INVALID, "%s exists and is not a directory", dir);
+    return lkv_seterr(err, LKV_INVALID, "%s exists and is not a directory",
+                      dir);
   return LKV_OK;
 }
 
@@ -381,6 +383,7 @@ _Thread_local unsigned lkv_stripe_of_thread LKV_TLS_FAST = UINT32_MAX;
 unsigned lkv_thread_stripe_assign(void) {
   static atomic_uint next;
   lkv_stripe_of_thread =
-      atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % LKV_THREAD_STRIPES;
+      atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) %
+      LKV_THREAD_STRIPES;
   return lkv_stripe_of_thread;
 }

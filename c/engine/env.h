@@ -30,8 +30,7 @@ int lkv_env_pwrite(const lkv_env *e, int fd, const void *buf, size_t n,
 int lkv_env_pread(const lkv_env *e, int fd, void *buf, size_t n, uint64_t off,
                   const char *path, lkv_err *err);
 int lkv_env_fsync(const lkv_env *e, int fd, const char *path, lkv_err *err);
-int lkv_env_fdatasync(const lkv_env *e, int fd, const char *path,
-                      lkv_err *err);
+int lkv_env_fdatasync(const lkv_env *e, int fd, const char *path, lkv_err *err);
 int lkv_env_file_size(const lkv_env *e, int fd, const char *path,
                       uint64_t *size, lkv_err *err);
 int lkv_env_truncate(const lkv_env *e, int fd, uint64_t size, const char *path,

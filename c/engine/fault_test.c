@@ -38,7 +38,8 @@ static void make_dir(void) {
   }
 }
 
-static int open_db(lkv_faultenv *fe, uint64_t opt_seed, lkv_db **db, lkv_err *err) {
+static int open_db(lkv_faultenv *fe, uint64_t opt_seed, lkv_db **db,
+                   lkv_err *err) {
   lkv_options o;
   wl_options(&o, opt_seed, lkv_faultenv_env(fe));
   return lkv_db_open(dir, &o, db, err);
@@ -67,7 +68,8 @@ static void probe(lkv_db *db) {
   lkv_db_stats(db, &st);
   lkv_iter *it = NULL;
   if (lkv_iter_new(db, LKV_SEQ_LATEST, &it, &err) == LKV_OK) {
-    for (lkv_iter_seek_first(it); lkv_iter_valid(it); lkv_iter_next(it)) {}
+    for (lkv_iter_seek_first(it); lkv_iter_valid(it); lkv_iter_next(it)) {
+    }
     lkv_iter_free(it);
   }
   int rc = lkv_db_sync(db, &err);
@@ -88,7 +90,8 @@ static int newest_log(void *arg, const char *name) {
 static void torn_tail(void) {
   char name[64] = "", path[512];
   lkv_err err = {0};
-  CHECK_OK(lkv_env_posix()->list_dir(lkv_env_posix(), dir, newest_log, name), &err);
+  CHECK_OK(lkv_env_posix()->list_dir(lkv_env_posix(), dir, newest_log, name),
+           &err);
   if (name[0] == '\0') return;
   snprintf(path, sizeof path, "%s/%s", dir, name);
   FILE *f = fopen(path, "ab");
@@ -133,7 +136,8 @@ static void walk_once(lkv_faultenv *fe, uint64_t seed, walk_result *w) {
 }
 
 /* After the walk's run: reopen without faults and check the prefix. */
-static void walk_check(lkv_faultenv *fe, const walk_result *w, const char *what) {
+static void walk_check(lkv_faultenv *fe, const walk_result *w,
+                       const char *what) {
   lkv_err err = {0};
   lkv_db *db = NULL;
   lkv_faultenv_clear(fe);
@@ -147,7 +151,8 @@ static void walk_check(lkv_faultenv *fe, const walk_result *w, const char *what)
   wl_state base;
   char why[512];
   memset(&base, 0, sizeof base);
-  if (wl_verify(db, w->r.seed, &base, 1, min, w->r.next, &done, why, sizeof why)) {
+  if (wl_verify(db, w->r.seed, &base, 1, min, w->r.next, &done, why,
+                sizeof why)) {
     fprintf(stderr, "walk %s: %s (acked %llu, stopped at %s)\n", what, why,
             (unsigned long long)w->r.acked, w->r.why);
     CHECK(0);
@@ -168,7 +173,8 @@ static void test_walk(uint64_t seed) {
   CHECK(!w.stopped);
   if (w.stopped) fprintf(stderr, "walk: the clean run failed: %s\n", w.r.why);
   uint64_t calls[LKV_FOP_COUNT];
-  for (int op = 0; op < LKV_FOP_COUNT; op++) calls[op] = lkv_faultenv_calls(fe, op);
+  for (int op = 0; op < LKV_FOP_COUNT; op++)
+    calls[op] = lkv_faultenv_calls(fe, op);
   walk_check(fe, &w, "clean");
   lkv_faultenv_free(fe);
 
@@ -192,9 +198,10 @@ static void test_walk(uint64_t seed) {
       lkv_faultenv_free(fe);
     }
   }
-  printf("fault walk (seed %llu): %u runs, %u with a failed operation, "
-         "%u checked reopens; calls:",
-         (unsigned long long)seed, runs, failed_ops, reopened);
+  printf(
+      "fault walk (seed %llu): %u runs, %u with a failed operation, "
+      "%u checked reopens; calls:",
+      (unsigned long long)seed, runs, failed_ops, reopened);
   for (int op = 0; op < LKV_FOP_COUNT; op++)
     printf(" %s %llu", lkv_fault_op_name(op), (unsigned long long)calls[op]);
   printf("\n");
@@ -210,12 +217,13 @@ static void test_power(uint64_t seed, int cycles) {
     fprintf(stderr, "%s\n", why);
     CHECK(0);
   }
-  printf("power loss (seed %llu): %llu cycles, %llu stopped inside the "
-         "workload's calls, %llu acknowledged but not durable operations "
-         "lost, %llu operations survive\n",
-         (unsigned long long)seed, (unsigned long long)st.cycles,
-         (unsigned long long)st.mid_op, (unsigned long long)st.lost,
-         (unsigned long long)st.survive);
+  printf(
+      "power loss (seed %llu): %llu cycles, %llu stopped inside the "
+      "workload's calls, %llu acknowledged but not durable operations "
+      "lost, %llu operations survive\n",
+      (unsigned long long)seed, (unsigned long long)st.cycles,
+      (unsigned long long)st.mid_op, (unsigned long long)st.lost,
+      (unsigned long long)st.survive);
 }
 
 /* FAULT_ONLY=seed:kind:n runs one case of the walk and keeps its

@@ -84,9 +84,9 @@ struct lkv_faultenv {
 #define FE(e) ((lkv_faultenv *)(e))
 
 static const char *const op_names[LKV_FOP_COUNT] = {
-    "open",   "create", "close",  "read",   "write",   "sync",    "size",
-    "truncate", "stat", "rename", "unlink", "mkdir",   "listdir",
-    "syncdir", "lock",  "mmap"};
+    "open",    "create",   "close", "read",   "write",  "sync",
+    "size",    "truncate", "stat",  "rename", "unlink", "mkdir",
+    "listdir", "syncdir",  "lock",  "mmap"};
 
 const char *lkv_fault_op_name(int op) {
   if (op == LKV_FOP_ANY) return "any";
@@ -127,7 +127,8 @@ static int enter(lkv_faultenv *f, int op, const char *path, int fd) {
     return 0;
   f->rule_seen++;
   if (f->rule_nth == 0 || f->rule_seen < f->rule_nth) return 0;
-  if (f->rule_seen > f->rule_nth && !(f->rule_flags & LKV_FAULT_STICKY)) return 0;
+  if (f->rule_seen > f->rule_nth && !(f->rule_flags & LKV_FAULT_STICKY))
+    return 0;
   f->rule_fired++;
   return f->rule_errno;
 }
@@ -322,7 +323,8 @@ static int fe_open(const lkv_env *env, const char *path, int flags, int mode,
   lkv_faultenv *f = FE(env);
   int writes = (flags & (O_WRONLY | O_RDWR)) != 0;
   int e = enter(f, flags & O_CREAT ? LKV_FOP_CREATE : LKV_FOP_OPEN, path, -1);
-  if (e == 0 && f->crashed && (writes || (flags & (O_CREAT | O_TRUNC)))) e = EIO;
+  if (e == 0 && f->crashed && (writes || (flags & (O_CREAT | O_TRUNC))))
+    e = EIO;
   if (e) {
     pthread_mutex_unlock(&f->mu);
     return e;
@@ -343,7 +345,8 @@ static int fe_open(const lkv_env *env, const char *path, int flags, int mode,
     }
   }
   e = lkv_env_posix()->open(lkv_env_posix(), path, flags, mode, fd);
-  if (e == 0 && !existed && (flags & O_CREAT)) e = add_op(f, OP_CREATE, path, NULL, NULL);
+  if (e == 0 && !existed && (flags & O_CREAT))
+    e = add_op(f, OP_CREATE, path, NULL, NULL);
   if (e == 0) e = fd_remember(f, *fd, path, (flags & O_APPEND) != 0);
   if (e && *fd >= 0) {
     close(*fd);
@@ -393,7 +396,8 @@ static long long do_write(lkv_faultenv *f, int fd, const void *buf, size_t n,
   if (fail) n /= 2; /* half lands, then the error */
   if ((e = save_undo(node, off, n))) return -(long long)e;
   const lkv_env *px = lkv_env_posix();
-  long long w = positioned ? px->pwrite(px, fd, buf, n, off) : px->write(px, fd, buf, n);
+  long long w =
+      positioned ? px->pwrite(px, fd, buf, n, off) : px->write(px, fd, buf, n);
   if (fail) return -(long long)fail;
   return w;
 }
@@ -402,7 +406,8 @@ static long long fe_write(const lkv_env *env, int fd, const void *buf,
                           size_t n) {
   lkv_faultenv *f = FE(env);
   int e = enter_op(f, LKV_FOP_WRITE, NULL, fd);
-  long long w = e && f->crashed ? -(long long)e : do_write(f, fd, buf, n, 0, 0, e);
+  long long w =
+      e && f->crashed ? -(long long)e : do_write(f, fd, buf, n, 0, 0, e);
   pthread_mutex_unlock(&f->mu);
   return w;
 }
@@ -411,7 +416,8 @@ static long long fe_pwrite(const lkv_env *env, int fd, const void *buf,
                            size_t n, uint64_t off) {
   lkv_faultenv *f = FE(env);
   int e = enter_op(f, LKV_FOP_WRITE, NULL, fd);
-  long long w = e && f->crashed ? -(long long)e : do_write(f, fd, buf, n, 1, off, e);
+  long long w =
+      e && f->crashed ? -(long long)e : do_write(f, fd, buf, n, 1, off, e);
   pthread_mutex_unlock(&f->mu);
   return w;
 }
@@ -454,8 +460,10 @@ static int fe_rename(const lkv_env *env, const char *from, const char *to) {
   int e = enter_op(f, LKV_FOP_RENAME, from, -1);
   char *backup = NULL;
   if (e == 0 && access(to, F_OK) == 0) { /* keep what `to` names now */
-    if ((backup = hidden_name(f, to)) == NULL) e = ENOMEM;
-    else if (link(to, backup) < 0) e = errno;
+    if ((backup = hidden_name(f, to)) == NULL)
+      e = ENOMEM;
+    else if (link(to, backup) < 0)
+      e = errno;
   }
   if (e == 0 && (e = lkv_env_posix()->rename(lkv_env_posix(), from, to)) == 0) {
     if ((e = add_op(f, OP_RENAME, from, to, backup)) == 0) backup = NULL;
@@ -475,7 +483,8 @@ static int fe_unlink(const lkv_env *env, const char *path) {
   /* the file lives on under a hidden name until the directory is synced */
   if (e == 0 && (backup = hidden_name(f, path)) == NULL) e = ENOMEM;
   if (e == 0 && rename(path, backup) < 0) e = errno;
-  if (e == 0 && (e = add_op(f, OP_UNLINK, path, NULL, backup)) == 0) backup = NULL;
+  if (e == 0 && (e = add_op(f, OP_UNLINK, path, NULL, backup)) == 0)
+    backup = NULL;
   free(backup);
   pthread_mutex_unlock(&f->mu);
   return e;
@@ -535,7 +544,8 @@ static int fe_sync_dir(const lkv_env *env, const char *dir) {
   return e;
 }
 
-static int fe_lock(const lkv_env *env, const char *path, int exclusive, int *fd) {
+static int fe_lock(const lkv_env *env, const char *path, int exclusive,
+                   int *fd) {
   lkv_faultenv *f = FE(env);
   int e = enter(f, LKV_FOP_LOCK, path, -1);
   pthread_mutex_unlock(&f->mu);
@@ -564,10 +574,11 @@ static void fe_munmap(const lkv_env *env, const void *addr, size_t size) {
 lkv_faultenv *lkv_faultenv_new(void) {
   lkv_faultenv *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
-  lkv_env e = {fe_open,    fe_close,    fe_pread, fe_write,  fe_pwrite,
-               fe_sync,    fe_size,     fe_truncate, fe_stat, fe_rename,
-               fe_unlink,  fe_mkdir,    fe_list_dir, fe_sync_dir, fe_lock,
-               fe_unlock,  fe_mmap,     fe_munmap, f};
+  lkv_env e = {fe_open,     fe_close,    fe_pread,  fe_write,
+               fe_pwrite,   fe_sync,     fe_size,   fe_truncate,
+               fe_stat,     fe_rename,   fe_unlink, fe_mkdir,
+               fe_list_dir, fe_sync_dir, fe_lock,   fe_unlock,
+               fe_mmap,     fe_munmap,   f};
   f->env = e;
   pthread_mutex_init(&f->mu, NULL);
   return f;
@@ -686,8 +697,10 @@ int lkv_faultenv_writeback(lkv_faultenv *f, const char *path) {
     size_t k = 0; /* its creation is durable too */
     for (size_t i = 0; i < f->nops; i++) {
       dirop *o = &f->ops[i];
-      if (o->kind == OP_CREATE && strcmp(o->a, path) == 0) op_free(o);
-      else f->ops[k++] = *o;
+      if (o->kind == OP_CREATE && strcmp(o->a, path) == 0)
+        op_free(o);
+      else
+        f->ops[k++] = *o;
     }
     f->nops = k;
   }
@@ -712,17 +725,18 @@ static int remove_tree(const char *path, const struct stat *st, int flag,
 
 static int undo_op(const dirop *o) {
   switch (o->kind) {
-  case OP_CREATE:
-    return unlink(o->a) < 0 && errno != ENOENT ? errno : 0;
-  case OP_MKDIR: /* the directory never reached the disk, nor its files */
-    return nftw(o->a, remove_tree, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT
-               ? errno
-               : 0;
-  case OP_RENAME:
-    if (rename(o->b, o->a) < 0) return errno;
-    return o->backup && rename(o->backup, o->b) < 0 ? errno : 0;
-  default: /* OP_UNLINK */
-    return rename(o->backup, o->a) < 0 ? errno : 0;
+    case OP_CREATE:
+      return unlink(o->a) < 0 && errno != ENOENT ? errno : 0;
+    case OP_MKDIR: /* the directory never reached the disk, nor its files */
+      return nftw(o->a, remove_tree, 16, FTW_DEPTH | FTW_PHYS) < 0 &&
+                     errno != ENOENT
+                 ? errno
+                 : 0;
+    case OP_RENAME:
+      if (rename(o->b, o->a) < 0) return errno;
+      return o->backup && rename(o->backup, o->b) < 0 ? errno : 0;
+    default: /* OP_UNLINK */
+      return rename(o->backup, o->a) < 0 ? errno : 0;
   }
 }
 
@@ -732,7 +746,8 @@ static int roll_back_file(fnode *n, lkv_loss_mode mode, uint64_t *seed) {
   for (size_t i = n->nu; i-- > 0;) {
     const undo *u = &n->u[i];
     if (mode != LKV_LOSS_DROP && next_rand(seed) % 2) continue;
-    if (pwrite(n->fd, u->bytes, u->n, (off_t)u->off) != (ssize_t)u->n) return EIO;
+    if (pwrite(n->fd, u->bytes, u->n, (off_t)u->off) != (ssize_t)u->n)
+      return EIO;
   }
   struct stat st;
   if (fstat(n->fd, &st) < 0) return errno;
@@ -741,7 +756,10 @@ static int roll_back_file(fnode *n, lkv_loss_mode mode, uint64_t *seed) {
     keep += rand_upto(seed, size - n->synced);
     if (mode == LKV_LOSS_TORN && keep < size) {
       char junk[512];
-      uint64_t g = 1 + rand_upto(seed, (size - keep < sizeof junk ? size - keep : sizeof junk) - 1);
+      uint64_t g =
+          1 + rand_upto(
+                  seed,
+                  (size - keep < sizeof junk ? size - keep : sizeof junk) - 1);
       for (size_t i = 0; i < g; i++) junk[i] = (char)next_rand(seed);
       if (pwrite(n->fd, junk, (size_t)g, (off_t)keep) != (ssize_t)g) return EIO;
       keep += g;
@@ -760,7 +778,8 @@ int lkv_faultenv_power_loss(lkv_faultenv *f, lkv_loss_mode mode, uint64_t seed,
   /* directory changes: a journal keeps a prefix of them, in order */
   size_t keep = mode == LKV_LOSS_DROP ? 0 : (size_t)rand_upto(&s, f->nops);
   for (size_t i = f->nops; i-- > keep && e == 0;) e = undo_op(&f->ops[i]);
-  for (fnode *n = f->files; n && e == 0; n = n->next) e = roll_back_file(n, mode, &s);
+  for (fnode *n = f->files; n && e == 0; n = n->next)
+    e = roll_back_file(n, mode, &s);
   forget_all(f); /* the kept changes' hidden copies go too */
   f->crashed = 0;
   f->rule_errno = 0;

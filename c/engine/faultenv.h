@@ -69,7 +69,7 @@ const lkv_env *lkv_faultenv_env(lkv_faultenv *f);
  * ENOSPC, ...). nth = 0 only counts the matching calls (see seen). */
 void lkv_faultenv_fail(lkv_faultenv *f, int op, uint64_t nth, int errnum,
                        const char *match, int flags);
-void lkv_faultenv_clear(lkv_faultenv *f); /* disarm */
+void lkv_faultenv_clear(lkv_faultenv *f);     /* disarm */
 uint64_t lkv_faultenv_seen(lkv_faultenv *f);  /* calls the rule matched */
 uint64_t lkv_faultenv_fired(lkv_faultenv *f); /* calls it failed */
 /* Calls of kind op so far, whatever their path. */

@@ -1,6 +1,8 @@
 /* faultenv_test.c - the fault env itself: what a power loss keeps and
  * drops, and how its rules fail calls. The db's tests trust it, so each
  * promise of faultenv.h is checked here against the real file system. */
+#include "faultenv.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,7 +12,6 @@
 #include <unistd.h>
 
 #include "env.h"
-#include "faultenv.h"
 #include "test.h"
 
 static char dir[] = "/tmp/lkv_faultenv_test_XXXXXX";

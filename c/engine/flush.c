@@ -38,7 +38,10 @@ void *lkv_flush_thread(void *arg) {
     lkv_iiter *kids[LKV_MAX_IMM], *it = NULL;
     int rc = LKV_OK, nk = 0;
     for (int i = 0; i < k && rc == LKV_OK; i++)
-      if ((kids[nk] = lkv_mem_iter(ms[i])) != NULL) nk++; else rc = LKV_NOMEM;
+      if ((kids[nk] = lkv_mem_iter(ms[i])) != NULL)
+        nk++;
+      else
+        rc = LKV_NOMEM;
     if (rc == LKV_OK) {
       it = k == 1 ? kids[0] : lkv_merge_iter_new(kids, nk);
       nk = 0; /* owned by `it` now, even when the merge failed */

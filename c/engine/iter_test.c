@@ -77,47 +77,52 @@ static void add_key(const char *p, size_t n) {
 
 static void make_keys(void) {
   /* fixed edge cases: empty key, prefixes, 0 bytes, 0xff runs */
-  static const struct { const char *p; size_t n; } fixed[] = {
-      {"", 0},          {"\0", 1},          {"\0\0", 2},
-      {"\0\1", 2},      {"a", 1},           {"a\0", 2},
-      {"a\0\0", 3},     {"a\0b", 3},        {"ab", 2},
-      {"abc", 3},       {"abcd", 4},        {"abd", 3},
-      {"b", 1},         {"k\0ey", 4},       {"key", 3},
-      {"key\0", 4},     {"user:", 5},       {"user:1", 6},
-      {"user:10", 7},   {"user:100", 8},    {"\x7f", 1},
-      {"\x80", 1},      {"\xfe\xff", 2},    {"\xff", 1},
-      {"\xff\xff", 2},  {"\xff\xff\xff", 3}};
+  static const struct {
+    const char *p;
+    size_t n;
+  } fixed[] = {
+      {"", 0},         {"\0", 1},          {"\0\0", 2},     {"\0\1", 2},
+      {"a", 1},        {"a\0", 2},         {"a\0\0", 3},    {"a\0b", 3},
+      {"ab", 2},       {"abc", 3},         {"abcd", 4},     {"abd", 3},
+      {"b", 1},        {"k\0ey", 4},       {"key", 3},      {"key\0", 4},
+      {"user:", 5},    {"user:1", 6},      {"user:10", 7},  {"user:100", 8},
+      {"\x7f", 1},     {"\x80", 1},        {"\xfe\xff", 2}, {"\xff", 1},
+      {"\xff\xff", 2}, {"\xff\xff\xff", 3}};
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
     add_key(fixed[i].p, fixed[i].n);
-  static const char alpha[] = {0x00, 0x01, 'a', 'b', 'c', 0x7f,
-                               (char)0x80, (char)0xfe, (char)0xff};
+  static const char alpha[] = {0x00, 0x01,       'a',        'b',       'c',
+                               0x7f, (char)0x80, (char)0xfe, (char)0xff};
   char buf[400];
   for (int i = 0; i < NRANDOM_KEYS; i++) {
     size_t n;
     switch (rn(10)) {
-    case 0: case 1: case 2: /* short keys over a tiny alphabet: prefixes */
-      n = 1 + rn(8);
-      for (size_t j = 0; j < n; j++) buf[j] = alpha[rn(sizeof alpha)];
-      break;
-    case 3: case 4: case 5: /* user:<n>, numbers of varied width */
-      n = (size_t)snprintf(buf, sizeof buf, "user:%u", rn(100000));
-      break;
-    case 6: { /* an existing key plus a suffix: a prefix pair */
-      const bytes *b = &keys[rn((unsigned)nkeys)];
-      n = b->n < 200 ? b->n : 200;
-      memcpy(buf, b->p, n);
-      size_t extra = 1 + rn(4);
-      for (size_t j = 0; j < extra; j++) buf[n++] = alpha[rn(sizeof alpha)];
-      break;
-    }
-    case 7: /* now and then a long key */
-      n = rn(20) == 0 ? 100 + rn(300) : 1 + rn(48);
-      for (size_t j = 0; j < n; j++) buf[j] = (char)rn(256);
-      break;
-    default: /* random bytes */
-      n = 1 + rn(24);
-      for (size_t j = 0; j < n; j++) buf[j] = (char)rn(256);
-      break;
+      case 0:
+      case 1:
+      case 2: /* short keys over a tiny alphabet: prefixes */
+        n = 1 + rn(8);
+        for (size_t j = 0; j < n; j++) buf[j] = alpha[rn(sizeof alpha)];
+        break;
+      case 3:
+      case 4:
+      case 5: /* user:<n>, numbers of varied width */
+        n = (size_t)snprintf(buf, sizeof buf, "user:%u", rn(100000));
+        break;
+      case 6: { /* an existing key plus a suffix: a prefix pair */
+        const bytes *b = &keys[rn((unsigned)nkeys)];
+        n = b->n < 200 ? b->n : 200;
+        memcpy(buf, b->p, n);
+        size_t extra = 1 + rn(4);
+        for (size_t j = 0; j < extra; j++) buf[n++] = alpha[rn(sizeof alpha)];
+        break;
+      }
+      case 7: /* now and then a long key */
+        n = rn(20) == 0 ? 100 + rn(300) : 1 + rn(48);
+        for (size_t j = 0; j < n; j++) buf[j] = (char)rn(256);
+        break;
+      default: /* random bytes */
+        n = 1 + rn(24);
+        for (size_t j = 0; j < n; j++) buf[j] = (char)rn(256);
+        break;
     }
     add_key(buf, n);
   }
@@ -138,8 +143,10 @@ static int lower_bound(const char *p, size_t n) {
   int lo = 0, hi = nkeys;
   while (lo < hi) {
     int mid = lo + (hi - lo) / 2;
-    if (ucmp(keys[mid].p, keys[mid].n, p, n) < 0) lo = mid + 1;
-    else hi = mid;
+    if (ucmp(keys[mid].p, keys[mid].n, p, n) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -170,16 +177,17 @@ static const char *make_value(int i, const slot *s) {
 
 static uint32_t value_len(void) {
   unsigned r = rn(100);
-  if (r < 5) return 0;                   /* empty values are values */
-  if (r < 8) return 500 + rn(3000);      /* a few big ones */
+  if (r < 5) return 0;              /* empty values are values */
+  if (r < 8) return 500 + rn(3000); /* a few big ones */
   return 8 + rn(90);
 }
 
 /* ---- the db ----------------------------------------------------------- */
 
 /* Tiny memtables, tables and levels: many flushes and compactions, over
- * more tables than stay open. Tables are read through mmap here (mmap_reads): the rest of the suite reads
- * with pread, and sst_test walks a table both ways in both modes. */
+ * more tables than stay open. Tables are read through mmap here (mmap_reads):
+ * the rest of the suite reads with pread, and sst_test walks a table both ways
+ * in both modes. */
 static lkv_options small_options(void) {
   lkv_options o;
   lkv_options_init(&o);
@@ -213,14 +221,16 @@ static void do_delete(lkv_db *db, model *m, int i) {
 
 static long steps_checked;
 static int walk_count = 60; /* random walks per view */
-static int reported; /* failure messages printed (capped) */
+static int reported;        /* failure messages printed (capped) */
 
 static void print_bytes(FILE *f, const char *p, size_t n) {
   fputc('"', f);
   for (size_t i = 0; i < n && i < 64; i++) {
     unsigned char c = (unsigned char)p[i];
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') fputc(c, f);
-    else fprintf(f, "\\x%02x", c);
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+      fputc(c, f);
+    else
+      fprintf(f, "\\x%02x", c);
   }
   if (n > 64) fprintf(f, "...(%zu bytes)", n);
   fputc('"', f);
@@ -244,12 +254,14 @@ static int agree(lkv_iter *it, const model *m, int want, const char *view,
   const char *k = got_valid ? lkv_iter_key(it, &kl) : NULL;
   const char *v = got_valid ? lkv_iter_value(it, &vl) : NULL;
   int ok;
-  if (exp_valid != got_valid) ok = 0;
-  else if (!exp_valid) ok = 1;
+  if (exp_valid != got_valid)
+    ok = 0;
+  else if (!exp_valid)
+    ok = 1;
   else {
     const char *ev = make_value(want, &m->s[want]);
-    ok = ucmp(k, kl, keys[want].p, keys[want].n) == 0 &&
-         vl == m->s[want].len && (vl == 0 || memcmp(v, ev, vl) == 0);
+    ok = ucmp(k, kl, keys[want].p, keys[want].n) == 0 && vl == m->s[want].len &&
+         (vl == 0 || memcmp(v, ev, vl) == 0);
   }
   if (!ok) {
     lkv_test_failures++;
@@ -268,8 +280,9 @@ static int agree(lkv_iter *it, const model *m, int want, const char *view,
         int gi = lower_bound(k, kl);
         int known = gi < nkeys && ucmp(keys[gi].p, keys[gi].n, k, kl) == 0;
         fprintf(stderr, " (value %zu bytes%s)", vl,
-                !known ? ", not a key ever written"
-                : m->s[gi].ver == 0 ? ", deleted in this view" : "");
+                !known              ? ", not a key ever written"
+                : m->s[gi].ver == 0 ? ", deleted in this view"
+                                    : "");
       } else {
         fprintf(stderr, "not valid");
       }
@@ -284,27 +297,28 @@ static int agree(lkv_iter *it, const model *m, int want, const char *view,
 static int make_probe(char *buf, size_t *n) {
   int i = (int)rn((unsigned)nkeys);
   switch (rn(6)) {
-  case 0: case 1: /* an exact key */
-    memcpy(buf, keys[i].p, keys[i].n);
-    *n = keys[i].n;
-    break;
-  case 2: /* key + "\0": just after it */
-    memcpy(buf, keys[i].p, keys[i].n);
-    buf[keys[i].n] = 0;
-    *n = keys[i].n + 1;
-    break;
-  case 3: /* a truncated key: at or before it */
-    *n = keys[i].n ? rn((unsigned)keys[i].n) : 0;
-    memcpy(buf, keys[i].p, *n);
-    break;
-  case 4: /* random bytes */
-    *n = rn(10);
-    for (size_t j = 0; j < *n; j++) buf[j] = (char)rn(256);
-    break;
-  default: /* past the end */
-    *n = 1 + rn(6);
-    memset(buf, 0xff, *n);
-    break;
+    case 0:
+    case 1: /* an exact key */
+      memcpy(buf, keys[i].p, keys[i].n);
+      *n = keys[i].n;
+      break;
+    case 2: /* key + "\0": just after it */
+      memcpy(buf, keys[i].p, keys[i].n);
+      buf[keys[i].n] = 0;
+      *n = keys[i].n + 1;
+      break;
+    case 3: /* a truncated key: at or before it */
+      *n = keys[i].n ? rn((unsigned)keys[i].n) : 0;
+      memcpy(buf, keys[i].p, *n);
+      break;
+    case 4: /* random bytes */
+      *n = rn(10);
+      for (size_t j = 0; j < *n; j++) buf[j] = (char)rn(256);
+      break;
+    default: /* past the end */
+      *n = 1 + rn(6);
+      memset(buf, 0xff, *n);
+      break;
   }
   return lower_bound(buf, *n);
 }
@@ -438,7 +452,8 @@ static void check_view(lkv_iter *it, const model *m, const char *view) {
       trail[tn] = 0;
       snprintf(what, sizeof what,
                "walk %d from seek(probe), moves %s (n=next p=prev "
-               "F=seek_first L=seek_last S=seek)", w, trail);
+               "F=seek_first L=seek_last S=seek)",
+               w, trail);
       if (!agree(it, m, pos, view, what)) {
         if (reported <= 20) {
           fprintf(stderr, "  the walk started at seek(");
@@ -455,8 +470,8 @@ static void check_view(lkv_iter *it, const model *m, const char *view) {
 }
 
 /* Check one view through a fresh iterator. */
-static void check_at(lkv_db *db, uint64_t at, const model *m,
-                     const char *phase, const char *name) {
+static void check_at(lkv_db *db, uint64_t at, const model *m, const char *phase,
+                     const char *name) {
   char view[160];
   snprintf(view, sizeof view, "%s, %s", phase, name);
   lkv_iter *it = NULL;
@@ -508,7 +523,7 @@ static void writes_while_walking(int big_memtable) {
     if (rn(4) == 0) do_delete(db, cur, i);
   }
   const char *view = big_memtable ? "writes into the iterator's memtable"
-                                   : "writes and flushes while iterating";
+                                  : "writes and flushes while iterating";
   for (int round = 0; round < 3; round++) {
     lkv_iter *it = NULL;
     CHECK_OK(lkv_iter_new(db, LKV_SEQ_LATEST, &it, &err), &err);
@@ -530,8 +545,10 @@ static void writes_while_walking(int big_memtable) {
       for (int w = (int)rn(4); w > 0; w--) {
         int i = rn(3) ? around - 2 + (int)rn(5) : (int)rn((unsigned)nkeys);
         if (i < 0 || i >= nkeys) continue;
-        if (rn(3) == 0) do_delete(db, cur, i);
-        else do_set(db, cur, i);
+        if (rn(3) == 0)
+          do_delete(db, cur, i);
+        else
+          do_set(db, cur, i);
       }
     }
     CHECK_OK(lkv_iter_status(it, &err), &err);
@@ -540,8 +557,10 @@ static void writes_while_walking(int big_memtable) {
   }
   lkv_stats st;
   lkv_db_stats(db, &st);
-  if (!big_memtable) CHECK(st.flushes > 0);
-  else CHECK(st.flushes == 0);
+  if (!big_memtable)
+    CHECK(st.flushes > 0);
+  else
+    CHECK(st.flushes == 0);
   CHECK_OK(lkv_db_close(db, &err), &err);
   free(cur);
   free(frozen);
@@ -563,9 +582,18 @@ static void many_versions(void) {
   if (db == NULL) return;
   lkv_err err = {0};
   enum { NPICK = 12, NVSNAP = 3 };
-  const int pick[NPICK] = {0, 1, 2, nkeys / 4, nkeys / 4 + 1, nkeys / 2,
-                           nkeys / 2 + 1, 3 * nkeys / 4, nkeys - 3,
-                           nkeys - 2, nkeys - 1, nkeys / 3};
+  const int pick[NPICK] = {0,
+                           1,
+                           2,
+                           nkeys / 4,
+                           nkeys / 4 + 1,
+                           nkeys / 2,
+                           nkeys / 2 + 1,
+                           3 * nkeys / 4,
+                           nkeys - 3,
+                           nkeys - 2,
+                           nkeys - 1,
+                           nkeys / 3};
   model *cur = calloc(1, sizeof *cur);
   model *sm = calloc(NVSNAP, sizeof *sm);
   lkv_snapshot *sn[NVSNAP] = {0};
@@ -576,8 +604,10 @@ static void many_versions(void) {
       sm[0] = *cur;
     }
     for (int j = 0; j < NPICK; j++) {
-      if (rn(8) == 0) do_delete(db, cur, pick[j]);
-      else do_set(db, cur, pick[j]);
+      if (rn(8) == 0)
+        do_delete(db, cur, pick[j]);
+      else
+        do_set(db, cur, pick[j]);
     }
   }
   /* one key, then its neighbours, a thousand times each */
@@ -586,8 +616,10 @@ static void many_versions(void) {
       CHECK_OK(lkv_snapshot_new(db, &sn[1], &err), &err);
       sm[1] = *cur;
     }
-    if (r % 7 == 3) do_delete(db, cur, pick[5]);
-    else do_set(db, cur, pick[5]);
+    if (r % 7 == 3)
+      do_delete(db, cur, pick[5]);
+    else
+      do_set(db, cur, pick[5]);
   }
   for (int r = 0; r < 1000; r++) {
     do_set(db, cur, pick[4]);
@@ -599,8 +631,10 @@ static void many_versions(void) {
       sm[2] = *cur;
     }
     for (int j = 0; j < NPICK; j++) {
-      if (rn(8) == 0) do_delete(db, cur, pick[j]);
-      else do_set(db, cur, pick[j]);
+      if (rn(8) == 0)
+        do_delete(db, cur, pick[j]);
+      else
+        do_set(db, cur, pick[j]);
     }
   }
   walk_count = 15; /* each step may cross a thousand versions */
@@ -739,7 +773,8 @@ int main(void) {
     int i = (int)rn((unsigned)nkeys);
     if (rn(2)) {
       lkv_err e2 = {0};
-      CHECK_OK(lkv_db_set(db, keys[i].p, keys[i].n, "later", 5, NULL, &e2), &e2);
+      CHECK_OK(lkv_db_set(db, keys[i].p, keys[i].n, "later", 5, NULL, &e2),
+               &e2);
     } else {
       lkv_err e2 = {0};
       CHECK_OK(lkv_db_delete(db, keys[i].p, keys[i].n, NULL, &e2), &e2);
@@ -758,8 +793,10 @@ int main(void) {
   /* the "later" writes are not in the model: write every key once more
    * through it (a third of them deleted) to bring it up to date */
   for (int i = 0; i < nkeys; i++) {
-    if (rn(3) == 0) do_delete(db, &now, i);
-    else do_set(db, &now, i);
+    if (rn(3) == 0)
+      do_delete(db, &now, i);
+    else
+      do_set(db, &now, i);
   }
   check_all(db, "after releasing snapshots and rewriting");
   CHECK_OK(lkv_db_compact(db, &err), &err);

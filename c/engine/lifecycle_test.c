@@ -53,10 +53,10 @@ static void fill(lkv_db *db, int n) {
 /* ==== close waits for the calls in flight =============================== */
 
 typedef struct pause_ctx {
-  int op;              /* pause inside this kind of call ... */
-  const char *match;   /* ... on a path containing this */
-  atomic_int armed;    /* 1: pause the next such call */
-  atomic_int inside;   /* a thread is paused there */
+  int op;            /* pause inside this kind of call ... */
+  const char *match; /* ... on a path containing this */
+  atomic_int armed;  /* 1: pause the next such call */
+  atomic_int inside; /* a thread is paused there */
   pthread_t paused_thread;
 } pause_ctx;
 
@@ -72,7 +72,7 @@ static void pause_hook(void *ctx, int op, const char *path) {
 
 typedef struct call_arg {
   lkv_db *db;
-  int write;           /* 1: a set, 0: a get */
+  int write; /* 1: a set, 0: a get */
   int rc;
   atomic_int returned; /* the call has returned */
 } call_arg;
@@ -104,8 +104,8 @@ static void close_waits(int write) {
   CHECK_OK(lkv_db_close(db, &err), &err);
   db = open_db(fe, write ? LKV_SYNC_ALWAYS : LKV_SYNC_NONE);
 
-  pause_ctx pc = {write ? LKV_FOP_SYNC : LKV_FOP_READ, write ? "wal.log" : ".sst",
-                  1, 0, pthread_self()};
+  pause_ctx pc = {write ? LKV_FOP_SYNC : LKV_FOP_READ,
+                  write ? "wal.log" : ".sst", 1, 0, pthread_self()};
   lkv_faultenv_set_hook(fe, pause_hook, &pc);
   call_arg a = {db, write, -1, 0};
   pthread_t th;
@@ -168,7 +168,8 @@ static void unlink_hook(void *ctx, int op, const char *path) {
   unlink_watch *w = ctx;
   if (op != LKV_FOP_UNLINK || strstr(path, ".sst") == NULL) return;
   atomic_fetch_add(&w->sst_unlinks, 1);
-  if (pthread_equal(pthread_self(), w->reader)) atomic_fetch_add(&w->by_reader, 1);
+  if (pthread_equal(pthread_self(), w->reader))
+    atomic_fetch_add(&w->by_reader, 1);
 }
 
 /* An iterator holds the old tables while a compaction replaces them; the
@@ -227,11 +228,14 @@ static void *vis_reader(void *p) {
     for (int k = 0; k < VIS_KEYS; k++) {
       char key[16];
       snprintf(key, sizeof key, "vis%d", k);
-      int rc = lkv_db_get(a->db, key, strlen(key), lkv_snapshot_seq(s), &v, &err);
+      int rc =
+          lkv_db_get(a->db, key, strlen(key), lkv_snapshot_seq(s), &v, &err);
       char got[32] = "";
       if (rc == LKV_OK) snprintf(got, sizeof got, "%.*s", (int)v.len, v.data);
-      if (k == 0) memcpy(first, got, sizeof first);
-      else if (strcmp(first, got) != 0) agree = 0;
+      if (k == 0)
+        memcpy(first, got, sizeof first);
+      else if (strcmp(first, got) != 0)
+        agree = 0;
     }
     lkv_snapshot_release(s);
     a->reads++;

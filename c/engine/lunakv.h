@@ -134,20 +134,20 @@ typedef enum lkv_sync_mode {
 } lkv_sync_mode;
 
 typedef struct lkv_options {
-  size_t max_memtable_size; /* bytes before the memtable is frozen; 4 MiB */
-  int max_l0_files;         /* L0 tables that trigger compaction; 4 */
-  int l0_slowdown_files;    /* L0 tables at which writes are delayed; 8 */
-  int l0_stop_files;        /* L0 tables at which writes wait; 12 */
-  int bloom_bits_per_key;   /* Bloom filter bits per key; 10 */
-  int bloom_hash_functions; /* 0 = derived from bits per key (~0.69 * bpk) */
-  size_t bloom_min_bits;    /* smallest filter (seed's BLOOM_FILTER_SIZE); 0 */
-  int sparse_index_n;       /* a full key every Nth entry of a block; 16 */
-  size_t block_size;        /* target data block size in bytes; 4096 */
-  size_t table_size;        /* target SSTable size for compaction; 2 MiB */
-  uint64_t level1_max_bytes;/* L1 size before it spills to L2; 10 MiB */
-  int level_multiplier;     /* level n+1 holds this many times level n; 10 */
-  size_t block_cache_bytes; /* block cache capacity (0 = none); 8 MiB */
-  int max_open_files;       /* tables kept open (fd, index, filter); 1000 */
+  size_t max_memtable_size;  /* bytes before the memtable is frozen; 4 MiB */
+  int max_l0_files;          /* L0 tables that trigger compaction; 4 */
+  int l0_slowdown_files;     /* L0 tables at which writes are delayed; 8 */
+  int l0_stop_files;         /* L0 tables at which writes wait; 12 */
+  int bloom_bits_per_key;    /* Bloom filter bits per key; 10 */
+  int bloom_hash_functions;  /* 0 = derived from bits per key (~0.69 * bpk) */
+  size_t bloom_min_bits;     /* smallest filter (seed's BLOOM_FILTER_SIZE); 0 */
+  int sparse_index_n;        /* a full key every Nth entry of a block; 16 */
+  size_t block_size;         /* target data block size in bytes; 4096 */
+  size_t table_size;         /* target SSTable size for compaction; 2 MiB */
+  uint64_t level1_max_bytes; /* L1 size before it spills to L2; 10 MiB */
+  int level_multiplier;      /* level n+1 holds this many times level n; 10 */
+  size_t block_cache_bytes;  /* block cache capacity (0 = none); 8 MiB */
+  int max_open_files;        /* tables kept open (fd, index, filter); 1000 */
   /* Read data blocks through a read-only mmap of each open table (up to
    * 1000 tables) instead of pread + the block cache; each block's checksum
    * is verified on its first read after the table opens. Faster when the
@@ -155,8 +155,8 @@ typedef struct lkv_options {
    * an I/O error or a table truncated by another program while open
    * kills the process with SIGBUS instead of returning LKV_IOERROR. 0 */
   int mmap_reads;
-  int wal_buffer_size;      /* writes per WAL write in LKV_SYNC_BATCH; 100 */
-  lkv_sync_mode sync;       /* LKV_SYNC_BATCH */
+  int wal_buffer_size; /* writes per WAL write in LKV_SYNC_BATCH; 100 */
+  lkv_sync_mode sync;  /* LKV_SYNC_BATCH */
   /* WAL base name for a new database; "wal.log" (copied at open). An
    * existing database keeps finding its logs under the name its MANIFEST
    * records; when this differs, open moves their data into a table and
@@ -168,7 +168,7 @@ typedef struct lkv_options {
    * or compaction refused with LKV_INVALID. A directory that holds no
    * database is an error, not a new one. 0 */
   int read_only;
-  const lkv_env *env;       /* the file system; NULL = lkv_env_posix() */
+  const lkv_env *env; /* the file system; NULL = lkv_env_posix() */
 } lkv_options;
 
 /* Fill *o with the defaults: the schema's (lkv_options_schema), which the
@@ -199,18 +199,18 @@ typedef enum lkv_option_type {
 } lkv_option_type;
 
 typedef struct lkv_option_spec {
-  const char *name;     /* the struct field; also the Lua option's name */
-  const char *env;      /* its variable in .env and the environment; NULL:
-                           none (set from Lua or C only) */
+  const char *name; /* the struct field; also the Lua option's name */
+  const char *env;  /* its variable in .env and the environment; NULL:
+                       none (set from Lua or C only) */
   lkv_option_type type;
   size_t offset;        /* of the field in the struct the schema describes */
   uint64_t min, max;    /* numbers: the accepted range; FILENAME: length */
   uint64_t dflt;        /* the default of a number, BOOL or ENUM */
   const char *dflt_str; /* the default of a STRING or FILENAME */
   const char *const *choices; /* ENUM: its names, NULL-terminated */
-  const char *at_least; /* another option of the same schema this one must
-                           not be below; NULL: none */
-  const char *doc;      /* one line */
+  const char *at_least;       /* another option of the same schema this one must
+                                 not be below; NULL: none */
+  const char *doc;            /* one line */
 } lkv_option_spec;
 
 /* The engine's options (the fields of lkv_options but env), in the order
@@ -233,8 +233,7 @@ LKV_API int lkv_schema_check(const lkv_option_spec *schema, size_t n,
 /* Store v into the number, BOOL or ENUM field s names in the struct at
  * base, converted to the field's C type. REQUIRES: v fits that type (an
  * int field takes at most INT_MAX); the range is lkv_schema_check's. */
-LKV_API void lkv_option_set(const lkv_option_spec *s, void *base,
-                            uint64_t v);
+LKV_API void lkv_option_set(const lkv_option_spec *s, void *base, uint64_t v);
 
 /* ---- the database ---------------------------------------------------- */
 
@@ -330,8 +329,7 @@ typedef struct lkv_iter lkv_iter;
  * now). It reads one consistent view: later writes, flushes and
  * compactions neither appear in it nor disturb it, and the files it reads
  * stay alive until it is freed. It starts unpositioned (not valid). */
-LKV_API int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out,
-                         lkv_err *err);
+LKV_API int lkv_iter_new(lkv_db *db, uint64_t at, lkv_iter **out, lkv_err *err);
 LKV_API void lkv_iter_seek_first(lkv_iter *it);
 /* Position at the first key >= key. */
 LKV_API void lkv_iter_seek(lkv_iter *it, const void *key, size_t klen);
@@ -372,7 +370,7 @@ LKV_API int lkv_db_sync(lkv_db *db, lkv_err *err);
 LKV_API int lkv_db_compact(lkv_db *db, lkv_err *err);
 
 typedef struct lkv_stats {
-  uint64_t seq;                 /* newest visible sequence number */
+  uint64_t seq; /* newest visible sequence number */
   uint64_t sstable_count;
   uint64_t sstables_per_level[LKV_MAX_LEVELS];
   uint64_t bytes_per_level[LKV_MAX_LEVELS];
@@ -387,27 +385,27 @@ typedef struct lkv_stats {
   double write_amplification;   /* disk / user (the WAL's bytes not counted) */
   uint64_t flushes;
   uint64_t compactions;
-  uint64_t seek_compactions;    /* ... of them started by wasted lookups */
-  int compaction_pending;       /* 1 while a compaction runs or is due */
+  uint64_t seek_compactions; /* ... of them started by wasted lookups */
+  int compaction_pending;    /* 1 while a compaction runs or is due */
   uint64_t compaction_bytes_read;
   uint64_t compaction_bytes_written;
   /* table bytes written into each level, by flushes and compactions
    * (LevelDB's "Write(MB)" column); a table moved down writes nothing */
   uint64_t bytes_written_per_level[LKV_MAX_LEVELS];
-  uint64_t stall_slowdowns;     /* writes delayed by the L0 slowdown */
-  uint64_t stall_stops;         /* writes that waited for flush/compaction */
-  uint64_t stall_micros;        /* total time writers spent waiting */
-  uint64_t bloom_checks;        /* table lookups that asked a filter */
-  uint64_t bloom_negatives;     /* ... and were spared a block read */
-  uint64_t block_reads;         /* data blocks read from files */
+  uint64_t stall_slowdowns; /* writes delayed by the L0 slowdown */
+  uint64_t stall_stops;     /* writes that waited for flush/compaction */
+  uint64_t stall_micros;    /* total time writers spent waiting */
+  uint64_t bloom_checks;    /* table lookups that asked a filter */
+  uint64_t bloom_negatives; /* ... and were spared a block read */
+  uint64_t block_reads;     /* data blocks read from files */
   uint64_t block_cache_hits;
-  uint64_t block_cache_bytes;   /* bytes held in the block cache */
+  uint64_t block_cache_bytes; /* bytes held in the block cache */
   uint64_t live_snapshots;
   uint64_t live_iterators;
-  uint64_t wal_syncs;           /* fdatasync calls on the WAL */
-  uint64_t wal_dropped_bytes;   /* WAL bytes cut at open (torn/corrupt tail) */
+  uint64_t wal_syncs;         /* fdatasync calls on the WAL */
+  uint64_t wal_dropped_bytes; /* WAL bytes cut at open (torn/corrupt tail) */
   char recovery_msg[LKV_ERR_MSG_LEN]; /* what open cut and why, or "" */
-  int bg_error;                 /* sticky background failure code, or 0 */
+  int bg_error;                       /* sticky background failure code, or 0 */
   char bg_error_msg[LKV_ERR_MSG_LEN];
 } lkv_stats;
 

@@ -15,7 +15,7 @@
 
 #define MAGIC "LKVMANI\x01"
 #define VERSION 2 /* 2 added wal_name; 1 is still read */
-#define HEAD 16 /* magic 8, version u32, body length u32 */
+#define HEAD 16   /* magic 8, version u32, body length u32 */
 #define MAX_MANIFEST (256u << 20)
 
 int lkv_manifest_encode(const lkv_manifest *m, char **out, size_t *outlen,
@@ -102,18 +102,23 @@ static const char *get_bound(const char *p, const char *end, const char **key,
 }
 
 #define BAD(what) \
-  do { why = what; goto corrupt; } while (0)
+  do {            \
+    why = what;   \
+    goto corrupt; \
+  } while (0)
 
-int lkv_manifest_decode(char *raw, size_t n, const char *name,
-                        lkv_manifest *m, lkv_err *err) {
+int lkv_manifest_decode(char *raw, size_t n, const char *name, lkv_manifest *m,
+                        lkv_err *err) {
   const char *why = NULL;
   memset(m, 0, sizeof *m);
   m->raw = raw;
-  if (n < HEAD + 28 + 4 || memcmp(raw, MAGIC, 8) != 0) BAD("bad magic or too short");
+  if (n < HEAD + 28 + 4 || memcmp(raw, MAGIC, 8) != 0)
+    BAD("bad magic or too short");
   uint32_t version = lkv_get32(raw + 8);
   if (version != 1 && version != VERSION) BAD("unknown format version");
   uint32_t blen = lkv_get32(raw + 12);
-  if ((size_t)blen + HEAD + 4 != n) BAD("length mismatch (truncated or extended)");
+  if ((size_t)blen + HEAD + 4 != n)
+    BAD("length mismatch (truncated or extended)");
   if (lkv_crc32c(raw, HEAD + blen) != lkv_get32(raw + HEAD + blen))
     BAD("checksum mismatch");
   const char *p = raw + HEAD, *end = raw + HEAD + blen;
@@ -125,7 +130,8 @@ int lkv_manifest_decode(char *raw, size_t n, const char *name,
   if (version >= 2) {
     uint64_t l;
     if ((p = lkv_getv(p, end, &l)) == NULL || l > (uint64_t)(end - p) ||
-        l == 0 || l >= 200 || memchr(p, '/', (size_t)l) || memchr(p, 0, (size_t)l))
+        l == 0 || l >= 200 || memchr(p, '/', (size_t)l) ||
+        memchr(p, 0, (size_t)l))
       BAD("bad WAL name");
     m->wal_name = p;
     m->wal_name_len = (size_t)l;
@@ -167,7 +173,8 @@ int lkv_manifest_read(const lkv_env *env, const char *dir, lkv_manifest *m,
   int rc, fd;
   memset(m, 0, sizeof *m);
   *exists = 0;
-  if ((rc = lkv_env_path(path, sizeof path, dir, LKV_MANIFEST_NAME, err))) return rc;
+  if ((rc = lkv_env_path(path, sizeof path, dir, LKV_MANIFEST_NAME, err)))
+    return rc;
   lkv_env_info st;
   if ((rc = lkv_env_stat(env, path, &st, err)) == LKV_NOTFOUND) return LKV_OK;
   if (rc) return rc;
@@ -180,8 +187,9 @@ int lkv_manifest_read(const lkv_env *env, const char *dir, lkv_manifest *m,
   }
   if (size > MAX_MANIFEST) {
     lkv_env_close(env, fd, path, NULL);
-    return lkv_seterr(err, LKV_CORRUPTION, "%s is damaged: %llu bytes is too big",
-                      path, (unsigned long long)size);
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s is damaged: %llu bytes is too big", path,
+                      (unsigned long long)size);
   }
   char *raw = malloc(size ? size : 1);
   if (raw == NULL) {

@@ -54,8 +54,8 @@ int lkv_manifest_write(const lkv_env *env, const char *dir, const char *bytes,
 int lkv_manifest_read(const lkv_env *env, const char *dir, lkv_manifest *m,
                       int *exists, lkv_err *err);
 /* Decode bytes (takes ownership of raw, a malloc'd buffer). */
-int lkv_manifest_decode(char *raw, size_t n, const char *name,
-                        lkv_manifest *m, lkv_err *err);
+int lkv_manifest_decode(char *raw, size_t n, const char *name, lkv_manifest *m,
+                        lkv_err *err);
 void lkv_manifest_free(lkv_manifest *m);
 
 #endif

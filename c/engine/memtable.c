@@ -172,7 +172,8 @@ int lkv_mem_add(lkv_mem *m, uint64_t seq, int type, const char *key,
                 size_t klen, const char *val, size_t vlen) {
   int h = random_height(m);
   size_t ik = klen + LKV_TAG_BYTES;
-  node *x = arena_alloc(m, sizeof(node) + (size_t)h * sizeof(node *) + ik + vlen);
+  node *x =
+      arena_alloc(m, sizeof(node) + (size_t)h * sizeof(node *) + ik + vlen);
   if (x == NULL) return LKV_NOMEM;
   char *kp = (char *)&x->next[h];
   if (klen) memcpy(kp, key, klen);
@@ -270,7 +271,8 @@ static void mi_seek(lkv_iiter *it, lkv_slice target) {
 
 static void mi_next(lkv_iiter *it) {
   mem_iter *mi = (mem_iter *)it;
-  if (mi->x) mi->x = atomic_load_explicit(&mi->x->next[0], memory_order_acquire);
+  if (mi->x)
+    mi->x = atomic_load_explicit(&mi->x->next[0], memory_order_acquire);
 }
 
 /* The skiplist links only forward, so a step back is a search from the
@@ -290,7 +292,8 @@ static void mi_prev(lkv_iiter *it) {
 static void mi_seek_last(lkv_iiter *it) {
   mem_iter *mi = (mem_iter *)it;
   node *x = mi->m->head;
-  for (int level = atomic_load_explicit(&mi->m->height, memory_order_relaxed) - 1;
+  for (int level =
+           atomic_load_explicit(&mi->m->height, memory_order_relaxed) - 1;
        level >= 0; level--) {
     node *nx;
     while ((nx = atomic_load_explicit(&x->next[level], memory_order_acquire)))
@@ -299,7 +302,9 @@ static void mi_seek_last(lkv_iiter *it) {
   mi->x = x == mi->m->head ? NULL : x;
 }
 
-static int mi_valid(const lkv_iiter *it) { return ((const mem_iter *)it)->x != NULL; }
+static int mi_valid(const lkv_iiter *it) {
+  return ((const mem_iter *)it)->x != NULL;
+}
 
 static lkv_slice mi_key(const lkv_iiter *it) {
   const node *x = ((const mem_iter *)it)->x;

@@ -43,7 +43,7 @@ int lkv_mem_get(lkv_mem *m, const char *ukey, size_t klen, uint64_t hash,
  * the user key with this hash was added, 1 when one may have been. */
 int lkv_mem_may_hold(const lkv_mem *m, uint64_t hash);
 
-size_t lkv_mem_usage(const lkv_mem *m);    /* arena bytes */
+size_t lkv_mem_usage(const lkv_mem *m);     /* arena bytes */
 uint64_t lkv_mem_entries(const lkv_mem *m); /* versions stored */
 
 /* Iterator over every entry; holds a reference to m. NULL on NOMEM. */

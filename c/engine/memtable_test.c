@@ -5,6 +5,8 @@
  * Readers racing the writer find every entry whose add they have seen
  * finish, through the filter, and a memtable filled far past its limit
  * (a saturated filter) still answers right. */
+#include "memtable.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,13 +14,13 @@
 #include <string.h>
 
 #include "bloom.h"
-#include "memtable.h"
 #include "table.h"
 #include "test.h"
 
 /* lkv_mem_get with the hash computed here */
 static int get(lkv_mem *m, const char *k, uint64_t at, int *type, lkv_buf *v) {
-  return lkv_mem_get(m, k, strlen(k), lkv_bloom_hash(k, strlen(k)), at, type, v);
+  return lkv_mem_get(m, k, strlen(k), lkv_bloom_hash(k, strlen(k)), at, type,
+                     v);
 }
 
 /* ---- readers racing the writer -------------------------------------- */
@@ -32,7 +34,9 @@ typedef struct race {
   atomic_int checks;
 } race;
 
-static void race_key(char *k, int i) { snprintf(k, 32, "r%09d", i * 7919 % RACE_KEYS); }
+static void race_key(char *k, int i) {
+  snprintf(k, 32, "r%09d", i * 7919 % RACE_KEYS);
+}
 
 static void *race_reader(void *arg) {
   race *r = arg;
@@ -50,8 +54,8 @@ static void *race_reader(void *arg) {
                     : (int)(x % (uint64_t)seen);
       int type;
       race_key(k, i);
-      if (get(r->m, k, LKV_MAX_SEQ, &type, &v) != LKV_OK ||
-          v.len != 4 || memcmp(v.data, k + 6, 4) != 0)
+      if (get(r->m, k, LKV_MAX_SEQ, &type, &v) != LKV_OK || v.len != 4 ||
+          memcmp(v.data, k + 6, 4) != 0)
         atomic_fetch_add(&r->misses, 1);
       atomic_fetch_add_explicit(&r->checks, 1, memory_order_relaxed);
     }
@@ -66,12 +70,13 @@ static void test_race(void) {
   atomic_init(&r.misses, 0);
   atomic_init(&r.checks, 0);
   pthread_t th[2];
-  for (int t = 0; t < 2; t++) CHECK(pthread_create(&th[t], NULL, race_reader, &r) == 0);
+  for (int t = 0; t < 2; t++)
+    CHECK(pthread_create(&th[t], NULL, race_reader, &r) == 0);
   char k[32];
   for (int i = 0; i < RACE_KEYS; i++) {
     race_key(k, i);
-    CHECK(lkv_mem_add(r.m, (uint64_t)i + 1, LKV_TYPE_VALUE, k, strlen(k),
-                      k + 6, 4) == LKV_OK);
+    CHECK(lkv_mem_add(r.m, (uint64_t)i + 1, LKV_TYPE_VALUE, k, strlen(k), k + 6,
+                      4) == LKV_OK);
     atomic_store_explicit(&r.published, i + 1, memory_order_release);
   }
   for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
@@ -91,13 +96,14 @@ static void test_overfull(void) {
   int type;
   for (int i = 0; i < 2000; i++) {
     snprintf(k, sizeof k, "o%05d", i);
-    CHECK(lkv_mem_add(m, (uint64_t)i + 1, LKV_TYPE_VALUE, k, strlen(k), k, 6) == LKV_OK);
+    CHECK(lkv_mem_add(m, (uint64_t)i + 1, LKV_TYPE_VALUE, k, strlen(k), k, 6) ==
+          LKV_OK);
   }
   CHECK(lkv_mem_usage(m) > 20 * 4096);
   for (int i = 0; i < 2000; i++) {
     snprintf(k, sizeof k, "o%05d", i);
-    CHECK(get(m, k, LKV_MAX_SEQ, &type, &v) == LKV_OK &&
-          v.len == 6 && memcmp(v.data, k, 6) == 0);
+    CHECK(get(m, k, LKV_MAX_SEQ, &type, &v) == LKV_OK && v.len == 6 &&
+          memcmp(v.data, k, 6) == 0);
     snprintf(k, sizeof k, "p%05d", i);
     CHECK(get(m, k, LKV_MAX_SEQ, &type, &v) == LKV_NOTFOUND);
   }
@@ -154,10 +160,9 @@ int main(void) {
   int type;
   for (int i = 0; i < n; i += 37) {
     snprintf(k, sizeof k, "k%06d", i);
-    CHECK(get(m, k, LKV_MAX_SEQ, &type, &v) == LKV_OK &&
-          v.len == 1 && v.data[0] == 'c');
-    CHECK(get(m, k, (uint64_t)n, &type, &v) == LKV_OK &&
-          v.data[0] == 'a');
+    CHECK(get(m, k, LKV_MAX_SEQ, &type, &v) == LKV_OK && v.len == 1 &&
+          v.data[0] == 'c');
+    CHECK(get(m, k, (uint64_t)n, &type, &v) == LKV_OK && v.data[0] == 'a');
     CHECK(get(m, k, (uint64_t)(2 * n), &type, &v) == LKV_OK &&
           v.data[0] == 'b');
   }

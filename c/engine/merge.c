@@ -10,12 +10,12 @@
 
 typedef struct merge_iter {
   lkv_iiter base;
-  int n;      /* children */
-  int hn;     /* valid children in the heap */
+  int n;  /* children */
+  int hn; /* valid children in the heap */
   lkv_iiter **kids;
   lkv_iiter **heap;
   int reverse; /* moving backward: the heap is a max-heap */
-  int err_rc; /* first child error seen, kept after that child is dropped */
+  int err_rc;  /* first child error seen, kept after that child is dropped */
   lkv_err err;
 } merge_iter;
 
@@ -76,7 +76,10 @@ static void mg_seek(lkv_iiter *it, lkv_slice target) {
 /* Move the top child (next or prev) and restore the heap. */
 static void advance_top(merge_iter *m, int forward) {
   lkv_iiter *top = m->heap[0];
-  if (forward) top->ops->next(top); else top->ops->prev(top);
+  if (forward)
+    top->ops->next(top);
+  else
+    top->ops->prev(top);
   if (!top->ops->valid(top)) {
     note_error(m, top);
     if (m->err_rc) {
@@ -99,9 +102,15 @@ static void turn(merge_iter *m, int forward) {
     if (c == top) continue;
     c->ops->seek(c, k);
     if (forward) continue;
-    if (c->ops->valid(c)) c->ops->prev(c); else c->ops->seek_last(c);
+    if (c->ops->valid(c))
+      c->ops->prev(c);
+    else
+      c->ops->seek_last(c);
   }
-  if (forward) top->ops->next(top); else top->ops->prev(top);
+  if (forward)
+    top->ops->next(top);
+  else
+    top->ops->prev(top);
   m->reverse = !forward;
   rebuild(m);
 }
@@ -109,13 +118,19 @@ static void turn(merge_iter *m, int forward) {
 static void mg_next(lkv_iiter *it) {
   merge_iter *m = (merge_iter *)it;
   if (m->hn == 0) return;
-  if (m->reverse) turn(m, 1); else advance_top(m, 1);
+  if (m->reverse)
+    turn(m, 1);
+  else
+    advance_top(m, 1);
 }
 
 static void mg_prev(lkv_iiter *it) {
   merge_iter *m = (merge_iter *)it;
   if (m->hn == 0) return;
-  if (!m->reverse) turn(m, 0); else advance_top(m, 0);
+  if (!m->reverse)
+    turn(m, 0);
+  else
+    advance_top(m, 0);
 }
 
 static void mg_seek_last(lkv_iiter *it) {
@@ -125,7 +140,9 @@ static void mg_seek_last(lkv_iiter *it) {
   rebuild(m);
 }
 
-static int mg_valid(const lkv_iiter *it) { return ((const merge_iter *)it)->hn > 0; }
+static int mg_valid(const lkv_iiter *it) {
+  return ((const merge_iter *)it)->hn > 0;
+}
 
 static lkv_slice mg_key(const lkv_iiter *it) {
   lkv_iiter *top = ((const merge_iter *)it)->heap[0];

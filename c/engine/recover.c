@@ -127,7 +127,8 @@ static void scan_free(dir_scan *sc) {
 static int scan_dir(lkv_db *db, dir_scan *sc, lkv_err *err) {
   memset(sc, 0, sizeof *sc);
   int rc = lkv_env_list_dir(db->env, db->dir, scan_add, sc, err);
-  if (rc == LKV_OK && sc->nomem) rc = lkv_seterr(err, LKV_NOMEM, "scanning %s", db->dir);
+  if (rc == LKV_OK && sc->nomem)
+    rc = lkv_seterr(err, LKV_NOMEM, "scanning %s", db->dir);
   if (rc) scan_free(sc);
   return rc;
 }
@@ -145,8 +146,8 @@ static int check_fresh(lkv_db *db, const dir_scan *sc, lkv_err *err) {
     const dir_entry *d = sc->e[i];
     if (d->kind == NAME_TABLE)
       return lkv_seterr(err, LKV_CORRUPTION,
-                        "%s/MANIFEST is missing but tables exist (%s)",
-                        db->dir, d->name);
+                        "%s/MANIFEST is missing but tables exist (%s)", db->dir,
+                        d->name);
     if (strcmp(d->name, "LOCK") == 0 || strcmp(d->name, LKV_MANIFEST_TMP) == 0)
       continue;
     if (is_log_of(d, db->log_file_name)) {
@@ -219,7 +220,8 @@ static int sort_files(lkv_db *db, const lkv_manifest *m, const dir_scan *sc,
     int dead = strcmp(d->name, LKV_MANIFEST_TMP) == 0;
     if (d->kind == NAME_TABLE) {
       int live = 0;
-      for (size_t j = 0; j < m->nfiles && !live; j++) live = m->files[j].number == d->number;
+      for (size_t j = 0; j < m->nfiles && !live; j++)
+        live = m->files[j].number == d->number;
       dead = !live;
     } else if (is_log_of(d, base)) {
       if (d->number >= m->wal_number)
@@ -227,7 +229,8 @@ static int sort_files(lkv_db *db, const lkv_manifest *m, const dir_scan *sc,
       else
         dead = base_known; /* a guessed name deletes nothing */
     }
-    if ((d->kind == NAME_TABLE || is_log_of(d, base)) && d->number > *max_number)
+    if ((d->kind == NAME_TABLE || is_log_of(d, base)) &&
+        d->number > *max_number)
       *max_number = d->number;
     if (dead && !db->o.read_only) lkv_db_remove_file(db, d->name);
   }
@@ -261,7 +264,8 @@ static int restart_log(lkv_db *db, lkv_err *err) {
       rc = lkv_seterr(err, LKV_NOMEM, "recovery");
     }
     lkv_mem *fresh = rc ? NULL : lkv_mem_new(db->o.max_memtable_size);
-    if (rc == LKV_OK && fresh == NULL) rc = lkv_seterr(err, LKV_NOMEM, "recovery");
+    if (rc == LKV_OK && fresh == NULL)
+      rc = lkv_seterr(err, LKV_NOMEM, "recovery");
     if (rc) {
       lkv_edit_free(&e);
       return rc;
@@ -279,7 +283,8 @@ static int restart_log(lkv_db *db, lkv_err *err) {
   pthread_mutex_unlock(&db->manifest_mu);
   lkv_edit_free(&e);
   lkv_db_log_name(db->log_file_name, db->wal_number, name, sizeof name);
-  if (rc == LKV_OK && (rc = lkv_db_path(db, name, path, sizeof path, err)) == LKV_OK)
+  if (rc == LKV_OK &&
+      (rc = lkv_db_path(db, name, path, sizeof path, err)) == LKV_OK)
     rc = lkv_db_create_wal(db, path, start, &db->wal, err);
   return rc;
 }
@@ -301,8 +306,8 @@ int lkv_db_recover(lkv_db *db, lkv_err *err) {
     m.wal_number = 0;
     if ((rc = check_fresh(db, &sc, err))) goto out;
     if (db->o.read_only) {
-      rc = lkv_seterr(err, LKV_INVALID, "%s holds no lunakv database (no MANIFEST)",
-                      db->dir);
+      rc = lkv_seterr(err, LKV_INVALID,
+                      "%s holds no lunakv database (no MANIFEST)", db->dir);
       goto out;
     }
   }
@@ -310,10 +315,11 @@ int lkv_db_recover(lkv_db *db, lkv_err *err) {
   int base_known = m.wal_name != NULL || strcmp(base, db->log_file_name) == 0;
   if ((rc = lkv_vset_load(&db->vs, &m, err))) goto out;
   uint64_t max_number = 0;
-  if ((rc = sort_files(db, &m, &sc, base, base_known, &wals, &nwals, &max_number,
-                       err)))
+  if ((rc = sort_files(db, &m, &sc, base, base_known, &wals, &nwals,
+                       &max_number, err)))
     goto out;
-  db->vs.next_file = m.next_file > max_number + 1 ? m.next_file : max_number + 1;
+  db->vs.next_file =
+      m.next_file > max_number + 1 ? m.next_file : max_number + 1;
   uint64_t last_seq = m.last_seq;
 
   /* the chain starts where the MANIFEST says its oldest live log does
@@ -326,8 +332,8 @@ int lkv_db_recover(lkv_db *db, lkv_err *err) {
     lkv_db_log_name(base, wals[i], name, sizeof name);
     if ((rc = lkv_db_path(db, name, path, sizeof path, err))) goto out;
     rctx.log_start = 1;
-    rc = lkv_wal_replay(db->env, path, replay_record, &rctx, &valid_end, &dropped,
-                        why, sizeof why, err);
+    rc = lkv_wal_replay(db->env, path, replay_record, &rctx, &valid_end,
+                        &dropped, why, sizeof why, err);
     if (rc == LKV_NOMEM) lkv_seterr(err, rc, "replaying %s", name);
     if (rc) goto out;
     replayed = i + 1;
@@ -348,7 +354,8 @@ int lkv_db_recover(lkv_db *db, lkv_err *err) {
     /* the replayed writes stay in memory: nothing on disk changes */
     rc = lkv_db_install_sv(db);
   } else if (replayed == 1 && nwals == 1 && m.wal_name != NULL &&
-             strcmp(base, db->log_file_name) == 0 && rctx.next == last_seq + 1) {
+             strcmp(base, db->log_file_name) == 0 &&
+             rctx.next == last_seq + 1) {
     /* the common case: keep appending to the log, cut after its last
      * good record so new writes follow valid data. Only when the log ends
      * where the sequence numbers go on: after a crash that lost writes
@@ -361,7 +368,8 @@ int lkv_db_recover(lkv_db *db, lkv_err *err) {
       goto out;
     db->wal_number = wals[0];
     atomic_store(&db->wal_bytes, valid_end);
-    uint64_t start = m.wal_number == wals[0] && m.wal_start_seq ? m.wal_start_seq
+    uint64_t start = m.wal_number == wals[0] && m.wal_start_seq
+                         ? m.wal_start_seq
                      : rctx.log_first ? rctx.log_first
                                       : last_seq + 1;
     lkv_mem_set_wal(db->mem, wals[0], start);

@@ -22,23 +22,23 @@
 
 struct lkv_table_builder {
   char *path;
-  const char *name;      /* basename of path, for messages */
+  const char *name; /* basename of path, for messages */
   int fd;
   lkv_table_opts o;
   lkv_block_builder data;
   lkv_block_builder index;
   char *wbuf;
   size_t wlen;
-  uint64_t offset;       /* file offset of the next byte (written+buffered) */
+  uint64_t offset; /* file offset of the next byte (written+buffered) */
   uint64_t entries;
-  uint64_t *hashes;      /* one per distinct user key, for the filter */
+  uint64_t *hashes; /* one per distinct user key, for the filter */
   size_t nhashes, hashes_cap;
   /* The index entry of the last finished data block waits for the next
    * key, so that it can be a short separator rather than the full key. */
   int pending;
   uint64_t pending_off, pending_size;
   lkv_buf sep;
-  int code;              /* sticky failure: every later call returns it */
+  int code; /* sticky failure: every later call returns it */
   lkv_err err;
 };
 
@@ -212,8 +212,8 @@ int lkv_tb_add(lkv_table_builder *b, lkv_slice ikey, lkv_slice value,
     return fail(b, err);
   }
   b->entries++;
-  size_t limit = b->o.block_size < MAX_BLOCK_BYTES ? b->o.block_size
-                                                   : MAX_BLOCK_BYTES;
+  size_t limit =
+      b->o.block_size < MAX_BLOCK_BYTES ? b->o.block_size : MAX_BLOCK_BYTES;
   if (lkv_block_builder_size(&b->data) >= limit && finish_data_block(b))
     return fail(b, err);
   return LKV_OK;

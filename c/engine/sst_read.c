@@ -20,7 +20,7 @@
 typedef struct ixent {
   const char *key; /* the index key (>= every key of the block), in t->keys */
   uint32_t klen;
-  uint32_t size;   /* block bytes, trailer excluded */
+  uint32_t size; /* block bytes, trailer excluded */
   uint64_t off;
 } ixent;
 
@@ -28,18 +28,18 @@ struct lkv_table {
   const lkv_env *env;
   int fd;
   char *path;
-  const char *name;  /* basename of path: what error messages show */
+  const char *name; /* basename of path: what error messages show */
   uint64_t number;
   lkv_cache *cache;
   lkv_table_counters *counters;
   uint64_t file_size;
   uint64_t entries;
-  char *meta;        /* filter + index blocks as read at open */
+  char *meta; /* filter + index blocks as read at open */
   const char *filter;
   size_t filter_n;
   ixent *ix;
   size_t nblocks;
-  char *keys;        /* the decoded index keys, back to back */
+  char *keys; /* the decoded index keys, back to back */
   /* The search accelerator: every index key shares its first `cp` user-key
    * bytes (the table's common prefix, e.g. the leading zeros of numeric
    * keys), and win[i] holds the next 8 bytes of index key i, big-endian,
@@ -88,21 +88,26 @@ typedef struct cblock {
 } cblock;
 
 /* Bump one counter of the calling thread's stripe (no shared line). */
-#define bump(c, field)                                                    \
-  do {                                                                    \
-    if (c)                                                                \
-      atomic_fetch_add_explicit(&(c)->s[lkv_thread_stripe()].field, 1,    \
-                                memory_order_relaxed);                    \
+#define bump(c, field)                                                 \
+  do {                                                                 \
+    if (c)                                                             \
+      atomic_fetch_add_explicit(&(c)->s[lkv_thread_stripe()].field, 1, \
+                                memory_order_relaxed);                 \
   } while (0)
 
-void lkv_table_counters_total(const lkv_table_counters *c, lkv_counter_totals *out) {
+void lkv_table_counters_total(const lkv_table_counters *c,
+                              lkv_counter_totals *out) {
   memset(out, 0, sizeof *out);
   for (int i = 0; i < LKV_THREAD_STRIPES; i++) {
     lkv_counter_stripe *p = (lkv_counter_stripe *)&c->s[i];
-    out->bloom_checks += atomic_load_explicit(&p->bloom_checks, memory_order_relaxed);
-    out->bloom_negatives += atomic_load_explicit(&p->bloom_negatives, memory_order_relaxed);
-    out->block_reads += atomic_load_explicit(&p->block_reads, memory_order_relaxed);
-    out->cache_hits += atomic_load_explicit(&p->cache_hits, memory_order_relaxed);
+    out->bloom_checks +=
+        atomic_load_explicit(&p->bloom_checks, memory_order_relaxed);
+    out->bloom_negatives +=
+        atomic_load_explicit(&p->bloom_negatives, memory_order_relaxed);
+    out->block_reads +=
+        atomic_load_explicit(&p->block_reads, memory_order_relaxed);
+    out->cache_hits +=
+        atomic_load_explicit(&p->cache_hits, memory_order_relaxed);
   }
 }
 
@@ -203,8 +208,7 @@ static int load_index(lkv_table *t, const char *p, size_t n, uint64_t ioff,
     }
     if (off != expect || size > UINT32_MAX ||
         size + LKV_BLOCK_TRAILER_BYTES > data_end - off) {
-      rc = corrupt(t, ioff, "index block handle outside the data region",
-                   err);
+      rc = corrupt(t, ioff, "index block handle outside the data region", err);
       goto out;
     }
     expect = off + size + LKV_BLOCK_TRAILER_BYTES;
@@ -216,7 +220,8 @@ static int load_index(lkv_table *t, const char *p, size_t n, uint64_t ioff,
     e->size = (uint32_t)size;
     kpos += c.klen;
     if (i > 0) {
-      lkv_slice a = {t->ix[i - 1].key, t->ix[i - 1].klen}, b = {e->key, e->klen};
+      lkv_slice a = {t->ix[i - 1].key, t->ix[i - 1].klen},
+                b = {e->key, e->klen};
       if (lkv_icmp(a, b) >= 0) {
         rc = corrupt(t, ioff, "index keys out of order", err);
         goto out;
@@ -268,8 +273,7 @@ static void map_file(lkv_table *t) {
 }
 
 int lkv_table_open(const lkv_env *env, const char *path, uint64_t file_number,
-                   lkv_cache *cache,
-                   lkv_table_counters *counters, int use_mmap,
+                   lkv_cache *cache, lkv_table_counters *counters, int use_mmap,
                    lkv_table **out, lkv_err *err) {
   *out = NULL;
   lkv_table *t = calloc(1, sizeof *t);
@@ -327,8 +331,8 @@ int lkv_table_open(const lkv_env *env, const char *path, uint64_t file_number,
   if (foff > footer_off || fsize > footer_off - foff ||
       tr > footer_off - foff - fsize || ioff != foff + fsize + tr ||
       isize > footer_off - ioff || isize + tr != footer_off - ioff) {
-    rc = corrupt(t, footer_off, "footer block handles do not fit the file",
-                 err);
+    rc =
+        corrupt(t, footer_off, "footer block handles do not fit the file", err);
     goto fail;
   }
   size_t mlen = (size_t)(footer_off - foff);
@@ -468,14 +472,20 @@ static size_t find_block(const lkv_table *t, lkv_slice target) {
   uint64_t w = key_window(target.p, tn, t->cp);
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    if (t->win[mid] < w) lo = mid + 1; else hi = mid;
+    if (t->win[mid] < w)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   hi = lo;
   while (hi < t->nblocks && t->win[hi] == w) hi++;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
     lkv_slice k = {t->ix[mid].key, t->ix[mid].klen};
-    if (lkv_icmp(k, target) < 0) lo = mid + 1; else hi = mid;
+    if (lkv_icmp(k, target) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -527,7 +537,8 @@ int lkv_table_get_hashed(lkv_table *t, lkv_slice target, uint64_t hash,
   rc = LKV_NOTFOUND;
   if (c.code) {
     rc = cursor_error(t, &c, t->ix[i].off, err);
-  } else if (c.valid && lkv_ucmp(c.key, c.klen - LKV_TAG_BYTES, uk.p, uk.n) == 0) {
+  } else if (c.valid &&
+             lkv_ucmp(c.key, c.klen - LKV_TAG_BYTES, uk.p, uk.n) == 0) {
     int ty = (int)(lkv_get64(c.key + c.klen - LKV_TAG_BYTES) & 0xff);
     if (ty == LKV_TYPE_VALUE) {
       *type = ty;
@@ -564,12 +575,12 @@ int lkv_table_get_hashed(lkv_table *t, lkv_slice target, uint64_t hash,
 typedef struct block_iter {
   lkv_iiter base;
   lkv_table *t;
-  size_t i;          /* the block */
+  size_t i; /* the block */
   blockref r;
-  int loaded;        /* r holds block i */
-  lkv_buf scratch;   /* block bytes when there is no cache */
+  int loaded;      /* r holds block i */
+  lkv_buf scratch; /* block bytes when there is no cache */
   lkv_block_cursor c;
-  lkv_err err;       /* err.code != 0: the block could not be loaded */
+  lkv_err err; /* err.code != 0: the block could not be loaded */
 } block_iter;
 
 #define BI(it) ((block_iter *)(it))
@@ -641,7 +652,7 @@ static const lkv_iiter_ops block_iter_ops = {
 
 /* The index side: entry i is data block i. */
 static size_t index_find(void *arg, size_t n, lkv_slice target) {
-  (void)n; /* the table's nblocks */
+  (void)n;                                /* the table's nblocks */
   if (target.n < LKV_TAG_BYTES) return 0; /* before every key */
   return find_block(arg, target);
 }

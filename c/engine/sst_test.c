@@ -6,10 +6,10 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -78,7 +78,8 @@ static int cmp_ent(const void *a, const void *b) {
   return lkv_icmp(ka, kb);
 }
 
-static void add_key(model *m, const char *u, size_t un, uint64_t seq, int type) {
+static void add_key(model *m, const char *u, size_t un, uint64_t seq,
+                    int type) {
   if (m->used + un + 8 > m->cap) {
     m->cap = m->cap * 2 + un + 8;
     m->arena = realloc(m->arena, m->cap);
@@ -115,8 +116,13 @@ static void make_model(model *m, unsigned nusers) {
     if (i == 0) {
       un = 0;
     } else if (i % 10 == 3) {
-      u[0] = 0; u[1] = (char)(i >> 24); u[2] = (char)(i >> 16);
-      u[3] = 0; u[4] = (char)(i >> 8); u[5] = (char)i; u[6] = 0;
+      u[0] = 0;
+      u[1] = (char)(i >> 24);
+      u[2] = (char)(i >> 16);
+      u[3] = 0;
+      u[4] = (char)(i >> 8);
+      u[5] = (char)i;
+      u[6] = 0;
       un = 7;
     } else if (i % 1000 == 7) {
       un = (size_t)snprintf(u, sizeof u, "long%u", i);
@@ -279,9 +285,9 @@ static void check_get(lkv_table *t, const model *m, size_t first, size_t end,
     good = rc == LKV_NOTFOUND;
   } else {
     const ent *e = &m->e[want];
-    good = rc == LKV_OK && type == e->type &&
-           (e->type == LKV_TYPE_DELETE ||
-            value_ok(e->seq, val->data, val->len));
+    good =
+        rc == LKV_OK && type == e->type &&
+        (e->type == LKV_TYPE_DELETE || value_ok(e->seq, val->data, val->len));
   }
   if (good) {
     gs->ok++;
@@ -395,7 +401,8 @@ static void check_seeks(lkv_table *t, const model *m, int n) {
     lkv_slice tg;
     if (r % 3 == 0) {
       char u[64];
-      lkv_slice us = {u, (size_t)snprintf(u, sizeof u, "user%07u5", (unsigned)i)};
+      lkv_slice us = {u,
+                      (size_t)snprintf(u, sizeof u, "user%07u5", (unsigned)i)};
       tg = target(tb, us, next_rand() % (m->n + 10));
     } else {
       tg = target(tb, ukey(m, i), next_rand() % (m->n + 10));
@@ -484,11 +491,12 @@ static void test_big_table(void) {
     double dt = now_sec() - t0;
     lkv_counter_totals tot;
     lkv_table_counters_total(&cnt, &tot);
-    printf("sst: %lu gets (%s cache) in %.3f s: %.2f us/get; %llu block "
-           "reads, %llu cache hits\n",
-           gs.gets, with_cache ? "with" : "no", dt, dt * 1e6 / (double)gs.gets,
-           (unsigned long long)tot.block_reads,
-           (unsigned long long)tot.cache_hits);
+    printf(
+        "sst: %lu gets (%s cache) in %.3f s: %.2f us/get; %llu block "
+        "reads, %llu cache hits\n",
+        gs.gets, with_cache ? "with" : "no", dt, dt * 1e6 / (double)gs.gets,
+        (unsigned long long)tot.block_reads,
+        (unsigned long long)tot.cache_hits);
     CHECK(gs.wrong == 0 && gs.ok == gs.gets);
     CHECK(tot.bloom_checks == gs.gets);
     /* present keys never fail the filter */
@@ -515,8 +523,9 @@ static void test_shapes(void) {
   model m;
   make_model(&m, 3000);
   lkv_table_opts shapes[] = {
-      {10, 0, 0, 1, 1, NULL},      {10, 0, 0, 1, 64, NULL},    {10, 0, 0, 3, 200, NULL},
-      {6, 2, 4096, 16, 4096, NULL}, {10, 0, 0, 16, 1 << 20, NULL}, {1, 0, 0, 128, 32768, NULL},
+      {10, 0, 0, 1, 1, NULL},        {10, 0, 0, 1, 64, NULL},
+      {10, 0, 0, 3, 200, NULL},      {6, 2, 4096, 16, 4096, NULL},
+      {10, 0, 0, 16, 1 << 20, NULL}, {1, 0, 0, 128, 32768, NULL},
   };
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
     build_table("000020.sst", &m, &shapes[s]);
@@ -652,7 +661,8 @@ static void expect_open_corrupt(const char *name, const char *what) {
 
 static void test_corruption(void) {
   const char *name = "000013.sst";
-  uint64_t foff = footer_u64("000012.sst", 0), fsize = footer_u64("000012.sst", 1);
+  uint64_t foff = footer_u64("000012.sst", 0),
+           fsize = footer_u64("000012.sst", 1);
   uint64_t ioff = footer_u64("000012.sst", 2);
   uint64_t isize = footer_u64("000012.sst", 3);
   struct stat st;
@@ -673,8 +683,10 @@ static void test_corruption(void) {
     if (!t) return;
     get_stats gs = {0, 0, 0, 0};
     check_all_gets(t, &big, 0, &gs, name);
-    printf("sst: data byte flipped: %lu gets, %lu corruption, %lu right, "
-           "%lu wrong\n", gs.gets, gs.corrupt, gs.ok, gs.wrong);
+    printf(
+        "sst: data byte flipped: %lu gets, %lu corruption, %lu right, "
+        "%lu wrong\n",
+        gs.gets, gs.corrupt, gs.ok, gs.wrong);
     CHECK(gs.wrong == 0);
     CHECK(gs.corrupt > 0 && gs.corrupt < 2000);
     /* the damaged block is not cached: a second try fails again */
@@ -682,8 +694,8 @@ static void test_corruption(void) {
     int type;
     char tb[512];
     err.msg[0] = 0;
-    CHECK(lkv_table_get(t, target(tb, ukey(&big, 0), LKV_MAX_SEQ), &type,
-                        &val, &err) == LKV_CORRUPTION);
+    CHECK(lkv_table_get(t, target(tb, ukey(&big, 0), LKV_MAX_SEQ), &type, &val,
+                        &err) == LKV_CORRUPTION);
     printf("sst: %s\n", err.msg);
     CHECK(strstr(err.msg, "000013.sst offset 0: block checksum mismatch"));
     lkv_buf_free(&val);
@@ -738,12 +750,14 @@ static void test_corruption(void) {
     lkv_table_close(t);
   }
   /* truncations */
-  uint64_t cuts[] = {0, 1, 55, 56, 57, fsz / 2, foff, ioff, fsz - 57,
-                     fsz - 56, fsz - 1};
+  uint64_t cuts[] = {0,    1,    55,       56,       57,     fsz / 2,
+                     foff, ioff, fsz - 57, fsz - 56, fsz - 1};
   for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
     copy_file("000012.sst", name);
     truncate_file(name, cuts[i]);
-    expect_open_corrupt(name, i == 0 ? "truncated to 0" : i == 5 ? "truncated to half" : "quiet");
+    expect_open_corrupt(name, i == 0   ? "truncated to 0"
+                              : i == 5 ? "truncated to half"
+                                       : "quiet");
   }
   /* a table that shrinks after open: reads past the end are corruption
    * (mapped, they would be SIGBUS: the documented price of mmap_reads) */
@@ -799,9 +813,10 @@ static void test_flip_everywhere(void) {
     lkv_table_close(t);
     lkv_cache_free(cache);
   }
-  printf("sst: byte flips over a %llu-byte table: %u opened (lookups right "
-         "or corruption), %u refused at open\n",
-         (unsigned long long)size, opened, refused);
+  printf(
+      "sst: byte flips over a %llu-byte table: %u opened (lookups right "
+      "or corruption), %u refused at open\n",
+      (unsigned long long)size, opened, refused);
   free_model(&m);
 }
 
@@ -818,7 +833,9 @@ static void *reader(void *p) {
   char tb[512];
   uint64_t x = 0x9e3779b97f4a7c15ULL * (uint64_t)(a->id + 1);
   for (int r = 0; r < 20000; r++) {
-    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
     size_t i = (size_t)(x % big.n);
     while (i > 0) { /* back up to the newest version of the key */
       lkv_slice u = ukey(&big, i), v = ukey(&big, i - 1);

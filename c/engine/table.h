@@ -48,7 +48,8 @@ typedef struct lkv_counter_totals {
   uint64_t bloom_checks, bloom_negatives, block_reads, cache_hits;
 } lkv_counter_totals;
 
-void lkv_table_counters_total(const lkv_table_counters *c, lkv_counter_totals *out);
+void lkv_table_counters_total(const lkv_table_counters *c,
+                              lkv_counter_totals *out);
 
 /* ---- building -------------------------------------------------------- */
 
@@ -82,8 +83,7 @@ typedef struct lkv_table lkv_table;
  * are mapped; pread past that) instead of pread and the cache: each
  * block's checksum is still verified, once per open, on first use. */
 int lkv_table_open(const lkv_env *env, const char *path, uint64_t file_number,
-                   lkv_cache *cache,
-                   lkv_table_counters *counters, int use_mmap,
+                   lkv_cache *cache, lkv_table_counters *counters, int use_mmap,
                    lkv_table **out, lkv_err *err);
 void lkv_table_close(lkv_table *t);
 

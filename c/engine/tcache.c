@@ -13,12 +13,12 @@
 struct lkv_tcache {
   const lkv_env *env;
   const char *dir;
-  lkv_cache *lru;      /* open tables, charge 1 each */
-  lkv_cache *blocks;   /* the data block cache every table reads through */
+  lkv_cache *lru;    /* open tables, charge 1 each */
+  lkv_cache *blocks; /* the data block cache every table reads through */
   lkv_table_counters *counters;
   int use_mmap;
   int keep_limit;
-  atomic_int kept;     /* tables kept open by their callers */
+  atomic_int kept; /* tables kept open by their callers */
 };
 
 lkv_tcache *lkv_tcache_new(const lkv_env *env, const char *dir,
@@ -54,8 +54,8 @@ void lkv_table_file_name(uint64_t number, char *buf, size_t n) {
   snprintf(buf, n, "%06" PRIu64 ".sst", number);
 }
 
-int lkv_tcache_path(const lkv_tcache *tc, uint64_t number, char *buf,
-                    size_t n, lkv_err *err) {
+int lkv_tcache_path(const lkv_tcache *tc, uint64_t number, char *buf, size_t n,
+                    lkv_err *err) {
   char name[64];
   lkv_table_file_name(number, name, sizeof name);
   return lkv_env_path(buf, n, tc->dir, name, err);

@@ -34,8 +34,8 @@ void lkv_tcache_free(lkv_tcache *tc);
 /* The file name of table `number` ("000012.sst", layout.md), and its
  * path in the cache's directory. */
 void lkv_table_file_name(uint64_t number, char *buf, size_t n);
-int lkv_tcache_path(const lkv_tcache *tc, uint64_t number, char *buf,
-                    size_t n, lkv_err *err);
+int lkv_tcache_path(const lkv_tcache *tc, uint64_t number, char *buf, size_t n,
+                    lkv_err *err);
 
 /* Open table `number` afresh (a reader the caller owns, to close with
  * lkv_table_close or hand to lkv_tcache_insert): every table reader of a

@@ -9,25 +9,27 @@
 static int lkv_test_failures;
 
 #include "lunakv.h"
-static inline const char *lkv_test_msg(const lkv_err *e) { return e ? e->msg : ""; }
+static inline const char *lkv_test_msg(const lkv_err *e) {
+  return e ? e->msg : "";
+}
 
-#define CHECK(e)                                                         \
-  do {                                                                   \
-    if (!(e)) {                                                          \
+#define CHECK(e)                                                            \
+  do {                                                                      \
+    if (!(e)) {                                                             \
       fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #e); \
-      lkv_test_failures++;                                               \
-    }                                                                    \
+      lkv_test_failures++;                                                  \
+    }                                                                       \
   } while (0)
 
 /* CHECK_OK(call) for functions returning an lkv code with an lkv_err. */
-#define CHECK_OK(call, errp)                                             \
-  do {                                                                   \
-    int rc_ = (call);                                                    \
-    if (rc_ != 0) {                                                      \
+#define CHECK_OK(call, errp)                                               \
+  do {                                                                     \
+    int rc_ = (call);                                                      \
+    if (rc_ != 0) {                                                        \
       fprintf(stderr, "%s:%d: %s -> %d (%s)\n", __FILE__, __LINE__, #call, \
-              rc_, lkv_test_msg(errp));                           \
-      lkv_test_failures++;                                               \
-    }                                                                    \
+              rc_, lkv_test_msg(errp));                                    \
+      lkv_test_failures++;                                                 \
+    }                                                                      \
   } while (0)
 
 /* Remove a scratch directory and everything in it; a failure is only
@@ -52,14 +54,14 @@ static inline lkv_db *open_fresh(char *d, const lkv_options *o) {
   return db;
 }
 
-#define TEST_MAIN_END()                                                  \
-  do {                                                                   \
-    if (lkv_test_failures) {                                             \
-      fprintf(stderr, "%d check(s) failed\n", lkv_test_failures);        \
-      return 1;                                                          \
-    }                                                                    \
-    printf("ok\n");                                                      \
-    return 0;                                                            \
+#define TEST_MAIN_END()                                           \
+  do {                                                            \
+    if (lkv_test_failures) {                                      \
+      fprintf(stderr, "%d check(s) failed\n", lkv_test_failures); \
+      return 1;                                                   \
+    }                                                             \
+    printf("ok\n");                                               \
+    return 0;                                                     \
   } while (0)
 
 #endif

@@ -30,11 +30,20 @@
 #include "lunakv.h"
 #include "rng.h"
 
-#define WL_KEYS 400      /* the key space */
+#define WL_KEYS 400 /* the key space */
 #define WL_MAX_BATCH 6
-#define WL_RECENT 4096   /* writes remembered for the SYNC=batch bound */
+#define WL_RECENT 4096 /* writes remembered for the SYNC=batch bound */
 
-enum { WL_SET, WL_DEL, WL_BATCH, WL_FLUSH, WL_COMPACT, WL_SYNC, WL_SNAP, WL_SNAPREAD };
+enum {
+  WL_SET,
+  WL_DEL,
+  WL_BATCH,
+  WL_FLUSH,
+  WL_COMPACT,
+  WL_SYNC,
+  WL_SNAP,
+  WL_SNAPREAD
+};
 
 typedef struct wl_write {
   int key;
@@ -109,7 +118,8 @@ static uint64_t wl_decode(int k, const char *v, size_t n) {
   char expect[512];
   uint64_t j = 0;
   size_t i = 0;
-  while (i < n && v[i] >= '0' && v[i] <= '9') j = j * 10 + (uint64_t)(v[i++] - '0');
+  while (i < n && v[i] >= '0' && v[i] <= '9')
+    j = j * 10 + (uint64_t)(v[i++] - '0');
   if (j == 0 || n > sizeof expect) return 0;
   if (wl_value(j, k, expect) != n || memcmp(expect, v, n) != 0) return 0;
   return j;
@@ -131,7 +141,8 @@ static void wl_apply(wl_state *s, uint64_t j, const wl_op *op) {
  * what. */
 enum { WL_IOERR = 1, WL_WRONG = 2 };
 
-static int wl_read(lkv_db *db, uint64_t at, wl_state *out, char *why, size_t wn) {
+static int wl_read(lkv_db *db, uint64_t at, wl_state *out, char *why,
+                   size_t wn) {
   lkv_iter *it = NULL;
   lkv_err err = {0};
   memset(out, 0, sizeof *out);
@@ -147,8 +158,8 @@ static int wl_read(lkv_db *db, uint64_t at, wl_state *out, char *why, size_t wn)
     if (kn == 8 && memcmp(kp, "key", 3) == 0) k = atoi(kp + 3);
     uint64_t j = k >= 0 && k < WL_KEYS ? wl_decode(k, vp, vn) : 0;
     if (j == 0) {
-      snprintf(why, wn, "a key or value never written: %.*s = %.40s", (int)kn, kp,
-               vp);
+      snprintf(why, wn, "a key or value never written: %.*s = %.40s", (int)kn,
+               kp, vp);
       rc = WL_WRONG;
       break;
     }
@@ -225,12 +236,13 @@ static int wl_verify(lkv_db *db, uint64_t seed, wl_state *base, uint64_t first,
     }
   char pre[64] = "none";
   if (any_prefix >= 0) snprintf(pre, sizeof pre, "%" PRId64, any_prefix);
-  snprintf(why, wn,
-           "no prefix of operations %" PRIu64 "..%" PRIu64 " that reaches %" PRIu64
-           " matches: %d keys differ, e.g. key%05d holds op %" PRIu64 ", op %" PRIu64
-           " expected; the longest prefix that matches ends at %s",
-           first, max_done, min_done, nbad, k0, k0 >= 0 ? got.k[k0] : 0,
-           k0 >= 0 ? s.k[k0] : 0, pre);
+  snprintf(
+      why, wn,
+      "no prefix of operations %" PRIu64 "..%" PRIu64 " that reaches %" PRIu64
+      " matches: %d keys differ, e.g. key%05d holds op %" PRIu64 ", op %" PRIu64
+      " expected; the longest prefix that matches ends at %s",
+      first, max_done, min_done, nbad, k0, k0 >= 0 ? got.k[k0] : 0,
+      k0 >= 0 ? s.k[k0] : 0, pre);
   return -1;
 }
 
@@ -241,19 +253,19 @@ typedef struct wl_run {
   uint64_t seed;
   lkv_sync_mode sync;
   int wal_buffer_size;
-  uint64_t next;     /* the next operation to run */
-  uint64_t acked;    /* the last operation that succeeded */
-  uint64_t durable;  /* ... and the last one known durable on disk */
-  uint64_t writes_since_out; /* writes since the last sync, flush or
-                                compaction (batch mode keeps up to
-                                wal_buffer_size - 1 of them in memory) */
+  uint64_t next;              /* the next operation to run */
+  uint64_t acked;             /* the last operation that succeeded */
+  uint64_t durable;           /* ... and the last one known durable on disk */
+  uint64_t writes_since_out;  /* writes since the last sync, flush or
+                                 compaction (batch mode keeps up to
+                                 wal_buffer_size - 1 of them in memory) */
   uint64_t recent[WL_RECENT]; /* the operations of the last writes */
-  wl_state state;    /* after operation acked */
+  wl_state state;             /* after operation acked */
   lkv_snapshot *snap;
   wl_state snap_state;
-  char why[512];     /* what stopped the run */
-  int failed_op;     /* 1: an operation returned an error (the run stops) */
-  int bad;           /* 1: a read returned something wrong */
+  char why[512]; /* what stopped the run */
+  int failed_op; /* 1: an operation returned an error (the run stops) */
+  int bad;       /* 1: a read returned something wrong */
 } wl_run;
 
 static void wl_snap_drop(wl_run *r) {
@@ -272,66 +284,70 @@ static int wl_step(wl_run *r) {
   char key[32], val[512];
   size_t kn, vn;
   switch (op.kind) {
-  case WL_SET:
-  case WL_DEL:
-    wl_key(op.w[0].key, key, &kn);
-    if (op.kind == WL_SET) {
-      vn = wl_value(j, op.w[0].key, val);
-      rc = lkv_db_set(r->db, key, kn, val, vn, NULL, &err);
-    } else {
-      rc = lkv_db_delete(r->db, key, kn, NULL, &err);
-    }
-    break;
-  case WL_BATCH: {
-    lkv_batch *b = lkv_batch_new();
-    for (int i = 0; b && i < op.n && rc == LKV_OK; i++) {
-      wl_key(op.w[i].key, key, &kn);
-      if (op.w[i].del) {
-        rc = lkv_batch_delete(b, key, kn, &err);
+    case WL_SET:
+    case WL_DEL:
+      wl_key(op.w[0].key, key, &kn);
+      if (op.kind == WL_SET) {
+        vn = wl_value(j, op.w[0].key, val);
+        rc = lkv_db_set(r->db, key, kn, val, vn, NULL, &err);
       } else {
-        vn = wl_value(j, op.w[i].key, val);
-        rc = lkv_batch_set(b, key, kn, val, vn, &err);
+        rc = lkv_db_delete(r->db, key, kn, NULL, &err);
       }
-    }
-    if (b == NULL) rc = LKV_NOMEM;
-    if (rc == LKV_OK) rc = lkv_db_write(r->db, b, NULL, &err);
-    lkv_batch_free(b);
-    break;
-  }
-  case WL_FLUSH:
-    rc = lkv_db_flush(r->db, &err);
-    break;
-  case WL_COMPACT:
-    rc = lkv_db_compact(r->db, &err);
-    break;
-  case WL_SYNC:
-    rc = lkv_db_sync(r->db, &err);
-    break;
-  case WL_SNAP:
-    wl_snap_drop(r);
-    rc = lkv_snapshot_new(r->db, &r->snap, &err);
-    if (rc == LKV_OK) r->snap_state = r->state;
-    break;
-  case WL_SNAPREAD:
-    if (r->snap) {
-      wl_state got;
-      char why[400];
-      int rr = wl_read(r->db, lkv_snapshot_seq(r->snap), &got, why, sizeof why);
-      if (rr == WL_WRONG) { /* an I/O error reading is allowed; this is not */
-        snprintf(r->why, sizeof r->why, "snapshot read: %s", why);
-        r->bad = 1;
-        return -1;
-      } else if (rr == 0 && memcmp(&got, &r->snap_state, sizeof got) != 0) {
-        snprintf(r->why, sizeof r->why, "snapshot read at op %" PRIu64
-                 " differs from the state it pinned", j);
-        r->bad = 1;
-        return -1;
+      break;
+    case WL_BATCH: {
+      lkv_batch *b = lkv_batch_new();
+      for (int i = 0; b && i < op.n && rc == LKV_OK; i++) {
+        wl_key(op.w[i].key, key, &kn);
+        if (op.w[i].del) {
+          rc = lkv_batch_delete(b, key, kn, &err);
+        } else {
+          vn = wl_value(j, op.w[i].key, val);
+          rc = lkv_batch_set(b, key, kn, val, vn, &err);
+        }
       }
+      if (b == NULL) rc = LKV_NOMEM;
+      if (rc == LKV_OK) rc = lkv_db_write(r->db, b, NULL, &err);
+      lkv_batch_free(b);
+      break;
     }
-    break;
+    case WL_FLUSH:
+      rc = lkv_db_flush(r->db, &err);
+      break;
+    case WL_COMPACT:
+      rc = lkv_db_compact(r->db, &err);
+      break;
+    case WL_SYNC:
+      rc = lkv_db_sync(r->db, &err);
+      break;
+    case WL_SNAP:
+      wl_snap_drop(r);
+      rc = lkv_snapshot_new(r->db, &r->snap, &err);
+      if (rc == LKV_OK) r->snap_state = r->state;
+      break;
+    case WL_SNAPREAD:
+      if (r->snap) {
+        wl_state got;
+        char why[400];
+        int rr =
+            wl_read(r->db, lkv_snapshot_seq(r->snap), &got, why, sizeof why);
+        if (rr == WL_WRONG) { /* an I/O error reading is allowed; this is not */
+          snprintf(r->why, sizeof r->why, "snapshot read: %s", why);
+          r->bad = 1;
+          return -1;
+        } else if (rr == 0 && memcmp(&got, &r->snap_state, sizeof got) != 0) {
+          snprintf(r->why, sizeof r->why,
+                   "snapshot read at op %" PRIu64
+                   " differs from the state it pinned",
+                   j);
+          r->bad = 1;
+          return -1;
+        }
+      }
+      break;
   }
   if (rc != LKV_OK) {
-    snprintf(r->why, sizeof r->why, "op %" PRIu64 " (kind %d): %s", j, op.kind, err.msg);
+    snprintf(r->why, sizeof r->why, "op %" PRIu64 " (kind %d): %s", j, op.kind,
+             err.msg);
     r->failed_op = 1;
     return -1;
   }
@@ -434,7 +450,8 @@ static int wl_copy_one(void *arg, const char *name) {
   snprintf(b, sizeof b, "%s/%s", c->to, name);
   FILE *in = fopen(a, "rb"), *out = in ? fopen(b, "wb") : NULL;
   size_t n;
-  while (in && out && (n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, out);
+  while (in && out && (n = fread(buf, 1, sizeof buf, in)) > 0)
+    fwrite(buf, 1, n, out);
   if (in) fclose(in);
   if (out) fclose(out);
   return 0;
@@ -484,10 +501,13 @@ static int wl_power_cycles(const char *dir, uint64_t seed, int cycles,
     }
     atomic_store(&ca.left, (long)(1 + (r >> 16) % 2000));
     uint64_t ops = 20 + (r >> 32) % 300;
-    while (run.next < first + ops && wl_step(&run) == 0) {}
+    while (run.next < first + ops && wl_step(&run) == 0) {
+    }
     int mid = atomic_load(&ca.left) <= 0;
-    if (!mid) lkv_faultenv_crash(fe); /* between calls */
-    else st->mid_op++;
+    if (!mid)
+      lkv_faultenv_crash(fe); /* between calls */
+    else
+      st->mid_op++;
     atomic_store(&ca.left, -1);
     wl_snap_drop(&run);
     lkv_db_close(run.db, NULL); /* fails: the machine is off */
@@ -522,11 +542,12 @@ static int wl_power_cycles(const char *dir, uint64_t seed, int cycles,
         size_t kl = strlen(kinds);
         snprintf(kinds + kl, sizeof kinds - kl, "%s%d", kl ? "," : "", op.kind);
       }
-      snprintf(why, wn,
-               "power cycle %d (loss mode %d, sync %d, %s): %s (durable %" PRIu64
-               ", acked %" PRIu64 "; op kinds from %" PRIu64 ": %s)",
-               c, mode, o.sync, mid ? "mid-call" : "between",
-               vwhy, run.durable, run.acked, first, kinds);
+      snprintf(
+          why, wn,
+          "power cycle %d (loss mode %d, sync %d, %s): %s (durable %" PRIu64
+          ", acked %" PRIu64 "; op kinds from %" PRIu64 ": %s)",
+          c, mode, o.sync, mid ? "mid-call" : "between", vwhy, run.durable,
+          run.acked, first, kinds);
       rc = -1;
     } else {
       st->lost += run.acked - done;

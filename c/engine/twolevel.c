@@ -13,13 +13,13 @@ typedef struct twolevel {
   const lkv_twolevel_index *ix;
   void *arg;
   size_t n;
-  size_t i;         /* the entry `data` iterates; n when none */
+  size_t i; /* the entry `data` iterates; n when none */
   /* NULL, or valid: settle() leaves no invalid data iterator open, so
    * valid() needs no call. */
   lkv_iiter *data;
   lkv_iiter *parked; /* kept for the next open (ix->park), when data is NULL */
   int keep_on_seek;
-  int rc;            /* sticky: the first error */
+  int rc; /* sticky: the first error */
   lkv_err err;
   void (*done)(void *, void *);
   void *done_a, *done_b;
@@ -60,19 +60,34 @@ TL_INLINE int d_valid(const lkv_iiter *d, int outer) {
   return DIRECT(d, outer) ? TL(d)->data != NULL : d->ops->valid(d);
 }
 TL_INLINE void d_seek_first(lkv_iiter *d, int outer) {
-  if (DIRECT(d, outer)) inner_seek_first(d); else d->ops->seek_first(d);
+  if (DIRECT(d, outer))
+    inner_seek_first(d);
+  else
+    d->ops->seek_first(d);
 }
 TL_INLINE void d_seek(lkv_iiter *d, lkv_slice target, int outer) {
-  if (DIRECT(d, outer)) inner_seek(d, target); else d->ops->seek(d, target);
+  if (DIRECT(d, outer))
+    inner_seek(d, target);
+  else
+    d->ops->seek(d, target);
 }
 TL_INLINE void d_seek_last(lkv_iiter *d, int outer) {
-  if (DIRECT(d, outer)) inner_seek_last(d); else d->ops->seek_last(d);
+  if (DIRECT(d, outer))
+    inner_seek_last(d);
+  else
+    d->ops->seek_last(d);
 }
 TL_INLINE void d_next(lkv_iiter *d, int outer) {
-  if (DIRECT(d, outer)) inner_next(d); else d->ops->next(d);
+  if (DIRECT(d, outer))
+    inner_next(d);
+  else
+    d->ops->next(d);
 }
 TL_INLINE void d_prev(lkv_iiter *d, int outer) {
-  if (DIRECT(d, outer)) inner_prev(d); else d->ops->prev(d);
+  if (DIRECT(d, outer))
+    inner_prev(d);
+  else
+    d->ops->prev(d);
 }
 TL_INLINE lkv_slice d_key(const lkv_iiter *d, int outer) {
   return DIRECT(d, outer) ? inner_key(d) : d->ops->key(d);
@@ -98,7 +113,8 @@ TL_INLINE void set_data(twolevel *tl, size_t i) {
     return;
   }
   tl->data = tl->ix->open(tl->arg, i, prev);
-  if (tl->data == NULL) tl->rc = lkv_seterr(&tl->err, LKV_NOMEM, "%s", tl->ix->what);
+  if (tl->data == NULL)
+    tl->rc = lkv_seterr(&tl->err, LKV_NOMEM, "%s", tl->ix->what);
 }
 
 TL_INLINE void settle(twolevel *tl, int forward, int outer) {
@@ -178,31 +194,30 @@ static void tl_destroy(lkv_iiter *it) {
   free(tl);
 }
 
-#define TWOLEVEL_OPS(p, outer)                                              \
-  static void p##seek_first(lkv_iiter *it) { tl_seek_first(it, outer); }    \
-  static void p##seek(lkv_iiter *it, lkv_slice target) {                    \
-    tl_seek(it, target, outer);                                             \
-  }                                                                         \
-  static void p##next(lkv_iiter *it) { tl_next(it, outer); }                \
-  static lkv_slice p##key(const lkv_iiter *it) {                            \
-    return d_key(TL(it)->data, outer);                                      \
-  }                                                                         \
-  static lkv_slice p##value(const lkv_iiter *it) {                          \
-    return d_value(TL(it)->data, outer);                                    \
-  }                                                                         \
-  static void p##seek_last(lkv_iiter *it) { tl_seek_last(it, outer); }      \
-  static void p##prev(lkv_iiter *it) { tl_prev(it, outer); }                \
-  static const lkv_iiter_ops p##ops = {                                     \
-      p##seek_first, p##seek,    p##next,       tl_valid, p##key,           \
-      p##value,      tl_status,  tl_destroy,    p##seek_last, p##prev}
+#define TWOLEVEL_OPS(p, outer)                                           \
+  static void p##seek_first(lkv_iiter *it) { tl_seek_first(it, outer); } \
+  static void p##seek(lkv_iiter *it, lkv_slice target) {                 \
+    tl_seek(it, target, outer);                                          \
+  }                                                                      \
+  static void p##next(lkv_iiter *it) { tl_next(it, outer); }             \
+  static lkv_slice p##key(const lkv_iiter *it) {                         \
+    return d_key(TL(it)->data, outer);                                   \
+  }                                                                      \
+  static lkv_slice p##value(const lkv_iiter *it) {                       \
+    return d_value(TL(it)->data, outer);                                 \
+  }                                                                      \
+  static void p##seek_last(lkv_iiter *it) { tl_seek_last(it, outer); }   \
+  static void p##prev(lkv_iiter *it) { tl_prev(it, outer); }             \
+  static const lkv_iiter_ops p##ops = {                                  \
+      p##seek_first, p##seek,   p##next,    tl_valid,     p##key,        \
+      p##value,      tl_status, tl_destroy, p##seek_last, p##prev}
 
 TWOLEVEL_OPS(inner_, 0);
 TWOLEVEL_OPS(outer_, 1);
 
-lkv_iiter *lkv_twolevel_new(const lkv_twolevel_index *ix, void *arg,
-                            size_t n, int flags,
-                            void (*done)(void *, void *), void *done_a,
-                            void *done_b) {
+lkv_iiter *lkv_twolevel_new(const lkv_twolevel_index *ix, void *arg, size_t n,
+                            int flags, void (*done)(void *, void *),
+                            void *done_a, void *done_b) {
   twolevel *tl = calloc(1, sizeof *tl);
   if (tl == NULL) return NULL;
   tl->base.ops = flags & LKV_TWOLEVEL_OUTER ? &outer_ops : &inner_ops;
@@ -244,8 +259,8 @@ static int ei_status(const lkv_iiter *it, lkv_err *err) {
 static void ei_destroy(lkv_iiter *it) { free(it); }
 
 static const lkv_iiter_ops error_iter_ops = {
-    ei_move,   ei_seek,   ei_move,    ei_valid, ei_none,
-    ei_none,   ei_status, ei_destroy, ei_move,  ei_move};
+    ei_move, ei_seek,   ei_move,    ei_valid, ei_none,
+    ei_none, ei_status, ei_destroy, ei_move,  ei_move};
 
 lkv_iiter *lkv_error_iter_new(int rc, const lkv_err *err) {
   error_iter *e = calloc(1, sizeof *e);

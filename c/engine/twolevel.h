@@ -49,10 +49,9 @@ typedef struct lkv_twolevel_index {
  * done is not NULL, is called once the iterator is destroyed: it lets go
  * of what kept the index alive (a table cache pin). NULL when out of
  * memory (done is not called). */
-lkv_iiter *lkv_twolevel_new(const lkv_twolevel_index *ix, void *arg,
-                            size_t n, int flags,
-                            void (*done)(void *, void *), void *done_a,
-                            void *done_b);
+lkv_iiter *lkv_twolevel_new(const lkv_twolevel_index *ix, void *arg, size_t n,
+                            int flags, void (*done)(void *, void *),
+                            void *done_a, void *done_b);
 
 /* An iterator that is never valid and whose status is rc with err's
  * message: what an entry that cannot be opened reads as. NULL when out of

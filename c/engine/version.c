@@ -248,7 +248,8 @@ static int cmp_newest_first(const void *a, const void *b) {
 
 static int cmp_smallest(const void *a, const void *b) {
   const lkv_fmeta *x = *(lkv_fmeta *const *)a, *y = *(lkv_fmeta *const *)b;
-  lkv_slice sx = {x->smallest, x->smallest_len}, sy = {y->smallest, y->smallest_len};
+  lkv_slice sx = {x->smallest, x->smallest_len},
+            sy = {y->smallest, y->smallest_len};
   return lkv_icmp(sx, sy);
 }
 
@@ -304,8 +305,8 @@ static int find_file(lkv_fmeta *const *files, int n, const char *k, size_t kn) {
   return lo;
 }
 
-static int table_get(lkv_fmeta *f, lkv_slice target, uint64_t hash,
-                     int *type, lkv_buf *val, lkv_err *err) {
+static int table_get(lkv_fmeta *f, lkv_slice target, uint64_t hash, int *type,
+                     lkv_buf *val, lkv_err *err) {
   lkv_table *t;
   lkv_cache_handle *h;
   int rc = lkv_fmeta_pin(f, &t, &h, err);
@@ -320,7 +321,8 @@ static int table_get(lkv_fmeta *f, lkv_slice target, uint64_t hash,
 static lkv_fmeta *covering(const lkv_version *v, int level, const char *k,
                            size_t kn, int *from) {
   if (level == 0) {
-    for (int i = *from; i < v->n[0]; i++) { /* L0 ranges overlap: newest first */
+    for (int i = *from; i < v->n[0];
+         i++) { /* L0 ranges overlap: newest first */
       lkv_fmeta *f = v->files[0][i];
       if (ukey_before_file(k, kn, f) || ukey_after_file(k, kn, f)) continue;
       *from = i + 1;
@@ -335,9 +337,8 @@ static lkv_fmeta *covering(const lkv_version *v, int level, const char *k,
   return v->files[level][i];
 }
 
-int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash,
-                    int *type, lkv_buf *val, lkv_seek_charge *charge,
-                    lkv_err *err) {
+int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash, int *type,
+                    lkv_buf *val, lkv_seek_charge *charge, lkv_err *err) {
   const char *k = target.p;
   size_t kn = target.n - LKV_TAG_BYTES;
   lkv_fmeta *first = NULL;
@@ -351,7 +352,8 @@ int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash,
         first = f;
         first_level = l;
       } else if (charge->f == NULL) {
-        charge->f = first; /* a second table was needed: the first cost a seek */
+        charge->f =
+            first; /* a second table was needed: the first cost a seek */
         charge->level = first_level;
       }
       int rc = table_get(f, target, hash, type, val, err);
@@ -402,7 +404,10 @@ static size_t level_find(void *arg, size_t n, lkv_slice target) {
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
     lkv_slice l = {files[mid]->largest, files[mid]->largest_len};
-    if (lkv_icmp(l, target) < 0) lo = mid + 1; else hi = mid;
+    if (lkv_icmp(l, target) < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }
@@ -429,7 +434,8 @@ uint64_t lkv_version_overlap_bytes(const lkv_version *v, int level,
   *any = 0;
   for (int i = 0; i < v->n[level]; i++) {
     const lkv_fmeta *f = v->files[level][i];
-    if (ukey_after_file(lo.p, lo.n, f) || ukey_before_file(hi.p, hi.n, f)) continue;
+    if (ukey_after_file(lo.p, lo.n, f) || ukey_before_file(hi.p, hi.n, f))
+      continue;
     *any = 1;
     b += f->size;
   }

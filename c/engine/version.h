@@ -137,9 +137,8 @@ uint64_t lkv_version_level_bytes(const lkv_version *v, int level);
 /* Point lookup through the tables of v (target = (ukey, at, SEEK); hash =
  * lkv_bloom_hash(ukey)). *charge names the first table consulted when a
  * second one was needed. */
-int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash,
-                    int *type, lkv_buf *val, lkv_seek_charge *charge,
-                    lkv_err *err);
+int lkv_version_get(lkv_version *v, lkv_slice target, uint64_t hash, int *type,
+                    lkv_buf *val, lkv_seek_charge *charge, lkv_err *err);
 /* An iterator's read sample (LevelDB's RecordReadSample): when two or more
  * tables cover ukey, set *charge to the first and return 1. */
 int lkv_version_sample(const lkv_version *v, const char *ukey, size_t klen,

@@ -56,7 +56,8 @@ int lkv_vset_load(lkv_vset *vs, const lkv_manifest *m, lkv_err *err) {
     if ((rc = lkv_env_path(path, sizeof path, vs->dir, name, err))) break;
     if ((rc = lkv_env_stat(vs->o->env, path, &st, err)) == LKV_NOTFOUND) {
       rc = lkv_seterr(err, LKV_CORRUPTION,
-                      "%s/MANIFEST lists %s but the file is missing", vs->dir, name);
+                      "%s/MANIFEST lists %s but the file is missing", vs->dir,
+                      name);
       break;
     }
     if (rc || (rc = lkv_tcache_open(vs->files.tc, mf->number, &t, err))) break;
@@ -64,11 +65,13 @@ int lkv_vset_load(lkv_vset *vs, const lkv_manifest *m, lkv_err *err) {
     if (size != mf->size) {
       lkv_table_close(t);
       rc = lkv_seterr(err, LKV_CORRUPTION,
-                      "%s: size %llu differs from the %llu bytes in MANIFEST", name,
-                      (unsigned long long)size, (unsigned long long)mf->size);
+                      "%s: size %llu differs from the %llu bytes in MANIFEST",
+                      name, (unsigned long long)size,
+                      (unsigned long long)mf->size);
       break;
     }
-    lkv_slice s = {mf->smallest, mf->smallest_len}, l = {mf->largest, mf->largest_len};
+    lkv_slice s = {mf->smallest, mf->smallest_len},
+              l = {mf->largest, mf->largest_len};
     lkv_fmeta *f = lkv_fmeta_new(&vs->files, mf->number, mf->size, s, l);
     if (f == NULL) {
       lkv_table_close(t);
@@ -91,12 +94,13 @@ int lkv_vset_load(lkv_vset *vs, const lkv_manifest *m, lkv_err *err) {
 
 /* Encode the MANIFEST for version v. REQUIRES: mu held. */
 static int encode_manifest(const lkv_vset *vs, const lkv_version *v,
-                           uint64_t wal_number, uint64_t wal_start,
-                           char **out, size_t *outlen, lkv_err *err) {
+                           uint64_t wal_number, uint64_t wal_start, char **out,
+                           size_t *outlen, lkv_err *err) {
   lkv_manifest m = {0};
   int n = lkv_version_count(v);
   m.files = calloc((size_t)(n ? n : 1), sizeof *m.files);
-  if (m.files == NULL) return lkv_seterr(err, LKV_NOMEM, "encoding the manifest");
+  if (m.files == NULL)
+    return lkv_seterr(err, LKV_NOMEM, "encoding the manifest");
   for (int l = 0; l < LKV_MAX_LEVELS; l++)
     for (int i = 0; i < v->n[l]; i++) {
       lkv_fmeta *f = v->files[l][i];
@@ -129,8 +133,9 @@ int lkv_vset_log_and_apply(lkv_vset *vs, lkv_edit *e, pthread_mutex_t *mu,
   *old = NULL;
   if (maybe_committed) *maybe_committed = 0;
   lkv_version *v = lkv_version_apply(vs->current, e);
-  int rc = v ? encode_manifest(vs, v, e->wal_number, e->wal_start, &bytes, &n, err)
-             : lkv_seterr(err, LKV_NOMEM, "new version");
+  int rc =
+      v ? encode_manifest(vs, v, e->wal_number, e->wal_start, &bytes, &n, err)
+        : lkv_seterr(err, LKV_NOMEM, "new version");
   pthread_mutex_unlock(mu);
   if (rc == LKV_OK)
     rc = lkv_manifest_write(vs->o->env, vs->dir, bytes, n, &renamed, err);
@@ -146,7 +151,8 @@ int lkv_vset_log_and_apply(lkv_vset *vs, lkv_edit *e, pthread_mutex_t *mu,
   vs->current = v;
   for (int i = 0; i < e->ndel; i++) { /* files gone from the current version */
     int moved = 0; /* a trivial move deletes and adds the same file */
-    for (int j = 0; j < e->nadd && !moved; j++) moved = e->add[j]->number == e->del[i];
+    for (int j = 0; j < e->nadd && !moved; j++)
+      moved = e->add[j]->number == e->del[i];
     for (int j = 0; j < (*old)->n[e->del_level[i]] && !moved; j++) {
       lkv_fmeta *f = (*old)->files[e->del_level[i]][j];
       if (f->number == e->del[i]) atomic_store(&f->obsolete, 1);
@@ -174,7 +180,8 @@ static int pick_level(const lkv_vset *vs, double *score_out) {
   }
   /* the last level has nowhere to go */
   for (int l = 1; l < LKV_MAX_LEVELS - 1; l++) {
-    double s = (double)lkv_version_level_bytes(v, l) / (double)level_max_bytes(vs, l);
+    double s =
+        (double)lkv_version_level_bytes(v, l) / (double)level_max_bytes(vs, l);
     if (s > 1.0 && s > best) {
       best = s;
       level = l;
@@ -363,7 +370,8 @@ int lkv_vset_pick_compaction(lkv_vset *vs, lkv_compaction *c, int full) {
     seek = vs->seek_file; /* the version holds it */
     c->seek = 1;
   }
-  if (vs->seek_file && (seek || !seek_file_live(vs))) c->stale_seek = take_seek_file(vs);
+  if (vs->seek_file && (seek || !seek_file_live(vs)))
+    c->stale_seek = take_seek_file(vs);
   if (level < 0) return LKV_NOTFOUND;
   c->level = level;
   c->out_level = level + 1;
@@ -381,7 +389,8 @@ int lkv_vset_pick_compaction(lkv_vset *vs, lkv_compaction *c, int full) {
   } else {
     int pick = 0;
     if (seek) {
-      while (v->files[level][pick] != seek) pick++; /* seek_file_live: present */
+      while (v->files[level][pick] != seek)
+        pick++; /* seek_file_live: present */
     } else if (vs->compact_ptr[level]) {
       /* round robin: the first table after where this level last compacted */
       for (pick = 0; pick < v->n[level]; pick++) {
@@ -397,8 +406,10 @@ int lkv_vset_pick_compaction(lkv_vset *vs, lkv_compaction *c, int full) {
     expand(vs, v, level, &a0, &b0);
     for (int i = a0; i < b0; i++)
       if (add_input(c, v->files[level][i], level)) return LKV_NOMEM;
-    lo = user_of(v->files[level][a0]->smallest, v->files[level][a0]->smallest_len);
-    hi = user_of(v->files[level][b0 - 1]->largest, v->files[level][b0 - 1]->largest_len);
+    lo = user_of(v->files[level][a0]->smallest,
+                 v->files[level][a0]->smallest_len);
+    hi = user_of(v->files[level][b0 - 1]->largest,
+                 v->files[level][b0 - 1]->largest_len);
     char *p = malloc(hi.n ? hi.n : 1);
     if (p) {
       if (hi.n) memcpy(p, hi.p, hi.n);
@@ -414,9 +425,9 @@ int lkv_vset_pick_compaction(lkv_vset *vs, lkv_compaction *c, int full) {
   if (c->n == 1) {
     int any;
     uint64_t gp = nl + 1 < LKV_MAX_LEVELS
-                      ? lkv_version_overlap_bytes(v, nl + 1, lo, hi, &any) : 0;
+                      ? lkv_version_overlap_bytes(v, nl + 1, lo, hi, &any)
+                      : 0;
     c->trivial = gp <= lkv_vset_max_grandparent_bytes(vs);
   }
   return LKV_OK;
 }
-

@@ -24,9 +24,9 @@ typedef struct lkv_vset {
   const lkv_options *o; /* the db's, read only */
   const char *dir;
   const char *log_file_name; /* recorded in the MANIFEST */
-  lkv_files files;      /* the table cache and the dead files */
-  lkv_version *current; /* (mu) */
-  uint64_t next_file;   /* (mu) the next file number to hand out */
+  lkv_files files;           /* the table cache and the dead files */
+  lkv_version *current;      /* (mu) */
+  uint64_t next_file;        /* (mu) the next file number to hand out */
   /* The newest visible sequence number. The write leader publishes it
    * (release) after its group is in the memtable; readers load it
    * (acquire) without mu. */
@@ -83,15 +83,15 @@ int lkv_vset_log_and_apply(lkv_vset *vs, lkv_edit *e, pthread_mutex_t *mu,
 
 /* The inputs of one compaction and where its output goes. */
 typedef struct lkv_compaction {
-  int level;        /* inputs come from level and level + 1 */
+  int level; /* inputs come from level and level + 1 */
   int out_level;
-  int full;         /* every table, into out_level */
-  int trivial;      /* one table, nothing below it: move, do not rewrite */
-  int seek;         /* chosen for a table out of allowed seeks */
+  int full;    /* every table, into out_level */
+  int trivial; /* one table, nothing below it: move, do not rewrite */
+  int seek;    /* chosen for a table out of allowed seeks */
   int n;
-  lkv_fmeta **in;   /* referenced */
+  lkv_fmeta **in; /* referenced */
   int *in_level;
-  lkv_version *v;   /* the version the inputs were picked from */
+  lkv_version *v;        /* the version the inputs were picked from */
   lkv_fmeta *stale_seek; /* a spent seek candidate, released with c */
 } lkv_compaction;
 

@@ -74,8 +74,8 @@ int lkv_wal_add_marker(lkv_wal *w, uint64_t seq, lkv_err *err) {
   return lkv_wal_add2(w, rec, sizeof rec, NULL, 0, err);
 }
 
-int lkv_wal_add2(lkv_wal *w, const char *a, size_t an, const char *b,
-                 size_t bn, lkv_err *err) {
+int lkv_wal_add2(lkv_wal *w, const char *a, size_t an, const char *b, size_t bn,
+                 lkv_err *err) {
   size_t n = an + bn;
   if (n > UINT32_MAX)
     return lkv_seterr(err, LKV_TOOBIG, "wal record of %zu bytes", n);
@@ -193,7 +193,8 @@ int lkv_wal_replay(const lkv_env *env, const char *path, lkv_wal_fn fn,
       }
       size_t want = cap - have;
       if (want > size - file_pos) want = (size_t)(size - file_pos);
-      if ((rc = lkv_env_pread(env, fd, buf + have, want, file_pos, path, err))) break;
+      if ((rc = lkv_env_pread(env, fd, buf + have, want, file_pos, path, err)))
+        break;
       have += want;
       file_pos += want;
       continue;
@@ -209,8 +210,9 @@ int lkv_wal_replay(const lkv_env *env, const char *path, lkv_wal_fn fn,
         bad = "record does not decode";
       } else if (rc == LKV_NOTFOUND) { /* the caller's: it does not follow */
         rc = LKV_OK;
-        bad = "record's sequence number does not follow on (earlier writes "
-              "were lost)";
+        bad =
+            "record's sequence number does not follow on (earlier writes "
+            "were lost)";
       }
       break;
     }

@@ -25,8 +25,8 @@ int lkv_wal_reopen(const lkv_env *env, const char *path, uint64_t valid_end,
                    lkv_wal **out, lkv_err *err);
 /* Frame and buffer one record, given in two pieces (a header and a body;
  * either may be empty), in memory: no system call. */
-int lkv_wal_add2(lkv_wal *w, const char *a, size_t an, const char *b,
-                 size_t bn, lkv_err *err);
+int lkv_wal_add2(lkv_wal *w, const char *a, size_t an, const char *b, size_t bn,
+                 lkv_err *err);
 /* Buffer a marker: a batch of no operations whose seq says where the log
  * goes on (wal_format.md, "Sequence numbers"). */
 int lkv_wal_add_marker(lkv_wal *w, uint64_t seq, lkv_err *err);
@@ -34,8 +34,8 @@ int lkv_wal_add_marker(lkv_wal *w, uint64_t seq, lkv_err *err);
 int lkv_wal_write_out(lkv_wal *w, lkv_err *err);
 /* write_out, then fdatasync. */
 int lkv_wal_sync(lkv_wal *w, lkv_err *err);
-uint64_t lkv_wal_size(const lkv_wal *w);     /* bytes, buffered included */
-uint64_t lkv_wal_pending(const lkv_wal *w);  /* bytes not yet written out */
+uint64_t lkv_wal_size(const lkv_wal *w);    /* bytes, buffered included */
+uint64_t lkv_wal_pending(const lkv_wal *w); /* bytes not yet written out */
 /* write_out and close; frees w even on error. A write_out that failed
  * before leaves part of its bytes in the file: they are not written again
  * (replay cuts the torn tail), so a log never holds a record twice. */
@@ -50,8 +50,7 @@ int lkv_wal_close(lkv_wal *w, lkv_err *err);
  * same way; any other non-zero code stops it with that code. */
 typedef int (*lkv_wal_fn)(void *ctx, const char *rec, size_t n, lkv_err *err);
 int lkv_wal_replay(const lkv_env *env, const char *path, lkv_wal_fn fn,
-                   void *ctx,
-                   uint64_t *valid_end, uint64_t *dropped, char *why,
+                   void *ctx, uint64_t *valid_end, uint64_t *dropped, char *why,
                    size_t whylen, lkv_err *err);
 
 #endif

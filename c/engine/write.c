@@ -177,7 +177,8 @@ static int wal_commit(lkv_db *db, lkv_writer *first, lkv_writer *last,
   if (db->o.sync == LKV_SYNC_ALWAYS) {
     rc = lkv_wal_sync(db->wal, err);
     atomic_fetch_add(&db->wal_syncs, 1);
-  } else if (db->o.sync == LKV_SYNC_NONE || db->unwritten >= db->o.wal_buffer_size) {
+  } else if (db->o.sync == LKV_SYNC_NONE ||
+             db->unwritten >= db->o.wal_buffer_size) {
     rc = lkv_wal_write_out(db->wal, err);
   } else {
     return LKV_OK;
@@ -267,7 +268,8 @@ static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err) {
   int group = 0;
   if (rc == LKV_OK && !w->force_flush && !w->sync_wal) {
     /* bound the group so a small write does not wait behind a huge one */
-    size_t bytes = w->len, limit = w->len <= 128 * 1024 ? w->len + 128 * 1024 : 1 << 20;
+    size_t bytes = w->len,
+           limit = w->len <= 128 * 1024 ? w->len + 128 * 1024 : 1 << 20;
     seq += w->count;
     group = 1;
     for (lkv_writer *x = w->next; x && !x->force_flush && !x->sync_wal;
@@ -282,7 +284,8 @@ static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err) {
       rc = lkv_seterr(&lerr, LKV_INVALID, "sequence numbers exhausted");
   }
   if (rc == LKV_OK && group) {
-    lkv_mem *mem = db->mem; /* only a leader switches it: stable while we work */
+    lkv_mem *mem =
+        db->mem; /* only a leader switches it: stable while we work */
     pthread_mutex_unlock(&db->mu);
     rc = wal_commit(db, w, last, first_seq, group, &lerr);
     if (rc == LKV_OK) {
@@ -328,11 +331,13 @@ static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err) {
     if (rc) x->err = lerr;
     if (x != w) {
       x->done = 1;
-      if (x->waiting) pthread_cond_signal(&x->cv); /* it is: it queued behind us */
+      if (x->waiting)
+        pthread_cond_signal(&x->cv); /* it is: it queued behind us */
     }
     if (x == last) break;
   }
-  if (db->wq_head && db->wq_head->waiting) pthread_cond_signal(&db->wq_head->cv);
+  if (db->wq_head && db->wq_head->waiting)
+    pthread_cond_signal(&db->wq_head->cv);
   pthread_mutex_unlock(&db->mu);
   if (w->waiting) pthread_cond_destroy(&w->cv);
   return rc ? lkv_errcopy(err, &lerr) : LKV_OK;
@@ -359,7 +364,8 @@ int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
 
 /* A one-operation batch encoded on the stack when it is small. */
 static int write_one(lkv_db *db, int type, const void *key, size_t klen,
-                     const void *val, size_t vlen, uint64_t *seq, lkv_err *err) {
+                     const void *val, size_t vlen, uint64_t *seq,
+                     lkv_err *err) {
   if (!lkv_db_check(db, err)) return LKV_INVALID;
   int rc = lkv_batch_check_sizes(klen, vlen, err);
   if (rc != LKV_OK) return rc;
@@ -368,10 +374,12 @@ static int write_one(lkv_db *db, int type, const void *key, size_t klen,
   char stack[512];
   size_t need = LKV_BATCH_HEADER + lkv_batch_op_max(klen, vlen);
   char *rep = need <= sizeof stack ? stack : malloc(need);
-  if (rep == NULL) return lkv_seterr(err, LKV_NOMEM, "write of %zu bytes", need);
+  if (rep == NULL)
+    return lkv_seterr(err, LKV_NOMEM, "write of %zu bytes", need);
   lkv_put64(rep, 0);
   lkv_put32(rep + 8, 1);
-  char *p = lkv_batch_encode_op(rep + LKV_BATCH_HEADER, type, key, klen, val, vlen);
+  char *p =
+      lkv_batch_encode_op(rep + LKV_BATCH_HEADER, type, key, klen, val, vlen);
   lkv_writer w;
   writer_init(&w);
   w.rep = rep;
@@ -407,9 +415,9 @@ int lkv_db_flush(lkv_db *db, lkv_err *err) {
    * "flushed" promises they reach an SSTable or at least the OS */
   while (db->nimm > 0 && !db->bg_error && !db->shutting_down)
     pthread_cond_wait(&db->done_cv, &db->mu);
-  rc = db->bg_error          ? lkv_errcopy(err, &db->bg_err)
+  rc = db->bg_error   ? lkv_errcopy(err, &db->bg_err)
        : db->nimm > 0 ? lkv_seterr(err, LKV_CLOSED, "db closed during a flush")
-                           : LKV_OK;
+                      : LKV_OK;
   pthread_mutex_unlock(&db->mu);
   lkv_db_call_end(db);
   return rc;
@@ -422,4 +430,3 @@ int lkv_db_sync(lkv_db *db, lkv_err *err) {
   w.sync_wal = 1;
   return db_write(db, &w, err);
 }
-

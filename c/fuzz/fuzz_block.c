@@ -83,8 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       kl += tail;
     }
     uint64_t seq = (uint64_t)(MAX_ENTRIES - i % 2) * 8;
-    lkv_put64(keys[i].key + kl, lkv_tag(seq, i % 5 == 0 ? LKV_TYPE_DELETE
-                                                        : LKV_TYPE_VALUE));
+    lkv_put64(keys[i].key + kl,
+              lkv_tag(seq, i % 5 == 0 ? LKV_TYPE_DELETE : LKV_TYPE_VALUE));
     keys[i].klen = kl + LKV_TAG_BYTES;
   }
   lkv_block_builder bb;

@@ -25,7 +25,7 @@ typedef struct Seen {
 typedef struct Ctx {
   const uint8_t *file; /* the file's bytes as open read them */
   size_t n;
-  size_t off;          /* where the next frame starts in file */
+  size_t off; /* where the next frame starts in file */
   uint64_t prev_index, prev_term;
   Seen *v;
   size_t nv, cap;
@@ -141,10 +141,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       abort();
   } else {
     if (st.base_index != fz_get64(data + 16) ||
-        st.base_term != fz_get64(data + 24) ||
-        st.last_index != c.prev_index || st.last_term != c.prev_term ||
-        st.last_index - st.base_index != c.nv || c.off > n ||
-        st.dropped_bytes != n - c.off ||
+        st.base_term != fz_get64(data + 24) || st.last_index != c.prev_index ||
+        st.last_term != c.prev_term || st.last_index - st.base_index != c.nv ||
+        c.off > n || st.dropped_bytes != n - c.off ||
         (st.dropped_bytes != 0) != (st.dropped_why[0] != '\0'))
       abort();
   }
@@ -163,10 +162,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       abort();
 
   /* append a set, a delete and a no-op in the last term */
-  static const struct { int op; const char *k, *v; } ap[3] = {
-      {LKVNET_OP_SET, "fz-key", "fz-value"},
-      {LKVNET_OP_DELETE, "fz-key", NULL},
-      {LKVNET_OP_NOOP, NULL, NULL}};
+  static const struct {
+    int op;
+    const char *k, *v;
+  } ap[3] = {{LKVNET_OP_SET, "fz-key", "fz-value"},
+             {LKVNET_OP_DELETE, "fz-key", NULL},
+             {LKVNET_OP_NOOP, NULL, NULL}};
   uint64_t last = st.last_index;
   size_t body = (n ? c.off : LKVNET_RLOG_HEADER_SIZE) - LKVNET_RLOG_HEADER_SIZE;
   for (int i = 0; i < 3; i++) {
@@ -180,8 +181,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       break;
     }
     if (rc != LKV_OK || idx != last + 1) abort();
-    lkvnet_entry e = {st.last_term, idx, ap[i].op, k, strlen(k),
-                      ap[i].v, strlen(v)};
+    lkvnet_entry e = {st.last_term, idx,     ap[i].op, k,
+                      strlen(k),    ap[i].v, strlen(v)};
     if (ap[i].op == LKVNET_OP_NOOP) e.klen = 0;
     add_seen(&c, &e);
     body += lkvnet_rlog_frame_size(&e);
@@ -193,8 +194,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   size_t len = 0, off = 0, i = 0;
   uint64_t to = 0;
   if (c.nv == 0) goto reopen; /* a log at the end of the index space */
-  if (lkvnet_rlog_read(r, st.base_index + 1, SIZE_MAX, &buf, &len, &to,
-                       &err) != LKV_OK ||
+  if (lkvnet_rlog_read(r, st.base_index + 1, SIZE_MAX, &buf, &len, &to, &err) !=
+          LKV_OK ||
       to != last || len != body)
     abort();
   for (;;) {
@@ -244,8 +245,8 @@ reopen:
   lkvnet_rlog_stats_get(r, &st);
   if (c2.nv != c.nv || st.dropped_bytes != 0 || c2.off != len) abort();
   for (i = 0; i < c.nv; i++) {
-    lkvnet_entry e = {c2.v[i].term, c2.v[i].index, c2.v[i].op, c2.v[i].key,
-                      c2.v[i].klen, c2.v[i].val, c2.v[i].vlen};
+    lkvnet_entry e = {c2.v[i].term, c2.v[i].index, c2.v[i].op,  c2.v[i].key,
+                      c2.v[i].klen, c2.v[i].val,   c2.v[i].vlen};
     if (!same(&c.v[i], &e)) abort();
   }
   if (lkvnet_rlog_close(r, &err) != LKV_OK) abort();

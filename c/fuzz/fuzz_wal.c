@@ -7,9 +7,15 @@
 #include "fuzz_util.h"
 #include "wal.h"
 
-static int visit(void *ctx, uint64_t seq, int type, const char *key, size_t klen,
-                 const char *val, size_t vlen) {
-  (void)ctx; (void)seq; (void)type; (void)key; (void)klen; (void)val; (void)vlen;
+static int visit(void *ctx, uint64_t seq, int type, const char *key,
+                 size_t klen, const char *val, size_t vlen) {
+  (void)ctx;
+  (void)seq;
+  (void)type;
+  (void)key;
+  (void)klen;
+  (void)val;
+  (void)vlen;
   return 0;
 }
 
@@ -25,7 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   uint64_t end, dropped;
   char why[128];
   lkv_err err;
-  if (lkv_wal_replay(NULL, path, record, NULL, &end, &dropped, why, sizeof why, &err) == LKV_OK &&
+  if (lkv_wal_replay(NULL, path, record, NULL, &end, &dropped, why, sizeof why,
+                     &err) == LKV_OK &&
       end + dropped != n)
     abort(); /* the prefix and the dropped tail must cover the file */
   return 0;

@@ -98,9 +98,12 @@ static void fz_fix(uint8_t *d, size_t n, size_t o, int hdr, unsigned how) {
       if (how & 1) {
         uint32_t room = plen - LKVNET_RLOG_FIXED_PAYLOAD;
         uint32_t klen = fz_get32(p + 17);
-        if (p[16] == LKVNET_OP_NOOP) klen = 0;
-        else if (p[16] == LKVNET_OP_DELETE) klen = room;
-        else if (klen > room) klen = room;
+        if (p[16] == LKVNET_OP_NOOP)
+          klen = 0;
+        else if (p[16] == LKVNET_OP_DELETE)
+          klen = room;
+        else if (klen > room)
+          klen = room;
         fz_put32(p + 17, klen);
         fz_put32(p + 21, room - klen);
       }

@@ -16,7 +16,8 @@
 static const char *work, *rlog_out, *frames_out;
 
 static void die(const char *what, const lkv_err *err) {
-  fprintf(stderr, "rlog_seed: %s: %s\n", what, err ? err->msg : strerror(errno));
+  fprintf(stderr, "rlog_seed: %s: %s\n", what,
+          err ? err->msg : strerror(errno));
   exit(1);
 }
 

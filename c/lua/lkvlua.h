@@ -15,10 +15,9 @@
 #ifndef LKVLUA_H
 #define LKVLUA_H
 
-#include <stdint.h>
-
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdint.h>
 
 #include "lunakv.h"
 
@@ -44,15 +43,15 @@ typedef struct Child Child;
 
 /* The common head of every child userdata. */
 struct Child {
-  Child *prev, *next;         /* on owner->children while open */
-  LDb *owner;                 /* the db block; alive through user value 1 */
-  void (*release)(Child *c);  /* frees the engine handle; NULL = closed */
+  Child *prev, *next;        /* on owner->children while open */
+  LDb *owner;                /* the db block; alive through user value 1 */
+  void (*release)(Child *c); /* frees the engine handle; NULL = closed */
 };
 
 struct LDb {
-  lkv_db *db;       /* NULL once closed */
-  lkv_buf getbuf;   /* reused by every get, freed at close */
-  Child *children;  /* open snapshots, iterators and batches */
+  lkv_db *db;      /* NULL once closed */
+  lkv_buf getbuf;  /* reused by every get, freed at close */
+  Child *children; /* open snapshots, iterators and batches */
 };
 
 void lkvlua_child_link(LDb *d, Child *c, void (*release)(Child *));
@@ -145,8 +144,7 @@ static inline int raise_err(lua_State *L, int rc, lkv_err *err) {
                     err->msg[0] != '\0' ? err->msg : lkv_strerror(rc));
 }
 
-static inline int closed_error(lua_State *L, const Child *c,
-                               const char *what) {
+static inline int closed_error(lua_State *L, const Child *c, const char *what) {
   if (c->owner == NULL || c->owner->db == NULL)
     return luaL_error(L, "lunakv: db is closed");
   return luaL_error(L, "lunakv: %s is closed", what);
@@ -175,8 +173,7 @@ static inline uint64_t optseq(lua_State *L, int arg) {
 
 static inline int opterror(lua_State *L, int arg, const char *key,
                            const char *what) {
-  return luaL_argerror(L, arg,
-                       lua_pushfstring(L, "option '%s' %s", key, what));
+  return luaL_argerror(L, arg, lua_pushfstring(L, "option '%s' %s", key, what));
 }
 
 /* }====================================================================== */

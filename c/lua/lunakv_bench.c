@@ -5,11 +5,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "lauxlib.h"
-#include "lua.h"
-
 #include "hist.h"
+#include "lauxlib.h"
 #include "lkvlua.h"
+#include "lua.h"
 #include "lunakv.h"
 #include "workload.h"
 
@@ -55,8 +54,10 @@ static lua_Integer specint(lua_State *L, int t, const char *name,
   }
   n = lua_tointegerx(L, -1, &isint);
   if (!isint || n < lo || n > hi)
-    luaL_error(L, "bad spec field '%s' to 'bench' (an integer from %I to %I "
-                  "expected)", name, (lua_Integer)lo, (lua_Integer)hi);
+    luaL_error(L,
+               "bad spec field '%s' to 'bench' (an integer from %I to %I "
+               "expected)",
+               name, (lua_Integer)lo, (lua_Integer)hi);
   lua_pop(L, 1); /* -1 */
   return n;
 }
@@ -70,8 +71,10 @@ static void readspec(lua_State *L, int t, BSpec *s) {
   kind = lua_tostring(L, -1);
   i = kind != NULL ? lkvwl_parse(kind, strlen(kind), LKVWL_IN_CORE) : -1;
   if (i < 0)
-    luaL_error(L, "bad spec field 'kind' to 'bench' (a workload name "
-                  "expected, got %s)", kind ? kind : luaL_typename(L, -1));
+    luaL_error(L,
+               "bad spec field 'kind' to 'bench' (a workload name "
+               "expected, got %s)",
+               kind ? kind : luaL_typename(L, -1));
   s->kind = i;
   lua_pop(L, 1); /* -1 */
   s->num = specint(L, t, "num", 100000, 1, (lua_Integer)1 << 40);
@@ -84,8 +87,10 @@ static void readspec(lua_State *L, int t, BSpec *s) {
   /* every key index must fit in key_size decimal digits */
   for (i = 0; i < s->key_size && maxnum <= s->num; i++) maxnum *= 10;
   if (maxnum < s->num)
-    luaL_error(L, "bad spec to 'bench' (num %I needs keys longer than %I "
-                  "bytes)", s->num, s->key_size);
+    luaL_error(L,
+               "bad spec to 'bench' (num %I needs keys longer than %I "
+               "bytes)",
+               s->num, s->key_size);
 }
 
 /* core.bench(db, spec) -> job, its workers already running. */

@@ -21,9 +21,8 @@
  * handle that no userdata owns.
  */
 #include "lauxlib.h"
-#include "lua.h"
-
 #include "lkvlua.h"
+#include "lua.h"
 #include "lunakv.h"
 
 /* The one exported symbol (-fvisibility=hidden hides everything else). */

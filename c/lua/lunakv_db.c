@@ -11,9 +11,8 @@
 #include <string.h>
 
 #include "lauxlib.h"
-#include "lua.h"
-
 #include "lkvlua.h"
+#include "lua.h"
 #include "lunakv.h"
 
 /* A get keeps its value buffer for the next get unless it grew past this:
@@ -164,8 +163,7 @@ static int db_snapshot(lua_State *L) {
 
 static int db_batch(lua_State *L) {
   LDb *d = todb(L);
-  LBatch *b =
-      (LBatch *)lkvlua_newchild(L, sizeof *b, BATCH_MT, 1, d); /* +1 */
+  LBatch *b = (LBatch *)lkvlua_newchild(L, sizeof *b, BATCH_MT, 1, d); /* +1 */
   b->b = lkv_batch_new();
   if (b->b == NULL) return luaL_error(L, "lunakv: out of memory: new batch");
   lkvlua_child_link(d, &b->c, batch_free_handle);
@@ -414,10 +412,10 @@ static int core_open(lua_State *L) {
   d = (LDb *)lua_newuserdatauv(L, sizeof *d, 2); /* +1 db, closed */
   memset(d, 0, sizeof *d);
   luaL_setmetatable(L, DB_MT);
-  lua_pushvalue(L, 1);         /* +1 dir */
-  lua_setiuservalue(L, -2, 1); /* -1: shown by __tostring */
-  if (o.env != NULL) {         /* the db's file system lives as long as it */
-    lua_getfield(L, 2, "env"); /* +1 */
+  lua_pushvalue(L, 1);           /* +1 dir */
+  lua_setiuservalue(L, -2, 1);   /* -1: shown by __tostring */
+  if (o.env != NULL) {           /* the db's file system lives as long as it */
+    lua_getfield(L, 2, "env");   /* +1 */
     lua_setiuservalue(L, -2, 2); /* -1 */
   }
   err.msg[0] = '\0';
@@ -557,22 +555,14 @@ static int batch_tostring(lua_State *L) {
 /* }====================================================================== */
 
 static const luaL_Reg db_methods[] = {
-    {"set", db_set},
-    {"get", db_get},
-    {"delete", db_delete},
-    {"scan", db_scan},
-    {"rscan", db_rscan},
-    {"iter", db_iter},
-    {"snapshot", db_snapshot},
-    {"batch", db_batch},
-    {"last_seq", db_last_seq},
-    {"stats", db_stats},
-    {"tables", db_tables},
-    {"flush", db_flush},
-    {"sync", db_sync},
-    {"compact", db_compact},
-    {"close", db_close},
-    {NULL, NULL},
+    {"set", db_set},           {"get", db_get},
+    {"delete", db_delete},     {"scan", db_scan},
+    {"rscan", db_rscan},       {"iter", db_iter},
+    {"snapshot", db_snapshot}, {"batch", db_batch},
+    {"last_seq", db_last_seq}, {"stats", db_stats},
+    {"tables", db_tables},     {"flush", db_flush},
+    {"sync", db_sync},         {"compact", db_compact},
+    {"close", db_close},       {NULL, NULL},
 };
 
 static const luaL_Reg snap_methods[] = {

@@ -9,12 +9,11 @@
  *   fe:pause("create", ".sst"); fe:wait_paused(10); ...; fe:resume()
  */
 #include <errno.h>
+#include <lauxlib.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include <lauxlib.h>
 
 #include "faultenv.h"
 #include "lkvlua.h"
@@ -26,11 +25,11 @@
 typedef struct LPause {
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  int op;          /* -1: none armed */
+  int op; /* -1: none armed */
   char match[256];
-  long left;       /* matching calls until the one that waits */
-  int waiting;     /* a thread waits now */
-  int release;     /* resume() was called */
+  long left;   /* matching calls until the one that waits */
+  int waiting; /* a thread waits now */
+  int release; /* resume() was called */
 } LPause;
 
 typedef struct LFault {
@@ -91,7 +90,8 @@ static int fault_fail(lua_State *L) {
   LFault *p = tofault(L);
   int op = checkop(L, 2), e = EIO, flags = 0;
   lua_Integer nth = luaL_checkinteger(L, 3);
-  const char *en = luaL_optstring(L, 4, "EIO"), *match = luaL_optstring(L, 5, NULL);
+  const char *en = luaL_optstring(L, 4, "EIO"),
+             *match = luaL_optstring(L, 5, NULL);
   int i;
   luaL_argcheck(L, nth >= 0, 3, "must be >= 0");
   for (i = 0; errnos[i].name != NULL; i++)
@@ -145,7 +145,8 @@ static int fault_unsynced(lua_State *L) {
 
 /* fe:power_loss([mode [, seed]]) */
 static int fault_power_loss(lua_State *L) {
-  static const char *const modes[] = {"drop", "partial", "torn", "random", NULL};
+  static const char *const modes[] = {"drop", "partial", "torn", "random",
+                                      NULL};
   LFault *p = tofault(L);
   int mode = luaL_checkoption(L, 2, "drop", modes);
   lua_Integer seed = luaL_optinteger(L, 3, 1);
@@ -237,7 +238,8 @@ static int fault_gc(lua_State *L) {
 
 static int fault_tostring(lua_State *L) {
   LFault *p = (LFault *)luaL_checkudata(L, 1, FAULTENV_MT);
-  lua_pushfstring(L, "lunakv.faultenv (%p)%s", (void *)p, p->f ? "" : " (freed)");
+  lua_pushfstring(L, "lunakv.faultenv (%p)%s", (void *)p,
+                  p->f ? "" : " (freed)");
   return 1;
 }
 
@@ -258,14 +260,19 @@ static int core_fault_env(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg fault_methods[] = {
-    {"fail", fault_fail},         {"clear", fault_clear},
-    {"seen", fault_seen},         {"fired", fault_fired},
-    {"calls", fault_calls},       {"crash", fault_crash},
-    {"power_loss", fault_power_loss}, {"unsynced_bytes", fault_unsynced},
-    {"pause", fault_pause},       {"wait_paused", fault_wait_paused},
-    {"resume", fault_resume},     {"writeback", fault_writeback},
-    {NULL, NULL}};
+static const luaL_Reg fault_methods[] = {{"fail", fault_fail},
+                                         {"clear", fault_clear},
+                                         {"seen", fault_seen},
+                                         {"fired", fault_fired},
+                                         {"calls", fault_calls},
+                                         {"crash", fault_crash},
+                                         {"power_loss", fault_power_loss},
+                                         {"unsynced_bytes", fault_unsynced},
+                                         {"pause", fault_pause},
+                                         {"wait_paused", fault_wait_paused},
+                                         {"resume", fault_resume},
+                                         {"writeback", fault_writeback},
+                                         {NULL, NULL}};
 
 void lkvlua_faultenv_register(lua_State *L) {
   luaL_newmetatable(L, FAULTENV_MT); /* +1 mt */
@@ -273,7 +280,7 @@ void lkvlua_faultenv_register(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, fault_tostring);
   lua_setfield(L, -2, "__tostring");
-  luaL_newlib(L, fault_methods); /* +1 */
+  luaL_newlib(L, fault_methods);  /* +1 */
   lua_setfield(L, -2, "__index"); /* -1 */
   lua_pop(L, 1);                  /* -1 mt */
   lua_pushcfunction(L, core_fault_env);

@@ -5,9 +5,8 @@
 #include <string.h>
 
 #include "lauxlib.h"
-#include "lua.h"
-
 #include "lkvlua.h"
+#include "lua.h"
 #include "lunakv.h"
 
 struct LIter {
@@ -35,8 +34,7 @@ static LIter *toiter(lua_State *L) {
 
 /* Push a new open iterator at `at`, owned by the db at dbidx. */
 LIter *lkvlua_newiter(lua_State *L, LDb *d, int dbidx, uint64_t at) {
-  LIter *p =
-      (LIter *)lkvlua_newchild(L, sizeof *p, ITER_MT, dbidx, d); /* +1 */
+  LIter *p = (LIter *)lkvlua_newchild(L, sizeof *p, ITER_MT, dbidx, d); /* +1 */
   lkv_iter *it = NULL;
   lkv_err err;
   int rc;
@@ -106,7 +104,7 @@ static void seek_at_or_before(lkv_iter *it, const char *hi, size_t hilen) {
     return;
   }
   lkv_iter_seek(it, hi, hilen); /* the first key >= hi */
-  if (!lkv_iter_valid(it)) { /* every key is below hi */
+  if (!lkv_iter_valid(it)) {    /* every key is below hi */
     lkv_iter_seek_last(it);
     return;
   }
@@ -135,12 +133,12 @@ int lkvlua_scan(lua_State *L, LDb *d, int dbidx, uint64_t at, int down) {
   if (lua_isnoneornil(L, end))
     lua_pushnil(L);
   else
-    lua_pushvalue(L, end);             /* +1 bound (upvalue 2) */
-  lua_pushboolean(L, down);            /* +1 direction (upvalue 3) */
-  lua_pushcclosure(L, scan_step, 3);   /* -3 +1 step */
-  lua_pushnil(L);                      /* +1 state */
-  lua_pushnil(L);                      /* +1 control */
-  lua_pushvalue(L, -4);                /* +1 closing value: the iter */
+    lua_pushvalue(L, end);           /* +1 bound (upvalue 2) */
+  lua_pushboolean(L, down);          /* +1 direction (upvalue 3) */
+  lua_pushcclosure(L, scan_step, 3); /* -3 +1 step */
+  lua_pushnil(L);                    /* +1 state */
+  lua_pushnil(L);                    /* +1 control */
+  lua_pushvalue(L, -4);              /* +1 closing value: the iter */
   return 4;
 }
 
@@ -184,14 +182,20 @@ static int iter_seek_first(lua_State *L) {
 static int iter_step(lua_State *L, void (*step)(lkv_iter *), const char *name) {
   LIter *p = toiter(L);
   if (!lkv_iter_valid(p->it))
-    return luaL_error(L, "lunakv: iter:%s() needs a valid iterator "
-                         "(seek first, and stop when valid() is false)", name);
+    return luaL_error(L,
+                      "lunakv: iter:%s() needs a valid iterator "
+                      "(seek first, and stop when valid() is false)",
+                      name);
   step(p->it);
   return iter_moved(L, p);
 }
 
-static int iter_next(lua_State *L) { return iter_step(L, lkv_iter_next, "next"); }
-static int iter_prev(lua_State *L) { return iter_step(L, lkv_iter_prev, "prev"); }
+static int iter_next(lua_State *L) {
+  return iter_step(L, lkv_iter_next, "next");
+}
+static int iter_prev(lua_State *L) {
+  return iter_step(L, lkv_iter_prev, "prev");
+}
 
 static int iter_seek_last(lua_State *L) {
   LIter *p = toiter(L);
@@ -226,7 +230,7 @@ static int iter_value(lua_State *L) { return iter_bytes(L, lkv_iter_value); }
 
 static int iter_tostring(lua_State *L) {
   LIter *p = (LIter *)checkself(L, SELF_MT, ITER_MT);
-  const char *state = p->it == NULL            ? "closed"
+  const char *state = p->it == NULL           ? "closed"
                       : lkv_iter_valid(p->it) ? "valid"
                                               : "not valid";
   lua_pushfstring(L, "lunakv.iter (%s)", state);

@@ -7,13 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lauxlib.h"
-#include "lua.h"
-
-#include "lkvlua.h"
-#include "lunakv.h"
 #include "httpc.h"
+#include "lauxlib.h"
+#include "lkvlua.h"
 #include "lkvnet.h"
+#include "lua.h"
+#include "lunakv.h"
 
 /* {======================================================================
 ** The HTTP node (lkvnet.h)
@@ -165,7 +164,7 @@ static int core_http_request(lua_State *L) {
   if (!lua_isnoneornil(L, 3)) body = checkbytes(L, 3, &blen);
   if (!lua_isnoneornil(L, 4)) {
     luaL_checktype(L, 4, LUA_TTABLE);
-    lua_pushnil(L); /* +1 first key */
+    lua_pushnil(L);               /* +1 first key */
     while (lua_next(L, 4) != 0) { /* +1 value */
       if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
         return luaL_argerror(L, 4, "headers must map names to strings");
@@ -185,7 +184,7 @@ static int core_http_request(lua_State *L) {
                            &err);
   pipe_restore(&g);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
-  lua_pushinteger(L, r.status);              /* +1 */
+  lua_pushinteger(L, r.status); /* +1 */
   if (!lua_checkstack(L, 1)) {
     lkvnet_response_free(&r);
     return luaL_error(L, "lunakv: out of memory: Lua stack");
@@ -207,9 +206,10 @@ static int core_http_request(lua_State *L) {
 }
 
 static const char *const bench_keys[] = {
-    "url", "urls", "connections", "ops", "seconds", "write_pct", "key_size",
-    "value_size", "key_space", "key_offset", "sequential", "consistent",
-    "seed", "timeout_ms", "target", NULL};
+    "url",       "urls",       "connections", "ops",
+    "seconds",   "write_pct",  "key_size",    "value_size",
+    "key_space", "key_offset", "sequential",  "consistent",
+    "seed",      "timeout_ms", "target",      NULL};
 
 static int optbool(lua_State *L, int t, const char *name, int dflt) {
   int v = dflt, ty = lua_getfield(L, t, name); /* +1 */
@@ -246,15 +246,16 @@ static int core_http_bench(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lkvnet_bench_spec_init(&s);
   /* every key must be known: a typo must not silently use a default */
-  lua_pushnil(L); /* +1 */
+  lua_pushnil(L);               /* +1 */
   while (lua_next(L, 1) != 0) { /* +1 value */
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
     int known = 0;
     for (i = 0; bench_keys[i] != NULL; i++)
       if (strcmp(k, bench_keys[i]) == 0) known = 1;
     if (!known)
-      return luaL_argerror(
-          L, 1, lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -2, NULL)));
+      return luaL_argerror(L, 1,
+                           lua_pushfstring(L, "unknown option '%s'",
+                                           luaL_tolstring(L, -2, NULL)));
     lua_pop(L, 1); /* -1 value */
   }
   if (optstring(L, 1, "url") != NULL) urls[nurls++] = optstring(L, 1, "url");
@@ -275,8 +276,8 @@ static int core_http_bench(lua_State *L) {
   luaL_argcheck(L, nurls > 0, 1, "option 'url' or 'urls' is required");
   s.urls = urls;
   s.nurls = nurls;
-  s.connections = (int)optinteger(L, 1, "connections", 32, 1,
-                                  LKVNET_BENCH_MAX_CONNECTIONS);
+  s.connections =
+      (int)optinteger(L, 1, "connections", 32, 1, LKVNET_BENCH_MAX_CONNECTIONS);
   s.ops = (uint64_t)optinteger(L, 1, "ops", 0, 0, LUA_MAXINTEGER);
   if (lua_getfield(L, 1, "seconds") != LUA_TNIL) { /* +1 */
     int isnum;
@@ -293,15 +294,14 @@ static int core_http_bench(lua_State *L) {
   s.key_size = (size_t)optinteger(L, 1, "key_size", 16, 1, 40);
   s.value_size = (size_t)optinteger(L, 1, "value_size", 100, 0,
                                     (lua_Integer)LKV_MAX_VALUE_BYTES / 2);
-  s.key_space = (uint64_t)optinteger(L, 1, "key_space", 100000, 1,
-                                     LUA_MAXINTEGER);
-  s.key_offset = (uint64_t)optinteger(L, 1, "key_offset", 0, 0,
-                                      LUA_MAXINTEGER);
+  s.key_space =
+      (uint64_t)optinteger(L, 1, "key_space", 100000, 1, LUA_MAXINTEGER);
+  s.key_offset = (uint64_t)optinteger(L, 1, "key_offset", 0, 0, LUA_MAXINTEGER);
   s.sequential = optbool(L, 1, "sequential", 1);
   s.consistent = optbool(L, 1, "consistent", 0);
   s.seed = (uint64_t)optinteger(L, 1, "seed", 1, 0, LUA_MAXINTEGER);
-  s.timeout_ms = (int)optinteger(L, 1, "timeout_ms", 10000, 1,
-                                 24 * 3600 * 1000);
+  s.timeout_ms =
+      (int)optinteger(L, 1, "timeout_ms", 10000, 1, 24 * 3600 * 1000);
   lua_getfield(L, 1, "target"); /* +1 */
   if (!lua_isnil(L, -1)) {
     const char *t = lua_tostring(L, -1);
@@ -347,6 +347,4 @@ static const luaL_Reg node_funcs[] = {
     {NULL, NULL},
 };
 
-void lkvlua_node_register(lua_State *L) {
-  luaL_setfuncs(L, node_funcs, 0);
-}
+void lkvlua_node_register(lua_State *L) { luaL_setfuncs(L, node_funcs, 0); }

@@ -4,11 +4,10 @@
  * options table into lkv_options (core.open, core.serve's engine) and
  * lkvnet_options (core.serve). lunakv.config builds its .env checks from
  * core.options_schema, so the ranges here are the C ones. */
+#include <lauxlib.h>
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
-
-#include <lauxlib.h>
 
 #include "lkvlua.h"
 #include "lkvnet.h"
@@ -17,13 +16,21 @@
  * alone, listed here so that core.options_schema names every key a .env
  * may hold. offset is unused: nothing is stored in C. */
 static const lkv_option_spec lua_schema[] = {
-    {.name = "tombstone_value", .env = "TOMBSTONE_VALUE",
-     .type = LKV_OPT_STRING, .dflt_str = "__TOMBSTONE__",
+    {.name = "tombstone_value",
+     .env = "TOMBSTONE_VALUE",
+     .type = LKV_OPT_STRING,
+     .dflt_str = "__TOMBSTONE__",
      .doc = "ignored: deletes are a record type, never a magic value"},
-    {.name = "benchmark_n", .env = "BENCHMARK_N", .type = LKV_OPT_U64,
-     .min = 1, .max = (uint64_t)1 << 40, .dflt = 100000,
+    {.name = "benchmark_n",
+     .env = "BENCHMARK_N",
+     .type = LKV_OPT_U64,
+     .min = 1,
+     .max = (uint64_t)1 << 40,
+     .dflt = 100000,
      .doc = "operations per workload of lunakv bench"},
-    {.name = "data_dir", .env = "DATA_DIR", .type = LKV_OPT_STRING,
+    {.name = "data_dir",
+     .env = "DATA_DIR",
+     .type = LKV_OPT_STRING,
      .dflt_str = "data",
      .doc = "the directory lunakv and lunakv shell open by default"},
 };
@@ -61,55 +68,55 @@ static const char *choices_error(lua_State *L, const lkv_option_spec *s) {
 static void set_from_lua(lua_State *L, int arg, const lkv_option_spec *s,
                          void *base) {
   switch (s->type) {
-  case LKV_OPT_ENUM: {
-    size_t i;
-    const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-    for (i = 0; s->choices[i] != NULL; i++)
-      if (strcmp(v, s->choices[i]) == 0) break;
-    if (lua_type(L, -1) != LUA_TSTRING || s->choices[i] == NULL)
-      opterror(L, arg, s->name, choices_error(L, s));
-    lkv_option_set(s, base, i);
-    break;
-  }
-  case LKV_OPT_BOOL:
-    if (lua_type(L, -1) != LUA_TBOOLEAN)
-      opterror(L, arg, s->name, "must be true or false");
-    lkv_option_set(s, base, (uint64_t)lua_toboolean(L, -1));
-    break;
-  case LKV_OPT_STRING:
-  case LKV_OPT_FILENAME: {
-    size_t len;
-    const char *v;
-    if (lua_type(L, -1) != LUA_TSTRING)
-      opterror(L, arg, s->name, "must be a string");
-    v = lua_tolstring(L, -1, &len);
-    if (strlen(v) != len || (s->type == LKV_OPT_FILENAME && len == 0))
-      opterror(L, arg, s->name,
-                      s->type == LKV_OPT_FILENAME
-                          ? "must be a non-empty name without zero bytes"
-                          : "must not hold zero bytes");
-    *(const char **)field_of(s, base) = v;
-    break;
-  }
-  default: {
-    int isint;
-    lua_Integer n = lua_tointegerx(L, -1, &isint);
-    if (!isint || lua_type(L, -1) != LUA_TNUMBER)
-      opterror(L, arg, s->name, "must be an integer");
-    if (n < 0) opterror(L, arg, s->name, "must be >= 0");
-    if ((s->type == LKV_OPT_INT && n > INT_MAX) ||
-        (s->type == LKV_OPT_SIZE && (uint64_t)n > SIZE_MAX))
-      opterror(L, arg, s->name, "is too large");
-    lkv_option_set(s, base, (uint64_t)n);
-    break;
-  }
+    case LKV_OPT_ENUM: {
+      size_t i;
+      const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+      for (i = 0; s->choices[i] != NULL; i++)
+        if (strcmp(v, s->choices[i]) == 0) break;
+      if (lua_type(L, -1) != LUA_TSTRING || s->choices[i] == NULL)
+        opterror(L, arg, s->name, choices_error(L, s));
+      lkv_option_set(s, base, i);
+      break;
+    }
+    case LKV_OPT_BOOL:
+      if (lua_type(L, -1) != LUA_TBOOLEAN)
+        opterror(L, arg, s->name, "must be true or false");
+      lkv_option_set(s, base, (uint64_t)lua_toboolean(L, -1));
+      break;
+    case LKV_OPT_STRING:
+    case LKV_OPT_FILENAME: {
+      size_t len;
+      const char *v;
+      if (lua_type(L, -1) != LUA_TSTRING)
+        opterror(L, arg, s->name, "must be a string");
+      v = lua_tolstring(L, -1, &len);
+      if (strlen(v) != len || (s->type == LKV_OPT_FILENAME && len == 0))
+        opterror(L, arg, s->name,
+                 s->type == LKV_OPT_FILENAME
+                     ? "must be a non-empty name without zero bytes"
+                     : "must not hold zero bytes");
+      *(const char **)field_of(s, base) = v;
+      break;
+    }
+    default: {
+      int isint;
+      lua_Integer n = lua_tointegerx(L, -1, &isint);
+      if (!isint || lua_type(L, -1) != LUA_TNUMBER)
+        opterror(L, arg, s->name, "must be an integer");
+      if (n < 0) opterror(L, arg, s->name, "must be >= 0");
+      if ((s->type == LKV_OPT_INT && n > INT_MAX) ||
+          (s->type == LKV_OPT_SIZE && (uint64_t)n > SIZE_MAX))
+        opterror(L, arg, s->name, "is too large");
+      lkv_option_set(s, base, (uint64_t)n);
+      break;
+    }
   }
 }
 
 void lkvlua_engine_options(lua_State *L, int arg, lkv_options *o) {
   size_t n, i;
   const lkv_option_spec *schema = lkv_options_schema(&n);
-  lua_pushnil(L); /* +1 first key */
+  lua_pushnil(L);                 /* +1 first key */
   while (lua_next(L, arg) != 0) { /* -1 +2 key, value */
     const char *key;
     if (lua_type(L, -2) != LUA_TSTRING)
@@ -146,8 +153,8 @@ void lkvlua_node_options(lua_State *L, int t, lkvnet_options *o) {
       if (!isint) opterror(L, t, s->name, "must be an integer");
       if (v < (lua_Integer)s->min || v > lua_max(s))
         opterror(L, t, s->name,
-                        lua_pushfstring(L, "must be from %I to %I",
-                                        (lua_Integer)s->min, lua_max(s)));
+                 lua_pushfstring(L, "must be from %I to %I",
+                                 (lua_Integer)s->min, lua_max(s)));
       lkv_option_set(s, o, (uint64_t)v);
     }
     lua_pop(L, 1); /* -1 */
@@ -160,21 +167,34 @@ void lkvlua_node_options(lua_State *L, int t, lkvnet_options *o) {
 
 static void push_default(lua_State *L, const lkv_option_spec *s) {
   switch (s->type) {
-  case LKV_OPT_BOOL: lua_pushboolean(L, s->dflt != 0); break;
-  case LKV_OPT_ENUM: lua_pushstring(L, s->choices[s->dflt]); break;
-  case LKV_OPT_STRING:
-  case LKV_OPT_FILENAME: lua_pushstring(L, s->dflt_str); break;
-  default: lua_pushinteger(L, (lua_Integer)s->dflt); break;
+    case LKV_OPT_BOOL:
+      lua_pushboolean(L, s->dflt != 0);
+      break;
+    case LKV_OPT_ENUM:
+      lua_pushstring(L, s->choices[s->dflt]);
+      break;
+    case LKV_OPT_STRING:
+    case LKV_OPT_FILENAME:
+      lua_pushstring(L, s->dflt_str);
+      break;
+    default:
+      lua_pushinteger(L, (lua_Integer)s->dflt);
+      break;
   }
 }
 
 static const char *type_name(lkv_option_type t) {
   switch (t) {
-  case LKV_OPT_BOOL: return "boolean";
-  case LKV_OPT_ENUM: return "enum";
-  case LKV_OPT_STRING: return "string";
-  case LKV_OPT_FILENAME: return "filename";
-  default: return "integer";
+    case LKV_OPT_BOOL:
+      return "boolean";
+    case LKV_OPT_ENUM:
+      return "enum";
+    case LKV_OPT_STRING:
+      return "string";
+    case LKV_OPT_FILENAME:
+      return "filename";
+    default:
+      return "integer";
   }
 }
 

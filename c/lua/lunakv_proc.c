@@ -20,9 +20,8 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
-#include "lua.h"
-
 #include "lkvlua.h"
+#include "lua.h"
 
 /* {======================================================================
 ** The clock, the processors, the terminal: core.clock, core.ncpu,
@@ -104,8 +103,7 @@ static int core_interrupts(lua_State *L) {
     sigint_L = main;
     if (sigaction(SIGINT, &sa, &sigint_old) != 0) {
       sigint_L = NULL;
-      return luaL_error(L, "lunakv: io error: sigaction: %s",
-                        strerror(errno));
+      return luaL_error(L, "lunakv: io error: sigaction: %s", strerror(errno));
     }
   } else if (!on && was) {
     sigaction(SIGINT, &sigint_old, NULL);
@@ -218,8 +216,11 @@ static int core_spawn(lua_State *L) {
     argv[i] = (char *)lua_tolstring(L, -1, &len);
     if (strlen(argv[i]) != len || (i == 0 && len == 0))
       return luaL_argerror(
-          L, 1, lua_pushfstring(L, "argv[%d] must be a non-empty string "
-                                   "without zero bytes", (int)i + 1));
+          L, 1,
+          lua_pushfstring(L,
+                          "argv[%d] must be a non-empty string "
+                          "without zero bytes",
+                          (int)i + 1));
     lua_pop(L, 1); /* -1: the argv table keeps it */
   }
   argv[n] = NULL;
@@ -228,7 +229,7 @@ static int core_spawn(lua_State *L) {
     size_t ne = 0, nx = 0, k;
     int strs;
     luaL_checktype(L, 3, LUA_TTABLE);
-    lua_pushnil(L); /* +1 */
+    lua_pushnil(L);               /* +1 */
     while (lua_next(L, 3) != 0) { /* +1 value */
       size_t kl, vl;
       const char *kk, *vv;
@@ -238,14 +239,15 @@ static int core_spawn(lua_State *L) {
       vv = lua_tolstring(L, -1, &vl);
       if (kl == 0 || strlen(kk) != kl || strchr(kk, '=') != NULL ||
           strlen(vv) != vl)
-        return luaL_argerror(L, 3, "env names must be non-empty without '=' "
-                                   "and no zero bytes in names or values");
+        return luaL_argerror(L, 3,
+                             "env names must be non-empty without '=' "
+                             "and no zero bytes in names or values");
       nx++;
       lua_pop(L, 1); /* -1 value */
     }
     while (environ[ne] != NULL) ne++;
-    envp = (char **)lua_newuserdatauv(L, (ne + nx + 1) * sizeof *envp,
-                                      0); /* +1 */
+    envp =
+        (char **)lua_newuserdatauv(L, (ne + nx + 1) * sizeof *envp, 0); /* +1 */
     lua_createtable(L, (int)nx, 0); /* +1: keeps the NAME=value strings */
     strs = lua_gettop(L);
     n = 0;
@@ -254,12 +256,12 @@ static int core_spawn(lua_State *L) {
       int over = 0;
       if (eq != NULL) {
         lua_pushlstring(L, environ[k], (size_t)(eq - environ[k])); /* +1 */
-        over = lua_rawget(L, 3) != LUA_TNIL; /* -1 +1 */
-        lua_pop(L, 1);                       /* -1 */
+        over = lua_rawget(L, 3) != LUA_TNIL;                       /* -1 +1 */
+        lua_pop(L, 1);                                             /* -1 */
       }
       if (!over) envp[n++] = environ[k];
     }
-    lua_pushnil(L); /* +1 */
+    lua_pushnil(L);               /* +1 */
     while (lua_next(L, 3) != 0) { /* +1 value */
       const char *kv = lua_pushfstring(L, "%s=%s", lua_tostring(L, -2),
                                        lua_tostring(L, -1)); /* +1 */
@@ -372,9 +374,12 @@ static int core_kill(lua_State *L) {
       if (strcasecmp(s, signames[i].name) == 0) sig = signames[i].sig;
     if (sig < 0)
       return luaL_argerror(
-          L, 2, lua_pushfstring(L, "unknown signal '%s' (TERM, KILL, INT, "
-                                   "HUP, QUIT, STOP, CONT, USR1, USR2 or a "
-                                   "number)", lua_tostring(L, 2)));
+          L, 2,
+          lua_pushfstring(L,
+                          "unknown signal '%s' (TERM, KILL, INT, "
+                          "HUP, QUIT, STOP, CONT, USR1, USR2 or a "
+                          "number)",
+                          lua_tostring(L, 2)));
   }
   if (kill(pid, sig) != 0) return push_oserror(L, errno, NULL);
   lua_pushboolean(L, 1);
@@ -479,6 +484,4 @@ static const luaL_Reg proc_funcs[] = {
     {NULL, NULL},
 };
 
-void lkvlua_proc_register(lua_State *L) {
-  luaL_setfuncs(L, proc_funcs, 0);
-}
+void lkvlua_proc_register(lua_State *L) { luaL_setfuncs(L, proc_funcs, 0); }

@@ -5,9 +5,8 @@
 #include <string.h>
 
 #include "lauxlib.h"
-#include "lua.h"
-
 #include "lkvlua.h"
+#include "lua.h"
 
 /* {======================================================================
 ** Handles and their lists
@@ -56,7 +55,7 @@ void *lkvlua_newchild(lua_State *L, size_t size, const char *mt, int dbidx,
   memset(c, 0, size);
   c->owner = d;
   luaL_setmetatable(L, mt);
-  lua_pushvalue(L, dbidx); /* +1 db */
+  lua_pushvalue(L, dbidx);     /* +1 db */
   lua_setiuservalue(L, -2, 1); /* -1: the child keeps its db alive */
   return c;
 }
@@ -92,12 +91,12 @@ void lkvlua_newclass(lua_State *L, const char *name, lua_CFunction close,
   lua_pushvalue(L, -1);       /* +1 mt (upvalue) */
   luaL_setfuncs(L, meta, 1);  /* -1 */
   if (methods != NULL) {
-    lua_newtable(L);            /* +1 methods */
-    lua_pushvalue(L, -2);       /* +1 mt (upvalue) */
+    lua_newtable(L);              /* +1 methods */
+    lua_pushvalue(L, -2);         /* +1 mt (upvalue) */
     luaL_setfuncs(L, methods, 1); /* -1 */
     if (indexf != NULL) {
-      lua_pushvalue(L, -2);                /* +1 mt */
-      lua_pushcclosure(L, indexf, 2);      /* -2 +1 __index */
+      lua_pushvalue(L, -2);           /* +1 mt */
+      lua_pushcclosure(L, indexf, 2); /* -2 +1 __index */
     }
     lua_setfield(L, -2, "__index"); /* -1 */
   }

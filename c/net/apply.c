@@ -6,11 +6,10 @@
  * apply of what was committed when it came. Who moves the commit index is
  * repl.c (the leader) or follow.c (a follower); this file calls neither.
  * Runs on the event loop's thread; the node's state is node.h. */
+#include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <event2/http.h>
 
 #include "json.h"
 #include "node.h"
@@ -47,8 +46,10 @@ int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
   p->klen = klen;
   p->vlen = vlen;
   s->pending_bytes += klen + vlen;
-  if (s->tail) s->tail->next = p;
-  else s->head = p;
+  if (s->tail)
+    s->tail->next = p;
+  else
+    s->head = p;
   s->tail = p;
   return 0;
 }
@@ -137,7 +138,8 @@ void lkvnet_node_apply_committed(lkvnet_server *s) {
   if (s->apply_err.code != LKV_OK) {
     lkvnet_pending *p;
     for (p = s->head; p != NULL; p = p->next)
-      lkvnet_node_held_error(&p->h, 500, "index %llu is durable in the log "
+      lkvnet_node_held_error(&p->h, 500,
+                             "index %llu is durable in the log "
                              "but the engine refused it: %s",
                              (unsigned long long)p->index, s->apply_err.msg);
   }
@@ -195,8 +197,10 @@ void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_lit(&b, "{");
   lkvnet_node_put_bytes_member(&b, "key", key, klen);
   lkvnet_jbuf_lit(&b, ", ");
-  if (rc == LKV_NOTFOUND) lkvnet_jbuf_lit(&b, "\"value\": null");
-  else lkvnet_node_put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
+  if (rc == LKV_NOTFOUND)
+    lkvnet_jbuf_lit(&b, "\"value\": null");
+  else
+    lkvnet_node_put_bytes_member(&b, "value", s->getbuf.data, s->getbuf.len);
   lkvnet_jbuf_lit(&b, "}");
   lkvnet_node_reply_json(s, req, route, start, 200, &b);
 }

@@ -31,26 +31,25 @@
  * its heads only. A connection in HANDLING (a request the node holds or
  * answers) is never closed from here. Runs on the event loop's thread. */
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-#include <event2/http.h>
-#include <event2/listener.h>
-
 #include "err.h"
 #include "node.h"
 
-#define TICK_MS 50           /* how often the deadlines are checked */
-#define BACKOFF_MIN 0.1      /* the first pause after accept() failed, s */
-#define BACKOFF_MAX 1.0      /* the longest pause, s */
-#define LOG_EVERY 10.0       /* a still failing accept(): one line per, s */
-#define FULL_LOG_EVERY 60.0  /* at the cap: one line per, s */
+#define TICK_MS 50          /* how often the deadlines are checked */
+#define BACKOFF_MIN 0.1     /* the first pause after accept() failed, s */
+#define BACKOFF_MAX 1.0     /* the longest pause, s */
+#define LOG_EVERY 10.0      /* a still failing accept(): one line per, s */
+#define FULL_LOG_EVERY 60.0 /* at the cap: one line per, s */
 
 struct lkvnet_conn {
   lkvnet_server *s;
@@ -69,10 +68,14 @@ struct lkvnet_conn {
 
 static void list_remove(lkvnet_conns *c, lkvnet_conn *cn) {
   lkvnet_conn_list *l = &c->lists[cn->phase];
-  if (cn->prev) cn->prev->next = cn->next;
-  else l->head = cn->next;
-  if (cn->next) cn->next->prev = cn->prev;
-  else l->tail = cn->prev;
+  if (cn->prev)
+    cn->prev->next = cn->next;
+  else
+    l->head = cn->next;
+  if (cn->next)
+    cn->next->prev = cn->prev;
+  else
+    l->tail = cn->prev;
   cn->prev = cn->next = NULL;
 }
 
@@ -83,8 +86,10 @@ static void list_append(lkvnet_conns *c, lkvnet_conn *cn, int phase,
   cn->since = now;
   cn->prev = l->tail;
   cn->next = NULL;
-  if (l->tail) l->tail->next = cn;
-  else l->head = cn;
+  if (l->tail)
+    l->tail->next = cn;
+  else
+    l->head = cn;
   l->tail = cn;
 }
 
@@ -116,8 +121,7 @@ static lkvnet_conn *by_evcon(lkvnet_conns *c, struct evhttp_connection *evcon) {
   struct bufferevent *bev;
   evutil_socket_t fd;
   lkvnet_conn *cn;
-  if (evcon == NULL || (bev = evhttp_connection_get_bufferevent(evcon)) ==
-                           NULL)
+  if (evcon == NULL || (bev = evhttp_connection_get_bufferevent(evcon)) == NULL)
     return NULL;
   fd = bufferevent_getfd(bev);
   if (fd < 0 || (size_t)fd >= c->by_fd_cap) return NULL;
@@ -193,8 +197,10 @@ static struct bufferevent *on_accept(struct event_base *base, void *arg) {
     listener_update(s);
     if (now - c->full_logged >= FULL_LOG_EVERY || c->full_logged == 0) {
       c->full_logged = now;
-      lkvnet_node_log(s, "%zu connections open (the cap, --max-connections):"
-                      " not accepting more until one closes", c->open);
+      lkvnet_node_log(s,
+                      "%zu connections open (the cap, --max-connections):"
+                      " not accepting more until one closes",
+                      c->open);
     }
   }
   return bev;
@@ -229,8 +235,8 @@ static void on_resolve(evutil_socket_t fd, short what, void *arg) {
       move(c, cn, LKVNET_CONN_HANDLING, cn->since);
       continue;
     }
-    cn->input_cb = evbuffer_add_cb(bufferevent_get_input(cn->bev),
-                                   on_input, cn);
+    cn->input_cb =
+        evbuffer_add_cb(bufferevent_get_input(cn->bev), on_input, cn);
     /* the deadline runs from accept */
     move(c, cn, LKVNET_CONN_READING, cn->since);
   }
@@ -275,16 +281,17 @@ static void on_accept_error(struct evconnlistener *l, void *arg) {
   c->unlogged++;
   if (c->last_log == 0 || now - c->last_log >= LOG_EVERY) {
     if (c->unlogged == 1)
-      lkvnet_node_log(s, "accept() failed: %s; not accepting connections for "
+      lkvnet_node_log(s,
+                      "accept() failed: %s; not accepting connections for "
                       "%.0f ms, then for up to %.0f ms at a time while it "
                       "fails (ulimit -n: the open files limit)",
                       strerror(e), BACKOFF_MIN * 1000, BACKOFF_MAX * 1000);
     else
-      lkvnet_node_log(s, "accept() failed %llu times in the last %.0f s: %s",
-                      (unsigned long long)c->unlogged,
-                      c->last_log == 0 ? now - c->failing_since
-                                       : now - c->last_log,
-                      strerror(e));
+      lkvnet_node_log(
+          s, "accept() failed %llu times in the last %.0f s: %s",
+          (unsigned long long)c->unlogged,
+          c->last_log == 0 ? now - c->failing_since : now - c->last_log,
+          strerror(e));
     c->last_log = now;
     c->unlogged = 0;
   }
@@ -329,7 +336,8 @@ static void on_reply_sent(struct evhttp_request *req, void *arg) {
   if (cn != NULL)
     move(&s->conns, cn,
          evbuffer_get_length(bufferevent_get_input(cn->bev)) > 0
-             ? LKVNET_CONN_READING : LKVNET_CONN_IDLE,
+             ? LKVNET_CONN_READING
+             : LKVNET_CONN_IDLE,
          lkvnet_node_now());
 }
 
@@ -377,9 +385,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   if (s->conns.accept_failures > 0 &&
       now - s->conns.last_failure >= LOG_EVERY) {
     lkvnet_conns *c = &s->conns;
-    lkvnet_node_log(s, "accept() has not failed for %.0f s (it failed %llu "
-                    "times in %.1f s before)", LOG_EVERY,
-                    (unsigned long long)c->accept_failures,
+    lkvnet_node_log(s,
+                    "accept() has not failed for %.0f s (it failed %llu "
+                    "times in %.1f s before)",
+                    LOG_EVERY, (unsigned long long)c->accept_failures,
                     c->last_failure - c->failing_since);
     c->accept_failures = c->unlogged = 0;
     c->last_log = 0; /* a new run of failures is logged at once */
@@ -421,7 +430,8 @@ int lkvnet_node_conns_start(lkvnet_server *s) {
   /* as nginx warns: the cap cannot be reached */
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
       (rlim_t)s->max_conns > rl.rlim_cur)
-    lkvnet_node_log(s, "%zu connections allowed (--max-connections) but only "
+    lkvnet_node_log(s,
+                    "%zu connections allowed (--max-connections) but only "
                     "%llu open files (ulimit -n): descriptors run out first",
                     s->max_conns, (unsigned long long)rl.rlim_cur);
   return event_add(s->conns.tick_ev, &tv);

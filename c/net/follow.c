@@ -6,15 +6,14 @@
  * also the other internal routes, /sync (the log as JSON) and the cluster
  * token check. routes.c dispatches to the lkvnet_node_route_* functions
  * here. Runs on the event loop's thread; the node's state is node.h. */
+#include <event2/buffer.h>
+#include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-
-#include "json.h"
 #include "err.h"
+#include "json.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -29,7 +28,8 @@ int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
   got = evhttp_find_header(evhttp_request_get_input_headers(req),
                            LKVNET_TOKEN_HEADER);
   if (got == NULL) {
-    lkvnet_node_reply_error(s, req, route, start, 401, "this route needs "
+    lkvnet_node_reply_error(s, req, route, start, 401,
+                            "this route needs "
                             "the cluster token in the " LKVNET_TOKEN_HEADER
                             " header");
     return 0;
@@ -77,8 +77,8 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
 }
 
 /* Answer an internal request at once (not held). */
-static void answer_now(lkvnet_server *s, struct evhttp_request *req,
-                       int route, double start, int code, uint64_t match,
+static void answer_now(lkvnet_server *s, struct evhttp_request *req, int route,
+                       double start, int code, uint64_t match,
                        const char *error) {
   lkvnet_held h;
   lkvnet_node_hold(s, &h, req, route, start, start);
@@ -87,11 +87,12 @@ static void answer_now(lkvnet_server *s, struct evhttp_request *req,
 
 /* A term seen in a leader's request: adopt a newer one, durably (Raft's
  * currentTerm). Returns 0, or -1 after answering a stale one. */
-static int follow_term(lkvnet_server *s, struct evhttp_request *req,
-                       int route, double start, uint64_t term) {
+static int follow_term(lkvnet_server *s, struct evhttp_request *req, int route,
+                       double start, uint64_t term) {
   lkv_err err;
   if (s->leader) {
-    answer_now(s, req, route, start, 409, 0, "this node leads (it is "
+    answer_now(s, req, route, start, 409, 0,
+               "this node leads (it is "
                "LEADER_URL); it takes no replication from another node");
     return -1;
   }
@@ -117,10 +118,9 @@ static int follow_term(lkvnet_server *s, struct evhttp_request *req,
  * is written; *last gets the last frame's number (after when none). NULL
  * after answering 400 or 500. */
 static const unsigned char *check_frames(lkvnet_server *s,
-                                         struct evhttp_request *req,
-                                         int route, double start,
-                                         uint64_t after, int pairs,
-                                         size_t *n, uint64_t *last) {
+                                         struct evhttp_request *req, int route,
+                                         double start, uint64_t after,
+                                         int pairs, size_t *n, uint64_t *last) {
   struct evbuffer *in = evhttp_request_get_input_buffer(req);
   const unsigned char *body;
   size_t off = 0;
@@ -149,8 +149,7 @@ static const unsigned char *check_frames(lkvnet_server *s,
 }
 
 static int wipe_engine(lkvnet_server *s, lkv_err *err);
-static int set_marker(lkvnet_server *s, uint64_t v, int applied,
-                      lkv_err *err);
+static int set_marker(lkvnet_server *s, uint64_t v, int applied, lkv_err *err);
 
 /* POST /append?term&prev_index&prev_term&commit, body: log frames. */
 void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
@@ -162,14 +161,14 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
   char why[160];
   lkv_err err;
   lkvnet_waiter *w;
-  if (query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "term",
-                &term) != 0 ||
+  if (query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "term", &term) !=
+          0 ||
       query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "prev_index",
                 &prev) != 0 ||
       query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "prev_term",
                 &prev_term) != 0 ||
-      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "commit",
-                &commit) != 0)
+      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "commit", &commit) !=
+          0)
     return;
   if ((body = check_frames(s, req, LKVNET_ROUTE_APPEND, start, prev, 0, &n,
                            &last)) == NULL)
@@ -193,11 +192,11 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     /* the leader offers its whole log instead (it never compacted): an
      * empty engine and log can take it from index 1 */
     err.msg[0] = '\0';
-    lkvnet_node_log(s, "unfinished snapshot install: rebuilding from the "
+    lkvnet_node_log(s,
+                    "unfinished snapshot install: rebuilding from the "
                     "leader's whole log");
     if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
-        wipe_engine(s, &err) != LKV_OK ||
-        set_marker(s, 0, 1, &err) != LKV_OK) {
+        wipe_engine(s, &err) != LKV_OK || set_marker(s, 0, 1, &err) != LKV_OK) {
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
                               err.msg);
       return;
@@ -211,8 +210,8 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
                "log ends before prev_index");
     return;
   }
-  if (prev >= base && (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK ||
-                       t != prev_term)) {
+  if (prev >= base &&
+      (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK || t != prev_term)) {
     /* Raft: refuse; the leader probes one entry back */
     answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
                "log does not match at prev_index");
@@ -228,7 +227,8 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
       if (e.index <= s->applied_index) {
         /* a leader that lost what it had committed: this node will not
          * unapply it (logged: someone must look) */
-        lkvnet_node_log(s, "refusing the leader's entry %llu (term %llu): "
+        lkvnet_node_log(s,
+                        "refusing the leader's entry %llu (term %llu): "
                         "it conflicts with one already applied here",
                         (unsigned long long)e.index,
                         (unsigned long long)e.term);
@@ -258,8 +258,10 @@ void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
     if (lkvnet_node_pending_push(s, e.index, e.op, e.key, e.klen, e.val,
                                  e.vlen) != 0) {
       /* as on the leader: never apply past an untracked entry */
-      lkv_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking "
-                    "index %llu", (unsigned long long)e.index);
+      lkv_seterr(&s->apply_err, LKV_NOMEM,
+                 "out of memory tracking "
+                 "index %llu",
+                 (unsigned long long)e.index);
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
                               s->apply_err.msg);
       return;
@@ -305,8 +307,7 @@ static int wipe_engine(lkvnet_server *s, lkv_err *err) {
   return rc;
 }
 
-static int set_marker(lkvnet_server *s, uint64_t v, int applied,
-                      lkv_err *err) {
+static int set_marker(lkvnet_server *s, uint64_t v, int applied, lkv_err *err) {
   unsigned char b[8];
   uint64_t seq;
   int i, rc;
@@ -358,16 +359,16 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   char why[160];
   lkv_err err;
   int rc;
-  if (query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "term",
-                &term) != 0 ||
-      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "index",
-                &index) != 0 ||
+  if (query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "term", &term) !=
+          0 ||
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "index", &index) !=
+          0 ||
       query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "snap_term",
                 &sterm) != 0 ||
       query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "offset",
                 &offset) != 0 ||
-      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "done",
-                &done) != 0)
+      query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "done", &done) !=
+          0)
     return;
   if ((body = check_frames(s, req, LKVNET_ROUTE_SNAPSHOT, start, offset, 1, &n,
                            &last)) == NULL)
@@ -454,8 +455,9 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
 }
 
 static const char *op_name(int op) {
-  return op == LKVNET_OP_SET ? "set" : op == LKVNET_OP_DELETE ? "delete"
-                                                              : "noop";
+  return op == LKVNET_OP_SET      ? "set"
+         : op == LKVNET_OP_DELETE ? "delete"
+                                  : "noop";
 }
 
 /* GET /sync?from_index=N[&limit=M]: the log from N as JSON (410 when N is
@@ -473,8 +475,8 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
   int rc, lfound;
   size_t ll;
   char *lim;
-  if (query_u64(s, req, LKVNET_ROUTE_SYNC, start, query, "from_index",
-                &from) != 0)
+  if (query_u64(s, req, LKVNET_ROUTE_SYNC, start, query, "from_index", &from) !=
+      0)
     return;
   lim = lkvnet_node_query_param(query, "limit", &ll, &lfound);
   if (lfound) {
@@ -495,9 +497,10 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_rlog_stats_get(s->rlog, &rs);
   if (from <= rs.base_index) {
     memset(&b, 0, sizeof b);
-    lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": \"entries up to the "
-                        "base index are compacted into a snapshot\", "
-                        "\"base_index\": ");
+    lkvnet_jbuf_lit(&b,
+                    "{\"ok\": false, \"error\": \"entries up to the "
+                    "base index are compacted into a snapshot\", "
+                    "\"base_index\": ");
     lkvnet_jbuf_u64(&b, rs.base_index);
     lkvnet_jbuf_lit(&b, "}");
     lkvnet_node_reply_json(s, req, LKVNET_ROUTE_SYNC, start, 410, &b);

@@ -2,12 +2,11 @@
  * leader (docs/replication.md, "Forwarding") over connections it opens
  * as concurrency needs them, and answers with the leader's reply. Runs on
  * the event loop's thread; the node's state is node.h. */
-#include <stdlib.h>
-#include <string.h>
-
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "node.h"
 
@@ -28,10 +27,11 @@ size_t lkvnet_node_forward_conn(lkvnet_server *s) {
     struct evhttp_connection *c =
         lkvnet_node_connect_url(s, s->leader_url, &hp, NULL);
     if (c != NULL) {
-      evhttp_connection_set_timeout(c, (s->write_timeout_ms + 999) / 1000 +
-                                           2);
-      if (s->leader_hostport == NULL) s->leader_hostport = hp;
-      else free(hp);
+      evhttp_connection_set_timeout(c, (s->write_timeout_ms + 999) / 1000 + 2);
+      if (s->leader_hostport == NULL)
+        s->leader_hostport = hp;
+      else
+        free(hp);
       s->fwd[s->nfwd] = c;
       s->fwd_busy[s->nfwd] = 0;
       return s->nfwd++;
@@ -47,14 +47,16 @@ static void on_forward_reply(struct evhttp_request *r, void *arg) {
   int code = r ? evhttp_request_get_response_code(r) : 0;
   s->fwd_busy[f->conn]--;
   if (code == 0) {
-    lkvnet_node_held_error(&f->h, 503, "the leader %s did not answer "
-                           "(down, or the connection failed)", s->leader_url);
+    lkvnet_node_held_error(&f->h, 503,
+                           "the leader %s did not answer "
+                           "(down, or the connection failed)",
+                           s->leader_url);
   } else if ((req = lkvnet_node_unhold(&f->h)) != NULL) {
     struct evbuffer *in = evhttp_request_get_input_buffer(r);
     size_t n = evbuffer_get_length(in);
     const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
-    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(r),
-                                        "Content-Type");
+    const char *ct =
+        evhttp_find_header(evhttp_request_get_input_headers(r), "Content-Type");
     lkvnet_node_reply(s, req, f->h.route, f->h.start, code,
                       ct ? ct : "application/json", body ? body : "",
                       body ? n : 0);
@@ -72,7 +74,8 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
   size_t ci;
   Fwd *f;
   if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
-    lkvnet_node_reply_error(s, req, route, start, 503, "forwarded to a node "
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "forwarded to a node "
                             "that does not lead: LEADER_URL differs "
                             "between nodes");
     return;

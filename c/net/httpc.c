@@ -10,6 +10,10 @@
 #include "httpc.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
@@ -23,14 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-
-#include "json.h"
 #include "err.h"
 #include "hist.h"
+#include "json.h"
 #include "rng.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
@@ -80,8 +79,7 @@ static int url_parse(const char *url, Url *u, lkv_err *err) {
   if (scheme == NULL || strcasecmp(scheme, "http") != 0 || host == NULL ||
       host[0] == '\0' || strlen(host) >= sizeof u->host) {
     evhttp_uri_free(p);
-    return lkv_seterr(err, LKV_INVALID, "'%s': expected http://HOST:PORT",
-                      url);
+    return lkv_seterr(err, LKV_INVALID, "'%s': expected http://HOST:PORT", url);
   }
   /* evhttp_uri keeps an IPv6 literal in its brackets ("[::1]"):
    * connect() and getaddrinfo want the bare address, the Host header
@@ -145,8 +143,7 @@ static int probe(const Url *u, char *why, size_t n) {
   snprintf(port, sizeof port, "%d", u->port);
   rc = getaddrinfo(u->host, port, &hints, &ai);
   if (rc != 0) {
-    snprintf(why, n, "cannot resolve host '%s': %s", u->host,
-             gai_strerror(rc));
+    snprintf(why, n, "cannot resolve host '%s': %s", u->host, gai_strerror(rc));
     return -1;
   }
   for (a = ai; a != NULL; a = a->ai_next) {
@@ -208,8 +205,8 @@ static void diagnose(const char *url, const Url *u, int timed_out,
     snprintf(out, n, "cannot connect to http://%.120s: %.100s", u->hostport,
              why);
   } else {
-    snprintf(out, n,
-             "the connection to %.120s closed before a complete answer", url);
+    snprintf(out, n, "the connection to %.120s closed before a complete answer",
+             url);
   }
 }
 
@@ -218,9 +215,9 @@ static int method_of(const char *m, enum evhttp_cmd_type *t) {
     const char *name;
     enum evhttp_cmd_type type;
   } methods[] = {
-      {"GET", EVHTTP_REQ_GET},       {"POST", EVHTTP_REQ_POST},
-      {"PUT", EVHTTP_REQ_PUT},       {"DELETE", EVHTTP_REQ_DELETE},
-      {"HEAD", EVHTTP_REQ_HEAD},     {"OPTIONS", EVHTTP_REQ_OPTIONS},
+      {"GET", EVHTTP_REQ_GET},     {"POST", EVHTTP_REQ_POST},
+      {"PUT", EVHTTP_REQ_PUT},     {"DELETE", EVHTTP_REQ_DELETE},
+      {"HEAD", EVHTTP_REQ_HEAD},   {"OPTIONS", EVHTTP_REQ_OPTIONS},
       {"PATCH", EVHTTP_REQ_PATCH},
   };
   size_t i;
@@ -306,8 +303,8 @@ int lkvnet_http_request(const char *method, const char *url,
                       "PUT, DELETE, OPTIONS, PATCH)",
                       method != NULL ? method : "(null)");
   if (nheaders > LKVNET_HTTPC_MAX_HEADERS)
-    return lkv_seterr(err, LKV_INVALID, "%zu headers; at most %d",
-                      nheaders, LKVNET_HTTPC_MAX_HEADERS);
+    return lkv_seterr(err, LKV_INVALID, "%zu headers; at most %d", nheaders,
+                      LKVNET_HTTPC_MAX_HEADERS);
   rc = url_parse(url, &u, err);
   if (rc != LKV_OK) return rc;
 
@@ -316,12 +313,11 @@ int lkvnet_http_request(const char *method, const char *url,
     rc = lkv_seterr(err, LKV_NOMEM, "event_base_new failed");
     goto done;
   }
-  conn = evhttp_connection_base_new(o.base, NULL, u.host,
-                                    (unsigned short)u.port);
+  conn =
+      evhttp_connection_base_new(o.base, NULL, u.host, (unsigned short)u.port);
   timer = evtimer_new(o.base, one_timeout_cb, o.base);
   if (conn == NULL || timer == NULL) {
-    rc = lkv_seterr(err, LKV_NOMEM, "cannot set up a connection to %s",
-                    url);
+    rc = lkv_seterr(err, LKV_NOMEM, "cannot set up a connection to %s", url);
     goto done;
   }
   tv = ms_tv(timeout_ms);
@@ -358,8 +354,7 @@ int lkvnet_http_request(const char *method, const char *url,
     if (body_len > 0 &&
         evbuffer_add(evhttp_request_get_output_buffer(req), body, body_len)) {
       evhttp_request_free(req);
-      rc = lkv_seterr(err, LKV_NOMEM, "request body of %zu bytes",
-                      body_len);
+      rc = lkv_seterr(err, LKV_NOMEM, "request body of %zu bytes", body_len);
       goto done;
     }
   }
@@ -389,10 +384,9 @@ int lkvnet_http_request(const char *method, const char *url,
   } else {
     char why[LKV_ERR_MSG_LEN];
     diagnose(url, &u, !o.done, timeout_ms, o.kind, why, sizeof why);
-    rc = lkv_seterr(err,
-                    o.kind == EVREQ_HTTP_DATA_TOO_LONG ? LKV_TOOBIG
-                                                       : LKV_IOERROR,
-                    "%s", why);
+    rc = lkv_seterr(
+        err, o.kind == EVREQ_HTTP_DATA_TOO_LONG ? LKV_TOOBIG : LKV_IOERROR,
+        "%s", why);
   }
 done:
   free(o.body);
@@ -439,14 +433,14 @@ typedef struct Bench Bench;
 
 typedef struct BConn {
   Bench *b;
-  size_t url;            /* index into b->urls */
+  size_t url; /* index into b->urls */
   struct evhttp_connection *evcon;
-  struct event *next;    /* fires to issue this connection's next request */
+  struct event *next; /* fires to issue this connection's next request */
   double t0;
   int write;
   int busy;
-  int backoff_ms;        /* the wait after the next transport error */
-  int fails;             /* transport errors in a row */
+  int backoff_ms; /* the wait after the next transport error */
+  int fails;      /* transport errors in a row */
 } BConn;
 
 struct Bench {
@@ -456,13 +450,13 @@ struct Bench {
   Url *urls;
   BConn *conns;
   size_t nconns;
-  char *value;   /* the value as it goes in a body (base64 for etcd) */
+  char *value; /* the value as it goes in a body (base64 for etcd) */
   size_t vlen;
-  lkv_hist hist;       /* nanoseconds, one per successful request */
+  lkv_hist hist; /* nanoseconds, one per successful request */
   uint64_t issued, next_key, rng, ok;
   size_t inflight;
-  size_t failing;      /* connections with fails >= GIVE_UP_FAILS */
-  long fail_url;       /* the URL of the first transport error (-1: none) */
+  size_t failing; /* connections with fails >= GIVE_UP_FAILS */
+  long fail_url;  /* the URL of the first transport error (-1: none) */
   double start, last;
   int stopping, nomem, gave_up, send_failed;
 };
@@ -533,8 +527,8 @@ static void bench_done_cb(struct evhttp_request *req, void *arg) {
       bench_note_error(b, "a request to http://%s failed in the transport",
                        b->urls[c->url].hostport);
       wait_ms = c->backoff_ms > 0 ? c->backoff_ms : BACKOFF_MIN_MS;
-      c->backoff_ms = wait_ms * 2 < BACKOFF_MAX_MS ? wait_ms * 2
-                                                   : BACKOFF_MAX_MS;
+      c->backoff_ms =
+          wait_ms * 2 < BACKOFF_MAX_MS ? wait_ms * 2 : BACKOFF_MAX_MS;
       if (++c->fails == GIVE_UP_FAILS) b->failing++;
       /* a target that refuses everything: stop rather than wait on */
       if (b->ok == 0 && b->failing == b->nconns) b->gave_up = 1;
@@ -771,8 +765,7 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
       free(raw);
       if (vb.failed) {
         lkvnet_jbuf_free(&vb);
-        rc = lkv_seterr(err, LKV_NOMEM, "value of %zu bytes",
-                        s->value_size);
+        rc = lkv_seterr(err, LKV_NOMEM, "value of %zu bytes", s->value_size);
         goto done;
       }
       b.value = vb.data; /* the jbuf's memory is plain malloc'd bytes */
@@ -788,8 +781,8 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
     BConn *c = &b.conns[i];
     c->b = &b;
     c->url = i % s->nurls;
-    c->evcon = evhttp_connection_base_new(
-        b.base, NULL, b.urls[c->url].host, (unsigned short)b.urls[c->url].port);
+    c->evcon = evhttp_connection_base_new(b.base, NULL, b.urls[c->url].host,
+                                          (unsigned short)b.urls[c->url].port);
     c->next = evtimer_new(b.base, bench_next_cb, c);
     if (c->evcon == NULL || c->next == NULL) {
       rc = lkv_seterr(err, LKV_NOMEM, "connection %zu", i);
@@ -818,9 +811,10 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
   res->p99_us = lkv_hist_pct(&b.hist, 99) / 1e3;
   res->max_us = (double)b.hist.max / 1e3;
   if (b.nomem) {
-    rc = lkv_seterr(err, LKV_NOMEM, "load generator (%llu of %llu "
-                    "requests made)", (unsigned long long)res->ops,
-                    (unsigned long long)s->ops);
+    rc = lkv_seterr(err, LKV_NOMEM,
+                    "load generator (%llu of %llu "
+                    "requests made)",
+                    (unsigned long long)res->ops, (unsigned long long)s->ops);
   } else if (b.gave_up) {
     /* an aborted run is an error even when some answers came after the
      * decision: the figures would measure a fraction of the load */

@@ -35,9 +35,9 @@ typedef struct lkvnet_header {
 } lkvnet_header;
 
 typedef struct lkvnet_response {
-  int status;     /* the HTTP status, e.g. 200 or 503 */
-  char *body;     /* malloc'd, NUL-terminated for convenience (binary safe by
-                     body_len); the caller frees it with lkvnet_response_free */
+  int status; /* the HTTP status, e.g. 200 or 503 */
+  char *body; /* malloc'd, NUL-terminated for convenience (binary safe by
+                 body_len); the caller frees it with lkvnet_response_free */
   size_t body_len;
 } lkvnet_response;
 
@@ -72,24 +72,24 @@ typedef struct lkvnet_bench_spec {
   const char *const *urls; /* base URLs (http://HOST:PORT); connection i
                               talks to urls[i % nurls] */
   size_t nurls;
-  int connections;         /* keep-alive connections, one request in flight
-                              on each; 1 .. LKVNET_BENCH_MAX_CONNECTIONS,
-                              and 64 under RLIMIT_NOFILE (ulimit -n) */
-  uint64_t ops;            /* stop after this many requests (0: no cap) */
-  int duration_ms;         /* stop issuing after this long (0: no limit);
-                              at least one of ops and duration_ms is set */
-  int write_pct;           /* 0 .. 100: the share of writes (100 = writes
-                              only, 0 = reads only) */
-  size_t key_size;         /* key bytes: the key number zero-padded */
-  size_t value_size;       /* value bytes (printable, no escaping needed) */
-  uint64_t key_space;      /* keys are key_offset + [0, key_space) */
+  int connections;    /* keep-alive connections, one request in flight
+                         on each; 1 .. LKVNET_BENCH_MAX_CONNECTIONS,
+                         and 64 under RLIMIT_NOFILE (ulimit -n) */
+  uint64_t ops;       /* stop after this many requests (0: no cap) */
+  int duration_ms;    /* stop issuing after this long (0: no limit);
+                         at least one of ops and duration_ms is set */
+  int write_pct;      /* 0 .. 100: the share of writes (100 = writes
+                         only, 0 = reads only) */
+  size_t key_size;    /* key bytes: the key number zero-padded */
+  size_t value_size;  /* value bytes (printable, no escaping needed) */
+  uint64_t key_space; /* keys are key_offset + [0, key_space) */
   uint64_t key_offset;
-  int sequential;          /* writes take keys in order (wrapping); reads
-                              and random writes are uniform in the space */
-  int consistent;          /* lunakv reads: add &consistent=true */
+  int sequential; /* writes take keys in order (wrapping); reads
+                     and random writes are uniform in the space */
+  int consistent; /* lunakv reads: add &consistent=true */
   uint64_t seed;
-  int timeout_ms;          /* a request unanswered this long is an error
-                              and its connection is reset; <= 0: 10 s */
+  int timeout_ms; /* a request unanswered this long is an error
+                     and its connection is reset; <= 0: 10 s */
   lkvnet_bench_target target;
 } lkvnet_bench_spec;
 
@@ -101,12 +101,12 @@ typedef struct lkvnet_bench_spec {
 void lkvnet_bench_spec_init(lkvnet_bench_spec *s);
 
 typedef struct lkvnet_bench_result {
-  uint64_t ops;          /* requests answered or failed */
+  uint64_t ops; /* requests answered or failed */
   uint64_t writes, reads;
-  uint64_t errors;       /* of ops: transport failures and non-2xx */
+  uint64_t errors; /* of ops: transport failures and non-2xx */
   uint64_t transport_errors;
-  double seconds;        /* from the first request to the last answer */
-  double ops_per_sec;    /* successful requests per second */
+  double seconds;     /* from the first request to the last answer */
+  double ops_per_sec; /* successful requests per second */
   double p50_us, p90_us, p99_us, max_us; /* over the successful (2xx)
                             requests only (failures are counted in errors);
                             from a log-linear histogram: within 0.4% of the

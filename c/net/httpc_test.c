@@ -3,24 +3,24 @@
  * refused connection, a timeout, bad arguments, and the load generator in
  * both target modes. Under `make asan` leaks are checked here (the specs
  * run the same code inside lua5.4, where they are not). */
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
+#include "httpc.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "httpc.h"
 #include "test.h"
 
 /* {======================================================================
@@ -47,14 +47,14 @@ static void route(struct evhttp_request *req, void *arg) {
     evbuffer_add_printf(out, "{\"ok\": true}");
     evhttp_send_reply(req, 200, "OK", out);
   } else if (strcmp(uri, "/host") == 0) {
-    const char *x = evhttp_find_header(evhttp_request_get_input_headers(req),
-                                       "Host");
+    const char *x =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Host");
     evbuffer_add_printf(out, "%s", x != NULL ? x : "(none)");
     evhttp_send_reply(req, 200, "OK", out);
   } else if (strcmp(uri, "/echo") == 0) {
     /* the body back, and the X-Test header in a header */
-    const char *x = evhttp_find_header(evhttp_request_get_input_headers(req),
-                                       "X-Test");
+    const char *x =
+        evhttp_find_header(evhttp_request_get_input_headers(req), "X-Test");
     evhttp_add_header(evhttp_request_get_output_headers(req), "X-Seen",
                       x != NULL ? x : "");
     evbuffer_add_printf(out, "%s|", x != NULL ? x : "(none)");
@@ -187,8 +187,7 @@ static void test_request(Server *s) {
   CHECK(r.status == 503 && strstr(r.body, "no quorum") != NULL);
   lkvnet_response_free(&r);
   snprintf(url, sizeof url, "http://127.0.0.1:%d/nowhere", s->port);
-  CHECK_OK(lkvnet_http_request("DELETE", url, NULL, 0, NULL, 0, 2000, &r,
-                               &err),
+  CHECK_OK(lkvnet_http_request("DELETE", url, NULL, 0, NULL, 0, 2000, &r, &err),
            &err);
   CHECK(r.status == 404);
   lkvnet_response_free(&r);
@@ -206,15 +205,15 @@ static void test_failures(Server *s) {
         LKV_IOERROR);
   snprintf(want, sizeof want,
            "io error: cannot connect to http://127.0.0.1:%d: connection "
-           "refused", port);
+           "refused",
+           port);
   CHECK(strcmp(err.msg, want) == 0);
   CHECK(r.body == NULL && r.status == 0);
 
   snprintf(url, sizeof url, "http://127.0.0.1:%d/slow", s->port);
   CHECK(lkvnet_http_request("GET", url, NULL, 0, NULL, 0, 100, &r, &err) ==
         LKV_IOERROR);
-  snprintf(want, sizeof want, "io error: no answer from %s within 100 ms",
-           url);
+  snprintf(want, sizeof want, "io error: no answer from %s within 100 ms", url);
   CHECK(strcmp(err.msg, want) == 0);
 
   CHECK(lkvnet_http_request("FETCH", url, NULL, 0, NULL, 0, 100, &r, &err) ==
@@ -222,8 +221,8 @@ static void test_failures(Server *s) {
   CHECK(strstr(err.msg, "unsupported HTTP method 'FETCH'") != NULL);
   CHECK(lkvnet_http_request("GET", "https://x/", NULL, 0, NULL, 0, 100, &r,
                             &err) == LKV_INVALID);
-  CHECK(lkvnet_http_request("GET", "http://x:99999/", NULL, 0, NULL, 0, 100,
-                            &r, &err) == LKV_INVALID);
+  CHECK(lkvnet_http_request("GET", "http://x:99999/", NULL, 0, NULL, 0, 100, &r,
+                            &err) == LKV_INVALID);
   CHECK(lkvnet_http_request("GET", url, bad, 1, NULL, 0, 100, &r, &err) ==
         LKV_INVALID);
   CHECK(strstr(err.msg, "bad request header 'X-Bad'") != NULL);
@@ -367,8 +366,8 @@ static void test_sync_failures(Server *s) {
   CHECK(strstr(err.msg, "too many open files") != NULL);
   CHECK(t < AT_ONCE_S);
 
-  rc = lkvnet_http_request("GET", "http://no-such-host.invalid/", NULL, 0,
-                           NULL, 0, 3000, &r, &err);
+  rc = lkvnet_http_request("GET", "http://no-such-host.invalid/", NULL, 0, NULL,
+                           0, 3000, &r, &err);
   CHECK(rc == LKV_IOERROR);
   CHECK(strstr(err.msg, "cannot resolve host 'no-such-host.invalid'") != NULL);
 }

@@ -110,10 +110,14 @@ static int hex4(Parser *p, unsigned *out) {
   for (i = 0; i < 4; i++) {
     unsigned char c = p->s[p->pos + i];
     v <<= 4;
-    if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-    else return fail(p, "bad hex digit in \\u escape");
+    if (c >= '0' && c <= '9')
+      v |= (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+      v |= (unsigned)(c - 'A' + 10);
+    else
+      return fail(p, "bad hex digit in \\u escape");
   }
   p->pos += 4;
   *out = v;
@@ -180,35 +184,49 @@ static int parse_string(Parser *p) {
     if (p->pos >= p->n) return fail(p, "unterminated string");
     c = p->s[p->pos++];
     switch (c) {
-    case '"': case '\\': case '/':
-      if (tmp_put(p, &c, 1) < 0) return -1;
-      break;
-    case 'b': if (tmp_put(p, "\b", 1) < 0) return -1; break;
-    case 'f': if (tmp_put(p, "\f", 1) < 0) return -1; break;
-    case 'n': if (tmp_put(p, "\n", 1) < 0) return -1; break;
-    case 'r': if (tmp_put(p, "\r", 1) < 0) return -1; break;
-    case 't': if (tmp_put(p, "\t", 1) < 0) return -1; break;
-    case 'u': {
-      unsigned cp, lo;
-      if (hex4(p, &cp) < 0) return -1;
-      if (cp >= 0xDC00 && cp <= 0xDFFF)
-        return fail(p, "lone low surrogate \\u%04X", cp);
-      if (cp >= 0xD800 && cp <= 0xDBFF) {
-        if (p->n - p->pos < 2 || p->s[p->pos] != '\\' ||
-            p->s[p->pos + 1] != 'u')
-          return fail(p, "high surrogate \\u%04X without its low half", cp);
-        p->pos += 2;
-        if (hex4(p, &lo) < 0) return -1;
-        if (lo < 0xDC00 || lo > 0xDFFF)
-          return fail(p, "high surrogate \\u%04X followed by \\u%04X", cp, lo);
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      case '"':
+      case '\\':
+      case '/':
+        if (tmp_put(p, &c, 1) < 0) return -1;
+        break;
+      case 'b':
+        if (tmp_put(p, "\b", 1) < 0) return -1;
+        break;
+      case 'f':
+        if (tmp_put(p, "\f", 1) < 0) return -1;
+        break;
+      case 'n':
+        if (tmp_put(p, "\n", 1) < 0) return -1;
+        break;
+      case 'r':
+        if (tmp_put(p, "\r", 1) < 0) return -1;
+        break;
+      case 't':
+        if (tmp_put(p, "\t", 1) < 0) return -1;
+        break;
+      case 'u': {
+        unsigned cp, lo;
+        if (hex4(p, &cp) < 0) return -1;
+        if (cp >= 0xDC00 && cp <= 0xDFFF)
+          return fail(p, "lone low surrogate \\u%04X", cp);
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (p->n - p->pos < 2 || p->s[p->pos] != '\\' ||
+              p->s[p->pos + 1] != 'u')
+            return fail(p, "high surrogate \\u%04X without its low half", cp);
+          p->pos += 2;
+          if (hex4(p, &lo) < 0) return -1;
+          if (lo < 0xDC00 || lo > 0xDFFF)
+            return fail(p, "high surrogate \\u%04X followed by \\u%04X", cp,
+                        lo);
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        if (put_utf8(p, cp) < 0) return -1;
+        break;
       }
-      if (put_utf8(p, cp) < 0) return -1;
-      break;
-    }
-    default:
-      p->pos--;
-      return fail(p, "invalid escape '\\%c'", c >= 0x20 && c < 0x7F ? c : '?');
+      default:
+        p->pos--;
+        return fail(p, "invalid escape '\\%c'",
+                    c >= 0x20 && c < 0x7F ? c : '?');
     }
   }
 }
@@ -234,8 +252,7 @@ static int parse_number(Parser *p) {
   }
   if (p->pos < p->n && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
     p->pos++;
-    if (p->pos < p->n && (p->s[p->pos] == '+' || p->s[p->pos] == '-'))
-      p->pos++;
+    if (p->pos < p->n && (p->s[p->pos] == '+' || p->s[p->pos] == '-')) p->pos++;
     d = p->pos;
     while (p->pos < p->n && p->s[p->pos] >= '0' && p->s[p->pos] <= '9')
       p->pos++;
@@ -298,20 +315,32 @@ static int parse_value(Parser *p, int depth, lkvnet_json_type *type) {
   skip_ws(p);
   if (p->pos >= p->n) return fail(p, "unexpected end of input");
   switch (p->s[p->pos]) {
-  case '"': *type = LKVNET_JSON_STRING; return parse_string(p);
-  case '{': *type = LKVNET_JSON_OBJECT; return parse_container(p, depth, 1);
-  case '[': *type = LKVNET_JSON_ARRAY; return parse_container(p, depth, 0);
-  case 't': *type = LKVNET_JSON_BOOL; return literal(p, "true");
-  case 'f': *type = LKVNET_JSON_BOOL; return literal(p, "false");
-  case 'n': *type = LKVNET_JSON_NULL; return literal(p, "null");
-  default:
-    if (p->s[p->pos] == '-' || (p->s[p->pos] >= '0' && p->s[p->pos] <= '9')) {
-      *type = LKVNET_JSON_NUMBER;
-      return parse_number(p);
-    }
-    return fail(p, "unexpected character '%c'",
-                p->s[p->pos] >= 0x20 && p->s[p->pos] < 0x7F ? p->s[p->pos]
-                                                              : '?');
+    case '"':
+      *type = LKVNET_JSON_STRING;
+      return parse_string(p);
+    case '{':
+      *type = LKVNET_JSON_OBJECT;
+      return parse_container(p, depth, 1);
+    case '[':
+      *type = LKVNET_JSON_ARRAY;
+      return parse_container(p, depth, 0);
+    case 't':
+      *type = LKVNET_JSON_BOOL;
+      return literal(p, "true");
+    case 'f':
+      *type = LKVNET_JSON_BOOL;
+      return literal(p, "false");
+    case 'n':
+      *type = LKVNET_JSON_NULL;
+      return literal(p, "null");
+    default:
+      if (p->s[p->pos] == '-' || (p->s[p->pos] >= '0' && p->s[p->pos] <= '9')) {
+        *type = LKVNET_JSON_NUMBER;
+        return parse_number(p);
+      }
+      return fail(
+          p, "unexpected character '%c'",
+          p->s[p->pos] >= 0x20 && p->s[p->pos] < 0x7F ? p->s[p->pos] : '?');
   }
 }
 
@@ -378,8 +407,7 @@ static int parse_top(Parser *p, lkvnet_json_object *o) {
         if ((m->str = dup_bytes(p->tmp, p->tlen)) == NULL)
           return fail(p, "out of memory");
         m->len = p->tlen;
-      } else if (m->type == LKVNET_JSON_NUMBER ||
-                 m->type == LKVNET_JSON_BOOL) {
+      } else if (m->type == LKVNET_JSON_NUMBER || m->type == LKVNET_JSON_BOOL) {
         /* the literal's text, for lkvnet_json_u64 and lkvnet_json_true */
         if ((m->str = dup_bytes((const char *)p->s + vstart,
                                 p->pos - vstart)) == NULL)
@@ -431,12 +459,18 @@ const lkvnet_json_member *lkvnet_json_get(const lkvnet_json_object *o,
 
 const char *lkvnet_json_type_name(lkvnet_json_type t) {
   switch (t) {
-  case LKVNET_JSON_NULL: return "null";
-  case LKVNET_JSON_BOOL: return "a boolean";
-  case LKVNET_JSON_NUMBER: return "a number";
-  case LKVNET_JSON_STRING: return "a string";
-  case LKVNET_JSON_ARRAY: return "an array";
-  default: return "an object";
+    case LKVNET_JSON_NULL:
+      return "null";
+    case LKVNET_JSON_BOOL:
+      return "a boolean";
+    case LKVNET_JSON_NUMBER:
+      return "a number";
+    case LKVNET_JSON_STRING:
+      return "a string";
+    case LKVNET_JSON_ARRAY:
+      return "an array";
+    default:
+      return "an object";
   }
 }
 
@@ -495,18 +529,36 @@ void lkvnet_jbuf_str(lkvnet_jbuf *b, const char *s, size_t n) {
     lkvnet_jbuf_raw(b, s + start, i - start);
     start = i + 1;
     switch (c) {
-    case '"': esc = "\\\""; break;
-    case '\\': esc = "\\\\"; break;
-    case '\n': esc = "\\n"; break;
-    case '\r': esc = "\\r"; break;
-    case '\t': esc = "\\t"; break;
-    case '\b': esc = "\\b"; break;
-    case '\f': esc = "\\f"; break;
-    default:
-      u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
-      u[4] = hex[c >> 4]; u[5] = hex[c & 15];
-      lkvnet_jbuf_raw(b, u, 6);
-      continue;
+      case '"':
+        esc = "\\\"";
+        break;
+      case '\\':
+        esc = "\\\\";
+        break;
+      case '\n':
+        esc = "\\n";
+        break;
+      case '\r':
+        esc = "\\r";
+        break;
+      case '\t':
+        esc = "\\t";
+        break;
+      case '\b':
+        esc = "\\b";
+        break;
+      case '\f':
+        esc = "\\f";
+        break;
+      default:
+        u[0] = '\\';
+        u[1] = 'u';
+        u[2] = '0';
+        u[3] = '0';
+        u[4] = hex[c >> 4];
+        u[5] = hex[c & 15];
+        lkvnet_jbuf_raw(b, u, 6);
+        continue;
     }
     lkvnet_jbuf_lit(b, esc);
   }
@@ -536,13 +588,17 @@ void lkvnet_jbuf_base64(lkvnet_jbuf *b, const char *s, size_t n) {
   char q[4];
   for (i = 0; i + 2 < n; i += 3) {
     unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
-    q[0] = a[v >> 18]; q[1] = a[(v >> 12) & 63];
-    q[2] = a[(v >> 6) & 63]; q[3] = a[v & 63];
+    q[0] = a[v >> 18];
+    q[1] = a[(v >> 12) & 63];
+    q[2] = a[(v >> 6) & 63];
+    q[3] = a[v & 63];
     lkvnet_jbuf_raw(b, q, 4);
   }
   if (i < n) {
-    unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0);
-    q[0] = a[v >> 18]; q[1] = a[(v >> 12) & 63];
+    unsigned v =
+        (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0);
+    q[0] = a[v >> 18];
+    q[1] = a[(v >> 12) & 63];
     q[2] = i + 1 < n ? a[(v >> 6) & 63] : '=';
     q[3] = '=';
     lkvnet_jbuf_raw(b, q, 4);

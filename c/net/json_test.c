@@ -1,9 +1,10 @@
 /* json_test.c - the HTTP bodies' JSON reader and writer (json.c): the
  * grammar, every escape, surrogate pairs, UTF-8 checks, nesting bounds and
  * the writer's escaping, as tables of cases. */
+#include "json.h"
+
 #include <string.h>
 
-#include "json.h"
 #include "test.h"
 
 static int parses(const char *text) {
@@ -36,9 +37,15 @@ static int decodes(const char *text, const char *want, size_t wlen) {
 
 static void test_good(void) {
   static const char *const good[] = {
-      "{}", " { } ", "{\"a\":\"b\"}", "{\"a\":1,\"b\":-0.5e+10,\"c\":true,"
+      "{}",
+      " { } ",
+      "{\"a\":\"b\"}",
+      "{\"a\":1,\"b\":-0.5e+10,\"c\":true,"
       "\"d\":false,\"e\":null,\"f\":[1,[2,{}]],\"g\":{\"h\":[]}}",
-      "\n\t{\"k\" : \"v\" }\r\n", "{\"n\":0}", "{\"n\":1E5}", "{\"n\":-0}",
+      "\n\t{\"k\" : \"v\" }\r\n",
+      "{\"n\":0}",
+      "{\"n\":1E5}",
+      "{\"n\":-0}",
   };
   size_t i;
   for (i = 0; i < sizeof good / sizeof good[0]; i++) {
@@ -49,17 +56,48 @@ static void test_good(void) {
 
 static void test_bad(void) {
   static const char *const bad[] = {
-      "", " ", "[]", "\"s\"", "1", "null", "{", "{\"a\"}", "{\"a\":}",
-      "{\"a\":1,}", "{,}", "{'a':1}", "{\"a\":01}", "{\"a\":1.}",
-      "{\"a\":.5}", "{\"a\":1e}", "{\"a\":+1}", "{\"a\":NaN}",
-      "{\"a\":tru}", "{\"a\":nul}", "{\"a\":\"x}", "{\"a\":\"\\x\"}",
-      "{\"a\":\"\\u12\"}", "{\"a\":\"\\uZZZZ\"}", "{\"a\":\"\\uD800\"}",
-      "{\"a\":\"\\uDC00\"}", "{\"a\":\"\\uD800\\u0041\"}",
-      "{\"a\":\"tab\there\"}", "{\"a\":\"nl\nhere\"}", "{} x", "{}{}",
-      "{\"a\":1 \"b\":2}", "{\"a\":[1,2}", "{\"a\":{\"b\":1]}",
-      "{\"a\":\"\xff\"}", "{\"a\":\"\xc0\xaf\"}", "{\"a\":\"\xed\xa0\x80\"}",
-      "{\"a\":\"\xf4\x90\x80\x80\"}", "{\"a\":\"\xe2\x82\"}",
-      "{\"a\":1,\"a\":2}", "/* c */{}", "{\"a\":1}//",
+      "",
+      " ",
+      "[]",
+      "\"s\"",
+      "1",
+      "null",
+      "{",
+      "{\"a\"}",
+      "{\"a\":}",
+      "{\"a\":1,}",
+      "{,}",
+      "{'a':1}",
+      "{\"a\":01}",
+      "{\"a\":1.}",
+      "{\"a\":.5}",
+      "{\"a\":1e}",
+      "{\"a\":+1}",
+      "{\"a\":NaN}",
+      "{\"a\":tru}",
+      "{\"a\":nul}",
+      "{\"a\":\"x}",
+      "{\"a\":\"\\x\"}",
+      "{\"a\":\"\\u12\"}",
+      "{\"a\":\"\\uZZZZ\"}",
+      "{\"a\":\"\\uD800\"}",
+      "{\"a\":\"\\uDC00\"}",
+      "{\"a\":\"\\uD800\\u0041\"}",
+      "{\"a\":\"tab\there\"}",
+      "{\"a\":\"nl\nhere\"}",
+      "{} x",
+      "{}{}",
+      "{\"a\":1 \"b\":2}",
+      "{\"a\":[1,2}",
+      "{\"a\":{\"b\":1]}",
+      "{\"a\":\"\xff\"}",
+      "{\"a\":\"\xc0\xaf\"}",
+      "{\"a\":\"\xed\xa0\x80\"}",
+      "{\"a\":\"\xf4\x90\x80\x80\"}",
+      "{\"a\":\"\xe2\x82\"}",
+      "{\"a\":1,\"a\":2}",
+      "/* c */{}",
+      "{\"a\":1}//",
   };
   size_t i;
   for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -143,13 +181,15 @@ static void test_writer(void) {
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_str(&b, "a\"\\\n\r\t\b\f\x01\x1f\0z\xc3\xa9", 14);
   want = "\"a\\\"\\\\\\n\\r\\t\\b\\f\\u0001\\u001f\\u0000z\xc3\xa9\"";
-  CHECK(!b.failed && b.len == strlen(want) &&
-        memcmp(b.data, want, b.len) == 0);
+  CHECK(!b.failed && b.len == strlen(want) && memcmp(b.data, want, b.len) == 0);
   b.len = 0;
   lkvnet_jbuf_u64(&b, 18446744073709551615ull);
   CHECK(b.len == 20 && memcmp(b.data, "18446744073709551615", 20) == 0);
   b.len = 0;
-  lkvnet_jbuf_base64(&b, "\0\xff\x10" "ab", 5);
+  lkvnet_jbuf_base64(&b,
+                     "\0\xff\x10"
+                     "ab",
+                     5);
   CHECK(b.len == 8 && memcmp(b.data, "AP8QYWI=", 8) == 0);
   b.len = 0;
   lkvnet_jbuf_base64(&b, "a", 1);

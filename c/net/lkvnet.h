@@ -47,18 +47,20 @@
 #define LKVNET_DEFAULT_MAX_CONNECTIONS 1024
 #define LKVNET_SCAN_DEFAULT_LIMIT 100
 #define LKVNET_SCAN_MAX_LIMIT 1000
-#define LKVNET_SCAN_MAX_BYTES (8u * 1024u * 1024u) /* a scan reply's soft cap */
+/* a scan reply's soft cap */
+#define LKVNET_SCAN_MAX_BYTES (8u * 1024u * 1024u)
 #define LKVNET_DEFAULT_HEARTBEAT_MS 100
 #define LKVNET_MAX_NODES 64
 /* Keys and values of uncommitted writes a leader holds before it refuses
  * new ones (503): what a leader without a majority keeps in memory. */
 #define LKVNET_MAX_UNCOMMITTED_BYTES (256u * 1024u * 1024u)
-#define LKVNET_DEFAULT_LOG_COMPACTION 10000 /* the seed's threshold */
-#define LKVNET_APPEND_MAX_BYTES (1u << 20)   /* frames per /append, soft */
+#define LKVNET_DEFAULT_LOG_COMPACTION 10000    /* the seed's threshold */
+#define LKVNET_APPEND_MAX_BYTES (1u << 20)     /* frames per /append, soft */
 #define LKVNET_SNAPSHOT_CHUNK_BYTES (1u << 20) /* pairs per /snapshot, soft */
-#define LKVNET_SYNC_MAX_ENTRIES 1000         /* entries per /sync reply */
-#define LKVNET_FORWARD_CONNS 256   /* a follower's connections to the leader,
-                                      at most (one request in flight each) */
+#define LKVNET_SYNC_MAX_ENTRIES 1000           /* entries per /sync reply */
+#define LKVNET_FORWARD_CONNS                     \
+  256 /* a follower's connections to the leader, \
+         at most (one request in flight each) */
 /* The ranges lkvnet_server_open accepts (outside: LKV_INVALID naming the
  * option); `lunakv node` checks the same ones when it parses its flags. */
 #define LKVNET_MIN_MAX_BODY 1
@@ -69,10 +71,11 @@
 #define LKVNET_MAX_HEARTBEAT_MS 60000
 #define LKVNET_MIN_MAX_UNCOMMITTED 1
 #define LKVNET_MAX_MAX_UNCOMMITTED ((uint64_t)1 << 40) /* 1 TiB */
-#define LKVNET_MIN_READ_TIMEOUT_MS 100 /* the timeouts are checked every 50 ms */
-#define LKVNET_MAX_READ_TIMEOUT_MS (3600 * 1000)       /* an hour */
+#define LKVNET_MIN_READ_TIMEOUT_MS \
+  100 /* the timeouts are checked every 50 ms */
+#define LKVNET_MAX_READ_TIMEOUT_MS (3600 * 1000) /* an hour */
 #define LKVNET_MIN_IDLE_TIMEOUT_MS 100
-#define LKVNET_MAX_IDLE_TIMEOUT_MS (24 * 3600 * 1000)  /* a day */
+#define LKVNET_MAX_IDLE_TIMEOUT_MS (24 * 3600 * 1000) /* a day */
 #define LKVNET_MIN_MAX_CONNECTIONS 1
 #define LKVNET_MAX_MAX_CONNECTIONS (1 << 20) /* Linux's default nr_open */
 
@@ -91,35 +94,35 @@
 typedef void (*lkvnet_log_fn)(void *ctx, const char *line);
 
 typedef struct lkvnet_options {
-  const char *data_dir;   /* the node's directory: db/ and replication.log */
-  const char *host;       /* address to listen on; "127.0.0.1" */
-  int port;               /* 0 = any free port (see lkvnet_server_port) */
-  const char *my_url;     /* NULL: "http://HOST:PORT" once bound */
-  const char *leader_url; /* NULL or equal to my_url: this node leads */
+  const char *data_dir;     /* the node's directory: db/ and replication.log */
+  const char *host;         /* address to listen on; "127.0.0.1" */
+  int port;                 /* 0 = any free port (see lkvnet_server_port) */
+  const char *my_url;       /* NULL: "http://HOST:PORT" once bound */
+  const char *leader_url;   /* NULL or equal to my_url: this node leads */
   const char *const *nodes; /* every node's URL (may be NULL: just me) */
   size_t nnodes;
-  size_t max_body_bytes;  /* request bodies over this get 413; 4 MiB */
-  int write_timeout_ms;   /* a write not committed by then gets 503; 5000 */
-  const char *token;      /* shared secret for internal routes; NULL or
-                             "": none */
+  size_t max_body_bytes; /* request bodies over this get 413; 4 MiB */
+  int write_timeout_ms;  /* a write not committed by then gets 503; 5000 */
+  const char *token;     /* shared secret for internal routes; NULL or
+                            "": none */
   uint64_t log_compaction_threshold; /* entries past the last snapshot
                                         before the log is cut; 0: never */
-  int heartbeat_ms;       /* an idle leader's /append to each follower; 100 */
+  int heartbeat_ms; /* an idle leader's /append to each follower; 100 */
   size_t max_uncommitted_bytes; /* uncommitted key+value bytes a leader
                                    holds before refusing writes; 256 MiB */
-  int read_timeout_ms;    /* a request not whole by then: the connection
-                             is closed; 10000 */
-  int idle_timeout_ms;    /* a keep-alive connection idle this long is
-                             closed; 60000 */
-  int max_connections;    /* open client connections before the node
-                             stops accepting; 1024 */
-  lkv_options engine;     /* the engine's options; sync is set to none.
-                             engine.env (NULL: POSIX) is the file system
-                             of the whole DATA_DIR: the node makes the
-                             directory, keeps its replication log and
-                             term file through it too; it must outlive
-                             the server */
-  lkvnet_log_fn log;      /* one line per notable event; NULL: stderr */
+  int read_timeout_ms;          /* a request not whole by then: the connection
+                                   is closed; 10000 */
+  int idle_timeout_ms;          /* a keep-alive connection idle this long is
+                                   closed; 60000 */
+  int max_connections;          /* open client connections before the node
+                                   stops accepting; 1024 */
+  lkv_options engine;           /* the engine's options; sync is set to none.
+                                   engine.env (NULL: POSIX) is the file system
+                                   of the whole DATA_DIR: the node makes the
+                                   directory, keeps its replication log and
+                                   term file through it too; it must outlive
+                                   the server */
+  lkvnet_log_fn log;            /* one line per notable event; NULL: stderr */
   void *log_ctx;
 } lkvnet_options;
 

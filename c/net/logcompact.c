@@ -44,8 +44,7 @@ void lkvnet_node_maybe_compact(lkvnet_server *s) {
   base = lkvnet_rlog_base_index(s->rlog);
   if (target <= base || target - base < s->compaction_threshold) return;
   for (i = 0; i < s->npeers; i++)
-    if (s->peers[i].state == LKVNET_PEER_UP &&
-        s->peers[i].match_index < target)
+    if (s->peers[i].state == LKVNET_PEER_UP && s->peers[i].match_index < target)
       target = s->peers[i].match_index;
   if (target <= base || target - base < s->compaction_threshold) return;
   err.msg[0] = '\0';
@@ -58,9 +57,10 @@ void lkvnet_node_maybe_compact(lkvnet_server *s) {
   }
   s->compact_index = target;
   s->compact_term = t;
-  lkvnet_node_log(s, "log compaction: cutting the log after index %llu "
-                  "(term %llu) in the background", (unsigned long long)target,
-                  (unsigned long long)t);
+  lkvnet_node_log(s,
+                  "log compaction: cutting the log after index %llu "
+                  "(term %llu) in the background",
+                  (unsigned long long)target, (unsigned long long)t);
 }
 
 /* A compaction moved on (or ended): report how it ended. */
@@ -68,16 +68,19 @@ void lkvnet_node_compaction_poll(lkvnet_server *s) {
   lkv_err err;
   err.msg[0] = '\0';
   switch (lkvnet_rlog_compact_poll(s->rlog, &err)) {
-  case LKVNET_COMPACT_DONE:
-    s->compactions++;
-    lkvnet_node_log(s, "log compacted: entries up to %llu (term %llu) are now "
-                    "only in the engine", (unsigned long long)s->compact_index,
-                    (unsigned long long)s->compact_term);
-    break;
-  case LKVNET_COMPACT_FAILED:
-    lkvnet_node_log(s, "log compaction at index %llu failed: %s",
-                    (unsigned long long)s->compact_index, err.msg);
-    break;
-  default: break;
+    case LKVNET_COMPACT_DONE:
+      s->compactions++;
+      lkvnet_node_log(s,
+                      "log compacted: entries up to %llu (term %llu) are now "
+                      "only in the engine",
+                      (unsigned long long)s->compact_index,
+                      (unsigned long long)s->compact_term);
+      break;
+    case LKVNET_COMPACT_FAILED:
+      lkvnet_node_log(s, "log compaction at index %llu failed: %s",
+                      (unsigned long long)s->compact_index, err.msg);
+      break;
+    default:
+      break;
   }
 }

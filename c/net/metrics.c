@@ -3,20 +3,20 @@
  * engine's and the log's counters), /health, and /metrics in
  * Prometheus' text format. Runs on the event loop's thread; the node's
  * state is node.h. */
+#include <event2/http.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <event2/http.h>
 
 #include "json.h"
 #include "node.h"
 #include "rlog.h"
 
 static const char *const route_names[LKVNET_NROUTES] = {
-    "/set", "/delete", "/get", "/scan", "/status", "/stats", "/health",
-    "/metrics", "/kv", "/append", "/snapshot", "/sync", "other"};
+    "/set",      "/delete", "/get",     "/scan", "/status",
+    "/stats",    "/health", "/metrics", "/kv",   "/append",
+    "/snapshot", "/sync",   "other"};
 
 static const char *const peer_states[] = {"unknown", "up", "down"};
 _Static_assert(sizeof peer_states / sizeof *peer_states == LKVNET_PEER_DOWN + 1,
@@ -42,8 +42,8 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_u64(&b, s->term);
   lkvnet_jbuf_lit(&b, ", \"my_url\": ");
   lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
-  lkvnet_jbuf_lit(&b, s->leader ? ", \"role\": \"leader\"" :
-                                  ", \"role\": \"follower\"");
+  lkvnet_jbuf_lit(
+      &b, s->leader ? ", \"role\": \"leader\"" : ", \"role\": \"follower\"");
   lkvnet_jbuf_lit(&b, ", \"commit_index\": ");
   lkvnet_jbuf_u64(&b, s->commit_index);
   lkvnet_jbuf_lit(&b, ", \"last_index\": ");
@@ -72,11 +72,12 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
       lkvnet_jbuf_lit(&b, "\"");
       jfield(&b, "match_index", p->match_index);
       jfield(&b, "next_index", p->next_index);
-      jfield(&b, "lag", rs.last_index - (p->match_index < rs.last_index
-                                         ? p->match_index : rs.last_index));
-      jfield(&b, "last_contact_ms",
-             p->last_contact > 0 ? (uint64_t)((t - p->last_contact) * 1000)
-                                 : 0);
+      jfield(&b, "lag",
+             rs.last_index - (p->match_index < rs.last_index ? p->match_index
+                                                             : rs.last_index));
+      jfield(
+          &b, "last_contact_ms",
+          p->last_contact > 0 ? (uint64_t)((t - p->last_contact) * 1000) : 0);
       jfield(&b, "snapshots_sent", p->snapshots_sent);
       if (p->state == LKVNET_PEER_DOWN) {
         lkvnet_jbuf_lit(&b, ", \"error\": ");
@@ -188,13 +189,15 @@ static void mline(lkvnet_jbuf *b, const char *fmt, ...) {
 static void peer_counters(lkvnet_jbuf *b, const lkvnet_server *s,
                           const char *name, const char *help, size_t field) {
   size_t i;
-  mline(b, "# HELP lunakv_replication_%s_total %s\n"
-           "# TYPE lunakv_replication_%s_total counter\n", name, help, name);
+  mline(b,
+        "# HELP lunakv_replication_%s_total %s\n"
+        "# TYPE lunakv_replication_%s_total counter\n",
+        name, help, name);
   for (i = 0; i < s->npeers; i++)
     mline(b, "lunakv_replication_%s_total{follower=\"%s\"} %llu\n", name,
           s->peers[i].url,
           (unsigned long long)*(const uint64_t *)((const char *)&s->peers[i] +
-                                                 field));
+                                                  field));
 }
 
 void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
@@ -208,82 +211,107 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
   /* count this request first so a scrape sees itself */
   lkv_db_stats(s->db, &st);
   lkvnet_rlog_stats_get(s->rlog, &rs);
-  mline(&b, "# HELP lunakv_http_requests_total HTTP requests answered, by "
-            "route and status.\n# TYPE lunakv_http_requests_total counter\n");
+  mline(&b,
+        "# HELP lunakv_http_requests_total HTTP requests answered, by "
+        "route and status.\n# TYPE lunakv_http_requests_total counter\n");
   for (r = 0; r < LKVNET_NROUTES; r++)
     for (i = 0; i <= LKVNET_NSTATUS; i++)
       if (s->requests[r][i])
-        mline(&b, "lunakv_http_requests_total{route=\"%s\",code=\"%s%d\"} "
-                  "%llu\n", route_names[r], i < LKVNET_NSTATUS ? "" : "other",
+        mline(&b,
+              "lunakv_http_requests_total{route=\"%s\",code=\"%s%d\"} "
+              "%llu\n",
+              route_names[r], i < LKVNET_NSTATUS ? "" : "other",
               i < LKVNET_NSTATUS ? lkvnet_node_status_codes[i] : 0,
               (unsigned long long)s->requests[r][i]);
-  mline(&b, "# HELP lunakv_http_request_duration_seconds Time from request "
-            "to reply (writes include the commit).\n"
-            "# TYPE lunakv_http_request_duration_seconds histogram\n");
+  mline(&b,
+        "# HELP lunakv_http_request_duration_seconds Time from request "
+        "to reply (writes include the commit).\n"
+        "# TYPE lunakv_http_request_duration_seconds histogram\n");
   for (r = 0; r < LKVNET_NROUTES; r++) {
     if (s->lat_count[r] == 0) continue;
     for (i = 0; i < LKVNET_NBUCKETS; i++)
-      mline(&b, "lunakv_http_request_duration_seconds_bucket{route=\"%s\","
-                "le=\"%g\"} %llu\n", route_names[r],
-            lkvnet_node_latency_buckets[i],
+      mline(&b,
+            "lunakv_http_request_duration_seconds_bucket{route=\"%s\","
+            "le=\"%g\"} %llu\n",
+            route_names[r], lkvnet_node_latency_buckets[i],
             (unsigned long long)s->hist[r][i]);
-    mline(&b, "lunakv_http_request_duration_seconds_bucket{route=\"%s\","
-              "le=\"+Inf\"} %llu\n", route_names[r],
-          (unsigned long long)s->lat_count[r]);
+    mline(&b,
+          "lunakv_http_request_duration_seconds_bucket{route=\"%s\","
+          "le=\"+Inf\"} %llu\n",
+          route_names[r], (unsigned long long)s->lat_count[r]);
     mline(&b, "lunakv_http_request_duration_seconds_sum{route=\"%s\"} %.9f\n",
           route_names[r], s->lat_sum[r]);
-    mline(&b, "lunakv_http_request_duration_seconds_count{route=\"%s\"} "
-              "%llu\n", route_names[r], (unsigned long long)s->lat_count[r]);
+    mline(&b,
+          "lunakv_http_request_duration_seconds_count{route=\"%s\"} "
+          "%llu\n",
+          route_names[r], (unsigned long long)s->lat_count[r]);
   }
-#define GAUGE(name, help, v)                                                 \
-  mline(&b, "# HELP lunakv_" name " " help "\n# TYPE lunakv_" name           \
-            " gauge\nlunakv_" name " %llu\n", (unsigned long long)(v))
-#define COUNTER(name, help, v)                                               \
-  mline(&b, "# HELP lunakv_" name " " help "\n# TYPE lunakv_" name           \
-            " counter\nlunakv_" name " %llu\n", (unsigned long long)(v))
-  GAUGE("rlog_last_index", "Last index in the replication log.",
-        rs.last_index);
+#define GAUGE(name, help, v)                                   \
+  mline(&b,                                                    \
+        "# HELP lunakv_" name " " help "\n# TYPE lunakv_" name \
+        " gauge\nlunakv_" name " %llu\n",                      \
+        (unsigned long long)(v))
+#define COUNTER(name, help, v)                                 \
+  mline(&b,                                                    \
+        "# HELP lunakv_" name " " help "\n# TYPE lunakv_" name \
+        " counter\nlunakv_" name " %llu\n",                    \
+        (unsigned long long)(v))
+  GAUGE("rlog_last_index", "Last index in the replication log.", rs.last_index);
   GAUGE("rlog_durable_index", "Last index fdatasync'ed.", rs.durable_index);
   GAUGE("commit_index", "Last index durable on a majority.", s->commit_index);
-  GAUGE("applied_index", "Last index applied to the engine.",
-        s->applied_index);
-  GAUGE("rlog_base_index", "Entries up to this index are compacted into "
-        "the engine.", rs.base_index);
+  GAUGE("applied_index", "Last index applied to the engine.", s->applied_index);
+  GAUGE("rlog_base_index",
+        "Entries up to this index are compacted into "
+        "the engine.",
+        rs.base_index);
   GAUGE("term", "The node's current term.", s->term);
   COUNTER("rlog_compactions_total", "Log compactions.", s->compactions);
   GAUGE("http_connections_open", "Client connections open.", s->conns.open);
-  mline(&b, "# HELP lunakv_http_connections_closed_total Client connections "
-            "the node closed, by reason.\n"
-            "# TYPE lunakv_http_connections_closed_total counter\n");
-  mline(&b, "lunakv_http_connections_closed_total{reason=\"read_timeout\"} "
-            "%llu\n", (unsigned long long)s->conns.read_timeouts);
-  mline(&b, "lunakv_http_connections_closed_total{reason=\"idle_timeout\"} "
-            "%llu\n", (unsigned long long)s->conns.idle_timeouts);
-  COUNTER("http_accept_errors_total", "accept() calls that failed (each "
-          "pauses accepting).", s->conns.accept_errors);
+  mline(&b,
+        "# HELP lunakv_http_connections_closed_total Client connections "
+        "the node closed, by reason.\n"
+        "# TYPE lunakv_http_connections_closed_total counter\n");
+  mline(&b,
+        "lunakv_http_connections_closed_total{reason=\"read_timeout\"} "
+        "%llu\n",
+        (unsigned long long)s->conns.read_timeouts);
+  mline(&b,
+        "lunakv_http_connections_closed_total{reason=\"idle_timeout\"} "
+        "%llu\n",
+        (unsigned long long)s->conns.idle_timeouts);
+  COUNTER("http_accept_errors_total",
+          "accept() calls that failed (each "
+          "pauses accepting).",
+          s->conns.accept_errors);
   if (s->npeers > 0) {
-    mline(&b, "# HELP lunakv_replication_lag_entries Entries in the "
-              "leader's log that a follower does not hold yet.\n"
-              "# TYPE lunakv_replication_lag_entries gauge\n");
+    mline(&b,
+          "# HELP lunakv_replication_lag_entries Entries in the "
+          "leader's log that a follower does not hold yet.\n"
+          "# TYPE lunakv_replication_lag_entries gauge\n");
     for (i = 0; i < s->npeers; i++)
       mline(&b, "lunakv_replication_lag_entries{follower=\"%s\"} %llu\n",
             s->peers[i].url,
             (unsigned long long)(rs.last_index > s->peers[i].match_index
                                      ? rs.last_index - s->peers[i].match_index
                                      : 0));
-    mline(&b, "# HELP lunakv_replication_follower_up 1 when the follower "
-              "answered its last request.\n"
-              "# TYPE lunakv_replication_follower_up gauge\n");
+    mline(&b,
+          "# HELP lunakv_replication_follower_up 1 when the follower "
+          "answered its last request.\n"
+          "# TYPE lunakv_replication_follower_up gauge\n");
     for (i = 0; i < s->npeers; i++)
       mline(&b, "lunakv_replication_follower_up{follower=\"%s\"} %d\n",
             s->peers[i].url, s->peers[i].state == LKVNET_PEER_UP);
     /* appends per entry sent: how much the batching saves */
     peer_counters(&b, s, "entries_sent", "Entries sent to a follower.",
                   offsetof(lkvnet_peer, entries_sent));
-    peer_counters(&b, s, "appends", "/append requests sent to a follower "
-                  "(heartbeats included).", offsetof(lkvnet_peer, appends));
-    peer_counters(&b, s, "failures", "Requests to a follower that got no "
-                  "usable answer.", offsetof(lkvnet_peer, failures));
+    peer_counters(&b, s, "appends",
+                  "/append requests sent to a follower "
+                  "(heartbeats included).",
+                  offsetof(lkvnet_peer, appends));
+    peer_counters(&b, s, "failures",
+                  "Requests to a follower that got no "
+                  "usable answer.",
+                  offsetof(lkvnet_peer, failures));
   }
   COUNTER("rlog_syncs_total", "fdatasync calls on the replication log.",
           rs.syncs);
@@ -301,8 +329,7 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
           st.bytes_written_disk);
   COUNTER("engine_flushes_total", "Memtable flushes.", st.flushes);
   COUNTER("engine_compactions_total", "Compactions.", st.compactions);
-  COUNTER("engine_stall_micros_total", "Time writers waited.",
-          st.stall_micros);
+  COUNTER("engine_stall_micros_total", "Time writers waited.", st.stall_micros);
   COUNTER("engine_block_reads_total", "Data blocks read.", st.block_reads);
   COUNTER("engine_block_cache_hits_total", "Block cache hits.",
           st.block_cache_hits);

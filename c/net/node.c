@@ -8,19 +8,19 @@
  * Every request ends in exactly one call of lkvnet_node_reply():
  * synchronously for reads and refusals, from the commit path (apply or
  * timeout) for writes. */
+#include "node.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
-
-#include "json.h"
 #include "err.h"
-#include "node.h"
+#include "json.h"
 #include "rlog.h"
 
 /* {======================================================================
@@ -47,8 +47,8 @@ void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...) {
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    fprintf(stderr, "%s lunakv node %s: %s\n", ts,
-            s->my_url ? s->my_url : "-", line);
+    fprintf(stderr, "%s lunakv node %s: %s\n", ts, s->my_url ? s->my_url : "-",
+            line);
   }
 }
 
@@ -71,25 +71,33 @@ uint64_t lkvnet_node_last_index(lkvnet_server *s) {
 const int lkvnet_node_status_codes[] = {200, 400, 401, 403, 404, 405,
                                         409, 410, 413, 500, 503};
 _Static_assert(sizeof lkvnet_node_status_codes /
-                       sizeof lkvnet_node_status_codes[0] == LKVNET_NSTATUS,
+                       sizeof lkvnet_node_status_codes[0] ==
+                   LKVNET_NSTATUS,
                "LKVNET_NSTATUS in node.h");
 
 const double lkvnet_node_latency_buckets[] = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1,    0.25,  0.5,    1,     2.5,  5};
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 _Static_assert(sizeof lkvnet_node_latency_buckets /
-                       sizeof lkvnet_node_latency_buckets[0] == LKVNET_NBUCKETS,
+                       sizeof lkvnet_node_latency_buckets[0] ==
+                   LKVNET_NBUCKETS,
                "LKVNET_NBUCKETS in node.h");
 
 static const char *reason(int code) {
   switch (code) {
-  case 200: return "OK";
-  case 400: return "Bad Request";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 413: return "Payload Too Large";
-  case 503: return "Service Unavailable";
-  default: return "Internal Server Error";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Internal Server Error";
   }
 }
 
@@ -162,10 +170,14 @@ void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
 
 int lkvnet_node_http_status_of(int lkv_code) {
   switch (lkv_code) {
-  case LKV_INVALID: return 400;
-  case LKV_TOOBIG: return 413;
-  case LKV_NOTFOUND: return 404;
-  default: return 500;
+    case LKV_INVALID:
+      return 400;
+    case LKV_TOOBIG:
+      return 413;
+    case LKV_NOTFOUND:
+      return 404;
+    default:
+      return 500;
   }
 }
 
@@ -226,8 +238,10 @@ void lkvnet_node_held_error(lkvnet_held *h, int code, const char *fmt, ...) {
 
 void lkvnet_node_held_json(lkvnet_held *h, int code, lkvnet_jbuf *b) {
   struct evhttp_request *req = lkvnet_node_unhold(h);
-  if (req == NULL) lkvnet_jbuf_free(b);
-  else lkvnet_node_reply_json(h->s, req, h->route, h->start, code, b);
+  if (req == NULL)
+    lkvnet_jbuf_free(b);
+  else
+    lkvnet_node_reply_json(h->s, req, h->route, h->start, code, b);
 }
 
 /* }====================================================================== */

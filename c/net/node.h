@@ -25,10 +25,9 @@
 #ifndef LKVNET_NODE_H
 #define LKVNET_NODE_H
 
+#include <event2/http.h>
 #include <stddef.h>
 #include <stdint.h>
-
-#include <event2/http.h>
 
 #include "json.h"
 #include "lkvnet.h"
@@ -36,10 +35,20 @@
 
 /* A request's route, which the metrics count by (its names: metrics.c). */
 enum {
-  LKVNET_ROUTE_SET, LKVNET_ROUTE_DELETE, LKVNET_ROUTE_GET, LKVNET_ROUTE_SCAN,
-  LKVNET_ROUTE_STATUS, LKVNET_ROUTE_STATS, LKVNET_ROUTE_HEALTH,
-  LKVNET_ROUTE_METRICS, LKVNET_ROUTE_KV, LKVNET_ROUTE_APPEND,
-  LKVNET_ROUTE_SNAPSHOT, LKVNET_ROUTE_SYNC, LKVNET_ROUTE_OTHER, LKVNET_NROUTES
+  LKVNET_ROUTE_SET,
+  LKVNET_ROUTE_DELETE,
+  LKVNET_ROUTE_GET,
+  LKVNET_ROUTE_SCAN,
+  LKVNET_ROUTE_STATUS,
+  LKVNET_ROUTE_STATS,
+  LKVNET_ROUTE_HEALTH,
+  LKVNET_ROUTE_METRICS,
+  LKVNET_ROUTE_KV,
+  LKVNET_ROUTE_APPEND,
+  LKVNET_ROUTE_SNAPSHOT,
+  LKVNET_ROUTE_SYNC,
+  LKVNET_ROUTE_OTHER,
+  LKVNET_NROUTES
 };
 /* The metrics' shape (the tables are in node.c) */
 #define LKVNET_NSTATUS 11  /* status codes counted one by one */
@@ -113,22 +122,27 @@ typedef struct lkvnet_peer {
  * request has begun (or it was just accepted), read_timeout_ms applies;
  * HANDLING: the node has the request (held or being answered); IDLE: a
  * keep-alive connection between requests, idle_timeout_ms applies. */
-enum { LKVNET_CONN_NEW, LKVNET_CONN_READING, LKVNET_CONN_HANDLING,
-       LKVNET_CONN_IDLE, LKVNET_NCONN_PHASES };
+enum {
+  LKVNET_CONN_NEW,
+  LKVNET_CONN_READING,
+  LKVNET_CONN_HANDLING,
+  LKVNET_CONN_IDLE,
+  LKVNET_NCONN_PHASES
+};
 typedef struct lkvnet_conn lkvnet_conn;
 typedef struct lkvnet_conn_list {
   lkvnet_conn *head, *tail;
 } lkvnet_conn_list;
 typedef struct lkvnet_conns {
   lkvnet_conn_list lists[LKVNET_NCONN_PHASES];
-  lkvnet_conn **by_fd;   /* open connections by descriptor */
+  lkvnet_conn **by_fd; /* open connections by descriptor */
   size_t by_fd_cap;
-  size_t open;           /* accepted and not yet closed (the cap's count) */
+  size_t open; /* accepted and not yet closed (the cap's count) */
   struct event *resolve_ev, *retry_ev, *tick_ev;
-  int accepting;         /* the listener is enabled */
-  int full;              /* at max_conns: not accepting */
-  int paused;            /* accept() failed: not accepting until retry_ev */
-  double backoff;        /* the current pause, seconds */
+  int accepting;            /* the listener is enabled */
+  int full;                 /* at max_conns: not accepting */
+  int paused;               /* accept() failed: not accepting until retry_ev */
+  double backoff;           /* the current pause, seconds */
   uint64_t accept_failures; /* since accept() last went LOG_EVERY s
                                without failing */
   uint64_t unlogged;        /* failures since the last log line */
@@ -172,18 +186,18 @@ struct lkvnet_server {
   struct event *notify_ev, *tick_ev, *sigterm_ev, *sigint_ev;
 
   uint64_t term, commit_index, applied_index;
-  uint64_t term_start; /* leader: index of its term's no-op (0: none) */
+  uint64_t term_start;         /* leader: index of its term's no-op (0: none) */
   lkvnet_pending *head, *tail; /* in index order */
-  size_t pending_bytes; /* keys and values held in the pending list */
+  size_t pending_bytes;        /* keys and values held in the pending list */
   size_t max_uncommitted;
   lkvnet_waiter *waiters;
-  size_t waiting;       /* held requests not yet answered */
+  size_t waiting; /* held requests not yet answered */
   /* The node is shutting down: SIGTERM or SIGINT began a drain, or
    * lkvnet_server_close runs. New writes and forwards get 503, and the
    * listener is gone for good (removed by the drain, freed by close). */
   int draining;
-  double drained_at;    /* when a drain's last held request was answered */
-  lkv_err apply_err;    /* sticky: the engine refused an apply */
+  double drained_at; /* when a drain's last held request was answered */
+  lkv_err apply_err; /* sticky: the engine refused an apply */
 
   /* leader */
   lkvnet_peer *peers;
@@ -236,9 +250,8 @@ void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req,
                             lkvnet_jbuf *b); /* frees b */
 /* {"ok": false, "error": the message} */
 void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start, int code,
-                             const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+                             int route, double start, int code, const char *fmt,
+                             ...) __attribute__((format(printf, 6, 7)));
 int lkvnet_node_http_status_of(int lkv_code); /* an LKV_* code's HTTP status */
 /* "name": v, as a string when UTF-8, else base64 beside name_encoding. */
 void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name,
@@ -258,8 +271,8 @@ void lkvnet_node_held_json(lkvnet_held *h, int code, lkvnet_jbuf *b);
 
 /* Query parameter name, URL-decoded, malloc'd (NULL: absent, or out of
  * memory when *found). */
-char *lkvnet_node_query_param(const char *query, const char *name,
-                              size_t *len, int *found);
+char *lkvnet_node_query_param(const char *query, const char *name, size_t *len,
+                              int *found);
 /* A limit: decimal digits only, at most 1000000. 0, or -1. */
 int lkvnet_node_parse_limit(const char *v, long *out);
 /* "http://host:port": a client connection of this loop, and the Host
@@ -331,9 +344,8 @@ void lkvnet_node_serve_waiters(lkvnet_server *s);
 /* Start a write on the leader (check, append, hold, send); a refusal is
  * answered at once. */
 void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start, int op,
-                             const char *key, size_t klen, const char *val,
-                             size_t vlen);
+                             int route, double start, int op, const char *key,
+                             size_t klen, const char *val, size_t vlen);
 /* Recompute the commit index (leader: from the followers' match indexes)
  * and apply what it covers. */
 void lkvnet_node_advance_commit(lkvnet_server *s);

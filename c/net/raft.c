@@ -52,15 +52,6 @@ static int conf_valid(const lkvnet_raft_conf *c) {
   return 1;
 }
 
-static void reset_timeout(lkvnet_raft *r) {
-  int et = r->cfg.election_ticks;
-  r->elapsed = 0;
-  r->hb_elapsed = 0;
-  /* [et, 2 et): two nodes rarely time out in the same tick, so one
-   * usually gathers its votes before the other starts (Raft 5.2) */
-  r->rand_timeout = et + (int)(lkv_splitmix64(&r->rng) % (uint64_t)et);
-}
-
 int lkvnet_raft_new(const lkvnet_raft_config *c, lkvnet_raft **out,
                     lkv_err *err) {
   *out = NULL;
@@ -151,7 +142,7 @@ int lkvnet_raft_new(const lkvnet_raft_config *c, lkvnet_raft **out,
   r->lead = LKVNET_RAFT_NONE;
   r->ack_matched = r->commit;
   lkvnet_raft_peers_sync(r);
-  reset_timeout(r);
+  lkvnet_raft_reset_timeout(r);
   if (c->campaign_first && r->term == 0 && last == 0)
     r->rand_timeout = 1; /* the hinted node times out first */
   *out = r;
@@ -171,60 +162,6 @@ void lkvnet_raft_free(lkvnet_raft *r) {
 /* {======================================================================
 ** Roles
 ** ======================================================================= */
-
-int lkvnet_raft_quorum(const lkvnet_raft *r) {
-  return (int)(r->conf.n_voters / 2 + 1);
-}
-
-int lkvnet_raft_self_voter(const lkvnet_raft *r) {
-  return lkvnet_raft_conf_is_voter(&r->conf, r->id);
-}
-
-static void set_lead(lkvnet_raft *r, uint64_t lead) {
-  if (lead != LKVNET_RAFT_NONE && lead != r->seen_lead) {
-    r->cnt.leader_changes++;
-    r->seen_lead = lead;
-  }
-  r->lead = lead;
-}
-
-lkvnet_raft_msg *lkvnet_raft_send(lkvnet_raft *r, int type, uint64_t to) {
-  if (r->n_out == r->cap_out) {
-    size_t cap = r->cap_out ? r->cap_out * 2 : 32;
-    lkvnet_raft_msg *p = realloc(r->out, cap * sizeof(*p));
-    if (!p) {
-      r->cnt.dropped_msgs++;
-      return NULL;
-    }
-    r->out = p;
-    r->cap_out = cap;
-  }
-  lkvnet_raft_msg *m = &r->out[r->n_out++];
-  memset(m, 0, sizeof(*m));
-  m->type = type;
-  m->from = r->id;
-  m->to = to;
-  m->term = r->term;
-  return m;
-}
-
-void lkvnet_raft_become_follower(lkvnet_raft *r, uint64_t term, uint64_t lead) {
-  if (r->role == LKVNET_RAFT_LEADER) lkvnet_raft_reads_fail(r);
-  if (term != r->term) {
-    r->term = term;
-    r->vote = LKVNET_RAFT_NONE;
-  }
-  r->role = LKVNET_RAFT_FOLLOWER;
-  set_lead(r, lead);
-  reset_timeout(r);
-  r->transferee = LKVNET_RAFT_NONE;
-  /* what this node acknowledged was for the old leader; committed
-   * entries match every later leader's log (leader completeness) */
-  r->ack_matched = r->commit;
-  r->ack_sent = 0;
-  r->ack_need = 0;
-  r->ack_pending = 0;
-}
 
 static void tally_reset(lkvnet_raft *r) {
   for (size_t i = 0; i < r->n_peers; i++) r->peers[i].vote = 0;
@@ -260,8 +197,8 @@ static void become_candidate(lkvnet_raft *r, int transfer) {
   r->term++;
   r->vote = r->id;
   r->role = LKVNET_RAFT_CANDIDATE;
-  set_lead(r, LKVNET_RAFT_NONE);
-  reset_timeout(r);
+  lkvnet_raft_set_lead(r, LKVNET_RAFT_NONE);
+  lkvnet_raft_reset_timeout(r);
   tally_reset(r);
   r->cnt.elections_started++;
   int g, x;
@@ -278,8 +215,8 @@ static void become_candidate(lkvnet_raft *r, int transfer) {
  * timing out) cannot depose a healthy leader when it comes back. */
 static void become_precandidate(lkvnet_raft *r) {
   r->role = LKVNET_RAFT_PRECANDIDATE;
-  set_lead(r, LKVNET_RAFT_NONE);
-  reset_timeout(r);
+  lkvnet_raft_set_lead(r, LKVNET_RAFT_NONE);
+  lkvnet_raft_reset_timeout(r);
   tally_reset(r);
   r->cnt.prevote_rounds++;
   int g, x;

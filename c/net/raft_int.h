@@ -173,22 +173,31 @@ int lkvnet_raft_conf_encode(int op, uint64_t node, const lkvnet_raft_conf *conf,
                             const void *ctx, size_t ctx_len,
                             unsigned char **out, size_t *len);
 
-/* ---- raft.c: shared by the role code ---- */
+/* ---- raft_log.c: the peers of the configuration in force ---- */
+void lkvnet_raft_peers_sync(lkvnet_raft *r); /* peers = conf's members */
+void lkvnet_raft_peer_init(lkvnet_raft *r, raft_peer *p, uint64_t id);
+
+/* ---- raft_base.c: shared by the role code, calls no role back ---- */
 /* Queue a message (entries and conf already in the arena or static). */
 lkvnet_raft_msg *lkvnet_raft_send(lkvnet_raft *r, int type, uint64_t to);
 void lkvnet_raft_become_follower(lkvnet_raft *r, uint64_t term, uint64_t lead);
-void lkvnet_raft_campaign_now(lkvnet_raft *r, int transfer);
 int lkvnet_raft_quorum(const lkvnet_raft *r); /* voters / 2 + 1 */
 int lkvnet_raft_self_voter(const lkvnet_raft *r);
+void lkvnet_raft_set_lead(lkvnet_raft *r, uint64_t lead);
+void lkvnet_raft_reset_timeout(lkvnet_raft *r); /* a new random timeout */
+/* Hand a finished read to the driver (LKV_NOMEM: try again later). */
+int lkvnet_raft_push_done(lkvnet_raft *r, uint64_t ctx, uint64_t index, int ok);
+void lkvnet_raft_reads_fail(lkvnet_raft *r); /* leadership lost */
+
+/* ---- raft.c ---- */
+void lkvnet_raft_campaign_now(lkvnet_raft *r, int transfer);
 
 /* ---- raft_leader.c ---- */
-void lkvnet_raft_peers_sync(lkvnet_raft *r); /* peers = conf's members */
 raft_peer *lkvnet_raft_peer(lkvnet_raft *r, uint64_t id);
 void lkvnet_raft_become_leader(lkvnet_raft *r);
 void lkvnet_raft_leader_tick(lkvnet_raft *r);
 void lkvnet_raft_leader_step(lkvnet_raft *r, const lkvnet_raft_msg *m);
 void lkvnet_raft_maybe_commit(lkvnet_raft *r);
-void lkvnet_raft_flush(lkvnet_raft *r);      /* send what peers are owed */
-void lkvnet_raft_reads_fail(lkvnet_raft *r); /* leadership lost */
+void lkvnet_raft_flush(lkvnet_raft *r); /* send what peers are owed */
 
 #endif

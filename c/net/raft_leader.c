@@ -19,43 +19,6 @@ raft_peer *lkvnet_raft_peer(lkvnet_raft *r, uint64_t id) {
   return NULL;
 }
 
-static void peer_init(lkvnet_raft *r, raft_peer *p, uint64_t id) {
-  memset(p, 0, offsetof(raft_peer, infl));
-  p->id = id;
-  p->state = LKVNET_RAFT_PROBE;
-  p->next = lkvnet_raft_last_index(r) + 1;
-  /* a new member counts as heard from: CheckQuorum must not depose a
-   * leader in the tick after a member was added */
-  p->recent_active = 1;
-  p->need_send = 1;
-}
-
-/* The peers follow the configuration in force; progress is kept for
- * members that stay, so a change costs no re-probing. */
-void lkvnet_raft_peers_sync(lkvnet_raft *r) {
-  const lkvnet_raft_conf *c = &r->conf;
-  raft_peer *old = malloc(r->n_peers * sizeof(*old) + 1);
-  size_t n_old = r->n_peers;
-  if (old) memcpy(old, r->peers, n_old * sizeof(*old));
-  size_t n = 0;
-  for (size_t i = 0; i < c->n_voters + c->n_learners; i++) {
-    int voter = i < c->n_voters;
-    uint64_t id = voter ? c->voters[i] : c->learners[i - c->n_voters];
-    if (id == r->id) continue;
-    raft_peer *p = &r->peers[n++];
-    size_t j = 0;
-    while (old && j < n_old && old[j].id != id) j++;
-    if (old && j < n_old)
-      *p = old[j];
-    else
-      peer_init(r, p, id);
-    p->voter = voter;
-  }
-  r->n_peers = n;
-  free(old);
-  r->dirty = 1;
-}
-
 static void infl_free_to(raft_peer *p, uint64_t index) {
   while (p->infl_n && p->infl[p->infl_start] <= index) {
     p->infl_start = (p->infl_start + 1) % LKVNET_RAFT_MAX_INFLIGHT;
@@ -206,7 +169,7 @@ void lkvnet_raft_become_leader(lkvnet_raft *r) {
   for (size_t i = 0; i < r->n_peers; i++) {
     raft_peer *p = &r->peers[i];
     int voter = p->voter;
-    peer_init(r, p, p->id);
+    lkvnet_raft_peer_init(r, p, p->id);
     p->voter = voter;
     p->next = last + 1;
   }
@@ -401,18 +364,6 @@ static void on_commit(lkvnet_raft *r) {
 ** ReadIndex
 ** ======================================================================= */
 
-static int push_done(lkvnet_raft *r, uint64_t ctx, uint64_t index, int ok) {
-  if (r->n_done == r->cap_done) {
-    size_t cap = r->cap_done ? r->cap_done * 2 : 16;
-    lkvnet_raft_read *p = realloc(r->done_reads, cap * sizeof(*p));
-    if (!p) return LKV_NOMEM;
-    r->done_reads = p;
-    r->cap_done = cap;
-  }
-  r->done_reads[r->n_done++] = (lkvnet_raft_read){ctx, index, ok};
-  return LKV_OK;
-}
-
 /* Release every read whose round a majority has answered: each of those
  * answers came after the read was registered, at this leader's term, so
  * no other leader had committed anything then (it would have needed one
@@ -431,18 +382,10 @@ static void release_reads(lkvnet_raft *r) {
   for (size_t i = 0; i < r->n_reads; i++) {
     raft_readreq *q2 = &r->reads[i];
     if (q2->round && q2->round <= done &&
-        push_done(r, q2->ctx, q2->index, 1) == LKV_OK)
+        lkvnet_raft_push_done(r, q2->ctx, q2->index, 1) == LKV_OK)
       continue;
     r->reads[k++] = *q2;
   }
-  r->n_reads = k;
-}
-
-void lkvnet_raft_reads_fail(lkvnet_raft *r) {
-  size_t k = 0;
-  for (size_t i = 0; i < r->n_reads; i++)
-    if (push_done(r, r->reads[i].ctx, 0, 0) != LKV_OK)
-      r->reads[k++] = r->reads[i]; /* told at the next step-down */
   r->n_reads = k;
 }
 

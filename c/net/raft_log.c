@@ -473,3 +473,42 @@ int lkvnet_raft_conf_decode(const unsigned char *data, size_t len,
   out->ctx_len = cl;
   return LKV_OK;
 }
+
+/* ---- the peers of the configuration in force ---------------------- */
+
+void lkvnet_raft_peer_init(lkvnet_raft *r, raft_peer *p, uint64_t id) {
+  memset(p, 0, offsetof(raft_peer, infl));
+  p->id = id;
+  p->state = LKVNET_RAFT_PROBE;
+  p->next = lkvnet_raft_last_index(r) + 1;
+  /* a new member counts as heard from: CheckQuorum must not depose a
+   * leader in the tick after a member was added */
+  p->recent_active = 1;
+  p->need_send = 1;
+}
+
+/* The peers follow the configuration in force; progress is kept for
+ * members that stay, so a change costs no re-probing. */
+void lkvnet_raft_peers_sync(lkvnet_raft *r) {
+  const lkvnet_raft_conf *c = &r->conf;
+  raft_peer *old = malloc(r->n_peers * sizeof(*old) + 1);
+  size_t n_old = r->n_peers;
+  if (old) memcpy(old, r->peers, n_old * sizeof(*old));
+  size_t n = 0;
+  for (size_t i = 0; i < c->n_voters + c->n_learners; i++) {
+    int voter = i < c->n_voters;
+    uint64_t id = voter ? c->voters[i] : c->learners[i - c->n_voters];
+    if (id == r->id) continue;
+    raft_peer *p = &r->peers[n++];
+    size_t j = 0;
+    while (old && j < n_old && old[j].id != id) j++;
+    if (old && j < n_old)
+      *p = old[j];
+    else
+      lkvnet_raft_peer_init(r, p, id);
+    p->voter = voter;
+  }
+  r->n_peers = n;
+  free(old);
+  r->dirty = 1;
+}

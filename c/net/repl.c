@@ -6,15 +6,14 @@
  * bookkeeping of each follower's state (up, down, backoff). The apply of
  * what commits is apply.c's. Runs on the event loop's thread; the node's
  * state is node.h. */
+#include <event2/buffer.h>
+#include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-#include <event2/http.h>
-
-#include "json.h"
 #include "err.h"
+#include "json.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -59,8 +58,8 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
   }
   if (klen > LKV_MAX_KEY_BYTES) {
     lkvnet_node_reply_error(s, req, route, start, 413,
-                            "key is %zu bytes; the limit is %u",
-                            klen, (unsigned)LKV_MAX_KEY_BYTES);
+                            "key is %zu bytes; the limit is %u", klen,
+                            (unsigned)LKV_MAX_KEY_BYTES);
     return;
   }
   if (vlen > LKV_MAX_VALUE_BYTES) {
@@ -80,8 +79,10 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
   if (lkvnet_node_pending_push(s, index, op, key, klen, val, vlen) != 0) {
     /* appended but untracked: applying past it would skip it, so the
      * node stops applying; a restart replays it from the log */
-    lkv_seterr(&s->apply_err, LKV_NOMEM, "out of memory tracking index "
-                  "%llu", (unsigned long long)index);
+    lkv_seterr(&s->apply_err, LKV_NOMEM,
+               "out of memory tracking index "
+               "%llu",
+               (unsigned long long)index);
     lkvnet_node_reply_error(s, req, route, start, 500, "%s", s->apply_err.msg);
     return;
   }
@@ -147,8 +148,8 @@ int lkvnet_node_start_term(lkvnet_server *s, uint64_t t) {
   }
   s->term = t;
   if (s->npeers == 0) return LKV_OK;
-  if ((rc = lkvnet_rlog_append(s->rlog, s->term, LKVNET_OP_NOOP, NULL, 0,
-                               NULL, 0, &idx, &err)) != LKV_OK) {
+  if ((rc = lkvnet_rlog_append(s->rlog, s->term, LKVNET_OP_NOOP, NULL, 0, NULL,
+                               0, &idx, &err)) != LKV_OK) {
     lkvnet_node_log(s, "cannot append the no-op of term %llu: %s",
                     (unsigned long long)t, err.msg);
     return rc;
@@ -221,7 +222,8 @@ static int peer_answer(struct evhttp_request *r, PeerAnswer *a) {
   const lkvnet_json_member *m;
   memset(a, 0, sizeof *a);
   if (r == NULL || (a->code = evhttp_request_get_response_code(r)) == 0) {
-    snprintf(a->error, sizeof a->error, "no answer (connection refused, "
+    snprintf(a->error, sizeof a->error,
+             "no answer (connection refused, "
              "reset or timed out)");
     return -1;
   }
@@ -230,8 +232,10 @@ static int peer_answer(struct evhttp_request *r, PeerAnswer *a) {
   body = n ? (const char *)evbuffer_pullup(in, -1) : "";
   memset(&o, 0, sizeof o);
   if (body == NULL || lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
-    snprintf(a->error, sizeof a->error, "HTTP %d with a body that is not "
-             "JSON", a->code);
+    snprintf(a->error, sizeof a->error,
+             "HTTP %d with a body that is not "
+             "JSON",
+             a->code);
     lkvnet_json_free(&o);
     return -1;
   }
@@ -278,9 +282,11 @@ static void on_append_reply(struct evhttp_request *r, void *arg) {
       /* the follower saw a later term (this node's state was lost or
        * restored from an old copy): lead in a newer one, or it would
        * refuse us forever */
-      lkvnet_node_log(s, "peer %s is at term %llu, past ours (%llu): "
-                      "starting term %llu", p->url,
-                      (unsigned long long)a.term, (unsigned long long)s->term,
+      lkvnet_node_log(s,
+                      "peer %s is at term %llu, past ours (%llu): "
+                      "starting term %llu",
+                      p->url, (unsigned long long)a.term,
+                      (unsigned long long)s->term,
                       (unsigned long long)a.term + 1);
       if (lkvnet_node_start_term(s, a.term + 1) != LKV_OK) {
         peer_failed(s, p, "cannot start a new term");
@@ -321,8 +327,10 @@ static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
     p->snapshots_sent++;
     p->match_index = p->snap_index;
     p->next_index = p->snap_index + 1;
-    lkvnet_node_log(s, "peer %s installed the snapshot at index %llu "
-                    "(%llu keys)", p->url, (unsigned long long)p->snap_index,
+    lkvnet_node_log(s,
+                    "peer %s installed the snapshot at index %llu "
+                    "(%llu keys)",
+                    p->url, (unsigned long long)p->snap_index,
                     (unsigned long long)p->snap_sent);
     lkvnet_node_advance_commit(s);
   }
@@ -378,8 +386,7 @@ static void peer_send_snapshot(lkvnet_server *s, lkvnet_peer *p) {
       fl = lkvnet_rlog_frame_size(&e);
       /* whole pairs up to the chunk size, or one pair alone: a chunk stays
        * within what the follower's HTTP layer takes */
-      if (p->snap_chunk > 0 && bytes + fl > LKVNET_SNAPSHOT_CHUNK_BYTES)
-        break;
+      if (p->snap_chunk > 0 && bytes + fl > LKVNET_SNAPSHOT_CHUNK_BYTES) break;
       if (fl > sizeof stackbuf && (fb = malloc(fl)) == NULL) break;
       lkvnet_rlog_encode(fb, &e);
       evbuffer_add(out, fb, fl);
@@ -397,11 +404,12 @@ static void peer_send_snapshot(lkvnet_server *s, lkvnet_peer *p) {
     return;
   }
   p->snap_done = !lkv_iter_valid(p->snap);
-  snprintf(uri, sizeof uri, "/snapshot?term=%llu&index=%llu&snap_term=%llu"
-           "&offset=%llu&done=%d", (unsigned long long)s->term,
-           (unsigned long long)p->snap_index,
-           (unsigned long long)p->snap_term,
-           (unsigned long long)p->snap_sent, p->snap_done);
+  snprintf(uri, sizeof uri,
+           "/snapshot?term=%llu&index=%llu&snap_term=%llu"
+           "&offset=%llu&done=%d",
+           (unsigned long long)s->term, (unsigned long long)p->snap_index,
+           (unsigned long long)p->snap_term, (unsigned long long)p->snap_sent,
+           p->snap_done);
   p->inflight = 1;
   p->last_send = lkvnet_node_now();
   if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
@@ -440,8 +448,8 @@ static void peer_send(lkvnet_server *s, lkvnet_peer *p) {
       t - p->last_send < s->heartbeat_ms / 1000.0)
     return;
   err.msg[0] = '\0';
-  if (lkvnet_rlog_read(s->rlog, p->next_index, LKVNET_APPEND_MAX_BYTES,
-                       &frames, &len, &to, &err) != LKV_OK) {
+  if (lkvnet_rlog_read(s->rlog, p->next_index, LKVNET_APPEND_MAX_BYTES, &frames,
+                       &len, &to, &err) != LKV_OK) {
     peer_failed(s, p, err.msg);
     return;
   }
@@ -455,18 +463,18 @@ static void peer_send(lkvnet_server *s, lkvnet_peer *p) {
    * batch of up to LKVNET_APPEND_MAX_BYTES per follower per round */
   if (len == 0) {
     free(frames);
-  } else if (evbuffer_add_reference(evhttp_request_get_output_buffer(r),
-                                    frames, len, free_frames, NULL) != 0) {
+  } else if (evbuffer_add_reference(evhttp_request_get_output_buffer(r), frames,
+                                    len, free_frames, NULL) != 0) {
     free(frames);
     evhttp_request_free(r);
     peer_failed(s, p, "out of memory");
     return;
   }
-  snprintf(uri, sizeof uri, "/append?term=%llu&prev_index=%llu&prev_term=%llu"
-           "&commit=%llu", (unsigned long long)s->term,
-           (unsigned long long)(p->next_index - 1),
-           (unsigned long long)prev_term,
-           (unsigned long long)s->commit_index);
+  snprintf(uri, sizeof uri,
+           "/append?term=%llu&prev_index=%llu&prev_term=%llu"
+           "&commit=%llu",
+           (unsigned long long)s->term, (unsigned long long)(p->next_index - 1),
+           (unsigned long long)prev_term, (unsigned long long)s->commit_index);
   p->inflight = 1;
   p->sent_to = to;
   p->sent_commit = s->commit_index;

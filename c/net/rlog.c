@@ -12,10 +12,6 @@
  * The compaction in the background is rlog_compact.c, the frames and the
  * header rlog_frame.c, the term file rlog_term.c; the struct and the
  * helpers they share are rlog_impl.h, which says which way calls go. */
-#include "rlog_impl.h"
-#include "coding.h"
-#include "crc32c.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -24,6 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "coding.h"
+#include "crc32c.h"
+#include "rlog_impl.h"
 
 /* {======================================================================
 ** Open: header, replay, tail cut
@@ -80,7 +80,7 @@ static int create_log(lkvnet_rlog *r, lkv_err *err) {
   if ((e = env->sync_dir(env, r->dir)) != 0)
     return ioerr(err, e, "fsync directory", r->dir);
   return LKV_OK;
-fail: {
+fail : {
   int rc = ioerr(err, e, what, tmp);
   f_close(env, fd);
   (void)env->unlink(env, tmp);
@@ -90,23 +90,34 @@ fail: {
 
 static int read_header(lkvnet_rlog *r, const unsigned char *h, lkv_err *err) {
   if (memcmp(h, LKVNET_RLOG_MAGIC, 8) != 0)
-    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 0: bad magic (not a "
-                  "lunakv replication log)", r->path);
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset 0: bad magic (not a "
+                      "lunakv replication log)",
+                      r->path);
   if (lkv_get32(h + 32) != lkv_crc32c(h, 32))
-    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 32: header checksum "
-                  "mismatch", r->path);
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset 32: header checksum "
+                      "mismatch",
+                      r->path);
   if (lkv_get32(h + 36) != 0)
-    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 36: reserved bytes "
-                      "are not zero", r->path);
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset 36: reserved bytes "
+                      "are not zero",
+                      r->path);
   if (lkv_get32(h + 8) != LKVNET_RLOG_VERSION)
-    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 8: unsupported version %u",
-                  r->path, (unsigned)lkv_get32(h + 8));
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset 8: unsupported version %u", r->path,
+                      (unsigned)lkv_get32(h + 8));
   if (lkv_get32(h + 12) != 0)
-    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 12: unknown flags "
-                      "0x%x", r->path, (unsigned)lkv_get32(h + 12));
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset 12: unknown flags "
+                      "0x%x",
+                      r->path, (unsigned)lkv_get32(h + 12));
   if (lkv_get64(h + 16) == UINT64_MAX) /* no entry could follow it */
-    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 16: impossible base "
-                      "index", r->path);
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset 16: impossible base "
+                      "index",
+                      r->path);
   r->base_index = lkv_get64(h + 16);
   r->base_term = lkv_get64(h + 24);
   r->last_index = r->base_index;
@@ -130,8 +141,7 @@ typedef struct Reader {
 
 /* Make bytes [off, off + n) of the file available at *p. REQUIRES: off +
  * n <= fsize. 0, or an errno value (ENOMEM included). */
-static int rd_get(Reader *rd, uint64_t off, size_t n,
-                  const unsigned char **p) {
+static int rd_get(Reader *rd, uint64_t off, size_t n, const unsigned char **p) {
   size_t want;
   int e;
   if (off >= rd->at && off + n <= rd->at + rd->len) {
@@ -189,8 +199,8 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
       break;
     }
     /* the frame whole (its header again: the buffer may move) */
-    if ((e = rd_get(rd, r->size, LKVNET_RLOG_FRAME_SIZE + (size_t)len,
-                    &fr)) != 0) {
+    if ((e = rd_get(rd, r->size, LKVNET_RLOG_FRAME_SIZE + (size_t)len, &fr)) !=
+        0) {
       rc = ioerr(err, e, "read", r->path);
       break;
     }
@@ -201,18 +211,21 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
       break;
     }
     if (lkvnet_rlog_parse_payload(buf, len, &en) != 0) {
-      rc = lkv_seterr(err, LKV_CORRUPTION, "%s offset %llu: malformed record "
-                  "(checksum valid)", r->path, (unsigned long long)r->size);
+      rc = lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset %llu: malformed record "
+                      "(checksum valid)",
+                      r->path, (unsigned long long)r->size);
       break;
     }
     if (r->last_index == UINT64_MAX || en.index != r->last_index + 1 ||
         en.term < r->last_term) {
-      rc = lkv_seterr(err, LKV_CORRUPTION, "%s offset %llu: entry (term %llu, "
-                  "index %llu) does not follow (term %llu, index %llu)",
-                  r->path, (unsigned long long)r->size,
-                  (unsigned long long)en.term, (unsigned long long)en.index,
-                  (unsigned long long)r->last_term,
-                  (unsigned long long)r->last_index);
+      rc = lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset %llu: entry (term %llu, "
+                      "index %llu) does not follow (term %llu, index %llu)",
+                      r->path, (unsigned long long)r->size,
+                      (unsigned long long)en.term, (unsigned long long)en.index,
+                      (unsigned long long)r->last_term,
+                      (unsigned long long)r->last_index);
       break;
     }
     if (fn != NULL && (rc = fn(ctx, &en, err)) != LKV_OK) break;
@@ -255,8 +268,10 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
     return LKV_OK;
   }
   if (rd.fsize < LKVNET_RLOG_HEADER_SIZE)
-    return lkv_seterr(err, LKV_CORRUPTION, "%s offset 0: header is "
-                      "truncated", r->path);
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset 0: header is "
+                      "truncated",
+                      r->path);
   if ((e = rd_get(&rd, 0, LKVNET_RLOG_HEADER_SIZE, &h)) != 0) {
     rc = ioerr(err, e, "read", r->path);
   } else {
@@ -313,7 +328,8 @@ int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
   }
   r->durable_index = r->last_index;
   if (pthread_create(&r->syncer, NULL, syncer_main, r) != 0) {
-    rc = lkv_seterr(err, LKV_IOERROR, "%s: cannot start the sync thread", r->path);
+    rc = lkv_seterr(err, LKV_IOERROR, "%s: cannot start the sync thread",
+                    r->path);
     goto fail;
   }
   r->started = 1;
@@ -345,8 +361,10 @@ static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
   if (total > r->scratch_cap) {
     char *nb = realloc(r->scratch, total);
     if (nb == NULL)
-      return lkv_seterr(err, LKV_NOMEM, "replication log record of %zu "
-                        "bytes", total);
+      return lkv_seterr(err, LKV_NOMEM,
+                        "replication log record of %zu "
+                        "bytes",
+                        total);
     r->scratch = nb;
     r->scratch_cap = total;
   }
@@ -389,11 +407,12 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
   if (r->base_index + r->nents == UINT64_MAX)
     return lkv_seterr(err, LKV_INVALID, "the log's index is exhausted");
-  if (term < lt || (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE &&
-                    op != LKVNET_OP_NOOP))
-    return lkv_seterr(err, LKV_INVALID, "cannot append op %d at term "
-                      "%llu after term %llu", op, (unsigned long long)term,
-                      (unsigned long long)lt);
+  if (term < lt ||
+      (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE && op != LKVNET_OP_NOOP))
+    return lkv_seterr(err, LKV_INVALID,
+                      "cannot append op %d at term "
+                      "%llu after term %llu",
+                      op, (unsigned long long)term, (unsigned long long)lt);
   e.term = term;
   e.index = r->base_index + r->nents + 1;
   e.op = op;
@@ -410,11 +429,11 @@ int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
   uint64_t last = r->base_index + r->nents;
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
   if (last == UINT64_MAX || e->index != last + 1 || e->term < lt)
-    return lkv_seterr(err, LKV_INVALID, "entry (term %llu, index %llu) "
+    return lkv_seterr(err, LKV_INVALID,
+                      "entry (term %llu, index %llu) "
                       "does not follow (term %llu, index %llu)",
-                      (unsigned long long)e->term,
-                      (unsigned long long)e->index, (unsigned long long)lt,
-                      (unsigned long long)last);
+                      (unsigned long long)e->term, (unsigned long long)e->index,
+                      (unsigned long long)lt, (unsigned long long)last);
   return append_frame(r, e, err);
 }
 
@@ -438,7 +457,8 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
   last = r->base_index + r->nents;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (index < r->base_index || index > last)
-    return lkv_seterr(err, LKV_INVALID, "cannot cut the log after index "
+    return lkv_seterr(err, LKV_INVALID,
+                      "cannot cut the log after index "
                       "%llu: it holds %llu .. %llu",
                       (unsigned long long)index,
                       (unsigned long long)r->base_index + 1,
@@ -477,8 +497,8 @@ static void unpause(lkvnet_rlog *r) {
   pthread_mutex_unlock(&r->mu);
 }
 
-int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
-                        uint64_t base_term, lkv_err *err) {
+int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index, uint64_t base_term,
+                        lkv_err *err) {
   const lkv_env *env = r->env;
   char tmp[4096 + 16];
   unsigned char h[LKVNET_RLOG_HEADER_SIZE];
@@ -493,7 +513,8 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   from_off = r->size;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (base_index < r->base_index || base_index == UINT64_MAX)
-    return lkv_seterr(err, LKV_INVALID, "cannot start the log after "
+    return lkv_seterr(err, LKV_INVALID,
+                      "cannot start the log after "
                       "%llu (it starts after %llu)",
                       (unsigned long long)base_index,
                       (unsigned long long)r->base_index);
@@ -540,8 +561,8 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
   r->fd = fd;
   fd = -1;
   for (i = 0; i < keep; i++) {
-    r->ents[i].off = r->ents[r->nents - keep + i].off - from_off +
-                     LKVNET_RLOG_HEADER_SIZE;
+    r->ents[i].off =
+        r->ents[r->nents - keep + i].off - from_off + LKVNET_RLOG_HEADER_SIZE;
     r->ents[i].term = r->ents[r->nents - keep + i].term;
   }
   r->nents = keep;
@@ -585,7 +606,8 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
   *len = 0;
   *to = from - 1;
   if (from <= r->base_index)
-    return lkv_seterr(err, LKV_NOTFOUND, "index %llu is behind the "
+    return lkv_seterr(err, LKV_NOTFOUND,
+                      "index %llu is behind the "
                       "log's snapshot (base index %llu)",
                       (unsigned long long)from,
                       (unsigned long long)r->base_index);
@@ -650,8 +672,7 @@ static void *syncer_main(void *arg) {
     if (rc == 0) {
       /* entries cut (or the file replaced) meanwhile: this sync proves
        * nothing about what is there now; the loop syncs again */
-      if (gen == r->gen && target > r->durable_index)
-        r->durable_index = target;
+      if (gen == r->gen && target > r->durable_index) r->durable_index = target;
       r->syncs++;
     } else {
       ioerr(&r->sticky, e, "fdatasync", r->path);

@@ -56,12 +56,14 @@
 #define LKVNET_RLOG_FILE "replication.log"
 #define LKVNET_RLOG_MAGIC "LUNAKVRL" /* 8 bytes, no NUL */
 #define LKVNET_RLOG_VERSION 1u
-#define LKVNET_RLOG_HEADER_SIZE 40u  /* magic 8, version 4, flags 4,
-                                        base_index 8, base_term 8, crc 4,
-                                        zero 4 */
-#define LKVNET_RLOG_FRAME_SIZE 8u    /* length 4, crc32c 4 */
-#define LKVNET_RLOG_FIXED_PAYLOAD 25u /* term 8, index 8, op 1, klen 4,
-                                         vlen 4 (key and value follow) */
+#define LKVNET_RLOG_HEADER_SIZE                                        \
+  40u                             /* magic 8, version 4, flags 4,      \
+                                     base_index 8, base_term 8, crc 4, \
+                                     zero 4 */
+#define LKVNET_RLOG_FRAME_SIZE 8u /* length 4, crc32c 4 */
+#define LKVNET_RLOG_FIXED_PAYLOAD       \
+  25u /* term 8, index 8, op 1, klen 4, \
+         vlen 4 (key and value follow) */
 
 /* NOOP: what a leader appends when its term starts, so entries of
  * earlier terms commit through an entry of its own (Raft, section 5.4.2);
@@ -85,12 +87,12 @@ typedef int (*lkvnet_rlog_replay_fn)(void *ctx, const lkvnet_entry *e,
                                      lkv_err *err);
 
 typedef struct lkvnet_rlog_stats {
-  uint64_t base_index;    /* entries <= this are behind a snapshot */
+  uint64_t base_index; /* entries <= this are behind a snapshot */
   uint64_t base_term;
   uint64_t last_index, last_term;
   uint64_t durable_index; /* fdatasync'ed through this index */
   uint64_t appends, syncs, bytes;
-  uint64_t dropped_bytes; /* cut at open: a torn or corrupt tail */
+  uint64_t dropped_bytes;            /* cut at open: a torn or corrupt tail */
   char dropped_why[LKV_ERR_MSG_LEN]; /* "" or what was cut and why */
 } lkvnet_rlog_stats;
 
@@ -146,8 +148,8 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err);
  * the old one, and the directory synced, so a crash leaves one or the
  * other. A failure before the rename leaves the log as it was (not
  * sticky); a failed directory sync after it is sticky. */
-int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index,
-                        uint64_t base_term, lkv_err *err);
+int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index, uint64_t base_term,
+                        lkv_err *err);
 
 /* ---- compaction in the background ------------------------------------ */
 

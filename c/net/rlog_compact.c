@@ -4,13 +4,13 @@
  * appends to it, and the syncer (rlog.c) makes it durable and names it
  * (lkvnet_rlog_compact_rename). Calls only rlog_frame.c and the helpers
  * of rlog_impl.h, never back into rlog.c. Lock order: only r->mu. */
-#include "rlog_impl.h"
-
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "rlog_impl.h"
 
 /* {======================================================================
 ** Compaction in the background
@@ -19,8 +19,7 @@
 /* Copy n bytes at from in src to to in dst, a MiB at a time (a log may be
  * far larger than what is worth holding in memory at once). */
 static int copy_range(lkvnet_rlog *r, int src, uint64_t from, int dst,
-                      uint64_t to, uint64_t n, const char *tmp,
-                      lkv_err *err) {
+                      uint64_t to, uint64_t n, const char *tmp, lkv_err *err) {
   size_t cap = n < (1u << 20) ? (size_t)n : (1u << 20);
   char *buf;
   int e;
@@ -80,9 +79,8 @@ static void *copier_main(void *arg) {
       rc = ioerr(&e, ec, "write", tmp);
   }
   if (rc == LKV_OK)
-    rc = copy_range(r, r->cp_srcfd, r->cp_from_off, fd,
-                    LKVNET_RLOG_HEADER_SIZE, r->cp_stable_off - r->cp_from_off,
-                    tmp, &e);
+    rc = copy_range(r, r->cp_srcfd, r->cp_from_off, fd, LKVNET_RLOG_HEADER_SIZE,
+                    r->cp_stable_off - r->cp_from_off, tmp, &e);
   if (rc == LKV_OK && (ec = f_sync(env, fd)) != 0)
     rc = ioerr(&e, ec, "fdatasync", tmp);
   if (rc != LKV_OK && fd >= 0) {
@@ -108,25 +106,24 @@ int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
   uint64_t last = r->base_index + r->nents;
   int rc;
   if (lkvnet_rlog_compacting(r))
-    return lkv_seterr(err, LKV_BUSY, "%s: a compaction is running",
-                      r->path);
+    return lkv_seterr(err, LKV_BUSY, "%s: a compaction is running", r->path);
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (base_index < r->base_index || base_index > stable_index ||
       stable_index > last)
-    return lkv_seterr(err, LKV_INVALID, "cannot compact %s at %llu "
-                      "(stable %llu): it holds %llu .. %llu", r->path,
-                      (unsigned long long)base_index,
+    return lkv_seterr(err, LKV_INVALID,
+                      "cannot compact %s at %llu "
+                      "(stable %llu): it holds %llu .. %llu",
+                      r->path, (unsigned long long)base_index,
                       (unsigned long long)stable_index,
                       (unsigned long long)r->base_index + 1,
                       (unsigned long long)last);
   r->cp_base = base_index;
   r->cp_base_term = base_term;
   r->cp_stable = stable_index;
-  r->cp_from_off = base_index < last ? r->ents[base_index - r->base_index].off
-                                     : r->size;
-  r->cp_stable_off = stable_index < last
-                         ? r->ents[stable_index - r->base_index].off
-                         : r->size;
+  r->cp_from_off =
+      base_index < last ? r->ents[base_index - r->base_index].off : r->size;
+  r->cp_stable_off =
+      stable_index < last ? r->ents[stable_index - r->base_index].off : r->size;
   r->cp_srcfd = r->fd;
   r->cp_prepare = prepare;
   r->cp_ctx = ctx;
@@ -138,8 +135,10 @@ int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
     pthread_mutex_lock(&r->mu);
     r->cp_state = CP_IDLE;
     pthread_mutex_unlock(&r->mu);
-    return lkv_seterr(err, LKV_IOERROR, "%s: cannot start the "
-                      "compaction thread", r->path);
+    return lkv_seterr(err, LKV_IOERROR,
+                      "%s: cannot start the "
+                      "compaction thread",
+                      r->path);
   }
   return LKV_OK;
 }
@@ -223,8 +222,8 @@ static int compact_step(lkvnet_rlog *r) {
     pthread_mutex_lock(&r->mu);
     r->cp_state = st = CP_IDLE;
     pthread_mutex_unlock(&r->mu);
-    r->cp_report = e.code == LKV_OK ? LKVNET_COMPACT_DONE
-                                    : LKVNET_COMPACT_FAILED;
+    r->cp_report =
+        e.code == LKV_OK ? LKVNET_COMPACT_DONE : LKVNET_COMPACT_FAILED;
     r->cp_report_err = e;
   }
   return st;
@@ -284,7 +283,8 @@ void lkvnet_rlog_compact_rename(lkvnet_rlog *r) {
   pthread_mutex_unlock(&r->mu);
   tmp_path(r, tmp, sizeof tmp);
   if (fd >= 0) {
-    if ((ec = f_sync(env, fd)) != 0) ioerr(&e, ec, "fdatasync", tmp);
+    if ((ec = f_sync(env, fd)) != 0)
+      ioerr(&e, ec, "fdatasync", tmp);
     else if ((ec = env->rename(env, tmp, r->path)) != 0)
       ioerr(&e, ec, "rename", tmp);
     else if ((ec = env->sync_dir(env, r->dir)) != 0)

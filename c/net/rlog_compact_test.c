@@ -81,7 +81,8 @@ static void test_rewrite(void) {
   /* the file holds the header and entries 61 .. 100 */
   {
     lkvnet_entry w = mk(3, 61, LKVNET_OP_SET, "key061", 6, "key061", 6);
-    expect_size = LKVNET_RLOG_HEADER_SIZE + 40 * (long long)lkvnet_rlog_frame_size(&w);
+    expect_size =
+        LKVNET_RLOG_HEADER_SIZE + 40 * (long long)lkvnet_rlog_frame_size(&w);
     CHECK(file_size(path) == expect_size);
   }
 
@@ -300,8 +301,8 @@ static void test_compact_background(void) {
   CHECK_OK(lkvnet_rlog_read(r, 61, SIZE_MAX, &buf, &len, &to, &err), &err);
   CHECK(to == 115);
   off = 0;
-  for (i = 61; buf && lkvnet_rlog_decode(buf, len, &off, &e, why,
-                                         sizeof why) == 1; i++)
+  for (i = 61;
+       buf && lkvnet_rlog_decode(buf, len, &off, &e, why, sizeof why) == 1; i++)
     CHECK(e.index == i && memcmp(e.key, i > 110 ? "new" : "key", 3) == 0);
   CHECK(i == 116 && off == len);
   free(buf);
@@ -313,8 +314,9 @@ static void test_compact_background(void) {
   if (r == NULL) goto out;
   CHECK(rs.n == 56);
   for (i = 0; i < rs.n; i++)
-    CHECK(rs.v[i].index == 61 + i &&
-          rs.v[i].term == (i < 40 ? 3u : i < 50 ? 4u : 5u));
+    CHECK(rs.v[i].index == 61 + i && rs.v[i].term == (i < 40   ? 3u
+                                                      : i < 50 ? 4u
+                                                               : 5u));
   lkvnet_rlog_stats_get(r, &st);
   CHECK(st.base_index == 60 && st.last_index == 116 && st.dropped_bytes == 0);
 
@@ -358,8 +360,7 @@ static void test_compact_background(void) {
            &err);
   {
     pthread_t th;
-    CHECK(pthread_create(&th, NULL, gate_open_later, &g) ==
-          0);
+    CHECK(pthread_create(&th, NULL, gate_open_later, &g) == 0);
     close_log(r);
     pthread_join(th, NULL);
   }

@@ -190,8 +190,8 @@ static void f_append(Model *m, lkvnet_rlog *r, uint64_t term, int n,
       rc = lkvnet_rlog_append_entry(r, &e, &err);
       got = index;
     } else {
-      rc = lkvnet_rlog_append(r, term, LKVNET_OP_SET, k, strlen(k), v, vl,
-                              &got, &err);
+      rc = lkvnet_rlog_append(r, term, LKVNET_OP_SET, k, strlen(k), v, vl, &got,
+                              &err);
     }
     if (rc == LKV_OK) {
       CHECK(!stuck && got == index); /* a stuck log takes nothing */
@@ -229,8 +229,10 @@ static void f_workload(Model *m, const char *dir, const lkv_env *env) {
   int rc, pass;
   m->term_tried = 1;
   rc = lkvnet_term_store(dir, env, 1, &err);
-  if (rc == LKV_OK) m->term_acked = 1;
-  else saw_failure(m, rc, &err);
+  if (rc == LKV_OK)
+    m->term_acked = 1;
+  else
+    saw_failure(m, rc, &err);
   for (pass = 0; pass < 2; pass++) {
     r = NULL;
     err.code = LKV_OK;
@@ -300,8 +302,10 @@ static void f_workload(Model *m, const char *dir, const lkv_env *env) {
   }
   m->term_tried = 2;
   rc = lkvnet_term_store(dir, env, 2, &err);
-  if (rc == LKV_OK) m->term_acked = 2;
-  else saw_failure(m, rc, &err);
+  if (rc == LKV_OK)
+    m->term_acked = 2;
+  else
+    saw_failure(m, rc, &err);
 }
 
 /* Reopen dir with the plain file system and check it against m. */
@@ -345,14 +349,15 @@ static void f_check(const Model *m, const char *dir, const char *what) {
       }
     }
     if (!fits) {
-      fprintf(stderr, "%s: the log mixes entries of different states\n",
-              what);
+      fprintf(stderr, "%s: the log mixes entries of different states\n", what);
       bad++;
     }
   }
   if (st.base_index < m->min_base || st.last_index < m->acked) {
-    fprintf(stderr, "%s: log holds (%llu, %llu]; durable was %llu, base at "
-            "least %llu\n", what, (unsigned long long)st.base_index,
+    fprintf(stderr,
+            "%s: log holds (%llu, %llu]; durable was %llu, base at "
+            "least %llu\n",
+            what, (unsigned long long)st.base_index,
             (unsigned long long)st.last_index, (unsigned long long)m->acked,
             (unsigned long long)m->min_base);
     bad++;
@@ -380,8 +385,10 @@ static void f_check(const Model *m, const char *dir, const char *what) {
     for (j = 0; j < m->nver[e->index]; j++)
       if (m->ver[e->index][j] == serial) known = 1;
     if (!known || (e->index <= m->acked && serial != m->cur[e->index])) {
-      fprintf(stderr, "%s: entry %llu holds serial %u (%s; durable %llu, "
-              "current %u)\n", what, (unsigned long long)e->index, serial,
+      fprintf(stderr,
+              "%s: entry %llu holds serial %u (%s; durable %llu, "
+              "current %u)\n",
+              what, (unsigned long long)e->index, serial,
               known ? "an old version" : "never appended there",
               (unsigned long long)m->acked, m->cur[e->index]);
       bad++;
@@ -527,8 +534,7 @@ static void test_fault_walk(void) {
         free(m);
         return;
       }
-      lkv_faultenv_fail(f, kinds[k].op, nth, kinds[k].err, dir,
-                        kinds[k].flags);
+      lkv_faultenv_fail(f, kinds[k].op, nth, kinds[k].err, dir, kinds[k].flags);
       f_workload(m, dir, lkv_faultenv_env(f));
       hit = lkv_faultenv_fired(f);
       snprintf(what, sizeof what, "%s #%llu%s", lkv_fault_op_name(kinds[k].op),
@@ -596,9 +602,11 @@ static void power_loss_at(uint64_t at, uint64_t total, int mode,
   f_workload(m, dir, lkv_faultenv_env(f));
   lkv_faultenv_set_hook(f, NULL, NULL);
   CHECK_OK(lkv_faultenv_power_loss(f, (lkv_loss_mode)mode, seed, &err), &err);
-  snprintf(what, sizeof what, "power loss at call %llu of %llu (mode %d, "
-           "seed %llu)", (unsigned long long)at, (unsigned long long)total,
-           mode, (unsigned long long)seed);
+  snprintf(what, sizeof what,
+           "power loss at call %llu of %llu (mode %d, "
+           "seed %llu)",
+           (unsigned long long)at, (unsigned long long)total, mode,
+           (unsigned long long)seed);
   f_check(m, dir, what);
   pthread_mutex_destroy(&st.mu);
   lkv_faultenv_free(f);

@@ -3,12 +3,12 @@
  * the file's header. Touches no log and calls no other rlog file: the
  * open, the appends and the compaction (rlog.c, rlog_compact.c) call it,
  * and so does a follower checking an /append body. */
-#include "rlog_impl.h"
-#include "coding.h"
-#include "crc32c.h"
-
 #include <stdio.h>
 #include <string.h>
+
+#include "coding.h"
+#include "crc32c.h"
+#include "rlog_impl.h"
 
 /* {======================================================================
 ** Frames and the file's header: encode, check, decode
@@ -79,8 +79,8 @@ int lkvnet_rlog_decode(const unsigned char *buf, size_t len, size_t *off,
     snprintf(why, whylen, "byte %zu: frame checksum mismatch", o);
     return -1;
   }
-  if (lkvnet_rlog_parse_payload(buf + o + LKVNET_RLOG_FRAME_SIZE, plen,
-                                e) != 0) {
+  if (lkvnet_rlog_parse_payload(buf + o + LKVNET_RLOG_FRAME_SIZE, plen, e) !=
+      0) {
     snprintf(why, whylen, "byte %zu: malformed frame (checksum valid)", o);
     return -1;
   }

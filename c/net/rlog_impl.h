@@ -13,13 +13,13 @@
 #ifndef LKVNET_RLOG_IMPL_H
 #define LKVNET_RLOG_IMPL_H
 
-#include "rlog.h"
-#include "err.h"
-
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "err.h"
+#include "rlog.h"
 
 /* Where each entry's frame starts, and its term: what /append needs
  * (prev_term checks, reading a range of frames) without reading the file.
@@ -37,7 +37,7 @@ struct lkvnet_rlog {
   uint64_t size; /* bytes in the file: header plus whole frames */
   char *scratch; /* encode buffer, owner thread only */
   size_t scratch_cap;
-  Ent *ents;     /* owner thread only */
+  Ent *ents; /* owner thread only */
   size_t nents, ents_cap;
 
   pthread_mutex_t mu;
@@ -63,27 +63,34 @@ struct lkvnet_rlog {
    * to whichever thread the state names: the copier in COPYING, the owner
    * in COPIED, the syncer in RENAMING. */
   int cp_state;
-  lkv_err cp_err;          /* why it failed */
+  lkv_err cp_err; /* why it failed */
   uint64_t cp_base, cp_base_term, cp_stable;
-  uint64_t cp_from_off;    /* old file: the first kept frame */
-  uint64_t cp_stable_off;  /* old file: the first frame past stable */
-  int cp_srcfd;            /* the old file, for the copier */
-  int cp_fd;               /* the new file (replication.log.tmp) */
-  int cp_oldfd;            /* the old file after the switch, until renamed */
+  uint64_t cp_from_off;   /* old file: the first kept frame */
+  uint64_t cp_stable_off; /* old file: the first frame past stable */
+  int cp_srcfd;           /* the old file, for the copier */
+  int cp_fd;              /* the new file (replication.log.tmp) */
+  int cp_oldfd;           /* the old file after the switch, until renamed */
   lkvnet_rlog_prepare_fn cp_prepare;
   void *cp_ctx;
   pthread_t cp_thread;
-  int cp_report;           /* LKVNET_COMPACT_DONE/FAILED not yet polled */
+  int cp_report; /* LKVNET_COMPACT_DONE/FAILED not yet polled */
   lkv_err cp_report_err;
 };
 
-enum { CP_IDLE, CP_COPYING, CP_COPIED, CP_COPY_FAILED, CP_RENAMING,
-       CP_RENAMED };
+enum {
+  CP_IDLE,
+  CP_COPYING,
+  CP_COPIED,
+  CP_COPY_FAILED,
+  CP_RENAMING,
+  CP_RENAMED
+};
 
 /* The most a frame's length may claim (rlog_frame.c's decode, and the
  * replay at open in rlog.c). */
-#define MAX_PAYLOAD                                                        \
-  ((uint64_t)LKVNET_RLOG_FIXED_PAYLOAD + LKV_MAX_KEY_BYTES + LKV_MAX_VALUE_BYTES)
+#define MAX_PAYLOAD                                          \
+  ((uint64_t)LKVNET_RLOG_FIXED_PAYLOAD + LKV_MAX_KEY_BYTES + \
+   LKV_MAX_VALUE_BYTES)
 
 /* {======================================================================
 ** Helpers: errors
@@ -166,8 +173,10 @@ static inline int sticky_error(lkvnet_rlog *r, lkv_err *err) {
 static inline void make_sticky(lkvnet_rlog *r, int rc, const lkv_err *err) {
   pthread_mutex_lock(&r->mu);
   if (r->sticky.code == LKV_OK) {
-    if (err) r->sticky = *err;
-    else r->sticky.code = rc;
+    if (err)
+      r->sticky = *err;
+    else
+      r->sticky.code = rc;
   }
   pthread_cond_signal(&r->cv);
   pthread_mutex_unlock(&r->mu);

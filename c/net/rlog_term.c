@@ -2,13 +2,13 @@
  * (lkvnet_term_load, lkvnet_term_store; rlog.h): 20 bytes, replaced whole
  * by a rename, through the lkv_env given (NULL = POSIX). Calls no other
  * rlog file. */
-#include "rlog_impl.h"
-#include "coding.h"
-#include "crc32c.h"
-
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "coding.h"
+#include "crc32c.h"
+#include "rlog_impl.h"
 
 /* {======================================================================
 ** The current term: DATA_DIR/term
@@ -36,8 +36,10 @@ int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
   if (n < 0) return ioerr(err, (int)-n, "read", path);
   if (n != (long long)TERM_SIZE || memcmp(b, TERM_MAGIC, 8) != 0 ||
       lkv_get32(b + 16) != lkv_crc32c(b, 16))
-    return lkv_seterr(err, LKV_CORRUPTION, "%s: not a valid term file "
-                      "(%lld bytes)", path, n);
+    return lkv_seterr(err, LKV_CORRUPTION,
+                      "%s: not a valid term file "
+                      "(%lld bytes)",
+                      path, n);
   *term = lkv_get64(b + 8);
   return LKV_OK;
 }

@@ -6,6 +6,8 @@
  * rlog_compact_test.c, failures and power losses rlog_fault_test.c; the
  * tests keep their numbers across the three. Each test runs in its own
  * directory under /tmp. */
+#include "rlog.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -17,7 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rlog.h"
 #include "rlog_test_util.h"
 #include "test.h"
 
@@ -84,11 +85,12 @@ static int same_entry(const lkvnet_entry *a, const lkvnet_entry *b) {
            (a->klen == 0 || memcmp(a->key, b->key, a->klen) == 0) &&
            (a->vlen == 0 || memcmp(a->val, b->val, a->vlen) == 0);
   if (!ok)
-    fprintf(stderr, "entry differs: (t%llu i%llu op%d k%zu v%zu) vs "
-            "(t%llu i%llu op%d k%zu v%zu)\n", (unsigned long long)a->term,
-            (unsigned long long)a->index, a->op, a->klen, a->vlen,
-            (unsigned long long)b->term, (unsigned long long)b->index, b->op,
-            b->klen, b->vlen);
+    fprintf(stderr,
+            "entry differs: (t%llu i%llu op%d k%zu v%zu) vs "
+            "(t%llu i%llu op%d k%zu v%zu)\n",
+            (unsigned long long)a->term, (unsigned long long)a->index, a->op,
+            a->klen, a->vlen, (unsigned long long)b->term,
+            (unsigned long long)b->index, b->op, b->klen, b->vlen);
   return ok;
 }
 
@@ -98,7 +100,8 @@ static uint32_t ref_crc(uint32_t crc, const unsigned char *p, size_t n) {
   crc = ~crc;
   while (n--) {
     crc ^= *p++;
-    for (j = 0; j < 8; j++) crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+    for (j = 0; j < 8; j++)
+      crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
   }
   return ~crc;
 }
@@ -180,8 +183,8 @@ static void test_append_replay(void) {
   {
     static const unsigned char ex[] = {
         0x1c, 0, 0, 0, 0, 0, 0, 0, /* length 28, crc below */
-        1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1,
-        1, 0, 0, 0, 2, 0, 0, 0, 'a', 'h', 'i'};
+        1,    0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,   0,   0,
+        0,    0, 1, 1, 0, 0, 0, 2, 0, 0, 0, 'a', 'h', 'i'};
     unsigned char got[36], exp[36];
     lkvnet_entry e = mk(1, 1, LKVNET_OP_SET, "a", 1, "hi", 2);
     CHECK(lkvnet_rlog_frame_size(&e) == 36);
@@ -252,8 +255,8 @@ out:
 #define NREAD 20
 static void test_read_decode(void) {
   char dir[] = "/tmp/lkv_rlog_test_XXXXXX", why[256];
-  static const size_t maxes[] = {0, 1, 60, 100, 136, 137, 300, 500, 1000,
-                                 100000};
+  static const size_t maxes[] = {0,   1,   60,  100,  136,
+                                 137, 300, 500, 1000, 100000};
   char keys[NREAD][8], vals[NREAD][300];
   lkvnet_entry want[NREAD];
   size_t fs[NREAD], total = 0, i, m;
@@ -270,8 +273,9 @@ static void test_read_decode(void) {
     size_t vl = (i * 37) % 300, j;
     snprintf(keys[i], sizeof keys[i], "k%02zu", i);
     for (j = 0; j < vl; j++) vals[i][j] = (char)(i + j);
-    want[i] = mk(1 + i / 7, i + 1, i % 5 == 4 ? LKVNET_OP_DELETE : LKVNET_OP_SET,
-                 keys[i], 3, i % 5 == 4 ? NULL : vals[i], i % 5 == 4 ? 0 : vl);
+    want[i] =
+        mk(1 + i / 7, i + 1, i % 5 == 4 ? LKVNET_OP_DELETE : LKVNET_OP_SET,
+           keys[i], 3, i % 5 == 4 ? NULL : vals[i], i % 5 == 4 ? 0 : vl);
     fs[i] = lkvnet_rlog_frame_size(&want[i]);
     total += fs[i];
     CHECK(app(r, want[i].term, want[i].op, want[i].key, want[i].klen,
@@ -529,8 +533,8 @@ out:
 /* 7. torn and corrupt tails are cut; a damaged header fails the open */
 static void test_torn_tail(void) {
   char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512], k[16];
-  static const long long header_spots[] = {0, 3, 7, 8, 11, 12, 15, 16, 23,
-                                           24, 31, 32, 35};
+  static const long long header_spots[] = {0,  3,  7,  8,  11, 12, 15,
+                                           16, 23, 24, 31, 32, 35};
   lkvnet_rlog *r;
   lkvnet_rlog_stats st;
   lkv_err err = {0};
@@ -611,14 +615,14 @@ static void test_torn_tail(void) {
     err.msg[0] = '\0';
     rc = lkvnet_rlog_open(dir, NULL, -1, record, &rs, &r, &err);
     if (rc != LKV_CORRUPTION)
-      fprintf(stderr, "header byte %lld flipped: open -> %d\n",
-              header_spots[s], rc);
+      fprintf(stderr, "header byte %lld flipped: open -> %d\n", header_spots[s],
+              rc);
     CHECK(rc == LKV_CORRUPTION && r == NULL && err.msg[0] != '\0');
     CHECK(rs.n == 0);
     if (r != NULL) close_log(r);
     recs_free(&rs);
     flip_byte(path, header_spots[s]); /* undo */
-    CHECK(file_size(path) == full); /* a failed open cuts nothing */
+    CHECK(file_size(path) == full);   /* a failed open cuts nothing */
   }
   /* a header shorter than 40 bytes */
   hs = file_size(path);
@@ -631,7 +635,8 @@ static void test_torn_tail(void) {
       CHECK(fd >= 0 && write(fd, "LUNAKVRL\1\0", 10) == 10);
       if (fd >= 0) close(fd);
       r = NULL;
-      CHECK(lkvnet_rlog_open(dir2, NULL, -1, NULL, NULL, &r, &err) == LKV_CORRUPTION);
+      CHECK(lkvnet_rlog_open(dir2, NULL, -1, NULL, NULL, &r, &err) ==
+            LKV_CORRUPTION);
       CHECK(r == NULL);
       if (r != NULL) close_log(r);
       rmrf(dir2);
@@ -825,9 +830,10 @@ static void test_concurrency(void) {
       lkvnet_rlog_stats_get(r, &st);
       if (base < st.base_index) base = st.base_index;
       CHECK(lkvnet_rlog_term_at(r, base, &t) == LKV_OK);
-      CHECK_OK(lkvnet_rlog_compact_begin(r, base, t, last > base + 5
-                                         ? last - 5 : base, NULL, NULL, &err),
-               &err);
+      CHECK_OK(
+          lkvnet_rlog_compact_begin(
+              r, base, t, last > base + 5 ? last - 5 : base, NULL, NULL, &err),
+          &err);
     }
     if (lkvnet_rlog_compact_poll(r, &err) == LKVNET_COMPACT_FAILED) bad++;
     if (round % 50 == 49) {

@@ -112,8 +112,7 @@ static inline lkvnet_rlog *open_log(const char *dir, Recs *rs) {
 
 /* A log opened in the new scratch directory dir, nothing to replay, with
  * its file's name in path (n bytes). */
-static inline lkvnet_rlog *open_new_log(const char *dir, char *path,
-                                        size_t n) {
+static inline lkvnet_rlog *open_new_log(const char *dir, char *path, size_t n) {
   log_path(path, n, dir, LKVNET_RLOG_FILE);
   return open_log(dir, NULL);
 }

@@ -3,13 +3,12 @@
  * on a follower, then the route: the client routes are here, the
  * internal ones in follow.c, the reports in metrics.c. Runs on the event
  * loop's thread; the node's state is node.h. */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "json.h"
 #include "node.h"
@@ -152,8 +151,10 @@ static void route_scan(lkvnet_server *s, struct evhttp_request *req,
                             lkvnet_node_http_status_of(rc), "%s", err.msg);
     goto done;
   }
-  if (a != NULL) lkv_iter_seek(it, a, alen);
-  else lkv_iter_seek_first(it);
+  if (a != NULL)
+    lkv_iter_seek(it, a, alen);
+  else
+    lkv_iter_seek_first(it);
   lkvnet_jbuf_lit(&b, "{\"items\": [");
   for (; lkv_iter_valid(it); lkv_iter_next(it)) {
     size_t kl, vl;
@@ -188,8 +189,7 @@ done:
 }
 
 static void route_kv(lkvnet_server *s, struct evhttp_request *req,
-                     const char *path, enum evhttp_cmd_type cmd,
-                     double start) {
+                     const char *path, enum evhttp_cmd_type cmd, double start) {
   size_t klen;
   char *key = evhttp_uridecode(path + 4, 0, &klen);
   if (key == NULL) {
@@ -236,16 +236,26 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
 
 static const char *method_name(enum evhttp_cmd_type c) {
   switch (c) {
-  case EVHTTP_REQ_GET: return "GET";
-  case EVHTTP_REQ_POST: return "POST";
-  case EVHTTP_REQ_HEAD: return "HEAD";
-  case EVHTTP_REQ_PUT: return "PUT";
-  case EVHTTP_REQ_DELETE: return "DELETE";
-  case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-  case EVHTTP_REQ_TRACE: return "TRACE";
-  case EVHTTP_REQ_CONNECT: return "CONNECT";
-  case EVHTTP_REQ_PATCH: return "PATCH";
-  default: return "?";
+    case EVHTTP_REQ_GET:
+      return "GET";
+    case EVHTTP_REQ_POST:
+      return "POST";
+    case EVHTTP_REQ_HEAD:
+      return "HEAD";
+    case EVHTTP_REQ_PUT:
+      return "PUT";
+    case EVHTTP_REQ_DELETE:
+      return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+      return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+      return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+      return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+      return "PATCH";
+    default:
+      return "?";
   }
 }
 
@@ -331,30 +341,45 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
   } else if (!s->leader &&
              (route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
               (route == LKVNET_ROUTE_KV && cmd != EVHTTP_REQ_GET) ||
-              (route == LKVNET_ROUTE_GET &&
-               query_flag(query, "consistent")))) {
+              (route == LKVNET_ROUTE_GET && query_flag(query, "consistent")))) {
     lkvnet_node_forward(s, req, route, start);
     return;
   }
   switch (route) {
-  case LKVNET_ROUTE_SET:
-  case LKVNET_ROUTE_DELETE: route_write_json(s, req, route, start); break;
-  case LKVNET_ROUTE_GET:
-    route_get(s, req, query, start, s->leader && query_flag(query,
-                                                            "consistent"));
-    break;
-  case LKVNET_ROUTE_APPEND:
-    lkvnet_node_route_append(s, req, query, start);
-    break;
-  case LKVNET_ROUTE_SNAPSHOT:
-    lkvnet_node_route_snapshot(s, req, query, start);
-    break;
-  case LKVNET_ROUTE_SYNC: lkvnet_node_route_sync(s, req, query, start); break;
-  case LKVNET_ROUTE_SCAN: route_scan(s, req, query, start); break;
-  case LKVNET_ROUTE_STATUS: lkvnet_node_route_status(s, req, start); break;
-  case LKVNET_ROUTE_STATS: lkvnet_node_route_stats(s, req, start); break;
-  case LKVNET_ROUTE_HEALTH: lkvnet_node_route_health(s, req, start); break;
-  case LKVNET_ROUTE_METRICS: lkvnet_node_route_metrics(s, req, start); break;
-  default: route_kv(s, req, path, cmd, start); break;
+    case LKVNET_ROUTE_SET:
+    case LKVNET_ROUTE_DELETE:
+      route_write_json(s, req, route, start);
+      break;
+    case LKVNET_ROUTE_GET:
+      route_get(s, req, query, start,
+                s->leader && query_flag(query, "consistent"));
+      break;
+    case LKVNET_ROUTE_APPEND:
+      lkvnet_node_route_append(s, req, query, start);
+      break;
+    case LKVNET_ROUTE_SNAPSHOT:
+      lkvnet_node_route_snapshot(s, req, query, start);
+      break;
+    case LKVNET_ROUTE_SYNC:
+      lkvnet_node_route_sync(s, req, query, start);
+      break;
+    case LKVNET_ROUTE_SCAN:
+      route_scan(s, req, query, start);
+      break;
+    case LKVNET_ROUTE_STATUS:
+      lkvnet_node_route_status(s, req, start);
+      break;
+    case LKVNET_ROUTE_STATS:
+      lkvnet_node_route_stats(s, req, start);
+      break;
+    case LKVNET_ROUTE_HEALTH:
+      lkvnet_node_route_health(s, req, start);
+      break;
+    case LKVNET_ROUTE_METRICS:
+      lkvnet_node_route_metrics(s, req, start);
+      break;
+    default:
+      route_kv(s, req, path, cmd, start);
+      break;
   }
 }

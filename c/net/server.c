@@ -7,25 +7,23 @@
  * runs on the event loop's thread; the only other threads are the
  * replication log's syncer, which reports through a pipe, and a log
  * compaction's (rlog.h). */
-#include "lkvnet.h"
-
+#include <arpa/inet.h>
 #include <errno.h>
+#include <event2/event.h>
+#include <event2/http.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <event2/event.h>
-#include <event2/http.h>
-
 #include "err.h"
-#include "rlog.h"
+#include "lkvnet.h"
 #include "node.h"
+#include "rlog.h"
 
 /* {======================================================================
 ** The loop's events: the syncer's reports, the tick, the signals
@@ -100,16 +98,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   for (w = s->waiters; w != NULL; w = w->next) {
     if (w->h.req == NULL || t < w->h.deadline) continue;
     if (w->kind == LKVNET_WAIT_READ)
-      lkvnet_node_held_error(&w->h, 503, "consistent read: index %llu not "
+      lkvnet_node_held_error(&w->h, 503,
+                             "consistent read: index %llu not "
                              "applied within %d ms",
                              (unsigned long long)w->target,
                              s->write_timeout_ms);
     else
-      lkvnet_node_held_error(&w->h, 503, "the log did not sync index %llu "
-                             "within %d ms", (unsigned long long)w->target,
+      lkvnet_node_held_error(&w->h, 503,
+                             "the log did not sync index %llu "
+                             "within %d ms",
+                             (unsigned long long)w->target,
                              s->write_timeout_ms);
   }
-  lkvnet_node_serve_waiters(s); /* frees the answered */
+  lkvnet_node_serve_waiters(s);   /* frees the answered */
   lkvnet_node_compaction_poll(s); /* what a truncate or an install finished */
   /* retries and heartbeats; followers have no peers */
   lkvnet_node_peers_kick(s);
@@ -165,13 +166,11 @@ static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
   if (lkvnet_node_pending_push(s, e->index, e->op, e->key, e->klen, e->val,
                                e->vlen) != 0)
     return lkv_seterr(err, LKV_NOMEM, "replaying index %llu",
-                  (unsigned long long)e->index);
+                      (unsigned long long)e->index);
   return LKV_OK;
 }
 
-static char *dupstr(const char *p) {
-  return p ? strdup(p) : NULL;
-}
+static char *dupstr(const char *p) { return p ? strdup(p) : NULL; }
 
 /* DATA_DIR through the env: made when missing, and then its parent
  * synced, so the new directory (and the log inside it) survives a crash. */
@@ -184,8 +183,10 @@ static int make_data_dir(const lkv_env *env, const char *dir, lkv_err *err) {
     if ((e = env->stat(env, dir, &st)) != 0)
       return lkv_seterr(err, LKV_IOERROR, "stat %s: %s", dir, strerror(e));
     if (!st.is_dir)
-      return lkv_seterr(err, LKV_INVALID, "%s exists and is not a "
-                           "directory", dir);
+      return lkv_seterr(err, LKV_INVALID,
+                        "%s exists and is not a "
+                        "directory",
+                        dir);
     return LKV_OK;
   }
   if (e != 0)
@@ -201,7 +202,7 @@ static int make_data_dir(const lkv_env *env, const char *dir, lkv_err *err) {
     snprintf(parent, sizeof parent, "%.*s", (int)(slash - dir), dir);
   if ((e = env->sync_dir(env, parent)) != 0)
     return lkv_seterr(err, LKV_IOERROR, "fsync directory %s: %s", parent,
-                         strerror(e));
+                      strerror(e));
   return LKV_OK;
 }
 
@@ -229,14 +230,17 @@ static int setup_cluster(lkvnet_server *s, lkv_err *err) {
       p->next_index = lkvnet_node_last_index(s) + 1;
     }
     if ((rc = lkvnet_node_start_term(s, s->term + 1)) != LKV_OK)
-      return lkv_seterr(err, rc, "cannot start term %llu in %s (see the "
-                           "log line above)",
-                           (unsigned long long)s->term + 1, s->data_dir);
+      return lkv_seterr(err, rc,
+                        "cannot start term %llu in %s (see the "
+                        "log line above)",
+                        (unsigned long long)s->term + 1, s->data_dir);
   } else {
     /* check LEADER_URL now; connections open as forwarding needs them */
     if (lkvnet_node_forward_conn(s) == (size_t)-1)
-      return lkv_seterr(err, LKV_INVALID, "cannot connect to the leader "
-                           "URL %s", s->leader_url);
+      return lkv_seterr(err, LKV_INVALID,
+                        "cannot connect to the leader "
+                        "URL %s",
+                        s->leader_url);
   }
   return LKV_OK;
 }
@@ -288,7 +292,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->nnodes = o->nodes ? o->nnodes : 0;
   if (s->nnodes > LKVNET_MAX_NODES) {
     rc = lkv_seterr(&e, LKV_INVALID, "%zu nodes; a cluster has at most %d",
-                       s->nnodes, LKVNET_MAX_NODES);
+                    s->nnodes, LKVNET_MAX_NODES);
     s->nnodes = 0;
     goto fail;
   }
@@ -323,8 +327,10 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
       s->applied_index |= (uint64_t)(unsigned char)s->getbuf.data[i] << (8 * i);
   } else if (rc != LKV_NOTFOUND) {
     if (rc == LKV_OK)
-      rc = lkv_seterr(&e, LKV_CORRUPTION, "%s: the applied index is "
-                         "%zu bytes, not 8", dbdir, s->getbuf.len);
+      rc = lkv_seterr(&e, LKV_CORRUPTION,
+                      "%s: the applied index is "
+                      "%zu bytes, not 8",
+                      dbdir, s->getbuf.len);
     goto fail;
   }
   rc = lkv_db_get(s->db, LKVNET_INSTALL_KEY, sizeof LKVNET_INSTALL_KEY - 1,
@@ -344,16 +350,17 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     rc = lkv_seterr(&e, LKV_IOERROR, "pipe: %s", strerror(errno));
     goto fail;
   }
-  if ((rc = lkvnet_rlog_open(s->data_dir, s->env, s->pipefd[1],
-                             replay_entry, s, &s->rlog, &e)) != LKV_OK)
+  if ((rc = lkvnet_rlog_open(s->data_dir, s->env, s->pipefd[1], replay_entry, s,
+                             &s->rlog, &e)) != LKV_OK)
     goto fail;
   lkvnet_rlog_stats_get(s->rlog, &rs);
   if (rs.last_index < s->applied_index) {
-    rc = lkv_seterr(&e, LKV_CORRUPTION, "%s/%s ends at index %llu but "
-                       "the engine has applied up to %llu",
-                       s->data_dir, LKVNET_RLOG_FILE,
-                       (unsigned long long)rs.last_index,
-                       (unsigned long long)s->applied_index);
+    rc = lkv_seterr(&e, LKV_CORRUPTION,
+                    "%s/%s ends at index %llu but "
+                    "the engine has applied up to %llu",
+                    s->data_dir, LKVNET_RLOG_FILE,
+                    (unsigned long long)rs.last_index,
+                    (unsigned long long)s->applied_index);
     goto fail;
   }
   if ((rc = lkvnet_term_load(s->data_dir, s->env, &s->term, &e)) != LKV_OK)
@@ -369,10 +376,10 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   /* evhttp refuses bodies past its own cap with an HTML 413 before we see
    * them; ours is higher so bodies up to twice the limit (at least 1 MiB
    * over it) get our JSON 413 (docs/http_api.md, "Limits") */
-  evhttp_set_max_body_size(s->http,
-                           (ev_ssize_t)(s->max_body + (s->max_body > (1u << 20)
-                                                           ? s->max_body
-                                                           : (1u << 20))));
+  evhttp_set_max_body_size(
+      s->http,
+      (ev_ssize_t)(s->max_body +
+                   (s->max_body > (1u << 20) ? s->max_body : (1u << 20))));
   /* read and drop a refused body before answering, so the client sees the
    * 413 instead of a reset connection */
   evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
@@ -381,11 +388,11 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
   evhttp_set_gencb(s->http, lkvnet_node_on_request, s);
-  s->sock = evhttp_bind_socket_with_handle(s->http, s->host,
-                                           (ev_uint16_t)o->port);
+  s->sock =
+      evhttp_bind_socket_with_handle(s->http, s->host, (ev_uint16_t)o->port);
   if (s->sock == NULL) {
     rc = lkv_seterr(&e, LKV_IOERROR, "cannot listen on %s:%d: %s", s->host,
-                       o->port, strerror(errno));
+                    o->port, strerror(errno));
     goto fail;
   }
   if ((rc = lkvnet_node_conns_open(s, &e)) != LKV_OK) goto fail;
@@ -404,9 +411,9 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     s->my_url = dupstr(o->my_url);
   } else {
     char u[512];
-    snprintf(u, sizeof u, strchr(s->host, ':') ? "http://[%s]:%d"
-                                               : "http://%s:%d",
-             s->host, s->port);
+    snprintf(u, sizeof u,
+             strchr(s->host, ':') ? "http://[%s]:%d" : "http://%s:%d", s->host,
+             s->port);
     s->my_url = dupstr(u);
   }
   s->leader_url = dupstr(o->leader_url ? o->leader_url : s->my_url);
@@ -425,8 +432,8 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     s->nnodes = 1;
   }
   if ((rc = setup_cluster(s, &e)) != LKV_OK) goto fail;
-  s->notify_ev = event_new(s->base, s->pipefd[0], EV_READ | EV_PERSIST,
-                           on_notify, s);
+  s->notify_ev =
+      event_new(s->base, s->pipefd[0], EV_READ | EV_PERSIST, on_notify, s);
   s->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
   if (s->notify_ev == NULL || s->tick_ev == NULL) {
     rc = lkv_seterr(&e, LKV_NOMEM, "events");
@@ -436,7 +443,8 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   /* apply what the log holds past the engine, as far as it is committed */
   if (s->leader) lkvnet_node_advance_commit(s);
   if (s->needs_snapshot)
-    lkvnet_node_log(s, "the engine holds an unfinished snapshot install: "
+    lkvnet_node_log(s,
+                    "the engine holds an unfinished snapshot install: "
                     "waiting for the leader to send a new one");
   if (s->apply_err.code != LKV_OK) {
     e = s->apply_err;
@@ -446,13 +454,13 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   if (rs.dropped_bytes)
     lkvnet_node_log(s, "replication log: cut %llu byte(s) at open (%s)",
                     (unsigned long long)rs.dropped_bytes, rs.dropped_why);
-  lkvnet_node_log(s, "replication log: %llu entries (last index %llu, "
-                  "term %llu); applied %llu -> %llu",
-                  (unsigned long long)(rs.last_index - rs.base_index),
-                  (unsigned long long)rs.last_index,
-                  (unsigned long long)s->term,
-                  (unsigned long long)replayed_from,
-                  (unsigned long long)s->applied_index);
+  lkvnet_node_log(
+      s,
+      "replication log: %llu entries (last index %llu, "
+      "term %llu); applied %llu -> %llu",
+      (unsigned long long)(rs.last_index - rs.base_index),
+      (unsigned long long)rs.last_index, (unsigned long long)s->term,
+      (unsigned long long)replayed_from, (unsigned long long)s->applied_index);
   *out = s;
   return LKV_OK;
 fail:
@@ -477,8 +485,7 @@ int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
   if (s->sigterm_ev == NULL || s->sigint_ev == NULL ||
       event_add(s->sigterm_ev, NULL) != 0 ||
       event_add(s->sigint_ev, NULL) != 0 ||
-      event_add(s->notify_ev, NULL) != 0 ||
-      event_add(s->tick_ev, &tick) != 0 ||
+      event_add(s->notify_ev, NULL) != 0 || event_add(s->tick_ev, &tick) != 0 ||
       lkvnet_node_conns_start(s) != 0) {
     rc = lkv_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {

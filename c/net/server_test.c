@@ -21,7 +21,7 @@ typedef struct Case {
 
 /* A case for the field f of lkvnet_options, named as f. */
 #define CASE(f, lo, hi) \
-  {#f, offsetof(lkvnet_options, f), sizeof ((lkvnet_options *)0)->f, lo, hi}
+  { #f, offsetof(lkvnet_options, f), sizeof((lkvnet_options *)0)->f, lo, hi }
 
 static const Case cases[] = {
     CASE(max_body_bytes, LKVNET_MIN_MAX_BODY, LKVNET_MAX_MAX_BODY),

@@ -35,14 +35,16 @@ static uint32_t extend_table(uint32_t crc, const unsigned char *p, size_t n) {
 #define SEG2 128 /* the tail of a 4 KiB block: rounds of 3 x 128 bytes */
 static uint32_t ztab[4][256], ztab2[4][256];
 
-__attribute__((target("sse4.2"))) static uint32_t
-chain(uint32_t r, const unsigned char *p, size_t n) {
+__attribute__((target("sse4.2"))) static uint32_t chain(uint32_t r,
+                                                        const unsigned char *p,
+                                                        size_t n) {
   uint64_t c = r;
   while (n >= 8) {
     uint64_t w;
     memcpy(&w, p, 8);
     c = __builtin_ia32_crc32di(c, w);
-    p += 8; n -= 8;
+    p += 8;
+    n -= 8;
   }
   uint32_t c32 = (uint32_t)c;
   while (n--) c32 = __builtin_ia32_crc32qi(c32, *p++);
@@ -64,8 +66,8 @@ static inline uint32_t zshift_by(uint32_t (*z)[256], uint32_t r) {
 }
 
 /* Three lanes of seg bytes each, side by side, combined (see above). */
-__attribute__((target("sse4.2"))) static inline uint32_t
-round3(uint32_t r, const unsigned char *p, size_t seg, uint32_t (*z)[256]) {
+__attribute__((target("sse4.2"))) static inline uint32_t round3(
+    uint32_t r, const unsigned char *p, size_t seg, uint32_t (*z)[256]) {
   uint64_t c0 = r, c1 = 0, c2 = 0;
   for (size_t i = 0; i < seg; i += 8) {
     uint64_t a, b, c;
@@ -79,11 +81,12 @@ round3(uint32_t r, const unsigned char *p, size_t seg, uint32_t (*z)[256]) {
   return zshift_by(z, zshift_by(z, (uint32_t)c0) ^ (uint32_t)c1) ^ (uint32_t)c2;
 }
 
-__attribute__((target("sse4.2"))) static uint32_t
-extend_hw(uint32_t crc, const unsigned char *p, size_t n) {
+__attribute__((target("sse4.2"))) static uint32_t extend_hw(
+    uint32_t crc, const unsigned char *p, size_t n) {
   uint32_t r = ~crc;
   for (; n >= 3 * SEG; p += 3 * SEG, n -= 3 * SEG) r = round3(r, p, SEG, ztab);
-  for (; n >= 3 * SEG2; p += 3 * SEG2, n -= 3 * SEG2) r = round3(r, p, SEG2, ztab2);
+  for (; n >= 3 * SEG2; p += 3 * SEG2, n -= 3 * SEG2)
+    r = round3(r, p, SEG2, ztab2);
   return ~chain(r, p, n);
 }
 static int have_hw(void) { return __builtin_cpu_supports("sse4.2"); }

@@ -1,9 +1,10 @@
 /* crc32c_test.c - the fast CRC-32C (three interleaved lanes on SSE4.2)
  * agrees with the portable table code and with the standard check value. */
+#include "crc32c.h"
+
 #include <stdlib.h>
 #include <string.h>
 
-#include "crc32c.h"
 #include "test.h"
 
 int main(void) {
@@ -25,7 +26,8 @@ int main(void) {
     uint32_t slow = lkv_crc32c_extend_portable(0, buf + off, n);
     CHECK(fast == slow);
     size_t cut = n / 3;
-    CHECK(lkv_crc32c_extend(lkv_crc32c(buf + off, cut), buf + off + cut, n - cut) == fast);
+    CHECK(lkv_crc32c_extend(lkv_crc32c(buf + off, cut), buf + off + cut,
+                            n - cut) == fast);
     if (fast != slow) break;
   }
   free(buf);

@@ -31,7 +31,8 @@ typedef struct lkv_err {
 #if defined(__GNUC__)
 __attribute__((visibility("default")))
 #endif
-const char *lkv_strerror(int code);
+const char *
+lkv_strerror(int code);
 
 /* Format the message into err (when not NULL) and return code, so callers
  * write `return lkv_seterr(err, LKV_INVALID, "...", ...)`. The message is

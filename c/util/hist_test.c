@@ -1,9 +1,10 @@
 /* hist_test.c - the histogram's percentiles against the exact ones, its
  * merge against one histogram fed everything, and the nearest rank. */
+#include "hist.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "hist.h"
 #include "test.h"
 
 enum { N = 200000 };
