@@ -369,23 +369,12 @@ static void worker_seekrandom(worker *w) {
 static void *worker_main(void *arg) {
   worker *w = arg;
   switch (w->kind) {
-    case LKVWL_READRANDOM:
-      worker_readrandom(w, 0);
-      break;
-    case LKVWL_READMISSING:
-      worker_readrandom(w, 1);
-      break;
-    case LKVWL_READSEQ:
-      worker_readseq(w);
-      break;
-    case LKVWL_SEEKRANDOM:
-      worker_seekrandom(w);
-      break;
-    case LKVWL_READWHILEWRITING:
-      worker_readrandom(w, 0);
-      break;
-    default:
-      break;
+    case LKVWL_READRANDOM: worker_readrandom(w, 0); break;
+    case LKVWL_READMISSING: worker_readrandom(w, 1); break;
+    case LKVWL_READSEQ: worker_readseq(w); break;
+    case LKVWL_SEEKRANDOM: worker_seekrandom(w); break;
+    case LKVWL_READWHILEWRITING: worker_readrandom(w, 0); break;
+    default: break;
   }
   return NULL;
 }

@@ -95,22 +95,14 @@ static const char *fs_name(const char *dir) {
   struct statfs s;
   if (statfs(dir, &s) != 0) return "?";
   switch ((unsigned long)s.f_type) {
-    case 0xEF53:
-      return "ext4";
-    case 0x58465342:
-      return "xfs";
-    case 0x9123683E:
-      return "btrfs";
-    case 0x01021994:
-      return "tmpfs";
-    case 0x794C7630:
-      return "overlayfs";
-    case 0x2FC12FC1:
-      return "zfs";
-    case 0xF2F52010:
-      return "f2fs";
-    default:
-      return "other";
+    case 0xEF53: return "ext4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x01021994: return "tmpfs";
+    case 0x794C7630: return "overlayfs";
+    case 0x2FC12FC1: return "zfs";
+    case 0xF2F52010: return "f2fs";
+    default: return "other";
   }
 }
 

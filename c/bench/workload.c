@@ -195,8 +195,7 @@ static int bench_op(BWorker *w, uint64_t i, char *key, lkv_buf *buf,
         return LKV_OK;
       }
       return lkv_iter_status(w->it, err);
-    default:
-      return LKV_INVALID;
+    default: return LKV_INVALID;
   }
   rc = lkv_db_get(j->db, key, ks, LKV_SEQ_LATEST, buf, err);
   if (rc == LKV_OK) w->found++;

@@ -725,8 +725,7 @@ static int remove_tree(const char *path, const struct stat *st, int flag,
 
 static int undo_op(const dirop *o) {
   switch (o->kind) {
-    case OP_CREATE:
-      return unlink(o->a) < 0 && errno != ENOENT ? errno : 0;
+    case OP_CREATE: return unlink(o->a) < 0 && errno != ENOENT ? errno : 0;
     case OP_MKDIR: /* the directory never reached the disk, nor its files */
       return nftw(o->a, remove_tree, 16, FTW_DEPTH | FTW_PHYS) < 0 &&
                      errno != ENOENT
@@ -735,8 +734,7 @@ static int undo_op(const dirop *o) {
     case OP_RENAME:
       if (rename(o->b, o->a) < 0) return errno;
       return o->backup && rename(o->backup, o->b) < 0 ? errno : 0;
-    default: /* OP_UNLINK */
-      return rename(o->backup, o->a) < 0 ? errno : 0;
+    default: /* OP_UNLINK */ return rename(o->backup, o->a) < 0 ? errno : 0;
   }
 }
 

@@ -207,12 +207,9 @@ static void *field_of(const lkv_option_spec *s, void *base) {
  * upper end worth printing. */
 static uint64_t type_max(lkv_option_type t) {
   switch (t) {
-    case LKV_OPT_SIZE:
-      return SIZE_MAX;
-    case LKV_OPT_U64:
-      return UINT64_MAX;
-    default:
-      return INT_MAX;
+    case LKV_OPT_SIZE: return SIZE_MAX;
+    case LKV_OPT_U64: return UINT64_MAX;
+    default: return INT_MAX;
   }
 }
 
@@ -222,10 +219,8 @@ static uint64_t value_of(const lkv_option_spec *s, const void *base, int *neg) {
   const void *p = field_of(s, (void *)base);
   *neg = 0;
   switch (s->type) {
-    case LKV_OPT_SIZE:
-      return *(const size_t *)p;
-    case LKV_OPT_U64:
-      return *(const uint64_t *)p;
+    case LKV_OPT_SIZE: return *(const size_t *)p;
+    case LKV_OPT_U64: return *(const uint64_t *)p;
     default: {
       int v = *(const int *)p;
       if (v >= 0) return (uint64_t)v;
@@ -240,17 +235,10 @@ void lkv_option_set(const lkv_option_spec *s, void *base, uint64_t v) {
   switch (s->type) {
     case LKV_OPT_INT:
     case LKV_OPT_BOOL:
-    case LKV_OPT_ENUM:
-      *(int *)p = (int)v;
-      break;
-    case LKV_OPT_SIZE:
-      *(size_t *)p = (size_t)v;
-      break;
-    case LKV_OPT_U64:
-      *(uint64_t *)p = v;
-      break;
-    default:
-      break; /* strings are set through the field itself */
+    case LKV_OPT_ENUM: *(int *)p = (int)v; break;
+    case LKV_OPT_SIZE: *(size_t *)p = (size_t)v; break;
+    case LKV_OPT_U64: *(uint64_t *)p = v; break;
+    default: break; /* strings are set through the field itself */
   }
 }
 

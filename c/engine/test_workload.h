@@ -310,15 +310,9 @@ static int wl_step(wl_run *r) {
       lkv_batch_free(b);
       break;
     }
-    case WL_FLUSH:
-      rc = lkv_db_flush(r->db, &err);
-      break;
-    case WL_COMPACT:
-      rc = lkv_db_compact(r->db, &err);
-      break;
-    case WL_SYNC:
-      rc = lkv_db_sync(r->db, &err);
-      break;
+    case WL_FLUSH: rc = lkv_db_flush(r->db, &err); break;
+    case WL_COMPACT: rc = lkv_db_compact(r->db, &err); break;
+    case WL_SYNC: rc = lkv_db_sync(r->db, &err); break;
     case WL_SNAP:
       wl_snap_drop(r);
       rc = lkv_snapshot_new(r->db, &r->snap, &err);

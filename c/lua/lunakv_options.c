@@ -167,34 +167,21 @@ void lkvlua_node_options(lua_State *L, int t, lkvnet_options *o) {
 
 static void push_default(lua_State *L, const lkv_option_spec *s) {
   switch (s->type) {
-    case LKV_OPT_BOOL:
-      lua_pushboolean(L, s->dflt != 0);
-      break;
-    case LKV_OPT_ENUM:
-      lua_pushstring(L, s->choices[s->dflt]);
-      break;
+    case LKV_OPT_BOOL: lua_pushboolean(L, s->dflt != 0); break;
+    case LKV_OPT_ENUM: lua_pushstring(L, s->choices[s->dflt]); break;
     case LKV_OPT_STRING:
-    case LKV_OPT_FILENAME:
-      lua_pushstring(L, s->dflt_str);
-      break;
-    default:
-      lua_pushinteger(L, (lua_Integer)s->dflt);
-      break;
+    case LKV_OPT_FILENAME: lua_pushstring(L, s->dflt_str); break;
+    default: lua_pushinteger(L, (lua_Integer)s->dflt); break;
   }
 }
 
 static const char *type_name(lkv_option_type t) {
   switch (t) {
-    case LKV_OPT_BOOL:
-      return "boolean";
-    case LKV_OPT_ENUM:
-      return "enum";
-    case LKV_OPT_STRING:
-      return "string";
-    case LKV_OPT_FILENAME:
-      return "filename";
-    default:
-      return "integer";
+    case LKV_OPT_BOOL: return "boolean";
+    case LKV_OPT_ENUM: return "enum";
+    case LKV_OPT_STRING: return "string";
+    case LKV_OPT_FILENAME: return "filename";
+    default: return "integer";
   }
 }
 

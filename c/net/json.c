@@ -315,24 +315,12 @@ static int parse_value(Parser *p, int depth, lkvnet_json_type *type) {
   skip_ws(p);
   if (p->pos >= p->n) return fail(p, "unexpected end of input");
   switch (p->s[p->pos]) {
-    case '"':
-      *type = LKVNET_JSON_STRING;
-      return parse_string(p);
-    case '{':
-      *type = LKVNET_JSON_OBJECT;
-      return parse_container(p, depth, 1);
-    case '[':
-      *type = LKVNET_JSON_ARRAY;
-      return parse_container(p, depth, 0);
-    case 't':
-      *type = LKVNET_JSON_BOOL;
-      return literal(p, "true");
-    case 'f':
-      *type = LKVNET_JSON_BOOL;
-      return literal(p, "false");
-    case 'n':
-      *type = LKVNET_JSON_NULL;
-      return literal(p, "null");
+    case '"': *type = LKVNET_JSON_STRING; return parse_string(p);
+    case '{': *type = LKVNET_JSON_OBJECT; return parse_container(p, depth, 1);
+    case '[': *type = LKVNET_JSON_ARRAY; return parse_container(p, depth, 0);
+    case 't': *type = LKVNET_JSON_BOOL; return literal(p, "true");
+    case 'f': *type = LKVNET_JSON_BOOL; return literal(p, "false");
+    case 'n': *type = LKVNET_JSON_NULL; return literal(p, "null");
     default:
       if (p->s[p->pos] == '-' || (p->s[p->pos] >= '0' && p->s[p->pos] <= '9')) {
         *type = LKVNET_JSON_NUMBER;
@@ -459,18 +447,12 @@ const lkvnet_json_member *lkvnet_json_get(const lkvnet_json_object *o,
 
 const char *lkvnet_json_type_name(lkvnet_json_type t) {
   switch (t) {
-    case LKVNET_JSON_NULL:
-      return "null";
-    case LKVNET_JSON_BOOL:
-      return "a boolean";
-    case LKVNET_JSON_NUMBER:
-      return "a number";
-    case LKVNET_JSON_STRING:
-      return "a string";
-    case LKVNET_JSON_ARRAY:
-      return "an array";
-    default:
-      return "an object";
+    case LKVNET_JSON_NULL: return "null";
+    case LKVNET_JSON_BOOL: return "a boolean";
+    case LKVNET_JSON_NUMBER: return "a number";
+    case LKVNET_JSON_STRING: return "a string";
+    case LKVNET_JSON_ARRAY: return "an array";
+    default: return "an object";
   }
 }
 
@@ -529,27 +511,13 @@ void lkvnet_jbuf_str(lkvnet_jbuf *b, const char *s, size_t n) {
     lkvnet_jbuf_raw(b, s + start, i - start);
     start = i + 1;
     switch (c) {
-      case '"':
-        esc = "\\\"";
-        break;
-      case '\\':
-        esc = "\\\\";
-        break;
-      case '\n':
-        esc = "\\n";
-        break;
-      case '\r':
-        esc = "\\r";
-        break;
-      case '\t':
-        esc = "\\t";
-        break;
-      case '\b':
-        esc = "\\b";
-        break;
-      case '\f':
-        esc = "\\f";
-        break;
+      case '"': esc = "\\\""; break;
+      case '\\': esc = "\\\\"; break;
+      case '\n': esc = "\\n"; break;
+      case '\r': esc = "\\r"; break;
+      case '\t': esc = "\\t"; break;
+      case '\b': esc = "\\b"; break;
+      case '\f': esc = "\\f"; break;
       default:
         u[0] = '\\';
         u[1] = 'u';

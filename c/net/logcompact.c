@@ -80,7 +80,6 @@ void lkvnet_node_compaction_poll(lkvnet_server *s) {
       lkvnet_node_log(s, "log compaction at index %llu failed: %s",
                       (unsigned long long)s->compact_index, err.msg);
       break;
-    default:
-      break;
+    default: break;
   }
 }

@@ -84,20 +84,13 @@ _Static_assert(sizeof lkvnet_node_latency_buckets /
 
 static const char *reason(int code) {
   switch (code) {
-    case 200:
-      return "OK";
-    case 400:
-      return "Bad Request";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 413:
-      return "Payload Too Large";
-    case 503:
-      return "Service Unavailable";
-    default:
-      return "Internal Server Error";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
   }
 }
 
@@ -170,14 +163,10 @@ void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
 
 int lkvnet_node_http_status_of(int lkv_code) {
   switch (lkv_code) {
-    case LKV_INVALID:
-      return 400;
-    case LKV_TOOBIG:
-      return 413;
-    case LKV_NOTFOUND:
-      return 404;
-    default:
-      return 500;
+    case LKV_INVALID: return 400;
+    case LKV_TOOBIG: return 413;
+    case LKV_NOTFOUND: return 404;
+    default: return 500;
   }
 }
 

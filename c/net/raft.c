@@ -26,14 +26,10 @@ void lkvnet_raft_config_init(lkvnet_raft_config *c) {
 
 const char *lkvnet_raft_role_name(int role) {
   switch (role) {
-    case LKVNET_RAFT_FOLLOWER:
-      return "follower";
-    case LKVNET_RAFT_PRECANDIDATE:
-      return "precandidate";
-    case LKVNET_RAFT_CANDIDATE:
-      return "candidate";
-    case LKVNET_RAFT_LEADER:
-      return "leader";
+    case LKVNET_RAFT_FOLLOWER: return "follower";
+    case LKVNET_RAFT_PRECANDIDATE: return "precandidate";
+    case LKVNET_RAFT_CANDIDATE: return "candidate";
+    case LKVNET_RAFT_LEADER: return "leader";
   }
   return "unknown";
 }

@@ -538,8 +538,7 @@ int lkvnet_raft_propose_conf(lkvnet_raft *r, int op, uint64_t node,
         return lkv_seterr(err, LKV_INVALID, "raft: %llu is not a member",
                           (unsigned long long)node);
       break;
-    default:
-      return lkv_seterr(err, LKV_INVALID, "raft: unknown change %d", op);
+    default: return lkv_seterr(err, LKV_INVALID, "raft: unknown change %d", op);
   }
   unsigned char *data;
   size_t len;

@@ -648,9 +648,7 @@ static void run_until(uint64_t t_end) {
     S.stats_events++;
     snode *n = e.a >= 1 && e.a <= MAXN ? &S.nodes[e.a] : NULL;
     switch (e.type) {
-      case EV_DELIVER:
-        deliver(e.p);
-        break;
+      case EV_DELIVER: deliver(e.p); break;
       case EV_TICK:
         if (!n->up || n->epoch != e.epoch) break;
         lkvnet_raft_tick(n->core);
@@ -660,16 +658,12 @@ static void run_until(uint64_t t_end) {
       case EV_FSYNC:
         if (n->up && n->epoch == e.epoch) fsync_done(e.a);
         break;
-      case EV_CLIENT:
-        client_step(e.a);
-        break;
+      case EV_CLIENT: client_step(e.a); break;
       case EV_OPTIMEOUT:
         if (S.ops[e.a].status == OP_PENDING)
           op_finish(e.a, S.ops[e.a].write ? OP_UNKNOWN : OP_ABANDONED);
         break;
-      case EV_FAULT:
-        fault();
-        break;
+      case EV_FAULT: fault(); break;
       case EV_RESTART:
         if (!n->up) node_start(e.a);
         break;

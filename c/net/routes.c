@@ -236,26 +236,16 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
 
 static const char *method_name(enum evhttp_cmd_type c) {
   switch (c) {
-    case EVHTTP_REQ_GET:
-      return "GET";
-    case EVHTTP_REQ_POST:
-      return "POST";
-    case EVHTTP_REQ_HEAD:
-      return "HEAD";
-    case EVHTTP_REQ_PUT:
-      return "PUT";
-    case EVHTTP_REQ_DELETE:
-      return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-      return "OPTIONS";
-    case EVHTTP_REQ_TRACE:
-      return "TRACE";
-    case EVHTTP_REQ_CONNECT:
-      return "CONNECT";
-    case EVHTTP_REQ_PATCH:
-      return "PATCH";
-    default:
-      return "?";
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    default: return "?";
   }
 }
 
@@ -347,9 +337,7 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
   }
   switch (route) {
     case LKVNET_ROUTE_SET:
-    case LKVNET_ROUTE_DELETE:
-      route_write_json(s, req, route, start);
-      break;
+    case LKVNET_ROUTE_DELETE: route_write_json(s, req, route, start); break;
     case LKVNET_ROUTE_GET:
       route_get(s, req, query, start,
                 s->leader && query_flag(query, "consistent"));
@@ -360,26 +348,12 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
     case LKVNET_ROUTE_SNAPSHOT:
       lkvnet_node_route_snapshot(s, req, query, start);
       break;
-    case LKVNET_ROUTE_SYNC:
-      lkvnet_node_route_sync(s, req, query, start);
-      break;
-    case LKVNET_ROUTE_SCAN:
-      route_scan(s, req, query, start);
-      break;
-    case LKVNET_ROUTE_STATUS:
-      lkvnet_node_route_status(s, req, start);
-      break;
-    case LKVNET_ROUTE_STATS:
-      lkvnet_node_route_stats(s, req, start);
-      break;
-    case LKVNET_ROUTE_HEALTH:
-      lkvnet_node_route_health(s, req, start);
-      break;
-    case LKVNET_ROUTE_METRICS:
-      lkvnet_node_route_metrics(s, req, start);
-      break;
-    default:
-      route_kv(s, req, path, cmd, start);
-      break;
+    case LKVNET_ROUTE_SYNC: lkvnet_node_route_sync(s, req, query, start); break;
+    case LKVNET_ROUTE_SCAN: route_scan(s, req, query, start); break;
+    case LKVNET_ROUTE_STATUS: lkvnet_node_route_status(s, req, start); break;
+    case LKVNET_ROUTE_STATS: lkvnet_node_route_stats(s, req, start); break;
+    case LKVNET_ROUTE_HEALTH: lkvnet_node_route_health(s, req, start); break;
+    case LKVNET_ROUTE_METRICS: lkvnet_node_route_metrics(s, req, start); break;
+    default: route_kv(s, req, path, cmd, start); break;
   }
 }

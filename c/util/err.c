@@ -8,26 +8,16 @@
 
 const char *lkv_strerror(int code) {
   switch (code) {
-    case LKV_OK:
-      return "ok";
-    case LKV_NOTFOUND:
-      return "not found";
-    case LKV_CORRUPTION:
-      return "corruption";
-    case LKV_IOERROR:
-      return "io error";
-    case LKV_INVALID:
-      return "invalid argument";
-    case LKV_BUSY:
-      return "busy";
-    case LKV_CLOSED:
-      return "closed";
-    case LKV_NOMEM:
-      return "out of memory";
-    case LKV_TOOBIG:
-      return "too big";
-    default:
-      return "unknown error";
+    case LKV_OK: return "ok";
+    case LKV_NOTFOUND: return "not found";
+    case LKV_CORRUPTION: return "corruption";
+    case LKV_IOERROR: return "io error";
+    case LKV_INVALID: return "invalid argument";
+    case LKV_BUSY: return "busy";
+    case LKV_CLOSED: return "closed";
+    case LKV_NOMEM: return "out of memory";
+    case LKV_TOOBIG: return "too big";
+    default: return "unknown error";
   }
 }
 
