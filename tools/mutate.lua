@@ -83,8 +83,12 @@ local root = capture("git rev-parse --show-toplevel"):gsub("\n$", "")
 -- that the mutated C file still compiles; no test runs. A refactor or a
 -- format pass that moves a row's code shows here, not at the next full
 -- run.
-local INCLUDES = "-Ic/util -Ic/engine -Ic/net -Ic/lua -Ic/bench " ..
-  "-I/usr/include/lua5.4"
+-- A mutation that calls a function nobody defines only warns under
+-- -fsyntax-only and then fails to link inside its test, which would count
+-- as caught: an implicit declaration is an error here.
+local CHECK = "${CC:-cc} -std=c11 -D_GNU_SOURCE -fsyntax-only " ..
+  "-Werror=implicit-function-declaration " ..
+  "-Ic/util -Ic/engine -Ic/net -Ic/lua -Ic/bench -I/usr/include/lua5.4"
 if os.getenv("MUTATE_CHECK") == "1" then
   local bad = 0
   for _, m in ipairs(chosen) do
@@ -95,8 +99,7 @@ if os.getenv("MUTATE_CHECK") == "1" then
     elseif m.file:match("%.c$") then
       local s, e = orig:find(m.from, 1, true)
       local dir = m.file:match("^(.*)/") or "."
-      local cc = io.popen("cd '" .. root .. "' && ${CC:-cc} -std=c11 " ..
-        "-D_GNU_SOURCE -fsyntax-only " .. INCLUDES .. " -I" .. dir ..
+      local cc = io.popen("cd '" .. root .. "' && " .. CHECK .. " -I" .. dir ..
         " -x c - >/dev/null 2>&1", "w")
       cc:write(orig:sub(1, s - 1) .. m.to .. orig:sub(e + 1))
       if not cc:close() then status = "no-build" end
@@ -142,8 +145,7 @@ for i, m in ipairs(chosen) do
     -- a mutation that does not compile proves nothing: it is reported as
     -- such, not as caught
     local builds = not m.file:match("%.c$") or sh("cd '" .. scratch ..
-      "' && ${CC:-cc} -std=c11 -D_GNU_SOURCE -fsyntax-only " .. INCLUDES ..
-      " '" .. m.file .. "' >'" .. log .. "' 2>&1")
+      "' && " .. CHECK .. " '" .. m.file .. "' >'" .. log .. "' 2>&1")
     if not builds then
       status = "no-build"
     else
