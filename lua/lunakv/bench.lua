@@ -69,10 +69,7 @@ function M.run_local(setup, args, opts, info)
     progress = not args.quiet and (args.progress or core.isatty(2)),
     counter = 0, -- databases opened so far (for unique names)
   }
-  if run.temporary then
-    run.base = os.tmpname()
-    os.remove(run.base)
-  end
+  if run.temporary then run.base = require("lunakv.tmpdir")("lunakv-bench") end
   run.machine = report.machine()
   if not args.json then report.header(run) end
   local per_layer = runner.measure(args, run.plan, run.layers, run)
