@@ -43,16 +43,13 @@ describe("db", function()
       function()
         db = h.open(dir, { max_memtable_size = 16 * 1024 })
         local n = 20000
-        for idx, i in ipairs(shuffled(n)) do
-          db:set(key(i), h.value_for(key(i)))
-          -- a flush thread that falls behind merges the frozen memtables
-          -- it finds into one table (12 tables, not 150, on an idle
-          -- machine; 5 under load): a table every 2000 writes at the least
-          if idx % 2000 == 0 then db:flush() end
-        end
-        -- flushes finish in the background: a busy machine may still be
-        -- writing the last few tables when the loop ends
-        h.wait_until(function() return db:stats().flushes >= 10 end, 30,
+        for _, i in ipairs(shuffled(n)) do db:set(key(i), h.value_for(key(i))) end
+        -- the memtable fills about 150 times; a flush thread that falls
+        -- behind merges the frozen memtables it finds into one table (12
+        -- flushes on an idle machine, 5 under load), so "many" is 3 here,
+        -- all of them the engine's own (none asked for by the test);
+        -- the last ones may still be running when the loop ends
+        h.wait_until(function() return db:stats().flushes >= 3 end, 30,
           function() return "expected many flushes, got " ..
             db:stats().flushes end)
         assert.is_true(#h.list(dir, "^%d+%.sst$") > 1)
