@@ -28,12 +28,8 @@
 /* The one exported symbol (-fvisibility=hidden hides everything else). */
 __attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L);
 
-/* The module's functions, all files together: the size luaL_newlib gave
- * the table when one list held them. */
-#define CORE_NFUNCS 16
-
 __attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L) {
-  lua_createtable(L, 0, CORE_NFUNCS); /* +1 module */
+  lua_newtable(L); /* +1 module; each file adds its functions */
   lkvlua_db_register(L);
   lkvlua_iter_register(L);
   lkvlua_options_register(L);
