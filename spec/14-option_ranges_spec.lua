@@ -116,13 +116,22 @@ describe("numeric options #ranges", function()
 
   it("hands a negative number only to converters that check ranges",
     function()
-      -- lunakv node's options convert with tonumber: a -5 there stays
-      -- argparse's unknown option (exit 2), it never reaches core.serve
-      -- (exit 99) and no node starts
-      local code, out, err = lunakv("node 0 " .. h.quote(dir .. "/n")
-        .. " http://127.0.0.1:1 http://127.0.0.1:1 --heartbeat-ms -5")
+      -- lunakv node's numeric flags check ranges: the -5 reaches the
+      -- converter, which names the range (exit 2), and no node starts
+      local node = "node 0 " .. h.quote(dir .. "/n")
+        .. " http://127.0.0.1:1 http://127.0.0.1:1 "
+      local code, out, err = lunakv(node .. "--heartbeat-ms -5")
       assert.equal(2, code, err)
       assert.equal("", out)
+      assert.matches("%-%-heartbeat%-ms must be an integer from %d+ to %d+, "
+        .. "got '%-5'", err)
+      assert.is_false(h.exists(dir .. "/n"))
+      -- --host takes text, unchecked: a -5 there stays argparse's unknown
+      -- option (exit 2), it never reaches core.serve (exit 99)
+      code, out, err = lunakv(node .. "--host -5")
+      assert.equal(2, code, err)
+      assert.equal("", out)
+      assert.matches("unknown option '%-5'", err)
       assert.is_nil(err:find("internal error", 1, true))
       assert.is_false(h.exists(dir .. "/n"))
     end)

@@ -272,11 +272,15 @@ describe("lunakv node's numeric options", function()
         assert.not_matches("starting:", err, 1, true)
         assert.not_matches("internal error", err, 1, true)
       end
-      -- the value as the next argument: argparse takes "-1" for a flag
+      -- the value as the next argument: lunakv.cli hands "-1" to the
+      -- flag (argparse alone takes it for an unknown option)
       local code, _, err = run_node("0", flag, "-1")
       assert.equal(2, code, err)
+      assert.equal(string.format("lunakv: %s must be an integer from %d to "
+        .. "%d, got '-1'", flag, lo, hi), err:match("^[^\n]*"), err)
     end
-    for _, bad in ipairs({ "65536", "abc", "1.5", "99999999999999999999" }) do
+    for _, bad in ipairs({ "65536", "abc", "1.5", "99999999999999999999",
+                           "-5" }) do
       local code, _, err = run_node(bad)
       assert.equal(2, code, err)
       assert.equal("lunakv: PORT must be an integer from 0 to 65535, got '"

@@ -2,6 +2,8 @@
 -- seed's positional arguments and the server's flags, checked where they
 -- are parsed; lunakv.node turns them into the server's options and runs it.
 
+local config = require("lunakv.config")
+
 local M = {}
 
 M.summary = "Run an HTTP node: lunakv node PORT DATA_DIR LEADER_URL "
@@ -56,23 +58,10 @@ local function numeric_flags()
 end
 M.NUMERIC = numeric_flags()
 
--- A converter for argparse: a decimal integer in [lo, hi], or nil and
--- the message argparse reports as a usage error.
-local function ranged(name, lo, hi)
-  return function(s)
-    local n = s:match("^%d+$") and math.tointeger(tonumber(s))
-    if not n or n < lo or n > hi then
-      return nil, string.format("%s must be an integer from %d to %d, got '%s'",
-        name, lo, hi, s)
-    end
-    return n
-  end
-end
-
 function M.add_to_parser(p)
   p:argument("port", "Port to listen on (0: any free port, printed at "
     .. "start).")
-    :argname("<port>"):convert(ranged("PORT", 0, 65535))
+    :argname("<port>"):convert(config.int_arg("PORT", 0, 65535))
   p:argument("data_dir", "The node's directory: db/ and replication.log.")
     :argname("<data_dir>")
   p:argument("leader_url", "The leader's URL (e.g. http://localhost:8000).")
@@ -91,7 +80,7 @@ function M.add_to_parser(p)
     local flag, argname, lo, hi, default, help = table.unpack(f)
     p:option(flag, string.format("%s (from %d to %d; default %d).", help, lo,
       hi, default))
-      :argname(argname):convert(ranged(flag, lo, hi))
+      :argname(argname):convert(config.int_arg(flag, lo, hi))
   end
 end
 
