@@ -139,7 +139,14 @@ describe("lunakv node's HTTP listener #http", function()
       assert(half[i]:send("POST /set HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"))
     end
     -- past the cap, connections wait in the listen queue until one of the
-    -- four open ones is closed; /health is among them
+    -- four open ones is closed: /metrics is answered only then, with at
+    -- most four open (ten half-requests and itself without the cap)
+    local mcode, mtext = hh.request("GET", node.url .. "/metrics")
+    assert.equal(200, mcode)
+    local open = tonumber(mtext:match("lunakv_http_connections_open (%d+)\n"))
+    assert.is_true(open ~= nil and open <= 4, "open connections: "
+      .. tostring(open))
+    -- /health is answered the same way
     local code, doc = hh.json_request("GET", node.url .. "/health")
     assert.equal(200, code)
     assert.is_true(doc.ok)
@@ -178,6 +185,12 @@ describe("lunakv node's HTTP listener #http", function()
       return (hh.request("GET", node.url .. "/health"))
     end, 20)
     assert.equal(200, code)
+    -- the pause after a failed accept() keeps the attempts few; without
+    -- it libevent retries in a loop (hundreds of thousands in 2 s)
+    local _, text = hh.request("GET", node.url .. "/metrics")
+    local errors = tonumber(text:match("lunakv_http_accept_errors_total (%d+)\n"))
+    assert.is_true(errors ~= nil and errors >= 1 and errors <= 50,
+      "accept errors: " .. tostring(errors))
   end)
 end)
 

@@ -81,6 +81,17 @@ return {
     from = "    lua_getfield(L, -1, \"env\"); /* +1 env (or nil) */",
     to = "    lua_getfield(L, -1, \"env\"); /* +1 env (or nil) */\n    o.engine.env = NULL;",
     test = spec("24-node_hardening_spec.lua", "cannot be synced") },
+  -- ---- issue 15's connection limits ----------------------------------
+  { name = "conns: accept() goes on past --max-connections",
+    file = "c/net/conns.c",
+    from = "  int want = !c->full && !c->paused;",
+    to = "  int want = !c->paused;",
+    test = spec("24-node_hardening_spec.lua", "half%-open connections") },
+  { name = "conns: no pause after accept() fails",
+    file = "c/net/conns.c",
+    from = "  c->paused = 1;",
+    to = "  c->paused = 0;",
+    test = spec("24-node_hardening_spec.lua", "logs a failing accept") },
   -- ---- forwarding and the statuses of docs/http_api.md ------------------
   { name = "node: a forwarded request is forwarded again (no loop check)",
     file = "c/net/forward.c",
