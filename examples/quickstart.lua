@@ -60,7 +60,7 @@ local newest
 for _, t in ipairs(db:tables()) do
   if not newest or t.number > newest.number then newest = t end
 end
--- Why there: the engine's rule (lkv_flush_level in c/engine/compact.c).
+-- Why there: the engine's rule (lkv_vset_flush_level in c/engine/vset.c).
 local why = {
   [0] = ":\n  its keys overlap a table in L0 or L1, so the flush starts at the top",
   [1] = ", not L0:\n  its keys overlap no table in L0 or L1 but one in L2, so it went one level\n"

@@ -140,6 +140,11 @@ describe("lunakv node #http", function()
       assert.equal(200, code)
       assert.equal(13, #doc.items)
       assert.is_false(doc.more)
+      -- start above end: an empty range, as in db:scan and the shell
+      code, doc = get("/scan?start=z&end=a")
+      assert.equal(200, code)
+      assert.same({}, doc.items)
+      assert.is_false(doc.more)
     end)
 
     it("returns non-UTF-8 bytes as base64 with an encoding field", function()
