@@ -100,6 +100,11 @@ return {
       "      wal_name(db, wals[i], nm, sizeof nm);\n      lkv_db_remove_file(db, nm);\n    }\n" ..
       "    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);",
     test = ctest("fault_test") },
+  { name = "compaction: outputs deleted though the MANIFEST on disk may name them",
+    file = "c/engine/compact.c",
+    from = "  } else if (!maybe_committed) {",
+    to = "  } else {",
+    test = ctest("fault_test") },
   { name = "compaction: ignores live snapshots",
     file = "c/engine/compact.c",
     from = "uint64_t smallest_snap = lkv_db_oldest_snapshot(db);",
