@@ -17,6 +17,14 @@ function M.spec(file, filter)
     "spec/" .. file
 end
 
+-- a busted spec file under ASan/UBSan (make asan-spec), for a bug only a
+-- sanitizer sees (a read of freed memory that happens to hold the value)
+function M.asan_spec(file, filter)
+  return "make -s asan-spec SPEC=" .. file ..
+    (filter and (" FILTER=" .. string.format("%q", filter)) or "") ..
+    " >/dev/null 2>&1"
+end
+
 -- the crash test (c/crash/crashtest.c) with these arguments
 function M.crash(args)
   return "make -s build/crash/crashtest >/dev/null && build/crash/crashtest " ..

@@ -5,7 +5,7 @@
 -- the scratch copy's root and build what they need.
 
 local t = dofile("tools/mutation_tests.lua")
-local ctest, spec, crash = t.ctest, t.spec, t.crash
+local ctest, spec, crash, asan_spec = t.ctest, t.spec, t.crash, t.asan_spec
 
 return {
   -- ---- the write path ------------------------------------------------
@@ -100,6 +100,15 @@ return {
       "      wal_name(db, wals[i], nm, sizeof nm);\n      lkv_db_remove_file(db, nm);\n    }\n" ..
       "    if (rc == LKV_OK) rc = lkv_db_log_and_apply(db, &e, k, NULL, &err);",
     test = ctest("fault_test") },
+  { name = "open: a table's size read for the message after it is closed",
+    file = "c/engine/vset.c",
+    from = "      lkv_table_close(t);\n      rc = lkv_seterr(err, LKV_CORRUPTION,\n" ..
+      "                      \"%s: size %llu differs from the %llu bytes in MANIFEST\",\n" ..
+      "                      name, (unsigned long long)size,",
+    to = "      lkv_table_close(t);\n      rc = lkv_seterr(err, LKV_CORRUPTION,\n" ..
+      "                      \"%s: size %llu differs from the %llu bytes in MANIFEST\",\n" ..
+      "                      name, (unsigned long long)lkv_table_file_size(t),",
+    test = asan_spec("15-faults_spec.lua", "real size") },
   { name = "compaction: outputs deleted though the MANIFEST on disk may name them",
     file = "c/engine/compact.c",
     from = "  } else if (!maybe_committed) {",

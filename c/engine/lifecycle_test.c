@@ -58,6 +58,8 @@ typedef struct pause_ctx {
   atomic_int armed;  /* 1: pause the next such call */
   atomic_int inside; /* a thread is paused there */
   pthread_t paused_thread;
+  lkv_db *db;           /* the call stays paused until close begins */
+  atomic_int saw_close; /* it saw close begin */
 } pause_ctx;
 
 static void pause_hook(void *ctx, int op, const char *path) {
@@ -67,7 +69,15 @@ static void pause_hook(void *ctx, int op, const char *path) {
   if (!atomic_compare_exchange_strong(&p->armed, &one, 0)) return;
   p->paused_thread = pthread_self();
   atomic_store(&p->inside, 1);
-  nap_ms(300); /* long enough for close to run into us */
+  /* last_seq answers 0 once close has begun (lunakv.h): hold the call
+   * until then, so close always finds it in flight (up to 30 s) */
+  for (int i = 0; i < 30000; i++) {
+    if (lkv_db_last_seq(p->db) == 0) {
+      atomic_store(&p->saw_close, 1);
+      return;
+    }
+    nap_ms(1);
+  }
 }
 
 typedef struct call_arg {
@@ -105,7 +115,12 @@ static void close_waits(int write) {
   db = open_db(fe, write ? LKV_SYNC_ALWAYS : LKV_SYNC_NONE);
 
   pause_ctx pc = {write ? LKV_FOP_SYNC : LKV_FOP_READ,
-                  write ? "wal.log" : ".sst", 1, 0, pthread_self()};
+                  write ? "wal.log" : ".sst",
+                  1,
+                  0,
+                  pthread_self(),
+                  db,
+                  0};
   lkv_faultenv_set_hook(fe, pause_hook, &pc);
   call_arg a = {db, write, -1, 0};
   pthread_t th;
@@ -115,7 +130,8 @@ static void close_waits(int write) {
   int returned_first = atomic_load(&a.returned);
   pthread_join(th, NULL);
   CHECK(rc == LKV_OK);
-  CHECK(returned_first); /* close waited for the call */
+  CHECK(atomic_load(&pc.saw_close)); /* the call was in flight at close */
+  CHECK(returned_first);             /* close waited for the call */
   CHECK(a.rc == LKV_OK);
   lkv_faultenv_set_hook(fe, NULL, NULL);
   if (write) { /* and the write it let finish is there */
