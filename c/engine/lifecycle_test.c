@@ -58,8 +58,9 @@ typedef struct pause_ctx {
   atomic_int armed;  /* 1: pause the next such call */
   atomic_int inside; /* a thread is paused there */
   pthread_t paused_thread;
-  lkv_db *db;           /* the call stays paused until close begins */
-  atomic_int saw_close; /* it saw close begin */
+  lkv_db *db;                /* the call stays paused until close begins */
+  atomic_int saw_close;      /* it saw close begin */
+  atomic_int close_returned; /* set by the closing thread */
 } pause_ctx;
 
 static void pause_hook(void *ctx, int op, const char *path) {
@@ -70,14 +71,16 @@ static void pause_hook(void *ctx, int op, const char *path) {
   p->paused_thread = pthread_self();
   atomic_store(&p->inside, 1);
   /* last_seq answers 0 once close has begun (lunakv.h): hold the call
-   * until then, so close always finds it in flight (up to 30 s) */
-  for (int i = 0; i < 30000; i++) {
-    if (lkv_db_last_seq(p->db) == 0) {
-      atomic_store(&p->saw_close, 1);
-      return;
-    }
+   * until then (up to 30 s), so close always finds it in flight ... */
+  for (int i = 0; i < 30000 && !atomic_load(&p->saw_close); i++) {
+    if (lkv_db_last_seq(p->db) == 0) atomic_store(&p->saw_close, 1);
     nap_ms(1);
   }
+  /* ... then for one more second, or until close returns: a close that
+   * does not wait for the call returns within that second (it has little
+   * to do), one that waits cannot return before we do. The db is not
+   * touched here: a close that did not wait has freed it. */
+  for (int i = 0; i < 1000 && !atomic_load(&p->close_returned); i++) nap_ms(1);
 }
 
 typedef struct call_arg {
@@ -114,13 +117,10 @@ static void close_waits(int write) {
   CHECK_OK(lkv_db_close(db, &err), &err);
   db = open_db(fe, write ? LKV_SYNC_ALWAYS : LKV_SYNC_NONE);
 
-  pause_ctx pc = {write ? LKV_FOP_SYNC : LKV_FOP_READ,
-                  write ? "wal.log" : ".sst",
-                  1,
-                  0,
-                  pthread_self(),
-                  db,
-                  0};
+  pause_ctx pc = {.op = write ? LKV_FOP_SYNC : LKV_FOP_READ,
+                  .match = write ? "wal.log" : ".sst",
+                  .armed = 1,
+                  .db = db};
   lkv_faultenv_set_hook(fe, pause_hook, &pc);
   call_arg a = {db, write, -1, 0};
   pthread_t th;
@@ -128,6 +128,7 @@ static void close_waits(int write) {
   while (!atomic_load(&pc.inside)) nap_ms(1);
   int rc = lkv_db_close(db, &err);
   int returned_first = atomic_load(&a.returned);
+  atomic_store(&pc.close_returned, 1);
   pthread_join(th, NULL);
   CHECK(rc == LKV_OK);
   CHECK(atomic_load(&pc.saw_close)); /* the call was in flight at close */
