@@ -383,14 +383,10 @@ static int upgrade_v1(lkvnet_rlog *r, lkv_err *err) {
     if ((e = pwrite_all(env, fd, out, k, woff)) != 0) goto fail;
     woff += k;
   }
-  if ((e = f_sync(env, fd)) != 0) {
-    what = "fdatasync";
-    goto fail;
-  }
-  if ((e = env->rename(env, tmp, r->path)) != 0) {
-    what = "rename";
-    goto fail;
-  }
+  what = "fdatasync";
+  if ((e = f_sync(env, fd)) != 0) goto fail;
+  what = "rename";
+  if ((e = env->rename(env, tmp, r->path)) != 0) goto fail;
   free(in);
   free(out);
   f_close(env, r->fd);
@@ -398,9 +394,11 @@ static int upgrade_v1(lkvnet_rlog *r, lkv_err *err) {
   /* each frame grew by its prev_term's 8 bytes */
   for (i = 0; i < r->nents; i++) r->ents[i].off += 8 * (uint64_t)i;
   r->size = woff;
-  if ((e = env->sync_dir(env, r->dir)) != 0)
-    return ioerr(err, e, "fsync directory", r->dir);
-  return LKV_OK;
+  /* the new name may not survive a crash until then; the old file under
+   * it would hold the same entries, but the start must not claim more
+   * than it knows */
+  e = env->sync_dir(env, r->dir);
+  return e != 0 ? ioerr(err, e, "fsync directory", r->dir) : LKV_OK;
 fail:
   if (rc == LKV_OK) rc = ioerr(err, e, what, where);
   free(in);

@@ -2,7 +2,8 @@
  * fails: a failed write(2) cut back out (test 10), every call kind failed
  * in turn through a workload (12), power losses at every call (13), a
  * read that fails at open (14), what a stopped process left unsynced
- * (15), and power losses after a conflict cut (20). The helpers are
+ * (15), power losses after a conflict cut (20), and a version 1 log's
+ * upgrade failing (22). The helpers are
  * rlog_test_util.h; scratch directories are on tmpfs when there is one. */
 #include <errno.h>
 #include <fcntl.h>
@@ -596,6 +597,73 @@ static void test_cut_power_loss(void) {
   CHECK(bad == 0);
 }
 
+/* 22. a version 1 log's rewrite as version 2 at open, failed at each of
+ * its calls in turn (create, write, fdatasync, rename, directory sync) or
+ * cut short by a power loss there: the open fails (an io error, never a
+ * log half upgraded), and a later open without faults finds every entry,
+ * in version 2 */
+static void test_v1_upgrade_faults(void) {
+  static const int ops[] = {LKV_FOP_CREATE, LKV_FOP_WRITE, LKV_FOP_SYNC,
+                            LKV_FOP_RENAME, LKV_FOP_SYNCDIR};
+  unsigned char buf[2048];
+  size_t n = LKVNET_RLOG_HEADER_SIZE, k;
+  uint64_t i;
+  int runs = 0;
+  v1_header(buf, 0, 0);
+  for (i = 1; i <= 20; i++) {
+    char key[16];
+    lkvnet_entry e;
+    snprintf(key, sizeof key, "v1-%llu", (unsigned long long)i);
+    e = mk(1 + i / 8, i, LKVNET_OP_SET, key, strlen(key), "val", 3);
+    n += v1_frame(buf + n, &e);
+  }
+  for (k = 0; k < 2 * sizeof ops / sizeof ops[0]; k++) {
+    int op = ops[k % (sizeof ops / sizeof ops[0])], loss = k >= 5;
+    char dir[256], path[512];
+    lkv_faultenv *f = lkv_faultenv_new();
+    lkvnet_rlog *r = NULL;
+    lkv_err err = {0};
+    Recs rs = {0};
+    int fd, rc;
+    if (f == NULL || make_fault_dir(dir, sizeof dir) != 0) {
+      lkv_faultenv_free(f);
+      CHECK(0);
+      return;
+    }
+    log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0 && write(fd, buf, n) == (ssize_t)n && fsync(fd) == 0);
+    if (fd >= 0) close(fd);
+    /* the upgrade's calls, and only theirs: the open's own sync of the
+     * version 1 file comes first, so its nth sync is the second */
+    lkv_faultenv_fail(f, op, op == LKV_FOP_SYNC ? 2 : 1, EIO, dir, 0);
+    rc = lkvnet_rlog_open(dir, lkv_faultenv_env(f), -1, NULL, NULL, &r, &err);
+    if (lkv_faultenv_fired(f) != 1) fprintf(stderr, "op %d: not hit\n", op);
+    CHECK(lkv_faultenv_fired(f) == 1);
+    CHECK(rc == LKV_IOERROR && r == NULL && err.msg[0] != '\0');
+    if (r != NULL) close_log(r);
+    if (loss) {
+      lkv_faultenv_crash(f);
+      CHECK_OK(lkv_faultenv_power_loss(f, LKV_LOSS_RANDOM, k, &err), &err);
+    }
+    lkv_faultenv_clear(f);
+    r = open_log(dir, &rs);
+    CHECK(rs.n == 20 && rs.v != NULL && rs.v[19].index == 20);
+    close_log(r);
+    {
+      unsigned char h[12];
+      fd = open(path, O_RDONLY);
+      CHECK(fd >= 0 && read(fd, h, sizeof h) == (ssize_t)sizeof h && h[8] == 2);
+      if (fd >= 0) close(fd);
+    }
+    recs_free(&rs);
+    lkv_faultenv_free(f);
+    rmrf(dir);
+    runs++;
+  }
+  CHECK(runs == 10);
+}
+
 /* 12. every call kind failed in turn: the nth call of the kind (n = 1, 2,
  * ... until the workload makes fewer) fails once with EIO (writes: with
  * ENOSPC, half of them landing). */
@@ -760,5 +828,6 @@ int main(void) {
   test_read_failure();
   test_open_syncs();
   test_cut_power_loss();
+  test_v1_upgrade_faults();
   TEST_MAIN_END();
 }
