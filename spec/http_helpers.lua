@@ -496,7 +496,9 @@ end
 
 -- ---- hand-built replication traffic --------------------------------------
 -- A log frame (docs/replication.md, "The log file"): what /append and
--- /snapshot bodies are made of. op: 1 set (default), 2 delete, 3 no-op.
+-- /snapshot bodies are made of. op: 1 set (default), 2 delete, 3 no-op,
+-- 4 configuration change (value only); prev_term: the term of the entry
+-- before it (default 0).
 local crc_table = {}
 for i = 0, 255 do
   local c = i
@@ -509,12 +511,12 @@ local function crc32c(s)
   return c ~ 0xFFFFFFFF
 end
 
-function M.frame(term, index, key, value, op)
+function M.frame(term, index, key, value, op, prev_term)
   op = op or 1
-  key = op == 3 and "" or (key or "")
-  value = op == 1 and (value or "") or ""
-  local payload = string.pack("<I8I8BI4I4", term, index, op, #key, #value)
-    .. key .. value
+  key = (op == 3 or op == 4) and "" or (key or "")
+  value = (op == 1 or op == 4) and (value or "") or ""
+  local payload = string.pack("<I8I8BI4I4I8", term, index, op, #key, #value,
+    prev_term or 0) .. key .. value
   local len = string.pack("<I4", #payload)
   return len .. string.pack("<I4", crc32c(len .. payload)) .. payload
 end

@@ -1,12 +1,15 @@
 /* fuzz_rlog.c - libFuzzer target: the input is DATA_DIR/replication.log.
  * lkvnet_rlog_open either fails with LKV_CORRUPTION, leaving the file as it
  * was (a corrupt log is never cut), or replays entries that hold the
- * format's invariants and are exactly the file's frames, in index order,
- * then cuts only the tail it could not read (stats.dropped_bytes). On an
- * opened log a few appends, lkvnet_rlog_read of everything and
- * lkvnet_rlog_decode of what it read must give back the replayed entries
- * plus the appended ones; closing and opening again must replay the same
- * and cut nothing. */
+ * format's invariants and are exactly the file's frames (as the reference
+ * encoder of rlog_fix.h writes them, in the header's version, version 2
+ * chained), in index order, then cuts only a torn tail: the bytes it could
+ * not read (stats.dropped_bytes), in which no valid frame starts. A
+ * version 1 input is rewritten as version 2 by the open. On an opened log
+ * a few appends, lkvnet_rlog_read of everything and lkvnet_rlog_decode of
+ * what it read must give back the replayed entries plus the appended
+ * ones; closing and opening again must replay the same and cut
+ * nothing. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +28,9 @@ typedef struct Seen {
 typedef struct Ctx {
   const uint8_t *file; /* the file's bytes as open read them */
   size_t n;
-  size_t off; /* where the next frame starts in file */
+  size_t off;     /* where the next frame starts in file */
+  uint32_t fixed; /* the file's layout: FZ_FIXED_V1 or FZ_FIXED_V2 */
+  size_t v2size;  /* the replayed entries' bytes as version 2 frames */
   uint64_t prev_index, prev_term;
   Seen *v;
   size_t nv, cap;
@@ -69,14 +74,16 @@ static int on_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
   fz_check_entry(e);
   if (c->prev_index == UINT64_MAX || e->index != c->prev_index + 1) abort();
   if (e->term < c->prev_term) abort();
-  size_t fs = lkvnet_rlog_frame_size(e);
+  /* version 2 frames name the term before them; version 1 has no chain */
+  if (e->prev_term != (c->fixed == FZ_FIXED_V2 ? c->prev_term : 0)) abort();
+  size_t fs;
+  /* reads key and value: ASan checks them */
+  uint8_t *enc = fz_encode(e, c->fixed, e->prev_term, &fs);
   if (c->off > c->n || fs > c->n - c->off) abort();
-  unsigned char *enc = malloc(fs);
-  if (enc == NULL) abort();
-  lkvnet_rlog_encode(enc, e); /* reads key and value: ASan checks them */
   if (memcmp(enc, c->file + c->off, fs) != 0) abort();
   free(enc);
   c->off += fs;
+  c->v2size += lkvnet_rlog_frame_size(e);
   c->prev_index = e->index;
   c->prev_term = e->term;
   add_seen(c, e);
@@ -114,9 +121,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
   c.file = data;
   c.n = n;
   c.off = LKVNET_RLOG_HEADER_SIZE;
+  c.fixed = FZ_FIXED_V2;
   if (n >= LKVNET_RLOG_HEADER_SIZE) {
     c.prev_index = fz_get64(data + 16);
     c.prev_term = fz_get64(data + 24);
+    if (fz_get32(data + 8) == 1) c.fixed = FZ_FIXED_V1;
   }
   err.code = LKV_OK;
   err.msg[0] = '\0';
@@ -146,11 +155,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
         c.off > n || st.dropped_bytes != n - c.off ||
         (st.dropped_bytes != 0) != (st.dropped_why[0] != '\0'))
       abort();
+    /* only a torn tail was cut: no valid frame starts in it */
+    for (size_t p = c.off + 1; p < n; p++)
+      if (fz_valid_frame_at(data, n, p, c.fixed)) abort();
   }
   if (st.durable_index != st.last_index) abort();
   struct stat fst;
   if (stat(path, &fst) != 0 ||
-      (uint64_t)fst.st_size != (n ? c.off : LKVNET_RLOG_HEADER_SIZE))
+      (uint64_t)fst.st_size != LKVNET_RLOG_HEADER_SIZE + c.v2size)
     abort();
   uint64_t term;
   if (lkvnet_rlog_term_at(r, st.base_index, &term) != LKV_OK ||
@@ -161,16 +173,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
         term != c.v[i].term)
       abort();
 
-  /* append a set, a delete and a no-op in the last term */
+  /* append a set, a delete, a no-op and a configuration change in the
+   * last term */
   static const struct {
     int op;
     const char *k, *v;
-  } ap[3] = {{LKVNET_OP_SET, "fz-key", "fz-value"},
+  } ap[4] = {{LKVNET_OP_SET, "fz-key", "fz-value"},
              {LKVNET_OP_DELETE, "fz-key", NULL},
-             {LKVNET_OP_NOOP, NULL, NULL}};
+             {LKVNET_OP_NOOP, NULL, NULL},
+             {LKVNET_OP_CONF, NULL, "fz-conf"}};
   uint64_t last = st.last_index;
-  size_t body = (n ? c.off : LKVNET_RLOG_HEADER_SIZE) - LKVNET_RLOG_HEADER_SIZE;
-  for (int i = 0; i < 3; i++) {
+  size_t body = c.v2size;
+  for (int i = 0; i < 4; i++) {
     uint64_t idx = 0;
     const char *k = ap[i].k ? ap[i].k : "";
     const char *v = ap[i].v ? ap[i].v : "";
@@ -181,9 +195,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
       break;
     }
     if (rc != LKV_OK || idx != last + 1) abort();
-    lkvnet_entry e = {st.last_term, idx,     ap[i].op, k,
-                      strlen(k),    ap[i].v, strlen(v)};
-    if (ap[i].op == LKVNET_OP_NOOP) e.klen = 0;
+    lkvnet_entry e = {st.last_term, idx,     ap[i].op,  k,
+                      strlen(k),    ap[i].v, strlen(v), 0};
+    if (ap[i].op == LKVNET_OP_NOOP || ap[i].op == LKVNET_OP_CONF) e.klen = 0;
     add_seen(&c, &e);
     body += lkvnet_rlog_frame_size(&e);
     last = idx;
@@ -198,7 +212,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
           LKV_OK ||
       to != last || len != body)
     abort();
-  for (;;) {
+  for (uint64_t chain = st.base_term;;) {
     lkvnet_entry e;
     char why[128];
     size_t o = off;
@@ -206,7 +220,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     if (d == 0) break;
     if (d != 1 || i >= c.nv) abort();
     fz_check_frame(buf, o, off, &e);
-    if (!same(&c.v[i], &e)) abort();
+    if (!same(&c.v[i], &e) || e.prev_term != chain) abort();
+    chain = e.term;
     i++;
   }
   if (i != c.nv || off != len) abort();
@@ -238,6 +253,8 @@ reopen:
   c2.file = file;
   c2.n = len;
   c2.off = LKVNET_RLOG_HEADER_SIZE;
+  c2.fixed = FZ_FIXED_V2;
+  if (len < LKVNET_RLOG_HEADER_SIZE || fz_get32(file + 8) != 2) abort();
   c2.prev_index = st.base_index;
   c2.prev_term = st.base_term;
   if (lkvnet_rlog_open(fuzz_dir, NULL, -1, on_entry, &c2, &r, &err) != LKV_OK)
@@ -245,8 +262,8 @@ reopen:
   lkvnet_rlog_stats_get(r, &st);
   if (c2.nv != c.nv || st.dropped_bytes != 0 || c2.off != len) abort();
   for (i = 0; i < c.nv; i++) {
-    lkvnet_entry e = {c2.v[i].term, c2.v[i].index, c2.v[i].op,  c2.v[i].key,
-                      c2.v[i].klen, c2.v[i].val,   c2.v[i].vlen};
+    lkvnet_entry e = {c2.v[i].term, c2.v[i].index, c2.v[i].op,   c2.v[i].key,
+                      c2.v[i].klen, c2.v[i].val,   c2.v[i].vlen, 0};
     if (!same(&c.v[i], &e)) abort();
   }
   if (lkvnet_rlog_close(r, &err) != LKV_OK) abort();

@@ -62,8 +62,8 @@ static void add(lkvnet_rlog *r, uint64_t term, int op, const char *k,
     die("append", &err);
 }
 
-/* The entries of a short history: two terms, every operation, an empty
- * value, a binary key. */
+/* The entries of a short history: two terms, every operation (a
+ * configuration change too), an empty value, a binary key. */
 static void history(lkvnet_rlog *r, uint64_t term) {
   char big[40];
   memset(big, 'x', sizeof big);
@@ -74,6 +74,7 @@ static void history(lkvnet_rlog *r, uint64_t term) {
   add(r, term + 1, LKVNET_OP_NOOP, NULL, 0, NULL, 0);
   add(r, term + 1, LKVNET_OP_SET, "c", 1, "", 0);
   add(r, term + 1, LKVNET_OP_SET, "k\0\xff", 3, "v\n", 2);
+  add(r, term + 1, LKVNET_OP_CONF, NULL, 0, "voters=a,b", 10);
 }
 
 /* Close r, copy its file into the rlog corpus and its body into the
@@ -122,6 +123,12 @@ int main(int argc, char **argv) {
 
   /* the same with a torn last frame: open cuts it */
   put_file(rlog_out, "torn", b, n - 5);
+  /* and with a flipped byte in its third frame's length: valid frames
+   * follow, so open refuses it */
+  b[LKVNET_RLOG_HEADER_SIZE +
+    2 * (LKVNET_RLOG_FRAME_SIZE + LKVNET_RLOG_FIXED_PAYLOAD) + 1 + 2 + 3] ^=
+      0x20;
+  put_file(rlog_out, "middle", b, n);
   free(b);
 
   /* compacted: base index 3, then more entries */

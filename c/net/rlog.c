@@ -88,7 +88,9 @@ fail : {
 }
 }
 
-static int read_header(lkvnet_rlog *r, const unsigned char *h, lkv_err *err) {
+/* The header at h: sets the base, and *version (1 or 2). */
+static int read_header(lkvnet_rlog *r, const unsigned char *h,
+                       uint32_t *version, lkv_err *err) {
   if (memcmp(h, LKVNET_RLOG_MAGIC, 8) != 0)
     return lkv_seterr(err, LKV_CORRUPTION,
                       "%s offset 0: bad magic (not a "
@@ -104,7 +106,8 @@ static int read_header(lkvnet_rlog *r, const unsigned char *h, lkv_err *err) {
                       "%s offset 36: reserved bytes "
                       "are not zero",
                       r->path);
-  if (lkv_get32(h + 8) != LKVNET_RLOG_VERSION)
+  *version = lkv_get32(h + 8);
+  if (*version != LKVNET_RLOG_VERSION && *version != LKVNET_RLOG_VERSION_V1)
     return lkv_seterr(err, LKV_CORRUPTION,
                       "%s offset 8: unsupported version %u", r->path,
                       (unsigned)lkv_get32(h + 8));
@@ -164,12 +167,66 @@ static int rd_get(Reader *rd, uint64_t off, size_t n, const unsigned char **p) {
   return 0;
 }
 
+/* Whether a whole, valid frame starts at off: a length the payload can
+ * have that fits in the file, fields that agree with it, and a matching
+ * checksum (the fields first: they are cheap and rule out nearly every
+ * offset). In *found; returns 0 or an errno value from the read. */
+static int valid_frame_at(Reader *rd, uint64_t off, uint32_t fixed,
+                          int *found) {
+  const unsigned char *fr;
+  uint64_t left = rd->fsize - off;
+  uint32_t len;
+  lkvnet_entry en;
+  int e;
+  *found = 0;
+  if (left < LKVNET_RLOG_FRAME_SIZE + fixed) return 0;
+  if ((e = rd_get(rd, off, LKVNET_RLOG_FRAME_SIZE + fixed, &fr)) != 0) return e;
+  len = lkv_get32(fr);
+  if (len < fixed || len > MAX_PAYLOAD || len > left - LKVNET_RLOG_FRAME_SIZE ||
+      lkvnet_rlog_parse_payload(fr + LKVNET_RLOG_FRAME_SIZE, len, fixed, &en) !=
+          0)
+    return 0;
+  if ((e = rd_get(rd, off, LKVNET_RLOG_FRAME_SIZE + (size_t)len, &fr)) != 0)
+    return e;
+  *found = lkv_crc32c_extend(lkv_crc32c(fr, 4), fr + LKVNET_RLOG_FRAME_SIZE,
+                             len) == lkv_get32(fr + 4);
+  return 0;
+}
+
+/* The replay stopped at a bad frame at r->size (why says how). It is a
+ * torn tail - the end of the last writes before a crash, never synced, so
+ * never acknowledged - only when no valid frame comes after it anywhere
+ * in the file: a valid frame past a bad one means the damage is in the
+ * middle, and cutting there would throw away entries that may have been
+ * acknowledged. Then the open fails with LKV_CORRUPTION and nothing is
+ * cut. Each offset is tried, as the bad frame's length cannot be
+ * trusted. */
+static int check_tail(lkvnet_rlog *r, Reader *rd, uint32_t fixed,
+                      const char *why, lkv_err *err) {
+  uint64_t off;
+  for (off = r->size + 1; off < rd->fsize; off++) {
+    int found, e;
+    if ((e = valid_frame_at(rd, off, fixed, &found)) != 0)
+      return ioerr(err, e, "read", r->path);
+    if (found)
+      return lkv_seterr(err, LKV_CORRUPTION,
+                        "%s %s, and a valid frame follows at offset "
+                        "%llu: the log is damaged in the middle, not torn "
+                        "at its end (nothing cut)",
+                        r->path, why, (unsigned long long)off);
+  }
+  return LKV_OK;
+}
+
 /* Read frames from r->size (just past the header) to the end of the file
- * or the first bad one. Sets r->size to the end of the last good frame;
- * *why describes a bad tail. A failed read fails the open: it is not a
- * torn tail, and cutting there could drop acknowledged entries. */
-static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
-                  void *ctx, char *why, size_t whylen, lkv_err *err) {
+ * or the first bad one: frames of the header's version (fixed: its fixed
+ * payload size; version 1 has no chain to check). Sets r->size to the end
+ * of the last good frame; *why describes a bad tail, which check_tail
+ * then vouches for. A failed read fails the open: it is not a torn tail,
+ * and cutting there could drop acknowledged entries. */
+static int replay(lkvnet_rlog *r, Reader *rd, uint32_t fixed,
+                  lkvnet_rlog_replay_fn fn, void *ctx, char *why, size_t whylen,
+                  lkv_err *err) {
   int rc = LKV_OK, e;
   why[0] = '\0';
   while (r->size < rd->fsize) {
@@ -188,7 +245,7 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
     }
     len = lkv_get32(fr);
     crc = lkv_get32(fr + 4);
-    if (len < LKVNET_RLOG_FIXED_PAYLOAD || len > MAX_PAYLOAD) {
+    if (len < fixed || len > MAX_PAYLOAD) {
       snprintf(why, whylen, "offset %llu: impossible record length %u",
                (unsigned long long)r->size, (unsigned)len);
       break;
@@ -210,7 +267,7 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
                (unsigned long long)r->size);
       break;
     }
-    if (lkvnet_rlog_parse_payload(buf, len, &en) != 0) {
+    if (lkvnet_rlog_parse_payload(buf, len, fixed, &en) != 0) {
       rc = lkv_seterr(err, LKV_CORRUPTION,
                       "%s offset %llu: malformed record "
                       "(checksum valid)",
@@ -228,6 +285,23 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
                       (unsigned long long)r->last_index);
       break;
     }
+    /* The chain: each frame names the term of the one before it. A log
+     * whose conflict cut was lost to a crash can bring old entries back
+     * ahead of new ones, every frame whole and in index order; the new
+     * entry after an old one names a term the old one does not have
+     * (Raft's log matching: past the cut, no index holds the same term in
+     * both logs). */
+    if (fixed != LKVNET_RLOG_FIXED_PAYLOAD_V1 && en.prev_term != r->last_term) {
+      rc = lkv_seterr(err, LKV_CORRUPTION,
+                      "%s offset %llu: entry (term %llu, index %llu) "
+                      "follows an entry of term %llu but was written after "
+                      "one of term %llu: entries of two different logs",
+                      r->path, (unsigned long long)r->size,
+                      (unsigned long long)en.term, (unsigned long long)en.index,
+                      (unsigned long long)r->last_term,
+                      (unsigned long long)en.prev_term);
+      break;
+    }
     if (fn != NULL && (rc = fn(ctx, &en, err)) != LKV_OK) break;
     if (push_ent(r, r->size, en.term) != 0) {
       rc = lkv_seterr(err, LKV_NOMEM, "%s: entry index", r->path);
@@ -237,6 +311,100 @@ static int replay(lkvnet_rlog *r, Reader *rd, lkvnet_rlog_replay_fn fn,
     r->last_term = en.term;
     r->size += LKVNET_RLOG_FRAME_SIZE + len;
   }
+  if (rc == LKV_OK && why[0] != '\0') rc = check_tail(r, rd, fixed, why, err);
+  return rc;
+}
+
+/* p grown to n bytes (*cap), or NULL with p freed. */
+static unsigned char *realloc_or_free(unsigned char *p, size_t *cap, size_t n) {
+  unsigned char *q = realloc(p, n);
+  if (q == NULL) {
+    free(p);
+    *cap = 0;
+    return NULL;
+  }
+  *cap = n;
+  return q;
+}
+
+/* A version 1 log, replayed (its tail cut and synced): rewrite it as
+ * version 2, each frame re-encoded with its chain, written aside, synced,
+ * renamed over the old file and the directory synced, as a rewrite is.
+ * Any failure fails the open; before the rename the old file is left as
+ * it was (and read again, and upgraded, at the next open); after it, both
+ * files hold the same entries, whichever a crash keeps. */
+static int upgrade_v1(lkvnet_rlog *r, lkv_err *err) {
+  const lkv_env *env = r->env;
+  char tmp[4096 + 16];
+  unsigned char h[LKVNET_RLOG_HEADER_SIZE];
+  unsigned char *in = NULL, *out = NULL;
+  uint64_t prev = r->base_term, woff = LKVNET_RLOG_HEADER_SIZE;
+  size_t i = 0, j, cap = 0, ocap = 0;
+  const char *what = "write", *where = tmp;
+  int fd = -1, rc = LKV_OK, e = 0;
+  snprintf(tmp, sizeof tmp, "%s.tmp", r->path);
+  lkvnet_rlog_encode_header(h, r->base_index, r->base_term);
+  if ((e = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0) {
+    fd = -1;
+    what = "create";
+    goto fail;
+  }
+  if ((e = pwrite_all(env, fd, h, sizeof h, 0)) != 0) goto fail;
+  /* a run of whole frames at a time: up to a MiB (or one larger frame) */
+  while (i < r->nents) {
+    uint64_t from = r->ents[i].off, to;
+    size_t n, o, k = 0;
+    j = i + 1;
+    while (j < r->nents && r->ents[j].off - from <= (1u << 20)) j++;
+    to = j < r->nents ? r->ents[j].off : r->size;
+    n = (size_t)(to - from);
+    if ((n > cap && (in = realloc_or_free(in, &cap, n)) == NULL) ||
+        (n + 8 * (j - i) > ocap &&
+         (out = realloc_or_free(out, &ocap, n + 8 * (j - i))) == NULL)) {
+      rc = lkv_seterr(err, LKV_NOMEM, "upgrading %s", r->path);
+      goto fail;
+    }
+    if ((e = pread_all(env, r->fd, in, n, from)) != 0) {
+      what = "read";
+      where = r->path;
+      goto fail;
+    }
+    for (o = 0; o < n; i++) {
+      lkvnet_entry en;
+      uint32_t len = lkv_get32(in + o);
+      /* replayed already: whole and well formed */
+      (void)lkvnet_rlog_parse_payload(in + o + LKVNET_RLOG_FRAME_SIZE, len,
+                                      LKVNET_RLOG_FIXED_PAYLOAD_V1, &en);
+      lkvnet_rlog_encode_after(out + k, &en, prev);
+      prev = en.term;
+      k += lkvnet_rlog_frame_size(&en);
+      o += LKVNET_RLOG_FRAME_SIZE + len;
+    }
+    if ((e = pwrite_all(env, fd, out, k, woff)) != 0) goto fail;
+    woff += k;
+  }
+  what = "fdatasync";
+  if ((e = f_sync(env, fd)) != 0) goto fail;
+  what = "rename";
+  if ((e = env->rename(env, tmp, r->path)) != 0) goto fail;
+  free(in);
+  free(out);
+  f_close(env, r->fd);
+  r->fd = fd;
+  /* each frame grew by its prev_term's 8 bytes */
+  for (i = 0; i < r->nents; i++) r->ents[i].off += 8 * (uint64_t)i;
+  r->size = woff;
+  /* the new name may not survive a crash until then; the old file under
+   * it would hold the same entries, but the start must not claim more
+   * than it knows */
+  e = env->sync_dir(env, r->dir);
+  return e != 0 ? ioerr(err, e, "fsync directory", r->dir) : LKV_OK;
+fail:
+  if (rc == LKV_OK) rc = ioerr(err, e, what, where);
+  free(in);
+  free(out);
+  f_close(env, fd);
+  (void)env->unlink(env, tmp);
   return rc;
 }
 
@@ -249,6 +417,7 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
   const lkv_env *env = r->env;
   Reader rd;
   const unsigned char *h;
+  uint32_t version = LKVNET_RLOG_VERSION;
   int rc, e;
   memset(&rd, 0, sizeof rd);
   rd.env = env;
@@ -275,9 +444,13 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
   if ((e = rd_get(&rd, 0, LKVNET_RLOG_HEADER_SIZE, &h)) != 0) {
     rc = ioerr(err, e, "read", r->path);
   } else {
-    rc = read_header(r, h, err);
+    rc = read_header(r, h, &version, err);
     if (rc == LKV_OK)
-      rc = replay(r, &rd, fn, ctx, r->dropped_why, sizeof r->dropped_why, err);
+      rc = replay(r, &rd,
+                  version == LKVNET_RLOG_VERSION_V1
+                      ? LKVNET_RLOG_FIXED_PAYLOAD_V1
+                      : LKVNET_RLOG_FIXED_PAYLOAD,
+                  fn, ctx, r->dropped_why, sizeof r->dropped_why, err);
   }
   free(rd.buf);
   if (rc != LKV_OK) return rc;
@@ -290,6 +463,8 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
    * process), and a cut tail must stay cut: make it durable before anyone
    * relies on it */
   if ((e = f_sync(env, r->fd)) != 0) return ioerr(err, e, "fdatasync", r->path);
+  /* appends, reads and rewrites know only version 2 frames */
+  if (version == LKVNET_RLOG_VERSION_V1) return upgrade_v1(r, err);
   return LKV_OK;
 }
 
@@ -353,6 +528,7 @@ fail:
 /* Write e (whose index is last_index + 1) as one frame. */
 static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
   size_t total = lkvnet_rlog_frame_size(e);
+  uint64_t prev;
   int rc, ec;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   if (e->klen > LKV_MAX_KEY_BYTES || e->vlen > LKV_MAX_VALUE_BYTES)
@@ -368,9 +544,11 @@ static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
     r->scratch = nb;
     r->scratch_cap = total;
   }
+  /* chained to the entry before it: its term, read before push_ent */
+  prev = r->nents ? r->ents[r->nents - 1].term : r->base_term;
   if (push_ent(r, r->size, e->term) != 0)
     return lkv_seterr(err, LKV_NOMEM, "replication log entry index");
-  lkvnet_rlog_encode((unsigned char *)r->scratch, e);
+  lkvnet_rlog_encode_after((unsigned char *)r->scratch, e, prev);
   if ((ec = pwrite_all(r->env, r->fd, r->scratch, total, r->size)) != 0) {
     rc = ioerr(err, ec, "write", r->path);
     r->nents--;
@@ -407,8 +585,8 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
   if (r->base_index + r->nents == UINT64_MAX)
     return lkv_seterr(err, LKV_INVALID, "the log's index is exhausted");
-  if (term < lt ||
-      (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE && op != LKVNET_OP_NOOP))
+  if (term < lt || (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE &&
+                    op != LKVNET_OP_NOOP && op != LKVNET_OP_CONF))
     return lkv_seterr(err, LKV_INVALID,
                       "cannot append op %d at term "
                       "%llu after term %llu",
@@ -417,9 +595,9 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   e.index = r->base_index + r->nents + 1;
   e.op = op;
   e.key = key;
-  e.klen = op == LKVNET_OP_NOOP ? 0 : klen;
+  e.klen = op == LKVNET_OP_NOOP || op == LKVNET_OP_CONF ? 0 : klen;
   e.val = val;
-  e.vlen = op == LKVNET_OP_SET ? vlen : 0;
+  e.vlen = op == LKVNET_OP_SET || op == LKVNET_OP_CONF ? vlen : 0;
   if ((rc = append_frame(r, &e, err)) == LKV_OK) *index = e.index;
   return rc;
 }
@@ -434,6 +612,10 @@ int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
                       "does not follow (term %llu, index %llu)",
                       (unsigned long long)e->term, (unsigned long long)e->index,
                       (unsigned long long)lt, (unsigned long long)last);
+  if (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_DELETE &&
+      e->op != LKVNET_OP_NOOP && e->op != LKVNET_OP_CONF)
+    return lkv_seterr(err, LKV_INVALID, "entry %llu: unknown op %d",
+                      (unsigned long long)e->index, e->op);
   return append_frame(r, e, err);
 }
 
@@ -518,6 +700,8 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index, uint64_t base_term,
                       "%llu (it starts after %llu)",
                       (unsigned long long)base_index,
                       (unsigned long long)r->base_index);
+  if ((rc = lkvnet_rlog_check_base(r, base_index, base_term, err)) != LKV_OK)
+    return rc;
   if (base_index < last) {
     keep = (size_t)(last - base_index);
     from_off = r->ents[base_index - r->base_index].off;

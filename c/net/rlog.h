@@ -55,28 +55,41 @@
 
 #define LKVNET_RLOG_FILE "replication.log"
 #define LKVNET_RLOG_MAGIC "LUNAKVRL" /* 8 bytes, no NUL */
-#define LKVNET_RLOG_VERSION 1u
+/* Version 2 chains each frame to the one before it (prev_term, below);
+ * version 1 logs, without the chain, are still read, and rewritten as
+ * version 2 by the open that reads them. */
+#define LKVNET_RLOG_VERSION 2u
+#define LKVNET_RLOG_VERSION_V1 1u
 #define LKVNET_RLOG_HEADER_SIZE                                        \
   40u                             /* magic 8, version 4, flags 4,      \
                                      base_index 8, base_term 8, crc 4, \
                                      zero 4 */
 #define LKVNET_RLOG_FRAME_SIZE 8u /* length 4, crc32c 4 */
-#define LKVNET_RLOG_FIXED_PAYLOAD       \
-  25u /* term 8, index 8, op 1, klen 4, \
-         vlen 4 (key and value follow) */
+#define LKVNET_RLOG_FIXED_PAYLOAD               \
+  33u /* term 8, index 8, op 1, klen 4, vlen 4, \
+         prev_term 8 (key and value follow) */
+#define LKVNET_RLOG_FIXED_PAYLOAD_V1 25u /* version 1: no prev_term */
 
 /* NOOP: what a leader appends when its term starts, so entries of
  * earlier terms commit through an entry of its own (Raft, section 5.4.2);
  * applying it moves only the applied index. */
 enum { LKVNET_OP_SET = 1, LKVNET_OP_DELETE = 2, LKVNET_OP_NOOP = 3 };
+/* A Raft configuration change: the value is its payload, opaque to the
+ * log (the Raft core encodes it); no key (klen 0). Version 2 logs only. */
+#define LKVNET_OP_CONF 4
 
 typedef struct lkvnet_entry {
   uint64_t term, index;
   int op;          /* LKVNET_OP_* */
   const char *key; /* borrowed */
   size_t klen;
-  const char *val; /* borrowed; NULL/0 for a delete */
+  const char *val; /* borrowed; NULL/0 for a delete and a no-op */
   size_t vlen;
+  /* The term of the entry before this one (the header's base_term for
+   * the first): the chain that lets open tell a log from a mix of two.
+   * Set by decode and the replay at open; encode, append and
+   * append_entry never read it (the log writes its own last term). */
+  uint64_t prev_term;
 } lkvnet_entry;
 
 typedef struct lkvnet_rlog lkvnet_rlog;
@@ -92,25 +105,30 @@ typedef struct lkvnet_rlog_stats {
   uint64_t last_index, last_term;
   uint64_t durable_index; /* fdatasync'ed through this index */
   uint64_t appends, syncs, bytes;
-  uint64_t dropped_bytes;            /* cut at open: a torn or corrupt tail */
+  uint64_t dropped_bytes;            /* cut at open: a torn tail */
   char dropped_why[LKV_ERR_MSG_LEN]; /* "" or what was cut and why */
 } lkvnet_rlog_stats;
 
 /* Open or create dir/replication.log through env (NULL: POSIX), replay
- * every valid entry through fn (may be NULL), cut a torn or corrupt tail
- * (reported in the stats), make what is left durable, and start the
- * syncer. A new log's header is written aside, synced and renamed into
- * place, then the directory synced. A bad header, or a valid record out
- * of index order, fails with LKV_CORRUPTION naming the offset; a failed
- * read fails with LKV_IOERROR (never taken for a torn tail: nothing is
- * cut). On success *out owns the file until lkvnet_rlog_close; env must
- * outlive it. */
+ * every valid entry through fn (may be NULL), cut a torn tail (reported
+ * in the stats), make what is left durable, and start the syncer. A new
+ * log's header is written aside, synced and renamed into place, then the
+ * directory synced. A version 1 log is read (without the chain) and then
+ * rewritten as version 2 the same way (any failure of that fails the
+ * open). LKV_CORRUPTION, naming the file and offset, and nothing cut: a
+ * bad header; a valid record out of index order, or (version 2) whose
+ * prev_term is not the term of the record before it; a bad record with a
+ * valid one anywhere after it (damage in the middle, not a torn tail). A
+ * failed read fails with LKV_IOERROR (never taken for a torn tail:
+ * nothing is cut). On success *out owns the file until
+ * lkvnet_rlog_close; env must outlive it. */
 int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
                      lkvnet_rlog_replay_fn fn, void *ctx, lkvnet_rlog **out,
                      lkv_err *err);
 
 /* Append one entry with the given term (at least last_term; else
- * LKV_INVALID) and index last_index + 1 (returned in *index). The bytes
+ * LKV_INVALID) and index last_index + 1 (returned in *index); its frame
+ * names last_term as its prev_term. The bytes
  * reach the OS (one pwrite) before it returns; they are durable once
  * lkvnet_rlog_durable_index() >= *index. LKV_TOOBIG for a key or value
  * over the engine's limits. LKV_IOERROR when the write fails: the file is
@@ -122,8 +140,9 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
                        uint64_t *index, lkv_err *err);
 
 /* Append e as it is (a follower copying the leader's entries): e->index
- * must be last_index + 1 and e->term at least last_term, else
- * LKV_INVALID and nothing is written. */
+ * must be last_index + 1, e->term at least last_term and e->op an
+ * LKVNET_OP_*, else LKV_INVALID and nothing is written. The frame names
+ * last_term as its prev_term, whatever e->prev_term says. */
 int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
                              lkv_err *err);
 
@@ -142,12 +161,14 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err);
 
 /* Rewrite the file so it starts after (base_index, base_term): entries
  * up to base_index are dropped (they are in a snapshot of the engine),
- * later ones kept. With base_index past last_index the log becomes empty
- * and continues from base_index + 1 (a follower that installed a
- * snapshot). The new file is written aside, fsync'ed and renamed over
- * the old one, and the directory synced, so a crash leaves one or the
- * other. A failure before the rename leaves the log as it was (not
- * sticky); a failed directory sync after it is sticky. */
+ * later ones kept. When the log holds base_index, base_term must be its
+ * term (the chain starts there), else LKV_INVALID and nothing changes. With
+ * base_index past last_index the log becomes empty and continues from
+ * base_index + 1 (a follower that installed a snapshot). The new file is
+ * written aside, fsync'ed and renamed over the old one, and the directory
+ * synced, so a crash leaves one or the other. A failure before the rename
+ * leaves the log as it was (not sticky); a failed directory sync after it is
+ * sticky. */
 int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index, uint64_t base_term,
                         lkv_err *err);
 
@@ -177,7 +198,8 @@ typedef int (*lkvnet_rlog_prepare_fn)(void *ctx, lkv_err *err);
  * (lkvnet_rlog_compact_wait). REQUIRES: base_index <= stable_index <=
  * last_index, and no entry up to stable_index will be cut (the node
  * passes its applied index). LKV_BUSY when a compaction runs already,
- * LKV_INVALID for bad indexes, LKV_IOERROR when the thread cannot start;
+ * LKV_INVALID for bad indexes or a base_term that is not the term of the
+ * entry at base_index, LKV_IOERROR when the thread cannot start;
  * nothing has started then. */
 int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
                               uint64_t base_term, uint64_t stable_index,
@@ -217,14 +239,20 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
 
 /* ---- frames in memory: what /append and /snapshot bodies carry ------- */
 
-/* Bytes one entry takes as a frame. */
+/* Bytes one entry takes as a frame (version 2). */
 size_t lkvnet_rlog_frame_size(const lkvnet_entry *e);
-/* Encode e at dst (lkvnet_rlog_frame_size(e) bytes). */
+/* Encode e at dst (lkvnet_rlog_frame_size(e) bytes) as a frame that
+ * follows an entry of term prev_term (e->prev_term is not read). */
+void lkvnet_rlog_encode_after(unsigned char *dst, const lkvnet_entry *e,
+                              uint64_t prev_term);
+/* The same with prev_term 0: a frame outside any log (the snapshot
+ * stream's pairs). */
 void lkvnet_rlog_encode(unsigned char *dst, const lkvnet_entry *e);
-/* Decode the frame at buf + *off into *e (borrowing buf) and advance *off:
- * 1 for an entry, 0 at the end of buf, -1 for a bad frame (why says
- * what and where). The checks are the file reader's: length, checksum,
- * fields. */
+/* Decode the version 2 frame at buf + *off into *e (borrowing buf; its
+ * prev_term too) and advance *off: 1 for an entry, 0 at the end of buf,
+ * -1 for a bad frame (why says what and where). The checks are the file
+ * reader's for one frame: length, checksum, fields (prev_term at most
+ * term); how frames chain is the caller's to check. */
 int lkvnet_rlog_decode(const unsigned char *buf, size_t len, size_t *off,
                        lkvnet_entry *e, char *why, size_t whylen);
 

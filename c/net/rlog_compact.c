@@ -117,6 +117,8 @@ int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
                       (unsigned long long)stable_index,
                       (unsigned long long)r->base_index + 1,
                       (unsigned long long)last);
+  if ((rc = lkvnet_rlog_check_base(r, base_index, base_term, err)) != LKV_OK)
+    return rc;
   r->cp_base = base_index;
   r->cp_base_term = base_term;
   r->cp_stable = stable_index;

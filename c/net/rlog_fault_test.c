@@ -1,9 +1,10 @@
 /* rlog_fault_test.c - the replication log (rlog.c) when the file system
  * fails: a failed write(2) cut back out (test 10), every call kind failed
  * in turn through a workload (12), power losses at every call (13), a
- * read that fails at open (14), and what a stopped process left unsynced
- * (15). The helpers are rlog_test_util.h; scratch directories are on
- * tmpfs when there is one. */
+ * read that fails at open (14), what a stopped process left unsynced
+ * (15), power losses after a conflict cut (20), and a version 1 log's
+ * upgrade failing (22). The helpers are
+ * rlog_test_util.h; scratch directories are on tmpfs when there is one. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -505,6 +506,164 @@ static void test_open_syncs(void) {
   rmrf(dir);
 }
 
+/* One run of test 20: entries 1..10 of term 1 durable, a conflict cut
+ * after 5, entries 6..14 of term 2 appended (every frame the same size,
+ * so old and new frames line up) and never synced, then the power goes
+ * (mode, seed). The log that comes back must open and hold 1..5 and then
+ * only new entries: the cut was durable when truncate returned, so no old
+ * entry past it can return, alone or ahead of new ones. Returns 0 when it
+ * held. */
+static int cut_then_power_loss(int mode, uint64_t seed) {
+  char dir[256], k[16], v[16];
+  lkv_faultenv *f = lkv_faultenv_new();
+  const lkv_env *env = f != NULL ? lkv_faultenv_env(f) : NULL;
+  lkvnet_rlog *r = NULL;
+  lkv_err err = {0};
+  Recs rs = {0};
+  Gate gate;
+  uint64_t i;
+  int bad = 0;
+  if (f == NULL || make_fault_dir(dir, sizeof dir) != 0) {
+    lkv_faultenv_free(f);
+    return 1;
+  }
+  gate_init(&gate);
+  CHECK_OK(lkvnet_rlog_open(dir, env, -1, NULL, NULL, &r, &err), &err);
+  for (i = 1; r != NULL && i <= 10; i++) {
+    snprintf(k, sizeof k, "key%04llu", (unsigned long long)i);
+    snprintf(v, sizeof v, "old-val%04llu", (unsigned long long)i);
+    CHECK(app(r, 1, LKVNET_OP_SET, k, 7, v, 11) == i);
+  }
+  if (r != NULL) {
+    CHECK(wait_durable(r, 10));
+    CHECK_OK(lkvnet_rlog_truncate(r, 5, &err), &err);
+    /* from here nothing more is synced: the syncer waits at the gate */
+    lkv_faultenv_set_hook(f, sync_gate_hook, &gate);
+    for (i = 6; i <= 14; i++) {
+      lkvnet_entry e;
+      snprintf(k, sizeof k, "key%04llu", (unsigned long long)i);
+      snprintf(v, sizeof v, "new-val%04llu", (unsigned long long)i);
+      e = mk(2, i, LKVNET_OP_SET, k, 7, v, 11);
+      CHECK_OK(lkvnet_rlog_append_entry(r, &e, &err), &err);
+    }
+    lkv_faultenv_crash(f); /* the machine stops; the syncer's sync fails */
+    gate_open(&gate);
+    (void)lkvnet_rlog_close(r, &err);
+  }
+  lkv_faultenv_set_hook(f, NULL, NULL);
+  CHECK_OK(lkv_faultenv_power_loss(f, (lkv_loss_mode)mode, seed, &err), &err);
+  r = NULL;
+  err.msg[0] = '\0';
+  if (lkvnet_rlog_open(dir, NULL, -1, record, &rs, &r, &err) != LKV_OK) {
+    fprintf(stderr, "cut, power loss (mode %d, seed %llu): reopen: %s\n", mode,
+            (unsigned long long)seed, err.msg);
+    bad++;
+  } else {
+    if (rs.n < 5) bad++;
+    for (i = 0; i < rs.n; i++) {
+      const lkvnet_entry *e = &rs.v[i];
+      int want_old = i < 5;
+      if (e->index != i + 1 || e->vlen != 11 ||
+          memcmp(e->val, want_old ? "old" : "new", 3) != 0 ||
+          e->term != (want_old ? 1u : 2u)) {
+        fprintf(stderr,
+                "cut, power loss (mode %d, seed %llu): entry %llu of term "
+                "%llu holds %.11s\n",
+                mode, (unsigned long long)seed, (unsigned long long)e->index,
+                (unsigned long long)e->term, e->val);
+        bad++;
+      }
+    }
+    close_log(r);
+  }
+  recs_free(&rs);
+  gate_destroy(&gate);
+  lkv_faultenv_free(f);
+  rmrf(dir);
+  return bad;
+}
+
+/* 20. a conflict cut is durable before truncate returns: power losses
+ * after the cut and the new entries written over the cut region (every
+ * kind of loss that keeps part of what was written, 24 seeds each) bring
+ * back neither the cut entries nor a mix of old and new ones (which the
+ * chain would refuse at open). */
+static void test_cut_power_loss(void) {
+  int mode, bad = 0;
+  uint64_t seed;
+  for (mode = LKV_LOSS_PARTIAL; mode <= LKV_LOSS_RANDOM; mode++)
+    for (seed = 1; seed <= 24; seed++)
+      bad += cut_then_power_loss(mode, seed) != 0;
+  CHECK(bad == 0);
+}
+
+/* 22. a version 1 log's rewrite as version 2 at open, failed at each of
+ * its calls in turn (create, write, fdatasync, rename, directory sync) or
+ * cut short by a power loss there: the open fails (an io error, never a
+ * log half upgraded), and a later open without faults finds every entry,
+ * in version 2 */
+static void test_v1_upgrade_faults(void) {
+  static const int ops[] = {LKV_FOP_CREATE, LKV_FOP_WRITE, LKV_FOP_SYNC,
+                            LKV_FOP_RENAME, LKV_FOP_SYNCDIR};
+  unsigned char buf[2048];
+  size_t n = LKVNET_RLOG_HEADER_SIZE, k;
+  uint64_t i;
+  int runs = 0;
+  v1_header(buf, 0, 0);
+  for (i = 1; i <= 20; i++) {
+    char key[16];
+    lkvnet_entry e;
+    snprintf(key, sizeof key, "v1-%llu", (unsigned long long)i);
+    e = mk(1 + i / 8, i, LKVNET_OP_SET, key, strlen(key), "val", 3);
+    n += v1_frame(buf + n, &e);
+  }
+  for (k = 0; k < 2 * sizeof ops / sizeof ops[0]; k++) {
+    int op = ops[k % (sizeof ops / sizeof ops[0])], loss = k >= 5;
+    char dir[256], path[512];
+    lkv_faultenv *f = lkv_faultenv_new();
+    lkvnet_rlog *r = NULL;
+    lkv_err err = {0};
+    Recs rs = {0};
+    int fd, rc;
+    if (f == NULL || make_fault_dir(dir, sizeof dir) != 0) {
+      lkv_faultenv_free(f);
+      CHECK(0);
+      return;
+    }
+    log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0 && write(fd, buf, n) == (ssize_t)n && fsync(fd) == 0);
+    if (fd >= 0) close(fd);
+    /* the upgrade's calls, and only theirs: the open's own sync of the
+     * version 1 file comes first, so its nth sync is the second */
+    lkv_faultenv_fail(f, op, op == LKV_FOP_SYNC ? 2 : 1, EIO, dir, 0);
+    rc = lkvnet_rlog_open(dir, lkv_faultenv_env(f), -1, NULL, NULL, &r, &err);
+    if (lkv_faultenv_fired(f) != 1) fprintf(stderr, "op %d: not hit\n", op);
+    CHECK(lkv_faultenv_fired(f) == 1);
+    CHECK(rc == LKV_IOERROR && r == NULL && err.msg[0] != '\0');
+    if (r != NULL) close_log(r);
+    if (loss) {
+      lkv_faultenv_crash(f);
+      CHECK_OK(lkv_faultenv_power_loss(f, LKV_LOSS_RANDOM, k, &err), &err);
+    }
+    lkv_faultenv_clear(f);
+    r = open_log(dir, &rs);
+    CHECK(rs.n == 20 && rs.v != NULL && rs.v[19].index == 20);
+    close_log(r);
+    {
+      unsigned char h[12];
+      fd = open(path, O_RDONLY);
+      CHECK(fd >= 0 && read(fd, h, sizeof h) == (ssize_t)sizeof h && h[8] == 2);
+      if (fd >= 0) close(fd);
+    }
+    recs_free(&rs);
+    lkv_faultenv_free(f);
+    rmrf(dir);
+    runs++;
+  }
+  CHECK(runs == 10);
+}
+
 /* 12. every call kind failed in turn: the nth call of the kind (n = 1, 2,
  * ... until the workload makes fewer) fails once with EIO (writes: with
  * ENOSPC, half of them landing). */
@@ -668,5 +827,7 @@ int main(void) {
   test_power_loss();
   test_read_failure();
   test_open_syncs();
+  test_cut_power_loss();
+  test_v1_upgrade_faults();
   TEST_MAIN_END();
 }

@@ -191,6 +191,27 @@ static inline void notify(lkvnet_rlog *r) {
   }
 }
 
+/* A new base for the log (a rewrite's or a compaction's): when the log
+ * holds base_index, base_term must be its term, as the first kept frame
+ * names it (its prev_term) and open checks that chain. Past the log's end
+ * (a snapshot install) any term will do. REQUIRES: base_index >=
+ * r->base_index; owner thread. */
+static inline int lkvnet_rlog_check_base(const lkvnet_rlog *r,
+                                         uint64_t base_index,
+                                         uint64_t base_term, lkv_err *err) {
+  uint64_t have;
+  if (base_index > r->base_index + r->nents) return LKV_OK;
+  have = base_index == r->base_index
+             ? r->base_term
+             : r->ents[base_index - r->base_index - 1].term;
+  if (have == base_term) return LKV_OK;
+  return lkv_seterr(err, LKV_INVALID,
+                    "%s: cannot start the log after index %llu at term %llu: "
+                    "that entry's term is %llu",
+                    r->path, (unsigned long long)base_index,
+                    (unsigned long long)base_term, (unsigned long long)have);
+}
+
 /* }====================================================================== */
 
 /* {======================================================================
@@ -199,7 +220,7 @@ static inline void notify(lkvnet_rlog *r) {
 
 /* rlog_frame.c: a payload whose checksum matched, and the file's header */
 int lkvnet_rlog_parse_payload(const unsigned char *buf, uint32_t len,
-                              lkvnet_entry *e);
+                              uint32_t fixed, lkvnet_entry *e);
 void lkvnet_rlog_encode_header(unsigned char *h, uint64_t base_index,
                                uint64_t base_term);
 

@@ -1,8 +1,9 @@
 /* rlog_test_util.h - what the replication log's tests share
  * (rlog_test.c, rlog_compact_test.c, rlog_fault_test.c): scratch
  * directories and files, a log opened with a replay recorder, appends that
- * check themselves, and a gate that holds a thread of the log until the
- * test opens it. Everything is static inline: each test program uses a
+ * check themselves, a reference CRC-32C and version 1 frames built by
+ * hand, and a gate that holds a thread of the log until the test opens
+ * it. Everything is static inline: each test program uses a
  * part of it. */
 #ifndef LKVNET_RLOG_TEST_UTIL_H
 #define LKVNET_RLOG_TEST_UTIL_H
@@ -143,6 +144,54 @@ static inline lkvnet_entry mk(uint64_t term, uint64_t index, int op,
   e.val = v;
   e.vlen = vl;
   return e;
+}
+
+/* A reference CRC-32C, bitwise, independent of c/util's table-driven one. */
+static inline uint32_t ref_crc(uint32_t crc, const unsigned char *p, size_t n) {
+  int j;
+  crc = ~crc;
+  while (n--) {
+    crc ^= *p++;
+    for (j = 0; j < 8; j++)
+      crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+  }
+  return ~crc;
+}
+
+/* A version 1 frame (docs/replication.md: no prev_term) of e at p. */
+static inline size_t v1_frame(unsigned char *p, const lkvnet_entry *e) {
+  size_t len = 25 + e->klen + e->vlen, i;
+  uint32_t c;
+  for (i = 0; i < 4; i++) p[i] = (unsigned char)(len >> (8 * i));
+  for (i = 0; i < 8; i++) {
+    p[8 + i] = (unsigned char)(e->term >> (8 * i));
+    p[16 + i] = (unsigned char)(e->index >> (8 * i));
+  }
+  p[24] = (unsigned char)e->op;
+  for (i = 0; i < 4; i++) {
+    p[25 + i] = (unsigned char)(e->klen >> (8 * i));
+    p[29 + i] = (unsigned char)(e->vlen >> (8 * i));
+  }
+  if (e->klen) memcpy(p + 33, e->key, e->klen);
+  if (e->vlen) memcpy(p + 33 + e->klen, e->val, e->vlen);
+  c = ref_crc(ref_crc(0, p, 4), p + 8, len);
+  for (i = 0; i < 4; i++) p[4 + i] = (unsigned char)(c >> (8 * i));
+  return 8 + len;
+}
+
+/* A version 1 header with base (base, bterm) at h. */
+static inline void v1_header(unsigned char *h, uint64_t base, uint64_t bterm) {
+  size_t i;
+  uint32_t c;
+  memset(h, 0, LKVNET_RLOG_HEADER_SIZE);
+  memcpy(h, "LUNAKVRL", 8);
+  h[8] = 1;
+  for (i = 0; i < 8; i++) {
+    h[16 + i] = (unsigned char)(base >> (8 * i));
+    h[24 + i] = (unsigned char)(bterm >> (8 * i));
+  }
+  c = ref_crc(0, h, 32);
+  for (i = 0; i < 4; i++) h[32 + i] = (unsigned char)(c >> (8 * i));
 }
 
 /* A gate a thread of the log waits at (a compaction's prepare, a hooked
