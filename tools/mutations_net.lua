@@ -218,7 +218,7 @@ return {
     file = "c/net/rlog.c",
     from = "    if (fixed != LKVNET_RLOG_FIXED_PAYLOAD_V1 && en.prev_term != r->last_term) {",
     to = "    if (0) {",
-    test = ctest("net/rlog_test") },
+    test = ctest("net/rlog_format_test") },
   { name = "rlog: appends chain to nothing (prev_term 0)",
     file = "c/net/rlog.c",
     from = "  lkvnet_rlog_encode_after((unsigned char *)r->scratch, e, prev);",
@@ -228,7 +228,7 @@ return {
     file = "c/net/rlog.c",
     from = "  if (rc == LKV_OK && why[0] != '\\0') rc = check_tail(r, rd, fixed, why, err);",
     to = "  (void)check_tail;",
-    test = ctest("net/rlog_test") },
+    test = ctest("net/rlog_format_test") },
   { name = "rlog: a rewrite keeps frames under a base_term they do not chain to",
     file = "c/net/rlog.c",
     from = "  if ((rc = lkvnet_rlog_check_base(r, base_index, base_term, err)) != LKV_OK)\n" ..

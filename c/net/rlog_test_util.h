@@ -220,4 +220,136 @@ static inline void gate_destroy(Gate *g) {
   pthread_cond_destroy(&g->cv);
 }
 
+/* {======================================================================
+** Helpers: damaged files, entries compared, the format's checksum
+** ======================================================================= */
+
+static inline void flip_byte(const char *path, long long off) {
+  int fd = open(path, O_RDWR);
+  unsigned char b;
+  CHECK(fd >= 0);
+  if (fd < 0) return;
+  CHECK(pread(fd, &b, 1, (off_t)off) == 1);
+  b ^= 0x20;
+  CHECK(pwrite(fd, &b, 1, (off_t)off) == 1);
+  close(fd);
+}
+
+static inline void chop(const char *path, long long by) {
+  CHECK(truncate(path, (off_t)(file_size(path) - by)) == 0);
+}
+
+/* The log in dir reopened: the replay must give n entries, and *st holds
+ * the log's stats when it opened. */
+static inline lkvnet_rlog *reopen(const char *dir, Recs *rs, size_t n,
+                                  lkvnet_rlog_stats *st) {
+  lkvnet_rlog *r = open_log(dir, rs);
+  CHECK(rs->n == n);
+  if (r != NULL) lkvnet_rlog_stats_get(r, st);
+  return r;
+}
+
+/* Close the log r and reopen it: the replay gives n entries, the last at
+ * index n in term; then close it again. */
+static inline void check_reopened(lkvnet_rlog *r, const char *dir, Recs *rs,
+                                  uint64_t n, uint64_t term) {
+  close_log(r);
+  recs_free(rs);
+  r = open_log(dir, rs);
+  CHECK(rs->n == n && n > 0 && rs->v[n - 1].index == n &&
+        rs->v[n - 1].term == term);
+  close_log(r);
+}
+
+/* The torn-tail test's last entry appended again, in term 2, where a cut
+ * tail left its index free. */
+static inline void reappend_key5(lkvnet_rlog *r) {
+  if (r != NULL)
+    CHECK(app(r, 2, LKVNET_OP_SET, "key5", 4, "some value bytes", 16) == 5);
+}
+
+/* Close the log and its replay; the file is whole again (full bytes). */
+static inline void close_full(lkvnet_rlog *r, Recs *rs, const char *path,
+                              long long full) {
+  close_log(r);
+  recs_free(rs);
+  CHECK(file_size(path) == full);
+}
+
+/* a equals b: term, index, op and the key and value bytes. */
+static inline int same_entry(const lkvnet_entry *a, const lkvnet_entry *b) {
+  int ok = a->term == b->term && a->index == b->index && a->op == b->op &&
+           a->klen == b->klen && a->vlen == b->vlen &&
+           (a->klen == 0 || memcmp(a->key, b->key, a->klen) == 0) &&
+           (a->vlen == 0 || memcmp(a->val, b->val, a->vlen) == 0);
+  if (!ok)
+    fprintf(stderr,
+            "entry differs: (t%llu i%llu op%d k%zu v%zu) vs "
+            "(t%llu i%llu op%d k%zu v%zu)\n",
+            (unsigned long long)a->term, (unsigned long long)a->index, a->op,
+            a->klen, a->vlen, (unsigned long long)b->term,
+            (unsigned long long)b->index, b->op, b->klen, b->vlen);
+  return ok;
+}
+
+/* The whole file at path, malloc'd (*n bytes); NULL when unreadable. */
+static inline unsigned char *slurp(const char *path, size_t *n) {
+  long long sz = file_size(path);
+  unsigned char *b;
+  int fd;
+  *n = 0;
+  if (sz < 0 || (b = malloc((size_t)sz + 1)) == NULL) return NULL;
+  fd = open(path, O_RDONLY);
+  if (fd < 0 || read(fd, b, (size_t)sz) != (ssize_t)sz) {
+    if (fd >= 0) close(fd);
+    free(b);
+    return NULL;
+  }
+  close(fd);
+  *n = (size_t)sz;
+  return b;
+}
+
+/* dir/replication.log made of the n bytes at p. */
+static inline void put_log(const char *dir, const unsigned char *p, size_t n) {
+  char path[512];
+  int fd;
+  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
+  fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  CHECK(fd >= 0 && write(fd, p, n) == (ssize_t)n);
+  if (fd >= 0) close(fd);
+}
+
+/* Opening dir must fail with LKV_CORRUPTION naming the file and `what`,
+ * and leave the file byte for byte as the n bytes at want. */
+static inline void open_refused(const char *dir, const unsigned char *want,
+                                size_t n, const char *what) {
+  char path[512];
+  lkvnet_rlog *r = NULL;
+  lkv_err err = {0};
+  unsigned char *now;
+  size_t m;
+  int rc = lkvnet_rlog_open(dir, NULL, -1, NULL, NULL, &r, &err);
+  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
+  if (rc != LKV_CORRUPTION || strstr(err.msg, what) == NULL)
+    fprintf(stderr, "open -> %d (%s), want corruption with \"%s\"\n", rc,
+            err.msg, what);
+  CHECK(rc == LKV_CORRUPTION && r == NULL);
+  CHECK(strstr(err.msg, path) != NULL && strstr(err.msg, what) != NULL);
+  if (r != NULL) close_log(r);
+  now = slurp(path, &m);
+  CHECK(now != NULL && m == n && memcmp(now, want, n) == 0); /* untouched */
+  free(now);
+}
+
+static inline uint32_t le32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+         (uint32_t)p[3] << 24;
+}
+static inline uint64_t le64(const unsigned char *p) {
+  return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+}
+
+/* }====================================================================== */
+
 #endif
