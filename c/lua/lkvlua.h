@@ -131,6 +131,11 @@ void lkvlua_engine_options(lua_State *L, int arg, lkv_options *o);
 struct lkvnet_options;
 void lkvlua_node_options(lua_State *L, int t, struct lkvnet_options *o);
 
+/* lunakv_funcs.c: make the whole floats of a value cjson decoded (at
+ * idx, tables walked) integers, in place: JSON has one number type, Lua
+ * two, and a count of 3 should read 3, not 3.0. */
+void lkvlua_json_ints(lua_State *L, int idx);
+
 /* lunakv_faultenv.c: the env of the fault env userdata at idx (raises when
  * it is not one). */
 const lkv_env *lkvlua_faultenv_env(lua_State *L, int idx);

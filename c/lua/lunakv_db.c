@@ -912,6 +912,7 @@ static int db_call(lua_State *L) {
   lua_getfield(L, 5, "decode");
   lua_pushvalue(L, -3);
   lua_call(L, 1, 1); /* +1 result */
+  lkvlua_json_ints(L, -1);
   lua_getfield(L, 5, "null");
   if (lua_rawequal(L, -1, -2))
     lua_pushnil(L);

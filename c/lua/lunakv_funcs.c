@@ -575,6 +575,7 @@ static int call_body(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, REG_DECODE);
     lua_pushlstring(L, c->args, c->args_len);
     lua_call(L, 1, 1); /* 4 args */
+    lkvlua_json_ints(L, 4);
   } else
     lua_pushnil(L);
   c->stage = STAGE_RUN;
@@ -624,6 +625,7 @@ int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,
   lkvf_limits dflt;
   lkvf_library *lib;
   Call c;
+  char where[LKVF_NAME_MAX + 16];
   int st, ro = 0, rc = LKVF_OK;
   memset(out, 0, sizeof *out);
   if (lkvf_check_name("function", name, nlen, e) != LKVF_OK) return e->code;
@@ -662,9 +664,8 @@ int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,
   lua_pop(lib->L, 1);
   lkvf_tx_close_cursors(&c);
   lib->call = NULL;
+  snprintf(where, sizeof where, "function '%s'", c.fname);
   if (lib->hit != HIT_NONE) {
-    char where[LKVF_MSG_LEN / 2];
-    snprintf(where, sizeof where, "function '%s'", c.fname);
     if (st == LUA_OK) lua_pushnil(lib->L); /* caught by the script */
     rc = pcall_error(lib, st, LKVF_SCRIPT, where, e);
     lua_pop(lib->L, 1);
@@ -681,7 +682,7 @@ int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,
       rc = pcall_error(lib, st, LKVF_SCRIPT,
                        "the result cannot be encoded as JSON", e);
     else
-      rc = pcall_error(lib, st, LKVF_SCRIPT, c.fname, e);
+      rc = pcall_error(lib, st, LKVF_SCRIPT, where, e);
     lua_pop(lib->L, 1);
   }
   lkv_buf_free(&c.getbuf);
@@ -711,6 +712,49 @@ void lkvf_result_free(lkvf_result *r) {
   free(r->writes);
   free(r->json);
   memset(r, 0, sizeof *r);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** JSON numbers
+** ======================================================================= */
+
+/* cjson decodes every number as a float; a whole one that fits an
+ * integer becomes one, so args.amount is 3, not 3.0, in a script and in
+ * db:call's result alike (Lua's own rule: math.tointeger). Recursion is
+ * bounded by cjson's decode depth limit (1000). */
+static void ints_in_table(lua_State *L, int idx) {
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int isint = 0;
+    lua_Integer n;
+    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      n = lua_tointegerx(L, -1, &isint);
+      if (isint) {
+        lua_pushvalue(L, -2);
+        lua_pushinteger(L, n);
+        lua_rawset(L, idx); /* an existing key: no allocation */
+      }
+    } else if (lua_type(L, -1) == LUA_TTABLE)
+      ints_in_table(L, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+}
+
+void lkvlua_json_ints(lua_State *L, int idx) {
+  int isint = 0;
+  lua_Integer n;
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TTABLE)
+    ints_in_table(L, idx);
+  else if (lua_type(L, idx) == LUA_TNUMBER && !lua_isinteger(L, idx)) {
+    n = lua_tointegerx(L, idx, &isint);
+    if (isint) {
+      lua_pushinteger(L, n);
+      lua_replace(L, idx);
+    }
+  }
 }
 
 /* }====================================================================== */
