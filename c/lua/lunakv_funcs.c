@@ -625,7 +625,7 @@ int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,
   lkvf_limits dflt;
   lkvf_library *lib;
   Call c;
-  char where[LKVF_NAME_MAX + 16];
+  char where[LKVF_NAME_MAX + 64];
   int st, ro = 0, rc = LKVF_OK;
   memset(out, 0, sizeof *out);
   if (lkvf_check_name("function", name, nlen, e) != LKVF_OK) return e->code;
@@ -676,13 +676,16 @@ int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,
     e->backend_code = c.brc;
     if (st != LUA_OK) lua_pop(lib->L, 1);
   } else if (st != LUA_OK) {
+    /* the args and the result are the caller's and the encoder's
+     * failures: the function's name says which call, the stage what */
     if (c.stage == STAGE_ARGS)
-      rc = pcall_error(lib, st, LKVF_BADARG, "args are not JSON", e);
+      snprintf(where, sizeof where, "function '%s': args are not JSON",
+               c.fname);
     else if (c.stage == STAGE_RESULT)
-      rc = pcall_error(lib, st, LKVF_SCRIPT,
-                       "the result cannot be encoded as JSON", e);
-    else
-      rc = pcall_error(lib, st, LKVF_SCRIPT, where, e);
+      snprintf(where, sizeof where,
+               "function '%s': the result cannot be encoded as JSON", c.fname);
+    rc = pcall_error(lib, st, c.stage == STAGE_ARGS ? LKVF_BADARG : LKVF_SCRIPT,
+                     where, e);
     lua_pop(lib->L, 1);
   }
   lkv_buf_free(&c.getbuf);
