@@ -363,7 +363,7 @@ static int pcall_error(lkvf_library *lib, int status, int code,
 /* A new library state from lib->name and lib->source, its top level run. */
 static int lib_build(lkvf_runtime *rt, lkvf_library *lib,
                      const lkvf_limits *lim, lkvf_error *e) {
-  char chunk[LKVF_NAME_MAX + 2];
+  char chunk[LKVF_NAME_MAX + 2], what[LKVF_NAME_MAX + 32];
   int st;
   lib->used = lib->extra = 0;
   lib->limit = (size_t)lim->max_memory;
@@ -376,7 +376,9 @@ static int lib_build(lkvf_runtime *rt, lkvf_library *lib,
   else
     lua_pushnil(lib->L);
   st = lua_pcall(lib->L, 1, 0, 0);
-  if (st != LUA_OK) return pcall_error(lib, st, LKVF_NOMEM, "sandbox", e);
+  /* the sandbox itself failing (cjson not found, no memory) */
+  snprintf(what, sizeof what, "library '%s': sandbox", lib->name);
+  if (st != LUA_OK) return pcall_error(lib, st, LKVF_SCRIPT, what, e);
   /* "=name": messages read "name:LINE: ..." */
   snprintf(chunk, sizeof chunk, "=%s", lib->name);
   arm(lib, lim);
@@ -387,7 +389,8 @@ static int lib_build(lkvf_runtime *rt, lkvf_library *lib,
     lib->loading = 0;
   }
   if (st != LUA_OK) {
-    pcall_error(lib, st, LKVF_SCRIPT, "library", e);
+    snprintf(what, sizeof what, "library '%s'", lib->name);
+    pcall_error(lib, st, LKVF_SCRIPT, what, e);
     disarm(lib);
     return e->code;
   }

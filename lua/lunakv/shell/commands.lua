@@ -298,8 +298,15 @@ local function db_call(what, fn, ...)
   return res, seq
 end
 
+-- "function" is also Lua's keyword: spelled so, the line is the command
+-- only when LOAD, LIST or DELETE follows, else Lua (function f() ... end).
+local FUNCTION_SUBS = { LOAD = true, LIST = true, DELETE = true }
+
 command {
   name = "FUNCTION", local_only = true,
+  claims = function(word, next_word)
+    return word ~= "function" or FUNCTION_SUBS[next_word:upper()] ~= nil
+  end,
   usage = "FUNCTION LOAD name FILE | LIST | DELETE name",
   help = "stored Lua functions: LOAD runs the library in FILE (it calls "
     .. "lunakv.register) and stores it as name, replacing one of the same "
@@ -514,9 +521,13 @@ function M.command_names()
   return t
 end
 
--- The definition of the command named word (any case, aliases too), or nil.
-function M.lookup(word)
-  return commands[word:upper()]
+-- The definition of the command named word (any case, aliases too), or
+-- nil; next_word (the line's second word, "" when none) lets a command
+-- that shares its name with Lua (FUNCTION) leave a Lua line alone.
+function M.lookup(word, next_word)
+  local c = commands[word:upper()]
+  if c and c.claims and not c.claims(word, next_word or "") then return nil end
+  return c
 end
 
 return M
