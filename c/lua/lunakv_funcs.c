@@ -156,9 +156,15 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
 }
 
 static void arm(lkvf_library *lib, const lkvf_limits *lim) {
+  /* the hook counts in an int: the schema caps the option there, a C
+   * caller that skipped lkv_schema_check is capped here */
+  uint64_t n = lim->max_instructions;
   lib->hit = HIT_NONE;
   lib->limit = (size_t)lim->max_memory;
-  lua_sethook(lib->L, count_hook, LUA_MASKCOUNT, (int)lim->max_instructions);
+  lua_sethook(lib->L, count_hook, LUA_MASKCOUNT,
+              n == 0        ? 1
+              : n > INT_MAX ? INT_MAX
+                            : (int)n);
 }
 
 static void disarm(lkvf_library *lib) {
@@ -472,6 +478,14 @@ int lkvf_library_prepare(lkvf_runtime *rt, const char *name, size_t nlen,
     lkvf_limits_init(&dflt);
     lim = &dflt;
   }
+  /* room for one more library now, so that install cannot fail */
+  if (rt->n == rt->cap) {
+    size_t cap = rt->cap ? rt->cap * 2 : 8;
+    lkvf_library **p = (lkvf_library **)realloc(rt->libs, cap * sizeof *p);
+    if (p == NULL) return seterr(e, LKVF_NOMEM, "library: out of memory");
+    rt->libs = p;
+    rt->cap = cap;
+  }
   lib = (lkvf_library *)calloc(1, sizeof *lib);
   if (lib == NULL || (lib->name = (char *)malloc(nlen + 1)) == NULL ||
       (lib->source = (char *)malloc(slen + 1)) == NULL) {
@@ -510,14 +524,7 @@ void lkvf_library_install(lkvf_runtime *rt, lkvf_library *lib) {
     rt->libs[at] = lib;
     return;
   }
-  pos = (size_t)(-at - 1);
-  if (rt->n == rt->cap) {
-    size_t cap = rt->cap ? rt->cap * 2 : 8;
-    lkvf_library **p = (lkvf_library **)realloc(rt->libs, cap * sizeof *p);
-    if (p == NULL) abort(); /* 8 bytes a library; documented: cannot fail */
-    rt->libs = p;
-    rt->cap = cap;
-  }
+  pos = (size_t)(-at - 1); /* rt->n < rt->cap: prepare made room */
   memmove(rt->libs + pos + 1, rt->libs + pos, (rt->n - pos) * sizeof *rt->libs);
   rt->libs[pos] = lib;
   rt->n++;

@@ -147,8 +147,9 @@ int lkvf_library_prepare(lkvf_runtime *rt, const char *name, size_t nlen,
                          const lkvf_limits *lim, lkvf_library **out,
                          lkvf_error *e);
 /* Install a prepared library, replacing the one of the same name; rt owns
- * it after. REQUIRES: no other library gained one of its function names
- * since it was prepared. Cannot fail. */
+ * it after. Cannot fail: prepare reserved its slot. REQUIRES: it is the
+ * last library prepared on rt, and no other library gained one of its
+ * function names since. */
 void lkvf_library_install(lkvf_runtime *rt, lkvf_library *lib);
 /* Free a prepared library that will not be installed. */
 void lkvf_library_discard(lkvf_library *lib);
