@@ -149,7 +149,7 @@ describe("shell.help_text", function()
     end
     for _, name in ipairs { "SET", "GET", "DELETE", "SCAN", "COUNT",
       "SNAPSHOT", "RELEASE", "BATCH", "COMMIT", "ABORT", "FLUSH", "COMPACT",
-      "STATS", "HELP", "EXIT" } do
+      "FUNCTION", "CALL", "STATS", "HELP", "EXIT" } do
       assert.truthy(text:find(name, 1, true), name)
     end
   end)
@@ -402,6 +402,58 @@ describe("the shell through a pipe", function()
         assert.equal(input:match("SET k (%d)"), h.stored(dir .. "/db", "k"))
       end
     end)
+
+  it("loads, lists, calls and deletes stored functions", function()
+    h.write_file(dir .. "/counter.lua", [[
+      lunakv.register("inc", function(tx, a)
+        local n = (tonumber(tx:get(a.k)) or 0) + (a.by or 1)
+        tx:set(a.k, tostring(n))
+        return { a.k, n }
+      end)
+      lunakv.register("peek", function(tx, a) return tx:get(a.k) end,
+        { read_only = true })
+    ]])
+    h.write_file(dir .. "/broken.lua", "lunakv.register('x', function() end")
+    local code, out, err = run(table.concat({
+      "FUNCTION LIST",
+      "function load counter counter.lua",
+      "FUNCTION LIST",
+      'CALL inc {"k": "hits"}',
+      'CALL inc {"k": "hits", "by": 5}',
+      "GET hits",
+      'CALL peek {"k": "hits"}',
+      "CALL peek",
+      "FUNCTION LOAD bad broken.lua",
+      "FUNCTION LOAD bad nothing.lua",
+      "CALL nope",
+      'CALL inc {"k": }',
+      "FUNCTION",
+      "FUNCTION DELETE nope",
+      "BATCH",
+      "CALL peek",
+      "ABORT",
+      "FUNCTION DELETE counter",
+      "FUNCTION LIST",
+      "",
+    }, "\n"))
+    assert.equal(1, code)
+    assert.same({ "(empty)", "counter: inc, peek", "counter\tinc, peek (ro)",
+      '["hits",1]', '["hits",6]', "6", '"6"', "OK", "OK", "OK", "(empty)" },
+      out)
+    local errs = lines(err)
+    assert.equal(9, #errs, err)
+    assert.matches("^lunakv: CALL: function 'peek': counter:6: attempt to "
+      .. "index a nil value", errs[1])
+    assert.matches("^lunakv: FUNCTION LOAD: library 'bad': bad:1: ", errs[2])
+    assert.matches("^lunakv: FUNCTION LOAD: cannot read nothing.lua", errs[3])
+    assert.matches("^lunakv: CALL: unknown function 'nope'", errs[4])
+    assert.matches("^lunakv: CALL: function 'inc': args are not JSON",
+      errs[5])
+    assert.matches("^lunakv: usage: FUNCTION LOAD name FILE", errs[6])
+    assert.matches("^lunakv: FUNCTION DELETE: no library 'nope'", errs[7])
+    assert.matches("^lunakv: CALL commits on its own", errs[8])
+    assert.matches("8 command%(s%) failed", errs[9])
+  end)
 
   it("reports each error on one line and goes on", function()
     local code, out, err = run(table.concat({

@@ -25,6 +25,12 @@ local expect = {
   ["wordcount.lua"] = { "ingested 7 lines, 81 words",
     "46 distinct words", "  the +15\n", "first line: The write%-ahead log",
     "after flush: 1 table%(s%)" },
+  ["bank.lua"] = { "library bank: open, transfer, balance, total",
+    "total before: 150 in 3 accounts",
+    "alice %-> bob 30 at seq %d+: alice 70, bob 80",
+    "carol %-> alice 1000 refused: lunakv: function 'transfer': bank:%d+: "
+    .. "'carol' has 0, cannot send 1000",
+    "balance of bob: 80\n", "after reopen, total: 150; libraries: bank" },
   ["prefix_scan.lua"] = { "users %(prefix \"user:\"%):\n  user:0001:email",
     "orders of user 0002:\n  order:0002:2024%-05%-06 = bread",
     "users now 6, in the snapshot 5", "orders: 5" },

@@ -3,7 +3,9 @@
  * builds (lunakv_core.c).
  *
  * Calls go one way: lunakv_core.c calls each file's register function;
- * lunakv_db.c calls lunakv_iter.c and lunakv_options.c; lunakv_node.c
+ * lunakv_db.c calls lunakv_iter.c, lunakv_options.c and the stored
+ * functions' runtime lunakv_funcs.c (lunakv_funcs.h: plain C, no Lua in
+ * its interface, so the node can use it too); lunakv_node.c
  * calls lunakv_options.c, which calls lunakv_faultenv.c; lunakv_bench.c
  * calls the bench's workload runner (c/bench/workload.h); every file may
  * call lunakv_util.c and the inline helpers below, which call no other
@@ -48,10 +50,12 @@ struct Child {
   void (*release)(Child *c); /* frees the engine handle; NULL = closed */
 };
 
+struct lkvf_runtime;
 struct LDb {
-  lkv_db *db;      /* NULL once closed */
-  lkv_buf getbuf;  /* reused by every get, freed at close */
-  Child *children; /* open snapshots, iterators and batches */
+  lkv_db *db;                 /* NULL once closed */
+  lkv_buf getbuf;             /* reused by every get, freed at close */
+  Child *children;            /* open snapshots, iterators and batches */
+  struct lkvf_runtime *funcs; /* stored functions, loaded at first use */
 };
 
 void lkvlua_child_link(LDb *d, Child *c, void (*release)(Child *));
@@ -97,6 +101,7 @@ void lkvlua_bench_register(lua_State *L);    /* lunakv_bench.c */
 void lkvlua_proc_register(lua_State *L);     /* lunakv_proc.c */
 void lkvlua_node_register(lua_State *L);     /* lunakv_node.c */
 void lkvlua_faultenv_register(lua_State *L); /* lunakv_faultenv.c */
+void lkvlua_funcs_register(lua_State *L);    /* lunakv_funcs.c */
 
 /* }====================================================================== */
 
@@ -125,6 +130,11 @@ void lkvlua_engine_options(lua_State *L, int arg, lkv_options *o);
  * borrowed. */
 struct lkvnet_options;
 void lkvlua_node_options(lua_State *L, int t, struct lkvnet_options *o);
+
+/* lunakv_funcs.c: make the whole floats of a value cjson decoded (at
+ * idx, tables walked) integers, in place: JSON has one number type, Lua
+ * two, and a count of 3 should read 3, not 3.0. */
+void lkvlua_json_ints(lua_State *L, int idx);
 
 /* lunakv_faultenv.c: the env of the fault env userdata at idx (raises when
  * it is not one). */

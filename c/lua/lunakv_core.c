@@ -11,6 +11,8 @@
  *   lunakv_proc.c      core.clock, ncpu, isatty, interrupts, spawn, kill,
  *                      pid_alive, sleep, mkdir, getcwd
  *   lunakv_faultenv.c  "lunakv.faultenv", core.fault_env
+ *   lunakv_funcs.c     stored functions' runtime (lunakv_funcs.h, with
+ *                      lunakv_tx.c), core.script_limits
  *   lunakv_util.c      the child list, the scratch box, the class builder
  *   lkvlua.h           what they share, and which way their calls go
  *
@@ -38,6 +40,7 @@ __attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L) {
   lkvlua_proc_register(L);
   lkvlua_node_register(L);
   lkvlua_faultenv_register(L);
+  lkvlua_funcs_register(L);
   lua_pushliteral(L, LKV_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushinteger(L, (lua_Integer)LKV_MAX_KEY_BYTES);

@@ -164,7 +164,9 @@ end
 local function command_of(toks)
   local first = toks[1]
   if not first or first.quoted then return nil end
-  return commands.lookup(first.text)
+  local second = toks[2]
+  return commands.lookup(first.text, second and not second.quoted
+    and second.text or "")
 end
 
 -- Handle one line of input (a line the user typed). Returns "more" when
@@ -199,8 +201,8 @@ function Shell:handle(line)
     else
       -- a command whose quoting is wrong, or unfinished (an open quote
       -- goes on on the next line); anything else is left to Lua
-      local first = text:match("^[ \t]*([^ \t\"']+)")
-      if first and commands.lookup(first) then
+      local first, second = text:match("^[ \t]*([^ \t\"']+)[ \t]*(%a*)")
+      if first and commands.lookup(first, second) then
         if more then
           self.pending = text
           return "more"

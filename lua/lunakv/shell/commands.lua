@@ -277,6 +277,84 @@ command {
   end,
 }
 
+-- Stored functions (docs/functions.md). Local databases only for now: a
+-- node has no /functions routes yet, so over --url they are refused like
+-- the other local_only commands.
+local function read_source(path)
+  local f, err = io.open(path, "rb")
+  if not f then fail("FUNCTION LOAD: cannot read %s", err) end
+  local src = f:read("a")
+  f:close()
+  return src
+end
+
+-- A failure of the db's function calls: one line, without "lunakv: ".
+local function db_call(what, fn, ...)
+  local ok, res, seq = pcall(fn, ...)
+  if not ok then
+    if type(res) == "table" then error(res, 0) end
+    fail("%s: %s", what, tostring(res):gsub("^lunakv: ", ""))
+  end
+  return res, seq
+end
+
+-- "function" is also Lua's keyword: spelled so, the line is the command
+-- only when LOAD, LIST or DELETE follows, else Lua (function f() ... end).
+local FUNCTION_SUBS = { LOAD = true, LIST = true, DELETE = true }
+
+command {
+  name = "FUNCTION", local_only = true,
+  claims = function(word, next_word)
+    return word ~= "function" or FUNCTION_SUBS[next_word:upper()] ~= nil
+  end,
+  usage = "FUNCTION LOAD name FILE | LIST | DELETE name",
+  help = "stored Lua functions: LOAD runs the library in FILE (it calls "
+    .. "lunakv.register) and stores it as name, replacing one of the same "
+    .. "name, and prints its functions; LIST prints each library with its "
+    .. "functions (ro: read_only); DELETE drops a library",
+  run = function(sh, args)
+    local sub = args[1] and not args[1].quoted and args[1].text:upper()
+    if sub == "LOAD" and #args == 3 then
+      local src = read_source(args[3].text)
+      local names = db_call("FUNCTION LOAD", sh.db.put_library, sh.db,
+        args[2].text, src)
+      return args[2].text .. ": " .. table.concat(names, ", ")
+    elseif sub == "LIST" and #args == 1 then
+      local out = {}
+      for _, lib in ipairs(db_call("FUNCTION LIST", sh.db.libraries, sh.db)) do
+        local fs = {}
+        for i, f in ipairs(lib.functions) do
+          fs[i] = lib.read_only[f] and f .. " (ro)" or f
+        end
+        out[#out + 1] = lib.name .. "\t" .. table.concat(fs, ", ")
+      end
+      return #out == 0 and "(empty)" or table.concat(out, "\n")
+    elseif sub == "DELETE" and #args == 2 then
+      db_call("FUNCTION DELETE", sh.db.delete_library, sh.db, args[2].text)
+      return "OK"
+    end
+    usage(commands.FUNCTION)
+  end,
+}
+
+command {
+  name = "CALL", local_only = true, usage = "CALL function [json]",
+  help = "run a stored function with the rest of the line as its JSON "
+    .. "argument (none: nil); its writes commit as one batch. Prints the "
+    .. "result as JSON",
+  run = function(sh, args, line)
+    if #args < 1 or args[1].quoted and args[1].text == "" then
+      usage(commands.CALL)
+    end
+    if sh.batch then
+      fail("CALL commits on its own: COMMIT or ABORT the batch first")
+    end
+    local json = args[2] and line:sub(args[2].first):gsub("[ \t]+$", "")
+    local res = db_call("CALL", sh.db.call_json, sh.db, args[1].text, json)
+    return res
+  end,
+}
+
 -- STATS rows, in the order a reader wants them; anything else the engine
 -- reports follows, sorted.
 local STATS_ORDER = {
@@ -443,9 +521,13 @@ function M.command_names()
   return t
 end
 
--- The definition of the command named word (any case, aliases too), or nil.
-function M.lookup(word)
-  return commands[word:upper()]
+-- The definition of the command named word (any case, aliases too), or
+-- nil; next_word (the line's second word, "" when none) lets a command
+-- that shares its name with Lua (FUNCTION) leave a Lua line alone.
+function M.lookup(word, next_word)
+  local c = commands[word:upper()]
+  if c and c.claims and not c.claims(word, next_word or "") then return nil end
+  return c
 end
 
 return M

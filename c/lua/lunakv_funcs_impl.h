@@ -1,0 +1,109 @@
+/* lunakv_funcs_impl.h - what the stored-function runtime's two files
+ * share: lunakv_funcs.c (limits, sandboxes, libraries, calls) calls
+ * lunakv_tx.c (the tx object a function receives, and the call's
+ * writes), never the other way. Not an interface: callers use
+ * lunakv_funcs.h. */
+#ifndef LUNAKV_FUNCS_IMPL_H
+#define LUNAKV_FUNCS_IMPL_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua.h"
+#include "lunakv_funcs.h"
+
+#define TX_MT "lunakv.tx"
+#define CURSOR_MT "lunakv.tx_scan"
+#define REG_FUNCS "lunakv.funcs"   /* registry: name -> function */
+#define REG_ENCODE "lunakv.encode" /* registry: the private cjson.encode */
+#define REG_DECODE "lunakv.decode" /* registry: the private cjson.decode */
+#define REG_TX "lunakv.the_tx"     /* registry: the one tx userdata */
+
+typedef struct Call Call;
+
+struct lkvf_library {
+  char *name, *source;
+  size_t nlen, slen;
+  lua_State *L;
+  size_t used;  /* bytes the allocator handed out and not freed */
+  size_t extra; /* bytes of the running call's pending writes */
+  size_t limit; /* what used + extra may reach */
+  int hit;      /* the limit that stopped the current run (HIT_*) */
+  int loading;  /* lunakv.register is allowed */
+  Call *call;   /* the running call, or NULL */
+  char **funcs; /* registered names (malloc'd) */
+  int *read_only;
+  size_t nfuncs, capfuncs;
+};
+
+enum { HIT_NONE, HIT_INSTRUCTIONS, HIT_MEMORY, HIT_WRITES };
+
+struct lkvf_runtime {
+  lkvf_library **libs; /* sorted by name */
+  size_t n, cap;
+  char *cpath;
+};
+
+typedef struct Cursor Cursor;
+
+struct Call {
+  lkvf_library *lib;
+  const lkvf_backend *be;
+  const lkvf_limits *lim;
+  const char *fname;
+  size_t fnlen;
+  const char *args;
+  size_t args_len;
+  int read_only;
+  int stage; /* where an error came from: STAGE_* */
+  lkvf_write *w;
+  size_t nw, capw;
+  size_t *sorted; /* indexes into w: the newest write of each key, by key */
+  size_t nsorted, capsorted;
+  Cursor *cursors; /* open scans */
+  lkv_buf getbuf;
+  int brc; /* a backend read failed: its code, kept even if caught */
+  lkv_err berr;
+  char *json; /* the encoded result */
+  size_t json_len;
+};
+
+enum { STAGE_ARGS, STAGE_RUN, STAGE_RESULT };
+
+/* the scan state of tx:scan, a userdata of the sandbox */
+struct Cursor {
+  Call *call; /* NULL once closed */
+  Cursor *prev, *next;
+  void *bc;       /* the backend's cursor, NULL after its end */
+  int have_row;   /* the backend's current row is unconsumed */
+  const char *bk; /* that row, borrowed */
+  const char *bv;
+  size_t bklen, bvlen;
+  char *last; /* the last key returned (malloc'd), NULL before the first */
+  size_t lastlen;
+  char *lo, *hi; /* bounds (malloc'd); NULL: open */
+  size_t lolen, hilen;
+  uint64_t limit, count;
+};
+
+/* Keys of the node and the runtime: scripts neither read nor write them. */
+static inline int lkvf_reserved(const char *k, size_t n) {
+  size_t pn = sizeof LKVF_RESERVED_PREFIX - 1;
+  return n >= pn && memcmp(k, LKVF_RESERVED_PREFIX, pn) == 0;
+}
+
+static inline char *lkvf_dupbytes(const char *s, size_t n) {
+  char *p = (char *)malloc(n ? n : 1);
+  if (p != NULL && n) memcpy(p, s, n);
+  return p;
+}
+
+/* lunakv_tx.c: the tx and scan classes and the tx userdata, in the
+ * registry of a new sandbox (under pcall: may raise). */
+void lkvf_tx_register(lua_State *L);
+/* lunakv_tx.c: close the call's open scans, their backend cursors too. */
+void lkvf_tx_close_cursors(Call *c);
+/* lunakv_tx.c: free the call's writes and their index. */
+void lkvf_tx_free_writes(Call *c);
+
+#endif
