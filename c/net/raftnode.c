@@ -314,6 +314,12 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
                             s->apply_err.msg);
     return;
   }
+  if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
+    /* sticky: nothing written now could become durable */
+    lkvnet_node_reply_error(s, req, route, start, 500,
+                            "the replication log failed: %s", err.msg);
+    return;
+  }
   if (lkvnet_node_is_reserved(key, klen)) {
     lkvnet_node_reply_error(
         s, req, route, start, 400,

@@ -352,10 +352,9 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
                       route == LKVNET_ROUTE_KV) &&
                      query_flag(query, "consistent");
     if ((write || consistent) && !s->leader) {
-      if (s->leader_url == NULL)
-        lkvnet_node_reply_no_leader(s, req, route, start);
-      else
-        lkvnet_node_forward(s, req, route, start);
+      /* to the leader; 503 when none is known, or when this request was
+       * forwarded here already */
+      lkvnet_node_forward(s, req, route, start);
       return;
     }
     if (consistent) {
