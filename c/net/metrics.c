@@ -125,7 +125,7 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
           &b, "last_contact_ms",
           p->last_contact > 0 ? (uint64_t)((t - p->last_contact) * 1000) : 0);
       jfield(&b, "snapshots_sent", p->snapshots_sent);
-      if (p->state == LKVNET_PEER_DOWN) {
+      if (p->last_error[0] != '\0') { /* the last failure, even if up now */
         lkvnet_jbuf_lit(&b, ", \"error\": ");
         lkvnet_jbuf_str(&b, p->last_error, strlen(p->last_error));
       }
