@@ -75,6 +75,12 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_u64(&b, s->term);
   lkvnet_jbuf_lit(&b, ", \"vote\": ");
   put_url(s, &b, s->vote);
+  {
+    char hex[24];
+    snprintf(hex, sizeof hex, "%llx", (unsigned long long)s->id);
+    lkvnet_jbuf_lit(&b, ", \"id\": ");
+    lkvnet_jbuf_str(&b, hex, strlen(hex));
+  }
   lkvnet_jbuf_lit(&b, ", \"my_url\": ");
   lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
   lkvnet_jbuf_lit(&b, ", \"role\": \"");

@@ -245,6 +245,7 @@ struct lkvnet_server {
   int installing;
   int install_stepped; /* its MSG_SNAP went to the core; the end is due */
   int log_failed;      /* a Ready's entries could not all be written */
+  int hinted; /* LEADER_URL names this node and no term has begun yet */
 
   /* metrics */
   /* +1: any other status */

@@ -63,6 +63,19 @@ static void on_raft_tick(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   lkvnet_raft_tick(s->raft);
+  if (s->hinted) {
+    /* LEADER_URL's node on a fresh cluster (term 0: no election has
+     * ever been won or even begun): campaign at every tick until the
+     * others are up to grant it, rather than wait a whole election
+     * timeout after a first try that found them still starting. Only
+     * pre-votes go out (no term moves) until it can win. */
+    lkvnet_raft_status st;
+    lkvnet_raft_status_get(s->raft, &st);
+    if (st.term == 0 && st.leader == LKVNET_RAFT_NONE && !s->needs_snapshot)
+      lkvnet_raft_campaign(s->raft);
+    else
+      s->hinted = 0;
+  }
   lkvnet_node_raft_run(s);
 }
 
@@ -403,6 +416,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     goto fail;
   }
   if ((rc = lkvnet_node_raft_open(s, &e)) != LKV_OK) goto fail;
+  s->hinted = strcmp(s->hint_url, s->my_url) == 0;
   /* what the log holds past the engine and is known committed (a node
    * alone: all of it, once durable) applies as the core releases it */
   lkvnet_node_raft_durable(s);
