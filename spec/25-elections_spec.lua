@@ -3,11 +3,14 @@
 -- kill -9 of the leader elects a new one and writes go on on the
 -- survivors; the old leader restarted rejoins and converges; five nodes
 -- keep serving with two dead and refuse writes (503, never success) with
--- three dead; /status says who leads, who was voted for, the voters.
+-- three dead; a leader paused (SIGSTOP) while the others elect another,
+-- then resumed, never answers a stale consistent read and steps down;
+-- /status says who leads, who was voted for, the voters.
 
 local h = require "spec.helpers"
 local hh = require "spec.http_helpers"
 local cjson = hh.json
+local socket = require "socket"
 
 local nodes -- the cluster of the running test; stopped in after_each
 
@@ -135,6 +138,49 @@ describe("Raft elections #cluster", function()
       local code, doc = hh.get(n, "lost1")
       assert.equal(200, code)
       assert.equal(cjson.null, doc.value)
+    end
+  end)
+
+  it("never answers a stale consistent read from a leader paused (SIGSTOP) "
+    .. "and resumed after another was elected, and steps it down", function()
+    nodes = hh.start_cluster { n = 3 }
+    local old = hh.wait_ready(nodes)
+    set_eventually(old, "k", "v1")
+    for _, n in ipairs(nodes) do hh.wait_value(n, "k", "v1") end
+    local term = hh.status(old).term
+    h.kill(old.pid, "STOP")
+    local ok, err = pcall(function()
+      local new = hh.wait_leader(nodes, 20, old)
+      set_eventually(new, "k", "v2")
+      -- a consistent read sent to the paused leader: it waits in the
+      -- kernel, with the new leader's messages, until the resume
+      local c = assert(socket.tcp())
+      c:settimeout(20)
+      assert(c:connect("127.0.0.1", old.port))
+      assert(c:send("GET /get?key=k&consistent=true HTTP/1.1\r\nHost: x\r\n"
+        .. "Connection: close\r\n\r\n"))
+      h.kill(old.pid, "CONT")
+      local answer = assert(c:receive("*a"))
+      c:close()
+      local code = tonumber(answer:match("^HTTP/1%.%d (%d%d%d)"))
+      local body = answer:match("\r\n\r\n(.*)$")
+      if code == 200 then
+        assert.equal("v2", cjson.decode(body).value, "a stale read: " .. body)
+      else
+        assert.equal(503, code, answer)
+      end
+      -- it learns the newer term and follows
+      h.wait_until(function()
+        local st = hh.status(old)
+        return st.role == "follower" and st.leader == new.url and st.term > term
+      end, 15, function() return cjson.encode(hh.status(old)) end)
+      local c2, doc = hh.consistent_get(old, "k")
+      assert.equal(200, c2)
+      assert.equal("v2", doc.value)
+    end)
+    if not ok then
+      h.kill(old.pid, "CONT")
+      error(err, 0)
     end
   end)
 
