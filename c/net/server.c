@@ -393,14 +393,19 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     s->nnodes = 1;
   }
   {
-    /* the node's own URL is among the voters, so it can vote and lead */
+    /* the voters are NODE_URLS and this node's own URL */
     int listed = 0;
     for (i = 0; i < s->nnodes; i++)
       listed |= lkvnet_node_id_of(s->nodes[i]) == lkvnet_node_id_of(s->my_url);
     if (!listed) {
-      rc = lkv_seterr(&e, LKV_INVALID, "this node's URL %s is not in NODE_URLS",
-                      s->my_url);
-      goto fail;
+      char **n = realloc(s->nodes, (s->nnodes + 1) * sizeof *n);
+      if (n == NULL || (n[s->nnodes] = dupstr(s->my_url)) == NULL) {
+        if (n != NULL) s->nodes = n;
+        rc = lkv_seterr(&e, LKV_NOMEM, "server");
+        goto fail;
+      }
+      s->nodes = n;
+      s->nnodes++;
     }
   }
   s->election_ms = s->election_ms < 2 * s->heartbeat_ms ? 2 * s->heartbeat_ms
