@@ -184,6 +184,46 @@ describe("Raft elections #cluster", function()
     end
   end)
 
+  it("hands the leadership over on POST /transfer_leader and on SIGTERM, "
+    .. "without waiting an election timeout", function()
+    -- a 30 s election timeout: an election would not finish within the
+    -- waits below; only a hand-over does
+    nodes = hh.start_cluster { n = 3, args = { "--election-timeout-ms", "30000" },
+                               down = { 1 }, ready = false }
+    hh.start_member(nodes[1])
+    local first = hh.wait_ready(nodes)
+    set_eventually(first, "t", "0")
+    local target = first == nodes[2] and nodes[3] or nodes[2]
+    -- asked of a follower (forwarded), answered once the target leads
+    local other = (first ~= nodes[3] and target ~= nodes[3]) and nodes[3]
+      or nodes[1]
+    h.wait_until(function() return hh.status(other).leader == first.url end,
+      10)
+    local code, doc, text = hh.json_request("POST", other.url
+      .. "/transfer_leader", cjson.encode { node_url = target.url })
+    assert.equal(200, code, text)
+    assert.same({ ok = true, leader = target.url }, doc)
+    assert.equal("leader", hh.status(target).role)
+    set_eventually(first, "t", "1") -- forwarded to the new leader
+    -- bad input: 400, nothing changes
+    for _, body in ipairs { "{}", '{"node_url": 5}',
+                            '{"node_url": "http://127.0.0.1:1"}', "x" } do
+      code, doc, text = hh.json_request("POST", target.url
+        .. "/transfer_leader", body)
+      assert.equal(400, code, body .. " -> " .. tostring(text))
+      assert.is_false(doc.ok)
+    end
+    assert.equal("leader", hh.status(target).role)
+    -- SIGTERM on the leader: it hands over, then stops
+    local ok, how, exit = hh.stop_member(target, "TERM")
+    assert.is_true(ok, tostring(how) .. " " .. tostring(exit))
+    local new = hh.wait_leader(nodes, 5, target)
+    assert.are_not.equal(target, new)
+    set_eventually(new, "t", "2", 5)
+    assert.matches("handing the leadership over before stopping",
+      hh.read_log(target.log), 1, true)
+  end)
+
   it("answers 503 no leader with Retry-After while no leader is known",
     function()
     -- three voters, one of them running: it can never win an election

@@ -42,6 +42,18 @@ return {
     from = "    if (consistent) {\n      read_consistent(s, req, route, start,",
     to = "    if (0) {\n      read_consistent(s, req, route, start,",
     test = spec("25-elections_spec.lua", "SIGSTOP") },
+  { name = "node: a leader stopping (SIGTERM) does not hand over",
+    file = "c/net/server.c",
+    from = "  if (s->leader && s->transfer_to == LKVNET_RAFT_NONE &&",
+    to = "  if (0 && s->transfer_to == LKVNET_RAFT_NONE &&",
+    test = spec("25-elections_spec.lua", "transfer_leader") },
+  { name = "node: POST /transfer_leader answered before the target leads",
+    file = "c/net/raftnode.c",
+    from = "  if (req)\n    lkvnet_node_hold(s, &s->transfer_h, req, LKVNET_ROUTE_TRANSFER, start,",
+    to = "  if (req)\n    lkvnet_node_reply(s, req, LKVNET_ROUTE_TRANSFER, start, 200,\n" ..
+      "                      \"application/json\", \"{\\\"ok\\\": true}\", 12);\n" ..
+      "  if (0)\n    lkvnet_node_hold(s, &s->transfer_h, req, LKVNET_ROUTE_TRANSFER, start,",
+    test = spec("25-elections_spec.lua", "transfer_leader") },
   { name = "follower: a malformed /raft body stepped (no 400)",
     file = "c/net/follow.c",
     from = "  if (rc < 0) {\n    lkvnet_wire_msg_free(&w);",

@@ -13,9 +13,20 @@
 #include "node.h"
 #include "rlog.h"
 
-static const char *const route_names[LKVNET_NROUTES] = {
-    "/set",     "/delete", "/get",  "/scan",     "/status", "/stats", "/health",
-    "/metrics", "/kv",     "/raft", "/snapshot", "/sync",   "other"};
+static const char *const route_names[LKVNET_NROUTES] = {"/set",
+                                                        "/delete",
+                                                        "/get",
+                                                        "/scan",
+                                                        "/status",
+                                                        "/stats",
+                                                        "/health",
+                                                        "/metrics",
+                                                        "/kv",
+                                                        "/raft",
+                                                        "/snapshot",
+                                                        "/sync",
+                                                        "/transfer_leader",
+                                                        "other"};
 
 static const char *const peer_states[] = {"unknown", "up", "down"};
 _Static_assert(sizeof peer_states / sizeof *peer_states == LKVNET_PEER_DOWN + 1,

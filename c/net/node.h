@@ -57,6 +57,7 @@ enum {
   LKVNET_ROUTE_RAFT,
   LKVNET_ROUTE_SNAPSHOT,
   LKVNET_ROUTE_SYNC,
+  LKVNET_ROUTE_TRANSFER,
   LKVNET_ROUTE_OTHER,
   LKVNET_NROUTES
 };
@@ -246,6 +247,11 @@ struct lkvnet_server {
   int install_stepped; /* its MSG_SNAP went to the core; the end is due */
   int log_failed;      /* a Ready's entries could not all be written */
   int hinted; /* LEADER_URL names this node and no term has begun yet */
+  /* a leadership transfer under way (POST /transfer_leader, or SIGTERM's
+   * hand-over): its target, its deadline, the request waiting for it */
+  uint64_t transfer_to;
+  double transfer_deadline;
+  lkvnet_held transfer_h;
 
   /* metrics */
   /* +1: any other status */
@@ -451,6 +457,14 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
 /* Start a consistent read (ReadIndex) on the leader: the waiter w is
  * released by the core (or refused). */
 void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w);
+/* Hand the leadership to the voter whose URL is url (NULL: the most
+ * caught-up voter). With req, the request is answered once another node
+ * leads (200) or the transfer is abandoned (503); refusals at once. 0
+ * when a transfer began. */
+int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
+                               double start, const char *url, size_t len);
+/* On the tick: a transfer past its deadline is abandoned. */
+void lkvnet_node_transfer_poll(lkvnet_server *s);
 
 /* ---- forward.c -------------------------------------------------------- */
 

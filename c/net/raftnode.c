@@ -12,6 +12,7 @@
 #include "coding.h"
 #include "err.h"
 #include "hardstate.h"
+#include "json.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -119,6 +120,28 @@ static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
   }
   if (was_leader && !s->leader)
     lkvnet_node_pending_unknown(s, "this node stopped leading");
+  if (s->transfer_to != LKVNET_RAFT_NONE && !s->leader &&
+      rd->leader != LKVNET_RAFT_NONE) {
+    /* handed over (or lost otherwise): the transfer's request learns who
+     * leads now */
+    lkvnet_jbuf b;
+    const char *u = url_of(s, rd->leader);
+    memset(&b, 0, sizeof b);
+    lkvnet_jbuf_lit(&b, rd->leader == s->transfer_to
+                            ? "{\"ok\": true, \"leader\": "
+                            : "{\"ok\": false, \"error\": \"another node "
+                              "was elected\", \"leader\": ");
+    if (u != NULL)
+      lkvnet_jbuf_str(&b, u, strlen(u));
+    else
+      lkvnet_jbuf_lit(&b, "null");
+    lkvnet_jbuf_lit(&b, "}");
+    lkvnet_node_held_json(&s->transfer_h,
+                          rd->leader == s->transfer_to ? 200 : 503, &b);
+    if (rd->leader != s->transfer_to)
+      lkvnet_node_log(s, "leadership transfer: another node leads");
+    s->transfer_to = LKVNET_RAFT_NONE;
+  }
 }
 
 /* The log refused entry index (err): every write at or past it is
@@ -379,6 +402,89 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_node_hold(s, &s->tail->h, req, route, start,
                    start + s->write_timeout_ms / 1000.0);
   lkvnet_node_wake(s);
+}
+
+int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
+                               double start, const char *url, size_t len) {
+  uint64_t target = LKVNET_RAFT_NONE;
+  lkvnet_raft_status st;
+  lkv_err err;
+  size_t i;
+  lkvnet_raft_status_get(s->raft, &st);
+  if (url != NULL) {
+    char u[512];
+    if (len >= sizeof u || memchr(url, '\0', len) != NULL) {
+      if (req)
+        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 400,
+                                "node_url is not a node URL");
+      return -1;
+    }
+    memcpy(u, url, len);
+    u[len] = '\0';
+    target = lkvnet_node_id_of(u);
+    if (!lkvnet_raft_conf_is_voter(&st.conf, target)) {
+      if (req)
+        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 400,
+                                "%s is not a voter of this cluster", u);
+      return -1;
+    }
+    if (target == s->id) {
+      if (req) {
+        lkvnet_jbuf b;
+        memset(&b, 0, sizeof b);
+        lkvnet_jbuf_lit(&b, "{\"ok\": true, \"leader\": ");
+        lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
+        lkvnet_jbuf_lit(&b, "}");
+        lkvnet_node_reply_json(s, req, LKVNET_ROUTE_TRANSFER, start, 200, &b);
+      }
+      return -1; /* it leads already: nothing to do */
+    }
+  } else {
+    /* the most caught-up other voter: it needs the least to catch up */
+    uint64_t best = 0;
+    for (i = 0; i < st.n_progress; i++)
+      if (st.progress[i].id != s->id && st.progress[i].voter &&
+          st.progress[i].recent_active &&
+          (target == LKVNET_RAFT_NONE || st.progress[i].match > best)) {
+        target = st.progress[i].id;
+        best = st.progress[i].match;
+      }
+    if (target == LKVNET_RAFT_NONE) return -1;
+  }
+  if (s->transfer_to != LKVNET_RAFT_NONE) {
+    if (req)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 409,
+                              "a leadership transfer is under way");
+    return -1;
+  }
+  err.msg[0] = '\0';
+  if (lkvnet_raft_transfer(s->raft, target, &err) != LKV_OK) {
+    if (req)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 409,
+                              "cannot transfer the leadership now: %s",
+                              err.msg[0] ? err.msg : "busy");
+    return -1;
+  }
+  s->transfer_to = target;
+  /* the core abandons a transfer after an election timeout */
+  s->transfer_deadline = lkvnet_node_now() + 2.0 * s->election_ms / 1000.0;
+  if (req)
+    lkvnet_node_hold(s, &s->transfer_h, req, LKVNET_ROUTE_TRANSFER, start,
+                     s->transfer_deadline);
+  lkvnet_node_log(s, "leadership transfer to %s", url_of(s, target));
+  lkvnet_node_wake(s);
+  return 0;
+}
+
+void lkvnet_node_transfer_poll(lkvnet_server *s) {
+  if (s->transfer_to == LKVNET_RAFT_NONE ||
+      lkvnet_node_now() < s->transfer_deadline)
+    return;
+  lkvnet_node_held_error(&s->transfer_h, 503,
+                         "the leadership transfer did not complete in time; "
+                         "retry");
+  lkvnet_node_log(s, "leadership transfer abandoned");
+  s->transfer_to = LKVNET_RAFT_NONE;
 }
 
 void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w) {

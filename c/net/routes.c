@@ -218,6 +218,34 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
   free(key);
 }
 
+/* POST /transfer_leader {"node_url": "http://..."}: on the leader (a
+ * follower forwards it), hand the leadership over; answered once the
+ * target leads. */
+static void route_transfer(lkvnet_server *s, struct evhttp_request *req,
+                           double start) {
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(in);
+  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+  lkvnet_json_object o;
+  char jerr[LKVNET_JSON_ERR_LEN];
+  const lkvnet_json_member *u;
+  memset(&o, 0, sizeof o);
+  if (body == NULL) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 500,
+                            "out of memory reading the body");
+    return;
+  }
+  if (lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 400,
+                            "malformed JSON: %s", jerr);
+    return;
+  }
+  if ((u = need_string(s, req, LKVNET_ROUTE_TRANSFER, start, &o, "node_url")) !=
+      NULL)
+    (void)lkvnet_node_transfer_begin(s, req, start, u->str, u->len);
+  lkvnet_json_free(&o);
+}
+
 /* A consistent read, once its ReadIndex is applied: the route itself,
  * on the query (or the path) it kept. */
 static void serve_get(lkvnet_server *s, lkvnet_waiter *w,
@@ -281,6 +309,7 @@ static const struct {
     {"/raft", LKVNET_ROUTE_RAFT, EVHTTP_REQ_POST},
     {"/snapshot", LKVNET_ROUTE_SNAPSHOT, EVHTTP_REQ_POST},
     {"/sync", LKVNET_ROUTE_SYNC, EVHTTP_REQ_GET},
+    {"/transfer_leader", LKVNET_ROUTE_TRANSFER, EVHTTP_REQ_POST},
 };
 
 void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
@@ -346,6 +375,7 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
     if (!lkvnet_node_authorized(s, req, route, start)) return;
   } else {
     int write = route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
+                route == LKVNET_ROUTE_TRANSFER ||
                 (route == LKVNET_ROUTE_KV && cmd != EVHTTP_REQ_GET);
     int consistent = !write &&
                      (route == LKVNET_ROUTE_GET || route == LKVNET_ROUTE_SCAN ||
@@ -366,6 +396,7 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
   switch (route) {
     case LKVNET_ROUTE_SET:
     case LKVNET_ROUTE_DELETE: route_write_json(s, req, route, start); break;
+    case LKVNET_ROUTE_TRANSFER: route_transfer(s, req, start); break;
     case LKVNET_ROUTE_GET: route_get(s, req, query, start); break;
     case LKVNET_ROUTE_RAFT: lkvnet_node_route_raft(s, req, start); break;
     case LKVNET_ROUTE_SNAPSHOT:

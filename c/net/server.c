@@ -88,6 +88,9 @@ static void on_raft_tick(evutil_socket_t fd, short what, void *arg) {
 static void drain_step(lkvnet_server *s) {
   double t;
   if (!s->draining || s->waiting > 0) return;
+  /* a leader hands over before it goes, so the others need not wait an
+   * election timeout (it gives up at the transfer's deadline) */
+  if (s->transfer_to != LKVNET_RAFT_NONE && s->leader) return;
   t = lkvnet_node_now();
   if (s->drained_at == 0) s->drained_at = t;
   if (lkvnet_node_conns_answering(s) == 0 || t - s->drained_at >= DRAIN_FLUSH_S)
@@ -119,6 +122,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   }
   lkvnet_node_serve_waiters(s);   /* frees the answered */
   lkvnet_node_compaction_poll(s); /* what a truncate or an install finished */
+  lkvnet_node_transfer_poll(s);
   drain_step(s);
 }
 
@@ -133,6 +137,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     evhttp_del_accept_socket(s->http, s->sock);
     s->sock = NULL;
   }
+  if (s->leader && s->transfer_to == LKVNET_RAFT_NONE &&
+      lkvnet_node_transfer_begin(s, NULL, 0, NULL, 0) == 0)
+    lkvnet_node_log(s, "handing the leadership over before stopping");
   drain_step(s);
 }
 
