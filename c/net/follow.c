@@ -262,6 +262,7 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
     /* a message for another id (a node started with other NODE_URLS), or
      * a snapshot's metadata, which comes only with its data (/snapshot) */
     if (m->to != s->id || m->type == LKVNET_RAFT_MSG_SNAP) continue;
+    if (s->log_failed) continue; /* quiet until its log recovers */
     if (s->needs_snapshot && m->type == LKVNET_RAFT_MSG_APP)
       deliver_needing_snapshot(s, m);
     else
@@ -346,6 +347,11 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   if ((body = check_frames(s, req, LKVNET_ROUTE_SNAPSHOT, start, offset, 1, &n,
                            &last)) == NULL)
     return;
+  if (s->log_failed) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 503,
+                            "this node's replication log failed");
+    return;
+  }
   lkvnet_raft_status_get(s->raft, &st);
   if (term < st.term) {
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409,

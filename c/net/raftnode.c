@@ -145,8 +145,8 @@ static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
 }
 
 /* The log refused entry index (err): every write at or past it is
- * answered 500 (it was not written), and the core is reopened once this
- * Ready is done (s->log_failed), over what the log really holds. */
+ * answered 500 (it was not written), and the node goes quiet once this
+ * Ready is done (s->log_failed; log_recover). */
 static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
   lkvnet_pending *p;
   lkvnet_node_log(s, "cannot append index %llu: %s", (unsigned long long)index,
@@ -158,6 +158,12 @@ static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
                              "was not written",
                              err->msg, (unsigned long long)p->index);
   s->log_failed = 1;
+  if (s->leader) {
+    s->leader = 0;
+    s->leader_id = LKVNET_RAFT_NONE;
+    s->leader_url = NULL;
+    lkvnet_node_pending_unknown(s, "this node's log failed");
+  }
 }
 
 /* Contract b: write the entries, cutting a conflicting suffix first. */
@@ -222,9 +228,40 @@ static void send_msgs(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n) {
   free(keep);
 }
 
+/* After a failed append the core believes entries written that are not,
+ * and a core opened over a log takes all of it as durable: so the node
+ * stays quiet (no Ready taken, nothing stepped or ticked: as if cut off)
+ * until its log is whole and durable again, then reopens the core over
+ * it, as after a restart (its hard state is on disk). A stuck log never
+ * is: the node stays quiet until it is restarted. 1 while quiet. */
+static int log_recover(lkvnet_server *s) {
+  lkv_err err;
+  if (!s->log_failed) return 0;
+  if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK ||
+      lkvnet_rlog_durable_index(s->rlog) < lkvnet_rlog_last_index(s->rlog))
+    return 1; /* the syncer's next report tries again */
+  s->log_failed = 0;
+  err.msg[0] = '\0';
+  lkvnet_raft_free(s->raft);
+  s->raft = NULL;
+  if (lkvnet_node_raft_new(s, &err) != LKV_OK) {
+    lkvnet_node_log(s, "cannot reopen the Raft core: %s", err.msg);
+    abort();
+  }
+  lkvnet_node_log(s, "the log is whole again: rejoining (term %llu)",
+                  (unsigned long long)s->term);
+  s->role = LKVNET_RAFT_FOLLOWER;
+  s->leader_id = LKVNET_RAFT_NONE;
+  s->leader_url = NULL;
+  if (s->conf.n_voters == 1 && s->conf.voters[0] == s->id && !s->needs_snapshot)
+    lkvnet_raft_campaign(s->raft);
+  return 0;
+}
+
 void lkvnet_node_raft_run(lkvnet_server *s) {
   size_t i;
-  while (lkvnet_raft_has_ready(s->raft)) {
+  if (log_recover(s)) return;
+  while (!s->log_failed && lkvnet_raft_has_ready(s->raft)) {
     lkvnet_raft_ready rd;
     int hs_ok = 1;
     lkvnet_raft_ready_get(s->raft, &rd);
@@ -255,31 +292,6 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
       lkvnet_node_read_released(s, rd.reads[i].ctx, rd.reads[i].index,
                                 rd.reads[i].ok);
     lkvnet_raft_advance(s->raft);
-  }
-  if (s->log_failed) {
-    /* the core believes entries written that are not: reopen it over the
-     * log as it is (its hard state is on disk), as after a restart; a node
-     * alone leads again at once, others elect */
-    lkv_err err;
-    s->log_failed = 0;
-    err.msg[0] = '\0';
-    lkvnet_raft_free(s->raft);
-    s->raft = NULL;
-    if (lkvnet_node_raft_new(s, &err) != LKV_OK) {
-      lkvnet_node_log(s, "cannot reopen the Raft core: %s", err.msg);
-      abort();
-    }
-    s->role = LKVNET_RAFT_FOLLOWER;
-    s->leader_id = LKVNET_RAFT_NONE;
-    s->leader_url = NULL;
-    if (s->leader) {
-      s->leader = 0;
-      lkvnet_node_pending_unknown(s, "this node stopped leading");
-    }
-    if (s->conf.n_voters == 1 && s->conf.voters[0] == s->id &&
-        !s->needs_snapshot)
-      lkvnet_raft_campaign(s->raft);
-    lkvnet_node_wake(s);
   }
   if (s->install_stepped) {
     /* the core needed no install: its log already holds the snapshot's
@@ -337,6 +349,10 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
                             s->apply_err.msg);
     return;
   }
+  err.code = LKV_OK;
+  err.msg[0] = '\0';
+  if (s->log_failed && log_recover(s) == 0)
+    lkvnet_node_raft_run(s); /* a node alone leads again at once */
   if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
     /* sticky: nothing written now could become durable */
     lkvnet_node_reply_error(s, req, route, start, 500,
@@ -359,6 +375,12 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_node_reply_error(s, req, route, start, 413,
                             "value is %zu bytes; the limit is %u", vlen,
                             (unsigned)LKV_MAX_VALUE_BYTES);
+    return;
+  }
+  if (s->log_failed) {
+    /* a write of the log failed a moment ago: not leading until the log
+     * is whole and durable again (log_recover) */
+    lkvnet_node_reply_no_leader(s, req, route, start);
     return;
   }
   if (s->pending_bytes + klen + vlen > s->max_uncommitted) {
@@ -410,6 +432,10 @@ int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_raft_status st;
   lkv_err err;
   size_t i;
+  if (s->log_failed) {
+    if (req) lkvnet_node_reply_no_leader(s, req, LKVNET_ROUTE_TRANSFER, start);
+    return -1;
+  }
   lkvnet_raft_status_get(s->raft, &st);
   if (url != NULL) {
     char u[512];
@@ -440,15 +466,18 @@ int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
       return -1; /* it leads already: nothing to do */
     }
   } else {
-    /* the most caught-up other voter: it needs the least to catch up */
+    /* the most caught-up other voter the transport reaches: it needs
+     * the least to catch up */
     uint64_t best = 0;
-    for (i = 0; i < st.n_progress; i++)
-      if (st.progress[i].id != s->id && st.progress[i].voter &&
+    for (i = 0; i < st.n_progress; i++) {
+      lkvnet_peer *p = lkvnet_node_peer_by_id(s, st.progress[i].id);
+      if (p != NULL && p->state == LKVNET_PEER_UP && st.progress[i].voter &&
           st.progress[i].recent_active &&
           (target == LKVNET_RAFT_NONE || st.progress[i].match > best)) {
         target = st.progress[i].id;
         best = st.progress[i].match;
       }
+    }
     if (target == LKVNET_RAFT_NONE) return -1;
   }
   if (s->transfer_to != LKVNET_RAFT_NONE) {
@@ -466,8 +495,16 @@ int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
     return -1;
   }
   s->transfer_to = target;
-  /* the core abandons a transfer after an election timeout */
-  s->transfer_deadline = lkvnet_node_now() + 2.0 * s->election_ms / 1000.0;
+  /* the core abandons a transfer after an election timeout; a node that
+   * is stopping waits at most a second or ten heartbeats for it: a
+   * target that went down meanwhile must not hold the stop */
+  s->transfer_deadline = 2.0 * s->election_ms / 1000.0;
+  if (req == NULL) {
+    double quick = 10.0 * s->heartbeat_ms / 1000.0;
+    if (quick < 1.0) quick = 1.0;
+    if (quick < s->transfer_deadline) s->transfer_deadline = quick;
+  }
+  s->transfer_deadline += lkvnet_node_now();
   if (req)
     lkvnet_node_hold(s, &s->transfer_h, req, LKVNET_ROUTE_TRANSFER, start,
                      s->transfer_deadline);
@@ -490,7 +527,8 @@ void lkvnet_node_transfer_poll(lkvnet_server *s) {
 void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w) {
   lkv_err err;
   err.msg[0] = '\0';
-  if (lkvnet_raft_read_index(s->raft, w->ctx, &err) != LKV_OK) {
+  if (s->log_failed ||
+      lkvnet_raft_read_index(s->raft, w->ctx, &err) != LKV_OK) {
     lkvnet_node_held_error(&w->h, 503,
                            "no leader: this node cannot confirm a consistent "
                            "read now (%s); retry",

@@ -62,8 +62,8 @@ static void on_raft_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_server *s = arg;
   (void)fd;
   (void)what;
-  lkvnet_raft_tick(s->raft);
-  if (s->hinted) {
+  if (!s->log_failed) lkvnet_raft_tick(s->raft);
+  if (s->hinted && !s->log_failed) {
     /* LEADER_URL's node on a fresh cluster (term 0: no election has
      * ever been won or even begun): campaign at every tick until the
      * others are up to grant it, rather than wait a whole election
