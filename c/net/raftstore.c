@@ -132,6 +132,11 @@ int lkvnet_node_raft_new(lkvnet_server *s, lkv_err *err) {
   c.seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
   c.campaign_first = s->hint_url != NULL && strcmp(s->hint_url, s->my_url) == 0;
   c.max_msg_bytes = LKVNET_APPEND_MAX_BYTES;
+  /* a few appends in flight per follower, not the core's 64: while they
+   * travel and the follower syncs, new writes gather into the next one,
+   * so a batch grows with the load instead of the number of requests
+   * (each is an HTTP request and a wake-up of the follower's loop) */
+  c.max_inflight = 4;
   c.storage.ctx = s;
   c.storage.snapshot = st_snapshot;
   c.storage.last_index = st_last_index;
