@@ -459,29 +459,54 @@ function M.start_cluster(spec)
   error("start_cluster: no free ports after 10 tries", 2)
 end
 
--- Wait until the leader's /status lists every running follower as "up".
+-- Wait until a running member leads (its /status role "leader") and
+-- lists every other running member as "up"; nodes.leader is then that
+-- member (the nodes elect their leader: the first URL only campaigns
+-- first on a fresh cluster). Returns it.
 function M.wait_ready(nodes, timeout)
-  local leader = nodes.leader or nodes[1]
   local last
-  h.wait_until(function()
-    local code, st = M.json_request("GET", leader.url .. "/status")
-    last = st
-    if code ~= 200 or type(st) ~= "table" then return false end
-    if type(st.followers) ~= "table" then
-      error("the leader's /status has no \"followers\" array: "
-        .. cjson.encode(st), 0)
-    end
-    local state = {}
-    for _, f in ipairs(st.followers) do state[f.url] = f.state end
-    for _, node in ipairs(nodes) do
-      if node ~= leader and running(node) and state[node.url] ~= "up" then
-        return false
+  return h.wait_until(function()
+    for _, leader in ipairs(nodes) do
+      if running(leader) then
+        local code, st = M.json_request("GET", leader.url .. "/status")
+        if code == 200 and type(st) == "table" and st.role == "leader" then
+          last = st
+          local state = {}
+          for _, f in ipairs(st.followers or {}) do state[f.url] = f.state end
+          local all = true
+          for _, node in ipairs(nodes) do
+            if node ~= leader and running(node) and state[node.url] ~= "up" then
+              all = false
+            end
+          end
+          if all then
+            nodes.leader = leader
+            return leader
+          end
+        end
       end
     end
-    return true
+    return false
   end, timeout or 20, function()
     return "leader /status: " .. (last and cjson.encode(last) or "none")
   end)
+end
+
+-- Wait until some running member of nodes other than `except` leads;
+-- returns it (and sets nodes.leader).
+function M.wait_leader(nodes, timeout, except)
+  return h.wait_until(function()
+    for _, n in ipairs(nodes) do
+      if n ~= except and running(n) then
+        local code, st = M.json_request("GET", n.url .. "/status")
+        if code == 200 and type(st) == "table" and st.role == "leader" then
+          nodes.leader = n
+          return n
+        end
+      end
+    end
+    return false
+  end, timeout or 20)
 end
 
 -- json_request with extra request headers.

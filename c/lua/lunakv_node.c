@@ -54,6 +54,7 @@ static lua_Integer optinteger(lua_State *L, int t, const char *name,
 /* core.serve(dir, opts) -> true, once SIGTERM or SIGINT has stopped the
  * node cleanly. opts: host, port, my_url, leader_url, nodes (array of
  * URLs), max_body_bytes, write_timeout_ms, heartbeat_ms,
+ * election_timeout_ms,
  * log_compaction_threshold, token, max_uncommitted_bytes,
  * read_timeout_ms, idle_timeout_ms, max_connections (ranges:
  * lkvnet_options_schema; outside one is an argument error), engine

@@ -1,51 +1,38 @@
-/* apply.c - the entries between append and apply, on the leader and on
- * followers alike (docs/replication.md, "The commit path"): the pending
- * list, the apply of what is committed to the engine, and the requests
- * that wait on this path, with their answers: a write for its entry's
- * apply, a follower's /append for its sync, a consistent read for the
- * apply of what was committed when it came. Who moves the commit index is
- * repl.c (the leader) or follow.c (a follower); this file calls neither.
- * Runs on the event loop's thread; the node's state is node.h. */
+/* apply.c - the entries between commit and apply, on the leader and on
+ * followers alike (docs/replication.md, "The commit path"): the apply of
+ * what the Raft core releases as committed to the engine, the writes
+ * waiting for their entry (pending) and the consistent reads waiting for
+ * an index (waiters), with their answers. The core decides what is
+ * committed (raftnode.c hands the entries over); this file calls neither
+ * the core nor the driver. Runs on the event loop's thread; the node's
+ * state is node.h. */
 #include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "coding.h"
 #include "json.h"
 #include "node.h"
 #include "rlog.h"
 
 /* {======================================================================
-** The pending list
+** The pending writes
 ** ======================================================================= */
 
 void lkvnet_node_pending_free(lkvnet_server *s, lkvnet_pending *p) {
-  s->pending_bytes -= p->klen + p->vlen;
-  free(p->key);
-  free(p->val);
+  s->pending_bytes -= p->bytes;
   free(p);
 }
 
-int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
-                             const char *key, size_t klen, const char *val,
-                             size_t vlen) {
+int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, uint64_t term,
+                             size_t bytes) {
   lkvnet_pending *p = calloc(1, sizeof *p);
   if (p == NULL) return -1;
-  p->key = malloc(klen ? klen : 1);
-  p->val = malloc(vlen ? vlen : 1);
-  if (p->key == NULL || p->val == NULL) {
-    free(p->key);
-    free(p->val);
-    free(p);
-    return -1;
-  }
-  if (klen) memcpy(p->key, key, klen);
-  if (vlen) memcpy(p->val, val, vlen);
   p->index = index;
-  p->op = op;
-  p->klen = klen;
-  p->vlen = vlen;
-  s->pending_bytes += klen + vlen;
+  p->term = term;
+  p->bytes = bytes;
+  s->pending_bytes += bytes;
   if (s->tail)
     s->tail->next = p;
   else
@@ -54,23 +41,51 @@ int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
   return 0;
 }
 
-/* Forget pending entries after index (a follower cut its log there). */
-void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index) {
-  lkvnet_pending **pp = &s->head, *p;
-  s->tail = NULL;
-  while ((p = *pp) != NULL && p->index <= index) {
-    s->tail = p;
-    pp = &p->next;
-  }
-  *pp = NULL;
-  while (p != NULL) {
-    lkvnet_pending *next = p->next;
+void lkvnet_node_pending_unknown(lkvnet_server *s, const char *why) {
+  lkvnet_pending *p;
+  while ((p = s->head) != NULL) {
+    s->head = p->next;
     lkvnet_node_held_error(&p->h, 503,
-                           "index %llu was replaced by the leader's log",
-                           (unsigned long long)p->index);
+                           "outcome unknown: %s; index %llu (term %llu) may "
+                           "still be written by the next leader, or never",
+                           why, (unsigned long long)p->index,
+                           (unsigned long long)p->term);
     lkvnet_node_pending_free(s, p);
-    p = next;
   }
+  s->tail = NULL;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Commands: the data of a NORMAL entry
+** ======================================================================= */
+
+size_t lkvnet_node_cmd_size(size_t klen, size_t vlen) {
+  return 5 + klen + vlen;
+}
+
+void lkvnet_node_cmd_encode(unsigned char *dst, int op, const char *key,
+                            size_t klen, const char *val, size_t vlen) {
+  dst[0] = (unsigned char)op;
+  lkv_put32(dst + 1, (uint32_t)klen);
+  if (klen) memcpy(dst + 5, key, klen);
+  if (vlen) memcpy(dst + 5 + klen, val, vlen);
+}
+
+int lkvnet_node_cmd_decode(const unsigned char *d, size_t n, int *op,
+                           const char **key, size_t *klen, const char **val,
+                           size_t *vlen) {
+  if (n < 5) return -1;
+  *op = d[0];
+  *klen = lkv_get32(d + 1);
+  if (*klen > n - 5) return -1;
+  *key = (const char *)d + 5;
+  *val = (const char *)d + 5 + *klen;
+  *vlen = n - 5 - *klen;
+  if (*op == LKVNET_OP_SET) return 0;
+  if (*op == LKVNET_OP_DELETE && *vlen == 0) return 0;
+  return -1;
 }
 
 /* }====================================================================== */
@@ -79,72 +94,139 @@ void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index) {
 ** Apply: committed entries into the engine, in index order
 ** ======================================================================= */
 
-/* Apply one committed entry and the new applied index atomically. */
-static int apply_entry(lkvnet_server *s, const lkvnet_pending *p,
-                       lkv_err *err) {
+/* The configuration as the engine keeps it (LKVNET_CONF_KEY): voters 1,
+ * learners 1, then the ids, 8 bytes each, little-endian. */
+static int put_conf(lkvnet_server *s, const lkvnet_raft_conf *c, lkv_err *err) {
+  unsigned char b[2 + 8 * LKVNET_RAFT_MAX_MEMBERS];
+  size_t i, n = 2;
+  b[0] = (unsigned char)c->n_voters;
+  b[1] = (unsigned char)c->n_learners;
+  for (i = 0; i < c->n_voters; i++, n += 8) lkv_put64(b + n, c->voters[i]);
+  for (i = 0; i < c->n_learners; i++, n += 8) lkv_put64(b + n, c->learners[i]);
+  return lkv_batch_set(s->batch, LKVNET_CONF_KEY, sizeof LKVNET_CONF_KEY - 1, b,
+                       n, err);
+}
+
+int lkvnet_node_set_applied(lkvnet_server *s, uint64_t index,
+                            const lkvnet_raft_conf *conf, lkv_err *err) {
   unsigned char idx[8];
-  int i, rc = LKV_OK;
   uint64_t seq;
-  for (i = 0; i < 8; i++) idx[i] = (unsigned char)(p->index >> (8 * i));
+  int rc = LKV_OK;
+  lkv_put64(idx, index);
   lkv_batch_clear(s->batch);
-  if (p->op == LKVNET_OP_SET)
-    rc = lkv_batch_set(s->batch, p->key, p->klen, p->val, p->vlen, err);
-  else if (p->op == LKVNET_OP_DELETE)
-    rc = lkv_batch_delete(s->batch, p->key, p->klen, err);
+  if (conf != NULL) rc = put_conf(s, conf, err);
   if (rc == LKV_OK)
     rc = lkv_batch_set(s->batch, LKVNET_APPLIED_KEY,
                        sizeof LKVNET_APPLIED_KEY - 1, idx, 8, err);
   if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
+  lkv_batch_clear(s->batch);
   return rc;
 }
 
-void lkvnet_node_apply_committed(lkvnet_server *s) {
-  /* a follower applies only what its own log holds durably: a machine
-   * crash must not leave the engine ahead of the log */
-  uint64_t limit = s->commit_index, durable;
-  if (!s->leader) {
-    durable = lkvnet_rlog_durable_index(s->rlog);
-    if (durable < limit) limit = durable;
+/* Apply one committed entry and the new applied index atomically (a
+ * configuration change also keeps its configuration, so that a snapshot
+ * of the engine carries it). */
+static int apply_entry(lkvnet_server *s, const lkvnet_raft_entry *e,
+                       lkv_err *err) {
+  unsigned char idx[8];
+  int rc = LKV_OK, op;
+  uint64_t seq;
+  const char *key, *val;
+  size_t klen, vlen;
+  lkv_put64(idx, e->index);
+  lkv_batch_clear(s->batch);
+  if (e->type == LKVNET_RAFT_ENTRY_NORMAL) {
+    if (lkvnet_node_cmd_decode(e->data, e->len, &op, &key, &klen, &val,
+                               &vlen) != 0)
+      return lkv_seterr(err, LKV_CORRUPTION, "entry %llu is not a command",
+                        (unsigned long long)e->index);
+    if (op == LKVNET_OP_SET)
+      rc = lkv_batch_set(s->batch, key, klen, val, vlen, err);
+    else
+      rc = lkv_batch_delete(s->batch, key, klen, err);
+  } else if (e->type == LKVNET_RAFT_ENTRY_CONF) {
+    lkvnet_raft_confchange cc;
+    if ((rc = lkvnet_raft_conf_decode(e->data, e->len, &cc, err)) == LKV_OK &&
+        (rc = put_conf(s, &cc.conf, err)) == LKV_OK)
+      s->conf = cc.conf;
   }
-  while (s->head != NULL && s->head->index <= limit) {
-    lkvnet_pending *p = s->head;
-    int rc = LKV_OK;
-    lkv_err err;
-    err.msg[0] = '\0';
-    if (s->apply_err.code != LKV_OK) break;
-    rc = apply_entry(s, p, &err);
-    if (rc != LKV_OK) {
-      /* the engine refused: the state machine cannot move past this
-       * entry; stop applying and refuse writes (a restart retries) */
-      s->apply_err = err;
-      lkvnet_node_log(s, "cannot apply index %llu: %s",
-                      (unsigned long long)p->index, err.msg);
-      break;
-    }
-    s->applied_index = p->index;
+  if (rc == LKV_OK)
+    rc = lkv_batch_set(s->batch, LKVNET_APPLIED_KEY,
+                       sizeof LKVNET_APPLIED_KEY - 1, idx, 8, err);
+  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
+  lkv_batch_clear(s->batch);
+  return rc;
+}
+
+/* The writes waiting at or below e's index learn their fate: e is theirs
+ * (same index and term: written), or another entry took their index (a
+ * new leader's log replaced it: never written). */
+static void answer_pending(lkvnet_server *s, const lkvnet_raft_entry *e) {
+  lkvnet_pending *p;
+  while ((p = s->head) != NULL && p->index <= e->index) {
     s->head = p->next;
     if (s->head == NULL) s->tail = NULL;
-    if (p->h.req != NULL) {
+    if (p->index == e->index && p->term == e->term) {
       lkvnet_jbuf b;
       memset(&b, 0, sizeof b);
       lkvnet_jbuf_lit(&b, "{\"ok\": true, \"index\": ");
       lkvnet_jbuf_u64(&b, p->index);
       lkvnet_jbuf_lit(&b, "}");
       lkvnet_node_held_json(&p->h, 200, &b);
+    } else {
+      lkvnet_node_held_error(&p->h, 503,
+                             "not written: index %llu went to another "
+                             "leader's entry (term %llu, not %llu); retry",
+                             (unsigned long long)p->index,
+                             (unsigned long long)e->term,
+                             (unsigned long long)p->term);
     }
     lkvnet_node_pending_free(s, p);
+  }
+}
+
+int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
+                              size_t n) {
+  size_t i;
+  int failed = 0;
+  for (i = 0; i < n && !failed; i++) {
+    const lkvnet_raft_entry *e = &ents[i];
+    lkv_err err;
+    err.msg[0] = '\0';
+    if (s->apply_err.code != LKV_OK) {
+      failed = 1;
+      break;
+    }
+    if (e->index > s->applied_index) {
+      if (apply_entry(s, e, &err) != LKV_OK) {
+        /* the engine refused: the state machine cannot move past this
+         * entry; stop applying and refuse writes (a restart retries) */
+        s->apply_err = err;
+        lkvnet_node_log(s, "cannot apply index %llu: %s",
+                        (unsigned long long)e->index, err.msg);
+        failed = 1;
+        break;
+      }
+      s->applied_index = e->index;
+    }
+    answer_pending(s, e);
   }
   /* whatever still waits after an apply failure gets its answer now */
   if (s->apply_err.code != LKV_OK) {
     lkvnet_pending *p;
-    for (p = s->head; p != NULL; p = p->next)
+    while ((p = s->head) != NULL) {
+      s->head = p->next;
       lkvnet_node_held_error(&p->h, 500,
-                             "index %llu is durable in the log "
-                             "but the engine refused it: %s",
+                             "index %llu may be committed but the engine "
+                             "refused to apply: %s",
                              (unsigned long long)p->index, s->apply_err.msg);
+      lkvnet_node_pending_free(s, p);
+    }
+    s->tail = NULL;
   }
   lkvnet_node_serve_waiters(s);
   lkvnet_node_maybe_compact(s);
+  return failed ? -1 : 0;
 }
 
 /* }====================================================================== */
@@ -152,32 +234,6 @@ void lkvnet_node_apply_committed(lkvnet_server *s) {
 /* {======================================================================
 ** Requests waiting for an index
 ** ======================================================================= */
-
-static void status_fields(lkvnet_server *s, lkvnet_jbuf *b, uint64_t match) {
-  lkvnet_jbuf_lit(b, ", \"term\": ");
-  lkvnet_jbuf_u64(b, s->term);
-  lkvnet_jbuf_lit(b, ", \"match_index\": ");
-  lkvnet_jbuf_u64(b, match);
-  lkvnet_jbuf_lit(b, ", \"last_index\": ");
-  lkvnet_jbuf_u64(b, s->needs_snapshot ? 0 : lkvnet_node_last_index(s));
-}
-
-/* {"ok", "term", "match_index", "last_index"[, "error"]}: 200 when the
- * entries are durable here, 409 when refused (stale term, a log that
- * does not match at prev_index); the leader reads the numbers. */
-void lkvnet_node_reply_append(lkvnet_server *s, lkvnet_held *h, int code,
-                              uint64_t match, const char *error) {
-  lkvnet_jbuf b;
-  memset(&b, 0, sizeof b);
-  lkvnet_jbuf_lit(&b, code == 200 ? "{\"ok\": true" : "{\"ok\": false");
-  status_fields(s, &b, match);
-  if (error != NULL) {
-    lkvnet_jbuf_lit(&b, ", \"error\": ");
-    lkvnet_jbuf_str(&b, error, strlen(error));
-  }
-  lkvnet_jbuf_lit(&b, "}");
-  lkvnet_node_held_json(h, code, &b);
-}
 
 /* Answer GET /get from this node's engine. */
 void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
@@ -205,24 +261,17 @@ void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_node_reply_json(s, req, route, start, 200, &b);
 }
 
-/* Answer what waited for the log's sync (a follower's /append) or for an
- * apply (a consistent read). */
+/* Answer the consistent reads whose index is applied. */
 void lkvnet_node_serve_waiters(lkvnet_server *s) {
   lkvnet_waiter **pp = &s->waiters, *w;
-  uint64_t durable;
   if (s->waiters == NULL) return; /* the usual case, on every apply */
-  durable = lkvnet_rlog_durable_index(s->rlog);
   while ((w = *pp) != NULL) {
     int done = 0;
     if (w->h.req == NULL) {
       done = 1;
-    } else if (w->kind == LKVNET_WAIT_APPEND && durable >= w->target) {
-      lkvnet_node_reply_append(s, &w->h, 200, w->target, NULL);
-      done = 1;
-    } else if (w->kind == LKVNET_WAIT_READ && s->applied_index >= w->target) {
+    } else if (w->target != UINT64_MAX && s->applied_index >= w->target) {
       struct evhttp_request *req = lkvnet_node_unhold(&w->h);
-      if (req)
-        lkvnet_node_read_local(s, req, w->h.route, w->h.start, w->key, w->klen);
+      if (req) w->serve(s, w, req);
       done = 1;
     }
     if (done) {
@@ -235,13 +284,35 @@ void lkvnet_node_serve_waiters(lkvnet_server *s) {
   }
 }
 
+void lkvnet_node_read_released(lkvnet_server *s, uint64_t ctx, uint64_t index,
+                               int ok) {
+  lkvnet_waiter *w;
+  for (w = s->waiters; w != NULL; w = w->next) {
+    if (w->ctx != ctx || w->target != UINT64_MAX) continue;
+    if (ok)
+      w->target = index;
+    else
+      lkvnet_node_held_error(&w->h, 503,
+                             "consistent read refused: this node lost its "
+                             "leadership before it could confirm it; retry");
+    break;
+  }
+}
+
 lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s,
                                       struct evhttp_request *req, int route,
-                                      double start, int kind, uint64_t target) {
+                                      double start, lkvnet_read_fn serve,
+                                      char *key, size_t klen) {
   lkvnet_waiter *w = calloc(1, sizeof *w);
-  if (w == NULL) return NULL;
-  w->kind = kind;
-  w->target = target;
+  if (w == NULL) {
+    free(key);
+    return NULL;
+  }
+  w->serve = serve;
+  w->target = UINT64_MAX;
+  w->key = key;
+  w->klen = klen;
+  w->ctx = ++s->next_ctx;
   lkvnet_node_hold(s, &w->h, req, route, start,
                    start + s->write_timeout_ms / 1000.0);
   w->next = s->waiters;

@@ -1,11 +1,12 @@
-/* follow.c - the follower's side of replication (docs/replication.md):
- * /append (the prev-entry check, cutting a conflicting suffix, the answer
- * once the entries are durable here: lkvnet_node_reply_append, apply.c's,
- * as the wait for the sync is), /snapshot (the install, with its
- * crash-safe mark in the engine) and the term a leader's request brings;
- * also the other internal routes, /sync (the log as JSON) and the cluster
- * token check. routes.c dispatches to the lkvnet_node_route_* functions
- * here. Runs on the event loop's thread; the node's state is node.h. */
+/* follow.c - the receiving side of replication (docs/replication.md):
+ * POST /raft (the core's messages from another node, stepped into this
+ * node's core), POST /snapshot (a leader's snapshot stream, installed in
+ * the engine with a crash-safe mark, then stepped into the core as its
+ * MSG_SNAP), the install's end once the core asks for it, and the other
+ * internal routes, /sync (the log as JSON) and the cluster token check.
+ * routes.c dispatches to the lkvnet_node_route_* functions here. Calls the
+ * core, and wakes the driver (lkvnet_node_wake) rather than call it. Runs
+ * on the event loop's thread; the node's state is node.h. */
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <stdint.h>
@@ -13,9 +14,11 @@
 #include <string.h>
 
 #include "err.h"
+#include "hardstate.h"
 #include "json.h"
 #include "node.h"
 #include "rlog.h"
+#include "wire.h"
 
 /* The shared secret, when one is set: 401 without it, 403 when wrong.
  * The comparison does not stop at the first differing byte. */
@@ -76,43 +79,6 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
   return 0;
 }
 
-/* Answer an internal request at once (not held). */
-static void answer_now(lkvnet_server *s, struct evhttp_request *req, int route,
-                       double start, int code, uint64_t match,
-                       const char *error) {
-  lkvnet_held h;
-  lkvnet_node_hold(s, &h, req, route, start, start);
-  lkvnet_node_reply_append(s, &h, code, match, error);
-}
-
-/* A term seen in a leader's request: adopt a newer one, durably (Raft's
- * currentTerm). Returns 0, or -1 after answering a stale one. */
-static int follow_term(lkvnet_server *s, struct evhttp_request *req, int route,
-                       double start, uint64_t term) {
-  lkv_err err;
-  if (s->leader) {
-    answer_now(s, req, route, start, 409, 0,
-               "this node leads (it is "
-               "LEADER_URL); it takes no replication from another node");
-    return -1;
-  }
-  if (term < s->term) {
-    answer_now(s, req, route, start, 409, 0, "stale term");
-    return -1;
-  }
-  if (term > s->term) {
-    err.msg[0] = '\0';
-    if (lkvnet_term_store(s->data_dir, s->env, term, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, route, start, 500, "%s", err.msg);
-      return -1;
-    }
-    lkvnet_node_log(s, "term %llu (leader %s)", (unsigned long long)term,
-                    s->leader_url);
-    s->term = term;
-  }
-  return 0;
-}
-
 /* The body of an /append or /snapshot: frames numbered after + 1,
  * after + 2, ... (pairs: op set only), every one checked before anything
  * is written; *last gets the last frame's number (after when none). NULL
@@ -146,139 +112,6 @@ static const unsigned char *check_frames(lkvnet_server *s,
       return NULL;
     }
   }
-}
-
-static int wipe_engine(lkvnet_server *s, lkv_err *err);
-static int set_marker(lkvnet_server *s, uint64_t v, int applied, lkv_err *err);
-
-/* POST /append?term&prev_index&prev_term&commit, body: log frames. */
-void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
-                              const char *query, double start) {
-  uint64_t term, prev, prev_term, commit, t, match, base, last;
-  size_t n, off = 0;
-  const unsigned char *body;
-  lkvnet_entry e;
-  char why[160];
-  lkv_err err;
-  lkvnet_waiter *w;
-  if (query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "term", &term) !=
-          0 ||
-      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "prev_index",
-                &prev) != 0 ||
-      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "prev_term",
-                &prev_term) != 0 ||
-      query_u64(s, req, LKVNET_ROUTE_APPEND, start, query, "commit", &commit) !=
-          0)
-    return;
-  if ((body = check_frames(s, req, LKVNET_ROUTE_APPEND, start, prev, 0, &n,
-                           &last)) == NULL)
-    return;
-  if (follow_term(s, req, LKVNET_ROUTE_APPEND, start, term) != 0) return;
-  if (s->installing) {
-    /* a new leader term, or the stream broke: the install starts over */
-    s->installing = 0;
-  }
-  /* rebuilding from the whole log cuts it to nothing: let a compaction
-   * begun before the engine lost its state finish first (rare: it waits
-   * for the disk, on the loop) so base_index is the log's real start */
-  if (s->needs_snapshot) lkvnet_rlog_compact_wait(s->rlog);
-  base = lkvnet_rlog_base_index(s->rlog);
-  if (s->needs_snapshot) {
-    if (prev != 0 || base != 0) {
-      answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
-                 "this node needs a snapshot");
-      return;
-    }
-    /* the leader offers its whole log instead (it never compacted): an
-     * empty engine and log can take it from index 1 */
-    err.msg[0] = '\0';
-    lkvnet_node_log(s,
-                    "unfinished snapshot install: rebuilding from the "
-                    "leader's whole log");
-    if (lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
-        wipe_engine(s, &err) != LKV_OK || set_marker(s, 0, 1, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
-                              err.msg);
-      return;
-    }
-    lkvnet_node_pending_cut(s, 0);
-    s->needs_snapshot = 0;
-    s->applied_index = s->commit_index = 0;
-  }
-  if (prev > lkvnet_node_last_index(s)) {
-    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
-               "log ends before prev_index");
-    return;
-  }
-  if (prev >= base &&
-      (lkvnet_rlog_term_at(s->rlog, prev, &t) != LKV_OK || t != prev_term)) {
-    /* Raft: refuse; the leader probes one entry back */
-    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 409, 0,
-               "log does not match at prev_index");
-    return;
-  }
-  off = 0;
-  err.msg[0] = '\0';
-  while (lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
-    if (e.index <= base) continue; /* in our snapshot already */
-    if (e.index <= lkvnet_node_last_index(s)) {
-      if (lkvnet_rlog_term_at(s->rlog, e.index, &t) == LKV_OK && t == e.term)
-        continue; /* have it */
-      if (e.index <= s->applied_index) {
-        /* a leader that lost what it had committed: this node will not
-         * unapply it (logged: someone must look) */
-        lkvnet_node_log(s,
-                        "refusing the leader's entry %llu (term %llu): "
-                        "it conflicts with one already applied here",
-                        (unsigned long long)e.index,
-                        (unsigned long long)e.term);
-        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500,
-                                "the leader's entry %llu "
-                                "conflicts with one already applied here",
-                                (unsigned long long)e.index);
-        return;
-      }
-      lkvnet_node_log(
-          s, "log conflict at index %llu: cutting %llu entries",
-          (unsigned long long)e.index,
-          (unsigned long long)(lkvnet_node_last_index(s) - e.index + 1));
-      if (lkvnet_rlog_truncate(s->rlog, e.index - 1, &err) != LKV_OK) {
-        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
-                                err.msg);
-        return;
-      }
-      lkvnet_node_pending_cut(s, e.index - 1);
-    }
-    if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
-      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start,
-                              lkvnet_node_http_status_of(err.code), "%s",
-                              err.msg);
-      return;
-    }
-    if (lkvnet_node_pending_push(s, e.index, e.op, e.key, e.klen, e.val,
-                                 e.vlen) != 0) {
-      /* as on the leader: never apply past an untracked entry */
-      lkv_seterr(&s->apply_err, LKV_NOMEM,
-                 "out of memory tracking "
-                 "index %llu",
-                 (unsigned long long)e.index);
-      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500, "%s",
-                              s->apply_err.msg);
-      return;
-    }
-  }
-  match = last > base ? last : base;
-  if (commit > match) commit = match;
-  if (commit > s->commit_index) s->commit_index = commit;
-  lkvnet_node_apply_committed(s);
-  if (lkvnet_rlog_durable_index(s->rlog) >= match) {
-    answer_now(s, req, LKVNET_ROUTE_APPEND, start, 200, match, NULL);
-    return;
-  }
-  if ((w = lkvnet_node_waiter_add(s, req, LKVNET_ROUTE_APPEND, start,
-                                  LKVNET_WAIT_APPEND, match)) == NULL)
-    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_APPEND, start, 500,
-                            "out of memory");
 }
 
 /* Delete every user key of the engine in batches (reserved keys, the
@@ -342,23 +175,152 @@ static void install_failed(lkvnet_server *s, struct evhttp_request *req,
                           err->msg);
 }
 
-/* POST /snapshot?term&index&snap_term&offset&done, body: (key, value)
- * pairs as log frames numbered from offset + 1. The first chunk marks
- * the engine as installing (durably: the engine's WAL is not synced, so
- * lkv_db_sync) and empties it; the last one syncs the pairs, restarts the
- * log after the snapshot's index, and only then swaps the mark for the
- * applied index. A crash anywhere in between leaves the mark, and a node
- * with the mark asks for a new snapshot: its log is never cut while its
- * engine could still claim to follow it. */
+/* A node with an unfinished install (a partial engine) takes no entries:
+ * it rebuilds from a leader's whole log when the leader offers it from
+ * index 1 and its own log starts at 0 (the core is reopened over the
+ * emptied log), or else answers every append with a refusal pointing at
+ * index 0, so that the leader sends a snapshot. It still follows the
+ * leader's term (a heartbeat without a commit index). */
+static void deliver_needing_snapshot(lkvnet_server *s,
+                                     const lkvnet_raft_msg *m) {
+  lkvnet_raft_msg hb = *m, rej;
+  lkvnet_raft_status st;
+  lkv_err err;
+  hb.type = LKVNET_RAFT_MSG_HEARTBEAT;
+  hb.commit = 0;
+  hb.context = 0;
+  hb.entries = NULL;
+  hb.n_entries = 0;
+  (void)lkvnet_raft_step(s->raft, &hb);
+  lkvnet_raft_status_get(s->raft, &st);
+  if (st.term != m->term) return; /* a stale leader: the core answered */
+  err.msg[0] = '\0';
+  if (m->index == 0 && lkvnet_rlog_base_index(s->rlog) == 0) {
+    lkvnet_node_log(s,
+                    "unfinished snapshot install: rebuilding from the "
+                    "leader's whole log");
+    /* the term the heartbeat may have brought is persisted first: the
+     * core reopened below starts from the disk's hard state */
+    if (lkvnet_hardstate_store(s->data_dir, s->env, st.term, st.vote, &err) !=
+            LKV_OK ||
+        lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
+        wipe_engine(s, &err) != LKV_OK || set_marker(s, 0, 1, &err) != LKV_OK) {
+      lkvnet_node_log(s, "rebuilding failed: %s", err.msg);
+      return;
+    }
+    s->term = st.term;
+    s->vote = st.vote;
+    s->needs_snapshot = 0;
+    s->applied_index = s->commit_index = 0;
+    lkvnet_raft_free(s->raft);
+    s->raft = NULL;
+    if (lkvnet_node_raft_new(s, &err) != LKV_OK) {
+      /* cannot go on without a core: stop (a restart opens it again) */
+      lkvnet_node_log(s, "cannot reopen the Raft core: %s", err.msg);
+      abort();
+    }
+    (void)lkvnet_raft_step(s->raft, m);
+    return;
+  }
+  memset(&rej, 0, sizeof rej);
+  rej.type = LKVNET_RAFT_MSG_APP_RESP;
+  rej.from = s->id;
+  rej.to = m->from;
+  rej.term = st.term;
+  rej.index = m->index;
+  rej.reject = 1;
+  lkvnet_node_send(s, &rej, 1);
+}
+
+/* POST /raft, body: messages (wire.h), every one checked before any is
+ * stepped. Answered 200 at once: the core's answers travel as messages. */
+void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
+                            double start) {
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(in), off = 0;
+  const unsigned char *body = n ? evbuffer_pullup(in, -1) : NULL;
+  lkvnet_wire_msg w;
+  char why[160];
+  int rc;
+  memset(&w, 0, sizeof w);
+  if (n > 0 && body == NULL) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_RAFT, start, 500,
+                            "out of memory");
+    return;
+  }
+  while ((rc = lkvnet_wire_decode(body, n, &off, &w, why, sizeof why)) == 1) {
+  }
+  if (rc < 0) {
+    lkvnet_wire_msg_free(&w);
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_RAFT, start, 400,
+                            "bad message: %s", why);
+    return;
+  }
+  off = 0;
+  while (lkvnet_wire_decode(body, n, &off, &w, why, sizeof why) == 1) {
+    const lkvnet_raft_msg *m = &w.m;
+    /* a message for another id (a node started with other NODE_URLS), or
+     * a snapshot's metadata, which comes only with its data (/snapshot) */
+    if (m->to != s->id || m->type == LKVNET_RAFT_MSG_SNAP) continue;
+    if (s->log_failed) continue; /* quiet until its log recovers */
+    if (s->needs_snapshot && m->type == LKVNET_RAFT_MSG_APP)
+      deliver_needing_snapshot(s, m);
+    else
+      (void)lkvnet_raft_step(s->raft, m);
+  }
+  lkvnet_wire_msg_free(&w);
+  lkvnet_node_reply(s, req, LKVNET_ROUTE_RAFT, start, 200, "application/json",
+                    "{\"ok\": true}", 12);
+  lkvnet_node_wake(s);
+}
+
+/* "v1,v2;l1" (hex ids) into c; 0, or -1 when malformed. */
+static int parse_conf(const char *v, lkvnet_raft_conf *c) {
+  int learners = 0;
+  memset(c, 0, sizeof *c);
+  while (*v != '\0') {
+    char *end;
+    unsigned long long id;
+    if (*v == ';') {
+      if (learners) return -1;
+      learners = 1;
+      v++;
+      continue;
+    }
+    if (*v == ',') v++;
+    id = strtoull(v, &end, 16);
+    if (end == v || id == 0 ||
+        c->n_voters + c->n_learners >= LKVNET_RAFT_MAX_MEMBERS)
+      return -1;
+    if (learners)
+      c->learners[c->n_learners++] = id;
+    else
+      c->voters[c->n_voters++] = id;
+    v = end;
+  }
+  return c->n_voters > 0 ? 0 : -1;
+}
+
+/* POST /snapshot?term&from&index&snap_term&offset&done&conf, body: (key,
+ * value) pairs as log frames numbered from offset + 1. The first chunk
+ * marks the engine as installing (durably: the engine's WAL is not synced,
+ * so lkv_db_sync) and empties it; the last one syncs the pairs and steps
+ * the snapshot's MSG_SNAP into the core, which asks for the install's end
+ * (lkvnet_node_install_finish: the log restarts after the snapshot's
+ * index, then the mark goes) or finds its log already holds that entry. A
+ * crash anywhere in between leaves the mark, and a node with the mark
+ * asks for a new snapshot and never campaigns. */
 void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                                 const char *query, double start) {
-  uint64_t term, index, sterm, offset, done, last, seq;
-  size_t n, off = 0;
+  uint64_t term, from, index, sterm, offset, done, last, seq;
+  size_t n, off = 0, clen;
   const unsigned char *body;
   lkvnet_entry e;
-  char why[160];
+  char why[160], *cv;
   lkv_err err;
-  int rc;
+  lkvnet_raft_status st;
+  lkvnet_raft_conf conf;
+  int rc, found;
   if (query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "term", &term) !=
           0 ||
       query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "index", &index) !=
@@ -370,22 +332,65 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
       query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "done", &done) !=
           0)
     return;
+  cv = lkvnet_node_query_param(query, "from", &clen, &found);
+  from = cv ? strtoull(cv, NULL, 16) : 0;
+  free(cv);
+  cv = lkvnet_node_query_param(query, "conf", &clen, &found);
+  rc = cv ? parse_conf(cv, &conf) : -1;
+  free(cv);
+  if (from == 0 || rc != 0) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 400,
+                            "query parameters \"from\" and \"conf\" must name "
+                            "the leader and the configuration (hex ids)");
+    return;
+  }
   if ((body = check_frames(s, req, LKVNET_ROUTE_SNAPSHOT, start, offset, 1, &n,
                            &last)) == NULL)
     return;
-  if (follow_term(s, req, LKVNET_ROUTE_SNAPSHOT, start, term) != 0) return;
+  if (s->log_failed) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 503,
+                            "this node's replication log failed");
+    return;
+  }
+  lkvnet_raft_status_get(s->raft, &st);
+  if (term < st.term) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409,
+                            "stale term %llu (this node is at %llu)",
+                            (unsigned long long)term,
+                            (unsigned long long)st.term);
+    return;
+  }
   err.msg[0] = '\0';
   if (offset == 0) {
     /* begin: nothing in the log past its start or in the engine is kept.
      * A compaction of this node's own log still running finishes first
      * (waiting on the loop: installs are rare), so the start is final. */
     lkvnet_rlog_stats rs;
+    if (index <= st.commit && !s->needs_snapshot) {
+      /* this node has what the snapshot holds: the core says how far it
+       * is, and the stream stops */
+      lkvnet_raft_msg m;
+      memset(&m, 0, sizeof m);
+      m.type = LKVNET_RAFT_MSG_SNAP;
+      m.from = from;
+      m.to = s->id;
+      m.term = term;
+      m.index = index;
+      m.log_term = sterm;
+      m.conf = &conf;
+      (void)lkvnet_raft_step(s->raft, &m);
+      lkvnet_node_wake(s);
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409,
+                              "snapshot not needed: this node has committed "
+                              "index %llu",
+                              (unsigned long long)st.commit);
+      return;
+    }
     lkvnet_rlog_compact_wait(s->rlog);
     lkvnet_rlog_stats_get(s->rlog, &rs);
     if (index < rs.base_index) {
-      answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409, 0,
-                 "snapshot older than "
-                 "this node's log start");
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409,
+                              "snapshot older than this node's log start");
       return;
     }
     lkvnet_node_log(s, "installing a snapshot at index %llu from the leader",
@@ -396,21 +401,21 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
       return;
     }
     /* from here on the engine is partial until done */
-    lkvnet_node_pending_cut(s, 0);
     s->needs_snapshot = 1;
-    s->applied_index = s->commit_index = 0;
+    s->applied_index = 0;
     if (wipe_engine(s, &err) != LKV_OK) {
       install_failed(s, req, start, index, &err);
       return;
     }
     s->installing = 1;
     s->install_index = index;
+    s->install_term = sterm;
     s->install_got = 0;
   }
   if (!s->installing || s->install_index != index || offset != s->install_got) {
-    answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409, 0,
-               "snapshot chunk out of "
-               "order; start again from offset 0");
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 409,
+                            "snapshot chunk out of order; start again from "
+                            "offset 0");
     return;
   }
   off = 0;
@@ -432,26 +437,59 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   }
   s->install_got = last;
   if (done) {
-    /* the log first: a crash before the engine's mark goes leaves the
-     * mark, and a new install; the other order could leave an engine
-     * ahead of its log */
-    lkvnet_rlog_stats rs;
-    lkvnet_rlog_stats_get(s->rlog, &rs);
-    if (lkv_db_sync(s->db, &err) != LKV_OK ||
-        lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
-        lkvnet_rlog_rewrite(s->rlog, index, sterm, &err) != LKV_OK ||
-        set_marker(s, index, 1, &err) != LKV_OK) {
+    lkvnet_raft_msg m;
+    if (lkv_db_sync(s->db, &err) != LKV_OK) {
       install_failed(s, req, start, index, &err);
       return;
     }
-    s->applied_index = s->commit_index = index;
-    s->needs_snapshot = 0;
-    s->installing = 0;
-    lkvnet_node_log(s, "snapshot installed: index %llu, %llu keys",
-                    (unsigned long long)index,
-                    (unsigned long long)s->install_got);
+    /* the pairs are durable: the core decides what the install means */
+    memset(&m, 0, sizeof m);
+    m.type = LKVNET_RAFT_MSG_SNAP;
+    m.from = from;
+    m.to = s->id;
+    m.term = term;
+    m.index = index;
+    m.log_term = sterm;
+    m.conf = &conf;
+    s->install_conf = conf;
+    s->install_stepped = 1;
+    (void)lkvnet_raft_step(s->raft, &m);
+    lkvnet_node_wake(s);
   }
-  answer_now(s, req, LKVNET_ROUTE_SNAPSHOT, start, 200, done ? index : 0, NULL);
+  lkvnet_node_reply(s, req, LKVNET_ROUTE_SNAPSHOT, start, 200,
+                    "application/json", "{\"ok\": true}", 12);
+}
+
+int lkvnet_node_install_finish(lkvnet_server *s, uint64_t index, uint64_t term,
+                               const lkvnet_raft_conf *conf, int rewrite) {
+  lkv_err err;
+  lkvnet_rlog_stats rs;
+  err.msg[0] = '\0';
+  lkvnet_rlog_compact_wait(s->rlog);
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  /* the log first: a crash before the engine's mark goes leaves the
+   * mark, and a new install; the other order could leave an engine ahead
+   * of its log */
+  if ((rewrite &&
+       (lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
+        lkvnet_rlog_rewrite(s->rlog, index, term, &err) != LKV_OK)) ||
+      set_marker(s, index, 1, &err) != LKV_OK ||
+      lkvnet_node_set_applied(s, index, conf, &err) != LKV_OK ||
+      lkv_db_sync(s->db, &err) != LKV_OK) {
+    lkvnet_node_log(s, "snapshot install at index %llu failed: %s",
+                    (unsigned long long)index, err.msg);
+    return -1;
+  }
+  s->applied_index = index;
+  if (s->commit_index < index) s->commit_index = index;
+  s->conf = *conf;
+  s->needs_snapshot = 0;
+  s->installing = 0;
+  s->install_stepped = 0;
+  lkvnet_node_log(s, "snapshot installed: index %llu (term %llu), %llu keys",
+                  (unsigned long long)index, (unsigned long long)term,
+                  (unsigned long long)s->install_got);
+  return 0;
 }
 
 static const char *op_name(int op) {

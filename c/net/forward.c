@@ -1,7 +1,8 @@
 /* forward.c - a follower passes writes and consistent reads to the
- * leader (docs/replication.md, "Forwarding") over connections it opens
- * as concurrency needs them, and answers with the leader's reply. Runs on
- * the event loop's thread; the node's state is node.h. */
+ * current leader (docs/replication.md, "Forwarding") over connections it
+ * opens as concurrency needs them, and answers with the leader's reply.
+ * When the leader changes, connections to the old one are closed once
+ * idle. Runs on the event loop's thread; the node's state is node.h. */
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -16,28 +17,45 @@ typedef struct Fwd {
   size_t conn; /* index in s->fwd */
 } Fwd;
 
+/* The peer the leader is (NULL: this node, or no leader known). */
+static lkvnet_peer *leader_peer(lkvnet_server *s) {
+  return s->leader_id == s->id ? NULL : lkvnet_node_peer_by_id(s, s->leader_id);
+}
+
 size_t lkvnet_node_forward_conn(lkvnet_server *s) {
-  size_t i, best = 0;
-  char *hp = NULL;
+  size_t i, best = (size_t)-1, free_slot = (size_t)-1, pi;
+  lkvnet_peer *lp = leader_peer(s);
+  if (lp == NULL) return (size_t)-1;
+  pi = (size_t)(lp - s->peers);
   for (i = 0; i < s->nfwd; i++) {
+    if (s->fwd[i] != NULL && s->fwd_peer[i] != pi && s->fwd_busy[i] == 0) {
+      /* an idle connection to a former leader: not needed any more */
+      evhttp_connection_free(s->fwd[i]);
+      s->fwd[i] = NULL;
+    }
+    if (s->fwd[i] == NULL) {
+      if (free_slot == (size_t)-1) free_slot = i;
+      continue;
+    }
+    if (s->fwd_peer[i] != pi) continue;
     if (s->fwd_busy[i] == 0) return i;
-    if (s->fwd_busy[i] < s->fwd_busy[best]) best = i;
+    if (best == (size_t)-1 || s->fwd_busy[i] < s->fwd_busy[best]) best = i;
   }
-  if (s->nfwd < LKVNET_FORWARD_CONNS) {
+  if (free_slot == (size_t)-1 && s->nfwd < LKVNET_FORWARD_CONNS)
+    free_slot = s->nfwd;
+  if (free_slot != (size_t)-1) {
     struct evhttp_connection *c =
-        lkvnet_node_connect_url(s, s->leader_url, &hp, NULL);
+        lkvnet_node_connect_url(s, lp->url, NULL, NULL);
     if (c != NULL) {
       evhttp_connection_set_timeout(c, (s->write_timeout_ms + 999) / 1000 + 2);
-      if (s->leader_hostport == NULL)
-        s->leader_hostport = hp;
-      else
-        free(hp);
-      s->fwd[s->nfwd] = c;
-      s->fwd_busy[s->nfwd] = 0;
-      return s->nfwd++;
+      s->fwd[free_slot] = c;
+      s->fwd_busy[free_slot] = 0;
+      s->fwd_peer[free_slot] = pi;
+      if (free_slot == s->nfwd) s->nfwd++;
+      return free_slot;
     }
   }
-  return s->nfwd > 0 ? best : (size_t)-1;
+  return best;
 }
 
 static void on_forward_reply(struct evhttp_request *r, void *arg) {
@@ -48,9 +66,10 @@ static void on_forward_reply(struct evhttp_request *r, void *arg) {
   s->fwd_busy[f->conn]--;
   if (code == 0) {
     lkvnet_node_held_error(&f->h, 503,
-                           "the leader %s did not answer "
-                           "(down, or the connection failed)",
-                           s->leader_url);
+                           "outcome unknown: the leader %s did not answer "
+                           "(down, or the connection failed); a write may "
+                           "still be applied",
+                           s->peers[s->fwd_peer[f->conn]].url);
   } else if ((req = lkvnet_node_unhold(&f->h)) != NULL) {
     struct evbuffer *in = evhttp_request_get_input_buffer(r);
     size_t n = evbuffer_get_length(in);
@@ -74,10 +93,13 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
   size_t ci;
   Fwd *f;
   if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
+    /* forwarded once already: the leader moved meanwhile; the client
+     * retries rather than the request going round */
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      "1");
     lkvnet_node_reply_error(s, req, route, start, 503,
-                            "forwarded to a node "
-                            "that does not lead: LEADER_URL differs "
-                            "between nodes");
+                            "not the leader: this node does not lead (any "
+                            "more); retry");
     return;
   }
   if (s->draining) {
@@ -86,7 +108,10 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   if ((ci = lkvnet_node_forward_conn(s)) == (size_t)-1) {
-    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    if (leader_peer(s) == NULL)
+      lkvnet_node_reply_no_leader(s, req, route, start);
+    else
+      lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
     return;
   }
   c = s->fwd[ci];
@@ -97,7 +122,7 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   oh = evhttp_request_get_output_headers(r);
-  evhttp_add_header(oh, "Host", s->leader_hostport);
+  evhttp_add_header(oh, "Host", s->peers[s->fwd_peer[ci]].hostport);
   evhttp_add_header(oh, "X-Lunakv-Forwarded-By", s->my_url);
   if (ct) evhttp_add_header(oh, "Content-Type", ct);
   evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
@@ -113,7 +138,7 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
     /* libevent 2.1 does not call back after a refusal here */
     s->fwd_busy[ci]--;
     lkvnet_node_held_error(&f->h, 503, "cannot reach the leader %s",
-                           s->leader_url);
+                           s->peers[s->fwd_peer[ci]].url);
     evhttp_request_free(r);
     free(f);
   }

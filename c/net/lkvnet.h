@@ -49,7 +49,13 @@
 #define LKVNET_SCAN_MAX_LIMIT 1000
 /* a scan reply's soft cap */
 #define LKVNET_SCAN_MAX_BYTES (8u * 1024u * 1024u)
-#define LKVNET_DEFAULT_HEARTBEAT_MS 100
+#define LKVNET_DEFAULT_HEARTBEAT_MS 100 /* also the Raft tick */
+/* A follower that hears from no leader for a random time in [this, 2 x
+ * this) starts an election; rounded to whole heartbeats (ticks), at least
+ * two of them. 1000: etcd's default with its 100 ms heartbeat. */
+#define LKVNET_DEFAULT_ELECTION_TIMEOUT_MS 1000
+#define LKVNET_MIN_ELECTION_TIMEOUT_MS 2
+#define LKVNET_MAX_ELECTION_TIMEOUT_MS 600000
 #define LKVNET_MAX_NODES 64
 /* Keys and values of uncommitted writes a leader holds before it refuses
  * new ones (503): what a leader without a majority keeps in memory. */
@@ -80,7 +86,7 @@
 #define LKVNET_MAX_MAX_CONNECTIONS (1 << 20) /* Linux's default nr_open */
 
 /* The header that carries the cluster's shared secret on internal routes
- * (/append, /snapshot, /sync). */
+ * (/raft, /snapshot, /sync). */
 #define LKVNET_TOKEN_HEADER "X-Lunakv-Token"
 /* The engine key under which the node keeps its last applied log index
  * (8 bytes, little-endian). Keys starting with this prefix are refused by
@@ -90,6 +96,10 @@
 /* Present while a follower installs a snapshot (the index being installed):
  * an engine with it is incomplete and asks for a new snapshot. */
 #define LKVNET_INSTALL_KEY LKVNET_RESERVED_PREFIX "installing"
+/* The Raft configuration as of the applied index (the voters' and
+ * learners' ids), written with the apply of a configuration change and
+ * with a snapshot install, so that a snapshot of the engine carries it. */
+#define LKVNET_CONF_KEY LKVNET_RESERVED_PREFIX "conf"
 
 typedef void (*lkvnet_log_fn)(void *ctx, const char *line);
 
@@ -98,7 +108,9 @@ typedef struct lkvnet_options {
   const char *host;         /* address to listen on; "127.0.0.1" */
   int port;                 /* 0 = any free port (see lkvnet_server_port) */
   const char *my_url;       /* NULL: "http://HOST:PORT" once bound */
-  const char *leader_url;   /* NULL or equal to my_url: this node leads */
+  const char *leader_url;   /* a hint: on a fresh cluster (term 0, an
+                               empty log) this node campaigns first; NULL
+                               or my_url: this node */
   const char *const *nodes; /* every node's URL (may be NULL: just me) */
   size_t nnodes;
   size_t max_body_bytes; /* request bodies over this get 413; 4 MiB */
@@ -107,7 +119,11 @@ typedef struct lkvnet_options {
                             "": none */
   uint64_t log_compaction_threshold; /* entries past the last snapshot
                                         before the log is cut; 0: never */
-  int heartbeat_ms; /* an idle leader's /append to each follower; 100 */
+  int heartbeat_ms;        /* the Raft tick: an idle leader's heartbeat to each
+                              follower; 100 */
+  int election_timeout_ms; /* a follower that hears no leader for this
+                              long (randomised up to twice) campaigns;
+                              1000; at least 2 heartbeats */
   size_t max_uncommitted_bytes; /* uncommitted key+value bytes a leader
                                    holds before refusing writes; 256 MiB */
   int read_timeout_ms;          /* a request not whole by then: the connection

@@ -13,10 +13,20 @@
 #include "node.h"
 #include "rlog.h"
 
-static const char *const route_names[LKVNET_NROUTES] = {
-    "/set",      "/delete", "/get",     "/scan", "/status",
-    "/stats",    "/health", "/metrics", "/kv",   "/append",
-    "/snapshot", "/sync",   "other"};
+static const char *const route_names[LKVNET_NROUTES] = {"/set",
+                                                        "/delete",
+                                                        "/get",
+                                                        "/scan",
+                                                        "/status",
+                                                        "/stats",
+                                                        "/health",
+                                                        "/metrics",
+                                                        "/kv",
+                                                        "/raft",
+                                                        "/snapshot",
+                                                        "/sync",
+                                                        "/transfer_leader",
+                                                        "other"};
 
 static const char *const peer_states[] = {"unknown", "up", "down"};
 _Static_assert(sizeof peer_states / sizeof *peer_states == LKVNET_PEER_DOWN + 1,
@@ -29,21 +39,74 @@ static void jfield(lkvnet_jbuf *b, const char *name, uint64_t v) {
   lkvnet_jbuf_u64(b, v);
 }
 
+/* A node's URL, or its id in hex for a member this node has no URL of,
+ * or null for nobody. */
+static void put_url(lkvnet_server *s, lkvnet_jbuf *b, uint64_t id) {
+  size_t i;
+  char hex[24];
+  if (id == LKVNET_RAFT_NONE) {
+    lkvnet_jbuf_lit(b, "null");
+    return;
+  }
+  if (id == s->id) {
+    lkvnet_jbuf_str(b, s->my_url, strlen(s->my_url));
+    return;
+  }
+  for (i = 0; i < s->nnodes; i++)
+    if (s->node_ids[i] == id) {
+      lkvnet_jbuf_str(b, s->nodes[i], strlen(s->nodes[i]));
+      return;
+    }
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)id);
+  lkvnet_jbuf_str(b, hex, strlen(hex));
+}
+
+/* leader, follower, candidate (pre-candidates too: they campaign), or
+ * learner (a non-voting member) */
+static const char *role_name(const lkvnet_raft_status *st) {
+  if (st->role == LKVNET_RAFT_LEADER) return "leader";
+  if (st->learner) return "learner";
+  if (st->role == LKVNET_RAFT_CANDIDATE || st->role == LKVNET_RAFT_PRECANDIDATE)
+    return "candidate";
+  return "follower";
+}
+
 void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
                               double start) {
   lkvnet_jbuf b;
   lkvnet_rlog_stats rs;
+  lkvnet_raft_status st;
   size_t i;
   lkvnet_rlog_stats_get(s->rlog, &rs);
   memset(&b, 0, sizeof b);
+  lkvnet_raft_status_get(s->raft, &st);
   lkvnet_jbuf_lit(&b, "{\"leader\": ");
-  lkvnet_jbuf_str(&b, s->leader_url, strlen(s->leader_url));
+  put_url(s, &b, s->leader_id);
   lkvnet_jbuf_lit(&b, ", \"term\": ");
   lkvnet_jbuf_u64(&b, s->term);
+  lkvnet_jbuf_lit(&b, ", \"vote\": ");
+  put_url(s, &b, s->vote);
+  {
+    char hex[24];
+    snprintf(hex, sizeof hex, "%llx", (unsigned long long)s->id);
+    lkvnet_jbuf_lit(&b, ", \"id\": ");
+    lkvnet_jbuf_str(&b, hex, strlen(hex));
+  }
   lkvnet_jbuf_lit(&b, ", \"my_url\": ");
   lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
-  lkvnet_jbuf_lit(
-      &b, s->leader ? ", \"role\": \"leader\"" : ", \"role\": \"follower\"");
+  lkvnet_jbuf_lit(&b, ", \"role\": \"");
+  lkvnet_jbuf_lit(&b, role_name(&st));
+  lkvnet_jbuf_lit(&b, "\", \"voters\": [");
+  for (i = 0; i < st.conf.n_voters; i++) {
+    if (i) lkvnet_jbuf_lit(&b, ", ");
+    put_url(s, &b, st.conf.voters[i]);
+  }
+  lkvnet_jbuf_lit(&b, "], \"learners\": [");
+  for (i = 0; i < st.conf.n_learners; i++) {
+    if (i) lkvnet_jbuf_lit(&b, ", ");
+    put_url(s, &b, st.conf.learners[i]);
+  }
+  lkvnet_jbuf_lit(&b, "]");
   lkvnet_jbuf_lit(&b, ", \"commit_index\": ");
   lkvnet_jbuf_u64(&b, s->commit_index);
   lkvnet_jbuf_lit(&b, ", \"last_index\": ");
@@ -79,7 +142,7 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
           &b, "last_contact_ms",
           p->last_contact > 0 ? (uint64_t)((t - p->last_contact) * 1000) : 0);
       jfield(&b, "snapshots_sent", p->snapshots_sent);
-      if (p->state == LKVNET_PEER_DOWN) {
+      if (p->last_error[0] != '\0') { /* the last failure, even if up now */
         lkvnet_jbuf_lit(&b, ", \"error\": ");
         lkvnet_jbuf_str(&b, p->last_error, strlen(p->last_error));
       }
@@ -164,9 +227,14 @@ void lkvnet_node_route_stats(lkvnet_server *s, struct evhttp_request *req,
 void lkvnet_node_route_health(lkvnet_server *s, struct evhttp_request *req,
                               double start) {
   lkvnet_jbuf b;
+  lkvnet_raft_status st;
+  lkvnet_raft_status_get(s->raft, &st);
   memset(&b, 0, sizeof b);
-  lkvnet_jbuf_lit(&b, s->leader ? "{\"ok\": true, \"role\": \"leader\"}"
-                                : "{\"ok\": true, \"role\": \"follower\"}");
+  lkvnet_jbuf_lit(&b, "{\"ok\": true, \"role\": \"");
+  lkvnet_jbuf_lit(&b, role_name(&st));
+  lkvnet_jbuf_lit(&b, "\", \"leader\": ");
+  put_url(s, &b, s->leader_id);
+  lkvnet_jbuf_lit(&b, "}");
   lkvnet_node_reply_json(s, req, LKVNET_ROUTE_HEALTH, start, 200, &b);
 }
 
@@ -265,6 +333,27 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
         "the engine.",
         rs.base_index);
   GAUGE("term", "The node's current term.", s->term);
+  {
+    lkvnet_raft_status rst;
+    lkvnet_raft_status_get(s->raft, &rst);
+    GAUGE("raft_is_leader", "1 when this node leads.", s->leader);
+    COUNTER("raft_elections_started_total",
+            "Elections this node started (became candidate).",
+            rst.counters.elections_started);
+    COUNTER("raft_elections_won_total", "Elections this node won.",
+            rst.counters.elections_won);
+    COUNTER("raft_prevote_rounds_total", "Pre-Vote rounds this node started.",
+            rst.counters.prevote_rounds);
+    COUNTER("raft_leader_changes_total",
+            "A different leader seen (or this node became it).",
+            rst.counters.leader_changes);
+    COUNTER("raft_read_index_rounds_total",
+            "Heartbeat rounds confirming consistent reads.",
+            rst.counters.read_index_rounds);
+    COUNTER("raft_quorum_lost_total",
+            "Step-downs of a leader that lost touch with a majority.",
+            rst.counters.quorum_lost);
+  }
   COUNTER("rlog_compactions_total", "Log compactions.", s->compactions);
   GAUGE("http_connections_open", "Client connections open.", s->conns.open);
   mline(&b,
@@ -304,10 +393,11 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
     /* appends per entry sent: how much the batching saves */
     peer_counters(&b, s, "entries_sent", "Entries sent to a follower.",
                   offsetof(lkvnet_peer, entries_sent));
-    peer_counters(&b, s, "appends",
-                  "/append requests sent to a follower "
-                  "(heartbeats included).",
+    peer_counters(&b, s, "appends", "Append messages sent to a follower.",
                   offsetof(lkvnet_peer, appends));
+    peer_counters(&b, s, "dropped",
+                  "Message batches to a node dropped: its queue was full.",
+                  offsetof(lkvnet_peer, dropped));
     peer_counters(&b, s, "failures",
                   "Requests to a follower that got no "
                   "usable answer.",

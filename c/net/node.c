@@ -11,6 +11,7 @@
 #include "node.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdarg.h>
@@ -302,13 +303,63 @@ struct evhttp_connection *lkvnet_node_connect_url(lkvnet_server *s,
   snprintf(hp, sizeof hp, "%s:%d", host, port);
   c = evhttp_connection_base_new(s->base, NULL, host, (ev_uint16_t)port);
   evhttp_uri_free(u);
-  if (c == NULL || (*hostport = strdup(hp)) == NULL) {
+  if (c == NULL || (hostport != NULL && (*hostport = strdup(hp)) == NULL)) {
     if (c) evhttp_connection_free(c);
     lkv_seterr(err, LKV_NOMEM, "connection to %s", url);
     return NULL;
   }
   evhttp_connection_set_retries(c, 0);
   return c;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Node ids, the driver's wake-up, "no leader"
+** ======================================================================= */
+
+uint64_t lkvnet_node_id_of(const char *url) {
+  /* FNV-1a over the normalised URL, then splitmix64's finaliser so that
+   * URLs differing in one digit give unrelated ids */
+  uint64_t h = 1469598103934665603ull;
+  size_t n = strlen(url), i;
+  const char *host = strstr(url, "://");
+  size_t host_end = n;
+  while (n > 0 && url[n - 1] == '/') n--;
+  if (host != NULL) {
+    const char *slash = strchr(host + 3, '/');
+    host_end = slash ? (size_t)(slash - url) : n;
+  }
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)url[i];
+    if (i < host_end && c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h != 0 ? h : 1;
+}
+
+void lkvnet_node_wake(lkvnet_server *s) {
+  if (s->ready_ev != NULL) event_active(s->ready_ev, EV_TIMEOUT, 0);
+}
+
+void lkvnet_node_reply_no_leader(lkvnet_server *s, struct evhttp_request *req,
+                                 int route, double start) {
+  lkvnet_jbuf b;
+  evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b,
+                  "{\"ok\": false, \"error\": \"no leader\", \"detail\": "
+                  "\"no leader is known (an election is under way, or no "
+                  "majority of the nodes is up): retry\", \"term\": ");
+  lkvnet_jbuf_u64(&b, s->term);
+  lkvnet_jbuf_lit(&b, "}");
+  lkvnet_node_reply_json(s, req, route, start, 503, &b);
 }
 
 /* }====================================================================== */

@@ -7,20 +7,29 @@
  *
  *   node.c        the clock, the log line, reserved keys, replies and their
  *                 counts, held requests, query parsing, connections of the
- *                 loop
+ *                 loop, node ids, waking the Raft driver
  *   conns.c       the client connections: deadlines, the cap, accept()
  *                 pauses
  *   logcompact.c  when to cut the replication log
- *   apply.c       the pending entries, their apply, and the requests
- *                 waiting for an index
- *   repl.c        the leader: taking a write, the commit index, the term,
- *                 sending to followers
- *   follow.c      a follower: /append, /snapshot, the terms it adopts; also
- *                 /sync and the token check
+ *   apply.c       committed entries into the engine, the writes waiting
+ *                 for their entry, the reads waiting for an index
+ *   wire.c        the Raft messages' wire format (wire.h; pure)
+ *   repl.c        the transport: the core's messages to the other nodes
+ *                 (POST /raft), and the leader's snapshot streams
+ *   follow.c      the receiving side: /raft, the /snapshot install, /sync,
+ *                 the token check
+ *   raftnode.c    the driver of the Raft core (raft.h): open, the storage
+ *                 over the log, the Ready cycle, proposals, reads
  *   forward.c     a follower passing requests to the leader
  *   metrics.c     /status, /stats, /health, /metrics
  *   routes.c      a request's way in, and the client routes
- *   server.c      open, the loop's events (syncer, tick, signals), close
+ *   server.c      open, the loop's events (syncer, ticks, the driver's
+ *                 wake-up, signals), close
+ *
+ * The core is stepped, ticked or told of durability from several files;
+ * each then calls lkvnet_node_wake, which makes the loop run the driver's
+ * Ready cycle (lkvnet_node_raft_run) once the current event is done: the
+ * files below raftnode.c never call it, so the calls stay one way.
  */
 #ifndef LKVNET_NODE_H
 #define LKVNET_NODE_H
@@ -31,6 +40,7 @@
 
 #include "json.h"
 #include "lkvnet.h"
+#include "raft.h"
 #include "rlog.h"
 
 /* A request's route, which the metrics count by (its names: metrics.c). */
@@ -44,9 +54,10 @@ enum {
   LKVNET_ROUTE_HEALTH,
   LKVNET_ROUTE_METRICS,
   LKVNET_ROUTE_KV,
-  LKVNET_ROUTE_APPEND,
+  LKVNET_ROUTE_RAFT,
   LKVNET_ROUTE_SNAPSHOT,
   LKVNET_ROUTE_SYNC,
+  LKVNET_ROUTE_TRANSFER,
   LKVNET_ROUTE_OTHER,
   LKVNET_NROUTES
 };
@@ -67,53 +78,58 @@ typedef struct lkvnet_held {
   double start, deadline;
 } lkvnet_held;
 
-/* A log entry between append and apply, with the write waiting for it (a
- * leader's client request; none on followers or for entries found at
- * start-up). */
+/* A client's write proposed on the leader, waiting for the apply of the
+ * entry (index, term) the core gave it: that entry applied means written
+ * (200); another term applied at index means it was lost, never written
+ * (503 "not written"); its leader deposed meanwhile means nobody knows
+ * yet (503 "outcome unknown"). In index order. */
 typedef struct lkvnet_pending {
   lkvnet_held h;
   struct lkvnet_pending *next;
-  uint64_t index;
-  int op;
-  char *key, *val;
-  size_t klen, vlen;
+  uint64_t index, term;
+  size_t bytes; /* its key and value, counted in pending_bytes */
 } lkvnet_pending;
 
-/* A request waiting for an index: a follower's /append for its fdatasync
- * (target = the match index it will report), a leader's consistent read
- * for its apply (target = the commit index when it came). */
-enum { LKVNET_WAIT_APPEND, LKVNET_WAIT_READ };
+struct lkvnet_waiter;
+/* How a released read is answered (the route that made the waiter). */
+typedef void (*lkvnet_read_fn)(lkvnet_server *s, struct lkvnet_waiter *w,
+                               struct evhttp_request *req);
+
+/* A consistent read waiting, first for the core to confirm the leadership
+ * (ReadIndex: target is UINT64_MAX until then), then for the apply of
+ * target. ctx names it to the core. */
 typedef struct lkvnet_waiter {
   lkvnet_held h;
   struct lkvnet_waiter *next;
-  int kind;
-  uint64_t target;
-  char *key; /* LKVNET_WAIT_READ */
+  lkvnet_read_fn serve;
+  uint64_t target, ctx;
+  char *key; /* the route's argument (the key, the query), malloc'd */
   size_t klen;
 } lkvnet_waiter;
 
 enum { LKVNET_PEER_UNKNOWN, LKVNET_PEER_UP, LKVNET_PEER_DOWN };
 
-/* The leader's view of one follower (Raft's nextIndex/matchIndex). One
- * request is in flight per follower at a time, carrying every entry
- * appended since the last one (up to LKVNET_APPEND_MAX_BYTES): while it
- * travels and the follower syncs, new writes gather for the next batch,
- * so a batch grows with the load instead of the round trips. */
+/* Another node of the cluster, as the transport sees it: its id (a hash
+ * of its URL), the connection the core's messages go by (POST /raft, one
+ * request per Ready per peer; evhttp queues them in order), and, on a
+ * leader, the snapshot being streamed to it and the core's view of its
+ * match index (for log compaction and /status). */
 typedef struct lkvnet_peer {
   lkvnet_server *s;
+  uint64_t id;
   char *url, *hostport;
   struct evhttp_connection *conn;
   uint64_t next_index, match_index;
-  uint64_t sent_to, sent_commit; /* what the request in flight carries */
   int inflight, state;
   double last_send, last_contact, retry_at, backoff;
   char last_error[200];
-  uint64_t appends, entries_sent, failures;
+  uint64_t appends, entries_sent, failures, dropped;
   /* a snapshot being streamed: an engine iterator (one consistent view)
    * at applied index snap_index, snap_sent pairs so far */
   lkv_iter *snap;
   uint64_t snap_index, snap_term, snap_sent, snap_chunk;
-  int snap_done;
+  lkvnet_raft_conf snap_conf;
+  int snap_done, snap_inflight;
   uint64_t snapshots_sent;
 } lkvnet_peer;
 
@@ -152,7 +168,9 @@ typedef struct lkvnet_conns {
 } lkvnet_conns;
 
 struct lkvnet_server {
-  char *data_dir, *host, *my_url, *leader_url, *token;
+  char *data_dir, *host, *my_url, *hint_url, *token;
+  /* the current leader's URL (one of nodes, or my_url), NULL when unknown */
+  const char *leader_url;
   /* the file system of DATA_DIR (the engine's env, lkv_env_posix() when
    * none was given): the log, the term file and the directory go through
    * it; the caller keeps it alive until lkvnet_server_close */
@@ -160,7 +178,7 @@ struct lkvnet_server {
   char **nodes;
   size_t nnodes;
   size_t max_body;
-  int write_timeout_ms, heartbeat_ms;
+  int write_timeout_ms, heartbeat_ms, election_ms;
   int read_timeout_ms, idle_timeout_ms;
   size_t max_conns;
   lkvnet_conns conns;
@@ -172,7 +190,19 @@ struct lkvnet_server {
   lkvnet_log_fn log;
   void *log_ctx;
   int port;
-  int leader;
+  int leader; /* this node leads now (the core's role) */
+  /* Raft (raftnode.c): the core, this node's id, the soft state of the
+   * last Ready, the hard state as persisted */
+  lkvnet_raft *raft;
+  uint64_t id, leader_id, vote;
+  int role;
+  uint64_t *node_ids;     /* of nodes[] */
+  lkvnet_raft_conf conf;  /* the configuration kept with the snapshot */
+  unsigned char *scratch; /* the storage's entry bytes, borrowed per emit */
+  size_t scratch_cap;
+  uint64_t next_ctx; /* of the next ReadIndex */
+  uint64_t leader_changes_seen;
+  struct event *ready_ev, *raft_tick_ev;
 
   lkv_db *db;
   lkv_batch *batch;
@@ -186,9 +216,8 @@ struct lkvnet_server {
   struct event *notify_ev, *tick_ev, *sigterm_ev, *sigint_ev;
 
   uint64_t term, commit_index, applied_index;
-  uint64_t term_start;         /* leader: index of its term's no-op (0: none) */
   lkvnet_pending *head, *tail; /* in index order */
-  size_t pending_bytes;        /* keys and values held in the pending list */
+  size_t pending_bytes;        /* keys and values of the pending writes */
   size_t max_uncommitted;
   lkvnet_waiter *waiters;
   size_t waiting; /* held requests not yet answered */
@@ -199,21 +228,30 @@ struct lkvnet_server {
   double drained_at; /* when a drain's last held request was answered */
   lkv_err apply_err; /* sticky: the engine refused an apply */
 
-  /* leader */
+  /* every other node */
   lkvnet_peer *peers;
   size_t npeers;
   uint64_t compactions;
   uint64_t compact_index, compact_term; /* of the compaction running */
-  /* follower */
-  char *leader_hostport;
   /* connections to the leader, opened as concurrency needs them: evhttp
-   * sends one request at a time on each */
+   * sends one request at a time on each; fwd_peer is the peer each goes
+   * to (a slot whose leader is no longer leader is freed once idle) */
   struct evhttp_connection *fwd[LKVNET_FORWARD_CONNS];
   int fwd_busy[LKVNET_FORWARD_CONNS];
+  size_t fwd_peer[LKVNET_FORWARD_CONNS];
   size_t nfwd;
   int needs_snapshot; /* the engine holds an unfinished install */
-  uint64_t install_index, install_got;
+  uint64_t install_index, install_got, install_term;
+  lkvnet_raft_conf install_conf;
   int installing;
+  int install_stepped; /* its MSG_SNAP went to the core; the end is due */
+  int log_failed;      /* a Ready's entries could not all be written */
+  int hinted; /* LEADER_URL names this node and no term has begun yet */
+  /* a leadership transfer under way (POST /transfer_leader, or SIGTERM's
+   * hand-over): its target, its deadline, the request waiting for it */
+  uint64_t transfer_to;
+  double transfer_deadline;
+  lkvnet_held transfer_h;
 
   /* metrics */
   /* +1: any other status */
@@ -282,6 +320,16 @@ struct evhttp_connection *lkvnet_node_connect_url(lkvnet_server *s,
                                                   char **hostport,
                                                   lkv_err *err);
 
+/* A node's id: a non-zero 64-bit hash of its URL, normalised (scheme and
+ * host lower-cased, a trailing slash dropped), so every node derives the
+ * same id for the same node. */
+uint64_t lkvnet_node_id_of(const char *url);
+/* Run the driver's Ready cycle once the current event is handled. */
+void lkvnet_node_wake(lkvnet_server *s);
+/* A 503 with Retry-After: 1 and {"ok": false, "error": "no leader", ...}. */
+void lkvnet_node_reply_no_leader(lkvnet_server *s, struct evhttp_request *req,
+                                 int route, double start);
+
 /* ---- conns.c ---------------------------------------------------------- */
 
 /* The client connections' deadlines, cap and accept() pause. open: once
@@ -311,50 +359,61 @@ void lkvnet_node_compaction_poll(lkvnet_server *s);
 
 /* ---- apply.c ---------------------------------------------------------- */
 
-/* Track a log entry until it is applied; 0, or -1 when out of memory. */
-int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, int op,
-                             const char *key, size_t klen, const char *val,
-                             size_t vlen);
-/* Forget pending entries after index (a follower cut its log there). */
-void lkvnet_node_pending_cut(lkvnet_server *s, uint64_t index);
+/* Track a proposed write (entry index, term) with its request held until
+ * it applies; 0, or -1 when out of memory. */
+int lkvnet_node_pending_push(lkvnet_server *s, uint64_t index, uint64_t term,
+                             size_t bytes);
+/* Answer every pending write 503 "outcome unknown" (this node stopped
+ * leading: the entries may still commit under the next leader, or be
+ * cut) and forget them. */
+void lkvnet_node_pending_unknown(lkvnet_server *s, const char *why);
 /* Free one entry the caller has taken off the list. */
 void lkvnet_node_pending_free(lkvnet_server *s, lkvnet_pending *p);
-/* Apply the committed entries (a follower: only those durable here), then
- * answer the waiters and consider a log compaction. */
-void lkvnet_node_apply_committed(lkvnet_server *s);
-/* Answer a follower's /append: {"ok", "term", "match_index",
- * "last_index"[, "error"]} (at once from follow.c, or from
- * lkvnet_node_serve_waiters once its entries are durable). */
-void lkvnet_node_reply_append(lkvnet_server *s, lkvnet_held *h, int code,
-                              uint64_t match, const char *error);
+/* Apply committed entries in order (those at or below the applied index
+ * are skipped: an installed snapshot covers them), answer the writes and
+ * reads they release, and consider a log compaction. 0, or -1 when the
+ * engine refused one (s->apply_err; applying stops). */
+int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
+                              size_t n);
+/* Write the applied index (and the configuration, when conf) to the
+ * engine in one batch. */
+int lkvnet_node_set_applied(lkvnet_server *s, uint64_t index,
+                            const lkvnet_raft_conf *conf, lkv_err *err);
+/* NORMAL entry data: op 1, klen 4 (little-endian), key, value. Encode
+ * into dst (lkvnet_node_cmd_size bytes); decode: 0, or -1 when malformed. */
+size_t lkvnet_node_cmd_size(size_t klen, size_t vlen);
+void lkvnet_node_cmd_encode(unsigned char *dst, int op, const char *key,
+                            size_t klen, const char *val, size_t vlen);
+int lkvnet_node_cmd_decode(const unsigned char *d, size_t n, int *op,
+                           const char **key, size_t *klen, const char **val,
+                           size_t *vlen);
 /* Answer GET /get from this node's engine. */
 void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
                             int route, double start, const char *key,
                             size_t klen);
-/* Hold a request until index target (LKVNET_WAIT_APPEND: durable;
- * LKVNET_WAIT_READ: applied); NULL when out of memory. */
+/* Hold a consistent read to be answered by serve once applied through
+ * its index (target UINT64_MAX until the core releases it); the waiter
+ * takes key (malloc'd) over. NULL when out of memory (key freed). */
 lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s,
                                       struct evhttp_request *req, int route,
-                                      double start, int kind, uint64_t target);
-/* Answer the waiters whose index is reached; free the answered. */
+                                      double start, lkvnet_read_fn serve,
+                                      char *key, size_t klen);
+/* Answer the waiters whose index is applied; free the answered. */
 void lkvnet_node_serve_waiters(lkvnet_server *s);
+/* A ReadIndex result from the core: (ctx, index) may be served once
+ * applied (ok), or is refused 503 (!ok: leadership lost). */
+void lkvnet_node_read_released(lkvnet_server *s, uint64_t ctx, uint64_t index,
+                               int ok);
 
 /* ---- repl.c ----------------------------------------------------------- */
 
-/* Start a write on the leader (check, append, hold, send); a refusal is
- * answered at once. */
-void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start, int op, const char *key,
-                             size_t klen, const char *val, size_t vlen);
-/* Recompute the commit index (leader: from the followers' match indexes)
- * and apply what it covers. */
-void lkvnet_node_advance_commit(lkvnet_server *s);
-/* Begin term t: the leader appends its no-op entry. 0 on success. */
-int lkvnet_node_start_term(lkvnet_server *s, uint64_t t);
-/* Send each follower what it lacks (/append, or /snapshot when the log no
- * longer holds it); on the tick this also retries followers that are
- * down and sends heartbeats. */
-void lkvnet_node_peers_kick(lkvnet_server *s);
+/* Connections to every other node (s->peers), at open. */
+int lkvnet_node_peers_open(lkvnet_server *s, lkv_err *err);
+/* Send the core's messages (one POST /raft per peer); a MSG_SNAP starts
+ * (or keeps) the snapshot stream to that peer. */
+void lkvnet_node_send(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n);
+/* The peer of an id, or NULL. */
+lkvnet_peer *lkvnet_node_peer_by_id(lkvnet_server *s, uint64_t id);
 
 /* ---- follow.c --------------------------------------------------------- */
 
@@ -363,12 +422,49 @@ void lkvnet_node_peers_kick(lkvnet_server *s);
  * 403 and returns 0 when wrong). */
 int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
                            int route, double start);
-void lkvnet_node_route_append(lkvnet_server *s, struct evhttp_request *req,
-                              const char *query, double start);
+void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
+                            double start);
 void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                                 const char *query, double start);
 void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
                             const char *query, double start);
+/* The end of an install of the snapshot this node received: when the core
+ * asked for it (Ready.has_snapshot, rewrite) the log restarts after
+ * (index, term); either way the configuration is kept, the install mark
+ * goes and the engine is synced. 0, or -1 (logged; the mark stays). */
+int lkvnet_node_install_finish(lkvnet_server *s, uint64_t index, uint64_t term,
+                               const lkvnet_raft_conf *conf, int rewrite);
+
+/* ---- raftstore.c ------------------------------------------------------ */
+
+/* Open the core (s->raft) over the log: id, timeouts, the hard state in
+ * s->term and s->vote, the applied index, the founding voters (nodes). */
+int lkvnet_node_raft_new(lkvnet_server *s, lkv_err *err);
+
+/* ---- raftnode.c ------------------------------------------------------- */
+
+/* Open the core over the log and the term file (after both are open). */
+int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err);
+/* Handle every Ready the core has (the driver contract, raft.h). */
+void lkvnet_node_raft_run(lkvnet_server *s);
+/* The syncer made the log durable further: tell the core. */
+void lkvnet_node_raft_durable(lkvnet_server *s);
+/* Start a write on the leader: check it, propose it, hold it; a refusal
+ * is answered at once. */
+void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
+                             int route, double start, int op, const char *key,
+                             size_t klen, const char *val, size_t vlen);
+/* Start a consistent read (ReadIndex) on the leader: the waiter w is
+ * released by the core (or refused). */
+void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w);
+/* Hand the leadership to the voter whose URL is url (NULL: the most
+ * caught-up voter). With req, the request is answered once another node
+ * leads (200) or the transfer is abandoned (503); refusals at once. 0
+ * when a transfer began. */
+int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
+                               double start, const char *url, size_t len);
+/* On the tick: a transfer past its deadline is abandoned. */
+void lkvnet_node_transfer_poll(lkvnet_server *s);
 
 /* ---- forward.c -------------------------------------------------------- */
 

@@ -1,6 +1,11 @@
-/* rlog_term.c - the node's current term in DATA_DIR/term
- * (lkvnet_term_load, lkvnet_term_store; rlog.h): 20 bytes, replaced whole
- * by a rename, through the lkv_env given (NULL = POSIX). Calls no other
+/* rlog_term.c - the node's Raft hard state in DATA_DIR/term: the current
+ * term and the vote (lkvnet_hardstate_load, lkvnet_hardstate_store;
+ * node.h), replaced whole by a rename, through the lkv_env given (NULL =
+ * POSIX). Version 2 (28 bytes: magic "LUNAKVT2", term 8, vote 8, crc32c
+ * of the first 24 bytes 4) adds the vote; version 1 (20 bytes: magic
+ * "LUNAKVTM", term 8, crc32c 4), written before elections existed, is
+ * still read, as vote 0 (no vote), and lkvnet_term_load/_store (rlog.h)
+ * keep reading and writing it for the log's own tests. Calls no other
  * rlog file. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -8,6 +13,7 @@
 
 #include "coding.h"
 #include "crc32c.h"
+#include "hardstate.h"
 #include "rlog_impl.h"
 
 /* {======================================================================
@@ -18,47 +24,20 @@
 #define TERM_MAGIC "LUNAKVTM"
 #define TERM_SIZE 20u /* magic 8, term 8, crc32c of the first 16 bytes 4 */
 
-int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
-                     lkv_err *err) {
-  char path[4096 + 8];
-  unsigned char b[TERM_SIZE + 1];
-  long long n;
-  int fd, e;
-  env = env_or_posix(env);
-  *term = 0;
-  snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
-  if ((e = env->open(env, path, O_RDONLY, 0, &fd)) != 0) {
-    if (e == ENOENT) return LKV_OK;
-    return ioerr(err, e, "open", path);
-  }
-  n = env->pread(env, fd, b, sizeof b, 0);
-  f_close(env, fd);
-  if (n < 0) return ioerr(err, (int)-n, "read", path);
-  if (n != (long long)TERM_SIZE || memcmp(b, TERM_MAGIC, 8) != 0 ||
-      lkv_get32(b + 16) != lkv_crc32c(b, 16))
-    return lkv_seterr(err, LKV_CORRUPTION,
-                      "%s: not a valid term file "
-                      "(%lld bytes)",
-                      path, n);
-  *term = lkv_get64(b + 8);
-  return LKV_OK;
-}
-
-int lkvnet_term_store(const char *dir, const lkv_env *env, uint64_t term,
-                      lkv_err *err) {
+/* Replace DATA_DIR/term by the n bytes at b: written aside, fsync'ed,
+ * renamed, the directory fsync'ed (an error there is an error: the old
+ * file could come back after a crash, with an older term or vote). */
+static int replace_file(const char *dir, const lkv_env *env,
+                        const unsigned char *b, size_t n, lkv_err *err) {
   char path[4096 + 8], tmp[4096 + 16];
-  unsigned char b[TERM_SIZE];
   const char *what;
   int fd, e;
   env = env_or_posix(env);
   snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  memcpy(b, TERM_MAGIC, 8);
-  lkv_put64(b + 8, term);
-  lkv_put32(b + 16, lkv_crc32c(b, 16));
   if ((e = env->open(env, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
     return ioerr(err, e, "create", tmp);
-  if ((e = pwrite_all(env, fd, b, sizeof b, 0)) != 0) {
+  if ((e = pwrite_all(env, fd, b, n, 0)) != 0) {
     what = "write";
   } else if ((e = f_sync(env, fd)) != 0) {
     what = "fdatasync";
@@ -82,6 +61,65 @@ int lkvnet_term_store(const char *dir, const lkv_env *env, uint64_t term,
   if ((e = env->sync_dir(env, dir)) != 0)
     return ioerr(err, e, "fsync directory", dir);
   return LKV_OK;
+}
+
+int lkvnet_term_store(const char *dir, const lkv_env *env, uint64_t term,
+                      lkv_err *err) {
+  unsigned char b[TERM_SIZE];
+  memcpy(b, TERM_MAGIC, 8);
+  lkv_put64(b + 8, term);
+  lkv_put32(b + 16, lkv_crc32c(b, 16));
+  return replace_file(dir, env, b, sizeof b, err);
+}
+
+#define HS_MAGIC "LUNAKVT2"
+#define HS_SIZE 28u /* magic 8, term 8, vote 8, crc32c of the first 24 4 */
+
+int lkvnet_hardstate_store(const char *dir, const lkv_env *env, uint64_t term,
+                           uint64_t vote, lkv_err *err) {
+  unsigned char b[HS_SIZE];
+  memcpy(b, HS_MAGIC, 8);
+  lkv_put64(b + 8, term);
+  lkv_put64(b + 16, vote);
+  lkv_put32(b + 24, lkv_crc32c(b, 24));
+  return replace_file(dir, env, b, sizeof b, err);
+}
+
+int lkvnet_hardstate_load(const char *dir, const lkv_env *env, uint64_t *term,
+                          uint64_t *vote, lkv_err *err) {
+  char path[4096 + 8];
+  unsigned char b[HS_SIZE + 1];
+  long long n;
+  int fd, e;
+  env = env_or_posix(env);
+  *term = *vote = 0;
+  snprintf(path, sizeof path, "%s/%s", dir, TERM_FILE);
+  if ((e = env->open(env, path, O_RDONLY, 0, &fd)) != 0) {
+    if (e == ENOENT) return LKV_OK;
+    return ioerr(err, e, "open", path);
+  }
+  n = env->pread(env, fd, b, sizeof b, 0);
+  f_close(env, fd);
+  if (n < 0) return ioerr(err, (int)-n, "read", path);
+  if (n == (long long)HS_SIZE && memcmp(b, HS_MAGIC, 8) == 0 &&
+      lkv_get32(b + 24) == lkv_crc32c(b, 24)) {
+    *term = lkv_get64(b + 8);
+    *vote = lkv_get64(b + 16);
+    return LKV_OK;
+  }
+  if (n == (long long)TERM_SIZE && memcmp(b, TERM_MAGIC, 8) == 0 &&
+      lkv_get32(b + 16) == lkv_crc32c(b, 16)) {
+    *term = lkv_get64(b + 8); /* version 1: no vote was ever kept */
+    return LKV_OK;
+  }
+  return lkv_seterr(err, LKV_CORRUPTION,
+                    "%s: not a valid term file (%lld bytes)", path, n);
+}
+
+int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
+                     lkv_err *err) {
+  uint64_t vote;
+  return lkvnet_hardstate_load(dir, env, term, &vote, err);
 }
 
 /* }====================================================================== */

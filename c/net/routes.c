@@ -1,8 +1,10 @@
 /* routes.c - a request's way in (docs/http_api.md): the route and method
  * checks, the body limit, the token check of internal routes, forwarding
- * on a follower, then the route: the client routes are here, the
- * internal ones in follow.c, the reports in metrics.c. Runs on the event
- * loop's thread; the node's state is node.h. */
+ * to the leader (or 503 "no leader") on a node that does not lead,
+ * consistent reads held for their ReadIndex, then the route: the client
+ * routes are here, the internal ones in follow.c, the reports in
+ * metrics.c. Runs on the event loop's thread; the node's state is
+ * node.h. */
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -65,18 +67,13 @@ static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_json_free(&o);
 }
 
-/* GET /get?key=K[&consistent=true]. A consistent read on the leader waits
- * until everything committed when it arrived is applied, and, after a
- * restart, until an entry of the leader's own term has committed (before
- * that, the leader cannot know what earlier terms committed); followers
- * forward consistent reads (lkvnet_node_on_request). */
+/* GET /get?key=K, from this node's engine (a consistent read comes here
+ * once its ReadIndex is applied). */
 static void route_get(lkvnet_server *s, struct evhttp_request *req,
-                      const char *query, double start, int consistent) {
+                      const char *query, double start) {
   size_t klen;
   int found;
   char *key = lkvnet_node_query_param(query, "key", &klen, &found);
-  uint64_t target = s->commit_index;
-  lkvnet_waiter *w;
   if (key == NULL) {
     if (found)
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 500,
@@ -93,21 +90,8 @@ static void route_get(lkvnet_server *s, struct evhttp_request *req,
         "keys starting with \\xff\\xfflunakv/ are reserved");
     return;
   }
-  if (consistent && s->term_start > target) target = s->term_start;
-  if (!consistent || s->applied_index >= target) {
-    lkvnet_node_read_local(s, req, LKVNET_ROUTE_GET, start, key, klen);
-    free(key);
-    return;
-  }
-  if ((w = lkvnet_node_waiter_add(s, req, LKVNET_ROUTE_GET, start,
-                                  LKVNET_WAIT_READ, target)) == NULL) {
-    free(key);
-    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_GET, start, 500,
-                            "out of memory");
-    return;
-  }
-  w->key = key;
-  w->klen = klen;
+  lkvnet_node_read_local(s, req, LKVNET_ROUTE_GET, start, key, klen);
+  free(key);
 }
 
 /* "true" or "1" turn a flag on. */
@@ -234,6 +218,66 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
   free(key);
 }
 
+/* POST /transfer_leader {"node_url": "http://..."}: on the leader (a
+ * follower forwards it), hand the leadership over; answered once the
+ * target leads. */
+static void route_transfer(lkvnet_server *s, struct evhttp_request *req,
+                           double start) {
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(in);
+  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+  lkvnet_json_object o;
+  char jerr[LKVNET_JSON_ERR_LEN];
+  const lkvnet_json_member *u;
+  memset(&o, 0, sizeof o);
+  if (body == NULL) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 500,
+                            "out of memory reading the body");
+    return;
+  }
+  if (lkvnet_json_parse_object(body, n, &o, jerr) != 0) {
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 400,
+                            "malformed JSON: %s", jerr);
+    return;
+  }
+  if ((u = need_string(s, req, LKVNET_ROUTE_TRANSFER, start, &o, "node_url")) !=
+      NULL)
+    (void)lkvnet_node_transfer_begin(s, req, start, u->str, u->len);
+  lkvnet_json_free(&o);
+}
+
+/* A consistent read, once its ReadIndex is applied: the route itself,
+ * on the query (or the path) it kept. */
+static void serve_get(lkvnet_server *s, lkvnet_waiter *w,
+                      struct evhttp_request *req) {
+  route_get(s, req, w->key, w->h.start);
+}
+static void serve_scan(lkvnet_server *s, lkvnet_waiter *w,
+                       struct evhttp_request *req) {
+  route_scan(s, req, w->key, w->h.start);
+}
+static void serve_kv(lkvnet_server *s, lkvnet_waiter *w,
+                     struct evhttp_request *req) {
+  route_kv(s, req, w->key, EVHTTP_REQ_GET, w->h.start);
+}
+
+/* Hold a consistent read on the leader until the core confirms the
+ * leadership (ReadIndex) and the index it names is applied. */
+static void read_consistent(lkvnet_server *s, struct evhttp_request *req,
+                            int route, double start, const char *arg) {
+  lkvnet_read_fn fn = route == LKVNET_ROUTE_GET    ? serve_get
+                      : route == LKVNET_ROUTE_SCAN ? serve_scan
+                                                   : serve_kv;
+  char *copy = strdup(arg);
+  lkvnet_waiter *w;
+  if (copy == NULL || (w = lkvnet_node_waiter_add(s, req, route, start, fn,
+                                                  copy, strlen(arg))) == NULL) {
+    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    return;
+  }
+  lkvnet_node_read_begin(s, w);
+}
+
 static const char *method_name(enum evhttp_cmd_type c) {
   switch (c) {
     case EVHTTP_REQ_GET: return "GET";
@@ -262,9 +306,10 @@ static const struct {
     {"/stats", LKVNET_ROUTE_STATS, EVHTTP_REQ_GET},
     {"/health", LKVNET_ROUTE_HEALTH, EVHTTP_REQ_GET},
     {"/metrics", LKVNET_ROUTE_METRICS, EVHTTP_REQ_GET},
-    {"/append", LKVNET_ROUTE_APPEND, EVHTTP_REQ_POST},
+    {"/raft", LKVNET_ROUTE_RAFT, EVHTTP_REQ_POST},
     {"/snapshot", LKVNET_ROUTE_SNAPSHOT, EVHTTP_REQ_POST},
     {"/sync", LKVNET_ROUTE_SYNC, EVHTTP_REQ_GET},
+    {"/transfer_leader", LKVNET_ROUTE_TRANSFER, EVHTTP_REQ_POST},
 };
 
 void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
@@ -317,7 +362,7 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
   }
   /* internal bodies carry whole entries (each within the body limit when
    * it was written) plus a batch; evhttp's own cap still bounds them */
-  if (body > s->max_body && route != LKVNET_ROUTE_APPEND &&
+  if (body > s->max_body && route != LKVNET_ROUTE_RAFT &&
       route != LKVNET_ROUTE_SNAPSHOT) {
     lkvnet_node_reply_error(s, req, route, start, 413,
                             "request body is %zu bytes; the limit is %zu", body,
@@ -325,26 +370,35 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
     return;
   }
   if (!query) query = "";
-  if (route == LKVNET_ROUTE_APPEND || route == LKVNET_ROUTE_SNAPSHOT ||
+  if (route == LKVNET_ROUTE_RAFT || route == LKVNET_ROUTE_SNAPSHOT ||
       route == LKVNET_ROUTE_SYNC) {
     if (!lkvnet_node_authorized(s, req, route, start)) return;
-  } else if (!s->leader &&
-             (route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
-              (route == LKVNET_ROUTE_KV && cmd != EVHTTP_REQ_GET) ||
-              (route == LKVNET_ROUTE_GET && query_flag(query, "consistent")))) {
-    lkvnet_node_forward(s, req, route, start);
-    return;
+  } else {
+    int write = route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
+                route == LKVNET_ROUTE_TRANSFER ||
+                (route == LKVNET_ROUTE_KV && cmd != EVHTTP_REQ_GET);
+    int consistent = !write &&
+                     (route == LKVNET_ROUTE_GET || route == LKVNET_ROUTE_SCAN ||
+                      route == LKVNET_ROUTE_KV) &&
+                     query_flag(query, "consistent");
+    if ((write || consistent) && !s->leader) {
+      /* to the leader; 503 when none is known, or when this request was
+       * forwarded here already */
+      lkvnet_node_forward(s, req, route, start);
+      return;
+    }
+    if (consistent) {
+      read_consistent(s, req, route, start,
+                      route == LKVNET_ROUTE_KV ? path : query);
+      return;
+    }
   }
   switch (route) {
     case LKVNET_ROUTE_SET:
     case LKVNET_ROUTE_DELETE: route_write_json(s, req, route, start); break;
-    case LKVNET_ROUTE_GET:
-      route_get(s, req, query, start,
-                s->leader && query_flag(query, "consistent"));
-      break;
-    case LKVNET_ROUTE_APPEND:
-      lkvnet_node_route_append(s, req, query, start);
-      break;
+    case LKVNET_ROUTE_TRANSFER: route_transfer(s, req, start); break;
+    case LKVNET_ROUTE_GET: route_get(s, req, query, start); break;
+    case LKVNET_ROUTE_RAFT: lkvnet_node_route_raft(s, req, start); break;
     case LKVNET_ROUTE_SNAPSHOT:
       lkvnet_node_route_snapshot(s, req, query, start);
       break;

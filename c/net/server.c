@@ -40,26 +40,43 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
   lkvnet_node_compaction_poll(s);
   if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
     lkvnet_pending *p;
-    lkvnet_waiter *w;
     uint64_t durable = lkvnet_rlog_durable_index(s->rlog);
     for (p = s->head; p != NULL; p = p->next)
       if (p->index > durable)
         lkvnet_node_held_error(&p->h, 500, "the replication log failed: %s",
                                err.msg);
-    for (w = s->waiters; w != NULL; w = w->next)
-      if (w->kind == LKVNET_WAIT_APPEND)
-        lkvnet_node_held_error(&w->h, 500, "the replication log failed: %s",
-                               err.msg);
   }
-  lkvnet_node_advance_commit(s);
-  lkvnet_node_serve_waiters(s);
+  lkvnet_node_raft_durable(s);
+  lkvnet_node_raft_run(s);
 }
 
-/* How many nodes hold index durably (the leader counted), for messages. */
-static size_t holders(lkvnet_server *s, uint64_t index) {
-  size_t n = lkvnet_rlog_durable_index(s->rlog) >= index, i;
-  for (i = 0; i < s->npeers; i++) n += s->peers[i].match_index >= index;
-  return n;
+/* The driver's wake-up (lkvnet_node_wake): a Ready may be waiting. */
+static void on_ready(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  lkvnet_node_raft_run(arg);
+}
+
+/* One Raft tick (every heartbeat_ms). */
+static void on_raft_tick(evutil_socket_t fd, short what, void *arg) {
+  lkvnet_server *s = arg;
+  (void)fd;
+  (void)what;
+  if (!s->log_failed) lkvnet_raft_tick(s->raft);
+  if (s->hinted && !s->log_failed) {
+    /* LEADER_URL's node on a fresh cluster (term 0: no election has
+     * ever been won or even begun): campaign at every tick until the
+     * others are up to grant it, rather than wait a whole election
+     * timeout after a first try that found them still starting. Only
+     * pre-votes go out (no term moves) until it can win. */
+    lkvnet_raft_status st;
+    lkvnet_raft_status_get(s->raft, &st);
+    if (st.term == 0 && st.leader == LKVNET_RAFT_NONE && !s->needs_snapshot)
+      lkvnet_raft_campaign(s->raft);
+    else
+      s->hinted = 0;
+  }
+  lkvnet_node_raft_run(s);
 }
 
 /* A drain ends once every request held is answered and every answer is
@@ -71,14 +88,16 @@ static size_t holders(lkvnet_server *s, uint64_t index) {
 static void drain_step(lkvnet_server *s) {
   double t;
   if (!s->draining || s->waiting > 0) return;
+  /* a leader hands over before it goes, so the others need not wait an
+   * election timeout (it gives up at the transfer's deadline) */
+  if (s->transfer_to != LKVNET_RAFT_NONE && s->leader) return;
   t = lkvnet_node_now();
   if (s->drained_at == 0) s->drained_at = t;
   if (lkvnet_node_conns_answering(s) == 0 || t - s->drained_at >= DRAIN_FLUSH_S)
     event_base_loopexit(s->base, NULL);
 }
 
-/* Every 50 ms: answer what missed its deadline; heartbeats and retries
- * to followers; finish a drain. */
+/* Every 50 ms: answer what missed its deadline; finish a drain. */
 static void on_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_server *s = arg;
   double t = lkvnet_node_now();
@@ -90,30 +109,20 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
     if (p->h.req == NULL || t < p->h.deadline) continue;
     lkvnet_node_held_error(
         &p->h, 503,
-        "no quorum: index %llu is durable on %zu of %zu nodes after "
-        "%d ms; the write may still be applied later",
-        (unsigned long long)p->index, holders(s, p->index), s->npeers + 1,
-        s->write_timeout_ms);
+        "outcome unknown: index %llu was not committed within %d ms (no "
+        "majority, or a new leader); it may still be written later",
+        (unsigned long long)p->index, s->write_timeout_ms);
   }
   for (w = s->waiters; w != NULL; w = w->next) {
     if (w->h.req == NULL || t < w->h.deadline) continue;
-    if (w->kind == LKVNET_WAIT_READ)
-      lkvnet_node_held_error(&w->h, 503,
-                             "consistent read: index %llu not "
-                             "applied within %d ms",
-                             (unsigned long long)w->target,
-                             s->write_timeout_ms);
-    else
-      lkvnet_node_held_error(&w->h, 503,
-                             "the log did not sync index %llu "
-                             "within %d ms",
-                             (unsigned long long)w->target,
-                             s->write_timeout_ms);
+    lkvnet_node_held_error(&w->h, 503,
+                           "consistent read: not confirmed and applied "
+                           "within %d ms",
+                           s->write_timeout_ms);
   }
   lkvnet_node_serve_waiters(s);   /* frees the answered */
   lkvnet_node_compaction_poll(s); /* what a truncate or an install finished */
-  /* retries and heartbeats; followers have no peers */
-  lkvnet_node_peers_kick(s);
+  lkvnet_node_transfer_poll(s);
   drain_step(s);
 }
 
@@ -128,6 +137,9 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
     evhttp_del_accept_socket(s->http, s->sock);
     s->sock = NULL;
   }
+  if (s->leader && s->transfer_to == LKVNET_RAFT_NONE &&
+      lkvnet_node_transfer_begin(s, NULL, 0, NULL, 0) == 0)
+    lkvnet_node_log(s, "handing the leadership over before stopping");
   drain_step(s);
 }
 
@@ -158,15 +170,13 @@ static int check_options(const lkvnet_options *o, lkv_err *err) {
   return lkv_schema_check(schema, n, o, err);
 }
 
-/* Start-up replay: entries past the applied index wait in the pending
- * list for the commit index, like new ones. */
+/* Start-up: the core reads the log through its storage callbacks
+ * (raftstore.c) and releases what is committed past the applied index;
+ * nothing is kept from the replay. */
 static int replay_entry(void *ctx, const lkvnet_entry *e, lkv_err *err) {
-  lkvnet_server *s = ctx;
-  if (e->index <= s->applied_index) return LKV_OK;
-  if (lkvnet_node_pending_push(s, e->index, e->op, e->key, e->klen, e->val,
-                               e->vlen) != 0)
-    return lkv_seterr(err, LKV_NOMEM, "replaying index %llu",
-                      (unsigned long long)e->index);
+  (void)ctx;
+  (void)e;
+  (void)err;
   return LKV_OK;
 }
 
@@ -206,45 +216,6 @@ static int make_data_dir(const lkv_env *env, const char *dir, lkv_err *err) {
   return LKV_OK;
 }
 
-/* The leader: a new term (persisted before anything of it is written), a
- * peer (lkvnet_peer) per follower, and the term's no-op. A follower: its
- * connections to the leader, for forwarding. */
-static int setup_cluster(lkvnet_server *s, lkv_err *err) {
-  size_t i;
-  int rc;
-  if (s->leader) {
-    if ((s->peers = calloc(s->nnodes, sizeof *s->peers)) == NULL)
-      return lkv_seterr(err, LKV_NOMEM, "peers");
-    for (i = 0; i < s->nnodes; i++) {
-      lkvnet_peer *p = &s->peers[s->npeers];
-      if (strcmp(s->nodes[i], s->my_url) == 0) continue;
-      if ((p->url = strdup(s->nodes[i])) == NULL)
-        return lkv_seterr(err, LKV_NOMEM, "peers");
-      s->npeers++;
-      p->s = s;
-      if ((p->conn = lkvnet_node_connect_url(s, p->url, &p->hostport, err)) ==
-          NULL)
-        return err ? err->code : LKV_INVALID;
-      /* a silent follower is down after this, not after TCP's minutes */
-      evhttp_connection_set_timeout(p->conn, 2);
-      p->next_index = lkvnet_node_last_index(s) + 1;
-    }
-    if ((rc = lkvnet_node_start_term(s, s->term + 1)) != LKV_OK)
-      return lkv_seterr(err, rc,
-                        "cannot start term %llu in %s (see the "
-                        "log line above)",
-                        (unsigned long long)s->term + 1, s->data_dir);
-  } else {
-    /* check LEADER_URL now; connections open as forwarding needs them */
-    if (lkvnet_node_forward_conn(s) == (size_t)-1)
-      return lkv_seterr(err, LKV_INVALID,
-                        "cannot connect to the leader "
-                        "URL %s",
-                        s->leader_url);
-  }
-  return LKV_OK;
-}
-
 int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                        lkv_err *err) {
   lkvnet_server *s;
@@ -268,6 +239,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->log = o->log;
   s->log_ctx = o->log_ctx;
   s->heartbeat_ms = o->heartbeat_ms;
+  s->election_ms = o->election_timeout_ms;
   s->compaction_threshold = o->log_compaction_threshold;
   s->max_uncommitted = o->max_uncommitted_bytes;
   s->read_timeout_ms = o->read_timeout_ms;
@@ -363,9 +335,6 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                     (unsigned long long)s->applied_index);
     goto fail;
   }
-  if ((rc = lkvnet_term_load(s->data_dir, s->env, &s->term, &e)) != LKV_OK)
-    goto fail;
-  if (rs.last_term > s->term) s->term = rs.last_term;
 
   /* the loop and the listening socket */
   if ((s->base = event_base_new()) == NULL ||
@@ -416,12 +385,11 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
              s->port);
     s->my_url = dupstr(u);
   }
-  s->leader_url = dupstr(o->leader_url ? o->leader_url : s->my_url);
-  if (s->my_url == NULL || s->leader_url == NULL) {
+  s->hint_url = dupstr(o->leader_url ? o->leader_url : s->my_url);
+  if (s->my_url == NULL || s->hint_url == NULL) {
     rc = lkv_seterr(&e, LKV_NOMEM, "server");
     goto fail;
   }
-  s->leader = strcmp(s->my_url, s->leader_url) == 0;
   if (s->nnodes == 0) {
     free(s->nodes);
     if ((s->nodes = calloc(1, sizeof *s->nodes)) == NULL ||
@@ -431,17 +399,40 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     }
     s->nnodes = 1;
   }
-  if ((rc = setup_cluster(s, &e)) != LKV_OK) goto fail;
+  {
+    /* the voters are NODE_URLS and this node's own URL */
+    int listed = 0;
+    for (i = 0; i < s->nnodes; i++)
+      listed |= lkvnet_node_id_of(s->nodes[i]) == lkvnet_node_id_of(s->my_url);
+    if (!listed) {
+      char **n = realloc(s->nodes, (s->nnodes + 1) * sizeof *n);
+      if (n == NULL || (n[s->nnodes] = dupstr(s->my_url)) == NULL) {
+        if (n != NULL) s->nodes = n;
+        rc = lkv_seterr(&e, LKV_NOMEM, "server");
+        goto fail;
+      }
+      s->nodes = n;
+      s->nnodes++;
+    }
+  }
+  s->election_ms = s->election_ms < 2 * s->heartbeat_ms ? 2 * s->heartbeat_ms
+                                                        : s->election_ms;
   s->notify_ev =
       event_new(s->base, s->pipefd[0], EV_READ | EV_PERSIST, on_notify, s);
   s->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
-  if (s->notify_ev == NULL || s->tick_ev == NULL) {
+  s->raft_tick_ev = event_new(s->base, -1, EV_PERSIST, on_raft_tick, s);
+  s->ready_ev = event_new(s->base, -1, 0, on_ready, s);
+  if (s->notify_ev == NULL || s->tick_ev == NULL || s->raft_tick_ev == NULL ||
+      s->ready_ev == NULL) {
     rc = lkv_seterr(&e, LKV_NOMEM, "events");
     goto fail;
   }
-
-  /* apply what the log holds past the engine, as far as it is committed */
-  if (s->leader) lkvnet_node_advance_commit(s);
+  if ((rc = lkvnet_node_raft_open(s, &e)) != LKV_OK) goto fail;
+  s->hinted = strcmp(s->hint_url, s->my_url) == 0;
+  /* what the log holds past the engine and is known committed (a node
+   * alone: all of it, once durable) applies as the core releases it */
+  lkvnet_node_raft_durable(s);
+  lkvnet_node_raft_run(s);
   if (s->needs_snapshot)
     lkvnet_node_log(s,
                     "the engine holds an unfinished snapshot install: "
@@ -456,8 +447,8 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                     (unsigned long long)rs.dropped_bytes, rs.dropped_why);
   lkvnet_node_log(
       s,
-      "replication log: %llu entries (last index %llu, "
-      "term %llu); applied %llu -> %llu",
+      "replication log: %llu entries (last index %llu); term %llu; "
+      "applied %llu -> %llu",
       (unsigned long long)(rs.last_index - rs.base_index),
       (unsigned long long)rs.last_index, (unsigned long long)s->term,
       (unsigned long long)replayed_from, (unsigned long long)s->applied_index);
@@ -474,25 +465,31 @@ int lkvnet_server_port(const lkvnet_server *s) { return s->port; }
 const char *lkvnet_server_url(const lkvnet_server *s) { return s->my_url; }
 
 int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
-  struct timeval tick = {0, 50 * 1000};
+  struct timeval tick = {0, 50 * 1000}, rtick;
   struct sigaction ign, old_pipe;
   int rc = LKV_OK;
   memset(&ign, 0, sizeof ign);
   ign.sa_handler = SIG_IGN;
   sigaction(SIGPIPE, &ign, &old_pipe);
+  rtick.tv_sec = s->heartbeat_ms / 1000;
+  rtick.tv_usec = (s->heartbeat_ms % 1000) * 1000;
   s->sigterm_ev = evsignal_new(s->base, SIGTERM, on_signal, s);
   s->sigint_ev = evsignal_new(s->base, SIGINT, on_signal, s);
   if (s->sigterm_ev == NULL || s->sigint_ev == NULL ||
       event_add(s->sigterm_ev, NULL) != 0 ||
       event_add(s->sigint_ev, NULL) != 0 ||
       event_add(s->notify_ev, NULL) != 0 || event_add(s->tick_ev, &tick) != 0 ||
+      event_add(s->raft_tick_ev, &rtick) != 0 ||
       lkvnet_node_conns_start(s) != 0) {
     rc = lkv_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {
-    lkvnet_node_log(s, "listening on %s:%d as %s (%s; leader %s; %zu node(s))",
-                    s->host, s->port, s->my_url,
-                    s->leader ? "leader" : "follower", s->leader_url,
-                    s->nnodes);
+    lkvnet_node_log(
+        s,
+        "listening on %s:%d as %s (%zu node(s); term %llu; "
+        "heartbeat %d ms, election timeout %d ms%s)",
+        s->host, s->port, s->my_url, s->nnodes, (unsigned long long)s->term,
+        s->heartbeat_ms, s->election_ms,
+        strcmp(s->hint_url, s->my_url) == 0 ? "; the hinted leader" : "");
     if (event_base_dispatch(s->base) < 0)
       rc = lkv_seterr(err, LKV_IOERROR, "the event loop failed");
   }
@@ -520,6 +517,9 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     free(w->key);
     free(w);
   }
+  if (s->raft) lkvnet_raft_free(s->raft);
+  free(s->node_ids);
+  free(s->scratch);
   for (i = 0; i < s->npeers; i++) {
     lkvnet_peer *pe = &s->peers[i];
     if (pe->conn) evhttp_connection_free(pe->conn);
@@ -528,8 +528,8 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     free(pe->hostport);
   }
   free(s->peers);
-  for (i = 0; i < s->nfwd; i++) evhttp_connection_free(s->fwd[i]);
-  free(s->leader_hostport);
+  for (i = 0; i < s->nfwd; i++)
+    if (s->fwd[i]) evhttp_connection_free(s->fwd[i]);
   free(s->token);
   free(s->test_gate);
   /* evhttp_free frees the listener first, then closes the connections,
@@ -541,6 +541,8 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   lkvnet_node_conns_free(s);
   if (s->notify_ev) event_free(s->notify_ev);
   if (s->tick_ev) event_free(s->tick_ev);
+  if (s->raft_tick_ev) event_free(s->raft_tick_ev);
+  if (s->ready_ev) event_free(s->ready_ev);
   if (s->sigterm_ev) event_free(s->sigterm_ev);
   if (s->sigint_ev) event_free(s->sigint_ev);
   if (s->base) event_base_free(s->base);
@@ -565,7 +567,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   free(s->data_dir);
   free(s->host);
   free(s->my_url);
-  free(s->leader_url);
+  free(s->hint_url);
   free(s);
   return rc;
 }

@@ -50,10 +50,14 @@ end
 -- The numeric flags (lunakv.cmd.node has checked their ranges) that the
 -- server takes as they are.
 local PASSED_THROUGH = {
-  "max_body_bytes", "write_timeout_ms", "heartbeat_ms",
+  "max_body_bytes", "write_timeout_ms",
   "max_uncommitted_bytes", "read_timeout_ms", "idle_timeout_ms",
   "max_connections",
 }
+
+-- The Raft timing: a flag, else the settings layers (HEARTBEAT_MS,
+-- ELECTION_TIMEOUT_MS in .env or the environment), else the default.
+local TIMING = { "heartbeat_ms", "election_timeout_ms" }
 
 -- Work out the server options from the arguments. Returns opts or nil, msg.
 function M.options(args)
@@ -131,6 +135,7 @@ function M.main(args, settings)
   local lunakv = require "lunakv"
   opts.engine = lunakv.engine_options(settings)
   opts.log_compaction_threshold = settings.log_compaction_threshold
+  for _, k in ipairs(TIMING) do opts[k] = args[k] or settings[k] end
   opts.token = args.token or settings.cluster_token
   if opts.token == "" then opts.token = nil end
   if opts.port == 0 then

@@ -9,7 +9,8 @@ local M = {}
 M.summary = "Run an HTTP node: lunakv node PORT DATA_DIR LEADER_URL "
   .. "NODE_URLS."
 M.description = "Run an HTTP node (the seed's arguments) until SIGTERM or "
-  .. "SIGINT. The node whose\nURL is LEADER_URL takes writes; routes are in "
+  .. "SIGINT. The nodes of\nNODE_URLS elect a leader (Raft); LEADER_URL is a "
+  .. "hint: on a fresh cluster that\nnode campaigns first. Routes are in "
   .. "docs/http_api.md. Example:\n  lunakv node 8000 data/node0 "
   .. "http://localhost:8000 http://localhost:8000"
 
@@ -25,7 +26,12 @@ local FLAGS = {
   { "--write-timeout-ms", "<ms>",
     "A write not committed by then is answered 503" },
   { "--heartbeat-ms", "<ms>",
-    "How often an idle leader contacts each follower" },
+    "The Raft tick: how often a leader heartbeats each follower "
+    .. "(default: HEARTBEAT_MS)" },
+  { "--election-timeout-ms", "<ms>",
+    "A follower that hears no leader this long (up to twice that, at "
+    .. "random) starts an election; at least 2 heartbeats (default: "
+    .. "ELECTION_TIMEOUT_MS)" },
   { "--max-uncommitted-bytes", "<n>",
     "Key and value bytes of writes a leader holds while they wait for a "
     .. "majority before it refuses new ones with 503" },
@@ -64,7 +70,9 @@ function M.add_to_parser(p)
     :argname("<port>"):convert(config.int_arg("PORT", 0, 65535))
   p:argument("data_dir", "The node's directory: db/ and replication.log.")
     :argname("<data_dir>")
-  p:argument("leader_url", "The leader's URL (e.g. http://localhost:8000).")
+  p:argument("leader_url", "A hint: the node that campaigns first on a "
+    .. "fresh cluster (e.g. http://localhost:8000); afterwards the nodes "
+    .. "elect whoever is fit.")
     :argname("<leader_url>")
   p:argument("node_urls", "Every node's URL, comma-separated (this node's "
     .. "is the one with PORT).")
@@ -73,7 +81,7 @@ function M.add_to_parser(p)
     .. "node's URL (0.0.0.0 listens on every interface).")
     :argname("<addr>")
   p:option("--token", "Shared secret the nodes send each other on "
-    .. "/append, /snapshot and /sync (default: CLUSTER_TOKEN; empty: none). "
+    .. "/raft, /snapshot and /sync (default: CLUSTER_TOKEN; empty: none). "
     .. "Prefer CLUSTER_TOKEN: a flag shows in ps.")
     :argname("<secret>")
   for _, f in ipairs(M.NUMERIC) do

@@ -1,0 +1,541 @@
+/* raftnode.c - the node as the driver of the Raft core (raft.h, "The
+ * driver contract"): opening it over the term file and the log, the Ready
+ * cycle (install, write the entries, persist the hard state, send, apply,
+ * release reads), the log's durability reported to it, and the clients'
+ * writes (proposals) and consistent reads (ReadIndex) handed to it.
+ * Everything that steps or ticks the core elsewhere wakes this file's
+ * cycle through the loop (lkvnet_node_wake); server.c runs it. Runs on
+ * the event loop's thread; the node's state is node.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "coding.h"
+#include "err.h"
+#include "hardstate.h"
+#include "json.h"
+#include "node.h"
+#include "rlog.h"
+
+/* {======================================================================
+** Opening
+** ======================================================================= */
+
+/* The configuration the engine keeps (LKVNET_CONF_KEY); the founding
+ * voters (every node of NODE_URLS) when it has none yet. */
+static int load_conf(lkvnet_server *s, lkv_err *err) {
+  size_t i;
+  int rc = lkv_db_get(s->db, LKVNET_CONF_KEY, sizeof LKVNET_CONF_KEY - 1,
+                      LKV_SEQ_LATEST, &s->getbuf, err);
+  memset(&s->conf, 0, sizeof s->conf);
+  if (rc == LKV_NOTFOUND) {
+    for (i = 0; i < s->nnodes && i < LKVNET_RAFT_MAX_MEMBERS; i++)
+      s->conf.voters[s->conf.n_voters++] = s->node_ids[i];
+    return LKV_OK;
+  }
+  if (rc != LKV_OK) return rc;
+  {
+    const unsigned char *b = (const unsigned char *)s->getbuf.data;
+    size_t n = s->getbuf.len, nv, nl;
+    if (n < 2 || (nv = b[0]) + (nl = b[1]) > LKVNET_RAFT_MAX_MEMBERS ||
+        n != 2 + 8 * (nv + nl))
+      return lkv_seterr(err, LKV_CORRUPTION,
+                        "%s/db: the kept configuration is %zu bytes",
+                        s->data_dir, n);
+    for (i = 0; i < nv; i++) s->conf.voters[i] = lkv_get64(b + 2 + 8 * i);
+    for (i = 0; i < nl; i++)
+      s->conf.learners[i] = lkv_get64(b + 2 + 8 * (nv + i));
+    s->conf.n_voters = nv;
+    s->conf.n_learners = nl;
+  }
+  return LKV_OK;
+}
+
+int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err) {
+  size_t i;
+  int rc;
+  lkvnet_rlog_stats rs;
+  if ((s->node_ids = calloc(s->nnodes, sizeof *s->node_ids)) == NULL)
+    return lkv_seterr(err, LKV_NOMEM, "node ids");
+  s->id = lkvnet_node_id_of(s->my_url);
+  for (i = 0; i < s->nnodes; i++) {
+    size_t j;
+    s->node_ids[i] = lkvnet_node_id_of(s->nodes[i]);
+    for (j = 0; j < i; j++)
+      if (s->node_ids[j] == s->node_ids[i])
+        return lkv_seterr(err, LKV_INVALID, "NODE_URLS names %s twice",
+                          s->nodes[i]);
+  }
+  if ((rc = lkvnet_hardstate_load(s->data_dir, s->env, &s->term, &s->vote,
+                                  err)) != LKV_OK)
+    return rc;
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  if (rs.last_term > s->term) {
+    /* a log written before the term file kept up (a fixed leader's
+     * follower): no term below the log's, and no vote in it */
+    s->term = rs.last_term;
+    s->vote = 0;
+  }
+  if ((rc = load_conf(s, err)) != LKV_OK) return rc;
+  if ((rc = lkvnet_node_peers_open(s, err)) != LKV_OK) return rc;
+  if ((rc = lkvnet_node_raft_new(s, err)) != LKV_OK) return rc;
+  /* a node alone needs nobody's vote: lead at once, after a restart too */
+  if (s->conf.n_voters == 1 && s->conf.voters[0] == s->id && !s->needs_snapshot)
+    lkvnet_raft_campaign(s->raft);
+  return LKV_OK;
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The Ready cycle
+** ======================================================================= */
+
+static const char *url_of(lkvnet_server *s, uint64_t id) {
+  size_t i;
+  if (id == LKVNET_RAFT_NONE) return NULL;
+  if (id == s->id) return s->my_url;
+  for (i = 0; i < s->nnodes; i++)
+    if (s->node_ids[i] == id) return s->nodes[i];
+  return NULL;
+}
+
+/* The role and the leader: routing, /status, and the writes a deposed
+ * leader leaves behind. */
+static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
+  int was_leader = s->leader;
+  if (rd->role == s->role && rd->leader == s->leader_id) return;
+  s->role = rd->role;
+  s->leader = rd->role == LKVNET_RAFT_LEADER;
+  if (rd->leader != s->leader_id) {
+    s->leader_id = rd->leader;
+    s->leader_url = url_of(s, rd->leader);
+    if (s->leader_url != NULL)
+      lkvnet_node_log(s, "leader: %s (term %llu)%s", s->leader_url,
+                      (unsigned long long)rd->hs.term,
+                      s->leader ? ", this node" : "");
+    else
+      lkvnet_node_log(s, "no leader (term %llu, %s)",
+                      (unsigned long long)rd->hs.term,
+                      lkvnet_raft_role_name(rd->role));
+  }
+  if (was_leader && !s->leader)
+    lkvnet_node_pending_unknown(s, "this node stopped leading");
+  if (s->transfer_to != LKVNET_RAFT_NONE && !s->leader &&
+      rd->leader != LKVNET_RAFT_NONE) {
+    /* handed over (or lost otherwise): the transfer's request learns who
+     * leads now */
+    lkvnet_jbuf b;
+    const char *u = url_of(s, rd->leader);
+    memset(&b, 0, sizeof b);
+    lkvnet_jbuf_lit(&b, rd->leader == s->transfer_to
+                            ? "{\"ok\": true, \"leader\": "
+                            : "{\"ok\": false, \"error\": \"another node "
+                              "was elected\", \"leader\": ");
+    if (u != NULL)
+      lkvnet_jbuf_str(&b, u, strlen(u));
+    else
+      lkvnet_jbuf_lit(&b, "null");
+    lkvnet_jbuf_lit(&b, "}");
+    lkvnet_node_held_json(&s->transfer_h,
+                          rd->leader == s->transfer_to ? 200 : 503, &b);
+    if (rd->leader != s->transfer_to)
+      lkvnet_node_log(s, "leadership transfer: another node leads");
+    s->transfer_to = LKVNET_RAFT_NONE;
+  }
+}
+
+/* The log refused entry index (err): every write at or past it is
+ * answered 500 (it was not written), and the node goes quiet once this
+ * Ready is done (s->log_failed; log_recover). */
+static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
+  lkvnet_pending *p;
+  lkvnet_node_log(s, "cannot append index %llu: %s", (unsigned long long)index,
+                  err->msg);
+  for (p = s->head; p != NULL; p = p->next)
+    if (p->index >= index)
+      lkvnet_node_held_error(&p->h, 500,
+                             "the replication log failed: %s; index %llu "
+                             "was not written",
+                             err->msg, (unsigned long long)p->index);
+  s->log_failed = 1;
+  if (s->leader) {
+    s->leader = 0;
+    s->leader_id = LKVNET_RAFT_NONE;
+    s->leader_url = NULL;
+    lkvnet_node_pending_unknown(s, "this node's log failed");
+  }
+}
+
+/* Contract b: write the entries, cutting a conflicting suffix first. */
+static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
+                          size_t n) {
+  size_t i;
+  lkv_err err;
+  err.msg[0] = '\0';
+  if (n == 0) return;
+  if (ents[0].index <= lkvnet_rlog_last_index(s->rlog)) {
+    lkvnet_node_log(s, "log conflict at index %llu: cutting %llu entries",
+                    (unsigned long long)ents[0].index,
+                    (unsigned long long)(lkvnet_rlog_last_index(s->rlog) -
+                                         ents[0].index + 1));
+    if (lkvnet_rlog_truncate(s->rlog, ents[0].index - 1, &err) != LKV_OK) {
+      write_failed(s, ents[0].index, &err);
+      return;
+    }
+  }
+  for (i = 0; i < n; i++) {
+    const lkvnet_raft_entry *re = &ents[i];
+    lkvnet_entry e;
+    memset(&e, 0, sizeof e);
+    e.term = re->term;
+    e.index = re->index;
+    if (re->type == LKVNET_RAFT_ENTRY_NOOP) {
+      e.op = LKVNET_OP_NOOP;
+    } else if (re->type != LKVNET_RAFT_ENTRY_NORMAL ||
+               lkvnet_node_cmd_decode(re->data, re->len, &e.op, &e.key, &e.klen,
+                                      &e.val, &e.vlen) != 0) {
+      lkv_seterr(&err, LKV_INVALID, "not an entry this node can keep");
+      write_failed(s, re->index, &err);
+      return;
+    }
+    if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
+      /* not written: it never becomes durable here, so it is never
+       * acknowledged or counted from this node */
+      write_failed(s, e.index, &err);
+      return;
+    }
+  }
+}
+
+/* Contract d, with one filter: a node whose engine is partial (an
+ * unfinished install) must never lead, so its own vote requests are
+ * dropped, as a network may drop them: it stays a (pre-)candidate that
+ * nobody hears, and follows the next leader that reaches it. */
+static void send_msgs(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n) {
+  size_t i, j = 0;
+  lkvnet_raft_msg *keep;
+  if (n == 0) return;
+  if (!s->needs_snapshot) {
+    lkvnet_node_send(s, msgs, n);
+    return;
+  }
+  if ((keep = malloc(n * sizeof *keep)) == NULL) return;
+  for (i = 0; i < n; i++)
+    if (msgs[i].type != LKVNET_RAFT_MSG_VOTE &&
+        msgs[i].type != LKVNET_RAFT_MSG_PREVOTE)
+      keep[j++] = msgs[i];
+  lkvnet_node_send(s, keep, j);
+  free(keep);
+}
+
+/* After a failed append the core believes entries written that are not,
+ * and a core opened over a log takes all of it as durable: so the node
+ * stays quiet (no Ready taken, nothing stepped or ticked: as if cut off)
+ * until its log is whole and durable again, then reopens the core over
+ * it, as after a restart (its hard state is on disk). A stuck log never
+ * is: the node stays quiet until it is restarted. 1 while quiet. */
+static int log_recover(lkvnet_server *s) {
+  lkv_err err;
+  if (!s->log_failed) return 0;
+  if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK ||
+      lkvnet_rlog_durable_index(s->rlog) < lkvnet_rlog_last_index(s->rlog))
+    return 1; /* the syncer's next report tries again */
+  s->log_failed = 0;
+  err.msg[0] = '\0';
+  lkvnet_raft_free(s->raft);
+  s->raft = NULL;
+  if (lkvnet_node_raft_new(s, &err) != LKV_OK) {
+    lkvnet_node_log(s, "cannot reopen the Raft core: %s", err.msg);
+    abort();
+  }
+  lkvnet_node_log(s, "the log is whole again: rejoining (term %llu)",
+                  (unsigned long long)s->term);
+  s->role = LKVNET_RAFT_FOLLOWER;
+  s->leader_id = LKVNET_RAFT_NONE;
+  s->leader_url = NULL;
+  if (s->conf.n_voters == 1 && s->conf.voters[0] == s->id && !s->needs_snapshot)
+    lkvnet_raft_campaign(s->raft);
+  return 0;
+}
+
+void lkvnet_node_raft_run(lkvnet_server *s) {
+  size_t i;
+  if (log_recover(s)) return;
+  while (!s->log_failed && lkvnet_raft_has_ready(s->raft)) {
+    lkvnet_raft_ready rd;
+    int hs_ok = 1;
+    lkvnet_raft_ready_get(s->raft, &rd);
+    soft_state(s, &rd);
+    if (rd.has_snapshot && s->install_stepped)
+      (void)lkvnet_node_install_finish(s, rd.snap_index, rd.snap_term,
+                                       &rd.snap_conf, 1);
+    write_entries(s, rd.entries, rd.n_entries);
+    if (rd.hs_changed && (rd.hs.term != s->term || rd.hs.vote != s->vote)) {
+      lkv_err err;
+      err.msg[0] = '\0';
+      if (lkvnet_hardstate_store(s->data_dir, s->env, rd.hs.term, rd.hs.vote,
+                                 &err) != LKV_OK) {
+        /* the messages depend on it: none leaves (as if lost) */
+        lkvnet_node_log(s, "cannot persist term %llu and vote: %s",
+                        (unsigned long long)rd.hs.term, err.msg);
+        hs_ok = 0;
+      } else {
+        s->term = rd.hs.term;
+        s->vote = rd.hs.vote;
+      }
+    }
+    if (rd.hs.commit > s->commit_index) s->commit_index = rd.hs.commit;
+    if (hs_ok) send_msgs(s, rd.msgs, rd.n_msgs);
+    if (!s->needs_snapshot)
+      lkvnet_node_apply_entries(s, rd.committed, rd.n_committed);
+    for (i = 0; i < rd.n_reads; i++)
+      lkvnet_node_read_released(s, rd.reads[i].ctx, rd.reads[i].index,
+                                rd.reads[i].ok);
+    lkvnet_raft_advance(s->raft);
+  }
+  if (s->install_stepped) {
+    /* the core needed no install: its log already holds the snapshot's
+     * entry; the engine holds the state at that index */
+    (void)lkvnet_node_install_finish(s, s->install_index, s->install_term,
+                                     &s->install_conf, 0);
+  }
+  lkvnet_node_serve_waiters(s);
+  if (s->leader) {
+    /* the followers' progress, for log compaction and /status */
+    lkvnet_raft_status st;
+    lkvnet_raft_status_get(s->raft, &st);
+    for (i = 0; i < st.n_progress; i++) {
+      lkvnet_peer *p = lkvnet_node_peer_by_id(s, st.progress[i].id);
+      if (p == NULL) continue;
+      p->match_index = st.progress[i].match;
+      p->next_index = st.progress[i].next;
+    }
+  }
+}
+
+void lkvnet_node_raft_durable(lkvnet_server *s) {
+  uint64_t d = lkvnet_rlog_durable_index(s->rlog), t;
+  lkvnet_rlog_stats rs;
+  if (d == 0) return;
+  lkvnet_rlog_stats_get(s->rlog, &rs);
+  if (d == rs.base_index)
+    t = rs.base_term;
+  else if (lkvnet_rlog_term_at(s->rlog, d, &t) != LKV_OK)
+    return;
+  lkvnet_raft_durable(s->raft, d, t);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Clients' writes and consistent reads
+** ======================================================================= */
+
+void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
+                             int route, double start, int op, const char *key,
+                             size_t klen, const char *val, size_t vlen) {
+  uint64_t index, term;
+  lkv_err err;
+  unsigned char *cmd;
+  size_t n;
+  int rc;
+  if (s->draining) {
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "the node is shutting down");
+    return;
+  }
+  if (s->apply_err.code != LKV_OK) {
+    lkvnet_node_reply_error(s, req, route, start, 500, "writes are stopped: %s",
+                            s->apply_err.msg);
+    return;
+  }
+  err.code = LKV_OK;
+  err.msg[0] = '\0';
+  if (s->log_failed && log_recover(s) == 0)
+    lkvnet_node_raft_run(s); /* a node alone leads again at once */
+  if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
+    /* sticky: nothing written now could become durable */
+    lkvnet_node_reply_error(s, req, route, start, 500,
+                            "the replication log failed: %s", err.msg);
+    return;
+  }
+  if (lkvnet_node_is_reserved(key, klen)) {
+    lkvnet_node_reply_error(
+        s, req, route, start, 400,
+        "keys starting with \\xff\\xfflunakv/ are reserved");
+    return;
+  }
+  if (klen > LKV_MAX_KEY_BYTES) {
+    lkvnet_node_reply_error(s, req, route, start, 413,
+                            "key is %zu bytes; the limit is %u", klen,
+                            (unsigned)LKV_MAX_KEY_BYTES);
+    return;
+  }
+  if (vlen > LKV_MAX_VALUE_BYTES) {
+    lkvnet_node_reply_error(s, req, route, start, 413,
+                            "value is %zu bytes; the limit is %u", vlen,
+                            (unsigned)LKV_MAX_VALUE_BYTES);
+    return;
+  }
+  if (s->log_failed) {
+    /* a write of the log failed a moment ago: not leading until the log
+     * is whole and durable again (log_recover) */
+    lkvnet_node_reply_no_leader(s, req, route, start);
+    return;
+  }
+  if (s->pending_bytes + klen + vlen > s->max_uncommitted) {
+    /* without a majority every refused write would still sit in memory
+     * (it is in the log and may commit later): past this, refuse them
+     * before they are written */
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "%zu bytes of writes are waiting "
+                            "for a majority; refusing more until it is back",
+                            s->pending_bytes);
+    return;
+  }
+  n = lkvnet_node_cmd_size(klen, vlen);
+  if ((cmd = malloc(n)) == NULL) {
+    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    return;
+  }
+  lkvnet_node_cmd_encode(cmd, op, key, klen, val, vlen);
+  err.msg[0] = '\0';
+  rc = lkvnet_raft_propose(s->raft, cmd, n, &index, &term, &err);
+  free(cmd);
+  if (rc == LKV_BUSY) {
+    /* not the leader after all, or a transfer runs: nothing was written */
+    lkvnet_node_reply_no_leader(s, req, route, start);
+    return;
+  }
+  if (rc != LKV_OK) {
+    lkvnet_node_reply_error(s, req, route, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
+    return;
+  }
+  if (lkvnet_node_pending_push(s, index, term, klen + vlen) != 0) {
+    /* proposed but untracked: its fate cannot be told to the client */
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "outcome unknown: out of memory tracking index "
+                            "%llu",
+                            (unsigned long long)index);
+    lkvnet_node_wake(s);
+    return;
+  }
+  lkvnet_node_hold(s, &s->tail->h, req, route, start,
+                   start + s->write_timeout_ms / 1000.0);
+  lkvnet_node_wake(s);
+}
+
+int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
+                               double start, const char *url, size_t len) {
+  uint64_t target = LKVNET_RAFT_NONE;
+  lkvnet_raft_status st;
+  lkv_err err;
+  size_t i;
+  if (s->log_failed) {
+    if (req) lkvnet_node_reply_no_leader(s, req, LKVNET_ROUTE_TRANSFER, start);
+    return -1;
+  }
+  lkvnet_raft_status_get(s->raft, &st);
+  if (url != NULL) {
+    char u[512];
+    if (len >= sizeof u || memchr(url, '\0', len) != NULL) {
+      if (req)
+        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 400,
+                                "node_url is not a node URL");
+      return -1;
+    }
+    memcpy(u, url, len);
+    u[len] = '\0';
+    target = lkvnet_node_id_of(u);
+    if (!lkvnet_raft_conf_is_voter(&st.conf, target)) {
+      if (req)
+        lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 400,
+                                "%s is not a voter of this cluster", u);
+      return -1;
+    }
+    if (target == s->id) {
+      if (req) {
+        lkvnet_jbuf b;
+        memset(&b, 0, sizeof b);
+        lkvnet_jbuf_lit(&b, "{\"ok\": true, \"leader\": ");
+        lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
+        lkvnet_jbuf_lit(&b, "}");
+        lkvnet_node_reply_json(s, req, LKVNET_ROUTE_TRANSFER, start, 200, &b);
+      }
+      return -1; /* it leads already: nothing to do */
+    }
+  } else {
+    /* the most caught-up other voter the transport reaches: it needs
+     * the least to catch up */
+    uint64_t best = 0;
+    for (i = 0; i < st.n_progress; i++) {
+      lkvnet_peer *p = lkvnet_node_peer_by_id(s, st.progress[i].id);
+      if (p != NULL && p->state == LKVNET_PEER_UP && st.progress[i].voter &&
+          st.progress[i].recent_active &&
+          (target == LKVNET_RAFT_NONE || st.progress[i].match > best)) {
+        target = st.progress[i].id;
+        best = st.progress[i].match;
+      }
+    }
+    if (target == LKVNET_RAFT_NONE) return -1;
+  }
+  if (s->transfer_to != LKVNET_RAFT_NONE) {
+    if (req)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 409,
+                              "a leadership transfer is under way");
+    return -1;
+  }
+  err.msg[0] = '\0';
+  if (lkvnet_raft_transfer(s->raft, target, &err) != LKV_OK) {
+    if (req)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_TRANSFER, start, 409,
+                              "cannot transfer the leadership now: %s",
+                              err.msg[0] ? err.msg : "busy");
+    return -1;
+  }
+  s->transfer_to = target;
+  /* the core abandons a transfer after an election timeout; a node that
+   * is stopping waits at most a second or ten heartbeats for it: a
+   * target that went down meanwhile must not hold the stop */
+  s->transfer_deadline = 2.0 * s->election_ms / 1000.0;
+  if (req == NULL) {
+    double quick = 10.0 * s->heartbeat_ms / 1000.0;
+    if (quick < 1.0) quick = 1.0;
+    if (quick < s->transfer_deadline) s->transfer_deadline = quick;
+  }
+  s->transfer_deadline += lkvnet_node_now();
+  if (req)
+    lkvnet_node_hold(s, &s->transfer_h, req, LKVNET_ROUTE_TRANSFER, start,
+                     s->transfer_deadline);
+  lkvnet_node_log(s, "leadership transfer to %s", url_of(s, target));
+  lkvnet_node_wake(s);
+  return 0;
+}
+
+void lkvnet_node_transfer_poll(lkvnet_server *s) {
+  if (s->transfer_to == LKVNET_RAFT_NONE ||
+      lkvnet_node_now() < s->transfer_deadline)
+    return;
+  lkvnet_node_held_error(&s->transfer_h, 503,
+                         "the leadership transfer did not complete in time; "
+                         "retry");
+  lkvnet_node_log(s, "leadership transfer abandoned");
+  s->transfer_to = LKVNET_RAFT_NONE;
+}
+
+void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w) {
+  lkv_err err;
+  err.msg[0] = '\0';
+  if (s->log_failed ||
+      lkvnet_raft_read_index(s->raft, w->ctx, &err) != LKV_OK) {
+    lkvnet_node_held_error(&w->h, 503,
+                           "no leader: this node cannot confirm a consistent "
+                           "read now (%s); retry",
+                           err.msg[0] ? err.msg : "not the leader");
+    return;
+  }
+  lkvnet_node_wake(s);
+}
+
+/* }====================================================================== */

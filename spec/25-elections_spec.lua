@@ -1,0 +1,244 @@
+-- spec/25-elections_spec.lua - Raft elections with real `lunakv node`
+-- processes on 127.0.0.1 (docs/replication.md, "Elections"; issue 18):
+-- kill -9 of the leader elects a new one and writes go on on the
+-- survivors; the old leader restarted rejoins and converges; five nodes
+-- keep serving with two dead and refuse writes (503, never success) with
+-- three dead; a leader paused (SIGSTOP) while the others elect another,
+-- then resumed, never answers a stale consistent read and steps down;
+-- /status says who leads, who was voted for, the voters.
+
+local h = require "spec.helpers"
+local hh = require "spec.http_helpers"
+local cjson = hh.json
+local socket = require "socket"
+
+local nodes -- the cluster of the running test; stopped in after_each
+
+after_each(function()
+  local ok, err = pcall(hh.stop_cluster, nodes)
+  nodes = nil
+  h.cleanup()
+  if not ok then error(err, 0) end
+end)
+
+-- Write k = v through node (forwarded when it does not lead) until it is
+-- acknowledged, within timeout s: while an election runs the answer is a
+-- 503 (no leader, or outcome unknown), never a wrong success.
+local function set_eventually(node, k, v, timeout)
+  local last
+  h.wait_until(function()
+    local code, doc, text = hh.set(node, k, v)
+    last = tostring(code) .. " " .. tostring(text)
+    if code == 200 then
+      assert.is_true(doc.ok)
+      return true
+    end
+    assert.equal(503, code, "a write during an election: " .. last)
+    return false
+  end, timeout or 15, function() return "set " .. k .. ": " .. last end)
+end
+
+-- The running members other than `except`.
+local function survivors(except)
+  local out = {}
+  for _, n in ipairs(nodes) do
+    if n ~= except and hh.running(n) then out[#out + 1] = n end
+  end
+  return out
+end
+
+describe("Raft elections #cluster", function()
+  it("elect a new leader when the leader is killed; writes go on on the "
+    .. "survivors; the old leader rejoins and converges", function()
+    nodes = hh.start_cluster { n = 3 }
+    local old = hh.wait_ready(nodes)
+    local st = hh.status(old)
+    assert.equal("leader", st.role)
+    assert.equal(old.url, st.leader)
+    assert.equal(old.url, st.vote) -- a leader voted for itself
+    assert.equal(3, #st.voters)
+    assert.same({}, st.learners)
+    for i = 1, 20 do set_eventually(old, "before" .. i, "v" .. i) end
+
+    hh.kill_member(old)
+    local rest = survivors(old)
+    local new = hh.wait_leader(nodes, 20, old)
+    assert.are_not.equal(old.url, new.url)
+    local nst = hh.status(new)
+    assert.is_true(nst.term > st.term, "a new leader has a newer term")
+    -- writes through either survivor (one forwards to the other)
+    for i = 1, 20 do
+      set_eventually(rest[1 + i % 2], "after" .. i, "w" .. i)
+    end
+    for _, n in ipairs(rest) do
+      local fst = hh.status(n)
+      assert.equal(new.url, fst.leader)
+      assert.is_true(fst.role == "leader" or fst.role == "follower", fst.role)
+    end
+
+    -- the old leader comes back as a follower and gets everything
+    hh.start_member(old)
+    hh.wait_ready(nodes, 30)
+    assert.equal(new.url, hh.status(old).leader)
+    assert.equal("follower", hh.status(old).role)
+    for _, n in ipairs(nodes) do
+      for i = 1, 20 do
+        hh.wait_value(n, "before" .. i, "v" .. i)
+        hh.wait_value(n, "after" .. i, "w" .. i)
+      end
+    end
+    -- same log on all three (and the consistent read sees the last write)
+    local ls = hh.status(nodes.leader)
+    for _, n in ipairs(nodes) do hh.wait_caught_up(n, nodes.leader, 20) end
+    local by = hh.log_entries(nodes.leader, 1)
+    for _, n in ipairs(nodes) do
+      local other = hh.log_entries(n, 1)
+      for i = 1, ls.commit_index do
+        assert.same(by[i], other[i], n.url .. " index " .. i)
+      end
+    end
+    local code, doc = hh.consistent_get(old, "after20")
+    assert.equal(200, code)
+    assert.equal("w20", doc.value)
+  end)
+
+  it("keeps serving with 2 of 5 nodes killed and refuses writes (503) "
+    .. "with 3 killed", function()
+    nodes = hh.start_cluster { n = 5, args = { "--write-timeout-ms", "1500" } }
+    local leader = hh.wait_ready(nodes)
+    set_eventually(leader, "k0", "v0")
+    -- kill the leader and one follower: three of five remain, a majority
+    local victim
+    for _, n in ipairs(nodes) do
+      if n ~= leader then victim = n break end
+    end
+    hh.kill_member(leader)
+    hh.kill_member(victim)
+    local rest = survivors()
+    assert.equal(3, #rest)
+    local new = hh.wait_leader(nodes, 20)
+    for i = 1, 10 do set_eventually(rest[1 + i % 3], "k" .. i, "v" .. i) end
+    for _, n in ipairs(rest) do hh.wait_value(n, "k10", "v10") end
+
+    -- one more dies: two of five cannot commit anything
+    local third = rest[1] ~= new and rest[1] or rest[2]
+    hh.kill_member(third)
+    for i = 1, 6 do
+      for _, n in ipairs(survivors()) do
+        local code, doc, text = hh.set(n, "lost" .. i, "x")
+        assert.equal(503, code, "a write without a majority -> "
+          .. tostring(text))
+        assert.is_false(doc.ok)
+        assert.is_truthy(doc.error:find("no leader", 1, true)
+          or doc.error:find("outcome unknown", 1, true)
+          or doc.error:find("not the leader", 1, true), doc.error)
+      end
+    end
+    for _, n in ipairs(survivors()) do
+      local code, doc = hh.get(n, "lost1")
+      assert.equal(200, code)
+      assert.equal(cjson.null, doc.value)
+    end
+  end)
+
+  it("never answers a stale consistent read from a leader paused (SIGSTOP) "
+    .. "and resumed after another was elected, and steps it down", function()
+    nodes = hh.start_cluster { n = 3 }
+    local old = hh.wait_ready(nodes)
+    set_eventually(old, "k", "v1")
+    for _, n in ipairs(nodes) do hh.wait_value(n, "k", "v1") end
+    local term = hh.status(old).term
+    h.kill(old.pid, "STOP")
+    local ok, err = pcall(function()
+      local new = hh.wait_leader(nodes, 20, old)
+      set_eventually(new, "k", "v2")
+      -- a consistent read sent to the paused leader: it waits in the
+      -- kernel, with the new leader's messages, until the resume
+      local c = assert(socket.tcp())
+      c:settimeout(20)
+      assert(c:connect("127.0.0.1", old.port))
+      assert(c:send("GET /get?key=k&consistent=true HTTP/1.1\r\nHost: x\r\n"
+        .. "Connection: close\r\n\r\n"))
+      h.kill(old.pid, "CONT")
+      local answer = assert(c:receive("*a"))
+      c:close()
+      local code = tonumber(answer:match("^HTTP/1%.%d (%d%d%d)"))
+      local body = answer:match("\r\n\r\n(.*)$")
+      if code == 200 then
+        assert.equal("v2", cjson.decode(body).value, "a stale read: " .. body)
+      else
+        assert.equal(503, code, answer)
+      end
+      -- it learns the newer term and follows
+      h.wait_until(function()
+        local st = hh.status(old)
+        return st.role == "follower" and st.leader == new.url and st.term > term
+      end, 15, function() return cjson.encode(hh.status(old)) end)
+      local c2, doc = hh.consistent_get(old, "k")
+      assert.equal(200, c2)
+      assert.equal("v2", doc.value)
+    end)
+    if not ok then
+      h.kill(old.pid, "CONT")
+      error(err, 0)
+    end
+  end)
+
+  it("hands the leadership over on POST /transfer_leader and on SIGTERM, "
+    .. "without waiting an election timeout", function()
+    -- a 30 s election timeout: an election would not finish within the
+    -- waits below; only a hand-over does
+    nodes = hh.start_cluster { n = 3, args = { "--election-timeout-ms", "30000" },
+                               down = { 1 }, ready = false }
+    hh.start_member(nodes[1])
+    local first = hh.wait_ready(nodes)
+    set_eventually(first, "t", "0")
+    local target = first == nodes[2] and nodes[3] or nodes[2]
+    -- asked of a follower (forwarded), answered once the target leads
+    local other = (first ~= nodes[3] and target ~= nodes[3]) and nodes[3]
+      or nodes[1]
+    h.wait_until(function() return hh.status(other).leader == first.url end,
+      10)
+    local code, doc, text = hh.json_request("POST", other.url
+      .. "/transfer_leader", cjson.encode { node_url = target.url })
+    assert.equal(200, code, text)
+    assert.same({ ok = true, leader = target.url }, doc)
+    assert.equal("leader", hh.status(target).role)
+    set_eventually(first, "t", "1") -- forwarded to the new leader
+    -- bad input: 400, nothing changes
+    for _, body in ipairs { "{}", '{"node_url": 5}',
+                            '{"node_url": "http://127.0.0.1:1"}', "x" } do
+      code, doc, text = hh.json_request("POST", target.url
+        .. "/transfer_leader", body)
+      assert.equal(400, code, body .. " -> " .. tostring(text))
+      assert.is_false(doc.ok)
+    end
+    assert.equal("leader", hh.status(target).role)
+    -- SIGTERM on the leader: it hands over, then stops
+    local ok, how, exit = hh.stop_member(target, "TERM")
+    assert.is_true(ok, tostring(how) .. " " .. tostring(exit))
+    local new = hh.wait_leader(nodes, 5, target)
+    assert.are_not.equal(target, new)
+    set_eventually(new, "t", "2", 5)
+    assert.matches("handing the leadership over before stopping",
+      hh.read_log(target.log), 1, true)
+  end)
+
+  it("answers 503 no leader with Retry-After while no leader is known",
+    function()
+    -- three voters, one of them running: it can never win an election
+    nodes = hh.start_cluster { n = 3, down = { 2, 3 }, ready = false }
+    local lone = nodes[1]
+    local code, text, headers = hh.request("POST", lone.url .. "/set",
+      '{"key": "a", "value": "b"}', { ["content-type"] = "application/json" })
+    assert.equal(503, code)
+    local doc = cjson.decode(text)
+    assert.equal("no leader", doc.error)
+    assert.equal("1", headers["retry-after"])
+    local st = hh.status(lone)
+    assert.equal(cjson.null, st.leader)
+    assert.is_truthy(st.role == "candidate" or st.role == "follower", st.role)
+    code = hh.consistent_get(lone, "a")
+    assert.equal(503, code)
+  end)
+end)
