@@ -145,8 +145,11 @@ static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
 }
 
 /* The log refused entry index (err): every write at or past it is
- * answered 500 (it was not written), and the node goes quiet once this
- * Ready is done (s->log_failed; log_recover). */
+ * answered 500, and the node goes quiet once this Ready is done
+ * (s->log_failed; log_recover). Not in this node's log, the entry may
+ * still be in the followers' (the messages of this Ready carry it), and
+ * two of them are a majority: the outcome is unknown, as docs/http_api.md
+ * says of every 500 from the log. */
 static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
   lkvnet_pending *p;
   lkvnet_node_log(s, "cannot append index %llu: %s", (unsigned long long)index,
@@ -155,7 +158,8 @@ static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
     if (p->index >= index)
       lkvnet_node_held_error(&p->h, 500,
                              "the replication log failed: %s; index %llu "
-                             "was not written",
+                             "is not in this node's log (outcome unknown: "
+                             "the followers may still commit it)",
                              err->msg, (unsigned long long)p->index);
   s->log_failed = 1;
   if (s->leader) {
