@@ -11,6 +11,8 @@
 #   make shell      the same set-up, then open the shell on ./data
 #   make asan       the whole suite under AddressSanitizer + UBSan
 #   make crashtest  SIGKILL and simulated power-loss cycles (CYCLES=N)
+#   make faultwalk  fault_test failing every file call of its workload, not
+#                   a sample of each kind (FAULT_WALK=all; about a minute)
 #   make mutate     break each guarantee on purpose: its test must fail
 #   make lint       clang-format check, luacheck, warnings as errors (CI)
 #   make format     lay out every C file as .clang-format says
@@ -197,6 +199,13 @@ $(BUILD)/crash/crashtest: c/crash/crashtest.c $(BUILD)/liblunakv.a $(HEADERS)
 crashtest: deps
 	@$(MAKE) --no-print-directory $(BUILD)/crash/crashtest
 	$(BUILD)/crash/crashtest $(CRASH_DIR) kill $(CYCLES) power $$(( $(CYCLES) * 10 ))
+
+# The engine's fault walk over every call of its workload, where `make
+# ctest` (and CI) fail an even sample of about 40 calls of each kind.
+.PHONY: faultwalk
+faultwalk:
+	@$(MAKE) --no-print-directory $(BUILD)/test/fault_test
+	FAULT_WALK=all $(BUILD)/test/fault_test
 
 # The Raft core's deterministic simulation (c/net/raft_sim_test.c, which
 # `make ctest` runs with its short default): the scripted scenarios, then

@@ -153,4 +153,15 @@ return {
     from = "  if (db->o.read_only)\n    return lkv_seterr(err, LKV_INVALID, \"%s is open read-only\", db->dir);",
     to = "",
     test = spec("15-faults_spec.lua", "read_only") },
+  -- ---- failures that must be heard ----------------------------------
+  { name = "table open: any failure retried without O_NOATIME, unheard",
+    file = "c/engine/env.c",
+    from = "  if (rc == EPERM) rc = ENV(e)->open(",
+    to = "  if (rc) rc = ENV(e)->open(",
+    test = spec("15-faults_spec.lua", "open of .sst") },
+  { name = "close: a failed flush or compaction goes unreported",
+    file = "c/engine/db.c",
+    from = "  if (rc == LKV_OK && db->bg_error) {",
+    to = "  if (0 && db->bg_error) {",
+    test = ctest("fault_test") },
 }

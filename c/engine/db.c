@@ -444,6 +444,14 @@ int lkv_db_close(lkv_db *db, lkv_err *err) {
     db->wal = NULL;
     if (rc == LKV_OK) atomic_fetch_add(&db->bytes_wal, pending);
   }
+  /* A flush or compaction that failed, perhaps the drain of this close
+   * itself, is returned here too: the caller may never write again to
+   * hear of it otherwise. Nothing acknowledged depends on it (the logs
+   * it would have replaced are kept and replayed at the next open). */
+  if (rc == LKV_OK && db->bg_error) {
+    lkv_errcopy(err, &db->bg_err);
+    rc = db->bg_error;
+  }
   db_free(db);
   return rc;
 }

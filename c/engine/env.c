@@ -183,6 +183,18 @@ int lkv_env_open(const lkv_env *e, const char *path, int flags, int mode,
   return LKV_OK;
 }
 
+int lkv_env_open_noatime(const lkv_env *e, const char *path, int *fd,
+                         lkv_err *err) {
+  *fd = -1;
+  int rc = ENV(e)->open(ENV(e), path, O_RDONLY | O_NOATIME | O_CLOEXEC, 0, fd);
+  if (rc == EPERM) rc = ENV(e)->open(ENV(e), path, O_RDONLY | O_CLOEXEC, 0, fd);
+  if (rc) {
+    *fd = -1;
+    return ioerr(err, rc, "open", path);
+  }
+  return LKV_OK;
+}
+
 int lkv_env_close(const lkv_env *e, int fd, const char *path, lkv_err *err) {
   if (fd < 0) return LKV_OK;
   int rc = ENV(e)->close(ENV(e), fd);

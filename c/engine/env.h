@@ -17,6 +17,11 @@
 /* open(2) with O_CLOEXEC added. *fd = -1 on failure. */
 int lkv_env_open(const lkv_env *e, const char *path, int flags, int mode,
                  int *fd, lkv_err *err);
+/* Open path read-only without access-time updates (O_NOATIME), which the
+ * kernel refuses with EPERM when we do not own the file: then, and only
+ * then, without it. Any other failure is the caller's error. */
+int lkv_env_open_noatime(const lkv_env *e, const char *path, int *fd,
+                         lkv_err *err);
 /* Close fd (a close error is reported, the fd is gone either way). */
 int lkv_env_close(const lkv_env *e, int fd, const char *path, lkv_err *err);
 /* Write all n bytes at the file offset (retrying short writes). */

@@ -5,9 +5,11 @@
  * calls of each kind it makes; then again once per call (every one, or an
  * even sample of each kind; FAULT_WALK=all for every one), with that call
  * failing (EIO or ENOSPC, writes cut short half the time). Each time: no
- * crash (this runs under ASan and UBSan too), the failure is an error,
- * and a clean reopen afterwards holds exactly a prefix of the operations
- * that reaches every acknowledged one.
+ * crash (this runs under ASan and UBSan too), the failure is an error
+ * (unless the allow-list below says why it is absorbed), and a clean
+ * reopen afterwards holds exactly a prefix of the operations that reaches
+ * every acknowledged one. FAULT_ONLY=seed:kind:n replays one case
+ * (FAULT_BT=1 prints the stack of a fault that went unreported).
  *
  * power: cycles of the workload on one database, each stopped by a
  * simulated power loss at a random call (in any thread: a flush or a
@@ -15,6 +17,7 @@
  * the operations reaching every one acknowledged as durable (a sync, a
  * flush, or any write under SYNC=always). */
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +54,8 @@ static int open_db(lkv_faultenv *fe, uint64_t opt_seed, lkv_db **db,
 
 typedef struct walk_result {
   wl_run r;
-  int stopped; /* an operation, the close or the reopen failed */
+  int stopped;  /* an operation, the close or the reopen failed */
+  int bg_error; /* lkv_db_stats showed a background error before a close */
 } walk_result;
 
 /* After a failed operation the db must stay usable or refuse cleanly:
@@ -128,6 +132,11 @@ static void walk_once(lkv_faultenv *fe, uint64_t seed, walk_result *w) {
       probe(w->r.db);
     }
     wl_snap_drop(&w->r);
+    /* a failed flush or compaction is answered by the background error,
+     * which every later write returns and the stats show */
+    lkv_stats st;
+    lkv_db_stats(w->r.db, &st);
+    if (st.bg_error) w->bg_error = 1;
     int crc = lkv_db_close(w->r.db, &err);
     w->r.db = NULL;
     if (crc) w->stopped = 1; /* batch mode: its buffered writes are lost */
@@ -160,6 +169,79 @@ static void walk_check(lkv_faultenv *fe, const walk_result *w,
   CHECK_OK(lkv_db_close(db, &err), &err);
 }
 
+/* The faults the engine absorbs by design (layout.md, "Which failures
+ * are errors"), as narrow as the walk can name them: the kind of call and
+ * the name of the file it failed on. Every other fault that fires must
+ * come back as an error: an operation's, the background error (which the
+ * stats show and every later write and lkv_db_close return), or a read's
+ * (a snapshot read may fail without stopping the run). */
+static const struct absorbed {
+  int op;
+  const char *name; /* fnmatch(3) pattern of the file's name */
+  int gone;         /* 1: only when that file is gone after the run */
+  const char *why;
+} absorbed[] = {
+    {LKV_FOP_CLOSE, "*.sst", 0,
+     "a table is read-only when open for reads, and its builder closes it "
+     "only after the fsync that reports any write-back error"},
+    {LKV_FOP_CLOSE, "MANIFEST", 0,
+     "only ever read under this name (written as "
+     "MANIFEST.tmp, whose close is an error)"},
+    {LKV_FOP_CLOSE, "wal.log.*", 0,
+     "a frozen log after its bytes were written out (a sync reopens it by "
+     "name and fdatasyncs it, which reports a write-back error), or a log "
+     "opened read-only to replay it or to sync it after the fdatasync; the "
+     "active log's close at lkv_db_close is an error"},
+    {LKV_FOP_UNLINK, "*.sst", 0,
+     "a table no version names (compacted away, or an abandoned output): "
+     "only disk space, and the next open removes it"},
+    {LKV_FOP_UNLINK, "wal.log.*", 0,
+     "a log whose writes are in a synced table the MANIFEST names: only "
+     "disk space, and the next open removes it"},
+    {LKV_FOP_UNLINK, "MANIFEST.tmp", 0,
+     "the leftover of a MANIFEST write that failed, and was reported"},
+    {LKV_FOP_MMAP, "*.sst", 0, "the table reads with pread instead"},
+    {LKV_FOP_OPEN, "wal.log.*", 1,
+     "a sync opens each frozen log to fdatasync it; one that cannot be "
+     "opened and is then gone was flushed meanwhile, and its writes are in "
+     "a synced table (an error here would stop every later write)"},
+};
+
+/* Whether a fault that fired and was not reported is one the engine
+ * absorbs by design. */
+static int absorbed_fault(lkv_faultenv *fe, int op) {
+  char path[4096];
+  lkv_faultenv_fired_path(fe, path, sizeof path);
+  const char *slash = strrchr(path, '/');
+  const char *name = slash ? slash + 1 : path;
+  for (size_t i = 0; i < sizeof absorbed / sizeof absorbed[0]; i++)
+    if (absorbed[i].op == op && fnmatch(absorbed[i].name, name, 0) == 0 &&
+        (!absorbed[i].gone || access(path, F_OK) != 0))
+      return 1;
+  return 0;
+}
+
+/* A fault that fired was answered with an error, or is one absorbed by
+ * design (rlog_fault_test checks the same of the replication log).
+ * Returns 1 when it was absorbed. */
+static int check_answered(lkv_faultenv *fe, const walk_result *w, int op,
+                          uint64_t nth, const char *what) {
+  if (lkv_faultenv_fired(fe) == 0 || w->stopped || w->bg_error ||
+      w->r.read_errs)
+    return 0;
+  if (absorbed_fault(fe, op)) return 1;
+  char path[4096];
+  lkv_faultenv_fired_path(fe, path, sizeof path);
+  fprintf(stderr,
+          "walk %s (FAULT_ONLY=%llu:%s:%llu): the fault on %s went "
+          "unreported\n",
+          what, (unsigned long long)w->r.seed, lkv_fault_op_name(op),
+          (unsigned long long)nth, path);
+  lkv_faultenv_print_stack(fe); /* with FAULT_BT=1 */
+  CHECK(0);
+  return 0;
+}
+
 static int walk_all(void) {
   const char *v = getenv("FAULT_WALK");
   return v && strcmp(v, "all") == 0;
@@ -178,7 +260,7 @@ static void test_walk(uint64_t seed) {
   walk_check(fe, &w, "clean");
   lkv_faultenv_free(fe);
 
-  unsigned runs = 0, failed_ops = 0, reopened = 0;
+  unsigned runs = 0, failed_ops = 0, reopened = 0, absorbed_runs = 0;
   for (int op = 0; op < LKV_FOP_COUNT; op++) {
     uint64_t n = calls[op], step = walk_all() || n <= 40 ? 1 : n / 40;
     for (uint64_t i = 1; i <= n; i += step) {
@@ -191,6 +273,7 @@ static void test_walk(uint64_t seed) {
       walk_once(fe, seed, &w);
       snprintf(what, sizeof what, "%s #%llu of %llu", lkv_fault_op_name(op),
                (unsigned long long)i, (unsigned long long)n);
+      absorbed_runs += check_answered(fe, &w, op, i, what);
       runs++;
       failed_ops += w.r.failed_op;
       walk_check(fe, &w, what);
@@ -200,8 +283,8 @@ static void test_walk(uint64_t seed) {
   }
   printf(
       "fault walk (seed %llu): %u runs, %u with a failed operation, "
-      "%u checked reopens; calls:",
-      (unsigned long long)seed, runs, failed_ops, reopened);
+      "%u absorbed by design, %u checked reopens; calls:",
+      (unsigned long long)seed, runs, failed_ops, absorbed_runs, reopened);
   for (int op = 0; op < LKV_FOP_COUNT; op++)
     printf(" %s %llu", lkv_fault_op_name(op), (unsigned long long)calls[op]);
   printf("\n");
@@ -242,6 +325,7 @@ static int only_one(const char *spec) {
   walk_once(fe, seed, &w);
   printf("stopped: %d, acked %llu, next %llu: %s\n", w.stopped,
          (unsigned long long)w.r.acked, (unsigned long long)w.r.next, w.r.why);
+  if (check_answered(fe, &w, op, n, spec)) printf("absorbed by design\n");
   walk_check(fe, &w, spec);
   lkv_faultenv_free(fe);
   printf("directory kept: %s\n", dir);

@@ -15,6 +15,7 @@
 #include "faultenv.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -74,6 +75,9 @@ struct lkv_faultenv {
   /* the rule */
   int rule_op;
   uint64_t rule_nth, rule_seen, rule_fired;
+  char fired_path[4096]; /* the path of the first call the rule failed */
+  void *bt[32]; /* its stack, with FAULT_BT set (for a test's report) */
+  int nbt;
   int rule_errno, rule_flags;
   char *rule_match;
   uint64_t calls[LKV_FOP_COUNT];
@@ -129,7 +133,11 @@ static int enter(lkv_faultenv *f, int op, const char *path, int fd) {
   if (f->rule_nth == 0 || f->rule_seen < f->rule_nth) return 0;
   if (f->rule_seen > f->rule_nth && !(f->rule_flags & LKV_FAULT_STICKY))
     return 0;
-  f->rule_fired++;
+  if (f->rule_fired++ == 0) {
+    snprintf(f->fired_path, sizeof f->fired_path, "%s", path ? path : "");
+    f->nbt = getenv("FAULT_BT") ? backtrace(f->bt, 32) : 0;
+  }
+
   return f->rule_errno;
 }
 
@@ -621,6 +629,8 @@ void lkv_faultenv_fail(lkv_faultenv *f, int op, uint64_t nth, int errnum,
   f->rule_errno = errnum ? errnum : EIO;
   f->rule_flags = flags;
   f->rule_seen = f->rule_fired = 0;
+  f->fired_path[0] = '\0';
+  f->nbt = 0;
   pthread_mutex_unlock(&f->mu);
 }
 
@@ -640,6 +650,12 @@ static uint64_t read_locked(lkv_faultenv *f, const uint64_t *counter) {
 
 uint64_t lkv_faultenv_seen(lkv_faultenv *f) {
   return read_locked(f, &f->rule_seen);
+}
+
+void lkv_faultenv_fired_path(lkv_faultenv *f, char *buf, size_t n) {
+  pthread_mutex_lock(&f->mu);
+  snprintf(buf, n, "%s", f->fired_path);
+  pthread_mutex_unlock(&f->mu);
 }
 
 uint64_t lkv_faultenv_fired(lkv_faultenv *f) {
@@ -787,4 +803,13 @@ int lkv_faultenv_power_loss(lkv_faultenv *f, lkv_loss_mode mode, uint64_t seed,
     return lkv_seterrno(err, "power loss", "(fault env)");
   }
   return LKV_OK;
+}
+
+void lkv_faultenv_print_stack(lkv_faultenv *f) {
+  pthread_mutex_lock(&f->mu);
+  if (f->nbt > 0) {
+    fprintf(stderr, "the failed call's stack (addr2line -f -e <binary>):\n");
+    backtrace_symbols_fd(f->bt, f->nbt, 2);
+  }
+  pthread_mutex_unlock(&f->mu);
 }

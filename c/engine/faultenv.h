@@ -22,6 +22,7 @@
 #ifndef LKV_FAULTENV_H
 #define LKV_FAULTENV_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "lunakv.h"
@@ -72,6 +73,12 @@ void lkv_faultenv_fail(lkv_faultenv *f, int op, uint64_t nth, int errnum,
 void lkv_faultenv_clear(lkv_faultenv *f);     /* disarm */
 uint64_t lkv_faultenv_seen(lkv_faultenv *f);  /* calls the rule matched */
 uint64_t lkv_faultenv_fired(lkv_faultenv *f); /* calls it failed */
+/* The path of the first call the rule failed ("" when none, or when the
+ * call had no path to tell): for a test to say which file a fault hit. */
+void lkv_faultenv_fired_path(lkv_faultenv *f, char *buf, size_t n);
+/* With FAULT_BT set in the environment, the stack of that call is kept:
+ * this prints it to stderr (nothing when none was kept). */
+void lkv_faultenv_print_stack(lkv_faultenv *f);
 /* Calls of kind op so far, whatever their path. */
 uint64_t lkv_faultenv_calls(lkv_faultenv *f, int op);
 

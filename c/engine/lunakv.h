@@ -26,7 +26,8 @@
  *     db they came from is closed (lkv_db_close refuses with LKV_BUSY
  *     otherwise).
  *  6. A failure in a background thread (flush, compaction) is kept and
- *     returned by every later write; lkv_db_stats shows it.
+ *     returned by every later write and by lkv_db_close; lkv_db_stats
+ *     shows it.
  */
 #ifndef LUNAKV_H
 #define LUNAKV_H
@@ -255,7 +256,9 @@ LKV_API int lkv_db_open(const char *dir, const lkv_options *o, lkv_db **out,
  * write what is buffered, release the LOCK and free the db. REQUIRES: no
  * live iterators or snapshots (else LKV_BUSY and the db stays open). The
  * handle is freed even when the final WAL write fails (the error is
- * reported). */
+ * reported). A background failure (rule 6), including one of the flush
+ * this close drains, is returned too once everything is closed; the
+ * writes it concerns stay in their logs for the next open. */
 LKV_API int lkv_db_close(lkv_db *db, lkv_err *err);
 
 /* Write one key. *seq (may be NULL) receives the write's sequence number.

@@ -406,8 +406,11 @@ int lkv_db_check_dir(lkv_db *db, lkv_err *err) {
   lkv_env_info st;
   dir_scan sc;
   int rc = lkv_db_path(db, LKV_MANIFEST_NAME, mpath, sizeof mpath, err);
-  if (rc == LKV_OK && lkv_env_stat(db->env, mpath, &st, NULL) == LKV_NOTFOUND &&
-      (rc = scan_dir(db, &sc, err)) == LKV_OK) {
+  if (rc == LKV_OK) rc = lkv_env_stat(db->env, mpath, &st, err);
+  if (rc != LKV_NOTFOUND) return rc; /* a MANIFEST, or a stat that failed */
+  /* (a failed stat read as "there is a MANIFEST" let the open go on past
+   * this check with the error unheard) */
+  if ((rc = scan_dir(db, &sc, err)) == LKV_OK) {
     rc = check_fresh(db, &sc, err);
     scan_free(&sc);
   }

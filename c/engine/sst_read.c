@@ -288,12 +288,12 @@ int lkv_table_open(const lkv_env *env, const char *path, uint64_t file_number,
   t->number = file_number;
   t->cache = cache;
   t->counters = counters;
-  /* O_NOATIME spares every read an inode update check (refused with EPERM
-   * when we do not own the file: then open without it) */
+  /* O_NOATIME spares every read an inode update check. Only its EPERM is
+   * retried without it: an EIO or an EMFILE answered by a second try
+   * would be a failure no one hears of. */
   t->env = env;
   t->fd = -1;
-  int rc = lkv_env_open(env, path, O_RDONLY | O_NOATIME, 0, &t->fd, NULL);
-  if (rc) rc = lkv_env_open(env, path, O_RDONLY, 0, &t->fd, err);
+  int rc = lkv_env_open_noatime(env, path, &t->fd, err);
   if (rc == LKV_OK)
     rc = lkv_env_file_size(env, t->fd, t->path, &t->file_size, err);
   if (rc) goto fail;

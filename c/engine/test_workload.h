@@ -265,6 +265,8 @@ typedef struct wl_run {
   wl_state snap_state;
   char why[512]; /* what stopped the run */
   int failed_op; /* 1: an operation returned an error (the run stops) */
+  int read_errs; /* snapshot reads that answered with an I/O error (the
+                    run goes on: a failed read changes nothing) */
   int bad;       /* 1: a read returned something wrong */
 } wl_run;
 
@@ -324,6 +326,7 @@ static int wl_step(wl_run *r) {
         char why[400];
         int rr =
             wl_read(r->db, lkv_snapshot_seq(r->snap), &got, why, sizeof why);
+        if (rr == WL_IOERR) r->read_errs++;
         if (rr == WL_WRONG) { /* an I/O error reading is allowed; this is not */
           snprintf(r->why, sizeof r->why, "snapshot read: %s", why);
           r->bad = 1;
