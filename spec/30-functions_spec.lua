@@ -269,6 +269,25 @@ describe("stored functions", function()
       end
     end)
 
+    it("refuse JSON nested too deeply instead of crashing", function()
+      load("j", [[lunakv.register("echo", function(_, a) return a end)
+        lunakv.register("deep", function(_, a)
+          local t = 1.5
+          for _ = 1, a do t = { t } end
+          return t
+        end)]])
+      -- 100 levels of floats: each level of the integer walk pushes
+      -- values, past the 20 slots a C function starts with
+      local json = ("["):rep(100) .. "1.0" .. ("]"):rep(100)
+      assert.equal(("["):rep(100) .. "1" .. ("]"):rep(100),
+        db:call_json("echo", json))
+      local r = db:call("deep", 990)
+      for _ = 1, 990 do r = r[1] end
+      assert.equal(1.5, r)
+      assert.matches("nested", h.error_of(db.call_json, db,
+        "echo", ("["):rep(1001) .. "1" .. ("]"):rep(1001)))
+    end)
+
     it("refuse bad calls, changing nothing", function()
       load("j", [[lunakv.register("f", function(tx) tx:set("a", "1") end)]])
       local before = everything(db)

@@ -735,9 +735,15 @@ void lkvf_result_free(lkvf_result *r) {
 
 /* cjson decodes every number as a float; a whole one that fits an
  * integer becomes one, so args.amount is 3, not 3.0, in a script and in
- * db:call's result alike (Lua's own rule: math.tointeger). Recursion is
- * bounded by cjson's decode depth limit (1000). */
-static void ints_in_table(lua_State *L, int idx) {
+ * db:call's result alike (Lua's own rule: math.tointeger). The walk
+ * recurses once per level: it checks its Lua stack at each level (the
+ * caller's cjson may have a deeper decode limit than ours) and refuses
+ * more than LKVF_JSON_MAX_DEPTH levels, cjson's own default bound. */
+static void ints_in_table(lua_State *L, int idx, int depth) {
+  if (depth > LKVF_JSON_MAX_DEPTH)
+    luaL_error(L, "JSON nested too deeply (more than %d levels)",
+               LKVF_JSON_MAX_DEPTH);
+  luaL_checkstack(L, 4, "JSON nested too deeply");
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int isint = 0;
@@ -750,7 +756,7 @@ static void ints_in_table(lua_State *L, int idx) {
         lua_rawset(L, idx); /* an existing key: no allocation */
       }
     } else if (lua_type(L, -1) == LUA_TTABLE)
-      ints_in_table(L, lua_gettop(L));
+      ints_in_table(L, lua_gettop(L), depth + 1);
     lua_pop(L, 1);
   }
 }
@@ -760,7 +766,7 @@ void lkvlua_json_ints(lua_State *L, int idx) {
   lua_Integer n;
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) == LUA_TTABLE)
-    ints_in_table(L, idx);
+    ints_in_table(L, idx, 1);
   else if (lua_type(L, idx) == LUA_TNUMBER && !lua_isinteger(L, idx)) {
     n = lua_tointegerx(L, idx, &isint);
     if (isint) {

@@ -34,6 +34,11 @@
  * They appear in keys, error messages and (later) URL paths. */
 #define LKVF_NAME_MAX 64
 
+/* How deeply args and results may nest (arrays and objects): cjson's
+ * default decode and encode bound, kept by the runtime's own instance;
+ * deeper is refused with "JSON nested too deeply". */
+#define LKVF_JSON_MAX_DEPTH 1000
+
 /* {======================================================================
 ** Limits: the one place their names, defaults and ranges are written
 ** ======================================================================= */
