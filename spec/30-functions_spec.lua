@@ -345,6 +345,21 @@ describe("stored functions", function()
           true }, db:call("f"))
       end)
 
+    it("gives cjson's encode, decode and null only, not its setters",
+      function()
+        -- the setters let a script raise the depth bounds and overflow
+        -- the C stack; cjson.new keeps buffers outside the counted memory
+        load("c", [[lunakv.register("f", function()
+          local names = {}
+          for k in pairs(cjson) do names[#names + 1] = k end
+          table.sort(names)
+          local t = {}
+          t[1] = t
+          return { names, (pcall(cjson.encode, t)) }
+        end)]])
+        assert.same({ { "decode", "encode", "null" }, false }, db:call("f"))
+      end)
+
     it("keeps each library's globals and string methods its own", function()
       load("a", [[
         shared = "a's"

@@ -219,9 +219,13 @@ static int sandbox_init(lua_State *L) {
   luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
   luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 0); /* not global: copied */
   lua_settop(L, 1);
-  /* cjson through require while package is still there; the registry
-   * keeps a second instance (cjson.new) for the runtime's own encoding,
-   * so a script reconfiguring its cjson changes nothing of ours */
+  /* cjson through require while package is still there. Scripts get
+   * encode, decode and null of one private instance (cjson.new) and
+   * nothing else: the module's setters (encode_max_depth and the like)
+   * would let a script recurse deep enough to overflow the C stack, and
+   * each cjson.new or a kept encode buffer is malloc'd outside the
+   * counted memory. The same instance encodes the runtime's args and
+   * results; no script can reconfigure it. */
   if (!lua_isnil(L, 1)) {
     lua_getglobal(L, "package");
     lua_pushvalue(L, 1);
@@ -230,15 +234,30 @@ static int sandbox_init(lua_State *L) {
   }
   lua_getglobal(L, "require");
   lua_pushliteral(L, "cjson");
-  lua_call(L, 1, 1); /* +1 cjson */
-  lua_setglobal(L, "cjson");
-  lua_getglobal(L, "cjson");
-  lua_getfield(L, -1, "new");
-  lua_call(L, 0, 1); /* +1 private instance */
-  lua_getfield(L, -1, "encode");
+  lua_call(L, 1, 1); /* 2 the module */
+  lua_getfield(L, 2, "new");
+  lua_call(L, 0, 1); /* 3 the private instance */
+  lua_getfield(L, 3, "encode_keep_buffer");
+  lua_pushboolean(L, 0); /* each encode frees its buffer */
+  lua_call(L, 1, 0);
+  lua_getfield(L, 3, "encode_max_depth");
+  lua_pushinteger(L, LKVF_JSON_MAX_DEPTH);
+  lua_call(L, 1, 0);
+  lua_getfield(L, 3, "decode_max_depth");
+  lua_pushinteger(L, LKVF_JSON_MAX_DEPTH);
+  lua_call(L, 1, 0);
+  lua_getfield(L, 3, "encode");
   lua_setfield(L, LUA_REGISTRYINDEX, REG_ENCODE);
-  lua_getfield(L, -1, "decode");
+  lua_getfield(L, 3, "decode");
   lua_setfield(L, LUA_REGISTRYINDEX, REG_DECODE);
+  lua_createtable(L, 0, 3); /* 4 the scripts' cjson */
+  lua_getfield(L, 3, "encode");
+  lua_setfield(L, 4, "encode");
+  lua_getfield(L, 3, "decode");
+  lua_setfield(L, 4, "decode");
+  lua_getfield(L, 3, "null");
+  lua_setfield(L, 4, "null");
+  lua_setglobal(L, "cjson");
   lua_settop(L, 1);
   nil_globals(L, drop);
   lua_getglobal(L, "string");
