@@ -213,6 +213,35 @@ describe("stored functions", function()
       assert.same({}, got.rows)
     end)
 
+    it("hold at most 64 scans open at once", function()
+      -- each open scan holds an engine iterator outside the counted
+      -- memory: keeping them is refused, dropping them is not
+      for i = 1, 3 do db:set("k" .. i, "v") end
+      load("s", [[
+        lunakv.register("keep", function(tx, n)
+          local keep = {}
+          for i = 1, n do
+            local step, _, _, cursor = tx:scan()
+            step()
+            keep[i] = cursor
+          end
+          return #keep
+        end)
+        lunakv.register("drop", function(tx)
+          local n = 0
+          for _ = 1, 1000 do
+            local step = tx:scan()
+            n = n + (step() and 1 or 0)
+          end
+          for _ = 1, 1000 do for _ in tx:scan() do n = n + 1 break end end
+          return n
+        end)]])
+      assert.equal(64, db:call("keep", 64))
+      assert.matches("function 'keep': s:4: too many open scans (at most 64 "
+        .. "per call)", h.error_of(db.call, db, "keep", 65), 1, true)
+      assert.equal(2000, db:call("drop"))
+    end)
+
     it("keep reserved keys out of reach", function()
       load("r", [[
         lunakv.register("scan", function(tx)

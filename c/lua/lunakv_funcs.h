@@ -39,6 +39,13 @@
  * deeper is refused with "JSON nested too deeply". */
 #define LKVF_JSON_MAX_DEPTH 1000
 
+/* How many tx:scan cursors one call may hold open at once. Each holds an
+ * engine iterator (a few KB of malloc'd memory outside the Lua state's
+ * counted memory), so the count is bounded instead: one more raises
+ * "too many open scans". A scan closes when it runs out, when its for
+ * loop ends or breaks, or when the collector finds it unreachable. */
+#define LKVF_MAX_OPEN_SCANS 64
+
 /* {======================================================================
 ** Limits: the one place their names, defaults and ranges are written
 ** ======================================================================= */

@@ -61,6 +61,7 @@ struct Call {
   size_t *sorted; /* indexes into w: the newest write of each key, by key */
   size_t nsorted, capsorted;
   Cursor *cursors; /* open scans */
+  size_t ncursors; /* how many: at most LKVF_MAX_OPEN_SCANS */
   lkv_buf getbuf;
   int brc; /* a backend read failed: its code, kept even if caught */
   lkv_err berr;

@@ -205,6 +205,7 @@ static void cursor_close(Cursor *cu) {
   else
     c->cursors = cu->next;
   if (cu->next) cu->next->prev = cu->prev;
+  c->ncursors--;
   free(cu->last);
   free(cu->lo);
   free(cu->hi);
@@ -309,6 +310,14 @@ static int tx_scan(lua_State *L) {
     luaL_argcheck(L, n > 0, 4, "limit must be > 0");
     limit = (uint64_t)n;
   }
+  if (c->ncursors >= LKVF_MAX_OPEN_SCANS) {
+    /* scans dropped without running out are closed by their __gc:
+     * collect once before refusing */
+    lua_gc(L, LUA_GCCOLLECT);
+    if (c->ncursors >= LKVF_MAX_OPEN_SCANS)
+      return luaL_error(L, "too many open scans (at most %d per call)",
+                        LKVF_MAX_OPEN_SCANS);
+  }
   cu = (Cursor *)lua_newuserdatauv(L, sizeof *cu, 0); /* +1, closed */
   memset(cu, 0, sizeof *cu);
   luaL_setmetatable(L, CURSOR_MT);
@@ -326,6 +335,7 @@ static int tx_scan(lua_State *L) {
   cu->next = c->cursors;
   if (c->cursors) c->cursors->prev = cu;
   c->cursors = cu;
+  c->ncursors++;
   ask = limit ? limit + (uint64_t)c->nsorted : 0;
   err.msg[0] = '\0';
   rc = c->be->scan_open(c->be->arg, lo, lolen, hi, hilen, ask, &cu->bc, &err);
