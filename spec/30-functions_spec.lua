@@ -478,6 +478,44 @@ describe("stored functions", function()
           { script_max_instructions = 100000 })
       end)
 
+    it("counts what table and string functions loop over in C", function()
+      -- none of these runs a Lua instruction while it loops: without the
+      -- charges each would run for minutes under any budget
+      load("c", [[
+        local huge = setmetatable({}, { __len = function() return 3e8 end })
+        lunakv.register("move", function() table.move({}, 1, 3e8, 2) end)
+        lunakv.register("shift", function()
+          local t = {}
+          for i = 1, 10000 do t[i] = i end
+          for _ = 1, 1e6 do table.insert(t, 1, 0) table.remove(t, 1) end
+        end)
+        lunakv.register("sort", function()
+          local t = {}
+          for i = 1, 4000 do t[i] = -i end
+          for _ = 1, 1e6 do table.sort(t) end
+        end)
+        lunakv.register("cheap", function()
+          table.insert(huge, 1, "x") -- the raw length: no shift
+          local first = table.remove(huge, 1)
+          local t = { 1, 2, 3 }
+          table.insert(t, 1, 0)
+          table.insert(t, 9)
+          return { #string.rep("", 2^62), #string.rep("", 1e18, ""),
+            first, table.remove(t, 1), table.remove(t), t,
+            table.move({ 1, 2, 3 }, 1, 3, 2), string.rep("ab", 3, "-") }
+        end)
+      ]])
+      for _, f in ipairs { "move", "shift", "sort" } do
+        local t0 = os.clock()
+        assert.matches("function '" .. f
+          .. "': c:%d+: SCRIPT_MAX_INSTRUCTIONS limit reached",
+          h.error_of(db.call, db, f))
+        assert.is_true(os.clock() - t0 < 5, f .. " took " .. os.clock() - t0)
+      end
+      assert.same({ 0, 0, "x", 0, 9, { 1, 2, 3 }, { 1, 1, 2, 3 },
+        "ab-ab-ab" }, db:call("cheap"))
+    end)
+
     it("refuses a 1 GiB allocation at SCRIPT_MAX_MEMORY", function()
       refused("gib", "SCRIPT_MAX_MEMORY")
     end)

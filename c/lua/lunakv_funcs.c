@@ -141,12 +141,26 @@ static lkvf_library *getlib(lua_State *L) {
   return (lkvf_library *)ud;
 }
 
-/* Fires once the budget is spent. From then on it fires at every
+/* Hand the hook the next chunk of the budget. */
+static void schedule(lua_State *L, lkvf_library *lib) {
+  int64_t n = lib->budget < HOOK_CHUNK ? lib->budget : HOOK_CHUNK;
+  lib->budget -= n;
+  lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, n > 0 ? (int)n : 1);
+}
+
+/* Fires every chunk; once the budget is spent it fires at every
  * instruction, so a pcall in the script cannot catch its way past it. */
 static void count_hook(lua_State *L, lua_Debug *ar) {
   lkvf_library *lib = getlib(L);
   (void)ar;
-  lib->hit = HIT_INSTRUCTIONS;
+  if (!lib->spent && lib->budget > 0) {
+    schedule(L, lib);
+    return;
+  }
+  /* marked before the message allocates: a refused allocation for it
+   * still ends the run with the instruction limit, the one hit first */
+  lib->spent = 1;
+  if (lib->hit == HIT_NONE) lib->hit = HIT_INSTRUCTIONS;
   lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
   /* level 0: inside a hook that is the running Lua function itself */
   luaL_where(L, 0);
@@ -156,19 +170,20 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
 }
 
 static void arm(lkvf_library *lib, const lkvf_limits *lim) {
-  /* the hook counts in an int: the schema caps the option there, a C
-   * caller that skipped lkv_schema_check is capped here */
+  /* the budget counts in an int64: the schema caps the option at
+   * INT_MAX, a C caller that skipped lkv_schema_check is capped here */
   uint64_t n = lim->max_instructions;
   lib->hit = HIT_NONE;
+  lib->spent = 0;
   lib->limit = (size_t)lim->max_memory;
-  lua_sethook(lib->L, count_hook, LUA_MASKCOUNT,
-              n == 0        ? 1
-              : n > INT_MAX ? INT_MAX
-                            : (int)n);
+  lib->budget = n > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)n;
+  lua_sethook(lib->L, count_hook, LUA_MASKCOUNT, 1);
+  schedule(lib->L, lib);
 }
 
 static void disarm(lkvf_library *lib) {
   lua_sethook(lib->L, NULL, 0, 0);
+  lib->budget = -1; /* lkvf_charge charges nothing */
   /* between calls the state may keep what it holds, even when a later
    * call's limit is lower: only growth during a call is refused */
   lib->limit = SIZE_MAX / 2;
@@ -195,6 +210,111 @@ static int l_setmetatable(lua_State *L) {
   lua_insert(L, 1);
   lua_call(L, lua_gettop(L) - 1, 1);
   return 1;
+}
+
+/* Library functions that loop in C without running a Lua instruction,
+ * so the count hook never sees them: each is charged to the budget
+ * before it starts, one instruction per element it will touch. */
+
+/* string.rep: an empty result costs nothing, however many times it is
+ * repeated (Lua's own loops count times); a longer one is bounded by
+ * the memory limit. Upvalue 1: the real string.rep. */
+static int l_rep(lua_State *L) {
+  size_t l = 0, lsep = 0;
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_checklstring(L, 1, &l);
+  luaL_optlstring(L, 3, "", &lsep);
+  if (n <= 0 || l + lsep == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+/* table.move(a1, f, e, t [, a2]): charged e - f + 1. Upvalue 1: the real
+ * table.move. */
+static int l_move(lua_State *L) {
+  lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+  if (e >= f)
+    lkvf_charge(L, getlib(L), (uint64_t)((lua_Unsigned)e - (lua_Unsigned)f));
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* table.insert and table.remove on the raw length with raw access: a
+ * __len metamethod could claim any length, and each shifted element is
+ * charged. Otherwise as Lua's own (same errors). */
+static int l_insert(lua_State *L) {
+  lua_Integer e, pos, i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  e = (lua_Integer)lua_rawlen(L, 1) + 1; /* first empty element */
+  switch (lua_gettop(L)) {
+    case 2: pos = e; break;
+    case 3:
+      pos = luaL_checkinteger(L, 2);
+      luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)e, 2,
+                    "position out of bounds");
+      lkvf_charge(L, getlib(L), (uint64_t)(e - pos));
+      for (i = e; i > pos; i--) {
+        lua_rawgeti(L, 1, i - 1);
+        lua_rawseti(L, 1, i);
+      }
+      break;
+    default: return luaL_error(L, "wrong number of arguments to 'insert'");
+  }
+  lua_rawseti(L, 1, pos);
+  return 0;
+}
+
+static int l_remove(lua_State *L) {
+  lua_Integer size, pos;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size = (lua_Integer)lua_rawlen(L, 1);
+  pos = luaL_optinteger(L, 2, size);
+  if (pos != size)
+    luaL_argcheck(L, (lua_Unsigned)pos - 1u <= (lua_Unsigned)size, 2,
+                  "position out of bounds");
+  if (pos < size) lkvf_charge(L, getlib(L), (uint64_t)(size - pos));
+  lua_rawgeti(L, 1, pos);
+  for (; pos < size; pos++) {
+    lua_rawgeti(L, 1, pos + 1);
+    lua_rawseti(L, 1, pos);
+  }
+  lua_pushnil(L);
+  lua_rawseti(L, 1, pos);
+  return 1;
+}
+
+/* table.sort: charged n * log2(n) comparisons for the raw length n (a
+ * comparison function runs Lua and is counted by the hook as well).
+ * Upvalue 1: the real table.sort. */
+static int l_sort(lua_State *L) {
+  uint64_t n, lg = 1;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = (uint64_t)lua_rawlen(L, 1);
+  while (lg < 64 && ((uint64_t)1 << lg) < n) lg++;
+  lkvf_charge(L, getlib(L), n * lg);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
+}
+
+/* t[name] = fn with the old t[name] as its upvalue (NULL fn: the plain
+ * function). t at the top. */
+static void wrap(lua_State *L, const char *name, lua_CFunction fn,
+                 int upvalue) {
+  if (upvalue) {
+    lua_getfield(L, -1, name);
+    lua_pushcclosure(L, fn, 1);
+  } else
+    lua_pushcfunction(L, fn);
+  lua_setfield(L, -2, name);
 }
 
 static void nil_globals(lua_State *L, const char *const *names) {
@@ -263,6 +383,13 @@ static int sandbox_init(lua_State *L) {
   lua_getglobal(L, "string");
   lua_pushnil(L);
   lua_setfield(L, -2, "dump");
+  wrap(L, "rep", l_rep, 1);
+  lua_pop(L, 1);
+  lua_getglobal(L, "table");
+  wrap(L, "move", l_move, 1);
+  wrap(L, "insert", l_insert, 0);
+  wrap(L, "remove", l_remove, 0);
+  wrap(L, "sort", l_sort, 1);
   lua_pop(L, 1);
   /* os: the clock and calendar only */
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -391,6 +518,7 @@ static int lib_build(lkvf_runtime *rt, lkvf_library *lib,
   char chunk[LKVF_NAME_MAX + 2], what[LKVF_NAME_MAX + 32];
   int st;
   lib->used = lib->extra = 0;
+  lib->budget = -1;
   lib->limit = (size_t)lim->max_memory;
   lib->L = lua_newstate(lalloc, lib);
   if (lib->L == NULL)

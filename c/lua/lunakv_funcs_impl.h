@@ -6,9 +6,11 @@
 #ifndef LUNAKV_FUNCS_IMPL_H
 #define LUNAKV_FUNCS_IMPL_H
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lauxlib.h"
 #include "lua.h"
 #include "lunakv_funcs.h"
 
@@ -25,18 +27,27 @@ struct lkvf_library {
   char *name, *source;
   size_t nlen, slen;
   lua_State *L;
-  size_t used;  /* bytes the allocator handed out and not freed */
-  size_t extra; /* bytes of the running call's pending writes */
-  size_t limit; /* what used + extra may reach */
-  int hit;      /* the limit that stopped the current run (HIT_*) */
-  int loading;  /* lunakv.register is allowed */
-  Call *call;   /* the running call, or NULL */
-  char **funcs; /* registered names (malloc'd) */
+  size_t used;    /* bytes the allocator handed out and not freed */
+  size_t extra;   /* bytes of the running call's pending writes */
+  size_t limit;   /* what used + extra may reach */
+  int hit;        /* the limit that stopped the current run (HIT_*) */
+  int spent;      /* the instruction budget is spent: the hook fires at
+                     every instruction from then on */
+  int64_t budget; /* instructions of the run not yet handed to the hook
+                     (it fires every HOOK_CHUNK), less what was charged */
+  int loading;    /* lunakv.register is allowed */
+  Call *call;     /* the running call, or NULL */
+  char **funcs;   /* registered names (malloc'd) */
   int *read_only;
   size_t nfuncs, capfuncs;
 };
 
 enum { HIT_NONE, HIT_INSTRUCTIONS, HIT_MEMORY, HIT_WRITES };
+
+/* The count hook fires every HOOK_CHUNK instructions (fewer for the last
+ * chunk of the budget), so a charge is checked against the budget as it
+ * stood at the last firing: at most HOOK_CHUNK instructions early. */
+#define HOOK_CHUNK 1000
 
 struct lkvf_runtime {
   lkvf_library **libs; /* sorted by name */
@@ -97,6 +108,25 @@ static inline char *lkvf_dupbytes(const char *s, size_t n) {
   char *p = (char *)malloc(n ? n : 1);
   if (p != NULL && n) memcpy(p, s, n);
   return p;
+}
+
+/* Charge `cost` instructions of the running budget for work a C function
+ * does without running Lua instructions (moving table elements, a tx
+ * operation); when the budget cannot pay, the instruction limit is hit
+ * and raised here (and the hook fires at the next instruction, so a
+ * pcall cannot catch its way past it). Between runs (disarmed) it
+ * charges nothing. */
+static inline void lkvf_charge(lua_State *L, lkvf_library *lib, uint64_t cost) {
+  if (lib->budget < 0) return; /* disarmed */
+  if (!lib->spent && cost <= (uint64_t)lib->budget) {
+    lib->budget -= (int64_t)cost;
+    return;
+  }
+  lib->spent = 1;
+  lib->budget = 0;
+  if (lib->hit == HIT_NONE) lib->hit = HIT_INSTRUCTIONS;
+  lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, 1);
+  luaL_error(L, "SCRIPT_MAX_INSTRUCTIONS limit reached");
 }
 
 /* lunakv_tx.c: the tx and scan classes and the tx userdata, in the
