@@ -62,6 +62,51 @@ describe("stored functions", function()
       assert.equal(2, db:call("inc"))
     end)
 
+    it("keeps a library's load limits for the reopen and the restart",
+      function()
+        -- its top level runs ~9e7 instructions: more than the default
+        -- budget, so it loads only under the limits it was put with
+        local heavy = [[
+          local n = 0
+          for i = 1, 3e7 do n = n + i end
+          state = "clean"
+          lunakv.register("state", function() return state end)
+          lunakv.register("dirty", function()
+            state = "dirty"
+            local t = {}
+            for i = 1, math.huge do t[i] = ("x"):rep(1 << 16) .. i end
+          end)
+        ]]
+        assert.matches("SCRIPT_MAX_INSTRUCTIONS",
+          h.error_of(db.put_library, db, "heavy", heavy))
+        db:put_library("heavy", heavy, { script_max_instructions = 200000000 })
+        load("a", [[lunakv.register("ok", function() return "ok" end)]])
+        db:close()
+        db = h.open(dir .. "/db")
+        assert.equal("clean", db:call("state"))
+        -- the memory limit restarts the library: under its own limits
+        assert.matches("SCRIPT_MAX_MEMORY", h.error_of(db.call, db, "dirty"))
+        assert.equal("clean", db:call("state"))
+        assert.is_nil(lib_info(db, "heavy").error)
+      end)
+
+    it("lets a stored library that no longer loads fail alone", function()
+      load("a", [[lunakv.register("ok", function() return "ok" end)]])
+      db:set(LIB_KEY .. "broken", "lunakv.register('gone', function() end")
+      db:close()
+      db = h.open(dir .. "/db")
+      assert.equal("ok", db:call("ok"))
+      local b = lib_info(db, "broken")
+      assert.same({}, b.functions)
+      assert.matches("broken:1:", b.error, 1, true)
+      assert.matches("unknown function 'gone' (not loaded: library "
+        .. "'broken': broken:1:", h.error_of(db.call, db, "gone"), 1, true)
+      db:delete_library("broken")
+      assert.is_nil(lib_info(db, "broken"))
+      assert.is_nil(db:get(LIB_KEY .. "broken"))
+      assert.equal("ok", db:call("ok"))
+    end)
+
     it("replaces a library of the same name, functions and all", function()
       load("a", [[lunakv.register("f1", function() return 1 end)]])
       load("a", [[lunakv.register("f2", function() return 2 end)]])

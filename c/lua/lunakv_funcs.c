@@ -58,6 +58,54 @@ void lkvf_limits_init(lkvf_limits *l) {
                       sizeof limits_schema / sizeof limits_schema[0], l);
 }
 
+/* The load limits as text: the two a load runs under (writes are per
+ * call). */
+size_t lkvf_limits_format(const lkvf_limits *l,
+                          char buf[LKVF_LIMITS_TEXT_MAX]) {
+  int n = snprintf(buf, LKVF_LIMITS_TEXT_MAX,
+                   "script_max_instructions=%llu script_max_memory=%llu",
+                   (unsigned long long)l->max_instructions,
+                   (unsigned long long)l->max_memory);
+  return n < 0 ? 0 : (size_t)n;
+}
+
+static int seterr(lkvf_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+int lkvf_limits_parse(const char *text, size_t len, lkvf_limits *l,
+                      lkvf_error *e) {
+  size_t n, i, at = 0;
+  const lkv_option_spec *schema = lkvf_limits_schema(&n);
+  lkv_err err;
+  lkvf_limits_init(l);
+  while (at < len) {
+    size_t ws = at, nl, vs;
+    unsigned long long v = 0;
+    while (at < len && text[at] != '=' && text[at] != ' ') at++;
+    nl = at - ws;
+    if (at == len || text[at] != '=' || nl == 0)
+      return seterr(e, LKVF_BADARG, "bad limits text '%.*s'", (int)len, text);
+    vs = ++at;
+    while (at < len && text[at] >= '0' && text[at] <= '9' &&
+           v <= (ULLONG_MAX - 9) / 10)
+      v = v * 10 + (unsigned long long)(text[at++] - '0');
+    if (at == vs || (at < len && text[at] != ' '))
+      return seterr(e, LKVF_BADARG, "bad limits text '%.*s'", (int)len, text);
+    for (i = 0; i < n; i++)
+      if (strlen(schema[i].name) == nl &&
+          memcmp(schema[i].name, text + ws, nl) == 0)
+        break;
+    if (i == n)
+      return seterr(e, LKVF_BADARG, "unknown limit '%.*s'", (int)nl, text + ws);
+    lkv_option_set(&schema[i], l, (uint64_t)v);
+    while (at < len && text[at] == ' ') at++;
+  }
+  err.msg[0] = '\0';
+  if (lkv_schema_check(schema, n, l, &err) != LKV_OK)
+    return seterr(e, LKVF_BADARG, "%s", err.msg);
+  return LKVF_OK;
+}
+
 /* }====================================================================== */
 
 /* {======================================================================
@@ -487,6 +535,7 @@ static void lib_free(lkvf_library *lib) {
   free(lib->read_only);
   free(lib->name);
   free(lib->source);
+  free(lib->error);
   free(lib);
 }
 
@@ -611,6 +660,52 @@ static lkvf_library *find_func(const lkvf_runtime *rt, const char *name,
   return NULL;
 }
 
+/* Room for one more library now, so that install cannot fail. */
+static int reserve(lkvf_runtime *rt, lkvf_error *e) {
+  if (rt->n == rt->cap) {
+    size_t cap = rt->cap ? rt->cap * 2 : 8;
+    lkvf_library **p = (lkvf_library **)realloc(rt->libs, cap * sizeof *p);
+    if (p == NULL) return seterr(e, LKVF_NOMEM, "library: out of memory");
+    rt->libs = p;
+    rt->cap = cap;
+  }
+  return LKVF_OK;
+}
+
+/* A new library record with copies of name and source, or NULL. */
+static lkvf_library *lib_new(const char *name, size_t nlen, const char *source,
+                             size_t slen) {
+  lkvf_library *lib = (lkvf_library *)calloc(1, sizeof *lib);
+  if (lib == NULL || (lib->name = (char *)malloc(nlen + 1)) == NULL ||
+      (lib->source = (char *)malloc(slen + 1)) == NULL) {
+    lib_free(lib);
+    return NULL;
+  }
+  memcpy(lib->name, name, nlen);
+  lib->name[nlen] = '\0';
+  lib->nlen = nlen;
+  memcpy(lib->source, source, slen);
+  lib->source[slen] = '\0';
+  lib->slen = slen;
+  return lib;
+}
+
+int lkvf_library_install_failed(lkvf_runtime *rt, const char *name, size_t nlen,
+                                const char *source, size_t slen,
+                                const char *error, lkvf_error *e) {
+  lkvf_library *lib;
+  if (lkvf_check_name("library", name, nlen, e) != LKVF_OK) return e->code;
+  if (reserve(rt, e) != LKVF_OK) return e->code;
+  lib = lib_new(name, nlen, source ? source : "", source ? slen : 0);
+  if (lib == NULL || (lib->error = strdup(error)) == NULL) {
+    lib_free(lib);
+    return seterr(e, LKVF_NOMEM, "library: out of memory");
+  }
+  lkvf_limits_init(&lib->lim);
+  lkvf_library_install(rt, lib);
+  return LKVF_OK;
+}
+
 int lkvf_library_prepare(lkvf_runtime *rt, const char *name, size_t nlen,
                          const char *source, size_t slen,
                          const lkvf_limits *lim, lkvf_library **out,
@@ -625,26 +720,10 @@ int lkvf_library_prepare(lkvf_runtime *rt, const char *name, size_t nlen,
     lkvf_limits_init(&dflt);
     lim = &dflt;
   }
-  /* room for one more library now, so that install cannot fail */
-  if (rt->n == rt->cap) {
-    size_t cap = rt->cap ? rt->cap * 2 : 8;
-    lkvf_library **p = (lkvf_library **)realloc(rt->libs, cap * sizeof *p);
-    if (p == NULL) return seterr(e, LKVF_NOMEM, "library: out of memory");
-    rt->libs = p;
-    rt->cap = cap;
-  }
-  lib = (lkvf_library *)calloc(1, sizeof *lib);
-  if (lib == NULL || (lib->name = (char *)malloc(nlen + 1)) == NULL ||
-      (lib->source = (char *)malloc(slen + 1)) == NULL) {
-    lib_free(lib);
-    return seterr(e, LKVF_NOMEM, "library: out of memory");
-  }
-  memcpy(lib->name, name, nlen);
-  lib->name[nlen] = '\0';
-  lib->nlen = nlen;
-  memcpy(lib->source, source, slen);
-  lib->source[slen] = '\0';
-  lib->slen = slen;
+  if (reserve(rt, e) != LKVF_OK) return e->code;
+  lib = lib_new(name, nlen, source, slen);
+  if (lib == NULL) return seterr(e, LKVF_NOMEM, "library: out of memory");
+  lib->lim = *lim;
   if (lib_build(rt, lib, lim, e) != LKVF_OK) {
     lib_free(lib);
     return e->code;
@@ -702,6 +781,8 @@ void lkvf_library_at(const lkvf_runtime *rt, size_t i, lkvf_library_info *out) {
   out->nfuncs = lib->nfuncs;
   out->funcs = (const char *const *)lib->funcs;
   out->read_only = lib->read_only;
+  out->error = lib->error;
+  out->limits = lib->lim;
 }
 
 int lkvf_function_read_only(const lkvf_runtime *rt, const char *name,
@@ -752,18 +833,11 @@ static int call_body(lua_State *L) {
  * runaway call, what it left behind is gone. On failure lib keeps its
  * state (collected). */
 static void lib_restart(lkvf_runtime *rt, lkvf_library *lib) {
-  lkvf_limits dflt;
-  lkvf_library *fresh = (lkvf_library *)calloc(1, sizeof *fresh), tmp;
+  lkvf_library *fresh = lib_new(lib->name, lib->nlen, lib->source, lib->slen),
+               tmp;
   lkvf_error e;
-  lkvf_limits_init(&dflt);
-  if (fresh != NULL) {
-    fresh->name = lkvf_dupbytes(lib->name, lib->nlen + 1);
-    fresh->source = lkvf_dupbytes(lib->source, lib->slen + 1);
-    fresh->nlen = lib->nlen;
-    fresh->slen = lib->slen;
-  }
-  if (fresh == NULL || fresh->name == NULL || fresh->source == NULL ||
-      lib_build(rt, fresh, &dflt, &e) != LKVF_OK) {
+  if (fresh != NULL) fresh->lim = lib->lim; /* as it loaded the first time */
+  if (fresh == NULL || lib_build(rt, fresh, &fresh->lim, &e) != LKVF_OK) {
     lib_free(fresh);
     lua_gc(lib->L, LUA_GCCOLLECT);
     return;
@@ -787,8 +861,19 @@ int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,
   memset(out, 0, sizeof *out);
   if (lkvf_check_name("function", name, nlen, e) != LKVF_OK) return e->code;
   lib = find_func(rt, name, nlen, &ro);
-  if (lib == NULL)
-    return seterr(e, LKVF_UNKNOWN, "unknown function '%.*s'", (int)nlen, name);
+  if (lib == NULL) {
+    /* it may be one of a library that did not load: say which did not */
+    size_t i;
+    seterr(e, LKVF_UNKNOWN, "unknown function '%.*s'", (int)nlen, name);
+    for (i = 0; i < rt->n; i++)
+      if (rt->libs[i]->error != NULL) {
+        size_t at = strlen(e->msg);
+        snprintf(e->msg + at, sizeof e->msg - at, " (not loaded: %s)",
+                 rt->libs[i]->error);
+        break;
+      }
+    return LKVF_UNKNOWN;
+  }
   if (lim == NULL) {
     lkvf_limits_init(&dflt);
     lim = &dflt;

@@ -29,6 +29,10 @@
  * them. A library is stored under LKVF_LIB_PREFIX followed by its name. */
 #define LKVF_RESERVED_PREFIX "\xff\xfflunakv/"
 #define LKVF_LIB_PREFIX LKVF_RESERVED_PREFIX "lib/"
+/* A library's load limits, stored beside its source under this prefix and
+ * its name, as lkvf_limits_format writes them: a reopen (and a restart
+ * after a limit) loads it under the limits it was put with. */
+#define LKVF_LIBLIMITS_PREFIX LKVF_RESERVED_PREFIX "liblimits/"
 
 /* Library and function names: 1 to LKVF_NAME_MAX bytes of [A-Za-z0-9_.-].
  * They appear in keys, error messages and (later) URL paths. */
@@ -52,6 +56,8 @@
 
 /* Per call (and per library load, which runs the library's top level):
  * exceeding one ends that call with LKVF_LIMIT, nothing written. */
+struct lkvf_error;
+
 typedef struct lkvf_limits {
   uint64_t max_instructions; /* SCRIPT_MAX_INSTRUCTIONS: Lua VM
                                 instructions (a count hook) */
@@ -73,6 +79,14 @@ typedef struct lkvf_limits {
 const lkv_option_spec *lkvf_limits_schema(size_t *n);
 /* Fill *l with the defaults. */
 void lkvf_limits_init(lkvf_limits *l);
+/* The limits a library loads under as text ("script_max_instructions=N
+ * script_max_memory=N"), NUL-terminated into buf: its length. */
+#define LKVF_LIMITS_TEXT_MAX 96
+size_t lkvf_limits_format(const lkvf_limits *l, char buf[LKVF_LIMITS_TEXT_MAX]);
+/* Parse that text into *l (names not given keep the defaults): LKVF_OK,
+ * or LKVF_BADARG for an unknown name or a value out of range. */
+int lkvf_limits_parse(const char *text, size_t len, lkvf_limits *l,
+                      struct lkvf_error *e);
 
 /* }====================================================================== */
 
@@ -163,6 +177,14 @@ int lkvf_library_prepare(lkvf_runtime *rt, const char *name, size_t nlen,
  * last library prepared on rt, and no other library gained one of its
  * function names since. */
 void lkvf_library_install(lkvf_runtime *rt, lkvf_library *lib);
+/* Install, in place of library `name`, one that failed to load (its
+ * source kept as stored): it registers nothing, db:libraries-style
+ * listings show `error`, and a call of an unknown function names it, so a
+ * library that stops loading (a lower default limit, a cjson upgrade)
+ * fails only its own functions. LKVF_OK or LKVF_NOMEM. */
+int lkvf_library_install_failed(lkvf_runtime *rt, const char *name, size_t nlen,
+                                const char *source, size_t slen,
+                                const char *error, lkvf_error *e);
 /* Free a prepared library that will not be installed. */
 void lkvf_library_discard(lkvf_library *lib);
 /* Drop an installed library: LKVF_OK or LKVF_UNKNOWN. */
@@ -179,6 +201,8 @@ typedef struct lkvf_library_info {
   size_t nfuncs;
   const char *const *funcs; /* their names, in registration order */
   const int *read_only;     /* 1 for each registered read_only */
+  const char *error;        /* not NULL: it failed to load, and why */
+  lkvf_limits limits;       /* what it loaded (or tried to) under */
 } lkvf_library_info;
 
 size_t lkvf_library_count(const lkvf_runtime *rt);

@@ -26,6 +26,9 @@ typedef struct Call Call;
 struct lkvf_library {
   char *name, *source;
   size_t nlen, slen;
+  lkvf_limits lim; /* what it loaded under: a restart loads under these */
+  char *error;     /* a library kept though it failed to load: why (L is
+                      NULL, no functions) */
   lua_State *L;
   size_t used;    /* bytes the allocator handed out and not freed */
   size_t extra;   /* bytes of the running call's pending writes */
