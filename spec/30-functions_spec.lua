@@ -343,6 +343,25 @@ describe("stored functions", function()
       end
     end)
 
+    it("refuse integers JSON would round, args and results", function()
+      load("j", [[lunakv.register("echo", function(_, a) return a end)
+      lunakv.register("big", function(tx)
+        tx:set("a", "1")
+        return { n = 1234567890123456789 }
+      end)]])
+      -- 14 digits pass both ways, exactly
+      assert.same({ n = 99999999999999, m = -99999999999999 },
+        db:call("echo", { n = 99999999999999, m = -99999999999999 }))
+      assert.matches("integer too large for JSON: 100000000000000",
+        h.error_of(db.call, db, "echo", { n = 100000000000000 }), 1, true)
+      assert.matches("integer too large for JSON: -9007199254740993",
+        h.error_of(db.call, db, "echo", { { -9007199254740993 } }), 1, true)
+      assert.matches("function 'big': the result cannot be encoded as JSON: "
+        .. "integer too large for JSON: 1234567890123456789",
+        h.error_of(db.call, db, "big"), 1, true)
+      assert.is_nil(db:get("a"))
+    end)
+
     it("refuse JSON nested too deeply instead of crashing", function()
       load("j", [[lunakv.register("echo", function(_, a) return a end)
         lunakv.register("deep", function(_, a)

@@ -945,6 +945,13 @@ static int db_call_json(lua_State *L) {
   return run_call(L, d, args, alen, 4);
 }
 
+/* encode(value) after refusing integers cjson would round. */
+static int encode_checked(lua_State *L) {
+  lkvlua_json_check_ints(L, 2);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
 /* db:call(function [, args [, limits]]) -> result, seq|nil: args and
  * the result pass through JSON (this state's cjson), exactly as over
  * HTTP; a JSON null result is nil. */
@@ -957,9 +964,10 @@ static int db_call(lua_State *L) {
   lua_pushliteral(L, "cjson");
   lua_call(L, 1, 1); /* 5 cjson */
   if (!lua_isnil(L, 3)) {
+    lua_pushcfunction(L, encode_checked);
     lua_getfield(L, 5, "encode");
     lua_pushvalue(L, 3);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK)
       return luaL_argerror(
           L, 3,
           lua_pushfstring(L, "cannot encode as JSON: %s", lua_tostring(L, -1)));

@@ -819,6 +819,7 @@ static int call_body(lua_State *L) {
   c->stage = STAGE_RUN;
   lua_call(L, 2, 1); /* 2 result */
   c->stage = STAGE_RESULT;
+  lkvlua_json_check_ints(L, -1);
   lua_getfield(L, LUA_REGISTRYINDEX, REG_ENCODE);
   lua_insert(L, -2);
   lua_call(L, 1, 1); /* the JSON */
@@ -991,6 +992,44 @@ static void ints_in_table(lua_State *L, int idx, int depth) {
       ints_in_table(L, lua_gettop(L), depth + 1);
     lua_pop(L, 1);
   }
+}
+
+/* cjson writes numbers with 14 significant digits: a larger integer
+ * would come out rounded (2^53 + 1 as 9.007199254741e+15). Refused
+ * instead, keys and values, before anything is encoded. */
+static void check_int(lua_State *L, int idx) {
+  lua_Integer n;
+  if (!lua_isinteger(L, idx)) return;
+  n = lua_tointeger(L, idx);
+  if (n > LKVF_JSON_INT_MAX || n < -LKVF_JSON_INT_MAX)
+    luaL_error(L,
+               "integer too large for JSON: %I"
+               " (JSON numbers keep 14 digits here)",
+               n);
+}
+
+static void check_table(lua_State *L, int idx, int depth) {
+  if (depth > LKVF_JSON_MAX_DEPTH)
+    luaL_error(L, "JSON nested too deeply (more than %d levels)",
+               LKVF_JSON_MAX_DEPTH);
+  luaL_checkstack(L, 3, "JSON nested too deeply");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    check_int(L, -2);
+    if (lua_type(L, -1) == LUA_TTABLE)
+      check_table(L, lua_gettop(L), depth + 1);
+    else
+      check_int(L, -1);
+    lua_pop(L, 1);
+  }
+}
+
+void lkvlua_json_check_ints(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TTABLE)
+    check_table(L, idx, 1);
+  else
+    check_int(L, idx);
 }
 
 void lkvlua_json_ints(lua_State *L, int idx) {

@@ -43,6 +43,11 @@
  * deeper is refused with "JSON nested too deeply". */
 #define LKVF_JSON_MAX_DEPTH 1000
 
+/* The largest integer args and results may hold, either sign: cjson
+ * writes 14 significant digits, so a larger one would be rounded. It is
+ * refused instead ("integer too large for JSON"). */
+#define LKVF_JSON_INT_MAX 99999999999999LL
+
 /* How many tx:scan cursors one call may hold open at once. Each holds an
  * engine iterator (a few KB of malloc'd memory outside the Lua state's
  * counted memory), so the count is bounded instead: one more raises
