@@ -584,6 +584,19 @@ describe("stored functions", function()
       refused("gib", "SCRIPT_MAX_MEMORY")
     end)
 
+    it("lets a call whose garbage the emergency collection frees go on",
+      function()
+        -- each 4 MiB string is garbage at once: a refused allocation is
+        -- retried by Lua after a full collection, and that one fits
+        load("g", [[lunakv.register("garbage", function()
+          local n = 0
+          for _ = 1, 40 do n = n + #string.rep("x", 4 << 20) end
+          return n
+        end)]])
+        assert.equal(40 * (4 << 20), db:call("garbage", nil,
+          { script_max_memory = 16 << 20 }))
+      end)
+
     it("ends a memory bomb kept in a global, the library restarted",
       function()
         refused("bomb", "SCRIPT_MAX_MEMORY")

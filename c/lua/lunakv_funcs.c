@@ -159,11 +159,16 @@ int lkvf_check_name(const char *what, const char *name, size_t len,
 ** ======================================================================= */
 
 /* Lua may not be refused a shrink or a free; a growth past the limit is
- * refused (Lua then collects and retries once, then raises "not enough
- * memory"). The hit is remembered: a script that catches the error with
- * pcall still ends with the limit's error. */
+ * refused. Lua then runs an emergency collection and asks again for the
+ * same block: if that retry fits, nothing was raised and the hit is
+ * forgotten (a call making garbage in a loop just collects it); if the
+ * retry is refused too, or Lua raises without retrying, the hit stays.
+ * It is remembered: a script that catches "not enough memory" with
+ * pcall still ends with the limit's error. The first limit hit is the
+ * one reported. */
 static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   lkvf_library *lib = (lkvf_library *)ud;
+  int retry;
   void *p;
   if (ptr == NULL) osize = 0; /* then osize is the object's type */
   if (nsize == 0) {
@@ -171,14 +176,31 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lib->used -= osize;
     return NULL;
   }
-  if (nsize > osize &&
-      (nsize - osize > lib->limit ||
-       lib->used + lib->extra > lib->limit - (nsize - osize))) {
-    lib->hit = HIT_MEMORY;
+  if (nsize <= osize) {
+    p = realloc(ptr, nsize);
+    if (p == NULL) return NULL;
+    lib->used = lib->used - osize + nsize;
+    return p;
+  }
+  retry = lib->refused.valid && lib->refused.ptr == ptr &&
+          lib->refused.osize == osize && lib->refused.nsize == nsize;
+  lib->refused.valid = 0;
+  if (nsize - osize > lib->limit ||
+      lib->used + lib->extra > lib->limit - (nsize - osize)) {
+    if (!retry) {
+      lib->refused.ptr = ptr;
+      lib->refused.osize = osize;
+      lib->refused.nsize = nsize;
+      lib->refused.hit_before = lib->hit;
+      lib->refused.valid = 1;
+    }
+    if (lib->hit == HIT_NONE) lib->hit = HIT_MEMORY;
     return NULL;
   }
   p = realloc(ptr, nsize);
   if (p == NULL) return NULL;
+  /* the emergency collection made room: no error was raised */
+  if (retry) lib->hit = lib->refused.hit_before;
   lib->used = lib->used - osize + nsize;
   return p;
 }
@@ -222,6 +244,7 @@ static void arm(lkvf_library *lib, const lkvf_limits *lim) {
    * INT_MAX, a C caller that skipped lkv_schema_check is capped here */
   uint64_t n = lim->max_instructions;
   lib->hit = HIT_NONE;
+  lib->refused.valid = 0;
   lib->spent = 0;
   lib->limit = (size_t)lim->max_memory;
   lib->budget = n > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)n;

@@ -30,10 +30,15 @@ struct lkvf_library {
   char *error;     /* a library kept though it failed to load: why (L is
                       NULL, no functions) */
   lua_State *L;
-  size_t used;    /* bytes the allocator handed out and not freed */
-  size_t extra;   /* bytes of the running call's pending writes */
-  size_t limit;   /* what used + extra may reach */
-  int hit;        /* the limit that stopped the current run (HIT_*) */
+  size_t used;  /* bytes the allocator handed out and not freed */
+  size_t extra; /* bytes of the running call's pending writes */
+  size_t limit; /* what used + extra may reach */
+  int hit;      /* the limit that stopped the current run (HIT_*) */
+  struct {      /* the last growth refused, while Lua may retry it */
+    void *ptr;
+    size_t osize, nsize;
+    int valid, hit_before;
+  } refused;
   int spent;      /* the instruction budget is spent: the hook fires at
                      every instruction from then on */
   int64_t budget; /* instructions of the run not yet handed to the hook
