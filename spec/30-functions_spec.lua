@@ -580,6 +580,30 @@ describe("stored functions", function()
         "ab-ab-ab" }, db:call("cheap"))
     end)
 
+    it("charges tx operations to SCRIPT_MAX_INSTRUCTIONS", function()
+      -- each runs in C, unseen by the count hook: uncharged, a loop of
+      -- them ran for seconds under the default budget
+      for i = 1, 100 do db:set(("k%03d"):format(i), "v") end
+      load("t", [[
+        lunakv.register("scans", function(tx)
+          while true do for _ in tx:scan() do break end end
+        end)
+        lunakv.register("gets", function(tx)
+          while true do tx:get("k001") end
+        end)
+        lunakv.register("rows", function(tx)
+          while true do for _ in tx:scan() do end end
+        end)
+      ]])
+      for _, f in ipairs { "scans", "gets", "rows" } do
+        local t0 = os.clock()
+        assert.matches("function '" .. f
+          .. "': t:%d+: SCRIPT_MAX_INSTRUCTIONS limit reached",
+          h.error_of(db.call, db, f))
+        assert.is_true(os.clock() - t0 < 2, f .. " took " .. os.clock() - t0)
+      end
+    end)
+
     it("refuses a 1 GiB allocation at SCRIPT_MAX_MEMORY", function()
       refused("gib", "SCRIPT_MAX_MEMORY")
     end)

@@ -73,7 +73,16 @@ typedef struct lkvf_limits {
 } lkvf_limits;
 
 #define SCRIPT_MAX_INSTRUCTIONS_DEFAULT 50000000 /* ~0.1-0.5 s of Lua */
-#define SCRIPT_MAX_MEMORY_DEFAULT (64u << 20)    /* 64 MiB */
+
+/* What a tx operation costs of SCRIPT_MAX_INSTRUCTIONS: it runs in C
+ * (engine lookups, an iterator) where the count hook does not see it, and
+ * costs far more than a VM instruction, so a loop of them meets the
+ * budget in about the time a loop of instructions does. */
+#define LKVF_COST_GET 500                     /* tx:get */
+#define LKVF_COST_WRITE 100                   /* tx:set, tx:delete */
+#define LKVF_COST_SCAN 5000                   /* tx:scan: opening the cursor */
+#define LKVF_COST_ROW 50                      /* each row a scan steps over */
+#define SCRIPT_MAX_MEMORY_DEFAULT (64u << 20) /* 64 MiB */
 #define SCRIPT_MAX_WRITES_DEFAULT 10000
 
 /* The schema of lkvf_limits, in the engine's format (lunakv.h): names

@@ -149,8 +149,10 @@ static int tx_get(lua_State *L) {
   size_t klen;
   const char *k = txkey(L, 2, &klen);
   int found, rc;
-  size_t i = sorted_find(c, k, klen, &found);
+  size_t i;
   lkv_err err;
+  lkvf_charge(L, c->lib, LKVF_COST_GET);
+  i = sorted_find(c, k, klen, &found);
   if (found) {
     const lkvf_write *w = &c->w[c->sorted[i]];
     if (w->op == LKVF_SET)
@@ -182,6 +184,7 @@ static int tx_write(lua_State *L, int op) {
   if (c->read_only)
     return luaL_error(L, "function '%s' is read_only: it may not write",
                       c->fname);
+  lkvf_charge(L, c->lib, LKVF_COST_WRITE);
   add_write(L, c, op, k, klen, v, vlen);
   return 0;
 }
@@ -241,6 +244,7 @@ static int cursor_step(lua_State *L) {
     int take_own;
     if (cu->limit != 0 && cu->count >= cu->limit) break;
     while (!cu->have_row && cu->bc != NULL) {
+      lkvf_charge(L, c->lib, LKVF_COST_ROW);
       err.msg[0] = '\0';
       rc = c->be->scan_next(cu->bc, &cu->bk, &cu->bklen, &cu->bv, &cu->bvlen,
                             &err);
@@ -310,6 +314,7 @@ static int tx_scan(lua_State *L) {
     luaL_argcheck(L, n > 0, 4, "limit must be > 0");
     limit = (uint64_t)n;
   }
+  lkvf_charge(L, c->lib, LKVF_COST_SCAN);
   if (c->ncursors >= LKVF_MAX_OPEN_SCANS) {
     /* scans dropped without running out are closed by their __gc:
      * collect once before refusing */
