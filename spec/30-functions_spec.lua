@@ -453,6 +453,28 @@ describe("stored functions", function()
         assert.same({ { "decode", "encode", "null" }, false }, db:call("f"))
       end)
 
+    it("loads cjson as the C module, not a cjson.lua in the directory",
+      function()
+        -- Lua's default package.path searches ./?.lua first: a child
+        -- runs in a directory holding a cjson.lua that raises
+        local cwd = dir .. "/cwd"
+        assert(os.execute("mkdir -p '" .. cwd .. "'"))
+        h.write_file(cwd .. "/cjson.lua", "error('the cjson.lua of ./')\n")
+        local script = h.prelude .. [[
+          package.path = package.path:gsub("%./%?%.lua;?", "")
+          local db = require("lunakv").open("db")
+          db:put_library("c", "lunakv.register('f', function() "
+            .. "return cjson.encode({ 1 }) end)")
+          io.write((db:call("f")))
+          db:close()
+        ]]
+        h.write_file(dir .. "/child.lua", script)
+        local code, out, err = h.run("cd '" .. cwd .. "' && " .. h.lua .. " '"
+          .. dir .. "/child.lua'")
+        assert.equal(0, code, err)
+        assert.equal("[1]", out)
+      end)
+
     it("keeps each library's globals and string methods its own", function()
       load("a", [[
         shared = "a's"

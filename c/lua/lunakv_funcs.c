@@ -417,12 +417,18 @@ static int sandbox_init(lua_State *L) {
    * each cjson.new or a kept encode buffer is malloc'd outside the
    * counted memory. The same instance encodes the runtime's args and
    * results; no script can reconfigure it. */
+  /* ... and as the C module only: with Lua's default package.path a
+   * cjson.lua in the working directory (./?.lua) would run in the
+   * sandbox, before any limit is armed. (The preload table of a state
+   * this new is empty.) */
+  lua_getglobal(L, "package");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "path");
   if (!lua_isnil(L, 1)) {
-    lua_getglobal(L, "package");
     lua_pushvalue(L, 1);
     lua_setfield(L, -2, "cpath");
-    lua_pop(L, 1);
   }
+  lua_pop(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "cjson");
   lua_call(L, 1, 1); /* 2 the module */
