@@ -146,7 +146,9 @@ typedef struct lkvf_backend {
   /* A cursor over the live keys from lo up to hi inclusive, as db:scan
    * (NULL: an open end), ascending. limit (0: none) is a hint: the
    * runtime never asks for more rows than limit plus the call's own
-   * deletes in the range. LKV_OK and *cursor, or an LKV_* code. */
+   * writes; it passes 0 when the range reaches the reserved keys (which
+   * the backend returns and the runtime skips, so no bound holds). LKV_OK
+   * and *cursor, or an LKV_* code. */
   int (*scan_open)(void *arg, const char *lo, size_t lolen, const char *hi,
                    size_t hilen, uint64_t limit, void **cursor, lkv_err *err);
   /* LKV_OK with the next row (borrowed until the next scan_next or
