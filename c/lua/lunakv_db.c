@@ -892,12 +892,19 @@ static int run_call(lua_State *L, LDb *d, const char *args, size_t alen,
   lkvf_error e;
   lkv_snapshot *snap = NULL;
   lkv_batch *b = NULL;
+  Box *box;
+  int wrote;
   void *arg[2];
   lkv_err err;
   uint64_t seq = 0;
   int rc;
   check_limits(L, limarg, &lim);
   rt = funcs_of(L, d);
+  /* the result JSON waits in a box while it is pushed: pushing may raise
+   * (out of memory), and the box's __gc then frees it */
+  box = (Box *)lua_newuserdatauv(L, sizeof *box, 0);
+  memset(box, 0, sizeof *box);
+  luaL_setmetatable(L, BOX_MT);
   err.msg[0] = '\0';
   rc = lkv_snapshot_new(d->db, &snap, &err);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
@@ -927,13 +934,18 @@ static int run_call(lua_State *L, LDb *d, const char *args, size_t alen,
       return raise_err(L, rc, &err);
     }
   }
-  /* the JSON is copied before anything may raise again */
-  lua_pushlstring(L, res.json, res.json_len);
-  if (res.nwrites > 0)
+  wrote = res.nwrites > 0;
+  box->p = res.json;
+  box->len = box->cap = res.json_len;
+  res.json = NULL;
+  lkvf_result_free(&res);
+  lua_pushlstring(L, box->p, box->len);
+  free(box->p);
+  box->p = NULL;
+  if (wrote)
     lua_pushinteger(L, (lua_Integer)seq);
   else
     lua_pushnil(L);
-  lkvf_result_free(&res);
   return 2;
 }
 
