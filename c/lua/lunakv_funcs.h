@@ -258,7 +258,8 @@ typedef struct lkvf_result {
  * be, under *lim (NULL: the defaults). LKVF_OK fills *out (free it with
  * lkvf_result_free); on any error *out is left empty and the script's
  * writes are dropped. A call that hits SCRIPT_MAX_INSTRUCTIONS or
- * SCRIPT_MAX_MEMORY restarts its library from its source afterwards, so
+ * SCRIPT_MAX_MEMORY restarts its library from its source (under the
+ * limits it was prepared with) afterwards, so
  * the library's memory returns to where it was after its load and no
  * half-done change to its globals survives. */
 int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,
