@@ -62,6 +62,51 @@ describe("stored functions", function()
       assert.equal(2, db:call("inc"))
     end)
 
+    it("keeps a library's load limits for the reopen and the restart",
+      function()
+        -- its top level runs ~9e7 instructions: more than the default
+        -- budget, so it loads only under the limits it was put with
+        local heavy = [[
+          local n = 0
+          for i = 1, 3e7 do n = n + i end
+          state = "clean"
+          lunakv.register("state", function() return state end)
+          lunakv.register("dirty", function()
+            state = "dirty"
+            local t = {}
+            for i = 1, math.huge do t[i] = ("x"):rep(1 << 16) .. i end
+          end)
+        ]]
+        assert.matches("SCRIPT_MAX_INSTRUCTIONS",
+          h.error_of(db.put_library, db, "heavy", heavy))
+        db:put_library("heavy", heavy, { script_max_instructions = 200000000 })
+        load("a", [[lunakv.register("ok", function() return "ok" end)]])
+        db:close()
+        db = h.open(dir .. "/db")
+        assert.equal("clean", db:call("state"))
+        -- the memory limit restarts the library: under its own limits
+        assert.matches("SCRIPT_MAX_MEMORY", h.error_of(db.call, db, "dirty"))
+        assert.equal("clean", db:call("state"))
+        assert.is_nil(lib_info(db, "heavy").error)
+      end)
+
+    it("lets a stored library that no longer loads fail alone", function()
+      load("a", [[lunakv.register("ok", function() return "ok" end)]])
+      db:set(LIB_KEY .. "broken", "lunakv.register('gone', function() end")
+      db:close()
+      db = h.open(dir .. "/db")
+      assert.equal("ok", db:call("ok"))
+      local b = lib_info(db, "broken")
+      assert.same({}, b.functions)
+      assert.matches("broken:1:", b.error, 1, true)
+      assert.matches("unknown function 'gone' (not loaded: library "
+        .. "'broken': broken:1:", h.error_of(db.call, db, "gone"), 1, true)
+      db:delete_library("broken")
+      assert.is_nil(lib_info(db, "broken"))
+      assert.is_nil(db:get(LIB_KEY .. "broken"))
+      assert.equal("ok", db:call("ok"))
+    end)
+
     it("replaces a library of the same name, functions and all", function()
       load("a", [[lunakv.register("f1", function() return 1 end)]])
       load("a", [[lunakv.register("f2", function() return 2 end)]])
@@ -213,6 +258,35 @@ describe("stored functions", function()
       assert.same({}, got.rows)
     end)
 
+    it("hold at most 64 scans open at once", function()
+      -- each open scan holds an engine iterator outside the counted
+      -- memory: keeping them is refused, dropping them is not
+      for i = 1, 3 do db:set("k" .. i, "v") end
+      load("s", [[
+        lunakv.register("keep", function(tx, n)
+          local keep = {}
+          for i = 1, n do
+            local step, _, _, cursor = tx:scan()
+            step()
+            keep[i] = cursor
+          end
+          return #keep
+        end)
+        lunakv.register("drop", function(tx)
+          local n = 0
+          for _ = 1, 1000 do
+            local step = tx:scan()
+            n = n + (step() and 1 or 0)
+          end
+          for _ = 1, 1000 do for _ in tx:scan() do n = n + 1 break end end
+          return n
+        end)]])
+      assert.equal(64, db:call("keep", 64))
+      assert.matches("function 'keep': s:4: too many open scans (at most 64 "
+        .. "per call)", h.error_of(db.call, db, "keep", 65), 1, true)
+      assert.equal(2000, db:call("drop"))
+    end)
+
     it("keep reserved keys out of reach", function()
       load("r", [[
         lunakv.register("scan", function(tx)
@@ -267,6 +341,44 @@ describe("stored functions", function()
           h.error_of(db.call, db, f), 1, true)
         assert.is_nil(db:get("a"))
       end
+    end)
+
+    it("refuse integers JSON would round, args and results", function()
+      load("j", [[lunakv.register("echo", function(_, a) return a end)
+      lunakv.register("big", function(tx)
+        tx:set("a", "1")
+        return { n = 1234567890123456789 }
+      end)]])
+      -- 14 digits pass both ways, exactly
+      assert.same({ n = 99999999999999, m = -99999999999999 },
+        db:call("echo", { n = 99999999999999, m = -99999999999999 }))
+      assert.matches("integer too large for JSON: 100000000000000",
+        h.error_of(db.call, db, "echo", { n = 100000000000000 }), 1, true)
+      assert.matches("integer too large for JSON: -9007199254740993",
+        h.error_of(db.call, db, "echo", { { -9007199254740993 } }), 1, true)
+      assert.matches("function 'big': the result cannot be encoded as JSON: "
+        .. "integer too large for JSON: 1234567890123456789",
+        h.error_of(db.call, db, "big"), 1, true)
+      assert.is_nil(db:get("a"))
+    end)
+
+    it("refuse JSON nested too deeply instead of crashing", function()
+      load("j", [[lunakv.register("echo", function(_, a) return a end)
+        lunakv.register("deep", function(_, a)
+          local t = 1.5
+          for _ = 1, a do t = { t } end
+          return t
+        end)]])
+      -- 100 levels of floats: each level of the integer walk pushes
+      -- values, past the 20 slots a C function starts with
+      local json = ("["):rep(100) .. "1.0" .. ("]"):rep(100)
+      assert.equal(("["):rep(100) .. "1" .. ("]"):rep(100),
+        db:call_json("echo", json))
+      local r = db:call("deep", 990)
+      for _ = 1, 990 do r = r[1] end
+      assert.equal(1.5, r)
+      assert.matches("nested", h.error_of(db.call_json, db,
+        "echo", ("["):rep(1001) .. "1" .. ("]"):rep(1001)))
     end)
 
     it("refuse bad calls, changing nothing", function()
@@ -324,6 +436,43 @@ describe("stored functions", function()
         end)]])
         assert.same({ "number", "number", "1970", "7", "1,2", 2, "é", "[1]",
           true }, db:call("f"))
+      end)
+
+    it("gives cjson's encode, decode and null only, not its setters",
+      function()
+        -- the setters let a script raise the depth bounds and overflow
+        -- the C stack; cjson.new keeps buffers outside the counted memory
+        load("c", [[lunakv.register("f", function()
+          local names = {}
+          for k in pairs(cjson) do names[#names + 1] = k end
+          table.sort(names)
+          local t = {}
+          t[1] = t
+          return { names, (pcall(cjson.encode, t)) }
+        end)]])
+        assert.same({ { "decode", "encode", "null" }, false }, db:call("f"))
+      end)
+
+    it("loads cjson as the C module, not a cjson.lua in the directory",
+      function()
+        -- Lua's default package.path searches ./?.lua first: a child
+        -- runs in a directory holding a cjson.lua that raises
+        local cwd = dir .. "/cwd"
+        assert(os.execute("mkdir -p '" .. cwd .. "'"))
+        h.write_file(cwd .. "/cjson.lua", "error('the cjson.lua of ./')\n")
+        local script = h.prelude .. [[
+          package.path = package.path:gsub("%./%?%.lua;?", "")
+          local db = require("lunakv").open("db")
+          db:put_library("c", "lunakv.register('f', function() "
+            .. "return cjson.encode({ 1 }) end)")
+          io.write((db:call("f")))
+          db:close()
+        ]]
+        h.write_file(dir .. "/child.lua", script)
+        local code, out, err = h.run("cd '" .. cwd .. "' && " .. h.lua .. " '"
+          .. dir .. "/child.lua'")
+        assert.equal(0, code, err)
+        assert.equal("[1]", out)
       end)
 
     it("keeps each library's globals and string methods its own", function()
@@ -415,9 +564,84 @@ describe("stored functions", function()
           { script_max_instructions = 100000 })
       end)
 
+    it("counts what table and string functions loop over in C", function()
+      -- none of these runs a Lua instruction while it loops: without the
+      -- charges each would run for minutes under any budget
+      load("c", [[
+        local huge = setmetatable({}, { __len = function() return 3e8 end })
+        lunakv.register("move", function() table.move({}, 1, 3e8, 2) end)
+        lunakv.register("shift", function()
+          local t = {}
+          for i = 1, 10000 do t[i] = i end
+          for _ = 1, 1e6 do table.insert(t, 1, 0) table.remove(t, 1) end
+        end)
+        lunakv.register("sort", function()
+          local t = {}
+          for i = 1, 4000 do t[i] = -i end
+          for _ = 1, 1e6 do table.sort(t) end
+        end)
+        lunakv.register("cheap", function()
+          table.insert(huge, 1, "x") -- the raw length: no shift
+          local first = table.remove(huge, 1)
+          local t = { 1, 2, 3 }
+          table.insert(t, 1, 0)
+          table.insert(t, 9)
+          return { #string.rep("", 2^62), #string.rep("", 1e18, ""),
+            first, table.remove(t, 1), table.remove(t), t,
+            table.move({ 1, 2, 3 }, 1, 3, 2), string.rep("ab", 3, "-") }
+        end)
+      ]])
+      for _, f in ipairs { "move", "shift", "sort" } do
+        local t0 = os.clock()
+        assert.matches("function '" .. f
+          .. "': c:%d+: SCRIPT_MAX_INSTRUCTIONS limit reached",
+          h.error_of(db.call, db, f))
+        assert.is_true(os.clock() - t0 < 5, f .. " took " .. os.clock() - t0)
+      end
+      assert.same({ 0, 0, "x", 0, 9, { 1, 2, 3 }, { 1, 1, 2, 3 },
+        "ab-ab-ab" }, db:call("cheap"))
+    end)
+
+    it("charges tx operations to SCRIPT_MAX_INSTRUCTIONS", function()
+      -- each runs in C, unseen by the count hook: uncharged, a loop of
+      -- them ran for seconds under the default budget
+      for i = 1, 100 do db:set(("k%03d"):format(i), "v") end
+      load("t", [[
+        lunakv.register("scans", function(tx)
+          while true do for _ in tx:scan() do break end end
+        end)
+        lunakv.register("gets", function(tx)
+          while true do tx:get("k001") end
+        end)
+        lunakv.register("rows", function(tx)
+          while true do for _ in tx:scan() do end end
+        end)
+      ]])
+      for _, f in ipairs { "scans", "gets", "rows" } do
+        local t0 = os.clock()
+        assert.matches("function '" .. f
+          .. "': t:%d+: SCRIPT_MAX_INSTRUCTIONS limit reached",
+          h.error_of(db.call, db, f))
+        assert.is_true(os.clock() - t0 < 2, f .. " took " .. os.clock() - t0)
+      end
+    end)
+
     it("refuses a 1 GiB allocation at SCRIPT_MAX_MEMORY", function()
       refused("gib", "SCRIPT_MAX_MEMORY")
     end)
+
+    it("lets a call whose garbage the emergency collection frees go on",
+      function()
+        -- each 4 MiB string is garbage at once: a refused allocation is
+        -- retried by Lua after a full collection, and that one fits
+        load("g", [[lunakv.register("garbage", function()
+          local n = 0
+          for _ = 1, 40 do n = n + #string.rep("x", 4 << 20) end
+          return n
+        end)]])
+        assert.equal(40 * (4 << 20), db:call("garbage", nil,
+          { script_max_memory = 16 << 20 }))
+      end)
 
     it("ends a memory bomb kept in a global, the library restarted",
       function()

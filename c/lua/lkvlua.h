@@ -135,6 +135,9 @@ void lkvlua_node_options(lua_State *L, int t, struct lkvnet_options *o);
  * idx, tables walked) integers, in place: JSON has one number type, Lua
  * two, and a count of 3 should read 3, not 3.0. */
 void lkvlua_json_ints(lua_State *L, int idx);
+/* lunakv_funcs.c: raise "integer too large for JSON" when the value at idx
+ * (tables walked, keys too) holds an integer cjson would round. */
+void lkvlua_json_check_ints(lua_State *L, int idx);
 
 /* lunakv_faultenv.c: the env of the fault env userdata at idx (raises when
  * it is not one). */

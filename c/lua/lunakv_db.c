@@ -671,13 +671,41 @@ static size_t libkey(char *buf, const char *name, size_t nlen) {
   return pn + nlen;
 }
 
+/* The key of a library's load limits (LKVF_LIBLIMITS_PREFIX). */
+static size_t limkey(char *buf, const char *name, size_t nlen) {
+  size_t pn = sizeof LKVF_LIBLIMITS_PREFIX - 1;
+  memcpy(buf, LKVF_LIBLIMITS_PREFIX, pn);
+  memcpy(buf + pn, name, nlen);
+  return pn + nlen;
+}
+
+/* The stored load limits of library name into *lim: the defaults when
+ * none are stored (a library put before they were). LKV_OK, an engine
+ * error, or LKV_CORRUPTION when the text does not parse (err says). */
+static int stored_limits(LDb *d, const char *name, size_t nlen,
+                         lkvf_limits *lim, lkv_err *err) {
+  char key[sizeof LKVF_LIBLIMITS_PREFIX + LKVF_NAME_MAX];
+  lkvf_error e;
+  int rc = lkv_db_get(d->db, key, limkey(key, name, nlen), LKV_SEQ_LATEST,
+                      &d->getbuf, err);
+  lkvf_limits_init(lim);
+  if (rc == LKV_NOTFOUND) return LKV_OK;
+  if (rc != LKV_OK) return rc;
+  if (lkvf_limits_parse(d->getbuf.data, d->getbuf.len, lim, &e) != LKVF_OK)
+    return lkv_seterr(err, LKV_CORRUPTION, "stored limits: %s", e.msg);
+  return LKV_OK;
+}
+
 /* The db's runtime, created and filled from the stored libraries at the
- * first use. A stored library that no longer loads raises, naming it. */
+ * first use, each under the limits it was put with. One that no longer
+ * loads is kept as failed (lkvf_library_install_failed): the others
+ * work, db:libraries shows its error. */
 static lkvf_runtime *funcs_of(lua_State *L, LDb *d) {
   size_t pn = sizeof LKVF_LIB_PREFIX - 1;
   char msg[LKVF_MSG_LEN + LKVF_NAME_MAX + 96];
   lkvf_runtime *rt;
   lkv_iter *it = NULL;
+  lkvf_limits lim;
   lkvf_error e;
   lkv_err err;
   const char *cpath;
@@ -704,15 +732,19 @@ static lkvf_runtime *funcs_of(lua_State *L, LDb *d) {
     lkvf_library *lib;
     if (klen < pn || memcmp(k, LKVF_LIB_PREFIX, pn) != 0) break;
     v = lkv_iter_value(it, &vlen);
-    if (lkvf_library_prepare(rt, k + pn, klen - pn, v, vlen, NULL, &lib, &e) !=
-        LKVF_OK) {
-      snprintf(msg, sizeof msg,
-               "lunakv: stored library '%.*s' does not load (db:delete_"
-               "library removes it): %s",
-               (int)(klen - pn), k + pn, e.msg);
+    /* a library that does not load is kept as such: its own functions
+     * are unknown (the error names it), the others work */
+    err.msg[0] = '\0';
+    rc = stored_limits(d, k + pn, klen - pn, &lim, &err);
+    if (rc == LKV_OK && lkvf_library_prepare(rt, k + pn, klen - pn, v, vlen,
+                                             &lim, &lib, &e) == LKVF_OK)
+      lkvf_library_install(rt, lib);
+    else if (lkvf_library_install_failed(rt, k + pn, klen - pn, v, vlen,
+                                         rc != LKV_OK ? err.msg : e.msg,
+                                         &e) != LKVF_OK) {
+      snprintf(msg, sizeof msg, "lunakv: %s", e.msg);
       break;
     }
-    lkvf_library_install(rt, lib);
   }
   if (msg[0] == '\0' && (rc = lkv_iter_status(it, &err)) != LKV_OK)
     snprintf(msg, sizeof msg, "lunakv: %s", err.msg);
@@ -733,9 +765,12 @@ static int db_put_library(lua_State *L) {
   const char *name = checkbytes(L, 2, &nlen);
   const char *src = checkbytes(L, 3, &slen);
   char key[sizeof LKVF_LIB_PREFIX + LKVF_NAME_MAX];
+  char lkey[sizeof LKVF_LIBLIMITS_PREFIX + LKVF_NAME_MAX];
+  char ltext[LKVF_LIMITS_TEXT_MAX];
   lkvf_runtime *rt;
   lkvf_library *lib;
   lkvf_library_info info;
+  lkv_batch *b;
   lkvf_limits lim;
   lkvf_error e;
   lkv_err err;
@@ -747,8 +782,18 @@ static int db_put_library(lua_State *L) {
   if (lkvf_library_prepare(rt, name, nlen, src, slen, &lim, &lib, &e) !=
       LKVF_OK)
     return raise_funcs(L, &e);
+  /* the source and its load limits in one batch: a reopen loads it
+   * under the same limits */
   err.msg[0] = '\0';
-  rc = lkv_db_set(d->db, key, libkey(key, name, nlen), src, slen, NULL, &err);
+  b = lkv_batch_new();
+  rc = b == NULL ? lkv_seterr(&err, LKV_NOMEM, "batch of a library") : LKV_OK;
+  if (rc == LKV_OK)
+    rc = lkv_batch_set(b, key, libkey(key, name, nlen), src, slen, &err);
+  if (rc == LKV_OK)
+    rc = lkv_batch_set(b, lkey, limkey(lkey, name, nlen), ltext,
+                       lkvf_limits_format(&lim, ltext), &err);
+  if (rc == LKV_OK) rc = lkv_db_write(d->db, b, NULL, &err);
+  lkv_batch_free(b);
   if (rc != LKV_OK) {
     lkvf_library_discard(lib);
     return raise_err(L, rc, &err);
@@ -773,6 +818,8 @@ static int db_delete_library(lua_State *L) {
   size_t nlen, klen;
   const char *name = checkbytes(L, 2, &nlen);
   char key[sizeof LKVF_LIB_PREFIX + LKVF_NAME_MAX];
+  char lkey[sizeof LKVF_LIBLIMITS_PREFIX + LKVF_NAME_MAX];
+  lkv_batch *b;
   lkvf_error e;
   lkv_err err;
   int rc;
@@ -783,7 +830,13 @@ static int db_delete_library(lua_State *L) {
   rc = lkv_db_get(d->db, key, klen, LKV_SEQ_LATEST, &d->getbuf, &err);
   if (rc == LKV_NOTFOUND) return luaL_error(L, "lunakv: no library '%s'", name);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
-  rc = lkv_db_delete(d->db, key, klen, NULL, &err);
+  b = lkv_batch_new();
+  rc = b == NULL ? lkv_seterr(&err, LKV_NOMEM, "batch of a library") : LKV_OK;
+  if (rc == LKV_OK) rc = lkv_batch_delete(b, key, klen, &err);
+  if (rc == LKV_OK)
+    rc = lkv_batch_delete(b, lkey, limkey(lkey, name, nlen), &err);
+  if (rc == LKV_OK) rc = lkv_db_write(d->db, b, NULL, &err);
+  lkv_batch_free(b);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
   if (d->funcs != NULL) lkvf_library_remove(d->funcs, name, nlen, &e);
   return 0;
@@ -816,6 +869,10 @@ static int db_libraries(lua_State *L) {
         lua_setfield(L, -2, info.funcs[j]);
       }
     lua_setfield(L, -2, "read_only");
+    if (info.error != NULL) {
+      lua_pushstring(L, info.error);
+      lua_setfield(L, -2, "error");
+    }
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   return 1;
@@ -835,12 +892,19 @@ static int run_call(lua_State *L, LDb *d, const char *args, size_t alen,
   lkvf_error e;
   lkv_snapshot *snap = NULL;
   lkv_batch *b = NULL;
+  Box *box;
+  int wrote;
   void *arg[2];
   lkv_err err;
   uint64_t seq = 0;
   int rc;
   check_limits(L, limarg, &lim);
   rt = funcs_of(L, d);
+  /* the result JSON waits in a box while it is pushed: pushing may raise
+   * (out of memory), and the box's __gc then frees it */
+  box = (Box *)lua_newuserdatauv(L, sizeof *box, 0);
+  memset(box, 0, sizeof *box);
+  luaL_setmetatable(L, BOX_MT);
   err.msg[0] = '\0';
   rc = lkv_snapshot_new(d->db, &snap, &err);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
@@ -870,13 +934,18 @@ static int run_call(lua_State *L, LDb *d, const char *args, size_t alen,
       return raise_err(L, rc, &err);
     }
   }
-  /* the JSON is copied before anything may raise again */
-  lua_pushlstring(L, res.json, res.json_len);
-  if (res.nwrites > 0)
+  wrote = res.nwrites > 0;
+  box->p = res.json;
+  box->len = box->cap = res.json_len;
+  res.json = NULL;
+  lkvf_result_free(&res);
+  lua_pushlstring(L, box->p, box->len);
+  free(box->p);
+  box->p = NULL;
+  if (wrote)
     lua_pushinteger(L, (lua_Integer)seq);
   else
     lua_pushnil(L);
-  lkvf_result_free(&res);
   return 2;
 }
 
@@ -886,6 +955,13 @@ static int db_call_json(lua_State *L) {
   size_t alen = 0;
   const char *args = optbytes(L, 3, &alen);
   return run_call(L, d, args, alen, 4);
+}
+
+/* encode(value) after refusing integers cjson would round. */
+static int encode_checked(lua_State *L) {
+  lkvlua_json_check_ints(L, 2);
+  lua_call(L, 1, 1);
+  return 1;
 }
 
 /* db:call(function [, args [, limits]]) -> result, seq|nil: args and
@@ -900,9 +976,10 @@ static int db_call(lua_State *L) {
   lua_pushliteral(L, "cjson");
   lua_call(L, 1, 1); /* 5 cjson */
   if (!lua_isnil(L, 3)) {
+    lua_pushcfunction(L, encode_checked);
     lua_getfield(L, 5, "encode");
     lua_pushvalue(L, 3);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK)
       return luaL_argerror(
           L, 3,
           lua_pushfstring(L, "cannot encode as JSON: %s", lua_tostring(L, -1)));

@@ -58,6 +58,54 @@ void lkvf_limits_init(lkvf_limits *l) {
                       sizeof limits_schema / sizeof limits_schema[0], l);
 }
 
+/* The load limits as text: the two a load runs under (writes are per
+ * call). */
+size_t lkvf_limits_format(const lkvf_limits *l,
+                          char buf[LKVF_LIMITS_TEXT_MAX]) {
+  int n = snprintf(buf, LKVF_LIMITS_TEXT_MAX,
+                   "script_max_instructions=%llu script_max_memory=%llu",
+                   (unsigned long long)l->max_instructions,
+                   (unsigned long long)l->max_memory);
+  return n < 0 ? 0 : (size_t)n;
+}
+
+static int seterr(lkvf_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+int lkvf_limits_parse(const char *text, size_t len, lkvf_limits *l,
+                      lkvf_error *e) {
+  size_t n, i, at = 0;
+  const lkv_option_spec *schema = lkvf_limits_schema(&n);
+  lkv_err err;
+  lkvf_limits_init(l);
+  while (at < len) {
+    size_t ws = at, nl, vs;
+    unsigned long long v = 0;
+    while (at < len && text[at] != '=' && text[at] != ' ') at++;
+    nl = at - ws;
+    if (at == len || text[at] != '=' || nl == 0)
+      return seterr(e, LKVF_BADARG, "bad limits text '%.*s'", (int)len, text);
+    vs = ++at;
+    while (at < len && text[at] >= '0' && text[at] <= '9' &&
+           v <= (ULLONG_MAX - 9) / 10)
+      v = v * 10 + (unsigned long long)(text[at++] - '0');
+    if (at == vs || (at < len && text[at] != ' '))
+      return seterr(e, LKVF_BADARG, "bad limits text '%.*s'", (int)len, text);
+    for (i = 0; i < n; i++)
+      if (strlen(schema[i].name) == nl &&
+          memcmp(schema[i].name, text + ws, nl) == 0)
+        break;
+    if (i == n)
+      return seterr(e, LKVF_BADARG, "unknown limit '%.*s'", (int)nl, text + ws);
+    lkv_option_set(&schema[i], l, (uint64_t)v);
+    while (at < len && text[at] == ' ') at++;
+  }
+  err.msg[0] = '\0';
+  if (lkv_schema_check(schema, n, l, &err) != LKV_OK)
+    return seterr(e, LKVF_BADARG, "%s", err.msg);
+  return LKVF_OK;
+}
+
 /* }====================================================================== */
 
 /* {======================================================================
@@ -111,11 +159,16 @@ int lkvf_check_name(const char *what, const char *name, size_t len,
 ** ======================================================================= */
 
 /* Lua may not be refused a shrink or a free; a growth past the limit is
- * refused (Lua then collects and retries once, then raises "not enough
- * memory"). The hit is remembered: a script that catches the error with
- * pcall still ends with the limit's error. */
+ * refused. Lua then runs an emergency collection and asks again for the
+ * same block: if that retry fits, nothing was raised and the hit is
+ * forgotten (a call making garbage in a loop just collects it); if the
+ * retry is refused too, or Lua raises without retrying, the hit stays.
+ * It is remembered: a script that catches "not enough memory" with
+ * pcall still ends with the limit's error. The first limit hit is the
+ * one reported. */
 static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   lkvf_library *lib = (lkvf_library *)ud;
+  int retry;
   void *p;
   if (ptr == NULL) osize = 0; /* then osize is the object's type */
   if (nsize == 0) {
@@ -123,14 +176,31 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     lib->used -= osize;
     return NULL;
   }
-  if (nsize > osize &&
-      (nsize - osize > lib->limit ||
-       lib->used + lib->extra > lib->limit - (nsize - osize))) {
-    lib->hit = HIT_MEMORY;
+  if (nsize <= osize) {
+    p = realloc(ptr, nsize);
+    if (p == NULL) return NULL;
+    lib->used = lib->used - osize + nsize;
+    return p;
+  }
+  retry = lib->refused.valid && lib->refused.ptr == ptr &&
+          lib->refused.osize == osize && lib->refused.nsize == nsize;
+  lib->refused.valid = 0;
+  if (nsize - osize > lib->limit ||
+      lib->used + lib->extra > lib->limit - (nsize - osize)) {
+    if (!retry) {
+      lib->refused.ptr = ptr;
+      lib->refused.osize = osize;
+      lib->refused.nsize = nsize;
+      lib->refused.hit_before = lib->hit;
+      lib->refused.valid = 1;
+    }
+    if (lib->hit == HIT_NONE) lib->hit = HIT_MEMORY;
     return NULL;
   }
   p = realloc(ptr, nsize);
   if (p == NULL) return NULL;
+  /* the emergency collection made room: no error was raised */
+  if (retry) lib->hit = lib->refused.hit_before;
   lib->used = lib->used - osize + nsize;
   return p;
 }
@@ -141,12 +211,26 @@ static lkvf_library *getlib(lua_State *L) {
   return (lkvf_library *)ud;
 }
 
-/* Fires once the budget is spent. From then on it fires at every
+/* Hand the hook the next chunk of the budget. */
+static void schedule(lua_State *L, lkvf_library *lib) {
+  int64_t n = lib->budget < HOOK_CHUNK ? lib->budget : HOOK_CHUNK;
+  lib->budget -= n;
+  lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, n > 0 ? (int)n : 1);
+}
+
+/* Fires every chunk; once the budget is spent it fires at every
  * instruction, so a pcall in the script cannot catch its way past it. */
 static void count_hook(lua_State *L, lua_Debug *ar) {
   lkvf_library *lib = getlib(L);
   (void)ar;
-  lib->hit = HIT_INSTRUCTIONS;
+  if (!lib->spent && lib->budget > 0) {
+    schedule(L, lib);
+    return;
+  }
+  /* marked before the message allocates: a refused allocation for it
+   * still ends the run with the instruction limit, the one hit first */
+  lib->spent = 1;
+  if (lib->hit == HIT_NONE) lib->hit = HIT_INSTRUCTIONS;
   lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
   /* level 0: inside a hook that is the running Lua function itself */
   luaL_where(L, 0);
@@ -156,19 +240,21 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
 }
 
 static void arm(lkvf_library *lib, const lkvf_limits *lim) {
-  /* the hook counts in an int: the schema caps the option there, a C
-   * caller that skipped lkv_schema_check is capped here */
+  /* the budget counts in an int64: the schema caps the option at
+   * INT_MAX, a C caller that skipped lkv_schema_check is capped here */
   uint64_t n = lim->max_instructions;
   lib->hit = HIT_NONE;
+  lib->refused.valid = 0;
+  lib->spent = 0;
   lib->limit = (size_t)lim->max_memory;
-  lua_sethook(lib->L, count_hook, LUA_MASKCOUNT,
-              n == 0        ? 1
-              : n > INT_MAX ? INT_MAX
-                            : (int)n);
+  lib->budget = n > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)n;
+  lua_sethook(lib->L, count_hook, LUA_MASKCOUNT, 1);
+  schedule(lib->L, lib);
 }
 
 static void disarm(lkvf_library *lib) {
   lua_sethook(lib->L, NULL, 0, 0);
+  lib->budget = -1; /* lkvf_charge charges nothing */
   /* between calls the state may keep what it holds, even when a later
    * call's limit is lower: only growth during a call is refused */
   lib->limit = SIZE_MAX / 2;
@@ -197,6 +283,111 @@ static int l_setmetatable(lua_State *L) {
   return 1;
 }
 
+/* Library functions that loop in C without running a Lua instruction,
+ * so the count hook never sees them: each is charged to the budget
+ * before it starts, one instruction per element it will touch. */
+
+/* string.rep: an empty result costs nothing, however many times it is
+ * repeated (Lua's own loops count times); a longer one is bounded by
+ * the memory limit. Upvalue 1: the real string.rep. */
+static int l_rep(lua_State *L) {
+  size_t l = 0, lsep = 0;
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_checklstring(L, 1, &l);
+  luaL_optlstring(L, 3, "", &lsep);
+  if (n <= 0 || l + lsep == 0) {
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+/* table.move(a1, f, e, t [, a2]): charged e - f + 1. Upvalue 1: the real
+ * table.move. */
+static int l_move(lua_State *L) {
+  lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+  if (e >= f)
+    lkvf_charge(L, getlib(L), (uint64_t)((lua_Unsigned)e - (lua_Unsigned)f));
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* table.insert and table.remove on the raw length with raw access: a
+ * __len metamethod could claim any length, and each shifted element is
+ * charged. Otherwise as Lua's own (same errors). */
+static int l_insert(lua_State *L) {
+  lua_Integer e, pos, i;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  e = (lua_Integer)lua_rawlen(L, 1) + 1; /* first empty element */
+  switch (lua_gettop(L)) {
+    case 2: pos = e; break;
+    case 3:
+      pos = luaL_checkinteger(L, 2);
+      luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)e, 2,
+                    "position out of bounds");
+      lkvf_charge(L, getlib(L), (uint64_t)(e - pos));
+      for (i = e; i > pos; i--) {
+        lua_rawgeti(L, 1, i - 1);
+        lua_rawseti(L, 1, i);
+      }
+      break;
+    default: return luaL_error(L, "wrong number of arguments to 'insert'");
+  }
+  lua_rawseti(L, 1, pos);
+  return 0;
+}
+
+static int l_remove(lua_State *L) {
+  lua_Integer size, pos;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size = (lua_Integer)lua_rawlen(L, 1);
+  pos = luaL_optinteger(L, 2, size);
+  if (pos != size)
+    luaL_argcheck(L, (lua_Unsigned)pos - 1u <= (lua_Unsigned)size, 2,
+                  "position out of bounds");
+  if (pos < size) lkvf_charge(L, getlib(L), (uint64_t)(size - pos));
+  lua_rawgeti(L, 1, pos);
+  for (; pos < size; pos++) {
+    lua_rawgeti(L, 1, pos + 1);
+    lua_rawseti(L, 1, pos);
+  }
+  lua_pushnil(L);
+  lua_rawseti(L, 1, pos);
+  return 1;
+}
+
+/* table.sort: charged n * log2(n) comparisons for the raw length n (a
+ * comparison function runs Lua and is counted by the hook as well).
+ * Upvalue 1: the real table.sort. */
+static int l_sort(lua_State *L) {
+  uint64_t n, lg = 1;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = (uint64_t)lua_rawlen(L, 1);
+  while (lg < 64 && ((uint64_t)1 << lg) < n) lg++;
+  lkvf_charge(L, getlib(L), n * lg);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, 0);
+  return 0;
+}
+
+/* t[name] = fn with the old t[name] as its upvalue (NULL fn: the plain
+ * function). t at the top. */
+static void wrap(lua_State *L, const char *name, lua_CFunction fn,
+                 int upvalue) {
+  if (upvalue) {
+    lua_getfield(L, -1, name);
+    lua_pushcclosure(L, fn, 1);
+  } else
+    lua_pushcfunction(L, fn);
+  lua_setfield(L, -2, name);
+}
+
 static void nil_globals(lua_State *L, const char *const *names) {
   for (; *names != NULL; names++) {
     lua_pushnil(L);
@@ -219,31 +410,63 @@ static int sandbox_init(lua_State *L) {
   luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 1);
   luaL_requiref(L, LUA_OSLIBNAME, luaopen_os, 0); /* not global: copied */
   lua_settop(L, 1);
-  /* cjson through require while package is still there; the registry
-   * keeps a second instance (cjson.new) for the runtime's own encoding,
-   * so a script reconfiguring its cjson changes nothing of ours */
+  /* cjson through require while package is still there. Scripts get
+   * encode, decode and null of one private instance (cjson.new) and
+   * nothing else: the module's setters (encode_max_depth and the like)
+   * would let a script recurse deep enough to overflow the C stack, and
+   * each cjson.new or a kept encode buffer is malloc'd outside the
+   * counted memory. The same instance encodes the runtime's args and
+   * results; no script can reconfigure it. */
+  /* ... and as the C module only: with Lua's default package.path a
+   * cjson.lua in the working directory (./?.lua) would run in the
+   * sandbox, before any limit is armed. (The preload table of a state
+   * this new is empty.) */
+  lua_getglobal(L, "package");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "path");
   if (!lua_isnil(L, 1)) {
-    lua_getglobal(L, "package");
     lua_pushvalue(L, 1);
     lua_setfield(L, -2, "cpath");
-    lua_pop(L, 1);
   }
+  lua_pop(L, 1);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "cjson");
-  lua_call(L, 1, 1); /* +1 cjson */
-  lua_setglobal(L, "cjson");
-  lua_getglobal(L, "cjson");
-  lua_getfield(L, -1, "new");
-  lua_call(L, 0, 1); /* +1 private instance */
-  lua_getfield(L, -1, "encode");
+  lua_call(L, 1, 1); /* 2 the module */
+  lua_getfield(L, 2, "new");
+  lua_call(L, 0, 1); /* 3 the private instance */
+  lua_getfield(L, 3, "encode_keep_buffer");
+  lua_pushboolean(L, 0); /* each encode frees its buffer */
+  lua_call(L, 1, 0);
+  lua_getfield(L, 3, "encode_max_depth");
+  lua_pushinteger(L, LKVF_JSON_MAX_DEPTH);
+  lua_call(L, 1, 0);
+  lua_getfield(L, 3, "decode_max_depth");
+  lua_pushinteger(L, LKVF_JSON_MAX_DEPTH);
+  lua_call(L, 1, 0);
+  lua_getfield(L, 3, "encode");
   lua_setfield(L, LUA_REGISTRYINDEX, REG_ENCODE);
-  lua_getfield(L, -1, "decode");
+  lua_getfield(L, 3, "decode");
   lua_setfield(L, LUA_REGISTRYINDEX, REG_DECODE);
+  lua_createtable(L, 0, 3); /* 4 the scripts' cjson */
+  lua_getfield(L, 3, "encode");
+  lua_setfield(L, 4, "encode");
+  lua_getfield(L, 3, "decode");
+  lua_setfield(L, 4, "decode");
+  lua_getfield(L, 3, "null");
+  lua_setfield(L, 4, "null");
+  lua_setglobal(L, "cjson");
   lua_settop(L, 1);
   nil_globals(L, drop);
   lua_getglobal(L, "string");
   lua_pushnil(L);
   lua_setfield(L, -2, "dump");
+  wrap(L, "rep", l_rep, 1);
+  lua_pop(L, 1);
+  lua_getglobal(L, "table");
+  wrap(L, "move", l_move, 1);
+  wrap(L, "insert", l_insert, 0);
+  wrap(L, "remove", l_remove, 0);
+  wrap(L, "sort", l_sort, 1);
   lua_pop(L, 1);
   /* os: the clock and calendar only */
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
@@ -341,6 +564,7 @@ static void lib_free(lkvf_library *lib) {
   free(lib->read_only);
   free(lib->name);
   free(lib->source);
+  free(lib->error);
   free(lib);
 }
 
@@ -372,6 +596,7 @@ static int lib_build(lkvf_runtime *rt, lkvf_library *lib,
   char chunk[LKVF_NAME_MAX + 2], what[LKVF_NAME_MAX + 32];
   int st;
   lib->used = lib->extra = 0;
+  lib->budget = -1;
   lib->limit = (size_t)lim->max_memory;
   lib->L = lua_newstate(lalloc, lib);
   if (lib->L == NULL)
@@ -464,6 +689,52 @@ static lkvf_library *find_func(const lkvf_runtime *rt, const char *name,
   return NULL;
 }
 
+/* Room for one more library now, so that install cannot fail. */
+static int reserve(lkvf_runtime *rt, lkvf_error *e) {
+  if (rt->n == rt->cap) {
+    size_t cap = rt->cap ? rt->cap * 2 : 8;
+    lkvf_library **p = (lkvf_library **)realloc(rt->libs, cap * sizeof *p);
+    if (p == NULL) return seterr(e, LKVF_NOMEM, "library: out of memory");
+    rt->libs = p;
+    rt->cap = cap;
+  }
+  return LKVF_OK;
+}
+
+/* A new library record with copies of name and source, or NULL. */
+static lkvf_library *lib_new(const char *name, size_t nlen, const char *source,
+                             size_t slen) {
+  lkvf_library *lib = (lkvf_library *)calloc(1, sizeof *lib);
+  if (lib == NULL || (lib->name = (char *)malloc(nlen + 1)) == NULL ||
+      (lib->source = (char *)malloc(slen + 1)) == NULL) {
+    lib_free(lib);
+    return NULL;
+  }
+  memcpy(lib->name, name, nlen);
+  lib->name[nlen] = '\0';
+  lib->nlen = nlen;
+  memcpy(lib->source, source, slen);
+  lib->source[slen] = '\0';
+  lib->slen = slen;
+  return lib;
+}
+
+int lkvf_library_install_failed(lkvf_runtime *rt, const char *name, size_t nlen,
+                                const char *source, size_t slen,
+                                const char *error, lkvf_error *e) {
+  lkvf_library *lib;
+  if (lkvf_check_name("library", name, nlen, e) != LKVF_OK) return e->code;
+  if (reserve(rt, e) != LKVF_OK) return e->code;
+  lib = lib_new(name, nlen, source ? source : "", source ? slen : 0);
+  if (lib == NULL || (lib->error = strdup(error)) == NULL) {
+    lib_free(lib);
+    return seterr(e, LKVF_NOMEM, "library: out of memory");
+  }
+  lkvf_limits_init(&lib->lim);
+  lkvf_library_install(rt, lib);
+  return LKVF_OK;
+}
+
 int lkvf_library_prepare(lkvf_runtime *rt, const char *name, size_t nlen,
                          const char *source, size_t slen,
                          const lkvf_limits *lim, lkvf_library **out,
@@ -478,26 +749,10 @@ int lkvf_library_prepare(lkvf_runtime *rt, const char *name, size_t nlen,
     lkvf_limits_init(&dflt);
     lim = &dflt;
   }
-  /* room for one more library now, so that install cannot fail */
-  if (rt->n == rt->cap) {
-    size_t cap = rt->cap ? rt->cap * 2 : 8;
-    lkvf_library **p = (lkvf_library **)realloc(rt->libs, cap * sizeof *p);
-    if (p == NULL) return seterr(e, LKVF_NOMEM, "library: out of memory");
-    rt->libs = p;
-    rt->cap = cap;
-  }
-  lib = (lkvf_library *)calloc(1, sizeof *lib);
-  if (lib == NULL || (lib->name = (char *)malloc(nlen + 1)) == NULL ||
-      (lib->source = (char *)malloc(slen + 1)) == NULL) {
-    lib_free(lib);
-    return seterr(e, LKVF_NOMEM, "library: out of memory");
-  }
-  memcpy(lib->name, name, nlen);
-  lib->name[nlen] = '\0';
-  lib->nlen = nlen;
-  memcpy(lib->source, source, slen);
-  lib->source[slen] = '\0';
-  lib->slen = slen;
+  if (reserve(rt, e) != LKVF_OK) return e->code;
+  lib = lib_new(name, nlen, source, slen);
+  if (lib == NULL) return seterr(e, LKVF_NOMEM, "library: out of memory");
+  lib->lim = *lim;
   if (lib_build(rt, lib, lim, e) != LKVF_OK) {
     lib_free(lib);
     return e->code;
@@ -555,6 +810,8 @@ void lkvf_library_at(const lkvf_runtime *rt, size_t i, lkvf_library_info *out) {
   out->nfuncs = lib->nfuncs;
   out->funcs = (const char *const *)lib->funcs;
   out->read_only = lib->read_only;
+  out->error = lib->error;
+  out->limits = lib->lim;
 }
 
 int lkvf_function_read_only(const lkvf_runtime *rt, const char *name,
@@ -591,6 +848,7 @@ static int call_body(lua_State *L) {
   c->stage = STAGE_RUN;
   lua_call(L, 2, 1); /* 2 result */
   c->stage = STAGE_RESULT;
+  lkvlua_json_check_ints(L, -1);
   lua_getfield(L, LUA_REGISTRYINDEX, REG_ENCODE);
   lua_insert(L, -2);
   lua_call(L, 1, 1); /* the JSON */
@@ -605,18 +863,11 @@ static int call_body(lua_State *L) {
  * runaway call, what it left behind is gone. On failure lib keeps its
  * state (collected). */
 static void lib_restart(lkvf_runtime *rt, lkvf_library *lib) {
-  lkvf_limits dflt;
-  lkvf_library *fresh = (lkvf_library *)calloc(1, sizeof *fresh), tmp;
+  lkvf_library *fresh = lib_new(lib->name, lib->nlen, lib->source, lib->slen),
+               tmp;
   lkvf_error e;
-  lkvf_limits_init(&dflt);
-  if (fresh != NULL) {
-    fresh->name = lkvf_dupbytes(lib->name, lib->nlen + 1);
-    fresh->source = lkvf_dupbytes(lib->source, lib->slen + 1);
-    fresh->nlen = lib->nlen;
-    fresh->slen = lib->slen;
-  }
-  if (fresh == NULL || fresh->name == NULL || fresh->source == NULL ||
-      lib_build(rt, fresh, &dflt, &e) != LKVF_OK) {
+  if (fresh != NULL) fresh->lim = lib->lim; /* as it loaded the first time */
+  if (fresh == NULL || lib_build(rt, fresh, &fresh->lim, &e) != LKVF_OK) {
     lib_free(fresh);
     lua_gc(lib->L, LUA_GCCOLLECT);
     return;
@@ -640,8 +891,19 @@ int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,
   memset(out, 0, sizeof *out);
   if (lkvf_check_name("function", name, nlen, e) != LKVF_OK) return e->code;
   lib = find_func(rt, name, nlen, &ro);
-  if (lib == NULL)
-    return seterr(e, LKVF_UNKNOWN, "unknown function '%.*s'", (int)nlen, name);
+  if (lib == NULL) {
+    /* it may be one of a library that did not load: say which did not */
+    size_t i;
+    seterr(e, LKVF_UNKNOWN, "unknown function '%.*s'", (int)nlen, name);
+    for (i = 0; i < rt->n; i++)
+      if (rt->libs[i]->error != NULL) {
+        size_t at = strlen(e->msg);
+        snprintf(e->msg + at, sizeof e->msg - at, " (not loaded: %s)",
+                 rt->libs[i]->error);
+        break;
+      }
+    return LKVF_UNKNOWN;
+  }
   if (lim == NULL) {
     lkvf_limits_init(&dflt);
     lim = &dflt;
@@ -735,9 +997,15 @@ void lkvf_result_free(lkvf_result *r) {
 
 /* cjson decodes every number as a float; a whole one that fits an
  * integer becomes one, so args.amount is 3, not 3.0, in a script and in
- * db:call's result alike (Lua's own rule: math.tointeger). Recursion is
- * bounded by cjson's decode depth limit (1000). */
-static void ints_in_table(lua_State *L, int idx) {
+ * db:call's result alike (Lua's own rule: math.tointeger). The walk
+ * recurses once per level: it checks its Lua stack at each level (the
+ * caller's cjson may have a deeper decode limit than ours) and refuses
+ * more than LKVF_JSON_MAX_DEPTH levels, cjson's own default bound. */
+static void ints_in_table(lua_State *L, int idx, int depth) {
+  if (depth > LKVF_JSON_MAX_DEPTH)
+    luaL_error(L, "JSON nested too deeply (more than %d levels)",
+               LKVF_JSON_MAX_DEPTH);
+  luaL_checkstack(L, 4, "JSON nested too deeply");
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int isint = 0;
@@ -750,9 +1018,47 @@ static void ints_in_table(lua_State *L, int idx) {
         lua_rawset(L, idx); /* an existing key: no allocation */
       }
     } else if (lua_type(L, -1) == LUA_TTABLE)
-      ints_in_table(L, lua_gettop(L));
+      ints_in_table(L, lua_gettop(L), depth + 1);
     lua_pop(L, 1);
   }
+}
+
+/* cjson writes numbers with 14 significant digits: a larger integer
+ * would come out rounded (2^53 + 1 as 9.007199254741e+15). Refused
+ * instead, keys and values, before anything is encoded. */
+static void check_int(lua_State *L, int idx) {
+  lua_Integer n;
+  if (!lua_isinteger(L, idx)) return;
+  n = lua_tointeger(L, idx);
+  if (n > LKVF_JSON_INT_MAX || n < -LKVF_JSON_INT_MAX)
+    luaL_error(L,
+               "integer too large for JSON: %I"
+               " (JSON numbers keep 14 digits here)",
+               n);
+}
+
+static void check_table(lua_State *L, int idx, int depth) {
+  if (depth > LKVF_JSON_MAX_DEPTH)
+    luaL_error(L, "JSON nested too deeply (more than %d levels)",
+               LKVF_JSON_MAX_DEPTH);
+  luaL_checkstack(L, 3, "JSON nested too deeply");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    check_int(L, -2);
+    if (lua_type(L, -1) == LUA_TTABLE)
+      check_table(L, lua_gettop(L), depth + 1);
+    else
+      check_int(L, -1);
+    lua_pop(L, 1);
+  }
+}
+
+void lkvlua_json_check_ints(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TTABLE)
+    check_table(L, idx, 1);
+  else
+    check_int(L, idx);
 }
 
 void lkvlua_json_ints(lua_State *L, int idx) {
@@ -760,7 +1066,7 @@ void lkvlua_json_ints(lua_State *L, int idx) {
   lua_Integer n;
   idx = lua_absindex(L, idx);
   if (lua_type(L, idx) == LUA_TTABLE)
-    ints_in_table(L, idx);
+    ints_in_table(L, idx, 1);
   else if (lua_type(L, idx) == LUA_TNUMBER && !lua_isinteger(L, idx)) {
     n = lua_tointegerx(L, idx, &isint);
     if (isint) {

@@ -29,10 +29,31 @@
  * them. A library is stored under LKVF_LIB_PREFIX followed by its name. */
 #define LKVF_RESERVED_PREFIX "\xff\xfflunakv/"
 #define LKVF_LIB_PREFIX LKVF_RESERVED_PREFIX "lib/"
+/* A library's load limits, stored beside its source under this prefix and
+ * its name, as lkvf_limits_format writes them: a reopen (and a restart
+ * after a limit) loads it under the limits it was put with. */
+#define LKVF_LIBLIMITS_PREFIX LKVF_RESERVED_PREFIX "liblimits/"
 
 /* Library and function names: 1 to LKVF_NAME_MAX bytes of [A-Za-z0-9_.-].
  * They appear in keys, error messages and (later) URL paths. */
 #define LKVF_NAME_MAX 64
+
+/* How deeply args and results may nest (arrays and objects): cjson's
+ * default decode and encode bound, kept by the runtime's own instance;
+ * deeper is refused with "JSON nested too deeply". */
+#define LKVF_JSON_MAX_DEPTH 1000
+
+/* The largest integer args and results may hold, either sign: cjson
+ * writes 14 significant digits, so a larger one would be rounded. It is
+ * refused instead ("integer too large for JSON"). */
+#define LKVF_JSON_INT_MAX 99999999999999LL
+
+/* How many tx:scan cursors one call may hold open at once. Each holds an
+ * engine iterator (a few KB of malloc'd memory outside the Lua state's
+ * counted memory), so the count is bounded instead: one more raises
+ * "too many open scans". A scan closes when it runs out, when its for
+ * loop ends or breaks, or when the collector finds it unreachable. */
+#define LKVF_MAX_OPEN_SCANS 64
 
 /* {======================================================================
 ** Limits: the one place their names, defaults and ranges are written
@@ -40,6 +61,8 @@
 
 /* Per call (and per library load, which runs the library's top level):
  * exceeding one ends that call with LKVF_LIMIT, nothing written. */
+struct lkvf_error;
+
 typedef struct lkvf_limits {
   uint64_t max_instructions; /* SCRIPT_MAX_INSTRUCTIONS: Lua VM
                                 instructions (a count hook) */
@@ -50,7 +73,16 @@ typedef struct lkvf_limits {
 } lkvf_limits;
 
 #define SCRIPT_MAX_INSTRUCTIONS_DEFAULT 50000000 /* ~0.1-0.5 s of Lua */
-#define SCRIPT_MAX_MEMORY_DEFAULT (64u << 20)    /* 64 MiB */
+
+/* What a tx operation costs of SCRIPT_MAX_INSTRUCTIONS: it runs in C
+ * (engine lookups, an iterator) where the count hook does not see it, and
+ * costs far more than a VM instruction, so a loop of them meets the
+ * budget in about the time a loop of instructions does. */
+#define LKVF_COST_GET 500                     /* tx:get */
+#define LKVF_COST_WRITE 100                   /* tx:set, tx:delete */
+#define LKVF_COST_SCAN 5000                   /* tx:scan: opening the cursor */
+#define LKVF_COST_ROW 50                      /* each row a scan steps over */
+#define SCRIPT_MAX_MEMORY_DEFAULT (64u << 20) /* 64 MiB */
 #define SCRIPT_MAX_WRITES_DEFAULT 10000
 
 /* The schema of lkvf_limits, in the engine's format (lunakv.h): names
@@ -61,6 +93,14 @@ typedef struct lkvf_limits {
 const lkv_option_spec *lkvf_limits_schema(size_t *n);
 /* Fill *l with the defaults. */
 void lkvf_limits_init(lkvf_limits *l);
+/* The limits a library loads under as text ("script_max_instructions=N
+ * script_max_memory=N"), NUL-terminated into buf: its length. */
+#define LKVF_LIMITS_TEXT_MAX 96
+size_t lkvf_limits_format(const lkvf_limits *l, char buf[LKVF_LIMITS_TEXT_MAX]);
+/* Parse that text into *l (names not given keep the defaults): LKVF_OK,
+ * or LKVF_BADARG for an unknown name or a value out of range. */
+int lkvf_limits_parse(const char *text, size_t len, lkvf_limits *l,
+                      struct lkvf_error *e);
 
 /* }====================================================================== */
 
@@ -106,7 +146,9 @@ typedef struct lkvf_backend {
   /* A cursor over the live keys from lo up to hi inclusive, as db:scan
    * (NULL: an open end), ascending. limit (0: none) is a hint: the
    * runtime never asks for more rows than limit plus the call's own
-   * deletes in the range. LKV_OK and *cursor, or an LKV_* code. */
+   * writes; it passes 0 when the range reaches the reserved keys (which
+   * the backend returns and the runtime skips, so no bound holds). LKV_OK
+   * and *cursor, or an LKV_* code. */
   int (*scan_open)(void *arg, const char *lo, size_t lolen, const char *hi,
                    size_t hilen, uint64_t limit, void **cursor, lkv_err *err);
   /* LKV_OK with the next row (borrowed until the next scan_next or
@@ -151,6 +193,14 @@ int lkvf_library_prepare(lkvf_runtime *rt, const char *name, size_t nlen,
  * last library prepared on rt, and no other library gained one of its
  * function names since. */
 void lkvf_library_install(lkvf_runtime *rt, lkvf_library *lib);
+/* Install, in place of library `name`, one that failed to load (its
+ * source kept as stored): it registers nothing, db:libraries-style
+ * listings show `error`, and a call of an unknown function names it, so a
+ * library that stops loading (a lower default limit, a cjson upgrade)
+ * fails only its own functions. LKVF_OK or LKVF_NOMEM. */
+int lkvf_library_install_failed(lkvf_runtime *rt, const char *name, size_t nlen,
+                                const char *source, size_t slen,
+                                const char *error, lkvf_error *e);
 /* Free a prepared library that will not be installed. */
 void lkvf_library_discard(lkvf_library *lib);
 /* Drop an installed library: LKVF_OK or LKVF_UNKNOWN. */
@@ -167,6 +217,8 @@ typedef struct lkvf_library_info {
   size_t nfuncs;
   const char *const *funcs; /* their names, in registration order */
   const int *read_only;     /* 1 for each registered read_only */
+  const char *error;        /* not NULL: it failed to load, and why */
+  lkvf_limits limits;       /* what it loaded (or tried to) under */
 } lkvf_library_info;
 
 size_t lkvf_library_count(const lkvf_runtime *rt);
@@ -206,7 +258,8 @@ typedef struct lkvf_result {
  * be, under *lim (NULL: the defaults). LKVF_OK fills *out (free it with
  * lkvf_result_free); on any error *out is left empty and the script's
  * writes are dropped. A call that hits SCRIPT_MAX_INSTRUCTIONS or
- * SCRIPT_MAX_MEMORY restarts its library from its source afterwards, so
+ * SCRIPT_MAX_MEMORY restarts its library from its source (under the
+ * limits it was prepared with) afterwards, so
  * the library's memory returns to where it was after its load and no
  * half-done change to its globals survives. */
 int lkvf_call(lkvf_runtime *rt, const char *name, size_t nlen, const char *args,

@@ -6,9 +6,11 @@
 #ifndef LUNAKV_FUNCS_IMPL_H
 #define LUNAKV_FUNCS_IMPL_H
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "lauxlib.h"
 #include "lua.h"
 #include "lunakv_funcs.h"
 
@@ -24,19 +26,36 @@ typedef struct Call Call;
 struct lkvf_library {
   char *name, *source;
   size_t nlen, slen;
+  lkvf_limits lim; /* what it loaded under: a restart loads under these */
+  char *error;     /* a library kept though it failed to load: why (L is
+                      NULL, no functions) */
   lua_State *L;
   size_t used;  /* bytes the allocator handed out and not freed */
   size_t extra; /* bytes of the running call's pending writes */
   size_t limit; /* what used + extra may reach */
   int hit;      /* the limit that stopped the current run (HIT_*) */
-  int loading;  /* lunakv.register is allowed */
-  Call *call;   /* the running call, or NULL */
-  char **funcs; /* registered names (malloc'd) */
+  struct {      /* the last growth refused, while Lua may retry it */
+    void *ptr;
+    size_t osize, nsize;
+    int valid, hit_before;
+  } refused;
+  int spent;      /* the instruction budget is spent: the hook fires at
+                     every instruction from then on */
+  int64_t budget; /* instructions of the run not yet handed to the hook
+                     (it fires every HOOK_CHUNK), less what was charged */
+  int loading;    /* lunakv.register is allowed */
+  Call *call;     /* the running call, or NULL */
+  char **funcs;   /* registered names (malloc'd) */
   int *read_only;
   size_t nfuncs, capfuncs;
 };
 
 enum { HIT_NONE, HIT_INSTRUCTIONS, HIT_MEMORY, HIT_WRITES };
+
+/* The count hook fires every HOOK_CHUNK instructions (fewer for the last
+ * chunk of the budget), so a charge is checked against the budget as it
+ * stood at the last firing: at most HOOK_CHUNK instructions early. */
+#define HOOK_CHUNK 1000
 
 struct lkvf_runtime {
   lkvf_library **libs; /* sorted by name */
@@ -61,6 +80,7 @@ struct Call {
   size_t *sorted; /* indexes into w: the newest write of each key, by key */
   size_t nsorted, capsorted;
   Cursor *cursors; /* open scans */
+  size_t ncursors; /* how many: at most LKVF_MAX_OPEN_SCANS */
   lkv_buf getbuf;
   int brc; /* a backend read failed: its code, kept even if caught */
   lkv_err berr;
@@ -96,6 +116,25 @@ static inline char *lkvf_dupbytes(const char *s, size_t n) {
   char *p = (char *)malloc(n ? n : 1);
   if (p != NULL && n) memcpy(p, s, n);
   return p;
+}
+
+/* Charge `cost` instructions of the running budget for work a C function
+ * does without running Lua instructions (moving table elements, a tx
+ * operation); when the budget cannot pay, the instruction limit is hit
+ * and raised here (and the hook fires at the next instruction, so a
+ * pcall cannot catch its way past it). Between runs (disarmed) it
+ * charges nothing. */
+static inline void lkvf_charge(lua_State *L, lkvf_library *lib, uint64_t cost) {
+  if (lib->budget < 0) return; /* disarmed */
+  if (!lib->spent && cost <= (uint64_t)lib->budget) {
+    lib->budget -= (int64_t)cost;
+    return;
+  }
+  lib->spent = 1;
+  lib->budget = 0;
+  if (lib->hit == HIT_NONE) lib->hit = HIT_INSTRUCTIONS;
+  lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, 1);
+  luaL_error(L, "SCRIPT_MAX_INSTRUCTIONS limit reached");
 }
 
 /* lunakv_tx.c: the tx and scan classes and the tx userdata, in the

@@ -149,8 +149,10 @@ static int tx_get(lua_State *L) {
   size_t klen;
   const char *k = txkey(L, 2, &klen);
   int found, rc;
-  size_t i = sorted_find(c, k, klen, &found);
+  size_t i;
   lkv_err err;
+  lkvf_charge(L, c->lib, LKVF_COST_GET);
+  i = sorted_find(c, k, klen, &found);
   if (found) {
     const lkvf_write *w = &c->w[c->sorted[i]];
     if (w->op == LKVF_SET)
@@ -182,6 +184,7 @@ static int tx_write(lua_State *L, int op) {
   if (c->read_only)
     return luaL_error(L, "function '%s' is read_only: it may not write",
                       c->fname);
+  lkvf_charge(L, c->lib, LKVF_COST_WRITE);
   add_write(L, c, op, k, klen, v, vlen);
   return 0;
 }
@@ -205,6 +208,7 @@ static void cursor_close(Cursor *cu) {
   else
     c->cursors = cu->next;
   if (cu->next) cu->next->prev = cu->prev;
+  c->ncursors--;
   free(cu->last);
   free(cu->lo);
   free(cu->hi);
@@ -240,6 +244,7 @@ static int cursor_step(lua_State *L) {
     int take_own;
     if (cu->limit != 0 && cu->count >= cu->limit) break;
     while (!cu->have_row && cu->bc != NULL) {
+      lkvf_charge(L, c->lib, LKVF_COST_ROW);
       err.msg[0] = '\0';
       rc = c->be->scan_next(cu->bc, &cu->bk, &cu->bklen, &cu->bv, &cu->bvlen,
                             &err);
@@ -309,6 +314,15 @@ static int tx_scan(lua_State *L) {
     luaL_argcheck(L, n > 0, 4, "limit must be > 0");
     limit = (uint64_t)n;
   }
+  lkvf_charge(L, c->lib, LKVF_COST_SCAN);
+  if (c->ncursors >= LKVF_MAX_OPEN_SCANS) {
+    /* scans dropped without running out are closed by their __gc:
+     * collect once before refusing */
+    lua_gc(L, LUA_GCCOLLECT);
+    if (c->ncursors >= LKVF_MAX_OPEN_SCANS)
+      return luaL_error(L, "too many open scans (at most %d per call)",
+                        LKVF_MAX_OPEN_SCANS);
+  }
   cu = (Cursor *)lua_newuserdatauv(L, sizeof *cu, 0); /* +1, closed */
   memset(cu, 0, sizeof *cu);
   luaL_setmetatable(L, CURSOR_MT);
@@ -326,7 +340,14 @@ static int tx_scan(lua_State *L) {
   cu->next = c->cursors;
   if (c->cursors) c->cursors->prev = cu;
   c->cursors = cu;
+  c->ncursors++;
+  /* the hint counts rows the backend returns: the call's own deletes
+   * may hide some, and so do reserved keys, which the backend returns
+   * and the step skips; when the range reaches them no bound holds */
   ask = limit ? limit + (uint64_t)c->nsorted : 0;
+  if (hi == NULL || lkv_key_compare(hi, hilen, LKVF_RESERVED_PREFIX,
+                                    sizeof LKVF_RESERVED_PREFIX - 1) >= 0)
+    ask = 0;
   err.msg[0] = '\0';
   rc = c->be->scan_open(c->be->arg, lo, lolen, hi, hilen, ask, &cu->bc, &err);
   if (rc != LKV_OK) {
