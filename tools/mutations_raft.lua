@@ -124,4 +124,9 @@ return {
       "                      \"raft: this term's first entry is not yet committed\");",
     to = "",
     test = sim(2000) },
+  { name = "raft: the commit index taken from a majority of two, whatever the size",
+    file = "c/net/raft_leader.c",
+    from = "  uint64_t idx = m[q - 1], t;",
+    to = "  uint64_t idx = m[n > 1 ? 1 : 0], t;\n  (void)q;",
+    test = sim(2000) },
 }
