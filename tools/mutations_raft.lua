@@ -129,4 +129,9 @@ return {
     from = "  uint64_t idx = m[q - 1], t;",
     to = "  uint64_t idx = m[n > 1 ? 1 : 0], t;\n  (void)q;",
     test = sim(2000) },
+  { name = "raft: a message of a lower term heeded (issue 16's 'follower accepts a lower term')",
+    file = "c/net/raft.c",
+    from = "    return LKV_OK;\n  }\n\n  if (is_vote) {\n    handle_vote(r, m);",
+    to = "  }\n\n  if (is_vote) {\n    handle_vote(r, m);",
+    test = sim(2000) },
 }
