@@ -790,6 +790,31 @@ end
     end)
   end)
 
+  describe("log compaction on every node", function()
+    it("followers cut their logs too, and so does a leader after it hands "
+      .. "the leadership over", function()
+      nodes = hh.start_cluster { env = { LOG_COMPACTION_THRESHOLD = "20" } }
+      local leader = nodes.leader
+      for i = 1, 100 do set_ok(leader, "a" .. i, "v") end
+      for _, node in ipairs(nodes) do
+        hh.wait_caught_up(node, leader)
+        h.wait_until(function() return hh.status(node).base_index > 20 end,
+          15, function() return node.url .. " " .. cjson.encode(
+            hh.status(node)) end)
+      end
+      -- hand over: the former leader follows now and must keep cutting
+      local target = leader == nodes[2] and nodes[3] or nodes[2]
+      local code, _, text = hh.json_request("POST", leader.url
+        .. "/transfer_leader", cjson.encode { node_url = target.url })
+      assert.equal(200, code, text)
+      local was = hh.status(leader).base_index
+      for i = 1, 100 do set_ok(target, "b" .. i, "v") end
+      for _, node in ipairs(nodes) do hh.wait_caught_up(node, target) end
+      h.wait_until(function() return hh.status(leader).base_index > was + 40
+      end, 15, function() return cjson.encode(hh.status(leader)) end)
+    end)
+  end)
+
   describe("log compaction #slow", function()
     it("catches a late follower up from a snapshot, deletes included, then keeps replicating", function()
       nodes = hh.start_cluster { down = { 3 },

@@ -99,6 +99,17 @@ static const char *url_of(lkvnet_server *s, uint64_t id) {
   return NULL;
 }
 
+/* The followers' progress is the leader's view: a node that stops
+ * leading forgets it, so nothing (log compaction, /status) reads a stale
+ * match_index. */
+static void forget_progress(lkvnet_server *s) {
+  size_t i;
+  for (i = 0; i < s->npeers; i++) {
+    s->peers[i].match_index = 0;
+    s->peers[i].next_index = 0;
+  }
+}
+
 /* The role and the leader: routing, /status, and the writes a deposed
  * leader leaves behind. */
 static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
@@ -118,8 +129,10 @@ static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
                       (unsigned long long)rd->hs.term,
                       lkvnet_raft_role_name(rd->role));
   }
-  if (was_leader && !s->leader)
+  if (was_leader && !s->leader) {
     lkvnet_node_pending_unknown(s, "this node stopped leading");
+    forget_progress(s);
+  }
   if (s->transfer_to != LKVNET_RAFT_NONE && !s->leader &&
       rd->leader != LKVNET_RAFT_NONE) {
     /* handed over (or lost otherwise): the transfer's request learns who
@@ -167,6 +180,7 @@ static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
     s->leader_id = LKVNET_RAFT_NONE;
     s->leader_url = NULL;
     lkvnet_node_pending_unknown(s, "this node's log failed");
+    forget_progress(s);
   }
 }
 
