@@ -245,7 +245,7 @@ struct lkvnet_server {
   lkvnet_raft_conf install_conf;
   int installing;
   int install_stepped; /* its MSG_SNAP went to the core; the end is due */
-  int log_failed;      /* a Ready's entries could not all be written */
+  int log_failed;      /* the log failed: quiet until it is durable again */
   int hinted; /* LEADER_URL names this node and no term has begun yet */
   /* a leadership transfer under way (POST /transfer_leader, or SIGTERM's
    * hand-over): its target, its deadline, the request waiting for it */
@@ -449,6 +449,10 @@ int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err);
 void lkvnet_node_raft_run(lkvnet_server *s);
 /* The syncer made the log durable further: tell the core. */
 void lkvnet_node_raft_durable(lkvnet_server *s);
+/* The log failed (a write, or the syncer's sticky error): the node goes
+ * quiet (log_failed) and, if it led, stops leading and answers every
+ * write it holds, so the others elect a leader. */
+void lkvnet_node_log_failed(lkvnet_server *s);
 /* Start a write on the leader: check it, propose it, hold it; a refusal
  * is answered at once. */
 void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,

@@ -174,14 +174,21 @@ static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
                              "is not in this node's log (outcome unknown: "
                              "the followers may still commit it)",
                              err->msg, (unsigned long long)p->index);
+  lkvnet_node_log_failed(s);
+}
+
+void lkvnet_node_log_failed(lkvnet_server *s) {
   s->log_failed = 1;
   if (s->leader) {
     s->leader = 0;
+    s->role = LKVNET_RAFT_FOLLOWER;
     s->leader_id = LKVNET_RAFT_NONE;
     s->leader_url = NULL;
-    lkvnet_node_pending_unknown(s, "this node's log failed");
     forget_progress(s);
   }
+  /* quiet, it commits nothing more itself: whatever it still holds is
+   * the next leader's to commit, or not */
+  lkvnet_node_pending_unknown(s, "this node's log failed");
 }
 
 /* Contract b: write the entries, cutting a conflicting suffix first. */
