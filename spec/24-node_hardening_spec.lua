@@ -463,6 +463,39 @@ describe("a node on a failing file system (a fault env) #faults", function()
     end
   end)
 
+  it("sends no message while the term it carries is not durable: a "
+    .. "follower whose term file cannot be written stays unheard", function()
+    nodes = hh.start_cluster { down = { 3 } }
+    local leader, f3 = nodes.leader, nodes[3]
+    set_ok(leader, "a", "1")
+    -- every write of node 3's term file fails: it can never persist the
+    -- term it learns from the leader's first message, so no answer of
+    -- its may leave (each carries that term), Ready after Ready
+    f3.fault = "write 1 EIO /term sticky"
+    hh.start_member(f3)
+    local function tries()
+      local _, n = hh.read_log(f3.log):gsub("cannot persist term", "")
+      return n
+    end
+    -- a heartbeat per Ready retries the store: wait for several tries,
+    -- or for the bug (node 3 answered, so the leader sent it "a")
+    h.wait_until(function()
+      return tries() >= 5 or local_value(f3, "a") ~= cjson.null
+    end, 20, function() return hh.read_log(f3.log) end)
+    assert.equal(cjson.null, local_value(f3, "a"))
+    local st = hh.status(f3)
+    assert.equal(0, st.term)
+    for _, f in ipairs(hh.status(leader).followers) do
+      if f.url == f3.url then assert.equal(0, f.match_index) end
+    end
+    -- without the fault it persists the term and catches up
+    hh.stop_member(f3)
+    f3.fault = nil
+    hh.start_member(f3)
+    hh.wait_value(f3, "a", "1")
+    assert.equal(hh.status(leader).term, hh.status(f3).term)
+  end)
+
   it("answers the leader 500 when its engine fails during a snapshot "
     .. "install, keeps its install mark through a power loss, and installs "
     .. "whole once restarted without the fault", function()

@@ -295,12 +295,17 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
       (void)lkvnet_node_install_finish(s, rd.snap_index, rd.snap_term,
                                        &rd.snap_conf, 1);
     write_entries(s, rd.entries, rd.n_entries);
-    if (rd.hs_changed && (rd.hs.term != s->term || rd.hs.vote != s->vote)) {
+    /* s->term and s->vote are what the term file holds: not only when
+     * this Ready changed them, but while they differ from the core's (a
+     * store failed in an earlier Ready, whose hard state the core takes
+     * as written once advanced), store them, Ready after Ready */
+    if (rd.hs.term != s->term || rd.hs.vote != s->vote) {
       lkv_err err;
       err.msg[0] = '\0';
       if (lkvnet_hardstate_store(s->data_dir, s->env, rd.hs.term, rd.hs.vote,
                                  &err) != LKV_OK) {
-        /* the messages depend on it: none leaves (as if lost) */
+        /* every message carries the term (a vote, an answer): none
+         * leaves until it is durable (as if lost) */
         lkvnet_node_log(s, "cannot persist term %llu and vote: %s",
                         (unsigned long long)rd.hs.term, err.msg);
         hs_ok = 0;
