@@ -496,6 +496,38 @@ describe("a node on a failing file system (a fault env) #faults", function()
     assert.equal(hh.status(leader).term, hh.status(f3).term)
   end)
 
+  it("does not acknowledge a snapshot install whose log rewrite failed, "
+    .. "and installs it whole from the next stream", function()
+    nodes = hh.start_cluster { down = { 3 },
+                               env = { LOG_COMPACTION_THRESHOLD = "20" } }
+    local leader, f3 = nodes.leader, nodes[3]
+    local want = {}
+    for i = 1, 60 do
+      local k = "k" .. i
+      want[k] = h.value_for(k, 50 + i)
+      set_ok(leader, k, want[k])
+    end
+    h.wait_until(function() return hh.status(leader).base_index > 0 end, 20)
+    -- node 3's log: restarting it after the snapshot writes a new file
+    -- aside (the first such file is the new log's, at its start); the
+    -- write fails, once: the log stays as it was
+    f3.fault = "write 2 EIO replication.log.tmp"
+    hh.start_member(f3)
+    h.wait_until(function()
+      return hh.read_log(f3.log):find("snapshot install at index %d+ failed")
+    end, 30, function() return hh.read_log(f3.log) end)
+    -- the next stream installs it: the log restarts after the snapshot,
+    -- under an engine that holds it whole
+    hh.wait_caught_up(f3, leader, 30)
+    local st = hh.status(f3)
+    assert.is_nil(st.needs_snapshot)
+    assert.is_true(st.base_index > 0, cjson.encode(st))
+    for k, v in pairs(want) do assert.equal(v, local_value(f3, k), k) end
+    set_ok(leader, "after", "install")
+    hh.wait_value(f3, "after", "install")
+    assert.equal(hh.status(leader).last_index, hh.status(f3).last_index)
+  end)
+
   it("answers the leader 500 when its engine fails during a snapshot "
     .. "install, keeps its install mark through a power loss, and installs "
     .. "whole once restarted without the fault", function()

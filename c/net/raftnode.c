@@ -288,13 +288,24 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
   if (log_recover(s)) return;
   while (!s->log_failed && lkvnet_raft_has_ready(s->raft)) {
     lkvnet_raft_ready rd;
-    int hs_ok = 1;
+    int hs_ok = 1, install_failed = 0;
     lkvnet_raft_ready_get(s->raft, &rd);
     soft_state(s, &rd);
-    if (rd.has_snapshot && s->install_stepped)
-      (void)lkvnet_node_install_finish(s, rd.snap_index, rd.snap_term,
-                                       &rd.snap_conf, 1);
-    write_entries(s, rd.entries, rd.n_entries);
+    if (rd.has_snapshot && s->install_stepped &&
+        lkvnet_node_install_finish(s, rd.snap_index, rd.snap_term,
+                                   &rd.snap_conf, 1) != 0) {
+      /* the core takes the install as done, and this Ready's messages
+       * acknowledge it: none leaves, and the node goes quiet as after a
+       * failed log write (log_recover reopens the core over the log as
+       * it is, the install mark still in the engine, and the leader
+       * sends the snapshot again). The end is not due any more: ending
+       * it without the rewrite would call the engine whole over a log
+       * that never restarted after the snapshot. */
+      s->install_stepped = 0;
+      install_failed = 1;
+      lkvnet_node_log_failed(s);
+    }
+    if (!install_failed) write_entries(s, rd.entries, rd.n_entries);
     /* s->term and s->vote are what the term file holds: not only when
      * this Ready changed them, but while they differ from the core's (a
      * store failed in an earlier Ready, whose hard state the core takes
@@ -314,13 +325,14 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
         s->vote = rd.hs.vote;
       }
     }
-    if (rd.hs.commit > s->commit_index) s->commit_index = rd.hs.commit;
-    if (hs_ok) send_msgs(s, rd.msgs, rd.n_msgs);
+    if (!install_failed && rd.hs.commit > s->commit_index)
+      s->commit_index = rd.hs.commit;
+    if (hs_ok && !install_failed) send_msgs(s, rd.msgs, rd.n_msgs);
     if (!s->needs_snapshot)
       lkvnet_node_apply_entries(s, rd.committed, rd.n_committed);
     for (i = 0; i < rd.n_reads; i++)
       lkvnet_node_read_released(s, rd.reads[i].ctx, rd.reads[i].index,
-                                rd.reads[i].ok);
+                                rd.reads[i].ok && !install_failed);
     lkvnet_raft_advance(s->raft);
   }
   if (s->install_stepped) {
