@@ -528,6 +528,57 @@ describe("a node on a failing file system (a fault env) #faults", function()
     assert.equal(hh.status(leader).last_index, hh.status(f3).last_index)
   end)
 
+  it("rebuilds a node with an unfinished install and a compacted log "
+    .. "from a leader that never compacted", function()
+    -- node 2 never compacts (the default threshold is far off); nodes 1
+    -- and 3 do, at 20
+    nodes = hh.start_cluster { down = { 2 }, ready = false,
+                               env = { LOG_COMPACTION_THRESHOLD = "20" } }
+    local n1, n2, f3 = nodes[1], nodes[2], nodes[3]
+    n2.env = {}
+    hh.start_member(n2)
+    local leader = hh.wait_ready(nodes)
+    if leader ~= n1 then
+      local code, _, text = hh.json_request("POST", leader.url
+        .. "/transfer_leader", cjson.encode { node_url = n1.url })
+      assert.equal(200, code, text)
+    end
+    for i = 1, 60 do set_ok(n1, "k" .. i, "v" .. i) end
+    hh.wait_caught_up(f3, n1)
+    h.wait_until(function() return hh.status(f3).base_index > 0 end, 15)
+    local last3 = hh.status(f3).last_index
+    hh.stop_member(f3)
+    for i = 61, 120 do set_ok(n1, "k" .. i, "v" .. i) end
+    h.wait_until(function() return hh.status(n1).base_index > last3 end, 15)
+    -- node 3 needs a snapshot from node 1: its install mark is made
+    -- durable, then every later sync of its engine fails; killed, it
+    -- keeps the mark (an unfinished install) over a log cut at its own
+    -- compaction
+    f3.fault = "sync 2 EIO wal.log sticky"
+    hh.start_member(f3)
+    h.wait_until(function()
+      return hh.read_log(f3.log):find("snapshot install at index %d+ failed")
+    end, 30, function() return hh.read_log(f3.log) end)
+    hh.kill_member(f3)
+    f3.fault = nil
+    assert.equal(0, hh.status(n2).base_index)
+    local code, _, text = hh.json_request("POST", n1.url
+      .. "/transfer_leader", cjson.encode { node_url = n2.url })
+    assert.equal(200, code, text)
+    -- node 2 leads, with its whole log from index 1: node 3 rebuilds
+    -- from it, its own log emptied back to index 0
+    hh.start_member(f3)
+    assert.matches("the engine holds an unfinished snapshot install",
+      hh.read_log(f3.log), 1, true)
+    hh.wait_caught_up(f3, n2, 30)
+    assert.matches("rebuilding from the leader's whole log",
+      hh.read_log(f3.log), 1, true)
+    assert.is_nil(hh.status(f3).needs_snapshot)
+    for i = 1, 120, 7 do assert.equal("v" .. i, local_value(f3, "k" .. i)) end
+    set_ok(n2, "after", "rebuild")
+    hh.wait_value(f3, "after", "rebuild")
+  end)
+
   it("answers the leader 500 when its engine fails during a snapshot "
     .. "install, keeps its install mark through a power loss, and installs "
     .. "whole once restarted without the fault", function()

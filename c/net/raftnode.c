@@ -235,7 +235,12 @@ static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
 /* Contract d, with one filter: a node whose engine is partial (an
  * unfinished install) must never lead, so its own vote requests are
  * dropped, as a network may drop them: it stays a (pre-)candidate that
- * nobody hears, and follows the next leader that reaches it. */
+ * nobody hears, and follows the next leader that reaches it. Its core's
+ * acknowledgements go too: opened over a log cut at index B, the core
+ * acknowledges B to any leader, which then never sends below B + 1; a
+ * leader that never compacted could then neither offer its whole log
+ * (the rebuild, follow.c) nor send a snapshot. The node takes no entries
+ * meanwhile (follow.c refuses them), so nothing is lost with them. */
 static void send_msgs(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n) {
   size_t i, j = 0;
   lkvnet_raft_msg *keep;
@@ -247,7 +252,8 @@ static void send_msgs(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n) {
   if ((keep = malloc(n * sizeof *keep)) == NULL) return;
   for (i = 0; i < n; i++)
     if (msgs[i].type != LKVNET_RAFT_MSG_VOTE &&
-        msgs[i].type != LKVNET_RAFT_MSG_PREVOTE)
+        msgs[i].type != LKVNET_RAFT_MSG_PREVOTE &&
+        !(msgs[i].type == LKVNET_RAFT_MSG_APP_RESP && !msgs[i].reject))
       keep[j++] = msgs[i];
   lkvnet_node_send(s, keep, j);
   free(keep);
