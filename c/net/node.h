@@ -130,6 +130,9 @@ typedef struct lkvnet_peer {
   uint64_t snap_index, snap_term, snap_sent, snap_chunk;
   lkvnet_raft_conf snap_conf;
   int snap_done, snap_inflight;
+  /* how the last stream ended, not yet told to the core: 1 installed,
+   * -1 failed, 0 nothing to tell (lkvnet_node_snapshot_reports) */
+  int snap_report;
   uint64_t snapshots_sent;
 } lkvnet_peer;
 
@@ -412,6 +415,12 @@ int lkvnet_node_peers_open(lkvnet_server *s, lkv_err *err);
 /* Send the core's messages (one POST /raft per peer); a MSG_SNAP starts
  * (or keeps) the snapshot stream to that peer. */
 void lkvnet_node_send(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n);
+/* Tell the core how the snapshot streams ended since the last call;
+ * only outside a Ready (raft.h: between ready_get and advance nothing
+ * but status_get), where lkvnet_node_raft_run calls it. */
+void lkvnet_node_snapshot_reports(lkvnet_server *s);
+/* End every snapshot stream (the node stopped leading). */
+void lkvnet_node_snapshots_stop(lkvnet_server *s);
 /* The peer of an id, or NULL. */
 lkvnet_peer *lkvnet_node_peer_by_id(lkvnet_server *s, uint64_t id);
 

@@ -101,13 +101,15 @@ static const char *url_of(lkvnet_server *s, uint64_t id) {
 
 /* The followers' progress is the leader's view: a node that stops
  * leading forgets it, so nothing (log compaction, /status) reads a stale
- * match_index. */
+ * match_index, and ends its snapshot streams (at a term the followers
+ * left, they would only load them). */
 static void forget_progress(lkvnet_server *s) {
   size_t i;
   for (i = 0; i < s->npeers; i++) {
     s->peers[i].match_index = 0;
     s->peers[i].next_index = 0;
   }
+  lkvnet_node_snapshots_stop(s);
 }
 
 /* The role and the leader: routing, /status, and the writes a deposed
@@ -292,6 +294,7 @@ static int log_recover(lkvnet_server *s) {
 void lkvnet_node_raft_run(lkvnet_server *s) {
   size_t i;
   if (log_recover(s)) return;
+  lkvnet_node_snapshot_reports(s);
   while (!s->log_failed && lkvnet_raft_has_ready(s->raft)) {
     lkvnet_raft_ready rd;
     int hs_ok = 1, install_failed = 0;
@@ -340,6 +343,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
       lkvnet_node_read_released(s, rd.reads[i].ctx, rd.reads[i].index,
                                 rd.reads[i].ok && !install_failed);
     lkvnet_raft_advance(s->raft);
+    lkvnet_node_snapshot_reports(s); /* a stream this Ready's sends ended */
   }
   if (s->install_stepped) {
     /* the core needed no install: its log already holds the snapshot's
