@@ -228,6 +228,13 @@ static void deliver_needing_snapshot(lkvnet_server *s,
     (void)lkvnet_raft_step(s->raft, m);
     return;
   }
+  /* the refusal carries the core's term, which the heartbeat above may
+   * have just raised: it leaves only once the term file holds it (the
+   * driver's cycle stores it; the leader's next append is refused then) */
+  if (st.term != s->term) {
+    lkvnet_node_wake(s);
+    return;
+  }
   memset(&rej, 0, sizeof rej);
   rej.type = LKVNET_RAFT_MSG_APP_RESP;
   rej.from = s->id;
