@@ -565,6 +565,38 @@ describe("a 3-node cluster #cluster", function()
       hh.wait_value(nodes[3], "after", "snap")
     end)
 
+    it("ends a snapshot stream when its leader steps down #slow", function()
+      nodes = hh.start_cluster { down = { 3 },
+                                 env = { LOG_COMPACTION_THRESHOLD = "50" } }
+      local leader, n2, f3 = nodes.leader, nodes[2], nodes[3]
+      if leader ~= nodes[1] then n2 = nodes[1] end
+      -- about 8 MiB of pairs: several chunks
+      for i = 1, 400 do set_ok(leader, "k" .. i, h.value_for("k" .. i, 20000)) end
+      h.wait_until(function() return hh.status(leader).base_index > 0 end, 15)
+      hh.start_member(f3)
+      h.wait_until(function()
+        return hh.read_log(f3.log):find("installing a snapshot", 1, true)
+      end, 20)
+      -- node 3 stalls mid-stream; the leader hands over meanwhile
+      h.kill(f3.pid, "STOP")
+      local ok, err = pcall(function()
+        local code, _, text = hh.json_request("POST", leader.url
+          .. "/transfer_leader", cjson.encode { node_url = n2.url })
+        assert.equal(200, code, text)
+        h.wait_until(function()
+          return hh.read_log(leader.log):find("snapshot to " .. f3.url
+            .. " stopped: this node no longer leads", 1, true)
+        end, 5, function() return hh.read_log(leader.log) end)
+      end)
+      h.kill(f3.pid, "CONT")
+      assert(ok, err)
+      -- the new leader streams it anew: node 3 catches up from it
+      hh.wait_caught_up(f3, n2, 60)
+      for i = 1, 400, 37 do
+        assert.equal(h.value_for("k" .. i, 20000), local_value(f3, "k" .. i))
+      end
+    end)
+
     it("finishes a snapshot install that was killed half-way #slow #crash",
        function()
       nodes = hh.start_cluster { down = { 3 },
@@ -787,6 +819,31 @@ end
         end
         hh.stop_cluster(nodes) -- too slow a machine this time: again
       end
+    end)
+  end)
+
+  describe("log compaction on every node", function()
+    it("followers cut their logs too, and so does a leader after it hands "
+      .. "the leadership over", function()
+      nodes = hh.start_cluster { env = { LOG_COMPACTION_THRESHOLD = "20" } }
+      local leader = nodes.leader
+      for i = 1, 100 do set_ok(leader, "a" .. i, "v") end
+      for _, node in ipairs(nodes) do
+        hh.wait_caught_up(node, leader)
+        h.wait_until(function() return hh.status(node).base_index > 20 end,
+          15, function() return node.url .. " " .. cjson.encode(
+            hh.status(node)) end)
+      end
+      -- hand over: the former leader follows now and must keep cutting
+      local target = leader == nodes[2] and nodes[3] or nodes[2]
+      local code, _, text = hh.json_request("POST", leader.url
+        .. "/transfer_leader", cjson.encode { node_url = target.url })
+      assert.equal(200, code, text)
+      local was = hh.status(leader).base_index
+      for i = 1, 100 do set_ok(target, "b" .. i, "v") end
+      for _, node in ipairs(nodes) do hh.wait_caught_up(node, target) end
+      h.wait_until(function() return hh.status(leader).base_index > was + 40
+      end, 15, function() return cjson.encode(hh.status(leader)) end)
     end)
   end)
 

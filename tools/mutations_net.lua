@@ -11,6 +11,40 @@ local t = dofile("tools/mutation_tests.lua")
 local ctest, spec = t.ctest, t.spec
 
 return {
+  -- ---- issue 18's review: compaction, a stuck log, the term file, ------
+  -- ---- a failed install, a rebuild, a deposed leader's streams ----------
+  { name = "node: a follower waits for its peers' match index to compact",
+    file = "c/net/logcompact.c",
+    from = "  for (i = 0; s->leader && i < s->npeers; i++)",
+    to = "  for (i = 0; i < s->npeers; i++)",
+    test = spec("23-replication_spec.lua", "followers cut their logs") },
+  { name = "node: a leader whose log is stuck keeps leading",
+    file = "c/net/server.c",
+    from = "    lkvnet_node_log_failed(s);",
+    to = "",
+    test = spec("24-node_hardening_spec.lua", "cannot be synced") },
+  { name = "node: a failed term-file store is retried only when a Ready changes it",
+    file = "c/net/raftnode.c",
+    from = "    if (rd.hs.term != s->term || rd.hs.vote != s->vote) {",
+    to = "    if (rd.hs_changed && (rd.hs.term != s->term || rd.hs.vote != s->vote)) {",
+    test = spec("24-node_hardening_spec.lua", "term it carries") },
+  -- (its messages are dropped twice over: the node still needs a
+  -- snapshot, and send_msgs drops such a node's acknowledgements)
+  { name = "node: a failed snapshot install ended later without the rewrite",
+    file = "c/net/raftnode.c",
+    from = "      s->install_stepped = 0;\n      install_failed = 1;",
+    to = "      install_failed = 1;",
+    test = spec("24-node_hardening_spec.lua", "log rewrite failed") },
+  { name = "follower: a rebuild keeps its own log's base",
+    file = "c/net/follow.c",
+    from = "        (base > 0 && lkvnet_rlog_rewrite(s->rlog, 0, 0, &err) != LKV_OK) ||",
+    to = "",
+    test = spec("24-node_hardening_spec.lua", "never compacted") },
+  { name = "node: a deposed leader keeps streaming its snapshot",
+    file = "c/net/raftnode.c",
+    from = "  lkvnet_node_snapshots_stop(s);",
+    to = "",
+    test = spec("23-replication_spec.lua", "when its leader steps down") },
   -- ---- issue 16's rows: the commit rule, the token, the follower --------
   { name = "node: a write answered before its entry commits and applies",
     file = "c/net/raftnode.c",
@@ -241,9 +275,8 @@ return {
     test = ctest("net/rlog_format_test") },
   { name = "rlog: a rewrite keeps frames under a base_term they do not chain to",
     file = "c/net/rlog.c",
-    from = "  if ((rc = lkvnet_rlog_check_base(r, base_index, base_term, err)) != LKV_OK)\n" ..
-      "    return rc;",
-    to = "",
+    from = "      (rc = lkvnet_rlog_check_base(r, base_index, base_term, err)) != LKV_OK)",
+    to = "      (rc = LKV_OK) != LKV_OK)",
     test = ctest("net/rlog_compact_test") },
   { name = "rlog: a rewrite's directory sync error ignored",
     file = "c/net/rlog.c",

@@ -177,8 +177,8 @@ static void install_failed(lkvnet_server *s, struct evhttp_request *req,
 
 /* A node with an unfinished install (a partial engine) takes no entries:
  * it rebuilds from a leader's whole log when the leader offers it from
- * index 1 and its own log starts at 0 (the core is reopened over the
- * emptied log), or else answers every append with a refusal pointing at
+ * index 1 (the log emptied back to index 0, the core reopened over it),
+ * or else answers every append with a refusal pointing at
  * index 0, so that the leader sends a snapshot. It still follows the
  * leader's term (a heartbeat without a commit index). */
 static void deliver_needing_snapshot(lkvnet_server *s,
@@ -195,15 +195,21 @@ static void deliver_needing_snapshot(lkvnet_server *s,
   lkvnet_raft_status_get(s->raft, &st);
   if (st.term != m->term) return; /* a stale leader: the core answered */
   err.msg[0] = '\0';
-  if (m->index == 0 && lkvnet_rlog_base_index(s->rlog) == 0) {
+  if (m->index == 0) {
+    uint64_t base = lkvnet_rlog_base_index(s->rlog);
     lkvnet_node_log(s,
                     "unfinished snapshot install: rebuilding from the "
                     "leader's whole log");
     /* the term the heartbeat may have brought is persisted first: the
-     * core reopened below starts from the disk's hard state */
+     * core reopened below starts from the disk's hard state. The log is
+     * emptied back to index 0, whatever it was cut at before (a leader
+     * that never compacted has no snapshot to send: waiting for one
+     * would wait forever); its entries are cut first, so the rewrite
+     * lowers the base of an empty log. */
     if (lkvnet_hardstate_store(s->data_dir, s->env, st.term, st.vote, &err) !=
             LKV_OK ||
-        lkvnet_rlog_truncate(s->rlog, 0, &err) != LKV_OK ||
+        lkvnet_rlog_truncate(s->rlog, base, &err) != LKV_OK ||
+        (base > 0 && lkvnet_rlog_rewrite(s->rlog, 0, 0, &err) != LKV_OK) ||
         wipe_engine(s, &err) != LKV_OK || set_marker(s, 0, 1, &err) != LKV_OK) {
       lkvnet_node_log(s, "rebuilding failed: %s", err.msg);
       return;
@@ -220,6 +226,13 @@ static void deliver_needing_snapshot(lkvnet_server *s,
       abort();
     }
     (void)lkvnet_raft_step(s->raft, m);
+    return;
+  }
+  /* the refusal carries the core's term, which the heartbeat above may
+   * have just raised: it leaves only once the term file holds it (the
+   * driver's cycle stores it; the leader's next append is refused then) */
+  if (st.term != s->term) {
+    lkvnet_node_wake(s);
     return;
   }
   memset(&rej, 0, sizeof rej);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "node.h"
+#include "rlog.h"
 
 /* A request a follower passes to the leader, waiting for its answer. */
 typedef struct Fwd {
@@ -108,7 +109,15 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   if ((ci = lkvnet_node_forward_conn(s)) == (size_t)-1) {
-    if (leader_peer(s) == NULL)
+    lkv_err err;
+    if (s->log_failed && lkvnet_rlog_error(s->rlog, &err) != LKV_OK)
+      /* a stuck log keeps this node quiet, knowing no leader, until it
+       * is restarted: "retry" would never help here */
+      lkvnet_node_reply_error(s, req, route, start, 500,
+                              "the replication log failed: %s; this node "
+                              "takes no writes until it is restarted",
+                              err.msg);
+    else if (leader_peer(s) == NULL)
       lkvnet_node_reply_no_leader(s, req, route, start);
     else
       lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");

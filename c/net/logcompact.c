@@ -14,7 +14,8 @@
  * behind the log's start, cut them: they are in the engine, which is made
  * durable first (its WAL runs without fsync; lkv_db_sync syncs it, which
  * costs one fdatasync, not a table). A leader keeps what a live follower
- * still needs, so only a follower that was away gets a snapshot instead.
+ * still needs, so only a follower that was away gets a snapshot instead;
+ * a follower cuts at its own applied index.
  *
  * The engine sync and the rewrite run off the loop
  * (lkvnet_rlog_compact_begin): requests, appends and heartbeats go on
@@ -43,7 +44,10 @@ void lkvnet_node_maybe_compact(lkvnet_server *s) {
     return;
   base = lkvnet_rlog_base_index(s->rlog);
   if (target <= base || target - base < s->compaction_threshold) return;
-  for (i = 0; i < s->npeers; i++)
+  /* only a leader sends from its log: a follower (a former leader too)
+   * owes nobody entries, and its peers' match_index is the leader's
+   * view only (raftnode.c fills it while leading, zeroes it after) */
+  for (i = 0; s->leader && i < s->npeers; i++)
     if (s->peers[i].state == LKVNET_PEER_UP && s->peers[i].match_index < target)
       target = s->peers[i].match_index;
   if (target <= base || target - base < s->compaction_threshold) return;

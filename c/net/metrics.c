@@ -62,10 +62,13 @@ static void put_url(lkvnet_server *s, lkvnet_jbuf *b, uint64_t id) {
 }
 
 /* leader, follower, candidate (pre-candidates too: they campaign), or
- * learner (a non-voting member) */
-static const char *role_name(const lkvnet_raft_status *st) {
-  if (st->role == LKVNET_RAFT_LEADER) return "leader";
+ * learner (a non-voting member). A node quiet after its log failed is
+ * no leader, whatever its core (frozen, not told) still says. */
+static const char *role_name(const lkvnet_server *s,
+                             const lkvnet_raft_status *st) {
   if (st->learner) return "learner";
+  if (s->log_failed) return "follower";
+  if (st->role == LKVNET_RAFT_LEADER) return "leader";
   if (st->role == LKVNET_RAFT_CANDIDATE || st->role == LKVNET_RAFT_PRECANDIDATE)
     return "candidate";
   return "follower";
@@ -95,7 +98,7 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_lit(&b, ", \"my_url\": ");
   lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
   lkvnet_jbuf_lit(&b, ", \"role\": \"");
-  lkvnet_jbuf_lit(&b, role_name(&st));
+  lkvnet_jbuf_lit(&b, role_name(s, &st));
   lkvnet_jbuf_lit(&b, "\", \"voters\": [");
   for (i = 0; i < st.conf.n_voters; i++) {
     if (i) lkvnet_jbuf_lit(&b, ", ");
@@ -231,7 +234,7 @@ void lkvnet_node_route_health(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_raft_status_get(s->raft, &st);
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, "{\"ok\": true, \"role\": \"");
-  lkvnet_jbuf_lit(&b, role_name(&st));
+  lkvnet_jbuf_lit(&b, role_name(s, &st));
   lkvnet_jbuf_lit(&b, "\", \"leader\": ");
   put_url(s, &b, s->leader_id);
   lkvnet_jbuf_lit(&b, "}");

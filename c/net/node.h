@@ -130,6 +130,9 @@ typedef struct lkvnet_peer {
   uint64_t snap_index, snap_term, snap_sent, snap_chunk;
   lkvnet_raft_conf snap_conf;
   int snap_done, snap_inflight;
+  /* how the last stream ended, not yet told to the core: 1 installed,
+   * -1 failed, 0 nothing to tell (lkvnet_node_snapshot_reports) */
+  int snap_report;
   uint64_t snapshots_sent;
 } lkvnet_peer;
 
@@ -245,7 +248,7 @@ struct lkvnet_server {
   lkvnet_raft_conf install_conf;
   int installing;
   int install_stepped; /* its MSG_SNAP went to the core; the end is due */
-  int log_failed;      /* a Ready's entries could not all be written */
+  int log_failed;      /* the log failed: quiet until it is durable again */
   int hinted; /* LEADER_URL names this node and no term has begun yet */
   /* a leadership transfer under way (POST /transfer_leader, or SIGTERM's
    * hand-over): its target, its deadline, the request waiting for it */
@@ -412,6 +415,12 @@ int lkvnet_node_peers_open(lkvnet_server *s, lkv_err *err);
 /* Send the core's messages (one POST /raft per peer); a MSG_SNAP starts
  * (or keeps) the snapshot stream to that peer. */
 void lkvnet_node_send(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n);
+/* Tell the core how the snapshot streams ended since the last call;
+ * only outside a Ready (raft.h: between ready_get and advance nothing
+ * but status_get), where lkvnet_node_raft_run calls it. */
+void lkvnet_node_snapshot_reports(lkvnet_server *s);
+/* End every snapshot stream (the node stopped leading). */
+void lkvnet_node_snapshots_stop(lkvnet_server *s);
 /* The peer of an id, or NULL. */
 lkvnet_peer *lkvnet_node_peer_by_id(lkvnet_server *s, uint64_t id);
 
@@ -449,6 +458,10 @@ int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err);
 void lkvnet_node_raft_run(lkvnet_server *s);
 /* The syncer made the log durable further: tell the core. */
 void lkvnet_node_raft_durable(lkvnet_server *s);
+/* The log failed (a write, or the syncer's sticky error): the node goes
+ * quiet (log_failed) and, if it led, stops leading and answers every
+ * write it holds, so the others elect a leader. */
+void lkvnet_node_log_failed(lkvnet_server *s);
 /* Start a write on the leader: check it, propose it, hold it; a refusal
  * is answered at once. */
 void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,

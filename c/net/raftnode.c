@@ -99,6 +99,19 @@ static const char *url_of(lkvnet_server *s, uint64_t id) {
   return NULL;
 }
 
+/* The followers' progress is the leader's view: a node that stops
+ * leading forgets it, so nothing (log compaction, /status) reads a stale
+ * match_index, and ends its snapshot streams (at a term the followers
+ * left, they would only load them). */
+static void forget_progress(lkvnet_server *s) {
+  size_t i;
+  for (i = 0; i < s->npeers; i++) {
+    s->peers[i].match_index = 0;
+    s->peers[i].next_index = 0;
+  }
+  lkvnet_node_snapshots_stop(s);
+}
+
 /* The role and the leader: routing, /status, and the writes a deposed
  * leader leaves behind. */
 static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
@@ -118,8 +131,10 @@ static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
                       (unsigned long long)rd->hs.term,
                       lkvnet_raft_role_name(rd->role));
   }
-  if (was_leader && !s->leader)
+  if (was_leader && !s->leader) {
     lkvnet_node_pending_unknown(s, "this node stopped leading");
+    forget_progress(s);
+  }
   if (s->transfer_to != LKVNET_RAFT_NONE && !s->leader &&
       rd->leader != LKVNET_RAFT_NONE) {
     /* handed over (or lost otherwise): the transfer's request learns who
@@ -161,13 +176,21 @@ static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
                              "is not in this node's log (outcome unknown: "
                              "the followers may still commit it)",
                              err->msg, (unsigned long long)p->index);
+  lkvnet_node_log_failed(s);
+}
+
+void lkvnet_node_log_failed(lkvnet_server *s) {
   s->log_failed = 1;
   if (s->leader) {
     s->leader = 0;
+    s->role = LKVNET_RAFT_FOLLOWER;
     s->leader_id = LKVNET_RAFT_NONE;
     s->leader_url = NULL;
-    lkvnet_node_pending_unknown(s, "this node's log failed");
+    forget_progress(s);
   }
+  /* quiet, it commits nothing more itself: whatever it still holds is
+   * the next leader's to commit, or not */
+  lkvnet_node_pending_unknown(s, "this node's log failed");
 }
 
 /* Contract b: write the entries, cutting a conflicting suffix first. */
@@ -214,7 +237,12 @@ static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
 /* Contract d, with one filter: a node whose engine is partial (an
  * unfinished install) must never lead, so its own vote requests are
  * dropped, as a network may drop them: it stays a (pre-)candidate that
- * nobody hears, and follows the next leader that reaches it. */
+ * nobody hears, and follows the next leader that reaches it. Its core's
+ * acknowledgements go too: opened over a log cut at index B, the core
+ * acknowledges B to any leader, which then never sends below B + 1; a
+ * leader that never compacted could then neither offer its whole log
+ * (the rebuild, follow.c) nor send a snapshot. The node takes no entries
+ * meanwhile (follow.c refuses them), so nothing is lost with them. */
 static void send_msgs(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n) {
   size_t i, j = 0;
   lkvnet_raft_msg *keep;
@@ -226,7 +254,8 @@ static void send_msgs(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n) {
   if ((keep = malloc(n * sizeof *keep)) == NULL) return;
   for (i = 0; i < n; i++)
     if (msgs[i].type != LKVNET_RAFT_MSG_VOTE &&
-        msgs[i].type != LKVNET_RAFT_MSG_PREVOTE)
+        msgs[i].type != LKVNET_RAFT_MSG_PREVOTE &&
+        !(msgs[i].type == LKVNET_RAFT_MSG_APP_RESP && !msgs[i].reject))
       keep[j++] = msgs[i];
   lkvnet_node_send(s, keep, j);
   free(keep);
@@ -265,21 +294,38 @@ static int log_recover(lkvnet_server *s) {
 void lkvnet_node_raft_run(lkvnet_server *s) {
   size_t i;
   if (log_recover(s)) return;
+  lkvnet_node_snapshot_reports(s);
   while (!s->log_failed && lkvnet_raft_has_ready(s->raft)) {
     lkvnet_raft_ready rd;
-    int hs_ok = 1;
+    int hs_ok = 1, install_failed = 0;
     lkvnet_raft_ready_get(s->raft, &rd);
     soft_state(s, &rd);
-    if (rd.has_snapshot && s->install_stepped)
-      (void)lkvnet_node_install_finish(s, rd.snap_index, rd.snap_term,
-                                       &rd.snap_conf, 1);
-    write_entries(s, rd.entries, rd.n_entries);
-    if (rd.hs_changed && (rd.hs.term != s->term || rd.hs.vote != s->vote)) {
+    if (rd.has_snapshot && s->install_stepped &&
+        lkvnet_node_install_finish(s, rd.snap_index, rd.snap_term,
+                                   &rd.snap_conf, 1) != 0) {
+      /* the core takes the install as done, and this Ready's messages
+       * acknowledge it: none leaves, and the node goes quiet as after a
+       * failed log write (log_recover reopens the core over the log as
+       * it is, the install mark still in the engine, and the leader
+       * sends the snapshot again). The end is not due any more: ending
+       * it without the rewrite would call the engine whole over a log
+       * that never restarted after the snapshot. */
+      s->install_stepped = 0;
+      install_failed = 1;
+      lkvnet_node_log_failed(s);
+    }
+    if (!install_failed) write_entries(s, rd.entries, rd.n_entries);
+    /* s->term and s->vote are what the term file holds: not only when
+     * this Ready changed them, but while they differ from the core's (a
+     * store failed in an earlier Ready, whose hard state the core takes
+     * as written once advanced), store them, Ready after Ready */
+    if (rd.hs.term != s->term || rd.hs.vote != s->vote) {
       lkv_err err;
       err.msg[0] = '\0';
       if (lkvnet_hardstate_store(s->data_dir, s->env, rd.hs.term, rd.hs.vote,
                                  &err) != LKV_OK) {
-        /* the messages depend on it: none leaves (as if lost) */
+        /* every message carries the term (a vote, an answer): none
+         * leaves until it is durable (as if lost) */
         lkvnet_node_log(s, "cannot persist term %llu and vote: %s",
                         (unsigned long long)rd.hs.term, err.msg);
         hs_ok = 0;
@@ -288,14 +334,16 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
         s->vote = rd.hs.vote;
       }
     }
-    if (rd.hs.commit > s->commit_index) s->commit_index = rd.hs.commit;
-    if (hs_ok) send_msgs(s, rd.msgs, rd.n_msgs);
+    if (!install_failed && rd.hs.commit > s->commit_index)
+      s->commit_index = rd.hs.commit;
+    if (hs_ok && !install_failed) send_msgs(s, rd.msgs, rd.n_msgs);
     if (!s->needs_snapshot)
       lkvnet_node_apply_entries(s, rd.committed, rd.n_committed);
     for (i = 0; i < rd.n_reads; i++)
       lkvnet_node_read_released(s, rd.reads[i].ctx, rd.reads[i].index,
-                                rd.reads[i].ok);
+                                rd.reads[i].ok && !install_failed);
     lkvnet_raft_advance(s->raft);
+    lkvnet_node_snapshot_reports(s); /* a stream this Ready's sends ended */
   }
   if (s->install_stepped) {
     /* the core needed no install: its log already holds the snapshot's

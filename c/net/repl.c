@@ -14,7 +14,11 @@
  * Snapshots: a MSG_SNAP from the core starts a stream of the engine's
  * pairs at the applied index to that peer (POST /snapshot, in chunks); the
  * peer steps the MSG_SNAP itself once all of it is installed; the stream's
- * end (or failure) is reported to the core (lkvnet_raft_report_snapshot).
+ * end (or failure) is reported to the core (lkvnet_raft_report_snapshot)
+ * once outside a Ready (lkvnet_node_snapshot_reports, from the driver's
+ * cycle). A node that stops leading ends its streams
+ * (lkvnet_node_snapshots_stop): they are at its term, which the
+ * follower no longer follows.
  *
  * Calls the core (reports) and wakes the driver (lkvnet_node_wake), never
  * the driver's functions. Runs on the event loop's thread. */
@@ -227,8 +231,36 @@ static void snapshot_end(lkvnet_server *s, lkvnet_peer *p, int ok,
     snprintf(p->last_error, sizeof p->last_error, "snapshot: %s", why);
     lkvnet_node_log(s, "snapshot to %s failed: %s", p->url, why);
   }
-  lkvnet_raft_report_snapshot(s->raft, p->id, ok);
+  /* told to the core by the driver's next cycle: a stream can end
+   * inside the Ready that started it (its first chunk failing at once),
+   * where the core must not be called */
+  p->snap_report = ok ? 1 : -1;
   lkvnet_node_wake(s);
+}
+
+void lkvnet_node_snapshots_stop(lkvnet_server *s) {
+  size_t i;
+  for (i = 0; i < s->npeers; i++) {
+    lkvnet_peer *p = &s->peers[i];
+    if (p->snap == NULL) continue;
+    lkvnet_node_log(s, "snapshot to %s stopped: this node no longer leads",
+                    p->url);
+    lkv_iter_free(p->snap);
+    p->snap = NULL; /* a chunk still in flight finds it gone */
+    p->snap_inflight = 0;
+    p->snap_report = 0; /* its core is no leader: nothing to tell */
+  }
+}
+
+void lkvnet_node_snapshot_reports(lkvnet_server *s) {
+  size_t i;
+  for (i = 0; i < s->npeers; i++) {
+    lkvnet_peer *p = &s->peers[i];
+    int ok = p->snap_report > 0;
+    if (p->snap_report == 0) continue;
+    p->snap_report = 0;
+    lkvnet_raft_report_snapshot(s->raft, p->id, ok);
+  }
 }
 
 static void on_snapshot_reply(struct evhttp_request *r, void *arg) {
@@ -273,7 +305,7 @@ static void snapshot_start(lkvnet_server *s, lkvnet_peer *p) {
   lkvnet_rlog_stats_get(s->rlog, &rs);
   if (lkv_iter_new(s->db, LKV_SEQ_LATEST, &p->snap, &err) != LKV_OK) {
     p->snap = NULL;
-    lkvnet_raft_report_snapshot(s->raft, p->id, 0);
+    p->snap_report = -1; /* inside the Ready that asked: told after it */
     lkvnet_node_wake(s);
     return;
   }

@@ -694,15 +694,18 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index, uint64_t base_term,
   last = r->base_index + r->nents;
   from_off = r->size;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
-  if (base_index < r->base_index || base_index == UINT64_MAX)
+  /* a lower base only for an empty log (a node that rebuilds from a
+   * leader's whole log): no entry would follow it */
+  if ((base_index < r->base_index && r->nents != 0) || base_index == UINT64_MAX)
     return lkv_seterr(err, LKV_INVALID,
                       "cannot start the log after "
                       "%llu (it starts after %llu)",
                       (unsigned long long)base_index,
                       (unsigned long long)r->base_index);
-  if ((rc = lkvnet_rlog_check_base(r, base_index, base_term, err)) != LKV_OK)
+  if (base_index >= r->base_index &&
+      (rc = lkvnet_rlog_check_base(r, base_index, base_term, err)) != LKV_OK)
     return rc;
-  if (base_index < last) {
+  if (base_index >= r->base_index && base_index < last) {
     keep = (size_t)(last - base_index);
     from_off = r->ents[base_index - r->base_index].off;
   }

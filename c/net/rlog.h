@@ -164,7 +164,10 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err);
  * later ones kept. When the log holds base_index, base_term must be its
  * term (the chain starts there), else LKV_INVALID and nothing changes. With
  * base_index past last_index the log becomes empty and continues from
- * base_index + 1 (a follower that installed a snapshot). The new file is
+ * base_index + 1 (a follower that installed a snapshot). An empty log
+ * (truncated to its base) may also restart after a lower base_index, 0
+ * included (a follower that rebuilds from a leader's whole log); a log
+ * with entries refuses that with LKV_INVALID. The new file is
  * written aside, fsync'ed and renamed over the old one, and the directory
  * synced, so a crash leaves one or the other. A failure before the rename
  * leaves the log as it was (not sticky); a failed directory sync after it is

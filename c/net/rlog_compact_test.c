@@ -180,6 +180,24 @@ static void test_rewrite(void) {
   CHECK(rs.n == 1 && rs.n > 0 && rs.v[0].index == 501 && rs.v[0].term == 7 &&
         rs.v[0].klen == 5 && memcmp(rs.v[0].key, "after", 5) == 0);
   check_bounds(r, 500, 501);
+  /* back to index 0 (a node rebuilding from a leader's whole log): only
+   * once the log holds no entry, then empty from 1 on, after a reopen too */
+  CHECK(lkvnet_rlog_rewrite(r, 0, 0, &err) == LKV_INVALID);
+  check_bounds(r, 500, 501);
+  CHECK_OK(lkvnet_rlog_truncate(r, 500, &err), &err);
+  CHECK_OK(lkvnet_rlog_rewrite(r, 0, 0, &err), &err);
+  CHECK(file_size(path) == LKVNET_RLOG_HEADER_SIZE);
+  lkvnet_rlog_stats_get(r, &st);
+  CHECK(st.base_index == 0 && st.base_term == 0 && st.last_index == 0);
+  CHECK(st.last_term == 0 && st.durable_index == 0);
+  CHECK(app(r, 1, LKVNET_OP_SET, "one", 3, "1", 1) == 1);
+  CHECK(wait_durable(r, 1));
+  close_log(r);
+  recs_free(&rs);
+  r = open_log(dir, &rs);
+  if (r == NULL) goto out;
+  CHECK(rs.n == 1 && rs.v[0].index == 1 && rs.v[0].term == 1);
+  check_bounds(r, 0, 1);
   close_log(r);
   CHECK(!exists(tmp));
 out:

@@ -38,13 +38,26 @@ static void on_notify(evutil_socket_t fd, short what, void *arg) {
   while (read(fd, drain, sizeof drain) > 0) {
   }
   lkvnet_node_compaction_poll(s);
-  if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK) {
+  if (lkvnet_rlog_error(s->rlog, &err) != LKV_OK && !s->log_failed) {
+    /* sticky: nothing more becomes durable here, so this node could
+     * never commit again; leading on, heartbeating, it would keep the
+     * others from electing one that can. It goes quiet (log_recover
+     * keeps it so until a restart) and the others elect a leader. Its
+     * writes past the durable index are answered 500 (they may still
+     * be committed: the followers hold them), the rest 503, both
+     * "outcome unknown". */
     lkvnet_pending *p;
     uint64_t durable = lkvnet_rlog_durable_index(s->rlog);
     for (p = s->head; p != NULL; p = p->next)
       if (p->index > durable)
-        lkvnet_node_held_error(&p->h, 500, "the replication log failed: %s",
-                               err.msg);
+        lkvnet_node_held_error(&p->h, 500,
+                               "the replication log failed: %s; index %llu "
+                               "is not durable in this node's log (outcome "
+                               "unknown: the followers may still commit it)",
+                               err.msg, (unsigned long long)p->index);
+    lkvnet_node_log(s, "the replication log failed: %s; quiet until restarted",
+                    err.msg);
+    lkvnet_node_log_failed(s);
   }
   lkvnet_node_raft_durable(s);
   lkvnet_node_raft_run(s);
