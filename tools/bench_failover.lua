@@ -370,6 +370,17 @@ local function transfer_figures(writes, t0, t1)
   return { errors = errors, pause = gap, why = outcomes(why) }
 end
 
+-- bench.columns of rows, each line followed by the free text in tail
+-- (the outcomes: wider than a column may be).
+local function columns_with(bench, rows, tail)
+  local lines, i = {}, 0
+  for line in (bench.columns(rows) .. "\n"):gmatch("([^\n]*)\n") do
+    i = i + 1
+    lines[i] = tail[i] and (line .. "  " .. tail[i]) or line
+  end
+  return table.concat(lines, "\n")
+end
+
 local function median(xs)
   local s = {}
   for i, x in ipairs(xs) do s[i] = x end
@@ -540,7 +551,8 @@ local function report(c, o, res)
   p("")
   if #res.kills > 0 then
     local rows = { { "kill", "killed", "new leader", "failed writes",
-      "window s", "kill->ok s", "failures" } }
+      "window s", "kill->ok s" } }
+    local tail = { "failures (status:error@port)" }
     local win, tos = {}, {}
     for k, kill in ipairs(res.kills) do
       local f = kill_figures(writes, kill.t)
@@ -548,13 +560,14 @@ local function report(c, o, res)
         win[#win + 1], tos[#tos + 1] = f.window, f.to_success
         rows[#rows + 1] = { tostring(k), kill.victim, kill.new,
           tostring(f.errors), string.format("%.3f", f.window),
-          string.format("%.3f", f.to_success), f.why }
+          string.format("%.3f", f.to_success) }
+        tail[#rows] = f.why
       else
         rows[#rows + 1] = { tostring(k), kill.victim, kill.new, "?",
           "no success", "" }
       end
     end
-    p("%s", bench.columns(rows))
+    p("%s", columns_with(bench, rows, tail))
     p("")
     p("failover (%d kills): window median %.3f s, worst %.3f s; "
       .. "kill -> first success median %.3f s, worst %.3f s", #win,
@@ -565,7 +578,8 @@ local function report(c, o, res)
   end
   if #res.transfers > 0 then
     local rows = { { "transfer", "from", "to", "answer", "took ms",
-      "failed writes", "pause ms", "failures" } }
+      "failed writes", "pause ms" } }
+    local tail = { "failures (status:error@port)" }
     local errs, pauses = 0, {}
     for k, t in ipairs(res.transfers) do
       local f = transfer_figures(writes, t.t0, t.t1)
@@ -573,9 +587,10 @@ local function report(c, o, res)
       pauses[#pauses + 1] = f.pause
       rows[#rows + 1] = { tostring(k), t.from, t.to, tostring(t.status),
         string.format("%.0f", (t.t1 - t.t0) * 1000), tostring(f.errors),
-        string.format("%.0f", f.pause * 1000), f.why }
+        string.format("%.0f", f.pause * 1000) }
+      tail[#rows] = f.why
     end
-    p("%s", bench.columns(rows))
+    p("%s", columns_with(bench, rows, tail))
     p("")
     p("transfers (%d): failed writes %d; pause median %.0f ms, worst %.0f ms",
       #res.transfers, errs, median(pauses) * 1000, maximum(pauses) * 1000)
