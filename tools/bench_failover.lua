@@ -4,10 +4,12 @@
 --
 --   lua5.4 bin/lunakv run tools/bench_failover.lua [--kills N]
 --       [--transfers N] [--clients C] [--retry-ms MS] [--timeout-ms MS]
+--       [--election-timeout-ms MS] [--heartbeat-ms MS]
 --
 -- Method. Three `lunakv node` processes on 127.0.0.1 (free ports, default
 -- settings: HEARTBEAT_MS 100, ELECTION_TIMEOUT_MS 1000), data in one
--- temporary directory. C client processes (this same script with
+-- temporary directory; --election-timeout-ms and --heartbeat-ms, when
+-- given, go to every node, to see what other settings would give. C client processes (this same script with
 -- --client) write continuously, each write a POST /set to the next node
 -- in turn (a follower forwards it to the leader), and log one line per
 -- write: when it was sent, when it ended, and how (the HTTP status, or
@@ -175,6 +177,7 @@ end
 local function spawn_node(c, node)
   local argv = { c.interp, c.bin, "node", tostring(node.port), node.dir,
     c.urls[1], table.concat(c.urls, ",") }
+  for _, a in ipairs(c.node_args) do argv[#argv + 1] = a end
   local f = io.open(node.log, "ab")
   if f then
     f:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " bench-failover: starting ",
@@ -409,7 +412,9 @@ local function parse_args(argv)
   local i = 1
   local flags = { ["--kills"] = "kills", ["--transfers"] = "transfers",
     ["--clients"] = "clients", ["--retry-ms"] = "retry_ms",
-    ["--timeout-ms"] = "timeout_ms" }
+    ["--timeout-ms"] = "timeout_ms",
+    ["--election-timeout-ms"] = "election_timeout_ms",
+    ["--heartbeat-ms"] = "heartbeat_ms" }
   while argv[i] do
     local a = argv[i]
     if a == "--client" then -- internal: ID URLS OUT STOP
@@ -430,7 +435,8 @@ local function parse_args(argv)
       i = i + 1
     else
       error("lunakv: unknown argument '" .. a .. "' (--kills N, "
-        .. "--transfers N, --clients C, --retry-ms MS, --timeout-ms MS)", 0)
+        .. "--transfers N, --clients C, --retry-ms MS, --timeout-ms MS, "
+        .. "--election-timeout-ms MS, --heartbeat-ms MS)", 0)
     end
     i = i + 1
   end
@@ -540,9 +546,13 @@ local function report(c, o, res)
   end
   local out = {}
   local function p(fmt, ...) out[#out + 1] = string.format(fmt, ...) end
-  p("3 nodes on 127.0.0.1, default settings (HEARTBEAT_MS 100, "
-    .. "ELECTION_TIMEOUT_MS 1000); %d client loop(s), retry after %d ms, "
-    .. "write timeout %d ms; %d cores, %s", o.clients, o.retry_ms,
+  local settings = "default settings (HEARTBEAT_MS 100, "
+    .. "ELECTION_TIMEOUT_MS 1000)"
+  if #c.node_args > 0 then
+    settings = "nodes given " .. table.concat(c.node_args, " ")
+  end
+  p("3 nodes on 127.0.0.1, %s; %d client loop(s), retry after %d ms, "
+    .. "write timeout %d ms; %d cores, %s", settings, o.clients, o.retry_ms,
     o.timeout_ms, m.cores, m.cpu)
   p("load average (1 min) at the start %s, at the end %s", res.load_start,
     loadavg())
@@ -606,6 +616,17 @@ function M.main(argv)
   local c = { script = require("lunakv.cluster").absolute(
     assert(_G.arg and _G.arg[0], "no script path")) }
   c.interp, c.bin = require("lunakv.cluster").self_command()
+  -- the node checks the values (ranges, at least two heartbeats per
+  -- election timeout) and refuses to start on bad ones
+  c.node_args = {}
+  if o.heartbeat_ms then
+    table.insert(c.node_args, "--heartbeat-ms")
+    table.insert(c.node_args, tostring(o.heartbeat_ms))
+  end
+  if o.election_timeout_ms then
+    table.insert(c.node_args, "--election-timeout-ms")
+    table.insert(c.node_args, tostring(o.election_timeout_ms))
+  end
   c.base = os.tmpname()
   os.remove(c.base)
   assert(core.mkdir(c.base))
