@@ -19,6 +19,8 @@
 #   make bench      lunakv against LevelDB (BENCH_NUM=N, BENCH_JSON=FILE)
 #   make bench-cluster  3 lunakv nodes against 3 etcd members over HTTP
 #                   (BENCH_SECONDS=S per workload)
+#   make bench-failover  seconds of failed writes per leader kill -9 and
+#                   a leadership transfer's cost (BENCH_KILLS, BENCH_TRANSFERS)
 #   make fuzz       libFuzzer on the WAL, SSTable, MANIFEST, JSON body and
 #                   replication log (file and /append frames) readers
 #   make install    PREFIX=/usr/local DESTDIR= (module, Lua files, bin/lunakv)
@@ -75,7 +77,7 @@ DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
            lua-busted lua-argparse lua-readline lua-socket
 BENCH_PKGS = libleveldb-dev
 
-.PHONY: all deps test ctest ctest-build spec shell asan tsan crashtest mutate bench bench-build bench-cluster fuzz \
+.PHONY: all deps test ctest ctest-build spec shell asan tsan crashtest mutate bench bench-build bench-cluster bench-failover fuzz \
         lint format \
         fuzz-build fuzz-corpus install \
         uninstall clean
@@ -247,6 +249,17 @@ bench-cluster: deps
 	-@sh tools/deps.sh etcd-server || echo "bench-cluster: no etcd: lunakv only" >&2
 	@$(MAKE) --no-print-directory all
 	$(LUA) bin/lunakv run tools/bench_cluster.lua --seconds $(BENCH_SECONDS)
+
+# Failover figures: a 3-node lunakv cluster on 127.0.0.1 under continuous
+# writes; kill -9 its leader BENCH_KILLS times (restarting it each time)
+# and transfer the leadership BENCH_TRANSFERS times; prints how long
+# writes failed per kill and the errors and pause per transfer
+# (tools/bench_failover.lua). Everything started is stopped at the end.
+BENCH_KILLS ?= 20
+BENCH_TRANSFERS ?= 10
+bench-failover: deps
+	@$(MAKE) --no-print-directory all
+	$(LUA) bin/lunakv run tools/bench_failover.lua --kills $(BENCH_KILLS) --transfers $(BENCH_TRANSFERS)
 
 # libFuzzer targets for the readers of untrusted bytes (c/fuzz/): WAL
 # replay, SSTable open/read, MANIFEST decode, the HTTP JSON body reader, the
