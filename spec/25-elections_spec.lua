@@ -224,6 +224,57 @@ describe("Raft elections #cluster", function()
       hh.read_log(target.log), 1, true)
   end)
 
+  it("answers 503 with Retry-After, not 500, when every forwarding "
+    .. "connection waits on a former leader", function()
+    -- forwarded requests wait 62 s on a paused leader; a 3 s election
+    -- timeout leaves time to queue all of them before anyone campaigns
+    nodes = hh.start_cluster { n = 3, args = { "--write-timeout-ms", "60000",
+                                               "--election-timeout-ms", "3000" } }
+    local old = hh.wait_ready(nodes)
+    set_eventually(old, "k", "v0")
+    local rest = survivors(old)
+    local a, b = rest[1], rest[2]
+    h.wait_until(function() return hh.status(a).leader == old.url end, 10)
+    local socks = {}
+    h.kill(old.pid, "STOP")
+    local ok, err = pcall(function()
+      -- fill a's forwarding slots (256, one request each) with writes
+      -- that the paused leader will not answer
+      local body = '{"key": "w", "value": "x"}'
+      for i = 1, 256 do
+        local c = assert(socket.tcp())
+        c:settimeout(5)
+        assert(c:connect("127.0.0.1", a.port))
+        assert(c:send("POST /set HTTP/1.1\r\nHost: x\r\nContent-Type: "
+          .. "application/json\r\nContent-Length: " .. #body .. "\r\n\r\n"
+          .. body))
+        socks[i] = c
+      end
+      local new = hh.wait_leader(nodes, 20, old)
+      if new == a then
+        local code, _, text = hh.json_request("POST", a.url
+          .. "/transfer_leader", cjson.encode { node_url = b.url })
+        assert.equal(200, code, text)
+      end
+      h.wait_until(function() return hh.status(a).leader == b.url end, 10)
+      local code, text, headers = hh.request("POST", a.url .. "/set",
+        '{"key": "k", "value": "v1"}',
+        { ["content-type"] = "application/json" })
+      assert.equal(503, code, text)
+      assert.matches("no forwarding connection is free", text, 1, true)
+      assert.equal("1", headers["retry-after"])
+      local gc, gdoc = hh.consistent_get(b, "k")
+      assert.equal(200, gc)
+      assert.equal("v0", gdoc.value, "the refused write was not applied")
+    end)
+    h.kill(old.pid, "CONT")
+    for _, c in ipairs(socks) do c:close() end
+    if not ok then error(err, 0) end
+    -- the former leader answers (it steps down), the slots free up, and
+    -- forwarding works again
+    set_eventually(a, "k", "v2", 20)
+  end)
+
   it("answers 503 no leader with Retry-After while no leader is known",
     function()
     -- three voters, one of them running: it can never win an election

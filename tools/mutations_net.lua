@@ -294,4 +294,11 @@ return {
     from = "  if ((e = f_sync(env, r->fd)) != 0) return ioerr(err, e, \"fdatasync\", r->path);",
     to = "",
     test = ctest("net/rlog_fault_test") },
+  { name = "forward: every slot busy on a former leader answered 500, no retry",
+    file = "c/net/forward.c",
+    from = "      lkvnet_node_reply_error(s, req, route, start, 503,\n" ..
+      "                              \"cannot forward to the leader %s: no \"",
+    to = "      lkvnet_node_reply_error(s, req, route, start, 500,\n" ..
+      "                              \"cannot forward to the leader %s: no \"",
+    test = spec("25-elections_spec.lua", "forwarding connection waits") },
 }

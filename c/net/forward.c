@@ -119,8 +119,19 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
                               err.msg);
     else if (leader_peer(s) == NULL)
       lkvnet_node_reply_no_leader(s, req, route, start);
-    else
-      lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    else {
+      /* Every slot waits on a former leader (paused or dead: its
+       * requests run to their timeout), or a new connection failed:
+       * nothing was sent, so the client may simply retry. */
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                        "1");
+      lkvnet_node_reply_error(s, req, route, start, 503,
+                              "cannot forward to the leader %s: no "
+                              "forwarding connection is free (all wait on a "
+                              "former leader) and none could be opened; "
+                              "nothing was written, retry",
+                              leader_peer(s)->url);
+    }
     return;
   }
   c = s->fwd[ci];
