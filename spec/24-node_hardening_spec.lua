@@ -473,16 +473,25 @@ describe("a node on a failing file system (a fault env) #faults", function()
     -- its may leave (each carries that term), Ready after Ready
     f3.fault = "write 1 EIO /term sticky"
     hh.start_member(f3)
+    local started = socket.gettime()
     local function tries()
+      return hh.metric(f3, "lunakv_term_store_failures_total") or 0
+    end
+    local function lines()
       local _, n = hh.read_log(f3.log):gsub("cannot persist term", "")
       return n
     end
     -- a heartbeat per Ready retries the store: wait for several tries,
     -- or for the bug (node 3 answered, so the leader sent it "a")
     h.wait_until(function()
-      return tries() >= 5 or local_value(f3, "a") ~= cjson.null
+      return tries() >= 20 or local_value(f3, "a") ~= cjson.null
     end, 20, function() return hh.read_log(f3.log) end)
     assert.equal(cjson.null, local_value(f3, "a"))
+    -- the log says so once, then once per 10 s, not at every try
+    local elapsed = socket.gettime() - started
+    assert.is_true(lines() >= 1, hh.read_log(f3.log))
+    assert.is_true(lines() <= 2 + elapsed // 10,
+      lines() .. " lines for " .. tries() .. " tries in " .. elapsed .. " s")
     local st = hh.status(f3)
     assert.equal(0, st.term)
     for _, f in ipairs(hh.status(leader).followers) do

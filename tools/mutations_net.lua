@@ -301,4 +301,9 @@ return {
     to = "      lkvnet_node_reply_error(s, req, route, start, 500,\n" ..
       "                              \"cannot forward to the leader %s: no \"",
     test = spec("25-elections_spec.lua", "forwarding connection waits") },
+  { name = "term file: a line logged at every failed store (ten a second)",
+    file = "c/net/raftnode.c",
+    from = "  if (s->hs_logged != 0 && now - s->hs_logged < HS_LOG_EVERY) return;",
+    to = "",
+    test = spec("24-node_hardening_spec.lua", "term file cannot be written") },
 }

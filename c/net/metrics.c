@@ -358,6 +358,10 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
             rst.counters.quorum_lost);
   }
   COUNTER("rlog_compactions_total", "Log compactions.", s->compactions);
+  COUNTER("term_store_failures_total",
+          "Failed writes of the term file (term and vote); no message "
+          "leaves until one succeeds.",
+          s->hs_failures);
   GAUGE("http_connections_open", "Client connections open.", s->conns.open);
   mline(&b,
         "# HELP lunakv_http_connections_closed_total Client connections "

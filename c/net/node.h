@@ -205,6 +205,11 @@ struct lkvnet_server {
   size_t scratch_cap;
   uint64_t next_ctx; /* of the next ReadIndex */
   uint64_t leader_changes_seen;
+  /* failed stores of the term file (retried Ready after Ready): all of
+   * them, those of the current run, those since its last log line, and
+   * when that line was (0: none in this run) */
+  uint64_t hs_failures, hs_run, hs_unlogged;
+  double hs_logged;
   struct event *ready_ev, *raft_tick_ev;
 
   lkv_db *db;

@@ -112,6 +112,34 @@ static void forget_progress(lkvnet_server *s) {
   lkvnet_node_snapshots_stop(s);
 }
 
+/* A store of the term file failed; the next Ready retries it. A disk
+ * that keeps failing would otherwise log a line per Ready (ten a second
+ * from heartbeats alone): one line when it starts, then one per
+ * HS_LOG_EVERY seconds with the count, and one when a store succeeds. */
+#define HS_LOG_EVERY 10.0
+static void hs_store_failed(lkvnet_server *s, uint64_t term,
+                            const lkv_err *err) {
+  double now = lkvnet_node_now();
+  s->hs_failures++;
+  s->hs_run++;
+  s->hs_unlogged++;
+  if (s->hs_logged != 0 && now - s->hs_logged < HS_LOG_EVERY) return;
+  if (s->hs_run == 1)
+    lkvnet_node_log(s,
+                    "cannot persist term %llu and vote: %s; no message "
+                    "leaves until it is stored (retried at every step, "
+                    "one line per %.0f s while it fails)",
+                    (unsigned long long)term, err->msg, HS_LOG_EVERY);
+  else
+    lkvnet_node_log(s,
+                    "cannot persist term %llu and vote: %s (%llu failed "
+                    "tries in the last %.0f s)",
+                    (unsigned long long)term, err->msg,
+                    (unsigned long long)s->hs_unlogged, now - s->hs_logged);
+  s->hs_logged = now;
+  s->hs_unlogged = 0;
+}
+
 /* The role and the leader: routing, /status, and the writes a deposed
  * leader leaves behind. */
 static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
@@ -326,10 +354,17 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
                                  &err) != LKV_OK) {
         /* every message carries the term (a vote, an answer): none
          * leaves until it is durable (as if lost) */
-        lkvnet_node_log(s, "cannot persist term %llu and vote: %s",
-                        (unsigned long long)rd.hs.term, err.msg);
+        hs_store_failed(s, rd.hs.term, &err);
         hs_ok = 0;
       } else {
+        if (s->hs_run != 0)
+          lkvnet_node_log(s,
+                          "persisted term %llu and vote after %llu failed "
+                          "tries",
+                          (unsigned long long)rd.hs.term,
+                          (unsigned long long)s->hs_run);
+        s->hs_run = s->hs_unlogged = 0;
+        s->hs_logged = 0;
         s->term = rd.hs.term;
         s->vote = rd.hs.vote;
       }
