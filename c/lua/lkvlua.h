@@ -4,12 +4,12 @@
  *
  * Calls go one way: lunakv_core.c calls each file's register function;
  * lunakv_db.c calls lunakv_iter.c, lunakv_options.c and the stored
- * functions' runtime lunakv_funcs.c (lunakv_funcs.h: plain C, no Lua in
- * its interface, so the node can use it too); lunakv_node.c
- * calls lunakv_options.c, which calls lunakv_faultenv.c; lunakv_bench.c
- * calls the bench's workload runner (c/bench/workload.h); every file may
- * call lunakv_util.c and the inline helpers below, which call no other
- * file of the binding.
+ * functions' runtime lunakv_funcs.c and lunakv_sandbox.c (lunakv_funcs.h:
+ * plain C, no Lua in its interface, so the node can use it too);
+ * lunakv_node.c calls lunakv_options.c, which calls lunakv_faultenv.c;
+ * lunakv_bench.c calls the bench's workload runner (c/bench/workload.h);
+ * every file may call lunakv_util.c and the inline helpers below, which
+ * call no other file of the binding.
  *
  * The helpers are inline here, not in lunakv_util.c, because db:get runs
  * through them on every call: they stay as cheap as when the binding was

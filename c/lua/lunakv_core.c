@@ -12,7 +12,8 @@
  *                      pid_alive, sleep, mkdir, getcwd
  *   lunakv_faultenv.c  "lunakv.faultenv", core.fault_env
  *   lunakv_funcs.c     stored functions' runtime (lunakv_funcs.h, with
- *                      lunakv_tx.c), core.script_limits
+ *                      lunakv_sandbox.c and lunakv_tx.c),
+ *                      core.script_limits
  *   lunakv_util.c      the child list, the scratch box, the class builder
  *   lkvlua.h           what they share, and which way their calls go
  *

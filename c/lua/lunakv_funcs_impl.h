@@ -1,12 +1,17 @@
-/* lunakv_funcs_impl.h - what the stored-function runtime's two files
- * share: lunakv_funcs.c (limits, sandboxes, libraries, calls) calls
- * lunakv_tx.c (the tx object a function receives, and the call's
- * writes), never the other way. Not an interface: callers use
+/* lunakv_funcs_impl.h - what the stored-function runtime's three files
+ * share: lunakv_funcs.c (limits, libraries, calls) calls
+ * lunakv_sandbox.c (a library's lua_State: what a script can reach, the
+ * allocator and the hook that hold it to its limits, lunakv.register)
+ * and lunakv_tx.c (the tx object a function receives, and the call's
+ * writes); lunakv_sandbox.c calls lunakv_tx.c (the tx class, when a
+ * sandbox is built). Never the other way. Not an interface: callers use
  * lunakv_funcs.h. */
 #ifndef LUNAKV_FUNCS_IMPL_H
 #define LUNAKV_FUNCS_IMPL_H
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +123,20 @@ static inline char *lkvf_dupbytes(const char *s, size_t n) {
   return p;
 }
 
+/* e's code and message, no limit and no backend code; returns code. */
+static inline int lkvf_seterr(lkvf_error *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static inline int lkvf_seterr(lkvf_error *e, int code, const char *fmt, ...) {
+  va_list ap;
+  e->code = code;
+  e->limit = NULL;
+  e->backend_code = 0;
+  va_start(ap, fmt);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
 /* Charge `cost` instructions of the running budget for work a C function
  * does without running Lua instructions (moving table elements, a tx
  * operation); when the budget cannot pay, the instruction limit is hit
@@ -136,6 +155,17 @@ static inline void lkvf_charge(lua_State *L, lkvf_library *lib, uint64_t cost) {
   lua_sethook(L, lua_gethook(L), LUA_MASKCOUNT, 1);
   luaL_error(L, "SCRIPT_MAX_INSTRUCTIONS limit reached");
 }
+
+/* lunakv_sandbox.c: the lua_Alloc of a library's state, ud the
+ * lkvf_library: counts lib->used and refuses growth past lib->limit. */
+void *lkvf_sandbox_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+/* lunakv_sandbox.c: build the sandbox in a new state, arg 1 the cpath (a
+ * string, or nil). Run under lua_pcall. */
+int lkvf_sandbox_init(lua_State *L);
+/* lunakv_sandbox.c: before a run, the limits of *lim and the hook. */
+void lkvf_sandbox_arm(lkvf_library *lib, const lkvf_limits *lim);
+/* lunakv_sandbox.c: after a run, no hook and no limit to growth. */
+void lkvf_sandbox_disarm(lkvf_library *lib);
 
 /* lunakv_tx.c: the tx and scan classes and the tx userdata, in the
  * registry of a new sandbox (under pcall: may raise). */

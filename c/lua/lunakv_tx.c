@@ -2,9 +2,9 @@
  * tx:delete, tx:scan) and the call's writes it collects: an ordered list
  * (what the caller commits) and a sorted index of the newest write per key
  * (what tx:get and tx:scan overlay on the backend's reads). Called by
- * lunakv_funcs.c only; runs inside the sandbox, under its pcall, so every
- * error raises in the sandbox and the Call struct owns the malloc'd
- * memory. */
+ * lunakv_funcs.c and lunakv_sandbox.c only; runs inside the sandbox,
+ * under its pcall, so every error raises in the sandbox and the Call
+ * struct owns the malloc'd memory. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
