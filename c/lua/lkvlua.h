@@ -4,8 +4,10 @@
  *
  * Calls go one way: lunakv_core.c calls each file's register function;
  * lunakv_db.c calls lunakv_iter.c, lunakv_options.c and the stored
- * functions' runtime lunakv_funcs.c and lunakv_sandbox.c (lunakv_funcs.h:
- * plain C, no Lua in its interface, so the node can use it too);
+ * functions' runtime lunakv_funcs.c (to free it at close); the db's
+ * stored-function methods, lunakv_dbfuncs.c, call lunakv_funcs.c and
+ * lunakv_sandbox.c (lunakv_funcs.h: plain C, no Lua in its interface, so
+ * the node can use it too) and never lunakv_db.c (todb is inline below);
  * lunakv_node.c calls lunakv_options.c, which calls lunakv_faultenv.c;
  * lunakv_bench.c calls the bench's workload runner (c/bench/workload.h);
  * every file may call lunakv_util.c and the inline helpers below, which
@@ -102,6 +104,7 @@ void lkvlua_proc_register(lua_State *L);     /* lunakv_proc.c */
 void lkvlua_node_register(lua_State *L);     /* lunakv_node.c */
 void lkvlua_faultenv_register(lua_State *L); /* lunakv_faultenv.c */
 void lkvlua_funcs_register(lua_State *L);    /* lunakv_funcs.c */
+void lkvlua_dbfuncs_register(lua_State *L);  /* lunakv_dbfuncs.c: after db */
 
 /* }====================================================================== */
 
@@ -208,6 +211,14 @@ static inline void *checkself(lua_State *L, int mtidx, const char *tname) {
   if (!lua_rawequal(L, -1, mtidx)) luaL_typeerror(L, 1, tname);
   lua_pop(L, 1); /* -1 mt */
   return p;
+}
+
+/* The open db at arg 1, from a method of "lunakv.db" (lunakv_db.c and
+ * lunakv_dbfuncs.c); a closed one raises. */
+static inline LDb *todb(lua_State *L) {
+  LDb *d = (LDb *)checkself(L, SELF_MT, DB_MT);
+  if (d->db == NULL) luaL_error(L, "lunakv: db is closed");
+  return d;
 }
 
 static inline void setint(lua_State *L, const char *name, uint64_t v) {

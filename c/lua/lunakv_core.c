@@ -3,6 +3,8 @@
  *
  *   lunakv_db.c        "lunakv.db", "lunakv.snapshot", "lunakv.batch",
  *                      core.open
+ *   lunakv_dbfuncs.c   the db's stored-function methods (put_library,
+ *                      delete_library, libraries, call, call_json)
  *   lunakv_iter.c      "lunakv.iter" and the scans
  *   lunakv_options.c   engine and node options read through their schemas,
  *                      core.options_schema, core.defaults
@@ -34,6 +36,7 @@ __attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L);
 __attribute__((visibility("default"))) int luaopen_lunakv_core(lua_State *L) {
   lua_newtable(L); /* +1 module; each file adds its functions */
   lkvlua_db_register(L);
+  lkvlua_dbfuncs_register(L); /* into "lunakv.db": after it */
   lkvlua_iter_register(L);
   lkvlua_options_register(L);
   lkvlua_bench_register(L);

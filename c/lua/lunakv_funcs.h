@@ -3,7 +3,7 @@
  * their writes instead of applying them (docs/functions.md).
  *
  * Two callers use this interface: the embedded db (db:call in
- * lunakv_db.c, over an engine snapshot, committing the writes as one
+ * lunakv_dbfuncs.c, over an engine snapshot, committing the writes as one
  * lkv_db_write batch) and, later, the HTTP node (over its applied state,
  * committing the writes as one replication log entry). So the header is
  * plain C: no lua.h, nothing of the binding, and the runtime never writes

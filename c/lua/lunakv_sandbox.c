@@ -10,7 +10,7 @@
  * Why a file of its own: this is all a script can reach and all it may
  * spend, the one place to read when asking what a stored function can
  * do; lunakv_funcs.c (libraries and calls) only builds a state, arms and
- * disarms it. Called by lunakv_funcs.c (and by lunakv_db.c, for
+ * disarms it. Called by lunakv_funcs.c (and by lunakv_dbfuncs.c, for
  * lkvf_check_name), never calling it back; calls lunakv_tx.c for the tx
  * class.
  *
