@@ -403,7 +403,8 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
     peer_counters(&b, s, "appends", "Append messages sent to a follower.",
                   offsetof(lkvnet_peer, appends));
     peer_counters(&b, s, "dropped",
-                  "Message batches to a node dropped: its queue was full.",
+                  "Message batches to a node dropped: too much waiting, or its "
+                  "request failed.",
                   offsetof(lkvnet_peer, dropped));
     peer_counters(&b, s, "failures",
                   "Requests to a follower that got no "

@@ -114,6 +114,13 @@ enum { LKVNET_PEER_UNKNOWN, LKVNET_PEER_UP, LKVNET_PEER_DOWN };
  * request per Ready per peer; evhttp queues them in order), and, on a
  * leader, the snapshot being streamed to it and the core's view of its
  * match index (for log compaction and /status). */
+/* A body of messages waiting to go to a peer (repl.c). */
+typedef struct lkvnet_outbox {
+  struct lkvnet_outbox *next;
+  unsigned char *buf;
+  size_t len, cap;
+} lkvnet_outbox;
+
 typedef struct lkvnet_peer {
   lkvnet_server *s;
   uint64_t id;
@@ -121,6 +128,10 @@ typedef struct lkvnet_peer {
   struct evhttp_connection *conn;
   uint64_t next_index, match_index;
   int inflight, state;
+  /* messages encoded while a POST /raft to this peer was in flight: they
+   * go in the next ones, when it answers, oldest first (repl.c) */
+  struct lkvnet_outbox *pend, *pend_tail;
+  size_t pend_bytes;
   double last_send, last_contact, retry_at, backoff;
   char last_error[200];
   uint64_t appends, entries_sent, failures, dropped;
@@ -420,6 +431,8 @@ int lkvnet_node_peers_open(lkvnet_server *s, lkv_err *err);
 /* Send the core's messages (one POST /raft per peer); a MSG_SNAP starts
  * (or keeps) the snapshot stream to that peer. */
 void lkvnet_node_send(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n);
+/* frees what waits to be sent to p (at close) */
+void lkvnet_node_outbox_free(lkvnet_peer *p);
 /* Tell the core how the snapshot streams ended since the last call;
  * only outside a Ready (raft.h: between ready_get and advance nothing
  * but status_get), where lkvnet_node_raft_run calls it. */

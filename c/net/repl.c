@@ -1,15 +1,20 @@
 /* repl.c - the transport (docs/replication.md, "The transport"): the Raft
  * core's messages to the other nodes, and the leader's snapshot streams.
  *
- * Messages: every Ready's messages to one node go in one POST /raft (the
- * wire format is wire.h), on that node's connection; evhttp sends a
- * connection's requests in order, so a node receives one peer's messages
- * in the order they were sent. The answer is an empty 200: answers to
- * messages are messages of their own, sent back the same way. A request
- * that fails (refused, reset, 2 s without an answer) tells the core the
- * peer is unreachable; past LKVNET_PEER_QUEUE requests waiting on a
- * connection, new messages to that peer are dropped (Raft tolerates any
- * loss) instead of queueing without bound behind a stopped node.
+ * Messages: one POST /raft (the wire format is wire.h) at a time per
+ * peer, on that peer's connection, carrying every message to it since
+ * the last one was sent: a Ready's messages go at once when nothing is in
+ * flight, and otherwise wait, with those of the Readys after it, for the
+ * answer. Under load a request then carries many Readys' heartbeats,
+ * appends and answers instead of each Ready paying an HTTP round trip
+ * behind the others (evhttp sends a connection's requests one after
+ * another anyway), and a node still receives one peer's messages in the
+ * order they were sent. The answer is an empty 200: answers to messages
+ * are messages of their own, sent back the same way. A request that
+ * fails (refused, reset, 2 s without an answer) tells the core the peer
+ * is unreachable and drops what waited for it; past LKVNET_PEER_PENDING
+ * bytes waiting, new messages to that peer are dropped (Raft tolerates
+ * any loss) instead of piling up behind a stopped node.
  *
  * Snapshots: a MSG_SNAP from the core starts a stream of the engine's
  * pairs at the applied index to that peer (POST /snapshot, in chunks); the
@@ -34,9 +39,14 @@
 #include "rlog.h"
 #include "wire.h"
 
-/* requests waiting on one peer's connection before its messages drop:
- * 2 s (the request timeout) of 100 ms heartbeats, with room */
-#define LKVNET_PEER_QUEUE 64
+/* bytes of messages waiting for one peer's request in flight before new
+ * ones drop: a few full appends (each at most LKVNET_APPEND_MAX_BYTES,
+ * about) with room for the heartbeats and answers between them */
+#define LKVNET_PEER_PENDING (8u * LKVNET_APPEND_MAX_BYTES)
+/* a waiting body takes more messages while under this; then a new one
+ * starts, so no request is larger than the largest Ready's messages or
+ * this (what a receiver's body cap already allows) */
+#define LKVNET_PEER_BODY LKVNET_APPEND_MAX_BYTES
 
 /* {======================================================================
 ** Peers
@@ -129,17 +139,46 @@ static void free_body(const void *data, size_t len, void *extra) {
   free((void *)data);
 }
 
+static void post_raft(lkvnet_server *s, lkvnet_peer *p, unsigned char *body,
+                      size_t len);
+
+void lkvnet_node_outbox_free(lkvnet_peer *p) {
+  lkvnet_outbox *b, *next;
+  for (b = p->pend; b != NULL; b = next) {
+    next = b->next;
+    free(b->buf);
+    free(b);
+  }
+  p->pend = p->pend_tail = NULL;
+  p->pend_bytes = 0;
+}
+
 static void on_raft_reply(struct evhttp_request *r, void *arg) {
   lkvnet_peer *p = arg;
   lkvnet_server *s = p->s;
   int code = r ? evhttp_request_get_response_code(r) : 0;
   if (p->inflight > 0) p->inflight--;
   if (code == 200) {
+    lkvnet_outbox *b;
     p->last_contact = lkvnet_node_now();
     peer_log_state(s, p, LKVNET_PEER_UP, NULL);
+    while ((b = p->pend) != NULL && b->len == 0) { /* left by a failed grow */
+      if ((p->pend = b->next) == NULL) p->pend_tail = NULL;
+      free(b->buf);
+      free(b);
+    }
+    if (b != NULL && p->inflight == 0) {
+      /* what gathered meanwhile goes next; the request takes it over */
+      if ((p->pend = b->next) == NULL) p->pend_tail = NULL;
+      p->pend_bytes -= b->len;
+      post_raft(s, p, b->buf, b->len);
+      free(b);
+    }
     return;
   }
   p->failures++;
+  if (p->pend != NULL) p->dropped++; /* for a peer that did not answer */
+  lkvnet_node_outbox_free(p);
   answer_error(r, p->last_error, sizeof p->last_error);
   peer_log_state(s, p, LKVNET_PEER_DOWN, p->last_error);
   lkvnet_raft_report_unreachable(s->raft, p->id);
@@ -148,33 +187,10 @@ static void on_raft_reply(struct evhttp_request *r, void *arg) {
 
 static void snapshot_start(lkvnet_server *s, lkvnet_peer *p);
 
-/* The messages of one Ready to one peer, in one request. */
-static void send_batch(lkvnet_server *s, lkvnet_peer *p,
-                       const lkvnet_raft_msg *msgs, size_t n) {
-  size_t i, len = 0, off = 0;
-  unsigned char *body;
+/* Send body (len bytes of messages, malloc'd; taken over) in a POST /raft. */
+static void post_raft(lkvnet_server *s, lkvnet_peer *p, unsigned char *body,
+                      size_t len) {
   struct evhttp_request *r;
-  for (i = 0; i < n; i++)
-    if (msgs[i].to == p->id && msgs[i].type != LKVNET_RAFT_MSG_SNAP)
-      len += lkvnet_wire_size(&msgs[i]);
-  if (len == 0) return;
-  if (p->inflight >= LKVNET_PEER_QUEUE) {
-    p->dropped++; /* a peer that answers nothing: as if lost */
-    return;
-  }
-  if ((body = malloc(len)) == NULL) {
-    p->dropped++;
-    return;
-  }
-  for (i = 0; i < n; i++) {
-    if (msgs[i].to != p->id || msgs[i].type == LKVNET_RAFT_MSG_SNAP) continue;
-    lkvnet_wire_encode(body + off, &msgs[i]);
-    off += lkvnet_wire_size(&msgs[i]);
-    if (msgs[i].type == LKVNET_RAFT_MSG_APP) {
-      p->appends++;
-      p->entries_sent += msgs[i].n_entries;
-    }
-  }
   if ((r = peer_request(s, p, on_raft_reply)) == NULL) {
     free(body);
     p->dropped++;
@@ -194,6 +210,69 @@ static void send_batch(lkvnet_server *s, lkvnet_peer *p,
     p->inflight--; /* no callback will come (libevent 2.1) */
     evhttp_request_free(r);
     p->dropped++;
+  }
+}
+
+/* Room for len more bytes at the end of what waits for p: the last
+ * body's when it has room, else a new body's. NULL when out of memory. */
+static lkvnet_outbox *pending_room(lkvnet_peer *p, size_t len) {
+  lkvnet_outbox *b = p->pend_tail;
+  if (b == NULL || b->len + len > LKVNET_PEER_BODY) {
+    if ((b = calloc(1, sizeof *b)) == NULL) return NULL;
+    if (p->pend_tail != NULL)
+      p->pend_tail->next = b;
+    else
+      p->pend = b;
+    p->pend_tail = b;
+  }
+  if (b->len + len > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    unsigned char *n;
+    while (cap < b->len + len) cap *= 2;
+    if ((n = realloc(b->buf, cap)) == NULL) return NULL;
+    b->buf = n;
+    b->cap = cap;
+  }
+  return b;
+}
+
+/* The messages of one Ready to one peer: sent now, or added to what waits
+ * for the request in flight. */
+static void send_batch(lkvnet_server *s, lkvnet_peer *p,
+                       const lkvnet_raft_msg *msgs, size_t n) {
+  size_t i, len = 0, off = 0;
+  unsigned char *body;
+  lkvnet_outbox *b = NULL;
+  for (i = 0; i < n; i++)
+    if (msgs[i].to == p->id && msgs[i].type != LKVNET_RAFT_MSG_SNAP)
+      len += lkvnet_wire_size(&msgs[i]);
+  if (len == 0) return;
+  if (p->inflight > 0) {
+    if (p->pend_bytes + len > LKVNET_PEER_PENDING ||
+        (b = pending_room(p, len)) == NULL) {
+      p->dropped++; /* a peer that answers nothing: as if lost */
+      return;
+    }
+    body = b->buf;
+    off = b->len;
+  } else if ((body = malloc(len)) == NULL) {
+    p->dropped++;
+    return;
+  }
+  for (i = 0; i < n; i++) {
+    if (msgs[i].to != p->id || msgs[i].type == LKVNET_RAFT_MSG_SNAP) continue;
+    lkvnet_wire_encode(body + off, &msgs[i]);
+    off += lkvnet_wire_size(&msgs[i]);
+    if (msgs[i].type == LKVNET_RAFT_MSG_APP) {
+      p->appends++;
+      p->entries_sent += msgs[i].n_entries;
+    }
+  }
+  if (b != NULL) {
+    b->len = off;
+    p->pend_bytes += len;
+  } else {
+    post_raft(s, p, body, len);
   }
 }
 

@@ -537,6 +537,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     lkvnet_peer *pe = &s->peers[i];
     if (pe->conn) evhttp_connection_free(pe->conn);
     if (pe->snap) lkv_iter_free(pe->snap);
+    lkvnet_node_outbox_free(pe);
     free(pe->url);
     free(pe->hostport);
   }
