@@ -220,6 +220,7 @@ sim: $(BUILD)/test/net/raft_sim_test
 	SIM_SEEDS=$(SEEDS) SIM_START=$(SIM_START) $(BUILD)/test/net/raft_sim_test
 
 # Mutation testing (tools/mutate.lua): each mutation in tools/mutations.lua
+# (and tools/mutations_net.lua, mutations_raft.lua, mutations_funcs.lua)
 # breaks one documented guarantee in a scratch copy, and the test named
 # for it must fail. MUTATE=word,... picks by name, MUTATE_SAMPLE=n picks n.
 mutate: deps

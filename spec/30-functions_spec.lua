@@ -115,6 +115,21 @@ describe("stored functions", function()
       assert.equal(2, db:call("f2"))
     end)
 
+    it("keeps the working library when its replacement does not load",
+      function()
+        -- a failed put changes nothing: not the store, not the runtime
+        load("a", [[lunakv.register("f", function() return 1 end)]])
+        local before = everything(db)
+        for _, src in ipairs { "x = = 1", "error('boom')",
+          "lunakv.register('g', function() end) error('late')", "x = 1" } do
+          assert.matches("library 'a'",
+            h.error_of(db.put_library, db, "a", src), 1, true)
+          assert.same(before, everything(db))
+          assert.same({ "f" }, (lib_info(db, "a") or {}).functions)
+          assert.equal(1, db:call("f"))
+        end
+      end)
+
     it("deletes a library and its functions, in the store too", function()
       load("a", [[lunakv.register("f", function() return 1 end)]])
       db:delete_library("a")

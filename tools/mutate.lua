@@ -2,7 +2,9 @@
 -- the code on purpose, one named mutation at a time, and check that the
 -- test said to defend that guarantee fails. The mutations are listed in
 -- tools/mutations.lua (a source edit each, and the test expected to catch
--- it). Run by `make mutate` (every one) or `make mutate MUTATE=name,...`
+-- it), and for the node, the Raft core and the stored functions in
+-- tools/mutations_net.lua, mutations_raft.lua and mutations_funcs.lua.
+-- Run by `make mutate` (every one) or `make mutate MUTATE=name,...`
 -- (those whose name contains one of the words) or MUTATE_SAMPLE=n (n of
 -- them, picked by MUTATE_SEED).
 --
@@ -13,10 +15,12 @@
 -- stale (the original text is no longer in the file: the list needs
 -- mending) and exits 1 unless every one was caught.
 
--- the engine's list, the node's (tools/mutations_net.lua) and the Raft
--- core's (tools/mutations_raft.lua), each when present
+-- the engine's list, the node's (tools/mutations_net.lua), the Raft
+-- core's (tools/mutations_raft.lua) and the stored functions'
+-- (tools/mutations_funcs.lua), each when present
 local list = dofile(arg[0]:gsub("mutate%.lua$", "mutations.lua"))
-for _, more in ipairs({ "mutations_net.lua", "mutations_raft.lua" }) do
+for _, more in ipairs({ "mutations_net.lua", "mutations_raft.lua",
+  "mutations_funcs.lua" }) do
   local path = arg[0]:gsub("mutate%.lua$", more)
   local f = io.open(path, "r")
   if f then

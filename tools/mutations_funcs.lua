@@ -1,0 +1,108 @@
+-- tools/mutations_funcs.lua - the stored functions' named mutations for
+-- `make mutate` (tools/mutate.lua reads them after tools/mutations.lua):
+-- each breaks one guarantee docs/functions.md states for the runtime
+-- (c/lua/lunakv_funcs.c, lunakv_sandbox.c, lunakv_tx.c, and the embedded
+-- caller in lunakv_db.c), and names the case of spec/30-functions_spec.lua
+-- that must then fail. `from` must occur exactly once in `file` (else the
+-- row is reported stale: mend it with the code). `make mutate
+-- MUTATE=funcs:` runs these rows.
+
+local t = dofile("tools/mutation_tests.lua")
+local spec = t.spec
+
+local SPEC = "30-functions_spec.lua"
+
+return {
+  -- ---- the limits ------------------------------------------------------
+  -- (the infinite loop then runs until the row's timeout ends it)
+  { name = "funcs: no instruction budget (the count hook never armed)",
+    file = "c/lua/lunakv_sandbox.c",
+    from = "  lua_sethook(lib->L, count_hook, LUA_MASKCOUNT, 1);\n" ..
+      "  schedule(lib->L, lib);",
+    to = "  (void)count_hook;",
+    timeout = 120,
+    test = spec(SPEC, "ends an infinite loop at SCRIPT_MAX_INSTRUCTIONS") },
+  { name = "funcs: table.move's loop in C not charged to the budget",
+    file = "c/lua/lunakv_sandbox.c",
+    from = "    lkvf_charge(L, getlib(L), (uint64_t)((lua_Unsigned)e - (lua_Unsigned)f));",
+    to = "    (void)0;",
+    test = spec(SPEC, "counts what table and string functions loop over in C") },
+  { name = "funcs: the allocator ignores SCRIPT_MAX_MEMORY",
+    file = "c/lua/lunakv_sandbox.c",
+    from = "  if (nsize - osize > lib->limit ||\n" ..
+      "      lib->used + lib->extra > lib->limit - (nsize - osize)) {",
+    to = "  if (0) {",
+    test = spec(SPEC, "refuses a 1 GiB allocation at SCRIPT_MAX_MEMORY") },
+  { name = "funcs: SCRIPT_MAX_WRITES not enforced",
+    file = "c/lua/lunakv_tx.c",
+    from = "  if (c->nw >= c->lim->max_writes) {",
+    to = "  if (0) {",
+    test = spec(SPEC, "ends a call at SCRIPT_MAX_WRITES") },
+  { name = "funcs: a limit the script catches with pcall lets its call commit",
+    file = "c/lua/lunakv_funcs.c",
+    from = "  if (lib->hit != HIT_NONE) {\n" ..
+      "    if (st == LUA_OK) lua_pushnil(lib->L); /* caught by the script */",
+    to = "  if (lib->hit != HIT_NONE && st != LUA_OK) {\n" ..
+      "    if (st == LUA_OK) lua_pushnil(lib->L); /* caught by the script */",
+    test = spec(SPEC, "ends a memory bomb kept in a global") },
+  { name = "funcs: a library not restarted after a limit keeps its globals",
+    file = "c/lua/lunakv_funcs.c",
+    from = "    int restart = lib->hit == HIT_INSTRUCTIONS || lib->hit == HIT_MEMORY;",
+    to = "    int restart = 0;",
+    test = spec(SPEC, "ends a memory bomb kept in a global") },
+  -- ---- a call's writes -------------------------------------------------
+  { name = "funcs: a read_only function may write",
+    file = "c/lua/lunakv_tx.c",
+    from = "  if (c->read_only)\n" ..
+      "    return luaL_error(L, \"function '%s' is read_only: it may not write\",\n" ..
+      "                      c->fname);\n",
+    to = "",
+    test = spec(SPEC, "refuse writes from a read_only function") },
+  -- (the error taken for a null result: the writes before it commit)
+  { name = "funcs: a function that raises after writing commits its writes",
+    file = "c/lua/lunakv_funcs.c",
+    from = "  } else if (st != LUA_OK) {\n",
+    to = "  } else if (st != LUA_OK && c.stage == STAGE_RUN &&\n" ..
+      "             (c.json = lkvf_dupbytes(\"null\", 5)) != NULL) {\n" ..
+      "    c.json_len = 4;\n    lua_pop(lib->L, 1);\n" ..
+      "  } else if (st != LUA_OK) {\n",
+    test = spec(SPEC, "write nothing when the function fails halfway") },
+  { name = "funcs: tx:get misses the call's own writes",
+    file = "c/lua/lunakv_tx.c",
+    from = "  i = sorted_find(c, k, klen, &found);\n  if (found) {",
+    to = "  i = sorted_find(c, k, klen, &found);\n  if (0 && found) {",
+    test = spec(SPEC, "see their own writes in tx:get and tx:scan") },
+  -- ---- the sandbox -----------------------------------------------------
+  -- (load takes binary chunks too: bytecode is not verified)
+  { name = "funcs: the sandbox leaves load to scripts",
+    file = "c/lua/lunakv_sandbox.c",
+    from = "\"load\",  \"loadstring\",",
+    to = "\"loadstring\",",
+    test = spec(SPEC, "refuses load%(") },
+  { name = "funcs: setmetatable takes a __gc metamethod",
+    file = "c/lua/lunakv_sandbox.c",
+    from = "    if (lua_rawget(L, 2) != LUA_TNIL)\n" ..
+      "      return luaL_error(L, \"__gc metamethods are not allowed in functions\");\n",
+    to = "    lua_rawget(L, 2);\n",
+    test = spec(SPEC, "refuses setmetatable%(") },
+  -- ---- JSON ------------------------------------------------------------
+  { name = "funcs: integers past 14 digits pass through JSON rounded",
+    file = "c/lua/lunakv_funcs.c",
+    from = "  if (!lua_isinteger(L, idx)) return;\n  n = lua_tointeger(L, idx);",
+    to = "  if (1) return;\n  n = lua_tointeger(L, idx);",
+    test = spec(SPEC, "refuse integers JSON would round") },
+  { name = "funcs: JSON nests past 1,000 levels (the bound out of reach)",
+    file = "c/lua/lunakv_funcs.h",
+    from = "#define LKVF_JSON_MAX_DEPTH 1000\n",
+    to = "#define LKVF_JSON_MAX_DEPTH 1000000\n",
+    test = spec(SPEC, "refuse JSON nested too deeply") },
+  -- ---- libraries -------------------------------------------------------
+  -- (put_library dropping the old library before compiling the new one)
+  { name = "funcs: a replacement that does not load drops the working library",
+    file = "c/lua/lunakv_db.c",
+    from = "  rt = funcs_of(L, d);\n" ..
+      "  if (lkvf_library_prepare(rt, name, nlen, src, slen, &lim, &lib, &e) !=",
+    to = "  rt = funcs_of(L, d);\n  lkvf_library_remove(rt, name, nlen, &e);\n" ..
+      "  if (lkvf_library_prepare(rt, name, nlen, src, slen, &lim, &lib, &e) !=",
+    test = spec(SPEC, "keeps the working library when its replacement") },
+}
