@@ -2,7 +2,7 @@
 -- `make mutate` (tools/mutate.lua reads them after tools/mutations.lua):
 -- each breaks one guarantee docs/functions.md states for the runtime
 -- (c/lua/lunakv_funcs.c, lunakv_sandbox.c, lunakv_tx.c, and the embedded
--- caller in lunakv_db.c), and names the case of spec/30-functions_spec.lua
+-- caller in lunakv_dbfuncs.c), and names the case of spec/30-functions_spec.lua
 -- that must then fail. `from` must occur exactly once in `file` (else the
 -- row is reported stale: mend it with the code). `make mutate
 -- MUTATE=funcs:` runs these rows.
@@ -99,7 +99,7 @@ return {
   -- ---- libraries -------------------------------------------------------
   -- (put_library dropping the old library before compiling the new one)
   { name = "funcs: a replacement that does not load drops the working library",
-    file = "c/lua/lunakv_db.c",
+    file = "c/lua/lunakv_dbfuncs.c",
     from = "  rt = funcs_of(L, d);\n" ..
       "  if (lkvf_library_prepare(rt, name, nlen, src, slen, &lim, &lib, &e) !=",
     to = "  rt = funcs_of(L, d);\n  lkvf_library_remove(rt, name, nlen, &e);\n" ..
