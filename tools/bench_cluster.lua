@@ -18,6 +18,8 @@
 -- beside the other tools and runs only through `lunakv run`.
 
 local core = require "lunakv.core"
+local procs = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+  .. "procs.lua")
 
 local M = {}
 
@@ -92,7 +94,7 @@ local function etcd_up(bin, dir, base, n, members)
   wait_for("etcd", 30, function()
     for _, m in ipairs(all) do -- a dead member fails at once
       if not core.pid_alive(m.pid) then
-        m.dead = true -- reaped: its pid may go to another process now
+        m.pid = nil -- reaped: its pid may go to another process now
         error("lunakv: etcd member " .. m.name .. " exited; its log:\n"
           .. require("lunakv.cluster").tail(m.log, 15), 0)
       end
@@ -107,29 +109,6 @@ local function etcd_up(bin, dir, base, n, members)
     return true
   end)
   return members
-end
-
--- Stop our children (etcd_up's members): SIGTERM, SIGKILL after 10 s. A
--- child's pid stays ours until it is reaped (core.pid_alive reaps it), so
--- one seen dead (m.dead) is never signalled again.
-local function stop_members(members)
-  local function alive(m)
-    if m.dead or not m.pid then return false end
-    if not core.pid_alive(m.pid) then m.dead = true end
-    return not m.dead
-  end
-  for _, m in ipairs(members) do
-    if alive(m) then core.kill(m.pid, "TERM") end
-  end
-  local deadline = core.clock() + 10
-  for _, m in ipairs(members) do
-    while alive(m) and core.clock() < deadline do core.sleep(0.05) end
-    if alive(m) then core.kill(m.pid, "KILL") end
-  end
-  for _, m in ipairs(members) do
-    local d = core.clock() + 5
-    while alive(m) and core.clock() < d do core.sleep(0.05) end
-  end
 end
 
 -- }======================================================================
@@ -218,7 +197,7 @@ function M.main(argv)
     end
   end)
   -- every path comes here, the failed ones too
-  stop_members(members)
+  procs.stop(members)
   if lk_up then
     pcall(cluster.down, { dir = base .. "/lunakv" })
   end

@@ -37,6 +37,8 @@
 -- target's script, not part of the installed module.
 
 local core = require "lunakv.core"
+local procs = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+  .. "procs.lua")
 local cjson = require "cjson"
 
 local M = {}
@@ -156,11 +158,7 @@ local function get_json(url, path)
   return dok and type(doc) == "table" and doc or nil
 end
 
-local function alive(node)
-  if not node.pid then return false end
-  if not core.pid_alive(node.pid) then node.pid = nil end -- reaped
-  return node.pid ~= nil
-end
+local alive = procs.alive
 
 local function wait_for(what, timeout, fn, every)
   local deadline = core.clock() + timeout
@@ -262,21 +260,10 @@ end
 
 -- Stop every process we started: SIGTERM, SIGKILL after 10 s.
 function M.stop_nodes(c)
-  local procs = {}
-  for _, node in ipairs(c.nodes or {}) do procs[#procs + 1] = node end
-  for _, cl in ipairs(c.clients or {}) do procs[#procs + 1] = cl end
-  for _, p in ipairs(procs) do
-    if alive(p) then core.kill(p.pid, "TERM") end
-  end
-  local deadline = core.clock() + 10
-  for _, p in ipairs(procs) do
-    while alive(p) and core.clock() < deadline do core.sleep(0.05) end
-    if alive(p) then core.kill(p.pid, "KILL") end
-  end
-  for _, p in ipairs(procs) do
-    local d = core.clock() + 5
-    while alive(p) and core.clock() < d do core.sleep(0.05) end
-  end
+  local all = {}
+  for _, node in ipairs(c.nodes or {}) do all[#all + 1] = node end
+  for _, cl in ipairs(c.clients or {}) do all[#all + 1] = cl end
+  procs.stop(all)
 end
 
 -- }======================================================================
