@@ -141,6 +141,48 @@ describe("Raft elections #cluster", function()
     end
   end)
 
+  it("elects at once when the leader's process dies (its connections "
+    .. "close), not after a whole election timeout; a paused one waits it",
+    function()
+    -- a 10 s election timeout: its followers' silence alone elects no one
+    -- within 10 s; a closed connection makes them campaign within 5 s
+    nodes = hh.start_cluster { n = 3, args = { "--election-timeout-ms",
+                                               "10000" } }
+    local old = hh.wait_ready(nodes)
+    set_eventually(old, "g", "1")
+    for _, n in ipairs(nodes) do hh.wait_value(n, "g", "1") end
+    -- paused: its sockets stay open, so no one is told; 2 s pass with
+    -- the same leader
+    h.kill(old.pid, "STOP")
+    local ok, err = pcall(function()
+      socket.sleep(2)
+      for _, n in ipairs(survivors(old)) do
+        local st = hh.status(n)
+        assert.equal(old.url, st.leader, cjson.encode(st))
+        assert.equal(0, hh.metric(n, "lunakv_raft_leader_gone_total"))
+      end
+    end)
+    h.kill(old.pid, "CONT")
+    if not ok then error(err, 0) end
+    h.wait_until(function()
+      for _, n in ipairs(nodes) do
+        if hh.status(n).leader ~= old.url then return false end
+      end
+      return true
+    end, 10)
+    local t0 = socket.gettime()
+    hh.kill_member(old)
+    local new = hh.wait_leader(nodes, 20, old)
+    local took = socket.gettime() - t0
+    assert.is_true(took < 7, string.format("elected after %.2f s", took))
+    local told = 0
+    for _, n in ipairs(survivors(old)) do
+      told = told + hh.metric(n, "lunakv_raft_leader_gone_total")
+    end
+    assert.is_true(told >= 1, "no survivor was told the leader was gone")
+    set_eventually(new, "g", "2")
+  end)
+
   it("never answers a stale consistent read from a leader paused (SIGSTOP) "
     .. "and resumed after another was elected, and steps it down", function()
     nodes = hh.start_cluster { n = 3 }

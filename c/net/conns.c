@@ -59,6 +59,8 @@ struct lkvnet_conn {
   evutil_socket_t fd;
   int phase;                       /* LKVNET_CONN_* */
   double since;                    /* when the phase began */
+  uint64_t raft_from;              /* the node whose Raft messages came
+                                      here last (0: none) */
   struct lkvnet_conn *prev, *next; /* in s->conns.lists[phase] */
 };
 
@@ -165,10 +167,21 @@ static void conn_forget(lkvnet_server *s, lkvnet_conn *cn) {
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info,
                      void *arg);
 
+/* Closed by the peer, or by evhttp on an error: never by expire (which
+ * clears this callback first). A leader's messages arrive on
+ * connections it opened; when one ends that way its process may be
+ * gone (a kill closes every socket at once), and its followers can
+ * campaign now rather than after a silent election timeout. */
 static void on_close(struct evhttp_connection *evcon, void *arg) {
   lkvnet_conn *cn = arg;
+  lkvnet_server *s = cn->s;
+  uint64_t from = cn->raft_from;
   (void)evcon;
-  conn_forget(cn->s, cn);
+  conn_forget(s, cn);
+  if (from != 0 && !s->draining && s->raft != NULL) {
+    lkvnet_raft_report_leader_gone(s->raft, from);
+    lkvnet_node_wake(s);
+  }
 }
 
 /* evhttp_set_bevcb: a connection was accepted; evhttp builds it on the
@@ -346,6 +359,12 @@ void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req) {
   if (cn == NULL) return;
   move(&s->conns, cn, LKVNET_CONN_HANDLING, lkvnet_node_now());
   evhttp_request_set_on_complete_cb(req, on_reply_sent, s);
+}
+
+void lkvnet_node_conns_raft_from(lkvnet_server *s, struct evhttp_request *req,
+                                 uint64_t from) {
+  lkvnet_conn *cn = by_evcon(&s->conns, evhttp_request_get_connection(req));
+  if (cn != NULL) cn->raft_from = from;
 }
 
 size_t lkvnet_node_conns_answering(lkvnet_server *s) {

@@ -276,6 +276,7 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
      * a snapshot's metadata, which comes only with its data (/snapshot) */
     if (m->to != s->id || m->type == LKVNET_RAFT_MSG_SNAP) continue;
     if (s->log_failed) continue; /* quiet until its log recovers */
+    lkvnet_node_conns_raft_from(s, req, m->from);
     if (s->needs_snapshot && m->type == LKVNET_RAFT_MSG_APP)
       deliver_needing_snapshot(s, m);
     else

@@ -353,6 +353,10 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
     COUNTER("raft_read_index_rounds_total",
             "Heartbeat rounds confirming consistent reads.",
             rst.counters.read_index_rounds);
+    COUNTER("raft_leader_gone_total",
+            "Leaders forgotten when their connection closed (a campaign "
+            "soon, not after a whole election timeout).",
+            rst.counters.leader_gone_reports);
     COUNTER("raft_quorum_lost_total",
             "Step-downs of a leader that lost touch with a majority.",
             rst.counters.quorum_lost);

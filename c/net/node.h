@@ -361,6 +361,10 @@ int lkvnet_node_conns_open(lkvnet_server *s, lkv_err *err);
 int lkvnet_node_conns_start(lkvnet_server *s);
 void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req);
 void lkvnet_node_conns_close(lkvnet_server *s);
+/* Raft messages of node from arrived on req's connection: when the peer
+ * closes it, the core hears lkvnet_raft_report_leader_gone(from). */
+void lkvnet_node_conns_raft_from(lkvnet_server *s, struct evhttp_request *req,
+                                 uint64_t from);
 void lkvnet_node_conns_free(lkvnet_server *s);
 /* Connections whose request the node has and whose reply is not yet
  * written out whole (a drain waits for them: an answer queued but not

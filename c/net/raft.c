@@ -468,6 +468,22 @@ void lkvnet_raft_tick(lkvnet_raft *r) {
   }
 }
 
+void lkvnet_raft_report_leader_gone(lkvnet_raft *r, uint64_t id) {
+  int half = r->cfg.election_ticks / 2;
+  if (id == LKVNET_RAFT_NONE || r->role != LKVNET_RAFT_FOLLOWER ||
+      r->lead != id)
+    return;
+  r->cnt.leader_gone_reports++;
+  lkvnet_raft_set_lead(r, LKVNET_RAFT_NONE);
+  /* spread over ticks as the normal timeout is, so that both followers
+   * of a dead 3-node leader rarely campaign in the same tick and split
+   * the vote */
+  r->elapsed = 0;
+  r->rand_timeout = 1 + (half > 1 ? (int)(lkv_splitmix64(&r->rng) %
+                                          (uint64_t)half)
+                                  : 0);
+}
+
 void lkvnet_raft_durable(lkvnet_raft *r, uint64_t index, uint64_t term) {
   uint64_t t;
   if (index <= r->durable || index > r->stable_last) return;

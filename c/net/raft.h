@@ -378,6 +378,18 @@ void lkvnet_raft_campaign(lkvnet_raft *r);
  * back to probing), or a snapshot sent to id arrived whole (ok) or
  * failed. */
 void lkvnet_raft_report_unreachable(lkvnet_raft *r, uint64_t id);
+
+/* The transport saw the connection of leader id end from its side (a
+ * killed process's sockets close at once; a paused one's stay open). A
+ * follower that follows id forgets it, so that it campaigns within half
+ * an election timeout (at random, at least one tick) instead of waiting
+ * a whole one, and grants votes as a node with no leader does: the
+ * others saw the same close, so their lease holds none of them back.
+ * Only a hint: a live leader keeps its followers (a lone follower's
+ * pre-vote is refused under the others' lease, and the leader's next
+ * message brings it back), and safety never rests on it. Ignored
+ * unless this node follows id. */
+void lkvnet_raft_report_leader_gone(lkvnet_raft *r, uint64_t id);
 void lkvnet_raft_report_snapshot(lkvnet_raft *r, uint64_t id, int ok);
 
 int lkvnet_raft_has_ready(const lkvnet_raft *r);
@@ -412,6 +424,8 @@ typedef struct lkvnet_raft_counters {
   uint64_t read_index_rounds;
   uint64_t transfers;    /* MSG_TIMEOUT_NOW sent */
   uint64_t quorum_lost;  /* stepped down by CheckQuorum */
+  uint64_t leader_gone_reports; /* followed leaders forgotten at once
+                                   (lkvnet_raft_report_leader_gone) */
   uint64_t dropped_msgs; /* messages not sent for want of memory */
   uint64_t storage_errors;
   uint64_t bad_conflicts; /* a leader's append contradicting committed

@@ -121,7 +121,10 @@ static void count_core(const lkvnet_raft_status *st) {
   G.prevotes += st->counters.prevote_rounds;
   G.read_rounds += st->counters.read_index_rounds;
   G.quorum_lost += st->counters.quorum_lost;
+  G.gone_reports += st->counters.leader_gone_reports;
 }
+
+static void drive(int id);
 
 static void node_crash(int id) {
   snode *n = &S.nodes[id];
@@ -159,6 +162,14 @@ static void node_crash(int id) {
   }
   TRACE("n%d crashes (durable log %" PRIu64 "..%" PRIu64 ", term %" PRIu64 ")",
         id, n->D.snap_index, slog_last(&n->D), n->hs_d.term);
+  /* its connections close: the nodes it led (most of them; a
+   * connection may be between messages) hear it at once */
+  if (S.f_gone)
+    for (int y = 1; y <= MAXN; y++)
+      if (y != id && S.nodes[y].up && chance(0.8)) {
+        lkvnet_raft_report_leader_gone(S.nodes[y].core, (uint64_t)id);
+        drive(y);
+      }
 }
 
 static void compact(snode *n) {
@@ -633,6 +644,17 @@ static void fault(void) {
     }
   } else if (r < 75 && S.f_member) {
     membership();
+  } else if (r < 80 && S.f_gone) {
+    /* a false alarm: a live leader's connection closed (a timeout, a
+     * reset); the node it told must not disturb a healthy leader */
+    int y = random_up();
+    if (y) {
+      lkvnet_raft_status st;
+      lkvnet_raft_status_get(S.nodes[y].core, &st);
+      TRACE("n%d: told leader n%" PRIu64 " is gone", y, st.leader);
+      lkvnet_raft_report_leader_gone(S.nodes[y].core, st.leader);
+      drive(y);
+    }
   }
   schedule(S.now + rndr(50 * MS, 400 * MS), EV_FAULT, 0, 0, NULL);
 }

@@ -80,6 +80,9 @@ static void seed_params(void) {
   S.f_member = chance(0.6);
   S.f_partial = chance(0.5);
   S.p_slow = chance(0.5) ? 0.5 : 0;
+  /* the transport's "the leader's connection closed": after crashes,
+   * and false ones about live leaders */
+  S.f_gone = chance(0.7);
 }
 
 static void seed_free(void) {
@@ -472,10 +475,11 @@ int main(int argc, char **argv) {
   printf("  %" PRIu64 " events, %" PRIu64 " messages; %" PRIu64
          " crashes, %" PRIu64 " partitions; %" PRIu64 " leaders, %" PRIu64
          " elections, %" PRIu64 " pre-vote rounds, %" PRIu64
-         " quorum losses, %" PRIu64 " transfers, %" PRIu64
+         " quorum losses, %" PRIu64 " leaders forgotten, %" PRIu64
+         " transfers, %" PRIu64
          " configuration changes, %" PRIu64 " snapshot installs\n",
          G.events, G.msgs, G.crashes, G.partitions, G.leaders, G.elections,
-         G.prevotes, G.quorum_lost, G.transfers, G.conf_changes, G.installs);
+         G.prevotes, G.quorum_lost, G.gone_reports, G.transfers, G.conf_changes, G.installs);
   printf("  %" PRIu64 " client ops: writes %" PRIu64 " ok, %" PRIu64
          " unknown, %" PRIu64 " not written; reads %" PRIu64 " ok (%" PRIu64
          " read-index rounds); %" PRIu64 " linearizability states\n",

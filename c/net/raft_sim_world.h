@@ -222,7 +222,7 @@ static struct sim {
   uint64_t tick_us;
   int compact_every;
   size_t max_msg, max_infl, max_apply;
-  int f_crash, f_part, f_net, f_transfer, f_member, f_partial;
+  int f_crash, f_part, f_net, f_transfer, f_member, f_partial, f_gone;
   double p_slow;
   /* the network */
   int block[MAXN + 1][MAXN + 1];
@@ -255,7 +255,7 @@ static struct sim {
 static struct totals {
   uint64_t events, msgs, ops, writes_ok, writes_unknown, writes_failed,
       reads_ok, installs, crashes, partitions, leaders, transfers, conf_changes,
-      elections, prevotes, read_rounds, quorum_lost, lin_states;
+      elections, prevotes, read_rounds, quorum_lost, gone_reports, lin_states;
 } G;
 
 static void failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
