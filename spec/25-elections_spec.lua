@@ -266,6 +266,46 @@ describe("Raft elections #cluster", function()
       hh.read_log(target.log), 1, true)
   end)
 
+  it("takes writes without an error through a leadership transfer: "
+    .. "requests wait for the new leader instead of failing", function()
+    -- a 30 s election timeout: only the hand-overs elect anyone here
+    nodes = hh.start_cluster { n = 3, args = { "--election-timeout-ms",
+                                               "30000" } }
+    local leader = hh.wait_ready(nodes)
+    set_eventually(leader, "x0", "0")
+    local n, failed = 0, {}
+    for round = 1, 3 do
+      leader = hh.wait_leader(nodes, 10)
+      local target = leader == nodes[1] and nodes[2] or nodes[1]
+      -- the transfer runs while this loop writes: its answer is read
+      -- after 0.5 s of writes through every node in turn
+      local c = assert(socket.tcp())
+      c:settimeout(20)
+      assert(c:connect("127.0.0.1", leader.port))
+      local body = cjson.encode { node_url = target.url }
+      assert(c:send("POST /transfer_leader HTTP/1.1\r\nHost: x\r\n"
+        .. "Content-Type: application/json\r\nContent-Length: " .. #body
+        .. "\r\nConnection: close\r\n\r\n" .. body))
+      local t_end = socket.gettime() + 0.5
+      while socket.gettime() < t_end do
+        n = n + 1
+        local node = nodes[1 + n % 3]
+        local code, _, text = hh.set(node, "x" .. n, tostring(round))
+        if code ~= 200 then
+          failed[#failed + 1] = node.url .. ": " .. tostring(code) .. " "
+            .. tostring(text)
+        end
+      end
+      local answer = assert(c:receive("*a"))
+      c:close()
+      assert.matches("^HTTP/1%.%d 200", answer)
+      assert.equal(target.url, hh.wait_leader(nodes, 10).url)
+    end
+    assert.same({}, failed, n .. " writes")
+    assert.is_true(n > 30, n .. " writes")
+    for i = n - 5, n do hh.wait_value(nodes[1], "x" .. i, "3") end
+  end)
+
   it("answers 503 with Retry-After, not 500, when every forwarding "
     .. "connection waits on a former leader", function()
     -- forwarded requests wait 62 s on a paused leader; a 3 s election

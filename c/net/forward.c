@@ -6,6 +6,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,9 +94,17 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
   enum evhttp_cmd_type cmd;
   size_t ci;
   Fwd *f;
-  if (evhttp_find_header(ih, "X-Lunakv-Forwarded-By") != NULL) {
-    /* forwarded once already: the leader moved meanwhile; the client
-     * retries rather than the request going round */
+  const char *by = evhttp_find_header(ih, "X-Lunakv-Forwarded-By");
+  char hops[1100];
+  if (by != NULL && (strchr(by, ',') != NULL || leader_peer(s) == NULL)) {
+    /* the leader moved while it was on its way here (twice, or this
+     * node knows none yet): the client retries rather than the request
+     * going round; a request forwarded once more can still meet a second
+     * change, so two hops is the bound */
+    if (strchr(by, ',') == NULL && s->leader_id == LKVNET_RAFT_NONE) {
+      lkvnet_node_park(s, req, route, start); /* an election runs */
+      return;
+    }
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
                       "1");
     lkvnet_node_reply_error(s, req, route, start, 503,
@@ -118,7 +127,7 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
                               "takes no writes until it is restarted",
                               err.msg);
     else if (leader_peer(s) == NULL)
-      lkvnet_node_reply_no_leader(s, req, route, start);
+      lkvnet_node_park(s, req, route, start); /* none known: wait for one */
     else {
       /* Every slot waits on a former leader (paused or dead: its
        * requests run to their timeout), or a new connection failed:
@@ -143,7 +152,12 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
   }
   oh = evhttp_request_get_output_headers(r);
   evhttp_add_header(oh, "Host", s->peers[s->fwd_peer[ci]].hostport);
-  evhttp_add_header(oh, "X-Lunakv-Forwarded-By", s->my_url);
+  if (by != NULL) {
+    /* the second hop: the leader this request was sent to has handed over
+     * to the one known here (cut short, the value keeps its comma) */
+    snprintf(hops, sizeof hops, "%s, %s", by, s->my_url);
+  }
+  evhttp_add_header(oh, "X-Lunakv-Forwarded-By", by ? hops : s->my_url);
   if (ct) evhttp_add_header(oh, "Content-Type", ct);
   evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
                       evhttp_request_get_input_buffer(req));

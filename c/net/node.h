@@ -271,6 +271,12 @@ struct lkvnet_server {
   uint64_t transfer_to;
   double transfer_deadline;
   lkvnet_held transfer_h;
+  /* requests waiting for a leader (park.c), in arrival order, and how a
+   * request goes through the routes again (routes.c) */
+  struct lkvnet_parked *parked, *parked_tail;
+  size_t nparked;
+  uint64_t parked_total;
+  void (*dispatch)(lkvnet_server *s, struct evhttp_request *req, double start);
 
   /* metrics */
   /* +1: any other status */
@@ -511,6 +517,20 @@ size_t lkvnet_node_forward_conn(lkvnet_server *s);
 void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
                          int route, double start);
 
+/* ---- park.c ----------------------------------------------------------- */
+
+/* Hold a write or consistent read that found no leader to go to (none
+ * known, or this leader hands over) until one is, for at most an election
+ * timeout from start; answered 503 "no leader" at once when it cannot
+ * wait (draining, the log failed, too many parked, past its time). */
+void lkvnet_node_park(lkvnet_server *s, struct evhttp_request *req, int route,
+                      double start);
+/* After the role or the leader changed, and on the tick: dispatch the
+ * parked requests again once a leader is usable, answer the expired. */
+void lkvnet_node_parked_poll(lkvnet_server *s);
+/* At close: each still parked is answered 503 "shutting down". */
+void lkvnet_node_parked_free(lkvnet_server *s);
+
 /* ---- metrics.c -------------------------------------------------------- */
 
 void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
@@ -526,5 +546,9 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
 
 /* evhttp's callback for every request (the argument is the server). */
 void lkvnet_node_on_request(struct evhttp_request *req, void *arg);
+/* A request through the routes (s->dispatch): on_request's work after
+ * the connection's bookkeeping; start is when it first arrived. */
+void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
+                          double start);
 
 #endif

@@ -398,6 +398,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
       p->next_index = st.progress[i].next;
     }
   }
+  lkvnet_node_parked_poll(s); /* a leader may be known now */
 }
 
 void lkvnet_node_raft_durable(lkvnet_server *s) {
@@ -490,8 +491,9 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
   rc = lkvnet_raft_propose(s->raft, cmd, n, &index, &term, &err);
   free(cmd);
   if (rc == LKV_BUSY) {
-    /* not the leader after all, or a transfer runs: nothing was written */
-    lkvnet_node_reply_no_leader(s, req, route, start);
+    /* not the leader after all, or a transfer runs: nothing was written;
+     * it goes again once a leader is usable */
+    lkvnet_node_park(s, req, route, start);
     return;
   }
   if (rc != LKV_OK) {
@@ -614,12 +616,17 @@ void lkvnet_node_transfer_poll(lkvnet_server *s) {
 void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w) {
   lkv_err err;
   err.msg[0] = '\0';
-  if (s->log_failed ||
-      lkvnet_raft_read_index(s->raft, w->ctx, &err) != LKV_OK) {
+  if (s->log_failed) {
     lkvnet_node_held_error(&w->h, 503,
                            "no leader: this node cannot confirm a consistent "
-                           "read now (%s); retry",
-                           err.msg[0] ? err.msg : "not the leader");
+                           "read now (its log failed); retry");
+    return;
+  }
+  if (lkvnet_raft_read_index(s->raft, w->ctx, &err) != LKV_OK) {
+    /* not the leader any more, or not yet: again once one is known (the
+     * waiter, answered by no one now, is freed with the others) */
+    struct evhttp_request *req = lkvnet_node_unhold(&w->h);
+    if (req != NULL) lkvnet_node_park(s, req, w->h.route, w->h.start);
     return;
   }
   lkvnet_node_wake(s);

@@ -314,7 +314,12 @@ static const struct {
 
 void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
   lkvnet_server *s = arg;
-  double start = lkvnet_node_now();
+  lkvnet_node_conns_request(s, req);
+  lkvnet_node_dispatch(s, req, lkvnet_node_now());
+}
+
+void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
+                          double start) {
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
   const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
@@ -322,7 +327,6 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
   size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
   size_t i;
   int route = LKVNET_ROUTE_OTHER;
-  lkvnet_node_conns_request(s, req);
   /* HEAD is GET without the body (lkvnet_node_reply() leaves it out) */
   if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
   if (path == NULL || *path == '\0') path = "/";

@@ -136,6 +136,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_node_serve_waiters(s);   /* frees the answered */
   lkvnet_node_compaction_poll(s); /* what a truncate or an install finished */
   lkvnet_node_transfer_poll(s);
+  lkvnet_node_parked_poll(s);
   drain_step(s);
 }
 
@@ -386,6 +387,7 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
                    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                    EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
   evhttp_set_gencb(s->http, lkvnet_node_on_request, s);
+  s->dispatch = lkvnet_node_dispatch;
   s->sock =
       evhttp_bind_socket_with_handle(s->http, s->host, (ev_uint16_t)o->port);
   if (s->sock == NULL) {
@@ -546,7 +548,9 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     free(w->key);
     free(w);
   }
+  lkvnet_node_parked_free(s);
   if (s->raft) lkvnet_raft_free(s->raft);
+  s->raft = NULL;
   free(s->node_ids);
   free(s->scratch);
   for (i = 0; i < s->npeers; i++) {
