@@ -318,13 +318,23 @@ describe("lunakv node #http", function()
       assert.equal(cjson.null, doc.value)
     end)
 
-    it("answers 503 to a forwarded request instead of forwarding it again",
+    it("answers 503 to a request forwarded twice instead of forwarding it "
+      .. "again, and parks a once-forwarded one while it knows no leader",
       function()
       node = hh.start_node { others = { DEAD } }
-      -- a request another node forwarded here, thinking this node leads
+      -- forwarded by two nodes already (the leader moved twice): no third
+      -- hop, whatever this node knows
       local code, doc, text = hh.json_call("POST", node.url .. "/set",
+        '{"key": "a", "value": "b"}',
+        { ["x-lunakv-forwarded-by"] = DEAD .. ", http://127.0.0.1:2" })
+      refused(code, doc, text, 503, "not the leader", "a twice marked request")
+      -- forwarded once, here where no leader is known: it waits an election
+      -- timeout (1 s) for one, then fails as an unforwarded one does
+      local t0 = socket.gettime()
+      code, doc, text = hh.json_call("POST", node.url .. "/set",
         '{"key": "a", "value": "b"}', { ["x-lunakv-forwarded-by"] = DEAD })
-      refused(code, doc, text, 503, "not the leader", "a marked request")
+      refused(code, doc, text, 503, "no leader", "a marked request")
+      assert.is_true(socket.gettime() - t0 >= 0.9, "it did not wait")
       assert.equal(0, hh.status(node).last_index)
     end)
 
