@@ -526,6 +526,9 @@ int lkvnet_raft_has_ready(const lkvnet_raft *r) {
       hs_commit(r) != r->prev_hs.commit)
     return 1;
   if (r->role == LKVNET_RAFT_LEADER && r->dirty) return 1;
+  /* the soft state alone (a leader forgotten, say): the driver routes
+   * clients by it */
+  if (r->role != r->prev_role || r->lead != r->prev_lead) return 1;
   if (ack_due(r)) return 1;
   uint64_t hi = r->commit < r->durable ? r->commit : r->durable;
   return !r->apply_stalled && r->applied < hi;
@@ -583,6 +586,8 @@ void lkvnet_raft_ready_get(lkvnet_raft *r, lkvnet_raft_ready *rd) {
   rd->reads = r->done_reads;
   rd->n_reads = r->n_done;
   r->prev_hs = rd->hs;
+  r->prev_role = rd->role;
+  r->prev_lead = rd->leader;
   r->handed_restore = r->restore;
   r->in_ready = 1;
 }

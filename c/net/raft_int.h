@@ -70,6 +70,8 @@ struct lkvnet_raft {
   /* ---- persistent state (what the hard state carries) ---- */
   uint64_t term, vote;
   lkvnet_raft_hardstate prev_hs; /* as last handed out */
+  int prev_role;                 /* the soft state last handed out */
+  uint64_t prev_lead;
 
   /* ---- volatile state ---- */
   int role;
