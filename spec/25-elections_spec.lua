@@ -357,6 +357,54 @@ describe("Raft elections #cluster", function()
     set_eventually(a, "k", "v2", 20)
   end)
 
+  it("bounds what waits for a paused leader: 2 requests per forwarding "
+    .. "connection, each answered at its deadline", function()
+    -- a 30 s election timeout: the paused leader stays the leader the
+    -- follower knows; a forward's deadline is write timeout + 2 s = 2.5 s
+    nodes = hh.start_cluster { n = 3, args = { "--write-timeout-ms", "500",
+                                               "--election-timeout-ms", "30000" } }
+    local old = hh.wait_ready(nodes)
+    set_eventually(old, "k", "v0")
+    local a = survivors(old)[1]
+    h.wait_until(function() return hh.status(a).leader == old.url end, 10)
+    local socks = {}
+    h.kill(old.pid, "STOP")
+    local ok, err = pcall(function()
+      -- 256 forwarding connections with two requests each (one queued),
+      -- then one past the bound
+      local body = '{"key": "w", "value": "x"}'
+      local req = "POST /set HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        .. "application/json\r\nContent-Length: " .. #body .. "\r\n\r\n"
+        .. body
+      local t0 = socket.gettime()
+      for i = 1, 2 * 256 do
+        local c = assert(socket.tcp())
+        c:settimeout(10)
+        assert(c:connect("127.0.0.1", a.port))
+        assert(c:send(req))
+        socks[i] = c
+      end
+      local code, text = hh.request("POST", a.url .. "/set", body,
+        { ["content-type"] = "application/json" })
+      assert.equal(503, code, text)
+      assert.matches("no forwarding connection is free", text, 1, true)
+      assert.is_true(socket.gettime() - t0 < 2, "the refusal waited")
+      -- every one of them answered 503 by its deadline (2.5 s after it
+      -- was sent), the queued ones too: not one connection timeout after
+      -- another
+      for i, c in ipairs(socks) do
+        local line = c:receive("*l")
+        assert.matches("^HTTP/1%.1 503", tostring(line), nil, false)
+        assert.is_true(socket.gettime() - t0 < 4.5,
+          string.format("answer %d after %.2f s", i, socket.gettime() - t0))
+      end
+    end)
+    h.kill(old.pid, "CONT")
+    for _, c in ipairs(socks) do c:close() end
+    if not ok then error(err, 0) end
+    set_eventually(a, "k", "v2", 20)
+  end)
+
   it("answers 503 no leader with Retry-After while no leader is known",
     function()
     -- three voters, one of them running: it can never win an election

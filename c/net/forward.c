@@ -13,11 +13,34 @@
 #include "node.h"
 #include "rlog.h"
 
-/* A request a follower passes to the leader, waiting for its answer. */
-typedef struct Fwd {
+/* Bounds on what waits for the leader: requests on one forwarding
+ * connection (one on the wire, one queued behind it: 512 at most over the
+ * 256 connections), and the bodies all of them hold (each body is within
+ * the body limit; 512 of them are not bounded by it). Past either, 503 at
+ * once: nothing was sent. */
+#define FWD_QUEUE_MAX 2
+#define FWD_BYTES_MAX ((size_t)64 << 20)
+
+/* A request a follower passes to the leader, waiting for its answer (in
+ * s->fwds, for the deadline). */
+typedef struct lkvnet_fwd {
   lkvnet_held h;
-  size_t conn; /* index in s->fwd */
+  size_t conn;                /* index in s->fwd */
+  size_t bytes;               /* its body, counted in s->fwd_bytes */
+  struct evhttp_request *out; /* the request to the leader */
+  struct lkvnet_fwd *prev, *next;
 } Fwd;
+
+static void fwd_unlink(lkvnet_server *s, Fwd *f) {
+  if (f->prev)
+    f->prev->next = f->next;
+  else
+    s->fwds = f->next;
+  if (f->next) f->next->prev = f->prev;
+  f->prev = f->next = NULL;
+  s->fwd_busy[f->conn]--;
+  s->fwd_bytes -= f->bytes;
+}
 
 /* The peer the leader is (NULL: this node, or no leader known). */
 static lkvnet_peer *leader_peer(lkvnet_server *s) {
@@ -41,6 +64,7 @@ size_t lkvnet_node_forward_conn(lkvnet_server *s) {
     }
     if (s->fwd_peer[i] != pi) continue;
     if (s->fwd_busy[i] == 0) return i;
+    if (s->fwd_busy[i] >= FWD_QUEUE_MAX) continue;
     if (best == (size_t)-1 || s->fwd_busy[i] < s->fwd_busy[best]) best = i;
   }
   if (free_slot == (size_t)-1 && s->nfwd < LKVNET_FORWARD_CONNS)
@@ -65,7 +89,7 @@ static void on_forward_reply(struct evhttp_request *r, void *arg) {
   lkvnet_server *s = f->h.s;
   struct evhttp_request *req;
   int code = r ? evhttp_request_get_response_code(r) : 0;
-  s->fwd_busy[f->conn]--;
+  fwd_unlink(s, f);
   if (code == 0) {
     lkvnet_node_held_error(&f->h, 503,
                            "outcome unknown: the leader %s did not answer "
@@ -143,6 +167,16 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
     }
     return;
   }
+  if (s->fwd_bytes + evbuffer_get_length(evhttp_request_get_input_buffer(req)) >
+      FWD_BYTES_MAX) {
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      "1");
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "%zu bytes of forwarded requests wait for the "
+                            "leader %s; nothing was sent, retry",
+                            s->fwd_bytes, leader_peer(s)->url);
+    return;
+  }
   c = s->fwd[ci];
   if ((f = calloc(1, sizeof *f)) == NULL ||
       (r = evhttp_request_new(on_forward_reply, f)) == NULL) {
@@ -161,19 +195,54 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
   if (ct) evhttp_add_header(oh, "Content-Type", ct);
   evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
                       evhttp_request_get_input_buffer(req));
-  lkvnet_node_hold(s, &f->h, req, route, start, 0);
+  f->bytes = evbuffer_get_length(evhttp_request_get_output_buffer(r));
+  f->out = r;
+  lkvnet_node_hold(s, &f->h, req, route, start,
+                   lkvnet_node_now() + s->write_timeout_ms / 1000.0 + 2.0);
   f->conn = ci;
   s->fwd_busy[ci]++;
+  s->fwd_bytes += f->bytes;
+  if ((f->next = s->fwds) != NULL) f->next->prev = f;
+  s->fwds = f;
   /* a HEAD goes as a GET: lkvnet_node_reply() leaves the body out and
    * keeps its length, which a HEAD answer from the leader would not carry */
   cmd = evhttp_request_get_command(req);
   if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
   if (evhttp_make_request(c, r, cmd, evhttp_request_get_uri(req)) != 0) {
     /* libevent 2.1 does not call back after a refusal here */
-    s->fwd_busy[ci]--;
+    fwd_unlink(s, f);
     lkvnet_node_held_error(&f->h, 503, "cannot reach the leader %s",
                            s->peers[s->fwd_peer[ci]].url);
     evhttp_request_free(r);
     free(f);
   }
+}
+
+void lkvnet_node_forward_poll(lkvnet_server *s) {
+  double t = lkvnet_node_now();
+  Fwd *f, *next;
+  for (f = s->fwds; f != NULL; f = next) {
+    next = f->next;
+    if (t < f->h.deadline) continue;
+    fwd_unlink(s, f);
+    lkvnet_node_held_error(&f->h, 503,
+                           "outcome unknown: the leader %s did not answer "
+                           "within %d ms; a write may still be applied",
+                           s->peers[s->fwd_peer[f->conn]].url,
+                           s->write_timeout_ms + 2000);
+    /* no callback follows (one queued behind others leaves the queue; the
+     * one on the wire resets its connection, and the next reconnects) */
+    evhttp_cancel_request(f->out);
+    free(f);
+  }
+}
+
+void lkvnet_node_forward_free(lkvnet_server *s) {
+  Fwd *f, *next;
+  for (f = s->fwds; f != NULL; f = next) {
+    next = f->next;
+    lkvnet_node_held_error(&f->h, 503, "the node is shutting down");
+    free(f);
+  }
+  s->fwds = NULL;
 }

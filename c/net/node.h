@@ -258,6 +258,8 @@ struct lkvnet_server {
   struct evhttp_connection *fwd[LKVNET_FORWARD_CONNS];
   int fwd_busy[LKVNET_FORWARD_CONNS];
   size_t fwd_peer[LKVNET_FORWARD_CONNS];
+  struct lkvnet_fwd *fwds; /* every forwarded request not yet answered */
+  size_t fwd_bytes;        /* the bodies they hold */
   size_t nfwd;
   int needs_snapshot; /* the engine holds an unfinished install */
   uint64_t install_index, install_got, install_term;
@@ -516,6 +518,12 @@ size_t lkvnet_node_forward_conn(lkvnet_server *s);
 /* Pass a request to the leader and answer with its reply. */
 void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
                          int route, double start);
+/* On the tick: a forwarded request unanswered write_timeout_ms + 2 s
+ * after it was sent gets 503 "outcome unknown" and is withdrawn. */
+void lkvnet_node_forward_poll(lkvnet_server *s);
+/* At close, before the forwarding connections are freed (libevent drops
+ * their requests without a callback): 503 "shutting down" to each. */
+void lkvnet_node_forward_free(lkvnet_server *s);
 
 /* ---- park.c ----------------------------------------------------------- */
 

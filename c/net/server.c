@@ -137,6 +137,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_node_compaction_poll(s); /* what a truncate or an install finished */
   lkvnet_node_transfer_poll(s);
   lkvnet_node_parked_poll(s);
+  lkvnet_node_forward_poll(s);
   drain_step(s);
 }
 
@@ -549,6 +550,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     free(w);
   }
   lkvnet_node_parked_free(s);
+  lkvnet_node_forward_free(s);
   if (s->raft) lkvnet_raft_free(s->raft);
   s->raft = NULL;
   free(s->node_ids);
