@@ -886,6 +886,38 @@ end
     end)
   end)
 
+  describe("a slow snapshot install", function()
+    it("finishes though the follower takes seconds on its last chunk while "
+      .. "writes go on: no restart from offset 0, no cut past it", function()
+      nodes = hh.start_cluster { down = { 3 },
+                                 env = { LOG_COMPACTION_THRESHOLD = "50" } }
+      local leader = nodes.leader
+      for i = 1, 200 do set_ok(leader, "p" .. i, "v" .. i) end
+      h.wait_until(function() return hh.status(leader).base_index > 0 end, 15)
+      -- node 3 holds its loop 3 s on the last chunk (a big store's sync
+      -- and log rewrite), longer than the 2 s its messages may take
+      nodes[3].env = { LOG_COMPACTION_THRESHOLD = "50",
+                       LUNAKV_TEST_INSTALL_DELAY_MS = "3000" }
+      hh.start_member(nodes[3])
+      -- writes go on meanwhile, past the compaction threshold many times
+      local n = 0
+      h.wait_until(function()
+        for _ = 1, 20 do
+          n = n + 1
+          set_ok(leader, "q" .. n, "w" .. n)
+        end
+        local s3 = hh.status(nodes[3])
+        return s3.base_index > 0 and s3.applied_index >= n + 200
+      end, 40, function() return cjson.encode(hh.status(nodes[3])) end)
+      hh.wait_value(nodes[3], "q" .. n, "w" .. n)
+      assert.equal("v200", local_value(nodes[3], "p200"))
+      local log = hh.read_log(leader.log)
+      local _, installs = log:gsub("installed the snapshot", "")
+      assert.equal(1, installs, log)
+      assert.is_nil(log:find("snapshot to [^\n]* failed"), log)
+    end)
+  end)
+
   describe("the cluster token", function()
     local TOKEN = "s3cret"
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "hardstate.h"
@@ -452,6 +453,10 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   s->install_got = last;
   if (done) {
     lkvnet_raft_msg m;
+    /* spec/23: an install as slow as a big store's (its sync and the
+     * log's rewrite can take seconds), on the loop as theirs are */
+    if (s->test_install_delay_ms > 0)
+      usleep((useconds_t)s->test_install_delay_ms * 1000);
     if (lkv_db_sync(s->db, &err) != LKV_OK) {
       install_failed(s, req, start, index, &err);
       return;

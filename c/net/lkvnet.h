@@ -63,6 +63,10 @@
 #define LKVNET_DEFAULT_LOG_COMPACTION 10000    /* the seed's threshold */
 #define LKVNET_APPEND_MAX_BYTES (1u << 20)     /* frames per /append, soft */
 #define LKVNET_SNAPSHOT_CHUNK_BYTES (1u << 20) /* pairs per /snapshot, soft */
+/* How long the leader waits on one snapshot chunk's answer: the first
+ * wipes the follower's store and the last syncs it and rewrites its log,
+ * seconds for a big store (past it the stream starts again from 0). */
+#define LKVNET_SNAPSHOT_TIMEOUT_S 60
 #define LKVNET_SYNC_MAX_ENTRIES 1000           /* entries per /sync reply */
 #define LKVNET_FORWARD_CONNS                     \
   256 /* a follower's connections to the leader, \

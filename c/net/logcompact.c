@@ -47,9 +47,14 @@ void lkvnet_node_maybe_compact(lkvnet_server *s) {
   /* only a leader sends from its log: a follower (a former leader too)
    * owes nobody entries, and its peers' match_index is the leader's
    * view only (raftnode.c fills it while leading, zeroes it after) */
-  for (i = 0; s->leader && i < s->npeers; i++)
+  for (i = 0; s->leader && i < s->npeers; i++) {
     if (s->peers[i].state == LKVNET_PEER_UP && s->peers[i].match_index < target)
       target = s->peers[i].match_index;
+    /* a follower taking a snapshot needs the entries after it: cut past
+     * them and it needs another snapshot as soon as this one is in */
+    if (s->peers[i].snap != NULL && s->peers[i].snap_index < target)
+      target = s->peers[i].snap_index;
+  }
   if (target <= base || target - base < s->compaction_threshold) return;
   err.msg[0] = '\0';
   if (lkvnet_rlog_term_at(s->rlog, target, &t) != LKV_OK) return;

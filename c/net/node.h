@@ -126,6 +126,10 @@ typedef struct lkvnet_peer {
   uint64_t id;
   char *url, *hostport;
   struct evhttp_connection *conn;
+  /* a snapshot stream's own connection (made at its first stream): its
+   * chunks wait on the follower's wipe, sync and rewrite, far longer
+   * than the messages on conn may, and must not hold them up */
+  struct evhttp_connection *snap_conn;
   uint64_t next_index, match_index;
   int inflight, state;
   /* messages encoded while a POST /raft to this peer was in flight: they
@@ -200,6 +204,7 @@ struct lkvnet_server {
    * this file exists, before it touches the disk; NULL: none. Fixed at
    * open: the compaction's thread reads it too. */
   char *test_gate;
+  int test_install_delay_ms; /* spec/23's slow install (0: none) */
   uint64_t compaction_threshold;
   lkvnet_log_fn log;
   void *log_ctx;

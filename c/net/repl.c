@@ -396,6 +396,16 @@ static void snapshot_start(lkvnet_server *s, lkvnet_peer *p) {
     p->snap_term = rs.base_term;
   p->snap_conf = s->conf;
   p->snap_sent = 0;
+  if (p->snap_conn == NULL) {
+    if ((p->snap_conn = lkvnet_node_connect_url(s, p->url, NULL, NULL)) ==
+        NULL) {
+      lkv_iter_free(p->snap);
+      p->snap = NULL;
+      p->snap_report = -1;
+      return;
+    }
+    evhttp_connection_set_timeout(p->snap_conn, LKVNET_SNAPSHOT_TIMEOUT_S);
+  }
   lkv_iter_seek_first(p->snap);
   lkvnet_node_log(s,
                   "peer %s needs entries behind the log's start (%llu): "
@@ -457,7 +467,7 @@ static void snapshot_send(lkvnet_server *s, lkvnet_peer *p) {
            (unsigned long long)p->snap_index, (unsigned long long)p->snap_term,
            (unsigned long long)p->snap_sent, p->snap_done, conf);
   p->snap_inflight = 1;
-  if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, uri) != 0) {
+  if (evhttp_make_request(p->snap_conn, r, EVHTTP_REQ_POST, uri) != 0) {
     evhttp_request_free(r); /* no callback will come (libevent 2.1) */
     snapshot_end(s, p, 0, "cannot send the request");
   }

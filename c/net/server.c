@@ -284,6 +284,8 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   {
     /* the test hook of compaction_prepare, read once (spec/24) */
     const char *gate = getenv("LUNAKV_TEST_COMPACTION_GATE");
+    const char *delay = getenv("LUNAKV_TEST_INSTALL_DELAY_MS");
+    if (delay != NULL) s->test_install_delay_ms = atoi(delay);
     if (gate != NULL && gate[0] != '\0' &&
         (s->test_gate = strdup(gate)) == NULL) {
       rc = lkv_seterr(&e, LKV_NOMEM, "server");
@@ -558,6 +560,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   for (i = 0; i < s->npeers; i++) {
     lkvnet_peer *pe = &s->peers[i];
     if (pe->conn) evhttp_connection_free(pe->conn);
+    if (pe->snap_conn) evhttp_connection_free(pe->snap_conn);
     if (pe->snap) lkv_iter_free(pe->snap);
     lkvnet_node_outbox_free(pe);
     free(pe->url);
