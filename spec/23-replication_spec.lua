@@ -898,18 +898,29 @@ end
       -- and log rewrite), longer than the 2 s its messages may take
       nodes[3].env = { LOG_COMPACTION_THRESHOLD = "50",
                        LUNAKV_TEST_INSTALL_DELAY_MS = "3000" }
-      hh.start_member(nodes[3])
-      -- writes go on meanwhile, past the compaction threshold many times
-      local n = 0
-      h.wait_until(function()
-        for _ = 1, 20 do
+      -- writes go on meanwhile (another process: a status asked of node 3
+      -- waits out its pause), past the compaction threshold many times
+      local writer = h.spawn("lua5.4 -e " .. h.quote([[
+        local http = require "socket.http"
+        local socket = require "socket"
+        local t_end = socket.gettime() + 6
+        local n = 0
+        while socket.gettime() < t_end do
           n = n + 1
-          set_ok(leader, "q" .. n, "w" .. n)
+          local body = '{"key": "q' .. n .. '", "value": "w"}'
+          http.request("]] .. leader.url .. [[/set", body)
         end
-        local s3 = hh.status(nodes[3])
-        return s3.base_index > 0 and s3.applied_index >= n + 200
+        print(n)
+      ]]))
+      hh.start_member(nodes[3])
+      h.wait(writer)
+      h.wait_until(function()
+        local s3, ls = hh.status(nodes[3]), hh.status(leader)
+        return s3.base_index > 0 and s3.applied_index >= ls.commit_index
       end, 40, function() return cjson.encode(hh.status(nodes[3])) end)
-      hh.wait_value(nodes[3], "q" .. n, "w" .. n)
+      local ls = hh.status(leader)
+      assert.is_true(ls.base_index > 300, "the leader cut its log meanwhile: "
+        .. cjson.encode(ls))
       assert.equal("v200", local_value(nodes[3], "p200"))
       local log = hh.read_log(leader.log)
       local _, installs = log:gsub("installed the snapshot", "")

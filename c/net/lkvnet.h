@@ -67,6 +67,9 @@
  * wipes the follower's store and the last syncs it and rewrites its log,
  * seconds for a big store (past it the stream starts again from 0). */
 #define LKVNET_SNAPSHOT_TIMEOUT_S 60
+/* How long after a follower installed a snapshot the leader keeps the
+ * entries that follow it, though the follower is down meanwhile. */
+#define LKVNET_SNAPSHOT_HOLD_S 30
 #define LKVNET_SYNC_MAX_ENTRIES 1000           /* entries per /sync reply */
 #define LKVNET_FORWARD_CONNS                     \
   256 /* a follower's connections to the leader, \

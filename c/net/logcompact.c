@@ -48,12 +48,20 @@ void lkvnet_node_maybe_compact(lkvnet_server *s) {
    * owes nobody entries, and its peers' match_index is the leader's
    * view only (raftnode.c fills it while leading, zeroes it after) */
   for (i = 0; s->leader && i < s->npeers; i++) {
-    if (s->peers[i].state == LKVNET_PEER_UP && s->peers[i].match_index < target)
-      target = s->peers[i].match_index;
-    /* a follower taking a snapshot needs the entries after it: cut past
-     * them and it needs another snapshot as soon as this one is in */
-    if (s->peers[i].snap != NULL && s->peers[i].snap_index < target)
-      target = s->peers[i].snap_index;
+    const lkvnet_peer *p = &s->peers[i];
+    uint64_t need;
+    if (p->snap != NULL)
+      /* taking a snapshot, it needs the entries after it: cut past them
+       * and it needs another as soon as this one is in */
+      need = p->snap_index;
+    else if (p->state == LKVNET_PEER_UP)
+      need = p->match_index;
+    else if (lkvnet_node_now() < p->snap_hold_until)
+      /* just installed one, and silent: catching up from there */
+      need = p->match_index > p->snap_index ? p->match_index : p->snap_index;
+    else
+      continue; /* down: a snapshot later, rather than no compaction */
+    if (need < target) target = need;
   }
   if (target <= base || target - base < s->compaction_threshold) return;
   err.msg[0] = '\0';

@@ -148,6 +148,11 @@ typedef struct lkvnet_peer {
   /* how the last stream ended, not yet told to the core: 1 installed,
    * -1 failed, 0 nothing to tell (lkvnet_node_snapshot_reports) */
   int snap_report;
+  /* until then, the log is not cut past snap_index for this peer even
+   * while it is down: it has just installed that snapshot and catches up
+   * from there (a big store's install leaves it behind and silent for a
+   * while; a cut would send it another snapshot, forever) */
+  double snap_hold_until;
   uint64_t snapshots_sent;
 } lkvnet_peer;
 

@@ -302,6 +302,7 @@ static void snapshot_end(lkvnet_server *s, lkvnet_peer *p, int ok,
   p->snap_inflight = 0;
   if (ok) {
     p->snapshots_sent++;
+    p->snap_hold_until = lkvnet_node_now() + LKVNET_SNAPSHOT_HOLD_S;
     lkvnet_node_log(
         s, "peer %s installed the snapshot at index %llu (%llu keys)", p->url,
         (unsigned long long)p->snap_index, (unsigned long long)p->snap_sent);
