@@ -895,7 +895,8 @@ end
       for i = 1, 200 do set_ok(leader, "p" .. i, "v" .. i) end
       h.wait_until(function() return hh.status(leader).base_index > 0 end, 15)
       -- node 3 holds its loop 3 s on the last chunk (a big store's sync
-      -- and log rewrite), longer than the 2 s its messages may take
+      -- and log rewrite), longer than the 2 s its messages may take, and
+      -- again 3 s just after (catching up from far behind)
       nodes[3].env = { LOG_COMPACTION_THRESHOLD = "50",
                        LUNAKV_TEST_INSTALL_DELAY_MS = "3000" }
       -- writes go on meanwhile (another process: a status asked of node 3
@@ -903,7 +904,7 @@ end
       local writer = h.spawn("lua5.4 -e " .. h.quote([[
         local http = require "socket.http"
         local socket = require "socket"
-        local t_end = socket.gettime() + 6
+        local t_end = socket.gettime() + 9
         local n = 0
         while socket.gettime() < t_end do
           n = n + 1

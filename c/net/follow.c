@@ -8,6 +8,7 @@
  * core, and wakes the driver (lkvnet_node_wake) rather than call it. Runs
  * on the event loop's thread; the node's state is node.h. */
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -325,6 +326,13 @@ static int parse_conf(const char *v, lkvnet_raft_conf *c) {
  * index, then the mark goes) or finds its log already holds that entry. A
  * crash anywhere in between leaves the mark, and a node with the mark
  * asks for a new snapshot and never campaigns. */
+static void test_silence(evutil_socket_t fd, short what, void *arg) {
+  lkvnet_server *s = arg;
+  (void)fd;
+  (void)what;
+  usleep((useconds_t)s->test_install_delay_ms * 1000);
+}
+
 void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                                 const char *query, double start) {
   uint64_t term, from, index, sterm, offset, done, last, seq;
@@ -477,6 +485,12 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   }
   lkvnet_node_reply(s, req, LKVNET_ROUTE_SNAPSHOT, start, 200,
                     "application/json", "{\"ok\": true}", 12);
+  if (done && s->test_install_delay_ms > 0) {
+    /* spec/23: silent again a moment after the answer went out, as a
+     * node catching up from far behind may be */
+    struct timeval tv = {0, 200 * 1000};
+    (void)event_base_once(s->base, -1, EV_TIMEOUT, test_silence, s, &tv);
+  }
 }
 
 int lkvnet_node_install_finish(lkvnet_server *s, uint64_t index, uint64_t term,
