@@ -12,9 +12,11 @@
 --     write is committed), "fail" (definitely not written: a 4xx, the
 --     503s docs/http_api.md lists as such - "no leader", "not the leader",
 --     "not written", "the node is shutting down", "... bytes of writes are
---     waiting" - or no connection at all), "unknown" (anything else: 503
---     "outcome unknown", a 500 from the log, a timeout, a connection cut
---     after the request left). After a "fail" the writer goes on with the
+--     waiting"), "unknown" (anything else: 503 "outcome unknown", a 500
+--     from the log, no answer at all: a timeout, a connection cut or
+--     refused - core.http_request says "connection refused" also when the
+--     request left and the node died before answering, so a transport
+--     failure never proves a write was not sent). After a "fail" the writer goes on with the
 --     next value (the refused one must never appear); after an "unknown"
 --     it never writes that key again and takes a fresh key. So an
 --     "unknown" write, which may take effect at any later time (a write a
@@ -56,7 +58,7 @@
 --   W CLIENT KEY VALUE SENT ENDED OUTCOME
 --   R CLIENT KEY SENT ENDED OUTCOME VALUE     (VALUE "-": not found)
 -- OUTCOME: "200", "STATUS:error_words@PORT" (the error's text up to its
--- first colon, spaces as _), "refused", "timeout" or "error".
+-- first colon, spaces as _), "timeout" or "error" (no answer).
 
 local M = {}
 
@@ -72,7 +74,6 @@ local NOT_WRITTEN_503 = {
 -- or "unknown" (may be written, now or later).
 function M.classify(outcome)
   if outcome == "200" then return "ok" end
-  if outcome == "refused" then return "fail" end -- never connected
   local status, why = outcome:match("^(%d%d%d):([^@]*)")
   status = tonumber(status)
   if status and status >= 400 and status < 500 then return "fail" end
@@ -324,18 +325,33 @@ function M.check(ops, final, ignore_key)
   return { ok = #problems == 0, problems = problems, counts = counts }
 end
 
--- A report's problems as text: each problem, then its history lines;
--- at most max (default 30) problems, and how many more there were.
-function M.format(report, max)
-  max = max or 30
-  local out = {}
-  for i, p in ipairs(report.problems) do
-    if i > max then
-      out[#out + 1] = string.format("... and %d more", #report.problems - max)
-      break
+-- A report's problems as text: how many of each kind, then the first
+-- `each` (default 5) of each kind with their history lines.
+function M.format(report, each)
+  each = each or 5
+  local by, order = {}, {}
+  for _, p in ipairs(report.problems) do
+    if not by[p.what] then
+      by[p.what] = {}
+      order[#order + 1] = p.what
     end
-    out[#out + 1] = string.format("%s: %s", p.what, p.detail)
-    for _, l in ipairs(p.lines) do out[#out + 1] = "    " .. l end
+    table.insert(by[p.what], p)
+  end
+  local out, kinds = {}, {}
+  for _, what in ipairs(order) do
+    kinds[#kinds + 1] = string.format("%s %d", what, #by[what])
+  end
+  out[1] = "by kind: " .. table.concat(kinds, ", ")
+  for _, what in ipairs(order) do
+    for i, p in ipairs(by[what]) do
+      if i > each then
+        out[#out + 1] = string.format("... and %d more %s", #by[what] - each,
+          what)
+        break
+      end
+      out[#out + 1] = string.format("%s: %s", p.what, p.detail)
+      for _, l in ipairs(p.lines) do out[#out + 1] = "    " .. l end
+    end
   end
   return table.concat(out, "\n")
 end
