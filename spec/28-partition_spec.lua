@@ -61,7 +61,7 @@ end
 local NETNS, WHY_NOT = netns_works()
 local MODE = NETNS and "network namespaces"
   or ("SIGSTOP fallback: " .. tostring(WHY_NOT))
-print("spec/28-partition: partitions made with " .. MODE)
+print("\nspec/28-partition: partitions made with " .. MODE)
 
 local PORT = 7000 -- every node has a namespace, and so ports, of its own
 

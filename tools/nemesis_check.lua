@@ -30,7 +30,9 @@
 -- What a linearizable store must then show, per key (each rule is a
 -- consequence of linearizability, so a violation is a real bug; for a
 -- register with one sequential writer and distinct values they are also
--- enough: a history passing them has a linearization):
+-- enough: a history passing them has a linearization, below). Checking
+-- key by key loses nothing: linearizability is local (Herlihy and Wing),
+-- a history is linearizable when each object's part of it is.
 --
 --   Let A(t) be the highest value of an "ok" write that ended before t,
 --   and B(t) the highest value of any write sent before t.
@@ -48,6 +50,19 @@
 --      least every value a consistent read returned, at most the highest
 --      value sent, a value some write sent, never a "fail" one; and it
 --      holds no key no client wrote.
+--
+-- Why that is enough: a linearization picks for each write that took
+-- effect (every "ok" one; the "unknown" one if something shows it) a
+-- point in its interval ([sent, ended], or [sent, forever) when
+-- unknown), in order, and puts each read of v between the point of
+-- write v and the point of the next write that took effect. Such points
+-- exist when, for every two writes i <= j that took effect, i's lower
+-- bound (its sent, and the sent of every read of a lower value) is below
+-- j's upper bound (its ended, and the ended of every read of j or more).
+-- The four kinds of pairs are: write/write, true of a sequential writer;
+-- write/read, the upper bound of rule 1; read/write, its lower bound;
+-- read/read, rule 2. The final state is a read at time infinity.
+--
 -- The times are compared strictly in the direction that can only make a
 -- check looser: a write counts in A(s) only when its "ended" is below the
 -- read's "sent", so clock reads taken around the requests never turn a
