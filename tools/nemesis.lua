@@ -731,6 +731,21 @@ function M.main(argv)
       .. "%d keys; faults: %s\n", o.seed, o.nodes, o.seconds, n.writes_ok,
       n.writes_fail, n.writes_unknown, n.reads_ok, n.reads_other, n.keys,
       table.concat(faults, ", ")))
+    -- the answers other than 200, by kind ("W 503:no_leader x40"): a
+    -- 503 is allowed, but what else came back is worth seeing
+    local other = {}
+    for _, op in ipairs(ops) do
+      if op.outcome ~= "200" then
+        local k = op.kind .. " " .. op.outcome:gsub("@%d+$", "")
+        other[k] = (other[k] or 0) + 1
+      end
+    end
+    local list = {}
+    for k, v in pairs(other) do list[#list + 1] = { k, v } end
+    table.sort(list, function(a, b) return a[2] > b[2] or (a[2] == b[2] and a[1] < b[1]) end)
+    for i, x in ipairs(list) do list[i] = x[1] .. " x" .. x[2] end
+    io.stdout:write("nemesis: answers other than 200: ",
+      #list > 0 and table.concat(list, ", ") or "none", "\n")
     for _, b in ipairs(bad) do io.stdout:write("nemesis: ", b, "\n") end
     if n.writes_ok == 0 or n.reads_ok == 0 then
       ok, err = false, "no acknowledged write or no answered consistent read: "
