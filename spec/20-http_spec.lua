@@ -356,13 +356,30 @@ describe("lunakv node #http", function()
       node = lonely_leader { "--write-timeout-ms", "200",
                              "--max-uncommitted-bytes", "1000" }
       local code = hh.set(node, "a", ("x"):rep(600))
-      assert.equal(503, code) -- no quorum, but held: 601 bytes
+      assert.equal(503, code) -- no quorum, but held: 601 bytes + 160
       local doc
       code, doc = hh.set(node, "b", ("y"):rep(600))
       assert.equal(503, code)
-      assert.matches("601 bytes of writes are waiting for a majority",
+      assert.matches("761 bytes of writes are waiting for a majority",
         doc.error, 1, true)
       assert.equal(2, hh.status(node).last_index) -- the no-op and "a" only
+    end)
+
+    it("counts each held write's bookkeeping against the bound: tiny "
+      .. "writes are bounded too", function()
+      node = lonely_leader { "--write-timeout-ms", "100",
+                             "--max-uncommitted-bytes", "1000" }
+      -- 1 byte of key each, 161 bytes counted: the seventh is refused
+      for i = 1, 6 do
+        local code, doc = hh.set(node, "k", "")
+        assert.equal(503, code)
+        assert.matches("outcome unknown", doc.error, 1, true)
+      end
+      local code, doc = hh.set(node, "k", "")
+      assert.equal(503, code)
+      assert.matches("966 bytes of writes are waiting for a majority",
+        doc.error, 1, true)
+      assert.equal(7, hh.status(node).last_index) -- the no-op and six
     end)
   end)
 

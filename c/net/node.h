@@ -83,11 +83,17 @@ typedef struct lkvnet_held {
  * (200); another term applied at index means it was lost, never written
  * (503 "not written"); its leader deposed meanwhile means nobody knows
  * yet (503 "outcome unknown"). In index order. */
+/* What a held write costs besides its key and value (this record, its
+ * command's header, the request libevent keeps, the core's entry), as
+ * counted against --max-uncommitted-bytes: a flood of tiny writes is
+ * bounded too. */
+#define LKVNET_PENDING_OVERHEAD 160
+
 typedef struct lkvnet_pending {
   lkvnet_held h;
   struct lkvnet_pending *next;
   uint64_t index, term;
-  size_t bytes; /* its key and value, counted in pending_bytes */
+  size_t bytes; /* key, value and overhead, counted in pending_bytes */
 } lkvnet_pending;
 
 struct lkvnet_waiter;

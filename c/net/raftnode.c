@@ -471,7 +471,8 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_node_reply_no_leader(s, req, route, start);
     return;
   }
-  if (s->pending_bytes + klen + vlen > s->max_uncommitted) {
+  if (s->pending_bytes + klen + vlen + LKVNET_PENDING_OVERHEAD >
+      s->max_uncommitted) {
     /* without a majority every refused write would still sit in memory
      * (it is in the log and may commit later): past this, refuse them
      * before they are written */
@@ -501,7 +502,8 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
                             lkvnet_node_http_status_of(rc), "%s", err.msg);
     return;
   }
-  if (lkvnet_node_pending_push(s, index, term, klen + vlen) != 0) {
+  if (lkvnet_node_pending_push(s, index, term,
+                               klen + vlen + LKVNET_PENDING_OVERHEAD) != 0) {
     /* proposed but untracked: its fate cannot be told to the client */
     lkvnet_node_reply_error(s, req, route, start, 503,
                             "outcome unknown: out of memory tracking index "
