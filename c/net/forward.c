@@ -144,6 +144,10 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
   oh = evhttp_request_get_output_headers(r);
   evhttp_add_header(oh, "Host", s->peers[s->fwd_peer[ci]].hostport);
   evhttp_add_header(oh, "X-Lunakv-Forwarded-By", s->my_url);
+  /* a membership change needs the token on the leader too */
+  if (evhttp_find_header(ih, LKVNET_TOKEN_HEADER) != NULL)
+    evhttp_add_header(oh, LKVNET_TOKEN_HEADER,
+                      evhttp_find_header(ih, LKVNET_TOKEN_HEADER));
   if (ct) evhttp_add_header(oh, "Content-Type", ct);
   evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
                       evhttp_request_get_input_buffer(req));

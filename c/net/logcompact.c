@@ -48,7 +48,8 @@ void lkvnet_node_maybe_compact(lkvnet_server *s) {
    * owes nobody entries, and its peers' match_index is the leader's
    * view only (raftnode.c fills it while leading, zeroes it after) */
   for (i = 0; s->leader && i < s->npeers; i++)
-    if (s->peers[i].state == LKVNET_PEER_UP && s->peers[i].match_index < target)
+    if (s->peers[i].state == LKVNET_PEER_UP && s->peers[i].member &&
+        s->peers[i].match_index < target)
       target = s->peers[i].match_index;
   if (target <= base || target - base < s->compaction_threshold) return;
   err.msg[0] = '\0';
