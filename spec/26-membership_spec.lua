@@ -426,7 +426,7 @@ describe("Raft membership #cluster", function()
     assert.same({ "http://127.0.0.1:1" }, conf_of(leader).learners)
     h.wait_until(function()
       code, doc, text = post(leader, "/remove_node", "http://127.0.0.1:1", tok)
-      return code == 200
+      return code == 200 and doc.ok
     end, 15, function() return text end)
     assert.same(want, conf_of(leader))
   end)
