@@ -513,4 +513,50 @@ describe("Raft membership #cluster", function()
     end, 20)
     for _, n in ipairs(kept) do hh.wait_value(n, "after", "restart") end
   end)
+
+  it("lunakv cluster add starts a node that joins; cluster remove takes "
+    .. "one out and stops it", function()
+    local dir = h.tmpdir() .. "/cl"
+    local function cli(cmd)
+      return h.run(h.lunakv_cmd .. " cluster " .. cmd .. " --dir "
+        .. h.quote(dir))
+    end
+    local code, out, err, base
+    for _ = 1, 10 do
+      base = 20000 + (hh.pick_ports(1)[1] - 20000) % 11000
+      code, out, err = cli("up 3 --base-port " .. base)
+      if code == 0 or not (err:find("cannot listen", 1, true)
+          or err:find("is already in use", 1, true)) then
+        break
+      end
+    end
+    assert.equal(0, code, err)
+    local ok, e = pcall(function()
+      code, out, err = cli("add")
+      assert.equal(0, code, err)
+      local new = "http://127.0.0.1:" .. (base + 3)
+      assert.truthy(out:find(new .. " joined the cluster as a voter", 1, true),
+        out)
+      local node = { url = new }
+      assert.equal(4, #hh.status(node).voters)
+      local victim = "http://127.0.0.1:" .. (base + 1)
+      code, out, err = cli("remove " .. victim)
+      assert.equal(0, code, err)
+      assert.truthy(out:find("removed " .. victim, 1, true), out)
+      assert.truthy(out:find("stopped node1", 1, true), out)
+      h.wait_until(function() return #hh.status(node).voters == 3 end, 10)
+      assert.is_nil((hh.request("GET", victim .. "/health")))
+      -- a URL that is no member: refused, nothing changes
+      code, out, err = cli("remove http://127.0.0.1:9")
+      assert.equal(1, code)
+      assert.truthy(err:find("not a member", 1, true), err)
+      assert.equal(3, #hh.status(node).voters)
+      code, out = cli("status")
+      assert.equal(0, code)
+      assert.truthy(out:find("3 of 3 nodes answer", 1, true), out)
+    end)
+    local dcode, _, derr = cli("down")
+    if not ok then error(e, 0) end
+    assert.equal(0, dcode, derr)
+  end)
 end)
