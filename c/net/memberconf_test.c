@@ -29,6 +29,8 @@ static void test_urls(void) {
       "http://127.0.0.1:65536",
       "http://127.0.0.1:80x",
       "http://127.0.0.1:8000/path",
+      "http://127.0.0.1/path",
+      "http://example/a/",
       "http://127.0.0.1:8000?q=1",
       "http://user@127.0.0.1:8000",
       "http://:8000",
