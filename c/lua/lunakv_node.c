@@ -53,8 +53,8 @@ static lua_Integer optinteger(lua_State *L, int t, const char *name,
 
 /* core.serve(dir, opts) -> true, once SIGTERM or SIGINT has stopped the
  * node cleanly. opts: host, port, my_url, leader_url, nodes (array of
- * URLs), max_body_bytes, write_timeout_ms, heartbeat_ms,
- * election_timeout_ms,
+ * URLs), join_url (a member to ask to add this node), max_body_bytes,
+ * write_timeout_ms, heartbeat_ms, election_timeout_ms,
  * log_compaction_threshold, token, max_uncommitted_bytes,
  * read_timeout_ms, idle_timeout_ms, max_connections (ranges:
  * lkvnet_options_schema; outside one is an argument error), engine
@@ -79,6 +79,7 @@ static int core_serve(lua_State *L) {
   lkvlua_node_options(L, 2, &o);
   o.my_url = optstring(L, 2, "my_url");
   o.leader_url = optstring(L, 2, "leader_url");
+  o.join_url = optstring(L, 2, "join_url");
   if (lua_getfield(L, 2, "nodes") != LUA_TNIL) { /* +1 nodes */
     luaL_argcheck(L, lua_istable(L, -1), 2, "option 'nodes' must be a table");
     n = (size_t)luaL_len(L, -1);

@@ -13,6 +13,7 @@
 
 #include "coding.h"
 #include "json.h"
+#include "memberconf.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -94,15 +95,14 @@ int lkvnet_node_cmd_decode(const unsigned char *d, size_t n, int *op,
 ** Apply: committed entries into the engine, in index order
 ** ======================================================================= */
 
-/* The configuration as the engine keeps it (LKVNET_CONF_KEY): voters 1,
- * learners 1, then the ids, 8 bytes each, little-endian. */
+/* The configuration as the engine keeps it (LKVNET_CONF_KEY), with the
+ * URL of every member this node knows (memberconf.h has the format). */
 static int put_conf(lkvnet_server *s, const lkvnet_raft_conf *c, lkv_err *err) {
-  unsigned char b[2 + 8 * LKVNET_RAFT_MAX_MEMBERS];
-  size_t i, n = 2;
-  b[0] = (unsigned char)c->n_voters;
-  b[1] = (unsigned char)c->n_learners;
-  for (i = 0; i < c->n_voters; i++, n += 8) lkv_put64(b + n, c->voters[i]);
-  for (i = 0; i < c->n_learners; i++, n += 8) lkv_put64(b + n, c->learners[i]);
+  unsigned char b[LKVNET_KEPTCONF_MAX];
+  lkvnet_keptconf k;
+  size_t n;
+  lkvnet_node_keptconf_of(s, c, &k);
+  n = lkvnet_keptconf_encode(&k, b);
   return lkv_batch_set(s->batch, LKVNET_CONF_KEY, sizeof LKVNET_CONF_KEY - 1, b,
                        n, err);
 }
@@ -146,6 +146,7 @@ static int apply_entry(lkvnet_server *s, const lkvnet_raft_entry *e,
       rc = lkv_batch_delete(s->batch, key, klen, err);
   } else if (e->type == LKVNET_RAFT_ENTRY_CONF) {
     lkvnet_raft_confchange cc;
+    lkvnet_node_learn_conf_entry(s, e->data, e->len);
     if ((rc = lkvnet_raft_conf_decode(e->data, e->len, &cc, err)) == LKV_OK &&
         (rc = put_conf(s, &cc.conf, err)) == LKV_OK)
       s->conf = cc.conf;
@@ -185,6 +186,33 @@ static void answer_pending(lkvnet_server *s, const lkvnet_raft_entry *e) {
   }
 }
 
+/* The configuration change waiting for entry (conf_index, conf_term)
+ * learns its fate from the entry applied at that index: applied (200,
+ * with the configuration it leads to), or another leader's entry took
+ * the index (503: the configuration did not change). */
+static void answer_conf(lkvnet_server *s, const lkvnet_raft_entry *e) {
+  lkvnet_raft_confchange cc;
+  lkvnet_jbuf b;
+  if (s->conf_index == 0 || e->index < s->conf_index) return;
+  if (e->index == s->conf_index && e->term == s->conf_term &&
+      e->type == LKVNET_RAFT_ENTRY_CONF &&
+      lkvnet_raft_conf_decode(e->data, e->len, &cc, NULL) == LKV_OK) {
+    memset(&b, 0, sizeof b);
+    lkvnet_jbuf_lit(&b, "{\"ok\": true, \"index\": ");
+    lkvnet_jbuf_u64(&b, e->index);
+    lkvnet_jbuf_lit(&b, ", ");
+    lkvnet_node_put_members(s, &b, &cc.conf);
+    lkvnet_jbuf_lit(&b, "}");
+    lkvnet_node_held_json(&s->conf_h, 200, &b);
+  } else {
+    lkvnet_node_held_error(&s->conf_h, 503,
+                           "not changed: index %llu went to another "
+                           "leader's entry; retry",
+                           (unsigned long long)s->conf_index);
+  }
+  s->conf_index = 0;
+}
+
 int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
                               size_t n) {
   size_t i;
@@ -210,6 +238,7 @@ int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
       s->applied_index = e->index;
     }
     answer_pending(s, e);
+    answer_conf(s, e);
   }
   /* whatever still waits after an apply failure gets its answer now */
   if (s->apply_err.code != LKV_OK) {

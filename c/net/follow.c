@@ -256,7 +256,7 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
   const unsigned char *body = n ? evbuffer_pullup(in, -1) : NULL;
   lkvnet_wire_msg w;
   char why[160];
-  int rc;
+  int rc, first = 1;
   memset(&w, 0, sizeof w);
   if (n > 0 && body == NULL) {
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_RAFT, start, 500,
@@ -272,8 +272,11 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   off = 0;
+  if (n == 0) lkvnet_node_raft_heard(s, req, NULL); /* a member's probe */
   while (lkvnet_wire_decode(body, n, &off, &w, why, sizeof why) == 1) {
     const lkvnet_raft_msg *m = &w.m;
+    if (first) lkvnet_node_raft_heard(s, req, m);
+    first = 0;
     /* a message for another id (a node started with other NODE_URLS), or
      * a snapshot's metadata, which comes only with its data (/snapshot) */
     if (m->to != s->id || m->type == LKVNET_RAFT_MSG_SNAP) continue;
@@ -370,6 +373,13 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   if ((body = check_frames(s, req, LKVNET_ROUTE_SNAPSHOT, start, offset, 1, &n,
                            &last)) == NULL)
     return;
+  {
+    /* the leader's URL and every member's: kept with the snapshot */
+    struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
+    const char *u = evhttp_find_header(ih, LKVNET_FROM_HEADER);
+    if (u != NULL) lkvnet_node_learn_url(s, u, strlen(u), from);
+    lkvnet_node_learn_members(s, evhttp_find_header(ih, LKVNET_MEMBERS_HEADER));
+  }
   if (s->log_failed) {
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 503,
                             "this node's replication log failed");
@@ -528,6 +538,7 @@ int lkvnet_node_install_finish(lkvnet_server *s, uint64_t index, uint64_t term,
 static const char *op_name(int op) {
   return op == LKVNET_OP_SET      ? "set"
          : op == LKVNET_OP_DELETE ? "delete"
+         : op == LKVNET_OP_CONF   ? "conf"
                                   : "noop";
 }
 
@@ -596,7 +607,7 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_jbuf_lit(&b, ", \"op\": \"");
     lkvnet_jbuf_lit(&b, op_name(e.op));
     lkvnet_jbuf_lit(&b, "\"");
-    if (e.op != LKVNET_OP_NOOP) {
+    if (e.op != LKVNET_OP_NOOP && e.op != LKVNET_OP_CONF) {
       lkvnet_jbuf_lit(&b, ", ");
       lkvnet_node_put_bytes_member(&b, "key", e.key, e.klen);
     }

@@ -192,6 +192,10 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
     snprintf(hops, sizeof hops, "%s, %s", by, s->my_url);
   }
   evhttp_add_header(oh, "X-Lunakv-Forwarded-By", by ? hops : s->my_url);
+  /* a membership change needs the token on the leader too */
+  if (evhttp_find_header(ih, LKVNET_TOKEN_HEADER) != NULL)
+    evhttp_add_header(oh, LKVNET_TOKEN_HEADER,
+                      evhttp_find_header(ih, LKVNET_TOKEN_HEADER));
   if (ct) evhttp_add_header(oh, "Content-Type", ct);
   evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
                       evhttp_request_get_input_buffer(req));

@@ -71,6 +71,9 @@
  * entries that follow it, though the follower is down meanwhile. */
 #define LKVNET_SNAPSHOT_HOLD_S 30
 #define LKVNET_SYNC_MAX_ENTRIES 1000           /* entries per /sync reply */
+/* A node started with join_url asks that member to add it, once a second,
+ * for at most this long; then lkvnet_server_run fails. */
+#define LKVNET_JOIN_TIMEOUT_MS 60000
 #define LKVNET_FORWARD_CONNS                     \
   256 /* a follower's connections to the leader, \
          at most (one request in flight each) */
@@ -104,8 +107,9 @@
  * an engine with it is incomplete and asks for a new snapshot. */
 #define LKVNET_INSTALL_KEY LKVNET_RESERVED_PREFIX "installing"
 /* The Raft configuration as of the applied index (the voters' and
- * learners' ids), written with the apply of a configuration change and
- * with a snapshot install, so that a snapshot of the engine carries it. */
+ * learners' ids and URLs: c/net/memberconf.h), written with the apply of
+ * a configuration change and with a snapshot install, so that a snapshot
+ * of the engine carries it. */
 #define LKVNET_CONF_KEY LKVNET_RESERVED_PREFIX "conf"
 
 typedef void (*lkvnet_log_fn)(void *ctx, const char *line);
@@ -120,6 +124,11 @@ typedef struct lkvnet_options {
                                or my_url: this node */
   const char *const *nodes; /* every node's URL (may be NULL: just me) */
   size_t nnodes;
+  const char *join_url;  /* a member of a running cluster to ask to add this
+                            node (POST /add_node); NULL: none. The node then
+                            has no founding voters (nodes, leader_url are
+                            only URLs it knows) and learns its configuration
+                            from the leader */
   size_t max_body_bytes; /* request bodies over this get 413; 4 MiB */
   int write_timeout_ms;  /* a write not committed by then gets 503; 5000 */
   const char *token;     /* shared secret for internal routes; NULL or

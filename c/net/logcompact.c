@@ -50,6 +50,7 @@ void lkvnet_node_maybe_compact(lkvnet_server *s) {
   for (i = 0; s->leader && i < s->npeers; i++) {
     const lkvnet_peer *p = &s->peers[i];
     uint64_t need;
+    if (!p->member) continue; /* a former member: owed nothing */
     if (p->snap != NULL)
       /* taking a snapshot, it needs the entries after it: cut past them
        * and it needs another as soon as this one is in */

@@ -26,6 +26,8 @@ static const char *const route_names[LKVNET_NROUTES] = {"/set",
                                                         "/snapshot",
                                                         "/sync",
                                                         "/transfer_leader",
+                                                        "/add_node",
+                                                        "/remove_node",
                                                         "other"};
 
 static const char *const peer_states[] = {"unknown", "up", "down"};
@@ -42,23 +44,17 @@ static void jfield(lkvnet_jbuf *b, const char *name, uint64_t v) {
 /* A node's URL, or its id in hex for a member this node has no URL of,
  * or null for nobody. */
 static void put_url(lkvnet_server *s, lkvnet_jbuf *b, uint64_t id) {
-  size_t i;
+  const char *u = lkvnet_node_url_of(s, id);
   char hex[24];
   if (id == LKVNET_RAFT_NONE) {
     lkvnet_jbuf_lit(b, "null");
     return;
   }
-  if (id == s->id) {
-    lkvnet_jbuf_str(b, s->my_url, strlen(s->my_url));
-    return;
+  if (u == NULL) {
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)id);
+    u = hex;
   }
-  for (i = 0; i < s->nnodes; i++)
-    if (s->node_ids[i] == id) {
-      lkvnet_jbuf_str(b, s->nodes[i], strlen(s->nodes[i]));
-      return;
-    }
-  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)id);
-  lkvnet_jbuf_str(b, hex, strlen(hex));
+  lkvnet_jbuf_str(b, u, strlen(u));
 }
 
 /* leader, follower, candidate (pre-candidates too: they campaign), or
@@ -99,17 +95,9 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
   lkvnet_jbuf_lit(&b, ", \"role\": \"");
   lkvnet_jbuf_lit(&b, role_name(s, &st));
-  lkvnet_jbuf_lit(&b, "\", \"voters\": [");
-  for (i = 0; i < st.conf.n_voters; i++) {
-    if (i) lkvnet_jbuf_lit(&b, ", ");
-    put_url(s, &b, st.conf.voters[i]);
-  }
-  lkvnet_jbuf_lit(&b, "], \"learners\": [");
-  for (i = 0; i < st.conf.n_learners; i++) {
-    if (i) lkvnet_jbuf_lit(&b, ", ");
-    put_url(s, &b, st.conf.learners[i]);
-  }
-  lkvnet_jbuf_lit(&b, "]");
+  lkvnet_jbuf_lit(&b, "\", \"member\": ");
+  lkvnet_jbuf_lit(&b, lkvnet_node_is_member(s) ? "true, " : "false, ");
+  lkvnet_node_put_members(s, &b, &st.conf);
   lkvnet_jbuf_lit(&b, ", \"commit_index\": ");
   lkvnet_jbuf_u64(&b, s->commit_index);
   lkvnet_jbuf_lit(&b, ", \"last_index\": ");
@@ -128,10 +116,12 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_lit(&b, "]");
   if (s->leader) {
     double t = lkvnet_node_now();
+    size_t nf = 0;
     lkvnet_jbuf_lit(&b, ", \"followers\": [");
     for (i = 0; i < s->npeers; i++) {
       lkvnet_peer *p = &s->peers[i];
-      lkvnet_jbuf_lit(&b, i ? ", {\"url\": " : "{\"url\": ");
+      if (!p->member) continue; /* a node heard from, not a member */
+      lkvnet_jbuf_lit(&b, nf++ ? ", {\"url\": " : "{\"url\": ");
       lkvnet_jbuf_str(&b, p->url, strlen(p->url));
       lkvnet_jbuf_lit(&b, ", \"state\": \"");
       lkvnet_jbuf_lit(&b, p->snap ? "snapshot" : peer_states[p->state]);
@@ -231,14 +221,21 @@ void lkvnet_node_route_health(lkvnet_server *s, struct evhttp_request *req,
                               double start) {
   lkvnet_jbuf b;
   lkvnet_raft_status st;
+  int member = lkvnet_node_is_member(s);
   lkvnet_raft_status_get(s->raft, &st);
   memset(&b, 0, sizeof b);
-  lkvnet_jbuf_lit(&b, "{\"ok\": true, \"role\": \"");
+  /* a node the cluster does not count serves nothing worth reading:
+   * unhealthy, so a load balancer or an operator notices */
+  lkvnet_jbuf_lit(&b, member ? "{\"ok\": true, \"role\": \""
+                             : "{\"ok\": false, \"error\": \"not a member of "
+                               "the cluster\", \"member\": false, "
+                               "\"role\": \"");
   lkvnet_jbuf_lit(&b, role_name(s, &st));
   lkvnet_jbuf_lit(&b, "\", \"leader\": ");
   put_url(s, &b, s->leader_id);
   lkvnet_jbuf_lit(&b, "}");
-  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_HEALTH, start, 200, &b);
+  lkvnet_node_reply_json(s, req, LKVNET_ROUTE_HEALTH, start, member ? 200 : 503,
+                         &b);
 }
 
 static void mline(lkvnet_jbuf *b, const char *fmt, ...)

@@ -8,6 +8,10 @@
  *   node.c        the clock, the log line, reserved keys, replies and their
  *                 counts, held requests, query parsing, connections of the
  *                 loop, node ids, waking the Raft driver
+ *   memberconf.c  node URLs, the kept configuration with them (memberconf.h;
+ *                 pure)
+ *   peers.c       the nodes known by id and URL (the peer slots), learning
+ *                 URLs, who is a member
  *   conns.c       the client connections: deadlines, the cap, accept()
  *                 pauses
  *   logcompact.c  when to cut the replication log
@@ -21,6 +25,8 @@
  *   raftnode.c    the driver of the Raft core (raft.h): open, the storage
  *                 over the log, the Ready cycle, proposals, reads
  *   forward.c     a follower passing requests to the leader
+ *   members.c     /add_node, /remove_node, a learner's promotion, --join,
+ *                 a member's probe of its leader
  *   metrics.c     /status, /stats, /health, /metrics
  *   routes.c      a request's way in, and the client routes
  *   server.c      open, the loop's events (syncer, ticks, the driver's
@@ -58,12 +64,29 @@ enum {
   LKVNET_ROUTE_SNAPSHOT,
   LKVNET_ROUTE_SYNC,
   LKVNET_ROUTE_TRANSFER,
+  LKVNET_ROUTE_ADD_NODE,
+  LKVNET_ROUTE_REMOVE_NODE,
   LKVNET_ROUTE_OTHER,
   LKVNET_NROUTES
 };
 /* The metrics' shape (the tables are in node.c) */
 #define LKVNET_NSTATUS 11  /* status codes counted one by one */
 #define LKVNET_NBUCKETS 13 /* latency histogram buckets */
+
+/* Membership (peers.c, members.c; docs/replication.md, "Membership"). A
+ * node sends its URL on every /raft and /snapshot request; a leader that
+ * does not count the sender as a member answers with its term in
+ * NOT_MEMBER; a snapshot's chunks carry every member's URL. */
+#define LKVNET_FROM_HEADER "X-Lunakv-From"
+#define LKVNET_NOT_MEMBER_HEADER "X-Lunakv-Not-Member"
+#define LKVNET_MEMBERS_HEADER "X-Lunakv-Members"
+/* The nodes a node keeps URLs and connections for: the members, and a
+ * few others heard from (a slot of a non-member is reused when full). */
+#define LKVNET_PEER_SLOTS 64
+/* A learner is promoted to voter once its match index is within this
+ * many entries of the leader's last index (and it answered within an
+ * election timeout). */
+#define LKVNET_PROMOTE_MAX_LAG 64
 
 /* Every request the node holds past its handler (a write waiting for its
  * commit, a follower's /append waiting for its sync, a consistent read, a
@@ -160,6 +183,7 @@ typedef struct lkvnet_peer {
    * while; a cut would send it another snapshot, forever) */
   double snap_hold_until;
   uint64_t snapshots_sent;
+  int member; /* in this node's configuration (peers.c, after each Ready) */
 } lkvnet_peer;
 
 /* The client connections (conns.c): each is in the list of its phase,
@@ -295,6 +319,25 @@ struct lkvnet_server {
   size_t nparked;
   uint64_t parked_total;
   void (*dispatch)(lkvnet_server *s, struct evhttp_request *req, double start);
+  /* membership (peers.c, members.c): started with --join (no founding
+   * voters); a leader of term not_member_term said it does not count
+   * this node (cleared when a leader's append or heartbeat arrives);
+   * when a leader's message last arrived, and the next probe of the
+   * members while none does */
+  int joining;
+  int not_member;
+  uint64_t not_member_term;
+  double leader_heard, probe_at;
+  /* a configuration change waiting for its entry (conf_index, conf_term)
+   * to apply (apply.c answers it) */
+  lkvnet_held conf_h;
+  uint64_t conf_index, conf_term;
+  /* --join: whom to ask, until when, the request in flight */
+  char *join_url, *join_hostport;
+  struct evhttp_connection *join_conn;
+  double join_deadline, join_next;
+  int join_inflight, join_done;
+  lkv_err join_err; /* the join failed: lkvnet_server_run returns it */
 
   /* metrics */
   /* +1: any other status */
@@ -372,6 +415,56 @@ void lkvnet_node_wake(lkvnet_server *s);
 /* A 503 with Retry-After: 1 and {"ok": false, "error": "no leader", ...}. */
 void lkvnet_node_reply_no_leader(lkvnet_server *s, struct evhttp_request *req,
                                  int route, double start);
+
+/* ---- peers.c ---------------------------------------------------------- */
+
+/* The peer slots (LKVNET_PEER_SLOTS, never moved), with a slot for every
+ * other node of NODE_URLS, at open. */
+int lkvnet_node_peers_open(lkvnet_server *s, lkv_err *err);
+/* The peer of an id, or NULL. */
+lkvnet_peer *lkvnet_node_peer_by_id(lkvnet_server *s, uint64_t id);
+/* The peer of url (normalised), a new slot when it has none; NULL for
+ * this node itself or when no slot is free. */
+lkvnet_peer *lkvnet_node_peer_learn(lkvnet_server *s, const char *url);
+/* A node's URL (this node's, a peer's), or NULL. */
+const char *lkvnet_node_url_of(lkvnet_server *s, uint64_t id);
+/* Learn url (len bytes, normalised first; ignored when not a node URL
+ * or, with id, not that node's). */
+void lkvnet_node_learn_url(lkvnet_server *s, const char *url, size_t len,
+                           uint64_t id);
+/* The context of a change about url (may be NULL): url, then the URLs of
+ * c's members, comma-separated, into buf; its length. */
+size_t lkvnet_node_conf_ctx(lkvnet_server *s, const char *url,
+                            const lkvnet_raft_conf *c, char *buf, size_t n);
+/* Learn the URLs a CONF entry's context carries (lkvnet_node_conf_ctx). */
+void lkvnet_node_learn_conf_entry(lkvnet_server *s, const unsigned char *data,
+                                  size_t len);
+/* Learn every URL of a comma-separated list (LKVNET_MEMBERS_HEADER). */
+void lkvnet_node_learn_members(lkvnet_server *s, const char *list);
+/* The URLs of c's members this node knows, comma-separated, into buf. */
+size_t lkvnet_node_members_list(lkvnet_server *s, const lkvnet_raft_conf *c,
+                                char *buf, size_t n);
+struct lkvnet_keptconf;
+/* c with its members' URLs (those known), to keep in the engine. */
+void lkvnet_node_keptconf_of(lkvnet_server *s, const lkvnet_raft_conf *c,
+                             struct lkvnet_keptconf *k);
+/* "voters": [...], "learners": [...] (URLs; a hex id when unknown). */
+void lkvnet_node_put_members(lkvnet_server *s, lkvnet_jbuf *b,
+                             const lkvnet_raft_conf *c);
+/* Each peer's member flag from the core's configuration. */
+void lkvnet_node_peers_sync(lkvnet_server *s);
+/* 1 when this node's configuration names it and no leader said
+ * otherwise. */
+int lkvnet_node_is_member(lkvnet_server *s);
+/* A /raft request arrived (first: its first message, NULL when empty):
+ * learn the sender's URL; note a leader's append or heartbeat; on a
+ * leader, answer a sender outside the configuration with
+ * LKVNET_NOT_MEMBER_HEADER. */
+void lkvnet_node_raft_heard(lkvnet_server *s, struct evhttp_request *req,
+                            const lkvnet_raft_msg *first);
+/* Peer p answered with LKVNET_NOT_MEMBER_HEADER (term). */
+void lkvnet_node_told_not_member(lkvnet_server *s, lkvnet_peer *p,
+                                 const char *term);
 
 /* ---- conns.c ---------------------------------------------------------- */
 
@@ -454,8 +547,6 @@ void lkvnet_node_read_released(lkvnet_server *s, uint64_t ctx, uint64_t index,
 
 /* ---- repl.c ----------------------------------------------------------- */
 
-/* Connections to every other node (s->peers), at open. */
-int lkvnet_node_peers_open(lkvnet_server *s, lkv_err *err);
 /* Send the core's messages (one POST /raft per peer); a MSG_SNAP starts
  * (or keeps) the snapshot stream to that peer. */
 void lkvnet_node_send(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n);
@@ -467,8 +558,9 @@ void lkvnet_node_outbox_free(lkvnet_peer *p);
 void lkvnet_node_snapshot_reports(lkvnet_server *s);
 /* End every snapshot stream (the node stopped leading). */
 void lkvnet_node_snapshots_stop(lkvnet_server *s);
-/* The peer of an id, or NULL. */
-lkvnet_peer *lkvnet_node_peer_by_id(lkvnet_server *s, uint64_t id);
+/* An empty POST /raft to p (unless one is in flight): its answer says
+ * whether p, if it leads, counts this node as a member. */
+void lkvnet_node_probe(lkvnet_server *s, lkvnet_peer *p);
 
 /* ---- follow.c --------------------------------------------------------- */
 
@@ -554,6 +646,20 @@ void lkvnet_node_park(lkvnet_server *s, struct evhttp_request *req, int route,
 void lkvnet_node_parked_poll(lkvnet_server *s);
 /* At close: each still parked is answered 503 "shutting down". */
 void lkvnet_node_parked_free(lkvnet_server *s);
+
+/* ---- members.c -------------------------------------------------------- */
+
+/* POST /add_node and POST /remove_node {"node_url": URL} on the leader (a
+ * follower forwards them): checked, proposed, answered once the change
+ * applies here. */
+void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
+                               int route, double start);
+/* Every 50 ms: a change past its deadline; on a leader, a learner caught
+ * up promoted; a member that hears no leader probes the others; --join's
+ * request (re)sent. */
+void lkvnet_node_members_poll(lkvnet_server *s);
+/* --join: ask url (any member) to add this node, from the loop's start. */
+int lkvnet_node_join_open(lkvnet_server *s, const char *url, lkv_err *err);
 
 /* ---- metrics.c -------------------------------------------------------- */
 

@@ -13,6 +13,7 @@
 #include "err.h"
 #include "hardstate.h"
 #include "json.h"
+#include "memberconf.h"
 #include "node.h"
 #include "rlog.h"
 
@@ -20,33 +21,29 @@
 ** Opening
 ** ======================================================================= */
 
-/* The configuration the engine keeps (LKVNET_CONF_KEY); the founding
- * voters (every node of NODE_URLS) when it has none yet. */
+/* The configuration the engine keeps (LKVNET_CONF_KEY), its members'
+ * URLs learned; the founding voters (every node of NODE_URLS) when it has
+ * none yet, and none for a node that joins (--join). */
 static int load_conf(lkvnet_server *s, lkv_err *err) {
   size_t i;
+  lkvnet_keptconf k;
+  lkv_err e;
   int rc = lkv_db_get(s->db, LKVNET_CONF_KEY, sizeof LKVNET_CONF_KEY - 1,
                       LKV_SEQ_LATEST, &s->getbuf, err);
   memset(&s->conf, 0, sizeof s->conf);
   if (rc == LKV_NOTFOUND) {
-    for (i = 0; i < s->nnodes && i < LKVNET_RAFT_MAX_MEMBERS; i++)
+    for (i = 0; !s->joining && i < s->nnodes && i < LKVNET_RAFT_MAX_MEMBERS;
+         i++)
       s->conf.voters[s->conf.n_voters++] = s->node_ids[i];
     return LKV_OK;
   }
   if (rc != LKV_OK) return rc;
-  {
-    const unsigned char *b = (const unsigned char *)s->getbuf.data;
-    size_t n = s->getbuf.len, nv, nl;
-    if (n < 2 || (nv = b[0]) + (nl = b[1]) > LKVNET_RAFT_MAX_MEMBERS ||
-        n != 2 + 8 * (nv + nl))
-      return lkv_seterr(err, LKV_CORRUPTION,
-                        "%s/db: the kept configuration is %zu bytes",
-                        s->data_dir, n);
-    for (i = 0; i < nv; i++) s->conf.voters[i] = lkv_get64(b + 2 + 8 * i);
-    for (i = 0; i < nl; i++)
-      s->conf.learners[i] = lkv_get64(b + 2 + 8 * (nv + i));
-    s->conf.n_voters = nv;
-    s->conf.n_learners = nl;
-  }
+  if ((rc = lkvnet_keptconf_decode((const unsigned char *)s->getbuf.data,
+                                   s->getbuf.len, &k, &e)) != LKV_OK)
+    return lkv_seterr(err, rc, "%s/db: %s", s->data_dir, e.msg);
+  s->conf = k.conf;
+  for (i = 0; i < k.conf.n_voters + k.conf.n_learners; i++)
+    if (k.urls[i][0] != '\0') (void)lkvnet_node_peer_learn(s, k.urls[i]);
   return LKV_OK;
 }
 
@@ -75,9 +72,10 @@ int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err) {
     s->term = rs.last_term;
     s->vote = 0;
   }
-  if ((rc = load_conf(s, err)) != LKV_OK) return rc;
   if ((rc = lkvnet_node_peers_open(s, err)) != LKV_OK) return rc;
+  if ((rc = load_conf(s, err)) != LKV_OK) return rc;
   if ((rc = lkvnet_node_raft_new(s, err)) != LKV_OK) return rc;
+  lkvnet_node_peers_sync(s);
   /* a node alone needs nobody's vote: lead at once, after a restart too */
   if (s->conf.n_voters == 1 && s->conf.voters[0] == s->id && !s->needs_snapshot)
     lkvnet_raft_campaign(s->raft);
@@ -91,12 +89,7 @@ int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err) {
 ** ======================================================================= */
 
 static const char *url_of(lkvnet_server *s, uint64_t id) {
-  size_t i;
-  if (id == LKVNET_RAFT_NONE) return NULL;
-  if (id == s->id) return s->my_url;
-  for (i = 0; i < s->nnodes; i++)
-    if (s->node_ids[i] == id) return s->nodes[i];
-  return NULL;
+  return lkvnet_node_url_of(s, id);
 }
 
 /* The followers' progress is the leader's view: a node that stops
@@ -246,6 +239,13 @@ static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
     e.index = re->index;
     if (re->type == LKVNET_RAFT_ENTRY_NOOP) {
       e.op = LKVNET_OP_NOOP;
+    } else if (re->type == LKVNET_RAFT_ENTRY_CONF) {
+      /* the core's payload as it is; the member it adds is where its
+       * context says (this node may have to send to it from now on) */
+      e.op = LKVNET_OP_CONF;
+      e.val = (const char *)re->data;
+      e.vlen = re->len;
+      lkvnet_node_learn_conf_entry(s, re->data, re->len);
     } else if (re->type != LKVNET_RAFT_ENTRY_NORMAL ||
                lkvnet_node_cmd_decode(re->data, re->len, &e.op, &e.key, &e.klen,
                                       &e.val, &e.vlen) != 0) {
@@ -387,6 +387,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
                                      &s->install_conf, 0);
   }
   lkvnet_node_serve_waiters(s);
+  lkvnet_node_peers_sync(s);
   if (s->leader) {
     /* the followers' progress, for log compaction and /status */
     lkvnet_raft_status st;

@@ -4,8 +4,8 @@
  * voters. A NORMAL entry's data is the client's command (apply.c's
  * lkvnet_node_cmd_*): in the log it is a frame of op set or delete with
  * the key and value, so the log's format is unchanged; a NOOP is a frame
- * of op noop. Runs on the event loop's thread; the node's state is
- * node.h. */
+ * of op noop, a CONF a frame of op conf with the core's payload. Runs on the
+ * event loop's thread; the node's state is node.h. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -61,6 +61,16 @@ static int to_raft(lkvnet_server *s, const lkvnet_entry *le,
   e->len = 0;
   if (le->op == LKVNET_OP_NOOP) {
     e->type = LKVNET_RAFT_ENTRY_NOOP;
+    return 0;
+  }
+  if (le->op == LKVNET_OP_CONF) {
+    /* the core's own payload; read at open too (the core looks for the
+     * configuration in the log), which is when the URL of a member added
+     * after the engine's kept configuration is learned */
+    e->type = LKVNET_RAFT_ENTRY_CONF;
+    e->data = (const unsigned char *)le->val;
+    e->len = le->vlen;
+    lkvnet_node_learn_conf_entry(s, e->data, e->len);
     return 0;
   }
   e->type = LKVNET_RAFT_ENTRY_NORMAL;
@@ -150,7 +160,9 @@ int lkvnet_node_raft_new(lkvnet_server *s, lkv_err *err) {
   c.applied = s->needs_snapshot ? base : s->applied_index;
   if (c.applied < base) c.applied = base;
   c.hs.commit = c.applied;
-  for (i = 0; i < s->nnodes && i < LKVNET_RAFT_MAX_MEMBERS; i++)
+  /* a node that joins has no founding voters: it learns its
+   * configuration from the leader's log or snapshot */
+  for (i = 0; !s->joining && i < s->nnodes && i < LKVNET_RAFT_MAX_MEMBERS; i++)
     c.bootstrap.voters[c.bootstrap.n_voters++] = s->node_ids[i];
   if (s->nnodes > LKVNET_RAFT_MAX_MEMBERS)
     return lkv_seterr(err, LKV_INVALID, "%zu nodes; Raft takes at most %d",

@@ -52,34 +52,6 @@
 ** Peers
 ** ======================================================================= */
 
-int lkvnet_node_peers_open(lkvnet_server *s, lkv_err *err) {
-  size_t i;
-  if ((s->peers = calloc(s->nnodes ? s->nnodes : 1, sizeof *s->peers)) == NULL)
-    return lkv_seterr(err, LKV_NOMEM, "peers");
-  for (i = 0; i < s->nnodes; i++) {
-    lkvnet_peer *p = &s->peers[s->npeers];
-    if (s->node_ids[i] == s->id) continue;
-    if ((p->url = strdup(s->nodes[i])) == NULL)
-      return lkv_seterr(err, LKV_NOMEM, "peers");
-    s->npeers++;
-    p->s = s;
-    p->id = s->node_ids[i];
-    if ((p->conn = lkvnet_node_connect_url(s, p->url, &p->hostport, err)) ==
-        NULL)
-      return err ? err->code : LKV_INVALID;
-    /* a silent peer is unreachable after this, not after TCP's minutes */
-    evhttp_connection_set_timeout(p->conn, 2);
-  }
-  return LKV_OK;
-}
-
-lkvnet_peer *lkvnet_node_peer_by_id(lkvnet_server *s, uint64_t id) {
-  size_t i;
-  for (i = 0; i < s->npeers; i++)
-    if (s->peers[i].id == id) return &s->peers[i];
-  return NULL;
-}
-
 static void peer_log_state(lkvnet_server *s, lkvnet_peer *p, int state,
                            const char *why) {
   if (p->state == state) return;
@@ -99,6 +71,7 @@ static struct evhttp_request *peer_request(lkvnet_server *s, lkvnet_peer *p,
   h = evhttp_request_get_output_headers(r);
   evhttp_add_header(h, "Host", p->hostport);
   evhttp_add_header(h, "Content-Type", "application/octet-stream");
+  evhttp_add_header(h, LKVNET_FROM_HEADER, s->my_url);
   if (s->token != NULL) evhttp_add_header(h, LKVNET_TOKEN_HEADER, s->token);
   return r;
 }
@@ -160,6 +133,9 @@ static void on_raft_reply(struct evhttp_request *r, void *arg) {
   if (p->inflight > 0) p->inflight--;
   if (code == 200) {
     lkvnet_outbox *b;
+    const char *nm = evhttp_find_header(evhttp_request_get_input_headers(r),
+                                        LKVNET_NOT_MEMBER_HEADER);
+    if (nm != NULL) lkvnet_node_told_not_member(s, p, nm);
     p->last_contact = lkvnet_node_now();
     peer_log_state(s, p, LKVNET_PEER_UP, NULL);
     while ((b = p->pend) != NULL && b->len == 0) { /* left by a failed grow */
@@ -210,6 +186,17 @@ static void post_raft(lkvnet_server *s, lkvnet_peer *p, unsigned char *body,
     p->inflight--; /* no callback will come (libevent 2.1) */
     evhttp_request_free(r);
     p->dropped++;
+  }
+}
+
+void lkvnet_node_probe(lkvnet_server *s, lkvnet_peer *p) {
+  struct evhttp_request *r;
+  if (p->inflight > 0 || (r = peer_request(s, p, on_raft_reply)) == NULL)
+    return;
+  p->inflight++;
+  if (evhttp_make_request(p->conn, r, EVHTTP_REQ_POST, "/raft") != 0) {
+    p->inflight--; /* no callback will come (libevent 2.1) */
+    evhttp_request_free(r);
   }
 }
 
@@ -421,7 +408,7 @@ static void snapshot_start(lkvnet_server *s, lkvnet_peer *p) {
 static void snapshot_send(lkvnet_server *s, lkvnet_peer *p) {
   struct evhttp_request *r;
   struct evbuffer *out;
-  char uri[1024], conf[700];
+  char uri[1024], conf[700], urls[LKVNET_RAFT_MAX_MEMBERS * 202];
   lkv_err err;
   size_t bytes = 0;
   lkvnet_entry e;
@@ -467,6 +454,10 @@ static void snapshot_send(lkvnet_server *s, lkvnet_peer *p) {
            (unsigned long long)s->term, (unsigned long long)s->id,
            (unsigned long long)p->snap_index, (unsigned long long)p->snap_term,
            (unsigned long long)p->snap_sent, p->snap_done, conf);
+  /* every member's URL, so the follower keeps them with the snapshot */
+  if (lkvnet_node_members_list(s, &p->snap_conf, urls, sizeof urls) > 0)
+    evhttp_add_header(evhttp_request_get_output_headers(r),
+                      LKVNET_MEMBERS_HEADER, urls);
   p->snap_inflight = 1;
   if (evhttp_make_request(p->snap_conn, r, EVHTTP_REQ_POST, uri) != 0) {
     evhttp_request_free(r); /* no callback will come (libevent 2.1) */

@@ -310,6 +310,8 @@ static const struct {
     {"/snapshot", LKVNET_ROUTE_SNAPSHOT, EVHTTP_REQ_POST},
     {"/sync", LKVNET_ROUTE_SYNC, EVHTTP_REQ_GET},
     {"/transfer_leader", LKVNET_ROUTE_TRANSFER, EVHTTP_REQ_POST},
+    {"/add_node", LKVNET_ROUTE_ADD_NODE, EVHTTP_REQ_POST},
+    {"/remove_node", LKVNET_ROUTE_REMOVE_NODE, EVHTTP_REQ_POST},
 };
 
 void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
@@ -378,13 +380,27 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
       route == LKVNET_ROUTE_SYNC) {
     if (!lkvnet_node_authorized(s, req, route, start)) return;
   } else {
+    int members =
+        route == LKVNET_ROUTE_ADD_NODE || route == LKVNET_ROUTE_REMOVE_NODE;
     int write = route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
-                route == LKVNET_ROUTE_TRANSFER ||
+                route == LKVNET_ROUTE_TRANSFER || members ||
                 (route == LKVNET_ROUTE_KV && cmd != EVHTTP_REQ_GET);
     int consistent = !write &&
                      (route == LKVNET_ROUTE_GET || route == LKVNET_ROUTE_SCAN ||
                       route == LKVNET_ROUTE_KV) &&
                      query_flag(query, "consistent");
+    /* a membership change is the cluster's own business: the token */
+    if (members && !lkvnet_node_authorized(s, req, route, start)) return;
+    if (!write && !consistent &&
+        (route == LKVNET_ROUTE_GET || route == LKVNET_ROUTE_SCAN ||
+         route == LKVNET_ROUTE_KV) &&
+        !lkvnet_node_is_member(s)) {
+      /* its store is nobody's: empty, or left behind when it was removed */
+      lkvnet_node_reply_error(s, req, route, start, 503,
+                              "not a member of the cluster: this node's "
+                              "data is not kept up to date");
+      return;
+    }
     if ((write || consistent) && !s->leader) {
       /* to the leader; 503 when none is known, or when this request was
        * forwarded here already */
@@ -401,6 +417,10 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
     case LKVNET_ROUTE_SET:
     case LKVNET_ROUTE_DELETE: route_write_json(s, req, route, start); break;
     case LKVNET_ROUTE_TRANSFER: route_transfer(s, req, start); break;
+    case LKVNET_ROUTE_ADD_NODE:
+    case LKVNET_ROUTE_REMOVE_NODE:
+      lkvnet_node_route_members(s, req, route, start);
+      break;
     case LKVNET_ROUTE_GET: route_get(s, req, query, start); break;
     case LKVNET_ROUTE_RAFT: lkvnet_node_route_raft(s, req, start); break;
     case LKVNET_ROUTE_SNAPSHOT:

@@ -75,7 +75,10 @@ static void on_raft_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_server *s = arg;
   (void)fd;
   (void)what;
-  if (!s->log_failed) lkvnet_raft_tick(s->raft);
+  /* a node a leader does not count as a member takes no part: it never
+   * times out into an election (it still answers a leader, which clears
+   * that) */
+  if (!s->log_failed && !s->not_member) lkvnet_raft_tick(s->raft);
   if (s->hinted && !s->log_failed) {
     /* LEADER_URL's node on a fresh cluster (term 0: no election has
      * ever been won or even begun): campaign at every tick until the
@@ -138,6 +141,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   lkvnet_node_transfer_poll(s);
   lkvnet_node_parked_poll(s);
   lkvnet_node_forward_poll(s);
+  lkvnet_node_members_poll(s);
   drain_step(s);
 }
 
@@ -461,8 +465,11 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     rc = lkv_seterr(&e, LKV_NOMEM, "events");
     goto fail;
   }
+  s->joining = o->join_url != NULL;
+  if (s->joining && (rc = lkvnet_node_join_open(s, o->join_url, &e)) != LKV_OK)
+    goto fail;
   if ((rc = lkvnet_node_raft_open(s, &e)) != LKV_OK) goto fail;
-  s->hinted = strcmp(s->hint_url, s->my_url) == 0;
+  s->hinted = !s->joining && strcmp(s->hint_url, s->my_url) == 0;
   /* what the log holds past the engine and is known committed (a node
    * alone: all of it, once durable) applies as the core releases it */
   lkvnet_node_raft_durable(s);
@@ -517,15 +524,18 @@ int lkvnet_server_run(lkvnet_server *s, lkv_err *err) {
       lkvnet_node_conns_start(s) != 0) {
     rc = lkv_seterr(err, LKV_IOERROR, "cannot register the loop's events");
   } else {
-    lkvnet_node_log(
-        s,
-        "listening on %s:%d as %s (%zu node(s); term %llu; "
-        "heartbeat %d ms, election timeout %d ms%s)",
-        s->host, s->port, s->my_url, s->nnodes, (unsigned long long)s->term,
-        s->heartbeat_ms, s->election_ms,
-        strcmp(s->hint_url, s->my_url) == 0 ? "; the hinted leader" : "");
+    lkvnet_node_log(s,
+                    "listening on %s:%d as %s (%zu node(s); term %llu; "
+                    "heartbeat %d ms, election timeout %d ms%s)",
+                    s->host, s->port, s->my_url, s->nnodes,
+                    (unsigned long long)s->term, s->heartbeat_ms,
+                    s->election_ms, s->hinted ? "; the hinted leader" : "");
     if (event_base_dispatch(s->base) < 0)
       rc = lkv_seterr(err, LKV_IOERROR, "the event loop failed");
+    else if (s->join_err.code != LKV_OK) {
+      rc = s->join_err.code;
+      if (err) *err = s->join_err;
+    }
   }
   /* the signal events restore the previous handlers when freed */
   if (s->sigterm_ev) event_free(s->sigterm_ev);
@@ -545,6 +555,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   /* answer anything still waiting (a loop that failed, not a drain) */
   for (p = s->head; p != NULL; p = p->next)
     lkvnet_node_held_error(&p->h, 503, "the node is shutting down");
+  lkvnet_node_held_error(&s->conf_h, 503, "the node is shutting down");
   while ((w = s->waiters) != NULL) {
     lkvnet_node_held_error(&w->h, 503, "the node is shutting down");
     s->waiters = w->next;
@@ -569,6 +580,9 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   free(s->peers);
   for (i = 0; i < s->nfwd; i++)
     if (s->fwd[i]) evhttp_connection_free(s->fwd[i]);
+  if (s->join_conn) evhttp_connection_free(s->join_conn);
+  free(s->join_url);
+  free(s->join_hostport);
   free(s->token);
   free(s->test_gate);
   /* evhttp_free frees the listener first, then closes the connections,

@@ -13,6 +13,14 @@
 --                      also a node restarted by hand on a recorded URL
 --                      (found by its data dir); D/cluster.json is removed
 --                      only when no recorded URL answers any more
+--   add [--dir D] [--port P] [--token T]
+--                      start one more node (`lunakv node P D/nodeK --join
+--                      URL` of a recorded member that answers), wait until
+--                      the leader has made it a voter, record it
+--   remove URL [--dir D] [--token T]
+--                      POST /remove_node for URL to a recorded member;
+--                      once it is out, stop URL's process if it is a
+--                      recorded node, and drop it from the record
 --
 -- Processes are started with core.spawn (fork + exec, their own session,
 -- output appended to the log) and watched with core.pid_alive / core.kill:
@@ -627,6 +635,146 @@ function M.down(args)
       #answering == 1 and "it" or "them", args.dir or "cluster")
   end
   os.remove(path)
+  return true
+end
+
+-- }======================================================================
+
+-- {======================================================================
+-- add and remove (POST /add_node, POST /remove_node: docs/http_api.md)
+-- =======================================================================
+
+-- POST url/route {"node_url": node_url} with the token (when given):
+-- status and the decoded answer, or nil and why.
+local function post_member(url, route, node_url, token, timeout_ms)
+  local cjson = require "cjson"
+  local hdrs = { ["Content-Type"] = "application/json" }
+  if token then hdrs["X-Lunakv-Token"] = token end
+  local ok, status, body = pcall(core().http_request, "POST", url .. route,
+    cjson.encode { node_url = node_url }, hdrs, timeout_ms or 15000)
+  if not ok then return nil, tostring(status) end
+  local dok, doc = pcall(cjson.decode, body)
+  return status, dok and type(doc) == "table" and doc or { error = body }
+end
+
+-- The first recorded node (not except) that answers /status, or nil.
+local function live_member(rec, except)
+  for _, node in ipairs(rec.nodes) do
+    if node.url ~= except and get_json(node.url, "/status", 1000) then
+      return node
+    end
+  end
+end
+
+local function token_of(args)
+  local t = args.token or os.getenv("CLUSTER_TOKEN")
+  if t == "" then t = nil end
+  return t
+end
+
+-- `cluster add`: true, or nil and a message.
+function M.add(args)
+  local dir = absolute(args.dir or "cluster")
+  local rec, path = load_record(dir)
+  if not rec then return no_record(path) end
+  local via = live_member(rec)
+  if not via then return nil, "no recorded node answers: nothing to join" end
+  local port, k = args.port, #rec.nodes
+  if not port then
+    port = 0
+    for _, n in ipairs(rec.nodes) do
+      if n.port >= port then port = n.port + 1 end
+    end
+  end
+  local name = "node" .. k
+  local taken = function(nm)
+    for _, n in ipairs(rec.nodes) do
+      if n.name == nm then return true end
+    end
+  end
+  while taken(name) do k = k + 1; name = "node" .. k end
+  if port_in_use(port) then
+    return nil, "port " .. port .. " is already in use (say --port)"
+  end
+  local node = { name = name, port = port, url = "http://127.0.0.1:" .. port,
+    dir = dir .. "/" .. name, log = dir .. "/" .. name .. ".log" }
+  local interp, bin = self_command()
+  local argv = { interp, bin, "node", tostring(port), node.dir, "--join",
+    via.url }
+  local f = io.open(node.log, "ab")
+  if f then
+    f:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " lunakv cluster: starting ",
+      name, " (", node.url, ") to join ", via.url, "\n")
+    node.log_from = f:seek("end")
+    f:close()
+  end
+  -- the node asks with the token it reads itself (CLUSTER_TOKEN)
+  local sok, pid = pcall(core().spawn, argv, node.log,
+    args.token and { CLUSTER_TOKEN = args.token } or nil)
+  if not sok then return nil, tostring(pid) end
+  node.pid = pid
+  rec.nodes[#rec.nodes + 1] = node
+  local c = core()
+  local deadline = c.clock() + (args.timeout or 60)
+  local why = "not a member yet"
+  while true do
+    if not c.pid_alive(pid) then
+      local t = tail(node.log, LOG_TAIL_LINES)
+      return nil, string.format("%s exited before it joined:\n%s", node.url, t)
+    end
+    local st = get_json(node.url, "/status", 1000)
+    local leader = st and type(st.leader) == "string" and st.leader
+    local lst = leader and get_json(leader, "/status", 1000)
+    if lst and type(lst.voters) == "table" then
+      for _, v in ipairs(lst.voters) do
+        if v == node.url then
+          write_file(path, require("cjson").encode(rec))
+          io.stdout:write(string.format("%s joined the cluster as a voter "
+            .. "(pid %d, log %s)\n", node.url, pid, node.log))
+          return true
+        end
+      end
+      why = "not a voter yet"
+    end
+    if c.clock() > deadline then
+      -- recorded all the same: it runs, and `down` must stop it
+      write_file(path, require("cjson").encode(rec))
+      return nil, string.format("%s did not become a voter within %g s (%s); "
+        .. "it still runs (pid %d), see %s", node.url, args.timeout or 60, why,
+        pid, node.log)
+    end
+    c.sleep(0.1)
+  end
+end
+
+-- `cluster remove URL`: true, or nil and a message.
+function M.remove(args)
+  local dir = absolute(args.dir or "cluster")
+  local rec, path = load_record(dir)
+  if not rec then return no_record(path) end
+  local url = args.url:gsub("/+$", "")
+  local via = live_member(rec, url) or live_member(rec)
+  if not via then return nil, "no recorded node answers" end
+  local status, doc = post_member(via.url, "/remove_node", url,
+    token_of(args))
+  if not status then return nil, doc end
+  if status ~= 200 then
+    return nil, string.format("%s refused (HTTP %d): %s", via.url, status,
+      tostring(doc.error))
+  end
+  io.stdout:write(string.format("removed %s at index %s; voters: %s\n", url,
+    tostring(math.tointeger(doc.index) or doc.index),
+    table.concat(doc.voters or {}, ", ")))
+  for i, node in ipairs(rec.nodes) do
+    if node.url == url then
+      stop_all({ node }, DOWN_GRACE)
+      table.remove(rec.nodes, i)
+      write_file(path, require("cjson").encode(rec))
+      io.stdout:write(string.format("stopped %s (its data stays in %s)\n",
+        node.name, node.dir))
+      break
+    end
+  end
   return true
 end
 

@@ -1,6 +1,7 @@
 -- lunakv.node - `lunakv node PORT DATA_DIR LEADER_URL NODE_URLS`: one HTTP
 -- node (the C server in c/net/, through core.serve) with the seed's
--- positional arguments. This file turns the arguments into the server's
+-- positional arguments; or `lunakv node PORT DATA_DIR --join URL`, a new
+-- node that asks a running cluster to add it. This file turns the arguments into the server's
 -- options: which URL of NODE_URLS is this node's (the one with PORT), the
 -- address to listen on (that URL's host; loopback unless --host says
 -- otherwise) and whether this node leads. The server logs one line per
@@ -59,12 +60,38 @@ local PASSED_THROUGH = {
 -- ELECTION_TIMEOUT_MS in .env or the environment), else the default.
 local TIMING = { "heartbeat_ms", "election_timeout_ms" }
 
+-- --join URL: this node's URL is http://HOST:PORT (HOST: --host, unless
+-- it listens on every interface, else 127.0.0.1); it has no NODE_URLS.
+local function join_options(args, port)
+  if args.leader_url or args.node_urls then
+    return nil, "--join takes no LEADER_URL or NODE_URLS: the new node "
+      .. "learns the cluster from the node it asks"
+  end
+  local j, why = parse_url(args.join)
+  if not j then return nil, "--join '" .. args.join .. "': " .. why end
+  local host = args.host or "127.0.0.1"
+  local url_host = host
+  if host == "0.0.0.0" or host == "::" or host == "localhost" then
+    url_host = "127.0.0.1"
+  end
+  if url_host:find(":", 1, true) then url_host = "[" .. url_host .. "]" end
+  local opts = { host = host, port = port, join_url = j.url,
+                 my_url = port ~= 0 and ("http://" .. url_host:lower() .. ":"
+                   .. port) or nil }
+  for _, k in ipairs(PASSED_THROUGH) do opts[k] = args[k] end
+  return opts
+end
+
 -- Work out the server options from the arguments. Returns opts or nil, msg.
 function M.options(args)
   local port = tonumber(args.port)
   if not port or port ~= math.floor(port) or port < 0 or port > 65535 then
     return nil, "PORT must be an integer from 0 to 65535, got '"
       .. tostring(args.port) .. "'"
+  end
+  if args.join then return join_options(args, port) end
+  if not args.leader_url or not args.node_urls then
+    return nil, "expected LEADER_URL and NODE_URLS (or --join URL)"
   end
   local leader, why = parse_url(args.leader_url)
   if not leader then
@@ -143,8 +170,10 @@ function M.main(args, settings)
     -- cannot know that port, so the node runs alone and leads
     opts.my_url, opts.leader_url, opts.nodes = nil, nil, nil
   end
-  log("starting: data dir %s, %s, leader %s", args.data_dir,
-    opts.my_url or ("port " .. opts.port), opts.leader_url or "(this node)")
+  log("starting: data dir %s, %s, %s", args.data_dir,
+    opts.my_url or ("port " .. opts.port), opts.join_url
+      and ("joining the cluster of " .. opts.join_url)
+      or ("leader " .. (opts.leader_url or "(this node)")))
   require("lunakv.core").serve(args.data_dir, opts)
   log("stopped cleanly")
   return true

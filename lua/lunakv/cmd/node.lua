@@ -1,18 +1,23 @@
--- lunakv.cmd.node - `lunakv node PORT DATA_DIR LEADER_URL NODE_URLS`: the
--- seed's positional arguments and the server's flags, checked where they
--- are parsed; lunakv.node turns them into the server's options and runs it.
+-- lunakv.cmd.node - `lunakv node PORT DATA_DIR LEADER_URL NODE_URLS` (or
+-- `lunakv node PORT DATA_DIR --join URL`): the seed's positional arguments
+-- and the server's flags, checked where they are parsed; lunakv.node turns
+-- them into the server's options and runs it.
 
 local config = require("lunakv.config")
 
 local M = {}
 
 M.summary = "Run an HTTP node: lunakv node PORT DATA_DIR LEADER_URL "
-  .. "NODE_URLS."
+  .. "NODE_URLS (or --join URL)."
 M.description = "Run an HTTP node (the seed's arguments) until SIGTERM or "
   .. "SIGINT. The nodes of\nNODE_URLS elect a leader (Raft); LEADER_URL is a "
-  .. "hint: on a fresh cluster that\nnode campaigns first. Routes are in "
-  .. "docs/http_api.md. Example:\n  lunakv node 8000 data/node0 "
-  .. "http://localhost:8000 http://localhost:8000"
+  .. "hint: on a fresh cluster that\nnode campaigns first. With --join URL "
+  .. "instead, a new node asks the running\ncluster at URL (any member) to "
+  .. "add it: it joins as a learner, catches up,\nand the leader makes it a "
+  .. "voter. Routes are in docs/http_api.md. Examples:\n"
+  .. "  lunakv node 8000 data/node0 http://localhost:8000 "
+  .. "http://localhost:8000\n"
+  .. "  lunakv node 8003 data/node3 --join http://localhost:8000"
 
 -- The engine's settings come from the settings layers, as for a shell.
 M.settings = true
@@ -72,11 +77,17 @@ function M.add_to_parser(p)
     :argname("<data_dir>")
   p:argument("leader_url", "A hint: the node that campaigns first on a "
     .. "fresh cluster (e.g. http://localhost:8000); afterwards the nodes "
-    .. "elect whoever is fit.")
-    :argname("<leader_url>")
+    .. "elect whoever is fit. Not with --join.")
+    :argname("<leader_url>"):args("?")
   p:argument("node_urls", "Every node's URL, comma-separated (this node's "
-    .. "is the one with PORT).")
-    :argname("<node_urls>")
+    .. "is the one with PORT). Not with --join.")
+    :argname("<node_urls>"):args("?")
+  p:option("--join", "Join the running cluster that the node at this URL "
+    .. "is a member of (POST /add_node, retried for up to "
+    .. "60 s): the new node starts with no configuration of its own, "
+    .. "catches up as a learner, and becomes a voter once caught up. A "
+    .. "restart with --join of a node that is a member asks nothing.")
+    :argname("<url>")
   p:option("--host", "Listen on this address instead of the host of this "
     .. "node's URL (0.0.0.0 listens on every interface).")
     :argname("<addr>")

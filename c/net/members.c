@@ -1,0 +1,323 @@
+/* members.c - membership changes as the node does them (docs/replication.md,
+ * "Membership"; docs/http_api.md): POST /add_node and POST /remove_node
+ * on the leader (single-server changes through the log: the core's
+ * lkvnet_raft_propose_conf), a new node's promotion from learner to voter
+ * once it is caught up, --join (a new node asking a member to add it),
+ * and the probe by which a member that hears no leader learns whether it
+ * still is one. Runs on the event loop's thread; the node's state is
+ * node.h. */
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "json.h"
+#include "memberconf.h"
+#include "node.h"
+
+/* {======================================================================
+** POST /add_node, POST /remove_node
+** ======================================================================= */
+
+/* A CONF entry's context: the URL of the node it is about, then every
+ * member's (peers.c), so whoever reads it knows them all. */
+#define CTX_MAX ((LKVNET_RAFT_MAX_MEMBERS + 1) * (LKVNET_URL_MAX + 1) + 1)
+
+/* node_url of the body, normalised into url; 0, or -1 once answered 400. */
+static int body_url(lkvnet_server *s, struct evhttp_request *req, int route,
+                    double start, char *url) {
+  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+  size_t n = evbuffer_get_length(in);
+  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+  lkvnet_json_object o;
+  const lkvnet_json_member *m;
+  char jerr[LKVNET_JSON_ERR_LEN], why[120];
+  int rc = -1;
+  memset(&o, 0, sizeof o);
+  if (body == NULL)
+    lkvnet_node_reply_error(s, req, route, start, 500,
+                            "out of memory reading the body");
+  else if (lkvnet_json_parse_object(body, n, &o, jerr) != 0)
+    lkvnet_node_reply_error(s, req, route, start, 400, "malformed JSON: %s",
+                            jerr);
+  else if ((m = lkvnet_json_get(&o, "node_url")) == NULL)
+    lkvnet_node_reply_error(s, req, route, start, 400,
+                            "missing member \"node_url\"");
+  else if (m->type != LKVNET_JSON_STRING)
+    lkvnet_node_reply_error(s, req, route, start, 400,
+                            "member \"node_url\" must be a string, not %s",
+                            lkvnet_json_type_name(m->type));
+  else if (memchr(m->str, '\0', m->len) != NULL ||
+           lkvnet_url_normalize(m->str, m->len, url, why, sizeof why) != 0)
+    lkvnet_node_reply_error(s, req, route, start, 400, "node_url: %s",
+                            memchr(m->str, '\0', m->len) ? "a zero byte" : why);
+  else
+    rc = 0;
+  lkvnet_json_free(&o);
+  return rc;
+}
+
+void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
+                               int route, double start) {
+  char url[LKVNET_URL_MAX + 1], ctx[CTX_MAX];
+  lkvnet_raft_status st;
+  uint64_t id, index, term;
+  size_t n;
+  int add = route == LKVNET_ROUTE_ADD_NODE, voter, learner, rc;
+  lkv_err err;
+  if (body_url(s, req, route, start, url) != 0) return;
+  if (s->draining) {
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "the node is shutting down");
+    return;
+  }
+  if (s->log_failed) {
+    lkvnet_node_reply_no_leader(s, req, route, start);
+    return;
+  }
+  lkvnet_raft_status_get(s->raft, &st);
+  if (st.role != LKVNET_RAFT_LEADER) {
+    lkvnet_node_reply_no_leader(s, req, route, start);
+    return;
+  }
+  id = lkvnet_node_id_of(url);
+  voter = lkvnet_raft_conf_is_voter(&st.conf, id);
+  learner = lkvnet_raft_conf_is_learner(&st.conf, id);
+  /* what the request itself gets wrong (400) before what the cluster's
+   * state refuses now (409) */
+  if (!add && !voter && !learner) {
+    lkvnet_node_reply_error(s, req, route, start, 400,
+                            "%s is not a member of this cluster", url);
+    return;
+  }
+  if (add && (voter || learner)) {
+    lkvnet_node_reply_error(s, req, route, start, 409,
+                            "%s is already a member (a %s)", url,
+                            voter ? "voter" : "learner");
+    return;
+  }
+  if (!add && voter && st.conf.n_voters == 1) {
+    lkvnet_node_reply_error(s, req, route, start, 409,
+                            "%s is the last voter: a cluster needs one", url);
+    return;
+  }
+  if (add && st.conf.n_voters + st.conf.n_learners >= LKVNET_RAFT_MAX_MEMBERS) {
+    lkvnet_node_reply_error(s, req, route, start, 409,
+                            "the cluster has %d members already, the most it "
+                            "can have",
+                            LKVNET_RAFT_MAX_MEMBERS);
+    return;
+  }
+  if (st.pending_conf_index != 0 || s->conf_index != 0) {
+    lkvnet_node_reply_error(
+        s, req, route, start, 409,
+        "a configuration change is pending (index %llu); "
+        "one change at a time: retry once it is done",
+        (unsigned long long)(st.pending_conf_index ? st.pending_conf_index
+                                                   : s->conf_index));
+    return;
+  }
+  if (st.transferee != LKVNET_RAFT_NONE) {
+    lkvnet_node_reply_error(s, req, route, start, 409,
+                            "a leadership transfer is under way; retry");
+    return;
+  }
+  /* the leader sends to the new member as soon as the entry is appended:
+   * it needs the URL first */
+  if (add && lkvnet_node_peer_learn(s, url) == NULL) {
+    lkvnet_node_reply_error(s, req, route, start, 503,
+                            "no room to keep %s's connection", url);
+    return;
+  }
+  err.msg[0] = '\0';
+  n = lkvnet_node_conf_ctx(s, url, &st.conf, ctx, sizeof ctx);
+  rc = lkvnet_raft_propose_conf(
+      s->raft, add ? LKVNET_RAFT_CONF_ADD_LEARNER : LKVNET_RAFT_CONF_REMOVE, id,
+      ctx, n, &index, &term, &err);
+  if (rc != LKV_OK) {
+    /* LKV_BUSY: this term's first entry is not committed yet (a new
+     * leader), or the core stopped leading meanwhile */
+    lkvnet_node_reply_error(s, req, route, start,
+                            rc == LKV_BUSY      ? 409
+                            : rc == LKV_INVALID ? 400
+                                                : 500,
+                            "cannot change the configuration now: %s; retry",
+                            err.msg);
+    return;
+  }
+  s->conf_index = index;
+  s->conf_term = term;
+  lkvnet_node_hold(s, &s->conf_h, req, route, start,
+                   start + s->write_timeout_ms / 1000.0);
+  lkvnet_node_log(s, "configuration change at index %llu: %s %s%s",
+                  (unsigned long long)index, add ? "adding" : "removing", url,
+                  add ? " as a learner" : "");
+  lkvnet_node_wake(s);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** Promotion, probes, --join: every 50 ms
+** ======================================================================= */
+
+/* On the leader: a learner whose match is within LKVNET_PROMOTE_MAX_LAG
+ * entries of the leader's last index, that is being replicated to (not
+ * probed, not waiting for a snapshot) and answered within an election
+ * timeout, becomes a voter; one change at a time. */
+static void promote(lkvnet_server *s, const lkvnet_raft_status *st) {
+  size_t i;
+  for (i = 0; i < st->n_progress; i++) {
+    const lkvnet_raft_progress *p = &st->progress[i];
+    const char *url;
+    char ctx[CTX_MAX];
+    uint64_t index, term;
+    lkv_err err;
+    if (p->voter || !lkvnet_raft_conf_is_learner(&st->conf, p->id) ||
+        p->state != LKVNET_RAFT_REPLICATE || !p->recent_active ||
+        p->match == 0 || p->match + LKVNET_PROMOTE_MAX_LAG < st->last_index)
+      continue;
+    url = lkvnet_node_url_of(s, p->id);
+    err.msg[0] = '\0';
+    if (lkvnet_raft_propose_conf(
+            s->raft, LKVNET_RAFT_CONF_ADD_VOTER, p->id, ctx,
+            lkvnet_node_conf_ctx(s, url, &st->conf, ctx, sizeof ctx), &index,
+            &term, &err) != LKV_OK)
+      return; /* busy (a new term's first entry): the next poll retries */
+    lkvnet_node_log(s,
+                    "configuration change at index %llu: promoting %s to "
+                    "voter (match %llu of %llu)",
+                    (unsigned long long)index, url ? url : "?",
+                    (unsigned long long)p->match,
+                    (unsigned long long)st->last_index);
+    lkvnet_node_wake(s);
+    return;
+  }
+}
+
+/* A member by its own configuration that has heard no leader for two
+ * election timeouts asks the others (an empty POST /raft) once per
+ * election timeout: a leader that no longer counts it (it was removed
+ * while away, or never added) says so, and it stops taking part. */
+static void probe(lkvnet_server *s, const lkvnet_raft_status *st, double now) {
+  double et = s->election_ms / 1000.0;
+  size_t i;
+  if (s->leader || s->not_member || !(st->voter || st->learner)) return;
+  if (s->leader_heard == 0) s->leader_heard = now;
+  if (now - s->leader_heard < 2 * et || now < s->probe_at) return;
+  s->probe_at = now + et;
+  for (i = 0; i < s->npeers; i++)
+    if (s->peers[i].member) lkvnet_node_probe(s, &s->peers[i]);
+}
+
+static void on_join_reply(struct evhttp_request *r, void *arg) {
+  lkvnet_server *s = arg;
+  int code = r ? evhttp_request_get_response_code(r) : 0;
+  struct evbuffer *in = r ? evhttp_request_get_input_buffer(r) : NULL;
+  size_t n = in ? evbuffer_get_length(in) : 0;
+  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+  s->join_inflight = 0;
+  if (body == NULL) body = "";
+  if (code == 200 ||
+      (code == 409 && strstr(body, "is already a member") != NULL)) {
+    s->join_done = 1;
+    lkvnet_node_log(s, "joined the cluster through %s: %.*s", s->join_url,
+                    (int)(n < 300 ? n : 300), body);
+    return;
+  }
+  s->join_next = lkvnet_node_now() + 1.0;
+  snprintf(s->join_err.msg, sizeof s->join_err.msg, "HTTP %d %.*s", code,
+           (int)(n < 200 ? n : 200), code ? body : "(no answer)");
+  lkvnet_node_log(s, "asking %s to add this node: %s; retrying", s->join_url,
+                  s->join_err.msg);
+}
+
+static void join_poll(lkvnet_server *s, const lkvnet_raft_status *st,
+                      double now) {
+  struct evhttp_request *r;
+  struct evkeyvalq *h;
+  lkvnet_jbuf b;
+  char uri[] = "/add_node";
+  if (s->join_url == NULL) return;
+  if (s->join_done) {
+    /* removed since (or its configuration is stale): ask again */
+    if (!s->not_member) return;
+    s->join_done = 0;
+    s->join_deadline = now + LKVNET_JOIN_TIMEOUT_MS / 1000.0;
+  }
+  if (s->join_inflight || now < s->join_next) return;
+  if ((st->voter || st->learner) && !s->not_member) {
+    s->join_done = 1; /* a member already (a restart) */
+    return;
+  }
+  if (now >= s->join_deadline) {
+    s->join_done = 1;
+    lkv_seterr(&s->join_err, LKV_IOERROR,
+               "could not join the cluster through %s within %d s (last "
+               "answer: %.150s)",
+               s->join_url, LKVNET_JOIN_TIMEOUT_MS / 1000,
+               s->join_err.msg[0] ? s->join_err.msg : "none");
+    lkvnet_node_log(s, "%s", s->join_err.msg);
+    event_base_loopexit(s->base, NULL);
+    return;
+  }
+  if ((r = evhttp_request_new(on_join_reply, s)) == NULL) return;
+  h = evhttp_request_get_output_headers(r);
+  evhttp_add_header(h, "Host", s->join_hostport);
+  evhttp_add_header(h, "Content-Type", "application/json");
+  if (s->token != NULL) evhttp_add_header(h, LKVNET_TOKEN_HEADER, s->token);
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{\"node_url\": ");
+  lkvnet_jbuf_str(&b, s->my_url, strlen(s->my_url));
+  lkvnet_jbuf_lit(&b, "}");
+  evbuffer_add(evhttp_request_get_output_buffer(r), b.data, b.len);
+  lkvnet_jbuf_free(&b);
+  s->join_inflight = 1;
+  if (evhttp_make_request(s->join_conn, r, EVHTTP_REQ_POST, uri) != 0) {
+    s->join_inflight = 0; /* no callback will come (libevent 2.1) */
+    evhttp_request_free(r);
+    s->join_next = now + 1.0;
+  }
+}
+
+int lkvnet_node_join_open(lkvnet_server *s, const char *url, lkv_err *err) {
+  char u[LKVNET_URL_MAX + 1], why[120];
+  if (lkvnet_url_normalize(url, strlen(url), u, why, sizeof why) != 0)
+    return lkv_seterr(err, LKV_INVALID, "--join %s: %s", url, why);
+  if ((s->join_url = strdup(u)) == NULL)
+    return lkv_seterr(err, LKV_NOMEM, "join");
+  if ((s->join_conn = lkvnet_node_connect_url(s, u, &s->join_hostport, err)) ==
+      NULL)
+    return err ? err->code : LKV_INVALID;
+  /* a little longer than the add itself may take (the write timeout) */
+  evhttp_connection_set_timeout(s->join_conn,
+                                (s->write_timeout_ms + 999) / 1000 + 2);
+  s->join_deadline = lkvnet_node_now() + LKVNET_JOIN_TIMEOUT_MS / 1000.0;
+  return LKV_OK;
+}
+
+void lkvnet_node_members_poll(lkvnet_server *s) {
+  lkvnet_raft_status st;
+  double now = lkvnet_node_now();
+  if (s->conf_index != 0 && now >= s->conf_h.deadline) {
+    lkvnet_node_held_error(&s->conf_h, 503,
+                           "outcome unknown: the configuration change at "
+                           "index %llu was not applied within %d ms; it may "
+                           "still take effect",
+                           (unsigned long long)s->conf_index,
+                           s->write_timeout_ms);
+    s->conf_index = 0;
+  }
+  if (s->log_failed) return;
+  lkvnet_raft_status_get(s->raft, &st);
+  if (s->leader && !s->draining && st.pending_conf_index == 0 &&
+      st.transferee == LKVNET_RAFT_NONE && st.conf.n_learners > 0)
+    promote(s, &st);
+  probe(s, &st, now);
+  join_poll(s, &st, now);
+}
+
+/* }====================================================================== */
