@@ -370,7 +370,7 @@ describe("lunakv node #http", function()
       node = lonely_leader { "--write-timeout-ms", "100",
                              "--max-uncommitted-bytes", "1000" }
       -- 1 byte of key each, 161 bytes counted: the seventh is refused
-      for i = 1, 6 do
+      for _ = 1, 6 do
         local code, doc = hh.set(node, "k", "")
         assert.equal(503, code)
         assert.matches("outcome unknown", doc.error, 1, true)

@@ -70,7 +70,7 @@
 /* How long after a follower installed a snapshot the leader keeps the
  * entries that follow it, though the follower is down meanwhile. */
 #define LKVNET_SNAPSHOT_HOLD_S 30
-#define LKVNET_SYNC_MAX_ENTRIES 1000           /* entries per /sync reply */
+#define LKVNET_SYNC_MAX_ENTRIES 1000 /* entries per /sync reply */
 /* A node started with join_url asks that member to add it, once a second,
  * for at most this long; then lkvnet_server_run fails. */
 #define LKVNET_JOIN_TIMEOUT_MS 60000

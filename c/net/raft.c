@@ -479,9 +479,8 @@ void lkvnet_raft_report_leader_gone(lkvnet_raft *r, uint64_t id) {
    * of a dead 3-node leader rarely campaign in the same tick and split
    * the vote */
   r->elapsed = 0;
-  r->rand_timeout = 1 + (half > 1 ? (int)(lkv_splitmix64(&r->rng) %
-                                          (uint64_t)half)
-                                  : 0);
+  r->rand_timeout =
+      1 + (half > 1 ? (int)(lkv_splitmix64(&r->rng) % (uint64_t)half) : 0);
 }
 
 void lkvnet_raft_durable(lkvnet_raft *r, uint64_t index, uint64_t term) {

@@ -422,11 +422,11 @@ typedef struct lkvnet_raft_counters {
   uint64_t prevote_rounds;
   uint64_t leader_changes; /* a different leader seen (or became one) */
   uint64_t read_index_rounds;
-  uint64_t transfers;    /* MSG_TIMEOUT_NOW sent */
-  uint64_t quorum_lost;  /* stepped down by CheckQuorum */
+  uint64_t transfers;           /* MSG_TIMEOUT_NOW sent */
+  uint64_t quorum_lost;         /* stepped down by CheckQuorum */
   uint64_t leader_gone_reports; /* followed leaders forgotten at once
                                    (lkvnet_raft_report_leader_gone) */
-  uint64_t dropped_msgs; /* messages not sent for want of memory */
+  uint64_t dropped_msgs;        /* messages not sent for want of memory */
   uint64_t storage_errors;
   uint64_t bad_conflicts; /* a leader's append contradicting committed
                              entries (refused: only a buggy or corrupt

@@ -476,10 +476,11 @@ int main(int argc, char **argv) {
          " crashes, %" PRIu64 " partitions; %" PRIu64 " leaders, %" PRIu64
          " elections, %" PRIu64 " pre-vote rounds, %" PRIu64
          " quorum losses, %" PRIu64 " leaders forgotten, %" PRIu64
-         " transfers, %" PRIu64
-         " configuration changes, %" PRIu64 " snapshot installs\n",
+         " transfers, %" PRIu64 " configuration changes, %" PRIu64
+         " snapshot installs\n",
          G.events, G.msgs, G.crashes, G.partitions, G.leaders, G.elections,
-         G.prevotes, G.quorum_lost, G.gone_reports, G.transfers, G.conf_changes, G.installs);
+         G.prevotes, G.quorum_lost, G.gone_reports, G.transfers, G.conf_changes,
+         G.installs);
   printf("  %" PRIu64 " client ops: writes %" PRIu64 " ok, %" PRIu64
          " unknown, %" PRIu64 " not written; reads %" PRIu64 " ok (%" PRIu64
          " read-index rounds); %" PRIu64 " linearizability states\n",
