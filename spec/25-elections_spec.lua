@@ -266,8 +266,9 @@ describe("Raft elections #cluster", function()
       hh.read_log(target.log), 1, true)
   end)
 
-  it("takes writes without an error through a leadership transfer: "
-    .. "requests wait for the new leader instead of failing", function()
+  it("takes writes and consistent reads without an error through a "
+    .. "leadership transfer: requests wait for the new leader instead of "
+    .. "failing", function()
     -- a 30 s election timeout: only the hand-overs elect anyone here
     nodes = hh.start_cluster { n = 3, args = { "--election-timeout-ms",
                                                "30000" } }
@@ -295,6 +296,13 @@ describe("Raft elections #cluster", function()
           failed[#failed + 1] = node.url .. ": " .. tostring(code) .. " "
             .. tostring(text)
         end
+        -- and a consistent read of it through the next node
+        local reader = nodes[1 + (n + 1) % 3]
+        local rcode, rdoc = hh.consistent_get(reader, "x" .. n)
+        if rcode ~= 200 or rdoc.value ~= tostring(round) then
+          failed[#failed + 1] = reader.url .. ": read " .. tostring(rcode)
+            .. " " .. cjson.encode(rdoc or {})
+        end
       end
       local answer = assert(c:receive("*a"))
       c:close()
@@ -302,7 +310,7 @@ describe("Raft elections #cluster", function()
       assert.equal(target.url, hh.wait_leader(nodes, 10).url)
     end
     assert.same({}, failed, n .. " writes")
-    assert.is_true(n > 30, n .. " writes")
+    assert.is_true(n > 30, n .. " writes and reads")
     for i = n - 5, n do hh.wait_value(nodes[1], "x" .. i, "3") end
   end)
 

@@ -318,12 +318,15 @@ void lkvnet_node_read_released(lkvnet_server *s, uint64_t ctx, uint64_t index,
   lkvnet_waiter *w;
   for (w = s->waiters; w != NULL; w = w->next) {
     if (w->ctx != ctx || w->target != UINT64_MAX) continue;
-    if (ok)
+    if (ok) {
       w->target = index;
-    else
-      lkvnet_node_held_error(&w->h, 503,
-                             "consistent read refused: this node lost its "
-                             "leadership before it could confirm it; retry");
+    } else {
+      /* this node stopped leading before it could confirm the read: it
+       * goes to the next leader (park.c; 503 "no leader" if none comes
+       * within an election timeout); the waiter is freed unanswered */
+      struct evhttp_request *req = lkvnet_node_unhold(&w->h);
+      if (req != NULL) lkvnet_node_park(s, req, w->h.route, w->h.start);
+    }
     break;
   }
 }
