@@ -95,7 +95,7 @@ return {
     file = "c/net/apply.c",
     from = "      if (req != NULL) lkvnet_node_park(s, req, w->h.route, w->h.start);",
     to = "      if (req != NULL) lkvnet_node_reply_no_leader(s, req, w->h.route, w->h.start);",
-    test = spec("25-elections_spec.lua", "leadership transfer: ") },
+    test = spec("25-elections_spec.lua", "SIGSTOP") },
   { name = "node: a follower knowing no leader fails a write at once",
     file = "c/net/forward.c",
     from = "      lkvnet_node_park(s, req, route, start); /* none known: wait for one */",
