@@ -26,6 +26,8 @@ static const char *const route_names[LKVNET_NROUTES] = {"/set",
                                                         "/snapshot",
                                                         "/sync",
                                                         "/transfer_leader",
+                                                        "/functions",
+                                                        "/call",
                                                         "other"};
 
 static const char *const peer_states[] = {"unknown", "up", "down"};

@@ -58,6 +58,8 @@ enum {
   LKVNET_ROUTE_SNAPSHOT,
   LKVNET_ROUTE_SYNC,
   LKVNET_ROUTE_TRANSFER,
+  LKVNET_ROUTE_FUNCTIONS, /* /functions and /functions/{library} */
+  LKVNET_ROUTE_CALL,      /* /call/{function} */
   LKVNET_ROUTE_OTHER,
   LKVNET_NROUTES
 };
@@ -88,6 +90,8 @@ typedef struct lkvnet_pending {
   struct lkvnet_pending *next;
   uint64_t index, term;
   size_t bytes; /* its key and value, counted in pending_bytes */
+  char *extra;  /* NULL, or members added to the 200 answer after
+                   "index" (", \"result\": ..."), malloc'd */
 } lkvnet_pending;
 
 struct lkvnet_waiter;
@@ -271,6 +275,12 @@ struct lkvnet_server {
   uint64_t transfer_to;
   double transfer_deadline;
   lkvnet_held transfer_h;
+  /* stored functions (funcs.c): the binding's hooks, when it gave them */
+  lkvnet_functions fns;
+  int has_fns;
+  /* raftnode.c is between a Ready's get and its advance: nothing may
+   * propose to the core (a call released then runs on the next pass) */
+  int in_ready;
 
   /* metrics */
   /* +1: any other status */
@@ -294,6 +304,9 @@ void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Keys under LKVNET_RESERVED_PREFIX belong to the node, not to clients. */
 int lkvnet_node_is_reserved(const char *k, size_t n);
+/* A stored library's keys (LKVNET_LIB_PREFIX, LKVNET_LIBLIMITS_PREFIX):
+ * reserved, but replicated (log entries and snapshots carry them). */
+int lkvnet_node_is_library_key(const char *k, size_t n);
 uint64_t lkvnet_node_last_index(lkvnet_server *s); /* of the replication log */
 
 /* Replies: a request ends in exactly one (a held one: through
@@ -406,6 +419,15 @@ void lkvnet_node_cmd_encode(unsigned char *dst, int op, const char *key,
 int lkvnet_node_cmd_decode(const unsigned char *d, size_t n, int *op,
                            const char **key, size_t *klen, const char **val,
                            size_t *vlen);
+/* A BATCH entry's payload (LKVNET_OP_BATCH): count 4, then per write op 1,
+ * klen 4, vlen 4, key, value (little-endian). Size, encode (dst holds
+ * lkvnet_node_batch_size bytes), and decode write i from *off: 0, or -1
+ * when malformed. */
+size_t lkvnet_node_batch_size(const lkvnet_fn_write *w, size_t n);
+void lkvnet_node_batch_encode(unsigned char *dst, const lkvnet_fn_write *w,
+                              size_t n);
+int lkvnet_node_batch_next(const unsigned char *d, size_t n, size_t *off,
+                           lkvnet_fn_write *w);
 /* Answer GET /get from this node's engine. */
 void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
                             int route, double start, const char *key,
@@ -480,6 +502,18 @@ void lkvnet_node_raft_durable(lkvnet_server *s);
  * quiet (log_failed) and, if it led, stops leading and answers every
  * write it holds, so the others elect a leader. */
 void lkvnet_node_log_failed(lkvnet_server *s);
+/* Whether the node takes a write now (not draining, applying, its log
+ * whole); 0 after answering the refusal. */
+int lkvnet_node_write_check(lkvnet_server *s, struct evhttp_request *req,
+                            int route, double start);
+/* Propose command cmd (n bytes; bytes counted as uncommitted) and hold
+ * req until its entry applies: the pending write, or NULL after
+ * answering a refusal. REQUIRES: lkvnet_node_write_check passed, and not
+ * inside a Ready (s->in_ready). */
+lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
+                                    struct evhttp_request *req, int route,
+                                    double start, const unsigned char *cmd,
+                                    size_t n, size_t bytes);
 /* Start a write on the leader: check it, propose it, hold it; a refusal
  * is answered at once. */
 void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
@@ -506,6 +540,17 @@ size_t lkvnet_node_forward_conn(lkvnet_server *s);
 /* Pass a request to the leader and answer with its reply. */
 void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
                          int route, double start);
+
+/* ---- funcs.c ---------------------------------------------------------- */
+
+/* The stored functions' routes (docs/http_api.md, "Stored functions"):
+ * PUT, GET, DELETE /functions[/{library}] and POST /call/{function}; a
+ * follower forwards what must run on the leader. */
+void lkvnet_node_route_functions(lkvnet_server *s, struct evhttp_request *req,
+                                 const char *path, enum evhttp_cmd_type cmd,
+                                 double start);
+void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
+                            const char *path, const char *query, double start);
 
 /* ---- metrics.c -------------------------------------------------------- */
 
