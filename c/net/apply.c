@@ -342,27 +342,29 @@ void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_node_reply_json(s, req, route, start, 200, &b);
 }
 
-/* Answer the consistent reads whose index is applied. */
+/* Answer the consistent reads whose index is applied. A serve may add
+ * waiters (a stored function's call waiting again, funcs.c): they go
+ * after the ones kept, and none is served in the pass that added it. */
 void lkvnet_node_serve_waiters(lkvnet_server *s) {
-  lkvnet_waiter **pp = &s->waiters, *w;
+  lkvnet_waiter *list = s->waiters, *keep = NULL, **tail = &keep, *w;
   if (s->waiters == NULL) return; /* the usual case, on every apply */
-  while ((w = *pp) != NULL) {
-    int done = 0;
-    if (w->h.req == NULL) {
-      done = 1;
-    } else if (w->target != UINT64_MAX && s->applied_index >= w->target) {
+  s->waiters = NULL;
+  while ((w = list) != NULL) {
+    list = w->next;
+    if (w->h.req == NULL ||
+        (w->target != UINT64_MAX && s->applied_index >= w->target)) {
       struct evhttp_request *req = lkvnet_node_unhold(&w->h);
       if (req) w->serve(s, w, req);
-      done = 1;
-    }
-    if (done) {
-      *pp = w->next;
       free(w->key);
       free(w);
     } else {
-      pp = &w->next;
+      w->next = NULL;
+      *tail = w;
+      tail = &w->next;
     }
   }
+  *tail = s->waiters;
+  s->waiters = keep;
 }
 
 void lkvnet_node_read_released(lkvnet_server *s, uint64_t ctx, uint64_t index,
