@@ -294,7 +294,17 @@ describe("isolation #cluster", function()
     nodes = hh.start_cluster { n = 3 }
     local leader = hh.wait_ready(nodes)
     assert.equal(200, (put_library(leader, "counter", COUNTER)))
-    for _ = 1, 3 do assert.equal(200, (call(leader, "dice", {}))) end
+    for _ = 1, 3 do
+      -- 20 writes, one log entry: a batch
+      local before = last_index(leader)
+      local code, doc, text = call(leader, "dice", {})
+      assert.equal(200, code, text)
+      assert.equal(before + 1, doc.index)
+      local _, sync = hh.json_request("GET", leader.url .. "/sync?from_index="
+        .. string.format("%d", doc.index))
+      assert.equal(1, #sync.entries)
+      assert.equal("batch", sync.entries[1].op)
+    end
     converged(nodes)
     local want
     for _, n in ipairs(nodes) do
