@@ -391,3 +391,29 @@ describe("read-only calls on followers #cluster", function()
     assert.equal(503, code) -- read-write: always the leader's
   end)
 end)
+
+describe("the shell's FUNCTION and CALL with --url", function()
+  it("load, list, call and delete a library on a node", function()
+    single = hh.start_node { leader = "self" }
+    local dir = h.tmpdir()
+    h.write_file(dir .. "/ctr.lua", COUNTER)
+    h.write_file(dir .. "/in", table.concat({
+      "FUNCTION LOAD ctr " .. dir .. "/ctr.lua", "FUNCTION LIST",
+      'CALL incr {"key": "a"}', 'CALL incr {"key": "a", "by": 2}',
+      'CALL peek {"key": "a"}', "CALL echo", "FUNCTION DELETE ctr",
+      "FUNCTION LIST", "" }, "\n"))
+    local code, out, err = h.run(h.lunakv_cmd .. " shell --url "
+      .. h.quote(single.url) .. " < " .. h.quote(dir .. "/in"))
+    assert.equal("", err)
+    assert.equal(0, code)
+    assert.equal(table.concat({
+      "ctr: incr, peek, halfway, dice, spin, hog, echo, fn",
+      "ctr\tincr, peek (ro), halfway, dice, spin, hog, echo (ro), fn",
+      "1", "3", '"3"', "null", "OK", "(empty)", "" }, "\n"), out)
+    h.write_file(dir .. "/in2", "CALL nope\n")
+    code, out, err = h.run(h.lunakv_cmd .. " shell --url "
+      .. h.quote(single.url) .. " < " .. h.quote(dir .. "/in2"))
+    assert.equal(1, code)
+    assert.truthy(err:find("unknown function 'nope'", 1, true), err)
+  end)
+end)
