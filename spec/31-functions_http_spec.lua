@@ -128,7 +128,7 @@ describe("PUT/GET/DELETE /functions #cluster", function()
     assert.equal("6", doc.result)
     assert.is_nil(doc.index)
     -- deleted through a follower: gone everywhere
-    code, doc, text = hh.json_request("DELETE", f.url .. "/functions/counter")
+    code, _, text = hh.json_request("DELETE", f.url .. "/functions/counter")
     assert.equal(200, code, text)
     converged(nodes)
     for _, n in ipairs(nodes) do
@@ -326,7 +326,7 @@ describe("libraries on restarts and snapshots #cluster", function()
     converged(nodes)
     for _, n in ipairs(nodes) do hh.stop_member(n) end
     for _, n in ipairs(nodes) do hh.start_member(n) end
-    leader = hh.wait_ready(nodes)
+    hh.wait_ready(nodes)
     for _, n in ipairs(nodes) do
       local _, list = hh.json_request("GET", n.url .. "/functions")
       assert.equal("counter", list.libraries[1].name)
@@ -413,6 +413,7 @@ describe("the shell's FUNCTION and CALL with --url", function()
     h.write_file(dir .. "/in2", "CALL nope\n")
     code, out, err = h.run(h.lunakv_cmd .. " shell --url "
       .. h.quote(single.url) .. " < " .. h.quote(dir .. "/in2"))
+    assert.equal("", out)
     assert.equal(1, code)
     assert.truthy(err:find("unknown function 'nope'", 1, true), err)
   end)

@@ -13,8 +13,8 @@
  * lunakv_sandbox.c (lkvf_check_name), never lunakv_db.c: the db's
  * accessor todb is inline in lkvlua.h, and lunakv_db.c frees the runtime
  * at close through lunakv_funcs.c itself. */
-#include <stdio.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,8 +162,8 @@ static int stored_limits(lkv_db *db, lkv_buf *getbuf, const char *name,
                          size_t nlen, lkvf_limits *lim, lkv_err *err) {
   char key[sizeof LKVF_LIBLIMITS_PREFIX + LKVF_NAME_MAX];
   lkvf_error e;
-  int rc = lkv_db_get(db, key, limkey(key, name, nlen), LKV_SEQ_LATEST, getbuf,
-                      err);
+  int rc =
+      lkv_db_get(db, key, limkey(key, name, nlen), LKV_SEQ_LATEST, getbuf, err);
   lkvf_limits_init(lim);
   if (rc == LKV_NOTFOUND) return LKV_OK;
   if (rc != LKV_OK) return rc;

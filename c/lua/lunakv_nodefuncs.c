@@ -325,7 +325,12 @@ void lkvlua_nodefuncs_push(lua_State *L, int t, struct lkvnet_functions *out) {
     if (lua_getfield(L, t, schema[i].name) != LUA_TNIL) { /* +1 */
       int isint;
       lua_Integer v = lua_tointegerx(L, -1, &isint);
-      if (!isint || v < 0) opterror(L, t, schema[i].name, "must be an integer");
+      if (!isint) opterror(L, t, schema[i].name, "must be an integer");
+      if (v < (lua_Integer)schema[i].min || v > (lua_Integer)schema[i].max)
+        opterror(L, t, schema[i].name,
+                 lua_pushfstring(L, "must be from %I to %I",
+                                 (lua_Integer)schema[i].min,
+                                 (lua_Integer)schema[i].max));
       lkv_option_set(&schema[i], &f->lim, (uint64_t)v);
     }
     lua_pop(L, 1); /* -1 */
@@ -333,7 +338,7 @@ void lkvlua_nodefuncs_push(lua_State *L, int t, struct lkvnet_functions *out) {
   err.msg[0] = '\0';
   if (lkv_schema_check(schema, n, &f->lim, &err) != LKV_OK)
     luaL_argerror(L, t, err.msg);
-  lua_getglobal(L, "package"); /* +1 */
+  lua_getglobal(L, "package");  /* +1 */
   lua_getfield(L, -1, "cpath"); /* +1 */
   cpath = lua_tostring(L, -1);
   if (cpath != NULL && (f->cpath = strdup(cpath)) == NULL)

@@ -124,8 +124,7 @@ int lkvnet_node_batch_next(const unsigned char *d, size_t n, size_t *off,
   vl = lkv_get32(d + o + 5);
   o += 9;
   if ((w->op != LKVNET_FN_SET && w->op != LKVNET_FN_DELETE) ||
-      (w->op == LKVNET_FN_DELETE && vl != 0) || kl > n - o ||
-      vl > n - o - kl)
+      (w->op == LKVNET_FN_DELETE && vl != 0) || kl > n - o || vl > n - o - kl)
     return -1;
   w->key = (const char *)d + o;
   w->klen = kl;

@@ -67,8 +67,7 @@ static void reply_refusal(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_jbuf_str(&b, a->limit, strlen(a->limit));
   }
   lkvnet_jbuf_lit(&b, "}");
-  lkvnet_node_reply_json(s, req, route, start, a->status ? a->status : 500,
-                         &b);
+  lkvnet_node_reply_json(s, req, route, start, a->status ? a->status : 500, &b);
 }
 
 /* key = prefix + name into buf (room for LKVNET_FN_NAME_MAX + 32) */
@@ -378,8 +377,7 @@ static int inconsistent(const char *query) {
 }
 
 void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
-                            const char *path, const char *query,
-                            double start) {
+                            const char *path, const char *query, double start) {
   const char *name = path + sizeof "/call/" - 1;
   size_t nlen = strlen(name);
   int kind;

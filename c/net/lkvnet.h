@@ -141,11 +141,11 @@ typedef struct lkvnet_fn_write {
 typedef struct lkvnet_fn_answer {
   int status;
   char error[640];
-  const char *limit;  /* static storage */
-  char *json;         /* load: the functions registered (a JSON array);
-                         list: {"libraries": [...]}; call: the result */
+  const char *limit; /* static storage */
+  char *json;        /* load: the functions registered (a JSON array);
+                        list: {"libraries": [...]}; call: the result */
   size_t json_len;
-  char *limits;       /* load: the limits text to store beside the source */
+  char *limits; /* load: the limits text to store beside the source */
   size_t limits_len;
   lkvnet_fn_write *writes; /* call: its writes, in order; apply all or none */
   size_t nwrites;

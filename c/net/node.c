@@ -59,7 +59,8 @@ int lkvnet_node_is_reserved(const char *k, size_t n) {
 }
 
 int lkvnet_node_is_library_key(const char *k, size_t n) {
-  size_t a = sizeof LKVNET_LIB_PREFIX - 1, b = sizeof LKVNET_LIBLIMITS_PREFIX - 1;
+  size_t a = sizeof LKVNET_LIB_PREFIX - 1,
+         b = sizeof LKVNET_LIBLIMITS_PREFIX - 1;
   return (n >= a && memcmp(k, LKVNET_LIB_PREFIX, a) == 0) ||
          (n >= b && memcmp(k, LKVNET_LIBLIMITS_PREFIX, b) == 0);
 }

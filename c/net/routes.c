@@ -379,11 +379,11 @@ void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
       route == LKVNET_ROUTE_SYNC) {
     if (!lkvnet_node_authorized(s, req, route, start)) return;
   } else {
-    int write = route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
-                route == LKVNET_ROUTE_TRANSFER ||
-                ((route == LKVNET_ROUTE_KV ||
-                  route == LKVNET_ROUTE_FUNCTIONS) &&
-                 cmd != EVHTTP_REQ_GET);
+    int write =
+        route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
+        route == LKVNET_ROUTE_TRANSFER ||
+        ((route == LKVNET_ROUTE_KV || route == LKVNET_ROUTE_FUNCTIONS) &&
+         cmd != EVHTTP_REQ_GET);
     int consistent = !write &&
                      (route == LKVNET_ROUTE_GET || route == LKVNET_ROUTE_SCAN ||
                       route == LKVNET_ROUTE_KV) &&
