@@ -11,6 +11,7 @@ local t = dofile("tools/mutation_tests.lua")
 local spec = t.spec
 
 local SPEC = "30-functions_spec.lua"
+local SPEC_HTTP = "31-functions_http_spec.lua"
 
 return {
   -- ---- the limits ------------------------------------------------------
@@ -105,4 +106,61 @@ return {
     to = "  rt = funcs_of(L, d);\n  lkvf_library_remove(rt, name, nlen, &e);\n" ..
       "  if (lkvf_library_prepare(rt, name, nlen, src, slen, &lim, &lib, &e) !=",
     test = spec(SPEC, "keeps the working library when its replacement") },
+  -- ---- on the node (c/net/funcs.c, c/lua/lunakv_nodefuncs.c): spec 31 --
+  { name = "funcs-http: a call's writes proposed as separate entries",
+    file = "c/net/funcs.c",
+    from = "  lkvnet_node_cmd_encode(cmd, LKVNET_OP_BATCH, NULL, 0, NULL, 0);\n" ..
+      "  lkvnet_node_batch_encode(cmd + clen - plen, w, n);\n",
+    to = "  for (; n > 1; w++, n--) {\n" ..
+      "    size_t l1 = lkvnet_node_cmd_size(w->klen, w->vlen);\n" ..
+      "    unsigned char *c1 = malloc(l1);\n" ..
+      "    uint64_t i1, t1;\n    lkv_err e1;\n" ..
+      "    lkvnet_node_cmd_encode(c1, w->op == LKVNET_FN_SET ? LKVNET_OP_SET\n" ..
+      "                               : LKVNET_OP_DELETE, w->key, w->klen,\n" ..
+      "                           w->val, w->vlen);\n" ..
+      "    (void)lkvnet_raft_propose(s->raft, c1, l1, &i1, &t1, &e1);\n" ..
+      "    free(c1);\n  }\n" ..
+      "  plen = lkvnet_node_batch_size(w, n);\n" ..
+      "  clen = lkvnet_node_cmd_size(0, plen);\n" ..
+      "  lkvnet_node_cmd_encode(cmd, LKVNET_OP_BATCH, NULL, 0, NULL, 0);\n" ..
+      "  lkvnet_node_batch_encode(cmd + clen - plen, w, n);\n",
+    test = spec(SPEC_HTTP, "math.random in a function leaves identical") },
+  -- (the isolation: a call reads the applied state while entries of the
+  -- log are still waiting to apply)
+  { name = "funcs-http: a call runs before the log's pending entries apply",
+    file = "c/net/funcs.c",
+    from = "  if (!s->in_ready && s->applied_index >= st.last_index) {",
+    to = "  if (!s->in_ready) {",
+    test = spec(SPEC_HTTP, "lose no update") },
+  { name = "funcs-http: a failed call's writes are committed",
+    file = "c/lua/lunakv_funcs.c",
+    from = "  } else if (st != LUA_OK) {\n",
+    to = "  } else if (st != LUA_OK && c.stage == STAGE_RUN &&\n" ..
+      "             (c.json = lkvf_dupbytes(\"null\", 5)) != NULL) {\n" ..
+      "    c.json_len = 4;\n    lua_pop(lib->L, 1);\n" ..
+      "  } else if (st != LUA_OK) {\n",
+    test = spec(SPEC_HTTP, "fails halfway writes nothing") },
+  { name = "funcs-http: followers keep compiled libraries an entry deleted",
+    file = "c/net/apply.c",
+    from = "  if (rc == LKV_OK && libs && s->has_fns) s->fns.changed(s->fns.ctx);",
+    to = "  (void)libs;",
+    test = spec(SPEC_HTTP, "DELETE removes it everywhere") },
+  { name = "funcs-http: snapshots leave the libraries behind",
+    file = "c/net/repl.c",
+    from = "    if (!lkvnet_node_is_reserved(e.key, e.klen) ||\n" ..
+      "        lkvnet_node_is_library_key(e.key, e.klen)) {",
+    to = "    if (!lkvnet_node_is_reserved(e.key, e.klen)) {",
+    test = spec(SPEC_HTTP, "installs a snapshot has the libraries") },
+  { name = "funcs-http: a read-only call with consistent=false is forwarded",
+    file = "c/net/funcs.c",
+    from = "  if (kind == 1 && inconsistent(query)) {",
+    to = "  if (kind == 1 && inconsistent(query) && s->leader) {",
+    test = spec(SPEC_HTTP, "consistent=false runs on the follower") },
+  { name = "funcs-http: a library that does not load is stored anyway",
+    file = "c/net/funcs.c",
+    from = "  if (a.status != 200) {\n" ..
+      "    reply_refusal(s, req, LKVNET_ROUTE_FUNCTIONS, start, &a);",
+    to = "  if (a.status != 200 && 0) {\n" ..
+      "    reply_refusal(s, req, LKVNET_ROUTE_FUNCTIONS, start, &a);",
+    test = spec(SPEC_HTTP, "bad input is a 4xx and changes nothing") },
 }

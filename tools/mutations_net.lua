@@ -209,7 +209,7 @@ return {
   { name = "node: writes taken while it drains",
     file = "c/net/raftnode.c",
     from = "  if (s->draining) {\n    lkvnet_node_reply_error(s, req, route, start, 503,\n" ..
-      "                            \"the node is shutting down\");\n    return;\n" ..
+      "                            \"the node is shutting down\");\n    return 0;\n" ..
       "  }\n  if (s->apply_err.code",
     to = "  if (s->apply_err.code",
     test = spec("20-http_spec.lua", "while it drains") },

@@ -105,6 +105,23 @@ void lkvlua_node_register(lua_State *L);     /* lunakv_node.c */
 void lkvlua_faultenv_register(lua_State *L); /* lunakv_faultenv.c */
 void lkvlua_funcs_register(lua_State *L);    /* lunakv_funcs.c */
 void lkvlua_dbfuncs_register(lua_State *L);  /* lunakv_dbfuncs.c: after db */
+/* lunakv_dbfuncs.c: install in rt every library db stores (one that does
+ * not load as failed, lkvf_library_install_failed), each under its stored
+ * limits; getbuf is scratch. 0, or -1 with "lunakv: ..." in msg. */
+struct lkvf_runtime;
+int lkvlua_funcs_fill(struct lkvf_runtime *rt, lkv_db *db, lkv_buf *getbuf,
+                      char *msg, size_t msglen);
+/* lunakv_dbfuncs.c: *be reads db through snap (arg is its storage, alive
+ * while be is used). */
+struct lkvf_backend;
+void lkvlua_funcs_backend(struct lkvf_backend *be, void *arg[2], lkv_db *db,
+                          lkv_snapshot *snap);
+/* lunakv_nodefuncs.c: the node's stored-function hooks (lkvnet.h), made
+ * from the SCRIPT_MAX_* options of the table at t, in a userdata pushed
+ * on the stack (its __gc frees the runtime); it must stay there while
+ * the node runs. Raises on a bad option. */
+struct lkvnet_functions;
+void lkvlua_nodefuncs_push(lua_State *L, int t, struct lkvnet_functions *out);
 
 /* }====================================================================== */
 

@@ -14,6 +14,7 @@
  * accessor todb is inline in lkvlua.h, and lunakv_db.c frees the runtime
  * at close through lunakv_funcs.c itself. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +96,17 @@ static void emb_scan_close(void *cursor) {
   free(sc);
 }
 
+void lkvlua_funcs_backend(lkvf_backend *be, void *arg[2], lkv_db *db,
+                          lkv_snapshot *snap) {
+  arg[0] = db;
+  arg[1] = snap;
+  be->arg = arg;
+  be->get = emb_get;
+  be->scan_open = emb_scan_open;
+  be->scan_next = emb_scan_next;
+  be->scan_close = emb_scan_close;
+}
+
 /* Raise e's sentence (copied by luaL_error before it jumps). */
 static int raise_funcs(lua_State *L, const lkvf_error *e) {
   return luaL_error(L, "lunakv: %s", e->msg);
@@ -146,49 +158,35 @@ static size_t limkey(char *buf, const char *name, size_t nlen) {
 /* The stored load limits of library name into *lim: the defaults when
  * none are stored (a library put before they were). LKV_OK, an engine
  * error, or LKV_CORRUPTION when the text does not parse (err says). */
-static int stored_limits(LDb *d, const char *name, size_t nlen,
-                         lkvf_limits *lim, lkv_err *err) {
+static int stored_limits(lkv_db *db, lkv_buf *getbuf, const char *name,
+                         size_t nlen, lkvf_limits *lim, lkv_err *err) {
   char key[sizeof LKVF_LIBLIMITS_PREFIX + LKVF_NAME_MAX];
   lkvf_error e;
-  int rc = lkv_db_get(d->db, key, limkey(key, name, nlen), LKV_SEQ_LATEST,
-                      &d->getbuf, err);
+  int rc =
+      lkv_db_get(db, key, limkey(key, name, nlen), LKV_SEQ_LATEST, getbuf, err);
   lkvf_limits_init(lim);
   if (rc == LKV_NOTFOUND) return LKV_OK;
   if (rc != LKV_OK) return rc;
-  if (lkvf_limits_parse(d->getbuf.data, d->getbuf.len, lim, &e) != LKVF_OK)
+  if (lkvf_limits_parse(getbuf->data, getbuf->len, lim, &e) != LKVF_OK)
     return lkv_seterr(err, LKV_CORRUPTION, "stored limits: %s", e.msg);
   return LKV_OK;
 }
 
-/* The db's runtime, created and filled from the stored libraries at the
- * first use, each under the limits it was put with. One that no longer
- * loads is kept as failed (lkvf_library_install_failed): the others
- * work, db:libraries shows its error. */
-static lkvf_runtime *funcs_of(lua_State *L, LDb *d) {
+int lkvlua_funcs_fill(lkvf_runtime *rt, lkv_db *db, lkv_buf *getbuf, char *msg,
+                      size_t msglen) {
   size_t pn = sizeof LKVF_LIB_PREFIX - 1;
-  char msg[LKVF_MSG_LEN + LKVF_NAME_MAX + 96];
-  lkvf_runtime *rt;
   lkv_iter *it = NULL;
   lkvf_limits lim;
   lkvf_error e;
   lkv_err err;
-  const char *cpath;
   int rc;
-  if (d->funcs != NULL) return d->funcs;
-  /* the sandboxes find cjson where this state found it */
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "cpath");
-  cpath = lua_tostring(L, -1);
-  rt = lkvf_runtime_new(cpath);
-  lua_pop(L, 2);
-  if (rt == NULL) luaL_error(L, "lunakv: out of memory: function runtime");
   err.msg[0] = '\0';
-  rc = lkv_iter_new(d->db, LKV_SEQ_LATEST, &it, &err);
-  if (rc != LKV_OK) {
-    lkvf_runtime_free(rt);
-    raise_err(L, rc, &err);
-  }
   msg[0] = '\0';
+  rc = lkv_iter_new(db, LKV_SEQ_LATEST, &it, &err);
+  if (rc != LKV_OK) {
+    snprintf(msg, msglen, "lunakv: %s", err.msg);
+    return -1;
+  }
   for (lkv_iter_seek(it, LKVF_LIB_PREFIX, pn); lkv_iter_valid(it);
        lkv_iter_next(it)) {
     size_t klen, vlen;
@@ -199,21 +197,40 @@ static lkvf_runtime *funcs_of(lua_State *L, LDb *d) {
     /* a library that does not load is kept as such: its own functions
      * are unknown (the error names it), the others work */
     err.msg[0] = '\0';
-    rc = stored_limits(d, k + pn, klen - pn, &lim, &err);
+    rc = stored_limits(db, getbuf, k + pn, klen - pn, &lim, &err);
     if (rc == LKV_OK && lkvf_library_prepare(rt, k + pn, klen - pn, v, vlen,
                                              &lim, &lib, &e) == LKVF_OK)
       lkvf_library_install(rt, lib);
     else if (lkvf_library_install_failed(rt, k + pn, klen - pn, v, vlen,
                                          rc != LKV_OK ? err.msg : e.msg,
                                          &e) != LKVF_OK) {
-      snprintf(msg, sizeof msg, "lunakv: %s", e.msg);
+      snprintf(msg, msglen, "lunakv: %s", e.msg);
       break;
     }
   }
   if (msg[0] == '\0' && (rc = lkv_iter_status(it, &err)) != LKV_OK)
-    snprintf(msg, sizeof msg, "lunakv: %s", err.msg);
+    snprintf(msg, msglen, "lunakv: %s", err.msg);
   lkv_iter_free(it);
-  if (msg[0] != '\0') {
+  return msg[0] != '\0' ? -1 : 0;
+}
+
+/* The db's runtime, created and filled from the stored libraries at the
+ * first use, each under the limits it was put with. One that no longer
+ * loads is kept as failed (lkvf_library_install_failed): the others
+ * work, db:libraries shows its error. */
+static lkvf_runtime *funcs_of(lua_State *L, LDb *d) {
+  char msg[LKVF_MSG_LEN + LKVF_NAME_MAX + 96];
+  lkvf_runtime *rt;
+  const char *cpath;
+  if (d->funcs != NULL) return d->funcs;
+  /* the sandboxes find cjson where this state found it */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "cpath");
+  cpath = lua_tostring(L, -1);
+  rt = lkvf_runtime_new(cpath);
+  lua_pop(L, 2);
+  if (rt == NULL) luaL_error(L, "lunakv: out of memory: function runtime");
+  if (lkvlua_funcs_fill(rt, d->db, &d->getbuf, msg, sizeof msg) != 0) {
     lkvf_runtime_free(rt);
     return (lkvf_runtime *)(intptr_t)luaL_error(L, "%s", msg);
   }
@@ -372,13 +389,7 @@ static int run_call(lua_State *L, LDb *d, const char *args, size_t alen,
   err.msg[0] = '\0';
   rc = lkv_snapshot_new(d->db, &snap, &err);
   if (rc != LKV_OK) return raise_err(L, rc, &err);
-  arg[0] = d->db;
-  arg[1] = snap;
-  be.arg = arg;
-  be.get = emb_get;
-  be.scan_open = emb_scan_open;
-  be.scan_next = emb_scan_next;
-  be.scan_close = emb_scan_close;
+  lkvlua_funcs_backend(&be, arg, d->db, snap);
   rc = lkvf_call(rt, name, nlen, args, alen, &be, &lim, &res, &e);
   lkv_snapshot_release(snap);
   if (rc != LKVF_OK) return raise_funcs(L, &e);

@@ -57,7 +57,9 @@ static lua_Integer optinteger(lua_State *L, int t, const char *name,
  * write_timeout_ms, heartbeat_ms, election_timeout_ms,
  * log_compaction_threshold, token, max_uncommitted_bytes,
  * read_timeout_ms, idle_timeout_ms, max_connections (ranges:
- * lkvnet_options_schema; outside one is an argument error), engine
+ * lkvnet_options_schema; outside one is an argument error),
+ * script_max_instructions, script_max_memory, script_max_writes (the
+ * stored functions' limits, lkvf_limits_schema), engine
  * (core.open's options; its env, a core.fault_env(), serves the log and
  * the term file as well, and is kept alive while the node runs).
  * Raises "lunakv: <kind>: ..." when the node cannot start or fails. The
@@ -68,6 +70,7 @@ static int core_serve(lua_State *L) {
   const char *dir = checkbytes(L, 1, &dlen);
   const char *nodes[SERVE_MAX_NODES];
   lkvnet_options o;
+  lkvnet_functions fns;
   lkvnet_server *srv = NULL;
   lkv_err err;
   int rc;
@@ -105,6 +108,10 @@ static int core_serve(lua_State *L) {
     lua_getfield(L, -1, "env"); /* +1 env (or nil) */
   }
   /* engine opts stay on the stack: log_file_name may point into them */
+  /* the stored functions' runtime: its userdata stays on the stack too,
+   * while the node runs (its __gc frees the runtime) */
+  lkvlua_nodefuncs_push(L, 2, &fns);
+  o.functions = &fns;
   err.msg[0] = '\0';
   rc = lkvnet_server_open(&o, &srv, &err);
   if (rc != LKV_OK) return raise_err(L, rc, &err);

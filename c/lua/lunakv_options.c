@@ -11,6 +11,7 @@
 
 #include "lkvlua.h"
 #include "lkvnet.h"
+#include "lunakv_funcs.h"
 
 /* Settings no C struct holds: read by lunakv.config and the Lua commands
  * alone, listed here so that core.options_schema names every key a .env
@@ -250,6 +251,9 @@ void lkvlua_options_register(lua_State *L) {
   schema = lkv_options_schema(&n);
   push_rows(L, schema, n, "engine");
   schema = lkvnet_options_schema(&n);
+  push_rows(L, schema, n, "node");
+  schema = lkvf_limits_schema(&n); /* SCRIPT_MAX_*: what `lunakv node` runs
+                                      stored functions under */
   push_rows(L, schema, n, "node");
   push_rows(L, lua_schema, sizeof lua_schema / sizeof lua_schema[0], "lua");
   lua_setfield(L, -2, "options_schema"); /* -1 */

@@ -23,6 +23,7 @@
 
 void lkvnet_node_pending_free(lkvnet_server *s, lkvnet_pending *p) {
   s->pending_bytes -= p->bytes;
+  free(p->extra);
   free(p);
 }
 
@@ -86,7 +87,52 @@ int lkvnet_node_cmd_decode(const unsigned char *d, size_t n, int *op,
   *vlen = n - 5 - *klen;
   if (*op == LKVNET_OP_SET) return 0;
   if (*op == LKVNET_OP_DELETE && *vlen == 0) return 0;
+  if (*op == LKVNET_OP_BATCH && *klen == 0) return 0;
   return -1;
+}
+
+size_t lkvnet_node_batch_size(const lkvnet_fn_write *w, size_t n) {
+  size_t i, len = 4;
+  for (i = 0; i < n; i++)
+    len += 9 + w[i].klen + (w[i].op == LKVNET_FN_SET ? w[i].vlen : 0);
+  return len;
+}
+
+void lkvnet_node_batch_encode(unsigned char *dst, const lkvnet_fn_write *w,
+                              size_t n) {
+  size_t i, off = 4;
+  lkv_put32(dst, (uint32_t)n);
+  for (i = 0; i < n; i++) {
+    size_t vlen = w[i].op == LKVNET_FN_SET ? w[i].vlen : 0;
+    dst[off] = (unsigned char)w[i].op;
+    lkv_put32(dst + off + 1, (uint32_t)w[i].klen);
+    lkv_put32(dst + off + 5, (uint32_t)vlen);
+    off += 9;
+    if (w[i].klen) memcpy(dst + off, w[i].key, w[i].klen);
+    off += w[i].klen;
+    if (vlen) memcpy(dst + off, w[i].val, vlen);
+    off += vlen;
+  }
+}
+
+int lkvnet_node_batch_next(const unsigned char *d, size_t n, size_t *off,
+                           lkvnet_fn_write *w) {
+  size_t o = *off;
+  uint32_t kl, vl;
+  if (n - o < 9) return -1;
+  w->op = d[o];
+  kl = lkv_get32(d + o + 1);
+  vl = lkv_get32(d + o + 5);
+  o += 9;
+  if ((w->op != LKVNET_FN_SET && w->op != LKVNET_FN_DELETE) ||
+      (w->op == LKVNET_FN_DELETE && vl != 0) || kl > n - o || vl > n - o - kl)
+    return -1;
+  w->key = (const char *)d + o;
+  w->klen = kl;
+  w->val = (const char *)d + o + kl;
+  w->vlen = vl;
+  *off = o + kl + vl;
+  return 0;
 }
 
 /* }====================================================================== */
@@ -123,13 +169,42 @@ int lkvnet_node_set_applied(lkvnet_server *s, uint64_t index,
   return rc;
 }
 
+/* A BATCH entry's writes into s->batch (all of them, or an error); *libs
+ * is set when one of them is a stored library's key. */
+static int batch_writes(lkvnet_server *s, const lkvnet_raft_entry *e,
+                        const unsigned char *d, size_t n, int *libs,
+                        lkv_err *err) {
+  size_t off = 4, i;
+  uint32_t count;
+  int rc = LKV_OK;
+  if (n < 4)
+    return lkv_seterr(err, LKV_CORRUPTION, "entry %llu: a batch without count",
+                      (unsigned long long)e->index);
+  count = lkv_get32(d);
+  for (i = 0; i < count && rc == LKV_OK; i++) {
+    lkvnet_fn_write w;
+    if (lkvnet_node_batch_next(d, n, &off, &w) != 0)
+      return lkv_seterr(err, LKV_CORRUPTION,
+                        "entry %llu: batch write %zu is malformed",
+                        (unsigned long long)e->index, i);
+    if (lkvnet_node_is_library_key(w.key, w.klen)) *libs = 1;
+    rc = w.op == LKVNET_FN_SET
+             ? lkv_batch_set(s->batch, w.key, w.klen, w.val, w.vlen, err)
+             : lkv_batch_delete(s->batch, w.key, w.klen, err);
+  }
+  if (rc == LKV_OK && off != n)
+    return lkv_seterr(err, LKV_CORRUPTION, "entry %llu: bytes after the batch",
+                      (unsigned long long)e->index);
+  return rc;
+}
+
 /* Apply one committed entry and the new applied index atomically (a
  * configuration change also keeps its configuration, so that a snapshot
- * of the engine carries it). */
+ * of the engine carries it; a batch is one engine batch). */
 static int apply_entry(lkvnet_server *s, const lkvnet_raft_entry *e,
                        lkv_err *err) {
   unsigned char idx[8];
-  int rc = LKV_OK, op;
+  int rc = LKV_OK, op, libs = 0;
   uint64_t seq;
   const char *key, *val;
   size_t klen, vlen;
@@ -142,6 +217,8 @@ static int apply_entry(lkvnet_server *s, const lkvnet_raft_entry *e,
                         (unsigned long long)e->index);
     if (op == LKVNET_OP_SET)
       rc = lkv_batch_set(s->batch, key, klen, val, vlen, err);
+    else if (op == LKVNET_OP_BATCH)
+      rc = batch_writes(s, e, (const unsigned char *)val, vlen, &libs, err);
     else
       rc = lkv_batch_delete(s->batch, key, klen, err);
   } else if (e->type == LKVNET_RAFT_ENTRY_CONF) {
@@ -156,6 +233,8 @@ static int apply_entry(lkvnet_server *s, const lkvnet_raft_entry *e,
                        sizeof LKVNET_APPLIED_KEY - 1, idx, 8, err);
   if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
   lkv_batch_clear(s->batch);
+  /* every node recompiles from what the engine now holds */
+  if (rc == LKV_OK && libs && s->has_fns) s->fns.changed(s->fns.ctx);
   return rc;
 }
 
@@ -172,6 +251,7 @@ static void answer_pending(lkvnet_server *s, const lkvnet_raft_entry *e) {
       memset(&b, 0, sizeof b);
       lkvnet_jbuf_lit(&b, "{\"ok\": true, \"index\": ");
       lkvnet_jbuf_u64(&b, p->index);
+      if (p->extra != NULL) lkvnet_jbuf_lit(&b, p->extra);
       lkvnet_jbuf_lit(&b, "}");
       lkvnet_node_held_json(&p->h, 200, &b);
     } else {
@@ -290,27 +370,29 @@ void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_node_reply_json(s, req, route, start, 200, &b);
 }
 
-/* Answer the consistent reads whose index is applied. */
+/* Answer the consistent reads whose index is applied. A serve may add
+ * waiters (a stored function's call waiting again, funcs.c): they go
+ * after the ones kept, and none is served in the pass that added it. */
 void lkvnet_node_serve_waiters(lkvnet_server *s) {
-  lkvnet_waiter **pp = &s->waiters, *w;
+  lkvnet_waiter *list = s->waiters, *keep = NULL, **tail = &keep, *w;
   if (s->waiters == NULL) return; /* the usual case, on every apply */
-  while ((w = *pp) != NULL) {
-    int done = 0;
-    if (w->h.req == NULL) {
-      done = 1;
-    } else if (w->target != UINT64_MAX && s->applied_index >= w->target) {
+  s->waiters = NULL;
+  while ((w = list) != NULL) {
+    list = w->next;
+    if (w->h.req == NULL ||
+        (w->target != UINT64_MAX && s->applied_index >= w->target)) {
       struct evhttp_request *req = lkvnet_node_unhold(&w->h);
       if (req) w->serve(s, w, req);
-      done = 1;
-    }
-    if (done) {
-      *pp = w->next;
       free(w->key);
       free(w);
     } else {
-      pp = &w->next;
+      w->next = NULL;
+      *tail = w;
+      tail = &w->next;
     }
   }
+  *tail = s->waiters;
+  s->waiters = keep;
 }
 
 void lkvnet_node_read_released(lkvnet_server *s, uint64_t ctx, uint64_t index,

@@ -128,7 +128,9 @@ static int wipe_engine(lkvnet_server *s, lkv_err *err) {
        lkv_iter_next(it)) {
     size_t kl;
     const char *k = lkv_iter_key(it, &kl);
-    if (lkvnet_node_is_reserved(k, kl)) continue; /* the install mark stays */
+    /* the install mark stays; stored libraries are replicated state */
+    if (lkvnet_node_is_reserved(k, kl) && !lkvnet_node_is_library_key(k, kl))
+      continue;
     rc = lkv_batch_delete(s->batch, k, kl, err);
     if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
       rc = lkv_db_write(s->db, s->batch, &seq, err);
@@ -529,6 +531,7 @@ int lkvnet_node_install_finish(lkvnet_server *s, uint64_t index, uint64_t term,
   s->needs_snapshot = 0;
   s->installing = 0;
   s->install_stepped = 0;
+  if (s->has_fns) s->fns.changed(s->fns.ctx); /* the libraries came too */
   lkvnet_node_log(s, "snapshot installed: index %llu (term %llu), %llu keys",
                   (unsigned long long)index, (unsigned long long)term,
                   (unsigned long long)s->install_got);
@@ -539,6 +542,7 @@ static const char *op_name(int op) {
   return op == LKVNET_OP_SET      ? "set"
          : op == LKVNET_OP_DELETE ? "delete"
          : op == LKVNET_OP_CONF   ? "conf"
+         : op == LKVNET_OP_BATCH  ? "batch"
                                   : "noop";
 }
 
@@ -607,7 +611,8 @@ void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
     lkvnet_jbuf_lit(&b, ", \"op\": \"");
     lkvnet_jbuf_lit(&b, op_name(e.op));
     lkvnet_jbuf_lit(&b, "\"");
-    if (e.op != LKVNET_OP_NOOP && e.op != LKVNET_OP_CONF) {
+    if (e.op != LKVNET_OP_NOOP && e.op != LKVNET_OP_CONF &&
+        e.op != LKVNET_OP_BATCH) {
       lkvnet_jbuf_lit(&b, ", ");
       lkvnet_node_put_bytes_member(&b, "key", e.key, e.klen);
     }

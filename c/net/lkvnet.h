@@ -112,6 +112,81 @@
  * of the engine carries it. */
 #define LKVNET_CONF_KEY LKVNET_RESERVED_PREFIX "conf"
 
+/* Stored functions (docs/functions.md): a library is kept in the engine
+ * under LKVNET_LIB_PREFIX + its name (its source) and
+ * LKVNET_LIBLIMITS_PREFIX + its name (the limits it loads under), the
+ * same keys as the embedded API's (lunakv_funcs.h LKVF_LIB_PREFIX,
+ * LKVF_LIBLIMITS_PREFIX). Unlike the node's other reserved keys they are
+ * replicated: written by log entries, carried by snapshots. */
+#define LKVNET_LIB_PREFIX LKVNET_RESERVED_PREFIX "lib/"
+#define LKVNET_LIBLIMITS_PREFIX LKVNET_RESERVED_PREFIX "liblimits/"
+#define LKVNET_FN_NAME_MAX 64 /* library and function names, as LKVF_ */
+
+/* {======================================================================
+** Stored functions: the hooks the Lua binding fills
+**
+** The net room runs no Lua: the node asks these hooks, on its loop's
+** thread, one at a time, to compile a library, list the libraries, tell a
+** function's kind and run a call. The hooks read the engine (db) as it is
+** at that moment (the node runs a call only when everything in its log is
+** applied, so that is the state the call's entry follows) and never
+** write it: a call's writes come back in the answer, and the node commits
+** them as one log entry. The libraries the hooks run are those stored in
+** db; the node calls changed() whenever an applied entry or a snapshot
+** install changed them.
+** ======================================================================= */
+
+enum { LKVNET_FN_SET = 1, LKVNET_FN_DELETE = 2 };
+
+typedef struct lkvnet_fn_write {
+  int op; /* LKVNET_FN_SET or LKVNET_FN_DELETE */
+  const char *key;
+  size_t klen;
+  const char *val; /* LKVNET_FN_SET only */
+  size_t vlen;
+} lkvnet_fn_write;
+
+/* What a hook answers. status 200, or the HTTP status of a refusal with
+ * error (and limit: the limit's name, SCRIPT_MAX_..., or NULL). Filled
+ * by the hook, released with answer_free (every field may be NULL). */
+typedef struct lkvnet_fn_answer {
+  int status;
+  char error[640];
+  const char *limit; /* static storage */
+  char *json;        /* load: the functions registered (a JSON array);
+                        list: {"libraries": [...]}; call: the result */
+  size_t json_len;
+  char *limits; /* load: the limits text to store beside the source */
+  size_t limits_len;
+  lkvnet_fn_write *writes; /* call: its writes, in order; apply all or none */
+  size_t nwrites;
+  void *priv; /* the hook's own */
+} lkvnet_fn_answer;
+
+typedef struct lkvnet_functions {
+  void *ctx;
+  /* Compile and run library name's source without installing it:
+   * 200, json and limits set; 400 a bad name, a syntax or run error (with
+   * its line), a clash of function names; 4xx/5xx a limit. */
+  void (*load)(void *ctx, lkv_db *db, const char *name, size_t nlen,
+               const char *src, size_t slen, lkvnet_fn_answer *a);
+  /* 200 with json {"libraries": [{"name", "functions", "read_only",
+   * ["error"]}, ...]}, sorted by name. */
+  void (*list)(void *ctx, lkv_db *db, lkvnet_fn_answer *a);
+  /* 1 read-only, 0 read-write, -1 unknown. */
+  int (*kind)(void *ctx, lkv_db *db, const char *name, size_t nlen);
+  /* Run function name with args (JSON text; NULL: nil) over db: 200 with
+   * json and writes; 404 unknown; 400 the script's error or args that are
+   * not JSON; 4xx/5xx a limit. */
+  void (*call)(void *ctx, lkv_db *db, const char *name, size_t nlen,
+               const char *args, size_t alen, lkvnet_fn_answer *a);
+  /* The stored libraries changed: recompile before the next use. */
+  void (*changed)(void *ctx);
+  void (*answer_free)(void *ctx, lkvnet_fn_answer *a);
+} lkvnet_functions;
+
+/* }====================================================================== */
+
 typedef void (*lkvnet_log_fn)(void *ctx, const char *line);
 
 typedef struct lkvnet_options {
@@ -156,6 +231,9 @@ typedef struct lkvnet_options {
                                    the server */
   lkvnet_log_fn log;            /* one line per notable event; NULL: stderr */
   void *log_ctx;
+  /* stored functions' hooks (copied; ctx must outlive the server); NULL:
+   * the /functions and /call routes answer 501 */
+  const lkvnet_functions *functions;
 } lkvnet_options;
 
 /* Fill *o with the defaults above (engine options from lkv_options_init). */

@@ -28,6 +28,8 @@ static const char *const route_names[LKVNET_NROUTES] = {"/set",
                                                         "/transfer_leader",
                                                         "/add_node",
                                                         "/remove_node",
+                                                        "/functions",
+                                                        "/call",
                                                         "other"};
 
 static const char *const peer_states[] = {"unknown", "up", "down"};

@@ -58,6 +58,13 @@ int lkvnet_node_is_reserved(const char *k, size_t n) {
   return n >= p && memcmp(k, LKVNET_RESERVED_PREFIX, p) == 0;
 }
 
+int lkvnet_node_is_library_key(const char *k, size_t n) {
+  size_t a = sizeof LKVNET_LIB_PREFIX - 1,
+         b = sizeof LKVNET_LIBLIMITS_PREFIX - 1;
+  return (n >= a && memcmp(k, LKVNET_LIB_PREFIX, a) == 0) ||
+         (n >= b && memcmp(k, LKVNET_LIBLIMITS_PREFIX, b) == 0);
+}
+
 uint64_t lkvnet_node_last_index(lkvnet_server *s) {
   return lkvnet_rlog_last_index(s->rlog);
 }

@@ -66,6 +66,8 @@ enum {
   LKVNET_ROUTE_TRANSFER,
   LKVNET_ROUTE_ADD_NODE,
   LKVNET_ROUTE_REMOVE_NODE,
+  LKVNET_ROUTE_FUNCTIONS, /* /functions and /functions/{library} */
+  LKVNET_ROUTE_CALL,      /* /call/{function} */
   LKVNET_ROUTE_OTHER,
   LKVNET_NROUTES
 };
@@ -117,6 +119,8 @@ typedef struct lkvnet_pending {
   struct lkvnet_pending *next;
   uint64_t index, term;
   size_t bytes; /* key, value and overhead, counted in pending_bytes */
+  char *extra;  /* NULL, or members added to the 200 answer after
+                   "index" (", \"result\": ..."), malloc'd */
 } lkvnet_pending;
 
 struct lkvnet_waiter;
@@ -338,6 +342,12 @@ struct lkvnet_server {
   double join_deadline, join_next;
   int join_inflight, join_done;
   lkv_err join_err; /* the join failed: lkvnet_server_run returns it */
+  /* stored functions (funcs.c): the binding's hooks, when it gave them */
+  lkvnet_functions fns;
+  int has_fns;
+  /* raftnode.c is between a Ready's get and its advance: nothing may
+   * propose to the core (a call released then runs on the next pass) */
+  int in_ready;
 
   /* metrics */
   /* +1: any other status */
@@ -361,6 +371,9 @@ void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Keys under LKVNET_RESERVED_PREFIX belong to the node, not to clients. */
 int lkvnet_node_is_reserved(const char *k, size_t n);
+/* A stored library's keys (LKVNET_LIB_PREFIX, LKVNET_LIBLIMITS_PREFIX):
+ * reserved, but replicated (log entries and snapshots carry them). */
+int lkvnet_node_is_library_key(const char *k, size_t n);
 uint64_t lkvnet_node_last_index(lkvnet_server *s); /* of the replication log */
 
 /* Replies: a request ends in exactly one (a held one: through
@@ -527,6 +540,15 @@ void lkvnet_node_cmd_encode(unsigned char *dst, int op, const char *key,
 int lkvnet_node_cmd_decode(const unsigned char *d, size_t n, int *op,
                            const char **key, size_t *klen, const char **val,
                            size_t *vlen);
+/* A BATCH entry's payload (LKVNET_OP_BATCH): count 4, then per write op 1,
+ * klen 4, vlen 4, key, value (little-endian). Size, encode (dst holds
+ * lkvnet_node_batch_size bytes), and decode write i from *off: 0, or -1
+ * when malformed. */
+size_t lkvnet_node_batch_size(const lkvnet_fn_write *w, size_t n);
+void lkvnet_node_batch_encode(unsigned char *dst, const lkvnet_fn_write *w,
+                              size_t n);
+int lkvnet_node_batch_next(const unsigned char *d, size_t n, size_t *off,
+                           lkvnet_fn_write *w);
 /* Answer GET /get from this node's engine. */
 void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
                             int route, double start, const char *key,
@@ -600,6 +622,18 @@ void lkvnet_node_raft_durable(lkvnet_server *s);
  * quiet (log_failed) and, if it led, stops leading and answers every
  * write it holds, so the others elect a leader. */
 void lkvnet_node_log_failed(lkvnet_server *s);
+/* Whether the node takes a write now (not draining, applying, its log
+ * whole); 0 after answering the refusal. */
+int lkvnet_node_write_check(lkvnet_server *s, struct evhttp_request *req,
+                            int route, double start);
+/* Propose command cmd (n bytes; bytes counted as uncommitted) and hold
+ * req until its entry applies: the pending write, or NULL after
+ * answering a refusal. REQUIRES: lkvnet_node_write_check passed, and not
+ * inside a Ready (s->in_ready). */
+lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
+                                    struct evhttp_request *req, int route,
+                                    double start, const unsigned char *cmd,
+                                    size_t n, size_t bytes);
 /* Start a write on the leader: check it, propose it, hold it; a refusal
  * is answered at once. */
 void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
@@ -660,6 +694,17 @@ void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
 void lkvnet_node_members_poll(lkvnet_server *s);
 /* --join: ask url (any member) to add this node, from the loop's start. */
 int lkvnet_node_join_open(lkvnet_server *s, const char *url, lkv_err *err);
+
+/* ---- funcs.c ---------------------------------------------------------- */
+
+/* The stored functions' routes (docs/http_api.md, "Stored functions"):
+ * PUT, GET, DELETE /functions[/{library}] and POST /call/{function}; a
+ * follower forwards what must run on the leader. */
+void lkvnet_node_route_functions(lkvnet_server *s, struct evhttp_request *req,
+                                 const char *path, enum evhttp_cmd_type cmd,
+                                 double start);
+void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
+                            const char *path, const char *query, double start);
 
 /* ---- metrics.c -------------------------------------------------------- */
 

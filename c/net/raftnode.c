@@ -327,6 +327,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
     lkvnet_raft_ready rd;
     int hs_ok = 1, install_failed = 0;
     lkvnet_raft_ready_get(s->raft, &rd);
+    s->in_ready = 1;
     soft_state(s, &rd);
     if (rd.has_snapshot && s->install_stepped &&
         lkvnet_node_install_finish(s, rd.snap_index, rd.snap_term,
@@ -378,6 +379,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
       lkvnet_node_read_released(s, rd.reads[i].ctx, rd.reads[i].index,
                                 rd.reads[i].ok && !install_failed);
     lkvnet_raft_advance(s->raft);
+    s->in_ready = 0;
     lkvnet_node_snapshot_reports(s); /* a stream this Ready's sends ended */
   }
   if (s->install_stepped) {
@@ -420,23 +422,18 @@ void lkvnet_node_raft_durable(lkvnet_server *s) {
 ** Clients' writes and consistent reads
 ** ======================================================================= */
 
-void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start, int op, const char *key,
-                             size_t klen, const char *val, size_t vlen) {
-  uint64_t index, term;
+int lkvnet_node_write_check(lkvnet_server *s, struct evhttp_request *req,
+                            int route, double start) {
   lkv_err err;
-  unsigned char *cmd;
-  size_t n;
-  int rc;
   if (s->draining) {
     lkvnet_node_reply_error(s, req, route, start, 503,
                             "the node is shutting down");
-    return;
+    return 0;
   }
   if (s->apply_err.code != LKV_OK) {
     lkvnet_node_reply_error(s, req, route, start, 500, "writes are stopped: %s",
                             s->apply_err.msg);
-    return;
+    return 0;
   }
   err.code = LKV_OK;
   err.msg[0] = '\0';
@@ -446,8 +443,17 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
     /* sticky: nothing written now could become durable */
     lkvnet_node_reply_error(s, req, route, start, 500,
                             "the replication log failed: %s", err.msg);
-    return;
+    return 0;
   }
+  return 1;
+}
+
+void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
+                             int route, double start, int op, const char *key,
+                             size_t klen, const char *val, size_t vlen) {
+  unsigned char *cmd;
+  size_t n;
+  if (!lkvnet_node_write_check(s, req, route, start)) return;
   if (lkvnet_node_is_reserved(key, klen)) {
     lkvnet_node_reply_error(
         s, req, route, start, 400,
@@ -466,14 +472,30 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
                             (unsigned)LKV_MAX_VALUE_BYTES);
     return;
   }
+  n = lkvnet_node_cmd_size(klen, vlen);
+  if ((cmd = malloc(n)) == NULL) {
+    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+    return;
+  }
+  lkvnet_node_cmd_encode(cmd, op, key, klen, val, vlen);
+  (void)lkvnet_node_propose(s, req, route, start, cmd, n, klen + vlen);
+  free(cmd);
+}
+
+lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
+                                    struct evhttp_request *req, int route,
+                                    double start, const unsigned char *cmd,
+                                    size_t n, size_t bytes) {
+  uint64_t index, term;
+  lkv_err err;
+  int rc;
   if (s->log_failed) {
     /* a write of the log failed a moment ago: not leading until the log
      * is whole and durable again (log_recover) */
     lkvnet_node_reply_no_leader(s, req, route, start);
-    return;
+    return NULL;
   }
-  if (s->pending_bytes + klen + vlen + LKVNET_PENDING_OVERHEAD >
-      s->max_uncommitted) {
+  if (s->pending_bytes + bytes + LKVNET_PENDING_OVERHEAD > s->max_uncommitted) {
     /* without a majority every refused write would still sit in memory
      * (it is in the log and may commit later): past this, refuse them
      * before they are written */
@@ -481,41 +503,35 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
                             "%zu bytes of writes are waiting "
                             "for a majority; refusing more until it is back",
                             s->pending_bytes);
-    return;
+    return NULL;
   }
-  n = lkvnet_node_cmd_size(klen, vlen);
-  if ((cmd = malloc(n)) == NULL) {
-    lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
-    return;
-  }
-  lkvnet_node_cmd_encode(cmd, op, key, klen, val, vlen);
   err.msg[0] = '\0';
   rc = lkvnet_raft_propose(s->raft, cmd, n, &index, &term, &err);
-  free(cmd);
   if (rc == LKV_BUSY) {
     /* not the leader after all, or a transfer runs: nothing was written;
      * it goes again once a leader is usable */
     lkvnet_node_park(s, req, route, start);
-    return;
+    return NULL;
   }
   if (rc != LKV_OK) {
     lkvnet_node_reply_error(s, req, route, start,
                             lkvnet_node_http_status_of(rc), "%s", err.msg);
-    return;
+    return NULL;
   }
   if (lkvnet_node_pending_push(s, index, term,
-                               klen + vlen + LKVNET_PENDING_OVERHEAD) != 0) {
+                               bytes + LKVNET_PENDING_OVERHEAD) != 0) {
     /* proposed but untracked: its fate cannot be told to the client */
     lkvnet_node_reply_error(s, req, route, start, 503,
                             "outcome unknown: out of memory tracking index "
                             "%llu",
                             (unsigned long long)index);
     lkvnet_node_wake(s);
-    return;
+    return NULL;
   }
   lkvnet_node_hold(s, &s->tail->h, req, route, start,
                    start + s->write_timeout_ms / 1000.0);
   lkvnet_node_wake(s);
+  return s->tail;
 }
 
 int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,

@@ -426,7 +426,10 @@ static void snapshot_send(lkvnet_server *s, lkvnet_peer *p) {
     size_t fl;
     e.key = lkv_iter_key(p->snap, &e.klen);
     e.val = lkv_iter_value(p->snap, &e.vlen);
-    if (!lkvnet_node_is_reserved(e.key, e.klen)) {
+    /* the node's own keys stay behind, but for the stored libraries,
+     * which are replicated state */
+    if (!lkvnet_node_is_reserved(e.key, e.klen) ||
+        lkvnet_node_is_library_key(e.key, e.klen)) {
       e.index = p->snap_sent + p->snap_chunk + 1;
       fl = lkvnet_rlog_frame_size(&e);
       /* whole pairs up to the chunk size, or one pair alone: a chunk stays

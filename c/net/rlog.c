@@ -585,8 +585,9 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
   if (r->base_index + r->nents == UINT64_MAX)
     return lkv_seterr(err, LKV_INVALID, "the log's index is exhausted");
-  if (term < lt || (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE &&
-                    op != LKVNET_OP_NOOP && op != LKVNET_OP_CONF))
+  if (term < lt ||
+      (op != LKVNET_OP_SET && op != LKVNET_OP_DELETE && op != LKVNET_OP_NOOP &&
+       op != LKVNET_OP_CONF && op != LKVNET_OP_BATCH))
     return lkv_seterr(err, LKV_INVALID,
                       "cannot append op %d at term "
                       "%llu after term %llu",
@@ -595,9 +596,13 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   e.index = r->base_index + r->nents + 1;
   e.op = op;
   e.key = key;
-  e.klen = op == LKVNET_OP_NOOP || op == LKVNET_OP_CONF ? 0 : klen;
+  e.klen = op == LKVNET_OP_NOOP || op == LKVNET_OP_CONF || op == LKVNET_OP_BATCH
+               ? 0
+               : klen;
   e.val = val;
-  e.vlen = op == LKVNET_OP_SET || op == LKVNET_OP_CONF ? vlen : 0;
+  e.vlen = op == LKVNET_OP_SET || op == LKVNET_OP_CONF || op == LKVNET_OP_BATCH
+               ? vlen
+               : 0;
   if ((rc = append_frame(r, &e, err)) == LKV_OK) *index = e.index;
   return rc;
 }
@@ -613,7 +618,8 @@ int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
                       (unsigned long long)e->term, (unsigned long long)e->index,
                       (unsigned long long)lt, (unsigned long long)last);
   if (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_DELETE &&
-      e->op != LKVNET_OP_NOOP && e->op != LKVNET_OP_CONF)
+      e->op != LKVNET_OP_NOOP && e->op != LKVNET_OP_CONF &&
+      e->op != LKVNET_OP_BATCH)
     return lkv_seterr(err, LKV_INVALID, "entry %llu: unknown op %d",
                       (unsigned long long)e->index, e->op);
   return append_frame(r, e, err);

@@ -77,6 +77,11 @@ enum { LKVNET_OP_SET = 1, LKVNET_OP_DELETE = 2, LKVNET_OP_NOOP = 3 };
 /* A Raft configuration change: the value is its payload, opaque to the
  * log (the Raft core encodes it); no key (klen 0). Version 2 logs only. */
 #define LKVNET_OP_CONF 4
+/* A batch of sets and deletes applied as one engine batch (a stored
+ * function's writes, a library's keys): no key (klen 0); the value is
+ * the writes, encoded by the node (apply.c, lkvnet_node_batch_*), opaque
+ * to the log. Version 2 logs only. */
+#define LKVNET_OP_BATCH 5
 
 typedef struct lkvnet_entry {
   uint64_t term, index;

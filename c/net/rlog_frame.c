@@ -18,11 +18,17 @@
  * configuration change have no key, only a set and a configuration
  * change a value. */
 static size_t frame_klen(const lkvnet_entry *e) {
-  return e->op == LKVNET_OP_NOOP || e->op == LKVNET_OP_CONF ? 0 : e->klen;
+  return e->op == LKVNET_OP_NOOP || e->op == LKVNET_OP_CONF ||
+                 e->op == LKVNET_OP_BATCH
+             ? 0
+             : e->klen;
 }
 
 static size_t frame_vlen(const lkvnet_entry *e) {
-  return e->op == LKVNET_OP_SET || e->op == LKVNET_OP_CONF ? e->vlen : 0;
+  return e->op == LKVNET_OP_SET || e->op == LKVNET_OP_CONF ||
+                 e->op == LKVNET_OP_BATCH
+             ? e->vlen
+             : 0;
 }
 
 size_t lkvnet_rlog_frame_size(const lkvnet_entry *e) {
@@ -67,9 +73,13 @@ int lkvnet_rlog_parse_payload(const unsigned char *buf, uint32_t len,
   if ((uint64_t)klen + vlen + fixed != len || klen > LKV_MAX_KEY_BYTES ||
       vlen > LKV_MAX_VALUE_BYTES || e->prev_term > e->term ||
       (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_DELETE &&
-       e->op != LKVNET_OP_NOOP && (e->op != LKVNET_OP_CONF || v1)) ||
-      (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_CONF && vlen != 0) ||
-      ((e->op == LKVNET_OP_NOOP || e->op == LKVNET_OP_CONF) && klen != 0))
+       e->op != LKVNET_OP_NOOP &&
+       ((e->op != LKVNET_OP_CONF && e->op != LKVNET_OP_BATCH) || v1)) ||
+      (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_CONF &&
+       e->op != LKVNET_OP_BATCH && vlen != 0) ||
+      ((e->op == LKVNET_OP_NOOP || e->op == LKVNET_OP_CONF ||
+        e->op == LKVNET_OP_BATCH) &&
+       klen != 0))
     return -1;
   e->key = (const char *)buf + fixed;
   e->klen = klen;

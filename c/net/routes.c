@@ -336,6 +336,11 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
     if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
   if (route == LKVNET_ROUTE_OTHER && strncmp(path, "/kv/", 4) == 0)
     route = LKVNET_ROUTE_KV;
+  if (route == LKVNET_ROUTE_OTHER && (strcmp(path, "/functions") == 0 ||
+                                      strncmp(path, "/functions/", 11) == 0))
+    route = LKVNET_ROUTE_FUNCTIONS; /* funcs.c checks its methods */
+  if (route == LKVNET_ROUTE_OTHER && strncmp(path, "/call/", 6) == 0)
+    route = LKVNET_ROUTE_CALL;
   if (route == LKVNET_ROUTE_OTHER) {
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_OTHER, start, 404,
                             "no route %s %s",
@@ -353,7 +358,7 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
           method_name(evhttp_request_get_command(req)));
       return;
     }
-  } else {
+  } else if (route != LKVNET_ROUTE_FUNCTIONS && route != LKVNET_ROUTE_CALL) {
     for (i = 0; routes[i].route != route; i++) {
     }
     if (cmd != routes[i].method) {
@@ -382,9 +387,11 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
   } else {
     int members =
         route == LKVNET_ROUTE_ADD_NODE || route == LKVNET_ROUTE_REMOVE_NODE;
-    int write = route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
-                route == LKVNET_ROUTE_TRANSFER || members ||
-                (route == LKVNET_ROUTE_KV && cmd != EVHTTP_REQ_GET);
+    int write =
+        route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
+        route == LKVNET_ROUTE_TRANSFER || members ||
+        ((route == LKVNET_ROUTE_KV || route == LKVNET_ROUTE_FUNCTIONS) &&
+         cmd != EVHTTP_REQ_GET);
     int consistent = !write &&
                      (route == LKVNET_ROUTE_GET || route == LKVNET_ROUTE_SCAN ||
                       route == LKVNET_ROUTE_KV) &&
@@ -432,6 +439,12 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
     case LKVNET_ROUTE_STATS: lkvnet_node_route_stats(s, req, start); break;
     case LKVNET_ROUTE_HEALTH: lkvnet_node_route_health(s, req, start); break;
     case LKVNET_ROUTE_METRICS: lkvnet_node_route_metrics(s, req, start); break;
+    case LKVNET_ROUTE_FUNCTIONS:
+      lkvnet_node_route_functions(s, req, path, cmd, start);
+      break;
+    case LKVNET_ROUTE_CALL:
+      lkvnet_node_route_call(s, req, path, query, start);
+      break;
     default: route_kv(s, req, path, cmd, start); break;
   }
 }

@@ -273,6 +273,10 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   s->write_timeout_ms = o->write_timeout_ms;
   s->log = o->log;
   s->log_ctx = o->log_ctx;
+  if (o->functions != NULL) {
+    s->fns = *o->functions;
+    s->has_fns = 1;
+  }
   s->heartbeat_ms = o->heartbeat_ms;
   s->election_ms = o->election_timeout_ms;
   s->compaction_threshold = o->log_compaction_threshold;

@@ -163,6 +163,11 @@ function M.main(args, settings)
   opts.engine = lunakv.engine_options(settings)
   opts.log_compaction_threshold = settings.log_compaction_threshold
   for _, k in ipairs(TIMING) do opts[k] = args[k] or settings[k] end
+  -- the stored functions' limits (SCRIPT_MAX_*), for every call and load
+  for _, k in ipairs { "script_max_instructions", "script_max_memory",
+      "script_max_writes" } do
+    opts[k] = settings[k]
+  end
   opts.token = args.token or settings.cluster_token
   if opts.token == "" then opts.token = nil end
   if opts.port == 0 then

@@ -244,6 +244,45 @@ function Client:scan(lo, hi, page)
   end
 end
 
+-- Stored functions (docs/functions.md, "On a node"), shaped as the db's
+-- methods: put_library -> function names; libraries -> { { name,
+-- functions, read_only = { f = true }, error }, ... }; delete_library;
+-- call_json -> the result as JSON text, and the log index when it wrote.
+local function fname(v, what)
+  if type(v) ~= "string" or not v:match("^[%w_.-]+$") then
+    error("lunakv: " .. what .. " name must be 1 to 64 bytes of "
+      .. "[A-Za-z0-9_.-]", 0)
+  end
+  return v
+end
+
+function Client:put_library(name, source)
+  checkstr(source, 2, "put_library")
+  local doc = self:request("PUT", "/functions/" .. fname(name, "library"),
+    source)
+  return doc.functions
+end
+
+function Client:delete_library(name)
+  self:request("DELETE", "/functions/" .. fname(name, "library"))
+end
+
+function Client:libraries()
+  local out = {}
+  for i, lib in ipairs(self:request("GET", "/functions").libraries) do
+    local ro = {}
+    for _, f in ipairs(lib.read_only) do ro[f] = true end
+    out[i] = { name = lib.name, functions = lib.functions, read_only = ro,
+      error = lib.error }
+  end
+  return out
+end
+
+function Client:call_json(fn, json)
+  local doc = self:request("POST", "/call/" .. fname(fn, "function"), json)
+  return cjson.encode(doc.result), doc.index
+end
+
 function Client:stats() return self:request("GET", "/stats") end
 function Client:status() return self:request("GET", "/status") end
 function Client:health() return self:request("GET", "/health") end

@@ -277,9 +277,8 @@ command {
   end,
 }
 
--- Stored functions (docs/functions.md). Local databases only for now: a
--- node has no /functions routes yet, so over --url they are refused like
--- the other local_only commands.
+-- Stored functions (docs/functions.md): on a local database, or over
+-- --url on a node (lunakv.remote's methods of the same names).
 local function read_source(path)
   local f, err = io.open(path, "rb")
   if not f then fail("FUNCTION LOAD: cannot read %s", err) end
@@ -303,7 +302,7 @@ end
 local FUNCTION_SUBS = { LOAD = true, LIST = true, DELETE = true }
 
 command {
-  name = "FUNCTION", local_only = true,
+  name = "FUNCTION",
   claims = function(word, next_word)
     return word ~= "function" or FUNCTION_SUBS[next_word:upper()] ~= nil
   end,
@@ -338,7 +337,7 @@ command {
 }
 
 command {
-  name = "CALL", local_only = true, usage = "CALL function [json]",
+  name = "CALL", usage = "CALL function [json]",
   help = "run a stored function with the rest of the line as its JSON "
     .. "argument (none: nil); its writes commit as one batch. Prints the "
     .. "result as JSON",
