@@ -385,11 +385,21 @@ describe("a partition of a 3-node cluster (" .. MODE .. ") #cluster", function()
       for i = 1, 10 do wait_local(node, "during" .. i, "w" .. i) end
       for i = 1, 5 do wait_local(node, "before" .. i, "v" .. i) end
     end
-    -- what the cut-off leader took was in its log only, and is gone
+    -- what the cut-off leader took was in its log only, and is gone.
+    -- (With SIGSTOP the write waited unread in the paused node's socket,
+    -- its client gave up after 1 s: the resumed node may still take it
+    -- and pass it to the new leader, an outcome the client never learned,
+    -- so it may be there; on every node alike.)
+    local first_isolated
     for _, node in ipairs(nodes) do
       local code, doc = get(node, "isolated")
       assert.equal(200, code)
-      assert.equal(cjson.null, doc.value, node.url)
+      if NETNS then
+        assert.equal(cjson.null, doc.value, node.url)
+      else
+        first_isolated = first_isolated or doc.value
+        assert.equal(first_isolated, doc.value, node.url)
+      end
       code, doc = get(node, "isolated2")
       assert.equal(200, code)
       assert.equal(cjson.null, doc.value, node.url)
