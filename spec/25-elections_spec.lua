@@ -309,6 +309,12 @@ describe("Raft elections #cluster", function()
       assert.equal(target.url, hh.wait_leader(nodes, 10).url)
     end
     assert.same({}, failed, n .. " writes")
+    -- some of them did wait for the new leader
+    local parked = 0
+    for _, node in ipairs(nodes) do
+      parked = parked + hh.metric(node, "lunakv_requests_parked_total")
+    end
+    assert.is_true(parked > 0, "no request waited for a leader")
     assert.is_true(n > 30, n .. " writes and reads")
     for i = n - 5, n do hh.wait_value(nodes[1], "x" .. i, "3") end
   end)

@@ -10,6 +10,7 @@
 local h = require "spec.helpers"
 local hh = require "spec.http_helpers"
 local cjson = hh.json
+local socket = require "socket"
 
 local nodes, single -- what the running test started; stopped in after_each
 
@@ -31,6 +32,9 @@ end)
 lunakv.register("peek", function(tx, args)
   return tx:get(args.key)
 end, { read_only = true })
+lunakv.register("look", function(tx, args)
+  return tx:get(args.key) -- a read-write function that happens to read only
+end)
 lunakv.register("halfway", function(tx, args)
   tx:set("half1", "x")
   tx:set("half2", "y")
@@ -287,6 +291,39 @@ describe("isolation #cluster", function()
     for _, n in ipairs(nodes) do
       assert.equal(tostring(2 * N), select(2, hh.get(n, "c")).value)
     end
+  end)
+
+  it("a read-write call that writes nothing, sent to a leader paused "
+    .. "(SIGSTOP) while another was elected, never answers from the stale "
+    .. "state", function()
+    nodes = hh.start_cluster { n = 3 }
+    local old = hh.wait_ready(nodes)
+    assert.equal(200, (put_library(old, "counter", COUNTER)))
+    assert.equal(200, (hh.set(old, "k", "v1")))
+    converged(nodes)
+    h.kill(old.pid, "STOP")
+    local ok, err = pcall(function()
+      local new = hh.wait_leader(nodes, 20, old)
+      h.wait_until(function() return hh.set(new, "k", "v2") == 200 end, 15)
+      -- the call waits in the paused node's socket with the new leader's
+      -- messages; whichever it reads first, the answer is not v1
+      local c = assert(socket.tcp())
+      c:settimeout(20)
+      assert(c:connect("127.0.0.1", old.port))
+      local body = cjson.encode { key = "k" }
+      assert(c:send("POST /call/look HTTP/1.1\r\nHost: x\r\n"
+        .. "Content-Type: application/json\r\nContent-Length: " .. #body
+        .. "\r\nConnection: close\r\n\r\n" .. body))
+      h.kill(old.pid, "CONT")
+      local answer = assert(c:receive("*a"))
+      c:close()
+      local code = tonumber(answer:match("^HTTP/1%.%d (%d%d%d)"))
+      local doc = cjson.decode(answer:match("\r\n\r\n(.*)$"))
+      assert.equal(200, code, answer)
+      assert.equal("v2", doc.result, "a stale result: " .. answer)
+    end)
+    h.kill(old.pid, "CONT")
+    if not ok then error(err, 0) end
   end)
 
   it("math.random in a function leaves identical replicas (effects are "

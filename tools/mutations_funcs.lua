@@ -163,4 +163,9 @@ return {
     to = "  if (a.status != 200 && 0) {\n" ..
       "    reply_refusal(s, req, LKVNET_ROUTE_FUNCTIONS, start, &a);",
     test = spec(SPEC_HTTP, "bad input is a 4xx and changes nothing") },
+  { name = "funcs-http: a read-write call that wrote nothing answers unconfirmed",
+    file = "c/net/funcs.c",
+    from = "      run_call(s, req, start, 1);",
+    to = "      run_call(s, req, start, 0);",
+    test = spec("31-functions_http_spec.lua", "writes nothing, sent") },
 }

@@ -288,11 +288,26 @@ void lkvnet_node_route_functions(lkvnet_server *s, struct evhttp_request *req,
 ** Calls: POST /call/{function}
 ** ======================================================================= */
 
+/* A read-write call that wrote nothing, once a ReadIndex round confirmed
+ * that this node still led after it ran: its result (in w->key). */
+static void serve_result(lkvnet_server *s, lkvnet_waiter *w,
+                         struct evhttp_request *req) {
+  lkvnet_jbuf b;
+  memset(&b, 0, sizeof b);
+  lkvnet_jbuf_lit(&b, "{\"ok\": true, \"result\": ");
+  lkvnet_jbuf_raw(&b, w->key, w->klen);
+  lkvnet_jbuf_lit(&b, "}");
+  lkvnet_node_reply_json(s, req, w->h.route, w->h.start, 200, &b);
+}
+
 /* Run the call of req (its path names the function, its body is the
- * args) over the engine as it is, and answer it: at once when it wrote
- * nothing (or failed), else once its BATCH entry applies. */
+ * args) over the engine as it is, and answer it: at once when it failed,
+ * or wrote nothing and needs no confirming; once a ReadIndex round
+ * confirms this node still leads when it wrote nothing and confirm is
+ * set (a leader deposed unawares, paused say, would otherwise answer
+ * from a stale state); else once its BATCH entry applies. */
 static void run_call(lkvnet_server *s, struct evhttp_request *req,
-                     double start) {
+                     double start, int confirm) {
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *name = evhttp_uri_get_path(uri) + sizeof "/call/" - 1, *args;
   size_t alen;
@@ -307,6 +322,17 @@ static void run_call(lkvnet_server *s, struct evhttp_request *req,
               &a);
   if (a.status != 200) {
     reply_refusal(s, req, LKVNET_ROUTE_CALL, start, &a);
+  } else if (a.nwrites == 0 && confirm) {
+    char *res = malloc(a.json_len ? a.json_len : 1);
+    lkvnet_waiter *w;
+    if (res != NULL) memcpy(res, a.json, a.json_len);
+    if (res == NULL ||
+        (w = lkvnet_node_waiter_add(s, req, LKVNET_ROUTE_CALL, start,
+                                    serve_result, res, a.json_len)) == NULL)
+      lkvnet_node_reply_error(s, req, LKVNET_ROUTE_CALL, start, 500,
+                              "out of memory");
+    else
+      lkvnet_node_read_begin(s, w);
   } else if (a.nwrites == 0) {
     lkvnet_jbuf b;
     memset(&b, 0, sizeof b);
@@ -340,7 +366,7 @@ static void call_rw(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_raft_status_get(s->raft, &st);
   if (!s->in_ready && s->applied_index >= st.last_index) {
     if (lkvnet_node_write_check(s, req, LKVNET_ROUTE_CALL, start))
-      run_call(s, req, start);
+      run_call(s, req, start, 1);
     return;
   }
   if ((none = malloc(1)) == NULL ||
@@ -363,7 +389,7 @@ static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,
 /* A read-only call, released by its ReadIndex: it writes nothing. */
 static void serve_ro(lkvnet_server *s, lkvnet_waiter *w,
                      struct evhttp_request *req) {
-  run_call(s, req, w->h.start);
+  run_call(s, req, w->h.start, 0); /* its ReadIndex came first */
 }
 
 /* consistent=false (or 0) */
@@ -407,7 +433,7 @@ void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
   }
   kind = s->fns.kind(s->fns.ctx, s->db, name, nlen);
   if (kind == 1 && inconsistent(query)) {
-    run_call(s, req, start); /* here, over what this node applied */
+    run_call(s, req, start, 0); /* here, over what this node applied */
     return;
   }
   if (!s->leader) {
@@ -418,7 +444,7 @@ void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
   }
   if (kind < 0) {
     /* the runtime's own words (which library failed to load, if any) */
-    run_call(s, req, start);
+    run_call(s, req, start, 0);
     return;
   }
   if (kind == 1) {

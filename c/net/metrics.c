@@ -330,6 +330,12 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
   GAUGE("rlog_durable_index", "Last index fdatasync'ed.", rs.durable_index);
   GAUGE("commit_index", "Last index durable on a majority.", s->commit_index);
   GAUGE("applied_index", "Last index applied to the engine.", s->applied_index);
+  GAUGE("requests_parked", "Writes and consistent reads waiting for a leader.",
+        s->nparked);
+  COUNTER("requests_parked_total",
+          "Writes and consistent reads that waited for a leader (none known, "
+          "or a hand-over) instead of failing at once.",
+          s->parked_total);
   GAUGE("rlog_base_index",
         "Entries up to this index are compacted into "
         "the engine.",
