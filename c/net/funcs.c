@@ -306,8 +306,8 @@ static void serve_result(lkvnet_server *s, lkvnet_waiter *w,
  * confirms this node still leads when it wrote nothing and confirm is
  * set (a leader deposed unawares, paused say, would otherwise answer
  * from a stale state); else once its BATCH entry applies. */
-static void run_call(lkvnet_server *s, struct evhttp_request *req,
-                     double start, int confirm) {
+static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
+                     int confirm) {
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *name = evhttp_uri_get_path(uri) + sizeof "/call/" - 1, *args;
   size_t alen;
