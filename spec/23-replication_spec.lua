@@ -886,6 +886,52 @@ end
     end)
   end)
 
+  describe("a snapshot install over stale keys", function()
+    -- every key of node, in order, page by page (a scan's limit is 1000)
+    local function all_keys(node)
+      local keys, start = {}, ""
+      while true do
+        local code, doc = hh.json_request("GET", node.url .. "/scan?limit=1000"
+          .. "&start=" .. hh.urlencode(start))
+        assert.equal(200, code)
+        for _, it in ipairs(doc.items) do keys[#keys + 1] = it.key end
+        if not doc.more then return keys end
+        start = doc.items[#doc.items].key .. "\0"
+      end
+    end
+
+    it("leaves none of the follower's keys that the snapshot lacks: "
+      .. "before, between and after its chunks", function()
+      nodes = hh.start_cluster { env = { LOG_COMPACTION_THRESHOLD = "50" } }
+      local leader = nodes.leader
+      local f = nodes[3] ~= leader and nodes[3] or nodes[2]
+      -- 600 keys of 4 KB: a snapshot of several 1 MiB chunks
+      local big = ("x"):rep(4000)
+      for i = 1, 600 do set_ok(leader, string.format("k%04d", i), big) end
+      for i = 1, 5 do set_ok(leader, "zz" .. i, "last") end
+      hh.wait_caught_up(f, leader, 30)
+      hh.stop_member(f)
+      -- gone while it is away: the first keys, a run in the middle (inside
+      -- a chunk and across one's end) and the last ones; new ones besides
+      for _, r in ipairs { { 1, 20 }, { 240, 330 }, { 570, 600 } } do
+        for i = r[1], r[2] do delete_ok(leader, string.format("k%04d", i)) end
+      end
+      for i = 1, 5 do delete_ok(leader, "zz" .. i) end -- past its last key
+      for i = 1, 60 do set_ok(leader, "n" .. i, "new" .. i) end
+      h.wait_until(function()
+        return hh.status(leader).base_index > 650
+      end, 15, function() return cjson.encode(hh.status(leader)) end)
+      hh.start_member(f)
+      local st = hh.wait_caught_up(f, leader, 30)
+      assert.is_true(st.base_index > 0, "it installed a snapshot")
+      assert.matches("installed the snapshot", hh.read_log(leader.log), 1, true)
+      local want, got = all_keys(leader), all_keys(f)
+      assert.equal(#want, #got)
+      assert.same(want, got)
+      assert.equal(600 - 20 - 91 - 31 + 60, #got)
+    end)
+  end)
+
   describe("a slow snapshot install", function()
     it("finishes though the follower takes seconds on its last chunk while "
       .. "writes go on: no restart from offset 0, no cut past it", function()

@@ -118,17 +118,35 @@ static const unsigned char *check_frames(lkvnet_server *s,
 
 /* Delete every user key of the engine in batches (reserved keys, the
  * install mark among them, stay). */
-static int wipe_engine(lkvnet_server *s, lkv_err *err) {
+/* The engine's order: bytewise, a prefix first. */
+static int key_cmp(const char *a, size_t al, const char *b, size_t bl) {
+  int c = memcmp(a, b, al < bl ? al : bl);
+  return c != 0 ? c : (al < bl ? -1 : al > bl);
+}
+
+/* The replicated keys (not the node's own: the install mark stays;
+ * stored libraries are replicated state) after key lo (from the first
+ * when !has_lo) up to hi (to the last when hi == NULL) are deleted: a
+ * snapshot's chunk clears the range of keys it covers just before its
+ * pairs go in, so an install's wipe costs each chunk its own range
+ * rather than the whole store on the loop at the first chunk. Chunks
+ * come in key order. */
+static int wipe_range(lkvnet_server *s, const char *lo, size_t lo_len,
+                      int has_lo, const char *hi, size_t hi_len, lkv_err *err) {
   lkv_iter *it = NULL;
   uint64_t seq;
   int rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, err);
   if (rc != LKV_OK) return rc;
   lkv_batch_clear(s->batch);
-  for (lkv_iter_seek_first(it); lkv_iter_valid(it) && rc == LKV_OK;
-       lkv_iter_next(it)) {
+  if (has_lo)
+    lkv_iter_seek(it, lo, lo_len);
+  else
+    lkv_iter_seek_first(it);
+  for (; lkv_iter_valid(it) && rc == LKV_OK; lkv_iter_next(it)) {
     size_t kl;
     const char *k = lkv_iter_key(it, &kl);
-    /* the install mark stays; stored libraries are replicated state */
+    if (has_lo && kl == lo_len && memcmp(k, lo, kl) == 0) continue;
+    if (hi != NULL && key_cmp(k, kl, hi, hi_len) > 0) break;
     if (lkvnet_node_is_reserved(k, kl) && !lkvnet_node_is_library_key(k, kl))
       continue;
     rc = lkv_batch_delete(s->batch, k, kl, err);
@@ -142,6 +160,18 @@ static int wipe_engine(lkvnet_server *s, lkv_err *err) {
   lkv_batch_clear(s->batch);
   lkv_iter_free(it);
   return rc;
+}
+
+/* The last key an install wrote (s->install_last): the next chunk's
+ * wipe starts after it. */
+static int keep_last(lkvnet_server *s, const char *k, size_t kl) {
+  char *c = malloc(kl ? kl : 1);
+  if (c == NULL) return -1;
+  memcpy(c, k, kl);
+  free(s->install_last);
+  s->install_last = c;
+  s->install_last_len = kl;
+  return 0;
 }
 
 static int set_marker(lkvnet_server *s, uint64_t v, int applied, lkv_err *err) {
@@ -214,7 +244,8 @@ static void deliver_needing_snapshot(lkvnet_server *s,
             LKV_OK ||
         lkvnet_rlog_truncate(s->rlog, base, &err) != LKV_OK ||
         (base > 0 && lkvnet_rlog_rewrite(s->rlog, 0, 0, &err) != LKV_OK) ||
-        wipe_engine(s, &err) != LKV_OK || set_marker(s, 0, 1, &err) != LKV_OK) {
+        wipe_range(s, NULL, 0, 0, NULL, 0, &err) != LKV_OK ||
+        set_marker(s, 0, 1, &err) != LKV_OK) {
       lkvnet_node_log(s, "rebuilding failed: %s", err.msg);
       return;
     }
@@ -348,7 +379,9 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   lkv_err err;
   lkvnet_raft_status st;
   lkvnet_raft_conf conf;
-  int rc, found;
+  const char *last_key = NULL;
+  size_t last_len = 0;
+  int rc, found, has_last;
   if (query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "term", &term) !=
           0 ||
       query_u64(s, req, LKVNET_ROUTE_SNAPSHOT, start, query, "index", &index) !=
@@ -435,13 +468,13 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
       install_failed(s, req, start, index, &err);
       return;
     }
-    /* from here on the engine is partial until done */
+    /* from here on the engine is partial until done; each chunk clears
+     * the keys of its range as it goes in */
     s->needs_snapshot = 1;
     s->applied_index = 0;
-    if (wipe_engine(s, &err) != LKV_OK) {
-      install_failed(s, req, start, index, &err);
-      return;
-    }
+    free(s->install_last);
+    s->install_last = NULL;
+    s->install_last_len = 0;
     s->installing = 1;
     s->install_index = index;
     s->install_term = sterm;
@@ -453,9 +486,21 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
                             "offset 0");
     return;
   }
+  /* the chunk's last key (its pairs are in key order): what it covers */
+  off = 0;
+  has_last = 0;
+  while (lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
+    last_key = e.key;
+    last_len = e.klen;
+    has_last = 1;
+  }
+  rc = LKV_OK;
+  if (has_last || done)
+    rc = wipe_range(s, s->install_last, s->install_last_len,
+                    s->install_last != NULL, has_last ? last_key : NULL,
+                    last_len, &err);
   off = 0;
   lkv_batch_clear(s->batch);
-  rc = LKV_OK;
   while (rc == LKV_OK &&
          lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
     rc = lkv_batch_set(s->batch, e.key, e.klen, e.val, e.vlen, &err);
@@ -466,6 +511,12 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   }
   if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, &err);
   lkv_batch_clear(s->batch);
+  if (rc == LKV_OK && has_last && keep_last(s, last_key, last_len) != 0)
+    rc = lkv_seterr(&err, LKV_NOMEM, "snapshot: out of memory");
+  /* the last chunk: whatever lies past its last key is not in the
+   * snapshot */
+  if (rc == LKV_OK && done && has_last)
+    rc = wipe_range(s, s->install_last, s->install_last_len, 1, NULL, 0, &err);
   if (rc != LKV_OK) {
     install_failed(s, req, start, index, &err);
     return;

@@ -309,6 +309,8 @@ struct lkvnet_server {
   uint64_t install_index, install_got, install_term;
   lkvnet_raft_conf install_conf;
   int installing;
+  char *install_last; /* the last key the install wrote (NULL: none yet) */
+  size_t install_last_len;
   int install_stepped; /* its MSG_SNAP went to the core; the end is due */
   int log_failed;      /* the log failed: quiet until it is durable again */
   int hinted; /* LEADER_URL names this node and no term has begun yet */

@@ -589,6 +589,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   free(s->join_hostport);
   free(s->token);
   free(s->test_gate);
+  free(s->install_last);
   /* evhttp_free frees the listener first, then closes the connections,
    * whose close callbacks must not enable it again */
   s->draining = 1;
