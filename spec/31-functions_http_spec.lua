@@ -32,9 +32,6 @@ end)
 lunakv.register("peek", function(tx, args)
   return tx:get(args.key)
 end, { read_only = true })
-lunakv.register("look", function(tx, args)
-  return tx:get(args.key) -- a read-write function that happens to read only
-end)
 lunakv.register("halfway", function(tx, args)
   tx:set("half1", "x")
   tx:set("half2", "y")
@@ -298,7 +295,9 @@ describe("isolation #cluster", function()
     .. "state", function()
     nodes = hh.start_cluster { n = 3 }
     local old = hh.wait_ready(nodes)
-    assert.equal(200, (put_library(old, "counter", COUNTER)))
+    -- a read-write function (not read_only) that happens to read only
+    assert.equal(200, (put_library(old, "looker",
+      'lunakv.register("look", function(tx, args) return tx:get(args.key) end)')))
     assert.equal(200, (hh.set(old, "k", "v1")))
     converged(nodes)
     h.kill(old.pid, "STOP")
