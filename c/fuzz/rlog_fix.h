@@ -24,14 +24,17 @@ size_t LLVMFuzzerCustomMutator(uint8_t *data, size_t size, size_t max_size,
 #define FZ_FIXED_V1 25u
 #define FZ_FIXED_V2 33u
 #define FZ_OP_CONF 4
+#define FZ_OP_BATCH 5
+/* ops 4 and 5 (version 2 only) carry data and no key */
+#define FZ_DATA_OP(op) ((op) == FZ_OP_CONF || (op) == FZ_OP_BATCH)
 
 /* An entry as the log format allows it. */
 static void fz_check_entry(const lkvnet_entry *e) {
-  int keyless = e->op == LKVNET_OP_NOOP || e->op == FZ_OP_CONF;
+  int keyless = e->op == LKVNET_OP_NOOP || FZ_DATA_OP(e->op);
   if (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_DELETE &&
-      e->op != LKVNET_OP_NOOP && e->op != FZ_OP_CONF)
+      e->op != LKVNET_OP_NOOP && !FZ_DATA_OP(e->op))
     abort();
-  if (e->op != LKVNET_OP_SET && e->op != FZ_OP_CONF &&
+  if (e->op != LKVNET_OP_SET && !FZ_DATA_OP(e->op) &&
       (e->vlen != 0 || e->val != NULL))
     abort();
   if (keyless && e->klen != 0) abort();
@@ -74,8 +77,8 @@ static void fz_put64(uint8_t *p, uint64_t v) {
  * of term prev), into a malloc'd buffer (*n bytes). */
 static uint8_t *fz_encode(const lkvnet_entry *e, uint32_t fixed, uint64_t prev,
                           size_t *n) {
-  size_t klen = e->op == LKVNET_OP_NOOP || e->op == FZ_OP_CONF ? 0 : e->klen;
-  size_t vlen = e->op == LKVNET_OP_SET || e->op == FZ_OP_CONF ? e->vlen : 0;
+  size_t klen = e->op == LKVNET_OP_NOOP || FZ_DATA_OP(e->op) ? 0 : e->klen;
+  size_t vlen = e->op == LKVNET_OP_SET || FZ_DATA_OP(e->op) ? e->vlen : 0;
   size_t len = fixed + klen + vlen;
   uint8_t *p = malloc(8 + len);
   if (p == NULL) abort();
@@ -111,10 +114,10 @@ static int fz_valid_frame_at(const uint8_t *d, size_t n, size_t o,
   if ((uint64_t)klen + vlen + fixed != len || klen > LKV_MAX_KEY_BYTES ||
       vlen > LKV_MAX_VALUE_BYTES)
     return 0;
-  if (op < LKVNET_OP_SET || op > (fixed == FZ_FIXED_V1 ? 3 : FZ_OP_CONF))
+  if (op < LKVNET_OP_SET || op > (fixed == FZ_FIXED_V1 ? 3 : FZ_OP_BATCH))
     return 0;
-  if (op != LKVNET_OP_SET && op != FZ_OP_CONF && vlen != 0) return 0;
-  if ((op == LKVNET_OP_NOOP || op == FZ_OP_CONF) && klen != 0) return 0;
+  if (op != LKVNET_OP_SET && !FZ_DATA_OP(op) && vlen != 0) return 0;
+  if ((op == LKVNET_OP_NOOP || FZ_DATA_OP(op)) && klen != 0) return 0;
   if (fixed == FZ_FIXED_V2 && fz_get64(p + 25) > fz_get64(p)) return 0;
   return 1;
 }
@@ -171,7 +174,7 @@ static void fz_fix(uint8_t *d, size_t n, size_t o, int hdr, unsigned how) {
       if (how & 1) {
         uint32_t room = plen - fixed;
         uint32_t klen = fz_get32(p + 17);
-        if (p[16] == LKVNET_OP_NOOP || p[16] == FZ_OP_CONF)
+        if (p[16] == LKVNET_OP_NOOP || FZ_DATA_OP(p[16]))
           klen = 0;
         else if (p[16] == LKVNET_OP_DELETE)
           klen = room;
