@@ -165,12 +165,28 @@ static void put_library(lkvnet_server *s, struct evhttp_request *req,
   answer_free(s, &a);
 }
 
+/* The source of library name (key, klen: its key) into s->getbuf: 1, or 0
+ * after answering 404 (no such library) or the engine's error. */
+static int library_source(lkvnet_server *s, struct evhttp_request *req,
+                          const char *name, size_t nlen, double start,
+                          const char *key, size_t klen) {
+  lkv_err err;
+  int rc;
+  err.msg[0] = '\0';
+  rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf, &err);
+  if (rc == LKV_NOTFOUND)
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start, 404,
+                            "no library '%.*s'", (int)nlen, name);
+  else if (rc != LKV_OK)
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start,
+                            lkvnet_node_http_status_of(rc), "%s", err.msg);
+  return rc == LKV_OK;
+}
+
 static void delete_library(lkvnet_server *s, struct evhttp_request *req,
                            const char *name, size_t nlen, double start) {
   char key[LKVNET_FN_NAME_MAX + 32], lkey[LKVNET_FN_NAME_MAX + 32];
   lkvnet_fn_write w[2];
-  lkv_err err;
-  int rc;
   if (!lkvnet_node_write_check(s, req, LKVNET_ROUTE_FUNCTIONS, start)) return;
   memset(w, 0, sizeof w);
   w[0].op = w[1].op = LKVNET_FN_DELETE;
@@ -178,18 +194,7 @@ static void delete_library(lkvnet_server *s, struct evhttp_request *req,
   w[0].klen = fn_key(key, LKVNET_LIB_PREFIX, name, nlen);
   w[1].key = lkey;
   w[1].klen = fn_key(lkey, LKVNET_LIBLIMITS_PREFIX, name, nlen);
-  err.msg[0] = '\0';
-  rc = lkv_db_get(s->db, key, w[0].klen, LKV_SEQ_LATEST, &s->getbuf, &err);
-  if (rc == LKV_NOTFOUND) {
-    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start, 404,
-                            "no library '%.*s'", (int)nlen, name);
-    return;
-  }
-  if (rc != LKV_OK) {
-    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start,
-                            lkvnet_node_http_status_of(rc), "%s", err.msg);
-    return;
-  }
+  if (!library_source(s, req, name, nlen, start, key, w[0].klen)) return;
   propose_batch(s, req, LKVNET_ROUTE_FUNCTIONS, start, w, 2, NULL);
 }
 
@@ -198,20 +203,7 @@ static void get_library(lkvnet_server *s, struct evhttp_request *req,
   char key[LKVNET_FN_NAME_MAX + 32];
   size_t klen = fn_key(key, LKVNET_LIB_PREFIX, name, nlen);
   lkvnet_jbuf b;
-  lkv_err err;
-  int rc;
-  err.msg[0] = '\0';
-  rc = lkv_db_get(s->db, key, klen, LKV_SEQ_LATEST, &s->getbuf, &err);
-  if (rc == LKV_NOTFOUND) {
-    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start, 404,
-                            "no library '%.*s'", (int)nlen, name);
-    return;
-  }
-  if (rc != LKV_OK) {
-    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start,
-                            lkvnet_node_http_status_of(rc), "%s", err.msg);
-    return;
-  }
+  if (!library_source(s, req, name, nlen, start, key, klen)) return;
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, "{");
   lkvnet_node_put_bytes_member(&b, "name", name, nlen);
