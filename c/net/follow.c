@@ -289,6 +289,7 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
   const unsigned char *body = n ? evbuffer_pullup(in, -1) : NULL;
   lkvnet_wire_msg w;
   char why[160];
+  uint64_t from = LKVNET_RAFT_NONE;
   int rc, first = 1;
   memset(&w, 0, sizeof w);
   if (n > 0 && body == NULL) {
@@ -314,12 +315,15 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
      * a snapshot's metadata, which comes only with its data (/snapshot) */
     if (m->to != s->id || m->type == LKVNET_RAFT_MSG_SNAP) continue;
     if (s->log_failed) continue; /* quiet until its log recovers */
-    lkvnet_node_conns_raft_from(s, req, m->from);
+    from = m->from;
     if (s->needs_snapshot && m->type == LKVNET_RAFT_MSG_APP)
       deliver_needing_snapshot(s, m);
     else
       (void)lkvnet_raft_step(s->raft, m);
   }
+  /* the connection's sender, once per request (closed by it later, it
+   * tells the core its leader may be gone) */
+  if (from != LKVNET_RAFT_NONE) lkvnet_node_conns_raft_from(s, req, from);
   lkvnet_wire_msg_free(&w);
   lkvnet_node_reply(s, req, LKVNET_ROUTE_RAFT, start, 200, "application/json",
                     "{\"ok\": true}", 12);
