@@ -271,6 +271,8 @@ struct lkvnet_server {
   lkv_batch *batch;
   lkv_buf getbuf;
   lkvnet_rlog *rlog;
+  lkvnet_entry *append_buf; /* a Ready's entries as the log takes them */
+  size_t append_cap;
   int pipefd[2];
 
   struct event_base *base;

@@ -231,34 +231,45 @@ static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
       return;
     }
   }
+  if (n > s->append_cap) {
+    lkvnet_entry *ne = realloc(s->append_buf, n * sizeof *ne);
+    if (ne == NULL) {
+      lkv_seterr(&err, LKV_NOMEM, "the entries of a Ready");
+      write_failed(s, ents[0].index, &err);
+      return;
+    }
+    s->append_buf = ne;
+    s->append_cap = n;
+  }
   for (i = 0; i < n; i++) {
     const lkvnet_raft_entry *re = &ents[i];
-    lkvnet_entry e;
-    memset(&e, 0, sizeof e);
-    e.term = re->term;
-    e.index = re->index;
+    lkvnet_entry *e = &s->append_buf[i];
+    memset(e, 0, sizeof *e);
+    e->term = re->term;
+    e->index = re->index;
     if (re->type == LKVNET_RAFT_ENTRY_NOOP) {
-      e.op = LKVNET_OP_NOOP;
+      e->op = LKVNET_OP_NOOP;
     } else if (re->type == LKVNET_RAFT_ENTRY_CONF) {
       /* the core's payload as it is; the member it adds is where its
        * context says (this node may have to send to it from now on) */
-      e.op = LKVNET_OP_CONF;
-      e.val = (const char *)re->data;
-      e.vlen = re->len;
+      e->op = LKVNET_OP_CONF;
+      e->val = (const char *)re->data;
+      e->vlen = re->len;
       lkvnet_node_learn_conf_entry(s, re->data, re->len);
     } else if (re->type != LKVNET_RAFT_ENTRY_NORMAL ||
-               lkvnet_node_cmd_decode(re->data, re->len, &e.op, &e.key, &e.klen,
-                                      &e.val, &e.vlen) != 0) {
+               lkvnet_node_cmd_decode(re->data, re->len, &e->op, &e->key,
+                                      &e->klen, &e->val, &e->vlen) != 0) {
       lkv_seterr(&err, LKV_INVALID, "not an entry this node can keep");
       write_failed(s, re->index, &err);
       return;
     }
-    if (lkvnet_rlog_append_entry(s->rlog, &e, &err) != LKV_OK) {
-      /* not written: it never becomes durable here, so it is never
-       * acknowledged or counted from this node */
-      write_failed(s, e.index, &err);
-      return;
-    }
+  }
+  /* one write for the whole Ready (all or none of it) */
+  if (lkvnet_rlog_append_entries(s->rlog, s->append_buf, n, &err) != LKV_OK) {
+    /* not written: it never becomes durable here, so it is never
+     * acknowledged or counted from this node */
+    write_failed(s, ents[0].index, &err);
+    return;
   }
 }
 

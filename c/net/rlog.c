@@ -525,15 +525,21 @@ fail:
 ** Append, truncate, rewrite, read
 ** ======================================================================= */
 
-/* Write e (whose index is last_index + 1) as one frame. */
-static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
-  size_t total = lkvnet_rlog_frame_size(e);
+/* Write es[0..n) (the first one's index is last_index + 1, each the
+ * next) as consecutive frames with one pwrite: a Ready's entries cost
+ * one system call, not one each. All of them are written, or none. */
+static int append_frames(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
+                         lkv_err *err) {
+  size_t total = 0, i, off;
   uint64_t prev;
   int rc, ec;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
-  if (e->klen > LKV_MAX_KEY_BYTES || e->vlen > LKV_MAX_VALUE_BYTES)
-    return lkv_seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes",
-                      e->klen, e->vlen);
+  for (i = 0; i < n; i++) {
+    if (es[i].klen > LKV_MAX_KEY_BYTES || es[i].vlen > LKV_MAX_VALUE_BYTES)
+      return lkv_seterr(err, LKV_TOOBIG, "key of %zu or value of %zu bytes",
+                        es[i].klen, es[i].vlen);
+    total += lkvnet_rlog_frame_size(&es[i]);
+  }
   if (total > r->scratch_cap) {
     char *nb = realloc(r->scratch, total);
     if (nb == NULL)
@@ -544,14 +550,20 @@ static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
     r->scratch = nb;
     r->scratch_cap = total;
   }
-  /* chained to the entry before it: its term, read before push_ent */
+  /* each chained to the entry before it: its term, read before push_ent */
   prev = r->nents ? r->ents[r->nents - 1].term : r->base_term;
-  if (push_ent(r, r->size, e->term) != 0)
-    return lkv_seterr(err, LKV_NOMEM, "replication log entry index");
-  lkvnet_rlog_encode_after((unsigned char *)r->scratch, e, prev);
+  for (i = 0, off = 0; i < n; i++) {
+    if (push_ent(r, r->size + off, es[i].term) != 0) {
+      r->nents -= i;
+      return lkv_seterr(err, LKV_NOMEM, "replication log entry index");
+    }
+    lkvnet_rlog_encode_after((unsigned char *)r->scratch + off, &es[i], prev);
+    prev = es[i].term;
+    off += lkvnet_rlog_frame_size(&es[i]);
+  }
   if ((ec = pwrite_all(r->env, r->fd, r->scratch, total, r->size)) != 0) {
     rc = ioerr(err, ec, "write", r->path);
-    r->nents--;
+    r->nents -= n;
     /* never leave a partial record for a later append to follow: cut it
      * back (durably: the syncer may have synced half a frame meanwhile),
      * and the failure is this append's alone; when the cut fails too, the
@@ -568,9 +580,9 @@ static int append_frame(lkvnet_rlog *r, const lkvnet_entry *e, lkv_err *err) {
   }
   r->size += total;
   pthread_mutex_lock(&r->mu);
-  r->last_index = e->index;
-  r->last_term = e->term;
-  r->appends++;
+  r->last_index = es[n - 1].index;
+  r->last_term = es[n - 1].term;
+  r->appends += n;
   r->bytes += total;
   pthread_cond_signal(&r->cv);
   pthread_mutex_unlock(&r->mu);
@@ -603,26 +615,39 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
   e.vlen = op == LKVNET_OP_SET || op == LKVNET_OP_CONF || op == LKVNET_OP_BATCH
                ? vlen
                : 0;
-  if ((rc = append_frame(r, &e, err)) == LKV_OK) *index = e.index;
+  if ((rc = append_frames(r, &e, 1, err)) == LKV_OK) *index = e.index;
   return rc;
 }
 
 int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
                              lkv_err *err) {
+  return lkvnet_rlog_append_entries(r, e, 1, err);
+}
+
+int lkvnet_rlog_append_entries(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
+                               lkv_err *err) {
   uint64_t last = r->base_index + r->nents;
   uint64_t lt = r->nents ? r->ents[r->nents - 1].term : r->base_term;
-  if (last == UINT64_MAX || e->index != last + 1 || e->term < lt)
-    return lkv_seterr(err, LKV_INVALID,
-                      "entry (term %llu, index %llu) "
-                      "does not follow (term %llu, index %llu)",
-                      (unsigned long long)e->term, (unsigned long long)e->index,
-                      (unsigned long long)lt, (unsigned long long)last);
-  if (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_DELETE &&
-      e->op != LKVNET_OP_NOOP && e->op != LKVNET_OP_CONF &&
-      e->op != LKVNET_OP_BATCH)
-    return lkv_seterr(err, LKV_INVALID, "entry %llu: unknown op %d",
-                      (unsigned long long)e->index, e->op);
-  return append_frame(r, e, err);
+  size_t i;
+  if (n == 0) return LKV_OK;
+  for (i = 0; i < n; i++) {
+    const lkvnet_entry *e = &es[i];
+    if (last == UINT64_MAX || e->index != last + 1 || e->term < lt)
+      return lkv_seterr(err, LKV_INVALID,
+                        "entry (term %llu, index %llu) "
+                        "does not follow (term %llu, index %llu)",
+                        (unsigned long long)e->term,
+                        (unsigned long long)e->index, (unsigned long long)lt,
+                        (unsigned long long)last);
+    if (e->op != LKVNET_OP_SET && e->op != LKVNET_OP_DELETE &&
+        e->op != LKVNET_OP_NOOP && e->op != LKVNET_OP_CONF &&
+        e->op != LKVNET_OP_BATCH)
+      return lkv_seterr(err, LKV_INVALID, "entry %llu: unknown op %d",
+                        (unsigned long long)e->index, e->op);
+    last = e->index;
+    lt = e->term;
+  }
+  return append_frames(r, es, n, err);
 }
 
 int lkvnet_rlog_term_at(lkvnet_rlog *r, uint64_t index, uint64_t *term) {

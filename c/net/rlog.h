@@ -151,6 +151,13 @@ int lkvnet_rlog_append(lkvnet_rlog *r, uint64_t term, int op, const char *key,
 int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
                              lkv_err *err);
 
+/* Append es[0..n) as lkvnet_rlog_append_entry would one by one (each
+ * checked against the one before it), with one write: all of them, or
+ * none (any check failing: LKV_INVALID; a failed write is cut back as
+ * an append's). */
+int lkvnet_rlog_append_entries(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
+                               lkv_err *err);
+
 /* The term of the entry at index into *term: LKV_OK; LKV_NOTFOUND when
  * index is past the last entry or behind base_index (compacted away;
  * base_index itself answers base_term). */

@@ -378,6 +378,57 @@ out:
   rmrf(dir);
 }
 
+/* 4b. append_entries: several entries with one write, each checked
+ * against the one before it (a gap or a lower term anywhere: none is
+ * written), their frames chained to each other's terms across the batch */
+static void test_append_entries(void) {
+  char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512];
+  lkvnet_rlog *r;
+  lkvnet_rlog_stats st;
+  lkv_err err = {0};
+  lkvnet_entry es[4];
+  long long sz;
+  uint64_t t;
+  Recs rs = {0};
+  if (make_dir(dir) != 0) return;
+  r = open_new_log(dir, path, sizeof path);
+  if (r == NULL) goto out;
+  CHECK(app(r, 1, LKVNET_OP_SET, "a", 1, "1", 1) == 1);
+  sz = file_size(path);
+  /* a gap inside the batch, then a lower term inside it: nothing written */
+  es[0] = mk(1, 2, LKVNET_OP_SET, "b", 1, "2", 1);
+  es[1] = mk(1, 4, LKVNET_OP_SET, "c", 1, "3", 1);
+  CHECK(lkvnet_rlog_append_entries(r, es, 2, &err) == LKV_INVALID);
+  es[1] = mk(2, 3, LKVNET_OP_NOOP, NULL, 0, NULL, 0);
+  es[2] = mk(1, 4, LKVNET_OP_SET, "c", 1, "3", 1);
+  CHECK(lkvnet_rlog_append_entries(r, es, 3, &err) == LKV_INVALID);
+  CHECK(file_size(path) == sz);
+  CHECK(lkvnet_rlog_term_at(r, 2, &t) == LKV_NOTFOUND);
+  CHECK_OK(lkvnet_rlog_append_entries(r, es, 0, &err), &err);
+  /* a whole batch, its terms rising inside it */
+  es[2] = mk(2, 4, LKVNET_OP_SET, "c", 1, "3", 1);
+  es[3] = mk(3, 5, LKVNET_OP_DELETE, "a", 1, NULL, 0);
+  CHECK_OK(lkvnet_rlog_append_entries(r, es, 4, &err), &err);
+  lkvnet_rlog_stats_get(r, &st);
+  CHECK(st.last_index == 5 && st.last_term == 3 && st.appends == 5);
+  CHECK(lkvnet_rlog_term_at(r, 3, &t) == LKV_OK && t == 2);
+  CHECK(lkvnet_rlog_term_at(r, 5, &t) == LKV_OK && t == 3);
+  CHECK(app(r, 3, LKVNET_OP_SET, "z", 1, "z", 1) == 6);
+  close_log(r);
+
+  /* every frame replays, in order, each chain link intact */
+  r = open_log(dir, &rs);
+  CHECK(rs.n == 6);
+  if (rs.n == 6) {
+    int i;
+    for (i = 0; i < 4; i++) CHECK(same_entry(&rs.v[i + 1], &es[i]));
+  }
+  close_log(r);
+out:
+  recs_free(&rs);
+  rmrf(dir);
+}
+
 /* 5. truncate: cut after k, append different entries, reopen */
 static void test_truncate(void) {
   char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512], k[16];
@@ -805,6 +856,7 @@ int main(void) {
   test_term_at();
   test_read_decode();
   test_append_entry();
+  test_append_entries();
   test_truncate();
   test_torn_tail();
   test_term_file();

@@ -616,6 +616,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   if (s->pipefd[1] >= 0) close(s->pipefd[1]);
   if (s->batch) lkv_batch_free(s->batch);
   lkv_buf_free(&s->getbuf);
+  free(s->append_buf);
   if (s->db && lkv_db_close(s->db, &e) != LKV_OK && rc == LKV_OK) {
     rc = e.code;
     if (err) *err = e;
