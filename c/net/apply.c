@@ -198,18 +198,15 @@ static int batch_writes(lkvnet_server *s, const lkvnet_raft_entry *e,
   return rc;
 }
 
-/* Apply one committed entry and the new applied index atomically (a
- * configuration change also keeps its configuration, so that a snapshot
- * of the engine carries it; a batch is one engine batch). */
-static int apply_entry(lkvnet_server *s, const lkvnet_raft_entry *e,
-                       lkv_err *err) {
-  unsigned char idx[8];
-  int rc = LKV_OK, op, libs = 0;
-  uint64_t seq;
+/* Add the writes of one committed entry to s->batch (a configuration
+ * change also keeps its configuration, so that a snapshot of the engine
+ * carries it; a BATCH entry's writes go in whole); *libs is set when a
+ * stored library's key is among them. */
+static int add_entry(lkvnet_server *s, const lkvnet_raft_entry *e, int *libs,
+                     lkv_err *err) {
+  int rc = LKV_OK, op;
   const char *key, *val;
   size_t klen, vlen;
-  lkv_put64(idx, e->index);
-  lkv_batch_clear(s->batch);
   if (e->type == LKVNET_RAFT_ENTRY_NORMAL) {
     if (lkvnet_node_cmd_decode(e->data, e->len, &op, &key, &klen, &val,
                                &vlen) != 0)
@@ -218,7 +215,7 @@ static int apply_entry(lkvnet_server *s, const lkvnet_raft_entry *e,
     if (op == LKVNET_OP_SET)
       rc = lkv_batch_set(s->batch, key, klen, val, vlen, err);
     else if (op == LKVNET_OP_BATCH)
-      rc = batch_writes(s, e, (const unsigned char *)val, vlen, &libs, err);
+      rc = batch_writes(s, e, (const unsigned char *)val, vlen, libs, err);
     else
       rc = lkv_batch_delete(s->batch, key, klen, err);
   } else if (e->type == LKVNET_RAFT_ENTRY_CONF) {
@@ -228,6 +225,38 @@ static int apply_entry(lkvnet_server *s, const lkvnet_raft_entry *e,
         (rc = put_conf(s, &cc.conf, err)) == LKV_OK)
       s->conf = cc.conf;
   }
+  return rc;
+}
+
+/* How many committed entries one engine batch takes at most, and how
+ * many bytes of their data (one entry may be larger: it goes alone). */
+#define APPLY_GROUP_MAX 256
+#define APPLY_GROUP_BYTES (1u << 20)
+
+/* The entries of ents[0..n) that one engine batch takes: at least one. */
+static size_t group_len(const lkvnet_raft_entry *ents, size_t n) {
+  size_t i, bytes = ents[0].len;
+  for (i = 1; i < n && i < APPLY_GROUP_MAX; i++) {
+    if (bytes + ents[i].len > APPLY_GROUP_BYTES) break;
+    bytes += ents[i].len;
+  }
+  return i;
+}
+
+/* Apply committed entries ents[0..n) and the applied index of the last
+ * one as one engine batch: atomically, and with one engine write for
+ * what a whole commit round released (the engine's log is written per
+ * batch, so this is one system call, not one per entry). */
+static int apply_group(lkvnet_server *s, const lkvnet_raft_entry *ents,
+                       size_t n, lkv_err *err) {
+  unsigned char idx[8];
+  int rc = LKV_OK, libs = 0;
+  uint64_t seq;
+  size_t i;
+  lkv_put64(idx, ents[n - 1].index);
+  lkv_batch_clear(s->batch);
+  for (i = 0; i < n && rc == LKV_OK; i++)
+    rc = add_entry(s, &ents[i], &libs, err);
   if (rc == LKV_OK)
     rc = lkv_batch_set(s->batch, LKVNET_APPLIED_KEY,
                        sizeof LKVNET_APPLIED_KEY - 1, idx, 8, err);
@@ -295,30 +324,34 @@ static void answer_conf(lkvnet_server *s, const lkvnet_raft_entry *e) {
 
 int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
                               size_t n) {
-  size_t i;
+  size_t i = 0, g, k;
   int failed = 0;
-  for (i = 0; i < n && !failed; i++) {
-    const lkvnet_raft_entry *e = &ents[i];
+  while (i < n && !failed) {
     lkv_err err;
     err.msg[0] = '\0';
     if (s->apply_err.code != LKV_OK) {
       failed = 1;
       break;
     }
-    if (e->index > s->applied_index) {
-      if (apply_entry(s, e, &err) != LKV_OK) {
-        /* the engine refused: the state machine cannot move past this
-         * entry; stop applying and refuse writes (a restart retries) */
+    g = 1;
+    if (ents[i].index > s->applied_index) {
+      g = group_len(ents + i, n - i);
+      if (apply_group(s, ents + i, g, &err) != LKV_OK) {
+        /* the engine refused: the state machine cannot move past these
+         * entries; stop applying and refuse writes (a restart retries) */
         s->apply_err = err;
         lkvnet_node_log(s, "cannot apply index %llu: %s",
-                        (unsigned long long)e->index, err.msg);
+                        (unsigned long long)ents[i].index, err.msg);
         failed = 1;
         break;
       }
-      s->applied_index = e->index;
+      s->applied_index = ents[i + g - 1].index;
     }
-    answer_pending(s, e);
-    answer_conf(s, e);
+    for (k = i; k < i + g; k++) {
+      answer_pending(s, &ents[k]);
+      answer_conf(s, &ents[k]);
+    }
+    i += g;
   }
   /* whatever still waits after an apply failure gets its answer now */
   if (s->apply_err.code != LKV_OK) {
