@@ -11,6 +11,8 @@
 #include "node.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -114,6 +116,22 @@ static void count(lkvnet_server *s, int route, int code, double start) {
   s->lat_count[route]++;
 }
 
+/* Send req's reply, and write it in this loop iteration. evhttp_send_reply
+ * only enables the connection's write event, so the bytes would leave in
+ * the next iteration, after an epoll_ctl to ask for EPOLLOUT and an
+ * epoll_wait to hear it: the write event is made active instead, and the
+ * bufferevent writes at once (or, when the socket is full, waits for
+ * EPOLLOUT as it always does). The write is the bufferevent's own (its
+ * callback, with evhttp's completion after it); only the event it waits
+ * on is reached through bufferevent_struct.h, public in libevent 2.1. */
+static void send_now(struct evhttp_request *req, int code) {
+  struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+  struct bufferevent *bev =
+      evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+  evhttp_send_reply(req, code, reason(code), NULL);
+  if (bev != NULL) event_active(&bev->ev_write, EV_WRITE, 1);
+}
+
 /* The one way out of every request. A HEAD gets the headers a GET would
  * (RFC 9110 9.3.2), Content-Length included, and no body: libevent 2.1
  * writes whatever is in the output buffer, and leaves Content-Length out
@@ -136,7 +154,7 @@ void lkvnet_node_reply(lkvnet_server *s, struct evhttp_request *req, int route,
     code = 500;
   }
   count(s, route, code, start);
-  evhttp_send_reply(req, code, reason(code), NULL);
+  send_now(req, code);
 }
 
 void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req,
