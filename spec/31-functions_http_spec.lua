@@ -290,6 +290,62 @@ describe("isolation #cluster", function()
     end
   end)
 
+  it("concurrent calls' scans see the writes and deletions still waiting "
+    .. "for their commit", function()
+    -- push appends at the count of q: keys (a scan that missed a write
+    -- still waiting would overwrite a key: fewer than 2N at the end);
+    -- toggle moves one key between z:a and z:b (a scan that missed a
+    -- deletion still waiting would see both, and raise)
+    nodes = hh.start_cluster { n = 3 }
+    local leader = hh.wait_ready(nodes)
+    local f = follower_of(nodes)
+    assert.equal(200, (put_library(leader, "queue", [[
+      lunakv.register("push", function(tx)
+        local n = 0
+        for _ in tx:scan("q:", "q:~") do n = n + 1 end
+        tx:set(string.format("q:%06d", n), "x")
+        return n
+      end)
+      lunakv.register("toggle", function(tx)
+        local seen = {}
+        for k in tx:scan("z:", "z:~") do seen[#seen + 1] = k end
+        assert(#seen <= 1, "two keys seen: " .. table.concat(seen, " "))
+        if seen[1] == "z:a" then
+          tx:delete("z:a")
+          tx:set("z:b", "1")
+        else
+          if seen[1] then tx:delete(seen[1]) end
+          tx:set("z:a", "1")
+        end
+        return seen[1] or "none"
+      end)]])))
+    local dir = h.tmpdir()
+    local script = dir .. "/client.lua"
+    h.write_file(script, CLIENT)
+    local N = 100
+    local procs = {}
+    for _, fn in ipairs { "push", "toggle" } do
+      for _, n in ipairs { leader, f } do
+        procs[#procs + 1] = { h.spawn("lua5.4 " .. script .. " " .. n.url
+          .. "/call/" .. fn .. " " .. N .. " k", dir) }
+      end
+    end
+    for _, p in ipairs(procs) do h.wait(p[1]) end
+    for _, p in ipairs(procs) do
+      assert.matches("^ok " .. N, h.read_file(p[2].out))
+    end
+    converged(nodes)
+    for _, n in ipairs(nodes) do
+      local code, doc = hh.json_request("GET", n.url
+        .. "/scan?start=q:&end=q:~&limit=1000")
+      assert.equal(200, code)
+      assert.equal(2 * N, #doc.items)
+      code, doc = hh.json_request("GET", n.url .. "/scan?start=z:&end=z:~")
+      assert.equal(200, code)
+      assert.equal(1, #doc.items)
+    end
+  end)
+
   it("a read-write call that writes nothing, sent to a leader paused "
     .. "(SIGSTOP) while another was elected, never answers from the stale "
     .. "state", function()

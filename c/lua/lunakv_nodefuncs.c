@@ -7,7 +7,8 @@
  * the first use after start and after every change the node reports
  * (changed(): an applied library entry, a snapshot install): every node
  * compiles the same source, and a library's in-memory globals start
- * afresh then. Calls read through one engine snapshot and return their
+ * afresh then. Calls read through one engine snapshot (on a leader, with
+ * the writes it proposed and has not applied above it) and return their
  * writes; the node commits them. Everything runs on the node's loop
  * thread (the Lua thread that called core.serve), one hook at a time. */
 #include <stdint.h>
@@ -218,19 +219,149 @@ static void h_list(void *ctx, lkv_db *db, lkvnet_fn_answer *a) {
   a->status = 200;
 }
 
+/* {======================================================================
+** A leader's reads: the overlay above the engine
+** ======================================================================= */
+
+/* What a read-write call reads on a leader: the writes it proposed and
+ * has not applied (lkvnet_overlay) above one engine snapshot. Together
+ * they are the state with the whole log applied (lkvnet.h). */
+typedef struct OvlBackend {
+  lkvf_backend engine;
+  const lkvnet_overlay *ov;
+} OvlBackend;
+
+typedef struct OvlScan {
+  OvlBackend *be;
+  void *cur; /* the engine's cursor */
+  lkvnet_overlay_pos pos;
+  char *hi; /* inclusive bound, malloc'd; NULL: open */
+  size_t hilen;
+  /* the next row of each side, looked at and not yet returned */
+  int e_have, e_done, o_have, o_done, o_deleted;
+  const char *ek, *ev, *ok, *ov;
+  size_t ekl, evl, okl, ovl;
+} OvlScan;
+
+static int ovl_get(void *arg, const char *k, size_t klen, lkv_buf *val,
+                   lkv_err *err) {
+  OvlBackend *be = arg;
+  const char *v;
+  size_t vlen;
+  int r = lkvnet_overlay_get(be->ov, k, klen, &v, &vlen);
+  if (r < 0) return be->engine.get(be->engine.arg, k, klen, val, err);
+  if (r == 0) return LKV_NOTFOUND;
+  if (vlen + 1 > val->cap) {
+    char *np = realloc(val->data, vlen + 1);
+    if (np == NULL) return lkv_seterr(err, LKV_NOMEM, "a call's read");
+    val->data = np;
+    val->cap = vlen + 1;
+  }
+  if (vlen) memcpy(val->data, v, vlen);
+  val->len = vlen;
+  return LKV_OK;
+}
+
+static int ovl_scan_open(void *arg, const char *lo, size_t lolen,
+                         const char *hi, size_t hilen, uint64_t limit,
+                         void **cursor, lkv_err *err) {
+  OvlBackend *be = arg;
+  OvlScan *sc = calloc(1, sizeof *sc);
+  int rc;
+  if (sc == NULL || (hi != NULL && (sc->hi = malloc(hilen + 1)) == NULL)) {
+    free(sc);
+    return lkv_seterr(err, LKV_NOMEM, "scan of a stored function");
+  }
+  if (hi != NULL) memcpy(sc->hi, hi, hilen);
+  sc->hilen = hilen;
+  sc->be = be;
+  /* a deletion above may hide any number of the engine's rows: no bound */
+  rc = be->engine.scan_open(be->engine.arg, lo, lolen, hi, hilen,
+                            lkvnet_overlay_empty(be->ov) ? limit : 0, &sc->cur,
+                            err);
+  if (rc != LKV_OK) {
+    free(sc->hi);
+    free(sc);
+    return rc;
+  }
+  lkvnet_overlay_seek(be->ov, lo, lolen, &sc->pos);
+  *cursor = sc;
+  return LKV_OK;
+}
+
+/* The smaller key of the two sides' next rows; the overlay's when both
+ * have it (newer); its deletions hide the engine's row and are skipped. */
+static int ovl_scan_next(void *cursor, const char **k, size_t *klen,
+                         const char **v, size_t *vlen, lkv_err *err) {
+  OvlScan *sc = cursor;
+  for (;;) {
+    int c;
+    if (!sc->e_have && !sc->e_done) {
+      int rc = sc->be->engine.scan_next(sc->cur, &sc->ek, &sc->ekl, &sc->ev,
+                                        &sc->evl, err);
+      if (rc == LKV_OK)
+        sc->e_have = 1;
+      else if (rc == LKV_NOTFOUND)
+        sc->e_done = 1;
+      else
+        return rc;
+    }
+    if (!sc->o_have && !sc->o_done) {
+      if (lkvnet_overlay_next(sc->be->ov, &sc->pos, &sc->ok, &sc->okl, &sc->ov,
+                              &sc->ovl, &sc->o_deleted) &&
+          (sc->hi == NULL ||
+           lkv_key_compare(sc->ok, sc->okl, sc->hi, sc->hilen) <= 0))
+        sc->o_have = 1;
+      else
+        sc->o_done = 1;
+    }
+    if (!sc->e_have && !sc->o_have) return LKV_NOTFOUND;
+    c = !sc->o_have   ? -1
+        : !sc->e_have ? 1
+                      : lkv_key_compare(sc->ek, sc->ekl, sc->ok, sc->okl);
+    if (c < 0) {
+      sc->e_have = 0;
+      *k = sc->ek;
+      *klen = sc->ekl;
+      *v = sc->ev;
+      *vlen = sc->evl;
+      return LKV_OK;
+    }
+    if (c == 0) sc->e_have = 0;
+    sc->o_have = 0;
+    if (sc->o_deleted) continue;
+    *k = sc->ok;
+    *klen = sc->okl;
+    *v = sc->ov;
+    *vlen = sc->ovl;
+    return LKV_OK;
+  }
+}
+
+static void ovl_scan_close(void *cursor) {
+  OvlScan *sc = cursor;
+  sc->be->engine.scan_close(sc->cur);
+  free(sc->hi);
+  free(sc);
+}
+
+/* }====================================================================== */
+
 static int h_kind(void *ctx, lkv_db *db, const char *name, size_t nlen) {
   NodeFuncs *f = ctx;
   lkvf_runtime *rt = runtime(f, db, NULL);
   return rt == NULL ? -1 : lkvf_function_read_only(rt, name, nlen);
 }
 
-static void h_call(void *ctx, lkv_db *db, const char *name, size_t nlen,
-                   const char *args, size_t alen, lkvnet_fn_answer *a) {
+static void h_call(void *ctx, lkv_db *db, const lkvnet_overlay *ov,
+                   const char *name, size_t nlen, const char *args, size_t alen,
+                   lkvnet_fn_answer *a) {
   NodeFuncs *f = ctx;
   lkvf_runtime *rt = runtime(f, db, a);
   lkv_snapshot *snap = NULL;
   lkvf_result *res;
   lkvf_backend be;
+  OvlBackend obe;
   lkvf_error e;
   lkv_err err;
   void *arg[2];
@@ -248,6 +379,15 @@ static void h_call(void *ctx, lkv_db *db, const char *name, size_t nlen,
     return;
   }
   lkvlua_funcs_backend(&be, arg, db, snap);
+  if (ov != NULL && !lkvnet_overlay_empty(ov)) {
+    obe.engine = be;
+    obe.ov = ov;
+    be.arg = &obe;
+    be.get = ovl_get;
+    be.scan_open = ovl_scan_open;
+    be.scan_next = ovl_scan_next;
+    be.scan_close = ovl_scan_close;
+  }
   rc = lkvf_call(rt, name, nlen, args, alen, &be, &f->lim, res, &e);
   lkv_snapshot_release(snap);
   if (rc != LKVF_OK) {

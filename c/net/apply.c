@@ -366,6 +366,7 @@ int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
     }
     s->tail = NULL;
   }
+  lkvnet_overlay_applied(&s->ovl, s->applied_index);
   lkvnet_node_serve_waiters(s);
   lkvnet_node_maybe_compact(s);
   return failed ? -1 : 0;
@@ -434,7 +435,7 @@ void lkvnet_node_read_released(lkvnet_server *s, uint64_t ctx, uint64_t index,
   for (w = s->waiters; w != NULL; w = w->next) {
     if (w->ctx != ctx || w->target != UINT64_MAX) continue;
     if (ok) {
-      w->target = index;
+      w->target = index > w->floor ? index : w->floor;
     } else {
       /* this node stopped leading before it could confirm the read: it
        * goes to the next leader (park.c; 503 "no leader" if none comes

@@ -10,14 +10,16 @@
  * consistent=false on any node over what it has applied.
  *
  * When (the isolation, strict serializability): a read-write call runs
- * only when everything in the leader's log is applied (the engine then
- * holds the state its entry will follow: no entry can come between what
- * the call read and what it wrote), and never inside a Ready (it
- * proposes). Until then it waits as a waiter of apply.c whose target is
- * the log's last index, re-armed when it is served and the log has grown
- * meanwhile. The call's writes, and a library's keys, go to the log as
- * one BATCH entry (apply.c applies it as one engine batch); the request
- * is answered when it applies, as a write is.
+ * over the engine with the overlay above it (overlay.c: the writes the
+ * leader proposed and has not applied), which together are the state
+ * with the whole log applied, so that its entry, proposed in the same
+ * step, follows everything it read; and never inside a Ready (it
+ * proposes). Until the overlay holds everything past the applied index
+ * (a new leader's, at the start) and while a library's entry is not
+ * applied, it waits as a waiter of apply.c. The call's writes, and a
+ * library's keys, go to the log as one BATCH entry (apply.c applies it
+ * as one engine batch); the request is answered when it applies, as a
+ * write is.
  *
  * Runs on the event loop's thread; the node's state is node.h. */
 #include <event2/buffer.h>
@@ -293,13 +295,16 @@ static void serve_result(lkvnet_server *s, lkvnet_waiter *w,
 }
 
 /* Run the call of req (its path names the function, its body is the
- * args) over the engine as it is, and answer it: at once when it failed,
- * or wrote nothing and needs no confirming; once a ReadIndex round
- * confirms this node still leads when it wrote nothing and confirm is
- * set (a leader deposed unawares, paused say, would otherwise answer
- * from a stale state); else once its BATCH entry applies. */
+ * args) over the engine as it is (with the overlay above it when confirm
+ * is set: a read-write call on the leader), and answer it: at once when
+ * it failed, or wrote nothing and needs no confirming; when it wrote
+ * nothing and confirm is set, once a ReadIndex round confirms this node
+ * still leads (a leader deposed unawares, paused say, would otherwise
+ * answer from a stale state) and everything up to last (the log's last
+ * index as it ran: the writes it may have read) is applied; else once its
+ * BATCH entry applies. */
 static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
-                     int confirm) {
+                     int confirm, uint64_t last) {
   const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
   const char *name = evhttp_uri_get_path(uri) + sizeof "/call/" - 1, *args;
   size_t alen;
@@ -310,8 +315,8 @@ static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
     return;
   }
   memset(&a, 0, sizeof a);
-  s->fns.call(s->fns.ctx, s->db, name, strlen(name), alen ? args : NULL, alen,
-              &a);
+  s->fns.call(s->fns.ctx, s->db, confirm ? &s->ovl : NULL, name, strlen(name),
+              alen ? args : NULL, alen, &a);
   if (a.status != 200) {
     reply_refusal(s, req, LKVNET_ROUTE_CALL, start, &a);
   } else if (a.nwrites == 0 && confirm) {
@@ -323,8 +328,10 @@ static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
                                     serve_result, res, a.json_len)) == NULL)
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_CALL, start, 500,
                               "out of memory");
-    else
+    else {
+      w->floor = last;
       lkvnet_node_read_begin(s, w);
+    }
   } else if (a.nwrites == 0) {
     lkvnet_jbuf b;
     memset(&b, 0, sizeof b);
@@ -342,23 +349,33 @@ static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
 static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,
                      struct evhttp_request *req);
 
-/* A read-write call on the leader: now, when every entry of the log is
- * applied and no Ready is open; else once they are. */
+/* A read-write call on the leader: now, over the engine and the overlay
+ * (together: the state with the whole log applied, whatever of it is not
+ * committed yet), when the overlay holds everything past the applied
+ * index, no stored library waits for its apply (the call would run the
+ * old code) and no Ready is open (it proposes); else once that holds.
+ * The overlay starts again, empty, whenever the log is applied whole. */
 static void call_rw(lkvnet_server *s, struct evhttp_request *req,
                     double start) {
-  lkvnet_raft_status st;
+  uint64_t term, last;
   lkvnet_waiter *w;
   char *none;
   if (!s->leader) {
-    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_CALL, start, 503,
-                            "not the leader: this node stopped leading before "
-                            "the call ran; nothing was written; retry");
+    /* it stopped leading while the call waited: the call has not run, so
+     * it goes to the next leader as a new request would (park.c) */
+    lkvnet_node_park(s, req, LKVNET_ROUTE_CALL, start);
     return;
   }
-  lkvnet_raft_status_get(s->raft, &st);
-  if (!s->in_ready && s->applied_index >= st.last_index) {
+  lkvnet_raft_position(s->raft, &term, &last);
+  if (!s->in_ready && (!s->ovl.valid || s->ovl_term != term) &&
+      s->applied_index >= last) {
+    lkvnet_overlay_reset(&s->ovl, 1);
+    s->ovl_term = term;
+  }
+  if (!s->in_ready && s->ovl.valid && s->ovl_term == term &&
+      s->applied_index >= s->lib_index) {
     if (lkvnet_node_write_check(s, req, LKVNET_ROUTE_CALL, start))
-      run_call(s, req, start, 1);
+      run_call(s, req, start, 1, last);
     return;
   }
   if ((none = malloc(1)) == NULL ||
@@ -369,8 +386,10 @@ static void call_rw(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   /* inside a Ready: released by the pass after it (the applied index is
-   * reached already); else when the log's last entry is applied */
-  w->target = s->in_ready ? s->applied_index : st.last_index;
+   * reached already); else when the library, or the whole log, is */
+  w->target = s->in_ready                           ? s->applied_index
+              : s->ovl.valid && s->ovl_term == term ? s->lib_index
+                                                    : last;
 }
 
 static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,
@@ -381,7 +400,7 @@ static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,
 /* A read-only call, released by its ReadIndex: it writes nothing. */
 static void serve_ro(lkvnet_server *s, lkvnet_waiter *w,
                      struct evhttp_request *req) {
-  run_call(s, req, w->h.start, 0); /* its ReadIndex came first */
+  run_call(s, req, w->h.start, 0, 0); /* its ReadIndex came first */
 }
 
 /* consistent=false (or 0) */
@@ -425,7 +444,7 @@ void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
   }
   kind = s->fns.kind(s->fns.ctx, s->db, name, nlen);
   if (kind == 1 && inconsistent(query)) {
-    run_call(s, req, start, 0); /* here, over what this node applied */
+    run_call(s, req, start, 0, 0); /* here, over what this node applied */
     return;
   }
   if (!s->leader) {
@@ -436,7 +455,7 @@ void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
   }
   if (kind < 0) {
     /* the runtime's own words (which library failed to load, if any) */
-    run_call(s, req, start, 0);
+    run_call(s, req, start, 0, 0);
     return;
   }
   if (kind == 1) {

@@ -128,9 +128,10 @@
 ** The net room runs no Lua: the node asks these hooks, on its loop's
 ** thread, one at a time, to compile a library, list the libraries, tell a
 ** function's kind and run a call. The hooks read the engine (db) as it is
-** at that moment (the node runs a call only when everything in its log is
-** applied, so that is the state the call's entry follows) and never
-** write it: a call's writes come back in the answer, and the node commits
+** at that moment, a call with the overlay above it (together: the state
+** with the leader's whole log applied, which the call's entry follows),
+** and never write it: a call's writes come back in the answer, and the node
+*commits
 ** them as one log entry. The libraries the hooks run are those stored in
 ** db; the node calls changed() whenever an applied entry or a snapshot
 ** install changed them.
@@ -163,6 +164,28 @@ typedef struct lkvnet_fn_answer {
   void *priv; /* the hook's own */
 } lkvnet_fn_answer;
 
+/* What a read-write call reads above the engine on a leader: the writes
+ * of the entries it proposed and has not applied yet (overlay.c), so
+ * that calls need not wait for each commit. Borrowed for the call. */
+typedef struct lkvnet_overlay lkvnet_overlay;
+/* key's newest write there: 1 a value (*val, *vlen borrowed for the
+ * call), 0 a deletion, -1 none (read the engine). */
+int lkvnet_overlay_get(const lkvnet_overlay *o, const char *key, size_t klen,
+                       const char **val, size_t *vlen);
+/* A position among its keys, ascending: seek to the first key >= lo (NULL:
+ * the first), then next gives one key per call (the newest write of each,
+ * deletions with *deleted set) until it returns 0. */
+typedef struct lkvnet_overlay_pos {
+  size_t i[2];
+} lkvnet_overlay_pos;
+void lkvnet_overlay_seek(const lkvnet_overlay *o, const char *lo, size_t lolen,
+                         lkvnet_overlay_pos *p);
+int lkvnet_overlay_next(const lkvnet_overlay *o, lkvnet_overlay_pos *p,
+                        const char **key, size_t *klen, const char **val,
+                        size_t *vlen, int *deleted);
+/* 1 when it holds no write. */
+int lkvnet_overlay_empty(const lkvnet_overlay *o);
+
 typedef struct lkvnet_functions {
   void *ctx;
   /* Compile and run library name's source without installing it:
@@ -175,11 +198,12 @@ typedef struct lkvnet_functions {
   void (*list)(void *ctx, lkv_db *db, lkvnet_fn_answer *a);
   /* 1 read-only, 0 read-write, -1 unknown. */
   int (*kind)(void *ctx, lkv_db *db, const char *name, size_t nlen);
-  /* Run function name with args (JSON text; NULL: nil) over db: 200 with
-   * json and writes; 404 unknown; 400 the script's error or args that are
-   * not JSON; 4xx/5xx a limit. */
-  void (*call)(void *ctx, lkv_db *db, const char *name, size_t nlen,
-               const char *args, size_t alen, lkvnet_fn_answer *a);
+  /* Run function name with args (JSON text; NULL: nil) over db, with ov
+   * (NULL: none) above it: 200 with json and writes; 404 unknown; 400
+   * the script's error or args that are not JSON; 4xx/5xx a limit. */
+  void (*call)(void *ctx, lkv_db *db, const lkvnet_overlay *ov,
+               const char *name, size_t nlen, const char *args, size_t alen,
+               lkvnet_fn_answer *a);
   /* The stored libraries changed: recompile before the next use. */
   void (*changed)(void *ctx);
   void (*answer_free)(void *ctx, lkvnet_fn_answer *a);

@@ -10,6 +10,7 @@
  *                 loop, node ids, waking the Raft driver
  *   memberconf.c  node URLs, the kept configuration with them (memberconf.h;
  *                 pure)
+ *   overlay.c     a leader's proposed, unapplied writes, as calls read them
  *   peers.c       the nodes known by id and URL (the peer slots), learning
  *                 URLs, who is a member
  *   conns.c       the client connections: deadlines, the cap, accept()
@@ -28,6 +29,7 @@
  *   members.c     /add_node, /remove_node, a learner's promotion, --join,
  *                 a member's probe of its leader
  *   metrics.c     /status, /stats, /health, /metrics
+ *   funcs.c       the stored functions' routes: libraries and calls
  *   routes.c      a request's way in, and the client routes
  *   server.c      open, the loop's events (syncer, ticks, the driver's
  *                 wake-up, signals), close
@@ -136,7 +138,8 @@ typedef struct lkvnet_waiter {
   struct lkvnet_waiter *next;
   lkvnet_read_fn serve;
   uint64_t target, ctx;
-  char *key; /* the route's argument (the key, the query), malloc'd */
+  uint64_t floor; /* served no earlier than this index's apply either */
+  char *key;      /* the route's argument (the key, the query), malloc'd */
   size_t klen;
 } lkvnet_waiter;
 
@@ -224,6 +227,19 @@ typedef struct lkvnet_conns {
   uint64_t accept_errors, read_timeouts, idle_timeouts;
 } lkvnet_conns;
 
+/* overlay.c: two generations of the leader's proposed, unapplied writes,
+ * each sorted by key; end is the index of its last entry. */
+typedef struct lkvnet_ovl_gen {
+  struct lkvnet_ovl_item **v;
+  size_t n, cap, bytes;
+  uint64_t end;
+} lkvnet_ovl_gen;
+
+struct lkvnet_overlay {
+  lkvnet_ovl_gen g[2]; /* g[0] the older */
+  int valid; /* it holds every write of the log past the applied index */
+};
+
 struct lkvnet_server {
   char *data_dir, *host, *my_url, *hint_url, *token;
   /* the current leader's URL (one of nodes, or my_url), NULL when unknown */
@@ -272,6 +288,10 @@ struct lkvnet_server {
   lkv_buf getbuf;
   lkvnet_rlog *rlog;
   lkvnet_entry *append_buf; /* a Ready's entries as the log takes them */
+  lkvnet_overlay ovl;       /* what calls read above the engine (leader) */
+  uint64_t ovl_term;        /* the term it was started in */
+  uint64_t lib_index;       /* the last entry proposed that wrote a
+                               library (calls wait for its apply) */
   size_t append_cap;
   int pipefd[2];
 
@@ -432,6 +452,19 @@ void lkvnet_node_wake(lkvnet_server *s);
 /* A 503 with Retry-After: 1 and {"ok": false, "error": "no leader", ...}. */
 void lkvnet_node_reply_no_leader(lkvnet_server *s, struct evhttp_request *req,
                                  int route, double start);
+
+/* ---- overlay.c -------------------------------------------------------- */
+
+/* Empty it; valid: it holds the log's writes past the applied index from
+ * now on (the caller makes sure the log is applied whole), or not. */
+void lkvnet_overlay_reset(lkvnet_overlay *o, int valid);
+/* The writes of entry index (proposed just now, after every entry the
+ * overlay holds); nothing when it is not valid. Out of memory makes it
+ * invalid. */
+void lkvnet_overlay_add(lkvnet_overlay *o, uint64_t index,
+                        const lkvnet_fn_write *w, size_t n);
+/* Forget what the engine now holds (everything up to applied). */
+void lkvnet_overlay_applied(lkvnet_overlay *o, uint64_t applied);
 
 /* ---- peers.c ---------------------------------------------------------- */
 

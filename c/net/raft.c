@@ -612,6 +612,12 @@ void lkvnet_raft_advance(lkvnet_raft *r) {
   r->in_ready = 0;
 }
 
+void lkvnet_raft_position(const lkvnet_raft *r, uint64_t *term,
+                          uint64_t *last_index) {
+  *term = r->term;
+  *last_index = lkvnet_raft_last_index(r);
+}
+
 void lkvnet_raft_status_get(const lkvnet_raft *r, lkvnet_raft_status *st) {
   memset(st, 0, sizeof(*st));
   st->id = r->id;

@@ -450,6 +450,11 @@ typedef struct lkvnet_raft_status {
 
 void lkvnet_raft_status_get(const lkvnet_raft *r, lkvnet_raft_status *st);
 
+/* The status's term and last_index alone, without its copy: what a
+ * caller on every request needs. */
+void lkvnet_raft_position(const lkvnet_raft *r, uint64_t *term,
+                          uint64_t *last_index);
+
 /* "leader", "follower", "candidate", "precandidate". Static storage. */
 const char *lkvnet_raft_role_name(int role);
 

@@ -140,6 +140,9 @@ static void soft_state(lkvnet_server *s, const lkvnet_raft_ready *rd) {
   if (rd->role == s->role && rd->leader == s->leader_id) return;
   s->role = rd->role;
   s->leader = rd->role == LKVNET_RAFT_LEADER;
+  /* a new term's log may hold entries it never proposed: calls wait for
+   * a whole apply before it starts again (funcs.c) */
+  lkvnet_overlay_reset(&s->ovl, 0);
   if (rd->leader != s->leader_id) {
     s->leader_id = rd->leader;
     s->leader_url = url_of(s, rd->leader);
@@ -202,6 +205,7 @@ static void write_failed(lkvnet_server *s, uint64_t index, const lkv_err *err) {
 
 void lkvnet_node_log_failed(lkvnet_server *s) {
   s->log_failed = 1;
+  lkvnet_overlay_reset(&s->ovl, 0);
   if (s->leader) {
     s->leader = 0;
     s->role = LKVNET_RAFT_FOLLOWER;
@@ -493,6 +497,36 @@ void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
   free(cmd);
 }
 
+/* The writes of a command just proposed at index, for the calls that run
+ * before it applies (overlay.c); and the last index that wrote a stored
+ * library, whose apply the calls wait for (they run the libraries the
+ * engine holds). The command was checked by whoever built it. */
+static void overlay_note(lkvnet_server *s, uint64_t index,
+                         const unsigned char *cmd, size_t n) {
+  const char *key, *val;
+  size_t klen, vlen, off = 4, i, count;
+  lkvnet_fn_write w;
+  int op;
+  if (lkvnet_node_cmd_decode(cmd, n, &op, &key, &klen, &val, &vlen) != 0)
+    return;
+  if (op != LKVNET_OP_BATCH) {
+    w.op = op == LKVNET_OP_SET ? LKVNET_FN_SET : LKVNET_FN_DELETE;
+    w.key = key;
+    w.klen = klen;
+    w.val = val;
+    w.vlen = vlen;
+    lkvnet_overlay_add(&s->ovl, index, &w, 1);
+    return;
+  }
+  count = vlen >= 4 ? lkv_get32((const unsigned char *)val) : 0;
+  for (i = 0; i < count && lkvnet_node_batch_next((const unsigned char *)val,
+                                                  vlen, &off, &w) == 0;
+       i++) {
+    if (lkvnet_node_is_library_key(w.key, w.klen)) s->lib_index = index;
+    lkvnet_overlay_add(&s->ovl, index, &w, 1);
+  }
+}
+
 lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
                                     struct evhttp_request *req, int route,
                                     double start, const unsigned char *cmd,
@@ -529,6 +563,7 @@ lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
                             lkvnet_node_http_status_of(rc), "%s", err.msg);
     return NULL;
   }
+  overlay_note(s, index, cmd, n);
   if (lkvnet_node_pending_push(s, index, term,
                                bytes + LKVNET_PENDING_OVERHEAD) != 0) {
     /* proposed but untracked: its fate cannot be told to the client */

@@ -617,6 +617,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   if (s->batch) lkv_batch_free(s->batch);
   lkv_buf_free(&s->getbuf);
   free(s->append_buf);
+  lkvnet_overlay_reset(&s->ovl, 0);
   if (s->db && lkv_db_close(s->db, &e) != LKV_OK && rc == LKV_OK) {
     rc = e.code;
     if (err) *err = e;
