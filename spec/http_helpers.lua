@@ -514,10 +514,11 @@ end
 -- doc, text) until it is acknowledged, within timeout s (default 15):
 -- while a leader is elected the answer is a 503 (no leader, outcome
 -- unknown), never a wrong success or another error. what names the write
--- in the failures. Returns the acknowledging answer's doc.
+-- in the failures. Returns the acknowledging answer's doc, and how many
+-- answers before it said "outcome unknown" (tries that may still apply).
 function M.until_acked(what, send, timeout)
   local luassert = require "luassert"
-  local last, acked
+  local last, acked, unknown = nil, nil, 0
   h.wait_until(function()
     local code, doc, text = send()
     last = tostring(code) .. " " .. tostring(text)
@@ -527,9 +528,12 @@ function M.until_acked(what, send, timeout)
       return true
     end
     luassert.equal(503, code, what .. " during an election: " .. last)
+    if tostring(text):find("outcome unknown", 1, true) then
+      unknown = unknown + 1
+    end
     return false
   end, timeout or 15, function() return what .. ": " .. last end)
-  return acked
+  return acked, unknown
 end
 
 -- Wait until every running member of nodes has applied what the leader
