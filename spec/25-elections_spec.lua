@@ -25,17 +25,8 @@ end)
 -- acknowledged, within timeout s: while an election runs the answer is a
 -- 503 (no leader, or outcome unknown), never a wrong success.
 local function set_eventually(node, k, v, timeout)
-  local last
-  h.wait_until(function()
-    local code, doc, text = hh.set(node, k, v)
-    last = tostring(code) .. " " .. tostring(text)
-    if code == 200 then
-      assert.is_true(doc.ok)
-      return true
-    end
-    assert.equal(503, code, "a write during an election: " .. last)
-    return false
-  end, timeout or 15, function() return "set " .. k .. ": " .. last end)
+  hh.until_acked("set " .. k, function() return hh.set(node, k, v) end,
+    timeout)
 end
 
 -- The running members other than `except`.
@@ -196,28 +187,21 @@ describe("Raft elections #cluster", function()
       set_eventually(new, "k", "v2")
       -- a consistent read sent to the paused leader: it waits in the
       -- kernel, with the new leader's messages, until the resume
-      local c = assert(socket.tcp())
-      c:settimeout(20)
-      assert(c:connect("127.0.0.1", old.port))
-      assert(c:send("GET /get?key=k&consistent=true HTTP/1.1\r\nHost: x\r\n"
-        .. "Connection: close\r\n\r\n"))
+      local c = assert(hh.send_later(old, "GET", "/get?key=k&consistent=true"))
       h.kill(old.pid, "CONT")
-      local answer = assert(c:receive("*a"))
-      c:close()
-      local code = tonumber(answer:match("^HTTP/1%.%d (%d%d%d)"))
-      local body = answer:match("\r\n\r\n(.*)$")
+      local code, doc, answer = hh.read_answer(c)
       -- never the stale v1; and not an error either: a read the deposed
       -- leader could not confirm goes on to the new leader
       assert.equal(200, code, answer)
-      assert.equal("v2", cjson.decode(body).value, "a stale read: " .. body)
+      assert.equal("v2", doc.value, "a stale read: " .. answer)
       -- it learns the newer term and follows
       h.wait_until(function()
         local st = hh.status(old)
         return st.role == "follower" and st.leader == new.url and st.term > term
       end, 15, function() return cjson.encode(hh.status(old)) end)
-      local c2, doc = hh.consistent_get(old, "k")
+      local c2, doc2 = hh.consistent_get(old, "k")
       assert.equal(200, c2)
-      assert.equal("v2", doc.value)
+      assert.equal("v2", doc2.value)
     end)
     if not ok then
       h.kill(old.pid, "CONT")
@@ -279,13 +263,8 @@ describe("Raft elections #cluster", function()
       local target = leader == nodes[1] and nodes[2] or nodes[1]
       -- the transfer runs while this loop writes: its answer is read
       -- after 0.5 s of writes through every node in turn
-      local c = assert(socket.tcp())
-      c:settimeout(20)
-      assert(c:connect("127.0.0.1", leader.port))
-      local body = cjson.encode { node_url = target.url }
-      assert(c:send("POST /transfer_leader HTTP/1.1\r\nHost: x\r\n"
-        .. "Content-Type: application/json\r\nContent-Length: " .. #body
-        .. "\r\nConnection: close\r\n\r\n" .. body))
+      local c = assert(hh.send_later(leader, "POST", "/transfer_leader",
+        cjson.encode { node_url = target.url }))
       local t_end = socket.gettime() + 0.5
       while socket.gettime() < t_end do
         n = n + 1
@@ -303,9 +282,8 @@ describe("Raft elections #cluster", function()
             .. " " .. cjson.encode(rdoc or {})
         end
       end
-      local answer = assert(c:receive("*a"))
-      c:close()
-      assert.matches("^HTTP/1%.%d 200", answer)
+      local code, _, answer = hh.read_answer(c)
+      assert.equal(200, code, answer)
       assert.equal(target.url, hh.wait_leader(nodes, 10).url)
     end
     assert.same({}, failed, n .. " writes")

@@ -10,7 +10,6 @@
 
 local h = require "spec.helpers"
 local hh = require "spec.http_helpers"
-local socket = require "socket"
 local cjson = hh.json
 
 local nodes -- the cluster of the running test; stopped in after_each
@@ -403,15 +402,11 @@ describe("Raft membership #cluster", function()
       end
     end
     -- the first change on a socket of its own, its answer read later
-    local first = assert(socket.tcp())
+    local first
     local sent, err = pcall(function()
-      first:settimeout(15)
-      assert(first:connect("127.0.0.1", leader.port))
-      local body = '{"node_url": "http://127.0.0.1:1"}'
-      assert(first:send("POST /add_node HTTP/1.1\r\nHost: x\r\n"
-        .. "X-Lunakv-Token: s3cret\r\nContent-Type: application/json\r\n"
-        .. "Content-Length: " .. #body .. "\r\nConnection: close\r\n\r\n"
-        .. body))
+      first = assert(hh.send_later(leader, "POST", "/add_node",
+        '{"node_url": "http://127.0.0.1:1"}', { ["X-Lunakv-Token"] = "s3cret" },
+        15))
       h.wait_until(function()
         return hh.status(leader).last_index > 0 and
           #hh.status(leader).learners == 1
@@ -421,13 +416,12 @@ describe("Raft membership #cluster", function()
     -- resumed whatever happened: a paused node ignores SIGTERM
     for _, n in ipairs(stopped) do h.kill(n.pid, "CONT") end
     if not sent then
-      first:close()
+      if first then first:close() end
       error(err, 0)
     end
     assert.equal(409, code, text)
     assert.truthy(doc.error:find("pending", 1, true), doc.error)
-    first:receive("*a")
-    first:close()
+    hh.read_answer(first)
     -- the first one went through (had the leader lost its lead while its
     -- followers were paused, another may have cut it: then it did not);
     -- the second never did

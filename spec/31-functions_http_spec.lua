@@ -10,7 +10,6 @@
 local h = require "spec.helpers"
 local hh = require "spec.http_helpers"
 local cjson = hh.json
-local socket = require "socket"
 
 local nodes, single -- what the running test started; stopped in after_each
 
@@ -64,20 +63,6 @@ local function last_index(node)
   return hh.status(node).last_index
 end
 
--- Wait until every running member has applied what the leader has.
-local function converged(list)
-  local leader = list.leader
-  h.wait_until(function()
-    local want = hh.status(leader).commit_index
-    for _, n in ipairs(list) do
-      if hh.running(n) and hh.status(n).applied_index < want then
-        return false
-      end
-    end
-    return true
-  end, 15, "replicas converge")
-end
-
 local function follower_of(list)
   for _, n in ipairs(list) do
     if n ~= list.leader and hh.running(n) then return n end
@@ -96,7 +81,7 @@ describe("PUT/GET/DELETE /functions #cluster", function()
     assert.is_true(doc.ok)
     assert.is_number(doc.index)
     assert.equal("incr", doc.functions[1])
-    converged(nodes)
+    hh.converged(nodes)
     for _, n in ipairs(nodes) do
       local c, list = hh.json_request("GET", n.url .. "/functions")
       assert.equal(200, c)
@@ -114,7 +99,7 @@ describe("PUT/GET/DELETE /functions #cluster", function()
     code, doc, text = call(f, "incr", { key = "hits", by = 5 })
     assert.equal(200, code, text)
     assert.equal(6, doc.result)
-    converged(nodes)
+    hh.converged(nodes)
     for _, n in ipairs(nodes) do
       local _, g = hh.get(n, "hits")
       assert.equal("6", g.value)
@@ -131,7 +116,7 @@ describe("PUT/GET/DELETE /functions #cluster", function()
     -- deleted through a follower: gone everywhere
     code, _, text = hh.json_request("DELETE", f.url .. "/functions/counter")
     assert.equal(200, code, text)
-    converged(nodes)
+    hh.converged(nodes)
     for _, n in ipairs(nodes) do
       local c, list = hh.json_request("GET", n.url .. "/functions")
       assert.equal(200, c)
@@ -284,7 +269,7 @@ describe("isolation #cluster", function()
     local out1, out2 = h.read_file(o1.out), h.read_file(o2.out)
     assert.matches("^ok " .. N, out1)
     assert.matches("^ok " .. N, out2)
-    converged(nodes)
+    hh.converged(nodes)
     for _, n in ipairs(nodes) do
       assert.equal(tostring(2 * N), select(2, hh.get(n, "c")).value)
     end
@@ -355,25 +340,17 @@ describe("isolation #cluster", function()
     assert.equal(200, (put_library(old, "looker",
       'lunakv.register("look", function(tx, args) return tx:get(args.key) end)')))
     assert.equal(200, (hh.set(old, "k", "v1")))
-    converged(nodes)
+    hh.converged(nodes)
     h.kill(old.pid, "STOP")
     local ok, err = pcall(function()
       local new = hh.wait_leader(nodes, 20, old)
       h.wait_until(function() return hh.set(new, "k", "v2") == 200 end, 15)
       -- the call waits in the paused node's socket with the new leader's
       -- messages; whichever it reads first, the answer is not v1
-      local c = assert(socket.tcp())
-      c:settimeout(20)
-      assert(c:connect("127.0.0.1", old.port))
-      local body = cjson.encode { key = "k" }
-      assert(c:send("POST /call/look HTTP/1.1\r\nHost: x\r\n"
-        .. "Content-Type: application/json\r\nContent-Length: " .. #body
-        .. "\r\nConnection: close\r\n\r\n" .. body))
+      local c = assert(hh.send_later(old, "POST", "/call/look",
+        cjson.encode { key = "k" }))
       h.kill(old.pid, "CONT")
-      local answer = assert(c:receive("*a"))
-      c:close()
-      local code = tonumber(answer:match("^HTTP/1%.%d (%d%d%d)"))
-      local doc = cjson.decode(answer:match("\r\n\r\n(.*)$"))
+      local code, doc, answer = hh.read_answer(c)
       assert.equal(200, code, answer)
       assert.equal("v2", doc.result, "a stale result: " .. answer)
     end)
@@ -397,7 +374,7 @@ describe("isolation #cluster", function()
       assert.equal(1, #sync.entries)
       assert.equal("batch", sync.entries[1].op)
     end
-    converged(nodes)
+    hh.converged(nodes)
     local want
     for _, n in ipairs(nodes) do
       local code, scan = hh.json_request("GET", n.url
@@ -415,7 +392,7 @@ describe("libraries on restarts and snapshots #cluster", function()
     local leader = hh.wait_ready(nodes)
     assert.equal(200, (put_library(leader, "counter", COUNTER)))
     assert.equal(200, (call(leader, "incr", { key = "r" })))
-    converged(nodes)
+    hh.converged(nodes)
     for _, n in ipairs(nodes) do hh.stop_member(n) end
     for _, n in ipairs(nodes) do hh.start_member(n) end
     hh.wait_ready(nodes)
@@ -446,7 +423,7 @@ describe("libraries on restarts and snapshots #cluster", function()
     h.wait_until(function()
       return hh.read_log(nodes[3].log):find("snapshot installed", 1, true)
     end, 20, "node 3 installs a snapshot")
-    converged(nodes)
+    hh.converged(nodes)
     local _, list = hh.json_request("GET", nodes[3].url .. "/functions")
     assert.equal(1, #list.libraries)
     assert.equal("counter", list.libraries[1].name)
@@ -465,7 +442,7 @@ describe("read-only calls on followers #cluster", function()
     local f = follower_of(nodes)
     assert.equal(200, (put_library(leader, "counter", COUNTER)))
     assert.equal(200, (call(leader, "incr", { key = "ro", by = 41 })))
-    converged(nodes)
+    hh.converged(nodes)
     local code, doc = call(f, "peek", { key = "ro" })
     assert.equal(200, code)
     assert.equal("41", doc.result)

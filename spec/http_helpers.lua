@@ -4,6 +4,7 @@
 -- random high ports (a bind failure is retried on another port).
 
 local h = require "spec.helpers"
+local socket = require "socket"
 local http = require "socket.http"
 local ltn12 = require "ltn12"
 local cjson = require "cjson"
@@ -509,6 +510,46 @@ function M.wait_leader(nodes, timeout, except)
   end, timeout or 20)
 end
 
+-- Send a write with send() (a function returning json_request's code,
+-- doc, text) until it is acknowledged, within timeout s (default 15):
+-- while a leader is elected the answer is a 503 (no leader, outcome
+-- unknown), never a wrong success or another error. what names the write
+-- in the failures. Returns the acknowledging answer's doc, and how many
+-- answers before it said "outcome unknown" (tries that may still apply).
+function M.until_acked(what, send, timeout)
+  local luassert = require "luassert"
+  local last, acked, unknown = nil, nil, 0
+  h.wait_until(function()
+    local code, doc, text = send()
+    last = tostring(code) .. " " .. tostring(text)
+    if code == 200 then
+      luassert.is_true(doc.ok, what .. ": " .. last)
+      acked = doc
+      return true
+    end
+    luassert.equal(503, code, what .. " during an election: " .. last)
+    if tostring(text):find("outcome unknown", 1, true) then
+      unknown = unknown + 1
+    end
+    return false
+  end, timeout or 15, function() return what .. ": " .. last end)
+  return acked, unknown
+end
+
+-- Wait until every running member of nodes has applied what the leader
+-- (nodes.leader) has committed.
+function M.converged(nodes, timeout)
+  h.wait_until(function()
+    local want = M.status(nodes.leader).commit_index
+    for _, n in ipairs(nodes) do
+      if running(n) and M.status(n).applied_index < want then
+        return false
+      end
+    end
+    return true
+  end, timeout or 15, function() return "replicas converge" end)
+end
+
 -- json_request with extra request headers.
 function M.json_call(method, url, body, headers)
   local hdrs = {}
@@ -517,6 +558,53 @@ function M.json_call(method, url, body, headers)
   local code, text, rh = M.request(method, url, body, hdrs)
   local okj, doc = pcall(cjson.decode, text or "")
   return code, okj and doc or nil, text, rh
+end
+
+-- ---- a request sent now, its answer read later -------------------------
+-- For a request that waits in a node (for a commit, a leader, a resume)
+-- while the test pauses, kills or watches nodes.
+
+-- Send method path to node (body: JSON text, optional; headers: more
+-- request headers) on a connection of its own (Connection: close), and
+-- return the connection without reading the answer: M.read_answer reads
+-- it. nil and the error when the connection cannot be made, and then
+-- nothing was sent. timeout: seconds any one socket operation may take
+-- (default 20).
+function M.send_later(node, method, path, body, headers, timeout)
+  local c = assert(socket.tcp())
+  c:settimeout(timeout or 20)
+  local ok, err = c:connect("127.0.0.1", node.port)
+  if not ok then
+    c:close()
+    return nil, err
+  end
+  local lines = { method .. " " .. path .. " HTTP/1.1", "Host: x",
+                  "Connection: close" }
+  if body then
+    lines[#lines + 1] = "Content-Type: application/json"
+    lines[#lines + 1] = "Content-Length: " .. #body
+  end
+  for k, v in pairs(headers or {}) do lines[#lines + 1] = k .. ": " .. v end
+  -- a failed send is seen by the read: the request may or may not have
+  -- arrived whole
+  c:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. (body or ""))
+  return c
+end
+
+-- The answer on a connection of M.send_later, which is then closed:
+-- status, body decoded as JSON (nil when it is not), the whole answer's
+-- text. nil and the error when no whole answer came (the connection
+-- broke, or a socket operation timed out).
+function M.read_answer(c)
+  local text, err = c:receive("*a")
+  c:close()
+  local code = text and tonumber(text:match("^HTTP/1%.%d (%d%d%d)"))
+  local body = text and text:match("\r\n\r\n(.*)$")
+  if not code or not body then
+    return nil, "no answer: " .. tostring(err) .. " " .. tostring(text)
+  end
+  local okj, doc = pcall(cjson.decode, body)
+  return code, okj and doc or nil, text
 end
 
 -- ---- hand-built replication traffic --------------------------------------

@@ -5,13 +5,17 @@
 -- caller in lunakv_dbfuncs.c), and names the case of spec/30-functions_spec.lua
 -- that must then fail. `from` must occur exactly once in `file` (else the
 -- row is reported stale: mend it with the code). `make mutate
--- MUTATE=funcs:` runs these rows.
+-- MUTATE=funcs:` runs these rows; the node's (c/net) are `funcs-http:`,
+-- caught by spec/31-functions_http_spec.lua, and `funcs-bank:`, caught by
+-- spec/32-bank_cluster_spec.lua (examples/bank.lua through a leader's
+-- kill and deposition).
 
 local t = dofile("tools/mutation_tests.lua")
 local spec = t.spec
 
 local SPEC = "30-functions_spec.lua"
 local SPEC_HTTP = "31-functions_http_spec.lua"
+local SPEC_BANK = "32-bank_cluster_spec.lua"
 
 return {
   -- ---- the limits ------------------------------------------------------
@@ -193,4 +197,51 @@ return {
     from = "    if (c == 0) sc->e_have = 0;",
     to = "",
     test = spec(SPEC_HTTP, "scans see the writes and deletions") },
+  -- ---- the bank on a cluster under failures: spec 32 --------------------
+  -- (a transfer is atomic in the log only as one entry: across a leader
+  -- kill one half could commit without the other)
+  { name = "funcs-bank: a transfer's writes proposed as separate entries",
+    file = "c/net/funcs.c",
+    from = "  lkvnet_node_cmd_encode(cmd, LKVNET_OP_BATCH, NULL, 0, NULL, 0);\n" ..
+      "  lkvnet_node_batch_encode(cmd + clen - plen, w, n);\n",
+    to = "  for (; n > 1; w++, n--) {\n" ..
+      "    size_t l1 = lkvnet_node_cmd_size(w->klen, w->vlen);\n" ..
+      "    unsigned char *c1 = malloc(l1);\n" ..
+      "    uint64_t i1, t1;\n    lkv_err e1;\n" ..
+      "    lkvnet_node_cmd_encode(c1, w->op == LKVNET_FN_SET ? LKVNET_OP_SET\n" ..
+      "                               : LKVNET_OP_DELETE, w->key, w->klen,\n" ..
+      "                           w->val, w->vlen);\n" ..
+      "    (void)lkvnet_raft_propose(s->raft, c1, l1, &i1, &t1, &e1);\n" ..
+      "    free(c1);\n  }\n" ..
+      "  plen = lkvnet_node_batch_size(w, n);\n" ..
+      "  clen = lkvnet_node_cmd_size(0, plen);\n" ..
+      "  lkvnet_node_cmd_encode(cmd, LKVNET_OP_BATCH, NULL, 0, NULL, 0);\n" ..
+      "  lkvnet_node_batch_encode(cmd + clen - plen, w, n);\n",
+    test = spec(SPEC_BANK, "the leader killed") },
+  { name = "funcs-bank: a batch entry applied without its second write",
+    file = "c/net/apply.c",
+    from = "    if (lkvnet_node_is_library_key(w.key, w.klen)) *libs = 1;\n",
+    to = "    if (lkvnet_node_is_library_key(w.key, w.klen)) *libs = 1;\n" ..
+      "    if (i == 1 && !*libs) continue;\n",
+    test = spec(SPEC_BANK, "the leader killed") },
+  { name = "funcs-bank: a new leader's calls read past entries not applied",
+    file = "c/net/funcs.c",
+    from = "  if (!s->in_ready && (!s->ovl.valid || s->ovl_term != term) &&\n" ..
+      "      s->applied_index >= last) {",
+    to = "  if (!s->in_ready && (!s->ovl.valid || s->ovl_term != term)) {",
+    test = spec(SPEC_BANK, "the leader killed") },
+  -- (a deposed leader's waiting call: written or not is up to the next
+  -- leader, so neither a success nor a refusal may be said)
+  { name = "funcs-bank: a call whose leader is deposed answered 400",
+    file = "c/net/apply.c",
+    from = "    lkvnet_node_held_error(&p->h, 503,\n" ..
+      "                           \"outcome unknown: %s; index %llu (term %llu) may \"",
+    to = "    lkvnet_node_held_error(&p->h, 400,\n" ..
+      "                           \"outcome unknown: %s; index %llu (term %llu) may \"",
+    test = spec(SPEC_BANK, "its leader is deposed") },
+  { name = "funcs-bank: a deposed leader keeps its calls waiting",
+    file = "c/net/raftnode.c",
+    from = "    lkvnet_node_pending_unknown(s, \"this node stopped leading\");\n",
+    to = "    (void)0;\n",
+    test = spec(SPEC_BANK, "its leader is deposed") },
 }
