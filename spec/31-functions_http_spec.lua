@@ -319,7 +319,7 @@ describe("isolation #cluster", function()
     for _, p in ipairs(procs) do
       assert.matches("^ok " .. N, h.read_file(p[2].out))
     end
-    converged(nodes)
+    hh.converged(nodes)
     for _, n in ipairs(nodes) do
       local code, doc = hh.json_request("GET", n.url
         .. "/scan?start=q:&end=q:~&limit=1000")

@@ -259,6 +259,12 @@ return {
     from = "      ioerr(&r->sticky, e, \"fdatasync\", r->path);",
     to = "      (void)e;",
     test = spec("20-http_spec.lua", "fdatasync fails") },
+  { name = "rlog: a failed fdatasync on the owner's thread (a single node) is not sticky",
+    file = "c/net/rlog.c",
+    from = "  } else {\n    ioerr(&r->sticky, e, \"fdatasync\", r->path);\n  }\n" ..
+      "  pthread_mutex_unlock(&r->mu);\n  if (e != 0) notify(r);",
+    to = "  }\n  pthread_mutex_unlock(&r->mu);\n  if (e != 0) notify(r);",
+    test = spec("20-http_spec.lua", "fdatasync fails") },
   { name = "rlog: a failed append write made sticky though it is cut back",
     file = "c/net/rlog.c",
     from = "    rc = ioerr(err, ec, \"write\", r->path);\n    r->nents -= n;",

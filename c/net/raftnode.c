@@ -340,7 +340,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
   lkvnet_node_snapshot_reports(s);
   while (!s->log_failed && lkvnet_raft_has_ready(s->raft)) {
     lkvnet_raft_ready rd;
-    int hs_ok = 1, install_failed = 0;
+    int hs_ok = 1, install_failed = 0, synced = 0;
     lkvnet_raft_ready_get(s->raft, &rd);
     s->in_ready = 1;
     soft_state(s, &rd);
@@ -359,6 +359,13 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
       lkvnet_node_log_failed(s);
     }
     if (!install_failed) write_entries(s, rd.entries, rd.n_entries);
+    /* alone in its cluster, a leader waits for no other log: its own
+     * fdatasync here, in this pass, costs less than the syncer's (the
+     * wake-ups both ways, and each reply a loop iteration later); the
+     * Ready after it commits, applies and answers */
+    if (rd.n_entries > 0 && !s->log_failed && s->leader &&
+        s->conf.n_voters + s->conf.n_learners == 1)
+      synced = lkvnet_rlog_sync_here(s->rlog) == 1;
     /* s->term and s->vote are what the term file holds: not only when
      * this Ready changed them, but while they differ from the core's (a
      * store failed in an earlier Ready, whose hard state the core takes
@@ -395,6 +402,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
                                 rd.reads[i].ok && !install_failed);
     lkvnet_raft_advance(s->raft);
     s->in_ready = 0;
+    if (synced) lkvnet_node_raft_durable(s);
     lkvnet_node_snapshot_reports(s); /* a stream this Ready's sends ended */
   }
   if (s->install_stepped) {

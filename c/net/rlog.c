@@ -869,7 +869,7 @@ static void *syncer_main(void *arg) {
     /* stuck (sticky): nothing more is synced, but a compaction's switch
      * is still finished (as a failure) and close still stops this */
     while (!r->stop && r->cp_state != CP_RENAMING &&
-           (r->paused || r->sticky.code != LKV_OK ||
+           (r->paused || r->busy || r->sticky.code != LKV_OK ||
             r->durable_index == r->last_index))
       pthread_cond_wait(&r->cv, &r->mu);
     if (r->cp_state == CP_RENAMING) {
@@ -901,6 +901,35 @@ static void *syncer_main(void *arg) {
   }
   pthread_mutex_unlock(&r->mu);
   return NULL;
+}
+
+int lkvnet_rlog_sync_here(lkvnet_rlog *r) {
+  uint64_t target, gen;
+  int e, fd;
+  pthread_mutex_lock(&r->mu);
+  if (r->busy || r->paused || r->stop || r->sticky.code != LKV_OK ||
+      r->cp_state != CP_IDLE || r->durable_index == r->last_index) {
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+  }
+  target = r->last_index;
+  gen = r->gen;
+  fd = r->fd;
+  r->busy = 1; /* the syncer waits meanwhile, as for its own sync */
+  pthread_mutex_unlock(&r->mu);
+  e = f_sync(r->env, fd);
+  pthread_mutex_lock(&r->mu);
+  r->busy = 0;
+  pthread_cond_broadcast(&r->cv);
+  if (e == 0) {
+    if (gen == r->gen && target > r->durable_index) r->durable_index = target;
+    r->syncs++;
+  } else {
+    ioerr(&r->sticky, e, "fdatasync", r->path);
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (e != 0) notify(r); /* the failure is told as the syncer tells it */
+  return e == 0 ? 1 : -1;
 }
 
 uint64_t lkvnet_rlog_base_index(const lkvnet_rlog *r) { return r->base_index; }

@@ -158,6 +158,16 @@ int lkvnet_rlog_append_entry(lkvnet_rlog *r, const lkvnet_entry *e,
 int lkvnet_rlog_append_entries(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
                                lkv_err *err);
 
+/* Sync what is appended on the caller's (the owner's) thread, now,
+ * instead of waiting for the syncer: 1 when the durable index moved to
+ * the last index; 0 when it was left to the syncer (it is syncing, or
+ * paused, a compaction is under way, the log is stuck, or nothing waits);
+ * -1 when the fdatasync failed, which is then sticky and told through
+ * notify_fd as the syncer's failure would be. For a node whose entries
+ * wait for no one else's log (a single node): the wait, the syncer's
+ * wake-up and the notify cost more than the fdatasync they overlap. */
+int lkvnet_rlog_sync_here(lkvnet_rlog *r);
+
 /* The term of the entry at index into *term: LKV_OK; LKV_NOTFOUND when
  * index is past the last entry or behind base_index (compacted away;
  * base_index itself answers base_term). */

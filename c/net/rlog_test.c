@@ -429,6 +429,34 @@ out:
   rmrf(dir);
 }
 
+/* 4c. sync_here: the owner syncs on its own thread; the syncer, which
+ * may get there first, never syncs beside it; nothing waiting is 0 */
+static void test_sync_here(void) {
+  char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512];
+  lkvnet_rlog *r;
+  int i, here = 0;
+  if (make_dir(dir) != 0) return;
+  r = open_new_log(dir, path, sizeof path);
+  if (r == NULL) goto out;
+  for (i = 1; i <= 200; i++) {
+    int rc;
+    CHECK(app(r, 1, LKVNET_OP_SET, "k", 1, "v", 1) == (uint64_t)i);
+    rc = lkvnet_rlog_sync_here(r);
+    CHECK(rc == 0 || rc == 1);
+    /* 1: durable through the last append, at once */
+    if (rc == 1) {
+      CHECK(lkvnet_rlog_durable_index(r) == (uint64_t)i);
+      here++;
+    }
+  }
+  CHECK(wait_durable(r, 200));
+  CHECK(lkvnet_rlog_sync_here(r) == 0); /* nothing waits */
+  CHECK(here > 0);                      /* the syncer cannot win every race */
+  close_log(r);
+out:
+  rmrf(dir);
+}
+
 /* 5. truncate: cut after k, append different entries, reopen */
 static void test_truncate(void) {
   char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512], k[16];
@@ -857,6 +885,7 @@ int main(void) {
   test_read_decode();
   test_append_entry();
   test_append_entries();
+  test_sync_here();
   test_truncate();
   test_torn_tail();
   test_term_file();
