@@ -22,40 +22,12 @@ local procs = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
   .. "procs.lua")
 
 local M = {}
+local shell_quote, which, wait_for = procs.shell_quote, procs.which,
+  procs.wait_for
 
 local function log(fmt, ...)
   io.stderr:write("bench-cluster: ", string.format(fmt, ...), "\n")
   io.stderr:flush()
-end
-
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
--- The full path of a program in PATH, or nil.
-local function which(name)
-  for d in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
-    local p = d .. "/" .. name
-    local f = io.open(p, "rb")
-    if f then
-      f:close()
-      return p
-    end
-  end
-  return nil
-end
-
-local function wait_for(what, timeout, fn)
-  local deadline = core.clock() + timeout
-  while true do
-    local ok, why = fn()
-    if ok then return true end
-    if core.clock() > deadline then
-      error(string.format("lunakv: %s not ready within %d s: %s", what,
-        timeout, tostring(why)), 0)
-    end
-    core.sleep(0.1)
-  end
 end
 
 -- {======================================================================
