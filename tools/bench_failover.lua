@@ -43,6 +43,7 @@ local cjson = require "cjson"
 
 local M = {}
 local shell_quote, free_ports = procs.shell_quote, procs.free_ports
+local loadavg = procs.loadavg
 
 local function log(fmt, ...)
   io.stderr:write("bench-failover: ", string.format(fmt, ...), "\n")
@@ -258,16 +259,6 @@ local function outcomes(why)
   end)
   for i, x in ipairs(list) do list[i] = x[1] .. " x" .. x[2] end
   return table.concat(list, ", ")
-end
-
--- The 1-minute load average (/proc/loadavg): the run shares the machine's
--- cores with whatever else runs, and says how busy it was.
-local function loadavg()
-  local f = io.open("/proc/loadavg", "rb")
-  if not f then return "?" end
-  local l = f:read("l") or "?"
-  f:close()
-  return l:match("^(%S+)") or "?"
 end
 
 local function read_writes(c)

@@ -329,6 +329,7 @@ local function summary(o, res)
     key_choice = "uniform random", set_value_size = SET_VALUE_SIZE,
     machine = require("lunakv.bench").machine(),
     lunakv_library = INCR_LIBRARY, redis_script = REDIS_SCRIPT,
+    load_start = res.load_start, load_end = res.load_end,
     redis = res.redis_info, results = { one_node = res.one,
       redis_eval = res.redis, three_nodes = res.three },
     goals = { call_vs_redis_eval = goal(vs_redis, GOAL_VS_REDIS),
@@ -345,6 +346,8 @@ local function text_report(o, s, res)
   p("scripting on 127.0.0.1: %d connections, %s keys chosen uniformly at "
     .. "random, %g s per workload; %d cores, %s", o.connections,
     bench.commas(o.keys), o.seconds, m.cores, m.cpu)
+  p("load average (1 min) at the start %s, at the end %s", s.load_start,
+    s.load_end)
   p("lunakv answers after the fdatasync of its log entry (group commit; "
     .. "docs/replication.md)")
   if res.redis_info then
@@ -396,7 +399,7 @@ function M.main(argv)
   assert(core.mkdir(base))
   local r = { server = which("redis-server"),
     benchmark = which("redis-benchmark"), cli = which("redis-cli") }
-  local res, up = {}, {}
+  local res, up = { load_start = procs.loadavg() }, {}
 
   local ok, err = pcall(function()
     up.one = base .. "/one"
@@ -433,6 +436,7 @@ function M.main(argv)
     io.stderr:write(tostring(err), "\n")
     return 1
   end
+  res.load_end = procs.loadavg()
   local s = summary(o, res)
   if o.json then
     io.stdout:write(cjson.encode(s), "\n")

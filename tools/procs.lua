@@ -91,4 +91,14 @@ function M.free_ports(n)
   return ports
 end
 
+-- The 1-minute load average (/proc/loadavg), as text ("?" when there is
+-- none): a bench shares the machine, and a busy one moves its figures.
+function M.loadavg()
+  local f = io.open("/proc/loadavg", "rb")
+  if not f then return "?" end
+  local l = f:read("l") or "?"
+  f:close()
+  return l:match("^(%S+)") or "?"
+end
+
 return M
