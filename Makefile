@@ -21,6 +21,8 @@
 #                   (BENCH_SECONDS=S per workload)
 #   make bench-failover  seconds of failed writes per leader kill -9 and
 #                   a leadership transfer's cost (BENCH_KILLS, BENCH_TRANSFERS)
+#   make bench-scripting  stored-function calls against Redis EVAL on one
+#                   node, and against plain writes on 3 (BENCH_SECONDS)
 #   make nemesis    a cluster under random kill -9, SIGSTOP, restarts and
 #                   leadership transfers while clients write and read, then
 #                   a check of their history (NEMESIS_SECONDS, NEMESIS_NODES,
@@ -81,7 +83,7 @@ DEB_PKGS = build-essential lua5.4 liblua5.4-dev lua-cjson libevent-dev \
            lua-busted lua-argparse lua-readline lua-socket iproute2
 BENCH_PKGS = libleveldb-dev
 
-.PHONY: all deps test ctest ctest-build spec shell asan tsan crashtest mutate bench bench-build bench-cluster bench-failover nemesis fuzz \
+.PHONY: all deps test ctest ctest-build spec shell asan tsan crashtest mutate bench bench-build bench-cluster bench-failover bench-scripting nemesis fuzz \
         lint format \
         fuzz-build fuzz-corpus install \
         uninstall clean
@@ -254,6 +256,19 @@ bench-cluster: deps
 	-@sh tools/deps.sh etcd-server || echo "bench-cluster: no etcd: lunakv only" >&2
 	@$(MAKE) --no-print-directory all
 	$(LUA) bin/lunakv run tools/bench_cluster.lua --seconds $(BENCH_SECONDS)
+
+# Issue 19's scripting figures (tools/bench_scripting.lua): an increment
+# function's calls (get, add 1, set) on one lunakv node against Redis
+# running the same logic through EVAL (Debian's redis-server with
+# appendfsync always, driven by redis-tools' redis-benchmark; installed
+# when run as root; without them lunakv runs alone), then the calls
+# against plain /set on a 3-node cluster; 32 connections, BENCH_SECONDS
+# per workload, one server at a time. Everything started is stopped at
+# the end.
+bench-scripting: deps
+	-@sh tools/deps.sh redis-server redis-tools || echo "bench-scripting: no redis: lunakv only" >&2
+	@$(MAKE) --no-print-directory all
+	$(LUA) bin/lunakv run tools/bench_scripting.lua --seconds $(BENCH_SECONDS)
 
 # Failover figures: a 3-node lunakv cluster on 127.0.0.1 under continuous
 # writes; kill -9 its leader BENCH_KILLS times (restarting it each time)

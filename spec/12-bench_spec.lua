@@ -346,6 +346,61 @@ describe("lunakv bench", function()
   end)
 end)
 
+describe("bench --target call (calls of a stored function)", function()
+  -- no node is needed: each mistake is refused before any request, so
+  -- the URL is one nothing listens on
+  local url = "http://127.0.0.1:1"
+
+  it("refuses a missing or impossible --function with exit 2", function()
+    local long = string.rep("f", 65)
+    for _, case in ipairs {
+      { "--url " .. url .. " --target call", "%-%-target call needs "
+        .. "%-%-function NAME" },
+      { "--url " .. url .. " --function incr", "%-%-function needs "
+        .. "%-%-target call" },
+      { "--url " .. url .. " --target etcd --function incr",
+        "%-%-function needs %-%-target call" },
+      { "--url " .. url .. " --target call --function a/b", "%-%-function: "
+        .. "'a/b' is not 1 to 64 bytes of %[A%-Za%-z0%-9_.%-%]" },
+      { "--url " .. url .. " --target call --function " .. long,
+        "%-%-function: 'f+' is not 1 to 64 bytes" },
+      { "-n 10 --function incr", "%-%-function is an option of bench "
+        .. "%-%-url" },
+      { "--url " .. url .. " --target redis", "argument for option "
+        .. "'%-%-target' must be one of 'lunakv', 'etcd', 'call'" },
+    } do
+      local code, out, err = h.run(h.lunakv_cmd .. " bench " .. case[1])
+      assert.equal(2, code, case[1])
+      assert.equal("", out, case[1])
+      assert.matches("^lunakv: " .. case[2] .. "[^\n]*\nUsage: lunakv bench",
+        err)
+    end
+  end)
+
+  it("core.http_bench refuses a bad target or fn before sending", function()
+    local function hb(o)
+      o.url, o.ops = url, 1
+      return h.error_of(core.http_bench, o)
+    end
+    for _, case in ipairs {
+      { { target = "call" }, "option 'fn' is required with target \"call\"" },
+      { { fn = "incr" }, "option 'fn' needs target \"call\"" },
+      { { target = "etcd", fn = "incr" }, "option 'fn' needs target" },
+      { { target = "call", fn = 1 }, "option 'fn' must be a string" },
+      { { target = "call", fn = "" }, "the call target needs a function name" },
+      { { target = "call", fn = "a b" }, "function name 'a b' is not 1 to 64 "
+        .. "bytes of [A-Za-z0-9_.-]" },
+      { { target = "call", fn = string.rep("f", 65) }, "is not 1 to 64 bytes" },
+      { { target = "redis" }, "option 'target' must be \"lunakv\", \"etcd\" "
+        .. "or \"call\"" },
+    } do
+      local err = hb(case[1])
+      assert.is_string(err, case[2])
+      assert.matches(case[2], err, 1, true)
+    end
+  end)
+end)
+
 describe("bench.settle", function()
   after_each(h.cleanup)
 

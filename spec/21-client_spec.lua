@@ -151,6 +151,39 @@ describe("core.http_bench #http", function()
     assert.matches("^HTTP 404 from http://127.0.0.1:%d+: ", r.first_error)
   end)
 
+  it("calls a stored function for each write with target call", function()
+    local code = hh.json_request("PUT", node.url .. "/functions/benchincr",
+      'lunakv.register("bincr", function(tx, args) '
+      .. 'local v = tonumber(tx:get(args.key) or "0") + 1 '
+      .. 'tx:set(args.key, tostring(v)) return v end)')
+    assert.equal(200, code)
+    -- keys no other test of this node writes (they hold values, not
+    -- numbers)
+    local from = 9000000000000000
+    local r = core.http_bench { url = node.url, ops = 300, connections = 4,
+      key_space = 10, key_offset = from, target = "call", fn = "bincr" }
+    assert.same({ 300, 300, 0 }, { r.ops, r.writes, r.errors }, r.first_error)
+    -- each call of the 300 incremented its key once, none twice or lost
+    local sum = 0
+    for k = from, from + 9 do
+      local c, doc = hh.get(node, string.format("%016d", k))
+      assert.equal(200, c)
+      sum = sum + tonumber(doc.value)
+    end
+    assert.equal(300, sum)
+    -- reads of a mixed load are /get, as for target lunakv
+    r = core.http_bench { url = node.url, ops = 100, connections = 2,
+      write_pct = 50, key_space = 10, key_offset = from, target = "call",
+      fn = "bincr" }
+    assert.equal(0, r.errors)
+    assert.is_true(r.reads > 0 and r.writes > 0)
+    -- a function the node does not know: every call is a 404
+    r = core.http_bench { url = node.url, ops = 20, connections = 2,
+      target = "call", fn = "nope" }
+    assert.equal(20, r.errors)
+    assert.matches("^HTTP 404 from http://127.0.0.1:%d+: ", r.first_error)
+  end)
+
   it("raises when nothing can connect, and on bad options", function()
     local url = dead_url()
     assert.matches("cannot connect to .*connection refused",
@@ -386,6 +419,24 @@ describe("lunakv bench --url #http", function()
     assert.same({ "mix30", 30, 100, 0 }, { r.workload, r.write_pct, r.ops,
       r.errors })
     assert.is_true(r.ops_per_sec > 0 and r.p99_us >= r.p50_us)
+  end)
+
+  it("calls a stored function with --target call --function", function()
+    local code = hh.json_request("PUT", node.url .. "/functions/cliincr",
+      'lunakv.register("cincr", function(tx, args) '
+      .. 'tx:set(args.key, "1") return 1 end)')
+    assert.equal(200, code)
+    local out, err
+    code, out, err = h.run(LUNAKV .. " bench --url " .. h.quote(node.url)
+      .. " -w write -n 50 --connections 2 --target call --function cincr --json")
+    assert.equal(0, code, err)
+    local doc = cjson.decode(out)
+    assert.same({ "call", "cincr" }, { doc.target, doc["function"] })
+    assert.same({ 50, 0 }, { doc.results[1].ops, doc.results[1].errors })
+    code, out = h.run(LUNAKV .. " bench --url " .. h.quote(node.url)
+      .. " -w write -n 10 --connections 2 --target call --function cincr -q")
+    assert.equal(0, code)
+    assert.matches("target call, function cincr", out, 1, true)
   end)
 
   it("refuses bad input", function()

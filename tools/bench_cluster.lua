@@ -22,40 +22,12 @@ local procs = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
   .. "procs.lua")
 
 local M = {}
+local shell_quote, which, wait_for = procs.shell_quote, procs.which,
+  procs.wait_for
 
 local function log(fmt, ...)
   io.stderr:write("bench-cluster: ", string.format(fmt, ...), "\n")
   io.stderr:flush()
-end
-
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
--- The full path of a program in PATH, or nil.
-local function which(name)
-  for d in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
-    local p = d .. "/" .. name
-    local f = io.open(p, "rb")
-    if f then
-      f:close()
-      return p
-    end
-  end
-  return nil
-end
-
-local function wait_for(what, timeout, fn)
-  local deadline = core.clock() + timeout
-  while true do
-    local ok, why = fn()
-    if ok then return true end
-    if core.clock() > deadline then
-      error(string.format("lunakv: %s not ready within %d s: %s", what,
-        timeout, tostring(why)), 0)
-    end
-    core.sleep(0.1)
-  end
 end
 
 -- {======================================================================
@@ -174,15 +146,17 @@ function M.main(argv)
     -- set before: whatever up leaves running is stopped below (`down`
     -- of a directory without a record does nothing)
     lk_up = true
+    -- quiet with --json: stdout is the JSON object's alone
     local up_ok, why = cluster.up { n = 3, base_port = lk_base,
-      dir = base .. "/lunakv" }
+      dir = base .. "/lunakv", quiet = o.json }
     if not up_ok then error("lunakv: " .. tostring(why), 0) end
     local urls = {}
     for i = 0, 2 do urls[#urls + 1] = "http://127.0.0.1:" .. (lk_base + i) end
     results.lunakv = drive("lunakv", "lunakv", { urls[1] }, urls, o)
     -- stopped before etcd runs: the two never share the machine's cores
     lk_up = false
-    local down_ok, dwhy = cluster.down { dir = base .. "/lunakv" }
+    local down_ok, dwhy = cluster.down { dir = base .. "/lunakv",
+      quiet = o.json }
     if not down_ok then error("lunakv: " .. tostring(dwhy), 0) end
     if etcd then
       log("etcd: 3 members on ports %d..%d (%s)", etcd_base, etcd_base + 5,
@@ -199,7 +173,7 @@ function M.main(argv)
   -- every path comes here, the failed ones too
   procs.stop(members)
   if lk_up then
-    pcall(cluster.down, { dir = base .. "/lunakv" })
+    pcall(cluster.down, { dir = base .. "/lunakv", quiet = o.json })
   end
   os.execute("rm -rf -- " .. shell_quote(base))
   if not ok then

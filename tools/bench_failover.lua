@@ -42,14 +42,12 @@ local procs = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
 local cjson = require "cjson"
 
 local M = {}
+local shell_quote, free_ports = procs.shell_quote, procs.free_ports
+local loadavg = procs.loadavg
 
 local function log(fmt, ...)
   io.stderr:write("bench-failover: ", string.format(fmt, ...), "\n")
   io.stderr:flush()
-end
-
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
 local function exists(path)
@@ -128,26 +126,6 @@ end
 -- {======================================================================
 -- The cluster: three nodes we start, kill and restart ourselves
 -- =======================================================================
-
--- Distinct random ports in 20000..32000 (below Linux's ephemeral range)
--- on which nothing accepts connections now.
-local function free_ports(n)
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local ports, seen = {}, {}
-  while #ports < n do
-    local p = 20000 + string.unpack("<I4", f:read(4)) % 12001
-    if not seen[p] then
-      seen[p] = true
-      local ok, err = pcall(core.http_request, "GET",
-        "http://127.0.0.1:" .. p .. "/health", nil, nil, 500)
-      if not ok and tostring(err):find("connection refused", 1, true) then
-        ports[#ports + 1] = p
-      end
-    end
-  end
-  f:close()
-  return ports
-end
 
 -- GET url/path as JSON, or nil (never raises).
 local function get_json(url, path)
@@ -281,16 +259,6 @@ local function outcomes(why)
   end)
   for i, x in ipairs(list) do list[i] = x[1] .. " x" .. x[2] end
   return table.concat(list, ", ")
-end
-
--- The 1-minute load average (/proc/loadavg): the run shares the machine's
--- cores with whatever else runs, and says how busy it was.
-local function loadavg()
-  local f = io.open("/proc/loadavg", "rb")
-  if not f then return "?" end
-  local l = f:read("l") or "?"
-  f:close()
-  return l:match("^(%S+)") or "?"
 end
 
 local function read_writes(c)

@@ -65,14 +65,11 @@ local procs = dofile(here .. "procs.lua")
 local check = dofile(here .. "nemesis_check.lua")
 
 local M = {}
+local shell_quote, free_ports = procs.shell_quote, procs.free_ports
 
 local function log(fmt, ...)
   io.stderr:write("nemesis: ", string.format(fmt, ...), "\n")
   io.stderr:flush()
-end
-
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
 local function exists(path)
@@ -206,26 +203,6 @@ end
 -- {======================================================================
 -- The cluster: nodes we start, kill, pause and restart ourselves
 -- =======================================================================
-
--- Distinct random ports in 20000..32000 (below Linux's ephemeral range)
--- on which nothing accepts connections now.
-local function free_ports(n)
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local ports, seen = {}, {}
-  while #ports < n do
-    local p = 20000 + string.unpack("<I4", f:read(4)) % 12001
-    if not seen[p] then
-      seen[p] = true
-      local ok, err = pcall(core.http_request, "GET",
-        "http://127.0.0.1:" .. p .. "/health", nil, nil, 500)
-      if not ok and tostring(err):find("connection refused", 1, true) then
-        ports[#ports + 1] = p
-      end
-    end
-  end
-  f:close()
-  return ports
-end
 
 local alive = procs.alive
 

@@ -1,7 +1,9 @@
 -- tools/procs.lua - the child processes a bench script starts (lunakv
--- nodes, etcd members, client loops), shared by tools/bench_cluster.lua
--- and tools/bench_failover.lua. A process is a table with the pid that
--- core.spawn returned; loaded with dofile beside the script.
+-- nodes, etcd members, redis-server, client loops) and what starting them
+-- needs (free ports, a program's path, waiting with a deadline), shared
+-- by tools/bench_cluster.lua, bench_failover.lua, bench_scripting.lua and
+-- nemesis.lua. A process is a table with the pid that core.spawn
+-- returned; loaded with dofile beside the script.
 
 local core = require "lunakv.core"
 
@@ -31,6 +33,72 @@ function M.stop(procs)
     local d = core.clock() + 5
     while M.alive(p) and core.clock() < d do core.sleep(0.05) end
   end
+end
+
+-- s quoted for sh: the only shell strings the tools build are rm -rf of
+-- their own temporary directory and the like.
+function M.shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- The full path of a program in PATH, or nil.
+function M.which(name)
+  for d in (os.getenv("PATH") or "/usr/bin:/bin"):gmatch("[^:]+") do
+    local p = d .. "/" .. name
+    local f = io.open(p, "rb")
+    if f then
+      f:close()
+      return p
+    end
+  end
+  return nil
+end
+
+-- Poll fn (every 0.1 s) until it returns true; fn returns false and why
+-- while it is not ready. Raises "lunakv: WHAT not ready within T s: why"
+-- at the deadline.
+function M.wait_for(what, timeout, fn)
+  local deadline = core.clock() + timeout
+  while true do
+    local ok, why = fn()
+    if ok then return true end
+    if core.clock() > deadline then
+      error(string.format("lunakv: %s not ready within %d s: %s", what,
+        timeout, tostring(why)), 0)
+    end
+    core.sleep(0.1)
+  end
+end
+
+-- Distinct random ports in 20000..32000 (below Linux's ephemeral range)
+-- on which nothing accepts connections now. Another process may take one
+-- before we listen on it: a caller whose server cannot listen picks again.
+function M.free_ports(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local ports, seen = {}, {}
+  while #ports < n do
+    local p = 20000 + string.unpack("<I4", f:read(4)) % 12001
+    if not seen[p] then
+      seen[p] = true
+      local ok, err = pcall(core.http_request, "GET",
+        "http://127.0.0.1:" .. p .. "/health", nil, nil, 500)
+      if not ok and tostring(err):find("connection refused", 1, true) then
+        ports[#ports + 1] = p
+      end
+    end
+  end
+  f:close()
+  return ports
+end
+
+-- The 1-minute load average (/proc/loadavg), as text ("?" when there is
+-- none): a bench shares the machine, and a busy one moves its figures.
+function M.loadavg()
+  local f = io.open("/proc/loadavg", "rb")
+  if not f then return "?" end
+  local l = f:read("l") or "?"
+  f:close()
+  return l:match("^(%S+)") or "?"
 end
 
 return M

@@ -30,6 +30,7 @@
 #include "err.h"
 #include "hist.h"
 #include "json.h"
+#include "lkvnet.h"
 #include "rng.h"
 
 #define DEFAULT_TIMEOUT_MS 10000
@@ -452,6 +453,7 @@ struct Bench {
   size_t nconns;
   char *value; /* the value as it goes in a body (base64 for etcd) */
   size_t vlen;
+  char call_path[LKVNET_FN_NAME_MAX + 8]; /* "/call/{function}" */
   lkv_hist hist; /* nanoseconds, one per successful request */
   uint64_t issued, next_key, rng, ok;
   size_t inflight;
@@ -592,6 +594,11 @@ static void bench_issue(BConn *c) {
     evbuffer_add(ob, "\"}", 2);
     if (kb.failed) b->nomem = 1;
     lkvnet_jbuf_free(&kb);
+  } else if (write && s->target == LKVNET_TARGET_CALL) {
+    /* the function makes its own value: the key is all it needs */
+    type = EVHTTP_REQ_POST;
+    path = b->call_path;
+    evbuffer_add_printf(ob, "{\"key\":\"%s\"}", key);
   } else if (write) {
     type = EVHTTP_REQ_POST;
     path = "/set";
@@ -682,6 +689,25 @@ static int bench_check(const lkvnet_bench_spec *s, lkv_err *err) {
   if (s->ops == 0 && s->duration_ms <= 0)
     return lkv_seterr(err, LKV_INVALID,
                       "give a number of operations or a duration");
+  if (s->target != LKVNET_TARGET_LUNAKV && s->target != LKVNET_TARGET_ETCD &&
+      s->target != LKVNET_TARGET_CALL)
+    return lkv_seterr(err, LKV_INVALID, "unknown target %d", (int)s->target);
+  if (s->target == LKVNET_TARGET_CALL) {
+    /* checked here, not left to the node's 404: a bad name would make
+     * every request of the run fail, or need escaping in the path */
+    size_t n = s->function != NULL ? strlen(s->function) : 0;
+    if (n == 0)
+      return lkv_seterr(err, LKV_INVALID,
+                        "the call target needs a function name");
+    if (n > LKVNET_FN_NAME_MAX ||
+        strspn(s->function,
+               "abcdefghijklmnopqrstuvwxyz"
+               "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n)
+      return lkv_seterr(err, LKV_INVALID,
+                        "function name '%.80s' is not 1 to %d bytes of "
+                        "[A-Za-z0-9_.-]",
+                        s->function, LKVNET_FN_NAME_MAX);
+  }
   if (s->write_pct < 0 || s->write_pct > 100)
     return lkv_seterr(err, LKV_INVALID, "write share must be 0 .. 100");
   if (s->key_size < 1 || s->key_size > 40)
@@ -735,6 +761,8 @@ int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
   b.rng = s->seed * 0x2545F4914F6CDD1DULL + 1;
   b.nconns = (size_t)s->connections;
   b.fail_url = -1;
+  if (s->target == LKVNET_TARGET_CALL)
+    snprintf(b.call_path, sizeof b.call_path, "/call/%s", s->function);
   b.urls = calloc(s->nurls, sizeof *b.urls);
   b.conns = calloc(b.nconns, sizeof *b.conns);
   b.base = event_base_new();

@@ -1,7 +1,8 @@
 /* httpc.h - lunakv's HTTP client on libevent's evhttp (net room): a
  * blocking one-shot request (the shell's --url mode, cluster orchestration)
  * and a load generator (lunakv bench --url) that drives a node, a cluster
- * or an etcd cluster over C keep-alive connections from one event loop.
+ * or an etcd cluster over C keep-alive connections from one event loop:
+ * plain writes and reads, or calls of a stored function.
  *
  * Conventions are lunakv.h's: fallible functions return LKV_OK or an
  * LKV_* code and fill the trailing lkv_err when it is not NULL. A transport
@@ -63,9 +64,14 @@ void lkvnet_response_free(lkvnet_response *r);
 
 typedef enum lkvnet_bench_target {
   LKVNET_TARGET_LUNAKV, /* POST /set {"key","value"}; GET /get?key=K */
-  LKVNET_TARGET_ETCD    /* POST /v3/kv/put and /v3/kv/range, base64 keys
+  LKVNET_TARGET_ETCD,   /* POST /v3/kv/put and /v3/kv/range, base64 keys
                            and values (etcd's v3 JSON gateway); range
                            reads are linearizable, etcd's default */
+  LKVNET_TARGET_CALL    /* a lunakv node whose writes are calls of the
+                           stored function spec.function: POST
+                           /call/{function} {"key": K} (no value is
+                           sent); reads are GET /get?key=K as for
+                           LKVNET_TARGET_LUNAKV */
 } lkvnet_bench_target;
 
 typedef struct lkvnet_bench_spec {
@@ -91,13 +97,19 @@ typedef struct lkvnet_bench_spec {
   int timeout_ms; /* a request unanswered this long is an error
                      and its connection is reset; <= 0: 10 s */
   lkvnet_bench_target target;
+  const char *function; /* LKVNET_TARGET_CALL: the function a write calls,
+                           1 to LKVNET_FN_NAME_MAX bytes of [A-Za-z0-9_.-]
+                           (the node's rule, so it needs no escaping in
+                           the path); borrowed for the call; ignored by
+                           the other targets */
 } lkvnet_bench_spec;
 
 #define LKVNET_BENCH_MAX_CONNECTIONS 4096
 
 /* Fill *s with the defaults: 32 connections, 100% writes, 16-byte keys,
  * 100-byte values, 100000 keys, sequential, seed 1, timeout 10 s, lunakv;
- * urls, ops and duration_ms are left for the caller. */
+ * urls, ops and duration_ms (and function for LKVNET_TARGET_CALL) are
+ * left for the caller. */
 void lkvnet_bench_spec_init(lkvnet_bench_spec *s);
 
 typedef struct lkvnet_bench_result {

@@ -1,8 +1,9 @@
 /* httpc_test.c - the HTTP client (httpc.c) against a small evhttp server
  * run on a thread of this test: answers and their bodies, headers, a
  * refused connection, a timeout, bad arguments, and the load generator in
- * both target modes. Under `make asan` leaks are checked here (the specs
- * run the same code inside lua5.4, where they are not). */
+ * each target mode (lunakv, etcd, calls of a stored function). Under `make
+ * asan` leaks are checked here (the specs run the same code inside lua5.4,
+ * where they are not). */
 #include "httpc.h"
 
 #include <arpa/inet.h>
@@ -33,7 +34,7 @@ typedef struct Server {
   int port;
   int port6; /* on ::1, 0 when the host has no IPv6 loopback */
   pthread_t thread;
-  unsigned long puts, ranges, sets, gets;
+  unsigned long puts, ranges, sets, gets, calls;
   struct evhttp_request *slow[64]; /* never answered */
   int nslow;
 } Server;
@@ -64,6 +65,19 @@ static void route(struct evhttp_request *req, void *arg) {
     s->sets++;
     evbuffer_add_printf(out, "{\"ok\": true, \"index\": %lu}", s->sets);
     evhttp_send_reply(req, 200, "OK", out);
+  } else if (strcmp(uri, "/call/incr") == 0) {
+    /* a stored function's call: the body must be {"key":"<16 digits>"},
+     * the key alone, as the generator makes keys by default */
+    char buf[64] = {0};
+    size_t n = evbuffer_copyout(in, buf, sizeof buf - 1);
+    if (n != 26 || strncmp(buf, "{\"key\":\"", 8) != 0 ||
+        strspn(buf + 8, "0123456789") != 16 || strcmp(buf + 24, "\"}") != 0) {
+      evhttp_send_reply(req, 400, "Bad", out);
+    } else {
+      s->calls++;
+      evbuffer_add_printf(out, "{\"ok\": true, \"result\": %lu}", s->calls);
+      evhttp_send_reply(req, 200, "OK", out);
+    }
   } else if (strncmp(uri, "/get?key=", 9) == 0) {
     s->gets++;
     evbuffer_add_printf(out, "{\"key\": \"k\", \"value\": null}");
@@ -229,7 +243,7 @@ static void test_failures(Server *s) {
 }
 
 static void test_bench(Server *s) {
-  char url[64];
+  char url[64], longname[66];
   const char *urls[2];
   lkvnet_bench_spec spec;
   lkvnet_bench_result res;
@@ -255,6 +269,36 @@ static void test_bench(Server *s) {
   CHECK_OK(lkvnet_bench_run(&spec, &res, &err), &err);
   CHECK(res.ops == 200 && res.errors == 0);
   CHECK(s->puts == res.writes && s->ranges == res.reads);
+
+  /* calls of a stored function for writes, /get for reads */
+  spec.target = LKVNET_TARGET_CALL;
+  spec.function = "incr";
+  s->gets = 0;
+  CHECK_OK(lkvnet_bench_run(&spec, &res, &err), &err);
+  CHECK(res.ops == 200 && res.errors == 0);
+  CHECK(s->calls == res.writes && s->gets == res.reads && s->calls > 50);
+  /* a function the node does not have: every call is an HTTP error */
+  spec.function = "nope";
+  CHECK_OK(lkvnet_bench_run(&spec, &res, &err), &err);
+  CHECK(res.errors == res.writes && res.writes > 50);
+  CHECK(strstr(res.first_error, "HTTP 404") != NULL);
+  /* no name, or one the node would refuse: a bad spec, nothing sent */
+  spec.function = NULL;
+  CHECK(lkvnet_bench_run(&spec, &res, &err) == LKV_INVALID);
+  CHECK(strstr(err.msg, "needs a function name") != NULL && res.ops == 0);
+  spec.function = "";
+  CHECK(lkvnet_bench_run(&spec, &res, &err) == LKV_INVALID);
+  spec.function = "a/b";
+  CHECK(lkvnet_bench_run(&spec, &res, &err) == LKV_INVALID);
+  CHECK(strstr(err.msg, "function name 'a/b' is not 1 to 64 bytes") != NULL);
+  memset(longname, 'f', 65); /* one byte over the node's limit */
+  longname[65] = '\0';
+  spec.function = longname;
+  CHECK(lkvnet_bench_run(&spec, &res, &err) == LKV_INVALID);
+  spec.function = "incr";
+  spec.target = (lkvnet_bench_target)7;
+  CHECK(lkvnet_bench_run(&spec, &res, &err) == LKV_INVALID);
+  CHECK(strstr(err.msg, "unknown target 7") != NULL);
 
   /* a duration instead of a count */
   spec.target = LKVNET_TARGET_LUNAKV;

@@ -22,6 +22,10 @@
 --                      once it is out, stop URL's process if it is a
 --                      recorded node, and drop it from the record
 --
+-- A script calling up or down with args.quiet gets nothing on stdout
+-- (it may be printing JSON there); errors come back as return values
+-- either way.
+--
 -- Processes are started with core.spawn (fork + exec, their own session,
 -- output appended to the log) and watched with core.pid_alive / core.kill:
 -- no shell strings. D/cluster.json is the only state; a pid is trusted
@@ -510,7 +514,7 @@ function M.up(args)
   if not leader then return nil, err end
   record.leader = leader
   write_file(dir .. "/cluster.json", require("cjson").encode(record))
-  print_started(s, leader)
+  if not args.quiet then print_started(s, leader) end
   return true
 end
 
@@ -616,9 +620,11 @@ function M.down(args)
     notes[#notes + 1] = string.format("%d with SIGKILL after %d s", killed,
       DOWN_GRACE)
   end
-  io.stdout:write(string.format("stopped %d node%s%s\n", stopped,
-    stopped == 1 and "" or "s",
-    #notes > 0 and (" (" .. table.concat(notes, "; ") .. ")") or ""))
+  if not args.quiet then
+    io.stdout:write(string.format("stopped %d node%s%s\n", stopped,
+      stopped == 1 and "" or "s",
+      #notes > 0 and (" (" .. table.concat(notes, "; ") .. ")") or ""))
+  end
   local answering = {}
   for _, node in ipairs(rec.nodes) do
     if node_answers(node) then

@@ -44,7 +44,7 @@ local function drive(run, args)
       value_size = run.value_size, key_space = space,
       sequential = true, consistent = run.consistent,
       seed = args.seed or 1, timeout_ms = args.timeout_ms or 10000,
-      target = run.target,
+      target = run.target, fn = run.fn,
     })
     if not args.quiet and core.isatty(2) then
       io.stderr:write(string.rep(" ", 30), "\r")
@@ -79,8 +79,9 @@ local function failures(results)
 end
 
 -- run: what lunakv.cmd.bench made of the options (urls, read_urls, plan,
--- target, conns, seconds, num, keys, key_size, value_size, consistent);
--- args: the options as parsed. Returns true, or nil and a message.
+-- target, fn, conns, seconds, num, keys, key_size, value_size,
+-- consistent); args: the options as parsed. Returns true, or nil and a
+-- message.
 function M.run(run, args)
   local ok, why = all_answer(run.urls)
   if not ok then return nil, why end

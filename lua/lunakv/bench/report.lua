@@ -343,8 +343,8 @@ function M.http_header(run)
     run.conns, run.key_size, run.value_size,
     run.num and (commas(run.num) .. " ops" .. (run.seconds and (" or "
       .. run.seconds .. " s") or "")) or (run.seconds .. " s"))
-  io.stdout:write(string.format("lunakv bench --url (%s, target %s)\n",
-    _VERSION, run.target))
+  io.stdout:write(string.format("lunakv bench --url (%s, target %s%s)\n",
+    _VERSION, run.target, run.fn and (", function " .. run.fn) or ""))
   io.stdout:write(string.format("machine   %d cores, %s%s\n", machine.cores,
     machine.cpu, machine.kernel and (", " .. machine.kernel) or ""))
   io.stdout:write("load      ", what, "\n\n")
@@ -363,7 +363,8 @@ function M.http_json(run, results, notes)
   end
   io.stdout:write(cjson.encode {
     version = require("lunakv").version, lua = _VERSION,
-    machine = run.machine, target = run.target, urls = run.urls,
+    machine = run.machine, target = run.target, ["function"] = run.fn,
+    urls = run.urls,
     read_urls = run.read_urls, connections = run.conns,
     key_size = run.key_size, value_size = run.value_size, keys = run.keys,
     num = run.num, seconds = run.seconds, consistent = run.consistent,

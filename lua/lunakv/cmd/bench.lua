@@ -109,9 +109,14 @@ function M.add_to_parser(c)
     :argname("<all|first>"):choices { "all", "first" }
   c:flag("--consistent", "HTTP: reads through the leader "
     .. "(/get?...&consistent=true).")
-  c:option("--target", "HTTP: what the URLs are: lunakv (default) or etcd "
-    .. "(its v3 JSON gateway: /v3/kv/put, /v3/kv/range).")
-    :argname("<lunakv|etcd>"):choices { "lunakv", "etcd" }
+  c:option("--target", "HTTP: what the URLs are: lunakv (default), etcd "
+    .. "(its v3 JSON gateway: /v3/kv/put, /v3/kv/range), or call (lunakv "
+    .. "nodes whose writes are POST /call/NAME {\"key\": K}, NAME from "
+    .. "--function; reads as lunakv).")
+    :argname("<lunakv|etcd|call>"):choices { "lunakv", "etcd", "call" }
+  c:option("--function", "HTTP, with --target call: the stored function "
+    .. "each write calls (loaded beforehand: PUT /functions/LIBRARY).")
+    :argname("<name>")
   c:option("--timeout-ms", "HTTP: a request unanswered this long counts as "
     .. "an error (default 10000; " .. range_note(L.timeout_ms) .. ").")
     :argname("<ms>"):convert(int_arg("--timeout-ms", L.timeout_ms[1],
@@ -159,7 +164,7 @@ end
 -- or nil and the message of a usage error.
 local function local_setup(args, opts)
   for _, o in ipairs { "connections", "seconds", "keys", "read_from",
-    "target", "timeout_ms" } do
+    "target", "function", "timeout_ms" } do
     if args[o] ~= nil then
       return nil, "--" .. o:gsub("_", "-") .. " is an option of bench --url"
     end
@@ -205,13 +210,27 @@ local function http_setup(args)
   if args.layers or args["repeat"] or args.dir then
     return nil, "--layers, --repeat and --dir do not apply to bench --url"
   end
+  -- a forgotten or impossible --function is a usage error here, not a
+  -- run of 404s; the name rule is the node's (and core.http_bench's):
+  -- 1 to 64 bytes of [A-Za-z0-9_.-], which also keep the path unescaped
+  local target, fn = args.target or "lunakv", args["function"]
+  if target == "call" and not fn then
+    return nil, "--target call needs --function NAME"
+  end
+  if fn and target ~= "call" then
+    return nil, "--function needs --target call"
+  end
+  if fn and (#fn > 64 or not fn:match("^[%w_.-]+$")) then
+    return nil, string.format("--function: '%s' is not 1 to 64 bytes of "
+      .. "[A-Za-z0-9_.-]", fn)
+  end
   local seconds, num = args.seconds, args.num
   if not seconds and not num then seconds = 5 end
   local keys = args.keys or 1000000
   local key_size = args.key_size or 16
   why = key_space_error("--keys", keys, key_size)
   if why then return nil, why end
-  return { urls = urls, plan = plan, target = args.target or "lunakv",
+  return { urls = urls, plan = plan, target = target, fn = fn,
     conns = args.connections or 32, seconds = seconds, num = num,
     keys = keys, key_size = key_size, value_size = args.value_size or 100,
     consistent = args.consistent or false,
