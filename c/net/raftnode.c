@@ -340,7 +340,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
   lkvnet_node_snapshot_reports(s);
   while (!s->log_failed && lkvnet_raft_has_ready(s->raft)) {
     lkvnet_raft_ready rd;
-    int hs_ok = 1, install_failed = 0, synced = 0;
+    int hs_ok = 1, install_failed = 0, synced = 0, alone;
     lkvnet_raft_ready_get(s->raft, &rd);
     s->in_ready = 1;
     soft_state(s, &rd);
@@ -358,14 +358,15 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
       install_failed = 1;
       lkvnet_node_log_failed(s);
     }
-    if (!install_failed) write_entries(s, rd.entries, rd.n_entries);
     /* alone in its cluster, a leader waits for no other log: its own
      * fdatasync here, in this pass, costs less than the syncer's (the
      * wake-ups both ways, and each reply a loop iteration later); the
      * Ready after it commits, applies and answers */
-    if (rd.n_entries > 0 && !s->log_failed && s->leader &&
-        s->conf.n_voters + s->conf.n_learners == 1)
-      synced = lkvnet_rlog_sync_here(s->rlog) == 1;
+    alone = !s->log_failed && s->leader &&
+            s->conf.n_voters + s->conf.n_learners == 1;
+    lkvnet_rlog_set_owner_syncs(s->rlog, alone);
+    if (!install_failed) write_entries(s, rd.entries, rd.n_entries);
+    if (alone && rd.n_entries > 0) synced = lkvnet_rlog_sync_here(s->rlog) == 1;
     /* s->term and s->vote are what the term file holds: not only when
      * this Ready changed them, but while they differ from the core's (a
      * store failed in an earlier Ready, whose hard state the core takes

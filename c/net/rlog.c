@@ -584,7 +584,7 @@ static int append_frames(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
   r->last_term = es[n - 1].term;
   r->appends += n;
   r->bytes += total;
-  pthread_cond_signal(&r->cv);
+  if (!r->owner_syncs) pthread_cond_signal(&r->cv);
   pthread_mutex_unlock(&r->mu);
   return LKV_OK;
 }
@@ -903,12 +903,18 @@ static void *syncer_main(void *arg) {
   return NULL;
 }
 
+void lkvnet_rlog_set_owner_syncs(lkvnet_rlog *r, int on) {
+  r->owner_syncs = on;
+}
+
 int lkvnet_rlog_sync_here(lkvnet_rlog *r) {
   uint64_t target, gen;
   int e, fd;
   pthread_mutex_lock(&r->mu);
   if (r->busy || r->paused || r->stop || r->sticky.code != LKV_OK ||
       r->cp_state != CP_IDLE || r->durable_index == r->last_index) {
+    /* the syncer's, then (appends may have left it asleep) */
+    pthread_cond_signal(&r->cv);
     pthread_mutex_unlock(&r->mu);
     return 0;
   }

@@ -168,6 +168,13 @@ int lkvnet_rlog_append_entries(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
  * wake-up and the notify cost more than the fdatasync they overlap. */
 int lkvnet_rlog_sync_here(lkvnet_rlog *r);
 
+/* on: appends from now on leave the syncer asleep, for the owner calls
+ * lkvnet_rlog_sync_here after each (which wakes the syncer when it does
+ * not sync itself); else the syncer could start on them first, and the
+ * owner's sync would then wait for it. off (the default): the syncer
+ * wakes at every append. Owner thread only. */
+void lkvnet_rlog_set_owner_syncs(lkvnet_rlog *r, int on);
+
 /* The term of the entry at index into *term: LKV_OK; LKV_NOTFOUND when
  * index is past the last entry or behind base_index (compacted away;
  * base_index itself answers base_term). */

@@ -51,6 +51,7 @@ struct lkvnet_rlog {
    * is inside fdatasync (a rewrite waits for it before closing fd). */
   uint64_t gen;
   int busy, paused;
+  int owner_syncs; /* owner thread only: appends leave the syncer asleep */
   uint64_t appends, syncs, bytes;
   lkv_err sticky; /* code LKV_OK while healthy */
   uint64_t dropped_bytes;
