@@ -116,20 +116,17 @@ static void count(lkvnet_server *s, int route, int code, double start) {
   s->lat_count[route]++;
 }
 
-/* Send req's reply, and write it in this loop iteration. evhttp_send_reply
- * only enables the connection's write event, so the bytes would leave in
- * the next iteration, after an epoll_ctl to ask for EPOLLOUT and an
- * epoll_wait to hear it: the write event is made active instead, and the
- * bufferevent writes at once (or, when the socket is full, waits for
- * EPOLLOUT as it always does). The write is the bufferevent's own (its
- * callback, with evhttp's completion after it); only the event it waits
- * on is reached through bufferevent_struct.h, public in libevent 2.1. */
-static void send_now(struct evhttp_request *req, int code) {
-  struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+void lkvnet_node_write_now(struct evhttp_connection *evcon) {
   struct bufferevent *bev =
       evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
-  evhttp_send_reply(req, code, reason(code), NULL);
   if (bev != NULL) event_active(&bev->ev_write, EV_WRITE, 1);
+}
+
+/* Send req's reply, and write it in this loop iteration. */
+static void send_now(struct evhttp_request *req, int code) {
+  struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+  evhttp_send_reply(req, code, reason(code), NULL);
+  lkvnet_node_write_now(evcon);
 }
 
 /* The one way out of every request. A HEAD gets the headers a GET would

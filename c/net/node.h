@@ -390,6 +390,17 @@ extern const int lkvnet_node_status_codes[];
 extern const double lkvnet_node_latency_buckets[];
 
 double lkvnet_node_now(void); /* CLOCK_MONOTONIC seconds */
+/* Write what evcon has to send in this loop iteration. evhttp only
+ * enables a connection's write event when a request or reply is made, so
+ * the bytes would leave in the next iteration, after an epoll_ctl to ask
+ * for EPOLLOUT and an epoll_wait to hear it: the write event is made
+ * active instead, and the bufferevent writes at once (or, when the socket
+ * is full or still connecting, waits as it always does). The write is the
+ * bufferevent's own (its callback, with evhttp's completion after it);
+ * only the event it waits on is reached through bufferevent_struct.h,
+ * public in libevent 2.1. evcon may be NULL (nothing then). */
+void lkvnet_node_write_now(struct evhttp_connection *evcon);
+
 /* A line to the node's log callback (stderr, timestamped, without one). */
 void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -340,7 +340,7 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
   lkvnet_node_snapshot_reports(s);
   while (!s->log_failed && lkvnet_raft_has_ready(s->raft)) {
     lkvnet_raft_ready rd;
-    int hs_ok = 1, install_failed = 0, synced = 0, alone;
+    int hs_ok = 1, install_failed = 0, synced = 0, own;
     lkvnet_raft_ready_get(s->raft, &rd);
     s->in_ready = 1;
     soft_state(s, &rd);
@@ -358,15 +358,19 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
       install_failed = 1;
       lkvnet_node_log_failed(s);
     }
-    /* alone in its cluster, a leader waits for no other log: its own
-     * fdatasync here, in this pass, costs less than the syncer's (the
-     * wake-ups both ways, and each reply a loop iteration later); the
-     * Ready after it commits, applies and answers */
-    alone = !s->log_failed && s->leader &&
-            s->conf.n_voters + s->conf.n_learners == 1;
-    lkvnet_rlog_set_owner_syncs(s->rlog, alone);
+    /* a leader alone in its cluster, and a follower, overlap their
+     * fdatasync with nothing this loop would do meanwhile: done here, in
+     * this pass, it costs less than the syncer's (the wake-ups both ways,
+     * and each answer a loop iteration later); the Ready after it
+     * commits, applies and answers (the leader) or acknowledges (the
+     * follower). A leader with followers leaves it to the syncer, and
+     * goes on with their answers meanwhile. */
+    own = !s->log_failed &&
+          ((s->leader && s->conf.n_voters + s->conf.n_learners == 1) ||
+           s->role == LKVNET_RAFT_FOLLOWER);
+    lkvnet_rlog_set_owner_syncs(s->rlog, own);
     if (!install_failed) write_entries(s, rd.entries, rd.n_entries);
-    if (alone && rd.n_entries > 0) synced = lkvnet_rlog_sync_here(s->rlog) == 1;
+    if (own && rd.n_entries > 0) synced = lkvnet_rlog_sync_here(s->rlog) == 1;
     /* s->term and s->vote are what the term file holds: not only when
      * this Ready changed them, but while they differ from the core's (a
      * store failed in an earlier Ready, whose hard state the core takes

@@ -186,7 +186,9 @@ static void post_raft(lkvnet_server *s, lkvnet_peer *p, unsigned char *body,
     p->inflight--; /* no callback will come (libevent 2.1) */
     evhttp_request_free(r);
     p->dropped++;
+    return;
   }
+  lkvnet_node_write_now(p->conn); /* the peer starts on it sooner */
 }
 
 void lkvnet_node_probe(lkvnet_server *s, lkvnet_peer *p) {
