@@ -431,7 +431,9 @@ describe("lunakv node #http", function()
       hh.stop_node(node, "TERM")
       h.rm_rf(node.dir .. "/db") -- the log is the durable record
       node = hh.restart(node)
-      assert.matches("applied 0 -> 0", h.read_file(node.log), 1, true)
+      -- the engine started from nothing (a single node may have applied
+      -- its new term's no-op, and all before it, by the time it says so)
+      assert.matches("applied 0 %-> %d+", h.read_file(node.log))
       -- the new term's no-op commits, and everything before it with it
       hh.wait_value(node, "r7", "7")
       assert.equal(12, hh.status(node).applied_index)
