@@ -40,6 +40,21 @@ local function sh(cmd)
   return code == 0, out, err
 end
 
+-- Whether /run/netns is a mount point (mountinfo's fifth field).
+local function netns_mounted()
+  local f = io.open("/proc/self/mountinfo", "r")
+  if not f then return false end
+  for line in f:lines() do
+    local point = line:match("^%S+ %S+ %S+ %S+ (%S+)")
+    if point == "/run/netns" or point == "/var/run/netns" then
+      f:close()
+      return true
+    end
+  end
+  f:close()
+  return false
+end
+
 -- Whether namespaces work here: make one (with a veth pair into it) and
 -- remove it. Returns true, or false and why not.
 local function netns_works()
@@ -50,11 +65,20 @@ local function netns_works()
     return false, "no ip/bridge command (Debian iproute2)"
   end
   local tag = string.format("lkvp-probe%d", math.random(1e6))
+  local mounted = netns_mounted()
   local ok, _, err = sh("ip netns add " .. tag .. " && ip -n " .. tag
     .. " link add p0 type veth peer name p1 && ip -n " .. tag
     .. " link add br0 type bridge")
   sh("ip netns del " .. tag .. " 2>/dev/null")
-  if not ok then return false, "ip netns: " .. err:gsub("%s+$", "") end
+  if not ok then
+    -- `ip netns add` mounts /run/netns before it makes the namespace;
+    -- where that fails (a chroot) the mount stays, and keeps whatever
+    -- holds the directory busy (try-fresh's chroot): take it back
+    if not mounted and netns_mounted() then
+      sh("umount /run/netns 2>/dev/null || umount -l /run/netns")
+    end
+    return false, "ip netns: " .. err:gsub("%s+$", "")
+  end
   return true
 end
 

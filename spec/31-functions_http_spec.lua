@@ -250,7 +250,7 @@ if first then print(first) end
 ]]
 
 describe("isolation #cluster", function()
-  it("two clients running a read-modify-write concurrently, on the leader "
+  it("four clients running a read-modify-write concurrently, on the leader "
     .. "and through a follower, lose no update", function()
     nodes = hh.start_cluster { n = 3 }
     local leader = hh.wait_ready(nodes)
@@ -259,19 +259,19 @@ describe("isolation #cluster", function()
     local dir = h.tmpdir()
     local script = dir .. "/client.lua"
     h.write_file(script, CLIENT)
-    local N = 100
-    local p1, o1 = h.spawn("lua5.4 " .. script .. " " .. leader.url
-      .. "/call/incr " .. N .. " c", dir)
-    local p2, o2 = h.spawn("lua5.4 " .. script .. " " .. f.url
-      .. "/call/incr " .. N .. " c", dir)
-    h.wait(p1)
-    h.wait(p2)
-    local out1, out2 = h.read_file(o1.out), h.read_file(o2.out)
-    assert.matches("^ok " .. N, out1)
-    assert.matches("^ok " .. N, out2)
+    local N = 150
+    local procs = {}
+    for _, n in ipairs { leader, f, leader, f } do
+      procs[#procs + 1] = { h.spawn("lua5.4 " .. script .. " " .. n.url
+        .. "/call/incr " .. N .. " c", dir) }
+    end
+    for _, p in ipairs(procs) do h.wait(p[1]) end
+    for _, p in ipairs(procs) do
+      assert.matches("^ok " .. N, h.read_file(p[2].out))
+    end
     hh.converged(nodes)
     for _, n in ipairs(nodes) do
-      assert.equal(tostring(2 * N), select(2, hh.get(n, "c")).value)
+      assert.equal(tostring(4 * N), select(2, hh.get(n, "c")).value)
     end
   end)
 
