@@ -405,29 +405,38 @@ describe("libraries on restarts and snapshots #cluster", function()
     assert.equal(2, doc.result)
   end)
 
-  it("a follower that installs a snapshot has the libraries (and not a "
-    .. "deleted one)", function()
-    nodes = hh.start_cluster { n = 3, down = { 3 },
+  it("a follower that installs a snapshot has the libraries (and not one "
+    .. "deleted while it was down)", function()
+    nodes = hh.start_cluster { n = 3,
       env = { LOG_COMPACTION_THRESHOLD = "5" } }
     local leader = hh.wait_ready(nodes)
+    local victim = follower_of(nodes)
     assert.equal(200, (put_library(leader, "counter", COUNTER)))
     assert.equal(200, (put_library(leader, "gone",
       'lunakv.register("g", function() return 1 end)')))
-    assert.equal(200, (hh.json_request("DELETE", leader.url
-      .. "/functions/gone")))
-    for i = 1, 20 do assert.equal(200, (call(leader, "incr", { key = "s" .. i % 3 }))) end
-    -- the log is cut behind the engine: node 3 can only get a snapshot
-    h.wait_until(function() return hh.status(leader).base_index > 0 end, 15,
-      "log compaction")
-    hh.start_member(nodes[3])
-    h.wait_until(function()
-      return hh.read_log(nodes[3].log):find("snapshot installed", 1, true)
-    end, 20, "node 3 installs a snapshot")
     hh.converged(nodes)
-    local _, list = hh.json_request("GET", nodes[3].url .. "/functions")
+    local _, had = hh.json_request("GET", victim.url .. "/functions")
+    assert.equal(2, #had.libraries) -- the follower holds "gone" in its engine
+    hh.stop_node(victim, "TERM")
+    -- deleted while the follower is down: only the snapshot's wipe removes it
+    local dcode, ddoc = hh.json_request("DELETE", leader.url
+      .. "/functions/gone")
+    assert.equal(200, dcode)
+    for i = 1, 20 do assert.equal(200, (call(leader, "incr", { key = "s" .. i % 3 }))) end
+    -- the log is cut past the deletion: the follower can only get a
+    -- snapshot, which does not hold "gone"
+    h.wait_until(function()
+      return hh.status(leader).base_index >= ddoc.index
+    end, 15, "log compaction past the deletion")
+    hh.start_member(victim)
+    h.wait_until(function()
+      return hh.read_log(victim.log):find("snapshot installed", 1, true)
+    end, 20, "the follower installs a snapshot")
+    hh.converged(nodes)
+    local _, list = hh.json_request("GET", victim.url .. "/functions")
     assert.equal(1, #list.libraries)
     assert.equal("counter", list.libraries[1].name)
-    local code, doc, text = call(nodes[3], "peek", { key = "s1" },
+    local code, doc, text = call(victim, "peek", { key = "s1" },
       "?consistent=false")
     assert.equal(200, code, text)
     assert.equal("7", doc.result)
