@@ -131,10 +131,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   }
   for (w = s->waiters; w != NULL; w = w->next) {
     if (w->h.req == NULL || t < w->h.deadline) continue;
-    lkvnet_node_held_error(&w->h, 503,
-                           "consistent read: not confirmed and applied "
-                           "within %d ms",
-                           s->write_timeout_ms);
+    if (w->h.route == LKVNET_ROUTE_CALL)
+      /* a waiting call has not run, or wrote nothing: nothing of it is
+       * in the log */
+      lkvnet_node_held_error(&w->h, 503,
+                             "the call did not run within %d ms (the log "
+                             "was not applied, or no leadership was "
+                             "confirmed); nothing was written; retry",
+                             s->write_timeout_ms);
+    else
+      lkvnet_node_held_error(&w->h, 503,
+                             "consistent read: not confirmed and applied "
+                             "within %d ms",
+                             s->write_timeout_ms);
   }
   lkvnet_node_serve_waiters(s);   /* frees the answered */
   lkvnet_node_compaction_poll(s); /* what a truncate or an install finished */
