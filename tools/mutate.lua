@@ -93,6 +93,37 @@ local root = capture("git rev-parse --show-toplevel"):gsub("\n$", "")
 local CHECK = "${CC:-cc} -std=c11 -D_GNU_SOURCE -fsyntax-only " ..
   "-Werror=implicit-function-declaration " ..
   "-Ic/util -Ic/engine -Ic/net -Ic/lua -Ic/bench -I/usr/include/lua5.4"
+-- The full names of a spec file's tests (busted --list), by file.
+local spec_names = {}
+local function names_of(file)
+  if not spec_names[file] then
+    local t = {}
+    local out = capture("cd '" .. root .. "' && LUNAKV_BUILD=build lua5.4 " ..
+      "/usr/bin/busted --list spec/" .. file .. " 2>/dev/null")
+    for line in out:gmatch("[^\n]+") do
+      t[#t + 1] = line:match("^%S+:%d+: (.*)$")
+    end
+    spec_names[file] = t
+  end
+  return spec_names[file]
+end
+
+-- A row whose test is a spec with a filter must name a test: busted runs
+-- none for a filter that matches nothing (a "-" in it is a Lua pattern's
+-- quantifier), passes, and the mutation would count as survived.
+local function filter_matches(test)
+  local filter, file = test:match('%-%-filter=(%b"") spec/(%S+)$')
+  if not filter then
+    file, filter = test:match('SPEC=(%S+) FILTER=(%b"")')
+  end
+  if not filter then return true end
+  filter = load("return " .. filter)()
+  for _, name in ipairs(names_of(file)) do
+    if name:find(filter) then return true end
+  end
+  return false
+end
+
 if os.getenv("MUTATE_CHECK") == "1" then
   local bad = 0
   for _, m in ipairs(chosen) do
@@ -100,6 +131,8 @@ if os.getenv("MUTATE_CHECK") == "1" then
     local status = "applies"
     if count(orig, m.from) ~= 1 then
       status = "stale"
+    elseif not filter_matches(m.test) then
+      status = "no-test"
     elseif m.file:match("%.c$") then
       local s, e = orig:find(m.from, 1, true)
       local dir = m.file:match("^(.*)/") or "."
@@ -113,8 +146,8 @@ if os.getenv("MUTATE_CHECK") == "1" then
       print(string.format("%-8s %s (%s)", status, m.name, m.file))
     end
   end
-  print(string.format("mutate: %d of %d rows apply and build", #chosen - bad,
-    #chosen))
+  print(string.format("mutate: %d of %d rows apply, build and name a test",
+    #chosen - bad, #chosen))
   os.exit(bad == 0 and 0 or 1)
 end
 -- one scratch copy per user and checkout, so two checkouts never share one
