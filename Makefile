@@ -385,7 +385,7 @@ lint:
 	  all ctest-build build-lint/crash/crashtest
 	@for room in util engine net lua; do \
 	  sh tools/callgraph.sh build-lint/obj/$$room >/dev/null || exit 1; done
-	MUTATE_CHECK=1 $(LUA) tools/mutate.lua
+	MUTATE_CHECK=1 LUNAKV_BUILD=build-lint $(LUA) tools/mutate.lua
 
 format:
 	@sh tools/deps.sh clang-format

@@ -98,7 +98,8 @@ local spec_names = {}
 local function names_of(file)
   if not spec_names[file] then
     local t = {}
-    local out = capture("cd '" .. root .. "' && LUNAKV_BUILD=build lua5.4 " ..
+    local out = capture("cd '" .. root .. "' && LUNAKV_BUILD=" ..
+      (os.getenv("LUNAKV_BUILD") or "build") .. " lua5.4 " ..
       "/usr/bin/busted --list spec/" .. file .. " 2>/dev/null")
     for line in out:gmatch("[^\n]+") do
       t[#t + 1] = line:match("^%S+:%d+: (.*)$")
