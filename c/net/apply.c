@@ -340,8 +340,9 @@ int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
         /* the engine refused: the state machine cannot move past these
          * entries; stop applying and refuse writes (a restart retries) */
         s->apply_err = err;
-        lkvnet_node_log(s, "cannot apply index %llu: %s",
-                        (unsigned long long)ents[i].index, err.msg);
+        lkvnet_node_log(s, "cannot apply indexes %llu..%llu: %s",
+                        (unsigned long long)ents[i].index,
+                        (unsigned long long)ents[i + g - 1].index, err.msg);
         failed = 1;
         break;
       }

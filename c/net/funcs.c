@@ -287,6 +287,15 @@ void lkvnet_node_route_functions(lkvnet_server *s, struct evhttp_request *req,
 static void serve_result(lkvnet_server *s, lkvnet_waiter *w,
                          struct evhttp_request *req) {
   lkvnet_jbuf b;
+  uint64_t term, last;
+  lkvnet_raft_position(s->raft, &term, &last);
+  if (!s->leader || term != w->floor_term) {
+    /* deposed since it ran: the entries it may have read at its floor
+     * can be another leader's now. It wrote nothing: it runs again at
+     * the next leader (park.c) */
+    lkvnet_node_park(s, req, w->h.route, w->h.start);
+    return;
+  }
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, "{\"ok\": true, \"result\": ");
   lkvnet_jbuf_raw(&b, w->key, w->klen);
@@ -330,6 +339,7 @@ static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
                               "out of memory");
     else {
       w->floor = last;
+      w->floor_term = s->ovl_term;
       lkvnet_node_read_begin(s, w);
     }
   } else if (a.nwrites == 0) {
@@ -339,6 +349,15 @@ static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
     lkvnet_jbuf_raw(&b, a.json, a.json_len);
     lkvnet_jbuf_lit(&b, "}");
     lkvnet_node_reply_json(s, req, LKVNET_ROUTE_CALL, start, 200, &b);
+  } else if (!confirm) {
+    /* run as read-only (its kind when the request came), it wrote: a
+     * library put meanwhile made it a read-write function. Its writes
+     * were made over a state without the overlay (and this may be inside
+     * a Ready): nothing of it is proposed */
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_CALL, start, 503,
+                            "the function changed while the call waited "
+                            "(it is no longer read-only); nothing was "
+                            "written; retry");
   } else {
     propose_batch(s, req, LKVNET_ROUTE_CALL, start, a.writes, a.nwrites,
                   member("result", a.json, a.json_len));
@@ -354,7 +373,9 @@ static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,
  * committed yet), when the overlay holds everything past the applied
  * index, no stored library waits for its apply (the call would run the
  * old code) and no Ready is open (it proposes); else once that holds.
- * The overlay starts again, empty, whenever the log is applied whole. */
+ * The overlay starts, empty, at the first call of a term (or after it
+ * ran out of memory), from the log's last index then: calls run once
+ * everything up to there is applied, even while writes keep coming. */
 static void call_rw(lkvnet_server *s, struct evhttp_request *req,
                     double start) {
   uint64_t term, last;
@@ -367,12 +388,17 @@ static void call_rw(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   lkvnet_raft_position(s->raft, &term, &last);
-  if (!s->in_ready && (!s->ovl.valid || s->ovl_term != term) &&
-      s->applied_index >= last) {
+  if (!s->ovl.valid || s->ovl_term != term) {
+    /* every proposal from now on is noted: once the entries up to last
+     * are applied, the engine and the overlay are the whole log. Any
+     * library entry is among those (one of an earlier term may have been
+     * cut: its index means nothing now) */
     lkvnet_overlay_reset(&s->ovl, 1);
     s->ovl_term = term;
+    s->ovl_from = last;
+    s->lib_index = 0;
   }
-  if (!s->in_ready && s->ovl.valid && s->ovl_term == term &&
+  if (!s->in_ready && s->applied_index >= s->ovl_from &&
       s->applied_index >= s->lib_index) {
     if (lkvnet_node_write_check(s, req, LKVNET_ROUTE_CALL, start))
       run_call(s, req, start, 1, last);
@@ -386,10 +412,11 @@ static void call_rw(lkvnet_server *s, struct evhttp_request *req,
     return;
   }
   /* inside a Ready: released by the pass after it (the applied index is
-   * reached already); else when the library, or the whole log, is */
-  w->target = s->in_ready                           ? s->applied_index
-              : s->ovl.valid && s->ovl_term == term ? s->lib_index
-                                                    : last;
+   * reached already); else when the entries before the overlay, and the
+   * last library entry, are */
+  w->target = s->in_ready                  ? s->applied_index
+              : s->ovl_from > s->lib_index ? s->ovl_from
+                                           : s->lib_index;
 }
 
 static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,

@@ -130,11 +130,10 @@
 ** function's kind and run a call. The hooks read the engine (db) as it is
 ** at that moment, a call with the overlay above it (together: the state
 ** with the leader's whole log applied, which the call's entry follows),
-** and never write it: a call's writes come back in the answer, and the node
-*commits
-** them as one log entry. The libraries the hooks run are those stored in
-** db; the node calls changed() whenever an applied entry or a snapshot
-** install changed them.
+** and never write it: a call's writes come back in the answer, and the
+** node commits them as one log entry. The libraries the hooks run are
+** those stored in db; the node calls changed() whenever an applied entry
+** or a snapshot install changed them.
 ** ======================================================================= */
 
 enum { LKVNET_FN_SET = 1, LKVNET_FN_DELETE = 2 };

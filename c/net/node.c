@@ -119,7 +119,12 @@ static void count(lkvnet_server *s, int route, int code, double start) {
 void lkvnet_node_write_now(struct evhttp_connection *evcon) {
   struct bufferevent *bev =
       evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
-  if (bev != NULL) event_active(&bev->ev_write, EV_WRITE, 1);
+  /* only with bytes to write: an empty buffer would run evhttp's
+   * write-done callback on a connection that is not writing (an
+   * outgoing one reading its answer asserts), and one still connecting
+   * has nothing in it yet (its request goes out once connected) */
+  if (bev != NULL && evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+    event_active(&bev->ev_write, EV_WRITE, 1);
 }
 
 /* Send req's reply, and write it in this loop iteration. */

@@ -138,8 +138,9 @@ typedef struct lkvnet_waiter {
   struct lkvnet_waiter *next;
   lkvnet_read_fn serve;
   uint64_t target, ctx;
-  uint64_t floor; /* served no earlier than this index's apply either */
-  char *key;      /* the route's argument (the key, the query), malloc'd */
+  uint64_t floor;      /* served no earlier than this index's apply either */
+  uint64_t floor_term; /* and only by a leader still in this term */
+  char *key;           /* the route's argument (the key, the query), malloc'd */
   size_t klen;
 } lkvnet_waiter;
 
@@ -290,6 +291,8 @@ struct lkvnet_server {
   lkvnet_entry *append_buf; /* a Ready's entries as the log takes them */
   lkvnet_overlay ovl;       /* what calls read above the engine (leader) */
   uint64_t ovl_term;        /* the term it was started in */
+  uint64_t ovl_from;        /* the log's last index when it started: it
+                               holds every write proposed after that */
   uint64_t lib_index;       /* the last entry proposed that wrote a
                                library (calls wait for its apply) */
   size_t append_cap;

@@ -135,8 +135,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
       /* a waiting call has not run, or wrote nothing: nothing of it is
        * in the log */
       lkvnet_node_held_error(&w->h, 503,
-                             "the call did not run within %d ms (the log "
-                             "was not applied, or no leadership was "
+                             "the call was not answered within %d ms (the "
+                             "log was not applied, or no leadership was "
                              "confirmed); nothing was written; retry",
                              s->write_timeout_ms);
     else
