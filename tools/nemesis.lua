@@ -494,11 +494,32 @@ local function watch_join(c, node)
   end)
 end
 
+-- Whether node's removal is in the logs of a majority of the other
+-- nodes (a configuration takes effect when appended: the /status of a
+-- node that has the entry leaves node out), so no leader can come
+-- without it. A 200 says it applied on the leader; this is for when the
+-- only sign was a leader's configuration ("not a member", or a look after
+-- an unknown outcome), which may be an entry not yet committed: wiping a
+-- voter whose removal is then lost would break Raft, not the node.
+local function removal_durable(c, node)
+  local n = 0
+  for _, o in ipairs(up_nodes(c)) do
+    if o ~= node then
+      local st = get_json(o, "/status", 500)
+      if st and type(st.voters) == "table" and not has(st.voters, node.url)
+          and not has(st.learners, node.url) then
+        n = n + 1
+      end
+    end
+  end
+  return n > (#c.nodes - 1) // 2
+end
+
 local function membership(c)
   local node, role = victim(c)
   local t0 = core.clock()
   local body = cjson.encode { node_url = node.url }
-  local removed, tries, last = false, 0, ""
+  local removed, tries, last, acked = false, 0, "", false
   while tries < 6 and not removed do
     tries = tries + 1
     -- through another node when there is one (the victim forwards too)
@@ -510,7 +531,7 @@ local function membership(c)
     last = string.format("via node%d: %s %s", via.i, tostring(status),
       one_line(text))
     if status == 200 then
-      removed = true
+      removed, acked = true, true
     elseif status == 400 and doc and type(doc.error) == "string"
         and doc.error:find("not a member", 1, true) then
       removed = true -- an earlier try's "outcome unknown" took effect
@@ -523,6 +544,18 @@ local function membership(c)
           and not has(st.learners, node.url) then
         removed = true
       end
+    end
+  end
+  if removed and not acked then
+    local d0 = core.clock() + 10
+    while not removal_durable(c, node) and core.clock() < d0 do
+      core.sleep(0.1)
+    end
+    if not removal_durable(c, node) then
+      note(c, "remove_node node%d (%s): its removal is not on a majority "
+        .. "of the others within 10 s (last %s): left running", node.i,
+        role, last)
+      return -- the heal takes it out and back if it is no member then
     end
   end
   if not removed then
