@@ -441,9 +441,9 @@ local function one_line(s)
   return (tostring(s):gsub("%s+", " "):sub(1, 120))
 end
 
--- Stop node's process (SIGTERM, SIGKILL after 10 s; a paused one is
--- never given to this), wipe its directory: it is "out".
-local function take_out(c, node)
+-- Stop node's process: SIGTERM, SIGKILL after 10 s (a paused one is
+-- never given to this).
+local function stop_node(c, node)
   if alive(node) then core.kill(node.pid, "TERM") end
   local d = core.clock() + 10
   while alive(node) and core.clock() < d do core.sleep(0.01) end
@@ -452,8 +452,6 @@ local function take_out(c, node)
     while alive(node) do core.sleep(0.005) end
     note(c, "node%d ignored SIGTERM for 10 s: killed", node.i)
   end
-  os.execute("rm -rf -- " .. shell_quote(node.dir))
-  node.state = "out"
 end
 
 -- Start an "out" node again, fresh, with --join through an up node.
@@ -515,6 +513,42 @@ local function removal_durable(c, node)
   return n > (#c.nodes - 1) // 2
 end
 
+-- Take a removed node out: stop it, make sure its removal holds (a
+-- --join node told it is no member asks to be added again, docs/
+-- replication.md "Who is a member", so it may be back in the
+-- configuration: removed again while it is stopped), then wipe its
+-- directory: it is "out". When its removal cannot be made to hold, it
+-- stays a voter with its data and is "down" (the caller restarts it):
+-- wiping a voter would be the tool breaking Raft. Returns whether out.
+local function take_out(c, node)
+  stop_node(c, node)
+  node.state = "down" -- not counted by removal_durable
+  local body = cjson.encode { node_url = node.url }
+  local again = 0
+  for _ = 1, 8 do
+    if removal_durable(c, node) then break end
+    local st = leader_conf(c)
+    if st and (has(st.voters, node.url) or has(st.learners, node.url)) then
+      again = again + 1
+      local ups = up_nodes(c)
+      call("POST", ups[math.random(#ups)].url .. "/remove_node", body, 4000)
+    end
+    core.sleep(0.5)
+  end
+  if not removal_durable(c, node) then
+    note(c, "node%d: its removal does not hold (removed again %d times): "
+      .. "kept as a voter, not wiped", node.i, again)
+    return false
+  end
+  if again > 0 then
+    note(c, "node%d had asked to be added again: removed again (%d)",
+      node.i, again)
+  end
+  os.execute("rm -rf -- " .. shell_quote(node.dir))
+  node.state = "out"
+  return true
+end
+
 local function membership(c)
   local node, role = victim(c)
   local t0 = core.clock()
@@ -564,20 +598,28 @@ local function membership(c)
     return
   end
   -- a removed node keeps running, no member: wait until it says so (a
-  -- removed leader hands over first), or exits, then stop it
-  local said = false
+  -- removed leader hands over first), or exits, then stop it; a --join
+  -- node is stopped at once (told it is no member, it asks back in)
+  local said = node.join and "it runs with --join: stopped at once"
+    or "it never said member false in 15 s"
   local d = core.clock() + 15
-  while core.clock() < d and alive(node) do
+  while not node.join and core.clock() < d and alive(node) do
     local code, st = call("GET", node.url .. "/status", nil, 500)
-    if code == 200 and st and st.member == false then said = true break end
+    if code == 200 and st and st.member == false then
+      said = "it said member false"
+      break
+    end
     core.sleep(0.1)
   end
-  take_out(c, node)
+  if not take_out(c, node) then
+    local back = uniform(0.5, 5)
+    later(c, core.clock() + back, function() revive(c, node) end)
+    return
+  end
   local back = uniform(0.5, 5)
   note(c, "remove_node node%d (%s): removed after %d tr%s in %.0f ms (%s); "
     .. "%s; stopped, wiped; joins again in %.1f s", node.i, role, tries,
-    tries == 1 and "y" or "ies", (core.clock() - t0) * 1000, last,
-    said and "it said member false" or "it never said member false in 15 s",
+    tries == 1 and "y" or "ies", (core.clock() - t0) * 1000, last, said,
     back)
   later(c, core.clock() + back, function()
     rejoin(c, node)
@@ -832,9 +874,10 @@ local function run(c, o, res)
   for _, node in ipairs(c.nodes) do
     if node.state == "up" then
       local code, st = call("GET", node.url .. "/status", nil, 1000)
-      if code == 200 and st and st.member == false then
+      -- (a --join node asks back in by itself)
+      if code == 200 and st and st.member == false and not node.join then
         note(c, "node%d is not a member at the heal: out and join", node.i)
-        take_out(c, node)
+        if not take_out(c, node) then revive(c, node) end
       end
     end
   end
