@@ -31,10 +31,13 @@
 --             POST /remove_node through another node for a voter (the
 --             leader half of the time: it hands over, then leaves),
 --             retried on 409/503/no answer up to 6 times; once the
---             removed node says "member": false (or 15 s pass) it is
---             stopped and its directory wiped, and 0.5 to 5 s later it
---             starts again on its port with a fresh directory and
---             --join through an up node (restarts after that use
+--             removed node says "member": false (or 15 s pass; at once
+--             for a --join node, which would ask back in) it is stopped,
+--             and once a majority of the others hold its removal (it is
+--             removed again if it had asked back in; else it stays a
+--             voter, not wiped) its directory is wiped; 0.5 to 5 s
+--             later it starts again on its port with a fresh directory
+--             and --join through an up node (restarts after that use
 --             --join too); it is a target of the other faults again once
 --             /health is 200 and its /status names it a voter (a
 --             learner is promoted when caught up). Its clients meanwhile
