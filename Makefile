@@ -23,10 +23,11 @@
 #                   a leadership transfer's cost (BENCH_KILLS, BENCH_TRANSFERS)
 #   make bench-scripting  stored-function calls against Redis EVAL on one
 #                   node, and against plain writes on 3 (BENCH_SECONDS)
-#   make nemesis    a cluster under random kill -9, SIGSTOP, restarts and
-#                   leadership transfers while clients write and read, then
-#                   a check of their history (NEMESIS_SECONDS, NEMESIS_NODES,
-#                   NEMESIS_SEED)
+#   make nemesis    a cluster under random kill -9, SIGSTOP, restarts,
+#                   membership changes (a voter removed, wiped, joined
+#                   again) and leadership transfers while clients write
+#                   and read, then a check of their history
+#                   (NEMESIS_SECONDS, NEMESIS_NODES, NEMESIS_SEED)
 #   make fuzz       libFuzzer on the WAL, SSTable, MANIFEST, JSON body and
 #                   replication log (file and /append frames) readers
 #   make install    PREFIX=/usr/local DESTDIR= (module, Lua files, bin/lunakv)
@@ -284,8 +285,9 @@ bench-failover: deps
 # The nemesis (tools/nemesis.lua): NEMESIS_NODES (3 or 5) nodes on
 # 127.0.0.1 with two client processes each, writing and reading
 # (consistent=true) through their own node, while a fault loop kills
-# (-9), pauses (SIGSTOP), restarts (SIGTERM) nodes and transfers the
-# leadership at random for NEMESIS_SECONDS; then everything is healed and
+# (-9), pauses (SIGSTOP), restarts (SIGTERM) nodes, removes a voter and
+# adds it back wiped (--join), and transfers the leadership at random for
+# NEMESIS_SECONDS; then everything is healed and
 # the clients' history is checked: no acknowledged write lost, no stale
 # or invented consistent read, every node's data the same. The seed is
 # printed (NEMESIS_SEED=S repeats a run's schedule); a failure leaves

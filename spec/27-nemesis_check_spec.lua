@@ -63,6 +63,10 @@ describe("nemesis history check", function()
       { "500:writes_are_stopped@2000", "unknown" },
       { "timeout", "unknown" },
       { "error", "unknown" },
+      -- a node out of the cluster (the membership fault): removed, it
+      -- answers 503 "not a member"; stopped, the connection is refused
+      -- ("error"); joining, it knows no leader yet ("no leader", above)
+      { "503:not_a_member_of_the_cluster@2000", "unknown" },
     }
     for _, c in ipairs(cases) do
       assert.equal(c[2], check.classify(c[1]), c[1])
@@ -93,6 +97,17 @@ describe("nemesis history check", function()
     -- answers other than 200 prove nothing
     assert.is_true(run(with(r("a", 8.5, 9, nil, "503:no_leader@2000"),
       r("a", 8.5, 9, 9, "timeout")), { a = "2" }).ok)
+    -- nor do those of a node taken out of the cluster and wiped: its
+    -- client's write refused by the connection is unknown (the key's
+    -- last), its reads 503 or no answer
+    local out = run(with(
+      w("b", 1, 1, 2), w("b", 2, 3, 4, "error"),
+      r("b", 4.5, 5, nil, "503:not_a_member_of_the_cluster@2000"),
+      r("b", 5.5, 6, nil, "error"), r("b", 6.5, 7, 1)
+    ), { a = "2", b = "1" })
+    assert.is_true(out.ok, check.format(out))
+    assert.same({ writes_ok = 3, writes_fail = 1, writes_unknown = 2,
+      reads_ok = 1, reads_other = 2, keys = 2 }, out.counts)
   end)
 
   it("reports a lost write: the final state below the last acknowledged "

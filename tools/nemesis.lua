@@ -27,19 +27,39 @@
 --             4 s later (longer than an election timeout, or not);
 --   restart   SIGTERM a node (a leader hands over first), started again
 --             0.2 to 2 s later;
+--   membership
+--             POST /remove_node through another node for a voter (the
+--             leader half of the time: it hands over, then leaves),
+--             retried on 409/503/no answer up to 6 times; once the
+--             removed node says "member": false (or 15 s pass; at once
+--             for a --join node, which would ask back in) it is stopped,
+--             and once a majority of the others hold its removal (it is
+--             removed again if it had asked back in; else it stays a
+--             voter, not wiped) its directory is wiped; 0.5 to 5 s
+--             later it starts again on its port with a fresh directory
+--             and --join through an up node (restarts after that use
+--             --join too); it is a target of the other faults again once
+--             /health is 200 and its /status names it a voter (a
+--             learner is promoted when caught up). Its clients meanwhile
+--             see refused connections and 503s, which the check allows
+--             (a write of unknown outcome or not written, a read
+--             unanswered). The removal blocks the loop (timers wait);
 --   transfer  POST /transfer_leader to a running node (a follower
 --             forwards it) naming a random voter.
--- At most a minority of the nodes is down or paused at any time, so a
--- majority could always serve. Membership changes (POST /add_node and
--- /remove_node, being built for issue 18) get their row in FAULTS below
--- once the routes exist: a fault is a row with a weight and a function.
+-- At most a minority of the nodes is down, paused or out of the
+-- configuration at any time, so a majority could always serve. A fault is
+-- a row of FAULTS: a weight and a function.
 --
--- After --seconds: every paused node is resumed and every stopped one
--- restarted; the cluster must agree on a leader with every follower up,
--- and a write must succeed after that (liveness); then the clients stop,
--- every node must reach the same log and applied index, and each node's
--- full plain scan (GET /scan) must equal the others'. That state is the
--- "final state" the history is checked against.
+-- After --seconds: every paused node is resumed, every stopped one
+-- restarted, every node out of the cluster joins again (and one that
+-- says it is no member, a removal answered "outcome unknown" that took
+-- effect later, is wiped and joins); every node must be a voter again;
+-- the cluster must agree on a leader whose voters are exactly the nodes
+-- (no learner) with every follower up, and a write must succeed after
+-- that (liveness); then the clients stop, every node (a wiped and
+-- re-joined one too) must reach the same log and applied index, and
+-- each node's full plain scan (GET /scan) must equal the others'. That
+-- state is the "final state" the history is checked against.
 --
 -- The seed is printed first. It fixes the fault schedule and the
 -- clients' choices, not the timing of a real cluster, so a seed does not
@@ -229,9 +249,17 @@ local function wait_for(what, timeout, fn, every)
   end
 end
 
-local function spawn_node(c, node)
+-- A node that came back through the membership fault (node.join, the URL
+-- it asked to add it) starts with --join and no NODE_URLS, a restart too
+-- (a member restarted with --join asks nothing, docs/http_api.md); the
+-- others with the founding NODE_URLS.
+local function spawn_node(c, node, state)
   local argv = { c.interp, c.bin, "node", tostring(node.port), node.dir,
     c.urls[1], table.concat(c.urls, ","), "--write-timeout-ms", "2000" }
+  if node.join then
+    argv = { c.interp, c.bin, "node", tostring(node.port), node.dir,
+      "--join", node.join, "--write-timeout-ms", "2000" }
+  end
   local f = io.open(node.log, "ab")
   if f then
     f:write(os.date("!%Y-%m-%dT%H:%M:%SZ"), " nemesis: starting ", node.url,
@@ -239,7 +267,7 @@ local function spawn_node(c, node)
     f:close()
   end
   node.pid = core.spawn(argv, node.log)
-  node.state = "up"
+  node.state = state or "up"
 end
 
 -- The node that leads as its own /status says, or nil.
@@ -251,13 +279,26 @@ local function leader_of(c)
   return nil
 end
 
--- Every node runs and answers, all name the same leader in the same term,
--- and the leader sees every follower up; returns the leader's /status.
+-- Whether list (a /status voters or learners array) holds url.
+local function has(list, url)
+  for _, u in ipairs(type(list) == "table" and list or {}) do
+    if u == url then return true end
+  end
+  return false
+end
+
+-- Every node runs, answers and is a member, all name the same leader in
+-- the same term, the leader's configuration is exactly c.urls as voters
+-- (no learner: the membership fault takes nodes out and adds them back,
+-- so the voters are not c.urls by themselves) and it sees every follower
+-- up; returns the leader's /status.
 local function agreed(c)
   local leader, term
   for _, node in ipairs(c.nodes) do
     local st = get_json(node, "/status")
-    if not st or type(st.leader) ~= "string" then return nil end
+    if not st or type(st.leader) ~= "string" or st.member == false then
+      return nil
+    end
     if leader and (st.leader ~= leader or st.term ~= term) then return nil end
     leader, term = st.leader, st.term
   end
@@ -265,11 +306,21 @@ local function agreed(c)
     if node.url == leader then
       local st = get_json(node, "/status")
       if not st or st.role ~= "leader" then return nil end
-      local up = 0
-      for _, f in ipairs(st.followers or {}) do
-        if f.state == "up" then up = up + 1 end
+      if type(st.voters) ~= "table" or #st.voters ~= #c.urls
+          or #(st.learners or {}) ~= 0 then
+        return nil
       end
-      return up == #c.nodes - 1 and st or nil
+      for _, u in ipairs(c.urls) do
+        if not has(st.voters, u) then return nil end
+      end
+      local up = {}
+      for _, f in ipairs(st.followers or {}) do
+        if f.state == "up" then up[f.url] = true end
+      end
+      for _, u in ipairs(c.urls) do
+        if u ~= leader and not up[u] then return nil end
+      end
+      return st
     end
   end
   return nil
@@ -298,6 +349,13 @@ local function start_cluster(c, n)
     end
     procs.stop(c.nodes)
     if not taken then error(err, 0) end
+    -- the next try starts afresh: its nodes must not open this try's logs
+    -- (a term, entries of a cluster of other URLs) nor find its "cannot
+    -- listen" in their log files and retry for that
+    for _, node in ipairs(c.nodes) do
+      os.execute("rm -rf -- " .. shell_quote(node.dir) .. " "
+        .. shell_quote(node.log))
+    end
     log("a port was taken: starting again on others")
   end
   error("no free ports after 5 tries", 0)
@@ -356,6 +414,224 @@ local function revive(c, node)
   end
 end
 
+-- {----------------------------------------------------------------------
+-- The membership fault: a voter removed, stopped, wiped and added back.
+-- While it is away its node's state is "out" (removed, the process
+-- stopped and its directory wiped), then "joining" (running with --join
+-- on a fresh directory, not yet a voter); it is "up" again, a target of
+-- the other faults, once it serves (/health 200) and is a voter. Both
+-- count as faulty (pick_fault), as the voter is missing.
+
+local JSON = { ["content-type"] = "application/json" }
+
+-- A request to url that never raises: status (nil on no answer), the
+-- decoded body (nil when not JSON) and the text (or the error).
+local function call(method, url, body, timeout_ms)
+  local ok, status, text = pcall(core.http_request, method, url, body,
+    body and JSON or nil, timeout_ms or 1000)
+  if not ok then return nil, nil, tostring(status) end
+  local dok, doc = pcall(cjson.decode, text or "")
+  return status, dok and type(doc) == "table" and doc or nil, text
+end
+
+-- The configuration as the leader has it: its /status, or nil.
+local function leader_conf(c)
+  local _, st = leader_of(c)
+  return st
+end
+
+local function one_line(s)
+  return (tostring(s):gsub("%s+", " "):sub(1, 120))
+end
+
+-- Stop node's process: SIGTERM, SIGKILL after 10 s (a paused one is
+-- never given to this).
+local function stop_node(c, node)
+  if alive(node) then core.kill(node.pid, "TERM") end
+  local d = core.clock() + 10
+  while alive(node) and core.clock() < d do core.sleep(0.01) end
+  if alive(node) then
+    core.kill(node.pid, "KILL")
+    while alive(node) do core.sleep(0.005) end
+    note(c, "node%d ignored SIGTERM for 10 s: killed", node.i)
+  end
+end
+
+-- Start an "out" node again, fresh, with --join through an up node.
+local function rejoin(c, node)
+  local ups = up_nodes(c)
+  local via = ups[math.random(#ups)]
+  node.join = via.url
+  spawn_node(c, node, "joining")
+  node.join_deadline = core.clock() + 90
+  note(c, "node%d started again with --join via node%d", node.i, via.i)
+end
+
+-- Whether a "joining" node is back: it serves (/health 200) and its own
+-- /status names it a voter. Then it is "up".
+local function joined(c, node)
+  if node.state ~= "joining" then return node.state == "up" end
+  local hs = call("GET", node.url .. "/health", nil, 500)
+  if hs ~= 200 then return false end
+  local code, st = call("GET", node.url .. "/status", nil, 500)
+  if code ~= 200 or not st or st.member == false
+      or not has(st.voters, node.url) then
+    return false
+  end
+  node.state = "up"
+  note(c, "node%d is a voter again", node.i)
+  return true
+end
+
+-- A timer that checks a joining node every 0.2 s until it is up.
+local function watch_join(c, node)
+  later(c, core.clock() + 0.2, function()
+    if joined(c, node) or node.state ~= "joining" then return end
+    if core.clock() > node.join_deadline then
+      error(string.format("node%d, started with --join, is not a voter "
+        .. "within 90 s", node.i), 0)
+    end
+    watch_join(c, node)
+  end)
+end
+
+-- Whether node's removal is in the logs of a majority of the other
+-- nodes (a configuration takes effect when appended: the /status of a
+-- node that has the entry leaves node out), so no leader can come
+-- without it. A 200 says it applied on the leader; this is for when the
+-- only sign was a leader's configuration ("not a member", or a look after
+-- an unknown outcome), which may be an entry not yet committed: wiping a
+-- voter whose removal is then lost would break Raft, not the node.
+local function removal_durable(c, node)
+  local n = 0
+  for _, o in ipairs(up_nodes(c)) do
+    if o ~= node then
+      local st = get_json(o, "/status", 500)
+      if st and type(st.voters) == "table" and not has(st.voters, node.url)
+          and not has(st.learners, node.url) then
+        n = n + 1
+      end
+    end
+  end
+  return n > (#c.nodes - 1) // 2
+end
+
+-- Take a removed node out: stop it, make sure its removal holds (a
+-- --join node told it is no member asks to be added again, docs/
+-- replication.md "Who is a member", so it may be back in the
+-- configuration: removed again while it is stopped), then wipe its
+-- directory: it is "out". When its removal cannot be made to hold, it
+-- stays a voter with its data and is "down" (the caller restarts it):
+-- wiping a voter would be the tool breaking Raft. Returns whether out.
+local function take_out(c, node)
+  stop_node(c, node)
+  node.state = "down" -- not counted by removal_durable
+  local body = cjson.encode { node_url = node.url }
+  local again = 0
+  for _ = 1, 8 do
+    if removal_durable(c, node) then break end
+    local st = leader_conf(c)
+    if st and (has(st.voters, node.url) or has(st.learners, node.url)) then
+      again = again + 1
+      local ups = up_nodes(c)
+      call("POST", ups[math.random(#ups)].url .. "/remove_node", body, 4000)
+    end
+    core.sleep(0.5)
+  end
+  if not removal_durable(c, node) then
+    note(c, "node%d: its removal does not hold (removed again %d times): "
+      .. "kept as a voter, not wiped", node.i, again)
+    return false
+  end
+  if again > 0 then
+    note(c, "node%d had asked to be added again: removed again (%d)",
+      node.i, again)
+  end
+  os.execute("rm -rf -- " .. shell_quote(node.dir))
+  node.state = "out"
+  return true
+end
+
+local function membership(c)
+  local node, role = victim(c)
+  local t0 = core.clock()
+  local body = cjson.encode { node_url = node.url }
+  local removed, tries, last, acked = false, 0, "", false
+  while tries < 6 and not removed do
+    tries = tries + 1
+    -- through another node when there is one (the victim forwards too)
+    local ups, others = up_nodes(c), {}
+    for _, u in ipairs(ups) do if u ~= node then others[#others + 1] = u end end
+    local via = #others > 0 and others[math.random(#others)] or node
+    local status, doc, text = call("POST", via.url .. "/remove_node", body,
+      4000)
+    last = string.format("via node%d: %s %s", via.i, tostring(status),
+      one_line(text))
+    if status == 200 then
+      removed, acked = true, true
+    elseif status == 400 and doc and type(doc.error) == "string"
+        and doc.error:find("not a member", 1, true) then
+      removed = true -- an earlier try's "outcome unknown" took effect
+    else
+      -- 409 (a change pending: a learner's promotion), 503 (no leader,
+      -- not changed, outcome unknown), no answer: look, then try again
+      core.sleep(0.5)
+      local st = leader_conf(c)
+      if st and type(st.voters) == "table" and not has(st.voters, node.url)
+          and not has(st.learners, node.url) then
+        removed = true
+      end
+    end
+  end
+  if removed and not acked then
+    local d0 = core.clock() + 10
+    while not removal_durable(c, node) and core.clock() < d0 do
+      core.sleep(0.1)
+    end
+    if not removal_durable(c, node) then
+      note(c, "remove_node node%d (%s): its removal is not on a majority "
+        .. "of the others within 10 s (last %s): left running", node.i,
+        role, last)
+      return -- the heal takes it out and back if it is no member then
+    end
+  end
+  if not removed then
+    note(c, "remove_node node%d (%s): not removed after %d tries (last %s)",
+      node.i, role, tries, last)
+    return
+  end
+  -- a removed node keeps running, no member: wait until it says so (a
+  -- removed leader hands over first), or exits, then stop it; a --join
+  -- node is stopped at once (told it is no member, it asks back in)
+  local said = node.join and "it runs with --join: stopped at once"
+    or "it never said member false in 15 s"
+  local d = core.clock() + 15
+  while not node.join and core.clock() < d and alive(node) do
+    local code, st = call("GET", node.url .. "/status", nil, 500)
+    if code == 200 and st and st.member == false then
+      said = "it said member false"
+      break
+    end
+    core.sleep(0.1)
+  end
+  if not take_out(c, node) then
+    local back = uniform(0.5, 5)
+    later(c, core.clock() + back, function() revive(c, node) end)
+    return
+  end
+  local back = uniform(0.5, 5)
+  note(c, "remove_node node%d (%s): removed after %d tr%s in %.0f ms (%s); "
+    .. "%s; stopped, wiped; joins again in %.1f s", node.i, role, tries,
+    tries == 1 and "y" or "ies", (core.clock() - t0) * 1000, last, said,
+    back)
+  later(c, core.clock() + back, function()
+    rejoin(c, node)
+    watch_join(c, node)
+  end)
+end
+
+-- }----------------------------------------------------------------------
+
 -- FAULTS: { name, weight, fn(c) }. fn does one fault (it may schedule
 -- its own end with later()) and returns nothing; it is called only while
 -- fewer than a minority of the nodes is down or paused when it needs
@@ -393,6 +669,9 @@ local FAULTS = {
       back)
     later(c, core.clock() + back, function() revive(c, node) end)
   end },
+  -- a voter (the leader too) removed, stopped, wiped and added back
+  -- (membership above); before transfer, pick_fault's fallback row
+  { name = "membership", weight = 1, hurts = true, fn = membership },
   { name = "transfer", weight = 2, fn = function(c)
     local ups = up_nodes(c)
     local via = ups[math.random(#ups)]
@@ -405,10 +684,6 @@ local FAULTS = {
       ok and (tostring(status) .. " " .. tostring(body):gsub("%s+$", ""):sub(1, 80)) or
       tostring(status), (core.clock() - t0) * 1000)
   end },
-  -- membership: weight 0 until POST /add_node and /remove_node exist;
-  -- then remove a random voter (the leader too) and add it back (a fresh
-  -- data dir, started with --join), keeping c.urls and the voters apart
-  -- in agreed().
 }
 
 local function pick_fault(c)
@@ -574,7 +849,7 @@ local function run(c, o, res)
   while core.clock() < t_end do
     local now = core.clock()
     for _, node in ipairs(c.nodes) do
-      if node.state ~= "down" and not alive(node) then
+      if node.state ~= "down" and node.state ~= "out" and not alive(node) then
         error(string.format("node%d exited on its own: %s", node.i,
           require("lunakv.cluster").tail(node.log, 10)), 0)
       end
@@ -596,6 +871,33 @@ local function run(c, o, res)
   -- heal
   c.timers = {}
   for _, node in ipairs(c.nodes) do revive(c, node) end
+  -- a node out of the cluster joins now; one left a non-member without
+  -- the fault knowing (a removal answered "outcome unknown" that took
+  -- effect later) goes out and joins too
+  for _, node in ipairs(c.nodes) do
+    if node.state == "up" then
+      local code, st = call("GET", node.url .. "/status", nil, 1000)
+      -- (a --join node asks back in by itself)
+      if code == 200 and st and st.member == false and not node.join then
+        note(c, "node%d is not a member at the heal: out and join", node.i)
+        if not take_out(c, node) then revive(c, node) end
+      end
+    end
+  end
+  for _, node in ipairs(c.nodes) do
+    if node.state == "out" then rejoin(c, node) end
+  end
+  wait_for("every node a voter again after healing", 120, function()
+    local all = true
+    for _, node in ipairs(c.nodes) do
+      if node.state == "joining" and not alive(node) then
+        error(string.format("node%d, started with --join, exited: %s",
+          node.i, require("lunakv.cluster").tail(node.log, 10)), 0)
+      end
+      if not joined(c, node) then all = false end
+    end
+    return all
+  end, 0.2)
   note(c, "healed: every node runs")
   wait_for("an agreed leader with every follower up after healing", 60,
     function() return agreed(c) end, 0.1)
