@@ -924,7 +924,11 @@ end
       hh.start_member(f)
       local st = hh.wait_caught_up(f, leader, 30)
       assert.is_true(st.base_index > 0, "it installed a snapshot")
-      assert.matches("installed the snapshot", hh.read_log(leader.log), 1, true)
+      -- the leader logs it when the last chunk's answer comes, which may
+      -- be after the follower's own acknowledgement caught it up
+      h.wait_until(function()
+        return hh.read_log(leader.log):find("installed the snapshot", 1, true)
+      end, 10, "the leader hears the install's end")
       local want, got = all_keys(leader), all_keys(f)
       assert.equal(#want, #got)
       assert.same(want, got)
@@ -969,6 +973,10 @@ end
       assert.is_true(ls.base_index > 300, "the leader cut its log meanwhile: "
         .. cjson.encode(ls))
       assert.equal("v200", local_value(nodes[3], "p200"))
+      -- logged when the last chunk's answer comes (maybe after catch-up)
+      h.wait_until(function()
+        return hh.read_log(leader.log):find("installed the snapshot", 1, true)
+      end, 10, "the leader hears the install's end")
       local log = hh.read_log(leader.log)
       local _, installs = log:gsub("installed the snapshot", "")
       assert.equal(1, installs, log)

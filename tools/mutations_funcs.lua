@@ -231,9 +231,9 @@ return {
     test = spec(SPEC_BANK, "the leader killed") },
   { name = "funcs-bank: a new leader's calls read past entries not applied",
     file = "c/net/funcs.c",
-    from = "  if (!s->in_ready && (!s->ovl.valid || s->ovl_term != term) &&\n" ..
-      "      s->applied_index >= last) {",
-    to = "  if (!s->in_ready && (!s->ovl.valid || s->ovl_term != term)) {",
+    from = "  if (!s->in_ready && s->applied_index >= s->ovl_from &&\n" ..
+      "      s->applied_index >= s->lib_index) {",
+    to = "  if (!s->in_ready && s->applied_index >= s->lib_index) {",
     test = spec(SPEC_BANK, "the leader killed") },
   -- (a deposed leader's waiting call: written or not is up to the next
   -- leader, so neither a success nor a refusal may be said)
