@@ -925,8 +925,10 @@ int lkvnet_rlog_sync_here(lkvnet_rlog *r) {
   pthread_mutex_unlock(&r->mu);
   e = f_sync(r->env, fd);
   pthread_mutex_lock(&r->mu);
+  /* no wake-up: the syncer may only be waiting for busy to clear, and
+   * this sync leaves it nothing (only this thread appends); woken now,
+   * it would race the owner for its next sync */
   r->busy = 0;
-  pthread_cond_broadcast(&r->cv);
   if (e == 0) {
     if (gen == r->gen && target > r->durable_index) r->durable_index = target;
     r->syncs++;
