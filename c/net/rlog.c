@@ -9,8 +9,9 @@
  * the POSIX one by default), so tests can fail any of them or lose what
  * was not synced (c/engine/faultenv.h). Lock order: only r->mu.
  *
- * The compaction in the background is rlog_compact.c, the frames and the
- * header rlog_frame.c, the term file rlog_term.c; the struct and the
+ * The syncer thread and the owner's own syncs are rlog_sync.c, the
+ * compaction in the background rlog_compact.c, the frames and the header
+ * rlog_frame.c, the term file rlog_term.c; the struct and the
  * helpers they share are rlog_impl.h, which says which way calls go. */
 #include <errno.h>
 #include <fcntl.h>
@@ -408,8 +409,6 @@ fail:
   return rc;
 }
 
-static void *syncer_main(void *arg);
-
 /* An existing log: its header, its entries, the cut of a bad tail, and a
  * sync of what is left. */
 static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
@@ -502,7 +501,7 @@ int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
     goto fail;
   }
   r->durable_index = r->last_index;
-  if (pthread_create(&r->syncer, NULL, syncer_main, r) != 0) {
+  if (pthread_create(&r->syncer, NULL, lkvnet_rlog_syncer_main, r) != 0) {
     rc = lkv_seterr(err, LKV_IOERROR, "%s: cannot start the sync thread",
                     r->path);
     goto fail;
@@ -857,101 +856,13 @@ int lkvnet_rlog_read(lkvnet_rlog *r, uint64_t from, size_t max_bytes,
 /* }====================================================================== */
 
 /* {======================================================================
-** The syncer
+** Accessors, close
 ** ======================================================================= */
-
-static void *syncer_main(void *arg) {
-  lkvnet_rlog *r = arg;
-  pthread_mutex_lock(&r->mu);
-  for (;;) {
-    uint64_t target, gen;
-    int rc, e, fd;
-    /* stuck (sticky): nothing more is synced, but a compaction's switch
-     * is still finished (as a failure) and close still stops this */
-    while (!r->stop && r->cp_state != CP_RENAMING &&
-           (r->paused || r->busy || r->sticky.code != LKV_OK ||
-            r->durable_index == r->last_index))
-      pthread_cond_wait(&r->cv, &r->mu);
-    if (r->cp_state == CP_RENAMING) {
-      /* a compaction's switch: nothing syncs until its file is named */
-      lkvnet_rlog_compact_rename(r);
-      continue;
-    }
-    if (r->stop) break;
-    target = r->last_index; /* every byte of it is already written */
-    gen = r->gen;
-    fd = r->fd;
-    r->busy = 1;
-    pthread_mutex_unlock(&r->mu);
-    rc = e = f_sync(r->env, fd);
-    pthread_mutex_lock(&r->mu);
-    r->busy = 0;
-    pthread_cond_broadcast(&r->cv);
-    if (rc == 0) {
-      /* entries cut (or the file replaced) meanwhile: this sync proves
-       * nothing about what is there now; the loop syncs again */
-      if (gen == r->gen && target > r->durable_index) r->durable_index = target;
-      r->syncs++;
-    } else {
-      ioerr(&r->sticky, e, "fdatasync", r->path);
-    }
-    pthread_mutex_unlock(&r->mu);
-    notify(r);
-    pthread_mutex_lock(&r->mu);
-  }
-  pthread_mutex_unlock(&r->mu);
-  return NULL;
-}
-
-void lkvnet_rlog_set_owner_syncs(lkvnet_rlog *r, int on) {
-  r->owner_syncs = on;
-}
-
-int lkvnet_rlog_sync_here(lkvnet_rlog *r) {
-  uint64_t target, gen;
-  int e, fd;
-  pthread_mutex_lock(&r->mu);
-  if (r->busy || r->paused || r->stop || r->sticky.code != LKV_OK ||
-      r->cp_state != CP_IDLE || r->durable_index == r->last_index) {
-    /* the syncer's, then (appends may have left it asleep) */
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    return 0;
-  }
-  target = r->last_index;
-  gen = r->gen;
-  fd = r->fd;
-  r->busy = 1; /* the syncer waits meanwhile, as for its own sync */
-  pthread_mutex_unlock(&r->mu);
-  e = f_sync(r->env, fd);
-  pthread_mutex_lock(&r->mu);
-  /* no wake-up: the syncer may only be waiting for busy to clear, and
-   * this sync leaves it nothing (only this thread appends); woken now,
-   * it would race the owner for its next sync */
-  r->busy = 0;
-  if (e == 0) {
-    if (gen == r->gen && target > r->durable_index) r->durable_index = target;
-    r->syncs++;
-  } else {
-    ioerr(&r->sticky, e, "fdatasync", r->path);
-  }
-  pthread_mutex_unlock(&r->mu);
-  if (e != 0) notify(r); /* the failure is told as the syncer tells it */
-  return e == 0 ? 1 : -1;
-}
 
 uint64_t lkvnet_rlog_base_index(const lkvnet_rlog *r) { return r->base_index; }
 
 uint64_t lkvnet_rlog_last_index(const lkvnet_rlog *r) {
   return r->base_index + r->nents;
-}
-
-uint64_t lkvnet_rlog_durable_index(lkvnet_rlog *r) {
-  uint64_t v;
-  pthread_mutex_lock(&r->mu);
-  v = r->durable_index;
-  pthread_mutex_unlock(&r->mu);
-  return v;
 }
 
 int lkvnet_rlog_error(lkvnet_rlog *r, lkv_err *err) {

@@ -5,8 +5,11 @@
  *
  * The files, and which way calls go (a file calls only the files on its
  * right; nothing calls back into rlog.c, and the helpers here call none):
- *   rlog.c          open and replay, append, truncate, rewrite, read, the
- *                   syncer, close  -> rlog_compact.c, rlog_frame.c
+ *   rlog.c          open and replay, append, truncate, rewrite, read,
+ *                   close  -> rlog_sync.c (starts the syncer),
+ *                   rlog_compact.c, rlog_frame.c
+ *   rlog_sync.c     the syncer thread, the owner's own syncs, the durable
+ *                   index  -> rlog_compact.c (the syncer's rename)
  *   rlog_compact.c  the compaction in the background  -> rlog_frame.c
  *   rlog_frame.c    the file's header and its frames: encode, check, decode
  *   rlog_term.c     the current term, DATA_DIR/term */
@@ -224,6 +227,9 @@ int lkvnet_rlog_parse_payload(const unsigned char *buf, uint32_t len,
                               uint32_t fixed, lkvnet_entry *e);
 void lkvnet_rlog_encode_header(unsigned char *h, uint64_t base_index,
                                uint64_t base_term);
+
+/* rlog_sync.c: the syncer thread's body (started by lkvnet_rlog_open) */
+void *lkvnet_rlog_syncer_main(void *arg);
 
 /* rlog_compact.c: the syncer's part of a compaction (CP_RENAMING) */
 void lkvnet_rlog_compact_rename(lkvnet_rlog *r);
