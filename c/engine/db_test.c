@@ -225,8 +225,8 @@ static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static int gate_shut;
 static lkv_env gate_env;
 
-static int gated_open(const lkv_env *env, const char *path, int flags,
-                      int mode, int *fd) {
+static int gated_open(const lkv_env *env, const char *path, int flags, int mode,
+                      int *fd) {
   const lkv_env *px = lkv_env_posix();
   size_t n = strlen(path);
   (void)env;
@@ -273,8 +273,7 @@ static void no_stall(void) {
   CHECK(st.stall_refusals == 1 && st.stall_stops == 0 &&
         st.stall_slowdowns == 0);
   /* refused: nothing of it is in the db */
-  CHECK(lkv_db_get(db, k, strlen(k), LKV_SEQ_LATEST, &v, &err) ==
-        LKV_NOTFOUND);
+  CHECK(lkv_db_get(db, k, strlen(k), LKV_SEQ_LATEST, &v, &err) == LKV_NOTFOUND);
   /* refused again while the gate is shut, and at once */
   CHECK(lkv_db_write_opt(db, b, LKV_WRITE_NO_STALL, NULL, &err) == LKV_BUSY);
   pthread_mutex_lock(&gate_mu);
@@ -289,9 +288,10 @@ static void no_stall(void) {
   }
   CHECK_OK(rc, &err);
   CHECK(lkv_db_get(db, k, strlen(k), LKV_SEQ_LATEST, &v, &err) == LKV_OK);
-  printf("no-stall write refused after %d writes, taken again after the "
-         "flushes\n",
-         busy_at);
+  printf(
+      "no-stall write refused after %d writes, taken again after the "
+      "flushes\n",
+      busy_at);
   lkv_buf_free(&v);
   lkv_batch_free(b);
   CHECK_OK(lkv_db_close(db, &err), &err);

@@ -107,9 +107,8 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_lit(&b, ", \"applied_index\": ");
   lkvnet_jbuf_u64(&b, s->applied_index);
   lkvnet_jbuf_lit(&b, ", \"apply_waiting\": ");
-  lkvnet_jbuf_u64(&b, s->apply_hi > s->applied_index
-                          ? s->apply_hi - s->applied_index
-                          : 0);
+  lkvnet_jbuf_u64(
+      &b, s->apply_hi > s->applied_index ? s->apply_hi - s->applied_index : 0);
   lkvnet_jbuf_lit(&b, ", \"durable_index\": ");
   lkvnet_jbuf_u64(&b, rs.durable_index);
   lkvnet_jbuf_lit(&b, ", \"base_index\": ");

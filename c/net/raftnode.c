@@ -559,12 +559,12 @@ lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
     s->apply_lag_refusals++;
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
                       "1");
-    lkvnet_node_reply_error(s, req, route, start, 503,
-                           "%llu committed entries wait for the engine "
-                           "(flushing or compacting); refusing writes "
-                           "until it catches up",
-                           (unsigned long long)(s->commit_index -
-                                                s->applied_index));
+    lkvnet_node_reply_error(
+        s, req, route, start, 503,
+        "%llu committed entries wait for the engine "
+        "(flushing or compacting); refusing writes "
+        "until it catches up",
+        (unsigned long long)(s->commit_index - s->applied_index));
     return NULL;
   }
   if (s->pending_bytes + bytes + LKVNET_PENDING_OVERHEAD > s->max_uncommitted) {
