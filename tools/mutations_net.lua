@@ -11,6 +11,27 @@ local t = dofile("tools/mutation_tests.lua")
 local ctest, spec = t.ctest, t.spec
 
 return {
+  -- ---- applying without blocking the loop (spec/35) ---------------------
+  { name = "node: the apply waits for the engine on the event loop",
+    file = "c/net/apply.c",
+    from = "rc = lkv_db_write_opt(s->db, s->batch, LKV_WRITE_NO_STALL, &seq, err);",
+    to = "rc = lkv_db_write_opt(s->db, s->batch, 0, &seq, err);",
+    test = spec("35-apply_stall_spec.lua", "a leader whose engine") },
+  { name = "follower: takes appends however far applying is behind",
+    file = "c/net/follow.c",
+    from = "               s->commit_index > s->applied_index + LKVNET_MAX_APPLY_LAG) {",
+    to = "               0) {",
+    test = spec("35-apply_stall_spec.lua", "a follower whose engine") },
+  { name = "node: a committed write that timed out is called outcome unknown",
+    file = "c/net/server.c",
+    from = "    if (s->leader && p->term == s->term && p->index <= s->commit_index)",
+    to = "    if (0)",
+    test = spec("35-apply_stall_spec.lua", "a leader whose engine") },
+  { name = "node: entries put off are forgotten, not applied later",
+    file = "c/net/apply.c",
+    from = "  if (hi > s->apply_hi) s->apply_hi = hi;",
+    to = "",
+    test = spec("35-apply_stall_spec.lua", "a leader whose engine") },
   -- ---- issue 18's review: compaction, a stuck log, the term file, ------
   -- ---- a failed install, a rebuild, a deposed leader's streams ----------
   { name = "node: a follower waits for its peers' match index to compact",

@@ -250,6 +250,7 @@ static void db_stats(lkv_db *db, lkv_stats *st) {
   st->stall_slowdowns = atomic_load(&db->stall_slowdowns);
   st->stall_stops = atomic_load(&db->stall_stops);
   st->stall_micros = atomic_load(&db->stall_micros);
+  st->stall_refusals = atomic_load(&db->stall_refusals);
   st->wal_syncs = atomic_load(&db->wal_syncs);
   lkv_counter_totals ct;
   lkv_table_counters_total(&db->counters, &ct);

@@ -146,7 +146,8 @@ struct lkv_db {
   /* statistics (atomics: bumped without mu) */
   atomic_uint_fast64_t bytes_user, bytes_wal;
   atomic_uint_fast64_t flushes, compactions, comp_read, comp_written;
-  atomic_uint_fast64_t stall_slowdowns, stall_stops, stall_micros, wal_syncs;
+  atomic_uint_fast64_t stall_slowdowns, stall_stops, stall_micros, wal_syncs,
+      stall_refusals;
   atomic_uint_fast64_t seek_compactions;
   /* table bytes flushes, recovery and compactions wrote into each level;
    * their sum is bytes_written_disk */

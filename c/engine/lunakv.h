@@ -314,6 +314,20 @@ LKV_API void lkv_batch_free(lkv_batch *b);
 LKV_API int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
                          lkv_err *err);
 
+/* lkv_db_write_opt's flags. LKV_WRITE_NO_STALL: where lkv_db_write would
+ * wait for the background threads (every frozen memtable still waiting
+ * for its flush, or level 0 at l0_stop_files), fail at once with LKV_BUSY
+ * and write nothing; and skip the 1 ms pause at l0_slowdown_files (the
+ * caller paces itself). For a caller that must not block, such as an
+ * event loop: it retries later. It does not avoid waiting behind another
+ * thread's write in the queue. */
+#define LKV_WRITE_NO_STALL 1
+
+/* lkv_db_write with flags (0: the same as lkv_db_write); unknown flags
+ * are LKV_INVALID. */
+LKV_API int lkv_db_write_opt(lkv_db *db, const lkv_batch *b, int flags,
+                             uint64_t *last_seq, lkv_err *err);
+
 /* ---- snapshots ------------------------------------------------------- */
 
 typedef struct lkv_snapshot lkv_snapshot;
@@ -398,6 +412,7 @@ typedef struct lkv_stats {
   uint64_t stall_slowdowns; /* writes delayed by the L0 slowdown */
   uint64_t stall_stops;     /* writes that waited for flush/compaction */
   uint64_t stall_micros;    /* total time writers spent waiting */
+  uint64_t stall_refusals;  /* LKV_WRITE_NO_STALL writes refused (LKV_BUSY) */
   uint64_t bloom_checks;    /* table lookups that asked a filter */
   uint64_t bloom_negatives; /* ... and were spared a block read */
   uint64_t block_reads;     /* data blocks read from files */

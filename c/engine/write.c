@@ -23,6 +23,7 @@ struct lkv_writer {
   uint64_t user_bytes;
   int force_flush; /* no data: freeze the memtable (lkv_db_flush) */
   int sync_wal;    /* no data: make the WALs durable (lkv_db_sync) */
+  int no_stall;    /* LKV_WRITE_NO_STALL: LKV_BUSY instead of waiting */
   int done;
   int rc;
   uint64_t last_seq;
@@ -111,8 +112,8 @@ static int switch_memtable(lkv_db *db, lkv_err *err) {
 
 /* Make sure the active memtable has room, waiting for the background
  * threads when they are behind. (mu, leader) */
-static int make_room(lkv_db *db, int force, lkv_err *err) {
-  int allow_delay = !force;
+static int make_room(lkv_db *db, int force, int no_stall, lkv_err *err) {
+  int allow_delay = !force && !no_stall;
   for (;;) {
     if (db->bg_error) return lkv_errcopy(err, &db->bg_err);
     if (db->shutting_down) return lkv_seterr(err, LKV_CLOSED, "db is closing");
@@ -133,7 +134,15 @@ static int make_room(lkv_db *db, int force, lkv_err *err) {
     } else if (force && lkv_mem_entries(db->mem) == 0) {
       return LKV_OK;
     } else if (db->nimm >= db->max_imm || l0 >= db->o.l0_stop_files) {
-      uint64_t t0 = lkv_env_now_micros();
+      uint64_t t0;
+      if (no_stall) {
+        atomic_fetch_add(&db->stall_refusals, 1);
+        return lkv_seterr(err, LKV_BUSY,
+                          "the write would wait for a flush or a compaction "
+                          "(%d frozen memtables, %d level-0 tables)",
+                          db->nimm, l0);
+      }
+      t0 = lkv_env_now_micros();
       atomic_fetch_add(&db->stall_stops, 1);
       pthread_cond_signal(&db->compact_cv);
       pthread_cond_wait(&db->done_cv, &db->mu);
@@ -262,7 +271,8 @@ static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err) {
   lkv_err lerr; /* read only when rc != 0, which sets it */
   lerr.code = LKV_OK;
   lerr.msg[0] = '\0';
-  int rc = w->sync_wal ? LKV_OK : make_room(db, w->force_flush, &lerr);
+  int rc =
+      w->sync_wal ? LKV_OK : make_room(db, w->force_flush, w->no_stall, &lerr);
   lkv_writer *last = w;
   uint64_t first_seq = lkv_vset_last_seq(&db->vs) + 1, seq = first_seq;
   int group = 0;
@@ -345,7 +355,15 @@ static int db_write_queued(lkv_db *db, lkv_writer *w, lkv_err *err) {
 
 int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
                  lkv_err *err) {
+  return lkv_db_write_opt(db, b, 0, last_seq, err);
+}
+
+int lkv_db_write_opt(lkv_db *db, const lkv_batch *b, int flags,
+                     uint64_t *last_seq, lkv_err *err) {
   if (!lkv_db_check(db, err)) return LKV_INVALID;
+  if ((flags & ~LKV_WRITE_NO_STALL) != 0)
+    return lkv_seterr(err, LKV_INVALID, "unknown write flags 0x%x",
+                      (unsigned)flags);
   if (b == NULL) return lkv_seterr(err, LKV_INVALID, "batch is NULL");
   if (b->count == 0) {
     if (last_seq) *last_seq = lkv_db_seq(db);
@@ -357,6 +375,7 @@ int lkv_db_write(lkv_db *db, const lkv_batch *b, uint64_t *last_seq,
   w.len = b->len;
   w.count = b->count;
   w.user_bytes = b->user_bytes;
+  w.no_stall = (flags & LKV_WRITE_NO_STALL) != 0;
   int rc = db_write(db, &w, err);
   if (rc == LKV_OK && last_seq) *last_seq = w.last_seq;
   return rc;

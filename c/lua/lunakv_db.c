@@ -234,6 +234,7 @@ static int db_stats(lua_State *L) {
   setint(L, "stall_slowdowns", st.stall_slowdowns);
   setint(L, "stall_stops", st.stall_stops);
   setint(L, "stall_micros", st.stall_micros);
+  setint(L, "stall_refusals", st.stall_refusals);
   setint(L, "bloom_checks", st.bloom_checks);
   setint(L, "bloom_negatives", st.bloom_negatives);
   setint(L, "block_reads", st.block_reads);

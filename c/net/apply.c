@@ -6,6 +6,7 @@
  * committed (raftnode.c hands the entries over); this file calls neither
  * the core nor the driver. Runs on the event loop's thread; the node's
  * state is node.h. */
+#include <event2/event.h>
 #include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,84 +56,6 @@ void lkvnet_node_pending_unknown(lkvnet_server *s, const char *why) {
     lkvnet_node_pending_free(s, p);
   }
   s->tail = NULL;
-}
-
-/* }====================================================================== */
-
-/* {======================================================================
-** Commands: the data of a NORMAL entry
-** ======================================================================= */
-
-size_t lkvnet_node_cmd_size(size_t klen, size_t vlen) {
-  return 5 + klen + vlen;
-}
-
-void lkvnet_node_cmd_encode(unsigned char *dst, int op, const char *key,
-                            size_t klen, const char *val, size_t vlen) {
-  dst[0] = (unsigned char)op;
-  lkv_put32(dst + 1, (uint32_t)klen);
-  if (klen) memcpy(dst + 5, key, klen);
-  if (vlen) memcpy(dst + 5 + klen, val, vlen);
-}
-
-int lkvnet_node_cmd_decode(const unsigned char *d, size_t n, int *op,
-                           const char **key, size_t *klen, const char **val,
-                           size_t *vlen) {
-  if (n < 5) return -1;
-  *op = d[0];
-  *klen = lkv_get32(d + 1);
-  if (*klen > n - 5) return -1;
-  *key = (const char *)d + 5;
-  *val = (const char *)d + 5 + *klen;
-  *vlen = n - 5 - *klen;
-  if (*op == LKVNET_OP_SET) return 0;
-  if (*op == LKVNET_OP_DELETE && *vlen == 0) return 0;
-  if (*op == LKVNET_OP_BATCH && *klen == 0) return 0;
-  return -1;
-}
-
-size_t lkvnet_node_batch_size(const lkvnet_fn_write *w, size_t n) {
-  size_t i, len = 4;
-  for (i = 0; i < n; i++)
-    len += 9 + w[i].klen + (w[i].op == LKVNET_FN_SET ? w[i].vlen : 0);
-  return len;
-}
-
-void lkvnet_node_batch_encode(unsigned char *dst, const lkvnet_fn_write *w,
-                              size_t n) {
-  size_t i, off = 4;
-  lkv_put32(dst, (uint32_t)n);
-  for (i = 0; i < n; i++) {
-    size_t vlen = w[i].op == LKVNET_FN_SET ? w[i].vlen : 0;
-    dst[off] = (unsigned char)w[i].op;
-    lkv_put32(dst + off + 1, (uint32_t)w[i].klen);
-    lkv_put32(dst + off + 5, (uint32_t)vlen);
-    off += 9;
-    if (w[i].klen) memcpy(dst + off, w[i].key, w[i].klen);
-    off += w[i].klen;
-    if (vlen) memcpy(dst + off, w[i].val, vlen);
-    off += vlen;
-  }
-}
-
-int lkvnet_node_batch_next(const unsigned char *d, size_t n, size_t *off,
-                           lkvnet_fn_write *w) {
-  size_t o = *off;
-  uint32_t kl, vl;
-  if (n - o < 9) return -1;
-  w->op = d[o];
-  kl = lkv_get32(d + o + 1);
-  vl = lkv_get32(d + o + 5);
-  o += 9;
-  if ((w->op != LKVNET_FN_SET && w->op != LKVNET_FN_DELETE) ||
-      (w->op == LKVNET_FN_DELETE && vl != 0) || kl > n - o || vl > n - o - kl)
-    return -1;
-  w->key = (const char *)d + o;
-  w->klen = kl;
-  w->val = (const char *)d + o + kl;
-  w->vlen = vl;
-  *off = o + kl + vl;
-  return 0;
 }
 
 /* }====================================================================== */
@@ -232,6 +155,12 @@ static int add_entry(lkvnet_server *s, const lkvnet_raft_entry *e, int *libs,
  * many bytes of their data (one entry may be larger: it goes alone). */
 #define APPLY_GROUP_MAX 256
 #define APPLY_GROUP_BYTES (1u << 20)
+/* While the engine is busy, how often the apply is tried again, in
+ * microseconds, and how many groups one try applies at most. */
+#define APPLY_RETRY_US 2000
+#define APPLY_LATER_GROUPS 16
+
+static void on_apply_later(evutil_socket_t fd, short what, void *arg);
 
 /* The entries of ents[0..n) that one engine batch takes: at least one. */
 static size_t group_len(const lkvnet_raft_entry *ents, size_t n) {
@@ -260,7 +189,11 @@ static int apply_group(lkvnet_server *s, const lkvnet_raft_entry *ents,
   if (rc == LKV_OK)
     rc = lkv_batch_set(s->batch, LKVNET_APPLIED_KEY,
                        sizeof LKVNET_APPLIED_KEY - 1, idx, 8, err);
-  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
+  /* never wait for the engine's flushes or compactions here, on the
+   * loop that also answers heartbeats and requests: LKV_BUSY puts the
+   * apply off (apply_later) */
+  if (rc == LKV_OK)
+    rc = lkv_db_write_opt(s->db, s->batch, LKV_WRITE_NO_STALL, &seq, err);
   lkv_batch_clear(s->batch);
   /* every node recompiles from what the engine now holds */
   if (rc == LKV_OK && libs && s->has_fns) s->fns.changed(s->fns.ctx);
@@ -322,29 +255,33 @@ static void answer_conf(lkvnet_server *s, const lkvnet_raft_entry *e) {
   s->conf_index = 0;
 }
 
-int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
-                              size_t n) {
+/* Apply ents[0..n) in groups and answer what each releases. Returns 0
+ * when all are applied, 1 when the engine would have stalled (*busy_at:
+ * the first index not applied; nothing of its group was written), -1
+ * when it refused (s->apply_err set). */
+static int apply_run(lkvnet_server *s, const lkvnet_raft_entry *ents, size_t n,
+                     uint64_t *busy_at) {
   size_t i = 0, g, k;
-  int failed = 0;
-  while (i < n && !failed) {
+  while (i < n) {
     lkv_err err;
+    int rc;
     err.msg[0] = '\0';
-    if (s->apply_err.code != LKV_OK) {
-      failed = 1;
-      break;
-    }
+    if (s->apply_err.code != LKV_OK) return -1;
     g = 1;
     if (ents[i].index > s->applied_index) {
       g = group_len(ents + i, n - i);
-      if (apply_group(s, ents + i, g, &err) != LKV_OK) {
+      if ((rc = apply_group(s, ents + i, g, &err)) == LKV_BUSY) {
+        *busy_at = ents[i].index;
+        return 1;
+      }
+      if (rc != LKV_OK) {
         /* the engine refused: the state machine cannot move past these
          * entries; stop applying and refuse writes (a restart retries) */
         s->apply_err = err;
         lkvnet_node_log(s, "cannot apply indexes %llu..%llu: %s",
                         (unsigned long long)ents[i].index,
                         (unsigned long long)ents[i + g - 1].index, err.msg);
-        failed = 1;
-        break;
+        return -1;
       }
       s->applied_index = ents[i + g - 1].index;
     }
@@ -354,7 +291,13 @@ int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
     }
     i += g;
   }
-  /* whatever still waits after an apply failure gets its answer now */
+  return 0;
+}
+
+/* What follows an apply run: the writes an apply failure strands are
+ * answered, the overlay, the reads and calls waiting for the applied
+ * index, a log compaction. */
+static void after_apply(lkvnet_server *s) {
   if (s->apply_err.code != LKV_OK) {
     lkvnet_pending *p;
     while ((p = s->head) != NULL) {
@@ -370,7 +313,137 @@ int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
   lkvnet_overlay_applied(&s->ovl, s->applied_index);
   lkvnet_node_serve_waiters(s);
   lkvnet_node_maybe_compact(s);
-  return failed ? -1 : 0;
+}
+
+/* The engine would stall: entries from the applied index + 1 through hi
+ * wait in the log, and a timer retries them (apply_later). */
+static void defer_apply(lkvnet_server *s, uint64_t from, uint64_t hi) {
+  struct timeval tv = {0, APPLY_RETRY_US};
+  if (s->apply_hi == 0) {
+    s->apply_deferrals++;
+    s->apply_behind_since = lkvnet_node_now();
+    if (s->apply_behind_logged + 60.0 <= s->apply_behind_since) {
+      s->apply_behind_logged = s->apply_behind_since;
+      lkvnet_node_log(s,
+                      "the engine is busy (flushing or compacting): "
+                      "applying from index %llu later, without blocking",
+                      (unsigned long long)from);
+    }
+  }
+  if (hi > s->apply_hi) s->apply_hi = hi;
+  if (s->apply_ev == NULL &&
+      (s->apply_ev = evtimer_new(s->base, on_apply_later, s)) == NULL) {
+    /* cannot even wait: the next Ready's apply retries (apply_hi set) */
+    return;
+  }
+  evtimer_add(s->apply_ev, &tv);
+}
+
+int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
+                              size_t n) {
+  uint64_t busy_at = 0;
+  int rc = 0;
+  if (s->apply_hi != 0) {
+    /* earlier entries wait for the engine: these wait behind them */
+    if (n > 0 && ents[n - 1].index > s->apply_hi)
+      s->apply_hi = ents[n - 1].index;
+    if (s->apply_ev == NULL) lkvnet_node_apply_later(s); /* no timer: now */
+    return s->apply_err.code != LKV_OK ? -1 : 0;
+  }
+  if (n > 0 && (rc = apply_run(s, ents, n, &busy_at)) == 1)
+    defer_apply(s, busy_at, ents[n - 1].index);
+  after_apply(s);
+  return rc < 0 ? -1 : 0;
+}
+
+/* An entry read back from the log for apply_later, copied: the log's
+ * buffer is gone after the read. */
+typedef struct later {
+  lkvnet_raft_entry ents[APPLY_GROUP_MAX];
+  size_t n, bytes;
+  int nomem;
+} later;
+
+static int later_take(void *arg, const lkvnet_raft_entry *e) {
+  later *l = arg;
+  lkvnet_raft_entry *c = &l->ents[l->n];
+  if (l->n > 0 && l->bytes + e->len > APPLY_GROUP_BYTES) return 1;
+  *c = *e;
+  if (e->len > 0) {
+    unsigned char *d = malloc(e->len);
+    if (d == NULL) {
+      l->nomem = 1;
+      return 1;
+    }
+    memcpy(d, e->data, e->len);
+    c->data = d;
+  }
+  l->n++;
+  l->bytes += e->len;
+  return l->n == APPLY_GROUP_MAX;
+}
+
+/* Apply what waits in the log for the engine, a bounded amount per call
+ * so that the loop keeps answering; again after APPLY_RETRY_US while the
+ * engine is busy, at once while there is more. */
+void lkvnet_node_apply_later(lkvnet_server *s) {
+  int groups, rc = 0;
+  uint64_t busy_at = 0;
+  if (s->apply_hi == 0) return;
+  if (s->needs_snapshot) { /* an install decides the engine's state */
+    defer_apply(s, s->applied_index + 1, s->apply_hi);
+    return;
+  }
+  for (groups = 0;
+       groups < APPLY_LATER_GROUPS && rc == 0 && s->applied_index < s->apply_hi;
+       groups++) {
+    later l;
+    size_t i;
+    uint64_t hi = s->apply_hi;
+    l.n = l.bytes = 0;
+    l.nomem = 0;
+    rc = lkvnet_node_log_entries(s, s->applied_index + 1, hi + 1, later_take,
+                                 &l);
+    if (rc == LKV_OK && l.nomem) rc = LKV_NOMEM;
+    if (rc == LKV_OK && l.n == 0) rc = LKV_NOTFOUND;
+    if (rc != LKV_OK) {
+      /* the committed entries are not in the log: nothing can apply them */
+      lkv_seterr(&s->apply_err, rc,
+                 "cannot read committed entries %llu..%llu back from the "
+                 "log to apply them",
+                 (unsigned long long)s->applied_index + 1,
+                 (unsigned long long)hi);
+      lkvnet_node_log(s, "%s", s->apply_err.msg);
+      rc = -1;
+    } else {
+      rc = apply_run(s, l.ents, l.n, &busy_at);
+    }
+    for (i = 0; i < l.n; i++) free((void *)l.ents[i].data);
+  }
+  if (rc == 1 || (rc == 0 && s->applied_index < s->apply_hi)) {
+    if (rc == 1) {
+      defer_apply(s, busy_at, s->apply_hi);
+    } else if (s->apply_ev != NULL) {
+      event_active(s->apply_ev, EV_TIMEOUT, 0); /* more: next iteration */
+    }
+  } else {
+    double took = lkvnet_node_now() - s->apply_behind_since;
+    if (rc == 0 && took >= 1.0)
+      lkvnet_node_log(s,
+                      "applied through index %llu after waiting %.1f s for "
+                      "the engine",
+                      (unsigned long long)s->applied_index, took);
+    s->apply_hi = 0;
+  }
+  after_apply(s);
+}
+
+static void on_apply_later(evutil_socket_t fd, short what, void *arg) {
+  lkvnet_server *s = arg;
+  (void)fd;
+  (void)what;
+  lkvnet_node_apply_later(s);
+  lkvnet_node_wake(s); /* a Ready may be due: calls released, answers */
 }
 
 /* }====================================================================== */

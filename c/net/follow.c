@@ -316,10 +316,17 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
     if (m->to != s->id || m->type == LKVNET_RAFT_MSG_SNAP) continue;
     if (s->log_failed) continue; /* quiet until its log recovers */
     from = m->from;
-    if (s->needs_snapshot && m->type == LKVNET_RAFT_MSG_APP)
+    if (s->needs_snapshot && m->type == LKVNET_RAFT_MSG_APP) {
       deliver_needing_snapshot(s, m);
-    else
+    } else if (m->type == LKVNET_RAFT_MSG_APP && m->n_entries > 0 &&
+               s->commit_index > s->applied_index + LKVNET_MAX_APPLY_LAG) {
+      /* applying is far behind: taking more would grow a log that cannot
+       * be compacted past the applied index; unanswered, the append is
+       * the leader's to send again (heartbeats still keep it leader) */
+      s->apply_lag_drops++;
+    } else {
       (void)lkvnet_raft_step(s->raft, m);
+    }
   }
   /* the connection's sender, once per request (closed by it later, it
    * tells the core its leader may be gone) */

@@ -106,6 +106,9 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_u64(&b, rs.last_index);
   lkvnet_jbuf_lit(&b, ", \"applied_index\": ");
   lkvnet_jbuf_u64(&b, s->applied_index);
+  lkvnet_jbuf_lit(&b, ", \"apply_waiting\": ");
+  lkvnet_jbuf_u64(
+      &b, s->apply_hi > s->applied_index ? s->apply_hi - s->applied_index : 0);
   lkvnet_jbuf_lit(&b, ", \"durable_index\": ");
   lkvnet_jbuf_u64(&b, rs.durable_index);
   lkvnet_jbuf_lit(&b, ", \"base_index\": ");
@@ -194,6 +197,7 @@ void lkvnet_node_route_stats(lkvnet_server *s, struct evhttp_request *req,
   jfield(&b, "stall_slowdowns", st.stall_slowdowns);
   jfield(&b, "stall_stops", st.stall_stops);
   jfield(&b, "stall_micros", st.stall_micros);
+  jfield(&b, "stall_refusals", st.stall_refusals);
   jfield(&b, "bloom_checks", st.bloom_checks);
   jfield(&b, "bloom_negatives", st.bloom_negatives);
   jfield(&b, "block_reads", st.block_reads);
@@ -330,6 +334,17 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
   GAUGE("rlog_durable_index", "Last index fdatasync'ed.", rs.durable_index);
   GAUGE("commit_index", "Last index durable on a majority.", s->commit_index);
   GAUGE("applied_index", "Last index applied to the engine.", s->applied_index);
+  COUNTER("apply_deferrals_total",
+          "Times applying waited (without blocking) for the engine's "
+          "flushes or compactions.",
+          s->apply_deferrals);
+  COUNTER("apply_lag_refusals_total",
+          "Writes refused while committed entries waited for the engine.",
+          s->apply_lag_refusals);
+  COUNTER("apply_lag_drops_total",
+          "Appends a follower did not take while committed entries waited "
+          "for its engine.",
+          s->apply_lag_drops);
   GAUGE("requests_parked", "Writes and consistent reads waiting for a leader.",
         s->nparked);
   COUNTER("requests_parked_total",
@@ -437,6 +452,9 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
   COUNTER("engine_flushes_total", "Memtable flushes.", st.flushes);
   COUNTER("engine_compactions_total", "Compactions.", st.compactions);
   COUNTER("engine_stall_micros_total", "Time writers waited.", st.stall_micros);
+  COUNTER("engine_stall_refusals_total",
+          "Writes the node put off instead of waiting for the engine.",
+          st.stall_refusals);
   COUNTER("engine_block_reads_total", "Data blocks read.", st.block_reads);
   COUNTER("engine_block_cache_hits_total", "Block cache hits.",
           st.block_cache_hits);

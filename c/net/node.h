@@ -18,6 +18,9 @@
  *   logcompact.c  when to cut the replication log
  *   apply.c       committed entries into the engine, the writes waiting
  *                 for their entry, the reads waiting for an index
+ *   cmd.c         the data of a NORMAL entry: commands, a call's batch
+ *                 (pure)
+ *   gateenv.c     the engine env of a test hook (LUNAKV_TEST_ENGINE_GATE)
  *   wire.c        the Raft messages' wire format (wire.h; pure)
  *   repl.c        the transport: the core's messages to the other nodes
  *                 (POST /raft), and the leader's snapshot streams
@@ -115,6 +118,13 @@ typedef struct lkvnet_held {
  * counted against --max-uncommitted-bytes: a flood of tiny writes is
  * bounded too. */
 #define LKVNET_PENDING_OVERHEAD 160
+/* Committed entries a node lets wait for its engine (applying put off
+ * while the engine flushes or compacts, or stopped by an engine error)
+ * before it pushes back: a leader refuses new writes (503, Retry-After),
+ * a follower stops taking appends (the leader sends them again later),
+ * so neither the log nor the writes held in memory grow without bound.
+ * etcd refuses proposals past 5,000. */
+#define LKVNET_MAX_APPLY_LAG 8192u
 
 typedef struct lkvnet_pending {
   lkvnet_held h;
@@ -315,6 +325,16 @@ struct lkvnet_server {
   int draining;
   double drained_at; /* when a drain's last held request was answered */
   lkv_err apply_err; /* sticky: the engine refused an apply */
+  /* Committed entries the engine could not take without waiting for its
+   * flushes or compactions (LKV_BUSY from a LKV_WRITE_NO_STALL write):
+   * they wait in the log, from applied_index + 1 through apply_hi (0:
+   * none wait), and apply_ev tries them again (apply.c). */
+  uint64_t apply_hi;
+  struct event *apply_ev;
+  double apply_behind_since, apply_behind_logged;
+  uint64_t apply_deferrals;    /* times applying had to wait */
+  uint64_t apply_lag_refusals; /* writes refused: applying too far behind */
+  uint64_t apply_lag_drops;    /* appends dropped: applying too far behind */
 
   /* every other node */
   lkvnet_peer *peers;
@@ -579,10 +599,23 @@ void lkvnet_node_pending_free(lkvnet_server *s, lkvnet_pending *p);
  * engine refused one (s->apply_err; applying stops). */
 int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
                               size_t n);
+/* Apply some of what waits for the engine (s->apply_hi); the timer's
+ * work, also called when no timer could be made. */
+void lkvnet_node_apply_later(lkvnet_server *s);
 /* Write the applied index (and the configuration, when conf) to the
  * engine in one batch. */
 int lkvnet_node_set_applied(lkvnet_server *s, uint64_t index,
                             const lkvnet_raft_conf *conf, lkv_err *err);
+
+/* ---- gateenv.c -------------------------------------------------------- */
+
+/* The engine env of the test hook LUNAKV_TEST_ENGINE_GATE (gateenv.c):
+ * table files are created only while no file exists at path. NULL when
+ * path is empty or memory is short. Process-wide: one per process. */
+const lkv_env *lkvnet_gate_env(const char *path);
+
+/* ---- cmd.c ------------------------------------------------------------ */
+
 /* NORMAL entry data: op 1, klen 4 (little-endian), key, value. Encode
  * into dst (lkvnet_node_cmd_size bytes); decode: 0, or -1 when malformed. */
 size_t lkvnet_node_cmd_size(size_t klen, size_t vlen);
@@ -660,6 +693,12 @@ int lkvnet_node_install_finish(lkvnet_server *s, uint64_t index, uint64_t term,
 /* Open the core (s->raft) over the log: id, timeouts, the hard state in
  * s->term and s->vote, the applied index, the founding voters (nodes). */
 int lkvnet_node_raft_new(lkvnet_server *s, lkv_err *err);
+/* The log's entries [lo, hi) as the core's, in order, to emit (their
+ * data good for that call); stops when emit returns non-zero. LKV_OK,
+ * LKV_NOTFOUND (compacted away or past the end), or the read's error. */
+int lkvnet_node_log_entries(lkvnet_server *s, uint64_t lo, uint64_t hi,
+                            int (*emit)(void *arg, const lkvnet_raft_entry *e),
+                            void *arg);
 
 /* ---- raftnode.c ------------------------------------------------------- */
 

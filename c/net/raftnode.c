@@ -553,6 +553,20 @@ lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
     lkvnet_node_reply_no_leader(s, req, route, start);
     return NULL;
   }
+  if (s->commit_index > s->applied_index + LKVNET_MAX_APPLY_LAG) {
+    /* the engine has not kept up (or refuses): more writes would only
+     * wait in memory for an apply that is already far behind */
+    s->apply_lag_refusals++;
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      "1");
+    lkvnet_node_reply_error(
+        s, req, route, start, 503,
+        "%llu committed entries wait for the engine "
+        "(flushing or compacting); refusing writes "
+        "until it catches up",
+        (unsigned long long)(s->commit_index - s->applied_index));
+    return NULL;
+  }
   if (s->pending_bytes + bytes + LKVNET_PENDING_OVERHEAD > s->max_uncommitted) {
     /* without a majority every refused write would still sit in memory
      * (it is in the log and may commit later): past this, refuse them

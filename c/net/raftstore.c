@@ -124,6 +124,12 @@ static int st_entries(void *ctx, uint64_t lo, uint64_t hi,
   return LKV_OK;
 }
 
+int lkvnet_node_log_entries(lkvnet_server *s, uint64_t lo, uint64_t hi,
+                            int (*emit)(void *arg, const lkvnet_raft_entry *e),
+                            void *arg) {
+  return st_entries(s, lo, hi, emit, arg);
+}
+
 /* }====================================================================== */
 
 /* {======================================================================

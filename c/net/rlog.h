@@ -79,7 +79,7 @@ enum { LKVNET_OP_SET = 1, LKVNET_OP_DELETE = 2, LKVNET_OP_NOOP = 3 };
 #define LKVNET_OP_CONF 4
 /* A batch of sets and deletes applied as one engine batch (a stored
  * function's writes, a library's keys): no key (klen 0); the value is
- * the writes, encoded by the node (apply.c, lkvnet_node_batch_*), opaque
+ * the writes, encoded by the node (cmd.c, lkvnet_node_batch_*), opaque
  * to the log. Version 2 logs only. */
 #define LKVNET_OP_BATCH 5
 

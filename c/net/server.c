@@ -123,11 +123,22 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   for (p = s->head; p != NULL && s->waiting > 0; p = p->next) {
     if (p->h.req == NULL || t < p->h.deadline) continue;
-    lkvnet_node_held_error(
-        &p->h, 503,
-        "outcome unknown: index %llu was not committed within %d ms (no "
-        "majority, or a new leader); it may still be written later",
-        (unsigned long long)p->index, s->write_timeout_ms);
+    if (s->leader && p->term == s->term && p->index <= s->commit_index)
+      /* the leader of the write's term holds the write at its index, and
+       * committed is written (a majority holds it, no later leader can
+       * cut it); only the engine has not taken it yet (apply.c) */
+      lkvnet_node_held_error(
+          &p->h, 503,
+          "written, not yet applied: index %llu is committed but the engine "
+          "has not applied it within %d ms (it is flushing or compacting); "
+          "it becomes visible once applied: do not retry",
+          (unsigned long long)p->index, s->write_timeout_ms);
+    else
+      lkvnet_node_held_error(
+          &p->h, 503,
+          "outcome unknown: index %llu was not committed within %d ms (no "
+          "majority, or a new leader); it may still be written later",
+          (unsigned long long)p->index, s->write_timeout_ms);
   }
   for (w = s->waiters; w != NULL; w = w->next) {
     if (w->h.req == NULL || t < w->h.deadline) continue;
@@ -337,6 +348,10 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     goto fail;
   }
   eo.sync = LKV_SYNC_NONE;
+  if (eo.env == NULL) { /* the test hook of gateenv.c, read once */
+    const char *gate = getenv("LUNAKV_TEST_ENGINE_GATE");
+    if (gate != NULL) eo.env = lkvnet_gate_env(gate);
+  }
   if ((rc = lkv_db_open(dbdir, &eo, &s->db, &e)) != LKV_OK) goto fail;
   if ((s->batch = lkv_batch_new()) == NULL) {
     rc = lkv_seterr(&e, LKV_NOMEM, "batch");
@@ -610,6 +625,7 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   if (s->tick_ev) event_free(s->tick_ev);
   if (s->raft_tick_ev) event_free(s->raft_tick_ev);
   if (s->ready_ev) event_free(s->ready_ev);
+  if (s->apply_ev) event_free(s->apply_ev);
   if (s->sigterm_ev) event_free(s->sigterm_ev);
   if (s->sigint_ev) event_free(s->sigint_ev);
   if (s->base) event_base_free(s->base);

@@ -364,7 +364,8 @@ local STATS_ORDER = {
   "flushes", "compactions", "seek_compactions", "compaction_pending",
   "compaction_bytes_read",
   "compaction_bytes_written", "bytes_written_per_level", "stall_slowdowns", "stall_stops",
-  "stall_micros", "bloom_checks", "bloom_negatives", "block_reads",
+  "stall_micros", "stall_refusals", "bloom_checks", "bloom_negatives",
+  "block_reads",
   "block_cache_hits", "block_cache_bytes", "live_snapshots",
   "live_iterators", "wal_syncs", "bg_error",
 }
@@ -413,7 +414,7 @@ command {
 -- The rows of STATUS: the node's /status, its followers (on a leader)
 -- one row each.
 local STATUS_ORDER = { "my_url", "role", "leader", "term", "commit_index",
-  "last_index", "applied_index", "durable_index" }
+  "last_index", "applied_index", "apply_waiting", "durable_index" }
 
 local function status_rows(sh)
   local st = sh.db:status()
