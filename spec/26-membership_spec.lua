@@ -394,13 +394,7 @@ describe("Raft membership #cluster", function()
 
     -- a second change while one is pending: the followers paused, the
     -- first add cannot commit yet
-    local stopped = {}
-    for _, n in ipairs(nodes) do
-      if n ~= leader then
-        h.kill(n.pid, "STOP")
-        stopped[#stopped + 1] = n
-      end
-    end
+    local stopped = hh.pause_followers(nodes, leader)
     -- the first change on a socket of its own, its answer read later
     local first
     local sent, err = pcall(function()
@@ -414,7 +408,7 @@ describe("Raft membership #cluster", function()
       code, doc, text = post(leader, "/add_node", "http://127.0.0.1:2", tok)
     end)
     -- resumed whatever happened: a paused node ignores SIGTERM
-    for _, n in ipairs(stopped) do h.kill(n.pid, "CONT") end
+    hh.resume_all(stopped)
     if not sent then
       if first then first:close() end
       error(err, 0)

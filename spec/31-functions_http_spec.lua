@@ -249,6 +249,24 @@ print("ok " .. ok)
 if first then print(first) end
 ]]
 
+-- Run a CLIENT process per { node, function name } of runs, all at once,
+-- each making n calls of that function on key through its node; wait
+-- for every one of them, then check that each had all n answered 200.
+local function run_clients(runs, n, key)
+  local dir = h.tmpdir()
+  local script = dir .. "/client.lua"
+  h.write_file(script, CLIENT)
+  local procs = {}
+  for _, r in ipairs(runs) do
+    procs[#procs + 1] = { h.spawn("lua5.4 " .. script .. " " .. r[1].url
+      .. "/call/" .. r[2] .. " " .. n .. " " .. key, dir) }
+  end
+  for _, p in ipairs(procs) do h.wait(p[1]) end
+  for _, p in ipairs(procs) do
+    assert.matches("^ok " .. n, h.read_file(p[2].out))
+  end
+end
+
 describe("isolation #cluster", function()
   it("four clients running a read-modify-write concurrently, on the leader "
     .. "and through a follower, lose no update", function()
@@ -256,19 +274,9 @@ describe("isolation #cluster", function()
     local leader = hh.wait_ready(nodes)
     local f = follower_of(nodes)
     assert.equal(200, (put_library(leader, "counter", COUNTER)))
-    local dir = h.tmpdir()
-    local script = dir .. "/client.lua"
-    h.write_file(script, CLIENT)
     local N = 150
-    local procs = {}
-    for _, n in ipairs { leader, f, leader, f } do
-      procs[#procs + 1] = { h.spawn("lua5.4 " .. script .. " " .. n.url
-        .. "/call/incr " .. N .. " c", dir) }
-    end
-    for _, p in ipairs(procs) do h.wait(p[1]) end
-    for _, p in ipairs(procs) do
-      assert.matches("^ok " .. N, h.read_file(p[2].out))
-    end
+    run_clients({ { leader, "incr" }, { f, "incr" }, { leader, "incr" },
+                  { f, "incr" } }, N, "c")
     hh.converged(nodes)
     for _, n in ipairs(nodes) do
       assert.equal(tostring(4 * N), select(2, hh.get(n, "c")).value)
@@ -304,21 +312,9 @@ describe("isolation #cluster", function()
         end
         return seen[1] or "none"
       end)]])))
-    local dir = h.tmpdir()
-    local script = dir .. "/client.lua"
-    h.write_file(script, CLIENT)
     local N = 100
-    local procs = {}
-    for _, fn in ipairs { "push", "toggle" } do
-      for _, n in ipairs { leader, f } do
-        procs[#procs + 1] = { h.spawn("lua5.4 " .. script .. " " .. n.url
-          .. "/call/" .. fn .. " " .. N .. " k", dir) }
-      end
-    end
-    for _, p in ipairs(procs) do h.wait(p[1]) end
-    for _, p in ipairs(procs) do
-      assert.matches("^ok " .. N, h.read_file(p[2].out))
-    end
+    run_clients({ { leader, "push" }, { f, "push" }, { leader, "toggle" },
+                  { f, "toggle" } }, N, "k")
     hh.converged(nodes)
     for _, n in ipairs(nodes) do
       local code, doc = hh.json_request("GET", n.url

@@ -409,13 +409,7 @@ describe("examples/bank.lua on a cluster #cluster", function()
     open_accounts(leader, { a1 = 100, a2 = 0 })
     hh.converged(nodes)
     local before = hh.status(leader)
-    local paused = {}
-    for _, n in ipairs(nodes) do
-      if n ~= leader then
-        h.kill(n.pid, "STOP")
-        paused[#paused + 1] = n
-      end
-    end
+    local paused = hh.pause_followers(nodes, leader)
     local ok, err = pcall(function()
       -- (an answer within 15 s, the socket's timeout: not the write
       -- timeout's)
@@ -441,7 +435,7 @@ describe("examples/bank.lua on a cluster #cluster", function()
         "?consistent=false")
       assert.equal(100, bal.result)
     end)
-    for _, n in ipairs(paused) do h.kill(n.pid, "CONT") end
+    hh.resume_all(paused)
     if not ok then error(err, 0) end
 
     -- a transfer of 1 through every node once a leader is elected (each

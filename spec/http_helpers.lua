@@ -460,6 +460,25 @@ function M.start_cluster(spec)
   error("start_cluster: no free ports after 10 tries", 2)
 end
 
+-- SIGSTOP every running member of nodes but leader: a leader cut off
+-- from its followers. Returns them, for M.resume_all, which a test calls
+-- whatever happened meanwhile (a paused node ignores SIGTERM).
+function M.pause_followers(nodes, leader)
+  local paused = {}
+  for _, n in ipairs(nodes) do
+    if n ~= leader and running(n) then
+      h.kill(n.pid, "STOP")
+      paused[#paused + 1] = n
+    end
+  end
+  return paused
+end
+
+-- SIGCONT every node of list (M.pause_followers).
+function M.resume_all(list)
+  for _, n in ipairs(list) do h.kill(n.pid, "CONT") end
+end
+
 -- Wait until a running member leads (its /status role "leader") and
 -- lists every other running member as "up"; nodes.leader is then that
 -- member (the nodes elect their leader: the first URL only campaigns

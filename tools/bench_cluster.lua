@@ -89,31 +89,6 @@ end
 -- The run
 -- =======================================================================
 
-local function parse_args(argv)
-  local o = { seconds = 10, connections = 32, value_size = 100 }
-  local i = 1
-  while argv[i] do
-    local a = argv[i]
-    if a == "--json" then
-      o.json = true
-    elseif a == "--seconds" or a == "--connections" or a == "--value-size" then
-      local v = tonumber(argv[i + 1])
-      if not v or v <= 0 then
-        error("lunakv: " .. a .. " needs a positive number", 0)
-      end
-      o[a:sub(3):gsub("-", "_")] = v
-      i = i + 1
-    else
-      error("lunakv: unknown argument '" .. a .. "' (--seconds S, "
-        .. "--connections C, --value-size B, --json)", 0)
-    end
-    i = i + 1
-  end
-  o.connections = math.tointeger(o.connections) or 32
-  o.value_size = math.tointeger(o.value_size) or 100
-  return o
-end
-
 -- Drive one system: writes, then linearizable reads of the keys written.
 local function drive(name, target, write_urls, read_urls, o)
   local res = {}
@@ -131,7 +106,9 @@ local function drive(name, target, write_urls, read_urls, o)
 end
 
 function M.main(argv)
-  local o = parse_args(argv or {})
+  local o = procs.parse_args(argv or {}, { { "seconds", 10, "S" },
+    { "connections", 32, "C", whole = true },
+    { "value-size", 100, "B", whole = true } })
   local base = os.tmpname()
   os.remove(base)
   assert(core.mkdir(base))

@@ -281,34 +281,6 @@ end
 -- The run and the report
 -- =======================================================================
 
-local function parse_args(argv)
-  local o = { seconds = 10, connections = 32, keys = 100000 }
-  local i = 1
-  while argv[i] do
-    local a = argv[i]
-    if a == "--json" then
-      o.json = true
-    elseif a == "--seconds" or a == "--connections" or a == "--keys" then
-      local v = tonumber(argv[i + 1])
-      if not v or v <= 0 then
-        error("lunakv: " .. a .. " needs a positive number", 0)
-      end
-      o[a:sub(3)] = v
-      i = i + 1
-    else
-      error("lunakv: unknown argument '" .. a .. "' (--seconds S, "
-        .. "--connections C, --keys K, --json)", 0)
-    end
-    i = i + 1
-  end
-  o.connections = math.tointeger(o.connections)
-  o.keys = math.tointeger(o.keys)
-  if not o.connections or not o.keys then
-    error("lunakv: --connections and --keys take whole numbers", 0)
-  end
-  return o
-end
-
 local function ratio(a, b)
   if not a or not b or b.ops_per_sec <= 0 then return nil end
   return a.ops_per_sec / b.ops_per_sec
@@ -393,7 +365,9 @@ local function text_report(o, s, res)
 end
 
 function M.main(argv)
-  local o = parse_args(argv or {})
+  local o = procs.parse_args(argv or {}, { { "seconds", 10, "S" },
+    { "connections", 32, "C", whole = true },
+    { "keys", 100000, "K", whole = true } })
   local base = os.tmpname()
   os.remove(base)
   assert(core.mkdir(base))

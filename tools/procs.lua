@@ -1,9 +1,10 @@
 -- tools/procs.lua - the child processes a bench script starts (lunakv
 -- nodes, etcd members, redis-server, client loops) and what starting them
--- needs (free ports, a program's path, waiting with a deadline), shared
--- by tools/bench_cluster.lua, bench_failover.lua, bench_scripting.lua and
--- nemesis.lua. A process is a table with the pid that core.spawn
--- returned; loaded with dofile beside the script.
+-- needs (free ports, a program's path, waiting with a deadline, the
+-- benches' command line), shared by tools/bench_cluster.lua,
+-- bench_failover.lua, bench_scripting.lua and nemesis.lua. A process is a
+-- table with the pid that core.spawn returned; loaded with dofile beside
+-- the script.
 
 local core = require "lunakv.core"
 
@@ -89,6 +90,45 @@ function M.free_ports(n)
   end
   f:close()
   return ports
+end
+
+-- A bench script's command line: --json (sets o.json), and for each
+-- option of opts, { "name", default, "LETTER", whole = true when it must
+-- be a whole number }, --name V with V a positive number, kept as
+-- o[name] (its dashes as underscores). Raises "lunakv: ..." for anything
+-- else, listing the options in their order.
+function M.parse_args(argv, opts)
+  local o, key, whole, usage = {}, {}, {}, {}
+  for _, opt in ipairs(opts) do
+    local flag = "--" .. opt[1]
+    key[flag], whole[flag] = opt[1]:gsub("-", "_"), opt.whole
+    o[key[flag]] = opt[2]
+    usage[#usage + 1] = flag .. " " .. opt[3]
+  end
+  usage[#usage + 1] = "--json"
+  local i = 1
+  while argv[i] do
+    local a = argv[i]
+    if a == "--json" then
+      o.json = true
+    elseif key[a] then
+      local v = tonumber(argv[i + 1])
+      if not v or v <= 0 then
+        error("lunakv: " .. a .. " needs a positive number", 0)
+      end
+      if whole[a] then
+        v = math.tointeger(v)
+        if not v then error("lunakv: " .. a .. " takes a whole number", 0) end
+      end
+      o[key[a]] = v
+      i = i + 1
+    else
+      error("lunakv: unknown argument '" .. a .. "' ("
+        .. table.concat(usage, ", ") .. ")", 0)
+    end
+    i = i + 1
+  end
+  return o
 end
 
 -- The 1-minute load average (/proc/loadavg), as text ("?" when there is

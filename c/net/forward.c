@@ -100,8 +100,14 @@ static void on_forward_reply(struct evhttp_request *r, void *arg) {
     struct evbuffer *in = evhttp_request_get_input_buffer(r);
     size_t n = evbuffer_get_length(in);
     const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
-    const char *ct =
-        evhttp_find_header(evhttp_request_get_input_headers(r), "Content-Type");
+    struct evkeyvalq *rh = evhttp_request_get_input_headers(r);
+    const char *ct = evhttp_find_header(rh, "Content-Type");
+    /* the leader's 503s that say "retry" carry when: the client of a
+     * follower is owed the same hint as the leader's own */
+    const char *ra = evhttp_find_header(rh, "Retry-After");
+    if (ra != NULL)
+      evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                        ra);
     lkvnet_node_reply(s, req, f->h.route, f->h.start, code,
                       ct ? ct : "application/json", body ? body : "",
                       body ? n : 0);
