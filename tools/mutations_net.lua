@@ -167,7 +167,7 @@ return {
     file = "c/net/rlog_term.c",
     from = "    *vote = lkv_get64(b + 16);",
     to = "    *vote = 0;",
-    test = ctest("net/wire_test") },
+    test = ctest("net/hardstate_test") },
   { name = "node: the unfinished-install mark ignored at start",
     file = "c/net/server.c",
     from = "  if (rc == LKV_OK) {\n    s->needs_snapshot = 1;",
