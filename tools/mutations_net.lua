@@ -165,8 +165,8 @@ return {
     test = ctest("net/wire_test") },
   { name = "rlog: the term file's vote not read back",
     file = "c/net/rlog_term.c",
-    from = "    *vote = lkv_get64(b + 16);",
-    to = "    *vote = 0;",
+    from = "    r->vote = lkv_get64(b + 16);",
+    to = "    r->vote = 0;",
     test = ctest("net/hardstate_test") },
   { name = "node: the unfinished-install mark ignored at start",
     file = "c/net/server.c",
@@ -322,8 +322,8 @@ return {
     test = ctest("net/rlog_fault_test") },
   { name = "rlog: the term file renamed without syncing its directory",
     file = "c/net/rlog_term.c",
-    from = "  if ((e = env->sync_dir(env, dir)) != 0)\n" ..
-      "    return ioerr(err, e, \"fsync directory\", dir);",
+    from = "  if ((e = env->sync_dir(env, dir)) != 0) {\n    f_close(env, fd);\n" ..
+      "    return ioerr(err, e, \"fsync directory\", dir);\n  }",
     to = "",
     test = ctest("net/rlog_fault_test") },
   -- ---- issue 18's rows: the conflict cut, the chain, damage mid-log -----
