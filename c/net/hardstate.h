@@ -23,7 +23,11 @@ int lkvnet_hardstate_load(const char *dir, const lkv_env *env, uint64_t *term,
 
 /* Load as above and keep the file open for stores: *hs is the caller's to
  * free with lkvnet_hardstate_close, and borrows env (kept alive by the
- * caller until then). On failure *hs is NULL, and a corrupt file is left
+ * caller until then). What was read is made durable first (the file
+ * fdatasync'ed, the directory fsync'ed): a process that died before a
+ * store's fdatasync returned leaves its state in the page cache, where
+ * this read finds it, and the node must not act on a state a power loss
+ * could still undo. On failure *hs is NULL, and a corrupt file is left
  * as it was. */
 int lkvnet_hardstate_open(const char *dir, const lkv_env *env,
                           lkvnet_hardstate **hs, uint64_t *term, uint64_t *vote,

@@ -1,11 +1,11 @@
 /* hardstate_test.c - the term file (rlog_term.c, hardstate.h): what a
  * store costs (one pwrite, one fdatasync), what a crash before its
  * fdatasync, a torn slot, a failed fdatasync and its retry, and damage
- * to both slots leave, versions 1 and 2 read and converted, and many
- * stores in a row. Version-3 files are built and read here by hand, with
- * the log tests' reference CRC, so the format is pinned by this file and
- * not by the code under test. Crashes go through the fault env
- * (c/engine/faultenv.h). */
+ * to both slots leave, versions 1 and 2 read and converted, many stores
+ * in a row, and what an open makes durable. Version-3 files are built
+ * and read here by hand, with the log tests' reference CRC, so the
+ * format is pinned by this file and not by the code under test. Crashes
+ * go through the fault env (c/engine/faultenv.h). */
 #include "hardstate.h"
 
 #include <errno.h>
@@ -563,6 +563,37 @@ static void test_convert(void) {
   }
 }
 
+/* 10. a process that died before a store's fdatasync returned, or
+ * between the creation's rename and the directory's fsync, left a state
+ * in the page cache that the next open reads: the open makes it durable
+ * before the node acts on it, so a power loss after it loads it too */
+static void test_open_syncs(void) {
+  int k;
+  for (k = 0; k < 3; k++) {
+    char dir[] = "/tmp/lkv_hs_test_XXXXXX";
+    lkv_faultenv *f = fault_env();
+    lkvnet_hardstate *hs;
+    lkv_err err = {0};
+    if (f == NULL || make_dir(dir) != 0) return;
+    hs = open_hs(dir, lkv_faultenv_env(f), 0, 0);
+    if (k == 0) { /* the creation's directory fsync fails */
+      lkv_faultenv_fail(f, LKV_FOP_SYNCDIR, 1, EIO, NULL, 0);
+    } else { /* a store's fdatasync fails (k 2: of the slot 1 was in) */
+      store_ok(hs, 1, 1);
+      if (k == 2) store_ok(hs, 2, 2);
+      lkv_faultenv_fail(f, LKV_FOP_SYNC, 1, EIO, "term", 0);
+    }
+    CHECK(lkvnet_hardstate_store(hs, 7, 7, &err) == LKV_IOERROR);
+    lkvnet_hardstate_close(hs); /* the process dies; the machine runs on */
+    hs = open_hs(dir, lkv_faultenv_env(f), 7, 7);
+    lkvnet_hardstate_close(hs);
+    CHECK_OK(lkv_faultenv_power_loss(f, LKV_LOSS_DROP, 0, &err), &err);
+    check_load(dir, 7, 7, "read at open, then a power loss");
+    lkv_faultenv_free(f);
+    rmrf(dir);
+  }
+}
+
 /* }====================================================================== */
 
 static const struct {
@@ -578,6 +609,7 @@ static const struct {
     {"failed_sync_retry", test_failed_sync_retry},
     {"torn_retry", test_torn_retry},
     {"convert", test_convert},
+    {"open_syncs", test_open_syncs},
 };
 
 /* hardstate_test [NAME]: every test, or those whose name contains NAME

@@ -26,7 +26,8 @@
  * crc32c 4, written before elections existed; read as vote 0) are still
  * read. The first store over one of them, or a fresh node's, writes the
  * whole version-3 file aside, fdatasyncs it, renames it over and fsyncs
- * the directory; later stores keep that file open. lkvnet_term_load and
+ * the directory; later stores keep that file open, which the node's open
+ * makes durable first (lkvnet_hardstate_open). lkvnet_term_load and
  * _store (rlog.h) keep reading and writing version 1, whole, for the
  * log's own tests. */
 #include <fcntl.h>
@@ -229,7 +230,7 @@ int lkvnet_hardstate_open(const char *dir, const lkv_env *env,
                           uint64_t *vote, lkv_err *err) {
   lkvnet_hardstate *hs;
   hs_read r;
-  int rc;
+  int rc, e;
   *out = NULL;
   *term = *vote = 0;
   if ((hs = calloc(1, sizeof *hs)) == NULL || (hs->dir = strdup(dir)) == NULL) {
@@ -239,6 +240,19 @@ int lkvnet_hardstate_open(const char *dir, const lkv_env *env,
   hs->env = env_or_posix(env);
   snprintf(hs->path, sizeof hs->path, "%s/%s", dir, TERM_FILE);
   rc = read_file(hs->env, hs->path, O_RDWR, &hs->fd, &r, err);
+  if (rc != LKV_OK) {
+    lkvnet_hardstate_close(hs);
+    return rc;
+  }
+  /* What was read may be in the page cache alone: a process that died
+   * before a store's fdatasync (or the directory's fsync after the
+   * rename) returned leaves it there, and this read finds it. The node
+   * acts on it from now on, so a power loss must not undo it now. */
+  if (r.version == 3 && (e = f_sync(hs->env, hs->fd)) != 0) {
+    rc = ioerr(err, e, "fdatasync", hs->path);
+  } else if (r.version != 0 && (e = hs->env->sync_dir(hs->env, dir)) != 0) {
+    rc = ioerr(err, e, "fsync directory", dir);
+  }
   if (rc != LKV_OK) {
     lkvnet_hardstate_close(hs);
     return rc;
