@@ -240,8 +240,7 @@ static void deliver_needing_snapshot(lkvnet_server *s,
      * that never compacted has no snapshot to send: waiting for one
      * would wait forever); its entries are cut first, so the rewrite
      * lowers the base of an empty log. */
-    if (lkvnet_hardstate_store(s->data_dir, s->env, st.term, st.vote, &err) !=
-            LKV_OK ||
+    if (lkvnet_hardstate_store(s->hs, st.term, st.vote, &err) != LKV_OK ||
         lkvnet_rlog_truncate(s->rlog, base, &err) != LKV_OK ||
         (base > 0 && lkvnet_rlog_rewrite(s->rlog, 0, 0, &err) != LKV_OK) ||
         wipe_range(s, NULL, 0, 0, NULL, 0, &err) != LKV_OK ||

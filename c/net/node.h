@@ -49,6 +49,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hardstate.h"
 #include "json.h"
 #include "lkvnet.h"
 #include "raft.h"
@@ -279,6 +280,7 @@ struct lkvnet_server {
   /* Raft (raftnode.c): the core, this node's id, the soft state of the
    * last Ready, the hard state as persisted */
   lkvnet_raft *raft;
+  lkvnet_hardstate *hs; /* the term file, open (hardstate.h) */
   uint64_t id, leader_id, vote;
   int role;
   uint64_t *node_ids;     /* of nodes[] */

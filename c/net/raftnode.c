@@ -62,8 +62,8 @@ int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err) {
         return lkv_seterr(err, LKV_INVALID, "NODE_URLS names %s twice",
                           s->nodes[i]);
   }
-  if ((rc = lkvnet_hardstate_load(s->data_dir, s->env, &s->term, &s->vote,
-                                  err)) != LKV_OK)
+  if ((rc = lkvnet_hardstate_open(s->data_dir, s->env, &s->hs, &s->term,
+                                  &s->vote, err)) != LKV_OK)
     return rc;
   lkvnet_rlog_stats_get(s->rlog, &rs);
   if (rs.last_term > s->term) {
@@ -378,8 +378,8 @@ void lkvnet_node_raft_run(lkvnet_server *s) {
     if (rd.hs.term != s->term || rd.hs.vote != s->vote) {
       lkv_err err;
       err.msg[0] = '\0';
-      if (lkvnet_hardstate_store(s->data_dir, s->env, rd.hs.term, rd.hs.vote,
-                                 &err) != LKV_OK) {
+      if (lkvnet_hardstate_store(s->hs, rd.hs.term, rd.hs.vote, &err) !=
+          LKV_OK) {
         /* every message carries the term (a vote, an answer): none
          * leaves until it is durable (as if lost) */
         hs_store_failed(s, rd.hs.term, &err);

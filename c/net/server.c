@@ -594,6 +594,8 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   lkvnet_node_forward_free(s);
   if (s->raft) lkvnet_raft_free(s->raft);
   s->raft = NULL;
+  lkvnet_hardstate_close(s->hs);
+  s->hs = NULL;
   free(s->node_ids);
   free(s->scratch);
   for (i = 0; i < s->npeers; i++) {

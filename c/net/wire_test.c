@@ -1,16 +1,12 @@
-/* wire_test.c - the Raft messages' wire format (wire.c) and the hard
- * state file (rlog_term.c): a round trip of every field, every truncation
- * and a byte flip of a message refused or decoded as what was sent, and
- * the term file's two versions, its vote, and its corruption checks. */
+/* wire_test.c - the Raft messages' wire format (wire.c): a round trip of
+ * every field, every truncation and a byte flip of a message refused or
+ * decoded as what was sent. */
 #include "wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "hardstate.h"
-#include "rlog.h"
 #include "test.h"
 
 static int same_msg(const lkvnet_raft_msg *a, const lkvnet_raft_msg *b) {
@@ -123,47 +119,7 @@ static void test_wire(void) {
   lkvnet_wire_msg_free(&w);
 }
 
-static void test_hardstate(void) {
-  char dir[] = "/tmp/lkv_hs_test_XXXXXX", path[600];
-  uint64_t t = 9, v = 9;
-  lkv_err err = {0};
-  FILE *f;
-  long sz, i;
-  if (mkdtemp(dir) == NULL) return;
-  snprintf(path, sizeof path, "%s/term", dir);
-  CHECK_OK(lkvnet_hardstate_load(dir, NULL, &t, &v, &err), &err);
-  CHECK(t == 0 && v == 0);
-  CHECK_OK(lkvnet_hardstate_store(dir, NULL, 5, 0xabcdef, &err), &err);
-  CHECK_OK(lkvnet_hardstate_load(dir, NULL, &t, &v, &err), &err);
-  CHECK(t == 5 && v == 0xabcdef);
-  /* every byte of version 2 is checked */
-  f = fopen(path, "r+b");
-  fseek(f, 0, SEEK_END);
-  sz = ftell(f);
-  CHECK(sz == 28);
-  for (i = 0; i < sz; i++) {
-    int c;
-    fseek(f, i, SEEK_SET);
-    c = fgetc(f);
-    fseek(f, i, SEEK_SET);
-    fputc(c ^ 1, f);
-    fflush(f);
-    CHECK(lkvnet_hardstate_load(dir, NULL, &t, &v, &err) == LKV_CORRUPTION);
-    fseek(f, i, SEEK_SET);
-    fputc(c, f);
-    fflush(f);
-  }
-  fclose(f);
-  /* version 1 (a term alone) reads as no vote */
-  CHECK_OK(lkvnet_term_store(dir, NULL, 7, &err), &err);
-  CHECK_OK(lkvnet_hardstate_load(dir, NULL, &t, &v, &err), &err);
-  CHECK(t == 7 && v == 0);
-  unlink(path);
-  rmdir(dir);
-}
-
 int main(void) {
   test_wire();
-  test_hardstate();
   TEST_MAIN_END();
 }
