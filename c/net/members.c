@@ -60,13 +60,40 @@ static int body_url(lkvnet_server *s, struct evhttp_request *req, int route,
   return rc;
 }
 
+/* Whether the voters of c other than id (the one to be removed) hold a
+ * majority of themselves that answers: this node (it leads), and each
+ * other whose last /raft request was answered within an election
+ * timeout (every heartbeat asks one). A change takes effect when it is
+ * appended: with the others away, the removal could not commit, nor
+ * anything after it, until enough of them came back, and a wiped voter
+ * that asks to remove its URL (--join) would have turned a cluster that
+ * still commits into one that cannot (etcd's strict reconfiguration
+ * check). *left: the voters left; *up: how many of them answer. */
+static int removal_keeps_majority(lkvnet_server *s, const lkvnet_raft_conf *c,
+                                  uint64_t id, int *left, int *up) {
+  double now = lkvnet_node_now(), et = s->election_ms / 1000.0;
+  size_t i;
+  *left = *up = 0;
+  for (i = 0; i < c->n_voters; i++) {
+    lkvnet_peer *p;
+    if (c->voters[i] == id) continue;
+    (*left)++;
+    if (c->voters[i] == s->id)
+      (*up)++;
+    else if ((p = lkvnet_node_peer_by_id(s, c->voters[i])) != NULL &&
+             p->last_contact > 0 && now - p->last_contact <= et)
+      (*up)++;
+  }
+  return *up >= *left / 2 + 1;
+}
+
 void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
                                int route, double start) {
   char url[LKVNET_URL_MAX + 1], ctx[CTX_MAX];
   lkvnet_raft_status st;
   uint64_t id, index, term;
   size_t n;
-  int add = route == LKVNET_ROUTE_ADD_NODE, voter, learner, rc;
+  int add = route == LKVNET_ROUTE_ADD_NODE, voter, learner, rc, left, up;
   lkv_err err;
   if (body_url(s, req, route, start, url) != 0) return;
   if (s->draining) {
@@ -102,6 +129,15 @@ void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
   if (!add && voter && st.conf.n_voters == 1) {
     lkvnet_node_reply_error(s, req, route, start, 409,
                             "%s is the last voter: a cluster needs one", url);
+    return;
+  }
+  if (!add && voter && !removal_keeps_majority(s, &st.conf, id, &left, &up)) {
+    lkvnet_node_reply_error(s, req, route, start, 409,
+                            "%s cannot be removed now: of the %d voters left, "
+                            "%d answer (this node included), not a majority: "
+                            "the cluster could commit nothing until more come "
+                            "back",
+                            url, left, up);
     return;
   }
   if (add && st.conf.n_voters + st.conf.n_learners >= LKVNET_RAFT_MAX_MEMBERS) {
