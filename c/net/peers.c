@@ -235,7 +235,8 @@ void lkvnet_node_peers_sync(lkvnet_server *s) {
 
 int lkvnet_node_is_member(lkvnet_server *s) {
   lkvnet_raft_status st;
-  if (s->not_member) return 0;
+  /* a join that is unfinished: not the member its URL may name yet */
+  if (s->not_member || s->join_unfinished) return 0;
   lkvnet_raft_status_get(s->raft, &st);
   return st.voter || st.learner;
 }
