@@ -388,8 +388,12 @@ return {
     file = "c/net/members.c",
     from = "    if (p->voter || !lkvnet_raft_conf_is_learner(&st->conf, p->id) ||\n" ..
       "        p->state != LKVNET_RAFT_REPLICATE || !p->recent_active ||\n" ..
-      "        p->match == 0 || p->match + LKVNET_PROMOTE_MAX_LAG < st->last_index)\n",
-    to = "    if (p->voter || !lkvnet_raft_conf_is_learner(&st->conf, p->id))\n",
+      "        p->match == 0 || p->match + LKVNET_PROMOTE_MAX_LAG < st->last_index)\n" ..
+      "      continue;\n" ..
+      "    if ((peer = lkvnet_node_peer_by_id(s, p->id)) != NULL &&\n" ..
+      "        p->match < peer->added_index)\n",
+    to = "    if (p->voter || !lkvnet_raft_conf_is_learner(&st->conf, p->id))\n" ..
+      "      continue;\n    if ((peer = NULL) != NULL)\n",
     test = spec("26-membership_spec.lua", "not promote a learner") },
   { name = "members: a learner never promoted",
     file = "c/net/members.c",

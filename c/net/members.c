@@ -204,13 +204,17 @@ void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
 ** ======================================================================= */
 
 /* On the leader: a learner whose match is within LKVNET_PROMOTE_MAX_LAG
- * entries of the leader's last index, that is being replicated to (not
- * probed, not waiting for a snapshot) and answered within an election
- * timeout, becomes a voter; one change at a time. */
+ * entries of the leader's last index, and past the entry that added it,
+ * that is being replicated to (not probed, not waiting for a snapshot)
+ * and answered within an election timeout, becomes a voter; one change
+ * at a time. (A node that joined over a fresh directory votes in nothing
+ * until its log holds that entry: made a voter sooner, it would be one
+ * that cannot vote, and a voter less for the next election.) */
 static void promote(lkvnet_server *s, const lkvnet_raft_status *st) {
   size_t i;
   for (i = 0; i < st->n_progress; i++) {
     const lkvnet_raft_progress *p = &st->progress[i];
+    const lkvnet_peer *peer;
     const char *url;
     char ctx[CTX_MAX];
     uint64_t index, term;
@@ -219,6 +223,9 @@ static void promote(lkvnet_server *s, const lkvnet_raft_status *st) {
         p->state != LKVNET_RAFT_REPLICATE || !p->recent_active ||
         p->match == 0 || p->match + LKVNET_PROMOTE_MAX_LAG < st->last_index)
       continue;
+    if ((peer = lkvnet_node_peer_by_id(s, p->id)) != NULL &&
+        p->match < peer->added_index)
+      continue; /* its log lacks the entry that added it */
     url = lkvnet_node_url_of(s, p->id);
     err.msg[0] = '\0';
     if (lkvnet_raft_propose_conf(
@@ -267,7 +274,7 @@ static void probe(lkvnet_server *s, const lkvnet_raft_status *st, double now) {
  *            /health and /status, and asked again until the deadline (a
  *            voter coming back may change the answer); past it the node
  *            stops asking, and stays refused.
- *   CATCHUP  a fresh node waits until it has applied the entry that added
+ *   CATCHUP  a fresh node waits until its log holds the entry that added
  *            it (join_caught_up): then its join mark goes, and it takes
  *            part (DONE).
  *   DONE     told since that it is no member (removed): ADD again.
@@ -278,24 +285,36 @@ static void probe(lkvnet_server *s, const lkvnet_raft_status *st, double now) {
 static const char *const join_routes[] = {"/add_node", "/remove_node"};
 
 /* The entry index of a change's 200 answer ({"ok": true, "index": N,
- * ...}), 0 when it has none. */
-static uint64_t answer_index(const char *body, size_t n) {
+ * "term": T, ...}), 0 when it has none; its term in *term (0: none). */
+static uint64_t answer_index(const char *body, size_t n, uint64_t *term) {
   lkvnet_json_object o;
   char jerr[LKVNET_JSON_ERR_LEN];
   uint64_t index = 0;
   memset(&o, 0, sizeof o);
+  *term = 0;
   if (lkvnet_json_parse_object(body, n, &o, jerr) != 0 ||
       lkvnet_json_u64(&o, "index", &index) != 0)
     index = 0;
+  else if (lkvnet_json_u64(&o, "term", term) != 0)
+    *term = 0;
   lkvnet_json_free(&o);
   return index;
 }
 
 /* Whether a fresh node has caught up through the entry that added it,
- * join_index, committed: applied (a snapshot installed past it sets the
- * applied index too). */
+ * (join_index, join_term), committed: applied; or held by its log, durable
+ * (the same index and term: the same entry, and the log before it, by
+ * Raft's log matching); or covered by the snapshot its log starts after. */
 static int join_caught_up(lkvnet_server *s) {
-  return !s->needs_snapshot && s->applied_index >= s->join_index;
+  uint64_t t;
+  if (s->needs_snapshot) return 0;
+  if (s->applied_index >= s->join_index ||
+      lkvnet_rlog_base_index(s->rlog) >= s->join_index)
+    return 1;
+  return s->join_term != 0 &&
+         lkvnet_rlog_durable_index(s->rlog) >= s->join_index &&
+         lkvnet_rlog_term_at(s->rlog, s->join_index, &t) == LKV_OK &&
+         t == s->join_term;
 }
 
 /* Whether an answer's n bytes at body (not NUL-terminated) hold text. */
@@ -306,7 +325,7 @@ static int has(const char *body, size_t n, const char *text) {
 /* Ask from the start (ADD), until a new deadline. */
 static void join_again(lkvnet_server *s, double now) {
   s->join_phase = LKVNET_JOIN_ADD;
-  s->join_index = 0;
+  s->join_index = s->join_term = 0;
   s->join_next = now;
   s->join_deadline = now + LKVNET_JOIN_TIMEOUT_MS / 1000.0;
 }
@@ -326,14 +345,14 @@ static void on_join_reply(struct evhttp_request *r, void *arg) {
   shown = (int)(n < 300 ? n : 300);
   removing = s->join_phase == LKVNET_JOIN_REMOVE;
   if (!removing && code == 200 && s->join_unfinished) {
-    if ((s->join_index = answer_index(body, n)) != 0) {
+    if ((s->join_index = answer_index(body, n, &s->join_term)) != 0) {
       s->join_phase = LKVNET_JOIN_CATCHUP;
       s->join_added = now;
       s->join_err.msg[0] = '\0';
       lkvnet_node_log(s,
                       "joined the cluster through %s at index %llu (a "
                       "learner): catching up; this node votes in no "
-                      "election until it has applied that entry",
+                      "election until its log holds that entry",
                       s->join_url, (unsigned long long)s->join_index);
       return;
     }

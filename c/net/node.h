@@ -81,7 +81,7 @@ enum {
 /* Where a --join stands (members.c): asking to be added; a fresh node
  * whose URL the cluster counts already asking to remove it first (then
  * to be added again); added at s->join_index, a fresh node waiting to
- * apply that entry; done (or never started with --join). */
+ * hold that entry; done (or never started with --join). */
 enum {
   LKVNET_JOIN_ADD,
   LKVNET_JOIN_REMOVE,
@@ -204,6 +204,10 @@ typedef struct lkvnet_peer {
   double snap_hold_until;
   uint64_t snapshots_sent;
   int member; /* in this node's configuration (peers.c, after each Ready) */
+  /* the index of the last entry seen (written, read or applied) that
+   * added it as a learner, 0 when none: it is promoted no sooner than
+   * its log holds that entry (members.c) */
+  uint64_t added_index;
 } lkvnet_peer;
 
 /* The client connections (conns.c): each is in the list of its phase,
@@ -386,10 +390,10 @@ struct lkvnet_server {
   /* The join of a node that began on a fresh directory is unfinished
    * (the join mark, hardstate.h, is on disk): whatever its URL voted is
    * not in its term file, so it drops vote and pre-vote requests, never
-   * campaigns and serves no read, until it has applied join_index, the
-   * entry that added it (answered at join_added). */
+   * campaigns and serves no read, until its log holds (join_index,
+   * join_term), the entry that added it (answered at join_added). */
   int join_unfinished;
-  uint64_t join_index;
+  uint64_t join_index, join_term;
   double join_added;
   /* the cluster refused to remove this URL's old membership (join_refusal
    * says how): /health and /status say so, client requests get 503 */
@@ -531,9 +535,10 @@ void lkvnet_node_learn_url(lkvnet_server *s, const char *url, size_t len,
  * c's members, comma-separated, into buf; its length. */
 size_t lkvnet_node_conf_ctx(lkvnet_server *s, const char *url,
                             const lkvnet_raft_conf *c, char *buf, size_t n);
-/* Learn the URLs a CONF entry's context carries (lkvnet_node_conf_ctx). */
-void lkvnet_node_learn_conf_entry(lkvnet_server *s, const unsigned char *data,
-                                  size_t len);
+/* Learn the URLs a CONF entry's context carries (lkvnet_node_conf_ctx),
+ * and, when it adds a learner, that it did so at index (added_index). */
+void lkvnet_node_learn_conf_entry(lkvnet_server *s, uint64_t index,
+                                  const unsigned char *data, size_t len);
 /* Learn every URL of a comma-separated list (LKVNET_MEMBERS_HEADER). */
 void lkvnet_node_learn_members(lkvnet_server *s, const char *list);
 /* The URLs of c's members this node knows, comma-separated, into buf. */

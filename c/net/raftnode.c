@@ -296,7 +296,7 @@ static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
       e->op = LKVNET_OP_CONF;
       e->val = (const char *)re->data;
       e->vlen = re->len;
-      lkvnet_node_learn_conf_entry(s, re->data, re->len);
+      lkvnet_node_learn_conf_entry(s, re->index, re->data, re->len);
     } else if (re->type != LKVNET_RAFT_ENTRY_NORMAL ||
                lkvnet_node_cmd_decode(re->data, re->len, &e->op, &e->key,
                                       &e->klen, &e->val, &e->vlen) != 0) {
