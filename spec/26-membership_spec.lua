@@ -6,7 +6,10 @@
 -- count (another NODE_URLS, or removed) says so in /status and /health;
 -- --join; bad requests refused with the configuration unchanged; a
 -- learner not caught up is not promoted; a restart of every node keeps
--- the configuration, with its URLs.
+-- the configuration, with its URLs; a voter whose directory was wiped
+-- (the follower, the leader) started again with --join is removed and
+-- added back, voting in nothing meanwhile; a removal that would leave no
+-- answering majority is refused, and the wiped node says so.
 
 local h = require "spec.helpers"
 local hh = require "spec.http_helpers"
@@ -120,7 +123,8 @@ local function restart_extra(node)
 end
 
 -- A writer process: k<i> = v<i> through the URLs given, round robin, until
--- its stop file exists; prints "ok <i>" for each acknowledged write.
+-- its stop file exists; prints "ok <i>" for each acknowledged write,
+-- "fail <i> <status>" for each other answer.
 local WRITER = [==[
 local http = require "socket.http"
 local ltn12 = require "ltn12"
@@ -137,7 +141,9 @@ while not io.open(stop, "r") do
     headers = { ["content-type"] = "application/json",
                 ["content-length"] = tostring(#body) },
     source = ltn12.source.string(body), sink = ltn12.sink.null() }
-  if ok and code == 200 then io.write("ok ", i, "\n"); io.flush() end
+  if ok and code == 200 then io.write("ok ", i, "\n")
+  else io.write("fail ", i, " ", tostring(code), "\n") end
+  io.flush()
 end
 ]==]
 
@@ -169,6 +175,12 @@ local function acked_count(w)
   return n
 end
 
+local function failed_count(w)
+  local n = 0
+  for _ in hh.read_log(w.out):gmatch("fail %d+") do n = n + 1 end
+  return n
+end
+
 -- Every (key, value) of node, by /scan pages.
 local function all_pairs(node)
   local out, start = {}, nil
@@ -183,6 +195,51 @@ local function all_pairs(node)
     end
     if not doc.more then return out end
     start = last
+  end
+end
+
+-- kill -9 member victim, wipe its directory (a lost disk), and start it
+-- again on its port with --join via: a fresh node whose URL the cluster
+-- counts as a voter already. Returns it (a node of extra).
+local function wipe_and_rejoin(victim, via)
+  hh.kill_member(victim)
+  h.rm_rf(victim.dir)
+  return start_extra(join_words(via), nil, victim.dir, victim.port)
+end
+
+-- Wait until node's log has line (plain text); returns where it starts.
+local function wait_line(node, line, timeout)
+  return h.wait_until(function()
+    return hh.read_log(node.log):find(line, 1, true)
+  end, timeout or 40, function()
+    return node.url .. " never logged " .. string.format("%q", line) .. ":\n"
+      .. hh.read_log(node.log):sub(-3000)
+  end)
+end
+
+-- A rejoin's steps, in the order d's log has them: told it is a member
+-- already, removed, added again, caught up.
+local function assert_rejoin_steps(d)
+  local log, at = hh.read_log(d.log), 0
+  for _, line in ipairs { "is already a member, but this node's directory "
+      .. "began empty", "removed " .. d.url .. " from the cluster",
+      "joined the cluster through", "the join is done" } do
+    local i = log:find(line, at + 1, true)
+    assert.truthy(i, string.format("%q after byte %d of:\n%s", line, at, log))
+    at = i
+  end
+end
+
+-- Every node of list lists the URLs of want as its voters, each once,
+-- and no learner.
+local function wait_voters_exactly(list, want)
+  for _, n in ipairs(list) do
+    local last
+    h.wait_until(function()
+      last = conf_of(n)
+      return #last.voters == #want and #last.learners == 0
+    end, 30, function() return n.url .. ": " .. cjson.encode(last) end)
+    assert.same(want, conf_of(n).voters)
   end
 end
 
@@ -579,5 +636,210 @@ describe("Raft membership #cluster", function()
     local dcode, _, derr = cli("down")
     if not ok then error(e, 0) end
     assert.equal(0, dcode, derr)
+  end)
+
+  it("a follower wiped and started again with --join is removed and added "
+    .. "back: a voter once more with every acknowledged write, while the "
+    .. "cluster takes writes", function()
+    nodes = hh.start_cluster { n = 3 }
+    local leader = hh.wait_ready(nodes)
+    for i = 1, 20 do assert.equal(200, (hh.set(leader, "pre" .. i, "p" .. i))) end
+    local victim, via
+    for _, n in ipairs(nodes) do
+      if n ~= leader then
+        if victim then via = n else victim = n end
+      end
+    end
+    local w = start_writer("w", { leader, via })
+    h.wait_until(function() return acked_count(w) >= 20 end, 20)
+    -- through the other follower: forwarded to the leader
+    local d = wipe_and_rejoin(victim, via)
+    wait_line(d, "the join is done")
+    assert_rejoin_steps(d)
+    local before = acked_count(w)
+    h.wait_until(function() return acked_count(w) >= before + 20 end, 20)
+    local acked = stop_writer(w)
+    -- two voters of three took every write meanwhile
+    assert.equal(0, failed_count(w), hh.read_log(w.out):match("fail[^\n]*"))
+    -- one voter per URL, no learner left, on every node
+    wait_voters_exactly({ leader, via, d }, urls(nodes))
+    leader = hh.wait_leader(nodes, 20)
+    hh.wait_caught_up(d, leader, 30)
+    local st = hh.status(d)
+    assert.is_true(st.member)
+    assert.is_nil(st.join)
+    assert.equal(200, (hh.json_request("GET", d.url .. "/health")))
+    -- its own store (local reads) holds every acknowledged write
+    local got = all_pairs(d)
+    for _, i in ipairs(acked) do assert.equal("v" .. i, got["w" .. i]) end
+    for i = 1, 20 do assert.equal("p" .. i, got["pre" .. i]) end
+    assert.same(all_pairs(leader), got)
+    assert.equal(0, hh.metric(d, "lunakv_join_unfinished"))
+  end)
+
+  it("the leader wiped and started again with --join (another leader "
+    .. "elected first) is removed and added back as a voter", function()
+    nodes = hh.start_cluster { n = 3 }
+    local old = hh.wait_ready(nodes)
+    for i = 1, 20 do assert.equal(200, (hh.set(old, "pre" .. i, "p" .. i))) end
+    local rest = {}
+    for _, n in ipairs(nodes) do
+      if n ~= old then rest[#rest + 1] = n end
+    end
+    local w = start_writer("w", rest)
+    h.wait_until(function() return acked_count(w) >= 20 end, 20)
+    hh.kill_member(old)
+    h.rm_rf(old.dir)
+    local new = hh.wait_leader(nodes, 20, old)
+    -- writes go on under the new leader before the old one comes back
+    local resumed = acked_count(w)
+    h.wait_until(function() return acked_count(w) >= resumed + 10 end, 20)
+    local fails = failed_count(w)
+    local via = rest[1] ~= new and rest[1] or rest[2]
+    local d = start_extra(join_words(via), nil, old.dir, old.port)
+    wait_line(d, "the join is done")
+    assert_rejoin_steps(d)
+    local before = acked_count(w)
+    h.wait_until(function() return acked_count(w) >= before + 20 end, 20)
+    local acked = stop_writer(w)
+    -- not one write refused while it was removed and added back
+    assert.equal(fails, failed_count(w))
+    wait_voters_exactly({ rest[1], rest[2], d }, urls(nodes))
+    local leader = hh.wait_leader(nodes, 20)
+    hh.wait_caught_up(d, leader, 30)
+    assert.is_true(hh.status(d).member)
+    local got = all_pairs(d)
+    for _, i in ipairs(acked) do assert.equal("v" .. i, got["w" .. i]) end
+    for i = 1, 20 do assert.equal("p" .. i, got["pre" .. i]) end
+    assert.same(all_pairs(leader), got)
+  end)
+
+  it("a wiped voter whose removal would leave no answering majority is "
+    .. "refused: it says so, serves nothing and grants no vote; it joins "
+    .. "once the others are back", function()
+    -- a long election timeout: the leader keeps its lease while the
+    -- wiped follower restarts (its old self answered, then its new one)
+    nodes = hh.start_cluster { n = 3,
+      args = { "--election-timeout-ms", "3000" } }
+    local a = hh.wait_ready(nodes)
+    for i = 1, 10 do assert.equal(200, (hh.set(a, "k" .. i, "v" .. i))) end
+    local b, c
+    for _, n in ipairs(nodes) do
+      if n ~= a then
+        if b then c = n else b = n end
+      end
+    end
+    local rounds = hh.metric(c, "lunakv_raft_prevote_rounds_total")
+    h.kill(c.pid, "STOP")
+    local paused = true
+    local ok, err = pcall(function()
+      -- the leader has not heard from c for an election timeout
+      h.wait_until(function()
+        for _, f in ipairs(hh.status(a).followers or {}) do
+          if f.url == c.url then return f.last_contact_ms > 3500 end
+        end
+      end, 20)
+      local d = wipe_and_rejoin(b, a)
+      local code, doc
+      h.wait_until(function()
+        code, doc = hh.json_request("GET", d.url .. "/health")
+        return code == 503 and doc.join and doc.join.state == "refused"
+      end, 20, function() return cjson.encode(doc or {}) end)
+      assert.is_false(doc.ok)
+      assert.truthy(doc.error:find("refuses to remove", 1, true), doc.error)
+      assert.truthy(doc.error:find("not a majority", 1, true), doc.error)
+      local st = hh.status(d)
+      assert.is_false(st.member)
+      assert.equal("refused", st.join.state)
+      assert.is_true(st.join.fresh)
+      -- it serves nothing: a local read, a write, a consistent read
+      assert.equal(503, (hh.get(d, "k1")))
+      assert.equal(503, (hh.set(d, "x", "y")))
+      assert.equal(503, (hh.consistent_get(d, "k1")))
+      -- killed and started again over its directory, which now holds the
+      -- term the leader's messages brought: its join mark says the join
+      -- is unfinished, so it asks again, and is refused again
+      assert.is_true(hh.status(d).term > 0)
+      hh.stop_cluster({ d }, "KILL")
+      restart_extra(d)
+      h.wait_until(function()
+        code, doc = hh.json_request("GET", d.url .. "/health")
+        return code == 503 and doc.join and doc.join.state == "refused"
+      end, 20, function()
+        return cjson.encode(doc or {}) .. "\n" .. hh.read_log(d.log)
+      end)
+      assert.is_true(doc.join.fresh)
+      assert.falsy(hh.read_log(d.log):find("joined the cluster", 1, true))
+      -- nothing was proposed: the configuration is as it was
+      assert.same(urls(nodes), conf_of(a).voters)
+      assert.same({}, conf_of(a).learners)
+      -- an election that needs its vote: the leader killed (its
+      -- connections close, so d forgets it), c resumed; c campaigns and
+      -- asks d, the only other voter up
+      hh.kill_member(a)
+      h.kill(c.pid, "CONT")
+      paused = false
+      local vote, role
+      h.wait_until(function()
+        vote = hh.status(d).vote
+        role = hh.status(c).role
+        return vote ~= cjson.null or role == "leader"
+          or hh.metric(c, "lunakv_raft_prevote_rounds_total") >= rounds + 2
+      end, 30)
+      assert.equal(cjson.null, vote)
+      assert.are_not.equal("leader", role)
+      assert.is_true(hh.metric(d, "lunakv_join_votes_dropped_total") >= 1)
+      assert.equal(0, hh.metric(d, "lunakv_raft_prevote_rounds_total"))
+      assert.equal(0, hh.metric(d, "lunakv_raft_elections_started_total"))
+      -- the leader back: a and c elect one, d's removal is taken (it asks
+      -- again), it is added, catches up and votes
+      hh.start_member(a)
+      wait_line(d, "the join is done", 50)
+      assert_rejoin_steps(d)
+      wait_voters_exactly({ a, c, d }, urls(nodes))
+      hh.until_acked("a write through d", function()
+        return hh.set(d, "after", "rejoin")
+      end, 20)
+      for _, n in ipairs { a, c, d } do hh.wait_value(n, "after", "rejoin") end
+      hh.wait_value(d, "k10", "v10")
+      assert.equal(200, (hh.json_request("GET", d.url .. "/health")))
+    end)
+    if paused then h.kill(c.pid, "CONT") end
+    if not ok then error(err, 0) end
+  end)
+
+  it("a member restarted with --join over its own directory carries on "
+    .. "as that member", function()
+    nodes = hh.start_cluster { n = 3 }
+    local leader = hh.wait_ready(nodes)
+    local via = nodes[1] ~= leader and nodes[1] or nodes[2]
+    local d = start_extra(join_words(via))
+    wait_line(d, "the join is done")
+    wait_voter(d.url)
+    for i = 1, 10 do assert.equal(200, (hh.set(leader, "k" .. i, "v"))) end
+    hh.wait_value(d, "k10", "v")
+    -- kill -9, not wiped: its term file, vote and log are its own
+    hh.stop_cluster({ d }, "KILL")
+    restart_extra(d)
+    wait_member(d, true)
+    local log = hh.read_log(d.log)
+    assert.falsy(log:find("already a member", 1, true), log)
+    assert.falsy(log:find("removed", 1, true), log)
+    assert.is_nil(hh.status(d).join)
+    assert.same(urls { nodes[1], nodes[2], nodes[3], d },
+      conf_of(hh.wait_leader(nodes, 20)).voters)
+  end)
+
+  it("a directory whose join is unfinished does not start without --join",
+    function()
+    local port = hh.pick_ports(1)[1]
+    local url = "http://127.0.0.1:" .. port
+    local dir = h.tmpdir() .. "/j"
+    os.execute("mkdir -p " .. h.quote(dir))
+    h.write_file(dir .. "/joining", "")
+    local code, _, err = h.run(h.lunakv_cmd .. " node " .. port .. " "
+      .. h.quote(dir) .. " " .. url .. " " .. url)
+    assert.equal(1, code, err)
+    assert.truthy(err:find("--join has not finished", 1, true), err)
   end)
 end)

@@ -477,8 +477,12 @@ return {
     file = "c/net/members.c",
     from = "    if (p->voter || !lkvnet_raft_conf_is_learner(&st->conf, p->id) ||\n" ..
       "        p->state != LKVNET_RAFT_REPLICATE || !p->recent_active ||\n" ..
-      "        p->match == 0 || p->match + LKVNET_PROMOTE_MAX_LAG < st->last_index)\n",
-    to = "    if (p->voter || !lkvnet_raft_conf_is_learner(&st->conf, p->id))\n",
+      "        p->match == 0 || p->match + LKVNET_PROMOTE_MAX_LAG < st->last_index)\n" ..
+      "      continue;\n" ..
+      "    if ((peer = lkvnet_node_peer_by_id(s, p->id)) != NULL &&\n" ..
+      "        p->match < peer->added_index)\n",
+    to = "    if (p->voter || !lkvnet_raft_conf_is_learner(&st->conf, p->id))\n" ..
+      "      continue;\n    if ((peer = NULL) != NULL)\n",
     test = spec("26-membership_spec.lua", "not promote a learner") },
   { name = "members: a learner never promoted",
     file = "c/net/members.c",
@@ -492,8 +496,9 @@ return {
     test = spec("26-membership_spec.lua", "does not share") },
   { name = "members: a node no leader counts goes on campaigning",
     file = "c/net/server.c",
-    from = "  if (!s->log_failed && !s->not_member) lkvnet_raft_tick(s->raft);",
-    to = "  if (!s->log_failed) lkvnet_raft_tick(s->raft);",
+    from = "  if (!s->log_failed && !s->not_member && !s->join_unfinished)\n" ..
+      "    lkvnet_raft_tick(s->raft);",
+    to = "  if (!s->log_failed && !s->join_unfinished)\n    lkvnet_raft_tick(s->raft);",
     test = spec("26-membership_spec.lua", "does not share") },
   { name = "members: a leader does not tell a non-member it is one",
     file = "c/net/peers.c",
@@ -523,6 +528,35 @@ return {
     from = "  return l + 1 + lkvnet_node_members_list(s, c, buf + l + 1, n - l - 1);",
     to = "  return l;",
     test = spec("26-membership_spec.lua", "restart of every node") },
+  -- ---- a wiped voter started again with --join (members.c, raftnode.c, --
+  -- ---- follow.c, rlog_term.c; spec/26's "wiped" tests) -------------------
+  { name = "rejoin: a fresh node takes \"already a member\" as joined",
+    file = "c/net/members.c",
+    from = "    if (!s->join_unfinished) {\n      s->join_phase = LKVNET_JOIN_DONE;",
+    to = "    if (1) {\n      s->join_phase = LKVNET_JOIN_DONE;",
+    test = spec("26-membership_spec.lua", "a follower wiped") },
+  { name = "rejoin: a node whose join is unfinished grants votes",
+    file = "c/net/follow.c",
+    from = "    if (s->join_unfinished && (m->type == LKVNET_RAFT_MSG_VOTE ||",
+    to = "    if (0 && (m->type == LKVNET_RAFT_MSG_VOTE ||",
+    test = spec("26-membership_spec.lua", "no answering majority") },
+  { name = "rejoin: the join mark is never written (a restart trusts its term file)",
+    file = "c/net/raftnode.c",
+    from = "    if ((rc = lkvnet_joinmark_set(s->data_dir, s->env, err)) != LKV_OK)\n" ..
+      "      return rc;\n",
+    to = "",
+    test = spec("26-membership_spec.lua", "no answering majority") },
+  { name = "rejoin: the join mark created without syncing its directory",
+    file = "c/net/rlog_term.c",
+    from = "  /* the mark counts once its name survives a crash */\n" ..
+      "  e = env->sync_dir(env, dir);",
+    to = "  /* the mark counts once its name survives a crash */\n  e = 0;",
+    test = ctest("net/rlog_fault_test") },
+  { name = "rejoin: a removal that leaves no answering majority is proposed",
+    file = "c/net/members.c",
+    from = "  if (!add && voter && !removal_keeps_majority(s, &st.conf, id, &left, &up)) {",
+    to = "  if (0 && !removal_keeps_majority(s, &st.conf, id, &left, &up)) {",
+    test = spec("26-membership_spec.lua", "no answering majority") },
   { name = "memberconf: a kept URL beside another member's id accepted",
     file = "c/net/memberconf.c",
     from = "         lkvnet_node_id_of(k->urls[i]) != member_id(&k->conf, i)))",

@@ -143,7 +143,7 @@ static int add_entry(lkvnet_server *s, const lkvnet_raft_entry *e, int *libs,
       rc = lkv_batch_delete(s->batch, key, klen, err);
   } else if (e->type == LKVNET_RAFT_ENTRY_CONF) {
     lkvnet_raft_confchange cc;
-    lkvnet_node_learn_conf_entry(s, e->data, e->len);
+    lkvnet_node_learn_conf_entry(s, e->index, e->data, e->len);
     if ((rc = lkvnet_raft_conf_decode(e->data, e->len, &cc, err)) == LKV_OK &&
         (rc = put_conf(s, &cc.conf, err)) == LKV_OK)
       s->conf = cc.conf;
@@ -242,6 +242,8 @@ static void answer_conf(lkvnet_server *s, const lkvnet_raft_entry *e) {
     memset(&b, 0, sizeof b);
     lkvnet_jbuf_lit(&b, "{\"ok\": true, \"index\": ");
     lkvnet_jbuf_u64(&b, e->index);
+    lkvnet_jbuf_lit(&b, ", \"term\": ");
+    lkvnet_jbuf_u64(&b, e->term);
     lkvnet_jbuf_lit(&b, ", ");
     lkvnet_node_put_members(s, &b, &cc.conf);
     lkvnet_jbuf_lit(&b, "}");

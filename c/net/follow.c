@@ -314,6 +314,15 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
      * a snapshot's metadata, which comes only with its data (/snapshot) */
     if (m->to != s->id || m->type == LKVNET_RAFT_MSG_SNAP) continue;
     if (s->log_failed) continue; /* quiet until its log recovers */
+    if (s->join_unfinished && (m->type == LKVNET_RAFT_MSG_VOTE ||
+                               m->type == LKVNET_RAFT_MSG_PREVOTE ||
+                               m->type == LKVNET_RAFT_MSG_TIMEOUT_NOW)) {
+      /* its URL may have voted in this term before its directory was
+       * lost: no vote until its join is done (members.c), and no
+       * campaign a transfer would start; as if lost on the way */
+      s->join_votes_dropped++;
+      continue;
+    }
     from = m->from;
     if (s->needs_snapshot && m->type == LKVNET_RAFT_MSG_APP) {
       deliver_needing_snapshot(s, m);

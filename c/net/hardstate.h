@@ -48,4 +48,22 @@ int lkvnet_hardstate_store(lkvnet_hardstate *hs, uint64_t term, uint64_t vote,
 /* Close the file and free hs (NULL: nothing). */
 void lkvnet_hardstate_close(lkvnet_hardstate *hs);
 
+/* DATA_DIR/joining, the join mark (docs/replication.md, "Membership"): a
+ * node that joins a cluster (--join) over a fresh directory (no log, no
+ * term file) writes it before it takes part in anything, and removes it
+ * once it has caught up through the entry that added it. While it is
+ * there the node's term file is no record of the votes its URL gave:
+ * the node grants none, and a restart carries on with the unfinished
+ * join. */
+#define LKVNET_JOIN_MARK_FILE "joining"
+/* *present: 1 when the mark exists, else 0. */
+int lkvnet_joinmark_get(const char *dir, const lkv_env *env, int *present,
+                        lkv_err *err);
+/* Created, fsync'ed, the directory fsync'ed: every failure is returned
+ * (a crash could otherwise lose it, and the restarted node would trust a
+ * term file that records no vote). */
+int lkvnet_joinmark_set(const char *dir, const lkv_env *env, lkv_err *err);
+/* Removed, the directory fsync'ed; no mark is no error. */
+int lkvnet_joinmark_clear(const char *dir, const lkv_env *env, lkv_err *err);
+
 #endif

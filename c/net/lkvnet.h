@@ -71,8 +71,10 @@
  * entries that follow it, though the follower is down meanwhile. */
 #define LKVNET_SNAPSHOT_HOLD_S 30
 #define LKVNET_SYNC_MAX_ENTRIES 1000 /* entries per /sync reply */
-/* A node started with join_url asks that member to add it, once a second,
- * for at most this long; then lkvnet_server_run fails. */
+/* A node started with join_url asks that member to add it (and to remove
+ * its URL first, for a fresh node whose URL is a member), once a second,
+ * for at most this long; then lkvnet_server_run fails (a refused removal
+ * leaves it running, refused). */
 #define LKVNET_JOIN_TIMEOUT_MS 60000
 #define LKVNET_FORWARD_CONNS                     \
   256 /* a follower's connections to the leader, \
@@ -226,7 +228,10 @@ typedef struct lkvnet_options {
                             node (POST /add_node); NULL: none. The node then
                             has no founding voters (nodes, leader_url are
                             only URLs it knows) and learns its configuration
-                            from the leader */
+                            from the leader. Over a fresh data_dir it votes
+                            in nothing until it has caught up, and first
+                            asks to remove its URL if that is a member
+                            already (docs/replication.md, "Membership") */
   size_t max_body_bytes; /* request bodies over this get 413; 4 MiB */
   int write_timeout_ms;  /* a write not committed by then gets 503; 5000 */
   const char *token;     /* shared secret for internal routes; NULL or

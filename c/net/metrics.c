@@ -99,6 +99,7 @@ void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_lit(&b, role_name(s, &st));
   lkvnet_jbuf_lit(&b, "\", \"member\": ");
   lkvnet_jbuf_lit(&b, lkvnet_node_is_member(s) ? "true, " : "false, ");
+  lkvnet_node_put_join(s, &b);
   lkvnet_node_put_members(s, &b, &st.conf);
   lkvnet_jbuf_lit(&b, ", \"commit_index\": ");
   lkvnet_jbuf_u64(&b, s->commit_index);
@@ -228,14 +229,24 @@ void lkvnet_node_route_health(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf b;
   lkvnet_raft_status st;
   int member = lkvnet_node_is_member(s);
+  char why[LKVNET_JOIN_WHY_LEN];
   lkvnet_raft_status_get(s->raft, &st);
   memset(&b, 0, sizeof b);
   /* a node the cluster does not count serves nothing worth reading:
-   * unhealthy, so a load balancer or an operator notices */
-  lkvnet_jbuf_lit(&b, member ? "{\"ok\": true, \"role\": \""
-                             : "{\"ok\": false, \"error\": \"not a member of "
-                               "the cluster\", \"member\": false, "
-                               "\"role\": \"");
+   * unhealthy, so a load balancer or an operator notices; one whose join
+   * is unfinished says where it stands */
+  if (member) {
+    lkvnet_jbuf_lit(&b, "{\"ok\": true, \"role\": \"");
+  } else {
+    lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": ");
+    if (lkvnet_node_join_why(s, why, sizeof why))
+      lkvnet_jbuf_str(&b, why, strlen(why));
+    else
+      lkvnet_jbuf_lit(&b, "\"not a member of the cluster\"");
+    lkvnet_jbuf_lit(&b, ", \"member\": false, ");
+    lkvnet_node_put_join(s, &b);
+    lkvnet_jbuf_lit(&b, "\"role\": \"");
+  }
   lkvnet_jbuf_lit(&b, role_name(s, &st));
   lkvnet_jbuf_lit(&b, "\", \"leader\": ");
   put_url(s, &b, s->leader_id);
@@ -381,6 +392,14 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
             "Step-downs of a leader that lost touch with a majority.",
             rst.counters.quorum_lost);
   }
+  GAUGE("join_unfinished",
+        "1 while this node's join (--join over a fresh directory) has not "
+        "caught up: it grants no vote.",
+        s->join_unfinished);
+  COUNTER("join_votes_dropped_total",
+          "Vote, pre-vote and hand-over requests dropped while this node's "
+          "join was unfinished.",
+          s->join_votes_dropped);
   COUNTER("rlog_compactions_total", "Log compactions.", s->compactions);
   COUNTER("term_store_failures_total",
           "Failed writes of the term file (term and vote); no message "

@@ -375,6 +375,10 @@ void lkvnet_node_wake(lkvnet_server *s) {
   if (s->ready_ev != NULL) event_active(s->ready_ev, EV_TIMEOUT, 0);
 }
 
+int lkvnet_node_may_campaign(const lkvnet_server *s) {
+  return !s->needs_snapshot && !s->join_unfinished;
+}
+
 void lkvnet_node_reply_no_leader(lkvnet_server *s, struct evhttp_request *req,
                                  int route, double start) {
   lkvnet_jbuf b;

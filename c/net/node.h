@@ -29,8 +29,9 @@
  *   raftnode.c    the driver of the Raft core (raft.h): open, the storage
  *                 over the log, the Ready cycle, proposals, reads
  *   forward.c     a follower passing requests to the leader
- *   members.c     /add_node, /remove_node, a learner's promotion, --join,
- *                 a member's probe of its leader
+ *   members.c     /add_node, /remove_node, a learner's promotion, --join
+ *                 (a wiped member's removal, then its addition), a
+ *                 member's probe of its leader
  *   metrics.c     /status, /stats, /health, /metrics
  *   funcs.c       the stored functions' routes: libraries and calls
  *   routes.c      a request's way in, and the client routes
@@ -80,6 +81,17 @@ enum {
 /* The metrics' shape (the tables are in node.c) */
 #define LKVNET_NSTATUS 11  /* status codes counted one by one */
 #define LKVNET_NBUCKETS 13 /* latency histogram buckets */
+
+/* Where a --join stands (members.c): asking to be added; a fresh node
+ * whose URL the cluster counts already asking to remove it first (then
+ * to be added again); added at s->join_index, a fresh node waiting to
+ * hold that entry; done (or never started with --join). */
+enum {
+  LKVNET_JOIN_ADD,
+  LKVNET_JOIN_REMOVE,
+  LKVNET_JOIN_CATCHUP,
+  LKVNET_JOIN_DONE
+};
 
 /* Membership (peers.c, members.c; docs/replication.md, "Membership"). A
  * node sends its URL on every /raft and /snapshot request; a leader that
@@ -203,6 +215,10 @@ typedef struct lkvnet_peer {
   double snap_hold_until;
   uint64_t snapshots_sent;
   int member; /* in this node's configuration (peers.c, after each Ready) */
+  /* the index of the last entry seen (written, read or applied) that
+   * added it as a learner, 0 when none: it is promoted no sooner than
+   * its log holds that entry (members.c) */
+  uint64_t added_index;
 } lkvnet_peer;
 
 /* The client connections (conns.c): each is in the list of its phase,
@@ -385,12 +401,27 @@ struct lkvnet_server {
    * to apply (apply.c answers it) */
   lkvnet_held conf_h;
   uint64_t conf_index, conf_term;
-  /* --join: whom to ask, until when, the request in flight */
+  /* --join (members.c): whom to ask, until when, the request in flight
+   * (to LKVNET_JOIN_ADD's or _REMOVE's route), where the join is */
   char *join_url, *join_hostport;
   struct evhttp_connection *join_conn;
   double join_deadline, join_next;
-  int join_inflight, join_done;
-  lkv_err join_err; /* the join failed: lkvnet_server_run returns it */
+  int join_inflight, join_phase;
+  lkv_err join_err; /* the join failed: lkvnet_server_run returns it (the
+                       last unsuccessful answer's text until then) */
+  /* The join of a node that began on a fresh directory is unfinished
+   * (the join mark, hardstate.h, is on disk): whatever its URL voted is
+   * not in its term file, so it drops vote and pre-vote requests, never
+   * campaigns and serves no read, until its log holds (join_index,
+   * join_term), the entry that added it (answered at join_added). */
+  int join_unfinished;
+  uint64_t join_index, join_term;
+  double join_added;
+  /* the cluster refused to remove this URL's old membership (join_refusal
+   * says how): /health and /status say so, client requests get 503 */
+  int join_refused;
+  lkv_err join_refusal;
+  uint64_t join_votes_dropped; /* requests dropped while unfinished */
   /* stored functions (funcs.c): the binding's hooks, when it gave them */
   lkvnet_functions fns;
   int has_fns;
@@ -485,6 +516,10 @@ struct evhttp_connection *lkvnet_node_connect_url(lkvnet_server *s,
 uint64_t lkvnet_node_id_of(const char *url);
 /* Run the driver's Ready cycle once the current event is handled. */
 void lkvnet_node_wake(lkvnet_server *s);
+/* 1 when the node may campaign: not with a partial engine (an unfinished
+ * install: it must never lead) nor with an unfinished join (it must not
+ * vote, not even for itself). */
+int lkvnet_node_may_campaign(const lkvnet_server *s);
 /* A 503 with Retry-After: 1 and {"ok": false, "error": "no leader", ...}. */
 void lkvnet_node_reply_no_leader(lkvnet_server *s, struct evhttp_request *req,
                                  int route, double start);
@@ -522,9 +557,10 @@ void lkvnet_node_learn_url(lkvnet_server *s, const char *url, size_t len,
  * c's members, comma-separated, into buf; its length. */
 size_t lkvnet_node_conf_ctx(lkvnet_server *s, const char *url,
                             const lkvnet_raft_conf *c, char *buf, size_t n);
-/* Learn the URLs a CONF entry's context carries (lkvnet_node_conf_ctx). */
-void lkvnet_node_learn_conf_entry(lkvnet_server *s, const unsigned char *data,
-                                  size_t len);
+/* Learn the URLs a CONF entry's context carries (lkvnet_node_conf_ctx),
+ * and, when it adds a learner, that it did so at index (added_index). */
+void lkvnet_node_learn_conf_entry(lkvnet_server *s, uint64_t index,
+                                  const unsigned char *data, size_t len);
 /* Learn every URL of a comma-separated list (LKVNET_MEMBERS_HEADER). */
 void lkvnet_node_learn_members(lkvnet_server *s, const char *list);
 /* The URLs of c's members this node knows, comma-separated, into buf. */
@@ -539,8 +575,8 @@ void lkvnet_node_put_members(lkvnet_server *s, lkvnet_jbuf *b,
                              const lkvnet_raft_conf *c);
 /* Each peer's member flag from the core's configuration. */
 void lkvnet_node_peers_sync(lkvnet_server *s);
-/* 1 when this node's configuration names it and no leader said
- * otherwise. */
+/* 1 when this node's configuration names it, no leader said otherwise,
+ * and its join (if any) is not unfinished. */
 int lkvnet_node_is_member(lkvnet_server *s);
 /* A /raft request arrived (first: its first message, NULL when empty):
  * learn the sender's URL; note a leader's append or heartbeat; on a
@@ -786,6 +822,14 @@ void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
 void lkvnet_node_members_poll(lkvnet_server *s);
 /* --join: ask url (any member) to add this node, from the loop's start. */
 int lkvnet_node_join_open(lkvnet_server *s, const char *url, lkv_err *err);
+/* While a --join is under way, `"join": {"state": ..., ...}, ` (with the
+ * trailing comma and space) for /status and /health; nothing otherwise. */
+void lkvnet_node_put_join(lkvnet_server *s, lkvnet_jbuf *b);
+/* Why a node whose join is under way is no member yet, as /health says
+ * it, in why (NUL-terminated, cut to n); 0 (why untouched) when no join
+ * is under way. */
+#define LKVNET_JOIN_WHY_LEN 512
+int lkvnet_node_join_why(lkvnet_server *s, char *why, size_t n);
 
 /* ---- funcs.c ---------------------------------------------------------- */
 

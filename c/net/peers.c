@@ -115,10 +115,11 @@ void lkvnet_node_learn_url(lkvnet_server *s, const char *url, size_t len,
   (void)lkvnet_node_peer_learn(s, u);
 }
 
-void lkvnet_node_learn_conf_entry(lkvnet_server *s, const unsigned char *data,
-                                  size_t len) {
+void lkvnet_node_learn_conf_entry(lkvnet_server *s, uint64_t index,
+                                  const unsigned char *data, size_t len) {
   lkvnet_raft_confchange cc;
   const char *p, *end, *comma;
+  lkvnet_peer *peer;
   if (lkvnet_raft_conf_decode(data, len, &cc, NULL) != LKV_OK) return;
   /* the context: the URL of the node the change is about, then the URLs
    * of the members before it (lkvnet_node_conf_ctx) */
@@ -131,6 +132,10 @@ void lkvnet_node_learn_conf_entry(lkvnet_server *s, const unsigned char *data,
     else
       lkvnet_node_learn_url(s, p, (size_t)(comma - p), LKVNET_RAFT_NONE);
   }
+  if (cc.op == LKVNET_RAFT_CONF_ADD_LEARNER &&
+      (peer = lkvnet_node_peer_by_id(s, cc.node)) != NULL &&
+      index > peer->added_index)
+    peer->added_index = index;
 }
 
 size_t lkvnet_node_conf_ctx(lkvnet_server *s, const char *url,
@@ -235,7 +240,8 @@ void lkvnet_node_peers_sync(lkvnet_server *s) {
 
 int lkvnet_node_is_member(lkvnet_server *s) {
   lkvnet_raft_status st;
-  if (s->not_member) return 0;
+  /* a join that is unfinished: not the member its URL may name yet */
+  if (s->not_member || s->join_unfinished) return 0;
   lkvnet_raft_status_get(s->raft, &st);
   return st.voter || st.learner;
 }

@@ -47,6 +47,35 @@ static int load_conf(lkvnet_server *s, lkv_err *err) {
   return LKV_OK;
 }
 
+/* The join mark (hardstate.h): a node that joins (--join) over a fresh
+ * directory - an empty log, no term file, nothing applied: the only
+ * state it could have been given is none - writes it before anything
+ * else, since its URL may have been a voter's whose directory was lost,
+ * and that voter's votes are in no term file now; a node that finds it
+ * carries on with the unfinished join. Without --join the mark is an
+ * error: nothing would finish the join. */
+static int join_mark_open(lkvnet_server *s, const lkvnet_rlog_stats *rs,
+                          lkv_err *err) {
+  int present, rc;
+  if ((rc = lkvnet_joinmark_get(s->data_dir, s->env, &present, err)) != LKV_OK)
+    return rc;
+  if (!present && s->joining && rs->last_index == 0 && rs->base_index == 0 &&
+      s->term == 0 && s->vote == 0 && s->applied_index == 0 &&
+      !s->needs_snapshot) {
+    if ((rc = lkvnet_joinmark_set(s->data_dir, s->env, err)) != LKV_OK)
+      return rc;
+    present = 1;
+  }
+  if (present && !s->joining)
+    return lkv_seterr(err, LKV_INVALID,
+                      "%s/%s: this node's --join has not finished (it "
+                      "has not caught up with the cluster that added it): "
+                      "start it with --join URL again",
+                      s->data_dir, LKVNET_JOIN_MARK_FILE);
+  s->join_unfinished = present;
+  return LKV_OK;
+}
+
 int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err) {
   size_t i;
   int rc;
@@ -72,12 +101,20 @@ int lkvnet_node_raft_open(lkvnet_server *s, lkv_err *err) {
     s->term = rs.last_term;
     s->vote = 0;
   }
+  if ((rc = join_mark_open(s, &rs, err)) != LKV_OK) return rc;
   if ((rc = lkvnet_node_peers_open(s, err)) != LKV_OK) return rc;
   if ((rc = load_conf(s, err)) != LKV_OK) return rc;
   if ((rc = lkvnet_node_raft_new(s, err)) != LKV_OK) return rc;
   lkvnet_node_peers_sync(s);
+  if (s->joining && !s->join_unfinished) {
+    /* a member restarted with --join asks nothing (members.c) */
+    lkvnet_raft_status st;
+    lkvnet_raft_status_get(s->raft, &st);
+    if (st.voter || st.learner) s->join_phase = LKVNET_JOIN_DONE;
+  }
   /* a node alone needs nobody's vote: lead at once, after a restart too */
-  if (s->conf.n_voters == 1 && s->conf.voters[0] == s->id && !s->needs_snapshot)
+  if (lkvnet_node_may_campaign(s) && s->conf.n_voters == 1 &&
+      s->conf.voters[0] == s->id)
     lkvnet_raft_campaign(s->raft);
   return LKV_OK;
 }
@@ -259,7 +296,7 @@ static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
       e->op = LKVNET_OP_CONF;
       e->val = (const char *)re->data;
       e->vlen = re->len;
-      lkvnet_node_learn_conf_entry(s, re->data, re->len);
+      lkvnet_node_learn_conf_entry(s, re->index, re->data, re->len);
     } else if (re->type != LKVNET_RAFT_ENTRY_NORMAL ||
                lkvnet_node_cmd_decode(re->data, re->len, &e->op, &e->key,
                                       &e->klen, &e->val, &e->vlen) != 0) {
@@ -277,7 +314,7 @@ static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
   }
 }
 
-/* Contract d, with one filter: a node whose engine is partial (an
+/* Contract d, with two filters. A node whose engine is partial (an
  * unfinished install) must never lead, so its own vote requests are
  * dropped, as a network may drop them: it stays a (pre-)candidate that
  * nobody hears, and follows the next leader that reaches it. Its core's
@@ -285,12 +322,16 @@ static void write_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
  * acknowledges B to any leader, which then never sends below B + 1; a
  * leader that never compacted could then neither offer its whole log
  * (the rebuild, follow.c) nor send a snapshot. The node takes no entries
- * meanwhile (follow.c refuses them), so nothing is lost with them. */
+ * meanwhile (follow.c refuses them), so nothing is lost with them. A
+ * node whose join is unfinished asks for no vote either (it is not
+ * ticked, and drops the requests that would make it campaign: follow.c,
+ * so this is the second line); its acknowledgements are of what its log
+ * holds, and go. */
 static void send_msgs(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n) {
   size_t i, j = 0;
   lkvnet_raft_msg *keep;
   if (n == 0) return;
-  if (!s->needs_snapshot) {
+  if (lkvnet_node_may_campaign(s)) {
     lkvnet_node_send(s, msgs, n);
     return;
   }
@@ -298,7 +339,8 @@ static void send_msgs(lkvnet_server *s, const lkvnet_raft_msg *msgs, size_t n) {
   for (i = 0; i < n; i++)
     if (msgs[i].type != LKVNET_RAFT_MSG_VOTE &&
         msgs[i].type != LKVNET_RAFT_MSG_PREVOTE &&
-        !(msgs[i].type == LKVNET_RAFT_MSG_APP_RESP && !msgs[i].reject))
+        !(s->needs_snapshot && msgs[i].type == LKVNET_RAFT_MSG_APP_RESP &&
+          !msgs[i].reject))
       keep[j++] = msgs[i];
   lkvnet_node_send(s, keep, j);
   free(keep);
@@ -329,7 +371,8 @@ static int log_recover(lkvnet_server *s) {
   s->role = LKVNET_RAFT_FOLLOWER;
   s->leader_id = LKVNET_RAFT_NONE;
   s->leader_url = NULL;
-  if (s->conf.n_voters == 1 && s->conf.voters[0] == s->id && !s->needs_snapshot)
+  if (lkvnet_node_may_campaign(s) && s->conf.n_voters == 1 &&
+      s->conf.voters[0] == s->id)
     lkvnet_raft_campaign(s->raft);
   return 0;
 }

@@ -70,7 +70,7 @@ static int to_raft(lkvnet_server *s, const lkvnet_entry *le,
     e->type = LKVNET_RAFT_ENTRY_CONF;
     e->data = (const unsigned char *)le->val;
     e->len = le->vlen;
-    lkvnet_node_learn_conf_entry(s, e->data, e->len);
+    lkvnet_node_learn_conf_entry(s, le->index, e->data, e->len);
     return 0;
   }
   e->type = LKVNET_RAFT_ENTRY_NORMAL;

@@ -2,8 +2,8 @@
  * fails: a failed write(2) cut back out (test 10), every call kind failed
  * in turn through a workload (12), power losses at every call (13), a
  * read that fails at open (14), what a stopped process left unsynced
- * (15), power losses after a conflict cut (20), and a version 1 log's
- * upgrade failing (22). The helpers are
+ * (15), power losses after a conflict cut (20), a version 1 log's
+ * upgrade failing (22), and the join mark's set and clear (23). The helpers are
  * rlog_test_util.h; scratch directories are on tmpfs when there is one. */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "faultenv.h"
+#include "hardstate.h"
 #include "rlog.h"
 #include "rlog_test_util.h"
 #include "rng.h"
@@ -664,6 +665,55 @@ static void test_v1_upgrade_faults(void) {
   CHECK(runs == 10);
 }
 
+/* 23. the join mark (hardstate.h): its set, and its clear, with each of
+ * their calls failed in turn, then the power lost (everything not synced
+ * gone): a set that returned LKV_OK left a mark that is there after the
+ * loss, a clear that did left none; a failed call says so (an io error
+ * with a message), never LKV_OK */
+static void test_join_mark_faults(void) {
+  int clear, op, runs = 0;
+  for (clear = 0; clear < 2; clear++) {
+    for (op = 0; op < LKV_FOP_COUNT; op++) {
+      uint64_t nth;
+      for (nth = 1;; nth++) {
+        char dir[256];
+        lkv_faultenv *f = lkv_faultenv_new();
+        const lkv_env *env = f ? lkv_faultenv_env(f) : NULL;
+        lkv_err err = {0};
+        int present = -1, rc, fired;
+        if (f == NULL || make_fault_dir(dir, sizeof dir) != 0) {
+          lkv_faultenv_free(f);
+          CHECK(0);
+          return;
+        }
+        if (clear) CHECK_OK(lkvnet_joinmark_set(dir, env, &err), &err);
+        lkv_faultenv_fail(f, op, nth, EIO, NULL, 0);
+        rc = clear ? lkvnet_joinmark_clear(dir, env, &err)
+                   : lkvnet_joinmark_set(dir, env, &err);
+        fired = lkv_faultenv_fired(f) > 0;
+        if (!fired) CHECK(rc == LKV_OK);
+        if (rc != LKV_OK) CHECK(rc == LKV_IOERROR && err.msg[0] != '\0');
+        lkv_faultenv_crash(f);
+        CHECK_OK(lkv_faultenv_power_loss(f, LKV_LOSS_DROP, nth, &err), &err);
+        CHECK_OK(lkvnet_joinmark_get(dir, NULL, &present, &err), &err);
+        if (rc == LKV_OK && present != !clear)
+          fprintf(stderr,
+                  "join mark %s, %s call %llu failed: %s after a "
+                  "power loss\n",
+                  clear ? "clear" : "set", lkv_fault_op_name(op),
+                  (unsigned long long)nth, present ? "there" : "gone");
+        if (rc == LKV_OK) CHECK(present == !clear);
+        lkv_faultenv_free(f);
+        rmrf(dir);
+        runs++;
+        if (!fired) break; /* past the calls of this kind */
+      }
+    }
+  }
+  CHECK(runs > 2 * LKV_FOP_COUNT);
+  printf("rlog: join mark, %d runs\n", runs);
+}
+
 /* 12. every call kind failed in turn: the nth call of the kind (n = 1, 2,
  * ... until the workload makes fewer) fails once with EIO (writes: with
  * ENOSPC, half of them landing). */
@@ -829,5 +879,6 @@ int main(void) {
   test_open_syncs();
   test_cut_power_loss();
   test_v1_upgrade_faults();
+  test_join_mark_faults();
   TEST_MAIN_END();
 }

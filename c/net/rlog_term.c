@@ -29,7 +29,11 @@
  * the directory; later stores keep that file open, which the node's open
  * makes durable first (lkvnet_hardstate_open). lkvnet_term_load and
  * _store (rlog.h) keep reading and writing version 1, whole, for the
- * log's own tests. */
+ * log's own tests.
+ *
+ * Also the join mark, DATA_DIR/joining (hardstate.h): whether the record
+ * of votes can be trusted (a fresh node joining may hold the URL of a
+ * voter whose directory was lost). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,6 +313,67 @@ int lkvnet_term_load(const char *dir, const lkv_env *env, uint64_t *term,
                      lkv_err *err) {
   uint64_t vote;
   return lkvnet_hardstate_load(dir, env, term, &vote, err);
+}
+
+/* }====================================================================== */
+
+/* {======================================================================
+** The join mark: DATA_DIR/joining
+** ======================================================================= */
+
+/* What the mark holds, for whoever finds it: its presence is what counts. */
+#define JOIN_MARK_TEXT                                                      \
+  "lunakv: this node joined a cluster (--join) with a fresh directory and " \
+  "has not caught up yet: it grants no vote until it has\n"
+
+int lkvnet_joinmark_get(const char *dir, const lkv_env *env, int *present,
+                        lkv_err *err) {
+  char path[4096 + 16];
+  lkv_env_info st;
+  int e;
+  env = env_or_posix(env);
+  snprintf(path, sizeof path, "%s/%s", dir, LKVNET_JOIN_MARK_FILE);
+  *present = 0;
+  if ((e = env->stat(env, path, &st)) == 0) {
+    *present = 1;
+    return LKV_OK;
+  }
+  return e == ENOENT ? LKV_OK : ioerr(err, e, "stat", path);
+}
+
+int lkvnet_joinmark_set(const char *dir, const lkv_env *env, lkv_err *err) {
+  char path[4096 + 16];
+  const char *what = "write";
+  int fd, e;
+  env = env_or_posix(env);
+  snprintf(path, sizeof path, "%s/%s", dir, LKVNET_JOIN_MARK_FILE);
+  if ((e = env->open(env, path, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
+    return ioerr(err, e, "create", path);
+  if ((e = pwrite_all(env, fd, JOIN_MARK_TEXT, sizeof JOIN_MARK_TEXT - 1, 0)) ==
+      0) {
+    what = "fsync";
+    if ((e = env->sync(env, fd, 0)) == 0) {
+      what = "close";
+      e = env->close(env, fd);
+      fd = -1;
+    }
+  }
+  f_close(env, fd);
+  if (e != 0) return ioerr(err, e, what, path);
+  /* the mark counts once its name survives a crash */
+  e = env->sync_dir(env, dir);
+  return e != 0 ? ioerr(err, e, "fsync directory", dir) : LKV_OK;
+}
+
+int lkvnet_joinmark_clear(const char *dir, const lkv_env *env, lkv_err *err) {
+  char path[4096 + 16];
+  int e;
+  env = env_or_posix(env);
+  snprintf(path, sizeof path, "%s/%s", dir, LKVNET_JOIN_MARK_FILE);
+  if ((e = env->unlink(env, path)) != 0 && e != ENOENT)
+    return ioerr(err, e, "remove", path);
+  e = env->sync_dir(env, dir);
+  return e != 0 ? ioerr(err, e, "fsync directory", dir) : LKV_OK;
 }
 
 /* }====================================================================== */

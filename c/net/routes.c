@@ -398,6 +398,17 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
                      query_flag(query, "consistent");
     /* a membership change is the cluster's own business: the token */
     if (members && !lkvnet_node_authorized(s, req, route, start)) return;
+    if (s->join_refused && route != LKVNET_ROUTE_STATUS &&
+        route != LKVNET_ROUTE_STATS && route != LKVNET_ROUTE_HEALTH &&
+        route != LKVNET_ROUTE_METRICS) {
+      /* its URL is a member it is not (members.c, --join): it serves
+       * nothing until an operator sorts that out */
+      lkvnet_node_reply_error(s, req, route, start, 503,
+                              "this node does not serve: its join was "
+                              "refused (%s)",
+                              s->join_refusal.msg);
+      return;
+    }
     if (!write && !consistent &&
         (route == LKVNET_ROUTE_GET || route == LKVNET_ROUTE_SCAN ||
          route == LKVNET_ROUTE_KV) &&

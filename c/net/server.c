@@ -77,8 +77,9 @@ static void on_raft_tick(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   /* a node a leader does not count as a member takes no part: it never
    * times out into an election (it still answers a leader, which clears
-   * that) */
-  if (!s->log_failed && !s->not_member) lkvnet_raft_tick(s->raft);
+   * that); nor does a node whose join is unfinished (members.c) */
+  if (!s->log_failed && !s->not_member && !s->join_unfinished)
+    lkvnet_raft_tick(s->raft);
   if (s->hinted && !s->log_failed) {
     /* LEADER_URL's node on a fresh cluster (term 0: no election has
      * ever been won or even begun): campaign at every tick until the
