@@ -132,7 +132,8 @@ static int key_cmp(const char *a, size_t al, const char *b, size_t bl) {
  * rather than the whole store on the loop at the first chunk. Chunks
  * come in key order. */
 static int wipe_range(lkvnet_server *s, const char *lo, size_t lo_len,
-                      int has_lo, const char *hi, size_t hi_len, lkv_err *err) {
+                      int has_lo, const char *hi, size_t hi_len, int flags,
+                      lkv_err *err) {
   lkv_iter *it = NULL;
   uint64_t seq;
   int rc = lkv_iter_new(s->db, LKV_SEQ_LATEST, &it, err);
@@ -151,12 +152,12 @@ static int wipe_range(lkvnet_server *s, const char *lo, size_t lo_len,
       continue;
     rc = lkv_batch_delete(s->batch, k, kl, err);
     if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
-      rc = lkv_db_write(s->db, s->batch, &seq, err);
+      rc = lkv_db_write_opt(s->db, s->batch, flags, &seq, err);
       lkv_batch_clear(s->batch);
     }
   }
   if (rc == LKV_OK) rc = lkv_iter_status(it, err);
-  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
+  if (rc == LKV_OK) rc = lkv_db_write_opt(s->db, s->batch, flags, &seq, err);
   lkv_batch_clear(s->batch);
   lkv_iter_free(it);
   return rc;
@@ -174,7 +175,8 @@ static int keep_last(lkvnet_server *s, const char *k, size_t kl) {
   return 0;
 }
 
-static int set_marker(lkvnet_server *s, uint64_t v, int applied, lkv_err *err) {
+static int set_marker(lkvnet_server *s, uint64_t v, int applied, int flags,
+                      lkv_err *err) {
   unsigned char b[8];
   uint64_t seq;
   int i, rc;
@@ -193,7 +195,7 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied, lkv_err *err) {
       rc = lkv_batch_delete(s->batch, LKVNET_APPLIED_KEY,
                             sizeof LKVNET_APPLIED_KEY - 1, err);
   }
-  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, err);
+  if (rc == LKV_OK) rc = lkv_db_write_opt(s->db, s->batch, flags, &seq, err);
   lkv_batch_clear(s->batch);
   return rc;
 }
@@ -203,6 +205,17 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied, lkv_err *err) {
  * snapshot, now or after a restart. */
 static void install_failed(lkvnet_server *s, struct evhttp_request *req,
                            double start, uint64_t index, const lkv_err *err) {
+  if (err->code == LKV_BUSY) {
+    /* the engine would have made the loop wait for its flushes: the
+     * chunk is refused instead, and the leader sends the snapshot again
+     * from its start later (each chunk re-wipes its range: nothing of
+     * this try is trusted) */
+    s->install_busy++;
+    lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 503,
+                            "snapshot install at index %llu put off: %s",
+                            (unsigned long long)index, err->msg);
+    return;
+  }
   lkvnet_node_log(s, "snapshot install at index %llu failed: %s",
                   (unsigned long long)index, err->msg);
   lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 500, "%s",
@@ -243,8 +256,8 @@ static void deliver_needing_snapshot(lkvnet_server *s,
     if (lkvnet_hardstate_store(s->hs, st.term, st.vote, &err) != LKV_OK ||
         lkvnet_rlog_truncate(s->rlog, base, &err) != LKV_OK ||
         (base > 0 && lkvnet_rlog_rewrite(s->rlog, 0, 0, &err) != LKV_OK) ||
-        wipe_range(s, NULL, 0, 0, NULL, 0, &err) != LKV_OK ||
-        set_marker(s, 0, 1, &err) != LKV_OK) {
+        wipe_range(s, NULL, 0, 0, NULL, 0, 0, &err) != LKV_OK ||
+        set_marker(s, 0, 1, 0, &err) != LKV_OK) {
       lkvnet_node_log(s, "rebuilding failed: %s", err.msg);
       return;
     }
@@ -482,7 +495,7 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     }
     lkvnet_node_log(s, "installing a snapshot at index %llu from the leader",
                     (unsigned long long)index);
-    if (set_marker(s, index, 0, &err) != LKV_OK ||
+    if (set_marker(s, index, 0, LKV_WRITE_NO_STALL, &err) != LKV_OK ||
         lkv_db_sync(s->db, &err) != LKV_OK) {
       install_failed(s, req, start, index, &err);
       return;
@@ -517,25 +530,27 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
   if (has_last || done)
     rc = wipe_range(s, s->install_last, s->install_last_len,
                     s->install_last != NULL, has_last ? last_key : NULL,
-                    last_len, &err);
+                    last_len, LKV_WRITE_NO_STALL, &err);
   off = 0;
   lkv_batch_clear(s->batch);
   while (rc == LKV_OK &&
          lkvnet_rlog_decode(body, n, &off, &e, why, sizeof why) == 1) {
     rc = lkv_batch_set(s->batch, e.key, e.klen, e.val, e.vlen, &err);
     if (rc == LKV_OK && lkv_batch_count(s->batch) >= 1000) {
-      rc = lkv_db_write(s->db, s->batch, &seq, &err);
+      rc = lkv_db_write_opt(s->db, s->batch, LKV_WRITE_NO_STALL, &seq, &err);
       lkv_batch_clear(s->batch);
     }
   }
-  if (rc == LKV_OK) rc = lkv_db_write(s->db, s->batch, &seq, &err);
+  if (rc == LKV_OK)
+    rc = lkv_db_write_opt(s->db, s->batch, LKV_WRITE_NO_STALL, &seq, &err);
   lkv_batch_clear(s->batch);
   if (rc == LKV_OK && has_last && keep_last(s, last_key, last_len) != 0)
     rc = lkv_seterr(&err, LKV_NOMEM, "snapshot: out of memory");
   /* the last chunk: whatever lies past its last key is not in the
    * snapshot */
   if (rc == LKV_OK && done && has_last)
-    rc = wipe_range(s, s->install_last, s->install_last_len, 1, NULL, 0, &err);
+    rc = wipe_range(s, s->install_last, s->install_last_len, 1, NULL, 0,
+                    LKV_WRITE_NO_STALL, &err);
   if (rc != LKV_OK) {
     install_failed(s, req, start, index, &err);
     return;
@@ -588,7 +603,7 @@ int lkvnet_node_install_finish(lkvnet_server *s, uint64_t index, uint64_t term,
   if ((rewrite &&
        (lkvnet_rlog_truncate(s->rlog, rs.base_index, &err) != LKV_OK ||
         lkvnet_rlog_rewrite(s->rlog, index, term, &err) != LKV_OK)) ||
-      set_marker(s, index, 1, &err) != LKV_OK ||
+      set_marker(s, index, 1, 0, &err) != LKV_OK ||
       lkvnet_node_set_applied(s, index, conf, &err) != LKV_OK ||
       lkv_db_sync(s->db, &err) != LKV_OK) {
     lkvnet_node_log(s, "snapshot install at index %llu failed: %s",

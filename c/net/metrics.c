@@ -352,6 +352,9 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
   COUNTER("apply_lag_refusals_total",
           "Writes refused while committed entries waited for the engine.",
           s->apply_lag_refusals);
+  COUNTER("snapshot_install_busy_total",
+          "Snapshot chunks refused (503) because the engine was busy.",
+          s->install_busy);
   COUNTER("apply_lag_drops_total",
           "Appends a follower did not take while committed entries waited "
           "for its engine.",

@@ -353,6 +353,7 @@ struct lkvnet_server {
   uint64_t apply_deferrals;    /* times applying had to wait */
   uint64_t apply_lag_refusals; /* writes refused: applying too far behind */
   uint64_t apply_lag_drops;    /* appends dropped: applying too far behind */
+  uint64_t install_busy; /* snapshot chunks refused: the engine was busy */
 
   /* every other node */
   lkvnet_peer *peers;
