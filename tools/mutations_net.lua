@@ -258,9 +258,9 @@ return {
   -- ---- snapshot installs -----------------------------------------------
   { name = "follower: the install mark not durable before the engine is wiped",
     file = "c/net/follow.c",
-    from = "    if (set_marker(s, index, 0, &err) != LKV_OK ||\n" ..
+    from = "    if (set_marker(s, index, 0, LKV_WRITE_NO_STALL, &err) != LKV_OK ||\n" ..
       "        lkv_db_sync(s->db, &err) != LKV_OK) {",
-    to = "    if (set_marker(s, index, 0, &err) != LKV_OK) {",
+    to = "    if (set_marker(s, index, 0, LKV_WRITE_NO_STALL, &err) != LKV_OK) {",
     test = spec("24-node_hardening_spec.lua", "snapshot install") },
   { name = "follower: an install's pairs not synced before its log restarts",
     file = "c/net/follow.c",
