@@ -19,7 +19,7 @@ return {
     test = spec("35-apply_stall_spec.lua", "a leader whose engine") },
   { name = "follower: takes appends however far applying is behind",
     file = "c/net/follow.c",
-    from = "               s->commit_index > s->applied_index + LKVNET_MAX_APPLY_LAG) {",
+    from = "               s->commit_index > s->applied_index + s->max_apply_lag) {",
     to = "               0) {",
     test = spec("35-apply_stall_spec.lua", "a follower whose engine") },
   { name = "node: a committed write that timed out is called outcome unknown",

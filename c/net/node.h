@@ -348,6 +348,7 @@ struct lkvnet_server {
    * they wait in the log, from applied_index + 1 through apply_hi (0:
    * none wait), and apply_ev tries them again (apply.c). */
   uint64_t apply_hi;
+  uint64_t max_apply_lag; /* LKVNET_MAX_APPLY_LAG, or a test hook's */
   struct event *apply_ev;
   double apply_behind_since, apply_behind_logged;
   uint64_t apply_deferrals;    /* times applying had to wait */

@@ -314,7 +314,11 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
     /* the test hook of compaction_prepare, read once (spec/24) */
     const char *gate = getenv("LUNAKV_TEST_COMPACTION_GATE");
     const char *delay = getenv("LUNAKV_TEST_INSTALL_DELAY_MS");
+    /* spec/35: the apply bound reached in a few hundred writes */
+    const char *lag = getenv("LUNAKV_TEST_MAX_APPLY_LAG");
     if (delay != NULL) s->test_install_delay_ms = atoi(delay);
+    s->max_apply_lag = LKVNET_MAX_APPLY_LAG;
+    if (lag != NULL && atoi(lag) > 0) s->max_apply_lag = (uint64_t)atoi(lag);
     if (gate != NULL && gate[0] != '\0' &&
         (s->test_gate = strdup(gate)) == NULL) {
       rc = lkv_seterr(&e, LKV_NOMEM, "server");
