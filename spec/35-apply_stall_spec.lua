@@ -24,13 +24,15 @@ after_each(function()
 end)
 
 -- A 3-node cluster whose members each have a gate file (not created:
--- the engines run freely until a test creates one); args for every node.
-local function gated_cluster(args)
+-- the engines run freely until a test creates one); args and more
+-- environment (env, optional) for every node.
+local function gated_cluster(args, env)
   local dir = h.tmpdir()
   nodes = hh.start_cluster { down = { 1, 2, 3 }, ready = false }
   for i, n in ipairs(nodes) do
     n.gate = dir .. "/gate" .. i
     n.env = { LUNAKV_TEST_ENGINE_GATE = n.gate }
+    for k, v in pairs(env or {}) do n.env[k] = v end
     n.args = args
   end
   for _, n in ipairs(nodes) do hh.start_member(n) end
@@ -68,6 +70,23 @@ local function answer_of(c, timeout)
   return code, okj and doc or nil, text
 end
 
+-- Hold node's engine (its gate), then write 8 KiB values to it one by
+-- one until a write is not answered within 1 s: with 16 KiB memtables
+-- about 64 frozen ones fit the engine's budget, some 130 writes, then a
+-- write would wait for a flush. Returns the keys acknowledged, the
+-- number of the write left waiting and its connection.
+local function fill_until_held(node, v)
+  h.write_file(node.gate, "")
+  local acked = {}
+  for i = 1, 2000 do
+    local code, doc = write_waiting(node, "k" .. i, v, 1)
+    if code == nil then return acked, i, doc end
+    assert.equal(200, code, cjson.encode(doc))
+    acked[#acked + 1] = "k" .. i
+  end
+  error("the engine never filled up")
+end
+
 -- /health's answer time in seconds (it must answer 200).
 local function health_time(node)
   local t0 = socket.gettime()
@@ -102,20 +121,7 @@ describe("applying committed entries while the engine is busy #slow",
     local leader = gated_cluster { "-s", "MAX_MEMTABLE_SIZE=16384",
       "--write-timeout-ms", "2000" }
     local big = string.rep("x", 8192)
-    h.write_file(leader.gate, "")
-    -- about 64 frozen memtables of 16 KiB fit the engine's budget: some
-    -- 130 writes of 8 KiB, then a write would wait for a flush
-    local acked, stuck, conn = {}, nil, nil
-    for i = 1, 2000 do
-      local code, doc = write_waiting(leader, "k" .. i, big, 1)
-      if code == nil then
-        stuck, conn = i, doc
-        break
-      end
-      assert.equal(200, code, cjson.encode(doc))
-      acked[#acked + 1] = "k" .. i
-    end
-    assert.is_not_nil(stuck, "the engine never filled up")
+    local acked, stuck, conn = fill_until_held(leader, big)
     assert.is_true(#acked >= 50, #acked .. " writes before the stall")
     -- the stall is the engine's, not the loop's
     local st = hh.status(leader)
@@ -153,6 +159,48 @@ describe("applying committed entries while the engine is busy #slow",
     end
     assert.matches("applying from index %d+ later, without blocking",
       hh.read_log(leader.log))
+  end)
+
+  it("a leader whose committed entries wait for its engine past the bound "
+    .. "refuses new writes (503, Retry-After) and writes none of them",
+    function()
+    -- the bound (8,192) made 20 by a test hook
+    local leader = gated_cluster({ "-s", "MAX_MEMTABLE_SIZE=16384",
+      "--write-timeout-ms", "60000" }, { LUNAKV_TEST_MAX_APPLY_LAG = "20" })
+    local big = string.rep("y", 8192)
+    local _, _, first = fill_until_held(leader, big)
+    -- more writes, each on its own connection: they commit (the
+    -- followers' engines are free) and wait for the leader's apply
+    local waiting, refused = { first }, {}
+    for i = 1, 40 do
+      local k = "more" .. i
+      local code, doc, text = write_waiting(leader, k, "v", 0.3)
+      if code == nil then
+        waiting[#waiting + 1] = doc
+      else
+        assert.equal(503, code, text)
+        assert.matches("committed entries wait for the engine", doc.error,
+          1, true)
+        assert.matches("\r\nRetry%-After: 1\r\n", text)
+        refused[#refused + 1] = k
+      end
+    end
+    assert.is_true(#refused > 0, "no write refused past the bound")
+    assert.is_true(#waiting <= 22, #waiting .. " writes waiting")
+    assert.is_true(hh.metric(leader, "lunakv_apply_lag_refusals_total")
+      >= #refused)
+    os.remove(leader.gate)
+    for _, c in ipairs(waiting) do
+      assert.equal(200, (answer_of(c, 20)))
+    end
+    hh.converged(nodes)
+    for _, n in ipairs(nodes) do
+      for _, k in ipairs(refused) do
+        assert.equal(cjson.null, select(2, hh.get(n, k)).value, n.url .. k)
+      end
+    end
+    -- caught up: writes are taken again
+    assert.equal(200, (hh.set(leader, "after", "x")))
   end)
 
   it("a follower whose engine would block stops taking appends past the "

@@ -341,6 +341,10 @@ static void defer_apply(lkvnet_server *s, uint64_t from, uint64_t hi) {
   evtimer_add(s->apply_ev, &tv);
 }
 
+int lkvnet_node_apply_too_far_behind(const lkvnet_server *s) {
+  return s->commit_index > s->applied_index + s->max_apply_lag;
+}
+
 int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
                               size_t n) {
   uint64_t busy_at = 0;
@@ -422,12 +426,11 @@ void lkvnet_node_apply_later(lkvnet_server *s) {
     }
     for (i = 0; i < l.n; i++) free((void *)l.ents[i].data);
   }
-  if (rc == 1 || (rc == 0 && s->applied_index < s->apply_hi)) {
-    if (rc == 1) {
-      defer_apply(s, busy_at, s->apply_hi);
-    } else if (s->apply_ev != NULL) {
-      event_active(s->apply_ev, EV_TIMEOUT, 0); /* more: next iteration */
-    }
+  if (rc == 1) {
+    defer_apply(s, busy_at, s->apply_hi);
+  } else if (rc == 0 && s->applied_index < s->apply_hi) {
+    if (s->apply_ev != NULL) /* more: the next iteration goes on */
+      event_active(s->apply_ev, EV_TIMEOUT, 0);
   } else {
     double took = lkvnet_node_now() - s->apply_behind_since;
     if (rc == 0 && took >= 1.0)

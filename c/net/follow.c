@@ -340,7 +340,7 @@ void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
     if (s->needs_snapshot && m->type == LKVNET_RAFT_MSG_APP) {
       deliver_needing_snapshot(s, m);
     } else if (m->type == LKVNET_RAFT_MSG_APP && m->n_entries > 0 &&
-               s->commit_index > s->applied_index + s->max_apply_lag) {
+               lkvnet_node_apply_too_far_behind(s)) {
       /* applying is far behind: taking more would grow a log that cannot
        * be compacted past the applied index; unanswered, the append is
        * the leader's to send again (heartbeats still keep it leader) */

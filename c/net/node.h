@@ -639,6 +639,10 @@ void lkvnet_node_pending_free(lkvnet_server *s, lkvnet_pending *p);
  * engine refused one (s->apply_err; applying stops). */
 int lkvnet_node_apply_entries(lkvnet_server *s, const lkvnet_raft_entry *ents,
                               size_t n);
+/* Whether more committed entries wait for the engine than the node lets
+ * wait (LKVNET_MAX_APPLY_LAG): a leader then refuses writes, a follower
+ * appends. */
+int lkvnet_node_apply_too_far_behind(const lkvnet_server *s);
 /* Apply some of what waits for the engine (s->apply_hi); the timer's
  * work, also called when no timer could be made. */
 void lkvnet_node_apply_later(lkvnet_server *s);

@@ -596,7 +596,7 @@ lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
     lkvnet_node_reply_no_leader(s, req, route, start);
     return NULL;
   }
-  if (s->commit_index > s->applied_index + s->max_apply_lag) {
+  if (lkvnet_node_apply_too_far_behind(s)) {
     /* the engine has not kept up (or refuses): more writes would only
      * wait in memory for an apply that is already far behind */
     s->apply_lag_refusals++;
