@@ -34,6 +34,15 @@ local function post(node, route, url, headers)
   return hh.json_call("POST", node.url .. route, body, hd)
 end
 
+-- The members of nodes but node.
+local function others(nodes_, node)
+  local out = {}
+  for _, n in ipairs(nodes_) do
+    if n ~= node then out[#out + 1] = n end
+  end
+  return out
+end
+
 local function sorted(t)
   local c = {}
   for i, v in ipairs(t or {}) do c[i] = v end
@@ -338,10 +347,7 @@ describe("Raft membership #cluster", function()
     nodes = hh.start_cluster { n = 3 }
     local old = hh.wait_ready(nodes)
     for i = 1, 10 do assert.equal(200, (hh.set(old, "k" .. i, "v" .. i))) end
-    local rest = {}
-    for _, n in ipairs(nodes) do
-      if n ~= old then rest[#rest + 1] = n end
-    end
+    local rest = others(nodes, old)
     local code, doc, text = post(old, "/remove_node", old.url)
     assert.equal(200, code, text)
     assert.same(urls(rest), sorted(doc.voters))
@@ -544,10 +550,7 @@ describe("Raft membership #cluster", function()
     local gone = nodes[3] ~= leader and nodes[3] or nodes[2]
     local code, _, text = post(leader, "/remove_node", gone.url)
     assert.equal(200, code, text)
-    local kept = {}
-    for _, n in ipairs(nodes) do
-      if n ~= gone then kept[#kept + 1] = n end
-    end
+    local kept = others(nodes, gone)
     kept[#kept + 1] = d
     for i = 1, 60 do
       h.wait_until(function()
@@ -682,10 +685,7 @@ describe("Raft membership #cluster", function()
     nodes = hh.start_cluster { n = 3 }
     local old = hh.wait_ready(nodes)
     for i = 1, 20 do assert.equal(200, (hh.set(old, "pre" .. i, "p" .. i))) end
-    local rest = {}
-    for _, n in ipairs(nodes) do
-      if n ~= old then rest[#rest + 1] = n end
-    end
+    local rest = others(nodes, old)
     local w = start_writer("w", rest)
     h.wait_until(function() return acked_count(w) >= 20 end, 20)
     hh.kill_member(old)
