@@ -7,7 +7,6 @@
  * the core nor the driver. Runs on the event loop's thread; the node's
  * state is node.h. */
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,9 +457,8 @@ static void on_apply_later(evutil_socket_t fd, short what, void *arg) {
 ** ======================================================================= */
 
 /* Answer GET /get from this node's engine. */
-void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
-                            int route, double start, const char *key,
-                            size_t klen) {
+void lkvnet_node_read_local(lkvnet_server *s, lkvnet_req *req, int route,
+                            double start, const char *key, size_t klen) {
   lkv_err err;
   lkvnet_jbuf b;
   int rc;
@@ -494,7 +492,7 @@ void lkvnet_node_serve_waiters(lkvnet_server *s) {
     list = w->next;
     if (w->h.req == NULL ||
         (w->target != UINT64_MAX && s->applied_index >= w->target)) {
-      struct evhttp_request *req = lkvnet_node_unhold(&w->h);
+      lkvnet_req *req = lkvnet_node_unhold(&w->h);
       if (req) w->serve(s, w, req);
       free(w->key);
       free(w);
@@ -519,17 +517,17 @@ void lkvnet_node_read_released(lkvnet_server *s, uint64_t ctx, uint64_t index,
       /* this node stopped leading before it could confirm the read: it
        * goes to the next leader (park.c; 503 "no leader" if none comes
        * within an election timeout); the waiter is freed unanswered */
-      struct evhttp_request *req = lkvnet_node_unhold(&w->h);
+      lkvnet_req *req = lkvnet_node_unhold(&w->h);
       if (req != NULL) lkvnet_node_park(s, req, w->h.route, w->h.start);
     }
     break;
   }
 }
 
-lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s,
-                                      struct evhttp_request *req, int route,
-                                      double start, lkvnet_read_fn serve,
-                                      char *key, size_t klen) {
+lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s, lkvnet_req *req,
+                                      int route, double start,
+                                      lkvnet_read_fn serve, char *key,
+                                      size_t klen) {
   lkvnet_waiter *w = calloc(1, sizeof *w);
   if (w == NULL) {
     free(key);

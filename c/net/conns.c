@@ -354,15 +354,18 @@ static void on_reply_sent(struct evhttp_request *req, void *arg) {
          lkvnet_node_now());
 }
 
-void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req) {
+/* An lkvnet_req is an evhttp_request (hreq_ev.c). */
+void lkvnet_node_conns_request(lkvnet_server *s, lkvnet_req *r) {
+  struct evhttp_request *req = (struct evhttp_request *)r;
   lkvnet_conn *cn = by_evcon(&s->conns, evhttp_request_get_connection(req));
   if (cn == NULL) return;
   move(&s->conns, cn, LKVNET_CONN_HANDLING, lkvnet_node_now());
   evhttp_request_set_on_complete_cb(req, on_reply_sent, s);
 }
 
-void lkvnet_node_conns_raft_from(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_conns_raft_from(lkvnet_server *s, lkvnet_req *r,
                                  uint64_t from) {
+  struct evhttp_request *req = (struct evhttp_request *)r;
   lkvnet_conn *cn = by_evcon(&s->conns, evhttp_request_get_connection(req));
   if (cn != NULL) cn->raft_from = from;
 }

@@ -7,9 +7,7 @@
  * routes.c dispatches to the lkvnet_node_route_* functions here. Calls the
  * core, and wakes the driver (lkvnet_node_wake) rather than call it. Runs
  * on the event loop's thread; the node's state is node.h. */
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,14 +22,13 @@
 
 /* The shared secret, when one is set: 401 without it, 403 when wrong.
  * The comparison does not stop at the first differing byte. */
-int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
-                           int route, double start) {
+int lkvnet_node_authorized(lkvnet_server *s, lkvnet_req *req, int route,
+                           double start) {
   const char *got;
   size_t i, n, m;
   unsigned diff = 0;
   if (s->token == NULL) return 1;
-  got = evhttp_find_header(evhttp_request_get_input_headers(req),
-                           LKVNET_TOKEN_HEADER);
+  got = lkvnet_req_header(req, LKVNET_TOKEN_HEADER);
   if (got == NULL) {
     lkvnet_node_reply_error(s, req, route, start, 401,
                             "this route needs "
@@ -50,9 +47,8 @@ int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
 }
 
 /* A decimal query parameter; -1 (and a 400) when absent or not a number. */
-static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
-                     double start, const char *query, const char *name,
-                     uint64_t *out) {
+static int query_u64(lkvnet_server *s, lkvnet_req *req, int route, double start,
+                     const char *query, const char *name, uint64_t *out) {
   size_t len, i;
   int found;
   char *v = lkvnet_node_query_param(query, name, &len, &found);
@@ -85,19 +81,17 @@ static int query_u64(lkvnet_server *s, struct evhttp_request *req, int route,
  * after + 2, ... (pairs: op set only), every one checked before anything
  * is written; *last gets the last frame's number (after when none). NULL
  * after answering 400 or 500. */
-static const unsigned char *check_frames(lkvnet_server *s,
-                                         struct evhttp_request *req, int route,
-                                         double start, uint64_t after,
-                                         int pairs, size_t *n, uint64_t *last) {
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
+static const unsigned char *check_frames(lkvnet_server *s, lkvnet_req *req,
+                                         int route, double start,
+                                         uint64_t after, int pairs, size_t *n,
+                                         uint64_t *last) {
   const unsigned char *body;
   size_t off = 0;
   uint64_t expect;
   lkvnet_entry e;
   char why[160];
   int rc;
-  *n = evbuffer_get_length(in);
-  body = *n ? evbuffer_pullup(in, -1) : (const unsigned char *)"";
+  body = (const unsigned char *)lkvnet_req_body(req, n);
   if (body == NULL) {
     lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
     return NULL;
@@ -203,8 +197,8 @@ static int set_marker(lkvnet_server *s, uint64_t v, int applied, int flags,
 /* An install step failed (the engine or the log): logged, answered 500.
  * Whatever mark the engine holds stays: a node with one asks for a new
  * snapshot, now or after a restart. */
-static void install_failed(lkvnet_server *s, struct evhttp_request *req,
-                           double start, uint64_t index, const lkv_err *err) {
+static void install_failed(lkvnet_server *s, lkvnet_req *req, double start,
+                           uint64_t index, const lkv_err *err) {
   if (err->code == LKV_BUSY) {
     /* the engine would have made the loop wait for its flushes: the
      * chunk is refused instead, and the leader sends the snapshot again
@@ -294,11 +288,9 @@ static void deliver_needing_snapshot(lkvnet_server *s,
 
 /* POST /raft, body: messages (wire.h), every one checked before any is
  * stepped. Answered 200 at once: the core's answers travel as messages. */
-void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
-                            double start) {
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
-  size_t n = evbuffer_get_length(in), off = 0;
-  const unsigned char *body = n ? evbuffer_pullup(in, -1) : NULL;
+void lkvnet_node_route_raft(lkvnet_server *s, lkvnet_req *req, double start) {
+  size_t n, off = 0;
+  const unsigned char *body = (const unsigned char *)lkvnet_req_body(req, &n);
   lkvnet_wire_msg w;
   char why[160];
   uint64_t from = LKVNET_RAFT_NONE;
@@ -401,7 +393,7 @@ static void test_silence(evutil_socket_t fd, short what, void *arg) {
   usleep((useconds_t)s->test_install_delay_ms * 1000);
 }
 
-void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_snapshot(lkvnet_server *s, lkvnet_req *req,
                                 const char *query, double start) {
   uint64_t term, from, index, sterm, offset, done, last, seq;
   size_t n, off = 0, clen;
@@ -442,10 +434,9 @@ void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
     return;
   {
     /* the leader's URL and every member's: kept with the snapshot */
-    struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
-    const char *u = evhttp_find_header(ih, LKVNET_FROM_HEADER);
+    const char *u = lkvnet_req_header(req, LKVNET_FROM_HEADER);
     if (u != NULL) lkvnet_node_learn_url(s, u, strlen(u), from);
-    lkvnet_node_learn_members(s, evhttp_find_header(ih, LKVNET_MEMBERS_HEADER));
+    lkvnet_node_learn_members(s, lkvnet_req_header(req, LKVNET_MEMBERS_HEADER));
   }
   if (s->log_failed) {
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_SNAPSHOT, start, 503,
@@ -633,7 +624,7 @@ static const char *op_name(int op) {
 
 /* GET /sync?from_index=N[&limit=M]: the log from N as JSON (410 when N is
  * behind the log's start: that history is only in snapshots now). */
-void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_sync(lkvnet_server *s, lkvnet_req *req,
                             const char *query, double start) {
   uint64_t from, limit = LKVNET_SYNC_MAX_ENTRIES, to, i = 0;
   lkvnet_rlog_stats rs;

@@ -87,7 +87,7 @@ size_t lkvnet_node_forward_conn(lkvnet_server *s) {
 static void on_forward_reply(struct evhttp_request *r, void *arg) {
   Fwd *f = arg;
   lkvnet_server *s = f->h.s;
-  struct evhttp_request *req;
+  lkvnet_req *req;
   int code = r ? evhttp_request_get_response_code(r) : 0;
   fwd_unlink(s, f);
   if (code == 0) {
@@ -105,9 +105,7 @@ static void on_forward_reply(struct evhttp_request *r, void *arg) {
     /* the leader's 503s that say "retry" carry when: the client of a
      * follower is owed the same hint as the leader's own */
     const char *ra = evhttp_find_header(rh, "Retry-After");
-    if (ra != NULL)
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                        ra);
+    if (ra != NULL) lkvnet_req_add_header(req, "Retry-After", ra);
     lkvnet_node_reply(s, req, f->h.route, f->h.start, code,
                       ct ? ct : "application/json", body ? body : "",
                       body ? n : 0);
@@ -115,16 +113,16 @@ static void on_forward_reply(struct evhttp_request *r, void *arg) {
   free(f);
 }
 
-void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
-                         int route, double start) {
+void lkvnet_node_forward(lkvnet_server *s, lkvnet_req *req, int route,
+                         double start) {
   struct evhttp_connection *c;
   struct evhttp_request *r;
-  struct evkeyvalq *ih = evhttp_request_get_input_headers(req), *oh;
-  const char *ct = evhttp_find_header(ih, "Content-Type");
+  struct evkeyvalq *oh;
+  const char *ct = lkvnet_req_header(req, "Content-Type");
   enum evhttp_cmd_type cmd;
   size_t ci;
   Fwd *f;
-  const char *by = evhttp_find_header(ih, "X-Lunakv-Forwarded-By");
+  const char *by = lkvnet_req_header(req, "X-Lunakv-Forwarded-By");
   char hops[1100];
   if (by != NULL && (strchr(by, ',') != NULL || leader_peer(s) == NULL)) {
     /* the leader moved while it was on its way here (twice, or this
@@ -135,8 +133,7 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
       lkvnet_node_park(s, req, route, start); /* an election runs */
       return;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                      "1");
+    lkvnet_req_add_header(req, "Retry-After", "1");
     lkvnet_node_reply_error(s, req, route, start, 503,
                             "not the leader: this node does not lead (any "
                             "more); retry");
@@ -162,8 +159,7 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
       /* Every slot waits on a former leader (paused or dead: its
        * requests run to their timeout), or a new connection failed:
        * nothing was sent, so the client may simply retry. */
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                        "1");
+      lkvnet_req_add_header(req, "Retry-After", "1");
       lkvnet_node_reply_error(s, req, route, start, 503,
                               "cannot forward to the leader %s: no "
                               "forwarding connection is free (all wait on a "
@@ -173,10 +169,8 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
     }
     return;
   }
-  if (s->fwd_bytes + evbuffer_get_length(evhttp_request_get_input_buffer(req)) >
-      FWD_BYTES_MAX) {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                      "1");
+  if (s->fwd_bytes + lkvnet_req_body_len(req) > FWD_BYTES_MAX) {
+    lkvnet_req_add_header(req, "Retry-After", "1");
     lkvnet_node_reply_error(s, req, route, start, 503,
                             "%zu bytes of forwarded requests wait for the "
                             "leader %s; nothing was sent, retry",
@@ -199,12 +193,21 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
   }
   evhttp_add_header(oh, "X-Lunakv-Forwarded-By", by ? hops : s->my_url);
   /* a membership change needs the token on the leader too */
-  if (evhttp_find_header(ih, LKVNET_TOKEN_HEADER) != NULL)
+  if (lkvnet_req_header(req, LKVNET_TOKEN_HEADER) != NULL)
     evhttp_add_header(oh, LKVNET_TOKEN_HEADER,
-                      evhttp_find_header(ih, LKVNET_TOKEN_HEADER));
+                      lkvnet_req_header(req, LKVNET_TOKEN_HEADER));
   if (ct) evhttp_add_header(oh, "Content-Type", ct);
-  evbuffer_add_buffer(evhttp_request_get_output_buffer(r),
-                      evhttp_request_get_input_buffer(req));
+  {
+    size_t n;
+    const char *body = lkvnet_req_body(req, &n);
+    if (body == NULL ||
+        evbuffer_add(evhttp_request_get_output_buffer(r), body, n) != 0) {
+      evhttp_request_free(r);
+      free(f);
+      lkvnet_node_reply_error(s, req, route, start, 500, "out of memory");
+      return;
+    }
+  }
   f->bytes = evbuffer_get_length(evhttp_request_get_output_buffer(r));
   f->out = r;
   lkvnet_node_hold(s, &f->h, req, route, start,
@@ -216,9 +219,13 @@ void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
   s->fwds = f;
   /* a HEAD goes as a GET: lkvnet_node_reply() leaves the body out and
    * keeps its length, which a HEAD answer from the leader would not carry */
-  cmd = evhttp_request_get_command(req);
-  if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
-  if (evhttp_make_request(c, r, cmd, evhttp_request_get_uri(req)) != 0) {
+  switch (lkvnet_req_method(req)) {
+    case LKVNET_HTTP_POST: cmd = EVHTTP_REQ_POST; break;
+    case LKVNET_HTTP_PUT: cmd = EVHTTP_REQ_PUT; break;
+    case LKVNET_HTTP_DELETE: cmd = EVHTTP_REQ_DELETE; break;
+    default: cmd = EVHTTP_REQ_GET; break;
+  }
+  if (evhttp_make_request(c, r, cmd, lkvnet_req_target(req)) != 0) {
     /* libevent 2.1 does not call back after a refusal here */
     fwd_unlink(s, f);
     lkvnet_node_held_error(&f->h, 503, "cannot reach the leader %s",

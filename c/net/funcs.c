@@ -22,8 +22,6 @@
  * write is.
  *
  * Runs on the event loop's thread; the node's state is node.h. */
-#include <event2/buffer.h>
-#include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,21 +43,13 @@ static int name_ok(const char *p, size_t n) {
   return 1;
 }
 
-/* The request's body (borrowed from its buffer; "" when empty), or NULL
- * when out of memory. */
-static const char *body_of(struct evhttp_request *req, size_t *n) {
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
-  *n = evbuffer_get_length(in);
-  return *n ? (const char *)evbuffer_pullup(in, -1) : "";
-}
-
 static void answer_free(lkvnet_server *s, lkvnet_fn_answer *a) {
   s->fns.answer_free(s->fns.ctx, a);
 }
 
 /* A hook's refusal: {"ok": false, "error": ..., ["limit": ...]}. */
-static void reply_refusal(lkvnet_server *s, struct evhttp_request *req,
-                          int route, double start, const lkvnet_fn_answer *a) {
+static void reply_refusal(lkvnet_server *s, lkvnet_req *req, int route,
+                          double start, const lkvnet_fn_answer *a) {
   lkvnet_jbuf b;
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b, "{\"ok\": false, \"error\": ");
@@ -83,9 +73,9 @@ static size_t fn_key(char *buf, const char *prefix, const char *name,
 
 /* Propose writes as one BATCH entry and hold req until it applies; extra
  * (NULL, or members for the 200 answer; malloc'd) goes with it. */
-static void propose_batch(lkvnet_server *s, struct evhttp_request *req,
-                          int route, double start, const lkvnet_fn_write *w,
-                          size_t n, char *extra) {
+static void propose_batch(lkvnet_server *s, lkvnet_req *req, int route,
+                          double start, const lkvnet_fn_write *w, size_t n,
+                          char *extra) {
   size_t plen = lkvnet_node_batch_size(w, n), clen;
   unsigned char *cmd;
   lkvnet_pending *p;
@@ -129,8 +119,8 @@ static char *member(const char *name, const char *json, size_t len) {
 ** Libraries: PUT, GET, DELETE /functions[/{library}]
 ** ======================================================================= */
 
-static void put_library(lkvnet_server *s, struct evhttp_request *req,
-                        const char *name, size_t nlen, double start) {
+static void put_library(lkvnet_server *s, lkvnet_req *req, const char *name,
+                        size_t nlen, double start) {
   char key[LKVNET_FN_NAME_MAX + 32], lkey[LKVNET_FN_NAME_MAX + 32];
   lkvnet_fn_answer a;
   lkvnet_fn_write w[2];
@@ -138,7 +128,7 @@ static void put_library(lkvnet_server *s, struct evhttp_request *req,
   size_t slen;
   char *extra;
   if (!lkvnet_node_write_check(s, req, LKVNET_ROUTE_FUNCTIONS, start)) return;
-  if ((src = body_of(req, &slen)) == NULL) {
+  if ((src = lkvnet_req_body(req, &slen)) == NULL) {
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start, 500,
                             "out of memory reading the body");
     return;
@@ -169,9 +159,9 @@ static void put_library(lkvnet_server *s, struct evhttp_request *req,
 
 /* The source of library name (key, klen: its key) into s->getbuf: 1, or 0
  * after answering 404 (no such library) or the engine's error. */
-static int library_source(lkvnet_server *s, struct evhttp_request *req,
-                          const char *name, size_t nlen, double start,
-                          const char *key, size_t klen) {
+static int library_source(lkvnet_server *s, lkvnet_req *req, const char *name,
+                          size_t nlen, double start, const char *key,
+                          size_t klen) {
   lkv_err err;
   int rc;
   err.msg[0] = '\0';
@@ -185,8 +175,8 @@ static int library_source(lkvnet_server *s, struct evhttp_request *req,
   return rc == LKV_OK;
 }
 
-static void delete_library(lkvnet_server *s, struct evhttp_request *req,
-                           const char *name, size_t nlen, double start) {
+static void delete_library(lkvnet_server *s, lkvnet_req *req, const char *name,
+                           size_t nlen, double start) {
   char key[LKVNET_FN_NAME_MAX + 32], lkey[LKVNET_FN_NAME_MAX + 32];
   lkvnet_fn_write w[2];
   if (!lkvnet_node_write_check(s, req, LKVNET_ROUTE_FUNCTIONS, start)) return;
@@ -200,8 +190,8 @@ static void delete_library(lkvnet_server *s, struct evhttp_request *req,
   propose_batch(s, req, LKVNET_ROUTE_FUNCTIONS, start, w, 2, NULL);
 }
 
-static void get_library(lkvnet_server *s, struct evhttp_request *req,
-                        const char *name, size_t nlen, double start) {
+static void get_library(lkvnet_server *s, lkvnet_req *req, const char *name,
+                        size_t nlen, double start) {
   char key[LKVNET_FN_NAME_MAX + 32];
   size_t klen = fn_key(key, LKVNET_LIB_PREFIX, name, nlen);
   lkvnet_jbuf b;
@@ -215,8 +205,7 @@ static void get_library(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_node_reply_json(s, req, LKVNET_ROUTE_FUNCTIONS, start, 200, &b);
 }
 
-static void list_libraries(lkvnet_server *s, struct evhttp_request *req,
-                           double start) {
+static void list_libraries(lkvnet_server *s, lkvnet_req *req, double start) {
   lkvnet_fn_answer a;
   memset(&a, 0, sizeof a);
   s->fns.list(s->fns.ctx, s->db, &a);
@@ -228,25 +217,22 @@ static void list_libraries(lkvnet_server *s, struct evhttp_request *req,
   answer_free(s, &a);
 }
 
-void lkvnet_node_route_functions(lkvnet_server *s, struct evhttp_request *req,
-                                 const char *path, enum evhttp_cmd_type cmd,
-                                 double start) {
+void lkvnet_node_route_functions(lkvnet_server *s, lkvnet_req *req,
+                                 const char *path, int cmd, double start) {
   const char *name = path + sizeof "/functions" - 1;
   size_t nlen;
   if (*name == '/') name++;
   nlen = strlen(name);
   if (nlen == 0) {
-    if (cmd != EVHTTP_REQ_GET) {
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                        "GET, HEAD");
+    if (cmd != LKVNET_HTTP_GET) {
+      lkvnet_req_add_header(req, "Allow", "GET, HEAD");
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start, 405,
                               "method not allowed on /functions (use GET)");
       return;
     }
-  } else if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_PUT &&
-             cmd != EVHTTP_REQ_DELETE) {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                      "GET, HEAD, PUT, DELETE");
+  } else if (cmd != LKVNET_HTTP_GET && cmd != LKVNET_HTTP_PUT &&
+             cmd != LKVNET_HTTP_DELETE) {
+    lkvnet_req_add_header(req, "Allow", "GET, HEAD, PUT, DELETE");
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_FUNCTIONS, start, 405,
                             "method not allowed on /functions/{library} (use "
                             "GET, PUT or DELETE)");
@@ -268,9 +254,9 @@ void lkvnet_node_route_functions(lkvnet_server *s, struct evhttp_request *req,
                             LKVNET_FN_NAME_MAX);
     return;
   }
-  if (cmd == EVHTTP_REQ_PUT)
+  if (cmd == LKVNET_HTTP_PUT)
     put_library(s, req, name, nlen, start);
-  else if (cmd == EVHTTP_REQ_DELETE)
+  else if (cmd == LKVNET_HTTP_DELETE)
     delete_library(s, req, name, nlen, start);
   else
     get_library(s, req, name, nlen, start);
@@ -284,8 +270,7 @@ void lkvnet_node_route_functions(lkvnet_server *s, struct evhttp_request *req,
 
 /* A read-write call that wrote nothing, once a ReadIndex round confirmed
  * that this node still led after it ran: its result (in w->key). */
-static void serve_result(lkvnet_server *s, lkvnet_waiter *w,
-                         struct evhttp_request *req) {
+static void serve_result(lkvnet_server *s, lkvnet_waiter *w, lkvnet_req *req) {
   lkvnet_jbuf b;
   uint64_t term, last;
   lkvnet_raft_position(s->raft, &term, &last);
@@ -312,13 +297,12 @@ static void serve_result(lkvnet_server *s, lkvnet_waiter *w,
  * answer from a stale state) and everything up to last (the log's last
  * index as it ran: the writes it may have read) is applied; else once its
  * BATCH entry applies. */
-static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
+static void run_call(lkvnet_server *s, lkvnet_req *req, double start,
                      int confirm, uint64_t last) {
-  const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-  const char *name = evhttp_uri_get_path(uri) + sizeof "/call/" - 1, *args;
+  const char *name = lkvnet_req_path(req) + sizeof "/call/" - 1, *args;
   size_t alen;
   lkvnet_fn_answer a;
-  if ((args = body_of(req, &alen)) == NULL) {
+  if ((args = lkvnet_req_body(req, &alen)) == NULL) {
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_CALL, start, 500,
                             "out of memory reading the body");
     return;
@@ -365,8 +349,7 @@ static void run_call(lkvnet_server *s, struct evhttp_request *req, double start,
   answer_free(s, &a);
 }
 
-static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,
-                     struct evhttp_request *req);
+static void serve_rw(lkvnet_server *s, lkvnet_waiter *w, lkvnet_req *req);
 
 /* A read-write call on the leader: now, over the engine and the overlay
  * (together: the state with the whole log applied, whatever of it is not
@@ -376,8 +359,7 @@ static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,
  * The overlay starts, empty, at the first call of a term (or after it
  * ran out of memory), from the log's last index then: calls run once
  * everything up to there is applied, even while writes keep coming. */
-static void call_rw(lkvnet_server *s, struct evhttp_request *req,
-                    double start) {
+static void call_rw(lkvnet_server *s, lkvnet_req *req, double start) {
   uint64_t term, last;
   lkvnet_waiter *w;
   char *none;
@@ -419,14 +401,12 @@ static void call_rw(lkvnet_server *s, struct evhttp_request *req,
                                            : s->lib_index;
 }
 
-static void serve_rw(lkvnet_server *s, lkvnet_waiter *w,
-                     struct evhttp_request *req) {
+static void serve_rw(lkvnet_server *s, lkvnet_waiter *w, lkvnet_req *req) {
   call_rw(s, req, w->h.start);
 }
 
 /* A read-only call, released by its ReadIndex: it writes nothing. */
-static void serve_ro(lkvnet_server *s, lkvnet_waiter *w,
-                     struct evhttp_request *req) {
+static void serve_ro(lkvnet_server *s, lkvnet_waiter *w, lkvnet_req *req) {
   run_call(s, req, w->h.start, 0, 0); /* its ReadIndex came first */
 }
 
@@ -440,13 +420,13 @@ static int inconsistent(const char *query) {
   return off;
 }
 
-void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
-                            const char *path, const char *query, double start) {
+void lkvnet_node_route_call(lkvnet_server *s, lkvnet_req *req, const char *path,
+                            const char *query, double start) {
   const char *name = path + sizeof "/call/" - 1;
   size_t nlen = strlen(name);
   int kind;
-  if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+  if (lkvnet_req_method(req) != LKVNET_HTTP_POST) {
+    lkvnet_req_add_header(req, "Allow", "POST");
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_CALL, start, 405,
                             "method not allowed on /call/{function} (use "
                             "POST)");

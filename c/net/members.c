@@ -30,11 +30,10 @@
 #define CTX_MAX ((LKVNET_RAFT_MAX_MEMBERS + 1) * (LKVNET_URL_MAX + 1) + 1)
 
 /* node_url of the body, normalised into url; 0, or -1 once answered 400. */
-static int body_url(lkvnet_server *s, struct evhttp_request *req, int route,
-                    double start, char *url) {
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
-  size_t n = evbuffer_get_length(in);
-  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+static int body_url(lkvnet_server *s, lkvnet_req *req, int route, double start,
+                    char *url) {
+  size_t n;
+  const char *body = lkvnet_req_body(req, &n);
   lkvnet_json_object o;
   const lkvnet_json_member *m;
   char jerr[LKVNET_JSON_ERR_LEN], why[120];
@@ -90,8 +89,8 @@ static int removal_keeps_majority(lkvnet_server *s, const lkvnet_raft_conf *c,
   return *up >= *left / 2 + 1;
 }
 
-void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
-                               int route, double start) {
+void lkvnet_node_route_members(lkvnet_server *s, lkvnet_req *req, int route,
+                               double start) {
   char url[LKVNET_URL_MAX + 1], ctx[CTX_MAX];
   lkvnet_raft_status st;
   uint64_t id, index, term;

@@ -3,7 +3,6 @@
  * engine's and the log's counters), /health, and /metrics in
  * Prometheus' text format. Runs on the event loop's thread; the node's
  * state is node.h. */
-#include <event2/http.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -72,8 +71,7 @@ static const char *role_name(const lkvnet_server *s,
   return "follower";
 }
 
-void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
-                              double start) {
+void lkvnet_node_route_status(lkvnet_server *s, lkvnet_req *req, double start) {
   lkvnet_jbuf b;
   lkvnet_rlog_stats rs;
   lkvnet_raft_status st;
@@ -167,8 +165,7 @@ static void jlevels(lkvnet_jbuf *b, const char *name, const uint64_t *v) {
   lkvnet_jbuf_lit(b, "]");
 }
 
-void lkvnet_node_route_stats(lkvnet_server *s, struct evhttp_request *req,
-                             double start) {
+void lkvnet_node_route_stats(lkvnet_server *s, lkvnet_req *req, double start) {
   lkv_stats st;
   lkvnet_rlog_stats rs;
   lkvnet_jbuf b;
@@ -224,8 +221,7 @@ void lkvnet_node_route_stats(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_node_reply_json(s, req, LKVNET_ROUTE_STATS, start, 200, &b);
 }
 
-void lkvnet_node_route_health(lkvnet_server *s, struct evhttp_request *req,
-                              double start) {
+void lkvnet_node_route_health(lkvnet_server *s, lkvnet_req *req, double start) {
   lkvnet_jbuf b;
   lkvnet_raft_status st;
   int member = lkvnet_node_is_member(s);
@@ -285,7 +281,7 @@ static void peer_counters(lkvnet_jbuf *b, const lkvnet_server *s,
                                                   field));
 }
 
-void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_metrics(lkvnet_server *s, lkvnet_req *req,
                                double start) {
   lkvnet_jbuf b;
   lkv_stats st;

@@ -10,12 +10,8 @@
  * timeout) for writes. */
 #include "node.h"
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,18 +88,6 @@ _Static_assert(sizeof lkvnet_node_latency_buckets /
                    LKVNET_NBUCKETS,
                "LKVNET_NBUCKETS in node.h");
 
-static const char *reason(int code) {
-  switch (code) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 503: return "Service Unavailable";
-    default: return "Internal Server Error";
-  }
-}
-
 static void count(lkvnet_server *s, int route, int code, double start) {
   size_t i;
   double d = lkvnet_node_now() - start;
@@ -116,51 +100,15 @@ static void count(lkvnet_server *s, int route, int code, double start) {
   s->lat_count[route]++;
 }
 
-void lkvnet_node_write_now(struct evhttp_connection *evcon) {
-  struct bufferevent *bev =
-      evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
-  /* only with bytes to write: an empty buffer would run evhttp's
-   * write-done callback on a connection that is not writing (an
-   * outgoing one reading its answer asserts), and one still connecting
-   * has nothing in it yet (its request goes out once connected) */
-  if (bev != NULL && evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-    event_active(&bev->ev_write, EV_WRITE, 1);
-}
-
-/* Send req's reply, and write it in this loop iteration. */
-static void send_now(struct evhttp_request *req, int code) {
-  struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-  evhttp_send_reply(req, code, reason(code), NULL);
-  lkvnet_node_write_now(evcon);
-}
-
-/* The one way out of every request. A HEAD gets the headers a GET would
- * (RFC 9110 9.3.2), Content-Length included, and no body: libevent 2.1
- * writes whatever is in the output buffer, and leaves Content-Length out
- * for HEAD, so a body there would be read as the start of the next
- * response on a keep-alive connection. */
-void lkvnet_node_reply(lkvnet_server *s, struct evhttp_request *req, int route,
+/* The one way out of every request, counted for /metrics. */
+void lkvnet_node_reply(lkvnet_server *s, lkvnet_req *req, int route,
                        double start, int code, const char *ctype,
                        const char *data, size_t len) {
-  static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
-  struct evbuffer *out = evhttp_request_get_output_buffer(req);
-  struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-  evhttp_add_header(h, "Content-Type", ctype);
-  if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-    char n[32];
-    snprintf(n, sizeof n, "%zu", len);
-    evhttp_add_header(h, "Content-Length", n);
-  } else if (len > 0 && evbuffer_add(out, data, len) != 0) {
-    evbuffer_drain(out, evbuffer_get_length(out));
-    evbuffer_add(out, oom, sizeof oom - 1);
-    code = 500;
-  }
-  count(s, route, code, start);
-  send_now(req, code);
+  count(s, route, lkvnet_req_send(req, code, ctype, data, len), start);
 }
 
-void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req,
-                            int route, double start, int code, lkvnet_jbuf *b) {
+void lkvnet_node_reply_json(lkvnet_server *s, lkvnet_req *req, int route,
+                            double start, int code, lkvnet_jbuf *b) {
   if (b->failed) {
     static const char oom[] = "{\"ok\": false, \"error\": \"out of memory\"}";
     lkvnet_node_reply(s, req, route, start, 500, "application/json", oom,
@@ -173,9 +121,8 @@ void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_jbuf_free(b);
 }
 
-void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start, int code, const char *fmt,
-                             ...) {
+void lkvnet_node_reply_error(lkvnet_server *s, lkvnet_req *req, int route,
+                             double start, int code, const char *fmt, ...) {
   char msg[512];
   lkvnet_jbuf b;
   va_list ap;
@@ -222,9 +169,8 @@ void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name,
 ** Held requests
 ** ======================================================================= */
 
-void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h,
-                      struct evhttp_request *req, int route, double start,
-                      double deadline) {
+void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h, lkvnet_req *req,
+                      int route, double start, double deadline) {
   h->req = req;
   h->s = s;
   h->route = route;
@@ -234,8 +180,8 @@ void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h,
 }
 
 /* Take the request back to answer it (NULL when it is gone already). */
-struct evhttp_request *lkvnet_node_unhold(lkvnet_held *h) {
-  struct evhttp_request *req = h->req;
+lkvnet_req *lkvnet_node_unhold(lkvnet_held *h) {
+  lkvnet_req *req = h->req;
   if (req == NULL) return NULL;
   h->req = NULL;
   h->s->waiting--;
@@ -245,7 +191,7 @@ struct evhttp_request *lkvnet_node_unhold(lkvnet_held *h) {
 void lkvnet_node_held_error(lkvnet_held *h, int code, const char *fmt, ...) {
   char msg[512];
   va_list ap;
-  struct evhttp_request *req = lkvnet_node_unhold(h);
+  lkvnet_req *req = lkvnet_node_unhold(h);
   if (req == NULL) return;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
@@ -254,7 +200,7 @@ void lkvnet_node_held_error(lkvnet_held *h, int code, const char *fmt, ...) {
 }
 
 void lkvnet_node_held_json(lkvnet_held *h, int code, lkvnet_jbuf *b) {
-  struct evhttp_request *req = lkvnet_node_unhold(h);
+  lkvnet_req *req = lkvnet_node_unhold(h);
   if (req == NULL)
     lkvnet_jbuf_free(b);
   else
@@ -379,10 +325,10 @@ int lkvnet_node_may_campaign(const lkvnet_server *s) {
   return !s->needs_snapshot && !s->join_unfinished;
 }
 
-void lkvnet_node_reply_no_leader(lkvnet_server *s, struct evhttp_request *req,
-                                 int route, double start) {
+void lkvnet_node_reply_no_leader(lkvnet_server *s, lkvnet_req *req, int route,
+                                 double start) {
   lkvnet_jbuf b;
-  evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+  lkvnet_req_add_header(req, "Retry-After", "1");
   memset(&b, 0, sizeof b);
   lkvnet_jbuf_lit(&b,
                   "{\"ok\": false, \"error\": \"no leader\", \"detail\": "

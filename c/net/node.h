@@ -5,6 +5,8 @@
  * The node's files, each calling only files listed above it (so none
  * calls back into a caller):
  *
+ *   hreq_ev.c     a request as the routes see it (hreq.h), over evhttp;
+ *                 writing a connection's bytes in this loop iteration
  *   node.c        the clock, the log line, reserved keys, replies and their
  *                 counts, held requests, query parsing, connections of the
  *                 loop, node ids, waking the Raft driver
@@ -51,6 +53,7 @@
 #include <stdint.h>
 
 #include "hardstate.h"
+#include "hreq.h"
 #include "json.h"
 #include "lkvnet.h"
 #include "raft.h"
@@ -115,7 +118,7 @@ enum {
  * nothing special: libevent keeps the request until it is answered, and
  * the answer then only frees it. */
 typedef struct lkvnet_held {
-  struct evhttp_request *req; /* NULL once answered or gone */
+  lkvnet_req *req; /* NULL once answered or gone */
   lkvnet_server *s;
   int route;
   double start, deadline;
@@ -151,7 +154,7 @@ typedef struct lkvnet_pending {
 struct lkvnet_waiter;
 /* How a released read is answered (the route that made the waiter). */
 typedef void (*lkvnet_read_fn)(lkvnet_server *s, struct lkvnet_waiter *w,
-                               struct evhttp_request *req);
+                               lkvnet_req *req);
 
 /* A consistent read waiting, first for the core to confirm the leadership
  * (ReadIndex: target is UINT64_MAX until then), then for the apply of
@@ -389,7 +392,7 @@ struct lkvnet_server {
   struct lkvnet_parked *parked, *parked_tail;
   size_t nparked;
   uint64_t parked_total;
-  void (*dispatch)(lkvnet_server *s, struct evhttp_request *req, double start);
+  void (*dispatch)(lkvnet_server *s, lkvnet_req *req, double start);
   /* membership (peers.c, members.c): started with --join (no founding
    * voters); a leader of term not_member_term said it does not count
    * this node (cleared when a leader's append or heartbeat arrives);
@@ -448,7 +451,7 @@ extern const int lkvnet_node_status_codes[];
 extern const double lkvnet_node_latency_buckets[];
 
 double lkvnet_node_now(void); /* CLOCK_MONOTONIC seconds */
-/* Write what evcon has to send in this loop iteration. evhttp only
+/* (hreq_ev.c) Write what evcon has to send in this loop iteration. evhttp only
  * enables a connection's write event when a request or reply is made, so
  * the bytes would leave in the next iteration, after an epoll_ctl to ask
  * for EPOLLOUT and an epoll_wait to hear it: the write event is made
@@ -472,27 +475,26 @@ uint64_t lkvnet_node_last_index(lkvnet_server *s); /* of the replication log */
 /* Replies: a request ends in exactly one (a held one: through
  * lkvnet_node_unhold, or lkvnet_node_held_json and _held_error). Each is
  * counted for /metrics under route, with its latency from start. */
-void lkvnet_node_reply(lkvnet_server *s, struct evhttp_request *req, int route,
+void lkvnet_node_reply(lkvnet_server *s, lkvnet_req *req, int route,
                        double start, int code, const char *ctype,
                        const char *data, size_t len);
-void lkvnet_node_reply_json(lkvnet_server *s, struct evhttp_request *req,
-                            int route, double start, int code,
+void lkvnet_node_reply_json(lkvnet_server *s, lkvnet_req *req, int route,
+                            double start, int code,
                             lkvnet_jbuf *b); /* frees b */
 /* {"ok": false, "error": the message} */
-void lkvnet_node_reply_error(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start, int code, const char *fmt,
-                             ...) __attribute__((format(printf, 6, 7)));
+void lkvnet_node_reply_error(lkvnet_server *s, lkvnet_req *req, int route,
+                             double start, int code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 int lkvnet_node_http_status_of(int lkv_code); /* an LKV_* code's HTTP status */
 /* "name": v, as a string when UTF-8, else base64 beside name_encoding. */
 void lkvnet_node_put_bytes_member(lkvnet_jbuf *b, const char *name,
                                   const char *v, size_t n);
 
 /* Hold a request past its handler (s->waiting counts it until answered). */
-void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h,
-                      struct evhttp_request *req, int route, double start,
-                      double deadline);
+void lkvnet_node_hold(lkvnet_server *s, lkvnet_held *h, lkvnet_req *req,
+                      int route, double start, double deadline);
 /* Take a held request back to answer it (NULL when it is gone already). */
-struct evhttp_request *lkvnet_node_unhold(lkvnet_held *h);
+lkvnet_req *lkvnet_node_unhold(lkvnet_held *h);
 /* Answer a held request (unless it is gone) with an error. */
 void lkvnet_node_held_error(lkvnet_held *h, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -523,8 +525,8 @@ void lkvnet_node_wake(lkvnet_server *s);
  * vote, not even for itself). */
 int lkvnet_node_may_campaign(const lkvnet_server *s);
 /* A 503 with Retry-After: 1 and {"ok": false, "error": "no leader", ...}. */
-void lkvnet_node_reply_no_leader(lkvnet_server *s, struct evhttp_request *req,
-                                 int route, double start);
+void lkvnet_node_reply_no_leader(lkvnet_server *s, lkvnet_req *req, int route,
+                                 double start);
 
 /* ---- overlay.c -------------------------------------------------------- */
 
@@ -584,7 +586,7 @@ int lkvnet_node_is_member(lkvnet_server *s);
  * learn the sender's URL; note a leader's append or heartbeat; on a
  * leader, answer a sender outside the configuration with
  * LKVNET_NOT_MEMBER_HEADER. */
-void lkvnet_node_raft_heard(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_raft_heard(lkvnet_server *s, lkvnet_req *req,
                             const lkvnet_raft_msg *first);
 /* Peer p answered with LKVNET_NOT_MEMBER_HEADER (term). */
 void lkvnet_node_told_not_member(lkvnet_server *s, lkvnet_peer *p,
@@ -600,11 +602,11 @@ void lkvnet_node_told_not_member(lkvnet_server *s, lkvnet_peer *p,
  * after it. */
 int lkvnet_node_conns_open(lkvnet_server *s, lkv_err *err);
 int lkvnet_node_conns_start(lkvnet_server *s);
-void lkvnet_node_conns_request(lkvnet_server *s, struct evhttp_request *req);
+void lkvnet_node_conns_request(lkvnet_server *s, lkvnet_req *req);
 void lkvnet_node_conns_close(lkvnet_server *s);
 /* Raft messages of node from arrived on req's connection: when the peer
  * closes it, the core hears lkvnet_raft_report_leader_gone(from). */
-void lkvnet_node_conns_raft_from(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_conns_raft_from(lkvnet_server *s, lkvnet_req *req,
                                  uint64_t from);
 void lkvnet_node_conns_free(lkvnet_server *s);
 /* Connections whose request the node has and whose reply is not yet
@@ -678,16 +680,15 @@ void lkvnet_node_batch_encode(unsigned char *dst, const lkvnet_fn_write *w,
 int lkvnet_node_batch_next(const unsigned char *d, size_t n, size_t *off,
                            lkvnet_fn_write *w);
 /* Answer GET /get from this node's engine. */
-void lkvnet_node_read_local(lkvnet_server *s, struct evhttp_request *req,
-                            int route, double start, const char *key,
-                            size_t klen);
+void lkvnet_node_read_local(lkvnet_server *s, lkvnet_req *req, int route,
+                            double start, const char *key, size_t klen);
 /* Hold a consistent read to be answered by serve once applied through
  * its index (target UINT64_MAX until the core releases it); the waiter
  * takes key (malloc'd) over. NULL when out of memory (key freed). */
-lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s,
-                                      struct evhttp_request *req, int route,
-                                      double start, lkvnet_read_fn serve,
-                                      char *key, size_t klen);
+lkvnet_waiter *lkvnet_node_waiter_add(lkvnet_server *s, lkvnet_req *req,
+                                      int route, double start,
+                                      lkvnet_read_fn serve, char *key,
+                                      size_t klen);
 /* Answer the waiters whose index is applied; free the answered. */
 void lkvnet_node_serve_waiters(lkvnet_server *s);
 /* A ReadIndex result from the core: (ctx, index) may be served once
@@ -717,13 +718,12 @@ void lkvnet_node_probe(lkvnet_server *s, lkvnet_peer *p);
 /* The internal routes lkvnet_node_on_request dispatches to, once
  * lkvnet_node_authorized has checked the cluster token (it answers 401 or
  * 403 and returns 0 when wrong). */
-int lkvnet_node_authorized(lkvnet_server *s, struct evhttp_request *req,
-                           int route, double start);
-void lkvnet_node_route_raft(lkvnet_server *s, struct evhttp_request *req,
-                            double start);
-void lkvnet_node_route_snapshot(lkvnet_server *s, struct evhttp_request *req,
+int lkvnet_node_authorized(lkvnet_server *s, lkvnet_req *req, int route,
+                           double start);
+void lkvnet_node_route_raft(lkvnet_server *s, lkvnet_req *req, double start);
+void lkvnet_node_route_snapshot(lkvnet_server *s, lkvnet_req *req,
                                 const char *query, double start);
-void lkvnet_node_route_sync(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_route_sync(lkvnet_server *s, lkvnet_req *req,
                             const char *query, double start);
 /* The end of an install of the snapshot this node received: when the core
  * asked for it (Ready.has_snapshot, rewrite) the log restarts after
@@ -758,21 +758,21 @@ void lkvnet_node_raft_durable(lkvnet_server *s);
 void lkvnet_node_log_failed(lkvnet_server *s);
 /* Whether the node takes a write now (not draining, applying, its log
  * whole); 0 after answering the refusal. */
-int lkvnet_node_write_check(lkvnet_server *s, struct evhttp_request *req,
-                            int route, double start);
+int lkvnet_node_write_check(lkvnet_server *s, lkvnet_req *req, int route,
+                            double start);
 /* Propose command cmd (n bytes; bytes counted as uncommitted) and hold
  * req until its entry applies: the pending write, or NULL after
  * answering a refusal. REQUIRES: lkvnet_node_write_check passed, and not
  * inside a Ready (s->in_ready). */
-lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
-                                    struct evhttp_request *req, int route,
-                                    double start, const unsigned char *cmd,
-                                    size_t n, size_t bytes);
+lkvnet_pending *lkvnet_node_propose(lkvnet_server *s, lkvnet_req *req,
+                                    int route, double start,
+                                    const unsigned char *cmd, size_t n,
+                                    size_t bytes);
 /* Start a write on the leader: check it, propose it, hold it; a refusal
  * is answered at once. */
-void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start, int op, const char *key,
-                             size_t klen, const char *val, size_t vlen);
+void lkvnet_node_write_begin(lkvnet_server *s, lkvnet_req *req, int route,
+                             double start, int op, const char *key, size_t klen,
+                             const char *val, size_t vlen);
 /* Start a consistent read (ReadIndex) on the leader: the waiter w is
  * released by the core (or refused). */
 void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w);
@@ -780,8 +780,8 @@ void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w);
  * caught-up voter). With req, the request is answered once another node
  * leads (200) or the transfer is abandoned (503); refusals at once. 0
  * when a transfer began. */
-int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
-                               double start, const char *url, size_t len);
+int lkvnet_node_transfer_begin(lkvnet_server *s, lkvnet_req *req, double start,
+                               const char *url, size_t len);
 /* On the tick: a transfer past its deadline is abandoned. */
 void lkvnet_node_transfer_poll(lkvnet_server *s);
 
@@ -792,8 +792,8 @@ void lkvnet_node_transfer_poll(lkvnet_server *s);
  * made. */
 size_t lkvnet_node_forward_conn(lkvnet_server *s);
 /* Pass a request to the leader and answer with its reply. */
-void lkvnet_node_forward(lkvnet_server *s, struct evhttp_request *req,
-                         int route, double start);
+void lkvnet_node_forward(lkvnet_server *s, lkvnet_req *req, int route,
+                         double start);
 /* On the tick: a forwarded request unanswered write_timeout_ms + 2 s
  * after it was sent gets 503 "outcome unknown" and is withdrawn. */
 void lkvnet_node_forward_poll(lkvnet_server *s);
@@ -807,7 +807,7 @@ void lkvnet_node_forward_free(lkvnet_server *s);
  * known, or this leader hands over) until one is, for at most an election
  * timeout from start; answered 503 "no leader" at once when it cannot
  * wait (draining, the log failed, too many parked, past its time). */
-void lkvnet_node_park(lkvnet_server *s, struct evhttp_request *req, int route,
+void lkvnet_node_park(lkvnet_server *s, lkvnet_req *req, int route,
                       double start);
 /* After the role or the leader changed, and on the tick: dispatch the
  * parked requests again once a leader is usable, answer the expired. */
@@ -820,8 +820,8 @@ void lkvnet_node_parked_free(lkvnet_server *s);
 /* POST /add_node and POST /remove_node {"node_url": URL} on the leader (a
  * follower forwards them): checked, proposed, answered once the change
  * applies here. */
-void lkvnet_node_route_members(lkvnet_server *s, struct evhttp_request *req,
-                               int route, double start);
+void lkvnet_node_route_members(lkvnet_server *s, lkvnet_req *req, int route,
+                               double start);
 /* Every 50 ms: a change past its deadline; on a leader, a learner caught
  * up promoted; a member that hears no leader probes the others; --join's
  * request (re)sent. */
@@ -842,22 +842,17 @@ int lkvnet_node_join_why(lkvnet_server *s, char *why, size_t n);
 /* The stored functions' routes (docs/http_api.md, "Stored functions"):
  * PUT, GET, DELETE /functions[/{library}] and POST /call/{function}; a
  * follower forwards what must run on the leader. */
-void lkvnet_node_route_functions(lkvnet_server *s, struct evhttp_request *req,
-                                 const char *path, enum evhttp_cmd_type cmd,
-                                 double start);
-void lkvnet_node_route_call(lkvnet_server *s, struct evhttp_request *req,
-                            const char *path, const char *query, double start);
+void lkvnet_node_route_functions(lkvnet_server *s, lkvnet_req *req,
+                                 const char *path, int cmd, double start);
+void lkvnet_node_route_call(lkvnet_server *s, lkvnet_req *req, const char *path,
+                            const char *query, double start);
 
 /* ---- metrics.c -------------------------------------------------------- */
 
-void lkvnet_node_route_status(lkvnet_server *s, struct evhttp_request *req,
-                              double start);
-void lkvnet_node_route_stats(lkvnet_server *s, struct evhttp_request *req,
-                             double start);
-void lkvnet_node_route_health(lkvnet_server *s, struct evhttp_request *req,
-                              double start);
-void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
-                               double start);
+void lkvnet_node_route_status(lkvnet_server *s, lkvnet_req *req, double start);
+void lkvnet_node_route_stats(lkvnet_server *s, lkvnet_req *req, double start);
+void lkvnet_node_route_health(lkvnet_server *s, lkvnet_req *req, double start);
+void lkvnet_node_route_metrics(lkvnet_server *s, lkvnet_req *req, double start);
 
 /* ---- routes.c --------------------------------------------------------- */
 
@@ -865,7 +860,6 @@ void lkvnet_node_route_metrics(lkvnet_server *s, struct evhttp_request *req,
 void lkvnet_node_on_request(struct evhttp_request *req, void *arg);
 /* A request through the routes (s->dispatch): on_request's work after
  * the connection's bookkeeping; start is when it first arrived. */
-void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
-                          double start);
+void lkvnet_node_dispatch(lkvnet_server *s, lkvnet_req *req, double start);
 
 #endif

@@ -26,7 +26,7 @@ typedef struct lkvnet_parked {
   struct lkvnet_parked *next;
 } lkvnet_parked;
 
-void lkvnet_node_park(lkvnet_server *s, struct evhttp_request *req, int route,
+void lkvnet_node_park(lkvnet_server *s, lkvnet_req *req, int route,
                       double start) {
   lkvnet_parked *p;
   double deadline = start + s->election_ms / 1000.0;
@@ -77,7 +77,7 @@ void lkvnet_node_parked_poll(lkvnet_server *s) {
       continue;
     }
     if (p->h.req != NULL) {
-      struct evhttp_request *req = lkvnet_node_unhold(&p->h);
+      lkvnet_req *req = lkvnet_node_unhold(&p->h);
       if (go)
         s->dispatch(s, req, p->h.start);
       else

@@ -246,10 +246,9 @@ int lkvnet_node_is_member(lkvnet_server *s) {
   return st.voter || st.learner;
 }
 
-void lkvnet_node_raft_heard(lkvnet_server *s, struct evhttp_request *req,
+void lkvnet_node_raft_heard(lkvnet_server *s, lkvnet_req *req,
                             const lkvnet_raft_msg *first) {
-  const char *u = evhttp_find_header(evhttp_request_get_input_headers(req),
-                                     LKVNET_FROM_HEADER);
+  const char *u = lkvnet_req_header(req, LKVNET_FROM_HEADER);
   uint64_t from = first != NULL ? first->from : LKVNET_RAFT_NONE;
   char nu[LKVNET_URL_MAX + 1];
   if (u != NULL && lkvnet_url_normalize(u, strlen(u), nu, NULL, 0) == 0 &&
@@ -279,8 +278,7 @@ void lkvnet_node_raft_heard(lkvnet_server *s, struct evhttp_request *req,
         !lkvnet_raft_conf_is_learner(&st.conf, from)) {
       char t[24];
       snprintf(t, sizeof t, "%llu", (unsigned long long)st.term);
-      evhttp_add_header(evhttp_request_get_output_headers(req),
-                        LKVNET_NOT_MEMBER_HEADER, t);
+      lkvnet_req_add_header(req, LKVNET_NOT_MEMBER_HEADER, t);
     }
   }
 }

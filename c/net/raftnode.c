@@ -493,8 +493,8 @@ void lkvnet_node_raft_durable(lkvnet_server *s) {
 ** Clients' writes and consistent reads
 ** ======================================================================= */
 
-int lkvnet_node_write_check(lkvnet_server *s, struct evhttp_request *req,
-                            int route, double start) {
+int lkvnet_node_write_check(lkvnet_server *s, lkvnet_req *req, int route,
+                            double start) {
   lkv_err err;
   if (s->draining) {
     lkvnet_node_reply_error(s, req, route, start, 503,
@@ -519,9 +519,9 @@ int lkvnet_node_write_check(lkvnet_server *s, struct evhttp_request *req,
   return 1;
 }
 
-void lkvnet_node_write_begin(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start, int op, const char *key,
-                             size_t klen, const char *val, size_t vlen) {
+void lkvnet_node_write_begin(lkvnet_server *s, lkvnet_req *req, int route,
+                             double start, int op, const char *key, size_t klen,
+                             const char *val, size_t vlen) {
   unsigned char *cmd;
   size_t n;
   if (!lkvnet_node_write_check(s, req, route, start)) return;
@@ -583,10 +583,10 @@ static void overlay_note(lkvnet_server *s, uint64_t index,
   }
 }
 
-lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
-                                    struct evhttp_request *req, int route,
-                                    double start, const unsigned char *cmd,
-                                    size_t n, size_t bytes) {
+lkvnet_pending *lkvnet_node_propose(lkvnet_server *s, lkvnet_req *req,
+                                    int route, double start,
+                                    const unsigned char *cmd, size_t n,
+                                    size_t bytes) {
   uint64_t index, term;
   lkv_err err;
   int rc;
@@ -600,8 +600,7 @@ lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
     /* the engine has not kept up (or refuses): more writes would only
      * wait in memory for an apply that is already far behind */
     s->apply_lag_refusals++;
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
-                      "1");
+    lkvnet_req_add_header(req, "Retry-After", "1");
     lkvnet_node_reply_error(
         s, req, route, start, 503,
         "%llu committed entries wait for the engine "
@@ -650,8 +649,8 @@ lkvnet_pending *lkvnet_node_propose(lkvnet_server *s,
   return s->tail;
 }
 
-int lkvnet_node_transfer_begin(lkvnet_server *s, struct evhttp_request *req,
-                               double start, const char *url, size_t len) {
+int lkvnet_node_transfer_begin(lkvnet_server *s, lkvnet_req *req, double start,
+                               const char *url, size_t len) {
   uint64_t target = LKVNET_RAFT_NONE;
   lkvnet_raft_status st;
   lkv_err err;
@@ -760,7 +759,7 @@ void lkvnet_node_read_begin(lkvnet_server *s, lkvnet_waiter *w) {
   if (lkvnet_raft_read_index(s->raft, w->ctx, &err) != LKV_OK) {
     /* not the leader any more, or not yet: again once one is known (the
      * waiter, answered by no one now, is freed with the others) */
-    struct evhttp_request *req = lkvnet_node_unhold(&w->h);
+    lkvnet_req *req = lkvnet_node_unhold(&w->h);
     if (req != NULL) lkvnet_node_park(s, req, w->h.route, w->h.start);
     return;
   }

@@ -5,9 +5,7 @@
  * routes are here, the internal ones in follow.c, the reports in
  * metrics.c. Runs on the event loop's thread; the node's state is
  * node.h. */
-#include <event2/buffer.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +13,7 @@
 #include "json.h"
 #include "node.h"
 
-static const lkvnet_json_member *need_string(lkvnet_server *s,
-                                             struct evhttp_request *req,
+static const lkvnet_json_member *need_string(lkvnet_server *s, lkvnet_req *req,
                                              int route, double start,
                                              const lkvnet_json_object *o,
                                              const char *name) {
@@ -35,11 +32,10 @@ static const lkvnet_json_member *need_string(lkvnet_server *s,
   return m;
 }
 
-static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
-                             int route, double start) {
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
-  size_t n = evbuffer_get_length(in);
-  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+static void route_write_json(lkvnet_server *s, lkvnet_req *req, int route,
+                             double start) {
+  size_t n;
+  const char *body = lkvnet_req_body(req, &n);
   lkvnet_json_object o;
   char jerr[LKVNET_JSON_ERR_LEN];
   const lkvnet_json_member *k, *v = NULL;
@@ -69,8 +65,8 @@ static void route_write_json(lkvnet_server *s, struct evhttp_request *req,
 
 /* GET /get?key=K, from this node's engine (a consistent read comes here
  * once its ReadIndex is applied). */
-static void route_get(lkvnet_server *s, struct evhttp_request *req,
-                      const char *query, double start) {
+static void route_get(lkvnet_server *s, lkvnet_req *req, const char *query,
+                      double start) {
   size_t klen;
   int found;
   char *key = lkvnet_node_query_param(query, "key", &klen, &found);
@@ -104,8 +100,8 @@ static int query_flag(const char *query, const char *name) {
   return on;
 }
 
-static void route_scan(lkvnet_server *s, struct evhttp_request *req,
-                       const char *query, double start) {
+static void route_scan(lkvnet_server *s, lkvnet_req *req, const char *query,
+                       double start) {
   size_t alen = 0, blen = 0, llen;
   int fa, fb, fl, rc;
   char *a = lkvnet_node_query_param(query, "start", &alen, &fa);
@@ -172,8 +168,8 @@ done:
   free(lim);
 }
 
-static void route_kv(lkvnet_server *s, struct evhttp_request *req,
-                     const char *path, enum evhttp_cmd_type cmd, double start) {
+static void route_kv(lkvnet_server *s, lkvnet_req *req, const char *path,
+                     int cmd, double start) {
   size_t klen;
   char *key = evhttp_uridecode(path + 4, 0, &klen);
   if (key == NULL) {
@@ -181,7 +177,7 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
                             "out of memory");
     return;
   }
-  if (cmd == EVHTTP_REQ_GET) {
+  if (cmd == LKVNET_HTTP_GET) {
     lkv_err err;
     int rc;
     err.msg[0] = '\0';
@@ -201,10 +197,9 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start,
                               lkvnet_node_http_status_of(rc), "%s", err.msg);
     }
-  } else if (cmd == EVHTTP_REQ_PUT) {
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t n = evbuffer_get_length(in);
-    const char *v = n ? (const char *)evbuffer_pullup(in, -1) : "";
+  } else if (cmd == LKVNET_HTTP_PUT) {
+    size_t n;
+    const char *v = lkvnet_req_body(req, &n);
     if (v == NULL)
       lkvnet_node_reply_error(s, req, LKVNET_ROUTE_KV, start, 500,
                               "out of memory");
@@ -221,11 +216,9 @@ static void route_kv(lkvnet_server *s, struct evhttp_request *req,
 /* POST /transfer_leader {"node_url": "http://..."}: on the leader (a
  * follower forwards it), hand the leadership over; answered once the
  * target leads. */
-static void route_transfer(lkvnet_server *s, struct evhttp_request *req,
-                           double start) {
-  struct evbuffer *in = evhttp_request_get_input_buffer(req);
-  size_t n = evbuffer_get_length(in);
-  const char *body = n ? (const char *)evbuffer_pullup(in, -1) : "";
+static void route_transfer(lkvnet_server *s, lkvnet_req *req, double start) {
+  size_t n;
+  const char *body = lkvnet_req_body(req, &n);
   lkvnet_json_object o;
   char jerr[LKVNET_JSON_ERR_LEN];
   const lkvnet_json_member *u;
@@ -248,23 +241,20 @@ static void route_transfer(lkvnet_server *s, struct evhttp_request *req,
 
 /* A consistent read, once its ReadIndex is applied: the route itself,
  * on the query (or the path) it kept. */
-static void serve_get(lkvnet_server *s, lkvnet_waiter *w,
-                      struct evhttp_request *req) {
+static void serve_get(lkvnet_server *s, lkvnet_waiter *w, lkvnet_req *req) {
   route_get(s, req, w->key, w->h.start);
 }
-static void serve_scan(lkvnet_server *s, lkvnet_waiter *w,
-                       struct evhttp_request *req) {
+static void serve_scan(lkvnet_server *s, lkvnet_waiter *w, lkvnet_req *req) {
   route_scan(s, req, w->key, w->h.start);
 }
-static void serve_kv(lkvnet_server *s, lkvnet_waiter *w,
-                     struct evhttp_request *req) {
-  route_kv(s, req, w->key, EVHTTP_REQ_GET, w->h.start);
+static void serve_kv(lkvnet_server *s, lkvnet_waiter *w, lkvnet_req *req) {
+  route_kv(s, req, w->key, LKVNET_HTTP_GET, w->h.start);
 }
 
 /* Hold a consistent read on the leader until the core confirms the
  * leadership (ReadIndex) and the index it names is applied. */
-static void read_consistent(lkvnet_server *s, struct evhttp_request *req,
-                            int route, double start, const char *arg) {
+static void read_consistent(lkvnet_server *s, lkvnet_req *req, int route,
+                            double start, const char *arg) {
   lkvnet_read_fn fn = route == LKVNET_ROUTE_GET    ? serve_get
                       : route == LKVNET_ROUTE_SCAN ? serve_scan
                                                    : serve_kv;
@@ -278,60 +268,49 @@ static void read_consistent(lkvnet_server *s, struct evhttp_request *req,
   lkvnet_node_read_begin(s, w);
 }
 
-static const char *method_name(enum evhttp_cmd_type c) {
-  switch (c) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    default: return "?";
-  }
+/* A route's method as HTTP spells it. */
+static const char *method_name(int m) {
+  return m == LKVNET_HTTP_POST ? "POST" : "GET";
 }
 
 static const struct {
   const char *path;
   int route;
-  enum evhttp_cmd_type method;
+  int method; /* POST or GET */
 } routes[] = {
-    {"/set", LKVNET_ROUTE_SET, EVHTTP_REQ_POST},
-    {"/delete", LKVNET_ROUTE_DELETE, EVHTTP_REQ_POST},
-    {"/get", LKVNET_ROUTE_GET, EVHTTP_REQ_GET},
-    {"/scan", LKVNET_ROUTE_SCAN, EVHTTP_REQ_GET},
-    {"/status", LKVNET_ROUTE_STATUS, EVHTTP_REQ_GET},
-    {"/stats", LKVNET_ROUTE_STATS, EVHTTP_REQ_GET},
-    {"/health", LKVNET_ROUTE_HEALTH, EVHTTP_REQ_GET},
-    {"/metrics", LKVNET_ROUTE_METRICS, EVHTTP_REQ_GET},
-    {"/raft", LKVNET_ROUTE_RAFT, EVHTTP_REQ_POST},
-    {"/snapshot", LKVNET_ROUTE_SNAPSHOT, EVHTTP_REQ_POST},
-    {"/sync", LKVNET_ROUTE_SYNC, EVHTTP_REQ_GET},
-    {"/transfer_leader", LKVNET_ROUTE_TRANSFER, EVHTTP_REQ_POST},
-    {"/add_node", LKVNET_ROUTE_ADD_NODE, EVHTTP_REQ_POST},
-    {"/remove_node", LKVNET_ROUTE_REMOVE_NODE, EVHTTP_REQ_POST},
+    {"/set", LKVNET_ROUTE_SET, LKVNET_HTTP_POST},
+    {"/delete", LKVNET_ROUTE_DELETE, LKVNET_HTTP_POST},
+    {"/get", LKVNET_ROUTE_GET, LKVNET_HTTP_GET},
+    {"/scan", LKVNET_ROUTE_SCAN, LKVNET_HTTP_GET},
+    {"/status", LKVNET_ROUTE_STATUS, LKVNET_HTTP_GET},
+    {"/stats", LKVNET_ROUTE_STATS, LKVNET_HTTP_GET},
+    {"/health", LKVNET_ROUTE_HEALTH, LKVNET_HTTP_GET},
+    {"/metrics", LKVNET_ROUTE_METRICS, LKVNET_HTTP_GET},
+    {"/raft", LKVNET_ROUTE_RAFT, LKVNET_HTTP_POST},
+    {"/snapshot", LKVNET_ROUTE_SNAPSHOT, LKVNET_HTTP_POST},
+    {"/sync", LKVNET_ROUTE_SYNC, LKVNET_HTTP_GET},
+    {"/transfer_leader", LKVNET_ROUTE_TRANSFER, LKVNET_HTTP_POST},
+    {"/add_node", LKVNET_ROUTE_ADD_NODE, LKVNET_HTTP_POST},
+    {"/remove_node", LKVNET_ROUTE_REMOVE_NODE, LKVNET_HTTP_POST},
 };
 
+/* An lkvnet_req is the evhttp_request (hreq_ev.c). */
 void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
   lkvnet_server *s = arg;
-  lkvnet_node_conns_request(s, req);
-  lkvnet_node_dispatch(s, req, lkvnet_node_now());
+  lkvnet_node_conns_request(s, (lkvnet_req *)req);
+  lkvnet_node_dispatch(s, (lkvnet_req *)req, lkvnet_node_now());
 }
 
-void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
-                          double start) {
-  const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-  const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-  const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
-  enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-  size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(req));
+void lkvnet_node_dispatch(lkvnet_server *s, lkvnet_req *req, double start) {
+  const char *path = lkvnet_req_path(req);
+  const char *query = lkvnet_req_query(req);
+  int cmd = lkvnet_req_method(req);
+  size_t body = lkvnet_req_body_len(req);
   size_t i;
   int route = LKVNET_ROUTE_OTHER;
   /* HEAD is GET without the body (lkvnet_node_reply() leaves it out) */
-  if (cmd == EVHTTP_REQ_HEAD) cmd = EVHTTP_REQ_GET;
-  if (path == NULL || *path == '\0') path = "/";
+  if (cmd == LKVNET_HTTP_HEAD) cmd = LKVNET_HTTP_GET;
+  if (*path == '\0') path = "/";
   for (i = 0; i < sizeof routes / sizeof routes[0]; i++)
     if (strcmp(path, routes[i].path) == 0) route = routes[i].route;
   if (route == LKVNET_ROUTE_OTHER && strncmp(path, "/kv/", 4) == 0)
@@ -343,19 +322,18 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
     route = LKVNET_ROUTE_CALL;
   if (route == LKVNET_ROUTE_OTHER) {
     lkvnet_node_reply_error(s, req, LKVNET_ROUTE_OTHER, start, 404,
-                            "no route %s %s",
-                            method_name(evhttp_request_get_command(req)), path);
+                            "no route %s %s", lkvnet_req_method_name(req),
+                            path);
     return;
   }
   if (route == LKVNET_ROUTE_KV) {
-    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_PUT &&
-        cmd != EVHTTP_REQ_DELETE) {
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                        "GET, HEAD, PUT, DELETE");
+    if (cmd != LKVNET_HTTP_GET && cmd != LKVNET_HTTP_PUT &&
+        cmd != LKVNET_HTTP_DELETE) {
+      lkvnet_req_add_header(req, "Allow", "GET, HEAD, PUT, DELETE");
       lkvnet_node_reply_error(
           s, req, route, start, 405,
           "method %s not allowed on /kv/{key} (use GET, PUT or DELETE)",
-          method_name(evhttp_request_get_command(req)));
+          lkvnet_req_method_name(req));
       return;
     }
   } else if (route != LKVNET_ROUTE_FUNCTIONS && route != LKVNET_ROUTE_CALL) {
@@ -363,11 +341,11 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
     }
     if (cmd != routes[i].method) {
       const char *m = method_name(routes[i].method);
-      evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-                        routes[i].method == EVHTTP_REQ_GET ? "GET, HEAD" : m);
-      lkvnet_node_reply_error(
-          s, req, route, start, 405, "method %s not allowed on %s (use %s)",
-          method_name(evhttp_request_get_command(req)), path, m);
+      lkvnet_req_add_header(
+          req, "Allow", routes[i].method == LKVNET_HTTP_GET ? "GET, HEAD" : m);
+      lkvnet_node_reply_error(s, req, route, start, 405,
+                              "method %s not allowed on %s (use %s)",
+                              lkvnet_req_method_name(req), path, m);
       return;
     }
   }
@@ -391,7 +369,7 @@ void lkvnet_node_dispatch(lkvnet_server *s, struct evhttp_request *req,
         route == LKVNET_ROUTE_SET || route == LKVNET_ROUTE_DELETE ||
         route == LKVNET_ROUTE_TRANSFER || members ||
         ((route == LKVNET_ROUTE_KV || route == LKVNET_ROUTE_FUNCTIONS) &&
-         cmd != EVHTTP_REQ_GET);
+         cmd != LKVNET_HTTP_GET);
     int consistent = !write &&
                      (route == LKVNET_ROUTE_GET || route == LKVNET_ROUTE_SCAN ||
                       route == LKVNET_ROUTE_KV) &&
