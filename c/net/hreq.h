@@ -3,9 +3,9 @@
  * Every route reads its request and writes its answer through these
  * calls only, never through the HTTP server's own objects, so that the
  * server under them can change without touching a route. Today that
- * server is libevent's evhttp (hreq_ev.c); it costs a malloc per header,
- * an ioctl per read and an epoll_ctl per reply, which is why the node's
- * port is meant to get a lean server of its own.
+ * server is the node's own (hserver.c), which replaced libevent's evhttp
+ * on the node's port: evhttp cost a malloc per header, an ioctl per read
+ * and an epoll_ctl per reply.
  *
  * A request stays valid from the dispatch until lkvnet_req_send, which
  * ends it; a route that holds one (lkvnet_held) answers it exactly once.
@@ -16,20 +16,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hparse.h"
+
 typedef struct lkvnet_req lkvnet_req;
 
-/* Methods; OTHER is any method the node has no route for. */
-enum {
-  LKVNET_HTTP_GET = 1,
-  LKVNET_HTTP_HEAD,
-  LKVNET_HTTP_POST,
-  LKVNET_HTTP_PUT,
-  LKVNET_HTTP_DELETE,
-  LKVNET_HTTP_OPTIONS,
-  LKVNET_HTTP_PATCH,
-  LKVNET_HTTP_OTHER
-};
-
+/* lkvnet_req_method's values: LKVNET_HTTP_GET ... (hparse.h) */
 int lkvnet_req_method(const lkvnet_req *r);
 /* The method's name as HTTP spells it ("GET"). */
 const char *lkvnet_req_method_name(const lkvnet_req *r);

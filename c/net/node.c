@@ -1,5 +1,5 @@
 /* node.c - the node's small shared services, called by every other file
- * of the node and calling none of them: the clock and the log line,
+ * of the node and calling none of them but loop.c and hserver.c:
  * reserved keys, the replies (each counted for /metrics), requests held
  * past their handler, query parameters and client connections of the
  * loop. The state is node.h; everything here runs on the event loop's
@@ -10,6 +10,9 @@
  * timeout) for writes. */
 #include "node.h"
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <stdarg.h>
@@ -23,33 +26,8 @@
 #include "rlog.h"
 
 /* {======================================================================
-** The clock, the log line, reserved keys
+** Reserved keys
 ** ======================================================================= */
-
-double lkvnet_node_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-void lkvnet_node_log(lkvnet_server *s, const char *fmt, ...) {
-  char line[768];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (s->log != NULL) {
-    s->log(s->log_ctx, line);
-  } else {
-    char ts[32];
-    time_t t = time(NULL);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    fprintf(stderr, "%s lunakv node %s: %s\n", ts, s->my_url ? s->my_url : "-",
-            line);
-  }
-}
 
 int lkvnet_node_is_reserved(const char *k, size_t n) {
   size_t p = sizeof LKVNET_RESERVED_PREFIX - 1;
@@ -98,6 +76,17 @@ static void count(lkvnet_server *s, int route, int code, double start) {
     if (d <= lkvnet_node_latency_buckets[i]) s->hist[route][i]++;
   s->lat_sum[route] += d;
   s->lat_count[route]++;
+}
+
+void lkvnet_node_write_now(struct evhttp_connection *evcon) {
+  struct bufferevent *bev =
+      evcon != NULL ? evhttp_connection_get_bufferevent(evcon) : NULL;
+  /* only with bytes to write: an empty buffer would run evhttp's
+   * write-done callback on a connection that is not writing (an
+   * outgoing one reading its answer asserts), and one still connecting
+   * has nothing in it yet (its request goes out once connected) */
+  if (bev != NULL && evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+    event_active(&bev->ev_write, EV_WRITE, 1);
 }
 
 /* The one way out of every request, counted for /metrics. */
@@ -315,10 +304,6 @@ uint64_t lkvnet_node_id_of(const char *url) {
   h *= 0x94d049bb133111ebull;
   h ^= h >> 31;
   return h != 0 ? h : 1;
-}
-
-void lkvnet_node_wake(lkvnet_server *s) {
-  if (s->ready_ev != NULL) event_active(s->ready_ev, EV_TIMEOUT, 0);
 }
 
 int lkvnet_node_may_campaign(const lkvnet_server *s) {

@@ -5,18 +5,20 @@
  * The node's files, each calling only files listed above it (so none
  * calls back into a caller):
  *
- *   hreq_ev.c     a request as the routes see it (hreq.h), over evhttp;
- *                 writing a connection's bytes in this loop iteration
- *   node.c        the clock, the log line, reserved keys, replies and their
- *                 counts, held requests, query parsing, connections of the
- *                 loop, node ids, waking the Raft driver
+ *   loop.c        the clock, the log line, waking the Raft driver
+ *   hparse.c      HTTP/1.1 request heads and chunked bodies (hparse.h;
+ *                 pure)
+ *   hserver.c     the HTTP server on the node's port: connections, their
+ *                 deadlines, the cap, accept() pauses, and the requests
+ *                 (hreq.h) the routes read and answer; a whole request
+ *                 goes to the routes through s->dispatch
+ *   node.c        reserved keys, replies and their counts, held requests,
+ *                 query parsing, outgoing connections, node ids
  *   memberconf.c  node URLs, the kept configuration with them (memberconf.h;
  *                 pure)
  *   overlay.c     a leader's proposed, unapplied writes, as calls read them
  *   peers.c       the nodes known by id and URL (the peer slots), learning
  *                 URLs, who is a member
- *   conns.c       the client connections: deadlines, the cap, accept()
- *                 pauses
  *   logcompact.c  when to cut the replication log
  *   apply.c       committed entries into the engine, the writes waiting
  *                 for their entry, the reads waiting for an index
@@ -224,13 +226,14 @@ typedef struct lkvnet_peer {
   uint64_t added_index;
 } lkvnet_peer;
 
-/* The client connections (conns.c): each is in the list of its phase,
- * oldest first. NEW: accepted, not yet set up by evhttp; READING: its
- * request has begun (or it was just accepted), read_timeout_ms applies;
- * HANDLING: the node has the request (held or being answered); IDLE: a
- * keep-alive connection between requests, idle_timeout_ms applies. */
+/* The client connections (hserver.c): each is in the list of its phase,
+ * oldest first. READING: its request has begun (or it was just
+ * accepted), read_timeout_ms applies; HANDLING: the node has the request
+ * (held or being answered); WRITING: its answer is made but the socket
+ * has not taken all of it, the larger of the two timeouts applies; IDLE:
+ * a keep-alive connection between requests, idle_timeout_ms applies. */
 enum {
-  LKVNET_CONN_NEW,
+  LKVNET_CONN_WRITING,
   LKVNET_CONN_READING,
   LKVNET_CONN_HANDLING,
   LKVNET_CONN_IDLE,
@@ -242,10 +245,9 @@ typedef struct lkvnet_conn_list {
 } lkvnet_conn_list;
 typedef struct lkvnet_conns {
   lkvnet_conn_list lists[LKVNET_NCONN_PHASES];
-  lkvnet_conn **by_fd; /* open connections by descriptor */
-  size_t by_fd_cap;
+  struct evconnlistener *listener;
   size_t open; /* accepted and not yet closed (the cap's count) */
-  struct event *resolve_ev, *retry_ev, *tick_ev;
+  struct event *retry_ev, *tick_ev;
   int accepting;            /* the listener is enabled */
   int full;                 /* at max_conns: not accepting */
   int paused;               /* accept() failed: not accepting until retry_ev */
@@ -330,8 +332,6 @@ struct lkvnet_server {
   int pipefd[2];
 
   struct event_base *base;
-  struct evhttp *http;
-  struct evhttp_bound_socket *sock;
   struct event *notify_ev, *tick_ev, *sigterm_ev, *sigint_ev;
 
   uint64_t term, commit_index, applied_index;
@@ -451,8 +451,9 @@ extern const int lkvnet_node_status_codes[];
 extern const double lkvnet_node_latency_buckets[];
 
 double lkvnet_node_now(void); /* CLOCK_MONOTONIC seconds */
-/* (hreq_ev.c) Write what evcon has to send in this loop iteration. evhttp only
- * enables a connection's write event when a request or reply is made, so
+/* Write what an outgoing connection, evcon, has to send in this loop
+ * iteration. evhttp only enables a connection's write event when a
+ * request is made, so
  * the bytes would leave in the next iteration, after an epoll_ctl to ask
  * for EPOLLOUT and an epoll_wait to hear it: the write event is made
  * active instead, and the bufferevent writes at once (or, when the socket
@@ -592,23 +593,23 @@ void lkvnet_node_raft_heard(lkvnet_server *s, lkvnet_req *req,
 void lkvnet_node_told_not_member(lkvnet_server *s, lkvnet_peer *p,
                                  const char *term);
 
-/* ---- conns.c ---------------------------------------------------------- */
+/* ---- hserver.c -------------------------------------------------------- */
 
-/* The client connections' deadlines, cap and accept() pause. open: once
- * the socket is bound (hooks evhttp and the listener); start: when the
- * loop runs (the deadline timer); request: lkvnet_node_on_request, first
- * thing (the request is whole); close: before evhttp_free, once
- * s->draining is set (every connection then reports its close); free:
- * after it. */
-int lkvnet_node_conns_open(lkvnet_server *s, lkv_err *err);
+/* The HTTP server on the node's port: its connections, their deadlines,
+ * the cap and accept() pauses; every whole request goes to
+ * lkvnet_node_dispatch. open: bind and listen on host:port (s->port gets
+ * the port bound); start: when the loop runs (the deadline timer);
+ * stop_accepting: a drain begins; close: every connection closed (after
+ * the held requests are answered); free: after it. */
+int lkvnet_node_conns_open(lkvnet_server *s, const char *host, int port,
+                           lkv_err *err);
 int lkvnet_node_conns_start(lkvnet_server *s);
-void lkvnet_node_conns_request(lkvnet_server *s, lkvnet_req *req);
+void lkvnet_node_conns_stop_accepting(lkvnet_server *s);
 void lkvnet_node_conns_close(lkvnet_server *s);
 /* Raft messages of node from arrived on req's connection: when the peer
  * closes it, the core hears lkvnet_raft_report_leader_gone(from). */
 void lkvnet_node_conns_raft_from(lkvnet_server *s, lkvnet_req *req,
                                  uint64_t from);
-void lkvnet_node_conns_free(lkvnet_server *s);
 /* Connections whose request the node has and whose reply is not yet
  * written out whole (a drain waits for them: an answer queued but not
  * sent when the loop stops would be lost). */
@@ -715,7 +716,7 @@ void lkvnet_node_probe(lkvnet_server *s, lkvnet_peer *p);
 
 /* ---- follow.c --------------------------------------------------------- */
 
-/* The internal routes lkvnet_node_on_request dispatches to, once
+/* The internal routes lkvnet_node_dispatch sends to, once
  * lkvnet_node_authorized has checked the cluster token (it answers 401 or
  * 403 and returns 0 when wrong). */
 int lkvnet_node_authorized(lkvnet_server *s, lkvnet_req *req, int route,
@@ -856,10 +857,9 @@ void lkvnet_node_route_metrics(lkvnet_server *s, lkvnet_req *req, double start);
 
 /* ---- routes.c --------------------------------------------------------- */
 
-/* evhttp's callback for every request (the argument is the server). */
-void lkvnet_node_on_request(struct evhttp_request *req, void *arg);
-/* A request through the routes (s->dispatch): on_request's work after
- * the connection's bookkeeping; start is when it first arrived. */
+/* A request through the routes (s->dispatch): from the server once it
+ * is whole, or again when a parked one is let go; start is when it
+ * first arrived. */
 void lkvnet_node_dispatch(lkvnet_server *s, lkvnet_req *req, double start);
 
 #endif

@@ -294,13 +294,6 @@ static const struct {
     {"/remove_node", LKVNET_ROUTE_REMOVE_NODE, LKVNET_HTTP_POST},
 };
 
-/* An lkvnet_req is the evhttp_request (hreq_ev.c). */
-void lkvnet_node_on_request(struct evhttp_request *req, void *arg) {
-  lkvnet_server *s = arg;
-  lkvnet_node_conns_request(s, (lkvnet_req *)req);
-  lkvnet_node_dispatch(s, (lkvnet_req *)req, lkvnet_node_now());
-}
-
 void lkvnet_node_dispatch(lkvnet_server *s, lkvnet_req *req, double start) {
   const char *path = lkvnet_req_path(req);
   const char *query = lkvnet_req_query(req);

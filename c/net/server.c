@@ -173,10 +173,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
   s->draining = 1;
   lkvnet_node_log(s, "received %s: stopping (%zu request(s) in flight)",
                   sig == SIGTERM ? "SIGTERM" : "SIGINT", s->waiting);
-  if (s->sock != NULL) {
-    evhttp_del_accept_socket(s->http, s->sock);
-    s->sock = NULL;
-  }
+  lkvnet_node_conns_stop_accepting(s);
   if (s->leader && s->transfer_to == LKVNET_RAFT_NONE &&
       lkvnet_node_transfer_begin(s, NULL, 0, NULL, 0) == 0)
     lkvnet_node_log(s, "handing the leadership over before stopping");
@@ -256,7 +253,8 @@ static int make_data_dir(const lkv_env *env, const char *dir, lkv_err *err) {
   return LKV_OK;
 }
 
-/* The node's loop. evhttp turns a connection's read and write interest
+/* The node's loop. evhttp (the node's outgoing connections) turns a
+ * connection's read and write interest
  * off and on around every request: about four epoll_ctl calls per
  * request on the plain epoll backend. With the changelist, the changes
  * made in one pass of the loop reach the kernel once, at its end, and a
@@ -407,46 +405,13 @@ int lkvnet_server_open(const lkvnet_options *o, lkvnet_server **out,
   }
 
   /* the loop and the listening socket */
-  if ((s->base = base_new()) == NULL ||
-      (s->http = evhttp_new(s->base)) == NULL) {
+  if ((s->base = base_new()) == NULL) {
     rc = lkv_seterr(&e, LKV_NOMEM, "event loop");
     goto fail;
   }
-  /* evhttp refuses bodies past its own cap with an HTML 413 before we see
-   * them; ours is higher so bodies up to twice the limit (at least 1 MiB
-   * over it) get our JSON 413 (docs/http_api.md, "Limits") */
-  evhttp_set_max_body_size(
-      s->http,
-      (ev_ssize_t)(s->max_body +
-                   (s->max_body > (1u << 20) ? s->max_body : (1u << 20))));
-  /* read and drop a refused body before answering, so the client sees the
-   * 413 instead of a reset connection */
-  evhttp_set_flags(s->http, EVHTTP_SERVER_LINGERING_CLOSE);
-  evhttp_set_allowed_methods(
-      s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                   EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                   EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-  evhttp_set_gencb(s->http, lkvnet_node_on_request, s);
   s->dispatch = lkvnet_node_dispatch;
-  s->sock =
-      evhttp_bind_socket_with_handle(s->http, s->host, (ev_uint16_t)o->port);
-  if (s->sock == NULL) {
-    rc = lkv_seterr(&e, LKV_IOERROR, "cannot listen on %s:%d: %s", s->host,
-                    o->port, strerror(errno));
+  if ((rc = lkvnet_node_conns_open(s, s->host, o->port, &e)) != LKV_OK)
     goto fail;
-  }
-  if ((rc = lkvnet_node_conns_open(s, &e)) != LKV_OK) goto fail;
-  {
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    evutil_socket_t fd = evhttp_bound_socket_get_fd(s->sock);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-      if (ss.ss_family == AF_INET)
-        s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-      else if (ss.ss_family == AF_INET6)
-        s->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-  }
   if (o->my_url != NULL) {
     s->my_url = dupstr(o->my_url);
   } else {
@@ -621,13 +586,9 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   free(s->token);
   free(s->test_gate);
   free(s->install_last);
-  /* evhttp_free frees the listener first, then closes the connections,
-   * whose close callbacks must not enable it again */
+  /* the listener first: closing connections must not enable it again */
   s->draining = 1;
-  s->sock = NULL;
   lkvnet_node_conns_close(s);
-  if (s->http) evhttp_free(s->http);
-  lkvnet_node_conns_free(s);
   if (s->notify_ev) event_free(s->notify_ev);
   if (s->tick_ev) event_free(s->tick_ev);
   if (s->raft_tick_ev) event_free(s->raft_tick_ev);
