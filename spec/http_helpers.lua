@@ -251,7 +251,7 @@ M.STOP_TIMEOUT = 15
 -- fails: a node must stop on SIGTERM. Returns ok, "exit"/"signal", code.
 local function stop_pid(node, sig)
   sig = sig or "TERM"
-  h.kill(node.pid, sig)
+  if sig ~= "NONE" then h.kill(node.pid, sig) end
   local hung = false
   if sig ~= "KILL" then
     hung = not pcall(h.wait_until, function() return not alive(node.pid) end,
@@ -261,8 +261,9 @@ local function stop_pid(node, sig)
   local a, b, c = h.wait(node.pid)
   node.pid = nil
   if hung then
-    error(string.format("node %s did not stop within %d s of SIG%s: %s",
-      tostring(node.url), M.STOP_TIMEOUT, sig,
+    error(string.format("node %s did not stop within %d s of %s: %s",
+      tostring(node.url), M.STOP_TIMEOUT,
+      sig == "NONE" and "being told to" or "SIG" .. sig,
       M.read_log(node.log or ""):sub(-2000)), 0)
   end
   return a, b, c
@@ -273,6 +274,15 @@ end
 function M.stop_node(node, sig)
   if not node.pid then return nil end
   return stop_pid(node, sig)
+end
+
+-- Wait for a node already told to stop (a signal sent earlier) to exit
+-- by itself, and reap it: ok, "exit"/"signal", code, as stop_node. A
+-- second signal would race the node's own exit, which may be past the
+-- point where it handles one.
+function M.wait_exit(node)
+  if not node.pid then return nil end
+  return stop_pid(node, "NONE")
 end
 
 -- Restart a stopped node on the same port and directory.

@@ -594,9 +594,6 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
   if (s->raft_tick_ev) event_free(s->raft_tick_ev);
   if (s->ready_ev) event_free(s->ready_ev);
   if (s->apply_ev) event_free(s->apply_ev);
-  if (s->sigterm_ev) event_free(s->sigterm_ev);
-  if (s->sigint_ev) event_free(s->sigint_ev);
-  if (s->base) event_base_free(s->base);
   if (s->rlog && lkvnet_rlog_close(s->rlog, &e) != LKV_OK && rc == LKV_OK) {
     rc = e.code;
     if (err) *err = e;
@@ -615,6 +612,13 @@ int lkvnet_server_close(lkvnet_server *s, lkv_err *err) {
     rc = e.code;
     if (err) *err = e;
   }
+  /* the signal events go last: while they exist libevent's handler takes
+   * a second SIGTERM (or SIGINT) and nothing runs it, so a node that is
+   * closing its log and engine finishes that, rather than dying half way
+   * by the signal's default action */
+  if (s->sigterm_ev) event_free(s->sigterm_ev);
+  if (s->sigint_ev) event_free(s->sigint_ev);
+  if (s->base) event_base_free(s->base);
   for (i = 0; i < s->nnodes; i++) free(s->nodes[i]);
   free(s->nodes);
   free(s->data_dir);
