@@ -28,8 +28,9 @@
 #                   again) and leadership transfers while clients write
 #                   and read, then a check of their history
 #                   (NEMESIS_SECONDS, NEMESIS_NODES, NEMESIS_SEED)
-#   make fuzz       libFuzzer on the WAL, SSTable, MANIFEST, JSON body and
-#                   replication log (file and /append frames) readers
+#   make fuzz       libFuzzer on the WAL, SSTable, MANIFEST, JSON body,
+#                   replication log (file and /append frames) and HTTP
+#                   request (head and chunked body) readers
 #   make install    PREFIX=/usr/local DESTDIR= (module, Lua files, bin/lunakv)
 
 PREFIX      ?= /usr/local
@@ -301,15 +302,17 @@ nemesis: deps
 
 # libFuzzer targets for the readers of untrusted bytes (c/fuzz/): WAL
 # replay, SSTable open/read, MANIFEST decode, the HTTP JSON body reader, the
-# replication log at open (rlog) and its frames as an /append body (frames).
-# Seeds come from a small real database (seed.lua) and small real
-# replication logs (rlog_seed.c); FUZZ_SECONDS per target.
+# replication log at open (rlog) and its frames as an /append body (frames),
+# the HTTP request head and chunked body parser (http). Seeds come from a
+# small real database (seed.lua), small real replication logs (rlog_seed.c)
+# and a few requests as clients send them; FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_BASE     = -std=c11 -D_GNU_SOURCE -g -O1 -pthread -Ic/util -Ic/engine -Ic/net
 FUZZ_FLAGS    = $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-FUZZ_TARGETS  = wal sst block manifest json rlog frames
-FUZZ_NET_SRC  = c/net/json.c $(filter-out %_test.c,$(wildcard c/net/rlog*.c))
+FUZZ_TARGETS  = wal sst block manifest json rlog frames http
+FUZZ_NET_SRC  = c/net/json.c c/net/hparse.c \
+                $(filter-out %_test.c,$(wildcard c/net/rlog*.c))
 FUZZ_CORPUS   = c/fuzz/corpus
 fuzz-build: deps
 	@sh tools/deps.sh clang libclang-rt-14-dev
@@ -327,6 +330,14 @@ fuzz-build: deps
 	cp build-fuzz/seed/MANIFEST build-fuzz/corpus_manifest/
 	printf '{"key": "a\\u00e9\\ud83d\\ude00", "value": "v\\n", "n": [1, {"x": null}]}' \
 	  > build-fuzz/corpus_json/seed1
+	printf 'GET /kv/a?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n' \
+	  > build-fuzz/corpus_http/get
+	printf 'POST /put HTTP/1.1\r\nHost: n1\r\nContent-Type: application/json\r\nContent-Length: 26\r\nExpect: 100-continue\r\n\r\n{"key": "a", "value": "b"}' \
+	  > build-fuzz/corpus_http/post
+	printf 'PUT /kv/a HTTP/1.1\r\nHost: n1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Sum: 1\r\n\r\n' \
+	  > build-fuzz/corpus_http/chunked
+	printf '\r\nGET /get?key=a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nDELETE /kv/a HTTP/1.1\r\nConnection: close\r\n\r\n' \
+	  > build-fuzz/corpus_http/pipelined
 	rm -rf build-fuzz/seed-rlog && build-fuzz/rlog_seed build-fuzz/seed-rlog \
 	  build-fuzz/corpus_rlog build-fuzz/corpus_frames
 

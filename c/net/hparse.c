@@ -53,23 +53,20 @@ static int ci_eq(const char *s, const char *lit, size_t n) {
  * trimmed, empty elements skipped: 1 and *e, *elen, else 0. */
 static int list_next(const char *v, size_t n, size_t *at, const char **e,
                      size_t *elen) {
-  size_t i = *at;
-  for (;;) {
-    size_t s, t;
-    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
-    if (i >= n) {
-      *at = i;
-      return 0;
-    }
-    s = i;
-    while (i < n && v[i] != ',') i++;
-    t = i;
-    while (t > s && (v[t - 1] == ' ' || v[t - 1] == '\t')) t--;
+  size_t i = *at, s, t;
+  while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+  if (i >= n) {
     *at = i;
-    *e = v + s;
-    *elen = t - s;
-    return 1;
+    return 0;
   }
+  s = i;
+  while (i < n && v[i] != ',') i++;
+  t = i;
+  while (t > s && (v[t - 1] == ' ' || v[t - 1] == '\t')) t--;
+  *at = i;
+  *e = v + s;
+  *elen = t - s;
+  return 1;
 }
 
 /* }====================================================================== */
@@ -247,14 +244,13 @@ static int request_line(const char *buf, size_t *ip, size_t end,
 }
 
 /* One field line's meaning for the framing, and for the flags of h. */
-static int field(const lkvnet_hfield *fl, int minor, Frame *f,
-                 lkvnet_hhead *h, const char **why) {
+static int field(const lkvnet_hfield *fl, int minor, Frame *f, lkvnet_hhead *h,
+                 const char **why) {
   const char *v = fl->value;
   size_t n = fl->value_len;
   switch (fl->name_len) {
     case 6:
-      if (ci_eq(fl->name, "expect", 6) && minor == 1 &&
-          expects_continue(v, n))
+      if (ci_eq(fl->name, "expect", 6) && minor == 1 && expects_continue(v, n))
         h->expect_continue = 1;
       break;
     case 10:
@@ -282,7 +278,7 @@ int lkvnet_hparse_head(const char *buf, size_t len, size_t max_head,
   int rc = lkvnet_hparse_scan(buf, len, max_head, &scan, why);
   if (rc != 1) return rc;
   end = scan;
-  last = end - 2; /* where the final empty line's CRLF starts */
+  last = end - 2;                /* where the final empty line's CRLF starts */
   while (buf[i] == '\r') i += 2; /* leading empty lines: the scan saw CRLFs */
   h->has_length = 0;
   h->content_length = 0;
@@ -325,8 +321,7 @@ int lkvnet_hparse_head(const char *buf, size_t len, size_t max_head,
   }
   if (f.te_seen) {
     if (h->minor == 0) FAIL(400, "Transfer-Encoding in an HTTP/1.0 request");
-    if (h->has_length)
-      FAIL(400, "both Content-Length and Transfer-Encoding");
+    if (h->has_length) FAIL(400, "both Content-Length and Transfer-Encoding");
     if (!f.te_last) FAIL(400, "Transfer-Encoding does not end in chunked");
     if (f.te_other) FAIL(501, "transfer coding not implemented");
   }
@@ -454,8 +449,7 @@ int lkvnet_hchunk_feed(lkvnet_hchunk *c, const char *in, size_t n, char *out,
           c->ndigits++;
           c->left = c->left << 4 | (uint64_t)d;
           if (c->left > (uint64_t)INT64_MAX) BAD(400, "chunk size too large");
-          if (c->left > max_body - c->total)
-            BAD(413, "chunked body too large");
+          if (c->left > max_body - c->total) BAD(413, "chunked body too large");
           c->state = C_SIZE;
           break;
         }

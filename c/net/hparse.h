@@ -86,11 +86,11 @@ typedef struct lkvnet_hhead {
   size_t method_len;
   const char *target; /* request-target as sent (points into buf) */
   size_t target_len;
-  int minor;           /* HTTP/1.<minor>, 0 or 1 */
-  int keep_alive;      /* the connection stays open after this request */
-  int expect_continue; /* "Expect: 100-continue" in an HTTP/1.1 request */
-  int chunked;         /* Transfer-Encoding: chunked (the only one taken) */
-  int has_length;      /* a Content-Length was given */
+  int minor;               /* HTTP/1.<minor>, 0 or 1 */
+  int keep_alive;          /* the connection stays open after this request */
+  int expect_continue;     /* "Expect: 100-continue" in an HTTP/1.1 request */
+  int chunked;             /* Transfer-Encoding: chunked (the only one taken) */
+  int has_length;          /* a Content-Length was given */
   uint64_t content_length; /* 0 when absent */
   size_t nfields;
   lkvnet_hfield fields[LKVNET_HTTP_MAX_HEADERS]; /* in the order sent;
@@ -141,11 +141,11 @@ const char *lkvnet_http_reason(int code);
 
 /* The decoder's state between calls; lkvnet_hchunk_init starts it. */
 typedef struct lkvnet_hchunk {
-  int state;          /* where in the grammar the last byte left us */
-  unsigned ndigits;   /* hex digits of the chunk size read so far */
-  uint64_t left;      /* the size being read, then its data bytes to copy */
-  uint64_t total;     /* data bytes decoded so far */
-  uint32_t ext_bytes; /* chunk extension bytes so far, all chunks */
+  int state;              /* where in the grammar the last byte left us */
+  unsigned ndigits;       /* hex digits of the chunk size read so far */
+  uint64_t left;          /* the size being read, then its data bytes to copy */
+  uint64_t total;         /* data bytes decoded so far */
+  uint32_t ext_bytes;     /* chunk extension bytes so far, all chunks */
   uint32_t trailer_bytes; /* trailer section bytes so far */
   int err;                /* after a refusal: its status, */
   const char *why;        /* and its reason, returned again */
