@@ -490,7 +490,7 @@ static void dispatch(hconn *c) {
     char *sl = strchr(t + (t[4] == ':' ? 7 : 8), '/');
     t = sl != NULL ? sl : t + r->h.target_len;
   }
-  q = memchr(t, '?', r->h.target_len);
+  q = memchr(t, '?', (size_t)(r->h.target + r->h.target_len - t));
   if (q != NULL) *q++ = '\0';
   r->path = t;
   r->query = q;
