@@ -58,6 +58,7 @@
 #define FULL_LOG_EVERY 60.0 /* at the cap: one line per, s */
 #define READ_MIN 16384      /* the least room a read() is given */
 #define KEEP_BUF 65536      /* a larger buffer is freed once idle */
+#define LINGER_MAX 65536    /* dropped after a refusal, at least */
 /* A request head: the longest target is a 64 KiB key, percent-encoded */
 #define MAX_HEAD (3 * 65536 + 16384)
 
@@ -91,13 +92,13 @@ struct lkvnet_conn {
   uint64_t discard; /* bytes of a refused body still to drop */
   char *out;        /* answer bytes the socket did not take yet */
   size_t out_len, out_off, out_cap;
-  int phase;     /* LKVNET_CONN_* */
-  double since;  /* when the phase began */
-  int busy;      /* a route has the request: answered by lkvnet_req_send */
-  int closing;   /* close once the answer is out */
-  int dead;      /* closed while busy: freed by lkvnet_req_send */
-  int in_loop;   /* process() is running: it takes the next request */
-  int read_off;  /* the read event is not armed (buffer full, or EOF) */
+  int phase;          /* LKVNET_CONN_* */
+  double since;       /* when the phase began */
+  int busy;           /* a route has the request: answered by lkvnet_req_send */
+  int closing;        /* close once the answer is out */
+  int dead;           /* closed while busy: freed by lkvnet_req_send */
+  int in_loop;        /* process() is running: it takes the next request */
+  int read_off;       /* the read event is not armed (buffer full, or EOF) */
   uint64_t raft_from; /* the node whose Raft messages came here last */
   hconn *prev, *next; /* in s->conns.lists[phase] */
   lkvnet_req req;
@@ -301,13 +302,33 @@ static void on_retry(evutil_socket_t fd, short what, void *arg) {
 ** Writing
 ** ======================================================================= */
 
-/* After the answer is out: close, or wait for the next request. */
+/* Read again: reading stops while an answer waits for the socket (a
+ * client that sends and does not read gets no further), and while a held
+ * request's buffer may not move. A pipelined request may be waiting. */
+static void resume_reading(hconn *c) {
+  if (c->read_off) {
+    c->read_off = 0;
+    event_add(c->rev, NULL);
+  }
+  if (c->in_len > 0 && !c->in_loop) event_active(c->rev, EV_READ, 1);
+}
+
+/* After the answer is out: close (after a refusal, half-close and drop
+ * what the client still sends, so it reads the answer rather than a
+ * reset), or wait for the next request. */
 static void written(hconn *c) {
   if (c->closing) {
+    if (c->discard > 0) {
+      shutdown(c->fd, SHUT_WR);
+      return;
+    }
     conn_close(c);
     return;
   }
-  if (!c->busy) move(c, c->in_len > 0 ? LKVNET_CONN_READING : LKVNET_CONN_IDLE);
+  if (!c->busy) {
+    move(c, c->in_len > 0 ? LKVNET_CONN_READING : LKVNET_CONN_IDLE);
+    resume_reading(c);
+  }
 }
 
 /* Write a[0..na) then b[0..nb) after whatever waits; what the socket does
@@ -323,8 +344,7 @@ static int conn_write(hconn *c, const char *a, size_t na, const char *b,
     v[0].iov_len = na;
     v[1].iov_base = (void *)(uintptr_t)b;
     v[1].iov_len = nb;
-    do
-      w = writev(c->fd, v, nb > 0 ? 2 : 1);
+    do w = writev(c->fd, v, nb > 0 ? 2 : 1);
     while (w < 0 && errno == EINTR);
     if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
       conn_close(c);
@@ -363,8 +383,7 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
   hconn *c = arg;
   ssize_t w;
   (void)what;
-  do
-    w = write(fd, c->out + c->out_off, c->out_len - c->out_off);
+  do w = write(fd, c->out + c->out_off, c->out_len - c->out_off);
   while (w < 0 && errno == EINTR);
   if (w < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) conn_close(c);
@@ -429,8 +448,7 @@ static void refuse(hconn *c, int code, const char *why, uint64_t discard) {
   char head[512], body[320];
   int hn, bn;
   /* why is one of the parser's fixed reasons: no quote or backslash */
-  bn = snprintf(body, sizeof body, "{\"ok\": false, \"error\": \"%s\"}\n",
-                why);
+  bn = snprintf(body, sizeof body, "{\"ok\": false, \"error\": \"%s\"}\n", why);
   if (bn < 0 || (size_t)bn >= sizeof body) bn = (int)sizeof body - 1;
   hn = http_status_line(head, sizeof head, 1, code);
   hn += snprintf(head + hn, sizeof head - (size_t)hn,
@@ -438,15 +456,14 @@ static void refuse(hconn *c, int code, const char *why, uint64_t discard) {
                  "%d\r\nConnection: close\r\n\r\n",
                  bn);
   c->closing = 1;
-  c->discard = discard;
+  /* what the client sent past the refused part is read and dropped, up
+   * to the rest of a refused body or LINGER_MAX, until it closes, or
+   * for the read timeout */
+  c->discard = discard > LINGER_MAX ? discard : LINGER_MAX;
   c->in_len = 0;
+  move(c, LKVNET_CONN_READING);
   if (conn_write(c, head, (size_t)hn, body, (size_t)bn) != 0) return;
-  if (!waiting_output(c) && discard == 0) {
-    conn_close(c);
-  } else if (discard > 0) {
-    /* half-close once the answer is out; the rest is read and dropped */
-    move(c, LKVNET_CONN_READING);
-  }
+  if (!waiting_output(c)) written(c);
 }
 
 /* The body limit: bodies up to twice the routes' limit (at least 1 MiB
@@ -501,7 +518,6 @@ static void dispatch(hconn *c) {
     r->body = c->in + c->head_len;
     r->body_len = (size_t)c->body_need;
   }
-  /* a NUL after the body costs nothing and keeps a careless strlen safe */
   c->busy = 1;
   if (!r->h.keep_alive) c->closing = 1;
   move(c, LKVNET_CONN_HANDLING);
@@ -513,7 +529,8 @@ static void dispatch(hconn *c) {
 static void process(hconn *c) {
   lkvnet_server *s = c->s;
   c->in_loop = 1;
-  while (!c->dead && !c->busy && !c->closing && c->in_len > 0) {
+  while (!c->dead && !c->busy && !c->closing && !waiting_output(c) &&
+         c->in_len > 0) {
     if (c->head_len == 0) {
       const char *why = NULL;
       int rc = lkvnet_hparse_scan(c->in, c->in_len, MAX_HEAD, &c->scan, &why);
@@ -548,10 +565,9 @@ static void process(hconn *c) {
       size_t used, made;
       const char *why = NULL;
       char *at = c->in + c->head_len;
-      int rc = lkvnet_hchunk_feed(&c->ck, at + c->ck_used,
-                                  c->in_len - c->head_len - c->ck_used,
-                                  at + c->ck_made, &used, &made,
-                                  body_cap(s), &why);
+      int rc = lkvnet_hchunk_feed(
+          &c->ck, at + c->ck_used, c->in_len - c->head_len - c->ck_used,
+          at + c->ck_made, &used, &made, body_cap(s), &why);
       c->ck_used += used;
       c->ck_made += made;
       if (rc != 0 && rc != 1) {
@@ -592,8 +608,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
   if (c->discard > 0 || (c->closing && !c->busy)) {
     /* a refused body, dropped; or bytes after a last request */
     char sink[16384];
-    do
-      n = read(fd, sink, sizeof sink);
+    do n = read(fd, sink, sizeof sink);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
       c->discard = (uint64_t)n >= c->discard ? 0 : c->discard - (uint64_t)n;
@@ -601,6 +616,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
     } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
       conn_close(c);
     }
+    return;
+  }
+  if (waiting_output(c)) {
+    /* the client does not take its answers: read no more of its
+     * requests until it does (written() reads again) */
+    event_del(c->rev);
+    c->read_off = 1;
     return;
   }
   if (c->in_cap - c->in_len < READ_MIN / 4) {
@@ -616,8 +638,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
       return;
     }
   }
-  do
-    n = read(fd, c->in + c->in_len, c->in_cap - c->in_len - 1);
+  do n = read(fd, c->in + c->in_len, c->in_cap - c->in_len - 1);
   while (n < 0 && errno == EINTR);
   if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
     if (c->busy) {
@@ -648,8 +669,8 @@ int lkvnet_req_method(const lkvnet_req *r) { return r->h.method; }
 
 const char *lkvnet_req_method_name(const lkvnet_req *r) {
   static char name[16];
-  size_t n = r->h.method_len < sizeof name - 1 ? r->h.method_len
-                                                : sizeof name - 1;
+  size_t n =
+      r->h.method_len < sizeof name - 1 ? r->h.method_len : sizeof name - 1;
   memcpy(name, r->h.method_str, n);
   name[n] = '\0';
   return name;
@@ -770,23 +791,10 @@ int lkvnet_req_send(lkvnet_req *r, int code, const char *ctype,
     return code;
   }
   request_done(c, used);
-  if (waiting_output(c)) {
-    move(c, LKVNET_CONN_WRITING);
-  } else if (c->closing) {
-    conn_close(c); /* c may be gone now */
-    return code;
-  } else {
-    move(c, c->in_len > 0 ? LKVNET_CONN_READING : LKVNET_CONN_IDLE);
-  }
-  if (!c->closing) {
-    /* reading stopped while the buffer could not move; a pipelined
-     * request behind this one */
-    if (c->read_off) {
-      c->read_off = 0;
-      event_add(c->rev, NULL);
-    }
-    if (c->in_len > 0 && !c->in_loop) event_active(c->rev, EV_READ, 1);
-  }
+  if (waiting_output(c))
+    move(c, LKVNET_CONN_WRITING); /* on_write goes on once it is out */
+  else
+    written(c); /* c may be gone after this */
   return code;
 }
 
@@ -865,11 +873,11 @@ int lkvnet_node_conns_open(lkvnet_server *s, const char *host, int port,
                       port, gai_strerror(e));
   /* 511 waiting connections, as Redis and nginx: past the cap, clients
    * wait there (and a burst of connects is not refused) */
-  cs->listener = evconnlistener_new_bind(
-      s->base, on_accept, s,
-      LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
-          LEV_OPT_DISABLED,
-      511, ai->ai_addr, (int)ai->ai_addrlen);
+  cs->listener =
+      evconnlistener_new_bind(s->base, on_accept, s,
+                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                  LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
+                              511, ai->ai_addr, (int)ai->ai_addrlen);
   e = errno;
   freeaddrinfo(ai);
   if (cs->listener == NULL)
