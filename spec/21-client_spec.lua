@@ -1,5 +1,5 @@
 -- spec/21-client_spec.lua - the client side of the node: core.http_request
--- and core.http_bench (c/net/httpc.c) against a real node, the process
+-- and core.http_bench (c/net/loadgen.c) against a real node, the process
 -- control functions orchestration uses (core.spawn, core.kill,
 -- core.pid_alive), `lunakv shell --url` and `lunakv bench --url` end to
 -- end. Timing is never asserted: figures only have to be there.

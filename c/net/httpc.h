@@ -1,8 +1,10 @@
-/* httpc.h - lunakv's HTTP client on libevent's evhttp (net room): a
- * blocking one-shot request (the shell's --url mode, cluster orchestration)
- * and a load generator (lunakv bench --url) that drives a node, a cluster
- * or an etcd cluster over C keep-alive connections from one event loop:
- * plain writes and reads, or calls of a stored function.
+/* httpc.h - lunakv's HTTP client (net room): a blocking one-shot request
+ * on libevent's evhttp (httpc.c; the shell's --url mode, cluster
+ * orchestration) and a load generator (loadgen.c; lunakv bench --url)
+ * that drives a node, a cluster or an etcd cluster over keep-alive
+ * connections from one event loop: plain writes and reads, or calls of a
+ * stored function. The generator speaks HTTP/1.1 over raw sockets
+ * itself, to take as little CPU from the machine it measures as it can.
  *
  * Conventions are lunakv.h's: fallible functions return LKV_OK or an
  * LKV_* code and fill the trailing lkv_err when it is not NULL. A transport
@@ -14,9 +16,10 @@
  *
  * Threads: every call builds a private event_base and frees it before it
  * returns, so calls may run on any thread, several at once. Nothing here
- * touches signal dispositions; a caller that writes to servers which may
- * vanish should ignore SIGPIPE (libevent writes with send(), which raises
- * it on a reset connection).
+ * touches signal dispositions; a caller of lkvnet_http_request that
+ * writes to servers which may vanish should ignore SIGPIPE (libevent
+ * writes with send(), which raises it on a reset connection; the load
+ * generator sends with MSG_NOSIGNAL).
  */
 #ifndef LKVNET_HTTPC_H
 #define LKVNET_HTTPC_H
@@ -129,14 +132,22 @@ typedef struct lkvnet_bench_result {
 /* Run the load in one event loop on this thread and fill *res. Returns
  * LKV_INVALID for a bad spec (more connections than descriptors
  * included). A node that answers every request with an HTTP error is not
- * an error of the call: res->errors says so. A connection whose request
- * failed in the transport waits before its next one (50 ms, doubling up
- * to 1 s, until an answer comes), so a dead node among live ones costs
- * little. When no request has succeeded and every connection has failed
- * in the transport 4 times in a row, the run stops early (there is
- * nothing to measure): LKV_IOERROR with the reason ("cannot connect to
- * http://H:P: connection refused") and how far it got; *res holds what
- * was counted. */
+ * an error of the call: res->errors says so. An answer is read by its
+ * Content-Length, its chunks (Transfer-Encoding: chunked) or to the
+ * close; after Connection: close (or an HTTP/1.0 answer) the next request
+ * opens a new connection, which is not an error. A request fails in the
+ * transport when its connection cannot be made, breaks before the whole
+ * answer, brings something that is not an HTTP/1.x answer, or stays
+ * unanswered past timeout_ms (found within 25 ms of it); its connection
+ * is closed, and it waits before its next request (50 ms, doubling up to
+ * 1 s, until an answer comes; up to 25 ms more), so a dead node among
+ * live ones costs little. When no request has succeeded and every
+ * connection has failed in the transport 4 times in a row, the run stops
+ * early (there is nothing to measure): LKV_IOERROR with the reason
+ * ("cannot connect to http://H:P: connection refused", "no answer from
+ * URL within N ms", "URL sent a malformed HTTP answer", "the connection
+ * to URL closed before a complete answer") and how far it got; *res
+ * holds what was counted. */
 int lkvnet_bench_run(const lkvnet_bench_spec *s, lkvnet_bench_result *res,
                      lkv_err *err);
 
