@@ -303,15 +303,17 @@ nemesis: deps
 # libFuzzer targets for the readers of untrusted bytes (c/fuzz/): WAL
 # replay, SSTable open/read, MANIFEST decode, the HTTP JSON body reader, the
 # replication log at open (rlog) and its frames as an /append body (frames),
-# the HTTP request head and chunked body parser (http). Seeds come from a
-# small real database (seed.lua), small real replication logs (rlog_seed.c)
-# and a few requests as clients send them; FUZZ_SECONDS per target.
+# the HTTP request head and chunked body parser (http), the load
+# generator's reader of HTTP answers (httpresp). Seeds come from a small
+# real database (seed.lua), small real replication logs (rlog_seed.c) and
+# a few requests and answers as they go over the wire (printf below);
+# FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_BASE     = -std=c11 -D_GNU_SOURCE -g -O1 -pthread -Ic/util -Ic/engine -Ic/net
 FUZZ_FLAGS    = $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-FUZZ_TARGETS  = wal sst block manifest json rlog frames http
-FUZZ_NET_SRC  = c/net/json.c c/net/hparse.c \
+FUZZ_TARGETS  = wal sst block manifest json rlog frames http httpresp
+FUZZ_NET_SRC  = c/net/json.c c/net/hparse.c c/net/httpresp.c \
                 $(filter-out %_test.c,$(wildcard c/net/rlog*.c))
 FUZZ_CORPUS   = c/fuzz/corpus
 fuzz-build: deps
@@ -340,6 +342,11 @@ fuzz-build: deps
 	  > build-fuzz/corpus_http/pipelined
 	rm -rf build-fuzz/seed-rlog && build-fuzz/rlog_seed build-fuzz/seed-rlog \
 	  build-fuzz/corpus_rlog build-fuzz/corpus_frames
+	printf 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"value": "v1"}' > build-fuzz/corpus_httpresp/len
+	printf 'HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value;q="a b"\r\nnot f\r\nA \r\nound, sorr\r\n0\r\nX-Trailer: t\r\nServer-Timing: db;dur=1\r\n\r\n' > build-fuzz/corpus_httpresp/chunked
+	printf 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok' > build-fuzz/corpus_httpresp/continue
+	printf 'HTTP/1.0 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\nengine: ioerror: 000123.sst\n' > build-fuzz/corpus_httpresp/to-close
+	printf 'HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 38\r\n\r\n{"error": "noquorum: 1 of 3 replicas"}' > build-fuzz/corpus_httpresp/retry-after
 
 # Each target reads the seeds made above and its committed corpus
 # (c/fuzz/corpus/TARGET: minimized inputs, and every input that once

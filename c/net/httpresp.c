@@ -15,7 +15,9 @@ enum {
   R_CHUNK_SIZE, /* a chunk's size line */
   R_CHUNK_DATA, /* `left` bytes of a chunk */
   R_CHUNK_END,  /* the CRLF after a chunk */
-  R_TRAILER     /* trailer lines, to the empty line */
+  R_TRAILER,    /* trailer lines, to the empty line */
+  R_DONE,       /* the answer is complete: nothing more is read */
+  R_FAILED      /* the bytes were not an answer: nothing more is read */
 };
 
 /* More hex digits in a chunk size than any answer of ours needs (and
@@ -104,6 +106,7 @@ static int read_head(lkvnet_httpresp *r, const char *p, size_t n) {
     }
     line = eol + 2;
   }
+  if (r->status < 100) return -1; /* no class of answer starts with 0 */
   if (r->status < 200) {
     /* an interim answer (100 Continue); 101 would switch protocols,
      * which no request of ours asks for */
@@ -163,33 +166,52 @@ static int chunk_size(const char *p, size_t n, uint64_t *out) {
   return j == n || p[j] == ';' ? 0 : -1;
 }
 
+/* Where a line of at most LKVNET_HTTPRESP_MAX_HEAD bytes, CRLF included,
+ * ends in p[0 .. n): 1 and *eol at its CR; 0 when it is not all there
+ * yet; -1 when it is too long. A line is refused by its length whether it
+ * comes whole or in pieces, so the verdict never depends on the cuts. */
+static int line_end(const char *p, size_t n, const char **eol) {
+  *eol = memmem(p, n, "\r\n", 2);
+  if (*eol == NULL) return n > LKVNET_HTTPRESP_MAX_HEAD ? -1 : 0;
+  return (size_t)(*eol - p) + 2 > LKVNET_HTTPRESP_MAX_HEAD ? -1 : 1;
+}
+
+/* The answer is complete or refused: r stays so, whatever comes next. */
+static int finish(lkvnet_httpresp *r, int rc) {
+  r->state = rc == 1 ? R_DONE : R_FAILED;
+  return rc;
+}
+
 int lkvnet_httpresp_feed(lkvnet_httpresp *r, const char *p, size_t n,
                          size_t *used) {
   size_t i = 0;
+  int rc;
   for (;;) {
     const char *e;
     *used = i;
     switch (r->state) {
       case R_HEAD:
         e = memmem(p + i, n - i, "\r\n\r\n", 4);
-        if (e == NULL) return n - i > LKVNET_HTTPRESP_MAX_HEAD ? -1 : 0;
+        if (e == NULL)
+          return n - i > LKVNET_HTTPRESP_MAX_HEAD ? finish(r, -1) : 0;
         if ((size_t)(e - (p + i)) + 4 > LKVNET_HTTPRESP_MAX_HEAD ||
             read_head(r, p + i, (size_t)(e - (p + i)) + 4) != 0)
-          return -1;
+          return finish(r, -1);
         i = (size_t)(e - p) + 4;
         break;
       case R_BODY:
         i += skip(r, p + i, n - i);
         *used = i;
-        return r->left == 0;
+        return r->left == 0 ? finish(r, 1) : 0;
       case R_TO_CLOSE:
         keep(r, p + i, n - i);
         *used = n;
         return 0;
       case R_CHUNK_SIZE:
-        e = memmem(p + i, n - i, "\r\n", 2);
-        if (e == NULL) return n - i > LKVNET_HTTPRESP_MAX_HEAD ? -1 : 0;
-        if (chunk_size(p + i, (size_t)(e - (p + i)), &r->left) != 0) return -1;
+        rc = line_end(p + i, n - i, &e);
+        if (rc <= 0) return rc < 0 ? finish(r, -1) : 0;
+        if (chunk_size(p + i, (size_t)(e - (p + i)), &r->left) != 0)
+          return finish(r, -1);
         i = (size_t)(e - p) + 2;
         r->state = r->left == 0 ? R_TRAILER : R_CHUNK_DATA;
         break;
@@ -203,20 +225,21 @@ int lkvnet_httpresp_feed(lkvnet_httpresp *r, const char *p, size_t n,
         break;
       case R_CHUNK_END:
         if (n - i < 2) return 0;
-        if (p[i] != '\r' || p[i + 1] != '\n') return -1;
+        if (p[i] != '\r' || p[i + 1] != '\n') return finish(r, -1);
         i += 2;
         r->state = R_CHUNK_SIZE;
         break;
       case R_TRAILER:
-        e = memmem(p + i, n - i, "\r\n", 2);
-        if (e == NULL) return n - i > LKVNET_HTTPRESP_MAX_HEAD ? -1 : 0;
+        rc = line_end(p + i, n - i, &e);
+        if (rc <= 0) return rc < 0 ? finish(r, -1) : 0;
         if (e == p + i) {
           *used = i + 2;
-          return 1; /* the empty line */
+          return finish(r, 1); /* the empty line */
         }
         i = (size_t)(e - p) + 2;
         break;
-      default: return -1;
+      case R_DONE: return 1;
+      default: return -1; /* R_FAILED */
     }
   }
 }

@@ -41,7 +41,10 @@ void lkvnet_httpresp_start(lkvnet_httpresp *r, int want_text);
  * further). *used: how many bytes of p it consumed. With 0, the rest
  * (never more than LKVNET_HTTPRESP_MAX_HEAD bytes: a head or line cut
  * short) must be fed again in front of the next bytes; with 1, the rest
- * is bytes that answer no request. */
+ * is bytes that answer no request. Once it has returned 1 or -1, r takes
+ * no more bytes: each later call returns the same with *used 0, until
+ * lkvnet_httpresp_start readies r again. The verdict does not depend on
+ * how the bytes were cut: a line too long is refused whole or in pieces. */
 int lkvnet_httpresp_feed(lkvnet_httpresp *r, const char *p, size_t n,
                          size_t *used);
 

@@ -94,6 +94,9 @@ static const Case cases[] = {
     {"two lengths that differ",
      "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy", -1,
      0, 0, 0, "", 0},
+    {"a status below 100 is no interim answer",
+     "HTTP/1.1 099 X\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", -1,
+     0, 0, 0, "", 0},
     {"101 switching protocols", "HTTP/1.1 101 Switching\r\n\r\n", -1, 0, 0, 0,
      "", 0},
     {"a chunk size of letters",
@@ -215,8 +218,65 @@ static void test_limits(void) {
   free(big);
 }
 
+/* A chunk-size or trailer line past LKVNET_HTTPRESP_MAX_HEAD is refused
+ * whole as it is in pieces (found by fuzz_httpresp: whole, such a line
+ * was taken, fed as it came it was refused). */
+static void test_long_lines(void) {
+  static const char head[] =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+  size_t hl = sizeof head - 1, ext = LKVNET_HTTPRESP_MAX_HEAD + 10, n, k;
+  char *b = malloc(hl + ext + 64);
+  CHECK(b != NULL);
+  if (b == NULL) return;
+  for (k = 0; k < 2; k++) {
+    Outcome whole, bytes;
+    memcpy(b, head, hl);
+    n = hl;
+    if (k == 0) { /* a size line with a long extension */
+      memcpy(b + n, "1;x=", 4);
+      memset(b + n + 4, 'y', ext);
+      n += 4 + ext;
+      memcpy(b + n, "\r\nz\r\n0\r\n\r\n", 10);
+      n += 10;
+    } else { /* a long trailer line */
+      memcpy(b + n, "0\r\nX: ", 6);
+      memset(b + n + 6, 'y', ext);
+      n += 6 + ext;
+      memcpy(b + n, "\r\n\r\n", 4);
+      n += 4;
+    }
+    whole = feed(b, n, 0, 0);
+    bytes = feed(b, n, 0, 1);
+    CHECK(whole.rc == -1);
+    CHECK(bytes.rc == -1);
+  }
+  free(b);
+}
+
+/* Once done or refused, the reader takes nothing more (the trailer state
+ * used to read on after the empty line; a refused head, to start over). */
+static void test_no_more_bytes(void) {
+  static const char chunked[] =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+  static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  lkvnet_httpresp r;
+  size_t used;
+  lkvnet_httpresp_start(&r, 0);
+  CHECK(lkvnet_httpresp_feed(&r, chunked, sizeof chunked - 1, &used) == 1);
+  CHECK(used == sizeof chunked - 1);
+  CHECK(lkvnet_httpresp_feed(&r, "\r\n", 2, &used) == 1 && used == 0);
+  CHECK(lkvnet_httpresp_feed(&r, ok, sizeof ok - 1, &used) == 1 && used == 0);
+  lkvnet_httpresp_start(&r, 0);
+  CHECK(lkvnet_httpresp_feed(&r, "HELLO\r\n\r\n", 9, &used) == -1);
+  CHECK(lkvnet_httpresp_feed(&r, ok, sizeof ok - 1, &used) == -1 && used == 0);
+  lkvnet_httpresp_start(&r, 0);
+  CHECK(lkvnet_httpresp_feed(&r, ok, sizeof ok - 1, &used) == 1);
+}
+
 int main(void) {
   test_cases();
   test_limits();
+  test_long_lines();
+  test_no_more_bytes();
   TEST_MAIN_END();
 }
