@@ -521,7 +521,7 @@ static void dispatch(hconn *c) {
   c->busy = 1;
   if (!r->h.keep_alive) c->closing = 1;
   move(c, LKVNET_CONN_HANDLING);
-  lkvnet_node_dispatch(c->s, r, lkvnet_node_now());
+  c->s->dispatch(c->s, r, lkvnet_node_now()); /* routes.c */
 }
 
 /* Take what the buffer holds: the next request's head, its body, and
