@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,7 +48,7 @@ typedef struct Raw {
   /* the server thread's counts, read once a run is over */
   unsigned long accepted, requests, bad_requests;
   char first_req[RAW_REQ_MAX]; /* the first request's head and body */
-  volatile int stop;
+  atomic_int stop; /* set by the test's thread, read by the server's */
   int running;
   RawConn conns[RAW_MAX_CONNS];
 } Raw;
@@ -127,7 +128,7 @@ static void *raw_serve(void *arg) {
   Raw *s = arg;
   struct pollfd pfd[RAW_MAX_CONNS + 1];
   int i;
-  while (!s->stop) {
+  while (!atomic_load(&s->stop)) {
     int n = 1;
     pfd[0].fd = s->lfd;
     pfd[0].events = POLLIN;
@@ -180,7 +181,7 @@ static void raw_start(Raw *s) {
 static void raw_pause(Raw *s) {
   int i;
   if (!s->running) return;
-  s->stop = 1;
+  atomic_store(&s->stop, 1);
   pthread_join(s->thread, NULL);
   s->running = 0;
   for (i = 0; i < RAW_MAX_CONNS; i++)
@@ -197,7 +198,7 @@ static void raw_set(Raw *s, const char *answer, int dribble, int close_after,
   s->silent = silent;
   s->accepted = s->requests = s->bad_requests = 0;
   s->first_req[0] = '\0';
-  s->stop = 0;
+  atomic_store(&s->stop, 0);
   CHECK(pthread_create(&s->thread, NULL, raw_serve, s) == 0);
   s->running = 1;
 }
