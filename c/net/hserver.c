@@ -89,8 +89,9 @@ struct lkvnet_conn {
   uint64_t body_need;
   lkvnet_hchunk ck;
   size_t ck_used, ck_made;
-  uint64_t discard; /* bytes of a refused body still to drop */
-  char *out;        /* answer bytes the socket did not take yet */
+  const char *head_base; /* c->in when the head was parsed into req.h */
+  uint64_t discard;      /* bytes of a refused body still to drop */
+  char *out;             /* answer bytes the socket did not take yet */
   size_t out_len, out_off, out_cap;
   int phase;          /* LKVNET_CONN_* */
   double since;       /* when the phase began */
@@ -494,8 +495,10 @@ static void dispatch(hconn *c) {
   const char *why = NULL;
   size_t i;
   char *t, *q;
-  /* parsed again: the buffer may have moved since the head came */
-  lkvnet_hparse_head(c->in, c->head_len, MAX_HEAD, &r->h, &why);
+  /* the head's pointers are into the buffer as it was parsed: parsed
+   * again only when the buffer moved since (grown for a body) */
+  if (c->head_base != c->in)
+    lkvnet_hparse_head(c->in, c->head_len, MAX_HEAD, &r->h, &why);
   for (i = 0; i < r->h.nfields; i++) {
     ((char *)r->h.fields[i].value)[r->h.fields[i].value_len] = '\0';
   }
@@ -511,13 +514,9 @@ static void dispatch(hconn *c) {
   if (q != NULL) *q++ = '\0';
   r->path = t;
   r->query = q;
-  if (c->chunked) {
-    r->body = c->in + c->head_len;
-    r->body_len = c->ck_made;
-  } else {
-    r->body = c->in + c->head_len;
-    r->body_len = (size_t)c->body_need;
-  }
+  /* a chunked body is decoded in place by now: body_need is its length */
+  r->body = c->in + c->head_len;
+  r->body_len = (size_t)c->body_need;
   c->busy = 1;
   if (!r->h.keep_alive) c->closing = 1;
   move(c, LKVNET_CONN_HANDLING);
@@ -545,6 +544,7 @@ static void process(hconn *c) {
         break;
       }
       c->head_len = c->req.h.head_len;
+      c->head_base = c->in;
       c->chunked = c->req.h.chunked;
       c->body_need = c->req.h.content_length;
       if (!c->chunked && c->body_need > body_cap(s)) {
@@ -582,7 +582,6 @@ static void process(hconn *c) {
       c->in_len -= c->ck_used - c->ck_made;
       c->body_need = c->ck_made;
       c->chunked = 0;
-      c->ck_made = (size_t)c->body_need;
     } else if (c->in_len - c->head_len < c->body_need) {
       goto more;
     }
