@@ -451,8 +451,9 @@ describe("lunakv node #http", function()
       node = hh.restart(node)
       assert.matches("cut 11 byte", h.read_file(node.log), 1, true)
       -- cut back to what was good, then the new term's no-op (41 bytes:
-      -- length and checksum 8, the version 2 payload's fixed 33)
-      assert.equal(good + 41, h.file_size(path))
+      -- length and checksum 8, the version 2 payload's fixed 33) and
+      -- the MiB of zeros written ahead of it
+      assert.equal(good + 41 + 1048576, h.file_size(path))
       -- 6 entries survive (the first no-op, 5 writes), and the new term's
       -- no-op is 7
       assert.equal(7, hh.status(node).last_index)
@@ -523,9 +524,11 @@ describe("lunakv node #http", function()
 
     it("answers 500 for a write the log could not write, and takes the next "
       .. "(a failed write is not sticky)", function()
-      -- the log's second write: the first is its header's, at start
-      -- (the second is the first term's no-op)
-      node = hh.start_node { fault = "write 3 ENOSPC replication.log" }
+      -- the log's fourth write: the first is its header's, at start,
+      -- the second the MiB of zeros written ahead of the first term's
+      -- no-op (docs/replication.md, "Space written ahead"), the third
+      -- the no-op
+      node = hh.start_node { fault = "write 4 ENOSPC replication.log" }
       local code, doc, text = hh.set(node, "a", "1")
       refused(code, doc, text, 500, "io error: write", "the failed write")
       assert.matches("No space left on device", doc.error, 1, true)

@@ -219,25 +219,83 @@ static int check_tail(lkvnet_rlog *r, Reader *rd, uint32_t fixed,
   return LKV_OK;
 }
 
-/* Read frames from r->size (just past the header) to the end of the file
- * or the first bad one: frames of the header's version (fixed: its fixed
- * payload size; version 1 has no chain to check). Sets r->size to the end
- * of the last good frame; *why describes a bad tail, which check_tail
- * then vouches for. A failed read fails the open: it is not a torn tail,
- * and cutting there could drop acknowledged entries. */
+/* Whether bytes [off, fsize) of the file are all zero (in *yes); 0 or an
+ * errno value. */
+static int zeros_to_end(Reader *rd, uint64_t off, int *yes) {
+  *yes = 1;
+  while (off < rd->fsize) {
+    const unsigned char *p;
+    size_t n = rd->fsize - off < READ_CHUNK ? (size_t)(rd->fsize - off)
+                                            : READ_CHUNK,
+           i;
+    int e;
+    if ((e = rd_get(rd, off, n, &p)) != 0) return e;
+    for (i = 0; i < n; i++)
+      if (p[i] != 0) {
+        *yes = 0;
+        return 0;
+      }
+    off += n;
+  }
+  return 0;
+}
+
+/* Whether a piece of [off, off + n) between two 512-byte boundaries of
+ * the file is all zeros (in *yes): a write lost before its sync, in space
+ * written ahead (a sector that never left the page cache reads as the
+ * zeros under it). 0 or an errno value. */
+static int lost_write(Reader *rd, uint64_t off, uint64_t n, int *yes) {
+  uint64_t end = off + n > rd->fsize ? rd->fsize : off + n;
+  *yes = 0;
+  while (off < end) {
+    uint64_t next = (off | 511u) + 1, i;
+    const unsigned char *p;
+    int e;
+    if (next > end) next = end;
+    if ((e = rd_get(rd, off, (size_t)(next - off), &p)) != 0) return e;
+    for (i = 0; i < next - off && p[i] == 0; i++) {
+    }
+    if (i == next - off) {
+      *yes = 1;
+      return 0;
+    }
+    off = next;
+  }
+  return 0;
+}
+
+/* Read frames from r->size (just past the header) to the end of the file,
+ * the first bad one, or zeros to the end (space written ahead, not
+ * damage: *zero_tail set, why empty): frames of the header's version
+ * (fixed: its fixed payload size; version 1 has no chain to check). Sets
+ * r->size to the end of the last good frame; *why describes a bad tail.
+ * A bad frame with a piece of zeros (lost_write) is the end of what was
+ * synced: frames written after it may have landed without it, never
+ * acknowledged (its sync would have written it too), and the cut takes
+ * them (*lost set). Any other bad tail check_tail vouches for. A failed
+ * read fails the open: it is not a torn tail, and cutting there could
+ * drop acknowledged entries. */
 static int replay(lkvnet_rlog *r, Reader *rd, uint32_t fixed,
                   lkvnet_rlog_replay_fn fn, void *ctx, char *why, size_t whylen,
-                  lkv_err *err) {
-  int rc = LKV_OK, e;
+                  int *zero_tail, lkv_err *err) {
+  int rc = LKV_OK, e, lost = 0;
+  uint64_t extent = 0; /* the bad frame's bytes, for lost_write */
   why[0] = '\0';
+  *zero_tail = 0;
   while (r->size < rd->fsize) {
     const unsigned char *fr, *buf;
     uint64_t left = rd->fsize - r->size;
     uint32_t len, crc;
     lkvnet_entry en;
     if (left < LKVNET_RLOG_FRAME_SIZE) {
+      if ((e = zeros_to_end(rd, r->size, zero_tail)) != 0) {
+        rc = ioerr(err, e, "read", r->path);
+        break;
+      }
+      if (*zero_tail) break;
       snprintf(why, whylen, "offset %llu: torn frame header",
                (unsigned long long)r->size);
+      extent = left;
       break;
     }
     if ((e = rd_get(rd, r->size, LKVNET_RLOG_FRAME_SIZE, &fr)) != 0) {
@@ -246,14 +304,25 @@ static int replay(lkvnet_rlog *r, Reader *rd, uint32_t fixed,
     }
     len = lkv_get32(fr);
     crc = lkv_get32(fr + 4);
+    if (len == 0 && crc == 0) {
+      /* no frame is empty: zeros to the end are space written ahead;
+       * anything else after them is a torn or damaged tail */
+      if ((e = zeros_to_end(rd, r->size, zero_tail)) != 0) {
+        rc = ioerr(err, e, "read", r->path);
+        break;
+      }
+      if (*zero_tail) break;
+    }
     if (len < fixed || len > MAX_PAYLOAD) {
       snprintf(why, whylen, "offset %llu: impossible record length %u",
                (unsigned long long)r->size, (unsigned)len);
+      extent = LKVNET_RLOG_FRAME_SIZE;
       break;
     }
     if (left - LKVNET_RLOG_FRAME_SIZE < len) {
       snprintf(why, whylen, "offset %llu: torn record",
                (unsigned long long)r->size);
+      extent = left;
       break;
     }
     /* the frame whole (its header again: the buffer may move) */
@@ -266,6 +335,7 @@ static int replay(lkvnet_rlog *r, Reader *rd, uint32_t fixed,
     if (lkv_crc32c_extend(lkv_crc32c(fr, 4), buf, len) != crc) {
       snprintf(why, whylen, "offset %llu: record checksum mismatch",
                (unsigned long long)r->size);
+      extent = LKVNET_RLOG_FRAME_SIZE + (uint64_t)len;
       break;
     }
     if (lkvnet_rlog_parse_payload(buf, len, fixed, &en) != 0) {
@@ -312,7 +382,17 @@ static int replay(lkvnet_rlog *r, Reader *rd, uint32_t fixed,
     r->last_term = en.term;
     r->size += LKVNET_RLOG_FRAME_SIZE + len;
   }
-  if (rc == LKV_OK && why[0] != '\0') rc = check_tail(r, rd, fixed, why, err);
+  if (rc == LKV_OK && why[0] != '\0' &&
+      (e = lost_write(rd, r->size, extent, &lost)) != 0)
+    rc = ioerr(err, e, "read", r->path);
+  if (rc == LKV_OK && why[0] != '\0') {
+    if (lost) {
+      size_t n = strlen(why);
+      snprintf(why + n, whylen - n, " (zeros: a write lost before its sync)");
+    } else {
+      rc = check_tail(r, rd, fixed, why, err);
+    }
+  }
   return rc;
 }
 
@@ -394,7 +474,7 @@ static int upgrade_v1(lkvnet_rlog *r, lkv_err *err) {
   r->fd = fd;
   /* each frame grew by its prev_term's 8 bytes */
   for (i = 0; i < r->nents; i++) r->ents[i].off += 8 * (uint64_t)i;
-  r->size = woff;
+  r->size = r->alloc = woff;
   /* the new name may not survive a crash until then; the old file under
    * it would hold the same entries, but the start must not claim more
    * than it knows */
@@ -417,7 +497,7 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
   Reader rd;
   const unsigned char *h;
   uint32_t version = LKVNET_RLOG_VERSION;
-  int rc, e;
+  int rc, e, zero_tail = 0;
   memset(&rd, 0, sizeof rd);
   rd.env = env;
   rd.fd = r->fd;
@@ -432,7 +512,7 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
       return ioerr(err, e, "write", r->path);
     if ((e = f_sync(env, r->fd)) != 0)
       return ioerr(err, e, "fdatasync", r->path);
-    r->size = sizeof hb;
+    r->size = r->alloc = sizeof hb;
     return LKV_OK;
   }
   if (rd.fsize < LKVNET_RLOG_HEADER_SIZE)
@@ -445,19 +525,22 @@ static int load_log(lkvnet_rlog *r, lkvnet_rlog_replay_fn fn, void *ctx,
   } else {
     rc = read_header(r, h, &version, err);
     if (rc == LKV_OK)
-      rc = replay(r, &rd,
-                  version == LKVNET_RLOG_VERSION_V1
-                      ? LKVNET_RLOG_FIXED_PAYLOAD_V1
-                      : LKVNET_RLOG_FIXED_PAYLOAD,
-                  fn, ctx, r->dropped_why, sizeof r->dropped_why, err);
+      rc = replay(
+          r, &rd,
+          version == LKVNET_RLOG_VERSION_V1 ? LKVNET_RLOG_FIXED_PAYLOAD_V1
+                                            : LKVNET_RLOG_FIXED_PAYLOAD,
+          fn, ctx, r->dropped_why, sizeof r->dropped_why, &zero_tail, err);
+  }
+  r->alloc = rd.fsize;
+  if (rc == LKV_OK && rd.fsize > r->size && !zero_tail) {
+    /* a torn tail (with any zeros written ahead after it) */
+    r->dropped_bytes = rd.fsize - r->size;
+    if ((e = env->truncate(env, r->fd, r->size)) != 0)
+      rc = ioerr(err, e, "truncate", r->path);
+    r->alloc = r->size;
   }
   free(rd.buf);
   if (rc != LKV_OK) return rc;
-  if (rd.fsize > r->size) {
-    r->dropped_bytes = rd.fsize - r->size;
-    if ((e = env->truncate(env, r->fd, r->size)) != 0)
-      return ioerr(err, e, "truncate", r->path);
-  }
   /* what was replayed may have been only in the page cache (a killed
    * process), and a cut tail must stay cut: make it durable before anyone
    * relies on it */
@@ -479,6 +562,7 @@ int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
   r->fd = -1;
   r->cp_fd = r->cp_oldfd = r->cp_srcfd = -1;
   r->notify_fd = notify_fd;
+  r->prealloc = LKVNET_RLOG_PREALLOC;
   pthread_mutex_init(&r->mu, NULL);
   pthread_cond_init(&r->cv, NULL);
   if ((size_t)snprintf(r->path, sizeof r->path, "%s/%s", dir,
@@ -491,7 +575,7 @@ int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
   if (e == ENOENT) {
     if ((rc = create_log(r, err)) != LKV_OK) goto fail;
     e = r->env->open(r->env, r->path, O_RDWR, 0644, &r->fd);
-    r->size = LKVNET_RLOG_HEADER_SIZE; /* synced before its rename */
+    r->size = r->alloc = LKVNET_RLOG_HEADER_SIZE; /* synced, renamed */
   } else if (e == 0) {
     if ((rc = load_log(r, fn, ctx, err)) != LKV_OK) goto fail;
   }
@@ -531,7 +615,7 @@ static int append_frames(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
                          lkv_err *err) {
   size_t total = 0, i, off;
   uint64_t prev;
-  int rc, ec;
+  int rc, ec = 0;
   if ((rc = sticky_error(r, err)) != LKV_OK) return rc;
   for (i = 0; i < n; i++) {
     if (es[i].klen > LKV_MAX_KEY_BYTES || es[i].vlen > LKV_MAX_VALUE_BYTES)
@@ -560,13 +644,20 @@ static int append_frames(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
     prev = es[i].term;
     off += lkvnet_rlog_frame_size(&es[i]);
   }
-  if ((ec = pwrite_all(r->env, r->fd, r->scratch, total, r->size)) != 0) {
+  /* room first: zeros up to the frames' end and prealloc past it */
+  if (r->size + total > r->alloc && r->prealloc > 0 &&
+      (ec = zero_fill(r->env, r->fd, r->alloc,
+                      r->size + total + r->prealloc)) == 0)
+    r->alloc = r->size + total + r->prealloc;
+  if (ec != 0 ||
+      (ec = pwrite_all(r->env, r->fd, r->scratch, total, r->size)) != 0) {
     rc = ioerr(err, ec, "write", r->path);
     r->nents -= n;
     /* never leave a partial record for a later append to follow: cut it
      * back (durably: the syncer may have synced half a frame meanwhile),
      * and the failure is this append's alone; when the cut fails too, the
      * file's tail is unknown and every later append fails */
+    r->alloc = r->size; /* what was written ahead goes too */
     if ((ec = r->env->truncate(r->env, r->fd, r->size)) != 0 ||
         (ec = f_sync(r->env, r->fd)) != 0) {
       lkv_err cut;
@@ -578,6 +669,7 @@ static int append_frames(lkvnet_rlog *r, const lkvnet_entry *es, size_t n,
     return rc;
   }
   r->size += total;
+  if (r->alloc < r->size) r->alloc = r->size;
   pthread_mutex_lock(&r->mu);
   r->last_index = es[n - 1].index;
   r->last_term = es[n - 1].term;
@@ -681,7 +773,7 @@ int lkvnet_rlog_truncate(lkvnet_rlog *r, uint64_t index, lkv_err *err) {
    * caller may try again (not sticky) */
   if ((ec = r->env->truncate(r->env, r->fd, size)) != 0)
     return ioerr(err, ec, "truncate", r->path);
-  r->size = size;
+  r->size = r->alloc = size;
   r->nents = (size_t)(index - r->base_index);
   pthread_mutex_lock(&r->mu);
   r->last_index = index;
@@ -783,7 +875,7 @@ int lkvnet_rlog_rewrite(lkvnet_rlog *r, uint64_t base_index, uint64_t base_term,
     r->ents[i].term = r->ents[r->nents - keep + i].term;
   }
   r->nents = keep;
-  r->size = LKVNET_RLOG_HEADER_SIZE + copy_len;
+  r->size = r->alloc = LKVNET_RLOG_HEADER_SIZE + copy_len;
   pthread_mutex_lock(&r->mu);
   r->base_index = base_index;
   r->base_term = base_term;
@@ -879,9 +971,15 @@ void lkvnet_rlog_stats_get(lkvnet_rlog *r, lkvnet_rlog_stats *out) {
   out->appends = r->appends;
   out->syncs = r->syncs;
   out->bytes = r->bytes;
+  out->size = r->size;
+  out->alloc = r->alloc;
   out->dropped_bytes = r->dropped_bytes;
   memcpy(out->dropped_why, r->dropped_why, sizeof out->dropped_why);
   pthread_mutex_unlock(&r->mu);
+}
+
+void lkvnet_rlog_set_prealloc(lkvnet_rlog *r, uint64_t bytes) {
+  r->prealloc = bytes;
 }
 
 int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
@@ -897,6 +995,10 @@ int lkvnet_rlog_close(lkvnet_rlog *r, lkv_err *err) {
   if (r->sticky.code != LKV_OK) { /* stuck: what was not synced may be lost */
     rc = r->sticky.code;
     if (err != NULL) *err = r->sticky;
+  } else if (r->alloc > r->size &&
+             (e = r->env->truncate(r->env, r->fd, r->size)) != 0) {
+    /* the zeros would only be kept, as after a crash */
+    rc = ioerr(err, e, "truncate", r->path);
   } else if ((e = f_sync(r->env, r->fd)) != 0) {
     rc = ioerr(err, e, "fdatasync", r->path);
   }

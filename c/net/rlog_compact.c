@@ -81,6 +81,13 @@ static void *copier_main(void *arg) {
   if (rc == LKV_OK)
     rc = copy_range(r, r->cp_srcfd, r->cp_from_off, fd, LKVNET_RLOG_HEADER_SIZE,
                     r->cp_stable_off - r->cp_from_off, tmp, &e);
+  /* the space the appends after the switch go to, written here off the
+   * loop (rlog.h, lkvnet_rlog_set_prealloc) */
+  if (rc == LKV_OK && (ec = zero_fill(env, fd,
+                                      LKVNET_RLOG_HEADER_SIZE +
+                                          (r->cp_stable_off - r->cp_from_off),
+                                      r->cp_alloc)) != 0)
+    rc = ioerr(&e, ec, "write", tmp);
   if (rc == LKV_OK && (ec = f_sync(env, fd)) != 0)
     rc = ioerr(&e, ec, "fdatasync", tmp);
   if (rc != LKV_OK && fd >= 0) {
@@ -126,6 +133,10 @@ int lkvnet_rlog_compact_begin(lkvnet_rlog *r, uint64_t base_index,
       base_index < last ? r->ents[base_index - r->base_index].off : r->size;
   r->cp_stable_off =
       stable_index < last ? r->ents[stable_index - r->base_index].off : r->size;
+  r->cp_alloc = r->prealloc > 0
+                    ? LKVNET_RLOG_HEADER_SIZE +
+                          (r->cp_stable_off - r->cp_from_off) + r->prealloc
+                    : 0;
   r->cp_srcfd = r->fd;
   r->cp_prepare = prepare;
   r->cp_ctx = ctx;
@@ -174,6 +185,7 @@ static int compact_switch(lkvnet_rlog *r, lkv_err *err) {
   }
   r->nents = keep;
   r->size = newsize;
+  r->alloc = r->cp_alloc > newsize ? r->cp_alloc : newsize;
   pthread_mutex_lock(&r->mu);
   r->cp_oldfd = r->fd;
   r->fd = r->cp_fd;

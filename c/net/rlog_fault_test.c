@@ -25,11 +25,12 @@
 #include "rng.h"
 #include "test.h"
 
-/* 10. a failed write(2) (the file size limit, mid-frame) is cut back out:
- * no partial frame, the index is not used up, the log reopens cleanly;
- * and, by the stickiness rule (rlog.h), the failure is that append's
- * only: the log is not stuck and the next append takes the same index */
-static void test_write_failure(void) {
+/* 10. a failed write(2) (the file size limit, mid-frame; with space
+ * written ahead, mid-zeros) is cut back out: no partial frame, no zeros
+ * ahead, the index is not used up, the log reopens cleanly; and, by the
+ * stickiness rule (rlog.h), the failure is that append's only: the log
+ * is not stuck and the next append takes the same index */
+static void test_write_failure(uint64_t prealloc) {
   char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512];
   static char val[4096];
   lkvnet_rlog *r;
@@ -42,13 +43,21 @@ static void test_write_failure(void) {
   if (make_dir(dir) != 0) return;
   r = open_new_log(dir, path, sizeof path);
   if (r == NULL) goto out;
+  lkvnet_rlog_set_prealloc(r, prealloc); /* less than val: it must grow */
   CHECK(app(r, 1, LKVNET_OP_SET, "a", 1, "1", 1) == 1);
   CHECK(app(r, 1, LKVNET_OP_SET, "b", 1, "2", 1) == 2);
-  sz = file_size(path);
+  {
+    lkvnet_rlog_stats st;
+    lkvnet_rlog_stats_get(r, &st);
+    sz = (long long)st.size;
+    CHECK(file_size(path) == sz + (prealloc ? (long long)prealloc : 0) ||
+          (prealloc && file_size(path) > sz));
+  }
   signal(SIGXFSZ, SIG_IGN);
   CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
   lim = old;
-  lim.rlim_cur = (rlim_t)sz + 100; /* the next frame stops half-way */
+  /* the next frame, or the zeros before it, stop half-way */
+  lim.rlim_cur = (rlim_t)file_size(path) + 100;
   CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
   rc = lkvnet_rlog_append(r, 1, LKVNET_OP_SET, "c", 1, val, sizeof val, &idx,
                           &err);
@@ -872,7 +881,8 @@ static void test_power_loss(void) {
 }
 
 int main(void) {
-  test_write_failure();
+  test_write_failure(0);
+  test_write_failure(256);
   test_fault_walk();
   test_power_loss();
   test_read_failure();

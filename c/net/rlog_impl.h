@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -37,8 +38,16 @@ struct lkvnet_rlog {
   int notify_fd;
   char dir[4096];
   char path[4096];
-  uint64_t size; /* bytes in the file: header plus whole frames */
-  char *scratch; /* encode buffer, owner thread only */
+  uint64_t size; /* header plus whole frames: where the next one goes */
+  /* The file's length: size, then zeros written ahead (prealloc bytes at
+   * a time, by an append that needs room or by a compaction's copier).
+   * An fdatasync after an append that lengthened the file must write the
+   * inode too, a second write and wait on the device; into space written
+   * ahead it writes only the data (docs/replication.md, "Space written
+   * ahead"). */
+  uint64_t alloc;
+  uint64_t prealloc; /* owner thread only; 0: the file is size long */
+  char *scratch;     /* encode buffer, owner thread only */
   size_t scratch_cap;
   Ent *ents; /* owner thread only */
   size_t nents, ents_cap;
@@ -71,6 +80,7 @@ struct lkvnet_rlog {
   uint64_t cp_base, cp_base_term, cp_stable;
   uint64_t cp_from_off;   /* old file: the first kept frame */
   uint64_t cp_stable_off; /* old file: the first frame past stable */
+  uint64_t cp_alloc;      /* new file: zeros up to here (the copier) */
   int cp_srcfd;           /* the old file, for the copier */
   int cp_fd;              /* the new file (replication.log.tmp) */
   int cp_oldfd;           /* the old file after the switch, until renamed */
@@ -147,6 +157,20 @@ static inline int pwrite_all(const lkv_env *env, int fd, const void *buf,
 static inline int pread_all(const lkv_env *env, int fd, void *buf, size_t n,
                             uint64_t off) {
   return transfer_all(env, fd, buf, n, off, 0);
+}
+
+/* Zeros over [from, to) of fd, with one write: space written ahead
+ * (struct lkvnet_rlog's alloc). calloc's zeros of a MiB are fresh pages
+ * from the kernel, not a memset. 0, or an errno value. */
+static inline int zero_fill(const lkv_env *env, int fd, uint64_t from,
+                            uint64_t to) {
+  void *zeros;
+  int e;
+  if (from >= to) return 0;
+  if ((zeros = calloc(1, (size_t)(to - from))) == NULL) return ENOMEM;
+  e = pwrite_all(env, fd, zeros, (size_t)(to - from), from);
+  free(zeros);
+  return e;
 }
 
 static inline int f_sync(const lkv_env *env, int fd) {

@@ -355,9 +355,9 @@ static void test_append_entry(void) {
   CHECK_OK(lkvnet_rlog_append_entry(r, &e, &err), &err);
   e = mk(3, 6, LKVNET_OP_DELETE, "a", 1, NULL, 0);
   CHECK_OK(lkvnet_rlog_append_entry(r, &e, &err), &err);
-  CHECK(file_size(path) > sz);
   lkvnet_rlog_stats_get(r, &st);
   CHECK(st.last_index == 6 && st.last_term == 3);
+  CHECK(file_size(path) == (long long)st.alloc && st.alloc > st.size);
   /* append after append_entry continues the same sequence */
   CHECK(app(r, 3, LKVNET_OP_SET, "z", 1, "z", 1) == 7);
   close_log(r);
@@ -489,11 +489,13 @@ static void test_truncate(void) {
   for (i = 1; i <= 10; i++) {
     snprintf(k, sizeof k, "old%llu", (unsigned long long)i);
     CHECK(app(r, 1, LKVNET_OP_SET, k, strlen(k), "old-value", 9) == i);
-    sizes[i] = file_size(path);
+    lkvnet_rlog_stats_get(r, &st);
+    sizes[i] = (long long)st.size; /* the file is longer: zeros ahead */
   }
   CHECK(wait_durable(r, 10));
   CHECK_OK(lkvnet_rlog_truncate(r, 10, &err), &err); /* at last: nothing */
-  CHECK(file_size(path) == sizes[10]);
+  /* the first append wrote the zeros ahead; the rest went into them */
+  CHECK(file_size(path) == sizes[1] + LKVNET_RLOG_PREALLOC);
 
   CHECK_OK(lkvnet_rlog_truncate(r, 6, &err), &err);
   CHECK(lkvnet_rlog_durable_index(r) == 6);
@@ -616,7 +618,24 @@ static void test_torn_tail(void) {
     if (fd >= 0) close(fd);
   }
   r = reopen(dir, &rs, 5, &st);
-  if (r != NULL) CHECK(st.dropped_bytes == 100 && st.last_index == 5);
+  if (r != NULL) {
+    /* kept, not cut: space written ahead, which the next append uses */
+    CHECK(st.dropped_bytes == 0 && st.last_index == 5);
+    CHECK(st.size == (uint64_t)full && st.alloc == (uint64_t)full + 100);
+    CHECK(file_size(path) == full + 100);
+  }
+  close_full(r, &rs, path, full); /* a clean close cuts them */
+
+  /* zeros, then anything else: a damaged tail, cut whole */
+  {
+    int fd = open(path, O_WRONLY | O_APPEND);
+    static const char zeros[100];
+    CHECK(fd >= 0 && write(fd, zeros, sizeof zeros) == (ssize_t)sizeof zeros);
+    CHECK(fd >= 0 && write(fd, "x", 1) == 1);
+    if (fd >= 0) close(fd);
+  }
+  r = reopen(dir, &rs, 5, &st);
+  if (r != NULL) CHECK(st.dropped_bytes == 101 && st.last_index == 5);
   close_full(r, &rs, path, full);
 
   /* any flipped byte of the checksummed header fails the open */
@@ -688,6 +707,90 @@ static void test_torn_tail(void) {
   }
   CHECK(file_size(path) == hs);
 out:
+  recs_free(&rs);
+  rmrf(dir);
+}
+
+/* 7b. with space written ahead, frames written after the last sync may
+ * land without the ones before them (the page cache writes back in any
+ * order): zeros where a frame was, then valid frames. That is the end of
+ * what was synced (never acknowledged past it), cut at start-up; damage
+ * that is not zeros, with a valid frame after it, still fails the open */
+static void build_lost(const char *dir, uint64_t off[6]) {
+  static char big[1500];
+  lkvnet_rlog *r;
+  lkvnet_rlog_stats st;
+  char path[512];
+  uint64_t i;
+  memset(big, 'v', sizeof big);
+  rmrf(dir);
+  CHECK(mkdir(dir, 0700) == 0);
+  r = open_new_log(dir, path, sizeof path);
+  if (r == NULL) return;
+  for (i = 1; i <= 5; i++) {
+    lkvnet_rlog_stats_get(r, &st);
+    off[i - 1] = st.size;
+    CHECK(app(r, 1, LKVNET_OP_SET, "k", 1, big, i == 4 ? sizeof big : 8) == i);
+  }
+  lkvnet_rlog_stats_get(r, &st);
+  off[5] = st.size;
+  close_log(r);
+}
+
+static void zero_range(const char *path, uint64_t from, uint64_t to) {
+  static const char zeros[4096];
+  int fd = open(path, O_RDWR);
+  CHECK(fd >= 0 && to - from <= sizeof zeros);
+  if (fd < 0) return;
+  CHECK(pwrite(fd, zeros, (size_t)(to - from), (off_t)from) ==
+        (ssize_t)(to - from));
+  close(fd);
+}
+
+static void test_lost_writes(void) {
+  char dir[] = "/tmp/lkv_rlog_test_XXXXXX", path[512];
+  lkvnet_rlog *r;
+  lkvnet_rlog_stats st;
+  lkv_err err = {0};
+  Recs rs = {0};
+  uint64_t off[6], sector;
+  if (make_dir(dir) != 0) return;
+  log_path(path, sizeof path, dir, LKVNET_RLOG_FILE);
+
+  /* entry 4 lost whole, 5 landed */
+  build_lost(dir, off);
+  zero_range(path, off[3], off[4]);
+  r = reopen(dir, &rs, 3, &st);
+  if (r != NULL) {
+    CHECK(st.last_index == 3 && st.dropped_bytes == off[5] - off[3]);
+    CHECK(strstr(st.dropped_why, "lost before its sync") != NULL);
+    CHECK(file_size(path) == (long long)off[3]);
+    CHECK(app(r, 2, LKVNET_OP_SET, "k", 1, "new", 3) == 4);
+  }
+  close_log(r);
+  recs_free(&rs);
+  r = reopen(dir, &rs, 4, &st);
+  CHECK(rs.n == 4 && rs.v[3].term == 2);
+  close_log(r);
+  recs_free(&rs);
+
+  /* one sector in the middle of entry 4 lost, 5 landed */
+  build_lost(dir, off);
+  sector = (off[3] + LKVNET_RLOG_FRAME_SIZE + 511) & ~(uint64_t)511;
+  CHECK(sector + 512 <= off[4]);
+  zero_range(path, sector, sector + 512);
+  r = reopen(dir, &rs, 3, &st);
+  if (r != NULL) CHECK(st.last_index == 3 && st.dropped_bytes > 0);
+  close_log(r);
+  recs_free(&rs);
+
+  /* the same bytes damaged, not zeroed: the open fails, nothing cut */
+  build_lost(dir, off);
+  flip_byte(path, (long long)sector + 7);
+  CHECK(lkvnet_rlog_open(dir, NULL, -1, NULL, NULL, &r, &err) ==
+        LKV_CORRUPTION);
+  CHECK(strstr(err.msg, "damaged in the middle") != NULL);
+  CHECK(file_size(path) == (long long)off[5]);
   recs_free(&rs);
   rmrf(dir);
 }
@@ -904,6 +1007,7 @@ int main(void) {
   test_sync_here();
   test_truncate();
   test_torn_tail();
+  test_lost_writes();
   test_term_file();
   test_concurrency();
   TEST_MAIN_END();
