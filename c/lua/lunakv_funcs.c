@@ -410,10 +410,26 @@ static int call_body(lua_State *L) {
   lua_call(L, 2, 1); /* 2 result */
   c->stage = STAGE_RESULT;
   lkvlua_json_check_ints(L, -1);
-  lua_getfield(L, LUA_REGISTRYINDEX, REG_ENCODE);
-  lua_insert(L, -2);
-  lua_call(L, 1, 1); /* the JSON */
-  json = lua_tolstring(L, -1, &len);
+  if (lua_isinteger(L, -1)) {
+    /* a counter's new value, say: written here as cjson would (the
+     * check above bounds it), without its number formatting (%.14g) */
+    char t[24], *p = t + sizeof t - 1;
+    lua_Integer n = lua_tointeger(L, -1);
+    uint64_t u = n < 0 ? 0 - (uint64_t)n : (uint64_t)n;
+    *p = '\0'; /* copied with the digits, as a Lua string's is */
+    do {
+      *--p = (char)('0' + u % 10);
+      u /= 10;
+    } while (u != 0);
+    if (n < 0) *--p = '-';
+    json = p;
+    len = (size_t)(t + sizeof t - 1 - p);
+  } else {
+    lua_getfield(L, LUA_REGISTRYINDEX, REG_ENCODE);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1); /* the JSON */
+    json = lua_tolstring(L, -1, &len);
+  }
   c->json = lkvf_dupbytes(json, len + 1);
   if (c->json == NULL) return luaL_error(L, "out of memory");
   c->json_len = len;

@@ -535,9 +535,14 @@ void lkvnet_jbuf_str(lkvnet_jbuf *b, const char *s, size_t n) {
 }
 
 void lkvnet_jbuf_u64(lkvnet_jbuf *b, uint64_t v) {
-  char t[24];
-  int k = snprintf(t, sizeof t, "%llu", (unsigned long long)v);
-  lkvnet_jbuf_raw(b, t, (size_t)k);
+  /* by hand: every answer carries an index, and snprintf's format
+   * machinery cost about 1% of a node's loop under load */
+  char t[24], *p = t + sizeof t;
+  do {
+    *--p = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  lkvnet_jbuf_raw(b, p, (size_t)(t + sizeof t - p));
 }
 
 void lkvnet_jbuf_double(lkvnet_jbuf *b, double v) {

@@ -186,6 +186,11 @@ static void test_writer(void) {
   lkvnet_jbuf_u64(&b, 18446744073709551615ull);
   CHECK(b.len == 20 && memcmp(b.data, "18446744073709551615", 20) == 0);
   b.len = 0;
+  lkvnet_jbuf_u64(&b, 0);
+  lkvnet_jbuf_u64(&b, 7);
+  lkvnet_jbuf_u64(&b, 1020);
+  CHECK(b.len == 6 && memcmp(b.data, "071020", 6) == 0);
+  b.len = 0;
   lkvnet_jbuf_base64(&b,
                      "\0\xff\x10"
                      "ab",
