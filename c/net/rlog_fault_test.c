@@ -71,6 +71,13 @@ static void test_write_failure(uint64_t prealloc) {
   }
   CHECK(lkvnet_rlog_error(r, &err) == LKV_OK); /* not sticky */
   CHECK(app(r, 1, LKVNET_OP_SET, "c", 1, "3", 1) == 3);
+  {
+    /* the log's idea of its file is the file: zeros ahead written again */
+    lkvnet_rlog_stats st;
+    lkvnet_rlog_stats_get(r, &st);
+    CHECK(file_size(path) == (long long)st.alloc);
+    CHECK(st.alloc == st.size + prealloc);
+  }
   CHECK(wait_durable(r, 3));
   close_log(r);
   r = open_log(dir, &rs);
