@@ -158,6 +158,13 @@ static node *find_ge(lkv_mem *m, const char *ukey, size_t klen, uint64_t tag,
   int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
   for (;;) {
     node *nx = atomic_load_explicit(&x->next[level], memory_order_acquire);
+    if (level > 0) {
+      /* where the search goes if nx is not before the key: fetched while
+       * nx is compared, so the two cache misses overlap */
+      node *dn =
+          atomic_load_explicit(&x->next[level - 1], memory_order_relaxed);
+      if (dn != nx && dn != NULL) __builtin_prefetch(dn);
+    }
     if (nx != NULL && cmp_node(nx, ukey, klen, tag) < 0) {
       x = nx;
     } else {
