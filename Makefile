@@ -22,7 +22,8 @@
 #   make bench-failover  seconds of failed writes per leader kill -9 and
 #                   a leadership transfer's cost (BENCH_KILLS, BENCH_TRANSFERS)
 #   make bench-scripting  stored-function calls against Redis EVAL on one
-#                   node, and against plain writes on 3 (BENCH_SECONDS)
+#                   node, and against plain writes on 3 (BENCH_SECONDS,
+#                   BENCH_ROUNDS)
 #   make nemesis    a cluster under random kill -9, SIGSTOP, restarts,
 #                   membership changes (a voter removed, wiped, joined
 #                   again) and leadership transfers while clients write
@@ -265,12 +266,15 @@ bench-cluster: deps
 # appendfsync always, driven by redis-tools' redis-benchmark; installed
 # when run as root; without them lunakv runs alone), then the calls
 # against plain /set on a 3-node cluster; 32 connections, BENCH_SECONDS
-# per workload, one server at a time. Everything started is stopped at
-# the end.
+# per workload, one server at a time; the one-node part BENCH_ROUNDS
+# times, lunakv and Redis alternating (medians). Everything started is
+# stopped at the end.
+BENCH_ROUNDS ?= 5
 bench-scripting: deps
 	-@sh tools/deps.sh redis-server redis-tools || echo "bench-scripting: no redis: lunakv only" >&2
 	@$(MAKE) --no-print-directory all
-	$(LUA) bin/lunakv run tools/bench_scripting.lua --seconds $(BENCH_SECONDS)
+	$(LUA) bin/lunakv run tools/bench_scripting.lua --seconds $(BENCH_SECONDS) \
+	  --rounds $(BENCH_ROUNDS)
 
 # Failover figures: a 3-node lunakv cluster on 127.0.0.1 under continuous
 # writes; kill -9 its leader BENCH_KILLS times (restarting it each time)
