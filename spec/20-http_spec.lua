@@ -525,9 +525,9 @@ describe("lunakv node #http", function()
     it("answers 500 for a write the log could not write, and takes the next "
       .. "(a failed write is not sticky)", function()
       -- the log's fourth write: the first is its header's, at start,
-      -- the second the MiB of zeros written ahead of the first term's
-      -- no-op (docs/replication.md, "Space written ahead"), the third
-      -- the no-op
+      -- the second the MiB of zeros written ahead with it
+      -- (docs/replication.md, "Space written ahead"), the third the
+      -- first term's no-op
       node = hh.start_node { fault = "write 4 ENOSPC replication.log" }
       local code, doc, text = hh.set(node, "a", "1")
       refused(code, doc, text, 500, "io error: write", "the failed write")

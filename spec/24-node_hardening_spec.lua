@@ -518,9 +518,10 @@ describe("a node on a failing file system (a fault env) #faults", function()
     end
     h.wait_until(function() return hh.status(leader).base_index > 0 end, 20)
     -- node 3's log: restarting it after the snapshot writes a new file
-    -- aside (the first such file is the new log's, at its start); the
-    -- write fails, once: the log stays as it was
-    f3.fault = "write 2 EIO replication.log.tmp"
+    -- aside (the first such file is the new log's, at its start: its
+    -- header, then the space written ahead, two writes); that write
+    -- fails, once: the log stays as it was
+    f3.fault = "write 3 EIO replication.log.tmp"
     hh.start_member(f3)
     h.wait_until(function()
       return hh.read_log(f3.log):find("snapshot install at index %d+ failed")

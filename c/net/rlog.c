@@ -44,9 +44,11 @@ static int push_ent(lkvnet_rlog *r, uint64_t off, uint64_t term) {
   return 0;
 }
 
-/* A new log: a header with base 0, written aside, synced and renamed to
- * the log's name, then the directory synced. A crash at any point leaves
- * no log (a new one is made at the next start) or a whole header, never a
+/* A new log: a header with base 0 and the space written ahead after it
+ * (so that the first appends, a new node's first acknowledgements, do not
+ * wait for the zeros' sync), written aside, synced and renamed to the
+ * log's name, then the directory synced. A crash at any point leaves no
+ * log (a new one is made at the next start) or a whole header, never a
  * torn one that would fail every start after it. */
 static int create_log(lkvnet_rlog *r, lkv_err *err) {
   const lkv_env *env = r->env;
@@ -58,7 +60,8 @@ static int create_log(lkvnet_rlog *r, lkv_err *err) {
   lkvnet_rlog_encode_header(h, 0, 0);
   if ((e = env->open(env, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644, &fd)) != 0)
     return ioerr(err, e, what, tmp);
-  if ((e = pwrite_all(env, fd, h, sizeof h, 0)) != 0) {
+  if ((e = pwrite_all(env, fd, h, sizeof h, 0)) != 0 ||
+      (e = zero_fill(env, fd, sizeof h, sizeof h + r->prealloc)) != 0) {
     what = "write";
     goto fail;
   }
@@ -575,7 +578,8 @@ int lkvnet_rlog_open(const char *dir, const lkv_env *env, int notify_fd,
   if (e == ENOENT) {
     if ((rc = create_log(r, err)) != LKV_OK) goto fail;
     e = r->env->open(r->env, r->path, O_RDWR, 0644, &r->fd);
-    r->size = r->alloc = LKVNET_RLOG_HEADER_SIZE; /* synced, renamed */
+    r->size = LKVNET_RLOG_HEADER_SIZE; /* synced, renamed */
+    r->alloc = r->size + r->prealloc;
   } else if (e == 0) {
     if ((rc = load_log(r, fn, ctx, err)) != LKV_OK) goto fail;
   }

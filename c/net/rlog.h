@@ -321,9 +321,10 @@ int lkvnet_rlog_error(lkvnet_rlog *r, lkv_err *err);
 void lkvnet_rlog_stats_get(lkvnet_rlog *r, lkvnet_rlog_stats *out);
 
 /* How many bytes of zeros the log keeps written ahead of its frames
- * (LKVNET_RLOG_PREALLOC from open; 0: none, the file ends at its last
- * frame). An append that finds no room writes size + bytes of them; a
- * compaction's copier writes them after the kept entries, off the loop.
+ * (LKVNET_RLOG_PREALLOC from open, which makes a new log with them; 0:
+ * none, the file ends at its last frame). An append that finds no room
+ * writes size + bytes of them; a compaction's copier writes them after
+ * the kept entries, off the loop.
  * The fdatasync of frames written into that space need not update the
  * file's length: one write to the device and its flush, not two (about
  * 125 against 195 us per sync on this project's test machines). Zeros
