@@ -391,6 +391,7 @@ int lkvf_function_read_only(const lkvf_runtime *rt, const char *name,
 static int call_body(lua_State *L) {
   Call *c = (Call *)lua_touserdata(L, 1);
   const char *json;
+  char digits[24]; /* an integer result's JSON: json points into it */
   size_t len;
   lua_settop(L, 0);
   lua_getfield(L, LUA_REGISTRYINDEX, REG_FUNCS);
@@ -413,7 +414,7 @@ static int call_body(lua_State *L) {
   if (lua_isinteger(L, -1)) {
     /* a counter's new value, say: written here as cjson would (the
      * check above bounds it), without its number formatting (%.14g) */
-    char t[24], *p = t + sizeof t - 1;
+    char *p = digits + sizeof digits - 1;
     lua_Integer n = lua_tointeger(L, -1);
     uint64_t u = n < 0 ? 0 - (uint64_t)n : (uint64_t)n;
     *p = '\0'; /* copied with the digits, as a Lua string's is */
@@ -423,7 +424,7 @@ static int call_body(lua_State *L) {
     } while (u != 0);
     if (n < 0) *--p = '-';
     json = p;
-    len = (size_t)(t + sizeof t - 1 - p);
+    len = (size_t)(digits + sizeof digits - 1 - p);
   } else {
     lua_getfield(L, LUA_REGISTRYINDEX, REG_ENCODE);
     lua_insert(L, -2);
