@@ -222,15 +222,13 @@ static int check_tail(lkvnet_rlog *r, Reader *rd, uint32_t fixed,
   return LKV_OK;
 }
 
-/* Whether bytes [off, fsize) of the file are all zero (in *yes); 0 or an
+/* Whether bytes [off, end) of the file are all zero (in *yes); 0 or an
  * errno value. */
-static int zeros_to_end(Reader *rd, uint64_t off, int *yes) {
+static int all_zero(Reader *rd, uint64_t off, uint64_t end, int *yes) {
   *yes = 1;
-  while (off < rd->fsize) {
+  while (off < end) {
     const unsigned char *p;
-    size_t n = rd->fsize - off < READ_CHUNK ? (size_t)(rd->fsize - off)
-                                            : READ_CHUNK,
-           i;
+    size_t n = end - off < READ_CHUNK ? (size_t)(end - off) : READ_CHUNK, i;
     int e;
     if ((e = rd_get(rd, off, n, &p)) != 0) return e;
     for (i = 0; i < n; i++)
@@ -243,25 +241,22 @@ static int zeros_to_end(Reader *rd, uint64_t off, int *yes) {
   return 0;
 }
 
+/* Zeros from off to the end of the file: space written ahead. */
+static int zeros_to_end(Reader *rd, uint64_t off, int *yes) {
+  return all_zero(rd, off, rd->fsize, yes);
+}
+
 /* Whether a piece of [off, off + n) between two 512-byte boundaries of
  * the file is all zeros (in *yes): a write lost before its sync, in space
  * written ahead (a sector that never left the page cache reads as the
  * zeros under it). 0 or an errno value. */
 static int lost_write(Reader *rd, uint64_t off, uint64_t n, int *yes) {
   uint64_t end = off + n > rd->fsize ? rd->fsize : off + n;
+  int e;
   *yes = 0;
-  while (off < end) {
-    uint64_t next = (off | 511u) + 1, i;
-    const unsigned char *p;
-    int e;
-    if (next > end) next = end;
-    if ((e = rd_get(rd, off, (size_t)(next - off), &p)) != 0) return e;
-    for (i = 0; i < next - off && p[i] == 0; i++) {
-    }
-    if (i == next - off) {
-      *yes = 1;
-      return 0;
-    }
+  while (off < end && !*yes) {
+    uint64_t next = (off | 511u) + 1;
+    if ((e = all_zero(rd, off, next < end ? next : end, yes)) != 0) return e;
     off = next;
   }
   return 0;
